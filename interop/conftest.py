@@ -1,0 +1,237 @@
+"""Interop suite: real clients against a broker.
+
+By default each test session starts one amqpbroker on free ports (``BrokerProcess``), with its
+management HTTP API. Set ``AMQP_URL`` (e.g. ``amqp://guest:guest@127.0.0.1:5672/``) and
+``AMQP_MGMT_URL`` (e.g. ``http://guest:guest@127.0.0.1:15672``) to run the very same tests against
+any other broker, RabbitMQ included; that is how we check that the tests encode RabbitMQ's
+behaviour rather than our own guesses.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pika
+import pytest
+
+from amqpbroker.testing import BrokerProcess
+
+
+# ---------------------------------------------------------------------------------------------
+# The broker under test
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def _own_broker(tmp_path_factory):
+    """Our broker, started only when no external one is configured."""
+    if os.environ.get("AMQP_URL"):
+        yield None
+        return
+    broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"), management=True).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url(_own_broker):
+    url = os.environ.get("AMQP_URL")
+    if url:
+        return url
+    return _own_broker.url
+
+
+@pytest.fixture(scope="session")
+def mgmt_url(_own_broker, broker_url):
+    """Base URL of the management HTTP API, with credentials: ``http://user:pass@host:port``."""
+    url = os.environ.get("AMQP_MGMT_URL")
+    if url:
+        return url.rstrip("/")
+    if _own_broker is not None:
+        return f"http://guest:guest@{_own_broker.host}:{_own_broker.management_port}"
+    # An external broker without AMQP_MGMT_URL: RabbitMQ's default management port.
+    u = urllib.parse.urlparse(broker_url)
+    return f"http://{u.username or 'guest'}:{u.password or 'guest'}@{u.hostname}:15672"
+
+
+@pytest.fixture(scope="session")
+def amqp_host_port(broker_url):
+    u = urllib.parse.urlparse(broker_url)
+    return u.hostname, u.port or 5672
+
+
+@pytest.fixture
+def uniq():
+    """A name unique to this test, so tests can share one broker without clashing."""
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return make
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def wait_until(cond, timeout: float = 5.0, interval: float = 0.01, message: str = ""):
+    """Poll ``cond()`` until it returns a truthy value (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s {message}".strip())
+        time.sleep(interval)
+
+
+def url_with(broker_url: str, *, user: str | None = None, password: str | None = None,
+             vhost: str | None = None, query: str = "") -> str:
+    """``broker_url`` with other credentials and/or virtual host."""
+    u = urllib.parse.urlparse(broker_url)
+    user = u.username if user is None else user
+    password = u.password if password is None else password
+    path = u.path if vhost is None else "/" + urllib.parse.quote(vhost, safe="")
+    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{u.hostname}:{u.port or 5672}"
+    return urllib.parse.urlunparse((u.scheme, netloc, path, "", query, ""))
+
+
+class Mgmt:
+    """A tiny client for the management HTTP API (urllib, basic auth, JSON)."""
+
+    def __init__(self, base: str):
+        u = urllib.parse.urlparse(base)
+        self.base = f"{u.scheme}://{u.hostname}:{u.port}"
+        cred = f"{urllib.parse.unquote(u.username or 'guest')}:{urllib.parse.unquote(u.password or 'guest')}"
+        self.auth = "Basic " + base64.b64encode(cred.encode()).decode()
+
+    def request(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", self.auth)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+
+    def get(self, path):
+        return self.request("GET", path)[1]
+
+    def put(self, path, body):
+        return self.request("PUT", path, body)[0]
+
+    def delete(self, path):
+        try:
+            return self.request("DELETE", path)[0]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return 404
+            raise
+
+
+def q(name: str) -> str:
+    """Quote one path segment of the management API (vhost '/' is '%2F')."""
+    return urllib.parse.quote(name, safe="")
+
+
+@pytest.fixture(scope="session")
+def mgmt(mgmt_url):
+    return Mgmt(mgmt_url)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client fixtures
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def params(broker_url):
+    return pika.URLParameters(broker_url)
+
+
+@pytest.fixture
+def connect(broker_url):
+    """Open pika BlockingConnections that are closed at teardown."""
+    opened: list[pika.BlockingConnection] = []
+
+    def make(url: str | None = None, **kw) -> pika.BlockingConnection:
+        p = pika.URLParameters(url or broker_url)
+        for k, v in kw.items():
+            setattr(p, k, v)
+        c = pika.BlockingConnection(p)
+        opened.append(c)
+        return c
+
+    yield make
+    for c in opened:
+        if c.is_open:
+            c.close()
+
+
+@pytest.fixture
+def conn(connect):
+    return connect()
+
+
+@pytest.fixture
+def ch(conn):
+    return conn.channel()
+
+
+@pytest.fixture
+def cleanup(connect):
+    """Register queues/exchanges to delete at teardown (on a fresh connection)."""
+    queues: list[str] = []
+    exchanges: list[str] = []
+
+    class Reg:
+        def queue(self, name):
+            queues.append(name)
+            return name
+
+        def exchange(self, name):
+            exchanges.append(name)
+            return name
+
+    yield Reg()
+    if queues or exchanges:
+        c = connect()
+        for name in queues:
+            c.channel().queue_delete(name)
+        for name in exchanges:
+            c.channel().exchange_delete(name)
+
+
+@pytest.fixture
+async def aconn(broker_url):
+    import aiormq
+    c = await aiormq.connect(broker_url)
+    yield c
+    if not c.is_closed:
+        await c.close()
+
+
+@pytest.fixture
+async def achannel(aconn):
+    return await aconn.channel()
+
+
+def drain(ch, queue: str, n: int, timeout: float = 5.0, auto_ack: bool = True):
+    """basic.get until ``n`` messages have been received (or fail at the deadline)."""
+    got = []
+
+    def step():
+        while len(got) < n:
+            m, props, body = ch.basic_get(queue, auto_ack=auto_ack)
+            if m is None:
+                return False
+            got.append((m, props, body))
+        return True
+
+    wait_until(step, timeout, message=f"waiting for {n} messages on {queue}, got {len(got)}")
+    return got
