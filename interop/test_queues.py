@@ -1,0 +1,294 @@
+"""Queues: declare (passive, durable, exclusive, auto-delete, server-named), counts, bind/unbind,
+purge, delete with conditions, argument equivalence."""
+from __future__ import annotations
+
+import pika
+import pytest
+from pika.exceptions import ChannelClosedByBroker
+
+from conftest import drain, wait_until
+
+
+def publish_confirmed(ch, queue, *bodies):
+    ch.confirm_delivery()
+    for b in bodies:
+        ch.basic_publish("", queue, b)
+
+
+def test_passive_declare_missing_is_404(conn, uniq):
+    ch = conn.channel()
+    name = uniq("q")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(name, passive=True)
+    assert e.value.reply_code == 404
+    assert e.value.reply_text == f"NOT_FOUND - no queue '{name}' in vhost '/'"
+    assert conn.is_open
+
+
+def test_passive_declare_existing_reports_counts(connect, uniq, cleanup):
+    c = connect()
+    ch = c.channel()
+    name = cleanup.queue(uniq("q"))
+    ok = ch.queue_declare(name)
+    assert (ok.method.queue, ok.method.message_count, ok.method.consumer_count) == (name, 0, 0)
+    publish_confirmed(ch, name, b"1", b"2", b"3")
+    consumer = connect().channel()
+    consumer.basic_qos(prefetch_count=1)
+    consumer.basic_consume(name, lambda *a: None)
+    # message_count counts ready messages only: one is now unacked at the consumer.
+    ok = wait_until(lambda: (lambda r: r if r.method.message_count == 2 else None)(
+        ch.queue_declare(name, passive=True)))
+    assert ok.method.consumer_count == 1
+    # A non-passive redeclare reports the counts too.
+    ok2 = ch.queue_declare(name)
+    assert (ok2.method.message_count, ok2.method.consumer_count) == (2, 1)
+
+
+def test_server_named_queue(ch):
+    ok = ch.queue_declare("", exclusive=True)
+    name = ok.method.queue
+    assert name.startswith("amq.gen-")
+    assert len(name) == len("amq.gen-") + 22  # 16 random bytes, url-safe base64
+    assert ch.queue_declare(name, passive=True).method.queue == name
+
+
+def test_declare_reserved_amq_prefix_is_403(conn):
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("amq.foo")
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == "ACCESS_REFUSED - queue name 'amq.foo' contains reserved prefix 'amq.*'"
+
+
+def test_durable_queue_and_redeclare_non_durable_is_406(conn, uniq, cleanup, mgmt):
+    ch = conn.channel()
+    name = cleanup.queue(uniq("durable"))
+    ch.queue_declare(name, durable=True)
+    info = mgmt.get(f"/api/queues/%2F/{name}")
+    assert info["durable"] is True and info["exclusive"] is False and info["auto_delete"] is False
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(name, durable=False)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{name}' "
+                                  "in vhost '/': received 'false' but current is 'true'")
+
+
+def test_exclusive_queue_locked_to_its_connection(connect, uniq):
+    owner = connect()
+    name = uniq("excl")
+    owner.channel().queue_declare(name, exclusive=True)
+    other = connect()
+    for op in ("declare", "passive", "consume", "bind", "purge", "delete", "get"):
+        ch = other.channel()
+        with pytest.raises(ChannelClosedByBroker) as e:
+            if op == "declare":
+                ch.queue_declare(name, exclusive=True)
+            elif op == "passive":
+                ch.queue_declare(name, passive=True)
+            elif op == "consume":
+                ch.basic_consume(name, lambda *a: None)
+            elif op == "bind":
+                ch.queue_bind(name, "amq.fanout")
+            elif op == "purge":
+                ch.queue_purge(name)
+            elif op == "delete":
+                ch.queue_delete(name)
+            else:
+                ch.basic_get(name)
+        assert e.value.reply_code == 405, op
+        assert e.value.reply_text == (
+            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '/'. "
+            "It could be originally declared on another connection or the exclusive property value "
+            "does not match that of the original declaration."), op
+
+
+def test_exclusive_queue_deleted_when_connection_closes(connect, uniq):
+    owner = connect()
+    name = uniq("excl")
+    owner.channel().queue_declare(name, exclusive=True)
+    owner.close()
+    other = connect()
+
+    def gone():  # each probe needs a fresh channel: a 404 closes it
+        try:
+            other.channel().queue_declare(name, passive=True)
+            return False
+        except ChannelClosedByBroker as exc:
+            return exc.reply_code == 404
+
+    wait_until(gone)
+
+
+def test_exclusive_queue_survives_channel_close(connect, uniq):
+    owner = connect()
+    name = uniq("excl")
+    ch = owner.channel()
+    ch.queue_declare(name, exclusive=True)
+    ch.close()
+    assert owner.channel().queue_declare(name, passive=True).method.queue == name
+
+
+def test_auto_delete_queue_deleted_after_last_consumer_cancels(connect, uniq):
+    c = connect()
+    ch = c.channel()
+    name = uniq("ad")
+    ch.queue_declare(name, auto_delete=True)
+    # Never consumed from: it stays.
+    assert ch.queue_declare(name, passive=True).method.queue == name
+    t1 = ch.basic_consume(name, lambda *a: None)
+    t2 = ch.basic_consume(name, lambda *a: None)
+    ch.basic_cancel(t1)
+    assert ch.queue_declare(name, passive=True).method.consumer_count == 1
+    ch.basic_cancel(t2)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(name, passive=True)
+    assert e.value.reply_code == 404
+
+
+def test_bind_and_unbind(conn, uniq, cleanup):
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ex = cleanup.exchange(uniq("x"))
+    ch.exchange_declare(ex, "direct")
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, ex, "k")
+    ch.queue_bind(q, ex, "k")  # idempotent
+    ch.basic_publish(ex, "k", b"1")
+    ch.queue_unbind(q, ex, "k")
+    ch.queue_unbind(q, ex, "k")  # unbinding a missing binding is fine
+    ch.basic_publish(ex, "k", b"2")
+    assert [b for _, _, b in drain(ch, q, 1)] == [b"1"]
+    assert ch.basic_get(q)[0] is None
+
+
+def test_bind_to_missing_exchange_or_queue_is_404(conn, uniq):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    missing = uniq("missing")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_bind(q, missing, "k")
+    assert e.value.reply_code == 404
+    assert e.value.reply_text == f"NOT_FOUND - no exchange '{missing}' in vhost '/'"
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e2:
+        ch.queue_bind(missing, "amq.direct", "k")
+    assert e2.value.reply_code == 404
+    assert e2.value.reply_text == f"NOT_FOUND - no queue '{missing}' in vhost '/'"
+
+
+def test_bind_with_empty_queue_name_uses_last_declared(conn):
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind("", "amq.direct", q)  # "" = the channel's last declared queue
+    ch.basic_publish("amq.direct", q, b"x")
+    assert [b for _, _, b in drain(ch, q, 1)] == [b"x"]
+
+
+def test_purge_returns_count(conn):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    publish_confirmed(ch, q, *[b"m"] * 5)
+    assert ch.queue_purge(q).method.message_count == 5
+    assert ch.queue_purge(q).method.message_count == 0
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+
+
+def test_purge_keeps_unacked(connect):
+    c = connect()
+    ch = c.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    publish_confirmed(ch, q, b"1", b"2", b"3")
+    m, _, _ = ch.basic_get(q, auto_ack=False)
+    assert ch.queue_purge(q).method.message_count == 2
+    ch.basic_nack(m.delivery_tag, requeue=True)
+    assert [b for _, _, b in drain(ch, q, 1)] == [b"1"]
+
+
+def test_delete_returns_message_count(conn, uniq):
+    ch = conn.channel()
+    q = uniq("q")
+    ch.queue_declare(q)
+    publish_confirmed(ch, q, b"a", b"b")
+    assert ch.queue_delete(q).method.message_count == 2
+
+
+def test_delete_missing_queue_is_ok(ch, uniq):
+    # RabbitMQ treats deleting a missing queue as success, with message_count 0.
+    assert ch.queue_delete(uniq("missing")).method.message_count == 0
+
+
+def test_delete_if_unused_is_406(conn, uniq, cleanup):
+    ch = conn.channel()
+    q = cleanup.queue(uniq("q"))
+    ch.queue_declare(q)
+    ch.basic_consume(q, lambda *a: None)
+    other = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        other.queue_delete(q, if_unused=True)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == f"PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"
+
+
+def test_delete_if_empty_is_406(conn, uniq, cleanup):
+    ch = conn.channel()
+    q = cleanup.queue(uniq("q"))
+    ch.queue_declare(q)
+    publish_confirmed(ch, q, b"x")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_delete(q, if_empty=True)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == f"PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"
+
+
+def test_delete_if_empty_and_unused_when_both_hold(ch, uniq):
+    q = uniq("q")
+    ch.queue_declare(q)
+    assert ch.queue_delete(q, if_unused=True, if_empty=True).method.message_count == 0
+
+
+def test_inequivalent_argument_is_406(conn, uniq, cleanup):
+    ch = conn.channel()
+    q = cleanup.queue(uniq("q"))
+    ch.queue_declare(q, arguments={"x-message-ttl": 1000})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(q, arguments={"x-message-ttl": 2000})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (
+        f"PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{q}' in vhost '/': "
+        "received '2000' but current is '1000'")
+
+
+def test_missing_argument_on_redeclare_is_406(conn, uniq, cleanup):
+    ch = conn.channel()
+    q = cleanup.queue(uniq("q"))
+    ch.queue_declare(q, arguments={"x-max-length": 10})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(q)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text.startswith(
+        f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{q}' in vhost '/': "
+        "received none but current is the value '10' of type")
+
+
+def test_invalid_argument_value_is_406(conn, uniq):
+    ch = conn.channel()
+    q = uniq("q")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(q, arguments={"x-message-ttl": -1})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue " \
+                                 f"'{q}' in vhost '/': {{value_negative,-1}}"
+
+
+def test_unknown_x_argument_is_accepted(ch, uniq):
+    q = uniq("q")
+    ch.queue_declare(q, exclusive=True, arguments={"x-made-up": "anything", "plain": 1})
+    assert ch.queue_declare(q, passive=True).method.queue == q
+
+
+def test_queue_listed_by_management_api(ch, uniq, mgmt):
+    q = ch.queue_declare(uniq("q"), exclusive=True, arguments={"x-max-length": 5}).method.queue
+    info = mgmt.get(f"/api/queues/%2F/{q}")
+    assert info["name"] == q and info["vhost"] == "/"
+    assert info["exclusive"] is True and info["arguments"] == {"x-max-length": 5}
