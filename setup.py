@@ -1,0 +1,41 @@
+"""amqpbroker: an AMQP 0-9-1 broker in Python that stores like Kafka."""
+from setuptools import find_packages, setup
+
+setup(
+    name="amqpbroker",
+    version="0.1.0",
+    description="AMQP 0-9-1 broker (RabbitMQ-compatible) over a partitioned, durable log",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["amqpbroker", "amqpbroker.*", "shm", "shm.*", "cffi_build"]),
+    install_requires=[
+        # pamqp: the AMQP 0-9-1 codec for the cold path (connection/channel/exchange/queue
+        # methods and field tables); the hot path (publish, header, body, deliver, ack) is ours.
+        "pamqp>=3.2",
+        # crc32c: hardware CRC32C for record batches (Kafka's checksum); pure Python is 100x slower.
+        "crc32c>=2.3",
+        "sortedcontainers>=2.4",
+        # cffi: runtime of shm._ring, the compiled binding of the shared-memory ring (shm/ring.c).
+        "cffi>=1.15",
+        # posix_ipc: named POSIX shared memory segments (shm_open/shm_unlink) for the rings.
+        "posix_ipc>=1.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "pytest-asyncio>=0.23",
+            "hypothesis>=6",
+            # the real clients the interop suite drives
+            "pika>=1.3",
+            "aiormq>=6.7",
+            "aio-pika>=9.3",
+            "kombu>=5.3",
+            "celery>=5.3",
+        ],
+    },
+    # cffi: compile the shared-memory ring (shm/ring.c) into shm._ring at build time.
+    cffi_modules=["cffi_build/build_ring.py:ffibuilder"],
+    entry_points={"console_scripts": ["amqpbroker=amqpbroker.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Shared-memory transport: SPSC rings between front-ends and partition workers (DESIGN.md §3)."""

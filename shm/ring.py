@@ -1,0 +1,251 @@
+"""Python side of the SPSC shared-memory ring (C in ring.c, binding built by cffi_build/).
+
+A ``Ring`` maps one POSIX shared memory segment.  One process pushes, one pops; either may be
+the creator.  Records are ``bytes``; nothing but bytes crosses the ring.
+
+    with Ring.create("/amqp-fe0-w1", 1 << 20) as ring:      # creator unlinks on exit
+        ring.push(b"hello")
+        ring.pop_many(max_records=512)                      # -> [b"hello"]
+
+Wake-ups (see wakeup.py) use two optional eventfds held by the ring: ``data_fd`` (written by
+the producer when the consumer sleeps) and ``space_fd`` (written by the consumer when the
+producer sleeps).  The C side tells us when a wake-up is due (``RING_OK_WAKE``), so under load
+there is no syscall per record.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from array import array
+
+import posix_ipc
+
+from shm._ring import ffi, lib
+
+__all__ = ["Ring", "RingError", "RingCorrupt"]
+
+OK = lib.RING_OK
+OK_WAKE = lib.RING_OK_WAKE
+AGAIN = lib.RING_AGAIN
+TOO_BIG = lib.RING_TOO_BIG
+ECORRUPT = lib.RING_ECORRUPT
+HDR_SIZE = lib.RING_HDR_SIZE
+
+DEFAULT_MAX_RECORDS = 1024
+DEFAULT_MAX_BYTES = 1 << 20
+
+
+class RingError(Exception):
+    """A ring call failed for a reason other than full/empty."""
+
+
+class RingCorrupt(RingError):
+    """The shared header or a record header is malformed."""
+
+
+def _shm_name(name: str) -> str:
+    return name if name.startswith("/") else "/" + name
+
+
+class Ring:
+    """One SPSC ring in a POSIX shared memory segment (see module docstring)."""
+
+    def __init__(self, name: str, mm: mmap.mmap, owner: bool,
+                 data_fd: int | None = None, space_fd: int | None = None):
+        self.name = name
+        self.owner = owner
+        self.data_fd = data_fd
+        self.space_fd = space_fd
+        self._mm = mm
+        self._mem = ffi.from_buffer(mm)
+        self._r = ffi.new("ring_t *")
+        rc = lib.ring_attach(self._r, self._mem, len(mm))
+        if rc != OK:
+            self._release()
+            raise RingCorrupt(f"cannot attach ring {name}: status {rc}")
+        self.capacity = self._r.capacity
+        self.max_record = self._r.max_record
+        self._np = ffi.new("size_t *")
+        self._offs = ffi.new("uint32_t[]", DEFAULT_MAX_RECORDS + 1)
+        self._bufsize = max(self.max_record, DEFAULT_MAX_BYTES)
+        self._buf = ffi.new("uint8_t[]", self._bufsize)
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, name: str, capacity: int, *, data_fd: int | None = None,
+               space_fd: int | None = None) -> "Ring":
+        """Create and initialise a new segment (fails if ``name`` exists).
+
+        ``capacity`` is the data area in bytes: a power of two >= 64.  The largest record is
+        ``capacity // 2 - 4`` bytes (``max_record``).
+        """
+        if capacity < lib.RING_MIN_CAPACITY or capacity & (capacity - 1):
+            raise ValueError("capacity must be a power of two >= %d" % lib.RING_MIN_CAPACITY)
+        name = _shm_name(name)
+        size = lib.ring_mem_size(capacity)
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+        try:
+            mm = mmap.mmap(shm.fd, size)
+        except BaseException:
+            shm.close_fd()
+            shm.unlink()
+            raise
+        shm.close_fd()
+        mem = ffi.from_buffer(mm)
+        rc = lib.ring_init(mem, size, capacity)
+        ffi.release(mem)
+        if rc != OK:
+            mm.close()
+            posix_ipc.unlink_shared_memory(name)
+            raise RingError(f"ring_init failed: status {rc}")
+        try:
+            return cls(name, mm, True, data_fd, space_fd)
+        except BaseException:
+            mm.close()
+            posix_ipc.unlink_shared_memory(name)
+            raise
+
+    @classmethod
+    def attach(cls, name: str, *, data_fd: int | None = None,
+               space_fd: int | None = None) -> "Ring":
+        """Map an existing ring created by another process (or this one)."""
+        name = _shm_name(name)
+        shm = posix_ipc.SharedMemory(name)
+        try:
+            mm = mmap.mmap(shm.fd, shm.size)
+        finally:
+            shm.close_fd()
+        try:
+            return cls(name, mm, False, data_fd, space_fd)
+        except BaseException:
+            mm.close()
+            raise
+
+    def _release(self) -> None:
+        ffi.release(self._mem)
+        self._mm.close()
+
+    def close(self) -> None:
+        """Unmap (idempotent).  Does not unlink: see ``unlink``."""
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._r = None
+            self._release()
+
+    def unlink(self) -> None:
+        """Remove the segment's name (mappings stay valid until closed).  Idempotent."""
+        try:
+            posix_ipc.unlink_shared_memory(self.name)
+        except posix_ipc.ExistentialError:
+            pass
+
+    def __enter__(self) -> "Ring":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+        if self.owner:
+            self.unlink()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ producer
+    def push(self, data: bytes) -> bool:
+        """Append one record; False if the ring is full.  ValueError if len > max_record."""
+        try:
+            rc = lib.ring_push(self._r, data, len(data))
+        except TypeError:  # bytearray, memoryview...: pass the buffer without copying
+            rc = lib.ring_push(self._r, ffi.from_buffer(data), len(data))
+        if rc == OK:
+            return True
+        if rc == OK_WAKE:
+            self._wake(self.data_fd)
+            return True
+        if rc == AGAIN:
+            return False
+        if rc == TOO_BIG:
+            raise ValueError(f"record of {len(data)} bytes > max_record {self.max_record}")
+        raise RingError(f"ring_push: status {rc}")
+
+    def push_many(self, records: list[bytes]) -> int:
+        """Append as many leading records as fit (one release store); return how many."""
+        n = len(records)
+        if not n:
+            return 0
+        lens = array("I", map(len, records))
+        if max(lens) > self.max_record:
+            raise ValueError(f"record of {max(lens)} bytes > max_record {self.max_record}")
+        data = b"".join(records)
+        rc = lib.ring_push_many(self._r, data, ffi.from_buffer("uint32_t[]", lens), n, self._np)
+        if rc == OK:
+            return self._np[0]
+        if rc == OK_WAKE:
+            self._wake(self.data_fd)
+            return self._np[0]
+        if rc == AGAIN:
+            return 0
+        raise RingError(f"ring_push_many: status {rc}")
+
+    def can_push(self, size: int) -> bool:
+        """Would a record of ``size`` bytes fit now?"""
+        return lib.ring_can_push(self._r, size) == OK
+
+    # ------------------------------------------------------------------ consumer
+    def pop(self) -> bytes | None:
+        """Remove and return the oldest record, or None if the ring is empty."""
+        recs = self.pop_many(max_records=1)
+        return recs[0] if recs else None
+
+    def pop_many(self, max_records: int = DEFAULT_MAX_RECORDS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[bytes]:
+        """Remove up to ``max_records`` records totalling at most ``max_bytes`` payload bytes
+        (the first record is always returned, whatever its size) with one acquire of head and
+        one release of tail.  Returns [] if the ring is empty."""
+        if max_records >= len(self._offs):
+            self._offs = ffi.new("uint32_t[]", max_records + 1)
+        if max_bytes > self._bufsize:
+            self._bufsize = max_bytes
+            self._buf = ffi.new("uint8_t[]", max_bytes)
+        rc = lib.ring_pop_many(self._r, self._buf, self._bufsize, max_bytes, self._offs,
+                               max_records, self._np)
+        if rc == OK_WAKE:
+            self._wake(self.space_fd)
+        elif rc != OK:
+            if rc == AGAIN:
+                return []
+            if rc == ECORRUPT:
+                raise RingCorrupt(f"ring {self.name}: corrupt record")
+            raise RingError(f"ring_pop_many: status {rc}")
+        n = self._np[0]
+        if n == 0:
+            return []
+        offs = self._offs
+        data = ffi.buffer(self._buf, offs[n])[:]
+        if n == 1:
+            return [data]
+        o = ffi.unpack(offs, n + 1)
+        return list(map(data.__getitem__, map(slice, o[:-1], o[1:])))
+
+    # ------------------------------------------------------------------ both / supervisor
+    def valid(self) -> bool:
+        """ck_ring-style check after a peer died: header sane, indices sane, every record
+        header in [tail, head) well formed.  Safe while at most one side is running."""
+        return lib.ring_valid(self._r) == OK
+
+    def used_bytes(self) -> int:
+        """Bytes between tail and head (records, padding and wrap areas)."""
+        return lib.ring_used_bytes(self._r)
+
+    @staticmethod
+    def _wake(fd: int | None) -> None:
+        if fd is not None:
+            try:
+                os.eventfd_write(fd, 1)
+            except BlockingIOError:  # counter saturated: the peer is awake anyway
+                pass
+
+    def __repr__(self) -> str:
+        return f"<Ring {self.name} capacity={self.capacity} closed={self._closed}>"
