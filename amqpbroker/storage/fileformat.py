@@ -1,0 +1,102 @@
+"""Things every storage file shares: the file header, the fsync policy, directory fsync.
+
+Every file the storage layer writes starts with an 8-byte header:
+
+    magic    4 bytes   b"AQLG" segment log, b"AQIX" offset index, b"AQTI" time index,
+                       b"AQAK" ack log
+    version  u16       schema version of that file class (big-endian), currently 1
+    reserved u16       zero
+
+A reader that finds another magic or a version it does not know refuses the file rather than
+guessing (for a log segment, recovery treats it as corrupt from byte 0). All integers in all
+storage files are big-endian.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+HEADER = struct.Struct(">4sHH")
+HEADER_SIZE = HEADER.size  # 8
+SCHEMA_VERSION = 1
+
+MAGIC_LOG = b"AQLG"
+MAGIC_INDEX = b"AQIX"
+MAGIC_TIMEINDEX = b"AQTI"
+MAGIC_ACKLOG = b"AQAK"
+
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+def file_header(magic: bytes) -> bytes:
+    return HEADER.pack(magic, SCHEMA_VERSION, 0)
+
+
+def header_ok(data: bytes, magic: bytes) -> bool:
+    """True if `data` starts with a complete header of this file class and known version."""
+    if len(data) < HEADER_SIZE:
+        return False
+    got_magic, version, _ = HEADER.unpack_from(data)
+    return got_magic == magic and version == SCHEMA_VERSION
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make creations, renames and unlinks inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomically(path: str, data: bytes) -> None:
+    """Write `data` to `path` via path.tmp + fsync + rename (+ directory fsync).
+
+    A crash leaves either the old file or the new one, plus possibly a stray `.tmp` that the
+    owner's recovery deletes.
+    """
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until everything is written (a regular file can return short on ENOSPC edge)."""
+    written = os.write(fd, data)
+    if written != len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+class FsyncPolicy:
+    """When sync() really calls fsync: "always" every call, "interval" if the interval has
+    elapsed since the last fsync (or the caller forces it), "never" not at all."""
+
+    __slots__ = ("mode", "interval_s", "_last")
+
+    def __init__(self, mode: str, interval_ms: int = 1000):
+        if mode not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, got {mode!r}")
+        self.mode = mode
+        self.interval_s = interval_ms / 1000.0
+        self._last = time.monotonic()
+
+    def due(self, force: bool = False) -> bool:
+        if self.mode == "never":
+            return False
+        if self.mode == "always" or force:
+            return True
+        return time.monotonic() - self._last >= self.interval_s
+
+    def done(self) -> None:
+        self._last = time.monotonic()

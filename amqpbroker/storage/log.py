@@ -1,0 +1,318 @@
+"""PartitionLog: the durable, append-only log of one queue partition.
+
+Theory of operation
+-------------------
+A partition is a directory of segments (segment.py; batch format in record.py; indexes in
+index.py). The last segment is active; append() encodes the records as one batch and writes
+it with one write() call, rolling first to a new segment when the batch would push the active
+one past `segment_bytes`, when the batch's newest timestamp is `segment_ms` or more past the
+segment's first record, or when relative offsets would overflow u32. Rolling writes the last
+time-index entry of the old segment and creates the new files; it does not fsync.
+
+Durability is group commit. append() never fsyncs; sync() fsyncs every descriptor written
+since the previous sync (the active segment, segments rolled since, their indexes, and the
+directory if files were created) and then advances `durable_offset` to the end offset it saw
+before fsyncing. The broker appends many batches on the event-loop thread, runs one sync() in
+a worker thread, then confirms everything below the returned offset. Locking:
+  * `_lock` guards all in-memory state and every descriptor open/close; held by append, read,
+    retention and the two short bookkeeping phases of sync, never across an fsync;
+  * `_sync_lock` serialises sync()/close(), so a descriptor being fsynced is never closed:
+    rolled segments keep their write descriptors until a sync has fsynced them.
+Policies: "always" fsyncs on every sync(); "interval" only when `fsync_interval_ms` has passed
+since the last fsync (or `sync(force=True)`); "never" never fsyncs and `durable_offset` is
+simply the end offset (data reaches the page cache, which survives kill -9 but not power loss).
+
+read() never returns records at or past `durable_offset`, so a consumer never sees a message
+that a crash could take back. Retention and delete_before() delete whole closed segments from
+the front (never the active one); the start offset is the first remaining segment's base.
+Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from bisect import bisect_right
+from collections import OrderedDict
+
+from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
+from .fileformat import FsyncPolicy, fsync_dir
+from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch, record_size
+from .recovery import RecoveryReport, recover_partition
+from .segment import Segment
+
+_fsync = getattr(os, "fdatasync", os.fsync)  # the log's size change is covered by fdatasync
+MAX_SEGMENT_BYTES = (1 << 31) - 1  # index positions are u32; keep a wide margin
+
+
+class PartitionLog:
+    def __init__(self, directory: str | os.PathLike, *, segment_bytes: int = 64 * 1024 * 1024,
+                 segment_ms: int = 7 * 24 * 3600 * 1000, fsync: str = "always",
+                 fsync_interval_ms: int = 1000, index_interval_bytes: int = 4096,
+                 max_open_readers: int = 8):
+        """Open (creating if needed) and recover the partition stored in `directory`."""
+        if not 0 < segment_bytes <= MAX_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be in 1..{MAX_SEGMENT_BYTES}")
+        if segment_ms <= 0 or index_interval_bytes <= 0 or max_open_readers <= 0:
+            raise ValueError("segment_ms, index_interval_bytes and max_open_readers must be > 0")
+        self.directory = os.fspath(directory)
+        self.segment_bytes = segment_bytes
+        self.segment_ms = segment_ms
+        self.index_interval_bytes = index_interval_bytes
+        self._policy = FsyncPolicy(fsync, fsync_interval_ms)
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._max_open_readers = max_open_readers
+        self._readers: OrderedDict[int, Segment] = OrderedDict()  # closed segments, LRU
+        self._unsynced: list[Segment] = []  # rolled segments whose writes await an fsync
+        self._dir_dirty = False
+        self._closed = False
+        segments, self.recovery = recover_partition(self.directory, index_interval_bytes)
+        self.recovery: RecoveryReport
+        self._segments: list[Segment] = segments
+        self._bases = [s.base_offset for s in segments]
+        self._active.open_for_append()
+        if self._policy.mode != "never":
+            for fd in self._active.write_fds():  # what a killed process left in the page cache
+                os.fsync(fd)
+        self.durable_offset = self.end_offset
+
+    # -- offsets ---------------------------------------------------------------------------------
+    @property
+    def _active(self) -> Segment:
+        return self._segments[-1]
+
+    @property
+    def start_offset(self) -> int:
+        """First offset still on disk."""
+        return self._segments[0].base_offset
+
+    @property
+    def end_offset(self) -> int:
+        """Next offset to be assigned."""
+        return self._segments[-1].next_offset
+
+    def size_bytes(self) -> int:
+        """Bytes of all segment .log files (headers included, indexes not)."""
+        with self._lock:
+            return sum(s.size for s in self._segments)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def append(self, records: list[Record]) -> int:
+        """Append `records` as one batch with one write() and no fsync; return the base offset."""
+        with self._lock:
+            self._check_open()
+            if not records:
+                return self.end_offset
+            active = self._active
+            base = active.next_offset
+            batch, first_ts, max_ts = encode_batch(base, records)
+            if not active.is_empty and (
+                    active.size + len(batch) > self.segment_bytes
+                    or max_ts - active.first_timestamp >= self.segment_ms
+                    or not active.fits(len(records))):
+                active = self._roll()
+            active.append(batch, BatchHeader(len(batch) - 4, base, len(records), 0, first_ts, max_ts))
+            if self._policy.mode == "never":
+                self.durable_offset = active.next_offset
+            return base
+
+    def _roll(self) -> Segment:
+        old = self._active
+        old.seal_time_index()
+        if self._policy.mode == "never":
+            old.close_writer()
+        else:
+            self._unsynced.append(old)
+        new = Segment.create(self.directory, old.next_offset, self.index_interval_bytes)
+        new.open_for_append()
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        self._dir_dirty = True
+        return new
+
+    def sync(self, force: bool = False) -> int:
+        """Fsync per policy and return `durable_offset`. Thread-safe against append()."""
+        with self._sync_lock:
+            return self._sync_locked(force)
+
+    def _sync_locked(self, force: bool) -> int:
+        with self._lock:
+            if self._closed or not self._policy.due(force):
+                return self.durable_offset
+            target = self.end_offset
+            segments = self._unsynced + [self._active]
+            fds = [fd for seg in segments for fd in seg.write_fds()]
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+        for fd in fds:  # releases the GIL; append() keeps running on the other thread
+            _fsync(fd)
+        if dir_dirty:
+            fsync_dir(self.directory)
+        with self._lock:
+            self._policy.done()
+            for seg in segments[:-1]:
+                self._unsynced.remove(seg)
+                seg.close_writer()
+            if target > self.durable_offset:
+                self.durable_offset = target
+            return self.durable_offset
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
+             ) -> list[tuple[int, Record]]:
+        """Records from `offset` on, below `durable_offset`: at most `max_records`, and at most
+        `max_bytes` unless the first record alone is larger. [] at or past the end."""
+        with self._lock:
+            self._check_open()
+            if offset < self.start_offset:
+                raise OffsetOutOfRange(f"offset {offset} is below the start offset {self.start_offset}")
+            out: list[tuple[int, Record]] = []
+            limit = self.durable_offset
+            size = 0
+            i = bisect_right(self._bases, offset) - 1
+            while i < len(self._segments) and offset < limit:
+                seg = self._segments[i]
+                for h, records in self._batches_from(seg, offset):
+                    for o, r in enumerate(records, h.base_offset):
+                        if o < offset:
+                            continue
+                        sz = record_size(r)
+                        if o >= limit or len(out) >= max_records or (out and size + sz > max_bytes):
+                            return out
+                        out.append((o, r))
+                        size += sz
+                    offset = h.next_offset
+                i += 1
+            return out
+
+    def read_one(self, offset: int) -> Record:
+        """The record at `offset`; OffsetOutOfRange if it is deleted or not yet durable."""
+        got = self.read(offset, max_records=1)
+        if not got or got[0][0] != offset:
+            raise OffsetOutOfRange(f"no readable record at offset {offset}")
+        return got[0][1]
+
+    def offset_for_timestamp(self, ts_ms: int) -> int:
+        """First offset whose record has timestamp >= ts_ms (end_offset if none)."""
+        with self._lock:
+            self._check_open()
+            for seg in self._segments:
+                if seg.max_timestamp < ts_ms:
+                    continue
+                start = seg.base_offset + seg.time_index.start_for(ts_ms)
+                for h, records in self._batches_from(seg, start, min_ts=ts_ms):
+                    for o, r in enumerate(records, h.base_offset):
+                        if o >= start and r.timestamp >= ts_ms:
+                            return o
+            return self.end_offset
+
+    def _batches_from(self, seg: Segment, offset: int, min_ts: int | None = None):
+        """Decoded batches of `seg` that hold offsets >= `offset` (lock held)."""
+        pos, expected = seg.position_for(offset)
+        fd = self._reader_fd(seg)
+        for _, h, batch in seg.iter_batches(pos, seg.size, fd):
+            if h.base_offset != expected:
+                raise CorruptRecordError(f"{seg.log_path}: batch at offset {h.base_offset} where "
+                                         f"the index promised {expected}")
+            expected = h.next_offset
+            if expected <= offset or (min_ts is not None and h.max_ts < min_ts):
+                continue
+            if not crc_ok(batch):
+                raise CorruptRecordError(f"{seg.log_path}: CRC mismatch in batch {h.base_offset}")
+            yield h, decode_records(batch)
+        if expected != seg.next_offset:
+            raise CorruptRecordError(f"{seg.log_path}: unreadable batch at offset {expected}")
+
+    def _reader_fd(self, seg: Segment) -> int:
+        """A descriptor to pread `seg` with: its write descriptor while it has one, else a
+        read-only one kept in a small LRU of closed segments."""
+        if not seg.write_fds():
+            if seg.base_offset in self._readers:
+                self._readers.move_to_end(seg.base_offset)
+            else:
+                self._readers[seg.base_offset] = seg
+                while len(self._readers) > self._max_open_readers:
+                    self._readers.popitem(last=False)[1].close_reader()
+        return seg.read_fd()
+
+    # -- deleting --------------------------------------------------------------------------------
+    def enforce_retention(self, max_age_ms: int | None = None, max_bytes: int | None = None,
+                          now_ms: int | None = None) -> int:
+        """Delete the oldest closed segments while their newest record is older than
+        `max_age_ms`, or while the log is larger than `max_bytes`. Returns records removed."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            self._check_open()
+            total = sum(s.size for s in self._segments)
+            removed = 0
+            while len(self._segments) > 1:
+                seg = self._segments[0]
+                too_old = max_age_ms is not None and now - seg.max_timestamp > max_age_ms
+                too_big = max_bytes is not None and total > max_bytes
+                if not (too_old or too_big):
+                    break
+                total -= seg.size
+                removed += self._delete_oldest_segment()
+            return removed
+
+    def delete_before(self, offset: int) -> int:
+        """Delete closed segments all of whose offsets are < `offset`; returns records removed."""
+        with self._lock:
+            self._check_open()
+            removed = 0
+            while len(self._segments) > 1 and self._segments[0].next_offset <= offset:
+                removed += self._delete_oldest_segment()
+            return removed
+
+    def _delete_oldest_segment(self) -> int:
+        seg = self._segments.pop(0)
+        self._bases.pop(0)
+        self._readers.pop(seg.base_offset, None)
+        seg.close_reader()
+        if seg not in self._unsynced:  # else sync() may be fsyncing it now; it closes it later
+            seg.close_writer()
+        seg.delete_files()
+        self._dir_dirty = True
+        return seg.record_count
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"partition log {self.directory} is closed")
+
+    def close(self) -> None:
+        """Sync per policy (forced for "interval"), then release every descriptor."""
+        with self._sync_lock:
+            if self._closed:
+                return
+            self._sync_locked(force=True)
+            self._release_descriptors()
+
+    def destroy(self) -> None:
+        """Close and remove the partition's directory (the queue was deleted)."""
+        self.close()
+        shutil.rmtree(self.directory)
+
+    def _release_descriptors(self) -> None:
+        with self._lock:
+            self._closed = True
+            for seg in self._unsynced + self._segments:
+                seg.close()
+            self._unsynced.clear()
+            self._readers.clear()
+
+    def _simulate_crash(self) -> None:
+        """Tests only: drop every descriptor the way kill -9 would. Whatever write() handed
+        to the kernel stays; nothing is synced, sealed or flushed on the way out."""
+        self._release_descriptors()
+
+    def __enter__(self) -> "PartitionLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.directory!r}, start={self.start_offset}, "
+                f"end={self.end_offset}, durable={self.durable_offset})")

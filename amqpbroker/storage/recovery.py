@@ -1,0 +1,234 @@
+"""Opening a partition directory: finish interrupted operations, verify, cut, rebuild.
+
+Theory of operation
+-------------------
+`recover_partition(directory)` runs every time a PartitionLog opens, clean shutdown or not
+(there is no "clean shutdown" marker to trust; the checks below are cheap enough):
+
+1. Leftovers by suffix, as Kafka's LogLoader does: `*.deleted` (a retention/deletion that was
+   decided) and `*.cleaned` / `*.tmp` (an unfinished rewrite whose original is intact) are
+   deleted; a `<base>.log.swap` (a finished replacement whose final rename was lost) is renamed
+   into place and its indexes dropped so they are rebuilt; index `.swap` files are deleted.
+   Index files without a `.log` are orphans and are deleted. Other names are left alone.
+2. Segments are loaded in base-offset order; each must start where the previous ended.
+   * Closed segments: the indexes are loaded and sanity-checked (index.py); the batches from
+     the last offset-index entry to EOF are walked and CRC-checked. If anything disagrees the
+     segment is fully scanned and its indexes rebuilt from the log.
+   * The active (last) segment is always fully scanned and its indexes compared with, and if
+     needed replaced by, the ones rebuilt from the scan.
+3. A full scan stops at the first batch whose length is implausible or runs past EOF, whose
+   CRC does not match, or whose base offset is not the expected next offset. Everything from
+   there to EOF is cut (ftruncate + fsync). If that happens in a closed segment, or a segment
+   does not start where its predecessor ended, every later segment is deleted: offsets must
+   stay contiguous, and the cut segment becomes the active one.
+
+What is *not* detected at open: bit rot in the middle of a closed segment that leaves its tail
+intact. read() verifies the CRC of every batch it decodes and raises CorruptRecordError.
+
+`RecoveryReport.records_truncated` counts the records of valid batches that were discarded
+(those in deleted segments); the records in a torn or garbled region cannot be counted and
+show up only in `bytes_truncated`, which also includes the size of deleted segments.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, fsync_dir, header_ok
+from .record import BATCH_HEADER_SIZE, crc_ok, decode_header, header_plausible
+from .segment import Segment
+
+log = logging.getLogger("amqpbroker.storage")
+
+_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)(?:\.(swap|deleted|cleaned|tmp))?$")
+
+
+@dataclass
+class RecoveryReport:
+    bytes_truncated: int = 0
+    records_truncated: int = 0
+    segments_deleted: int = 0
+    indexes_rebuilt: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def data_cut(self) -> bool:
+        return bool(self.bytes_truncated or self.records_truncated or self.segments_deleted)
+
+
+def recover_partition(directory: str, index_interval_bytes: int) -> tuple[list[Segment], RecoveryReport]:
+    """Bring `directory` to a consistent state and return its segments (last = active)."""
+    report = RecoveryReport()
+    os.makedirs(directory, exist_ok=True)
+    _finish_interrupted_operations(directory, report)
+    bases = sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(directory))
+                   if m and m.group(2) == "log" and m.group(3) is None)
+    segments: list[Segment] = []
+    for i, base in enumerate(bases):
+        if segments and base != segments[-1].next_offset:
+            report.messages.append(
+                f"segment {base} does not start at {segments[-1].next_offset}, where the "
+                f"previous one ends: deleting it and every later segment")
+            _delete_segments(directory, bases[i:], index_interval_bytes, report)
+            break
+        seg = Segment(directory, base, index_interval_bytes)
+        is_last = i == len(bases) - 1
+        cut = _load_segment(seg, is_last, report)
+        segments.append(seg)
+        if cut and not is_last:
+            report.messages.append(
+                f"segment {base} was cut inside the log: deleting the {len(bases) - i - 1} "
+                f"later segment(s) to keep offsets contiguous")
+            _delete_segments(directory, bases[i + 1:], index_interval_bytes, report)
+            break
+    if not segments:
+        segments.append(Segment.create(directory, 0, index_interval_bytes))
+    if report.messages:
+        fsync_dir(directory)
+    level = logging.WARNING if report.data_cut else logging.INFO
+    for message in report.messages:
+        log.log(level, "%s: %s", directory, message)
+    return segments, report
+
+
+def _finish_interrupted_operations(directory: str, report: RecoveryReport) -> None:
+    names = sorted(os.listdir(directory))
+    logs = set()
+    for name in names:
+        m = _NAME.match(name)
+        if not m:
+            continue
+        suffix, path = m.group(3), os.path.join(directory, name)
+        if suffix in ("deleted", "cleaned", "tmp") or (suffix == "swap" and m.group(2) != "log"):
+            os.unlink(path)
+            report.messages.append(f"removed leftover {name}")
+        elif m.group(2) == "log":
+            logs.add(m.group(1))
+    for name in names:
+        m = _NAME.match(name)
+        if m and m.group(3) == "swap" and m.group(2) == "log":
+            stem = os.path.join(directory, m.group(1))
+            os.replace(stem + ".log.swap", stem + ".log")
+            for ext in (".index", ".timeindex"):
+                if os.path.exists(stem + ext):
+                    os.unlink(stem + ext)
+            report.messages.append(f"completed the swap of {name} into place")
+    for name in names:
+        m = _NAME.match(name)
+        if m and m.group(3) is None and m.group(2) != "log" and m.group(1) not in logs:
+            os.unlink(os.path.join(directory, name))
+            report.messages.append(f"removed orphan index {name}")
+
+
+def _load_segment(seg: Segment, is_last: bool, report: RecoveryReport) -> bool:
+    """Load `seg`'s state from disk; True if data was cut from its log."""
+    fd = os.open(seg.log_path, os.O_RDWR)
+    try:
+        file_size = os.fstat(fd).st_size
+        head = os.pread(fd, HEADER_SIZE, 0)
+        if not header_ok(head, MAGIC_LOG):
+            return _reset_header(seg, fd, head, file_size, report)
+        if not is_last and _load_trusting_indexes(seg, fd, file_size):
+            return False
+        seg.offset_index.clear()
+        seg.time_index.clear()
+        valid_end = _scan(seg, fd, file_size)
+        if not is_last:
+            seg.seal_time_index()
+        cut = valid_end < file_size
+        if cut:
+            os.ftruncate(fd, valid_end)
+            os.fsync(fd)
+            report.bytes_truncated += file_size - valid_end
+            report.messages.append(
+                f"{os.path.basename(seg.log_path)}: cut {file_size - valid_end} byte(s) after "
+                f"position {valid_end} (torn or corrupt batch); log now ends at offset "
+                f"{seg.next_offset}")
+        _rewrite_indexes_if_stale(seg, report)
+        return cut
+    finally:
+        os.close(fd)
+
+
+def _scan(seg: Segment, fd: int, file_size: int) -> int:
+    """Walk every batch from the header; account the valid ones; return where validity ends."""
+    pos = HEADER_SIZE
+    for batch_pos, h, batch in seg.iter_batches(HEADER_SIZE, file_size, fd):
+        if h.base_offset != seg.next_offset or not crc_ok(batch):
+            break
+        seg.note_batch(batch_pos, h)
+        pos = batch_pos + h.size
+    return pos
+
+
+def _load_trusting_indexes(seg: Segment, fd: int, file_size: int) -> bool:
+    """Accept a closed segment's indexes after sanity checks and a CRC walk of its tail."""
+    oi, ti = seg.offset_index, seg.time_index
+    if not (oi.load() and ti.load()) or not ti.values:
+        return False
+    if oi.values and (oi.values[0] < HEADER_SIZE or oi.values[-1] >= file_size):
+        return False
+    start_pos, expected = seg.position_for(seg.base_offset + (1 << 32))
+    pos, max_ts = start_pos, -1
+    for batch_pos, h, batch in seg.iter_batches(start_pos, file_size, fd):
+        if h.base_offset != expected or not crc_ok(batch):
+            return False
+        expected, pos, max_ts = h.next_offset, batch_pos + h.size, max(max_ts, h.max_ts)
+    sealed_ts, sealed_count = ti.keys[-1], ti.values[-1]
+    if pos != file_size or sealed_count != expected - seg.base_offset or max_ts > sealed_ts:
+        return False
+    first = os.pread(fd, BATCH_HEADER_SIZE, HEADER_SIZE)
+    if len(first) < BATCH_HEADER_SIZE or not header_plausible(decode_header(first)):
+        return False
+    seg.first_timestamp = decode_header(first).first_ts
+    seg.max_timestamp, seg.next_offset, seg.size = sealed_ts, expected, file_size
+    return True
+
+
+def _reset_header(seg: Segment, fd: int, head: bytes, file_size: int,
+                  report: RecoveryReport) -> bool:
+    """The log's header is missing or wrong: the segment keeps no data."""
+    header = file_header(MAGIC_LOG)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, header, 0)
+    os.fsync(fd)
+    name = os.path.basename(seg.log_path)
+    cut = file_size > HEADER_SIZE or not header.startswith(head)
+    if cut:
+        report.bytes_truncated += max(0, file_size - HEADER_SIZE)
+        report.messages.append(f"{name}: bad file header; cut all {file_size} byte(s)")
+    else:
+        report.messages.append(f"{name}: header incomplete (crash while creating); rewritten")
+    seg.offset_index.clear()
+    seg.time_index.clear()
+    _rewrite_indexes_if_stale(seg, report)
+    return cut
+
+
+def _rewrite_indexes_if_stale(seg: Segment, report: RecoveryReport) -> None:
+    for index in (seg.offset_index, seg.time_index):
+        if not index.matches_file():
+            index.rewrite()
+            report.indexes_rebuilt += 1
+            report.messages.append(f"rebuilt {os.path.basename(index.path)} from the log")
+
+
+def _delete_segments(directory: str, bases: list[int], index_interval_bytes: int,
+                     report: RecoveryReport) -> None:
+    for base in bases:
+        seg = Segment(directory, base, index_interval_bytes)
+        fd = os.open(seg.log_path, os.O_RDONLY)
+        try:
+            file_size = os.fstat(fd).st_size
+            if header_ok(os.pread(fd, HEADER_SIZE, 0), MAGIC_LOG):
+                for _, h, batch in seg.iter_batches(HEADER_SIZE, file_size, fd):
+                    if not crc_ok(batch):
+                        break
+                    report.records_truncated += h.count
+        finally:
+            os.close(fd)
+        seg.delete_files()
+        report.segments_deleted += 1
+        report.bytes_truncated += file_size

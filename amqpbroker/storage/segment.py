@@ -1,0 +1,211 @@
+"""A segment: one `<base>.log` of record batches plus its `.index` and `.timeindex`.
+
+Theory of operation
+-------------------
+A partition is a directory of segments named by the 20-digit base offset of their first
+record (`00000000000000000000.log`). Only the last segment is active (appended to); the others
+are closed and never change again except by being deleted whole. `<base>.log` is the 8-byte
+file header (magic b"AQLG", schema version) followed by record batches back to back (format
+in record.py). The segment keeps in memory only its counters and its sparse index entries.
+
+Writes: one batch = one os.write() on an O_APPEND descriptor; the index entries it earns are
+written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs the descriptors.
+
+Reads: os.pread() of just the bytes needed, starting at the offset index's floor entry and
+walking batch headers forward in chunks (`iter_batches`).
+
+Crash states of `<base>.log` (what a kill -9 or power cut can leave):
+  * a torn last batch (length/CRC do not match) or trailing zeros/garbage -> recovery cuts the
+    file at the end of the last valid batch (ftruncate + fsync);
+  * a file shorter than its header (crash while creating during a roll) -> header rewritten;
+  * a corrupt batch in a closed segment (bit rot) -> recovery cuts there and deletes every
+    later segment, because offsets must stay contiguous;
+  * `.deleted` suffix (crash during retention) -> the deletion is finished;
+  * `.swap` suffix (a completed replacement whose final rename did not happen) -> renamed into
+    place and its indexes rebuilt; `.cleaned` / `.tmp` (unfinished rewrite) -> deleted.
+Index crash states are listed in index.py.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, write_all
+from .index import OffsetIndex, TimeIndex
+from .record import BATCH_HEADER_SIZE, BatchHeader, decode_header, header_plausible
+
+READ_CHUNK = 64 * 1024
+MAX_REL_OFFSET = (1 << 32) - 1
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+class Segment:
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int):
+        self.directory = directory
+        self.base_offset = base_offset
+        stem = os.path.join(directory, segment_name(base_offset))
+        self.log_path = stem + ".log"
+        self.offset_index = OffsetIndex(stem + ".index")
+        self.time_index = TimeIndex(stem + ".timeindex")
+        self.index_interval_bytes = index_interval_bytes
+        self.size = HEADER_SIZE            # bytes of .log, header included
+        self.next_offset = base_offset     # offset the next appended record gets
+        self.first_timestamp = -1          # first record's timestamp (age-based roll); -1 empty
+        self.max_timestamp = -1            # largest record timestamp; -1 when empty
+        self._bytes_since_entry = 0
+        self._write_fd: int | None = None
+        self._read_fd: int | None = None
+
+    # -- creation and state --------------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: str, base_offset: int, index_interval_bytes: int) -> "Segment":
+        seg = cls(directory, base_offset, index_interval_bytes)
+        fd = os.open(seg.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, file_header(MAGIC_LOG))
+        finally:
+            os.close(fd)
+        seg.offset_index.create()
+        seg.time_index.create()
+        return seg
+
+    @property
+    def record_count(self) -> int:
+        return self.next_offset - self.base_offset
+
+    @property
+    def is_empty(self) -> bool:
+        return self.next_offset == self.base_offset
+
+    def note_batch(self, pos: int, h: BatchHeader) -> None:
+        """Account for a batch at `pos` (appended or found by recovery); adds index entries."""
+        rel = h.base_offset - self.base_offset
+        if self._bytes_since_entry >= self.index_interval_bytes:
+            self.offset_index.append(rel, pos)
+            if self.max_timestamp > self.time_index.last_timestamp:
+                self.time_index.append(self.max_timestamp, rel)
+            self._bytes_since_entry = 0
+        self._bytes_since_entry += h.size
+        if self.first_timestamp < 0:
+            self.first_timestamp = h.first_ts
+        if h.max_ts > self.max_timestamp:
+            self.max_timestamp = h.max_ts
+        self.next_offset = h.next_offset
+        self.size = pos + h.size
+
+    def seal_time_index(self) -> None:
+        """Last time entry (segment max timestamp, record count); done when the segment closes."""
+        if not self.is_empty:
+            self.time_index.append(self.max_timestamp, self.record_count)
+
+    def fits(self, rel_count: int) -> bool:
+        return self.record_count + rel_count <= MAX_REL_OFFSET
+
+    # -- writing -------------------------------------------------------------------------------
+    def open_for_append(self) -> None:
+        if self._write_fd is None:
+            self._write_fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+        self.offset_index.open_for_append()
+        self.time_index.open_for_append()
+
+    def append(self, batch: bytes, h: BatchHeader) -> None:
+        """Write one encoded batch with one write() call (no fsync)."""
+        fd = self._write_fd
+        assert fd is not None, "segment is not open for append"
+        try:
+            write_all(fd, batch)
+        except OSError:
+            os.ftruncate(fd, self.size)  # never leave a half batch behind a live log
+            raise
+        self.note_batch(self.size, h)
+
+    def write_fds(self) -> list[int]:
+        """Descriptors an fsync must cover (log first, then indexes)."""
+        fds = [self._write_fd, self.offset_index.fd, self.time_index.fd]
+        return [fd for fd in fds if fd is not None]
+
+    def close_writer(self) -> None:
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        self.offset_index.close()
+        self.time_index.close()
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_fd(self) -> int:
+        if self._write_fd is not None:
+            return self._write_fd
+        if self._read_fd is None:
+            self._read_fd = os.open(self.log_path, os.O_RDONLY)
+        return self._read_fd
+
+    @property
+    def has_read_fd(self) -> bool:
+        return self._read_fd is not None
+
+    def close_reader(self) -> None:
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+            self._read_fd = None
+
+    def position_for(self, offset: int) -> tuple[int, int]:
+        """(position, offset of the batch there) to start scanning for `offset`."""
+        entry = self.offset_index.floor(offset - self.base_offset)
+        if entry is None:
+            return HEADER_SIZE, self.base_offset
+        return entry[1], self.base_offset + entry[0]
+
+    def iter_batches(self, pos: int, end: int | None = None, fd: int | None = None
+                     ) -> Iterator[tuple[int, BatchHeader, memoryview]]:
+        """Yield (position, header, whole batch bytes) for consecutive batches from `pos`.
+
+        Stops silently at `end` (default: the segment size) or at the first batch whose header
+        is implausible or that runs past `end`; callers compare the last position reached with
+        `end` to tell a clean end from a bad one. CRCs are the caller's business.
+        """
+        fd = self.read_fd() if fd is None else fd
+        end = self.size if end is None else end
+        buf = b""
+        buf_pos = pos  # file position of buf[0]
+        while pos + BATCH_HEADER_SIZE <= end:
+            rel = pos - buf_pos
+            if rel + BATCH_HEADER_SIZE > len(buf):
+                buf = os.pread(fd, min(READ_CHUNK, end - pos), pos)
+                buf_pos, rel = pos, 0
+                if len(buf) < BATCH_HEADER_SIZE:
+                    return
+            h = decode_header(buf, rel)
+            if not header_plausible(h) or pos + h.size > end:
+                return
+            if rel + h.size > len(buf):
+                buf = os.pread(fd, max(READ_CHUNK, h.size), pos)
+                buf_pos, rel = pos, 0
+                if len(buf) < h.size:
+                    return
+            yield pos, h, memoryview(buf)[rel:rel + h.size]
+            pos += h.size
+
+    # -- teardown ------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.close_writer()
+        self.close_reader()
+
+    def paths(self) -> list[str]:
+        return [self.log_path, self.offset_index.path, self.time_index.path]
+
+    def delete_files(self) -> None:
+        """Rename every file to `.deleted`, then unlink: a crash in between leaves only
+        `.deleted` files (recovery finishes the job) or a whole segment, never half of one
+        that looks alive. The log is renamed last so it outlives its indexes."""
+        renamed = []
+        for path in reversed(self.paths()):
+            try:
+                os.replace(path, path + ".deleted")
+                renamed.append(path + ".deleted")
+            except FileNotFoundError:
+                pass
+        for path in renamed:
+            os.unlink(path)

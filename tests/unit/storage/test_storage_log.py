@@ -1,0 +1,208 @@
+import os
+import threading
+
+import pytest
+
+from amqpbroker.storage import LogClosedError, OffsetOutOfRange, PartitionLog, Record
+
+
+def rec(i: int, ts: int | None = None, size: int = 10) -> Record:
+    return Record(1_000 + i if ts is None else ts, "ex", f"rk.{i}", b"\x00\x00", bytes([i % 256]) * size, i & 1)
+
+
+def log_files(path, ext=".log"):
+    return sorted(n for n in os.listdir(path) if n.endswith(ext))
+
+
+@pytest.fixture
+def make_log(tmp_path):
+    opened = []
+
+    def make(**kw):
+        kw.setdefault("fsync", "never")
+        log = PartitionLog(tmp_path / "p0", **kw)
+        opened.append(log)
+        return log
+
+    yield make
+    for log in opened:
+        log.close()
+
+
+def test_append_assigns_contiguous_offsets_and_reads_back(make_log):
+    log = make_log()
+    assert (log.start_offset, log.end_offset) == (0, 0)
+    assert log.append([rec(0), rec(1), rec(2)]) == 0
+    assert log.append([rec(3)]) == 3
+    assert log.append([]) == 4
+    assert log.read(0) == [(i, rec(i)) for i in range(4)]
+    assert log.read(2, max_records=1) == [(2, rec(2))]
+    assert log.read(4) == [] and log.read(100) == []
+    assert log.read_one(3) == rec(3)
+
+
+def test_files_start_with_magic_and_version(make_log, tmp_path):
+    log = make_log()
+    log.append([rec(0)])
+    for ext, magic in ((".log", b"AQLG"), (".index", b"AQIX"), (".timeindex", b"AQTI")):
+        with open(tmp_path / "p0" / f"{0:020d}{ext}", "rb") as f:
+            assert f.read(8) == magic + b"\x00\x01\x00\x00"
+
+
+def test_max_bytes_limits_but_always_returns_one_record(make_log):
+    log = make_log()
+    log.append([rec(i, size=1000) for i in range(10)])
+    assert len(log.read(0, max_bytes=1)) == 1
+    assert len(log.read(0, max_bytes=3500)) == 3
+    assert [o for o, _ in log.read(7, max_bytes=10**9)] == [7, 8, 9]
+
+
+def test_always_policy_hides_records_until_sync(make_log):
+    log = make_log(fsync="always")
+    log.append([rec(0), rec(1)])
+    assert log.durable_offset == 0 and log.read(0) == []
+    with pytest.raises(OffsetOutOfRange):
+        log.read_one(0)
+    assert log.sync() == 2 and log.durable_offset == 2
+    assert [o for o, _ in log.read(0)] == [0, 1]
+
+
+def test_interval_policy_syncs_only_when_due_or_forced(make_log):
+    log = make_log(fsync="interval", fsync_interval_ms=3_600_000)
+    log.append([rec(0)])
+    assert log.sync() == 0
+    assert log.sync(force=True) == 1
+    eager = make_log(fsync="interval", fsync_interval_ms=0)
+    assert eager is not None
+
+
+def test_rolls_by_size_and_reads_across_segments(make_log, tmp_path):
+    log = make_log(segment_bytes=400, index_interval_bytes=64)
+    for i in range(60):
+        log.append([rec(i)])
+    assert len(log_files(tmp_path / "p0")) > 5
+    assert log.read(0, max_records=100) == [(i, rec(i)) for i in range(60)]
+    for i in range(60):  # every offset through the sparse index
+        assert log.read(i, max_records=1) == [(i, rec(i))]
+
+
+def test_rolls_by_age_of_record_timestamps(make_log, tmp_path):
+    log = make_log(segment_ms=1000)
+    log.append([rec(0, ts=10_000)])
+    log.append([rec(1, ts=10_999)])
+    log.append([rec(2, ts=11_000)])
+    assert log_files(tmp_path / "p0") == [f"{0:020d}.log", f"{2:020d}.log"]
+
+
+def test_offset_for_timestamp_matches_brute_force_with_unordered_timestamps(make_log):
+    log = make_log(segment_bytes=500, index_interval_bytes=50)
+    stamps = [(i * 7919) % 97 + 1000 for i in range(80)]
+    for i in range(0, 80, 3):
+        log.append([rec(j, ts=stamps[j]) for j in range(i, min(i + 3, 80))])
+    for ts in range(990, 1110):
+        expected = next((o for o, s in enumerate(stamps) if s >= ts), 80)
+        assert log.offset_for_timestamp(ts) == expected, ts
+
+
+def test_retention_by_bytes_and_age_deletes_whole_closed_segments(make_log, tmp_path):
+    log = make_log(segment_bytes=300)
+    for i in range(40):
+        log.append([rec(i, ts=i * 1000)])
+    segments = len(log_files(tmp_path / "p0"))
+    assert log.enforce_retention(max_age_ms=10**9, now_ms=40_000) == 0
+    removed = log.enforce_retention(max_age_ms=15_500, now_ms=40_000)
+    assert removed == log.start_offset > 0
+    assert all(ts >= 40_000 - 15_500 - 5_000 for ts in (r.timestamp for _, r in log.read(log.start_offset)))
+    with pytest.raises(OffsetOutOfRange):
+        log.read(0)
+    total_before = log.start_offset
+    removed = log.enforce_retention(max_bytes=1)
+    assert removed == log.start_offset - total_before
+    assert len(log_files(tmp_path / "p0")) == 1 < segments  # the active segment always stays
+    assert log.end_offset == 40 and log.read(log.start_offset)[-1] == (39, rec(39, ts=39_000))
+
+
+def test_delete_before_removes_only_fully_done_segments(make_log, tmp_path):
+    log = make_log(segment_bytes=300)
+    for i in range(30):
+        log.append([rec(i)])
+    bases = [int(n[:20]) for n in log_files(tmp_path / "p0")]
+    assert log.delete_before(bases[2] - 1) == bases[1]
+    assert log.start_offset == bases[1]
+    assert log.delete_before(bases[2]) == bases[2] - bases[1]
+    assert log.delete_before(10**6) == bases[-1] - bases[2]  # never the active segment
+    assert log.start_offset == bases[-1] and log.end_offset == 30
+
+
+def test_reopen_after_close_keeps_records_and_start_offset(tmp_path):
+    log = PartitionLog(tmp_path / "p", segment_bytes=300, fsync="always")
+    for i in range(30):
+        log.append([rec(i), rec(i + 100)])
+    log.delete_before(20)
+    start, end = log.start_offset, log.end_offset
+    log.close()
+    log.close()  # idempotent
+    with pytest.raises(LogClosedError):
+        log.append([rec(0)])
+    log = PartitionLog(tmp_path / "p", segment_bytes=300, fsync="always")
+    try:
+        assert not log.recovery.messages
+        assert (log.start_offset, log.end_offset, log.durable_offset) == (start, end, end)
+        assert log.append([rec(1)]) == end
+        log.sync()
+        assert log.read_one(end) == rec(1)
+    finally:
+        log.close()
+
+
+def test_crash_without_close_keeps_everything_written(tmp_path):
+    log = PartitionLog(tmp_path / "p", segment_bytes=300, fsync="always")
+    for i in range(25):
+        log.append([rec(i)])
+    log._simulate_crash()
+    log = PartitionLog(tmp_path / "p", segment_bytes=300, fsync="always")
+    try:
+        assert not log.recovery.data_cut
+        assert log.read(0) == [(i, rec(i)) for i in range(25)]
+    finally:
+        log.close()
+
+
+def test_sync_in_a_worker_thread_while_appending(make_log):
+    log = make_log(fsync="always", segment_bytes=4096)
+    stop = threading.Event()
+    seen = []
+
+    def syncer():
+        while not stop.is_set():
+            seen.append(log.sync())
+
+    worker = threading.Thread(target=syncer)
+    worker.start()
+    try:
+        for i in range(2000):
+            log.append([rec(i)])
+    finally:
+        stop.set()
+        worker.join()
+    assert seen == sorted(seen)
+    assert log.sync() == 2000
+    assert [o for o, _ in log.read(0, max_records=5000)] == list(range(2000))
+
+
+def test_read_descriptor_cache_is_bounded(make_log, tmp_path):
+    log = make_log(segment_bytes=200, max_open_readers=2)
+    for i in range(30):
+        log.append([rec(i)])
+    for i in range(30):
+        log.read(i, max_records=1)
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+           if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert sum(1 for p in fds if p.startswith(str(tmp_path)) and p.endswith(".log")) <= 3
+
+
+def test_destroy_removes_the_directory(tmp_path):
+    log = PartitionLog(tmp_path / "gone", fsync="never")
+    log.append([rec(0)])
+    log.destroy()
+    assert not (tmp_path / "gone").exists()
