@@ -6,7 +6,6 @@ no well-behaved client would, and read exactly what the broker puts on the wire.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import threading
 
@@ -18,99 +17,7 @@ from pamqp import commands as spec
 from pamqp import frame as pframe
 from pamqp import header as pheader
 
-from conftest import url_with
-
-AMQP_091_HEADER = b"AMQP\x00\x00\x09\x01"
-# Without this capability RabbitMQ closes the socket on a failed login without connection.close.
-CLIENT_PROPERTIES = {"product": "interop-raw", "capabilities": {"authentication_failure_close": True}}
-
-
-class RawAMQP:
-    """A blocking AMQP 0-9-1 peer over a plain socket."""
-
-    def __init__(self, host: str, port: int, timeout: float = 5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data: bytes):
-        self.sock.sendall(data)
-
-    def send_method(self, channel: int, method):
-        self.send(pframe.marshal(method, channel))
-
-    def recv_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                raise EOFError(f"connection closed by peer with {self.buf!r} buffered")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    def recv_frame(self):
-        """(channel, frame) for the next frame; heartbeats are returned too."""
-        head = self.recv_exact(7)
-        _, _, size = struct.unpack(">BHI", head)
-        rest = self.recv_exact(size + 1)
-        _, channel, value = pframe.unmarshal(head + rest)
-        return channel, value
-
-    def recv_method(self):
-        while True:
-            channel, value = self.recv_frame()
-            if value.name != "Heartbeat":
-                return channel, value
-
-    def read_to_eof(self) -> bytes:
-        data = self.buf
-        self.buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:  # RabbitMQ often resets rather than FINs after an error
-                return data
-            if not chunk:
-                return data
-            data += chunk
-
-    def handshake(self, user="guest", password="guest", vhost="/", channel_max=0,
-                  frame_max=131072, heartbeat=0):
-        self.send(pheader.ProtocolHeader().marshal())
-        _, start = self.recv_method()
-        assert start.name == "Connection.Start"
-        self.send_method(0, spec.Connection.StartOk(
-            client_properties=CLIENT_PROPERTIES, mechanism="PLAIN",
-            response=f"\0{user}\0{password}", locale="en_US"))
-        _, tune = self.recv_method()
-        assert tune.name == "Connection.Tune"
-        self.send_method(0, spec.Connection.TuneOk(channel_max=channel_max or tune.channel_max,
-                                                   frame_max=frame_max, heartbeat=heartbeat))
-        self.send_method(0, spec.Connection.Open(virtual_host=vhost))
-        self.last = self.recv_method()
-        _, ok = self.last
-        assert ok.name == "Connection.OpenOk"
-        return start, tune
-
-
-@pytest.fixture
-def raw(amqp_host_port):
-    peers: list[RawAMQP] = []
-
-    def make() -> RawAMQP:
-        p = RawAMQP(*amqp_host_port)
-        peers.append(p)
-        return p
-
-    yield make
-    for p in peers:
-        p.close()
-
+from conftest import AMQP_091_HEADER, CLIENT_PROPERTIES, url_with
 
 # ---------------------------------------------------------------------------------------------
 # Connecting with each client
