@@ -16,6 +16,8 @@ setup(
         # crc32c: hardware CRC32C for record batches (Kafka's checksum); pure Python is 100x slower.
         "crc32c>=2.3",
         "sortedcontainers>=2.4",
+        # aiohttp: the management HTTP API
+        "aiohttp>=3.9",
         # cffi: runtime of shm._ring, the compiled binding of the shared-memory ring (shm/ring.c).
         "cffi>=1.15",
         # posix_ipc: named POSIX shared memory segments (shm_open/shm_unlink) for the rings.

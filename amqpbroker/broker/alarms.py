@@ -1,0 +1,84 @@
+"""Resource alarms: memory and disk. While any alarm is active, publishing connections are
+sent ``connection.blocked`` and are no longer read from (RabbitMQ's behaviour); consumers keep
+going so queues can drain. Cleared alarms send ``connection.unblocked``."""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("amqpbroker.alarms")
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def total_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+class Alarms:
+    def __init__(self, broker):
+        self.broker = broker
+        self.active: dict[str, str] = {}
+        self._timer = None
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.active)
+
+    def reason(self) -> str:
+        return "low on " + " and ".join("memory" if k == "memory" else "disk"
+                                        for k in sorted(self.active))
+
+    def set(self, name: str, detail: str) -> None:
+        if name in self.active:
+            return
+        was = self.blocked
+        self.active[name] = detail
+        log.warning("%s alarm set: %s", name, detail)
+        if not was:
+            for s in list(self.broker.sessions):
+                s.on_alarm(True)
+
+    def clear(self, name: str) -> None:
+        if self.active.pop(name, None) is None:
+            return
+        log.warning("%s alarm cleared", name)
+        if not self.blocked:
+            for s in list(self.broker.sessions):
+                s.on_alarm(False)
+
+    def start(self) -> None:
+        self._check()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _check(self) -> None:
+        cfg = self.broker.config
+        total = total_memory()
+        if total and cfg.memory_high_watermark > 0:
+            limit = total * cfg.memory_high_watermark
+            if rss_bytes() > limit:
+                self.set("memory", f"memory use above {int(limit)} bytes")
+            elif "memory" in self.active:
+                self.clear("memory")
+        try:
+            st = os.statvfs(cfg.data_dir)
+            free = st.f_bavail * st.f_frsize
+            if free < cfg.disk_free_limit:
+                self.set("disk_free", f"free disk {free} below limit {cfg.disk_free_limit}")
+            elif "disk_free" in self.active:
+                self.clear("disk_free")
+        except OSError:
+            pass
+        self._timer = self.broker.loop.call_later(1.0, self._check)

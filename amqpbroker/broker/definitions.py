@@ -1,0 +1,127 @@
+"""Durable metadata: users, vhosts, permissions, durable exchanges, queues and bindings.
+
+Stored as one JSON document in RabbitMQ's definitions format (what ``rabbitmqctl
+export_definitions`` writes), so the same file can be imported into either broker.
+Crash safety: written to ``definitions.json.tmp``, fsynced, renamed over
+``definitions.json``, then the directory is fsynced. A crash leaves either the old or the new
+file, plus perhaps a stale ``.tmp`` that the next load removes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger("amqpbroker.definitions")
+
+
+class Definitions:
+    def __init__(self, broker, path: str):
+        self.broker = broker
+        self.path = path
+        self.loading = False
+
+    def export(self, include_transient: bool = False) -> dict:
+        b = self.broker
+        out = {"rabbit_version": "3.13.0", "rabbitmq_version": "3.13.0",
+               "product_name": "amqpbroker", "users": [], "vhosts": [], "permissions": [],
+               "exchanges": [], "queues": [], "bindings": [], "parameters": [], "policies": [],
+               "global_parameters": [], "topic_permissions": []}
+        for u in b.users.users.values():
+            out["users"].append({"name": u.name, "password_hash": u.password_hash,
+                                 "hashing_algorithm": "rabbit_password_hashing_sha256",
+                                 "tags": u.tags, "limits": {}})
+        for (vhost, user), p in b.users.permissions.items():
+            out["permissions"].append({"user": user, "vhost": vhost, "configure": p.configure,
+                                       "write": p.write, "read": p.read})
+        for vh in b.vhosts.values():
+            out["vhosts"].append({"name": vh.name, "description": vh.description,
+                                  "tags": vh.tags, "metadata": {"description": vh.description,
+                                                                "tags": vh.tags}})
+            for ex in vh.exchanges.values():
+                if ex.name == "" or ex.name.startswith("amq."):
+                    continue
+                if ex.durable or include_transient:
+                    out["exchanges"].append({"name": ex.name, "vhost": vh.name, "type": ex.type,
+                                             "durable": ex.durable, "auto_delete": ex.auto_delete,
+                                             "internal": ex.internal, "arguments": ex.arguments})
+            for q in vh.queues.values():
+                if (q.durable and q.exclusive_owner is None) or include_transient:
+                    out["queues"].append({"name": q.name, "vhost": vh.name, "durable": q.durable,
+                                          "auto_delete": q.auto_delete, "arguments": q.arguments})
+            for ex, dest, dtype, key, args in vh.bindings():
+                if include_transient or (ex.durable and getattr(dest, "durable", False)
+                                         and getattr(dest, "exclusive_owner", None) is None):
+                    out["bindings"].append({"source": ex.name, "vhost": vh.name,
+                                            "destination": dest.name, "destination_type": dtype,
+                                            "routing_key": key, "arguments": args})
+        return out
+
+    def save(self) -> None:
+        if self.loading:
+            return
+        data = json.dumps(self.export(), indent=1, default=str).encode()
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def load_file(self) -> dict | None:
+        if os.path.exists(self.path + ".tmp"):
+            os.unlink(self.path + ".tmp")
+        if not os.path.exists(self.path):
+            return None
+        with open(self.path, "rb") as f:
+            return json.load(f)
+
+    def apply(self, data: dict) -> None:
+        """Import definitions (startup or HTTP import): create what is missing."""
+        b = self.broker
+        self.loading = True
+        try:
+            for u in data.get("users", []):
+                tags = u.get("tags", [])
+                if isinstance(tags, str):
+                    tags = [t for t in tags.split(",") if t]
+                if "password_hash" in u:
+                    b.users.add_user(u["name"], password_hash=u["password_hash"], tags=tags)
+                else:
+                    b.users.add_user(u["name"], u.get("password", ""), tags=tags)
+            for v in data.get("vhosts", []):
+                b.add_vhost(v["name"], v.get("description", ""), v.get("tags", []))
+            for p in data.get("permissions", []):
+                b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
+                                        p.get("write", ".*"), p.get("read", ".*"))
+            for e in data.get("exchanges", []):
+                vh = b.vhosts.get(e["vhost"]) or b.add_vhost(e["vhost"])
+                vh.declare_exchange(e["name"], e.get("type", "direct"),
+                                    durable=e.get("durable", True),
+                                    auto_delete=e.get("auto_delete", False),
+                                    internal=e.get("internal", False),
+                                    arguments=e.get("arguments") or {})
+            for q in data.get("queues", []):
+                vh = b.vhosts.get(q["vhost"]) or b.add_vhost(q["vhost"])
+                vh.declare_queue(q["name"], owner=None, durable=q.get("durable", True),
+                                 auto_delete=q.get("auto_delete", False),
+                                 arguments=q.get("arguments") or {})
+            for bd in data.get("bindings", []):
+                vh = b.vhosts.get(bd["vhost"])
+                if vh is None or bd["source"] not in vh.exchanges:
+                    continue
+                if bd.get("destination_type", "queue") == "queue":
+                    dest = vh.queues.get(bd["destination"])
+                else:
+                    dest = vh.exchanges.get(bd["destination"])
+                if dest is not None:
+                    vh.exchanges[bd["source"]].bind(dest, bd.get("routing_key", ""),
+                                                    bd.get("arguments") or {})
+        finally:
+            self.loading = False
+        self.save()

@@ -1,0 +1,508 @@
+"""A classic queue: one partition log plus the ack state that makes it a queue.
+
+Theory of operation
+-------------------
+Every message routed to the queue is appended to the queue's ``PartitionLog``; its offset is
+the message's identity from then on. In memory the queue keeps only offsets:
+
+* ``ready``: per priority level a deque of offsets, in delivery order;
+* ``cache``: offset -> Record for recently published messages, bounded by the broker-wide
+  ``cache_limit`` (the bodies of everything else are read from disk, i.e. page cache, when
+  delivered), and for messages not yet written;
+* unacked deliveries live in the channels that hold them, not here.
+
+A message leaves the queue when it is acked, expired, dropped by a length limit, dead-lettered
+or purged: its offset is then recorded in the ``AckLog``. Whole segments below the ack log's
+floor are deleted. Appends and ack records are not written per message: ``pending`` collects
+them and the broker's ``Committer`` writes them once per event-loop turn (one batch, one write)
+and fsyncs all dirty logs in a thread, then confirms (group commit).
+
+Recovery: a durable queue reopens its log and ack log; every persistent record not marked done
+is ready again and flagged redelivered (it may have been delivered before the crash). Transient
+records in a durable queue are marked done, as RabbitMQ drops them on restart.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+
+from .. import errors
+from ..protocol import properties as props_mod
+from ..storage.acklog import AckLog
+from ..storage.log import PartitionLog
+from ..storage.record import Record
+
+log = logging.getLogger("amqpbroker.queue")
+
+OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+
+def name_of(q) -> str:
+    return f"{q.name}' in vhost '{q.vhost.name}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class QueueArgs:
+    """Validated x-arguments of a queue (RabbitMQ's names and checks)."""
+
+    def __init__(self, queue_name: str, vhost: str, arguments: dict):
+        self.arguments = dict(arguments or {})
+        a = self.arguments
+
+        def intarg(key, minimum=0):
+            v = a.get(key)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise errors.PreconditionFailed(
+                    f"invalid arg '{key}' for queue '{queue_name}' in vhost '{vhost}': "
+                    f"{{value_negative,{v}}}" if isinstance(v, int) and v < minimum else
+                    f"invalid arg '{key}' for queue '{queue_name}' in vhost '{vhost}': "
+                    f"{{unacceptable_type,{type(v).__name__}}}", 50, 10)
+            return v
+
+        self.message_ttl = intarg("x-message-ttl")
+        self.expires = intarg("x-expires", 1)
+        self.max_length = intarg("x-max-length")
+        self.max_length_bytes = intarg("x-max-length-bytes")
+        self.max_priority = intarg("x-max-priority")
+        if self.max_priority is not None:
+            self.max_priority = min(self.max_priority, 255)
+        overflow = a.get("x-overflow", "drop-head")
+        if isinstance(overflow, bytes):
+            overflow = overflow.decode()
+        if overflow not in OVERFLOW_MODES:
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-overflow' for queue '{queue_name}' in vhost '{vhost}': "
+                f"{{unacceptable_value,<<\"{overflow}\">>}}", 50, 10)
+        self.overflow = overflow
+        self.dlx = a.get("x-dead-letter-exchange")
+        self.dlrk = a.get("x-dead-letter-routing-key")
+        if self.dlrk is not None and self.dlx is None:
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-dead-letter-routing-key' for queue '{queue_name}' in vhost "
+                f"'{vhost}': Key x-dead-letter-exchange should also be defined", 50, 10)
+        self.single_active = bool(a.get("x-single-active-consumer", False))
+        qtype = a.get("x-queue-type", "classic")
+        if qtype not in ("classic", b"classic"):
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-queue-type' for queue '{queue_name}' in vhost '{vhost}': "
+                f"only 'classic' queues are supported by this broker", 50, 10)
+
+
+class Queue:
+    def __init__(self, broker, vhost, name: str, *, durable: bool, exclusive_owner=None,
+                 auto_delete: bool = False, arguments: dict | None = None, directory: str):
+        self.broker = broker
+        self.vhost = vhost
+        self.name = name
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.args = QueueArgs(name, vhost.name, arguments or {})
+        self.arguments = self.args.arguments
+        self.directory = directory
+        self.log = PartitionLog(directory, fsync="always" if durable else "never",
+                                segment_bytes=broker.config.segment_bytes)
+        self.acks = AckLog(os.path.join(directory, "acks.log"),
+                           fsync="always" if durable else "never")
+        levels = (self.args.max_priority or 0) + 1
+        self.ready: list[deque] = [deque() for _ in range(levels)]
+        self.ready_count = 0
+        self.ready_bytes = 0
+        self.cache: dict[int, Record] = {}
+        self.redelivered: set[int] = set()
+        self.redeliver_below = 0
+        self.pending: list[Record] = []          # appended at the next commit round
+        self.pending_acks: list[int] = []
+        self.consumers: list = []                 # by priority, then round-robin order
+        self.unacked = 0
+        self.deleted = False
+        self.had_consumers = False
+        self._dispatch_scheduled = False
+        self._expiry_timer = None
+        self._expires_timer = None
+        self._recover()
+        self.touch()
+
+    # ---------------------------------------------------------------- recovery
+    def _recover(self) -> None:
+        log_ = self.log
+        end = log_.end_offset
+        if self.acks.floor > end or self.acks.done_above_floor().bisect_left(end) < \
+                len(self.acks.done_above_floor()):
+            # acks recorded for offsets that never reached the log (the OS lost the log's
+            # unsynced tail but not the ack log's): forget them, or new messages reusing
+            # those offsets would count as acked
+            log.warning("queue '%s': ack log ahead of the log end %d; trimming", name_of(self),
+                        end)
+            self.acks.forget_from(end)
+        offset = max(log_.start_offset, self.acks.floor)
+        skipped = []
+        while offset < end:
+            batch = log_.read(offset, max_records=4096, max_bytes=8 << 20)
+            if not batch:
+                break
+            for off, rec in batch:
+                if self.acks.is_done(off):
+                    continue
+                if not rec.flags & 1:
+                    skipped.append(off)
+                    continue
+                self.ready[self._level(rec.properties)].append(off)
+                self.ready_count += 1
+                self.ready_bytes += len(rec.body)
+            offset = batch[-1][0] + 1
+        self.redeliver_below = end
+        if skipped:
+            self.acks.record(skipped)
+            self.acks.sync()
+        if self.ready_count:
+            log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
+                     self.vhost.name, self.ready_count)
+
+    def _level(self, raw_props: bytes) -> int:
+        if self.args.max_priority is None:
+            return 0
+        try:
+            p = props_mod.scan(raw_props).priority
+        except ValueError:
+            p = 0
+        return min(p, self.args.max_priority)
+
+    # ---------------------------------------------------------------- publish
+    @property
+    def message_count(self) -> int:
+        return self.ready_count
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    def _full(self, extra_bytes: int) -> bool:
+        a = self.args
+        if a.max_length is not None and self.ready_count + 1 > a.max_length:
+            return True
+        if a.max_length_bytes is not None and self.ready_bytes + extra_bytes > a.max_length_bytes:
+            return True
+        return False
+
+    def publish(self, record: Record, priority: int = 0) -> bool:
+        """Append a message; False if the queue rejected it (x-overflow reject-publish)."""
+        size = len(record.body)
+        if (self.args.max_length is not None or self.args.max_length_bytes is not None) \
+                and self.args.overflow != "drop-head" and self._full(size):
+            if self.args.overflow == "reject-publish-dlx":
+                self.broker.dead_letter(self, [record], "maxlen")
+            return False
+        offset = self.log.end_offset + len(self.pending)
+        self.pending.append(record)
+        self.broker.committer.mark(self)
+        level = min(priority, self.args.max_priority) if self.args.max_priority else 0
+        self.ready[level].append(offset)
+        self.ready_count += 1
+        self.ready_bytes += size
+        self.cache[offset] = record
+        self.broker.cache_used += size
+        if self.args.overflow == "drop-head":
+            self._drop_over_limit()
+        if self.args.message_ttl is not None or (record.properties and record.properties[0] & 1):
+            self._schedule_expiry()              # 0x01 of the first flag byte: expiration
+        self.schedule_dispatch()
+        return True
+
+    def _drop_over_limit(self) -> None:
+        a = self.args
+        dropped = []
+        while self.ready_count and (
+                (a.max_length is not None and self.ready_count > a.max_length)
+                or (a.max_length_bytes is not None and self.ready_bytes > a.max_length_bytes)):
+            offset, rec = self._pop_head()
+            dropped.append(rec)
+            self._done(offset)
+        if dropped:
+            self.broker.dead_letter(self, dropped, "maxlen")
+
+    # ---------------------------------------------------------------- reading
+    def _record(self, offset: int) -> Record | None:
+        rec = self.cache.get(offset)
+        if rec is not None:
+            return rec
+        if offset >= self.log.durable_offset:
+            return None          # not on disk yet: wait for the commit round
+        return self.log.read_one(offset)
+
+    def _head(self):
+        for level in range(len(self.ready) - 1, -1, -1):
+            d = self.ready[level]
+            if d:
+                return level, d[0]
+        return None, None
+
+    def _pop_head(self):
+        level, offset = self._head()
+        rec = self._record(offset)
+        if rec is None:
+            return None, None
+        self.ready[level].popleft()
+        self.ready_count -= 1
+        self.ready_bytes -= len(rec.body)
+        if self.cache.pop(offset, None) is not None:
+            self.broker.cache_used -= len(rec.body)
+        return offset, rec
+
+    def _expires_at(self, rec: Record) -> int | None:
+        ttl = self.args.message_ttl
+        if rec.properties and rec.properties[0] & 0x01:   # expiration flag (0x0100 of the word)
+            try:
+                exp = props_mod.scan(rec.properties).expiration
+                if exp is not None:
+                    exp = int(exp)
+                    ttl = exp if ttl is None else min(ttl, exp)
+            except ValueError:
+                pass
+        return None if ttl is None else rec.timestamp + ttl
+
+    def expire_head(self) -> None:
+        """Drop expired messages at the head (RabbitMQ expires only from the head)."""
+        if self.deleted:
+            return
+        now = now_ms()
+        expired = []
+        while self.ready_count:
+            level, offset = self._head()
+            rec = self._record(offset)
+            if rec is None:
+                break
+            at = self._expires_at(rec)
+            if at is None or at >= now:
+                if at is not None:
+                    self._schedule_expiry(at - now + 1)
+                break
+            self._pop_head()
+            self._done(offset)
+            expired.append(rec)
+        if expired:
+            self.broker.dead_letter(self, expired, "expired")
+
+    def _schedule_expiry(self, delay_ms: int | None = None) -> None:
+        if self._expiry_timer is not None and delay_ms is None:
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        loop = self.broker.loop
+        if delay_ms is None:
+            self._expiry_timer = loop.call_soon(self._expiry_fired)
+        else:
+            self._expiry_timer = loop.call_later(delay_ms / 1000, self._expiry_fired)
+
+    def _expiry_fired(self) -> None:
+        self._expiry_timer = None
+        self.expire_head()
+
+    # ---------------------------------------------------------------- consumers
+    def add_consumer(self, consumer) -> None:
+        self.consumers.append(consumer)
+        self.consumers.sort(key=lambda c: -c.priority)     # stable: keeps arrival order
+        self.had_consumers = True
+        self.touch()
+        self.schedule_dispatch()
+
+    def remove_consumer(self, consumer) -> None:
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+        self.touch()
+        if self.consumers:
+            self.schedule_dispatch()
+        elif self.auto_delete and self.had_consumers and not self.deleted:
+            self.vhost.delete_queue(self, reason="auto-delete")
+
+    def active_consumer(self):
+        """With x-single-active-consumer, the consumer that gets every message."""
+        return self.consumers[0] if self.consumers else None
+
+    def schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled and self.consumers and not self.deleted:
+            self._dispatch_scheduled = True
+            self.broker.loop.call_soon(self.dispatch)
+
+    def _next_consumer(self):
+        if self.args.single_active:
+            c = self.consumers[0] if self.consumers else None
+            return c if c is not None and c.can_take() else None
+        for c in self.consumers:
+            if c.can_take():
+                return c
+        return None
+
+    def _rotate(self, consumer) -> None:
+        cs = self.consumers
+        i = cs.index(consumer)
+        j = i
+        while j + 1 < len(cs) and cs[j + 1].priority == consumer.priority:
+            j += 1
+        if j > i:
+            cs.insert(j, cs.pop(i))
+
+    def dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        if self.deleted:
+            return
+        if self.args.message_ttl is not None or self._expiry_timer is not None:
+            self.expire_head()
+        while self.ready_count:
+            consumer = self._next_consumer()
+            if consumer is None:
+                return
+            offset, rec = self._pop_head()
+            if offset is None:
+                return          # head not durable yet; the commit round re-dispatches
+            redelivered = offset < self.redeliver_below or offset in self.redelivered
+            if redelivered:
+                self.redelivered.discard(offset)
+            if not consumer.no_ack:
+                self.unacked += 1
+            consumer.deliver(self, offset, rec, redelivered)
+            if consumer.no_ack:
+                self._done(offset)
+            if len(self.consumers) > 1 and not self.args.single_active:
+                self._rotate(consumer)
+
+    def get(self, no_ack: bool):
+        """basic.get: (offset, record, redelivered, remaining) or None."""
+        self.touch()
+        self.expire_head()
+        if not self.ready_count:
+            return None
+        offset, rec = self._pop_head()
+        if offset is None:
+            return None
+        redelivered = offset < self.redeliver_below or offset in self.redelivered
+        self.redelivered.discard(offset)
+        if no_ack:
+            self._done(offset)
+        else:
+            self.unacked += 1
+        return offset, rec, redelivered, self.ready_count
+
+    # ---------------------------------------------------------------- settling
+    def _done(self, offset: int) -> None:
+        self.pending_acks.append(offset)
+        self.broker.committer.mark(self)
+
+    def ack(self, offset: int) -> None:
+        self.unacked -= 1
+        self._done(offset)
+
+    def reject(self, offset: int, record: Record, requeue: bool) -> None:
+        self.unacked -= 1
+        if requeue:
+            self.requeue([(offset, record)])
+        else:
+            self._done(offset)
+            self.broker.dead_letter(self, [record], "rejected")
+
+    def requeue(self, items: list[tuple[int, Record]]) -> None:
+        """Put messages back at the head, in their original order."""
+        if self.deleted:
+            return
+        for offset, rec in sorted(items, key=lambda x: x[0], reverse=True):
+            self.ready[self._level(rec.properties) if self.args.max_priority else 0].appendleft(offset)
+            self.ready_count += 1
+            self.ready_bytes += len(rec.body)
+            self.redelivered.add(offset)
+            if offset not in self.cache:
+                self.cache[offset] = rec
+                self.broker.cache_used += len(rec.body)
+        self.schedule_dispatch()
+
+    def requeue_unacked(self, items: list[tuple[int, Record]]) -> None:
+        self.unacked -= len(items)
+        self.requeue(items)
+
+    def purge(self) -> int:
+        count = self.ready_count
+        for d in self.ready:
+            for offset in d:
+                self._done(offset)
+                rec = self.cache.pop(offset, None)
+                if rec is not None:
+                    self.broker.cache_used -= len(rec.body)
+            d.clear()
+        self.ready_count = 0
+        self.ready_bytes = 0
+        return count
+
+    # ---------------------------------------------------------------- commit round
+    def flush(self) -> None:
+        """Write pending appends and ack records (event-loop thread, no fsync)."""
+        if self.pending:
+            records, self.pending = self.pending, []
+            self.log.append(records)
+        if self.pending_acks:
+            acks, self.pending_acks = self.pending_acks, []
+            self.acks.record(acks)
+
+    def sync(self) -> None:
+        """fsync per policy (worker thread)."""
+        self.log.sync()
+        self.acks.sync()
+
+    def after_sync(self) -> None:
+        """Back on the loop: drop fully-settled segments, dispatch what became durable."""
+        if self.deleted:
+            return
+        self.log.delete_before(self.acks.floor)
+        self.schedule_dispatch()
+
+    # ---------------------------------------------------------------- lifecycle
+    def touch(self) -> None:
+        """Reset the x-expires timer (queue used)."""
+        if self.args.expires is None or self.deleted:
+            return
+        if self._expires_timer is not None:
+            self._expires_timer.cancel()
+        self._expires_timer = self.broker.loop.call_later(self.args.expires / 1000,
+                                                          self._expires_fired)
+
+    def _expires_fired(self) -> None:
+        self._expires_timer = None
+        if self.consumers or self.deleted:
+            self.touch()
+            return
+        self.vhost.delete_queue(self, reason="expired")
+
+    def close_storage(self, destroy: bool) -> None:
+        self.deleted = True
+        for t in (self._expiry_timer, self._expires_timer):
+            if t is not None:
+                t.cancel()
+        for rec in self.cache.values():
+            self.broker.cache_used -= len(rec.body)
+        self.cache.clear()
+        if destroy:
+            self.acks.close()
+            self.log.destroy()
+        else:
+            self.flush()
+            self.acks.close()
+            self.log.close()
+
+    def equivalent(self, durable, exclusive, auto_delete, arguments) -> str | None:
+        if durable != self.durable:
+            return "durable"
+        if exclusive != (self.exclusive_owner is not None):
+            return "exclusive"
+        if auto_delete != self.auto_delete:
+            return "auto_delete"
+        for key in ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes",
+                    "x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+                    "x-single-active-consumer", "x-max-priority", "x-queue-type"):
+            if (arguments or {}).get(key) != self.arguments.get(key):
+                return key
+        return None

@@ -1,0 +1,266 @@
+"""A virtual host: its exchanges, queues and bindings, and routing across them.
+
+Declare / delete / bind follow RabbitMQ's rules and reply texts (``amq.`` names are reserved,
+redeclares must be equivalent, exclusive queues are locked to their connection).
+``route`` resolves a publish to the set of queues: the exchange's own bindings, then
+exchange-to-exchange bindings (each exchange visited once) and alternate exchanges.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+from .. import errors
+from .exchange import TYPES, Exchange, make_exchange
+from .queue import Queue
+
+log = logging.getLogger("amqpbroker.vhost")
+
+PREDECLARED = [("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
+               ("amq.headers", "headers"), ("amq.match", "headers"),
+               ("amq.rabbitmq.trace", "topic")]
+
+
+class DefaultExchange(Exchange):
+    """The nameless direct exchange every queue is bound to by its name."""
+    type = "direct"
+
+    def __init__(self, vhost):
+        super().__init__("", durable=True)
+        self.vhost = vhost
+
+    def route(self, routing_key, headers):
+        q = self.vhost.queues.get(routing_key)
+        return (q,) if q is not None else ()
+
+
+class VirtualHost:
+    def __init__(self, broker, name: str, description: str = "", tags=()):
+        self.broker = broker
+        self.name = name
+        self.description = description
+        self.tags = list(tags)
+        self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self)}
+        self.queues: dict[str, Queue] = {}
+        for ex_name, ex_type in PREDECLARED:
+            self.exchanges[ex_name] = make_exchange(ex_type, ex_name, durable=True,
+                                                    internal=ex_name == "amq.rabbitmq.trace")
+
+    def _q(self, name: str) -> str:
+        return f"queue '{name}' in vhost '{self.name}'"
+
+    def _x(self, name: str) -> str:
+        return f"exchange '{name}' in vhost '{self.name}'"
+
+    # ----------------------------------------------------------- exchanges
+    def get_exchange(self, name: str, cid=0, mid=0) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise errors.NotFound(f"no {self._x(name)}", cid, mid)
+        return ex
+
+    def declare_exchange(self, name, type_, *, passive=False, durable=False, auto_delete=False,
+                         internal=False, arguments=None, persist=True) -> Exchange:
+        arguments = dict(arguments or {})
+        if passive:
+            return self.get_exchange(name, 40, 10)
+        if name == "" or name.startswith("amq."):
+            if name in self.exchanges and name:
+                existing = self.exchanges[name]
+                if existing.equivalent(type_, durable, auto_delete, internal, arguments) is None:
+                    return existing
+            raise errors.AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'"
+                                       if name else
+                                       "operation not permitted on the default exchange", 40, 10)
+        if type_ not in TYPES:
+            raise errors.CommandInvalid(f"unknown exchange type '{type_}'", 40, 10)
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            diff = existing.equivalent(type_, durable, auto_delete, internal, arguments)
+            if diff == "type":
+                raise errors.PreconditionFailed(
+                    f"inequivalent arg 'type' for {self._x(name)}: received '{type_}' but "
+                    f"current is '{existing.type}'", 40, 10)
+            if diff in ("durable", "auto_delete", "internal"):
+                received = {"durable": durable, "auto_delete": auto_delete,
+                            "internal": internal}[diff]
+                raise errors.PreconditionFailed(
+                    f"inequivalent arg '{diff}' for {self._x(name)}: received "
+                    f"'{str(received).lower()}' but current is "
+                    f"'{str(getattr(existing, diff)).lower()}'", 40, 10)
+            if diff == "arguments":
+                raise errors.PreconditionFailed(
+                    f"inequivalent arg 'arguments' for {self._x(name)}", 40, 10)
+            return existing
+        ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
+        self.exchanges[name] = ex
+        if durable and persist:
+            self.broker.definitions.save()
+        return ex
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "" or name.startswith("amq."):
+            raise errors.AccessRefused(f"operation not permitted on {self._x(name)}"
+                                       if name else
+                                       "operation not permitted on the default exchange", 40, 20)
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return      # RabbitMQ: deleting a missing exchange is ok
+        if if_unused and ex.has_bindings():
+            raise errors.PreconditionFailed(f"{self._x(name)} in use", 40, 20)
+        del self.exchanges[name]
+        for other in self.exchanges.values():
+            other.remove_destination(ex)
+        if ex.durable:
+            self.broker.definitions.save()
+
+    def _maybe_auto_delete_exchange(self, ex: Exchange) -> None:
+        if ex.auto_delete and not ex.has_bindings() and self.exchanges.get(ex.name) is ex:
+            del self.exchanges[ex.name]
+            for other in self.exchanges.values():
+                other.remove_destination(ex)
+
+    # ----------------------------------------------------------- queues
+    def get_queue(self, name: str, owner=None, cid=0, mid=0) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            raise errors.NotFound(f"no {self._q(name)}", cid, mid)
+        self.check_exclusive(q, owner, cid, mid)
+        return q
+
+    def check_exclusive(self, q: Queue, owner, cid=0, mid=0) -> None:
+        if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+            raise errors.ResourceLocked(
+                f"cannot obtain exclusive access to locked {self._q(q.name)}. It could be "
+                f"originally declared on another connection or the exclusive property value "
+                f"does not match that of the original declaration.", cid, mid)
+
+    def declare_queue(self, name: str, *, owner, passive=False, durable=False, exclusive=False,
+                      auto_delete=False, arguments=None) -> Queue:
+        if passive:
+            if not name:
+                raise errors.NotFound(f"no {self._q(name)}", 50, 10)
+            return self.get_queue(name, owner, 50, 10)
+        if not name:
+            name = "amq.gen-" + uuid.uuid4().hex[:22]
+        elif name.startswith("amq."):
+            existing = self.queues.get(name)
+            if existing is None:
+                raise errors.AccessRefused(
+                    f"queue name '{name}' contains reserved prefix 'amq.*'", 50, 10)
+        arguments = dict(arguments or {})
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.check_exclusive(existing, owner, 50, 10)
+            diff = existing.equivalent(durable, exclusive, auto_delete, arguments)
+            if diff is not None:
+                if diff in ("durable", "exclusive", "auto_delete"):
+                    received = {"durable": durable, "exclusive": exclusive,
+                                "auto_delete": auto_delete}[diff]
+                    current = (existing.exclusive_owner is not None) if diff == "exclusive" \
+                        else getattr(existing, diff)
+                    raise errors.PreconditionFailed(
+                        f"inequivalent arg '{diff}' for {self._q(name)}: received "
+                        f"'{str(received).lower()}' but current is '{str(current).lower()}'",
+                        50, 10)
+                got, cur = arguments.get(diff), existing.arguments.get(diff)
+                raise errors.PreconditionFailed(
+                    f"inequivalent arg '{diff}' for {self._q(name)}: received "
+                    f"{_arg_repr(got)} but current is {_arg_repr(cur)}", 50, 10)
+            existing.touch()
+            return existing
+        directory = self.broker.queue_directory(self, name, durable and not exclusive)
+        q = Queue(self.broker, self, name, durable=durable,
+                  exclusive_owner=owner if exclusive else None, auto_delete=auto_delete,
+                  arguments=arguments, directory=directory)
+        self.queues[name] = q
+        if durable and not exclusive:
+            self.broker.definitions.save()
+        return q
+
+    def delete_queue(self, q: Queue, *, if_unused=False, if_empty=False, reason="deleted") -> int:
+        if if_unused and q.consumers:
+            raise errors.PreconditionFailed(f"{self._q(q.name)} in use", 50, 40)
+        if if_empty and q.message_count:
+            raise errors.PreconditionFailed(f"{self._q(q.name)} not empty", 50, 40)
+        count = q.message_count
+        if self.queues.get(q.name) is not q:
+            return count
+        del self.queues[q.name]
+        for consumer in list(q.consumers):
+            consumer.cancelled_by_broker()
+        q.consumers.clear()
+        for ex in list(self.exchanges.values()):
+            if ex.remove_destination(q):
+                self._maybe_auto_delete_exchange(ex)
+        q.close_storage(destroy=True)
+        if q.durable and q.exclusive_owner is None:
+            self.broker.definitions.save()
+        log.debug("%s deleted (%s)", self._q(q.name), reason)
+        return count
+
+    # ----------------------------------------------------------- bindings
+    def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
+        ex = self._bindable(exchange_name, cid, mid)
+        if ex.bind(destination, routing_key, arguments) and ex.durable and \
+                getattr(destination, "durable", False):
+            self.broker.definitions.save()
+
+    def unbind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
+        ex = self._bindable(exchange_name, cid, mid)
+        if ex.unbind(destination, routing_key, arguments):
+            if ex.durable:
+                self.broker.definitions.save()
+            self._maybe_auto_delete_exchange(ex)
+
+    def _bindable(self, exchange_name, cid, mid) -> Exchange:
+        if exchange_name == "":
+            raise errors.AccessRefused(f"operation not permitted on the default exchange",
+                                       cid, mid)
+        return self.get_exchange(exchange_name, cid, mid)
+
+    # ----------------------------------------------------------- routing
+    def route(self, exchange: Exchange, routing_keys, headers):
+        if len(routing_keys) == 1 and not exchange.e2e and exchange.alternate is None:
+            return exchange.route(routing_keys[0], headers)      # the common case
+        queues: set = set()
+        seen = {exchange}
+        todo = [exchange]
+        while todo:
+            ex = todo.pop()
+            dests = set()
+            for key in routing_keys:
+                dests.update(ex.route(key, headers))
+            if not dests and ex.alternate:
+                ae = self.exchanges.get(ex.alternate)
+                if ae is not None and ae not in seen:
+                    seen.add(ae)
+                    todo.append(ae)
+            for d in dests:
+                if isinstance(d, Queue):
+                    queues.add(d)
+                elif d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return queues
+
+    def bindings(self):
+        """(source, destination, destination_type, routing_key, arguments) for every binding."""
+        for ex in self.exchanges.values():
+            if ex.name == "":
+                continue
+            for (dest, key, _), args in ex.bindings.items():
+                yield ex, dest, ("queue" if isinstance(dest, Queue) else "exchange"), key, args
+
+    def close(self) -> None:
+        for q in list(self.queues.values()):
+            q.close_storage(destroy=not q.durable or q.exclusive_owner is not None)
+
+
+def _arg_repr(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, str):
+        return f"'{v}'"
+    return f"'{v}'"

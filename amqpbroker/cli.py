@@ -1,0 +1,99 @@
+"""Command line: ``amqpbroker serve [flags]``. Every flag can also be set in the environment
+as ``AMQPBROKER_<FLAG>`` (e.g. ``AMQPBROKER_DATA_DIR``); a flag on the command line wins."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .config import Config
+
+log = logging.getLogger("amqpbroker")
+
+FLAGS = [
+    # (flag, type, help)
+    ("host", str, "interface to listen on (default: all interfaces)"),
+    ("port", int, "AMQP port (default 5672; 0 = any free port)"),
+    ("management_port", int, "management HTTP port (default 15672; 0 = off; -1 = any free port)"),
+    ("data_dir", str, "data directory (default ./amqpbroker-data)"),
+    ("log_level", str, "debug, info, warning or error (default info)"),
+    ("frame_max", int, "largest frame the server accepts (default 131072)"),
+    ("channel_max", int, "most channels per connection (default 2047)"),
+    ("heartbeat", int, "heartbeat interval the server proposes, seconds (default 60)"),
+    ("max_message_size", int, "largest message body, bytes (default 134217728)"),
+    ("segment_bytes", int, "log segment size, bytes (default 67108864)"),
+    ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
+    ("memory_high_watermark", float, "memory alarm threshold, fraction of RAM (default 0.4)"),
+    ("disk_free_limit", int, "disk alarm threshold, bytes free (default 50000000)"),
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amqpbroker", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the broker")
+    defaults = Config()
+    for name, typ, help_ in FLAGS:
+        env = os.environ.get("AMQPBROKER_" + name.upper())
+        default = typ(env) if env is not None else getattr(defaults, name)
+        serve.add_argument("--" + name.replace("_", "-"), type=typ, default=default,
+                           help=help_ + f" [env AMQPBROKER_{name.upper()}]")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "serve":
+        cfg = Config(**{name: getattr(args, name) for name, _, _ in FLAGS})
+        return serve(cfg)
+    return 2
+
+
+def serve(cfg: Config) -> int:
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: Config) -> int:
+    from .broker.broker import Broker
+    from .server.listener import AMQPServer
+
+    loop = asyncio.get_running_loop()
+    broker = Broker(cfg, loop)
+    broker.start()
+    server = AMQPServer(broker)
+    addrs = await server.start(cfg.host, cfg.port)
+    host, port = addrs[0]
+    line = f"amqpbroker ready amqp={_show(host)}:{port}"
+    mgmt = None
+    if cfg.management_port:
+        from .mgmt.app import ManagementServer
+        mgmt = ManagementServer(broker, server)
+        mhost, mport = await mgmt.start(cfg.host, max(cfg.management_port, 0))
+        line += f" management={_show(mhost)}:{mport}"
+    print(line, flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    if mgmt is not None:
+        await mgmt.stop()
+    broker.close()
+    log.info("stopped")
+    return 0
+
+
+def _show(host: str) -> str:
+    return "0.0.0.0" if host in ("", "::") else host

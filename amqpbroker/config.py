@@ -1,0 +1,24 @@
+"""Broker configuration: one dataclass, filled from flags and AMQPBROKER_<FLAG> variables."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    host: str = ""                      # "" = all interfaces, as RabbitMQ
+    port: int = 5672
+    management_port: int = 15672        # 0 = off, -1 = any free port (tests)
+    data_dir: str = "./amqpbroker-data"
+    log_level: str = "info"
+    frame_max: int = 131072
+    channel_max: int = 2047
+    heartbeat: int = 60
+    max_message_size: int = 128 * 1024 * 1024
+    segment_bytes: int = 64 * 1024 * 1024
+    cache_limit: int = 64 * 1024 * 1024          # bodies kept in memory across all queues
+    memory_high_watermark: float = 0.4           # fraction of RAM, as RabbitMQ's default
+    disk_free_limit: int = 50 * 1000 * 1000      # bytes, as RabbitMQ's default
+    default_user: str = "guest"
+    default_pass: str = "guest"
+    loopback_users: tuple = ("guest",)

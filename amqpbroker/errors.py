@@ -1,0 +1,87 @@
+"""The error tree is the AMQP 0-9-1 reply-code table.
+
+Deep code raises; exactly one boundary (``server/session.py``) turns an error into a reply:
+a ``ChannelError`` becomes ``channel.close`` and only that channel ends, a ``ConnectionError_``
+becomes ``connection.close``. Reply texts follow RabbitMQ's wording
+(``NOT_FOUND - no queue 'jobs' in vhost '/'``) because that is what users search for.
+"""
+from __future__ import annotations
+
+REPLY_NAMES = {
+    200: "REPLY_SUCCESS",
+    311: "CONTENT_TOO_LARGE",
+    312: "NO_ROUTE",
+    313: "NO_CONSUMERS",
+    320: "CONNECTION_FORCED",
+    402: "INVALID_PATH",
+    403: "ACCESS_REFUSED",
+    404: "NOT_FOUND",
+    405: "RESOURCE_LOCKED",
+    406: "PRECONDITION_FAILED",
+    501: "FRAME_ERROR",
+    502: "SYNTAX_ERROR",
+    503: "COMMAND_INVALID",
+    504: "CHANNEL_ERROR",
+    505: "UNEXPECTED_FRAME",
+    506: "RESOURCE_ERROR",
+    530: "NOT_ALLOWED",
+    540: "NOT_IMPLEMENTED",
+    541: "INTERNAL_ERROR",
+}
+
+
+class AMQPError(Exception):
+    """An AMQP exception with its reply code; ``text`` is the detail after the code name."""
+
+    reply_code = 541
+    hard = True
+
+    def __init__(self, text: str, class_id: int = 0, method_id: int = 0, reply_code: int | None = None):
+        super().__init__(text)
+        if reply_code is not None:
+            self.reply_code = reply_code
+        self.text = text
+        self.class_id = class_id
+        self.method_id = method_id
+
+    @property
+    def reply_text(self) -> str:
+        return f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}"[:255]
+
+
+class ChannelError(AMQPError):
+    """Soft error: closes the channel only."""
+    hard = False
+
+
+class ConnectionError_(AMQPError):
+    """Hard error: closes the connection."""
+    hard = True
+
+
+def _soft(code: int, name: str):
+    return type(name, (ChannelError,), {"reply_code": code})
+
+
+def _hard(code: int, name: str):
+    return type(name, (ConnectionError_,), {"reply_code": code})
+
+
+ContentTooLarge = _soft(311, "ContentTooLarge")
+AccessRefused = _soft(403, "AccessRefused")
+NotFound = _soft(404, "NotFound")
+ResourceLocked = _soft(405, "ResourceLocked")
+PreconditionFailed = _soft(406, "PreconditionFailed")
+
+ConnectionForced = _hard(320, "ConnectionForced")
+InvalidPath = _hard(402, "InvalidPath")
+ConnectionAccessRefused = _hard(403, "ConnectionAccessRefused")
+FrameError = _hard(501, "FrameError")
+SyntaxError_ = _hard(502, "SyntaxError_")
+CommandInvalid = _hard(503, "CommandInvalid")
+ChannelErrorHard = _hard(504, "ChannelErrorHard")
+UnexpectedFrame = _hard(505, "UnexpectedFrame")
+ResourceError = _hard(506, "ResourceError")
+NotAllowed = _hard(530, "NotAllowed")
+NotImplemented_ = _hard(540, "NotImplemented_")
+InternalError = _hard(541, "InternalError")

@@ -1,0 +1,244 @@
+"""RabbitMQ-compatible management HTTP API (the subset tools use most), on aiohttp.
+
+Basic auth against the broker's users; JSON in and out, with RabbitMQ's paths and field names
+(``/api/vhosts/{vhost}``, ``/api/users/{name}``, ``/api/permissions/{vhost}/{user}``,
+``/api/queues``, ``/api/exchanges``, ``/api/definitions``). Vhost names are URL-encoded
+(``%2F`` for ``/``).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+from aiohttp import web
+
+from ..broker.auth import check_password
+
+log = logging.getLogger("amqpbroker.mgmt")
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, default=str), status=status,
+                        content_type="application/json")
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return _json({"error": {401: "not_authorised", 404: "Object Not Found"}.get(status, "bad_request"),
+                  "reason": reason}, status)
+
+
+class ManagementServer:
+    def __init__(self, broker, amqp_server):
+        self.broker = broker
+        self.amqp = amqp_server
+        self.runner: web.AppRunner | None = None
+        app = web.Application(middlewares=[self._auth])
+        r = app.router
+        r.add_get("/api/overview", self.overview)
+        r.add_get("/api/vhosts", self.vhosts)
+        r.add_get("/api/vhosts/{vhost}", self.vhost_get)
+        r.add_put("/api/vhosts/{vhost}", self.vhost_put)
+        r.add_delete("/api/vhosts/{vhost}", self.vhost_delete)
+        r.add_get("/api/users", self.users)
+        r.add_get("/api/users/{name}", self.user_get)
+        r.add_put("/api/users/{name}", self.user_put)
+        r.add_delete("/api/users/{name}", self.user_delete)
+        r.add_get("/api/permissions", self.permissions)
+        r.add_get("/api/permissions/{vhost}/{user}", self.permission_get)
+        r.add_put("/api/permissions/{vhost}/{user}", self.permission_put)
+        r.add_delete("/api/permissions/{vhost}/{user}", self.permission_delete)
+        r.add_get("/api/queues", self.queues)
+        r.add_get("/api/queues/{vhost}", self.queues)
+        r.add_get("/api/queues/{vhost}/{name}", self.queue_get)
+        r.add_get("/api/exchanges", self.exchanges)
+        r.add_get("/api/exchanges/{vhost}", self.exchanges)
+        r.add_get("/api/connections", self.connections)
+        r.add_get("/api/definitions", self.definitions_get)
+        r.add_post("/api/definitions", self.definitions_post)
+        self.app = app
+
+    async def start(self, host: str, port: int):
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host or None, port)
+        await site.start()
+        sock = site._server.sockets[0]
+        return sock.getsockname()[:2]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @web.middleware
+    async def _auth(self, request, handler):
+        header = request.headers.get("Authorization", "")
+        user = None
+        if header.startswith("Basic "):
+            try:
+                name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                u = self.broker.users.users.get(name)
+                if u is not None and check_password(password, u.password_hash):
+                    user = u
+            except (ValueError, UnicodeDecodeError):
+                user = None
+        if user is None:
+            resp = _error(401, "Login failed")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="RabbitMQ Management"'
+            return resp
+        if request.method != "GET" and not user.is_admin:
+            return _error(401, "Not administrator user")
+        request["user"] = user
+        return await handler(request)
+
+    # ------------------------------------------------------------------ resources
+    async def overview(self, request):
+        queues = [q for vh in self.broker.vhosts.values() for q in vh.queues.values()]
+        return _json({"management_version": "3.13.0", "rabbitmq_version": "3.13.0",
+                      "product_name": "amqpbroker", "product_version": "0.1.0",
+                      "cluster_name": self.amqp.server_properties["cluster_name"],
+                      "node": "amqpbroker@localhost",
+                      "object_totals": {"connections": len(self.amqp.sessions),
+                                        "queues": len(queues),
+                                        "consumers": sum(q.consumer_count for q in queues)},
+                      "queue_totals": {"messages_ready": sum(q.message_count for q in queues),
+                                       "messages_unacknowledged": sum(q.unacked for q in queues)}})
+
+    def _vhost_json(self, vh):
+        return {"name": vh.name, "description": vh.description, "tags": vh.tags,
+                "messages": sum(q.message_count for q in vh.queues.values())}
+
+    async def vhosts(self, request):
+        return _json([self._vhost_json(v) for v in self.broker.vhosts.values()])
+
+    async def vhost_get(self, request):
+        vh = self.broker.vhosts.get(request.match_info["vhost"])
+        return _json(self._vhost_json(vh)) if vh else _error(404, "Not Found")
+
+    async def vhost_put(self, request):
+        name = request.match_info["vhost"]
+        body = await _body(request)
+        existed = name in self.broker.vhosts
+        self.broker.add_vhost(name, body.get("description", ""), body.get("tags") or [])
+        if not existed:
+            # RabbitMQ grants the creating user full permissions on a new vhost
+            self.broker.users.set_permissions(name, request["user"].name)
+            self.broker.definitions.save()
+        return web.Response(status=204 if existed else 201)
+
+    async def vhost_delete(self, request):
+        ok = self.broker.delete_vhost(request.match_info["vhost"])
+        return web.Response(status=204) if ok else _error(404, "Not Found")
+
+    def _user_json(self, u):
+        return {"name": u.name, "password_hash": u.password_hash,
+                "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": u.tags}
+
+    async def users(self, request):
+        return _json([self._user_json(u) for u in self.broker.users.users.values()])
+
+    async def user_get(self, request):
+        u = self.broker.users.users.get(request.match_info["name"])
+        return _json(self._user_json(u)) if u else _error(404, "Not Found")
+
+    async def user_put(self, request):
+        name = request.match_info["name"]
+        body = await _body(request)
+        tags = body.get("tags", "")
+        if isinstance(tags, str):
+            tags = [t.strip() for t in tags.split(",") if t.strip()]
+        existed = name in self.broker.users.users
+        if "password_hash" in body:
+            self.broker.users.add_user(name, password_hash=body["password_hash"], tags=tags)
+        else:
+            self.broker.users.add_user(name, body.get("password", ""), tags=tags)
+        self.broker.definitions.save()
+        return web.Response(status=204 if existed else 201)
+
+    async def user_delete(self, request):
+        ok = self.broker.users.delete_user(request.match_info["name"])
+        self.broker.definitions.save()
+        return web.Response(status=204) if ok else _error(404, "Not Found")
+
+    async def permissions(self, request):
+        return _json([{"user": u, "vhost": v, "configure": p.configure, "write": p.write,
+                       "read": p.read} for (v, u), p in self.broker.users.permissions.items()])
+
+    async def permission_get(self, request):
+        key = (request.match_info["vhost"], request.match_info["user"])
+        p = self.broker.users.permissions.get(key)
+        if p is None:
+            return _error(404, "Not Found")
+        return _json({"user": key[1], "vhost": key[0], "configure": p.configure,
+                      "write": p.write, "read": p.read})
+
+    async def permission_put(self, request):
+        vhost, user = request.match_info["vhost"], request.match_info["user"]
+        if vhost not in self.broker.vhosts or user not in self.broker.users.users:
+            return _error(400, "vhost or user not found")
+        body = await _body(request)
+        self.broker.users.set_permissions(vhost, user, body.get("configure", ""),
+                                          body.get("write", ""), body.get("read", ""))
+        self.broker.definitions.save()
+        return web.Response(status=201)
+
+    async def permission_delete(self, request):
+        key = (request.match_info["vhost"], request.match_info["user"])
+        if self.broker.users.permissions.pop(key, None) is None:
+            return _error(404, "Not Found")
+        self.broker.definitions.save()
+        return web.Response(status=204)
+
+    def _queue_json(self, q):
+        return {"name": q.name, "vhost": q.vhost.name, "durable": q.durable,
+                "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner is not None,
+                "arguments": q.arguments, "messages": q.message_count + q.unacked,
+                "messages_ready": q.message_count, "messages_unacknowledged": q.unacked,
+                "consumers": q.consumer_count, "type": "classic", "state": "running",
+                "message_bytes_ready": q.ready_bytes}
+
+    async def queues(self, request):
+        vname = request.match_info.get("vhost")
+        vhs = [self.broker.vhosts[vname]] if vname in self.broker.vhosts else (
+            [] if vname is not None else list(self.broker.vhosts.values()))
+        return _json([self._queue_json(q) for vh in vhs for q in vh.queues.values()])
+
+    async def queue_get(self, request):
+        vh = self.broker.vhosts.get(request.match_info["vhost"])
+        q = vh.queues.get(request.match_info["name"]) if vh else None
+        return _json(self._queue_json(q)) if q else _error(404, "Not Found")
+
+    async def exchanges(self, request):
+        vname = request.match_info.get("vhost")
+        out = []
+        for vh in self.broker.vhosts.values():
+            if vname is not None and vh.name != vname:
+                continue
+            for ex in vh.exchanges.values():
+                out.append({"name": ex.name, "vhost": vh.name, "type": ex.type,
+                            "durable": ex.durable, "auto_delete": ex.auto_delete,
+                            "internal": ex.internal, "arguments": ex.arguments})
+        return _json(out)
+
+    async def connections(self, request):
+        return _json([{"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
+                       "vhost": s.vhost.name if s.vhost else None,
+                       "channels": len(s.channels), "client_properties": s.client_properties}
+                      for s in self.amqp.sessions])
+
+    async def definitions_get(self, request):
+        return _json(self.broker.definitions.export())
+
+    async def definitions_post(self, request):
+        self.broker.definitions.apply(await _body(request))
+        return web.Response(status=204)
+
+
+async def _body(request) -> dict:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except (ValueError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

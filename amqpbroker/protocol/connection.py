@@ -1,0 +1,394 @@
+"""The AMQP 0-9-1 server connection as a pure state machine: bytes in, events out.
+
+Theory of operation (h11-style, no I/O anywhere under ``amqpbroker/protocol``):
+
+* ``receive_data(bytes)`` only buffers. ``next_event()`` returns the next complete event or
+  ``NEED_DATA``; an incomplete frame is never an error. Protocol violations raise an
+  ``AMQPError`` (``errors.py``): a ``ChannelError`` carries ``.channel``; the server's one
+  error boundary answers it with ``close_channel`` / ``close_connection``.
+* Frames are checked early and cheaply: the 7-byte header's size against frame_max before the
+  payload is read (501), the 0xCE end byte (501), the channel against channel_max (530) and the
+  open-channel set (504).
+* Per channel, content is assembled as RabbitMQ's ``rabbit_command_assembler`` does:
+  basic.publish, then one content header, then body frames until body-size bytes arrived.
+  Anything else in between is 505 UNEXPECTED_FRAME; a body overrun is 501.
+* Everything the server sends is queued in ``data_to_send()``; the shell writes it once per
+  read, so many confirms and deliveries go out in one syscall.
+* After the server sends ``channel.close`` the channel's frames are dropped until
+  ``channel.close-ok``; after ``connection.close``, all frames until ``connection.close-ok``.
+
+The hot path (publish, header, body, ack/nack/reject) is decoded by hand (``fastpath.py``);
+other methods go through pamqp.
+"""
+from __future__ import annotations
+
+import logging
+
+from pamqp import commands, frame as pframe
+from pamqp.exceptions import UnmarshalingException
+
+from .. import errors
+from . import events as ev
+from . import fastpath as fp
+from . import properties
+from . import states as st
+from .constants import (ACK, DEFAULT_CHANNEL_MAX, DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT,
+                        DEFAULT_MAX_MESSAGE_SIZE, FRAME_BODY, FRAME_END, FRAME_HEADER,
+                        FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, NACK, PROTOCOL_HEADER,
+                        PUBLISH, REJECT)
+
+log = logging.getLogger("amqpbroker.protocol")
+
+_METHODS = commands.INDEX_MAPPING
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+
+class ChannelState:
+    """Per-channel assembly state: what frame the channel expects next."""
+    __slots__ = ("number", "state", "publish", "props", "scan", "body_size", "parts", "received")
+
+    def __init__(self, number: int):
+        self.number = number
+        self.state = st.CHANNEL_OPEN
+        self.publish = None          # (exchange, routing_key, mandatory, immediate) awaiting content
+        self.props = None            # raw property bytes once the header arrived
+        self.scan = None
+        self.body_size = 0
+        self.parts: list = []
+        self.received = 0
+
+    def reset_content(self) -> None:
+        self.publish = self.props = self.scan = None
+        self.parts = []
+        self.body_size = self.received = 0
+
+
+def _channel_error(cls, text: str, channel: int, class_id: int = 0, method_id: int = 0):
+    err = cls(text, class_id, method_id)
+    err.channel = channel
+    return err
+
+
+class Connection:
+    def __init__(self, server_properties: dict, *, frame_max: int = DEFAULT_FRAME_MAX,
+                 channel_max: int = DEFAULT_CHANNEL_MAX, heartbeat: int = DEFAULT_HEARTBEAT,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 mechanisms: str = "PLAIN AMQPLAIN"):
+        self.server_properties = server_properties
+        self.mechanisms = mechanisms
+        self.state = st.AWAIT_HEADER
+        self.server_frame_max = frame_max
+        self.server_channel_max = channel_max
+        self.server_heartbeat = heartbeat
+        self.frame_max = frame_max              # in force (negotiated after tune-ok)
+        self.channel_max = channel_max
+        self.heartbeat = heartbeat
+        self.max_message_size = max_message_size
+        self.channels: dict[int, ChannelState] = {}
+        self._buf = bytearray()
+        self._pos = 0
+        self._out: list = []
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > 65536:
+            del self._buf[:self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_event(self):
+        buf = self._buf
+        while True:
+            pos = self._pos
+            avail = len(buf) - pos
+            if self.state == st.AWAIT_HEADER:
+                if avail < 8:
+                    if avail and not PROTOCOL_HEADER.startswith(bytes(buf[pos:pos + avail])):
+                        return self._bad_header(bytes(buf[pos:]))
+                    return ev.NEED_DATA
+                header = bytes(buf[pos:pos + 8])
+                self._pos = pos + 8
+                if header != PROTOCOL_HEADER:
+                    return self._bad_header(header)
+                self.state = st.transition(self.state, "header")
+                self.send_method(0, commands.Connection.Start(
+                    version_major=0, version_minor=9, server_properties=self.server_properties,
+                    mechanisms=self.mechanisms, locales="en_US"))
+                continue
+            if self.state == st.CLOSED:
+                self._pos = len(buf)
+                return ev.NEED_DATA
+            if avail < 7:
+                return ev.NEED_DATA
+            ftype, channel, size = fp.FRAME_HEAD.unpack_from(buf, pos)
+            if size + 8 > self.frame_max:
+                self._pos = len(buf)
+                raise errors.FrameError(
+                    f"type {ftype}, channel {channel}: frame size {size + 8} exceeds "
+                    f"negotiated frame_max {self.frame_max}")
+            end = pos + 7 + size
+            if len(buf) <= end:
+                return ev.NEED_DATA
+            if buf[end] != FRAME_END:
+                self._pos = len(buf)
+                raise errors.FrameError(f"type {ftype}, channel {channel}: bad frame end "
+                                        f"byte 0x{buf[end]:02x}, expected 0xce")
+            payload = bytes(buf[pos + 7:end])
+            self._pos = end + 1
+            event = self._frame(ftype, channel, payload)
+            if event is not None:
+                return event
+
+    def _bad_header(self, received: bytes):
+        self._out.append(PROTOCOL_HEADER)
+        self.state = st.CLOSED
+        self._pos = len(self._buf)
+        return ev.BadProtocolHeader(received)
+
+    def _frame(self, ftype: int, channel: int, payload: bytes):
+        if ftype == FRAME_METHOD:
+            if len(payload) < 4:
+                raise errors.FrameError(f"method frame on channel {channel} too short")
+            if channel == 0:
+                return self._connection_method(payload)
+            return self._channel_method(channel, payload)
+        if ftype == FRAME_HEARTBEAT:
+            if channel != 0:
+                raise errors.FrameError(f"heartbeat frame on channel {channel}")
+            return None
+        if ftype == FRAME_HEADER or ftype == FRAME_BODY:
+            if self.state != st.OPEN:
+                if self.state == st.CLOSING:
+                    return None
+                raise errors.UnexpectedFrame(f"content frame in connection state {self.state}")
+            ch = self._channel(channel)
+            if ch is None:
+                return None
+            if ftype == FRAME_HEADER:
+                return self._content_header(ch, payload)
+            return self._content_body(ch, payload)
+        raise errors.FrameError(f"unknown frame type {ftype} on channel {channel}")
+
+    def _channel(self, number: int):
+        """The open channel a content frame is for; None if its frames are being dropped."""
+        ch = self.channels.get(number)
+        if ch is None:
+            raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {number}")
+        if ch.state == st.CHANNEL_CLOSING:
+            return None
+        return ch
+
+    def _decode(self, payload: bytes, channel: int):
+        class_id, method_id = fp.METHOD_ID.unpack_from(payload, 0)
+        cls = _METHODS.get((class_id << 16) | method_id)
+        if cls is None:
+            raise errors.NotImplemented_(f"unknown method class {class_id} method {method_id}"
+                                         f" on channel {channel}", class_id, method_id)
+        method = cls()
+        try:
+            method.unmarshal(payload[4:])
+        except Exception as exc:   # pamqp raises struct.error, ValueError, IndexError, ...
+            raise errors.FrameError(f"cannot decode {method.name} on channel {channel}: {exc}",
+                                    class_id, method_id) from None
+        return method
+
+    def _connection_method(self, payload: bytes):
+        method = self._decode(payload, 0)
+        name = method.name
+        if self.state == st.CLOSING and name not in ("Connection.Close", "Connection.CloseOk"):
+            return None
+        if self.state == st.OPEN and name not in st.CHANNEL_ZERO_METHODS:
+            raise errors.CommandInvalid(f"{name} on channel 0 in state OPEN")
+        if name in ("Connection.Blocked", "Connection.Unblocked", "Connection.UpdateSecretOk"):
+            return None
+        self.state = st.transition(self.state, name)
+        if name == "Connection.StartOk":
+            response = method.response
+            if isinstance(response, str):
+                response = response.encode("utf-8", "surrogateescape")
+            return ev.StartOk(method.client_properties or {}, method.mechanism, response,
+                              method.locale)
+        if name == "Connection.TuneOk":
+            return self._tune_ok(method)
+        if name == "Connection.Open":
+            return ev.OpenVhost(method.virtual_host)
+        if name == "Connection.Close":
+            self.send_method(0, commands.Connection.CloseOk())
+            return ev.ConnectionClosedByPeer(method.reply_code, method.reply_text)
+        return ev.ConnectionCloseOk()         # Connection.CloseOk
+
+    def _tune_ok(self, method):
+        frame_max = method.frame_max or self.server_frame_max
+        if frame_max < FRAME_MIN_SIZE:
+            raise errors.NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min_size")
+        if frame_max > self.server_frame_max:
+            raise errors.NotAllowed(f"frame_max={frame_max} > {self.server_frame_max} max_size")
+        channel_max = method.channel_max or self.server_channel_max
+        self.frame_max = frame_max
+        self.channel_max = min(channel_max, self.server_channel_max)
+        self.heartbeat = method.heartbeat
+        return ev.TuneOk(self.channel_max, self.frame_max, self.heartbeat)
+
+    def _channel_method(self, channel: int, payload: bytes):
+        if self.state != st.OPEN:
+            if self.state == st.CLOSING:
+                return None
+            raise errors.CommandInvalid(f"channel {channel} method before connection.open-ok")
+        class_id, method_id = fp.METHOD_ID.unpack_from(payload, 0)
+        ch = self.channels.get(channel)
+        if ch is None:
+            if (class_id, method_id) != (20, 10):
+                raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {channel}",
+                                              class_id, method_id)
+            if channel > self.channel_max:
+                raise errors.NotAllowed(f"channel number {channel} exceeds negotiated "
+                                        f"channel_max ({self.channel_max})", 20, 10)
+            self.channels[channel] = ChannelState(channel)
+            self.send_method(channel, commands.Channel.OpenOk())
+            return ev.ChannelOpened(channel)
+        if ch.state == st.CHANNEL_CLOSING:
+            if (class_id, method_id) in ((20, 41), (20, 40)):
+                if (class_id, method_id) == (20, 40):
+                    self.send_method(channel, commands.Channel.CloseOk())
+                del self.channels[channel]
+                return ev.ChannelCloseOk(channel)
+            return None
+        if ch.publish is not None:
+            raise errors.UnexpectedFrame(
+                f"expected content header for class 60, got non content header frame "
+                f"instead on channel {channel}", class_id, method_id)
+        key = (class_id, method_id)
+        try:
+            if key == PUBLISH:
+                ch.publish = fp.parse_publish(payload)
+                return None
+            if key == ACK:
+                tag, bits = fp.parse_tag_bits(payload)
+                return ev.Ack(channel, tag, bool(bits & 1))
+            if key == NACK:
+                tag, bits = fp.parse_tag_bits(payload)
+                return ev.Nack(channel, tag, bool(bits & 1), bool(bits & 2))
+            if key == REJECT:
+                tag, bits = fp.parse_tag_bits(payload)
+                return ev.Nack(channel, tag, False, bool(bits & 1))
+        except fp.Truncated as exc:
+            raise errors.FrameError(f"cannot decode method {exc} on channel {channel}",
+                                    class_id, method_id) from None
+        method = self._decode(payload, channel)
+        name = method.name
+        if name == "Channel.Open":
+            raise errors.ChannelErrorHard(f"second 'channel.open' seen on channel {channel}",
+                                          20, 10)
+        if name == "Channel.Close":
+            del self.channels[channel]
+            self.send_method(channel, commands.Channel.CloseOk())
+            return ev.ChannelClosedByPeer(channel, method.reply_code, method.reply_text)
+        if name == "Channel.CloseOk":
+            return None
+        if class_id == 10:
+            raise errors.CommandInvalid(f"{name} on channel {channel}", class_id, method_id)
+        return ev.Method(channel, method)
+
+    def _content_header(self, ch: ChannelState, payload: bytes):
+        if ch.publish is None or ch.props is not None:
+            raise errors.UnexpectedFrame(f"content header on channel {ch.number} "
+                                         f"without a basic.publish before it", 60, 40)
+        try:
+            class_id, body_size, props = fp.parse_content_header(payload)
+            scan = properties.scan(props)
+        except ValueError as exc:
+            raise errors.FrameError(f"cannot decode content header on channel {ch.number}: "
+                                    f"{exc}", 60, 40) from None
+        if class_id != 60:
+            raise errors.UnexpectedFrame(f"content header for class {class_id}, expected 60",
+                                         60, 40)
+        if body_size > self.max_message_size:
+            ch.reset_content()
+            raise _channel_error(errors.PreconditionFailed,
+                                 f"message size {body_size} is larger than configured max "
+                                 f"size {self.max_message_size}", ch.number, 60, 40)
+        ch.props, ch.scan, ch.body_size = props, scan, body_size
+        if body_size == 0:
+            return self._publish_done(ch, b"")
+        return None
+
+    def _content_body(self, ch: ChannelState, payload: bytes):
+        if ch.props is None:
+            raise errors.UnexpectedFrame(f"content body on channel {ch.number} without a "
+                                         f"content header before it", 60, 40)
+        ch.received += len(payload)
+        if ch.received > ch.body_size:
+            raise errors.FrameError(f"content body on channel {ch.number} overruns the "
+                                    f"declared body size {ch.body_size}", 60, 40)
+        if ch.received == ch.body_size:
+            if ch.parts:
+                ch.parts.append(payload)
+                body = b"".join(ch.parts)
+            else:
+                body = payload
+            return self._publish_done(ch, body)
+        ch.parts.append(payload)
+        return None
+
+    def _publish_done(self, ch: ChannelState, body: bytes):
+        exchange, routing_key, mandatory, immediate = ch.publish
+        event = ev.Publish(ch.number, exchange, routing_key, mandatory, immediate, ch.props, body,
+                           ch.scan)
+        ch.reset_content()
+        return event
+
+    # ----------------------------------------------------------------- output
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def write(self, frames) -> None:
+        """Queue pre-built frames (bytes, or a list of bytes from ``fastpath``)."""
+        if isinstance(frames, list):
+            self._out += frames
+        else:
+            self._out.append(frames)
+
+    def send_method(self, channel: int, method) -> None:
+        self._out.append(pframe.marshal(method, channel))
+
+    def send_tune(self) -> None:
+        self.state = st.transition(self.state, "send:connection.tune")
+        self.send_method(0, commands.Connection.Tune(
+            channel_max=self.server_channel_max, frame_max=self.server_frame_max,
+            heartbeat=self.server_heartbeat))
+
+    def send_open_ok(self) -> None:
+        self.state = st.transition(self.state, "send:connection.open-ok")
+        self.send_method(0, commands.Connection.OpenOk())
+
+    def send_heartbeat(self) -> None:
+        self._out.append(HEARTBEAT_FRAME)
+
+    def close_channel(self, channel: int, error: errors.AMQPError) -> None:
+        ch = self.channels.get(channel)
+        if ch is None or ch.state == st.CHANNEL_CLOSING:
+            return
+        ch.state = st.CHANNEL_CLOSING
+        ch.reset_content()
+        self.send_method(channel, commands.Channel.Close(
+            reply_code=error.reply_code, reply_text=error.reply_text,
+            class_id=error.class_id, method_id=error.method_id))
+
+    def close_connection(self, error: errors.AMQPError) -> None:
+        if self.state in (st.CLOSING, st.CLOSED, st.AWAIT_HEADER):
+            return
+        self.state = st.transition(self.state, "send:connection.close")
+        self.send_method(0, commands.Connection.Close(
+            reply_code=error.reply_code, reply_text=error.reply_text,
+            class_id=error.class_id, method_id=error.method_id))
+
+    def is_channel_open(self, channel: int) -> bool:
+        ch = self.channels.get(channel)
+        return ch is not None and ch.state == st.CHANNEL_OPEN

@@ -1,0 +1,110 @@
+"""Events the sans-I/O connection hands to the server: what the client said, assembled."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class NeedData:
+    """``next_event()`` found no complete event in the buffer (not an error)."""
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = NeedData()
+
+
+@dataclass(slots=True)
+class StartOk:
+    client_properties: dict
+    mechanism: str
+    response: bytes
+    locale: str
+
+
+@dataclass(slots=True)
+class TuneOk:
+    channel_max: int
+    frame_max: int
+    heartbeat: int
+
+
+@dataclass(slots=True)
+class OpenVhost:
+    vhost: str
+
+
+@dataclass(slots=True)
+class ChannelOpened:
+    channel: int
+
+
+@dataclass(slots=True)
+class ChannelClosedByPeer:
+    """The client closed a channel; close-ok is already queued for sending."""
+    channel: int
+    reply_code: int
+    reply_text: str
+
+
+@dataclass(slots=True)
+class ChannelCloseOk:
+    """The client confirmed a close we sent; the channel number is free again."""
+    channel: int
+
+
+@dataclass(slots=True)
+class Method:
+    """Any other (cold path) method, decoded by pamqp."""
+    channel: int
+    method: Any
+
+
+@dataclass(slots=True)
+class Publish:
+    channel: int
+    exchange: str
+    routing_key: str
+    mandatory: bool
+    immediate: bool
+    properties: bytes
+    body: bytes
+    scan: Any = None          # properties.Scan: delivery mode, priority, expiration, ...
+
+
+@dataclass(slots=True)
+class Ack:
+    channel: int
+    delivery_tag: int
+    multiple: bool
+
+
+@dataclass(slots=True)
+class Nack:
+    channel: int
+    delivery_tag: int
+    multiple: bool
+    requeue: bool
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(slots=True)
+class ConnectionClosedByPeer:
+    """The client sent connection.close; close-ok is queued, then the socket should close."""
+    reply_code: int
+    reply_text: str
+
+
+@dataclass(slots=True)
+class ConnectionCloseOk:
+    """The client confirmed our connection.close: close the socket."""
+
+
+@dataclass(slots=True)
+class BadProtocolHeader:
+    """The first 8 bytes were not AMQP 0-9-1; our header is queued, then close the socket."""
+    received: bytes

@@ -1,0 +1,568 @@
+"""One AMQP channel of a connection: publish routing, consumers, deliveries, acks, confirms, tx.
+
+Handlers raise ``AMQPError``; the session (the single error boundary) turns them into
+``channel.close`` or ``connection.close``. Methods are dispatched by pamqp class name through
+the ``HANDLERS`` table at the bottom of the file.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+
+from pamqp import commands as C
+
+from .. import errors
+from ..broker.consumer import Consumer
+from ..broker.queue import now_ms
+from ..protocol import fastpath as fp
+from ..protocol import properties as props_mod
+from ..storage.record import Record
+
+log = logging.getLogger("amqpbroker.channel")
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
+
+
+class Delivery:
+    __slots__ = ("queue", "offset", "record", "consumer")
+
+    def __init__(self, queue, offset, record, consumer):
+        self.queue = queue
+        self.offset = offset
+        self.record = record
+        self.consumer = consumer
+
+
+class Channel:
+    def __init__(self, session, number: int):
+        self.session = session
+        self.broker = session.broker
+        self.number = number
+        self.next_tag = 1
+        self.unacked: dict[int, Delivery] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self.prefetch = 0              # basic.qos global=false: for consumers created later
+        self.global_prefetch = 0       # basic.qos global=true: shared by the channel
+        self.flow_active = True
+        self.confirm = False
+        self.publish_seq = 0
+        self.pending_confirms: deque = deque()
+        self.tx: list | None = None
+        self.last_queue: str | None = None
+        self.closed = False
+        self.reply_consumer: Consumer | None = None
+
+    # ============================================================ publish
+    def on_publish(self, ev) -> None:
+        if ev.immediate:
+            raise errors.NotImplemented_("immediate=true", 60, 40)
+        if self.tx is not None:
+            self._check_publish(ev)
+            self.tx.append(("publish", ev, False))
+            return
+        self._publish(ev)
+
+    def _check_publish(self, ev):
+        session = self.session
+        vhost = session.vhost
+        ex = vhost.exchanges.get(ev.exchange)
+        if ex is None:
+            raise errors.NotFound(f"no exchange '{ev.exchange}' in vhost '{vhost.name}'", 60, 40)
+        if ev.exchange not in session.write_ok:
+            self.broker.users.check(session.user, vhost.name, "write", "exchange", ev.exchange,
+                                    60, 40)
+            session.write_ok.add(ev.exchange)
+        if ex.internal:
+            raise errors.AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in "
+                                       f"vhost '{vhost.name}'", 60, 40)
+        scan = ev.scan
+        if scan.user_id is not None and scan.user_id != session.user.name:
+            raise errors.PreconditionFailed(f"user_id property set to '{scan.user_id}' but "
+                                            f"authenticated user was '{session.user.name}'",
+                                            60, 40)
+        return ex
+
+    def _publish(self, ev) -> None:
+        ex = self._check_publish(ev)
+        session = self.session
+        scan = ev.scan
+        raw = ev.properties
+        routing_key = ev.routing_key
+        keys = (routing_key,)
+        headers = None
+        if scan.has_headers:
+            props = props_mod.decode(raw)
+            headers = props.headers or {}
+            if "CC" in headers or "BCC" in headers:
+                keys = (routing_key, *_keys(headers.get("CC")), *_keys(headers.get("BCC")))
+                if "BCC" in headers:
+                    headers = dict(headers)
+                    del headers["BCC"]
+                    props.headers = headers
+                    raw = props_mod.encode(props)
+        if scan.reply_to == REPLY_TO:
+            if self.reply_consumer is None:
+                raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
+            props = props_mod.decode(raw)
+            props.reply_to = REPLY_TO_PREFIX + session.reply_token
+            raw = props_mod.encode(props)
+        record = Record(now_ms(), ev.exchange, routing_key, raw, ev.body,
+                        1 if scan.delivery_mode == 2 else 0)
+        if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):
+            routed = self.broker_reply_to(routing_key[len(REPLY_TO_PREFIX):], record)
+            if not routed and ev.mandatory:
+                self._return(312, "NO_ROUTE", record)
+            self._confirm(0, False)
+            return
+        queues = session.vhost.route(ex, keys, headers)
+        gen = 0
+        nack = False
+        if not queues:
+            if ev.mandatory:
+                self._return(312, "NO_ROUTE", record)
+        else:
+            persistent = scan.delivery_mode == 2
+            for q in queues:
+                if not q.publish(record, scan.priority):
+                    nack = True
+                elif persistent and q.durable:
+                    gen = self.broker.committer.open_gen
+        if self.confirm:
+            self._confirm(gen, nack)
+
+    def broker_reply_to(self, token: str, record) -> bool:
+        target = self.session.server.reply_to.get(token)
+        if target is None:
+            return False
+        channel, consumer = target
+        channel.deliver(consumer, None, 0, record, False)
+        return True
+
+    def _return(self, code: int, text: str, record) -> None:
+        self.session.write(fp.build_return(self.number, code, text, record.exchange,
+                                           record.routing_key, record.properties, record.body,
+                                           self.session.conn.frame_max))
+
+    # ============================================================ confirms
+    def _confirm(self, gen: int, nack: bool) -> None:
+        if not self.confirm:
+            return
+        self.publish_seq += 1
+        seq = self.publish_seq
+        if not self.pending_confirms and not nack and gen <= self.broker.committer.done_gen:
+            self.session.write(fp.build_confirm(self.number, seq, False))
+            return
+        self.pending_confirms.append((seq, gen, nack))
+        self.broker.committer.listeners.add(self)
+        if gen <= self.broker.committer.done_gen:
+            self.on_commit(self.broker.committer.done_gen)
+
+    def on_commit(self, done_gen: int) -> None:
+        pending = self.pending_confirms
+        acked = None
+        out = []
+        while pending and pending[0][1] <= done_gen:
+            seq, _, nack = pending.popleft()
+            if nack:
+                if acked is not None:
+                    out.append(fp.build_confirm(self.number, acked, True))
+                    acked = None
+                out.append(fp.build_confirm(self.number, seq, False, nack=True))
+            else:
+                acked = seq
+        if acked is not None:
+            out.append(fp.build_confirm(self.number, acked, True))
+        if out:
+            self.session.write(out)
+        if not pending:
+            self.broker.committer.listeners.discard(self)
+
+    # ============================================================ delivery
+    def can_deliver(self, consumer: Consumer) -> bool:
+        if not self.flow_active or self.closed or not self.session.writable:
+            return False
+        if consumer.no_ack:
+            return True
+        if consumer.prefetch and consumer.unacked >= consumer.prefetch:
+            return False
+        if self.global_prefetch and len(self.unacked) >= self.global_prefetch:
+            return False
+        return True
+
+    def deliver(self, consumer: Consumer, queue, offset: int, record, redelivered: bool) -> None:
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if not consumer.no_ack:
+            self.unacked[tag] = Delivery(queue, offset, record, consumer)
+            consumer.unacked += 1
+        self.session.write(fp.build_deliver(
+            self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
+            record.routing_key.encode(), record.properties, record.body,
+            self.session.conn.frame_max))
+
+    def consumer_cancelled(self, consumer: Consumer) -> None:
+        """The queue went away: tell the client (consumer_cancel_notify)."""
+        if self.consumers.pop(consumer.tag, None) is None:
+            return
+        if self.session.capabilities.get("consumer_cancel_notify") and not self.closed:
+            self.session.send_method(self.number, C.Basic.Cancel(consumer_tag=consumer.tag,
+                                                                 nowait=True))
+
+    # ============================================================ acks
+    def on_ack(self, ev) -> None:
+        taken = self._take(ev.delivery_tag, ev.multiple, 60, 80)
+        if self.tx is not None:
+            self.tx.append(("ack", taken, False))       # settled on commit
+        else:
+            self._settle(taken, ack=True)
+
+    def on_nack(self, ev) -> None:
+        taken = self._take(ev.delivery_tag, ev.multiple, 60, 120)
+        if self.tx is not None:
+            self.tx.append(("nack", taken, ev.requeue))
+        else:
+            self._settle(taken, ack=False, requeue=ev.requeue)
+
+    def _take(self, tag: int, multiple: bool, cid: int, mid: int) -> list:
+        """Remove and return [(tag, Delivery)] for an ack/nack; unknown tag is 406."""
+        unacked = self.unacked
+        if multiple:
+            if tag != 0 and tag not in unacked:
+                raise errors.PreconditionFailed(f"unknown delivery tag {tag}", cid, mid)
+            taken = []
+            while unacked:
+                first = next(iter(unacked))
+                if tag and first > tag:
+                    break
+                taken.append((first, unacked.pop(first)))
+            return taken
+        d = unacked.pop(tag, None)
+        if d is None:
+            raise errors.PreconditionFailed(f"unknown delivery tag {tag}", cid, mid)
+        return [(tag, d)]
+
+    def _settle(self, taken: list, ack: bool, requeue: bool = False) -> None:
+        queues = set()
+        for _, d in taken:
+            q = d.queue
+            if d.consumer is not None:
+                d.consumer.unacked -= 1
+            if q is None:
+                continue
+            queues.add(q)
+            if ack:
+                q.ack(d.offset)
+            else:
+                q.reject(d.offset, d.record, requeue)
+        for q in queues:
+            q.schedule_dispatch()
+        if self.global_prefetch:
+            for c in self.consumers.values():
+                c.queue.schedule_dispatch()
+
+    def requeue_all(self) -> None:
+        """Channel closed or basic.recover: unacked messages go back, flagged redelivered."""
+        by_queue: dict = {}
+        for d in self.unacked.values():
+            if d.consumer is not None:
+                d.consumer.unacked -= 1
+            if d.queue is not None:
+                by_queue.setdefault(d.queue, []).append((d.offset, d.record))
+        self.unacked.clear()
+        for q, items in by_queue.items():
+            q.requeue_unacked(items)
+
+    # ============================================================ close
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for c in list(self.consumers.values()):
+            self._remove_consumer(c)
+        self.consumers.clear()
+        self.requeue_all()
+        self.tx = None
+        self.pending_confirms.clear()
+        self.broker.committer.listeners.discard(self)
+
+    def _remove_consumer(self, c: Consumer) -> None:
+        if c is self.reply_consumer:
+            self.session.server.reply_to.pop(self.session.reply_token, None)
+            self.reply_consumer = None
+            return
+        c.queue.remove_consumer(c)
+
+    # ============================================================ cold-path methods
+    def _queue_name(self, name: str, cid: int, mid: int) -> str:
+        if name:
+            return name
+        if self.last_queue is None:
+            raise errors.NotFound("no previously declared queue", cid, mid)
+        return self.last_queue
+
+    def _check(self, kind: str, resource: str, name: str, cid: int, mid: int) -> None:
+        s = self.session
+        self.broker.users.check(s.user, s.vhost.name, kind, resource, name, cid, mid)
+
+    def channel_flow(self, m) -> None:
+        self.flow_active = bool(m.active)
+        self.session.send_method(self.number, C.Channel.FlowOk(active=m.active))
+        if self.flow_active:
+            for c in self.consumers.values():
+                if c.queue is not None:
+                    c.queue.schedule_dispatch()
+
+    def channel_flow_ok(self, m) -> None:
+        pass
+
+    def exchange_declare(self, m) -> None:
+        vhost = self.session.vhost
+        if not m.passive:
+            self._check("configure", "exchange", m.exchange, 40, 10)
+        vhost.declare_exchange(m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
+                               auto_delete=m.auto_delete, internal=m.internal,
+                               arguments=m.arguments)
+        if not m.nowait:
+            self.session.send_method(self.number, C.Exchange.DeclareOk())
+
+    def exchange_delete(self, m) -> None:
+        self._check("configure", "exchange", m.exchange, 40, 20)
+        self.session.vhost.delete_exchange(m.exchange, m.if_unused)
+        if not m.nowait:
+            self.session.send_method(self.number, C.Exchange.DeleteOk())
+
+    def exchange_bind(self, m, unbind: bool = False) -> None:
+        mid = 40 if unbind else 30
+        vhost = self.session.vhost
+        self._check("write", "exchange", m.destination, 40, mid)
+        self._check("read", "exchange", m.source, 40, mid)
+        if m.destination == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange", 40, mid)
+        dest = vhost.get_exchange(m.destination, 40, mid)
+        if unbind:
+            vhost.unbind(dest, m.source, m.routing_key, m.arguments, 40, mid)
+            reply = C.Exchange.UnbindOk()
+        else:
+            vhost.bind(dest, m.source, m.routing_key, m.arguments, 40, mid)
+            reply = C.Exchange.BindOk()
+        if not m.nowait:
+            self.session.send_method(self.number, reply)
+
+    def exchange_unbind(self, m) -> None:
+        self.exchange_bind(m, unbind=True)
+
+    def queue_declare(self, m) -> None:
+        vhost = self.session.vhost
+        name = m.queue
+        if m.passive:
+            q = vhost.declare_queue(self._queue_name(name, 50, 10), owner=self.session,
+                                    passive=True)
+        else:
+            if name:
+                self._check("configure", "queue", name, 50, 10)
+            q = vhost.declare_queue(name, owner=self.session, durable=m.durable,
+                                    exclusive=m.exclusive, auto_delete=m.auto_delete,
+                                    arguments=m.arguments)
+            if q.exclusive_owner is self.session:
+                self.session.exclusive_queues.add(q)
+        self.last_queue = q.name
+        if not m.nowait:
+            self.session.send_method(self.number, C.Queue.DeclareOk(
+                queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count))
+
+    def queue_bind(self, m, unbind: bool = False) -> None:
+        mid = 50 if unbind else 20
+        vhost = self.session.vhost
+        name = self._queue_name(m.queue, 50, mid)
+        self._check("write", "queue", name, 50, mid)
+        self._check("read", "exchange", m.exchange, 50, mid)
+        q = vhost.get_queue(name, self.session, 50, mid)
+        if unbind:
+            vhost.unbind(q, m.exchange, m.routing_key, m.arguments, 50, mid)
+            self.session.send_method(self.number, C.Queue.UnbindOk())
+        else:
+            vhost.bind(q, m.exchange, m.routing_key, m.arguments, 50, mid)
+            if not m.nowait:
+                self.session.send_method(self.number, C.Queue.BindOk())
+
+    def queue_unbind(self, m) -> None:
+        self.queue_bind(m, unbind=True)
+
+    def queue_purge(self, m) -> None:
+        name = self._queue_name(m.queue, 50, 30)
+        self._check("read", "queue", name, 50, 30)
+        q = self.session.vhost.get_queue(name, self.session, 50, 30)
+        count = q.purge()
+        if not m.nowait:
+            self.session.send_method(self.number, C.Queue.PurgeOk(message_count=count))
+
+    def queue_delete(self, m) -> None:
+        vhost = self.session.vhost
+        name = self._queue_name(m.queue, 50, 40)
+        self._check("configure", "queue", name, 50, 40)
+        q = vhost.queues.get(name)
+        count = 0
+        if q is not None:
+            vhost.check_exclusive(q, self.session, 50, 40)
+            count = vhost.delete_queue(q, if_unused=m.if_unused, if_empty=m.if_empty)
+            self.session.exclusive_queues.discard(q)
+        if not m.nowait:
+            self.session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
+
+    def basic_qos(self, m) -> None:
+        if m.prefetch_size:
+            raise errors.NotImplemented_("prefetch_size!=0 (%d)" % m.prefetch_size, 60, 10)
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            self.prefetch = m.prefetch_count
+        self.session.send_method(self.number, C.Basic.QosOk())
+        for c in self.consumers.values():
+            if c.queue is not None:
+                c.queue.schedule_dispatch()
+
+    def basic_consume(self, m) -> None:
+        session = self.session
+        tag = m.consumer_tag or "amq.ctag-" + uuid.uuid4().hex[:22]
+        if tag in self.consumers:
+            raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        args = m.arguments or {}
+        if m.queue == REPLY_TO:
+            if not m.no_ack:
+                raise errors.PreconditionFailed("reply consumer cannot acknowledge", 60, 20)
+            if self.reply_consumer is not None:
+                raise errors.PreconditionFailed("reply consumer already set", 60, 20)
+            c = Consumer(tag, self, None, no_ack=True, exclusive=False, priority=0, prefetch=0,
+                         arguments=args)
+            self.reply_consumer = c
+            self.consumers[tag] = c
+            session.server.reply_to[session.reply_token] = (self, c)
+            if not m.nowait:
+                session.send_method(self.number, C.Basic.ConsumeOk(consumer_tag=tag))
+            return
+        name = self._queue_name(m.queue, 60, 20)
+        self._check("read", "queue", name, 60, 20)
+        q = session.vhost.get_queue(name, session, 60, 20)
+        if any(c.exclusive for c in q.consumers) or (m.exclusive and q.consumers):
+            raise errors.AccessRefused(f"queue '{name}' in vhost '{session.vhost.name}' in "
+                                       f"exclusive use", 60, 20)
+        priority = args.get("x-priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise errors.PreconditionFailed(f"invalid arg 'x-priority' for consumer '{tag}'",
+                                            60, 20)
+        c = Consumer(tag, self, q, no_ack=m.no_ack, exclusive=m.exclusive, priority=priority,
+                     prefetch=self.prefetch, arguments=args)
+        self.consumers[tag] = c
+        if not m.nowait:
+            session.send_method(self.number, C.Basic.ConsumeOk(consumer_tag=tag))
+        q.add_consumer(c)
+
+    def basic_cancel(self, m) -> None:
+        c = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.session.send_method(self.number, C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+        if c is not None:
+            self._remove_consumer(c)
+
+    def basic_get(self, m) -> None:
+        session = self.session
+        name = self._queue_name(m.queue, 60, 70)
+        self._check("read", "queue", name, 60, 70)
+        q = session.vhost.get_queue(name, session, 60, 70)
+        got = q.get(m.no_ack)
+        if got is None:
+            session.send_method(self.number, C.Basic.GetEmpty())
+            return
+        offset, record, redelivered, remaining = got
+        tag = self.next_tag
+        self.next_tag += 1
+        if not m.no_ack:
+            self.unacked[tag] = Delivery(q, offset, record, None)
+        session.write(fp.build_get_ok(self.number, tag, redelivered, record.exchange.encode(),
+                                      record.routing_key.encode(), remaining, record.properties,
+                                      record.body, session.conn.frame_max))
+
+    def basic_recover(self, m) -> None:
+        if not m.requeue:
+            raise errors.NotImplemented_("requeue=false", 60, 110)
+        self.requeue_all()
+        self.session.send_method(self.number, C.Basic.RecoverOk())
+
+    def basic_recover_async(self, m) -> None:
+        if not m.requeue:
+            raise errors.NotImplemented_("requeue=false", 60, 100)
+        self.requeue_all()
+
+    def confirm_select(self, m) -> None:
+        if self.tx is not None:
+            raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
+        self.confirm = True
+        if not m.nowait:
+            self.session.send_method(self.number, C.Confirm.SelectOk())
+
+    def tx_select(self, m) -> None:
+        if self.confirm:
+            raise errors.PreconditionFailed("cannot switch from confirm to tx mode", 90, 10)
+        if self.tx is None:
+            self.tx = []
+        self.session.send_method(self.number, C.Tx.SelectOk())
+
+    def tx_commit(self, m) -> None:
+        if self.tx is None:
+            raise errors.PreconditionFailed("channel is not transactional", 90, 20)
+        actions, self.tx = self.tx, None          # apply outside tx mode, then re-enter it
+        try:
+            for kind, item, requeue in actions:
+                if kind == "publish":
+                    self._publish(item)
+                else:
+                    self._settle(item, ack=kind == "ack", requeue=requeue)
+        finally:
+            self.tx = []
+        self.session.send_method(self.number, C.Tx.CommitOk())
+
+    def tx_rollback(self, m) -> None:
+        if self.tx is None:
+            raise errors.PreconditionFailed("channel is not transactional", 90, 30)
+        # acks and nacks of the transaction are void: those deliveries are unacked again
+        restored = [pair for kind, item, _ in self.tx if kind != "publish" for pair in item]
+        self.tx = []
+        if restored:
+            self.unacked.update(restored)
+            self.unacked = dict(sorted(self.unacked.items()))
+        self.session.send_method(self.number, C.Tx.RollbackOk())
+
+
+def _keys(v) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
+    return [v.decode() if isinstance(v, bytes) else str(v)]
+
+
+HANDLERS = {
+    "Channel.Flow": Channel.channel_flow,
+    "Channel.FlowOk": Channel.channel_flow_ok,
+    "Exchange.Declare": Channel.exchange_declare,
+    "Exchange.Delete": Channel.exchange_delete,
+    "Exchange.Bind": Channel.exchange_bind,
+    "Exchange.Unbind": Channel.exchange_unbind,
+    "Queue.Declare": Channel.queue_declare,
+    "Queue.Bind": Channel.queue_bind,
+    "Queue.Unbind": Channel.queue_unbind,
+    "Queue.Purge": Channel.queue_purge,
+    "Queue.Delete": Channel.queue_delete,
+    "Basic.Qos": Channel.basic_qos,
+    "Basic.Consume": Channel.basic_consume,
+    "Basic.Cancel": Channel.basic_cancel,
+    "Basic.Get": Channel.basic_get,
+    "Basic.Recover": Channel.basic_recover,
+    "Basic.RecoverAsync": Channel.basic_recover_async,
+    "Confirm.Select": Channel.confirm_select,
+    "Tx.Select": Channel.tx_select,
+    "Tx.Commit": Channel.tx_commit,
+    "Tx.Rollback": Channel.tx_rollback,
+}

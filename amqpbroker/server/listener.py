@@ -1,0 +1,40 @@
+"""The AMQP listener: accepts TCP connections and runs a ``Session`` for each."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from .session import Session, server_properties
+
+log = logging.getLogger("amqpbroker.server")
+
+
+class AMQPServer:
+    def __init__(self, broker):
+        self.broker = broker
+        self.sessions: set[Session] = set()
+        self.reply_to: dict = {}          # direct reply-to token -> (channel, consumer)
+        self.server_properties = server_properties(f"amqpbroker@{socket.gethostname()}")
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
+        self._server = await self.broker.loop.create_server(
+            lambda: Session(self), host=host or None, port=port, reuse_address=True, backlog=1024)
+        addrs = []
+        for sock in self._server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            addrs.append(sock.getsockname()[:2])
+        return addrs
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Stop accepting, close every connection with 320 CONNECTION_FORCED, wait briefly."""
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions):
+            s.force_close("broker forced connection closure with reason 'shutdown'")
+        deadline = self.broker.loop.time() + timeout
+        while self.sessions and self.broker.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            s._abort()

@@ -1,0 +1,322 @@
+"""One client connection: the asyncio shell around the sans-I/O ``protocol.Connection``.
+
+``data_received`` feeds bytes to the protocol, pulls events and hands each to the channel or
+the handshake; output is queued and written once per loop turn (``schedule_flush``).
+``_process`` is the single error boundary: an ``AMQPError`` from the protocol or from any
+handler becomes ``channel.close`` (soft) or ``connection.close`` (hard), with a log line; any
+other exception is a bug and becomes 541 INTERNAL_ERROR for this connection only.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import uuid
+
+from pamqp import commands as C
+
+from .. import __version__, errors
+from ..protocol import events as ev
+from ..protocol.connection import Connection
+from .channel import HANDLERS, Channel
+
+log = logging.getLogger("amqpbroker.connection")
+
+CAPABILITIES = {
+    "publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
+    "consumer_cancel_notify": True, "connection.blocked": True, "consumer_priorities": True,
+    "authentication_failure_close": True, "per_consumer_qos": True, "direct_reply_to": True,
+}
+
+HANDSHAKE_TIMEOUT = 10.0
+CLOSE_OK_TIMEOUT = 1.0
+
+
+def server_properties(cluster_name: str) -> dict:
+    import platform
+    return {"product": "amqpbroker", "version": __version__,
+            "platform": f"Python {platform.python_version()}",
+            "copyright": "amqpbroker contributors", "information": "Licensed under the MIT License",
+            "cluster_name": cluster_name, "capabilities": dict(CAPABILITIES)}
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host in ("localhost",)
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, server):
+        self.server = server
+        self.broker = server.broker
+        self.loop = server.broker.loop
+        cfg = self.broker.config
+        self.conn = Connection(server.server_properties, frame_max=cfg.frame_max,
+                               channel_max=cfg.channel_max, heartbeat=cfg.heartbeat,
+                               max_message_size=cfg.max_message_size)
+        self.transport = None
+        self.peer = ("?", 0)
+        self.user = None
+        self.vhost = None
+        self.capabilities: dict = {}
+        self.client_properties: dict = {}
+        self.channels: dict[int, Channel] = {}
+        self.exclusive_queues: set = set()
+        self.write_ok: set = set()
+        self.reply_token = uuid.uuid4().hex
+        self.writable = True
+        self.is_publisher = False
+        self.reading_paused = False
+        self.closed = False
+        self._flush_scheduled = False
+        self._timer = None
+        self._close_timer = None
+        self.last_recv = self.last_sent = self.loop.time()
+
+    @property
+    def name(self) -> str:
+        return f"{self.peer[0]}:{self.peer[1]}"
+
+    # ----------------------------------------------------------------- asyncio callbacks
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = peer[:2]
+        transport.set_write_buffer_limits(high=4 << 20, low=1 << 20)
+        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self.server.sessions.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_recv = self.loop.time()
+        self.conn.receive_data(data)
+        self._process()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self._cleanup()
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for ch in self.channels.values():
+            for c in ch.consumers.values():
+                if c.queue is not None:
+                    c.queue.schedule_dispatch()
+
+    # ----------------------------------------------------------------- the error boundary
+    def _process(self) -> None:
+        conn = self.conn
+        while not self.closed:
+            try:
+                event = conn.next_event()
+                if event is ev.NEED_DATA:
+                    break
+                self._handle(event)
+            except errors.AMQPError as err:
+                self._on_error(err)
+            except Exception:
+                log.exception("connection %s: internal error", self.name)
+                self._on_error(errors.InternalError("internal error"))
+        self.flush()
+
+    def _on_error(self, err: errors.AMQPError, channel: int | None = None) -> None:
+        if channel is None:
+            channel = getattr(err, "channel", 0)
+        if not err.hard and channel:
+            log.warning("channel error on connection %s, channel %d: %s", self.name, channel,
+                        err.reply_text)
+            ch = self.channels.pop(channel, None)
+            if ch is not None:
+                ch.close()
+            self.conn.close_channel(channel, err)
+            return
+        if err.hard and err.reply_code == 403 and self.user is None:
+            log.warning("authentication failed on connection %s: %s", self.name, err.reply_text)
+        else:
+            log.warning("closing connection %s: %s", self.name, err.reply_text)
+        self.conn.close_connection(err)
+        self._close_channels()
+        self.flush()
+        if self._close_timer is None:
+            self._close_timer = self.loop.call_later(CLOSE_OK_TIMEOUT, self._abort)
+
+    def _handle(self, event) -> None:
+        t = type(event)
+        if t is ev.Publish:
+            ch = self.channels[event.channel]
+            self.is_publisher = True
+            try:
+                ch.on_publish(event)
+            except errors.ChannelError as err:
+                err.channel = event.channel
+                raise
+            return
+        if t is ev.Ack or t is ev.Nack:
+            ch = self.channels[event.channel]
+            try:
+                ch.on_ack(event) if t is ev.Ack else ch.on_nack(event)
+            except errors.ChannelError as err:
+                err.channel = event.channel
+                raise
+            return
+        if t is ev.Method:
+            handler = HANDLERS.get(event.method.name)
+            if handler is None:
+                raise errors.NotImplemented_(f"method {event.method.name} is not supported")
+            try:
+                handler(self.channels[event.channel], event.method)
+            except errors.ChannelError as err:
+                err.channel = event.channel
+                raise
+            return
+        if t is ev.ChannelOpened:
+            self.channels[event.channel] = Channel(self, event.channel)
+        elif t is ev.ChannelClosedByPeer:
+            ch = self.channels.pop(event.channel, None)
+            if ch is not None:
+                ch.close()
+        elif t is ev.ChannelCloseOk:
+            pass
+        elif t is ev.StartOk:
+            self._start_ok(event)
+        elif t is ev.TuneOk:
+            self._tune_ok(event)
+        elif t is ev.OpenVhost:
+            self._open(event)
+        elif t is ev.ConnectionClosedByPeer:
+            self._close_channels()
+            self.flush()
+            self.transport.close()
+            self.closed = True
+        elif t is ev.ConnectionCloseOk:
+            self.transport.close()
+            self.closed = True
+        elif t is ev.BadProtocolHeader:
+            log.warning("connection %s: bad protocol header %r", self.name, event.received)
+            self.flush()
+            self.transport.close()
+            self.closed = True
+
+    # ----------------------------------------------------------------- handshake
+    def _start_ok(self, e: ev.StartOk) -> None:
+        self.client_properties = e.client_properties
+        caps = e.client_properties.get("capabilities") or {}
+        self.capabilities = caps if isinstance(caps, dict) else {}
+        user = self.broker.users.authenticate(e.mechanism, e.response)
+        if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
+            raise errors.ConnectionAccessRefused(
+                f"user '{user.name}' can only connect via localhost", 10, 11)
+        self.user = user
+        self.conn.send_tune()
+
+    def _tune_ok(self, e: ev.TuneOk) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if e.heartbeat:
+            self._timer = self.loop.call_later(e.heartbeat / 2, self._heartbeat_tick)
+
+    def _open(self, e: ev.OpenVhost) -> None:
+        vhost = self.broker.vhosts.get(e.vhost)
+        if vhost is None:
+            raise errors.NotAllowed(f"vhost {e.vhost} not found", 10, 40)
+        if not self.broker.users.can_access_vhost(self.user, e.vhost):
+            raise errors.NotAllowed(f"access to vhost '{e.vhost}' refused for user "
+                                    f"'{self.user.name}'", 10, 40)
+        self.vhost = vhost
+        self.conn.send_open_ok()
+        self.broker.sessions.add(self)
+        if self.broker.alarms.blocked:
+            self.on_alarm(True)
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self.vhost is None and not self.closed:
+            log.warning("connection %s: handshake timeout", self.name)
+            self._abort()
+
+    def _heartbeat_tick(self) -> None:
+        hb = self.conn.heartbeat
+        now = self.loop.time()
+        if not self.reading_paused and now - self.last_recv > 2 * hb:
+            log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb)
+            self._abort()
+            return
+        if now - self.last_sent >= hb / 2:
+            self.conn.send_heartbeat()
+            self.flush()
+        self._timer = self.loop.call_later(hb / 2, self._heartbeat_tick)
+
+    # ----------------------------------------------------------------- output
+    def write(self, frames) -> None:
+        self.conn.write(frames)
+        self.schedule_flush()
+
+    def send_method(self, channel: int, method) -> None:
+        self.conn.send_method(channel, method)
+        self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.last_sent = self.loop.time()
+
+    # ----------------------------------------------------------------- alarms, shutdown
+    def on_alarm(self, blocked: bool) -> None:
+        if self.vhost is None or self.closed:
+            return
+        if self.capabilities.get("connection.blocked"):
+            if blocked:
+                self.send_method(0, C.Connection.Blocked(reason=self.broker.alarms.reason()))
+            else:
+                self.send_method(0, C.Connection.Unblocked())
+        if blocked and self.is_publisher and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        elif not blocked and self.reading_paused:
+            self.reading_paused = False
+            self.last_recv = self.loop.time()
+            self.transport.resume_reading()
+
+    def force_close(self, text: str) -> None:
+        """Broker-initiated close (shutdown, vhost deleted): 320 CONNECTION_FORCED."""
+        if self.closed:
+            return
+        self._on_error(errors.ConnectionForced(text))
+
+    def _abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close_channels(self) -> None:
+        for ch in list(self.channels.values()):
+            ch.close()
+        self.channels.clear()
+
+    def _cleanup(self) -> None:
+        self.closed = True
+        for t in (self._timer, self._close_timer):
+            if t is not None:
+                t.cancel()
+        self._close_channels()
+        for q in list(self.exclusive_queues):
+            if q.vhost.queues.get(q.name) is q:
+                q.vhost.delete_queue(q, reason="exclusive owner closed")
+        self.exclusive_queues.clear()
+        self.server.sessions.discard(self)
+        self.broker.sessions.discard(self)

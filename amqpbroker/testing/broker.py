@@ -1,0 +1,96 @@
+"""Run an amqpbroker as a child process on free ports, for tests and benchmarks.
+
+The broker prints one line when it listens::
+
+    amqpbroker ready amqp=127.0.0.1:40123 management=127.0.0.1:40124
+
+``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
+line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
+tests), ``stop()`` sends SIGTERM and waits (clean shutdown), ``restart()`` starts again on
+the same data directory.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+):(\d+))?")
+
+
+class BrokerProcess:
+    def __init__(self, data_dir, *args: str, management: bool = False, env: dict | None = None,
+                 startup_timeout: float = 30.0):
+        self.data_dir = str(data_dir)
+        self.args = list(args)
+        self.management = management
+        self.env = env
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.management_port = 0
+        self.output: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
+
+    def start(self) -> "BrokerProcess":
+        cmd = [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--management-port", "0" if not self.management else "-1",
+               "--data-dir", self.data_dir, *self.args]
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env, start_new_session=True)
+        found = threading.Event()
+
+        def pump():
+            assert self.proc and self.proc.stdout
+            for line in self.proc.stdout:
+                self.output.append(line)
+                m = READY.search(line)
+                if m and not found.is_set():
+                    self.host, self.port = m.group(1), int(m.group(2))
+                    if m.group(4):
+                        self.management_port = int(m.group(4))
+                    found.set()
+            found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not found.wait(self.startup_timeout) or not self.port:
+            self.kill()
+            raise RuntimeError("broker did not start:\n" + "".join(self.output))
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(30)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait: a clean shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        return self.proc.returncode if self.proc else None
+
+    def restart(self) -> "BrokerProcess":
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> "BrokerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
