@@ -73,6 +73,14 @@ def test_durable_queue_and_redeclare_non_durable_is_406(conn, uniq, cleanup, mgm
                                   "in vhost '/': received 'false' but current is 'true'")
 
 
+def test_exclusive_queue_is_never_durable(ch, uniq, mgmt):
+    name = uniq("excl")
+    ch.queue_declare(name, exclusive=True, durable=True)
+    # RabbitMQ 3.10 forces exclusive queues to be transient, so 'durable' is not checked for them.
+    assert mgmt.get(f"/api/queues/%2F/{name}")["durable"] is False
+    assert ch.queue_declare(name, exclusive=True, durable=False).method.queue == name
+
+
 def test_exclusive_queue_locked_to_its_connection(connect, uniq):
     owner = connect()
     name = uniq("excl")
