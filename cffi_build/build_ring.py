@@ -53,6 +53,9 @@ ffibuilder.cdef(
 
     int ring_pop_many(ring_t *r, uint8_t *buf, size_t buf_len, size_t max_bytes,
                       uint32_t *offs, size_t max_records, size_t *npopped);
+    int ring_peek_many(ring_t *r, size_t max_bytes, uint64_t *offs, size_t max_records,
+                       size_t *npeeked, uint64_t *new_tail);
+    int ring_release(ring_t *r, uint64_t new_tail);
     int ring_reader_prepare_sleep(ring_t *r);
     void ring_reader_cancel_sleep(ring_t *r);
 

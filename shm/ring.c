@@ -295,6 +295,57 @@ int ring_pop_many(ring_t *r, uint8_t *buf, size_t buf_len, size_t max_bytes, uin
     return n ? RING_OK : rc;
 }
 
+int ring_peek_many(ring_t *r, size_t max_bytes, uint64_t *offs, size_t max_records,
+                   size_t *npeeked, uint64_t *new_tail)
+{
+    /* Relaxed: our own index. */
+    uint64_t tail0 = __atomic_load_n(&r->hdr->tail, __ATOMIC_RELAXED);
+    uint64_t tail = tail0, head;
+    size_t n = 0, used = 0;
+    int rc = RING_OK;
+    uint32_t len;
+
+    *npeeked = 0;
+    *new_tail = tail0;
+    if (max_records == 0)
+        return RING_EINVAL;
+    /* Acquire: pairs with the producer's release store of head (see ring_pop_many); the
+     * records before it stay put until we release tail in ring_release. */
+    head = r->head_cache = __atomic_load_n(&r->hdr->head, __ATOMIC_ACQUIRE);
+    while (n < max_records) {
+        uint64_t t = tail;
+        rc = next_record(r, &t, head, &len);
+        if (rc != RING_OK) {
+            tail = t; /* trailing wrap markers, if any */
+            break;
+        }
+        if (n > 0 && used + len > max_bytes)
+            break;
+        offs[2 * n] = RING_HDR_SIZE + (t & r->mask) + RING_REC_HDR; /* from the mapping base */
+        offs[2 * n + 1] = offs[2 * n] + len;
+        used += len;
+        n++;
+        tail = t + rec_size(len);
+    }
+    *npeeked = n;
+    *new_tail = tail;
+    if (n == 0 && rc == RING_ECORRUPT)
+        return RING_ECORRUPT;
+    return tail != tail0 ? RING_OK : RING_AGAIN;
+}
+
+int ring_release(ring_t *r, uint64_t new_tail)
+{
+    /* Relaxed: our own index. */
+    uint64_t tail = __atomic_load_n(&r->hdr->tail, __ATOMIC_RELAXED);
+    if (new_tail - tail > r->head_cache - tail || (new_tail % RING_ALIGN))
+        return RING_EINVAL;
+    /* Release: the caller's copies out of the peeked records happen before the producer may
+     * reuse their bytes (pairs with its acquire load of tail). */
+    __atomic_store_n(&r->hdr->tail, new_tail, __ATOMIC_RELEASE);
+    return writer_needs_wake(r) ? RING_OK_WAKE : RING_OK;
+}
+
 int ring_reader_prepare_sleep(ring_t *r)
 {
     __atomic_store_n(&r->hdr->reader_waiting, 1, __ATOMIC_RELAXED);

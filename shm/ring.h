@@ -100,6 +100,13 @@ void ring_writer_cancel_sleep(ring_t *r);
 /* consumer */
 int ring_pop_many(ring_t *r, uint8_t *buf, size_t buf_len, size_t max_bytes, uint32_t *offs,
                   size_t max_records, size_t *npopped);
+/* Zero-copy variant: offsets (from the mapping base) of up to max_records records as
+ * [start, end) pairs in offs[2 * max_records]; tail moves only when the caller, having copied
+ * them out, calls ring_release(r, *new_tail).  RING_OK if new_tail moved (even with 0 records,
+ * when only a wrap marker lay before head). */
+int ring_peek_many(ring_t *r, size_t max_bytes, uint64_t *offs, size_t max_records,
+                   size_t *npeeked, uint64_t *new_tail);
+int ring_release(ring_t *r, uint64_t new_tail);
 int ring_reader_prepare_sleep(ring_t *r);
 void ring_reader_cancel_sleep(ring_t *r);
 

@@ -33,6 +33,7 @@ HDR_SIZE = lib.RING_HDR_SIZE
 
 DEFAULT_MAX_RECORDS = 1024
 DEFAULT_MAX_BYTES = 1 << 20
+_JOIN_LIMIT = 16 * 1024  # push_many joins records averaging less than this (one C call)
 
 
 class RingError(Exception):
@@ -66,9 +67,9 @@ class Ring:
         self.capacity = self._r.capacity
         self.max_record = self._r.max_record
         self._np = ffi.new("size_t *")
-        self._offs = ffi.new("uint32_t[]", DEFAULT_MAX_RECORDS + 1)
-        self._bufsize = max(self.max_record, DEFAULT_MAX_BYTES)
-        self._buf = ffi.new("uint8_t[]", self._bufsize)
+        self._nt = ffi.new("uint64_t *")
+        self._offs = ffi.new("uint64_t[]", 2 * DEFAULT_MAX_RECORDS)
+        self._ends = ffi.new("uint32_t[]", DEFAULT_MAX_RECORDS + 1)
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -178,6 +179,16 @@ class Ring:
         lens = array("I", map(len, records))
         if max(lens) > self.max_record:
             raise ValueError(f"record of {max(lens)} bytes > max_record {self.max_record}")
+        total = sum(lens)
+        if total >= _JOIN_LIMIT * n:
+            # Big records: copying each straight from its bytes beats joining them first
+            # (one copy instead of two; each push has its own release store of head).
+            done = 0
+            for rec in records:
+                if not self.push(rec):
+                    break
+                done += 1
+            return done
         data = b"".join(records)
         rc = lib.ring_push_many(self._r, data, ffi.from_buffer("uint32_t[]", lens), n, self._np)
         if rc == OK:
@@ -204,13 +215,44 @@ class Ring:
         """Remove up to ``max_records`` records totalling at most ``max_bytes`` payload bytes
         (the first record is always returned, whatever its size) with one acquire of head and
         one release of tail.  Returns [] if the ring is empty."""
-        if max_records >= len(self._offs):
-            self._offs = ffi.new("uint32_t[]", max_records + 1)
-        if max_bytes > self._bufsize:
-            self._bufsize = max_bytes
-            self._buf = ffi.new("uint8_t[]", max_bytes)
-        rc = lib.ring_pop_many(self._r, self._buf, self._bufsize, max_bytes, self._offs,
-                               max_records, self._np)
+        if 2 * max_records > len(self._offs):
+            self._offs = ffi.new("uint64_t[]", 2 * max_records)
+        offs = self._offs
+        rc = lib.ring_peek_many(self._r, max_bytes, offs, max_records, self._np, self._nt)
+        if rc != OK:
+            if rc == AGAIN:
+                return []
+            if rc == ECORRUPT:
+                raise RingCorrupt(f"ring {self.name}: corrupt record")
+            raise RingError(f"ring_peek_many: status {rc}")
+        # One copy per record, straight from the shared mapping into a bytes object.
+        n = self._np[0]
+        if n == 1:
+            recs = [self._mm[offs[0]:offs[1]]]
+        elif n:
+            o = ffi.unpack(offs, 2 * n)
+            recs = list(map(self._mm.__getitem__, map(slice, o[0::2], o[1::2])))
+        else:
+            recs = []  # only a wrap marker was consumed
+        # One release store of tail for the whole batch, after the copies.
+        rc = lib.ring_release(self._r, self._nt[0])
+        if rc == OK_WAKE:
+            self._wake(self.space_fd)
+        elif rc != OK:
+            raise RingError(f"ring_release: status {rc}")
+        return recs
+
+    def pop_many_into(self, buf, max_records: int = DEFAULT_MAX_RECORDS,
+                      max_bytes: int | None = None) -> list[int]:
+        """C-side batch pop (``ring_pop_many``): copy up to ``max_records`` payloads back to
+        back into the writable buffer ``buf``; return the end offset of each.  For callers
+        that parse records in place without creating a bytes object per record."""
+        if max_records >= len(self._ends):
+            self._ends = ffi.new("uint32_t[]", max_records + 1)
+        cbuf = ffi.from_buffer(buf, require_writable=True)
+        size = len(cbuf)
+        rc = lib.ring_pop_many(self._r, cbuf, size, size if max_bytes is None else max_bytes,
+                               self._ends, max_records, self._np)
         if rc == OK_WAKE:
             self._wake(self.space_fd)
         elif rc != OK:
@@ -218,16 +260,10 @@ class Ring:
                 return []
             if rc == ECORRUPT:
                 raise RingCorrupt(f"ring {self.name}: corrupt record")
+            if rc == lib.RING_EBUFSIZE:
+                raise ValueError("buffer too small for the next record")
             raise RingError(f"ring_pop_many: status {rc}")
-        n = self._np[0]
-        if n == 0:
-            return []
-        offs = self._offs
-        data = ffi.buffer(self._buf, offs[n])[:]
-        if n == 1:
-            return [data]
-        o = ffi.unpack(offs, n + 1)
-        return list(map(data.__getitem__, map(slice, o[:-1], o[1:])))
+        return ffi.unpack(self._ends, self._np[0] + 1)[1:]
 
     # ------------------------------------------------------------------ both / supervisor
     def valid(self) -> bool:
