@@ -19,8 +19,8 @@ from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 HDR = struct.Struct("<QII")  # seq, payload length, crc32(payload)
 
 
-def make_record(seq: int) -> bytes:
-    n = (seq * 7919) % 300
+def make_record(seq: int, big: bool = False) -> bytes:
+    n = (seq * 7919) % (1900 if big else 300)
     payload = (seq.to_bytes(8, "little") * (n // 8 + 1))[:n]
     return HDR.pack(seq, n, zlib.crc32(payload)) + payload
 
@@ -32,29 +32,34 @@ def check(rec: bytes, expected_seq: int) -> None:
     assert zlib.crc32(rec[HDR.size:]) == crc
 
 
-def writer_forever(name: str, data_fd: int, space_fd: int, batched: bool) -> None:
+def writer_forever(name: str, data_fd: int, space_fd: int, batched: bool, big: bool) -> None:
     ring = Ring.attach(name, data_fd=data_fd, space_fd=space_fd)
     writer = RingWriter(ring)
     seq = 0
+    # big records make the C memcpy a large share of each push, so kills land inside it too
+    pending = [make_record(s, big) for s in range(16)]
     while True:  # tight loop of pushes until SIGKILL
         if batched:
-            recs = [make_record(s) for s in range(seq, seq + 16)]
-            seq += writer.put_many_blocking(recs)
+            k = writer.put_many_blocking(pending)
+            seq += k
+            pending = pending[k:] + [make_record(s, big) for s in range(seq + 16 - k, seq + 16)]
         else:
-            if writer.push(make_record(seq)):
+            if writer.push(pending[0]):
                 seq += 1
+                pending = pending[1:] + [make_record(seq + 15, big)]
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_writer_killed_mid_push_leaves_ring_valid(batched):
-    rnd = random.Random(42 + batched)
+@pytest.mark.parametrize("batched,big", [(False, False), (True, False), (True, True)])
+def test_writer_killed_mid_push_leaves_ring_valid(batched, big):
+    rnd = random.Random(42 + batched + 2 * big)
     ctx = multiprocessing.get_context("fork")
     for _ in range(8):
         name = "amqptest-" + uuid.uuid4().hex[:12]
         data_fd, space_fd = make_eventfds()
         with Ring.create(name, 4096, data_fd=data_fd, space_fd=space_fd) as ring:
             reader = RingReader(ring, max_records=rnd.randint(1, 64))
-            proc = ctx.Process(target=writer_forever, args=(name, data_fd, space_fd, batched))
+            proc = ctx.Process(target=writer_forever,
+                               args=(name, data_fd, space_fd, batched, big))
             proc.start()
             try:
                 # read a random amount while the writer is busy, then kill it mid-stream
@@ -81,6 +86,60 @@ def test_writer_killed_mid_push_leaves_ring_valid(batched):
                 got = ring.pop_many()
                 check(got[0], seq)
                 check(got[1], seq + 1)
+            finally:
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        close_fds(data_fd, space_fd)
+        assert not os.path.exists("/dev/shm/" + name)
+
+
+def reader_forever(name: str, data_fd: int, space_fd: int) -> None:
+    ring = Ring.attach(name, data_fd=data_fd, space_fd=space_fd)
+    reader = RingReader(ring, max_records=32)
+    seq = None
+    while True:  # tight loop of pops until SIGKILL
+        for rec in reader.get_batch_blocking():
+            s = HDR.unpack_from(rec)[0]
+            if seq is not None:
+                assert s == seq + 1
+            check(rec, s)
+            seq = s
+
+
+def test_reader_killed_mid_pop_leaves_ring_valid():
+    """A dead reader: the ring stays valid, and a new reader resumes at the released tail
+    (records the dead one copied but had not released come again: at-least-once)."""
+    rnd = random.Random(7)
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(6):
+        name = "amqptest-" + uuid.uuid4().hex[:12]
+        data_fd, space_fd = make_eventfds()
+        with Ring.create(name, 4096, data_fd=data_fd, space_fd=space_fd) as ring:
+            writer = RingWriter(ring)
+            proc = ctx.Process(target=reader_forever, args=(name, data_fd, space_fd))
+            proc.start()
+            try:
+                total = rnd.randint(100, 20000)
+                seq = 0
+                while seq < total:  # the child drains; we block only while the ring is full
+                    recs = [make_record(s) for s in range(seq, min(seq + 8, total))]
+                    assert writer.put_many_blocking(recs, timeout=30) == len(recs)
+                    seq += len(recs)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(10)
+                assert proc.exitcode == -signal.SIGKILL
+                assert ring.valid()
+                left = []
+                with Ring.attach(name) as again:
+                    while batch := again.pop_many():
+                        left.extend(batch)
+                if left:
+                    first = HDR.unpack_from(left[0])[0]
+                    for i, rec in enumerate(left):
+                        check(rec, first + i)
+                    assert first + len(left) == total
+                assert ring.valid() and ring.used_bytes() == 0
             finally:
                 if proc.is_alive():
                     proc.kill()

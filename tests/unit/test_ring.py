@@ -263,3 +263,20 @@ async def test_writer_put_many_timeout(wring):
     assert await writer.put_many(recs, timeout=0.01) == 1024 // 208
     assert wring._r.hdr.writer_waiting == 0
     assert writer.put_many_blocking(recs, timeout=0.01) == 0
+
+
+def test_pop_many_into_caller_buffer(ring):
+    """The C batch pop (ring_pop_many): payloads copied back to back into the caller's buffer,
+    one acquire of head and one release of tail."""
+    recs = [b"one", b"", b"three", b"x" * 300]
+    assert ring.push_many(recs) == 4
+    buf = bytearray(4096)
+    ends = ring.pop_many_into(buf, max_records=3)
+    assert ends == [3, 3, 8]
+    assert bytes(buf[:8]) == b"onethree"
+    with pytest.raises(ValueError):
+        ring.pop_many_into(bytearray(10))  # next record (300 bytes) does not fit
+    ends = ring.pop_many_into(buf)
+    assert ends == [300] and bytes(buf[:300]) == b"x" * 300
+    assert ring.pop_many_into(buf) == []
+    assert ring.valid()

@@ -106,6 +106,23 @@ class RingModel(RuleBasedStateMachine):
             self.tail = end
         assert got == expected
 
+    @rule(max_records=st.integers(1, 20))
+    def pop_many_into(self, max_records):
+        """The C-side batch pop into a caller buffer agrees with the model too."""
+        buf = bytearray(self.ring.max_record * 2)
+        ends = self.ring.pop_many_into(buf, max_records=max_records)
+        expected, total = [], 0
+        while self.q and len(expected) < max_records:
+            rec, end = self.q[0]
+            if total + len(rec) > len(buf):
+                break
+            self.q.popleft()
+            expected.append(rec)
+            total += len(rec)
+            self.tail = end
+        starts = [0] + ends[:-1]
+        assert [bytes(buf[a:b]) for a, b in zip(starts, ends)] == expected
+
     @precondition(lambda self: self.ring is not None)
     @invariant()
     def consistent(self):
