@@ -106,9 +106,11 @@ class Users:
                                                  f"'{mechanism}'", 10, 11)
         user = self.users.get(username) if username is not None else None
         if user is None or password is None or not check_password(password, user.password_hash):
-            raise errors.ConnectionAccessRefused(
+            err = errors.ConnectionAccessRefused(
                 f"Login was refused using authentication mechanism {mechanism}. For details "
                 f"see the broker logfile.", 10, 11)
+            err.login_failed = True       # answered with connection.close, if the client asks
+            raise err
         return user
 
     def can_access_vhost(self, user: User, vhost: str) -> bool:
@@ -117,5 +119,6 @@ class Users:
     def check(self, user: User, vhost: str, kind: str, resource: str, name: str, cid=0, mid=0):
         perm = self.permissions.get((vhost, user.name))
         if perm is None or not perm.allows(kind, name):
-            raise errors.AccessRefused(f"{kind} access to {resource} '{name}' in vhost "
+            shown = "amq.default" if resource == "exchange" and name == "" else name
+            raise errors.AccessRefused(f"access to {resource} '{shown}' in vhost "
                                        f"'{vhost}' refused for user '{user.name}'", cid, mid)

@@ -124,7 +124,11 @@ class FanoutExchange(Exchange):
 @lru_cache(maxsize=4096)
 def topic_matches(pattern: str, routing_key: str) -> bool:
     """AMQP topic match: words split on '.', '*' is exactly one word, '#' zero or more."""
-    return _match(tuple(pattern.split(".")), tuple(routing_key.split(".")))
+    return _match(_words(pattern), _words(routing_key))
+
+
+def _words(key: str) -> tuple:
+    return tuple(key.split(".")) if key else ()      # "" has no words (RabbitMQ)
 
 
 def _match(p: tuple, k: tuple) -> bool:

@@ -200,6 +200,14 @@ class Queue:
             if self.args.overflow == "reject-publish-dlx":
                 self.broker.dead_letter(self, [record], "maxlen")
             return False
+        if self._expires_now(record):
+            # TTL 0: delivered only to a consumer that can take it right now (RabbitMQ)
+            if self.ready_count or self._next_consumer() is None:
+                self.broker.dead_letter(self, [record], "expired")
+                return True
+            immediate = True
+        else:
+            immediate = False
         offset = self.log.end_offset + len(self.pending)
         self.pending.append(record)
         self.broker.committer.mark(self)
@@ -211,10 +219,20 @@ class Queue:
         self.broker.cache_used += size
         if self.args.overflow == "drop-head":
             self._drop_over_limit()
+        if immediate:
+            self.dispatch(check_expiry=False)
+            return True
         if self.args.message_ttl is not None or (record.properties and record.properties[0] & 1):
             self._schedule_expiry()              # 0x01 of the first flag byte: expiration
         self.schedule_dispatch()
         return True
+
+    def _expires_now(self, record: Record) -> bool:
+        if self.args.message_ttl == 0:
+            return True
+        if record.properties and record.properties[0] & 1:
+            return self._expires_at(record) == record.timestamp
+        return False
 
     def _drop_over_limit(self) -> None:
         a = self.args
@@ -349,11 +367,11 @@ class Queue:
         if j > i:
             cs.insert(j, cs.pop(i))
 
-    def dispatch(self) -> None:
+    def dispatch(self, check_expiry: bool = True) -> None:
         self._dispatch_scheduled = False
         if self.deleted:
             return
-        if self.args.message_ttl is not None or self._expiry_timer is not None:
+        if check_expiry and (self.args.message_ttl is not None or self._expiry_timer is not None):
             self.expire_head()
         while self.ready_count:
             consumer = self._next_consumer()

@@ -65,11 +65,7 @@ class VirtualHost:
         arguments = dict(arguments or {})
         if passive:
             return self.get_exchange(name, 40, 10)
-        if name == "" or name.startswith("amq."):
-            if name in self.exchanges and name:
-                existing = self.exchanges[name]
-                if existing.equivalent(type_, durable, auto_delete, internal, arguments) is None:
-                    return existing
+        if name == "" or (name.startswith("amq.") and name not in self.exchanges):
             raise errors.AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'"
                                        if name else
                                        "operation not permitted on the default exchange", 40, 10)
@@ -153,6 +149,8 @@ class VirtualHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive(existing, owner, 50, 10)
+            if exclusive:
+                durable = existing.durable
             diff = existing.equivalent(durable, exclusive, auto_delete, arguments)
             if diff is not None:
                 if diff in ("durable", "exclusive", "auto_delete"):
@@ -165,12 +163,17 @@ class VirtualHost:
                         f"'{str(received).lower()}' but current is '{str(current).lower()}'",
                         50, 10)
                 got, cur = arguments.get(diff), existing.arguments.get(diff)
+                if got is not None and cur is not None:
+                    shown = f"'{_plain(got)}' but current is '{_plain(cur)}'"
+                else:
+                    shown = f"{_arg_repr(got)} but current is {_arg_repr(cur)}"
                 raise errors.PreconditionFailed(
-                    f"inequivalent arg '{diff}' for {self._q(name)}: received "
-                    f"{_arg_repr(got)} but current is {_arg_repr(cur)}", 50, 10)
+                    f"inequivalent arg '{diff}' for {self._q(name)}: received {shown}", 50, 10)
             existing.touch()
             return existing
-        directory = self.broker.queue_directory(self, name, durable and not exclusive)
+        if exclusive:
+            durable = False       # RabbitMQ makes exclusive queues transient
+        directory = self.broker.queue_directory(self, name, durable)
         q = Queue(self.broker, self, name, durable=durable,
                   exclusive_owner=owner if exclusive else None, auto_delete=auto_delete,
                   arguments=arguments, directory=directory)
@@ -258,9 +261,28 @@ class VirtualHost:
             q.close_storage(destroy=not q.durable or q.exclusive_owner is not None)
 
 
+def _plain(v) -> str:
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
 def _arg_repr(v) -> str:
+    """RabbitMQ's wording of an argument value in an inequivalent-arg error."""
     if v is None:
         return "none"
-    if isinstance(v, str):
-        return f"'{v}'"
-    return f"'{v}'"
+    if isinstance(v, bool):
+        kind = "bool"
+    elif isinstance(v, int):
+        kind = "signedint" if -2**31 <= v < 2**31 else "long"
+    elif isinstance(v, float):
+        kind = "double"
+    else:
+        kind = "longstr"
+    if isinstance(v, bytes):
+        v = v.decode(errors="replace")
+    if isinstance(v, bool):
+        v = str(v).lower()
+    return f"the value '{v}' of type '{kind}'"

@@ -53,6 +53,7 @@ class ManagementServer:
         r.add_get("/api/queues/{vhost}/{name}", self.queue_get)
         r.add_get("/api/exchanges", self.exchanges)
         r.add_get("/api/exchanges/{vhost}", self.exchanges)
+        r.add_get("/api/exchanges/{vhost}/{name}", self.exchange_get)
         r.add_get("/api/connections", self.connections)
         r.add_get("/api/definitions", self.definitions_get)
         r.add_post("/api/definitions", self.definitions_post)
@@ -208,17 +209,21 @@ class ManagementServer:
         q = vh.queues.get(request.match_info["name"]) if vh else None
         return _json(self._queue_json(q)) if q else _error(404, "Not Found")
 
+    @staticmethod
+    def _exchange_json(vh, ex):
+        return {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
+                "auto_delete": ex.auto_delete, "internal": ex.internal,
+                "arguments": ex.arguments}
+
     async def exchanges(self, request):
         vname = request.match_info.get("vhost")
-        out = []
-        for vh in self.broker.vhosts.values():
-            if vname is not None and vh.name != vname:
-                continue
-            for ex in vh.exchanges.values():
-                out.append({"name": ex.name, "vhost": vh.name, "type": ex.type,
-                            "durable": ex.durable, "auto_delete": ex.auto_delete,
-                            "internal": ex.internal, "arguments": ex.arguments})
-        return _json(out)
+        return _json([self._exchange_json(vh, ex) for vh in self.broker.vhosts.values()
+                      if vname is None or vh.name == vname for ex in vh.exchanges.values()])
+
+    async def exchange_get(self, request):
+        vh = self.broker.vhosts.get(request.match_info["vhost"])
+        ex = vh.exchanges.get(request.match_info["name"]) if vh else None
+        return _json(self._exchange_json(vh, ex)) if ex else _error(404, "Not Found")
 
     async def connections(self, request):
         return _json([{"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,

@@ -243,9 +243,11 @@ class Connection:
             if (class_id, method_id) != (20, 10):
                 raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {channel}",
                                               class_id, method_id)
-            if channel > self.channel_max:
-                raise errors.NotAllowed(f"channel number {channel} exceeds negotiated "
-                                        f"channel_max ({self.channel_max})", 20, 10)
+            if len(self.channels) >= self.channel_max:
+                # RabbitMQ counts open channels; the channel number itself may be larger
+                raise errors.NotAllowed(f"number of channels opened ({len(self.channels)}) has "
+                                        f"reached the negotiated channel_max "
+                                        f"({self.channel_max})", 20, 10)
             self.channels[channel] = ChannelState(channel)
             self.send_method(channel, commands.Channel.OpenOk())
             return ev.ChannelOpened(channel)
@@ -280,7 +282,7 @@ class Connection:
         method = self._decode(payload, channel)
         name = method.name
         if name == "Channel.Open":
-            raise errors.ChannelErrorHard(f"second 'channel.open' seen on channel {channel}",
+            raise errors.ChannelErrorHard("second 'channel.open' seen",
                                           20, 10)
         if name == "Channel.Close":
             del self.channels[channel]

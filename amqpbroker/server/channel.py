@@ -78,6 +78,13 @@ class Channel:
             raise errors.AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in "
                                        f"vhost '{vhost.name}'", 60, 40)
         scan = ev.scan
+        if scan.expiration is not None:
+            exp = scan.expiration
+            if not exp.lstrip("-").isdigit():
+                raise errors.PreconditionFailed(f"invalid expiration '{exp}': no_integer", 60, 40)
+            if int(exp) < 0:
+                raise errors.PreconditionFailed(f"invalid expiration '{exp}': negative_value",
+                                                60, 40)
         if scan.user_id is not None and scan.user_id != session.user.name:
             raise errors.PreconditionFailed(f"user_id property set to '{scan.user_id}' but "
                                             f"authenticated user was '{session.user.name}'",
@@ -244,23 +251,26 @@ class Channel:
         return [(tag, d)]
 
     def _settle(self, taken: list, ack: bool, requeue: bool = False) -> None:
-        queues = set()
+        by_queue: dict = {}
         for _, d in taken:
-            q = d.queue
             if d.consumer is not None:
                 d.consumer.unacked -= 1
-            if q is None:
-                continue
-            queues.add(q)
+            if d.queue is not None:
+                by_queue.setdefault(d.queue, []).append(d)
+        for q, ds in by_queue.items():
             if ack:
-                q.ack(d.offset)
+                for d in ds:
+                    q.ack(d.offset)
+            elif requeue:
+                q.requeue_unacked([(d.offset, d.record) for d in ds])
             else:
-                q.reject(d.offset, d.record, requeue)
-        for q in queues:
+                for d in ds:
+                    q.reject(d.offset, d.record, False)
             q.schedule_dispatch()
         if self.global_prefetch:
             for c in self.consumers.values():
-                c.queue.schedule_dispatch()
+                if c.queue is not None:
+                    c.queue.schedule_dispatch()
 
     def requeue_all(self) -> None:
         """Channel closed or basic.recover: unacked messages go back, flagged redelivered."""
@@ -356,6 +366,11 @@ class Channel:
     def queue_declare(self, m) -> None:
         vhost = self.session.vhost
         name = m.queue
+        if m.passive and name == REPLY_TO:
+            # the direct reply-to pseudo-queue always "exists" with one consumer (RabbitMQ)
+            self.session.send_method(self.number, C.Queue.DeclareOk(
+                queue=REPLY_TO, message_count=0, consumer_count=1))
+            return
         if m.passive:
             q = vhost.declare_queue(self._queue_name(name, 50, 10), owner=self.session,
                                     passive=True)

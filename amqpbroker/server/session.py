@@ -17,6 +17,7 @@ from pamqp import commands as C
 
 from .. import __version__, errors
 from ..protocol import events as ev
+from ..protocol import states as st
 from ..protocol.connection import Connection
 from .channel import HANDLERS, Channel
 
@@ -29,6 +30,7 @@ CAPABILITIES = {
 }
 
 HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_STATES = (st.AWAIT_START_OK, st.AWAIT_TUNE, st.AWAIT_TUNE_OK, st.AWAIT_OPEN)
 CLOSE_OK_TIMEOUT = 1.0
 
 
@@ -137,8 +139,15 @@ class Session(asyncio.Protocol):
                 ch.close()
             self.conn.close_channel(channel, err)
             return
-        if err.hard and err.reply_code == 403 and self.user is None:
-            log.warning("authentication failed on connection %s: %s", self.name, err.reply_text)
+        if self.conn.state in HANDSHAKE_STATES:
+            # RabbitMQ drops the socket for errors before connection.open; only a failed login
+            # is answered (authentication_failure_close), if the client asked for it
+            log.warning("handshake failed on connection %s: %s", self.name, err.reply_text)
+            if not (getattr(err, "login_failed", False)
+                    and self.capabilities.get("authentication_failure_close")):
+                self.flush()
+                self._abort()
+                return
         else:
             log.warning("closing connection %s: %s", self.name, err.reply_text)
         self.conn.close_connection(err)
