@@ -184,6 +184,16 @@ class AckLog:
                 self._append(_entry(KIND_SNAPSHOT, [], floor=offset))
                 self._raise_floor(offset)
 
+    def forget_from(self, offset: int) -> None:
+        """Un-done every offset >= `offset` (they are not in the log: its tail was lost).
+        Rewrites the file atomically (compaction)."""
+        with self._lock:
+            self._check_open()
+            if self.floor > offset:
+                self.floor = offset
+            del self._done[self._done.bisect_left(offset):]
+            self._compact_locked()
+
     def _append(self, entry: bytes) -> None:
         write_all(self._fd, entry)
         self._size += len(entry)

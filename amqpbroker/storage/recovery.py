@@ -135,9 +135,9 @@ def _load_segment(seg: Segment, is_last: bool, report: RecoveryReport) -> bool:
         seg.offset_index.clear()
         seg.time_index.clear()
         valid_end = _scan(seg, fd, file_size)
-        if not is_last:
-            seg.seal_time_index()
         cut = valid_end < file_size
+        if not is_last and not cut:  # a cut segment becomes the active one: no seal
+            seg.seal_time_index()
         if cut:
             os.ftruncate(fd, valid_end)
             os.fsync(fd)

@@ -93,3 +93,17 @@ def test_advance_floor_and_leftover_tmp(tmp_path):
         assert acks.floor == 50 and list(acks.done_above_floor()) == [100]
     finally:
         acks.close()
+
+
+def test_forget_from_undoes_offsets_the_log_no_longer_has(tmp_path):
+    path = tmp_path / "q.acks"
+    acks = AckLog(path)
+    acks.record([0, 1, 2, 3, 6, 8])
+    acks.forget_from(2)  # the partition's tail from offset 2 was cut by recovery
+    assert acks.floor == 2 and not acks.done_above_floor()
+    acks.close()
+    acks = AckLog(path)
+    try:
+        assert acks.floor == 2 and not acks.is_done(6)
+    finally:
+        acks.close()
