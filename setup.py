@@ -18,6 +18,8 @@ setup(
         "sortedcontainers>=2.4",
         # aiohttp: the management HTTP API
         "aiohttp>=3.9",
+        # uvloop: a libuv event loop, roughly 2x the stock asyncio loop on the socket hot path
+        "uvloop>=0.17; sys_platform != 'win32'",
         # cffi: runtime of shm._ring, the compiled binding of the shared-memory ring (shm/ring.c).
         "cffi>=1.15",
         # posix_ipc: named POSIX shared memory segments (shm_open/shm_unlink) for the rings.
