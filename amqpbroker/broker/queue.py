@@ -241,6 +241,8 @@ class Queue:
                 (a.max_length is not None and self.ready_count > a.max_length)
                 or (a.max_length_bytes is not None and self.ready_bytes > a.max_length_bytes)):
             offset, rec = self._pop_head()
+            if offset is None:
+                break             # head not readable until the next commit round
             dropped.append(rec)
             self._done(offset)
         if dropped:
@@ -461,7 +463,18 @@ class Queue:
         """Write pending appends and ack records (event-loop thread, no fsync)."""
         if self.pending:
             records, self.pending = self.pending, []
-            self.log.append(records)
+            base = self.log.append(records)
+            broker = self.broker
+            if broker.cache_used > broker.config.cache_limit:
+                # over budget: the newest bodies go first (the head is consumed soonest);
+                # they are on disk now and are read back when their turn comes
+                cache = self.cache
+                for offset in range(base + len(records) - 1, base - 1, -1):
+                    rec = cache.pop(offset, None)
+                    if rec is not None:
+                        broker.cache_used -= len(rec.body)
+                        if broker.cache_used <= broker.config.cache_limit:
+                            break
         if self.pending_acks:
             acks, self.pending_acks = self.pending_acks, []
             self.acks.record(acks)
