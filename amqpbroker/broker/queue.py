@@ -119,6 +119,7 @@ class Queue:
         self.redelivered: set[int] = set()
         self.redeliver_below = 0
         self.pending: list[Record] = []          # appended at the next commit round
+        self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
         self.pending_acks: list[int] = []
         self.consumers: list = []                 # by priority, then round-robin order
         self.unacked = 0
@@ -464,17 +465,7 @@ class Queue:
         if self.pending:
             records, self.pending = self.pending, []
             base = self.log.append(records)
-            broker = self.broker
-            if broker.cache_used > broker.config.cache_limit:
-                # over budget: the newest bodies go first (the head is consumed soonest);
-                # they are on disk now and are read back when their turn comes
-                cache = self.cache
-                for offset in range(base + len(records) - 1, base - 1, -1):
-                    rec = cache.pop(offset, None)
-                    if rec is not None:
-                        broker.cache_used -= len(rec.body)
-                        if broker.cache_used <= broker.config.cache_limit:
-                            break
+            self._written.append((base, base + len(records)))
         if self.pending_acks:
             acks, self.pending_acks = self.pending_acks, []
             self.acks.record(acks)
@@ -488,8 +479,24 @@ class Queue:
         """Back on the loop: drop fully-settled segments, dispatch what became durable."""
         if self.deleted:
             return
+        self._evict_written()
         self.log.delete_before(self.acks.floor)
         self.schedule_dispatch()
+
+    def _evict_written(self) -> None:
+        """Over the body-cache budget, drop the bodies of what this round made durable, newest
+        first (the head is consumed soonest); they are read back from disk in their turn."""
+        written, self._written = self._written, []
+        broker = self.broker
+        limit = broker.config.cache_limit
+        cache = self.cache
+        for start, end in reversed(written):
+            for offset in range(end - 1, start - 1, -1):
+                if broker.cache_used <= limit:
+                    return
+                rec = cache.pop(offset, None)
+                if rec is not None:
+                    broker.cache_used -= len(rec.body)
 
     # ---------------------------------------------------------------- lifecycle
     def touch(self) -> None:
