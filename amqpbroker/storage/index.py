@@ -53,6 +53,7 @@ class _SparseIndex:
         self.keys = array(self.KEY_TYPE)
         self.values = array(self.VALUE_TYPE)
         self._fd: int | None = None
+        self.unsynced = False  # written since the last take_unsynced_fd()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -105,6 +106,7 @@ class _SparseIndex:
         self.clear()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         write_all(self._fd, file_header(self.MAGIC))
+        self.unsynced = True
 
     def open_for_append(self) -> None:
         if self._fd is None:
@@ -119,6 +121,14 @@ class _SparseIndex:
         self.values.append(value)
         if self._fd is not None:
             write_all(self._fd, self.ENTRY.pack(key, value))
+            self.unsynced = True
+
+    def take_unsynced_fd(self) -> int | None:
+        """The descriptor if written since the last call (the caller will fsync it), else None."""
+        if self._fd is None or not self.unsynced:
+            return None
+        self.unsynced = False
+        return self._fd
 
     def close(self) -> None:
         if self._fd is not None:

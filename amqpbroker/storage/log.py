@@ -143,7 +143,7 @@ class PartitionLog:
                 return self.durable_offset
             target = self.end_offset
             segments = self._unsynced + [self._active]
-            fds = [fd for seg in segments for fd in seg.write_fds()]
+            fds = [fd for seg in segments for fd in seg.take_unsynced_fds()]
             dir_dirty, self._dir_dirty = self._dir_dirty, False
         for fd in fds:  # releases the GIL; append() keeps running on the other thread
             _fsync(fd)

@@ -122,6 +122,16 @@ class Segment:
             raise
         self.note_batch(self.size, h)
 
+    def take_unsynced_fds(self) -> list[int]:
+        """Descriptors the next fsync must cover: the log, and each index written since the
+        previous call (an fsync of an untouched index still costs a journal round trip)."""
+        fds = [self._write_fd] if self._write_fd is not None else []
+        for index in (self.offset_index, self.time_index):
+            fd = index.take_unsynced_fd()
+            if fd is not None:
+                fds.append(fd)
+        return fds
+
     def write_fds(self) -> list[int]:
         """Descriptors an fsync must cover (log first, then indexes)."""
         fds = [self._write_fd, self.offset_index.fd, self.time_index.fd]
