@@ -46,7 +46,9 @@ class AMQPError(Exception):
 
     @property
     def reply_text(self) -> str:
-        return f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}"[:255]
+        text = f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}"
+        # a shortstr holds 255 bytes, not characters: cut the UTF-8, not the str
+        return text.encode()[:255].decode("utf-8", "ignore")
 
 
 class ChannelError(AMQPError):

@@ -41,6 +41,7 @@ log = logging.getLogger("amqpbroker.protocol")
 
 _METHODS = commands.INDEX_MAPPING
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+_CLOSE_IDS = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")     # connection.close, close-ok
 
 
 class ChannelState:
@@ -196,10 +197,10 @@ class Connection:
         return method
 
     def _connection_method(self, payload: bytes):
+        if self.state == st.CLOSING and bytes(payload[:4]) not in _CLOSE_IDS:
+            return None                       # dropped before decoding: even unknown methods
         method = self._decode(payload, 0)
         name = method.name
-        if self.state == st.CLOSING and name not in ("Connection.Close", "Connection.CloseOk"):
-            return None
         if self.state == st.OPEN and name not in st.CHANNEL_ZERO_METHODS:
             raise errors.CommandInvalid(f"{name} on channel 0 in state OPEN")
         if name in ("Connection.Blocked", "Connection.Unblocked", "Connection.UpdateSecretOk"):

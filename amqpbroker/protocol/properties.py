@@ -62,16 +62,16 @@ def scan(raw: bytes) -> Scan:
         raise ValueError("property flags truncated")
     flags = _U16.unpack_from(raw, 0)[0]
     pos = 2
-    if flags & 1:                               # continuation flag words: skip them
-        while True:
-            more = _U16.unpack_from(raw, pos)[0]
-            pos += 2
-            if not more & 1:
-                break
     delivery_mode = priority = 0
     expiration = reply_to = user_id = None
     n = len(raw)
     try:
+        if flags & 1:                           # continuation flag words: skip them
+            while True:
+                more = _U16.unpack_from(raw, pos)[0]
+                pos += 2
+                if not more & 1:
+                    break
         if flags & F_CONTENT_TYPE:
             pos += 1 + raw[pos]
         if flags & F_CONTENT_ENCODING:
