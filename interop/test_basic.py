@@ -10,7 +10,7 @@ import pytest
 from pamqp import commands as spec
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
-from conftest import await_until, drain, wait_until
+from .conftest import await_until, drain, wait_until
 
 
 def pump(conn, cond, timeout=5.0):

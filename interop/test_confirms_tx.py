@@ -9,7 +9,7 @@ from pamqp import frame as pframe
 from pamqp import header as pheader
 from pika.exceptions import ChannelClosedByBroker, NackError
 
-from conftest import drain, wait_until
+from .conftest import drain, wait_until
 
 
 def raw_channel(raw):

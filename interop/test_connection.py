@@ -17,7 +17,7 @@ from pamqp import commands as spec
 from pamqp import frame as pframe
 from pamqp import header as pheader
 
-from conftest import AMQP_091_HEADER, CLIENT_PROPERTIES, url_with
+from .conftest import AMQP_091_HEADER, CLIENT_PROPERTIES, url_with
 
 # ---------------------------------------------------------------------------------------------
 # Connecting with each client

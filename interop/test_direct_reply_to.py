@@ -8,7 +8,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from conftest import wait_until
+from .conftest import wait_until
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 

@@ -10,7 +10,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from conftest import drain
+from .conftest import drain
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError
 
-from conftest import q, url_with
+from .conftest import q, url_with
 
 
 @pytest.fixture

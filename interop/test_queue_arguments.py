@@ -8,7 +8,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, NackError
 
-from conftest import drain, wait_until
+from .conftest import drain, wait_until
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from conftest import drain, wait_until
+from .conftest import drain, wait_until
 
 
 def publish_confirmed(ch, queue, *bodies):

@@ -7,7 +7,7 @@ import uuid
 import aio_pika
 import pytest
 
-from test_tutorials_pika import TOPIC_CASES, fib
+from .test_tutorials_pika import TOPIC_CASES, fib
 
 
 @pytest.fixture

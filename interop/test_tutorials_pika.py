@@ -7,7 +7,7 @@ import uuid
 import pika
 import pytest
 
-from conftest import drain
+from .conftest import drain
 
 
 def pump(conn: pika.BlockingConnection, cond, timeout: float = 5.0):
