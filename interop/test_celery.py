@@ -77,10 +77,11 @@ def celery_app(broker_url, tmp_path_factory):
             worker.kill()
             worker.wait(10)
         log.close()
-        # The task queue is durable; remove it.
+        # The task queue is durable, and celery declares a direct exchange of the same name.
         import pika
         c = pika.BlockingConnection(pika.URLParameters(broker_url))
         c.channel().queue_delete(queue)
+        c.channel().exchange_delete(queue)
         c.close()
 
 

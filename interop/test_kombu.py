@@ -78,6 +78,7 @@ def test_simple_queue_put_get(kconn, uniq):
         sq.close()  # cancel the consumer first: deleting a consumed queue cancels it (an error)
         with kconn.channel() as ch:
             Queue(name)(ch).delete()
+            Exchange(name)(ch).delete()  # Simple* declare a direct exchange named after the queue
 
 
 def test_simple_buffer_no_ack(kconn, uniq):
@@ -91,6 +92,7 @@ def test_simple_buffer_no_ack(kconn, uniq):
         buf.close()
         with kconn.channel() as ch:
             Queue(name)(ch).delete()
+            Exchange(name)(ch).delete()  # Simple* declare a direct exchange named after the queue
 
 
 def test_kombu_version_speaks_amqp_transport(kconn):
