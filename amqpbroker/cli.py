@@ -56,6 +56,7 @@ def serve(cfg: Config) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    _raise_fd_limit()
     try:
         import uvloop
         uvloop.install()
@@ -93,6 +94,19 @@ async def _serve(cfg: Config) -> int:
     broker.close()
     log.info("stopped")
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Every connection is a descriptor: lift the soft limit to the hard one, as RabbitMQ's
+    packaging does, so thousands of clients can connect."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _show(host: str) -> str:

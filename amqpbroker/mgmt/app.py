@@ -36,6 +36,7 @@ class ManagementServer:
         app = web.Application(middlewares=[self._auth])
         r = app.router
         r.add_get("/api/overview", self.overview)
+        r.add_get("/api/nodes", self.nodes)
         r.add_get("/api/vhosts", self.vhosts)
         r.add_get("/api/vhosts/{vhost}", self.vhost_get)
         r.add_put("/api/vhosts/{vhost}", self.vhost_put)
@@ -104,6 +105,29 @@ class ManagementServer:
                                         "consumers": sum(q.consumer_count for q in queues)},
                       "queue_totals": {"messages_ready": sum(q.message_count for q in queues),
                                        "messages_unacknowledged": sum(q.unacked for q in queues)}})
+
+    async def nodes(self, request):
+        import os
+        import resource
+
+        from ..broker.alarms import rss_bytes, total_memory
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            fds = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            fds = 0
+        cfg = self.broker.config
+        st = os.statvfs(self.broker.data_dir)
+        return _json([{
+            "name": "amqpbroker@localhost", "type": "disc", "running": True,
+            "fd_total": soft, "fd_used": fds,
+            # RabbitMQ reserves part of the descriptors for files; we need few besides sockets
+            "sockets_total": max(soft - 256, 0), "sockets_used": len(self.amqp.sessions),
+            "mem_used": rss_bytes(), "mem_limit": int(total_memory() * cfg.memory_high_watermark),
+            "mem_alarm": "memory" in self.broker.alarms.active,
+            "disk_free": st.f_bavail * st.f_frsize, "disk_free_limit": cfg.disk_free_limit,
+            "disk_free_alarm": any(k.startswith("disk") for k in self.broker.alarms.active),
+            "proc_used": 1, "uptime": int(self.broker.loop.time() * 1000)}])
 
     def _vhost_json(self, vh):
         return {"name": vh.name, "description": vh.description, "tags": vh.tags,
