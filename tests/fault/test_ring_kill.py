@@ -19,6 +19,16 @@ from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 HDR = struct.Struct("<QII")  # seq, payload length, crc32(payload)
 
 
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
+    segs = {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
+    fds = set(os.listdir("/proc/self/fd"))
+    yield
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")} <= segs, "leaked shm"
+    assert set(os.listdir("/proc/self/fd")) <= fds | {"0", "1", "2"}, "leaked fd"
+
+
 def make_record(seq: int, big: bool = False) -> bytes:
     n = (seq * 7919) % (1900 if big else 300)
     payload = (seq.to_bytes(8, "little") * (n // 8 + 1))[:n]

@@ -14,6 +14,16 @@ from shm.ring import Ring, RingCorrupt
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 
 
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
+    segs = {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
+    fds = set(os.listdir("/proc/self/fd"))
+    yield
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")} <= segs, "leaked shm"
+    assert set(os.listdir("/proc/self/fd")) <= fds | {"0", "1", "2"}, "leaked fd"
+
+
 def _segments() -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
 

@@ -13,6 +13,8 @@ import struct
 import uuid
 import zlib
 
+import pytest
+
 from shm.ring import Ring
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 
@@ -20,6 +22,16 @@ RECORDS = int(os.environ.get("RING_STRESS_RECORDS", "2000000"))
 CAPACITY = 1 << 16
 HDR = struct.Struct("<QII")  # seq, payload length, crc32(payload)
 POOL = 512
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
+    segs = {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
+    fds = set(os.listdir("/proc/self/fd"))
+    yield
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")} <= segs, "leaked shm"
+    assert set(os.listdir("/proc/self/fd")) <= fds | {"0", "1", "2"}, "leaked fd"
 
 
 def payload_pool(max_record: int) -> list[bytes]:
@@ -30,20 +42,21 @@ def payload_pool(max_record: int) -> list[bytes]:
     return [rnd.randbytes(n) for n in sizes]
 
 
-def count_wakes(ring: Ring, counter) -> None:
+def count_wakes(ring: Ring) -> list[int]:
     """Count the eventfd writes this ring makes (instance override of Ring._wake)."""
-    real = Ring._wake
+    real, counter = Ring._wake, [0]
 
     def wake(fd):
-        counter.value += 1
+        counter[0] += 1
         real(fd)
 
     ring._wake = wake
+    return counter
 
 
-def writer_main(name: str, data_fd: int, space_fd: int, total: int, wakes) -> None:
+def writer_main(name: str, data_fd: int, space_fd: int, total: int, report) -> None:
     ring = Ring.attach(name, data_fd=data_fd, space_fd=space_fd)
-    count_wakes(ring, wakes)
+    wakes = count_wakes(ring)
     writer = RingWriter(ring)
     pool = payload_pool(ring.max_record)
     framed = [(HDR.size, len(p), zlib.crc32(p), p) for p in pool]
@@ -57,6 +70,8 @@ def writer_main(name: str, data_fd: int, space_fd: int, total: int, wakes) -> No
         assert writer.put_many_blocking(recs, timeout=30) == len(recs)
         seq += len(recs)
     ring.close()
+    report.send(wakes[0])
+    report.close()
 
 
 async def read_all(ring: Ring, total: int) -> tuple[int, int]:
@@ -81,14 +96,17 @@ def test_two_process_stress():
     name = "amqptest-" + uuid.uuid4().hex[:12]
     data_fd, space_fd = make_eventfds()
     ctx = multiprocessing.get_context("fork")
-    data_wakes, space_wakes = ctx.Value("q", 0, lock=False), ctx.Value("q", 0, lock=False)
+    report_r, report_w = ctx.Pipe(duplex=False)
     with Ring.create(name, CAPACITY, data_fd=data_fd, space_fd=space_fd) as ring:
-        count_wakes(ring, space_wakes)
+        space_wakes = count_wakes(ring)
         proc = ctx.Process(target=writer_main,
-                           args=(name, data_fd, space_fd, RECORDS, data_wakes))
+                           args=(name, data_fd, space_fd, RECORDS, report_w))
         proc.start()
+        report_w.close()
         try:
             nbytes, batches = asyncio.run(read_all(ring, RECORDS))
+            assert report_r.poll(30)
+            data_wakes = report_r.recv()
             proc.join(30)
             assert proc.exitcode == 0
             assert ring.pop() is None and ring.valid()
@@ -96,10 +114,10 @@ def test_two_process_stress():
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            report_r.close()
     close_fds(data_fd, space_fd)
     assert nbytes > RECORDS * HDR.size
     assert batches < RECORDS / 4  # batching really happens
     # wake-ups are per sleep, not per record: no syscall per record under load
-    assert data_wakes.value + space_wakes.value < RECORDS / 100, (data_wakes.value,
-                                                                  space_wakes.value)
+    assert data_wakes + space_wakes[0] < RECORDS / 100, (data_wakes, space_wakes[0])
     assert not os.path.exists("/dev/shm/" + name)
