@@ -462,13 +462,16 @@ class Queue:
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
         """Write pending appends and ack records (event-loop thread, no fsync)."""
+        # take the lists only once written: a failed write (ENOSPC) must leave them pending
+        # for the committer's retry, or those messages would be confirmed but never written
         if self.pending:
-            records, self.pending = self.pending, []
+            records = self.pending
             base = self.log.append(records)
+            self.pending = []
             self._written.append((base, base + len(records)))
         if self.pending_acks:
-            acks, self.pending_acks = self.pending_acks, []
-            self.acks.record(acks)
+            self.acks.record(self.pending_acks)
+            self.pending_acks = []
 
     def sync(self) -> None:
         """fsync per policy (worker thread)."""

@@ -1,0 +1,200 @@
+"""A full disk under the data directory: the broker blocks publishers, does not crash, keeps
+every confirmed message, and recovers by itself once space is freed.
+
+The data directory lives on a small tmpfs mounted for the test (needs root; skipped otherwise),
+and a filler file takes the free space. Two ways to run out:
+  * below `--disk-free-limit` (RabbitMQ's disk alarm, checked every second): connection.blocked
+    before any write fails; deleting the filler clears it (connection.unblocked);
+  * writes failing with ENOSPC (limit 0, disk filled to the last page): the commit round fails,
+    nothing pending is dropped or confirmed, the disk alarm blocks publishers, the round is
+    retried every second, and once the filler is gone the pending messages are written and
+    confirmed, and publishers are unblocked.
+Afterwards the broker is SIGKILLed and restarted: every confirmed message is there, in order,
+intact.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import threading
+import time
+
+import pika
+import pytest
+
+from amqpbroker.testing import BrokerProcess
+
+PERSISTENT = pika.BasicProperties(delivery_mode=2)
+BIG = 64 * 1024          # bigger than any page slack left in a file: every append needs pages
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(path, leave: int = 0) -> None:
+    """Write a filler file until at most `leave` bytes are free (0: until ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        chunk = b"\0" * (1 << 20)
+        while True:
+            st = os.statvfs(os.path.dirname(path))
+            free = st.f_bavail * st.f_frsize
+            if leave and free <= leave:
+                return
+            want = min(len(chunk), free - leave) if leave else len(chunk)
+            try:
+                os.write(fd, chunk[:max(want, 4096)])
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return
+    finally:
+        os.close(fd)
+
+
+def wait_for(cond, timeout: float, what: str, conn=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if conn is not None:
+            conn.process_data_events(time_limit=0.05)
+        else:
+            time.sleep(0.02)
+
+
+class Publisher(threading.Thread):
+    """Publishes `bodies` with confirms on its own connection, recording connection.blocked /
+    unblocked and which bodies were confirmed."""
+
+    def __init__(self, broker: BrokerProcess, queue: str):
+        super().__init__(daemon=True)
+        self.conn = pika.BlockingConnection(pika.ConnectionParameters(
+            broker.host, broker.port, blocked_connection_timeout=120))
+        self.events: list[str] = []
+        self.conn.add_on_connection_blocked_callback(lambda *_: self.events.append("blocked"))
+        self.conn.add_on_connection_unblocked_callback(lambda *_: self.events.append("unblocked"))
+        self.ch = self.conn.channel()
+        self.ch.confirm_delivery()
+        self.queue = queue
+        self.todo: list[bytes] = []
+        self.confirmed: list[bytes] = []
+        self.error: BaseException | None = None
+
+    def publish_now(self, bodies) -> None:
+        """Publish on the calling thread (before the thread is started)."""
+        for b in bodies:
+            self.ch.basic_publish("", self.queue, b, PERSISTENT)
+            self.confirmed.append(b)
+
+    def run(self) -> None:
+        try:
+            self.publish_now(self.todo)
+        except BaseException as exc:       # reported by the test
+            self.error = exc
+
+
+def bodies(tag: str, n: int) -> list[bytes]:
+    return [f"{tag}-{i:04d}-".encode().ljust(BIG, tag[0].encode()) for i in range(n)]
+
+
+def read_back(broker: BrokerProcess, queue: str, n: int) -> list[bytes]:
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    got = []
+    for method, _, body in ch.consume(queue, auto_ack=True, inactivity_timeout=5):
+        assert method is not None, f"stalled after {len(got)} of {n}"
+        got.append(body)
+        if len(got) == n:
+            break
+    ch.cancel()
+    assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    conn.close()
+    return got
+
+
+def declare(broker: BrokerProcess, queue: str) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    conn.channel().queue_declare(queue, durable=True)
+    conn.close()
+
+
+def test_free_space_below_limit_blocks_then_unblocks(small_disk):
+    data = small_disk / "data"
+    broker = BrokerProcess(data, "--disk-free-limit", str(4 << 20)).start()
+    filler = str(small_disk / "filler")
+    try:
+        declare(broker, "q")
+        pub = Publisher(broker, "q")
+        before = bodies("before", 20)
+        pub.publish_now(before)
+        fill_disk(filler, leave=2 << 20)
+        wait_for(lambda: "blocked" in pub.events, 10, "connection.blocked", pub.conn)
+
+        pub.todo = bodies("during", 10)      # the broker stops reading this connection
+        pub.start()
+        os.unlink(filler)
+        pub.join(30)
+        assert not pub.is_alive() and pub.error is None, pub.error
+        wait_for(lambda: "unblocked" in pub.events, 5, "connection.unblocked", pub.conn)
+        assert pub.events == ["blocked", "unblocked"]
+        assert broker.proc.poll() is None
+        broker.kill()
+        broker.start()
+        assert read_back(broker, "q", 30) == before + pub.todo
+    finally:
+        broker.stop()
+
+
+def test_enospc_blocks_keeps_pending_and_recovers(small_disk):
+    data = small_disk / "data"
+    broker = BrokerProcess(data, "--disk-free-limit", "0").start()
+    filler = str(small_disk / "filler")
+    try:
+        declare(broker, "q")
+        pub = Publisher(broker, "q")
+        before = bodies("before", 20)
+        pub.publish_now(before)
+        fill_disk(filler)                    # to the last page: the next append fails
+
+        observer = Publisher(broker, "q")    # never publishes; its thread is this one
+        pub.todo = bodies("during", 10)
+        pub.start()
+        # the first publish cannot be written: disk alarm, connection.blocked, no confirm
+        wait_for(lambda: "blocked" in observer.events, 10, "connection.blocked", observer.conn)
+        assert len(pub.confirmed) == len(before), "confirmed a message it could not write"
+        # the broker keeps failing its retries (once a second) without crashing
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert broker.proc.poll() is None, "".join(broker.output)
+            observer.conn.process_data_events(time_limit=0.1)
+        assert len(pub.confirmed) == len(before)
+        assert sum("data directory failed" in line for line in broker.output) >= 2, \
+            "".join(broker.output)
+
+        os.unlink(filler)
+        pub.join(30)
+        assert not pub.is_alive() and pub.error is None, pub.error
+        wait_for(lambda: "unblocked" in pub.events, 5, "connection.unblocked", pub.conn)
+        assert pub.confirmed == before + pub.todo
+        assert pub.events == ["blocked", "unblocked"]
+        wait_for(lambda: "unblocked" in observer.events, 5, "unblocked", observer.conn)
+        after = bodies("after", 5)
+        pub2 = Publisher(broker, "q")
+        pub2.publish_now(after)
+        assert pub2.events == []
+
+        broker.kill()
+        broker.start()
+        assert read_back(broker, "q", 35) == before + pub.todo + after
+    finally:
+        broker.stop()
