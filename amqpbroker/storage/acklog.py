@@ -195,7 +195,13 @@ class AckLog:
             self._compact_locked()
 
     def _append(self, entry: bytes) -> None:
-        write_all(self._fd, entry)
+        try:
+            write_all(self._fd, entry)
+        except OSError:
+            # never leave half an entry (ENOSPC) in front of later good ones: recovery would
+            # cut the file there and lose every ack recorded after it
+            os.ftruncate(self._fd, self._size)
+            raise
         self._size += len(entry)
 
     def compact(self) -> None:

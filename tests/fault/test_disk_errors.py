@@ -198,3 +198,28 @@ def test_enospc_blocks_keeps_pending_and_recovers(small_disk):
         assert read_back(broker, "q", 35) == before + pub.todo + after
     finally:
         broker.stop()
+
+
+def test_ack_log_write_failure_leaves_no_torn_entry(small_disk):
+    """A failed ack-log append (ENOSPC part-way through an entry) must not leave half an entry
+    behind: recovery cuts at the first bad entry, which would drop every later ack."""
+    from amqpbroker.storage.acklog import AckLog
+
+    path = str(small_disk / "acks.log")
+    acks = AckLog(path)
+    acks.record([1])
+    fill_disk(str(small_disk / "filler"))
+    scattered = range(3, 20000, 2)          # ~10k runs: an entry of ~120 KB, many pages
+    with pytest.raises(OSError):
+        acks.record(scattered)
+    os.unlink(str(small_disk / "filler"))
+    acks.record(scattered)                  # the retry, as the commit round does
+    acks.record([0])
+    acks.sync()
+    acks._simulate_crash()
+    reopened = AckLog(path)
+    try:
+        assert reopened.truncated_bytes == 0
+        assert reopened.floor == 2 and all(reopened.is_done(o) for o in scattered)
+    finally:
+        reopened.close()
