@@ -37,6 +37,10 @@ from ..storage.record import Record
 log = logging.getLogger("amqpbroker.queue")
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+# bodies not in the cache are read from the log this many at a time: a batch is decoded
+# whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
+READAHEAD_RECORDS = 512
+READAHEAD_BYTES = 1 << 20
 
 
 def name_of(q) -> str:
@@ -116,6 +120,7 @@ class Queue:
         self.ready_count = 0
         self.ready_bytes = 0
         self.cache: dict[int, Record] = {}
+        self._readahead: dict[int, Record] = {}   # records read from disk ahead of the head
         self.redelivered: set[int] = set()
         self.redeliver_below = 0
         self.pending: list[Record] = []          # appended at the next commit round
@@ -256,7 +261,13 @@ class Queue:
             return rec
         if offset >= self.log.durable_offset:
             return None          # not on disk yet: wait for the commit round
-        return self.log.read_one(offset)
+        rec = self._readahead.get(offset)
+        if rec is None:
+            self._readahead = dict(self.log.read(offset, READAHEAD_RECORDS, READAHEAD_BYTES))
+            rec = self._readahead.get(offset)
+            if rec is None:
+                return self.log.read_one(offset)    # raises OffsetOutOfRange
+        return rec
 
     def _head(self):
         for level in range(len(self.ready) - 1, -1, -1):
@@ -275,6 +286,8 @@ class Queue:
         self.ready_bytes -= len(rec.body)
         if self.cache.pop(offset, None) is not None:
             self.broker.cache_used -= len(rec.body)
+        elif self._readahead.pop(offset, None) is not None and not self.ready_count:
+            self._readahead.clear()
         return offset, rec
 
     def _expires_at(self, rec: Record) -> int | None:
@@ -457,6 +470,7 @@ class Queue:
             d.clear()
         self.ready_count = 0
         self.ready_bytes = 0
+        self._readahead.clear()
         return count
 
     # ---------------------------------------------------------------- commit round
