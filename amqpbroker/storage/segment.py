@@ -117,10 +117,12 @@ class Segment:
         assert fd is not None, "segment is not open for append"
         try:
             write_all(fd, batch)
+            # inside the try: if an index write fails (ENOSPC) the batch must go too, or the
+            # retry would append it a second time behind a copy the segment does not know of
+            self.note_batch(self.size, h)
         except OSError:
             os.ftruncate(fd, self.size)  # never leave a half batch behind a live log
             raise
-        self.note_batch(self.size, h)
 
     def take_unsynced_fds(self) -> list[int]:
         """Descriptors the next fsync must cover: the log, and each index written since the

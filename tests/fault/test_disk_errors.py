@@ -223,3 +223,38 @@ def test_ack_log_write_failure_leaves_no_torn_entry(small_disk):
         assert reopened.floor == 2 and all(reopened.is_done(o) for o in scattered)
     finally:
         reopened.close()
+
+
+def test_log_index_write_failure_does_not_duplicate_the_batch(tmp_path, monkeypatch):
+    """ENOSPC can hit the offset index right after the batch itself was written; the retry of
+    the same records must not find a copy of the batch already in the log."""
+    from amqpbroker.storage.index import OffsetIndex
+    from amqpbroker.storage.log import PartitionLog
+    from amqpbroker.storage.record import Record
+
+    def rec(i: int) -> Record:
+        return Record(1000 + i, "", "q", b"", b"m%d" % i, 1)
+
+    log = PartitionLog(tmp_path / "p", index_interval_bytes=1)     # an index entry per batch
+    log.append([rec(0)])
+    real_append = OffsetIndex.append
+
+    def no_space(self, key, value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(OffsetIndex, "append", no_space)
+    with pytest.raises(OSError):
+        log.append([rec(1), rec(2)])
+    monkeypatch.setattr(OffsetIndex, "append", real_append)
+    log.append([rec(1), rec(2)])                                  # the commit round's retry
+    log.append([rec(3)])
+    log.sync()
+    assert [r.body for _, r in log.read(0)] == [b"m0", b"m1", b"m2", b"m3"]
+    log.close()
+    log = PartitionLog(tmp_path / "p", index_interval_bytes=1)
+    try:
+        assert log.end_offset == 4
+        assert [(o, r.body) for o, r in log.read(0)] == [(0, b"m0"), (1, b"m1"), (2, b"m2"),
+                                                         (3, b"m3")]
+    finally:
+        log.close()
