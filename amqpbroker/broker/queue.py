@@ -100,6 +100,11 @@ class QueueArgs:
 
 
 class Queue:
+    # publisher flow control: a queue with consumers and more ready messages than FLOW_HIGH
+    # stops reading from its publishers until it is back under FLOW_LOW
+    FLOW_HIGH = 5000
+    FLOW_LOW = 2500
+
     def __init__(self, broker, vhost, name: str, *, durable: bool, exclusive_owner=None,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str):
         self.broker = broker
@@ -127,6 +132,7 @@ class Queue:
         self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
         self.pending_acks: list[int] = []
         self.consumers: list = []                 # by priority, then round-robin order
+        self.flow_waiters: set = set()            # throttled publisher sessions
         self.unacked = 0
         self.deleted = False
         self.had_consumers = False
@@ -353,8 +359,10 @@ class Queue:
         self.touch()
         if self.consumers:
             self.schedule_dispatch()
-        elif self.auto_delete and self.had_consumers and not self.deleted:
-            self.vhost.delete_queue(self, reason="auto-delete")
+        else:
+            self.release_publishers()        # nobody to wait for
+            if self.auto_delete and self.had_consumers and not self.deleted:
+                self.vhost.delete_queue(self, reason="auto-delete")
 
     def active_consumer(self):
         """With x-single-active-consumer, the consumer that gets every message."""
@@ -392,10 +400,10 @@ class Queue:
         while self.ready_count:
             consumer = self._next_consumer()
             if consumer is None:
-                return
+                break
             offset, rec = self._pop_head()
             if offset is None:
-                return          # head not durable yet; the commit round re-dispatches
+                break           # head not durable yet; the commit round re-dispatches
             redelivered = offset < self.redeliver_below or offset in self.redelivered
             if redelivered:
                 self.redelivered.discard(offset)
@@ -406,6 +414,13 @@ class Queue:
                 self._done(offset)
             if len(self.consumers) > 1 and not self.args.single_active:
                 self._rotate(consumer)
+        if self.flow_waiters and self.ready_count < self.FLOW_LOW:
+            self.release_publishers()
+
+    def release_publishers(self) -> None:
+        waiters, self.flow_waiters = self.flow_waiters, set()
+        for session in waiters:
+            session.unthrottle(self)
 
     def get(self, no_ack: bool):
         """basic.get: (offset, record, redelivered, remaining) or None."""
@@ -534,6 +549,7 @@ class Queue:
 
     def close_storage(self, destroy: bool) -> None:
         self.deleted = True
+        self.release_publishers()
         for t in (self._expiry_timer, self._expires_timer):
             if t is not None:
                 t.cancel()

@@ -137,7 +137,7 @@ class Connection:
                 self._pos = len(buf)
                 raise errors.FrameError(f"type {ftype}, channel {channel}: bad frame end "
                                         f"byte 0x{buf[end]:02x}, expected 0xce")
-            payload = bytes(buf[pos + 7:end])
+            payload = bytes(memoryview(buf)[pos + 7:end])     # one copy, not two
             self._pos = end + 1
             event = self._frame(ftype, channel, payload)
             if event is not None:

@@ -136,6 +136,8 @@ class Channel:
                     nack = True
                 elif persistent and q.durable:
                     gen = self.broker.committer.open_gen
+                if q.ready_count > q.FLOW_HIGH and q.consumers:
+                    session.throttle(q)
         if self.confirm:
             self._confirm(gen, nack)
 

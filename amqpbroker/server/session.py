@@ -30,6 +30,7 @@ CAPABILITIES = {
 }
 
 HANDSHAKE_TIMEOUT = 10.0
+EVENTS_PER_TURN = 256        # events one connection may handle per event-loop turn
 HANDSHAKE_STATES = (st.AWAIT_START_OK, st.AWAIT_TUNE, st.AWAIT_TUNE_OK, st.AWAIT_OPEN)
 CLOSE_OK_TIMEOUT = 1.0
 
@@ -70,7 +71,9 @@ class Session(asyncio.Protocol):
         self.reply_token = uuid.uuid4().hex
         self.writable = True
         self.is_publisher = False
-        self.reading_paused = False
+        self.reading_paused = False          # alarm: publishers are not read from
+        self._backlog = False                # more buffered input than one turn's budget
+        self._throttled_by: set = set()      # backlogged queues this publisher waits for
         self.closed = False
         self._flush_scheduled = False
         self._timer = None
@@ -94,7 +97,35 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.loop.time()
         self.conn.receive_data(data)
+        if not self._backlog:
+            self._process()
+
+    def _continue(self) -> None:
+        """Work through the rest of a backlog, one budget per loop turn."""
+        self._backlog = False
         self._process()
+        if not self._backlog and not self.closed:
+            self._maybe_resume()
+
+    # ----------------------------------------------------------------- flow control
+    def throttle(self, queue) -> None:
+        """A queue we publish to is backlogged while it has consumers: stop reading from this
+        publisher until it drains (RabbitMQ's credit flow, by queue length)."""
+        if queue not in self._throttled_by:
+            self._throttled_by.add(queue)
+            queue.flow_waiters.add(self)
+            self.transport.pause_reading()
+
+    def unthrottle(self, queue) -> None:
+        self._throttled_by.discard(queue)
+        if not self._throttled_by and not self._backlog and not self.closed:
+            self._backlog = True            # what is buffered is handled before reading on
+            self.loop.call_soon(self._continue)
+
+    def _maybe_resume(self) -> None:
+        if not (self._backlog or self.reading_paused or self._throttled_by or self.closed):
+            self.last_recv = self.loop.time()
+            self.transport.resume_reading()
 
     def eof_received(self):
         return False
@@ -115,7 +146,18 @@ class Session(asyncio.Protocol):
     # ----------------------------------------------------------------- the error boundary
     def _process(self) -> None:
         conn = self.conn
+        budget = EVENTS_PER_TURN
         while not self.closed:
+            if self._throttled_by:
+                break                   # unthrottle() schedules _continue for the rest
+            if not budget:
+                # fairness: other connections (and deliveries) get the loop before we go on;
+                # stop reading meanwhile so the backlog cannot grow (TCP pushes back)
+                self._backlog = True
+                self.transport.pause_reading()
+                self.loop.call_soon(self._continue)
+                break
+            budget -= 1
             try:
                 event = conn.next_event()
                 if event is ev.NEED_DATA:
@@ -254,7 +296,8 @@ class Session(asyncio.Protocol):
     def _heartbeat_tick(self) -> None:
         hb = self.conn.heartbeat
         now = self.loop.time()
-        if not self.reading_paused and now - self.last_recv > 2 * hb:
+        reading = not (self.reading_paused or self._throttled_by or self._backlog)
+        if reading and now - self.last_recv > 2 * hb:
             log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb)
             self._abort()
             return
@@ -298,8 +341,7 @@ class Session(asyncio.Protocol):
             self.transport.pause_reading()
         elif not blocked and self.reading_paused:
             self.reading_paused = False
-            self.last_recv = self.loop.time()
-            self.transport.resume_reading()
+            self._maybe_resume()
 
     def force_close(self, text: str) -> None:
         """Broker-initiated close (shutdown, vhost deleted): 320 CONNECTION_FORCED."""
@@ -323,6 +365,9 @@ class Session(asyncio.Protocol):
             if t is not None:
                 t.cancel()
         self._close_channels()
+        for q in self._throttled_by:
+            q.flow_waiters.discard(self)
+        self._throttled_by.clear()
         for q in list(self.exclusive_queues):
             if q.vhost.queues.get(q.name) is q:
                 q.vhost.delete_queue(q, reason="exclusive owner closed")
