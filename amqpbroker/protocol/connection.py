@@ -41,6 +41,7 @@ log = logging.getLogger("amqpbroker.protocol")
 
 _METHODS = commands.INDEX_MAPPING
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+PUBLISH_ID = b"\x00\x3c\x00\x28"          # class 60, method 40
 _CLOSE_IDS = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")     # connection.close, close-ok
 
 
@@ -137,11 +138,58 @@ class Connection:
                 self._pos = len(buf)
                 raise errors.FrameError(f"type {ftype}, channel {channel}: bad frame end "
                                         f"byte 0x{buf[end]:02x}, expected 0xce")
+            if ftype == FRAME_METHOD and buf[pos + 7:pos + 11] == PUBLISH_ID:
+                event = self._whole_publish(buf, pos, channel, end)
+                if event is not None:
+                    return event
             payload = bytes(memoryview(buf)[pos + 7:end])     # one copy, not two
             self._pos = end + 1
             event = self._frame(ftype, channel, payload)
             if event is not None:
                 return event
+
+    def _whole_publish(self, buf, pos: int, channel: int, end: int):
+        """Fast path: basic.publish, its content header and its single body frame are all in
+        the buffer, on an open channel in the usual state. Parse the three in one go and return
+        the Publish event; return None (nothing consumed) for anything else, and the general
+        frame-by-frame path handles it, errors included."""
+        ch = self.channels.get(channel)
+        if ch is None or ch.publish is not None or ch.state != st.CHANNEL_OPEN \
+                or self.state != st.OPEN:
+            return None
+        h = end + 1                                        # content header frame
+        if len(buf) < h + 7:
+            return None
+        htype, hchannel, hsize = fp.FRAME_HEAD.unpack_from(buf, h)
+        hend = h + 7 + hsize
+        if htype != FRAME_HEADER or hchannel != channel or hsize < 14 \
+                or hsize + 8 > self.frame_max or len(buf) <= hend or buf[hend] != FRAME_END:
+            return None
+        class_id, _weight, body_size = fp.HEADER_PREFIX.unpack_from(buf, h + 7)
+        if class_id != 60 or body_size > self.max_message_size:
+            return None
+        if body_size:
+            b = hend + 1                                   # the body frame
+            if len(buf) < b + 7:
+                return None
+            btype, bchannel, bsize = fp.FRAME_HEAD.unpack_from(buf, b)
+            bend = b + 7 + bsize
+            if btype != FRAME_BODY or bchannel != channel or bsize != body_size \
+                    or len(buf) <= bend or buf[bend] != FRAME_END:
+                return None
+        else:
+            b = bend = hend
+        mv = memoryview(buf)
+        try:
+            exchange, routing_key, mandatory, immediate = fp.parse_publish(bytes(mv[pos + 7:end]))
+            props = bytes(mv[h + 19:hend])
+            scan = properties.scan(props)
+        except (fp.Truncated, ValueError):
+            return None
+        body = bytes(mv[b + 7:bend]) if body_size else b""
+        del mv
+        self._pos = bend + 1
+        return ev.Publish(channel, exchange, routing_key, mandatory, immediate, props, body, scan)
 
     def _bad_header(self, received: bytes):
         self._out.append(PROTOCOL_HEADER)
