@@ -45,6 +45,15 @@ def broker(tmp_path_factory):
     assert "internal error" not in log and "Traceback" not in log, log[-5000:]
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_proxy_threads():
+    """A FaultProxy must take its threads with it when it stops."""
+    yield
+    import threading
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("fault-proxy")]
+    assert not alive, f"fault proxy threads still running: {alive}"
+
+
 @pytest.fixture
 def side(broker):
     """The well-behaved client: a pika connection with a queue of its own."""
@@ -356,6 +365,42 @@ def drain_queue(broker, queue: str, expected: int, timeout: float = 10.0) -> lis
         return got
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("direction,n", [("client_to_server", 100), ("both", 1000)])
+def test_fault_proxy_forwards_exactly_n_bytes(direction, n):
+    """The proxy itself: with a sink behind it, exactly n bytes get through, then a reset."""
+    import threading
+    sink = socket.create_server(("127.0.0.1", 0))
+    got = bytearray()
+
+    def drain():
+        conn, _ = sink.accept()
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except ConnectionResetError:
+                    return
+                if not data:
+                    return
+                got.extend(data)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    with FaultProxy("127.0.0.1", sink.getsockname()[1], cut_after=n, direction=direction) as proxy:
+        client = socket.create_connection((proxy.host, proxy.port), timeout=5)
+        try:
+            client.sendall(b"x" * (n + 500))
+            ended = client.recv(1) == b""          # the cut reaches us as EOF or reset
+        except (ConnectionResetError, BrokenPipeError):
+            ended = True
+        assert ended
+        client.close()
+        t.join(5)
+        assert bytes(got) == b"x" * n
+        assert proxy.cuts == 1 and proxy.live == 0
+    sink.close()
 
 
 def consume_until_cut(host: str, port: int, queue: str) -> list[bytes]:

@@ -10,7 +10,7 @@ from pamqp import header as pheader
 from amqpbroker.protocol import events as ev
 from amqpbroker.protocol.connection import Connection
 from amqpbroker.protocol.constants import PROTOCOL_HEADER
-from amqpbroker.testing.feeder import byte_chunks, feed, frames, whole
+from amqpbroker.testing.feeder import SPLITTERS, feed, frames, whole
 
 SERVER_PROPERTIES = {"product": "amqpbroker-test", "capabilities": {"basic.nack": True}}
 FRAME_MAX = 4096
@@ -80,7 +80,7 @@ def open_channel(conn: Connection, channel: int = 1, split=whole) -> None:
 @pytest.fixture(params=["whole", "bytewise"])
 def split(request):
     """Every input is fed whole and one byte at a time; both must give the same events."""
-    return {"whole": whole, "bytewise": byte_chunks}[request.param]
+    return SPLITTERS[request.param]
 
 
 @pytest.fixture
