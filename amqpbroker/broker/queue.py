@@ -560,7 +560,11 @@ class Queue:
             self.acks.close()
             self.log.destroy()
         else:
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:      # disk full at shutdown: only unconfirmed data is lost
+                log.error("queue '%s': unwritten messages and acks dropped at shutdown: %s",
+                          name_of(self), exc)
             self.acks.close()
             self.log.close()
 

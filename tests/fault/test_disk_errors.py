@@ -280,3 +280,27 @@ def test_connection_first_publishing_during_alarm_is_blocked(small_disk):
         assert late.confirmed == late.todo
     finally:
         broker.stop()
+
+
+def test_sigterm_while_disk_full_shuts_down_cleanly(small_disk):
+    """A clean shutdown that cannot write what is pending drops only unconfirmed messages and
+    still exits 0, closing every queue; confirmed ones are there after the restart."""
+    broker = BrokerProcess(small_disk / "data", "--disk-free-limit", "0").start()
+    try:
+        declare(broker, "q")
+        declare(broker, "q2")
+        pub = Publisher(broker, "q")
+        before = bodies("before", 10)
+        pub.publish_now(before)
+        observer = Publisher(broker, "q2")
+        fill_disk(str(small_disk / "filler"))
+        pub.todo = bodies("during", 3)
+        pub.start()
+        wait_for(lambda: "blocked" in observer.events, 10, "connection.blocked", observer.conn)
+        assert broker.stop() == 0, "".join(broker.output)
+        assert pub.confirmed == before
+        os.unlink(str(small_disk / "filler"))
+        broker.start()
+        assert read_back(broker, "q", 10) == before
+    finally:
+        broker.stop()
