@@ -196,7 +196,8 @@ def normalized(events: list) -> list:
                         e.immediate, e.properties, e.body, s.flags, s.delivery_mode, s.priority,
                         s.expiration, s.reply_to, s.user_id))
         elif isinstance(e, ev.Method):
-            out.append(("method", e.channel, e.method.name, bytes(e.method.marshal())))
+            # repr: a decoded table may hold NaN; marshal() would validate (ticket, names)
+            out.append(("method", e.channel, e.method.name, repr(dict(e.method))))
         elif isinstance(e, Exception):
             out.append((type(e).__name__, str(e)))
         else:
