@@ -460,7 +460,8 @@ def test_close_crossing_our_close(conn, split):
     conn.close_connection(errors.ConnectionForced("shutdown"))
     close = sent_one(conn, 0)
     assert close.reply_code == 320
-    crossing = method(0, C.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    crossing = method(0, C.Connection.Close(reply_code=200, reply_text="bye", class_id=0,
+                                            method_id=0))
     assert feed(conn, crossing, split) == [ev.ConnectionClosedByPeer(200, "bye")]
     assert isinstance(sent(conn)[0][1], C.Connection.CloseOk)
     assert conn.state == st.CLOSED
