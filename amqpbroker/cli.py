@@ -25,6 +25,7 @@ FLAGS = [
     ("heartbeat", int, "heartbeat interval the server proposes, seconds (default 60)"),
     ("max_message_size", int, "largest message body, bytes (default 134217728)"),
     ("segment_bytes", int, "log segment size, bytes (default 67108864)"),
+    ("fsync_interval_ms", int, "fsync period of queues declared with x-fsync=interval (default 1000)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("memory_high_watermark", float, "memory alarm threshold, fraction of RAM (default 0.4)"),
     ("disk_free_limit", int, "disk alarm threshold, bytes free (default 50000000)"),

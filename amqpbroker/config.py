@@ -16,6 +16,7 @@ class Config:
     heartbeat: int = 60
     max_message_size: int = 128 * 1024 * 1024
     segment_bytes: int = 64 * 1024 * 1024
+    fsync_interval_ms: int = 1000                # queues declared with x-fsync=interval
     cache_limit: int = 64 * 1024 * 1024          # bodies kept in memory across all queues
     memory_high_watermark: float = 0.4           # fraction of RAM, as RabbitMQ's default
     disk_free_limit: int = 50 * 1000 * 1000      # bytes, as RabbitMQ's default

@@ -37,6 +37,7 @@ from ..storage.record import Record
 log = logging.getLogger("amqpbroker.queue")
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+FSYNC_POLICIES = ("always", "interval", "never")
 # bodies not in the cache are read from the log this many at a time: a batch is decoded
 # whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
 READAHEAD_RECORDS = 512
@@ -92,6 +93,15 @@ class QueueArgs:
                 f"invalid arg 'x-dead-letter-routing-key' for queue '{queue_name}' in vhost "
                 f"'{vhost}': Key x-dead-letter-exchange should also be defined", 50, 10)
         self.single_active = bool(a.get("x-single-active-consumer", False))
+        fsync = a.get("x-fsync", "always")           # our extension: the queue's fsync policy
+        if isinstance(fsync, bytes):
+            fsync = fsync.decode()
+        if fsync not in FSYNC_POLICIES:
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-fsync' for queue '{queue_name}' in vhost '{vhost}': "
+                f"{{unacceptable_value,<<\"{fsync}\">>}} (expected always, interval or never)",
+                50, 10)
+        self.fsync = fsync
         qtype = a.get("x-queue-type", "classic")
         if qtype not in ("classic", b"classic"):
             raise errors.PreconditionFailed(
@@ -116,10 +126,15 @@ class Queue:
         self.args = QueueArgs(name, vhost.name, arguments or {})
         self.arguments = self.args.arguments
         self.directory = directory
-        self.log = PartitionLog(directory, fsync="always" if durable else "never",
+        # durable queues fsync per x-fsync (default: every batch); non-durable queues never
+        # (they are wiped at start anyway)
+        self.fsync = self.args.fsync if durable else "never"
+        interval = broker.config.fsync_interval_ms
+        self.log = PartitionLog(directory, fsync=self.fsync, fsync_interval_ms=interval,
                                 segment_bytes=broker.config.segment_bytes)
-        self.acks = AckLog(os.path.join(directory, "acks.log"),
-                           fsync="always" if durable else "never")
+        self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=self.fsync,
+                           fsync_interval_ms=interval)
+        self._interval_timer = None
         levels = (self.args.max_priority or 0) + 1
         self.ready: list[deque] = [deque() for _ in range(levels)]
         self.ready_count = 0
@@ -511,9 +526,19 @@ class Queue:
         """Back on the loop: drop fully-settled segments, dispatch what became durable."""
         if self.deleted:
             return
+        if self.fsync == "interval" and self.log.durable_offset < self.log.end_offset \
+                and self._interval_timer is None:
+            # an fsync is still owed: make sure a round comes when the interval is up
+            self._interval_timer = self.broker.loop.call_later(
+                self.broker.config.fsync_interval_ms / 1000, self._interval_due)
         self._evict_written()
         self.log.delete_before(self.acks.floor)
         self.schedule_dispatch()
+
+    def _interval_due(self) -> None:
+        self._interval_timer = None
+        if not self.deleted:
+            self.broker.committer.mark(self)
 
     def _evict_written(self) -> None:
         """Over the body-cache budget, drop the bodies of what this round made durable, newest
@@ -550,7 +575,7 @@ class Queue:
     def close_storage(self, destroy: bool) -> None:
         self.deleted = True
         self.release_publishers()
-        for t in (self._expiry_timer, self._expires_timer):
+        for t in (self._expiry_timer, self._expires_timer, self._interval_timer):
             if t is not None:
                 t.cancel()
         for rec in self.cache.values():
@@ -577,7 +602,7 @@ class Queue:
             return "auto_delete"
         for key in ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes",
                     "x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-                    "x-single-active-consumer", "x-max-priority", "x-queue-type"):
+                    "x-single-active-consumer", "x-max-priority", "x-queue-type", "x-fsync"):
             if (arguments or {}).get(key) != self.arguments.get(key):
                 return key
         return None
