@@ -262,8 +262,10 @@ class Session(asyncio.Protocol):
         self.capabilities = caps if isinstance(caps, dict) else {}
         user = self.broker.users.authenticate(e.mechanism, e.response)
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
-            raise errors.ConnectionAccessRefused(
+            err = errors.ConnectionAccessRefused(
                 f"user '{user.name}' can only connect via localhost", 10, 11)
+            err.login_failed = True
+            raise err
         self.user = user
         self.conn.send_tune()
 

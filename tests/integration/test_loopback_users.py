@@ -1,0 +1,81 @@
+"""`guest` may connect only from loopback, as in RabbitMQ; other users connect from anywhere.
+
+A real remote client: the test makes a network namespace joined to this one by a veth pair
+(the machine's own test host, 10.213.x.2), runs the broker on the root side's address, and
+connects from inside the namespace.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from amqpbroker.testing import BrokerProcess
+
+NS = f"amqpt{os.getpid() % 100000}"
+HOST_IP, NS_IP = "10.213.0.1", "10.213.0.2"
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    veth = f"v{NS}"
+    sh("ip", "netns", "add", NS)
+    try:
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
+        sh("ip", "link", "set", f"{veth}p", "netns", NS)
+        sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", veth)
+        sh("ip", "link", "set", veth, "up")
+        sh("ip", "netns", "exec", NS, "ip", "addr", "add", f"{NS_IP}/30", "dev", f"{veth}p")
+        sh("ip", "netns", "exec", NS, "ip", "link", "set", f"{veth}p", "up")
+        sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
+        yield NS
+    finally:
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+CLIENT = """
+import sys, pika
+try:
+    c = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+    c.channel().queue_declare("", exclusive=True)
+    c.close()
+    print("OK")
+except pika.exceptions.AMQPConnectionError as e:
+    print("REFUSED", repr(e))
+"""
+
+
+def connect_from_ns(url: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", CLIENT, url],
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+def test_guest_refused_remotely_other_users_allowed(netns, tmp_path):
+    with BrokerProcess(tmp_path, "--host", HOST_IP, management=True) as b:
+        assert b.host == HOST_IP
+        auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+        for path, body in ((f"/api/users/remote", {"password": "secret", "tags": ""}),
+                           (f"/api/permissions/%2F/remote",
+                            {"configure": ".*", "write": ".*", "read": ".*"})):
+            req = urllib.request.Request(f"http://{HOST_IP}:{b.management_port}{path}",
+                                         data=json.dumps(body).encode(), method="PUT",
+                                         headers={"Authorization": auth,
+                                                  "content-type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).close()
+        refused = connect_from_ns(f"amqp://guest:guest@{HOST_IP}:{b.port}/")
+        assert refused.startswith("REFUSED"), refused
+        assert "403" in refused and "can only connect via localhost" in refused, refused
+        assert connect_from_ns(f"amqp://remote:secret@{HOST_IP}:{b.port}/") == "OK"
+        log = "".join(b.output)
+        assert "user 'guest' can only connect via localhost" in log
