@@ -1,6 +1,6 @@
 """Hand-written codec for the hot path: publish, content header and body, deliver, ack.
 
-Everything else goes through pamqp (``codec.py``). Each function here is checked against
+Everything else goes through pamqp (``connection.py`` decodes with its command classes). Each function here is checked against
 pamqp's generic codec by ``tests/unit/protocol/test_fastpath.py``. Structs are precompiled;
 functions take and return plain values, no objects per frame.
 """

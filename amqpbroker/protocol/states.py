@@ -35,6 +35,8 @@ TRANSITIONS = {
     (AWAIT_TUNE_OK, "send:connection.close"): CLOSING,
     (AWAIT_OPEN, "send:connection.close"): CLOSING,
     (OPENING, "send:connection.close"): CLOSING,
+    (AWAIT_START_OK, "Connection.Close"): CLOSED,
+    (AWAIT_TUNE, "Connection.Close"): CLOSED,
     (AWAIT_TUNE_OK, "Connection.Close"): CLOSED,
     (AWAIT_OPEN, "Connection.Close"): CLOSED,
     (CLOSING, "Connection.CloseOk"): CLOSED,

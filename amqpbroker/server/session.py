@@ -74,6 +74,7 @@ class Session(asyncio.Protocol):
         self.reading_paused = False          # alarm: publishers are not read from
         self._backlog = False                # more buffered input than one turn's budget
         self._throttled_by: set = set()      # backlogged queues this publisher waits for
+        self._held: list = []                # a publish that arrived during an alarm
         self.closed = False
         self._flush_scheduled = False
         self._timer = None
@@ -118,8 +119,13 @@ class Session(asyncio.Protocol):
 
     def unthrottle(self, queue) -> None:
         self._throttled_by.discard(queue)
-        if not self._throttled_by and not self._backlog and not self.closed:
-            self._backlog = True            # what is buffered is handled before reading on
+        if not self._throttled_by:
+            self._schedule_continue()
+
+    def _schedule_continue(self) -> None:
+        """Handle what is held and buffered (next loop turn) before reading on."""
+        if not self._backlog and not self.closed:
+            self._backlog = True
             self.loop.call_soon(self._continue)
 
     def _maybe_resume(self) -> None:
@@ -148,8 +154,8 @@ class Session(asyncio.Protocol):
         conn = self.conn
         budget = EVENTS_PER_TURN
         while not self.closed:
-            if self._throttled_by:
-                break                   # unthrottle() schedules _continue for the rest
+            if self._throttled_by or self.reading_paused:
+                break                   # unthrottle() / the alarm's end continue from here
             if not budget:
                 # fairness: other connections (and deliveries) get the loop before we go on;
                 # stop reading meanwhile so the backlog cannot grow (TCP pushes back)
@@ -159,7 +165,7 @@ class Session(asyncio.Protocol):
                 break
             budget -= 1
             try:
-                event = conn.next_event()
+                event = self._held.pop() if self._held else conn.next_event()
                 if event is ev.NEED_DATA:
                     break
                 self._handle(event)
@@ -203,6 +209,11 @@ class Session(asyncio.Protocol):
         if t is ev.Publish:
             ch = self.channels[event.channel]
             self.is_publisher = True
+            if self.broker.alarms.blocked:
+                # a publish during an alarm waits, unread, until the alarm clears (RabbitMQ)
+                self._held.append(event)
+                self._pause_for_alarm()
+                return
             try:
                 ch.on_publish(event)
             except errors.ChannelError as err:
@@ -339,11 +350,16 @@ class Session(asyncio.Protocol):
             else:
                 self.send_method(0, C.Connection.Unblocked())
         if blocked and self.is_publisher and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
+            self._pause_for_alarm()
         elif not blocked and self.reading_paused:
             self.reading_paused = False
-            self._maybe_resume()
+            self._schedule_continue()
+
+    def _pause_for_alarm(self) -> None:
+        """RabbitMQ's 'blocked' state: nothing more is read from a publishing connection
+        while an alarm is on."""
+        self.reading_paused = True
+        self.transport.pause_reading()
 
     def force_close(self, text: str) -> None:
         """Broker-initiated close (shutdown, vhost deleted): 320 CONNECTION_FORCED."""

@@ -12,6 +12,8 @@ import zlib
 
 import pytest
 
+from amqpbroker.testing import leaks
+
 from shm._ring import lib
 from shm.ring import Ring
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
@@ -22,11 +24,8 @@ HDR = struct.Struct("<QII")  # seq, payload length, crc32(payload)
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
-    segs = {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
-    fds = set(os.listdir("/proc/self/fd"))
-    yield
-    assert {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")} <= segs, "leaked shm"
-    assert set(os.listdir("/proc/self/fd")) <= fds | {"0", "1", "2"}, "leaked fd"
+    with leaks.no_new_shm("amqptest-"), leaks.no_new_files():
+        yield
 
 
 def make_record(seq: int, big: bool = False) -> bytes:

@@ -9,6 +9,8 @@ import uuid
 import posix_ipc
 import pytest
 
+from amqpbroker.testing import leaks
+
 from shm._ring import ffi, lib
 from shm.ring import Ring, RingCorrupt
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
@@ -17,22 +19,15 @@ from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
-    segs = {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
-    fds = set(os.listdir("/proc/self/fd"))
-    yield
-    assert {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")} <= segs, "leaked shm"
-    assert set(os.listdir("/proc/self/fd")) <= fds | {"0", "1", "2"}, "leaked fd"
-
-
-def _segments() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
+    with leaks.no_new_shm("amqptest-"), leaks.no_new_files():
+        yield
 
 
 @pytest.fixture
 def name():
-    before = _segments()
+    before = leaks.shm_segments("amqptest-")
     yield "amqptest-" + uuid.uuid4().hex[:12]
-    assert _segments() - before == set(), "leaked shm segment"
+    assert leaks.shm_segments("amqptest-") - before == set(), "leaked shm segment"
 
 
 @pytest.fixture

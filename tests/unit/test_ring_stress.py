@@ -15,6 +15,8 @@ import zlib
 
 import pytest
 
+from amqpbroker.testing import leaks
+
 from shm.ring import Ring
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 
@@ -27,11 +29,8 @@ POOL = 512
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
-    segs = {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")}
-    fds = set(os.listdir("/proc/self/fd"))
-    yield
-    assert {n for n in os.listdir("/dev/shm") if n.startswith("amqptest-")} <= segs, "leaked shm"
-    assert set(os.listdir("/proc/self/fd")) <= fds | {"0", "1", "2"}, "leaked fd"
+    with leaks.no_new_shm("amqptest-"), leaks.no_new_files():
+        yield
 
 
 def payload_pool(max_record: int) -> list[bytes]:
