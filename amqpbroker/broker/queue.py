@@ -111,9 +111,10 @@ class QueueArgs:
 
 class Queue:
     # publisher flow control: a queue with consumers and more ready messages than FLOW_HIGH
-    # stops reading from its publishers until it is back under FLOW_LOW
+    # (or bytes than FLOW_HIGH_BYTES) stops reading from its publishers until it is back under
+    # half of both
     FLOW_HIGH = 5000
-    FLOW_LOW = 2500
+    FLOW_HIGH_BYTES = 8 << 20
 
     def __init__(self, broker, vhost, name: str, *, durable: bool, exclusive_owner=None,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str):
@@ -429,8 +430,15 @@ class Queue:
                 self._done(offset)
             if len(self.consumers) > 1 and not self.args.single_active:
                 self._rotate(consumer)
-        if self.flow_waiters and self.ready_count < self.FLOW_LOW:
+        if self.flow_waiters and self.ready_count < self.FLOW_HIGH // 2 \
+                and self.ready_bytes < self.FLOW_HIGH_BYTES // 2:
             self.release_publishers()
+
+    @property
+    def backlogged(self) -> bool:
+        """Publishers should wait: consumers are attached and cannot keep up."""
+        return bool(self.consumers) and (self.ready_count > self.FLOW_HIGH
+                                         or self.ready_bytes > self.FLOW_HIGH_BYTES)
 
     def release_publishers(self) -> None:
         waiters, self.flow_waiters = self.flow_waiters, set()

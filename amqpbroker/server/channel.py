@@ -136,7 +136,7 @@ class Channel:
                     nack = True
                 elif persistent and q.durable:
                     gen = self.broker.committer.open_gen
-                if q.ready_count > q.FLOW_HIGH and q.consumers:
+                if q.backlogged:
                     session.throttle(q)
         if self.confirm:
             self._confirm(gen, nack)
