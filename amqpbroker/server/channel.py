@@ -45,7 +45,6 @@ class Channel:
         self.consumers: dict[str, Consumer] = {}
         self.prefetch = 0              # basic.qos global=false: for consumers created later
         self.global_prefetch = 0       # basic.qos global=true: shared by the channel
-        self.flow_active = True
         self.confirm = False
         self.publish_seq = 0
         self.pending_confirms: deque = deque()
@@ -190,7 +189,7 @@ class Channel:
 
     # ============================================================ delivery
     def can_deliver(self, consumer: Consumer) -> bool:
-        if not self.flow_active or self.closed or not self.session.writable:
+        if self.closed or not self.session.writable:
             return False
         if consumer.no_ack:
             return True
@@ -319,12 +318,11 @@ class Channel:
         self.broker.users.check(s.user, s.vhost.name, kind, resource, name, cid, mid)
 
     def channel_flow(self, m) -> None:
-        self.flow_active = bool(m.active)
-        self.session.send_method(self.number, C.Channel.FlowOk(active=m.active))
-        if self.flow_active:
-            for c in self.consumers.values():
-                if c.queue is not None:
-                    c.queue.schedule_dispatch()
+        """Client-initiated flow: RabbitMQ supports only active=true (a no-op); pausing
+        deliveries is done with basic.qos, and active=false is 540 NOT_IMPLEMENTED."""
+        if not m.active:
+            raise errors.NotImplemented_("active=false", 20, 20)
+        self.session.send_method(self.number, C.Channel.FlowOk(active=True))
 
     def channel_flow_ok(self, m) -> None:
         pass
