@@ -1,4 +1,4 @@
-"""Every test session must leave no broker process and no shared-memory segment behind."""
+"""Every test session (tests/ and interop/) must leave no process and no shared-memory segment behind."""
 import pytest
 
 from amqpbroker.testing import leaks
