@@ -64,7 +64,12 @@ def serve(cfg: Config) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(_serve(cfg))
+    try:
+        return asyncio.run(_serve(cfg))
+    except OSError as exc:
+        # a port in use, an unwritable data directory: say so in one line, exit 1
+        log.error("cannot start: %s", exc)
+        return 1
 
 
 async def _serve(cfg: Config) -> int:
@@ -72,7 +77,10 @@ async def _serve(cfg: Config) -> int:
     from .server.listener import AMQPServer
 
     loop = asyncio.get_running_loop()
-    broker = Broker(cfg, loop)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)      # first: a signal during start-up or right
+    broker = Broker(cfg, loop)                      # after "ready" still shuts down cleanly
     broker.start()
     server = AMQPServer(broker)
     addrs = await server.start(cfg.host, cfg.port)
@@ -85,9 +93,6 @@ async def _serve(cfg: Config) -> int:
         mhost, mport = await mgmt.start(cfg.host, max(cfg.management_port, 0))
         line += f" management={_show(mhost)}:{mport}"
     print(line, flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     await server.stop()

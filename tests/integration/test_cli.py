@@ -79,3 +79,28 @@ def test_signal_closes_connections_with_320_and_exits_cleanly(tmp_path, sig):
         method, _, body = conn.channel().basic_get("kept", auto_ack=True)
         assert body == b"persist"
         conn.close()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
+                              "--port", str(port), "--management-port", "0",
+                              "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 1
+    assert "cannot start" in out.stderr and "address already in use" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unusable_data_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = subprocess.run([sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
+                          "--port", "0", "--management-port", "0",
+                          "--data-dir", str(blocker / "data")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    assert "cannot start" in out.stderr and "Traceback" not in out.stderr
