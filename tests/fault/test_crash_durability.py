@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import shlex
 import time
 from collections import defaultdict
 
@@ -47,6 +49,31 @@ MAX_PER_PUBLISHER = 20000
 SEEDS = [1, 2, 3, 4]
 # odd seeds run without a body cache, so the consumer's deliveries are read back from the log
 BROKER_ARGS = {1: ("--cache-limit", "0"), 3: ("--cache-limit", "0")}
+KILL_DELAY = (0.2, 1.5)  # seconds after the first confirm
+REQUEUE = 0.0            # fraction of q0's deliveries nacked with requeue (as many again dropped)
+
+
+def _env_seeds(spec: str) -> list[int]:
+    """"1-40", "7,9,100-120": the seeds of a soak run."""
+    out = []
+    for part in spec.replace(" ", "").split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+# Soak runs (CI uses the defaults above), e.g.
+#   CRASH_SEEDS=1-40 CRASH_BROKER_ARGS="--segment-bytes 65536" CRASH_KILL_DELAY=0-3 \
+#   CRASH_REQUEUE=0.1 CRASH_CONSUMED_QUEUES=3 pytest tests/fault/test_crash_durability.py
+# CRASH_BROKER_ARGS are added for every seed (on top of the odd seeds' --cache-limit 0).
+if os.environ.get("CRASH_SEEDS"):
+    SEEDS = _env_seeds(os.environ["CRASH_SEEDS"])
+EXTRA_ARGS = tuple(shlex.split(os.environ.get("CRASH_BROKER_ARGS", "")))
+if os.environ.get("CRASH_KILL_DELAY"):
+    KILL_DELAY = tuple(float(x) for x in os.environ["CRASH_KILL_DELAY"].split("-"))
+REQUEUE = float(os.environ.get("CRASH_REQUEUE", REQUEUE))
+CONSUMED = int(os.environ.get("CRASH_CONSUMED_QUEUES", 1))   # the consumer takes q0..q{n-1}
 
 
 class Run:
@@ -60,7 +87,9 @@ class Run:
         self.acked_durable: set[str] = set()
         self.delivered_before_kill: set[str] = set()
         self.first_confirm = asyncio.Event()
+        self.consuming = asyncio.Event()
         self.killed = False
+        self.consumer_rng = random.Random(seed * 7919 + 1)   # nack decisions (CRASH_REQUEUE)
 
 
 def qname(i: int) -> str:
@@ -127,8 +156,15 @@ async def acking_consumer(url: str, run: Run) -> None:
         nonlocal since_barrier
         mid = m.header.properties.message_id
         run.delivered_before_kill.add(mid)
+        r = run.consumer_rng.random() if REQUEUE else 1.0
         try:
-            await m.channel.basic_ack(m.delivery.delivery_tag)
+            if r < REQUEUE:
+                await m.channel.basic_nack(m.delivery.delivery_tag, requeue=True)
+                return                        # comes back; acked (or nacked) at a later turn
+            if r < 2 * REQUEUE:
+                await m.channel.basic_reject(m.delivery.delivery_tag, requeue=False)
+            else:                             # dropped (no DLX): settled like an ack
+                await m.channel.basic_ack(m.delivery.delivery_tag)
         except Exception:
             return
         run.acked_sent.add(mid)
@@ -140,7 +176,9 @@ async def acking_consumer(url: str, run: Run) -> None:
             t.add_done_callback(barriers.discard)
 
     try:
-        await ch.basic_consume(qname(0), on_message)
+        for q in range(CONSUMED):
+            await ch.basic_consume(qname(q), on_message)
+        run.consuming.set()
         while not run.killed and not conn.is_closed:
             await asyncio.sleep(0.05)
     except Exception:
@@ -161,11 +199,12 @@ async def _close_quietly(conn) -> None:
 async def load_then_kill(broker: BrokerProcess, run: Run) -> None:
     choices = [[run.rng.randrange(QUEUES) for _ in range(MAX_PER_PUBLISHER)]
                for _ in range(PUBLISHERS)]
-    delay = run.rng.uniform(0.2, 1.5)
+    delay = run.rng.uniform(*KILL_DELAY)
     tasks = [asyncio.ensure_future(publisher(broker.url, run, p, choices[p]))
              for p in range(PUBLISHERS)]
     tasks.append(asyncio.ensure_future(acking_consumer(broker.url, run)))
     await asyncio.wait_for(run.first_confirm.wait(), 30)
+    await asyncio.wait_for(run.consuming.wait(), 30)   # a kill during its setup tests nothing
     await asyncio.sleep(delay)          # the random moment of the crash (not synchronisation)
     broker.kill()
     run.killed = True
@@ -200,7 +239,7 @@ def drain_all(broker: BrokerProcess) -> dict[int, list[tuple[str, bool]]]:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_under_load_keeps_confirmed_messages(tmp_path, seed):
-    broker = BrokerProcess(tmp_path / "data", *BROKER_ARGS.get(seed, ())).start()
+    broker = BrokerProcess(tmp_path / "data", *BROKER_ARGS.get(seed, ()), *EXTRA_ARGS).start()
     try:
         conn = pika.BlockingConnection(pika.URLParameters(broker.url))
         ch = conn.channel()
