@@ -12,8 +12,8 @@ Theory of operation (h11-style, no I/O anywhere under ``amqpbroker/protocol``):
 * Per channel, content is assembled as RabbitMQ's ``rabbit_command_assembler`` does:
   basic.publish, then one content header, then body frames until body-size bytes arrived.
   Anything else in between is 505 UNEXPECTED_FRAME; a body overrun is 501.
-* Everything the server sends is queued in ``data_to_send()``; the shell writes it once per
-  read, so many confirms and deliveries go out in one syscall.
+* Everything the server sends is queued in ``data_to_send()`` / ``take_output()``; the shell
+  writes it once per read, so many confirms and deliveries go out in one (writev) syscall.
 * After the server sends ``channel.close`` the channel's frames are dropped until
   ``channel.close-ok``; after ``connection.close``, all frames until ``connection.close-ok``.
 
@@ -397,6 +397,14 @@ class Connection:
             return b""
         out = b"".join(self._out)
         self._out.clear()
+        return out
+
+    def take_output(self) -> list:
+        """What ``data_to_send()`` would join, as the list of parts itself (bytes and
+        memoryviews), for ``transport.writelines``: bodies go to the socket uncopied."""
+        out = self._out
+        if out:
+            self._out = []
         return out
 
     def write(self, frames) -> None:

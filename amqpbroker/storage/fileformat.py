@@ -78,6 +78,31 @@ def write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
 
 
+IOV_MAX = 1024  # Linux's limit on buffers per writev (sysconf(SC_IOV_MAX))
+
+
+def writev_all(fd: int, parts: list, size: int) -> None:
+    """os.writev `parts` (`size` bytes in all) until everything is written: one syscall
+    unless there are more than IOV_MAX parts or the kernel writes short."""
+    if len(parts) <= IOV_MAX:
+        written = os.writev(fd, parts)
+        if written == size:
+            return
+    else:
+        written = 0
+    i = 0
+    while i < len(parts):
+        n = len(parts[i])
+        if written >= n:          # this part is out already
+            written -= n
+            i += 1
+            continue
+        if written:               # partly out: the rest of it leads the next call
+            parts = [memoryview(parts[i])[written:]] + parts[i + 1:]
+            i = 0
+        written = os.writev(fd, parts[i:i + IOV_MAX])
+
+
 class FsyncPolicy:
     """When sync() really calls fsync: "always" every call, "interval" if the interval has
     elapsed since the last fsync (or the caller forces it), "never" not at all."""

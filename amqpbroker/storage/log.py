@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A partition is a directory of segments (segment.py; batch format in record.py; indexes in
 index.py). The last segment is active; append() encodes the records as one batch and writes
-it with one write() call, rolling first to a new segment when the batch would push the active
+it with one writev() call, rolling first to a new segment when the batch would push the active
 one past `segment_bytes`, when the batch's newest timestamp is `segment_ms` or more past the
 segment's first record, or when relative offsets would overflow u32. Rolling writes the last
 time-index entry of the old segment and creates the new files; it does not fsync.
@@ -38,7 +38,7 @@ from collections import OrderedDict
 
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .fileformat import FsyncPolicy, fsync_dir
-from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch, record_size
+from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch_parts, record_size
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
 
@@ -100,20 +100,20 @@ class PartitionLog:
 
     # -- writing ---------------------------------------------------------------------------------
     def append(self, records: list[Record]) -> int:
-        """Append `records` as one batch with one write() and no fsync; return the base offset."""
+        """Append `records` as one batch with one writev() and no fsync; return the base offset."""
         with self._lock:
             self._check_open()
             if not records:
                 return self.end_offset
             active = self._active
             base = active.next_offset
-            batch, first_ts, max_ts = encode_batch(base, records)
+            parts, size, first_ts, max_ts = encode_batch_parts(base, records)
             if not active.is_empty and (
-                    active.size + len(batch) > self.segment_bytes
+                    active.size + size > self.segment_bytes
                     or max_ts - active.first_timestamp >= self.segment_ms
                     or not active.fits(len(records))):
                 active = self._roll()
-            active.append(batch, BatchHeader(len(batch) - 4, base, len(records), 0, first_ts, max_ts))
+            active.append(parts, BatchHeader(size - 4, base, len(records), 0, first_ts, max_ts))
             if self._policy.mode == "never":
                 self.durable_offset = active.next_offset
             return base

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 `PartitionLog.append(records)` encodes the whole list as ONE batch and writes it with ONE
-write() call, so a batch is the unit of atomicity on disk: after a crash a batch is either whole
-(its CRC matches) or it is the torn tail that recovery cuts off. Offsets are assigned per batch
-(base offset + position in the batch), so a batch never needs rewriting.
+writev() call (of its parts: large bodies are not copied), so a batch is the unit of atomicity
+on disk: after a crash a batch is either whole (its CRC matches) or it is the torn tail that
+recovery cuts off. Offsets are assigned per batch (base offset + position in the batch), so
+a batch never needs rewriting.
 
 Batch layout (big-endian), `length` counts every byte after the length field itself:
 
@@ -48,6 +49,9 @@ _RECORD_HEAD = struct.Struct(">IQBB")  # rec_len, timestamp, flags, exchange len
 _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _RECORD_FIXED = 8 + 1 + 1 + 1 + 4 + 4  # bytes counted by rec_len besides the variable fields
+_OFFSET_COUNT = struct.Struct(">QI")
+_TIMESTAMPS = struct.Struct(">QQ")
+SEPARATE_BODY = 8192  # bodies this big are written from the caller's object, not joined
 
 
 @dataclass(slots=True)
@@ -80,7 +84,21 @@ class BatchHeader(NamedTuple):
 
 def encode_batch(base_offset: int, records: list[Record]) -> tuple[bytes, int, int]:
     """Encode `records` as one batch; returns (batch bytes, first_ts, max_ts)."""
-    parts: list[bytes] = []
+    parts, _size, first_ts, max_ts = encode_batch_parts(base_offset, records)
+    return b"".join(parts), first_ts, max_ts
+
+
+def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, int, int, int]:
+    """Encode `records` as one batch without copying large bodies.
+
+    Returns (parts, size, first_ts, max_ts): the batch is the concatenation of `parts` (the
+    36-byte header first), `size` bytes in all; write it with one os.writev. Small fields are
+    joined into one part between bodies of at least SEPARATE_BODY bytes, which stay the
+    caller's objects, so a 64 KiB body is never copied here; the CRC runs over the parts.
+    """
+    parts: list = [b""]        # [0] is the batch header, filled in last
+    small: list[bytes] = []    # small fields waiting to be joined into one part
+    size = 0                   # bytes after the header
     first_ts = records[0].timestamp
     max_ts = first_ts
     for r in records:
@@ -92,20 +110,31 @@ def encode_batch(base_offset: int, records: list[Record]) -> tuple[bytes, int, i
         if ts > max_ts:
             max_ts = ts
         props, body = r.properties, r.body
-        rec_len = _RECORD_FIXED + len(ex) + len(rk) + len(props) + len(body)
-        parts.append(_RECORD_HEAD.pack(rec_len, ts, r.flags, len(ex)) + ex
+        blen = len(body)
+        rec_len = _RECORD_FIXED + len(ex) + len(rk) + len(props) + blen
+        size += 4 + rec_len
+        small.append(_RECORD_HEAD.pack(rec_len, ts, r.flags, len(ex)) + ex
                      + _U8.pack(len(rk)) + rk + _U32.pack(len(props)))
-        parts.append(props)
-        parts.append(_U32.pack(len(body)))
-        parts.append(body)
-    payload = b"".join(parts)
-    length = BATCH_OVERHEAD + len(payload)
+        small.append(props)
+        small.append(_U32.pack(blen))
+        if blen >= SEPARATE_BODY:
+            parts.append(b"".join(small))
+            small.clear()
+            parts.append(body)
+        else:
+            small.append(body)
+    if small:
+        parts.append(b"".join(small))
+    length = BATCH_OVERHEAD + size
     if length > MAX_BATCH_BYTES:
         raise ValueError(f"batch of {length} bytes exceeds the {MAX_BATCH_BYTES} byte limit")
-    tail = struct.pack(">QQ", first_ts, max_ts) + payload
-    head = struct.pack(">QI", base_offset, len(records))
-    crc = crc32c(tail, crc32c(head))
-    return LENGTH.pack(length) + head + _U32.pack(crc) + tail, first_ts, max_ts
+    head = _OFFSET_COUNT.pack(base_offset, len(records))
+    stamps = _TIMESTAMPS.pack(first_ts, max_ts)
+    crc = crc32c(stamps, crc32c(head))
+    for i in range(1, len(parts)):
+        crc = crc32c(parts[i], crc)
+    parts[0] = BATCH_HEADER.pack(length, base_offset, len(records), crc, first_ts, max_ts)
+    return parts, BATCH_HEADER_SIZE + size, first_ts, max_ts
 
 
 def decode_header(buf, pos: int = 0) -> BatchHeader:

@@ -8,8 +8,8 @@ are closed and never change again except by being deleted whole. `<base>.log` is
 file header (magic b"AQLG", schema version) followed by record batches back to back (format
 in record.py). The segment keeps in memory only its counters and its sparse index entries.
 
-Writes: one batch = one os.write() on an O_APPEND descriptor; the index entries it earns are
-written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs the descriptors.
+Writes: one batch = one os.writev() of its parts on an O_APPEND descriptor; the index entries
+it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs the descriptors.
 
 Reads: os.pread() of just the bytes needed, starting at the offset index's floor entry and
 walking batch headers forward in chunks (`iter_batches`).
@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, write_all
+from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, write_all, writev_all
 from .index import OffsetIndex, TimeIndex
 from .record import BATCH_HEADER_SIZE, BatchHeader, decode_header, header_plausible
 
@@ -111,12 +111,16 @@ class Segment:
         self.offset_index.open_for_append()
         self.time_index.open_for_append()
 
-    def append(self, batch: bytes, h: BatchHeader) -> None:
-        """Write one encoded batch with one write() call (no fsync)."""
+    def append(self, batch, h: BatchHeader) -> None:
+        """Write one encoded batch, bytes or a list of parts (`encode_batch_parts`), with one
+        write() / writev() call (no fsync)."""
         fd = self._write_fd
         assert fd is not None, "segment is not open for append"
         try:
-            write_all(fd, batch)
+            if type(batch) is list:
+                writev_all(fd, batch, h.size)
+            else:
+                write_all(fd, batch)
             # inside the try: if an index write fails (ENOSPC) the batch must go too, or the
             # retry would append it a second time behind a copy the segment does not know of
             self.note_batch(self.size, h)

@@ -1,7 +1,7 @@
 import pytest
 
 from amqpbroker.storage.record import (Record, crc_ok, decode_header, decode_records, encode_batch,
-                                       header_plausible)
+                                       encode_batch_parts, header_plausible)
 
 
 def test_batch_roundtrip_keeps_every_field():
@@ -28,3 +28,43 @@ def test_shortstr_limits_are_enforced():
         encode_batch(0, [Record(1, "e" * 256, "", b"", b"")])
     with pytest.raises(ValueError):
         encode_batch(0, [Record(1, "", "k" * 256, b"", b"")])
+
+
+def test_parts_keep_large_bodies_uncopied_and_crc_covers_them():
+    big = bytes(range(256)) * 64                           # 16 KiB: written from the record
+    records = [Record(3, "x", "a", b"p", b"small"), Record(4, "x", "b", b"", big),
+               Record(2, "x", "c", b"q", big + b"!"), Record(5, "", "", b"", b"tail")]
+    parts, size, first_ts, max_ts = encode_batch_parts(9, records)
+    assert any(p is big for p in parts) and len(parts) == 6   # header, small, big, small, big, small
+    batch = b"".join(parts)
+    assert (size, first_ts, max_ts) == (len(batch), 3, 5)
+    assert batch == encode_batch(9, records)[0]
+    assert crc_ok(batch) and decode_records(batch) == records
+
+
+def test_writev_all_finishes_short_writes_and_splits_at_iov_max(monkeypatch, tmp_path):
+    import os
+    import random
+    from amqpbroker.storage import fileformat
+    rng = random.Random(1)
+    real = os.writev
+    calls = []
+
+    def short_writev(fd, bufs):
+        assert len(bufs) <= fileformat.IOV_MAX
+        total = sum(len(b) for b in bufs)
+        calls.append(len(bufs))
+        return real(fd, [b"".join(bytes(b) for b in bufs)[:rng.randint(1, total)]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    for count in (1, 3, fileformat.IOV_MAX + 500):
+        parts = [bytes([i % 251]) * rng.choice((0, 1, 7, 300)) for i in range(count)]
+        parts[0] = b"head"
+        path = tmp_path / f"f{count}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            fileformat.writev_all(fd, parts, sum(map(len, parts)))
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == b"".join(parts)
+    assert len(calls) > 3
