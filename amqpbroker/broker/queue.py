@@ -23,6 +23,7 @@ records in a durable queue are marked done, as RabbitMQ drops them on restart.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import time
@@ -464,6 +465,7 @@ class Queue:
 
     # ---------------------------------------------------------------- settling
     def _done(self, offset: int) -> None:
+        self.redelivered.discard(offset)     # a requeued message dropped or purged while ready
         self.pending_acks.append(offset)
         self.broker.committer.mark(self)
 
@@ -480,17 +482,27 @@ class Queue:
             self.broker.dead_letter(self, [record], "rejected")
 
     def requeue(self, items: list[tuple[int, Record]]) -> None:
-        """Put messages back at the head, in their original order."""
+        """Put messages back at their original position (by offset within their priority),
+        as RabbitMQ's classic queue does: not simply at the head, which would put a message
+        requeued later ahead of an older one requeued earlier."""
         if self.deleted:
             return
         for offset, rec in sorted(items, key=lambda x: x[0], reverse=True):
-            self.ready[self._level(rec.properties) if self.args.max_priority else 0].appendleft(offset)
+            d = self.ready[self._level(rec.properties) if self.args.max_priority else 0]
+            if not d or offset < d[0]:
+                d.appendleft(offset)             # the usual case: older than all ready
+            else:
+                bisect.insort(d, offset)         # each level's deque is sorted by offset
             self.ready_count += 1
             self.ready_bytes += len(rec.body)
             self.redelivered.add(offset)
             if offset not in self.cache:
                 self.cache[offset] = rec
                 self.broker.cache_used += len(rec.body)
+        if self.args.overflow == "drop-head":
+            # RabbitMQ drops from the head after a requeue too (requeue_and_run ->
+            # maybe_drop_head), which may drop the requeued messages themselves
+            self._drop_over_limit()
         self.schedule_dispatch()
 
     def requeue_unacked(self, items: list[tuple[int, Record]]) -> None:
