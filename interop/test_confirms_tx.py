@@ -1,7 +1,6 @@
 """Publisher confirms and transactions (tx.select / commit / rollback)."""
 from __future__ import annotations
 
-import pika
 import pytest
 from pamqp import body as pbody
 from pamqp import commands as spec

@@ -103,7 +103,7 @@ def test_reply_to_dead_channel_is_dropped(connect, uniq, cleanup):
     client.confirm_delivery()
     client.basic_publish("", rpc_q, b"req", pika.BasicProperties(reply_to=REPLY_TO))
     server = connect().channel()
-    ((m, props, _),) = [server.basic_get(rpc_q, auto_ack=True)]
+    ((_, props, _),) = [server.basic_get(rpc_q, auto_ack=True)]
     a.close()
     server.confirm_delivery()
     # The requester is gone: the reply is silently dropped (still confirmed).

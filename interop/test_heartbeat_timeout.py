@@ -1,7 +1,6 @@
 """A peer that stops talking is disconnected after about two heartbeat intervals."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pika

@@ -5,7 +5,6 @@ exchange, bind *to* a queue), read (consume/get from a queue, bind *from* an exc
 """
 from __future__ import annotations
 
-import urllib.error
 
 import pika
 import pytest

@@ -2,7 +2,6 @@
 purge, delete with conditions, argument equivalence."""
 from __future__ import annotations
 
-import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 

@@ -5,7 +5,6 @@ import time
 import uuid
 
 import pika
-import pytest
 
 from .conftest import drain
 

@@ -8,7 +8,6 @@ exchange-to-exchange bindings (each exchange visited once) and alternate exchang
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 
 from .. import errors
@@ -219,7 +218,7 @@ class VirtualHost:
 
     def _bindable(self, exchange_name, cid, mid) -> Exchange:
         if exchange_name == "":
-            raise errors.AccessRefused(f"operation not permitted on the default exchange",
+            raise errors.AccessRefused("operation not permitted on the default exchange",
                                        cid, mid)
         return self.get_exchange(exchange_name, cid, mid)
 

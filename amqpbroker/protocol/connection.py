@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 
 from pamqp import commands, frame as pframe
-from pamqp.exceptions import UnmarshalingException
 
 from .. import errors
 from . import events as ev

@@ -65,8 +65,8 @@ def test_guest_refused_remotely_other_users_allowed(netns, tmp_path):
     with BrokerProcess(tmp_path, "--host", HOST_IP, management=True) as b:
         assert b.host == HOST_IP
         auth = "Basic " + base64.b64encode(b"guest:guest").decode()
-        for path, body in ((f"/api/users/remote", {"password": "secret", "tags": ""}),
-                           (f"/api/permissions/%2F/remote",
+        for path, body in (("/api/users/remote", {"password": "secret", "tags": ""}),
+                           ("/api/permissions/%2F/remote",
                             {"configure": ".*", "write": ".*", "read": ".*"})):
             req = urllib.request.Request(f"http://{HOST_IP}:{b.management_port}{path}",
                                          data=json.dumps(body).encode(), method="PUT",
