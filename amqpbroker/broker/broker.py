@@ -69,6 +69,7 @@ class Broker:
 
     def close(self) -> None:
         self.alarms.stop()
+        self.definitions.close()
         self.committer.drain()
         for vh in self.vhosts.values():
             vh.close()

@@ -20,6 +20,7 @@ class Definitions:
         self.broker = broker
         self.path = path
         self.loading = False
+        self._retry = None
 
     def export(self, include_transient: bool = False) -> dict:
         b = self.broker
@@ -58,8 +59,37 @@ class Definitions:
         return out
 
     def save(self) -> None:
+        """Write the definitions; if the disk refuses, keep them in memory, raise the disk
+        alarm and retry every second until a write succeeds."""
         if self.loading:
             return
+        try:
+            self._write()
+        except OSError as exc:
+            if self._retry is None:
+                log.error("saving definitions failed: %s; retrying every second", exc)
+                self.broker.alarms.set("disk_definitions", f"saving definitions failed: {exc}")
+                self._retry = self.broker.loop.call_later(1.0, self._retry_save)
+            return
+        if "disk_definitions" in self.broker.alarms.active:
+            log.warning("definitions saved")
+            self.broker.alarms.clear("disk_definitions")
+
+    def close(self) -> None:
+        """Shutdown: one last try at a save that is still owed."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+            try:
+                self._write()
+            except OSError as exc:
+                log.error("definitions not saved at shutdown: %s", exc)
+
+    def _retry_save(self) -> None:
+        self._retry = None
+        self.save()
+
+    def _write(self) -> None:
         data = json.dumps(self.export(), indent=1, default=str).encode()
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:

@@ -171,6 +171,10 @@ class Session(asyncio.Protocol):
                 self._handle(event)
             except errors.AMQPError as err:
                 self._on_error(err)
+            except OSError as exc:
+                # the data directory refused a write (disk full, read-only): not a bug
+                log.error("connection %s: %s", self.name, exc)
+                self._on_error(errors.ResourceError(f"cannot complete the method: {exc}"))
             except Exception:
                 log.exception("connection %s: internal error", self.name)
                 self._on_error(errors.InternalError("internal error"))

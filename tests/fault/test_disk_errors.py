@@ -1,7 +1,7 @@
 """A full disk under the data directory: the broker blocks publishers, does not crash, keeps
 every confirmed message, and recovers by itself once space is freed.
 
-The data directory lives on a small tmpfs mounted for the test (needs root; skipped otherwise),
+The data directory lives on a small tmpfs mounted for the test (needs root, as CI has),
 and a filler file takes the free space. Two ways to run out:
   * below `--disk-free-limit` (RabbitMQ's disk alarm, checked every second): connection.blocked
     before any write fails; deleting the filler clears it (connection.unblocked);
@@ -31,8 +31,7 @@ BIG = 64 * 1024          # bigger than any page slack left in a file: every appe
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    assert os.geteuid() == 0, "mounting a tmpfs needs root (see README: tests that need root)"
     mnt = tmp_path / "disk"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
@@ -301,5 +300,40 @@ def test_sigterm_while_disk_full_shuts_down_cleanly(small_disk):
         os.unlink(str(small_disk / "filler"))
         broker.start()
         assert read_back(broker, "q", 10) == before
+    finally:
+        broker.stop()
+
+
+def test_declares_while_disk_full(small_disk):
+    """Metadata with no files of its own (a durable exchange) is kept in memory and saved once
+    the disk has room; a queue, which needs files, is refused with 506 RESOURCE_ERROR. The
+    broker stays up either way."""
+    data = small_disk / "data"
+    broker = BrokerProcess(data, "--disk-free-limit", "0").start()
+    filler = str(small_disk / "filler")
+    try:
+        fill_disk(filler)
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        ch = conn.channel()
+        ch.exchange_declare("kept-x", "topic", durable=True)
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+            conn.channel().queue_declare("no-room-q", durable=True)
+        assert e.value.reply_code == 506
+        assert "No space left on device" in e.value.reply_text
+        os.unlink(filler)
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        ch = conn.channel()
+        ch.queue_declare("room-q", durable=True)      # space again: queues can be declared
+        conn.close()
+        definitions = data / "definitions.json"
+        wait_for(lambda: "kept-x" in definitions.read_text(), 10, "definitions saved")
+        broker.kill()
+        broker.start()
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        ch = conn.channel()
+        ch.exchange_declare("kept-x", "topic", passive=True)
+        ch.queue_declare("room-q", passive=True)
+        conn.close()
+        assert "Traceback" not in "".join(broker.output)
     finally:
         broker.stop()
