@@ -90,7 +90,8 @@ class Definitions:
         self.save()
 
     def _write(self) -> None:
-        data = json.dumps(self.export(), indent=1, default=str).encode()
+        # no indent: that keeps json on its C encoder (indent switches to the Python one)
+        data = json.dumps(self.export(), default=str, separators=(",", ":")).encode()
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
