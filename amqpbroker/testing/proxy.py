@@ -78,7 +78,8 @@ class _Link:
             self.closed = True
             if self.cut:
                 self.proxy.cuts += 1
-        for s in (self.client, self.server):
+        self.proxy._forget(self)        # before the sockets close: whoever sees the EOF sees
+        for s in (self.client, self.server):         # the link gone and counted
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
                 s.shutdown(socket.SHUT_RD)           # wakes the other pump's recv(); sends nothing
@@ -88,7 +89,6 @@ class _Link:
                 s.close()
             except OSError:
                 pass
-        self.proxy._forget(self)
 
 
 class FaultProxy:
