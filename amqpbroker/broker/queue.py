@@ -322,10 +322,6 @@ class Queue:
             if self.auto_delete and self.had_consumers and not self.deleted:
                 self.vhost.delete_queue(self, reason="auto-delete")
 
-    def active_consumer(self):
-        """With x-single-active-consumer, the consumer that gets every message."""
-        return self.consumers[0] if self.consumers else None
-
     def schedule_dispatch(self) -> None:
         if not self._dispatch_scheduled and self.consumers and not self.deleted:
             self._dispatch_scheduled = True

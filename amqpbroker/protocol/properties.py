@@ -125,8 +125,3 @@ def decode(raw: bytes) -> commands.Basic.Properties:
 def encode(props: commands.Basic.Properties) -> bytes:
     return props.marshal()
 
-
-def headers_of(raw: bytes) -> dict:
-    if len(raw) < 2 or not _U16.unpack_from(raw, 0)[0] & F_HEADERS:
-        return {}
-    return decode(raw).headers or {}

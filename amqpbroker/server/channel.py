@@ -117,7 +117,7 @@ class Channel:
         record = Record(now_ms(), ev.exchange, routing_key, raw, ev.body,
                         1 if scan.delivery_mode == 2 else 0)
         if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):
-            routed = self.broker_reply_to(routing_key[len(REPLY_TO_PREFIX):], record)
+            routed = self._deliver_direct_reply(routing_key[len(REPLY_TO_PREFIX):], record)
             if not routed and ev.mandatory:
                 self._return(312, "NO_ROUTE", record)
             self._confirm(0, False)
@@ -140,7 +140,7 @@ class Channel:
         if self.confirm:
             self._confirm(gen, nack)
 
-    def broker_reply_to(self, token: str, record) -> bool:
+    def _deliver_direct_reply(self, token: str, record) -> bool:
         target = self.session.server.reply_to.get(token)
         if target is None:
             return False
