@@ -87,3 +87,13 @@ ResourceError = _hard(506, "ResourceError")
 NotAllowed = _hard(530, "NotAllowed")
 NotImplemented_ = _hard(540, "NotImplemented_")
 InternalError = _hard(541, "InternalError")
+
+
+def from_reply(hard: bool, code: int, text: str, class_id: int, method_id: int) -> AMQPError:
+    """Rebuild an error that crossed a process boundary as (hard, code, text, class, method)."""
+    base = ConnectionError_ if hard else ChannelError
+    return base(text, class_id, method_id, reply_code=code)
+
+
+def to_reply(err: AMQPError) -> tuple:
+    return (bool(err.hard), err.reply_code, err.text, err.class_id, err.method_id)

@@ -4,21 +4,18 @@ It is I/O-free apart from storage; connections (``server/session.py``) call into
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import logging
 import os
 import shutil
 import uuid
 
+from .. import errors
 from ..config import Config
 from ..protocol import properties as props_mod
-from ..storage.record import Record
 from .alarms import Alarms
 from .auth import Users
-from .committer import Committer
 from .definitions import Definitions
-from .queue import now_ms
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
@@ -34,11 +31,14 @@ class Broker:
         self.cache_used = 0
         self.data_dir = os.path.abspath(config.data_dir)
         self.definitions = Definitions(self, os.path.join(self.data_dir, "definitions.json"))
-        self.committer = Committer(self)
         self.alarms = Alarms(self)
+        self.partitions: list = []          # PartitionClient per worker (see start)
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, partitions=None) -> None:
+        """Load metadata and open every queue. ``partitions``: the clients of the worker
+        processes; by default one in-process host (``--workers 0``)."""
+        self.partitions = partitions or [self._local_partition()]
         os.makedirs(os.path.join(self.data_dir, "queues"), exist_ok=True)
         transient = os.path.join(self.data_dir, "transient")
         shutil.rmtree(transient, ignore_errors=True)     # non-durable queues die with the node
@@ -67,12 +67,21 @@ class Broker:
                 log.warning("removing orphan queue directory %s", name)
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
+    def _local_partition(self):
+        from ..partition.client import PartitionClient
+        from ..partition.host import PartitionHost
+        from ..partition.link import LocalLink
+        client = PartitionClient(self, 0)
+        LocalLink(PartitionHost(self.config, self.loop), client)
+        return client
+
     def close(self) -> None:
+        """Shutdown: hosts write and fsync what is pending and close their logs."""
         self.alarms.stop()
         self.definitions.close()
-        self.committer.drain()
-        for vh in self.vhosts.values():
-            vh.close()
+        for client in self.partitions:
+            if client.link is not None:
+                client.send(("close",))
 
     # ------------------------------------------------------------ vhosts
     def add_vhost(self, name: str, description: str = "", tags=()) -> VirtualHost:
@@ -103,60 +112,36 @@ class Broker:
         digest = hashlib.sha1(f"{vhost.name}\x00{name}".encode()).hexdigest()
         return os.path.join(self.data_dir, "queues", digest)
 
-    # ------------------------------------------------------------ dead-lettering
-    def dead_letter(self, queue, records, reason: str) -> None:
-        """Republish to the queue's dead-letter exchange with RabbitMQ's x-death headers."""
-        dlx_name = queue.args.dlx
-        if dlx_name is None or queue.deleted and reason != "rejected":
-            return
-        vhost = queue.vhost
-        ex = vhost.exchanges.get(dlx_name)
+    # ------------------------------------------------------------ partitions
+    def place(self, vhost: VirtualHost, name: str):
+        """The partition client of the worker that owns queue ``name`` (stable by name)."""
+        digest = hashlib.sha1(f"{vhost.name}\x00{name}".encode()).digest()
+        return self.partitions[int.from_bytes(digest[:4], "big") % len(self.partitions)]
+
+    async def queue_stats(self, refs) -> dict:
+        """QueueRef -> (ready, consumers, unacked, ready bytes), one request per host."""
+        by_client: dict = {}
+        for ref in refs:
+            by_client.setdefault(ref.client, []).append(ref)
+        out = {}
+        for client, group in by_client.items():
+            try:
+                stats = await client.request("stats", [r.qid for r in group])
+            except errors.AMQPError:
+                stats = {}          # the worker is restarting
+            for r in group:
+                out[r] = stats.get(r.qid, (0, 0, 0, 0))
+        return out
+
+    def route_dead_letter(self, vhost_name: str, exchange: str, keys, record, skip) -> None:
+        """A host dead-lettered ``record``: route it through ``exchange`` as a publish."""
+        vhost = self.vhosts.get(vhost_name)
+        ex = vhost.exchanges.get(exchange) if vhost is not None else None
         if ex is None:
             return
-        for rec in records:
-            props = props_mod.decode(rec.properties)
-            headers = dict(props.headers or {})
-            cc = _str_list(headers.get("CC"))
-            routing_keys = [rec.routing_key] + cc
-            deaths = [dict(d) for d in (headers.get("x-death") or []) if isinstance(d, dict)]
-            death = None
-            for d in deaths:
-                if d.get("queue") == queue.name and d.get("reason") == reason:
-                    death = d
-                    deaths.remove(d)
-                    break
-            if death is None:
-                death = {"count": 0, "reason": reason, "queue": queue.name,
-                         "exchange": rec.exchange, "routing-keys": routing_keys}
-            death["count"] = int(death.get("count", 0)) + 1
-            death["time"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-            if props.expiration is not None:
-                death["original-expiration"] = props.expiration
-                props.expiration = None
-            deaths.insert(0, death)
-            headers["x-death"] = deaths
-            headers.setdefault("x-first-death-reason", reason)
-            headers.setdefault("x-first-death-queue", queue.name)
-            headers.setdefault("x-first-death-exchange", rec.exchange)
-            props.headers = headers
-            if queue.args.dlrk is not None:
-                keys = [queue.args.dlrk]
-            else:
-                keys = routing_keys
-            raw = props_mod.encode(props)
-            new = Record(now_ms(), dlx_name, keys[0], raw, rec.body, rec.flags)
-            targets = vhost.route(ex, keys, headers)
-            priority = props.priority or 0
-            for q in targets:
-                if q is queue and reason == "expired" and queue.args.dlrk is None \
-                        and not any(d.get("reason") == "rejected" for d in deaths):
-                    continue      # RabbitMQ drops an expiry cycle back into the same queue
-                q.publish(new, priority)
-
-
-def _str_list(v) -> list[str]:
-    if v is None:
-        return []
-    if isinstance(v, (list, tuple)):
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-    return [v.decode() if isinstance(v, bytes) else str(v)]
+        scan = props_mod.scan(record.properties)
+        headers = props_mod.decode(record.properties).headers if scan.has_headers else None
+        priority = scan.priority or 0
+        for ref in vhost.route(ex, keys, headers):
+            if ref is not skip:
+                ref.publish(record, priority, False)

@@ -1,36 +1,38 @@
-"""A consumer: the link between a queue and the channel that receives its messages.
+"""A consumer as the front-end sees it: a tag on a channel, its prefetch and unacked count.
 
-The queue asks ``can_take()`` (credit: prefetch, flow, socket writable) and calls
-``deliver``; the channel owns delivery tags and unacked messages.
+The queue's host keeps the other half (``partition/subscription.py``) with the credit; the
+channel returns credit as the client acks (prefetch) or as deliveries go out (no prefetch).
 """
 from __future__ import annotations
 
 
 class Consumer:
     __slots__ = ("tag", "tag_bytes", "channel", "queue", "no_ack", "exclusive", "priority",
-                 "prefetch", "unacked", "arguments")
+                 "prefetch", "unacked", "arguments", "cid", "owed", "credit_out")
 
     def __init__(self, tag: str, channel, queue, *, no_ack: bool, exclusive: bool,
                  priority: int, prefetch: int, arguments: dict):
         self.tag = tag
         self.tag_bytes = tag.encode()
         self.channel = channel
-        self.queue = queue
+        self.queue = queue              # QueueRef, or None for the direct reply-to consumer
         self.no_ack = no_ack
         self.exclusive = exclusive
         self.priority = priority
         self.prefetch = prefetch
         self.unacked = 0
         self.arguments = arguments
+        self.cid = queue.client.new_cid() if queue is not None else 0
+        self.owed = 0                   # credit held back while the socket is not writable
+        self.credit_out = 0             # credit the host holds for this consumer
 
-    def can_take(self) -> bool:
-        return self.channel.can_deliver(self)
+    @property
+    def credit_on_ack(self) -> bool:
+        """Credit comes back with acks (a prefetch limit) rather than with each write."""
+        return bool(self.prefetch) and not self.no_ack
 
-    def deliver(self, queue, offset, record, redelivered: bool) -> None:
-        self.channel.deliver(self, queue, offset, record, redelivered)
-
-    def cancelled_by_broker(self) -> None:
-        self.channel.consumer_cancelled(self)
+    def initial_credit(self, window: int) -> int:
+        return self.prefetch if self.credit_on_ack else window
 
     def __repr__(self) -> str:
         return f"<Consumer {self.tag} on {getattr(self.queue, 'name', '?')}>"

@@ -44,7 +44,7 @@ READAHEAD_BYTES = 1 << 20
 
 
 def name_of(q) -> str:
-    return f"{q.name}' in vhost '{q.vhost.name}"
+    return f"{q.name}' in vhost '{q.vhost_name}"
 
 
 def now_ms() -> int:
@@ -58,23 +58,24 @@ class Queue:
     FLOW_HIGH = 5000
     FLOW_HIGH_BYTES = 8 << 20
 
-    def __init__(self, broker, vhost, name: str, *, durable: bool, exclusive_owner=None,
-                 auto_delete: bool = False, arguments: dict | None = None, directory: str):
-        self.broker = broker
-        self.vhost = vhost
+    def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
+                 auto_delete: bool = False, arguments: dict | None = None, directory: str,
+                 qid: int = 0):
+        self.host = host
+        self.qid = qid
+        self.vhost_name = vhost_name
         self.name = name
         self.durable = durable
-        self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
-        self.args = QueueArgs(name, vhost.name, arguments or {})
+        self.args = QueueArgs(name, vhost_name, arguments or {})
         self.arguments = self.args.arguments
         self.directory = directory
         # durable queues fsync per x-fsync (default: every batch); non-durable queues never
         # (they are wiped at start anyway)
         self.fsync = self.args.fsync if durable else "never"
-        interval = broker.config.fsync_interval_ms
+        interval = host.config.fsync_interval_ms
         self.log = PartitionLog(directory, fsync=self.fsync, fsync_interval_ms=interval,
-                                segment_bytes=broker.config.segment_bytes)
+                                segment_bytes=host.config.segment_bytes)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=self.fsync,
                            fsync_interval_ms=interval)
         self._interval_timer = None
@@ -89,9 +90,9 @@ class Queue:
         self.pending: list[Record] = []          # appended at the next commit round
         self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
         self.pending_acks: list[int] = []
-        self.consumers: list = []                 # by priority, then round-robin order
-        self.flow_waiters: set = set()            # throttled publisher sessions
-        self.unacked = 0
+        self.consumers: list = []                 # Subscriptions: by priority, then arrival
+        self.flow_on = False                      # publishers were told to wait (backlog)
+        self.outstanding: dict[int, Record] = {}  # delivered, not yet acked
         self.deleted = False
         self.had_consumers = False
         self._dispatch_scheduled = False
@@ -134,7 +135,7 @@ class Queue:
             self.acks.sync()
         if self.ready_count:
             log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
-                     self.vhost.name, self.ready_count)
+                     self.vhost_name, self.ready_count)
 
     def _level(self, raw_props: bytes) -> int:
         if self.args.max_priority is None:
@@ -168,25 +169,25 @@ class Queue:
         if (self.args.max_length is not None or self.args.max_length_bytes is not None) \
                 and self.args.overflow != "drop-head" and self._full(size):
             if self.args.overflow == "reject-publish-dlx":
-                self.broker.dead_letter(self, [record], "maxlen")
+                self.host.dead_letter(self, [record], "maxlen")
             return False
         if self._expires_now(record):
             # TTL 0: delivered only to a consumer that can take it right now (RabbitMQ)
             if self.ready_count or self._next_consumer() is None:
-                self.broker.dead_letter(self, [record], "expired")
+                self.host.dead_letter(self, [record], "expired")
                 return True
             immediate = True
         else:
             immediate = False
         offset = self.log.end_offset + len(self.pending)
         self.pending.append(record)
-        self.broker.committer.mark(self)
+        self.host.committer.mark(self)
         level = min(priority, self.args.max_priority) if self.args.max_priority else 0
         self.ready[level].append(offset)
         self.ready_count += 1
         self.ready_bytes += size
         self.cache[offset] = record
-        self.broker.cache_used += size
+        self.host.cache_used += size
         if self.args.overflow == "drop-head":
             self._drop_over_limit()
         if immediate:
@@ -216,7 +217,7 @@ class Queue:
             dropped.append(rec)
             self._done(offset)
         if dropped:
-            self.broker.dead_letter(self, dropped, "maxlen")
+            self.host.dead_letter(self, dropped, "maxlen")
 
     # ---------------------------------------------------------------- reading
     def _record(self, offset: int) -> Record | None:
@@ -249,7 +250,7 @@ class Queue:
         self.ready_count -= 1
         self.ready_bytes -= len(rec.body)
         if self.cache.pop(offset, None) is not None:
-            self.broker.cache_used -= len(rec.body)
+            self.host.cache_used -= len(rec.body)
         elif self._readahead.pop(offset, None) is not None and not self.ready_count:
             self._readahead.clear()
         return offset, rec
@@ -286,14 +287,14 @@ class Queue:
             self._done(offset)
             expired.append(rec)
         if expired:
-            self.broker.dead_letter(self, expired, "expired")
+            self.host.dead_letter(self, expired, "expired")
 
     def _schedule_expiry(self, delay_ms: int | None = None) -> None:
         if self._expiry_timer is not None and delay_ms is None:
             return
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
-        loop = self.broker.loop
+        loop = self.host.loop
         if delay_ms is None:
             self._expiry_timer = loop.call_soon(self._expiry_fired)
         else:
@@ -320,12 +321,12 @@ class Queue:
         else:
             self.release_publishers()        # nobody to wait for
             if self.auto_delete and self.had_consumers and not self.deleted:
-                self.vhost.delete_queue(self, reason="auto-delete")
+                self.host.queue_gone(self, "auto-delete")
 
     def schedule_dispatch(self) -> None:
         if not self._dispatch_scheduled and self.consumers and not self.deleted:
             self._dispatch_scheduled = True
-            self.broker.loop.call_soon(self.dispatch)
+            self.host.loop.call_soon(self.dispatch)
 
     def _next_consumer(self):
         if self.args.single_active:
@@ -362,13 +363,13 @@ class Queue:
             if redelivered:
                 self.redelivered.discard(offset)
             if not consumer.no_ack:
-                self.unacked += 1
+                self.outstanding[offset] = rec
             consumer.deliver(self, offset, rec, redelivered)
             if consumer.no_ack:
                 self._done(offset)
             if len(self.consumers) > 1 and not self.args.single_active:
                 self._rotate(consumer)
-        if self.flow_waiters and self.ready_count < self.FLOW_HIGH // 2 \
+        if self.flow_on and self.ready_count < self.FLOW_HIGH // 2 \
                 and self.ready_bytes < self.FLOW_HIGH_BYTES // 2:
             self.release_publishers()
 
@@ -378,10 +379,20 @@ class Queue:
         return bool(self.consumers) and (self.ready_count > self.FLOW_HIGH
                                          or self.ready_bytes > self.FLOW_HIGH_BYTES)
 
+    @property
+    def unacked(self) -> int:
+        return len(self.outstanding)
+
+    def check_backlog(self) -> None:
+        """After publishes: tell publishers to wait if this queue just became backlogged."""
+        if not self.flow_on and self.backlogged:
+            self.flow_on = True
+            self.host.flow(self, True)
+
     def release_publishers(self) -> None:
-        waiters, self.flow_waiters = self.flow_waiters, set()
-        for session in waiters:
-            session.unthrottle(self)
+        if self.flow_on:
+            self.flow_on = False
+            self.host.flow(self, False)
 
     def get(self, no_ack: bool):
         """basic.get: (offset, record, redelivered, remaining) or None."""
@@ -397,26 +408,31 @@ class Queue:
         if no_ack:
             self._done(offset)
         else:
-            self.unacked += 1
+            self.outstanding[offset] = rec
         return offset, rec, redelivered, self.ready_count
 
     # ---------------------------------------------------------------- settling
     def _done(self, offset: int) -> None:
         self.redelivered.discard(offset)     # a requeued message dropped or purged while ready
         self.pending_acks.append(offset)
-        self.broker.committer.mark(self)
+        self.host.committer.mark(self)
 
-    def ack(self, offset: int) -> None:
-        self.unacked -= 1
-        self._done(offset)
+    def ack(self, offsets) -> None:
+        outstanding = self.outstanding
+        for offset in offsets:
+            if outstanding.pop(offset, None) is not None:
+                self._done(offset)
 
-    def reject(self, offset: int, record: Record, requeue: bool) -> None:
-        self.unacked -= 1
+    def reject(self, offsets, requeue: bool) -> None:
+        """basic.reject / basic.nack, or unacked messages of a closed channel (requeue)."""
+        taken = [(o, self.outstanding.pop(o)) for o in offsets if o in self.outstanding]
         if requeue:
-            self.requeue([(offset, record)])
-        else:
+            self.requeue(taken)
+            return
+        for offset, _ in taken:
             self._done(offset)
-            self.broker.dead_letter(self, [record], "rejected")
+        if taken:
+            self.host.dead_letter(self, [rec for _, rec in taken], "rejected")
 
     def requeue(self, items: list[tuple[int, Record]]) -> None:
         """Put messages back at their original position (by offset within their priority),
@@ -435,16 +451,12 @@ class Queue:
             self.redelivered.add(offset)
             if offset not in self.cache:
                 self.cache[offset] = rec
-                self.broker.cache_used += len(rec.body)
+                self.host.cache_used += len(rec.body)
         if self.args.overflow == "drop-head":
             # RabbitMQ drops from the head after a requeue too (requeue_and_run ->
             # maybe_drop_head), which may drop the requeued messages themselves
             self._drop_over_limit()
         self.schedule_dispatch()
-
-    def requeue_unacked(self, items: list[tuple[int, Record]]) -> None:
-        self.unacked -= len(items)
-        self.requeue(items)
 
     def purge(self) -> int:
         count = self.ready_count
@@ -453,7 +465,7 @@ class Queue:
                 self._done(offset)
                 rec = self.cache.pop(offset, None)
                 if rec is not None:
-                    self.broker.cache_used -= len(rec.body)
+                    self.host.cache_used -= len(rec.body)
             d.clear()
         self.ready_count = 0
         self.ready_bytes = 0
@@ -486,8 +498,8 @@ class Queue:
         if self.fsync == "interval" and self.log.durable_offset < self.log.end_offset \
                 and self._interval_timer is None:
             # an fsync is still owed: make sure a round comes when the interval is up
-            self._interval_timer = self.broker.loop.call_later(
-                self.broker.config.fsync_interval_ms / 1000, self._interval_due)
+            self._interval_timer = self.host.loop.call_later(
+                self.host.config.fsync_interval_ms / 1000, self._interval_due)
         self._evict_written()
         self.log.delete_before(self.acks.floor)
         self.schedule_dispatch()
@@ -495,22 +507,22 @@ class Queue:
     def _interval_due(self) -> None:
         self._interval_timer = None
         if not self.deleted:
-            self.broker.committer.mark(self)
+            self.host.committer.mark(self)
 
     def _evict_written(self) -> None:
         """Over the body-cache budget, drop the bodies of what this round made durable, newest
         first (the head is consumed soonest); they are read back from disk in their turn."""
         written, self._written = self._written, []
-        broker = self.broker
-        limit = broker.config.cache_limit
+        host = self.host
+        limit = host.config.cache_limit
         cache = self.cache
         for start, end in reversed(written):
             for offset in range(end - 1, start - 1, -1):
-                if broker.cache_used <= limit:
+                if host.cache_used <= limit:
                     return
                 rec = cache.pop(offset, None)
                 if rec is not None:
-                    broker.cache_used -= len(rec.body)
+                    host.cache_used -= len(rec.body)
 
     # ---------------------------------------------------------------- lifecycle
     def touch(self) -> None:
@@ -519,7 +531,7 @@ class Queue:
             return
         if self._expires_timer is not None:
             self._expires_timer.cancel()
-        self._expires_timer = self.broker.loop.call_later(self.args.expires / 1000,
+        self._expires_timer = self.host.loop.call_later(self.args.expires / 1000,
                                                           self._expires_fired)
 
     def _expires_fired(self) -> None:
@@ -527,7 +539,7 @@ class Queue:
         if self.consumers or self.deleted:
             self.touch()
             return
-        self.vhost.delete_queue(self, reason="expired")
+        self.host.queue_gone(self, "expired")
 
     def close_storage(self, destroy: bool) -> None:
         self.deleted = True
@@ -536,7 +548,7 @@ class Queue:
             if t is not None:
                 t.cancel()
         for rec in self.cache.values():
-            self.broker.cache_used -= len(rec.body)
+            self.host.cache_used -= len(rec.body)
         self.cache.clear()
         if destroy:
             self.acks.close()
@@ -549,17 +561,3 @@ class Queue:
                           name_of(self), exc)
             self.acks.close()
             self.log.close()
-
-    def equivalent(self, durable, exclusive, auto_delete, arguments) -> str | None:
-        if durable != self.durable:
-            return "durable"
-        if exclusive != (self.exclusive_owner is not None):
-            return "exclusive"
-        if auto_delete != self.auto_delete:
-            return "auto_delete"
-        for key in ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes",
-                    "x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-                    "x-single-active-consumer", "x-max-priority", "x-queue-type", "x-fsync"):
-            if (arguments or {}).get(key) != self.arguments.get(key):
-                return key
-        return None

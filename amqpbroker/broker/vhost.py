@@ -12,7 +12,7 @@ import uuid
 
 from .. import errors
 from .exchange import TYPES, Exchange, make_exchange
-from .queue import Queue
+from .queue_ref import QueueRef
 
 log = logging.getLogger("amqpbroker.vhost")
 
@@ -41,7 +41,7 @@ class VirtualHost:
         self.description = description
         self.tags = list(tags)
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self)}
-        self.queues: dict[str, Queue] = {}
+        self.queues: dict[str, QueueRef] = {}
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = make_exchange(ex_type, ex_name, durable=True,
                                                     internal=ex_name == "amq.rabbitmq.trace")
@@ -117,14 +117,14 @@ class VirtualHost:
                 other.remove_destination(ex)
 
     # ----------------------------------------------------------- queues
-    def get_queue(self, name: str, owner=None, cid=0, mid=0) -> Queue:
+    def get_queue(self, name: str, owner=None, cid=0, mid=0) -> QueueRef:
         q = self.queues.get(name)
         if q is None:
             raise errors.NotFound(f"no {self._q(name)}", cid, mid)
         self.check_exclusive(q, owner, cid, mid)
         return q
 
-    def check_exclusive(self, q: Queue, owner, cid=0, mid=0) -> None:
+    def check_exclusive(self, q: QueueRef, owner, cid=0, mid=0) -> None:
         if q.exclusive_owner is not None and q.exclusive_owner is not owner:
             raise errors.ResourceLocked(
                 f"cannot obtain exclusive access to locked {self._q(q.name)}. It could be "
@@ -132,7 +132,7 @@ class VirtualHost:
                 f"does not match that of the original declaration.", cid, mid)
 
     def declare_queue(self, name: str, *, owner, passive=False, durable=False, exclusive=False,
-                      auto_delete=False, arguments=None) -> Queue:
+                      auto_delete=False, arguments=None) -> QueueRef:
         if passive:
             if not name:
                 raise errors.NotFound(f"no {self._q(name)}", 50, 10)
@@ -173,34 +173,41 @@ class VirtualHost:
         if exclusive:
             durable = False       # RabbitMQ makes exclusive queues transient
         directory = self.broker.queue_directory(self, name, durable)
-        q = Queue(self.broker, self, name, durable=durable,
-                  exclusive_owner=owner if exclusive else None, auto_delete=auto_delete,
-                  arguments=arguments, directory=directory)
+        q = QueueRef(self, name, durable=durable, exclusive_owner=owner if exclusive else None,
+                     auto_delete=auto_delete, arguments=arguments, directory=directory,
+                     client=self.broker.place(self, name))
         self.queues[name] = q
         if durable and not exclusive:
             self.broker.definitions.save()
         return q
 
-    def delete_queue(self, q: Queue, *, if_unused=False, if_empty=False, reason="deleted") -> int:
-        if if_unused and q.consumers:
-            raise errors.PreconditionFailed(f"{self._q(q.name)} in use", 50, 40)
-        if if_empty and q.message_count:
-            raise errors.PreconditionFailed(f"{self._q(q.name)} not empty", 50, 40)
-        count = q.message_count
-        if self.queues.get(q.name) is not q:
-            return count
-        del self.queues[q.name]
-        for consumer in list(q.consumers):
-            consumer.cancelled_by_broker()
-        q.consumers.clear()
+    async def delete_queue_checked(self, q: QueueRef, if_unused: bool, if_empty: bool) -> int:
+        """queue.delete: the host checks if-unused / if-empty and answers the message count."""
+        count = await q.delete(if_unused, if_empty)
+        self.forget_queue(q, "deleted")
+        return count
+
+    def delete_queue(self, q: QueueRef, reason: str = "deleted") -> None:
+        """Delete without conditions (exclusive owner gone, vhost deleted)."""
+        if not q.deleted:
+            self.forget_queue(q, reason)
+            q.client.send(("delete", 0, q.qid, False, False))
+
+    def forget_queue(self, q: QueueRef, reason: str) -> None:
+        """Remove the queue from the metadata: its name, bindings, and the definitions."""
+        if q.deleted:
+            return
+        q.deleted = True
+        q.client.refs.pop(q.qid, None)
+        q.set_backlogged(False)
+        if self.queues.get(q.name) is q:
+            del self.queues[q.name]
         for ex in list(self.exchanges.values()):
             if ex.remove_destination(q):
                 self._maybe_auto_delete_exchange(ex)
-        q.close_storage(destroy=True)
         if q.durable and q.exclusive_owner is None:
             self.broker.definitions.save()
         log.debug("%s deleted (%s)", self._q(q.name), reason)
-        return count
 
     # ----------------------------------------------------------- bindings
     def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
@@ -240,7 +247,7 @@ class VirtualHost:
                     seen.add(ae)
                     todo.append(ae)
             for d in dests:
-                if isinstance(d, Queue):
+                if isinstance(d, QueueRef):
                     queues.add(d)
                 elif d not in seen:
                     seen.add(d)
@@ -253,11 +260,7 @@ class VirtualHost:
             if ex.name == "":
                 continue
             for (dest, key, _), args in ex.bindings.items():
-                yield ex, dest, ("queue" if isinstance(dest, Queue) else "exchange"), key, args
-
-    def close(self) -> None:
-        for q in list(self.queues.values()):
-            q.close_storage(destroy=not q.durable or q.exclusive_owner is not None)
+                yield ex, dest, ("queue" if isinstance(dest, QueueRef) else "exchange"), key, args
 
 
 def _plain(v) -> str:

@@ -96,15 +96,16 @@ class ManagementServer:
     # ------------------------------------------------------------------ resources
     async def overview(self, request):
         queues = [q for vh in self.broker.vhosts.values() for q in vh.queues.values()]
+        stats = (await self.broker.queue_stats(queues)).values()
         return _json({"management_version": "3.13.0", "rabbitmq_version": "3.13.0",
                       "product_name": "amqpbroker", "product_version": "0.1.0",
                       "cluster_name": self.amqp.server_properties["cluster_name"],
                       "node": "amqpbroker@localhost",
                       "object_totals": {"connections": len(self.amqp.sessions),
                                         "queues": len(queues),
-                                        "consumers": sum(q.consumer_count for q in queues)},
-                      "queue_totals": {"messages_ready": sum(q.message_count for q in queues),
-                                       "messages_unacknowledged": sum(q.unacked for q in queues)}})
+                                        "consumers": sum(s[1] for s in stats)},
+                      "queue_totals": {"messages_ready": sum(s[0] for s in stats),
+                                       "messages_unacknowledged": sum(s[2] for s in stats)}})
 
     async def nodes(self, request):
         import os
@@ -129,16 +130,17 @@ class ManagementServer:
             "disk_free_alarm": any(k.startswith("disk") for k in self.broker.alarms.active),
             "proc_used": 1, "uptime": int(self.broker.loop.time() * 1000)}])
 
-    def _vhost_json(self, vh):
+    async def _vhost_json(self, vh):
+        stats = await self.broker.queue_stats(list(vh.queues.values()))
         return {"name": vh.name, "description": vh.description, "tags": vh.tags,
-                "messages": sum(q.message_count for q in vh.queues.values())}
+                "messages": sum(s[0] for s in stats.values())}
 
     async def vhosts(self, request):
-        return _json([self._vhost_json(v) for v in self.broker.vhosts.values()])
+        return _json([await self._vhost_json(v) for v in self.broker.vhosts.values()])
 
     async def vhost_get(self, request):
         vh = self.broker.vhosts.get(request.match_info["vhost"])
-        return _json(self._vhost_json(vh)) if vh else _error(404, "Not Found")
+        return _json(await self._vhost_json(vh)) if vh else _error(404, "Not Found")
 
     async def vhost_put(self, request):
         name = request.match_info["vhost"]
@@ -214,24 +216,31 @@ class ManagementServer:
         self.broker.definitions.save()
         return web.Response(status=204)
 
-    def _queue_json(self, q):
+    @staticmethod
+    def _queue_json(q, stats):
+        ready, consumers, unacked, ready_bytes = stats
         return {"name": q.name, "vhost": q.vhost.name, "durable": q.durable,
                 "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner is not None,
-                "arguments": q.arguments, "messages": q.message_count + q.unacked,
-                "messages_ready": q.message_count, "messages_unacknowledged": q.unacked,
-                "consumers": q.consumer_count, "type": "classic", "state": "running",
-                "message_bytes_ready": q.ready_bytes}
+                "arguments": q.arguments, "messages": ready + unacked,
+                "messages_ready": ready, "messages_unacknowledged": unacked,
+                "consumers": consumers, "type": "classic", "state": "running",
+                "message_bytes_ready": ready_bytes, "node": "amqpbroker@localhost"}
 
     async def queues(self, request):
         vname = request.match_info.get("vhost")
         vhs = [self.broker.vhosts[vname]] if vname in self.broker.vhosts else (
             [] if vname is not None else list(self.broker.vhosts.values()))
-        return _json([self._queue_json(q) for vh in vhs for q in vh.queues.values()])
+        queues = [q for vh in vhs for q in vh.queues.values()]
+        stats = await self.broker.queue_stats(queues)
+        return _json([self._queue_json(q, stats[q]) for q in queues])
 
     async def queue_get(self, request):
         vh = self.broker.vhosts.get(request.match_info["vhost"])
         q = vh.queues.get(request.match_info["name"]) if vh else None
-        return _json(self._queue_json(q)) if q else _error(404, "Not Found")
+        if q is None:
+            return _error(404, "Not Found")
+        stats = await self.broker.queue_stats([q])
+        return _json(self._queue_json(q, stats[q]))
 
     @staticmethod
     def _exchange_json(vh, ex):

@@ -15,6 +15,7 @@ from pamqp import commands as C
 from .. import errors
 from ..broker.consumer import Consumer
 from ..broker.queue import now_ms
+from ..partition.client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
 from ..storage.record import Record
@@ -26,13 +27,16 @@ REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 
 
 class Delivery:
-    __slots__ = ("queue", "offset", "record", "consumer")
+    """An unacked delivery: which queue and offset, for which consumer (None: basic.get), and
+    the host's epoch (a delivery from before a worker restart is void: the queue has it
+    back)."""
+    __slots__ = ("queue", "offset", "consumer", "epoch")
 
-    def __init__(self, queue, offset, record, consumer):
+    def __init__(self, queue, offset, consumer, epoch):
         self.queue = queue
         self.offset = offset
-        self.record = record
         self.consumer = consumer
+        self.epoch = epoch
 
 
 class Channel:
@@ -47,7 +51,8 @@ class Channel:
         self.global_prefetch = 0       # basic.qos global=true: shared by the channel
         self.confirm = False
         self.publish_seq = 0
-        self.pending_confirms: deque = deque()
+        self.pending_confirms: deque = deque()   # (confirm seq, ((client, publish no), ...))
+        self.held: deque = deque()    # deliveries over the global prefetch, not yet sent
         self.tx: list | None = None
         self.last_queue: str | None = None
         self.closed = False
@@ -120,32 +125,31 @@ class Channel:
             routed = self._deliver_direct_reply(routing_key[len(REPLY_TO_PREFIX):], record)
             if not routed and ev.mandatory:
                 self._return(312, "NO_ROUTE", record)
-            self._confirm(0, False)
+            self._confirm(())
             return
         queues = session.vhost.route(ex, keys, headers)
-        gen = 0
-        nack = False
+        confirm = self.confirm
+        tickets = []
         if not queues:
             if ev.mandatory:
                 self._return(312, "NO_ROUTE", record)
         else:
-            persistent = scan.delivery_mode == 2
+            priority = scan.priority
             for q in queues:
-                if not q.publish(record, scan.priority):
-                    nack = True
-                elif persistent and q.durable:
-                    gen = self.broker.committer.open_gen
+                n = q.publish(record, priority, confirm)
+                if confirm:
+                    tickets.append((q.client, n))
                 if q.backlogged:
                     session.throttle(q)
-        if self.confirm:
-            self._confirm(gen, nack)
+        if confirm:
+            self._confirm(tickets)
 
     def _deliver_direct_reply(self, token: str, record) -> bool:
         target = self.session.server.reply_to.get(token)
         if target is None:
             return False
         channel, consumer = target
-        channel.deliver(consumer, None, 0, record, False)
+        channel.deliver_direct(consumer, record)
         return True
 
     def _return(self, code: int, text: str, record) -> None:
@@ -154,26 +158,28 @@ class Channel:
                                            self.session.conn.frame_max))
 
     # ============================================================ confirms
-    def _confirm(self, gen: int, nack: bool) -> None:
+    def _confirm(self, tickets) -> None:
+        """Confirm publish number ``publish_seq + 1`` once every host it went to has it."""
         if not self.confirm:
             return
         self.publish_seq += 1
         seq = self.publish_seq
-        if not self.pending_confirms and not nack and gen <= self.broker.committer.done_gen:
-            self.session.write(fp.build_confirm(self.number, seq, False))
+        if not self.pending_confirms and _settled(tickets):
+            self.session.write(fp.build_confirm(self.number, seq, False,
+                                                nack=_nacked(tickets)))
             return
-        self.pending_confirms.append((seq, gen, nack))
-        self.broker.committer.listeners.add(self)
-        if gen <= self.broker.committer.done_gen:
-            self.on_commit(self.broker.committer.done_gen)
+        self.pending_confirms.append((seq, tickets))
+        for client, _ in tickets:
+            client.listeners.add(self)
 
-    def on_commit(self, done_gen: int) -> None:
+    def on_commit(self) -> None:
+        """A host's confirm watermark moved: send what is settled, in order."""
         pending = self.pending_confirms
         acked = None
         out = []
-        while pending and pending[0][1] <= done_gen:
-            seq, _, nack = pending.popleft()
-            if nack:
+        while pending and _settled(pending[0][1]):
+            seq, tickets = pending.popleft()
+            if _nacked(tickets):
                 if acked is not None:
                     out.append(fp.build_confirm(self.number, acked, True))
                     acked = None
@@ -185,30 +191,85 @@ class Channel:
         if out:
             self.session.write(out)
         if not pending:
-            self.broker.committer.listeners.discard(self)
+            self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        for client in self.broker.partitions:
+            client.listeners.discard(self)
 
     # ============================================================ delivery
-    def can_deliver(self, consumer: Consumer) -> bool:
-        if self.closed or not self.session.writable:
-            return False
-        if consumer.no_ack:
-            return True
-        if consumer.prefetch and consumer.unacked >= consumer.prefetch:
-            return False
-        if self.global_prefetch and len(self.unacked) >= self.global_prefetch:
-            return False
-        return True
+    def deliver(self, consumer: Consumer, offset: int, record, redelivered: bool) -> None:
+        """A delivery from the consumer's queue host (it spent one credit on it)."""
+        consumer.credit_out -= 1
+        if self.global_prefetch and not consumer.no_ack \
+                and len(self.unacked) >= self.global_prefetch:
+            self.held.append((consumer, offset, record, redelivered))
+            return
+        self._send_delivery(consumer, offset, record, redelivered)
 
-    def deliver(self, consumer: Consumer, queue, offset: int, record, redelivered: bool) -> None:
+    def _send_delivery(self, consumer: Consumer, offset: int, record, redelivered: bool) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
+        session = self.session
         if not consumer.no_ack:
-            self.unacked[tag] = Delivery(queue, offset, record, consumer)
+            q = consumer.queue
+            self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
-        self.session.write(fp.build_deliver(
+        session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
             record.routing_key.encode(), record.properties, record.body,
+            session.conn.frame_max))
+        if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
+            if session.writable:
+                self._grant(consumer, 1)     # credit comes back with each write
+            else:
+                consumer.owed += 1           # paid back by resume_writing
+
+    def _grant(self, consumer: Consumer, n: int) -> None:
+        consumer.credit_out += n
+        consumer.queue.client.grant(consumer, n)
+
+    def _share_global_credit(self) -> None:
+        """basic.qos global: the channel's prefetch is shared by its consumers; hand out what
+        is free one credit at a time, in turn, within each consumer's own prefetch."""
+        limited = [c for c in self.consumers.values() if c.queue is not None and not c.no_ack]
+        free = self.global_prefetch - len(self.unacked) - sum(c.credit_out for c in limited)
+        while free > 0:
+            granted = False
+            for c in limited:
+                if free <= 0:
+                    break
+                if c.prefetch and c.unacked + c.credit_out >= c.prefetch:
+                    continue
+                self._grant(c, 1)
+                free -= 1
+                granted = True
+            if not granted:
+                break
+
+    def deliver_direct(self, consumer: Consumer, record) -> None:
+        """Direct reply-to: no queue, no ack, no credit."""
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        self.session.write(fp.build_deliver(
+            self.number, consumer.tag_bytes, tag, False, record.exchange.encode(),
+            record.routing_key.encode(), record.properties, record.body,
             self.session.conn.frame_max))
+
+    def pay_owed_credit(self) -> None:
+        """The socket drained: return the credit held back while it was full."""
+        for c in self.consumers.values():
+            if c.owed and c.queue is not None:
+                self._grant(c, c.owed)
+                c.owed = 0
+
+    def _release_held(self) -> None:
+        held = self.held
+        while held and len(self.unacked) < self.global_prefetch:
+            self._send_delivery(*held.popleft())
+        if held and not self.global_prefetch:
+            while held:
+                self._send_delivery(*held.popleft())
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         """The queue went away: tell the client (consumer_cancel_notify)."""
@@ -253,37 +314,38 @@ class Channel:
 
     def _settle(self, taken: list, ack: bool, requeue: bool = False) -> None:
         by_queue: dict = {}
+        shared = self.global_prefetch
         for _, d in taken:
-            if d.consumer is not None:
-                d.consumer.unacked -= 1
-            if d.queue is not None:
-                by_queue.setdefault(d.queue, []).append(d)
-        for q, ds in by_queue.items():
+            c = d.consumer
+            if c is not None:
+                c.unacked -= 1
+                if c.credit_on_ack and not shared and self.consumers.get(c.tag) is c:
+                    self._grant(c, 1)
+            q = d.queue
+            if d.epoch == q.client.epoch and not q.deleted:
+                by_queue.setdefault(q, []).append(d.offset)
+        for q, offsets in by_queue.items():
             if ack:
-                for d in ds:
-                    q.ack(d.offset)
-            elif requeue:
-                q.requeue_unacked([(d.offset, d.record) for d in ds])
+                q.ack(offsets)
             else:
-                for d in ds:
-                    q.reject(d.offset, d.record, False)
-            q.schedule_dispatch()
-        if self.global_prefetch:
-            for c in self.consumers.values():
-                if c.queue is not None:
-                    c.queue.schedule_dispatch()
+                q.reject(offsets, requeue)
+        if self.held:
+            self._release_held()
+        if shared and not self.closed:
+            self._share_global_credit()
 
     def requeue_all(self) -> None:
         """Channel closed or basic.recover: unacked messages go back, flagged redelivered."""
-        by_queue: dict = {}
-        for d in self.unacked.values():
-            if d.consumer is not None:
-                d.consumer.unacked -= 1
-            if d.queue is not None:
-                by_queue.setdefault(d.queue, []).append((d.offset, d.record))
+        held, self.held = self.held, deque()
+        taken = list(self.unacked.items())
         self.unacked.clear()
-        for q, items in by_queue.items():
-            q.requeue_unacked(items)
+        self._settle(taken, ack=False, requeue=True)
+        by_queue: dict = {}
+        for c, offset, _, _ in held:
+            by_queue.setdefault(c.queue, []).append(offset)
+        for q, offsets in by_queue.items():
+            if not q.deleted:
+                q.reject(offsets, True)
 
     # ============================================================ close
     def close(self) -> None:
@@ -295,15 +357,18 @@ class Channel:
         self.consumers.clear()
         self.requeue_all()
         self.tx = None
+        for _, tickets in self.pending_confirms:
+            for client, n in tickets:
+                client.nacked.discard(n)
         self.pending_confirms.clear()
-        self.broker.committer.listeners.discard(self)
+        self._stop_listening()
 
     def _remove_consumer(self, c: Consumer) -> None:
         if c is self.reply_consumer:
             self.session.server.reply_to.pop(self.session.reply_token, None)
             self.reply_consumer = None
             return
-        c.queue.remove_consumer(c)
+        c.queue.unsubscribe(c)
 
     # ============================================================ cold-path methods
     def _queue_name(self, name: str, cid: int, mid: int) -> str:
@@ -363,7 +428,7 @@ class Channel:
     def exchange_unbind(self, m) -> None:
         self.exchange_bind(m, unbind=True)
 
-    def queue_declare(self, m) -> None:
+    async def queue_declare(self, m) -> None:
         vhost = self.session.vhost
         name = m.queue
         if m.passive and name == REPLY_TO:
@@ -382,10 +447,12 @@ class Channel:
                                     arguments=m.arguments)
             if q.exclusive_owner is self.session:
                 self.session.exclusive_queues.add(q)
+        await q.opened
         self.last_queue = q.name
         if not m.nowait:
+            messages, consumers = await q.counts()
             self.session.send_method(self.number, C.Queue.DeclareOk(
-                queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count))
+                queue=q.name, message_count=messages, consumer_count=consumers))
 
     def queue_bind(self, m, unbind: bool = False) -> None:
         mid = 50 if unbind else 20
@@ -405,15 +472,15 @@ class Channel:
     def queue_unbind(self, m) -> None:
         self.queue_bind(m, unbind=True)
 
-    def queue_purge(self, m) -> None:
+    async def queue_purge(self, m) -> None:
         name = self._queue_name(m.queue, 50, 30)
         self._check("read", "queue", name, 50, 30)
         q = self.session.vhost.get_queue(name, self.session, 50, 30)
-        count = q.purge()
+        count = await q.purge()
         if not m.nowait:
             self.session.send_method(self.number, C.Queue.PurgeOk(message_count=count))
 
-    def queue_delete(self, m) -> None:
+    async def queue_delete(self, m) -> None:
         vhost = self.session.vhost
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
@@ -421,7 +488,7 @@ class Channel:
         count = 0
         if q is not None:
             vhost.check_exclusive(q, self.session, 50, 40)
-            count = vhost.delete_queue(q, if_unused=m.if_unused, if_empty=m.if_empty)
+            count = await vhost.delete_queue_checked(q, m.if_unused, m.if_empty)
             self.session.exclusive_queues.discard(q)
         if not m.nowait:
             self.session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
@@ -434,11 +501,12 @@ class Channel:
         else:
             self.prefetch = m.prefetch_count
         self.session.send_method(self.number, C.Basic.QosOk())
-        for c in self.consumers.values():
-            if c.queue is not None:
-                c.queue.schedule_dispatch()
+        if self.held:
+            self._release_held()
+        if self.global_prefetch:
+            self._share_global_credit()
 
-    def basic_consume(self, m) -> None:
+    async def basic_consume(self, m) -> None:
         session = self.session
         tag = m.consumer_tag or "amq.ctag-" + uuid.uuid4().hex[:22]
         if tag in self.consumers:
@@ -460,19 +528,27 @@ class Channel:
         name = self._queue_name(m.queue, 60, 20)
         self._check("read", "queue", name, 60, 20)
         q = session.vhost.get_queue(name, session, 60, 20)
-        if any(c.exclusive for c in q.consumers) or (m.exclusive and q.consumers):
-            raise errors.AccessRefused(f"queue '{name}' in vhost '{session.vhost.name}' in "
-                                       f"exclusive use", 60, 20)
         priority = args.get("x-priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise errors.PreconditionFailed(f"invalid arg 'x-priority' for consumer '{tag}'",
                                             60, 20)
         c = Consumer(tag, self, q, no_ack=m.no_ack, exclusive=m.exclusive, priority=priority,
                      prefetch=self.prefetch, arguments=args)
+        shared = self.global_prefetch and not c.no_ack
+        c.credit_out = 0 if shared else c.initial_credit(WINDOW)
+        try:
+            await q.subscribe(c, c.credit_out)                 # the host checks exclusivity
+        except errors.AMQPError:
+            q.client.consumers.pop(c.cid, None)
+            raise
+        if self.closed:
+            q.unsubscribe(c)
+            return
         self.consumers[tag] = c
         if not m.nowait:
             session.send_method(self.number, C.Basic.ConsumeOk(consumer_tag=tag))
-        q.add_consumer(c)
+        if shared:
+            self._share_global_credit()
 
     def basic_cancel(self, m) -> None:
         c = self.consumers.pop(m.consumer_tag, None)
@@ -481,12 +557,13 @@ class Channel:
         if c is not None:
             self._remove_consumer(c)
 
-    def basic_get(self, m) -> None:
+    async def basic_get(self, m) -> None:
         session = self.session
         name = self._queue_name(m.queue, 60, 70)
         self._check("read", "queue", name, 60, 70)
         q = session.vhost.get_queue(name, session, 60, 70)
-        got = q.get(m.no_ack)
+        epoch = q.client.epoch
+        got = await q.get(m.no_ack)
         if got is None:
             session.send_method(self.number, C.Basic.GetEmpty())
             return
@@ -494,7 +571,7 @@ class Channel:
         tag = self.next_tag
         self.next_tag += 1
         if not m.no_ack:
-            self.unacked[tag] = Delivery(q, offset, record, None)
+            self.unacked[tag] = Delivery(q, offset, None, epoch)
         session.write(fp.build_get_ok(self.number, tag, redelivered, record.exchange.encode(),
                                       record.routing_key.encode(), remaining, record.properties,
                                       record.body, session.conn.frame_max))
@@ -548,6 +625,22 @@ class Channel:
             self.unacked.update(restored)
             self.unacked = dict(sorted(self.unacked.items()))
         self.session.send_method(self.number, C.Tx.RollbackOk())
+
+
+def _settled(tickets) -> bool:
+    for client, n in tickets:
+        if client.done_seq < n:
+            return False
+    return True
+
+
+def _nacked(tickets) -> bool:
+    nacked = False
+    for client, n in tickets:
+        if client.nacked and n in client.nacked:
+            client.nacked.discard(n)
+            nacked = True
+    return nacked
 
 
 def _keys(v) -> list:

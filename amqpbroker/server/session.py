@@ -75,6 +75,7 @@ class Session(asyncio.Protocol):
         self._backlog = False                # more buffered input than one turn's budget
         self._throttled_by: set = set()      # backlogged queues this publisher waits for
         self._held: list = []                # a publish that arrived during an alarm
+        self._waiting = False                # a handler waits for a partition host's reply
         self.closed = False
         self._flush_scheduled = False
         self._timer = None
@@ -129,7 +130,8 @@ class Session(asyncio.Protocol):
             self.loop.call_soon(self._continue)
 
     def _maybe_resume(self) -> None:
-        if not (self._backlog or self.reading_paused or self._throttled_by or self.closed):
+        if not (self._backlog or self.reading_paused or self._throttled_by or self._waiting
+                or self.closed):
             self.last_recv = self.loop.time()
             self.transport.resume_reading()
 
@@ -145,17 +147,15 @@ class Session(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writable = True
         for ch in self.channels.values():
-            for c in ch.consumers.values():
-                if c.queue is not None:
-                    c.queue.schedule_dispatch()
+            ch.pay_owed_credit()
 
     # ----------------------------------------------------------------- the error boundary
     def _process(self) -> None:
         conn = self.conn
         budget = EVENTS_PER_TURN
         while not self.closed:
-            if self._throttled_by or self.reading_paused:
-                break                   # unthrottle() / the alarm's end continue from here
+            if self._throttled_by or self.reading_paused or self._waiting:
+                break                   # unthrottle() / the alarm's end / a reply continue
             if not budget:
                 # fairness: other connections (and deliveries) get the loop before we go on;
                 # stop reading meanwhile so the backlog cannot grow (TCP pushes back)
@@ -237,7 +237,9 @@ class Session(asyncio.Protocol):
             if handler is None:
                 raise errors.NotImplemented_(f"method {event.method.name} is not supported")
             try:
-                handler(self.channels[event.channel], event.method)
+                result = handler(self.channels[event.channel], event.method)
+                if result is not None:
+                    self._drive(result, event.channel)
             except errors.ChannelError as err:
                 err.channel = event.channel
                 raise
@@ -269,6 +271,41 @@ class Session(asyncio.Protocol):
             self.flush()
             self.transport.close()
             self.closed = True
+
+    # ----------------------------------------------------------------- waiting for a host
+    def _drive(self, coro, channel: int) -> None:
+        """Run a handler that asks a partition host something. If the answer is already there
+        (in-process host), it completes now; otherwise this connection handles no further
+        event until it has (``_resume``), which keeps the order of its methods."""
+        try:
+            fut = coro.send(None)
+        except StopIteration:
+            return
+        self._waiting = True
+        self.transport.pause_reading()
+        fut.add_done_callback(lambda _: self._resume(coro, channel))
+
+    def _resume(self, coro, channel: int) -> None:
+        if self.closed:
+            coro.close()
+            return
+        try:
+            fut = coro.send(None)
+        except StopIteration:
+            pass
+        except errors.AMQPError as err:
+            if not err.hard:
+                err.channel = channel
+            self._on_error(err)
+        except Exception:
+            log.exception("connection %s: internal error", self.name)
+            self._on_error(errors.InternalError("internal error"))
+        else:
+            fut.add_done_callback(lambda _: self._resume(coro, channel))
+            return
+        self._waiting = False
+        self.flush()
+        self._schedule_continue()
 
     # ----------------------------------------------------------------- handshake
     def _start_ok(self, e: ev.StartOk) -> None:
@@ -313,7 +350,8 @@ class Session(asyncio.Protocol):
     def _heartbeat_tick(self) -> None:
         hb = self.conn.heartbeat
         now = self.loop.time()
-        reading = not (self.reading_paused or self._throttled_by or self._backlog)
+        reading = not (self.reading_paused or self._throttled_by or self._backlog
+                       or self._waiting)
         if reading and now - self.last_recv > 2 * hb:
             log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb)
             self._abort()
@@ -394,8 +432,7 @@ class Session(asyncio.Protocol):
             q.flow_waiters.discard(self)
         self._throttled_by.clear()
         for q in list(self.exclusive_queues):
-            if q.vhost.queues.get(q.name) is q:
-                q.vhost.delete_queue(q, reason="exclusive owner closed")
+            q.vhost.delete_queue(q, reason="exclusive owner closed")
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)
         self.broker.sessions.discard(self)

@@ -1,0 +1,58 @@
+"""Dead-lettering, the host's half: the republished message with RabbitMQ's x-death headers.
+
+The host builds the new record; a front-end routes it (routing tables live there) through the
+queue's dead-letter exchange, as if it had been published there.
+"""
+from __future__ import annotations
+
+import datetime
+
+from ..broker.queue import now_ms
+from ..protocol import properties as props_mod
+from ..storage.record import Record
+
+
+def dead_letter_record(queue, rec: Record, reason: str):
+    """Return (new record, routing keys, skip_self) for a message leaving ``queue``.
+
+    ``skip_self``: RabbitMQ drops an expiry cycle back into the same queue (expired, no
+    dead-letter routing key, never rejected)."""
+    props = props_mod.decode(rec.properties)
+    headers = dict(props.headers or {})
+    cc = _str_list(headers.get("CC"))
+    routing_keys = [rec.routing_key] + cc
+    deaths = [dict(d) for d in (headers.get("x-death") or []) if isinstance(d, dict)]
+    death = None
+    for d in deaths:
+        if d.get("queue") == queue.name and d.get("reason") == reason:
+            death = d
+            deaths.remove(d)
+            break
+    if death is None:
+        death = {"count": 0, "reason": reason, "queue": queue.name,
+                 "exchange": rec.exchange, "routing-keys": routing_keys}
+    death["count"] = int(death.get("count", 0)) + 1
+    death["time"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    if props.expiration is not None:
+        death["original-expiration"] = props.expiration
+        props.expiration = None
+    deaths.insert(0, death)
+    headers["x-death"] = deaths
+    headers.setdefault("x-first-death-reason", reason)
+    headers.setdefault("x-first-death-queue", queue.name)
+    headers.setdefault("x-first-death-exchange", rec.exchange)
+    props.headers = headers
+    keys = [queue.args.dlrk] if queue.args.dlrk is not None else routing_keys
+    new = Record(now_ms(), queue.args.dlx, keys[0], props_mod.encode(props), rec.body,
+                 rec.flags)
+    skip_self = (reason == "expired" and queue.args.dlrk is None
+                 and not any(d.get("reason") == "rejected" for d in deaths))
+    return new, keys, skip_self
+
+
+def _str_list(v) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
+    return [v.decode() if isinstance(v, bytes) else str(v)]

@@ -1,0 +1,36 @@
+"""A subscription: a consumer as the partition host sees it — a tag, a link and credit.
+
+The queue asks ``can_take()`` and calls ``deliver``; each delivery spends one credit, and the
+front-end grants more (see the credit rule in ``partition/__init__``). Delivery tags, prefetch
+accounting per channel and the socket belong to the front-end's ``Consumer``.
+"""
+from __future__ import annotations
+
+
+class Subscription:
+    __slots__ = ("state", "queue", "cid", "tag", "no_ack", "exclusive", "priority", "credit",
+                 "unacked")
+
+    def __init__(self, state, queue, cid: int, tag: str, *, no_ack: bool, exclusive: bool,
+                 priority: int, credit: int):
+        self.state = state
+        self.queue = queue
+        self.cid = cid
+        self.tag = tag
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.priority = priority
+        self.credit = credit
+        self.unacked = state.unacked.setdefault(queue.qid, set())
+
+    def can_take(self) -> bool:
+        return self.credit > 0
+
+    def deliver(self, queue, offset: int, record, redelivered: bool) -> None:
+        self.credit -= 1
+        if not self.no_ack:
+            self.unacked.add(offset)
+        self.state.emit(("dlv", self.cid, queue.qid, offset, redelivered, record))
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.tag} on {self.queue.name}>"
