@@ -29,6 +29,8 @@ FLAGS = [
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("memory_high_watermark", float, "memory alarm threshold, fraction of RAM (default 0.4)"),
     ("disk_free_limit", int, "disk alarm threshold, bytes free (default 50000000)"),
+    ("workers", int, "partition worker processes (default -1 = CPU count - 1, at least 1; "
+                     "0 = queues run in the main process)"),
 ]
 
 
@@ -58,7 +60,7 @@ def serve(cfg: Config) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     _raise_fd_limit()
-    _tune_gc()
+    tune_gc()
     try:
         import uvloop
         uvloop.install()
@@ -81,7 +83,11 @@ async def _serve(cfg: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)      # first: a signal during start-up or right
     broker = Broker(cfg, loop)                      # after "ready" still shuts down cleanly
-    broker.start()
+    workers = []
+    if cfg.worker_count():
+        from .supervisor.workers import start_workers
+        workers = await start_workers(broker, cfg.worker_count())
+    broker.start([w.client for w in workers] or None)
     server = AMQPServer(broker)
     addrs = await server.start(cfg.host, cfg.port)
     host, port = addrs[0]
@@ -92,6 +98,8 @@ async def _serve(cfg: Config) -> int:
         mgmt = ManagementServer(broker, server)
         mhost, mport = await mgmt.start(cfg.host, max(cfg.management_port, 0))
         line += f" management={_show(mhost)}:{mport}"
+    if workers:
+        line += " workers=" + ",".join(str(w.pid) for w in workers)
     print(line, flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -99,11 +107,14 @@ async def _serve(cfg: Config) -> int:
     if mgmt is not None:
         await mgmt.stop()
     broker.close()
+    if workers:
+        from .supervisor.workers import stop_workers
+        await stop_workers(workers)
     log.info("stopped")
     return 0
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """The broker holds many long-lived objects (queued offsets, cached records) and allocates
     a few short-lived ones per message. With CPython's default thresholds the cyclic collector
     runs every 700 allocations and keeps re-walking the long-lived heap; our hot path makes no

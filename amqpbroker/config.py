@@ -23,3 +23,11 @@ class Config:
     default_user: str = "guest"
     default_pass: str = "guest"
     loopback_users: tuple = ("guest",)
+    workers: int = -1                            # partition worker processes; -1 = by CPUs
+
+    def worker_count(self) -> int:
+        """``--workers -1``: one worker per CPU beside the supervisor's own, at least one."""
+        if self.workers >= 0:
+            return self.workers
+        import os
+        return max(1, (os.cpu_count() or 2) - 1)

@@ -123,6 +123,33 @@ class Ring:
             mm.close()
             raise
 
+    @classmethod
+    def create_unnamed(cls, capacity: int, *, data_fd: int | None = None,
+                       space_fd: int | None = None) -> tuple["Ring", int]:
+        """Create a ring whose segment has no name once this returns: it is created under a
+        random name, mapped, and unlinked at once, so no crash of any process can leave it in
+        /dev/shm. Returns ``(ring, fd)``; pass ``fd`` to the other process (``pass_fds``),
+        which maps it with ``attach_fd``, then close it here."""
+        name = "/amqpbroker-ring-" + os.urandom(8).hex()
+        ring = cls.create(name, capacity, data_fd=data_fd, space_fd=space_fd)
+        try:
+            fd = os.open("/dev/shm" + name, os.O_RDWR)
+        finally:
+            ring.unlink()
+        ring.owner = False
+        return ring, fd
+
+    @classmethod
+    def attach_fd(cls, fd: int, *, data_fd: int | None = None,
+                  space_fd: int | None = None) -> "Ring":
+        """Map a ring from a descriptor of its segment (see ``create_unnamed``)."""
+        mm = mmap.mmap(fd, os.fstat(fd).st_size)
+        try:
+            return cls(f"fd:{fd}", mm, False, data_fd, space_fd)
+        except BaseException:
+            mm.close()
+            raise
+
     def _release(self) -> None:
         ffi.release(self._mem)
         self._mm.close()

@@ -45,7 +45,9 @@ class QueueRef:
         return fut
 
     def _open_done(self, fut) -> None:
-        if not fut.cancelled() and fut.exception() is not None and not self.deleted:
+        exc = None if fut.cancelled() else fut.exception()
+        # 506: the data directory refused the queue's files (a restarting worker is not that)
+        if getattr(exc, "reply_code", 0) == 506 and not self.deleted:
             log.error("%r could not be opened: %s", self, fut.exception())
             self.vhost.forget_queue(self, "open failed")
 
@@ -74,9 +76,15 @@ class QueueRef:
                                    consumer.no_ack, consumer.exclusive, consumer.priority,
                                    credit)
 
-    def unsubscribe(self, consumer) -> None:
-        if self.client.consumers.pop(consumer.cid, None) is not None:
-            self.client.send(("unsub", consumer.cid))
+    def unsubscribe(self, consumer, wait: bool = False):
+        """Stop the consumer; with ``wait``, a future done once the host has (an auto-delete
+        queue is gone by then, as RabbitMQ deletes it before cancel-ok)."""
+        if self.client.consumers.pop(consumer.cid, None) is None or self.deleted:
+            return None
+        if wait:
+            return self.client.request("unsub", consumer.cid)
+        self.client.send(("unsub", 0, consumer.cid))
+        return None
 
     def get(self, no_ack: bool):
         return self.client.request("get", self.qid, no_ack)

@@ -16,6 +16,8 @@ log = logging.getLogger("amqpbroker.partition")
 
 # credit of a consumer without prefetch: deliveries in flight between host and socket
 WINDOW = 500
+# publishes sent to a host that it has not handled yet, before publishers are throttled
+LINK_WINDOW = 1000
 
 
 class HostGone(errors.NotFound):
@@ -37,6 +39,9 @@ class PartitionClient:
         self.pending: dict = {}             # req -> Future
         self.seq = 0                        # last publish number sent
         self.done_seq = 0                   # host's confirm watermark
+        self.seen = 0                       # last publish the host has handled
+        self.backlogged = False             # too many publishes in flight: throttle
+        self.flow_waiters: set = set()      # sessions throttled by that
         self.nacked: set[int] = set()       # refused publishes of confirm-mode channels
         self.listeners: set = set()         # channels waiting for the watermark
         self._grants: dict = {}             # cid -> credit to send
@@ -55,19 +60,33 @@ class PartitionClient:
         return self._next_cid
 
     def send(self, cmd) -> None:
-        self.link.send(cmd)
+        if self.link is not None:
+            self.link.send(cmd)          # else the host is restarting: it recovers from disk
 
     def publish(self, qid: int, record, priority: int, track: bool) -> int:
         self.seq = seq = self.seq + 1
-        self.link.send(("pub", qid, seq, priority, record, track))
+        if self.link is not None:
+            self.link.send(("pub", qid, seq, priority, record, track))
+            if seq - self.seen > LINK_WINDOW:
+                self.backlogged = True
+        else:                            # the host is restarting: refuse, never lose silently
+            if track:
+                self.nacked.add(seq)
+            self.done_seq = seq
         return seq
 
     def request(self, op: str, *args):
-        self._next_req = req = self._next_req + 1
         fut = self.loop.create_future()
+        if self.link is None:
+            fut.set_exception(self._gone_error())
+            return fut
+        self._next_req = req = self._next_req + 1
         self.pending[req] = fut
         self.link.send((op, req, *args))
         return fut
+
+    def _gone_error(self) -> HostGone:
+        return HostGone(f"worker {self.index} owning the queue stopped; it is being restarted")
 
     def grant(self, consumer, n: int = 1) -> None:
         """Return credit to the host for ``consumer`` (sent once per loop turn)."""
@@ -87,12 +106,22 @@ class PartitionClient:
     def on_event(self, event) -> None:
         EVENTS[event[0]](self, *event[1:])
 
-    def ev_confirm(self, upto: int, nacked) -> None:
-        self.done_seq = upto
-        if nacked:
-            self.nacked.update(nacked)
-        for ch in list(self.listeners):
-            ch.on_commit()
+    def ev_confirm(self, upto: int, nacked, seen: int) -> None:
+        self.seen = seen
+        if self.backlogged and self.seq - seen <= LINK_WINDOW // 2:
+            self._release_publishers()
+        if upto > self.done_seq:
+            self.done_seq = upto
+            if nacked:
+                self.nacked.update(nacked)
+            for ch in list(self.listeners):
+                ch.on_commit()
+
+    def _release_publishers(self) -> None:
+        self.backlogged = False
+        waiters, self.flow_waiters = self.flow_waiters, set()
+        for session in waiters:
+            session.unthrottle(self)
 
     def ev_dlv(self, cid: int, qid: int, offset: int, redelivered: bool, record) -> None:
         consumer = self.consumers.get(cid)
@@ -147,8 +176,7 @@ class PartitionClient:
         self.link = None
         for fut in self.pending.values():
             if not fut.done():
-                fut.set_exception(HostGone(f"worker {self.index} owning the queue stopped; "
-                                           f"it is being restarted"))
+                fut.set_exception(self._gone_error())
         self.pending.clear()
         if self.seq > self.done_seq:
             self.nacked.update(range(self.done_seq + 1, self.seq + 1))
@@ -160,6 +188,8 @@ class PartitionClient:
             self.ev_cancel(cid)
         for ref in self.refs.values():
             ref.set_backlogged(False)
+        self.seen = self.seq
+        self._release_publishers()
         self._grants.clear()
 
     def reopen(self) -> None:

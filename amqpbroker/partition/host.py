@@ -27,6 +27,7 @@ class LinkState:
         self.emit = link.emit
         self.last_seq = 0               # last publish number received
         self.sent_upto = 0              # last watermark sent
+        self.sent_seen = 0              # last publish number reported as handled
         self.waiting: deque = deque()   # (commit generation, seq) of publishes not yet durable
         self.nacked: list[int] = []
         self.subs: dict[int, Subscription] = {}
@@ -37,10 +38,11 @@ class LinkState:
 
     def send_confirms(self) -> None:
         upto = self.watermark()
-        if upto > self.sent_upto:
+        if upto > self.sent_upto or self.last_seq > self.sent_seen:
             self.sent_upto = upto
+            self.sent_seen = self.last_seq
             nacked, self.nacked = self.nacked, []
-            self.emit(("confirm", upto, nacked))
+            self.emit(("confirm", upto, nacked, self.last_seq))
 
 
 class HostAlarms:
@@ -83,7 +85,7 @@ class PartitionHost:
         if state in self.links:
             self.links.remove(state)
         for sub in list(state.subs.values()):
-            self.op_unsub(state, sub.cid)
+            self.op_unsub(state, 0, sub.cid)
         for qid, offsets in state.unacked.items():
             q = self.queues.get(qid)
             if q is not None and not q.deleted and offsets:
@@ -165,10 +167,12 @@ class PartitionHost:
         state.emit(("reply", req, True, None))
         q.add_consumer(sub)
 
-    def op_unsub(self, state, cid):
+    def op_unsub(self, state, req, cid):
         sub = state.subs.pop(cid, None)
         if sub is not None and not sub.queue.deleted:
-            sub.queue.remove_consumer(sub)
+            sub.queue.remove_consumer(sub)      # may delete an auto-delete queue ("gone")
+        if req:
+            state.emit(("reply", req, True, None))
 
     def op_credit(self, state, grants):
         for cid, n in grants:
@@ -281,4 +285,4 @@ class PartitionHost:
 
 
 OPS = {name[3:]: fn for name, fn in vars(PartitionHost).items() if name.startswith("op_")}
-REQUESTS = {"open", "sub", "get", "purge", "stats", "delete"}
+REQUESTS = {"open", "sub", "unsub", "get", "purge", "stats", "delete"}

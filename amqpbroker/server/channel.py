@@ -141,6 +141,8 @@ class Channel:
                     tickets.append((q.client, n))
                 if q.backlogged:
                     session.throttle(q)
+                elif q.client.backlogged:
+                    session.throttle(q.client)
         if confirm:
             self._confirm(tickets)
 
@@ -550,12 +552,20 @@ class Channel:
         if shared:
             self._share_global_credit()
 
-    def basic_cancel(self, m) -> None:
+    async def basic_cancel(self, m) -> None:
         c = self.consumers.pop(m.consumer_tag, None)
+        if c is not None:
+            if c is self.reply_consumer:
+                self._remove_consumer(c)
+            else:
+                done = c.queue.unsubscribe(c, wait=True)
+                if done is not None:
+                    try:
+                        await done
+                    except errors.AMQPError:
+                        pass                # the queue's worker restarted: nothing to cancel
         if not m.nowait:
             self.session.send_method(self.number, C.Basic.CancelOk(consumer_tag=m.consumer_tag))
-        if c is not None:
-            self._remove_consumer(c)
 
     async def basic_get(self, m) -> None:
         session = self.session

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import threading
 
-READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+):(\d+))?")
+READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+):(\d+))?"
+                   r"(?: workers=([\d,]+))?")
 
 
 class BrokerProcess:
@@ -34,6 +35,7 @@ class BrokerProcess:
         self.port = 0
         self.management_port = 0
         self.output: list[str] = []
+        self.worker_pids: list[int] = []
 
     @property
     def url(self) -> str:
@@ -58,6 +60,7 @@ class BrokerProcess:
                     self.host, self.port = m.group(1), int(m.group(2))
                     if m.group(4):
                         self.management_port = int(m.group(4))
+                    self.worker_pids = [int(p) for p in (m.group(5) or "").split(",") if p]
                     found.set()
             found.set()
 
@@ -68,11 +71,16 @@ class BrokerProcess:
         return self
 
     def kill(self) -> None:
-        """SIGKILL: a crash, nothing flushed."""
+        """SIGKILL to the supervisor and its workers at once: a crash, nothing flushed."""
+        from .leaks import wait_gone
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)     # its own session: start()
+            except ProcessLookupError:
+                pass
         if self.proc:
             self.proc.wait(30)
+        wait_gone(self.worker_pids)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait: a clean shutdown."""
@@ -83,6 +91,8 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(30)
+        from .leaks import wait_gone
+        wait_gone(self.worker_pids)
         return self.proc.returncode if self.proc else None
 
     def restart(self) -> "BrokerProcess":

@@ -71,3 +71,41 @@ def no_new_children():
     yield
     leaked = child_processes() - before
     assert not leaked, f"leaked child processes: {sorted(leaked)}"
+
+
+def wait_gone(pids, timeout: float = 30.0) -> set[int]:
+    """Wait until the processes ``pids`` (not necessarily our children) have exited; return
+    those still alive at the timeout. Waits on pidfds, which become readable at exit."""
+    import select
+    import time
+    fds = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:
+            pass                                  # already gone
+    deadline = time.monotonic() + timeout
+    try:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        alive = dict(fds)
+        while alive:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                alive.pop(fd, None)
+        return set(alive.values())
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

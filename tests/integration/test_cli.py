@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,7 +36,9 @@ def test_environment_sets_flags(tmp_path):
                             env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        assert line.strip() == f"amqpbroker ready amqp=127.0.0.1:{port}"
+        # the worker pids follow when there are worker processes (``--workers``)
+        assert re.fullmatch(rf"amqpbroker ready amqp=127\.0\.0\.1:{port}( workers=\d+(,\d+)*)?",
+                            line.strip()), line
         assert (tmp_path / "envdata" / "definitions.json").exists()
     finally:
         proc.send_signal(signal.SIGINT)
