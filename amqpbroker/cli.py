@@ -87,6 +87,7 @@ async def _serve(cfg: Config) -> int:
     if cfg.worker_count():
         from .supervisor.workers import start_workers
         workers = await start_workers(broker, cfg.worker_count())
+        broker.workers = workers
     broker.start([w.client for w in workers] or None)
     server = AMQPServer(broker)
     addrs = await server.start(cfg.host, cfg.port)

@@ -31,10 +31,10 @@ MATRIX = [
 ]
 
 
-def start_ours(port: int, data_dir: str) -> subprocess.Popen:
+def start_ours(port: int, data_dir: str, extra=()) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--management-port", "0", "--data-dir", data_dir, "--log-level", "warning"],
+         "--management-port", "0", "--data-dir", data_dir, "--log-level", "warning", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -99,18 +99,27 @@ def table(rows: list[tuple[str, dict]]) -> str:
 
 def ratios(rows: list[tuple[str, dict]]) -> str:
     by = {}
+    ours = []
     for broker, r in rows:
         if "error" not in r:
             by[(r["scenario"], r["size"], broker)] = r
-    lines = ["| scenario | size | ours / RabbitMQ (consumed, else published) |", "|---|---|---:|"]
+        if broker != "rabbitmq" and broker not in ours:
+            ours.append(broker)
+    lines = ["| scenario | size | " + " | ".join(f"{o} / RabbitMQ" for o in ours) + " |",
+             "|---|---|" + "---:|" * len(ours)]
     for scenario, size in MATRIX:
-        o, q = by.get((scenario, size, "amqpbroker")), by.get((scenario, size, "rabbitmq"))
-        if not o or not q:
-            continue
-        key = "consume_rate" if o["consume_rate"] is not None else (
-            "confirm_rate" if o["confirm_rate"] is not None else "publish_rate")
-        if q[key]:
-            lines.append(f"| {scenario} | {_size(size)} | {o[key] / q[key]:.2f} |")
+        q = by.get((scenario, size, "rabbitmq"))
+        cells = []
+        for name in ours:
+            o = by.get((scenario, size, name))
+            if not o or not q:
+                cells.append("")
+                continue
+            key = "consume_rate" if o["consume_rate"] is not None else (
+                "confirm_rate" if o["confirm_rate"] is not None else "publish_rate")
+            cells.append(f"{o[key] / q[key]:.2f}" if q[key] else "")
+        if any(cells):
+            lines.append(f"| {scenario} | {_size(size)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -123,17 +132,28 @@ def main() -> int:
     p.add_argument("--producers", type=int, default=1)
     p.add_argument("--consumers", type=int, default=2)
     p.add_argument("--only", default="", help="comma list of scenarios to run")
+    p.add_argument("--sizes", default="", help="comma list of message sizes to run")
     p.add_argument("--out", default="", help="also write the Markdown here")
     p.add_argument("--jsonl", default="", help="append raw loadgen JSON lines here")
+    p.add_argument("--workers", default="",
+                   help="comma list of --workers values: one amqpbroker per value, side by "
+                        "side (e.g. 0,1,2); default: one with its default")
     a = p.parse_args()
     cells = [c for c in MATRIX if not a.only or c[0] in a.only.split(",")]
+    only_sizes = [c for c in cells if not a.sizes or str(c[1]) in a.sizes.split(",")]
+    cells = only_sizes
     rows: list[tuple[str, dict]] = []
-    data_dir = tempfile.mkdtemp(prefix="amqpbroker-bench-")
-    ours = start_ours(a.port, data_dir)
+    data_dirs, ours, brokers = [], [], []
+    variants = a.workers.split(",") if a.workers else [None]
+    for k, w in enumerate(variants):
+        data_dirs.append(tempfile.mkdtemp(prefix="amqpbroker-bench-"))
+        port = a.port + k
+        ours.append(start_ours(port, data_dirs[-1], () if w is None else ("--workers", w)))
+        name = "amqpbroker" if w is None else f"amqpbroker-w{w}"
+        brokers.append((name, f"amqp://guest:guest@127.0.0.1:{port}/", ours[-1].pid))
+    brokers.append(("rabbitmq", a.rabbit_url, a.rabbit_pid))
     started = time.monotonic()
     try:
-        brokers = [("amqpbroker", f"amqp://guest:guest@127.0.0.1:{a.port}/", ours.pid),
-                   ("rabbitmq", a.rabbit_url, a.rabbit_pid)]
         for i, (scenario, size) in enumerate(cells):
             for name, url, pid in (brokers if i % 2 == 0 else brokers[::-1]):
                 r = run_cell(url, pid, scenario, size, a)
@@ -144,8 +164,10 @@ def main() -> int:
                     with open(a.jsonl, "a") as f:
                         f.write(json.dumps({"broker": name, **r}) + "\n")
     finally:
-        stop(ours)
-        subprocess.run(["rm", "-rf", data_dir], check=False)
+        for proc in ours:
+            stop(proc)
+        for d in data_dirs:
+            subprocess.run(["rm", "-rf", d], check=False)
     rows.sort(key=lambda br: (cells.index((br[1]["scenario"], br[1]["size"])), br[0]))
     md = (table(rows) + "\n\n" + ratios(rows) + "\n\n"
           f"matrix wall time {time.monotonic() - started:.0f} s\n")

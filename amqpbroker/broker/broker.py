@@ -33,6 +33,7 @@ class Broker:
         self.definitions = Definitions(self, os.path.join(self.data_dir, "definitions.json"))
         self.alarms = Alarms(self)
         self.partitions: list = []          # PartitionClient per worker (see start)
+        self.workers: list = []             # WorkerProcess per worker (none: in-process)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, partitions=None) -> None:

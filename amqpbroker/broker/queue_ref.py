@@ -56,11 +56,11 @@ class QueueRef:
         """Send a message to the queue; returns its publish number (for confirms)."""
         return self.client.publish(self.qid, record, priority, track)
 
-    def ack(self, offsets: list[int]) -> None:
-        self.client.send(("ack", self.qid, offsets))
+    def ack(self, offsets: list[int]) -> int:
+        return self.client.settle("ack", self.qid, offsets)
 
-    def reject(self, offsets: list[int], requeue: bool) -> None:
-        self.client.send(("reject", self.qid, offsets, requeue))
+    def reject(self, offsets: list[int], requeue: bool) -> int:
+        return self.client.settle("reject", self.qid, offsets, requeue)
 
     def set_backlogged(self, on: bool) -> None:
         self.backlogged = on

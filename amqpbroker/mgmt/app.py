@@ -128,7 +128,11 @@ class ManagementServer:
             "mem_alarm": "memory" in self.broker.alarms.active,
             "disk_free": st.f_bavail * st.f_frsize, "disk_free_limit": cfg.disk_free_limit,
             "disk_free_alarm": any(k.startswith("disk") for k in self.broker.alarms.active),
-            "proc_used": 1, "uptime": int(self.broker.loop.time() * 1000)}])
+            "proc_used": 1 + len(self.broker.workers),
+            "uptime": int(self.broker.loop.time() * 1000),
+            # ours: the partition worker processes (see amqpbroker/supervisor)
+            "workers": [{"index": w.index, "pid": w.pid, "restarts": w.restarts,
+                         "running": w.client.link is not None} for w in self.broker.workers]}])
 
     async def _vhost_json(self, vh):
         stats = await self.broker.queue_stats(list(vh.queues.values()))
@@ -224,7 +228,8 @@ class ManagementServer:
                 "arguments": q.arguments, "messages": ready + unacked,
                 "messages_ready": ready, "messages_unacknowledged": unacked,
                 "consumers": consumers, "type": "classic", "state": "running",
-                "message_bytes_ready": ready_bytes, "node": "amqpbroker@localhost"}
+                "message_bytes_ready": ready_bytes, "node": "amqpbroker@localhost",
+                "worker": q.client.index}       # ours: the partition worker that owns it
 
     async def queues(self, request):
         vname = request.match_info.get("vhost")

@@ -75,6 +75,16 @@ class PartitionClient:
             self.done_seq = seq
         return seq
 
+    def settle(self, op: str, qid: int, offsets, *args) -> int:
+        """ack / reject: numbered like publishes, so that a later confirm can wait for the
+        commit that wrote them (see ``Session.settled_on``)."""
+        self.seq = seq = self.seq + 1
+        if self.link is not None:
+            self.link.send((op, qid, seq, offsets, *args))
+        else:
+            self.done_seq = seq
+        return seq
+
     def request(self, op: str, *args):
         fut = self.loop.create_future()
         if self.link is None:
@@ -127,7 +137,7 @@ class PartitionClient:
         consumer = self.consumers.get(cid)
         if consumer is None:
             # cancelled while this was on its way: back to the queue
-            self.link.send(("reject", qid, [offset], True))
+            self.settle("reject", qid, [offset], True)
             return
         consumer.channel.deliver(consumer, offset, record, redelivered)
 

@@ -152,9 +152,16 @@ class PartitionHost:
             if track:                    # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
         elif record.flags & 1 and q.durable:
-            state.waiting.append((self.committer.open_gen, seq))
+            self._wait_for_commit(state, q, seq)
         if q.backlogged:
             q.check_backlog()
+
+    def _wait_for_commit(self, state, q: Queue, seq: int) -> None:
+        """Publish or ack number ``seq`` is confirmed after the next commit round, if it left
+        something for that round to write (a requeue, or a message expired at once, did not:
+        waiting for a round that nobody scheduled would stall every later confirm)."""
+        if q in self.committer.dirty:
+            state.waiting.append((self.committer.open_gen, seq))
 
     def op_sub(self, state, req, qid, cid, tag, no_ack, exclusive, priority, credit):
         q = self._queue(qid)
@@ -181,17 +188,23 @@ class PartitionHost:
                 sub.credit += n
                 sub.queue.schedule_dispatch()
 
-    def op_ack(self, state, qid, offsets):
+    def op_ack(self, state, qid, seq, offsets):
+        state.last_seq = seq
         q = self.queues.get(qid)
         if q is not None and not q.deleted:
+            if q.durable:
+                self._wait_for_commit(state, q, seq)
             held = state.unacked.get(qid)
             if held:
                 held.difference_update(offsets)
             q.ack(offsets)
 
-    def op_reject(self, state, qid, offsets, requeue):
+    def op_reject(self, state, qid, seq, offsets, requeue):
+        state.last_seq = seq
         q = self.queues.get(qid)
         if q is not None and not q.deleted:
+            if q.durable:
+                self._wait_for_commit(state, q, seq)
             held = state.unacked.get(qid)
             if held:
                 held.difference_update(offsets)

@@ -166,6 +166,12 @@ class Channel:
             return
         self.publish_seq += 1
         seq = self.publish_seq
+        marks = self.session.settled_on
+        if marks:
+            # acks this connection sent before are durable before this confirm (one group
+            # commit per worker covers both, but the acks may be on another worker)
+            tickets = [*tickets, *marks.items()]
+            marks.clear()
         if not self.pending_confirms and _settled(tickets):
             self.session.write(fp.build_confirm(self.number, seq, False,
                                                 nack=_nacked(tickets)))
@@ -326,11 +332,9 @@ class Channel:
             q = d.queue
             if d.epoch == q.client.epoch and not q.deleted:
                 by_queue.setdefault(q, []).append(d.offset)
+        marks = self.session.settled_on
         for q, offsets in by_queue.items():
-            if ack:
-                q.ack(offsets)
-            else:
-                q.reject(offsets, requeue)
+            marks[q.client] = q.ack(offsets) if ack else q.reject(offsets, requeue)
         if self.held:
             self._release_held()
         if shared and not self.closed:

@@ -76,6 +76,7 @@ class Session(asyncio.Protocol):
         self._throttled_by: set = set()      # backlogged queues this publisher waits for
         self._held: list = []                # a publish that arrived during an alarm
         self._waiting = False                # a handler waits for a partition host's reply
+        self.settled_on: dict = {}           # PartitionClient -> number of our last ack there
         self.closed = False
         self._flush_scheduled = False
         self._timer = None
