@@ -31,6 +31,8 @@ FLAGS = [
     ("disk_free_limit", int, "disk alarm threshold, bytes free (default 50000000)"),
     ("workers", int, "partition worker processes (default -1 = CPU count - 1, at least 1; "
                      "0 = queues run in the main process)"),
+    ("frontends", int, "AMQP front-end processes sharing the port (default 0 = the "
+                       "supervisor serves AMQP itself; needs --workers >= 1)"),
 ]
 
 
@@ -59,7 +61,7 @@ def serve(cfg: Config) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    _raise_fd_limit()
+    raise_fd_limit()
     tune_gc()
     try:
         import uvloop
@@ -75,41 +77,49 @@ def serve(cfg: Config) -> int:
 
 
 async def _serve(cfg: Config) -> int:
+    """The supervisor: workers first (they own the queues), then metadata and recovery, then
+    the AMQP listener (here, or in front-end processes), then management."""
     from .broker.broker import Broker
     from .server.listener import AMQPServer
+    from .supervisor.frontends import start_frontends, stop_frontends
+    from .supervisor.workers import start_workers, stop_workers
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)      # first: a signal during start-up or right
     broker = Broker(cfg, loop)                      # after "ready" still shuts down cleanly
-    workers = []
-    if cfg.worker_count():
-        from .supervisor.workers import start_workers
-        workers = await start_workers(broker, cfg.worker_count())
-        broker.workers = workers
-    broker.start([w.client for w in workers] or None)
     server = AMQPServer(broker)
-    addrs = await server.start(cfg.host, cfg.port)
-    host, port = addrs[0]
-    line = f"amqpbroker ready amqp={_show(host)}:{port}"
-    mgmt = None
-    if cfg.management_port:
-        from .mgmt.app import ManagementServer
-        mgmt = ManagementServer(broker, server)
-        mhost, mport = await mgmt.start(cfg.host, max(cfg.management_port, 0))
-        line += f" management={_show(mhost)}:{mport}"
-    if workers:
-        line += " workers=" + ",".join(str(w.pid) for w in workers)
-    print(line, flush=True)
-    await stop.wait()
-    log.info("shutting down")
-    await server.stop()
-    if mgmt is not None:
-        await mgmt.stop()
-    broker.close()
-    if workers:
-        from .supervisor.workers import stop_workers
+    workers, frontends, mgmt = [], [], None
+    try:
+        if cfg.worker_count():
+            workers = broker.workers = await start_workers(broker, cfg.worker_count())
+        broker.start([w.client for w in workers] or None)
+        if cfg.frontends and workers:
+            listen = _listening_socket(cfg.host, cfg.port)
+            host, port = listen.getsockname()[:2]
+            frontends = await start_frontends(broker, workers, listen, cfg.frontends)
+        else:
+            host, port = (await server.start(cfg.host, cfg.port))[0]
+        line = f"amqpbroker ready amqp={_show(host)}:{port}"
+        if cfg.management_port:
+            from .mgmt.app import ManagementServer
+            mgmt = ManagementServer(broker, server)
+            mhost, mport = await mgmt.start(cfg.host, max(cfg.management_port, 0))
+            line += f" management={_show(mhost)}:{mport}"
+        if workers:
+            line += " workers=" + ",".join(str(w.pid) for w in workers)
+        if frontends:
+            line += " frontends=" + ",".join(str(f.pid) for f in frontends)
+        print(line, flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await stop_frontends(frontends)
+        await server.stop()
+        if mgmt is not None:
+            await mgmt.stop()
+        broker.close()
         await stop_workers(workers)
     log.info("stopped")
     return 0
@@ -126,7 +136,7 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-def _raise_fd_limit() -> None:
+def raise_fd_limit() -> None:
     """Every connection is a descriptor: lift the soft limit to the hard one, as RabbitMQ's
     packaging does, so thousands of clients can connect."""
     import resource
@@ -137,6 +147,19 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
+
+
+def _listening_socket(host: str, port: int):
+    """The AMQP socket every front-end process inherits and accepts on."""
+    import socket
+    try:
+        sock = socket.create_server((host or "", port), family=socket.AF_INET, backlog=1024)
+    except OSError as exc:          # worded as asyncio words it for the in-process listener
+        raise OSError(exc.errno, f"error while attempting to bind on address "
+                                 f"{(host, port)!r}: {(exc.strerror or '').lower()}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
 
 
 def _show(host: str) -> str:

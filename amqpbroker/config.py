@@ -24,6 +24,7 @@ class Config:
     default_pass: str = "guest"
     loopback_users: tuple = ("guest",)
     workers: int = -1                            # partition worker processes; -1 = by CPUs
+    frontends: int = 0                           # AMQP front-end processes; 0 = the supervisor
 
     def worker_count(self) -> int:
         """``--workers -1``: one worker per CPU beside the supervisor's own, at least one."""

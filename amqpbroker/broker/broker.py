@@ -34,6 +34,11 @@ class Broker:
         self.alarms = Alarms(self)
         self.partitions: list = []          # PartitionClient per worker (see start)
         self.workers: list = []             # WorkerProcess per worker (none: in-process)
+        self.frontends: list = []           # FrontendProcess per front-end (see supervisor/)
+        self.replica = False                # a front-end's copy: the supervisor owns this
+        self.forward_reply = None           # front-end: direct reply-to for another one
+        from ..supervisor.metadata import LocalMetadata
+        self.metadata = LocalMetadata(self)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, partitions=None) -> None:
@@ -85,11 +90,36 @@ class Broker:
                 client.send(("close",))
 
     # ------------------------------------------------------------ vhosts
+    def frontend_of(self, token: str):
+        """The front-end process whose connection holds a reply-to token or owns a queue."""
+        try:
+            return self.frontends[int(token.split(".", 1)[0])]
+        except (ValueError, IndexError):
+            return None
+
+    async def connection_list(self, local_sessions=()) -> list[dict]:
+        """Every AMQP connection: this process's, and each front-end's."""
+        from ..supervisor.frontend import session_json
+        out = [session_json(s) for s in local_sessions]
+        for fe in self.frontends:
+            if fe.control is not None:
+                try:
+                    out.extend(await fe.control.request("connections"))
+                except errors.AMQPError:
+                    pass                        # it is restarting
+        return out
+
+    def changed(self, op: tuple) -> None:
+        """Metadata changed here (the owner): tell every front-end (supervisor/metadata.py)."""
+        for fe in self.frontends:
+            fe.notify("op", op)
+
     def add_vhost(self, name: str, description: str = "", tags=()) -> VirtualHost:
         vh = self.vhosts.get(name)
         if vh is None:
             vh = VirtualHost(self, name, description, tags)
             self.vhosts[name] = vh
+            self.changed(("vhost", name, description, list(tags)))
             self.definitions.save()
         return vh
 
@@ -101,9 +131,13 @@ class Broker:
             if s.vhost is vh:
                 s.force_close(f"vhost '{name}' is deleted")
         for q in list(vh.queues.values()):
-            vh.delete_queue(q)
+            if self.replica:
+                vh.forget_queue(q, "vhost deleted")   # the supervisor deletes it
+            else:
+                vh.delete_queue(q)
         for key in [k for k in self.users.permissions if k[0] == name]:
             del self.users.permissions[key]
+        self.changed(("vhost-", name))
         self.definitions.save()
         return True
 

@@ -61,8 +61,10 @@ class Definitions:
     def save(self) -> None:
         """Write the definitions; if the disk refuses, keep them in memory, raise the disk
         alarm and retry every second until a write succeeds."""
-        if self.loading:
+        if self.loading or self.broker.replica:
             return
+        # users and permissions have no ops of their own: front-ends get them whole
+        self.broker.changed(("users", self.broker.users.users, self.broker.users.permissions))
         try:
             self._write()
         except OSError as exc:

@@ -19,7 +19,7 @@ EQUIVALENT_ARGS = ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-b
 
 class QueueRef:
     def __init__(self, vhost, name: str, *, durable: bool, exclusive_owner, auto_delete: bool,
-                 arguments: dict, directory: str, client):
+                 arguments: dict, directory: str, client, qid: int | None = None):
         self.vhost = vhost
         self.name = name
         self.durable = durable
@@ -29,12 +29,19 @@ class QueueRef:
         self.arguments = self.args.arguments
         self.directory = directory
         self.client = client
-        self.qid = client.new_qid()
         self.deleted = False
         self.backlogged = False             # the host asked publishers to wait
         self.flow_waiters: set = set()      # sessions waiting for that to end
-        client.refs[self.qid] = self
-        self.opened = self.open()
+        self.announced = False              # front-ends were told (supervisor/metadata.py)
+        if qid is None:                     # a new queue: its host creates or recovers it
+            self.qid = client.new_qid()
+            client.refs[self.qid] = self
+            self.opened = self.open()
+        else:                               # a front-end's copy of a queue already open
+            self.qid = qid
+            client.refs[qid] = self
+            self.opened = client.loop.create_future()
+            self.opened.set_result(None)
 
     def open(self):
         """Ask the host to create or recover the queue; the future fails with 506 if the data

@@ -90,6 +90,8 @@ class VirtualHost:
             return existing
         ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
         self.exchanges[name] = ex
+        self.broker.changed(("exchange", self.name, name, ex.type, durable, auto_delete,
+                             internal, ex.arguments))
         if durable and persist:
             self.broker.definitions.save()
         return ex
@@ -107,6 +109,7 @@ class VirtualHost:
         del self.exchanges[name]
         for other in self.exchanges.values():
             other.remove_destination(ex)
+        self.broker.changed(("exchange-", self.name, name))
         if ex.durable:
             self.broker.definitions.save()
 
@@ -115,6 +118,7 @@ class VirtualHost:
             del self.exchanges[ex.name]
             for other in self.exchanges.values():
                 other.remove_destination(ex)
+            self.broker.changed(("exchange-", self.name, ex.name))
 
     # ----------------------------------------------------------- queues
     def get_queue(self, name: str, owner=None, cid=0, mid=0) -> QueueRef:
@@ -125,7 +129,7 @@ class VirtualHost:
         return q
 
     def check_exclusive(self, q: QueueRef, owner, cid=0, mid=0) -> None:
-        if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+        if q.exclusive_owner is not None and q.exclusive_owner != owner:
             raise errors.ResourceLocked(
                 f"cannot obtain exclusive access to locked {self._q(q.name)}. It could be "
                 f"originally declared on another connection or the exclusive property value "
@@ -202,6 +206,7 @@ class VirtualHost:
         q.set_backlogged(False)
         if self.queues.get(q.name) is q:
             del self.queues[q.name]
+            self.broker.changed(("queue-", self.name, q.name, q.qid))
         for ex in list(self.exchanges.values()):
             if ex.remove_destination(q):
                 self._maybe_auto_delete_exchange(ex)
@@ -212,16 +217,24 @@ class VirtualHost:
     # ----------------------------------------------------------- bindings
     def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
-        if ex.bind(destination, routing_key, arguments) and ex.durable and \
-                getattr(destination, "durable", False):
-            self.broker.definitions.save()
+        if ex.bind(destination, routing_key, arguments):
+            self.broker.changed(self._binding_op("bind", ex, destination, routing_key,
+                                                 arguments))
+            if ex.durable and getattr(destination, "durable", False):
+                self.broker.definitions.save()
 
     def unbind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
         if ex.unbind(destination, routing_key, arguments):
+            self.broker.changed(self._binding_op("unbind", ex, destination, routing_key,
+                                                 arguments))
             if ex.durable:
                 self.broker.definitions.save()
             self._maybe_auto_delete_exchange(ex)
+
+    def _binding_op(self, kind, ex, destination, key, arguments) -> tuple:
+        dkind = "queue" if isinstance(destination, QueueRef) else "exchange"
+        return (kind, self.name, ex.name, dkind, destination.name, key, dict(arguments or {}))
 
     def _bindable(self, exchange_name, cid, mid) -> Exchange:
         if exchange_name == "":

@@ -101,7 +101,8 @@ class ManagementServer:
                       "product_name": "amqpbroker", "product_version": "0.1.0",
                       "cluster_name": self.amqp.server_properties["cluster_name"],
                       "node": "amqpbroker@localhost",
-                      "object_totals": {"connections": len(self.amqp.sessions),
+                      "object_totals": {"connections": len(await self.broker.connection_list(
+                          self.amqp.sessions)),
                                         "queues": len(queues),
                                         "consumers": sum(s[1] for s in stats)},
                       "queue_totals": {"messages_ready": sum(s[0] for s in stats),
@@ -123,7 +124,8 @@ class ManagementServer:
             "name": "amqpbroker@localhost", "type": "disc", "running": True,
             "fd_total": soft, "fd_used": fds,
             # RabbitMQ reserves part of the descriptors for files; we need few besides sockets
-            "sockets_total": max(soft - 256, 0), "sockets_used": len(self.amqp.sessions),
+            "sockets_total": max(soft - 256, 0),
+            "sockets_used": len(await self.broker.connection_list(self.amqp.sessions)),
             "mem_used": rss_bytes(), "mem_limit": int(total_memory() * cfg.memory_high_watermark),
             "mem_alarm": "memory" in self.broker.alarms.active,
             "disk_free": st.f_bavail * st.f_frsize, "disk_free_limit": cfg.disk_free_limit,
@@ -264,10 +266,7 @@ class ManagementServer:
         return _json(self._exchange_json(vh, ex)) if ex else _error(404, "Not Found")
 
     async def connections(self, request):
-        return _json([{"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
-                       "vhost": s.vhost.name if s.vhost else None,
-                       "channels": len(s.channels), "client_properties": s.client_properties}
-                      for s in self.amqp.sessions])
+        return _json(await self.broker.connection_list(self.amqp.sessions))
 
     async def definitions_get(self, request):
         return _json(self.broker.definitions.export())

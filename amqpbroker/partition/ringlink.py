@@ -23,7 +23,7 @@ import asyncio
 import logging
 import pickle
 
-from shm.wakeup import RingReader, RingWriter
+from shm.wakeup import RingReader, RingWriter, close_fds
 
 from ..storage.record import Record
 
@@ -67,6 +67,7 @@ class RingEndpoint:
         self._draining = None               # task pushing a backlog into a full ring
         self._parts: list[bytes] = []
         self._reader_task = None
+        self.eventfds: tuple = ()           # closed with the endpoint (see supervisor/links)
         self.closed = False
 
     def start(self) -> None:
@@ -154,3 +155,7 @@ class RingEndpoint:
             self._draining.cancel()
         self.out_ring.close()
         self.in_ring.close()
+        if self.eventfds:
+            # after the cancelled reader has removed its eventfd from the loop
+            self.loop.call_soon(close_fds, *self.eventfds)
+            self.eventfds = ()

@@ -147,8 +147,13 @@ class Channel:
             self._confirm(tickets)
 
     def _deliver_direct_reply(self, token: str, record) -> bool:
-        target = self.session.server.reply_to.get(token)
+        server = self.session.server
+        target = server.reply_to.get(token)
         if target is None:
+            if self.broker.forward_reply is not None \
+                    and not token.startswith(server.token_prefix):
+                self.broker.forward_reply(token, record)   # another front-end's connection
+                return True
             return False
         channel, consumer = target
         channel.deliver_direct(consumer, record)
@@ -398,106 +403,100 @@ class Channel:
     def channel_flow_ok(self, m) -> None:
         pass
 
-    def exchange_declare(self, m) -> None:
-        vhost = self.session.vhost
+    async def exchange_declare(self, m) -> None:
         if not m.passive:
             self._check("configure", "exchange", m.exchange, 40, 10)
-        vhost.declare_exchange(m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
-                               auto_delete=m.auto_delete, internal=m.internal,
-                               arguments=m.arguments)
+        await self.broker.metadata.declare_exchange(
+            self.session.vhost.name, m.exchange, m.exchange_type, m.passive, m.durable,
+            m.auto_delete, m.internal, m.arguments)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
 
-    def exchange_delete(self, m) -> None:
+    async def exchange_delete(self, m) -> None:
         self._check("configure", "exchange", m.exchange, 40, 20)
-        self.session.vhost.delete_exchange(m.exchange, m.if_unused)
+        await self.broker.metadata.delete_exchange(self.session.vhost.name, m.exchange,
+                                                   m.if_unused)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeleteOk())
 
-    def exchange_bind(self, m, unbind: bool = False) -> None:
+    async def exchange_bind(self, m, unbind: bool = False) -> None:
         mid = 40 if unbind else 30
-        vhost = self.session.vhost
         self._check("write", "exchange", m.destination, 40, mid)
         self._check("read", "exchange", m.source, 40, mid)
         if m.destination == "":
             raise errors.AccessRefused("operation not permitted on the default exchange", 40, mid)
-        dest = vhost.get_exchange(m.destination, 40, mid)
-        if unbind:
-            vhost.unbind(dest, m.source, m.routing_key, m.arguments, 40, mid)
-            reply = C.Exchange.UnbindOk()
-        else:
-            vhost.bind(dest, m.source, m.routing_key, m.arguments, 40, mid)
-            reply = C.Exchange.BindOk()
+        md = self.broker.metadata
+        change = md.unbind if unbind else md.bind
+        await change(self.session.vhost.name, "exchange", m.destination, m.source,
+                     m.routing_key, m.arguments, self.session.owner, 40, mid)
         if not m.nowait:
-            self.session.send_method(self.number, reply)
+            self.session.send_method(self.number,
+                                     C.Exchange.UnbindOk() if unbind else C.Exchange.BindOk())
 
-    def exchange_unbind(self, m) -> None:
-        self.exchange_bind(m, unbind=True)
+    def exchange_unbind(self, m):
+        return self.exchange_bind(m, unbind=True)
 
     async def queue_declare(self, m) -> None:
-        vhost = self.session.vhost
+        session = self.session
+        vhost = session.vhost
         name = m.queue
         if m.passive and name == REPLY_TO:
             # the direct reply-to pseudo-queue always "exists" with one consumer (RabbitMQ)
-            self.session.send_method(self.number, C.Queue.DeclareOk(
+            session.send_method(self.number, C.Queue.DeclareOk(
                 queue=REPLY_TO, message_count=0, consumer_count=1))
             return
         if m.passive:
-            q = vhost.declare_queue(self._queue_name(name, 50, 10), owner=self.session,
-                                    passive=True)
-        else:
-            if name:
-                self._check("configure", "queue", name, 50, 10)
-            q = vhost.declare_queue(name, owner=self.session, durable=m.durable,
-                                    exclusive=m.exclusive, auto_delete=m.auto_delete,
-                                    arguments=m.arguments)
-            if q.exclusive_owner is self.session:
-                self.session.exclusive_queues.add(q)
-        await q.opened
+            name = self._queue_name(name, 50, 10)
+        elif name:
+            self._check("configure", "queue", name, 50, 10)
+        name = await self.broker.metadata.declare_queue(
+            vhost.name, name, session.owner, m.passive, m.durable, m.exclusive, m.auto_delete,
+            m.arguments)
+        q = vhost.get_queue(name, session.owner, 50, 10)    # our copy has it by now
+        if q.exclusive_owner == session.owner:
+            session.exclusive_queues.add(q)
         self.last_queue = q.name
         if not m.nowait:
             messages, consumers = await q.counts()
-            self.session.send_method(self.number, C.Queue.DeclareOk(
+            session.send_method(self.number, C.Queue.DeclareOk(
                 queue=q.name, message_count=messages, consumer_count=consumers))
 
-    def queue_bind(self, m, unbind: bool = False) -> None:
+    async def queue_bind(self, m, unbind: bool = False) -> None:
         mid = 50 if unbind else 20
-        vhost = self.session.vhost
         name = self._queue_name(m.queue, 50, mid)
         self._check("write", "queue", name, 50, mid)
         self._check("read", "exchange", m.exchange, 50, mid)
-        q = vhost.get_queue(name, self.session, 50, mid)
+        md = self.broker.metadata
+        change = md.unbind if unbind else md.bind
+        await change(self.session.vhost.name, "queue", name, m.exchange, m.routing_key,
+                     m.arguments, self.session.owner, 50, mid)
         if unbind:
-            vhost.unbind(q, m.exchange, m.routing_key, m.arguments, 50, mid)
             self.session.send_method(self.number, C.Queue.UnbindOk())
-        else:
-            vhost.bind(q, m.exchange, m.routing_key, m.arguments, 50, mid)
-            if not m.nowait:
-                self.session.send_method(self.number, C.Queue.BindOk())
+        elif not m.nowait:
+            self.session.send_method(self.number, C.Queue.BindOk())
 
-    def queue_unbind(self, m) -> None:
-        self.queue_bind(m, unbind=True)
+    def queue_unbind(self, m):
+        return self.queue_bind(m, unbind=True)
 
     async def queue_purge(self, m) -> None:
         name = self._queue_name(m.queue, 50, 30)
         self._check("read", "queue", name, 50, 30)
-        q = self.session.vhost.get_queue(name, self.session, 50, 30)
+        q = self.session.vhost.get_queue(name, self.session.owner, 50, 30)
         count = await q.purge()
         if not m.nowait:
             self.session.send_method(self.number, C.Queue.PurgeOk(message_count=count))
 
     async def queue_delete(self, m) -> None:
-        vhost = self.session.vhost
+        session = self.session
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
-        q = vhost.queues.get(name)
-        count = 0
+        q = session.vhost.queues.get(name)
+        count = await self.broker.metadata.delete_queue(session.vhost.name, name, session.owner,
+                                                        m.if_unused, m.if_empty)
         if q is not None:
-            vhost.check_exclusive(q, self.session, 50, 40)
-            count = await vhost.delete_queue_checked(q, m.if_unused, m.if_empty)
-            self.session.exclusive_queues.discard(q)
+            session.exclusive_queues.discard(q)
         if not m.nowait:
-            self.session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
+            session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
 
     def basic_qos(self, m) -> None:
         if m.prefetch_size:
@@ -533,7 +532,7 @@ class Channel:
             return
         name = self._queue_name(m.queue, 60, 20)
         self._check("read", "queue", name, 60, 20)
-        q = session.vhost.get_queue(name, session, 60, 20)
+        q = session.vhost.get_queue(name, session.owner, 60, 20)
         priority = args.get("x-priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise errors.PreconditionFailed(f"invalid arg 'x-priority' for consumer '{tag}'",
@@ -575,7 +574,7 @@ class Channel:
         session = self.session
         name = self._queue_name(m.queue, 60, 70)
         self._check("read", "queue", name, 60, 70)
-        q = session.vhost.get_queue(name, session, 60, 70)
+        q = session.vhost.get_queue(name, session.owner, 60, 70)
         epoch = q.client.epoch
         got = await q.get(m.no_ack)
         if got is None:

@@ -11,16 +11,25 @@ log = logging.getLogger("amqpbroker.server")
 
 
 class AMQPServer:
-    def __init__(self, broker):
+    def __init__(self, broker, index: int = 0):
         self.broker = broker
+        self.index = index                # front-end number (0 when there is one process)
+        self.token_prefix = f"{index}."   # reply-to tokens and exclusive owners say where
         self.sessions: set[Session] = set()
         self.reply_to: dict = {}          # direct reply-to token -> (channel, consumer)
         self.server_properties = server_properties(f"amqpbroker@{socket.gethostname()}")
         self._server: asyncio.base_events.Server | None = None
 
-    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
-        self._server = await self.broker.loop.create_server(
-            lambda: Session(self), host=host or None, port=port, reuse_address=True, backlog=1024)
+    async def start(self, host: str, port: int, sock=None) -> list[tuple[str, int]]:
+        """Listen on host:port, or accept on ``sock`` (a listening socket shared by every
+        front-end process, inherited from the supervisor)."""
+        if sock is not None:
+            self._server = await self.broker.loop.create_server(lambda: Session(self),
+                                                                sock=sock)
+        else:
+            self._server = await self.broker.loop.create_server(
+                lambda: Session(self), host=host or None, port=port, reuse_address=True,
+                backlog=1024)
         addrs = []
         for sock in self._server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -43,6 +43,15 @@ def server_properties(cluster_name: str) -> dict:
             "cluster_name": cluster_name, "capabilities": dict(CAPABILITIES)}
 
 
+def _run_now(coro) -> None:
+    """Run a coroutine that never waits (a notice, or a change made in this process)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("a notice waited")
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.split("%")[0]).is_loopback
@@ -68,7 +77,8 @@ class Session(asyncio.Protocol):
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set = set()
         self.write_ok: set = set()
-        self.reply_token = uuid.uuid4().hex
+        self.reply_token = server.token_prefix + uuid.uuid4().hex
+        self.owner = self.reply_token        # who owns our exclusive queues, in any process
         self.writable = True
         self.is_publisher = False
         self.reading_paused = False          # alarm: publishers are not read from
@@ -433,7 +443,9 @@ class Session(asyncio.Protocol):
             q.flow_waiters.discard(self)
         self._throttled_by.clear()
         for q in list(self.exclusive_queues):
-            q.vhost.delete_queue(q, reason="exclusive owner closed")
+            if not q.deleted:
+                _run_now(self.broker.metadata.delete_queue_now(
+                    q.vhost.name, q.name, q.qid, "exclusive owner closed"))
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)
         self.broker.sessions.discard(self)

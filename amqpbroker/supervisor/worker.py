@@ -1,25 +1,25 @@
-"""A partition worker's main: a ``PartitionHost`` served over the rings from the supervisor.
+"""A partition worker's main: a ``PartitionHost`` served over rings.
 
 Started by ``workers.WorkerProcess`` as ``python -m amqpbroker.supervisor.worker SPEC``, where
-SPEC is a JSON object with the broker config, the worker's index and the inherited descriptors
-(ring segments, eventfds, the supervisor-alive pipe). The worker stops when the supervisor
-says ``close`` (after writing and fsyncing everything), on SIGTERM, or when the alive pipe
-reaches EOF (the supervisor died): in each case pending writes are flushed first.
+SPEC is a JSON object with the broker config, the worker's index and its inherited
+descriptors: the supervisor's link (rings and eventfds) and the control channel. Front-ends'
+links arrive later over the control channel (``link`` / ``unlink``). The worker stops when the
+supervisor says ``close`` (after writing and fsyncing everything), on SIGTERM, or when the
+control channel reaches EOF (the supervisor died): pending writes are flushed in every case.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import signal
+import socket
 import sys
-
-from shm.ring import Ring
 
 from ..config import Config
 from ..partition.host import PartitionHost
-from ..partition.ringlink import RingEndpoint
+from . import links
+from .control import ControlChannel
 
 log = logging.getLogger("amqpbroker.worker")
 
@@ -28,38 +28,47 @@ async def serve(spec: dict) -> None:
     loop = asyncio.get_running_loop()
     cfg = spec["config"]
     cfg["loopback_users"] = tuple(cfg["loopback_users"])
-    config = Config(**cfg)
-    fds = spec["fds"]
-    to_front = Ring.attach_fd(fds["out_ring"], data_fd=fds["out_data"],
-                              space_fd=fds["out_space"])
-    from_front = Ring.attach_fd(fds["in_ring"], data_fd=fds["in_data"],
-                                space_fd=fds["in_space"])
-    os.close(fds["out_ring"])
-    os.close(fds["in_ring"])
+    host = PartitionHost(Config(**cfg), loop)
     stop = asyncio.Event()
-    host = PartitionHost(config, loop)
-    state = None
+    endpoints: dict = {}
 
-    def on_batch(batch):
-        if any(m[0] == "close" for m in batch):
+    def attach(name, fds, on_close=None):
+        state = None
+
+        def on_batch(batch):
             host.handle(state, [m for m in batch if m[0] != "close"])
-            stop.set()
-            return
-        host.handle(state, batch)
+            if on_close is not None and any(m[0] == "close" for m in batch):
+                on_close()
+        endpoint = links.attach(fds, on_batch)
+        state = host.attach(endpoint)
+        endpoints[name] = (endpoint, state)
+        return endpoint
 
-    endpoint = RingEndpoint(to_front, from_front, on_batch)
-    state = host.attach(endpoint)
-    endpoint.start()
+    def link(name):
+        attach(name, control.recv_fds(6))
+
+    def unlink(name):
+        endpoint, state = endpoints.pop(name, (None, None))
+        if endpoint is not None:
+            host.detach(state)
+            endpoint.close()
+
+    fds = spec["fds"]
+    control = ControlChannel(socket.socket(fileno=fds["control"]),
+                             socket.socket(fileno=fds["fdpass"]),
+                             {"link": link, "unlink": unlink}, on_eof=stop.set)
+    await control.start()
+    supervisor = attach("supervisor", fds["link"], on_close=stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_reader(fds["alive"], stop.set)          # EOF: the supervisor is gone
-    endpoint.send(("ready",))
+    supervisor.send(("ready",))
     await stop.wait()
-    loop.remove_reader(fds["alive"])
     host.close()
-    endpoint.send(("closed",))
-    endpoint.flush()
+    supervisor.send(("closed",))
+    supervisor.flush()
     await asyncio.sleep(0)
-    endpoint.close()
+    for endpoint, _ in endpoints.values():
+        endpoint.close()
+    control.close()
 
 
 def main() -> int:

@@ -17,14 +17,10 @@ import subprocess
 import sys
 import time
 
-from shm.ring import Ring
-from shm.wakeup import close_fds, make_eventfds
-
-from ..partition.ringlink import RingEndpoint
+from . import control, links
 
 log = logging.getLogger("amqpbroker.supervisor")
 
-RING_BYTES = 8 << 20          # per direction; records up to 4 MiB, bigger ones are fragmented
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -40,8 +36,9 @@ class WorkerProcess:
         self.stopping = False
         self.restarts = 0
         self._pidfd = None
-        self._eventfds: tuple = ()
-        self._alive_w = None
+        self.control: control.ControlChannel | None = None
+        self.on_restart = None               # called once a restarted worker has its queues
+        self.on_lost = None                  # called when the worker died unasked
         self._ready: asyncio.Future | None = None
         self._started_at = 0.0
         self._gone: asyncio.Future | None = None
@@ -53,32 +50,33 @@ class WorkerProcess:
     # ------------------------------------------------------------ start
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        d_in, s_in = make_eventfds()
-        d_out, s_out = make_eventfds()
-        self._eventfds = (d_in, s_in, d_out, s_out)
-        to_worker, fd_to = Ring.create_unnamed(RING_BYTES, data_fd=d_in, space_fd=s_in)
-        from_worker, fd_from = Ring.create_unnamed(RING_BYTES, data_fd=d_out, space_fd=s_out)
-        alive_r, self._alive_w = os.pipe()
+        mine, theirs = links.make_link()
+        (ctl, ctl_child), (fdp, fdp_child) = control.socket_pairs()
         cfg = dataclasses.asdict(self.config)
         cfg["cache_limit"] = self.config.cache_limit // self.workers
         spec = {"index": self.index, "config": cfg,
-                "fds": {"in_ring": fd_to, "in_data": d_in, "in_space": s_in,
-                        "out_ring": fd_from, "out_data": d_out, "out_space": s_out,
-                        "alive": alive_r}}
+                "fds": {"link": theirs, "control": ctl_child.fileno(),
+                        "fdpass": fdp_child.fileno()}}
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "amqpbroker.supervisor.worker", json.dumps(spec)],
-                pass_fds=(fd_to, fd_from, d_in, s_in, d_out, s_out, alive_r),
+                pass_fds=(*theirs, ctl_child.fileno(), fdp_child.fileno()),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except BaseException:
+            links.close_all(mine)
+            ctl.close()
+            fdp.close()
+            raise
         finally:
-            os.close(fd_to)
-            os.close(fd_from)
-            os.close(alive_r)
+            links.close_all(theirs)
+            ctl_child.close()
+            fdp_child.close()
         self._started_at = time.monotonic()
         self._ready = loop.create_future()
         self._gone = loop.create_future()
-        self.endpoint = RingEndpoint(to_worker, from_worker, self._on_batch, yield_after="reply")
-        self.endpoint.start()
+        self.control = control.ControlChannel(ctl, fdp, {})
+        await self.control.start()
+        self.endpoint = links.attach(mine, self._on_batch, yield_after="reply")
         self._pidfd = os.pidfd_open(self.proc.pid)
         loop.add_reader(self._pidfd, self._exited)
         try:
@@ -87,6 +85,21 @@ class WorkerProcess:
             raise RuntimeError(f"worker {self.index} did not start") from None
         self.client.connect(self.endpoint)
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
+
+    def add_link(self, name: str) -> list[int]:
+        """A link for a front-end: the worker gets its side now; the caller sends the other
+        side (the returned fds) to the front-end and closes them."""
+        front, worker = links.make_link()
+        try:
+            self.control.send_fds(worker)
+        finally:
+            links.close_all(worker)
+        self.control.notify("link", name)
+        return front
+
+    def remove_link(self, name: str) -> None:
+        if self.control is not None and not self.control.closed:
+            self.control.notify("unlink", name)
 
     def _on_batch(self, batch) -> None:
         for msg in batch:
@@ -114,6 +127,8 @@ class WorkerProcess:
         log.error("worker %d (pid %d) exited with %s; restarting it", self.index,
                   self.proc.pid, code)
         self.client.host_lost()
+        if self.on_lost is not None:
+            self.on_lost(self)
         self.restarts += 1
         loop.create_task(self._restart())
 
@@ -128,15 +143,19 @@ class WorkerProcess:
                 await asyncio.sleep(1.0)
                 continue
             self.client.reopen()
+            await asyncio.gather(*(ref.opened for ref in list(self.client.refs.values())),
+                                 return_exceptions=True)
+            if self.on_restart is not None:
+                self.on_restart(self)
             return
 
     def _release(self) -> None:
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
-        close_fds(*self._eventfds, self._alive_w)
-        self._eventfds = ()
-        self._alive_w = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
 
     # ------------------------------------------------------------ stop
     async def stop(self) -> None:

@@ -19,7 +19,7 @@ import sys
 import threading
 
 READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+):(\d+))?"
-                   r"(?: workers=([\d,]+))?")
+                   r"(?: workers=([\d,]+))?(?: frontends=([\d,]+))?")
 
 
 class BrokerProcess:
@@ -36,6 +36,7 @@ class BrokerProcess:
         self.management_port = 0
         self.output: list[str] = []
         self.worker_pids: list[int] = []
+        self.frontend_pids: list[int] = []
 
     @property
     def url(self) -> str:
@@ -61,6 +62,7 @@ class BrokerProcess:
                     if m.group(4):
                         self.management_port = int(m.group(4))
                     self.worker_pids = [int(p) for p in (m.group(5) or "").split(",") if p]
+                    self.frontend_pids = [int(p) for p in (m.group(6) or "").split(",") if p]
                     found.set()
             found.set()
 
@@ -80,7 +82,7 @@ class BrokerProcess:
                 pass
         if self.proc:
             self.proc.wait(30)
-        wait_gone(self.worker_pids)
+        wait_gone(self.worker_pids + self.frontend_pids)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait: a clean shutdown."""
@@ -92,7 +94,7 @@ class BrokerProcess:
                 self.proc.kill()
                 self.proc.wait(30)
         from .leaks import wait_gone
-        wait_gone(self.worker_pids)
+        wait_gone(self.worker_pids + self.frontend_pids)
         return self.proc.returncode if self.proc else None
 
     def restart(self) -> "BrokerProcess":

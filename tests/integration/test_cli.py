@@ -36,8 +36,9 @@ def test_environment_sets_flags(tmp_path):
                             env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        # the worker pids follow when there are worker processes (``--workers``)
-        assert re.fullmatch(rf"amqpbroker ready amqp=127\.0\.0\.1:{port}( workers=\d+(,\d+)*)?",
+        # the pids of worker and front-end processes follow (``--workers``, ``--frontends``)
+        assert re.fullmatch(rf"amqpbroker ready amqp=127\.0\.0\.1:{port}"
+                            rf"( workers=\d+(,\d+)*)?( frontends=\d+(,\d+)*)?",
                             line.strip()), line
         assert (tmp_path / "envdata" / "definitions.json").exists()
     finally:

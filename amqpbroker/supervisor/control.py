@@ -1,0 +1,133 @@
+"""The control channel between the supervisor and a child process (front-end or worker).
+
+Metadata and management traffic, not messages: requests (``("req", n, op, args)`` answered by
+``("rep", n, ok, value)``) and one-way notices (``("note", op, args)``), pickled and
+length-prefixed over a Unix stream socket. Descriptors (the rings and eventfds of a new link)
+go over a second, datagram socket with ``SCM_RIGHTS``, just before the notice that names them,
+so the receiver finds them waiting. EOF on the stream means the other side is gone.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import socket
+import struct
+
+from .. import errors
+
+log = logging.getLogger("amqpbroker.control")
+
+LENGTH = struct.Struct(">I")
+
+
+def socket_pairs():
+    """(stream pair, fd-passing pair) for one child: the parent keeps [0], the child [1]."""
+    stream = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fdpass = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return stream, fdpass
+
+
+class ControlChannel:
+    """One end. ``handlers[op](*args)`` answers requests (may be a coroutine function) and
+    notices; ``on_eof()`` is called when the peer goes away."""
+
+    def __init__(self, stream_sock: socket.socket, fd_sock: socket.socket, handlers: dict,
+                 on_eof=None):
+        self.stream_sock = stream_sock
+        self.fd_sock = fd_sock
+        self.handlers = handlers
+        self.on_eof = on_eof
+        self.writer: asyncio.StreamWriter | None = None
+        self._next = 0
+        self.pending: dict[int, asyncio.Future] = {}
+        self._task = None
+        self.closed = False
+
+    async def start(self) -> None:
+        reader, self.writer = await asyncio.open_unix_connection(sock=self.stream_sock)
+        self._task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+
+    # ------------------------------------------------------------ out
+    def _write(self, msg) -> None:
+        if self.closed or self.writer is None or self.writer.is_closing():
+            return
+        data = pickle.dumps(msg, 5)
+        self.writer.write(LENGTH.pack(len(data)) + data)
+
+    def notify(self, op: str, *args) -> None:
+        self._write(("note", op, args))
+
+    def request(self, op: str, *args) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        if self.closed:
+            fut.set_exception(errors.InternalError("the supervisor is gone"))
+            return fut
+        self._next += 1
+        self.pending[self._next] = fut
+        self._write(("req", self._next, op, args))
+        return fut
+
+    def send_fds(self, fds: list[int]) -> None:
+        """Descriptors for the next notice (blocking send of a tiny datagram)."""
+        socket.send_fds(self.fd_sock, [b"f"], fds)
+
+    def recv_fds(self, count: int) -> list[int]:
+        _, fds, _, _ = socket.recv_fds(self.fd_sock, 1, count)
+        return fds
+
+    # ------------------------------------------------------------ in
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(LENGTH.size)
+                msg = pickle.loads(await reader.readexactly(LENGTH.unpack(head)[0]))
+                kind = msg[0]
+                if kind == "rep":
+                    fut = self.pending.pop(msg[1], None)
+                    if fut is not None and not fut.done():
+                        if msg[2]:
+                            fut.set_result(msg[3])
+                        else:
+                            fut.set_exception(errors.from_reply(*msg[3]))
+                elif kind == "req":
+                    await self._answer(msg[1], msg[2], msg[3])
+                else:
+                    result = self.handlers[msg[1]](*msg[2])
+                    if asyncio.iscoroutine(result):
+                        await result
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("control channel failed")
+        self.closed = True
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(errors.InternalError("the supervisor is gone"))
+        self.pending.clear()
+        if self.on_eof is not None:
+            self.on_eof()
+
+    async def _answer(self, n: int, op: str, args) -> None:
+        try:
+            result = self.handlers[op](*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+        except errors.AMQPError as err:
+            self._write(("rep", n, False, errors.to_reply(err)))
+        except Exception as exc:
+            log.exception("control request %s failed", op)
+            self._write(("rep", n, False,
+                         errors.to_reply(errors.InternalError(f"{op} failed: {exc}"))))
+        else:
+            self._write(("rep", n, True, result))
+
+    def close(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+        self.fd_sock.close()

@@ -1,0 +1,131 @@
+"""A front-end process's main: AMQP connections over a copy of the supervisor's metadata.
+
+Started by ``frontends.FrontendProcess`` as ``python -m amqpbroker.supervisor.frontend SPEC``
+with the shared listening socket and its control channel inherited. It owns everything about
+its connections (channels, consumers' credit, confirms, routing); queues live in the workers,
+reached through one ring link per worker; metadata changes go to the supervisor
+(``metadata.RemoteMetadata``), whose ops keep this process's copy current.
+
+Order of start: the supervisor sends the metadata snapshot and the worker links, then
+``serve``: only then does this process accept connections, and it answers ``ready``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+
+from ..broker.broker import Broker
+from ..config import Config
+from ..partition.client import PartitionClient
+from ..server.listener import AMQPServer
+from . import links
+from .control import ControlChannel
+from .metadata import RemoteMetadata, apply_op
+
+log = logging.getLogger("amqpbroker.frontend")
+
+
+def session_json(s) -> dict:
+    return {"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
+            "vhost": s.vhost.name if s.vhost else None, "channels": len(s.channels),
+            "client_properties": s.client_properties}
+
+
+async def serve(spec: dict) -> None:
+    loop = asyncio.get_running_loop()
+    cfg = spec["config"]
+    cfg["loopback_users"] = tuple(cfg["loopback_users"])
+    index = spec["index"]
+    broker = Broker(Config(**cfg), loop)
+    broker.replica = True
+    broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
+    server = AMQPServer(broker, index)
+    listen = socket.socket(fileno=spec["fds"]["listen"])
+    stop = asyncio.Event()
+
+    def on_link(worker: int) -> None:
+        client = broker.partitions[worker]
+
+        def on_batch(batch):
+            for msg in batch:
+                client.on_event(msg)
+        client.connect(links.attach(control.recv_fds(6), on_batch, yield_after="reply"))
+
+    def on_host_lost(worker: int) -> None:
+        client = broker.partitions[worker]
+        if client.link is not None:
+            client.link.close()
+        client.host_lost()
+
+    async def on_serve() -> None:
+        await server.start("", 0, sock=listen)
+        broker.alarms.start()
+        control.notify("ready", index)
+
+    def on_reply_to(token: str, record) -> None:
+        target = server.reply_to.get(token)
+        if target is not None:
+            channel, consumer = target
+            channel.deliver_direct(consumer, record)
+
+    def on_close_connection(name: str, reason: str) -> bool:
+        for s in list(server.sessions):
+            if f"{s.peer[0]}:{s.peer[1]}" == name:
+                s.force_close(reason)
+                return True
+        return False
+
+    handlers = {
+        "snapshot": lambda ops: [apply_op(broker, op) for op in ops],
+        "op": lambda op: apply_op(broker, op),
+        "link": on_link,
+        "host_lost": on_host_lost,
+        "serve": on_serve,
+        "shutdown": stop.set,
+        "connections": lambda: [session_json(s) for s in server.sessions],
+        "close_connection": on_close_connection,
+        "reply_to": on_reply_to,
+    }
+    control = ControlChannel(socket.socket(fileno=spec["fds"]["control"]),
+                             socket.socket(fileno=spec["fds"]["fdpass"]), handlers,
+                             on_eof=stop.set)
+    broker.metadata = RemoteMetadata(control)
+    broker.forward_reply = lambda token, record: control.notify("reply_to", token, record)
+    await control.start()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    log.info("front-end %d stopping", index)
+    await server.stop()
+    broker.alarms.stop()
+    for client in broker.partitions:
+        if client.link is not None:
+            client.link.flush()
+    await asyncio.sleep(0)
+    control.close()
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    logging.basicConfig(level=getattr(logging, spec["config"]["log_level"].upper(),
+                                      logging.INFO),
+                        format=f"%(asctime)s %(levelname)s frontend{spec['index']} "
+                               f"%(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C: the supervisor shuts us down
+    from ..cli import raise_fd_limit, tune_gc
+    raise_fd_limit()
+    tune_gc()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
