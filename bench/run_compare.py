@@ -136,8 +136,9 @@ def main() -> int:
     p.add_argument("--out", default="", help="also write the Markdown here")
     p.add_argument("--jsonl", default="", help="append raw loadgen JSON lines here")
     p.add_argument("--workers", default="",
-                   help="comma list of --workers values: one amqpbroker per value, side by "
-                        "side (e.g. 0,1,2); default: one with its default")
+                   help="comma list of process layouts, one amqpbroker each, side by side: "
+                        "N = --workers N, NfF = --workers N --frontends F (e.g. 0,1,2,2f2); "
+                        "default: one broker with the default layout")
     a = p.parse_args()
     cells = [c for c in MATRIX if not a.only or c[0] in a.only.split(",")]
     only_sizes = [c for c in cells if not a.sizes or str(c[1]) in a.sizes.split(",")]
@@ -148,7 +149,11 @@ def main() -> int:
     for k, w in enumerate(variants):
         data_dirs.append(tempfile.mkdtemp(prefix="amqpbroker-bench-"))
         port = a.port + k
-        ours.append(start_ours(port, data_dirs[-1], () if w is None else ("--workers", w)))
+        extra = ()
+        if w is not None:                     # "2" = --workers 2; "2f2" = and --frontends 2
+            workers, _, fronts = w.partition("f")
+            extra = ("--workers", workers, "--frontends", fronts or "0")
+        ours.append(start_ours(port, data_dirs[-1], extra))
         name = "amqpbroker" if w is None else f"amqpbroker-w{w}"
         brokers.append((name, f"amqp://guest:guest@127.0.0.1:{port}/", ours[-1].pid))
     brokers.append(("rabbitmq", a.rabbit_url, a.rabbit_pid))

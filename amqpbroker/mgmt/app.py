@@ -134,7 +134,10 @@ class ManagementServer:
             "uptime": int(self.broker.loop.time() * 1000),
             # ours: the partition worker processes (see amqpbroker/supervisor)
             "workers": [{"index": w.index, "pid": w.pid, "restarts": w.restarts,
-                         "running": w.client.link is not None} for w in self.broker.workers]}])
+                         "running": w.client.link is not None} for w in self.broker.workers],
+            "frontends": [{"index": f.index, "pid": f.pid, "restarts": f.restarts,
+                           "running": f.running}
+                          for f in self.broker.frontends]}])
 
     async def _vhost_json(self, vh):
         stats = await self.broker.queue_stats(list(vh.queues.values()))

@@ -32,7 +32,8 @@ log = logging.getLogger("amqpbroker.frontend")
 def session_json(s) -> dict:
     return {"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
             "vhost": s.vhost.name if s.vhost else None, "channels": len(s.channels),
-            "client_properties": s.client_properties}
+            "client_properties": s.client_properties,
+            "frontend": s.server.index}      # ours: the front-end process serving it
 
 
 async def serve(spec: dict) -> None:
@@ -89,6 +90,7 @@ async def serve(spec: dict) -> None:
         "connections": lambda: [session_json(s) for s in server.sessions],
         "close_connection": on_close_connection,
         "reply_to": on_reply_to,
+        "sync": lambda: None,          # answered after every op sent before it is applied
     }
     control = ControlChannel(socket.socket(fileno=spec["fds"]["control"]),
                              socket.socket(fileno=spec["fds"]["fdpass"]), handlers,

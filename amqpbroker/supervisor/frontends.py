@@ -47,6 +47,13 @@ class FrontendProcess:
         return self.proc.pid if self.proc is not None else None
 
     @property
+    def running(self) -> bool:
+        """Started and serving (it said ``ready``), and not gone since."""
+        r = self._ready
+        return (self.control is not None and r is not None and r.done()
+                and not r.cancelled() and r.exception() is None)
+
+    @property
     def link_name(self) -> str:
         return f"frontend{self.index}"
 
@@ -101,7 +108,14 @@ class FrontendProcess:
         md = self.broker.metadata
 
         async def metadata(method, args):
-            return await getattr(md, method)(*args)
+            result = await getattr(md, method)(*args)
+            # the ops went to every front-end before this reply; wait until the others have
+            # applied them too, so a binding is routable everywhere once bind-ok is sent
+            others = [fe.control.request("sync") for fe in self.broker.frontends
+                      if fe is not self and fe.control is not None]
+            if others:
+                await asyncio.gather(*others, return_exceptions=True)
+            return result
 
         async def metadata_notice(method, args):
             try:
