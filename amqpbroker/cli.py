@@ -57,9 +57,10 @@ def main(argv=None) -> int:
     return 2
 
 
-def serve(cfg: Config) -> int:
-    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def prepare_process(log_level: str, name: str = "") -> None:
+    """What every broker process does first: logging, descriptors, GC, uvloop."""
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format=f"%(asctime)s %(levelname)s {name}%(name)s: %(message)s",
                         stream=sys.stderr)
     raise_fd_limit()
     tune_gc()
@@ -68,6 +69,10 @@ def serve(cfg: Config) -> int:
         uvloop.install()
     except ImportError:
         pass
+
+
+def serve(cfg: Config) -> int:
+    prepare_process(cfg.log_level)
     try:
         return asyncio.run(_serve(cfg))
     except OSError as exc:

@@ -4,6 +4,7 @@ It is I/O-free apart from storage; connections (``server/session.py``) call into
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -108,6 +109,23 @@ class Broker:
                 except errors.AMQPError:
                     pass                        # it is restarting
         return out
+
+    async def open_all(self) -> None:
+        """Wait until every queue's worker has it open (front-ends may then use it)."""
+        refs = [q for vh in self.vhosts.values() for q in vh.queues.values()]
+        await asyncio.gather(*(q.opened for q in refs), return_exceptions=True)
+        for q in refs:
+            q.announced = True
+
+    async def resync_frontends(self) -> None:
+        """After a bulk change (definitions import): every front-end gets the whole picture
+        again (ops are idempotent), once the new queues are open."""
+        if self.frontends:
+            from ..supervisor.metadata import snapshot
+            await self.open_all()
+            ops = snapshot(self)
+            for fe in self.frontends:
+                fe.notify("snapshot", ops)
 
     def changed(self, op: tuple) -> None:
         """Metadata changed here (the owner): tell every front-end (supervisor/metadata.py)."""

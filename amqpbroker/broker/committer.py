@@ -6,8 +6,9 @@ Queues do not write per message. A publish or ack appends to the queue's ``pendi
 ``mark``s the queue dirty. Once per event-loop turn a *round* starts: it takes every dirty
 queue, writes its pending records and ack records (one batch, one ``write`` each), then fsyncs
 the durable ones in a worker thread while the loop keeps serving clients. When the fsyncs
-return, the round's *generation* is done: channels waiting for publisher confirms of that
-generation (or older) send them, and queues dispatch messages that became durable.
+return, the round's *generation* is done: the partition host moves each link's
+confirm watermark past the publishes and acks of that generation (or older), and queues
+dispatch messages that became durable.
 
 A publish that needs durability records ``committer.open_gen`` — the generation of the next
 round to start — because the round that starts next will include its queue. Only one round is

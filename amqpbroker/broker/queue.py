@@ -9,7 +9,8 @@ the message's identity from then on. In memory the queue keeps only offsets:
 * ``cache``: offset -> Record for recently published messages, bounded by the broker-wide
   ``cache_limit`` (the bodies of everything else are read from disk, i.e. page cache, when
   delivered), and for messages not yet written;
-* unacked deliveries live in the channels that hold them, not here.
+* ``outstanding``: offset -> Record of deliveries not yet acked (the channel that holds them
+  has only the offset; requeue and dead-lettering need the record).
 
 A message leaves the queue when it is acked, expired, dropped by a length limit, dead-lettered
 or purged: its offset is then recorded in the ``AckLog``. Whole segments below the ack log's

@@ -276,6 +276,7 @@ class ManagementServer:
 
     async def definitions_post(self, request):
         self.broker.definitions.apply(await _body(request))
+        await self.broker.resync_frontends()
         return web.Response(status=204)
 
 

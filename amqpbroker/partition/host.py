@@ -189,27 +189,27 @@ class PartitionHost:
                 sub.queue.schedule_dispatch()
 
     def op_ack(self, state, qid, seq, offsets):
-        state.last_seq = seq
-        q = self.queues.get(qid)
-        if q is not None and not q.deleted:
-            if q.durable:
-                self._wait_for_commit(state, q, seq)
-            held = state.unacked.get(qid)
-            if held:
-                held.difference_update(offsets)
-            q.ack(offsets)
+        self._settle(state, qid, seq, offsets, None)
 
     def op_reject(self, state, qid, seq, offsets, requeue):
+        self._settle(state, qid, seq, offsets, requeue)
+
+    def _settle(self, state, qid, seq, offsets, requeue) -> None:
+        """ack (``requeue`` None) or reject; numbered like a publish (see ``LinkState``)."""
         state.last_seq = seq
         q = self.queues.get(qid)
-        if q is not None and not q.deleted:
-            if q.durable:
-                self._wait_for_commit(state, q, seq)
-            held = state.unacked.get(qid)
-            if held:
-                held.difference_update(offsets)
+        if q is None or q.deleted:
+            return
+        held = state.unacked.get(qid)
+        if held:
+            held.difference_update(offsets)
+        if requeue is None:
+            q.ack(offsets)
+        else:
             q.reject(offsets, requeue)
             q.schedule_dispatch()
+        if q.durable:
+            self._wait_for_commit(state, q, seq)      # after: the ack is what dirtied it
 
     def op_get(self, state, req, qid, no_ack):
         got = self._queue(qid).get(no_ack)

@@ -1,15 +1,21 @@
 """The process tree: the supervisor (``amqpbroker serve``) and its partition workers.
 
-    supervisor (amqpbroker serve)          AMQP listener, connections, channels, routing,
-     │                                     metadata and definitions, management HTTP
-     ├─ worker 0   python -m amqpbroker.supervisor.worker
-     ├─ worker 1   ...                     each owns the queues placed on it (by a hash of
-     └─ ...                                vhost and name): logs, consumers, acks, commits
+    supervisor (amqpbroker serve)          metadata and definitions, management HTTP,
+     │                                     restarts; AMQP too when there are no front-ends
+     ├─ front-end 0..F-1  python -m amqpbroker.supervisor.frontend
+     │                                     AMQP connections, channels, routing (a copy of the
+     │                                     supervisor's metadata, kept current by ops)
+     └─ worker 0..W-1     python -m amqpbroker.supervisor.worker
+                                           the queues placed on it (by a hash of vhost and
+                                           name): logs, consumers, acks, group commit
 
-Between the supervisor and each worker: two shared-memory rings (one per direction) and their
-eventfds, handed over as inherited descriptors. The rings' segments are unlinked from
-/dev/shm before the worker starts, so no crash of either process can leave one behind; a
-pipe tells the worker when the supervisor is gone (it then writes what it has and exits).
+Between a front-end (or the supervisor) and each worker: a link of two shared-memory rings
+(one per direction) and their eventfds, handed over as descriptors. The rings' segments are
+unlinked from /dev/shm as soon as they exist, so no crash can leave one behind. Each child also
+has a control channel to the supervisor (``control.py``: metadata, new links, shutdown); its
+EOF tells the child that the supervisor is gone.
 
-``workers.py`` starts, watches (pidfd) and restarts workers; ``worker.py`` is a worker's main.
+``workers.py`` / ``frontends.py`` start, watch (pidfd) and restart the children;
+``worker.py`` / ``frontend.py`` are their mains; ``metadata.py`` says who changes metadata
+and how front-ends follow.
 """

@@ -12,17 +12,15 @@ Order of start: the supervisor sends the metadata snapshot and the worker links,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import socket
 import sys
 
 from ..broker.broker import Broker
-from ..config import Config
 from ..partition.client import PartitionClient
 from ..server.listener import AMQPServer
-from . import links
+from . import child, links
 from .control import ControlChannel
 from .metadata import RemoteMetadata, apply_op
 
@@ -38,10 +36,8 @@ def session_json(s) -> dict:
 
 async def serve(spec: dict) -> None:
     loop = asyncio.get_running_loop()
-    cfg = spec["config"]
-    cfg["loopback_users"] = tuple(cfg["loopback_users"])
     index = spec["index"]
-    broker = Broker(Config(**cfg), loop)
+    broker = Broker(child.config_of(spec), loop)
     broker.replica = True
     broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
     server = AMQPServer(broker, index)
@@ -111,22 +107,7 @@ async def serve(spec: dict) -> None:
 
 
 def main() -> int:
-    spec = json.loads(sys.argv[1])
-    logging.basicConfig(level=getattr(logging, spec["config"]["log_level"].upper(),
-                                      logging.INFO),
-                        format=f"%(asctime)s %(levelname)s frontend{spec['index']} "
-                               f"%(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C: the supervisor shuts us down
-    from ..cli import raise_fd_limit, tune_gc
-    raise_fd_limit()
-    tune_gc()
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(serve(spec))
-    return 0
+    return child.run("frontend", serve)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,13 @@ control channel reaches EOF (the supervisor died): pending writes are flushed in
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import socket
 import sys
 
-from ..config import Config
 from ..partition.host import PartitionHost
-from . import links
+from . import child, links
 from .control import ControlChannel
 
 log = logging.getLogger("amqpbroker.worker")
@@ -26,9 +24,7 @@ log = logging.getLogger("amqpbroker.worker")
 
 async def serve(spec: dict) -> None:
     loop = asyncio.get_running_loop()
-    cfg = spec["config"]
-    cfg["loopback_users"] = tuple(cfg["loopback_users"])
-    host = PartitionHost(Config(**cfg), loop)
+    host = PartitionHost(child.config_of(spec), loop)
     stop = asyncio.Event()
     endpoints: dict = {}
 
@@ -72,21 +68,7 @@ async def serve(spec: dict) -> None:
 
 
 def main() -> int:
-    spec = json.loads(sys.argv[1])
-    logging.basicConfig(level=getattr(logging, spec["config"]["log_level"].upper(),
-                                      logging.INFO),
-                        format=f"%(asctime)s %(levelname)s worker{spec['index']} "
-                               f"%(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C: the supervisor shuts us down
-    from ..cli import tune_gc
-    tune_gc()
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(serve(spec))
-    return 0
+    return child.run("worker", serve)
 
 
 if __name__ == "__main__":

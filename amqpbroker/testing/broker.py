@@ -74,15 +74,14 @@ class BrokerProcess:
 
     def kill(self) -> None:
         """SIGKILL to the supervisor and its workers at once: a crash, nothing flushed."""
-        from .leaks import wait_gone
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)     # its own session: start()
+        if self.proc:
+            try:        # its own process group (start()): children too, even orphaned ones
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         if self.proc:
             self.proc.wait(30)
-        wait_gone(self.worker_pids + self.frontend_pids)
+        self._assert_all_gone()
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait: a clean shutdown."""
@@ -93,9 +92,28 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(30)
-        from .leaks import wait_gone
-        wait_gone(self.worker_pids + self.frontend_pids)
+        self._assert_all_gone()
         return self.proc.returncode if self.proc else None
+
+    def _assert_all_gone(self) -> None:
+        """Every process of the broker's session (workers and front-ends, restarted ones too)
+        must exit with it: they watch the supervisor's control socket."""
+        from .leaks import session_members, wait_gone
+        if self.proc is None:
+            return
+        left = wait_gone(session_members(self.proc.pid), timeout=30)
+        assert not left, f"broker processes left behind: {sorted(left)}"
+
+    def api(self, path: str):
+        """GET ``/api/<path>`` from the management API (needs ``management=True``)."""
+        import base64
+        import json
+        import urllib.request
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.management_port}/api/{path}",
+            headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.load(r)
 
     def restart(self) -> "BrokerProcess":
         self.stop()

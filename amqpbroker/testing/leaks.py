@@ -46,6 +46,22 @@ def child_processes() -> set[int]:
     return kids
 
 
+def session_members(sid: int) -> set[int]:
+    """Live processes of session ``sid``: a broker started in its own session (as
+    ``BrokerProcess`` does) and every worker or front-end it ever started, orphans included."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.getsid(int(pid)) == sid:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            out.add(int(pid))
+            except OSError:
+                pass
+    return out
+
+
 @contextlib.contextmanager
 def no_new_files(under: str = ""):
     """Fail if a descriptor opened inside the block (to a path containing ``under``) is
@@ -103,9 +119,15 @@ def wait_gone(pids, timeout: float = 30.0) -> set[int]:
             os.close(fd)
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+
+def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``cond`` until it returns something true, for states that announce themselves
+    with no event a test could wait on (a process restarted); fail after ``timeout``."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

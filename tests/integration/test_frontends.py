@@ -12,32 +12,12 @@ import base64
 import json
 import os
 import signal
-import time
 import urllib.request
 
 import pika
 import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
-
-
-def api(broker, path: str):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{broker.management_port}/api/{path}",
-        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.load(r)
-
-
-def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
-    """Poll a state the broker sends no event for (a process restart), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def connect_on(broker, frontend: int, name: str) -> pika.BlockingConnection:
@@ -49,7 +29,7 @@ def connect_on(broker, frontend: int, name: str) -> pika.BlockingConnection:
             params.client_properties = {"connection_name": f"{name}-{i}"}
             conn = pika.BlockingConnection(params)
             where = {c["client_properties"].get("connection_name"): c["frontend"]
-                     for c in api(broker, "connections")}
+                     for c in broker.api("connections")}
             if where.get(f"{name}-{i}") == frontend:
                 return conn
             others.append(conn)
@@ -107,11 +87,11 @@ def test_killed_frontend_loses_only_its_connections(broker):
             return e.reply_code == 404
         ch.close()
         return False
-    wait_until(mine_gone, what="the exclusive queue of the dead front-end to go")
+    leaks.wait_until(mine_gone, what="the exclusive queue of the dead front-end to go")
 
     # a new front-end took its place, and new connections reach it
-    wait_until(lambda: api(broker, "nodes")[0]["frontends"][0]["running"]
-               and api(broker, "nodes")[0]["frontends"][0]["pid"] != old,
+    leaks.wait_until(lambda: broker.api("nodes")[0]["frontends"][0]["running"]
+               and broker.api("nodes")[0]["frontends"][0]["pid"] != old,
                what="front-end 0 to restart")
     again = connect_on(broker, 0, "again")
     ch = again.channel()
@@ -157,3 +137,25 @@ def test_direct_reply_to_across_frontends(broker):
     assert replies == [b"pong:ping"]
     server.close()
     client.close()
+
+
+def test_definitions_imported_over_http_reach_every_frontend(broker):
+    defs = {"exchanges": [{"name": "imported-x", "vhost": "/", "type": "fanout",
+                           "durable": True}],
+            "queues": [{"name": "imported-q", "vhost": "/", "durable": True}],
+            "bindings": [{"source": "imported-x", "vhost": "/", "destination": "imported-q",
+                          "destination_type": "queue", "routing_key": ""}]}
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{broker.management_port}/api/definitions", method="POST",
+        data=json.dumps(defs).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 204
+    for frontend in (0, 1):
+        conn = connect_on(broker, frontend, f"imp{frontend}")
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("imported-x", "", b"via %d" % frontend, mandatory=True)
+        assert ch.basic_get("imported-q", auto_ack=True)[2] == b"via %d" % frontend
+        conn.close()

@@ -8,12 +8,8 @@ crash of any process, and after a clean stop, no process and no /dev/shm segment
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import signal
-import time
-import urllib.request
 
 import aiormq
 import pika
@@ -25,34 +21,11 @@ from amqpbroker.testing import BrokerProcess, leaks
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
-def api(broker, path: str):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{broker.management_port}/api/{path}",
-        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.load(r)
-
-
-def workers(broker) -> list[dict]:
-    return api(broker, "nodes")[0]["workers"]
-
-
-def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
-    """Poll a condition the broker exposes no event for (a worker restart), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def restarted(broker, index: int, old_pid: int):
     def check():
-        w = workers(broker)[index]
+        w = broker.api("nodes")[0]["workers"][index]
         return w if w["running"] and w["pid"] != old_pid else None
-    return wait_until(check, what=f"worker {index} to restart")
+    return leaks.wait_until(check, what=f"worker {index} to restart")
 
 
 def queue_on(broker, ch, index: int, prefix: str) -> str:
@@ -60,7 +33,7 @@ def queue_on(broker, ch, index: int, prefix: str) -> str:
     for i in range(64):
         name = f"{prefix}-{i}"
         ch.queue_declare(name, durable=True)
-        if api(broker, f"queues/%2F/{name}")["worker"] == index:
+        if broker.api(f"queues/%2F/{name}")["worker"] == index:
             return name
         ch.queue_delete(name)
     raise AssertionError("no queue name hashed to worker %d" % index)
