@@ -29,10 +29,10 @@ FLAGS = [
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("memory_high_watermark", float, "memory alarm threshold, fraction of RAM (default 0.4)"),
     ("disk_free_limit", int, "disk alarm threshold, bytes free (default 50000000)"),
-    ("workers", int, "partition worker processes (default -1 = CPU count - 1, at least 1; "
-                     "0 = queues run in the main process)"),
-    ("frontends", int, "AMQP front-end processes sharing the port (default 0 = the "
-                       "supervisor serves AMQP itself; needs --workers >= 1)"),
+    ("workers", int, "partition worker processes owning the queues (default -1 = from the "
+                     "CPU count; 0 = queues run in the main process)"),
+    ("frontends", int, "AMQP front-end processes sharing the port (default -1 = from the "
+                       "CPU count; 0 = the supervisor serves AMQP itself)"),
 ]
 
 
@@ -75,8 +75,9 @@ def serve(cfg: Config) -> int:
     prepare_process(cfg.log_level)
     try:
         return asyncio.run(_serve(cfg))
-    except OSError as exc:
-        # a port in use, an unwritable data directory: say so in one line, exit 1
+    except (OSError, ValueError) as exc:
+        # a port in use, an unwritable data directory, an impossible process layout:
+        # say so in one line, exit 1
         log.error("cannot start: %s", exc)
         return 1
 
@@ -97,13 +98,14 @@ async def _serve(cfg: Config) -> int:
     server = AMQPServer(broker)
     workers, frontends, mgmt = [], [], None
     try:
-        if cfg.worker_count():
-            workers = broker.workers = await start_workers(broker, cfg.worker_count())
+        n_workers, n_frontends = cfg.layout()
+        if n_workers:
+            workers = broker.workers = await start_workers(broker, n_workers)
         broker.start([w.client for w in workers] or None)
-        if cfg.frontends and workers:
+        if n_frontends:
             listen = _listening_socket(cfg.host, cfg.port)
             host, port = listen.getsockname()[:2]
-            frontends = await start_frontends(broker, workers, listen, cfg.frontends)
+            frontends = await start_frontends(broker, workers, listen, n_frontends)
         else:
             host, port = (await server.start(cfg.host, cfg.port))[0]
         line = f"amqpbroker ready amqp={_show(host)}:{port}"

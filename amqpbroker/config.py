@@ -24,11 +24,23 @@ class Config:
     default_pass: str = "guest"
     loopback_users: tuple = ("guest",)
     workers: int = -1                            # partition worker processes; -1 = by CPUs
-    frontends: int = 0                           # AMQP front-end processes; 0 = the supervisor
+    frontends: int = -1                          # AMQP front-end processes; -1 = by CPUs
 
-    def worker_count(self) -> int:
-        """``--workers -1``: one worker per CPU beside the supervisor's own, at least one."""
-        if self.workers >= 0:
-            return self.workers
+    def layout(self, cpus: int | None = None) -> tuple[int, int]:
+        """(workers, front-ends) after resolving -1 from the CPU count.
+
+        Below 4 CPUs: one process (0, 0). On 2 cores the clients need the other core, and
+        the rings cost 30-60 % more CPU per message than function calls, so splitting only
+        loses (bench/RESULTS.md, "Process layouts"). From 4 CPUs: front-ends did ~60 % of the
+        broker's work per message and workers ~40 % (e2e 1 KiB), so 3/5 of the CPUs serve
+        AMQP and the rest own queues; the supervisor is off the message path."""
         import os
-        return max(1, (os.cpu_count() or 2) - 1)
+        cpus = cpus or os.cpu_count() or 1
+        frontends, workers = self.frontends, self.workers
+        if frontends < 0:
+            frontends = 0 if cpus < 4 or workers == 0 else max(1, cpus * 3 // 5)
+        if workers < 0:
+            workers = 0 if cpus < 4 and not frontends else max(1, cpus - frontends)
+        if frontends and not workers:
+            raise ValueError("--frontends needs at least one worker process (--workers)")
+        return workers, frontends

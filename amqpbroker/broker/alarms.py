@@ -9,12 +9,18 @@ import os
 log = logging.getLogger("amqpbroker.alarms")
 
 
-def rss_bytes() -> int:
+def rss_bytes(pid: int | str = "self") -> int:
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
+
+
+def node_rss(broker) -> int:
+    """Memory of the whole node: this process and its worker and front-end processes."""
+    children = [c.pid for c in (*broker.workers, *broker.frontends) if c.pid]
+    return rss_bytes() + sum(rss_bytes(pid) for pid in children)
 
 
 def total_memory() -> int:
@@ -44,6 +50,8 @@ class Alarms:
         was = self.blocked
         self.active[name] = detail
         log.warning("%s alarm set: %s", name, detail)
+        for fe in self.broker.frontends:          # the node's alarms hold in every process
+            fe.notify("alarm", name, detail)
         if not was:
             for s in list(self.broker.sessions):
                 s.on_alarm(True)
@@ -52,6 +60,8 @@ class Alarms:
         if self.active.pop(name, None) is None:
             return
         log.warning("%s alarm cleared", name)
+        for fe in self.broker.frontends:
+            fe.notify("alarm", name, None)
         if not self.blocked:
             for s in list(self.broker.sessions):
                 s.on_alarm(False)
@@ -68,7 +78,7 @@ class Alarms:
         total = total_memory()
         if total and cfg.memory_high_watermark > 0:
             limit = total * cfg.memory_high_watermark
-            if rss_bytes() > limit:
+            if node_rss(self.broker) > limit:
                 self.set("memory", f"memory use above {int(limit)} bytes")
             elif "memory" in self.active:
                 self.clear("memory")

@@ -112,7 +112,7 @@ class ManagementServer:
         import os
         import resource
 
-        from ..broker.alarms import rss_bytes, total_memory
+        from ..broker.alarms import node_rss, total_memory
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
             fds = len(os.listdir("/proc/self/fd"))
@@ -126,7 +126,7 @@ class ManagementServer:
             # RabbitMQ reserves part of the descriptors for files; we need few besides sockets
             "sockets_total": max(soft - 256, 0),
             "sockets_used": len(await self.broker.connection_list(self.amqp.sessions)),
-            "mem_used": rss_bytes(), "mem_limit": int(total_memory() * cfg.memory_high_watermark),
+            "mem_used": node_rss(self.broker), "mem_limit": int(total_memory() * cfg.memory_high_watermark),
             "mem_alarm": "memory" in self.broker.alarms.active,
             "disk_free": st.f_bavail * st.f_frsize, "disk_free_limit": cfg.disk_free_limit,
             "disk_free_alarm": any(k.startswith("disk") for k in self.broker.alarms.active),

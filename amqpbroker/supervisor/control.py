@@ -41,12 +41,15 @@ class ControlChannel:
         self.writer: asyncio.StreamWriter | None = None
         self._next = 0
         self.pending: dict[int, asyncio.Future] = {}
-        self._task = None
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._tasks: list = []
         self.closed = False
 
     async def start(self) -> None:
         reader, self.writer = await asyncio.open_unix_connection(sock=self.stream_sock)
-        self._task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read_loop(reader)),
+                       loop.create_task(self._serve_inbox())]
 
     # ------------------------------------------------------------ out
     def _write(self, msg) -> None:
@@ -78,24 +81,23 @@ class ControlChannel:
 
     # ------------------------------------------------------------ in
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        """Replies are handled as they arrive; requests and notices go to ``_serve_inbox``,
+        which handles them one at a time, in order. A handler that waits (for a worker, or
+        for another front-end) must not stop the replies it waits for from being read: two
+        front-ends waiting on each other through the supervisor would deadlock."""
         try:
             while True:
                 head = await reader.readexactly(LENGTH.size)
                 msg = pickle.loads(await reader.readexactly(LENGTH.unpack(head)[0]))
-                kind = msg[0]
-                if kind == "rep":
+                if msg[0] == "rep":
                     fut = self.pending.pop(msg[1], None)
                     if fut is not None and not fut.done():
                         if msg[2]:
                             fut.set_result(msg[3])
                         else:
                             fut.set_exception(errors.from_reply(*msg[3]))
-                elif kind == "req":
-                    await self._answer(msg[1], msg[2], msg[3])
                 else:
-                    result = self.handlers[msg[1]](*msg[2])
-                    if asyncio.iscoroutine(result):
-                        await result
+                    self._inbox.put_nowait(msg)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except asyncio.CancelledError:
@@ -109,6 +111,21 @@ class ControlChannel:
         self.pending.clear()
         if self.on_eof is not None:
             self.on_eof()
+
+    async def _serve_inbox(self) -> None:
+        while True:
+            msg = await self._inbox.get()
+            try:
+                if msg[0] == "req":
+                    await self._answer(msg[1], msg[2], msg[3])
+                else:
+                    result = self.handlers[msg[1]](*msg[2])
+                    if asyncio.iscoroutine(result):
+                        await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control message %s failed", msg[:2])
 
     async def _answer(self, n: int, op: str, args) -> None:
         try:
@@ -126,8 +143,8 @@ class ControlChannel:
 
     def close(self) -> None:
         self.closed = True
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self.writer is not None:
             self.writer.close()
         self.fd_sock.close()

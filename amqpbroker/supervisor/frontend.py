@@ -59,8 +59,7 @@ async def serve(spec: dict) -> None:
         client.host_lost()
 
     async def on_serve() -> None:
-        await server.start("", 0, sock=listen)
-        broker.alarms.start()
+        await server.start("", 0, sock=listen)      # alarms: the supervisor checks, we obey
         control.notify("ready", index)
 
     def on_reply_to(token: str, record) -> None:
@@ -87,6 +86,8 @@ async def serve(spec: dict) -> None:
         "close_connection": on_close_connection,
         "reply_to": on_reply_to,
         "sync": lambda: None,          # answered after every op sent before it is applied
+        "alarm": lambda name, detail: (broker.alarms.clear(name) if detail is None
+                                       else broker.alarms.set(name, detail)),
     }
     control = ControlChannel(socket.socket(fileno=spec["fds"]["control"]),
                              socket.socket(fileno=spec["fds"]["fdpass"]), handlers,
@@ -98,7 +99,6 @@ async def serve(spec: dict) -> None:
     await stop.wait()
     log.info("front-end %d stopping", index)
     await server.stop()
-    broker.alarms.stop()
     for client in broker.partitions:
         if client.link is not None:
             client.link.flush()

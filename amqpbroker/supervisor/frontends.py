@@ -54,6 +54,8 @@ class FrontendProcess(ChildProcess):
         self.control = control.ControlChannel(ctl, fdp, self._handlers())
         await self.control.start()
         self.control.notify("snapshot", snapshot(self.broker))
+        for name, detail in self.broker.alarms.active.items():
+            self.control.notify("alarm", name, detail)
         for w in self.workers:
             if w.client.link is not None:
                 self.attach_worker(w)

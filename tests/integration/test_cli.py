@@ -108,3 +108,12 @@ def test_unusable_data_dir_is_a_clear_error(tmp_path):
                          timeout=60)
     assert out.returncode == 1
     assert "cannot start" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_frontends_without_workers_is_a_clear_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
+                          "--port", "0", "--management-port", "0", "--data-dir", str(tmp_path),
+                          "--workers", "0", "--frontends", "2"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cannot start: --frontends needs at least one worker process" in out.stderr
