@@ -176,9 +176,6 @@ class PartitionClient:
         else:
             self.broker.alarms.set(name, detail)
 
-    def ev_ready(self) -> None:
-        pass
-
     # ------------------------------------------------------------ host restart
     def host_lost(self) -> None:
         """The host died: fail what waited for it, so no publisher waits in silence."""

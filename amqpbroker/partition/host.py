@@ -275,10 +275,11 @@ class PartitionHost:
             return
         for rec in records:
             new, keys, skip_self = dead_letter_record(q, rec, reason)
-            self.broadcast_one(("dlx", q.qid, q.vhost_name, q.args.dlx, keys, new, skip_self))
+            self.to_supervisor(("dlx", q.qid, q.vhost_name, q.args.dlx, keys, new, skip_self))
 
-    def broadcast_one(self, event) -> None:
-        """An event that one front-end must act on (any will do): the first link."""
+    def to_supervisor(self, event) -> None:
+        """An event one process must act on, with every routing table: the first link is the
+        supervisor's (attached before any front-end's), or the only process's."""
         if self.links:
             self.links[0].emit(event)
 

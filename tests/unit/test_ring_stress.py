@@ -41,6 +41,28 @@ def payload_pool(max_record: int) -> list[bytes]:
     return [rnd.randbytes(n) for n in sizes]
 
 
+def count_sleeps(setattr_=setattr) -> list[int]:
+    """Count the times this process asks to be woken (sets its "waiting" flag in the ring
+    header before sleeping on the eventfd). ``setattr_``: pytest's ``monkeypatch.setattr`` in
+    the test process, so it is undone."""
+    from shm import wakeup
+    counter = [0]
+
+    class CountingLib:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            if name.endswith("_prepare_sleep"):
+                def counted(*args):
+                    counter[0] += 1
+                    return fn(*args)
+                return counted
+            return fn
+
+    real = wakeup.lib
+    setattr_(wakeup, "lib", CountingLib())
+    return counter
+
+
 def count_wakes(ring: Ring) -> list[int]:
     """Count the eventfd writes this ring makes (instance override of Ring._wake)."""
     real, counter = Ring._wake, [0]
@@ -56,6 +78,7 @@ def count_wakes(ring: Ring) -> list[int]:
 def writer_main(name: str, data_fd: int, space_fd: int, total: int, report) -> None:
     ring = Ring.attach(name, data_fd=data_fd, space_fd=space_fd)
     wakes = count_wakes(ring)
+    sleeps = count_sleeps()
     writer = RingWriter(ring)
     pool = payload_pool(ring.max_record)
     framed = [(HDR.size, len(p), zlib.crc32(p), p) for p in pool]
@@ -69,7 +92,7 @@ def writer_main(name: str, data_fd: int, space_fd: int, total: int, report) -> N
         assert writer.put_many_blocking(recs, timeout=30) == len(recs)
         seq += len(recs)
     ring.close()
-    report.send(wakes[0])
+    report.send((wakes[0], sleeps[0]))
     report.close()
 
 
@@ -91,13 +114,14 @@ async def read_all(ring: Ring, total: int) -> tuple[int, int]:
     return nbytes, batches
 
 
-def test_two_process_stress():
+def test_two_process_stress(monkeypatch):
     name = "amqptest-" + uuid.uuid4().hex[:12]
     data_fd, space_fd = make_eventfds()
     ctx = multiprocessing.get_context("fork")
     report_r, report_w = ctx.Pipe(duplex=False)
     with Ring.create(name, CAPACITY, data_fd=data_fd, space_fd=space_fd) as ring:
         space_wakes = count_wakes(ring)
+        reader_sleeps = count_sleeps(monkeypatch.setattr)
         proc = ctx.Process(target=writer_main,
                            args=(name, data_fd, space_fd, RECORDS, report_w))
         proc.start()
@@ -105,7 +129,7 @@ def test_two_process_stress():
         try:
             nbytes, batches = asyncio.run(read_all(ring, RECORDS))
             assert report_r.poll(30)
-            data_wakes = report_r.recv()
+            data_wakes, writer_sleeps = report_r.recv()
             proc.join(30)
             assert proc.exitcode == 0
             assert ring.pop() is None and ring.valid()
@@ -113,10 +137,17 @@ def test_two_process_stress():
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            proc.close()
             report_r.close()
     close_fds(data_fd, space_fd)
     assert nbytes > RECORDS * HDR.size
     assert batches < RECORDS / 4  # batching really happens
-    # wake-ups are per sleep, not per record: no syscall per record under load
-    assert data_wakes + space_wakes[0] < RECORDS / 100, (data_wakes, space_wakes[0])
+    # wake-ups are per sleep, not per record: a side writes the other's eventfd only when that
+    # side asked to be woken (at most one wake per request; a request can still end without a
+    # sleep when a record lands in between, the "spurious wake-up" of wakeup.py), so a busy
+    # pair makes no syscall. (How often each side sleeps is the scheduler's business: a ratio
+    # of wakes to records measured this machine's load, and failed at 1.1 % with a RabbitMQ
+    # running beside it.)
+    assert data_wakes <= reader_sleeps[0], (data_wakes, reader_sleeps[0])
+    assert space_wakes[0] <= writer_sleeps, (space_wakes[0], writer_sleeps)
     assert not os.path.exists("/dev/shm/" + name)
