@@ -90,8 +90,7 @@ class VirtualHost:
             return existing
         ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
         self.exchanges[name] = ex
-        self.broker.changed(("exchange", self.name, name, ex.type, durable, auto_delete,
-                             internal, ex.arguments))
+        self.broker.changed(self.exchange_op(ex))
         if durable and persist:
             self.broker.definitions.save()
         return ex
@@ -218,21 +217,27 @@ class VirtualHost:
     def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
         if ex.bind(destination, routing_key, arguments):
-            self.broker.changed(self._binding_op("bind", ex, destination, routing_key,
-                                                 arguments))
+            self.broker.changed(self.binding_op("bind", ex, destination, routing_key,
+                                                arguments))
             if ex.durable and getattr(destination, "durable", False):
                 self.broker.definitions.save()
 
     def unbind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
         if ex.unbind(destination, routing_key, arguments):
-            self.broker.changed(self._binding_op("unbind", ex, destination, routing_key,
-                                                 arguments))
+            self.broker.changed(self.binding_op("unbind", ex, destination, routing_key,
+                                                arguments))
             if ex.durable:
                 self.broker.definitions.save()
             self._maybe_auto_delete_exchange(ex)
 
-    def _binding_op(self, kind, ex, destination, key, arguments) -> tuple:
+    def exchange_op(self, ex) -> tuple:
+        """The op that tells front-ends of an exchange (supervisor/metadata.py)."""
+        return ("exchange", self.name, ex.name, ex.type, ex.durable, ex.auto_delete,
+                ex.internal, ex.arguments)
+
+    def binding_op(self, kind, ex, destination, key, arguments) -> tuple:
+        """The op for a binding made ("bind") or removed ("unbind")."""
         dkind = "queue" if isinstance(destination, QueueRef) else "exchange"
         return (kind, self.name, ex.name, dkind, destination.name, key, dict(arguments or {}))
 

@@ -19,7 +19,7 @@ def dead_letter_record(queue, rec: Record, reason: str):
     dead-letter routing key, never rejected)."""
     props = props_mod.decode(rec.properties)
     headers = dict(props.headers or {})
-    cc = _str_list(headers.get("CC"))
+    cc = props_mod.str_list(headers.get("CC"))
     routing_keys = [rec.routing_key] + cc
     deaths = [dict(d) for d in (headers.get("x-death") or []) if isinstance(d, dict)]
     death = None
@@ -49,10 +49,3 @@ def dead_letter_record(queue, rec: Record, reason: str):
                  and not any(d.get("reason") == "rejected" for d in deaths))
     return new, keys, skip_self
 
-
-def _str_list(v) -> list[str]:
-    if v is None:
-        return []
-    if isinstance(v, (list, tuple)):
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-    return [v.decode() if isinstance(v, bytes) else str(v)]

@@ -153,8 +153,7 @@ class PartitionHost:
                 state.nacked.append(seq)
         elif record.flags & 1 and q.durable:
             self._wait_for_commit(state, q, seq)
-        if q.backlogged:
-            q.check_backlog()
+        q.check_backlog()
 
     def _wait_for_commit(self, state, q: Queue, seq: int) -> None:
         """Publish or ack number ``seq`` is confirmed after the next commit round, if it left

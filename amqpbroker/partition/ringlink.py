@@ -113,9 +113,6 @@ class RingEndpoint:
         finally:
             self._draining = None
 
-    def backlog_bytes(self) -> int:
-        return sum(len(b) for b in self._out)
-
     # ------------------------------------------------------------ in
     async def _read_loop(self) -> None:
         get_batch = self.reader.get_batch

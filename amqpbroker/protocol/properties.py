@@ -53,6 +53,15 @@ class Scan:
         return bool(self.flags & F_HEADERS)
 
 
+def str_list(v) -> list[str]:
+    """A header that holds routing keys (CC, BCC): a string or an array of them, as str."""
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
+    return [v.decode() if isinstance(v, bytes) else str(v)]
+
+
 def scan(raw: bytes) -> Scan:
     """Read delivery_mode, priority, expiration, reply_to, user_id from raw property bytes.
 

@@ -107,7 +107,8 @@ class Channel:
             props = props_mod.decode(raw)
             headers = props.headers or {}
             if "CC" in headers or "BCC" in headers:
-                keys = (routing_key, *_keys(headers.get("CC")), *_keys(headers.get("BCC")))
+                keys = (routing_key, *props_mod.str_list(headers.get("CC")),
+                        *props_mod.str_list(headers.get("BCC")))
                 if "BCC" in headers:
                     headers = dict(headers)
                     del headers["BCC"]
@@ -654,14 +655,6 @@ def _nacked(tickets) -> bool:
             client.nacked.discard(n)
             nacked = True
     return nacked
-
-
-def _keys(v) -> list:
-    if v is None:
-        return []
-    if isinstance(v, (list, tuple)):
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-    return [v.decode() if isinstance(v, bytes) else str(v)]
 
 
 HANDLERS = {

@@ -118,28 +118,18 @@ def queue_op(q) -> tuple:
             q.auto_delete, q.arguments, q.directory)
 
 
-def binding_op(kind: str, vhost: str, source: str, dest, key: str, arguments) -> tuple:
-    dkind = "queue" if isinstance(dest, QueueRef) else "exchange"
-    return (kind, vhost, source, dkind, dest.name, key, dict(arguments or {}))
-
-
 def snapshot(broker) -> list[tuple]:
     ops = [("users", broker.users.users, broker.users.permissions)]
     for vh in broker.vhosts.values():
         ops.append(("vhost", vh.name, vh.description, vh.tags))
         for ex in vh.exchanges.values():
             if ex.name not in PREDECLARED_NAMES:
-                ops.append(exchange_op(vh.name, ex))
+                ops.append(vh.exchange_op(ex))
         for q in vh.queues.values():
             ops.append(queue_op(q))
         for ex, dest, _, key, args in vh.bindings():
-            ops.append(binding_op("bind", vh.name, ex.name, dest, key, args))
+            ops.append(vh.binding_op("bind", ex, dest, key, args))
     return ops
-
-
-def exchange_op(vhost: str, ex) -> tuple:
-    return ("exchange", vhost, ex.name, ex.type, ex.durable, ex.auto_delete, ex.internal,
-            ex.arguments)
 
 
 def apply_op(broker, op: tuple) -> None:

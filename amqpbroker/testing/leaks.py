@@ -120,14 +120,16 @@ def wait_gone(pids, timeout: float = 30.0) -> set[int]:
 
 
 
-def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
+def wait_until(cond, timeout: float = 30.0, what: str = "condition", step=None):
     """Poll ``cond`` until it returns something true, for states that announce themselves
-    with no event a test could wait on (a process restarted); fail after ``timeout``."""
+    with no event a test could wait on (a process restarted); fail after ``timeout``.
+    ``step`` runs between polls (e.g. a pika connection's ``process_data_events``, so its
+    events arrive meanwhile); by default a short sleep."""
     import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
-        time.sleep(0.05)
+        step() if step is not None else time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")

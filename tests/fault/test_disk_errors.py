@@ -23,7 +23,7 @@ import time
 import pika
 import pytest
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import BrokerProcess, leaks
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 BIG = 64 * 1024          # bigger than any page slack left in a file: every append needs pages
@@ -62,13 +62,8 @@ def fill_disk(path, leave: int = 0) -> None:
 
 
 def wait_for(cond, timeout: float, what: str, conn=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        if conn is not None:
-            conn.process_data_events(time_limit=0.05)
-        else:
-            time.sleep(0.02)
+    step = (lambda: conn.process_data_events(time_limit=0.05)) if conn is not None else None
+    leaks.wait_until(cond, timeout, what, step)
 
 
 class Publisher(threading.Thread):
