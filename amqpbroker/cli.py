@@ -85,8 +85,8 @@ def serve(cfg: Config) -> int:
 async def _serve(cfg: Config) -> int:
     """The supervisor: workers first (they own the queues), then metadata and recovery, then
     the AMQP listener (here, or in front-end processes), then management."""
-    from .broker.broker import Broker
-    from .server.listener import AMQPServer
+    from .frontend.listener import AMQPServer
+    from .supervisor.owner import MetadataOwner
     from .supervisor.frontends import start_frontends, stop_frontends
     from .supervisor.workers import start_workers, stop_workers
 
@@ -94,7 +94,7 @@ async def _serve(cfg: Config) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)      # first: a signal during start-up or right
-    broker = Broker(cfg, loop)                      # after "ready" still shuts down cleanly
+    broker = MetadataOwner(cfg, loop)               # after "ready" still shuts down cleanly
     server = AMQPServer(broker)
     workers, frontends, mgmt = [], [], None
     try:

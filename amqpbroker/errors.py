@@ -1,6 +1,6 @@
 """The error tree is the AMQP 0-9-1 reply-code table.
 
-Deep code raises; exactly one boundary (``server/session.py``) turns an error into a reply:
+Deep code raises; exactly one boundary (``frontend/session.py``) turns an error into a reply:
 a ``ChannelError`` becomes ``channel.close`` and only that channel ends, a ``ConnectionError_``
 becomes ``connection.close``. Reply texts follow RabbitMQ's wording
 (``NOT_FOUND - no queue 'jobs' in vhost '/'``) because that is what users search for.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 import timeit
 
-from amqpbroker.partition.ringlink import decode, encode
+from amqpbroker.links.ring import decode, encode
 from amqpbroker.storage.record import Record
 
 

@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from ..broker.auth import check_password
+from ..frontend.auth import check_password
 
 log = logging.getLogger("amqpbroker.mgmt")
 
@@ -112,7 +112,7 @@ class ManagementServer:
         import os
         import resource
 
-        from ..broker.alarms import node_rss, total_memory
+        from ..frontend.alarms import node_rss, total_memory
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
             fds = len(os.listdir("/proc/self/fd"))

@@ -35,6 +35,7 @@ shift every later offset.
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -52,6 +53,11 @@ _RECORD_FIXED = 8 + 1 + 1 + 1 + 4 + 4  # bytes counted by rec_len besides the va
 _OFFSET_COUNT = struct.Struct(">QI")
 _TIMESTAMPS = struct.Struct(">QQ")
 SEPARATE_BODY = 8192  # bodies this big are written from the caller's object, not joined
+
+
+def now_ms() -> int:
+    """The clock of record timestamps: ms since the epoch."""
+    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 
 from .. import errors
-from . import control, links
+from ..links import control, ring
 from .metadata import snapshot
 from .process import ChildProcess, start_all, stop_all
 
@@ -46,7 +46,7 @@ class FrontendProcess(ChildProcess):
                 "fds": {"listen": self.listen_sock.fileno(), "control": ctl_child.fileno(),
                         "fdpass": fdp_child.fileno()}}
         try:
-            self.spawn("amqpbroker.supervisor.frontend", spec,
+            self.spawn("amqpbroker.frontend", spec,
                        (self.listen_sock.fileno(), ctl_child.fileno(), fdp_child.fileno()))
         finally:
             ctl_child.close()
@@ -68,7 +68,7 @@ class FrontendProcess(ChildProcess):
         try:
             self.control.send_fds(fds)
         finally:
-            links.close_all(fds)
+            ring.close_all(fds)
         self.control.notify("link", worker.index)
 
     def notify(self, op: str, *args) -> None:

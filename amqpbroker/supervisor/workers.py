@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from . import control, links
+from ..links import control, ring
 from .process import ChildProcess, start_all, stop_all
 
 
@@ -30,7 +30,7 @@ class WorkerProcess(ChildProcess):
         self.on_lost = None                  # called when the worker died unasked
 
     async def start(self) -> None:
-        mine, theirs = links.make_link()
+        mine, theirs = ring.make_link()
         (ctl, ctl_child), (fdp, fdp_child) = control.socket_pairs()
         cfg = dataclasses.asdict(self.config)
         cfg["cache_limit"] = self.config.cache_limit // self.workers
@@ -38,20 +38,20 @@ class WorkerProcess(ChildProcess):
                 "fds": {"link": theirs, "control": ctl_child.fileno(),
                         "fdpass": fdp_child.fileno()}}
         try:
-            self.spawn("amqpbroker.supervisor.worker", spec,
+            self.spawn("amqpbroker.worker", spec,
                        (*theirs, ctl_child.fileno(), fdp_child.fileno()))
         except BaseException:
-            links.close_all(mine)
+            ring.close_all(mine)
             ctl.close()
             fdp.close()
             raise
         finally:
-            links.close_all(theirs)
+            ring.close_all(theirs)
             ctl_child.close()
             fdp_child.close()
         self.control = control.ControlChannel(ctl, fdp, {})
         await self.control.start()
-        self.endpoint = links.attach(mine, self._on_batch, yield_after="reply")
+        self.endpoint = ring.attach(mine, self._on_batch, yield_after="reply")
         await self.wait_ready()
         self.client.connect(self.endpoint)
 
@@ -66,11 +66,11 @@ class WorkerProcess(ChildProcess):
     def add_link(self, name: str) -> list[int]:
         """A link for a front-end: the worker gets its side now; the caller sends the other
         side (the returned fds) to the front-end and closes them."""
-        front, worker = links.make_link()
+        front, worker = ring.make_link()
         try:
             self.control.send_fds(worker)
         finally:
-            links.close_all(worker)
+            ring.close_all(worker)
         self.control.notify("link", name)
         return front
 
@@ -108,7 +108,7 @@ class WorkerProcess(ChildProcess):
 
 async def start_workers(broker, count: int) -> list[WorkerProcess]:
     """Start ``count`` workers and give the broker their partition clients."""
-    from ..partition.client import PartitionClient
+    from ..frontend.partition_client import PartitionClient
     workers = [WorkerProcess(broker.config, i, PartitionClient(broker, i), count)
                for i in range(count)]
     await start_all(workers)

@@ -11,9 +11,9 @@ import base64
 import pika
 import pytest
 
-from amqpbroker.broker.queue import Queue
-from amqpbroker.partition.client import LINK_WINDOW
-from amqpbroker.server.session import EVENTS_PER_TURN
+from amqpbroker.worker.queue import Queue
+from amqpbroker.frontend.partition_client import LINK_WINDOW
+from amqpbroker.frontend.session import EVENTS_PER_TURN
 from amqpbroker.testing import BrokerProcess
 
 TOTAL = 20000

@@ -13,12 +13,11 @@ from collections import deque
 from pamqp import commands as C
 
 from .. import errors
-from ..broker.consumer import Consumer
-from ..broker.queue import now_ms
-from ..partition.client import WINDOW
+from .consumer import Consumer
+from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
-from ..storage.record import Record
+from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
 

@@ -11,8 +11,8 @@ import logging
 from collections import deque
 
 from .. import errors
-from ..broker.committer import Committer
-from ..broker.queue import Queue
+from .committer import Committer
+from .queue import Queue
 from .deadletter import dead_letter_record
 from .subscription import Subscription
 

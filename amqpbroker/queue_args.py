@@ -3,8 +3,8 @@ reply texts (``invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_ne
 """
 from __future__ import annotations
 
-from .. import errors
-from ..storage.fileformat import FSYNC_POLICIES
+from . import errors
+from .storage.fileformat import FSYNC_POLICIES
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 

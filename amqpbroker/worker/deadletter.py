@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import datetime
 
-from ..broker.queue import now_ms
 from ..protocol import properties as props_mod
-from ..storage.record import Record
+from ..storage.record import Record, now_ms
 
 
 def dead_letter_record(queue, rec: Record, reason: str):

@@ -1,6 +1,6 @@
 """A front-end process's main: AMQP connections over a copy of the supervisor's metadata.
 
-Started by ``frontends.FrontendProcess`` as ``python -m amqpbroker.supervisor.frontend SPEC``
+Started by ``frontends.FrontendProcess`` as ``python -m amqpbroker.frontend SPEC``
 with the shared listening socket and its control channel inherited. It owns everything about
 its connections (channels, consumers' credit, confirms, routing); queues live in the workers,
 reached through one ring link per worker; metadata changes go to the supervisor
@@ -15,30 +15,23 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 
-from ..broker.broker import Broker
-from ..partition.client import PartitionClient
-from ..server.listener import AMQPServer
-from . import child, links
-from .control import ControlChannel
-from .metadata import RemoteMetadata, apply_op
+from .broker import Broker
+from .metadata_copy import RemoteMetadata, apply_op
+from .partition_client import PartitionClient
+from .listener import AMQPServer
+from .session import session_json
+from .. import child
+from ..links import ring
+from ..links.control import ControlChannel
 
 log = logging.getLogger("amqpbroker.frontend")
-
-
-def session_json(s) -> dict:
-    return {"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
-            "vhost": s.vhost.name if s.vhost else None, "channels": len(s.channels),
-            "client_properties": s.client_properties,
-            "frontend": s.server.index}      # ours: the front-end process serving it
 
 
 async def serve(spec: dict) -> None:
     loop = asyncio.get_running_loop()
     index = spec["index"]
     broker = Broker(child.config_of(spec), loop)
-    broker.replica = True
     broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
     server = AMQPServer(broker, index)
     listen = socket.socket(fileno=spec["fds"]["listen"])
@@ -50,7 +43,7 @@ async def serve(spec: dict) -> None:
         def on_batch(batch):
             for msg in batch:
                 client.on_event(msg)
-        client.connect(links.attach(control.recv_fds(6), on_batch, yield_after="reply"))
+        client.connect(ring.attach(control.recv_fds(6), on_batch, yield_after="reply"))
 
     def on_host_lost(worker: int) -> None:
         client = broker.partitions[worker]
@@ -109,6 +102,3 @@ async def serve(spec: dict) -> None:
 def main() -> int:
     return child.run("frontend", serve)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

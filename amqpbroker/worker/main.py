@@ -1,6 +1,6 @@
 """A partition worker's main: a ``PartitionHost`` served over rings.
 
-Started by ``workers.WorkerProcess`` as ``python -m amqpbroker.supervisor.worker SPEC``, where
+Started by ``workers.WorkerProcess`` as ``python -m amqpbroker.worker SPEC``, where
 SPEC is a JSON object with the broker config, the worker's index and its inherited
 descriptors: the supervisor's link (rings and eventfds) and the control channel. Front-ends'
 links arrive later over the control channel (``link`` / ``unlink``). The worker stops when the
@@ -13,11 +13,11 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 
-from ..partition.host import PartitionHost
-from . import child, links
-from .control import ControlChannel
+from .host import PartitionHost
+from .. import child
+from ..links import ring
+from ..links.control import ControlChannel
 
 log = logging.getLogger("amqpbroker.worker")
 
@@ -35,7 +35,7 @@ async def serve(spec: dict) -> None:
             host.handle(state, [m for m in batch if m[0] != "close"])
             if on_close is not None and any(m[0] == "close" for m in batch):
                 on_close()
-        endpoint = links.attach(fds, on_batch)
+        endpoint = ring.attach(fds, on_batch)
         state = host.attach(endpoint)
         endpoints[name] = (endpoint, state)
         return endpoint
@@ -70,6 +70,3 @@ async def serve(spec: dict) -> None:
 def main() -> int:
     return child.run("worker", serve)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,14 +27,13 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-import time
 from collections import deque
 
 from ..protocol import properties as props_mod
 from ..storage.acklog import AckLog
 from ..storage.log import PartitionLog
-from ..storage.record import Record
-from .queue_args import QueueArgs
+from ..storage.record import Record, now_ms
+from ..queue_args import QueueArgs
 
 log = logging.getLogger("amqpbroker.queue")
 
@@ -46,10 +45,6 @@ READAHEAD_BYTES = 1 << 20
 
 def name_of(q) -> str:
     return f"{q.name}' in vhost '{q.vhost_name}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Queue:

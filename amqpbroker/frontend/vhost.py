@@ -92,7 +92,7 @@ class VirtualHost:
         self.exchanges[name] = ex
         self.broker.changed(self.exchange_op(ex))
         if durable and persist:
-            self.broker.definitions.save()
+            self.broker.persist()
         return ex
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
@@ -110,7 +110,7 @@ class VirtualHost:
             other.remove_destination(ex)
         self.broker.changed(("exchange-", self.name, name))
         if ex.durable:
-            self.broker.definitions.save()
+            self.broker.persist()
 
     def _maybe_auto_delete_exchange(self, ex: Exchange) -> None:
         if ex.auto_delete and not ex.has_bindings() and self.exchanges.get(ex.name) is ex:
@@ -181,7 +181,7 @@ class VirtualHost:
                      client=self.broker.place(self, name))
         self.queues[name] = q
         if durable and not exclusive:
-            self.broker.definitions.save()
+            self.broker.persist()
         return q
 
     async def delete_queue_checked(self, q: QueueRef, if_unused: bool, if_empty: bool) -> int:
@@ -210,7 +210,7 @@ class VirtualHost:
             if ex.remove_destination(q):
                 self._maybe_auto_delete_exchange(ex)
         if q.durable and q.exclusive_owner is None:
-            self.broker.definitions.save()
+            self.broker.persist()
         log.debug("%s deleted (%s)", self._q(q.name), reason)
 
     # ----------------------------------------------------------- bindings
@@ -220,7 +220,7 @@ class VirtualHost:
             self.broker.changed(self.binding_op("bind", ex, destination, routing_key,
                                                 arguments))
             if ex.durable and getattr(destination, "durable", False):
-                self.broker.definitions.save()
+                self.broker.persist()
 
     def unbind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
@@ -228,7 +228,7 @@ class VirtualHost:
             self.broker.changed(self.binding_op("unbind", ex, destination, routing_key,
                                                 arguments))
             if ex.durable:
-                self.broker.definitions.save()
+                self.broker.persist()
             self._maybe_auto_delete_exchange(ex)
 
     def exchange_op(self, ex) -> tuple:

@@ -449,3 +449,10 @@ class Session(asyncio.Protocol):
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)
         self.broker.sessions.discard(self)
+
+
+def session_json(s) -> dict:
+    return {"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
+            "vhost": s.vhost.name if s.vhost else None, "channels": len(s.channels),
+            "client_properties": s.client_properties,
+            "frontend": s.server.index}      # ours: the front-end process serving it

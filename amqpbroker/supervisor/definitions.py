@@ -61,7 +61,7 @@ class Definitions:
     def save(self) -> None:
         """Write the definitions; if the disk refuses, keep them in memory, raise the disk
         alarm and retry every second until a write succeeds."""
-        if self.loading or self.broker.replica:
+        if self.loading:
             return
         # users and permissions have no ops of their own: front-ends get them whole
         self.broker.changed(("users", self.broker.users.users, self.broker.users.permissions))

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 
-from ..config import Config
+from .config import Config
 
 
 def config_of(spec: dict) -> Config:
@@ -22,7 +22,7 @@ def config_of(spec: dict) -> Config:
 
 def run(kind: str, serve) -> int:
     """Parse SPEC from argv, set the process up, and run ``serve(spec)`` to completion."""
-    from ..cli import prepare_process
+    from .cli import prepare_process
     spec = json.loads(sys.argv[1])
     prepare_process(spec["config"]["log_level"], f"{kind}{spec['index']} ")
     signal.signal(signal.SIGINT, signal.SIG_IGN)

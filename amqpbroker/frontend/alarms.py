@@ -19,8 +19,7 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 def node_rss(broker) -> int:
     """Memory of the whole node: this process and its worker and front-end processes."""
-    children = [c.pid for c in (*broker.workers, *broker.frontends) if c.pid]
-    return rss_bytes() + sum(rss_bytes(pid) for pid in children)
+    return rss_bytes() + sum(rss_bytes(pid) for pid in broker.child_pids())
 
 
 def total_memory() -> int:
@@ -50,8 +49,7 @@ class Alarms:
         was = self.blocked
         self.active[name] = detail
         log.warning("%s alarm set: %s", name, detail)
-        for fe in self.broker.frontends:          # the node's alarms hold in every process
-            fe.notify("alarm", name, detail)
+        self.broker.alarm_changed(name, detail)
         if not was:
             for s in list(self.broker.sessions):
                 s.on_alarm(True)
@@ -60,8 +58,7 @@ class Alarms:
         if self.active.pop(name, None) is None:
             return
         log.warning("%s alarm cleared", name)
-        for fe in self.broker.frontends:
-            fe.notify("alarm", name, None)
+        self.broker.alarm_changed(name, None)
         if not self.blocked:
             for s in list(self.broker.sessions):
                 s.on_alarm(False)

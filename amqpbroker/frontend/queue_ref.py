@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .queue_args import QueueArgs
+from ..queue_args import QueueArgs
 
 log = logging.getLogger("amqpbroker.queue")
 
