@@ -1,5 +1,5 @@
 """amqpbroker: an AMQP 0-9-1 broker in Python that stores like Kafka."""
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 setup(
     name="amqpbroker",
@@ -39,6 +39,9 @@ setup(
             "celery>=5.3",
         ],
     },
+    # the record layout packed and unpacked in C: the hot path of every link between
+    # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference)
+    ext_modules=[Extension("amqpbroker.storage._record", ["amqpbroker/storage/_record.c"])],
     # cffi: compile the shared-memory ring (shm/ring.c) into shm._ring at build time.
     cffi_modules=["cffi_build/build_ring.py:ffibuilder"],
     entry_points={"console_scripts": ["amqpbroker=amqpbroker.cli:main"]},

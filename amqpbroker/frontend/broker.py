@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from .. import contract as c
 from .. import errors
 from ..config import Config
 from ..protocol import properties as props_mod
@@ -59,7 +60,7 @@ class Broker:
         if vh is None:
             vh = VirtualHost(self, name, description, tags)
             self.vhosts[name] = vh
-            self.changed(("vhost", name, description, list(tags)))
+            self.changed(c.VhostOp(name=name, description=description, tags=list(tags)))
             self.persist()
         return vh
 
@@ -74,7 +75,7 @@ class Broker:
             self.drop_queue_of_deleted_vhost(vh, q)
         for key in [k for k in self.users.permissions if k[0] == name]:
             del self.users.permissions[key]
-        self.changed(("vhost-", name))
+        self.changed(c.VhostDeleted(name=name))
         self.persist()
         return True
 
@@ -92,7 +93,7 @@ class Broker:
         out = {}
         for client, group in by_client.items():
             try:
-                stats = await client.request("stats", [r.qid for r in group])
+                stats = await client.request(c.Stats, qids=[r.qid for r in group])
             except errors.AMQPError:
                 stats = {}          # the worker is restarting
             for r in group:

@@ -407,15 +407,16 @@ class Channel:
         if not m.passive:
             self._check("configure", "exchange", m.exchange, 40, 10)
         await self.broker.metadata.declare_exchange(
-            self.session.vhost.name, m.exchange, m.exchange_type, m.passive, m.durable,
-            m.auto_delete, m.internal, m.arguments)
+            vhost=self.session.vhost.name, name=m.exchange, type=m.exchange_type,
+            passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
+            internal=m.internal, arguments=m.arguments)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
 
     async def exchange_delete(self, m) -> None:
         self._check("configure", "exchange", m.exchange, 40, 20)
-        await self.broker.metadata.delete_exchange(self.session.vhost.name, m.exchange,
-                                                   m.if_unused)
+        await self.broker.metadata.delete_exchange(vhost=self.session.vhost.name,
+                                                   name=m.exchange, if_unused=m.if_unused)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeleteOk())
 
@@ -427,8 +428,9 @@ class Channel:
             raise errors.AccessRefused("operation not permitted on the default exchange", 40, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
-        await change(self.session.vhost.name, "exchange", m.destination, m.source,
-                     m.routing_key, m.arguments, self.session.owner, 40, mid)
+        await change(vhost=self.session.vhost.name, kind="exchange", destination=m.destination,
+                     source=m.source, key=m.routing_key, arguments=m.arguments,
+                     owner=self.session.owner, cid=40, mid=mid)
         if not m.nowait:
             self.session.send_method(self.number,
                                      C.Exchange.UnbindOk() if unbind else C.Exchange.BindOk())
@@ -450,8 +452,9 @@ class Channel:
         elif name:
             self._check("configure", "queue", name, 50, 10)
         name = await self.broker.metadata.declare_queue(
-            vhost.name, name, session.owner, m.passive, m.durable, m.exclusive, m.auto_delete,
-            m.arguments)
+            vhost=vhost.name, name=name, owner=session.owner, passive=m.passive,
+            durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
+            arguments=m.arguments)
         q = vhost.get_queue(name, session.owner, 50, 10)    # our copy has it by now
         if q.exclusive_owner == session.owner:
             session.exclusive_queues.add(q)
@@ -468,8 +471,9 @@ class Channel:
         self._check("read", "exchange", m.exchange, 50, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
-        await change(self.session.vhost.name, "queue", name, m.exchange, m.routing_key,
-                     m.arguments, self.session.owner, 50, mid)
+        await change(vhost=self.session.vhost.name, kind="queue", destination=name,
+                     source=m.exchange, key=m.routing_key, arguments=m.arguments,
+                     owner=self.session.owner, cid=50, mid=mid)
         if unbind:
             self.session.send_method(self.number, C.Queue.UnbindOk())
         elif not m.nowait:
@@ -491,8 +495,9 @@ class Channel:
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
         q = session.vhost.queues.get(name)
-        count = await self.broker.metadata.delete_queue(session.vhost.name, name, session.owner,
-                                                        m.if_unused, m.if_empty)
+        count = await self.broker.metadata.delete_queue(
+            vhost=session.vhost.name, name=name, owner=session.owner, if_unused=m.if_unused,
+            if_empty=m.if_empty)
         if q is not None:
             session.exclusive_queues.discard(q)
         if not m.nowait:

@@ -4,10 +4,10 @@ Started by ``frontends.FrontendProcess`` as ``python -m amqpbroker.frontend SPEC
 with the shared listening socket and its control channel inherited. It owns everything about
 its connections (channels, consumers' credit, confirms, routing); queues live in the workers,
 reached through one ring link per worker; metadata changes go to the supervisor
-(``metadata.RemoteMetadata``), whose ops keep this process's copy current.
+(``metadata_copy.RemoteMetadata``), whose ops keep this process's copy current.
 
 Order of start: the supervisor sends the metadata snapshot and the worker links, then
-``serve``: only then does this process accept connections, and it answers ``ready``.
+``Serve``: only then does this process accept connections, and it answers ``FrontendReady``.
 """
 from __future__ import annotations
 
@@ -17,88 +17,109 @@ import signal
 import socket
 
 from .broker import Broker
-from .metadata_copy import RemoteMetadata, apply_op
+from .metadata_copy import MetadataCopy, RemoteMetadata
 from .partition_client import PartitionClient
 from .listener import AMQPServer
 from .session import session_json
 from .. import child
+from .. import contract as c
 from ..links import ring
 from ..links.control import ControlChannel
 
 log = logging.getLogger("amqpbroker.frontend")
 
 
-async def serve(spec: dict) -> None:
-    loop = asyncio.get_running_loop()
-    index = spec["index"]
-    broker = Broker(child.config_of(spec), loop)
-    broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
-    server = AMQPServer(broker, index)
-    listen = socket.socket(fileno=spec["fds"]["listen"])
-    stop = asyncio.Event()
+class Frontend:
+    """This process's half of the control channel: one handler per message the supervisor
+    sends a front-end (``contract.TO_FRONTEND``)."""
 
-    def on_link(worker: int) -> None:
-        client = broker.partitions[worker]
+    def __init__(self, spec: dict, loop):
+        self.index = spec["index"]
+        self.spec = spec
+        self.broker = broker = Broker(child.config_of(spec), loop)
+        broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
+        self.copy = MetadataCopy(broker)
+        self.server = AMQPServer(broker, self.index)
+        self.listen = socket.socket(fileno=spec["fds"]["listen"])
+        self.stop = asyncio.Event()
+        self.control = ControlChannel(socket.socket(fileno=spec["fds"]["control"]),
+                                      socket.socket(fileno=spec["fds"]["fdpass"]),
+                                      c.handlers(self, c.TO_FRONTEND), on_eof=self.stop.set)
+        broker.metadata = RemoteMetadata(self.control)
+        broker.forward_reply = self.forward_reply
+
+    def forward_reply(self, token: str, record) -> None:
+        self.control.notify(c.ReplyTo(token=token, record=record))
+
+    # ------------------------------------------------------------ handlers
+    def on_snapshot(self, m: c.Snapshot) -> None:
+        for op in m.ops:
+            self.copy.apply(op)
+
+    def on_apply_op(self, m: c.ApplyOp) -> None:
+        self.copy.apply(m.op)
+
+    def on_link_worker(self, m: c.LinkWorker) -> None:
+        client = self.broker.partitions[m.worker]
 
         def on_batch(batch):
             for msg in batch:
                 client.on_event(msg)
-        client.connect(ring.attach(control.recv_fds(6), on_batch, yield_after="reply"))
+        client.connect(ring.attach(self.control.recv_fds(6), on_batch, yield_after=c.Reply))
 
-    def on_host_lost(worker: int) -> None:
-        client = broker.partitions[worker]
+    def on_host_lost(self, m: c.HostLost) -> None:
+        client = self.broker.partitions[m.worker]
         if client.link is not None:
             client.link.close()
         client.host_lost()
 
-    async def on_serve() -> None:
-        await server.start("", 0, sock=listen)      # alarms: the supervisor checks, we obey
-        control.notify("ready", index)
+    async def on_serve(self, m: c.Serve) -> None:
+        await self.server.start("", 0, sock=self.listen)   # alarms: the supervisor checks
+        self.control.notify(c.FrontendReady(index=self.index))
 
-    def on_reply_to(token: str, record) -> None:
-        target = server.reply_to.get(token)
-        if target is not None:
-            channel, consumer = target
-            channel.deliver_direct(consumer, record)
+    def on_shutdown(self, m: c.Shutdown) -> None:
+        self.stop.set()
 
-    def on_close_connection(name: str, reason: str) -> bool:
-        for s in list(server.sessions):
-            if f"{s.peer[0]}:{s.peer[1]}" == name:
-                s.force_close(reason)
+    def on_connections(self, m: c.Connections) -> list:
+        return [session_json(s) for s in self.server.sessions]
+
+    def on_close_connection(self, m: c.CloseConnection) -> bool:
+        for s in list(self.server.sessions):
+            if f"{s.peer[0]}:{s.peer[1]}" == m.name:
+                s.force_close(m.reason)
                 return True
         return False
 
-    handlers = {
-        "snapshot": lambda ops: [apply_op(broker, op) for op in ops],
-        "op": lambda op: apply_op(broker, op),
-        "link": on_link,
-        "host_lost": on_host_lost,
-        "serve": on_serve,
-        "shutdown": stop.set,
-        "connections": lambda: [session_json(s) for s in server.sessions],
-        "close_connection": on_close_connection,
-        "reply_to": on_reply_to,
-        "sync": lambda: None,          # answered after every op sent before it is applied
-        "alarm": lambda name, detail: (broker.alarms.clear(name) if detail is None
-                                       else broker.alarms.set(name, detail)),
-    }
-    control = ControlChannel(socket.socket(fileno=spec["fds"]["control"]),
-                             socket.socket(fileno=spec["fds"]["fdpass"]), handlers,
-                             on_eof=stop.set)
-    broker.metadata = RemoteMetadata(control)
-    broker.forward_reply = lambda token, record: control.notify("reply_to", token, record)
-    await control.start()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    log.info("front-end %d stopping", index)
-    await server.stop()
-    for client in broker.partitions:
+    def on_sync(self, m: c.Sync) -> None:
+        """Answered after every op sent before it is applied."""
+
+    def on_reply_to(self, m: c.ReplyTo) -> None:
+        target = self.server.reply_to.get(m.token)
+        if target is not None:
+            channel, consumer = target
+            channel.deliver_direct(consumer, m.record)
+
+    def on_alarm(self, m: c.Alarm) -> None:
+        if m.detail is None:
+            self.broker.alarms.clear(m.name)
+        else:
+            self.broker.alarms.set(m.name, m.detail)
+
+
+async def serve(spec: dict) -> None:
+    loop = asyncio.get_running_loop()
+    fe = Frontend(spec, loop)
+    await fe.control.start()
+    loop.add_signal_handler(signal.SIGTERM, fe.stop.set)
+    await fe.stop.wait()
+    log.info("front-end %d stopping", fe.index)
+    await fe.server.stop()
+    for client in fe.broker.partitions:
         if client.link is not None:
             client.link.flush()
     await asyncio.sleep(0)
-    control.close()
+    fe.control.close()
 
 
 def main() -> int:
     return child.run("frontend", serve)
-

@@ -9,78 +9,96 @@ them.
 """
 from __future__ import annotations
 
+from .. import contract as c
 from .exchange import make_exchange
 from .queue_ref import QueueRef
 from .vhost import VirtualHost
 
 
 class RemoteMetadata:
-    """A front-end's view: every change is a request to the supervisor."""
+    """A front-end's view: every change is a metadata call to the supervisor
+    (``contract.METADATA_CALLS``; ``md.declare_queue(vhost=..., ...)`` sends ``DeclareQueue``).
+    A call that is not a request (``delete_queue_now``) is sent as a notice."""
 
     def __init__(self, control):
         self.control = control
 
     def __getattr__(self, method):
-        if method == "delete_queue_now":
-            def notice(*args):
-                self.control.notify("md_notice", method, args)
-            return _async(notice)
+        cls = c.BY_NAME[method]
+        if cls not in c.METADATA_CALLS:
+            raise AttributeError(method)
+        if cls.REQUEST:
+            return lambda **fields: self.control.request(cls, **fields)
 
-        def call(*args):
-            return self.control.request("md", method, args)
-        return call
-
-
-def _async(fn):
-    async def wrapper(*args):
-        fn(*args)
-    return wrapper
+        async def notice(**fields):
+            self.control.notify(cls(**fields))
+        return notice
 
 
-def apply_op(broker, op: tuple) -> None:
-    """Apply one op to a front-end's copy (no checks: the supervisor made them)."""
-    kind = op[0]
-    if kind == "users":
-        broker.users.users, broker.users.permissions = op[1], op[2]
-        return
-    if kind == "vhost":
-        if op[1] not in broker.vhosts:
-            broker.vhosts[op[1]] = VirtualHost(broker, op[1], op[2], op[3])
-        return
-    if kind == "vhost-":
-        broker.delete_vhost(op[1])
-        return
-    vh = broker.vhosts.get(op[1])
-    if vh is None:
-        return
-    if kind == "exchange":
-        _, _, name, type_, durable, auto_delete, internal, arguments = op
-        if name not in vh.exchanges:
-            vh.exchanges[name] = make_exchange(type_, name, durable, auto_delete, internal,
-                                               arguments)
-    elif kind == "exchange-":
-        ex = vh.exchanges.pop(op[2], None)
+class MetadataCopy:
+    """Applies the supervisor's ops to a front-end's copy, without checks: the supervisor
+    made them. One handler per op of ``contract.METADATA_OPS``."""
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.table = c.handlers(self, c.METADATA_OPS)
+
+    def apply(self, op) -> None:
+        self.table[type(op)](op)
+
+    def on_users_op(self, op: c.UsersOp) -> None:
+        self.broker.users.users, self.broker.users.permissions = op.users, op.permissions
+
+    def on_vhost_op(self, op: c.VhostOp) -> None:
+        if op.name not in self.broker.vhosts:
+            self.broker.vhosts[op.name] = VirtualHost(self.broker, op.name, op.description,
+                                                      op.tags)
+
+    def on_vhost_deleted(self, op: c.VhostDeleted) -> None:
+        self.broker.delete_vhost(op.name)
+
+    def on_exchange_op(self, op: c.ExchangeOp) -> None:
+        vh = self.broker.vhosts.get(op.vhost)
+        if vh is not None and op.name not in vh.exchanges:
+            vh.exchanges[op.name] = make_exchange(op.type, op.name, op.durable,
+                                                  op.auto_delete, op.internal, op.arguments)
+
+    def on_exchange_deleted(self, op: c.ExchangeDeleted) -> None:
+        vh = self.broker.vhosts.get(op.vhost)
+        ex = vh.exchanges.pop(op.name, None) if vh is not None else None
         if ex is not None:
             for other in vh.exchanges.values():
                 other.remove_destination(ex)
-    elif kind == "queue":
-        _, _, name, qid, worker, durable, owner, auto_delete, arguments, directory = op
-        client = broker.partitions[worker]
-        if qid not in client.refs:
-            vh.queues[name] = QueueRef(vh, name, durable=durable, exclusive_owner=owner,
-                                       auto_delete=auto_delete, arguments=arguments,
-                                       directory=directory, client=client, qid=qid)
-    elif kind == "queue-":
-        q = vh.queues.get(op[2])
-        if q is not None and q.qid == op[3]:
+
+    def on_queue_op(self, op: c.QueueOp) -> None:
+        vh = self.broker.vhosts.get(op.vhost)
+        client = self.broker.partitions[op.worker]
+        if vh is not None and op.qid not in client.refs:
+            vh.queues[op.name] = QueueRef(vh, op.name, durable=op.durable,
+                                          exclusive_owner=op.owner, auto_delete=op.auto_delete,
+                                          arguments=op.arguments, directory=op.directory,
+                                          client=client, qid=op.qid)
+
+    def on_queue_deleted(self, op: c.QueueDeleted) -> None:
+        vh = self.broker.vhosts.get(op.vhost)
+        q = vh.queues.get(op.name) if vh is not None else None
+        if q is not None and q.qid == op.qid:
             vh.forget_queue(q, "deleted")
-    elif kind in ("bind", "unbind"):
-        _, _, source, dkind, dname, key, arguments = op
-        ex = vh.exchanges.get(source)
-        dest = vh.queues.get(dname) if dkind == "queue" else vh.exchanges.get(dname)
-        if ex is None or dest is None:
-            return
-        if kind == "bind":
-            ex.bind(dest, key, arguments)
-        else:
-            ex.unbind(dest, key, arguments)
+
+    def _binding(self, op):
+        vh = self.broker.vhosts.get(op.vhost)
+        if vh is None:
+            return None, None
+        ex = vh.exchanges.get(op.source)
+        dest = (vh.queues if op.dest_kind == "queue" else vh.exchanges).get(op.destination)
+        return ex, dest
+
+    def on_bind_op(self, op: c.BindOp) -> None:
+        ex, dest = self._binding(op)
+        if ex is not None and dest is not None:
+            ex.bind(dest, op.key, op.arguments)
+
+    def on_unbind_op(self, op: c.UnbindOp) -> None:
+        ex, dest = self._binding(op)
+        if ex is not None and dest is not None:
+            ex.unbind(dest, op.key, op.arguments)

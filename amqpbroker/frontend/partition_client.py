@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from .. import contract as c
 from .. import errors
 
 log = logging.getLogger("amqpbroker.partition")
@@ -46,6 +47,7 @@ class PartitionClient:
         self.listeners: set = set()         # channels waiting for the watermark
         self._grants: dict = {}             # cid -> credit to send
         self._grant_scheduled = False
+        self.table = c.handlers(self, c.PARTITION_EVENTS)
 
     def connect(self, link) -> None:
         self.link = link
@@ -66,7 +68,8 @@ class PartitionClient:
     def publish(self, qid: int, record, priority: int, track: bool) -> int:
         self.seq = seq = self.seq + 1
         if self.link is not None:
-            self.link.send(("pub", qid, seq, priority, record, track))
+            self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track,
+                                 record=record))
             if seq - self.seen > LINK_WINDOW:
                 self.backlogged = True
         else:                            # the host is restarting: refuse, never lose silently
@@ -75,24 +78,33 @@ class PartitionClient:
             self.done_seq = seq
         return seq
 
-    def settle(self, op: str, qid: int, offsets, *args) -> int:
-        """ack / reject: numbered like publishes, so that a later confirm can wait for the
-        commit that wrote them (see ``Session.settled_on``)."""
+    def ack(self, qid: int, offsets: list[int]) -> int:
+        """Acks are numbered like publishes, so that a later confirm can wait for the commit
+        that wrote them (see ``Session.settled_on``)."""
         self.seq = seq = self.seq + 1
-        if self.link is not None:
-            self.link.send((op, qid, seq, offsets, *args))
-        else:
-            self.done_seq = seq
+        self._settle(c.Ack(qid=qid, seq=seq, offsets=offsets))
         return seq
 
-    def request(self, op: str, *args):
+    def reject(self, qid: int, offsets: list[int], requeue: bool) -> int:
+        self.seq = seq = self.seq + 1
+        self._settle(c.Reject(qid=qid, seq=seq, requeue=requeue, offsets=offsets))
+        return seq
+
+    def _settle(self, msg) -> None:
+        if self.link is not None:
+            self.link.send(msg)
+        else:
+            self.done_seq = msg.seq
+
+    def request(self, cls, **fields):
+        """Send request ``cls(**fields)``; a future of the host's reply value."""
         fut = self.loop.create_future()
         if self.link is None:
             fut.set_exception(self._gone_error())
             return fut
         self._next_req = req = self._next_req + 1
         self.pending[req] = fut
-        self.link.send((op, req, *args))
+        self.link.send(cls(req=req, **fields))
         return fut
 
     def _gone_error(self) -> HostGone:
@@ -110,20 +122,20 @@ class PartitionClient:
         grants, self._grants = self._grants, {}
         live = [(cid, n) for cid, n in grants.items() if cid in self.consumers]
         if live and self.link is not None:
-            self.link.send(("credit", live))
+            self.link.send(c.Credit(grants=live))
 
     # ------------------------------------------------------------ events
     def on_event(self, event) -> None:
-        EVENTS[event[0]](self, *event[1:])
+        self.table[type(event)](event)
 
-    def ev_confirm(self, upto: int, nacked, seen: int) -> None:
-        self.seen = seen
+    def on_confirm(self, m: c.Confirm) -> None:
+        self.seen = seen = m.seen
         if self.backlogged and self.seq - seen <= LINK_WINDOW // 2:
             self._release_publishers()
-        if upto > self.done_seq:
-            self.done_seq = upto
-            if nacked:
-                self.nacked.update(nacked)
+        if m.upto > self.done_seq:
+            self.done_seq = m.upto
+            if m.nacked:
+                self.nacked.update(m.nacked)
             for ch in list(self.listeners):
                 ch.on_commit()
 
@@ -133,48 +145,48 @@ class PartitionClient:
         for session in waiters:
             session.unthrottle(self)
 
-    def ev_dlv(self, cid: int, qid: int, offset: int, redelivered: bool, record) -> None:
-        consumer = self.consumers.get(cid)
+    def on_dlv(self, m: c.Dlv) -> None:
+        consumer = self.consumers.get(m.cid)
         if consumer is None:
             # cancelled while this was on its way: back to the queue
-            self.settle("reject", qid, [offset], True)
+            self.reject(m.qid, [m.offset], True)
             return
-        consumer.channel.deliver(consumer, offset, record, redelivered)
+        consumer.channel.deliver(consumer, m.offset, m.record, m.redelivered)
 
-    def ev_reply(self, req: int, ok: bool, value) -> None:
-        fut = self.pending.pop(req, None)
+    def on_reply(self, m: c.Reply) -> None:
+        fut = self.pending.pop(m.req, None)
         if fut is None or fut.done():
             return
-        if ok:
-            fut.set_result(value)
+        if m.ok:
+            fut.set_result(m.value)
         else:
-            fut.set_exception(errors.from_reply(*value))
+            fut.set_exception(errors.from_reply(*m.value))
 
-    def ev_flow(self, qid: int, on: bool) -> None:
-        ref = self.refs.get(qid)
+    def on_flow(self, m: c.Flow) -> None:
+        ref = self.refs.get(m.qid)
         if ref is not None:
-            ref.set_backlogged(on)
+            ref.set_backlogged(m.on)
 
-    def ev_cancel(self, cid: int) -> None:
-        consumer = self.consumers.pop(cid, None)
+    def on_cancel(self, m: c.Cancel) -> None:
+        consumer = self.consumers.pop(m.cid, None)
         if consumer is not None:
             consumer.channel.consumer_cancelled(consumer)
 
-    def ev_gone(self, qid: int, reason: str) -> None:
-        ref = self.refs.get(qid)
+    def on_gone(self, m: c.Gone) -> None:
+        ref = self.refs.get(m.qid)
         if ref is not None:
-            ref.vhost.forget_queue(ref, reason)
+            ref.vhost.forget_queue(ref, m.reason)
 
-    def ev_dlx(self, qid: int, vhost: str, exchange: str, keys, record, skip_self: bool) -> None:
-        skip = self.refs.get(qid) if skip_self else None
-        self.broker.route_dead_letter(vhost, exchange, keys, record, skip)
+    def on_dlx(self, m: c.Dlx) -> None:
+        skip = self.refs.get(m.qid) if m.skip_self else None
+        self.broker.route_dead_letter(m.vhost, m.exchange, m.keys, m.record, skip)
 
-    def ev_alarm(self, name: str, detail) -> None:
-        name = f"{name}@worker{self.index}"
-        if detail is None:
+    def on_alarm(self, m: c.Alarm) -> None:
+        name = f"{m.name}@worker{self.index}"
+        if m.detail is None:
             self.broker.alarms.clear(name)
         else:
-            self.broker.alarms.set(name, detail)
+            self.broker.alarms.set(name, m.detail)
 
     # ------------------------------------------------------------ host restart
     def host_lost(self) -> None:
@@ -192,7 +204,7 @@ class PartitionClient:
             ch.on_commit()
         self.nacked.clear()
         for cid in list(self.consumers):
-            self.ev_cancel(cid)
+            self.on_cancel(c.Cancel(cid=cid))
         for ref in self.refs.values():
             ref.set_backlogged(False)
         self.seen = self.seq
@@ -204,5 +216,3 @@ class PartitionClient:
         for ref in list(self.refs.values()):
             ref.opened = ref.open()
 
-
-EVENTS = {name[3:]: fn for name, fn in vars(PartitionClient).items() if name.startswith("ev_")}

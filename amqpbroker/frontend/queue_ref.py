@@ -1,6 +1,7 @@
 """A queue as the front-end sees it: its declaration, where it lives, and its flow state.
 
-The messages, consumers and acks of the queue are on its partition host (``partition/``);
+The messages, consumers and acks of the queue are on its partition host (``worker/host.py``, reached through
+``partition_client.py``);
 a ``QueueRef`` is what exchanges bind to, what routing returns, and what channels publish to,
 consume from and settle with.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .. import contract as c
 from ..queue_args import QueueArgs
 
 log = logging.getLogger("amqpbroker.queue")
@@ -46,8 +48,9 @@ class QueueRef:
     def open(self):
         """Ask the host to create or recover the queue; the future fails with 506 if the data
         directory refuses (the queue is then forgotten)."""
-        fut = self.client.request("open", self.qid, self.vhost.name, self.name, self.durable,
-                                  self.auto_delete, self.arguments, self.directory)
+        fut = self.client.request(c.Open, qid=self.qid, vhost=self.vhost.name, name=self.name,
+                                  durable=self.durable, auto_delete=self.auto_delete,
+                                  arguments=self.arguments, directory=self.directory)
         fut.add_done_callback(self._open_done)
         return fut
 
@@ -64,10 +67,10 @@ class QueueRef:
         return self.client.publish(self.qid, record, priority, track)
 
     def ack(self, offsets: list[int]) -> int:
-        return self.client.settle("ack", self.qid, offsets)
+        return self.client.ack(self.qid, offsets)
 
     def reject(self, offsets: list[int], requeue: bool) -> int:
-        return self.client.settle("reject", self.qid, offsets, requeue)
+        return self.client.reject(self.qid, offsets, requeue)
 
     def set_backlogged(self, on: bool) -> None:
         self.backlogged = on
@@ -79,9 +82,9 @@ class QueueRef:
     # ------------------------------------------------------------ requests (futures)
     def subscribe(self, consumer, credit: int):
         self.client.consumers[consumer.cid] = consumer
-        return self.client.request("sub", self.qid, consumer.cid, consumer.tag,
-                                   consumer.no_ack, consumer.exclusive, consumer.priority,
-                                   credit)
+        return self.client.request(c.Sub, qid=self.qid, cid=consumer.cid, tag=consumer.tag,
+                                   no_ack=consumer.no_ack, exclusive=consumer.exclusive,
+                                   priority=consumer.priority, credit=credit)
 
     def unsubscribe(self, consumer, wait: bool = False):
         """Stop the consumer; with ``wait``, a future done once the host has (an auto-delete
@@ -89,28 +92,29 @@ class QueueRef:
         if self.client.consumers.pop(consumer.cid, None) is None or self.deleted:
             return None
         if wait:
-            return self.client.request("unsub", consumer.cid)
-        self.client.send(("unsub", 0, consumer.cid))
+            return self.client.request(c.Unsub, cid=consumer.cid)
+        self.client.send(c.Unsub(req=0, cid=consumer.cid))
         return None
 
     def get(self, no_ack: bool):
-        return self.client.request("get", self.qid, no_ack)
+        return self.client.request(c.Get, qid=self.qid, no_ack=no_ack)
 
     def purge(self):
-        return self.client.request("purge", self.qid)
+        return self.client.request(c.Purge, qid=self.qid)
 
     async def counts(self) -> tuple[int, int]:
         """(messages ready, consumers)."""
-        stats = await self.client.request("stats", [self.qid])
+        stats = await self.client.request(c.Stats, qids=[self.qid])
         s = stats.get(self.qid)
         return (s[0], s[1]) if s else (0, 0)
 
     def delete(self, if_unused: bool, if_empty: bool):
-        return self.client.request("delete", self.qid, if_unused, if_empty)
+        return self.client.request(c.Delete, qid=self.qid, if_unused=if_unused,
+                                   if_empty=if_empty)
 
     def touch(self) -> None:
         if self.args.expires is not None:
-            self.client.send(("touch", self.qid))
+            self.client.send(c.Touch(qid=self.qid))
 
     # ------------------------------------------------------------ declaration
     def equivalent(self, durable, exclusive, auto_delete, arguments) -> str | None:

@@ -445,7 +445,7 @@ class Session(asyncio.Protocol):
         for q in list(self.exclusive_queues):
             if not q.deleted:
                 _run_now(self.broker.metadata.delete_queue_now(
-                    q.vhost.name, q.name, q.qid, "exclusive owner closed"))
+                    vhost=q.vhost.name, name=q.name, qid=q.qid, reason="exclusive owner closed"))
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)
         self.broker.sessions.discard(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from .. import contract as c
 from .. import errors
 from .exchange import TYPES, Exchange, make_exchange
 from .queue_ref import QueueRef
@@ -108,7 +109,7 @@ class VirtualHost:
         del self.exchanges[name]
         for other in self.exchanges.values():
             other.remove_destination(ex)
-        self.broker.changed(("exchange-", self.name, name))
+        self.broker.changed(c.ExchangeDeleted(vhost=self.name, name=name))
         if ex.durable:
             self.broker.persist()
 
@@ -117,7 +118,7 @@ class VirtualHost:
             del self.exchanges[ex.name]
             for other in self.exchanges.values():
                 other.remove_destination(ex)
-            self.broker.changed(("exchange-", self.name, ex.name))
+            self.broker.changed(c.ExchangeDeleted(vhost=self.name, name=ex.name))
 
     # ----------------------------------------------------------- queues
     def get_queue(self, name: str, owner=None, cid=0, mid=0) -> QueueRef:
@@ -194,7 +195,7 @@ class VirtualHost:
         """Delete without conditions (exclusive owner gone, vhost deleted)."""
         if not q.deleted:
             self.forget_queue(q, reason)
-            q.client.send(("delete", 0, q.qid, False, False))
+            q.client.send(c.Delete(req=0, qid=q.qid, if_unused=False, if_empty=False))
 
     def forget_queue(self, q: QueueRef, reason: str) -> None:
         """Remove the queue from the metadata: its name, bindings, and the definitions."""
@@ -205,7 +206,7 @@ class VirtualHost:
         q.set_backlogged(False)
         if self.queues.get(q.name) is q:
             del self.queues[q.name]
-            self.broker.changed(("queue-", self.name, q.name, q.qid))
+            self.broker.changed(c.QueueDeleted(vhost=self.name, name=q.name, qid=q.qid))
         for ex in list(self.exchanges.values()):
             if ex.remove_destination(q):
                 self._maybe_auto_delete_exchange(ex)
@@ -217,7 +218,7 @@ class VirtualHost:
     def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
         if ex.bind(destination, routing_key, arguments):
-            self.broker.changed(self.binding_op("bind", ex, destination, routing_key,
+            self.broker.changed(self.binding_op(c.BindOp, ex, destination, routing_key,
                                                 arguments))
             if ex.durable and getattr(destination, "durable", False):
                 self.broker.persist()
@@ -225,21 +226,23 @@ class VirtualHost:
     def unbind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
         if ex.unbind(destination, routing_key, arguments):
-            self.broker.changed(self.binding_op("unbind", ex, destination, routing_key,
+            self.broker.changed(self.binding_op(c.UnbindOp, ex, destination, routing_key,
                                                 arguments))
             if ex.durable:
                 self.broker.persist()
             self._maybe_auto_delete_exchange(ex)
 
-    def exchange_op(self, ex) -> tuple:
+    def exchange_op(self, ex) -> c.ExchangeOp:
         """The op that tells front-ends of an exchange (supervisor/metadata.py)."""
-        return ("exchange", self.name, ex.name, ex.type, ex.durable, ex.auto_delete,
-                ex.internal, ex.arguments)
+        return c.ExchangeOp(vhost=self.name, name=ex.name, type=ex.type, durable=ex.durable,
+                            auto_delete=ex.auto_delete, internal=ex.internal,
+                            arguments=ex.arguments)
 
-    def binding_op(self, kind, ex, destination, key, arguments) -> tuple:
-        """The op for a binding made ("bind") or removed ("unbind")."""
+    def binding_op(self, op, ex, destination, key, arguments):
+        """The op (``BindOp`` or ``UnbindOp``) for a binding made or removed."""
         dkind = "queue" if isinstance(destination, QueueRef) else "exchange"
-        return (kind, self.name, ex.name, dkind, destination.name, key, dict(arguments or {}))
+        return op(vhost=self.name, source=ex.name, dest_kind=dkind,
+                  destination=destination.name, key=key, arguments=dict(arguments or {}))
 
     def _bindable(self, exchange_name, cid, mid) -> Exchange:
         if exchange_name == "":

@@ -1,8 +1,9 @@
 """The control channel between the supervisor and a child process (front-end or worker).
 
-Metadata and management traffic, not messages: requests (``("req", n, op, args)`` answered by
-``("rep", n, ok, value)``) and one-way notices (``("note", op, args)``), pickled and
-length-prefixed over a Unix stream socket. Descriptors (the rings and eventfds of a new link)
+Metadata and management traffic, not messages: the contract's control messages and metadata
+calls (``amqpbroker/contract.py``), encoded by its codec and length-prefixed over a Unix stream
+socket. A request carries a number (``req``) and is answered by ``Reply(req, ok, value)``; a
+notice is answered by nothing. Descriptors (the rings and eventfds of a new link)
 go over a second, datagram socket with ``SCM_RIGHTS``, just before the notice that names them,
 so the receiver finds them waiting. EOF on the stream means the other side is gone.
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import socket
 import struct
 
+from .. import contract as c
 from .. import errors
 
 log = logging.getLogger("amqpbroker.control")
@@ -29,8 +30,9 @@ def socket_pairs():
 
 
 class ControlChannel:
-    """One end. ``handlers[op](*args)`` answers requests (may be a coroutine function) and
-    notices; ``on_eof()`` is called when the peer goes away."""
+    """One end. ``handlers[message class](msg)`` answers requests (its result is the reply's
+    value; it may be a coroutine function) and handles notices; ``on_eof()`` is called when
+    the peer goes away."""
 
     def __init__(self, stream_sock: socket.socket, fd_sock: socket.socket, handlers: dict,
                  on_eof=None):
@@ -55,20 +57,23 @@ class ControlChannel:
     def _write(self, msg) -> None:
         if self.closed or self.writer is None or self.writer.is_closing():
             return
-        data = pickle.dumps(msg, 5)
+        data = c.encode_bytes(msg)
         self.writer.write(LENGTH.pack(len(data)) + data)
 
-    def notify(self, op: str, *args) -> None:
-        self._write(("note", op, args))
+    def notify(self, msg) -> None:
+        """Send a notice (a message that is not a request)."""
+        self._write(msg)
 
-    def request(self, op: str, *args) -> asyncio.Future:
+    def request(self, cls, **fields) -> asyncio.Future:
+        """Send request ``cls(req=<next number>, **fields)``; the future gets the reply's
+        value, or raises the error the other side answered."""
         fut = asyncio.get_running_loop().create_future()
         if self.closed:
             fut.set_exception(errors.InternalError("the supervisor is gone"))
             return fut
         self._next += 1
         self.pending[self._next] = fut
-        self._write(("req", self._next, op, args))
+        self._write(cls(req=self._next, **fields))
         return fut
 
     def send_fds(self, fds: list[int]) -> None:
@@ -88,14 +93,14 @@ class ControlChannel:
         try:
             while True:
                 head = await reader.readexactly(LENGTH.size)
-                msg = pickle.loads(await reader.readexactly(LENGTH.unpack(head)[0]))
-                if msg[0] == "rep":
-                    fut = self.pending.pop(msg[1], None)
+                msg = c.decode(await reader.readexactly(LENGTH.unpack(head)[0]))
+                if type(msg) is c.Reply:
+                    fut = self.pending.pop(msg.req, None)
                     if fut is not None and not fut.done():
-                        if msg[2]:
-                            fut.set_result(msg[3])
+                        if msg.ok:
+                            fut.set_result(msg.value)
                         else:
-                            fut.set_exception(errors.from_reply(*msg[3]))
+                            fut.set_exception(errors.from_reply(*msg.value))
                 else:
                     self._inbox.put_nowait(msg)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -116,30 +121,30 @@ class ControlChannel:
         while True:
             msg = await self._inbox.get()
             try:
-                if msg[0] == "req":
-                    await self._answer(msg[1], msg[2], msg[3])
+                if msg.REQUEST:
+                    await self._answer(msg)
                 else:
-                    result = self.handlers[msg[1]](*msg[2])
+                    result = self.handlers[type(msg)](msg)
                     if asyncio.iscoroutine(result):
                         await result
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("control message %s failed", msg[:2])
+                log.exception("control message %s failed", msg.NAME)
 
-    async def _answer(self, n: int, op: str, args) -> None:
+    async def _answer(self, msg) -> None:
         try:
-            result = self.handlers[op](*args)
+            result = self.handlers[type(msg)](msg)
             if asyncio.iscoroutine(result):
                 result = await result
         except errors.AMQPError as err:
-            self._write(("rep", n, False, errors.to_reply(err)))
+            self._write(c.Reply(req=msg.req, ok=False, value=errors.to_reply(err)))
         except Exception as exc:
-            log.exception("control request %s failed", op)
-            self._write(("rep", n, False,
-                         errors.to_reply(errors.InternalError(f"{op} failed: {exc}"))))
+            log.exception("control request %s failed", msg.NAME)
+            err = errors.InternalError(f"{msg.NAME} failed: {exc}")
+            self._write(c.Reply(req=msg.req, ok=False, value=errors.to_reply(err)))
         else:
-            self._write(("rep", n, True, result))
+            self._write(c.Reply(req=msg.req, ok=True, value=result))
 
     def close(self) -> None:
         self.closed = True

@@ -4,14 +4,11 @@ One ``RingEndpoint`` at each end: it writes its messages into its outgoing ring 
 other side's from the incoming one (``shm.ring`` / ``shm.wakeup``: the reader sleeps on an
 eventfd only when the ring is empty, so under load there is no syscall per message).
 
-Wire format: a message is a tuple; the ``Record`` in a publish, a delivery or a dead-letter is
-turned into a plain tuple first, and the whole is pickled (protocol 5; the C pickler is the
-fastest general encoder at hand: ~1 µs each way for a small publish, see
-``bench/link_bench.py``). Pickle is safe here: both ends are processes of one broker that
-trust each other, and nothing from a client is unpickled — client bytes are only ever inside
-``bytes`` fields. A message larger than the ring's largest record (a big body) is cut into
-fragments: every ring record starts with one byte, ``0`` = a whole message, ``1`` = a fragment
-with more to come, ``2`` = the last fragment.
+Wire format: each message is encoded by the contract's codec (``amqpbroker/contract.py``): a
+publish or a delivery is a small fixed header followed by the record in the log's layout;
+cold messages are pickled. A message larger than the ring's largest record (a big body) is
+cut into fragments: every ring record starts with one byte, ``0`` = a whole message, ``1`` =
+a fragment with more to come, ``2`` = the last fragment.
 
 Writes are batched: ``send`` appends to a list that is pushed once per loop turn with
 ``push_many`` (one release store for the lot). If the ring is full, the rest waits, in order,
@@ -22,34 +19,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 
 from shm.ring import Ring
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 
-from ..storage.record import Record
+from ..contract import decode
 
 log = logging.getLogger("amqpbroker.partition")
 
 WHOLE, MORE, LAST = b"\x00", b"\x01", b"\x02"
-RECORD_AT = {"pub": 4, "dlv": 5, "dlx": 5}      # where a message carries a Record
 
 
-def encode(msg: tuple) -> bytes:
-    i = RECORD_AT.get(msg[0])
-    if i is not None:
-        r = msg[i]
-        msg = (*msg[:i], (r.timestamp, r.exchange, r.routing_key, r.properties, r.body,
-                          r.flags), *msg[i + 1:])
-    return pickle.dumps(msg, 5)
-
-
-def decode(data) -> tuple:
-    msg = pickle.loads(data)
-    i = RECORD_AT.get(msg[0])
-    if i is not None:
-        msg = (*msg[:i], Record(*msg[i]), *msg[i + 1:])
-    return msg
+async def hand_over(batch: list, on_batch, yield_after) -> None:
+    """Give ``batch`` to ``on_batch``, a turn of the loop after each ``yield_after`` message:
+    a reply resumes a waiting handler on the next turn, and what follows it (e.g. deliveries
+    to the consumer it just registered) must come after. Every link reads this way."""
+    start = 0
+    for i, msg in enumerate(batch):
+        if type(msg) is yield_after:
+            on_batch(batch[start:i + 1])
+            start = i + 1
+            await asyncio.sleep(0)
+    if start < len(batch):
+        on_batch(batch[start:])
 
 
 class RingEndpoint:
@@ -62,7 +54,7 @@ class RingEndpoint:
         self.out_ring = out_ring
         self.in_ring = in_ring
         self.on_batch = on_batch
-        self.yield_after = yield_after      # a message kind after which others wait a turn
+        self.yield_after = yield_after      # a message class after which others wait a turn
         self.max_piece = out_ring.max_record - 1
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -76,18 +68,19 @@ class RingEndpoint:
         self._reader_task = self.loop.create_task(self._read_loop())
 
     # ------------------------------------------------------------ out
-    def send(self, msg: tuple) -> None:
+    def send(self, msg) -> None:
         if self.closed:
             return
-        data = encode(msg)
-        if len(data) < self.max_piece:
-            self._out.append(WHOLE + data)
+        pieces = msg.ENCODE(msg, WHOLE)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(data) <= self.max_piece:
+            self._out.append(data)
         else:
-            view = memoryview(data)
+            view = memoryview(data)[1:]
             step = self.max_piece
-            for start in range(0, len(data), step):
+            for start in range(0, len(view), step):
                 end = start + step
-                self._out.append((MORE if end < len(data) else LAST) + view[start:end])
+                self._out.append((MORE if end < len(view) else LAST) + view[start:end])
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -125,7 +118,7 @@ class RingEndpoint:
             for item in raw:
                 kind = item[:1]
                 if kind == WHOLE:
-                    batch.append(decode(memoryview(item)[1:]))
+                    batch.append(decode(item, 1))
                 elif kind == MORE:
                     self._parts.append(item[1:])
                 else:
@@ -134,17 +127,8 @@ class RingEndpoint:
                     self._parts = []
             if yield_after is None:
                 self.on_batch(batch)
-                continue
-            start = 0
-            for i, msg in enumerate(batch):
-                if msg[0] == yield_after:
-                    # a reply resumes a waiting handler on the next turn; what follows it
-                    # (e.g. deliveries to the consumer it just registered) must come after
-                    self.on_batch(batch[start:i + 1])
-                    start = i + 1
-                    await asyncio.sleep(0)
-            if start < len(batch):
-                self.on_batch(batch[start:])
+            else:
+                await hand_over(batch, self.on_batch, yield_after)
 
     def close(self) -> None:
         self.closed = True

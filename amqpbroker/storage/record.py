@@ -160,6 +160,66 @@ def header_plausible(h: BatchHeader) -> bool:
             and h.first_ts <= h.max_ts)
 
 
+def pack_record_py(prefix: bytes, ts: int, flags: int, exchange: str, routing_key: str,
+                   properties: bytes, body: bytes) -> bytes:
+    """``prefix`` followed by one record in the layout above (the reference implementation
+    of ``_record.pack_record``)."""
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    if len(ex) > 255 or len(rk) > 255:
+        raise ValueError("exchange and routing key are AMQP shortstrs: at most 255 bytes")
+    rec_len = _RECORD_FIXED + len(ex) + len(rk) + len(properties) + len(body)
+    return b"".join((prefix, _RECORD_HEAD.pack(rec_len, ts, flags, len(ex)), ex,
+                     _U8.pack(len(rk)), rk, _U32.pack(len(properties)), properties,
+                     _U32.pack(len(body)), body))
+
+
+def unpack_record_py(buf, pos: int) -> tuple:
+    """(timestamp, exchange, routing_key, properties, body, flags, end) of the record at
+    ``pos`` (the reference implementation of ``_record.unpack_record``)."""
+    if pos + 4 + _RECORD_FIXED > len(buf):
+        raise ValueError("truncated record")
+    rec_len, ts, flags, ex_len = _RECORD_HEAD.unpack_from(buf, pos)
+    end = pos + 4 + rec_len
+    if rec_len < _RECORD_FIXED or end > len(buf):
+        raise ValueError("truncated record")
+    p = pos + 14
+    exchange = bytes(buf[p:p + ex_len]).decode()
+    p += ex_len
+    rk_len = buf[p]
+    routing_key = bytes(buf[p + 1:p + 1 + rk_len]).decode()
+    p += 1 + rk_len
+    props_len = _U32.unpack_from(buf, p)[0]
+    properties = bytes(buf[p + 4:p + 4 + props_len])
+    p += 4 + props_len
+    body_len = _U32.unpack_from(buf, p)[0]
+    body = bytes(buf[p + 4:p + 4 + body_len])
+    if p + 4 + body_len != end:
+        raise ValueError("record length does not match its fields")
+    return ts, exchange, routing_key, properties, body, flags, end
+
+
+try:                     # the same two functions in C (``_record.c``), built by setup.py
+    from ._record import pack_record, unpack_record
+    NATIVE = True
+except ImportError:      # pragma: no cover - a build without a C compiler
+    pack_record, unpack_record = pack_record_py, unpack_record_py
+    NATIVE = False
+
+
+def encode_record(r: Record, prefix: bytes = b"") -> bytes:
+    """``prefix`` then record ``r`` in the layout above, as one bytes object: how a publish
+    or a delivery carries its message between processes (the body is copied once)."""
+    return pack_record(prefix, r.timestamp, r.flags, r.exchange, r.routing_key, r.properties,
+                       r.body)
+
+
+def decode_record(buf, pos: int) -> tuple[Record, int]:
+    """The record at ``pos`` of ``buf`` and the position after it."""
+    ts, exchange, routing_key, properties, body, flags, end = unpack_record(buf, pos)
+    return Record(ts, exchange, routing_key, properties, body, flags), end
+
+
 def decode_records(batch) -> list[Record]:
     """Decode every record of a complete, CRC-checked batch."""
     buf = bytes(batch)

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 
+from ..contract import UsersOp
+
 log = logging.getLogger("amqpbroker.definitions")
 
 
@@ -64,7 +66,8 @@ class Definitions:
         if self.loading:
             return
         # users and permissions have no ops of their own: front-ends get them whole
-        self.broker.changed(("users", self.broker.users.users, self.broker.users.permissions))
+        self.broker.changed(UsersOp(users=self.broker.users.users,
+                                    permissions=self.broker.users.permissions))
         try:
             self._write()
         except OSError as exc:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 
+from .. import contract as c
 from .. import errors
 from ..links import control, ring
 from .metadata import snapshot
@@ -51,15 +52,15 @@ class FrontendProcess(ChildProcess):
         finally:
             ctl_child.close()
             fdp_child.close()
-        self.control = control.ControlChannel(ctl, fdp, self._handlers())
+        self.control = control.ControlChannel(ctl, fdp, c.handlers(self, c.TO_SUPERVISOR))
         await self.control.start()
-        self.control.notify("snapshot", snapshot(self.broker))
+        self.control.notify(c.Snapshot(ops=snapshot(self.broker)))
         for name, detail in self.broker.alarms.active.items():
-            self.control.notify("alarm", name, detail)
+            self.control.notify(c.Alarm(name=name, detail=detail))
         for w in self.workers:
             if w.client.link is not None:
                 self.attach_worker(w)
-        self.control.notify("serve")
+        self.control.notify(c.Serve())
         await self.wait_ready()
 
     def attach_worker(self, worker) -> None:
@@ -69,42 +70,41 @@ class FrontendProcess(ChildProcess):
             self.control.send_fds(fds)
         finally:
             ring.close_all(fds)
-        self.control.notify("link", worker.index)
+        self.control.notify(c.LinkWorker(worker=worker.index))
 
-    def notify(self, op: str, *args) -> None:
+    def notify(self, msg) -> None:
         if self.control is not None:
-            self.control.notify(op, *args)
+            self.control.notify(msg)
 
-    def _handlers(self) -> dict:
-        md = self.broker.metadata
+    # ------------------------------------------------------------ what a front-end sends
+    async def _metadata_call(self, m):
+        """A channel's metadata call, applied by the owner (``LocalMetadata``)."""
+        result = await getattr(self.broker.metadata, m.NAME)(**c.fields_of(m))
+        # the ops went to every front-end before this reply; wait until the others have
+        # applied them too, so a binding is routable everywhere once bind-ok is sent
+        others = [fe.control.request(c.Sync) for fe in self.broker.frontends
+                  if fe is not self and fe.control is not None]
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        return result
 
-        async def metadata(method, args):
-            result = await getattr(md, method)(*args)
-            # the ops went to every front-end before this reply; wait until the others have
-            # applied them too, so a binding is routable everywhere once bind-ok is sent
-            others = [fe.control.request("sync") for fe in self.broker.frontends
-                      if fe is not self and fe.control is not None]
-            if others:
-                await asyncio.gather(*others, return_exceptions=True)
-            return result
+    on_declare_exchange = on_delete_exchange = on_bind = on_unbind = _metadata_call
+    on_declare_queue = on_delete_queue = _metadata_call
 
-        async def metadata_notice(method, args):
-            try:
-                await getattr(md, method)(*args)
-            except errors.AMQPError as err:
-                log.warning("%s from front-end %d refused: %s", method, self.index,
-                            err.reply_text)
+    async def on_delete_queue_now(self, m: c.DeleteQueueNow) -> None:
+        try:
+            await self.broker.metadata.delete_queue_now(**c.fields_of(m))
+        except errors.AMQPError as err:
+            log.warning("%s from front-end %d refused: %s", m.NAME, self.index,
+                        err.reply_text)
 
-        def ready(index):
-            self.set_ready()
+    def on_frontend_ready(self, m: c.FrontendReady) -> None:
+        self.set_ready()
 
-        def reply_to(token, record):
-            target = self.broker.frontend_of(token)
-            if target is not None:
-                target.notify("reply_to", token, record)
-
-        return {"md": metadata, "md_notice": metadata_notice, "ready": ready,
-                "reply_to": reply_to}
+    def on_reply_to(self, m: c.ReplyTo) -> None:
+        target = self.broker.frontend_of(m.token)
+        if target is not None:
+            target.notify(m)
 
     # ------------------------------------------------------------ hooks
     def on_exit(self, code: int) -> None:
@@ -124,7 +124,7 @@ class FrontendProcess(ChildProcess):
 
     def ask_to_stop(self) -> None:
         """Close its connections (320 CONNECTION_FORCED) and exit."""
-        self.notify("shutdown")
+        self.notify(c.Shutdown())
 
 
 async def start_frontends(broker, workers, listen_sock, count: int) -> list[FrontendProcess]:
@@ -133,7 +133,7 @@ async def start_frontends(broker, workers, listen_sock, count: int) -> list[Fron
 
     def worker_lost(worker):
         for fe in frontends:
-            fe.notify("host_lost", worker.index)
+            fe.notify(c.HostLost(worker=worker.index))
 
     def worker_back(worker):
         for fe in frontends:

@@ -11,13 +11,14 @@ lives). Channels change it only through ``broker.metadata``:
   on the same stream ahead of the reply, so when a front-end's ``queue.declare`` returns, its
   own routing table already has the queue.
 
-An op is a tuple (see ``frontend.metadata_copy.apply_op``); ``snapshot`` lists the ops that rebuild everything, for a
+An op is a message of ``contract.METADATA_OPS`` (applied by ``frontend.metadata_copy.apply_op``); ``snapshot`` lists the ops that rebuild everything, for a
 front-end that (re)starts.
 """
 from __future__ import annotations
 
 import logging
 
+from .. import contract as c
 from .. import errors
 from ..frontend.vhost import PREDECLARED, VirtualHost
 
@@ -36,13 +37,15 @@ class LocalMetadata:
             raise errors.ConnectionForced(f"vhost '{name}' is deleted")
         return vh
 
-    async def declare_exchange(self, vhost, name, type_, passive, durable, auto_delete,
+    # one method per metadata call of the contract (``contract.METADATA_CALLS``), taking
+    # its fields as keywords
+    async def declare_exchange(self, *, vhost, name, type, passive, durable, auto_delete,
                                internal, arguments):
-        self._vhost(vhost).declare_exchange(name, type_, passive=passive, durable=durable,
+        self._vhost(vhost).declare_exchange(name, type, passive=passive, durable=durable,
                                             auto_delete=auto_delete, internal=internal,
                                             arguments=arguments)
 
-    async def delete_exchange(self, vhost, name, if_unused):
+    async def delete_exchange(self, *, vhost, name, if_unused):
         self._vhost(vhost).delete_exchange(name, if_unused)
 
     def _destination(self, vh, kind, name, owner, cid, mid):
@@ -50,17 +53,17 @@ class LocalMetadata:
             return vh.get_queue(name, owner, cid, mid)
         return vh.get_exchange(name, cid, mid)
 
-    async def bind(self, vhost, kind, destination, source, key, arguments, owner, cid, mid):
+    async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         vh = self._vhost(vhost)
         vh.bind(self._destination(vh, kind, destination, owner, cid, mid), source, key,
                 arguments, cid, mid)
 
-    async def unbind(self, vhost, kind, destination, source, key, arguments, owner, cid, mid):
+    async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         vh = self._vhost(vhost)
         vh.unbind(self._destination(vh, kind, destination, owner, cid, mid), source, key,
                   arguments, cid, mid)
 
-    async def declare_queue(self, vhost, name, owner, passive, durable, exclusive, auto_delete,
+    async def declare_queue(self, *, vhost, name, owner, passive, durable, exclusive, auto_delete,
                             arguments) -> str:
         vh = self._vhost(vhost)
         q = vh.declare_queue(name, owner=owner, passive=passive, durable=durable,
@@ -71,7 +74,7 @@ class LocalMetadata:
             self.broker.changed(queue_op(q))
         return q.name
 
-    async def delete_queue(self, vhost, name, owner, if_unused, if_empty) -> int:
+    async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty) -> int:
         vh = self._vhost(vhost)
         q = vh.queues.get(name)
         if q is None:
@@ -79,7 +82,7 @@ class LocalMetadata:
         vh.check_exclusive(q, owner, 50, 40)
         return await vh.delete_queue_checked(q, if_unused, if_empty)
 
-    async def delete_queue_now(self, vhost, name, qid, reason):
+    async def delete_queue_now(self, *, vhost, name, qid, reason):
         """No conditions: the exclusive owner's connection closed."""
         vh = self.broker.vhosts.get(vhost)
         q = vh.queues.get(name) if vh is not None else None
@@ -88,20 +91,21 @@ class LocalMetadata:
 
 
 # ---------------------------------------------------------------- ops
-def queue_op(q) -> tuple:
-    return ("queue", q.vhost.name, q.name, q.qid, q.client.index, q.durable, q.exclusive_owner,
-            q.auto_delete, q.arguments, q.directory)
+def queue_op(q) -> c.QueueOp:
+    return c.QueueOp(vhost=q.vhost.name, name=q.name, qid=q.qid, worker=q.client.index,
+                     durable=q.durable, owner=q.exclusive_owner, auto_delete=q.auto_delete,
+                     arguments=q.arguments, directory=q.directory)
 
 
-def snapshot(broker) -> list[tuple]:
-    ops = [("users", broker.users.users, broker.users.permissions)]
+def snapshot(broker) -> list:
+    ops = [c.UsersOp(users=broker.users.users, permissions=broker.users.permissions)]
     for vh in broker.vhosts.values():
-        ops.append(("vhost", vh.name, vh.description, vh.tags))
+        ops.append(c.VhostOp(name=vh.name, description=vh.description, tags=vh.tags))
         for ex in vh.exchanges.values():
             if ex.name not in PREDECLARED_NAMES:
                 ops.append(vh.exchange_op(ex))
         for q in vh.queues.values():
             ops.append(queue_op(q))
         for ex, dest, _, key, args in vh.bindings():
-            ops.append(vh.binding_op("bind", ex, dest, key, args))
+            ops.append(vh.binding_op(c.BindOp, ex, dest, key, args))
     return ops

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 
+from .. import contract as c
 from .. import errors
 from ..frontend.broker import Broker
 from ..frontend.session import session_json
@@ -81,20 +82,20 @@ class MetadataOwner(Broker):
         self.definitions.close()
         for client in self.partitions:
             if client.link is not None:
-                client.send(("close",))
+                client.send(c.Close())
 
     # ------------------------------------------------------------ hooks
     def changed(self, op) -> None:
         """Metadata changed here: tell every front-end (``metadata.py``)."""
         for fe in self.frontends:
-            fe.notify("op", op)
+            fe.notify(c.ApplyOp(op=op))
 
     def persist(self) -> None:
         self.definitions.save()
 
     def alarm_changed(self, name: str, detail) -> None:
         for fe in self.frontends:          # the node's alarms hold in every process
-            fe.notify("alarm", name, detail)
+            fe.notify(c.Alarm(name=name, detail=detail))
 
     def child_pids(self) -> list[int]:
         return [c.pid for c in (*self.workers, *self.frontends) if c.pid]
@@ -123,7 +124,7 @@ class MetadataOwner(Broker):
         for fe in self.frontends:
             if fe.control is not None:
                 try:
-                    out.extend(await fe.control.request("connections"))
+                    out.extend(await fe.control.request(c.Connections))
                 except errors.AMQPError:
                     pass                        # it is restarting
         return out
@@ -142,4 +143,4 @@ class MetadataOwner(Broker):
             await self.open_all()
             ops = snapshot(self)
             for fe in self.frontends:
-                fe.notify("snapshot", ops)
+                fe.notify(c.Snapshot(ops=ops))

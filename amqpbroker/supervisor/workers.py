@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from .. import contract as c
 from ..links import control, ring
 from .process import ChildProcess, start_all, stop_all
 
@@ -49,18 +50,18 @@ class WorkerProcess(ChildProcess):
             ring.close_all(theirs)
             ctl_child.close()
             fdp_child.close()
-        self.control = control.ControlChannel(ctl, fdp, {})
+        self.control = control.ControlChannel(ctl, fdp, {})      # a worker asks nothing
         await self.control.start()
-        self.endpoint = ring.attach(mine, self._on_batch, yield_after="reply")
+        self.endpoint = ring.attach(mine, self._on_batch, yield_after=c.Reply)
         await self.wait_ready()
         self.client.connect(self.endpoint)
 
     def _on_batch(self, batch) -> None:
         for msg in batch:
-            kind = msg[0]
-            if kind == "ready":
+            kind = type(msg)
+            if kind is c.WorkerReady:
                 self.set_ready()
-            elif kind != "closed":
+            elif kind is not c.WorkerClosed:
                 self.client.on_event(msg)
 
     def add_link(self, name: str) -> list[int]:
@@ -71,12 +72,12 @@ class WorkerProcess(ChildProcess):
             self.control.send_fds(worker)
         finally:
             ring.close_all(worker)
-        self.control.notify("link", name)
+        self.control.notify(c.LinkFrontend(name=name))
         return front
 
     def remove_link(self, name: str) -> None:
         if self.control is not None and not self.control.closed:
-            self.control.notify("unlink", name)
+            self.control.notify(c.UnlinkFrontend(name=name))
 
     # ------------------------------------------------------------ hooks
     def on_exit(self, code: int) -> None:
@@ -102,7 +103,7 @@ class WorkerProcess(ChildProcess):
     def ask_to_stop(self) -> None:
         """The worker writes, fsyncs and closes everything, then exits."""
         if self.endpoint is not None:
-            self.endpoint.send(("close",))
+            self.endpoint.send(c.Close())
             self.endpoint.flush()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from .. import contract as c
 from .. import errors
 from .committer import Committer
 from .queue import Queue
@@ -42,7 +43,7 @@ class LinkState:
             self.sent_upto = upto
             self.sent_seen = self.last_seq
             nacked, self.nacked = self.nacked, []
-            self.emit(("confirm", upto, nacked, self.last_seq))
+            self.emit(c.Confirm(upto=upto, seen=self.last_seq, nacked=nacked))
 
 
 class HostAlarms:
@@ -55,11 +56,11 @@ class HostAlarms:
     def set(self, name: str, detail: str) -> None:
         if name not in self.active:
             self.active[name] = detail
-            self.host.broadcast(("alarm", name, detail))
+            self.host.broadcast(c.Alarm(name=name, detail=detail))
 
     def clear(self, name: str) -> None:
         if self.active.pop(name, None) is not None:
-            self.host.broadcast(("alarm", name, None))
+            self.host.broadcast(c.Alarm(name=name, detail=None))
 
 
 class PartitionHost:
@@ -73,6 +74,7 @@ class PartitionHost:
         self.committer = Committer(self)
         self.committer.listeners.add(self)
         self._depth = 0
+        self.table = c.handlers(self, c.PARTITION_COMMANDS)    # handler(state, msg)
 
     # ------------------------------------------------------------ links
     def attach(self, link) -> LinkState:
@@ -85,7 +87,7 @@ class PartitionHost:
         if state in self.links:
             self.links.remove(state)
         for sub in list(state.subs.values()):
-            self.op_unsub(state, 0, sub.cid)
+            self.on_unsub(state, c.Unsub(req=0, cid=sub.cid))
         for qid, offsets in state.unacked.items():
             q = self.queues.get(qid)
             if q is not None and not q.deleted and offsets:
@@ -111,19 +113,39 @@ class PartitionHost:
             state.send_confirms()
 
     def _handle(self, state: LinkState, commands) -> None:
+        table = self.table
         for cmd in commands:
             try:
-                OPS[cmd[0]](self, state, *cmd[1:])
-            except errors.AMQPError as err:       # a request the host refused
-                if cmd[0] in REQUESTS and cmd[1]:
-                    state.emit(("reply", cmd[1], False, errors.to_reply(err)))
-                else:
-                    log.warning("partition command %s refused: %s", cmd[0], err.reply_text)
+                table[type(cmd)](state, cmd)
             except Exception as exc:
-                log.exception("partition command %s failed", cmd[0])
-                if cmd[0] in REQUESTS and cmd[1]:
-                    err = errors.InternalError(f"partition command failed: {exc}")
-                    state.emit(("reply", cmd[1], False, errors.to_reply(err)))
+                self._failed(state, cmd, exc)
+
+    def _failed(self, state: LinkState, cmd, exc: Exception) -> None:
+        """The one place a command's error becomes an answer: a request gets a reply with
+        the error; a publish that was not stored is nacked (never confirmed); anything else
+        is logged."""
+        if isinstance(exc, errors.AMQPError):
+            err = exc
+            if not cmd.REQUEST:
+                log.warning("partition command %s refused: %s", cmd.NAME, err.reply_text)
+        else:
+            log.error("partition command %s failed", cmd.NAME, exc_info=exc)
+            err = errors.InternalError(f"partition command {cmd.NAME} failed: {exc}")
+        if cmd.REQUEST:
+            if cmd.req:
+                state.emit(c.Reply(req=cmd.req, ok=False, value=errors.to_reply(err)))
+        elif type(cmd) is c.Pub:
+            state.last_seq = max(state.last_seq, cmd.seq)
+            state.nacked.append(cmd.seq)
+            self._drop_waiting(state, cmd.seq)
+        elif type(cmd) in (c.Ack, c.Reject):
+            state.last_seq = max(state.last_seq, cmd.seq)
+
+    @staticmethod
+    def _drop_waiting(state: LinkState, seq: int) -> None:
+        """A refused publish must not wait for a commit round on its behalf."""
+        if state.waiting and state.waiting[-1][1] == seq:
+            state.waiting.pop()
 
     def _queue(self, qid: int) -> Queue:
         q = self.queues.get(qid)
@@ -132,24 +154,29 @@ class PartitionHost:
         return q
 
     # ------------------------------------------------------------ commands
-    def op_open(self, state, req, qid, vhost, name, durable, auto_delete, arguments,
-                directory):
-        if qid not in self.queues:
+    def _reply(self, state, req: int, value=None) -> None:
+        if req:
+            state.emit(c.Reply(req=req, ok=True, value=value))
+
+    def on_open(self, state, m: c.Open):
+        if m.qid not in self.queues:
             try:
-                self.queues[qid] = Queue(self, vhost, name, durable=durable,
-                                         auto_delete=auto_delete, arguments=arguments,
-                                         directory=directory, qid=qid)
+                self.queues[m.qid] = Queue(self, m.vhost, m.name, durable=m.durable,
+                                           auto_delete=m.auto_delete, arguments=m.arguments,
+                                           directory=m.directory, qid=m.qid)
             except OSError as exc:     # the data directory refused: not a bug
                 raise errors.ResourceError(f"cannot complete the method: {exc}") from None
-        state.emit(("reply", req, True, None))
+        self._reply(state, m.req)
 
-    def op_pub(self, state, qid, seq, priority, record, track):
+    def on_pub(self, state, m: c.Pub):
+        seq = m.seq
         state.last_seq = seq
-        q = self.queues.get(qid)
+        q = self.queues.get(m.qid)
         if q is None or q.deleted:
             return                       # deleted meanwhile: routed nowhere, confirmed
-        if not q.publish(record, priority):
-            if track:                    # only a channel in confirm mode wants the nack
+        record = m.record
+        if not q.publish(record, m.priority):
+            if m.track:                  # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
         elif record.flags & 1 and q.durable:
             self._wait_for_commit(state, q, seq)
@@ -162,36 +189,35 @@ class PartitionHost:
         if q in self.committer.dirty:
             state.waiting.append((self.committer.open_gen, seq))
 
-    def op_sub(self, state, req, qid, cid, tag, no_ack, exclusive, priority, credit):
-        q = self._queue(qid)
-        if any(s.exclusive for s in q.consumers) or (exclusive and q.consumers):
+    def on_sub(self, state, m: c.Sub):
+        q = self._queue(m.qid)
+        if any(s.exclusive for s in q.consumers) or (m.exclusive and q.consumers):
             raise errors.AccessRefused(f"queue '{q.name}' in vhost '{q.vhost_name}' in "
                                        f"exclusive use", 60, 20)
-        sub = Subscription(state, q, cid, tag, no_ack=no_ack, exclusive=exclusive,
-                           priority=priority, credit=credit)
-        state.subs[cid] = sub
-        state.emit(("reply", req, True, None))
+        sub = Subscription(state, q, m.cid, m.tag, no_ack=m.no_ack, exclusive=m.exclusive,
+                           priority=m.priority, credit=m.credit)
+        state.subs[m.cid] = sub
+        self._reply(state, m.req)
         q.add_consumer(sub)
 
-    def op_unsub(self, state, req, cid):
-        sub = state.subs.pop(cid, None)
+    def on_unsub(self, state, m: c.Unsub):
+        sub = state.subs.pop(m.cid, None)
         if sub is not None and not sub.queue.deleted:
             sub.queue.remove_consumer(sub)      # may delete an auto-delete queue ("gone")
-        if req:
-            state.emit(("reply", req, True, None))
+        self._reply(state, m.req)
 
-    def op_credit(self, state, grants):
-        for cid, n in grants:
+    def on_credit(self, state, m: c.Credit):
+        for cid, n in m.grants:
             sub = state.subs.get(cid)
             if sub is not None:
                 sub.credit += n
                 sub.queue.schedule_dispatch()
 
-    def op_ack(self, state, qid, seq, offsets):
-        self._settle(state, qid, seq, offsets, None)
+    def on_ack(self, state, m: c.Ack):
+        self._settle(state, m.qid, m.seq, m.offsets, None)
 
-    def op_reject(self, state, qid, seq, offsets, requeue):
-        self._settle(state, qid, seq, offsets, requeue)
+    def on_reject(self, state, m: c.Reject):
+        self._settle(state, m.qid, m.seq, m.offsets, m.requeue)
 
     def _settle(self, state, qid, seq, offsets, requeue) -> None:
         """ack (``requeue`` None) or reject; numbered like a publish (see ``LinkState``)."""
@@ -210,45 +236,43 @@ class PartitionHost:
         if q.durable:
             self._wait_for_commit(state, q, seq)      # after: the ack is what dirtied it
 
-    def op_get(self, state, req, qid, no_ack):
-        got = self._queue(qid).get(no_ack)
-        if got is not None and not no_ack:
-            state.unacked.setdefault(qid, set()).add(got[0])
-        state.emit(("reply", req, True, got))
+    def on_get(self, state, m: c.Get):
+        got = self._queue(m.qid).get(m.no_ack)
+        if got is not None and not m.no_ack:
+            state.unacked.setdefault(m.qid, set()).add(got[0])
+        self._reply(state, m.req, got)
 
-    def op_purge(self, state, req, qid):
-        state.emit(("reply", req, True, self._queue(qid).purge()))
+    def on_purge(self, state, m: c.Purge):
+        self._reply(state, m.req, self._queue(m.qid).purge())
 
-    def op_stats(self, state, req, qids):
+    def on_stats(self, state, m: c.Stats):
         out = {}
-        for qid in qids:
+        for qid in m.qids:
             q = self.queues.get(qid)
             if q is not None and not q.deleted:
                 out[qid] = (q.ready_count, len(q.consumers), q.unacked, q.ready_bytes)
-        state.emit(("reply", req, True, out))
+        self._reply(state, m.req, out)
 
-    def op_delete(self, state, req, qid, if_unused, if_empty):
-        q = self.queues.get(qid)
+    def on_delete(self, state, m: c.Delete):
+        q = self.queues.get(m.qid)
         if q is None or q.deleted:
-            if req:
-                state.emit(("reply", req, True, 0))
+            self._reply(state, m.req, 0)
             return
         name = f"queue '{q.name}' in vhost '{q.vhost_name}'"
-        if if_unused and q.consumers:
+        if m.if_unused and q.consumers:
             raise errors.PreconditionFailed(f"{name} in use", 50, 40)
-        if if_empty and q.ready_count:
+        if m.if_empty and q.ready_count:
             raise errors.PreconditionFailed(f"{name} not empty", 50, 40)
         count = q.ready_count
         self._destroy(q)
-        if req:
-            state.emit(("reply", req, True, count))
+        self._reply(state, m.req, count)
 
-    def op_touch(self, state, qid):
-        q = self.queues.get(qid)
+    def on_touch(self, state, m: c.Touch):
+        q = self.queues.get(m.qid)
         if q is not None:
             q.touch()
 
-    def op_close(self, state):
+    def on_close(self, state, m: c.Close):
         """Shutdown: write and fsync what is pending, close every log."""
         self.close()
 
@@ -256,25 +280,26 @@ class PartitionHost:
     def queue_gone(self, q: Queue, reason: str) -> None:
         """auto-delete / x-expires: the queue deletes itself and tells the front-ends."""
         self._destroy(q)
-        self.broadcast(("gone", q.qid, reason))
+        self.broadcast(c.Gone(qid=q.qid, reason=reason))
 
     def _destroy(self, q: Queue) -> None:
         for sub in list(q.consumers):
             sub.state.subs.pop(sub.cid, None)
-            sub.state.emit(("cancel", sub.cid))
+            sub.state.emit(c.Cancel(cid=sub.cid))
         q.consumers.clear()
         self.queues.pop(q.qid, None)
         q.close_storage(destroy=True)
 
     def flow(self, q: Queue, on: bool) -> None:
-        self.broadcast(("flow", q.qid, on))
+        self.broadcast(c.Flow(qid=q.qid, on=on))
 
     def dead_letter(self, q: Queue, records, reason: str) -> None:
         if q.args.dlx is None or (q.deleted and reason != "rejected"):
             return
         for rec in records:
             new, keys, skip_self = dead_letter_record(q, rec, reason)
-            self.to_supervisor(("dlx", q.qid, q.vhost_name, q.args.dlx, keys, new, skip_self))
+            self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
+                                    keys=keys, skip_self=skip_self, record=new))
 
     def to_supervisor(self, event) -> None:
         """An event one process must act on, with every routing table: the first link is the
@@ -296,6 +321,3 @@ class PartitionHost:
             q.close_storage(destroy=not q.durable)
         self.queues.clear()
 
-
-OPS = {name[3:]: fn for name, fn in vars(PartitionHost).items() if name.startswith("op_")}
-REQUESTS = {"open", "sub", "unsub", "get", "purge", "stats", "delete"}

@@ -14,8 +14,9 @@ import logging
 import signal
 import socket
 
-from .host import PartitionHost
 from .. import child
+from .. import contract as c
+from .host import PartitionHost
 from ..links import ring
 from ..links.control import ControlChannel
 
@@ -32,19 +33,19 @@ async def serve(spec: dict) -> None:
         state = None
 
         def on_batch(batch):
-            host.handle(state, [m for m in batch if m[0] != "close"])
-            if on_close is not None and any(m[0] == "close" for m in batch):
+            host.handle(state, [m for m in batch if type(m) is not c.Close])
+            if on_close is not None and any(type(m) is c.Close for m in batch):
                 on_close()
         endpoint = ring.attach(fds, on_batch)
         state = host.attach(endpoint)
         endpoints[name] = (endpoint, state)
         return endpoint
 
-    def link(name):
-        attach(name, control.recv_fds(6))
+    def link(m: c.LinkFrontend):
+        attach(m.name, control.recv_fds(6))
 
-    def unlink(name):
-        endpoint, state = endpoints.pop(name, (None, None))
+    def unlink(m: c.UnlinkFrontend):
+        endpoint, state = endpoints.pop(m.name, (None, None))
         if endpoint is not None:
             host.detach(state)
             endpoint.close()
@@ -52,14 +53,15 @@ async def serve(spec: dict) -> None:
     fds = spec["fds"]
     control = ControlChannel(socket.socket(fileno=fds["control"]),
                              socket.socket(fileno=fds["fdpass"]),
-                             {"link": link, "unlink": unlink}, on_eof=stop.set)
+                             {c.LinkFrontend: link, c.UnlinkFrontend: unlink},
+                             on_eof=stop.set)
     await control.start()
     supervisor = attach("supervisor", fds["link"], on_close=stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    supervisor.send(("ready",))
+    supervisor.send(c.WorkerReady())
     await stop.wait()
     host.close()
-    supervisor.send(("closed",))
+    supervisor.send(c.WorkerClosed())
     supervisor.flush()
     await asyncio.sleep(0)
     for endpoint, _ in endpoints.values():

@@ -1,10 +1,12 @@
 """A subscription: a consumer as the partition host sees it — a tag, a link and credit.
 
 The queue asks ``can_take()`` and calls ``deliver``; each delivery spends one credit, and the
-front-end grants more (see the credit rule in ``partition/__init__``). Delivery tags, prefetch
+front-end grants more (see the credit rule in ``links/__init__``). Delivery tags, prefetch
 accounting per channel and the socket belong to the front-end's ``Consumer``.
 """
 from __future__ import annotations
+
+from ..contract import Dlv
 
 
 class Subscription:
@@ -30,7 +32,8 @@ class Subscription:
         self.credit -= 1
         if not self.no_ack:
             self.unacked.add(offset)
-        self.state.emit(("dlv", self.cid, queue.qid, offset, redelivered, record))
+        self.state.emit(Dlv(cid=self.cid, qid=queue.qid, offset=offset,
+                            redelivered=redelivered, record=record))
 
     def __repr__(self) -> str:
         return f"<Subscription {self.tag} on {self.queue.name}>"

@@ -1,0 +1,359 @@
+"""Every message that crosses a link, declared once.
+
+Theory of operation
+-------------------
+The broker's processes share no objects, only messages. A front-end talks to the partition
+host that owns a queue (a worker process, or its own process with ``--workers 0``) in
+*partition commands* and hears back in *partition events*; the supervisor and its children
+talk over a control channel in *control messages*; the supervisor keeps front-ends' copies
+of the metadata current with *metadata ops*, and front-ends ask it to change metadata with
+*metadata calls*. Each message is declared below, once, with
+
+* a wire name (``pub``, ``dlv``, ...): the handler of message ``pub`` is the receiver's
+  method ``on_pub`` (``handlers`` builds the dispatch table and refuses a receiver that lacks
+  one, so adding a message is one declaration plus its handlers);
+* typed fields, in order: ``u8``, ``u32``, ``u64``, ``bool``, ``str``, ``bytes``, ``u64s``
+  (a list of offsets), ``grants`` (a list of (consumer id, credit)), ``record`` (a message in
+  the log's record layout, ``storage/record.py``), and ``any`` (a Python value);
+* whether it is a *request*: its first field is ``req``, a number the sender chose, and the
+  receiver answers ``Reply(req, ok, value)``; ``req`` 0 asks for no answer.
+
+A message is a ``NamedTuple`` subclass: built with keywords (``Pub(qid=..., seq=..., ...)``),
+read by attribute. Nothing else builds or unpacks a message by position.
+
+The codec (``encode`` / ``decode``) is derived from the field types. A message whose fields
+are all binary types is packed by ``struct``: one type byte, its fixed-size fields in one
+struct, then its variable fields in order; a record travels last, in the log's layout, so a
+publish or a delivery is a small fixed header followed by the record's own bytes, packed in
+one pass by C (``storage/_record.c``) into one bytes object with the header (and a link's
+own prefix) in front, so the body is copied once on its way into a ring. A message with an
+``any``
+field (cold paths: declares, replies, metadata) is the type byte followed by a pickle of its
+field values. Pickle is safe here: both ends are processes of one broker, and client bytes
+only ever travel inside ``bytes`` fields, never as pickles.
+
+Links (``amqpbroker/links``): ``LocalLink`` hands message objects across a function call
+(``--workers 0``; ``LocalLink(codec=True)`` round-trips them through the codec, as tests
+do), the ring link and the TCP link carry ``encode``'s bytes.
+"""
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import NamedTuple
+
+from .storage.record import Record, decode_record, encode_record
+
+FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
+VARIABLE = {"str", "bytes", "u64s", "grants", "record", "any"}
+_U32 = struct.Struct(">I")
+_U64S = {}                  # count -> Struct of that many u64s (built on first use)
+_GRANT = struct.Struct(">II")
+
+MESSAGES: dict[int, type] = {}          # type byte -> message class
+BY_NAME: dict[str, type] = {}           # wire name -> message class
+
+
+def message(type_id: int, name: str, *fields: tuple[str, str], request: bool = False):
+    """Declare one message: a NamedTuple class with the contract's metadata attached."""
+    if request:
+        fields = (("req", "u32"), *fields)
+    for fname, ftype in fields:
+        if ftype not in FIXED and ftype not in VARIABLE:
+            raise TypeError(f"{name}.{fname}: unknown field type {ftype}")
+    cls_name = "".join(part.capitalize() for part in name.split("_"))
+    cls = NamedTuple(cls_name, [(f, object) for f, _ in fields])
+    # the module-level name must be the class name: pickle finds a class by it
+    cls.__module__ = __name__
+    cls.TYPE_ID = type_id
+    cls.NAME = name
+    cls.FIELDS = fields
+    cls.REQUEST = request
+    cls.HANDLER = "on_" + name
+    if type_id in MESSAGES or name in BY_NAME:
+        raise ValueError(f"message {name} ({type_id}) declared twice")
+    MESSAGES[type_id] = cls
+    BY_NAME[name] = cls
+    _build_codec(cls)
+    return cls
+
+
+# =================================================================== codec
+def encode(msg, prefix: bytes = b"") -> list:
+    """``prefix`` and the message as a list of byte strings to be sent back to back (one
+    string for the hot messages)."""
+    return msg.ENCODE(msg, prefix)
+
+
+def encode_bytes(msg, prefix: bytes = b"") -> bytes:
+    pieces = msg.ENCODE(msg, prefix)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def decode(data, pos: int = 0):
+    """The message at ``pos`` of ``data`` (bytes or memoryview), as ``encode`` produced it."""
+    try:
+        cls = MESSAGES[data[pos]]
+    except KeyError:
+        raise ValueError(f"unknown message type {data[pos]}") from None
+    return cls.DECODE(data, pos)
+
+
+def _build_codec(cls) -> None:
+    types = [t for _, t in cls.FIELDS]
+    tid = bytes([cls.TYPE_ID])
+    if "any" in types:
+        make = cls._make
+
+        def enc_pickled(msg, prefix):
+            return [prefix + tid, pickle.dumps(tuple(msg), 5)]
+
+        def dec_pickled(data, pos):
+            return make(pickle.loads(memoryview(data)[pos + 1:]))
+        cls.ENCODE, cls.DECODE = staticmethod(enc_pickled), staticmethod(dec_pickled)
+        return
+    fixed = [i for i, t in enumerate(types) if t in FIXED]
+    variable = [i for i, t in enumerate(types) if t not in FIXED]
+    if "record" in types and types[-1] != "record":
+        raise TypeError(f"{cls.NAME}: a record travels last")
+    head = struct.Struct(">B" + "".join(FIXED[types[i]] for i in fixed))
+    pack, unpack_from, size = head.pack, head.unpack_from, head.size
+    type_id = cls.TYPE_ID
+    make = cls._make
+    n = len(types)
+    if not variable:
+        def enc_fixed(msg, prefix):
+            return [prefix + pack(type_id, *msg)]
+
+        def dec_fixed(data, pos):
+            return make(unpack_from(data, pos)[1:])
+        cls.ENCODE, cls.DECODE = staticmethod(enc_fixed), staticmethod(dec_fixed)
+        return
+    if variable == [n - 1] and types[-1] == "record":     # the hot shape: pub, dlv
+        def enc_record(msg, prefix):
+            return [encode_record(msg[-1], prefix + pack(type_id, *msg[:-1]))]
+
+        def dec_record(data, pos):
+            values = unpack_from(data, pos)
+            record, _ = decode_record(data, pos + size)
+            return make((*values[1:], record))
+        cls.ENCODE, cls.DECODE = staticmethod(enc_record), staticmethod(dec_record)
+        return
+    var_codecs = [(i, _ENCODERS[types[i]], _DECODERS[types[i]]) for i in variable]
+
+    def enc_general(msg, prefix):
+        out = [prefix + pack(type_id, *[msg[i] for i in fixed])]
+        for i, enc, _ in var_codecs:
+            out.extend(enc(msg[i]))
+        return out
+
+    def dec_general(data, pos):
+        values = [None] * n
+        for i, v in zip(fixed, unpack_from(data, pos)[1:]):
+            values[i] = v
+        pos += size
+        for i, _, dec in var_codecs:
+            values[i], pos = dec(data, pos)
+        return make(values)
+    cls.ENCODE, cls.DECODE = staticmethod(enc_general), staticmethod(dec_general)
+
+
+def _u64s_struct(n: int) -> struct.Struct:
+    s = _U64S.get(n)
+    if s is None:
+        s = struct.Struct(f">{n}Q")
+        if n <= 1024:
+            _U64S[n] = s
+    return s
+
+
+def _enc_str(v: str) -> list:
+    b = v.encode()
+    return [_U32.pack(len(b)), b]
+
+
+def _dec_str(data, pos: int):
+    n = _U32.unpack_from(data, pos)[0]
+    pos += 4
+    return bytes(data[pos:pos + n]).decode(), pos + n
+
+
+def _enc_bytes(v) -> list:
+    return [_U32.pack(len(v)), v]
+
+
+def _dec_bytes(data, pos: int):
+    n = _U32.unpack_from(data, pos)[0]
+    pos += 4
+    return bytes(data[pos:pos + n]), pos + n
+
+
+def _enc_u64s(v) -> list:
+    n = len(v)
+    return [_U32.pack(n) + _u64s_struct(n).pack(*v)]
+
+
+def _dec_u64s(data, pos: int):
+    n = _U32.unpack_from(data, pos)[0]
+    pos += 4
+    return list(_u64s_struct(n).unpack_from(data, pos)), pos + 8 * n
+
+
+def _enc_grants(v) -> list:
+    return [_U32.pack(len(v)), *(_GRANT.pack(cid, n) for cid, n in v)]
+
+
+def _dec_grants(data, pos: int):
+    n = _U32.unpack_from(data, pos)[0]
+    pos += 4
+    out = [_GRANT.unpack_from(data, pos + 8 * i) for i in range(n)]
+    return out, pos + 8 * n
+
+
+def _dec_record(data, pos: int):
+    return decode_record(data, pos)
+
+
+_ENCODERS = {"str": _enc_str, "bytes": _enc_bytes, "u64s": _enc_u64s, "grants": _enc_grants,
+             "record": lambda r: [encode_record(r)]}
+_DECODERS = {"str": _dec_str, "bytes": _dec_bytes, "u64s": _dec_u64s, "grants": _dec_grants,
+             "record": _dec_record}
+
+# =================================================================== dispatch
+def handlers(receiver, family) -> dict:
+    """{message class: bound handler} for every message of ``family`` (``on_<name>``);
+    a receiver missing one is a programming error, found at start, not at the first use."""
+    table = {}
+    for cls in family:
+        fn = getattr(receiver, cls.HANDLER, None)
+        if fn is None:
+            raise TypeError(f"{type(receiver).__name__} has no handler {cls.HANDLER} "
+                            f"for message {cls.NAME}")
+        table[cls] = fn
+    return table
+
+
+def fields_of(msg) -> dict:
+    """A request's fields without ``req``, as keywords (for calls like LocalMetadata's)."""
+    out = msg._asdict()
+    out.pop("req", None)
+    return out
+
+
+# =================================================================== partition commands
+# front-end -> partition host (worker)
+Open = message(1, "open", ("qid", "u32"), ("vhost", "str"), ("name", "str"),
+               ("durable", "bool"), ("auto_delete", "bool"), ("arguments", "any"),
+               ("directory", "str"), request=True)
+Pub = message(2, "pub", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
+              ("record", "record"))
+Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
+              ("exclusive", "bool"), ("priority", "any"), ("credit", "u32"), request=True)
+Unsub = message(4, "unsub", ("cid", "u32"), request=True)
+Credit = message(5, "credit", ("grants", "grants"))
+Ack = message(6, "ack", ("qid", "u32"), ("seq", "u64"), ("offsets", "u64s"))
+Reject = message(7, "reject", ("qid", "u32"), ("seq", "u64"), ("requeue", "bool"),
+                 ("offsets", "u64s"))
+Get = message(8, "get", ("qid", "u32"), ("no_ack", "bool"), request=True)
+Purge = message(9, "purge", ("qid", "u32"), request=True)
+Stats = message(10, "stats", ("qids", "any"), request=True)
+Delete = message(11, "delete", ("qid", "u32"), ("if_unused", "bool"), ("if_empty", "bool"),
+                 request=True)
+Touch = message(12, "touch", ("qid", "u32"))
+Close = message(13, "close")
+
+PARTITION_COMMANDS = (Open, Pub, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
+                      Touch, Close)
+
+# =================================================================== partition events
+# partition host -> front-end
+Dlv = message(20, "dlv", ("cid", "u32"), ("qid", "u32"), ("offset", "u64"),
+              ("redelivered", "bool"), ("record", "record"))
+Confirm = message(21, "confirm", ("upto", "u64"), ("seen", "u64"), ("nacked", "u64s"))
+Reply = message(22, "reply", ("req", "u32"), ("ok", "bool"), ("value", "any"))
+Flow = message(23, "flow", ("qid", "u32"), ("on", "bool"))
+Cancel = message(24, "cancel", ("cid", "u32"))
+Gone = message(25, "gone", ("qid", "u32"), ("reason", "str"))
+Dlx = message(26, "dlx", ("qid", "u32"), ("vhost", "str"), ("exchange", "str"),
+              ("keys", "any"), ("skip_self", "bool"), ("record", "record"))
+Alarm = message(27, "alarm", ("name", "str"), ("detail", "any"))
+# worker -> supervisor, on the supervisor's own link
+WorkerReady = message(28, "worker_ready")
+WorkerClosed = message(29, "worker_closed")
+
+PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm)
+
+# =================================================================== control channel
+# supervisor -> front-end
+Snapshot = message(40, "snapshot", ("ops", "any"))
+ApplyOp = message(41, "apply_op", ("op", "any"))
+LinkWorker = message(42, "link_worker", ("worker", "u32"))
+HostLost = message(43, "host_lost", ("worker", "u32"))
+Serve = message(44, "serve")
+Shutdown = message(45, "shutdown")
+Connections = message(46, "connections", request=True)
+CloseConnection = message(47, "close_connection", ("name", "str"), ("reason", "str"),
+                          request=True)
+Sync = message(48, "sync", request=True)
+# both ways: a direct reply-to message for a connection of another front-end
+ReplyTo = message(49, "reply_to", ("token", "str"), ("record", "record"))
+# front-end -> supervisor
+FrontendReady = message(50, "frontend_ready", ("index", "u32"))
+# supervisor -> worker
+LinkFrontend = message(51, "link_frontend", ("name", "str"))
+UnlinkFrontend = message(52, "unlink_frontend", ("name", "str"))
+
+TO_FRONTEND = (Snapshot, ApplyOp, LinkWorker, HostLost, Serve, Shutdown, Connections,
+               CloseConnection, Sync, ReplyTo, Alarm)
+TO_WORKER = (LinkFrontend, UnlinkFrontend)
+
+# =================================================================== metadata calls
+# front-end -> supervisor: a channel changes metadata (``supervisor/metadata.LocalMetadata``
+# has a method of each name; ``frontend/metadata_copy.RemoteMetadata`` sends these)
+DeclareExchange = message(60, "declare_exchange", ("vhost", "str"), ("name", "str"),
+                          ("type", "str"), ("passive", "bool"), ("durable", "bool"),
+                          ("auto_delete", "bool"), ("internal", "bool"), ("arguments", "any"),
+                          request=True)
+DeleteExchange = message(61, "delete_exchange", ("vhost", "str"), ("name", "str"),
+                         ("if_unused", "bool"), request=True)
+Bind = message(62, "bind", ("vhost", "str"), ("kind", "str"), ("destination", "str"),
+               ("source", "str"), ("key", "str"), ("arguments", "any"), ("owner", "any"),
+               ("cid", "u32"), ("mid", "u32"), request=True)
+Unbind = message(63, "unbind", ("vhost", "str"), ("kind", "str"), ("destination", "str"),
+                 ("source", "str"), ("key", "str"), ("arguments", "any"), ("owner", "any"),
+                 ("cid", "u32"), ("mid", "u32"), request=True)
+DeclareQueue = message(64, "declare_queue", ("vhost", "str"), ("name", "str"), ("owner", "any"),
+                       ("passive", "bool"), ("durable", "bool"), ("exclusive", "bool"),
+                       ("auto_delete", "bool"), ("arguments", "any"), request=True)
+DeleteQueue = message(65, "delete_queue", ("vhost", "str"), ("name", "str"), ("owner", "any"),
+                      ("if_unused", "bool"), ("if_empty", "bool"), request=True)
+DeleteQueueNow = message(66, "delete_queue_now", ("vhost", "str"), ("name", "str"),
+                         ("qid", "u32"), ("reason", "str"))
+
+METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
+                  DeleteQueueNow)
+TO_SUPERVISOR = (*METADATA_CALLS, FrontendReady, ReplyTo)
+
+# =================================================================== metadata ops
+# supervisor -> front-ends' copies (``frontend/metadata_copy.apply_op``)
+UsersOp = message(80, "users_op", ("users", "any"), ("permissions", "any"))
+VhostOp = message(81, "vhost_op", ("name", "str"), ("description", "str"), ("tags", "any"))
+VhostDeleted = message(82, "vhost_deleted", ("name", "str"))
+ExchangeOp = message(83, "exchange_op", ("vhost", "str"), ("name", "str"), ("type", "str"),
+                     ("durable", "bool"), ("auto_delete", "bool"), ("internal", "bool"),
+                     ("arguments", "any"))
+ExchangeDeleted = message(84, "exchange_deleted", ("vhost", "str"), ("name", "str"))
+QueueOp = message(85, "queue_op", ("vhost", "str"), ("name", "str"), ("qid", "u32"),
+                  ("worker", "u32"), ("durable", "bool"), ("owner", "any"),
+                  ("auto_delete", "bool"), ("arguments", "any"), ("directory", "str"))
+QueueDeleted = message(86, "queue_deleted", ("vhost", "str"), ("name", "str"), ("qid", "u32"))
+BindOp = message(87, "bind_op", ("vhost", "str"), ("source", "str"), ("dest_kind", "str"),
+                 ("destination", "str"), ("key", "str"), ("arguments", "any"))
+UnbindOp = message(88, "unbind_op", ("vhost", "str"), ("source", "str"), ("dest_kind", "str"),
+                   ("destination", "str"), ("key", "str"), ("arguments", "any"))
+
+METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
+                QueueDeleted, BindOp, UnbindOp)
+
+
+__all__ = ["Record", "message", "handlers", "encode", "encode_bytes", "decode", "fields_of"]
