@@ -95,8 +95,9 @@ def test_killed_frontend_loses_only_its_connections(broker):
                what="front-end 0 to restart")
     again = connect_on(broker, 0, "again")
     ch = again.channel()
-    ch.basic_publish("", "work", b"after")
-    assert ch.basic_get("work", auto_ack=True)[2] == b"after"
+    ch.queue_declare("after")           # not "work": b's consumer there may take the message
+    ch.basic_publish("", "after", b"after")
+    assert ch.basic_get("after", auto_ack=True)[2] == b"after"
     again.close()
     b.close()
     assert leaks.shm_segments() == shm_before
