@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
+
+from .. import child
 
 log = logging.getLogger("amqpbroker.supervisor")
 
@@ -58,9 +59,10 @@ class ChildProcess:
 
     # ------------------------------------------------------------ mechanics
     def spawn(self, module: str, spec: dict, pass_fds) -> None:
-        """Start ``python -m module SPEC`` with ``pass_fds`` and watch it."""
+        """Start ``python -m module SPEC`` (on the supervisor's ``sys.path``: ``child.command``)
+        with ``pass_fds`` and watch it."""
         loop = asyncio.get_running_loop()
-        self.proc = subprocess.Popen([sys.executable, "-m", module, json.dumps(spec)],
+        self.proc = subprocess.Popen(child.command(module, json.dumps(spec)),
                                      pass_fds=tuple(pass_fds), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL)
         self._started_at = time.monotonic()

@@ -8,6 +8,10 @@ The broker prints one line when it listens::
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
 tests), ``stop()`` sends SIGTERM and waits (clean shutdown), ``restart()`` starts again on
 the same data directory.
+
+The broker imports from this process's ``sys.path`` (``child.command``), so it runs the
+amqpbroker this process imported, whatever its working directory (``cwd``) holds;
+``command`` starts another, e.g. an installed console script.
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
+
+from .. import child
 
 READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+):(\d+))?"
                    r"(?: workers=([\d,]+))?(?: frontends=([\d,]+))?")
@@ -24,9 +29,12 @@ READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+)
 
 class BrokerProcess:
     def __init__(self, data_dir, *args: str, management: bool = False, env: dict | None = None,
-                 startup_timeout: float = 30.0):
+                 startup_timeout: float = 30.0, command: list[str] | None = None,
+                 cwd: str | os.PathLike | None = None):
         self.data_dir = str(data_dir)
         self.args = list(args)
+        self.command = command
+        self.cwd = cwd
         self.management = management
         self.env = env
         self.startup_timeout = startup_timeout
@@ -43,13 +51,14 @@ class BrokerProcess:
         return f"amqp://guest:guest@{self.host}:{self.port}/"
 
     def start(self) -> "BrokerProcess":
-        cmd = [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port", "0",
+        command = self.command or child.command("amqpbroker")
+        cmd = [*command, "serve", "--host", "127.0.0.1", "--port", "0",
                "--management-port", "0" if not self.management else "-1",
                "--data-dir", self.data_dir, *self.args]
         env = dict(os.environ)
         env.update(self.env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env, start_new_session=True)
+                                     text=True, env=env, cwd=self.cwd, start_new_session=True)
         found = threading.Event()
 
         def pump():
