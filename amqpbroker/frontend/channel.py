@@ -13,6 +13,7 @@ from collections import deque
 from pamqp import commands as C
 
 from .. import errors
+from .confirms import Confirms
 from .consumer import Consumer
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
@@ -49,8 +50,7 @@ class Channel:
         self.prefetch = 0              # basic.qos global=false: for consumers created later
         self.global_prefetch = 0       # basic.qos global=true: shared by the channel
         self.confirm = False
-        self.publish_seq = 0
-        self.pending_confirms: deque = deque()   # (confirm seq, ((client, publish no), ...))
+        self.confirms = Confirms()
         self.held: deque = deque()    # deliveries over the global prefetch, not yet sent
         self.tx: list | None = None
         self.last_queue: str | None = None
@@ -166,44 +166,29 @@ class Channel:
 
     # ============================================================ confirms
     def _confirm(self, tickets) -> None:
-        """Confirm publish number ``publish_seq + 1`` once every host it went to has it."""
+        """The next publish is confirmed once every host it went to has it (``confirms.py``)."""
         if not self.confirm:
             return
-        self.publish_seq += 1
-        seq = self.publish_seq
         marks = self.session.settled_on
         if marks:
             # acks this connection sent before are durable before this confirm (one group
             # commit per worker covers both, but the acks may be on another worker)
             tickets = [*tickets, *marks.items()]
             marks.clear()
-        if not self.pending_confirms and _settled(tickets):
-            self.session.write(fp.build_confirm(self.number, seq, False,
-                                                nack=_nacked(tickets)))
-            return
-        self.pending_confirms.append((seq, tickets))
-        for client, _ in tickets:
-            client.listeners.add(self)
+        self.confirms.insert(tickets)
+        self.on_commit()
+        if self.confirms:
+            for client, _ in tickets:
+                client.listeners.add(self)
 
     def on_commit(self) -> None:
         """A host's confirm watermark moved: send what is settled, in order."""
-        pending = self.pending_confirms
-        acked = None
-        out = []
-        while pending and _settled(pending[0][1]):
-            seq, tickets = pending.popleft()
-            if _nacked(tickets):
-                if acked is not None:
-                    out.append(fp.build_confirm(self.number, acked, True))
-                    acked = None
-                out.append(fp.build_confirm(self.number, seq, False, nack=True))
-            else:
-                acked = seq
-        if acked is not None:
-            out.append(fp.build_confirm(self.number, acked, True))
-        if out:
-            self.session.write(out)
-        if not pending:
+        settled = self.confirms.take_settled()
+        if settled:
+            number = self.number
+            self.session.write([fp.build_confirm(number, seq, multiple, nack=not ack)
+                                for seq, multiple, ack in settled])
+        if not self.confirms:
             self._stop_listening()
 
     def _stop_listening(self) -> None:
@@ -368,10 +353,7 @@ class Channel:
         self.consumers.clear()
         self.requeue_all()
         self.tx = None
-        for _, tickets in self.pending_confirms:
-            for client, n in tickets:
-                client.nacked.discard(n)
-        self.pending_confirms.clear()
+        self.confirms.clear()
         self._stop_listening()
 
     def _remove_consumer(self, c: Consumer) -> None:
@@ -643,22 +625,6 @@ class Channel:
             self.unacked.update(restored)
             self.unacked = dict(sorted(self.unacked.items()))
         self.session.send_method(self.number, C.Tx.RollbackOk())
-
-
-def _settled(tickets) -> bool:
-    for client, n in tickets:
-        if client.done_seq < n:
-            return False
-    return True
-
-
-def _nacked(tickets) -> bool:
-    nacked = False
-    for client, n in tickets:
-        if client.nacked and n in client.nacked:
-            client.nacked.discard(n)
-            nacked = True
-    return nacked
 
 
 HANDLERS = {

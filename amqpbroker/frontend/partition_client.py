@@ -124,6 +124,18 @@ class PartitionClient:
         if live and self.link is not None:
             self.link.send(c.Credit(grants=live))
 
+    # ------------------------------------------------------------ confirms (``confirms.py``)
+    def reached(self, number: int) -> bool:
+        """The host's watermark has passed publish or ack ``number``."""
+        return self.done_seq >= number
+
+    def take_nack(self, number: int) -> bool:
+        """Whether the host refused ``number`` (asked once: the answer is forgotten)."""
+        if self.nacked and number in self.nacked:
+            self.nacked.discard(number)
+            return True
+        return False
+
     # ------------------------------------------------------------ events
     def on_event(self, event) -> None:
         self.table[type(event)](event)
