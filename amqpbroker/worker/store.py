@@ -97,6 +97,7 @@ class MessageStore:
         self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
         self.settled: dict[int, int] = {}          # segment base -> settled offsets in it
         self._deletable: dict[int, int] = {}       # segment base -> ack entry that completed it
+        self.closed = False
         self._open_state()
 
     # ---------------------------------------------------------------- opening
@@ -290,6 +291,9 @@ class MessageStore:
 
     def close(self, destroy: bool = False) -> None:
         """Release the store: write what is buffered (unless ``destroy``: delete the files)."""
+        if self.closed:
+            return
+        self.closed = True
         for rec in self.cache.values():
             self.budget.cache_used -= len(rec.body)
         self.cache.clear()
@@ -304,3 +308,10 @@ class MessageStore:
             log.error("%s: unwritten messages and acks dropped at shutdown: %s", self.label, exc)
         self.acks.close()
         self.log.close()
+
+    def _simulate_crash(self) -> None:
+        """Tests only: drop every descriptor as kill -9 would (written bytes stay; nothing
+        buffered is written, nothing more is synced or deleted)."""
+        self.closed = True
+        self.acks._simulate_crash()
+        self.log._simulate_crash()
