@@ -301,7 +301,11 @@ class AckLog:
             for a, n in runs:
                 self._mark(a, a + n)
             if self._size > max(self.compact_bytes, 2 * self._compacted_size):
-                self._compact_locked()
+                try:
+                    self._compact_locked()
+                except OSError as exc:  # the entry is written: report it, compact next time
+                    log.warning("%s: compaction failed, retried on the next record: %s",
+                                self.path, exc)
             return new
 
     def advance_floor(self, offset: int) -> None:
@@ -345,10 +349,15 @@ class AckLog:
     def _compact_locked(self) -> None:
         runs = [piece for a, b in zip(self._done.starts, self._done.ends) for piece in _split(a, b)]
         data = file_header(MAGIC_ACKLOG) + _entry(KIND_SNAPSHOT, runs, floor=self.floor)
-        write_file_atomically(self.path, data)
-        self._retired_fds.append(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self._size = self._compacted_size = len(data)
+        try:
+            write_file_atomically(self.path, data)
+        finally:
+            if not os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                # renamed into place (even if the directory fsync then failed): append there,
+                # not to the replaced file
+                self._retired_fds.append(self._fd)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self._size = self._compacted_size = len(data)
         self.durable = self.written   # the snapshot holds all of it, fsynced
 
     def sync(self, force: bool = False) -> None:

@@ -195,3 +195,26 @@ def test_durable_counts_entries_known_to_be_on_disk(tmp_path):
         assert (acks.written, acks.durable) == (3, 3)
     finally:
         acks.close()
+
+
+def test_a_failed_compaction_keeps_the_entry_and_is_retried(tmp_path):
+    """record() returns the offsets it made done even when the compaction after the append
+    fails (the store counts them per segment), and compacts on a later record."""
+    path = tmp_path / "q.acks"
+    acks = AckLog(path, fsync="never", compact_bytes=100)
+    try:
+        os.mkdir(str(path) + ".tmp")             # the compaction cannot create its file
+        inode = os.stat(path).st_ino
+        assert [acks.record([i * 2]) for i in range(10)] == [[i * 2] for i in range(10)]
+        assert os.stat(path).st_ino == inode and os.path.getsize(path) > 100
+        os.rmdir(str(path) + ".tmp")
+        assert acks.record([1]) == [1]
+        assert os.stat(path).st_ino != inode     # compacted now
+        acks.record([3])                         # appended to the new file
+    finally:
+        acks.close()
+    acks = AckLog(path, fsync="never")
+    try:
+        assert acks.floor == 5 and acks.done_above_floor() == [6, 8, 10, 12, 14, 16, 18]
+    finally:
+        acks.close()
