@@ -21,8 +21,10 @@ Writes are group-committed by the worker's Committer: ``append`` and ``settle`` 
 appended message gets its offset at once: the log's end plus what is buffered); ``flush``
 writes the buffered records as one batch and the settled offsets as one ack-log entry
 (event-loop thread); ``sync`` fsyncs per the fsync policy (worker thread); ``after_sync`` drops
-cached bodies over the budget and deletes segments (event-loop thread). ``read`` returns None
-for an offset not yet durable, so nothing a crash could take back is ever handed out.
+cached bodies over the budget and deletes segments (event-loop thread). ``read`` serves a
+cached body at once, durable or not (a consumer may get a message before its fsync, as from
+RabbitMQ; the publisher's confirm still waits for it); from disk it reads only below the log's
+durable offset and returns None above it (evicted under "interval" before its fsync came).
 
 Deleting settled segments
 -------------------------
@@ -84,12 +86,6 @@ class MessageStore:
         os.makedirs(directory, exist_ok=True)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
-        try:
-            self.log = PartitionLog(directory, fsync=fsync, fsync_interval_ms=fsync_interval_ms,
-                                    segment_bytes=segment_bytes, gap_settled=self.acks.all_done)
-        except BaseException:
-            self.acks.close()
-            raise
         self.cache: dict[int, Record] = {}
         self._readahead: dict[int, Record] = {}
         self._pending: list[Record] = []           # appended at the next flush
@@ -98,7 +94,18 @@ class MessageStore:
         self.settled: dict[int, int] = {}          # segment base -> settled offsets in it
         self._deletable: dict[int, int] = {}       # segment base -> ack entry that completed it
         self.closed = False
-        self._open_state()
+        try:
+            self.log = PartitionLog(directory, fsync=fsync, fsync_interval_ms=fsync_interval_ms,
+                                    segment_bytes=segment_bytes, gap_settled=self.acks.all_done)
+        except BaseException:
+            self.acks.close()
+            raise
+        try:
+            self._open_state()
+        except BaseException:
+            self.acks.close()
+            self.log.close()
+            raise
 
     # ---------------------------------------------------------------- opening
     def _open_state(self) -> None:
@@ -141,11 +148,6 @@ class MessageStore:
         return self.log.end_offset
 
     @property
-    def dirty(self) -> bool:
-        """Something is buffered for the next flush."""
-        return bool(self._pending or self._pending_settles)
-
-    @property
     def sync_owed(self) -> bool:
         """An fsync the policy skipped is still needed: written records not durable, or a
         settled segment waiting for its acks to be durable before it is deleted."""
@@ -161,8 +163,8 @@ class MessageStore:
         return offset
 
     def read(self, offset: int) -> Record | None:
-        """The message at ``offset`` (cache, else disk), or None if it is not durable yet.
-        OffsetOutOfRange if there is no such message on disk."""
+        """The message at ``offset``: cached (durable or not), else from disk if durable, else
+        None (wait for the commit round). OffsetOutOfRange if there is no such message."""
         rec = self.cache.get(offset)
         if rec is not None:
             return rec
