@@ -4,10 +4,16 @@ Theory of operation
 -------------------
 Classic queues delete on ack, but the partition log is append-only, so "deleted" is a durable
 set of done offsets kept beside it. After a restart the broker redelivers every offset that is
-not done; PartitionLog.delete_before(floor) drops segments that are done entirely.
+not done; the message store (worker/store.py) deletes each segment whose offsets are all done.
 
-In memory: `floor` (every offset < floor is done) and a SortedSet of done offsets >= floor.
-Recording an offset equal to the floor advances the floor over the run of done offsets above it.
+In memory: `floor` (every offset < floor is done) and the done offsets >= floor as `OffsetRuns`,
+sorted disjoint runs [first, end). Recording an offset equal to the floor advances the floor
+over the run above it. A run costs the same for 1 offset or 10 million, so the state grows with
+the number of gaps between done offsets (at most the number of messages still live), not with
+how many messages went through: a stuck message at the floor and a billion acked after it is
+one floor and one run. A segment the store deleted is inside a run, and stays recorded as done
+there until the floor passes it; that is what lets recovery tell a deleted segment from a lost
+one (recovery.py).
 
 File format: the 8-byte header (magic b"AQAK", schema version; fileformat.py), then entries:
 
@@ -17,11 +23,18 @@ File format: the 8-byte header (magic b"AQAK", schema version; fileformat.py), t
              kind 1 (DONE):     n u32, n x (first offset u64, run length u32)
              kind 2 (SNAPSHOT): floor u64, n u32, n x (first offset u64, run length u32)
 
-record() appends one DONE entry with one write(); runs of consecutive offsets cost 12 bytes.
+record() appends one DONE entry with one write(); runs of consecutive offsets cost 12 bytes (a
+run longer than 2^32 - 1 is written as several).
 A SNAPSHOT raises the floor to its value and marks its runs done. compact() writes a new file
 holding one SNAPSHOT of the current state to `<path>.tmp`, fsyncs it, renames it over the old
 file and fsyncs the directory; record() calls it when the file passes `compact_bytes` and has
 doubled since the last compaction.
+
+Durability: `written` counts the entries appended since open and `durable` how many of them
+are known to be on disk (fsynced by sync() or by compaction; with fsync "never", written is as
+durable as it gets). The store deletes a segment only once the entry that settled its last
+offset is durable, so no crash can leave a deleted segment whose offsets are not recorded done.
+Opening fsyncs the file once (what a killed process left in the page cache), like the log.
 
 Crash states: a torn or garbled tail (short entry, CRC mismatch, unknown kind) is cut on open
 at the end of the last good entry, so acks recorded after the last sync() may be lost, and
@@ -36,10 +49,10 @@ import logging
 import os
 import struct
 import threading
-from typing import Iterable
+from bisect import bisect_left, bisect_right
+from typing import Iterable, Iterator
 
 from crc32c import crc32c
-from sortedcontainers import SortedSet
 
 from .errors import LogClosedError
 from .fileformat import (HEADER_SIZE, MAGIC_ACKLOG, FsyncPolicy, file_header,
@@ -57,13 +70,92 @@ MAX_RUN = (1 << 32) - 1
 
 
 def _runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
+    """(first offset, run length) of sorted, distinct offsets."""
     runs: list[list[int]] = []
-    for o in offsets:  # sorted, distinct
+    for o in offsets:
         if runs and o == runs[-1][0] + runs[-1][1] and runs[-1][1] < MAX_RUN:
             runs[-1][1] += 1
         else:
             runs.append([o, 1])
     return [(a, n) for a, n in runs]
+
+
+def _split(first: int, end: int) -> Iterator[tuple[int, int]]:
+    """[first, end) as (first offset, run length) pieces that fit the u32 length field."""
+    while first < end:
+        n = min(end - first, MAX_RUN)
+        yield first, n
+        first += n
+
+
+class OffsetRuns:
+    """A set of offsets as sorted, disjoint, non-adjacent runs [starts[i], ends[i])."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self):
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def __contains__(self, offset: int) -> bool:
+        i = bisect_right(self.starts, offset) - 1
+        return i >= 0 and offset < self.ends[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def __iter__(self) -> Iterator[int]:
+        for a, b in zip(self.starts, self.ends):
+            yield from range(a, b)
+
+    def runs(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.ends))
+
+    def add(self, first: int, end: int) -> None:
+        """Add [first, end), merging with every run it overlaps or touches."""
+        starts, ends = self.starts, self.ends
+        i = bisect_left(ends, first)       # first run that ends at or after `first`
+        j = bisect_right(starts, end)      # runs before j start at or before `end`
+        if i < j:
+            first, end = min(first, starts[i]), max(end, ends[j - 1])
+        starts[i:j] = [first]
+        ends[i:j] = [end]
+
+    def count(self, first: int, end: int) -> int:
+        """How many offsets of [first, end) are in the set."""
+        starts, ends = self.starts, self.ends
+        i = max(bisect_right(starts, first) - 1, 0)
+        n = 0
+        while i < len(starts) and starts[i] < end:
+            n += max(0, min(end, ends[i]) - max(first, starts[i]))
+            i += 1
+        return n
+
+    def gaps(self, first: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of [first, end) that are not in the set."""
+        starts, ends = self.starts, self.ends
+        i = max(bisect_right(starts, first) - 1, 0)
+        while first < end:
+            while i < len(starts) and ends[i] <= first:
+                i += 1
+            if i == len(starts) or starts[i] >= end:
+                yield first, end
+                return
+            if starts[i] > first:
+                yield first, starts[i]
+            first = ends[i]
+
+    def drop_below(self, offset: int) -> None:
+        i = bisect_right(self.ends, offset)         # runs before i end at or below `offset`
+        del self.starts[:i], self.ends[:i]
+        if self.starts and self.starts[0] < offset:
+            self.starts[0] = offset
+
+    def drop_from(self, offset: int) -> None:
+        i = bisect_left(self.starts, offset)        # runs from i start at or after `offset`
+        del self.starts[i:], self.ends[i:]
+        if self.ends and self.ends[-1] > offset:
+            self.ends[-1] = offset
 
 
 def _entry(kind: int, runs: list[tuple[int, int]], floor: int | None = None) -> bytes:
@@ -80,14 +172,18 @@ class AckLog:
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self.compact_bytes = compact_bytes
         self.floor = 0
-        self._done: SortedSet = SortedSet()
+        self._done = OffsetRuns()
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._retired_fds: list[int] = []  # replaced by compaction; closed by the next sync
         self.truncated_bytes = self._recover()
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        if self._policy.mode != "never":
+            os.fsync(self._fd)  # what a killed process left in the page cache
         self._size = os.fstat(self._fd).st_size
         self._compacted_size = self._size
+        self.written = 0   # entries appended since open
+        self.durable = 0   # ... of which known to be on disk
 
     # -- opening ---------------------------------------------------------------------------------
     def _recover(self) -> int:
@@ -137,44 +233,80 @@ class AckLog:
         if kind == KIND_SNAPSHOT:
             self._raise_floor(floor)
         for a, count in _RUN.iter_unpack(payload[p + 4:]):
-            self._mark(range(a, a + count))
+            if count:
+                self._mark(a, a + count)
         return True
 
     # -- state -----------------------------------------------------------------------------------
-    def _mark(self, offsets: Iterable[int]) -> None:
-        floor = self.floor
-        self._done.update(o for o in offsets if o >= floor)
+    def _mark(self, first: int, end: int) -> None:
+        """Mark [first, end) done and advance the floor over what became contiguous."""
+        first = max(first, self.floor)
+        if first >= end:
+            return
         done = self._done
-        while done and done[0] == floor:
-            done.pop(0)
-            floor += 1
-        self.floor = floor
+        done.add(first, end)
+        if done.starts[0] == self.floor:
+            self.floor = done.ends[0]
+            del done.starts[0], done.ends[0]
 
     def _raise_floor(self, offset: int) -> None:
         if offset > self.floor:
             self.floor = offset
-            del self._done[:self._done.bisect_left(offset)]
-            self._mark(())
+            self._done.drop_below(offset)
+            done = self._done
+            if done and done.starts[0] == offset:
+                self.floor = done.ends[0]
+                del done.starts[0], done.ends[0]
 
     def is_done(self, offset: int) -> bool:
         return offset < self.floor or offset in self._done
 
-    def done_above_floor(self) -> SortedSet:
-        """Done offsets >= floor (a copy)."""
-        return SortedSet(self._done)
+    def count_done(self, first: int, end: int) -> int:
+        """How many offsets of [first, end) are done."""
+        below = max(0, min(end, self.floor) - first)
+        return below + self._done.count(max(first, self.floor), end)
+
+    def all_done(self, first: int, end: int) -> bool:
+        """True if every offset of [first, end) is done."""
+        return self.count_done(first, end) == max(0, end - first)
+
+    def not_done(self, first: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs [a, b) of [first, end) that are not done, in order."""
+        return self._done.gaps(max(first, self.floor), end)
+
+    def last_done(self) -> int:
+        """The highest done offset (floor - 1 when nothing above the floor is done)."""
+        return self._done.ends[-1] - 1 if self._done else self.floor - 1
+
+    def done_runs(self) -> list[tuple[int, int]]:
+        """The done offsets >= floor as runs [first, end) (a copy)."""
+        return self._done.runs()
+
+    def done_above_floor(self) -> list[int]:
+        """Done offsets >= floor, one by one (for tests and small sets: this expands runs)."""
+        return list(self._done)
 
     # -- writing ---------------------------------------------------------------------------------
-    def record(self, offsets: Iterable[int]) -> None:
-        """Mark `offsets` done: one appended entry, one write(), no fsync."""
+    def record(self, offsets: Iterable[int]) -> list[int]:
+        """Mark `offsets` done: one appended entry, one write(), no fsync. Returns the offsets
+        that were not done before, sorted."""
         with self._lock:
             self._check_open()
-            new = sorted({o for o in offsets if o >= self.floor and o not in self._done})
+            floor, done = self.floor, self._done
+            new = sorted({o for o in offsets if o >= floor and o not in done})
             if not new:
-                return
-            self._append(_entry(KIND_DONE, _runs(new)))
-            self._mark(new)
+                return new
+            runs = _runs(new)
+            self._append(_entry(KIND_DONE, runs))
+            for a, n in runs:
+                self._mark(a, a + n)
             if self._size > max(self.compact_bytes, 2 * self._compacted_size):
-                self._compact_locked()
+                try:
+                    self._compact_locked()
+                except OSError as exc:  # the entry is written: report it, compact next time
+                    log.warning("%s: compaction failed, retried on the next record: %s",
+                                self.path, exc)
+            return new
 
     def advance_floor(self, offset: int) -> None:
         """Mark every offset < `offset` done (e.g. after retention deleted them)."""
@@ -191,7 +323,8 @@ class AckLog:
             self._check_open()
             if self.floor > offset:
                 self.floor = offset
-            del self._done[self._done.bisect_left(offset):]
+                self._done = OffsetRuns()
+            self._done.drop_from(offset)
             self._compact_locked()
 
     def _append(self, entry: bytes) -> None:
@@ -203,6 +336,9 @@ class AckLog:
             os.ftruncate(self._fd, self._size)
             raise
         self._size += len(entry)
+        self.written += 1
+        if self._policy.mode == "never":
+            self.durable = self.written
 
     def compact(self) -> None:
         """Rewrite the file as one snapshot (tmp file + fsync + rename + directory fsync)."""
@@ -211,11 +347,18 @@ class AckLog:
             self._compact_locked()
 
     def _compact_locked(self) -> None:
-        data = file_header(MAGIC_ACKLOG) + _entry(KIND_SNAPSHOT, _runs(self._done), floor=self.floor)
-        write_file_atomically(self.path, data)
-        self._retired_fds.append(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self._size = self._compacted_size = len(data)
+        runs = [piece for a, b in zip(self._done.starts, self._done.ends) for piece in _split(a, b)]
+        data = file_header(MAGIC_ACKLOG) + _entry(KIND_SNAPSHOT, runs, floor=self.floor)
+        try:
+            write_file_atomically(self.path, data)
+        finally:
+            if not os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                # renamed into place (even if the directory fsync then failed): append there,
+                # not to the replaced file
+                self._retired_fds.append(self._fd)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self._size = self._compacted_size = len(data)
+        self.durable = self.written   # the snapshot holds all of it, fsynced
 
     def sync(self, force: bool = False) -> None:
         """Fsync per policy ("always": every call; "interval": when due or forced)."""
@@ -223,10 +366,11 @@ class AckLog:
             with self._lock:
                 if self._fd is None or not self._policy.due(force):
                     return
-                fd = self._fd
+                fd, written = self._fd, self.written
             os.fsync(fd)
             with self._lock:
                 self._policy.done()
+                self.durable = max(self.durable, written)
                 retired, self._retired_fds = self._retired_fds, []
                 for old in retired:
                     os.close(old)

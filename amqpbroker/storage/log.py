@@ -25,6 +25,9 @@ simply the end offset (data reaches the page cache, which survives kill -9 but n
 read() never returns records at or past `durable_offset`, so a consumer never sees a message
 that a crash could take back. Retention and delete_before() delete whole closed segments from
 the front (never the active one); the start offset is the first remaining segment's base.
+delete_segment() deletes one closed segment anywhere, leaving a gap in the offsets: a classic
+queue's store does that when every message of the segment is settled. read() steps over gaps;
+recovery accepts a gap only where the `gap_settled` callback vouches for it (recovery.py).
 Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import OrderedDict
+from typing import Callable
 
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .fileformat import FsyncPolicy, fsync_dir
@@ -50,8 +54,10 @@ class PartitionLog:
     def __init__(self, directory: str | os.PathLike, *, segment_bytes: int = 64 * 1024 * 1024,
                  segment_ms: int = 7 * 24 * 3600 * 1000, fsync: str = "always",
                  fsync_interval_ms: int = 1000, index_interval_bytes: int = 4096,
-                 max_open_readers: int = 8):
-        """Open (creating if needed) and recover the partition stored in `directory`."""
+                 max_open_readers: int = 8,
+                 gap_settled: Callable[[int, int], bool] | None = None):
+        """Open (creating if needed) and recover the partition stored in `directory`.
+        `gap_settled`: see recover_partition."""
         if not 0 < segment_bytes <= MAX_SEGMENT_BYTES:
             raise ValueError(f"segment_bytes must be in 1..{MAX_SEGMENT_BYTES}")
         if segment_ms <= 0 or index_interval_bytes <= 0 or max_open_readers <= 0:
@@ -68,7 +74,8 @@ class PartitionLog:
         self._unsynced: list[Segment] = []  # rolled segments whose writes await an fsync
         self._dir_dirty = False
         self._closed = False
-        segments, self.recovery = recover_partition(self.directory, index_interval_bytes)
+        segments, self.recovery = recover_partition(self.directory, index_interval_bytes,
+                                                    gap_settled)
         self.recovery: RecoveryReport
         self._segments: list[Segment] = segments
         self._bases = [s.base_offset for s in segments]
@@ -92,6 +99,24 @@ class PartitionLog:
     def end_offset(self) -> int:
         """Next offset to be assigned."""
         return self._segments[-1].next_offset
+
+    @property
+    def active_base(self) -> int:
+        """Base offset of the active segment (the one appended to, never deleted)."""
+        return self._segments[-1].base_offset
+
+    def segment_of(self, offset: int) -> tuple[int, int] | None:
+        """(base offset, next offset) of the segment holding `offset`, None if none does."""
+        with self._lock:
+            i = bisect_right(self._bases, offset) - 1
+            if i < 0 or offset >= self._segments[i].next_offset:
+                return None
+            return self._bases[i], self._segments[i].next_offset
+
+    def segment_bounds(self) -> list[tuple[int, int]]:
+        """(base offset, next offset) of every segment, oldest first (last = active)."""
+        with self._lock:
+            return [(s.base_offset, s.next_offset) for s in self._segments]
 
     def size_bytes(self) -> int:
         """Bytes of all segment .log files (headers included, indexes not)."""
@@ -265,9 +290,24 @@ class PartitionLog:
                 removed += self._delete_oldest_segment()
             return removed
 
+    def delete_segment(self, base_offset: int) -> int:
+        """Delete the closed segment starting at `base_offset` (its offsets become a gap);
+        returns its record count. The active segment is never deleted (ValueError)."""
+        with self._lock:
+            self._check_open()
+            i = bisect_right(self._bases, base_offset) - 1
+            if i < 0 or self._bases[i] != base_offset:
+                raise ValueError(f"{self.directory}: no segment starts at {base_offset}")
+            if i == len(self._segments) - 1:
+                raise ValueError(f"{self.directory}: segment {base_offset} is the active one")
+            return self._delete_segment_at(i)
+
     def _delete_oldest_segment(self) -> int:
-        seg = self._segments.pop(0)
-        self._bases.pop(0)
+        return self._delete_segment_at(0)
+
+    def _delete_segment_at(self, i: int) -> int:
+        seg = self._segments.pop(i)
+        self._bases.pop(i)
         self._readers.pop(seg.base_offset, None)
         seg.close_reader()
         if seg not in self._unsynced:  # else sync() may be fsyncing it now; it closes it later

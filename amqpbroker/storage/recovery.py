@@ -10,7 +10,10 @@ Theory of operation
    deleted; a `<base>.log.swap` (a finished replacement whose final rename was lost) is renamed
    into place and its indexes dropped so they are rebuilt; index `.swap` files are deleted.
    Index files without a `.log` are orphans and are deleted. Other names are left alone.
-2. Segments are loaded in base-offset order; each must start where the previous ended.
+2. Segments are loaded in base-offset order; each must start where the previous ended, or
+   after a gap the caller vouches for: a classic queue's store deletes any segment whose
+   messages are all settled (worker/store.py), and passes `gap_settled(first, end)`, which is
+   True when its ack log records every offset of [first, end) as done. Any other gap is damage.
    * Closed segments: the indexes are loaded and sanity-checked (index.py); the batches from
      the last offset-index entry to EOF are walked and CRC-checked. If anything disagrees the
      segment is fully scanned and its indexes rebuilt from the log.
@@ -35,6 +38,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, fsync_dir, header_ok
 from .record import BATCH_HEADER_SIZE, crc_ok, decode_header, header_plausible
@@ -58,8 +62,13 @@ class RecoveryReport:
         return bool(self.bytes_truncated or self.records_truncated or self.segments_deleted)
 
 
-def recover_partition(directory: str, index_interval_bytes: int) -> tuple[list[Segment], RecoveryReport]:
-    """Bring `directory` to a consistent state and return its segments (last = active)."""
+def recover_partition(directory: str, index_interval_bytes: int,
+                      gap_settled: Callable[[int, int], bool] | None = None,
+                      ) -> tuple[list[Segment], RecoveryReport]:
+    """Bring `directory` to a consistent state and return its segments (last = active).
+
+    `gap_settled(first, end)`: True if the offsets [first, end) missing between two segments
+    were deleted on purpose (all settled); without it every gap is damage."""
     report = RecoveryReport()
     os.makedirs(directory, exist_ok=True)
     _finish_interrupted_operations(directory, report)
@@ -67,10 +76,13 @@ def recover_partition(directory: str, index_interval_bytes: int) -> tuple[list[S
                    if m and m.group(2) == "log" and m.group(3) is None)
     segments: list[Segment] = []
     for i, base in enumerate(bases):
-        if segments and base != segments[-1].next_offset:
+        if segments and base != segments[-1].next_offset and not (
+                base > segments[-1].next_offset and gap_settled is not None
+                and gap_settled(segments[-1].next_offset, base)):
             report.messages.append(
                 f"segment {base} does not start at {segments[-1].next_offset}, where the "
-                f"previous one ends: deleting it and every later segment")
+                f"previous one ends, and the offsets between were not all settled: deleting "
+                f"it and every later segment")
             _delete_segments(directory, bases[i:], index_interval_bytes, report)
             break
         seg = Segment(directory, base, index_interval_bytes)

@@ -1,46 +1,39 @@
-"""A classic queue: one partition log plus the ack state that makes it a queue.
+"""A classic queue: the queue semantics over a MessageStore.
 
 Theory of operation
 -------------------
-Every message routed to the queue is appended to the queue's ``PartitionLog``; its offset is
-the message's identity from then on. In memory the queue keeps only offsets:
+Every message routed to the queue is appended to the queue's ``MessageStore`` (store.py); its
+offset is the message's identity from then on. The store keeps the messages (log, ack log,
+body cache); the queue keeps only offsets and decides what happens to them:
 
-* ``ready``: per priority level a deque of offsets, in delivery order;
-* ``cache``: offset -> Record for recently published messages, bounded by the broker-wide
-  ``cache_limit`` (the bodies of everything else are read from disk, i.e. page cache, when
-  delivered), and for messages not yet written;
+* ``ready``: per priority level a deque of offsets, in delivery order (by offset within a
+  level, so a requeued message goes back to its original position);
 * ``outstanding``: offset -> Record of deliveries not yet acked (the channel that holds them
-  has only the offset; requeue and dead-lettering need the record).
+  has only the offset; requeue and dead-lettering need the record);
+* ``redelivered`` / ``redeliver_below``: which offsets were delivered before.
 
 A message leaves the queue when it is acked, expired, dropped by a length limit, dead-lettered
-or purged: its offset is then recorded in the ``AckLog``. Whole segments below the ack log's
-floor are deleted. Appends and ack records are not written per message: ``pending`` collects
-them and the broker's ``Committer`` writes them once per event-loop turn (one batch, one write)
-and fsyncs all dirty logs in a thread, then confirms (group commit).
+or purged: the queue then settles its offset in the store, which records it in the ack log and
+deletes each segment once all of its messages are settled. The store buffers appends and
+settles; the broker's ``Committer`` calls ``flush`` / ``sync`` / ``after_sync`` once per
+event-loop turn (one batch, one write, fsyncs in a thread), then confirms (group commit).
 
-Recovery: a durable queue reopens its log and ack log; every persistent record not marked done
-is ready again and flagged redelivered (it may have been delivered before the crash). Transient
-records in a durable queue are marked done, as RabbitMQ drops them on restart.
+Recovery: a durable queue reopens its store; every persistent message not settled is ready
+again and flagged redelivered (it may have been delivered before the crash). Transient ones
+in a durable queue are settled, as RabbitMQ drops them on restart.
 """
 from __future__ import annotations
 
 import bisect
 import logging
-import os
 from collections import deque
 
 from ..protocol import properties as props_mod
-from ..storage.acklog import AckLog
-from ..storage.log import PartitionLog
 from ..storage.record import Record, now_ms
 from ..queue_args import QueueArgs
+from .store import MessageStore
 
 log = logging.getLogger("amqpbroker.queue")
-
-# bodies not in the cache are read from the log this many at a time: a batch is decoded
-# whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
-READAHEAD_RECORDS = 512
-READAHEAD_BYTES = 1 << 20
 
 
 def name_of(q) -> str:
@@ -69,23 +62,19 @@ class Queue:
         # durable queues fsync per x-fsync (default: every batch); non-durable queues never
         # (they are wiped at start anyway)
         self.fsync = self.args.fsync if durable else "never"
-        interval = host.config.fsync_interval_ms
-        self.log = PartitionLog(directory, fsync=self.fsync, fsync_interval_ms=interval,
-                                segment_bytes=host.config.segment_bytes)
-        self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=self.fsync,
-                           fsync_interval_ms=interval)
+        config = host.config
+        self.store = MessageStore(directory, fsync=self.fsync,
+                                  fsync_interval_ms=config.fsync_interval_ms,
+                                  segment_bytes=config.segment_bytes, budget=host,
+                                  cache_limit=config.cache_limit,
+                                  label=f"queue '{name_of(self)}'")
         self._interval_timer = None
         levels = (self.args.max_priority or 0) + 1
         self.ready: list[deque] = [deque() for _ in range(levels)]
         self.ready_count = 0
         self.ready_bytes = 0
-        self.cache: dict[int, Record] = {}
-        self._readahead: dict[int, Record] = {}   # records read from disk ahead of the head
         self.redelivered: set[int] = set()
         self.redeliver_below = 0
-        self.pending: list[Record] = []          # appended at the next commit round
-        self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
-        self.pending_acks: list[int] = []
         self.consumers: list = []                 # Subscriptions: by priority, then arrival
         self.flow_on = False                      # publishers were told to wait (backlog)
         self.outstanding: dict[int, Record] = {}  # delivered, not yet acked
@@ -99,36 +88,18 @@ class Queue:
 
     # ---------------------------------------------------------------- recovery
     def _recover(self) -> None:
-        log_ = self.log
-        end = log_.end_offset
-        if self.acks.floor > end or self.acks.done_above_floor().bisect_left(end) < \
-                len(self.acks.done_above_floor()):
-            # acks recorded for offsets that never reached the log (the OS lost the log's
-            # unsynced tail but not the ack log's): forget them, or new messages reusing
-            # those offsets would count as acked
-            log.warning("queue '%s': ack log ahead of the log end %d; trimming", name_of(self),
-                        end)
-            self.acks.forget_from(end)
-        offset = max(log_.start_offset, self.acks.floor)
-        skipped = []
-        while offset < end:
-            batch = log_.read(offset, max_records=4096, max_bytes=8 << 20)
-            if not batch:
-                break
-            for off, rec in batch:
-                if self.acks.is_done(off):
-                    continue
-                if not rec.flags & 1:
-                    skipped.append(off)
-                    continue
-                self.ready[self._level(rec.properties)].append(off)
-                self.ready_count += 1
-                self.ready_bytes += len(rec.body)
-            offset = batch[-1][0] + 1
-        self.redeliver_below = end
+        skipped = False
+        for off, rec in self.store.unsettled():
+            if not rec.flags & 1:
+                self.store.settle(off)      # transient: dropped at restart, as in RabbitMQ
+                skipped = True
+                continue
+            self.ready[self._level(rec.properties)].append(off)
+            self.ready_count += 1
+            self.ready_bytes += len(rec.body)
+        self.redeliver_below = self.store.end_offset
         if skipped:
-            self.acks.record(skipped)
-            self.acks.sync()
+            self.store.commit()
         if self.ready_count:
             log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
                      self.vhost_name, self.ready_count)
@@ -175,15 +146,12 @@ class Queue:
             immediate = True
         else:
             immediate = False
-        offset = self.log.end_offset + len(self.pending)
-        self.pending.append(record)
+        offset = self.store.append(record)
         self.host.committer.mark(self)
         level = min(priority, self.args.max_priority) if self.args.max_priority else 0
         self.ready[level].append(offset)
         self.ready_count += 1
         self.ready_bytes += size
-        self.cache[offset] = record
-        self.host.cache_used += size
         if self.args.overflow == "drop-head":
             self._drop_over_limit()
         if immediate:
@@ -216,20 +184,6 @@ class Queue:
             self.host.dead_letter(self, dropped, "maxlen")
 
     # ---------------------------------------------------------------- reading
-    def _record(self, offset: int) -> Record | None:
-        rec = self.cache.get(offset)
-        if rec is not None:
-            return rec
-        if offset >= self.log.durable_offset:
-            return None          # not on disk yet: wait for the commit round
-        rec = self._readahead.get(offset)
-        if rec is None:
-            self._readahead = dict(self.log.read(offset, READAHEAD_RECORDS, READAHEAD_BYTES))
-            rec = self._readahead.get(offset)
-            if rec is None:
-                return self.log.read_one(offset)    # raises OffsetOutOfRange
-        return rec
-
     def _head(self):
         for level in range(len(self.ready) - 1, -1, -1):
             d = self.ready[level]
@@ -239,16 +193,14 @@ class Queue:
 
     def _pop_head(self):
         level, offset = self._head()
-        rec = self._record(offset)
+        rec = self.store.take(offset)
         if rec is None:
             return None, None
         self.ready[level].popleft()
         self.ready_count -= 1
         self.ready_bytes -= len(rec.body)
-        if self.cache.pop(offset, None) is not None:
-            self.host.cache_used -= len(rec.body)
-        elif self._readahead.pop(offset, None) is not None and not self.ready_count:
-            self._readahead.clear()
+        if not self.ready_count:
+            self.store.forget_readahead()
         return offset, rec
 
     def _expires_at(self, rec: Record) -> int | None:
@@ -271,7 +223,7 @@ class Queue:
         expired = []
         while self.ready_count:
             level, offset = self._head()
-            rec = self._record(offset)
+            rec = self.store.read(offset)
             if rec is None:
                 break
             at = self._expires_at(rec)
@@ -410,7 +362,7 @@ class Queue:
     # ---------------------------------------------------------------- settling
     def _done(self, offset: int) -> None:
         self.redelivered.discard(offset)     # a requeued message dropped or purged while ready
-        self.pending_acks.append(offset)
+        self.store.settle(offset)
         self.host.committer.mark(self)
 
     def ack(self, offsets) -> None:
@@ -445,9 +397,7 @@ class Queue:
             self.ready_count += 1
             self.ready_bytes += len(rec.body)
             self.redelivered.add(offset)
-            if offset not in self.cache:
-                self.cache[offset] = rec
-                self.host.cache_used += len(rec.body)
+            self.store.recache(offset, rec)
         if self.args.overflow == "drop-head":
             # RabbitMQ drops from the head after a requeue too (requeue_and_run ->
             # maybe_drop_head), which may drop the requeued messages themselves
@@ -459,66 +409,37 @@ class Queue:
         for d in self.ready:
             for offset in d:
                 self._done(offset)
-                rec = self.cache.pop(offset, None)
-                if rec is not None:
-                    self.host.cache_used -= len(rec.body)
             d.clear()
         self.ready_count = 0
         self.ready_bytes = 0
-        self._readahead.clear()
+        self.store.forget_readahead()
         return count
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
-        """Write pending appends and ack records (event-loop thread, no fsync)."""
-        # take the lists only once written: a failed write (ENOSPC) must leave them pending
-        # for the committer's retry, or those messages would be confirmed but never written
-        if self.pending:
-            records = self.pending
-            base = self.log.append(records)
-            self.pending = []
-            self._written.append((base, base + len(records)))
-        if self.pending_acks:
-            self.acks.record(self.pending_acks)
-            self.pending_acks = []
+        """Write buffered appends and settles (event-loop thread, no fsync)."""
+        self.store.flush()
 
     def sync(self) -> None:
         """fsync per policy (worker thread)."""
-        self.log.sync()
-        self.acks.sync()
+        self.store.sync()
 
     def after_sync(self) -> None:
-        """Back on the loop: drop fully-settled segments, dispatch what became durable."""
+        """Back on the loop: drop settled segments and cached bodies over the budget, dispatch
+        what became durable."""
         if self.deleted:
             return
-        if self.fsync == "interval" and self.log.durable_offset < self.log.end_offset \
-                and self._interval_timer is None:
+        self.store.after_sync()
+        if self.fsync == "interval" and self.store.sync_owed and self._interval_timer is None:
             # an fsync is still owed: make sure a round comes when the interval is up
             self._interval_timer = self.host.loop.call_later(
                 self.host.config.fsync_interval_ms / 1000, self._interval_due)
-        self._evict_written()
-        self.log.delete_before(self.acks.floor)
         self.schedule_dispatch()
 
     def _interval_due(self) -> None:
         self._interval_timer = None
         if not self.deleted:
             self.host.committer.mark(self)
-
-    def _evict_written(self) -> None:
-        """Over the body-cache budget, drop the bodies of what this round made durable, newest
-        first (the head is consumed soonest); they are read back from disk in their turn."""
-        written, self._written = self._written, []
-        host = self.host
-        limit = host.config.cache_limit
-        cache = self.cache
-        for start, end in reversed(written):
-            for offset in range(end - 1, start - 1, -1):
-                if host.cache_used <= limit:
-                    return
-                rec = cache.pop(offset, None)
-                if rec is not None:
-                    host.cache_used -= len(rec.body)
 
     # ---------------------------------------------------------------- lifecycle
     def touch(self) -> None:
@@ -543,17 +464,4 @@ class Queue:
         for t in (self._expiry_timer, self._expires_timer, self._interval_timer):
             if t is not None:
                 t.cancel()
-        for rec in self.cache.values():
-            self.host.cache_used -= len(rec.body)
-        self.cache.clear()
-        if destroy:
-            self.acks.close()
-            self.log.destroy()
-        else:
-            try:
-                self.flush()
-            except OSError as exc:      # disk full at shutdown: only unconfirmed data is lost
-                log.error("queue '%s': unwritten messages and acks dropped at shutdown: %s",
-                          name_of(self), exc)
-            self.acks.close()
-            self.log.close()
+        self.store.close(destroy)

@@ -1,6 +1,10 @@
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from amqpbroker.storage import AckLog
+from amqpbroker.storage.acklog import MAX_RUN, OffsetRuns
 
 
 def test_floor_advances_over_contiguous_done_offsets(tmp_path):
@@ -105,5 +109,112 @@ def test_forget_from_undoes_offsets_the_log_no_longer_has(tmp_path):
     acks = AckLog(path)
     try:
         assert acks.floor == 2 and not acks.is_done(6)
+    finally:
+        acks.close()
+
+
+_ops = st.lists(st.tuples(st.sampled_from(["add", "drop_below", "drop_from"]),
+                          st.integers(0, 60), st.integers(1, 12)), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops, st.integers(0, 70), st.integers(0, 70))
+def test_offset_runs_agree_with_a_set(ops, lo, hi):
+    runs, model = OffsetRuns(), set()
+    for op, a, n in ops:
+        if op == "add":
+            runs.add(a, a + n)
+            model |= set(range(a, a + n))
+        elif op == "drop_below":
+            runs.drop_below(a)
+            model = {o for o in model if o >= a}
+        else:
+            runs.drop_from(a)
+            model = {o for o in model if o < a}
+        pairs = runs.runs()
+        assert all(s < e for s, e in pairs)
+        assert all(e1 < s2 for (_, e1), (s2, _) in zip(pairs, pairs[1:]))  # disjoint, apart
+    assert list(runs) == sorted(model)
+    assert all((o in runs) == (o in model) for o in range(80))
+    assert runs.count(lo, hi) == len([o for o in model if lo <= o < hi])
+    assert [o for a, b in runs.gaps(lo, hi) for o in range(a, b)] == \
+        [o for o in range(lo, hi) if o not in model]
+
+
+def test_a_stuck_offset_and_millions_done_after_it_cost_one_run(tmp_path):
+    path = tmp_path / "q.acks"
+    acks = AckLog(path, fsync="never")
+    try:
+        for first in range(1, 5_000_001, 50_000):
+            acks.record(range(first, first + 50_000))
+        assert acks.floor == 0 and acks.done_runs() == [(1, 5_000_001)]
+        assert acks.count_done(0, 10) == 9 and acks.all_done(1, 5_000_001)
+        assert not acks.all_done(0, 2) and list(acks.not_done(0, 5_000_010)) == \
+            [(0, 1), (5_000_001, 5_000_010)]
+        acks.compact()
+        assert os.path.getsize(path) == 8 + 8 + 1 + 8 + 4 + 12   # header, entry, one run
+    finally:
+        acks.close()
+    acks = AckLog(path, fsync="never")
+    try:
+        acks.record([0])
+        assert acks.floor == 5_000_001 and not acks.done_runs()
+    finally:
+        acks.close()
+
+
+def test_a_run_longer_than_the_u32_length_is_written_in_pieces(tmp_path):
+    path = tmp_path / "q.acks"
+    acks = AckLog(path, fsync="never")
+    try:
+        acks.advance_floor(1)
+        acks.record([MAX_RUN + 10])
+        acks._mark(2, MAX_RUN + 10)              # a run as long as DONE entries never make
+        acks.compact()
+    finally:
+        acks.close()
+    acks = AckLog(path, fsync="never")
+    try:
+        assert acks.floor == 1 and acks.done_runs() == [(2, MAX_RUN + 11)]
+    finally:
+        acks.close()
+
+
+def test_durable_counts_entries_known_to_be_on_disk(tmp_path):
+    acks = AckLog(tmp_path / "q.acks", fsync="interval", fsync_interval_ms=3_600_000)
+    try:
+        acks.record([1])
+        acks.record([2])
+        assert (acks.written, acks.durable) == (2, 0)
+        acks.sync()                              # the interval is not up: no fsync
+        assert acks.durable == 0
+        acks.sync(force=True)
+        assert acks.durable == 2
+        acks.record([3])
+        acks.compact()                           # the snapshot is fsynced: all of it durable
+        assert (acks.written, acks.durable) == (3, 3)
+    finally:
+        acks.close()
+
+
+def test_a_failed_compaction_keeps_the_entry_and_is_retried(tmp_path):
+    """record() returns the offsets it made done even when the compaction after the append
+    fails (the store counts them per segment), and compacts on a later record."""
+    path = tmp_path / "q.acks"
+    acks = AckLog(path, fsync="never", compact_bytes=100)
+    try:
+        os.mkdir(str(path) + ".tmp")             # the compaction cannot create its file
+        inode = os.stat(path).st_ino
+        assert [acks.record([i * 2]) for i in range(10)] == [[i * 2] for i in range(10)]
+        assert os.stat(path).st_ino == inode and os.path.getsize(path) > 100
+        os.rmdir(str(path) + ".tmp")
+        assert acks.record([1]) == [1]
+        assert os.stat(path).st_ino != inode     # compacted now
+        acks.record([3])                         # appended to the new file
+    finally:
+        acks.close()
+    acks = AckLog(path, fsync="never")
+    try:
+        assert acks.floor == 5 and acks.done_above_floor() == [6, 8, 10, 12, 14, 16, 18]
     finally:
         acks.close()

@@ -134,6 +134,50 @@ def test_delete_before_removes_only_fully_done_segments(make_log, tmp_path):
     assert log.start_offset == bases[-1] and log.end_offset == 30
 
 
+def test_delete_segment_leaves_a_gap_that_reads_step_over(make_log):
+    log = make_log(segment_bytes=1)                     # one segment per append
+    for i in range(0, 12, 3):
+        log.append([rec(j) for j in range(i, i + 3)])
+    assert log.segment_bounds() == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert log.delete_segment(3) == 3
+    assert log.segment_bounds() == [(0, 3), (6, 9), (9, 12)]
+    assert log.segment_of(4) is None and log.segment_of(7) == (6, 9)
+    assert [o for o, _ in log.read(1)] == [1, 2, 6, 7, 8, 9, 10, 11]
+    assert [o for o, _ in log.read(4)] == [6, 7, 8, 9, 10, 11]
+    with pytest.raises(OffsetOutOfRange):
+        log.read_one(4)
+    with pytest.raises(ValueError, match="active"):
+        log.delete_segment(9)
+    with pytest.raises(ValueError, match="no segment"):
+        log.delete_segment(4)
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_recovery_keeps_segments_after_a_gap_only_if_the_gap_is_settled(tmp_path, settled):
+    seen = []
+
+    def gap_settled(first, end):
+        seen.append((first, end))
+        return settled
+
+    log = PartitionLog(tmp_path / "p", segment_bytes=1, fsync="never")
+    for i in range(0, 12, 3):
+        log.append([rec(j) for j in range(i, i + 3)])
+    log.delete_segment(3)
+    log.close()
+    log = PartitionLog(tmp_path / "p", segment_bytes=1, fsync="never", gap_settled=gap_settled)
+    try:
+        assert seen == [(3, 6)]
+        if settled:
+            assert not log.recovery.data_cut
+            assert log.segment_bounds() == [(0, 3), (6, 9), (9, 12)]
+        else:                                           # damage: offsets stay contiguous
+            assert log.recovery.segments_deleted == 2 and log.recovery.records_truncated == 6
+            assert log.segment_bounds() == [(0, 3)]
+    finally:
+        log.close()
+
+
 def test_reopen_after_close_keeps_records_and_start_offset(tmp_path):
     log = PartitionLog(tmp_path / "p", segment_bytes=300, fsync="always")
     for i in range(30):

@@ -1,0 +1,319 @@
+"""MessageStore: the messages of one classic queue on disk, apart from what the queue does.
+
+Theory of operation
+-------------------
+As in LavinMQ's ``message_store.cr``, the store only keeps messages: it appends them, reads
+them back, and forgets them once they are settled. Which message is next, priorities, requeue
+to the original position, TTL, length limits, dead-lettering and consumers are the queue's
+business (queue.py); the store never reorders anything and knows a message only by its offset.
+
+Parts, all in the queue's directory:
+
+* ``log`` (storage.PartitionLog): segments of record batches; appending assigns offsets;
+* ``acks`` (storage.AckLog, ``acks.log``): the settled offsets (acked, rejected, expired,
+  dropped, dead-lettered, purged);
+* ``cache``: offset -> Record of recent appends, bounded by ``cache_limit`` bytes across every
+  store of the process (counted in ``budget.cache_used``), plus a readahead of records read back
+  from disk (a batch is decoded whole, so one record per read would cost a batch each);
+* ``settled``: per segment (by base offset) how many of its offsets are settled.
+
+Writes are group-committed by the worker's Committer: ``append`` and ``settle`` only buffer (an
+appended message gets its offset at once: the log's end plus what is buffered); ``flush``
+writes the buffered records as one batch and the settled offsets as one ack-log entry
+(event-loop thread); ``sync`` fsyncs per the fsync policy (worker thread); ``after_sync`` drops
+cached bodies over the budget and deletes segments (event-loop thread). ``read`` serves a
+cached body at once, durable or not (a consumer may get a message before its fsync, as from
+RabbitMQ; the publisher's confirm still waits for it); from disk it reads only below the log's
+durable offset and returns None above it (evicted under "interval" before its fsync came).
+
+Deleting settled segments
+-------------------------
+A segment is deleted as soon as all of its messages are settled, whatever older or newer
+segments still hold: one unacked message keeps its own segment on disk, not every later one.
+The active segment is never deleted (it is still appended to); it is checked again when it
+rolls. A segment is deleted only once the ack-log entry that settled its last offset is
+durable (``acks.durable``), so its offsets stay recorded as done in the ack log (as one run:
+see acklog.py) for as long as the floor has not passed them. That record is what recovery uses
+to tell a deleted segment from a lost one: a gap in the offsets between two segments is
+accepted only if the ack log says every offset in it is done (``gap_settled``, recovery.py).
+
+Crash states (what a kill -9 or power cut can leave), and what opening does with them:
+
+* ack-log entries written, not fsynced, segment intact: a torn tail is cut (acklog.py), the
+  messages whose acks were lost are redelivered (at-least-once);
+* ack entries durable, segment not deleted yet (crash before the unlink, whether or not the
+  ack log was compacted since): the segment is found all settled at open and deleted then;
+* segment deleted, ack log not compacted (its DONE entries cover the gap) or compacted (a
+  snapshot run covers it): the gap is accepted; ``.deleted`` leftovers of an unlink cut in the
+  middle are removed by log recovery;
+* ack log ahead of the log (the OS kept the ack log's unsynced entries but not the log's
+  tail): the ack log forgets offsets from the log's end, or new messages reusing those offsets
+  would count as settled.
+There is no other file and no other ordering: those are all the states the writers leave.
+With fsync "never" a power cut may keep a deletion and lose the acks that justified it; the
+gap then reads as damage and the later segments are dropped, as unsynced data may be anyway.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_left
+from typing import Iterator
+
+from ..storage.acklog import AckLog
+from ..storage.log import PartitionLog
+from ..storage.record import Record
+
+log = logging.getLogger("amqpbroker.store")
+
+# bodies not in the cache are read from the log this many at a time: a batch is decoded
+# whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
+READAHEAD_RECORDS = 512
+READAHEAD_BYTES = 1 << 20
+
+
+class MessageStore:
+    def __init__(self, directory: str, *, fsync: str, fsync_interval_ms: int,
+                 segment_bytes: int, budget, cache_limit: int, label: str = ""):
+        """Open (creating if needed) and recover the store in ``directory``.
+
+        ``budget``: the object whose ``cache_used`` counts the cached body bytes of every store
+        of the process (the partition host); ``cache_limit`` caps that count after each commit
+        round. ``label`` names the store in log messages."""
+        self.label = label or directory
+        self.budget = budget
+        self.cache_limit = cache_limit
+        os.makedirs(directory, exist_ok=True)
+        self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
+                           fsync_interval_ms=fsync_interval_ms)
+        self.cache: dict[int, Record] = {}
+        self._readahead: dict[int, Record] = {}
+        self._pending: list[Record] = []           # appended at the next flush
+        self._pending_settles: list[int] = []      # recorded at the next flush
+        self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
+        self.settled: dict[int, int] = {}          # segment base -> settled offsets in it
+        self._deletable: dict[int, int] = {}       # segment base -> ack entry that completed it
+        self.closed = False
+        try:
+            self.log = PartitionLog(directory, fsync=fsync, fsync_interval_ms=fsync_interval_ms,
+                                    segment_bytes=segment_bytes, gap_settled=self.acks.all_done)
+        except BaseException:
+            self.acks.close()
+            raise
+        try:
+            self._open_state()
+        except BaseException:
+            self.acks.close()
+            self.log.close()
+            raise
+
+    # ---------------------------------------------------------------- opening
+    def _open_state(self) -> None:
+        end = self.log.end_offset
+        if self.acks.last_done() >= end:
+            log.warning("%s: ack log ahead of the log end %d; trimming", self.label, end)
+            self.acks.forget_from(end)
+        active = self.log.active_base
+        for base, stop in self.log.segment_bounds():
+            n = self.acks.count_done(base, stop)
+            if n:
+                self.settled[base] = n
+                if n == stop - base and base != active:
+                    self._deletable[base] = 0     # read from disk (fsynced at open): durable
+        self._delete_settled_segments()
+
+    def unsettled(self) -> Iterator[tuple[int, Record]]:
+        """Every message not settled, in offset order (recovery at open)."""
+        for first, stop in self.acks.not_done(self.log.start_offset, self.log.end_offset):
+            offset = first
+            while offset < stop:
+                batch = self.log.read(offset, max_records=4096, max_bytes=8 << 20)
+                if not batch:
+                    break
+                for off, rec in batch:
+                    if off >= stop:
+                        break
+                    yield off, rec
+                offset = batch[-1][0] + 1
+
+    # ---------------------------------------------------------------- offsets
+    @property
+    def next_offset(self) -> int:
+        """The offset the next append gets."""
+        return self.log.end_offset + len(self._pending)
+
+    @property
+    def end_offset(self) -> int:
+        """The end of what is written (the offsets a recovery would find)."""
+        return self.log.end_offset
+
+    @property
+    def sync_owed(self) -> bool:
+        """An fsync the policy skipped is still needed: written records not durable, or a
+        settled segment waiting for its acks to be durable before it is deleted."""
+        return self.log.durable_offset < self.log.end_offset or bool(self._deletable)
+
+    # ---------------------------------------------------------------- messages
+    def append(self, record: Record) -> int:
+        """Buffer ``record`` for the next flush; return its offset. Its body stays cached."""
+        offset = self.next_offset
+        self._pending.append(record)
+        self.cache[offset] = record
+        self.budget.cache_used += len(record.body)
+        return offset
+
+    def read(self, offset: int) -> Record | None:
+        """The message at ``offset``: cached (durable or not), else from disk if durable, else
+        None (wait for the commit round). OffsetOutOfRange if there is no such message."""
+        rec = self.cache.get(offset)
+        if rec is not None:
+            return rec
+        if offset >= self.log.durable_offset:
+            return None          # not on disk yet: wait for the commit round
+        rec = self._readahead.get(offset)
+        if rec is None:
+            self._readahead = dict(self.log.read(offset, READAHEAD_RECORDS, READAHEAD_BYTES))
+            rec = self._readahead.get(offset)
+            if rec is None:
+                return self.log.read_one(offset)    # raises OffsetOutOfRange
+        return rec
+
+    def take(self, offset: int) -> Record | None:
+        """``read``, and drop the body from memory: the caller holds it from now on."""
+        rec = self.read(offset)
+        if rec is not None:
+            if self.cache.pop(offset, None) is not None:
+                self.budget.cache_used -= len(rec.body)
+            else:
+                self._readahead.pop(offset, None)
+        return rec
+
+    def recache(self, offset: int, record: Record) -> None:
+        """Keep ``record``'s body in memory again (the caller gave it back, e.g. a requeue)."""
+        if offset not in self.cache:
+            self.cache[offset] = record
+            self.budget.cache_used += len(record.body)
+
+    def forget_readahead(self) -> None:
+        """Drop records read ahead from disk (nothing left to deliver soon)."""
+        self._readahead.clear()
+
+    def settle(self, offset: int) -> None:
+        """The message at ``offset`` is gone for good: recorded at the next flush; its segment
+        is deleted once nothing in it is left."""
+        self._pending_settles.append(offset)
+        rec = self.cache.pop(offset, None)
+        if rec is not None:
+            self.budget.cache_used -= len(rec.body)
+
+    # ---------------------------------------------------------------- commit round
+    def flush(self) -> None:
+        """Write buffered records and settled offsets (event-loop thread, no fsync)."""
+        # take the lists only once written: a failed write (ENOSPC) must leave them pending
+        # for the committer's retry, or those messages would be confirmed but never written
+        if self._pending:
+            records = self._pending
+            active = self.log.active_base
+            base = self.log.append(records)
+            self._pending = []
+            self._written.append((base, base + len(records)))
+            if self.log.active_base != active:
+                self._check_settled(active)       # rolled: the old active segment is closed
+        if self._pending_settles:
+            new = self.acks.record(self._pending_settles)
+            self._pending_settles = []
+            self._count_settled(new)
+
+    def sync(self) -> None:
+        """fsync per policy (worker thread)."""
+        self.log.sync()
+        self.acks.sync()
+
+    def after_sync(self) -> None:
+        """Back on the loop: drop cached bodies over the budget, delete settled segments."""
+        self._evict_written()
+        self._delete_settled_segments()
+
+    def commit(self) -> None:
+        """flush, fsync (forced) and after_sync at once (outside the commit rounds)."""
+        self.flush()
+        self.log.sync(force=True)
+        self.acks.sync(force=True)
+        self.after_sync()
+
+    def _count_settled(self, offsets: list[int]) -> None:
+        """Add newly settled ``offsets`` (sorted) to their segments' counts."""
+        i = 0
+        while i < len(offsets):
+            bounds = self.log.segment_of(offsets[i])
+            if bounds is None:       # not in any segment: nothing to count it against
+                i += 1
+                continue
+            base, stop = bounds
+            j = bisect_left(offsets, stop, i)
+            self.settled[base] = self.settled.get(base, 0) + j - i
+            self._check_settled(base, stop)
+            i = j
+
+    def _check_settled(self, base: int, stop: int | None = None) -> None:
+        """Mark segment ``base`` deletable if it is closed and all of it is settled."""
+        if stop is None:
+            bounds = self.log.segment_of(base)
+            if bounds is None:
+                return
+            stop = bounds[1]
+        if base != self.log.active_base and self.settled.get(base, 0) == stop - base:
+            self._deletable.setdefault(base, self.acks.written)
+
+    def _delete_settled_segments(self) -> None:
+        durable = self.acks.durable
+        for base, entry in list(self._deletable.items()):
+            if entry <= durable:
+                self.log.delete_segment(base)
+                del self._deletable[base]
+                self.settled.pop(base, None)
+
+    def _evict_written(self) -> None:
+        """Over the body-cache budget, drop the bodies of what this round made durable, newest
+        first (the head is consumed soonest); they are read back from disk in their turn."""
+        written, self._written = self._written, []
+        budget, limit, cache = self.budget, self.cache_limit, self.cache
+        for start, end in reversed(written):
+            for offset in range(end - 1, start - 1, -1):
+                if budget.cache_used <= limit:
+                    return
+                rec = cache.pop(offset, None)
+                if rec is not None:
+                    budget.cache_used -= len(rec.body)
+
+    # ---------------------------------------------------------------- lifecycle
+    def segments(self) -> list[tuple[int, int, int]]:
+        """(base offset, next offset, settled count) of every segment on disk, oldest first."""
+        return [(b, e, self.settled.get(b, 0)) for b, e in self.log.segment_bounds()]
+
+    def close(self, destroy: bool = False) -> None:
+        """Release the store: write what is buffered (unless ``destroy``: delete the files)."""
+        if self.closed:
+            return
+        self.closed = True
+        for rec in self.cache.values():
+            self.budget.cache_used -= len(rec.body)
+        self.cache.clear()
+        self._readahead.clear()
+        if destroy:
+            self.acks.close()
+            self.log.destroy()
+            return
+        try:
+            self.flush()
+        except OSError as exc:      # disk full at shutdown: only unconfirmed data is lost
+            log.error("%s: unwritten messages and acks dropped at shutdown: %s", self.label, exc)
+        self.acks.close()
+        self.log.close()
+
+    def _simulate_crash(self) -> None:
+        """Tests only: drop every descriptor as kill -9 would (written bytes stay; nothing
+        buffered is written, nothing more is synced or deleted)."""
+        self.closed = True
+        self.acks._simulate_crash()
+        self.log._simulate_crash()

@@ -1,0 +1,258 @@
+"""MessageStore: append, read back, settle, per-segment deletion and what opening recovers.
+
+Pure storage, no sockets. `segment_bytes=1` makes every flush that appends one segment (a
+batch is never split and the log rolls before each batch once the active segment holds one),
+so `fill` lays out segments of known offsets. Crashes are `_simulate_crash()`: descriptors
+dropped as kill -9 drops them, written bytes kept, nothing buffered written.
+"""
+import os
+
+import pytest
+
+from amqpbroker.storage.acklog import AckLog
+from amqpbroker.storage.record import Record
+from amqpbroker.worker.store import MessageStore
+
+
+class Budget:
+    """What the partition host is to its stores here: the count of cached body bytes."""
+
+    def __init__(self):
+        self.cache_used = 0
+
+
+def rec(i: int, persistent: bool = True) -> Record:
+    return Record(1_000 + i, "", "q", b"", b"m%05d" % i, 1 if persistent else 0)
+
+
+def open_store(path, fsync="never", cache_limit=1 << 20, budget=None, **kw) -> MessageStore:
+    return MessageStore(str(path), fsync=fsync, fsync_interval_ms=kw.get("interval", 3_600_000),
+                        segment_bytes=kw.get("segment_bytes", 1), budget=budget or Budget(),
+                        cache_limit=cache_limit)
+
+
+def commit_round(store: MessageStore) -> None:
+    """What the Committer does for one queue: write, fsync per policy, then back on the loop."""
+    store.flush()
+    store.sync()
+    store.after_sync()
+
+
+def fill(store: MessageStore, segments: int, per_segment: int = 4) -> None:
+    for _ in range(segments):
+        for _ in range(per_segment):
+            o = store.next_offset
+            assert store.append(rec(o)) == o
+        commit_round(store)
+
+
+def settle(store: MessageStore, offsets) -> None:
+    for o in offsets:
+        store.settle(o)
+
+
+def bases(store: MessageStore) -> list[int]:
+    return [b for b, _, _ in store.segments()]
+
+
+def log_files(path) -> list[int]:
+    return sorted(int(n[:-4]) for n in os.listdir(path) if n.endswith(".log") and n[0].isdigit())
+
+
+def unsettled(store: MessageStore) -> list[int]:
+    return [o for o, r in store.unsettled() if r.body == b"m%05d" % o]
+
+
+@pytest.fixture
+def stores():
+    opened = []
+
+    def track(store):
+        opened.append(store)
+        return store
+
+    yield track
+    for s in opened:
+        s.close()
+
+
+# ------------------------------------------------------------------------ reading and writing
+def test_read_from_cache_then_disk_and_budget_accounting(tmp_path, stores):
+    budget = Budget()
+    store = stores(open_store(tmp_path / "q", cache_limit=0, budget=budget))
+    offsets = [store.append(rec(i)) for i in range(3)]
+    assert offsets == [0, 1, 2] and store.next_offset == 3 and store.end_offset == 0
+    assert budget.cache_used == 3 * 6 and store.read(1) == rec(1)   # cached, not yet written
+    commit_round(store)                      # over the budget (0): bodies dropped once durable
+    assert budget.cache_used == 0 and store.end_offset == 3
+    assert store.read(1) == rec(1)           # from disk
+    assert store.take(0) == rec(0)
+    store.recache(0, rec(0))                 # given back (a requeue): in memory again
+    assert budget.cache_used == 6
+    store.settle(0)                          # settling drops the cached body
+    assert budget.cache_used == 0
+    store.append(rec(3))
+    store.close()
+    assert budget.cache_used == 0
+
+
+def test_a_segment_goes_when_all_its_messages_are_settled_whatever_is_older(tmp_path, stores):
+    store = stores(open_store(tmp_path / "q"))
+    fill(store, 5)                           # segments 0, 4, 8, 12, 16 (active)
+    assert bases(store) == [0, 4, 8, 12, 16]
+    settle(store, range(1, 12))              # offset 0 stays unsettled: the stuck message
+    commit_round(store)
+    assert bases(store) == [0, 12, 16] and log_files(tmp_path / "q") == [0, 12, 16]
+    assert store.segments()[0] == (0, 4, 3)
+    settle(store, [12, 14])
+    commit_round(store)
+    assert store.segments()[1] == (12, 16, 2)
+    assert unsettled(store) == [0, 13, 15, 16, 17, 18, 19]
+
+
+def test_the_active_segment_goes_only_after_it_rolls(tmp_path, stores):
+    store = stores(open_store(tmp_path / "q"))
+    fill(store, 2)
+    settle(store, range(4, 8))               # all of the active segment
+    commit_round(store)
+    assert bases(store) == [0, 4]
+    fill(store, 1)                           # rolls: segment 4 is closed, and settled
+    assert bases(store) == [0, 8]
+
+
+def test_deletion_waits_until_the_acks_that_settled_the_segment_are_durable(tmp_path, stores):
+    store = stores(open_store(tmp_path / "q", fsync="interval"))
+    fill(store, 3)
+    settle(store, range(4, 8))
+    commit_round(store)                      # the interval is not up: acks written, not fsynced
+    assert bases(store) == [0, 4, 8] and store.sync_owed
+    store.commit()                           # a forced fsync
+    assert bases(store) == [0, 8] and not store.sync_owed
+
+
+# ------------------------------------------------------------------------ opening
+def test_reopen_recovers_unsettled_messages_and_per_segment_counts(tmp_path, stores):
+    store = open_store(tmp_path / "q")
+    fill(store, 4)
+    settle(store, [1, 2, 5, 6, 7, 9, 13])
+    commit_round(store)
+    store.close()
+    store = stores(open_store(tmp_path / "q"))
+    assert store.segments() == [(0, 4, 2), (4, 8, 3), (8, 12, 1), (12, 16, 1)]
+    assert unsettled(store) == [0, 3, 4, 8, 10, 11, 12, 14, 15]
+    settle(store, [4])                       # the last one of segment 4: counted from 3
+    commit_round(store)
+    assert bases(store) == [0, 8, 12]
+
+
+def test_unsettled_reads_across_deleted_segments(tmp_path, stores):
+    store = stores(open_store(tmp_path / "q"))
+    fill(store, 6)
+    settle(store, [*range(4, 12), *range(16, 20)])
+    commit_round(store)
+    assert bases(store) == [0, 12, 20]
+    assert unsettled(store) == [0, 1, 2, 3, 12, 13, 14, 15, 20, 21, 22, 23]
+    assert store.read(13) == rec(13) and store.read(20) == rec(20)
+
+
+def test_crash_after_the_segment_was_deleted_before_the_ack_log_was_compacted(tmp_path,
+                                                                              stores):
+    path = tmp_path / "q"
+    store = open_store(path, fsync="always")
+    fill(store, 4)
+    ack_inode = os.stat(path / "acks.log").st_ino
+    settle(store, range(4, 8))
+    commit_round(store)
+    assert log_files(path) == [0, 8, 12]
+    store._simulate_crash()
+    assert os.stat(path / "acks.log").st_ino == ack_inode      # DONE entries, no snapshot
+    store = stores(open_store(path, fsync="always"))
+    assert not store.log.recovery.data_cut                      # the gap was accepted
+    assert bases(store) == [0, 8, 12]
+    assert unsettled(store) == [0, 1, 2, 3, *range(8, 16)]
+
+
+@pytest.mark.parametrize("renamed", [(".log", ".index", ".timeindex"), (".index", ".timeindex"),
+                                     (".timeindex",)])
+def test_crash_inside_the_deletion_of_a_segment(tmp_path, stores, renamed):
+    """Segment.delete_files renames the timeindex, index, then log to `.deleted`, then
+    unlinks: a kill between the renames or before the unlinks leaves these states."""
+    path = tmp_path / "q"
+    store = open_store(path, fsync="always")
+    fill(store, 4)
+    settle(store, range(4, 8))
+    store.flush()
+    store.sync()                             # the acks are durable; after_sync never ran
+    store._simulate_crash()
+    for ext in renamed:
+        os.replace(path / f"{4:020d}{ext}", path / f"{4:020d}{ext}.deleted")
+    store = stores(open_store(path, fsync="always"))
+    assert not store.log.recovery.data_cut
+    assert bases(store) == [0, 8, 12] and log_files(path) == [0, 8, 12]
+    assert not [n for n in os.listdir(path) if n.endswith(".deleted")]
+    assert unsettled(store) == [0, 1, 2, 3, *range(8, 16)]
+
+
+def test_crash_after_the_ack_log_was_compacted_before_the_segment_was_deleted(tmp_path,
+                                                                              stores):
+    path = tmp_path / "q"
+    store = open_store(path, fsync="always")
+    fill(store, 4)
+    settle(store, [*range(4, 8), 9])
+    store.flush()
+    store.acks.compact()                     # one snapshot: floor 0, runs [4, 8) and [9, 10)
+    store._simulate_crash()                  # before after_sync deleted segment 4
+    assert log_files(path) == [0, 4, 8, 12]
+    store = stores(open_store(path, fsync="always"))
+    assert bases(store) == [0, 8, 12] and log_files(path) == [0, 8, 12]
+    assert store.segments()[1] == (8, 12, 1)
+    assert unsettled(store) == [0, 1, 2, 3, 8, 10, 11, 12, 13, 14, 15]
+
+
+def test_a_gap_the_ack_log_does_not_cover_is_damage(tmp_path, stores):
+    """A segment file lost without its messages being settled: as before, recovery keeps
+    offsets contiguous by dropping every segment after the gap."""
+    path = tmp_path / "q"
+    store = open_store(path)
+    fill(store, 4)
+    settle(store, range(4, 7))               # not 7
+    commit_round(store)
+    store.close()
+    for ext in (".log", ".index", ".timeindex"):
+        os.unlink(path / f"{4:020d}{ext}")
+    store = stores(open_store(path))
+    assert store.log.recovery.segments_deleted == 2
+    assert bases(store) == [0] and store.end_offset == 4
+    assert unsettled(store) == [0, 1, 2, 3]
+
+
+def test_acks_ahead_of_the_log_end_are_forgotten(tmp_path, stores):
+    """The OS kept the ack log's unsynced entries but lost the log's tail: offsets the log
+    reuses must not count as settled."""
+    path = tmp_path / "q"
+    store = open_store(path)
+    fill(store, 1)
+    store.close()
+    acks = AckLog(path / "acks.log")
+    acks.record([2, 5, 6])
+    acks.close()
+    store = stores(open_store(path))
+    assert unsettled(store) == [0, 1, 3]
+    fill(store, 1)                           # offsets 4..7 again
+    assert unsettled(store) == [0, 1, 3, 4, 5, 6, 7]
+
+
+def test_transient_settles_at_open_delete_their_segments(tmp_path, stores):
+    path = tmp_path / "q"
+    store = open_store(path)
+    for persistent in (True, False, True):
+        for _ in range(4):
+            store.append(rec(store.next_offset, persistent))
+        commit_round(store)
+    store.close()
+    store = stores(open_store(path))
+    for o, r in list(store.unsettled()):     # what Queue._recover does with transient ones
+        if not r.flags & 1:
+            store.settle(o)
+    store.commit()
+    assert bases(store) == [0, 8] and unsettled(store) == [0, 1, 2, 3, 8, 9, 10, 11]
