@@ -42,7 +42,8 @@ import pickle
 import struct
 from typing import NamedTuple
 
-from .storage.record import Record, decode_record, encode_record
+from .storage.record import (Record, decode_record, encode_record, pack_message,
+                             unpack_message)
 
 FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
 VARIABLE = {"str", "bytes", "u64s", "grants", "record", "any"}
@@ -130,13 +131,13 @@ def _build_codec(cls) -> None:
         cls.ENCODE, cls.DECODE = staticmethod(enc_fixed), staticmethod(dec_fixed)
         return
     if variable == [n - 1] and types[-1] == "record":     # the hot shape: pub, dlv
+        fmt = "".join(FIXED[t] for t in types[:-1])      # one C call each way
+
         def enc_record(msg, prefix):
-            return [encode_record(msg[-1], prefix + pack(type_id, *msg[:-1]))]
+            return [pack_message(prefix, type_id, fmt, msg)]
 
         def dec_record(data, pos):
-            values = unpack_from(data, pos)
-            record, _ = decode_record(data, pos + size)
-            return make((*values[1:], record))
+            return unpack_message(data, pos, fmt, cls, Record)
         cls.ENCODE, cls.DECODE = staticmethod(enc_record), staticmethod(dec_record)
         return
     var_codecs = [(i, _ENCODERS[types[i]], _DECODERS[types[i]]) for i in variable]

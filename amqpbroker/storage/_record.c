@@ -133,11 +133,141 @@ done:
     return out;
 }
 
+/* The hot messages of the contract (amqpbroker/contract.py): a type byte, fixed fields
+ * (format characters B = u8, I = u32, Q = u64, ? = bool, big-endian), then one record.
+ * The message is a tuple (a NamedTuple), its last item the record (a tuple of six).
+ *
+ * pack_message(prefix, type_id, fmt, msg) -> bytes
+ * unpack_message(buf, pos, fmt, message_cls, record_cls) -> message_cls instance */
+static Py_ssize_t fmt_size(const char *fmt) {
+    Py_ssize_t n = 0;
+    for (; *fmt; fmt++)
+        n += (*fmt == 'Q') ? 8 : (*fmt == 'I') ? 4 : 1;
+    return n;
+}
+
+static PyObject *pack_message(PyObject *self, PyObject *args) {
+    Py_buffer prefix;
+    unsigned int type_id;
+    const char *fmt;
+    PyObject *msg;
+    if (!PyArg_ParseTuple(args, "y*IsO!", &prefix, &type_id, &fmt, &PyTuple_Type, &msg))
+        return NULL;
+    PyObject *out = NULL, *bytes_out = NULL;
+    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
+    if (PyTuple_GET_SIZE(msg) != nfixed + 1) {
+        PyErr_SetString(PyExc_ValueError, "message does not match its format");
+        goto done;
+    }
+    PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
+    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
+        goto done;
+    }
+    unsigned char head[1 + 8 * 16];
+    if (nfixed > 16) {
+        PyErr_SetString(PyExc_ValueError, "too many fixed fields");
+        goto done;
+    }
+    unsigned char *p = head;
+    *p++ = (unsigned char)type_id;
+    for (Py_ssize_t i = 0; i < nfixed; i++) {
+        PyObject *v = PyTuple_GET_ITEM(msg, i);
+        if (fmt[i] == '?') { int t = PyObject_IsTrue(v); if (t < 0) goto done; *p++ = (unsigned char)t; continue; }
+        unsigned long long x = PyLong_AsUnsignedLongLong(v);
+        if (x == (unsigned long long)-1 && PyErr_Occurred()) goto done;
+        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
+        else if (fmt[i] == 'I') {
+            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); goto done; }
+            put_u32(p, (uint32_t)x); p += 4;
+        } else {
+            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); goto done; }
+            *p++ = (unsigned char)x;
+        }
+    }
+    PyObject *head_bytes = PyBytes_FromStringAndSize(NULL, prefix.len + (p - head));
+    if (!head_bytes) goto done;
+    memcpy(PyBytes_AS_STRING(head_bytes), prefix.buf, prefix.len);
+    memcpy(PyBytes_AS_STRING(head_bytes) + prefix.len, head, p - head);
+    PyObject *rargs = Py_BuildValue("(NOOOOOO)", head_bytes, PyTuple_GET_ITEM(rec, 0),
+                                    PyTuple_GET_ITEM(rec, 5), PyTuple_GET_ITEM(rec, 1),
+                                    PyTuple_GET_ITEM(rec, 2), PyTuple_GET_ITEM(rec, 3),
+                                    PyTuple_GET_ITEM(rec, 4));
+    if (!rargs) goto done;
+    bytes_out = pack_record(self, rargs);
+    Py_DECREF(rargs);
+    out = bytes_out;
+done:
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
+static PyObject *new_tuple_of(PyTypeObject *cls, Py_ssize_t n) {
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a tuple type");
+        return NULL;
+    }
+    return cls->tp_alloc(cls, n);
+}
+
+static PyObject *unpack_message(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos;
+    const char *fmt;
+    PyTypeObject *mcls, *rcls;
+    if (!PyArg_ParseTuple(args, "y*nsO!O!", &buf, &pos, &fmt, &PyType_Type, &mcls,
+                          &PyType_Type, &rcls))
+        return NULL;
+    PyObject *msg = NULL, *fields = NULL, *rec = NULL;
+    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
+    Py_ssize_t hsize = 1 + fmt_size(fmt);
+    if (pos < 0 || pos + hsize > buf.len) {
+        PyErr_SetString(PyExc_ValueError, "truncated message");
+        goto done;
+    }
+    PyObject *rargs = Py_BuildValue("(On)", PyTuple_GET_ITEM(args, 0), pos + hsize);
+    if (!rargs) goto done;
+    fields = unpack_record(self, rargs);
+    Py_DECREF(rargs);
+    if (!fields) goto done;
+    rec = new_tuple_of(rcls, 6);
+    if (!rec) goto done;
+    /* fields: (timestamp, exchange, routing_key, properties, body, flags, end) */
+    for (Py_ssize_t i = 0; i < 6; i++) {
+        PyObject *v = PyTuple_GET_ITEM(fields, i);
+        Py_INCREF(v);
+        PyTuple_SET_ITEM(rec, i, v);
+    }
+    msg = new_tuple_of(mcls, nfixed + 1);
+    if (!msg) goto done;
+    const unsigned char *p = (const unsigned char *)buf.buf + pos + 1;
+    for (Py_ssize_t i = 0; i < nfixed; i++) {
+        PyObject *v;
+        if (fmt[i] == 'Q') { v = PyLong_FromUnsignedLongLong(get_u64(p)); p += 8; }
+        else if (fmt[i] == 'I') { v = PyLong_FromUnsignedLong(get_u32(p)); p += 4; }
+        else if (fmt[i] == '?') { v = PyBool_FromLong(*p++); }
+        else { v = PyLong_FromUnsignedLong(*p++); }
+        if (!v) { Py_CLEAR(msg); goto done; }
+        PyTuple_SET_ITEM(msg, i, v);
+    }
+    PyTuple_SET_ITEM(msg, nfixed, rec);
+    rec = NULL;
+done:
+    Py_XDECREF(fields);
+    Py_XDECREF(rec);
+    PyBuffer_Release(&buf);
+    return msg;
+}
+
 static PyMethodDef methods[] = {
     {"pack_record", pack_record, METH_VARARGS,
      "pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes"},
     {"unpack_record", unpack_record, METH_VARARGS,
      "unpack_record(buf, pos) -> (timestamp, exchange, routing_key, properties, body, flags, end)"},
+    {"pack_message", pack_message, METH_VARARGS,
+     "pack_message(prefix, type_id, fmt, msg) -> bytes"},
+    {"unpack_message", unpack_message, METH_VARARGS,
+     "unpack_message(buf, pos, fmt, message_cls, record_cls) -> message"},
     {NULL, NULL, 0, NULL},
 };
 

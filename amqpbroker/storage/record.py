@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from crc32c import crc32c
@@ -60,8 +59,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(slots=True)
-class Record:
+class Record(NamedTuple):
+    """One message as stored: a tuple, so the C codec can build it without a Python call."""
     timestamp: int          # ms since epoch
     exchange: str
     routing_key: str
@@ -199,11 +198,28 @@ def unpack_record_py(buf, pos: int) -> tuple:
     return ts, exchange, routing_key, properties, body, flags, end
 
 
-try:                     # the same two functions in C (``_record.c``), built by setup.py
-    from ._record import pack_record, unpack_record
+def pack_message_py(prefix: bytes, type_id: int, fmt: str, msg: tuple) -> bytes:
+    """A hot message of the contract: ``prefix``, the type byte, the fixed fields of ``fmt``
+    (struct characters B I Q ?), then the record that is the message's last item."""
+    head = struct.pack(">B" + fmt, type_id, *msg[:-1])
+    r = msg[-1]
+    return pack_record_py(prefix + head, r.timestamp, r.flags, r.exchange, r.routing_key,
+                          r.properties, r.body)
+
+
+def unpack_message_py(buf, pos: int, fmt: str, message_cls, record_cls):
+    head = struct.Struct(">B" + fmt)
+    fixed = head.unpack_from(buf, pos)[1:]
+    ts, exchange, routing_key, properties, body, flags, _ = unpack_record_py(buf, pos + head.size)
+    return message_cls(*fixed, record_cls(ts, exchange, routing_key, properties, body, flags))
+
+
+try:                     # the same four functions in C (``_record.c``), built by setup.py
+    from ._record import pack_message, pack_record, unpack_message, unpack_record
     NATIVE = True
 except ImportError:      # pragma: no cover - a build without a C compiler
     pack_record, unpack_record = pack_record_py, unpack_record_py
+    pack_message, unpack_message = pack_message_py, unpack_message_py
     NATIVE = False
 
 
