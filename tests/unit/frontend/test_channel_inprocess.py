@@ -1,0 +1,160 @@
+"""The middle layer in one process, without sockets: a ``Session`` fed AMQP bytes, its
+channels, the partition client, a ``LocalLink`` (plain, and through the codec) and the
+partition host with its queue on disk. What goes out is decoded by pamqp, the generic codec.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pamqp import commands as C
+from pamqp import frame as pframe
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader, ProtocolHeader
+
+from amqpbroker.config import Config
+from amqpbroker.frontend.listener import AMQPServer
+from amqpbroker.frontend.partition_client import PartitionClient
+from amqpbroker.frontend.session import Session
+from amqpbroker.links.local import LocalLink
+from amqpbroker.supervisor.owner import MetadataOwner
+from amqpbroker.testing.feeder import frames
+from amqpbroker.worker.host import PartitionHost
+
+
+class Transport(asyncio.Transport):
+    """Collects what the session writes; the peer is on loopback."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data):
+        self.out += data
+
+    def writelines(self, chunks):
+        for c in chunks:
+            self.out += c
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+
+class Client:
+    """Sends frames into the session and reads back what it answered."""
+
+    def __init__(self, session: Session, transport: Transport):
+        self.session = session
+        self.transport = transport
+        self.seen: list = []
+
+    def send(self, channel: int, *frames_):
+        self.session.data_received(b"".join(pframe.marshal(f, channel) for f in frames_))
+
+    def publish(self, channel: int, routing_key: str, body: bytes):
+        self.send(channel, C.Basic.Publish(exchange="", routing_key=routing_key),
+                  ContentHeader(0, len(body)), ContentBody(body))
+
+    async def expect(self, kind, count: int = 1, turns: int = 100):
+        """Let the loop turn until ``count`` frames of type ``kind`` came back; return them."""
+        for _ in range(turns):
+            self.seen += frames(bytes(self.transport.out))
+            self.transport.out.clear()
+            got = [f for _, f in self.seen if isinstance(f, kind)]
+            if len(got) >= count:
+                self.seen = [(c, f) for c, f in self.seen if not isinstance(f, kind)]
+                return got
+            await asyncio.sleep(0)
+        raise AssertionError(f"no {kind.__name__} after {turns} turns; saw {self.seen}")
+
+
+@pytest.fixture(params=["plain", "codec"])
+async def client(request, tmp_path):
+    loop = asyncio.get_running_loop()
+    config = Config(data_dir=str(tmp_path))
+    owner = MetadataOwner(config, loop)
+    partition = PartitionClient(owner, 0)
+    LocalLink(PartitionHost(config, loop), partition, codec=request.param == "codec")
+    owner.start([partition])
+    server = AMQPServer(owner)
+    session = Session(server)
+    transport = Transport()
+    session.connection_made(transport)
+    c = Client(session, transport)
+    session.data_received(bytes(ProtocolHeader().marshal()))
+    await c.expect(C.Connection.Start)
+    c.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
+                                   response="\0guest\0guest", locale="en_US"))
+    [tune] = await c.expect(C.Connection.Tune)
+    c.send(0, C.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max,
+                                  heartbeat=0), C.Connection.Open(virtual_host="/"))
+    await c.expect(C.Connection.OpenOk)
+    yield c
+    session.connection_lost(None)
+    owner.close()
+
+
+async def test_declare_publish_confirm_consume_ack(client):
+    client.send(1, C.Channel.Open())
+    await client.expect(C.Channel.OpenOk)
+    client.send(1, C.Confirm.Select(), C.Queue.Declare(queue="jobs", durable=True))
+    await client.expect(C.Confirm.SelectOk)
+    [ok] = await client.expect(C.Queue.DeclareOk)
+    assert (ok.queue, ok.message_count, ok.consumer_count) == ("jobs", 0, 0)
+
+    for i in range(3):
+        client.publish(1, "jobs", b"job %d" % i)
+    acks = []
+    while not acks or acks[-1].delivery_tag < 3:
+        acks += await client.expect(C.Basic.Ack)
+    covered = set()
+    for a in acks:                        # every publish confirmed, none twice
+        new = set(range(max(covered, default=0) + 1, a.delivery_tag + 1)) if a.multiple \
+            else {a.delivery_tag}
+        assert not new & covered
+        covered |= new
+    assert covered == {1, 2, 3}
+
+    client.send(1, C.Basic.Qos(prefetch_count=10), C.Basic.Consume(queue="jobs",
+                                                                   consumer_tag="c1"))
+    await client.expect(C.Basic.ConsumeOk)
+    delivers = await client.expect(C.Basic.Deliver, 3)
+    bodies = [f.value for _, f in client.seen if isinstance(f, ContentBody)]
+    assert [d.delivery_tag for d in delivers] == [1, 2, 3]
+    assert bodies == [b"job 0", b"job 1", b"job 2"]
+
+    client.send(1, C.Basic.Ack(delivery_tag=3, multiple=True),
+                C.Queue.Declare(queue="jobs", passive=True))
+    [ok] = await client.expect(C.Queue.DeclareOk)
+    assert (ok.message_count, ok.consumer_count) == (0, 1)
+
+
+async def test_a_channel_error_closes_only_that_channel(client):
+    client.send(1, C.Channel.Open())
+    client.send(2, C.Channel.Open())
+    client.send(1, C.Queue.Declare(queue="missing", passive=True))
+    [close] = await client.expect(C.Channel.Close)
+    assert close.reply_code == 404
+    assert "no queue 'missing' in vhost '/'" in close.reply_text
+    client.send(2, C.Queue.Declare(queue="other"))
+    [ok] = await client.expect(C.Queue.DeclareOk)
+    assert ok.queue == "other"
