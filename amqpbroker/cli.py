@@ -92,8 +92,16 @@ async def _serve(cfg: Config) -> int:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    children: list = []
+
+    def on_signal() -> None:
+        # a signal to the whole process group (Ctrl-C, `timeout`, systemd) also reaches the
+        # children: their exits are the shutdown, not crashes to restart
+        for c in children:
+            c.stopping = True
+        stop.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)      # first: a signal during start-up or right
+        loop.add_signal_handler(sig, on_signal)     # first: a signal during start-up or right
     broker = MetadataOwner(cfg, loop)               # after "ready" still shuts down cleanly
     server = AMQPServer(broker)
     workers, frontends, mgmt = [], [], None
@@ -101,11 +109,13 @@ async def _serve(cfg: Config) -> int:
         n_workers, n_frontends = cfg.layout()
         if n_workers:
             workers = broker.workers = await start_workers(broker, n_workers)
+            children.extend(workers)
         broker.start([w.client for w in workers] or None)
         if n_frontends:
             listen = _listening_socket(cfg.host, cfg.port)
             host, port = listen.getsockname()[:2]
             frontends = await start_frontends(broker, workers, listen, n_frontends)
+            children.extend(frontends)
         else:
             host, port = (await server.start(cfg.host, cfg.port))[0]
         line = f"amqpbroker ready amqp={_show(host)}:{port}"

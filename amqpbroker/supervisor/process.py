@@ -22,6 +22,7 @@ log = logging.getLogger("amqpbroker.supervisor")
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+RESTART_DELAY = 0.1         # seconds before a crashed child is started again
 
 
 class ChildProcess:
@@ -107,8 +108,9 @@ class ChildProcess:
         loop.create_task(self._restart())
 
     async def _restart(self) -> None:
-        if time.monotonic() - self._started_at < 1.0:
-            await asyncio.sleep(1.0)           # crashing at start: do not spin
+        # back off: 1 s if it crashed at start (do not spin), else a moment, in which a
+        # shutdown that reached the whole process group (and so this child) is seen
+        await asyncio.sleep(1.0 if time.monotonic() - self._started_at < 1.0 else RESTART_DELAY)
         while not self.stopping:
             try:
                 await self.start()

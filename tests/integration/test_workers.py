@@ -174,3 +174,15 @@ def test_clean_stop_stops_workers_and_leaves_nothing(tmp_path):
     assert conn.channel().basic_get("kept", auto_ack=True)[2] == b"x"
     conn.close()
     b.stop()
+
+
+def test_a_signal_to_the_whole_process_group_shuts_down_without_restarts(tmp_path):
+    """Ctrl-C in a terminal, `timeout`, or systemd signal every process of the group: the
+    children's exits are the shutdown, and no child is started again."""
+    b = BrokerProcess(tmp_path, "--workers", "2", "--frontends", "2").start()
+    started = sum("started (pid" in line for line in b.output)
+    os.killpg(b.proc.pid, signal.SIGTERM)
+    assert b.proc.wait(30) == 0
+    b.stop()                                  # asserts every process of the group is gone
+    assert sum("started (pid" in line for line in b.output) == started, \
+        "a child was restarted during shutdown:\n" + "".join(b.output)
