@@ -73,7 +73,8 @@ def test_user_without_a_management_tag_gets_401_everywhere(http, mgmt, uniq, tag
     try:
         for path in ("/api/overview", "/api/whoami", "/api/users", "/api/definitions",
                      "/api/queues", "/api/connections"):
-            assert http.get(path, name, PASSWORD) == (401, not_authorised("Not management user")), path
+            answer = http.get(path, name, PASSWORD)
+            assert answer == (401, not_authorised("Not management user")), path
     finally:
         mgmt.delete(f"/api/users/{q(name)}")
 
@@ -95,7 +96,8 @@ def test_management_user_sees_only_its_own_vhosts(http, site, tag):
                  f"/api/exchanges/{q(site.vb)}", f"/api/exchanges/{q(site.vb)}/{q(site.xb)}"):
         assert http.get(path, user, PASSWORD) == vhost_refused, path
     for path in paths(site, ADMIN_ONLY):
-        assert http.get(path, user, PASSWORD) == (401, not_authorised("Not administrator user")), path
+        answer = http.get(path, user, PASSWORD)
+        assert answer == (401, not_authorised("Not administrator user")), path
     assert http.get("/api/nodes", user, PASSWORD) == (401, not_authorised("Not monitor user"))
     status, overview = http.get("/api/overview", user, PASSWORD)
     assert status == 200 and "node" not in overview
@@ -115,7 +117,8 @@ def test_monitoring_user_sees_the_node_and_every_vhost_name(http, site):
     assert http.get(f"/api/queues/{q(site.vb)}", user, PASSWORD) == (
         401, not_authorised("User not authorised to access virtual host"))
     for path in paths(site, ADMIN_ONLY):
-        assert http.get(path, user, PASSWORD) == (401, not_authorised("Not administrator user")), path
+        answer = http.get(path, user, PASSWORD)
+        assert answer == (401, not_authorised("Not administrator user")), path
 
 
 def test_administrator_sees_everything_and_is_the_only_one_to_see_hashes(http, site):

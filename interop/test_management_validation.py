@@ -70,11 +70,12 @@ def test_user_without_password_cannot_log_in(http, mgmt, user_name, broker_url, 
 
 
 def test_user_updated_without_password_loses_it(http, mgmt, user_name, broker_url):
-    assert mgmt.put(f"/api/users/{q(user_name)}", {"tags": "administrator", "password": "pw"}) == 201
+    path = f"/api/users/{q(user_name)}"
+    assert mgmt.put(path, {"tags": "administrator", "password": "pw"}) == 201
     assert mgmt.put(f"/api/permissions/%2F/{q(user_name)}",
                     {"configure": ".*", "write": ".*", "read": ".*"}) == 201
     assert can_log_in(http, broker_url, user_name, "pw") == (True, True)
-    assert mgmt.put(f"/api/users/{q(user_name)}", {"tags": "administrator"}) == 204
+    assert mgmt.put(path, {"tags": "administrator"}) == 204
     assert can_log_in(http, broker_url, user_name, "pw") == (False, False)
     assert can_log_in(http, broker_url, user_name, "") == (False, False)
 
@@ -144,13 +145,16 @@ def _bad_docs(n: str):
         ("unknown exchange type", {"exchanges": [{**ex, "type": "bogus"}]}, made_x),
         ("exchange without vhost", {"exchanges": [{k: v for k, v in ex.items() if k != "vhost"}]},
          made_x),
-        ("exchange in unknown vhost", {"exchanges": [{**ex, "vhost": n}]}, f"/api/exchanges/{n}/{n}"),
-        ("queue without vhost", {"queues": [{k: v for k, v in qu.items() if k != "vhost"}]}, made_q),
+        ("exchange in unknown vhost", {"exchanges": [{**ex, "vhost": n}]},
+         f"/api/exchanges/{n}/{n}"),
+        ("queue without vhost", {"queues": [{k: v for k, v in qu.items() if k != "vhost"}]},
+         made_q),
         ("queue in unknown vhost", {"queues": [{**qu, "vhost": n}]}, f"/api/queues/{n}/{n}"),
         ("queue with a bad x-argument", {"queues": [{**qu, "arguments": {"x-max-length": "ten"}}]},
          made_q),
         ("user without tags", {"users": [{"name": n, "password": "pw"}]}, made_u),
-        ("user with a bad hash", {"users": [{"name": n, "password_hash": "!!", "tags": ""}]}, made_u),
+        ("user with a bad hash", {"users": [{"name": n, "password_hash": "!!", "tags": ""}]},
+         made_u),
         ("permission with a bad regex",
          {"users": [{"name": n, "password": "pw", "tags": ""}],
           "permissions": [{**perm, "user": n, "configure": "("}]}, f"/api/permissions/%2F/{n}"),

@@ -25,7 +25,10 @@ class ManagementServer:
         self.app = web.Application(middlewares=[_errors_as_json])
         for module in RESOURCES:
             for route in module.ROUTES:
-                self.app.router.add_route(route.method, route.path, self._endpoint(route))
+                if route.method == "GET":           # and HEAD
+                    self.app.router.add_get(route.path, self._endpoint(route))
+                else:
+                    self.app.router.add_route(route.method, route.path, self._endpoint(route))
 
     async def start(self, host: str, port: int):
         self.runner = web.AppRunner(self.app, access_log=None)

@@ -34,7 +34,7 @@ def plan(broker, doc: dict) -> dict:
 
     Dropped, as RabbitMQ's import drops them: exchanges and queues that already exist (they
     stay as they are, even if the document defines them otherwise), exchanges and queues
-    named "" or ``amq.*``, bindings from the default exchange. Bindings whose source or
+    named "" or ``amq.*``, bindings from or to the default exchange. Bindings whose source or
     destination does not exist are skipped by ``apply``, as RabbitMQ skips them."""
     vhosts = set(broker.vhosts) | {v["name"] for v in doc["vhosts"]}
     users = set(broker.users.users) | {u["name"] for u in doc["users"]}
@@ -46,8 +46,7 @@ def plan(broker, doc: dict) -> dict:
         if p["user"] not in users:
             raise bad_request(f"permissions[{i}].user: no_such_user '{p['user']}'")
     out = dict(doc)
-    for kind, existing in (("exchanges", lambda vh: vh.exchanges),
-                           ("queues", lambda vh: vh.queues)):
+    for kind in ("exchanges", "queues"):
         kept, seen = [], set()
         for entry in doc[kind]:
             key = (entry["vhost"], entry["name"])
@@ -55,11 +54,12 @@ def plan(broker, doc: dict) -> dict:
             if entry["name"] == "" or entry["name"].startswith("amq."):
                 log.warning("definitions import: skipping %s '%s' in vhost '%s' (reserved "
                             "name)", kind[:-1], entry["name"], entry["vhost"])
-            elif key not in seen and (vh is None or entry["name"] not in existing(vh)):
+            elif key not in seen and (vh is None or entry["name"] not in getattr(vh, kind)):
                 kept.append(entry)
             seen.add(key)
         out[kind] = kept
-    out["bindings"] = [bd for bd in doc["bindings"] if bd["source"] != ""]
+    out["bindings"] = [bd for bd in doc["bindings"] if bd["source"] != "" and not (
+        bd["destination_type"] == "exchange" and bd["destination"] == "")]
     return out
 
 
