@@ -3,7 +3,7 @@ statuses it returns (see the package docstring for the steps around a handler)."
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -52,7 +52,7 @@ class Route:
     path: str
     handler: Callable[[Call], Awaitable[Any]]
     access: Any
-    body: Callable[[Any, str], Any] | None = field(default=None)
+    body: Callable[[Any, str], Any] | None = None
 
 
 def json_response(data, status: int = 200) -> web.Response:

@@ -3,16 +3,12 @@ through authentication, the route's access rule and its body schema before its h
 steps are listed in the package docstring)."""
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
 from . import (access, connections, definitions, exchanges, overview, permissions, queues,
                users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .validation import Invalid, parse_json
-
-log = logging.getLogger("amqpbroker.mgmt")
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions)
 
