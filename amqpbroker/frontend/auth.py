@@ -25,6 +25,10 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
 
 
 def check_password(password: str, password_hash: str) -> bool:
+    """An empty password never logs in, nor does any password a user without a password
+    hash (RabbitMQ's passwordless users), as RabbitMQ's internal backend refuses both."""
+    if not password or not password_hash:
+        return False
     try:
         raw = base64.b64decode(password_hash)
     except (ValueError, TypeError):
@@ -56,7 +60,7 @@ class Permission:
             return False
         try:
             return re.match(pattern, name) is not None
-        except re.error:
+        except (re.error, TypeError):       # a pattern stored before the API checked them
             return False
 
 
@@ -68,7 +72,7 @@ class Users:
     def add_user(self, name: str, password: str | None = None, *, password_hash: str | None = None,
                  tags=()) -> User:
         if password_hash is None:
-            password_hash = hash_password(password or "")
+            password_hash = hash_password(password) if password else ""
         user = User(name, password_hash, list(tags))
         self.users[name] = user
         return user

@@ -1,4 +1,5 @@
-"""`guest` may connect only from loopback, as in RabbitMQ; other users connect from anywhere.
+"""`guest` may connect, and use the management API, only from loopback, as in RabbitMQ; other
+users connect from anywhere.
 
 A real remote client: the test makes a network namespace joined to this one by a veth pair
 (the machine's own test host, 10.213.x.2), runs the broker on the root side's address, and
@@ -61,21 +62,57 @@ def connect_from_ns(url: str) -> str:
     return out.stdout.strip() or out.stderr.strip()
 
 
-def test_guest_refused_remotely_other_users_allowed(netns, tmp_path):
-    with BrokerProcess(tmp_path, "--host", HOST_IP, management=True) as b:
-        assert b.host == HOST_IP
+HTTP_CLIENT = """
+import base64, sys, urllib.error, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={
+    "Authorization": "Basic " + base64.b64encode(sys.argv[2].encode()).decode()})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"""
+
+
+def get_from_ns(url: str, credentials: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", HTTP_CLIENT, url,
+                          credentials], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+@pytest.fixture
+def with_remote_user(tmp_path):
+    """A data directory holding user 'remote' (tag management, full permissions on '/'),
+    made through the API from loopback: guest may use the API from there only."""
+    with BrokerProcess(tmp_path, management=True) as b:
         auth = "Basic " + base64.b64encode(b"guest:guest").decode()
-        for path, body in (("/api/users/remote", {"password": "secret", "tags": ""}),
+        for path, body in (("/api/users/remote", {"password": "secret", "tags": "management"}),
                            ("/api/permissions/%2F/remote",
                             {"configure": ".*", "write": ".*", "read": ".*"})):
-            req = urllib.request.Request(f"http://{HOST_IP}:{b.management_port}{path}",
+            req = urllib.request.Request(f"http://127.0.0.1:{b.management_port}{path}",
                                          data=json.dumps(body).encode(), method="PUT",
                                          headers={"Authorization": auth,
                                                   "content-type": "application/json"})
             urllib.request.urlopen(req, timeout=10).close()
+    return tmp_path
+
+
+def test_guest_refused_remotely_other_users_allowed(netns, with_remote_user):
+    with BrokerProcess(with_remote_user, "--host", HOST_IP, management=True) as b:
+        assert b.host == HOST_IP
         refused = connect_from_ns(f"amqp://guest:guest@{HOST_IP}:{b.port}/")
         assert refused.startswith("REFUSED"), refused
         assert "403" in refused and "can only connect via localhost" in refused, refused
         assert connect_from_ns(f"amqp://remote:secret@{HOST_IP}:{b.port}/") == "OK"
         log = "".join(b.output)
         assert "user 'guest' can only connect via localhost" in log
+
+
+def test_guest_refused_by_management_api_remotely(netns, with_remote_user):
+    with BrokerProcess(with_remote_user, "--host", HOST_IP, management=True) as b:
+        url = f"http://{HOST_IP}:{b.management_port}/api/overview"
+        assert get_from_ns(url, "guest:guest") == (
+            '401 {"error": "not_authorised", "reason": "User can only log in via localhost"}')
+        assert get_from_ns(url, "remote:secret").startswith("200 {")
+        log = "".join(b.output)
+        assert "HTTP access denied: user 'guest' - User can only log in via localhost" in log

@@ -1,0 +1,70 @@
+"""``/api/definitions``: export and import (administrators only).
+
+An import either applies whole or changes nothing. The body passes ``validation.DEFINITIONS``
+(every field of every entry), then ``plan`` checks every reference against what exists and
+what the document itself defines and drops what RabbitMQ's import skips, and only then does
+``supervisor.definitions.Definitions.apply`` run, on entries it cannot refuse. (RabbitMQ
+imports entry by entry and stops at the first bad one, leaving what came before it.)
+"""
+from __future__ import annotations
+
+import logging
+
+from . import access
+from .api import Route, bad_request, no_content
+from .validation import DEFINITIONS
+
+log = logging.getLogger("amqpbroker.mgmt")
+
+
+async def export_definitions(call):
+    return call.broker.definitions.export()
+
+
+async def import_definitions(call):
+    b = call.broker
+    b.definitions.apply(plan(b, call.body))
+    await b.resync_frontends()
+    return no_content()
+
+
+def plan(broker, doc: dict) -> dict:
+    """The part of ``doc`` to apply, or 400 naming the first entry that refers to a vhost or
+    a user that neither exists nor is defined in ``doc``.
+
+    Dropped, as RabbitMQ's import drops them: exchanges and queues that already exist (they
+    stay as they are, even if the document defines them otherwise), exchanges and queues
+    named "" or ``amq.*``, bindings from or to the default exchange. Bindings whose source or
+    destination does not exist are skipped by ``apply``, as RabbitMQ skips them."""
+    vhosts = set(broker.vhosts) | {v["name"] for v in doc["vhosts"]}
+    users = set(broker.users.users) | {u["name"] for u in doc["users"]}
+    for kind in ("permissions", "exchanges", "queues", "bindings"):
+        for i, entry in enumerate(doc[kind]):
+            if entry["vhost"] not in vhosts:
+                raise bad_request(f"{kind}[{i}].vhost: no_such_vhost '{entry['vhost']}'")
+    for i, p in enumerate(doc["permissions"]):
+        if p["user"] not in users:
+            raise bad_request(f"permissions[{i}].user: no_such_user '{p['user']}'")
+    out = dict(doc)
+    for kind in ("exchanges", "queues"):
+        kept, seen = [], set()
+        for entry in doc[kind]:
+            key = (entry["vhost"], entry["name"])
+            vh = broker.vhosts.get(entry["vhost"])
+            if entry["name"] == "" or entry["name"].startswith("amq."):
+                log.warning("definitions import: skipping %s '%s' in vhost '%s' (reserved "
+                            "name)", kind[:-1], entry["name"], entry["vhost"])
+            elif key not in seen and (vh is None or entry["name"] not in getattr(vh, kind)):
+                kept.append(entry)
+            seen.add(key)
+        out[kind] = kept
+    out["bindings"] = [bd for bd in doc["bindings"] if bd["source"] != "" and not (
+        bd["destination_type"] == "exchange" and bd["destination"] == "")]
+    return out
+
+
+ROUTES = [
+    Route("GET", "/api/definitions", export_definitions, access.ADMINISTRATOR),
+    Route("POST", "/api/definitions", import_definitions, access.ADMINISTRATOR,
+          body=DEFINITIONS),
+]

@@ -1,0 +1,51 @@
+"""``/api/users``: administrators only, the only ones who see password hashes."""
+from __future__ import annotations
+
+from ..frontend.auth import HASHING
+from . import access
+from .api import Route, created, no_content, not_found
+from .validation import USER
+
+
+def user_json(u) -> dict:
+    return {"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": HASHING,
+            "tags": u.tags}
+
+
+async def list_users(call):
+    return [user_json(u) for u in call.broker.users.users.values()]
+
+
+async def get_user(call):
+    u = call.broker.users.users.get(call.params["name"])
+    if u is None:
+        raise not_found()
+    return user_json(u)
+
+
+async def put_user(call):
+    """Create or replace. Without a password (or hash) the user has none and cannot log in
+    with any, as RabbitMQ's ``put_user`` (which clears the password of an existing user)."""
+    users, name, body = call.broker.users, call.params["name"], call.body
+    existed = name in users.users
+    if "password" in body:
+        users.add_user(name, body["password"], tags=body["tags"])
+    else:
+        users.add_user(name, password_hash=body["password_hash"], tags=body["tags"])
+    call.broker.definitions.save()
+    return created(existed)
+
+
+async def delete_user(call):
+    if not call.broker.users.delete_user(call.params["name"]):
+        raise not_found()
+    call.broker.definitions.save()
+    return no_content()
+
+
+ROUTES = [
+    Route("GET", "/api/users", list_users, access.ADMINISTRATOR),
+    Route("GET", "/api/users/{name}", get_user, access.ADMINISTRATOR),
+    Route("PUT", "/api/users/{name}", put_user, access.ADMINISTRATOR, body=USER),
+    Route("DELETE", "/api/users/{name}", delete_user, access.ADMINISTRATOR),
+]

@@ -1,0 +1,252 @@
+"""Request bodies, checked whole before anything is applied.
+
+A schema is a function ``check(value, where) -> value`` that returns the value normalized
+(tags as a list, defaults filled in) or raises ``Invalid`` with a reason that names the field
+(``where``: ``tags``, ``permissions[2].configure``) and what was wrong; the server answers it
+as 400 ``bad_request``. Small checks compose: ``Obj`` checks a JSON object field by field,
+``list_of`` each element of a list. As in RabbitMQ, fields a schema does not name are
+ignored, and ``null`` counts as absent.
+
+Where RabbitMQ answers a bad body with 400, the reason is RabbitMQ's (``tags_not_present``,
+``both_password_and_password_hash_are_provided``, ``not_base64``, ``invalid_regexp``,
+``key_missing``). Where RabbitMQ 3.10 crashes with 500 (``"tags": 5``, a number as a
+permission regex or a password) or stores what it cannot use (a vhost description of 5), this
+answers 400 and stores nothing.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import errors
+from ..frontend.auth import HASHING
+from ..frontend.exchange import TYPES
+from ..queue_args import QueueArgs
+
+
+class Invalid(ValueError):
+    """A body that does not fit its schema; ``str()`` is the reason sent with the 400."""
+
+
+REQUIRED = object()          # Field default: the field must be present
+OPTIONAL = object()          # Field default: absent stays absent
+
+
+def _show(value) -> str:
+    return json.dumps(value)[:60]
+
+
+def _at(where: str, key) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _fail(where: str, reason: str) -> Invalid:
+    return Invalid(f"{where}: {reason}" if where else reason)
+
+
+# ------------------------------------------------------------------------- values
+def string(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, f"expected a string, got {_show(value)}")
+    return value
+
+
+def name(value, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(where, f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def boolean(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, f"expected true or false, got {_show(value)}")
+    return value
+
+
+def flag(value, where: str) -> bool:
+    """A boolean that RabbitMQ also takes as the strings "true" / "false" (``parse_bool``)."""
+    if value in ("true", "false"):
+        return value == "true"
+    return boolean(value, where)
+
+
+def table(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(where, f"expected an object, got {_show(value)}")
+    return value
+
+
+def regex(value, where: str) -> str:
+    """A permission pattern: a string that compiles (the AMQP checks run it with ``re``)."""
+    string(value, where)
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _fail(where, f"invalid_regexp {_show(value)}: {exc}") from None
+    return value
+
+
+def tags(value, where: str) -> list[str]:
+    """RabbitMQ's tags: a comma-separated string (``"management, policymaker"``) or a list
+    of strings."""
+    if isinstance(value, str):
+        value = value.split(",")
+    elif not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise _fail(where, f"expected a comma-separated string or a list of strings, "
+                           f"got {_show(value)}")
+    return [t.strip() for t in value if t.strip()]
+
+
+def password_hash(value, where: str) -> str:
+    """Base64 of salt + digest, as RabbitMQ exports it; "" is a user without a password."""
+    string(value, where)
+    try:
+        base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise _fail(where, f"not_base64 {_show(value)}") from None
+    return value
+
+
+def one_of(*choices: str) -> Callable:
+    def check(value, where: str):
+        if not isinstance(value, str) or value not in choices:
+            raise _fail(where, f"{_show(value)} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def list_of(item: Callable) -> Callable:
+    def check(value, where: str) -> list:
+        if not isinstance(value, list):
+            raise _fail(where, f"expected a list, got {_show(value)}")
+        return [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return check
+
+
+# ------------------------------------------------------------------------- objects
+@dataclass(frozen=True)
+class Field:
+    check: Callable
+    default: Any = REQUIRED
+
+
+class Obj:
+    """A JSON object with named fields; ``then(obj, where)`` checks rules across fields."""
+
+    def __init__(self, then: Callable | None = None, **fields: Field):
+        self.fields = fields
+        self.then = then
+
+    def __call__(self, value, where: str = ""):
+        if not isinstance(value, dict):
+            raise _fail(where, f"expected an object, got {_show(value)}")
+        out, missing = {}, []
+        for key, f in self.fields.items():
+            v = value.get(key)
+            if v is not None:
+                out[key] = f.check(v, _at(where, key))
+            elif f.default is REQUIRED:
+                missing.append(key)
+            elif f.default is not OPTIONAL:
+                out[key] = copy.copy(f.default)
+        if missing:
+            raise _fail(where, "key_missing: " + ", ".join(missing))
+        return self.then(out, where) if self.then else out
+
+
+# ------------------------------------------------------------------------- bodies
+def _user_rules(user: dict, where: str) -> dict:
+    """RabbitMQ's ``put_user``: tags (or the old ``administrator`` flag) are required, at
+    most one of password and password_hash; with neither, the user has no password, and no
+    password logs it in (an empty hash never matches)."""
+    admin = user.pop("administrator", None)
+    if "tags" not in user:
+        if admin is None:
+            raise _fail(where, "tags_not_present")
+        user["tags"] = ["administrator"] if admin else []
+    if "password" in user and "password_hash" in user:
+        raise _fail(where, "both_password_and_password_hash_are_provided")
+    if "password" not in user and "password_hash" not in user:
+        user["password_hash"] = ""
+    user.pop("hashing_algorithm", None)
+    return user
+
+
+_USER_FIELDS = dict(
+    password=Field(string, OPTIONAL),
+    password_hash=Field(password_hash, OPTIONAL),
+    # the only hashing this broker checks passwords with
+    hashing_algorithm=Field(one_of(HASHING), OPTIONAL),
+    tags=Field(tags, OPTIONAL),
+    administrator=Field(flag, OPTIONAL))
+
+_PERMISSION_FIELDS = dict(configure=Field(regex), write=Field(regex), read=Field(regex))
+
+USER = Obj(_user_rules, **_USER_FIELDS)                 # PUT /api/users/{name}
+VHOST = Obj(description=Field(string, ""), tags=Field(tags, []),
+            tracing=Field(flag, False))                 # PUT /api/vhosts/{vhost}
+PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
+
+
+def _vhost_metadata(vhost: dict, where: str) -> dict:
+    """RabbitMQ 3.10 exports description and tags inside ``metadata``, later ones beside."""
+    meta = vhost.pop("metadata", {})
+    vhost.setdefault("description", meta.get("description", ""))
+    vhost.setdefault("tags", meta.get("tags", []))
+    return vhost
+
+
+def _queue_arguments(queue: dict, where: str) -> dict:
+    """The x-arguments pass the checks queue.declare makes."""
+    try:
+        QueueArgs(queue["name"], queue["vhost"], queue["arguments"])
+    except errors.AMQPError as exc:
+        raise _fail(_at(where, "arguments"), exc.text) from None
+    return queue
+
+
+DEFINITIONS = Obj(                                     # POST /api/definitions
+    users=Field(list_of(Obj(_user_rules, name=Field(name), **_USER_FIELDS)), []),
+    vhosts=Field(list_of(Obj(
+        _vhost_metadata, name=Field(name), description=Field(string, OPTIONAL),
+        tags=Field(tags, OPTIONAL),
+        metadata=Field(Obj(description=Field(string, ""), tags=Field(tags, [])), OPTIONAL))),
+        []),
+    permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
+                                  **_PERMISSION_FIELDS)), []),
+    exchanges=Field(list_of(Obj(
+        name=Field(string), vhost=Field(name), type=Field(one_of(*TYPES), "direct"),
+        durable=Field(boolean, True), auto_delete=Field(boolean, False),
+        internal=Field(boolean, False), arguments=Field(table, {}))), []),
+    queues=Field(list_of(Obj(
+        _queue_arguments, name=Field(string), vhost=Field(name), durable=Field(boolean, True),
+        auto_delete=Field(boolean, False), arguments=Field(table, {}))), []),
+    bindings=Field(list_of(Obj(
+        source=Field(string), vhost=Field(name), destination=Field(string),
+        destination_type=Field(one_of("queue", "exchange"), "queue"),
+        routing_key=Field(string, ""), arguments=Field(table, {}))), []))
+
+
+def parse_json(raw: bytes) -> dict:
+    """A request body as a JSON object: empty or ``null`` is ``{}``, as RabbitMQ reads it;
+    anything but an object is ``not_json``."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise Invalid("not_json") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise Invalid("not_json")
+    return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")        # NaN, Infinity: Python's json takes them

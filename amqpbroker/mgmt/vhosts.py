@@ -1,0 +1,50 @@
+"""``/api/vhosts``: list (what the user may see), get, create, delete (administrators)."""
+from __future__ import annotations
+
+from . import access
+from .api import Route, created, no_content, not_found
+from .validation import VHOST
+
+
+async def _vhost_json(broker, vh) -> dict:
+    stats = await broker.queue_stats(list(vh.queues.values()))
+    return {"name": vh.name, "description": vh.description, "tags": vh.tags,
+            "messages": sum(s[0] for s in stats.values())}
+
+
+async def list_vhosts(call):
+    b = call.broker
+    return [await _vhost_json(b, b.vhosts[n]) for n in access.visible_vhosts(b, call.user)]
+
+
+async def get_vhost(call):
+    vh = call.broker.vhosts.get(call.params["vhost"])
+    if vh is None:
+        raise not_found()
+    return await _vhost_json(call.broker, vh)
+
+
+async def put_vhost(call):
+    b, name = call.broker, call.params["vhost"]
+    existed = name in b.vhosts
+    b.add_vhost(name, call.body["description"], call.body["tags"])
+    if not existed:
+        # RabbitMQ grants the creating user full permissions on a new vhost
+        b.users.set_permissions(name, call.user.name)
+        b.definitions.save()
+    return created(existed)
+
+
+async def delete_vhost(call):
+    if not call.broker.delete_vhost(call.params["vhost"]):
+        raise not_found()
+    return no_content()
+
+
+ROUTES = [
+    Route("GET", "/api/vhosts", list_vhosts, access.MANAGEMENT),
+    # RabbitMQ 3.10's rabbit_mgmt_wm_vhost: administrators only, GET included
+    Route("GET", "/api/vhosts/{vhost}", get_vhost, access.ADMINISTRATOR),
+    Route("PUT", "/api/vhosts/{vhost}", put_vhost, access.ADMINISTRATOR, body=VHOST),
+    Route("DELETE", "/api/vhosts/{vhost}", delete_vhost, access.ADMINISTRATOR),
+]
