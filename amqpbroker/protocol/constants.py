@@ -11,9 +11,7 @@ FRAME_OVERHEAD = 8          # 7-byte header + end byte
 FRAME_MIN_SIZE = 4096       # spec: frame_max may not be negotiated below this
 
 # (class_id, method_id) of the hot path
-BASIC = 60
 PUBLISH = (60, 40)
-DELIVER = (60, 60)
 ACK = (60, 80)
 REJECT = (60, 90)
 NACK = (60, 120)

@@ -158,10 +158,6 @@ class Segment:
             self._read_fd = os.open(self.log_path, os.O_RDONLY)
         return self._read_fd
 
-    @property
-    def has_read_fd(self) -> bool:
-        return self._read_fd is not None
-
     def close_reader(self) -> None:
         if self._read_fd is not None:
             os.close(self._read_fd)

@@ -31,7 +31,6 @@ class Committer:
         self.broker = broker
         self.dirty: dict = {}
         self.open_gen = 1
-        self.done_gen = 0
         self.in_flight = False
         self._scheduled = False
         self._retry = None
@@ -97,7 +96,6 @@ class Committer:
         self._round()
 
     def _complete(self, gen, queues) -> None:
-        self.done_gen = gen
         if "disk" in self.broker.alarms.active and self._retry is None:
             self.broker.alarms.clear("disk")
         for q in queues:

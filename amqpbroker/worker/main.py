@@ -41,19 +41,24 @@ async def serve(spec: dict) -> None:
         endpoints[name] = (endpoint, state)
         return endpoint
 
-    def link(m: c.LinkFrontend):
-        attach(m.name, control.recv_fds(6))
+    class Control:
+        """What the supervisor tells a worker (``contract.TO_WORKER``)."""
 
-    def unlink(m: c.UnlinkFrontend):
-        endpoint, state = endpoints.pop(m.name, (None, None))
-        if endpoint is not None:
-            host.detach(state)
-            endpoint.close()
+        @staticmethod
+        def on_link_frontend(m: c.LinkFrontend):
+            attach(m.name, control.recv_fds(6))
+
+        @staticmethod
+        def on_unlink_frontend(m: c.UnlinkFrontend):
+            endpoint, state = endpoints.pop(m.name, (None, None))
+            if endpoint is not None:
+                host.detach(state)
+                endpoint.close()
 
     fds = spec["fds"]
     control = ControlChannel(socket.socket(fileno=fds["control"]),
                              socket.socket(fileno=fds["fdpass"]),
-                             {c.LinkFrontend: link, c.UnlinkFrontend: unlink},
+                             c.handlers(Control, c.TO_WORKER),
                              on_eof=stop.set)
     await control.start()
     supervisor = attach("supervisor", fds["link"], on_close=stop.set)
