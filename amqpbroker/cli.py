@@ -13,6 +13,25 @@ from .config import Config
 
 log = logging.getLogger("amqpbroker")
 
+def boolean(text: str) -> bool:
+    """A flag that is on or off: ``--tls-fail-if-no-peer-cert`` alone, or true / false."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def choice(*names: str):
+    def check(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(names)}, got {text!r}")
+        return text
+    check.__name__ = "one of " + ", ".join(names)      # argparse names the type in errors
+    return check
+
+
 FLAGS = [
     # (flag, type, help)
     ("host", str, "interface to listen on (default: all interfaces)"),
@@ -33,6 +52,19 @@ FLAGS = [
                      "CPU count; 0 = queues run in the main process)"),
     ("frontends", int, "AMQP front-end processes sharing the port (default -1 = from the "
                        "CPU count; 0 = the supervisor serves AMQP itself)"),
+    ("tls_cert", str, "PEM certificate (chain) of the server; turns on AMQPS and HTTPS"),
+    ("tls_key", str, "PEM private key of --tls-cert (default: in the --tls-cert file)"),
+    ("tls_ca", str, "PEM CA certificates that client certificates must chain to"),
+    ("tls_port", int, "AMQPS port, with --tls-cert (default 5671; 0 = any free port)"),
+    ("management_tls_port", int, "management HTTPS port, with --tls-cert (default 15671; "
+                                 "0 = off; -1 = any free port)"),
+    ("tls_verify", choice("none", "peer"), "peer: ask clients for a certificate and check it "
+                                           "against --tls-ca (default none)"),
+    ("tls_fail_if_no_peer_cert", boolean, "with --tls-verify peer: refuse clients that send "
+                                          "no certificate (default false)"),
+    ("tls_login_from", choice("distinguished_name", "common_name"),
+     "EXTERNAL: the user name is the certificate's subject DN or its CN "
+     "(default distinguished_name)"),
 ]
 
 
@@ -44,8 +76,9 @@ def parser() -> argparse.ArgumentParser:
     for name, typ, help_ in FLAGS:
         env = os.environ.get("AMQPBROKER_" + name.upper())
         default = typ(env) if env is not None else getattr(defaults, name)
+        extra = {"nargs": "?", "const": True} if typ is boolean else {}
         serve.add_argument("--" + name.replace("_", "-"), type=typ, default=default,
-                           help=help_ + f" [env AMQPBROKER_{name.upper()}]")
+                           help=help_ + f" [env AMQPBROKER_{name.upper()}]", **extra)
     return p
 
 
@@ -85,6 +118,7 @@ def serve(cfg: Config) -> int:
 async def _serve(cfg: Config) -> int:
     """The supervisor: workers first (they own the queues), then metadata and recovery, then
     the AMQP listener (here, or in front-end processes), then management."""
+    from .frontend import tls
     from .frontend.listener import AMQPServer
     from .supervisor.owner import MetadataOwner
     from .supervisor.frontends import start_frontends, stop_frontends
@@ -107,6 +141,9 @@ async def _serve(cfg: Config) -> int:
     workers, frontends, mgmt = [], [], None
     try:
         n_workers, n_frontends = cfg.layout()
+        # a certificate that cannot be read stops the start here, in one line
+        amqps = tls.amqps_context(cfg) if cfg.tls else None
+        https = tls.https_context(cfg) if cfg.tls and cfg.management_tls_port else None
         if n_workers:
             workers = broker.workers = await start_workers(broker, n_workers)
             children.extend(workers)
@@ -114,16 +151,29 @@ async def _serve(cfg: Config) -> int:
         if n_frontends:
             listen = _listening_socket(cfg.host, cfg.port)
             host, port = listen.getsockname()[:2]
-            frontends = await start_frontends(broker, workers, listen, n_frontends)
+            tls_listen = _listening_socket(cfg.host, cfg.tls_port) if amqps else None
+            if tls_listen is not None:
+                tls_host, tls_port = tls_listen.getsockname()[:2]
+            frontends = await start_frontends(broker, workers, listen, n_frontends,
+                                              tls_listen)
             children.extend(frontends)
         else:
             host, port = (await server.start(cfg.host, cfg.port))[0]
+            if amqps:
+                tls_host, tls_port = (await server.start(cfg.host, cfg.tls_port,
+                                                         ssl=amqps))[0]
         line = f"amqpbroker ready amqp={_show(host)}:{port}"
-        if cfg.management_port:
+        if amqps:
+            line += f" amqps={_show(tls_host)}:{tls_port}"
+        if cfg.management_port or https:
             from .mgmt.app import ManagementServer
             mgmt = ManagementServer(broker, server)
+        if cfg.management_port:
             mhost, mport = await mgmt.start(cfg.host, max(cfg.management_port, 0))
             line += f" management={_show(mhost)}:{mport}"
+        if https:
+            mhost, mport = await mgmt.start(cfg.host, max(cfg.management_tls_port, 0), https)
+            line += f" https={_show(mhost)}:{mport}"
         if workers:
             line += " workers=" + ",".join(str(w.pid) for w in workers)
         if frontends:
@@ -167,7 +217,7 @@ def raise_fd_limit() -> None:
 
 
 def _listening_socket(host: str, port: int):
-    """The AMQP socket every front-end process inherits and accepts on."""
+    """An AMQP (or AMQPS) socket every front-end process inherits and accepts on."""
     import socket
     try:
         sock = socket.create_server((host or "", port), family=socket.AF_INET, backlog=1024)

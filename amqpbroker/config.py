@@ -25,6 +25,19 @@ class Config:
     loopback_users: tuple = ("guest",)
     workers: int = -1                            # partition worker processes; -1 = by CPUs
     frontends: int = -1                          # AMQP front-end processes; -1 = by CPUs
+    # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)
+    tls_port: int = 5671                         # AMQPS; 0 = any free port
+    management_tls_port: int = 15671             # HTTPS; 0 = off, -1 = any free port
+    tls_cert: str = ""                           # PEM certificate (chain) of the server
+    tls_key: str = ""                            # its private key ("" = in tls_cert)
+    tls_ca: str = ""                             # CAs that client certificates must chain to
+    tls_verify: str = "none"                     # none | peer (ssl_options.verify)
+    tls_fail_if_no_peer_cert: bool = False       # ssl_options.fail_if_no_peer_cert
+    tls_login_from: str = "distinguished_name"   # EXTERNAL's user name: or common_name
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     def layout(self, cpus: int | None = None) -> tuple[int, int]:
         """(workers, front-ends) after resolving -1 from the CPU count.

@@ -308,6 +308,21 @@ TO_FRONTEND = (Snapshot, ApplyOp, LinkWorker, HostLost, Serve, Shutdown, Connect
                CloseConnection, Sync, ReplyTo, Alarm)
 TO_WORKER = (LinkFrontend, UnlinkFrontend)
 
+# =================================================================== counts
+# front-end -> supervisor: every AMQP connection and channel that opens and closes, so the
+# supervisor knows the node's counts for RabbitMQ's limits (max-connections per vhost and
+# per user, max-channels per user: ``supervisor/tally.py``). ``conn`` names the connection
+# across the node (its reply-to token). The opens are requests the supervisor checks against
+# the limits, 530 NOT_ALLOWED over one, when the front-end's copy shows a limit that applies;
+# otherwise they are sent with ``req`` 0, counted without an answer (``frontend/admission.py``).
+OpenConnection = message(53, "open_connection", ("conn", "str"), ("vhost", "str"),
+                         ("user", "str"), request=True)
+OpenChannel = message(54, "open_channel", ("conn", "str"), request=True)
+ChannelClosed = message(55, "channel_closed", ("conn", "str"))
+ConnectionClosed = message(56, "connection_closed", ("conn", "str"))
+
+COUNTS = (OpenConnection, OpenChannel, ChannelClosed, ConnectionClosed)
+
 # =================================================================== metadata calls
 # front-end -> supervisor: a channel changes metadata (``supervisor/metadata.LocalMetadata``
 # has a method of each name; ``frontend/metadata_copy.RemoteMetadata`` sends these)
@@ -333,7 +348,7 @@ DeleteQueueNow = message(66, "delete_queue_now", ("vhost", "str"), ("name", "str
 
 METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
                   DeleteQueueNow)
-TO_SUPERVISOR = (*METADATA_CALLS, FrontendReady, ReplyTo)
+TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo)
 
 # =================================================================== metadata ops
 # supervisor -> front-ends' copies (``frontend/metadata_copy.apply_op``)
@@ -352,9 +367,11 @@ BindOp = message(87, "bind_op", ("vhost", "str"), ("source", "str"), ("dest_kind
                  ("destination", "str"), ("key", "str"), ("arguments", "any"))
 UnbindOp = message(88, "unbind_op", ("vhost", "str"), ("source", "str"), ("dest_kind", "str"),
                    ("destination", "str"), ("key", "str"), ("arguments", "any"))
+# a vhost's limits (``{"max-connections": 10}``) replaced whole
+VhostLimitsOp = message(89, "vhost_limits_op", ("name", "str"), ("limits", "any"))
 
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
-                QueueDeleted, BindOp, UnbindOp)
+                QueueDeleted, BindOp, UnbindOp, VhostLimitsOp)
 
 
 __all__ = ["Record", "message", "handlers", "encode", "encode_bytes", "decode", "fields_of"]

@@ -11,10 +11,13 @@ import base64
 import hashlib
 import hmac
 import os
+import logging
 import re
 from dataclasses import dataclass, field
 
 from .. import errors
+
+log = logging.getLogger("amqpbroker.auth")
 
 HASHING = "rabbit_password_hashing_sha256"
 
@@ -42,6 +45,7 @@ class User:
     name: str
     password_hash: str
     tags: list = field(default_factory=list)
+    limits: dict = field(default_factory=dict)   # max-connections, max-channels
 
     @property
     def is_admin(self) -> bool:
@@ -73,7 +77,8 @@ class Users:
                  tags=()) -> User:
         if password_hash is None:
             password_hash = hash_password(password) if password else ""
-        user = User(name, password_hash, list(tags))
+        old = self.users.get(name)      # a user replaced keeps its limits, as in RabbitMQ
+        user = User(name, password_hash, list(tags), dict(old.limits) if old else {})
         self.users[name] = user
         return user
 
@@ -87,9 +92,13 @@ class Users:
     def set_permissions(self, vhost: str, user: str, configure=".*", write=".*", read=".*"):
         self.permissions[(vhost, user)] = Permission(configure, write, read)
 
-    def authenticate(self, mechanism: str, response: bytes) -> User:
-        """Check a SASL response; raise ConnectionAccessRefused (403) as RabbitMQ words it."""
+    def authenticate(self, mechanism: str, response: bytes, certificate=None) -> User:
+        """Check a SASL response; raise ConnectionAccessRefused (403) as RabbitMQ words it.
+        ``certificate`` (``tls.CertificateLogin``) is given on TLS connections only, where
+        EXTERNAL logs in as the user it names, without a password."""
         username = password = None
+        if mechanism == "EXTERNAL" and certificate is not None:
+            return self._external(certificate)
         if mechanism == "PLAIN":
             parts = response.split(b"\x00")
             if len(parts) == 3:
@@ -114,6 +123,18 @@ class Users:
                 f"Login was refused using authentication mechanism {mechanism}. For details "
                 f"see the broker logfile.", 10, 11)
             err.login_failed = True       # answered with connection.close, if the client asks
+            raise err
+        return user
+
+    def _external(self, certificate) -> User:
+        user = self.users.get(certificate.name) if certificate.name is not None else None
+        if user is None:
+            log.warning("EXTERNAL login refused: %s", certificate.refused or
+                        f"user '{certificate.name}' - invalid credentials")
+            err = errors.ConnectionAccessRefused(
+                "Login was refused using authentication mechanism EXTERNAL. For details see "
+                "the broker logfile.", 10, 11)
+            err.login_failed = True
             raise err
         return user
 

@@ -36,6 +36,7 @@ class Broker:
         self.alarms = Alarms(self)
         self.partitions: list = []          # PartitionClient per worker
         self.metadata = metadata            # how channels change metadata
+        self.admission = None               # how sessions are counted (frontend/admission.py)
         self.forward_reply = None           # direct reply-to for another front-end's connection
 
     # ------------------------------------------------------------ hooks of the owner

@@ -1,11 +1,11 @@
-"""The AMQP listener: accepts TCP connections and runs a ``Session`` for each."""
+"""The AMQP listeners: accept TCP (and TLS) connections and run a ``Session`` for each."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
 
-from .session import Session, server_properties
+from .session import HANDSHAKE_TIMEOUT, Session, server_properties
 
 log = logging.getLogger("amqpbroker.server")
 
@@ -18,28 +18,31 @@ class AMQPServer:
         self.sessions: set[Session] = set()
         self.reply_to: dict = {}          # direct reply-to token -> (channel, consumer)
         self.server_properties = server_properties(f"amqpbroker@{socket.gethostname()}")
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
 
-    async def start(self, host: str, port: int, sock=None) -> list[tuple[str, int]]:
+    async def start(self, host: str, port: int, sock=None, ssl=None) -> list[tuple[str, int]]:
         """Listen on host:port, or accept on ``sock`` (a listening socket shared by every
-        front-end process, inherited from the supervisor)."""
+        front-end process, inherited from the supervisor); with ``ssl`` (a server
+        ``SSLContext``) connections speak TLS (AMQPS). Called once per listener."""
+        tls = {"ssl": ssl, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT} if ssl else {}
         if sock is not None:
-            self._server = await self.broker.loop.create_server(lambda: Session(self),
-                                                                sock=sock)
+            server = await self.broker.loop.create_server(lambda: Session(self), sock=sock,
+                                                          **tls)
         else:
-            self._server = await self.broker.loop.create_server(
+            server = await self.broker.loop.create_server(
                 lambda: Session(self), host=host or None, port=port, reuse_address=True,
-                backlog=1024)
+                backlog=1024, **tls)
+        self._servers.append(server)
         addrs = []
-        for sock in self._server.sockets:
+        for sock in server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             addrs.append(sock.getsockname()[:2])
         return addrs
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Stop accepting, close every connection with 320 CONNECTION_FORCED, wait briefly."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for s in list(self.sessions):
             s.force_close("broker forced connection closure with reason 'shutdown'")
         deadline = self.broker.loop.time() + timeout

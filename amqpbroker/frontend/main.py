@@ -1,8 +1,9 @@
 """A front-end process's main: AMQP connections over a copy of the supervisor's metadata.
 
 Started by ``frontends.FrontendProcess`` as ``python -m amqpbroker.frontend SPEC``
-with the shared listening socket and its control channel inherited. It owns everything about
-its connections (channels, consumers' credit, confirms, routing); queues live in the workers,
+with the shared listening sockets (AMQP, and AMQPS when TLS is configured: each process
+builds its own TLS context from the configuration) and its control channel inherited. It
+owns everything about its connections (channels, consumers' credit, confirms, routing); queues live in the workers,
 reached through one ring link per worker; metadata changes go to the supervisor
 (``metadata_copy.RemoteMetadata``), whose ops keep this process's copy current.
 
@@ -16,9 +17,11 @@ import logging
 import signal
 import socket
 
+from .admission import Admission
 from .broker import Broker
 from .metadata_copy import MetadataCopy, RemoteMetadata
 from .partition_client import PartitionClient
+from . import tls
 from .listener import AMQPServer
 from .session import session_json
 from .. import child
@@ -41,11 +44,14 @@ class Frontend:
         self.copy = MetadataCopy(broker)
         self.server = AMQPServer(broker, self.index)
         self.listen = socket.socket(fileno=spec["fds"]["listen"])
+        tls_fd = spec["fds"].get("tls_listen")          # AMQPS, when TLS is configured
+        self.tls_listen = socket.socket(fileno=tls_fd) if tls_fd is not None else None
         self.stop = asyncio.Event()
         self.control = ControlChannel(socket.socket(fileno=spec["fds"]["control"]),
                                       socket.socket(fileno=spec["fds"]["fdpass"]),
                                       c.handlers(self, c.TO_FRONTEND), on_eof=self.stop.set)
         broker.metadata = RemoteMetadata(self.control)
+        broker.admission = Admission(broker, self.control)     # counted by the supervisor
         broker.forward_reply = self.forward_reply
 
     def forward_reply(self, token: str, record) -> None:
@@ -75,6 +81,9 @@ class Frontend:
 
     async def on_serve(self, m: c.Serve) -> None:
         await self.server.start("", 0, sock=self.listen)   # alarms: the supervisor checks
+        if self.tls_listen is not None:
+            await self.server.start("", 0, sock=self.tls_listen,
+                                    ssl=tls.amqps_context(self.broker.config))
         self.control.notify(c.FrontendReady(index=self.index))
 
     def on_shutdown(self, m: c.Shutdown) -> None:

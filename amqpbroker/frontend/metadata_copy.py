@@ -54,6 +54,11 @@ class MetadataCopy:
             self.broker.vhosts[op.name] = VirtualHost(self.broker, op.name, op.description,
                                                       op.tags)
 
+    def on_vhost_limits_op(self, op: c.VhostLimitsOp) -> None:
+        vh = self.broker.vhosts.get(op.name)
+        if vh is not None:
+            vh.limits = dict(op.limits)
+
     def on_vhost_deleted(self, op: c.VhostDeleted) -> None:
         self.broker.delete_vhost(op.name)
 

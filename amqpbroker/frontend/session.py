@@ -19,6 +19,7 @@ from .. import __version__, errors
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
+from . import tls
 from .channel import HANDLERS, Channel
 
 log = logging.getLogger("amqpbroker.connection")
@@ -74,6 +75,8 @@ class Session(asyncio.Protocol):
         self.vhost = None
         self.capabilities: dict = {}
         self.client_properties: dict = {}
+        self.certificate = None              # TLS: whom EXTERNAL logs in as (tls.py)
+        self.mechanism = None
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set = set()
         self.write_ok: set = set()
@@ -104,6 +107,11 @@ class Session(asyncio.Protocol):
         if peer:
             self.peer = peer[:2]
         transport.set_write_buffer_limits(high=4 << 20, low=1 << 20)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:          # AMQPS, the TLS handshake done: offer EXTERNAL
+            self.certificate = tls.certificate_login(ssl_object,
+                                                     self.broker.config.tls_login_from)
+            self.conn.mechanisms += " EXTERNAL"
         self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         self.server.sessions.add(self)
 
@@ -197,9 +205,7 @@ class Session(asyncio.Protocol):
         if not err.hard and channel:
             log.warning("channel error on connection %s, channel %d: %s", self.name, channel,
                         err.reply_text)
-            ch = self.channels.pop(channel, None)
-            if ch is not None:
-                ch.close()
+            self._drop_channel(channel)
             self.conn.close_channel(channel, err)
             return
         if self.conn.state in HANDSHAKE_STATES:
@@ -256,11 +262,9 @@ class Session(asyncio.Protocol):
                 raise
             return
         if t is ev.ChannelOpened:
-            self.channels[event.channel] = Channel(self, event.channel)
+            self._drive(self._open_channel(event.channel), event.channel)
         elif t is ev.ChannelClosedByPeer:
-            ch = self.channels.pop(event.channel, None)
-            if ch is not None:
-                ch.close()
+            self._drop_channel(event.channel)
         elif t is ev.ChannelCloseOk:
             pass
         elif t is ev.StartOk:
@@ -268,7 +272,7 @@ class Session(asyncio.Protocol):
         elif t is ev.TuneOk:
             self._tune_ok(event)
         elif t is ev.OpenVhost:
-            self._open(event)
+            self._drive(self._open(event), 0)
         elif t is ev.ConnectionClosedByPeer:
             self._close_channels()
             self.flush()
@@ -323,13 +327,14 @@ class Session(asyncio.Protocol):
         self.client_properties = e.client_properties
         caps = e.client_properties.get("capabilities") or {}
         self.capabilities = caps if isinstance(caps, dict) else {}
-        user = self.broker.users.authenticate(e.mechanism, e.response)
+        user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
             err = errors.ConnectionAccessRefused(
                 f"user '{user.name}' can only connect via localhost", 10, 11)
             err.login_failed = True
             raise err
         self.user = user
+        self.mechanism = e.mechanism
         self.conn.send_tune()
 
     def _tune_ok(self, e: ev.TuneOk) -> None:
@@ -339,7 +344,9 @@ class Session(asyncio.Protocol):
         if e.heartbeat:
             self._timer = self.loop.call_later(e.heartbeat / 2, self._heartbeat_tick)
 
-    def _open(self, e: ev.OpenVhost) -> None:
+    async def _open(self, e: ev.OpenVhost) -> None:
+        # RabbitMQ's order: the connection limits (530), then the vhost and its permissions
+        await self.broker.admission.open_connection(self, e.vhost)
         vhost = self.broker.vhosts.get(e.vhost)
         if vhost is None:
             raise errors.NotAllowed(f"vhost {e.vhost} not found", 10, 40)
@@ -351,6 +358,18 @@ class Session(asyncio.Protocol):
         self.broker.sessions.add(self)
         if self.broker.alarms.blocked:
             self.on_alarm(True)
+
+    # ----------------------------------------------------------------- channels
+    async def _open_channel(self, number: int) -> None:
+        await self.broker.admission.open_channel(self)      # 530 over the user's max-channels
+        self.channels[number] = Channel(self, number)
+        self.conn.send_channel_open_ok(number)
+
+    def _drop_channel(self, number: int) -> None:
+        ch = self.channels.pop(number, None)
+        if ch is not None:
+            ch.close()
+            self.broker.admission.channel_closed(self)
 
     def _handshake_timeout(self) -> None:
         self._timer = None
@@ -449,10 +468,12 @@ class Session(asyncio.Protocol):
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)
         self.broker.sessions.discard(self)
+        self.broker.admission.connection_closed(self)
 
 
 def session_json(s) -> dict:
     return {"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
             "vhost": s.vhost.name if s.vhost else None, "channels": len(s.channels),
             "client_properties": s.client_properties,
+            "ssl": s.certificate is not None, "auth_mechanism": s.mechanism,
             "frontend": s.server.index}      # ours: the front-end process serving it

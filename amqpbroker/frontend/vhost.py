@@ -12,6 +12,7 @@ import uuid
 
 from .. import contract as c
 from .. import errors
+from .admission import limit_of
 from .exchange import TYPES, Exchange, make_exchange
 from .queue_ref import QueueRef
 
@@ -41,6 +42,7 @@ class VirtualHost:
         self.name = name
         self.description = description
         self.tags = list(tags)
+        self.limits: dict = {}              # max-connections, max-queues (RabbitMQ's)
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self)}
         self.queues: dict[str, QueueRef] = {}
         for ex_name, ex_type in PREDECLARED:
@@ -136,7 +138,10 @@ class VirtualHost:
                 f"does not match that of the original declaration.", cid, mid)
 
     def declare_queue(self, name: str, *, owner, passive=False, durable=False, exclusive=False,
-                      auto_delete=False, arguments=None) -> QueueRef:
+                      auto_delete=False, arguments=None, enforce_limit=True) -> QueueRef:
+        """queue.declare, checked as RabbitMQ checks it; ``enforce_limit=False`` restores a
+        queue that is already defined (recovery, an import checked beforehand) whatever the
+        vhost's max-queues."""
         if passive:
             if not name:
                 raise errors.NotFound(f"no {self._q(name)}", 50, 10)
@@ -174,6 +179,11 @@ class VirtualHost:
                     f"inequivalent arg '{diff}' for {self._q(name)}: received {shown}", 50, 10)
             existing.touch()
             return existing
+        limit = limit_of(self.limits, "max-queues") if enforce_limit else None
+        if limit is not None and len(self.queues) >= limit:
+            raise errors.PreconditionFailed(                  # RabbitMQ 3.10's words
+                f"cannot declare queue '{name}': queue limit in vhost '{self.name}' ({limit}) "
+                f"is reached", 50, 10)
         if exclusive:
             durable = False       # RabbitMQ makes exclusive queues transient
         directory = self.broker.queue_directory(self, name, durable)

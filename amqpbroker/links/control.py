@@ -121,7 +121,7 @@ class ControlChannel:
         while True:
             msg = await self._inbox.get()
             try:
-                if msg.REQUEST:
+                if msg.REQUEST and msg.req:      # req 0 asks for no answer (contract)
                     await self._answer(msg)
                 else:
                     result = self.handlers[type(msg)](msg)

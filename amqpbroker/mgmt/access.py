@@ -83,6 +83,10 @@ MONITOR = Access("Not monitor user", lambda broker, user, params: is_monitor(use
 VHOST = Access("User not authorised to access virtual host",
                lambda broker, user, params: is_admin(user)
                or _vhost_matches(broker, user, params))
+# a vhost the user may see listed (RabbitMQ's is_authorized_vhost_visible): monitors see all
+VHOST_VISIBLE = Access("User not authorised to access virtual host",
+                       lambda broker, user, params: is_monitor(user)
+                       or _vhost_matches(broker, user, params))
 # for the policies and parameters of a vhost (RabbitMQ's is_authorized_policies)
 POLICIES = Access("User not authorised to access object",
                   lambda broker, user, params: is_admin(user)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import (access, connections, definitions, exchanges, overview, permissions, queues,
-               users, vhosts)
+from . import (access, connections, definitions, exchanges, limits, overview, permissions,
+               queues, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .validation import Invalid, parse_json
 
-RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions)
+RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions,
+             limits)
 
 
 class ManagementServer:
@@ -26,10 +27,12 @@ class ManagementServer:
                 else:
                     self.app.router.add_route(route.method, route.path, self._endpoint(route))
 
-    async def start(self, host: str, port: int):
-        self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host or None, port)
+    async def start(self, host: str, port: int, ssl_context=None):
+        """Listen on host:port (HTTPS with ``ssl_context``); once per listener."""
+        if self.runner is None:
+            self.runner = web.AppRunner(self.app, access_log=None)
+            await self.runner.setup()
+        site = web.TCPSite(self.runner, host or None, port, ssl_context=ssl_context)
         await site.start()
         sock = site._server.sockets[0]
         return sock.getsockname()[:2]

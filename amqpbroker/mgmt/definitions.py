@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from ..frontend.admission import limit_of
+from ..supervisor.definitions import vhost_limits
 from . import access
 from .api import Route, bad_request, no_content
 from .validation import DEFINITIONS
@@ -60,7 +62,24 @@ def plan(broker, doc: dict) -> dict:
         out[kind] = kept
     out["bindings"] = [bd for bd in doc["bindings"] if bd["source"] != "" and not (
         bd["destination_type"] == "exchange" and bd["destination"] == "")]
+    _check_queue_limits(broker, doc, out["queues"])
     return out
+
+
+def _check_queue_limits(broker, doc: dict, new_queues: list) -> None:
+    """400 if the new queues would pass a vhost's max-queues (the document's limit for the
+    vhost if it sets one, else the vhost's own), in RabbitMQ's words for queue.declare; the
+    apply then restores them without checking again."""
+    limits = {name: vh.limits for name, vh in broker.vhosts.items()}
+    limits.update(vhost_limits(doc))
+    count = {name: len(vh.queues) for name, vh in broker.vhosts.items()}
+    for q in new_queues:
+        vhost = q["vhost"]
+        limit = limit_of(limits.get(vhost, {}), "max-queues")
+        if limit is not None and count.get(vhost, 0) >= limit:
+            raise bad_request(f"queues: cannot declare queue '{q['name']}': queue limit in "
+                              f"vhost '{vhost}' ({limit}) is reached")
+        count[vhost] = count.get(vhost, 0) + 1
 
 
 ROUTES = [

@@ -9,7 +9,7 @@ from .validation import USER
 
 def user_json(u) -> dict:
     return {"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": HASHING,
-            "tags": u.tags}
+            "tags": u.tags, "limits": u.limits}
 
 
 async def list_users(call):

@@ -128,6 +128,63 @@ def list_of(item: Callable) -> Callable:
     return check
 
 
+# ------------------------------------------------------------------------- limits
+VHOST_LIMITS = ("max-connections", "max-queues")
+USER_LIMITS = ("max-connections", "max-channels")
+
+
+def check_limit(name: str, value, known: tuple, where: str) -> str | None:
+    """None if ``value`` may be limit ``name``, else the reason RabbitMQ gives (``where``:
+    "limits" for a vhost's, "user-limits" for a user's). A limit is any integer; below
+    zero is no limit."""
+    if name not in known:
+        return f"Unrecognised terms [{{{erlang_term(name)},{erlang_term(value)}}}] in {where}"
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{name} should be a number, actually was {erlang_term(value)}"
+    return None
+
+
+def erlang_term(value) -> str:
+    """A JSON value as RabbitMQ's reasons print it (Erlang's ``~p`` of the decoded JSON)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):                # 1e+100 -> 1.0e100, as Erlang prints it
+        mantissa, _, exponent = repr(value).partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        return mantissa + (f"e{int(exponent)}" if exponent else "")
+    if isinstance(value, str):
+        return '<<"' + value.replace("\\", "\\\\").replace('"', '\\"') + '">>'
+    if isinstance(value, list):
+        return "[" + ",".join(erlang_term(v) for v in value) + "]"
+    return "#{" + ",".join(f"{erlang_term(k)} => {erlang_term(v)}"
+                           for k, v in value.items()) + "}"
+
+
+def limits_of(known: tuple, where: str) -> Callable:
+    """A table of limits, ``{"max-connections": 10}``; also the list of pairs RabbitMQ
+    3.10's ``rabbitmqctl export_definitions`` writes for a vhost's."""
+    def check(value, at: str) -> dict:
+        if isinstance(value, list) and all(isinstance(p, list) and len(p) == 2
+                                           and isinstance(p[0], str) for p in value):
+            value = dict(value)
+        table(value, at)
+        for name, limit in value.items():
+            reason = check_limit(name, limit, known, where)
+            if reason:
+                raise _fail(at, reason)
+        return dict(value)
+    return check
+
+
+def anything(value, where: str):
+    return value
+
+
 # ------------------------------------------------------------------------- objects
 @dataclass(frozen=True)
 class Field:
@@ -191,6 +248,8 @@ USER = Obj(_user_rules, **_USER_FIELDS)                 # PUT /api/users/{name}
 VHOST = Obj(description=Field(string, ""), tags=Field(tags, []),
             tracing=Field(flag, False))                 # PUT /api/vhosts/{vhost}
 PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
+LIMIT = Obj(value=Field(anything))      # PUT /api/vhost-limits/.../{name}, user-limits: the
+                                        # value is checked by the handler, which knows name
 
 
 def _vhost_metadata(vhost: dict, where: str) -> dict:
@@ -199,6 +258,13 @@ def _vhost_metadata(vhost: dict, where: str) -> dict:
     vhost.setdefault("description", meta.get("description", ""))
     vhost.setdefault("tags", meta.get("tags", []))
     return vhost
+
+
+def _vhost_limits_parameter(parameter: dict, where: str) -> dict:
+    if parameter["component"] == "vhost-limits":
+        parameter["value"] = limits_of(VHOST_LIMITS, "limits")(parameter["value"],
+                                                                _at(where, "value"))
+    return parameter
 
 
 def _queue_arguments(queue: dict, where: str) -> dict:
@@ -211,12 +277,20 @@ def _queue_arguments(queue: dict, where: str) -> dict:
 
 
 DEFINITIONS = Obj(                                     # POST /api/definitions
-    users=Field(list_of(Obj(_user_rules, name=Field(name), **_USER_FIELDS)), []),
+    users=Field(list_of(Obj(_user_rules, name=Field(name), **_USER_FIELDS,
+                            limits=Field(limits_of(USER_LIMITS, "user-limits"), OPTIONAL))),
+                []),
     vhosts=Field(list_of(Obj(
         _vhost_metadata, name=Field(name), description=Field(string, OPTIONAL),
         tags=Field(tags, OPTIONAL),
-        metadata=Field(Obj(description=Field(string, ""), tags=Field(tags, [])), OPTIONAL))),
+        metadata=Field(Obj(description=Field(string, ""), tags=Field(tags, [])), OPTIONAL),
+        limits=Field(limits_of(VHOST_LIMITS, "limits"), OPTIONAL))),
         []),
+    # RabbitMQ keeps a vhost's limits as its parameter "limits" of component "vhost-limits";
+    # the other components (federation, shovels, ...) are not this broker's and are ignored
+    parameters=Field(list_of(Obj(
+        _vhost_limits_parameter, vhost=Field(name), component=Field(string),
+        name=Field(string), value=Field(anything))), []),
     permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
                                   **_PERMISSION_FIELDS)), []),
     exchanges=Field(list_of(Obj(

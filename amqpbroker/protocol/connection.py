@@ -297,8 +297,7 @@ class Connection:
                                         f"reached the negotiated channel_max "
                                         f"({self.channel_max})", 20, 10)
             self.channels[channel] = ChannelState(channel)
-            self.send_method(channel, commands.Channel.OpenOk())
-            return ev.ChannelOpened(channel)
+            return ev.ChannelOpened(channel)      # the server answers: send_channel_open_ok
         if ch.state == st.CHANNEL_CLOSING:
             if (class_id, method_id) in ((20, 41), (20, 40)):
                 if (class_id, method_id) == (20, 40):
@@ -425,6 +424,11 @@ class Connection:
     def send_open_ok(self) -> None:
         self.state = st.transition(self.state, "send:connection.open-ok")
         self.send_method(0, commands.Connection.OpenOk())
+
+    def send_channel_open_ok(self, channel: int) -> None:
+        """Accept a channel the peer opened (``ChannelOpened``); the server may refuse it
+        instead by closing the connection (a limit on channels)."""
+        self.send_method(channel, commands.Channel.OpenOk())
 
     def send_heartbeat(self) -> None:
         self._out.append(HEARTBEAT_FRAME)

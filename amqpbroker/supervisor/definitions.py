@@ -33,14 +33,18 @@ class Definitions:
         for u in b.users.users.values():
             out["users"].append({"name": u.name, "password_hash": u.password_hash,
                                  "hashing_algorithm": "rabbit_password_hashing_sha256",
-                                 "tags": u.tags, "limits": {}})
+                                 "tags": u.tags, "limits": u.limits})
         for (vhost, user), p in b.users.permissions.items():
             out["permissions"].append({"user": user, "vhost": vhost, "configure": p.configure,
                                        "write": p.write, "read": p.read})
         for vh in b.vhosts.values():
             out["vhosts"].append({"name": vh.name, "description": vh.description,
                                   "tags": vh.tags, "metadata": {"description": vh.description,
-                                                                "tags": vh.tags}})
+                                                                "tags": vh.tags},
+                                  "limits": vh.limits})
+            if vh.limits:           # where RabbitMQ 3.10 keeps them, and imports them from
+                out["parameters"].append({"vhost": vh.name, "component": "vhost-limits",
+                                          "name": "limits", "value": vh.limits})
             for ex in vh.exchanges.values():
                 if ex.name == "" or ex.name.startswith("amq."):
                     continue
@@ -127,9 +131,12 @@ class Definitions:
                 if isinstance(tags, str):
                     tags = [t for t in tags.split(",") if t]
                 if "password_hash" in u:
-                    b.users.add_user(u["name"], password_hash=u["password_hash"], tags=tags)
+                    user = b.users.add_user(u["name"], password_hash=u["password_hash"],
+                                            tags=tags)
                 else:
-                    b.users.add_user(u["name"], u.get("password", ""), tags=tags)
+                    user = b.users.add_user(u["name"], u.get("password", ""), tags=tags)
+                if "limits" in u:
+                    user.limits = dict(u["limits"])
             for v in data.get("vhosts", []):
                 b.add_vhost(v["name"], v.get("description", ""), v.get("tags", []))
             for p in data.get("permissions", []):
@@ -146,7 +153,7 @@ class Definitions:
                 vh = b.vhosts.get(q["vhost"]) or b.add_vhost(q["vhost"])
                 vh.declare_queue(q["name"], owner=None, durable=q.get("durable", True),
                                  auto_delete=q.get("auto_delete", False),
-                                 arguments=q.get("arguments") or {})
+                                 arguments=q.get("arguments") or {}, enforce_limit=False)
             for bd in data.get("bindings", []):
                 vh = b.vhosts.get(bd["vhost"])
                 if vh is None or bd["source"] not in vh.exchanges:
@@ -158,6 +165,23 @@ class Definitions:
                 if dest is not None:
                     vh.exchanges[bd["source"]].bind(dest, bd.get("routing_key", ""),
                                                     bd.get("arguments") or {})
+            for name, limits in vhost_limits(data).items():
+                if name in b.vhosts:
+                    b.vhosts[name].limits = limits
         finally:
             self.loading = False
         self.save()
+
+
+def vhost_limits(data: dict) -> dict:
+    """{vhost: limits} that a definitions document sets: a vhost's ``limits`` (RabbitMQ's
+    ``rabbitmqctl export_definitions`` writes them as a list of pairs) or its parameter of
+    component ``vhost-limits`` (the management export's only place for them)."""
+    out = {}
+    for v in data.get("vhosts", []):
+        if v.get("limits") is not None:
+            out[v["name"]] = dict(v["limits"])
+    for p in data.get("parameters", []):
+        if p.get("component") == "vhost-limits":
+            out[p["vhost"]] = dict(p["value"])
+    return out

@@ -8,7 +8,6 @@ front-end on the same socket.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
@@ -24,10 +23,11 @@ log = logging.getLogger("amqpbroker.supervisor")
 class FrontendProcess(ChildProcess):
     kind = "front-end"
 
-    def __init__(self, broker, index: int, listen_sock, workers):
+    def __init__(self, broker, index: int, listen_sock, workers, tls_sock=None):
         super().__init__(index)
         self.broker = broker
         self.listen_sock = listen_sock
+        self.tls_sock = tls_sock            # AMQPS, when TLS is configured
         self.workers = workers
         self.control: control.ControlChannel | None = None
 
@@ -42,13 +42,14 @@ class FrontendProcess(ChildProcess):
 
     async def start(self) -> None:
         (ctl, ctl_child), (fdp, fdp_child) = control.socket_pairs()
+        fds = {"listen": self.listen_sock.fileno(), "control": ctl_child.fileno(),
+               "fdpass": fdp_child.fileno()}
+        if self.tls_sock is not None:
+            fds["tls_listen"] = self.tls_sock.fileno()
         spec = {"index": self.index, "workers": len(self.workers),
-                "config": dataclasses.asdict(self.broker.config),
-                "fds": {"listen": self.listen_sock.fileno(), "control": ctl_child.fileno(),
-                        "fdpass": fdp_child.fileno()}}
+                "config": dataclasses.asdict(self.broker.config), "fds": fds}
         try:
-            self.spawn("amqpbroker.frontend", spec,
-                       (self.listen_sock.fileno(), ctl_child.fileno(), fdp_child.fileno()))
+            self.spawn("amqpbroker.frontend", spec, fds.values())
         finally:
             ctl_child.close()
             fdp_child.close()
@@ -82,14 +83,17 @@ class FrontendProcess(ChildProcess):
         result = await getattr(self.broker.metadata, m.NAME)(**c.fields_of(m))
         # the ops went to every front-end before this reply; wait until the others have
         # applied them too, so a binding is routable everywhere once bind-ok is sent
-        others = [fe.control.request(c.Sync) for fe in self.broker.frontends
-                  if fe is not self and fe.control is not None]
-        if others:
-            await asyncio.gather(*others, return_exceptions=True)
+        await self.broker.sync_frontends(skip=self)
         return result
 
     on_declare_exchange = on_delete_exchange = on_bind = on_unbind = _metadata_call
     on_declare_queue = on_delete_queue = _metadata_call
+
+    def _count(self, m):
+        """A connection or channel of this front-end opened or closed (``tally.py``)."""
+        getattr(self.broker.tally, m.HANDLER)(m)
+
+    on_open_connection = on_open_channel = on_channel_closed = on_connection_closed = _count
 
     async def on_delete_queue_now(self, m: c.DeleteQueueNow) -> None:
         try:
@@ -114,6 +118,7 @@ class FrontendProcess(ChildProcess):
         for w in self.workers:
             w.remove_link(self.link_name)        # its consumers go; unacked are requeued
         prefix = f"{self.index}."                # its connections' exclusive queues go too
+        self.broker.tally.forget_prefix(prefix)  # and their counts
         for vh in list(self.broker.vhosts.values()):
             for q in list(vh.queues.values()):
                 if isinstance(q.exclusive_owner, str) and q.exclusive_owner.startswith(prefix):
@@ -127,8 +132,10 @@ class FrontendProcess(ChildProcess):
         self.notify(c.Shutdown())
 
 
-async def start_frontends(broker, workers, listen_sock, count: int) -> list[FrontendProcess]:
-    frontends = [FrontendProcess(broker, i, listen_sock, workers) for i in range(count)]
+async def start_frontends(broker, workers, listen_sock, count: int,
+                          tls_sock=None) -> list[FrontendProcess]:
+    frontends = [FrontendProcess(broker, i, listen_sock, workers, tls_sock)
+                 for i in range(count)]
     broker.frontends = frontends
 
     def worker_lost(worker):

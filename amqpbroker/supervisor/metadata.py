@@ -101,6 +101,8 @@ def snapshot(broker) -> list:
     ops = [c.UsersOp(users=broker.users.users, permissions=broker.users.permissions)]
     for vh in broker.vhosts.values():
         ops.append(c.VhostOp(name=vh.name, description=vh.description, tags=vh.tags))
+        if vh.limits:
+            ops.append(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
         for ex in vh.exchanges.values():
             if ex.name not in PREDECLARED_NAMES:
                 ops.append(vh.exchange_op(ex))

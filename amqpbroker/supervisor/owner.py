@@ -16,11 +16,13 @@ import uuid
 
 from .. import contract as c
 from .. import errors
+from ..frontend.admission import Admission
 from ..frontend.broker import Broker
 from ..frontend.session import session_json
 from ..frontend.vhost import VirtualHost
 from .definitions import Definitions
 from .metadata import LocalMetadata, snapshot
+from .tally import LocalCounts, Tally
 
 log = logging.getLogger("amqpbroker.broker")
 
@@ -29,6 +31,8 @@ class MetadataOwner(Broker):
     def __init__(self, config, loop):
         super().__init__(config, loop)
         self.metadata = LocalMetadata(self)
+        self.tally = Tally(self)            # the node's connections and channels
+        self.admission = Admission(self, LocalCounts(self.tally))
         self.data_dir = os.path.abspath(config.data_dir)
         self.definitions = Definitions(self, os.path.join(self.data_dir, "definitions.json"))
         self.workers: list = []             # WorkerProcess per worker (none: in-process)
@@ -102,6 +106,20 @@ class MetadataOwner(Broker):
 
     def drop_queue_of_deleted_vhost(self, vh: VirtualHost, q) -> None:
         vh.delete_queue(q)
+
+    # ------------------------------------------------------------ limits
+    def set_vhost_limits(self, vh: VirtualHost, limits: dict) -> None:
+        """Replace a vhost's limits (max-connections, max-queues) and persist them."""
+        vh.limits = dict(limits)
+        self.changed(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
+        self.persist()
+
+    async def sync_frontends(self, skip=None) -> None:
+        """Wait until every front-end (but ``skip``) has applied the ops sent so far."""
+        others = [fe.control.request(c.Sync) for fe in self.frontends
+                  if fe is not skip and fe.control is not None]
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
 
     # ------------------------------------------------------------ placement
     def queue_directory(self, vhost: VirtualHost, name: str, durable: bool) -> str:

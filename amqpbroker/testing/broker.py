@@ -4,6 +4,8 @@ The broker prints one line when it listens::
 
     amqpbroker ready amqp=127.0.0.1:40123 management=127.0.0.1:40124
 
+(with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``)
+
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
 tests), ``stop()`` sends SIGTERM and waits (clean shutdown), ``restart()`` starts again on
@@ -23,8 +25,11 @@ import threading
 
 from .. import child
 
-READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)(?: management=([\d.]+):(\d+))?"
-                   r"(?: workers=([\d,]+))?(?: frontends=([\d,]+))?")
+READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
+                   r"(?: amqps=[\d.]+:(?P<amqps>\d+))?"
+                   r"(?: management=[\d.]+:(?P<management>\d+))?"
+                   r"(?: https=[\d.]+:(?P<https>\d+))?"
+                   r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?")
 
 
 class BrokerProcess:
@@ -42,6 +47,8 @@ class BrokerProcess:
         self.host = "127.0.0.1"
         self.port = 0
         self.management_port = 0
+        self.tls_port = 0                   # AMQPS and HTTPS, when started with --tls-cert
+        self.management_tls_port = 0
         self.output: list[str] = []
         self.worker_pids: list[int] = []
         self.frontend_pids: list[int] = []
@@ -54,6 +61,8 @@ class BrokerProcess:
         command = self.command or child.command("amqpbroker")
         cmd = [*command, "serve", "--host", "127.0.0.1", "--port", "0",
                "--management-port", "0" if not self.management else "-1",
+               # used only with --tls-cert (in args): AMQPS and HTTPS on free ports too
+               "--tls-port", "0", "--management-tls-port", "0" if not self.management else "-1",
                "--data-dir", self.data_dir, *self.args]
         env = dict(os.environ)
         env.update(self.env or {})
@@ -67,11 +76,13 @@ class BrokerProcess:
                 self.output.append(line)
                 m = READY.search(line)
                 if m and not found.is_set():
-                    self.host, self.port = m.group(1), int(m.group(2))
-                    if m.group(4):
-                        self.management_port = int(m.group(4))
-                    self.worker_pids = [int(p) for p in (m.group(5) or "").split(",") if p]
-                    self.frontend_pids = [int(p) for p in (m.group(6) or "").split(",") if p]
+                    self.host, self.port = m["host"], int(m["port"])
+                    self.management_port = int(m["management"] or 0)
+                    self.tls_port = int(m["amqps"] or 0)
+                    self.management_tls_port = int(m["https"] or 0)
+                    self.worker_pids = [int(p) for p in (m["workers"] or "").split(",") if p]
+                    self.frontend_pids = [int(p) for p in (m["frontends"] or "").split(",")
+                                          if p]
                     found.set()
             found.set()
 

@@ -74,6 +74,7 @@ def handshake(conn: Connection, split=whole) -> list:
 
 def open_channel(conn: Connection, channel: int = 1, split=whole) -> None:
     assert feed(conn, method(channel, C.Channel.Open()), split) == [ev.ChannelOpened(channel)]
+    conn.send_channel_open_ok(channel)          # the server accepts it
     assert frames(conn.data_to_send()) != []
 
 

@@ -139,6 +139,8 @@ def test_tune_ok_frame_max_above_server_is_530(split):
 
 def test_channel_open_and_client_close(conn, split):
     assert feed(conn, method(2, C.Channel.Open()), split) == [ev.ChannelOpened(2)]
+    assert conn.data_to_send() == b""           # the server decides (a limit may refuse)
+    conn.send_channel_open_ok(2)
     open_ok = sent_one(conn, 2)
     assert isinstance(open_ok, C.Channel.OpenOk)
     assert conn.is_channel_open(2)
