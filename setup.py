@@ -37,6 +37,8 @@ setup(
             "aio-pika>=9.3",
             "kombu>=5.3",
             "celery>=5.3",
+            # certificates for the TLS tests (a CA, the broker's, clients'), made per test
+            "trustme>=1.1",
         ],
     },
     # the record layout packed and unpacked in C: the hot path of every link between

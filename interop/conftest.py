@@ -33,16 +33,36 @@ from amqpbroker.testing import BrokerProcess
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def _own_broker(tmp_path_factory):
-    """Our broker, started only when no external one is configured."""
+def _own_broker(request, tmp_path_factory):
+    """Our broker, started only when no external one is configured. It also serves AMQPS
+    (test_tls.py), asking clients for a certificate of ``own_tls_dir``'s CA."""
     if os.environ.get("AMQP_URL"):
         yield None
         return
-    broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"), management=True).start()
+    pki = request.getfixturevalue("own_tls_dir")
+    broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"),
+                           "--tls-cert", str(pki / "server.pem"), "--tls-ca", str(pki / "ca.pem"),
+                           "--tls-verify", "peer", management=True).start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def own_tls_dir(tmp_path_factory):
+    """A CA (``ca.pem``), our broker's key and chain (``server.pem``) and a client
+    certificate of that CA (``client.pem``, ``client.key``), made by trustme."""
+    import trustme
+    d = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(d / "ca.pem")
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        d / "server.pem")
+    client = ca.issue_cert("carol@example.com", common_name="carol", organization_name="Acme")
+    client.cert_chain_pems[0].write_to_path(d / "client.pem")
+    client.private_key_pem.write_to_path(d / "client.key")
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,308 @@
+"""AMQPS, HTTPS and the EXTERNAL mechanism, with certificates made here (trustme).
+
+pika, aio-pika and kombu connect over TLS, with PLAIN and with EXTERNAL (the user named by
+the client certificate's subject, as rabbitmq_auth_mechanism_ssl names it), in both process
+layouts: the supervisor serving AMQP itself, and front-end processes that inherit the TLS
+listening socket. Peer verification refuses certificates of another CA and, when asked,
+clients without one.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import ssl
+import struct
+import subprocess
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pika
+import pytest
+import trustme
+from pamqp import commands as C
+from pamqp import frame as pframe
+from pamqp import header as pheader
+
+from amqpbroker import child
+from amqpbroker.testing import BrokerProcess
+
+ALICE = "CN=alice,OU=dev,O=Example Org"        # RabbitMQ's string of her certificate's subject
+LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
+           "frontends": ("--workers", "2", "--frontends", "2")}
+
+
+@dataclass
+class Cert:
+    cert: str
+    key: str
+
+
+@dataclass
+class PKI:
+    ca: str                 # the CA the broker trusts
+    server: str             # the broker's key and certificate chain, one file
+    alice: Cert             # a user of the broker
+    bob: Cert               # signed by the CA, but no such user
+    mallory: Cert           # alice's subject, signed by another CA
+
+
+def _leaf(ca: trustme.CA, directory: Path, name: str, **subject) -> Cert:
+    leaf = ca.issue_cert(f"{name}@example.com", **subject)
+    leaf.cert_chain_pems[0].write_to_path(directory / f"{name}.pem")
+    leaf.private_key_pem.write_to_path(directory / f"{name}.key")
+    return Cert(str(directory / f"{name}.pem"), str(directory / f"{name}.key"))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> PKI:
+    d = tmp_path_factory.mktemp("pki")
+    ca, other_ca = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(d / "ca.pem")
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        d / "server.pem")
+    alice = dict(common_name="alice", organization_unit_name="dev",
+                 organization_name="Example Org")
+    return PKI(str(d / "ca.pem"), str(d / "server.pem"), _leaf(ca, d, "alice", **alice),
+               _leaf(ca, d, "bob", common_name="bob"),
+               _leaf(other_ca, d, "mallory", **alice))
+
+
+def client_context(pki: PKI, cert: Cert | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    if cert is not None:
+        ctx.load_cert_chain(cert.cert, cert.key)
+    return ctx
+
+
+def api(broker, pki, method: str, path: str, body=None, user: str = "guest"):
+    """The management API over HTTPS, the broker's certificate checked."""
+    req = urllib.request.Request(
+        f"https://localhost:{broker.management_tls_port}/api/{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(f"{user}:{user}".encode()).decode(),
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=client_context(pki), timeout=10) as r:
+        raw = r.read()
+        return r.status, (json.loads(raw) if raw else None)
+
+
+def add_user(broker, pki, name: str) -> None:
+    quoted = urllib.parse.quote(name, safe="")
+    assert api(broker, pki, "PUT", f"users/{quoted}", {"tags": ""})[0] == 201
+    assert api(broker, pki, "PUT", f"permissions/%2F/{quoted}",
+               {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+
+
+def tls_broker(tmp_path_factory, pki, *args, **kw) -> BrokerProcess:
+    return BrokerProcess(tmp_path_factory.mktemp("tls-data"), "--tls-cert", pki.server,
+                         "--tls-ca", pki.ca, *args, management=True, **kw)
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def broker(request, pki, tmp_path_factory):
+    """Peer verification on (clients may come without a certificate); alice is a user."""
+    with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer",
+                    *LAYOUTS[request.param]) as b:
+        assert b.tls_port and b.management_tls_port
+        assert len(b.frontend_pids) == (2 if request.param == "frontends" else 0)
+        add_user(b, pki, ALICE)
+        yield b
+
+
+def pika_params(broker, pki, cert: Cert | None = None, external: bool = False):
+    credentials = (pika.credentials.ExternalCredentials() if external
+                   else pika.PlainCredentials("guest", "guest"))
+    return pika.ConnectionParameters(
+        "127.0.0.1", broker.tls_port, credentials=credentials,
+        ssl_options=pika.SSLOptions(client_context(pki, cert), "localhost"))
+
+
+def round_trip(conn: pika.BlockingConnection, queue: str) -> bytes:
+    ch = conn.channel()
+    ch.queue_declare(queue, auto_delete=True)
+    ch.basic_publish("", queue, b"over tls")
+    _, _, body = ch.basic_get(queue, auto_ack=True)
+    return body
+
+
+def connection_of(broker, pki, name: str) -> dict:
+    [c] = [c for c in api(broker, pki, "GET", "connections")[1]
+           if c["client_properties"].get("connection_name") == name]
+    return c
+
+
+def assert_external(broker, pki, product: str) -> None:
+    """The client's one connection is TLS, logged in by EXTERNAL as alice."""
+    [c] = [c for c in api(broker, pki, "GET", "connections")[1]
+           if c["client_properties"].get("product") == product]
+    assert (c["ssl"], c["auth_mechanism"], c["user"]) == (True, "EXTERNAL", ALICE)
+
+
+# ------------------------------------------------------------------------- AMQPS
+def test_pika_plain_login_over_tls(broker, pki):
+    params = pika_params(broker, pki)
+    params.client_properties = {"connection_name": "plain-tls"}
+    conn = pika.BlockingConnection(params)
+    try:
+        assert round_trip(conn, "tls-plain") == b"over tls"
+        c = connection_of(broker, pki, "plain-tls")
+        assert (c["ssl"], c["auth_mechanism"], c["user"]) == (True, "PLAIN", "guest")
+    finally:
+        conn.close()
+
+
+def test_pika_external_logs_in_as_the_certificate_subject(broker, pki):
+    params = pika_params(broker, pki, pki.alice, external=True)
+    params.client_properties = {"connection_name": "alice-tls"}
+    conn = pika.BlockingConnection(params)
+    try:
+        assert round_trip(conn, "tls-alice") == b"over tls"
+        c = connection_of(broker, pki, "alice-tls")
+        assert (c["ssl"], c["auth_mechanism"], c["user"]) == (True, "EXTERNAL", ALICE)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("who", ["bob", None])
+def test_external_is_refused_without_a_user_or_a_certificate(broker, pki, who):
+    """bob's certificate is good but names no user; without a certificate EXTERNAL is still
+    offered (as RabbitMQ does) and refused."""
+    cert = pki.bob if who else None
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError) as exc:
+        pika.BlockingConnection(pika_params(broker, pki, cert, external=True))
+    assert ("(403) 'ACCESS_REFUSED - Login was refused using authentication mechanism "
+            "EXTERNAL. For details see the broker logfile.'") in str(exc.value)
+
+
+def start_of(sock) -> C.Connection.Start:
+    sock.sendall(pheader.ProtocolHeader().marshal())
+    data = b""
+    while len(data) < 7 or len(data) < 8 + struct.unpack(">BHI", data[:7])[2]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"closed before connection.start: {data!r}")
+        data += chunk
+    return pframe.unmarshal(data)[2]
+
+
+def test_external_is_offered_on_tls_connections_only(broker, pki):
+    plain = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+    with plain:
+        assert start_of(plain).mechanisms.split() == ["PLAIN", "AMQPLAIN"]
+        # asked for anyway, it is refused as RabbitMQ refuses it: the socket closes
+        plain.sendall(pframe.marshal(C.Connection.StartOk(
+            client_properties={"capabilities": {"authentication_failure_close": True}},
+            mechanism="EXTERNAL", response="", locale="en_US"), 0))
+        assert plain.recv(65536) == b""
+    raw = socket.create_connection(("127.0.0.1", broker.tls_port), timeout=10)
+    with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+        assert start_of(tls).mechanisms.split() == ["PLAIN", "AMQPLAIN", "EXTERNAL"]
+
+
+def test_a_certificate_of_another_ca_fails_the_handshake(broker, pki):
+    """mallory claims alice's subject, signed by a CA the broker does not trust: no
+    connection.start ever comes. (With TLS 1.3 the server checks the client's certificate
+    after the client's side of the handshake is done, so the refusal shows at the first read,
+    as an alert or as the socket closing.)"""
+    raw = socket.create_connection(("127.0.0.1", broker.tls_port), timeout=10)
+    with client_context(pki, pki.mallory).wrap_socket(raw, server_hostname="localhost") as tls:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, EOFError)):
+            start_of(tls)
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(pika_params(broker, pki, pki.mallory, external=True))
+
+
+def test_aio_pika_external_over_tls(broker, pki):
+    import aio_pika
+
+    async def main() -> bytes:
+        url = (f"amqps://127.0.0.1:{broker.tls_port}/?auth=external&cafile={pki.ca}"
+               f"&certfile={pki.alice.cert}&keyfile={pki.alice.key}")
+        ctx = client_context(pki, pki.alice)
+        ctx.check_hostname = False          # the URL names 127.0.0.1, the certificate both
+        conn = await aio_pika.connect(url, ssl_context=ctx)
+        async with conn:
+            ch = await conn.channel()
+            queue = await ch.declare_queue("tls-aio", auto_delete=True)
+            await ch.default_exchange.publish(aio_pika.Message(b"aio over tls"), "tls-aio")
+            assert_external(broker, pki, "aiormq")
+            message = await queue.get(timeout=5)
+            await message.ack()
+            return message.body
+    assert asyncio.run(main()) == b"aio over tls"
+
+
+def test_kombu_external_over_tls(broker, pki):
+    import kombu
+    sslopts = {"ca_certs": pki.ca, "certfile": pki.alice.cert, "keyfile": pki.alice.key,
+               "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "localhost"}
+    with kombu.Connection(f"amqp://127.0.0.1:{broker.tls_port}//", ssl=sslopts,
+                          login_method="EXTERNAL") as conn:
+        queue = kombu.Queue("tls-kombu", auto_delete=True)
+        conn.connect()
+        assert_external(broker, pki, "py-amqp")
+        with conn.Producer() as producer:
+            producer.publish({"over": "tls"}, routing_key="tls-kombu", declare=[queue])
+        with conn.SimpleQueue(queue) as sq:
+            message = sq.get(timeout=5)
+            message.ack()
+            assert message.payload == {"over": "tls"}
+
+
+# ------------------------------------------------------------------------- HTTPS
+def test_management_answers_over_https_and_http(broker, pki):
+    status, overview = api(broker, pki, "GET", "overview")
+    assert status == 200 and overview["product_name"] == "amqpbroker"
+    assert broker.api("whoami")["name"] == "guest"          # plain HTTP still serves
+
+
+# ------------------------------------------------------------------------- options
+def test_fail_if_no_peer_cert_refuses_clients_without_one(tmp_path_factory, pki):
+    with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer",
+                    "--tls-fail-if-no-peer-cert") as b:
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            pika.BlockingConnection(pika_params(b, pki))
+        conn = pika.BlockingConnection(pika_params(b, pki, pki.alice))      # PLAIN, with one
+        assert round_trip(conn, "tls-required") == b"over tls"
+        conn.close()
+
+
+def test_login_from_common_name(tmp_path_factory, pki):
+    with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer",
+                    "--tls-login-from", "common_name") as b:
+        add_user(b, pki, "alice")
+        params = pika_params(b, pki, pki.alice, external=True)
+        params.client_properties = {"connection_name": "alice-cn"}
+        conn = pika.BlockingConnection(params)
+        assert connection_of(b, pki, "alice-cn")["user"] == "alice"
+        conn.close()
+
+
+def test_tls_flags_from_the_environment(tmp_path, pki):
+    env = {"AMQPBROKER_TLS_CERT": pki.server, "AMQPBROKER_TLS_CA": pki.ca,
+           "AMQPBROKER_TLS_VERIFY": "peer", "AMQPBROKER_TLS_FAIL_IF_NO_PEER_CERT": "true"}
+    with BrokerProcess(tmp_path, env=env) as b:
+        assert b.tls_port
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            pika.BlockingConnection(pika_params(b, pki))
+        conn = pika.BlockingConnection(pika_params(b, pki, pki.alice))
+        conn.close()
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--tls-cert", "/nonexistent/server.pem"], "No such file or directory"),
+    (["--tls-cert", "{server}", "--tls-verify", "peer"], "--tls-verify peer needs --tls-ca"),
+    (["--tls-cert", "{server}", "--tls-fail-if-no-peer-cert"],
+     "--tls-fail-if-no-peer-cert needs --tls-verify peer"),
+])
+def test_a_bad_tls_setting_stops_the_start_in_one_line(tmp_path, pki, flags, says):
+    flags = [f.format(server=pki.server) for f in flags]
+    out = subprocess.run([*child.command("amqpbroker"), "serve", "--port", "0",
+                          "--management-port", "0", "--data-dir", str(tmp_path), *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cannot start:" in out.stderr and says in out.stderr, out.stderr
