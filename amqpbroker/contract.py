@@ -6,8 +6,9 @@ The broker's processes share no objects, only messages. A front-end talks to the
 host that owns a queue (a worker process, or its own process with ``--workers 0``) in
 *partition commands* and hears back in *partition events*; the supervisor and its children
 talk over a control channel in *control messages*; the supervisor keeps front-ends' copies
-of the metadata current with *metadata ops*, and front-ends ask it to change metadata with
-*metadata calls*. Each message is declared below, once, with
+of the metadata current with *metadata ops*, front-ends ask it to change metadata with
+*metadata calls* and report their connections and channels in *counts* (for the node's
+limits). Each message is declared below, once, with
 
 * a wire name (``pub``, ``dlv``, ...): the handler of message ``pub`` is the receiver's
   method ``on_pub`` (``handlers`` builds the dispatch table and refuses a receiver that lacks
