@@ -357,4 +357,8 @@ METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, Que
                 QueueDeleted, BindOp, UnbindOp)
 
 
+for _cls in MESSAGES.values():      # pickle finds a message class by its name in this module
+    if globals().get(_cls.__name__) is not _cls:
+        raise TypeError(f"message {_cls.NAME} must be declared as {_cls.__name__} = message(...)")
+
 __all__ = ["Record", "message", "handlers", "encode", "encode_bytes", "decode", "fields_of"]
