@@ -30,6 +30,7 @@ import pytest
 
 from amqpbroker import child
 from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.leaks import wait_until
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
@@ -373,6 +374,9 @@ def test_queues_that_cannot_open_stay_defined_and_keep_their_messages(tmp_path, 
             with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
                 conn.channel().basic_get(down[0])
             assert exc.value.reply_code == 404
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+                conn.channel().basic_consume(down[0], lambda *a: None)
+            assert exc.value.reply_code == 404
             ch = conn.channel()
             ch.confirm_delivery()
             with pytest.raises(pika.exceptions.NackError):    # not stored: never confirmed
@@ -401,6 +405,121 @@ def test_queues_that_cannot_open_stay_defined_and_keep_their_messages(tmp_path, 
     finally:
         b.stop()
     assert len(queue_dirs(data)) == len(expected)
+    assert "Traceback" not in "".join(b.output)
+
+
+def test_a_queue_its_restarted_worker_cannot_open_stays_defined_until_it_can(tmp_path):
+    """A queue that was open, whose worker restarts and then cannot open it (here its ack
+    log was replaced by a directory: EISDIR), is down, and the definitions keep it; when a
+    later restart can open it, it is back with its messages."""
+    data = tmp_path / "data"
+    b = BrokerProcess(data, "--workers", "1", management=True).start()
+    try:
+        conn = connect(b)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for name in ("victim", "bystander"):
+            ch.queue_declare(name, durable=True)
+            ch.basic_publish("", name, f"{name}-1".encode(), PERSISTENT)
+        conn.close()
+        victim = next(d for d in queue_dirs(data)
+                      if b"victim-1" in (data / "queues" / d / "00000000000000000000.log")
+                      .read_bytes())
+        acks = data / "queues" / victim / "acks.log"
+
+        def restart_worker(change, restarts: int) -> dict:
+            """Stop the worker, change its files, kill it; the states once it is back."""
+            pid = api(b, "GET", "nodes")[1][0]["workers"][0]["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            change()
+            os.kill(pid, signal.SIGKILL)
+
+            def reopened():
+                worker = api(b, "GET", "nodes")[1][0]["workers"][0]
+                if worker["restarts"] != restarts or not worker["running"]:
+                    return None
+                queues = api(b, "GET", "queues/%2F")[1]
+                if all(q["state"] == "down" or q["messages"] == 1 for q in queues):
+                    return {q["name"]: q["state"] for q in queues}
+                return None
+            return wait_until(reopened, 60, f"worker restart {restarts} and its queues")
+
+        def break_acks():
+            acks.rename(acks.with_suffix(".aside"))
+            acks.mkdir()
+
+        def mend_acks():
+            acks.rmdir()
+            acks.with_suffix(".aside").rename(acks)
+
+        assert restart_worker(break_acks, 1) == {"victim": "down", "bystander": "running"}
+        stored = json.loads((data / "definitions.json").read_text())["queues"]
+        assert {q["name"] for q in stored} == {"victim", "bystander"}
+        conn = connect(b)
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+            conn.channel().queue_declare("victim", durable=True)
+        assert exc.value.reply_text == ("NOT_FOUND - queue 'victim' in vhost '/' has crashed "
+                                        "and failed to restart: Is a directory")
+        conn.close()
+
+        assert restart_worker(mend_acks, 2) == {"victim": "running", "bystander": "running"}
+        conn = connect(b)
+        ch = conn.channel()
+        assert drain(ch, "victim") == ["victim-1"]
+        assert drain(ch, "bystander") == ["bystander-1"]
+        conn.close()
+    finally:
+        b.stop()
+    assert "queue 'victim' in vhost '/' is open again" in "".join(b.output)
+
+
+def test_a_queue_stored_with_an_argument_now_refused_is_down_not_fatal(tmp_path):
+    """Arguments are checked when a client declares; what was stored is restored. A stored
+    argument that today's checks refuse (as after a version tightened them; here the file is
+    edited) leaves that queue down with its files, and the node up."""
+    data = tmp_path / "data"
+    b = BrokerProcess(data, management=True).start()
+    try:
+        conn = connect(b)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("odd", durable=True, arguments={"x-overflow": "drop-head"})
+        ch.queue_declare("fine", durable=True)
+        for name in ("odd", "fine"):
+            ch.basic_publish("", name, name.encode(), PERSISTENT)
+        conn.close()
+    finally:
+        b.stop()
+    path = data / "definitions.json"
+    good = path.read_text()
+    path.write_text(good.replace('"x-overflow":"drop-head"', '"x-overflow":"sideways"'))
+    assert path.read_text() != good
+
+    b.start()
+    try:
+        queues = {q["name"]: q for q in api(b, "GET", "queues/%2F")[1]}
+        assert (queues["odd"]["state"], queues["fine"]["state"]) == ("down", "running")
+        assert queues["odd"]["arguments"] == {"x-overflow": "sideways"}
+        conn = connect(b)
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+            conn.channel().queue_declare("odd", passive=True)
+        assert exc.value.reply_text.startswith(
+            "NOT_FOUND - queue 'odd' in vhost '/' has crashed and failed to restart: invalid "
+            "arg 'x-overflow'")
+        assert drain(conn.channel(), "fine") == ["fine"]
+        conn.close()
+    finally:
+        b.stop()
+    assert "sideways" in path.read_text()           # still stored as it was
+
+    path.write_text(good)
+    b.start()
+    try:
+        conn = connect(b)
+        assert drain(conn.channel(), "odd") == ["odd"]
+        conn.close()
+    finally:
+        b.stop()
     assert "Traceback" not in "".join(b.output)
 
 
