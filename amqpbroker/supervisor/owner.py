@@ -25,9 +25,9 @@ import uuid
 from .. import contract as c
 from .. import errors
 from ..frontend.broker import Broker
-from ..storage.fileformat import fsync_dir, remove_directory
 from ..frontend.session import session_json
 from ..frontend.vhost import VirtualHost
+from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
 from .metadata import LocalMetadata, snapshot
 

@@ -1,17 +1,17 @@
 """A classic queue deletes whole segments once every message in them is settled."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pika
 
+from amqpbroker.supervisor.owner import queue_dir_name
 from amqpbroker.testing import BrokerProcess
 
 
 def segments(data_dir, queue: str) -> list[str]:
-    digest = hashlib.sha1(f"/\x00{queue}".encode()).hexdigest()
-    return sorted(f for f in os.listdir(os.path.join(data_dir, "queues", digest))
+    directory = os.path.join(data_dir, "queues", queue_dir_name("/", queue))
+    return sorted(f for f in os.listdir(directory)
                   if f.endswith(".log") and f[:-4].isdigit())
 
 

@@ -6,9 +6,12 @@
   ``amq.gen-…`` ones too, auto-delete, with every argument), queue and exchange-to-exchange
   bindings with arguments, vhosts, users with tags, permissions, persistent messages. Transient
   exchanges, non-durable and exclusive queues, and bindings to them, do not come back.
+  An HTTP import restores the same way, but skips ``amq.*`` names as RabbitMQ's import does.
 * A queue whose files cannot be opened at start (here: a real low RLIMIT_NOFILE) stays defined
   and keeps its files; the node either starts without it (``state: "down"``, declares refused
-  with 404) or refuses to start; the next normal start has every message.
+  with 404) or refuses to start; the next normal start has every message. The same holds
+  when a restarted worker cannot open a queue, or a stored argument fails today's checks.
+* A start removes only the directories a delete recorded; any other is kept.
 * Queue directories: two (vhost, name) pairs never share one, and directories named the old
   way (``sha1(vhost NUL name)``) are renamed at start.
 """
