@@ -67,7 +67,7 @@ BOUND = 6 * SEGMENT
 
 
 def queue_dir(data_dir, queue: str) -> str:
-    return os.path.join(data_dir, "queues", hashlib.sha1(f"/\x00{queue}".encode()).hexdigest())
+    return os.path.join(data_dir, "queues", queue_dir_name("/", queue))
 
 
 def dir_bytes(path: str) -> int:
