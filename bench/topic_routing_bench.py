@@ -215,7 +215,7 @@ def main() -> None:
             assert old.match(missed_key) == set()
             before = f"{time.process_time() - t0:.1f} s"
         else:
-            before = "(~8x per '#')"
+            before = "C(40+N, N) splits"
         print(f"| {hashes} | {before} | {after[0]:,.0f} | {after[1]:,.0f} | {steps} |")
 
 
