@@ -175,7 +175,8 @@ def main() -> None:
     from amqpbroker.frontend.exchange import TopicTrie
     keys = routing_keys(random.Random(4), args.keys)
     print(f"{args.bindings} bindings; routing keys of 3-6 words, every one a cache miss\n")
-    print("| workload | matched per key (avg) | before µs/publish | after µs/publish | after: trie nodes | after: steps/key |")
+    print("| workload | matched per key (avg) | before µs/publish | after µs/publish "
+          "| after: trie nodes | after: steps/key |")
     print("|---|---|---|---|---|---|")
     for name, patterns in workloads(args.bindings).items():
         new = build(TopicTrie, patterns)
@@ -188,11 +189,13 @@ def main() -> None:
         steps = new.steps / (3 * len(keys))
         before = per_key_us(old, keys[:args.old_keys])
         nodes = count_nodes(new.root)
-        print(f"| {name} | {matched:.1f} | {before:,.0f} | {after:,.1f} | {nodes:,} | {steps:.1f} |")
+        print(f"| {name} | {matched:.1f} | {before:,.0f} | {after:,.1f} | {nodes:,} "
+              f"| {steps:.1f} |")
 
     print("\nOne binding '#' x N + '.z'; a 40-word key ending in z (routed) and one that does "
           "not end in z (not routed: every way to split it is tried before)\n")
-    print("| '#'s | before, not routed | after µs, routed | after µs, not routed | after steps, not routed |")
+    print("| '#'s | before, not routed | after µs, routed | after µs, not routed "
+          "| after steps, not routed |")
     print("|---|---|---|---|---|")
     routed_key = ".".join(["w"] * 39 + ["z"])
     missed_key = ".".join(["w"] * 40)
