@@ -276,7 +276,7 @@ Flow = message(23, "flow", ("qid", "u32"), ("on", "bool"))
 Cancel = message(24, "cancel", ("cid", "u32"))
 Gone = message(25, "gone", ("qid", "u32"), ("reason", "str"))
 Dlx = message(26, "dlx", ("qid", "u32"), ("vhost", "str"), ("exchange", "str"),
-              ("keys", "any"), ("skip_self", "bool"), ("record", "record"))
+              ("keys", "any"), ("reason", "str"), ("record", "record"))
 Alarm = message(27, "alarm", ("name", "str"), ("detail", "any"))
 # worker -> supervisor, on the supervisor's own link
 WorkerReady = message(28, "worker_ready")

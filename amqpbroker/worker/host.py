@@ -336,9 +336,9 @@ class PartitionHost:
         if q.args.dlx is None or (q.deleted and reason != "rejected"):
             return
         for rec in records:
-            new, keys, skip_self = dead_letter_record(q, rec, reason)
+            new, keys = dead_letter_record(q, rec, reason)
             self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
-                                    keys=keys, skip_self=skip_self, record=new))
+                                    keys=keys, reason=reason, record=new))
 
     def to_supervisor(self, event) -> None:
         """An event one process must act on, with every routing table: the first link is the
