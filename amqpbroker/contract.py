@@ -277,7 +277,7 @@ Flow = message(23, "flow", ("qid", "u32"), ("on", "bool"))
 Cancel = message(24, "cancel", ("cid", "u32"))
 Gone = message(25, "gone", ("qid", "u32"), ("reason", "str"))
 Dlx = message(26, "dlx", ("qid", "u32"), ("vhost", "str"), ("exchange", "str"),
-              ("keys", "any"), ("skip_self", "bool"), ("record", "record"))
+              ("keys", "any"), ("reason", "str"), ("record", "record"))
 Alarm = message(27, "alarm", ("name", "str"), ("detail", "any"))
 # worker -> supervisor, on the supervisor's own link
 WorkerReady = message(28, "worker_ready")
@@ -374,5 +374,9 @@ VhostLimitsOp = message(89, "vhost_limits_op", ("name", "str"), ("limits", "any"
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
                 QueueDeleted, BindOp, UnbindOp, VhostLimitsOp)
 
+
+for _cls in MESSAGES.values():      # pickle finds a message class by its name in this module
+    if globals().get(_cls.__name__) is not _cls:
+        raise TypeError(f"message {_cls.NAME} must be declared as {_cls.__name__} = message(...)")
 
 __all__ = ["Record", "message", "handlers", "encode", "encode_bytes", "decode", "fields_of"]

@@ -89,6 +89,14 @@ NotImplemented_ = _hard(540, "NotImplemented_")
 InternalError = _hard(541, "InternalError")
 
 
+def queue_down(vhost: str, name: str, reason: str, class_id: int = 0,
+               method_id: int = 0) -> ChannelError:
+    """A queue that is defined but could not be opened (its data is kept): RabbitMQ's 404
+    for a crashed queue, with why."""
+    return NotFound(f"queue '{name}' in vhost '{vhost}' has crashed and failed to restart: "
+                    f"{reason}", class_id, method_id)
+
+
 def from_reply(hard: bool, code: int, text: str, class_id: int, method_id: int) -> AMQPError:
     """Rebuild an error that crossed a process boundary as (hard, code, text, class, method)."""
     base = ConnectionError_ if hard else ChannelError

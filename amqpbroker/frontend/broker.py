@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 
 from .. import contract as c
 from .. import errors
@@ -38,6 +39,9 @@ class Broker:
         self.metadata = metadata            # how channels change metadata
         self.admission = None               # how sessions are counted (frontend/admission.py)
         self.forward_reply = None           # direct reply-to for another front-end's connection
+        self._dead_letters: deque = deque()     # (vhost, exchange, keys, record, reason)
+        self._routing_dead_letters = False
+        self._cycles_logged: set = set()
 
     # ------------------------------------------------------------ hooks of the owner
     def changed(self, op) -> None:
@@ -101,15 +105,79 @@ class Broker:
                 out[r] = stats.get(r.qid, (0, 0, 0, 0))
         return out
 
-    def route_dead_letter(self, vhost_name: str, exchange: str, keys, record, skip) -> None:
-        """A host dead-lettered ``record``: route it through ``exchange`` as a publish."""
+    # ------------------------------------------------------------ dead letters
+    def route_dead_letter(self, vhost_name: str, exchange: str, keys, record,
+                          reason: str) -> None:
+        """A host dead-lettered ``record`` for ``reason``: route it through ``exchange`` as a
+        publish, except into the queues where it would close a dead-letter cycle.
+
+        A loop, not a recursion: with the host in this process, a queue that dead-letters what
+        it is given at once (TTL 0, full with reject-publish-dlx) calls back in here from
+        inside ``ref.publish``; that dead letter waits in ``_dead_letters`` for the loop
+        below, so a chain of any length runs in constant stack."""
+        self._dead_letters.append((vhost_name, exchange, keys, record, reason))
+        if self._routing_dead_letters:
+            return
+        self._routing_dead_letters = True
+        try:
+            while self._dead_letters:
+                letter = self._dead_letters.popleft()
+                try:
+                    self._route_dead_letter(*letter)
+                except Exception:
+                    log.exception("dead letter from vhost '%s' to exchange '%s' not routed",
+                                  letter[0], letter[1])
+        finally:
+            self._routing_dead_letters = False
+
+    def _route_dead_letter(self, vhost_name: str, exchange: str, keys, record,
+                           reason: str) -> None:
         vhost = self.vhosts.get(vhost_name)
         ex = vhost.exchanges.get(exchange) if vhost is not None else None
         if ex is None:
             return
         scan = props_mod.scan(record.properties)
         headers = props_mod.decode(record.properties).headers if scan.has_headers else None
+        deaths = death_history(headers)
         priority = scan.priority or 0
         for ref in vhost.route(ex, keys, headers):
-            if ref is not skip:
+            if reason != "rejected" and is_dead_letter_cycle(ref.name, deaths):
+                self._log_cycle(vhost_name, ref.name, deaths)
+            else:
                 ref.publish(record, priority, False)
+
+    def _log_cycle(self, vhost_name: str, queue: str, deaths) -> None:
+        """Once per cycle (as RabbitMQ, which logs each cycle once per process)."""
+        queues = [queue, *(d[0] for d in deaths if d is not None)]
+        cycle = (vhost_name, *queues)
+        if cycle in self._cycles_logged:
+            return
+        if len(self._cycles_logged) >= 10000:      # bounded: a cycle may be logged again
+            self._cycles_logged.clear()
+        self._cycles_logged.add(cycle)
+        log.warning("Message dropped. Dead-letter queues cycle detected in vhost '%s': %s "
+                    "(the queue it would enter, then where it died, most recent first). "
+                    "This cycle will NOT be reported again.", vhost_name, queues)
+
+
+def death_history(headers) -> list:
+    """(queue, reason) of each entry of a message's x-death header, most recent first; None
+    for an entry that is not a table."""
+    deaths = (headers or {}).get("x-death")
+    if not isinstance(deaths, list):
+        return []
+    return [(d.get("queue"), d.get("reason")) if isinstance(d, dict) else None for d in deaths]
+
+
+def is_dead_letter_cycle(queue: str, deaths) -> bool:
+    """RabbitMQ's ``rabbit_dead_letter:is_cycle``: a message dead-lettered for a reason other
+    than ``rejected`` (the caller checks that) closes a cycle at ``queue`` if it died there
+    before and none of its deaths since, that one included, was a rejection: a cycle that
+    only timers and limits drive would turn forever, one a client takes part in is the
+    client's. An entry that is not a table breaks the cycle too (a client wrote it)."""
+    for death in deaths:
+        if death is None or death[1] == "rejected":
+            return False
+        if death[0] == queue:
+            return True
+    return False

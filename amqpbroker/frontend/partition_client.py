@@ -190,8 +190,7 @@ class PartitionClient:
             ref.vhost.forget_queue(ref, m.reason)
 
     def on_dlx(self, m: c.Dlx) -> None:
-        skip = self.refs.get(m.qid) if m.skip_self else None
-        self.broker.route_dead_letter(m.vhost, m.exchange, m.keys, m.record, skip)
+        self.broker.route_dead_letter(m.vhost, m.exchange, m.keys, m.record, m.reason)
 
     def on_alarm(self, m: c.Alarm) -> None:
         name = f"{m.name}@worker{self.index}"

@@ -4,13 +4,21 @@ The messages, consumers and acks of the queue are on its partition host (``worke
 ``partition_client.py``);
 a ``QueueRef`` is what exchanges bind to, what routing returns, and what channels publish to,
 consume from and settle with.
+
+Opening can fail (the host answers 506: a full disk, too many open files, a bad stored
+argument). A queue a client is declaring for the first time is then forgotten: the declare
+fails and nothing was stored. A queue that existed before — restored at start, or reopened
+after its worker restarted — stays defined and keeps its files: it is *down* (``down`` says
+why), declares of it are refused, and its host refuses everything else.
 """
 from __future__ import annotations
 
 import logging
 
 from .. import contract as c
+from .. import errors
 from ..queue_args import QueueArgs
+from .partition_client import HostGone
 
 log = logging.getLogger("amqpbroker.queue")
 
@@ -21,14 +29,23 @@ EQUIVALENT_ARGS = ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-b
 
 class QueueRef:
     def __init__(self, vhost, name: str, *, durable: bool, exclusive_owner, auto_delete: bool,
-                 arguments: dict, directory: str, client, qid: int | None = None):
+                 arguments: dict, directory: str, client, qid: int | None = None,
+                 existed: bool = False):
         self.vhost = vhost
         self.name = name
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
-        self.args = QueueArgs(name, vhost.name, arguments)     # validates: raises 406
-        self.arguments = self.args.arguments
+        self.existed = existed or qid is not None   # stored before: a failed open keeps it
+        self.down: str | None = None        # why its host could not open it
+        try:
+            self.args = QueueArgs(name, vhost.name, arguments)     # validates: raises 406
+        except errors.AMQPError:
+            if not self.existed:
+                raise
+            # stored under older rules: kept as stored; its host refuses it the same way
+            self.args = QueueArgs(name, vhost.name, {})
+        self.arguments = dict(arguments or {})
         self.directory = directory
         self.client = client
         self.deleted = False
@@ -46,8 +63,8 @@ class QueueRef:
             self.opened.set_result(None)
 
     def open(self):
-        """Ask the host to create or recover the queue; the future fails with 506 if the data
-        directory refuses (the queue is then forgotten)."""
+        """Ask the host to create or recover the queue; the future fails with 506 if the host
+        cannot open it (the queue is then forgotten, or down if it existed)."""
         fut = self.client.request(c.Open, qid=self.qid, vhost=self.vhost.name, name=self.name,
                                   durable=self.durable, auto_delete=self.auto_delete,
                                   arguments=self.arguments, directory=self.directory)
@@ -56,10 +73,28 @@ class QueueRef:
 
     def _open_done(self, fut) -> None:
         exc = None if fut.cancelled() else fut.exception()
-        # 506: the data directory refused the queue's files (a restarting worker is not that)
-        if getattr(exc, "reply_code", 0) == 506 and not self.deleted:
-            log.error("%r could not be opened: %s", self, fut.exception())
+        if exc is None:
+            if self.down is not None:
+                log.warning("queue '%s' in vhost '%s' is open again", self.name,
+                            self.vhost.name)
+            self.down = None
+            self.existed = True
+        elif isinstance(exc, HostGone) or self.deleted:
+            pass                # its worker is restarting: the new one opens it again
+        elif self.existed:
+            self.down = getattr(exc, "text", str(exc)).removeprefix(
+                "cannot complete the method: ")
+            log.error("queue '%s' in vhost '%s' is down: it could not be opened (%s). It stays "
+                      "defined and its files in %s are kept; declares of it are refused until "
+                      "a start opens it", self.name, self.vhost.name, self.down, self.directory)
+        else:
+            log.error("%r could not be created: %s", self, exc)
             self.vhost.forget_queue(self, "open failed")
+
+    def refuse_if_down(self, class_id: int, method_id: int) -> None:
+        """A declare of a down queue: RabbitMQ's 404 for a crashed queue."""
+        if self.down is not None:
+            raise errors.queue_down(self.vhost.name, self.name, self.down, class_id, method_id)
 
     # ------------------------------------------------------------ messages
     def publish(self, record, priority: int, track: bool) -> int:

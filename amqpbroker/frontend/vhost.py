@@ -138,14 +138,13 @@ class VirtualHost:
                 f"does not match that of the original declaration.", cid, mid)
 
     def declare_queue(self, name: str, *, owner, passive=False, durable=False, exclusive=False,
-                      auto_delete=False, arguments=None, enforce_limit=True) -> QueueRef:
-        """queue.declare, checked as RabbitMQ checks it; ``enforce_limit=False`` restores a
-        queue that is already defined (recovery, an import checked beforehand) whatever the
-        vhost's max-queues."""
+                      auto_delete=False, arguments=None) -> QueueRef:
         if passive:
             if not name:
                 raise errors.NotFound(f"no {self._q(name)}", 50, 10)
-            return self.get_queue(name, owner, 50, 10)
+            q = self.get_queue(name, owner, 50, 10)
+            q.refuse_if_down(50, 10)
+            return q
         if not name:
             name = "amq.gen-" + uuid.uuid4().hex[:22]
         elif name.startswith("amq."):
@@ -157,6 +156,7 @@ class VirtualHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive(existing, owner, 50, 10)
+            existing.refuse_if_down(50, 10)
             if exclusive:
                 durable = existing.durable
             diff = existing.equivalent(durable, exclusive, auto_delete, arguments)
@@ -179,7 +179,7 @@ class VirtualHost:
                     f"inequivalent arg '{diff}' for {self._q(name)}: received {shown}", 50, 10)
             existing.touch()
             return existing
-        limit = limit_of(self.limits, "max-queues") if enforce_limit else None
+        limit = limit_of(self.limits, "max-queues")
         if limit is not None and len(self.queues) >= limit:
             raise errors.PreconditionFailed(                  # RabbitMQ 3.10's words
                 f"cannot declare queue '{name}': queue limit in vhost '{self.name}' ({limit}) "
@@ -193,6 +193,28 @@ class VirtualHost:
         self.queues[name] = q
         if durable and not exclusive:
             self.broker.persist()
+        return q
+
+    # ----------------------------------------------------------- restore
+    # Definitions at start, or imported: what was stored is recreated as it was, without a
+    # client's checks (reserved names, equivalence); what exists already is left as it is.
+    def restore_exchange(self, name, type_, *, durable, auto_delete, internal,
+                         arguments) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
+            self.exchanges[name] = ex
+            self.broker.changed(self.exchange_op(ex))
+        return ex
+
+    def restore_queue(self, name, *, durable, auto_delete, arguments) -> QueueRef:
+        q = self.queues.get(name)
+        if q is None:
+            q = QueueRef(self, name, durable=durable, exclusive_owner=None,
+                         auto_delete=auto_delete, arguments=arguments,
+                         directory=self.broker.queue_directory(self, name, durable),
+                         client=self.broker.place(self, name), existed=True)
+            self.queues[name] = q
         return q
 
     async def delete_queue_checked(self, q: QueueRef, if_unused: bool, if_empty: bool) -> int:

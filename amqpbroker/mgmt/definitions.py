@@ -8,7 +8,6 @@ imports entry by entry and stops at the first bad one, leaving what came before 
 """
 from __future__ import annotations
 
-import logging
 
 from ..frontend.admission import limit_of
 from ..supervisor.definitions import vhost_limits
@@ -16,7 +15,6 @@ from . import access
 from .api import Route, bad_request, no_content
 from .validation import DEFINITIONS
 
-log = logging.getLogger("amqpbroker.mgmt")
 
 
 async def export_definitions(call):
@@ -35,9 +33,10 @@ def plan(broker, doc: dict) -> dict:
     a user that neither exists nor is defined in ``doc``.
 
     Dropped, as RabbitMQ's import drops them: exchanges and queues that already exist (they
-    stay as they are, even if the document defines them otherwise), exchanges and queues
-    named "" or ``amq.*``, bindings from or to the default exchange. Bindings whose source or
-    destination does not exist are skipped by ``apply``, as RabbitMQ skips them."""
+    stay as they are, even if the document defines them otherwise), bindings from or to the
+    default exchange. ``Definitions.apply`` skips exchanges and queues named "" or ``amq.*``
+    (with RabbitMQ's warning) and bindings whose source or destination does not exist, as
+    RabbitMQ skips them."""
     vhosts = set(broker.vhosts) | {v["name"] for v in doc["vhosts"]}
     users = set(broker.users.users) | {u["name"] for u in doc["users"]}
     for kind in ("permissions", "exchanges", "queues", "bindings"):
@@ -53,10 +52,7 @@ def plan(broker, doc: dict) -> dict:
         for entry in doc[kind]:
             key = (entry["vhost"], entry["name"])
             vh = broker.vhosts.get(entry["vhost"])
-            if entry["name"] == "" or entry["name"].startswith("amq."):
-                log.warning("definitions import: skipping %s '%s' in vhost '%s' (reserved "
-                            "name)", kind[:-1], entry["name"], entry["vhost"])
-            elif key not in seen and (vh is None or entry["name"] not in getattr(vh, kind)):
+            if key not in seen and (vh is None or entry["name"] not in getattr(vh, kind)):
                 kept.append(entry)
             seen.add(key)
         out[kind] = kept
@@ -74,6 +70,8 @@ def _check_queue_limits(broker, doc: dict, new_queues: list) -> None:
     limits.update(vhost_limits(doc))
     count = {name: len(vh.queues) for name, vh in broker.vhosts.items()}
     for q in new_queues:
+        if q["name"] == "" or q["name"].startswith("amq."):
+            continue                                    # the apply skips them
         vhost = q["vhost"]
         limit = limit_of(limits.get(vhost, {}), "max-queues")
         if limit is not None and count.get(vhost, 0) >= limit:

@@ -14,6 +14,7 @@ storage files are big-endian.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import time
 
@@ -48,6 +49,23 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_directory(path: str) -> None:
+    """Remove a directory so that a crash cannot leave it half removed under its own name:
+    first renamed to ``<path>.deleted``, then removed. Whoever scans the parent removes any
+    ``*.deleted`` it finds (the removal had begun). Needs no descriptor but for the fsync of
+    the rename, which is best effort: a rename lost to a crash leaves the directory whole
+    under its name, the safe side."""
+    doomed = path if path.endswith(".deleted") else path + ".deleted"
+    if doomed != path:
+        shutil.rmtree(doomed, ignore_errors=True)     # an earlier removal's leftover
+        os.replace(path, doomed)
+        try:
+            fsync_dir(os.path.dirname(path) or ".")
+        except OSError:
+            pass
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def write_file_atomically(path: str, data: bytes) -> None:

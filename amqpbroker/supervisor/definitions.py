@@ -5,6 +5,11 @@ export_definitions`` writes), so the same file can be imported into either broke
 Crash safety: written to ``definitions.json.tmp``, fsynced, renamed over
 ``definitions.json``, then the directory is fsynced. A crash leaves either the old or the new
 file, plus perhaps a stale ``.tmp`` that the next load removes.
+
+The file is also how the definitions say a queue was deleted: a durable queue deleted before
+its worker removed its files (with its vhost) leaves a tombstone, its directory's name under
+``amqpbroker_deleted_queues`` (a key RabbitMQ's import ignores), until the files are gone. A
+start removes a queue directory only if a tombstone names it (``owner.py``).
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from ..contract import UsersOp
 
 log = logging.getLogger("amqpbroker.definitions")
 
+TOMBSTONES = "amqpbroker_deleted_queues"
+
 
 class Definitions:
     def __init__(self, broker, path: str):
@@ -23,6 +30,7 @@ class Definitions:
         self.path = path
         self.loading = False
         self._retry = None
+        self.tombstones: set[str] = set()   # directories of deleted queues, not yet removed
 
     def export(self, include_transient: bool = False) -> dict:
         b = self.broker
@@ -100,7 +108,10 @@ class Definitions:
 
     def _write(self) -> None:
         # no indent: that keeps json on its C encoder (indent switches to the Python one)
-        data = json.dumps(self.export(), default=str, separators=(",", ":")).encode()
+        out = self.export()
+        if self.tombstones:
+            out[TOMBSTONES] = sorted(self.tombstones)
+        data = json.dumps(out, default=str, separators=(",", ":")).encode()
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
@@ -119,10 +130,15 @@ class Definitions:
         if not os.path.exists(self.path):
             return None
         with open(self.path, "rb") as f:
-            return json.load(f)
+            data = json.load(f)
+        self.tombstones = set(data.get(TOMBSTONES, ()))
+        return data
 
-    def apply(self, data: dict) -> None:
-        """Import definitions (startup or HTTP import): create what is missing."""
+    def apply(self, data: dict, recovering: bool = False) -> None:
+        """Recreate what the definitions hold, as stored — no client checks (reserved names,
+        equivalence) — and keep what exists. ``recovering``: this broker's own file at start,
+        restored whole; otherwise an import, which skips names beginning with ``amq.`` as
+        RabbitMQ's does (``rabbit_definitions``)."""
         b = self.broker
         self.loading = True
         try:
@@ -143,17 +159,21 @@ class Definitions:
                 b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
                                         p.get("write", ".*"), p.get("read", ".*"))
             for e in data.get("exchanges", []):
+                if not recovering and _reserved("exchange", e):
+                    continue
                 vh = b.vhosts.get(e["vhost"]) or b.add_vhost(e["vhost"])
-                vh.declare_exchange(e["name"], e.get("type", "direct"),
+                vh.restore_exchange(e["name"], e.get("type", "direct"),
                                     durable=e.get("durable", True),
                                     auto_delete=e.get("auto_delete", False),
                                     internal=e.get("internal", False),
                                     arguments=e.get("arguments") or {})
             for q in data.get("queues", []):
+                if not recovering and _reserved("queue", q):
+                    continue
                 vh = b.vhosts.get(q["vhost"]) or b.add_vhost(q["vhost"])
-                vh.declare_queue(q["name"], owner=None, durable=q.get("durable", True),
+                vh.restore_queue(q["name"], durable=q.get("durable", True),
                                  auto_delete=q.get("auto_delete", False),
-                                 arguments=q.get("arguments") or {}, enforce_limit=False)
+                                 arguments=q.get("arguments") or {})
             for bd in data.get("bindings", []):
                 vh = b.vhosts.get(bd["vhost"])
                 if vh is None or bd["source"] not in vh.exchanges:
@@ -171,6 +191,16 @@ class Definitions:
         finally:
             self.loading = False
         self.save()
+
+
+def _reserved(kind: str, item: dict) -> bool:
+    """An import skips the default exchange and ``amq.*`` names, with RabbitMQ's warning."""
+    name = item["name"]
+    if name and not name.startswith("amq."):
+        return False
+    log.warning("Skipping import of %s '%s' in vhost '%s': the name is reserved (the default "
+                "exchange, or beginning with 'amq.')", kind, name, item.get("vhost"))
+    return True
 
 
 def vhost_limits(data: dict) -> dict:

@@ -4,10 +4,18 @@ It is a ``frontend.broker.Broker`` (with ``--frontends 0`` it serves AMQP itself
 owns the metadata: it loads and persists the definitions, creates queue directories, places
 queues on workers, tells every front-end process of each change (``changed``: an op) and of
 each alarm, and answers management requests about the whole node.
+
+Queue directories: ``queues/<sha256 of the length-prefixed vhost and name>``, so no two
+(vhost, name) pairs share one; directories named the old way (``sha1(vhost NUL name)``, which
+two pairs could share) are renamed at start. A start never removes a queue's files unless the
+definitions say the queue was deleted (a tombstone, ``definitions.py``) or a removal had begun
+(``*.deleted``); a directory no defined queue owns is otherwise kept and reported. A queue that
+cannot be opened stays defined, down (``frontend/queue_ref.py``), with its files.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -20,6 +28,7 @@ from ..frontend.admission import Admission
 from ..frontend.broker import Broker
 from ..frontend.session import session_json
 from ..frontend.vhost import VirtualHost
+from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
 from .metadata import LocalMetadata, snapshot
 from .tally import LocalCounts, Tally
@@ -57,19 +66,63 @@ class MetadataOwner(Broker):
             self.definitions.loading = False
             self.definitions.save()
         else:
-            self.definitions.apply(data)
-        self._remove_orphan_queue_dirs()
+            self._rename_old_queue_dirs(data.get("queues", []))
+            self.definitions.apply(data, recovering=True)
+        self._sweep_queue_dirs()
         self.alarms.start()
 
-    def _remove_orphan_queue_dirs(self) -> None:
-        """A crash between deleting a queue and saving definitions can leave its directory."""
-        known = {os.path.basename(q.directory) for vh in self.vhosts.values()
+    def _rename_old_queue_dirs(self, queues: list) -> None:
+        """Give each stored durable queue's directory its new name, unless two queues claim
+        the same old one (names the old naming did not tell apart): that one stays as it is
+        (kept, reported) and those queues start empty."""
+        root = os.path.join(self.data_dir, "queues")
+        claims: dict[str, list] = {}
+        for q in queues:
+            if q.get("durable", True):
+                claims.setdefault(old_queue_dir_name(q["vhost"], q["name"]), []).append(q)
+        renamed = False
+        for old, owners in claims.items():
+            if not os.path.isdir(os.path.join(root, old)):
+                continue
+            if len(owners) > 1:
+                log.error("queue directory %s is claimed by %s: left as it is, those queues "
+                          "start empty", old, ", ".join(f"queue {q['name']!r} in vhost "
+                                                        f"{q['vhost']!r}" for q in owners))
+                continue
+            q = owners[0]
+            new = queue_dir_name(q["vhost"], q["name"])
+            if os.path.exists(os.path.join(root, new)):
+                log.error("queue %r in vhost %r has two directories, %s and %s (old naming): "
+                          "the old one is left as it is", q["name"], q["vhost"], new, old)
+                continue
+            os.rename(os.path.join(root, old), os.path.join(root, new))
+            renamed = True
+            log.info("queue %r in vhost %r: directory %s renamed to %s", q["name"], q["vhost"],
+                     old, new)
+        if renamed:
+            fsync_dir(root)
+
+    def _sweep_queue_dirs(self) -> None:
+        """Remove the files of deleted queues and nothing else: a directory no defined queue
+        owns goes only if a tombstone names it or its removal had begun (``*.deleted``); any
+        other is kept — it may hold the only copy of messages — and reported."""
+        owned = {os.path.basename(q.directory) for vh in self.vhosts.values()
                  for q in vh.queues.values() if q.durable}
         root = os.path.join(self.data_dir, "queues")
-        for name in os.listdir(root):
-            if name not in known:
-                log.warning("removing orphan queue directory %s", name)
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        tombstones = self.definitions.tombstones
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if name in owned:
+                continue
+            if name in tombstones or name.endswith(".deleted"):
+                log.info("removing the files of a deleted queue: %s", path)
+                remove_directory(path)
+            else:
+                log.warning("queue directory %s belongs to no defined queue: kept (remove it "
+                            "by hand if its messages are not wanted)", path)
+        if tombstones:
+            tombstones.clear()
+            self.definitions.save()
 
     def _local_partition(self):
         """``--workers 0``: the queues' host runs in this process, joined by a LocalLink."""
@@ -105,7 +158,21 @@ class MetadataOwner(Broker):
         return [c.pid for c in (*self.workers, *self.frontends) if c.pid]
 
     def drop_queue_of_deleted_vhost(self, vh: VirtualHost, q) -> None:
-        vh.delete_queue(q)
+        if not q.durable:
+            vh.delete_queue(q)
+            return
+        # the definitions forget the queue before its worker removes its files: a tombstone,
+        # saved with them, says the files are owed a removal until the worker has done it
+        tombstone = os.path.basename(q.directory)
+        self.definitions.tombstones.add(tombstone)
+        vh.forget_queue(q, "vhost deleted")
+        if q.client.link is not None:       # else its worker is restarting: the next start
+            done = q.client.request(c.Delete, qid=q.qid, if_unused=False, if_empty=False)
+            done.add_done_callback(functools.partial(self._queue_files_removed, tombstone))
+
+    def _queue_files_removed(self, tombstone: str, done) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.definitions.tombstones.discard(tombstone)      # saved with the next change
 
     # ------------------------------------------------------------ limits
     def set_vhost_limits(self, vh: VirtualHost, limits: dict) -> None:
@@ -125,8 +192,9 @@ class MetadataOwner(Broker):
     def queue_directory(self, vhost: VirtualHost, name: str, durable: bool) -> str:
         if not durable:
             return os.path.join(self.data_dir, "transient", uuid.uuid4().hex)
-        digest = hashlib.sha1(f"{vhost.name}\x00{name}".encode()).hexdigest()
-        return os.path.join(self.data_dir, "queues", digest)
+        directory = queue_dir_name(vhost.name, name)
+        self.definitions.tombstones.discard(directory)     # the name is in use again
+        return os.path.join(self.data_dir, "queues", directory)
 
     # ------------------------------------------------------------ front-end processes
     def frontend_of(self, token: str):
@@ -162,3 +230,16 @@ class MetadataOwner(Broker):
             ops = snapshot(self)
             for fe in self.frontends:
                 fe.notify(c.Snapshot(ops=ops))
+
+
+def queue_dir_name(vhost: str, name: str) -> str:
+    """A durable queue's directory: a hash of the length-prefixed vhost and name, so that no
+    two (vhost, name) pairs share one (both may hold any character, NUL included)."""
+    v, n = vhost.encode(), name.encode()
+    return hashlib.sha256(len(v).to_bytes(4, "big") + v + n).hexdigest()
+
+
+def old_queue_dir_name(vhost: str, name: str) -> str:
+    """The directory name before ``queue_dir_name``: ``("a", "b\\0c")`` and ``("a\\0b", "c")``
+    shared one."""
+    return hashlib.sha1(f"{vhost}\x00{name}".encode()).hexdigest()

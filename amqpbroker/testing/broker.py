@@ -68,6 +68,7 @@ class BrokerProcess:
         env.update(self.env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env, cwd=self.cwd, start_new_session=True)
+        self.port = 0           # a start that dies before "ready" must not look started
         found = threading.Event()
 
         def pump():

@@ -1,7 +1,9 @@
 """Dead-lettering, the host's half: the republished message with RabbitMQ's x-death headers.
 
 The host builds the new record; a front-end routes it (routing tables live there) through the
-queue's dead-letter exchange, as if it had been published there.
+queue's dead-letter exchange, as if it had been published there, and drops it at every queue
+where it would close a dead-letter cycle (``frontend/broker.py``, by the x-death history
+written here: the most recent death first, as RabbitMQ orders it).
 """
 from __future__ import annotations
 
@@ -12,10 +14,7 @@ from ..storage.record import Record, now_ms
 
 
 def dead_letter_record(queue, rec: Record, reason: str):
-    """Return (new record, routing keys, skip_self) for a message leaving ``queue``.
-
-    ``skip_self``: RabbitMQ drops an expiry cycle back into the same queue (expired, no
-    dead-letter routing key, never rejected)."""
+    """Return (new record, routing keys) for a message leaving ``queue`` for ``reason``."""
     props = props_mod.decode(rec.properties)
     headers = dict(props.headers or {})
     cc = props_mod.str_list(headers.get("CC"))
@@ -44,7 +43,5 @@ def dead_letter_record(queue, rec: Record, reason: str):
     keys = [queue.args.dlrk] if queue.args.dlrk is not None else routing_keys
     new = Record(now_ms(), queue.args.dlx, keys[0], props_mod.encode(props), rec.body,
                  rec.flags)
-    skip_self = (reason == "expired" and queue.args.dlrk is None
-                 and not any(d.get("reason") == "rejected" for d in deaths))
-    return new, keys, skip_self
+    return new, keys
 

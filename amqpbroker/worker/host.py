@@ -4,14 +4,22 @@ It owns the queues of one worker — log, ack log, ready lists, subscriptions wi
 unacked offsets — and the group commit of their writes. Commands come from links (one per
 front-end) and are handled in order; events go back to the link that asked, or to every link
 (flow, alarms). Nothing here knows whether the link is a function call or a ring.
+
+A queue whose files cannot be opened (a full disk, too many open files, a bad stored
+argument) is *down*: the host remembers its ``open`` and refuses every command on it with
+RabbitMQ's "has crashed" 404, nacks publishes routed to it, and leaves its files alone — only
+``delete`` removes them, as RabbitMQ deletes a crashed queue's data. A later ``open`` (the
+worker restarted) tries again.
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 
 from .. import contract as c
 from .. import errors
+from ..storage.fileformat import remove_directory
 from .committer import Committer
 from .queue import Queue
 from .deadletter import dead_letter_record
@@ -69,6 +77,7 @@ class PartitionHost:
         self.loop = loop
         self.cache_used = 0
         self.queues: dict[int, Queue] = {}
+        self.down: dict[int, tuple[c.Open, str]] = {}    # qid -> (its open, why it failed)
         self.links: list[LinkState] = []
         self.alarms = HostAlarms(self)
         self.committer = Committer(self)
@@ -150,6 +159,9 @@ class PartitionHost:
     def _queue(self, qid: int) -> Queue:
         q = self.queues.get(qid)
         if q is None or q.deleted:
+            if qid in self.down:
+                m, reason = self.down[qid]
+                raise errors.queue_down(m.vhost, m.name, reason)
             raise errors.NotFound(f"no queue with id {qid} on this worker")
         return q
 
@@ -160,19 +172,43 @@ class PartitionHost:
 
     def on_open(self, state, m: c.Open):
         if m.qid not in self.queues:
+            existed = os.path.isdir(m.directory)
             try:
-                self.queues[m.qid] = Queue(self, m.vhost, m.name, durable=m.durable,
-                                           auto_delete=m.auto_delete, arguments=m.arguments,
-                                           directory=m.directory, qid=m.qid)
-            except OSError as exc:     # the data directory refused: not a bug
-                raise errors.ResourceError(f"cannot complete the method: {exc}") from None
+                q = Queue(self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
+                          arguments=m.arguments, directory=m.directory, qid=m.qid)
+            except Exception as exc:    # the data directory refused, or a stored argument
+                raise self._open_failed(m, exc, existed) from None
+            self.down.pop(m.qid, None)
+            self.queues[m.qid] = q
         self._reply(state, m.req)
+
+    def _open_failed(self, m: c.Open, exc: Exception, existed: bool) -> errors.AMQPError:
+        """The queue is down: its files stay (a directory this open created holds nothing
+        and goes); the requester gets a 506 and decides whether the queue stays defined."""
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+        elif isinstance(exc, errors.AMQPError):
+            reason = exc.text
+        else:
+            log.error("opening queue '%s' in vhost '%s' failed", m.name, m.vhost, exc_info=exc)
+            reason = f"{type(exc).__name__}: {exc}"
+        self.down[m.qid] = (m, reason)
+        if existed:     # the requester reports it, as down or as a failed declare
+            log.debug("queue '%s' in vhost '%s' could not be opened: %s", m.name, m.vhost, exc)
+        elif os.path.isdir(m.directory):
+            try:
+                remove_directory(m.directory)
+            except OSError as cleanup:      # the first error is the one to report
+                log.debug("removing %s failed: %s", m.directory, cleanup)
+        return errors.ResourceError(f"cannot complete the method: {reason}")
 
     def on_pub(self, state, m: c.Pub):
         seq = m.seq
         state.last_seq = seq
         q = self.queues.get(m.qid)
         if q is None or q.deleted:
+            if m.track and m.qid in self.down:
+                state.nacked.append(seq)     # never confirm what a down queue did not store
             return                       # deleted meanwhile: routed nowhere, confirmed
         record = m.record
         if not q.publish(record, m.priority):
@@ -256,6 +292,9 @@ class PartitionHost:
     def on_delete(self, state, m: c.Delete):
         q = self.queues.get(m.qid)
         if q is None or q.deleted:
+            down = self.down.pop(m.qid, None)
+            if down is not None and os.path.isdir(down[0].directory):
+                remove_directory(down[0].directory)     # as RabbitMQ deletes a crashed queue
             self._reply(state, m.req, 0)
             return
         name = f"queue '{q.name}' in vhost '{q.vhost_name}'"
@@ -297,9 +336,9 @@ class PartitionHost:
         if q.args.dlx is None or (q.deleted and reason != "rejected"):
             return
         for rec in records:
-            new, keys, skip_self = dead_letter_record(q, rec, reason)
+            new, keys = dead_letter_record(q, rec, reason)
             self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
-                                    keys=keys, skip_self=skip_self, record=new))
+                                    keys=keys, reason=reason, record=new))
 
     def to_supervisor(self, event) -> None:
         """An event one process must act on, with every routing table: the first link is the

@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 
 import aiormq
 import pika
 from pamqp import commands as spec
 
+from amqpbroker.supervisor.owner import queue_dir_name
 from amqpbroker.testing import BrokerProcess
 
 PERSISTENT_AIO = spec.Basic.Properties(delivery_mode=2)
 
 
 def segments(data_dir, queue: str) -> list[str]:
-    digest = hashlib.sha1(f"/\x00{queue}".encode()).hexdigest()
-    return sorted(f for f in os.listdir(os.path.join(data_dir, "queues", digest))
+    directory = os.path.join(data_dir, "queues", queue_dir_name("/", queue))
+    return sorted(f for f in os.listdir(directory)
                   if f.endswith(".log") and f[:-4].isdigit())
 
 
@@ -67,7 +67,7 @@ BOUND = 6 * SEGMENT
 
 
 def queue_dir(data_dir, queue: str) -> str:
-    return os.path.join(data_dir, "queues", hashlib.sha1(f"/\x00{queue}".encode()).hexdigest())
+    return os.path.join(data_dir, "queues", queue_dir_name("/", queue))
 
 
 def dir_bytes(path: str) -> int:
