@@ -271,6 +271,19 @@ def test_fail_if_no_peer_cert_refuses_clients_without_one(tmp_path_factory, pki)
         conn.close()
 
 
+def test_without_peer_verification_no_certificate_is_asked_for(tmp_path_factory, pki):
+    """The default, --tls-verify none: TLS for privacy only; a client certificate is never
+    asked for, so EXTERNAL has nothing to log in with."""
+    with BrokerProcess(tmp_path_factory.mktemp("tls-data"), "--tls-cert", pki.server,
+                       management=True) as b:
+        add_user(b, pki, ALICE)
+        conn = pika.BlockingConnection(pika_params(b, pki))
+        assert round_trip(conn, "tls-noverify") == b"over tls"
+        conn.close()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika_params(b, pki, pki.alice, external=True))
+
+
 def test_login_from_common_name(tmp_path_factory, pki):
     with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer",
                     "--tls-login-from", "common_name") as b:
