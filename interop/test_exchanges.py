@@ -372,3 +372,47 @@ def test_cc_header_on_fanout_and_duplicate_targets_deliver_once(cch, uniq, clean
     cch.queue_bind(q, ex, "a.*")
     cch.basic_publish(ex, "a.1", b"x", pika.BasicProperties(headers={"CC": ["a.2", "a.3"]}))
     assert bodies(cch, q) == [b"x"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where RabbitMQ 3.10's answers were found to differ from ours
+# ---------------------------------------------------------------------------------------------
+
+def test_passive_declare_of_the_default_exchange_is_403(conn):
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare("", passive=True)
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"
+
+
+def test_deleting_a_system_exchange_is_403(conn, uniq):
+    """'amq.' names cannot be deleted, whether they exist or not (check_exchange_deletion)."""
+    for name in ("amq.direct", "amq." + uniq("x")):
+        ch = conn.channel()
+        with pytest.raises(ChannelClosedByBroker) as e:
+            ch.exchange_delete(name)
+        assert e.value.reply_code == 403
+        assert e.value.reply_text == \
+            f"ACCESS_REFUSED - deletion of system exchange '{name}' in vhost '/' not allowed"
+
+
+def test_unknown_type_is_checked_before_the_default_exchange(conn):
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        ch.exchange_declare("", "no-such-type")
+    assert e.value.reply_code == 503
+    assert e.value.reply_text == "COMMAND_INVALID - unknown exchange type 'no-such-type'"
+
+
+def test_exchange_unbind_after_the_destination_is_gone_is_ok(conn, uniq):
+    ch = conn.channel()
+    src, dst = uniq("src"), uniq("dst")
+    ch.exchange_declare(src, "topic")
+    ch.exchange_declare(dst, "fanout")
+    ch.exchange_bind(destination=dst, source=src, routing_key="k")
+    ch.exchange_delete(dst)
+    ch.exchange_unbind(destination=dst, source=src, routing_key="k")
+    ch.exchange_delete(src)
+    ch.exchange_unbind(destination=dst, source=src, routing_key="k")
+    assert ch.is_open

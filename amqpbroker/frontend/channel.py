@@ -6,7 +6,10 @@ the ``HANDLERS`` table at the bottom of the file.
 """
 from __future__ import annotations
 
+import base64
 import logging
+import os
+import re
 import uuid
 from collections import deque
 
@@ -23,6 +26,12 @@ log = logging.getLogger("amqpbroker.channel")
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
+REPLY_TOKEN = re.compile(r"\d+\.[0-9a-f]{32}")        # front-end index . uuid (Session)
+
+
+def _random_suffix() -> str:
+    """22 characters, as RabbitMQ's ``amq.gen-`` names (16 random bytes, url-safe base64)."""
+    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
 
 class Delivery:
@@ -56,6 +65,9 @@ class Channel:
         self.last_queue: str | None = None
         self.closed = False
         self.reply_consumer: Consumer | None = None
+        # queues this channel is deleting: the basic.cancel of its own consumers there waits
+        # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
+        self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
 
     # ============================================================ publish
     def on_publish(self, ev) -> None:
@@ -288,6 +300,13 @@ class Channel:
         """The queue went away: tell the client (consumer_cancel_notify)."""
         if self.consumers.pop(consumer.tag, None) is None:
             return
+        waiting = self.deleting.get(consumer.queue)
+        if waiting is not None:
+            waiting.append(consumer)        # after our delete-ok
+            return
+        self._notify_cancel(consumer)
+
+    def _notify_cancel(self, consumer: Consumer) -> None:
         if self.session.capabilities.get("consumer_cancel_notify") and not self.closed:
             self.session.send_method(self.number, C.Basic.Cancel(consumer_tag=consumer.tag,
                                                                  nowait=True))
@@ -404,6 +423,7 @@ class Channel:
         pass
 
     async def exchange_declare(self, m) -> None:
+        self.session.vhost.check_exchange_declare(m.exchange, m.exchange_type, m.passive)
         if not m.passive:
             self._check("configure", "exchange", m.exchange, 40, 10)
         await self.broker.metadata.declare_exchange(
@@ -413,6 +433,7 @@ class Channel:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
 
     async def exchange_delete(self, m) -> None:
+        self.session.vhost.check_exchange_delete(m.exchange)
         self._check("configure", "exchange", m.exchange, 40, 20)
         await self.broker.metadata.delete_exchange(self.session.vhost.name, m.exchange,
                                                    m.if_unused)
@@ -422,9 +443,9 @@ class Channel:
     async def exchange_bind(self, m, unbind: bool = False) -> None:
         mid = 40 if unbind else 30
         self._check("write", "exchange", m.destination, 40, mid)
-        self._check("read", "exchange", m.source, 40, mid)
-        if m.destination == "":
+        if m.destination == "" or m.source == "":
             raise errors.AccessRefused("operation not permitted on the default exchange", 40, mid)
+        self._check("read", "exchange", m.source, 40, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
         await change(self.session.vhost.name, "exchange", m.destination, m.source,
@@ -440,14 +461,23 @@ class Channel:
         session = self.session
         vhost = session.vhost
         name = m.queue
-        if m.passive and name == REPLY_TO:
-            # the direct reply-to pseudo-queue always "exists" with one consumer (RabbitMQ)
-            session.send_method(self.number, C.Queue.DeclareOk(
-                queue=REPLY_TO, message_count=0, consumer_count=1))
+        if name.startswith(REPLY_TO):
+            # the direct reply-to pseudo-queue "exists" with one consumer, declared passively
+            # or not (RabbitMQ); a reply address exists while its consumer does
+            if not self._reply_to_exists(name):
+                raise errors.NotFound(f"no queue '{name}' in vhost '{vhost.name}'", 50, 10)
+            self.last_queue = name
+            if not m.nowait:
+                session.send_method(self.number, C.Queue.DeclareOk(
+                    queue=name, message_count=0, consumer_count=1))
             return
-        if m.passive:
-            name = self._queue_name(name, 50, 10)
-        elif name:
+        if not m.passive:       # a passive declare of '' is not the last queue: 404 (RabbitMQ)
+            if not name:
+                name = "amq.gen-" + _random_suffix()
+            elif name.startswith("amq."):
+                # reserved even when the queue exists, e.g. a server-named one (RabbitMQ)
+                raise errors.AccessRefused(
+                    f"queue name '{name}' contains reserved prefix 'amq.*'", 50, 10)
             self._check("configure", "queue", name, 50, 10)
         name = await self.broker.metadata.declare_queue(
             vhost.name, name, session.owner, m.passive, m.durable, m.exclusive, m.auto_delete,
@@ -461,10 +491,25 @@ class Channel:
             session.send_method(self.number, C.Queue.DeclareOk(
                 queue=q.name, message_count=messages, consumer_count=consumers))
 
+    def _reply_to_exists(self, name: str) -> bool:
+        if name == REPLY_TO:
+            return True
+        if not name.startswith(REPLY_TO_PREFIX):
+            return False
+        token = name[len(REPLY_TO_PREFIX):]
+        server = self.session.server
+        if token.startswith(server.token_prefix):
+            return token in server.reply_to
+        # another front-end's connection (its token, Session.reply_token): not known here
+        # without asking that front-end, so taken to exist
+        return self.broker.forward_reply is not None and REPLY_TOKEN.fullmatch(token) is not None
+
     async def queue_bind(self, m, unbind: bool = False) -> None:
         mid = 50 if unbind else 20
         name = self._queue_name(m.queue, 50, mid)
         self._check("write", "queue", name, 50, mid)
+        if m.exchange == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange", 50, mid)
         self._check("read", "exchange", m.exchange, 50, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
@@ -491,12 +536,19 @@ class Channel:
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
         q = session.vhost.queues.get(name)
-        count = await self.broker.metadata.delete_queue(session.vhost.name, name, session.owner,
-                                                        m.if_unused, m.if_empty)
         if q is not None:
-            session.exclusive_queues.discard(q)
-        if not m.nowait:
-            session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
+            self.deleting.setdefault(q, [])
+        try:
+            count = await self.broker.metadata.delete_queue(session.vhost.name, name,
+                                                            session.owner, m.if_unused,
+                                                            m.if_empty)
+            if q is not None:
+                session.exclusive_queues.discard(q)
+            if not m.nowait:
+                session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
+        finally:
+            for consumer in self.deleting.pop(q, ()):
+                self._notify_cancel(consumer)
 
     def basic_qos(self, m) -> None:
         if m.prefetch_size:

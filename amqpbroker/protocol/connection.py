@@ -43,6 +43,26 @@ HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 PUBLISH_ID = b"\x00\x3c\x00\x28"          # class 60, method 40
 _CLOSE_IDS = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")     # connection.close, close-ok
 
+# RabbitMQ's rabbit_command_assembler words what a channel expected next, and its reader a
+# frame it cannot use; users search for these texts
+EXPECTED_METHOD = "expected method frame, got non method frame instead"
+EXPECTED_HEADER = "expected content header for class 60, got non content header frame instead"
+EXPECTED_BODY = "expected content body, got non content body frame instead"
+
+
+def _octets(payload: bytes) -> str:
+    """A frame's payload as RabbitMQ's reader shows it: up to 16 bytes, Erlang-printed."""
+    if len(payload) <= 16:
+        return f"all octets = {_erl_binary(payload)}"
+    return f"first 16 octets = {_erl_binary(payload[:16])}"
+
+
+def _erl_binary(data: bytes) -> str:
+    """Erlang's ~p of a binary: <<"text">> when printable, else <<1,2,3>>."""
+    if data and all(32 <= b < 127 for b in data):
+        return '<<"' + data.decode().replace("\\", "\\\\").replace('"', '\\"') + '">>'
+    return "<<" + ",".join(str(b) for b in data) + ">>"
+
 
 class ChannelState:
     """Per-channel assembly state: what frame the channel expects next."""
@@ -205,7 +225,7 @@ class Connection:
             return self._channel_method(channel, payload)
         if ftype == FRAME_HEARTBEAT:
             if channel != 0:
-                raise errors.FrameError(f"heartbeat frame on channel {channel}")
+                raise errors.UnexpectedFrame(f"type {ftype}, {_octets(payload)}")
             return None
         if ftype == FRAME_HEADER or ftype == FRAME_BODY:
             if self.state != st.OPEN:
@@ -218,13 +238,13 @@ class Connection:
             if ftype == FRAME_HEADER:
                 return self._content_header(ch, payload)
             return self._content_body(ch, payload)
-        raise errors.FrameError(f"unknown frame type {ftype} on channel {channel}")
+        raise errors.FrameError(f"type {ftype}, {_octets(payload)}: unknown_frame")
 
     def _channel(self, number: int):
         """The open channel a content frame is for; None if its frames are being dropped."""
         ch = self.channels.get(number)
         if ch is None:
-            raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {number}")
+            raise errors.UnexpectedFrame(EXPECTED_METHOD)
         if ch.state == st.CHANNEL_CLOSING:
             return None
         return ch
@@ -248,10 +268,16 @@ class Connection:
             return None                       # dropped before decoding: even unknown methods
         method = self._decode(payload, 0)
         name = method.name
-        if self.state == st.OPEN and name not in st.CHANNEL_ZERO_METHODS:
-            raise errors.CommandInvalid(f"{name} on channel 0 in state OPEN")
-        if name in ("Connection.Blocked", "Connection.Unblocked", "Connection.UpdateSecretOk"):
-            return None
+        if self.state == st.OPEN:
+            if name not in st.CHANNEL_ZERO_METHODS:
+                class_id, method_id = fp.METHOD_ID.unpack_from(payload, 0)
+                raise errors.ChannelErrorHard("unexpected method in connection state running",
+                                              class_id, method_id)
+            if name == "Connection.UpdateSecret":
+                # RabbitMQ asks its auth backends; the internal one's state cannot expire, so
+                # any new secret is accepted (a backend that refused would make this 530)
+                self.send_method(0, commands.Connection.UpdateSecretOk())
+                return None
         self.state = st.transition(self.state, name)
         if name == "Connection.StartOk":
             response = method.response
@@ -289,8 +315,7 @@ class Connection:
         ch = self.channels.get(channel)
         if ch is None:
             if (class_id, method_id) != (20, 10):
-                raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {channel}",
-                                              class_id, method_id)
+                raise errors.ChannelErrorHard("expected 'channel.open'", class_id, method_id)
             if len(self.channels) >= self.channel_max:
                 # RabbitMQ counts open channels; the channel number itself may be larger
                 raise errors.NotAllowed(f"number of channels opened ({len(self.channels)}) has "
@@ -307,9 +332,9 @@ class Connection:
                 return ev.ChannelCloseOk(channel)
             return None
         if ch.publish is not None:
+            # RabbitMQ names the method whose content was cut short: basic.publish
             raise errors.UnexpectedFrame(
-                f"expected content header for class 60, got non content header frame "
-                f"instead on channel {channel}", class_id, method_id)
+                EXPECTED_BODY if ch.props is not None else EXPECTED_HEADER, 60, 40)
         key = (class_id, method_id)
         try:
             if key == PUBLISH:
@@ -343,9 +368,10 @@ class Connection:
         return ev.Method(channel, method)
 
     def _content_header(self, ch: ChannelState, payload: bytes):
-        if ch.publish is None or ch.props is not None:
-            raise errors.UnexpectedFrame(f"content header on channel {ch.number} "
-                                         f"without a basic.publish before it", 60, 40)
+        if ch.publish is None:
+            raise errors.UnexpectedFrame(EXPECTED_METHOD)
+        if ch.props is not None:
+            raise errors.UnexpectedFrame(EXPECTED_BODY, 60, 40)
         try:
             class_id, body_size, props = fp.parse_content_header(payload)
             scan = properties.scan(props)
@@ -353,8 +379,8 @@ class Connection:
             raise errors.FrameError(f"cannot decode content header on channel {ch.number}: "
                                     f"{exc}", 60, 40) from None
         if class_id != 60:
-            raise errors.UnexpectedFrame(f"content header for class {class_id}, expected 60",
-                                         60, 40)
+            raise errors.UnexpectedFrame(f"expected content header for class 60, got one for "
+                                         f"class {class_id} instead", 60, 40)
         if body_size > self.max_message_size:
             ch.reset_content()
             raise _channel_error(errors.PreconditionFailed,
@@ -366,9 +392,10 @@ class Connection:
         return None
 
     def _content_body(self, ch: ChannelState, payload: bytes):
+        if ch.publish is None:
+            raise errors.UnexpectedFrame(EXPECTED_METHOD)
         if ch.props is None:
-            raise errors.UnexpectedFrame(f"content body on channel {ch.number} without a "
-                                         f"content header before it", 60, 40)
+            raise errors.UnexpectedFrame(EXPECTED_HEADER, 60, 40)
         ch.received += len(payload)
         if ch.received > ch.body_size:
             raise errors.FrameError(f"content body on channel {ch.number} overruns the "

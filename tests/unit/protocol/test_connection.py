@@ -273,7 +273,7 @@ def test_unknown_frame_type_is_501(conn, split):
     with pytest.raises(errors.FrameError) as exc:
         feed(conn, b"\x09\x00\x01\x00\x00\x00\x02ab\xce", split)
     assert exc.value.reply_code == 501
-    assert "unknown frame type 9" in exc.value.text
+    assert exc.value.text == 'type 9, all octets = <<"ab">>: unknown_frame'   # RabbitMQ's
 
 
 def test_method_on_unopened_channel_is_504(conn, split):
@@ -283,10 +283,12 @@ def test_method_on_unopened_channel_is_504(conn, split):
     assert (exc.value.class_id, exc.value.method_id) == (60, 10)
 
 
-def test_content_on_unopened_channel_is_504(conn, split):
-    with pytest.raises(errors.ChannelErrorHard) as exc:
+def test_content_on_unopened_channel_is_505(conn, split):
+    # RabbitMQ opens the channel and its assembler, expecting a method, refuses the header
+    with pytest.raises(errors.UnexpectedFrame) as exc:
         feed(conn, header(7, 3), split)
-    assert exc.value.reply_code == 504
+    assert exc.value.reply_code == 505
+    assert exc.value.text == "expected method frame, got non method frame instead"
 
 
 def test_second_channel_open_is_504(conn, split):
@@ -317,7 +319,7 @@ def test_method_during_content_is_505(conn, split, stage):
     with pytest.raises(errors.UnexpectedFrame) as exc:
         feed(conn, method(1, C.Basic.Qos(prefetch_count=1)), split)
     assert exc.value.reply_code == 505
-    assert (exc.value.class_id, exc.value.method_id) == (60, 10)
+    assert (exc.value.class_id, exc.value.method_id) == (60, 40)    # the publish, as RabbitMQ
 
 
 def test_second_content_header_is_505(conn, split):
@@ -344,10 +346,11 @@ def test_content_header_for_other_class_is_505(conn, split):
     assert exc.value.reply_code == 505
 
 
-def test_heartbeat_on_channel_is_501(conn, split):
-    with pytest.raises(errors.FrameError) as exc:
+def test_heartbeat_on_channel_is_505(conn, split):
+    with pytest.raises(errors.UnexpectedFrame) as exc:
         feed(conn, b"\x08\x00\x01\x00\x00\x00\x00\xce", split)
-    assert exc.value.reply_code == 501
+    assert exc.value.reply_code == 505
+    assert exc.value.text == "type 8, all octets = <<>>"             # RabbitMQ's
 
 
 @pytest.mark.parametrize("channel", [0, 1])
