@@ -79,6 +79,32 @@ def test_per_message_expiration_invalid_is_406(conn, uniq, cleanup):
     assert e.value.reply_text == "PRECONDITION_FAILED - invalid expiration 'soon': no_integer"
 
 
+@pytest.mark.parametrize("expiration, problem", [
+    ("-5", "{value_negative,-5}"),
+    ("12abc", '{leftover_string,"abc"}'),
+    ("400000000000", "{value_too_large,400000000000}"),
+    ("", "no_integer"),
+])
+def test_per_message_expiration_reply_texts(conn, uniq, cleanup, expiration, problem):
+    """rabbit_basic:parse_expiration's reasons, as RabbitMQ prints them."""
+    ch = conn.channel()
+    q = declare(ch, uniq, cleanup)
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("", q, b"x", pika.BasicProperties(expiration=expiration))
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == \
+        f"PRECONDITION_FAILED - invalid expiration '{expiration}': {problem}"
+
+
+def test_per_message_expiration_with_plus_sign_is_valid(conn, uniq, cleanup):
+    ch = conn.channel()
+    q = declare(ch, uniq, cleanup)
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"x", pika.BasicProperties(expiration="+60000"))
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+
+
 def test_queue_expires_when_unused(ch, uniq, mgmt):
     q = ch.queue_declare(uniq("q"), arguments={"x-expires": 200}).method.queue
     assert mgmt.get(f"/api/queues/%2F/{q}")["arguments"] == {"x-expires": 200}

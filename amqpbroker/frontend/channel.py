@@ -29,6 +29,50 @@ REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 REPLY_TOKEN = re.compile(r"\d+\.[0-9a-f]{32}")        # front-end index . uuid (Session)
 
 
+MAX_EXPIRY = 315_360_000_000        # ten years in ms (rabbit_misc:check_expiry)
+EXPIRATION = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
+
+
+def _expiration_problem(text: str) -> str | None:
+    """What RabbitMQ's parse_expiration says of an expiration property (Erlang-printed, as in
+    its reply text), or None if it is a valid number of milliseconds."""
+    m = EXPIRATION.fullmatch(text)
+    if m is None:
+        return "no_integer"
+    if m.group(2):
+        return f"{{leftover_string,{_erl_string(m.group(2))}}}"
+    n = int(m.group(1))
+    if n < 0:
+        return f"{{value_negative,{n}}}"
+    if n > MAX_EXPIRY:
+        return f"{{value_too_large,{n}}}"
+    return None
+
+
+def _erl_string(text: str) -> str:
+    """Erlang's ~p of a string: quoted when printable, else a list of character codes."""
+    if all(32 <= ord(c) < 127 for c in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "[" + ",".join(str(ord(c)) for c in text) + "]"
+
+
+def _amqp_type(value) -> str:
+    """The AMQP field type RabbitMQ names for a decoded value (pamqp loses int widths)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -2**31 <= value < 2**31 else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bytes):
+        return "binary"
+    return type(value).__name__
+
+
 def _random_suffix() -> str:
     """22 characters, as RabbitMQ's ``amq.gen-`` names (16 random bytes, url-safe base64)."""
     return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
@@ -80,30 +124,34 @@ class Channel:
         self._publish(ev)
 
     def _check_publish(self, ev):
+        """basic.publish's checks, in RabbitMQ's order (the body size was checked with the
+        content header): write permission, the exchange, internal, the direct reply-to
+        consumer, user_id, expiration. In a transaction they run at publish, not at commit."""
         session = self.session
         vhost = session.vhost
-        ex = vhost.exchanges.get(ev.exchange)
-        if ex is None:
-            raise errors.NotFound(f"no exchange '{ev.exchange}' in vhost '{vhost.name}'", 60, 40)
         if ev.exchange not in session.write_ok:
             self.broker.users.check(session.user, vhost.name, "write", "exchange", ev.exchange,
                                     60, 40)
             session.write_ok.add(ev.exchange)
+        ex = vhost.exchanges.get(ev.exchange)
+        if ex is None:
+            raise errors.NotFound(f"no exchange '{ev.exchange}' in vhost '{vhost.name}'", 60, 40)
         if ex.internal:
             raise errors.AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in "
                                        f"vhost '{vhost.name}'", 60, 40)
         scan = ev.scan
-        if scan.expiration is not None:
-            exp = scan.expiration
-            if not exp.lstrip("-").isdigit():
-                raise errors.PreconditionFailed(f"invalid expiration '{exp}': no_integer", 60, 40)
-            if int(exp) < 0:
-                raise errors.PreconditionFailed(f"invalid expiration '{exp}': negative_value",
-                                                60, 40)
-        if scan.user_id is not None and scan.user_id != session.user.name:
+        if scan.reply_to == REPLY_TO and self.reply_consumer is None:
+            raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
+        if scan.user_id is not None and scan.user_id != session.user.name \
+                and "impersonator" not in session.user.tags:
             raise errors.PreconditionFailed(f"user_id property set to '{scan.user_id}' but "
                                             f"authenticated user was '{session.user.name}'",
                                             60, 40)
+        if scan.expiration is not None:
+            problem = _expiration_problem(scan.expiration)
+            if problem is not None:
+                raise errors.PreconditionFailed(
+                    f"invalid expiration '{scan.expiration}': {problem}", 60, 40)
         return ex
 
     def _publish(self, ev) -> None:
@@ -126,8 +174,6 @@ class Channel:
                     props.headers = headers
                     raw = props_mod.encode(props)
         if scan.reply_to == REPLY_TO:
-            if self.reply_consumer is None:
-                raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
             props = props_mod.decode(raw)
             props.reply_to = REPLY_TO_PREFIX + session.reply_token
             raw = props_mod.encode(props)
@@ -412,6 +458,19 @@ class Channel:
         s = self.session
         self.broker.users.check(s.user, s.vhost.name, kind, resource, name, cid, mid)
 
+    def _check_reference(self, arguments, key: str, kind: str, name: str, cid, mid) -> None:
+        """A new queue's dead-letter exchange or a new exchange's alternate exchange: a string,
+        read on the new one and write on the one it names (RabbitMQ's r_arg checks)."""
+        target = (arguments or {}).get(key)
+        if target is None:
+            return
+        if not isinstance(target, str):
+            raise errors.PreconditionFailed(
+                f"invalid type '{_amqp_type(target)}' for arg '{key}' in {kind} '{name}' in "
+                f"vhost '{self.session.vhost.name}'", cid, mid)
+        self._check("read", kind, name, cid, mid)
+        self._check("write", "exchange", target, cid, mid)
+
     def channel_flow(self, m) -> None:
         """Client-initiated flow: RabbitMQ supports only active=true (a no-op); pausing
         deliveries is done with basic.qos, and active=false is 540 NOT_IMPLEMENTED."""
@@ -426,6 +485,9 @@ class Channel:
         self.session.vhost.check_exchange_declare(m.exchange, m.exchange_type, m.passive)
         if not m.passive:
             self._check("configure", "exchange", m.exchange, 40, 10)
+            if m.exchange not in self.session.vhost.exchanges:
+                self._check_reference(m.arguments, "alternate-exchange", "exchange", m.exchange,
+                                      40, 10)
         await self.broker.metadata.declare_exchange(
             self.session.vhost.name, m.exchange, m.exchange_type, m.passive, m.durable,
             m.auto_delete, m.internal, m.arguments)
@@ -479,6 +541,9 @@ class Channel:
                 raise errors.AccessRefused(
                     f"queue name '{name}' contains reserved prefix 'amq.*'", 50, 10)
             self._check("configure", "queue", name, 50, 10)
+            if name not in vhost.queues:
+                self._check_reference(m.arguments, "x-dead-letter-exchange", "queue", name,
+                                      50, 10)
         name = await self.broker.metadata.declare_queue(
             vhost.name, name, session.owner, m.passive, m.durable, m.exclusive, m.auto_delete,
             m.arguments)
