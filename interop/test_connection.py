@@ -490,3 +490,11 @@ def test_connection_method_while_running_is_504(raw, method):
     p.send_method(0, method)
     code, text, _ = closed_with(p)
     assert (code, text) == (504, "CHANNEL_ERROR - unexpected method in connection state running")
+
+
+def test_a_method_only_the_server_sends_is_503(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send_method(1, spec.Basic.GetEmpty())
+    assert closed_with(p) == (503, "COMMAND_INVALID - unimplemented method", (60, 72))
