@@ -416,3 +416,22 @@ def test_exchange_unbind_after_the_destination_is_gone_is_ok(conn, uniq):
     ch.exchange_delete(src)
     ch.exchange_unbind(destination=dst, source=src, routing_key="k")
     assert ch.is_open
+
+
+def test_redeclare_compares_only_the_alternate_exchange_argument(conn, uniq, cleanup):
+    ch = conn.channel()
+    name = cleanup.exchange(uniq("x"))
+    ch.exchange_declare(name, "direct", arguments={"x-anything": 1, "alternate-exchange": "ae1"})
+    ch.exchange_declare(name, "direct", arguments={"x-anything": 2, "alternate-exchange": "ae1"})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare(name, "direct", arguments={"alternate-exchange": "ae2"})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' "
+                                  f"for exchange '{name}' in vhost '/': received 'ae2' but "
+                                  "current is 'ae1'")
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare(name, "direct")
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' "
+                                  f"for exchange '{name}' in vhost '/': received none but "
+                                  "current is the value 'ae1' of type 'longstr'")

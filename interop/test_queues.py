@@ -413,3 +413,22 @@ def test_delete_ok_comes_before_the_cancel_of_the_channels_own_consumer(raw, uni
     first, second = p.recv_method(), p.recv_method()
     assert (first[1].name, second[1].name) == ("Queue.DeleteOk", "Basic.Cancel")
     assert second[1].consumer_tag == "c1"
+
+
+def test_classic_queue_type_is_the_same_as_none(conn, uniq, cleanup):
+    ch = conn.channel()
+    name = cleanup.queue(uniq("q"))
+    ch.queue_declare(name)
+    ch.queue_declare(name, arguments={"x-queue-type": "classic"})
+
+
+def test_queue_mode_must_be_repeated(conn, uniq, cleanup):
+    ch = conn.channel()
+    name = cleanup.queue(uniq("q"))
+    ch.queue_declare(name, arguments={"x-queue-mode": "lazy"})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(name)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'x-queue-mode' for "
+                                  f"queue '{name}' in vhost '/': received none but current is "
+                                  "the value 'lazy' of type 'longstr'")

@@ -92,8 +92,17 @@ class VirtualHost:
                     f"'{str(received).lower()}' but current is "
                     f"'{str(getattr(existing, diff)).lower()}'", 40, 10)
             if diff == "arguments":
-                raise errors.PreconditionFailed(
-                    f"inequivalent arg 'arguments' for {self._x(name)}", 40, 10)
+                # of the arguments RabbitMQ compares only 'alternate-exchange'
+                got = arguments.get("alternate-exchange")
+                cur = existing.arguments.get("alternate-exchange")
+                if got != cur:
+                    if got is not None and cur is not None:
+                        shown = f"'{_plain(got)}' but current is '{_plain(cur)}'"
+                    else:
+                        shown = f"{_arg_repr(got)} but current is {_arg_repr(cur)}"
+                    raise errors.PreconditionFailed(
+                        f"inequivalent arg 'alternate-exchange' for {self._x(name)}: received "
+                        f"{shown}", 40, 10)
             return existing
         ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
         self.exchanges[name] = ex
