@@ -498,3 +498,20 @@ def test_a_method_only_the_server_sends_is_503(raw):
     open_channel(p)
     p.send_method(1, spec.Basic.GetEmpty())
     assert closed_with(p) == (503, "COMMAND_INVALID - unimplemented method", (60, 72))
+
+
+@pytest.mark.parametrize("channel_max, frame_max", [(10, 0), (0, 131072), (5000, 131072)])
+def test_tune_ok_without_a_limit_or_above_the_servers_is_refused(raw, channel_max, frame_max):
+    """RabbitMQ's reader refuses 0 ("no limit") and values above its own in tune-ok; before
+    connection.open-ok it drops the socket."""
+    p = raw()
+    p.send(pheader.ProtocolHeader().marshal())
+    p.recv_method()
+    p.send_method(0, spec.Connection.StartOk(client_properties=CLIENT_PROPERTIES,
+                                             mechanism="PLAIN", response="\0guest\0guest",
+                                             locale="en_US"))
+    p.recv_method()
+    p.send_method(0, spec.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max,
+                                            heartbeat=0))
+    p.send_method(0, spec.Connection.Open(virtual_host="/"))
+    assert p.read_to_eof() == b""

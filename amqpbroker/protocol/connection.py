@@ -64,6 +64,19 @@ def _erl_binary(data: bytes) -> str:
     return "<<" + ",".join(str(b) for b in data) + ">>"
 
 
+def _negotiated(field: str, minimum: int, server: int, client: int) -> int:
+    """A tune-ok value, checked as RabbitMQ's reader does: not below the minimum, and when the
+    server has a limit, neither above it nor 0 ("no limit")."""
+    shown = f"{client} (no limit)" if field == "channel_max" and client == 0 else f"{client}"
+    if client and client < minimum:
+        raise errors.NotAllowed(f"negotiated {field} = {shown} is lower than the minimum "
+                                f"allowed value ({minimum})", 10, 30)
+    if server and (client == 0 or client > server):
+        raise errors.NotAllowed(f"negotiated {field} = {shown} is higher than the maximum "
+                                f"allowed value ({server})", 10, 30)
+    return client
+
+
 class ChannelState:
     """Per-channel assembly state: what frame the channel expects next."""
     __slots__ = ("number", "state", "publish", "props", "scan", "body_size", "parts", "received")
@@ -295,14 +308,11 @@ class Connection:
         return ev.ConnectionCloseOk()         # Connection.CloseOk
 
     def _tune_ok(self, method):
-        frame_max = method.frame_max or self.server_frame_max
-        if frame_max < FRAME_MIN_SIZE:
-            raise errors.NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min_size")
-        if frame_max > self.server_frame_max:
-            raise errors.NotAllowed(f"frame_max={frame_max} > {self.server_frame_max} max_size")
-        channel_max = method.channel_max or self.server_channel_max
-        self.frame_max = frame_max
-        self.channel_max = min(channel_max, self.server_channel_max)
+        frame_max = _negotiated("frame_max", FRAME_MIN_SIZE, self.server_frame_max,
+                                method.frame_max)
+        channel_max = _negotiated("channel_max", 1, self.server_channel_max, method.channel_max)
+        self.frame_max = frame_max or self.server_frame_max
+        self.channel_max = channel_max or self.server_channel_max
         self.heartbeat = method.heartbeat
         return ev.TuneOk(self.channel_max, self.frame_max, self.heartbeat)
 

@@ -64,12 +64,30 @@ def test_full_handshake(split):
     assert conn.state == st.OPEN
 
 
-def test_tune_ok_zero_means_server_limits(split):
+@pytest.mark.parametrize("field, value, text", [
+    ("frame_max", 0, "negotiated frame_max = 0 is higher than the maximum allowed value (65536)"),
+    ("channel_max", 0, "negotiated channel_max = 0 (no limit) is higher than the maximum "
+                       "allowed value (100)"),
+    ("channel_max", 101, "negotiated channel_max = 101 is higher than the maximum allowed "
+                         "value (100)"),
+])
+def test_tune_ok_zero_or_above_the_server_limit_is_530(split, field, value, text):
+    # RabbitMQ's reader: a server with a limit takes neither 0 ("none") nor more
     conn = new_connection(frame_max=65536, channel_max=100)
     feed(conn, PROTOCOL_HEADER + START_OK, split)
     conn.send_tune()
-    tune_ok = method(0, C.Connection.TuneOk(channel_max=0, frame_max=0, heartbeat=0))
-    assert feed(conn, tune_ok, split) == [ev.TuneOk(100, 65536, 0)]
+    values = {"frame_max": 65536, "channel_max": 100, field: value}
+    with pytest.raises(errors.NotAllowed) as exc:
+        feed(conn, method(0, C.Connection.TuneOk(heartbeat=0, **values)), split)
+    assert exc.value.text == text
+
+
+def test_tune_ok_zero_is_fine_when_the_server_has_no_limit(split):
+    conn = new_connection(frame_max=65536, channel_max=0)
+    feed(conn, PROTOCOL_HEADER + START_OK, split)
+    conn.send_tune()
+    tune_ok = method(0, C.Connection.TuneOk(channel_max=0, frame_max=65536, heartbeat=0))
+    assert feed(conn, tune_ok, split) == [ev.TuneOk(0, 65536, 0)]
 
 
 def test_handshake_out_of_order_names_the_state(split):
@@ -111,19 +129,17 @@ def test_partial_protocol_header_is_need_data(split):
     assert isinstance(sent(conn)[0][1], C.Connection.Start)
 
 
-@pytest.mark.parametrize("frame_max", [0, 1024, 4095])
+@pytest.mark.parametrize("frame_max", [1024, 4095])
 def test_tune_ok_frame_max_below_minimum_is_530(split, frame_max):
     conn = new_connection()
     feed(conn, PROTOCOL_HEADER + START_OK, split)
     conn.send_tune()
-    tune_ok = method(0, C.Connection.TuneOk(channel_max=0, frame_max=frame_max, heartbeat=0))
-    if frame_max == 0:        # 0 means "no limit of my own": the server's value applies
-        assert feed(conn, tune_ok, split) == [ev.TuneOk(2047, 131072, 0)]
-        return
+    tune_ok = method(0, C.Connection.TuneOk(channel_max=10, frame_max=frame_max, heartbeat=0))
     with pytest.raises(errors.NotAllowed) as exc:
         feed(conn, tune_ok, split)
     assert exc.value.reply_code == 530
-    assert f"frame_max={frame_max} < 4096" in exc.value.text
+    assert exc.value.text == (f"negotiated frame_max = {frame_max} is lower than the minimum "
+                              f"allowed value (4096)")
 
 
 def test_tune_ok_frame_max_above_server_is_530(split):
@@ -131,7 +147,7 @@ def test_tune_ok_frame_max_above_server_is_530(split):
     feed(conn, PROTOCOL_HEADER + START_OK, split)
     conn.send_tune()
     with pytest.raises(errors.NotAllowed) as exc:
-        feed(conn, method(0, C.Connection.TuneOk(frame_max=8193)), split)
+        feed(conn, method(0, C.Connection.TuneOk(channel_max=10, frame_max=8193)), split)
     assert exc.value.reply_code == 530
 
 
