@@ -515,3 +515,40 @@ def test_tune_ok_without_a_limit_or_above_the_servers_is_refused(raw, channel_ma
                                             heartbeat=0))
     p.send_method(0, spec.Connection.Open(virtual_host="/"))
     assert p.read_to_eof() == b""
+
+
+def test_frame_over_frame_max_by_its_framing_is_accepted(raw, uniq):
+    """RabbitMQ lets a frame's payload be frame_max itself (the 8 bytes of framing over)."""
+    p = raw()
+    p.handshake(frame_max=4096)
+    open_channel(p)
+    name = uniq("q")
+    p.send_method(1, spec.Queue.Declare(queue=name, exclusive=True))
+    assert p.recv_method()[1].name == "Queue.DeclareOk"
+    p.send_method(1, spec.Confirm.Select())
+    assert p.recv_method()[1].name == "Confirm.SelectOk"
+    body = b"x" * 4096
+    p.send_method(1, spec.Basic.Publish(exchange="", routing_key=name))
+    p.send(pframe.marshal(pheader.ContentHeader(0, len(body), spec.Basic.Properties()), 1))
+    p.send(struct.pack(">BHI", 3, 1, len(body)) + body + b"\xce")
+    _, ack = p.recv_method()
+    assert (ack.name, ack.delivery_tag) == ("Basic.Ack", 1)
+
+
+def test_frame_too_large_reply_text(raw):
+    p = raw()
+    p.handshake(frame_max=4096)
+    open_channel(p)
+    p.send(struct.pack(">BHI", 1, 1, 4097) + b"\x00" * 4097 + b"\xce")
+    assert closed_with(p) == (
+        501, "FRAME_ERROR - type 1, all octets = <<>>: {frame_too_large,4097,4088}", (0, 0))
+
+
+def test_bad_frame_end_reply_text(raw):
+    p = raw()
+    p.handshake()
+    good = pframe.marshal(spec.Basic.Qos(prefetch_count=1), 0)
+    p.send(good[:-1] + b"\x00")
+    assert closed_with(p) == (501, "FRAME_ERROR - type 1, all octets = "
+                                   "<<0,60,0,10,0,0,0,0,0,1,0>>: {invalid_frame_end_marker,0}",
+                              (0, 0))
