@@ -20,6 +20,7 @@ from .consumer import Consumer
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
+from ..queue_args import amqp_type
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
@@ -54,23 +55,6 @@ def _erl_string(text: str) -> str:
     if all(32 <= ord(c) < 127 for c in text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return "[" + ",".join(str(ord(c)) for c in text) + "]"
-
-
-def _amqp_type(value) -> str:
-    """The AMQP field type RabbitMQ names for a decoded value (pamqp loses int widths)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "signedint" if -2**31 <= value < 2**31 else "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, bytes):
-        return "binary"
-    return type(value).__name__
 
 
 def _random_suffix() -> str:
@@ -466,7 +450,7 @@ class Channel:
             return
         if not isinstance(target, str):
             raise errors.PreconditionFailed(
-                f"invalid type '{_amqp_type(target)}' for arg '{key}' in {kind} '{name}' in "
+                f"invalid type '{amqp_type(target)}' for arg '{key}' in {kind} '{name}' in "
                 f"vhost '{self.session.vhost.name}'", cid, mid)
         self._check("read", kind, name, cid, mid)
         self._check("write", "exchange", target, cid, mid)
