@@ -518,3 +518,17 @@ def test_direct_reply_to_without_its_consumer_is_refused_at_publish_in_a_tx(conn
         ch.queue_declare("", exclusive=True)      # the publish's error arrives by now
     assert e.value.reply_code == 406
     assert e.value.reply_text == "PRECONDITION_FAILED - fast reply consumer does not exist"
+
+
+@pytest.mark.parametrize("key, value, reason", [
+    ("x-priority", "high", '"expected integer, got longstr"'),
+    ("x-cancel-on-ha-failover", 1, "{unacceptable_type,signedint}"),
+])
+def test_invalid_consumer_argument_reply_texts(conn, key, value, reason):
+    ch = conn.channel()
+    q = new_queue(ch)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume(q, lambda *a: None, arguments={key: value})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == \
+        f"PRECONDITION_FAILED - invalid arg '{key}' for queue '{q}' in vhost '/': {reason}"

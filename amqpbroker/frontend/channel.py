@@ -635,9 +635,16 @@ class Channel:
         self._check("read", "queue", name, 60, 20)
         q = session.vhost.get_queue(name, session.owner, 60, 20)
         priority = args.get("x-priority", 0)
+        # rabbit_amqqueue's consume_args validators, worded as RabbitMQ prints them
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise errors.PreconditionFailed(f"invalid arg 'x-priority' for consumer '{tag}'",
-                                            60, 20)
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-priority' for {session.vhost._q(name)}: \"expected integer, "
+                f"got {amqp_type(priority)}\"", 60, 20)
+        failover = args.get("x-cancel-on-ha-failover", False)
+        if not isinstance(failover, bool):
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-cancel-on-ha-failover' for {session.vhost._q(name)}: "
+                f"{{unacceptable_type,{amqp_type(failover)}}}", 60, 20)
         c = Consumer(tag, self, q, no_ack=m.no_ack, exclusive=m.exclusive, priority=priority,
                      prefetch=self.prefetch, arguments=args)
         shared = self.global_prefetch and not c.no_ack
