@@ -59,7 +59,7 @@ from docker_stand_in import DockerStandIn  # noqa: E402
 TEST_DEPENDENCIES = [
     "pika==1.4.4", "aiormq==7.2.4", "aio-pika==10.2.1", "kombu==5.7.0",
     "pytest", "pytest-timeout", "yarl", "aiomisc", "aiomisc-pytest", "shortuuid",
-    "timeout-decorator", "twisted", "tornado",
+    "timeout-decorator", "twisted", "tornado", "gevent",
 ]
 
 
@@ -97,8 +97,9 @@ def ensure_venv(workdir: Path) -> Path:
     if stamp.exists() and stamp.read_text() == "\n".join(TEST_DEPENDENCIES):
         return python
     log(f"setting up {venv}")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True)
+    if not python.exists():       # never recreated: another run may be using it
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                       check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", *TEST_DEPENDENCIES], check=True)
     stamp.write_text("\n".join(TEST_DEPENDENCIES))
     return python
