@@ -20,7 +20,7 @@ from .consumer import Consumer
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
-from ..queue_args import amqp_type
+from ..queue_args import MAX_EXPIRY, amqp_type
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
@@ -28,9 +28,6 @@ log = logging.getLogger("amqpbroker.channel")
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 REPLY_TOKEN = re.compile(r"\d+\.[0-9a-f]{32}")        # front-end index . uuid (Session)
-
-
-MAX_EXPIRY = 315_360_000_000        # ten years in ms (rabbit_misc:check_expiry)
 EXPIRATION = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
 
 
@@ -41,20 +38,13 @@ def _expiration_problem(text: str) -> str | None:
     if m is None:
         return "no_integer"
     if m.group(2):
-        return f"{{leftover_string,{_erl_string(m.group(2))}}}"
+        return f"{{leftover_string,{errors.erl_string(m.group(2))}}}"
     n = int(m.group(1))
     if n < 0:
         return f"{{value_negative,{n}}}"
     if n > MAX_EXPIRY:
         return f"{{value_too_large,{n}}}"
     return None
-
-
-def _erl_string(text: str) -> str:
-    """Erlang's ~p of a string: quoted when printable, else a list of character codes."""
-    if all(32 <= ord(c) < 127 for c in text):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return "[" + ",".join(str(ord(c)) for c in text) + "]"
 
 
 def _random_suffix() -> str:

@@ -53,15 +53,8 @@ EXPECTED_BODY = "expected content body, got non content body frame instead"
 def _octets(payload: bytes) -> str:
     """A frame's payload as RabbitMQ's reader shows it: up to 16 bytes, Erlang-printed."""
     if len(payload) <= 16:
-        return f"all octets = {_erl_binary(payload)}"
-    return f"first 16 octets = {_erl_binary(payload[:16])}"
-
-
-def _erl_binary(data: bytes) -> str:
-    """Erlang's ~p of a binary: <<"text">> when printable, else <<1,2,3>>."""
-    if data and all(32 <= b < 127 for b in data):
-        return '<<"' + data.decode().replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    return "<<" + ",".join(str(b) for b in data) + ">>"
+        return f"all octets = {errors.erl_binary(payload)}"
+    return f"first 16 octets = {errors.erl_binary(payload[:16])}"
 
 
 def _negotiated(field: str, minimum: int, server: int, client: int) -> int:
