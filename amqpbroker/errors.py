@@ -97,6 +97,21 @@ def queue_down(vhost: str, name: str, reason: str, class_id: int = 0,
                     f"{reason}", class_id, method_id)
 
 
+def erl_string(text: str) -> str:
+    """Erlang's ``~p`` of a string, as RabbitMQ prints reasons into reply texts: quoted when
+    printable, else the list of character codes."""
+    if all(32 <= ord(c) < 127 for c in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "[" + ",".join(str(ord(c)) for c in text) + "]"
+
+
+def erl_binary(data: bytes) -> str:
+    """Erlang's ``~p`` of a binary: <<"text">> when printable, else <<1,2,3>>."""
+    if data and all(32 <= b < 127 for b in data):
+        return "<<" + erl_string(data.decode()) + ">>"
+    return "<<" + ",".join(str(b) for b in data) + ">>"
+
+
 def from_reply(hard: bool, code: int, text: str, class_id: int, method_id: int) -> AMQPError:
     """Rebuild an error that crossed a process boundary as (hard, code, text, class, method)."""
     base = ConnectionError_ if hard else ChannelError

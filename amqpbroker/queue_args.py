@@ -1,5 +1,9 @@
 """Queue arguments: the x-arguments of queue.declare, validated with RabbitMQ's checks and
 reply texts (``invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}``).
+
+The validators are RabbitMQ 3.10's ``rabbit_amqqueue:declare_args()`` for classic queues, run in
+its order; each returns the reason RabbitMQ prints with ``~p`` (an Erlang term, or a quoted
+string), or None.
 """
 from __future__ import annotations
 
@@ -7,6 +11,101 @@ from . import errors
 from .storage.fileformat import FSYNC_POLICIES
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+QUEUE_MODES = ("default", "lazy")
+MAX_EXPIRY = 315_360_000_000         # ten years in ms (rabbit_misc:check_expiry)
+MAX_PRIORITY = 255
+
+
+def amqp_type(value) -> str:
+    """The AMQP field type RabbitMQ names for a decoded value (pamqp loses int widths)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -2**31 <= value < 2**31 else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "longstr"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, bytes):
+        return "binary"
+    if value is None:
+        return "void"
+    return type(value).__name__
+
+
+def _integer(v) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        return f'"expected integer, got {amqp_type(v)}"'
+    return None
+
+
+def _non_negative(v) -> str | None:
+    return _integer(v) or (f"{{value_negative,{v}}}" if v < 0 else None)
+
+
+def _expiry(v) -> str | None:
+    if v < 0:
+        return f"{{value_negative,{v}}}"
+    if v > MAX_EXPIRY:
+        return f"{{value_too_large,{v}}}"
+    return None
+
+
+def _expires(v, args) -> str | None:
+    return _integer(v) or ("{value_zero,0}" if v == 0 else _expiry(v))
+
+
+def _message_ttl(v, args) -> str | None:
+    return _integer(v) or _expiry(v)
+
+
+def _string(v, args) -> str | None:
+    return None if isinstance(v, str) else f"{{unacceptable_type,{amqp_type(v)}}}"
+
+
+def _dead_letter_routing_key(v, args) -> str | None:
+    if not isinstance(v, str):
+        return f"{{unacceptable_type,{amqp_type(v)}}}"
+    return None if "x-dead-letter-exchange" in args else "routing_key_but_no_dlx_defined"
+
+
+def _max_priority(v, args) -> str | None:
+    return _non_negative(v) or (f"{{max_value_exceeded,{v}}}" if v > MAX_PRIORITY else None)
+
+
+def _one_of(known, wrong):
+    def check(v, args) -> str | None:
+        if not isinstance(v, str):
+            return f"{{unacceptable_type,{amqp_type(v)}}}"
+        return None if v in known else wrong(v)
+    return check
+
+
+def _queue_version(v, args) -> str | None:
+    return _non_negative(v) or (None if v in (1, 2) else f'"unsupported queue version \'{v}\'"')
+
+
+def _boolean(v, args) -> str | None:
+    return None if isinstance(v, bool) else f"{{unacceptable_type,{amqp_type(v)}}}"
+
+
+VALIDATORS = (
+    ("x-expires", _expires),
+    ("x-message-ttl", _message_ttl),
+    ("x-dead-letter-exchange", _string),
+    ("x-dead-letter-routing-key", _dead_letter_routing_key),
+    ("x-max-length", lambda v, args: _non_negative(v)),
+    ("x-max-length-bytes", lambda v, args: _non_negative(v)),
+    ("x-max-priority", _max_priority),
+    ("x-overflow", _one_of(OVERFLOW_MODES, lambda v: "invalid_overflow")),
+    ("x-queue-mode", _one_of(QUEUE_MODES, lambda v: f"\"unsupported queue mode '{v}'\"")),
+    ("x-queue-version", _queue_version),
+    ("x-single-active-consumer", _boolean),
+)
 
 
 class QueueArgs:
@@ -15,52 +114,40 @@ class QueueArgs:
     def __init__(self, queue_name: str, vhost: str, arguments: dict):
         self.arguments = dict(arguments or {})
         a = self.arguments
+        for key, value in a.items():
+            if isinstance(value, bytes) and key in ("x-overflow", "x-fsync", "x-queue-type",
+                                                    "x-queue-mode"):
+                a[key] = value.decode(errors="replace")
 
-        def intarg(key, minimum=0):
-            v = a.get(key)
-            if v is None:
-                return None
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise errors.PreconditionFailed(
-                    f"invalid arg '{key}' for queue '{queue_name}' in vhost '{vhost}': "
-                    f"{{value_negative,{v}}}" if isinstance(v, int) and v < minimum else
-                    f"invalid arg '{key}' for queue '{queue_name}' in vhost '{vhost}': "
-                    f"{{unacceptable_type,{type(v).__name__}}}", 50, 10)
-            return v
-
-        self.message_ttl = intarg("x-message-ttl")
-        self.expires = intarg("x-expires", 1)
-        self.max_length = intarg("x-max-length")
-        self.max_length_bytes = intarg("x-max-length-bytes")
-        self.max_priority = intarg("x-max-priority")
-        if self.max_priority is not None:
-            self.max_priority = min(self.max_priority, 255)
-        overflow = a.get("x-overflow", "drop-head")
-        if isinstance(overflow, bytes):
-            overflow = overflow.decode()
-        if overflow not in OVERFLOW_MODES:
+        def refuse(key, reason):
             raise errors.PreconditionFailed(
-                f"invalid arg 'x-overflow' for queue '{queue_name}' in vhost '{vhost}': "
-                f"{{unacceptable_value,<<\"{overflow}\">>}}", 50, 10)
-        self.overflow = overflow
+                f"invalid arg '{key}' for queue '{queue_name}' in vhost '{vhost}': {reason}",
+                50, 10)
+
+        qtype = a.get("x-queue-type", "classic")      # RabbitMQ checks this one first
+        if qtype != "classic":
+            if not isinstance(qtype, str):
+                refuse("x-queue-type", f"{{unacceptable_type,{amqp_type(qtype)}}}")
+            if qtype not in ("quorum", "stream"):
+                refuse("x-queue-type", f"\"unsupported queue type '{qtype}'\"")
+            refuse("x-queue-type", "only 'classic' queues are supported by this broker")
+        for key, check in VALIDATORS:
+            if key in a:
+                reason = check(a[key], a)
+                if reason is not None:
+                    refuse(key, reason)
+
+        self.message_ttl = a.get("x-message-ttl")
+        self.expires = a.get("x-expires")
+        self.max_length = a.get("x-max-length")
+        self.max_length_bytes = a.get("x-max-length-bytes")
+        self.max_priority = a.get("x-max-priority")
+        self.overflow = a.get("x-overflow", "drop-head")
         self.dlx = a.get("x-dead-letter-exchange")
         self.dlrk = a.get("x-dead-letter-routing-key")
-        if self.dlrk is not None and self.dlx is None:
-            raise errors.PreconditionFailed(
-                f"invalid arg 'x-dead-letter-routing-key' for queue '{queue_name}' in vhost "
-                f"'{vhost}': Key x-dead-letter-exchange should also be defined", 50, 10)
-        self.single_active = bool(a.get("x-single-active-consumer", False))
+        self.single_active = a.get("x-single-active-consumer", False)
         fsync = a.get("x-fsync", "always")           # our extension: the queue's fsync policy
-        if isinstance(fsync, bytes):
-            fsync = fsync.decode()
         if fsync not in FSYNC_POLICIES:
-            raise errors.PreconditionFailed(
-                f"invalid arg 'x-fsync' for queue '{queue_name}' in vhost '{vhost}': "
-                f"{{unacceptable_value,<<\"{fsync}\">>}} (expected always, interval or never)",
-                50, 10)
+            refuse("x-fsync", f"{{unacceptable_value,<<\"{fsync}\">>}} (expected always, "
+                              f"interval or never)")
         self.fsync = fsync
-        qtype = a.get("x-queue-type", "classic")
-        if qtype not in ("classic", b"classic"):
-            raise errors.PreconditionFailed(
-                f"invalid arg 'x-queue-type' for queue '{queue_name}' in vhost '{vhost}': "
-                f"only 'classic' queues are supported by this broker", 50, 10)

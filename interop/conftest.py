@@ -326,12 +326,12 @@ class RawAMQP:
             data += chunk
 
     def handshake(self, user="guest", password="guest", vhost="/", channel_max=0,
-                  frame_max=131072, heartbeat=0):
+                  frame_max=131072, heartbeat=0, client_properties=None):
         self.send(pheader.ProtocolHeader().marshal())
         _, start = self.recv_method()
         assert start.name == "Connection.Start"
         self.send_method(0, spec.Connection.StartOk(
-            client_properties=CLIENT_PROPERTIES, mechanism="PLAIN",
+            client_properties=client_properties or CLIENT_PROPERTIES, mechanism="PLAIN",
             response=f"\0{user}\0{password}", locale="en_US"))
         _, tune = self.recv_method()
         assert tune.name == "Connection.Tune"

@@ -487,3 +487,48 @@ def test_user_id_must_match_login_406(conn):
         ch.basic_publish("", q, b"x", pika.BasicProperties(user_id="someone-else"))
     assert e.value.reply_code == 406
     assert e.value.reply_text == "PRECONDITION_FAILED - user_id property set to 'someone-else' but authenticated user was 'guest'"
+
+
+def test_impersonator_may_set_another_user_id(connect, mgmt, broker_url, uniq):
+    """A user tagged 'impersonator' may publish with any user_id (rabbit_channel)."""
+    from .conftest import q as quote, url_with
+    user = uniq("imp")
+    assert mgmt.put(f"/api/users/{quote(user)}", {"password": "pw", "tags": "impersonator"}) \
+        in (201, 204)
+    try:
+        assert mgmt.put(f"/api/permissions/%2F/{quote(user)}",
+                        {"configure": ".*", "write": ".*", "read": ".*"}) in (201, 204)
+        c = connect(url_with(broker_url, user=user, password="pw"))
+        ch = c.channel()
+        q = new_queue(ch)
+        ch.confirm_delivery()
+        ch.basic_publish("", q, b"x", pika.BasicProperties(user_id="someone-else"))
+        _, props, _ = drain(ch, q, 1)[0]
+        assert props.user_id == "someone-else"
+        c.close()               # before its user goes (RabbitMQ then closes it: 320)
+    finally:
+        mgmt.delete(f"/api/users/{quote(user)}")
+
+
+def test_direct_reply_to_without_its_consumer_is_refused_at_publish_in_a_tx(conn):
+    ch = conn.channel()
+    ch.tx_select()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("", "anywhere", b"x", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+        ch.queue_declare("", exclusive=True)      # the publish's error arrives by now
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == "PRECONDITION_FAILED - fast reply consumer does not exist"
+
+
+@pytest.mark.parametrize("key, value, reason", [
+    ("x-priority", "high", '"expected integer, got longstr"'),
+    ("x-cancel-on-ha-failover", 1, "{unacceptable_type,signedint}"),
+])
+def test_invalid_consumer_argument_reply_texts(conn, key, value, reason):
+    ch = conn.channel()
+    q = new_queue(ch)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume(q, lambda *a: None, arguments={key: value})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == \
+        f"PRECONDITION_FAILED - invalid arg '{key}' for queue '{q}' in vhost '/': {reason}"

@@ -368,3 +368,187 @@ async def test_aiormq_channel_number_exhaustion_reuses_numbers(broker_url):
         assert again.number not in {x.number for x in chans[1:]}
     finally:
         await asyncio.wait_for(c.close(), 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where RabbitMQ 3.10's answers were found to differ from ours
+# ---------------------------------------------------------------------------------------------
+
+def test_update_secret_is_answered_ok(connect, uniq):
+    """The internal auth backend accepts a new secret (its state cannot expire): update-secret-ok,
+    and the connection goes on (aio-pika's and aiormq's tests call it)."""
+    c = connect()
+    c.update_secret("guest", "rotated")
+    ch = c.channel()
+    assert ch.queue_declare("", exclusive=True).method.queue.startswith("amq.gen-")
+
+
+async def test_update_secret_aiormq(broker_url):
+    conn = await aiormq.connect(broker_url)
+    try:
+        result = await conn.update_secret("guest", reason="rotated")
+        assert result.name == "Connection.UpdateSecretOk"
+        channel = await conn.channel()
+        assert (await channel.queue_declare(exclusive=True)).queue.startswith("amq.gen-")
+    finally:
+        await conn.close()
+
+
+def closed_with(p):
+    channel, close = p.recv_method()
+    assert (channel, close.name) == (0, "Connection.Close")
+    return close.reply_code, close.reply_text, (close.class_id, close.method_id)
+
+
+def test_method_on_never_opened_channel_reply_text(raw):
+    p = raw()
+    p.handshake()
+    p.send_method(3, spec.Basic.Qos(prefetch_count=1))
+    assert closed_with(p) == (504, "CHANNEL_ERROR - expected 'channel.open'", (60, 10))
+
+
+def test_content_on_never_opened_channel_is_505(raw):
+    p = raw()
+    p.handshake()
+    p.send(pframe.marshal(pheader.ContentHeader(0, 0, spec.Basic.Properties()), 3))
+    assert closed_with(p) == (
+        505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead", (0, 0))
+
+
+def open_channel(p, number=1):
+    p.send_method(number, spec.Channel.Open())
+    assert p.recv_method()[1].name == "Channel.OpenOk"
+
+
+def test_content_header_without_publish_reply_text(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send(pframe.marshal(pheader.ContentHeader(0, 0, spec.Basic.Properties()), 1))
+    assert closed_with(p) == (
+        505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead", (0, 0))
+
+
+def test_method_instead_of_content_header_names_the_publish(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send_method(1, spec.Basic.Publish(exchange="", routing_key="nowhere"))
+    p.send_method(1, spec.Basic.Qos(prefetch_count=1))
+    assert closed_with(p) == (
+        505, "UNEXPECTED_FRAME - expected content header for class 60, got non content header "
+        "frame instead", (60, 40))
+
+
+def test_method_instead_of_content_body_names_the_publish(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send_method(1, spec.Basic.Publish(exchange="", routing_key="nowhere"))
+    p.send(pframe.marshal(pheader.ContentHeader(0, 10, spec.Basic.Properties()), 1))
+    p.send_method(1, spec.Basic.Qos(prefetch_count=1))
+    assert closed_with(p) == (
+        505, "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+        (60, 40))
+
+
+def test_content_header_of_another_class_reply_text(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send_method(1, spec.Basic.Publish(exchange="", routing_key="nowhere"))
+    header = bytearray(pframe.marshal(pheader.ContentHeader(0, 3, spec.Basic.Properties()), 1))
+    header[7:9] = (50).to_bytes(2, "big")
+    p.send(bytes(header))
+    assert closed_with(p) == (
+        505, "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 "
+        "instead", (60, 40))
+
+
+def test_heartbeat_on_a_channel_is_505(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send(b"\x08\x00\x01\x00\x00\x00\x00\xce")
+    assert closed_with(p) == (505, "UNEXPECTED_FRAME - type 8, all octets = <<>>", (0, 0))
+
+
+def test_unknown_frame_type_reply_text(raw):
+    p = raw()
+    p.handshake()
+    p.send(struct.pack(">BHI", 9, 0, 2) + b"ab\xce")
+    assert closed_with(p) == (501, 'FRAME_ERROR - type 9, all octets = <<"ab">>: unknown_frame',
+                              (0, 0))
+
+
+@pytest.mark.parametrize("method", [spec.Connection.Open(virtual_host="/"),
+                                    spec.Connection.CloseOk(),
+                                    spec.Connection.Blocked(reason="client says")])
+def test_connection_method_while_running_is_504(raw, method):
+    p = raw()
+    p.handshake()
+    p.send_method(0, method)
+    code, text, _ = closed_with(p)
+    assert (code, text) == (504, "CHANNEL_ERROR - unexpected method in connection state running")
+
+
+def test_a_method_only_the_server_sends_is_503(raw):
+    p = raw()
+    p.handshake()
+    open_channel(p)
+    p.send_method(1, spec.Basic.GetEmpty())
+    assert closed_with(p) == (503, "COMMAND_INVALID - unimplemented method", (60, 72))
+
+
+@pytest.mark.parametrize("channel_max, frame_max", [(10, 0), (0, 131072), (5000, 131072)])
+def test_tune_ok_without_a_limit_or_above_the_servers_is_refused(raw, channel_max, frame_max):
+    """RabbitMQ's reader refuses 0 ("no limit") and values above its own in tune-ok; before
+    connection.open-ok it drops the socket."""
+    p = raw()
+    p.send(pheader.ProtocolHeader().marshal())
+    p.recv_method()
+    p.send_method(0, spec.Connection.StartOk(client_properties=CLIENT_PROPERTIES,
+                                             mechanism="PLAIN", response="\0guest\0guest",
+                                             locale="en_US"))
+    p.recv_method()
+    p.send_method(0, spec.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max,
+                                            heartbeat=0))
+    p.send_method(0, spec.Connection.Open(virtual_host="/"))
+    assert p.read_to_eof() == b""
+
+
+def test_frame_over_frame_max_by_its_framing_is_accepted(raw, uniq):
+    """RabbitMQ lets a frame's payload be frame_max itself (the 8 bytes of framing over)."""
+    p = raw()
+    p.handshake(frame_max=4096)
+    open_channel(p)
+    name = uniq("q")
+    p.send_method(1, spec.Queue.Declare(queue=name, exclusive=True))
+    assert p.recv_method()[1].name == "Queue.DeclareOk"
+    p.send_method(1, spec.Confirm.Select())
+    assert p.recv_method()[1].name == "Confirm.SelectOk"
+    body = b"x" * 4096
+    p.send_method(1, spec.Basic.Publish(exchange="", routing_key=name))
+    p.send(pframe.marshal(pheader.ContentHeader(0, len(body), spec.Basic.Properties()), 1))
+    p.send(struct.pack(">BHI", 3, 1, len(body)) + body + b"\xce")
+    _, ack = p.recv_method()
+    assert (ack.name, ack.delivery_tag) == ("Basic.Ack", 1)
+
+
+def test_frame_too_large_reply_text(raw):
+    p = raw()
+    p.handshake(frame_max=4096)
+    open_channel(p)
+    p.send(struct.pack(">BHI", 1, 1, 4097) + b"\x00" * 4097 + b"\xce")
+    assert closed_with(p) == (
+        501, "FRAME_ERROR - type 1, all octets = <<>>: {frame_too_large,4097,4088}", (0, 0))
+
+
+def test_bad_frame_end_reply_text(raw):
+    p = raw()
+    p.handshake()
+    good = pframe.marshal(spec.Basic.Qos(prefetch_count=1), 0)
+    p.send(good[:-1] + b"\x00")
+    assert closed_with(p) == (501, "FRAME_ERROR - type 1, all octets = "
+                                   "<<0,60,0,10,0,0,0,0,0,1,0>>: {invalid_frame_end_marker,0}",
+                              (0, 0))

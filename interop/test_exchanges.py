@@ -372,3 +372,66 @@ def test_cc_header_on_fanout_and_duplicate_targets_deliver_once(cch, uniq, clean
     cch.queue_bind(q, ex, "a.*")
     cch.basic_publish(ex, "a.1", b"x", pika.BasicProperties(headers={"CC": ["a.2", "a.3"]}))
     assert bodies(cch, q) == [b"x"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where RabbitMQ 3.10's answers were found to differ from ours
+# ---------------------------------------------------------------------------------------------
+
+def test_passive_declare_of_the_default_exchange_is_403(conn):
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare("", passive=True)
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"
+
+
+def test_deleting_a_system_exchange_is_403(conn, uniq):
+    """'amq.' names cannot be deleted, whether they exist or not (check_exchange_deletion)."""
+    for name in ("amq.direct", "amq." + uniq("x")):
+        ch = conn.channel()
+        with pytest.raises(ChannelClosedByBroker) as e:
+            ch.exchange_delete(name)
+        assert e.value.reply_code == 403
+        assert e.value.reply_text == \
+            f"ACCESS_REFUSED - deletion of system exchange '{name}' in vhost '/' not allowed"
+
+
+def test_unknown_type_is_checked_before_the_default_exchange(conn):
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        ch.exchange_declare("", "no-such-type")
+    assert e.value.reply_code == 503
+    assert e.value.reply_text == "COMMAND_INVALID - unknown exchange type 'no-such-type'"
+
+
+def test_exchange_unbind_after_the_destination_is_gone_is_ok(conn, uniq):
+    ch = conn.channel()
+    src, dst = uniq("src"), uniq("dst")
+    ch.exchange_declare(src, "topic")
+    ch.exchange_declare(dst, "fanout")
+    ch.exchange_bind(destination=dst, source=src, routing_key="k")
+    ch.exchange_delete(dst)
+    ch.exchange_unbind(destination=dst, source=src, routing_key="k")
+    ch.exchange_delete(src)
+    ch.exchange_unbind(destination=dst, source=src, routing_key="k")
+    assert ch.is_open
+
+
+def test_redeclare_compares_only_the_alternate_exchange_argument(conn, uniq, cleanup):
+    ch = conn.channel()
+    name = cleanup.exchange(uniq("x"))
+    ch.exchange_declare(name, "direct", arguments={"x-anything": 1, "alternate-exchange": "ae1"})
+    ch.exchange_declare(name, "direct", arguments={"x-anything": 2, "alternate-exchange": "ae1"})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare(name, "direct", arguments={"alternate-exchange": "ae2"})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' "
+                                  f"for exchange '{name}' in vhost '/': received 'ae2' but "
+                                  "current is 'ae1'")
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare(name, "direct")
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' "
+                                  f"for exchange '{name}' in vhost '/': received none but "
+                                  "current is the value 'ae1' of type 'longstr'")

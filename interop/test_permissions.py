@@ -183,3 +183,69 @@ def test_management_api_requires_auth(mgmt):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(mgmt.base + "/api/overview", timeout=5)
     assert e.value.code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Where RabbitMQ 3.10's answers were found to differ from ours
+# ---------------------------------------------------------------------------------------------
+
+def test_server_named_queue_needs_configure_on_its_generated_name(tenant, tenant_url, connect):
+    tenant.grant(configure="^c-", write=".*", read=".*")
+    ch = connect(tenant_url).channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("", exclusive=True)
+    assert e.value.reply_code == 403
+    assert e.value.reply_text.startswith("ACCESS_REFUSED - access to queue 'amq.gen-")
+    assert e.value.reply_text.endswith(f"' in vhost '{tenant.vhost}' refused for user "
+                                       f"'{tenant.user}'")
+
+
+def test_reserved_name_is_refused_before_permissions(tenant, tenant_url, connect):
+    tenant.grant(configure="^c-", write=".*", read=".*")
+    ch = connect(tenant_url).channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("amq.mine")
+    assert e.value.reply_text == \
+        "ACCESS_REFUSED - queue name 'amq.mine' contains reserved prefix 'amq.*'"
+
+
+def test_dead_letter_exchange_needs_write_on_it(tenant, tenant_url, connect):
+    tenant.grant(configure=".*", write="^w-", read=".*")
+    ch = connect(tenant_url).channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("c-dlq", arguments={"x-dead-letter-exchange": "dlx"})
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == (f"ACCESS_REFUSED - access to exchange 'dlx' in vhost "
+                                  f"'{tenant.vhost}' refused for user '{tenant.user}'")
+    connect(tenant_url).channel().queue_declare(
+        "c-dlq", arguments={"x-dead-letter-exchange": "w-dlx"})
+
+
+def test_dead_letter_exchange_of_another_type_is_406(tenant, tenant_url, connect):
+    tenant.grant()
+    ch = connect(tenant_url).channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("c-dlq", arguments={"x-dead-letter-exchange": 7})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - invalid type 'signedint' for arg "
+                                  f"'x-dead-letter-exchange' in queue 'c-dlq' in vhost "
+                                  f"'{tenant.vhost}'")
+
+
+def test_alternate_exchange_needs_write_on_it(tenant, tenant_url, connect):
+    tenant.grant(configure=".*", write="^w-", read=".*")
+    ch = connect(tenant_url).channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare("c-x", "direct", arguments={"alternate-exchange": "ae"})
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == (f"ACCESS_REFUSED - access to exchange 'ae' in vhost "
+                                  f"'{tenant.vhost}' refused for user '{tenant.user}'")
+
+
+def test_publish_permission_is_checked_before_the_exchange_exists(tenant, tenant_url, connect):
+    tenant.grant(configure=".*", write="^w-", read=".*")
+    ch = connect(tenant_url).channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("missing", "k", b"x")
+        ch.queue_declare("", exclusive=True)      # the publish's error arrives by now
+    assert e.value.reply_code == 403

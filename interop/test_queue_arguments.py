@@ -79,6 +79,32 @@ def test_per_message_expiration_invalid_is_406(conn, uniq, cleanup):
     assert e.value.reply_text == "PRECONDITION_FAILED - invalid expiration 'soon': no_integer"
 
 
+@pytest.mark.parametrize("expiration, problem", [
+    ("-5", "{value_negative,-5}"),
+    ("12abc", '{leftover_string,"abc"}'),
+    ("400000000000", "{value_too_large,400000000000}"),
+    ("", "no_integer"),
+])
+def test_per_message_expiration_reply_texts(conn, uniq, cleanup, expiration, problem):
+    """rabbit_basic:parse_expiration's reasons, as RabbitMQ prints them."""
+    ch = conn.channel()
+    q = declare(ch, uniq, cleanup)
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("", q, b"x", pika.BasicProperties(expiration=expiration))
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == \
+        f"PRECONDITION_FAILED - invalid expiration '{expiration}': {problem}"
+
+
+def test_per_message_expiration_with_plus_sign_is_valid(conn, uniq, cleanup):
+    ch = conn.channel()
+    q = declare(ch, uniq, cleanup)
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"x", pika.BasicProperties(expiration="+60000"))
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+
+
 def test_queue_expires_when_unused(ch, uniq, mgmt):
     q = ch.queue_declare(uniq("q"), arguments={"x-expires": 200}).method.queue
     assert mgmt.get(f"/api/queues/%2F/{q}")["arguments"] == {"x-expires": 200}
@@ -268,3 +294,26 @@ def test_priority_ignored_without_max_priority(cch, uniq, cleanup):
     for prio in (1, 9, 5):
         cch.basic_publish("", q, str(prio).encode(), pika.BasicProperties(priority=prio))
     assert bodies(cch, q) == [b"1", b"9", b"5"]
+
+
+@pytest.mark.parametrize("key, value, reason", [
+    ("x-expires", 0, "{value_zero,0}"),
+    ("x-expires", "soon", '"expected integer, got longstr"'),
+    ("x-message-ttl", 400000000000, "{value_too_large,400000000000}"),
+    ("x-max-length", -1, "{value_negative,-1}"),
+    ("x-max-length-bytes", True, '"expected integer, got bool"'),
+    ("x-max-priority", 256, "{max_value_exceeded,256}"),
+    ("x-overflow", "nope", "invalid_overflow"),
+    ("x-dead-letter-routing-key", "k", "routing_key_but_no_dlx_defined"),
+    ("x-single-active-consumer", "yes", "{unacceptable_type,longstr}"),
+    ("x-queue-mode", "fast", "\"unsupported queue mode 'fast'\""),
+])
+def test_invalid_argument_reply_texts(conn, uniq, key, value, reason):
+    """rabbit_amqqueue's declare_args validators, worded as RabbitMQ prints them (~p)."""
+    ch = conn.channel()
+    q = uniq("q")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(q, arguments={key: value})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == \
+        f"PRECONDITION_FAILED - invalid arg '{key}' for queue '{q}' in vhost '/': {reason}"

@@ -3,6 +3,7 @@ purge, delete with conditions, argument equivalence."""
 from __future__ import annotations
 
 import pytest
+from pamqp import commands as spec
 from pika.exceptions import ChannelClosedByBroker
 
 from .conftest import drain, wait_until
@@ -299,3 +300,135 @@ def test_queue_listed_by_management_api(ch, uniq, mgmt):
     info = mgmt.get(f"/api/queues/%2F/{q}")
     assert info["name"] == q and info["vhost"] == "/"
     assert info["exclusive"] is True and info["arguments"] == {"x-max-length": 5}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where RabbitMQ 3.10's answers were found to differ from ours (the client libraries' suites)
+# ---------------------------------------------------------------------------------------------
+
+def test_unbind_after_the_queue_or_exchange_is_gone_is_ok(conn, uniq):
+    """rabbit_binding:remove treats a missing source, destination or binding as removed:
+    aio-pika's RPC close and many teardowns unbind after an auto-delete queue went away."""
+    ch = conn.channel()
+    ex = uniq("x")
+    ch.exchange_declare(ex, "direct", auto_delete=True)
+    q = ch.queue_declare(uniq("q"), auto_delete=True).method.queue
+    ch.queue_bind(q, ex, "k")
+    tag = ch.basic_consume(q, lambda *a: None)
+    ch.basic_cancel(tag)                 # the auto-delete queue goes, and the exchange with it
+    with pytest.raises(ChannelClosedByBroker):
+        conn.channel().queue_declare(q, passive=True)
+    ch.queue_unbind(q, ex, "k")
+    ch.queue_unbind(uniq("never"), uniq("never"), "k")
+    ch.exchange_unbind(destination=uniq("never"), source=uniq("never"), routing_key="k")
+    assert ch.is_open
+
+
+def test_unbind_from_the_default_exchange_is_403(conn, uniq):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_unbind(q, "", "k")
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"
+
+
+def test_unbind_of_another_connections_exclusive_queue(connect, uniq):
+    """The exclusive owner is checked only when the binding exists (RabbitMQ's inner fun)."""
+    owner = connect().channel()
+    q = owner.queue_declare(uniq("excl"), exclusive=True).method.queue
+    owner.queue_bind(q, "amq.direct", "bound")
+    other = connect()
+    ch = other.channel()
+    ch.queue_unbind(q, "amq.direct", "not-bound")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_unbind(q, "amq.direct", "bound")
+    assert e.value.reply_code == 405
+
+
+@pytest.mark.parametrize("first, second", [(True, False), (False, True)])
+def test_redeclare_with_other_exclusive_flag_is_405(conn, uniq, cleanup, first, second):
+    """rabbit_amqqueue:assert_equivalence checks exclusive access strictly, before the other
+    fields: a different 'exclusive' is 405 RESOURCE_LOCKED, not 406."""
+    ch = conn.channel()
+    name = uniq("q")
+    if not first:
+        cleanup.queue(name)       # an exclusive one goes with its connection
+    ch.queue_declare(name, exclusive=first)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        conn.channel().queue_declare(name, exclusive=second)
+    assert e.value.reply_code == 405
+    assert e.value.reply_text == (
+        f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost "
+        "'/'. It could be originally declared on another connection or the exclusive property "
+        "value does not match that of the original declaration.")
+
+
+def test_redeclaring_a_server_named_queue_is_403(conn):
+    """The 'amq.' prefix is refused on any non-passive declare, even of a queue that exists."""
+    ch = conn.channel()
+    name = ch.queue_declare("", exclusive=True).method.queue
+    with pytest.raises(ChannelClosedByBroker) as e:
+        conn.channel().queue_declare(name, exclusive=True)
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == \
+        f"ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'"
+    assert conn.channel().queue_declare(name, passive=True).method.queue == name
+
+
+def test_passive_declare_of_empty_name_is_404(conn):
+    """queue.declare does not stand '' for the last declared queue (delete, bind ... do)."""
+    ch = conn.channel()
+    ch.queue_declare("", exclusive=True)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("", passive=True)
+    assert e.value.reply_code == 404
+    assert e.value.reply_text == "NOT_FOUND - no queue '' in vhost '/'"
+
+
+def test_declare_direct_reply_to_is_not_passive_only(conn):
+    ch = conn.channel()
+    ok = ch.queue_declare("amq.rabbitmq.reply-to")
+    assert (ok.method.queue, ok.method.message_count, ok.method.consumer_count) == \
+        ("amq.rabbitmq.reply-to", 0, 1)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare("amq.rabbitmq.reply-to.nobody", passive=True)
+    assert e.value.reply_code == 404
+    assert e.value.reply_text == "NOT_FOUND - no queue 'amq.rabbitmq.reply-to.nobody' in vhost '/'"
+
+
+def test_delete_ok_comes_before_the_cancel_of_the_channels_own_consumer(raw, uniq):
+    """RabbitMQ answers queue.delete first, then cancels the consumers (consumer_cancel_notify);
+    kombu raised ConsumerCancelled inside queue_delete when the cancel came first."""
+    p = raw()
+    p.handshake(client_properties={"capabilities": {"consumer_cancel_notify": True}})
+    p.send_method(1, spec.Channel.Open())
+    assert p.recv_method()[1].name == "Channel.OpenOk"
+    name = uniq("q")
+    p.send_method(1, spec.Queue.Declare(queue=name))
+    assert p.recv_method()[1].name == "Queue.DeclareOk"
+    p.send_method(1, spec.Basic.Consume(queue=name, consumer_tag="c1"))
+    assert p.recv_method()[1].name == "Basic.ConsumeOk"
+    p.send_method(1, spec.Queue.Delete(queue=name))
+    first, second = p.recv_method(), p.recv_method()
+    assert (first[1].name, second[1].name) == ("Queue.DeleteOk", "Basic.Cancel")
+    assert second[1].consumer_tag == "c1"
+
+
+def test_classic_queue_type_is_the_same_as_none(conn, uniq, cleanup):
+    ch = conn.channel()
+    name = cleanup.queue(uniq("q"))
+    ch.queue_declare(name)
+    ch.queue_declare(name, arguments={"x-queue-type": "classic"})
+
+
+def test_queue_mode_must_be_repeated(conn, uniq, cleanup):
+    ch = conn.channel()
+    name = cleanup.queue(uniq("q"))
+    ch.queue_declare(name, arguments={"x-queue-mode": "lazy"})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(name)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'x-queue-mode' for "
+                                  f"queue '{name}' in vhost '/': received none but current is "
+                                  "the value 'lazy' of type 'longstr'")

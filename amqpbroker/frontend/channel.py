@@ -6,7 +6,10 @@ the ``HANDLERS`` table at the bottom of the file.
 """
 from __future__ import annotations
 
+import base64
 import logging
+import os
+import re
 import uuid
 from collections import deque
 
@@ -18,12 +21,36 @@ from .consumer import Consumer
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
+from ..queue_args import MAX_EXPIRY, amqp_type
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
+REPLY_TOKEN = re.compile(r"\d+\.[0-9a-f]{32}")        # front-end index . uuid (Session)
+EXPIRATION = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
+
+
+def _expiration_problem(text: str) -> str | None:
+    """What RabbitMQ's parse_expiration says of an expiration property (Erlang-printed, as in
+    its reply text), or None if it is a valid number of milliseconds."""
+    m = EXPIRATION.fullmatch(text)
+    if m is None:
+        return "no_integer"
+    if m.group(2):
+        return f"{{leftover_string,{errors.erl_string(m.group(2))}}}"
+    n = int(m.group(1))
+    if n < 0:
+        return f"{{value_negative,{n}}}"
+    if n > MAX_EXPIRY:
+        return f"{{value_too_large,{n}}}"
+    return None
+
+
+def _random_suffix() -> str:
+    """22 characters, as RabbitMQ's ``amq.gen-`` names (16 random bytes, url-safe base64)."""
+    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
 
 class Delivery:
@@ -56,6 +83,9 @@ class Channel:
         self.last_queue: str | None = None
         self.closed = False
         self.reply_consumer: Consumer | None = None
+        # queues this channel is deleting: the basic.cancel of its own consumers there waits
+        # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
+        self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
 
     # ============================================================ publish
     def on_publish(self, ev) -> None:
@@ -68,30 +98,34 @@ class Channel:
         self._publish(ev)
 
     def _check_publish(self, ev):
+        """basic.publish's checks, in RabbitMQ's order (the body size was checked with the
+        content header): write permission, the exchange, internal, the direct reply-to
+        consumer, user_id, expiration. In a transaction they run at publish, not at commit."""
         session = self.session
         vhost = session.vhost
-        ex = vhost.exchanges.get(ev.exchange)
-        if ex is None:
-            raise errors.NotFound(f"no exchange '{ev.exchange}' in vhost '{vhost.name}'", 60, 40)
         if ev.exchange not in session.write_ok:
             self.broker.users.check(session.user, vhost.name, "write", "exchange", ev.exchange,
                                     60, 40)
             session.write_ok.add(ev.exchange)
+        ex = vhost.exchanges.get(ev.exchange)
+        if ex is None:
+            raise errors.NotFound(f"no exchange '{ev.exchange}' in vhost '{vhost.name}'", 60, 40)
         if ex.internal:
             raise errors.AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in "
                                        f"vhost '{vhost.name}'", 60, 40)
         scan = ev.scan
-        if scan.expiration is not None:
-            exp = scan.expiration
-            if not exp.lstrip("-").isdigit():
-                raise errors.PreconditionFailed(f"invalid expiration '{exp}': no_integer", 60, 40)
-            if int(exp) < 0:
-                raise errors.PreconditionFailed(f"invalid expiration '{exp}': negative_value",
-                                                60, 40)
-        if scan.user_id is not None and scan.user_id != session.user.name:
+        if scan.reply_to == REPLY_TO and self.reply_consumer is None:
+            raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
+        if scan.user_id is not None and scan.user_id != session.user.name \
+                and "impersonator" not in session.user.tags:
             raise errors.PreconditionFailed(f"user_id property set to '{scan.user_id}' but "
                                             f"authenticated user was '{session.user.name}'",
                                             60, 40)
+        if scan.expiration is not None:
+            problem = _expiration_problem(scan.expiration)
+            if problem is not None:
+                raise errors.PreconditionFailed(
+                    f"invalid expiration '{scan.expiration}': {problem}", 60, 40)
         return ex
 
     def _publish(self, ev) -> None:
@@ -114,8 +148,6 @@ class Channel:
                     props.headers = headers
                     raw = props_mod.encode(props)
         if scan.reply_to == REPLY_TO:
-            if self.reply_consumer is None:
-                raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
             props = props_mod.decode(raw)
             props.reply_to = REPLY_TO_PREFIX + session.reply_token
             raw = props_mod.encode(props)
@@ -273,6 +305,13 @@ class Channel:
         """The queue went away: tell the client (consumer_cancel_notify)."""
         if self.consumers.pop(consumer.tag, None) is None:
             return
+        waiting = self.deleting.get(consumer.queue)
+        if waiting is not None:
+            waiting.append(consumer)        # after our delete-ok
+            return
+        self._notify_cancel(consumer)
+
+    def _notify_cancel(self, consumer: Consumer) -> None:
         if self.session.capabilities.get("consumer_cancel_notify") and not self.closed:
             self.session.send_method(self.number, C.Basic.Cancel(consumer_tag=consumer.tag,
                                                                  nowait=True))
@@ -375,6 +414,19 @@ class Channel:
         s = self.session
         self.broker.users.check(s.user, s.vhost.name, kind, resource, name, cid, mid)
 
+    def _check_reference(self, arguments, key: str, kind: str, name: str, cid, mid) -> None:
+        """A new queue's dead-letter exchange or a new exchange's alternate exchange: a string,
+        read on the new one and write on the one it names (RabbitMQ's r_arg checks)."""
+        target = (arguments or {}).get(key)
+        if target is None:
+            return
+        if not isinstance(target, str):
+            raise errors.PreconditionFailed(
+                f"invalid type '{amqp_type(target)}' for arg '{key}' in {kind} '{name}' in "
+                f"vhost '{self.session.vhost.name}'", cid, mid)
+        self._check("read", kind, name, cid, mid)
+        self._check("write", "exchange", target, cid, mid)
+
     def channel_flow(self, m) -> None:
         """Client-initiated flow: RabbitMQ supports only active=true (a no-op); pausing
         deliveries is done with basic.qos, and active=false is 540 NOT_IMPLEMENTED."""
@@ -386,8 +438,12 @@ class Channel:
         pass
 
     async def exchange_declare(self, m) -> None:
+        self.session.vhost.check_exchange_declare(m.exchange, m.exchange_type, m.passive)
         if not m.passive:
             self._check("configure", "exchange", m.exchange, 40, 10)
+            if m.exchange not in self.session.vhost.exchanges:
+                self._check_reference(m.arguments, "alternate-exchange", "exchange", m.exchange,
+                                      40, 10)
         await self.broker.metadata.declare_exchange(
             vhost=self.session.vhost.name, name=m.exchange, type=m.exchange_type,
             passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
@@ -396,6 +452,7 @@ class Channel:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
 
     async def exchange_delete(self, m) -> None:
+        self.session.vhost.check_exchange_delete(m.exchange)
         self._check("configure", "exchange", m.exchange, 40, 20)
         await self.broker.metadata.delete_exchange(vhost=self.session.vhost.name,
                                                    name=m.exchange, if_unused=m.if_unused)
@@ -405,9 +462,9 @@ class Channel:
     async def exchange_bind(self, m, unbind: bool = False) -> None:
         mid = 40 if unbind else 30
         self._check("write", "exchange", m.destination, 40, mid)
-        self._check("read", "exchange", m.source, 40, mid)
-        if m.destination == "":
+        if m.destination == "" or m.source == "":
             raise errors.AccessRefused("operation not permitted on the default exchange", 40, mid)
+        self._check("read", "exchange", m.source, 40, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
         await change(vhost=self.session.vhost.name, kind="exchange", destination=m.destination,
@@ -424,15 +481,27 @@ class Channel:
         session = self.session
         vhost = session.vhost
         name = m.queue
-        if m.passive and name == REPLY_TO:
-            # the direct reply-to pseudo-queue always "exists" with one consumer (RabbitMQ)
-            session.send_method(self.number, C.Queue.DeclareOk(
-                queue=REPLY_TO, message_count=0, consumer_count=1))
+        if name.startswith(REPLY_TO):
+            # the direct reply-to pseudo-queue "exists" with one consumer, declared passively
+            # or not (RabbitMQ); a reply address exists while its consumer does
+            if not self._reply_to_exists(name):
+                raise errors.NotFound(f"no queue '{name}' in vhost '{vhost.name}'", 50, 10)
+            self.last_queue = name
+            if not m.nowait:
+                session.send_method(self.number, C.Queue.DeclareOk(
+                    queue=name, message_count=0, consumer_count=1))
             return
-        if m.passive:
-            name = self._queue_name(name, 50, 10)
-        elif name:
+        if not m.passive:       # a passive declare of '' is not the last queue: 404 (RabbitMQ)
+            if not name:
+                name = "amq.gen-" + _random_suffix()
+            elif name.startswith("amq."):
+                # reserved even when the queue exists, e.g. a server-named one (RabbitMQ)
+                raise errors.AccessRefused(
+                    f"queue name '{name}' contains reserved prefix 'amq.*'", 50, 10)
             self._check("configure", "queue", name, 50, 10)
+            if name not in vhost.queues:
+                self._check_reference(m.arguments, "x-dead-letter-exchange", "queue", name,
+                                      50, 10)
         name = await self.broker.metadata.declare_queue(
             vhost=vhost.name, name=name, owner=session.owner, passive=m.passive,
             durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
@@ -446,10 +515,25 @@ class Channel:
             session.send_method(self.number, C.Queue.DeclareOk(
                 queue=q.name, message_count=messages, consumer_count=consumers))
 
+    def _reply_to_exists(self, name: str) -> bool:
+        if name == REPLY_TO:
+            return True
+        if not name.startswith(REPLY_TO_PREFIX):
+            return False
+        token = name[len(REPLY_TO_PREFIX):]
+        server = self.session.server
+        if token.startswith(server.token_prefix):
+            return token in server.reply_to
+        # another front-end's connection (its token, Session.reply_token): not known here
+        # without asking that front-end, so taken to exist
+        return self.broker.forward_reply is not None and REPLY_TOKEN.fullmatch(token) is not None
+
     async def queue_bind(self, m, unbind: bool = False) -> None:
         mid = 50 if unbind else 20
         name = self._queue_name(m.queue, 50, mid)
         self._check("write", "queue", name, 50, mid)
+        if m.exchange == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange", 50, mid)
         self._check("read", "exchange", m.exchange, 50, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
@@ -477,13 +561,19 @@ class Channel:
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
         q = session.vhost.queues.get(name)
-        count = await self.broker.metadata.delete_queue(
-            vhost=session.vhost.name, name=name, owner=session.owner, if_unused=m.if_unused,
-            if_empty=m.if_empty)
         if q is not None:
-            session.exclusive_queues.discard(q)
-        if not m.nowait:
-            session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
+            self.deleting.setdefault(q, [])
+        try:
+            count = await self.broker.metadata.delete_queue(
+                vhost=session.vhost.name, name=name, owner=session.owner,
+                if_unused=m.if_unused, if_empty=m.if_empty)
+            if q is not None:
+                session.exclusive_queues.discard(q)
+            if not m.nowait:
+                session.send_method(self.number, C.Queue.DeleteOk(message_count=count))
+        finally:
+            for consumer in self.deleting.pop(q, ()):
+                self._notify_cancel(consumer)
 
     def basic_qos(self, m) -> None:
         if m.prefetch_size:
@@ -521,9 +611,16 @@ class Channel:
         self._check("read", "queue", name, 60, 20)
         q = session.vhost.get_queue(name, session.owner, 60, 20)
         priority = args.get("x-priority", 0)
+        # rabbit_amqqueue's consume_args validators, worded as RabbitMQ prints them
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise errors.PreconditionFailed(f"invalid arg 'x-priority' for consumer '{tag}'",
-                                            60, 20)
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-priority' for {session.vhost._q(name)}: \"expected integer, "
+                f"got {amqp_type(priority)}\"", 60, 20)
+        failover = args.get("x-cancel-on-ha-failover", False)
+        if not isinstance(failover, bool):
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-cancel-on-ha-failover' for {session.vhost._q(name)}: "
+                f"{{unacceptable_type,{amqp_type(failover)}}}", 60, 20)
         c = Consumer(tag, self, q, no_ack=m.no_ack, exclusive=m.exclusive, priority=priority,
                      prefetch=self.prefetch, arguments=args)
         shared = self.global_prefetch and not c.no_ack

@@ -22,9 +22,11 @@ from .partition_client import HostGone
 
 log = logging.getLogger("amqpbroker.queue")
 
+# the arguments a redeclare must repeat: RabbitMQ 3.10's for classic queues, and x-fsync
 EQUIVALENT_ARGS = ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes",
                    "x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-                   "x-single-active-consumer", "x-max-priority", "x-queue-type", "x-fsync")
+                   "x-single-active-consumer", "x-max-priority", "x-queue-type", "x-queue-mode",
+                   "x-queue-version", "x-queue-master-locator", "x-fsync")
 
 
 class QueueRef:
@@ -160,7 +162,9 @@ class QueueRef:
         if auto_delete != self.auto_delete:
             return "auto_delete"
         for key in EQUIVALENT_ARGS:
-            if (arguments or {}).get(key) != self.arguments.get(key):
+            got, current = (arguments or {}).get(key), self.arguments.get(key)
+            if got != current and not (key == "x-queue-type" and got in (None, "classic")
+                                       and current in (None, "classic")):
                 return key
         return None
 

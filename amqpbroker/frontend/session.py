@@ -251,8 +251,9 @@ class Session(asyncio.Protocol):
             return
         if t is ev.Method:
             handler = HANDLERS.get(event.method.name)
-            if handler is None:
-                raise errors.NotImplemented_(f"method {event.method.name} is not supported")
+            if handler is None:       # e.g. a method only a server sends (RabbitMQ's words)
+                raise errors.CommandInvalid("unimplemented method",
+                                            *divmod(event.method.index, 0x10000))
             try:
                 result = handler(self.channels[event.channel], event.method)
                 if result is not None:
@@ -329,8 +330,13 @@ class Session(asyncio.Protocol):
         self.capabilities = caps if isinstance(caps, dict) else {}
         user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
+            # the reason goes to the log; the client is told only that the login was refused,
+            # as RabbitMQ's auth_fail does
+            log.warning("connection %s: user '%s' can only connect via localhost", self.name,
+                        user.name)
             err = errors.ConnectionAccessRefused(
-                f"user '{user.name}' can only connect via localhost", 10, 11)
+                f"Login was refused using authentication mechanism {e.mechanism}. For details "
+                f"see the broker logfile.", 10, 11)
             err.login_failed = True
             raise err
         self.user = user

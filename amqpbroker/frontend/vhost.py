@@ -13,7 +13,7 @@ import uuid
 from .. import contract as c
 from .. import errors
 from .admission import limit_of
-from .exchange import TYPES, Exchange, make_exchange
+from .exchange import TYPES, Exchange, _args_key, make_exchange
 from .queue_ref import QueueRef
 
 log = logging.getLogger("amqpbroker.vhost")
@@ -62,17 +62,24 @@ class VirtualHost:
             raise errors.NotFound(f"no {self._x(name)}", cid, mid)
         return ex
 
+    def check_exchange_declare(self, name: str, type_: str, passive: bool) -> None:
+        """What RabbitMQ checks of an exchange.declare before permissions, in its order: the
+        type (503, a connection error), then the default exchange (403, passive too)."""
+        if not passive and type_ not in TYPES:
+            raise errors.CommandInvalid(f"unknown exchange type '{type_}'", 40, 10)
+        if name == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange", 40, 10)
+
     def declare_exchange(self, name, type_, *, passive=False, durable=False, auto_delete=False,
                          internal=False, arguments=None, persist=True) -> Exchange:
         arguments = dict(arguments or {})
+        self.check_exchange_declare(name, type_, passive)
         if passive:
             return self.get_exchange(name, 40, 10)
-        if name == "" or (name.startswith("amq.") and name not in self.exchanges):
-            raise errors.AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'"
-                                       if name else
-                                       "operation not permitted on the default exchange", 40, 10)
-        if type_ not in TYPES:
-            raise errors.CommandInvalid(f"unknown exchange type '{type_}'", 40, 10)
+        if name.startswith("amq.") and name not in self.exchanges:
+            # reserved only for creation: redeclaring amq.direct is fine (RabbitMQ)
+            raise errors.AccessRefused(
+                f"exchange name '{name}' contains reserved prefix 'amq.*'", 40, 10)
         existing = self.exchanges.get(name)
         if existing is not None:
             diff = existing.equivalent(type_, durable, auto_delete, internal, arguments)
@@ -88,8 +95,17 @@ class VirtualHost:
                     f"'{str(received).lower()}' but current is "
                     f"'{str(getattr(existing, diff)).lower()}'", 40, 10)
             if diff == "arguments":
-                raise errors.PreconditionFailed(
-                    f"inequivalent arg 'arguments' for {self._x(name)}", 40, 10)
+                # of the arguments RabbitMQ compares only 'alternate-exchange'
+                got = arguments.get("alternate-exchange")
+                cur = existing.arguments.get("alternate-exchange")
+                if got != cur:
+                    if got is not None and cur is not None:
+                        shown = f"'{_plain(got)}' but current is '{_plain(cur)}'"
+                    else:
+                        shown = f"{_arg_repr(got)} but current is {_arg_repr(cur)}"
+                    raise errors.PreconditionFailed(
+                        f"inequivalent arg 'alternate-exchange' for {self._x(name)}: received "
+                        f"{shown}", 40, 10)
             return existing
         ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
         self.exchanges[name] = ex
@@ -98,11 +114,15 @@ class VirtualHost:
             self.broker.persist()
         return ex
 
+    def check_exchange_delete(self, name: str) -> None:
+        """What RabbitMQ checks of an exchange.delete before permissions, in its order."""
+        if name == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange", 40, 20)
+        if name.startswith("amq."):
+            raise errors.AccessRefused(f"deletion of system {self._x(name)} not allowed", 40, 20)
+
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
-        if name == "" or name.startswith("amq."):
-            raise errors.AccessRefused(f"operation not permitted on {self._x(name)}"
-                                       if name else
-                                       "operation not permitted on the default exchange", 40, 20)
+        self.check_exchange_delete(name)
         ex = self.exchanges.get(name)
         if ex is None:
             return      # RabbitMQ: deleting a missing exchange is ok
@@ -132,10 +152,13 @@ class VirtualHost:
 
     def check_exclusive(self, q: QueueRef, owner, cid=0, mid=0) -> None:
         if q.exclusive_owner is not None and q.exclusive_owner != owner:
-            raise errors.ResourceLocked(
-                f"cannot obtain exclusive access to locked {self._q(q.name)}. It could be "
-                f"originally declared on another connection or the exclusive property value "
-                f"does not match that of the original declaration.", cid, mid)
+            self.exclusive_locked(q, cid, mid)
+
+    def exclusive_locked(self, q: QueueRef, cid=0, mid=0):
+        raise errors.ResourceLocked(
+            f"cannot obtain exclusive access to locked {self._q(q.name)}. It could be "
+            f"originally declared on another connection or the exclusive property value "
+            f"does not match that of the original declaration.", cid, mid)
 
     def declare_queue(self, name: str, *, owner, passive=False, durable=False, exclusive=False,
                       auto_delete=False, arguments=None) -> QueueRef:
@@ -147,15 +170,15 @@ class VirtualHost:
             return q
         if not name:
             name = "amq.gen-" + uuid.uuid4().hex[:22]
-        elif name.startswith("amq."):
-            existing = self.queues.get(name)
-            if existing is None:
-                raise errors.AccessRefused(
-                    f"queue name '{name}' contains reserved prefix 'amq.*'", 50, 10)
+        # the reserved 'amq.' prefix is the channel's check (as in RabbitMQ), not the
+        # definitions import's: exported server-named queues import again
         arguments = dict(arguments or {})
         existing = self.queues.get(name)
         if existing is not None:
-            self.check_exclusive(existing, owner, 50, 10)
+            # RabbitMQ checks exclusive access strictly first: the queue's owner must be this
+            # connection when declared exclusive, and nobody when not, else 405
+            if existing.exclusive_owner != (owner if exclusive else None):
+                self.exclusive_locked(existing, 50, 10)
             existing.refuse_if_down(50, 10)
             if exclusive:
                 durable = existing.durable
@@ -247,22 +270,49 @@ class VirtualHost:
         log.debug("%s deleted (%s)", self._q(q.name), reason)
 
     # ----------------------------------------------------------- bindings
-    def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
+    def bind(self, kind: str, destination_name: str, exchange_name: str, routing_key: str,
+             arguments, owner, cid, mid) -> None:
+        """queue.bind / exchange.bind, checked in RabbitMQ's order: the default exchange
+        (403), the source (404), the destination (404), the queue's exclusive owner (405)."""
         ex = self._bindable(exchange_name, cid, mid)
+        destination = self._destination(kind, destination_name, cid, mid)
+        if kind == "queue":
+            self.check_exclusive(destination, owner, cid, mid)
         if ex.bind(destination, routing_key, arguments):
             self.broker.changed(self.binding_op(c.BindOp, ex, destination, routing_key,
                                                 arguments))
             if ex.durable and getattr(destination, "durable", False):
                 self.broker.persist()
 
-    def unbind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
-        ex = self._bindable(exchange_name, cid, mid)
-        if ex.unbind(destination, routing_key, arguments):
-            self.broker.changed(self.binding_op(c.UnbindOp, ex, destination, routing_key,
-                                                arguments))
-            if ex.durable:
-                self.broker.persist()
-            self._maybe_auto_delete_exchange(ex)
+    def unbind(self, kind: str, destination_name: str, exchange_name: str, routing_key: str,
+               arguments, owner, cid, mid) -> None:
+        """queue.unbind / exchange.unbind. As RabbitMQ's ``rabbit_binding:remove``, a source,
+        destination or binding that is not there is ok (teardowns unbind after an auto-delete
+        queue went away); only an existing binding checks the queue's exclusive owner."""
+        if exchange_name == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange",
+                                       cid, mid)
+        ex = self.exchanges.get(exchange_name)
+        destination = (self.queues if kind == "queue" else self.exchanges).get(destination_name)
+        if ex is None or destination is None \
+                or (destination, routing_key, _args_key(arguments)) not in ex.bindings:
+            return
+        if kind == "queue":
+            self.check_exclusive(destination, owner, cid, mid)
+        ex.unbind(destination, routing_key, arguments)
+        self.broker.changed(self.binding_op(c.UnbindOp, ex, destination, routing_key,
+                                            arguments))
+        if ex.durable:
+            self.broker.persist()
+        self._maybe_auto_delete_exchange(ex)
+
+    def _destination(self, kind: str, name: str, cid, mid):
+        if kind == "queue":
+            q = self.queues.get(name)
+            if q is None:
+                raise errors.NotFound(f"no {self._q(name)}", cid, mid)
+            return q
+        return self.get_exchange(name, cid, mid)
 
     def exchange_op(self, ex) -> c.ExchangeOp:
         """The op that tells front-ends of an exchange (supervisor/metadata.py)."""

@@ -6,9 +6,9 @@ Theory of operation (h11-style, no I/O anywhere under ``amqpbroker/protocol``):
   ``NEED_DATA``; an incomplete frame is never an error. Protocol violations raise an
   ``AMQPError`` (``errors.py``): a ``ChannelError`` carries ``.channel``; the server's one
   error boundary answers it with ``close_channel`` / ``close_connection``.
-* Frames are checked early and cheaply: the 7-byte header's size against frame_max before the
-  payload is read (501), the 0xCE end byte (501), the channel against channel_max (530) and the
-  open-channel set (504).
+* Frames are checked early and cheaply: the 7-byte header's size against frame_max (plus the
+  8 bytes of framing RabbitMQ tolerates) before the payload is read (501), the 0xCE end byte
+  (501), the channel against channel_max (530) and the open-channel set (504).
 * Per channel, content is assembled as RabbitMQ's ``rabbit_command_assembler`` does:
   basic.publish, then one content header, then body frames until body-size bytes arrived.
   Anything else in between is 505 UNEXPECTED_FRAME; a body overrun is 501.
@@ -42,6 +42,32 @@ _METHODS = commands.INDEX_MAPPING
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 PUBLISH_ID = b"\x00\x3c\x00\x28"          # class 60, method 40
 _CLOSE_IDS = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")     # connection.close, close-ok
+
+# RabbitMQ's rabbit_command_assembler words what a channel expected next, and its reader a
+# frame it cannot use; users search for these texts
+EXPECTED_METHOD = "expected method frame, got non method frame instead"
+EXPECTED_HEADER = "expected content header for class 60, got non content header frame instead"
+EXPECTED_BODY = "expected content body, got non content body frame instead"
+
+
+def _octets(payload: bytes) -> str:
+    """A frame's payload as RabbitMQ's reader shows it: up to 16 bytes, Erlang-printed."""
+    if len(payload) <= 16:
+        return f"all octets = {errors.erl_binary(payload)}"
+    return f"first 16 octets = {errors.erl_binary(payload[:16])}"
+
+
+def _negotiated(field: str, minimum: int, server: int, client: int) -> int:
+    """A tune-ok value, checked as RabbitMQ's reader does: not below the minimum, and when the
+    server has a limit, neither above it nor 0 ("no limit")."""
+    shown = f"{client} (no limit)" if field == "channel_max" and client == 0 else f"{client}"
+    if client and client < minimum:
+        raise errors.NotAllowed(f"negotiated {field} = {shown} is lower than the minimum "
+                                f"allowed value ({minimum})", 10, 30)
+    if server and (client == 0 or client > server):
+        raise errors.NotAllowed(f"negotiated {field} = {shown} is higher than the maximum "
+                                f"allowed value ({server})", 10, 30)
+    return client
 
 
 class ChannelState:
@@ -125,18 +151,19 @@ class Connection:
             if avail < 7:
                 return ev.NEED_DATA
             ftype, channel, size = fp.FRAME_HEAD.unpack_from(buf, pos)
-            if size + 8 > self.frame_max:
+            if size > self.frame_max:
+                # RabbitMQ lets a frame exceed frame_max by its 8 bytes of framing ("quite a
+                # few clients get it wrong"), and words the error as its reader does
                 self._pos = len(buf)
-                raise errors.FrameError(
-                    f"type {ftype}, channel {channel}: frame size {size + 8} exceeds "
-                    f"negotiated frame_max {self.frame_max}")
+                raise errors.FrameError(f"type {ftype}, all octets = <<>>: {{frame_too_large,"
+                                        f"{size},{self.frame_max - 8}}}")
             end = pos + 7 + size
             if len(buf) <= end:
                 return ev.NEED_DATA
             if buf[end] != FRAME_END:
                 self._pos = len(buf)
-                raise errors.FrameError(f"type {ftype}, channel {channel}: bad frame end "
-                                        f"byte 0x{buf[end]:02x}, expected 0xce")
+                raise errors.FrameError(f"type {ftype}, {_octets(bytes(buf[pos + 7:end]))}: "
+                                        f"{{invalid_frame_end_marker,{buf[end]}}}")
             if ftype == FRAME_METHOD and buf[pos + 7:pos + 11] == PUBLISH_ID:
                 event = self._whole_publish(buf, pos, channel, end)
                 if event is not None:
@@ -162,7 +189,7 @@ class Connection:
         htype, hchannel, hsize = fp.FRAME_HEAD.unpack_from(buf, h)
         hend = h + 7 + hsize
         if htype != FRAME_HEADER or hchannel != channel or hsize < 14 \
-                or hsize + 8 > self.frame_max or len(buf) <= hend or buf[hend] != FRAME_END:
+                or hsize > self.frame_max or len(buf) <= hend or buf[hend] != FRAME_END:
             return None
         class_id, _weight, body_size = fp.HEADER_PREFIX.unpack_from(buf, h + 7)
         if class_id != 60 or body_size > self.max_message_size:
@@ -205,7 +232,7 @@ class Connection:
             return self._channel_method(channel, payload)
         if ftype == FRAME_HEARTBEAT:
             if channel != 0:
-                raise errors.FrameError(f"heartbeat frame on channel {channel}")
+                raise errors.UnexpectedFrame(f"type {ftype}, {_octets(payload)}")
             return None
         if ftype == FRAME_HEADER or ftype == FRAME_BODY:
             if self.state != st.OPEN:
@@ -218,13 +245,13 @@ class Connection:
             if ftype == FRAME_HEADER:
                 return self._content_header(ch, payload)
             return self._content_body(ch, payload)
-        raise errors.FrameError(f"unknown frame type {ftype} on channel {channel}")
+        raise errors.FrameError(f"type {ftype}, {_octets(payload)}: unknown_frame")
 
     def _channel(self, number: int):
         """The open channel a content frame is for; None if its frames are being dropped."""
         ch = self.channels.get(number)
         if ch is None:
-            raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {number}")
+            raise errors.UnexpectedFrame(EXPECTED_METHOD)
         if ch.state == st.CHANNEL_CLOSING:
             return None
         return ch
@@ -248,10 +275,16 @@ class Connection:
             return None                       # dropped before decoding: even unknown methods
         method = self._decode(payload, 0)
         name = method.name
-        if self.state == st.OPEN and name not in st.CHANNEL_ZERO_METHODS:
-            raise errors.CommandInvalid(f"{name} on channel 0 in state OPEN")
-        if name in ("Connection.Blocked", "Connection.Unblocked", "Connection.UpdateSecretOk"):
-            return None
+        if self.state == st.OPEN:
+            if name not in st.CHANNEL_ZERO_METHODS:
+                class_id, method_id = fp.METHOD_ID.unpack_from(payload, 0)
+                raise errors.ChannelErrorHard("unexpected method in connection state running",
+                                              class_id, method_id)
+            if name == "Connection.UpdateSecret":
+                # RabbitMQ asks its auth backends; the internal one's state cannot expire, so
+                # any new secret is accepted (a backend that refused would make this 530)
+                self.send_method(0, commands.Connection.UpdateSecretOk())
+                return None
         self.state = st.transition(self.state, name)
         if name == "Connection.StartOk":
             response = method.response
@@ -269,14 +302,11 @@ class Connection:
         return ev.ConnectionCloseOk()         # Connection.CloseOk
 
     def _tune_ok(self, method):
-        frame_max = method.frame_max or self.server_frame_max
-        if frame_max < FRAME_MIN_SIZE:
-            raise errors.NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min_size")
-        if frame_max > self.server_frame_max:
-            raise errors.NotAllowed(f"frame_max={frame_max} > {self.server_frame_max} max_size")
-        channel_max = method.channel_max or self.server_channel_max
-        self.frame_max = frame_max
-        self.channel_max = min(channel_max, self.server_channel_max)
+        frame_max = _negotiated("frame_max", FRAME_MIN_SIZE, self.server_frame_max,
+                                method.frame_max)
+        channel_max = _negotiated("channel_max", 1, self.server_channel_max, method.channel_max)
+        self.frame_max = frame_max or self.server_frame_max
+        self.channel_max = channel_max or self.server_channel_max
         self.heartbeat = method.heartbeat
         return ev.TuneOk(self.channel_max, self.frame_max, self.heartbeat)
 
@@ -289,8 +319,7 @@ class Connection:
         ch = self.channels.get(channel)
         if ch is None:
             if (class_id, method_id) != (20, 10):
-                raise errors.ChannelErrorHard(f"expected 'channel.open' on channel {channel}",
-                                              class_id, method_id)
+                raise errors.ChannelErrorHard("expected 'channel.open'", class_id, method_id)
             if len(self.channels) >= self.channel_max:
                 # RabbitMQ counts open channels; the channel number itself may be larger
                 raise errors.NotAllowed(f"number of channels opened ({len(self.channels)}) has "
@@ -306,9 +335,9 @@ class Connection:
                 return ev.ChannelCloseOk(channel)
             return None
         if ch.publish is not None:
+            # RabbitMQ names the method whose content was cut short: basic.publish
             raise errors.UnexpectedFrame(
-                f"expected content header for class 60, got non content header frame "
-                f"instead on channel {channel}", class_id, method_id)
+                EXPECTED_BODY if ch.props is not None else EXPECTED_HEADER, 60, 40)
         key = (class_id, method_id)
         try:
             if key == PUBLISH:
@@ -342,9 +371,10 @@ class Connection:
         return ev.Method(channel, method)
 
     def _content_header(self, ch: ChannelState, payload: bytes):
-        if ch.publish is None or ch.props is not None:
-            raise errors.UnexpectedFrame(f"content header on channel {ch.number} "
-                                         f"without a basic.publish before it", 60, 40)
+        if ch.publish is None:
+            raise errors.UnexpectedFrame(EXPECTED_METHOD)
+        if ch.props is not None:
+            raise errors.UnexpectedFrame(EXPECTED_BODY, 60, 40)
         try:
             class_id, body_size, props = fp.parse_content_header(payload)
             scan = properties.scan(props)
@@ -352,8 +382,8 @@ class Connection:
             raise errors.FrameError(f"cannot decode content header on channel {ch.number}: "
                                     f"{exc}", 60, 40) from None
         if class_id != 60:
-            raise errors.UnexpectedFrame(f"content header for class {class_id}, expected 60",
-                                         60, 40)
+            raise errors.UnexpectedFrame(f"expected content header for class 60, got one for "
+                                         f"class {class_id} instead", 60, 40)
         if body_size > self.max_message_size:
             ch.reset_content()
             raise _channel_error(errors.PreconditionFailed,
@@ -365,9 +395,10 @@ class Connection:
         return None
 
     def _content_body(self, ch: ChannelState, payload: bytes):
+        if ch.publish is None:
+            raise errors.UnexpectedFrame(EXPECTED_METHOD)
         if ch.props is None:
-            raise errors.UnexpectedFrame(f"content body on channel {ch.number} without a "
-                                         f"content header before it", 60, 40)
+            raise errors.UnexpectedFrame(EXPECTED_HEADER, 60, 40)
         ch.received += len(payload)
         if ch.received > ch.body_size:
             raise errors.FrameError(f"content body on channel {ch.number} overruns the "

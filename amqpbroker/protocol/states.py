@@ -43,9 +43,9 @@ TRANSITIONS = {
     (CLOSING, "Connection.Close"): CLOSED,
 }
 
-# Methods a client may send on channel 0 while the connection is OPEN
-CHANNEL_ZERO_METHODS = {"Connection.Close", "Connection.CloseOk", "Connection.Blocked",
-                        "Connection.Unblocked", "Connection.UpdateSecretOk"}
+# Methods a client may send on channel 0 while the connection is OPEN (RabbitMQ's reader: any
+# other is 504 "unexpected method in connection state running")
+CHANNEL_ZERO_METHODS = {"Connection.Close", "Connection.UpdateSecret"}
 
 CHANNEL_OPEN = "OPEN"
 CHANNEL_CLOSING = "CLOSING"

@@ -48,20 +48,11 @@ class LocalMetadata:
     async def delete_exchange(self, *, vhost, name, if_unused):
         self._vhost(vhost).delete_exchange(name, if_unused)
 
-    def _destination(self, vh, kind, name, owner, cid, mid):
-        if kind == "queue":
-            return vh.get_queue(name, owner, cid, mid)
-        return vh.get_exchange(name, cid, mid)
-
     async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
-        vh = self._vhost(vhost)
-        vh.bind(self._destination(vh, kind, destination, owner, cid, mid), source, key,
-                arguments, cid, mid)
+        self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)
 
     async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
-        vh = self._vhost(vhost)
-        vh.unbind(self._destination(vh, kind, destination, owner, cid, mid), source, key,
-                  arguments, cid, mid)
+        self._vhost(vhost).unbind(kind, destination, source, key, arguments, owner, cid, mid)
 
     async def declare_queue(self, *, vhost, name, owner, passive, durable, exclusive, auto_delete,
                             arguments) -> str:

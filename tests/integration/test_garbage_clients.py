@@ -192,7 +192,7 @@ BAD = {
     "bad frame end": (m(1, C.Basic.Qos(prefetch_count=1))[:-1] + b"\x00", 501),
     "unknown frame type": (b"\x07\x00\x01\x00\x00\x00\x01x\xce", 501),
     "oversized frame": (b"\x01\x00\x01\xff\xff\xff\x00", 501),
-    "heartbeat on a channel": (b"\x08\x00\x01\x00\x00\x00\x00\xce", 501),
+    "heartbeat on a channel": (b"\x08\x00\x01\x00\x00\x00\x00\xce", 505),   # RabbitMQ's
     "method on unopened channel": (m(9, C.Basic.Qos(prefetch_count=1)), 504),
     "second channel.open": (m(1, C.Channel.Open()), 504),
     "header without publish": (pframe.marshal(pheader.ContentHeader(0, 3, C.Basic.Properties()),

@@ -1,0 +1,286 @@
+"""Run the client libraries' own test suites against amqpbroker (or any broker) and count.
+
+    python interop/client_suites/run.py [--suites pika,aiormq,aio-pika,kombu]
+        [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--label NAME] [--compare NAME]
+        [--pika-git PATH] [--workdir DIR] [-- extra pytest args]
+
+What it does, per suite:
+
+* fetches the suite where it is published: the PyPI sdists of aiormq 7.2.4, aio-pika 10.2.1
+  and kombu 5.7.0 (``pip download --no-binary``; their ``tests/`` and kombu's
+  ``t/integration/test_py_amqp.py``), and pika 1.4.4's ``tests/acceptance`` from a clone of
+  pika's git repository at tag 1.4.4 (pika's sdist has no tests): ``--pika-git`` or
+  ``$PIKA_GIT`` names the clone (a bare one is fine: it is read with ``git archive``);
+* installs the suites' test dependencies (aiomisc-pytest, twisted, ...) in a private venv
+  under the work directory, so they never reach the project's own test run;
+* starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``),
+  except pika, whose acceptance tests are written for ``localhost:5672``: its broker is started
+  on 5672, which must be free. With ``--amqp-url`` no broker is started and the suites run
+  against that one (RabbitMQ, for reference; for pika it must listen on localhost:5672);
+* tells each suite where the broker is the way the suite reads it, patching none of its
+  files: kombu's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``; aio-pika's conftest starts
+  RabbitMQ with Docker, so ``DOCKER_HOST`` points at ``docker_stand_in.py``, which reports the
+  broker under test as the container; aiormq's tests ask for two fixtures its sdist does not
+  define, supplied by ``suite_fixtures.py``;
+* leaves out what needs TLS (no broker here serves amqps): aiormq's ``amqps`` parameters and
+  aio-pika's ``test_amqps.py``;
+* prints passed / failed / errors / skipped per suite, and saves every test's outcome in
+  ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it).
+  ``--compare rabbitmq`` then lists the tests that passed in the run labelled ``rabbitmq`` and
+  not in this one.
+
+Exit status: 0 when every suite ran (failures are counted, not fatal), 2 when one could not.
+Not part of the default pytest run: the four suites take about half an hour on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.parse
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from docker_stand_in import DockerStandIn  # noqa: E402
+
+TEST_DEPENDENCIES = [
+    "pika==1.4.4", "aiormq==7.2.4", "aio-pika==10.2.1", "kombu==5.7.0",
+    "pytest", "pytest-timeout", "yarl", "aiomisc", "aiomisc-pytest", "shortuuid",
+    "timeout-decorator", "twisted", "tornado", "gevent",
+]
+
+
+@dataclass
+class Suite:
+    name: str
+    version: str
+    paths: list[str]                       # what pytest runs, inside the unpacked source
+    pytest_args: list[str] = field(default_factory=list)
+    needs_5672: bool = False
+
+    @property
+    def source_dir_name(self) -> str:
+        return f"{self.name.replace('-', '_')}-{self.version}"
+
+
+SUITES = {
+    "pika": Suite("pika", "1.4.4", ["tests/acceptance"], needs_5672=True),
+    "aiormq": Suite("aiormq", "7.2.4", ["tests"], ["-k", "not amqps"]),
+    "aio-pika": Suite("aio-pika", "10.2.1", ["tests"], ["--ignore", "tests/test_amqps.py"]),
+    "kombu": Suite("kombu", "5.7.0", ["t/integration/test_py_amqp.py"]),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- set-up
+def ensure_venv(workdir: Path) -> Path:
+    """A venv with the suites' test dependencies (it sees the system's packages too)."""
+    venv = workdir / "venv"
+    python = venv / "bin" / "python"
+    stamp = venv / "deps-installed"
+    if stamp.exists() and stamp.read_text() == "\n".join(TEST_DEPENDENCIES):
+        return python
+    log(f"setting up {venv}")
+    if not python.exists():       # never recreated: another run may be using it
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                       check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *TEST_DEPENDENCIES], check=True)
+    stamp.write_text("\n".join(TEST_DEPENDENCIES))
+    return python
+
+
+def fetch(suite: Suite, workdir: Path, label: str, pika_git: str | None) -> Path:
+    """Unpack the suite's published source into ``<workdir>/src/<label>`` (afresh every run;
+    one directory per label, so runs against two brokers can go on side by side)."""
+    src = workdir / "src" / label / suite.source_dir_name
+    if src.exists():
+        shutil.rmtree(src)
+    src.parent.mkdir(parents=True, exist_ok=True)
+    if suite.name == "pika":
+        if not pika_git:
+            raise SystemExit("pika's sdist has no tests: give a clone of pika's git repository "
+                             "with --pika-git PATH (or PIKA_GIT=PATH)")
+        git_dir = ["--git-dir", pika_git] if Path(pika_git, "HEAD").exists() \
+            else ["-C", pika_git]
+        src.mkdir()
+        archive = subprocess.run(["git", *git_dir, "archive", suite.version, "tests", "testdata",
+                                  "pyproject.toml"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "x", "-C", str(src)], input=archive, check=True)
+        return src
+    sdists = workdir / "sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--no-binary", suite.name, f"{suite.name}=={suite.version}",
+                    "-d", str(sdists)], check=True)
+    [sdist] = [p for p in sdists.glob("*.tar.gz")
+               if p.name.lower().replace("_", "-") == f"{suite.name}-{suite.version}.tar.gz"]
+    with tarfile.open(sdist) as tar:
+        tar.extractall(src.parent, filter="data")
+    return src
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------- running
+def run_suite(suite: Suite, src: Path, python: Path, host: str, port: int, out: Path,
+              timeout: int, extra: list[str]) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "CLIENT_SUITES_AMQP_HOST": host, "CLIENT_SUITES_AMQP_PORT": str(port),
+        "RABBITMQ_HOST": host, "RABBITMQ_5672_TCP": str(port),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    junit = out / f"{suite.name}.xml"
+    cmd = [str(python), "-m", "pytest", *suite.paths, "-p", "suite_fixtures",
+           "-p", "no:cacheprovider", "-q", "-rN", f"--junitxml={junit}",
+           f"--timeout={timeout}", *suite.pytest_args, *extra]
+    with DockerStandIn(port) as docker, open(out / f"{suite.name}.log", "w") as logf:
+        env["DOCKER_HOST"] = f"tcp://127.0.0.1:{docker.port}"
+        log(f"[{suite.name}] {' '.join(cmd[1:])}  (in {src})")
+        subprocess.run(cmd, cwd=src, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    outcomes = parse_junit(junit) if junit.exists() else {}
+    (out / f"{suite.name}.json").write_text(json.dumps(outcomes, indent=0, sort_keys=True))
+    return outcomes
+
+
+RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+
+
+def parse_junit(path: Path) -> dict[str, str]:
+    """test id -> passed | failed | error | skipped."""
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        test_id = f"{case.get('classname')}::{case.get('name')}"
+        kinds = {child.tag for child in case}
+        if "error" in kinds:
+            outcome = "error"
+        elif "failure" in kinds:
+            outcome = "failed"
+        elif "skipped" in kinds:
+            outcome = "skipped"
+        else:
+            outcome = "passed"
+        if RANK[outcomes.get(test_id, "passed")] > RANK[outcome]:
+            continue            # the same id twice (a teardown error): keep the worse
+        outcomes[test_id] = outcome
+    return outcomes
+
+
+def count(outcomes: dict) -> dict:
+    c = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+    for v in outcomes.values():
+        c[v] += 1
+    return c
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suites", default=",".join(SUITES))
+    ap.add_argument("--amqp-url", help="run against this broker instead of starting ours")
+    ap.add_argument("--label", help="name of this run's results (default: ours / external)")
+    ap.add_argument("--compare", help="list tests that passed in the run with this label only")
+    ap.add_argument("--pika-git", default=os.environ.get("PIKA_GIT"),
+                    help="a clone of pika's git repository (pika's tests are not in its sdist)")
+    ap.add_argument("--workdir", type=Path,
+                    default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                    / "amqpbroker-client-suites")
+    ap.add_argument("--timeout", type=int, default=120, help="per-test timeout (seconds)")
+    ap.add_argument("--broker-arg", action="append", default=[],
+                    help="extra argument for our broker (repeatable), e.g. --broker-arg=--workers=2")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop our brokers on the way
+    names = [n.strip() for n in args.suites.split(",") if n.strip()]
+    for n in names:
+        if n not in SUITES:
+            ap.error(f"unknown suite {n!r}: choose from {', '.join(SUITES)}")
+    label = args.label or ("external" if args.amqp_url else "ours")
+    workdir = args.workdir.resolve()
+    out = workdir / "results" / label
+    out.mkdir(parents=True, exist_ok=True)
+    python = ensure_venv(workdir)
+    results: dict[str, dict] = {}
+    status = 0
+    for name in names:
+        suite = SUITES[name]
+        src = fetch(suite, workdir, label, args.pika_git)
+        if args.amqp_url:
+            u = urllib.parse.urlparse(args.amqp_url)
+            host, port = u.hostname or "127.0.0.1", u.port or 5672
+            if suite.needs_5672 and port != 5672:
+                log(f"[{name}] not run: its tests connect to localhost:5672 only")
+                status = 2
+                continue
+            results[name] = run_suite(suite, src, python, host, port, out, args.timeout,
+                                      args.pytest_args)
+            continue
+        from amqpbroker.testing import BrokerProcess
+        if suite.needs_5672 and not port_free(5672):
+            log(f"[{name}] not run: its tests connect to localhost:5672, which is in use")
+            status = 2
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"client-suite-{name}-") as data:
+            broker_args = ["--log-level", "error", *args.broker_arg]
+            if suite.needs_5672:
+                broker_args += ["--port", "5672"]
+            broker = BrokerProcess(data, *broker_args, env={"PYTHONPATH": str(ROOT)}).start()
+            try:
+                results[name] = run_suite(suite, src, python, broker.host, broker.port, out,
+                                          args.timeout, args.pytest_args)
+            finally:
+                broker.stop()
+    log("")
+    log(f"{'suite':10} {'tests':>6} {'passed':>7} {'failed':>7} {'errors':>7} {'skipped':>8}"
+        f"   ({label}; logs in {out})")
+    total = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+    for name, outcomes in results.items():
+        c = count(outcomes)
+        for k in total:
+            total[k] += c[k]
+        log(f"{name:10} {len(outcomes):>6} {c['passed']:>7} {c['failed']:>7} {c['error']:>7} "
+            f"{c['skipped']:>8}")
+    log(f"{'total':10} {sum(total.values()):>6} {total['passed']:>7} {total['failed']:>7} "
+        f"{total['error']:>7} {total['skipped']:>8}")
+    if args.compare:
+        log(f"\npassed in '{args.compare}', not here:")
+        for name, outcomes in results.items():
+            ref_file = workdir / "results" / args.compare / f"{name}.json"
+            if not ref_file.exists():
+                log(f"  [{name}] no '{args.compare}' results")
+                continue
+            ref = json.loads(ref_file.read_text())
+            lost = sorted(t for t, o in ref.items() if o == "passed"
+                          and outcomes.get(t) != "passed")
+            log(f"  [{name}] {len(lost)}")
+            for t in lost:
+                log(f"    {t}: {outcomes.get(t, 'not run')}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
