@@ -488,8 +488,7 @@ class Channel:
                 raise errors.NotFound(f"no queue '{name}' in vhost '{vhost.name}'", 50, 10)
             self.last_queue = name
             if not m.nowait:
-                session.send_method(self.number, C.Queue.DeclareOk(
-                    queue=name, message_count=0, consumer_count=1))
+                session.write(fp.build_declare_ok(self.number, name, 0, 1))
             return
         if not m.passive:       # a passive declare of '' is not the last queue: 404 (RabbitMQ)
             if not name:
@@ -512,8 +511,7 @@ class Channel:
         self.last_queue = q.name
         if not m.nowait:
             messages, consumers = await q.counts()
-            session.send_method(self.number, C.Queue.DeclareOk(
-                queue=q.name, message_count=messages, consumer_count=consumers))
+            session.write(fp.build_declare_ok(self.number, q.name, messages, consumers))
 
     def _reply_to_exists(self, name: str) -> bool:
         if name == REPLY_TO:
