@@ -3,7 +3,9 @@ outside pamqp's name regex, malformed credentials and tables, argument limits, t
 timeout. Run against RabbitMQ (AMQP_URL) and against ours with the same code."""
 from __future__ import annotations
 
+import pika
 import pytest
+from pika.exceptions import ChannelClosedByBroker
 
 NAMES = ["orders!", "ünï", "a\x00b", "tab\tand\"quote'", "日本語-キュー"]
 
@@ -24,3 +26,93 @@ def test_any_utf8_name_works_end_to_end(connect, uniq, name):
     ch.queue_unbind(name, name, routing_key=name)
     assert ch.queue_delete(name).method.message_count == 0
     ch.exchange_delete(name)
+
+
+# ------------------------------------------------------------------------ x-match
+
+@pytest.mark.parametrize("mode", ["all", "any", "all-with-x", "any-with-x"])
+def test_x_match_modes_rabbitmq_accepts(connect, uniq, mode):
+    ch = connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.headers", arguments={"x-match": mode, "h": uniq("v")})
+
+
+@pytest.mark.parametrize("mode, text", [
+    ("ALL", 'Invalid x-match field value <<"ALL">>; expected all, any, all-with-x, or '
+            'any-with-x'),
+    ("bogus", 'Invalid x-match field value <<"bogus">>; expected all, any, all-with-x, or '
+              'any-with-x'),
+    (5, "Invalid x-match field type signedint (value 5); expected longstr"),
+    (b"any", 'Invalid x-match field type binary (value <<"any">>); expected longstr'),
+])
+def test_other_x_match_is_406(connect, uniq, mode, text):
+    c = connect()
+    q = c.channel().queue_declare("", exclusive=True).method.queue
+    ch = c.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_bind(q, "amq.headers", arguments={"x-match": mode, "h": "v"})
+    assert (e.value.reply_code, e.value.reply_text) == (406, f"PRECONDITION_FAILED - {text}")
+    # nothing was bound: a message with the binding's header is not routed
+    pub = c.channel()
+    pub.confirm_delivery()
+    pub.basic_publish("amq.headers", "", b"x", pika.BasicProperties(headers={"h": "v"}))
+    assert pub.queue_declare(q, passive=True).method.message_count == 0
+
+
+def test_other_x_match_on_exchange_bind_is_406(connect, uniq):
+    c = connect()
+    setup = c.channel()
+    src, dst = uniq("hx"), uniq("fx")
+    setup.exchange_declare(src, "headers", auto_delete=True)
+    setup.exchange_declare(dst, "fanout", auto_delete=True)
+    ch = c.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_bind(dst, src, arguments={"x-match": "none"})
+    assert e.value.reply_code == 406
+    setup.exchange_delete(src)
+    setup.exchange_delete(dst)
+
+
+# ------------------------------------------------------------------- argument limits
+# RabbitMQ 3.10 (rabbit_misc:check_expiry) allows up to ten years in ms, not 2^32-1: checked
+# against RabbitMQ 3.10.8 with this very file.
+
+@pytest.mark.parametrize("key", ["x-expires", "x-message-ttl"])
+def test_expiry_arguments_up_to_ten_years(connect, uniq, key):
+    ch = connect().channel()
+    for value in (2 ** 32 - 1, 2 ** 32, 315_360_000_000):
+        name = uniq("lim")
+        ch.queue_declare(name, arguments={key: value})
+        ch.queue_delete(name)
+    name = uniq("lim")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(name, arguments={key: 315_360_000_001})
+    assert (e.value.reply_code, e.value.reply_text) == (
+        406, f"PRECONDITION_FAILED - invalid arg '{key}' for queue '{name}' in vhost '/': "
+             f"{{value_too_large,315360000001}}")
+
+
+@pytest.mark.parametrize("expiration", ["4294967295", "4294967296", "315360000000", "+5", "05",
+                                        "-0"])
+def test_per_message_expiration_accepted(connect, uniq, expiration):
+    ch = connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"x", pika.BasicProperties(expiration=expiration))
+
+
+@pytest.mark.parametrize("expiration, problem", [
+    ("315360000001", "{value_too_large,315360000001}"),
+    ("١٢٣", "no_integer"),             # Arabic-Indic digits: int() reads them, RabbitMQ not
+    ("１２", "no_integer"),             # full-width digits
+    (" 5", "no_integer"),
+    ("5 ", '{leftover_string," "}'),
+])
+def test_per_message_expiration_refused(connect, expiration, problem):
+    ch = connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("", q, b"x", pika.BasicProperties(expiration=expiration))
+    assert (e.value.reply_code, e.value.reply_text) == (
+        406, f"PRECONDITION_FAILED - invalid expiration '{expiration}': {problem}")
