@@ -3,9 +3,15 @@ outside pamqp's name regex, malformed credentials and tables, argument limits, t
 timeout. Run against RabbitMQ (AMQP_URL) and against ours with the same code."""
 from __future__ import annotations
 
+import struct
+
 import pika
 import pytest
+from pamqp import encode
+from pamqp import header as pheader
 from pika.exceptions import ChannelClosedByBroker
+
+from .conftest import CLIENT_PROPERTIES
 
 NAMES = ["orders!", "ünï", "a\x00b", "tab\tand\"quote'", "日本語-キュー"]
 
@@ -116,3 +122,22 @@ def test_per_message_expiration_refused(connect, expiration, problem):
         ch.basic_publish("", q, b"x", pika.BasicProperties(expiration=expiration))
     assert (e.value.reply_code, e.value.reply_text) == (
         406, f"PRECONDITION_FAILED - invalid expiration '{expiration}': {problem}")
+
+
+# ------------------------------------------------------------------- AMQPLAIN types
+
+def test_amqplain_password_of_another_type_is_a_refused_login(raw):
+    """RabbitMQ answers a number as PASSWORD 403 (its other malformed cases crash it, see
+    tests/integration/test_bad_input.py)."""
+    p = raw()
+    p.send(pheader.ProtocolHeader().marshal())
+    p.recv_method()
+    response = encode.field_table({"LOGIN": "guest", "PASSWORD": 5})[4:]
+    payload = (struct.pack(">HH", 10, 11) + encode.field_table(CLIENT_PROPERTIES)
+               + encode.short_string("AMQPLAIN") + struct.pack(">I", len(response)) + response
+               + encode.short_string("en_US"))
+    p.send(struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce")
+    close = p.recv_method()[1]
+    assert (close.name, close.reply_code) == ("Connection.Close", 403)
+    assert close.reply_text.startswith(
+        "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN")
