@@ -4,9 +4,11 @@ timeout. Run against RabbitMQ (AMQP_URL) and against ours with the same code."""
 from __future__ import annotations
 
 import struct
+import time
 
 import pika
 import pytest
+from pamqp import commands as spec
 from pamqp import encode
 from pamqp import header as pheader
 from pika.exceptions import ChannelClosedByBroker
@@ -141,3 +143,23 @@ def test_amqplain_password_of_another_type_is_a_refused_login(raw):
     assert (close.name, close.reply_code) == ("Connection.Close", 403)
     assert close.reply_text.startswith(
         "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN")
+
+
+# ------------------------------------------------------------------- handshake timeout
+
+def test_handshake_timeout_runs_until_connection_open(raw):
+    """RabbitMQ's handshake_timeout (10 s) ends a connection that is not running, i.e. has
+    not sent connection.open, tune-ok or not."""
+    p = raw()
+    p.sock.settimeout(30)
+    p.send(pheader.ProtocolHeader().marshal())
+    p.recv_method()
+    p.send_method(0, spec.Connection.StartOk(client_properties=CLIENT_PROPERTIES,
+                                             mechanism="PLAIN", response="\0guest\0guest",
+                                             locale="en_US"))
+    tune = p.recv_method()[1]
+    p.send_method(0, spec.Connection.TuneOk(channel_max=tune.channel_max, frame_max=131072,
+                                            heartbeat=0))
+    started = time.monotonic()
+    p.read_to_eof()                                  # socket.timeout after 30 s: never closed
+    assert time.monotonic() - started < 20
