@@ -135,8 +135,9 @@ class Users:
         return (vhost, user.name) in self.permissions
 
     def check(self, user: User, vhost: str, kind: str, resource: str, name: str, cid=0, mid=0):
+        if resource == "exchange" and name == "":
+            name = "amq.default"    # the default exchange's name to permissions (RabbitMQ's)
         perm = self.permissions.get((vhost, user.name))
         if perm is None or not perm.allows(kind, name):
-            shown = "amq.default" if resource == "exchange" and name == "" else name
-            raise errors.AccessRefused(f"access to {resource} '{shown}' in vhost "
+            raise errors.AccessRefused(f"access to {resource} '{name}' in vhost "
                                        f"'{vhost}' refused for user '{user.name}'", cid, mid)
