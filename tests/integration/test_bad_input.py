@@ -139,3 +139,14 @@ def test_arguments_with_unknown_type_are_a_frame_error(peer):
     close = p.recv_method()[1]
     assert (close.name, close.reply_code) == ("Connection.Close", 501)
     assert close.reply_text.startswith("FRAME_ERROR - cannot decode Queue.Declare on channel 1")
+
+
+def test_client_properties_with_unknown_type_end_the_handshake(peer):
+    """Before connection.open RabbitMQ answers errors by closing the socket (its reader
+    crashes on this one the same way); no tune follows."""
+    p = peer()
+    p.send(pheader.ProtocolHeader().marshal())
+    assert p.recv_method()[1].name == "Connection.Start"
+    p.send(start_ok("PLAIN", b"\0guest\0guest",
+                    struct.pack(">I", len(UNKNOWN_TYPE_TABLE)) + UNKNOWN_TYPE_TABLE))
+    assert p.read_to_eof() == b""
