@@ -30,7 +30,7 @@ def amqp_type(value) -> str:
         return "table"
     if isinstance(value, (list, tuple)):
         return "array"
-    if isinstance(value, bytes):
+    if isinstance(value, (bytes, bytearray)):       # pamqp decodes 'x' as bytearray
         return "binary"
     if value is None:
         return "void"

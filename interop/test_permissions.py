@@ -125,6 +125,30 @@ def test_publish_to_default_exchange_checks_amq_default(tenant, tenant_url, conn
                                   f"'{tenant.vhost}' refused for user '{tenant.user}'")
 
 
+def test_write_permission_matching_the_empty_name_does_not_cover_the_default_exchange(
+        tenant, tenant_url, connect):
+    # '^$' matches the default exchange's empty name, but permissions see it as 'amq.default'
+    tenant.grant(configure=".*", write="^$", read=".*")
+    ch = connect(tenant_url).channel()
+    ch.queue_declare("any-q")
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("", "any-q", b"x")
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == (f"ACCESS_REFUSED - access to exchange 'amq.default' in vhost "
+                                  f"'{tenant.vhost}' refused for user '{tenant.user}'")
+
+
+def test_write_permission_on_amq_default_covers_the_default_exchange(tenant, tenant_url,
+                                                                     connect):
+    tenant.grant(configure=".*", write=r"^amq\.default$", read=".*")
+    ch = connect(tenant_url).channel()
+    ch.queue_declare("any-q")
+    ch.confirm_delivery()
+    ch.basic_publish("", "any-q", b"x")
+    assert ch.basic_get("any-q", auto_ack=True)[2] == b"x"
+
+
 def test_consume_outside_read_regex_403(tenant, tenant_url, connect):
     tenant.grant(configure=".*", write=".*", read="^r-.*")
     c = connect(tenant_url)

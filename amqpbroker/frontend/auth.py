@@ -13,7 +13,10 @@ import hmac
 import os
 import logging
 import re
+import struct
 from dataclasses import dataclass, field
+
+from pamqp import decode
 
 from .. import errors
 
@@ -38,6 +41,26 @@ def check_password(password: str, password_hash: str) -> bool:
         return False
     salt = raw[:4]
     return hmac.compare_digest(raw, salt + hashlib.sha256(salt + password.encode()).digest())
+
+
+def _amqplain(response: bytes) -> tuple[str | None, str | None]:
+    """LOGIN and PASSWORD of an AMQPLAIN response (a field table without its length), as
+    strings; (None, None) for a table that does not decode or holds other types there (a
+    table as LOGIN, a number as PASSWORD): a refused login, as RabbitMQ refuses a non-string
+    PASSWORD."""
+    try:
+        _, table = decode.field_table(len(response).to_bytes(4, "big") + response)
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError):
+        return None, None
+    found = []
+    for key in ("LOGIN", "PASSWORD"):
+        value = table.get(key)
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode(errors="replace")
+        if not isinstance(value, str):
+            return None, None
+        found.append(value)
+    return found[0], found[1]
 
 
 @dataclass
@@ -104,16 +127,7 @@ class Users:
             if len(parts) == 3:
                 username, password = parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
         elif mechanism == "AMQPLAIN":
-            from pamqp import decode
-            try:
-                _, table = decode.field_table(len(response).to_bytes(4, "big") + response)
-                username, password = table.get("LOGIN"), table.get("PASSWORD")
-                if isinstance(username, bytes):
-                    username = username.decode()
-                if isinstance(password, bytes):
-                    password = password.decode()
-            except Exception:
-                username = None
+            username, password = _amqplain(response)
         else:
             raise errors.ConnectionAccessRefused(f"unsupported authentication mechanism "
                                                  f"'{mechanism}'", 10, 11)
@@ -142,8 +156,9 @@ class Users:
         return (vhost, user.name) in self.permissions
 
     def check(self, user: User, vhost: str, kind: str, resource: str, name: str, cid=0, mid=0):
+        if resource == "exchange" and name == "":
+            name = "amq.default"    # the default exchange's name to permissions (RabbitMQ's)
         perm = self.permissions.get((vhost, user.name))
         if perm is None or not perm.allows(kind, name):
-            shown = "amq.default" if resource == "exchange" and name == "" else name
-            raise errors.AccessRefused(f"access to {resource} '{shown}' in vhost "
+            raise errors.AccessRefused(f"access to {resource} '{name}' in vhost "
                                        f"'{vhost}' refused for user '{user.name}'", cid, mid)

@@ -93,6 +93,8 @@ class Channel:
             raise errors.NotImplemented_("immediate=true", 60, 40)
         if self.tx is not None:
             self._check_publish(ev)
+            if ev.scan.has_headers:
+                self._decode_properties(ev.properties)     # at publish, not at commit
             self.tx.append(("publish", ev, False))
             return
         self._publish(ev)
@@ -137,7 +139,7 @@ class Channel:
         keys = (routing_key,)
         headers = None
         if scan.has_headers:
-            props = props_mod.decode(raw)
+            props = self._decode_properties(raw)
             headers = props.headers or {}
             if "CC" in headers or "BCC" in headers:
                 keys = (routing_key, *props_mod.str_list(headers.get("CC")),
@@ -148,7 +150,7 @@ class Channel:
                     props.headers = headers
                     raw = props_mod.encode(props)
         if scan.reply_to == REPLY_TO:
-            props = props_mod.decode(raw)
+            props = self._decode_properties(raw)
             props.reply_to = REPLY_TO_PREFIX + session.reply_token
             raw = props_mod.encode(props)
         record = Record(now_ms(), ev.exchange, routing_key, raw, ev.body,
@@ -177,6 +179,15 @@ class Channel:
                     session.throttle(q.client)
         if confirm:
             self._confirm(tickets)
+
+    def _decode_properties(self, raw: bytes):
+        """The whole property list; one that cannot be decoded (a headers table with an
+        unknown field type) is a frame error, as an undecodable method is."""
+        try:
+            return props_mod.decode(raw)
+        except ValueError as exc:
+            raise errors.FrameError(f"cannot decode content header on channel {self.number}: "
+                                    f"{exc}", 60, 40) from None
 
     def _deliver_direct_reply(self, token: str, record) -> bool:
         server = self.session.server
@@ -488,8 +499,7 @@ class Channel:
                 raise errors.NotFound(f"no queue '{name}' in vhost '{vhost.name}'", 50, 10)
             self.last_queue = name
             if not m.nowait:
-                session.send_method(self.number, C.Queue.DeclareOk(
-                    queue=name, message_count=0, consumer_count=1))
+                session.write(fp.build_declare_ok(self.number, name, 0, 1))
             return
         if not m.passive:       # a passive declare of '' is not the last queue: 404 (RabbitMQ)
             if not name:
@@ -512,8 +522,7 @@ class Channel:
         self.last_queue = q.name
         if not m.nowait:
             messages, consumers = await q.counts()
-            session.send_method(self.number, C.Queue.DeclareOk(
-                queue=q.name, message_count=messages, consumer_count=consumers))
+            session.write(fp.build_declare_ok(self.number, q.name, messages, consumers))
 
     def _reply_to_exists(self, name: str) -> bool:
         if name == REPLY_TO:

@@ -22,6 +22,9 @@ binding length -- and the bindings that share a prefix share the work.
 """
 from __future__ import annotations
 
+from .. import errors
+from ..queue_args import amqp_type
+
 TYPES = ("direct", "fanout", "topic", "headers")
 
 
@@ -68,6 +71,10 @@ class Exchange:
     def alternate(self) -> str | None:
         ae = self.arguments.get("alternate-exchange")
         return ae if isinstance(ae, str) else None
+
+    def validate_binding(self, arguments: dict | None, cid: int, mid: int) -> None:
+        """A new binding's arguments, checked as the exchange type's ``validate_binding``
+        (RabbitMQ); only the headers exchange checks any."""
 
     def bind(self, destination, routing_key: str, arguments: dict | None) -> bool:
         key = (destination, routing_key, _args_key(arguments))
@@ -310,12 +317,26 @@ class TopicExchange(Exchange):
         return hit
 
 
+X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
+
+
+def _erl_term(value) -> str:
+    """Roughly Erlang's ``~p`` of a decoded field value, for reply texts."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "undefined"
+    return repr(value)
+
+
 def headers_match(binding_args: dict, headers: dict | None) -> bool:
     """RabbitMQ's headers-exchange match (x-match all / any / all-with-x / any-with-x)."""
     headers = headers or {}
     mode = binding_args.get("x-match", "all")
-    if isinstance(mode, bytes):
-        mode = mode.decode()
+    if isinstance(mode, (bytes, bytearray)):
+        mode = mode.decode(errors="replace")
+    if not isinstance(mode, str):
+        mode = "all"            # only bindings stored before validate_binding can have one
     with_x = mode.endswith("-with-x")
     want_all = mode.startswith("all")
     for key, value in binding_args.items():
@@ -333,6 +354,22 @@ def headers_match(binding_args: dict, headers: dict | None) -> bool:
 
 class HeadersExchange(Exchange):
     type = "headers"
+
+    def validate_binding(self, arguments, cid, mid):
+        """rabbit_exchange_type_headers:validate_binding, worded as it prints (406)."""
+        if not arguments or "x-match" not in arguments:
+            return
+        mode = arguments["x-match"]
+        if isinstance(mode, str):
+            if mode in X_MATCH_MODES:
+                return
+            raise errors.PreconditionFailed(
+                f"Invalid x-match field value {errors.erl_binary(mode.encode())}; expected "
+                f"all, any, all-with-x, or any-with-x", cid, mid)
+        shown = errors.erl_binary(bytes(mode)) if isinstance(mode, (bytes, bytearray)) \
+            else _erl_term(mode)
+        raise errors.PreconditionFailed(f"Invalid x-match field type {amqp_type(mode)} (value "
+                                        f"{shown}); expected longstr", cid, mid)
 
     def route(self, routing_key, headers):
         return {dest for (dest, _, _), args in self.bindings.items() if headers_match(args, headers)}

@@ -92,7 +92,8 @@ class Session(asyncio.Protocol):
         self.settled_on: dict = {}           # PartitionClient -> number of our last ack there
         self.closed = False
         self._flush_scheduled = False
-        self._timer = None
+        self._timer = None              # heartbeats, from tune-ok on
+        self._handshake_timer = None    # until connection.open, as RabbitMQ's
         self._close_timer = None
         self.last_recv = self.last_sent = self.loop.time()
 
@@ -112,7 +113,7 @@ class Session(asyncio.Protocol):
             self.certificate = tls.certificate_login(ssl_object,
                                                      self.broker.config.tls_login_from)
             self.conn.mechanisms += " EXTERNAL"
-        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         self.server.sessions.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -344,9 +345,6 @@ class Session(asyncio.Protocol):
         self.conn.send_tune()
 
     def _tune_ok(self, e: ev.TuneOk) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if e.heartbeat:
             self._timer = self.loop.call_later(e.heartbeat / 2, self._heartbeat_tick)
 
@@ -360,6 +358,9 @@ class Session(asyncio.Protocol):
             raise errors.NotAllowed(f"access to vhost '{e.vhost}' refused for user "
                                     f"'{self.user.name}'", 10, 40)
         self.vhost = vhost
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self.conn.send_open_ok()
         self.broker.sessions.add(self)
         if self.broker.alarms.blocked:
@@ -378,7 +379,7 @@ class Session(asyncio.Protocol):
             self.broker.admission.channel_closed(self)
 
     def _handshake_timeout(self) -> None:
-        self._timer = None
+        self._handshake_timer = None
         if self.vhost is None and not self.closed:
             log.warning("connection %s: handshake timeout", self.name)
             self._abort()
@@ -460,7 +461,7 @@ class Session(asyncio.Protocol):
 
     def _cleanup(self) -> None:
         self.closed = True
-        for t in (self._timer, self._close_timer):
+        for t in (self._timer, self._handshake_timer, self._close_timer):
             if t is not None:
                 t.cancel()
         self._close_channels()

@@ -26,7 +26,7 @@ from typing import Callable
 
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
-from .api import ApiError
+from .api import ApiError, not_found
 
 log = logging.getLogger("amqpbroker.mgmt")
 
@@ -59,6 +59,17 @@ def visible_vhosts(broker, user) -> list[str]:
 def object_vhosts(broker, user) -> list[str]:
     """The vhosts whose queues and exchanges ``user`` sees (RabbitMQ's ``filter_vhost``)."""
     return list(broker.vhosts) if is_admin(user) else login_vhosts(broker, user)
+
+
+def listed_vhosts(call) -> list[str]:
+    """The vhosts a list endpoint covers: the one in its path (404 if there is none), else
+    every vhost whose objects the caller sees."""
+    vhost = call.params.get("vhost")
+    if vhost is None:
+        return object_vhosts(call.broker, call.user)
+    if vhost not in call.broker.vhosts:
+        raise not_found()
+    return [vhost]
 
 
 @dataclass(frozen=True)

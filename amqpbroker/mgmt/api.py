@@ -67,3 +67,4 @@ def created(existed: bool) -> web.Response:
 
 def no_content() -> web.Response:
     return web.Response(status=204)
+

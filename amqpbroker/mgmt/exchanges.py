@@ -11,13 +11,8 @@ def _json(vh, ex) -> dict:
 
 
 async def list_exchanges(call):
-    b, vhost = call.broker, call.params.get("vhost")
-    if vhost is None:
-        names = access.object_vhosts(b, call.user)
-    elif vhost in b.vhosts:
-        names = [vhost]
-    else:
-        raise not_found()
+    b = call.broker
+    names = access.listed_vhosts(call)
     return [_json(b.vhosts[n], ex) for n in names for ex in b.vhosts[n].exchanges.values()]
 
 

@@ -18,13 +18,8 @@ def _json(q, stats) -> dict:
 
 
 async def list_queues(call):
-    b, vhost = call.broker, call.params.get("vhost")
-    if vhost is None:
-        names = access.object_vhosts(b, call.user)
-    elif vhost in b.vhosts:
-        names = [vhost]
-    else:
-        raise not_found()
+    b = call.broker
+    names = access.listed_vhosts(call)
     queues = [q for n in names for q in b.vhosts[n].queues.values()]
     stats = await b.queue_stats(queues)
     return [_json(q, stats[q]) for q in queues]

@@ -18,6 +18,7 @@ HEADER_PREFIX = struct.Struct(">HHQ")            # class, weight, body size
 DELIVER_HEAD = struct.Struct(">BHIHHB")           # frame head + class/method + ctag length
 GETOK_HEAD = struct.Struct(">BHIHH")
 CONFIRM_FRAME = struct.Struct(">BHIHHQBB")        # whole basic.ack frame incl. end byte
+DECLARE_OK_COUNTS = struct.Struct(">II")
 
 
 class Truncated(ValueError):
@@ -116,6 +117,14 @@ def build_confirm(channel: int, delivery_tag: int, multiple: bool, nack: bool = 
                                   1 if multiple else 0, 0xCE)
     return CONFIRM_FRAME.pack(FRAME_METHOD, channel, 13, 60, 80, delivery_tag,
                               1 if multiple else 0, 0xCE)
+
+
+def build_declare_ok(channel: int, queue: str, message_count: int, consumer_count: int) -> bytes:
+    """queue.declare-ok. Not hot, but pamqp's ``Queue.DeclareOk`` refuses names outside
+    ``[a-zA-Z0-9-_.:@#,/+ ]`` that RabbitMQ accepts (any UTF-8 shortstr: ``orders!``, ``ünï``)."""
+    args = _shortstr(queue) + DECLARE_OK_COUNTS.pack(message_count, consumer_count)
+    return b"".join((FRAME_HEAD.pack(FRAME_METHOD, channel, 4 + len(args)),
+                     METHOD_ID.pack(50, 11), args, FRAME_END_BYTE))
 
 
 def build_return(channel: int, reply_code: int, reply_text: str, exchange: str, routing_key: str,

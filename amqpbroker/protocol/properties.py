@@ -125,9 +125,13 @@ def scan(raw: bytes) -> Scan:
 
 
 def decode(raw: bytes) -> commands.Basic.Properties:
-    """Full decode (cold path)."""
+    """Full decode (cold path). Raises ValueError on a malformed property list, e.g. a
+    headers table with an unknown field type (``scan`` skips the table unread)."""
     header = ContentHeader()
-    header.unmarshal(b"\x00\x3c\x00\x00" + bytes(8) + raw)
+    try:
+        header.unmarshal(b"\x00\x3c\x00\x00" + bytes(8) + raw)
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from None
     return header.properties
 
 

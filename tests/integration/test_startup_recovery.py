@@ -214,7 +214,9 @@ def check_every_object(b: BrokerProcess, names: dict, before: dict) -> None:
         ch.exchange_declare(f"x-{t}-autodelete", t, durable=True, auto_delete=True)
     ch.exchange_declare("x-args", "direct", durable=True,
                         arguments={"alternate-exchange": "x-ae", "app-arg": 3})
-    ch.queue_declare(names["server_named"], durable=True)
+    # a server-named queue can only be declared passively by name (RabbitMQ refuses a
+    # non-passive declare of any 'amq.' name with 403, existing or not)
+    ch.queue_declare(names["server_named"], passive=True)
     ch.queue_declare("q-args", durable=True, arguments=EVERY_ARGUMENT)
     ch.queue_declare("q-autodelete", durable=True, auto_delete=True)
     # the messages stored before are all there, in order, nothing else

@@ -180,6 +180,18 @@ def test_build_confirm_is_read_by_pamqp(channel, tag, multiple, nack):
 
 
 @FAST
+@given(channel=hs.integers(1, 65535), queue=shortstr(), messages=hs.integers(0, 2 ** 32 - 1),
+       consumers=hs.integers(0, 2 ** 32 - 1))
+def test_build_declare_ok_is_read_by_pamqp(channel, queue, messages, consumers):
+    # any UTF-8 name, NUL included: what RabbitMQ accepts, not pamqp's name regex
+    [(ch, method)] = frames(fp.build_declare_ok(channel, queue, messages, consumers))
+    assert ch == channel
+    assert isinstance(method, C.Queue.DeclareOk)
+    assert (method.queue, method.message_count, method.consumer_count) == (
+        queue, messages, consumers)
+
+
+@FAST
 @given(code=hs.sampled_from([312, 313]), text=shortstr(), exchange=exchange_names,
        routing_key=shortstr(), props=basic_properties, body=bodies, frame_max=frame_maxes)
 def test_build_return_is_read_by_pamqp(code, text, exchange, routing_key, props, body,

@@ -1,0 +1,98 @@
+"""Broker CPU per message of two checkouts (e.g. before and after a change), interleaved.
+
+For each round, size and process layout, runs ``../shared/bench``'s ``pubsub_e2e`` against a
+broker started from each checkout in turn (``python -m amqpbroker serve`` with the checkout
+as working directory and first on PYTHONPATH), so drift on the machine hits both alike; prints
+the median broker CPU per delivered message (whole process tree) and delivered msg/s.
+
+    python bench/compare_checkouts.py --checkout before=/path/to/old --checkout after=. \
+        [--rounds 3] [--seconds 5] [--size 16,1024]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+
+LAYOUTS = {"1 process": ["--workers", "0"], "--workers 1": ["--workers", "1"],
+           "2 front-ends + 2 workers": ["--workers", "2", "--frontends", "2"]}
+READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)")
+
+
+def start(checkout: str, data: str, layout: list[str]) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONPATH=checkout)
+    proc = subprocess.Popen([sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
+                             "--port", "0", "--management-port", "0", "--data-dir", data,
+                             "--log-level", "warning", *layout], cwd=checkout, env=env,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stdout:
+        m = READY.search(line)
+        if m:
+            return proc, f"amqp://guest:guest@{m.group(1)}:{m.group(2)}/"
+    raise RuntimeError(f"broker from {checkout} did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def run_once(args, checkout: str, layout: list[str], size: int) -> dict:
+    with tempfile.TemporaryDirectory() as data, tempfile.NamedTemporaryFile(suffix=".json") as out:
+        proc, url = start(checkout, data, layout)
+        try:
+            subprocess.run([args.bench_python, args.bench, "--url", url, "--broker-pid",
+                            str(proc.pid), "--scenario", "pubsub_e2e", "--size", str(size),
+                            "--seconds", str(args.seconds), "--json", out.name], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            stop(proc)
+        with open(out.name) as f:
+            return json.load(f)["runs"][0]
+
+
+def main() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkout", action="append", required=True, help="label=path")
+    p.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
+    p.add_argument("--bench", default=os.path.join(here, "..", "..", "shared", "bench",
+                                                   "amqp_bench.py"))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--size", default="16,1024")
+    args = p.parse_args()
+    checkouts = [c.split("=", 1) for c in args.checkout]
+    results: dict = {}
+    for _ in range(args.rounds):
+        for size in [int(s) for s in args.size.split(",")]:
+            for name, layout in LAYOUTS.items():
+                for label, path in checkouts:
+                    r = run_once(args, os.path.abspath(path), layout, size)
+                    results.setdefault((size, name, label), []).append(
+                        (r["value"], r["cpu"]["broker_pct"] / 100 * 1e6 / r["value"]))
+    print("| size | layout | " + " | ".join(f"{lbl} µs/msg | {lbl} msg/s" for lbl, _ in checkouts)
+          + " |")
+    print("|---:|---|" + "---:|---:|" * len(checkouts))
+    for size in [int(s) for s in args.size.split(",")]:
+        for name in LAYOUTS:
+            cells = []
+            for label, _ in checkouts:
+                runs = results[(size, name, label)]
+                cells.append(f"{statistics.median(c for _, c in runs):.1f} | "
+                             f"{statistics.median(v for v, _ in runs):,.0f}")
+            print(f"| {size} | {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
