@@ -179,3 +179,35 @@ def test_tx_mandatory_unroutable_returned_at_commit(conn, uniq):
     ch.tx_commit()
     wait_until(lambda: conn.process_data_events(time_limit=0.02) or returned)
     assert returned == [312]
+
+
+def test_a_publish_refused_right_after_an_ack_is_nacked(raw, uniq):
+    """The ack of a durable queue waits for its commit; a publish refused behind it (the
+    queue is full) must still be nacked, not confirmed once the commit is done. (Found by
+    the queue model test: the refusal was dropped when the confirm watermark did not move.)"""
+    q = uniq("refused-behind-ack")
+    p = raw_channel(raw)
+    p.send_method(1, spec.Queue.Declare(queue=q, durable=True, arguments={
+        "x-max-length": 1, "x-overflow": "reject-publish"}))
+    assert p.recv_method()[1].name == "Queue.DeclareOk"
+    try:
+        p.send_method(1, spec.Confirm.Select())
+        p.recv_method()
+        p.send(raw_publish(q, b"a"))
+        assert read_confirms(p, 1) == {1: "ack"}
+        p.send_method(1, spec.Basic.Get(queue=q))
+        get_ok = p.recv_method()[1]
+        assert get_ok.name == "Basic.GetOk"
+        p.recv_frame()                      # header
+        p.recv_frame()                      # body
+        p.send(raw_publish(q, b"b"))        # the queue is full again
+        _, m = p.recv_method()
+        assert (m.name, m.delivery_tag) == ("Basic.Ack", 2)
+        # one write: the ack of 'a' (a commit round on a durable queue), then 'c'
+        p.send(pframe.marshal(spec.Basic.Ack(delivery_tag=get_ok.delivery_tag), 1)
+               + raw_publish(q, b"c"))
+        _, m = p.recv_method()
+        assert (m.name, m.delivery_tag) == ("Basic.Nack", 3)
+    finally:
+        p.send_method(1, spec.Queue.Delete(queue=q))
+        p.recv_method()

@@ -144,10 +144,12 @@ class PartitionClient:
         self.seen = seen = m.seen
         if self.backlogged and self.seq - seen <= LINK_WINDOW // 2:
             self._release_publishers()
+        if m.nacked:
+            # kept even when the watermark does not move: a refused publish behind an ack
+            # that waits for its commit is named now and passed by the watermark later
+            self.nacked.update(m.nacked)
         if m.upto > self.done_seq:
             self.done_seq = m.upto
-            if m.nacked:
-                self.nacked.update(m.nacked)
             for ch in list(self.listeners):
                 ch.on_commit()
 
