@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import uuid
 
 from pamqp import commands as C
@@ -33,6 +34,7 @@ HANDSHAKE_TIMEOUT = 10.0
 EVENTS_PER_TURN = 256        # events one connection may handle per event-loop turn
 HANDSHAKE_STATES = (st.AWAIT_START_OK, st.AWAIT_TUNE, st.AWAIT_TUNE_OK, st.AWAIT_OPEN)
 CLOSE_OK_TIMEOUT = 1.0
+TCP_ESTABLISHED = 1          # tcp_info's first byte (linux/tcp_states.h)
 
 
 def server_properties(cluster_name: str) -> dict:
@@ -91,6 +93,7 @@ class Session(asyncio.Protocol):
         self._flush_scheduled = False
         self._timer = None
         self._close_timer = None
+        self._peer_watch = None              # _watch_peer, while blocked
         self.last_recv = self.last_sent = self.loop.time()
 
     @property
@@ -178,6 +181,10 @@ class Session(asyncio.Protocol):
             try:
                 event = self._held.pop() if self._held else conn.next_event()
                 if event is ev.NEED_DATA:
+                    break
+                if event is ev.PAUSED:      # content during an alarm: a publisher, blocked
+                    self.is_publisher = True
+                    self._pause_for_alarm()
                     break
                 self._handle(event)
             except errors.AMQPError as err:
@@ -406,6 +413,9 @@ class Session(asyncio.Protocol):
     def on_alarm(self, blocked: bool) -> None:
         if self.vhost is None or self.closed:
             return
+        # any connection stops at its next publish or content frame (ev.PAUSED), even
+        # half-way through a body: a body being assembled is memory too
+        self.conn.hold_content = blocked
         if self.capabilities.get("connection.blocked"):
             if blocked:
                 self.send_method(0, C.Connection.Blocked(reason=self.broker.alarms.reason()))
@@ -422,6 +432,28 @@ class Session(asyncio.Protocol):
         while an alarm is on."""
         self.reading_paused = True
         self.transport.pause_reading()
+        if self._peer_watch is None:
+            self._watch_peer()
+
+    def _watch_peer(self) -> None:
+        """While a connection is not read from, its end goes unseen (no EOF, no reset is read;
+        a client without heartbeats sends nothing else): look at the TCP state each second,
+        and let go of a connection the client has closed, with what it held (a partial body
+        is memory the alarm waits for)."""
+        self._peer_watch = None
+        if self.closed or not self.reading_paused:
+            return
+        sock = self.transport.get_extra_info("socket")
+        try:
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (OSError, AttributeError, IndexError):
+            state = TCP_ESTABLISHED
+        if state != TCP_ESTABLISHED:
+            log.warning("connection %s closed by the client while blocked, %d bytes of "
+                        "content unfinished", self.name, self.conn.partial_content_bytes)
+            self._abort()
+            return
+        self._peer_watch = self.loop.call_later(1.0, self._watch_peer)
 
     def force_close(self, text: str) -> None:
         """Broker-initiated close (shutdown, vhost deleted): 320 CONNECTION_FORCED."""
@@ -441,7 +473,7 @@ class Session(asyncio.Protocol):
 
     def _cleanup(self) -> None:
         self.closed = True
-        for t in (self._timer, self._close_timer):
+        for t in (self._timer, self._close_timer, self._peer_watch):
             if t is not None:
                 t.cancel()
         self._close_channels()

@@ -1,0 +1,162 @@
+"""Nothing one client does may exhaust the node's memory (issue 9).
+
+* A connection that sends basic.publish and the header of a huge body, then the body slowly, is
+  blocked by the memory alarm at its next content frame (it was not yet "a publisher"): the
+  broker stops reading from it, and once it has gone and its partial body is freed, the alarm
+  clears.
+* A client that publishes mandatory messages and never reads its socket (the returns pile up)
+  is no longer read from once its output buffer is full, so the broker does not buffer them.
+
+The memory watermark is set just above the broker's own idle memory (measured by a first
+start), so a test needs only tens of megabytes to raise the alarm. Memory is the node's RSS as
+the management API reports it (``/api/nodes``: every process of the broker).
+"""
+from __future__ import annotations
+
+import fcntl
+import select
+import socket
+import struct
+import termios
+import time
+
+import pika
+import pytest
+from pamqp import commands as C
+from pamqp import frame as pframe
+from pamqp import header as pheader
+from pamqp import body as pbody
+
+from amqpbroker.frontend.alarms import total_memory
+from amqpbroker.protocol.constants import PROTOCOL_HEADER
+from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.leaks import wait_until
+
+MB = 1 << 20
+HEADROOM = 32 * MB           # the watermark sits this far above the idle broker
+FRAME_MAX = 131072
+
+
+def node(broker) -> dict:
+    [n] = broker.api("nodes")
+    return n
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A broker whose memory alarm goes off HEADROOM above its idle memory."""
+    with BrokerProcess(tmp_path / "probe", management=True) as probe:
+        idle = node(probe)["mem_used"]
+    fraction = (idle + HEADROOM) / total_memory()
+    with BrokerProcess(tmp_path / "data", "--memory-high-watermark", f"{fraction:.6f}",
+                       management=True) as b:
+        yield b
+
+
+class RawClient:
+    """A client over a bare socket, so a test can send any frame at any pace."""
+
+    def __init__(self, broker):
+        self.sock = socket.create_connection((broker.host, broker.port))
+        self.inbox = b""
+        self.sock.sendall(PROTOCOL_HEADER)
+        self.expect(C.Connection.Start)
+        self.send(0, C.Connection.StartOk(
+            client_properties={"capabilities": {"connection.blocked": True}},
+            mechanism="PLAIN", response="\0guest\0guest"))
+        self.expect(C.Connection.Tune)
+        self.send(0, C.Connection.TuneOk(channel_max=16, frame_max=FRAME_MAX, heartbeat=0))
+        self.send(0, C.Connection.Open(virtual_host="/"))
+        self.expect(C.Connection.OpenOk)
+        self.send(1, C.Channel.Open())
+        self.expect(C.Channel.OpenOk)
+
+    def send(self, channel: int, frame) -> None:
+        self.sock.sendall(pframe.marshal(frame, channel))
+
+    def frames(self, timeout: float) -> list:
+        """Frames that arrive within ``timeout`` (none if nothing came)."""
+        out = []
+        if select.select([self.sock], [], [], timeout)[0]:
+            data = self.sock.recv(1 << 16)
+            assert data, "the broker closed the connection"
+            self.inbox += data
+        while len(self.inbox) >= 8:
+            consumed, _, frame = pframe.unmarshal(self.inbox)
+            if not consumed:
+                break
+            self.inbox = self.inbox[consumed:]
+            out.append(frame)
+        return out
+
+    def expect(self, cls):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for frame in self.frames(1.0):
+                assert isinstance(frame, cls), frame
+                return frame
+        raise AssertionError(f"no {cls.__name__} from the broker")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def unread(self) -> int:
+        """Bytes we sent that the broker has not read: in our send queue, or in the receive
+        queue of its end of the connection (``/proc/net/tcp``'s rx_queue)."""
+        outq = struct.unpack("i", fcntl.ioctl(self.sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+        ours = "%08X:%04X" % (struct.unpack("<I", socket.inet_aton("127.0.0.1"))[0],
+                              self.sock.getsockname()[1])
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[2] == ours:            # the broker's end: its remote is us
+                    return outq + int(fields[4].split(":")[1], 16)
+        raise AssertionError("the broker's end of the connection is not in /proc/net/tcp")
+
+
+def test_slow_body_is_blocked_by_the_memory_alarm_which_clears_when_it_goes(broker):
+    ch = pika.BlockingConnection(pika.URLParameters(broker.url)).channel()
+    ch.queue_declare("big")
+    ch.connection.close()
+    body_size = 128 * MB                                 # RabbitMQ's max_message_size
+    client = RawClient(broker)
+    client.send(1, C.Basic.Publish(exchange="", routing_key="big"))
+    client.send(1, pheader.ContentHeader(0, body_size, C.Basic.Properties()))
+    chunk = pframe.marshal(pbody.ContentBody(b"x" * (FRAME_MAX - 8)), 1)
+    burst = chunk * 16                                   # 2 MB
+    sent = 0
+    blocked_at = None
+    pending = memoryview(b"")
+    client.sock.setblocking(False)
+    # the body goes out 2 MB at a time, each burst after waiting (up to 50 ms) for
+    # connection.blocked; once blocked, the client pushes as much as the broker will take
+    while sent < body_size - len(burst):
+        if blocked_at is None:
+            frames = client.frames(0.05)
+            if any(isinstance(f, C.Connection.Blocked) for f in frames):
+                blocked_at = sent
+        if not select.select([], [client.sock], [], 2.0)[1]:
+            assert blocked_at is not None, "the broker stopped reading before the alarm"
+            break                        # nothing read from us for 2 s: we are blocked
+        if not pending:
+            pending = memoryview(burst)
+        try:
+            n = client.sock.send(pending)
+        except BlockingIOError:
+            continue
+        sent += n
+        pending = pending[n:]
+    assert blocked_at is not None, "no connection.blocked"
+    # the kernel holds up to tcp_rmem[2] of what we sent; the broker read the rest
+    read_after_block = sent - client.unread() - blocked_at
+    info = node(broker)
+    assert info["mem_alarm"]
+    # at most what it had in hand (one read, one frame), not the rest of the body
+    assert read_after_block < 2 * MB, f"the broker read {read_after_block >> 20} MB blocked"
+    assert info["mem_used"] < info["mem_limit"] + 64 * MB
+    # the client goes (a reset: a FIN would wait behind the bytes the broker does not read);
+    # the broker sees it though it reads nothing, and frees the partial body with the
+    # connection: memory returns, the alarm clears
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    wait_until(lambda: not node(broker)["mem_alarm"], 30, "the memory alarm to clear")
