@@ -145,7 +145,7 @@ class Session(asyncio.Protocol):
 
     def _maybe_resume(self) -> None:
         if not (self._backlog or self.reading_paused or self._throttled_by or self._waiting
-                or self.closed):
+                or not self.writable or self.closed):
             self.last_recv = self.loop.time()
             self.transport.resume_reading()
 
@@ -156,20 +156,26 @@ class Session(asyncio.Protocol):
         self._cleanup()
 
     def pause_writing(self) -> None:
+        """The output buffer is full (the client does not read): read nothing more from it
+        until it drains, since what it sends makes more output (returns, confirms, replies);
+        deliveries wait for credit (``pay_owed_credit``)."""
         self.writable = False
+        self.transport.pause_reading()
+        self._watch_peer()
 
     def resume_writing(self) -> None:
         self.writable = True
         for ch in self.channels.values():
             ch.pay_owed_credit()
+        self._schedule_continue()
 
     # ----------------------------------------------------------------- the error boundary
     def _process(self) -> None:
         conn = self.conn
         budget = EVENTS_PER_TURN
         while not self.closed:
-            if self._throttled_by or self.reading_paused or self._waiting:
-                break                   # unthrottle() / the alarm's end / a reply continue
+            if self._throttled_by or self.reading_paused or self._waiting or not self.writable:
+                break                   # unthrottle() / the alarm's end / a reply / drained
             if not budget:
                 # fairness: other connections (and deliveries) get the loop before we go on;
                 # stop reading meanwhile so the backlog cannot grow (TCP pushes back)
@@ -375,7 +381,7 @@ class Session(asyncio.Protocol):
         hb = self.conn.heartbeat
         now = self.loop.time()
         reading = not (self.reading_paused or self._throttled_by or self._backlog
-                       or self._waiting)
+                       or self._waiting or not self.writable)
         if reading and now - self.last_recv > 2 * hb:
             log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb)
             self._abort()
@@ -432,16 +438,17 @@ class Session(asyncio.Protocol):
         while an alarm is on."""
         self.reading_paused = True
         self.transport.pause_reading()
-        if self._peer_watch is None:
-            self._watch_peer()
+        self._watch_peer()
 
     def _watch_peer(self) -> None:
-        """While a connection is not read from, its end goes unseen (no EOF, no reset is read;
-        a client without heartbeats sends nothing else): look at the TCP state each second,
-        and let go of a connection the client has closed, with what it held (a partial body
-        is memory the alarm waits for)."""
-        self._peer_watch = None
-        if self.closed or not self.reading_paused:
+        """While a connection is not read from (blocked, or its output full), its end goes
+        unseen (no EOF, no reset is read; a client without heartbeats sends nothing else):
+        look at the TCP state each second, and let go of a connection the client has closed,
+        with what it held (a partial body is memory the alarm waits for)."""
+        if self._peer_watch is not None:
+            self._peer_watch.cancel()
+            self._peer_watch = None
+        if self.closed or (self.writable and not self.reading_paused):
             return
         sock = self.transport.get_extra_info("socket")
         try:
@@ -449,8 +456,8 @@ class Session(asyncio.Protocol):
         except (OSError, AttributeError, IndexError):
             state = TCP_ESTABLISHED
         if state != TCP_ESTABLISHED:
-            log.warning("connection %s closed by the client while blocked, %d bytes of "
-                        "content unfinished", self.name, self.conn.partial_content_bytes)
+            log.warning("connection %s closed by the client while not read from, %d bytes "
+                        "of content unfinished", self.name, self.conn.partial_content_bytes)
             self._abort()
             return
         self._peer_watch = self.loop.call_later(1.0, self._watch_peer)

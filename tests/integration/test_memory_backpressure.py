@@ -18,6 +18,7 @@ import select
 import socket
 import struct
 import termios
+import threading
 import time
 
 import pika
@@ -81,11 +82,12 @@ class RawClient:
             data = self.sock.recv(1 << 16)
             assert data, "the broker closed the connection"
             self.inbox += data
-        while len(self.inbox) >= 8:
-            consumed, _, frame = pframe.unmarshal(self.inbox)
-            if not consumed:
+        while len(self.inbox) >= 7:
+            size = 8 + struct.unpack_from(">I", self.inbox, 3)[0]
+            if len(self.inbox) < size:
                 break
-            self.inbox = self.inbox[consumed:]
+            _, _, frame = pframe.unmarshal(self.inbox[:size])
+            self.inbox = self.inbox[size:]
             out.append(frame)
         return out
 
@@ -159,4 +161,56 @@ def test_slow_body_is_blocked_by_the_memory_alarm_which_clears_when_it_goes(brok
     # connection: memory returns, the alarm clears
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
-    wait_until(lambda: not node(broker)["mem_alarm"], 30, "the memory alarm to clear")
+    try:
+        wait_until(lambda: not node(broker)["mem_alarm"], 30, "the memory alarm to clear")
+    except AssertionError:
+        info = node(broker)
+        raise AssertionError(f"the memory alarm stays: {info['mem_used']} bytes used, limit "
+                             f"{info['mem_limit']}\n" + "".join(broker.output[-20:])) from None
+
+
+def test_publisher_that_does_not_read_its_returns_is_not_read_from(tmp_path):
+    """Mandatory publishes that cannot be routed come back as basic.return; a client that
+    never reads them fills the broker's output buffer, and from then on the broker reads
+    nothing more from it (asyncio's pause_writing), instead of buffering every return."""
+    with BrokerProcess(tmp_path, management=True) as broker:
+        idle = node(broker)["mem_used"]
+        client = RawClient(broker)
+        payload = b"r" * (64 << 10)
+        message = b"".join(pframe.marshal(f, 1) for f in (
+            C.Basic.Publish(exchange="", routing_key="nowhere", mandatory=True),
+            pheader.ContentHeader(0, len(payload), C.Basic.Properties()),
+            pbody.ContentBody(payload)))
+        stream = memoryview(message * 64)                  # 4 MB
+        total = 256 * MB
+        sent = 0
+        pending = stream[:0]
+        client.sock.setblocking(False)
+        while sent < total:
+            if not select.select([], [client.sock], [], 2.0)[1]:
+                break                          # nothing read from us for 2 s: paused
+            if not pending:
+                pending = stream
+            try:
+                n = client.sock.send(pending)
+            except BlockingIOError:
+                continue
+            sent += n
+            pending = pending[n:]
+        read = sent - client.unread()
+        grown = node(broker)["mem_used"] - idle
+        # its output buffer's high-water mark, the kernel's buffers, one read
+        assert read < 48 * MB, f"the broker read {read >> 20} MB from a client not reading"
+        assert grown < 64 * MB, f"the broker grew by {grown >> 20} MB"
+        # the client reads its returns: the broker reads on, and every publish comes back
+        client.sock.setblocking(True)
+        expected = (sent + len(pending)) // len(message)
+        rest = threading.Thread(target=client.sock.sendall, args=(pending,), daemon=True)
+        rest.start()
+        returned = 0
+        deadline = time.monotonic() + 60
+        while returned < expected and time.monotonic() < deadline:
+            returned += sum(isinstance(f, C.Basic.Return) for f in client.frames(1.0))
+        rest.join(30)
+        assert returned == expected
+        client.close()
