@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import uuid
 
 from pamqp import commands as C
@@ -34,6 +35,7 @@ HANDSHAKE_TIMEOUT = 10.0
 EVENTS_PER_TURN = 256        # events one connection may handle per event-loop turn
 HANDSHAKE_STATES = (st.AWAIT_START_OK, st.AWAIT_TUNE, st.AWAIT_TUNE_OK, st.AWAIT_OPEN)
 CLOSE_OK_TIMEOUT = 1.0
+TCP_ESTABLISHED = 1          # tcp_info's first byte (linux/tcp_states.h)
 
 
 def server_properties(cluster_name: str) -> dict:
@@ -95,6 +97,7 @@ class Session(asyncio.Protocol):
         self._timer = None              # heartbeats, from tune-ok on
         self._handshake_timer = None    # until connection.open, as RabbitMQ's
         self._close_timer = None
+        self._peer_watch = None              # _watch_peer, while blocked
         self.last_recv = self.last_sent = self.loop.time()
 
     @property
@@ -151,7 +154,7 @@ class Session(asyncio.Protocol):
 
     def _maybe_resume(self) -> None:
         if not (self._backlog or self.reading_paused or self._throttled_by or self._waiting
-                or self.closed):
+                or not self.writable or self.closed):
             self.last_recv = self.loop.time()
             self.transport.resume_reading()
 
@@ -162,20 +165,26 @@ class Session(asyncio.Protocol):
         self._cleanup()
 
     def pause_writing(self) -> None:
+        """The output buffer is full (the client does not read): read nothing more from it
+        until it drains, since what it sends makes more output (returns, confirms, replies);
+        deliveries wait for credit (``pay_owed_credit``)."""
         self.writable = False
+        self.transport.pause_reading()
+        self._watch_peer()
 
     def resume_writing(self) -> None:
         self.writable = True
         for ch in self.channels.values():
             ch.pay_owed_credit()
+        self._schedule_continue()
 
     # ----------------------------------------------------------------- the error boundary
     def _process(self) -> None:
         conn = self.conn
         budget = EVENTS_PER_TURN
         while not self.closed:
-            if self._throttled_by or self.reading_paused or self._waiting:
-                break                   # unthrottle() / the alarm's end / a reply continue
+            if self._throttled_by or self.reading_paused or self._waiting or not self.writable:
+                break                   # unthrottle() / the alarm's end / a reply / drained
             if not budget:
                 # fairness: other connections (and deliveries) get the loop before we go on;
                 # stop reading meanwhile so the backlog cannot grow (TCP pushes back)
@@ -187,6 +196,10 @@ class Session(asyncio.Protocol):
             try:
                 event = self._held.pop() if self._held else conn.next_event()
                 if event is ev.NEED_DATA:
+                    break
+                if event is ev.PAUSED:      # content during an alarm: a publisher, blocked
+                    self.is_publisher = True
+                    self._pause_for_alarm()
                     break
                 self._handle(event)
             except errors.AMQPError as err:
@@ -388,7 +401,7 @@ class Session(asyncio.Protocol):
         hb = self.conn.heartbeat
         now = self.loop.time()
         reading = not (self.reading_paused or self._throttled_by or self._backlog
-                       or self._waiting)
+                       or self._waiting or not self.writable)
         if reading and now - self.last_recv > 2 * hb:
             log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb)
             self._abort()
@@ -426,6 +439,9 @@ class Session(asyncio.Protocol):
     def on_alarm(self, blocked: bool) -> None:
         if self.vhost is None or self.closed:
             return
+        # any connection stops at its next publish or content frame (ev.PAUSED), even
+        # half-way through a body: a body being assembled is memory too
+        self.conn.hold_content = blocked
         if self.capabilities.get("connection.blocked"):
             if blocked:
                 self.send_method(0, C.Connection.Blocked(reason=self.broker.alarms.reason()))
@@ -442,6 +458,29 @@ class Session(asyncio.Protocol):
         while an alarm is on."""
         self.reading_paused = True
         self.transport.pause_reading()
+        self._watch_peer()
+
+    def _watch_peer(self) -> None:
+        """While a connection is not read from (blocked, or its output full), its end goes
+        unseen (no EOF, no reset is read; a client without heartbeats sends nothing else):
+        look at the TCP state each second, and let go of a connection the client has closed,
+        with what it held (a partial body is memory the alarm waits for)."""
+        if self._peer_watch is not None:
+            self._peer_watch.cancel()
+            self._peer_watch = None
+        if self.closed or (self.writable and not self.reading_paused):
+            return
+        sock = self.transport.get_extra_info("socket")
+        try:
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (OSError, AttributeError, IndexError):
+            state = TCP_ESTABLISHED
+        if state != TCP_ESTABLISHED:
+            log.warning("connection %s closed by the client while not read from, %d bytes "
+                        "of content unfinished", self.name, self.conn.partial_content_bytes)
+            self._abort()
+            return
+        self._peer_watch = self.loop.call_later(1.0, self._watch_peer)
 
     def force_close(self, text: str) -> None:
         """Broker-initiated close (shutdown, vhost deleted): 320 CONNECTION_FORCED."""
@@ -461,7 +500,7 @@ class Session(asyncio.Protocol):
 
     def _cleanup(self) -> None:
         self.closed = True
-        for t in (self._timer, self._handshake_timer, self._close_timer):
+        for t in (self._timer, self._handshake_timer, self._close_timer, self._peer_watch):
             if t is not None:
                 t.cancel()
         self._close_channels()

@@ -14,6 +14,11 @@ Theory of operation (h11-style, no I/O anywhere under ``amqpbroker/protocol``):
   Anything else in between is 505 UNEXPECTED_FRAME; a body overrun is 501.
 * Everything the server sends is queued in ``data_to_send()`` / ``take_output()``; the shell
   writes it once per read, so many confirms and deliveries go out in one (writev) syscall.
+* While ``hold_content`` is set (a resource alarm), ``next_event()`` returns ``PAUSED`` at the
+  next content frame, or basic.publish, before reading it (the frame may still be arriving):
+  RabbitMQ's reader blocks a connection at the method that starts a publish, so a publisher,
+  even one half-way through a body, reads no more content while the alarm lasts.
+  ``partial_content_bytes`` is what the channels hold of bodies not yet complete.
 * After the server sends ``channel.close`` the channel's frames are dropped until
   ``channel.close-ok``; after ``connection.close``, all frames until ``connection.close-ok``.
 
@@ -115,6 +120,12 @@ class Connection:
         self._buf = bytearray()
         self._pos = 0
         self._out: list = []
+        self.hold_content = False
+
+    @property
+    def partial_content_bytes(self) -> int:
+        """Bytes of bodies being assembled (memory a client holds in us)."""
+        return sum(ch.received for ch in self.channels.values())
 
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
@@ -151,6 +162,11 @@ class Connection:
             if avail < 7:
                 return ev.NEED_DATA
             ftype, channel, size = fp.FRAME_HEAD.unpack_from(buf, pos)
+            if self.hold_content and self.state == st.OPEN:
+                if ftype == FRAME_METHOD and size >= 4 and avail < 11:
+                    return ev.NEED_DATA          # its method id decides
+                if self._is_content(buf, pos, ftype):
+                    return ev.PAUSED
             if size > self.frame_max:
                 # RabbitMQ lets a frame exceed frame_max by its 8 bytes of framing ("quite a
                 # few clients get it wrong"), and words the error as its reader does
@@ -173,6 +189,13 @@ class Connection:
             event = self._frame(ftype, channel, payload)
             if event is not None:
                 return event
+
+    @staticmethod
+    def _is_content(buf, pos: int, ftype: int) -> bool:
+        """The frame at ``pos`` is content or the basic.publish that starts it."""
+        if ftype == FRAME_HEADER or ftype == FRAME_BODY:
+            return True
+        return ftype == FRAME_METHOD and buf[pos + 7:pos + 11] == PUBLISH_ID
 
     def _whole_publish(self, buf, pos: int, channel: int, end: int):
         """Fast path: basic.publish, its content header and its single body frame are all in

@@ -14,6 +14,17 @@ class NeedData:
 NEED_DATA = NeedData()
 
 
+class Paused:
+    """``next_event()`` stopped before content (basic.publish, a content header or body)
+    because the shell holds content (``Connection.hold_content``, during a resource alarm);
+    nothing more is parsed until it lets go (h11's ``PAUSED``)."""
+    def __repr__(self) -> str:
+        return "PAUSED"
+
+
+PAUSED = Paused()
+
+
 @dataclass(slots=True)
 class StartOk:
     client_properties: dict

@@ -8,8 +8,11 @@ body cache); the queue keeps only offsets and decides what happens to them:
 
 * ``ready``: per priority level a deque of offsets, in delivery order (by offset within a
   level, so a requeued message goes back to its original position);
-* ``outstanding``: offset -> Record of deliveries not yet acked (the channel that holds them
-  has only the offset; requeue and dead-lettering need the record);
+* ``outstanding``: offset -> ``Unacked`` (priority level, body size) of deliveries not yet
+  acked (the channel that holds them has only the offset). Their bodies stay in the log, as
+  queued ones do: a requeue needs only the level and size, dead-lettering reads the record
+  back. A message delivered before its commit round made it durable cannot be read back yet:
+  its Record is held until ``after_sync`` (``_unacked_bodies``);
 * ``redelivered`` / ``redeliver_below``: which offsets were delivered before.
 
 A message leaves the queue when it is acked, expired, dropped by a length limit, dead-lettered
@@ -27,6 +30,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
+from typing import NamedTuple
 
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
@@ -38,6 +42,12 @@ log = logging.getLogger("amqpbroker.queue")
 
 def name_of(q) -> str:
     return f"{q.name}' in vhost '{q.vhost_name}"
+
+
+class Unacked(NamedTuple):
+    """A delivered message whose body is in the log: what a requeue needs of it."""
+    level: int              # priority level (0 without x-max-priority)
+    size: int               # body bytes (ready_bytes)
 
 
 class Queue:
@@ -77,7 +87,8 @@ class Queue:
         self.redeliver_below = 0
         self.consumers: list = []                 # Subscriptions: by priority, then arrival
         self.flow_on = False                      # publishers were told to wait (backlog)
-        self.outstanding: dict[int, Record] = {}  # delivered, not yet acked
+        self.outstanding: dict[int, Record | Unacked] = {}  # delivered, not yet acked
+        self._unacked_bodies: set[int] = set()    # outstanding held as Records: not durable
         self.deleted = False
         self.had_consumers = False
         self._dispatch_scheduled = False
@@ -103,6 +114,29 @@ class Queue:
         if self.ready_count:
             log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
                      self.vhost_name, self.ready_count)
+
+    def _hold(self, offset: int, rec: Record) -> None:
+        """Delivered, not acked: keep what a requeue needs; the body stays in the log."""
+        if self.store.on_disk(offset):
+            self.outstanding[offset] = Unacked(self._level(rec.properties), len(rec.body))
+        else:
+            self.outstanding[offset] = rec
+            self._unacked_bodies.add(offset)
+
+    def _release_unacked_bodies(self) -> None:
+        """After a commit round: what it made durable is read back from the log if needed."""
+        store, outstanding = self.store, self.outstanding
+        for offset in [o for o in self._unacked_bodies if store.on_disk(o)]:
+            self._unacked_bodies.discard(offset)
+            rec = outstanding.get(offset)
+            if isinstance(rec, Record):
+                outstanding[offset] = Unacked(self._level(rec.properties), len(rec.body))
+
+    def _unacked_record(self, offset: int, entry) -> Record | None:
+        """The whole message of an outstanding entry (None once the queue's files are gone)."""
+        if isinstance(entry, Record):
+            return entry
+        return None if self.store.closed else self.store.read(offset)
 
     def _level(self, raw_props: bytes) -> int:
         if self.args.max_priority is None:
@@ -311,7 +345,7 @@ class Queue:
             if redelivered:
                 self.redelivered.discard(offset)
             if not consumer.no_ack:
-                self.outstanding[offset] = rec
+                self._hold(offset, rec)
             consumer.deliver(self, offset, rec, redelivered)
             if consumer.no_ack:
                 self._done(offset)
@@ -356,7 +390,7 @@ class Queue:
         if no_ack:
             self._done(offset)
         else:
-            self.outstanding[offset] = rec
+            self._hold(offset, rec)
         return offset, rec, redelivered, self.ready_count
 
     # ---------------------------------------------------------------- settling
@@ -377,27 +411,34 @@ class Queue:
         if requeue:
             self.requeue(taken)
             return
+        records = []
+        if taken and self.args.dlx is not None:
+            records = [self._unacked_record(o, entry) for o, entry in taken]
         for offset, _ in taken:
             self._done(offset)
-        if taken:
-            self.host.dead_letter(self, [rec for _, rec in taken], "rejected")
+        if records:
+            self.host.dead_letter(self, [r for r in records if r is not None], "rejected")
 
-    def requeue(self, items: list[tuple[int, Record]]) -> None:
+    def requeue(self, items: list[tuple[int, Record | Unacked]]) -> None:
         """Put messages back at their original position (by offset within their priority),
         as RabbitMQ's classic queue does: not simply at the head, which would put a message
         requeued later ahead of an older one requeued earlier."""
         if self.deleted:
             return
-        for offset, rec in sorted(items, key=lambda x: x[0], reverse=True):
-            d = self.ready[self._level(rec.properties) if self.args.max_priority else 0]
+        for offset, entry in sorted(items, key=lambda x: x[0], reverse=True):
+            if isinstance(entry, Record):        # not durable yet: its body goes back in cache
+                level, size = self._level(entry.properties), len(entry.body)
+                self.store.recache(offset, entry)
+            else:
+                level, size = entry
+            d = self.ready[level]
             if not d or offset < d[0]:
                 d.appendleft(offset)             # the usual case: older than all ready
             else:
                 bisect.insort(d, offset)         # each level's deque is sorted by offset
             self.ready_count += 1
-            self.ready_bytes += len(rec.body)
+            self.ready_bytes += size
             self.redelivered.add(offset)
-            self.store.recache(offset, rec)
         if self.args.overflow == "drop-head":
             # RabbitMQ drops from the head after a requeue too (requeue_and_run ->
             # maybe_drop_head), which may drop the requeued messages themselves
@@ -430,6 +471,8 @@ class Queue:
         if self.deleted:
             return
         self.store.after_sync()
+        if self._unacked_bodies:
+            self._release_unacked_bodies()
         if self.fsync == "interval" and self.store.sync_owed and self._interval_timer is None:
             # an fsync is still owed: make sure a round comes when the interval is up
             self._interval_timer = self.host.loop.call_later(

@@ -162,6 +162,10 @@ class MessageStore:
         self.budget.cache_used += len(record.body)
         return offset
 
+    def on_disk(self, offset: int) -> bool:
+        """``read`` can bring the message at ``offset`` back from the log (it is durable)."""
+        return offset < self.log.durable_offset
+
     def read(self, offset: int) -> Record | None:
         """The message at ``offset``: cached (durable or not), else from disk if durable, else
         None (wait for the commit round). OffsetOutOfRange if there is no such message."""

@@ -194,6 +194,50 @@ def test_cold_path_method_is_decoded_by_pamqp(conn, split):
 
 # ----------------------------------------------------------------------------- content
 
+def feed_until_pause(conn, data: bytes, split) -> tuple[list, bytes]:
+    """Feed ``data`` in pieces, draining events, until the first ``PAUSED``: the events up to
+    and including it, and the bytes not yet fed."""
+    out = []
+    fed = 0
+    for piece in split(data):
+        conn.receive_data(piece)
+        fed += len(piece)
+        while (event := conn.next_event()) is not ev.NEED_DATA:
+            out.append(event)
+            if event is ev.PAUSED:
+                return out, data[fed:]
+    return out, b""
+
+
+def test_held_content_pauses_at_the_publish_and_mid_body(conn, split):
+    """During an alarm (``hold_content``) the connection stops before basic.publish, and a
+    body half-way through stops at its next frame; other methods still pass; letting go
+    resumes exactly where it stopped."""
+    payload = bytes(range(256)) * 40                        # 3 body frames at 4096
+    data = publish(1, payload, routing_key="jobs")
+    ack = method(1, C.Basic.Ack(delivery_tag=1))
+    conn.hold_content = True
+    events, rest = feed_until_pause(conn, ack + data, split)
+    assert events == [ev.Ack(1, 1, False), ev.PAUSED]
+    assert conn.next_event() is ev.PAUSED                     # nothing consumed meanwhile
+    conn.hold_content = False
+    [event] = feed(conn, rest, split) if rest else feed(conn, b"")
+    assert (event.routing_key, event.body) == ("jobs", payload)
+
+    # the alarm comes after the first body frame: the second one is not read
+    first_body_end = len(data) - len(payload) - 3 * 8 + 4088 + 8
+    assert feed(conn, data[:first_body_end], split) == []
+    assert conn.partial_content_bytes == 4088
+    conn.hold_content = True
+    events, rest = feed_until_pause(conn, data[first_body_end:], split)
+    assert events == [ev.PAUSED]
+    assert conn.partial_content_bytes == 4088
+    conn.hold_content = False
+    [event] = feed(conn, rest, split) if rest else feed(conn, b"")
+    assert event.body == payload
+    assert conn.partial_content_bytes == 0
+
+
 def test_publish_assembled_from_several_body_frames(conn, split):
     payload = bytes(range(256)) * 40                        # 10240 bytes: 3 body frames at 4096
     props = C.Basic.Properties(content_type="application/octet-stream", delivery_mode=2,
