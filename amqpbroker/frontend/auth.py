@@ -105,6 +105,8 @@ class Users:
                     password = password.decode()
             except Exception:
                 username = None
+            if not isinstance(username, str) or not isinstance(password, str):
+                username = password = None          # a table, a number...: no login
         else:
             raise errors.ConnectionAccessRefused(f"unsupported authentication mechanism "
                                                  f"'{mechanism}'", 10, 11)
