@@ -83,7 +83,7 @@ class Channel:
         scan = ev.scan
         if scan.expiration is not None:
             exp = scan.expiration
-            if not exp.lstrip("-").isdigit():
+            if not (exp.isascii() and exp.lstrip("-").isdigit()):     # not '²' either
                 raise errors.PreconditionFailed(f"invalid expiration '{exp}': no_integer", 60, 40)
             if int(exp) < 0:
                 raise errors.PreconditionFailed(f"invalid expiration '{exp}': negative_value",
@@ -423,8 +423,7 @@ class Channel:
         name = m.queue
         if m.passive and name == REPLY_TO:
             # the direct reply-to pseudo-queue always "exists" with one consumer (RabbitMQ)
-            session.send_method(self.number, C.Queue.DeclareOk(
-                queue=REPLY_TO, message_count=0, consumer_count=1))
+            session.write(fp.build_declare_ok(self.number, REPLY_TO, 0, 1))
             return
         if m.passive:
             name = self._queue_name(name, 50, 10)
@@ -440,8 +439,7 @@ class Channel:
         self.last_queue = q.name
         if not m.nowait:
             messages, consumers = await q.counts()
-            session.send_method(self.number, C.Queue.DeclareOk(
-                queue=q.name, message_count=messages, consumer_count=consumers))
+            session.write(fp.build_declare_ok(self.number, q.name, messages, consumers))
 
     async def queue_bind(self, m, unbind: bool = False) -> None:
         mid = 50 if unbind else 20

@@ -126,3 +126,11 @@ def build_return(channel: int, reply_code: int, reply_text: str, exchange: str, 
            FRAME_END_BYTE]
     out += content_frames(channel, header_payload(len(body), properties), body, frame_max)
     return out
+
+
+def build_declare_ok(channel: int, queue: str, message_count: int, consumer_count: int) -> bytes:
+    """queue.declare-ok, by hand: pamqp's ``Queue.DeclareOk`` refuses queue names outside
+    ``[a-zA-Z0-9-_.:@#,/+ ]`` that RabbitMQ accepts (any UTF-8 up to 255 bytes)."""
+    payload = METHOD_ID.pack(50, 11) + _shortstr(queue) + struct.pack(">II", message_count,
+                                                                       consumer_count)
+    return FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE

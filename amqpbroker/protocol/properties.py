@@ -62,12 +62,23 @@ class Scan:
 
 
 def str_list(v) -> list[str]:
-    """A header that holds routing keys (CC, BCC): a string or an array of them, as str."""
+    """A header that holds routing keys (CC, BCC): a string or an array of them, as str.
+    As RabbitMQ's ``header_routes``, an element that is not a string is no route; nor is a
+    longstr that is not UTF-8 (no binding key or queue name can equal it)."""
     if v is None:
         return []
-    if isinstance(v, (list, tuple)):
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-    return [v.decode() if isinstance(v, bytes) else str(v)]
+    return [x for x in map(_route, v if isinstance(v, (list, tuple)) else [v]) if x is not None]
+
+
+def _route(x) -> str | None:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bytes):                    # a longstr; a byte array ('x') is no route
+        try:
+            return x.decode()
+        except UnicodeDecodeError:
+            return None
+    return None
 
 
 def scan(raw: bytes) -> Scan:

@@ -59,7 +59,8 @@ def fuzz(examples: int, **overrides):
                 test(*args, **kwargs)
         # pytest must see the fixtures only, not @given's arguments
         for_a_while.__signature__ = inspect.signature(test)
-        return for_a_while
+        import pytest                    # pytest-timeout's limit, past the batches' time
+        return pytest.mark.timeout(SECONDS * 2 + 300)(for_a_while)
     return wrap
 
 

@@ -7,16 +7,14 @@ dropped, a direct reply-to address, dead-letter headers). Invariants, h11's amon
 * any bytes either decode or raise the protocol's error (``FrameError``, 501), never anything
   else: ``scan`` raises ``ValueError`` only, which the connection turns into 501;
 * ``scan`` and ``decode`` agree on every field ``scan`` reads;
-* typed tables built here byte by byte (every AMQP 0-9-1 field type, RabbitMQ's errata set)
-  decode to the values they hold;
+* typed tables built byte by byte (``amqpbroker.testing.strategies``: every AMQP 0-9-1 field
+  type, RabbitMQ's errata set) decode to the values they hold;
 * a rewrite changes only what it was asked to: every other property and every other header
   keeps its bytes (a double stays a double, a long a long);
 * AMQPLAIN credentials of any shape are refused with 403 or accepted, nothing else.
 """
 from __future__ import annotations
 
-import datetime
-import decimal
 import math
 import struct
 
@@ -27,133 +25,15 @@ from pamqp import commands as C
 from amqpbroker import errors
 from amqpbroker.frontend.auth import Users
 from amqpbroker.protocol import properties as P
+from amqpbroker.testing import strategies as S
 from amqpbroker.testing.fuzzing import fuzz
 
-# ----------------------------------------------------------------------------- typed tables
-# A field value is (wire bytes, the value pamqp's decode gives). Built here by hand so the
-# test does not trust the codec it checks.
-
-
-def _shortstr(b: bytes) -> bytes:
-    return bytes([len(b)]) + b
-
-
-def _longstr(b: bytes) -> bytes:
-    return struct.pack(">I", len(b)) + b
-
-
-def _simple(tag: str, fmt: str, values):
-    return values.map(lambda v: (tag.encode() + struct.pack(">" + fmt, v), v))
-
-
-def _float(tag: str, fmt: str):
-    def make(v):
-        wire = tag.encode() + struct.pack(">" + fmt, v)
-        return wire, struct.unpack(">" + fmt, wire[1:])[0]
-    return hs.floats(allow_nan=False, width=32 if fmt == "f" else 64).map(make)
-
-
-def _decimal(scale_value):
-    """Scale, then a signed 32-bit value (pamqp and the Java client read it signed)."""
-    scale, value = scale_value
-    return b"D" + struct.pack(">Bi", scale, value), \
-        decimal.Decimal(value) * (decimal.Decimal(10) ** -scale)
-
-
-def _timestamp(seconds: int):
-    return b"T" + struct.pack(">Q", seconds), \
-        datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+_shortstr, _longstr = S.shortstr, S.longstr
+_table, KEYS, VALUES, typed_properties = S.table, S.KEYS, S.VALUES, S.typed_properties
 
 
 def _string(text: str):
     return b"S" + _longstr(text.encode()), text
-
-
-def _bad_utf8(raw: bytes):
-    return b"S" + _longstr(raw), raw
-
-
-SCALARS = hs.one_of(
-    hs.booleans().map(lambda v: (b"t" + bytes([v]), v)),
-    _simple("b", "b", hs.integers(-128, 127)),
-    _simple("B", "B", hs.integers(0, 255)),
-    _simple("s", "h", hs.integers(-2 ** 15, 2 ** 15 - 1)),
-    _simple("u", "H", hs.integers(0, 2 ** 16 - 1)),
-    _simple("I", "i", hs.integers(-2 ** 31, 2 ** 31 - 1)),
-    _simple("i", "I", hs.integers(0, 2 ** 32 - 1)),
-    _simple("l", "q", hs.integers(-2 ** 63, 2 ** 63 - 1)),
-    _float("f", "f"), _float("d", "d"),
-    hs.tuples(hs.integers(0, 9), hs.integers(-2 ** 31, 2 ** 31 - 1)).map(_decimal),
-    hs.integers(0, 2 ** 32 - 1).map(_timestamp),          # seconds (pamqp reads bigger as ms)
-    hs.text(max_size=20).map(_string),
-    hs.binary(max_size=10).filter(lambda b: not _is_utf8(b)).map(_bad_utf8),
-    hs.binary(max_size=10).map(lambda b: (b"x" + _longstr(b), bytearray(b))),
-    hs.just((b"V", None)),
-)
-
-
-def _is_utf8(b: bytes) -> bool:
-    try:
-        b.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _table(entries):
-    seen, wire, value = set(), b"", {}
-    for key, (w, v) in entries:
-        if key in seen:
-            continue
-        seen.add(key)
-        wire += _shortstr(key.encode()) + w
-        value[key] = v
-    return b"F" + _longstr(wire), value
-
-
-def _array(items):
-    return b"A" + _longstr(b"".join(w for w, _ in items)), [v for _, v in items]
-
-
-KEYS = hs.text(min_size=1, max_size=12).filter(lambda k: len(k.encode()) <= 255)
-VALUES = hs.recursive(SCALARS, lambda inner: hs.one_of(
-    hs.lists(hs.tuples(KEYS, inner), max_size=4).map(_table),
-    hs.lists(inner, max_size=4).map(_array)), max_leaves=12)
-# a headers table: its wire bytes without the leading 'F', and its value
-HEADERS = hs.lists(hs.tuples(KEYS, VALUES), max_size=6).map(_table).map(
-    lambda t: (t[0][1:], t[1]))
-
-
-@hs.composite
-def typed_properties(draw, headers=HEADERS):
-    """Raw property bytes built field by field, and what each field holds."""
-    flags, wire, want = 0, b"", {}
-    spec = [("content_type", P.F_CONTENT_TYPE, "short"), ("content_encoding",
-            P.F_CONTENT_ENCODING, "short"), ("headers", P.F_HEADERS, "table"),
-            ("delivery_mode", P.F_DELIVERY_MODE, "octet"), ("priority", P.F_PRIORITY, "octet"),
-            ("correlation_id", P.F_CORRELATION_ID, "short"), ("reply_to", P.F_REPLY_TO, "short"),
-            ("expiration", P.F_EXPIRATION, "short"), ("message_id", P.F_MESSAGE_ID, "short"),
-            ("timestamp", P.F_TIMESTAMP, "time"), ("message_type", P.F_TYPE, "short"),
-            ("user_id", P.F_USER_ID, "short"), ("app_id", P.F_APP_ID, "short")]
-    for name, bit, kind in spec:
-        if not draw(hs.booleans()):
-            continue
-        flags |= bit
-        if kind == "short":
-            text = draw(hs.text(max_size=8).filter(lambda t: len(t.encode()) <= 255))
-            wire += _shortstr(text.encode())
-            want[name] = text
-        elif kind == "octet":
-            want[name] = draw(hs.integers(0, 255))
-            wire += bytes([want[name]])
-        elif kind == "time":
-            seconds = draw(hs.integers(0, 2 ** 32 - 1))
-            wire += struct.pack(">Q", seconds)
-            want[name] = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-        else:
-            table_wire, want[name] = draw(headers)
-            wire += table_wire
-    return struct.pack(">H", flags) + wire, want
 
 
 def same(a, b) -> bool:
