@@ -175,12 +175,38 @@ class TopicExchange(Exchange):
         return hit
 
 
+X_MATCH = ("all", "any", "all-with-x", "any-with-x")
+_TYPE_NAMES = {bool: "bool", int: "long", float: "double", dict: "table", list: "array",
+               bytearray: "binary", type(None): "void"}
+
+
+def binding_problem(exchange_type: str, arguments: dict | None) -> str | None:
+    """Why RabbitMQ's ``validate_binding`` refuses a binding's arguments (406), or None: a
+    headers binding's x-match must be a string naming one of the four modes."""
+    if exchange_type != "headers" or not arguments or "x-match" not in arguments:
+        return None
+    mode = arguments["x-match"]
+    if isinstance(mode, bytes):                 # a longstr that is not UTF-8
+        mode = mode.decode("utf-8", "replace")
+    if isinstance(mode, str):
+        if mode in X_MATCH:
+            return None
+        return (f'Invalid x-match field value <<"{mode}">>; expected all, any, all-with-x, '
+                f'or any-with-x')
+    kind = _TYPE_NAMES.get(type(mode), type(mode).__name__.lower())
+    return f"Invalid x-match field type {kind} (value {mode!r}); expected longstr"
+
+
 def headers_match(binding_args: dict, headers: dict | None) -> bool:
-    """RabbitMQ's headers-exchange match (x-match all / any / all-with-x / any-with-x)."""
+    """RabbitMQ's headers-exchange match (x-match all / any / all-with-x / any-with-x). A
+    binding whose x-match is none of them (stored before ``binding_problem`` refused such
+    bindings) matches nothing."""
     headers = headers or {}
     mode = binding_args.get("x-match", "all")
     if isinstance(mode, bytes):
-        mode = mode.decode()
+        mode = mode.decode("utf-8", "replace")
+    if mode not in X_MATCH:
+        return False
     with_x = mode.endswith("-with-x")
     want_all = mode.startswith("all")
     for key, value in binding_args.items():

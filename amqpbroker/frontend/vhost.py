@@ -12,7 +12,7 @@ import uuid
 
 from .. import contract as c
 from .. import errors
-from .exchange import TYPES, Exchange, make_exchange
+from .exchange import TYPES, Exchange, binding_problem, make_exchange
 from .queue_ref import QueueRef
 
 log = logging.getLogger("amqpbroker.vhost")
@@ -242,6 +242,9 @@ class VirtualHost:
     # ----------------------------------------------------------- bindings
     def bind(self, destination, exchange_name: str, routing_key: str, arguments, cid, mid):
         ex = self._bindable(exchange_name, cid, mid)
+        problem = binding_problem(ex.type, arguments)
+        if problem is not None:
+            raise errors.PreconditionFailed(problem, cid, mid)
         if ex.bind(destination, routing_key, arguments):
             self.broker.changed(self.binding_op(c.BindOp, ex, destination, routing_key,
                                                 arguments))

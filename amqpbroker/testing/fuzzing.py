@@ -40,6 +40,12 @@ _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_t
           HealthCheck.large_base_example]
 
 
+def time_limit(default: float) -> float:
+    """pytest-timeout's limit for a test that runs a fuzz target inside it (not decorated by
+    ``fuzz`` itself): ``default``, or past the batches' time under ``FUZZ_SECONDS``."""
+    return SECONDS * 2 + 300 if SECONDS > 0 else default
+
+
 def fuzz(examples: int, **overrides):
     """Decorate a ``@given`` test with the run's budget (above ``@given``)."""
     n = examples * LONG_RUN_FACTOR if PROFILE == "fuzz" else examples
@@ -59,8 +65,8 @@ def fuzz(examples: int, **overrides):
                 test(*args, **kwargs)
         # pytest must see the fixtures only, not @given's arguments
         for_a_while.__signature__ = inspect.signature(test)
-        import pytest                    # pytest-timeout's limit, past the batches' time
-        return pytest.mark.timeout(SECONDS * 2 + 300)(for_a_while)
+        import pytest
+        return pytest.mark.timeout(time_limit(0))(for_a_while)
     return wrap
 
 
