@@ -38,6 +38,8 @@ setup(
             "kombu>=5.3",
             "celery>=5.3",
         ],
+        # coverage-guided runs of the fuzz targets (README, "Fuzzing and soaking")
+        "fuzz": ["atheris>=2.3"],
     },
     # the record layout packed and unpacked in C: the hot path of every link between
     # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference)

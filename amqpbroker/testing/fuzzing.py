@@ -15,14 +15,13 @@ database (``.hypothesis/``), which the next run of that test replays first.
 [-max_total_time=3600 ...]`` runs one target under atheris (libFuzzer, coverage-guided;
 ``pip install atheris``) for as long as you like: Hypothesis turns the bytes atheris mutates
 into the target's structured inputs (``fuzz_one_input``), so the same strategies serve both.
-A target driven this way takes no pytest fixtures and starts no process (libFuzzer ends the
-run with ``exit()``); a module that needs set-up provides ``fuzz_setup()``, which may return a
-function that tears it down at exit. The management API's target needs a broker process: run
-it with ``FUZZ_SECONDS`` instead.
+A target driven this way takes no pytest fixtures; a module that needs set-up provides
+``fuzz_setup()``, which may return a function that tears it down (libFuzzer ends its process
+with ``exit()``, so it fuzzes in a forked child and the parent tears down). The management
+API's target runs inside a test with a broker process: run it with ``FUZZ_SECONDS`` instead.
 """
 from __future__ import annotations
 
-import atexit
 import functools
 import importlib.util
 import inspect
@@ -81,10 +80,15 @@ def main(argv: list[str]) -> None:
         spec.loader.exec_module(module)
     test = getattr(module, name)
     teardown = module.fuzz_setup() if hasattr(module, "fuzz_setup") else None
+    pid = os.fork()              # libFuzzer ends with exit(): the parent tears down after it
+    if pid == 0:
+        atheris.Setup([sys.argv[0], *argv[1:]], test.hypothesis.fuzz_one_input)
+        atheris.Fuzz()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
     if teardown is not None:
-        atexit.register(teardown)
-    atheris.Setup([sys.argv[0], *argv[1:]], test.hypothesis.fuzz_one_input)
-    atheris.Fuzz()
+        teardown()
+    sys.exit(os.waitstatus_to_exitcode(status))
 
 
 if __name__ == "__main__":
