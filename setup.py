@@ -40,6 +40,8 @@ setup(
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
         ],
+        # coverage-guided runs of the fuzz targets (README, "Fuzzing and soaking")
+        "fuzz": ["atheris>=2.3"],
     },
     # the record layout packed and unpacked in C: the hot path of every link between
     # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference)

@@ -147,12 +147,9 @@ class Channel:
                 if "BCC" in headers:
                     headers = dict(headers)
                     del headers["BCC"]
-                    props.headers = headers
-                    raw = props_mod.encode(props)
+                    raw = props_mod.rewrite(raw, drop_headers=("BCC",))
         if scan.reply_to == REPLY_TO:
-            props = self._decode_properties(raw)
-            props.reply_to = REPLY_TO_PREFIX + session.reply_token
-            raw = props_mod.encode(props)
+            raw = props_mod.rewrite(raw, reply_to=REPLY_TO_PREFIX + session.reply_token)
         record = Record(now_ms(), ev.exchange, routing_key, raw, ev.body,
                         1 if scan.delivery_mode == 2 else 0)
         if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):

@@ -320,6 +320,23 @@ class TopicExchange(Exchange):
 X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
 
+def binding_problem(exchange_type: str, arguments: dict | None) -> str | None:
+    """Why an exchange of this type refuses a binding's arguments (406), worded as
+    rabbit_exchange_type_headers:validate_binding prints it, or None: only a headers
+    binding's x-match is checked (a string naming one of the four modes)."""
+    if exchange_type != "headers" or not arguments or "x-match" not in arguments:
+        return None
+    mode = arguments["x-match"]
+    if isinstance(mode, str):
+        if mode in X_MATCH_MODES:
+            return None
+        return (f"Invalid x-match field value {errors.erl_binary(mode.encode())}; expected "
+                f"all, any, all-with-x, or any-with-x")
+    shown = errors.erl_binary(bytes(mode)) if isinstance(mode, (bytes, bytearray)) \
+        else _erl_term(mode)
+    return f"Invalid x-match field type {amqp_type(mode)} (value {shown}); expected longstr"
+
+
 def _erl_term(value) -> str:
     """Roughly Erlang's ``~p`` of a decoded field value, for reply texts."""
     if isinstance(value, bool):
@@ -330,7 +347,9 @@ def _erl_term(value) -> str:
 
 
 def headers_match(binding_args: dict, headers: dict | None) -> bool:
-    """RabbitMQ's headers-exchange match (x-match all / any / all-with-x / any-with-x)."""
+    """RabbitMQ's headers-exchange match (x-match all / any / all-with-x / any-with-x). A
+    binding whose x-match is none of them (stored before ``binding_problem`` refused such
+    bindings) matches nothing."""
     headers = headers or {}
     mode = binding_args.get("x-match", "all")
     if isinstance(mode, (bytes, bytearray)):
@@ -356,20 +375,9 @@ class HeadersExchange(Exchange):
     type = "headers"
 
     def validate_binding(self, arguments, cid, mid):
-        """rabbit_exchange_type_headers:validate_binding, worded as it prints (406)."""
-        if not arguments or "x-match" not in arguments:
-            return
-        mode = arguments["x-match"]
-        if isinstance(mode, str):
-            if mode in X_MATCH_MODES:
-                return
-            raise errors.PreconditionFailed(
-                f"Invalid x-match field value {errors.erl_binary(mode.encode())}; expected "
-                f"all, any, all-with-x, or any-with-x", cid, mid)
-        shown = errors.erl_binary(bytes(mode)) if isinstance(mode, (bytes, bytearray)) \
-            else _erl_term(mode)
-        raise errors.PreconditionFailed(f"Invalid x-match field type {amqp_type(mode)} (value "
-                                        f"{shown}); expected longstr", cid, mid)
+        problem = binding_problem(self.type, arguments)
+        if problem is not None:
+            raise errors.PreconditionFailed(problem, cid, mid)
 
     def route(self, routing_key, headers):
         return {dest for (dest, _, _), args in self.bindings.items() if headers_match(args, headers)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..frontend.admission import limit_of
 from ..supervisor.definitions import vhost_limits
+from ..frontend.exchange import binding_problem
 from . import access
 from .api import Route, bad_request, no_content
 from .validation import DEFINITIONS
@@ -46,6 +47,14 @@ def plan(broker, doc: dict) -> dict:
     for i, p in enumerate(doc["permissions"]):
         if p["user"] not in users:
             raise bad_request(f"permissions[{i}].user: no_such_user '{p['user']}'")
+    types = {(e["vhost"], e["name"]): e["type"] for e in doc["exchanges"]}
+    for i, bd in enumerate(doc["bindings"]):
+        vh = broker.vhosts.get(bd["vhost"])
+        ex = vh.exchanges.get(bd["source"]) if vh is not None else None
+        kind = ex.type if ex is not None else types.get((bd["vhost"], bd["source"]))
+        problem = binding_problem(kind, bd["arguments"])
+        if problem is not None:              # what a queue.bind would refuse with 406
+            raise bad_request(f"bindings[{i}].arguments: {problem}")
     out = dict(doc)
     for kind in ("exchanges", "queues"):
         kept, seen = [], set()

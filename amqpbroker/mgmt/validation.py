@@ -16,7 +16,6 @@ answers 400 and stores nothing.
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 import json
 import re
@@ -107,7 +106,7 @@ def password_hash(value, where: str) -> str:
     string(value, where)
     try:
         base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:          # binascii.Error, and ValueError for text that is not ASCII
         raise _fail(where, f"not_base64 {_show(value)}") from None
     return value
 
@@ -308,11 +307,14 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
 
 def parse_json(raw: bytes) -> dict:
     """A request body as a JSON object: empty or ``null`` is ``{}``, as RabbitMQ reads it;
-    anything but an object is ``not_json``."""
+    anything but an object, or text with a lone surrogate, is ``not_json``."""
     if not raw.strip():
         return {}
     try:
         data = json.loads(raw, parse_constant=_no_constant)
+        # "\ud800" (a lone surrogate escape) loads, but is no Unicode text: no name, password
+        # or description made of it could be stored, hashed or sent over AMQP
+        json.dumps(data, ensure_ascii=False).encode()
     except (ValueError, RecursionError):
         raise Invalid("not_json") from None
     if data is None:

@@ -135,3 +135,4 @@ def build_return(channel: int, reply_code: int, reply_text: str, exchange: str, 
            FRAME_END_BYTE]
     out += content_frames(channel, header_payload(len(body), properties), body, frame_max)
     return out
+

@@ -4,13 +4,20 @@ A message's properties travel from publish to deliver untouched (no decode, no r
 The broker needs only a few of them on the hot path — delivery mode, priority, expiration and
 whether headers are present — and ``scan`` reads exactly those by walking the flag word.
 Anything more (headers exchange, CC/BCC, dead-lettering) decodes in full through pamqp.
+
+The few changes the broker makes (BCC dropped, a direct reply-to address, dead-letter headers)
+are spliced into the publisher's bytes by ``rewrite``: every other property and header keeps
+its exact wire form. Decoding to Python and encoding back would not: pamqp's encoder writes
+every float as a 32-bit float, an 8-byte long that fits as a byte, refuses a longstr that is not
+UTF-8 (which it decodes to ``bytes``), and reads timestamps past 2106 as milliseconds.
 """
 from __future__ import annotations
 
 import struct
 
-from pamqp import commands
+from pamqp import commands, encode as pencode
 from pamqp.header import ContentHeader
+
 
 # property flag bits, in wire order
 F_CONTENT_TYPE = 0x8000
@@ -54,12 +61,23 @@ class Scan:
 
 
 def str_list(v) -> list[str]:
-    """A header that holds routing keys (CC, BCC): a string or an array of them, as str."""
+    """A header that holds routing keys (CC, BCC): a string or an array of them, as str.
+    As RabbitMQ's ``header_routes``, an element that is not a string is no route; nor is a
+    longstr that is not UTF-8 (no binding key or queue name can equal it)."""
     if v is None:
         return []
-    if isinstance(v, (list, tuple)):
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-    return [v.decode() if isinstance(v, bytes) else str(v)]
+    return [x for x in map(_route, v if isinstance(v, (list, tuple)) else [v]) if x is not None]
+
+
+def _route(x) -> str | None:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bytes):                    # a longstr; a byte array ('x') is no route
+        try:
+            return x.decode()
+        except UnicodeDecodeError:
+            return None
+    return None
 
 
 def scan(raw: bytes) -> Scan:
@@ -125,16 +143,137 @@ def scan(raw: bytes) -> Scan:
 
 
 def decode(raw: bytes) -> commands.Basic.Properties:
-    """Full decode (cold path). Raises ValueError on a malformed property list, e.g. a
-    headers table with an unknown field type (``scan`` skips the table unread)."""
+    """Full decode (cold path). Raises ValueError on a malformed property list (``scan``
+    skips the headers table unread): pamqp raises ValueError, OverflowError (a timestamp past
+    year 9999), RecursionError (tables nested deeper than Python's stack) and others."""
     header = ContentHeader()
     try:
         header.unmarshal(b"\x00\x3c\x00\x00" + bytes(8) + raw)
-    except (ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError) as exc:
-        raise ValueError(str(exc) or type(exc).__name__) from None
+    except Exception as exc:
+        raise ValueError(str(exc)[:200] or type(exc).__name__) from None
     return header.properties
 
 
 def encode(props: commands.Basic.Properties) -> bytes:
     return props.marshal()
+
+
+# ------------------------------------------------------------------------- rewriting
+KEEP = object()          # rewrite(): leave this property as it is
+
+# every property in wire order: flag bit, and the width of a fixed-size one (0: shortstr)
+_LAYOUT = ((F_CONTENT_TYPE, 0), (F_CONTENT_ENCODING, 0), (F_HEADERS, None),
+           (F_DELIVERY_MODE, 1), (F_PRIORITY, 1), (F_CORRELATION_ID, 0), (F_REPLY_TO, 0),
+           (F_EXPIRATION, 0), (F_MESSAGE_ID, 0), (F_TIMESTAMP, 8), (F_TYPE, 0),
+           (F_USER_ID, 0), (F_APP_ID, 0), (F_CLUSTER_ID, 0))
+# field value type -> size of a fixed-size value; the others carry a 4-byte length
+_FIXED = {ord("t"): 1, ord("b"): 1, ord("B"): 1, ord("s"): 2, ord("u"): 2, ord("I"): 4,
+          ord("i"): 4, ord("f"): 4, ord("l"): 8, ord("L"): 8, ord("d"): 8, ord("T"): 8,
+          ord("D"): 5, ord("V"): 0, 0: 0}
+_SIZED = frozenset(b"SxAF")
+
+
+def rewrite(raw: bytes, *, reply_to=KEEP, expiration=KEEP, drop_headers=(),
+            set_headers: dict | None = None) -> bytes:
+    """``raw`` with reply_to / expiration replaced (None removes one), the headers in
+    ``drop_headers`` removed and those in ``set_headers`` replaced or added; everything else
+    byte for byte as the publisher sent it. Raises ValueError on a malformed property list."""
+    fields = _split(raw)
+    if reply_to is not KEEP:
+        fields[F_REPLY_TO] = None if reply_to is None else _shortstr(reply_to)
+    if expiration is not KEEP:
+        fields[F_EXPIRATION] = None if expiration is None else _shortstr(expiration)
+    if drop_headers or set_headers:
+        gone = set(drop_headers) | set(set_headers or ())
+        table = fields.get(F_HEADERS)
+        entries = [e for k, e in _table_entries(table[4:])
+                   if k not in gone] if table is not None else []
+        for key, value in (set_headers or {}).items():
+            entries.append(_shortstr(key) + _value(value))
+        body = b"".join(entries)
+        fields[F_HEADERS] = _U32.pack(len(body)) + body
+    flags = fields.pop("flags")
+    out = []
+    for bit, _ in _LAYOUT:
+        span = fields.get(bit)
+        if span is None:
+            flags &= ~bit
+        else:
+            flags |= bit
+            out.append(span)
+    return _U16.pack(flags) + fields.pop("more") + b"".join(out)
+
+
+def _split(raw: bytes) -> dict:
+    """Flag bit -> the property's wire bytes; "flags", and "more" (continuation words)."""
+    try:
+        flags = _U16.unpack_from(raw, 0)[0]
+        pos = 2
+        while _U16.unpack_from(raw, pos - 2)[0] & 1:
+            pos += 2
+        out = {"flags": flags, "more": raw[2:pos]}
+        for bit, width in _LAYOUT:
+            if not flags & bit:
+                continue
+            if width is None:
+                end = pos + 4 + _U32.unpack_from(raw, pos)[0]
+            else:
+                end = pos + (width or 1 + raw[pos])
+            if end > len(raw):
+                raise ValueError("property list truncated")
+            out[bit] = raw[pos:end]
+            pos = end
+    except (IndexError, struct.error):
+        raise ValueError("property list truncated") from None
+    return out
+
+
+def _table_entries(body: bytes):
+    """(key, the entry's wire bytes) for each entry of a field table's body."""
+    pos, n = 0, len(body)
+    while pos < n:
+        start = pos
+        key_end = pos + 1 + body[pos]
+        key = body[pos + 1:key_end].decode("utf-8", "surrogateescape")
+        pos = _skip_value(body, key_end)
+        if pos > n:
+            raise ValueError("field table truncated")
+        yield key, body[start:pos]
+
+
+def _skip_value(buf: bytes, pos: int) -> int:
+    if pos >= len(buf):
+        raise ValueError("field value truncated")
+    tag = buf[pos]
+    size = _FIXED.get(tag)
+    if size is not None:
+        return pos + 1 + size
+    if tag in _SIZED:
+        if pos + 5 > len(buf):
+            raise ValueError("field value truncated")
+        return pos + 5 + _U32.unpack_from(buf, pos + 1)[0]
+    raise ValueError(f"unknown field type {bytes([tag])!r}")
+
+
+def _shortstr(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"shortstr of {len(raw)} bytes")
+    return bytes([len(raw)]) + raw
+
+
+def _value(v) -> bytes:
+    """A field value as the broker writes one: pamqp's encoding, except that a float is a
+    double (no precision lost) and bytes (a longstr that was not UTF-8) stay a longstr."""
+    if isinstance(v, bytes):
+        return b"S" + _U32.pack(len(v)) + v
+    if isinstance(v, float):
+        return b"d" + struct.pack(">d", v)
+    if isinstance(v, dict):
+        body = b"".join(_shortstr(k) + _value(x) for k, x in v.items())
+        return b"F" + _U32.pack(len(body)) + body
+    if isinstance(v, list):
+        body = b"".join(_value(x) for x in v)
+        return b"A" + _U32.pack(len(body)) + body
+    return pencode.encode_table_value(v)
 

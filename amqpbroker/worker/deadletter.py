@@ -33,15 +33,15 @@ def dead_letter_record(queue, rec: Record, reason: str):
     death["time"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     if props.expiration is not None:
         death["original-expiration"] = props.expiration
-        props.expiration = None
     deaths.insert(0, death)
-    headers["x-death"] = deaths
-    headers.setdefault("x-first-death-reason", reason)
-    headers.setdefault("x-first-death-queue", queue.name)
-    headers.setdefault("x-first-death-exchange", rec.exchange)
-    props.headers = headers
+    # only x-death and the x-first-death-* headers change: the others keep their bytes
+    changed = {"x-death": deaths}
+    for key, value in (("x-first-death-reason", reason), ("x-first-death-queue", queue.name),
+                       ("x-first-death-exchange", rec.exchange)):
+        if key not in headers:
+            changed[key] = value
+    raw = props_mod.rewrite(rec.properties, expiration=None, set_headers=changed)
     keys = [queue.args.dlrk] if queue.args.dlrk is not None else routing_keys
-    new = Record(now_ms(), queue.args.dlx, keys[0], props_mod.encode(props), rec.body,
-                 rec.flags)
+    new = Record(now_ms(), queue.args.dlx, keys[0], raw, rec.body, rec.flags)
     return new, keys
 

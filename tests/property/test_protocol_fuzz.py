@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as hs
 from pamqp import body as pbody
 from pamqp import commands as C
@@ -24,10 +24,10 @@ from amqpbroker.protocol import events as ev
 from amqpbroker.protocol.connection import HEARTBEAT_FRAME, Connection
 from amqpbroker.protocol.constants import PROTOCOL_HEADER
 from amqpbroker.testing.feeder import frames
+from amqpbroker.testing.fuzzing import fuzz
 
 FRAME_MAX = 4096
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = fuzz(150)        # FUZZ_SECONDS / HYPOTHESIS_PROFILE=fuzz for long runs (README)
 
 
 def m(channel: int, method) -> bytes:
@@ -260,7 +260,7 @@ def test_random_bytes_before_handshake(data, garbage):
     pump(conn, data.draw(chunked(start + garbage)))
 
 
-@settings(max_examples=100, deadline=None)
+@fuzz(100)
 @given(ftype=hs.integers(0, 255), channel=hs.integers(0, 65535),
        size=hs.integers(FRAME_MAX + 1, 2 ** 32 - 1), more=hs.integers(1, 40))
 def test_huge_declared_size_raises_before_buffering(ftype, channel, size, more):

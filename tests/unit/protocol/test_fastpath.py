@@ -254,3 +254,16 @@ def test_scan_of_truncated_properties_raises_value_error(props, cut):
     raw = props.marshal()
     with pytest.raises(ValueError):
         properties.scan(raw[:cut % len(raw)])
+
+
+@pytest.mark.parametrize("queue", ["jobs", "", "amq.gen-Xy_1", "orders!", "ünï", "a" * 255])
+def test_build_declare_ok_matches_pamqp(queue):
+    """Byte for byte what pamqp builds where pamqp builds it; names pamqp's validate() refuses
+    (RabbitMQ takes any UTF-8 up to 255 bytes) decode back by pamqp."""
+    built = fp.build_declare_ok(3, queue, 7, 2)
+    n, channel, frame = pframe.unmarshal(built)
+    assert (n, channel) == (len(built), 3)
+    assert (frame.queue, frame.message_count, frame.consumer_count) == (queue, 7, 2)
+    if all(c.isascii() and (c.isalnum() or c in "-_.:") for c in queue):
+        assert built == pframe.marshal(C.Queue.DeclareOk(queue=queue, message_count=7,
+                                                         consumer_count=2), 3)
