@@ -120,9 +120,10 @@ class CachedFile:
                 os.close(fd)
 
     def written(self) -> None:
-        """Say that a write through this handle's descriptor is under way or done: if the
-        owner's policy fsyncs, an fsync is owed. Call it before the write, not after: a
-        failed write can still have changed the file."""
+        """A write through this handle's descriptor is about to happen: if the owner's
+        policy fsyncs, an fsync is owed. Before the write, because a write that fails half
+        way has still changed the file; and under the owner's lock, the one its sync holds
+        around `take_for_sync`, so that no fsync can take the flag between the two."""
         if self.durable:
             self.dirty = True
 
@@ -146,11 +147,13 @@ class CachedFile:
     def fsync(self) -> None:
         """fsync now (opening the file if needed), owed or not."""
         fd = self.pin()
+        self.dirty = False      # a write from here on owes another fsync
+        ok = False
         try:
             os.fsync(fd)
-            self.dirty = False
+            ok = True
         finally:
-            self.unpin()
+            self.synced(ok)
 
     def close(self) -> None:
         """Close the descriptor, fsyncing it first if an fsync is owed. The handle stays
