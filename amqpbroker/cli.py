@@ -46,6 +46,9 @@ FLAGS = [
     ("segment_bytes", int, "log segment size, bytes (default 67108864)"),
     ("fsync_interval_ms", int, "fsync period of queues declared with x-fsync=interval (default 1000)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
+    ("open_files_limit", int, "most queue files (segments, indexes, ack logs) a process keeps "
+                              "open; the least recently used are closed and reopened when "
+                              "needed (default 0 = half the open-files limit, at least 64)"),
     ("memory_high_watermark", float, "memory alarm threshold, fraction of RAM (default 0.4)"),
     ("disk_free_limit", int, "disk alarm threshold, bytes free (default 50000000)"),
     ("workers", int, "partition worker processes owning the queues (default -1 = from the "

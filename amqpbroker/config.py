@@ -18,6 +18,8 @@ class Config:
     segment_bytes: int = 64 * 1024 * 1024
     fsync_interval_ms: int = 1000                # queues declared with x-fsync=interval
     cache_limit: int = 64 * 1024 * 1024          # bodies kept in memory across all queues
+    open_files_limit: int = 0                    # storage files open per process; 0 = half
+                                                 # of RLIMIT_NOFILE, at least 64
     memory_high_watermark: float = 0.4           # fraction of RAM, as RabbitMQ's default
     disk_free_limit: int = 50 * 1000 * 1000      # bytes, as RabbitMQ's default
     default_user: str = "guest"

@@ -35,6 +35,8 @@ are known to be on disk (fsynced by sync() or by compaction; with fsync "never",
 durable as it gets). The store deletes a segment only once the entry that settled its last
 offset is durable, so no crash can leave a deleted segment whose offsets are not recorded done.
 Opening fsyncs the file once (what a killed process left in the page cache), like the log.
+The descriptor is a handle of a FileCache (filecache.py), opened when used and closed (fsynced
+first if owed) when the process needs the room; sync() fsyncs it only if an fsync is owed.
 
 Crash states: a torn or garbled tail (short entry, CRC mismatch, unknown kind) is cut on open
 at the end of the last good entry, so acks recorded after the last sync() may be lost, and
@@ -55,6 +57,7 @@ from typing import Iterable, Iterator
 from crc32c import crc32c
 
 from .errors import LogClosedError
+from .filecache import FileCache, process_cache
 from .fileformat import (HEADER_SIZE, MAGIC_ACKLOG, FsyncPolicy, file_header,
                          header_ok, write_all, write_file_atomically)
 
@@ -166,8 +169,10 @@ def _entry(kind: int, runs: list[tuple[int, int]], floor: int | None = None) -> 
 
 class AckLog:
     def __init__(self, path: str | os.PathLike, *, fsync: str = "always",
-                 fsync_interval_ms: int = 1000, compact_bytes: int = 1 << 20):
-        """Open (creating if needed) the ack log at `path`; a torn tail is dropped."""
+                 fsync_interval_ms: int = 1000, compact_bytes: int = 1 << 20,
+                 files: FileCache | None = None):
+        """Open (creating if needed) the ack log at `path`; a torn tail is dropped.
+        `files`: the descriptor cache (default: the process's)."""
         self.path = os.fspath(path)
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self.compact_bytes = compact_bytes
@@ -175,12 +180,17 @@ class AckLog:
         self._done = OffsetRuns()
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._retired_fds: list[int] = []  # replaced by compaction; closed by the next sync
+        self._closed = False
         self.truncated_bytes = self._recover()
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        if self._policy.mode != "never":
-            os.fsync(self._fd)  # what a killed process left in the page cache
-        self._size = os.fstat(self._fd).st_size
+        self._file = (files or process_cache()).handle(
+            self.path, os.O_WRONLY | os.O_APPEND, durable=self._policy.mode != "never")
+        try:
+            if self._policy.mode != "never":
+                self._file.fsync()  # what a killed process left in the page cache
+            self._size = os.stat(self.path).st_size
+        except BaseException:
+            self._file.discard()
+            raise
         self._compacted_size = self._size
         self.written = 0   # entries appended since open
         self.durable = 0   # ... of which known to be on disk
@@ -328,12 +338,15 @@ class AckLog:
             self._compact_locked()
 
     def _append(self, entry: bytes) -> None:
+        f = self._file
+        fd = f.fd()
+        f.written()
         try:
-            write_all(self._fd, entry)
+            write_all(fd, entry)
         except OSError:
             # never leave half an entry (ENOSPC) in front of later good ones: recovery would
             # cut the file there and lose every ack recorded after it
-            os.ftruncate(self._fd, self._size)
+            os.ftruncate(fd, self._size)
             raise
         self._size += len(entry)
         self.written += 1
@@ -349,14 +362,14 @@ class AckLog:
     def _compact_locked(self) -> None:
         runs = [piece for a, b in zip(self._done.starts, self._done.ends) for piece in _split(a, b)]
         data = file_header(MAGIC_ACKLOG) + _entry(KIND_SNAPSHOT, runs, floor=self.floor)
+        old = os.stat(self.path)
         try:
             write_file_atomically(self.path, data)
         finally:
-            if not os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+            if not os.path.samestat(old, os.stat(self.path)):
                 # renamed into place (even if the directory fsync then failed): append there,
-                # not to the replaced file
-                self._retired_fds.append(self._fd)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                # not to the replaced file, whose entries the snapshot holds (no fsync owed)
+                self._file.reset()
                 self._size = self._compacted_size = len(data)
         self.durable = self.written   # the snapshot holds all of it, fsynced
 
@@ -364,39 +377,44 @@ class AckLog:
         """Fsync per policy ("always": every call; "interval": when due or forced)."""
         with self._sync_lock:
             with self._lock:
-                if self._fd is None or not self._policy.due(force):
+                if self._closed or not self._policy.due(force):
                     return
-                fd, written = self._fd, self.written
-            os.fsync(fd)
+                fd, written = self._file.take_for_sync(), self.written
+            if fd is not None:      # None: nothing owed (or fsynced when it was closed)
+                try:
+                    os.fsync(fd)
+                except BaseException:
+                    self._file.synced(ok=False)
+                    raise
+                self._file.synced()
             with self._lock:
                 self._policy.done()
                 self.durable = max(self.durable, written)
-                retired, self._retired_fds = self._retired_fds, []
-                for old in retired:
-                    os.close(old)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._fd is None:
+        if self._closed:
             raise LogClosedError(f"ack log {self.path} is closed")
 
     def close(self) -> None:
         """Sync per policy, then close the file."""
         with self._sync_lock:
-            if self._fd is None:
+            if self._closed:
                 return
         self.sync(force=True)
-        self._release()
+        self._release(fsync=True)
 
-    def _release(self) -> None:
+    def _release(self, fsync: bool) -> None:
         with self._sync_lock, self._lock:
-            for fd in self._retired_fds + ([self._fd] if self._fd is not None else []):
-                os.close(fd)
-            self._retired_fds, self._fd = [], None
+            self._closed = True
+            if fsync:
+                self._file.close()
+            else:
+                self._file.discard()
 
     def _simulate_crash(self) -> None:
         """Tests only: drop the descriptor as kill -9 would (written bytes stay)."""
-        self._release()
+        self._release(fsync=False)
 
     def __enter__(self) -> "AckLog":
         return self

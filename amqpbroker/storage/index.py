@@ -37,8 +37,11 @@ import struct
 from array import array
 from bisect import bisect_left, bisect_right
 
+from .filecache import CachedFile, FileCache
 from .fileformat import (HEADER_SIZE, MAGIC_INDEX, MAGIC_TIMEINDEX, file_header, header_ok,
                          write_all, write_file_atomically)
+
+APPEND_FLAGS = os.O_WRONLY | os.O_APPEND
 
 
 class _SparseIndex:
@@ -48,12 +51,13 @@ class _SparseIndex:
     VALUE_TYPE: str
     STRICT_KEYS = True
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, files: FileCache, durable: bool):
         self.path = path
         self.keys = array(self.KEY_TYPE)
         self.values = array(self.VALUE_TYPE)
-        self._fd: int | None = None
-        self.unsynced = False  # written since the last take_unsynced_fd()
+        self.files = files
+        self.durable = durable             # appends owe an fsync
+        self._file: CachedFile | None = None   # the append handle while the segment is active
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -100,40 +104,42 @@ class _SparseIndex:
         write_file_atomically(self.path, self.to_bytes())
 
     def create(self) -> None:
-        """Start a new, empty index file and keep it open for appends (no fsync: the log's
-        next sync covers it, and recovery rebuilds it if the crash came first)."""
+        """Start a new, empty index file and keep it for appends (no fsync: the log's next
+        sync covers it, and recovery rebuilds it if the crash came first)."""
         self.close()
         self.clear()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        write_all(self._fd, file_header(self.MAGIC))
-        self.unsynced = True
+        self._file = self.files.create(self.path, APPEND_FLAGS, self.durable,
+                                       file_header(self.MAGIC))
 
     def open_for_append(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        if self._file is None:
+            self._file = self.files.handle(self.path, APPEND_FLAGS, self.durable)
 
     @property
-    def fd(self) -> int | None:
-        return self._fd
+    def file(self) -> CachedFile | None:
+        """The append handle (None unless open for append)."""
+        return self._file
 
     def append(self, key: int, value: int) -> None:
         self.keys.append(key)
         self.values.append(value)
-        if self._fd is not None:
-            write_all(self._fd, self.ENTRY.pack(key, value))
-            self.unsynced = True
-
-    def take_unsynced_fd(self) -> int | None:
-        """The descriptor if written since the last call (the caller will fsync it), else None."""
-        if self._fd is None or not self.unsynced:
-            return None
-        self.unsynced = False
-        return self._fd
+        f = self._file
+        if f is not None:
+            fd = f.fd()
+            f.written()
+            write_all(fd, self.ENTRY.pack(key, value))
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Stop appending: close the handle (fsynced first if an fsync is owed)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def discard(self) -> None:
+        """Stop appending without the owed fsync (the file is deleted, or a test crashes)."""
+        if self._file is not None:
+            self._file.discard()
+            self._file = None
 
 
 class OffsetIndex(_SparseIndex):

@@ -16,8 +16,13 @@ before fsyncing. The broker appends many batches on the event-loop thread, runs 
 a worker thread, then confirms everything below the returned offset. Locking:
   * `_lock` guards all in-memory state and every descriptor open/close; held by append, read,
     retention and the two short bookkeeping phases of sync, never across an fsync;
-  * `_sync_lock` serialises sync()/close(), so a descriptor being fsynced is never closed:
-    rolled segments keep their write descriptors until a sync has fsynced them.
+  * `_sync_lock` serialises sync()/close(); rolled segments keep their write handles until
+    a sync has fsynced them.
+Descriptors live in a FileCache (filecache.py; by default the process's), which closes the
+least recently used when the process holds its limit: a handle written since its last fsync
+is fsynced before it is closed, and sync() pins what it fsyncs, so neither a closed nor a
+reused descriptor number is ever fsynced in place of the file that owes it. sync() fsyncs
+only the handles that owe it; a handle that was closed since owes nothing.
 Policies: "always" fsyncs on every sync(); "interval" only when `fsync_interval_ms` has passed
 since the last fsync (or `sync(force=True)`); "never" never fsyncs and `durable_offset` is
 simply the end offset (data reaches the page cache, which survives kill -9 but not power loss).
@@ -37,10 +42,10 @@ import shutil
 import threading
 import time
 from bisect import bisect_right
-from collections import OrderedDict
 from typing import Callable
 
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
+from .filecache import FileCache, process_cache
 from .fileformat import FsyncPolicy, fsync_dir
 from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch_parts, record_size
 from .recovery import RecoveryReport, recover_partition
@@ -54,14 +59,15 @@ class PartitionLog:
     def __init__(self, directory: str | os.PathLike, *, segment_bytes: int = 64 * 1024 * 1024,
                  segment_ms: int = 7 * 24 * 3600 * 1000, fsync: str = "always",
                  fsync_interval_ms: int = 1000, index_interval_bytes: int = 4096,
-                 max_open_readers: int = 8,
-                 gap_settled: Callable[[int, int], bool] | None = None):
+                 gap_settled: Callable[[int, int], bool] | None = None,
+                 files: FileCache | None = None):
         """Open (creating if needed) and recover the partition stored in `directory`.
-        `gap_settled`: see recover_partition."""
+        `gap_settled`: see recover_partition. `files`: the descriptor cache (default: the
+        process's)."""
         if not 0 < segment_bytes <= MAX_SEGMENT_BYTES:
             raise ValueError(f"segment_bytes must be in 1..{MAX_SEGMENT_BYTES}")
-        if segment_ms <= 0 or index_interval_bytes <= 0 or max_open_readers <= 0:
-            raise ValueError("segment_ms, index_interval_bytes and max_open_readers must be > 0")
+        if segment_ms <= 0 or index_interval_bytes <= 0:
+            raise ValueError("segment_ms and index_interval_bytes must be > 0")
         self.directory = os.fspath(directory)
         self.segment_bytes = segment_bytes
         self.segment_ms = segment_ms
@@ -69,20 +75,24 @@ class PartitionLog:
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._max_open_readers = max_open_readers
-        self._readers: OrderedDict[int, Segment] = OrderedDict()  # closed segments, LRU
+        self._files = files or process_cache()
         self._unsynced: list[Segment] = []  # rolled segments whose writes await an fsync
         self._dir_dirty = False
         self._closed = False
-        segments, self.recovery = recover_partition(self.directory, index_interval_bytes,
-                                                    gap_settled)
+        segments, self.recovery = recover_partition(
+            self.directory, index_interval_bytes, gap_settled, files=self._files,
+            durable=self._policy.mode != "never")
         self.recovery: RecoveryReport
         self._segments: list[Segment] = segments
         self._bases = [s.base_offset for s in segments]
         self._active.open_for_append()
         if self._policy.mode != "never":
-            for fd in self._active.write_fds():  # what a killed process left in the page cache
-                os.fsync(fd)
+            try:
+                for f in self._active.write_files():  # what a killed process left in the page
+                    f.fsync()                         # cache
+            except BaseException:
+                self._release_descriptors(fsync=False)
+                raise
         self.durable_offset = self.end_offset
 
     # -- offsets ---------------------------------------------------------------------------------
@@ -150,7 +160,8 @@ class PartitionLog:
             old.close_writer()
         else:
             self._unsynced.append(old)
-        new = Segment.create(self.directory, old.next_offset, self.index_interval_bytes)
+        new = Segment.create(self.directory, old.next_offset, self.index_interval_bytes,
+                             self._files, self._policy.mode != "never")
         new.open_for_append()
         self._segments.append(new)
         self._bases.append(new.base_offset)
@@ -168,12 +179,22 @@ class PartitionLog:
                 return self.durable_offset
             target = self.end_offset
             segments = self._unsynced + [self._active]
-            fds = [fd for seg in segments for fd in seg.take_unsynced_fds()]
+            taken = [pair for seg in segments for pair in seg.take_unsynced()]
             dir_dirty, self._dir_dirty = self._dir_dirty, False
-        for fd in fds:  # releases the GIL; append() keeps running on the other thread
-            _fsync(fd)
-        if dir_dirty:
-            fsync_dir(self.directory)
+        done = 0
+        try:
+            for _, fd in taken:  # releases the GIL; append() keeps running on the other thread
+                _fsync(fd)
+                done += 1
+            if dir_dirty:
+                fsync_dir(self.directory)
+        except BaseException:
+            with self._lock:
+                self._dir_dirty = self._dir_dirty or dir_dirty
+            raise
+        finally:
+            for i, (f, _) in enumerate(taken):
+                f.synced(ok=i < done)
         with self._lock:
             self._policy.done()
             for seg in segments[:-1]:
@@ -235,8 +256,7 @@ class PartitionLog:
     def _batches_from(self, seg: Segment, offset: int, min_ts: int | None = None):
         """Decoded batches of `seg` that hold offsets >= `offset` (lock held)."""
         pos, expected = seg.position_for(offset)
-        fd = self._reader_fd(seg)
-        for _, h, batch in seg.iter_batches(pos, seg.size, fd):
+        for _, h, batch in seg.iter_batches(pos, seg.size):
             if h.base_offset != expected:
                 raise CorruptRecordError(f"{seg.log_path}: batch at offset {h.base_offset} where "
                                          f"the index promised {expected}")
@@ -248,18 +268,6 @@ class PartitionLog:
             yield h, decode_records(batch)
         if expected != seg.next_offset:
             raise CorruptRecordError(f"{seg.log_path}: unreadable batch at offset {expected}")
-
-    def _reader_fd(self, seg: Segment) -> int:
-        """A descriptor to pread `seg` with: its write descriptor while it has one, else a
-        read-only one kept in a small LRU of closed segments."""
-        if not seg.write_fds():
-            if seg.base_offset in self._readers:
-                self._readers.move_to_end(seg.base_offset)
-            else:
-                self._readers[seg.base_offset] = seg
-                while len(self._readers) > self._max_open_readers:
-                    self._readers.popitem(last=False)[1].close_reader()
-        return seg.read_fd()
 
     # -- deleting --------------------------------------------------------------------------------
     def enforce_retention(self, max_age_ms: int | None = None, max_bytes: int | None = None,
@@ -308,10 +316,7 @@ class PartitionLog:
     def _delete_segment_at(self, i: int) -> int:
         seg = self._segments.pop(i)
         self._bases.pop(i)
-        self._readers.pop(seg.base_offset, None)
-        seg.close_reader()
-        if seg not in self._unsynced:  # else sync() may be fsyncing it now; it closes it later
-            seg.close_writer()
+        seg.discard()   # a handle sync() is fsyncing now is closed when it is done
         seg.delete_files()
         self._dir_dirty = True
         return seg.record_count
@@ -327,25 +332,28 @@ class PartitionLog:
             if self._closed:
                 return
             self._sync_locked(force=True)
-            self._release_descriptors()
+            self._release_descriptors(fsync=True)
 
     def destroy(self) -> None:
         """Close and remove the partition's directory (the queue was deleted)."""
         self.close()
         shutil.rmtree(self.directory)
 
-    def _release_descriptors(self) -> None:
+    def _release_descriptors(self, fsync: bool) -> None:
+        """Close every handle; `fsync`: do the fsyncs still owed first (not on a crash)."""
         with self._lock:
             self._closed = True
             for seg in self._unsynced + self._segments:
-                seg.close()
+                if fsync:
+                    seg.close()
+                else:
+                    seg.discard()
             self._unsynced.clear()
-            self._readers.clear()
 
     def _simulate_crash(self) -> None:
         """Tests only: drop every descriptor the way kill -9 would. Whatever write() handed
         to the kernel stays; nothing is synced, sealed or flushed on the way out."""
-        self._release_descriptors()
+        self._release_descriptors(fsync=False)
 
     def __enter__(self) -> "PartitionLog":
         return self

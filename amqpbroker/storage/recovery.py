@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .filecache import FileCache
 from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, fsync_dir, header_ok
 from .record import BATCH_HEADER_SIZE, crc_ok, decode_header, header_plausible
 from .segment import Segment
@@ -63,12 +64,15 @@ class RecoveryReport:
 
 
 def recover_partition(directory: str, index_interval_bytes: int,
-                      gap_settled: Callable[[int, int], bool] | None = None,
+                      gap_settled: Callable[[int, int], bool] | None = None, *,
+                      files: FileCache, durable: bool,
                       ) -> tuple[list[Segment], RecoveryReport]:
     """Bring `directory` to a consistent state and return its segments (last = active).
 
     `gap_settled(first, end)`: True if the offsets [first, end) missing between two segments
-    were deleted on purpose (all settled); without it every gap is damage."""
+    were deleted on purpose (all settled); without it every gap is damage. `files` and
+    `durable` are the segments' (segment.py). Recovery reads and repairs through short-lived
+    descriptors of its own; the segments it returns hold none."""
     report = RecoveryReport()
     os.makedirs(directory, exist_ok=True)
     _finish_interrupted_operations(directory, report)
@@ -83,9 +87,9 @@ def recover_partition(directory: str, index_interval_bytes: int,
                 f"segment {base} does not start at {segments[-1].next_offset}, where the "
                 f"previous one ends, and the offsets between were not all settled: deleting "
                 f"it and every later segment")
-            _delete_segments(directory, bases[i:], index_interval_bytes, report)
+            _delete_segments(directory, bases[i:], index_interval_bytes, report, files)
             break
-        seg = Segment(directory, base, index_interval_bytes)
+        seg = Segment(directory, base, index_interval_bytes, files, durable)
         is_last = i == len(bases) - 1
         cut = _load_segment(seg, is_last, report)
         segments.append(seg)
@@ -93,10 +97,10 @@ def recover_partition(directory: str, index_interval_bytes: int,
             report.messages.append(
                 f"segment {base} was cut inside the log: deleting the {len(bases) - i - 1} "
                 f"later segment(s) to keep offsets contiguous")
-            _delete_segments(directory, bases[i + 1:], index_interval_bytes, report)
+            _delete_segments(directory, bases[i + 1:], index_interval_bytes, report, files)
             break
     if not segments:
-        segments.append(Segment.create(directory, 0, index_interval_bytes))
+        segments.append(Segment.create(directory, 0, index_interval_bytes, files, durable))
     if report.messages:
         fsync_dir(directory)
     level = logging.WARNING if report.data_cut else logging.INFO
@@ -228,9 +232,9 @@ def _rewrite_indexes_if_stale(seg: Segment, report: RecoveryReport) -> None:
 
 
 def _delete_segments(directory: str, bases: list[int], index_interval_bytes: int,
-                     report: RecoveryReport) -> None:
+                     report: RecoveryReport, files: FileCache) -> None:
     for base in bases:
-        seg = Segment(directory, base, index_interval_bytes)
+        seg = Segment(directory, base, index_interval_bytes, files, False)
         fd = os.open(seg.log_path, os.O_RDONLY)
         try:
             file_size = os.fstat(fd).st_size

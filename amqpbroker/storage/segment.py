@@ -9,10 +9,17 @@ file header (magic b"AQLG", schema version) followed by record batches back to b
 in record.py). The segment keeps in memory only its counters and its sparse index entries.
 
 Writes: one batch = one os.writev() of its parts on an O_APPEND descriptor; the index entries
-it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs the descriptors.
+it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs
+what `take_unsynced` hands it.
 
 Reads: os.pread() of just the bytes needed, starting at the offset index's floor entry and
 walking batch headers forward in chunks (`iter_batches`).
+
+Descriptors: every file is a `CachedFile` (filecache.py) of the process's cache, opened when
+used and closed when the cache needs the room: the writer (`O_RDWR | O_APPEND`) while the
+segment is active or its writes await an fsync, then a read-only handle; each index has an
+append handle while the segment is active. Nothing depends on a file position, so a closed
+handle reopens where it was.
 
 Crash states of `<base>.log` (what a kill -9 or power cut can leave):
   * a torn last batch (length/CRC do not match) or trailing zeros/garbage -> recovery cuts the
@@ -30,12 +37,14 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from .filecache import CachedFile, FileCache
 from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, write_all, writev_all
 from .index import OffsetIndex, TimeIndex
 from .record import BATCH_HEADER_SIZE, BatchHeader, decode_header, header_plausible
 
 READ_CHUNK = 64 * 1024
 MAX_REL_OFFSET = (1 << 32) - 1
+WRITE_FLAGS = os.O_RDWR | os.O_APPEND
 
 
 def segment_name(base_offset: int) -> str:
@@ -43,31 +52,34 @@ def segment_name(base_offset: int) -> str:
 
 
 class Segment:
-    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int):
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int,
+                 files: FileCache, durable: bool):
+        """`files`: the cache its descriptors live in; `durable`: its writes owe fsyncs
+        (the log's policy is not "never")."""
         self.directory = directory
         self.base_offset = base_offset
         stem = os.path.join(directory, segment_name(base_offset))
         self.log_path = stem + ".log"
-        self.offset_index = OffsetIndex(stem + ".index")
-        self.time_index = TimeIndex(stem + ".timeindex")
+        self.files = files
+        self.durable = durable
+        self.offset_index = OffsetIndex(stem + ".index", files, durable)
+        self.time_index = TimeIndex(stem + ".timeindex", files, durable)
         self.index_interval_bytes = index_interval_bytes
         self.size = HEADER_SIZE            # bytes of .log, header included
         self.next_offset = base_offset     # offset the next appended record gets
         self.first_timestamp = -1          # first record's timestamp (age-based roll); -1 empty
         self.max_timestamp = -1            # largest record timestamp; -1 when empty
         self._bytes_since_entry = 0
-        self._write_fd: int | None = None
-        self._read_fd: int | None = None
+        self._writer: CachedFile | None = None
+        self._reader: CachedFile | None = None
 
     # -- creation and state --------------------------------------------------------------------
     @classmethod
-    def create(cls, directory: str, base_offset: int, index_interval_bytes: int) -> "Segment":
-        seg = cls(directory, base_offset, index_interval_bytes)
-        fd = os.open(seg.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(fd, file_header(MAGIC_LOG))
-        finally:
-            os.close(fd)
+    def create(cls, directory: str, base_offset: int, index_interval_bytes: int,
+               files: FileCache, durable: bool) -> "Segment":
+        """New, empty files (truncating any); the writes owe an fsync to the next sync."""
+        seg = cls(directory, base_offset, index_interval_bytes, files, durable)
+        seg._writer = files.create(seg.log_path, WRITE_FLAGS, durable, file_header(MAGIC_LOG))
         seg.offset_index.create()
         seg.time_index.create()
         return seg
@@ -106,17 +118,20 @@ class Segment:
 
     # -- writing -------------------------------------------------------------------------------
     def open_for_append(self) -> None:
-        if self._write_fd is None:
-            self._write_fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+        """Make the segment writable (its handles open on first use)."""
+        if self._writer is None:
+            self._writer = self.files.handle(self.log_path, WRITE_FLAGS, self.durable)
         self.offset_index.open_for_append()
         self.time_index.open_for_append()
 
     def append(self, batch, h: BatchHeader) -> None:
         """Write one encoded batch, bytes or a list of parts (`encode_batch_parts`), with one
         write() / writev() call (no fsync)."""
-        fd = self._write_fd
-        assert fd is not None, "segment is not open for append"
+        writer = self._writer
+        assert writer is not None, "segment is not open for append"
+        fd = writer.pin()       # held across the index writes, which may open their files
         try:
+            writer.written()
             if type(batch) is list:
                 writev_all(fd, batch, h.size)
             else:
@@ -127,41 +142,47 @@ class Segment:
         except OSError:
             os.ftruncate(fd, self.size)  # never leave a half batch behind a live log
             raise
+        finally:
+            writer.unpin()
 
-    def take_unsynced_fds(self) -> list[int]:
-        """Descriptors the next fsync must cover: the log, and each index written since the
-        previous call (an fsync of an untouched index still costs a journal round trip)."""
-        fds = [self._write_fd] if self._write_fd is not None else []
-        for index in (self.offset_index, self.time_index):
-            fd = index.take_unsynced_fd()
-            if fd is not None:
-                fds.append(fd)
-        return fds
+    def take_unsynced(self) -> list[tuple[CachedFile, int]]:
+        """(handle, descriptor) of each file the next fsync must cover — the log and indexes
+        written since they were last fsynced — pinned and marked clean. The caller fsyncs
+        each descriptor, then calls the handle's `synced`."""
+        taken = []
+        for f in (self._writer, self.offset_index.file, self.time_index.file):
+            if f is not None:
+                fd = f.take_for_sync()
+                if fd is not None:
+                    taken.append((f, fd))
+        return taken
 
-    def write_fds(self) -> list[int]:
-        """Descriptors an fsync must cover (log first, then indexes)."""
-        fds = [self._write_fd, self.offset_index.fd, self.time_index.fd]
-        return [fd for fd in fds if fd is not None]
+    def write_files(self) -> list[CachedFile]:
+        """The handles of a writable segment (log first, then indexes); [] once closed."""
+        files = [self._writer, self.offset_index.file, self.time_index.file]
+        return [f for f in files if f is not None]
 
     def close_writer(self) -> None:
-        if self._write_fd is not None:
-            os.close(self._write_fd)
-            self._write_fd = None
+        """The segment is written for good: close its write handles (fsynced first if
+        owed); reads go through a read-only handle from now on."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.offset_index.close()
         self.time_index.close()
 
     # -- reading -------------------------------------------------------------------------------
-    def read_fd(self) -> int:
-        if self._write_fd is not None:
-            return self._write_fd
-        if self._read_fd is None:
-            self._read_fd = os.open(self.log_path, os.O_RDONLY)
-        return self._read_fd
+    def log_file(self) -> CachedFile:
+        """The handle reads go through: the writer while there is one, else a read-only one."""
+        if self._writer is not None:
+            return self._writer
+        if self._reader is None:
+            self._reader = self.files.handle(self.log_path, os.O_RDONLY)
+        return self._reader
 
     def close_reader(self) -> None:
-        if self._read_fd is not None:
-            os.close(self._read_fd)
-            self._read_fd = None
+        if self._reader is not None:
+            self._reader.close()
 
     def position_for(self, offset: int) -> tuple[int, int]:
         """(position, offset of the batch there) to start scanning for `offset`."""
@@ -178,7 +199,14 @@ class Segment:
         is implausible or that runs past `end`; callers compare the last position reached with
         `end` to tell a clean end from a bad one. CRCs are the caller's business.
         """
-        fd = self.read_fd() if fd is None else fd
+        if fd is None:
+            f = self.log_file()
+            fd = f.pin()        # the caller may open other files between two batches
+            try:
+                yield from self.iter_batches(pos, end, fd)
+            finally:
+                f.unpin()
+            return
         end = self.size if end is None else end
         buf = b""
         buf_pos = pos  # file position of buf[0]
@@ -204,6 +232,16 @@ class Segment:
     def close(self) -> None:
         self.close_writer()
         self.close_reader()
+
+    def discard(self) -> None:
+        """Drop every descriptor without the fsyncs owed (the files are being deleted, or a
+        test simulates a crash)."""
+        for f in (self._writer, self._reader):
+            if f is not None:
+                f.discard()
+        self._writer = None
+        self.offset_index.discard()
+        self.time_index.discard()
 
     def paths(self) -> list[str]:
         return [self.log_path, self.offset_index.path, self.time_index.path]

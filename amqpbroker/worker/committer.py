@@ -14,6 +14,15 @@ A publish that needs durability records ``committer.open_gen`` — the generatio
 round to start — because the round that starts next will include its queue. Only one round is
 in flight; marks during it go to the next one.
 
+Open files. A queue's files are handles of the process's file cache (storage/filecache.py),
+which closes the least recently used when it is full, fsyncing first a handle whose writes
+are not yet fsynced — on the event loop, where it blocks everything. A round that wrote more
+queues than the cache holds before its fsync would do just that, queue after queue. So a
+round goes in *steps* of at most ``limit // FILES_PER_QUEUE`` queues: write a step, fsync it
+in the thread, back on the loop ``after_sync`` its queues, then the next step; the round's
+generation is done (confirms go out) after its last step. With the default limit (half of
+RLIMIT_NOFILE) a round is one step unless thousands of queues are dirty at once.
+
 A failed write or fsync (disk full, read-only data dir) raises the disk alarm: publishers are
 blocked (``connection.blocked``), nothing pending is dropped, and the round is retried every
 second until it succeeds; then the alarm clears.
@@ -23,7 +32,13 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from ..storage.filecache import process_cache
+
 log = logging.getLogger("amqpbroker.commit")
+
+# descriptors one queue's flush can leave owing an fsync: log and ack log, the two indexes,
+# and across a segment roll the new segment's three
+FILES_PER_QUEUE = 8
 
 
 class Committer:
@@ -31,10 +46,11 @@ class Committer:
         self.broker = broker
         self.dirty: dict = {}
         self.open_gen = 1
-        self.in_flight = False
+        self.in_flight = False          # a round is under way (from its first step to its end)
         self._scheduled = False
         self._retry = None
         self.listeners: set = set()
+        self._files = process_cache()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsync")
 
     def mark(self, queue) -> None:
@@ -42,6 +58,11 @@ class Committer:
         if not self._scheduled and not self.in_flight and self._retry is None:
             self._scheduled = True
             self.broker.loop.call_soon(self._round)
+
+    @property
+    def step_size(self) -> int:
+        """Queues written per fsync step: as many as the file cache holds the files of."""
+        return max(1, self._files.limit // FILES_PER_QUEUE)
 
     def _round(self) -> None:
         self._scheduled = False
@@ -51,20 +72,29 @@ class Committer:
         self.dirty.clear()
         gen = self.open_gen
         self.open_gen += 1
-        try:
-            for q in queues:
-                if not q.deleted:
-                    q.flush()
-        except OSError as exc:
-            self._failed(queues, gen, exc)
-            return
-        durable = [q for q in queues if q.durable and not q.deleted]
-        if not durable:
-            self._complete(gen, queues)
-            return
         self.in_flight = True
-        fut = self.broker.loop.run_in_executor(self._executor, self._sync, durable)
-        fut.add_done_callback(lambda f: self._synced(f, gen, queues))
+        self._step(gen, queues, 0)
+
+    def _step(self, gen, queues, start) -> None:
+        """Write queues[start:start + step_size], fsync the durable ones in the thread; the
+        next step, or the end of the round, follows."""
+        while start < len(queues):
+            step = queues[start:start + self.step_size]
+            try:
+                for q in step:
+                    if not q.deleted:
+                        q.flush()
+            except OSError as exc:
+                self._failed(queues[start:], exc)
+                return
+            durable = [q for q in step if q.durable and not q.deleted]
+            if durable:
+                fut = self.broker.loop.run_in_executor(self._executor, self._sync, durable)
+                fut.add_done_callback(lambda f: self._synced(f, gen, queues, start, step))
+                return
+            self._after_sync(step)          # nothing to fsync: straight to the next step
+            start += len(step)
+        self._complete(gen)
 
     @staticmethod
     def _sync(queues) -> None:
@@ -72,18 +102,18 @@ class Committer:
             if not q.deleted:
                 q.sync()
 
-    def _synced(self, fut, gen, queues) -> None:
-        self.in_flight = False
+    def _synced(self, fut, gen, queues, start, step) -> None:
         exc = fut.exception()
         if exc is not None:
-            self._failed(queues, gen, exc)
+            self._failed(queues[start:], exc)
             return
-        self._complete(gen, queues)
-        if self.dirty and not self._scheduled:
-            self._scheduled = True
-            self.broker.loop.call_soon(self._round)
+        self._after_sync(step)
+        self._step(gen, queues, start + len(step))
 
-    def _failed(self, queues, gen, exc) -> None:
+    def _failed(self, queues, exc) -> None:
+        """Write or fsync failed: what this round had not done yet goes back to ``dirty``
+        (its generation completes with the retry's)."""
+        self.in_flight = False
         log.error("writing to the data directory failed: %s; publishers blocked until it "
                   "succeeds", exc)
         for q in queues:
@@ -95,13 +125,20 @@ class Committer:
         self._retry = None
         self._round()
 
-    def _complete(self, gen, queues) -> None:
-        if "disk" in self.broker.alarms.active and self._retry is None:
-            self.broker.alarms.clear("disk")
+    @staticmethod
+    def _after_sync(queues) -> None:
         for q in queues:
             q.after_sync()
+
+    def _complete(self, gen) -> None:
+        self.in_flight = False
+        if "disk" in self.broker.alarms.active and self._retry is None:
+            self.broker.alarms.clear("disk")
         for listener in list(self.listeners):
             listener.on_commit(gen)
+        if self.dirty and not self._scheduled:
+            self._scheduled = True
+            self.broker.loop.call_soon(self._round)
 
     def drain(self) -> None:
         """Shutdown: write and fsync everything pending, synchronously."""

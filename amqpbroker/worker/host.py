@@ -19,6 +19,7 @@ from collections import deque
 
 from .. import contract as c
 from .. import errors
+from ..storage import filecache
 from ..storage.fileformat import remove_directory
 from .committer import Committer
 from .queue import Queue
@@ -75,6 +76,7 @@ class PartitionHost:
     def __init__(self, config, loop):
         self.config = config
         self.loop = loop
+        filecache.configure(config.open_files_limit)    # the queues' files of this process
         self.cache_used = 0
         self.queues: dict[int, Queue] = {}
         self.down: dict[int, tuple[c.Open, str]] = {}    # qid -> (its open, why it failed)

@@ -25,6 +25,10 @@ cached bodies over the budget and deletes segments (event-loop thread). ``read``
 cached body at once, durable or not (a consumer may get a message before its fsync, as from
 RabbitMQ; the publisher's confirm still waits for it); from disk it reads only below the log's
 durable offset and returns None above it (evicted under "interval" before its fsync came).
+The log's and the ack log's files are handles of the process's file cache
+(storage/filecache.py): a store holds descriptors only while the cache has room, and a file
+closed between ``flush`` and ``sync`` was fsynced as it was closed, so ``sync`` still makes
+everything flushed durable.
 
 Deleting settled segments
 -------------------------

@@ -7,10 +7,12 @@
   bindings with arguments, vhosts, users with tags, permissions, persistent messages. Transient
   exchanges, non-durable and exclusive queues, and bindings to them, do not come back.
   An HTTP import restores the same way, but skips ``amq.*`` names as RabbitMQ's import does.
-* A queue whose files cannot be opened at start (here: a real low RLIMIT_NOFILE) stays defined
-  and keeps its files; the node either starts without it (``state: "down"``, declares refused
-  with 404) or refuses to start; the next normal start has every message. The same holds
-  when a restarted worker cannot open a queue, or a stored argument fails today's checks.
+* Under a real low RLIMIT_NOFILE the node starts with every queue (the file cache bounds the
+  open files). A queue whose files cannot be opened at start (here: its ack log is a
+  directory) stays defined and keeps its files; the node starts without it (``state:
+  "down"``, declares refused with 404); the next start that can open it has every message.
+  The same holds when a restarted worker cannot open a queue, or a stored argument fails
+  today's checks.
 * A start removes only the directories a delete recorded; any other is kept.
 * Queue directories: two (vhost, name) pairs never share one, and directories named the old
   way (``sha1(vhost NUL name)``) are renamed at start.
@@ -335,66 +337,76 @@ def queue_dirs(data) -> set[str]:
     return set(os.listdir(data / "queues"))
 
 
+def dir_of(data, body: bytes) -> str:
+    """The directory of the queue whose first segment holds ``body``."""
+    return next(d for d in queue_dirs(data)
+                if body in (data / "queues" / d / "00000000000000000000.log").read_bytes())
+
+
 @pytest.mark.parametrize("layout", [[], ["--workers", "1"]], ids=["one-process", "workers"])
 def test_queues_that_cannot_open_stay_defined_and_keep_their_messages(tmp_path, layout):
-    """Under an open-files limit too low for every queue (a real RLIMIT_NOFILE on the broker
-    and its workers), the node starts with the queues it could not open down, or refuses to
-    start; either way the next normal start has every queue and every message."""
+    """Under an open-files limit far below what every queue's files take (a real
+    RLIMIT_NOFILE of 256 on the broker and its workers; 145 queues use 4 files each) the node
+    starts with every queue open: its file cache keeps at most half the limit open (it used to
+    leave queues down, or not start at all). A queue whose files cannot be opened (here its
+    ack log was replaced by a directory: EISDIR) starts down, stays defined and keeps its
+    files; either way the next start has every queue and every message."""
     data = tmp_path / "data"
     b = BrokerProcess(data, *layout, management=True).start()
     try:
         fill(b)
     finally:
         assert b.stop() == 0
-    dirs = queue_dirs(data)
-    assert len(dirs) == QUEUES
+    assert len(queue_dirs(data)) == QUEUES
+    broken = {name: data / "queues" / dir_of(data, f"m{name[1:]}".encode()) / "acks.log"
+              for name in ("q007", "q100")}
+    for acks in broken.values():
+        acks.rename(acks.with_suffix(".aside"))
+        acks.mkdir()
 
     limited = BrokerProcess(data, *layout, management=True,
                             command=["prlimit", "--nofile=256:256",
                                      *child.command("amqpbroker")])
-    deleted = None
+    limited.start()
     try:
-        try:
-            limited.start()
-        except RuntimeError:
-            # refused to start: allowed when the supervisor itself ran out (one process)
-            assert not layout, "".join(limited.output)
-            assert "cannot start: [Errno 24] Too many open files" in "".join(limited.output)
-        else:
-            assert layout, "one process: expected to run out of descriptors for its listener"
-            queues = {q["name"]: q for q in api(limited, "GET", "queues/%2F")[1]}
-            assert len(queues) == QUEUES
-            down = sorted(n for n, q in queues.items() if q["state"] == "down")
-            assert 0 < len(down) < QUEUES
-            assert all(q["state"] == "running" for n, q in queues.items() if n not in down)
-            assert len(api(limited, "GET", "definitions")[1]["queues"]) == QUEUES
-            conn = connect(limited)
-            for passive in (False, True):
-                with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
-                    conn.channel().queue_declare(down[0], durable=True, passive=passive)
-                assert exc.value.reply_code == 404
-                assert exc.value.reply_text == (
-                    f"NOT_FOUND - queue '{down[0]}' in vhost '/' has crashed and failed to "
-                    f"restart: Too many open files")
+        queues = {q["name"]: q for q in api(limited, "GET", "queues/%2F")[1]}
+        assert len(queues) == QUEUES
+        down = sorted(n for n, q in queues.items() if q["state"] == "down")
+        assert down == sorted(broken)
+        assert all(q["state"] == "running" and q["messages"] == 1
+                   for n, q in queues.items() if n not in down)
+        assert len(api(limited, "GET", "definitions")[1]["queues"]) == QUEUES
+        conn = connect(limited)
+        for passive in (False, True):
             with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
-                conn.channel().basic_get(down[0])
+                conn.channel().queue_declare(down[0], durable=True, passive=passive)
             assert exc.value.reply_code == 404
-            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
-                conn.channel().basic_consume(down[0], lambda *a: None)
-            assert exc.value.reply_code == 404
-            ch = conn.channel()
-            ch.confirm_delivery()
-            with pytest.raises(pika.exceptions.NackError):    # not stored: never confirmed
-                ch.basic_publish("", down[0], b"refused", PERSISTENT)
-            # deleting a down queue deletes its files, as RabbitMQ deletes a crashed queue
-            deleted = down[-1]
-            assert ch.queue_delete(deleted).method.message_count == 0
-            conn.close()
-            log = "".join(limited.output)
-            assert f"queue '{down[0]}' in vhost '/' is down" in log
+            assert exc.value.reply_text == (
+                f"NOT_FOUND - queue '{down[0]}' in vhost '/' has crashed and failed to "
+                f"restart: Is a directory")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+            conn.channel().basic_get(down[0])
+        assert exc.value.reply_code == 404
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+            conn.channel().basic_consume(down[0], lambda *a: None)
+        assert exc.value.reply_code == 404
+        ch = conn.channel()
+        ch.confirm_delivery()
+        with pytest.raises(pika.exceptions.NackError):    # not stored: never confirmed
+            ch.basic_publish("", down[0], b"refused", PERSISTENT)
+        # deleting a down queue deletes its files, as RabbitMQ deletes a crashed queue
+        deleted = down[-1]
+        assert ch.queue_delete(deleted).method.message_count == 0
+        conn.close()
+        log = "".join(limited.output)
+        assert f"queue '{down[0]}' in vhost '/' is down" in log
+        assert "Too many open files" not in log
     finally:
         limited.stop()
     assert "Traceback" not in "".join(limited.output)
+    kept = broken[down[0]]
+    kept.rmdir()
+    kept.with_suffix(".aside").rename(kept)
 
     b.start()
     try:

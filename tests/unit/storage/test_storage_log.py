@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from amqpbroker.storage import LogClosedError, OffsetOutOfRange, PartitionLog, Record
+from amqpbroker.storage.filecache import FileCache
 
 
 def rec(i: int, ts: int | None = None, size: int = 10) -> Record:
@@ -235,7 +236,7 @@ def test_sync_in_a_worker_thread_while_appending(make_log):
 
 
 def test_read_descriptor_cache_is_bounded(make_log, tmp_path):
-    log = make_log(segment_bytes=200, max_open_readers=2)
+    log = make_log(segment_bytes=200, files=FileCache(limit=3))
     for i in range(30):
         log.append([rec(i)])
     for i in range(30):
@@ -243,6 +244,8 @@ def test_read_descriptor_cache_is_bounded(make_log, tmp_path):
     fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
            if os.path.exists(f"/proc/self/fd/{fd}")]
     assert sum(1 for p in fds if p.startswith(str(tmp_path)) and p.endswith(".log")) <= 3
+    assert sum(1 for p in fds if p.startswith(str(tmp_path))) <= 3     # indexes included
+    assert [o for o, _ in log.read(0, max_records=100)] == list(range(30))
 
 
 def test_destroy_removes_the_directory(tmp_path):
