@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import pika
 import pytest
-from pamqp import commands as C
 from pamqp import frame as pframe
 from pamqp import header as pheader
 
