@@ -184,7 +184,7 @@ def test_a_header_table_that_does_not_decode_is_a_frame_error(broker, raw, chann
     r.publish("", "fz.bad-table", headers_props(b"\x01kZ\x00"), b"x")   # 'Z': no such type
     close = r.expect(C.Connection.Close)
     assert close.reply_code == 501, close.reply_text
-    assert "cannot decode content header properties" in close.reply_text
+    assert "cannot decode content header" in close.reply_text
 
 
 def test_bcc_is_dropped_and_every_other_header_keeps_its_bytes(broker, raw, channel):
@@ -259,7 +259,8 @@ def test_a_headers_binding_with_a_bad_x_match_is_406(broker, channel):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
         channel.queue_bind(queue, "amq.headers", arguments={"x-match": 5})
     assert err.value.reply_code == 406
-    assert "Invalid x-match field type long (value 5); expected longstr" in str(err.value)
+    # pika sends 5 as a signed int, named as RabbitMQ names it (interop/test_amqp_input.py)
+    assert "Invalid x-match field type signedint (value 5); expected longstr" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- management
