@@ -23,7 +23,6 @@ import shutil
 import uuid
 
 from .. import contract as c
-from .. import errors
 from ..frontend.admission import Admission
 from ..frontend.broker import Broker
 from ..frontend.session import session_json
@@ -34,6 +33,10 @@ from .metadata import LocalMetadata, snapshot
 from .tally import LocalCounts, Tally
 
 log = logging.getLogger("amqpbroker.broker")
+
+# a management call asks every front-end at once and waits at most this long for each, so a
+# front-end that is restarting or stalled does not hang the API
+CHILD_ANSWER_TIMEOUT = 2.0
 
 
 class MetadataOwner(Broker):
@@ -207,12 +210,12 @@ class MetadataOwner(Broker):
     async def connection_list(self, local_sessions=()) -> list[dict]:
         """Every AMQP connection: this process's, and each front-end's."""
         out = [session_json(s) for s in local_sessions]
-        for fe in self.frontends:
-            if fe.control is not None:
-                try:
-                    out.extend(await fe.control.request(c.Connections))
-                except errors.AMQPError:
-                    pass                        # it is restarting
+        asked = [fe.control.request(c.Connections) for fe in self.frontends
+                 if fe.control is not None]
+        for answer in await asyncio.gather(*(asyncio.wait_for(a, CHILD_ANSWER_TIMEOUT)
+                                             for a in asked), return_exceptions=True):
+            if isinstance(answer, list):
+                out.extend(answer)              # else it is restarting, or too busy to say
         return out
 
     async def open_all(self) -> None:
