@@ -19,44 +19,8 @@ from amqpbroker.frontend.session import Session
 from amqpbroker.links.local import LocalLink
 from amqpbroker.supervisor.owner import MetadataOwner
 from amqpbroker.testing.feeder import frames
+from amqpbroker.testing.inprocess import Transport
 from amqpbroker.worker.host import PartitionHost
-
-
-class Transport(asyncio.Transport):
-    """Collects what the session writes; the peer is on loopback."""
-
-    def __init__(self):
-        super().__init__()
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data):
-        self.out += data
-
-    def writelines(self, chunks):
-        for c in chunks:
-            self.out += c
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def get_write_buffer_size(self):
-        return 0
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
-
-    def is_closing(self):
-        return self.closed
-
-    def close(self):
-        self.closed = True
 
 
 class Client:
