@@ -8,13 +8,12 @@ never reported; ``tests/property/test_topic_matching.py`` bounds the matcher's w
 """
 from __future__ import annotations
 
-import time
 import uuid
 
 import pika
 import pytest
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import BrokerProcess, leaks
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +84,11 @@ def test_dead_letter_cycle_is_dropped_and_logged(broker, ch):
                                    "x-dead-letter-routing-key": a})
     ch.basic_publish("", a, b"round")
     warning = f"Dead-letter queues cycle detected in vhost '/': ['{a}', '{b}', '{a}']"
-    wait_for(lambda: any(warning in line for line in broker.output))
+    leaks.wait_until(lambda: any(warning in line for line in broker.output),
+                     what="the cycle's warning")
     # logged when dropped: the one message is in neither queue
     assert [ch.queue_declare(q, passive=True).method.message_count for q in (a, b)] == [0, 0]
     ch.queue_delete(a)
     ch.queue_delete(b)
     assert broker.api("overview")["node"]
 
-
-def wait_for(cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.01)
