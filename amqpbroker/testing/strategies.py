@@ -77,6 +77,17 @@ SCALARS = hs.one_of(
 )
 
 
+def same_value(a, b) -> bool:
+    """Equal as AMQP values, and of the same Python type (NaN equals NaN)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
 def table(entries) -> tuple[bytes, dict]:
     """('F' + the table's wire bytes, its value) from (key, (wire, value)) pairs; a repeated
     key is left out."""

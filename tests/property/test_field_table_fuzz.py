@@ -15,7 +15,6 @@ dropped, a direct reply-to address, dead-letter headers). Invariants, h11's amon
 """
 from __future__ import annotations
 
-import math
 import struct
 
 from hypothesis import given
@@ -36,15 +35,7 @@ def _string(text: str):
     return b"S" + _longstr(text.encode()), text
 
 
-def same(a, b) -> bool:
-    """Equal as AMQP values, and of the same Python type (NaN equals NaN)."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+same = S.same_value
 
 
 def decoded_fields(props: C.Basic.Properties) -> dict:
