@@ -14,7 +14,7 @@ import urllib.request
 import aio_pika
 import pika
 import pytest
-from pika.exceptions import ChannelClosedByBroker
+from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
 from amqpbroker.partitioner import partition_of
 from amqpbroker.testing import BrokerProcess
@@ -314,3 +314,18 @@ async def test_aio_pika_publishes_and_consumes_per_partition(topic_broker, uniq)
         await exchange.delete()
     wait_until(lambda: not any(qu["name"].startswith(name)
                                for qu in topic_broker.api("queues")))
+
+
+def test_a_partition_deleted_by_hand_routes_nowhere(topic_broker, ch, topic):
+    name = topic(3)
+    key = next(f"k{i}" for i in range(100) if partition_of(f"k{i}".encode(), 3) == 1)
+    other = next(f"k{i}" for i in range(100) if partition_of(f"k{i}".encode(), 3) == 0)
+    ch.queue_delete(f"{name}-1")
+    ch.confirm_delivery()
+    with pytest.raises(UnroutableError) as e:
+        ch.basic_publish(name, key, b"lost", mandatory=True)
+    [returned] = e.value.messages
+    assert (returned.method.reply_code, returned.method.reply_text, returned.body) == \
+        (312, "NO_ROUTE", b"lost")
+    ch.basic_publish(name, other, b"kept", mandatory=True)
+    assert ch.queue_declare(f"{name}-0", passive=True).method.message_count == 1
