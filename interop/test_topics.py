@@ -329,3 +329,11 @@ def test_a_partition_deleted_by_hand_routes_nowhere(topic_broker, ch, topic):
         (312, "NO_ROUTE", b"lost")
     ch.basic_publish(name, other, b"kept", mandatory=True)
     assert ch.queue_declare(f"{name}-0", passive=True).method.message_count == 1
+
+
+def test_queues_named_like_partitions_but_not_ones_are_plain_queues(ch, topic):
+    name = topic(2)
+    for qname in (f"{name}-²", f"{name}-01", f"{name}-2", f"{name}-x"):
+        ch.queue_declare(qname, exclusive=True)
+        ch.basic_publish("", qname, b"m")
+        assert ch.queue_declare(qname, passive=True).method.message_count == 1

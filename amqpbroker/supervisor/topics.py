@@ -32,6 +32,7 @@ name hashes to, so a topic of W partitions uses every worker once (``owner.place
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from .. import errors
@@ -70,7 +71,7 @@ def queue_arguments(arguments: dict) -> dict:
 class Topics:
     def __init__(self, owner):
         self.owner = owner
-        self._locks: dict[tuple, asyncio.Lock] = {}
+        self._locks: dict[tuple, list] = {}    # (vhost, topic) -> [lock, users]
         self._pending: dict[tuple, int] = {}   # (vhost, topic) -> partitions being made
 
     # ------------------------------------------------------------ placement
@@ -78,7 +79,8 @@ class Topics:
         """The worker of queue ``name`` if it is a partition of a topic (existing or being
         made), else None."""
         topic, sep, index = name.rpartition("-")
-        if not sep or not index.isdigit() or (index != "0" and index.startswith("0")):
+        if not sep or not (index.isascii() and index.isdigit()) \
+                or (index != "0" and index.startswith("0")):
             return None
         n = self._pending.get((vhost.name, topic))
         if n is None:
@@ -127,7 +129,7 @@ class Topics:
         for key, got, cur in (
                 ("x-partitions", arguments.get("x-partitions"), ex.arguments.get("x-partitions")),
                 ("x-partition-type", partition_type(arguments), partition_type(ex.arguments))):
-            if got != cur:
+            if got != cur or isinstance(got, bool) != isinstance(cur, bool):
                 if got is not None and cur is not None:
                     shown = f"'{_plain(got)}' but current is '{_plain(cur)}'"
                 else:
@@ -136,8 +138,22 @@ class Topics:
                     f"inequivalent arg '{key}' for exchange '{ex.name}' in vhost '{vh.name}': "
                     f"received {shown}", 40, 10)
 
-    def _lock(self, vh, name: str) -> asyncio.Lock:
-        return self._locks.setdefault((vh.name, name), asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _changing(self, vh, name: str):
+        """One change to topic ``name`` at a time; the lock lives while someone holds or
+        waits for it."""
+        key = (vh.name, name)
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[key]
 
     # ------------------------------------------------------------ declare
     async def declare(self, vh, name: str, *, passive: bool, durable: bool, auto_delete: bool,
@@ -149,7 +165,7 @@ class Topics:
             vh.declare_exchange(name, TYPE, passive=True)
             return
         vh.check_exchange_declare(name, TYPE, False)
-        async with self._lock(vh, name):
+        async with self._changing(vh, name):
             existing = vh.exchanges.get(name)
             if existing is not None:
                 if isinstance(existing, PartitionedExchange):
@@ -174,7 +190,7 @@ class Topics:
     async def grow(self, vh, name: str, n: int) -> None:
         """Raise a topic's partition count to ``n`` (PUT /api/topics): partitions
         ``NAME-old`` ... ``NAME-(n-1)`` are made; keys move (see the README)."""
-        async with self._lock(vh, name):
+        async with self._changing(vh, name):
             ex = vh.exchanges.get(name)
             if not isinstance(ex, PartitionedExchange):
                 raise errors.NotFound(f"no topic '{name}' in vhost '{vh.name}'", 40, 10)
@@ -258,7 +274,10 @@ class Topics:
         messages and all. ``if_unused``: refused while the topic has bindings other than
         its partitions'."""
         vh.check_exchange_delete(name)
-        async with self._lock(vh, name):
+        if not isinstance(vh.exchanges.get(name), PartitionedExchange):
+            vh.delete_exchange(name, if_unused)
+            return
+        async with self._changing(vh, name):
             ex = vh.exchanges.get(name)
             if not isinstance(ex, PartitionedExchange):
                 vh.delete_exchange(name, if_unused)
