@@ -398,12 +398,12 @@ class PartitionedExchange(Exchange):
     type = "x-partitioned"
     PARTITION_KEY = "x-partition-key"
     MAX_PARTITIONS = 1000   # RabbitMQ's default max_super_stream_partitions
-    CACHE_KEYS = 10000      # routing keys whose partition is remembered
+    CACHE_KEYS = 10000      # keys whose partition is remembered
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self._by_key: dict[str, dict] = {}      # binding key -> {destination: bindings}
-        self._cache: dict[str, int] = {}        # routing key -> partition, for self._cached_n
+        self._cache: dict = {}                  # key (str or bytes) -> partition, for _cached_n
         self._cached_n = 0
         self._next = 0                          # the next keyless message's partition
 
@@ -426,19 +426,23 @@ class PartitionedExchange(Exchange):
         if not n:
             return None
         if headers and self.PARTITION_KEY in headers:
-            return partition_of(key_bytes(headers[self.PARTITION_KEY]), n)
-        if not routing_key:
+            key = headers[self.PARTITION_KEY]
+            if not isinstance(key, (str, bytes)):
+                return partition_of(key_bytes(key), n)
+        elif routing_key:
+            key = routing_key
+        else:
             i = self._next % n
             self._next = i + 1
             return i
         if n != self._cached_n:
             self._cache, self._cached_n = {}, n
-        i = self._cache.get(routing_key)
-        if i is None:
-            i = partition_of(routing_key.encode(), n)
+        i = self._cache.get(key)
+        if i is None:                   # murmur2 in Python: ~10 us a key, so remembered
+            i = partition_of(key_bytes(key), n)
             if len(self._cache) >= self.CACHE_KEYS:
                 self._cache.clear()
-            self._cache[routing_key] = i
+            self._cache[key] = i
         return i
 
     def route(self, routing_key, headers):
