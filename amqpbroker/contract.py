@@ -304,8 +304,11 @@ FrontendReady = message(50, "frontend_ready", ("index", "u32"))
 # supervisor -> worker
 LinkFrontend = message(51, "link_frontend", ("name", "str"))
 UnlinkFrontend = message(52, "unlink_frontend", ("name", "str"))
+# supervisor -> front-end: metadata ops that make one change (a topic's exchange, partitions
+# and bindings), applied together so no publish is routed in between
+ApplyOps = message(57, "apply_ops", ("ops", "any"))
 
-TO_FRONTEND = (Snapshot, ApplyOp, LinkWorker, HostLost, Serve, Shutdown, Connections,
+TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
                CloseConnection, Sync, ReplyTo, Alarm)
 TO_WORKER = (LinkFrontend, UnlinkFrontend)
 

@@ -18,6 +18,7 @@ from pamqp import commands as C
 from .. import errors
 from .confirms import Confirms
 from .consumer import Consumer
+from .exchange import PartitionedExchange
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
@@ -452,12 +453,26 @@ class Channel:
             if m.exchange not in self.session.vhost.exchanges:
                 self._check_reference(m.arguments, "alternate-exchange", "exchange", m.exchange,
                                       40, 10)
+                if m.exchange_type == PartitionedExchange.type:
+                    self._check_topic(m.exchange, (m.arguments or {}).get("x-partitions"))
         await self.broker.metadata.declare_exchange(
             vhost=self.session.vhost.name, name=m.exchange, type=m.exchange_type,
             passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
             internal=m.internal, arguments=m.arguments)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
+
+    def _check_topic(self, name: str, partitions) -> None:
+        """A topic makes and binds its partitions: as RabbitMQ's super-stream creation,
+        read on the exchange, configure and write on each partition queue (a bad count is
+        the supervisor's 406)."""
+        if isinstance(partitions, bool) or not isinstance(partitions, int) \
+                or not 0 < partitions <= PartitionedExchange.MAX_PARTITIONS:
+            return
+        self._check("read", "exchange", name, 40, 10)
+        for i in range(partitions):
+            self._check("configure", "queue", f"{name}-{i}", 40, 10)
+            self._check("write", "queue", f"{name}-{i}", 40, 10)
 
     async def exchange_delete(self, m) -> None:
         self.session.vhost.check_exchange_delete(m.exchange)
