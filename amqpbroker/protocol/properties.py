@@ -262,9 +262,16 @@ def _shortstr(text: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
+class Long(int):
+    """An integer written as a signed 64-bit field ('l'), whatever its size: RabbitMQ's type
+    for the ``x-stream-offset`` header of stream deliveries."""
+
+
 def _value(v) -> bytes:
     """A field value as the broker writes one: pamqp's encoding, except that a float is a
     double (no precision lost) and bytes (a longstr that was not UTF-8) stay a longstr."""
+    if type(v) is Long:
+        return b"l" + struct.pack(">q", v)
     if isinstance(v, bytes):
         return b"S" + _U32.pack(len(v)) + v
     if isinstance(v, float):
