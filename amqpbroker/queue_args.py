@@ -301,7 +301,8 @@ def parse_stream_offset(value, now_ms: int) -> tuple:
         return ("offset", value)
     # RabbitMQ passes these on to osiris, which fails the consumer with 541 INTERNAL_ERROR;
     # we refuse them as an invalid argument
-    raise ValueError(f"{{invalid_stream_offset_arg,{{{amqp_type(value)},{value!r}}}}}")
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)
+    raise ValueError(f"{{invalid_stream_offset_arg,{{{amqp_type(value)},{shown}}}}}")
 
 
 class StreamFilter:
