@@ -255,8 +255,7 @@ class Channel:
             consumer.unacked += 1
         properties = record.properties
         if consumer.queue.is_stream:        # RabbitMQ's header on every stream delivery
-            properties = props_mod.rewrite(properties, set_headers={
-                "x-stream-offset": props_mod.Long(offset)})
+            properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
             record.routing_key.encode(), properties, record.body,
