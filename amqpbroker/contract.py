@@ -249,8 +249,9 @@ Open = message(1, "open", ("qid", "u32"), ("vhost", "str"), ("name", "str"),
                ("directory", "str"), request=True)
 Pub = message(2, "pub", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
               ("record", "record"))
+# Sub.arguments: the consumer's x-arguments (x-priority, x-stream-offset, x-stream-filter, ...)
 Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
-              ("exclusive", "bool"), ("priority", "any"), ("credit", "u32"), request=True)
+              ("exclusive", "bool"), ("arguments", "any"), ("credit", "u32"), request=True)
 Unsub = message(4, "unsub", ("cid", "u32"), request=True)
 Credit = message(5, "credit", ("grants", "grants"))
 Ack = message(6, "ack", ("qid", "u32"), ("seq", "u64"), ("offsets", "u64s"))

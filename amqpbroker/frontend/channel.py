@@ -22,7 +22,7 @@ from .exchange import PartitionedExchange
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
-from ..queue_args import MAX_EXPIRY, amqp_type
+from ..queue_args import MAX_EXPIRY, amqp_type, check_stream_consume
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
@@ -254,9 +254,12 @@ class Channel:
             q = consumer.queue
             self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
+        properties = record.properties
+        if consumer.queue.is_stream:        # RabbitMQ's header on every stream delivery
+            properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
-            record.routing_key.encode(), record.properties, record.body,
+            record.routing_key.encode(), properties, record.body,
             session.conn.frame_max))
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
             if session.writable:
@@ -631,6 +634,10 @@ class Channel:
         name = self._queue_name(m.queue, 60, 20)
         self._check("read", "queue", name, 60, 20)
         q = session.vhost.get_queue(name, session.owner, 60, 20)
+        if q.is_stream:
+            check_stream_consume(name, session.vhost.name, args, prefetch=self.prefetch,
+                                 no_ack=m.no_ack, global_qos=bool(self.global_prefetch),
+                                 now_ms=now_ms())
         priority = args.get("x-priority", 0)
         # rabbit_amqqueue's consume_args validators, worded as RabbitMQ prints them
         if not isinstance(priority, int) or isinstance(priority, bool):
