@@ -3,7 +3,7 @@
 A topic is ours (RabbitMQ answers 503 "unknown exchange type"), so these tests start their own
 broker in each process layout — one process, and 2 workers + 2 front-ends — whatever
 ``AMQP_URL`` says. Partitions are classic queues here (``x-partition-type: classic``): the
-default, streams, is tested where streams are.
+default, streams, is tested at the end of this file and where streams are.
 """
 from __future__ import annotations
 
@@ -337,3 +337,44 @@ def test_queues_named_like_partitions_but_not_ones_are_plain_queues(ch, topic):
         ch.queue_declare(qname, exclusive=True)
         ch.basic_publish("", qname, b"m")
         assert ch.queue_declare(qname, passive=True).method.message_count == 1
+
+
+# ------------------------------------------------------------------ the default: stream partitions
+def test_by_default_partitions_are_streams_read_from_any_offset(topic_broker, ch, uniq):
+    """A topic declared with only ``x-partitions`` has stream partitions: keyed messages are
+    kept after they are read, in publish order per key, and every delivery names its offset."""
+    name = uniq("events")
+    ch.exchange_declare(name, exchange_type="x-partitioned", arguments={"x-partitions": 3})
+    try:
+        ch.confirm_delivery()
+        keys = ["alice", "bob", "carol", "dave"]
+        for i in range(40):
+            key = keys[i % 4]
+            ch.basic_publish(name, key, f"{key}:{i}".encode())
+        for i in range(3):
+            ok = ch.queue_declare(f"{name}-{i}", passive=True)
+            assert ok.method.message_count == sum(
+                10 for k in keys if partition_of(k.encode(), 3) == i)
+        exported = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{topic_broker.management_port}/api/queues/%2F/{name}-0",
+            headers={"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="})).read())
+        assert exported["type"] == "stream"
+
+        for read in range(2):                   # read twice: acks delete nothing from a stream
+            for i in range(3):
+                expected = [f"{k}:{n}" for n in range(40) for k in [keys[n % 4]]
+                            if partition_of(k.encode(), 3) == i]
+                got = []
+                ch.basic_qos(prefetch_count=100)
+                tag = ch.basic_consume(
+                    f"{name}-{i}", lambda c, m, p, b: (got.append((p.headers, b.decode())),
+                                                      c.basic_ack(m.delivery_tag)),
+                    arguments={"x-stream-offset": "first"})
+                wait_until(lambda: ch.connection.process_data_events(0.05) or
+                           len(got) >= len(expected), 10,
+                           message=f"partition {i}: {len(got)} of {len(expected)}")
+                ch.basic_cancel(tag)
+                assert [b for _, b in got] == expected
+                assert [h["x-stream-offset"] for h, _ in got] == list(range(len(expected)))
+    finally:
+        ch.exchange_delete(name)
