@@ -25,7 +25,7 @@ export function onLogout(f) { listeners.add(f); }
 export const seg = (s) => encodeURIComponent(s);
 
 async function send(method, path, body, authorization) {
-  const headers = { Authorization: authorization, Accept: "application/json" };
+  const headers = { Authorization: authorization };
   const init = { method, headers, credentials: "omit", cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";

@@ -63,7 +63,7 @@ export class LineChart {
       ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(right, y); ctx.stroke();
       const label = (max * i) / 4;
       ctx.textAlign = "right";
-      ctx.fillText(`${Number.isInteger(label) ? label : label.toFixed(1)}${this.unit}`, left - 4, y + 4);
+      ctx.fillText(`${+label.toFixed(3)}${this.unit}`, left - 4, y + 4);
     }
     ctx.textAlign = "left";
     ctx.fillText(`${Math.round(span / 1000)} s ago`, left, h - 5);
@@ -90,7 +90,7 @@ export class LineChart {
       swatch.style.background = COLORS[i % COLORS.length];
       const v = last[key];
       return el("span", { dataset: { series: key } }, swatch,
-        `${label}: ${typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(1)) + this.unit : "–"}`);
+        `${label}: ${typeof v === "number" ? +v.toFixed(2) + this.unit : "–"}`);
     }));
   }
 }

@@ -75,7 +75,7 @@ export function getForm(vhost, queue) {
       if (!r.data.length) return fill(out, el("p", { class: "ok" }, "Queue is empty."));
       fill(out, r.data.map((m, i) => el("div", { class: "message" },
         el("strong", {}, `Message ${i + 1}`),
-        props({ exchange: m.exchange, routing_key: m.routing_key, redelivered: m.redelivered,
+        props({ exchange: m.exchange || "(AMQP default)", routing_key: m.routing_key, redelivered: m.redelivered,
                 remaining: m.message_count, properties: m.properties,
                 payload_bytes: m.payload_bytes, encoding: m.payload_encoding }),
         el("pre", { class: "payload" }, m.payload))));
