@@ -220,7 +220,7 @@ def test_a_queue_shows_the_depth_a_pika_publisher_left(browser, broker):
         ch.queue_delete(name)
 
 
-def test_the_publish_form_delivers_to_a_pika_consumer(browser, broker):
+def test_the_publish_form_delivers_to_a_pika_consumer_and_get_shows_it(browser, broker):
     name = f"dash-publish-{uuid.uuid4().hex[:8]}"
     with amqp(broker) as conn:
         ch = conn.channel()
@@ -233,6 +233,11 @@ def test_the_publish_form_delivers_to_a_pika_consumer(browser, broker):
         submit(browser, "publish")
         if offers(broker, "POST", "/api/exchanges/%2F/amq.default/publish"):
             wait_text(browser, "#publish-result", r"^Message published\.$")
+            submit(browser, "get")              # "Nack, requeue": it stays for the consumer
+            if offers(broker, "POST", f"/api/queues/%2F/{name}/get"):
+                wait_text(browser, "#get-result pre.payload", r"^hello from the dashboard$")
+            else:
+                wait_text(browser, "#get-result .unavailable", r"Getting messages is not available")
             method, _, body = None, None, None
             for method, _, body in ch.consume(name, auto_ack=True, inactivity_timeout=WAIT):
                 break
@@ -241,9 +246,15 @@ def test_the_publish_form_delivers_to_a_pika_consumer(browser, broker):
         else:
             wait_text(browser, "#publish-result .unavailable", r"Publishing is not available")
             assert queue_depth(broker, name) == 0
+            submit(browser, "get")
+            if offers(broker, "POST", f"/api/queues/%2F/{name}/get"):
+                wait_text(browser, "#get-result", r"^Queue is empty\.$")
+            else:
+                wait_text(browser, "#get-result .unavailable", r"Getting messages is not available")
         assert_no_console_errors(browser, broker, absent={
             f"/api/queues/%2F/{name}/bindings": ("GET",),
-            "/api/exchanges/%2F/amq.default/publish": ("POST",)})
+            "/api/exchanges/%2F/amq.default/publish": ("POST",),
+            f"/api/queues/%2F/{name}/get": ("POST",)})
         ch.queue_delete(name)
 
 
