@@ -74,6 +74,8 @@ FLAGS = [
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amqpbroker", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("ctl", help="manage a running broker through its management API "
+                               "(amqpbroker ctl --help; ctl.py)")
     serve = sub.add_parser("serve", help="run the broker")
     defaults = Config()
     for name, typ, help_ in FLAGS:
@@ -86,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ctl"]:
+        from .ctl import main as ctl_main
+        return ctl_main(argv[1:])
     args = parser().parse_args(argv)
     if args.command == "serve":
         cfg = Config(**{name: getattr(args, name) for name, _, _ in FLAGS})

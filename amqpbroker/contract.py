@@ -249,8 +249,9 @@ Open = message(1, "open", ("qid", "u32"), ("vhost", "str"), ("name", "str"),
                ("directory", "str"), request=True)
 Pub = message(2, "pub", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
               ("record", "record"))
+# Sub.arguments: the consumer's x-arguments (x-priority, x-stream-offset, x-stream-filter, ...)
 Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
-              ("exclusive", "bool"), ("priority", "any"), ("credit", "u32"), request=True)
+              ("exclusive", "bool"), ("arguments", "any"), ("credit", "u32"), request=True)
 Unsub = message(4, "unsub", ("cid", "u32"), request=True)
 Credit = message(5, "credit", ("grants", "grants"))
 Ack = message(6, "ack", ("qid", "u32"), ("seq", "u64"), ("offsets", "u64s"))
@@ -304,8 +305,11 @@ FrontendReady = message(50, "frontend_ready", ("index", "u32"))
 # supervisor -> worker
 LinkFrontend = message(51, "link_frontend", ("name", "str"))
 UnlinkFrontend = message(52, "unlink_frontend", ("name", "str"))
+# supervisor -> front-end: metadata ops that make one change (a topic's exchange, partitions
+# and bindings), applied together so no publish is routed in between
+ApplyOps = message(57, "apply_ops", ("ops", "any"))
 
-TO_FRONTEND = (Snapshot, ApplyOp, LinkWorker, HostLost, Serve, Shutdown, Connections,
+TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
                CloseConnection, Sync, ReplyTo, Alarm)
 TO_WORKER = (LinkFrontend, UnlinkFrontend)
 

@@ -7,6 +7,10 @@ string), or None.
 """
 from __future__ import annotations
 
+import calendar
+import datetime
+import time
+
 from . import errors
 from .storage.fileformat import FSYNC_POLICIES
 
@@ -125,12 +129,27 @@ class QueueArgs:
                 50, 10)
 
         qtype = a.get("x-queue-type", "classic")      # RabbitMQ checks this one first
+        self.queue_type = qtype
         if qtype != "classic":
             if not isinstance(qtype, str):
                 refuse("x-queue-type", f"{{unacceptable_type,{amqp_type(qtype)}}}")
             if qtype not in ("quorum", "stream"):
                 refuse("x-queue-type", f"\"unsupported queue type '{qtype}'\"")
-            refuse("x-queue-type", "only 'classic' queues are supported by this broker")
+            if qtype == "stream":
+                self.stream = StreamArgs(queue_name, vhost, a)
+                self.message_ttl = self.expires = self.max_length = self.max_priority = None
+                self.dlx = self.dlrk = None
+                self.max_length_bytes = self.stream.max_length_bytes
+                self.overflow = "drop-head"
+                self.single_active = False
+                self.fsync = a.get("x-fsync", "always")
+                if self.fsync not in FSYNC_POLICIES:
+                    refuse("x-fsync", f"{{unacceptable_value,<<\"{self.fsync}\">>}} (expected "
+                                      f"always, interval or never)")
+                return
+            refuse("x-queue-type", "only 'classic' and 'stream' queues are supported by this "
+                                   "broker")
+        self.stream = None
         for key, check in VALIDATORS:
             if key in a:
                 reason = check(a[key], a)
@@ -151,3 +170,193 @@ class QueueArgs:
             refuse("x-fsync", f"{{unacceptable_value,<<\"{fsync}\">>}} (expected always, "
                               f"interval or never)")
         self.fsync = fsync
+
+
+# =================================================================== streams
+# RabbitMQ 3.13's checks for ``x-queue-type: stream`` (rabbit_amqqueue:check_declare_arguments
+# with rabbit_stream_queue:capabilities(), then rabbit_stream_queue:declare), and its
+# consumer-side ones (check_consume_arguments, rabbit_stream_queue:consume). Kept in this one
+# block: the stream worker (worker/stream.py) and the front-end's channel both use it.
+
+STREAM_TYPE = "rabbit_stream_queue"           # how RabbitMQ names the type in its texts
+MAX_STREAM_SEGMENT_BYTES = 3_000_000_000       # ?MAX_STREAM_MAX_SEGMENT_SIZE
+# every queue argument some other queue type knows and streams do not (3.13's capabilities:
+# classic + quorum queue_arguments minus the stream's): refused by key
+STREAM_REFUSED_ARGS = frozenset((
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+    "x-max-length", "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-version",
+    "x-single-active-consumer", "x-queue-master-locator", "x-dead-letter-strategy",
+    "x-max-in-memory-length", "x-max-in-memory-bytes", "x-quorum-initial-group-size",
+    "x-delivery-limit"))
+STREAM_REFUSED_CONSUMER_ARGS = ("x-priority", "x-cancel-on-ha-failover")
+MAX_AGE_UNITS_MS = {"Y": 365 * 86_400_000, "M": 30 * 86_400_000, "D": 86_400_000,
+                    "h": 3_600_000, "m": 60_000, "s": 1000}
+
+
+def parse_max_age(text) -> int | None:
+    """``<int><unit>`` (units Y M D h m s, the integer > 0) in milliseconds, as RabbitMQ's
+    check_max_age; None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    digits = len(text) - len(text.lstrip("0123456789"))
+    value, unit = text[:digits], text[digits:]
+    if not value or int(value) <= 0 or unit not in MAX_AGE_UNITS_MS:
+        return None
+    return int(value) * MAX_AGE_UNITS_MS[unit]
+
+
+def _max_age(v, args) -> str | None:
+    if not isinstance(v, str):
+        return f"{{unacceptable_type,{amqp_type(v)}}}"
+    return None if parse_max_age(v) is not None else "invalid_max_age"
+
+
+def _initial_cluster_size(v, args) -> str | None:
+    return _non_negative(v) or ("{value_zero,0}" if v == 0 else None)
+
+
+def _leader_locator(v, args) -> str | None:
+    if not isinstance(v, str):
+        return f"{{unacceptable_type,{amqp_type(v)}}}"
+    return None if v in ("client-local", "balanced") else \
+        f'"\'{v}\' is not a valid queue leader locator value"'
+
+
+STREAM_VALIDATORS = (          # RabbitMQ's declare_args() order, the stream's arguments only
+    ("x-max-length-bytes", lambda v, args: _non_negative(v)),
+    ("x-max-age", _max_age),
+    ("x-stream-max-segment-size-bytes", lambda v, args: _non_negative(v)),
+    ("x-initial-cluster-size", _initial_cluster_size),
+    ("x-queue-leader-locator", _leader_locator),
+)
+
+
+class StreamArgs:
+    """Validated arguments of a stream: retention and segment size."""
+
+    def __init__(self, queue_name: str, vhost: str, a: dict):
+        where = f"queue '{queue_name}' in vhost '{vhost}'"
+        for key, check in STREAM_VALIDATORS:
+            if key in a:
+                reason = check(a[key], a)
+                if reason is not None:
+                    raise errors.PreconditionFailed(
+                        f"invalid arg '{key}' for {where}: {reason}", 50, 10)
+        for key in a:                 # in the client's order, as RabbitMQ walks them
+            if key in STREAM_REFUSED_ARGS:
+                raise errors.PreconditionFailed(
+                    f"invalid arg '{key}' for {where} of queue type {STREAM_TYPE}", 50, 10)
+        self.max_age_ms = parse_max_age(a["x-max-age"]) if "x-max-age" in a else None
+        self.max_length_bytes = a.get("x-max-length-bytes")
+        self.segment_bytes = a.get("x-stream-max-segment-size-bytes")
+        self.initial_cluster_size = a.get("x-initial-cluster-size", 1)
+
+
+def check_stream_declare(queue_name: str, vhost: str, *, durable: bool, exclusive: bool,
+                         auto_delete: bool, arguments: dict) -> None:
+    """rabbit_stream_queue:declare's checks, after the arguments' (their order and texts)."""
+    where = f"queue '{queue_name}' in vhost '{vhost}'"
+    if auto_delete:
+        raise errors.PreconditionFailed(f"invalid property 'auto-delete' for {where}", 50, 10)
+    if exclusive:
+        raise errors.PreconditionFailed(f"invalid property 'exclusive-owner' for {where}",
+                                        50, 10)
+    if not durable:
+        raise errors.PreconditionFailed(f"invalid property 'non-durable' for {where}", 50, 10)
+    size = (arguments or {}).get("x-stream-max-segment-size-bytes")
+    if isinstance(size, int) and size > MAX_STREAM_SEGMENT_BYTES:
+        raise errors.PreconditionFailed(
+            "Exceeded max value for x-stream-max-segment-size-bytes", 50, 10)
+
+
+# ------------------------------------------------------------------- x-stream-offset
+# An offset spec, as the worker's cursor starts from it:
+#   ("first",) ("last",) ("next",) ("offset", n) ("timestamp", ms since the epoch)
+def parse_stream_offset(value, now_ms: int) -> tuple:
+    """The consumer argument ``x-stream-offset`` as an offset spec (RabbitMQ's
+    parse_offset_arg); ValueError with RabbitMQ's reason term if it is not one.
+
+    A string other than first/last/next is an interval back from now (``30m``, ``7D``); an
+    AMQP timestamp (seconds, a ``datetime`` once decoded) is a point in time; an integer is
+    an absolute offset (clamped to the log by the cursor)."""
+    if value is None:
+        return ("next",)
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode(errors="replace")
+    if isinstance(value, str):
+        if value in ("first", "last", "next"):
+            return (value,)
+        ms = parse_max_age(value)
+        if ms is None:
+            raise ValueError(f"{{invalid_stream_offset_arg,{{longstr,"
+                             f"{errors.erl_binary(value.encode())}}}}}")
+        return ("timestamp", now_ms - ms)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:                    # pamqp decodes 'T' as UTC
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return ("timestamp", int(value.timestamp()) * 1000)
+    if isinstance(value, time.struct_time):
+        return ("timestamp", calendar.timegm(value) * 1000)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("offset", value)
+    # RabbitMQ passes these on to osiris, which fails the consumer with 541 INTERNAL_ERROR;
+    # we refuse them as an invalid argument
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)
+    raise ValueError(f"{{invalid_stream_offset_arg,{{{amqp_type(value)},{shown}}}}}")
+
+
+class StreamFilter:
+    """``x-stream-filter`` (a string or an array of strings) and ``x-stream-match-unfiltered``
+    of a consumer, as RabbitMQ 3.13's filter_spec reads them; ``accepts`` decides for one
+    message by its ``x-stream-filter-value`` header (None: the message has none)."""
+    __slots__ = ("values", "match_unfiltered")
+
+    def __init__(self, values: frozenset, match_unfiltered: bool):
+        self.values = values
+        self.match_unfiltered = match_unfiltered
+
+    @classmethod
+    def from_arguments(cls, args: dict) -> "StreamFilter | None":
+        raw = args.get("x-stream-filter")
+        if isinstance(raw, (bytes, str)):
+            raw = [raw]
+        if not isinstance(raw, (list, tuple)):
+            return None                 # no filter: every message
+        values = frozenset(v.decode(errors="replace") if isinstance(v, bytes) else v
+                           for v in raw if isinstance(v, (str, bytes)))
+        match = args.get("x-stream-match-unfiltered")
+        return cls(values, match if isinstance(match, bool) else False)
+
+    def accepts(self, value) -> bool:
+        if value is None:
+            return self.match_unfiltered
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        return value in self.values
+
+
+def check_stream_consume(queue_name: str, vhost: str, arguments: dict, *, prefetch: int,
+                         no_ack: bool, global_qos: bool, now_ms: int) -> None:
+    """basic.consume on a stream, RabbitMQ 3.13's checks in its order: the consumer
+    arguments (x-stream-offset's value, then keys other queue types know), prefetch, no_ack,
+    global qos."""
+    where = f"queue '{queue_name}' in vhost '{vhost}'"
+    args = arguments or {}
+    if "x-stream-offset" in args:
+        try:
+            parse_stream_offset(args["x-stream-offset"], now_ms)
+        except ValueError as exc:
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-stream-offset' for {where}: {exc}", 60, 20) from None
+    for key in args:
+        if key in STREAM_REFUSED_CONSUMER_ARGS:
+            raise errors.PreconditionFailed(
+                f"invalid arg '{key}' for {where} of queue type {STREAM_TYPE}", 60, 20)
+    if not prefetch:
+        raise errors.PreconditionFailed(f"consumer prefetch count is not set for '{where}'",
+                                        60, 20)
+    if no_ack:
+        raise errors.NotImplemented_(
+            f"automatic acknowledgement not supported by stream queues {where}", 60, 20)
+    if global_qos:
+        raise errors.NotImplemented_(f"{where} does not support global qos", 60, 20)

@@ -18,10 +18,11 @@ from pamqp import commands as C
 from .. import errors
 from .confirms import Confirms
 from .consumer import Consumer
+from .exchange import PartitionedExchange
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
-from ..queue_args import MAX_EXPIRY, amqp_type
+from ..queue_args import MAX_EXPIRY, amqp_type, check_stream_consume
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
@@ -253,9 +254,12 @@ class Channel:
             q = consumer.queue
             self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
+        properties = record.properties
+        if consumer.queue.is_stream:        # RabbitMQ's header on every stream delivery
+            properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
-            record.routing_key.encode(), record.properties, record.body,
+            record.routing_key.encode(), properties, record.body,
             session.conn.frame_max))
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
             if session.writable:
@@ -452,12 +456,26 @@ class Channel:
             if m.exchange not in self.session.vhost.exchanges:
                 self._check_reference(m.arguments, "alternate-exchange", "exchange", m.exchange,
                                       40, 10)
+                if m.exchange_type == PartitionedExchange.type:
+                    self._check_topic(m.exchange, (m.arguments or {}).get("x-partitions"))
         await self.broker.metadata.declare_exchange(
             vhost=self.session.vhost.name, name=m.exchange, type=m.exchange_type,
             passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
             internal=m.internal, arguments=m.arguments)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
+
+    def _check_topic(self, name: str, partitions) -> None:
+        """A topic makes and binds its partitions: as RabbitMQ's super-stream creation,
+        read on the exchange, configure and write on each partition queue (a bad count is
+        the supervisor's 406)."""
+        if isinstance(partitions, bool) or not isinstance(partitions, int) \
+                or not 0 < partitions <= PartitionedExchange.MAX_PARTITIONS:
+            return
+        self._check("read", "exchange", name, 40, 10)
+        for i in range(partitions):
+            self._check("configure", "queue", f"{name}-{i}", 40, 10)
+            self._check("write", "queue", f"{name}-{i}", 40, 10)
 
     async def exchange_delete(self, m) -> None:
         self.session.vhost.check_exchange_delete(m.exchange)
@@ -616,6 +634,10 @@ class Channel:
         name = self._queue_name(m.queue, 60, 20)
         self._check("read", "queue", name, 60, 20)
         q = session.vhost.get_queue(name, session.owner, 60, 20)
+        if q.is_stream:
+            check_stream_consume(name, session.vhost.name, args, prefetch=self.prefetch,
+                                 no_ack=m.no_ack, global_qos=bool(self.global_prefetch),
+                                 now_ms=now_ms())
         priority = args.get("x-priority", 0)
         # rabbit_amqqueue's consume_args validators, worded as RabbitMQ prints them
         if not isinstance(priority, int) or isinstance(priority, bool):

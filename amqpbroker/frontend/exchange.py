@@ -23,9 +23,10 @@ binding length -- and the bindings that share a prefix share the work.
 from __future__ import annotations
 
 from .. import errors
+from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
-TYPES = ("direct", "fanout", "topic", "headers")
+TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned")
 
 
 def _args_key(arguments: dict | None):
@@ -383,8 +384,74 @@ class HeadersExchange(Exchange):
         return {dest for (dest, _, _), args in self.bindings.items() if headers_match(args, headers)}
 
 
+class PartitionedExchange(Exchange):
+    """A topic (``x-partitioned``): ``x-partitions`` partition queues ``NAME-0`` ...
+    bound with keys ``"0"`` ... (the supervisor makes them, ``supervisor/topics.py``).
+
+    A message goes to partition ``(murmur2(key) & 0x7fffffff) % x-partitions``
+    (``partitioner.py``, Kafka's default partitioner), the key being header
+    ``x-partition-key`` when present, else the routing key; that is the destination bound
+    with key ``str(partition)``. A message with neither (an empty routing key, no header)
+    goes round-robin over the partitions, counted per exchange in this process (so per
+    front-end process). Other bindings are kept, as a direct exchange keeps them, but only
+    the partition keys are ever routed to."""
+    type = "x-partitioned"
+    PARTITION_KEY = "x-partition-key"
+    MAX_PARTITIONS = 1000   # RabbitMQ's default max_super_stream_partitions
+    CACHE_KEYS = 10000      # keys whose partition is remembered
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._by_key: dict[str, dict] = {}      # binding key -> {destination: bindings}
+        self._cache: dict = {}                  # key (str or bytes) -> partition, for _cached_n
+        self._cached_n = 0
+        self._next = 0                          # the next keyless message's partition
+
+    @property
+    def partitions(self) -> int:
+        n = self.arguments.get("x-partitions")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+    def _added(self, destination, routing_key):
+        _incr(self._by_key.setdefault(routing_key, {}), destination)
+
+    def _removed(self, destination, routing_key):
+        dests = self._by_key[routing_key]
+        if _decr(dests, destination) and not dests:
+            del self._by_key[routing_key]
+
+    def partition(self, routing_key: str, headers: dict | None) -> int | None:
+        """The partition a message goes to, or None while the topic has none."""
+        n = self.partitions
+        if not n:
+            return None
+        if headers and self.PARTITION_KEY in headers:
+            key = headers[self.PARTITION_KEY]
+            if not isinstance(key, (str, bytes)):
+                return partition_of(key_bytes(key), n)
+        elif routing_key:
+            key = routing_key
+        else:
+            i = self._next % n
+            self._next = i + 1
+            return i
+        if n != self._cached_n:
+            self._cache, self._cached_n = {}, n
+        i = self._cache.get(key)
+        if i is None:                   # murmur2 in Python: ~10 us a key, so remembered
+            i = partition_of(key_bytes(key), n)
+            if len(self._cache) >= self.CACHE_KEYS:
+                self._cache.clear()
+            self._cache[key] = i
+        return i
+
+    def route(self, routing_key, headers):
+        i = self.partition(routing_key, headers)
+        return () if i is None else self._by_key.get(str(i), ())
+
+
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
-            "headers": HeadersExchange}
+            "headers": HeadersExchange, "x-partitioned": PartitionedExchange}
 
 
 def make_exchange(type_: str, name: str, durable: bool = True, auto_delete: bool = False,

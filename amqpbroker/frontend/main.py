@@ -65,6 +65,10 @@ class Frontend:
     def on_apply_op(self, m: c.ApplyOp) -> None:
         self.copy.apply(m.op)
 
+    def on_apply_ops(self, m: c.ApplyOps) -> None:
+        for op in m.ops:
+            self.copy.apply(op)
+
     def on_link_worker(self, m: c.LinkWorker) -> None:
         client = self.broker.partitions[m.worker]
 

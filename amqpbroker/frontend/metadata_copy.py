@@ -64,9 +64,14 @@ class MetadataCopy:
 
     def on_exchange_op(self, op: c.ExchangeOp) -> None:
         vh = self.broker.vhosts.get(op.vhost)
-        if vh is not None and op.name not in vh.exchanges:
+        if vh is None:
+            return
+        ex = vh.exchanges.get(op.name)
+        if ex is None:
             vh.exchanges[op.name] = make_exchange(op.type, op.name, op.durable,
                                                   op.auto_delete, op.internal, op.arguments)
+        elif ex.type == op.type:
+            ex.arguments = dict(op.arguments)   # a topic grew (its x-partitions)
 
     def on_exchange_deleted(self, op: c.ExchangeDeleted) -> None:
         vh = self.broker.vhosts.get(op.vhost)

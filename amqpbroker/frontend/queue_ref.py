@@ -17,7 +17,7 @@ import logging
 
 from .. import contract as c
 from .. import errors
-from ..queue_args import QueueArgs
+from ..queue_args import QueueArgs, check_stream_declare
 from .partition_client import HostGone
 
 log = logging.getLogger("amqpbroker.queue")
@@ -27,6 +27,10 @@ EQUIVALENT_ARGS = ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-b
                    "x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key",
                    "x-single-active-consumer", "x-max-priority", "x-queue-type", "x-queue-mode",
                    "x-queue-version", "x-queue-master-locator", "x-fsync")
+# a stream's: RabbitMQ 3.13's stream queue_arguments, and x-fsync
+STREAM_EQUIVALENT_ARGS = ("x-max-length-bytes", "x-queue-type", "x-max-age",
+                          "x-stream-max-segment-size-bytes", "x-initial-cluster-size",
+                          "x-queue-leader-locator", "x-fsync")
 
 
 class QueueRef:
@@ -47,6 +51,11 @@ class QueueRef:
                 raise
             # stored under older rules: kept as stored; its host refuses it the same way
             self.args = QueueArgs(name, vhost.name, {})
+        self.is_stream = self.args.stream is not None     # deliveries carry x-stream-offset
+        if self.is_stream and not self.existed:
+            check_stream_declare(name, vhost.name, durable=durable,
+                                 exclusive=exclusive_owner is not None,
+                                 auto_delete=auto_delete, arguments=arguments)
         self.arguments = dict(arguments or {})
         self.directory = directory
         self.client = client
@@ -121,7 +130,7 @@ class QueueRef:
         self.client.consumers[consumer.cid] = consumer
         return self.client.request(c.Sub, qid=self.qid, cid=consumer.cid, tag=consumer.tag,
                                    no_ack=consumer.no_ack, exclusive=consumer.exclusive,
-                                   priority=consumer.priority, credit=credit)
+                                   arguments=consumer.arguments, credit=credit)
 
     def unsubscribe(self, consumer, wait: bool = False):
         """Stop the consumer; with ``wait``, a future done once the host has (an auto-delete
@@ -161,7 +170,7 @@ class QueueRef:
             return "exclusive"
         if auto_delete != self.auto_delete:
             return "auto_delete"
-        for key in EQUIVALENT_ARGS:
+        for key in STREAM_EQUIVALENT_ARGS if self.is_stream else EQUIVALENT_ARGS:
             got, current = (arguments or {}).get(key), self.arguments.get(key)
             if got != current and not (key == "x-queue-type" and got in (None, "classic")
                                        and current in (None, "classic")):

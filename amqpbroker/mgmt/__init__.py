@@ -2,7 +2,7 @@
 
 Theory of operation. Every endpoint is one ``api.Route`` listed in the ``ROUTES`` of its
 resource module (``overview``, ``vhosts``, ``users``, ``permissions``, ``queues``,
-``exchanges``, ``connections``, ``definitions``, ``limits``). The server (``app.py``) runs
+``exchanges``, ``connections``, ``definitions``, ``limits``, ``topics``). The server (``app.py``) runs
 each request through the same steps, in RabbitMQ's order, before the handler sees it:
 
 1. authenticate: basic auth against the broker's users; ``guest`` (any ``loopback_users``)

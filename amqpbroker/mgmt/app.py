@@ -6,13 +6,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (access, connections, definitions, exchanges, limits, overview, permissions,
-               queues, users, vhosts)
+               queues, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions,
-             limits)
+             limits, topics)
 
 
 class ManagementServer:

@@ -115,6 +115,20 @@ class PartitionLog:
         """Base offset of the active segment (the one appended to, never deleted)."""
         return self._segments[-1].base_offset
 
+    def last_batch_offset(self) -> int | None:
+        """Base offset of the newest batch (None if the log is empty): a stream's ``last``."""
+        with self._lock:
+            self._check_open()
+            for seg in reversed(self._segments):
+                if seg.is_empty:
+                    continue
+                pos, _ = seg.position_for(seg.next_offset - 1)
+                last = None
+                for _, h, _ in seg.iter_batches(pos, seg.size):
+                    last = h.base_offset
+                return last
+            return None
+
     def segment_of(self, offset: int) -> tuple[int, int] | None:
         """(base offset, next offset) of the segment holding `offset`, None if none does."""
         with self._lock:

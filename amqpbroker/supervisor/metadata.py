@@ -21,6 +21,7 @@ import logging
 from .. import contract as c
 from .. import errors
 from ..frontend.vhost import PREDECLARED, VirtualHost
+from .topics import TYPE as TOPIC
 
 log = logging.getLogger("amqpbroker.metadata")
 
@@ -41,12 +42,17 @@ class LocalMetadata:
     # its fields as keywords
     async def declare_exchange(self, *, vhost, name, type, passive, durable, auto_delete,
                                internal, arguments):
-        self._vhost(vhost).declare_exchange(name, type, passive=passive, durable=durable,
-                                            auto_delete=auto_delete, internal=internal,
-                                            arguments=arguments)
+        vh = self._vhost(vhost)
+        if type == TOPIC and not passive:       # a topic and its partitions (topics.py)
+            await self.broker.topics.declare(vh, name, passive=passive, durable=durable,
+                                             auto_delete=auto_delete, internal=internal,
+                                             arguments=arguments)
+            return
+        vh.declare_exchange(name, type, passive=passive, durable=durable,
+                            auto_delete=auto_delete, internal=internal, arguments=arguments)
 
     async def delete_exchange(self, *, vhost, name, if_unused):
-        self._vhost(vhost).delete_exchange(name, if_unused)
+        await self.broker.topics.delete(self._vhost(vhost), name, if_unused)
 
     async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)

@@ -15,6 +15,7 @@ cannot be opened stays defined, down (``frontend/queue_ref.py``), with its files
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -31,6 +32,7 @@ from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
 from .metadata import LocalMetadata, snapshot
 from .tally import LocalCounts, Tally
+from .topics import Topics
 
 log = logging.getLogger("amqpbroker.broker")
 
@@ -49,6 +51,9 @@ class MetadataOwner(Broker):
         self.definitions = Definitions(self, os.path.join(self.data_dir, "definitions.json"))
         self.workers: list = []             # WorkerProcess per worker (none: in-process)
         self.frontends: list = []           # FrontendProcess per front-end
+        self.topics = Topics(self)          # partitioned exchanges and their partitions
+        self._batch: list | None = None     # ops of the change being made (one_change)
+        self._persist_owed = False
 
     # ------------------------------------------------------------ lifecycle
     def start(self, partitions=None) -> None:
@@ -147,11 +152,37 @@ class MetadataOwner(Broker):
     # ------------------------------------------------------------ hooks
     def changed(self, op) -> None:
         """Metadata changed here: tell every front-end (``metadata.py``)."""
+        if self._batch is not None:
+            self._batch.append(op)
+            return
         for fe in self.frontends:
             fe.notify(c.ApplyOp(op=op))
 
     def persist(self) -> None:
+        if self._batch is not None:
+            self._persist_owed = True
+            return
         self.definitions.save()
+
+    @contextlib.contextmanager
+    def one_change(self):
+        """The metadata changes made inside (without suspending) are one change: every
+        front-end gets their ops in one ``ApplyOps`` and applies them together, and the
+        definitions are saved once. Nested, it is part of the outer change."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch, self._persist_owed = [], False
+        try:
+            yield
+        finally:
+            ops, owed = self._batch, self._persist_owed
+            self._batch = None
+            if ops:
+                for fe in self.frontends:
+                    fe.notify(c.ApplyOps(ops=ops))
+            if owed:
+                self.definitions.save()
 
     def alarm_changed(self, name: str, detail) -> None:
         for fe in self.frontends:          # the node's alarms hold in every process
@@ -160,15 +191,16 @@ class MetadataOwner(Broker):
     def child_pids(self) -> list[int]:
         return [c.pid for c in (*self.workers, *self.frontends) if c.pid]
 
-    def drop_queue_of_deleted_vhost(self, vh: VirtualHost, q) -> None:
+    def drop_queue_of_deleted_vhost(self, vh: VirtualHost, q,
+                                    reason: str = "vhost deleted") -> None:
         if not q.durable:
-            vh.delete_queue(q)
+            vh.delete_queue(q, reason)
             return
         # the definitions forget the queue before its worker removes its files: a tombstone,
         # saved with them, says the files are owed a removal until the worker has done it
         tombstone = os.path.basename(q.directory)
         self.definitions.tombstones.add(tombstone)
-        vh.forget_queue(q, "vhost deleted")
+        vh.forget_queue(q, reason)
         if q.client.link is not None:       # else its worker is restarting: the next start
             done = q.client.request(c.Delete, qid=q.qid, if_unused=False, if_empty=False)
             done.add_done_callback(functools.partial(self._queue_files_removed, tombstone))
@@ -192,6 +224,12 @@ class MetadataOwner(Broker):
             await asyncio.gather(*others, return_exceptions=True)
 
     # ------------------------------------------------------------ placement
+    def place(self, vhost: VirtualHost, name: str):
+        """A topic's partitions go round the workers from the topic's own place
+        (``topics.py``); any other queue where its name hashes."""
+        worker = self.topics.partition_worker(vhost, name)
+        return super().place(vhost, name) if worker is None else self.partitions[worker]
+
     def queue_directory(self, vhost: VirtualHost, name: str, durable: bool) -> str:
         if not durable:
             return os.path.join(self.data_dir, "transient", uuid.uuid4().hex)

@@ -23,6 +23,7 @@ from ..storage import filecache
 from ..storage.fileformat import remove_directory
 from .committer import Committer
 from .queue import Queue
+from .stream import Stream, StreamSubscription, is_stream
 from .deadletter import dead_letter_record
 from .subscription import Subscription
 
@@ -176,8 +177,9 @@ class PartitionHost:
         if m.qid not in self.queues:
             existed = os.path.isdir(m.directory)
             try:
-                q = Queue(self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
-                          arguments=m.arguments, directory=m.directory, qid=m.qid)
+                kind = Stream if is_stream(m.arguments) else Queue
+                q = kind(self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
+                         arguments=m.arguments, directory=m.directory, qid=m.qid)
             except Exception as exc:    # the data directory refused, or a stored argument
                 raise self._open_failed(m, exc, existed) from None
             self.down.pop(m.qid, None)
@@ -216,7 +218,7 @@ class PartitionHost:
         if not q.publish(record, m.priority):
             if m.track:                  # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
-        elif record.flags & 1 and q.durable:
+        elif q.durable and (record.flags & 1 or type(q) is Stream):   # a stream keeps all
             self._wait_for_commit(state, q, seq)
         q.check_backlog()
 
@@ -232,8 +234,13 @@ class PartitionHost:
         if any(s.exclusive for s in q.consumers) or (m.exclusive and q.consumers):
             raise errors.AccessRefused(f"queue '{q.name}' in vhost '{q.vhost_name}' in "
                                        f"exclusive use", 60, 20)
-        sub = Subscription(state, q, m.cid, m.tag, no_ack=m.no_ack, exclusive=m.exclusive,
-                           priority=m.priority, credit=m.credit)
+        args = m.arguments or {}
+        if type(q) is Stream:
+            sub = StreamSubscription(state, q, m.cid, m.tag, no_ack=m.no_ack,
+                                     exclusive=m.exclusive, arguments=args, credit=m.credit)
+        else:
+            sub = Subscription(state, q, m.cid, m.tag, no_ack=m.no_ack, exclusive=m.exclusive,
+                               priority=args.get("x-priority", 0), credit=m.credit)
         state.subs[m.cid] = sub
         self._reply(state, m.req)
         q.add_consumer(sub)
@@ -304,7 +311,7 @@ class PartitionHost:
             raise errors.PreconditionFailed(f"{name} in use", 50, 40)
         if m.if_empty and q.ready_count:
             raise errors.PreconditionFailed(f"{name} not empty", 50, 40)
-        count = q.ready_count
+        count = 0 if type(q) is Stream else q.ready_count     # RabbitMQ: 0 for a stream
         self._destroy(q)
         self._reply(state, m.req, count)
 

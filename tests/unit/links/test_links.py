@@ -127,7 +127,7 @@ async def test_publish_confirm_consume_ack_over_each_link(kind, tmp_path):
         consumer = Consumer(client.new_cid(), channel)
         client.consumers[consumer.cid] = consumer
         await client.request(c.Sub, qid=1, cid=consumer.cid, tag="ctag", no_ack=False,
-                             exclusive=False, priority=0, credit=10)
+                             exclusive=False, arguments={}, credit=10)
         await channel.until(lambda: len(channel.deliveries) == 3)
         offsets = [d[0] for d in channel.deliveries]
         assert offsets == [0, 1, 2]

@@ -1,0 +1,401 @@
+"""A stream (``x-queue-type: stream``): an append-only partition read by cursors, as
+RabbitMQ's stream queues behave over AMQP 0-9-1.
+
+Theory of operation
+-------------------
+A stream is a ``PartitionLog`` (storage/log.py) and nothing else on disk: no ack log, no
+ready list. A message's offset in the log is its offset in the stream, the one every delivery
+carries in header ``x-stream-offset`` (the front-end adds the header when it builds
+basic.deliver: it knows the queue is a stream and ``Dlv`` has the offset, so the record
+crosses the link untouched). Nothing is deleted on ack; retention deletes whole closed
+segments from the front, by age (``x-max-age``: a segment goes once its newest message is
+older) and by size (``x-max-length-bytes``: the oldest go while the log is larger). It runs
+when a segment rolls and on a timer.
+
+Writes are group-committed like a classic queue's (committer.py): ``publish`` buffers the
+record and marks the stream dirty; the round's ``flush`` appends the buffered records as one
+batch (one ``writev``), ``sync`` fsyncs in the committer's thread, ``after_sync`` feeds the
+readers. Every publish to a stream waits for its round before it is confirmed, persistent or
+not: a stream keeps transient messages too (as RabbitMQ's does), so a confirm means durable.
+Readers see only what is durable (the log never returns records past ``durable_offset``), so
+no consumer ever sees a message a crash could take back.
+
+Readers: the ``Cursor``
+~~~~~~~~~~~~~~~~~~~~~~~
+Every reader of the stream is an object with a ``cursor`` (a ``Cursor``: the next offset to
+read, the credit left, an optional filter) and a ``deliver(stream, offset, record)`` method
+that spends one credit. ``dispatch`` feeds each reader from its cursor while it has credit:
+records a filter refuses are stepped over without spending credit. A cursor below the log's
+start (retention removed what it was about to read) moves up to the start; a cursor past the
+end simply waits there. Acks, nacks and rejects only return credit (the front-end grants it
+back, ``host.on_credit``); a stream never redelivers, and unacked deliveries of a closed
+channel are not "requeued" (RabbitMQ 3.13 does the same).
+
+For the next engineer (consumer groups): a group member's share of this partition is one
+more reader. Give it a ``Cursor`` starting at the group's committed offset (``resolve`` turns
+an ``x-stream-offset`` spec into an offset when there is no commit), add it with
+``add_consumer`` and take it out with ``remove_consumer``; its ``deliver`` may do what the
+group needs (record the delivered offset for the commit logic, add ``x-partition``). A
+revoked assignment is ``remove_consumer`` plus whatever grace the group gives the in-flight
+deliveries; the stream itself keeps no per-reader state beyond the cursor.
+
+``x-stream-offset`` (queue_args.parse_stream_offset): ``first`` is the log's start; ``next``
+(the default) the offset the next publish will get; ``last`` the first offset of the last
+batch written (our batches are a commit round's appends to this stream, the counterpart of
+RabbitMQ's chunks, so ``last`` delivers what RabbitMQ's does for the same publishes); an
+integer is clamped up to the start (and, past the end, waits for that offset to exist, as
+RabbitMQ's consumer skips everything below the offset it asked for); a timestamp or an
+interval (``30m``) is the first message stored at or after that time.
+
+Filtering (``x-stream-filter``, ``x-stream-match-unfiltered``; the publisher sets header
+``x-stream-filter-value``): RabbitMQ 3.13 filters whole chunks with a Bloom filter and
+leaves the exact filtering to the client. We filter each message exactly on the worker: a
+consumer gets only the messages that match, and never a false positive.
+"""
+from __future__ import annotations
+
+import logging
+
+from .. import errors
+from ..contract import Dlv
+from ..protocol import properties as props_mod
+from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
+from ..storage.errors import OffsetOutOfRange
+from ..storage.log import MAX_SEGMENT_BYTES, PartitionLog
+from ..storage.record import Record, now_ms, record_size
+
+log = logging.getLogger("amqpbroker.stream")
+
+FILTER_HEADER = "x-stream-filter-value"
+READ_RECORDS = 256               # records one reader is fed per turn before the others
+TAIL_BYTES = 4 << 20             # recent appends kept in memory for readers at the tail
+RETENTION_CHECK_MAX_S = 60.0     # retention runs at least this often when it is configured
+
+
+def is_stream(arguments) -> bool:
+    qtype = (arguments or {}).get("x-queue-type")
+    if isinstance(qtype, bytes):
+        qtype = qtype.decode(errors="replace")
+    return qtype == "stream"
+
+
+class Cursor:
+    """Where one reader of a stream is: the next offset to read, its credit, its filter."""
+    __slots__ = ("next_offset", "credit", "filter")
+
+    def __init__(self, next_offset: int, credit: int, filter: StreamFilter | None = None):
+        self.next_offset = next_offset
+        self.credit = credit
+        self.filter = filter
+
+    def __repr__(self) -> str:
+        return f"Cursor(next={self.next_offset}, credit={self.credit})"
+
+
+class StreamSubscription:
+    """A basic.consume on a stream: the host's view of the consumer (tag, link) and its
+    cursor. ``credit`` is the cursor's (the host grants to it)."""
+    __slots__ = ("state", "queue", "cid", "tag", "no_ack", "exclusive", "priority", "cursor")
+
+    def __init__(self, state, stream: "Stream", cid: int, tag: str, *, no_ack: bool,
+                 exclusive: bool, arguments: dict, credit: int):
+        self.state = state
+        self.queue = stream
+        self.cid = cid
+        self.tag = tag
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.priority = 0
+        spec = parse_stream_offset(arguments.get("x-stream-offset"), now_ms())
+        self.cursor = Cursor(stream.resolve(spec), credit, StreamFilter.from_arguments(arguments))
+
+    @property
+    def credit(self) -> int:
+        return self.cursor.credit
+
+    @credit.setter
+    def credit(self, n: int) -> None:
+        self.cursor.credit = n
+
+    def deliver(self, stream, offset: int, record) -> None:
+        self.cursor.credit -= 1
+        self.state.emit(Dlv(cid=self.cid, qid=stream.qid, offset=offset, redelivered=False,
+                            record=record))
+
+    def __repr__(self) -> str:
+        return f"<StreamSubscription {self.tag} on {self.queue.name} at {self.cursor}>"
+
+
+class Stream:
+    def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
+                 auto_delete: bool = False, arguments: dict | None = None, directory: str,
+                 qid: int = 0):
+        self.host = host
+        self.qid = qid
+        self.vhost_name = vhost_name
+        self.name = name
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.args = QueueArgs(name, vhost_name, arguments or {})
+        self.arguments = self.args.arguments
+        sa = self.args.stream
+        self.max_age_ms = sa.max_age_ms
+        self.max_bytes = sa.max_length_bytes
+        config = host.config
+        segment_bytes = sa.segment_bytes or config.segment_bytes
+        self.fsync = self.args.fsync
+        self.log = PartitionLog(directory, segment_bytes=max(1, min(segment_bytes,
+                                                                     MAX_SEGMENT_BYTES)),
+                                fsync=self.fsync, fsync_interval_ms=config.fsync_interval_ms)
+        self.directory = directory
+        self.pending: list[Record] = []          # published, not yet written (next round)
+        self.last_batch = self.log.last_batch_offset()
+        self._tail: list[tuple[int, Record]] = []   # recent appends, contiguous offsets
+        self._tail_bytes = 0
+        self.consumers: list = []                # readers: StreamSubscription (or a group's)
+        self.deleted = False
+        self._dispatch_scheduled = False
+        self._retention_timer = None
+        self._interval_timer = None
+        if self.max_age_ms is not None or self.max_bytes is not None:
+            self.enforce_retention()
+            self._schedule_retention()
+        if self.log.end_offset:
+            log.info("stream '%s' in vhost '%s': offsets %d..%d", name, vhost_name,
+                     self.log.start_offset, self.log.end_offset)
+
+    # ---------------------------------------------------------------- counts
+    @property
+    def end_offset(self) -> int:
+        """The offset the next publish gets."""
+        return self.log.end_offset + len(self.pending)
+
+    @property
+    def ready_count(self) -> int:
+        """Messages in the stream (log end - log start), as RabbitMQ counts a stream's."""
+        return self.end_offset - self.log.start_offset
+
+    @property
+    def message_count(self) -> int:
+        return self.ready_count
+
+    @property
+    def ready_bytes(self) -> int:
+        return self.log.size_bytes()
+
+    unacked = 0                      # a stream holds nothing for its consumers
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    # ---------------------------------------------------------------- publish
+    def publish(self, record: Record, priority: int = 0) -> bool:
+        self.pending.append(record)
+        self.host.committer.mark(self)
+        return True
+
+    def check_backlog(self) -> None:
+        """Readers go at their own pace: a stream never asks publishers to wait for them."""
+
+    # ---------------------------------------------------------------- offsets
+    def resolve(self, spec: tuple) -> int:
+        """The offset a reader starting at ``spec`` (queue_args.parse_stream_offset) reads
+        first."""
+        kind = spec[0]
+        start = self.log.start_offset
+        if kind == "first":
+            return start
+        if kind == "next":
+            return self.end_offset
+        if kind == "last":
+            return self.last_batch if self.last_batch is not None else self.end_offset
+        if kind == "offset":
+            return max(spec[1], start)
+        if kind == "timestamp":
+            return max(self.log.offset_for_timestamp(spec[1]), start)
+        raise ValueError(f"unknown offset spec {spec!r}")
+
+    # ---------------------------------------------------------------- readers
+    def add_consumer(self, reader) -> None:
+        self.consumers.append(reader)
+        self.schedule_dispatch()
+
+    def remove_consumer(self, reader) -> None:
+        if reader in self.consumers:
+            self.consumers.remove(reader)
+
+    def schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled and self.consumers and not self.deleted:
+            self._dispatch_scheduled = True
+            self.host.loop.call_soon(self.dispatch)
+
+    def dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        if self.deleted:
+            return
+        more = False
+        for reader in list(self.consumers):
+            if self._feed(reader):
+                more = True
+        if more:
+            self.schedule_dispatch()          # the others' turn first, then the rest
+
+    def _feed(self, reader) -> bool:
+        """Deliver from the reader's cursor while it has credit, at most READ_RECORDS read;
+        True if it stopped with credit left and more to read."""
+        cur = reader.cursor
+        limit = self.log.durable_offset
+        start = self.log.start_offset
+        if cur.next_offset < start:
+            cur.next_offset = start           # retention removed what it had not read
+        flt = cur.filter
+        budget = READ_RECORDS
+        while cur.credit > 0 and cur.next_offset < limit and budget > 0:
+            records = self._read(cur.next_offset, budget)
+            if not records:
+                return False
+            budget -= len(records)
+            for offset, rec in records:
+                cur.next_offset = offset + 1
+                if flt is not None and not flt.accepts(_filter_value(rec)):
+                    continue
+                reader.deliver(self, offset, rec)
+                if cur.credit <= 0 or reader not in self.consumers:
+                    return False
+        return cur.credit > 0 and cur.next_offset < limit
+
+    def _read(self, offset: int, n: int) -> list[tuple[int, Record]]:
+        tail = self._tail
+        if tail and offset >= tail[0][0]:
+            i = offset - tail[0][0]
+            limit = self.log.durable_offset
+            return [(o, r) for o, r in tail[i:i + n] if o < limit]
+        try:
+            return self.log.read(offset, max_records=n)
+        except OffsetOutOfRange:                 # retention ran meanwhile: from the start
+            return self.log.read(self.log.start_offset, max_records=n)
+
+    # ---------------------------------------------------------------- acks: credit only
+    def ack(self, offsets) -> None:
+        """Nothing to do: the front-end returns the consumer's credit."""
+
+    def reject(self, offsets, requeue: bool) -> None:
+        """basic.nack / basic.reject: credit only, as RabbitMQ 3.13 settles them."""
+
+    def get(self, no_ack: bool):
+        raise errors.NotImplemented_(
+            f"basic.get not supported by stream queues queue '{self.name}' in vhost "
+            f"'{self.vhost_name}'", 60, 70)
+
+    def purge(self) -> int:
+        raise errors.NotImplemented_(
+            f"queue.purge not supported by stream queues queue '{self.name}' in vhost "
+            f"'{self.vhost_name}'", 50, 30)
+
+    # ---------------------------------------------------------------- commit round
+    def flush(self) -> None:
+        """Append what was published since the last round as one batch (no fsync)."""
+        if not self.pending:
+            return
+        records, self.pending = self.pending, []
+        before = self.log.active_base
+        base = self.log.append(records)
+        self.last_batch = base
+        self._remember(base, records)
+        if self.log.active_base != before and (self.max_age_ms is not None
+                                               or self.max_bytes is not None):
+            self.enforce_retention()
+
+    def _remember(self, base: int, records: list[Record]) -> None:
+        tail = self._tail
+        if tail and tail[-1][0] + 1 != base:
+            tail.clear()
+            self._tail_bytes = 0
+        for i, rec in enumerate(records):
+            tail.append((base + i, rec))
+            self._tail_bytes += record_size(rec)
+        if self._tail_bytes > TAIL_BYTES:
+            cut = len(tail) // 2
+            self._tail_bytes -= sum(record_size(r) for _, r in tail[:cut])
+            del tail[:cut]
+
+    def sync(self) -> None:
+        """fsync per policy (the committer's thread)."""
+        self.log.sync()
+
+    def after_sync(self) -> None:
+        if self.deleted:
+            return
+        if self.fsync == "interval" and self.log.durable_offset < self.log.end_offset \
+                and self._interval_timer is None:
+            self._interval_timer = self.host.loop.call_later(
+                self.host.config.fsync_interval_ms / 1000, self._interval_due)
+        self.schedule_dispatch()
+
+    def _interval_due(self) -> None:
+        self._interval_timer = None
+        if not self.deleted:
+            self.host.committer.mark(self)
+
+    # ---------------------------------------------------------------- retention
+    def enforce_retention(self) -> int:
+        removed = self.log.enforce_retention(self.max_age_ms, self.max_bytes)
+        if removed:
+            start = self.log.start_offset
+            if self._tail and self._tail[0][0] < start:
+                keep = [(o, r) for o, r in self._tail if o >= start]
+                self._tail = keep
+                self._tail_bytes = sum(record_size(r) for _, r in keep)
+            log.info("stream '%s' in vhost '%s': retention removed %d messages, first "
+                     "offset now %d", self.name, self.vhost_name, removed, start)
+        return removed
+
+    def _schedule_retention(self) -> None:
+        period = RETENTION_CHECK_MAX_S
+        if self.max_age_ms is not None:
+            period = min(period, max(1.0, self.max_age_ms / 4000))
+        self._retention_timer = self.host.loop.call_later(period, self._retention_due)
+
+    def _retention_due(self) -> None:
+        self._retention_timer = None
+        if self.deleted:
+            return
+        try:
+            self.enforce_retention()
+        except OSError as exc:
+            log.error("stream '%s' in vhost '%s': retention failed: %s", self.name,
+                      self.vhost_name, exc)
+        self._schedule_retention()
+
+    # ---------------------------------------------------------------- lifecycle
+    def touch(self) -> None:
+        """Streams have no x-expires."""
+
+    def close_storage(self, destroy: bool) -> None:
+        self.deleted = True
+        for t in (self._retention_timer, self._interval_timer):
+            if t is not None:
+                t.cancel()
+        if self.pending and not destroy:
+            try:
+                self.log.append(self.pending)
+            except OSError as exc:
+                log.error("stream '%s': writing at close failed: %s", self.name, exc)
+            self.pending = []
+        if destroy:
+            self.log.destroy()
+        else:
+            self.log.close()
+
+
+def _filter_value(rec: Record):
+    """The message's ``x-stream-filter-value`` header (None without one)."""
+    raw = rec.properties
+    if not raw or not raw[0] & 0x20:              # 0x2000 of the flag word: headers
+        return None
+    try:
+        headers = props_mod.decode(raw).headers
+    except ValueError:
+        return None
+    return headers.get(FILTER_HEADER) if headers else None
