@@ -39,10 +39,15 @@ setup(
             "celery>=5.3",
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
+            # drives Debian's chromium through chromium-driver for the dashboard's test
+            "selenium>=4.10",
         ],
         # coverage-guided runs of the fuzz targets (README, "Fuzzing and soaking")
         "fuzz": ["atheris>=2.3"],
     },
+    # the web dashboard's static files (HTML, CSS, JS modules), served by the management port
+    package_data={"amqpbroker.mgmt.dashboard": ["static/*.*", "static/js/*.js",
+                                                "static/js/pages/*.js"]},
     # the record layout packed and unpacked in C: the hot path of every link between
     # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference)
     ext_modules=[Extension("amqpbroker.storage._record", ["amqpbroker/storage/_record.c"])],

@@ -8,6 +8,7 @@ from aiohttp import web
 from . import (access, connections, definitions, exchanges, limits, overview, permissions,
                queues, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
+from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions,
@@ -26,6 +27,7 @@ class ManagementServer:
                     self.app.router.add_get(route.path, self._endpoint(route))
                 else:
                     self.app.router.add_route(route.method, route.path, self._endpoint(route))
+        add_dashboard_routes(self.app)              # the web UI at /, static files only
 
     async def start(self, host: str, port: int, ssl_context=None):
         """Listen on host:port (HTTPS with ``ssl_context``); once per listener."""

@@ -1,0 +1,341 @@
+"""The web dashboard in headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+driven by selenium): what a person sees, against a broker the module starts.
+
+Some endpoints the pages use (publish, get, purge, declare and delete over HTTP, channels,
+bindings, topics, consumer groups) may not be in the broker under test yet. Each test asks
+the API itself whether it offers an operation (``offers``: a 405 names the methods a path
+takes, a 404 means no such path) and then holds the page to what is true: where the API
+offers it, the form must do it (and a pika client sees the result); where it does not, the
+page must say "not available" and nothing may have happened.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import urllib.parse
+import uuid
+
+import pika
+import pytest
+from pika.exceptions import ChannelClosedByBroker
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.leaks import wait_gone
+from amqpbroker.testing.mgmt_client import ManagementClient, q
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT = 30
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("dashboard"), management=True) as b:
+        yield b
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (chromedriver -> chromium -> its helpers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            out.add(kid)
+            todo.append(kid)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", "--no-first-run", "--disable-extensions",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(service=service, options=options)
+    driver_pid = service.process.pid
+    try:
+        yield driver
+    finally:
+        pids = descendants(driver_pid) | {driver_pid}
+        driver.quit()
+        left = wait_gone(pids, timeout=10)
+        for pid in left:                    # the ones quit() did not end, by pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not wait_gone(left, timeout=10), f"browser processes left: {sorted(left)}"
+
+
+def mgmt(b: BrokerProcess) -> ManagementClient:
+    return ManagementClient(f"http://127.0.0.1:{b.management_port}")
+
+
+def offers(b: BrokerProcess, method: str, path: str) -> bool:
+    """Whether the API takes ``method`` on ``path``, asked without doing it: a path the
+    server routes answers OPTIONS with 405 and its methods in Allow; an unknown one, 404."""
+    status, _, headers = mgmt(b).request("OPTIONS", path, "guest", "guest")
+    assert status in (404, 405), (method, path, status)
+    return status == 405 and method in headers.get("Allow", "").split(",")
+
+
+def amqp(b: BrokerProcess) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        b.host, b.port, "/", pika.PlainCredentials("guest", "guest")))
+
+
+def queue_depth(b: BrokerProcess, name: str) -> int | None:
+    """Messages ready in ``name`` as a pika client sees them (None: no such queue)."""
+    with amqp(b) as conn:
+        try:
+            return conn.channel().queue_declare(name, passive=True).method.message_count
+        except ChannelClosedByBroker as err:
+            assert err.reply_code == 404
+            return None
+
+
+def severe_entries(driver) -> list[dict]:
+    """What the page wrote to the console since last asked, worse than a warning."""
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def assert_no_console_errors(driver, b: BrokerProcess, absent: dict[str, tuple] | None = None,
+                             refused: set[str] = frozenset()) -> None:
+    """No script error at all; a failed request only where it is expected: a refused login,
+    or a call the API does not take (``absent``: path -> the methods the page may have used
+    on it, one of which the API must refuse)."""
+    absent = absent or {}
+    for entry in severe_entries(driver):
+        assert entry["source"] == "network", entry
+        failed = re.match(r"(\S+) - Failed to load resource: .* status of (\d+)",
+                          entry["message"])
+        assert failed, entry
+        path, status = urllib.parse.urlsplit(failed[1]).path, int(failed[2])
+        if path in refused and status == 401:
+            continue
+        assert path in absent and status in (404, 405), entry
+        assert not all(offers(b, m, path) for m in absent[path]), f"{path} failed: {entry}"
+
+
+def wait_text(driver, css: str, pattern: str, timeout: float = WAIT) -> str:
+    """Wait until the element at ``css`` shows text matching ``pattern``; return it."""
+    def found(d):
+        for node in d.find_elements(By.CSS_SELECTOR, css):
+            try:
+                text = node.text
+            except Exception:          # replaced by a refresh between find and read
+                continue
+            if re.search(pattern, text):
+                return text
+        return None
+    return WebDriverWait(driver, timeout).until(found, f"{css} never showed /{pattern}/")
+
+
+def login(driver, b: BrokerProcess, password: str = "guest") -> None:
+    driver.get(f"http://127.0.0.1:{b.management_port}/")
+    driver.execute_script("sessionStorage.clear(); location.hash = ''")
+    driver.refresh()                            # a fresh page, no credentials
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "login-user"))
+    driver.find_element(By.ID, "login-user").send_keys("guest")
+    driver.find_element(By.ID, "login-password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+    if password == "guest":
+        wait_text(driver, "#whoami", r"^guest")
+        Select(driver.find_element(By.ID, "refresh")).select_by_value("2")
+
+
+def go(driver, hash_path: str) -> None:
+    driver.execute_script("location.hash = arguments[0]", hash_path)
+
+
+def submit(driver, form_id: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f"#{form_id} button[type=submit]").click()
+
+
+def test_login_refuses_a_wrong_password_and_keeps_credentials_out_of_cookies(browser, broker):
+    login(browser, broker, password="not-the-password")
+    wait_text(browser, "#login-error", r"Login failed")
+    assert not browser.find_element(By.ID, "nav").is_displayed()
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert_no_console_errors(browser, broker, refused={"/api/whoami"})
+
+    login(browser, broker)
+    wait_text(browser, "[data-total=queues] .value", r"^\d+$")
+    assert browser.find_element(By.ID, "nav").is_displayed()
+    assert browser.get_cookies() == []
+    assert browser.execute_script("return sessionStorage.length") == 1
+    # the overview's charts are drawn, and say plainly what the broker does not report
+    assert browser.find_elements(By.CSS_SELECTOR, ".chart canvas")
+    overview = mgmt(broker).get("/api/overview", "guest", "guest")[1]
+    if "message_stats" not in overview:
+        wait_text(browser, "#rates-chart", r"not reported by this broker")
+    assert_no_console_errors(browser, broker)
+
+    browser.find_element(By.ID, "logout").click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "login-user"))
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+
+def test_a_queue_shows_the_depth_a_pika_publisher_left(browser, broker):
+    name = f"dash-depth-{uuid.uuid4().hex[:8]}"
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.queue_declare(name)
+        ch.confirm_delivery()
+        for i in range(3):
+            ch.basic_publish("", name, f"m{i}".encode())
+        login(browser, broker)
+        go(browser, "#/queues")
+        row = f"#queues tr[data-name='{name}']"
+        wait_text(browser, f"{row} .col-messages_ready", r"^3$")
+        assert browser.find_element(By.CSS_SELECTOR, f"{row} .col-state").text == "running"
+
+        go(browser, f"#/queues/{q('/')}/{name}")
+        wait_text(browser, "#queue-details [data-total=messages_ready] .value", r"^3$")
+        ch.basic_publish("", name, b"one more")
+        wait_text(browser, "#queue-details [data-total=messages_ready] .value", r"^4$")
+        # the connection publishing is listed, with its client
+        go(browser, "#/connections")
+        wait_text(browser, "#connections .col-client", r"^Pika Python Client Library \d")
+        assert_no_console_errors(browser, broker, absent={
+            f"/api/queues/%2F/{name}/bindings": ("GET",)})
+        ch.queue_delete(name)
+
+
+def test_the_publish_form_delivers_to_a_pika_consumer_and_get_shows_it(browser, broker):
+    name = f"dash-publish-{uuid.uuid4().hex[:8]}"
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.queue_declare(name)
+        login(browser, broker)
+        go(browser, f"#/queues/{q('/')}/{name}")
+        wait_text(browser, "#queue-details [data-total=messages_ready] .value", r"^0$")
+        browser.find_element(By.CSS_SELECTOR, "#publish textarea[name=payload]").send_keys(
+            "hello from the dashboard")
+        submit(browser, "publish")
+        if offers(broker, "POST", "/api/exchanges/%2F/amq.default/publish"):
+            wait_text(browser, "#publish-result", r"^Message published\.$")
+            submit(browser, "get")              # "Nack, requeue": it stays for the consumer
+            if offers(broker, "POST", f"/api/queues/%2F/{name}/get"):
+                wait_text(browser, "#get-result pre.payload", r"^hello from the dashboard$")
+            else:
+                wait_text(browser, "#get-result .unavailable", r"Getting messages is not available")
+            method, _, body = None, None, None
+            for method, _, body in ch.consume(name, auto_ack=True, inactivity_timeout=WAIT):
+                break
+            assert method is not None and body == b"hello from the dashboard"
+            ch.cancel()
+        else:
+            wait_text(browser, "#publish-result .unavailable", r"Publishing is not available")
+            assert queue_depth(broker, name) == 0
+            submit(browser, "get")
+            if offers(broker, "POST", f"/api/queues/%2F/{name}/get"):
+                wait_text(browser, "#get-result", r"^Queue is empty\.$")
+            else:
+                wait_text(browser, "#get-result .unavailable", r"Getting messages is not available")
+        assert_no_console_errors(browser, broker, absent={
+            f"/api/queues/%2F/{name}/bindings": ("GET",),
+            "/api/exchanges/%2F/amq.default/publish": ("POST",),
+            f"/api/queues/%2F/{name}/get": ("POST",)})
+        ch.queue_delete(name)
+
+
+def test_declare_purge_and_delete_forms(browser, broker):
+    name = f"dash-forms-{uuid.uuid4().hex[:8]}"
+    login(browser, broker)
+    go(browser, "#/queues")
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "declare-queue"))
+    browser.find_element(By.CSS_SELECTOR, "#declare-queue input[name=name]").send_keys(name)
+    submit(browser, "declare-queue")
+    if offers(broker, "PUT", f"/api/queues/%2F/{name}"):
+        wait_text(browser, "#declare-queue-result", rf"^Declared queue '{name}'\.$")
+        assert queue_depth(broker, name) == 0
+    else:
+        wait_text(browser, "#declare-queue-result .unavailable",
+                  r"Declaring a queue is not available")
+        assert queue_depth(broker, name) is None
+    with amqp(broker) as conn:                  # the rest needs the queue, declared or not
+        ch = conn.channel()
+        ch.queue_declare(name)
+        ch.confirm_delivery()
+        for i in range(2):
+            ch.basic_publish("", name, f"m{i}".encode())
+
+    go(browser, f"#/queues/{q('/')}/{name}")
+    wait_text(browser, "#queue-details [data-total=messages_ready] .value", r"^2$")
+    browser.find_element(By.ID, "purge").click()
+    browser.switch_to.alert.accept()
+    if offers(broker, "DELETE", f"/api/queues/%2F/{name}/contents"):
+        wait_text(browser, "#queue-danger-result", r"^Queue purged\.$")
+        assert queue_depth(broker, name) == 0
+    else:
+        wait_text(browser, "#queue-danger-result .unavailable",
+                  r"Purge messages is not available")
+        assert queue_depth(broker, name) == 2
+
+    browser.find_element(By.ID, "delete").click()
+    browser.switch_to.alert.accept()
+    if offers(broker, "DELETE", f"/api/queues/%2F/{name}"):
+        WebDriverWait(browser, WAIT).until(lambda d: d.current_url.endswith("#/queues"))
+        assert queue_depth(broker, name) is None
+    else:
+        wait_text(browser, "#queue-danger-result .unavailable", r"Delete queue is not available")
+        assert queue_depth(broker, name) is not None
+        with amqp(broker) as conn:
+            conn.channel().queue_delete(name)
+    assert_no_console_errors(browser, broker, absent={
+        f"/api/queues/%2F/{name}/bindings": ("GET",), f"/api/queues/%2F/{name}/contents": ("DELETE",),
+        f"/api/queues/%2F/{name}": ("PUT", "DELETE")})
+
+
+@pytest.mark.parametrize("page, container, endpoint, what", [
+    ("#/channels", "#channels", "/api/channels", "Channels"),
+    ("#/topics", "#topics", "/api/topics", "Topics"),
+    ("#/groups", "#groups", "/api/consumer-groups", "Consumer groups"),
+])
+def test_pages_show_their_table_or_say_the_broker_lacks_it(browser, broker, page, container,
+                                                           endpoint, what):
+    with amqp(broker):                          # at least one channel, for the channels page
+        login(browser, broker)
+        go(browser, page)
+        if offers(broker, "GET", endpoint):
+            wait_text(browser, container, r"\S")
+            assert not browser.find_elements(By.CSS_SELECTOR, f"{container} .unavailable")
+            assert not browser.find_elements(By.CSS_SELECTOR, f"{container} .error")
+        else:
+            wait_text(browser, f"{container} .unavailable",
+                      rf"^{what}: not available from this broker \(404 Not Found\)\.$")
+        assert_no_console_errors(browser, broker, absent={endpoint: ("GET",)})
+
+
+def test_static_files_are_public_and_confined_and_the_api_still_asks_for_a_login(broker):
+    c = mgmt(broker)
+    status, page, headers = c.request("GET", "/", None)
+    assert status == 200 and "<title>amqpbroker</title>" in page
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "Set-Cookie" not in headers
+    status, _, headers = c.request("GET", "/static/js/main.js", None)
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    for path in ("/static/../__init__.py", "/static/%2e%2e/__init__.py", "/static/nope.js",
+                 "/static/js/../../__init__.py"):
+        status, body, _ = c.request("GET", path, None)
+        assert status == 404, path
+    assert c.request("GET", "/api/queues", None)[0] == 401
