@@ -38,7 +38,8 @@ Worker (owns the partition, so everything about its offsets): one OffsetStore pe
 opened with its MessageStore (same directory, same fsync policy), and a CommitTracker per
 (group, partition) while the group has the partition assigned here.
   * Assign(p, member, epoch): if a tracker exists (an earlier owner's grace ran out), call its
-    `revoke()` and forget that member's deliveries (its late acks no longer commit). Otherwise
+    `revoke()` and forget that member's deliveries (its late acks no longer commit), and set
+    its `no_ack` to the new member's consume. Otherwise
     create one: `CommitTracker(store.get(group) or <the consume's x-stream-offset resolved on the
     log, default next>, log.start_offset, no_ack=...)`; `fell_back_from` not None -> count and
     log. Deliver from `next_offset()` to the member with credit (prefetch), headers
