@@ -27,7 +27,8 @@ commit; commits.CommitTracker.revoke) before delivering to the new owner from th
 offset. Those messages are redelivered: at-least-once, never two live owners.
 
 Static membership (KIP-345). A member that joins with an instance id (`x-group-instance-id`) is
-known to the assignor by that id, not by its member id. When it leaves without meaning it
+known to the assignor by that id, not by its member id (`member_key`: "static:<instance id>",
+else "member:<member id>", so a client-chosen id never collides with a member id). When it leaves without meaning it
 (connection or channel loss: `leave(..., permanent=False)`), its partitions are revoked from the
 dead member id but stay in the target under its instance id: reserved, delivered to nobody,
 until `session_timeout` passes. If a member joins with that instance id before then, it gets
@@ -77,6 +78,12 @@ class UnknownMember(KeyError):
     pass
 
 
+def member_key(member: str, instance_id: str | None) -> str:
+    """The name the assignor knows a member by: its instance id if static, else its member
+    id, in two namespaces (a client-chosen instance id can never equal a member id)."""
+    return "static:" + instance_id if instance_id is not None else "member:" + member
+
+
 @dataclass
 class _Member:
     member_id: str
@@ -86,7 +93,7 @@ class _Member:
 
     @property
     def key(self) -> str:
-        return self.instance_id if self.instance_id is not None else self.member_id
+        return member_key(self.member_id, self.instance_id)
 
 
 class ConsumerGroup:
@@ -110,19 +117,17 @@ class ConsumerGroup:
         """`member` (a consumer: unique while it lives) joins, static if `instance_id`."""
         if member in self._key_of:
             raise ValueError(f"member {member!r} already in group {self.name!r}")
-        if instance_id is not None and instance_id in self._members:
-            old = self._members[instance_id]
+        key = member_key(member, instance_id)
+        if instance_id is not None and key in self._members:
+            old = self._members[key]
             if old.connected:
                 raise InstanceIdInUse(
                     f"instance id {instance_id!r} is in use by another member of consumer "
                     f"group {self.name!r}")
             old.member_id, old.connected, old.expires = member, True, None  # back in time
         else:
-            if member in self._members:   # a member id equal to an absent static instance id
-                raise ValueError(f"member id {member!r} is an instance id in group {self.name!r}")
-            new = _Member(member, instance_id)
-            self._members[new.key] = new
-        self._key_of[member] = instance_id if instance_id is not None else member
+            self._members[key] = _Member(member, instance_id)
+        self._key_of[member] = key
         return self._reconcile(now)
 
     def leave(self, member: str, now: float, *, permanent: bool = False) -> list[Action]:
@@ -209,7 +214,7 @@ class ConsumerGroup:
 
     def reserved(self) -> dict[str, float]:
         """{instance id: session expiry} of absent static members holding a reservation."""
-        return {k: m.expires for k, m in self._members.items() if not m.connected}
+        return {m.instance_id: m.expires for m in self._members.values() if not m.connected}
 
     def is_empty(self) -> bool:
         """No member, connected or reserved (offset resets are allowed only then, as Kafka)."""

@@ -16,7 +16,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from amqpbroker.groups.coordinator import Assign, ConsumerGroup, InstanceIdInUse, Revoke
+from amqpbroker.groups.coordinator import Assign, ConsumerGroup, InstanceIdInUse, Revoke, \
+    member_key
 
 GRACE = 5.0
 SESSION = 20.0
@@ -162,9 +163,9 @@ class GroupModel(RuleBasedStateMachine):
         raise AssertionError("never settled")
 
     def check_balanced(self, include_reserved):
-        keys = {i if i is not None else m for m, i in self.connected.items()}
+        keys = {member_key(m, i) for m, i in self.connected.items()}
         if include_reserved:
-            keys |= set(self.group.reserved())
+            keys |= {member_key("", i) for i in self.group.reserved()}
         else:
             assert not self.group.reserved()
         target = self.group.target
@@ -174,7 +175,7 @@ class GroupModel(RuleBasedStateMachine):
         assert set(target) == set(self.group.partitions)
         counts = [sum(1 for k in target.values() if k == key) for key in keys]
         assert max(counts) - min(counts) <= 1
-        key_of = {m: (i if i is not None else m) for m, i in self.connected.items()}
+        key_of = {m: member_key(m, i) for m, i in self.connected.items()}
         for p in self.group.partitions:
             if target[p] in key_of.values():       # a connected owner: it is delivering p
                 assert p in self.live and key_of[self.live[p][0]] == target[p]

@@ -116,3 +116,14 @@ def test_added_partitions_are_assigned_without_moving_the_others():
     assert owners(g) == {0: "a", 1: "b"}
     acts = g.set_partitions(range(4), 5)
     assert sorted(acts, key=lambda a: a.partition) == [Assign(2, "a", 1), Assign(3, "b", 1)]
+
+
+def test_a_client_chosen_instance_id_never_collides_with_a_member_id():
+    g = group(2)
+    g.join("x", None, 0)
+    assert g.join("y", "x", 0) == [Revoke(1, "x", 1)]      # instance id "x" is not member "x"
+    assert g.revoked("x", 1, 1) == [Assign(1, "y", 2)]
+    assert g.leave("y", 1) == [Revoke(1, "y", 2)]           # reserved under instance id "x"
+    g.revoked("y", 1, 2)
+    assert g.join("x2", None, 2) == []                      # a dynamic member joins normally
+    assert g.members() == {"x": None, "x2": None} and g.reserved() == {"x": 31}
