@@ -123,7 +123,8 @@ class GroupModel(RuleBasedStateMachine):
             self.apply(self.group.revoked(member, p, epoch))
         new = self.new_id()
         self.connected[new] = instance
-        actions = self.apply(self.group.join(new, instance, self.now + SESSION / 2))
+        self.now += SESSION / 2                  # back within the session timeout
+        actions = self.apply(self.group.join(new, instance, self.now))
         assert all(isinstance(a, Assign) and a.member == new for a in actions)
         assert {a.partition for a in actions} == had
         assert self.group.target == target
