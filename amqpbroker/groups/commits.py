@@ -34,20 +34,23 @@ Retention can delete the segment holding the committed offset of a slow or absen
 returns the offset it fell from, for the caller to count and log; the constructor does the same
 for a commit loaded from the offset store (`fell_back_from`).
 
+In memory: the in-flight and requeued offsets as sets, and a min-heap over both with lazy
+deletion (an offset leaves the heap when it reaches the top and is in neither set), so a
+delivery and an ack each cost O(log n) in C-implemented heapq, acks in any order.
+
 `take_commit()` hands out the committed offset when it changed since the last call: the worker
 appends that to the partition's OffsetStore (offset_store.py) once per commit round, so a burst
 of acks costs one record per group.
 """
 from __future__ import annotations
 
+import heapq
 from typing import Iterable
-
-from sortedcontainers import SortedSet
 
 
 class CommitTracker:
     __slots__ = ("no_ack", "position", "committed", "fell_back_from", "_in_flight",
-                 "_redeliver", "_taken")
+                 "_redeliver", "_owed", "_requeued", "_taken")
 
     def __init__(self, committed: int, log_start: int = 0, *, no_ack: bool = False):
         """Resume at `committed` (from the offset store, or the group's start offset when it
@@ -55,27 +58,35 @@ class CommitTracker:
         self.no_ack = no_ack
         self.position = committed
         self.committed = committed
-        self._in_flight: SortedSet = SortedSet()
-        self._redeliver: SortedSet = SortedSet()
+        self._in_flight: set[int] = set()
+        self._redeliver: set[int] = set()
+        self._owed: list[int] = []        # heap: in flight or requeued (plus stale entries)
+        self._requeued: list[int] = []    # heap: requeued (plus stale entries)
         self._taken = committed
         self.fell_back_from = self.clamp(log_start)
 
     # -- delivering ------------------------------------------------------------------------------
     def next_offset(self) -> int:
         """The offset to deliver next: a requeued one first, else the next in the log."""
-        return self._redeliver[0] if self._redeliver else self.position
+        requeued, redeliver = self._requeued, self._redeliver
+        while requeued and requeued[0] not in redeliver:
+            heapq.heappop(requeued)
+        return requeued[0] if requeued else self.position
 
     def deliver(self, offset: int) -> None:
         """`offset` was delivered: a requeued one, or one at or after `position` (offsets in
         between are skipped: not for this group)."""
         if offset in self._redeliver:
             self._redeliver.remove(offset)
+            if not self.no_ack:
+                self._in_flight.add(offset)       # still in the owed heap
         elif offset >= self.position:
             self.position = offset + 1
+            if not self.no_ack:
+                self._in_flight.add(offset)
+                heapq.heappush(self._owed, offset)
         else:
             raise ValueError(f"offset {offset} was already delivered (position {self.position})")
-        if not self.no_ack:
-            self._in_flight.add(offset)
         self._advance()
 
     def skip_to(self, offset: int) -> None:
@@ -88,11 +99,10 @@ class CommitTracker:
     def ack(self, offsets: Iterable[int]) -> int:
         """Settle delivered offsets (ack, or reject without requeue); returns how many were in
         flight (acks of offsets not in flight, e.g. from before a revoke, are ignored)."""
-        n = 0
-        for o in offsets:
-            if o in self._in_flight:
-                self._in_flight.remove(o)
-                n += 1
+        in_flight = self._in_flight
+        n = len(in_flight)
+        in_flight.difference_update(offsets)
+        n -= len(in_flight)
         if n:
             self._advance()
         return n
@@ -105,6 +115,7 @@ class CommitTracker:
             if o in self._in_flight:
                 self._in_flight.remove(o)
                 self._redeliver.add(o)
+                heapq.heappush(self._requeued, o)
                 n += 1
         return n
 
@@ -114,6 +125,8 @@ class CommitTracker:
         n = len(self._in_flight) + len(self._redeliver)
         self._in_flight.clear()
         self._redeliver.clear()
+        self._owed.clear()
+        self._requeued.clear()
         self.position = self.committed
         return n
 
@@ -123,21 +136,21 @@ class CommitTracker:
         if self.committed >= log_start:
             return None
         old = self.committed
-        for pending in (self._in_flight, self._redeliver):
-            while pending and pending[0] < log_start:
-                pending.pop(0)
+        owed = self._owed
+        while owed and owed[0] < log_start:
+            o = heapq.heappop(owed)
+            self._in_flight.discard(o)
+            self._redeliver.discard(o)
         self.position = max(self.position, log_start)
         self._advance()
         return old
 
     # -- state -----------------------------------------------------------------------------------
     def _advance(self) -> None:
-        low = self.position
-        if self._in_flight and self._in_flight[0] < low:
-            low = self._in_flight[0]
-        if self._redeliver and self._redeliver[0] < low:
-            low = self._redeliver[0]
-        self.committed = low
+        owed, in_flight, redeliver = self._owed, self._in_flight, self._redeliver
+        while owed and owed[0] not in in_flight and owed[0] not in redeliver:
+            heapq.heappop(owed)
+        self.committed = owed[0] if owed else self.position
 
     def in_flight(self) -> int:
         """Deliveries not yet settled."""
@@ -145,7 +158,7 @@ class CommitTracker:
 
     def unsettled(self) -> list[int]:
         """In-flight and requeued offsets, sorted (for tests and diagnostics)."""
-        return sorted(set(self._in_flight) | set(self._redeliver))
+        return sorted(self._in_flight | self._redeliver)
 
     def take_commit(self) -> int | None:
         """The committed offset if it changed since the last call (to be stored), else None."""
