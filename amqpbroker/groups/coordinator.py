@@ -105,7 +105,7 @@ class ConsumerGroup:
         self.partitions = sorted(set(partitions))
         self.revoke_grace = revoke_grace
         self.session_timeout = session_timeout
-        self._members: dict[str, _Member] = {}            # by key (instance id or member id)
+        self._members: dict[str, _Member] = {}            # by member_key()
         self._key_of: dict[str, str] = {}                 # connected member id -> key
         self.target: dict[int, str] = {}                  # partition -> member key
         self._delivering: dict[int, tuple[str, int]] = {}  # partition -> (member id, epoch)
