@@ -6,7 +6,7 @@
   Items without the field sort first (RabbitMQ compares them as ``undefined``), so an unknown
   field leaves the default order;
 * ``page`` (from 1) turns paging on: ``page_size`` (default 100, 1..500), ``name`` filters on
-  the name (a case-insensitive substring, or with ``use_regex=true`` a regular expression),
+  the name (case-insensitive: a substring, or with ``use_regex=true`` a regular expression),
   and the answer is RabbitMQ's envelope (``filtered_count``, ``item_count``, ``items``,
   ``page``, ``page_count``, ``page_size``, ``total_count``); without ``page``, ``name`` is
   ignored, as RabbitMQ ignores it;
@@ -84,7 +84,7 @@ def _name_matches(item: dict, name: str, regex: bool) -> bool:
     if not isinstance(value, str):
         return False
     if regex:
-        return re.search(name, value) is not None
+        return re.search(name, value, re.IGNORECASE) is not None
     return name.lower() in value.lower()
 
 

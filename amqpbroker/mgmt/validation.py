@@ -287,9 +287,9 @@ PROPERTIES = Obj(
     type=Field(string, OPTIONAL), user_id=Field(string, OPTIONAL),
     app_id=Field(string, OPTIONAL), cluster_id=Field(string, OPTIONAL))
 
-QUEUE = Obj(durable=Field(flag, True), auto_delete=Field(flag, False),
+QUEUE = Obj(durable=Field(flag, False), auto_delete=Field(flag, False),
             arguments=Field(table, {}))                 # PUT /api/queues/{vhost}/{name}
-EXCHANGE = Obj(type=Field(string, "direct"), durable=Field(flag, True),
+EXCHANGE = Obj(type=Field(string, "direct"), durable=Field(flag, False),
                auto_delete=Field(flag, False), internal=Field(flag, False),
                arguments=Field(table, {}))              # PUT /api/exchanges/{vhost}/{name}
 PUBLISH = Obj(properties=Field(PROPERTIES), routing_key=Field(string),
