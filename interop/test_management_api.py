@@ -323,8 +323,9 @@ def test_connections_channels_consumers_and_close_with_reason(http, connect, uni
     assert " -> " in c["name"] and c["peer_port"] and c["port"]
     status, one, _ = http("GET", f"/api/connections/{q(c['name'])}")
     assert status == 200 and one["name"] == c["name"]
-    channels = wait_until(lambda: http("GET", f"/api/connections/{q(c['name'])}/channels")[1],
-                          STATS)
+    channels = wait_until(lambda: [x for x in http("GET", f"/api/connections/{q(c['name'])}"
+                                                          "/channels")[1]
+                                   if "prefetch_count" in x], STATS)
     assert [(x["number"], x["prefetch_count"], x["name"]) for x in channels] == \
         [(1, 7, f"{c['name']} (1)")]
     assert channels[0]["connection_details"]["name"] == c["name"]
