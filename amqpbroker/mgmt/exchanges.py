@@ -119,7 +119,7 @@ async def publish(call):
                     1 if props.get("delivery_mode") == 2 else 0)
     queues = vh.route(ex, (key,), props.get("headers"))
     for q in queues:
-        q.publish(record, props.get("priority"), False)
+        q.publish(record, props.get("priority") or 0, False)
     return {"routed": bool(queues)}
 
 

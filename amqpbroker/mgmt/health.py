@@ -78,7 +78,7 @@ async def aliveness_test(call):
         q = vh.queues[ALIVENESS_QUEUE]
         await q.purge()
         raw = props_mod.encode(commands.Basic.Properties())
-        q.publish(Record(now_ms(), "", ALIVENESS_QUEUE, raw, ALIVENESS_BODY, 0), None, False)
+        q.publish(Record(now_ms(), "", ALIVENESS_QUEUE, raw, ALIVENESS_BODY, 0), 0, False)
         got = await q.get(True)
     except (errors.AMQPError, KeyError) as err:
         return _failed(getattr(err, "reply_text", str(err)))
