@@ -304,6 +304,30 @@ def test_list_paging_filtering_columns_and_sorting(http, uniq):
             http("DELETE", f"/api/exchanges/%2F/{q(n)}")
 
 
+def test_queue_pages_by_name_and_by_depth(http, uniq):
+    prefix = uniq("qpage")
+    names = [f"{prefix}-{i}" for i in range(3)]
+    for depth, n in enumerate(names, 1):
+        assert http("PUT", f"/api/queues/%2F/{q(n)}", {})[0] == 201
+        for _ in range(depth):
+            publish(http, "amq.default", n, "x")
+    try:
+        status, page, _ = http("GET", f"/api/queues/%2F?page=2&page_size=2&name={prefix}"
+                                      "&columns=name")
+        assert status == 200 and (page["items"], page["filtered_count"], page["page_count"]) \
+            == ([{"name": names[2]}], 3, 2)
+
+        def deepest_first():
+            page = http("GET", f"/api/queues?page=1&page_size=2&name={prefix}&sort=messages"
+                               "&sort_reverse=true&columns=name,messages")[1]
+            return page["items"] == [{"name": names[2], "messages": 3},
+                                     {"name": names[1], "messages": 2}]
+        wait_until(deepest_first, STATS)
+    finally:
+        for n in names:
+            http("DELETE", f"/api/queues/%2F/{q(n)}")
+
+
 # ------------------------------------------------------------------------- connections
 def test_connections_channels_consumers_and_close_with_reason(http, connect, uniq, queue):
     tag = uniq("ctag")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cmp_to_key
 
 from .api import ApiError
 
@@ -34,7 +33,7 @@ def shape(items: list, query, default_sort=DEFAULT_SORT):
     page = _page(query)
     sort = query.get("sort")
     keys = ([sort] if sort else []) + [k for k in default_sort if k != sort]
-    items = sorted(items, key=cmp_to_key(lambda a, b: _compare(a, b, keys)))
+    items = sorted(items, key=lambda item: tuple(_rank(_field(item, k)) for k in keys))
     if query.get("sort_reverse") == "true":
         items.reverse()
     columns = query.get("columns")
@@ -54,6 +53,21 @@ def shape(items: list, query, default_sort=DEFAULT_SORT):
     return {"filtered_count": filtered, "item_count": len(chosen),
             "items": _columns(chosen, columns), "page": number, "page_count": pages,
             "page_size": size, "total_count": total}
+
+
+def chosen_by(query, fields) -> bool:
+    """Whether the page a query asks for is chosen by ``fields`` alone (it sorts by one of
+    them, or by default): a handler may then page light items and build whole ones, whose
+    counts cost a request to a worker, for that page only (``page_first``)."""
+    return query.get("page") is not None and (query.get("sort") or "name") in fields
+
+
+async def page_first(light: list, query, build, default_sort=DEFAULT_SORT) -> dict:
+    """The page of ``light`` items the query asks for, its items replaced by
+    ``await build(chosen light items)`` and cut to the query's columns."""
+    page = shape(light, {k: v for k, v in query.items() if k != "columns"}, default_sort)
+    page["items"] = _columns(await build(page["items"]), query.get("columns"))
+    return page
 
 
 def _page(query):
@@ -97,17 +111,10 @@ def _field(item: dict, dotted: str):
     return value
 
 
-def _compare(a: dict, b: dict, keys) -> int:
-    for key in keys:
-        x, y = _rank(_field(a, key)), _rank(_field(b, key))
-        if x != y:
-            return -1 if x < y else 1
-    return 0
-
-
 def _rank(value):
     """An order across JSON types, as Erlang's term order puts numbers before atoms before
-    binaries: absent, then numbers, then booleans, then strings, then the rest (as text)."""
+    binaries: absent, then numbers, then booleans, then strings, then the rest (as text).
+    The first element keeps values of different types from being compared."""
     if value is None:
         return (0, 0)
     if isinstance(value, bool):

@@ -19,7 +19,7 @@ import base64
 
 from .. import errors
 from ..protocol import properties as props_mod
-from . import access
+from . import access, listing
 from .api import (ApiError, Route, bad_request, created, flag_param, from_amqp, no_content,
                   not_found, vhost_of)
 from .bindings import binding_json
@@ -48,6 +48,15 @@ async def list_queues(call):
     b = call.broker
     names = access.listed_vhosts(call)
     queues = [q for n in names for q in b.vhosts[n].queues.values()]
+    if listing.chosen_by(call.query, ("name", "vhost")):
+        # a page in name order: the workers count that page's queues only
+        async def build(chosen):
+            refs = [item["ref"] for item in chosen]
+            stats = await b.queue_stats(refs)
+            return [queue_json(q, stats[q]) for q in refs]
+        return await listing.page_first(
+            [{"name": q.name, "vhost": q.vhost.name, "ref": q} for q in queues], call.query,
+            build)
     stats = await b.queue_stats(queues)
     return [queue_json(q, stats[q]) for q in queues]
 
