@@ -459,3 +459,43 @@ def test_vhost_definitions_export_and_import_into_another_vhost(http, uniq):
     finally:
         for vh in (source, target):
             http("DELETE", f"/api/vhosts/{q(vh)}")
+
+
+# ------------------------------------------------------------------------- access
+def test_writes_need_the_vhost_and_the_permission(mgmt, mgmt_url, uniq):
+    """A management user may change only vhosts it has permissions in (else 401 "User not
+    authorised to access virtual host"), and there only what its permissions allow (else
+    401 "Access refused.", as a channel of it would be refused)."""
+    mine, other, name, password = uniq("va"), uniq("vb"), uniq("mu"), "pw-s3cret"
+    for vh in (mine, other):
+        assert mgmt.put(f"/api/vhosts/{q(vh)}", {}) == 201
+    assert mgmt.put(f"/api/users/{q(name)}", {"password": password,
+                                              "tags": "management"}) == 201
+    assert mgmt.put(f"/api/permissions/{q(mine)}/{q(name)}",
+                    {"configure": "^mine-.*", "write": "^mine-.*", "read": "^mine-.*"}) == 201
+    client = ManagementClient(mgmt_url)
+
+    def call(method, path, body=None):
+        return client.request(method, path, name, password, body=body)[:2]
+    try:
+        vhost_refused = (401, {"error": "not_authorised",
+                               "reason": "User not authorised to access virtual host"})
+        access_refused = (401, {"error": "not_authorised", "reason": "Access refused."})
+        assert call("PUT", f"/api/queues/{q(other)}/mine-q", {}) == vhost_refused
+        assert call("PUT", f"/api/exchanges/{q(other)}/mine-x", {"type": "direct"}) \
+            == vhost_refused
+        assert call("POST", f"/api/exchanges/{q(other)}/amq.default/publish",
+                    {"properties": {}, "routing_key": "k", "payload": "",
+                     "payload_encoding": "string"}) == vhost_refused
+        assert call("PUT", f"/api/queues/{q(mine)}/theirs-q", {}) == access_refused
+        assert call("PUT", f"/api/exchanges/{q(mine)}/theirs-x", {"type": "direct"}) \
+            == access_refused
+        assert call("PUT", f"/api/queues/{q(mine)}/mine-q", {})[0] == 201
+        assert call("PUT", f"/api/exchanges/{q(mine)}/mine-x", {"type": "direct"})[0] == 201
+        assert call("POST", f"/api/bindings/{q(mine)}/e/mine-x/q/mine-q", {})[0] == 201
+        assert call("DELETE", f"/api/queues/{q(mine)}/mine-q")[0] == 204
+        assert call("GET", "/api/definitions")[0] == 401
+    finally:
+        for vh in (mine, other):
+            mgmt.delete(f"/api/vhosts/{q(vh)}")
+        mgmt.delete(f"/api/users/{q(name)}")
