@@ -274,7 +274,7 @@ def test_declare_purge_and_delete_forms(browser, broker):
         assert queue_depth(broker, name) is None
     with amqp(broker) as conn:                  # the rest needs the queue, declared or not
         ch = conn.channel()
-        ch.queue_declare(name)
+        ch.queue_declare(name, durable=True)       # as the form declares it
         ch.confirm_delivery()
         for i in range(2):
             ch.basic_publish("", name, f"m{i}".encode())
