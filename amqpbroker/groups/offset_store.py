@@ -43,19 +43,16 @@ import os
 import struct
 import threading
 
-from crc32c import crc32c
-
 from ..storage.errors import LogClosedError
 from ..storage.filecache import FileCache, process_cache
-from ..storage.fileformat import (HEADER_SIZE, FsyncPolicy, file_header, header_ok, write_all,
-                                  write_file_atomically)
+from ..storage.fileformat import (ENTRY_HEAD, HEADER_SIZE, FsyncPolicy, entry, file_header,
+                                  load_entry_file, write_all, write_file_atomically)
 
 log = logging.getLogger("amqpbroker.groups")
 
 FILE_NAME = "group-offsets.log"
 MAGIC_GROUP_OFFSETS = b"AQGO"
 
-_ENTRY_HEAD = struct.Struct(">II")
 _BODY = struct.Struct(">BQ")
 KIND_COMMIT = 1
 KIND_DELETE = 2
@@ -65,11 +62,11 @@ MAX_GROUP_BYTES = 255           # an AMQP short string: what x-consumer-group ca
 def _entry(group: str, offset: int | None) -> bytes:
     payload = (_BODY.pack(KIND_DELETE, 0) if offset is None
                else _BODY.pack(KIND_COMMIT, offset)) + group.encode()
-    return _ENTRY_HEAD.pack(len(payload), crc32c(payload)) + payload
+    return entry(payload)
 
 
 def _entry_size(group: str) -> int:
-    return _ENTRY_HEAD.size + _BODY.size + len(group.encode())
+    return ENTRY_HEAD.size + _BODY.size + len(group.encode())
 
 
 class OffsetStore:
@@ -107,33 +104,8 @@ class OffsetStore:
         """Load the file, cutting a torn tail; returns the bytes cut."""
         if os.path.exists(self.path + ".tmp"):
             os.unlink(self.path + ".tmp")   # unfinished compaction; the old file is intact
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            write_file_atomically(self.path, file_header(MAGIC_GROUP_OFFSETS))
-            return 0
-        if not header_ok(data, MAGIC_GROUP_OFFSETS):
-            write_file_atomically(self.path, file_header(MAGIC_GROUP_OFFSETS))
-            if len(data) > HEADER_SIZE or not file_header(MAGIC_GROUP_OFFSETS).startswith(data):
-                log.error("%s: unreadable group offsets header; starting empty (%d bytes "
-                          "dropped): every group resumes at its start offset",
-                          self.path, len(data))
-            return len(data)
-        pos = HEADER_SIZE
-        while pos + _ENTRY_HEAD.size <= len(data):
-            length, crc = _ENTRY_HEAD.unpack_from(data, pos)
-            payload = data[pos + 8:pos + 8 + length]
-            if len(payload) != length or crc32c(payload) != crc or not self._apply(payload):
-                break
-            pos += 8 + length
-        if pos < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
-            log.warning("%s: cut %d byte(s) of torn group offsets tail at position %d",
-                        self.path, len(data) - pos, pos)
-        return len(data) - pos
+        return load_entry_file(self.path, MAGIC_GROUP_OFFSETS, self._apply, "group offsets",
+                               "every group resumes at its start offset")
 
     def _apply(self, payload: bytes) -> bool:
         """Apply one verified entry; False if its structure is wrong (treated as corrupt)."""

@@ -54,16 +54,13 @@ import threading
 from bisect import bisect_left, bisect_right
 from typing import Iterable, Iterator
 
-from crc32c import crc32c
-
 from .errors import LogClosedError
 from .filecache import FileCache, process_cache
-from .fileformat import (HEADER_SIZE, MAGIC_ACKLOG, FsyncPolicy, file_header,
-                         header_ok, write_all, write_file_atomically)
+from .fileformat import (MAGIC_ACKLOG, FsyncPolicy, entry, file_header,
+                         load_entry_file, write_all, write_file_atomically)
 
 log = logging.getLogger("amqpbroker.storage")
 
-_ENTRY_HEAD = struct.Struct(">II")
 _RUN = struct.Struct(">QI")
 _COUNT = struct.Struct(">I")
 _FLOOR = struct.Struct(">Q")
@@ -164,7 +161,7 @@ class OffsetRuns:
 def _entry(kind: int, runs: list[tuple[int, int]], floor: int | None = None) -> bytes:
     payload = bytes([kind]) + (b"" if floor is None else _FLOOR.pack(floor)) \
         + _COUNT.pack(len(runs)) + b"".join(_RUN.pack(a, n) for a, n in runs)
-    return _ENTRY_HEAD.pack(len(payload), crc32c(payload)) + payload
+    return entry(payload)
 
 
 class AckLog:
@@ -200,32 +197,8 @@ class AckLog:
         """Load the file into memory, cutting a torn tail; returns the bytes cut."""
         if os.path.exists(self.path + ".tmp"):
             os.unlink(self.path + ".tmp")  # unfinished compaction; the old file is intact
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            write_file_atomically(self.path, file_header(MAGIC_ACKLOG))
-            return 0
-        if not header_ok(data, MAGIC_ACKLOG):
-            write_file_atomically(self.path, file_header(MAGIC_ACKLOG))
-            if len(data) > HEADER_SIZE or not file_header(MAGIC_ACKLOG).startswith(data):
-                log.warning("%s: unreadable ack log header; starting empty (%d bytes dropped): "
-                            "every message will be redelivered", self.path, len(data))
-            return len(data)
-        pos = HEADER_SIZE
-        while pos + _ENTRY_HEAD.size <= len(data):
-            length, crc = _ENTRY_HEAD.unpack_from(data, pos)
-            payload = data[pos + 8:pos + 8 + length]
-            if len(payload) != length or crc32c(payload) != crc or not self._apply(payload):
-                break
-            pos += 8 + length
-        if pos < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
-            log.warning("%s: cut %d byte(s) of torn ack log tail at position %d",
-                        self.path, len(data) - pos, pos)
-        return len(data) - pos
+        return load_entry_file(self.path, MAGIC_ACKLOG, self._apply, "ack log",
+                               "every message will be redelivered")
 
     def _apply(self, payload: bytes) -> bool:
         """Apply one verified entry; False if its structure is wrong (treated as corrupt)."""

@@ -13,10 +13,15 @@ storage files are big-endian.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
 import time
+
+from crc32c import crc32c
+
+log = logging.getLogger("amqpbroker.storage")
 
 HEADER = struct.Struct(">4sHH")
 HEADER_SIZE = HEADER.size  # 8
@@ -29,6 +34,10 @@ MAGIC_ACKLOG = b"AQAK"
 
 FSYNC_POLICIES = ("always", "interval", "never")
 
+# An entry file (the ack log, a partition's group offsets): the header, then entries, each
+# ``u32 length, u32 crc32c(payload), payload``, appended; a torn or corrupt tail is cut at start.
+ENTRY_HEAD = struct.Struct(">II")
+
 
 def file_header(magic: bytes) -> bytes:
     return HEADER.pack(magic, SCHEMA_VERSION, 0)
@@ -40,6 +49,44 @@ def header_ok(data: bytes, magic: bytes) -> bool:
         return False
     got_magic, version, _ = HEADER.unpack_from(data)
     return got_magic == magic and version == SCHEMA_VERSION
+
+
+def entry(payload: bytes) -> bytes:
+    """One entry of an entry file, as appended."""
+    return ENTRY_HEAD.pack(len(payload), crc32c(payload)) + payload
+
+
+def load_entry_file(path: str, magic: bytes, apply, what: str, lost: str) -> int:
+    """Read an entry file into ``apply(payload) -> bool`` (False: the entry is corrupt), in
+    order, and cut the file after the last good entry; returns the bytes cut. A missing file
+    is created empty; an unreadable header makes a new empty file (logged with ``lost``, what
+    that costs) — the caller's state then starts empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        write_file_atomically(path, file_header(magic))
+        return 0
+    if not header_ok(data, magic):
+        write_file_atomically(path, file_header(magic))
+        if len(data) > HEADER_SIZE or not file_header(magic).startswith(data):
+            log.warning("%s: unreadable %s header; starting empty (%d bytes dropped): %s",
+                        path, what, len(data), lost)
+        return len(data)
+    pos = HEADER_SIZE
+    while pos + ENTRY_HEAD.size <= len(data):
+        length, crc = ENTRY_HEAD.unpack_from(data, pos)
+        payload = data[pos + 8:pos + 8 + length]
+        if len(payload) != length or crc32c(payload) != crc or not apply(payload):
+            break
+        pos += 8 + length
+    if pos < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(pos)
+            os.fsync(f.fileno())
+        log.warning("%s: cut %d byte(s) of torn %s tail at position %d",
+                    path, len(data) - pos, what, pos)
+    return len(data) - pos
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
