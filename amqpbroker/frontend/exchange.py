@@ -427,9 +427,9 @@ class DeduplicationExchange(FanoutExchange):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         args = self.arguments
-        self.cache_size = _plugin_integer(
+        self.cache_size = max(1, _plugin_integer(
             args.get("x-cache-size"), "x-cache-size", "Missing or invalid argument, ", 10,
-            "'x-cache-size' must be an integer greater than 0")
+            "'x-cache-size' must be an integer greater than 0"))  # "-5" parses: 1 kept
         ttl = args.get("x-cache-ttl")
         self.cache_ttl = None if ttl is None else _plugin_integer(
             ttl, "x-cache-ttl", "Invalid argument, ", 13,
