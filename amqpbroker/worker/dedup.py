@@ -252,12 +252,9 @@ class ProducerTable:
         except BaseException:
             os.close(fd)
             raise
+        os.close(fd)
         os.replace(tmp, self.path)
         fsync_dir(os.path.dirname(self.path))
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = fd
-        os.lseek(fd, 0, os.SEEK_END)
         self._entries = sum(len(w) for w in self.producers.values())
 
     def flush(self) -> None:
@@ -272,7 +269,15 @@ class ProducerTable:
                 if new:
                     fsync_dir(os.path.dirname(self.path))
         data = b"".join(self._pending)
-        write_all(self._fd, data)           # a failure leaves them pending for the retry
+        size = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            write_all(self._fd, data)
+        except OSError:          # pending for the retry; no torn entry before later ones
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
+            raise
         self._entries += len(self._pending)
         self._pending = []
         self._unsynced = True
@@ -281,10 +286,17 @@ class ProducerTable:
             self._snapshot = self._snapshot_bytes()
 
     def sync(self) -> None:
-        """fsync what ``flush`` wrote, then compact if due (fsync thread)."""
+        """fsync what ``flush`` wrote and close the file, then compact if due (fsync
+        thread). The descriptor is held only from ``flush`` to ``sync``, within one commit
+        round: an idle queue holds none (the open-files budget, storage/filecache.py)."""
         if self._unsynced and self.fsync:
-            os.fsync(self._fd)
+            if self._fd < 0:                 # a failed fsync's retry
+                self._fd = os.open(self.path, os.O_WRONLY)
+            os.fsync(self._fd)               # raises: still owed, the committer retries
         self._unsynced = False
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is not None:
             self._write_snapshot(snapshot)
