@@ -206,8 +206,9 @@ class Queue:
         if self._expires_now(record):
             # TTL 0: delivered only to a consumer that can take it right now (RabbitMQ)
             if self.ready_count or self._next_consumer() is None:
-                if producer is not None:
+                if producer is not None:     # taken: its retry is a duplicate
                     self.producers.stored(*producer, self.store.next_offset)
+                    self.host.committer.mark(self)
                 self.host.dead_letter(self, [record], "expired")
                 return True
             immediate = True

@@ -123,6 +123,14 @@ def test_without_confirms_a_gap_is_dropped(broker, ch):
     assert drain(ch, ch.q) == [0, 1, 2]
 
 
+def test_a_message_that_expires_at_once_still_takes_its_sequence(ch):
+    assert publish(ch, "ttl0", 0)
+    ch.basic_publish("", ch.q, b"gone", props("ttl0", 1, expiration="0"))   # expires at once
+    ch.basic_publish("", ch.q, b"gone", props("ttl0", 1, expiration="0"))   # duplicate
+    assert publish(ch, "ttl0", 2)              # no gap: 1 was taken
+    assert drain(ch, ch.q) == [0, 2]
+
+
 def test_publishes_without_producer_headers_are_untouched(ch):
     for _ in range(3):
         ch.basic_publish("", ch.q, b"same", pika.BasicProperties(headers={"x-sequence": 1}))
