@@ -46,7 +46,10 @@ its next retry would be stored again. So each durable queue that has seen a prod
 Every stored sequence appends one entry, written by the queue's ``flush`` in the same commit
 round as the message (after it: the log is written first) and fsynced by the same round's
 ``sync``, before the round's confirms go out: a confirm means the message and its producer
-state are both durable. Replaying the entries in order rebuilds each producer's window.
+state are both durable. Replaying the entries in order rebuilds each producer's window. The
+file is opened by ``flush`` and closed by ``sync``, so a queue holds its descriptor only
+within a commit round (idle queues hold none: the open-files budget of storage/filecache.py);
+a failed append is cut back, so no torn entry can hide the entries written after it.
 
 Compaction: once the file holds more than ``COMPACT_ENTRIES`` entries and four times the live
 ones, the next ``flush`` takes a snapshot of the live entries (on the event loop, where the
@@ -101,12 +104,14 @@ DEDUP_HEADER = "x-deduplication-header"
 
 
 # ================================================================== headers
+_NAMES = frozenset((PRODUCER_ID, SEQUENCE, DEDUP_HEADER))
+
+
 def _headers_and_id(raw: bytes):
     try:
-        props = props_mod.decode(raw)
+        return props_mod.pick(raw, _NAMES)
     except ValueError:
         return {}, None
-    return props.headers or {}, props.message_id
 
 
 def producer_of(raw_properties: bytes):

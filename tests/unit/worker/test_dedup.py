@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+import hypothesis
 import pytest
 
 from amqpbroker import contract as c
 from amqpbroker.config import Config
 from amqpbroker.protocol import properties as props_mod
 from amqpbroker.storage.record import Record
+from amqpbroker.testing import strategies
 from amqpbroker.worker import dedup
 from amqpbroker.worker.dedup import (DUPLICATE, GAP, INVALID, OUT_OF_ORDER, STORE,
                                      ProducerTable, QueueKeys)
@@ -199,3 +201,19 @@ async def test_host_applies_the_subsequence_flag_and_delays_a_duplicates_confirm
         assert host.queues[1].ready_count == 2
     finally:
         host.close()
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(strategies.typed_properties())
+def test_pick_reads_what_the_full_decode_reads(case):
+    """properties.pick (the worker's shortcut) against pamqp's full decode."""
+    raw = case[0]
+    try:
+        full = props_mod.decode(raw)
+    except ValueError:
+        return
+    headers = full.headers or {}
+    names = set(list(headers)[:2]) | {"absent"}
+    picked, message_id = props_mod.pick(raw, names)
+    assert picked == {k: v for k, v in headers.items() if k in names}
+    assert message_id == full.message_id
