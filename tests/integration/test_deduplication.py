@@ -224,3 +224,29 @@ def test_exchange_arguments_as_strings_are_accepted(ch):
     ch.basic_publish(x, "", b"1", keyed("k"))
     ch.basic_publish(x, "", b"1", keyed("k"))
     assert count(ch, q) == 1
+
+
+def test_definitions_import_checks_the_arguments_and_the_exchange_survives_restart(tmp_path):
+    from amqpbroker.testing.mgmt_client import ManagementClient
+    with BrokerProcess(tmp_path, management=True) as b:
+        api = ManagementClient(f"http://127.0.0.1:{b.management_port}")
+        bad = {"exchanges": [{"name": "dx", "vhost": "/", "type": DEDUP, "arguments": {}}]}
+        status, value, _ = api.request("POST", "/api/definitions", "guest", "guest", body=bad)
+        assert (status, value) == (400, {"error": "bad_request", "reason": (
+            "exchanges[0].arguments: Missing or invalid argument, " + " " * 10
+            + "'x-cache-size' must be an integer greater than 0")})
+        good = {"exchanges": [{"name": "dx", "vhost": "/", "type": DEDUP,
+                               "arguments": {"x-cache-size": 5}}],
+                "queues": [{"name": "dxq", "vhost": "/"}],
+                "bindings": [{"source": "dx", "vhost": "/", "destination": "dxq",
+                              "destination_type": "queue"}]}
+        status, _, _ = api.request("POST", "/api/definitions", "guest", "guest", body=good)
+        assert status in (200, 201, 204)
+        b.restart()
+        c = pika.BlockingConnection(pika.URLParameters(b.url))
+        ch = c.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("dx", "", b"1", keyed("k"))
+        ch.basic_publish("dx", "", b"2", keyed("k"))
+        assert ch.queue_declare("dxq", passive=True).method.message_count == 1
+        c.close()
