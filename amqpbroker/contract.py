@@ -248,7 +248,12 @@ Open = message(1, "open", ("qid", "u32"), ("vhost", "str"), ("name", "str"),
                ("durable", "bool"), ("auto_delete", "bool"), ("arguments", "any"),
                ("directory", "str"), request=True)
 Pub = message(2, "pub", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
-              ("record", "record"))
+              ("flags", "u8"), ("record", "record"))
+# Pub.flags: what the front-end saw of a publish that the worker needs without decoding the
+# properties again (worker/dedup.py)
+PUB_PRODUCER = 1        # headers carry x-producer-id: check x-sequence against the producer
+PUB_SUBSEQUENCE = 2     # routed by an x-partitioned exchange: this partition sees only some of
+                        # the producer's sequence numbers, so a gap is not an error
 # Sub.arguments: the consumer's x-arguments (x-priority, x-stream-offset, x-stream-filter, ...)
 Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
               ("exclusive", "bool"), ("arguments", "any"), ("credit", "u32"), request=True)

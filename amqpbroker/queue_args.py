@@ -165,6 +165,9 @@ class QueueArgs:
         self.dlx = a.get("x-dead-letter-exchange")
         self.dlrk = a.get("x-dead-letter-routing-key")
         self.single_active = a.get("x-single-active-consumer", False)
+        # the RabbitMQ message-deduplication plugin's argument; the plugin validates nothing
+        # and turns it on for any value but false (Elixir's truthiness), so do we
+        self.dedup = a.get("x-message-deduplication", False) is not False
         fsync = a.get("x-fsync", "always")           # our extension: the queue's fsync policy
         if fsync not in FSYNC_POLICIES:
             refuse("x-fsync", f"{{unacceptable_value,<<\"{fsync}\">>}} (expected always, "

@@ -16,9 +16,10 @@ from collections import deque
 from pamqp import commands as C
 
 from .. import errors
+from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from .confirms import Confirms
 from .consumer import Consumer
-from .exchange import PartitionedExchange
+from .exchange import DEDUP_TYPE, DeduplicationExchange, PartitionedExchange
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
@@ -138,10 +139,13 @@ class Channel:
         raw = ev.properties
         routing_key = ev.routing_key
         keys = (routing_key,)
-        headers = None
+        headers = props = None
+        flags = 0
         if scan.has_headers:
             props = self._decode_properties(raw)
             headers = props.headers or {}
+            if "x-producer-id" in headers:
+                flags = PUB_PRODUCER        # the worker checks x-sequence (worker/dedup.py)
             if "CC" in headers or "BCC" in headers:
                 keys = (routing_key, *props_mod.str_list(headers.get("CC")),
                         *props_mod.str_list(headers.get("BCC")))
@@ -159,6 +163,11 @@ class Channel:
                 self._return(312, "NO_ROUTE", record)
             self._confirm(())
             return
+        if ex.type == DEDUP_TYPE:
+            message_id = (props or self._decode_properties(raw)).message_id
+            headers = DeduplicationExchange.route_headers(headers, message_id)
+        elif ex.type == "x-partitioned":
+            flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
         queues = session.vhost.route(ex, keys, headers)
         confirm = self.confirm
         tickets = []
@@ -168,7 +177,7 @@ class Channel:
         else:
             priority = scan.priority
             for q in queues:
-                n = q.publish(record, priority, confirm)
+                n = q.publish(record, priority, confirm, flags)
                 if confirm:
                     tickets.append((q.client, n))
                 if q.backlogged:

@@ -22,11 +22,14 @@ binding length -- and the bindings that share a prefix share the work.
 """
 from __future__ import annotations
 
+import re
+import time
+
 from .. import errors
 from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
-TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned")
+TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication")
 
 
 def _args_key(arguments: dict | None):
@@ -450,8 +453,102 @@ class PartitionedExchange(Exchange):
         return () if i is None else self._by_key.get(str(i), ())
 
 
+
+# ================================================================ x-message-deduplication
+DEDUP_TYPE = "x-message-deduplication"
+DEDUP_HEADER = "x-deduplication-header"
+
+
+def _plugin_text(first: str, indent: int, rest: str) -> str:
+    """The plugin's reply texts are Elixir strings continued with a backslash, which keeps
+    the next source line's indentation: reproduced, as they go on the wire."""
+    return first + " " * indent + rest
+
+
+def _plugin_integer(value, name: str, first: str, indent: int, rest: str) -> int:
+    """rabbitmq-message-deduplication's ``validate``: an integer > 0, or a longstr that
+    Elixir's ``Integer.parse`` reads a leading integer from."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode(errors="replace")
+    if isinstance(value, str):
+        digits = re.match(r"[+-]?[0-9]+", value)
+        if digits is None:
+            raise errors.PreconditionFailed(_plugin_text(first, 22, rest), 40, 10)
+        return int(digits.group())
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise errors.PreconditionFailed(_plugin_text(first, indent, rest), 40, 10)
+    return value
+
+
+class DeduplicationExchange(FanoutExchange):
+    """The exchange type of the RabbitMQ message-deduplication plugin: routes as fanout, but
+    a message whose key was routed before (within ``x-cache-ttl`` ms, and while the cache of
+    ``x-cache-size`` keys still holds it) is routed nowhere: with confirms it is confirmed,
+    as the plugin's. The key is header ``x-deduplication-header``, else (ours) the
+    ``message_id`` property (the channel passes it as that header: ``route_headers``); a
+    message with neither is always routed. A per-message ``x-cache-ttl`` header overrides the
+    exchange's. A full cache drops expired keys, then the oldest (the plugin drops a random
+    one). The cache lives in the routing process's memory (``x-cache-persistence: disk`` is
+    accepted, as the plugin's, and kept in memory)."""
+    type = DEDUP_TYPE
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        args = self.arguments
+        self.cache_size = max(1, _plugin_integer(
+            args.get("x-cache-size"), "x-cache-size", "Missing or invalid argument, ", 10,
+            "'x-cache-size' must be an integer greater than 0"))  # "-5" parses: 1 kept
+        ttl = args.get("x-cache-ttl")
+        self.cache_ttl = None if ttl is None else _plugin_integer(
+            ttl, "x-cache-ttl", "Invalid argument, ", 13,
+            "'x-cache-ttl' must be an integer greater than 0")
+        persistence = args.get("x-cache-persistence")
+        if isinstance(persistence, (bytes, bytearray)):
+            persistence = bytes(persistence).decode(errors="replace")
+        if persistence is not None and persistence not in ("disk", "memory"):
+            raise errors.PreconditionFailed(_plugin_text(
+                "Invalid argument, ", 13,
+                "'x-cache-persistence' must be either 'disk' or 'memory'"), 40, 10)
+        self.cache: dict = {}               # key -> expiry (ms, monotonic) or None
+
+    @staticmethod
+    def route_headers(headers: dict | None, message_id) -> dict | None:
+        """The headers to route with: the message_id stands in for a missing
+        x-deduplication-header."""
+        if message_id is None or (headers and DEDUP_HEADER in headers):
+            return headers
+        return {**(headers or {}), DEDUP_HEADER: message_id}
+
+    def route(self, routing_key, headers):
+        key = headers.get(DEDUP_HEADER) if headers else None
+        if key is None:
+            return self._all
+        if isinstance(key, (bytearray, list, dict)):
+            key = repr(key)
+        now = time.monotonic() * 1000
+        expiry = self.cache.get(key, 0)
+        if expiry is None or expiry > now:
+            return ()                      # a duplicate
+        ttl = headers.get("x-cache-ttl")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+            ttl = self.cache_ttl
+        self.cache.pop(key, None)
+        if len(self.cache) >= self.cache_size:
+            self._make_room(now)
+        self.cache[key] = None if ttl is None else now + ttl
+        return self._all
+
+    def _make_room(self, now: float) -> None:
+        cache = self.cache
+        for k in [k for k, e in cache.items() if e is not None and e <= now]:
+            del cache[k]
+        while len(cache) >= self.cache_size:
+            del cache[next(iter(cache))]
+
+
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
-            "headers": HeadersExchange, "x-partitioned": PartitionedExchange}
+            "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
+            DEDUP_TYPE: DeduplicationExchange}
 
 
 def make_exchange(type_: str, name: str, durable: bool = True, auto_delete: bool = False,

@@ -65,10 +65,10 @@ class PartitionClient:
         if self.link is not None:
             self.link.send(cmd)          # else the host is restarting: it recovers from disk
 
-    def publish(self, qid: int, record, priority: int, track: bool) -> int:
+    def publish(self, qid: int, record, priority: int, track: bool, flags: int = 0) -> int:
         self.seq = seq = self.seq + 1
         if self.link is not None:
-            self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track,
+            self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track, flags=flags,
                                  record=record))
             if seq - self.seen > LINK_WINDOW:
                 self.backlogged = True

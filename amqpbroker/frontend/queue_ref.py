@@ -108,9 +108,10 @@ class QueueRef:
             raise errors.queue_down(self.vhost.name, self.name, self.down, class_id, method_id)
 
     # ------------------------------------------------------------ messages
-    def publish(self, record, priority: int, track: bool) -> int:
-        """Send a message to the queue; returns its publish number (for confirms)."""
-        return self.client.publish(self.qid, record, priority, track)
+    def publish(self, record, priority: int, track: bool, flags: int = 0) -> int:
+        """Send a message to the queue; returns its publish number (for confirms).
+        ``flags``: ``contract.PUB_*``."""
+        return self.client.publish(self.qid, record, priority, track, flags)
 
     def ack(self, offsets: list[int]) -> int:
         return self.client.ack(self.qid, offsets)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .. import errors
 from ..frontend.auth import HASHING
-from ..frontend.exchange import TYPES
+from ..frontend.exchange import TYPES, make_exchange
 from ..queue_args import QueueArgs
 
 
@@ -324,6 +324,16 @@ def _queue_arguments(queue: dict, where: str) -> dict:
     return queue
 
 
+def _exchange_arguments(exchange: dict, where: str) -> dict:
+    """The arguments pass the checks exchange.declare makes (the x-message-deduplication
+    type checks its own)."""
+    try:
+        make_exchange(exchange["type"], exchange["name"], arguments=exchange["arguments"])
+    except errors.AMQPError as exc:
+        raise _fail(_at(where, "arguments"), exc.text) from None
+    return exchange
+
+
 DEFINITIONS = Obj(                                     # POST /api/definitions
     users=Field(list_of(Obj(_user_rules, name=Field(name), **_USER_FIELDS,
                             limits=Field(limits_of(USER_LIMITS, "user-limits"), OPTIONAL))),
@@ -342,6 +352,7 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
     permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
                                   **_PERMISSION_FIELDS)), []),
     exchanges=Field(list_of(Obj(
+        _exchange_arguments,
         name=Field(string), vhost=Field(name), type=Field(one_of(*TYPES), "direct"),
         durable=Field(boolean, True), auto_delete=Field(boolean, False),
         internal=Field(boolean, False), arguments=Field(table, {}))), []),

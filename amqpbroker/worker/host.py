@@ -215,7 +215,7 @@ class PartitionHost:
                 state.nacked.append(seq)     # never confirm what a down queue did not store
             return                       # deleted meanwhile: routed nowhere, confirmed
         record = m.record
-        if not q.publish(record, m.priority):
+        if not q.publish(record, m.priority, m.flags):
             if m.track:                  # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
         elif q.durable and (record.flags & 1 or type(q) is Stream):   # a stream keeps all

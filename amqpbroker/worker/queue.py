@@ -32,9 +32,11 @@ import logging
 from collections import deque
 from typing import NamedTuple
 
+from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
 from ..queue_args import QueueArgs
+from . import dedup
 from .store import MessageStore
 
 log = logging.getLogger("amqpbroker.queue")
@@ -78,6 +80,11 @@ class Queue:
                                   segment_bytes=config.segment_bytes, budget=host,
                                   cache_limit=config.cache_limit,
                                   label=f"queue '{name_of(self)}'")
+        # idempotent producers and x-message-deduplication (dedup.py)
+        self.producers = dedup.ProducerTable(directory if durable else None,
+                                             end_offset=self.store.end_offset,
+                                             fsync=self.fsync != "never")
+        self.dedup_keys = dedup.QueueKeys() if self.args.dedup else None
         self._interval_timer = None
         levels = (self.args.max_priority or 0) + 1
         self.ready: list[deque] = [deque() for _ in range(levels)]
@@ -106,6 +113,10 @@ class Queue:
                 skipped = True
                 continue
             self.ready[self._level(rec.properties)].append(off)
+            if self.dedup_keys is not None:
+                key = dedup.dedup_key(rec.properties)
+                if key is not None:
+                    self.dedup_keys.add(key, off)
             self.ready_count += 1
             self.ready_bytes += len(rec.body)
         self.redeliver_below = self.store.end_offset
@@ -164,8 +175,28 @@ class Queue:
             return True
         return False
 
-    def publish(self, record: Record, priority: int = 0) -> bool:
-        """Append a message; False if the queue rejected it (x-overflow reject-publish)."""
+    def publish(self, record: Record, priority: int = 0, flags: int = 0) -> bool:
+        """Append a message; False if the queue rejected it (x-overflow reject-publish, or a
+        producer's sequence out of order). A duplicate (dedup.py) is not appended and counts
+        as stored: True, once the message it repeats is durable. ``flags``: ``PUB_*`` of
+        contract.py."""
+        producer = key = None
+        if flags & PUB_PRODUCER:
+            producer = dedup.producer_of(record.properties)
+            if producer is not None:
+                pid, seq = producer
+                verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE))
+                if verdict == dedup.DUPLICATE:
+                    return self._duplicate(self.producers.offset_of(pid, seq))
+                if verdict != dedup.STORE:
+                    log.warning("queue '%s': publish refused: producer %r sequence %r is %s "
+                                "(last stored: %s)", name_of(self), pid, seq, verdict,
+                                [s for s, _ in self.producers.producers.get(pid, ())])
+                    return False
+        if self.dedup_keys is not None:
+            key = dedup.dedup_key(record.properties)
+            if key is not None and key in self.dedup_keys:
+                return self._duplicate(self.dedup_keys.offsets[key])
         size = len(record.body)
         if (self.args.max_length is not None or self.args.max_length_bytes is not None) \
                 and self.args.overflow != "drop-head" and self._full(size):
@@ -175,6 +206,9 @@ class Queue:
         if self._expires_now(record):
             # TTL 0: delivered only to a consumer that can take it right now (RabbitMQ)
             if self.ready_count or self._next_consumer() is None:
+                if producer is not None:     # taken: its retry is a duplicate
+                    self.producers.stored(*producer, self.store.next_offset)
+                    self.host.committer.mark(self)
                 self.host.dead_letter(self, [record], "expired")
                 return True
             immediate = True
@@ -182,6 +216,10 @@ class Queue:
             immediate = False
         offset = self.store.append(record)
         self.host.committer.mark(self)
+        if producer is not None:
+            self.producers.stored(*producer, offset)
+        if key is not None:
+            self.dedup_keys.add(key, offset)
         level = min(priority, self.args.max_priority) if self.args.max_priority else 0
         self.ready[level].append(offset)
         self.ready_count += 1
@@ -194,6 +232,13 @@ class Queue:
         if self.args.message_ttl is not None or (record.properties and record.properties[0] & 1):
             self._schedule_expiry()              # 0x01 of the first flag byte: expiration
         self.schedule_dispatch()
+        return True
+
+    def _duplicate(self, offset: int | None) -> bool:
+        """A publish repeats the message at ``offset``: not stored again, confirmed once that
+        one is durable (a round is owed for it if it is not yet on disk)."""
+        if offset is not None and self.durable and not self.store.on_disk(offset):
+            self.host.committer.mark(self)
         return True
 
     def _expires_now(self, record: Record) -> bool:
@@ -396,6 +441,8 @@ class Queue:
     # ---------------------------------------------------------------- settling
     def _done(self, offset: int) -> None:
         self.redelivered.discard(offset)     # a requeued message dropped or purged while ready
+        if self.dedup_keys is not None:
+            self.dedup_keys.discard(offset)
         self.store.settle(offset)
         self.host.committer.mark(self)
 
@@ -458,12 +505,15 @@ class Queue:
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
-        """Write buffered appends and settles (event-loop thread, no fsync)."""
+        """Write buffered appends and settles (event-loop thread, no fsync), then the producer
+        state of this round (after its messages: dedup.py)."""
         self.store.flush()
+        self.producers.flush()
 
     def sync(self) -> None:
         """fsync per policy (worker thread)."""
         self.store.sync()
+        self.producers.sync()
 
     def after_sync(self) -> None:
         """Back on the loop: drop settled segments and cached bodies over the budget, dispatch
@@ -508,3 +558,12 @@ class Queue:
             if t is not None:
                 t.cancel()
         self.store.close(destroy)
+        try:
+            if not destroy:
+                self.producers.flush()
+                self.producers.sync()
+        except OSError as exc:
+            log.error("queue '%s': producer state not written at shutdown: %s", name_of(self),
+                      exc)
+        finally:
+            self.producers.close()

@@ -161,7 +161,7 @@ async def test_a_publish_the_host_failed_to_store_is_nacked(kind, tmp_path):
         queue = host.queues[1]
         stored = queue.publish
 
-        def broken(record, priority):          # fails once, whenever the host gets to it
+        def broken(record, priority, flags):       # fails once, whenever the host gets to it
             queue.publish = stored
             raise RuntimeError("injected fault")
         queue.publish = broken

@@ -60,7 +60,7 @@ async def test_a_round_over_more_queues_than_the_cache_holds_confirms_once_all_a
                             for i in range(1, QUEUES + 1)])
         assert len(host.queues) == QUEUES and held(tmp_path) <= LIMIT
         before = files.stats()
-        host.handle(state, [c.Pub(qid=i, seq=i, priority=0, track=True,
+        host.handle(state, [c.Pub(qid=i, seq=i, priority=0, track=True, flags=0,
                                   record=Record(1_700_000_000_000, "", f"q{i}", b"\x00\x00",
                                                 f"message {i}".encode(), 1))
                             for i in range(1, QUEUES + 1)])
