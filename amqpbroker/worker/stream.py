@@ -57,12 +57,13 @@ from __future__ import annotations
 import logging
 
 from .. import errors
-from ..contract import Dlv
+from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
 from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
 from ..storage.errors import OffsetOutOfRange
 from ..storage.log import MAX_SEGMENT_BYTES, PartitionLog
 from ..storage.record import Record, now_ms, record_size
+from . import dedup
 
 log = logging.getLogger("amqpbroker.stream")
 
@@ -149,6 +150,10 @@ class Stream:
                                 fsync=self.fsync, fsync_interval_ms=config.fsync_interval_ms)
         self.directory = directory
         self.pending: list[Record] = []          # published, not yet written (next round)
+        # idempotent producers (dedup.py), as a classic queue has them
+        self.producers = dedup.ProducerTable(directory if durable else None,
+                                             end_offset=self.log.end_offset,
+                                             fsync=self.fsync != "never")
         self.last_batch = self.log.last_batch_offset()
         self._tail: list[tuple[int, Record]] = []   # recent appends, contiguous offsets
         self._tail_bytes = 0
@@ -190,7 +195,26 @@ class Stream:
         return len(self.consumers)
 
     # ---------------------------------------------------------------- publish
-    def publish(self, record: Record, priority: int = 0) -> bool:
+    def publish(self, record: Record, priority: int = 0, flags: int = 0) -> bool:
+        """Append a message at the next round; False if a producer's sequence is out of
+        order. A duplicate of a producer's earlier publish is not appended and counts as
+        stored (confirmed once the one it repeats is durable)."""
+        producer = None
+        if flags & PUB_PRODUCER:
+            producer = dedup.producer_of(record.properties)
+            if producer is not None:
+                pid, seq = producer
+                verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE))
+                if verdict == dedup.DUPLICATE:
+                    offset = self.producers.offset_of(pid, seq)
+                    if offset is not None and offset >= self.log.durable_offset:
+                        self.host.committer.mark(self)      # confirmed with its round
+                    return True
+                if verdict != dedup.STORE:
+                    log.warning("stream '%s': publish refused: producer %r sequence %r is %s",
+                                self.name, pid, seq, verdict)
+                    return False
+                self.producers.stored(pid, seq, self.end_offset)
         self.pending.append(record)
         self.host.committer.mark(self)
         return True
@@ -301,6 +325,7 @@ class Stream:
         records, self.pending = self.pending, []
         before = self.log.active_base
         base = self.log.append(records)
+        self.producers.flush()
         self.last_batch = base
         self._remember(base, records)
         if self.log.active_base != before and (self.max_age_ms is not None
@@ -321,8 +346,10 @@ class Stream:
             del tail[:cut]
 
     def sync(self) -> None:
-        """fsync per policy (the committer's thread)."""
+        """fsync per policy (the committer's thread), then the producer state of the
+        round (after its messages: dedup.py)."""
         self.log.sync()
+        self.producers.sync()
 
     def after_sync(self) -> None:
         if self.deleted:
@@ -383,6 +410,14 @@ class Stream:
             except OSError as exc:
                 log.error("stream '%s': writing at close failed: %s", self.name, exc)
             self.pending = []
+        try:
+            if not destroy:
+                self.producers.flush()
+                self.producers.sync()
+        except OSError as exc:
+            log.error("stream '%s': producer state not written at close: %s", self.name, exc)
+        finally:
+            self.producers.close()
         if destroy:
             self.log.destroy()
         else:
