@@ -86,6 +86,7 @@ class Channel:
         # queues this channel is deleting: the basic.cancel of its own consumers there waits
         # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
         self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
+        self.stats = self.broker.stats.channel()     # amqpbroker/stats
 
     # ============================================================ publish
     def on_publish(self, ev) -> None:
@@ -160,6 +161,7 @@ class Channel:
             return
         queues = session.vhost.route(ex, keys, headers)
         confirm = self.confirm
+        self.stats.on_publish(ex, len(queues), ev.mandatory, confirm, len(ev.body))
         tickets = []
         if not queues:
             if ev.mandatory:
@@ -225,6 +227,7 @@ class Channel:
         """A host's confirm watermark moved: send what is settled, in order."""
         settled = self.confirms.take_settled()
         if settled:
+            self.stats.on_confirms(settled)
             number = self.number
             self.session.write([fp.build_confirm(number, seq, multiple, nack=not ack)
                                 for seq, multiple, ack in settled])
@@ -253,6 +256,7 @@ class Channel:
             q = consumer.queue
             self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
+        self.stats.on_deliver(consumer.no_ack, redelivered)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
             record.routing_key.encode(), record.properties, record.body,
@@ -327,6 +331,7 @@ class Channel:
     # ============================================================ acks
     def on_ack(self, ev) -> None:
         taken = self._take(ev.delivery_tag, ev.multiple, 60, 80)
+        self.stats.on_ack(len(taken))
         if self.tx is not None:
             self.tx.append(("ack", taken, False))       # settled on commit
         else:
@@ -395,6 +400,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
+        self.stats.on_close()
         for c in list(self.consumers.values()):
             self._remove_consumer(c)
         self.consumers.clear()
@@ -668,9 +674,11 @@ class Channel:
         epoch = q.client.epoch
         got = await q.get(m.no_ack)
         if got is None:
+            self.stats.on_get_empty()
             session.send_method(self.number, C.Basic.GetEmpty())
             return
         offset, record, redelivered, remaining = got
+        self.stats.on_get(m.no_ack, redelivered)
         tag = self.next_tag
         self.next_tag += 1
         if not m.no_ack:

@@ -1,6 +1,7 @@
 """``/api/exchanges``: the exchanges of the vhosts the user may see (administrators: all)."""
 from __future__ import annotations
 
+from ..stats.collector import add_message_stats
 from . import access
 from .api import Route, not_found
 
@@ -13,7 +14,8 @@ def _json(vh, ex) -> dict:
 async def list_exchanges(call):
     b = call.broker
     names = access.listed_vhosts(call)
-    return [_json(b.vhosts[n], ex) for n in names for ex in b.vhosts[n].exchanges.values()]
+    return [add_message_stats(_json(b.vhosts[n], ex), b, "exchange", n, ex.name)
+            for n in names for ex in b.vhosts[n].exchanges.values()]
 
 
 async def get_exchange(call):
@@ -21,7 +23,7 @@ async def get_exchange(call):
     ex = vh.exchanges.get(call.params["name"]) if vh else None
     if ex is None:
         raise not_found()
-    return _json(vh, ex)
+    return add_message_stats(_json(vh, ex), call.broker, "exchange", vh.name, ex.name)
 
 
 ROUTES = [

@@ -5,6 +5,7 @@ import os
 import resource
 
 from ..frontend.alarms import node_rss, total_memory
+from ..stats.collector import add_message_stats
 from . import access
 from .api import Route
 
@@ -26,12 +27,15 @@ async def overview(call):
            "product_name": "amqpbroker", "product_version": "0.1.0",
            "cluster_name": call.amqp.server_properties["cluster_name"],
            "object_totals": {"connections": len(conns), "queues": len(queues),
+                             "channels": sum(c.get("channels", 0) for c in conns),
                              "exchanges": sum(len(b.vhosts[n].exchanges) for n in names),
                              "consumers": sum(s[1] for s in stats)},
-           "queue_totals": {"messages_ready": sum(s[0] for s in stats),
+           "queue_totals": {"messages": sum(s[0] + s[2] for s in stats),
+                            "messages_ready": sum(s[0] for s in stats),
                             "messages_unacknowledged": sum(s[2] for s in stats)}}
     if monitor:
         out["node"] = NODE
+        add_message_stats(out, b, "overview")     # node-wide, as RabbitMQ's for monitors
     return out
 
 

@@ -1,6 +1,7 @@
 """``/api/queues``: the queues of the vhosts the user may see (administrators: all)."""
 from __future__ import annotations
 
+from ..stats.collector import add_message_stats
 from . import access
 from .api import Route, not_found
 
@@ -22,7 +23,7 @@ async def list_queues(call):
     names = access.listed_vhosts(call)
     queues = [q for n in names for q in b.vhosts[n].queues.values()]
     stats = await b.queue_stats(queues)
-    return [_json(q, stats[q]) for q in queues]
+    return [add_message_stats(_json(q, stats[q]), b, "queue", q) for q in queues]
 
 
 async def get_queue(call):
@@ -31,7 +32,7 @@ async def get_queue(call):
     if q is None:
         raise not_found()
     stats = await call.broker.queue_stats([q])
-    return _json(q, stats[q])
+    return add_message_stats(_json(q, stats[q]), call.broker, "queue", q)
 
 
 ROUTES = [

@@ -147,6 +147,7 @@ class MetadataOwner(Broker):
     # ------------------------------------------------------------ hooks
     def changed(self, op) -> None:
         """Metadata changed here: tell every front-end (``metadata.py``)."""
+        self.stats.on_metadata_op(op)           # queues created / deleted (amqpbroker/stats)
         for fe in self.frontends:
             fe.notify(c.ApplyOp(op=op))
 
