@@ -153,12 +153,30 @@ class Collector:
                            _overview_counts(self.prev) if self.prev else None)
 
     def queue(self, ref) -> dict | None:
+        """A queue's message_stats: the hot one of the API (every queue of /api/queues), so
+        built straight from the snapshot rows."""
         if not self.enabled or self.last is None:
             return None
-        now = _queue_counts(self.last, ref)
-        if now is None:
-            return None
-        return self._stats(now, _queue_counts(self.prev, ref) if self.prev else None)
+        row = self.last.queues.get(ref)
+        if row is None or not any(row[5]):
+            return None             # as RabbitMQ: no message_stats before the first event
+        now = row[5]
+        before = self.prev.queues.get(ref) if self.prev is not None else None
+        before = before[5] if before is not None else None
+        dt = self.last.at - self.prev.at if before is not None else 0
+        out = {}
+        for i, key, details in _QUEUE_KEYS:
+            v = now[i]
+            out[key] = v
+            out[details] = ({"rate": round((v - before[i]) / dt, 1)}
+                            if dt > 0 and v > before[i] else _ZERO)
+        dg = now[_DG[0]] + now[_DG[1]] + now[_DG[2]] + now[_DG[3]]
+        out["deliver_get"] = dg
+        dg_before = (before[_DG[0]] + before[_DG[1]] + before[_DG[2]] + before[_DG[3]]
+                     if before is not None else dg)
+        out["deliver_get_details"] = ({"rate": round((dg - dg_before) / dt, 1)}
+                                      if dt > 0 and dg > dg_before else _ZERO)
+        return out
 
     def exchange(self, vhost: str, name: str) -> dict | None:
         if not self.enabled or self.last is None:
@@ -231,14 +249,11 @@ def _overview_counts(snap: NodeSnapshot) -> dict:
     return _message_stats_of(snap.totals)
 
 
-def _queue_counts(snap: NodeSnapshot, ref) -> dict | None:
-    row = snap.queues.get(ref)
-    if row is None:
-        return None
-    d = dict(zip(QUEUE_FIELDS, row[5]))
-    d.pop("publish_bytes")
-    d["deliver_get"] = _deliver_get(d)
-    return d
+# (index in a queue row's counters, message_stats key, its _details key)
+_QUEUE_KEYS = [(i, f, f + "_details") for i, f in enumerate(QUEUE_FIELDS)
+               if f != "publish_bytes"]
+_ZERO = {"rate": 0.0}          # shared by every rate that is zero (never mutated)
+_DG = [QUEUE_FIELDS.index(f) for f in ("deliver", "deliver_no_ack", "get", "get_no_ack")]
 
 
 def _exchange_counts(snap: NodeSnapshot, vhost: str, name: str) -> dict | None:
