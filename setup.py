@@ -24,6 +24,9 @@ setup(
         "cffi>=1.15",
         # posix_ipc: named POSIX shared memory segments (shm_open/shm_unlink) for the rings.
         "posix_ipc>=1.1",
+        # prometheus-client: the metric families and text exposition (Prometheus 0.0.4 and
+        # OpenMetrics) of /metrics on --prometheus-port (amqpbroker/mgmt/prometheus.py)
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": [

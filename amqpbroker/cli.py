@@ -68,6 +68,13 @@ FLAGS = [
     ("tls_login_from", choice("distinguished_name", "common_name"),
      "EXTERNAL: the user name is the certificate's subject DN or its CN "
      "(default distinguished_name)"),
+    ("collect_statistics", choice("fine", "coarse", "none"),
+     "message statistics, as RabbitMQ's collect_statistics: none counts nothing "
+     "(default fine)"),
+    ("collect_statistics_interval", int, "statistics sampling period for the management "
+                                         "API's rates, ms (default 5000)"),
+    ("prometheus_port", int, "Prometheus metrics HTTP port (default 15692; 0 = off; "
+                             "-1 = any free port)"),
 ]
 
 
@@ -147,7 +154,7 @@ async def _serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, on_signal)     # first: a signal during start-up or right
     broker = MetadataOwner(cfg, loop)               # after "ready" still shuts down cleanly
     server = AMQPServer(broker)
-    workers, frontends, mgmt = [], [], None
+    workers, frontends, mgmt, prometheus = [], [], None, None
     try:
         n_workers, n_frontends = cfg.layout()
         # a certificate that cannot be read stops the start here, in one line
@@ -178,6 +185,8 @@ async def _serve(cfg: Config) -> int:
         line = f"amqpbroker ready amqp={_show(host)}:{port}"
         if amqps:
             line += f" amqps={_show(tls_host)}:{tls_port}"
+        from .stats.collector import Collector
+        broker.collector = Collector(broker, server)
         if cfg.management_port or https:
             from .mgmt.app import ManagementServer
             mgmt = ManagementServer(broker, server)
@@ -187,6 +196,13 @@ async def _serve(cfg: Config) -> int:
         if https:
             mhost, mport = await mgmt.start(cfg.host, max(cfg.management_tls_port, 0), https)
             line += f" https={_show(mhost)}:{mport}"
+        if cfg.prometheus_port:
+            from .mgmt.prometheus import PrometheusServer
+            prometheus = PrometheusServer(broker, server)
+            phost, pport = await prometheus.start(cfg.host, max(cfg.prometheus_port, 0))
+            line += f" prometheus={_show(phost)}:{pport}"
+        if cfg.management_port or https:
+            broker.collector.start()        # message_stats' rates: sampled for the API
         if workers:
             line += " workers=" + ",".join(str(w.pid) for w in workers)
         if frontends:
@@ -197,6 +213,11 @@ async def _serve(cfg: Config) -> int:
     finally:
         await stop_frontends(frontends)
         await server.stop()
+        collector = getattr(broker, "collector", None)
+        if collector is not None:
+            await collector.stop()
+        if prometheus is not None:
+            await prometheus.stop()
         if mgmt is not None:
             await mgmt.stop()
         broker.close()

@@ -36,6 +36,10 @@ class Config:
     tls_verify: str = "none"                     # none | peer (ssl_options.verify)
     tls_fail_if_no_peer_cert: bool = False       # ssl_options.fail_if_no_peer_cert
     tls_login_from: str = "distinguished_name"   # EXTERNAL's user name: or common_name
+    # statistics (amqpbroker/stats): RabbitMQ's collect_statistics and its interval (ms)
+    collect_statistics: str = "fine"             # fine | coarse | none (no counting)
+    collect_statistics_interval: int = 5000
+    prometheus_port: int = 15692                 # 0 = off, -1 = any free port (tests)
 
     @property
     def tls(self) -> bool:

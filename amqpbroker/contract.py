@@ -269,9 +269,12 @@ Delete = message(11, "delete", ("qid", "u32"), ("if_unused", "bool"), ("if_empty
                  request=True)
 Touch = message(12, "touch", ("qid", "u32"))
 Close = message(13, "close")
+# statistics (amqpbroker/stats): every queue's gauges and counters, the commit timings and
+# ring occupancy of the host, answered as ``stats.host_snapshot``'s dict
+HostCounters = message(19, "host_counters", request=True)
 
 PARTITION_COMMANDS = (Open, Pub, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
-                      Touch, Close)
+                      Touch, Close, HostCounters)
 
 # =================================================================== partition events
 # partition host -> front-end
@@ -313,9 +316,12 @@ UnlinkFrontend = message(52, "unlink_frontend", ("name", "str"))
 # supervisor -> front-end: metadata ops that make one change (a topic's exchange, partitions
 # and bindings), applied together so no publish is routed in between
 ApplyOps = message(57, "apply_ops", ("ops", "any"))
+# supervisor -> front-end: statistics (amqpbroker/stats), answered as
+# ``FrontendStats.snapshot``'s dict
+FrontendCounters = message(59, "frontend_counters", request=True)
 
 TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
-               CloseConnection, Sync, ReplyTo, Alarm)
+               CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters)
 TO_WORKER = (LinkFrontend, UnlinkFrontend)
 
 # =================================================================== counts

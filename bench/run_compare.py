@@ -34,7 +34,7 @@ MATRIX = [
 def start_ours(port: int, data_dir: str, extra=()) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--management-port", "0", "--data-dir", data_dir, "--log-level", "warning", *extra],
+         "--management-port", "0", "--prometheus-port", "0", "--data-dir", data_dir, "--log-level", "warning", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

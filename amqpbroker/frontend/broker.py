@@ -19,6 +19,7 @@ from .. import contract as c
 from .. import errors
 from ..config import Config
 from ..protocol import properties as props_mod
+from ..stats import FrontendStats
 from .alarms import Alarms
 from .auth import Users
 from .vhost import VirtualHost
@@ -42,6 +43,7 @@ class Broker:
         self._dead_letters: deque = deque()     # (vhost, exchange, keys, record, reason)
         self._routing_dead_letters = False
         self._cycles_logged: set = set()
+        self.stats = FrontendStats(config)      # counters of this process (amqpbroker/stats)
 
     # ------------------------------------------------------------ hooks of the owner
     def changed(self, op) -> None:

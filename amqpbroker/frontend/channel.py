@@ -88,6 +88,7 @@ class Channel:
         # queues this channel is deleting: the basic.cancel of its own consumers there waits
         # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
         self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
+        self.stats = self.broker.stats.channel()     # amqpbroker/stats
 
     # ============================================================ publish
     def on_publish(self, ev) -> None:
@@ -170,6 +171,7 @@ class Channel:
             flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
         queues = session.vhost.route(ex, keys, headers)
         confirm = self.confirm
+        self.stats.on_publish(ex, len(queues), ev.mandatory, confirm, len(ev.body))
         tickets = []
         if not queues:
             if ev.mandatory:
@@ -235,6 +237,7 @@ class Channel:
         """A host's confirm watermark moved: send what is settled, in order."""
         settled = self.confirms.take_settled()
         if settled:
+            self.stats.on_confirms(settled)
             number = self.number
             self.session.write([fp.build_confirm(number, seq, multiple, nack=not ack)
                                 for seq, multiple, ack in settled])
@@ -266,6 +269,7 @@ class Channel:
         properties = record.properties
         if consumer.queue.is_stream:        # RabbitMQ's header on every stream delivery
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
+        self.stats.on_deliver(consumer.no_ack, redelivered)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
             record.routing_key.encode(), properties, record.body,
@@ -340,6 +344,7 @@ class Channel:
     # ============================================================ acks
     def on_ack(self, ev) -> None:
         taken = self._take(ev.delivery_tag, ev.multiple, 60, 80)
+        self.stats.on_ack(len(taken))
         if self.tx is not None:
             self.tx.append(("ack", taken, False))       # settled on commit
         else:
@@ -408,6 +413,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
+        self.stats.on_close()
         for c in list(self.consumers.values()):
             self._remove_consumer(c)
         self.consumers.clear()
@@ -699,9 +705,11 @@ class Channel:
         epoch = q.client.epoch
         got = await q.get(m.no_ack)
         if got is None:
+            self.stats.on_get_empty()
             session.send_method(self.number, C.Basic.GetEmpty())
             return
         offset, record, redelivered, remaining = got
+        self.stats.on_get(m.no_ack, redelivered)
         tag = self.next_tag
         self.next_tag += 1
         if not m.no_ack:

@@ -96,6 +96,9 @@ class Frontend:
     def on_connections(self, m: c.Connections) -> list:
         return [session_json(s) for s in self.server.sessions]
 
+    def on_frontend_counters(self, m: c.FrontendCounters) -> dict:
+        return self.broker.stats.snapshot(self.broker, self.server.sessions)
+
     def on_close_connection(self, m: c.CloseConnection) -> bool:
         for s in list(self.server.sessions):
             if connection_name(s) == m.name:

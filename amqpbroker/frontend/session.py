@@ -102,6 +102,7 @@ class Session(asyncio.Protocol):
         self._close_timer = None
         self._peer_watch = None              # _watch_peer, while blocked
         self.last_recv = self.last_sent = self.loop.time()
+        self.stats = self.broker.stats.connection()     # bytes in and out (amqpbroker/stats)
 
     @property
     def name(self) -> str:
@@ -127,6 +128,7 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.loop.time()
+        self.stats.on_receive(data)
         self.conn.receive_data(data)
         if not self._backlog:
             self._process()
@@ -381,6 +383,7 @@ class Session(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.conn.send_open_ok()
+        self.broker.stats.connection_opened()
         self.broker.sessions.add(self)
         if self.broker.alarms.blocked:
             self.on_alarm(True)
@@ -439,6 +442,7 @@ class Session(asyncio.Protocol):
         out = self.conn.take_output()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(out)
+            self.stats.on_send(out)
             self.last_sent = self.loop.time()
 
     # ----------------------------------------------------------------- alarms, shutdown
@@ -521,6 +525,7 @@ class Session(asyncio.Protocol):
         self.server.sessions.discard(self)
         self.broker.sessions.discard(self)
         self.broker.admission.connection_closed(self)
+        self.broker.stats.connection_closed(self)
 
 
 NODE = "amqpbroker@localhost"         # the node's name in the management API

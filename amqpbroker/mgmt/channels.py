@@ -4,6 +4,7 @@ cost one round trip to each front-end, like ``/api/connections``. Monitors see a
 users their own (RabbitMQ's ``filter_user``)."""
 from __future__ import annotations
 
+from ..stats.collector import add_message_stats
 from . import access
 from .api import Route, not_found
 from .connections import check_owner, node_connections, visible
@@ -17,18 +18,22 @@ def consumers_of(conns: list[dict]) -> list[dict]:
     return [c for ch in channels_of(conns) for c in ch["consumer_details"]]
 
 
-def _public(ch: dict) -> dict:
-    return {k: v for k, v in ch.items() if k != "consumer_details"}
+def _public(ch: dict, broker) -> dict:
+    out = {k: v for k, v in ch.items() if k != "consumer_details"}
+    return add_message_stats(out, broker, "channel", ch["connection_details"]["name"],
+                             ch["number"])
 
 
 async def list_channels(call):
-    return visible(call, [_public(ch) for ch in channels_of(await node_connections(call))])
+    chans = channels_of(await node_connections(call))
+    return visible(call, [_public(ch, call.broker) for ch in chans])
 
 
 async def list_vhost_channels(call):
     if call.params["vhost"] not in call.broker.vhosts:
         raise not_found()
-    return visible(call, [_public(ch) for ch in channels_of(await node_connections(call))
+    chans = channels_of(await node_connections(call))
+    return visible(call, [_public(ch, call.broker) for ch in chans
                           if ch["vhost"] == call.params["vhost"]])
 
 
@@ -37,7 +42,8 @@ async def get_channel(call):
         if ch["name"] == call.params["name"]:
             check_owner(call, ch["user"])
             # RabbitMQ shows a channel's consumers in the one-channel view
-            return ch
+            return add_message_stats(dict(ch), call.broker, "channel",
+                                     ch["connection_details"]["name"], ch["number"])
     raise not_found()
 
 

@@ -9,6 +9,7 @@ and close it; otherwise monitors may see it and administrators close it.
 """
 from __future__ import annotations
 
+from ..stats.collector import add_message_stats
 from . import access
 from .api import Route, no_content, not_found
 
@@ -20,8 +21,9 @@ async def node_connections(call) -> list[dict]:
     return await call.broker.connection_list(call.amqp.sessions)
 
 
-def public(conn: dict) -> dict:
-    return {k: v for k, v in conn.items() if k != "channel_details"}
+def public(conn: dict, broker) -> dict:
+    out = {k: v for k, v in conn.items() if k != "channel_details"}
+    return add_message_stats(out, broker, "connection", out["name"])
 
 
 def visible(call, items: list[dict]) -> list[dict]:
@@ -48,20 +50,20 @@ async def _connection(call) -> dict:
 
 
 async def list_connections(call):
-    return visible(call, [public(c) for c in await node_connections(call)])
+    return visible(call, [public(c, call.broker) for c in await node_connections(call)])
 
 
 async def list_vhost_connections(call):
     if call.params["vhost"] not in call.broker.vhosts:
         raise not_found()
-    return visible(call, [public(c) for c in await node_connections(call)
+    return visible(call, [public(c, call.broker) for c in await node_connections(call)
                           if c["vhost"] == call.params["vhost"]])
 
 
 async def get_connection(call):
     conn = await _connection(call)
     check_owner(call, conn["user"])
-    return public(conn)
+    return public(conn, call.broker)
 
 
 async def connection_channels(call):

@@ -12,6 +12,7 @@ import binascii
 from pamqp import commands
 
 from .. import errors
+from ..stats.collector import add_message_stats
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
 from . import access
@@ -36,7 +37,8 @@ def _name(call) -> str:
 async def list_exchanges(call):
     b = call.broker
     names = access.listed_vhosts(call)
-    return [_json(b.vhosts[n], ex) for n in names for ex in b.vhosts[n].exchanges.values()]
+    return [add_message_stats(_json(b.vhosts[n], ex), b, "exchange", n, ex.name)
+            for n in names for ex in b.vhosts[n].exchanges.values()]
 
 
 def _exchange(call):
@@ -48,7 +50,8 @@ def _exchange(call):
 
 
 async def get_exchange(call):
-    return _json(*_exchange(call))
+    vh, ex = _exchange(call)
+    return add_message_stats(_json(vh, ex), call.broker, "exchange", vh.name, ex.name)
 
 
 async def put_exchange(call):

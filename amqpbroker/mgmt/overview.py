@@ -9,6 +9,7 @@ from .. import __version__
 from ..frontend.alarms import node_rss, total_memory
 from ..frontend.exchange import TYPES
 from ..frontend.session import NODE
+from ..stats.collector import add_message_stats
 from . import access
 from .api import Route, not_found
 
@@ -47,6 +48,7 @@ async def overview(call):
         out["contexts"] = [{"node": NODE, "description": "RabbitMQ Management", "path": "/",
                             "port": str(entry["port"])}
                            for entry in b.listeners if entry["protocol"].startswith("http")]
+        add_message_stats(out, b, "overview")     # node-wide, as RabbitMQ's for monitors
     return out
 
 

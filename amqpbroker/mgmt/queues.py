@@ -18,9 +18,10 @@ from __future__ import annotations
 import base64
 
 from .. import errors
+from ..stats.collector import add_message_stats
 from ..protocol import properties as props_mod
 from . import access, listing
-from .api import (ApiError, Route, bad_request, created, flag_param, from_amqp, no_content,
+from .api import (ApiError, Route, created, flag_param, from_amqp, no_content,
                   not_found, vhost_of)
 from .bindings import binding_json
 from .channels import consumers_of
@@ -53,12 +54,12 @@ async def list_queues(call):
         async def build(chosen):
             refs = [item["ref"] for item in chosen]
             stats = await b.queue_stats(refs)
-            return [queue_json(q, stats[q]) for q in refs]
+            return [add_message_stats(queue_json(q, stats[q]), b, "queue", q) for q in refs]
         return await listing.page_first(
             [{"name": q.name, "vhost": q.vhost.name, "ref": q} for q in queues], call.query,
             build)
     stats = await b.queue_stats(queues)
-    return [queue_json(q, stats[q]) for q in queues]
+    return [add_message_stats(queue_json(q, stats[q]), b, "queue", q) for q in queues]
 
 
 def _queue(call):
@@ -72,7 +73,7 @@ def _queue(call):
 async def get_queue(call):
     _, q = _queue(call)
     stats = await call.broker.queue_stats([q])
-    out = queue_json(q, stats[q])
+    out = add_message_stats(queue_json(q, stats[q]), call.broker, "queue", q)
     conns = await call.broker.connection_list(call.amqp.sessions)
     out["consumer_details"] = [c for c in consumers_of(conns)
                                if c["queue"] == {"name": q.name, "vhost": q.vhost.name}]

@@ -66,6 +66,7 @@ class LocalMetadata:
         q = vh.declare_queue(name, owner=owner, passive=passive, durable=durable,
                              exclusive=exclusive, auto_delete=auto_delete, arguments=arguments)
         await q.opened                  # 506 if the data directory refused its files
+        self.broker.stats.queues_declared += 1
         if not q.announced:             # front-ends learn of it once its worker has it open
             q.announced = True
             self.broker.changed(queue_op(q))

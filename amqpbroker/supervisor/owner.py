@@ -153,6 +153,7 @@ class MetadataOwner(Broker):
     # ------------------------------------------------------------ hooks
     def changed(self, op) -> None:
         """Metadata changed here: tell every front-end (``metadata.py``)."""
+        self.stats.on_metadata_op(op)           # queues created / deleted (amqpbroker/stats)
         if self._batch is not None:
             self._batch.append(op)
             return

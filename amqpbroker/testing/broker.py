@@ -4,7 +4,8 @@ The broker prints one line when it listens::
 
     amqpbroker ready amqp=127.0.0.1:40123 management=127.0.0.1:40124
 
-(with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``)
+(with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``; with
+``prometheus=True``: ``prometheus=`` after those)
 
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
@@ -29,11 +30,13 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: amqps=[\d.]+:(?P<amqps>\d+))?"
                    r"(?: management=[\d.]+:(?P<management>\d+))?"
                    r"(?: https=[\d.]+:(?P<https>\d+))?"
+                   r"(?: prometheus=[\d.]+:(?P<prometheus>\d+))?"
                    r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?")
 
 
 class BrokerProcess:
-    def __init__(self, data_dir, *args: str, management: bool = False, env: dict | None = None,
+    def __init__(self, data_dir, *args: str, management: bool = False, prometheus: bool = False,
+                 env: dict | None = None,
                  startup_timeout: float = 30.0, command: list[str] | None = None,
                  cwd: str | os.PathLike | None = None):
         self.data_dir = str(data_dir)
@@ -41,6 +44,8 @@ class BrokerProcess:
         self.command = command
         self.cwd = cwd
         self.management = management
+        self.prometheus = prometheus
+        self.prometheus_port = 0            # /metrics, when started with prometheus=True
         self.env = env
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
@@ -63,6 +68,7 @@ class BrokerProcess:
                "--management-port", "0" if not self.management else "-1",
                # used only with --tls-cert (in args): AMQPS and HTTPS on free ports too
                "--tls-port", "0", "--management-tls-port", "0" if not self.management else "-1",
+               "--prometheus-port", "-1" if self.prometheus else "0",
                "--data-dir", self.data_dir, *self.args]
         env = dict(os.environ)
         env.update(self.env or {})
@@ -81,6 +87,7 @@ class BrokerProcess:
                     self.management_port = int(m["management"] or 0)
                     self.tls_port = int(m["amqps"] or 0)
                     self.management_tls_port = int(m["https"] or 0)
+                    self.prometheus_port = int(m["prometheus"] or 0)
                     self.worker_pids = [int(p) for p in (m["workers"] or "").split(",") if p]
                     self.frontend_pids = [int(p) for p in (m["frontends"] or "").split(",")
                                           if p]

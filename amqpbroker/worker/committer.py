@@ -30,8 +30,10 @@ second until it succeeds; then the alarm clears.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ..stats import CommitTimings
 from ..storage.filecache import process_cache
 
 log = logging.getLogger("amqpbroker.commit")
@@ -52,6 +54,8 @@ class Committer:
         self.listeners: set = set()
         self._files = process_cache()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsync")
+        self.timings = CommitTimings()      # amqpbroker_commit_* metrics (amqpbroker/stats)
+        self._round_start = 0.0
 
     def mark(self, queue) -> None:
         self.dirty[queue] = None
@@ -73,6 +77,7 @@ class Committer:
         gen = self.open_gen
         self.open_gen += 1
         self.in_flight = True
+        self._round_start = time.perf_counter()
         self._step(gen, queues, 0)
 
     def _step(self, gen, queues, start) -> None:
@@ -97,16 +102,20 @@ class Committer:
         self._complete(gen)
 
     @staticmethod
-    def _sync(queues) -> None:
+    def _sync(queues) -> float:
+        """fsync (worker thread); returns the seconds it took."""
+        start = time.perf_counter()
         for q in queues:
             if not q.deleted:
                 q.sync()
+        return time.perf_counter() - start
 
     def _synced(self, fut, gen, queues, start, step) -> None:
         exc = fut.exception()
         if exc is not None:
             self._failed(queues[start:], exc)
             return
+        self.timings.on_fsync(fut.result())
         self._after_sync(step)
         self._step(gen, queues, start + len(step))
 
@@ -132,6 +141,7 @@ class Committer:
 
     def _complete(self, gen) -> None:
         self.in_flight = False
+        self.timings.on_round(time.perf_counter() - self._round_start)
         if "disk" in self.broker.alarms.active and self._retry is None:
             self.broker.alarms.clear("disk")
         for listener in list(self.listeners):

@@ -20,6 +20,7 @@ from collections import deque
 from .. import contract as c
 from .. import errors
 from ..storage import filecache
+from ..stats import host_snapshot
 from ..storage.fileformat import remove_directory
 from .committer import Committer
 from .queue import Queue
@@ -297,6 +298,9 @@ class PartitionHost:
             if q is not None and not q.deleted:
                 out[qid] = (q.ready_count, len(q.consumers), q.unacked, q.ready_bytes)
         self._reply(state, m.req, out)
+
+    def on_host_counters(self, state, m: c.HostCounters):
+        self._reply(state, m.req, host_snapshot(self))
 
     def on_delete(self, state, m: c.Delete):
         q = self.queues.get(m.qid)

@@ -36,6 +36,7 @@ from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
 from ..queue_args import QueueArgs
+from ..stats import queue_counters
 from . import dedup
 from .store import MessageStore
 
@@ -101,6 +102,7 @@ class Queue:
         self._dispatch_scheduled = False
         self._expiry_timer = None
         self._expires_timer = None
+        self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
         self._recover()
         self.touch()
 
@@ -215,6 +217,7 @@ class Queue:
         else:
             immediate = False
         offset = self.store.append(record)
+        self.stats.on_publish(size)
         self.host.committer.mark(self)
         if producer is not None:
             self.producers.stored(*producer, offset)
@@ -391,6 +394,7 @@ class Queue:
                 self.redelivered.discard(offset)
             if not consumer.no_ack:
                 self._hold(offset, rec)
+            self.stats.on_deliver(consumer.no_ack, redelivered)
             consumer.deliver(self, offset, rec, redelivered)
             if consumer.no_ack:
                 self._done(offset)
@@ -432,6 +436,7 @@ class Queue:
             return None
         redelivered = offset < self.redeliver_below or offset in self.redelivered
         self.redelivered.discard(offset)
+        self.stats.on_get(no_ack, redelivered)
         if no_ack:
             self._done(offset)
         else:
@@ -448,6 +453,7 @@ class Queue:
 
     def ack(self, offsets) -> None:
         outstanding = self.outstanding
+        self.stats.on_ack(len(offsets))
         for offset in offsets:
             if outstanding.pop(offset, None) is not None:
                 self._done(offset)

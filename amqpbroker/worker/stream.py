@@ -63,6 +63,7 @@ from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
 from ..storage.errors import OffsetOutOfRange
 from ..storage.log import MAX_SEGMENT_BYTES, PartitionLog
 from ..storage.record import Record, now_ms, record_size
+from ..stats import queue_counters
 from . import dedup
 
 log = logging.getLogger("amqpbroker.stream")
@@ -120,6 +121,7 @@ class StreamSubscription:
 
     def deliver(self, stream, offset: int, record) -> None:
         self.cursor.credit -= 1
+        stream.stats.on_deliver(False, False)
         self.state.emit(Dlv(cid=self.cid, qid=stream.qid, offset=offset, redelivered=False,
                             record=record))
 
@@ -162,6 +164,7 @@ class Stream:
         self._dispatch_scheduled = False
         self._retention_timer = None
         self._interval_timer = None
+        self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
         if self.max_age_ms is not None or self.max_bytes is not None:
             self.enforce_retention()
             self._schedule_retention()
@@ -189,6 +192,7 @@ class Stream:
         return self.log.size_bytes()
 
     unacked = 0                      # a stream holds nothing for its consumers
+    outstanding: dict = {}           # ... nor unacked messages (statistics read this)
 
     @property
     def consumer_count(self) -> int:
@@ -215,6 +219,7 @@ class Stream:
                                 self.name, pid, seq, verdict)
                     return False
                 self.producers.stored(pid, seq, self.end_offset)
+        self.stats.on_publish(len(record.body))
         self.pending.append(record)
         self.host.committer.mark(self)
         return True
@@ -302,7 +307,8 @@ class Stream:
 
     # ---------------------------------------------------------------- acks: credit only
     def ack(self, offsets) -> None:
-        """Nothing to do: the front-end returns the consumer's credit."""
+        """Nothing to keep: the front-end returns the consumer's credit."""
+        self.stats.on_ack(len(offsets))
 
     def reject(self, offsets, requeue: bool) -> None:
         """basic.nack / basic.reject: credit only, as RabbitMQ 3.13 settles them."""

@@ -172,7 +172,8 @@ def test_help_lists_every_flag():
 def test_environment_sets_flags(tmp_path):
     port = free_port()
     env = {"AMQPBROKER_PORT": str(port), "AMQPBROKER_HOST": "127.0.0.1",
-           "AMQPBROKER_MANAGEMENT_PORT": "0", "AMQPBROKER_DATA_DIR": str(tmp_path / "envdata")}
+           "AMQPBROKER_MANAGEMENT_PORT": "0", "AMQPBROKER_PROMETHEUS_PORT": "0",
+           "AMQPBROKER_DATA_DIR": str(tmp_path / "envdata")}
     proc = subprocess.Popen([console_script(), "serve"], cwd=CHECKOUT,
                             env={**os.environ, **code_under_test(), **env},
                             stdout=subprocess.PIPE, text=True)
