@@ -198,6 +198,7 @@ class FrontendStats:
     def snapshot(self, broker, sessions) -> dict:
         """What this front-end tells the supervisor: its totals, each connection and channel,
         each exchange's in/out (only this process's publishes)."""
+        from ..frontend.session import connection_name      # the API's name of it
         totals = list(self.closed_totals)
         conns = []
         publishers = consumers = 0
@@ -220,7 +221,7 @@ class FrontendStats:
                               "transactional": ch.tx is not None,
                               "uncommitted": len(ch.tx) if ch.tx is not None else 0})
             io = s.stats
-            conns.append({"name": s.name, "vhost": s.vhost.name,
+            conns.append({"name": connection_name(s), "vhost": s.vhost.name,
                           "user": s.user.name if s.user else None,
                           "recv_oct": io.recv_oct, "recv_cnt": io.recv_cnt,
                           "send_oct": io.send_oct, "send_cnt": io.send_cnt,
