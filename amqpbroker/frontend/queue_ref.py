@@ -17,7 +17,7 @@ import logging
 
 from .. import contract as c
 from .. import errors
-from ..queue_args import QueueArgs
+from ..queue_args import QUORUM_EQUIVALENT_ARGS, QueueArgs, check_quorum_properties
 from .partition_client import HostGone
 
 log = logging.getLogger("amqpbroker.queue")
@@ -42,6 +42,10 @@ class QueueRef:
         self.down: str | None = None        # why its host could not open it
         try:
             self.args = QueueArgs(name, vhost.name, arguments)     # validates: raises 406
+            if self.args.queue_type == "quorum":
+                check_quorum_properties(name, vhost.name, durable=durable,
+                                        exclusive=exclusive_owner is not None,
+                                        auto_delete=auto_delete)
         except errors.AMQPError:
             if not self.existed:
                 raise
@@ -161,7 +165,8 @@ class QueueRef:
             return "exclusive"
         if auto_delete != self.auto_delete:
             return "auto_delete"
-        for key in EQUIVALENT_ARGS:
+        keys = QUORUM_EQUIVALENT_ARGS if self.args.queue_type == "quorum" else EQUIVALENT_ARGS
+        for key in keys:
             got, current = (arguments or {}).get(key), self.arguments.get(key)
             if got != current and not (key == "x-queue-type" and got in (None, "classic")
                                        and current in (None, "classic")):

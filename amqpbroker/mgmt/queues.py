@@ -11,7 +11,7 @@ def _json(q, stats) -> dict:
             "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner is not None,
             "arguments": q.arguments, "messages": ready + unacked,
             "messages_ready": ready, "messages_unacknowledged": unacked,
-            "consumers": consumers, "type": "classic",
+            "consumers": consumers, "type": q.args.queue_type,
             "state": "running" if q.down is None else "down",
             "message_bytes_ready": ready_bytes, "node": "amqpbroker@localhost",
             "worker": q.client.index}       # ours: the partition worker that owns it

@@ -23,6 +23,7 @@ from ..storage import filecache
 from ..storage.fileformat import remove_directory
 from .committer import Committer
 from .queue import Queue
+from .quorum import queue_class
 from .deadletter import dead_letter_record
 from .subscription import Subscription
 
@@ -176,8 +177,9 @@ class PartitionHost:
         if m.qid not in self.queues:
             existed = os.path.isdir(m.directory)
             try:
-                q = Queue(self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
-                          arguments=m.arguments, directory=m.directory, qid=m.qid)
+                q = queue_class(m.arguments)(
+                    self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
+                    arguments=m.arguments, directory=m.directory, qid=m.qid)
             except Exception as exc:    # the data directory refused, or a stored argument
                 raise self._open_failed(m, exc, existed) from None
             self.down.pop(m.qid, None)

@@ -342,11 +342,13 @@ class Queue:
             if offset is None:
                 break           # head not durable yet; the commit round re-dispatches
             redelivered = offset < self.redeliver_below or offset in self.redelivered
-            if redelivered:
-                self.redelivered.discard(offset)
             if not consumer.no_ack:
                 self._hold(offset, rec)
-            consumer.deliver(self, offset, rec, redelivered)
+            if redelivered:
+                self.redelivered.discard(offset)
+                consumer.deliver(self, offset, self._redelivery(offset, rec), True)
+            else:
+                consumer.deliver(self, offset, rec, False)
             if consumer.no_ack:
                 self._done(offset)
             if len(self.consumers) > 1 and not self.args.single_active:
@@ -387,11 +389,16 @@ class Queue:
             return None
         redelivered = offset < self.redeliver_below or offset in self.redelivered
         self.redelivered.discard(offset)
+        out = self._redelivery(offset, rec) if redelivered else rec
         if no_ack:
             self._done(offset)
         else:
             self._hold(offset, rec)
-        return offset, rec, redelivered, self.ready_count
+        return offset, out, redelivered, self.ready_count
+
+    def _redelivery(self, offset: int, rec: Record) -> Record:
+        """The record as a redelivery carries it (a quorum queue adds x-delivery-count)."""
+        return rec
 
     # ---------------------------------------------------------------- settling
     def _done(self, offset: int) -> None:
