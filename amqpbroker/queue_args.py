@@ -250,3 +250,11 @@ def quorum_delivery_limit(args: dict) -> int | float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         return None
     return v
+
+
+def quorum_delete_refusal(vhost: str, queue_name: str, if_unused: bool) -> str:
+    """RabbitMQ's text (540 NOT_IMPLEMENTED) for queue.delete with if-unused or if-empty on a
+    quorum queue (rabbit_quorum_queue:delete/4: if-unused is named when both are set)."""
+    flag = "if-unused" if if_unused else "if-empty"
+    return (f"cannot delete queue '{queue_name}' in vhost '{vhost}'. queue.delete operations "
+            f"with {flag} flag set are not supported by quorum queues")

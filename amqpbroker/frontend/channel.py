@@ -21,7 +21,7 @@ from .consumer import Consumer
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
-from ..queue_args import MAX_EXPIRY, amqp_type
+from ..queue_args import MAX_EXPIRY, amqp_type, quorum_delete_refusal
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
@@ -567,6 +567,9 @@ class Channel:
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
         q = session.vhost.queues.get(name)
+        if q is not None and q.args.queue_type == "quorum" and (m.if_unused or m.if_empty):
+            raise errors.NotImplemented_(quorum_delete_refusal(session.vhost.name, name,
+                                                               m.if_unused), 50, 40)
         if q is not None:
             self.deleting.setdefault(q, [])
         try:
