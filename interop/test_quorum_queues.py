@@ -236,6 +236,22 @@ def test_delete_with_if_unused_or_if_empty_is_not_implemented(connect, uniq, cle
     ch.queue_delete(name)
 
 
+@pytest.mark.parametrize("auto_ack", [False, True], ids=["manual ack", "auto ack"])
+def test_consume_with_global_qos_is_not_implemented(connect, uniq, cleanup, auto_ack):
+    # why celery has worker_detect_quorum_queues (test_celery_quorum.py)
+    c = connect()
+    name = cleanup.queue(declare(c.channel(), uniq("qq")))
+    ch = c.channel()
+    ch.basic_qos(prefetch_count=5, global_qos=True)
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        ch.basic_consume(name, lambda *a: None, auto_ack=auto_ack)   # waits for consume-ok
+    assert (e.value.reply_code, e.value.reply_text) == (
+        540, f"NOT_IMPLEMENTED - queue '{name}' in vhost '/' does not support global qos")
+    ch = connect().channel()
+    ch.basic_qos(prefetch_count=5)                  # per consumer: fine
+    ch.basic_consume(name, lambda *a: None)
+
+
 # --------------------------------------------------------------------------- delivery limit
 def test_poison_message_is_dead_lettered_past_the_delivery_limit(ch, uniq, cleanup):
     src, dlq = dead_letter_pair(ch, uniq, cleanup, **{"x-delivery-limit": 2})
@@ -307,13 +323,14 @@ def test_reject_without_requeue_dead_letters_as_rejected(ch, uniq, cleanup):
     assert props.headers["x-death"][0]["reason"] == "rejected"
 
 
-async def test_aio_pika_consumer_and_poison_message(broker_url, uniq):
+async def test_aio_pika_consumer_and_poison_message(broker_url, uniq, cleanup):
+    src_name, dlq_name = cleanup.queue(uniq("qq")), cleanup.queue(uniq("qq-dlq"))
     conn = await aio_pika.connect(broker_url)
     try:
         ch = await conn.channel()
         await ch.set_qos(prefetch_count=1)
-        dlq = await ch.declare_queue(uniq("qq-dlq"), durable=True)
-        src = await ch.declare_queue(uniq("qq"), durable=True, arguments={
+        dlq = await ch.declare_queue(dlq_name, durable=True)
+        src = await ch.declare_queue(src_name, durable=True, arguments={
             **QUORUM, "x-delivery-limit": 3, "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": dlq.name})
         await ch.default_exchange.publish(aio_pika.Message(b"ok"), routing_key=src.name)
@@ -335,11 +352,9 @@ async def test_aio_pika_consumer_and_poison_message(broker_url, uniq):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert processed == [b"ok"]
-        assert counts[1:] == [1, 2, 3]
+        assert counts[1:] == [1, 2, 3]        # limit 3: four deliveries, the fourth return
         assert dead.body == b"bad"
         assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
-        await src.delete(if_unused=False, if_empty=False)   # see test_delete_with_if_...
-        await dlq.delete()
     finally:
         await conn.close()
 

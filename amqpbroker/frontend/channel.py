@@ -630,6 +630,9 @@ class Channel:
             raise errors.PreconditionFailed(
                 f"invalid arg 'x-cancel-on-ha-failover' for {session.vhost._q(name)}: "
                 f"{{unacceptable_type,{amqp_type(failover)}}}", 60, 20)
+        if self.global_prefetch and q.args.queue_type == "quorum":
+            raise errors.NotImplemented_(
+                f"{session.vhost._q(name)} does not support global qos", 60, 20)
         c = Consumer(tag, self, q, no_ack=m.no_ack, exclusive=m.exclusive, priority=priority,
                      prefetch=self.prefetch, arguments=args)
         shared = self.global_prefetch and not c.no_ack
