@@ -161,6 +161,11 @@ def encode(props: commands.Basic.Properties) -> bytes:
 # ------------------------------------------------------------------------- rewriting
 KEEP = object()          # rewrite(): leave this property as it is
 
+
+class Long(int):
+    """An int that ``rewrite`` writes as a long ('l'), the type RabbitMQ gives the integers it
+    adds (x-delivery-count, x-death's count), whatever its size."""
+
 # every property in wire order: flag bit, and the width of a fixed-size one (0: shortstr)
 _LAYOUT = ((F_CONTENT_TYPE, 0), (F_CONTENT_ENCODING, 0), (F_HEADERS, None),
            (F_DELIVERY_MODE, 1), (F_PRIORITY, 1), (F_CORRELATION_ID, 0), (F_REPLY_TO, 0),
@@ -267,6 +272,8 @@ def _value(v) -> bytes:
     double (no precision lost) and bytes (a longstr that was not UTF-8) stay a longstr."""
     if isinstance(v, bytes):
         return b"S" + _U32.pack(len(v)) + v
+    if isinstance(v, Long):
+        return b"l" + struct.pack(">q", v)
     if isinstance(v, float):
         return b"d" + struct.pack(">d", v)
     if isinstance(v, dict):

@@ -58,7 +58,7 @@ class QuorumQueue(Queue):
         if not n:
             return rec
         try:
-            raw = props_mod.rewrite(rec.properties, set_headers={"x-delivery-count": n})
+            raw = props_mod.rewrite(rec.properties, set_headers={"x-delivery-count": props_mod.Long(n)})
         except ValueError:
             return rec        # properties we cannot parse go out as they came in
         return rec._replace(properties=raw)
