@@ -448,6 +448,8 @@ def test_restart_keeps_the_delivery_count(tmp_path, layout, how):
                                "x-dead-letter-routing-key": dlq})
         ch.confirm_delivery()
         ch.basic_publish("", "work", b"poison", PERSISTENT)
+        # a quorum queue keeps transient messages too (and confirms them once durable)
+        ch.basic_publish("", "work", b"transient", pika.BasicProperties(delivery_mode=1))
         for _ in range(2):
             m, _, _ = get(ch, "work")
             ch.basic_reject(m.delivery_tag, requeue=True)
@@ -472,6 +474,8 @@ def test_restart_keeps_the_delivery_count(tmp_path, layout, how):
         _, props, body = get(ch, dlq, auto_ack=True)
         assert body == b"poison"
         assert props.headers["x-death"][0]["reason"] == "delivery_limit"
+        _, props, body = get(ch, "work", auto_ack=True)
+        assert (body, props.delivery_mode) == (b"transient", 1)
         c.close()
     finally:
         b.stop()

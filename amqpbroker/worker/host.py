@@ -218,7 +218,7 @@ class PartitionHost:
         if not q.publish(record, m.priority):
             if m.track:                  # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
-        elif record.flags & 1 and q.durable:
+        elif (record.flags & 1 or q.persists_all) and q.durable:
             self._wait_for_commit(state, q, seq)
         q.check_backlog()
 

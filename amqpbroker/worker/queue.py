@@ -23,7 +23,8 @@ event-loop turn (one batch, one write, fsyncs in a thread), then confirms (group
 
 Recovery: a durable queue reopens its store; every persistent message not settled is ready
 again and flagged redelivered (it may have been delivered before the crash). Transient ones
-in a durable queue are settled, as RabbitMQ drops them on restart.
+in a durable queue are settled, as RabbitMQ drops them on restart (a quorum queue keeps them:
+``persists_all``).
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ class Queue:
     # half of both
     FLOW_HIGH = 5000
     FLOW_HIGH_BYTES = 8 << 20
+    # every message is kept (and confirmed once durable) whatever its delivery mode: quorum
+    # queues; a classic queue keeps only persistent ones across a restart
+    persists_all = False
 
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
@@ -101,7 +105,7 @@ class Queue:
     def _recover(self) -> None:
         skipped = False
         for off, rec in self.store.unsettled():
-            if not rec.flags & 1:
+            if not rec.flags & 1 and not self.persists_all:
                 self.store.settle(off)      # transient: dropped at restart, as in RabbitMQ
                 skipped = True
                 continue

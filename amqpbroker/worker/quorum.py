@@ -16,6 +16,9 @@ directory, written and fsynced in the same commit rounds as the queue's log and 
 count survives a restart as RabbitMQ's does. A message settled (acked, dead-lettered, expired,
 dropped, purged) forgets its count; recovery drops the counts of settled messages.
 
+As in RabbitMQ, every message is kept across a restart, transient ones (delivery mode 1)
+too, and confirmed once durable (``persists_all``).
+
 What differs from RabbitMQ 4.0: a message delivered and not acked when the broker stops comes
 back with the count it had (RabbitMQ counts that return: the consumer went down); the queue
 is not replicated (one node: ``x-quorum-initial-group-size`` is stored for the cluster).
@@ -42,6 +45,8 @@ def queue_class(arguments: dict | None) -> type[Queue]:
 
 
 class QuorumQueue(Queue):
+    persists_all = True      # RabbitMQ's quorum queues keep transient messages too
+
     def _recover(self) -> None:
         # Queue.__init__ calls this once the store is open: the counts open beside it
         self.counts = DeliveryCountLog(os.path.join(self.directory, "counts.log"),
@@ -58,7 +63,8 @@ class QuorumQueue(Queue):
         if not n:
             return rec
         try:
-            raw = props_mod.rewrite(rec.properties, set_headers={"x-delivery-count": props_mod.Long(n)})
+            raw = props_mod.rewrite(rec.properties,
+                                    set_headers={"x-delivery-count": props_mod.Long(n)})
         except ValueError:
             return rec        # properties we cannot parse go out as they came in
         return rec._replace(properties=raw)
