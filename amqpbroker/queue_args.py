@@ -3,7 +3,8 @@ reply texts (``invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_ne
 
 The validators are RabbitMQ 3.10's ``rabbit_amqqueue:declare_args()`` for classic queues, run in
 its order; each returns the reason RabbitMQ prints with ``~p`` (an Erlang term, or a quoted
-string), or None.
+string), or None. Streams and quorum queues are checked as RabbitMQ checks them instead: the
+blocks at the end of this file.
 """
 from __future__ import annotations
 
@@ -142,19 +143,25 @@ class QueueArgs:
                 self.max_length_bytes = self.stream.max_length_bytes
                 self.overflow = "drop-head"
                 self.single_active = False
+                self.dedup = False
+                self.delivery_limit = self.initial_group_size = None
                 self.fsync = a.get("x-fsync", "always")
                 if self.fsync not in FSYNC_POLICIES:
                     refuse("x-fsync", f"{{unacceptable_value,<<\"{self.fsync}\">>}} (expected "
                                       f"always, interval or never)")
                 return
-            refuse("x-queue-type", "only 'classic' and 'stream' queues are supported by this "
-                                   "broker")
+            if qtype != "quorum":
+                refuse("x-queue-type", "only 'classic', 'quorum' and 'stream' queues are "
+                                       "supported by this broker")
         self.stream = None
-        for key, check in VALIDATORS:
-            if key in a:
-                reason = check(a[key], a)
-                if reason is not None:
-                    refuse(key, reason)
+        if qtype == "quorum":
+            check_quorum_args(queue_name, vhost, a, refuse)
+        else:
+            for key, check in VALIDATORS:
+                if key in a:
+                    reason = check(a[key], a)
+                    if reason is not None:
+                        refuse(key, reason)
 
         self.message_ttl = a.get("x-message-ttl")
         self.expires = a.get("x-expires")
@@ -162,6 +169,8 @@ class QueueArgs:
         self.max_length_bytes = a.get("x-max-length-bytes")
         self.max_priority = a.get("x-max-priority")
         self.overflow = a.get("x-overflow", "drop-head")
+        if qtype == "quorum" and self.overflow == "reject-publish-dlx":
+            self.overflow = "drop-head"     # RabbitMQ 4.0 logs a warning and drops from the head
         self.dlx = a.get("x-dead-letter-exchange")
         self.dlrk = a.get("x-dead-letter-routing-key")
         self.single_active = a.get("x-single-active-consumer", False)
@@ -173,6 +182,8 @@ class QueueArgs:
             refuse("x-fsync", f"{{unacceptable_value,<<\"{fsync}\">>}} (expected always, "
                               f"interval or never)")
         self.fsync = fsync
+        self.delivery_limit = quorum_delivery_limit(a) if qtype == "quorum" else None
+        self.initial_group_size = a.get("x-quorum-initial-group-size")  # stored; one node
 
 
 # =================================================================== streams
@@ -363,3 +374,99 @@ def check_stream_consume(queue_name: str, vhost: str, arguments: dict, *, prefet
             f"automatic acknowledgement not supported by stream queues {where}", 60, 20)
     if global_qos:
         raise errors.NotImplemented_(f"{where} does not support global qos", 60, 20)
+
+
+# ---------------------------------------------------------------------------- quorum queues
+# RabbitMQ 4.0's rabbit_amqqueue:check_declare_arguments/3 for a quorum queue: the validators
+# of declare_args() for the arguments quorum queues take (rabbit_quorum_queue:capabilities()),
+# in declare_args() order; then, in the order the client sent them, the first argument another
+# queue type takes and quorum queues do not is refused. Arguments no queue type knows (x-foo,
+# our x-fsync) are kept and ignored by RabbitMQ.
+
+QUORUM_DEFAULT_DELIVERY_LIMIT = 20          # RabbitMQ 4.0 (?DEFAULT_DELIVERY_LIMIT)
+DLX_STRATEGIES = ("at-most-once", "at-least-once")
+LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders", "min-masters")
+
+# the arguments of classic queues and streams (their capabilities()) that quorum queues refuse
+QUORUM_REFUSED = ("x-max-priority", "x-queue-mode", "x-queue-version", "x-queue-master-locator",
+                  "x-max-age", "x-stream-max-segment-size-bytes", "x-initial-cluster-size")
+
+# a redeclare must repeat these (rabbit_amqqueue:assert_args_equivalence, quorum's list)
+QUORUM_EQUIVALENT_ARGS = (
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy", "x-expires",
+    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+    "x-overflow", "x-single-active-consumer", "x-queue-type", "x-quorum-initial-group-size",
+    "x-delivery-limit", "x-message-ttl", "x-queue-leader-locator", "x-fsync")
+
+
+def _initial_group_size(v, args) -> str | None:
+    return _non_negative(v) or ("{value_zero,0}" if v == 0 else None)
+
+
+def _leader_locator(v, args) -> str | None:
+    if not isinstance(v, str):
+        return f"{{unacceptable_type,{amqp_type(v)}}}"
+    return None if v in LEADER_LOCATORS else "invalid_queue_locator_arg"
+
+
+QUORUM_VALIDATORS = (
+    ("x-expires", _expires),
+    ("x-message-ttl", _message_ttl),
+    ("x-dead-letter-exchange", _string),
+    ("x-dead-letter-routing-key", _dead_letter_routing_key),
+    ("x-dead-letter-strategy", _one_of(DLX_STRATEGIES, lambda v: "invalid_dlx_strategy")),
+    ("x-max-length", lambda v, args: _non_negative(v)),
+    ("x-max-length-bytes", lambda v, args: _non_negative(v)),
+    ("x-max-in-memory-length", lambda v, args: _non_negative(v)),
+    ("x-max-in-memory-bytes", lambda v, args: _non_negative(v)),
+    ("x-overflow", _one_of(OVERFLOW_MODES, lambda v: "invalid_overflow")),
+    ("x-single-active-consumer", _boolean),
+    ("x-quorum-initial-group-size", _initial_group_size),
+    ("x-queue-leader-locator", _leader_locator),
+)
+
+
+def check_quorum_args(queue_name: str, vhost: str, args: dict, refuse) -> None:
+    """Refuse (through ``refuse(key, reason)`` or a 406 of its own) what RabbitMQ 4.0 refuses
+    in a quorum queue's arguments."""
+    for key, check in QUORUM_VALIDATORS:
+        if key in args:
+            reason = check(args[key], args)
+            if reason is not None:
+                refuse(key, reason)
+    for key in args:
+        if key in QUORUM_REFUSED:
+            raise errors.PreconditionFailed(
+                f"invalid arg '{key}' for queue '{queue_name}' in vhost '{vhost}' of queue type "
+                f"rabbit_quorum_queue", 50, 10)
+
+
+def check_quorum_properties(queue_name: str, vhost: str, *, durable: bool, exclusive: bool,
+                            auto_delete: bool) -> None:
+    """rabbit_quorum_queue:declare's checks, in its order, with its texts (406)."""
+    for bad, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
+                      (not durable, "non-durable")):
+        if bad:
+            raise errors.PreconditionFailed(
+                f"invalid property '{prop}' for queue '{queue_name}' in vhost '{vhost}'", 50, 10)
+
+
+def quorum_delivery_limit(args: dict) -> int | float | None:
+    """The delivery limit of a quorum queue (None: unlimited), as RabbitMQ 4.0 reads it: 20
+    without x-delivery-limit, unlimited when negative. RabbitMQ does not validate the value;
+    one that is not a number never compares greater than a count in Erlang, so it is
+    unlimited there and here."""
+    v = args.get("x-delivery-limit")
+    if v is None:
+        return QUORUM_DEFAULT_DELIVERY_LIMIT
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        return None
+    return v
+
+
+def quorum_delete_refusal(vhost: str, queue_name: str, if_unused: bool) -> str:
+    """RabbitMQ's text (540 NOT_IMPLEMENTED) for queue.delete with if-unused or if-empty on a
+    quorum queue (rabbit_quorum_queue:delete/4: if-unused is named when both are set)."""
+    flag = "if-unused" if if_unused else "if-empty"
+    return (f"cannot delete queue '{queue_name}' in vhost '{vhost}'. queue.delete operations "
+            f"with {flag} flag set are not supported by quorum queues")

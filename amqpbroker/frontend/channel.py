@@ -23,7 +23,8 @@ from .exchange import DEDUP_TYPE, DeduplicationExchange, PartitionedExchange
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
-from ..queue_args import MAX_EXPIRY, amqp_type, check_stream_consume
+from ..queue_args import (MAX_EXPIRY, amqp_type, check_stream_consume,
+                          quorum_delete_refusal)
 from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
@@ -600,6 +601,9 @@ class Channel:
         name = self._queue_name(m.queue, 50, 40)
         self._check("configure", "queue", name, 50, 40)
         q = session.vhost.queues.get(name)
+        if q is not None and q.args.queue_type == "quorum" and (m.if_unused or m.if_empty):
+            raise errors.NotImplemented_(quorum_delete_refusal(session.vhost.name, name,
+                                                               m.if_unused), 50, 40)
         if q is not None:
             self.deleting.setdefault(q, [])
         try:
@@ -664,6 +668,9 @@ class Channel:
             raise errors.PreconditionFailed(
                 f"invalid arg 'x-cancel-on-ha-failover' for {session.vhost._q(name)}: "
                 f"{{unacceptable_type,{amqp_type(failover)}}}", 60, 20)
+        if self.global_prefetch and q.args.queue_type == "quorum":
+            raise errors.NotImplemented_(
+                f"{session.vhost._q(name)} does not support global qos", 60, 20)
         c = Consumer(tag, self, q, no_ack=m.no_ack, exclusive=m.exclusive, priority=priority,
                      prefetch=self.prefetch, arguments=args)
         shared = self.global_prefetch and not c.no_ack

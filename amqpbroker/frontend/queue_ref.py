@@ -17,7 +17,8 @@ import logging
 
 from .. import contract as c
 from .. import errors
-from ..queue_args import QueueArgs, check_stream_declare
+from ..queue_args import (QUORUM_EQUIVALENT_ARGS, QueueArgs, check_quorum_properties,
+                          check_stream_declare)
 from .partition_client import HostGone
 
 log = logging.getLogger("amqpbroker.queue")
@@ -46,6 +47,10 @@ class QueueRef:
         self.down: str | None = None        # why its host could not open it
         try:
             self.args = QueueArgs(name, vhost.name, arguments)     # validates: raises 406
+            if self.args.queue_type == "quorum":
+                check_quorum_properties(name, vhost.name, durable=durable,
+                                        exclusive=exclusive_owner is not None,
+                                        auto_delete=auto_delete)
         except errors.AMQPError:
             if not self.existed:
                 raise
@@ -171,7 +176,13 @@ class QueueRef:
             return "exclusive"
         if auto_delete != self.auto_delete:
             return "auto_delete"
-        for key in STREAM_EQUIVALENT_ARGS if self.is_stream else EQUIVALENT_ARGS:
+        if self.is_stream:
+            keys = STREAM_EQUIVALENT_ARGS
+        elif self.args.queue_type == "quorum":
+            keys = QUORUM_EQUIVALENT_ARGS
+        else:
+            keys = EQUIVALENT_ARGS
+        for key in keys:
             got, current = (arguments or {}).get(key), self.arguments.get(key)
             if got != current and not (key == "x-queue-type" and got in (None, "classic")
                                        and current in (None, "classic")):

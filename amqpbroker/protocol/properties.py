@@ -179,6 +179,11 @@ def encode(props: commands.Basic.Properties) -> bytes:
 # ------------------------------------------------------------------------- rewriting
 KEEP = object()          # rewrite(): leave this property as it is
 
+
+class Long(int):
+    """An integer written as a signed 64-bit field ('l'), whatever its size: the type RabbitMQ
+    gives the integers it adds (x-delivery-count, x-death's count, x-stream-offset)."""
+
 # every property in wire order: flag bit, and the width of a fixed-size one (0: shortstr)
 _LAYOUT = ((F_CONTENT_TYPE, 0), (F_CONTENT_ENCODING, 0), (F_HEADERS, None),
            (F_DELIVERY_MODE, 1), (F_PRIORITY, 1), (F_CORRELATION_ID, 0), (F_REPLY_TO, 0),
@@ -308,11 +313,6 @@ def with_long_header(raw: bytes, key: str, value: int) -> bytes:
                          raw[end:]))
     return b"".join((_U16.pack(flags | F_HEADERS), raw[2:pos], _U32.pack(len(entry)), entry,
                      raw[pos:]))
-
-
-class Long(int):
-    """An integer written as a signed 64-bit field ('l'), whatever its size: RabbitMQ's type
-    for the ``x-stream-offset`` header of stream deliveries."""
 
 
 def _value(v) -> bytes:

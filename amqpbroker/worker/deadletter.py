@@ -29,7 +29,7 @@ def dead_letter_record(queue, rec: Record, reason: str):
     if death is None:
         death = {"count": 0, "reason": reason, "queue": queue.name,
                  "exchange": rec.exchange, "routing-keys": routing_keys}
-    death["count"] = int(death.get("count", 0)) + 1
+    death["count"] = props_mod.Long(int(death.get("count", 0)) + 1)    # a long, as RabbitMQ's
     death["time"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     if props.expiration is not None:
         death["original-expiration"] = props.expiration

@@ -24,7 +24,8 @@ from ..stats import host_snapshot
 from ..storage.fileformat import remove_directory
 from .committer import Committer
 from .queue import Queue
-from .stream import Stream, StreamSubscription, is_stream
+from .quorum import queue_class
+from .stream import Stream, StreamSubscription
 from .deadletter import dead_letter_record
 from .subscription import Subscription
 
@@ -178,9 +179,9 @@ class PartitionHost:
         if m.qid not in self.queues:
             existed = os.path.isdir(m.directory)
             try:
-                kind = Stream if is_stream(m.arguments) else Queue
-                q = kind(self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
-                         arguments=m.arguments, directory=m.directory, qid=m.qid)
+                q = queue_class(m.arguments)(
+                    self, m.vhost, m.name, durable=m.durable, auto_delete=m.auto_delete,
+                    arguments=m.arguments, directory=m.directory, qid=m.qid)
             except Exception as exc:    # the data directory refused, or a stored argument
                 raise self._open_failed(m, exc, existed) from None
             self.down.pop(m.qid, None)
@@ -219,7 +220,7 @@ class PartitionHost:
         if not q.publish(record, m.priority, m.flags):
             if m.track:                  # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
-        elif q.durable and (record.flags & 1 or type(q) is Stream):   # a stream keeps all
+        elif (record.flags & 1 or q.persists_all) and q.durable:
             self._wait_for_commit(state, q, seq)
         q.check_backlog()
 

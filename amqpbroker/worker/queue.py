@@ -23,7 +23,8 @@ event-loop turn (one batch, one write, fsyncs in a thread), then confirms (group
 
 Recovery: a durable queue reopens its store; every persistent message not settled is ready
 again and flagged redelivered (it may have been delivered before the crash). Transient ones
-in a durable queue are settled, as RabbitMQ drops them on restart.
+in a durable queue are settled, as RabbitMQ drops them on restart (a quorum queue keeps them:
+``persists_all``).
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ class Queue:
     # half of both
     FLOW_HIGH = 5000
     FLOW_HIGH_BYTES = 8 << 20
+    # every message is kept (and confirmed once durable) whatever its delivery mode: quorum
+    # queues; a classic queue keeps only persistent ones across a restart
+    persists_all = False
 
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
@@ -110,7 +114,7 @@ class Queue:
     def _recover(self) -> None:
         skipped = False
         for off, rec in self.store.unsettled():
-            if not rec.flags & 1:
+            if not rec.flags & 1 and not self.persists_all:
                 self.store.settle(off)      # transient: dropped at restart, as in RabbitMQ
                 skipped = True
                 continue
@@ -390,12 +394,14 @@ class Queue:
             if offset is None:
                 break           # head not durable yet; the commit round re-dispatches
             redelivered = offset < self.redeliver_below or offset in self.redelivered
-            if redelivered:
-                self.redelivered.discard(offset)
             if not consumer.no_ack:
                 self._hold(offset, rec)
             self.stats.on_deliver(consumer.no_ack, redelivered)
-            consumer.deliver(self, offset, rec, redelivered)
+            if redelivered:
+                self.redelivered.discard(offset)
+                consumer.deliver(self, offset, self._redelivery(offset, rec), True)
+            else:
+                consumer.deliver(self, offset, rec, False)
             if consumer.no_ack:
                 self._done(offset)
             if len(self.consumers) > 1 and not self.args.single_active:
@@ -437,11 +443,16 @@ class Queue:
         redelivered = offset < self.redeliver_below or offset in self.redelivered
         self.redelivered.discard(offset)
         self.stats.on_get(no_ack, redelivered)
+        out = self._redelivery(offset, rec) if redelivered else rec
         if no_ack:
             self._done(offset)
         else:
             self._hold(offset, rec)
-        return offset, rec, redelivered, self.ready_count
+        return offset, out, redelivered, self.ready_count
+
+    def _redelivery(self, offset: int, rec: Record) -> Record:
+        """The record as a redelivery carries it (a quorum queue adds x-delivery-count)."""
+        return rec
 
     # ---------------------------------------------------------------- settling
     def _done(self, offset: int) -> None:

@@ -192,6 +192,8 @@ class Stream:
         return self.log.size_bytes()
 
     unacked = 0                      # a stream holds nothing for its consumers
+    persists_all = True              # keeps transient messages too: every publish waits for
+                                     # its commit round before it is confirmed
     outstanding: dict = {}           # ... nor unacked messages (statistics read this)
 
     @property

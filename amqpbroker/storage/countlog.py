@@ -1,0 +1,163 @@
+"""DeliveryCountLog: how many times each message of a quorum queue went back to the queue.
+
+A quorum queue counts the returns of a message (a reject or nack with requeue, the unacked
+messages of a closed channel) and dead-letters it once the count passes the queue's delivery
+limit. RabbitMQ keeps that count in the queue's Raft log, so it survives a restart; here it is
+kept beside the queue's log, in ``counts.log``, apart from the ack log (which only knows done
+and not done).
+
+File format: the 8-byte file header (magic ``AQDC``, schema version), then 16-byte entries
+``offset u64 | count u32 | crc32c u32`` (the CRC covers the 12 bytes before it), big-endian.
+A later entry for an offset replaces an earlier one. Entries are appended in one write per
+commit round (``flush``) and fsynced per the queue's policy (``sync``); nothing is read back
+while the queue runs (the counts are in memory). When the file holds more than twice the
+entries that are still needed, it is rewritten as the live counts only (tmp + fsync + rename).
+
+Crash states: a torn or corrupt tail (a write cut short) is cut at the first bad entry on
+open: the counts recorded after it are lost and those messages come back with the count they
+had before (the same as a requeue whose count was not durable yet); a stray ``.tmp`` of a
+rewrite is removed (the old file is whole). Offsets whose messages were settled since are
+dropped by the queue when it recovers (``retain``).
+
+No descriptor is held between calls: returns are rare next to publishes and acks, and the
+worker's descriptor budget (filecache.py) stays with the logs that are written all the time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from typing import Callable
+
+from crc32c import crc32c
+
+from .fileformat import (HEADER_SIZE, FsyncPolicy, file_header, header_ok, write_all,
+                         write_file_atomically)
+
+log = logging.getLogger("amqpbroker.storage")
+
+MAGIC_COUNTS = b"AQDC"
+_ENTRY = struct.Struct(">QI")
+_CRC = struct.Struct(">I")
+ENTRY_SIZE = _ENTRY.size + _CRC.size        # 16
+COMPACT_MIN_ENTRIES = 1024
+
+
+def _entry(offset: int, count: int) -> bytes:
+    body = _ENTRY.pack(offset, count)
+    return body + _CRC.pack(crc32c(body))
+
+
+class DeliveryCountLog:
+    def __init__(self, path: str | os.PathLike, *, fsync: str = "always",
+                 fsync_interval_ms: int = 1000):
+        """Open (creating if needed) the count log at ``path``; a torn tail is cut."""
+        self.path = os.fspath(path)
+        self._policy = FsyncPolicy(fsync, fsync_interval_ms)
+        self.counts: dict[int, int] = {}
+        self._pending: dict[int, int] = {}
+        self._entries = 0            # entries in the file (live or replaced)
+        self._written = 0            # flushes since open ...
+        self._synced = 0             # ... of which known to be fsynced
+        self._recover()
+
+    def _recover(self) -> None:
+        if os.path.exists(self.path + ".tmp"):
+            os.unlink(self.path + ".tmp")       # an unfinished rewrite; the old file is whole
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            write_file_atomically(self.path, file_header(MAGIC_COUNTS))
+            return
+        if not header_ok(data, MAGIC_COUNTS):
+            log.warning("%s: unreadable header; delivery counts start from zero", self.path)
+            write_file_atomically(self.path, file_header(MAGIC_COUNTS))
+            return
+        pos = HEADER_SIZE
+        while pos + ENTRY_SIZE <= len(data):
+            body = data[pos:pos + _ENTRY.size]
+            if _CRC.unpack_from(data, pos + _ENTRY.size)[0] != crc32c(body):
+                break
+            offset, count = _ENTRY.unpack(body)
+            self.counts[offset] = count
+            self._entries += 1
+            pos += ENTRY_SIZE
+        if pos < len(data):
+            log.warning("%s: cut %d byte(s) of torn tail at position %d", self.path,
+                        len(data) - pos, pos)
+            with open(self.path, "r+b") as f:
+                f.truncate(pos)
+                os.fsync(f.fileno())
+
+    # ---------------------------------------------------------------- counts
+    def get(self, offset: int) -> int:
+        return self.counts.get(offset, 0)
+
+    def set(self, offset: int, count: int) -> None:
+        """Record ``count`` for ``offset`` (written at the next ``flush``)."""
+        self.counts[offset] = count
+        self._pending[offset] = count
+
+    def forget(self, offset: int) -> None:
+        """The message is settled: its count is not needed any more (in memory; the file
+        forgets it at the next rewrite)."""
+        if self.counts.pop(offset, None) is not None:
+            self._pending.pop(offset, None)
+
+    def retain(self, keep: Callable[[int], bool]) -> None:
+        """Keep only the offsets ``keep`` accepts (recovery: the messages still queued), and
+        rewrite the file if that dropped any."""
+        gone = [o for o in self.counts if not keep(o)]
+        for o in gone:
+            del self.counts[o]
+        if gone or self._entries > len(self.counts):
+            self._rewrite()
+
+    # ---------------------------------------------------------------- commit round
+    def flush(self) -> None:
+        """Append the counts set since the last flush (event-loop thread, no fsync)."""
+        if not self._pending:
+            return
+        if self._entries + len(self._pending) > max(COMPACT_MIN_ENTRIES, 2 * len(self.counts)):
+            self._rewrite()          # fsynced: nothing owed
+            self._pending.clear()
+            return
+        data = b"".join(_entry(o, n) for o, n in self._pending.items())
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                write_all(fd, data)
+            except OSError:
+                os.ftruncate(fd, size)     # never leave half an entry before later ones
+                raise
+        finally:
+            os.close(fd)
+        self._entries += len(self._pending)
+        self._pending.clear()
+        self._written += 1
+
+    def sync(self, force: bool = False) -> None:
+        """fsync what ``flush`` wrote, per the policy (worker thread)."""
+        written = self._written
+        if written == self._synced or not self._policy.due(force):
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._policy.done()
+        self._synced = written
+
+    def _rewrite(self) -> None:
+        data = file_header(MAGIC_COUNTS) + b"".join(_entry(o, n) for o, n in self.counts.items())
+        write_file_atomically(self.path, data)
+        self._entries = len(self.counts)
+        self._synced = self._written
+
+    def close(self) -> None:
+        """Write and fsync what is pending."""
+        self.flush()
+        self.sync(force=True)
