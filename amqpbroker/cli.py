@@ -171,6 +171,10 @@ async def _serve(cfg: Config) -> int:
             if amqps:
                 tls_host, tls_port = (await server.start(cfg.host, cfg.tls_port,
                                                          ssl=amqps))[0]
+        broker.listeners.append({"protocol": "amqp", "ip_address": host, "port": port})
+        if amqps:
+            broker.listeners.append({"protocol": "amqp/ssl", "ip_address": tls_host,
+                                     "port": tls_port})
         line = f"amqpbroker ready amqp={_show(host)}:{port}"
         if amqps:
             line += f" amqps={_show(tls_host)}:{tls_port}"

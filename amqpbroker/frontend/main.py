@@ -23,7 +23,7 @@ from .metadata_copy import MetadataCopy, RemoteMetadata
 from .partition_client import PartitionClient
 from . import tls
 from .listener import AMQPServer
-from .session import session_json
+from .session import connection_name, session_json
 from .. import child
 from .. import contract as c
 from ..links import ring
@@ -98,7 +98,7 @@ class Frontend:
 
     def on_close_connection(self, m: c.CloseConnection) -> bool:
         for s in list(self.server.sessions):
-            if f"{s.peer[0]}:{s.peer[1]}" == m.name:
+            if connection_name(s) == m.name:
                 s.force_close(m.reason)
                 return True
         return False

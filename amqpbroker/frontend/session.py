@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 import uuid
 
 from pamqp import commands as C
@@ -73,6 +74,8 @@ class Session(asyncio.Protocol):
                                max_message_size=cfg.max_message_size)
         self.transport = None
         self.peer = ("?", 0)
+        self.local = ("?", 0)                # our address of the connection
+        self.connected_at = int(time.time() * 1000)
         self.user = None
         self.vhost = None
         self.capabilities: dict = {}
@@ -110,6 +113,9 @@ class Session(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[:2]
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local = local[:2]
         transport.set_write_buffer_limits(high=4 << 20, low=1 << 20)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:          # AMQPS, the TLS handshake done: offer EXTERNAL
@@ -517,9 +523,53 @@ class Session(asyncio.Protocol):
         self.broker.admission.connection_closed(self)
 
 
+NODE = "amqpbroker@localhost"         # the node's name in the management API
+
+
+def connection_name(s) -> str:
+    """RabbitMQ's name of a connection: ``peer -> local`` address."""
+    return f"{s.peer[0]}:{s.peer[1]} -> {s.local[0]}:{s.local[1]}"
+
+
 def session_json(s) -> dict:
-    return {"name": f"{s.peer[0]}:{s.peer[1]}", "user": s.user.name if s.user else None,
-            "vhost": s.vhost.name if s.vhost else None, "channels": len(s.channels),
+    """A connection as the management API shows it (RabbitMQ's fields), with its channels
+    and their consumers in ``channel_details``: the API takes them apart, so one answer of
+    each front-end serves /api/connections, /api/channels and /api/consumers."""
+    name = connection_name(s)
+    user = s.user.name if s.user else None
+    vhost = s.vhost.name if s.vhost else None
+    peer = {"peer_host": s.peer[0], "peer_port": s.peer[1]}
+    return {"name": name, "node": NODE, "user": user, "vhost": vhost, **peer,
+            "host": s.local[0], "port": s.local[1], "type": "network",
+            "protocol": "AMQP 0-9-1", "channels": len(s.channels),
+            "channel_max": s.conn.channel_max, "frame_max": s.conn.frame_max,
+            "timeout": s.conn.heartbeat, "connected_at": s.connected_at,
+            "state": "blocked" if s.reading_paused else "running",
             "client_properties": s.client_properties,
             "ssl": s.certificate is not None, "auth_mechanism": s.mechanism,
-            "frontend": s.server.index}      # ours: the front-end process serving it
+            "user_who_performed_action": user,
+            "frontend": s.server.index,      # ours: the front-end process serving it
+            "channel_details": [_channel_json(ch, name, user, vhost, peer)
+                                for ch in list(s.channels.values())]}
+
+
+def _channel_json(ch, conn_name: str, user, vhost, peer: dict) -> dict:
+    name = f"{conn_name} ({ch.number})"
+    consumers = [{"consumer_tag": c.tag, "exclusive": c.exclusive, "ack_required": not c.no_ack,
+                  "prefetch_count": c.prefetch, "arguments": c.arguments, "active": True,
+                  "activity_status": "up",
+                  "queue": {"name": c.queue.name if c.queue is not None else "amq.rabbitmq.reply-to",
+                            "vhost": vhost},
+                  "channel_details": {"name": name, "number": ch.number, "node": NODE,
+                                      "connection_name": conn_name, "user": user, **peer}}
+                 for c in list(ch.consumers.values())]
+    return {"name": name, "number": ch.number, "node": NODE, "user": user, "vhost": vhost,
+            "connection_details": {"name": conn_name, **peer},
+            "confirm": ch.confirm, "transactional": ch.tx is not None,
+            "prefetch_count": ch.prefetch, "global_prefetch_count": ch.global_prefetch,
+            "consumer_count": len(consumers), "messages_unacknowledged": len(ch.unacked),
+            "messages_unconfirmed": len(ch.confirms),
+            "messages_uncommitted": sum(1 for op in ch.tx or () if op[0] == "publish"),
+            "acks_uncommitted": sum(1 for op in ch.tx or () if op[0] != "publish"),
+            "state": "running", "user_who_performed_action": user,
+            "consumer_details": consumers}

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import (access, connections, definitions, exchanges, limits, overview, permissions,
-               queues, topics, users, vhosts)
+from . import (access, bindings, channels, connections, definitions, exchanges, health,
+               limits, listing, overview, permissions, queues, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
-RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions,
-             limits, topics)
+RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
+             channels, definitions, limits, health, topics)
 
 
 class ManagementServer:
@@ -37,7 +37,10 @@ class ManagementServer:
         site = web.TCPSite(self.runner, host or None, port, ssl_context=ssl_context)
         await site.start()
         sock = site._server.sockets[0]
-        return sock.getsockname()[:2]
+        host, port = sock.getsockname()[:2]
+        self.broker.listeners.append({"protocol": "https" if ssl_context else "http",
+                                      "ip_address": host, "port": port})
+        return host, port
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -51,7 +54,11 @@ class ManagementServer:
                 params = dict(request.match_info)
                 access.authorize(route.access, self.broker, user, params)
                 body = None if route.body is None else await _read_body(request, route)
-                result = await route.handler(Call(self.broker, self.amqp, user, params, body))
+                result = await route.handler(Call(self.broker, self.amqp, user, params, body,
+                                                  request.query, request.headers,
+                                                  request.method))
+                if route.method == "GET" and isinstance(result, list):
+                    result = listing.shape(result, request.query, route.sort)
             except ApiError as err:
                 return err.response()
             return result if isinstance(result, web.StreamResponse) else json_response(result)

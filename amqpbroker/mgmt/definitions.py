@@ -13,13 +13,49 @@ from ..frontend.admission import limit_of
 from ..supervisor.definitions import vhost_limits
 from ..frontend.exchange import binding_problem
 from . import access
-from .api import Route, bad_request, no_content
-from .validation import DEFINITIONS
+from .api import ApiError, Route, bad_request, no_content
+from .validation import DEFINITIONS, Invalid, anything
 
+VHOST_KINDS = ("parameters", "policies", "queues", "exchanges", "bindings")
 
 
 async def export_definitions(call):
     return call.broker.definitions.export()
+
+
+async def export_vhost_definitions(call):
+    """One vhost's exchanges, queues, bindings, policies and parameters, without their
+    ``vhost`` field (RabbitMQ's per-vhost export, importable into any vhost)."""
+    vhost = call.params["vhost"]
+    if vhost not in call.broker.vhosts:
+        raise bad_request("vhost_not_found")
+    whole = call.broker.definitions.export()
+    out = {k: whole[k] for k in ("rabbit_version", "rabbitmq_version", "product_name")}
+    for kind in VHOST_KINDS:
+        out[kind] = [{k: v for k, v in entry.items() if k != "vhost"}
+                     for entry in whole[kind] if entry.get("vhost") == vhost]
+    return out
+
+
+async def import_vhost_definitions(call):
+    """A per-vhost export (or a whole one: only its vhost-scoped parts are taken) into the
+    vhost of the path; users, vhosts and permissions in it are ignored, as RabbitMQ's."""
+    b, vhost = call.broker, call.params["vhost"]
+    if vhost not in b.vhosts:
+        raise bad_request("vhost_not_found")
+    doc = {kind: call.body.get(kind) or [] for kind in VHOST_KINDS}
+    for kind in VHOST_KINDS:
+        if not isinstance(doc[kind], list):
+            raise bad_request(f"{kind}: expected a list")
+        doc[kind] = [{**entry, "vhost": vhost} if isinstance(entry, dict) else entry
+                     for entry in doc[kind]]
+    try:
+        checked = DEFINITIONS(doc, "")
+    except Invalid as err:
+        raise ApiError(400, str(err)) from None
+    b.definitions.apply(plan(b, checked))
+    await b.resync_frontends()
+    return no_content()
 
 
 async def import_definitions(call):
@@ -93,4 +129,7 @@ ROUTES = [
     Route("GET", "/api/definitions", export_definitions, access.ADMINISTRATOR),
     Route("POST", "/api/definitions", import_definitions, access.ADMINISTRATOR,
           body=DEFINITIONS),
+    Route("GET", "/api/definitions/{vhost}", export_vhost_definitions, access.ADMINISTRATOR),
+    Route("POST", "/api/definitions/{vhost}", import_vhost_definitions, access.ADMINISTRATOR,
+          body=anything),
 ]

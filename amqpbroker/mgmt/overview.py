@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
+from .. import __version__
 from ..frontend.alarms import node_rss, total_memory
+from ..frontend.exchange import TYPES
+from ..frontend.session import NODE
 from . import access
-from .api import Route
+from .api import Route, not_found
 
-NODE = "amqpbroker@localhost"
+STARTED = time.monotonic()      # the management server starts with the broker
+VERSION = "3.13.0"          # as the definitions export says (supervisor/definitions.py)
 
 
 async def overview(call):
@@ -22,20 +27,40 @@ async def overview(call):
     conns = await b.connection_list(call.amqp.sessions)
     if not monitor:
         conns = [c for c in conns if c.get("user") == user.name]
-    out = {"management_version": "3.13.0", "rabbitmq_version": "3.13.0",
-           "product_name": "amqpbroker", "product_version": "0.1.0",
+    ready, unacked = sum(s[0] for s in stats), sum(s[2] for s in stats)
+    out = {"management_version": VERSION, "rabbitmq_version": VERSION,
+           "product_name": "amqpbroker", "product_version": __version__,
            "cluster_name": call.amqp.server_properties["cluster_name"],
-           "object_totals": {"connections": len(conns), "queues": len(queues),
+           "rates_mode": "basic", "disable_stats": False, "enable_queue_totals": False,
+           "exchange_types": [{"name": t, "description": f"AMQP {t} exchange, as per the "
+                               "AMQP specification", "enabled": True} for t in TYPES],
+           "object_totals": {"connections": len(conns),
+                             "channels": sum(c["channels"] for c in conns),
+                             "queues": len(queues),
                              "exchanges": sum(len(b.vhosts[n].exchanges) for n in names),
                              "consumers": sum(s[1] for s in stats)},
-           "queue_totals": {"messages_ready": sum(s[0] for s in stats),
-                            "messages_unacknowledged": sum(s[2] for s in stats)}}
+           "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
+                            "messages_unacknowledged": unacked}}
     if monitor:
         out["node"] = NODE
+        out["listeners"] = [{"node": NODE, **entry} for entry in b.listeners]
+        out["contexts"] = [{"node": NODE, "description": "RabbitMQ Management", "path": "/",
+                            "port": str(entry["port"])}
+                           for entry in b.listeners if entry["protocol"].startswith("http")]
     return out
 
 
 async def nodes(call):
+    return [await _node(call)]
+
+
+async def node(call):
+    if call.params["name"] != NODE:
+        raise not_found()
+    return await _node(call)
+
+
+async def _node(call) -> dict:
     b = call.broker
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -44,8 +69,13 @@ async def nodes(call):
         fds = 0
     cfg = b.config
     st = os.statvfs(b.data_dir)
-    return [{
-        "name": NODE, "type": "disc", "running": True,
+    return {
+        "name": NODE, "type": "disc", "running": True, "being_drained": False,
+        "os_pid": str(os.getpid()), "processors": os.cpu_count(),
+        "rates_mode": "basic", "net_ticktime": 60, "run_queue": 0,
+        "partitions": [], "cluster_links": [],
+        "exchange_types": [{"name": t, "enabled": True} for t in TYPES],
+        "auth_mechanisms": [{"name": m, "enabled": True} for m in ("PLAIN", "AMQPLAIN")],
         "fd_total": soft, "fd_used": fds,
         # RabbitMQ reserves part of the descriptors for files; we need few besides sockets
         "sockets_total": max(soft - 256, 0),
@@ -55,21 +85,28 @@ async def nodes(call):
         "disk_free": st.f_bavail * st.f_frsize, "disk_free_limit": cfg.disk_free_limit,
         "disk_free_alarm": any(k.startswith("disk") for k in b.alarms.active),
         "proc_used": 1 + len(b.workers),
-        "uptime": int(b.loop.time() * 1000),
+        "uptime": int((time.monotonic() - STARTED) * 1000),
         # ours: the partition worker processes (see amqpbroker/supervisor)
         "workers": [{"index": w.index, "pid": w.pid, "restarts": w.restarts,
                      "running": w.client.link is not None} for w in b.workers],
         "frontends": [{"index": f.index, "pid": f.pid, "restarts": f.restarts,
                        "running": f.running}
-                      for f in b.frontends]}]
+                      for f in b.frontends]}
 
 
 async def whoami(call):
     return {"name": call.user.name, "tags": call.user.tags}
 
 
+async def extensions(call):
+    """The management UI's plugins: none."""
+    return []
+
+
 ROUTES = [
     Route("GET", "/api/overview", overview, access.MANAGEMENT),
     Route("GET", "/api/nodes", nodes, access.MONITOR),
+    Route("GET", "/api/nodes/{name}", node, access.MONITOR),
+    Route("GET", "/api/extensions", extensions, access.MANAGEMENT),
     Route("GET", "/api/whoami", whoami, access.MANAGEMENT),
 ]

@@ -251,6 +251,55 @@ LIMIT = Obj(value=Field(anything))      # PUT /api/vhost-limits/.../{name}, user
                                         # value is checked by the handler, which knows name
 
 
+def integer(value, where: str) -> int:
+    """A whole number, also as a string of digits (rabbitmqadmin sends ``"count": "1"``)."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise _fail(where, f"expected a whole number, got {_show(value)}") from None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _fail(where, f"expected a whole number, got {_show(value)}")
+    return value
+
+
+def natural(value, where: str) -> int:
+    value = integer(value, where)
+    if value < 0:
+        raise _fail(where, f"expected a number >= 0, got {value}")
+    return value
+
+
+def octet(value, where: str) -> int:
+    value = integer(value, where)
+    if not 0 <= value <= 255:
+        raise _fail(where, f"expected a number from 0 to 255, got {value}")
+    return value
+
+
+# the properties a publish may set, as RabbitMQ's management takes them
+PROPERTIES = Obj(
+    content_type=Field(string, OPTIONAL), content_encoding=Field(string, OPTIONAL),
+    headers=Field(table, OPTIONAL), delivery_mode=Field(octet, OPTIONAL),
+    priority=Field(octet, OPTIONAL), correlation_id=Field(string, OPTIONAL),
+    reply_to=Field(string, OPTIONAL), expiration=Field(string, OPTIONAL),
+    message_id=Field(string, OPTIONAL), timestamp=Field(natural, OPTIONAL),
+    type=Field(string, OPTIONAL), user_id=Field(string, OPTIONAL),
+    app_id=Field(string, OPTIONAL), cluster_id=Field(string, OPTIONAL))
+
+QUEUE = Obj(durable=Field(flag, False), auto_delete=Field(flag, False),
+            arguments=Field(table, {}))                 # PUT /api/queues/{vhost}/{name}
+EXCHANGE = Obj(type=Field(string, "direct"), durable=Field(flag, False),
+               auto_delete=Field(flag, False), internal=Field(flag, False),
+               arguments=Field(table, {}))              # PUT /api/exchanges/{vhost}/{name}
+PUBLISH = Obj(properties=Field(PROPERTIES), routing_key=Field(string),
+              payload=Field(string), payload_encoding=Field(one_of("string", "base64")))
+QUEUE_GET = Obj(count=Field(natural), ackmode=Field(one_of(
+    "ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")),
+    encoding=Field(one_of("auto", "base64")), truncate=Field(natural, OPTIONAL))
+BINDING = Obj(routing_key=Field(string, ""), arguments=Field(table, {}))
+
+
 def _vhost_metadata(vhost: dict, where: str) -> dict:
     """RabbitMQ 3.10 exports description and tags inside ``metadata``, later ones beside."""
     meta = vhost.pop("metadata", {})

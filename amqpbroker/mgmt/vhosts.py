@@ -1,15 +1,19 @@
 """``/api/vhosts``: list (what the user may see), get, create, delete (administrators)."""
 from __future__ import annotations
 
+from ..frontend.session import NODE
 from . import access
 from .api import Route, created, no_content, not_found
 from .validation import VHOST
 
 
 async def _vhost_json(broker, vh) -> dict:
-    stats = await broker.queue_stats(list(vh.queues.values()))
+    stats = (await broker.queue_stats(list(vh.queues.values()))).values()
+    ready, unacked = sum(s[0] for s in stats), sum(s[2] for s in stats)
     return {"name": vh.name, "description": vh.description, "tags": vh.tags,
-            "messages": sum(s[0] for s in stats.values())}
+            "metadata": {"description": vh.description, "tags": vh.tags}, "tracing": False,
+            "cluster_state": {NODE: "running"}, "messages": ready + unacked,
+            "messages_ready": ready, "messages_unacknowledged": unacked}
 
 
 async def list_vhosts(call):

@@ -26,7 +26,7 @@ import uuid
 from .. import contract as c
 from ..frontend.admission import Admission
 from ..frontend.broker import Broker
-from ..frontend.session import session_json
+from ..frontend.session import connection_name, session_json
 from ..frontend.vhost import VirtualHost
 from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
@@ -54,6 +54,7 @@ class MetadataOwner(Broker):
         self.topics = Topics(self)          # partitioned exchanges and their partitions
         self._batch: list | None = None     # ops of the change being made (one_change)
         self._persist_owed = False
+        self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, partitions=None) -> None:
@@ -255,6 +256,19 @@ class MetadataOwner(Broker):
             if isinstance(answer, list):
                 out.extend(answer)              # else it is restarting, or too busy to say
         return out
+
+    async def close_connection(self, name: str, reason: str, local_sessions=()) -> bool:
+        """Close the AMQP connection named ``name`` (320 CONNECTION_FORCED with ``reason``),
+        in this process or in whichever front-end has it; False if none has it."""
+        for s in list(local_sessions):
+            if connection_name(s) == name:
+                s.force_close(reason)
+                return True
+        asked = [fe.control.request(c.CloseConnection, name=name, reason=reason)
+                 for fe in self.frontends if fe.control is not None]
+        answers = await asyncio.gather(*(asyncio.wait_for(a, CHILD_ANSWER_TIMEOUT)
+                                         for a in asked), return_exceptions=True)
+        return any(a is True for a in answers)
 
     async def open_all(self) -> None:
         """Wait until every queue's worker has it open (front-ends may then use it)."""

@@ -1,0 +1,501 @@
+"""The management HTTP API as scripts use it, over raw HTTP: every assertion here holds for
+RabbitMQ 3.10's management plugin too (run with ``AMQP_URL`` and ``AMQP_MGMT_URL`` pointing
+at one). RabbitMQ's counts and connection lists come from statistics it emits every few
+seconds, so what depends on them is awaited, never assumed at once."""
+from __future__ import annotations
+
+import base64
+
+import pika
+import pytest
+from pika.exceptions import ConnectionClosedByBroker
+
+from amqpbroker.testing.mgmt_client import ManagementClient, q
+
+from .conftest import url_with, wait_until
+
+STATS = 30.0        # RabbitMQ's statistics lag behind by its emission interval (5 s)
+
+
+@pytest.fixture
+def http(mgmt_url):
+    """(status, JSON, headers) for any request, as guest."""
+    client = ManagementClient(mgmt_url)
+
+    def call(method, path, body=None, headers=None):
+        return client.request(method, path, "guest", "guest", body=body, headers=headers)
+    return call
+
+
+@pytest.fixture
+def queue(http, uniq):
+    """A durable queue in vhost '/', declared over HTTP and deleted at the end."""
+    name = uniq("mq")
+    assert http("PUT", f"/api/queues/%2F/{q(name)}", {"durable": True})[0] == 201
+    yield name
+    http("DELETE", f"/api/queues/%2F/{q(name)}")
+
+
+@pytest.fixture
+def exchange(http, uniq):
+    name = uniq("mx")
+    assert http("PUT", f"/api/exchanges/%2F/{q(name)}", {"type": "topic"})[0] == 201
+    yield name
+    http("DELETE", f"/api/exchanges/%2F/{q(name)}")
+
+
+def publish(http, exchange: str, key: str, payload: str, properties=None,
+            encoding: str = "string"):
+    status, answer, _ = http("POST", f"/api/exchanges/%2F/{q(exchange)}/publish",
+                             {"properties": properties or {}, "routing_key": key,
+                              "payload": payload, "payload_encoding": encoding})
+    assert status == 200, answer
+    return answer
+
+
+def get(http, queue: str, count: int = 1, ackmode: str = "ack_requeue_false",
+        encoding: str = "auto", **extra):
+    status, answer, _ = http("POST", f"/api/queues/%2F/{q(queue)}/get",
+                             {"count": count, "ackmode": ackmode, "encoding": encoding,
+                              **extra})
+    assert status == 200, answer
+    return answer
+
+
+def queue_counts(http, name: str):
+    status, body, _ = http("GET", f"/api/queues/%2F/{q(name)}")
+    assert status == 200
+    return body if "messages" in body and "state" in body else None
+
+
+# ------------------------------------------------------------------------- node
+def test_overview_nodes_whoami_and_extensions(http, amqp_host_port):
+    status, overview, _ = http("GET", "/api/overview")
+    assert status == 200
+    for key in ("management_version", "rabbitmq_version", "cluster_name", "node",
+                "listeners", "exchange_types"):
+        assert key in overview, key
+    assert set(overview["object_totals"]) >= {"connections", "channels", "queues",
+                                              "exchanges", "consumers"}
+    assert {l["port"] for l in overview["listeners"] if l["protocol"] == "amqp"} \
+        == {amqp_host_port[1]}
+    assert {t["name"] for t in overview["exchange_types"]} >= {"direct", "fanout", "topic",
+                                                               "headers"}
+    status, nodes, _ = http("GET", "/api/nodes")
+    assert status == 200 and [n["name"] for n in nodes] == [overview["node"]]
+    assert {"mem_used", "mem_limit", "fd_used", "disk_free", "running"} <= set(nodes[0])
+    status, node, _ = http("GET", f"/api/nodes/{q(overview['node'])}")
+    assert status == 200 and node["name"] == overview["node"] and node["running"] is True
+    assert http("GET", "/api/whoami")[:2] == (200, {"name": "guest", "tags": ["administrator"]})
+    status, extensions, _ = http("GET", "/api/extensions")
+    assert status == 200 and isinstance(extensions, list)
+
+
+# ------------------------------------------------------------------------- queues
+def test_queue_declare_is_201_then_204_and_refuses_inequivalent(http, queue):
+    path = f"/api/queues/%2F/{q(queue)}"
+    assert http("PUT", path, {"durable": True})[0] == 204
+    assert http("PUT", path, {"durable": False})[:2] == (400, {
+        "error": "bad_request", "reason": f"inequivalent arg 'durable' for queue '{queue}' in "
+                                          f"vhost '/': received 'false' but current is 'true'"})
+    assert http("PUT", f"/api/queues/%2F/amq.{queue}", {})[:2] == (
+        401, {"error": "not_authorised", "reason": "Access refused."})
+    assert http("PUT", f"/api/queues/no-such-vhost/{q(queue)}", {})[:2] == (
+        404, {"error": "not_found", "reason": "vhost_not_found"})
+
+
+def test_queue_object_carries_rabbitmqs_fields(http, uniq):
+    name = uniq("mq")
+    path = f"/api/queues/%2F/{q(name)}"
+    # rabbitmqadmin sends its booleans as strings
+    assert http("PUT", path, {"durable": "false", "auto_delete": "false",
+                              "arguments": {"x-max-length": 10}})[0] == 201
+    try:
+        publish(http, "amq.default", name, "one")
+        publish(http, "amq.default", name, "two")
+        body = wait_until(lambda: (b := queue_counts(http, name)) and b["messages"] == 2 and b,
+                          STATS)
+        assert (body["name"], body["vhost"], body["durable"], body["auto_delete"],
+                body["exclusive"], body["arguments"], body["type"], body["state"]) == \
+            (name, "/", False, False, False, {"x-max-length": 10}, "classic", "running")
+        assert (body["messages_ready"], body["messages_unacknowledged"], body["consumers"]) \
+            == (2, 0, 0)
+        assert isinstance(body["memory"], int) and body["node"]
+        listed = http("GET", "/api/queues/%2F")[1]
+        assert [x["messages"] for x in listed if x["name"] == name] == [2]
+    finally:
+        assert http("DELETE", path)[0] == 204
+
+
+def test_get_ackmodes_encodings_and_properties(http, queue):
+    publish(http, "amq.default", queue, "héllo",
+            {"content_type": "text/plain", "delivery_mode": 2, "headers": {"h": "v"}})
+    publish(http, "amq.default", queue, base64.b64encode(b"\xff\x00bin").decode(),
+            encoding="base64")
+    first = get(http, queue, count=5, ackmode="ack_requeue_true")
+    assert [(m["payload"], m["payload_encoding"], m["payload_bytes"], m["redelivered"],
+             m["exchange"], m["routing_key"], m["message_count"]) for m in first] == [
+        ("héllo", "string", 6, False, "", queue, 1),
+        (base64.b64encode(b"\xff\x00bin").decode(), "base64", 5, False, "", queue, 0)]
+    assert first[0]["properties"] == {"content_type": "text/plain", "delivery_mode": 2,
+                                      "headers": {"h": "v"}}
+    assert first[1]["properties"] == []             # RabbitMQ's empty proplist
+    again = get(http, queue, count=1, ackmode="reject_requeue_true", encoding="base64",
+                truncate=2)
+    assert [(m["payload"], m["payload_encoding"], m["payload_bytes"], m["redelivered"])
+            for m in again] == [(base64.b64encode("hé".encode()[:2]).decode(), "base64", 6,
+                                 True)]
+    taken = get(http, queue, count=2, ackmode="ack_requeue_false")
+    assert [m["redelivered"] for m in taken] == [True, True]
+    assert get(http, queue, count=2) == []
+    assert http("POST", "/api/queues/%2F/no-such-queue-here/get",
+                {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})[:2] == (
+        404, {"error": "not_found", "reason": "NOT_FOUND - no queue 'no-such-queue-here' in "
+                                              "vhost '/'"})
+    status, body, _ = http("POST", f"/api/queues/%2F/{q(queue)}/get",
+                           {"count": 1, "encoding": "auto"})
+    assert status == 400 and body["error"] == "bad_request"
+
+
+def test_reject_requeue_false_drops_and_purge_empties(http, queue):
+    for i in range(3):
+        publish(http, "amq.default", queue, f"m{i}")
+    assert [m["payload"] for m in get(http, queue, ackmode="reject_requeue_false")] == ["m0"]
+    assert http("DELETE", f"/api/queues/%2F/{q(queue)}/contents")[0] == 204
+    assert get(http, queue, count=5) == []
+    assert http("DELETE", "/api/queues/%2F/no-such-queue-here/contents")[0] == 404
+
+
+def test_queue_delete_if_empty_if_unused(http, uniq):
+    name = uniq("mq")
+    path = f"/api/queues/%2F/{q(name)}"
+    assert http("PUT", path, {"durable": False})[0] == 201
+    publish(http, "amq.default", name, "x")
+    assert http("DELETE", path + "?if-empty=true")[:2] == (
+        400, {"error": "bad_request", "reason": f"queue '{name}' in vhost '/' not empty"})
+    assert http("DELETE", path + "?if-unused=true")[0] == 204
+    assert http("DELETE", path)[0] == 404
+    assert http("GET", path)[0] == 404
+
+
+# ------------------------------------------------------------------------- exchanges
+def test_exchange_declare_delete_and_refusals(http, uniq):
+    name = uniq("mx")
+    path = f"/api/exchanges/%2F/{q(name)}"
+    assert http("PUT", path, {"type": "topic", "durable": "true"})[0] == 201
+    assert http("PUT", path, {"type": "topic", "durable": True})[0] == 204
+    # without "durable" a PUT declares a transient exchange, as RabbitMQ's
+    assert http("PUT", path, {"type": "topic"})[:2] == (400, {
+        "error": "bad_request", "reason": f"inequivalent arg 'durable' for exchange '{name}' "
+                                          f"in vhost '/': received 'false' but current is "
+                                          f"'true'"})
+    assert http("PUT", path, {"type": "direct", "durable": True})[:2] == (400, {
+        "error": "bad_request", "reason": f"inequivalent arg 'type' for exchange '{name}' in "
+                                          f"vhost '/': received 'direct' but current is 'topic'"})
+    status, body, _ = http("GET", path)
+    assert status == 200 and (body["name"], body["type"], body["durable"], body["internal"]) \
+        == (name, "topic", True, False)
+    assert http("PUT", f"/api/exchanges/%2F/{q(uniq('mx'))}", {"type": "no-such-type"})[:2] \
+        == (400, {"error": "bad_request", "reason": "unknown exchange type 'no-such-type'"})
+    assert http("PUT", "/api/exchanges/%2F/amq.mine", {"type": "direct"})[:2] == (
+        401, {"error": "not_authorised", "reason": "Access refused."})
+    assert http("DELETE", "/api/exchanges/%2F/amq.direct")[0] == 401
+    assert http("DELETE", path + "?if-unused=true")[0] == 204
+    assert http("DELETE", path)[0] == 404
+
+
+def test_publish_answers_routed(http, queue, exchange):
+    assert publish(http, "amq.default", queue, "direct") == {"routed": True}
+    assert publish(http, exchange, "nowhere", "lost") == {"routed": False}
+    status, body, _ = http("POST", "/api/exchanges/%2F/no-such-exchange-here/publish",
+                           {"properties": {}, "routing_key": "", "payload": "",
+                            "payload_encoding": "string"})
+    assert (status, body) == (400, {"error": "bad_request", "reason": "404 NOT_FOUND - no "
+                                    "exchange 'no-such-exchange-here' in vhost '/'"})
+    status, body, _ = http("POST", "/api/exchanges/%2F/amq.default/publish",
+                           {"properties": {}, "routing_key": queue, "payload": "x"})
+    assert status == 400 and body["error"] == "bad_request"
+
+
+# ------------------------------------------------------------------------- bindings
+def test_binding_create_list_get_delete_by_properties_key(http, queue, exchange):
+    between = f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}"
+    status, _, headers = http("POST", between, {"routing_key": "a.#", "arguments": {"k": "v"}})
+    assert status == 201 and headers["Location"].startswith(q(queue) + "/a.%2523~")
+    status, _, headers = http("POST", between, {})
+    assert status == 201 and headers["Location"] == q(queue) + "/~"
+    status, listed, _ = http("GET", between)
+    assert status == 200
+    assert sorted((b["routing_key"], b["arguments"] == {"k": "v"}) for b in listed) == \
+        [("", False), ("a.#", True)]
+    assert all((b["source"], b["destination"], b["destination_type"], b["vhost"])
+               == (exchange, queue, "queue", "/") for b in listed)
+    keyed = next(b for b in listed if b["routing_key"] == "a.#")
+    assert keyed["properties_key"].startswith("a.%23~")
+    one = f"{between}/{q(keyed['properties_key'])}"
+    assert http("GET", one)[:2] == (200, keyed)
+    assert publish(http, exchange, "a.b.c", "bound") == {"routed": True}
+    # a queue's bindings start with the default exchange's, as RabbitMQ lists them
+    status, of_queue, _ = http("GET", f"/api/queues/%2F/{q(queue)}/bindings")
+    assert status == 200 and (of_queue[0]["source"], of_queue[0]["routing_key"],
+                              of_queue[0]["properties_key"]) == ("", queue, q(queue))
+    assert len(of_queue) == 3
+    source = http("GET", f"/api/exchanges/%2F/{q(exchange)}/bindings/source")[1]
+    assert sorted(b["routing_key"] for b in source) == ["", "a.#"]
+    assert http("DELETE", one)[0] == 204
+    assert http("DELETE", one)[0] == 404
+    assert http("DELETE", f"{between}/~")[0] == 204
+    assert http("GET", between)[:2] == (200, [])
+    assert http("POST", f"/api/bindings/%2F/e/{q(exchange)}/q/no-such-queue-here", {})[:2] \
+        == (404, {"error": "not_found", "reason": "no queue 'no-such-queue-here' in vhost '/'"})
+
+
+def test_exchange_to_exchange_binding(http, exchange, uniq):
+    other = uniq("mx")
+    assert http("PUT", f"/api/exchanges/%2F/{q(other)}", {"type": "fanout"})[0] == 201
+    try:
+        status, _, headers = http("POST", f"/api/bindings/%2F/e/{q(exchange)}/e/{q(other)}",
+                                  {"routing_key": "r"})
+        assert status == 201 and headers["Location"] == f"{q(other)}/r"
+        dest = http("GET", f"/api/exchanges/%2F/{q(other)}/bindings/destination")[1]
+        assert [(b["source"], b["destination_type"], b["routing_key"], b["properties_key"])
+                for b in dest] == [(exchange, "exchange", "r", "r")]
+        assert http("DELETE", f"/api/bindings/%2F/e/{q(exchange)}/e/{q(other)}/r")[0] == 204
+        assert http("GET", f"/api/exchanges/%2F/{q(other)}/bindings/destination")[1] == []
+    finally:
+        http("DELETE", f"/api/exchanges/%2F/{q(other)}")
+
+
+# ------------------------------------------------------------------------- lists
+def test_list_paging_filtering_columns_and_sorting(http, uniq):
+    prefix = uniq("page")
+    names = [f"{prefix}-{i}" for i in range(5)]
+    for n in names:
+        assert http("PUT", f"/api/exchanges/%2F/{q(n)}", {"type": "direct"})[0] == 201
+    try:
+        status, page, _ = http("GET", f"/api/exchanges/%2F?page=2&page_size=2&name={prefix}"
+                                      "&columns=name,type")
+        assert status == 200
+        assert {k: v for k, v in page.items() if k != "total_count"} == {
+            "filtered_count": 5, "item_count": 2, "page": 2, "page_count": 3, "page_size": 2,
+            "items": [{"name": names[2], "type": "direct"},
+                      {"name": names[3], "type": "direct"}]}
+        assert page["total_count"] >= 5 + 7
+        status, page, _ = http("GET", f"/api/exchanges/%2F?page=1&name={prefix.upper()}-[34]$"
+                                      "&use_regex=true")
+        assert status == 200 and page["filtered_count"] == 2   # matched ignoring case
+        status, page, _ = http("GET", f"/api/exchanges/%2F?page=1&name={prefix}-[34]$"
+                                      "&use_regex=true&columns=name")
+        assert page["items"] == [{"name": names[3]}, {"name": names[4]}]
+        status, listed, _ = http("GET", "/api/exchanges/%2F?sort=name&sort_reverse=true"
+                                        "&columns=name")
+        ours = [x["name"] for x in listed if x["name"].startswith(prefix)]
+        assert ours == names[::-1]
+        assert http("GET", f"/api/exchanges/%2F?page=4&page_size=2&name={prefix}")[:2] == (
+            400, {"error": "page_out_of_range",
+                  "reason": "Page out of range, page: 4 page size: 2, len: 5"})
+        assert http("GET", "/api/exchanges/%2F?page=1&page_size=501")[:2] == (
+            400, {"error": "invalid_pagination_parameters",
+                  "reason": "Invalid pagination parameters: page number 1, page size 501"})
+        assert http("GET", "/api/exchanges/%2F?page=abc")[:2] == (
+            400, {"error": "bad_request", "reason": "Pagination parameters are invalid"})
+    finally:
+        for n in names:
+            http("DELETE", f"/api/exchanges/%2F/{q(n)}")
+
+
+def test_queue_pages_by_name_and_by_depth(http, uniq):
+    prefix = uniq("qpage")
+    names = [f"{prefix}-{i}" for i in range(3)]
+    for depth, n in enumerate(names, 1):
+        assert http("PUT", f"/api/queues/%2F/{q(n)}", {})[0] == 201
+        for _ in range(depth):
+            publish(http, "amq.default", n, "x")
+    try:
+        status, page, _ = http("GET", f"/api/queues/%2F?page=2&page_size=2&name={prefix}"
+                                      "&columns=name")
+        assert status == 200 and (page["items"], page["filtered_count"], page["page_count"]) \
+            == ([{"name": names[2]}], 3, 2)
+
+        def deepest_first():
+            page = http("GET", f"/api/queues?page=1&page_size=2&name={prefix}&sort=messages"
+                               "&sort_reverse=true&columns=name,messages")[1]
+            return page["items"] == [{"name": names[2], "messages": 3},
+                                     {"name": names[1], "messages": 2}]
+        wait_until(deepest_first, STATS)
+    finally:
+        for n in names:
+            http("DELETE", f"/api/queues/%2F/{q(n)}")
+
+
+# ------------------------------------------------------------------------- connections
+def test_connections_channels_consumers_and_close_with_reason(http, connect, uniq, queue):
+    tag = uniq("ctag")
+    conn = connect(client_properties={"connection_name": tag})
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=7)
+    ch.basic_consume(queue, lambda *a: None, consumer_tag=tag)
+
+    def ours():
+        for c in http("GET", "/api/connections")[1]:
+            if c.get("client_properties", {}).get("connection_name") == tag:
+                return c
+        return None
+    c = wait_until(ours, STATS)
+    assert (c["user"], c["vhost"], c["protocol"], c["type"]) == \
+        ("guest", "/", "AMQP 0-9-1", "network")
+    assert " -> " in c["name"] and c["peer_port"] and c["port"]
+    status, one, _ = http("GET", f"/api/connections/{q(c['name'])}")
+    assert status == 200 and one["name"] == c["name"]
+    channels = wait_until(lambda: [x for x in http("GET", f"/api/connections/{q(c['name'])}"
+                                                          "/channels")[1]
+                                   if "prefetch_count" in x], STATS)
+    assert [(x["number"], x["prefetch_count"], x["name"]) for x in channels] == \
+        [(1, 7, f"{c['name']} (1)")]
+    assert channels[0]["connection_details"]["name"] == c["name"]
+    status, channel, _ = http("GET", f"/api/channels/{q(channels[0]['name'])}")
+    assert status == 200 and channel["number"] == 1
+    consumer = wait_until(lambda: [x for x in http("GET", "/api/consumers/%2F")[1]
+                                   if x["consumer_tag"] == tag], STATS)[0]
+    assert (consumer["queue"], consumer["ack_required"], consumer["prefetch_count"],
+            consumer["channel_details"]["connection_name"]) == \
+        ({"name": queue, "vhost": "/"}, True, 7, c["name"])
+    assert tag in [x["consumer_tag"] for x in http("GET", "/api/consumers")[1]]
+    detail = wait_until(lambda: (b := queue_counts(http, queue)) and b["consumers"] == 1 and b,
+                        STATS)
+    assert [x["consumer_tag"] for x in detail["consumer_details"]] == [tag]
+
+    assert http("DELETE", f"/api/connections/{q(c['name'])}",
+                headers={"X-Reason": "maintenance window"})[0] == 204
+    with pytest.raises(ConnectionClosedByBroker) as closed:
+        conn.process_data_events(time_limit=5)
+        conn.process_data_events(time_limit=5)
+    assert closed.value.reply_code == 320
+    assert closed.value.reply_text == "CONNECTION_FORCED - maintenance window"
+    wait_until(lambda: ours() is None, STATS)
+    assert http("GET", f"/api/connections/{q(c['name'])}")[0] == 404
+    assert http("DELETE", f"/api/connections/{q(c['name'])}")[0] == 404
+
+
+def test_management_user_sees_and_closes_only_its_own_connection(http, mgmt, mgmt_url,
+                                                                 broker_url, connect, uniq):
+    name, password = uniq("mu"), "pw-s3cret"
+    assert mgmt.put(f"/api/users/{q(name)}", {"password": password,
+                                              "tags": "management"}) == 201
+    assert mgmt.put(f"/api/permissions/%2F/{q(name)}",
+                    {"configure": ".*", "write": ".*", "read": ".*"}) == 201
+    try:
+        mine = connect(url_with(broker_url, user=name, password=password),
+                       client_properties={"connection_name": name})
+        mine.channel()
+        guests = connect(client_properties={"connection_name": name + "-guest"})
+        client = ManagementClient(mgmt_url)
+
+        def seen():
+            names = {c["client_properties"].get("connection_name"): c["name"]
+                     for c in http("GET", "/api/connections")[1]}
+            return names if {name, name + "-guest"} <= set(names) else None
+        names = wait_until(seen, STATS)
+        listed = client.get("/api/connections", name, password)[1]
+        assert [c["user"] for c in listed] == [name]
+        status, body, _ = client.request("GET", f"/api/connections/{q(names[name + '-guest'])}",
+                                         name, password)
+        assert (status, body) == (401, {"error": "not_authorised",
+                                        "reason": "User not authorised to access object"})
+        assert client.request("DELETE", f"/api/connections/{q(names[name + '-guest'])}",
+                              name, password)[0] == 401
+        assert guests.is_open
+        assert client.request("DELETE", f"/api/connections/{q(names[name])}", name,
+                              password)[0] == 204
+        with pytest.raises(ConnectionClosedByBroker):
+            wait_until(lambda: mine.process_data_events(0.1) or not mine.is_open, STATS)
+    finally:
+        mgmt.delete(f"/api/users/{q(name)}")
+
+
+# ------------------------------------------------------------------------- health
+def test_health_checks(http, amqp_host_port):
+    for path in ("/api/health/checks/alarms", "/api/health/checks/local-alarms",
+                 "/api/health/checks/virtual-hosts", "/api/aliveness-test/%2F"):
+        assert http("GET", path)[:2] == (200, {"status": "ok"}), path
+    port = amqp_host_port[1]
+    assert http("GET", f"/api/health/checks/port-listener/{port}")[:2] == (
+        200, {"status": "ok", "port": port})
+    status, body, _ = http("GET", "/api/health/checks/port-listener/1")
+    assert (status, body["status"], body["reason"], body["missing"]) == (
+        503, "failed", "No active listener", 1)
+    assert port in body["ports"]
+    assert http("GET", "/api/health/checks/port-listener/abc")[:2] == (
+        400, {"error": "bad_request", "reason": "Invalid port"})
+    assert http("GET", "/api/aliveness-test/no-such-vhost-here")[0] == 404
+
+
+# ------------------------------------------------------------------------- definitions
+def test_vhost_definitions_export_and_import_into_another_vhost(http, uniq):
+    source, target = uniq("vh"), uniq("vh")
+    for vh in (source, target):
+        assert http("PUT", f"/api/vhosts/{q(vh)}", {})[0] == 201
+    try:
+        assert http("PUT", f"/api/queues/{q(source)}/dq", {"durable": True})[0] == 201
+        assert http("PUT", f"/api/exchanges/{q(source)}/dx",
+                    {"type": "fanout", "durable": True})[0] == 201
+        assert http("POST", f"/api/bindings/{q(source)}/e/dx/q/dq", {"routing_key": "k"})[0] \
+            == 201
+        status, defs, _ = http("GET", f"/api/definitions/{q(source)}")
+        assert status == 200
+        assert [(x["name"], x["durable"]) for x in defs["queues"]] == [("dq", True)]
+        assert [(x["name"], x["type"]) for x in defs["exchanges"]] == [("dx", "fanout")]
+        assert [(b["source"], b["destination"], b["routing_key"]) for b in defs["bindings"]] \
+            == [("dx", "dq", "k")]
+        assert not any("vhost" in x for kind in ("queues", "exchanges", "bindings")
+                       for x in defs[kind])
+        assert http("POST", f"/api/definitions/{q(target)}", defs)[0] == 204
+        assert http("GET", f"/api/queues/{q(target)}/dq")[0] == 200
+        assert http("GET", f"/api/exchanges/{q(target)}/dx")[1]["type"] == "fanout"
+        assert [b["routing_key"] for b in http("GET", f"/api/bindings/{q(target)}/e/dx/q/dq")[1]] \
+            == ["k"]
+        assert http("GET", "/api/definitions/no-such-vhost-here")[:2] == (
+            400, {"error": "bad_request", "reason": "vhost_not_found"})
+    finally:
+        for vh in (source, target):
+            http("DELETE", f"/api/vhosts/{q(vh)}")
+
+
+# ------------------------------------------------------------------------- access
+def test_writes_need_the_vhost_and_the_permission(mgmt, mgmt_url, uniq):
+    """A management user may change only vhosts it has permissions in (else 401 "User not
+    authorised to access virtual host"), and there only what its permissions allow (else
+    401 "Access refused.", as a channel of it would be refused)."""
+    mine, other, name, password = uniq("va"), uniq("vb"), uniq("mu"), "pw-s3cret"
+    for vh in (mine, other):
+        assert mgmt.put(f"/api/vhosts/{q(vh)}", {}) == 201
+    assert mgmt.put(f"/api/users/{q(name)}", {"password": password,
+                                              "tags": "management"}) == 201
+    assert mgmt.put(f"/api/permissions/{q(mine)}/{q(name)}",
+                    {"configure": "^mine-.*", "write": "^mine-.*", "read": "^mine-.*"}) == 201
+    client = ManagementClient(mgmt_url)
+
+    def call(method, path, body=None):
+        return client.request(method, path, name, password, body=body)[:2]
+    try:
+        vhost_refused = (401, {"error": "not_authorised",
+                               "reason": "User not authorised to access virtual host"})
+        access_refused = (401, {"error": "not_authorised", "reason": "Access refused."})
+        assert call("PUT", f"/api/queues/{q(other)}/mine-q", {}) == vhost_refused
+        assert call("PUT", f"/api/exchanges/{q(other)}/mine-x", {"type": "direct"}) \
+            == vhost_refused
+        assert call("POST", f"/api/exchanges/{q(other)}/amq.default/publish",
+                    {"properties": {}, "routing_key": "k", "payload": "",
+                     "payload_encoding": "string"}) == vhost_refused
+        assert call("PUT", f"/api/queues/{q(mine)}/theirs-q", {}) == access_refused
+        assert call("PUT", f"/api/exchanges/{q(mine)}/theirs-x", {"type": "direct"}) \
+            == access_refused
+        assert call("PUT", f"/api/queues/{q(mine)}/mine-q", {})[0] == 201
+        assert call("PUT", f"/api/exchanges/{q(mine)}/mine-x", {"type": "direct"})[0] == 201
+        assert call("POST", f"/api/bindings/{q(mine)}/e/mine-x/q/mine-q", {})[0] == 201
+        assert call("DELETE", f"/api/queues/{q(mine)}/mine-q")[0] == 204
+        assert call("GET", "/api/definitions")[0] == 401
+    finally:
+        for vh in (mine, other):
+            mgmt.delete(f"/api/vhosts/{q(vh)}")
+        mgmt.delete(f"/api/users/{q(name)}")
