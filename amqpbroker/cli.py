@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amqpbroker", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("ctl", help="manage a running broker through its management API "
-                               "(amqpbroker ctl --help; ctl.py)")
+                               "(amqpbroker ctl --help)")
     serve = sub.add_parser("serve", help="run the broker")
     defaults = Config()
     for name, typ, help_ in FLAGS:
