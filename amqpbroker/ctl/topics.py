@@ -27,14 +27,18 @@ def create(api, args) -> None:
 
 def add_partitions(api, args) -> None:
     path = f"/api/topics/{q(args.vhost)}/{q(args.name)}"
-    api.call("GET", path)                   # 404 for a topic that is not there
+    api.call("GET", path, what=_what(args))     # 404 for a topic that is not there
     api.call("PUT", path, {"partitions": args.partitions})
     say(f"topic '{args.name}' has {args.partitions} partitions")
 
 
 def delete(api, args) -> None:
-    api.call("DELETE", f"/api/topics/{q(args.vhost)}/{q(args.name)}")
+    api.call("DELETE", f"/api/topics/{q(args.vhost)}/{q(args.name)}", what=_what(args))
     say(f"topic '{args.name}' deleted, with its partitions")
+
+
+def _what(args) -> str:
+    return f"topic '{args.name}' in vhost '{args.vhost}'"
 
 
 def _exists(api, path: str) -> bool:

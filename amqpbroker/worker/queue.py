@@ -35,6 +35,7 @@ from typing import NamedTuple
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
 from ..queue_args import QueueArgs
+from ..logs import context
 from .store import MessageStore
 
 log = logging.getLogger("amqpbroker.queue")
@@ -113,7 +114,8 @@ class Queue:
             self.store.commit()
         if self.ready_count:
             log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
-                     self.vhost_name, self.ready_count)
+                     self.vhost_name, self.ready_count,
+                     extra=context(queue=self.name, vhost=self.vhost_name))
 
     def _hold(self, offset: int, rec: Record) -> None:
         """Delivered, not acked: keep what a requeue needs; the body stays in the log."""
