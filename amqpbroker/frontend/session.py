@@ -228,7 +228,7 @@ class Session(asyncio.Protocol):
             channel = getattr(err, "channel", 0)
         if not err.hard and channel:
             log.warning("channel error on connection %s, channel %d: %s", self.name, channel,
-                        err.reply_text, extra=self.log_context())
+                        err.reply_text, extra={**self.log_context(), "channel": channel})
             self._drop_channel(channel)
             self.conn.close_channel(channel, err)
             return
