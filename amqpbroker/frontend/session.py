@@ -369,8 +369,7 @@ class Session(asyncio.Protocol):
             err = errors.ConnectionAccessRefused(
                 f"Login was refused using authentication mechanism {e.mechanism}. For details "
                 f"see the broker logfile.", 10, 11)
-            err.login_failed = (f"{e.mechanism} login refused: user '{user.name}' - user "
-                                f"can only connect via localhost")
+            err.login_failed = f"user '{user.name}' can only connect via localhost"
             err.login_user = user.name
             raise err
         self.user = user
