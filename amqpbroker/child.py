@@ -50,7 +50,8 @@ def run(kind: str, serve) -> int:
     """Parse SPEC from argv, set the process up, and run ``serve(spec)`` to completion."""
     from .cli import prepare_process
     spec = json.loads(sys.argv[1])
-    prepare_process(spec["config"]["log_level"], f"{kind}{spec['index']} ")
+    prepare_process(spec["config"]["log_level"], f"{kind}{spec['index']}",
+                    spec["config"].get("log_format", "text"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(serve(spec))
     return 0

@@ -39,6 +39,9 @@ FLAGS = [
     ("management_port", int, "management HTTP port (default 15672; 0 = off; -1 = any free port)"),
     ("data_dir", str, "data directory (default ./amqpbroker-data)"),
     ("log_level", str, "debug, info, warning or error (default info)"),
+    ("log_format", choice("text", "json"), "text for people, or json: one object per line "
+                                           "with ts, level, logger, msg, pid, role and the "
+                                           "event's context (default text)"),
     ("frame_max", int, "largest frame the server accepts (default 131072)"),
     ("channel_max", int, "most channels per connection (default 2047)"),
     ("heartbeat", int, "heartbeat interval the server proposes, seconds (default 60)"),
@@ -82,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amqpbroker", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("ctl", help="manage a running broker through its management API "
-                               "(amqpbroker ctl --help; ctl.py)")
+                               "(amqpbroker ctl --help)")
     serve = sub.add_parser("serve", help="run the broker")
     defaults = Config()
     for name, typ, help_ in FLAGS:
@@ -106,11 +109,11 @@ def main(argv=None) -> int:
     return 2
 
 
-def prepare_process(log_level: str, name: str = "") -> None:
+def prepare_process(log_level: str, role: str = "supervisor",
+                    log_format: str = "text") -> None:
     """What every broker process does first: logging, descriptors, GC, uvloop."""
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format=f"%(asctime)s %(levelname)s {name}%(name)s: %(message)s",
-                        stream=sys.stderr)
+    from . import logs
+    logs.setup(log_level, log_format, role)
     raise_fd_limit()
     tune_gc()
     try:
@@ -121,7 +124,7 @@ def prepare_process(log_level: str, name: str = "") -> None:
 
 
 def serve(cfg: Config) -> int:
-    prepare_process(cfg.log_level)
+    prepare_process(cfg.log_level, "supervisor", cfg.log_format)
     try:
         return asyncio.run(_serve(cfg))
     except (OSError, ValueError) as exc:

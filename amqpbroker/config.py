@@ -11,6 +11,7 @@ class Config:
     management_port: int = 15672        # 0 = off, -1 = any free port (tests)
     data_dir: str = "./amqpbroker-data"
     log_level: str = "info"
+    log_format: str = "text"            # text (people) | json (one object per line)
     frame_max: int = 131072
     channel_max: int = 2047
     heartbeat: int = 60

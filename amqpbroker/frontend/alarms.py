@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 
+from ..logs import context
+
 log = logging.getLogger("amqpbroker.alarms")
 
 
@@ -33,6 +35,7 @@ class Alarms:
     def __init__(self, broker):
         self.broker = broker
         self.active: dict[str, str] = {}
+        self.logs = True        # off in front-end processes: the supervisor logs each alarm
         self._timer = None
 
     @property
@@ -48,7 +51,8 @@ class Alarms:
             return
         was = self.blocked
         self.active[name] = detail
-        log.warning("%s alarm set: %s", name, detail)
+        if self.logs:
+            log.warning("%s alarm set: %s", name, detail, extra=context(alarm=name))
         self.broker.alarm_changed(name, detail)
         if not was:
             for s in list(self.broker.sessions):
@@ -57,7 +61,8 @@ class Alarms:
     def clear(self, name: str) -> None:
         if self.active.pop(name, None) is None:
             return
-        log.warning("%s alarm cleared", name)
+        if self.logs:
+            log.warning("%s alarm cleared", name, extra=context(alarm=name))
         self.broker.alarm_changed(name, None)
         if not self.blocked:
             for s in list(self.broker.sessions):

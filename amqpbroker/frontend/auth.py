@@ -136,19 +136,22 @@ class Users:
             err = errors.ConnectionAccessRefused(
                 f"Login was refused using authentication mechanism {mechanism}. For details "
                 f"see the broker logfile.", 10, 11)
-            err.login_failed = True       # answered with connection.close, if the client asks
+            # answered with connection.close, if the client asks; the reason goes to the log
+            err.login_failed = (f"{mechanism} login refused: user '{username}' - "
+                                f"invalid credentials")
+            err.login_user = username
             raise err
         return user
 
     def _external(self, certificate) -> User:
         user = self.users.get(certificate.name) if certificate.name is not None else None
         if user is None:
-            log.warning("EXTERNAL login refused: %s", certificate.refused or
-                        f"user '{certificate.name}' - invalid credentials")
             err = errors.ConnectionAccessRefused(
                 "Login was refused using authentication mechanism EXTERNAL. For details see "
                 "the broker logfile.", 10, 11)
-            err.login_failed = True
+            err.login_failed = "EXTERNAL login refused: " + (
+                certificate.refused or f"user '{certificate.name}' - invalid credentials")
+            err.login_user = certificate.name
             raise err
         return user
 

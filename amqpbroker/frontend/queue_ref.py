@@ -17,6 +17,7 @@ import logging
 
 from .. import contract as c
 from .. import errors
+from ..logs import context
 from ..queue_args import (QUORUM_EQUIVALENT_ARGS, QueueArgs, check_quorum_properties,
                           check_stream_declare)
 from .partition_client import HostGone
@@ -92,7 +93,7 @@ class QueueRef:
         if exc is None:
             if self.down is not None:
                 log.warning("queue '%s' in vhost '%s' is open again", self.name,
-                            self.vhost.name)
+                            self.vhost.name, extra=self._log_context())
             self.down = None
             self.existed = True
         elif isinstance(exc, HostGone) or self.deleted:
@@ -102,10 +103,14 @@ class QueueRef:
                 "cannot complete the method: ")
             log.error("queue '%s' in vhost '%s' is down: it could not be opened (%s). It stays "
                       "defined and its files in %s are kept; declares of it are refused until "
-                      "a start opens it", self.name, self.vhost.name, self.down, self.directory)
+                      "a start opens it", self.name, self.vhost.name, self.down, self.directory,
+                      extra=self._log_context())
         else:
-            log.error("%r could not be created: %s", self, exc)
+            log.error("%r could not be created: %s", self, exc, extra=self._log_context())
             self.vhost.forget_queue(self, "open failed")
+
+    def _log_context(self) -> dict:
+        return context(queue=self.name, vhost=self.vhost.name)
 
     def refuse_if_down(self, class_id: int, method_id: int) -> None:
         """A declare of a down queue: RabbitMQ's 404 for a crashed queue."""

@@ -18,6 +18,7 @@ import uuid
 from pamqp import commands as C
 
 from .. import __version__, errors
+from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
@@ -125,6 +126,8 @@ class Session(asyncio.Protocol):
             self.conn.mechanisms += " EXTERNAL"
         self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         self.server.sessions.add(self)
+        log.info("accepting AMQP connection %s", connection_name(self),
+                 extra=self.log_context())
 
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.loop.time()
@@ -214,10 +217,11 @@ class Session(asyncio.Protocol):
                 self._on_error(err)
             except OSError as exc:
                 # the data directory refused a write (disk full, read-only): not a bug
-                log.error("connection %s: %s", self.name, exc)
+                log.error("connection %s: %s", self.name, exc, extra=self.log_context())
                 self._on_error(errors.ResourceError(f"cannot complete the method: {exc}"))
             except Exception:
-                log.exception("connection %s: internal error", self.name)
+                log.exception("connection %s: internal error", self.name,
+                              extra=self.log_context())
                 self._on_error(errors.InternalError("internal error"))
         self.flush()
 
@@ -226,21 +230,30 @@ class Session(asyncio.Protocol):
             channel = getattr(err, "channel", 0)
         if not err.hard and channel:
             log.warning("channel error on connection %s, channel %d: %s", self.name, channel,
-                        err.reply_text)
+                        err.reply_text, extra={**self.log_context(), "channel": channel})
             self._drop_channel(channel)
             self.conn.close_channel(channel, err)
             return
         if self.conn.state in HANDSHAKE_STATES:
             # RabbitMQ drops the socket for errors before connection.open; only a failed login
             # is answered (authentication_failure_close), if the client asked for it
-            log.warning("handshake failed on connection %s: %s", self.name, err.reply_text)
-            if not (getattr(err, "login_failed", False)
+            login_failed = getattr(err, "login_failed", None)
+            if login_failed:            # an authentication failure: its reason, once
+                log.warning("Error on AMQP connection %s (state: starting): %s",
+                            connection_name(self), login_failed,
+                            extra={**self.log_context(),
+                                   **context(user=getattr(err, "login_user", None))})
+            else:
+                log.warning("handshake failed on connection %s: %s", connection_name(self),
+                            err.reply_text, extra=self.log_context())
+            if not (login_failed
                     and self.capabilities.get("authentication_failure_close")):
                 self.flush()
                 self._abort()
                 return
         else:
-            log.warning("closing connection %s: %s", self.name, err.reply_text)
+            log.warning("closing connection %s: %s", connection_name(self), err.reply_text,
+                        extra=self.log_context())
         self.conn.close_connection(err)
         self._close_channels()
         self.flush()
@@ -305,7 +318,8 @@ class Session(asyncio.Protocol):
             self.transport.close()
             self.closed = True
         elif t is ev.BadProtocolHeader:
-            log.warning("connection %s: bad protocol header %r", self.name, event.received)
+            log.warning("connection %s: bad protocol header %r", self.name, event.received,
+                        extra=self.log_context())
             self.flush()
             self.transport.close()
             self.closed = True
@@ -336,7 +350,7 @@ class Session(asyncio.Protocol):
                 err.channel = channel
             self._on_error(err)
         except Exception:
-            log.exception("connection %s: internal error", self.name)
+            log.exception("connection %s: internal error", self.name, extra=self.log_context())
             self._on_error(errors.InternalError("internal error"))
         else:
             fut.add_done_callback(lambda _: self._resume(coro, channel))
@@ -354,12 +368,11 @@ class Session(asyncio.Protocol):
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
             # the reason goes to the log; the client is told only that the login was refused,
             # as RabbitMQ's auth_fail does
-            log.warning("connection %s: user '%s' can only connect via localhost", self.name,
-                        user.name)
             err = errors.ConnectionAccessRefused(
                 f"Login was refused using authentication mechanism {e.mechanism}. For details "
                 f"see the broker logfile.", 10, 11)
-            err.login_failed = True
+            err.login_failed = f"user '{user.name}' can only connect via localhost"
+            err.login_user = user.name
             raise err
         self.user = user
         self.mechanism = e.mechanism
@@ -385,6 +398,8 @@ class Session(asyncio.Protocol):
         self.conn.send_open_ok()
         self.broker.stats.connection_opened()
         self.broker.sessions.add(self)
+        log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
+                 connection_name(self), self.user.name, vhost.name, extra=self.log_context())
         if self.broker.alarms.blocked:
             self.on_alarm(True)
 
@@ -403,7 +418,7 @@ class Session(asyncio.Protocol):
     def _handshake_timeout(self) -> None:
         self._handshake_timer = None
         if self.vhost is None and not self.closed:
-            log.warning("connection %s: handshake timeout", self.name)
+            log.warning("connection %s: handshake timeout", self.name, extra=self.log_context())
             self._abort()
 
     def _heartbeat_tick(self) -> None:
@@ -412,7 +427,8 @@ class Session(asyncio.Protocol):
         reading = not (self.reading_paused or self._throttled_by or self._backlog
                        or self._waiting or not self.writable)
         if reading and now - self.last_recv > 2 * hb:
-            log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb)
+            log.warning("missed heartbeats from client %s, timeout: %ds", self.name, hb,
+                        extra=self.log_context())
             self._abort()
             return
         if now - self.last_sent >= hb / 2:
@@ -487,7 +503,8 @@ class Session(asyncio.Protocol):
             state = TCP_ESTABLISHED
         if state != TCP_ESTABLISHED:
             log.warning("connection %s closed by the client while not read from, %d bytes "
-                        "of content unfinished", self.name, self.conn.partial_content_bytes)
+                        "of content unfinished", self.name, self.conn.partial_content_bytes,
+                        extra=self.log_context())
             self._abort()
             return
         self._peer_watch = self.loop.call_later(1.0, self._watch_peer)
@@ -508,7 +525,20 @@ class Session(asyncio.Protocol):
             ch.close()
         self.channels.clear()
 
+    def log_context(self) -> dict:
+        """What a log line about this connection carries (``logs.py``)."""
+        return context(connection=connection_name(self),
+                       user=self.user.name if self.user is not None else None,
+                       vhost=self.vhost.name if self.vhost is not None else None)
+
     def _cleanup(self) -> None:
+        if self.vhost is not None:
+            log.info("closing AMQP connection %s (vhost: '%s', user: '%s')",
+                     connection_name(self), self.vhost.name, self.user.name,
+                     extra=self.log_context())
+        else:
+            log.info("closing AMQP connection %s (before connection.open)",
+                     connection_name(self), extra=self.log_context())
         self.closed = True
         for t in (self._timer, self._handshake_timer, self._close_timer, self._peer_watch):
             if t is not None:

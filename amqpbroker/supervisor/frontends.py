@@ -22,6 +22,7 @@ log = logging.getLogger("amqpbroker.supervisor")
 
 class FrontendProcess(ChildProcess):
     kind = "front-end"
+    lost_on_crash = " (its connections are lost)"
 
     def __init__(self, broker, index: int, listen_sock, workers, tls_sock=None):
         super().__init__(index)
@@ -123,9 +124,6 @@ class FrontendProcess(ChildProcess):
             for q in list(vh.queues.values()):
                 if isinstance(q.exclusive_owner, str) and q.exclusive_owner.startswith(prefix):
                     vh.delete_queue(q, "exclusive owner closed")
-
-    def on_crash(self) -> None:
-        log.error("front-end %d died: its connections are lost", self.index)
 
     def ask_to_stop(self) -> None:
         """Close its connections (320 CONNECTION_FORCED) and exit."""

@@ -17,6 +17,7 @@ import subprocess
 import time
 
 from .. import child
+from ..logs import context
 
 log = logging.getLogger("amqpbroker.supervisor")
 
@@ -27,6 +28,7 @@ RESTART_DELAY = 0.1         # seconds before a crashed child is started again
 
 class ChildProcess:
     kind = "child"
+    lost_on_crash = ""          # what a crash costs, said in the one line that reports it
 
     def __init__(self, index: int):
         self.index = index
@@ -101,8 +103,9 @@ class ChildProcess:
             self._ready.set_exception(RuntimeError(f"{self.kind} {self.index} exited ({code})"))
         if self.stopping:
             return
-        log.error("%s %d (pid %d) exited with %s; restarting it", self.kind, self.index,
-                  self.proc.pid, code)
+        log.error("%s %d (pid %d) exited with %s%s; restarting it", self.kind, self.index,
+                  self.proc.pid, code, self.lost_on_crash,
+                  extra=context(child=f"{self.kind} {self.index}"))
         self.on_crash()
         self.restarts += 1
         loop.create_task(self._restart())
@@ -115,7 +118,8 @@ class ChildProcess:
             try:
                 await self.start()
             except (OSError, RuntimeError) as exc:
-                log.error("restarting %s %d failed: %s", self.kind, self.index, exc)
+                log.error("restarting %s %d failed: %s", self.kind, self.index, exc,
+                          extra=context(child=f"{self.kind} {self.index}"))
                 await asyncio.sleep(1.0)
                 continue
             await self.after_restart()

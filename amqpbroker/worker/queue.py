@@ -37,6 +37,7 @@ from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
 from ..queue_args import QueueArgs
+from ..logs import context
 from ..stats import queue_counters
 from . import dedup
 from .store import MessageStore
@@ -130,7 +131,8 @@ class Queue:
             self.store.commit()
         if self.ready_count:
             log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
-                     self.vhost_name, self.ready_count)
+                     self.vhost_name, self.ready_count,
+                     extra=context(queue=self.name, vhost=self.vhost_name))
 
     def _hold(self, offset: int, rec: Record) -> None:
         """Delivered, not acked: keep what a requeue needs; the body stays in the log."""

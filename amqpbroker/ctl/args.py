@@ -1,0 +1,17 @@
+"""Argument types shared by the command families."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def key_values(text: str) -> tuple:
+    """``KEY=VALUE``, the value as JSON when it parses (``100``, ``true``, ``{"a":1}``),
+    else the text itself."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
