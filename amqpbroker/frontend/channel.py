@@ -728,9 +728,12 @@ class Channel:
 
     async def basic_cancel(self, m) -> None:
         member = self.groups.pop(m.consumer_tag, None)
-        if member is not None:              # leaves its group for good
+        if member is not None:
+            # a dynamic member leaves for good; a static one keeps its partitions for the
+            # session timeout, as Kafka's (KIP-345): clients cancel their consumers when they
+            # close, and a rolling restart must not move partitions
             self._cancel_group(member)
-            member.leave(permanent=True)
+            member.leave(permanent=member.instance_id is None)
             if not m.nowait:
                 self.session.send_method(self.number,
                                          C.Basic.CancelOk(consumer_tag=m.consumer_tag))
