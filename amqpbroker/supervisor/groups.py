@@ -148,6 +148,14 @@ class Groups:
                     actions += g.cg.revoked(member, p, epoch)
             self._run(g, actions)
 
+    def topic_grew(self, vhost: str, topic: str) -> None:
+        """Partitions were added: the groups on the topic spread them over their members."""
+        n = len(self.partitions(vhost, topic))
+        now = self.loop.time()
+        for key, g in list(self.groups.items()):
+            if key[0] == vhost and key[1] == topic and n > len(g.cg.partitions):
+                self._run(g, g.cg.set_partitions(range(n), now))
+
     def forget(self, vhost: str, topic: str) -> None:
         """The topic or stream was deleted: its groups go (their offsets went with it)."""
         for key in [k for k in self.groups if k[0] == vhost and k[1] == topic]:
@@ -263,8 +271,11 @@ class Groups:
                         "topic": topic, "partition": p, "member": None,
                         "committed_offset": committed, "log_start_offset": start,
                         "log_end_offset": end, "lag": max(0, end - committed)}
-            for (gv, topic, group), g in self.groups.items():
+            for (gv, topic, group), g in list(self.groups.items()):
                 if gv != vhost or (only is not None and group != only):
+                    continue
+                if g.cg.is_empty() and not self.partitions(gv, topic):
+                    self.forget(gv, topic)      # the topic or stream was deleted
                     continue
                 e = entry(vhost, group)
                 self._describe_live(e, g, topic)

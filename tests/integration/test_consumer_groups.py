@@ -316,6 +316,26 @@ def test_static_member_reconnects_without_a_rebalance(broker):
         p.close()
 
 
+def test_partitions_added_to_a_topic_are_spread_over_the_members(broker):
+    topic, group = unique("orders"), unique("g")
+    declare_topic(broker, topic, 2)
+    a = Member(broker, topic, group)
+    b = Member(broker, topic, group)
+    try:
+        stable(broker, group, 2, 2)
+        assert api(broker, "PUT", f"/api/topics/%2F/{topic}", {"partitions": 4})[0] == 204
+        after = stable(broker, group, 2, 4)
+        assert sorted(len(s) for s in after.values()) == [2, 2]
+        keys = keys_for_all(4)
+        publish(broker, topic, keys)
+        pump([a, b], lambda: len(a.got) + len(b.got) == len(keys), "all deliveries")
+        assert a.partitions() | b.partitions() == {0, 1, 2, 3}
+        assert not a.partitions() & b.partitions()
+    finally:
+        a.close()
+        b.close()
+
+
 # ------------------------------------------------------------------ refusals
 def test_refusals(broker):
     topic, group = unique("orders"), unique("g")
