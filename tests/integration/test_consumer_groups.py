@@ -256,6 +256,29 @@ def test_cancel_with_unacked_hands_over_after_the_grace(broker):
         b.close()
 
 
+def test_nack_with_requeue_redelivers_to_the_member_and_holds_the_commit(broker):
+    stream, group = unique("events"), unique("g")
+    declare_stream(broker, stream)
+    publish(broker, "", [stream] * 6, [f"m{i}" for i in range(6)])
+    a = Member(broker, stream, group, ack=False, arguments={"x-stream-offset": "first"})
+    try:
+        pump([a], lambda: len(a.got) == 6, "deliveries")
+        tags = a.pending[:]
+        a.pending.clear()
+        a.ch.basic_ack(tags[0])
+        a.ch.basic_nack(tags[1], requeue=True)          # offset 1 comes again
+        a.ch.basic_reject(tags[2], requeue=False)       # settled
+        for tag in tags[3:]:
+            a.ch.basic_ack(tag)
+        pump([a], lambda: len(a.got) == 7, "the redelivery")
+        assert a.got[6][1:] == (1, "m1", True)
+        assert committed(broker, group) == {0: 1}        # offset 1 is owed
+        a.ch.basic_ack(a.pending.pop())
+        pump([a], lambda: committed(broker, group) == {0: 6}, "commit 6")
+    finally:
+        a.close()
+
+
 def test_no_ack_is_at_most_once(broker):
     stream, group = unique("events"), unique("g")
     declare_stream(broker, stream)
