@@ -259,9 +259,8 @@ class Channel:
             consumer.unacked += 1
         properties = record.properties
         if consumer.partition is not None:  # a consumer group's: partition and offset
-            properties = props_mod.rewrite(properties, set_headers={
-                "x-partition": props_mod.Int(consumer.partition),
-                "x-stream-offset": props_mod.Long(offset)})
+            properties = props_mod.with_group_headers(properties, consumer.partition,
+                                                      offset)
         elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(

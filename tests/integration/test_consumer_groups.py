@@ -596,3 +596,24 @@ def test_a_member_survives_a_worker_kill_and_gets_its_unacked_again(tmp_path, fr
             a.ch.basic_ack(tag)         # the void ones (from before the kill) are ignored
         pump([a], lambda: committed(b, group) == {p: 6 for p in range(4)}, "all committed")
         a.close()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=list(LAYOUTS))
+def test_a_static_members_partitions_move_when_its_session_times_out(tmp_path, layout):
+    with BrokerProcess(tmp_path, *layout, "--group-session-timeout-ms", "1500",
+                       management=True) as b:
+        topic, group = "orders", "g"
+        declare_topic(b, topic, 4)
+        s = Member(b, topic, group, arguments={"x-group-instance-id": "node-1"})
+        p = Member(b, topic, group)
+        try:
+            stable(b, group, 2, 4)
+            s.close()
+            after = stable(b, group, 1, 4)          # once the reservation has ended
+            assert list(after.values()) == [{0, 1, 2, 3}]
+            keys = keys_for_all(4)
+            publish(b, topic, keys)
+            pump([p], lambda: len(p.got) == len(keys), "every partition's deliveries")
+        finally:
+            s.close()
+            p.close()
