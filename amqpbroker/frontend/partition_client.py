@@ -46,6 +46,7 @@ class PartitionClient:
         self.nacked: set[int] = set()       # refused publishes of confirm-mode channels
         self.listeners: set = set()         # channels waiting for the watermark
         self._grants: dict = {}             # cid -> credit to send
+        self.lost_shares: list = []         # group members' shares waiting for a restart
         self._grant_scheduled = False
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
@@ -88,6 +89,14 @@ class PartitionClient:
     def reject(self, qid: int, offsets: list[int], requeue: bool) -> int:
         self.seq = seq = self.seq + 1
         self._settle(c.Reject(qid=qid, seq=seq, requeue=requeue, offsets=offsets))
+        return seq
+
+    def settle_group(self, cid: int, kind: int, offsets: list[int]) -> int:
+        """Settle deliveries of a consumer-group member's share (``kind``: 0 ack, 1 reject
+        with requeue, 2 reject without): named by consumer, since the host's commit of its
+        group follows them."""
+        self.seq = seq = self.seq + 1
+        self._settle(c.GroupSettle(cid=cid, seq=seq, kind=kind, offsets=offsets))
         return seq
 
     def _settle(self, msg) -> None:
@@ -162,8 +171,13 @@ class PartitionClient:
     def on_dlv(self, m: c.Dlv) -> None:
         consumer = self.consumers.get(m.cid)
         if consumer is None:
-            # cancelled while this was on its way: back to the queue
-            self.reject(m.qid, [m.offset], True)
+            # cancelled while this was on its way: back to the queue (a stream keeps it
+            # anyway; a group member's share hands it back to its group)
+            ref = self.refs.get(m.qid)
+            if ref is not None and ref.is_stream:
+                self.settle_group(m.cid, 1, [m.offset])
+            else:
+                self.reject(m.qid, [m.offset], True)
             return
         consumer.channel.deliver(consumer, m.offset, m.record, m.redelivered)
 
@@ -194,6 +208,9 @@ class PartitionClient:
     def on_dlx(self, m: c.Dlx) -> None:
         self.broker.route_dead_letter(m.vhost, m.exchange, m.keys, m.record, m.reason)
 
+    def on_group_revoked(self, m: c.GroupRevoked) -> None:
+        self.broker.group_revoked(self, m)      # the supervisor's groups (a no-op elsewhere)
+
     def on_alarm(self, m: c.Alarm) -> None:
         name = f"{m.name}@worker{self.index}"
         if m.detail is None:
@@ -216,7 +233,13 @@ class PartitionClient:
         for ch in list(self.listeners):
             ch.on_commit()
         self.nacked.clear()
-        for cid in list(self.consumers):
+        for cid, consumer in list(self.consumers.items()):
+            if consumer.member is not None:
+                # a consumer group member's share: subscribed again once the worker is back
+                # (``resubscribe``); its deliveries from before are void (epoch)
+                consumer.credit_out = 0
+                self.lost_shares.append(consumer)
+                continue
             self.on_cancel(c.Cancel(cid=cid))
         for ref in self.refs.values():
             ref.set_backlogged(False)
@@ -228,4 +251,24 @@ class PartitionClient:
         """After a restart: the new host recovers every queue of ours from disk."""
         for ref in list(self.refs.values()):
             ref.opened = ref.open()
+        self.resubscribe()
+
+    def resubscribe(self) -> None:
+        """The restarted host has our queues open: subscribe the consumer group shares it
+        lost again (inactive until the supervisor re-sends their assignment). One that
+        cannot be cancels its member."""
+        shares, self.lost_shares = self.lost_shares, []
+        for share in shares:
+            if self.consumers.get(share.cid) is not share or share.queue.deleted:
+                continue
+            share.credit_out = share.initial_credit(WINDOW)
+            share.owed = 0
+            fut = share.queue.subscribe(share, share.credit_out)
+            fut.add_done_callback(lambda f, share=share: self._resubscribed(f, share))
+
+    def _resubscribed(self, fut, share) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None:
+            log.warning("%r could not be subscribed again: %s", share, exc)
+            self.on_cancel(c.Cancel(cid=share.cid))
 

@@ -58,6 +58,7 @@ import logging
 
 from .. import errors
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
+from ..groups.offset_store import OffsetStore
 from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
 from ..storage.errors import OffsetOutOfRange
@@ -151,6 +152,11 @@ class Stream:
                                                                      MAX_SEGMENT_BYTES)),
                                 fsync=self.fsync, fsync_interval_ms=config.fsync_interval_ms)
         self.directory = directory
+        # consumer groups (worker/groups.py): their commits on this partition, and the
+        # groups reading it here
+        self.offsets = OffsetStore(directory, fsync=self.fsync,
+                                   fsync_interval_ms=config.fsync_interval_ms)
+        self.groups: dict = {}                   # group name -> GroupPartition
         self.pending: list[Record] = []          # published, not yet written (next round)
         # idempotent producers (dedup.py), as a classic queue has them
         self.producers = dedup.ProducerTable(directory if durable else None,
@@ -327,7 +333,15 @@ class Stream:
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
-        """Append what was published since the last round as one batch (no fsync)."""
+        """Append what was published since the last round as one batch (no fsync), and the
+        groups' new commits to the offset store."""
+        if self.groups:
+            offsets = self.offsets
+            for part in self.groups.values():
+                committed = part.take_commit()
+                if committed is not None:
+                    offsets.commit(part.group, committed)
+        self.offsets.flush()
         if not self.pending:
             return
         records, self.pending = self.pending, []
@@ -358,6 +372,7 @@ class Stream:
         round (after its messages: dedup.py)."""
         self.log.sync()
         self.producers.sync()
+        self.offsets.sync()
 
     def after_sync(self) -> None:
         if self.deleted:
@@ -382,6 +397,8 @@ class Stream:
                 keep = [(o, r) for o, r in self._tail if o >= start]
                 self._tail = keep
                 self._tail_bytes = sum(record_size(r) for _, r in keep)
+            for part in self.groups.values():
+                part.clamp(start)
             log.info("stream '%s' in vhost '%s': retention removed %d messages, first "
                      "offset now %d", self.name, self.vhost_name, removed, start)
         return removed
@@ -426,6 +443,14 @@ class Stream:
             log.error("stream '%s': producer state not written at close: %s", self.name, exc)
         finally:
             self.producers.close()
+        try:
+            for part in self.groups.values():
+                committed = part.take_commit()
+                if committed is not None:
+                    self.offsets.commit(part.group, committed)
+            self.offsets.close()            # flushes and fsyncs
+        except OSError as exc:
+            log.error("stream '%s': writing group offsets at close failed: %s", self.name, exc)
         if destroy:
             self.log.destroy()
         else:
