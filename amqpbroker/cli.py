@@ -68,6 +68,14 @@ FLAGS = [
     ("tls_login_from", choice("distinguished_name", "common_name"),
      "EXTERNAL: the user name is the certificate's subject DN or its CN "
      "(default distinguished_name)"),
+    ("cluster", str, "join a cluster: etcd client URLs, comma-separated, e.g. "
+                     "http://127.0.0.1:2379 (default: none, a single node)"),
+    ("node_name", str, "this node's name in the cluster (default: the host name)"),
+    ("cluster_port", int, "port of the link between nodes (default 25672; 0 = any free port)"),
+    ("advertise_host", str, "host name or address other nodes and clients reach this node "
+                            "at (default: --host, else the host's FQDN)"),
+    ("cluster_lease_ttl", int, "seconds without etcd before a node counts as lost and fences "
+                               "itself (default 10)"),
 ]
 
 
@@ -147,7 +155,7 @@ async def _serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, on_signal)     # first: a signal during start-up or right
     broker = MetadataOwner(cfg, loop)               # after "ready" still shuts down cleanly
     server = AMQPServer(broker)
-    workers, frontends, mgmt = [], [], None
+    workers, frontends, mgmt, cluster = [], [], None, None
     try:
         n_workers, n_frontends = cfg.layout()
         # a certificate that cannot be read stops the start here, in one line
@@ -187,10 +195,17 @@ async def _serve(cfg: Config) -> int:
             line += " workers=" + ",".join(str(w.pid) for w in workers)
         if frontends:
             line += " frontends=" + ",".join(str(f.pid) for f in frontends)
+        if cfg.cluster:
+            from .cluster.node import ClusterNode
+            cluster = broker.cluster = ClusterNode(cfg)
+            await cluster.start(port, mport if cfg.management_port else 0)
+            line += f" node={cluster.name} cluster={cluster.cluster_port}"
         print(line, flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if cluster is not None:
+            await cluster.leave()
         await stop_frontends(frontends)
         await server.stop()
         if mgmt is not None:

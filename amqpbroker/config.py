@@ -36,6 +36,12 @@ class Config:
     tls_verify: str = "none"                     # none | peer (ssl_options.verify)
     tls_fail_if_no_peer_cert: bool = False       # ssl_options.fail_if_no_peer_cert
     tls_login_from: str = "distinguished_name"   # EXTERNAL's user name: or common_name
+    # cluster (amqpbroker/cluster/): on only when cluster names etcd's endpoints
+    cluster: str = ""                            # etcd client URLs, comma-separated
+    node_name: str = ""                          # "" = the host name
+    cluster_port: int = 25672                    # link between nodes; 0 = any free port
+    advertise_host: str = ""                     # how others reach us; "" = --host or FQDN
+    cluster_lease_ttl: int = 10                  # seconds: death detection and fencing
 
     @property
     def tls(self) -> bool:

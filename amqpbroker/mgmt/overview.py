@@ -31,8 +31,13 @@ async def overview(call):
            "queue_totals": {"messages_ready": sum(s[0] for s in stats),
                             "messages_unacknowledged": sum(s[2] for s in stats)}}
     if monitor:
-        out["node"] = NODE
+        out["node"] = node_name(b)
     return out
+
+
+def node_name(broker) -> str:
+    """This node's name: ``amqpbroker@localhost`` alone, ``amqpbroker@<node>`` in a cluster."""
+    return broker.cluster.display_name if broker.cluster is not None else NODE
 
 
 async def nodes(call):
@@ -44,8 +49,8 @@ async def nodes(call):
         fds = 0
     cfg = b.config
     st = os.statvfs(b.data_dir)
-    return [{
-        "name": NODE, "type": "disc", "running": True,
+    local = {
+        "name": node_name(b), "type": "disc", "running": True,
         "fd_total": soft, "fd_used": fds,
         # RabbitMQ reserves part of the descriptors for files; we need few besides sockets
         "sockets_total": max(soft - 256, 0),
@@ -61,7 +66,12 @@ async def nodes(call):
                      "running": w.client.link is not None} for w in b.workers],
         "frontends": [{"index": f.index, "pid": f.pid, "restarts": f.restarts,
                        "running": f.running}
-                      for f in b.frontends]}]
+                      for f in b.frontends]}
+    if b.cluster is None:
+        return [local]
+    # a cluster: every node etcd knows (cluster/node.py); this one with its own figures too
+    return [{**n, **local} if n["node_name"] == b.cluster.name else n
+            for n in b.cluster.nodes()]
 
 
 async def whoami(call):

@@ -52,6 +52,7 @@ class MetadataOwner(Broker):
         self.workers: list = []             # WorkerProcess per worker (none: in-process)
         self.frontends: list = []           # FrontendProcess per front-end
         self.topics = Topics(self)          # partitioned exchanges and their partitions
+        self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self._batch: list | None = None     # ops of the change being made (one_change)
         self._persist_owed = False
 
