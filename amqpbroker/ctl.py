@@ -4,6 +4,7 @@
     amqpbroker ctl topics create orders --partitions 6 [--type classic]
     amqpbroker ctl topics add-partitions orders 12
     amqpbroker ctl topics delete orders
+    amqpbroker ctl cluster
 
 The connection flags have rabbitmqadmin's defaults (``http://localhost:15672``, user and
 password ``guest``, vhost ``/``) and can be set in the environment as ``AMQPBROKER_CTL_URL``,
@@ -93,6 +94,19 @@ def topics_delete(api: Api, args) -> None:
     print(f"topic '{args.name}' deleted, with its partitions")
 
 
+# ------------------------------------------------------------------ cluster
+def cluster(api: Api, args) -> None:
+    """The nodes, as the node asked sees the cluster (docs/CLUSTER.md)."""
+    _, nodes = api.call("GET", "/api/nodes")
+    print("node\tstate\tcontroller\tamqp\tmanagement")
+    for n in nodes:
+        state = n.get("state") or ("running" if n.get("running") else "down")
+        print(f"{n.get('node_name', n['name'])}\t{state}\t"
+              f"{'yes' if n.get('controller') else 'no'}\t"
+              f"{n.get('host', 'localhost')}:{n.get('amqp_port', '')}\t"
+              f"{n.get('host', 'localhost')}:{n.get('management_port', '')}")
+
+
 def _connection_flags(leaf: bool) -> argparse.ArgumentParser:
     """The connection flags, taken before the command or after it (on a command, absent
     flags leave what was given before it)."""
@@ -110,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
                                 parents=[_connection_flags(False)])
     flags = [_connection_flags(True)]
     groups = p.add_subparsers(dest="group", required=True)
+    groups.add_parser("cluster", help="the cluster's nodes",
+                      parents=flags).set_defaults(run=cluster)
     topics = groups.add_parser("topics", help="partitioned topics").add_subparsers(
         dest="command", required=True)
     topics.add_parser("list", help="the vhost's topics",

@@ -37,7 +37,7 @@ class Controller:
     def __init__(self, membership: Membership):
         self.membership = membership
         self.active = False                 # this node is the controller
-        self.nodes: dict[str, dict] = {}    # while active: the live nodes, name -> registration
+        self.nodes: dict[str, dict] = {}    # the live nodes, name -> registration
         self.on_nodes: list = []            # while active, callbacks(joined, gone): placement
         membership.on_lease.append(self.campaign)
         membership.on_view.append(self._review)
@@ -70,28 +70,26 @@ class Controller:
     def _review(self) -> None:
         now = self.is_controller()
         nodes = self.membership.nodes()
+        joined = sorted(set(nodes) - set(self.nodes))
+        gone = sorted(set(self.nodes) - set(nodes))
+        became = now and not self.active
         if now != self.active:
             self.active = now
             if now:
-                self.nodes = nodes
                 log.info("node %s is the controller (epoch %d); live nodes: %s",
-                            self.membership.name, self.epoch(), ", ".join(sorted(nodes)))
+                         self.membership.name, self.epoch(), ", ".join(sorted(nodes)))
             else:
                 log.warning("node %s is no longer the controller", self.membership.name)
-                self.nodes = {}
-            return
-        if not now:
-            return
-        joined = sorted(set(nodes) - set(self.nodes))
-        gone = sorted(set(self.nodes) - set(nodes))
-        for name in joined:
-            log.info("controller: node %s joined", name)
-        for name in gone:
-            if self.nodes[name].get("state") == "leaving":
-                log.info("controller: node %s left", name)
-            else:
-                log.warning("controller: node %s was lost (its lease expired)", name)
+        if now:
+            for name in [] if became else joined:   # on election the list above says them
+                log.info("controller: node %s joined", name)
+            for name in gone:       # on election too: the old controller's loss, typically
+                if self.nodes[name].get("state") == "leaving":
+                    log.info("controller: node %s left", name)
+                else:
+                    log.warning("controller: node %s was lost (its lease expired)", name)
+        # kept on every node, so a newly elected controller knows what it took over from
         self.nodes = nodes
-        if joined or gone:
+        if now and (joined or gone):
             for cb in list(self.on_nodes):
                 cb(joined, gone)

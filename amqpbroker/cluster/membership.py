@@ -132,6 +132,12 @@ class Membership:
         self.lease = 0
 
     async def _register(self) -> None:
+        if self.lease:
+            # fenced while etcd may still hold the old lease (a renewal that reached a paused
+            # etcd late can even have extended it): end it, so its election key cannot keep
+            # the controller's place for nobody until it expires
+            await self.etcd.revoke(self.lease)
+            self.lease = 0
         sent = self.loop.time()
         lease, ttl = await self.etcd.grant(self.ttl)
         self.info["state"] = "running"
