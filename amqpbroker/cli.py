@@ -197,8 +197,9 @@ async def _serve(cfg: Config) -> int:
             line += " frontends=" + ",".join(str(f.pid) for f in frontends)
         if cfg.cluster:
             from .cluster.node import ClusterNode
-            cluster = broker.cluster = ClusterNode(cfg)
+            cluster = ClusterNode(cfg)
             await cluster.start(port, mport if cfg.management_port else 0)
+            broker.cluster = cluster        # /api/nodes lists the cluster from now on
             line += f" node={cluster.name} cluster={cluster.cluster_port}"
         print(line, flush=True)
         await stop.wait()

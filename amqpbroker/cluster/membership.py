@@ -147,6 +147,10 @@ class Membership:
         log.info("node %s registered in etcd (lease %x, ttl %ss)", self.name, lease, ttl)
         for cb in list(self.on_lease):
             await cb(lease)
+        if self._tasks and self.fenced.is_set():
+            # back from a cut: the watch may have died silently with it; list afresh
+            self._tasks[1].cancel()
+            self._tasks[1] = asyncio.create_task(self._mirror(), name="etcd-mirror")
         self._set_fenced(False)
 
     # ------------------------------------------------------------ the lease

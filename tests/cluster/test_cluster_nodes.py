@@ -40,6 +40,8 @@ def test_three_nodes_see_each_other_and_agree_on_one_controller(cluster):
         assert (me["host"], me["amqp_port"], me["management_port"], me["cluster_port"]) == \
             ("127.0.0.1", node.port, node.management_port, node.cluster_port)
     assert "fd_used" in nodes["n2"]             # the node asked adds its own figures
+    assert "fd_used" not in nodes["n1"]
+    assert cluster.nodes[1].api("overview")["node"] == "amqpbroker@n2"
     # and each node is a broker as before
     conn = pika.BlockingConnection(pika.URLParameters(cluster.nodes[2].url))
     try:
