@@ -141,7 +141,11 @@ class EtcdClient:
             if i:       # this one answered: ask it first next time
                 self.endpoints.insert(0, self.endpoints.pop(i))
             # a streamed answer (lease/keepalive) is one JSON object per line
-            data = json.loads(text.splitlines()[0]) if text.strip() else {}
+            try:
+                data = json.loads(text.splitlines()[0]) if text.strip() else {}
+            except ValueError:
+                raise EtcdError(f"{path}: not an etcd answer ({resp.status}): "
+                                f"{text[:200]!r}") from None
             if resp.status != 200 or "error" in data:
                 raise EtcdError(f"{path}: {data.get('message') or data.get('error') or text}")
             return data.get("result", data)

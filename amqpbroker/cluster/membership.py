@@ -195,6 +195,9 @@ class Membership:
             except EtcdError as exc:
                 log.debug("lease renewal failed: %s", exc)
                 self._deadline_passed()
+            except Exception:           # a bug must not end renewals for good: say, go on
+                log.exception("lease renewal")
+                self._deadline_passed()
 
     # ------------------------------------------------------------ the view
     async def _mirror(self) -> None:
@@ -214,6 +217,9 @@ class Membership:
                     self._notify()
             except EtcdError as exc:
                 log.debug("etcd watch: %s; listing again", exc)
+                await asyncio.sleep(0.3)
+            except Exception:           # an answer we could not read: list again
+                log.exception("etcd watch")
                 await asyncio.sleep(0.3)
 
     def _notify(self) -> None:

@@ -132,9 +132,27 @@ class EtcdProcess:
             time.sleep(0.1)
         raise RuntimeError("etcd did not restart:\n" + self.log())
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and return once every thread of etcd is stopped: a signal is delivered
+        asynchronously, and a loaded machine can let etcd answer one more request."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not self._stopped():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd {self.pid} did not stop on SIGSTOP")
+            time.sleep(0.005)
+
+    def _stopped(self) -> bool:
+        tasks = f"/proc/{self.pid}/task"
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in "Tt":
+                        return False
+            except OSError:         # a thread that just ended
+                continue
+        return True
 
     def resume(self) -> None:
         assert self.proc is not None
