@@ -2,13 +2,12 @@
 clean leave, as /api/nodes, the ready line, the logs and ``amqpbroker ctl cluster`` show them.
 """
 import os
+import re
 import signal
 import subprocess
-import sys
 import time
 
 import pika
-import pytest
 
 from amqpbroker import child
 from amqpbroker.testing import BrokerProcess
@@ -165,3 +164,33 @@ def test_a_single_node_is_as_before(tmp_path):
         assert node["name"] == "amqpbroker@localhost"
         assert "controller" not in node and "node_name" not in node
         assert broker.api("overview")["node"] == "amqpbroker@localhost"
+
+
+def test_the_local_cluster_tool_stops_everything_on_ctrl_c():
+    """``python -m amqpbroker.testing.cluster --nodes 2``: etcd and two nodes, then SIGINT
+    (what Ctrl-C sends) stops every process it printed and removes the data."""
+    proc = subprocess.Popen([*child.command("amqpbroker.testing.cluster"), "--nodes", "2",
+                             "--lease-ttl", "3"], stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        text = "".join(lines)
+        assert "n1 " in text and "n2 " in text and "etcd " in text, text
+        pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", text)]
+        data = re.search(r"^data\s+(\S+)", text, re.M)[1]
+        assert len(pids) == 3 and os.path.isdir(data)
+        mgmt = re.search(r"management http://127.0.0.1:(\d+)/", text)[1]
+        seen = BrokerProcess(data, management=True)
+        seen.management_port = int(mgmt)
+        assert names(seen.api("nodes")) == ["n1", "n2"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and rest.strip().endswith("stopped")
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert not os.path.exists(data)
