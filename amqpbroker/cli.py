@@ -84,6 +84,14 @@ FLAGS = [
                                          "API's rates, ms (default 5000)"),
     ("prometheus_port", int, "Prometheus metrics HTTP port (default 15692; 0 = off; "
                              "-1 = any free port)"),
+    ("cluster", str, "join a cluster: etcd client URLs, comma-separated, e.g. "
+                     "http://127.0.0.1:2379 (default: none, a single node)"),
+    ("node_name", str, "this node's name in the cluster (default: the host name)"),
+    ("cluster_port", int, "port of the link between nodes (default 25672; 0 = any free port)"),
+    ("advertise_host", str, "host name or address other nodes and clients reach this node "
+                            "at (default: --host, else the host's FQDN)"),
+    ("cluster_lease_ttl", int, "seconds without etcd before a node counts as lost and fences "
+                               "itself (default 10)"),
 ]
 
 
@@ -163,7 +171,7 @@ async def _serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, on_signal)     # first: a signal during start-up or right
     broker = MetadataOwner(cfg, loop)               # after "ready" still shuts down cleanly
     server = AMQPServer(broker)
-    workers, frontends, mgmt, prometheus = [], [], None, None
+    workers, frontends, mgmt, prometheus, cluster = [], [], None, None, None
     try:
         n_workers, n_frontends = cfg.layout()
         # a certificate that cannot be read stops the start here, in one line
@@ -216,10 +224,18 @@ async def _serve(cfg: Config) -> int:
             line += " workers=" + ",".join(str(w.pid) for w in workers)
         if frontends:
             line += " frontends=" + ",".join(str(f.pid) for f in frontends)
+        if cfg.cluster:
+            from .cluster.node import ClusterNode
+            cluster = ClusterNode(cfg)
+            await cluster.start(port, mport if cfg.management_port else 0)
+            broker.cluster = cluster        # /api/nodes lists the cluster from now on
+            line += f" node={cluster.name} cluster={cluster.cluster_port}"
         print(line, flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if cluster is not None:
+            await cluster.leave()
         await stop_frontends(frontends)
         await server.stop()
         collector = getattr(broker, "collector", None)

@@ -46,6 +46,12 @@ class Config:
     collect_statistics: str = "fine"             # fine | coarse | none (no counting)
     collect_statistics_interval: int = 5000
     prometheus_port: int = 15692                 # 0 = off, -1 = any free port (tests)
+    # cluster (amqpbroker/cluster/): on only when cluster names etcd's endpoints
+    cluster: str = ""                            # etcd client URLs, comma-separated
+    node_name: str = ""                          # "" = the host name
+    cluster_port: int = 25672                    # link between nodes; 0 = any free port
+    advertise_host: str = ""                     # how others reach us; "" = --host or FQDN
+    cluster_lease_ttl: int = 10                  # seconds: death detection and fencing
 
     @property
     def tls(self) -> bool:

@@ -25,12 +25,12 @@ import argparse
 import os
 import sys
 
-from . import (alarms, bindings, connections, consumers, definitions, exchanges, messages,
-               queues, topics)
+from . import (alarms, bindings, cluster, connections, consumers, definitions, exchanges,
+               messages, queues, topics)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, alarms)
+            topics, alarms, cluster)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}

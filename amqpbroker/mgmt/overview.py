@@ -43,21 +43,32 @@ async def overview(call):
            "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
                             "messages_unacknowledged": unacked}}
     if monitor:
-        out["node"] = NODE
-        out["listeners"] = [{"node": NODE, **entry} for entry in b.listeners]
-        out["contexts"] = [{"node": NODE, "description": "RabbitMQ Management", "path": "/",
+        out["node"] = node_name(b)
+        out["listeners"] = [{"node": node_name(b), **entry} for entry in b.listeners]
+        out["contexts"] = [{"node": node_name(b), "description": "RabbitMQ Management", "path": "/",
                             "port": str(entry["port"])}
                            for entry in b.listeners if entry["protocol"].startswith("http")]
         add_message_stats(out, b, "overview")     # node-wide, as RabbitMQ's for monitors
     return out
 
 
+def node_name(broker) -> str:
+    """This node's name: ``amqpbroker@localhost`` alone, ``amqpbroker@<node>`` in a cluster."""
+    return broker.cluster.display_name if broker.cluster is not None else NODE
+
+
 async def nodes(call):
-    return [await _node(call)]
+    b = call.broker
+    local = await _node(call)
+    if b.cluster is None:
+        return [local]
+    # a cluster: every node etcd knows (cluster/node.py); this one with its own figures too
+    return [{**n, **local} if n["node_name"] == b.cluster.name else n
+            for n in b.cluster.nodes()]
 
 
 async def node(call):
-    if call.params["name"] != NODE:
+    if call.params["name"] != node_name(call.broker):
         raise not_found()
     return await _node(call)
 
@@ -72,7 +83,7 @@ async def _node(call) -> dict:
     cfg = b.config
     st = os.statvfs(b.data_dir)
     return {
-        "name": NODE, "type": "disc", "running": True, "being_drained": False,
+        "name": node_name(b), "type": "disc", "running": True, "being_drained": False,
         "os_pid": str(os.getpid()), "processors": os.cpu_count(),
         "rates_mode": "basic", "net_ticktime": 60, "run_queue": 0,
         "partitions": [], "cluster_links": [],

@@ -54,6 +54,7 @@ class MetadataOwner(Broker):
         self.frontends: list = []           # FrontendProcess per front-end
         self.topics = Topics(self)          # partitioned exchanges and their partitions
         self.groups = Groups(self)          # consumer groups' membership
+        self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self._batch: list | None = None     # ops of the change being made (one_change)
         self._persist_owed = False
         self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)

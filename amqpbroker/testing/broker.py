@@ -5,7 +5,8 @@ The broker prints one line when it listens::
     amqpbroker ready amqp=127.0.0.1:40123 management=127.0.0.1:40124
 
 (with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``; with
-``prometheus=True``: ``prometheus=`` after those)
+``prometheus=True``: ``prometheus=`` after those; ``--cluster``: ``node=n1 cluster=25672``
+at the end)
 
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
@@ -31,7 +32,8 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: management=[\d.]+:(?P<management>\d+))?"
                    r"(?: https=[\d.]+:(?P<https>\d+))?"
                    r"(?: prometheus=[\d.]+:(?P<prometheus>\d+))?"
-                   r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?")
+                   r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?"
+                   r"(?: node=(?P<node>\S+) cluster=(?P<cluster>\d+))?")
 
 
 class BrokerProcess:
@@ -57,6 +59,8 @@ class BrokerProcess:
         self.output: list[str] = []
         self.worker_pids: list[int] = []
         self.frontend_pids: list[int] = []
+        self.node = ""                      # with --cluster: the node's name, cluster port
+        self.cluster_port = 0
 
     @property
     def url(self) -> str:
@@ -91,6 +95,7 @@ class BrokerProcess:
                     self.worker_pids = [int(p) for p in (m["workers"] or "").split(",") if p]
                     self.frontend_pids = [int(p) for p in (m["frontends"] or "").split(",")
                                           if p]
+                    self.node, self.cluster_port = m["node"] or "", int(m["cluster"] or 0)
                     found.set()
             found.set()
 

@@ -1,0 +1,237 @@
+"""Membership: this node's registration in etcd, its lease, fencing, and the cluster's view.
+
+Theory of operation
+-------------------
+A node joins by granting itself a lease (``ttl`` seconds) and putting its key
+``/amqpbroker/nodes/<name>`` on it, a JSON object: host, AMQP, management and cluster ports,
+start time, state (``running``; ``leaving`` during a clean leave). It renews the lease every
+``ttl / 3`` seconds. While renewals succeed the key stays; when the node dies or is cut off
+from etcd for longer than the lease, etcd deletes the key and every other node sees it go.
+A clean leave (SIGTERM) puts ``leaving`` and revokes the lease: the key goes at once.
+
+Every node mirrors everything under ``/amqpbroker/`` (``view``: key -> ``KeyValue``) by
+list-then-watch: a range read, then a watch from the revision after it, and a new range when
+the watch breaks. The controller election (``controller.py``) and ``/api/nodes`` read the
+mirror; nothing asks etcd on a request's path.
+
+Fencing (the hook the data layer will use)
+------------------------------------------
+A node may act as a member (lead partitions, confirm publishes, act as the controller) only
+while it is sure it still holds its lease. It is sure until ``sent + TTL``, where ``sent`` is
+the local time at which it *sent* the last renewal that etcd answered with that TTL: etcd
+restarted the lease's clock when it *received* that request, later, so the node's deadline
+always falls before etcd's (clocks are not compared across machines, only durations, as
+Kafka's and etcd's own leader leases do). Hence:
+
+- ``holds_lease()``: a synchronous check of ``loop.time() < deadline``, cheap enough to make
+  before every confirm. A node that was paused (SIGSTOP) and wakes up after its deadline
+  fails the check at once, before any timer or renewal has run: it confirms nothing.
+- ``fenced``: an ``asyncio.Event`` set when the deadline passes without a renewal (a timer at
+  the deadline, so it fires even when a renewal hangs) or when etcd says the lease is gone;
+  cleared when the node has a lease and its key again. ``on_fence`` callbacks run on each
+  change (``True`` = fenced): the data layer will stop confirming and step down from every
+  partition it leads on ``True``, and rejoin as a follower on ``False`` (docs/CLUSTER.md).
+
+A fenced node keeps trying: each renewal that fails is retried; when etcd answers again and
+the old lease has expired, the node grants a new one, puts its key again, and is unfenced
+(``on_lease`` callbacks get the new lease, so the election campaigns again).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from .etcd import EtcdClient, EtcdError, KeyValue
+
+log = logging.getLogger("amqpbroker.cluster")
+
+PREFIX = "/amqpbroker/"
+NODES = PREFIX + "nodes/"
+
+
+class Membership:
+    def __init__(self, etcd: EtcdClient, name: str, info: dict, ttl: int):
+        self.etcd = etcd
+        self.name = name
+        self.info = dict(info, name=name, started=int(time.time()), state="running")
+        self.ttl = ttl
+        self.loop = asyncio.get_running_loop()
+        self.lease = 0
+        self.deadline = 0.0                 # loop time until which the lease is surely held
+        self.fenced = asyncio.Event()
+        self.view: dict[str, KeyValue] = {}
+        self.revision = 0                   # the etcd revision the view is at
+        self.on_view: list = []             # callbacks(): the view changed
+        self.on_fence: list = []            # callbacks(fenced: bool)
+        self.on_lease: list = []            # callbacks(lease: int): a new lease is held
+        self._tasks: list[asyncio.Task] = []
+        self._fence_timer: asyncio.TimerHandle | None = None
+        self._leaving = False
+        self._waiters: list[asyncio.Future] = []
+
+    @property
+    def key(self) -> str:
+        return NODES + self.name
+
+    def holds_lease(self) -> bool:
+        """True while this node is certain etcd still has its lease (see the module doc)."""
+        return self.lease != 0 and self.loop.time() < self.deadline
+
+    def nodes(self) -> dict[str, dict]:
+        """The live nodes as the view has them: name -> registration."""
+        out = {}
+        for key, kv in self.view.items():
+            if key.startswith(NODES):
+                try:
+                    out[key[len(NODES):]] = json.loads(kv.value)
+                except ValueError:
+                    log.warning("unreadable node key %s: %r", key, kv.value)
+        return out
+
+    # ------------------------------------------------------------ join and leave
+    async def join(self, timeout: float) -> None:
+        """Register (raises ``EtcdError`` if etcd cannot be reached within ``timeout``), then
+        renew and mirror in the background; returns once the view shows this node."""
+        deadline = self.loop.time() + timeout
+        while True:
+            try:
+                await self._register()
+                break
+            except EtcdError as exc:
+                if self.loop.time() >= deadline:
+                    raise EtcdError(f"cannot join the cluster: {exc}") from None
+                await asyncio.sleep(0.5)
+        self._tasks = [asyncio.create_task(self._renew(), name="etcd-lease"),
+                       asyncio.create_task(self._mirror(), name="etcd-mirror")]
+        while self.key not in self.view:
+            try:
+                await asyncio.wait_for(self.changed(), deadline - self.loop.time())
+            except asyncio.TimeoutError:
+                raise EtcdError("cannot join the cluster: own key not seen in etcd") from None
+
+    async def leave(self) -> None:
+        """Clean leave: say ``leaving``, revoke the lease (the keys go now, not after the
+        TTL), stop renewing and mirroring."""
+        self._leaving = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._fence_timer:
+            self._fence_timer.cancel()
+        if self.holds_lease():
+            try:
+                self.info["state"] = "leaving"
+                await self.etcd.put(self.key, json.dumps(self.info), self.lease)
+                await self.etcd.revoke(self.lease)
+                log.info("node %s left the cluster", self.name)
+            except EtcdError as exc:
+                log.warning("leaving: %s (the lease expires by itself within %ss)",
+                            exc, self.ttl)
+        self.lease = 0
+
+    async def _register(self) -> None:
+        if self.lease:
+            # fenced while etcd may still hold the old lease (a renewal that reached a paused
+            # etcd late can even have extended it): end it, so its election key cannot keep
+            # the controller's place for nobody until it expires
+            await self.etcd.revoke(self.lease)
+            self.lease = 0
+        sent = self.loop.time()
+        lease, ttl = await self.etcd.grant(self.ttl)
+        self.info["state"] = "running"
+        await self.etcd.put(self.key, json.dumps(self.info), lease)
+        self.lease = lease
+        self._extend(sent, ttl)
+        log.info("node %s registered in etcd (lease %x, ttl %ss)", self.name, lease, ttl)
+        for cb in list(self.on_lease):
+            await cb(lease)
+        if self._tasks and self.fenced.is_set():
+            # back from a cut: the watch may have died silently with it; list afresh
+            self._tasks[1].cancel()
+            self._tasks[1] = asyncio.create_task(self._mirror(), name="etcd-mirror")
+        self._set_fenced(False)
+
+    # ------------------------------------------------------------ the lease
+    def _extend(self, sent: float, ttl: int) -> None:
+        self.deadline = sent + ttl
+        if self._fence_timer:
+            self._fence_timer.cancel()
+        self._fence_timer = self.loop.call_at(self.deadline, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        if not self.holds_lease() and not self._leaving:
+            self._set_fenced(True, "no lease renewal answered within the lease TTL "
+                                   f"({self.ttl}s): etcd unreachable")
+
+    def _set_fenced(self, fenced: bool, why: str = "") -> None:
+        if fenced == self.fenced.is_set():
+            return
+        if fenced:
+            self.fenced.set()
+            log.error("node %s is FENCED: %s", self.name, why)
+        else:
+            self.fenced.clear()
+            log.warning("node %s is no longer fenced: lease %x held", self.name, self.lease)
+        for cb in list(self.on_fence):
+            cb(fenced)
+        self._notify()
+
+    async def _renew(self) -> None:
+        interval = max(self.ttl / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            sent = self.loop.time()
+            try:
+                if self.lease and not self.fenced.is_set():
+                    ttl = await self.etcd.keep_alive(self.lease, timeout=interval)
+                    if ttl > 0:
+                        self._extend(sent, ttl)
+                        continue
+                    self.lease = 0
+                    self._set_fenced(True, "etcd says the lease has expired")
+                await self._register()          # fenced: a new lease, the key again
+            except EtcdError as exc:
+                log.debug("lease renewal failed: %s", exc)
+                self._deadline_passed()
+            except Exception:           # a bug must not end renewals for good: say, go on
+                log.exception("lease renewal")
+                self._deadline_passed()
+
+    # ------------------------------------------------------------ the view
+    async def _mirror(self) -> None:
+        while True:
+            try:
+                kvs, revision = await self.etcd.range(PREFIX)
+                self.view = {kv.key: kv for kv in kvs}
+                self.revision = revision
+                self._notify()
+                async for revision, events in self.etcd.watch(PREFIX, revision + 1):
+                    for ev in events:
+                        if ev.type == "DELETE":
+                            self.view.pop(ev.kv.key, None)
+                        else:
+                            self.view[ev.kv.key] = ev.kv
+                    self.revision = revision
+                    self._notify()
+            except EtcdError as exc:
+                log.debug("etcd watch: %s; listing again", exc)
+                await asyncio.sleep(0.3)
+            except Exception:           # an answer we could not read: list again
+                log.exception("etcd watch")
+                await asyncio.sleep(0.3)
+
+    def _notify(self) -> None:
+        for cb in list(self.on_view):
+            cb()
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def changed(self) -> None:
+        """Wait for the next change of the view or of fencing."""
+        f = self.loop.create_future()
+        self._waiters.append(f)
+        await f

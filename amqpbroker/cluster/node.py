@@ -1,0 +1,113 @@
+"""This node's part in a cluster (``amqpbroker serve --cluster URL``), run by the supervisor.
+
+It joins (``membership.py``: lease, registration, fencing, the mirror of etcd), stands for
+controller (``controller.py``), listens on the cluster port, and describes the cluster for
+``/api/nodes``. Without ``--cluster`` none of this exists and the broker is a single node,
+as before.
+
+The cluster port is bound (so ``--cluster-port 0`` gets a free port that the registration
+can name) but carries nothing yet: a connection is closed at once. The link between nodes
+(``links/tcp.py``'s ``StreamEndpoint`` carrying the contract) comes with forwarding and
+replication (docs/CLUSTER.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from .controller import Controller
+from .etcd import EtcdClient, EtcdError
+from .membership import Membership
+
+log = logging.getLogger("amqpbroker.cluster")
+
+JOIN_TIMEOUT = 15.0         # seconds to reach etcd at start before giving up (exit 1)
+
+
+def display_name(node: str) -> str:
+    """The node's name as the management API shows it, RabbitMQ's ``prefix@host`` shape."""
+    return node if "@" in node else f"amqpbroker@{node}"
+
+
+class ClusterNode:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.name = cfg.node_name or socket.gethostname().split(".")[0]
+        self.etcd = EtcdClient(cfg.cluster)
+        self.membership: Membership | None = None
+        self.controller: Controller | None = None
+        self.cluster_port = 0
+        self._listener: asyncio.AbstractServer | None = None
+
+    @property
+    def display_name(self) -> str:
+        return display_name(self.name)
+
+    @property
+    def fenced(self) -> asyncio.Event:
+        """Set while this node is fenced (membership.py: the data layer's hook)."""
+        return self.membership.fenced
+
+    def holds_lease(self) -> bool:
+        return self.membership is not None and self.membership.holds_lease()
+
+    async def start(self, amqp_port: int, management_port: int) -> None:
+        """Listen on the cluster port, join, stand for controller. An etcd that cannot be
+        reached within JOIN_TIMEOUT is an ``OSError`` (the start fails in one line)."""
+        cfg = self.cfg
+        self._listener = await asyncio.start_server(_refuse, cfg.host or None,
+                                                    cfg.cluster_port)
+        self.cluster_port = self._listener.sockets[0].getsockname()[1]
+        host = cfg.advertise_host or (cfg.host if cfg.host not in ("", "0.0.0.0", "::")
+                                      else socket.getfqdn())
+        info = {"host": host, "amqp_port": amqp_port, "management_port": management_port,
+                "cluster_port": self.cluster_port}
+        self.membership = Membership(self.etcd, self.name, info, cfg.cluster_lease_ttl)
+        self.controller = Controller(self.membership)
+        try:
+            await self.membership.join(JOIN_TIMEOUT)
+        except EtcdError as exc:
+            await self.close()
+            raise OSError(f"{exc} (--cluster {cfg.cluster})") from None
+
+    async def leave(self) -> None:
+        """A clean leave (SIGTERM): the others see this node go at once."""
+        if self.membership is not None:
+            await self.membership.leave()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            await self._listener.wait_closed()
+            self._listener = None
+        await self.etcd.close()
+
+    def nodes(self) -> list[dict]:
+        """Every live node as this node's mirror of etcd shows it, this one included (a fenced
+        node shows the last view it had, itself marked fenced)."""
+        m, leader = self.membership, self.controller.leader()
+        fenced = m.fenced.is_set()
+        found = m.nodes()
+        found.setdefault(self.name, m.info)     # fenced: our key may be gone
+        out = []
+        for name, reg in sorted(found.items()):
+            me = name == self.name
+            out.append({
+                "name": display_name(name), "type": "disc",
+                "running": reg.get("state") == "running" or me,
+                # ours
+                "node_name": name, "state": "fenced" if me and fenced else reg.get("state"),
+                "fenced": fenced if me else False,
+                "controller": (self.controller.is_controller() if me
+                               else leader == name and not fenced),
+                "host": reg.get("host"), "amqp_port": reg.get("amqp_port"),
+                "management_port": reg.get("management_port"),
+                "cluster_port": reg.get("cluster_port"),
+                "started": reg.get("started")})
+        return out
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
