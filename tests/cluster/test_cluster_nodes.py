@@ -145,7 +145,7 @@ def test_ctl_cluster_lists_the_nodes(cluster):
 
 
 def test_no_etcd_reachable_is_a_one_line_start_failure(tmp_path):
-    cmd = [*child.command("amqpbroker"), "serve", "--port", "0", "--management-port", "0",
+    cmd = [*child.command("amqpbroker"), "serve", "--port", "0", "--management-port", "0", "--prometheus-port", "0",
            "--data-dir", str(tmp_path), "--cluster", f"http://127.0.0.1:{free_port()}",
            "--node-name", "lonely", "--cluster-port", "0"]
     env = dict(os.environ, AMQPBROKER_WORKERS="0", AMQPBROKER_FRONTENDS="0")
