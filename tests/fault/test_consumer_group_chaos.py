@@ -340,7 +340,7 @@ def check(records: dict[str, list[dict]], confirmed: set, kills: dict[str, float
             assert causes > used, (f"partition {p}: handover {prev[0]} -> {cur[0]} at "
                                    f"t={cur[1]:.3f} with no membership change left to cause it")
             used += 1
-        handovers += len(runs) - 1
+        handovers += max(0, len(runs) - 1)
     return {"processed": len(msgs), "confirmed": len(confirmed), "redeliveries": redeliveries,
             "stored_twice": stored_twice, "ended_sessions": ended, "crashes": len(faults),
             "handovers": handovers, "membership_events": len(events)}
