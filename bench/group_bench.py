@@ -27,7 +27,7 @@ p50 / p99 end-to-end latency (publish call to delivery callback), and the broker
 message consumed (utime + stime of the whole process tree: our supervisor, workers and
 front-ends; RabbitMQ's beam.smp and its children), from /proc.
 
-Replay (``replay``): REPLAY_BYTES of SIZE-byte messages in one stream of our broker, then read
+Replay (``replay``): REPLAY_BYTES of REPLAY_SIZE-byte messages in one stream of our broker, then read
 from ``first`` by one aiormq consumer, warm (the log in the page cache, as just written) and
 cold (the stream's files dropped from the page cache with posix_fadvise(DONTNEED), which
 touches nothing else on the machine); against ``dd`` of the same files, with iflag=direct
@@ -346,7 +346,7 @@ def drop_cache(paths) -> None:
 def run_replay(args):
     from amqpbroker.testing import BrokerProcess
     import pika
-    count = args.replay_bytes // args.size
+    count = args.replay_bytes // args.replay_size
     with tempfile.TemporaryDirectory(prefix="group-bench-replay-", dir=args.replay_dir) as d:
         b = BrokerProcess(d, *shlex.split(args.layout))
         b.start()
@@ -360,7 +360,7 @@ def run_replay(args):
             out = ctx.Queue()
             fillers = 2
             t0 = time.monotonic()
-            procs = [ctx.Process(target=fill_main, args=(b.url, queue, args.size,
+            procs = [ctx.Process(target=fill_main, args=(b.url, queue, args.replay_size,
                                                          count // fillers, out))
                      for _ in range(fillers)]
             for p in procs:
@@ -370,10 +370,11 @@ def run_replay(args):
                 p.join()
             fill_s = time.monotonic() - t0
             print(f"filled {stored} messages in {fill_s:.1f}s", file=sys.stderr)
-            files = [f for f in glob.glob(os.path.join(d, "**", "*"), recursive=True)
-                     if os.path.isfile(f) and queue in f]
+            # the broker holds this one queue: every file under queues/ is its log
+            files = [f for f in glob.glob(os.path.join(d, "queues", "**", "*"), recursive=True)
+                     if os.path.isfile(f)]
             on_disk = sum(os.path.getsize(f) for f in files)
-            res = {"messages": stored, "size": args.size, "log_bytes": on_disk,
+            res = {"messages": stored, "size": args.replay_size, "log_bytes": on_disk,
                    "fill_msg_s": round(stored / fill_s)}
             for label in ("warm", "cold"):
                 if label == "cold":
@@ -385,7 +386,7 @@ def run_replay(args):
                               "msg_s": round(stored / secs), "seconds": round(secs, 1),
                               "broker_cpu_us_per_msg": round(cpu / stored * 1e6, 2)}
                 print(f"replay {label}: {json.dumps(res[label])}", file=sys.stderr)
-            biggest = max(files, key=os.path.getsize)
+            biggest = max((f for f in files if f.endswith(".log")), key=os.path.getsize)
             drop_cache(files)
             res["dd_direct_MB_s"] = round(dd(biggest, True), 1)
             res["dd_cached_MB_s"] = round(dd(biggest, False), 1)
@@ -408,6 +409,9 @@ def main():
                    help="our broker's process flags")
     p.add_argument("--rabbit-url", default="amqp://guest:guest@127.0.0.1:5673/")
     p.add_argument("--replay-bytes", type=int, default=1 << 30)
+    p.add_argument("--replay-size", type=int, default=16384,
+                   help="message size of the replayed log (1 GiB of 1 KiB messages takes "
+                        "this broker minutes to write)")
     p.add_argument("--replay-dir", default=None, help="where the replayed log is written")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
