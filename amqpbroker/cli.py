@@ -45,6 +45,12 @@ FLAGS = [
     ("max_message_size", int, "largest message body, bytes (default 134217728)"),
     ("segment_bytes", int, "log segment size, bytes (default 67108864)"),
     ("fsync_interval_ms", int, "fsync period of queues declared with x-fsync=interval (default 1000)"),
+    ("group_revoke_grace_ms", int, "consumer groups: how long a revoked partition's in-flight "
+                                   "deliveries may still be acked before it moves (default "
+                                   "30000)"),
+    ("group_session_timeout_ms", int, "consumer groups: how long a static member "
+                                      "(x-group-instance-id) keeps its partitions after its "
+                                      "connection is lost (default 45000)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("open_files_limit", int, "most queue files (segments, indexes, ack logs) a process keeps "
                               "open; the least recently used are closed and reopened when "

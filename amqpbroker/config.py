@@ -27,6 +27,11 @@ class Config:
     loopback_users: tuple = ("guest",)
     workers: int = -1                            # partition worker processes; -1 = by CPUs
     frontends: int = -1                          # AMQP front-end processes; -1 = by CPUs
+    # consumer groups: a revoked partition's in-flight deliveries may be acked this long
+    # before it moves on; a static member (x-group-instance-id) keeps its partitions this
+    # long after its connection is lost (Kafka's session.timeout.ms default)
+    group_revoke_grace_ms: int = 30000
+    group_session_timeout_ms: int = 45000
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)
     tls_port: int = 5671                         # AMQPS; 0 = any free port
     management_tls_port: int = 15671             # HTTPS; 0 = off, -1 = any free port

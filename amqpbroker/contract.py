@@ -264,9 +264,29 @@ Delete = message(11, "delete", ("qid", "u32"), ("if_unused", "bool"), ("if_empty
                  request=True)
 Touch = message(12, "touch", ("qid", "u32"))
 Close = message(13, "close")
+# consumer groups (groups/__init__.py). A group member's share of a partition is a Sub whose
+# arguments hold ``x-consumer-group`` and ``x-group-member`` (the member id the supervisor
+# assigns by); it delivers nothing until the supervisor's ``group_assign`` for it arrives.
+# Its acks name the consumer, so the host knows which group's commit they drive: ``kind``
+# 0 ack, 1 reject with requeue, 2 reject without (numbered like an ack: ``seq``).
+GroupSettle = message(14, "group_settle", ("cid", "u32"), ("seq", "u64"), ("kind", "u8"),
+                      ("offsets", "u64s"))
+# supervisor -> the worker owning partition ``qid``: start / stop delivering it to ``member``
+GroupAssign = message(15, "group_assign", ("qid", "u32"), ("group", "str"), ("member", "str"),
+                      ("epoch", "u32"))
+GroupRevoke = message(16, "group_revoke", ("qid", "u32"), ("group", "str"), ("member", "str"),
+                      ("epoch", "u32"))
+# {qid: {group: (committed offset, log start, log end)}} of the groups with a commit or an
+# assignment on those partitions
+GroupOffsets = message(17, "group_offsets", ("qids", "any"), request=True)
+# set a group's committed offset on ``qid`` (no member); ``to``: "earliest", "latest",
+# {"offset": n} or {"timestamp": ms}; answers the new committed offset
+GroupReset = message(18, "group_reset", ("qid", "u32"), ("group", "str"), ("to", "any"),
+                     request=True)
 
 PARTITION_COMMANDS = (Open, Pub, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
-                      Touch, Close)
+                      Touch, Close, GroupSettle, GroupAssign, GroupRevoke, GroupOffsets,
+                      GroupReset)
 
 # =================================================================== partition events
 # partition host -> front-end
@@ -283,8 +303,12 @@ Alarm = message(27, "alarm", ("name", "str"), ("detail", "any"))
 # worker -> supervisor, on the supervisor's own link
 WorkerReady = message(28, "worker_ready")
 WorkerClosed = message(29, "worker_closed")
+# worker -> supervisor: the revocation of partition ``qid`` from ``member`` at ``epoch`` is
+# complete (its in-flight deliveries there are settled, or it is gone)
+GroupRevoked = message(30, "group_revoked", ("qid", "u32"), ("group", "str"), ("member", "str"),
+                       ("epoch", "u32"))
 
-PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm)
+PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRevoked)
 
 # =================================================================== control channel
 # supervisor -> front-end
@@ -351,8 +375,17 @@ DeleteQueue = message(65, "delete_queue", ("vhost", "str"), ("name", "str"), ("o
 DeleteQueueNow = message(66, "delete_queue_now", ("vhost", "str"), ("name", "str"),
                          ("qid", "u32"), ("reason", "str"))
 
+# consumer groups (supervisor/groups.py): a member joins on basic.consume with
+# x-consumer-group (``topic``: the topic or stream consumed; ``instance_id``: its
+# x-group-instance-id or None; ``connection``: its connection's name, for the API) and leaves on basic.cancel (``permanent``) or channel / connection loss
+JoinGroup = message(58, "join_group", ("vhost", "str"), ("topic", "str"), ("group", "str"),
+                    ("member", "str"), ("instance_id", "any"), ("connection", "str"),
+                    request=True)
+LeaveGroup = message(59, "leave_group", ("vhost", "str"), ("topic", "str"), ("group", "str"),
+                     ("member", "str"), ("permanent", "bool"))
+
 METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
-                  DeleteQueueNow)
+                  DeleteQueueNow, JoinGroup, LeaveGroup)
 TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo)
 
 # =================================================================== metadata ops

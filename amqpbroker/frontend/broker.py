@@ -56,6 +56,10 @@ class Broker:
     def child_pids(self) -> list[int]:
         return []
 
+    def group_revoked(self, client, m) -> None:
+        """A worker finished revoking a group's partition: the owner's groups act on it;
+        only the supervisor's link carries these."""
+
     def drop_queue_of_deleted_vhost(self, vh: VirtualHost, q) -> None:
         vh.forget_queue(q, "vhost deleted")     # the supervisor deletes it
 

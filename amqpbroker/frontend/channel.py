@@ -19,6 +19,7 @@ from .. import errors
 from .confirms import Confirms
 from .consumer import Consumer
 from .exchange import PartitionedExchange
+from . import group_member
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
@@ -74,7 +75,9 @@ class Channel:
         self.number = number
         self.next_tag = 1
         self.unacked: dict[int, Delivery] = {}
-        self.consumers: dict[str, Consumer] = {}
+        self.consumers: dict = {}      # Consumer.key (its tag; (tag, partition) for the
+        #                                 shares of a consumer group member) -> Consumer
+        self.groups: dict[str, group_member.GroupMember] = {}     # tag -> group member
         self.prefetch = 0              # basic.qos global=false: for consumers created later
         self.global_prefetch = 0       # basic.qos global=true: shared by the channel
         self.confirm = False
@@ -255,7 +258,11 @@ class Channel:
             self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
         properties = record.properties
-        if consumer.queue.is_stream:        # RabbitMQ's header on every stream delivery
+        if consumer.partition is not None:  # a consumer group's: partition and offset
+            properties = props_mod.rewrite(properties, set_headers={
+                "x-partition": props_mod.Int(consumer.partition),
+                "x-stream-offset": props_mod.Long(offset)})
+        elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
@@ -315,6 +322,9 @@ class Channel:
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         """The queue went away: tell the client (consumer_cancel_notify)."""
+        if consumer.member is not None:
+            self._group_share_cancelled(consumer)
+            return
         if self.consumers.pop(consumer.tag, None) is None:
             return
         waiting = self.deleting.get(consumer.queue)
@@ -363,19 +373,30 @@ class Channel:
 
     def _settle(self, taken: list, ack: bool, requeue: bool = False) -> None:
         by_queue: dict = {}
+        by_share: dict = {}
         shared = self.global_prefetch
         for _, d in taken:
             c = d.consumer
+            q = d.queue
+            live = d.epoch == q.client.epoch and not q.deleted
             if c is not None:
                 c.unacked -= 1
-                if c.credit_on_ack and not shared and self.consumers.get(c.tag) is c:
+                if c.credit_on_ack and not shared and live and self.consumers.get(c.key) is c:
                     self._grant(c, 1)
-            q = d.queue
-            if d.epoch == q.client.epoch and not q.deleted:
+                if c.member is not None:
+                    if live:
+                        by_share.setdefault(c, []).append(d.offset)
+                    continue
+            if live:
                 by_queue.setdefault(q, []).append(d.offset)
         marks = self.session.settled_on
         for q, offsets in by_queue.items():
             marks[q.client] = q.ack(offsets) if ack else q.reject(offsets, requeue)
+        if by_share:                # a consumer group's: its commit follows (GroupSettle)
+            kind = 0 if ack else 1 if requeue else 2
+            for c, offsets in by_share.items():
+                client = c.queue.client
+                marks[client] = client.settle_group(c.cid, kind, offsets)
         if self.held:
             self._release_held()
         if shared and not self.closed:
@@ -402,6 +423,9 @@ class Channel:
         for c in list(self.consumers.values()):
             self._remove_consumer(c)
         self.consumers.clear()
+        for member in self.groups.values():     # static members keep their partitions
+            member.leave(permanent=False)       # for the session timeout
+        self.groups.clear()
         self.requeue_all()
         self.tx = None
         self.confirms.clear()
@@ -615,9 +639,12 @@ class Channel:
     async def basic_consume(self, m) -> None:
         session = self.session
         tag = m.consumer_tag or "amq.ctag-" + uuid.uuid4().hex[:22]
-        if tag in self.consumers:
+        if tag in self.consumers or tag in self.groups:
             raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
         args = m.arguments or {}
+        if args.get(group_member.GROUP_ARG) is not None and m.queue != REPLY_TO:
+            await self._group_consume(m, tag, args)
+            return
         if m.queue == REPLY_TO:
             if not m.no_ack:
                 raise errors.PreconditionFailed("reply consumer cannot acknowledge", 60, 20)
@@ -667,7 +694,47 @@ class Channel:
         if shared:
             self._share_global_credit()
 
+    async def _group_consume(self, m, tag: str, args: dict) -> None:
+        """basic.consume with x-consumer-group: a member (``group_member.py``)."""
+        member = await group_member.consume(self, m, tag, args, WINDOW)
+        if member is None:
+            return                          # the channel closed meanwhile
+        if tag in self.consumers or tag in self.groups:     # a concurrent consume won
+            for p in member.parts:
+                p.queue.unsubscribe(p)
+            member.leave(permanent=True)
+            raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        self.groups[tag] = member
+        for p in member.parts:
+            self.consumers[p.key] = p
+        if not m.nowait:
+            self.session.send_method(self.number, C.Basic.ConsumeOk(consumer_tag=tag))
+
+    def _cancel_group(self, member) -> None:
+        for p in member.parts:
+            self.consumers.pop(p.key, None)
+            p.queue.unsubscribe(p)
+
+    def _group_share_cancelled(self, part: Consumer) -> None:
+        """A share's partition went away (topic deleted) or its worker stopped: the member
+        is cancelled as a whole (consumer_cancel_notify) and leaves the group."""
+        member = part.member
+        if self.groups.get(member.tag) is not member:
+            return
+        del self.groups[member.tag]
+        self._cancel_group(member)
+        member.leave(permanent=False)
+        self._notify_cancel(part)
+
     async def basic_cancel(self, m) -> None:
+        member = self.groups.pop(m.consumer_tag, None)
+        if member is not None:              # leaves its group for good
+            self._cancel_group(member)
+            member.leave(permanent=True)
+            if not m.nowait:
+                self.session.send_method(self.number,
+                                         C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+            return
         c = self.consumers.pop(m.consumer_tag, None)
         if c is not None:
             if c is self.reply_consumer:

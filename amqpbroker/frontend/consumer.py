@@ -8,7 +8,8 @@ from __future__ import annotations
 
 class Consumer:
     __slots__ = ("tag", "tag_bytes", "channel", "queue", "no_ack", "exclusive", "priority",
-                 "prefetch", "unacked", "arguments", "cid", "owed", "credit_out")
+                 "prefetch", "unacked", "arguments", "cid", "owed", "credit_out", "key",
+                 "member", "partition")
 
     def __init__(self, tag: str, channel, queue, *, no_ack: bool, exclusive: bool,
                  priority: int, prefetch: int, arguments: dict):
@@ -25,6 +26,9 @@ class Consumer:
         self.cid = queue.client.new_cid() if queue is not None else 0
         self.owed = 0                   # credit held back while the socket is not writable
         self.credit_out = 0             # credit the host holds for this consumer
+        self.key = tag                  # its key in the channel's consumers
+        self.member = None              # a consumer group member's share of a partition:
+        self.partition = None           # its GroupMember and partition number
 
     @property
     def credit_on_ack(self) -> bool:

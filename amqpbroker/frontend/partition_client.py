@@ -90,6 +90,14 @@ class PartitionClient:
         self._settle(c.Reject(qid=qid, seq=seq, requeue=requeue, offsets=offsets))
         return seq
 
+    def settle_group(self, cid: int, kind: int, offsets: list[int]) -> int:
+        """Settle deliveries of a consumer-group member's share (``kind``: 0 ack, 1 reject
+        with requeue, 2 reject without): named by consumer, since the host's commit of its
+        group follows them."""
+        self.seq = seq = self.seq + 1
+        self._settle(c.GroupSettle(cid=cid, seq=seq, kind=kind, offsets=offsets))
+        return seq
+
     def _settle(self, msg) -> None:
         if self.link is not None:
             self.link.send(msg)
@@ -162,8 +170,13 @@ class PartitionClient:
     def on_dlv(self, m: c.Dlv) -> None:
         consumer = self.consumers.get(m.cid)
         if consumer is None:
-            # cancelled while this was on its way: back to the queue
-            self.reject(m.qid, [m.offset], True)
+            # cancelled while this was on its way: back to the queue (a stream keeps it
+            # anyway; a group member's share hands it back to its group)
+            ref = self.refs.get(m.qid)
+            if ref is not None and ref.is_stream:
+                self.settle_group(m.cid, 1, [m.offset])
+            else:
+                self.reject(m.qid, [m.offset], True)
             return
         consumer.channel.deliver(consumer, m.offset, m.record, m.redelivered)
 
@@ -193,6 +206,9 @@ class PartitionClient:
 
     def on_dlx(self, m: c.Dlx) -> None:
         self.broker.route_dead_letter(m.vhost, m.exchange, m.keys, m.record, m.reason)
+
+    def on_group_revoked(self, m: c.GroupRevoked) -> None:
+        self.broker.group_revoked(self, m)      # the supervisor's groups (a no-op elsewhere)
 
     def on_alarm(self, m: c.Alarm) -> None:
         name = f"{m.name}@worker{self.index}"

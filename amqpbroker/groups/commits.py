@@ -152,6 +152,10 @@ class CommitTracker:
             heapq.heappop(owed)
         self.committed = owed[0] if owed else self.position
 
+    def is_requeued(self, offset: int) -> bool:
+        """`offset` was handed back and waits to be delivered again."""
+        return offset in self._redeliver
+
     def in_flight(self) -> int:
         """Deliveries not yet settled."""
         return len(self._in_flight)

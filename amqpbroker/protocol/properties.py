@@ -297,11 +297,18 @@ class Long(int):
     for the ``x-stream-offset`` header of stream deliveries."""
 
 
+class Int(int):
+    """An integer written as a signed 32-bit field ('I'): the ``x-partition`` header of a
+    consumer group's deliveries (Kafka's partition number is an int32)."""
+
+
 def _value(v) -> bytes:
     """A field value as the broker writes one: pamqp's encoding, except that a float is a
     double (no precision lost) and bytes (a longstr that was not UTF-8) stay a longstr."""
     if type(v) is Long:
         return b"l" + struct.pack(">q", v)
+    if type(v) is Int:
+        return b"I" + struct.pack(">i", v)
     if isinstance(v, bytes):
         return b"S" + _U32.pack(len(v)) + v
     if isinstance(v, float):

@@ -89,6 +89,12 @@ class FrontendProcess(ChildProcess):
     on_declare_exchange = on_delete_exchange = on_bind = on_unbind = _metadata_call
     on_declare_queue = on_delete_queue = _metadata_call
 
+    async def on_join_group(self, m: c.JoinGroup):
+        await self.broker.metadata.join_group(**c.fields_of(m))
+
+    async def on_leave_group(self, m: c.LeaveGroup) -> None:
+        await self.broker.metadata.leave_group(**c.fields_of(m))
+
     def _count(self, m):
         """A connection or channel of this front-end opened or closed (``tally.py``)."""
         getattr(self.broker.tally, m.HANDLER)(m)
@@ -119,6 +125,7 @@ class FrontendProcess(ChildProcess):
             w.remove_link(self.link_name)        # its consumers go; unacked are requeued
         prefix = f"{self.index}."                # its connections' exclusive queues go too
         self.broker.tally.forget_prefix(prefix)  # and their counts
+        self.broker.groups.frontend_gone(prefix)     # and their consumer group members
         for vh in list(self.broker.vhosts.values()):
             for q in list(vh.queues.values()):
                 if isinstance(q.exclusive_owner, str) and q.exclusive_owner.startswith(prefix):

@@ -79,6 +79,15 @@ class LocalMetadata:
         vh.check_exclusive(q, owner, 50, 40)
         return await vh.delete_queue_checked(q, if_unused, if_empty)
 
+    async def join_group(self, *, vhost, topic, group, member, instance_id, connection):
+        """A consumer joins a consumer group (``groups.py``); 406 if its instance id is in
+        use."""
+        self._vhost(vhost)
+        self.broker.groups.join(vhost, topic, group, member, instance_id, connection)
+
+    async def leave_group(self, *, vhost, topic, group, member, permanent):
+        self.broker.groups.leave(vhost, topic, group, member, permanent)
+
     async def delete_queue_now(self, *, vhost, name, qid, reason):
         """No conditions: the exclusive owner's connection closed."""
         vh = self.broker.vhosts.get(vhost)

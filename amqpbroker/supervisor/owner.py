@@ -30,6 +30,7 @@ from ..frontend.session import session_json
 from ..frontend.vhost import VirtualHost
 from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
+from .groups import Groups
 from .metadata import LocalMetadata, snapshot
 from .tally import LocalCounts, Tally
 from .topics import Topics
@@ -52,6 +53,7 @@ class MetadataOwner(Broker):
         self.workers: list = []             # WorkerProcess per worker (none: in-process)
         self.frontends: list = []           # FrontendProcess per front-end
         self.topics = Topics(self)          # partitioned exchanges and their partitions
+        self.groups = Groups(self)          # consumer groups' membership
         self._batch: list | None = None     # ops of the change being made (one_change)
         self._persist_owed = False
 
@@ -190,6 +192,9 @@ class MetadataOwner(Broker):
 
     def child_pids(self) -> list[int]:
         return [c.pid for c in (*self.workers, *self.frontends) if c.pid]
+
+    def group_revoked(self, client, m) -> None:
+        self.groups.revoked(client, m)
 
     def drop_queue_of_deleted_vhost(self, vh: VirtualHost, q,
                                     reason: str = "vhost deleted") -> None:

@@ -99,6 +99,9 @@ class WorkerProcess(ChildProcess):
                              return_exceptions=True)
         if self.on_restart is not None:
             self.on_restart(self)
+        groups = getattr(self.client.broker, "groups", None)
+        if groups is not None:              # consumer groups' assignments on it
+            groups.worker_back(self.client)
 
     def ask_to_stop(self) -> None:
         """The worker writes, fsyncs and closes everything, then exits."""

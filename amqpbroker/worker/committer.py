@@ -37,8 +37,8 @@ from ..storage.filecache import process_cache
 log = logging.getLogger("amqpbroker.commit")
 
 # descriptors one queue's flush can leave owing an fsync: log and ack log, the two indexes,
-# and across a segment roll the new segment's three
-FILES_PER_QUEUE = 8
+# across a segment roll the new segment's three, and a stream's group offsets
+FILES_PER_QUEUE = 9
 
 
 class Committer:

@@ -25,6 +25,7 @@ from .committer import Committer
 from .queue import Queue
 from .stream import Stream, StreamSubscription, is_stream
 from .deadletter import dead_letter_record
+from .groups import GROUP_ARG, MEMBER_ARG, GroupPartition, GroupSub
 from .subscription import Subscription
 
 log = logging.getLogger("amqpbroker.partition")
@@ -43,6 +44,8 @@ class LinkState:
         self.nacked: list[int] = []
         self.subs: dict[int, Subscription] = {}
         self.unacked: dict[int, set] = {}   # qid -> offsets delivered over this link, unacked
+        self.group_subs: dict[int, GroupSub] = {}   # cid -> consumer-group share, until its
+        #                                             deliveries can no longer be settled
 
     def watermark(self) -> int:
         return self.waiting[0][1] - 1 if self.waiting else self.last_seq
@@ -98,6 +101,10 @@ class PartitionHost:
         """A front-end went away: its consumers go, their unacked messages are requeued."""
         if state in self.links:
             self.links.remove(state)
+        for sub in list(state.group_subs.values()):
+            if not sub.queue.deleted:
+                sub.part.detached(sub)      # its revocation completes at once
+        state.group_subs.clear()
         for sub in list(state.subs.values()):
             self.on_unsub(state, c.Unsub(req=0, cid=sub.cid))
         for qid, offsets in state.unacked.items():
@@ -235,6 +242,9 @@ class PartitionHost:
             raise errors.AccessRefused(f"queue '{q.name}' in vhost '{q.vhost_name}' in "
                                        f"exclusive use", 60, 20)
         args = m.arguments or {}
+        if type(q) is Stream and args.get(GROUP_ARG):
+            self._group_sub(state, q, m, args)
+            return
         if type(q) is Stream:
             sub = StreamSubscription(state, q, m.cid, m.tag, no_ack=m.no_ack,
                                      exclusive=m.exclusive, arguments=args, credit=m.credit)
@@ -247,7 +257,12 @@ class PartitionHost:
 
     def on_unsub(self, state, m: c.Unsub):
         sub = state.subs.pop(m.cid, None)
-        if sub is not None and not sub.queue.deleted:
+        if type(sub) is GroupSub:
+            if not sub.queue.deleted:
+                sub.part.unsubscribe(sub)
+            if sub.member not in sub.part.subs or sub.part.subs[sub.member] is not sub:
+                state.group_subs.pop(sub.cid, None)     # nothing left to settle
+        elif sub is not None and not sub.queue.deleted:
             sub.queue.remove_consumer(sub)      # may delete an auto-delete queue ("gone")
         self._reply(state, m.req)
 
@@ -280,6 +295,96 @@ class PartitionHost:
             q.schedule_dispatch()
         if q.durable:
             self._wait_for_commit(state, q, seq)      # after: the ack is what dirtied it
+
+    # ------------------------------------------------------------ consumer groups
+    def _group_sub(self, state, q: Stream, m: c.Sub, args: dict) -> None:
+        """A member's share of partition ``q``: inactive until the supervisor assigns it."""
+        group = args[GROUP_ARG]
+        part = q.groups.get(group)
+        if part is None:
+            part = q.groups[group] = GroupPartition(q, group)
+        sub = GroupSub(state, q, part, m.cid, m.tag, member=args[MEMBER_ARG], no_ack=m.no_ack,
+                       arguments=args, credit=m.credit)
+        state.subs[m.cid] = sub
+        state.group_subs[m.cid] = sub
+        self._reply(state, m.req)
+        part.subscribe(sub)
+
+    def _group_part(self, qid: int, group: str) -> GroupPartition | None:
+        q = self.queues.get(qid)
+        if type(q) is not Stream or q.deleted:
+            return None
+        part = q.groups.get(group)
+        if part is None:
+            part = q.groups[group] = GroupPartition(q, group)
+        return part
+
+    def on_group_assign(self, state, m: c.GroupAssign):
+        part = self._group_part(m.qid, m.group)
+        if part is not None:
+            part.assign(m.member, m.epoch)
+
+    def on_group_revoke(self, state, m: c.GroupRevoke):
+        part = self._group_part(m.qid, m.group)
+        if part is None:        # the partition is gone: nothing is delivered, nothing owed
+            self.to_supervisor(c.GroupRevoked(qid=m.qid, group=m.group, member=m.member,
+                                              epoch=m.epoch))
+            return
+        part.revoke(m.member, m.epoch)
+
+    def on_group_settle(self, state, m: c.GroupSettle):
+        state.last_seq = m.seq
+        sub = state.group_subs.get(m.cid)
+        if sub is None or sub.queue.deleted:
+            return
+        part = sub.part
+        if not part.may_settle(sub):
+            return                      # fenced: the partition moved on without it
+        q = sub.queue
+        if part.settle(sub, m.kind, m.offsets):
+            self.committer.mark(q)
+            self._wait_for_commit(state, q, m.seq)
+        if sub.gone and part.subs.get(sub.member) is not sub:
+            state.group_subs.pop(m.cid, None)
+
+    def on_group_offsets(self, state, m: c.GroupOffsets):
+        out = {}
+        for qid in m.qids:
+            q = self.queues.get(qid)
+            if type(q) is not Stream or q.deleted:
+                continue
+            groups = {g: off for g, off in q.offsets.groups().items()}
+            for name, part in q.groups.items():
+                if part.tracker is not None:
+                    groups[name] = part.tracker.committed
+            out[qid] = {g: (off, q.log.start_offset, q.end_offset) for g, off in groups.items()}
+        self._reply(state, m.req, out)
+
+    def on_group_reset(self, state, m: c.GroupReset):
+        q = self._queue(m.qid)
+        if type(q) is not Stream:
+            raise errors.PreconditionFailed(f"queue '{q.name}' in vhost '{q.vhost_name}' is "
+                                            f"not a stream", 50, 10)
+        part = q.groups.get(m.group)
+        if part is not None and (part.owner is not None or part.revoking is not None):
+            raise errors.PreconditionFailed(
+                f"consumer group '{m.group}' has members on '{q.name}'", 50, 10)
+        to = m.to
+        start, end = q.log.start_offset, q.end_offset
+        if to == "earliest":
+            offset = start
+        elif to == "latest":
+            offset = end
+        elif isinstance(to, dict) and "offset" in to:
+            offset = min(max(int(to["offset"]), start), end)
+        elif isinstance(to, dict) and "timestamp" in to:
+            offset = min(q.resolve(("timestamp", int(to["timestamp"]))), end)
+        else:
+            raise errors.PreconditionFailed(f"invalid offset reset {to!r}", 50, 10)
+        if part is not None:
+            part.tracker = None         # the next assignment starts at the new commit
+        q.offsets.reset(m.group, offset)
+        self._reply(state, m.req, offset)
 
     def on_get(self, state, m: c.Get):
         got = self._queue(m.qid).get(m.no_ack)
@@ -335,6 +440,11 @@ class PartitionHost:
             sub.state.subs.pop(sub.cid, None)
             sub.state.emit(c.Cancel(cid=sub.cid))
         q.consumers.clear()
+        for part in getattr(q, "groups", {}).values():      # inactive group shares too
+            for sub in part.subs.values():
+                sub.state.group_subs.pop(sub.cid, None)
+                if sub.state.subs.pop(sub.cid, None) is not None:
+                    sub.state.emit(c.Cancel(cid=sub.cid))
         self.queues.pop(q.qid, None)
         q.close_storage(destroy=True)
 

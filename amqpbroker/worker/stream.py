@@ -58,6 +58,7 @@ import logging
 
 from .. import errors
 from ..contract import Dlv
+from ..groups.offset_store import OffsetStore
 from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
 from ..storage.errors import OffsetOutOfRange
@@ -148,6 +149,11 @@ class Stream:
                                                                      MAX_SEGMENT_BYTES)),
                                 fsync=self.fsync, fsync_interval_ms=config.fsync_interval_ms)
         self.directory = directory
+        # consumer groups (worker/groups.py): their commits on this partition, and the
+        # groups reading it here
+        self.offsets = OffsetStore(directory, fsync=self.fsync,
+                                   fsync_interval_ms=config.fsync_interval_ms)
+        self.groups: dict = {}                   # group name -> GroupPartition
         self.pending: list[Record] = []          # published, not yet written (next round)
         self.last_batch = self.log.last_batch_offset()
         self._tail: list[tuple[int, Record]] = []   # recent appends, contiguous offsets
@@ -295,7 +301,15 @@ class Stream:
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
-        """Append what was published since the last round as one batch (no fsync)."""
+        """Append what was published since the last round as one batch (no fsync), and the
+        groups' new commits to the offset store."""
+        if self.groups:
+            offsets = self.offsets
+            for part in self.groups.values():
+                committed = part.take_commit()
+                if committed is not None:
+                    offsets.commit(part.group, committed)
+        self.offsets.flush()
         if not self.pending:
             return
         records, self.pending = self.pending, []
@@ -323,6 +337,7 @@ class Stream:
     def sync(self) -> None:
         """fsync per policy (the committer's thread)."""
         self.log.sync()
+        self.offsets.sync()
 
     def after_sync(self) -> None:
         if self.deleted:
@@ -347,6 +362,8 @@ class Stream:
                 keep = [(o, r) for o, r in self._tail if o >= start]
                 self._tail = keep
                 self._tail_bytes = sum(record_size(r) for _, r in keep)
+            for part in self.groups.values():
+                part.clamp(start)
             log.info("stream '%s' in vhost '%s': retention removed %d messages, first "
                      "offset now %d", self.name, self.vhost_name, removed, start)
         return removed
@@ -383,6 +400,14 @@ class Stream:
             except OSError as exc:
                 log.error("stream '%s': writing at close failed: %s", self.name, exc)
             self.pending = []
+        try:
+            for part in self.groups.values():
+                committed = part.take_commit()
+                if committed is not None:
+                    self.offsets.commit(part.group, committed)
+            self.offsets.close()            # flushes and fsyncs
+        except OSError as exc:
+            log.error("stream '%s': writing group offsets at close failed: %s", self.name, exc)
         if destroy:
             self.log.destroy()
         else:
