@@ -12,7 +12,8 @@ DIR/confirmed-NAME. A publish that fails (connection lost, nack) is sent again, 
 sequence, so a message stored whose confirm was lost can be stored twice (another offset).
 SIGTERM: finish the publish in hand and exit.
 
-A member consumes the topic as a member of GROUP (manual acks, basic.qos PREFETCH) and appends
+A member consumes the topic as a member of GROUP (manual acks, basic.qos PREFETCH, from
+`first` where the group has committed nothing) and appends
 one JSON line per event to DIR/member-NAME, flushed before it acts:
     {"ev": "join", "t", "session"}              before basic.consume (a new session each time)
     {"ev": "msg", "t", "session", "p", "o", "pr", "k", "s", "rd"}   a delivery, before its ack
@@ -111,8 +112,10 @@ def member(directory: str, name: str, topic: str, group: str, prefetch: int) -> 
                 ch.basic_ack(method.delivery_tag)
 
             log.write(json.dumps({"ev": "join", "t": time.monotonic(), "session": session}))
-            tag = ch.basic_consume(topic, on_message,
-                                   arguments={"x-consumer-group": group})
+            # from `first` where the group has no commit yet: the producers may start
+            # before the group's first assignment, and nothing confirmed may be skipped
+            tag = ch.basic_consume(topic, on_message, arguments={
+                "x-consumer-group": group, "x-stream-offset": "first"})
             while not want and not state["cancelled"]:
                 conn.process_data_events(time_limit=0.05)
             state["leaving"] = True

@@ -100,6 +100,9 @@ class Chaos:
         self.next_member += 1
         self.spawn("member", name, GROUP, PREFETCH)
         self.members.append(name)
+        # its signal handlers are set once it logs its join (before basic.consume)
+        leaks.wait_until(lambda: any(r["ev"] == "join" for r in self.records().get(name, ())),
+                         timeout=30, what=f"member {name} to start")
         return name
 
     def leave(self, how: str) -> str:
@@ -181,6 +184,32 @@ def group_api(broker: BrokerProcess) -> dict:
     return broker.api(f"consumer-groups/%2F/{GROUP}")
 
 
+def diagnose(chaos: Chaos, confirmed: set) -> str:
+    """What is missing where, who holds what: for a drain that never ends."""
+    records = chaos.records()
+    seen = {(r["pr"], r["k"], r["s"]) for recs in records.values() for r in recs
+            if r["ev"] == "msg"}
+    lines = []
+    for p in range(PARTITIONS):
+        missing = sorted(m for m in confirmed - seen if partition_of(m[1].encode(), PARTITIONS) == p)
+        last = {}
+        for member, recs in records.items():
+            offsets = [r["o"] for r in recs if r["ev"] == "msg" and r["p"] == p]
+            if offsets:
+                last[member] = (len(offsets), max(offsets))
+        queue = chaos.broker.api(f"queues/%2F/{TOPIC}-{p}")
+        lines.append(f"partition {p}: {len(missing)} missing (first {missing[:3]}); "
+                     f"messages in the log {queue.get('messages')}; "
+                     f"(count, max offset) per member {last}")
+    lines.append(f"alive members {chaos.members}; last events: " + "; ".join(
+        f"{m}: {recs[-1]}" for m, recs in records.items() if m in chaos.members and recs))
+    try:
+        lines.append(json.dumps(group_api(chaos.broker)))
+    except OSError as err:
+        lines.append(f"/api/consumer-groups: {err}")
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=list(LAYOUTS))
 def test_group_under_chaos(tmp_path, layout):
     print(f"GROUP_CHAOS_SEED={SEED}")
@@ -228,10 +257,12 @@ def test_group_under_chaos(tmp_path, layout):
         try:
             leaks.wait_until(drained, timeout=60, what="every confirmed message processed")
         except AssertionError:
-            print(json.dumps(group_api(chaos.broker), indent=1))
+            print(diagnose(chaos, confirmed))
             raise
         while chaos.members:
             chaos.leave("close")
+        report = check(chaos.records(), confirmed, chaos.kills, chaos.faults)
+        print("report:", json.dumps(report))
         # the acks committed: no lag, and the group stays visible with no member
         leaks.wait_until(lambda: group_api(chaos.broker)["lag"] == 0, timeout=30,
                          what="the group's lag to reach 0")
@@ -240,8 +271,6 @@ def test_group_under_chaos(tmp_path, layout):
         assert sorted(p["partition"] for p in group["partitions"]) == list(range(PARTITIONS))
         assert all(p["committed_offset"] == p["log_end_offset"] and p["lag"] == 0
                    for p in group["partitions"]), group
-        report = check(chaos.records(), confirmed, chaos.kills, chaos.faults)
-        print("report:", json.dumps(report))
     except BaseException:
         for name in chaos.procs:
             print(chaos.output(name))
