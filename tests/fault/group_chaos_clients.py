@@ -18,8 +18,10 @@ one JSON line per event to DIR/member-NAME, flushed before it acts:
     {"ev": "join", "t", "session"}              before basic.consume (a new session each time)
     {"ev": "msg", "t", "session", "p", "o", "pr", "k", "s", "rd"}   a delivery, before its ack
     {"ev": "end", "t", "session", "how"}        how: cancel | close (asked for), server-cancel,
-                                                disconnected (noticed), refused (the
-                                                broker closed the channel: the member exits 1)
+                                                disconnected (noticed), restarting (a
+                                                consume refused while a worker restarts: the
+                                                member tries again), refused (any other
+                                                channel error: the member exits 1)
 "t" is time.monotonic(), one clock for every process of the machine. SIGUSR1: leave with
 basic.cancel, then exit; SIGTERM: leave by closing the connection, then exit. A consumer the
 broker cancels (basic.cancel from the server) or a lost connection: the member joins again.
@@ -126,9 +128,14 @@ def member(directory: str, name: str, topic: str, group: str, prefetch: int) -> 
                 ch.basic_cancel(tag)
             conn.close()
         except pika.exceptions.ChannelClosedByBroker as err:
+            restarting = err.reply_code == 404 and "being restarted" in err.reply_text
             log.write(json.dumps({"ev": "end", "t": time.monotonic(), "session": session,
-                                  "how": "refused", "error": repr(err)}))
-            sys.exit(f"the broker closed the channel: {err!r}")
+                                  "how": "restarting" if restarting else "refused",
+                                  "error": repr(err)}))
+            if not restarting:
+                sys.exit(f"the broker closed the channel: {err!r}")
+            conn.close()
+            time.sleep(0.05)        # a worker is restarting: try again, as a client would
         except (pika.exceptions.AMQPError, OSError) as err:
             if not state["leaving"]:
                 state["leaving"] = True
