@@ -56,6 +56,12 @@ class Broker:
     def child_pids(self) -> list[int]:
         return []
 
+    def topic_grew(self, vh, ex) -> None:
+        """Partitions were added to a topic: consumer group members here consume them."""
+        from .group_member import topic_grew
+        from .partition_client import WINDOW
+        topic_grew(self, vh, ex, WINDOW)
+
     def group_revoked(self, client, m) -> None:
         """A worker finished revoking a group's partition: the owner's groups act on it;
         only the supervisor's link carries these."""

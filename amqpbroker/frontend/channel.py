@@ -259,9 +259,8 @@ class Channel:
             consumer.unacked += 1
         properties = record.properties
         if consumer.partition is not None:  # a consumer group's: partition and offset
-            properties = props_mod.rewrite(properties, set_headers={
-                "x-partition": props_mod.Int(consumer.partition),
-                "x-stream-offset": props_mod.Long(offset)})
+            properties = props_mod.with_group_headers(properties, consumer.partition,
+                                                      offset)
         elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(
@@ -728,9 +727,12 @@ class Channel:
 
     async def basic_cancel(self, m) -> None:
         member = self.groups.pop(m.consumer_tag, None)
-        if member is not None:              # leaves its group for good
+        if member is not None:
+            # a dynamic member leaves for good; a static one keeps its partitions for the
+            # session timeout, as Kafka's (KIP-345): clients cancel their consumers when they
+            # close, and a rolling restart must not move partitions
             self._cancel_group(member)
-            member.leave(permanent=True)
+            member.leave(permanent=member.instance_id is None)
             if not m.nowait:
                 self.session.send_method(self.number,
                                          C.Basic.CancelOk(consumer_tag=m.consumer_tag))

@@ -45,7 +45,7 @@ MAX_NAME_BYTES = 255
 
 class GroupMember:
     __slots__ = ("tag", "channel", "vhost", "topic", "group", "member_id", "instance_id",
-                 "parts", "no_ack", "joined")
+                 "parts", "no_ack", "joined", "arguments", "prefetch")
 
     def __init__(self, channel, tag: str, topic: str, group: str, instance_id, no_ack: bool):
         self.channel = channel
@@ -69,6 +69,38 @@ class GroupMember:
             vhost=self.vhost, topic=self.topic, group=self.group, member=self.member_id,
             permanent=permanent))
         fut.add_done_callback(_log_failure)
+
+
+def _share(member: GroupMember, i: int, ref, window: int) -> Consumer:
+    part = Consumer(member.tag, member.channel, ref, no_ack=member.no_ack, exclusive=False,
+                    priority=0, prefetch=member.prefetch, arguments=member.arguments)
+    part.key = (member.tag, i)
+    part.member = member
+    part.partition = i
+    part.credit_out = part.initial_credit(window)
+    return part
+
+
+def topic_grew(broker, vh, ex, window: int) -> None:
+    """Partitions were added to topic ``ex``: every member of a group on it (on this
+    process's connections) subscribes a share of each new partition, before or after the
+    supervisor assigns them (the worker waits for both)."""
+    for session in list(broker.sessions):
+        if session.vhost is not vh:
+            continue
+        for channel in list(session.channels.values()):
+            for member in list(channel.groups.values()):
+                if member.topic != ex.name or channel.groups.get(member.tag) is not member:
+                    continue
+                for i in range(len(member.parts), ex.partitions):
+                    ref = vh.queues.get(f"{ex.name}-{i}")
+                    if ref is None or not ref.is_stream:
+                        break
+                    part = _share(member, i, ref, window)
+                    member.parts.append(part)
+                    channel.consumers[part.key] = part
+                    fut = ref.subscribe(part, part.credit_out)
+                    fut.add_done_callback(_log_failure)
 
 
 def _log_failure(fut) -> None:
@@ -142,15 +174,10 @@ async def consume(channel, m, tag: str, args: dict, window: int) -> GroupMember 
                          global_qos=bool(channel.global_prefetch) and not m.no_ack,
                          now_ms=now_ms())
     member = GroupMember(channel, tag, name, group, instance_id, m.no_ack)
-    part_args = {**shared, GROUP_ARG: group, MEMBER_ARG: member.member_id}
+    member.arguments = {**shared, GROUP_ARG: group, MEMBER_ARG: member.member_id}
+    member.prefetch = channel.prefetch
     for i, ref in enumerate(refs):
-        part = Consumer(tag, channel, ref, no_ack=m.no_ack, exclusive=False, priority=0,
-                        prefetch=channel.prefetch, arguments=part_args)
-        part.key = (tag, i)
-        part.member = member
-        part.partition = i
-        part.credit_out = part.initial_credit(window)
-        member.parts.append(part)
+        member.parts.append(_share(member, i, ref, window))
     results = await asyncio.gather(*(p.queue.subscribe(p, p.credit_out) for p in member.parts),
                                    return_exceptions=True)
     failed = next((r for r in results if isinstance(r, BaseException)), None)

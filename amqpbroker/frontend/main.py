@@ -76,6 +76,7 @@ class Frontend:
             for msg in batch:
                 client.on_event(msg)
         client.connect(ring.attach(self.control.recv_fds(6), on_batch, yield_after=c.Reply))
+        client.resubscribe()        # after a worker restart: consumer group shares
 
     def on_host_lost(self, m: c.HostLost) -> None:
         client = self.broker.partitions[m.worker]

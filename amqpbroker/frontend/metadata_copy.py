@@ -71,7 +71,10 @@ class MetadataCopy:
             vh.exchanges[op.name] = make_exchange(op.type, op.name, op.durable,
                                                   op.auto_delete, op.internal, op.arguments)
         elif ex.type == op.type:
+            grew = op.arguments.get("x-partitions") != ex.arguments.get("x-partitions")
             ex.arguments = dict(op.arguments)   # a topic grew (its x-partitions)
+            if grew:
+                self.broker.topic_grew(vh, ex)
 
     def on_exchange_deleted(self, op: c.ExchangeDeleted) -> None:
         vh = self.broker.vhosts.get(op.vhost)

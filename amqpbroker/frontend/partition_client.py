@@ -46,6 +46,7 @@ class PartitionClient:
         self.nacked: set[int] = set()       # refused publishes of confirm-mode channels
         self.listeners: set = set()         # channels waiting for the watermark
         self._grants: dict = {}             # cid -> credit to send
+        self.lost_shares: list = []         # group members' shares waiting for a restart
         self._grant_scheduled = False
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
@@ -232,7 +233,13 @@ class PartitionClient:
         for ch in list(self.listeners):
             ch.on_commit()
         self.nacked.clear()
-        for cid in list(self.consumers):
+        for cid, consumer in list(self.consumers.items()):
+            if consumer.member is not None:
+                # a consumer group member's share: subscribed again once the worker is back
+                # (``resubscribe``); its deliveries from before are void (epoch)
+                consumer.credit_out = 0
+                self.lost_shares.append(consumer)
+                continue
             self.on_cancel(c.Cancel(cid=cid))
         for ref in self.refs.values():
             ref.set_backlogged(False)
@@ -244,4 +251,24 @@ class PartitionClient:
         """After a restart: the new host recovers every queue of ours from disk."""
         for ref in list(self.refs.values()):
             ref.opened = ref.open()
+        self.resubscribe()
+
+    def resubscribe(self) -> None:
+        """The restarted host has our queues open: subscribe the consumer group shares it
+        lost again (inactive until the supervisor re-sends their assignment). One that
+        cannot be cancels its member."""
+        shares, self.lost_shares = self.lost_shares, []
+        for share in shares:
+            if self.consumers.get(share.cid) is not share or share.queue.deleted:
+                continue
+            share.credit_out = share.initial_credit(WINDOW)
+            share.owed = 0
+            fut = share.queue.subscribe(share, share.credit_out)
+            fut.add_done_callback(lambda f, share=share: self._resubscribed(f, share))
+
+    def _resubscribed(self, fut, share) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None:
+            log.warning("%r could not be subscribed again: %s", share, exc)
+            self.on_cancel(c.Cancel(cid=share.cid))
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import (access, connections, definitions, exchanges, limits, overview, permissions,
-               queues, topics, users, vhosts)
+from . import (access, connections, definitions, exchanges, groups, limits, overview,
+               permissions, queues, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, connections, definitions,
-             limits, topics)
+             limits, topics, groups)
 
 
 class ManagementServer:

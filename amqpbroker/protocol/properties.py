@@ -271,25 +271,47 @@ def with_long_header(raw: bytes, key: str, value: int) -> bytes:
     ``x-stream-offset``): the entry is appended to the headers table (created if absent).
     A property list with continuation flags, or whose headers may hold ``key`` already,
     goes through ``rewrite``."""
-    flags = (raw[0] << 8) | raw[1]
     name = _shortstr(key)
+    return _append_headers(raw, (name,), name + b"l" + _I64.pack(value),
+                           lambda: rewrite(raw, set_headers={key: Long(value)}))
+
+
+def with_group_headers(raw: bytes, partition: int, offset: int) -> bytes:
+    """``raw`` with a consumer group delivery's headers, ``x-partition`` (int, 'I') and
+    ``x-stream-offset`` (long), spliced as ``with_long_header`` does."""
+    return _append_headers(
+        raw, (_X_PARTITION, _X_STREAM_OFFSET),
+        _X_PARTITION + b"I" + _I32.pack(partition) + _X_STREAM_OFFSET + b"l" + _I64.pack(offset),
+        lambda: rewrite(raw, set_headers={"x-partition": Int(partition),
+                                          "x-stream-offset": Long(offset)}))
+
+
+def _append_headers(raw: bytes, names, entries: bytes, slow) -> bytes:
+    """``raw`` with the table ``entries`` appended to its headers (created if absent), or
+    ``slow()`` when that splice cannot be right (continuation flags; a header of one of
+    ``names``, short strings with their length byte, may be there already)."""
+    flags = (raw[0] << 8) | raw[1]
     if flags & 1:
-        return rewrite(raw, set_headers={key: Long(value)})
+        return slow()
     pos = 2
     if flags & F_CONTENT_TYPE:
         pos += 1 + raw[pos]
     if flags & F_CONTENT_ENCODING:
         pos += 1 + raw[pos]
-    entry = name + b"l" + _I64.pack(value)
     if flags & F_HEADERS:
         n = _U32.unpack_from(raw, pos)[0]
         end = pos + 4 + n
-        if name in raw[pos + 4:end]:
-            return rewrite(raw, set_headers={key: Long(value)})
-        return b"".join((raw[:pos], _U32.pack(n + len(entry)), raw[pos + 4:end], entry,
-                         raw[end:]))
-    return b"".join((_U16.pack(flags | F_HEADERS), raw[2:pos], _U32.pack(len(entry)), entry,
-                     raw[pos:]))
+        table = raw[pos + 4:end]
+        if any(name in table for name in names):
+            return slow()
+        return b"".join((raw[:pos], _U32.pack(n + len(entries)), table, entries, raw[end:]))
+    return b"".join((_U16.pack(flags | F_HEADERS), raw[2:pos], _U32.pack(len(entries)),
+                     entries, raw[pos:]))
+
+
+_I32 = struct.Struct(">i")
+_X_PARTITION = _shortstr("x-partition")
+_X_STREAM_OFFSET = _shortstr("x-stream-offset")
 
 
 class Long(int):

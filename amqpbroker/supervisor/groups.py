@@ -28,15 +28,20 @@ in memory (after a restart). ``describe`` gives the management API its shape.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from .. import contract as c
 from .. import errors
 from ..frontend.exchange import PartitionedExchange
-from ..groups.coordinator import Assign, ConsumerGroup, InstanceIdInUse, UnknownMember
+from ..groups.coordinator import (Assign, ConsumerGroup, InstanceIdInUse, UnknownMember,
+                                  member_key)
 from .topics import partition_name
 
 log = logging.getLogger("amqpbroker.groups")
+
+# a management call waits at most this long for a worker's offsets (one restarting is skipped)
+WORKER_ANSWER_TIMEOUT = 2.0
 
 
 class _Group:
@@ -143,6 +148,14 @@ class Groups:
                     actions += g.cg.revoked(member, p, epoch)
             self._run(g, actions)
 
+    def topic_grew(self, vhost: str, topic: str) -> None:
+        """Partitions were added: the groups on the topic spread them over their members."""
+        n = len(self.partitions(vhost, topic))
+        now = self.loop.time()
+        for key, g in list(self.groups.items()):
+            if key[0] == vhost and key[1] == topic and n > len(g.cg.partitions):
+                self._run(g, g.cg.set_partitions(range(n), now))
+
     def forget(self, vhost: str, topic: str) -> None:
         """The topic or stream was deleted: its groups go (their offsets went with it)."""
         for key in [k for k in self.groups if k[0] == vhost and k[1] == topic]:
@@ -194,3 +207,132 @@ class Groups:
     def is_empty(self, vhost: str, group: str) -> bool:
         return all(g.cg.is_empty() for k, g in self.groups.items()
                    if k[0] == vhost and k[2] == group)
+
+    # ------------------------------------------------------------ management API
+    def _partition_map(self, vh) -> dict:
+        """{stream QueueRef: (topic or stream name, partition)} of a vhost."""
+        out = {}
+        for ex in vh.exchanges.values():
+            if isinstance(ex, PartitionedExchange):
+                for i in range(ex.partitions):
+                    ref = vh.queues.get(partition_name(ex.name, i))
+                    if ref is not None and ref.is_stream:
+                        out[ref] = (ex.name, i)
+        for ref in vh.queues.values():
+            if ref.is_stream and ref not in out:
+                out[ref] = (ref.name, 0)
+        return out
+
+    async def _offsets(self, refs) -> dict:
+        """{QueueRef: {group: (committed, log start, log end)}}, one request per worker."""
+        by_client: dict = {}
+        for ref in refs:
+            by_client.setdefault(ref.client, []).append(ref)
+
+        async def ask(client, group):
+            try:
+                answer = await asyncio.wait_for(
+                    client.request(c.GroupOffsets, qids=[r.qid for r in group]),
+                    WORKER_ANSWER_TIMEOUT)
+            except (errors.AMQPError, asyncio.TimeoutError):
+                return {}                   # restarting, or too busy to say
+            return {r: answer[r.qid] for r in group if r.qid in answer}
+        out = {}
+        for part in await asyncio.gather(*(ask(cl, g) for cl, g in by_client.items())):
+            out.update(part)
+        return out
+
+    async def describe(self, vhosts, only: str | None = None) -> list[dict]:
+        """The consumer groups of ``vhosts`` (``only``: that group), in the API's shape:
+        members and assignment from the coordinators here, committed offsets and lag from
+        the partitions' workers (so a group with no member is listed with its lag)."""
+        out: dict[tuple, dict] = {}
+
+        def entry(vhost: str, group: str) -> dict:
+            e = out.get((vhost, group))
+            if e is None:
+                e = out[(vhost, group)] = {"vhost": vhost, "name": group, "topics": [],
+                                           "state": "empty", "members": [], "lag": 0,
+                                           "partitions": {}}
+            return e
+
+        for vhost in vhosts:
+            vh = self.owner.vhosts.get(vhost)
+            if vh is None:
+                continue
+            where = self._partition_map(vh)
+            for ref, offsets in (await self._offsets(list(where))).items():
+                topic, p = where[ref]
+                for group, (committed, start, end) in offsets.items():
+                    if only is not None and group != only:
+                        continue
+                    e = entry(vhost, group)
+                    e["partitions"][(topic, p)] = {
+                        "topic": topic, "partition": p, "member": None,
+                        "committed_offset": committed, "log_start_offset": start,
+                        "log_end_offset": end, "lag": max(0, end - committed)}
+            for (gv, topic, group), g in list(self.groups.items()):
+                if gv != vhost or (only is not None and group != only):
+                    continue
+                if g.cg.is_empty() and not self.partitions(gv, topic):
+                    self.forget(gv, topic)      # the topic or stream was deleted
+                    continue
+                e = entry(vhost, group)
+                self._describe_live(e, g, topic)
+        result = []
+        for e in out.values():
+            parts = sorted(e["partitions"].values(), key=lambda x: (x["topic"], x["partition"]))
+            e["partitions"] = parts
+            e["topics"] = sorted({x["topic"] for x in parts} | set(e["topics"]))
+            e["lag"] = sum(x["lag"] for x in parts if x["lag"] is not None)
+            result.append(e)
+        return sorted(result, key=lambda e: (e["vhost"], e["name"]))
+
+    def _describe_live(self, e: dict, g: _Group, topic: str) -> None:
+        cg = g.cg
+        if topic not in e["topics"]:
+            e["topics"].append(topic)
+        delivering = cg.delivering()
+        members = cg.members()
+        for mid, instance_id in members.items():
+            e["members"].append({
+                "member_id": mid, "connection": g.connections.get(mid), "topic": topic,
+                "instance_id": instance_id,
+                "assignment": [{"topic": topic, "partition": p}
+                               for p, (owner, _) in sorted(delivering.items())
+                               if owner == mid]})
+        for p in cg.partitions:
+            part = e["partitions"].get((topic, p))
+            if part is None:
+                part = e["partitions"][(topic, p)] = {
+                    "topic": topic, "partition": p, "member": None, "committed_offset": None,
+                    "log_start_offset": None, "log_end_offset": None, "lag": None}
+            if p in delivering:
+                part["member"] = delivering[p][0]
+        connected = {member_key(mid, iid) for mid, iid in members.items()}
+        waiting = [p for p in cg.partitions
+                   if p not in delivering and cg.target.get(p) in connected]
+        if cg.revoking() or waiting:
+            e["state"] = "rebalancing"
+        elif members and e["state"] == "empty":
+            e["state"] = "stable"
+
+    async def reset(self, vhost: str, group: str, topic: str, to) -> list[dict]:
+        """Set the group's committed offsets on every partition of ``topic`` (no member:
+        ``GroupsBusy`` otherwise)."""
+        g = self.groups.get((vhost, topic, group))
+        if g is not None and not g.cg.is_empty():
+            raise GroupBusy(f"consumer group '{group}' has members on '{topic}' in vhost "
+                            f"'{vhost}': offsets can be reset only while it has none")
+        refs = self.partitions(vhost, topic)
+        out = []
+        for p, ref in enumerate(refs):
+            offset = await ref.client.request(c.GroupReset, qid=ref.qid, group=group, to=to)
+            out.append({"topic": topic, "partition": p, "committed_offset": offset})
+        log.info("consumer group '%s' in vhost '%s': offsets on '%s' reset to %r", group,
+                 vhost, topic, to)
+        return out
+
+
+class GroupBusy(Exception):
+    """An offset reset while the group has members."""

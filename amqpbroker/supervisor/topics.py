@@ -208,6 +208,8 @@ class Topics:
                 ex.arguments = {**ex.arguments, "x-partitions": n}
                 self.owner.changed(vh.exchange_op(ex))
                 self.owner.persist()
+            self.owner.topic_grew(vh, ex)           # this process's group members
+            self.owner.groups.topic_grew(vh.name, name)     # and the groups' assignments
             log.info("topic '%s' in vhost '%s' grew from %d to %d partitions", name, vh.name,
                      old, n)
 
