@@ -115,8 +115,8 @@ def _dump(doc) -> None:
 
 
 def groups_list(api: Api, args) -> None:
-    _, groups = api.call("GET", "/api/consumer-groups")
-    groups = sorted((g for g in groups if g["vhost"] == args.vhost), key=lambda g: g["name"])
+    _, groups = api.call("GET", f"/api/consumer-groups/{_q(args.vhost)}")
+    groups = sorted(groups, key=lambda g: g["name"])
     if args.format == "json":
         return _dump(groups)
     print(_table(["GROUP", "TOPICS", "STATE", "MEMBERS", "LAG"],
