@@ -395,3 +395,65 @@ def check(records: dict[str, list[dict]], confirmed: set, kills: dict[str, float
     return {"processed": len(msgs), "confirmed": len(confirmed), "redeliveries": redeliveries,
             "stored_twice": stored_twice, "ended_sessions": ended, "crashes": len(faults),
             "handovers": handovers, "membership_events": len(events)}
+
+
+# ------------------------------------------------------------------ the checks themselves
+def _history(*deliveries, joins=(), ends=()):
+    """Member records from (t, member, offset, seq) on one key of partition 0."""
+    key = next(f"p0-k{j}" for j in range(100) if partition_of(f"p0-k{j}".encode(),
+                                                              PARTITIONS) == 0)
+    records: dict[str, list[dict]] = defaultdict(list)
+    for t, member in joins:
+        records[member].append({"ev": "join", "t": t, "session": 1})
+    for t, member, o, s in deliveries:
+        records[member].append({"ev": "msg", "t": t, "session": 1, "p": 0, "o": o,
+                                "pr": "p0", "k": key, "s": s, "rd": False})
+    for t, member in ends:
+        records[member].append({"ev": "end", "t": t, "session": 1, "how": "close"})
+    for recs in records.values():
+        recs.sort(key=lambda r: r["t"])
+    return dict(records), {("p0", key, s) for _, _, _, s in deliveries}
+
+
+@pytest.mark.parametrize("case", ["handover", "two owners", "taken over from a live owner",
+                                  "redelivered to a live member",
+                                  "redelivered after a crash", "first processings reordered",
+                                  "lost"])
+def test_the_checks_catch_what_they_are_for(case):
+    """The record checks on small made-up histories: a clean handover passes, each broken
+    guarantee fails with its own message."""
+    joins = [(0.0, "A"), (2.5, "B")]
+    clean = [(1.0, "A", 0, 0), (1.1, "A", 1, 1), (1.2, "A", 2, 2),
+             (3.0, "B", 3, 3), (3.1, "B", 4, 4)]
+    kills, faults, expect = {}, [], None
+    if case == "handover":
+        deliveries = clean
+    elif case == "two owners":          # the partition dealt out to A and B in turn
+        deliveries = [(1.0, "A", 0, 0), (1.05, "B", 1, 1), (1.1, "A", 2, 2),
+                      (1.15, "B", 3, 3), (1.2, "A", 4, 4)]
+        joins, expect = [(0.0, "A"), (0.5, "B")], "no membership change left to cause it"
+    elif case == "taken over from a live owner":    # B restarts at A's offsets, A goes on
+        deliveries = [(1.0, "A", 0, 0), (1.1, "A", 1, 1), (3.0, "B", 1, 1), (3.1, "B", 2, 2)]
+        kills = {"A": 5.0}
+        expect = "started at offset 1 at t=3.000 while ('A', 1), alive until 5.000"
+    elif case in ("redelivered to a live member", "redelivered after a crash"):
+        deliveries = clean + [(3.2, "B", 3, 3), (3.3, "B", 4, 4)]
+        if case == "redelivered after a crash":
+            faults = [3.15]
+        else:
+            expect = "redeliveries for 0 ended sessions and 0 crashes"
+    elif case == "first processings reordered":
+        deliveries = [(1.0, "A", 0, 1), (1.1, "A", 1, 0)]
+        expect = "processed first out of order"
+    else:
+        deliveries = clean[:3]
+        expect = "1 confirmed messages never processed"
+    records, confirmed = _history(*deliveries, joins=joins)
+    if case == "lost":
+        confirmed.add((next(iter(confirmed))[0], next(iter(confirmed))[1], 3))
+    if expect is None:
+        assert check(records, confirmed, kills, faults)["processed"] == len(deliveries)
+    else:
+        with pytest.raises(AssertionError) as e:
+            check(records, confirmed, kills, faults)
+        assert expect in str(e.value)
