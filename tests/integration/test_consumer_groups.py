@@ -57,7 +57,7 @@ class Member:
         self.ch = self.conn.channel()
         if not no_ack:
             self.ch.basic_qos(prefetch_count=prefetch)
-        self.ack = ack
+        self.ack = ack and not no_ack
         self.got: list[tuple] = []
         self.pending: list[int] = []
         self.cancelled = False
