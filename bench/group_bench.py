@@ -30,8 +30,9 @@ front-ends; RabbitMQ's beam.smp and its children), from /proc.
 Replay (``replay``): REPLAY_BYTES of REPLAY_SIZE-byte messages in one stream of our broker, then read
 from ``first`` by one aiormq consumer, warm (the log in the page cache, as just written) and
 cold (the stream's files dropped from the page cache with posix_fadvise(DONTNEED), which
-touches nothing else on the machine); against ``dd`` of the same files, with iflag=direct
-(the disk) and through the cache.
+touches nothing else on the machine), then by --replay-readers consumers at once (what the
+broker can serve when one client process is not the limit); against ``dd`` of the same
+files, with iflag=direct (the disk) and through the cache.
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ async def _producer(url, exchange, route, size, rate, go, times, out, seed):
     out.put(("producer", {"sent": sent}))
 
 
-async def _consumer(url, queues, arguments, prefetch, go, times, out):
+async def _consumer(url, queues, arguments, prefetch, ack_every, go, times, out):
     import aiormq
     conn = await aiormq.connect(url)
     ch = await conn.channel()
@@ -151,7 +152,7 @@ async def _consumer(url, queues, arguments, prefetch, go, times, out):
             count[0] += 1
             lat.append(now - STAMP.unpack_from(msg.body)[0])
         unacked[0] += 1
-        if unacked[0] >= ACK_EVERY:
+        if unacked[0] >= ack_every:
             unacked[0] = 0
             await ch.basic_ack(msg.delivery_tag, multiple=True)
     for q in queues:
@@ -182,12 +183,12 @@ def _route_rabbit(key):
 
 # ------------------------------------------------------------------ one measurement
 def measure(url, broker_pid, exchange, route, consumer_specs, producers, size, rate,
-            seconds, warmup):
+            seconds, warmup, ack_every):
     ctx = mp.get_context("spawn")
     out, go = ctx.Queue(), ctx.Event()
     times = ctx.Array("d", 2)
-    procs = [ctx.Process(target=consumer_main, args=(url, queues, arguments, PREFETCH, go,
-                                                     times, out))
+    procs = [ctx.Process(target=consumer_main, args=(url, queues, arguments, PREFETCH,
+                                                     ack_every, go, times, out))
              for queues, arguments in consumer_specs]
     procs += [ctx.Process(target=producer_main,
                           args=(url, exchange, route, size, rate / producers if rate else 0,
@@ -239,7 +240,7 @@ def run_ours(args):
             for label, rate in (("flat out", 0), ("paced", args.latency_rate)):
                 res[label] = measure(b.url, b.proc.pid, topic, _route_ours, specs,
                                      args.producers, args.size, rate, args.seconds,
-                                     args.warmup)
+                                     args.warmup, args.ack_every)
                 print(f"ours {label}: {json.dumps(res[label])}", file=sys.stderr)
             return res
         finally:
@@ -263,7 +264,8 @@ def run_rabbit(args):
         res = {}
         for label, rate in (("flat out", 0), ("paced", args.latency_rate)):
             res[label] = measure(args.rabbit_url, pid, name, _route_rabbit, specs,
-                                 args.producers, args.size, rate, args.seconds, args.warmup)
+                                 args.producers, args.size, rate, args.seconds, args.warmup,
+                                 args.ack_every)
             print(f"rabbitmq {label}: {json.dumps(res[label])}", file=sys.stderr)
         return res
     finally:
@@ -325,6 +327,29 @@ async def _replay(url, queue, count):
     return got[1], elapsed
 
 
+def replay_main(url, queue, count, go, out):
+    go.wait()
+    out.put(asyncio.run(_replay(url, queue, count)))
+
+
+def replay(url: str, queue: str, count: int, readers: int):
+    """readers processes each read the whole stream from first at once: (bytes, seconds)
+    in all, from the start signal to the last one done."""
+    ctx = mp.get_context("spawn")
+    out, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=replay_main, args=(url, queue, count, go, out))
+             for _ in range(readers)]
+    for p in procs:
+        p.start()
+    t0 = time.monotonic()
+    go.set()
+    results = [out.get(timeout=3600) for _ in procs]
+    elapsed = time.monotonic() - t0
+    for p in procs:
+        p.join(30)
+    return sum(n for n, _ in results), elapsed
+
+
 def dd(path: str, direct: bool) -> float:
     """MB/s of dd reading path (1 MiB blocks), from its own report."""
     cmd = ["dd", f"if={path}", "of=/dev/null", "bs=1M"] + (["iflag=direct"] if direct else [])
@@ -376,15 +401,19 @@ def run_replay(args):
             on_disk = sum(os.path.getsize(f) for f in files)
             res = {"messages": stored, "size": args.replay_size, "log_bytes": on_disk,
                    "fill_msg_s": round(stored / fill_s)}
-            for label in ("warm", "cold"):
+            for label, readers in (("warm", 1), ("cold", 1),
+                                   (f"warm, {args.replay_readers} readers at once",
+                                    args.replay_readers)):
                 if label == "cold":
                     drop_cache(files)
                 cpu0 = tree_cpu(b.proc.pid)
-                nbytes, secs = asyncio.run(_replay(b.url, queue, stored))
+                nbytes, secs = replay(b.url, queue, stored, readers)
                 cpu = tree_cpu(b.proc.pid) - cpu0
                 res[label] = {"MB_s": round(nbytes / secs / 1e6, 1),
-                              "msg_s": round(stored / secs), "seconds": round(secs, 1),
-                              "broker_cpu_us_per_msg": round(cpu / stored * 1e6, 2)}
+                              "msg_s": round(stored * readers / secs),
+                              "seconds": round(secs, 1),
+                              "broker_cpu_us_per_msg": round(cpu / stored / readers * 1e6, 2),
+                              "broker_cpu_pct": round(cpu / secs * 100)}
                 print(f"replay {label}: {json.dumps(res[label])}", file=sys.stderr)
             biggest = max((f for f in files if f.endswith(".log")), key=os.path.getsize)
             drop_cache(files)
@@ -403,8 +432,11 @@ def main():
     p.add_argument("--warmup", type=float, default=2)
     p.add_argument("--producers", type=int, default=2)
     p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--latency-rate", type=int, default=2000,
-                   help="messages/s in all for the paced run")
+    p.add_argument("--ack-every", type=int, default=ACK_EVERY,
+                   help="consumers ack (multiple) every N deliveries")
+    p.add_argument("--latency-rate", type=int, default=500,
+                   help="messages/s in all for the paced run (below what both brokers "
+                        "sustain, so latency is not queueing)")
     p.add_argument("--layout", default="--workers 2 --frontends 2",
                    help="our broker's process flags")
     p.add_argument("--rabbit-url", default="amqp://guest:guest@127.0.0.1:5673/")
@@ -412,6 +444,8 @@ def main():
     p.add_argument("--replay-size", type=int, default=16384,
                    help="message size of the replayed log (1 GiB of 1 KiB messages takes "
                         "this broker minutes to write)")
+    p.add_argument("--replay-readers", type=int, default=2,
+                   help="consumers reading the whole log at once, in the last replay run")
     p.add_argument("--replay-dir", default=None, help="where the replayed log is written")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
