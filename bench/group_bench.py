@@ -27,8 +27,8 @@ p50 / p99 end-to-end latency (publish call to delivery callback), and the broker
 message consumed (utime + stime of the whole process tree: our supervisor, workers and
 front-ends; RabbitMQ's beam.smp and its children), from /proc.
 
-Replay (``replay``): REPLAY_BYTES of REPLAY_SIZE-byte messages in one stream of our broker, then read
-from ``first`` by one aiormq consumer, warm (the log in the page cache, as just written) and
+Replay (``replay``): REPLAY_BYTES of REPLAY_SIZE-byte messages in one stream of our broker,
+then read from ``first`` by one aiormq consumer, warm (the log in the page cache, as just written) and
 cold (the stream's files dropped from the page cache with posix_fadvise(DONTNEED), which
 touches nothing else on the machine), then by --replay-readers consumers at once (what the
 broker can serve when one client process is not the limit); against ``dd`` of the same

@@ -47,7 +47,7 @@ def connect(directory: str) -> pika.BlockingConnection:
         with open(os.path.join(directory, "url")) as f:
             url = f.read().strip()
         try:
-            return pika.BlockingConnection(pika.URLParameters(url + "?heartbeat=0"))
+            return pika.BlockingConnection(pika.URLParameters(url))
         except pika.exceptions.AMQPConnectionError:
             if time.monotonic() > deadline:
                 raise

@@ -204,7 +204,8 @@ def diagnose(chaos: Chaos, confirmed: set) -> str:
             if r["ev"] == "msg"}
     lines = []
     for p in range(PARTITIONS):
-        missing = sorted(m for m in confirmed - seen if partition_of(m[1].encode(), PARTITIONS) == p)
+        missing = sorted(m for m in confirmed - seen
+                         if partition_of(m[1].encode(), PARTITIONS) == p)
         last = {}
         for member, recs in records.items():
             offsets = [r["o"] for r in recs if r["ev"] == "msg" and r["p"] == p]
