@@ -133,9 +133,8 @@ class GroupPartition:
         self._deactivate(sub)
         member = sub.member
         if not (self.owner is not None and self.owner[0] == member
-                or self.revoking is not None and self.revoking[0] == member) \
-                and self.subs.get(member) is sub:
-            del self.subs[member]
+                or self.revoking is not None and self.revoking[0] == member):
+            self._forget(sub)
         self.check_revoked()
 
     def detached(self, sub: GroupSub) -> None:
@@ -155,9 +154,11 @@ class GroupPartition:
         if self.revoking is not None and self.revoking[0] != member:
             # the grace ran out: the old owner's deliveries are dropped (their acks fenced)
             old = self.subs.get(self.revoking[0])
+            self.revoking = None
             if old is not None:
                 self._deactivate(old)
-            self.revoking = None
+                if old.gone:
+                    self._forget(old)
         if self.owner is not None and self.owner != (member, epoch):
             old = self.subs.get(self.owner[0])
             if old is not None and old.member != member:
@@ -197,7 +198,7 @@ class GroupPartition:
         if tracker is not None:
             tracker.revoke()            # requeued offsets stay behind the commit
         if sub is not None and sub.gone:
-            self.subs.pop(member, None)
+            self._forget(sub)
         stream = self.stream
         stream.host.to_supervisor(c.GroupRevoked(qid=stream.qid, group=self.group,
                                                  member=member, epoch=epoch))
@@ -241,6 +242,13 @@ class GroupPartition:
 
     def _deactivate(self, sub: GroupSub) -> None:
         self.stream.remove_consumer(sub)
+
+    def _forget(self, sub: GroupSub) -> None:
+        """A cancelled member's share has nothing left to settle here."""
+        if self.subs.get(sub.member) is sub:
+            del self.subs[sub.member]
+        if sub.state.group_subs.get(sub.cid) is sub:
+            del sub.state.group_subs[sub.cid]
 
     # ---------------------------------------------------------------- commit round
     def take_commit(self) -> int | None:

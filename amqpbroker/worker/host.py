@@ -259,9 +259,9 @@ class PartitionHost:
         sub = state.subs.pop(m.cid, None)
         if type(sub) is GroupSub:
             if not sub.queue.deleted:
-                sub.part.unsubscribe(sub)
-            if sub.member not in sub.part.subs or sub.part.subs[sub.member] is not sub:
-                state.group_subs.pop(sub.cid, None)     # nothing left to settle
+                sub.part.unsubscribe(sub)       # forgets it once nothing is left to settle
+            else:
+                state.group_subs.pop(sub.cid, None)
         elif sub is not None and not sub.queue.deleted:
             sub.queue.remove_consumer(sub)      # may delete an auto-delete queue ("gone")
         self._reply(state, m.req)
@@ -344,8 +344,6 @@ class PartitionHost:
         if part.settle(sub, m.kind, m.offsets):
             self.committer.mark(q)
             self._wait_for_commit(state, q, m.seq)
-        if sub.gone and part.subs.get(sub.member) is not sub:
-            state.group_subs.pop(m.cid, None)
 
     def on_group_offsets(self, state, m: c.GroupOffsets):
         out = {}
