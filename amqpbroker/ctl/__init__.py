@@ -26,11 +26,11 @@ import os
 import sys
 
 from . import (alarms, bindings, cluster, connections, consumers, definitions, exchanges,
-               messages, queues, topics)
+               groups, messages, queues, topics)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, alarms, cluster)
+            topics, groups, alarms, cluster)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}
