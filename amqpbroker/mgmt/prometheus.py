@@ -28,8 +28,8 @@ Ours, for what RabbitMQ has no name for: ``amqpbroker_ring_used_bytes`` /
 ``amqpbroker_ring_capacity_bytes`` (each front-end -> worker ring), ``amqpbroker_commit_*``
 (group commit rounds), ``amqpbroker_fsync_latency_seconds`` (a histogram of fsync steps),
 ``amqpbroker_worker_restarts_total`` and ``amqpbroker_frontend_restarts_total``.
-Kafka-style consumer-group metrics (``kafka_consumergroup_lag`` ...) are served by
-``consumer_group_families`` once consumer groups exist.
+Kafka-style consumer-group metrics, as kafka_exporter names them (``kafka_consumergroup_lag``
+...), come from ``consumer_group_families`` on ``/metrics`` and ``/metrics/per-object``.
 
 Every scrape takes a fresh snapshot (``stats.collector``); the text is produced by
 ``prometheus_client``'s exposition (or OpenMetrics when the scraper asks for it).
@@ -226,11 +226,17 @@ class PrometheusServer:
     # ------------------------------------------------------------------ endpoints
     async def aggregated(self, request: web.Request) -> web.Response:
         snap = await self.broker.collector.collect()
+        snap.consumer_groups = await self._consumer_groups()
         return _respond(request, self.families(snap, "rabbitmq_", per_object=False))
 
     async def per_object(self, request: web.Request) -> web.Response:
         snap = await self.broker.collector.collect()
+        snap.consumer_groups = await self._consumer_groups()
         return _respond(request, self.families(snap, "rabbitmq_", per_object=True))
+
+    async def _consumer_groups(self) -> list[dict]:
+        groups = getattr(self.broker, "groups", None)
+        return [] if groups is None else await groups.describe(list(self.broker.vhosts))
 
     async def detailed(self, request: web.Request) -> web.Response:
         groups = set(request.query.getall("family", [])) & DETAILED_GROUPS
@@ -323,7 +329,7 @@ class PrometheusServer:
         sizes.add_metric(["amqp091"], buckets, snap.size_sum)
         out.append(sizes)
         out += self._own_families(snap)
-        out += consumer_group_families(b)
+        out += consumer_group_families(getattr(snap, "consumer_groups", []))
         return out
 
     def _node_gauges(self, prefix: str, groups, snap) -> list:
@@ -443,13 +449,43 @@ class PrometheusServer:
         return [build, identity]
 
 
-def consumer_group_families(broker) -> list:
-    """Kafka-style metrics, named as kafka_exporter names them so Kafka dashboards work:
-    ``kafka_consumergroup_lag{consumergroup,topic,partition}``,
-    ``kafka_consumergroup_current_offset``, ``kafka_topic_partition_current_offset``,
-    ``kafka_topic_partition_oldest_offset``. Consumer groups are not built yet: when they are,
-    their partition hosts' offsets join ``stats.host_snapshot`` and become families here."""
-    return []
+def consumer_group_families(described: list[dict]) -> list:
+    """Kafka-style metrics of consumer groups, named and labelled as kafka_exporter names them
+    so Kafka dashboards work (plus ``vhost``): ``kafka_consumergroup_lag``,
+    ``kafka_consumergroup_current_offset`` (the committed offset: the next one the group
+    reads) per (group, topic, partition), ``kafka_consumergroup_members`` per group, and
+    ``kafka_topic_partition_current_offset`` / ``_oldest_offset`` (log end and start) of the
+    partitions groups read. ``described``: the groups as ``/api/consumer-groups`` shows them,
+    so a group with no member keeps its lag here too."""
+    part_labels = ["vhost", "consumergroup", "topic", "partition"]
+    lag = _G("kafka_consumergroup_lag",
+             "Current Approximate Lag of a ConsumerGroup at Topic/Partition", labels=part_labels)
+    current = _G("kafka_consumergroup_current_offset",
+                 "Current Offset of a ConsumerGroup at Topic/Partition", labels=part_labels)
+    members = _G("kafka_consumergroup_members", "Amount of members in a consumer group",
+                 labels=["vhost", "consumergroup"])
+    end = _G("kafka_topic_partition_current_offset",
+             "Current Offset of a Broker at Topic/Partition",
+             labels=["vhost", "topic", "partition"])
+    start = _G("kafka_topic_partition_oldest_offset",
+               "Oldest Offset of a Broker at Topic/Partition",
+               labels=["vhost", "topic", "partition"])
+    seen = set()
+    for g in described:
+        members.add_metric([g["vhost"], g["name"]], len(g["members"]))
+        for p in g["partitions"]:
+            labels = [g["vhost"], g["name"], p["topic"], str(p["partition"])]
+            if p.get("committed_offset") is not None:
+                current.add_metric(labels, p["committed_offset"])
+            if p.get("lag") is not None:
+                lag.add_metric(labels, p["lag"])
+            where = (g["vhost"], p["topic"], str(p["partition"]))
+            if where not in seen and p.get("log_end_offset") is not None:
+                seen.add(where)
+                end.add_metric(list(where), p["log_end_offset"])
+                if p.get("log_start_offset") is not None:
+                    start.add_metric(list(where), p["log_start_offset"])
+    return [lag, current, members, end, start]
 
 
 # ============================================================================ helpers

@@ -359,3 +359,43 @@ def test_every_metric_of_rabbitmqs_overview_dashboard_is_served(tmp_path):
     with BrokerProcess(tmp_path, prometheus=True) as b:
         served = {name for name, _ in scrape(b)}
     assert sorted(wanted - served) == []
+
+
+def test_consumer_group_lag_in_kafka_exporters_names(broker):
+    """kafka_exporter's families for a group that read 10 messages of a stream and left
+    before 5 more came: its lag stays visible with no member (kafka_exporter #226)."""
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("lag-stream", durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(10):
+        ch.basic_publish("", "lag-stream", f"m{i}".encode())
+    got = []
+    ch.basic_qos(prefetch_count=100)
+    ch.basic_consume("lag-stream",
+                     lambda c, m, p, b: (got.append(b), c.basic_ack(m.delivery_tag)),
+                     arguments={"x-consumer-group": "billing", "x-stream-offset": "first"})
+    wait_until(lambda: len(got) == 10, step=lambda: conn.process_data_events(0.05),
+               what="10 deliveries")
+    labels = {"vhost": "/", "consumergroup": "billing", "topic": "lag-stream", "partition": "0"}
+    wait_until(lambda: value(scrape(broker), "kafka_consumergroup_current_offset",
+                             **labels) == 10, what="the acks committed")
+    conn.close()
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", "lag-stream", f"n{i}".encode())
+
+    def members_gone_and_lag_5():
+        s = scrape(broker)
+        return (value(s, "kafka_consumergroup_members", vhost="/", consumergroup="billing") == 0
+                and value(s, "kafka_consumergroup_lag", **labels) == 5)
+    wait_until(members_gone_and_lag_5, what="lag 5 with no member")
+    samples = scrape(broker)
+    where = {"vhost": "/", "topic": "lag-stream", "partition": "0"}
+    assert value(samples, "kafka_topic_partition_current_offset", **where) == 15
+    assert value(samples, "kafka_topic_partition_oldest_offset", **where) == 0
+    assert value(samples, "kafka_consumergroup_current_offset", **labels) == 10
+    ch.queue_delete("lag-stream")
+    conn.close()
