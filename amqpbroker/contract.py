@@ -384,6 +384,11 @@ DeclareQueue = message(64, "declare_queue", ("vhost", "str"), ("name", "str"), (
                        ("auto_delete", "bool"), ("arguments", "any"), request=True)
 DeleteQueue = message(65, "delete_queue", ("vhost", "str"), ("name", "str"), ("owner", "any"),
                       ("if_unused", "bool"), ("if_empty", "bool"), request=True)
+# a publish through an x-message-deduplication exchange: has the exchange seen ``key`` (within
+# its cache's ttl)? The owner keeps the one cache of the node, so a duplicate is caught
+# whichever front-end it came through; answers True for a duplicate (routed nowhere)
+DedupSeen = message(67, "dedup_seen", ("vhost", "str"), ("exchange", "str"), ("key", "any"),
+                    ("ttl", "any"), request=True)
 DeleteQueueNow = message(66, "delete_queue_now", ("vhost", "str"), ("name", "str"),
                          ("qid", "u32"), ("reason", "str"))
 
@@ -397,7 +402,7 @@ LeaveGroup = message(59, "leave_group", ("vhost", "str"), ("topic", "str"), ("gr
                      ("member", "str"), ("permanent", "bool"))
 
 METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
-                  DeleteQueueNow, JoinGroup, LeaveGroup)
+                  DeleteQueueNow, JoinGroup, LeaveGroup, DedupSeen)
 TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo)
 
 # =================================================================== metadata ops

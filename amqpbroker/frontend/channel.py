@@ -19,7 +19,7 @@ from .. import errors
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from .confirms import Confirms
 from .consumer import Consumer
-from .exchange import DEDUP_TYPE, DeduplicationExchange, PartitionedExchange
+from .exchange import DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange
 from . import group_member
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
@@ -95,7 +95,7 @@ class Channel:
         self.stats = self.broker.stats.channel()     # amqpbroker/stats
 
     # ============================================================ publish
-    def on_publish(self, ev) -> None:
+    def on_publish(self, ev):
         if ev.immediate:
             raise errors.NotImplemented_("immediate=true", 60, 40)
         if self.tx is not None:
@@ -103,8 +103,8 @@ class Channel:
             if ev.scan.has_headers:
                 self._decode_properties(ev.properties)     # at publish, not at commit
             self.tx.append(("publish", ev, False))
-            return
-        self._publish(ev)
+            return None
+        return self._publish(ev)
 
     def _check_publish(self, ev):
         """basic.publish's checks, in RabbitMQ's order (the body size was checked with the
@@ -137,7 +137,9 @@ class Channel:
                     f"invalid expiration '{scan.expiration}': {problem}", 60, 40)
         return ex
 
-    def _publish(self, ev) -> None:
+    def _publish(self, ev):
+        """Route and hand on a message; returns None, or a coroutine for the session to
+        drive when the route needs the metadata owner (a de-duplication exchange)."""
         ex = self._check_publish(ev)
         session = self.session
         scan = ev.scan
@@ -170,10 +172,34 @@ class Channel:
             return
         if ex.type == DEDUP_TYPE:
             message_id = (props or self._decode_properties(raw)).message_id
-            headers = DeduplicationExchange.route_headers(headers, message_id)
+            key, ttl = DeduplicationExchange.key_of(
+                DeduplicationExchange.route_headers(headers, message_id))
+            if key is not None:             # one cache for the node: the owner's
+                return self._publish_deduplicated(ev, ex, keys, headers, record, flags, key,
+                                                  ttl)
         elif ex.type == "x-partitioned":
             flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
-        queues = session.vhost.route(ex, keys, headers)
+        self._send(ev, ex, session.vhost.route(ex, keys, headers), record, flags)
+
+    async def _publish_deduplicated(self, ev, ex, keys, headers, record, flags, key, ttl):
+        """Through an x-message-deduplication exchange: the metadata owner says whether the
+        key is a duplicate (at once in one process; one round trip from a front-end), then
+        the message goes on as any other, routed with its key taken off (it was checked)."""
+        vhost = self.session.vhost
+        duplicate = await self.broker.metadata.dedup_seen(vhost=vhost.name, exchange=ex.name,
+                                                          key=key, ttl=ttl)
+        if self.closed:
+            return
+        if duplicate:
+            queues = ()
+        else:
+            unkeyed = {k: v for k, v in (headers or {}).items() if k != DEDUP_HEADER}
+            queues = vhost.route(ex, keys, unkeyed)
+        self._send(ev, ex, queues, record, flags)
+
+    def _send(self, ev, ex, queues, record, flags) -> None:
+        """Hand a routed message to its queues (or return it), then confirm."""
+        session = self.session
         confirm = self.confirm
         self.stats.on_publish(ex, len(queues), ev.mandatory, confirm, len(ev.body))
         tickets = []
@@ -181,7 +207,7 @@ class Channel:
             if ev.mandatory:
                 self._return(312, "NO_ROUTE", record)
         else:
-            priority = scan.priority
+            priority = ev.scan.priority
             for q in queues:
                 n = q.publish(record, priority, confirm, flags)
                 if confirm:
@@ -819,14 +845,16 @@ class Channel:
             self.tx = []
         self.session.send_method(self.number, C.Tx.SelectOk())
 
-    def tx_commit(self, m) -> None:
+    async def tx_commit(self, m) -> None:
         if self.tx is None:
             raise errors.PreconditionFailed("channel is not transactional", 90, 20)
         actions, self.tx = self.tx, None          # apply outside tx mode, then re-enter it
         try:
             for kind, item, requeue in actions:
                 if kind == "publish":
-                    self._publish(item)
+                    pending = self._publish(item)
+                    if pending is not None:
+                        await pending
                 else:
                     self._settle(item, ack=kind == "ack", requeue=requeue)
         finally:

@@ -488,8 +488,9 @@ class DeduplicationExchange(FanoutExchange):
     ``message_id`` property (the channel passes it as that header: ``route_headers``); a
     message with neither is always routed. A per-message ``x-cache-ttl`` header overrides the
     exchange's. A full cache drops expired keys, then the oldest (the plugin drops a random
-    one). The cache lives in the routing process's memory (``x-cache-persistence: disk`` is
-    accepted, as the plugin's, and kept in memory)."""
+    one). The cache is the metadata owner's (the supervisor's copy of the exchange, asked by
+    every front-end: ``DedupSeen``), in memory (``x-cache-persistence: disk`` is accepted,
+    as the plugin's, and kept in memory)."""
     type = DEDUP_TYPE
 
     def __init__(self, *a, **kw):
@@ -519,23 +520,36 @@ class DeduplicationExchange(FanoutExchange):
             return headers
         return {**(headers or {}), DEDUP_HEADER: message_id}
 
-    def route(self, routing_key, headers):
+    @staticmethod
+    def key_of(headers: dict | None):
+        """(the message's de-duplication key or None, its ``x-cache-ttl`` header or None)."""
         key = headers.get(DEDUP_HEADER) if headers else None
-        if key is None:
-            return self._all
         if isinstance(key, (bytearray, list, dict)):
             key = repr(key)
+        return key, (headers.get("x-cache-ttl") if key is not None else None)
+
+    def seen(self, key, ttl=None) -> bool:
+        """Whether ``key`` is a duplicate (in the cache and not expired); if not, it is
+        cached now, for ``ttl`` ms (a per-message ``x-cache-ttl``) or the exchange's."""
         now = time.monotonic() * 1000
         expiry = self.cache.get(key, 0)
         if expiry is None or expiry > now:
-            return ()                      # a duplicate
-        ttl = headers.get("x-cache-ttl")
+            return True
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
             ttl = self.cache_ttl
         self.cache.pop(key, None)
         if len(self.cache) >= self.cache_size:
             self._make_room(now)
         self.cache[key] = None if ttl is None else now + ttl
+        return False
+
+    def route(self, routing_key, headers):
+        """As fanout; a keyed message is routed nowhere if it is a duplicate. (A channel asks
+        the metadata owner instead, ``seen`` on its copy, so that one cache serves every
+        front-end; it then routes the message with its key taken off.)"""
+        key, ttl = self.key_of(headers)
+        if key is not None and self.seen(key, ttl):
+            return ()                      # a duplicate
         return self._all
 
     def _make_room(self, now: float) -> None:

@@ -271,7 +271,9 @@ class Session(asyncio.Protocol):
                 self._pause_for_alarm()
                 return
             try:
-                ch.on_publish(event)
+                pending = ch.on_publish(event)
+                if pending is not None:     # routed by the metadata owner (dedup exchange)
+                    self._drive(pending, event.channel)
             except errors.ChannelError as err:
                 err.channel = event.channel
                 raise

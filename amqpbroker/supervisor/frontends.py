@@ -90,6 +90,9 @@ class FrontendProcess(ChildProcess):
     on_declare_exchange = on_delete_exchange = on_bind = on_unbind = _metadata_call
     on_declare_queue = on_delete_queue = _metadata_call
 
+    async def on_dedup_seen(self, m: c.DedupSeen) -> bool:
+        return await self.broker.metadata.dedup_seen(**c.fields_of(m))
+
     async def on_join_group(self, m: c.JoinGroup):
         await self.broker.metadata.join_group(**c.fields_of(m))
 

@@ -20,6 +20,7 @@ import logging
 
 from .. import contract as c
 from .. import errors
+from ..frontend.exchange import DEDUP_TYPE
 from ..frontend.vhost import PREDECLARED, VirtualHost
 from .topics import TYPE as TOPIC
 
@@ -53,6 +54,12 @@ class LocalMetadata:
 
     async def delete_exchange(self, *, vhost, name, if_unused):
         await self.broker.topics.delete(self._vhost(vhost), name, if_unused)
+
+    async def dedup_seen(self, *, vhost, exchange, key, ttl) -> bool:
+        """An x-message-deduplication exchange's cache, kept here for the whole node."""
+        vh = self.broker.vhosts.get(vhost)
+        ex = vh.exchanges.get(exchange) if vh is not None else None
+        return ex is not None and ex.type == DEDUP_TYPE and ex.seen(key, ttl)
 
     async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)

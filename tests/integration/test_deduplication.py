@@ -11,6 +11,7 @@ import pika.exceptions
 import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing.mgmt_client import ManagementClient
 
 LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
            "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
@@ -173,6 +174,53 @@ def test_the_exchange_routes_as_fanout_and_drops_seen_keys(ch):
         ch.basic_publish(x, "", b"a mandatory", keyed("k1"), mandatory=True)
     for q in (q0, q1):
         assert count(ch, q) == 4
+
+
+def test_the_exchange_catches_duplicates_that_come_through_other_front_ends(tmp_path):
+    """A producer that reconnects may land on another front-end process: the exchange's one
+    cache (the metadata owner's) still sees its retry as a duplicate, in a transaction too."""
+    with BrokerProcess(tmp_path, "--workers", "2", "--frontends", "2", management=True) as b:
+        api = ManagementClient(f"http://127.0.0.1:{b.management_port}")
+        conns, on = [], {}
+        try:
+            for i in range(100):                    # a connection on each front-end
+                params = pika.URLParameters(b.url)
+                params.client_properties = {"connection_name": f"producer-{i}"}
+                conns.append(pika.BlockingConnection(params))
+                listed = api.request("GET", "/api/connections", "guest", "guest")[1]
+                for c in listed:
+                    name = c["client_properties"].get("connection_name", "")
+                    on.setdefault(c["frontend"], int(name.split("-")[1]))
+                if len(on) == 2:
+                    break
+            assert len(on) == 2
+            first, second = (conns[on[f]].channel() for f in sorted(on))
+            tx = conns[on[max(on)]].channel()     # the second front-end, in tx mode
+            for ch in (first, second):
+                ch.confirm_delivery()
+            first.exchange_declare("dd-x", DEDUP, arguments={"x-cache-size": 100})
+            first.queue_declare("dd-x-q")
+            first.queue_bind("dd-x-q", "dd-x")
+            first.basic_publish("dd-x", "", b"a", keyed("k1"))
+            second.basic_publish("dd-x", "", b"a retried", keyed("k1"))
+            first.basic_publish("dd-x", "", b"b", keyed(message_id="m1"))
+            second.basic_publish("dd-x", "", b"b retried", keyed(message_id="m1"))
+            second.basic_publish("dd-x", "", b"c", keyed("k2"))
+            tx.tx_select()
+            tx.basic_publish("dd-x", "", b"c retried in a transaction", keyed("k2"))
+            tx.basic_publish("dd-x", "", b"d in a transaction", keyed("k3"))
+            tx.tx_commit()
+            bodies = []
+            while True:
+                m, _, body = first.basic_get("dd-x-q", auto_ack=True)
+                if m is None:
+                    break
+                bodies.append(body)
+            assert bodies == [b"a", b"b", b"c", b"d in a transaction"]
+        finally:
+            for c in conns:
+                if c.is_open:
+                    c.close()
 
 
 def test_cache_size_evicts_the_oldest_key(ch):
