@@ -8,8 +8,10 @@ on new ports); a client that loses its connection reads it again and reconnects.
 
 A producer publishes keyed messages with publisher confirms, one at a time, the body JSON
 {"pr": NAME, "k": key, "s": per-key sequence}; after each confirm it appends "key seq" to
-DIR/confirmed-NAME. A publish that fails (connection lost, nack) is sent again, same key and
-sequence, so a message stored whose confirm was lost can be stored twice (another offset).
+DIR/confirmed-NAME. Publishes are idempotent (headers x-producer-id NAME and x-sequence, the
+producer's count of confirmed messages): a publish that fails (connection lost, nack) is sent
+again, same key, sequence and x-sequence, and a message stored whose confirm was lost is a
+duplicate the broker confirms without storing it again.
 SIGTERM: finish the publish in hand and exit.
 
 A member consumes the topic as a member of GROUP (manual acks, basic.qos PREFETCH, from
@@ -68,6 +70,7 @@ def producer(directory: str, name: str, topic: str, keys: int, seed: int) -> Non
     rng = random.Random(seed)
     key_names = [f"{name}-k{j}" for j in range(keys)]
     next_seq = {k: 0 for k in key_names}
+    sequence = 0                    # the producer's x-sequence: idempotent publishes
     log = Log(os.path.join(directory, f"confirmed-{name}"))
     key = rng.choice(key_names)
     while not stop:
@@ -77,10 +80,12 @@ def producer(directory: str, name: str, topic: str, keys: int, seed: int) -> Non
             ch.confirm_delivery()
             while not stop:
                 body = json.dumps({"pr": name, "k": key, "s": next_seq[key]}).encode()
-                ch.basic_publish(topic, key, body, pika.BasicProperties(delivery_mode=2),
-                                 mandatory=True)
+                props = pika.BasicProperties(delivery_mode=2, headers={
+                    "x-producer-id": name, "x-sequence": sequence})
+                ch.basic_publish(topic, key, body, props, mandatory=True)
                 log.write(f"{key} {next_seq[key]}")
                 next_seq[key] += 1
+                sequence += 1
                 key = rng.choice(key_names)
             conn.close()
         except (pika.exceptions.AMQPError, OSError):
