@@ -41,12 +41,10 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import threading
 
-from ..storage.errors import LogClosedError
-from ..storage.filecache import FileCache, process_cache
-from ..storage.fileformat import (ENTRY_HEAD, HEADER_SIZE, FsyncPolicy, entry, file_header,
-                                  load_entry_file, write_all, write_file_atomically)
+from ..storage.entryfile import EntryFile
+from ..storage.filecache import FileCache
+from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, entry, file_header
 
 log = logging.getLogger("amqpbroker.groups")
 
@@ -69,44 +67,25 @@ def _entry_size(group: str) -> int:
     return ENTRY_HEAD.size + _BODY.size + len(group.encode())
 
 
-class OffsetStore:
+class OffsetStore(EntryFile):
+    MAGIC = MAGIC_GROUP_OFFSETS
+    WHAT = "group offsets"
+    LOST = "every group resumes at its start offset"
+
     def __init__(self, directory: str | os.PathLike, *, fsync: str = "always",
                  fsync_interval_ms: int = 1000, compact_ratio: int = 4,
                  compact_bytes: int = 64 << 10, files: FileCache | None = None):
         """Open (creating if needed) the group offsets of the partition in `directory`;
         a torn tail is cut, a leftover compaction `.tmp` deleted."""
-        self.path = os.path.join(os.fspath(directory), FILE_NAME)
-        self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self.compact_ratio = compact_ratio
         self.compact_bytes = compact_bytes
         self._offsets: dict[str, int] = {}
         self._pending: dict[str, int | None] = {}   # None: delete
-        self._lock = threading.Lock()
-        self._sync_lock = threading.Lock()
-        self._closed = False
-        self.truncated_bytes = self._recover()
+        self._open_file(os.path.join(os.fspath(directory), FILE_NAME), fsync,
+                        fsync_interval_ms, files)
         self._live = HEADER_SIZE + sum(map(_entry_size, self._offsets))
-        self._file = (files or process_cache()).handle(
-            self.path, os.O_WRONLY | os.O_APPEND, durable=self._policy.mode != "never")
-        try:
-            if self._policy.mode != "never":
-                self._file.fsync()  # what a killed process left in the page cache
-            self._size = os.stat(self.path).st_size
-        except BaseException:
-            self._file.discard()
-            raise
-        self.written = 0
-        self.durable = 0
-        self.compactions = 0
 
     # -- opening ---------------------------------------------------------------------------------
-    def _recover(self) -> int:
-        """Load the file, cutting a torn tail; returns the bytes cut."""
-        if os.path.exists(self.path + ".tmp"):
-            os.unlink(self.path + ".tmp")   # unfinished compaction; the old file is intact
-        return load_entry_file(self.path, MAGIC_GROUP_OFFSETS, self._apply, "group offsets",
-                               "every group resumes at its start offset")
-
     def _apply(self, payload: bytes) -> bool:
         """Apply one verified entry; False if its structure is wrong (treated as corrupt)."""
         if len(payload) < _BODY.size:
@@ -195,90 +174,18 @@ class OffsetStore:
                     log.warning("%s: compaction failed, retried on the next flush: %s",
                                 self.path, exc)
 
-    def _append(self, data: bytes) -> None:
-        f = self._file
-        fd = f.fd()
-        f.written()
-        try:
-            write_all(fd, data)
-        except OSError:
-            os.ftruncate(fd, self._size)    # never leave half an entry before later good ones
-            raise
-        self._size += len(data)
-        self.written += 1
-        if self._policy.mode == "never":
-            self.durable = self.written
-
-    def compact(self) -> None:
-        """Rewrite the file as the live entries only (tmp + fsync + rename + dir fsync)."""
-        with self._lock:
-            self._check_open()
-            self._compact_locked()
-
     def _compact_locked(self) -> None:
         data = file_header(MAGIC_GROUP_OFFSETS) + b"".join(
             _entry(g, o) for g, o in sorted(self._offsets.items()))
-        old = os.stat(self.path)
-        try:
-            write_file_atomically(self.path, data)
-        finally:
-            if not os.path.samestat(old, os.stat(self.path)):
-                self._file.reset()      # renamed into place: append to the new file
-                self._size = self._live = len(data)
-        self.durable = self.written     # the new file holds all of it, fsynced
-        self.compactions += 1
+        self._rewrite(data)
 
-    def sync(self, force: bool = False) -> None:
-        """fsync per policy ("always": every call; "interval": when due or forced)."""
-        with self._sync_lock:
-            with self._lock:
-                if self._closed or not self._policy.due(force):
-                    return
-                fd, written = self._file.take_for_sync(), self.written
-            if fd is not None:
-                try:
-                    os.fsync(fd)
-                except BaseException:
-                    self._file.synced(ok=False)
-                    raise
-                self._file.synced()
-            with self._lock:
-                self._policy.done()
-                self.durable = max(self.durable, written)
+    def _rewritten(self, size: int) -> None:
+        self._live = size
 
     def sync_owed(self) -> bool:
         """Buffered commits, or written ones not yet known durable."""
         return bool(self._pending) or self.durable < self.written
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"group offsets {self.path} are closed")
-
-    def close(self) -> None:
-        """Flush, sync per policy, close the file."""
-        with self._sync_lock:
-            if self._closed:
-                return
+    def _before_close(self) -> None:
         self.flush()
-        self.sync(force=True)
-        self._release(fsync=True)
-
-    def _release(self, fsync: bool) -> None:
-        with self._sync_lock, self._lock:
-            self._closed = True
-            if fsync:
-                self._file.close()
-            else:
-                self._file.discard()
-
-    def _simulate_crash(self) -> None:
-        """Tests only: drop the descriptor as kill -9 would (written bytes stay, buffered
-        commits are lost)."""
-        self._release(fsync=False)
-
-    def __enter__(self) -> "OffsetStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

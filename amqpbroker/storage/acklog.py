@@ -50,14 +50,12 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import threading
 from bisect import bisect_left, bisect_right
 from typing import Iterable, Iterator
 
-from .errors import LogClosedError
-from .filecache import FileCache, process_cache
-from .fileformat import (MAGIC_ACKLOG, FsyncPolicy, entry, file_header,
-                         load_entry_file, write_all, write_file_atomically)
+from .entryfile import EntryFile
+from .filecache import FileCache
+from .fileformat import MAGIC_ACKLOG, entry, file_header
 
 log = logging.getLogger("amqpbroker.storage")
 
@@ -164,42 +162,23 @@ def _entry(kind: int, runs: list[tuple[int, int]], floor: int | None = None) -> 
     return entry(payload)
 
 
-class AckLog:
+class AckLog(EntryFile):
+    MAGIC = MAGIC_ACKLOG
+    WHAT = "ack log"
+    LOST = "every message will be redelivered"
+
     def __init__(self, path: str | os.PathLike, *, fsync: str = "always",
                  fsync_interval_ms: int = 1000, compact_bytes: int = 1 << 20,
                  files: FileCache | None = None):
         """Open (creating if needed) the ack log at `path`; a torn tail is dropped.
         `files`: the descriptor cache (default: the process's)."""
-        self.path = os.fspath(path)
-        self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self.compact_bytes = compact_bytes
         self.floor = 0
         self._done = OffsetRuns()
-        self._lock = threading.Lock()
-        self._sync_lock = threading.Lock()
-        self._closed = False
-        self.truncated_bytes = self._recover()
-        self._file = (files or process_cache()).handle(
-            self.path, os.O_WRONLY | os.O_APPEND, durable=self._policy.mode != "never")
-        try:
-            if self._policy.mode != "never":
-                self._file.fsync()  # what a killed process left in the page cache
-            self._size = os.stat(self.path).st_size
-        except BaseException:
-            self._file.discard()
-            raise
+        self._open_file(os.fspath(path), fsync, fsync_interval_ms, files)
         self._compacted_size = self._size
-        self.written = 0   # entries appended since open
-        self.durable = 0   # ... of which known to be on disk
 
     # -- opening ---------------------------------------------------------------------------------
-    def _recover(self) -> int:
-        """Load the file into memory, cutting a torn tail; returns the bytes cut."""
-        if os.path.exists(self.path + ".tmp"):
-            os.unlink(self.path + ".tmp")  # unfinished compaction; the old file is intact
-        return load_entry_file(self.path, MAGIC_ACKLOG, self._apply, "ack log",
-                               "every message will be redelivered")
-
     def _apply(self, payload: bytes) -> bool:
         """Apply one verified entry; False if its structure is wrong (treated as corrupt)."""
         kind, p = payload[0] if payload else 0, 1
@@ -310,87 +289,10 @@ class AckLog:
             self._done.drop_from(offset)
             self._compact_locked()
 
-    def _append(self, entry: bytes) -> None:
-        f = self._file
-        fd = f.fd()
-        f.written()
-        try:
-            write_all(fd, entry)
-        except OSError:
-            # never leave half an entry (ENOSPC) in front of later good ones: recovery would
-            # cut the file there and lose every ack recorded after it
-            os.ftruncate(fd, self._size)
-            raise
-        self._size += len(entry)
-        self.written += 1
-        if self._policy.mode == "never":
-            self.durable = self.written
-
-    def compact(self) -> None:
-        """Rewrite the file as one snapshot (tmp file + fsync + rename + directory fsync)."""
-        with self._lock:
-            self._check_open()
-            self._compact_locked()
-
     def _compact_locked(self) -> None:
         runs = [piece for a, b in zip(self._done.starts, self._done.ends) for piece in _split(a, b)]
         data = file_header(MAGIC_ACKLOG) + _entry(KIND_SNAPSHOT, runs, floor=self.floor)
-        old = os.stat(self.path)
-        try:
-            write_file_atomically(self.path, data)
-        finally:
-            if not os.path.samestat(old, os.stat(self.path)):
-                # renamed into place (even if the directory fsync then failed): append there,
-                # not to the replaced file, whose entries the snapshot holds (no fsync owed)
-                self._file.reset()
-                self._size = self._compacted_size = len(data)
-        self.durable = self.written   # the snapshot holds all of it, fsynced
+        self._rewrite(data)
 
-    def sync(self, force: bool = False) -> None:
-        """Fsync per policy ("always": every call; "interval": when due or forced)."""
-        with self._sync_lock:
-            with self._lock:
-                if self._closed or not self._policy.due(force):
-                    return
-                fd, written = self._file.take_for_sync(), self.written
-            if fd is not None:      # None: nothing owed (or fsynced when it was closed)
-                try:
-                    os.fsync(fd)
-                except BaseException:
-                    self._file.synced(ok=False)
-                    raise
-                self._file.synced()
-            with self._lock:
-                self._policy.done()
-                self.durable = max(self.durable, written)
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"ack log {self.path} is closed")
-
-    def close(self) -> None:
-        """Sync per policy, then close the file."""
-        with self._sync_lock:
-            if self._closed:
-                return
-        self.sync(force=True)
-        self._release(fsync=True)
-
-    def _release(self, fsync: bool) -> None:
-        with self._sync_lock, self._lock:
-            self._closed = True
-            if fsync:
-                self._file.close()
-            else:
-                self._file.discard()
-
-    def _simulate_crash(self) -> None:
-        """Tests only: drop the descriptor as kill -9 would (written bytes stay)."""
-        self._release(fsync=False)
-
-    def __enter__(self) -> "AckLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _rewritten(self, size: int) -> None:
+        self._compacted_size = size

@@ -1,0 +1,170 @@
+"""An entry file: the durable, compacted state files beside a partition's log — the ack
+log of a classic queue (``acklog.py``) and the group offsets of a stream
+(``groups/offset_store.py``).
+
+Theory of operation
+-------------------
+The file is a header (``fileformat.file_header``) and then entries, each ``u32 length,
+u32 crc32c(payload), payload`` (``fileformat.entry``), only ever appended. What the entries
+mean is the subclass's: it says how to apply one (``_apply``, used at open) and what a
+compacted file holds (it builds the bytes and calls ``_rewrite``).
+
+* Open: a leftover ``.tmp`` (a compaction that did not reach its rename) is deleted — the old
+  file is intact; every entry is read and applied in order and the file is cut after the last
+  good one (``fileformat.load_entry_file``); then the descriptor is fsynced once, since a
+  killed process may have left written bytes only in the page cache.
+* Append (``_append``): one write per round of entries; a failed write (ENOSPC) truncates the
+  file back, so half an entry never stands in front of later good ones (recovery would cut
+  there and lose them).
+* Sync (``sync``): per the fsync policy (``always`` each call, ``interval`` when due, ``never``);
+  ``written`` counts appends since open, ``durable`` those known on disk. Called from the
+  committer's thread: the descriptor is taken under the lock and fsynced outside it.
+* Compaction (``_rewrite``): the new contents go to ``.tmp``, are fsynced and renamed over the
+  file, and the directory is fsynced (``fileformat.write_file_atomically``); rename is atomic,
+  so a crash leaves the old file or the new one, never a mix. After the rename the handle is
+  reset (appends go to the new file) and everything written is durable.
+
+The descriptor comes from the process's file cache (``filecache.py``), so an idle file
+holds none.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from .errors import LogClosedError
+from .filecache import FileCache, process_cache
+from .fileformat import FsyncPolicy, load_entry_file, write_all, write_file_atomically
+
+
+class EntryFile:
+    MAGIC = b""             # the file's magic (fileformat.py)
+    WHAT = ""               # what the file is, for logs and errors ("ack log")
+    LOST = ""               # what an unreadable header costs, for the log line
+
+    def _open_file(self, path: str, fsync: str, fsync_interval_ms: int,
+                   files: FileCache | None) -> None:
+        """Open (creating if needed) and recover the file; the subclass's state that
+        ``_apply`` fills must exist before this is called."""
+        self.path = path
+        self._policy = FsyncPolicy(fsync, fsync_interval_ms)
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._closed = False
+        if os.path.exists(path + ".tmp"):
+            os.unlink(path + ".tmp")    # unfinished compaction; the old file is intact
+        self.truncated_bytes = load_entry_file(path, self.MAGIC, self._apply, self.WHAT,
+                                               self.LOST)
+        self._file = (files or process_cache()).handle(
+            path, os.O_WRONLY | os.O_APPEND, durable=self._policy.mode != "never")
+        try:
+            if self._policy.mode != "never":
+                self._file.fsync()      # what a killed process left in the page cache
+            self._size = os.stat(path).st_size
+        except BaseException:
+            self._file.discard()
+            raise
+        self.written = 0                # entries appended since open
+        self.durable = 0                # ... of which known to be on disk
+        self.compactions = 0
+
+    def _apply(self, payload: bytes) -> bool:
+        """Apply one verified entry at open; False if its structure is wrong (corrupt)."""
+        raise NotImplementedError
+
+    # -- writing ---------------------------------------------------------------------------
+    def _append(self, data: bytes) -> None:
+        f = self._file
+        fd = f.fd()
+        f.written()
+        try:
+            write_all(fd, data)
+        except OSError:
+            os.ftruncate(fd, self._size)    # never leave half an entry before later good ones
+            raise
+        self._size += len(data)
+        self.written += 1
+        if self._policy.mode == "never":
+            self.durable = self.written
+
+    def compact(self) -> None:
+        """Rewrite the file as the live state only (``_compact_locked``: the subclass's
+        bytes through ``_rewrite``)."""
+        with self._lock:
+            self._check_open()
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        raise NotImplementedError
+
+    def _rewrite(self, data: bytes) -> None:
+        """Compaction: ``data`` (header and entries) replaces the file (lock held)."""
+        old = os.stat(self.path)
+        try:
+            write_file_atomically(self.path, data)
+        finally:
+            if not os.path.samestat(old, os.stat(self.path)):
+                # renamed into place (even if the directory fsync then failed): append
+                # there, not to the replaced file
+                self._file.reset()
+                self._size = len(data)
+                self._rewritten(len(data))
+        self.durable = self.written     # the new file holds all of it, fsynced
+        self.compactions += 1
+
+    def _rewritten(self, size: int) -> None:
+        """Hook: the file was replaced by ``size`` bytes of compacted entries."""
+
+    def sync(self, force: bool = False) -> None:
+        """fsync per policy ("always": every call; "interval": when due or forced)."""
+        with self._sync_lock:
+            with self._lock:
+                if self._closed or not self._policy.due(force):
+                    return
+                fd, written = self._file.take_for_sync(), self.written
+            if fd is not None:          # None: nothing owed (or fsynced when it was closed)
+                try:
+                    os.fsync(fd)
+                except BaseException:
+                    self._file.synced(ok=False)
+                    raise
+                self._file.synced()
+            with self._lock:
+                self._policy.done()
+                self.durable = max(self.durable, written)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"{self.WHAT} {self.path} is closed")
+
+    def _before_close(self) -> None:
+        """Hook: write what is buffered before the last sync."""
+
+    def close(self) -> None:
+        """Write what is buffered, sync per policy, close the file."""
+        with self._sync_lock:
+            if self._closed:
+                return
+        self._before_close()
+        self.sync(force=True)
+        self._release(fsync=True)
+
+    def _release(self, fsync: bool) -> None:
+        with self._sync_lock, self._lock:
+            self._closed = True
+            if fsync:
+                self._file.close()
+            else:
+                self._file.discard()
+
+    def _simulate_crash(self) -> None:
+        """Tests only: drop the descriptor as kill -9 would (written bytes stay, buffered
+        entries are lost)."""
+        self._release(fsync=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
