@@ -381,8 +381,12 @@ class PrometheusServer:
         fsync = HistogramMetricFamily("amqpbroker_fsync_latency_seconds",
                                       "Latency of the fsync step of a group commit round",
                                       labels=["worker"])
+        fallbacks = _C("amqpbroker_group_offset_fallbacks_total",
+                       "Consumer-group commits moved up to the log start because retention "
+                       "removed the messages they named", labels=["worker"])
         for host in snap.hosts:
             w = str(host["worker"])
+            fallbacks.add_metric([w], host.get("group_fallbacks", 0))
             for i, (n_used, n_cap) in enumerate(host["rings"]):
                 used.add_metric([w, str(i)], n_used)
                 cap.add_metric([w, str(i)], n_cap)
@@ -403,7 +407,7 @@ class PrometheusServer:
                          labels=["frontend"])
         for fe in getattr(b, "frontends", ()):
             fe_restarts.add_metric([str(fe.index)], fe.restarts)
-        return [used, cap, rounds, round_s, fsync, restarts, fe_restarts]
+        return [used, cap, rounds, round_s, fsync, restarts, fe_restarts, fallbacks]
 
     def _cluster_families(self, groups, vhosts) -> list:
         b = self.broker

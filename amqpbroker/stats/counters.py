@@ -386,6 +386,6 @@ def host_snapshot(host) -> dict:
         if ring is not None:
             rings.append((ring.used_bytes(), ring.capacity))
     t = host.committer.timings
-    return {"queues": queues, "rings": rings,
+    return {"queues": queues, "rings": rings, "group_fallbacks": host.group_fallbacks,
             "commit": {"rounds": t.rounds, "round_seconds": t.round_seconds,
                        "fsyncs": list(t.fsyncs), "fsync_seconds": t.fsync_seconds}}

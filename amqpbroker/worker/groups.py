@@ -232,6 +232,7 @@ class GroupPartition:
             start = stored if stored is not None else sub.start_offset()
             self.tracker = CommitTracker(start, stream.log.start_offset, no_ack=sub.no_ack)
             if self.tracker.fell_back_from is not None:
+                stream.host.group_fallbacks += 1        # counted (Prometheus) and logged
                 log.warning("group '%s' on '%s': committed offset %d was removed by retention; "
                             "resuming at the log start %d", self.group, stream.name,
                             self.tracker.fell_back_from, self.tracker.committed)
@@ -258,6 +259,7 @@ class GroupPartition:
         if self.tracker is not None:
             old = self.tracker.clamp(log_start)
             if old is not None:
+                self.stream.host.group_fallbacks += 1   # counted (Prometheus) and logged
                 log.warning("group '%s' on '%s': retention removed offsets %d..%d before they "
                             "were committed; the group resumes at %d", self.group,
                             self.stream.name, old, log_start - 1, self.tracker.committed)

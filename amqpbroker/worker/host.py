@@ -89,6 +89,9 @@ class PartitionHost:
         self.links: list[LinkState] = []
         self.alarms = HostAlarms(self)
         self.committer = Committer(self)
+        # commits of consumer groups moved up to the log start (retention removed what they
+        # named): counted for amqpbroker_group_offset_fallbacks_total
+        self.group_fallbacks = 0
         self.committer.listeners.add(self)
         self._depth = 0
         self.table = c.handlers(self, c.PARTITION_COMMANDS)    # handler(state, msg)

@@ -399,3 +399,50 @@ def test_consumer_group_lag_in_kafka_exporters_names(broker):
     assert value(samples, "kafka_consumergroup_current_offset", **labels) == 10
     ch.queue_delete("lag-stream")
     conn.close()
+
+
+def test_a_group_commit_removed_by_retention_falls_back_counted(broker):
+    """A group's committed offset that retention deleted: the group resumes at the log start,
+    and the fallback is counted (amqpbroker_group_offset_fallbacks_total)."""
+    def fallbacks():
+        s = scrape(broker)
+        return sum(v for (name, _), v in s.items()
+                   if name == "amqpbroker_group_offset_fallbacks_total")
+
+    before = fallbacks()
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("short-stream", durable=True, arguments={
+        "x-queue-type": "stream", "x-stream-max-segment-size-bytes": 2000,
+        "x-max-length-bytes": 6000})
+
+    def read(n: int) -> list[int]:
+        got = []
+        c = conn.channel()
+        c.basic_qos(prefetch_count=10)
+        c.basic_consume("short-stream",
+                        lambda c_, m, p, b: (got.append(p.headers["x-stream-offset"]),
+                                             c_.basic_ack(m.delivery_tag)),
+                        arguments={"x-consumer-group": "slow", "x-stream-offset": "first"})
+        wait_until(lambda: len(got) >= n, step=lambda: conn.process_data_events(0.05),
+                   what=f"{n} deliveries")
+        c.close()
+        return got
+
+    for i in range(3):
+        ch.basic_publish("", "short-stream", b"x" * 200)
+    assert read(3)[:3] == [0, 1, 2]
+    wait_until(lambda: value(scrape(broker), "kafka_consumergroup_current_offset", vhost="/",
+                             consumergroup="slow", topic="short-stream", partition="0") == 3,
+               what="the commit")
+    for i in range(120):                       # far past x-max-length-bytes: old segments go
+        ch.basic_publish("", "short-stream", b"y" * 200)
+    start = lambda: value(scrape(broker), "kafka_topic_partition_oldest_offset", vhost="/",
+                          topic="short-stream", partition="0")
+    wait_until(lambda: start() > 3, what="retention past the commit")
+    first = read(1)[0]
+    assert first > 3 and first >= start() - 50      # resumed at the log start, not at 3
+    wait_until(lambda: fallbacks() > before, what="the fallbacks counted")   # one a removal
+    ch.queue_delete("short-stream")
+    conn.close()
