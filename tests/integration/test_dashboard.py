@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from amqpbroker.testing import BrokerProcess
-from amqpbroker.testing.leaks import wait_gone
+from amqpbroker.testing.leaks import wait_gone, wait_until
 from amqpbroker.testing.mgmt_client import ManagementClient, q
 
 CHROMIUM = "/usr/bin/chromium"
@@ -324,6 +324,46 @@ def test_pages_show_their_table_or_say_the_broker_lacks_it(browser, broker, page
             wait_text(browser, f"{container} .unavailable",
                       rf"^{what}: not available from this broker \(404 Not Found\)\.$")
         assert_no_console_errors(browser, broker, absent={endpoint: ("GET",)})
+
+
+def test_a_group_shows_its_lag(browser, broker):
+    """A consumer group that read a stream and left before 3 more messages came: the groups
+    list and the group's page show its lag, 3, with no member."""
+    stream, group = f"dash-lag-{uuid.uuid4().hex[:8]}", f"dash-g-{uuid.uuid4().hex[:8]}"
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+        for i in range(5):
+            ch.basic_publish("", stream, f"m{i}".encode())
+        got = []
+        reader = conn.channel()
+        reader.basic_qos(prefetch_count=10)
+        reader.basic_consume(stream, lambda c, m, p, b: (got.append(b),
+                                                         c.basic_ack(m.delivery_tag)),
+                             arguments={"x-consumer-group": group, "x-stream-offset": "first"})
+        wait_until(lambda: len(got) == 5, step=lambda: conn.process_data_events(0.05),
+                   what="5 deliveries")
+        reader.close()
+        for i in range(3):
+            ch.basic_publish("", stream, f"n{i}".encode())
+        def lag():
+            status, g, _ = mgmt(broker).request("GET", f"/api/consumer-groups/%2F/{group}",
+                                                "guest", "guest")
+            return g["lag"] if status == 200 else None
+        wait_until(lambda: lag() == 3, what="the group's lag in the API")
+        try:
+            login(browser, broker)
+            go(browser, "#/groups")
+            row = wait_text(browser, "#groups", re.escape(group))
+            assert re.search(rf"{re.escape(group)}\s+{re.escape(stream)}\s+empty\s+0\s+3", row)
+            go(browser, f"#/groups/%2F/{group}")
+            assert wait_text(browser, "[data-total=lag] .value", r"^3$") == "3"
+            # topic, partition, member (none: "–"), committed offset, log end offset, lag
+            wait_text(browser, "#group-partitions", rf"{re.escape(stream)}\s+0\s+\S+\s+5\s+8\s+3")
+            assert_no_console_errors(browser, broker)
+        finally:
+            ch.queue_delete(stream)
 
 
 def test_static_files_are_public_and_confined_and_the_api_still_asks_for_a_login(broker):
