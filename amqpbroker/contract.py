@@ -293,9 +293,12 @@ GroupOffsets = message(17, "group_offsets", ("qids", "any"), request=True)
 GroupReset = message(18, "group_reset", ("qid", "u32"), ("group", "str"), ("to", "any"),
                      request=True)
 
+# {qid: partition detail} for the management API's /api/partitions (``host.on_partitions``)
+Partitions = message(31, "partitions", ("qids", "any"), request=True)
+
 PARTITION_COMMANDS = (Open, Pub, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
-                      GroupOffsets, GroupReset)
+                      GroupOffsets, GroupReset, Partitions)
 
 # =================================================================== partition events
 # partition host -> front-end

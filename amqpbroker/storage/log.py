@@ -142,6 +142,11 @@ class PartitionLog:
         with self._lock:
             return [(s.base_offset, s.next_offset) for s in self._segments]
 
+    def segment_sizes(self) -> list[tuple[int, int, int]]:
+        """(base offset, next offset, bytes of its .log file) of every segment, oldest first."""
+        with self._lock:
+            return [(s.base_offset, s.next_offset, s.size) for s in self._segments]
+
     def size_bytes(self) -> int:
         """Bytes of all segment .log files (headers included, indexes not)."""
         with self._lock:

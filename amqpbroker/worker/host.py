@@ -408,6 +408,26 @@ class PartitionHost:
                 out[qid] = (q.ready_count, len(q.consumers), q.unacked, q.ready_bytes)
         self._reply(state, m.req, out)
 
+    def on_partitions(self, state, m: c.Partitions):
+        """Each queue's log as /api/partitions shows it: start and end offsets, bytes, and
+        its segments (a classic queue's with how many of their messages are settled)."""
+        out = {}
+        for qid in m.qids:
+            q = self.queues.get(qid)
+            if q is None or q.deleted:
+                continue
+            stream = type(q) is Stream
+            log = q.log if stream else q.store.log
+            settled = {} if stream else {b: n for b, _, n in q.store.segments()}
+            segments = [{"base_offset": b, "next_offset": n, "bytes": size,
+                         **({} if stream else {"settled": settled.get(b, 0)})}
+                        for b, n, size in log.segment_sizes()]
+            end = q.end_offset if stream else q.store.next_offset    # buffered ones too
+            out[qid] = {"log_start_offset": log.start_offset, "log_end_offset": end,
+                        "durable_offset": log.durable_offset,
+                        "bytes": sum(s["bytes"] for s in segments), "segments": segments}
+        self._reply(state, m.req, out)
+
     def on_host_counters(self, state, m: c.HostCounters):
         self._reply(state, m.req, host_snapshot(self))
 
