@@ -12,7 +12,7 @@ import pytest
 from amqpbroker.testing import BrokerProcess, leaks
 
 STREAM = {"x-queue-type": "stream"}
-LAYOUTS = {"one-process": ("--workers", "0"),
+LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "split": ("--workers", "2", "--frontends", "2")}
 
 

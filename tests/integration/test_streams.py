@@ -13,7 +13,7 @@ from pika.exceptions import ChannelClosedByBroker
 from amqpbroker.testing import BrokerProcess, leaks
 
 STREAM = {"x-queue-type": "stream"}
-LAYOUTS = {"one-process": ("--workers", "0"),
+LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "split": ("--workers", "2", "--frontends", "2")}
 
 
@@ -188,7 +188,7 @@ def test_retention_by_age_runs_on_a_timer(conn):
 
 # ------------------------------------------------------------------------ recovery
 def test_confirmed_messages_survive_restart(tmp_path):
-    with BrokerProcess(tmp_path, "--workers", "0", management=True) as b:
+    with BrokerProcess(tmp_path, "--workers", "0", "--frontends", "0", management=True) as b:
         c = pika.BlockingConnection(pika.URLParameters(b.url))
         c.channel().queue_declare("s-restart", durable=True, arguments=STREAM)
         publish(c, "s-restart", [b"p%d" % i for i in range(50)], delivery_mode=2)
