@@ -83,6 +83,7 @@ from ..storage.fileformat import HEADER_SIZE, file_header, fsync_dir, header_ok,
 log = logging.getLogger("amqpbroker.dedup")
 
 WINDOW = 5                  # sequences remembered per producer and partition (Kafka's 5)
+CATCH_UP_RECORDS = 65536    # log records read at open for producers whose entries a crash lost
 COMPACT_ENTRIES = 4096      # entries in the file before compaction is considered
 MAGIC = b"AQPR"
 FILE_NAME = "producers.log"
@@ -188,6 +189,34 @@ class ProducerTable:
             if s == seq:
                 return off
         return None
+
+    def catch_up(self, plog) -> int:
+        """After a crash the log may hold messages whose producer entries were not yet on
+        disk (the round fsyncs the log, then this file): read the producers of the log's
+        last records after the newest entry here, as Kafka rebuilds producer state from
+        its log. Only a table with a file does it (a queue that never saw a producer has
+        none), over at most CATCH_UP_RECORDS records. Returns how many it recorded."""
+        if self.path is None or not os.path.exists(self.path):
+            return 0
+        newest = max((off for w in self.producers.values() for _, off in w), default=-1)
+        offset = max(newest + 1, plog.start_offset, plog.end_offset - CATCH_UP_RECORDS)
+        found = 0
+        while offset < plog.end_offset:
+            batch = plog.read(offset, max_records=256)
+            if not batch:
+                break
+            for off, rec in batch:
+                producer = producer_of(rec.properties)
+                if producer is not None and producer[1] is not None:
+                    pid, seq = producer
+                    if self.offset_of(pid, seq) is None:
+                        self.stored(pid, seq, off)
+                        found += 1
+            offset = batch[-1][0] + 1
+        if found:
+            log.info("%s: %d producer sequences recovered from the log's tail", self.path,
+                      found)
+        return found
 
     def _apply(self, pid, seq: int, offset: int) -> None:
         window = self.producers.get(pid)

@@ -90,6 +90,7 @@ class Queue:
         self.producers = dedup.ProducerTable(directory if durable else None,
                                              end_offset=self.store.end_offset,
                                              fsync=self.fsync != "never")
+        self.producers.catch_up(self.store.log)
         self.dedup_keys = dedup.QueueKeys() if self.args.dedup else None
         self._interval_timer = None
         levels = (self.args.max_priority or 0) + 1

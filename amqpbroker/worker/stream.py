@@ -162,6 +162,7 @@ class Stream:
         self.producers = dedup.ProducerTable(directory if durable else None,
                                              end_offset=self.log.end_offset,
                                              fsync=self.fsync != "never")
+        self.producers.catch_up(self.log)
         self.last_batch = self.log.last_batch_offset()
         self._tail: list[tuple[int, Record]] = []   # recent appends, contiguous offsets
         self._tail_bytes = 0

@@ -217,3 +217,35 @@ def test_pick_reads_what_the_full_decode_reads(case):
     picked, message_id = props_mod.pick(raw, names)
     assert picked == {k: v for k, v in headers.items() if k in names}
     assert message_id == full.message_id
+
+
+def test_producer_entries_a_crash_lost_are_read_back_from_the_log(tmp_path):
+    """The commit round fsyncs the log, then producers.log: a crash in between leaves
+    messages whose producer entries are gone. At open the table reads the log's tail after
+    its newest entry, so a retry of such a message is a duplicate, not a second copy."""
+    from amqpbroker.storage.log import PartitionLog
+
+    def rec(seq):
+        raw = props_mod.encode(spec.Basic.Properties(
+            headers={"x-producer-id": "p", "x-sequence": seq}))
+        return Record(0, "", "q", raw, b"m%d" % seq, 1)
+
+    plog = PartitionLog(tmp_path, fsync="always")
+    plog.append([rec(0), rec(1)])
+    plog.sync(force=True)
+    table = dedup.ProducerTable(str(tmp_path), end_offset=plog.end_offset)
+    table.stored("p", 0, 0)
+    table.stored("p", 1, 1)
+    table.flush()
+    table.sync()
+    table.close()
+    plog.append([rec(2), rec(3)])              # written and fsynced; their entries never were
+    plog.sync(force=True)
+
+    table = dedup.ProducerTable(str(tmp_path), end_offset=plog.end_offset)
+    assert table.check("p", 3) == GAP              # before the catch-up: 2 and 3 unknown
+    assert table.catch_up(plog) == 2
+    assert table.check("p", 2) == DUPLICATE and table.offset_of("p", 3) == 3
+    assert table.check("p", 4) == STORE
+    table.close()
+    plog.close()
