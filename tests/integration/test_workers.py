@@ -28,6 +28,23 @@ def restarted(broker, index: int, old_pid: int):
     return leaks.wait_until(check, what=f"worker {index} to restart")
 
 
+def reachable(conn, queue: str) -> None:
+    """Wait until ``queue`` answers on ``conn``: the supervisor reports a restarted worker
+    running before every front-end has its new link (until then a front-end answers 404
+    "being restarted", as RabbitMQ answers for a queue whose node is down)."""
+    def probe():
+        probe_ch = conn.channel()
+        try:
+            probe_ch.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as err:
+            if err.reply_code == 404 and "being restarted" in err.reply_text:
+                return False
+            raise
+        probe_ch.close()
+        return True
+    leaks.wait_until(probe, what=f"queue {queue} to answer on this connection")
+
+
 def queue_on(broker, ch, index: int, prefix: str) -> str:
     """Declare durable queues until one is placed on worker ``index``; delete the others."""
     for i in range(64):
@@ -75,6 +92,7 @@ def test_killed_worker_restarts_queues_recover_other_worker_unaffected(broker):
     assert cancelled == [tag0]
     assert not leaks.wait_gone([old], timeout=10)
     restarted(broker, 0, old)
+    reachable(conn, q0)
 
     # the consumer on the other worker never noticed: same tag, still receiving
     for i in range(100, 110):
@@ -128,6 +146,7 @@ async def test_publishers_waiting_for_confirms_get_ack_or_nack(broker):
 
     await asyncio.get_running_loop().run_in_executor(None, restarted, broker, 0, old)
     check = pika.BlockingConnection(pika.URLParameters(broker.url))
+    reachable(check, q0)
     cch = check.channel()
     present = set()
     while True:
