@@ -19,6 +19,7 @@ from pika.exceptions import ConnectionClosedByBroker
 
 import amqpbroker
 from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.leaks import wait_until as wait_for
 
 LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "frontends": ("--workers", "2", "--frontends", "2")}
@@ -61,16 +62,6 @@ def connect(b, name: str | None = None) -> pika.BlockingConnection:
     if name:
         params.client_properties = {"connection_name": name}
     return pika.BlockingConnection(params)
-
-
-def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ queues and messages

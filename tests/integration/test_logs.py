@@ -14,6 +14,7 @@ import pytest
 from pika.exceptions import ProbableAuthenticationError
 
 from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.leaks import wait_until as wait_for
 
 LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "frontends": ("--workers", "2", "--frontends", "2")}
@@ -36,16 +37,6 @@ def records(b: BrokerProcess) -> list[dict]:
 
 def matching(b, text: str) -> list[dict]:
     return [r for r in records(b) if text in r["msg"]]
-
-
-def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def roles(b: BrokerProcess) -> dict[int, str]:
