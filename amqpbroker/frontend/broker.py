@@ -103,7 +103,8 @@ class Broker:
         return self.partitions[int.from_bytes(digest[:4], "big") % len(self.partitions)]
 
     async def queue_stats(self, refs) -> dict:
-        """QueueRef -> (ready, consumers, unacked, ready bytes), one request per host."""
+        """QueueRef -> (ready, consumers, unacked, ready bytes, memory), one request per
+        host."""
         by_client: dict = {}
         for ref in refs:
             by_client.setdefault(ref.client, []).append(ref)
@@ -114,7 +115,7 @@ class Broker:
             except errors.AMQPError:
                 stats = {}          # the worker is restarting
             for r in group:
-                out[r] = stats.get(r.qid, (0, 0, 0, 0))
+                out[r] = stats.get(r.qid, (0, 0, 0, 0, 0))
         return out
 
     # ------------------------------------------------------------ dead letters

@@ -59,7 +59,7 @@ CLASSIC = "rabbit_classic_queue"
 _G, _C, _U = GaugeMetricFamily, CounterMetricFamily, UnknownMetricFamily
 
 # (family group, name without prefix, type, help, value of a queue row)
-# a queue row: (ready, unacked, consumers, ready bytes, unacked bytes, counters)
+# a queue row: (ready, unacked, consumers, ready bytes, unacked bytes, counters, memory)
 QUEUE_METRICS = [
     ("queue_coarse_metrics", "queue_messages_ready", _G,
      "Messages ready to be delivered to consumers", lambda r: r[0]),
@@ -74,6 +74,8 @@ QUEUE_METRICS = [
      lambda r: r[3]),
     ("queue_metrics", "queue_messages_unacked_bytes", _G,
      "Size in bytes of all unacknowledged messages", lambda r: r[4]),
+    ("queue_metrics", "queue_process_memory_bytes", _G,
+     "Memory in bytes used by the Erlang queue process", lambda r: r[6]),
     ("channel_queue_exchange_metrics", "queue_messages_published_total", _C,
      "Total number of messages published to queues",
      lambda r: r[5][QUEUE_FIELDS.index("publish")]),

@@ -2,8 +2,9 @@
 (``DELETE .../contents``), get messages (``POST .../get``) and a queue's bindings.
 
 A queue object has RabbitMQ's fields; the counts come from the queue's worker (one
-``Stats`` request per worker for a whole list). ``memory`` is 0: a queue's messages are in
-its log files, and the worker does not count the few small tables a queue keeps in memory.
+``Stats`` request per worker for a whole list). ``memory`` is the worker's estimate of the
+bytes the queue holds in memory (cached bodies, its tables, consumers, log indexes:
+``worker/memory.py``); its messages' bodies are otherwise in its log files.
 ``message_bytes`` counts the ready messages' bytes (the worker does not keep a sum for the
 unacknowledged ones). ``message_stats`` is added by the statistics module.
 
@@ -31,7 +32,7 @@ NODE = "amqpbroker@localhost"
 
 
 def queue_json(q, stats) -> dict:
-    ready, consumers, unacked, ready_bytes = stats
+    ready, consumers, unacked, ready_bytes, memory = stats
     return {"name": q.name, "vhost": q.vhost.name, "durable": q.durable,
             "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner is not None,
             "arguments": q.arguments, "node": NODE, "type": q.args.queue_type,
@@ -39,7 +40,7 @@ def queue_json(q, stats) -> dict:
             "messages": ready + unacked, "messages_ready": ready,
             "messages_unacknowledged": unacked, "consumers": consumers,
             "message_bytes": ready_bytes, "message_bytes_ready": ready_bytes,
-            "memory": 0, "policy": None, "operator_policy": None,
+            "memory": memory, "policy": None, "operator_policy": None,
             "effective_policy_definition": {}, "exclusive_consumer_tag": None,
             "single_active_consumer_tag": None,
             "worker": q.client.index}       # ours: the partition worker that owns it

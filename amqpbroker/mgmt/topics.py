@@ -54,7 +54,7 @@ def _json(vh, ex: PartitionedExchange, stats=None) -> dict:
                 queues.append({"partition": i, "name": partition_name(ex.name, i),
                                "state": "missing"})
                 continue
-            ready, consumers, unacked, _ = stats[q]
+            ready, consumers, unacked = stats[q][:3]
             queues.append({"partition": i, "name": q.name, "worker": q.client.index,
                            "messages": ready + unacked, "messages_ready": ready,
                            "messages_unacknowledged": unacked, "consumers": consumers,

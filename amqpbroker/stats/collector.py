@@ -36,7 +36,8 @@ class NodeSnapshot:
         self.size_sum = 0
         self.publishers = 0
         self.consumers = 0
-        # QueueRef -> (ready, unacked, consumers, ready bytes, unacked bytes, counters)
+        # QueueRef -> (ready, unacked, consumers, ready bytes, unacked bytes, counters,
+        # memory)
         self.queues: dict = {}
         self.hosts: list[dict] = []                 # per worker: commit timings, rings
 

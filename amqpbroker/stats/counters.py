@@ -378,7 +378,7 @@ def host_snapshot(host) -> dict:
             # an Unacked (level, size), or the Record itself while not yet durable
             unacked_bytes += entry[1] if len(entry) == 2 else len(entry.body)
         queues[qid] = (q.ready_count, len(q.outstanding), len(q.consumers), q.ready_bytes,
-                       unacked_bytes, q.stats.values())
+                       unacked_bytes, q.stats.values(), q.memory())
     rings = []
     for state in host.links:
         link = state.link

@@ -152,6 +152,13 @@ class PartitionLog:
         with self._lock:
             return sum(s.size for s in self._segments)
 
+    def index_bytes(self) -> tuple[int, int]:
+        """(segments, bytes of their sparse indexes' entries in memory): a queue's memory."""
+        with self._lock:
+            return len(self._segments), sum(
+                idx.keys.itemsize * len(idx.keys) + idx.values.itemsize * len(idx.values)
+                for s in self._segments for idx in (s.offset_index, s.time_index))
+
     # -- writing ---------------------------------------------------------------------------------
     def append(self, records: list[Record]) -> int:
         """Append `records` as one batch with one writev() and no fsync; return the base offset."""

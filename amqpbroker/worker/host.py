@@ -405,7 +405,8 @@ class PartitionHost:
         for qid in m.qids:
             q = self.queues.get(qid)
             if q is not None and not q.deleted:
-                out[qid] = (q.ready_count, len(q.consumers), q.unacked, q.ready_bytes)
+                out[qid] = (q.ready_count, len(q.consumers), q.unacked, q.ready_bytes,
+                            q.memory())
         self._reply(state, m.req, out)
 
     def on_partitions(self, state, m: c.Partitions):

@@ -40,6 +40,7 @@ from ..queue_args import QueueArgs
 from ..logs import context
 from ..stats import queue_counters
 from . import dedup
+from .memory import queue_memory
 from .store import MessageStore
 
 log = logging.getLogger("amqpbroker.queue")
@@ -422,6 +423,10 @@ class Queue:
     @property
     def unacked(self) -> int:
         return len(self.outstanding)
+
+    def memory(self) -> int:
+        """Bytes this queue holds in the worker, estimated (memory.py)."""
+        return queue_memory(self)
 
     def check_backlog(self) -> None:
         """After publishes: tell publishers to wait if this queue just became backlogged."""

@@ -15,6 +15,8 @@ Parts, all in the queue's directory:
 * ``cache``: offset -> Record of recent appends, bounded by ``cache_limit`` bytes across every
   store of the process (counted in ``budget.cache_used``), plus a readahead of records read back
   from disk (a batch is decoded whole, so one record per read would cost a batch each);
+  ``cache_bytes`` is this store's share of ``budget.cache_used`` (a queue's ``memory``,
+  worker/memory.py);
 * ``settled``: per segment (by base offset) how many of its offsets are settled.
 
 Writes are group-committed by the worker's Committer: ``append`` and ``settle`` only buffer (an
@@ -91,6 +93,7 @@ class MessageStore:
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
         self.cache: dict[int, Record] = {}
+        self.cache_bytes = 0                       # this store's share of budget.cache_used
         self._readahead: dict[int, Record] = {}
         self._pending: list[Record] = []           # appended at the next flush
         self._pending_settles: list[int] = []      # recorded at the next flush
@@ -163,7 +166,9 @@ class MessageStore:
         offset = self.next_offset
         self._pending.append(record)
         self.cache[offset] = record
-        self.budget.cache_used += len(record.body)
+        size = len(record.body)
+        self.budget.cache_used += size
+        self.cache_bytes += size
         return offset
 
     def on_disk(self, offset: int) -> bool:
@@ -191,7 +196,9 @@ class MessageStore:
         rec = self.read(offset)
         if rec is not None:
             if self.cache.pop(offset, None) is not None:
-                self.budget.cache_used -= len(rec.body)
+                size = len(rec.body)
+                self.budget.cache_used -= size
+                self.cache_bytes -= size
             else:
                 self._readahead.pop(offset, None)
         return rec
@@ -200,7 +207,9 @@ class MessageStore:
         """Keep ``record``'s body in memory again (the caller gave it back, e.g. a requeue)."""
         if offset not in self.cache:
             self.cache[offset] = record
-            self.budget.cache_used += len(record.body)
+            size = len(record.body)
+            self.budget.cache_used += size
+            self.cache_bytes += size
 
     def forget_readahead(self) -> None:
         """Drop records read ahead from disk (nothing left to deliver soon)."""
@@ -212,7 +221,9 @@ class MessageStore:
         self._pending_settles.append(offset)
         rec = self.cache.pop(offset, None)
         if rec is not None:
-            self.budget.cache_used -= len(rec.body)
+            size = len(rec.body)
+            self.budget.cache_used -= size
+            self.cache_bytes -= size
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
@@ -292,7 +303,9 @@ class MessageStore:
                     return
                 rec = cache.pop(offset, None)
                 if rec is not None:
-                    budget.cache_used -= len(rec.body)
+                    size = len(rec.body)
+                    budget.cache_used -= size
+                    self.cache_bytes -= size
 
     # ---------------------------------------------------------------- lifecycle
     def segments(self) -> list[tuple[int, int, int]]:
@@ -304,8 +317,8 @@ class MessageStore:
         if self.closed:
             return
         self.closed = True
-        for rec in self.cache.values():
-            self.budget.cache_used -= len(rec.body)
+        self.budget.cache_used -= self.cache_bytes
+        self.cache_bytes = 0
         self.cache.clear()
         self._readahead.clear()
         if destroy:

@@ -66,6 +66,7 @@ from ..storage.log import MAX_SEGMENT_BYTES, PartitionLog
 from ..storage.record import Record, now_ms, record_size
 from ..stats import queue_counters
 from . import dedup
+from .memory import stream_memory
 
 log = logging.getLogger("amqpbroker.stream")
 
@@ -197,6 +198,10 @@ class Stream:
     @property
     def ready_bytes(self) -> int:
         return self.log.size_bytes()
+
+    def memory(self) -> int:
+        """Bytes this stream holds in the worker, estimated (memory.py)."""
+        return stream_memory(self)
 
     unacked = 0                      # a stream holds nothing for its consumers
     persists_all = True              # keeps transient messages too: every publish waits for

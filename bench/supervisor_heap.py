@@ -1,0 +1,114 @@
+"""The supervisor's RSS under management and queue-churn load, as fast as the load goes: a
+quick probe of its heap growth (issue 9's creep, bench/SOAK_RESULTS.md), to compare allocator
+settings in minutes rather than a soak's hour.
+
+    python bench/supervisor_heap.py --minutes 4
+    python bench/supervisor_heap.py --minutes 4 --env MALLOC_ARENA_MAX=2
+    python bench/supervisor_heap.py --minutes 4 --broker-arg=--heap-trim-interval=0
+
+One broker in the split layout (2 workers, 2 front-ends, management on, a temporary data
+directory); ``--threads`` management loops (every listing the soak reads, then vhosts, users
+and permissions created and deleted: each change rewrites the definitions) and one churn loop
+(durable, exclusive and auto-delete queues declared, bound, published to, deleted) run without
+pauses. The supervisor's VmRSS is sampled every ``--interval`` seconds; the result is the RSS
+at the first sample after the warm-up, at the end, and the least-squares slope in between
+(MiB per 1,000 management rounds and per minute). Memory, not time: a busy machine only makes
+the run do fewer rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from amqpbroker.testing import BrokerProcess  # noqa: E402
+from soak import MIB, Soak, process_sample  # noqa: E402
+
+
+class Load(Soak):
+    """The soak's management and churn actors, without their pauses."""
+
+    def management_round(self, rng: random.Random) -> None:
+        for path in ("overview", "queues", "exchanges", "connections", "nodes", "vhosts",
+                     "definitions"):
+            self.api("GET", path)
+        v, u = f"heap-v{rng.randrange(4)}", f"heap-u{rng.randrange(4)}"
+        self.api("PUT", f"vhosts/{v}", {"description": "heap"})
+        self.api("PUT", f"users/{u}", {"password": "p", "tags": "management"})
+        self.api("PUT", f"permissions/{v}/{u}", {"configure": ".*", "write": ".*", "read": ".*"})
+        if rng.random() < 0.5:
+            self.api("DELETE", f"users/{u}")
+            self.api("DELETE", f"vhosts/{v}")
+        self.count("rounds")
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=4.0)
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds before the first kept "
+                   "sample")
+    p.add_argument("--interval", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=2, help="management loops")
+    p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the broker")
+    p.add_argument("--broker-arg", action="append", default=[])
+    a = p.parse_args(argv)
+    env = dict(os.environ)
+    env.update(item.split("=", 1) for item in a.env)
+    data = tempfile.mkdtemp(prefix="heap-probe-")
+    broker = BrokerProcess(data, "--workers", "2", "--frontends", "2", *a.broker_arg,
+                           management=True, env=env).start()
+    try:
+        load = Load(broker, a.minutes * 60, seed=1)
+        load.setup()
+        actors = [("management", load.management_round)] * a.threads + [("churn", load.churn)]
+        threads = [threading.Thread(target=load.loop, args=(n, body, random.Random(i)),
+                                    daemon=True) for i, (n, body) in enumerate(actors)]
+        for t in threads:
+            t.start()
+        start, points = time.monotonic(), []
+        while load.running():
+            time.sleep(a.interval)
+            s = process_sample(broker.proc.pid)
+            t = time.monotonic() - start
+            with load.lock:
+                rounds = load.counts.get("rounds", 0)
+            print(f"{t:6.0f} s  {rounds:6d} rounds  supervisor {s['rss'] / MIB:6.1f} MiB",
+                  flush=True)
+            if t >= a.warmup:
+                points.append((t, rounds, s["rss"] / MIB))
+        load.stop.set()
+        for t in threads:
+            t.join(30)
+        load.proxy.stop()
+        errors = {k: v for k, v in load.counts.items() if ":" in k}
+        if len(points) >= 2:
+            per_round = slope([(r, m) for _, r, m in points]) * 1000
+            per_min = slope([(t, m) for t, _, m in points]) * 60
+            print(f"env {a.env or '-'} args {a.broker_arg or '-'}: supervisor "
+                  f"{points[0][2]:.1f} -> {points[-1][2]:.1f} MiB over "
+                  f"{points[-1][1] - points[0][1]} rounds after the warm-up: "
+                  f"{per_round:+.2f} MiB per 1000 rounds, {per_min:+.2f} MiB/min; "
+                  f"churned {load.counts.get('churned', 0)}; errors {errors or 'none'}")
+    finally:
+        broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
