@@ -18,10 +18,12 @@ the run do fewer rounds.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +59,44 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
 
 
+def gdb_malloc_info(pid: int, path: str) -> str:
+    """glibc's heap report of process ``pid`` into ``path``, then malloc_trim(0) (gdb)."""
+    out = subprocess.run(
+        ["gdb", "-p", str(pid), "-batch", "-nx",
+         "-ex", f'set $f = (void *) fopen("{path}", "w")',
+         "-ex", "call (int) malloc_info(0, $f)", "-ex", "call (int) fclose($f)",
+         "-ex", "call (int) malloc_trim(0)"],
+        capture_output=True, text=True, timeout=120).stdout
+    results = [line.split("=", 1)[1].strip() for line in out.splitlines()
+               if line.startswith("$")]
+    return results[-1] if results else "?"
+
+
+GC_REPORT = """\
+import gc, sys
+f = open({path!r}, "w")
+f.write("thresholds %r counts %r frozen %d tracked %d\\n" % (gc.get_threshold(), gc.get_count(),
+        gc.get_freeze_count(), len(gc.get_objects())))
+f.write("collected %d unreachable\\n" % gc.collect())
+f.write("tracked after %d\\n" % len(gc.get_objects()))
+f.flush()
+err, sys.stderr = sys.stderr, f
+sys._debugmallocstats()
+sys.stderr = err
+f.close()
+"""
+
+
+def gdb_python(pid: int, code: str) -> None:
+    """Run ``code`` in process ``pid``'s interpreter, holding its GIL (gdb)."""
+    subprocess.run(
+        ["gdb", "-p", str(pid), "-batch", "-nx",
+         "-ex", "set $g = (int) PyGILState_Ensure()",
+         "-ex", f"call (int) PyRun_SimpleString({json.dumps(code)})",
+         "-ex", "call (void) PyGILState_Release($g)"],
+        capture_output=True, text=True, timeout=120, check=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=4.0)
@@ -66,6 +106,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="management loops")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the broker")
     p.add_argument("--broker-arg", action="append", default=[])
+    p.add_argument("--gc-report", metavar="FILE", help="at the end, attach gdb to the "
+                   "supervisor and, under its GIL, write to FILE its gc counts, the objects gc "
+                   "tracks, what a full collection frees, and sys._debugmallocstats(); report "
+                   "the RSS before and after that collection")
+    p.add_argument("--malloc-info", metavar="FILE", help="at the end, attach gdb to the "
+                   "supervisor: write glibc's malloc_info to FILE, call malloc_trim(0), and "
+                   "report the RSS before and after")
     a = p.parse_args(argv)
     env = dict(os.environ)
     env.update(item.split("=", 1) for item in a.env)
@@ -95,6 +142,18 @@ def main(argv=None) -> int:
         for t in threads:
             t.join(30)
         load.proxy.stop()
+        if a.gc_report:
+            before = process_sample(broker.proc.pid)["rss"] / MIB
+            gdb_python(broker.proc.pid, GC_REPORT.format(path=a.gc_report))
+            after = process_sample(broker.proc.pid)["rss"] / MIB
+            print(f"gc report in {a.gc_report}: supervisor {before:.1f} -> {after:.1f} MiB "
+                  f"after gc.collect()")
+        if a.malloc_info:
+            before = process_sample(broker.proc.pid)["rss"] / MIB
+            trimmed = gdb_malloc_info(broker.proc.pid, a.malloc_info)
+            after = process_sample(broker.proc.pid)["rss"] / MIB
+            print(f"malloc_info in {a.malloc_info}; malloc_trim(0) -> {trimmed}: supervisor "
+                  f"{before:.1f} -> {after:.1f} MiB")
         errors = {k: v for k, v in load.counts.items() if ":" in k}
         if len(points) >= 2:
             per_round = slope([(r, m) for _, r, m in points]) * 1000

@@ -41,15 +41,21 @@ import os
 import shutil
 import threading
 import time
+from array import array
 from bisect import bisect_right
 from typing import Callable
 
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .filecache import FileCache, process_cache
 from .fileformat import FsyncPolicy, fsync_dir
+from .index import OffsetIndex, TimeIndex
 from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch_parts, record_size
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
+
+# bytes of one entry of each sparse index in memory (its two arrays), for index_bytes
+OFFSET_ENTRY = array(OffsetIndex.KEY_TYPE).itemsize + array(OffsetIndex.VALUE_TYPE).itemsize
+TIME_ENTRY = array(TimeIndex.KEY_TYPE).itemsize + array(TimeIndex.VALUE_TYPE).itemsize
 
 _fsync = getattr(os, "fdatasync", os.fsync)  # the log's size change is covered by fdatasync
 MAX_SEGMENT_BYTES = (1 << 31) - 1  # index positions are u32; keep a wide margin
@@ -154,10 +160,12 @@ class PartitionLog:
 
     def index_bytes(self) -> tuple[int, int]:
         """(segments, bytes of their sparse indexes' entries in memory): a queue's memory."""
+        entries = timed = 0
         with self._lock:
-            return len(self._segments), sum(
-                idx.keys.itemsize * len(idx.keys) + idx.values.itemsize * len(idx.values)
-                for s in self._segments for idx in (s.offset_index, s.time_index))
+            for s in self._segments:
+                entries += len(s.offset_index.keys)
+                timed += len(s.time_index.keys)
+            return len(self._segments), entries * OFFSET_ENTRY + timed * TIME_ENTRY
 
     # -- writing ---------------------------------------------------------------------------------
     def append(self, records: list[Record]) -> int:

@@ -26,7 +26,7 @@ entries of offsets above 2^30, as a long-lived queue has; a hash table's share m
 fill between resizes, so the constants are middle values): a deque slot and its int 40 B; a
 set entry 65-119 B; a dict entry offset -> ``Unacked`` plus the link's set entry 230-302 B; a
 cached ``Record`` without its body, with its dict entry, 250-268 B
-(tests/unit/worker/test_queue_memory.py checks them).
+(tests/unit/worker/test_memory_constants.py checks them).
 """
 from __future__ import annotations
 
@@ -40,32 +40,29 @@ QUEUE = 6144                # an empty queue: Queue, MessageStore, AckLog, Parti
                             # its one SEGMENT: 7.1 KiB under tracemalloc, 300 queues)
 
 
-def log_bytes(log) -> int:
-    """The log's in-memory part: its segments' sparse index arrays."""
-    segments, index = log.index_bytes()
-    return index + SEGMENT * segments
-
-
 def queue_memory(q) -> int:
     """A classic or quorum queue (worker/queue.py)."""
     store = q.store
-    held = 0
-    for offset in q._unacked_bodies:            # delivered, not yet durable: held whole
-        entry = q.outstanding.get(offset)
-        if entry is not None and len(entry) != 2:
-            held += RECORD + len(entry.body)
-    readahead = store._readahead
-    return (QUEUE + held
-            + store.cache_bytes + RECORD * len(store.cache)
-            + sum(len(r.body) for r in readahead.values()) + RECORD * len(readahead)
-            + READY * q.ready_count + UNACKED * len(q.outstanding)
-            + REDELIVERED * len(q.redelivered) + CONSUMER * len(q.consumers)
-            + log_bytes(store.log))
+    segments, index = store.log.index_bytes()
+    total = (QUEUE + SEGMENT * segments + index
+             + store.cache_bytes + RECORD * len(store.cache)
+             + READY * q.ready_count + UNACKED * len(q.outstanding)
+             + REDELIVERED * len(q.redelivered) + CONSUMER * len(q.consumers))
+    if store._readahead:                        # records read back from disk, not yet taken
+        total += sum(RECORD + len(r.body) for r in store._readahead.values())
+    if q._unacked_bodies:                       # delivered, not yet durable: held whole
+        for offset in q._unacked_bodies:
+            entry = q.outstanding.get(offset)
+            if entry is not None and len(entry) != 2:
+                total += RECORD + len(entry.body)
+    return total
 
 
 def stream_memory(s) -> int:
     """A stream (worker/stream.py): its tail of recent appends and what is not yet written."""
-    return (QUEUE + s._tail_bytes + RECORD * len(s._tail)
-            + sum(RECORD + len(r.body) for r in s.pending)
-            + CONSUMER * len(s.consumers) + log_bytes(s.log))
-
+    segments, index = s.log.index_bytes()
+    total = (QUEUE + SEGMENT * segments + index + s._tail_bytes + RECORD * len(s._tail)
+             + CONSUMER * len(s.consumers))
+    if s.pending:
+        total += sum(RECORD + len(r.body) for r in s.pending)
+    return total
