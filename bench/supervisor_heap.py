@@ -73,18 +73,54 @@ def gdb_malloc_info(pid: int, path: str) -> str:
 
 
 GC_REPORT = """\
-import gc, sys
+import gc, os, sys
 f = open({path!r}, "w")
 f.write("thresholds %r counts %r frozen %d tracked %d\\n" % (gc.get_threshold(), gc.get_count(),
         gc.get_freeze_count(), len(gc.get_objects())))
 f.write("collected %d unreachable\\n" % gc.collect())
 f.write("tracked after %d\\n" % len(gc.get_objects()))
 f.flush()
-err, sys.stderr = sys.stderr, f
+saved = os.dup(2)
+os.dup2(f.fileno(), 2)
 sys._debugmallocstats()
-sys.stderr = err
+os.dup2(saved, 2)
+os.close(saved)
 f.close()
 """
+
+
+TRACE_REPORT = """\
+import gc, tracemalloc
+gc.collect()
+snap = tracemalloc.take_snapshot().filter_traces([
+    tracemalloc.Filter(False, tracemalloc.__file__)])
+tracemalloc.stop()
+stats = snap.statistics("traceback")
+with open({path!r}, "w") as f:
+    f.write("%d bytes in %d blocks alive, allocated since the warm-up\\n\\n"
+            % (sum(s.size for s in stats), sum(s.count for s in stats)))
+    for s in stats[:40]:
+        f.write("%d bytes in %d blocks\\n" % (s.size, s.count))
+        for line in s.traceback.format(most_recent_first=True)[:24]:
+            f.write("    " + line + "\\n")
+"""
+
+
+def mappings(pid: int) -> dict:
+    """MiB resident per kind of mapping: [heap] (glibc's main arena), anonymous mappings
+    (CPython's obmalloc arenas, glibc's mmapped chunks and thread arenas, thread stacks),
+    files (code)."""
+    out: dict = {}
+    kind = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split()
+            if "-" in first[0] and len(first) >= 5 and ":" in first[3]:
+                name = first[5] if len(first) > 5 else ""
+                kind = name if name.startswith("[") else ("file" if name else "anon")
+            elif first[0] == "Rss:":
+                out[kind] = out.get(kind, 0) + int(first[1]) / 1024
+    return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
 def gdb_python(pid: int, code: str) -> None:
@@ -110,6 +146,9 @@ def main(argv=None) -> int:
                    "supervisor and, under its GIL, write to FILE its gc counts, the objects gc "
                    "tracks, what a full collection frees, and sys._debugmallocstats(); report "
                    "the RSS before and after that collection")
+    p.add_argument("--trace", metavar="FILE", help="start tracemalloc in the supervisor "
+                   "after the warm-up (gdb) and write, at the end, the allocations made since "
+                   "then and still alive, largest first, with their tracebacks, to FILE")
     p.add_argument("--malloc-info", metavar="FILE", help="at the end, attach gdb to the "
                    "supervisor: write glibc's malloc_info to FILE, call malloc_trim(0), and "
                    "report the RSS before and after")
@@ -137,11 +176,18 @@ def main(argv=None) -> int:
             print(f"{t:6.0f} s  {rounds:6d} rounds  supervisor {s['rss'] / MIB:6.1f} MiB",
                   flush=True)
             if t >= a.warmup:
+                if not points:
+                    print("mappings after the warm-up (MiB):", mappings(broker.proc.pid))
+                    if a.trace:
+                        gdb_python(broker.proc.pid, "import tracemalloc\ntracemalloc.start(12)")
                 points.append((t, rounds, s["rss"] / MIB))
+        print("mappings at the end (MiB):", mappings(broker.proc.pid))
         load.stop.set()
         for t in threads:
             t.join(30)
         load.proxy.stop()
+        if a.trace:
+            gdb_python(broker.proc.pid, TRACE_REPORT.format(path=a.trace))
         if a.gc_report:
             before = process_sample(broker.proc.pid)["rss"] / MIB
             gdb_python(broker.proc.pid, GC_REPORT.format(path=a.gc_report))
