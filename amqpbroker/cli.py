@@ -84,6 +84,8 @@ FLAGS = [
                                          "API's rates, ms (default 5000)"),
     ("prometheus_port", int, "Prometheus metrics HTTP port (default 15692; 0 = off; "
                              "-1 = any free port)"),
+    ("heap_trim_interval", int, "seconds between two returns of the supervisor's freed heap "
+                                "memory to the OS (glibc malloc_trim; default 60; 0 = never)"),
     ("cluster", str, "join a cluster: etcd client URLs, comma-separated, e.g. "
                      "http://127.0.0.1:2379 (default: none, a single node)"),
     ("node_name", str, "this node's name in the cluster (default: the host name)"),
@@ -172,6 +174,7 @@ async def _serve(cfg: Config) -> int:
     broker = MetadataOwner(cfg, loop)               # after "ready" still shuts down cleanly
     server = AMQPServer(broker)
     workers, frontends, mgmt, prometheus, cluster = [], [], None, None, None
+    trimmer = None
     try:
         n_workers, n_frontends = cfg.layout()
         # a certificate that cannot be read stops the start here, in one line
@@ -230,10 +233,14 @@ async def _serve(cfg: Config) -> int:
             await cluster.start(port, mport if cfg.management_port else 0)
             broker.cluster = cluster        # /api/nodes lists the cluster from now on
             line += f" node={cluster.name} cluster={cluster.cluster_port}"
+        from .supervisor.heap import HeapTrimmer
+        trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval).start()
         print(line, flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if trimmer is not None:
+            trimmer.stop()
         if cluster is not None:
             await cluster.leave()
         await stop_frontends(frontends)

@@ -123,6 +123,30 @@ def mappings(pid: int) -> dict:
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
+ARENAS = """\
+import os, sys
+f = open({path!r}, "w")
+saved = os.dup(2)
+os.dup2(f.fileno(), 2)
+sys._debugmallocstats()
+os.dup2(saved, 2)
+os.close(saved)
+f.close()
+"""
+
+
+def arenas(pid: int) -> str:
+    """CPython's obmalloc arenas in use and the bytes in their allocated blocks."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as f:
+        gdb_python(pid, ARENAS.format(path=f.name))
+        text = f.read()
+    wanted = ("# arenas allocated current", "# bytes in allocated blocks",
+              "# bytes in available blocks")
+    return "; ".join(f"{line.split('=')[0].strip('# ').strip()} "
+                     f"{line.split('=')[1].strip()}"
+                     for line in text.splitlines() if line.startswith(wanted))
+
+
 def gdb_python(pid: int, code: str) -> None:
     """Run ``code`` in process ``pid``'s interpreter, holding its GIL (gdb)."""
     subprocess.run(
@@ -149,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--trace", metavar="FILE", help="start tracemalloc in the supervisor "
                    "after the warm-up (gdb) and write, at the end, the allocations made since "
                    "then and still alive, largest first, with their tracebacks, to FILE")
+    p.add_argument("--arenas", action="store_true", help="after the warm-up and at the end, "
+                   "report CPython's obmalloc arenas and the bytes in their allocated blocks "
+                   "(sys._debugmallocstats through gdb)")
     p.add_argument("--malloc-info", metavar="FILE", help="at the end, attach gdb to the "
                    "supervisor: write glibc's malloc_info to FILE, call malloc_trim(0), and "
                    "report the RSS before and after")
@@ -178,10 +205,14 @@ def main(argv=None) -> int:
             if t >= a.warmup:
                 if not points:
                     print("mappings after the warm-up (MiB):", mappings(broker.proc.pid))
+                    if a.arenas:
+                        print("obmalloc after the warm-up:", arenas(broker.proc.pid))
                     if a.trace:
                         gdb_python(broker.proc.pid, "import tracemalloc\ntracemalloc.start(12)")
                 points.append((t, rounds, s["rss"] / MIB))
         print("mappings at the end (MiB):", mappings(broker.proc.pid))
+        if a.arenas:
+            print("obmalloc at the end:", arenas(broker.proc.pid))
         load.stop.set()
         for t in threads:
             t.join(30)

@@ -27,7 +27,9 @@ the current RabbitMQ-Overview dashboard queries) is served too.
 Ours, for what RabbitMQ has no name for: ``amqpbroker_ring_used_bytes`` /
 ``amqpbroker_ring_capacity_bytes`` (each front-end -> worker ring), ``amqpbroker_commit_*``
 (group commit rounds), ``amqpbroker_fsync_latency_seconds`` (a histogram of fsync steps),
-``amqpbroker_worker_restarts_total`` and ``amqpbroker_frontend_restarts_total``.
+``amqpbroker_worker_restarts_total`` and ``amqpbroker_frontend_restarts_total``,
+``amqpbroker_heap_trims_total`` / ``amqpbroker_heap_trim_seconds_total`` (the supervisor's
+``malloc_trim``: supervisor/heap.py).
 Kafka-style consumer-group metrics, as kafka_exporter names them (``kafka_consumergroup_lag``
 ...), come from ``consumer_group_families`` on ``/metrics`` and ``/metrics/per-object``.
 
@@ -409,7 +411,18 @@ class PrometheusServer:
                          labels=["frontend"])
         for fe in getattr(b, "frontends", ()):
             fe_restarts.add_metric([str(fe.index)], fe.restarts)
-        return [used, cap, rounds, round_s, fsync, restarts, fe_restarts, fallbacks]
+        trims = _C("amqpbroker_heap_trims_total",
+                   "Times the supervisor gave its freed heap memory back to the OS "
+                   "(malloc_trim), by whether glibc released any", labels=["released"])
+        trim_s = _C("amqpbroker_heap_trim_seconds_total",
+                    "Seconds the supervisor spent in malloc_trim")
+        trimmer = getattr(b, "heap_trimmer", None)
+        if trimmer is not None:
+            trims.add_metric(["true"], trimmer.released)
+            trims.add_metric(["false"], trimmer.trims - trimmer.released)
+            trim_s.add_metric([], trimmer.seconds)
+        return [used, cap, rounds, round_s, fsync, restarts, fe_restarts, fallbacks, trims,
+                trim_s]
 
     def _cluster_families(self, groups, vhosts) -> list:
         b = self.broker
