@@ -84,8 +84,9 @@ FLAGS = [
                                          "API's rates, ms (default 5000)"),
     ("prometheus_port", int, "Prometheus metrics HTTP port (default 15692; 0 = off; "
                              "-1 = any free port)"),
-    ("heap_trim_interval", int, "seconds between two returns of the supervisor's freed heap "
-                                "memory to the OS (glibc malloc_trim; default 60; 0 = never)"),
+    ("heap_trim_interval", int, "seconds between two full garbage collections and "
+                                "malloc_trim(0) of the supervisor, which give its freed "
+                                "memory back (default 60; 0 = never)"),
     ("cluster", str, "join a cluster: etcd client URLs, comma-separated, e.g. "
                      "http://127.0.0.1:2379 (default: none, a single node)"),
     ("node_name", str, "this node's name in the cluster (default: the host name)"),
@@ -234,7 +235,9 @@ async def _serve(cfg: Config) -> int:
             broker.cluster = cluster        # /api/nodes lists the cluster from now on
             line += f" node={cluster.name} cluster={cluster.cluster_port}"
         from .supervisor.heap import HeapTrimmer
-        trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval).start()
+        # a full collection would walk every queue where the supervisor holds them
+        trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval,
+                                                    collect=bool(workers)).start()
         print(line, flush=True)
         await stop.wait()
         log.info("shutting down")

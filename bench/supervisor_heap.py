@@ -89,6 +89,20 @@ f.close()
 """
 
 
+GARBAGE_REPORT = """\
+import collections, gc
+gc.set_debug(gc.DEBUG_SAVEALL)
+n = gc.collect()
+kinds = collections.Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.garbage)
+with open({path!r}, "w") as f:
+    f.write("%d objects of cyclic garbage, counts %r before\\n" % (n, gc.get_count()))
+    for kind, count in kinds.most_common(40):
+        f.write("%7d %s\\n" % (count, kind))
+gc.garbage.clear()
+gc.set_debug(0)
+"""
+
+
 TRACE_REPORT = """\
 import gc, tracemalloc
 gc.collect()
@@ -176,6 +190,9 @@ def main(argv=None) -> int:
     p.add_argument("--arenas", action="store_true", help="after the warm-up and at the end, "
                    "report CPython's obmalloc arenas and the bytes in their allocated blocks "
                    "(sys._debugmallocstats through gdb)")
+    p.add_argument("--garbage", metavar="FILE", help="at the end, collect with "
+                   "gc.DEBUG_SAVEALL in the supervisor (gdb) and write the types of the cyclic "
+                   "garbage found, most common first, to FILE")
     p.add_argument("--malloc-info", metavar="FILE", help="at the end, attach gdb to the "
                    "supervisor: write glibc's malloc_info to FILE, call malloc_trim(0), and "
                    "report the RSS before and after")
@@ -217,6 +234,8 @@ def main(argv=None) -> int:
         for t in threads:
             t.join(30)
         load.proxy.stop()
+        if a.garbage:
+            gdb_python(broker.proc.pid, GARBAGE_REPORT.format(path=a.garbage))
         if a.trace:
             gdb_python(broker.proc.pid, TRACE_REPORT.format(path=a.trace))
         if a.gc_report:

@@ -29,7 +29,7 @@ Ours, for what RabbitMQ has no name for: ``amqpbroker_ring_used_bytes`` /
 (group commit rounds), ``amqpbroker_fsync_latency_seconds`` (a histogram of fsync steps),
 ``amqpbroker_worker_restarts_total`` and ``amqpbroker_frontend_restarts_total``,
 ``amqpbroker_heap_trims_total`` / ``amqpbroker_heap_trim_seconds_total`` (the supervisor's
-``malloc_trim``: supervisor/heap.py).
+periodic collection and ``malloc_trim``: supervisor/heap.py).
 Kafka-style consumer-group metrics, as kafka_exporter names them (``kafka_consumergroup_lag``
 ...), come from ``consumer_group_families`` on ``/metrics`` and ``/metrics/per-object``.
 
@@ -415,7 +415,7 @@ class PrometheusServer:
                    "Times the supervisor gave its freed heap memory back to the OS "
                    "(malloc_trim), by whether glibc released any", labels=["released"])
         trim_s = _C("amqpbroker_heap_trim_seconds_total",
-                    "Seconds the supervisor spent in malloc_trim")
+                    "Seconds the supervisor spent collecting garbage and in malloc_trim")
         trimmer = getattr(b, "heap_trimmer", None)
         if trimmer is not None:
             trims.add_metric(["true"], trimmer.released)

@@ -6,6 +6,7 @@ the heap and glibc keeps it after ``free``; RSS stays up until the trimmer runs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import platform
 
 from amqpbroker.supervisor.heap import HeapTrimmer
@@ -34,7 +35,7 @@ def test_glibc_is_there():
 
 
 def test_trim_returns_freed_memory_below_a_live_chunk():
-    trimmer = HeapTrimmer(None, 60)
+    trimmer = HeapTrimmer(None, 60, collect=False)
     trimmer.trim_now()                              # start from a trimmed heap
     before, pin = fragment()
     assert trimmer.trim_now()
@@ -57,6 +58,26 @@ async def test_the_trimmer_runs_every_interval_until_stopped():
     done = trimmer.trims
     await asyncio.sleep(0.2)                        # four intervals: none comes once stopped
     assert trimmer.trims == done and trimmer.seconds > 0
+
+
+def test_it_collects_cyclic_garbage_the_tuned_thresholds_leave():
+    class Node:
+        pass
+    gc.collect()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)              # cli.tune_gc's
+    try:
+        for _ in range(1000):
+            a, b = Node(), Node()
+            a.other, b.other = b, a                 # a cycle, dropped at once
+        del a, b
+        assert gc.get_count()[0] < 100_000         # not collected yet
+        trimmer = HeapTrimmer(None, 60)
+        trimmer.trim_now()
+        assert trimmer.collected >= 2000
+        assert not [o for o in gc.get_objects() if type(o) is Node]
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def test_interval_0_never_trims():
