@@ -283,6 +283,10 @@ class Definitions:
             except OSError as exc:
                 self._failed(exc)
                 return
+            except Exception:       # a bug: answer the waiters; the next commit tries again
+                log.exception("writing the definitions journal failed")
+                self._wake()
+                return
             self._ordered, self._dirty, self._users_owed = [], {}, False
             if self.journal.size > max(COMPACT_MIN, COMPACT_AT * self._snapshot_size) \
                     and not self._compact_owed:
