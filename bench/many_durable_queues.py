@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -97,6 +98,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layout", default="--workers 0 --frontends 0",
                     help="the checkouts' process layout (serve's flags)")
+    ap.add_argument("--broker-python", default=shutil.which("python3") or "python3",
+                    help="the interpreter that runs the checkouts' brokers (the project's; "
+                         "this script runs in the harness's environment)")
     ap.add_argument("--shared-bench", default=os.path.join(HERE, "..", "..", "shared", "bench"))
     args = ap.parse_args()
     sys.path.insert(0, os.path.abspath(args.shared_bench))
@@ -113,7 +117,8 @@ def main() -> None:
                 cpu = None
             else:
                 with tempfile.TemporaryDirectory() as data:
-                    proc, url = start(os.path.abspath(where), data, args.layout.split())
+                    proc, url = start(os.path.abspath(where), data, args.layout.split(),
+                                      args.broker_python)
                     try:
                         cpu0 = tree_cpu(proc.pid)
                         rates = asyncio.run(sequence(url, args.queues))
