@@ -1,5 +1,6 @@
 """The shared harness's many_queues sequence with *durable* queues: N queues declared,
-consumed (no-ack), one message published to each and received, deleted; queues/s per phase.
+consumed (no-ack), one message published to each and received, deleted; queues/s per phase
+(with ``--exchanges``, then N durable exchanges declared and deleted).
 
 Each round runs every target in turn (interleaved, so drift on the machine hits all alike): a
 broker started from each ``--checkout`` (a fresh data directory each time; e.g. a clean
@@ -53,7 +54,8 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-async def sequence(url: str, n: int) -> dict:
+async def sequence(url: str, n: int, exchanges: bool) -> dict:
+    from pamqp import commands as spec
     from rawamqp import build_publish, connect
     names = [f"bench.mdq.{uuid.uuid4().hex[:8]}.{i}" for i in range(n)]
     conn = await connect(url)
@@ -86,6 +88,15 @@ async def sequence(url: str, n: int) -> dict:
     for q in names:
         await ch.queue_delete(q)
     rates["delete"] = n / (time.monotonic() - t)
+    if exchanges:       # metadata alone: durable exchanges have no files of their own
+        t = time.monotonic()
+        for q in names:
+            await ch.exchange_declare(q, "direct", durable=True)
+        rates["x_declare"] = n / (time.monotonic() - t)
+        t = time.monotonic()
+        for q in names:
+            await ch.rpc(spec.Exchange.Delete(exchange=q))
+        rates["x_delete"] = n / (time.monotonic() - t)
     await conn.close()
     return rates
 
@@ -96,6 +107,9 @@ def main() -> None:
     ap.add_argument("--reference", action="append", default=[], metavar="LABEL=URL")
     ap.add_argument("--queues", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--exchanges", action="store_true",
+                    help="then as many durable exchanges declared and deleted (x_declare, "
+                         "x_delete): the definitions' cost without any queue files")
     ap.add_argument("--layout", default="--workers 0 --frontends 0",
                     help="the checkouts' process layout (serve's flags)")
     ap.add_argument("--broker-python", default=shutil.which("python3") or "python3",
@@ -113,7 +127,7 @@ def main() -> None:
     for rnd in range(args.rounds):
         for label, kind, where in targets:
             if kind == "url":
-                rates = asyncio.run(sequence(where, args.queues))
+                rates = asyncio.run(sequence(where, args.queues, args.exchanges))
                 cpu = None
             else:
                 with tempfile.TemporaryDirectory() as data:
@@ -121,7 +135,7 @@ def main() -> None:
                                       args.broker_python)
                     try:
                         cpu0 = tree_cpu(proc.pid)
-                        rates = asyncio.run(sequence(url, args.queues))
+                        rates = asyncio.run(sequence(url, args.queues, args.exchanges))
                         cpu = tree_cpu(proc.pid) - cpu0
                     finally:
                         stop(proc)
@@ -132,10 +146,11 @@ def main() -> None:
             print(json.dumps(run), flush=True)
     print(f"\nmedian queues/s over {args.rounds} round(s), {args.queues} durable queues",
           file=sys.stderr)
-    print("| target | " + " | ".join(PHASES) + " | broker CPU s |", file=sys.stderr)
-    print("|---|" + "---:|" * (len(PHASES) + 1), file=sys.stderr)
+    phases = PHASES + (("x_declare", "x_delete") if args.exchanges else ())
+    print("| target | " + " | ".join(phases) + " | broker CPU s |", file=sys.stderr)
+    print("|---|" + "---:|" * (len(phases) + 1), file=sys.stderr)
     for label, runs in results.items():
-        cells = [f"{statistics.median(r['queues_per_s'][p] for r in runs):.0f}" for p in PHASES]
+        cells = [f"{statistics.median(r['queues_per_s'][p] for r in runs):.0f}" for p in phases]
         cpus = [r["broker_cpu_s"] for r in runs if r["broker_cpu_s"] is not None]
         cells.append(f"{statistics.median(cpus):.2f}" if cpus else "-")
         print(f"| {label} | " + " | ".join(cells) + " |", file=sys.stderr)
