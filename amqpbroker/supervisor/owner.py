@@ -171,7 +171,8 @@ class MetadataOwner(Broker):
     def one_change(self):
         """The metadata changes made inside (without suspending) are one change: every
         front-end gets their ops in one ``ApplyOps`` and applies them together, and the
-        definitions commit them once (as they do all changes of a loop turn). Nested, it is part of the outer change."""
+        definitions commit them once (as they do all changes of a loop turn). Nested, it is
+        part of the outer change."""
         if self._batch is not None:
             yield
             return
