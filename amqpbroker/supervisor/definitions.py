@@ -35,11 +35,10 @@ from crc32c import crc32c
 from .. import contract as c
 from ..frontend.exchange import _args_key
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
-from .journal import DefinitionsJournal, DefinitionsState
+from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState
 
 log = logging.getLogger("amqpbroker.definitions")
 
-TOMBSTONES = "amqpbroker_deleted_queues"
 # compact once the journal is this many times the snapshot's size (and at least COMPACT_MIN):
 # a compaction costs O(objects), so it comes after O(objects) changes
 COMPACT_AT = 4

@@ -13,7 +13,7 @@ crc32c, payload``). Each entry is one group commit: a JSON list of changes, each
     ["queue+", item]      ["queue-", vhost, name]     a queue and the bindings to it
     ["binding+", item]    ["binding-", item]
     ["users", users, permissions]                     all users and permissions, whole
-    ["tombstone+", dir]   ["tombstone-", dir]         ``definitions.TOMBSTONES``
+    ["tombstone+", dir]   ["tombstone-", dir]         ``TOMBSTONES`` (definitions.py)
 
 ``item`` is the object's entry exactly as the snapshot holds it. A ``-`` removes what the
 object owns as RabbitMQ's deletes do (an exchange's bindings, a vhost's contents), so a name
@@ -39,6 +39,8 @@ from ..storage.entryfile import EntryFile
 from ..storage.fileformat import MAGIC_DEFINITIONS, entry, file_header
 
 log = logging.getLogger("amqpbroker.definitions")
+
+TOMBSTONES = "amqpbroker_deleted_queues"    # the definitions' key of the tombstones
 
 
 class DefinitionsJournal(EntryFile):
@@ -89,7 +91,7 @@ class DefinitionsState:
     """A definitions document keyed by object, to replay journal changes over."""
 
     def __init__(self, doc: dict):
-        from .definitions import TOMBSTONES, vhost_limits
+        from .definitions import vhost_limits       # (definitions.py imports this module)
         self.doc = doc
         limits = vhost_limits(doc)
         self.vhosts = {v["name"]: dict(v, limits=limits.get(v["name"], v.get("limits", {})))
@@ -98,7 +100,6 @@ class DefinitionsState:
         self.queues = {(q["vhost"], q["name"]): q for q in doc.get("queues", [])}
         self.bindings = {binding_key(b): b for b in doc.get("bindings", [])}
         self.tombstones = set(doc.get(TOMBSTONES, ()))
-        self._tombstones_key = TOMBSTONES
 
     def replay(self, changes: list) -> None:
         for ch in changes:
@@ -153,7 +154,7 @@ class DefinitionsState:
                    parameters=[p for p in self.doc.get("parameters", [])
                                if p.get("component") != "vhost-limits"])
         if self.tombstones:
-            out[self._tombstones_key] = sorted(self.tombstones)
+            out[TOMBSTONES] = sorted(self.tombstones)
         else:
-            out.pop(self._tombstones_key, None)
+            out.pop(TOMBSTONES, None)
         return out
