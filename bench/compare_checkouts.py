@@ -25,10 +25,11 @@ LAYOUTS = {"1 process": ["--workers", "0"], "--workers 1": ["--workers", "1"],
 READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)")
 
 
-def start(checkout: str, data: str, layout: list[str]) -> tuple[subprocess.Popen, str]:
+def start(checkout: str, data: str, layout: list[str],
+          python: str = sys.executable) -> tuple[subprocess.Popen, str]:
     # an environment variable, not a flag: older checkouts have no --prometheus-port
     env = dict(os.environ, PYTHONPATH=checkout, AMQPBROKER_PROMETHEUS_PORT="0")
-    proc = subprocess.Popen([sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
+    proc = subprocess.Popen([python, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
                              "--port", "0", "--management-port", "0", "--data-dir", data,
                              "--log-level", "warning", *layout], cwd=checkout, env=env,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)

@@ -123,6 +123,7 @@ async def put_topic(call):
             await b.topics.grow(vh, name, n)
     except errors.AMQPError as exc:
         raise bad_request(exc.text) from None
+    await b.definitions.durable()
     await b.sync_frontends()
     return created(ex is not None)
 
@@ -136,6 +137,7 @@ async def delete_topic(call):
         await b.topics.delete(vh, ex.name, if_unused=False)
     except errors.AMQPError as exc:
         raise bad_request(exc.text) from None
+    await b.definitions.durable()
     await b.sync_frontends()
     return no_content()
 

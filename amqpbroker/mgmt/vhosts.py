@@ -42,6 +42,7 @@ async def put_vhost(call):
 async def delete_vhost(call):
     if not call.broker.delete_vhost(call.params["vhost"]):
         raise not_found()
+    await call.broker.definitions.durable()
     return no_content()
 
 

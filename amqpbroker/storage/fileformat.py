@@ -3,7 +3,7 @@
 Every file the storage layer writes starts with an 8-byte header:
 
     magic    4 bytes   b"AQLG" segment log, b"AQIX" offset index, b"AQTI" time index,
-                       b"AQAK" ack log
+                       b"AQAK" ack log, b"AQMD" definitions journal
     version  u16       schema version of that file class (big-endian), currently 1
     reserved u16       zero
 
@@ -31,6 +31,7 @@ MAGIC_LOG = b"AQLG"
 MAGIC_INDEX = b"AQIX"
 MAGIC_TIMEINDEX = b"AQTI"
 MAGIC_ACKLOG = b"AQAK"
+MAGIC_DEFINITIONS = b"AQMD"     # the supervisor's definitions journal (supervisor/journal.py)
 
 FSYNC_POLICIES = ("always", "interval", "never")
 

@@ -9,7 +9,8 @@ lives). Channels change it only through ``broker.metadata``:
 * ``RemoteMetadata`` (a front-end, ``frontend/metadata_copy.py``) sends the change to the supervisor, which applies it with
   ``LocalMetadata``, sends the resulting *ops* to every front-end, then replies. The ops travel
   on the same stream ahead of the reply, so when a front-end's ``queue.declare`` returns, its
-  own routing table already has the queue.
+  own routing table already has the queue. A call that changed durable metadata replies once
+  the change is on disk (``definitions.durable()``, the journal's group commit).
 
 An op is a message of ``contract.METADATA_OPS`` (applied by ``frontend.metadata_copy.apply_op``); ``snapshot`` lists the ops that rebuild everything, for a
 front-end that (re)starts.
@@ -48,12 +49,14 @@ class LocalMetadata:
             await self.broker.topics.declare(vh, name, passive=passive, durable=durable,
                                              auto_delete=auto_delete, internal=internal,
                                              arguments=arguments)
-            return
-        vh.declare_exchange(name, type, passive=passive, durable=durable,
-                            auto_delete=auto_delete, internal=internal, arguments=arguments)
+        else:
+            vh.declare_exchange(name, type, passive=passive, durable=durable,
+                                auto_delete=auto_delete, internal=internal, arguments=arguments)
+        await self.broker.definitions.durable()
 
     async def delete_exchange(self, *, vhost, name, if_unused):
         await self.broker.topics.delete(self._vhost(vhost), name, if_unused)
+        await self.broker.definitions.durable()
 
     async def dedup_seen(self, *, vhost, exchange, key, ttl) -> bool:
         """An x-message-deduplication exchange's cache, kept here for the whole node."""
@@ -63,9 +66,11 @@ class LocalMetadata:
 
     async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)
+        await self.broker.definitions.durable()
 
     async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         self._vhost(vhost).unbind(kind, destination, source, key, arguments, owner, cid, mid)
+        await self.broker.definitions.durable()
 
     async def declare_queue(self, *, vhost, name, owner, passive, durable, exclusive, auto_delete,
                             arguments) -> str:
@@ -77,6 +82,7 @@ class LocalMetadata:
         if not q.announced:             # front-ends learn of it once its worker has it open
             q.announced = True
             self.broker.changed(queue_op(q))
+        await self.broker.definitions.durable()
         return q.name
 
     async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty) -> int:
@@ -85,7 +91,9 @@ class LocalMetadata:
         if q is None:
             return 0
         vh.check_exclusive(q, owner, 50, 40)
-        return await vh.delete_queue_checked(q, if_unused, if_empty)
+        count = await vh.delete_queue_checked(q, if_unused, if_empty)
+        await self.broker.definitions.durable()
+        return count
 
     async def join_group(self, *, vhost, topic, group, member, instance_id, connection):
         """A consumer joins a consumer group (``groups.py``); 406 if its instance id is in

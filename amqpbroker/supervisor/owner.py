@@ -56,7 +56,6 @@ class MetadataOwner(Broker):
         self.groups = Groups(self)          # consumer groups' membership
         self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self._batch: list | None = None     # ops of the change being made (one_change)
-        self._persist_owed = False
         self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)
 
     # ------------------------------------------------------------ lifecycle
@@ -76,11 +75,11 @@ class MetadataOwner(Broker):
             self.add_vhost("/", "Default virtual host")
             self.users.set_permissions("/", cfg.default_user)
             self.definitions.loading = False
-            self.definitions.save()
         else:
             self._rename_old_queue_dirs(data.get("queues", []))
             self.definitions.apply(data, recovering=True)
         self._sweep_queue_dirs()
+        self.definitions.compact()      # a new snapshot of all of it; the journal starts empty
         self.alarms.start()
 
     def _rename_old_queue_dirs(self, queues: list) -> None:
@@ -132,9 +131,7 @@ class MetadataOwner(Broker):
             else:
                 log.warning("queue directory %s belongs to no defined queue: kept (remove it "
                             "by hand if its messages are not wanted)", path)
-        if tombstones:
-            tombstones.clear()
-            self.definitions.save()
+        tombstones.clear()              # the compaction that follows stores that
 
     def _local_partition(self):
         """``--workers 0``: the queues' host runs in this process, joined by a LocalLink."""
@@ -155,8 +152,10 @@ class MetadataOwner(Broker):
 
     # ------------------------------------------------------------ hooks
     def changed(self, op) -> None:
-        """Metadata changed here: tell every front-end (``metadata.py``)."""
+        """Metadata changed here: tell every front-end (``metadata.py``), and the journal
+        (``definitions.py``)."""
         self.stats.on_metadata_op(op)           # queues created / deleted (amqpbroker/stats)
+        self.definitions.touched(op)
         if self._batch is not None:
             self._batch.append(op)
             return
@@ -164,30 +163,28 @@ class MetadataOwner(Broker):
             fe.notify(c.ApplyOp(op=op))
 
     def persist(self) -> None:
-        if self._batch is not None:
-            self._persist_owed = True
-            return
-        self.definitions.save()
+        """Durable metadata changed: the journal commits at the end of this loop turn (what
+        changed it learnt from ``changed``); ``definitions.durable()`` waits for it."""
+        self.definitions.commit_soon()
 
     @contextlib.contextmanager
     def one_change(self):
         """The metadata changes made inside (without suspending) are one change: every
         front-end gets their ops in one ``ApplyOps`` and applies them together, and the
-        definitions are saved once. Nested, it is part of the outer change."""
+        definitions commit them once (as they do all changes of a loop turn). Nested, it is
+        part of the outer change."""
         if self._batch is not None:
             yield
             return
-        self._batch, self._persist_owed = [], False
+        self._batch = []
         try:
             yield
         finally:
-            ops, owed = self._batch, self._persist_owed
+            ops = self._batch
             self._batch = None
             if ops:
                 for fe in self.frontends:
                     fe.notify(c.ApplyOps(ops=ops))
-            if owed:
-                self.definitions.save()
 
     def alarm_changed(self, name: str, detail) -> None:
         for fe in self.frontends:          # the node's alarms hold in every process
@@ -207,7 +204,7 @@ class MetadataOwner(Broker):
         # the definitions forget the queue before its worker removes its files: a tombstone,
         # saved with them, says the files are owed a removal until the worker has done it
         tombstone = os.path.basename(q.directory)
-        self.definitions.tombstones.add(tombstone)
+        self.definitions.add_tombstone(tombstone)
         vh.forget_queue(q, reason)
         if q.client.link is not None:       # else its worker is restarting: the next start
             done = q.client.request(c.Delete, qid=q.qid, if_unused=False, if_empty=False)
@@ -215,7 +212,7 @@ class MetadataOwner(Broker):
 
     def _queue_files_removed(self, tombstone: str, done) -> None:
         if not done.cancelled() and done.exception() is None:
-            self.definitions.tombstones.discard(tombstone)      # saved with the next change
+            self.definitions.discard_tombstone(tombstone)
 
     # ------------------------------------------------------------ limits
     def set_vhost_limits(self, vh: VirtualHost, limits: dict) -> None:
@@ -242,7 +239,8 @@ class MetadataOwner(Broker):
         if not durable:
             return os.path.join(self.data_dir, "transient", uuid.uuid4().hex)
         directory = queue_dir_name(vhost.name, name)
-        self.definitions.tombstones.discard(directory)     # the name is in use again
+        self.definitions.discard_tombstone(directory)      # the name is in use again
+        self.definitions.queue_made(vhost.name, name)
         return os.path.join(self.data_dir, "queues", directory)
 
     # ------------------------------------------------------------ front-end processes

@@ -23,6 +23,7 @@ import time
 import pika
 import pytest
 
+from amqpbroker.supervisor.definitions import read_definitions
 from amqpbroker.testing import BrokerProcess, leaks
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -320,8 +321,10 @@ def test_declares_while_disk_full(small_disk):
         ch = conn.channel()
         ch.queue_declare("room-q", durable=True)      # space again: queues can be declared
         conn.close()
-        definitions = data / "definitions.json"
-        wait_for(lambda: "kept-x" in definitions.read_text(), 10, "definitions saved")
+        definitions = str(data / "definitions.json")
+        wait_for(lambda: "kept-x" in {e["name"]
+                                      for e in read_definitions(definitions)["exchanges"]},
+                 10, "definitions saved")
         broker.kill()
         broker.start()
         conn = pika.BlockingConnection(pika.URLParameters(broker.url))

@@ -38,8 +38,12 @@ def as_guest(b: BrokerProcess, method: str, path: str, body=None, raw=None):
 
 
 def stored(b: BrokerProcess) -> bytes:
-    with open(os.path.join(b.data_dir, "definitions.json"), "rb") as f:
-        return f.read()
+    """The stored definitions: the snapshot and the journal of changes since."""
+    out = b""
+    for name in ("definitions.json", "definitions.journal"):
+        with open(os.path.join(b.data_dir, name), "rb") as f:
+            out += f.read()
+    return out
 
 
 def amqp(b: BrokerProcess, user: str, password: str, vhost: str = "/"):

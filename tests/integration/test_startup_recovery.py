@@ -34,6 +34,7 @@ import pika.exceptions
 import pytest
 
 from amqpbroker import child
+from amqpbroker.supervisor.definitions import read_definitions
 from amqpbroker.testing import BrokerProcess
 from amqpbroker.testing.leaks import wait_until
 
@@ -470,7 +471,7 @@ def test_a_queue_its_restarted_worker_cannot_open_stays_defined_until_it_can(tmp
             acks.with_suffix(".aside").rename(acks)
 
         assert restart_worker(break_acks, 1) == {"victim": "down", "bystander": "running"}
-        stored = json.loads((data / "definitions.json").read_text())["queues"]
+        stored = read_definitions(str(data / "definitions.json"))["queues"]
         assert {q["name"] for q in stored} == {"victim", "bystander"}
         conn = connect(b)
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
@@ -565,7 +566,7 @@ def test_start_removes_only_the_files_a_delete_recorded(tmp_path):
         assert len(before) == 2
         os.kill(b.worker_pids[0], signal.SIGSTOP)    # it cannot remove dq's files now
         assert api(b, "DELETE", "vhosts/doomed")[0] == 204
-        definitions = json.loads((data / "definitions.json").read_text())
+        definitions = read_definitions(str(data / "definitions.json"))
         assert "doomed" not in {v["name"] for v in definitions["vhosts"]}
         tombstones = definitions["amqpbroker_deleted_queues"]
         assert len(tombstones) == 1 and tombstones[0] in before

@@ -1,0 +1,160 @@
+"""The shared harness's many_queues sequence with *durable* queues: N queues declared,
+consumed (no-ack), one message published to each and received, deleted; queues/s per phase
+(with ``--exchanges``, then N durable exchanges declared and deleted).
+
+Each round runs every target in turn (interleaved, so drift on the machine hits all alike): a
+broker started from each ``--checkout`` (a fresh data directory each time; e.g. a clean
+checkout of main as ``before`` and this one as ``after``) and, with ``--reference``, an already
+running broker such as the reference RabbitMQ. The client is the shared harness's raw asyncio
+client (``../shared/bench/rawamqp.py``, imported from there at run time), so it needs that
+harness's environment:
+
+    /tmp/bench-venv/bin/python bench/many_durable_queues.py \\
+        --checkout before=/work/wt/cleanmain --checkout after=. \\
+        --reference rabbitmq=amqp://guest:guest@127.0.0.1:5673/ --queues 1000 --rounds 3
+
+Prints one JSON line per run and, at the end, the median queues/s per phase and target, and
+the broker's CPU seconds for the whole sequence (its process tree; checkouts only).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from compare_checkouts import start, stop  # noqa: E402
+
+PHASES = ("declare", "consume", "publish_deliver", "delete")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (their own and their reaped children's)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[1] is ppid, [2] pgrp; utime, stime, cutime, cstime are 11..14
+        if int(entry) == pid or int(fields[2]) == pid:
+            total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
+async def sequence(url: str, n: int, exchanges: bool) -> dict:
+    from pamqp import commands as spec
+    from rawamqp import build_publish, connect
+    names = [f"bench.mdq.{uuid.uuid4().hex[:8]}.{i}" for i in range(n)]
+    conn = await connect(url)
+    ch = await conn.channel()
+    rates = {}
+    t = time.monotonic()
+    for q in names:
+        await ch.queue_declare(q, durable=True)
+    rates["declare"] = n / (time.monotonic() - t)
+    got = {"n": 0}
+    done = asyncio.get_running_loop().create_future()
+
+    def on_message(tag, ts, now, size):
+        got["n"] += 1
+        if got["n"] == n and not done.done():
+            done.set_result(None)
+    ch.on_message = on_message
+    ch.want_ts = False
+    t = time.monotonic()
+    for q in names:
+        await ch.consume(q, no_ack=True)
+    rates["consume"] = n / (time.monotonic() - t)
+    t = time.monotonic()
+    for q in names:
+        pre, suf = build_publish(ch.number, "", q, 16, conn.frame_max)
+        conn.write(pre + suf)
+    await asyncio.wait_for(done, 120)
+    rates["publish_deliver"] = n / (time.monotonic() - t)
+    t = time.monotonic()
+    for q in names:
+        await ch.queue_delete(q)
+    rates["delete"] = n / (time.monotonic() - t)
+    if exchanges:       # metadata alone: durable exchanges have no files of their own
+        t = time.monotonic()
+        for q in names:
+            await ch.exchange_declare(q, "direct", durable=True)
+        rates["x_declare"] = n / (time.monotonic() - t)
+        t = time.monotonic()
+        for q in names:
+            await ch.rpc(spec.Exchange.Delete(exchange=q))
+        rates["x_delete"] = n / (time.monotonic() - t)
+    await conn.close()
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH")
+    ap.add_argument("--reference", action="append", default=[], metavar="LABEL=URL")
+    ap.add_argument("--queues", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--exchanges", action="store_true",
+                    help="then as many durable exchanges declared and deleted (x_declare, "
+                         "x_delete): the definitions' cost without any queue files")
+    ap.add_argument("--layout", default="--workers 0 --frontends 0",
+                    help="the checkouts' process layout (serve's flags)")
+    ap.add_argument("--broker-python", default=shutil.which("python3") or "python3",
+                    help="the interpreter that runs the checkouts' brokers (the project's; "
+                         "this script runs in the harness's environment)")
+    ap.add_argument("--shared-bench", default=os.path.join(HERE, "..", "..", "shared", "bench"))
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.abspath(args.shared_bench))
+    if not os.path.exists(os.path.join(args.shared_bench, "rawamqp.py")):
+        sys.path.insert(0, "/work/shared/bench")
+    targets = [(lbl, "checkout", where) for lbl, where in
+               (c.split("=", 1) for c in args.checkout)]
+    targets += [(lbl, "url", where) for lbl, where in (r.split("=", 1) for r in args.reference)]
+    results: dict = {lbl: [] for lbl, _, _ in targets}
+    for rnd in range(args.rounds):
+        for label, kind, where in targets:
+            if kind == "url":
+                rates = asyncio.run(sequence(where, args.queues, args.exchanges))
+                cpu = None
+            else:
+                with tempfile.TemporaryDirectory() as data:
+                    proc, url = start(os.path.abspath(where), data, args.layout.split(),
+                                      args.broker_python)
+                    try:
+                        cpu0 = tree_cpu(proc.pid)
+                        rates = asyncio.run(sequence(url, args.queues, args.exchanges))
+                        cpu = tree_cpu(proc.pid) - cpu0
+                    finally:
+                        stop(proc)
+            run = {"round": rnd, "target": label, "queues": args.queues,
+                   "queues_per_s": {k: round(v, 1) for k, v in rates.items()},
+                   "broker_cpu_s": cpu}
+            results[label].append(run)
+            print(json.dumps(run), flush=True)
+    print(f"\nmedian queues/s over {args.rounds} round(s), {args.queues} durable queues",
+          file=sys.stderr)
+    phases = PHASES + (("x_declare", "x_delete") if args.exchanges else ())
+    print("| target | " + " | ".join(phases) + " | broker CPU s |", file=sys.stderr)
+    print("|---|" + "---:|" * (len(phases) + 1), file=sys.stderr)
+    for label, runs in results.items():
+        cells = [f"{statistics.median(r['queues_per_s'][p] for r in runs):.0f}" for p in phases]
+        cpus = [r["broker_cpu_s"] for r in runs if r["broker_cpu_s"] is not None]
+        cells.append(f"{statistics.median(cpus):.2f}" if cpus else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
