@@ -157,6 +157,7 @@ class MetadataOwner(Broker):
     def changed(self, op) -> None:
         """Metadata changed here: tell every front-end (``metadata.py``)."""
         self.stats.on_metadata_op(op)           # queues created / deleted (amqpbroker/stats)
+        self.metadata.changed(op)               # a cluster's: users, vhosts go to etcd
         if self._batch is not None:
             self._batch.append(op)
             return
