@@ -105,6 +105,12 @@ class ClusterNode:
         fenced = m.fenced.is_set()
         found = m.nodes()
         found.setdefault(self.name, m.info)     # fenced: our key may be gone
+        leads, holds = {}, {}
+        for p in (self.placement.partitions().values() if self.placement else ()):
+            if p.get("leader"):
+                leads[p["leader"]] = leads.get(p["leader"], 0) + 1
+            for r in p["replicas"]:
+                holds[r] = holds.get(r, 0) + 1
         out = []
         for name, reg in sorted(found.items()):
             me = name == self.name
@@ -119,7 +125,9 @@ class ClusterNode:
                 "host": reg.get("host"), "amqp_port": reg.get("amqp_port"),
                 "management_port": reg.get("management_port"),
                 "cluster_port": reg.get("cluster_port"),
-                "started": reg.get("started")})
+                "started": reg.get("started"),
+                # partitions (placement.py) this node leads, and holds a replica of
+                "partitions_led": leads.get(name, 0), "partition_replicas": holds.get(name, 0)})
         return out
 
 
