@@ -51,9 +51,12 @@ deleted. A node joining for the first time (no ``cluster.json`` in its data dire
 puts what it has into etcd, each object only if absent: the first node seeds the cluster
 (its default user and vhost), later ones adopt what is there.
 
+A queue or exchange the broker deletes by itself (auto-delete, ``x-expires``) on one node is
+deleted in etcd by that node (``changed``), so everywhere.
+
 Not yet (next steps): until forwarding (step 4) every node opens its own copy of each queue's
-files, so messages stay on the node they were published to; a queue deleted on its own by
-the broker (auto-delete after its last consumer, ``x-expires``) is deleted on that node only.
+files, so messages stay on the node they were published to (and an auto-delete queue goes
+when the last consumer of any node's copy goes).
 """
 from __future__ import annotations
 
@@ -118,6 +121,8 @@ class EtcdMetadata(LocalMetadata):
         self._applying = False
         self._users_changed = False
         self._push: asyncio.Task | None = None
+        self._deleting: set = set()         # keys a delete call of this node is deleting
+        self._background: set = set()       # deletes of what this node deleted by itself
         self._push_again = False
 
     @property
@@ -572,11 +577,16 @@ class EtcdMetadata(LocalMetadata):
         vh = self._vhost(vhost)
         key = meta_key("queue", vhost, name)
         kv, q = self.applied.get(key), vh.queues.get(name)
-        count = await super().delete_queue(vhost=vhost, name=name, owner=owner,
-                                           if_unused=if_unused, if_empty=if_empty)
-        if kv is not None and q is not None and q.exclusive_owner is None:
-            # checked and deleted here first (if-unused, if-empty are this node's answers)
-            await self._delete(key, kv, self._bindings_of(vhost, "queue", name))
+        self._deleting.add(key)
+        try:
+            count = await super().delete_queue(vhost=vhost, name=name, owner=owner,
+                                               if_unused=if_unused, if_empty=if_empty)
+            if kv is not None and q is not None and q.exclusive_owner is None:
+                # checked and deleted here first (if-unused, if-empty are this node's
+                # answers while every node has its own copy), then in etcd
+                await self._delete(key, kv, self._bindings_of(vhost, "queue", name))
+        finally:
+            self._deleting.discard(key)
         return count
 
     def _binding_txn(self, vh, ex, dest, dkind, rk, args, create_only=False):
@@ -650,14 +660,41 @@ class EtcdMetadata(LocalMetadata):
     # ------------------------------------------------------------ users, vhosts, permissions
     def changed(self, op) -> None:
         """The owner made a change (``owner.changed``): users, vhosts, permissions and limits
-        changed here (management API, import) are pushed to etcd."""
-        if self._applying or not self.synced.is_set():
+        changed here (management API, import) are pushed to etcd; a queue or exchange in
+        etcd that this node deleted by itself (auto-delete, ``x-expires``) is deleted there.
+        """
+        if not self.synced.is_set():
+            return
+        if isinstance(op, (c.QueueDeleted, c.ExchangeDeleted)):
+            # while applying too: an exchange that auto-deletes because etcd took its last
+            # binding goes from etcd as well (every node tries; the MOD compare lets one)
+            kind = "queue" if isinstance(op, c.QueueDeleted) else "exchange"
+            key = meta_key(kind, op.vhost, op.name)
+            kv = self.applied.get(key)
+            if kv is not None and key not in self._deleting:
+                t = asyncio.ensure_future(self._delete_quietly(
+                    key, kv, self._bindings_of(op.vhost, kind, op.name)))
+                self._background.add(t)
+                t.add_done_callback(self._background.discard)
+            return
+        if self._applying:
             return
         if isinstance(op, (c.UsersOp, c.VhostOp, c.VhostDeleted, c.VhostLimitsOp)):
             if self._push is not None and not self._push.done():
                 self._push_again = True
             else:
                 self._push = asyncio.ensure_future(self._push_changes())
+
+    async def _delete_quietly(self, key: str, kv, extra: list) -> None:
+        try:
+            held, _, _ = await self.etcd.transact(
+                [compare(key, "MOD", "EQUAL", kv.mod_revision)],
+                [delete_op(key), *(delete_op(k) for k in extra)])
+        except EtcdError as exc:
+            log.error("%s deleted here, not in etcd: %s", key[len(META):], exc)
+            return
+        if held:
+            log.info("%s deleted here by itself: deleted in etcd", key[len(META):])
 
     def _desired(self) -> dict:
         b, out = self.broker, {}
@@ -705,6 +742,6 @@ class EtcdMetadata(LocalMetadata):
                 return
 
     async def close(self) -> None:
-        for t in [self._push, *self._tasks]:
+        for t in [self._push, *self._tasks, *self._background]:
             if t is not None:
                 t.cancel()

@@ -146,6 +146,26 @@ def test_a_node_restarted_after_changes_catches_up(cluster):
     assert "deleted in the cluster" in "".join(n3.output)
 
 
+def test_a_queue_that_deletes_itself_goes_everywhere(cluster):
+    """auto-delete: the node where its last consumer went deletes it in etcd too."""
+    n1, n2, _ = cluster.nodes
+    conn = connect(n1)
+    ch = conn.channel()
+    ch.queue_declare("short-lived", auto_delete=True)
+    ch.exchange_declare("short-x", "fanout", auto_delete=True)
+    ch.queue_bind("short-lived", "short-x", "")
+    tag = ch.basic_consume("short-lived", lambda *a: None)
+    cluster.wait_until(lambda: "short-lived" in queues(n2)
+                       and bound(n2, "short-x", "short-lived", ""))
+    ch.basic_cancel(tag)
+    cluster.wait_until(lambda: "short-lived" not in queues(n1))
+    # gone on n2 too, and the auto-delete exchange with its last binding
+    cluster.wait_until(lambda: "short-lived" not in queues(n2))
+    cluster.wait_until(lambda: "short-x" not in {x["name"] for x in n2.api("exchanges")})
+    assert not passive_ok(n2, "short-lived")
+    conn.close()
+
+
 def _declare_at_once(nodes, queue, arguments):
     """Declare ``queue`` on every node at the same moment; each one's result."""
     barrier = threading.Barrier(len(nodes))
@@ -249,5 +269,6 @@ def test_placement_members_leader_and_failover(cluster):
     if qs["classic-q"]["leader"] == old:
         # its only replica is gone: no leader, until it returns
         cluster.wait_until(lambda: queues(survivor)["classic-q"].get("leader") is None)
-    assert any("controller: %2F/quorum-q/0 leader " + old.split("@")[1] in line
-               for n in cluster.nodes if n is not victim for line in n.output)
+    cluster.wait_until(lambda: any(
+        "controller: %2F/quorum-q/0 leader " + old.split("@")[1] + " -> " in line
+        for n in cluster.nodes if n is not victim for line in n.output))
