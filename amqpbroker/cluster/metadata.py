@@ -29,6 +29,11 @@ partition queues and bindings, which every node derives from the topic's exchang
 until its own copy has reached the stored object's revision and checks the declare against
 that copy, so an inequivalent redeclare gets 406 with RabbitMQ's text from what etcd holds
 (two nodes declaring at once: one txn wins, the other checks against the winner's object).
+A redeclare of what the node already has (the common case: clients declare on every
+connection) is checked against its copy without a round trip to etcd; the window this
+leaves (a delete made on another node a few milliseconds earlier and not yet applied here
+makes the redeclare answer ok, then the queue goes) is that of RabbitMQ's Khepri, whose
+queries are local too.
 Exchanges likewise; a binding compares both ends' create revisions (a binding never outlives
 the incarnation of a queue it was made for); deletes compare the key's mod revision (a
 concurrent delete-and-redeclare is not lost) and delete the bindings of what goes with it.
@@ -477,6 +482,12 @@ class EtcdMetadata(LocalMetadata):
         vh = self._vhost(vhost)
         vh.check_exchange_declare(name, type, passive)
         arguments = dict(arguments or {})
+        existing = vh.exchanges.get(name)
+        if existing is not None and existing.type != TOPIC:
+            # a redeclare: checked against this node's copy of etcd's object, as a queue's
+            return await super().declare_exchange(
+                vhost=vhost, name=name, type=type, passive=False, durable=durable,
+                auto_delete=auto_delete, internal=internal, arguments=arguments)
         if type == TOPIC:
             n = self.broker.topics.check_arguments(vhost, name, arguments)
             durable = True                  # topics are durable (topics.py)
@@ -533,8 +544,10 @@ class EtcdMetadata(LocalMetadata):
         vh = self._vhost(vhost)
         existing = vh.queues.get(name) if name else None
         key = meta_key("queue", vhost, name)
-        if passive or exclusive or (existing is not None and key not in self.applied):
-            # exclusive queues, a topic's partitions: this node's own
+        if passive or exclusive or existing is not None:
+            # exclusive queues, a topic's partitions: this node's own; a redeclare of a queue
+            # this node has from etcd: checked against that copy, without a round trip
+            # (module doc: a delete made elsewhere and not yet applied here is a window)
             return await super().declare_queue(
                 vhost=vhost, name=name, owner=owner, passive=passive, durable=durable,
                 exclusive=exclusive, auto_delete=auto_delete, arguments=arguments)
@@ -542,8 +555,7 @@ class EtcdMetadata(LocalMetadata):
             name = "amq.gen-" + uuid.uuid4().hex[:22]
             key = meta_key("queue", vhost, name)
         arguments = dict(arguments or {})
-        if existing is None:
-            self._check_new_queue(vh, name, durable, auto_delete, arguments)
+        self._check_new_queue(vh, name, durable, auto_delete, arguments)
         obj = self._queue_obj(vhost, name, durable, auto_delete, arguments)
         for _ in range(RETRIES):
             await self._create(key, obj, vhost, transient=not durable)
