@@ -124,7 +124,6 @@ class EtcdMetadata(LocalMetadata):
         self._waiters: list = []            # (revision, future) for read-your-writes
         self._tasks: set = set()            # applies that suspend (topics, queue opens)
         self._applying = False
-        self._users_changed = False
         self._push: asyncio.Task | None = None
         self._deleting: set = set()         # keys a delete call of this node is deleting
         self._background: set = set()       # deletes of what this node deleted by itself
@@ -146,6 +145,7 @@ class EtcdMetadata(LocalMetadata):
         state = os.path.join(self.broker.data_dir, STATE_FILE)
         if not os.path.exists(state):
             await self._seed()
+        m.on_view.append(self._on_view)     # from now on every change is applied
         self._apply_view()
         await self._settle()
         self._sweep()
@@ -154,7 +154,6 @@ class EtcdMetadata(LocalMetadata):
             f.flush()
             os.fsync(f.fileno())
         os.replace(state + ".tmp", state)
-        m.on_view.append(self._on_view)
         self.synced.set()
         log.info("node %s: metadata in etcd applied (revision %d, %d objects)", self.node.name,
                  self.revision, len(self.applied))
@@ -243,7 +242,7 @@ class EtcdMetadata(LocalMetadata):
                 if k not in current or current[k].create_revision != kv.create_revision]
         if gone or any(k not in self.applied or self.applied[k].mod_revision != kv.mod_revision
                        for k, kv in current.items()):
-            self._applying, self._users_changed = True, False
+            self._applying = True
             try:
                 with self.broker.one_change():
                     for kv in sorted(gone, key=lambda kv: -KINDS.index(kind_of(kv.key))):
@@ -330,6 +329,12 @@ class EtcdMetadata(LocalMetadata):
                 return
             q = vh.restore_queue(o["name"], durable=o["durable"], auto_delete=o["auto_delete"],
                                  arguments=o["arguments"])
+            if (q.durable, q.auto_delete, q.arguments) != (o["durable"], o["auto_delete"],
+                                                           o["arguments"]):
+                log.warning("queue '%s' in vhost '%s' here differs from etcd's (durable %s, "
+                            "auto_delete %s, arguments %s): kept as it is, with its messages",
+                            o["name"], o["vhost"], o["durable"], o["auto_delete"],
+                            o["arguments"])
             self._spawn(self._announce(q))
         elif kind == "binding":
             vh = b.vhosts.get(o["vhost"])
