@@ -181,6 +181,10 @@ async def _serve(cfg: Config) -> int:
         # a certificate that cannot be read stops the start here, in one line
         amqps = tls.amqps_context(cfg) if cfg.tls else None
         https = tls.https_context(cfg) if cfg.tls and cfg.management_tls_port else None
+        if cfg.cluster:             # metadata in etcd: changes wait for the join below
+            from .cluster.node import ClusterNode
+            cluster = ClusterNode(cfg)
+            cluster.attach(broker)
         if n_workers:
             workers = broker.workers = await start_workers(broker, n_workers)
             children.extend(workers)
@@ -228,9 +232,7 @@ async def _serve(cfg: Config) -> int:
             line += " workers=" + ",".join(str(w.pid) for w in workers)
         if frontends:
             line += " frontends=" + ",".join(str(f.pid) for f in frontends)
-        if cfg.cluster:
-            from .cluster.node import ClusterNode
-            cluster = ClusterNode(cfg)
+        if cluster is not None:
             await cluster.start(port, mport if cfg.management_port else 0)
             broker.cluster = cluster        # /api/nodes lists the cluster from now on
             line += f" node={cluster.name} cluster={cluster.cluster_port}"

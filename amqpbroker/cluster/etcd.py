@@ -93,8 +93,16 @@ def range_op(key: str, prefix: bool = False) -> dict:
     return {"request_range": req}
 
 
-def delete_op(key: str) -> dict:
-    return {"request_delete_range": {"key": _b64(key)}}
+def delete_op(key: str, prefix: bool = False) -> dict:
+    req = {"key": _b64(key)}
+    if prefix:
+        req["range_end"] = _b64(prefix_end(key))
+    return {"request_delete_range": req}
+
+
+def kvs_of(response: dict) -> list[KeyValue]:
+    """The key-values of one ``range_op`` response of a ``txn``."""
+    return [_kv(d) for d in response.get("response_range", {}).get("kvs", [])]
 
 
 def compare(key: str, target: str, result: str, value) -> dict:
@@ -177,6 +185,14 @@ class EtcdClient:
         data = await self.call("kv/txn", {"compare": compares, "success": success,
                                           "failure": list(failure)})
         return bool(data.get("succeeded")), data.get("responses", [])
+
+    async def transact(self, compares: list[dict], success: list[dict],
+                       failure: list[dict] = ()) -> tuple[bool, list[dict], int]:
+        """``txn``, and the revision etcd answered at (the write's own, when it wrote)."""
+        data = await self.call("kv/txn", {"compare": compares, "success": success,
+                                          "failure": list(failure)})
+        return (bool(data.get("succeeded")), data.get("responses", []),
+                int(data["header"]["revision"]))
 
     async def create(self, key: str, value: str, lease: int = 0) -> tuple[bool, KeyValue]:
         """Put ``key`` only if it does not exist: (made it, the key as it now is)."""

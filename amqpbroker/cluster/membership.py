@@ -230,8 +230,11 @@ class Membership:
             if not f.done():
                 f.set_result(None)
 
-    async def changed(self) -> None:
-        """Wait for the next change of the view or of fencing."""
+    def changed(self) -> asyncio.Future:
+        """A future done at the next change of the view or of fencing. Registered at once,
+        not when first awaited: ``wait_for(m.changed(), t)`` wrapped a coroutine in a task
+        that registered only when it first ran, and a change that came in between was
+        missed (the waiter then slept through it)."""
         f = self.loop.create_future()
         self._waiters.append(f)
-        await f
+        return f

@@ -39,6 +39,14 @@ class ClusterNode:
         self.controller: Controller | None = None
         self.cluster_port = 0
         self._listener: asyncio.AbstractServer | None = None
+        self.metadata = None                # metadata.EtcdMetadata, once attached
+        self.placement = None               # placement.Placement, once joined
+
+    def attach(self, broker) -> None:
+        """Before the broker serves: its metadata becomes etcd's (``metadata.py``); changes
+        wait until ``start`` has joined and caught up."""
+        from .metadata import EtcdMetadata
+        self.metadata = broker.metadata = EtcdMetadata(broker, self)
 
     @property
     def display_name(self) -> str:
@@ -65,8 +73,12 @@ class ClusterNode:
                 "cluster_port": self.cluster_port}
         self.membership = Membership(self.etcd, self.name, info, cfg.cluster_lease_ttl)
         self.controller = Controller(self.membership)
+        from .placement import Placement
+        self.placement = Placement(self)
         try:
             await self.membership.join(JOIN_TIMEOUT)
+            if self.metadata is not None:
+                await self.metadata.start()
         except EtcdError as exc:
             await self.close()
             raise OSError(f"{exc} (--cluster {cfg.cluster})") from None
@@ -78,6 +90,8 @@ class ClusterNode:
         await self.close()
 
     async def close(self) -> None:
+        if self.metadata is not None:
+            await self.metadata.close()
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()
@@ -91,6 +105,12 @@ class ClusterNode:
         fenced = m.fenced.is_set()
         found = m.nodes()
         found.setdefault(self.name, m.info)     # fenced: our key may be gone
+        leads, holds = {}, {}
+        for p in (self.placement.partitions().values() if self.placement else ()):
+            if p.get("leader"):
+                leads[p["leader"]] = leads.get(p["leader"], 0) + 1
+            for r in p["replicas"]:
+                holds[r] = holds.get(r, 0) + 1
         out = []
         for name, reg in sorted(found.items()):
             me = name == self.name
@@ -105,8 +125,24 @@ class ClusterNode:
                 "host": reg.get("host"), "amqp_port": reg.get("amqp_port"),
                 "management_port": reg.get("management_port"),
                 "cluster_port": reg.get("cluster_port"),
-                "started": reg.get("started")})
+                "started": reg.get("started"),
+                # partitions (placement.py) this node leads, and holds a replica of
+                "partitions_led": leads.get(name, 0), "partition_replicas": holds.get(name, 0)})
         return out
+
+
+    def queue_placement(self, vhost: str, name: str) -> dict:
+        """RabbitMQ's quorum-queue fields of a queue object (``/api/queues``): ``leader``,
+        ``members``, ``online`` (the members that are live nodes), from its partition state
+        (partition 0; a topic's partition queue, its own); ours: ``leader_epoch``, ``isr``."""
+        p = self.placement.of_queue(vhost, name) if self.placement is not None else None
+        if p is None:
+            return {}
+        alive = self.membership.nodes()
+        return {"leader": display_name(p["leader"]) if p.get("leader") else None,
+                "members": [display_name(r) for r in p["replicas"]],
+                "online": [display_name(r) for r in p["replicas"] if r in alive],
+                "leader_epoch": p["leader_epoch"], "isr": [display_name(r) for r in p["isr"]]}
 
 
 async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

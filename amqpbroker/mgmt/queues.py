@@ -43,7 +43,20 @@ def queue_json(q, stats) -> dict:
             "memory": memory, "policy": None, "operator_policy": None,
             "effective_policy_definition": {}, "exclusive_consumer_tag": None,
             "single_active_consumer_tag": None,
-            "worker": q.client.index}       # ours: the partition worker that owns it
+            "worker": q.client.index,       # ours: the partition worker that owns it
+            **_placement(q)}
+
+
+def _placement(q) -> dict:
+    """In a cluster: RabbitMQ's ``leader``, ``members``, ``online`` (cluster/node.py);
+    ``node`` is the leader's."""
+    cluster = getattr(q.vhost.broker, "cluster", None)
+    if cluster is None:
+        return {}
+    out = cluster.queue_placement(q.vhost.name, q.name)
+    if out.get("leader"):
+        out["node"] = out["leader"]
+    return out
 
 
 async def list_queues(call):

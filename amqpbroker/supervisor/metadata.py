@@ -31,8 +31,15 @@ PREDECLARED_NAMES = {"", *(n for n, _ in PREDECLARED)}
 
 
 class LocalMetadata:
+    """This node's metadata, changed here. In a cluster (``serve --cluster``) the owner's
+    ``metadata`` is ``cluster.metadata.EtcdMetadata`` instead: the same calls, each one a
+    transaction in etcd that every node applies (docs/CLUSTER.md section 1)."""
+
     def __init__(self, broker):
         self.broker = broker
+
+    def changed(self, op) -> None:
+        """The owner made a change (``owner.changed``); a cluster's metadata pushes some."""
 
     def _vhost(self, name: str) -> VirtualHost:
         vh = self.broker.vhosts.get(name)

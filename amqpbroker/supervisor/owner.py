@@ -156,6 +156,7 @@ class MetadataOwner(Broker):
         (``definitions.py``)."""
         self.stats.on_metadata_op(op)           # queues created / deleted (amqpbroker/stats)
         self.definitions.touched(op)
+        self.metadata.changed(op)               # a cluster's: users, vhosts go to etcd
         if self._batch is not None:
             self._batch.append(op)
             return

@@ -122,3 +122,14 @@ async def test_a_node_that_slept_past_its_lease_knows_before_any_timer_runs(node
     # and then it rejoins: renews, or, when etcd expired the lease meanwhile, a new one
     await n1.until(lambda: n1.membership.holds_lease() and n1.controller.is_controller(),
                    timeout=TTL + 10)
+
+
+async def test_a_change_right_after_asking_for_the_next_one_is_not_missed(nodes):
+    """``wait_for(m.changed(), t)``: the waiter is registered when asked for, not when its
+    task first runs, so a change that comes in between wakes it (it used to sleep through
+    it: a cluster start waiting for its own writes hung for 10 s now and then)."""
+    n1 = await nodes("n1")
+    m = n1.membership
+    waiting = asyncio.ensure_future(asyncio.wait_for(m.changed(), 5))
+    m._notify()                 # the mirror applies a change before that task has run
+    await asyncio.wait_for(waiting, 1)

@@ -137,11 +137,13 @@ def test_ctl_cluster_lists_the_nodes(cluster):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["node", "state", "controller", "amqp", "management"]
+    assert lines[0].split() == ["node", "state", "controller", "leads", "replicas", "amqp",
+                                "management"]
     rows = [line.split() for line in lines[1:]]
-    assert [r[:3] for r in rows] == [["n1", "running", "yes"], ["n2", "running", "no"],
-                                     ["n3", "running", "no"]]
-    assert rows[1][3] == f"127.0.0.1:{cluster.nodes[1].port}"
+    assert [r[:5] for r in rows] == [["n1", "running", "yes", "0", "0"],
+                                     ["n2", "running", "no", "0", "0"],
+                                     ["n3", "running", "no", "0", "0"]]
+    assert rows[1][5] == f"127.0.0.1:{cluster.nodes[1].port}"
 
 
 def test_no_etcd_reachable_is_a_one_line_start_failure(tmp_path):

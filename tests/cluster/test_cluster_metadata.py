@@ -1,0 +1,274 @@
+"""Metadata in etcd (docs/CLUSTER.md section 1) and placement by the controller (section 2),
+on three real nodes and a real etcd, with pika and the management API."""
+import base64
+import json
+import os
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+
+import pika
+import pytest
+
+from amqpbroker import child
+from amqpbroker.supervisor.owner import queue_dir_name
+
+LEASE_TTL = 3          # the cluster fixture's lease TTL (conftest.py)
+
+
+def connect(node, user="guest", password="guest"):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", node.port, credentials=pika.PlainCredentials(user, password)))
+
+
+def call(node, method, path, body=None):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{node.management_port}/api/{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                 "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status
+
+
+def queues(node):
+    return {q["name"]: q for q in node.api("queues")}
+
+
+def passive_ok(node, queue) -> bool:
+    conn = connect(node)
+    try:
+        conn.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404
+        return False
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def bound(node, exchange, queue, key) -> bool:
+    return any(b["source"] == exchange and b["destination"] == queue
+               and b["routing_key"] == key for b in node.api("bindings"))
+
+
+def test_declared_on_one_node_is_everywhere_redeclare_is_checked_delete_goes_everywhere(
+        cluster):
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n1)
+    ch = conn.channel()
+    ch.exchange_declare("orders-x", "direct", durable=True)
+    ch.queue_declare("orders", durable=True)
+    ch.queue_bind("orders", "orders-x", "new")
+    conn.close()
+    for node in (n2, n3):
+        cluster.wait_until(lambda: "orders" in queues(node)
+                           and bound(node, "orders-x", "orders", "new"))
+        assert any(x["name"] == "orders-x" and x["durable"] for x in node.api("exchanges"))
+        assert queues(node)["orders"]["durable"] is True
+        assert passive_ok(node, "orders")
+    # the binding routes on n2 (to n2's copy until forwarding: docs/CLUSTER.md)
+    conn = connect(n2)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("orders-x", "new", b"routed on n2", mandatory=True)
+    assert ch.basic_get("orders", auto_ack=True)[2] == b"routed on n2"
+    # an inequivalent redeclare on n2: RabbitMQ's 406, from the stored object
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        ch.queue_declare("orders", durable=False)
+    assert info.value.reply_code == 406
+    assert info.value.reply_text == (
+        "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'orders' in vhost '/': "
+        "received 'false' but current is 'true'")
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        ch.exchange_declare("orders-x", "fanout", durable=True)
+    assert info.value.reply_text == (
+        "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'orders-x' in vhost '/': "
+        "received 'fanout' but current is 'direct'")
+    conn.close()
+    # deleted on n3: gone everywhere, with its binding, and its files on every node
+    conn = connect(n3)
+    conn.channel().queue_delete("orders")
+    conn.close()
+    assert not passive_ok(n3, "orders")         # read-your-writes on the deleting node
+    for node in (n1, n2):
+        cluster.wait_until(lambda: "orders" not in queues(node))
+        assert not passive_ok(node, "orders")
+        assert not bound(node, "orders-x", "orders", "new")
+        directory = os.path.join(node.data_dir, "queues", queue_dir_name("/", "orders"))
+        cluster.wait_until(lambda: not os.path.exists(directory))
+
+
+def test_a_user_added_on_one_node_logs_in_on_another(cluster):
+    n1, n2, _ = cluster.nodes
+    assert call(n1, "PUT", "users/alice", {"password": "s3cret", "tags": ""}) in (201, 204)
+    assert call(n1, "PUT", "permissions/%2F/alice",
+                {"configure": ".*", "write": ".*", "read": ".*"}) in (201, 204)
+
+    def logs_in():
+        try:
+            connect(n2, "alice", "s3cret").close()
+            return True
+        except (pika.exceptions.ProbableAuthenticationError,     # the user not there yet
+                pika.exceptions.ProbableAccessDeniedError):     # its permission not yet
+            return False
+    cluster.wait_until(logs_in)
+    call(n2, "DELETE", "users/alice")
+    cluster.wait_until(lambda: "alice" not in {u["name"] for u in n1.api("users")})
+
+
+def test_a_node_restarted_after_changes_catches_up(cluster):
+    n1, _, n3 = cluster.nodes
+    conn = connect(n1)
+    ch = conn.channel()
+    ch.queue_declare("stays", durable=True)
+    ch.queue_declare("goes", durable=True)
+    conn.close()
+    cluster.wait_until(lambda: {"stays", "goes"} <= set(queues(n3)))
+    goes_dir = os.path.join(n3.data_dir, "queues", queue_dir_name("/", "goes"))
+    assert os.path.isdir(goes_dir)
+    n3.stop()
+    conn = connect(n1)
+    ch = conn.channel()
+    ch.queue_delete("goes")
+    ch.queue_declare("new-while-away", durable=True)
+    conn.close()
+    call(n1, "PUT", "users/bob", {"password": "pw", "tags": ""})
+    call(n1, "PUT", "permissions/%2F/bob", {"configure": ".*", "write": ".*", "read": ".*"})
+    cluster.start_node(n3)
+    names = set(queues(n3))       # caught up before ready: no waiting
+    assert "stays" in names and "new-while-away" in names and "goes" not in names
+    cluster.wait_until(lambda: not os.path.exists(goes_dir))
+    connect(n3, "bob", "pw").close()
+    assert "deleted in the cluster" in "".join(n3.output)
+
+
+def test_a_queue_that_deletes_itself_goes_everywhere(cluster):
+    """auto-delete: the node where its last consumer went deletes it in etcd too."""
+    n1, n2, _ = cluster.nodes
+    conn = connect(n1)
+    ch = conn.channel()
+    ch.queue_declare("short-lived", auto_delete=True)
+    ch.exchange_declare("short-x", "fanout", auto_delete=True)
+    ch.queue_bind("short-lived", "short-x", "")
+    tag = ch.basic_consume("short-lived", lambda *a: None)
+    cluster.wait_until(lambda: "short-lived" in queues(n2)
+                       and bound(n2, "short-x", "short-lived", ""))
+    ch.basic_cancel(tag)
+    cluster.wait_until(lambda: "short-lived" not in queues(n1))
+    # gone on n2 too, and the auto-delete exchange with its last binding
+    cluster.wait_until(lambda: "short-lived" not in queues(n2))
+    cluster.wait_until(lambda: "short-x" not in {x["name"] for x in n2.api("exchanges")})
+    assert not passive_ok(n2, "short-lived")
+    conn.close()
+
+
+def _declare_at_once(nodes, queue, arguments):
+    """Declare ``queue`` on every node at the same moment; each one's result."""
+    barrier = threading.Barrier(len(nodes))
+    results = [None] * len(nodes)
+
+    def run(i, node, args):
+        conn = connect(node)
+        try:
+            ch = conn.channel()
+            barrier.wait()
+            ch.queue_declare(queue, durable=True, arguments=args)
+            results[i] = "ok"
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            results[i] = (exc.reply_code, exc.reply_text)
+        finally:
+            if conn.is_open:
+                conn.close()
+    threads = [threading.Thread(target=run, args=(i, n, a))
+               for i, (n, a) in enumerate(zip(nodes, arguments))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_concurrent_declares_on_two_nodes(cluster):
+    n1, n2, n3 = cluster.nodes
+    for i in range(5):
+        assert _declare_at_once([n1, n2], f"same-{i}", [{"x-max-length": 10}] * 2) == \
+            ["ok", "ok"]
+        results = _declare_at_once([n1, n2], f"differ-{i}",
+                                   [{"x-max-length": 10}, {"x-max-length": 20}])
+        assert sorted(map(str, results)).count("ok") == 1, results
+        (code, text), = [r for r in results if r != "ok"]
+        assert code == 406 and text.startswith(
+            f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'differ-{i}' "
+            "in vhost '/': received '")
+        # and every node holds the winner's object
+        winner = {"x-max-length": 10} if results[0] == "ok" else {"x-max-length": 20}
+        cluster.wait_until(lambda: queues(n3).get(f"differ-{i}", {}).get("arguments")
+                           == winner)
+
+
+def test_placement_members_leader_and_failover(cluster):
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n2)
+    ch = conn.channel()
+    ch.queue_declare("classic-q", durable=True)
+    ch.queue_declare("quorum-q", durable=True, arguments={"x-queue-type": "quorum"})
+    ch.queue_declare("quorum-2", durable=True, arguments={
+        "x-queue-type": "quorum", "x-quorum-initial-group-size": 2})
+    ch.queue_declare("stream-q", durable=True, arguments={
+        "x-queue-type": "stream", "x-initial-cluster-size": 2})
+    ch.exchange_declare("events", "x-partitioned", durable=True, arguments={
+        "x-partitions": 3, "x-replication-factor": 2})
+    conn.close()
+    every = ["amqpbroker@n1", "amqpbroker@n2", "amqpbroker@n3"]
+
+    def placed():
+        qs = queues(n1)
+        names = ["classic-q", "quorum-q", "quorum-2", "stream-q", "events-0", "events-1",
+                 "events-2"]
+        return all(qs.get(n, {}).get("leader") for n in names) and qs
+    qs = cluster.wait_until(placed)
+    assert qs["classic-q"]["members"] == ["amqpbroker@n2"]       # where it was declared
+    assert qs["classic-q"]["leader"] == "amqpbroker@n2" == qs["classic-q"]["node"]
+    assert sorted(qs["quorum-q"]["members"]) == every
+    assert sorted(qs["quorum-q"]["online"]) == every
+    assert qs["quorum-q"]["leader"] in every and qs["quorum-q"]["leader_epoch"] == 0
+    assert len(qs["quorum-2"]["members"]) == 2 and len(qs["stream-q"]["members"]) == 2
+    for i in range(3):
+        assert len(qs[f"events-{i}"]["members"]) == 2
+    # leaders spread: no node leads all seven
+    leaders = [q["leader"] for q in qs.values() if q.get("leader")]
+    assert max(leaders.count(n) for n in every) < len(leaders)
+    # the other nodes show the same placement
+    cluster.wait_until(lambda: all(queues(n3).get(n, {}).get("leader") == qs[n]["leader"]
+                                   for n in qs))
+    # ctl cluster: leadership per node, and per partition
+    out = subprocess.run([*child.command("amqpbroker"), "ctl", "--url",
+                          f"http://127.0.0.1:{n1.management_port}", "cluster", "--partitions"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["vhost", "queue", "leader", "epoch", "members", "isr", "online"]
+    quorum_row = next(line.split() for line in lines if " quorum-q " in line)
+    assert quorum_row[2] == qs["quorum-q"]["leader"].split("@")[1] and quorum_row[3] == "0"
+    # the quorum queue's leader dies: leadership moves within the ISR, epoch + 1
+    old = qs["quorum-q"]["leader"]
+    victim = cluster.node(old.split("@")[1])
+    survivor = next(n for n in cluster.nodes if n is not victim)
+    victim.kill()
+    victim.proc = None
+    moved = cluster.wait_until(
+        lambda: (lambda q: q if q.get("leader") not in (None, old) else None)(
+            queues(survivor)["quorum-q"]), timeout=LEASE_TTL + 20)
+    assert moved["leader_epoch"] == 1
+    assert old in moved["members"] and old not in moved["online"]
+    assert old not in moved["isr"] and moved["leader"] in moved["isr"]
+    if qs["classic-q"]["leader"] == old:
+        # its only replica is gone: no leader, until it returns
+        cluster.wait_until(lambda: queues(survivor)["classic-q"].get("leader") is None)
+    cluster.wait_until(lambda: any(
+        "controller: %2F/quorum-q/0 leader " + old.split("@")[1] + " -> " in line
+        for n in cluster.nodes if n is not victim for line in n.output))
