@@ -159,13 +159,19 @@ class PartitionLog:
             return sum(s.size for s in self._segments)
 
     def index_bytes(self) -> tuple[int, int]:
-        """(segments, bytes of their sparse indexes' entries in memory): a queue's memory."""
+        """(segments, bytes of their sparse indexes' entries in memory): a queue's memory.
+        Without the lock: an estimate, read on the thread that appends and rolls, for every
+        queue of a metrics scrape."""
+        segments = self._segments
+        if len(segments) == 1:
+            s = segments[0]
+            return 1, (len(s.offset_index.keys) * OFFSET_ENTRY
+                       + len(s.time_index.keys) * TIME_ENTRY)
         entries = timed = 0
-        with self._lock:
-            for s in self._segments:
-                entries += len(s.offset_index.keys)
-                timed += len(s.time_index.keys)
-            return len(self._segments), entries * OFFSET_ENTRY + timed * TIME_ENTRY
+        for s in segments:
+            entries += len(s.offset_index.keys)
+            timed += len(s.time_index.keys)
+        return len(segments), entries * OFFSET_ENTRY + timed * TIME_ENTRY
 
     # -- writing ---------------------------------------------------------------------------------
     def append(self, records: list[Record]) -> int:

@@ -424,9 +424,7 @@ class Queue:
     def unacked(self) -> int:
         return len(self.outstanding)
 
-    def memory(self) -> int:
-        """Bytes this queue holds in the worker, estimated (memory.py)."""
-        return queue_memory(self)
+    memory = queue_memory       # bytes this queue holds in the worker, estimated (memory.py)
 
     def check_backlog(self) -> None:
         """After publishes: tell publishers to wait if this queue just became backlogged."""

@@ -199,9 +199,7 @@ class Stream:
     def ready_bytes(self) -> int:
         return self.log.size_bytes()
 
-    def memory(self) -> int:
-        """Bytes this stream holds in the worker, estimated (memory.py)."""
-        return stream_memory(self)
+    memory = stream_memory      # bytes this stream holds in the worker, estimated (memory.py)
 
     unacked = 0                      # a stream holds nothing for its consumers
     persists_all = True              # keeps transient messages too: every publish waits for
