@@ -152,11 +152,27 @@ done:
     return result;
 }
 
+/* A str's UTF-8 (no copy: CPython keeps it with the str; ASCII is the str's own bytes) or
+ * any buffer, as a Py_buffer; obj is NULL for a str (nothing to release). */
+static int text_or_buffer(PyObject *o, Py_buffer *view) {
+    if (PyUnicode_Check(o)) {
+        Py_ssize_t len;
+        const char *p = PyUnicode_AsUTF8AndSize(o, &len);
+        if (p == NULL)
+            return -1;
+        view->buf = (void *)p;
+        view->len = len;
+        view->obj = NULL;
+        return 0;
+    }
+    return PyObject_GetBuffer(o, view, PyBUF_SIMPLE);
+}
+
 /* build_deliver(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key,
  *               properties, body, frame_max) -> bytes
  * basic.deliver + content header + body frames (split by frame_max), joined: the bytes of
- * b"".join(fastpath.build_deliver_py(...)). consumer_tag, exchange and routing_key are
- * encoded shortstr bodies. */
+ * b"".join(fastpath.build_deliver_py(...)). consumer_tag is an encoded shortstr body;
+ * exchange and routing_key are that or a str (encoded here, as UTF-8). */
 static PyObject *build_deliver(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "build_deliver takes 9 arguments");
@@ -187,9 +203,9 @@ static PyObject *build_deliver(PyObject *self, PyObject *const *args, Py_ssize_t
     PyObject *out = NULL;
     if (PyObject_GetBuffer(args[1], &ctag, PyBUF_SIMPLE) < 0) goto release;
     got = 1;
-    if (PyObject_GetBuffer(args[4], &ex, PyBUF_SIMPLE) < 0) goto release;
+    if (text_or_buffer(args[4], &ex) < 0) goto release;
     got = 2;
-    if (PyObject_GetBuffer(args[5], &rk, PyBUF_SIMPLE) < 0) goto release;
+    if (text_or_buffer(args[5], &rk) < 0) goto release;
     got = 3;
     if (PyObject_GetBuffer(args[6], &props, PyBUF_SIMPLE) < 0) goto release;
     got = 4;
@@ -244,8 +260,8 @@ static PyObject *build_deliver(PyObject *self, PyObject *const *args, Py_ssize_t
 release:
     if (got >= 5) PyBuffer_Release(&body);
     if (got >= 4) PyBuffer_Release(&props);
-    if (got >= 3) PyBuffer_Release(&rk);
-    if (got >= 2) PyBuffer_Release(&ex);
+    if (got >= 3 && rk.obj) PyBuffer_Release(&rk);
+    if (got >= 2 && ex.obj) PyBuffer_Release(&ex);
     if (got >= 1) PyBuffer_Release(&ctag);
     return out;
 }

@@ -162,10 +162,15 @@ def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
                   exchange: bytes, routing_key: bytes, properties: bytes, body: bytes,
                   frame_max: int) -> list:
     """basic.deliver + content frames, as a list of bytes (the caller joins or writelines):
-    one part for a small body (C), else parts whose body parts are the caller's objects."""
+    one part for a small body (C), else parts whose body parts are the caller's objects.
+    ``exchange`` and ``routing_key`` may be str (a record's) or encoded."""
     if _build_deliver_c is not None and len(body) < COPY_BODY_BELOW:
         return [_build_deliver_c(channel, consumer_tag, delivery_tag, redelivered, exchange,
                                  routing_key, properties, body, frame_max)]
+    if isinstance(exchange, str):
+        exchange = exchange.encode()
+    if isinstance(routing_key, str):
+        routing_key = routing_key.encode()
     return build_deliver_py(channel, consumer_tag, delivery_tag, redelivered, exchange,
                             routing_key, properties, body, frame_max)
 

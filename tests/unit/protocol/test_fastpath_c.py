@@ -135,3 +135,17 @@ deliver_args = hs.tuples(hs.integers(0, 65535), hs.binary(max_size=255),
 def test_build_deliver_matches_the_reference(args):
     assert cfp.build_deliver(*args) == b"".join(fp.build_deliver_py(*args))
     assert b"".join(fp.build_deliver(*args)) == b"".join(fp.build_deliver_py(*args))
+
+
+@FAST
+@given(deliver_args, hs.text(max_size=60), hs.text(max_size=60))
+def test_build_deliver_takes_names_as_text(args, exchange, routing_key):
+    """A record's exchange and routing key are str: encoded as UTF-8, as the caller would."""
+    args = (*args[:4], exchange, routing_key, *args[6:])
+    encoded = (*args[:4], exchange.encode(), routing_key.encode(), *args[6:])
+    if len(encoded[4]) > 255 or len(encoded[5]) > 255:
+        return
+    assert b"".join(fp.build_deliver(*args)) == b"".join(fp.build_deliver_py(*encoded))
+    big = (*args[:7], b"x" * fp.COPY_BODY_BELOW, args[8])        # the Python path
+    assert b"".join(fp.build_deliver(*big)) == b"".join(
+        fp.build_deliver_py(*encoded[:7], big[7], big[8]))
