@@ -209,13 +209,14 @@ class Channel:
         else:
             priority = ev.scan.priority
             for q in queues:
-                n = q.publish(record, priority, confirm, flags)
+                client = q.client                   # QueueRef.publish, one call less
+                n = client.publish(q.qid, record, priority, confirm, flags)
                 if confirm:
-                    tickets.append((q.client, n))
+                    tickets.append((client, n))
                 if q.backlogged:
                     session.throttle(q)
-                elif q.client.backlogged:
-                    session.throttle(q.client)
+                elif client.backlogged:
+                    session.throttle(client)
         if confirm:
             self._confirm(tickets)
 
