@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
@@ -149,3 +150,43 @@ def test_build_deliver_takes_names_as_text(args, exchange, routing_key):
     big = (*args[:7], b"x" * fp.COPY_BODY_BELOW, args[8])        # the Python path
     assert b"".join(fp.build_deliver(*big)) == b"".join(
         fp.build_deliver_py(*encoded[:7], big[7], big[8]))
+
+
+def test_without_the_extension_the_python_reference_does_the_same(monkeypatch):
+    """A build without a C compiler: ``connection`` parses with ``whole_publish_py`` and
+    deliveries are built by ``build_deliver_py``; a stream of publishes (small, empty,
+    split over several body frames, with properties) and a garbage tail give the same events
+    and the same error, fed whole and one byte at a time."""
+    from pamqp import commands as C
+
+    from amqpbroker import errors
+    from amqpbroker.protocol import connection
+    from amqpbroker.testing.feeder import SPLITTERS, feed
+
+    from .conftest import handshake, new_connection, open_channel, publish
+
+    data = (publish(1, b"hello") + publish(1, b"") + publish(1, b"x" * 10000, chunk=3000)
+            + publish(1, b"p", routing_key="ké", props=C.Basic.Properties(delivery_mode=2)))
+    garbage = b"\x01\x00\x01\x00\x00\x00\x05garbage"
+
+    def run(split):
+        c = new_connection(frame_max=4096)
+        handshake(c)
+        open_channel(c)
+        events = [(e.channel, e.exchange, e.routing_key, e.mandatory, e.immediate,
+                   e.properties, e.body, e.scan.delivery_mode, e.scan.flags)
+                  for e in feed(c, data, split)]
+        with pytest.raises(errors.AMQPError) as info:
+            feed(c, garbage, split)
+        return events, (info.value.reply_code, info.value.reply_text)
+
+    for split in SPLITTERS.values():
+        native = run(split)
+        monkeypatch.setattr(connection, "whole_publish", fp.whole_publish_py)
+        monkeypatch.setattr(fp, "_build_deliver_c", None)
+        assert run(split) == native
+        monkeypatch.undo()
+        assert [e[6] for e in native[0]] == [b"hello", b"", b"x" * 10000, b"p"]
+    args = (1, b"ctag", 7, False, "ex", "rk", b"\x00\x00", b"body", 4096)
+    monkeypatch.setattr(fp, "_build_deliver_c", None)
+    assert b"".join(fp.build_deliver(*args)) == cfp.build_deliver(*args)
