@@ -224,14 +224,17 @@ def unpack_message_py(buf, pos: int, fmt: str, message_cls, record_cls):
     return message_cls(*fixed, record_cls(ts, exchange, routing_key, properties, body, flags))
 
 
-try:                     # the same five functions in C (``_record.c``), built by setup.py
-    from ._record import pack_message, pack_record, pack_records, unpack_message, unpack_record
+try:                     # the same four functions in C (``_record.c``), built by setup.py
+    from ._record import pack_message, pack_record, unpack_message, unpack_record
     NATIVE = True
 except ImportError:      # pragma: no cover - a build without a C compiler
     pack_record, unpack_record = pack_record_py, unpack_record_py
     pack_message, unpack_message = pack_message_py, unpack_message_py
-    pack_records = pack_records_py
     NATIVE = False
+try:                     # and the batch loop (an extension built before it lacks it)
+    from ._record import pack_records
+except ImportError:      # pragma: no cover
+    pack_records = pack_records_py
 
 
 def encode_record(r: Record, prefix: bytes = b"") -> bytes:

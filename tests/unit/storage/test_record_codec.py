@@ -14,6 +14,7 @@ records = st.builds(rec.Record, st.integers(0, 2**64 - 1), shortstr, shortstr,
 def test_the_c_codec_is_built():
     """setup.py builds it; without it every link pays the Python codec's price."""
     assert rec.NATIVE
+    assert rec.pack_records is not rec.pack_records_py      # rebuilt since it was added
 
 
 @given(records, st.binary(max_size=4))
