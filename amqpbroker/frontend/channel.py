@@ -209,13 +209,14 @@ class Channel:
         else:
             priority = ev.scan.priority
             for q in queues:
-                n = q.publish(record, priority, confirm, flags)
+                client = q.client                   # QueueRef.publish, one call less
+                n = client.publish(q.qid, record, priority, confirm, flags)
                 if confirm:
-                    tickets.append((q.client, n))
+                    tickets.append((client, n))
                 if q.backlogged:
                     session.throttle(q)
-                elif q.client.backlogged:
-                    session.throttle(q.client)
+                elif client.backlogged:
+                    session.throttle(client)
         if confirm:
             self._confirm(tickets)
 
@@ -304,9 +305,8 @@ class Channel:
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         self.stats.on_deliver(consumer.no_ack, redelivered)
         session.write(fp.build_deliver(
-            self.number, consumer.tag_bytes, tag, redelivered, record.exchange.encode(),
-            record.routing_key.encode(), properties, record.body,
-            session.conn.frame_max))
+            self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
+            record.routing_key, properties, record.body, session.conn.frame_max))
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
             if session.writable:
                 self._grant(consumer, 1)     # credit comes back with each write
@@ -399,13 +399,19 @@ class Channel:
         if multiple:
             if tag != 0 and tag not in unacked:
                 raise errors.PreconditionFailed(f"unknown delivery tag {tag}", cid, mid)
-            taken = []
-            while unacked:
-                first = next(iter(unacked))
-                if tag and first > tag:
+            if not tag:
+                taken = list(unacked.items())
+                unacked.clear()
+                return taken
+            # tags were inserted in increasing order: one pass over the head of the dict (a
+            # next(iter()) per tag rescans the entries popped before it: quadratic)
+            upto = []
+            for t in unacked:
+                if t > tag:
                     break
-                taken.append((first, unacked.pop(first)))
-            return taken
+                upto.append(t)
+            pop = unacked.pop
+            return [(t, pop(t)) for t in upto]
         d = unacked.pop(tag, None)
         if d is None:
             raise errors.PreconditionFailed(f"unknown delivery tag {tag}", cid, mid)
@@ -415,20 +421,28 @@ class Channel:
         by_queue: dict = {}
         by_share: dict = {}
         shared = self.global_prefetch
+        # runs of deliveries of one consumer, queue and epoch (a multiple ack is usually one
+        # run): the accounting and the credit are per run, the offsets keep the tags' order
+        runs = []
+        run = None
         for _, d in taken:
-            c = d.consumer
-            q = d.queue
-            live = d.epoch == q.client.epoch and not q.deleted
+            if run is None or d.consumer is not run[0] or d.queue is not run[1] \
+                    or d.epoch != run[2]:
+                run = (d.consumer, d.queue, d.epoch, [])
+                runs.append(run)
+            run[3].append(d.offset)
+        for c, q, epoch, offsets in runs:
+            live = epoch == q.client.epoch and not q.deleted
             if c is not None:
-                c.unacked -= 1
+                c.unacked -= len(offsets)
                 if c.credit_on_ack and not shared and live and self.consumers.get(c.key) is c:
-                    self._grant(c, 1)
+                    self._grant(c, len(offsets))
                 if c.member is not None:
                     if live:
-                        by_share.setdefault(c, []).append(d.offset)
+                        by_share.setdefault(c, []).extend(offsets)
                     continue
             if live:
-                by_queue.setdefault(q, []).append(d.offset)
+                by_queue.setdefault(q, []).extend(offsets)
         marks = self.session.settled_on
         for q, offsets in by_queue.items():
             marks[q.client] = q.ack(offsets) if ack else q.reject(offsets, requeue)

@@ -61,20 +61,22 @@ class Exchange:
         self.durable = durable
         self.auto_delete = auto_delete
         self.internal = internal
-        self.arguments = dict(arguments or {})
+        self.arguments = dict(arguments or {})     # sets ``alternate`` too
         # (destination, routing_key, args_key) -> arguments
         self.bindings: dict[tuple, dict] = {}
         self._to_exchanges = 0    # bindings whose destination is an exchange
+        # plain attributes, not properties: every publish reads both (vhost.route)
+        self.e2e = False          # has an exchange among its destinations
 
     @property
-    def e2e(self) -> bool:
-        """Has an exchange among its destinations."""
-        return self._to_exchanges > 0
+    def arguments(self) -> dict:
+        return self._arguments
 
-    @property
-    def alternate(self) -> str | None:
-        ae = self.arguments.get("alternate-exchange")
-        return ae if isinstance(ae, str) else None
+    @arguments.setter
+    def arguments(self, value: dict) -> None:
+        self._arguments = value
+        ae = value.get("alternate-exchange")
+        self.alternate: str | None = ae if isinstance(ae, str) else None
 
     def validate_binding(self, arguments: dict | None, cid: int, mid: int) -> None:
         """A new binding's arguments, checked as the exchange type's ``validate_binding``
@@ -111,6 +113,7 @@ class Exchange:
     def _count(self, destination, delta: int) -> None:
         if isinstance(destination, Exchange):
             self._to_exchanges += delta
+            self.e2e = self._to_exchanges > 0
 
     def _added(self, destination, routing_key: str) -> None:
         """A binding was added (the same destination and key may already be bound with

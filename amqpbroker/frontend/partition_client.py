@@ -66,6 +66,18 @@ class PartitionClient:
         if self.link is not None:
             self.link.send(cmd)          # else the host is restarting: it recovers from disk
 
+    def hold(self) -> None:
+        """Hold publishes until ``release`` (an in-process link hands them over as a batch;
+        the others batch per loop turn anyway)."""
+        hold = getattr(self.link, "hold", None)
+        if hold is not None:
+            hold()
+
+    def release(self) -> None:
+        release = getattr(self.link, "release", None)
+        if release is not None:
+            release()
+
     def publish(self, qid: int, record, priority: int, track: bool, flags: int = 0) -> int:
         self.seq = seq = self.seq + 1
         if self.link is not None:

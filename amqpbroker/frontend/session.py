@@ -193,6 +193,9 @@ class Session(asyncio.Protocol):
     def _process(self) -> None:
         conn = self.conn
         budget = EVENTS_PER_TURN
+        partitions = self.broker.partitions
+        for p in partitions:            # publishes go to the host as one batch (LocalLink)
+            p.hold()
         while not self.closed:
             if self._throttled_by or self.reading_paused or self._waiting or not self.writable:
                 break                   # unthrottle() / the alarm's end / a reply / drained
@@ -223,6 +226,8 @@ class Session(asyncio.Protocol):
                 log.exception("connection %s: internal error", self.name,
                               extra=self.log_context())
                 self._on_error(errors.InternalError("internal error"))
+        for p in partitions:
+            p.release()
         self.flush()
 
     def _on_error(self, err: errors.AMQPError, channel: int | None = None) -> None:

@@ -16,18 +16,55 @@ def _round_trip(msg):
     return contract.decode(contract.encode_bytes(msg))
 
 
+HOLD_MAX = 256            # publishes held at most before the host gets them (< LINK_WINDOW)
+
+
 class LocalLink:
+    """While a session handles what it read (``hold`` ... ``release``), publishes are held and
+    handed to the host as one batch, as a ring link does once per loop turn: the host then
+    answers one ``Confirm`` per batch, not per message. Any other command hands the held
+    publishes over first, so the host sees every command in the order it was sent, and
+    requests are still answered at once."""
+
     def __init__(self, host, client, *, codec: bool = False):
         self.host = host
         self.client = client
         self.codec = codec
         self.state = host.attach(self)
+        self.held: list | None = None
         client.connect(self)
 
     def send(self, cmd) -> None:
         if self.codec:
             cmd = _round_trip(cmd)
+        held = self.held
+        if held is not None:
+            if type(cmd) is contract.Pub:
+                held.append(cmd)
+                if len(held) >= HOLD_MAX:
+                    self._hand_over()
+                return
+            if held:
+                self._hand_over()
         self.host.handle(self.state, (cmd,))
+
+    def hold(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held, None
+        if held:
+            self.host.handle(self.state, held)
+
+    def _hand_over(self) -> None:
+        """The held publishes to the host now; hold on after them."""
+        held, self.held = self.held, None        # what the host sends meanwhile goes through
+        try:
+            self.host.handle(self.state, held)
+        finally:
+            if self.held is None:
+                self.held = []
 
     def emit(self, event) -> None:
         if self.codec:

@@ -36,6 +36,7 @@ from . import events as ev
 from . import fastpath as fp
 from . import properties
 from . import states as st
+from .fastpath import whole_publish
 from .constants import (ACK, DEFAULT_CHANNEL_MAX, DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT,
                         DEFAULT_MAX_MESSAGE_SIZE, FRAME_BODY, FRAME_END, FRAME_HEADER,
                         FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, NACK, PROTOCOL_HEADER,
@@ -141,6 +142,12 @@ class Connection:
         buf = self._buf
         while True:
             pos = self._pos
+            if self.state == st.OPEN and not self.hold_content:
+                got = whole_publish(buf, pos, self.frame_max, self.max_message_size)
+                if got is not None:
+                    event = self._whole_publish(got)
+                    if event is not None:
+                        return event
             avail = len(buf) - pos
             if self.state == st.AWAIT_HEADER:
                 if avail < 8:
@@ -180,10 +187,6 @@ class Connection:
                 self._pos = len(buf)
                 raise errors.FrameError(f"type {ftype}, {_octets(bytes(buf[pos + 7:end]))}: "
                                         f"{{invalid_frame_end_marker,{buf[end]}}}")
-            if ftype == FRAME_METHOD and buf[pos + 7:pos + 11] == PUBLISH_ID:
-                event = self._whole_publish(buf, pos, channel, end)
-                if event is not None:
-                    return event
             payload = bytes(memoryview(buf)[pos + 7:end])     # one copy, not two
             self._pos = end + 1
             event = self._frame(ftype, channel, payload)
@@ -197,47 +200,20 @@ class Connection:
             return True
         return ftype == FRAME_METHOD and buf[pos + 7:pos + 11] == PUBLISH_ID
 
-    def _whole_publish(self, buf, pos: int, channel: int, end: int):
-        """Fast path: basic.publish, its content header and its single body frame are all in
-        the buffer, on an open channel in the usual state. Parse the three in one go and return
-        the Publish event; return None (nothing consumed) for anything else, and the general
-        frame-by-frame path handles it, errors included."""
+    def _whole_publish(self, got):
+        """Fast path: ``fastpath.whole_publish`` found basic.publish, its content header and
+        its single body frame whole in the buffer. On an open channel in the usual state,
+        consume them and return the Publish event; else return None (nothing consumed), and
+        the general frame-by-frame path handles it, errors included."""
+        channel, exchange, routing_key, mandatory, immediate, props, body, next_pos = got
         ch = self.channels.get(channel)
-        if ch is None or ch.publish is not None or ch.state != st.CHANNEL_OPEN \
-                or self.state != st.OPEN:
+        if ch is None or ch.publish is not None or ch.state != st.CHANNEL_OPEN:
             return None
-        h = end + 1                                        # content header frame
-        if len(buf) < h + 7:
-            return None
-        htype, hchannel, hsize = fp.FRAME_HEAD.unpack_from(buf, h)
-        hend = h + 7 + hsize
-        if htype != FRAME_HEADER or hchannel != channel or hsize < 14 \
-                or hsize > self.frame_max or len(buf) <= hend or buf[hend] != FRAME_END:
-            return None
-        class_id, _weight, body_size = fp.HEADER_PREFIX.unpack_from(buf, h + 7)
-        if class_id != 60 or body_size > self.max_message_size:
-            return None
-        if body_size:
-            b = hend + 1                                   # the body frame
-            if len(buf) < b + 7:
-                return None
-            btype, bchannel, bsize = fp.FRAME_HEAD.unpack_from(buf, b)
-            bend = b + 7 + bsize
-            if btype != FRAME_BODY or bchannel != channel or bsize != body_size \
-                    or len(buf) <= bend or buf[bend] != FRAME_END:
-                return None
-        else:
-            b = bend = hend
-        mv = memoryview(buf)
         try:
-            exchange, routing_key, mandatory, immediate = fp.parse_publish(bytes(mv[pos + 7:end]))
-            props = bytes(mv[h + 19:hend])
-            scan = properties.scan(props)
-        except (fp.Truncated, ValueError):
+            scan = properties.scan_cached(props)
+        except ValueError:
             return None
-        body = bytes(mv[b + 7:bend]) if body_size else b""
-        del mv
-        self._pos = bend + 1
+        self._pos = next_pos
         return ev.Publish(channel, exchange, routing_key, mandatory, immediate, props, body, scan)
 
     def _bad_header(self, received: bytes):

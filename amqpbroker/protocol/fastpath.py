@@ -3,6 +3,11 @@
 Everything else goes through pamqp (``connection.py`` decodes with its command classes). Each function here is checked against
 pamqp's generic codec by ``tests/unit/protocol/test_fastpath.py``. Structs are precompiled;
 functions take and return plain values, no objects per frame.
+
+The two per-message loops, ``whole_publish`` and ``build_deliver``, are also written in C
+(``_fastpath.c``, built by setup.py); the Python versions here (``*_py``) are the reference,
+and the fallback when the extension is not built. ``tests/unit/protocol/test_fastpath_c.py``
+checks that both agree on any input.
 """
 from __future__ import annotations
 
@@ -82,7 +87,53 @@ def header_payload(body_size: int, properties: bytes) -> bytes:
     return HEADER_PREFIX.pack(60, 0, body_size) + properties
 
 
-def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
+def whole_publish_py(buf, pos: int, frame_max: int, max_message_size: int):
+    """basic.publish + content header + one body frame, whole in ``buf`` at ``pos``:
+    ``(channel, exchange, routing_key, mandatory, immediate, properties, body, next_pos)``, or
+    None for anything else (incomplete, another frame, a frame not in the usual shape, an
+    undecodable name): nothing is consumed then, and the frame-by-frame path decides, errors
+    included. The reference of ``_fastpath.whole_publish``."""
+    n = len(buf)
+    if pos < 0 or n - pos < 7:
+        return None
+    ftype, channel, size = FRAME_HEAD.unpack_from(buf, pos)
+    if ftype != FRAME_METHOD or size > frame_max or size < 4:
+        return None
+    end = pos + 7 + size
+    if n <= end or buf[end] != 0xCE or buf[pos + 7:pos + 11] != b"\x00\x3c\x00\x28":
+        return None
+    h = end + 1                                        # content header frame
+    if n < h + 7:
+        return None
+    htype, hchannel, hsize = FRAME_HEAD.unpack_from(buf, h)
+    hend = h + 7 + hsize
+    if htype != FRAME_HEADER or hchannel != channel or hsize < 14 or hsize > frame_max \
+            or n <= hend or buf[hend] != 0xCE:
+        return None
+    class_id, _weight, body_size = HEADER_PREFIX.unpack_from(buf, h + 7)
+    if class_id != 60 or body_size > max_message_size:
+        return None
+    if body_size:
+        b = hend + 1                                   # the body frame
+        if n < b + 7:
+            return None
+        btype, bchannel, bsize = FRAME_HEAD.unpack_from(buf, b)
+        bstart = b + 7
+        bend = bstart + bsize
+        if btype != FRAME_BODY or bchannel != channel or bsize != body_size \
+                or n <= bend or buf[bend] != 0xCE:
+            return None
+    else:
+        bstart = bend = hend
+    try:
+        exchange, routing_key, mandatory, immediate = parse_publish(bytes(buf[pos + 7:end]))
+    except Truncated:
+        return None
+    return (channel, exchange, routing_key, mandatory, immediate, bytes(buf[h + 19:hend]),
+            bytes(buf[bstart:bend]), bend + 1)
+
+
+def build_deliver_py(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
                   exchange: bytes, routing_key: bytes, properties: bytes, body: bytes,
                   frame_max: int) -> list:
     """basic.deliver + content frames, as a list of bytes (the caller joins or writelines).
@@ -96,6 +147,32 @@ def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
     out = [head, args, FRAME_END_BYTE]
     out += content_frames(channel, header_payload(len(body), properties), body, frame_max)
     return out
+
+
+try:                     # the same two functions in C (``_fastpath.c``), built by setup.py
+    from ._fastpath import build_deliver as _build_deliver_c, whole_publish
+except ImportError:      # not built: the Python reference does the work
+    whole_publish = whole_publish_py
+    _build_deliver_c = None
+
+COPY_BODY_BELOW = 8192   # bigger bodies go to the socket as the caller's object, uncopied
+
+
+def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
+                  exchange: bytes, routing_key: bytes, properties: bytes, body: bytes,
+                  frame_max: int) -> list:
+    """basic.deliver + content frames, as a list of bytes (the caller joins or writelines):
+    one part for a small body (C), else parts whose body parts are the caller's objects.
+    ``exchange`` and ``routing_key`` may be str (a record's) or encoded."""
+    if _build_deliver_c is not None and len(body) < COPY_BODY_BELOW:
+        return [_build_deliver_c(channel, consumer_tag, delivery_tag, redelivered, exchange,
+                                 routing_key, properties, body, frame_max)]
+    if isinstance(exchange, str):
+        exchange = exchange.encode()
+    if isinstance(routing_key, str):
+        routing_key = routing_key.encode()
+    return build_deliver_py(channel, consumer_tag, delivery_tag, redelivered, exchange,
+                            routing_key, properties, body, frame_max)
 
 
 def build_get_ok(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,

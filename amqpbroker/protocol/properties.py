@@ -142,6 +142,24 @@ def scan(raw: bytes) -> Scan:
     return Scan(flags, delivery_mode, priority, expiration, reply_to, user_id)
 
 
+_SCANS: dict = {}          # raw property bytes -> Scan, for the few lists a workload repeats
+_SCANS_MAX = 256
+
+
+def scan_cached(raw: bytes) -> Scan:
+    """``scan``, remembered for property lists seen before (a publisher sends the same few
+    over and over: none, delivery-mode 2, a content type). A Scan is never changed after it
+    is made, so messages share one. Lists that differ per message (a message id, a
+    timestamp) fill the table, which is then emptied and refilled."""
+    s = _SCANS.get(raw)
+    if s is None:
+        s = scan(raw)
+        if len(_SCANS) >= _SCANS_MAX:
+            _SCANS.clear()
+        _SCANS[raw] = s
+    return s
+
+
 def decode(raw: bytes) -> commands.Basic.Properties:
     """Full decode (cold path). Raises ValueError on a malformed property list (``scan``
     skips the headers table unread): pamqp raises ValueError, OverflowError (a timestamp past

@@ -259,6 +259,125 @@ done:
     return msg;
 }
 
+/* pack_records(records, separate_body) -> ([b"", part, ...], size, first_ts, max_ts)
+ * The per-record loop of record.encode_batch_parts (its reference, pack_records_py): the
+ * records' bytes as parts, small fields and bodies joined, each body of at least
+ * separate_body bytes its own part (the caller's object, uncopied). Part 0 is left for the
+ * batch header; size counts the bytes after it. */
+static PyObject *pack_records(PyObject *self, PyObject *args) {
+    PyObject *records;
+    Py_ssize_t separate;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &records, &separate))
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(records);
+    if (count == 0) {
+        PyErr_SetString(PyExc_IndexError, "no records");
+        return NULL;
+    }
+    PyObject *parts = PyList_New(0), *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *result = NULL, *chunk = NULL;
+    if (parts == NULL || empty == NULL || PyList_Append(parts, empty) < 0)
+        goto done;
+    unsigned long long first_ts = 0, max_ts = 0;
+    Py_ssize_t size = 0;
+    Py_ssize_t start = 0;               /* first record not yet in a part */
+    /* two passes per run of records: measure up to the next separate body, then copy */
+    while (start < count) {
+        Py_ssize_t run = 0, stop = start;
+        int separate_after = 0;
+        for (; stop < count; stop++) {
+            PyObject *r = PyList_GET_ITEM(records, stop);
+            if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 6) {
+                PyErr_SetString(PyExc_TypeError, "a record is a 6-tuple");
+                goto done;
+            }
+            Py_ssize_t ex_len, rk_len;
+            if (PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(r, 1), &ex_len) == NULL
+                || PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(r, 2), &rk_len) == NULL)
+                goto done;
+            if (ex_len > 255 || rk_len > 255) {
+                PyErr_SetString(PyExc_ValueError,
+                                "exchange and routing key are AMQP shortstrs: at most 255 bytes");
+                goto done;
+            }
+            PyObject *props = PyTuple_GET_ITEM(r, 3), *body = PyTuple_GET_ITEM(r, 4);
+            if (!PyBytes_Check(props) || !PyBytes_Check(body)) {
+                PyErr_SetString(PyExc_TypeError, "record properties and body are bytes");
+                goto done;
+            }
+            unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
+            if (ts == (unsigned long long)-1 && PyErr_Occurred())
+                goto done;
+            unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 5));
+            if (flags == (unsigned long)-1 && PyErr_Occurred())
+                goto done;
+            if (flags > 255) {
+                PyErr_SetString(PyExc_ValueError, "record flags are one byte");
+                goto done;
+            }
+            if (stop == 0)
+                first_ts = max_ts = ts;
+            if (ts > max_ts)
+                max_ts = ts;
+            Py_ssize_t blen = PyBytes_GET_SIZE(body);
+            uint64_t rec_len = RECORD_FIXED + ex_len + rk_len + PyBytes_GET_SIZE(props) + blen;
+            if (rec_len > 0xffffffffULL) {
+                PyErr_SetString(PyExc_ValueError, "record over 4 GiB");
+                goto done;
+            }
+            size += 4 + (Py_ssize_t)rec_len;
+            if (blen >= separate) {
+                run += 4 + (Py_ssize_t)rec_len - blen;
+                separate_after = 1;
+                stop++;
+                break;
+            }
+            run += 4 + (Py_ssize_t)rec_len;
+        }
+        chunk = PyBytes_FromStringAndSize(NULL, run);
+        if (chunk == NULL)
+            goto done;
+        unsigned char *p = (unsigned char *)PyBytes_AS_STRING(chunk);
+        PyObject *last_body = NULL;
+        for (Py_ssize_t i = start; i < stop; i++) {
+            PyObject *r = PyList_GET_ITEM(records, i);
+            Py_ssize_t ex_len, rk_len;
+            const char *ex = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(r, 1), &ex_len);
+            const char *rk = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(r, 2), &rk_len);
+            PyObject *props = PyTuple_GET_ITEM(r, 3), *body = PyTuple_GET_ITEM(r, 4);
+            Py_ssize_t plen = PyBytes_GET_SIZE(props), blen = PyBytes_GET_SIZE(body);
+            put_u32(p, (uint32_t)(RECORD_FIXED + ex_len + rk_len + plen + blen));
+            put_u64(p + 4, PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0)));
+            p[12] = (unsigned char)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 5));
+            p[13] = (unsigned char)ex_len;
+            p += 14;
+            memcpy(p, ex, ex_len); p += ex_len;
+            *p++ = (unsigned char)rk_len;
+            memcpy(p, rk, rk_len); p += rk_len;
+            put_u32(p, (uint32_t)plen); p += 4;
+            memcpy(p, PyBytes_AS_STRING(props), plen); p += plen;
+            put_u32(p, (uint32_t)blen); p += 4;
+            if (separate_after && i == stop - 1) {
+                last_body = body;
+            } else {
+                memcpy(p, PyBytes_AS_STRING(body), blen); p += blen;
+            }
+        }
+        if (PyList_Append(parts, chunk) < 0)
+            goto done;
+        Py_CLEAR(chunk);
+        if (last_body != NULL && PyList_Append(parts, last_body) < 0)
+            goto done;
+        start = stop;
+    }
+    result = Py_BuildValue("(OnKK)", parts, size, first_ts, max_ts);
+done:
+    Py_XDECREF(chunk);
+    Py_XDECREF(parts);
+    Py_XDECREF(empty);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pack_record", pack_record, METH_VARARGS,
      "pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes"},
@@ -268,6 +387,8 @@ static PyMethodDef methods[] = {
      "pack_message(prefix, type_id, fmt, msg) -> bytes"},
     {"unpack_message", unpack_message, METH_VARARGS,
      "unpack_message(buf, pos, fmt, message_cls, record_cls) -> message"},
+    {"pack_records", pack_records, METH_VARARGS,
+     "pack_records(records, separate_body) -> ([b'', part, ...], size, first_ts, max_ts)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -93,14 +93,9 @@ def encode_batch(base_offset: int, records: list[Record]) -> tuple[bytes, int, i
     return b"".join(parts), first_ts, max_ts
 
 
-def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, int, int, int]:
-    """Encode `records` as one batch without copying large bodies.
-
-    Returns (parts, size, first_ts, max_ts): the batch is the concatenation of `parts` (the
-    36-byte header first), `size` bytes in all; write it with one os.writev. Small fields are
-    joined into one part between bodies of at least SEPARATE_BODY bytes, which stay the
-    caller's objects, so a 64 KiB body is never copied here; the CRC runs over the parts.
-    """
+def pack_records_py(records: list[Record], separate_body: int) -> tuple[list, int, int, int]:
+    """The per-record loop of ``encode_batch_parts``: ([b"", part, ...], size, first_ts,
+    max_ts), part 0 left for the batch header (the reference of ``_record.pack_records``)."""
     parts: list = [b""]        # [0] is the batch header, filled in last
     small: list[bytes] = []    # small fields waiting to be joined into one part
     size = 0                   # bytes after the header
@@ -122,7 +117,7 @@ def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, i
                      + _U8.pack(len(rk)) + rk + _U32.pack(len(props)))
         small.append(props)
         small.append(_U32.pack(blen))
-        if blen >= SEPARATE_BODY:
+        if blen >= separate_body:
             parts.append(b"".join(small))
             small.clear()
             parts.append(body)
@@ -130,6 +125,21 @@ def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, i
             small.append(body)
     if small:
         parts.append(b"".join(small))
+    return parts, size, first_ts, max_ts
+
+
+def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, int, int, int]:
+    """Encode `records` as one batch without copying large bodies.
+
+    Returns (parts, size, first_ts, max_ts): the batch is the concatenation of `parts` (the
+    36-byte header first), `size` bytes in all; write it with one os.writev. Small fields are
+    joined into one part between bodies of at least SEPARATE_BODY bytes, which stay the
+    caller's objects, so a 64 KiB body is never copied here; the CRC runs over the parts.
+    """
+    try:
+        parts, size, first_ts, max_ts = pack_records(records, SEPARATE_BODY)
+    except TypeError:          # not a list of bytes-holding records: the reference takes any
+        parts, size, first_ts, max_ts = pack_records_py(records, SEPARATE_BODY)
     length = BATCH_OVERHEAD + size
     if length > MAX_BATCH_BYTES:
         raise ValueError(f"batch of {length} bytes exceeds the {MAX_BATCH_BYTES} byte limit")
@@ -221,6 +231,10 @@ except ImportError:      # pragma: no cover - a build without a C compiler
     pack_record, unpack_record = pack_record_py, unpack_record_py
     pack_message, unpack_message = pack_message_py, unpack_message_py
     NATIVE = False
+try:                     # and the batch loop (an extension built before it lacks it)
+    from ._record import pack_records
+except ImportError:      # pragma: no cover
+    pack_records = pack_records_py
 
 
 def encode_record(r: Record, prefix: bytes = b"") -> bytes:

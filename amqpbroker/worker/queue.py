@@ -469,11 +469,23 @@ class Queue:
         self.host.committer.mark(self)
 
     def ack(self, offsets) -> None:
+        """A multiple ack settles many at once: ``_done``'s work per offset is only what
+        each offset needs (the store's settle); the committer is marked once."""
         outstanding = self.outstanding
         self.stats.on_ack(len(offsets))
-        for offset in offsets:
-            if outstanding.pop(offset, None) is not None:
-                self._done(offset)
+        pop = outstanding.pop
+        done = [o for o in offsets if pop(o, None) is not None]
+        if not done:
+            return
+        if self.redelivered:
+            self.redelivered.difference_update(done)
+        if self.dedup_keys is not None:
+            for offset in done:
+                self.dedup_keys.discard(offset)
+        settle = self.store.settle
+        for offset in done:
+            settle(offset)
+        self.host.committer.mark(self)
 
     def reject(self, offsets, requeue: bool) -> None:
         """basic.reject / basic.nack, or unacked messages of a closed channel (requeue)."""

@@ -122,3 +122,57 @@ async def test_a_channel_error_closes_only_that_channel(client):
     client.send(2, C.Queue.Declare(queue="other"))
     [ok] = await client.expect(C.Queue.DeclareOk)
     assert ok.queue == "other"
+
+
+def publish_frames(routing_key: str, bodies) -> list:
+    out = []
+    for body in bodies:
+        out += [C.Basic.Publish(exchange="", routing_key=routing_key),
+                ContentHeader(0, len(body)), ContentBody(body)]
+    return out
+
+
+async def test_publishes_read_in_one_go_are_confirmed_by_one_multiple_ack(client):
+    """The partition host gets the publishes of one read as one batch (``LocalLink.hold``):
+    one watermark for all of them, so the channel confirms them with one multiple ack."""
+    client.send(1, C.Channel.Open(), C.Confirm.Select(), C.Queue.Declare(queue="burst"))
+    await client.expect(C.Queue.DeclareOk)
+    client.send(1, *publish_frames("burst", [b"m%d" % i for i in range(200)]))
+    acks = await client.expect(C.Basic.Ack)
+    assert [(a.delivery_tag, a.multiple) for a in acks] == [(200, True)]
+
+
+async def test_a_command_after_held_publishes_sees_them(client):
+    """Anything but a publish hands the held publishes to the host first: a basic.get and a
+    passive declare in the same read as three publishes see all three, in order."""
+    client.send(1, C.Channel.Open(), C.Queue.Declare(queue="order"))
+    await client.expect(C.Queue.DeclareOk)
+    client.send(1, *publish_frames("order", [b"a", b"b", b"c"]), C.Basic.Get(queue="order"),
+                C.Queue.Declare(queue="order", passive=True))
+    [got] = await client.expect(C.Basic.GetOk)
+    [ok] = await client.expect(C.Queue.DeclareOk)
+    assert got.message_count == 2
+    assert [f.value for _, f in client.seen if isinstance(f, ContentBody)] == [b"a"]
+    assert ok.message_count == 2
+
+
+async def test_more_publishes_than_a_batch_holds_are_all_stored(client):
+    """Past ``HOLD_MAX`` held publishes the host gets them without waiting for the read's
+    end; none is lost or reordered, and the confirms cover every one exactly once."""
+    client.send(1, C.Channel.Open(), C.Confirm.Select(), C.Queue.Declare(queue="many"))
+    await client.expect(C.Queue.DeclareOk)
+    n = 700
+    client.send(1, *publish_frames("many", [b"%d" % i for i in range(n)]))
+    acks = []
+    while not acks or acks[-1].delivery_tag < n:
+        acks += await client.expect(C.Basic.Ack)
+    covered: list = []
+    for a in acks:                        # in order, each publish once
+        covered += range(covered[-1] + 1 if covered else 1, a.delivery_tag + 1) \
+            if a.multiple else [a.delivery_tag]
+    assert covered == list(range(1, n + 1))
+    assert 1 < len(acks) < 10             # a few batches, not one ack per publish
+    client.send(1, C.Basic.Qos(prefetch_count=n), C.Basic.Consume(queue="many", no_ack=True))
+    await client.expect(C.Basic.Deliver, n)
+    assert [f.value for _, f in client.seen if isinstance(f, ContentBody)] == \
+        [b"%d" % i for i in range(n)]

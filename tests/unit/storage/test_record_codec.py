@@ -14,6 +14,7 @@ records = st.builds(rec.Record, st.integers(0, 2**64 - 1), shortstr, shortstr,
 def test_the_c_codec_is_built():
     """setup.py builds it; without it every link pays the Python codec's price."""
     assert rec.NATIVE
+    assert rec.pack_records is not rec.pack_records_py      # rebuilt since it was added
 
 
 @given(records, st.binary(max_size=4))
@@ -55,3 +56,34 @@ def test_a_record_whose_lengths_disagree_is_refused():
     data[-10] += 1         # the properties' length (low byte) now overlaps the body length
     with pytest.raises(ValueError):
         rec.unpack_record(bytes(data), 0)
+
+
+big_records = st.builds(rec.Record, st.integers(0, 2**64 - 1), shortstr, shortstr,
+                        st.binary(max_size=200),
+                        st.binary(max_size=3000) | st.binary(min_size=40, max_size=120),
+                        st.integers(0, 255))
+
+
+@given(st.lists(big_records, min_size=1, max_size=8), st.integers(0, 3001))
+def test_pack_records_matches_the_reference(records, separate):
+    """The batch loop: equal parts (bodies at or over ``separate`` apart), size and times."""
+    got = rec.pack_records(records, separate)
+    assert got == rec.pack_records_py(records, separate)
+    parts = got[0]
+    assert parts[0] == b"" and sum(map(len, parts)) == got[1]
+
+
+@given(st.lists(records, min_size=1, max_size=4))
+def test_encode_batch_parts_takes_any_buffer_body(records):
+    """A body that is not bytes (a memoryview) goes through the reference, to the same batch."""
+    viewed = [r._replace(body=memoryview(r.body)) for r in records]
+    assert rec.encode_batch(3, viewed) == rec.encode_batch(3, records)
+    assert rec.decode_records(rec.encode_batch(3, records)[0]) == records
+
+
+def test_pack_records_refuses_long_names_as_the_reference_does():
+    r = rec.Record(1, "x" * 256, "", b"", b"")
+    with pytest.raises(ValueError, match="shortstrs"):
+        rec.pack_records([r], 8192)
+    with pytest.raises(ValueError, match="shortstrs"):
+        rec.pack_records_py([r], 8192)

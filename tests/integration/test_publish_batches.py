@@ -1,0 +1,66 @@
+"""One process (``--workers 0``): publishes a connection sends back to back reach the queue
+as batches (``LocalLink.hold``). Over a real socket with aiormq: every pipelined publish is
+confirmed exactly once and stored in order, on a durable and a non-durable queue, a fanout
+to several queues included, and a basic.get right behind them sees them all."""
+from __future__ import annotations
+
+import asyncio
+
+import aiormq
+import pytest
+from pamqp import commands as spec
+
+from amqpbroker.testing import BrokerProcess
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("batches"), "--workers", "0",
+                       "--frontends", "0") as b:
+        yield b
+
+
+async def consume_all(channel, queue: str, n: int) -> list[bytes]:
+    got: list[bytes] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def on_message(message):
+        got.append(message.body)
+        if len(got) == n and not done.done():
+            done.set_result(None)
+
+    await channel.basic_qos(prefetch_count=n)
+    await channel.basic_consume(queue, on_message, no_ack=True)
+    await asyncio.wait_for(done, 30)
+    return got
+
+
+@pytest.mark.parametrize("durable", [False, True])
+async def test_pipelined_confirmed_publishes_are_stored_in_order(broker, durable):
+    n = 1500
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        queues = [f"batch-{durable}-{i}" for i in range(3)]
+        await ch.exchange_declare("batch-fan-%s" % durable, exchange_type="fanout")
+        for q in queues:
+            await ch.queue_declare(q, durable=durable)
+            await ch.queue_bind(q, "batch-fan-%s" % durable)
+        props = spec.Basic.Properties(delivery_mode=2 if durable else 1)
+        confirms = await asyncio.gather(*[
+            ch.basic_publish(b"%05d" % i, exchange="batch-fan-%s" % durable, properties=props)
+            for i in range(n)])
+        assert all(isinstance(c, spec.Basic.Ack) for c in confirms)
+        # a basic.get right behind more publishes sees them
+        await asyncio.gather(*[ch.basic_publish(b"last", routing_key=queues[0])
+                               for _ in range(3)])
+        ok = await ch.basic_get(queues[0], no_ack=True)
+        assert ok.body == b"00000"
+        assert ok.delivery.message_count == n + 2
+        consumer = await conn.channel()
+        expected = [b"%05d" % i for i in range(n)]
+        assert await consume_all(consumer, queues[0], n + 2) == expected[1:] + [b"last"] * 3
+        for q in queues[1:]:
+            assert await consume_all(await conn.channel(), q, n) == expected
+    finally:
+        await conn.close()
