@@ -85,7 +85,8 @@ class Queue:
                                   fsync_interval_ms=config.fsync_interval_ms,
                                   segment_bytes=config.segment_bytes, budget=host,
                                   cache_limit=config.cache_limit,
-                                  label=f"queue '{name_of(self)}'")
+                                  label=f"queue '{name_of(self)}'",
+                                  write_behind=not durable)
         # idempotent producers and x-message-deduplication (dedup.py)
         self.producers = dedup.ProducerTable(directory if durable else None,
                                              end_offset=self.store.end_offset,

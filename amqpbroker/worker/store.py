@@ -25,6 +25,15 @@ cached bodies over the budget and deletes segments (event-loop thread). ``read``
 cached body at once, durable or not (a consumer may get a message before its fsync, as from
 RabbitMQ; the publisher's confirm still waits for it); from disk it reads only below the log's
 durable offset and returns None above it (evicted under "interval" before its fsync came).
+Write-behind (non-durable queues, ``write_behind=True``): their messages are wiped at start,
+so the log is only where bodies go when memory is short, as RabbitMQ pages transient messages
+out only under memory pressure. ``flush`` then writes only the oldest buffered records: those
+already settled (with an empty body: nothing reads a settled record back, and no recovery
+follows), plus as many more as keep the rest under ``write_behind_bytes`` of unsettled bodies
+and ``WRITE_BEHIND_RECORDS`` records, or all of them while the process's cache is over
+``cache_limit``. A message consumed within that window is never copied into the page cache at
+all. Offsets stay contiguous (every offset is still written, in order); a settle of an offset
+not yet written is recorded in the ack log once its record is.
 The log's and the ack log's files are handles of the process's file cache
 (storage/filecache.py): a store holds descriptors only while the cache has room, and a file
 closed between ``flush`` and ``sync`` was fsynced as it was closed, so ``sync`` still makes
@@ -74,19 +83,27 @@ log = logging.getLogger("amqpbroker.store")
 # whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
 READAHEAD_RECORDS = 512
 READAHEAD_BYTES = 1 << 20
+# write-behind: at most this many records stay buffered (small bodies: the byte bound is far)
+WRITE_BEHIND_RECORDS = 4096
 
 
 class MessageStore:
     def __init__(self, directory: str, *, fsync: str, fsync_interval_ms: int,
-                 segment_bytes: int, budget, cache_limit: int, label: str = ""):
+                 segment_bytes: int, budget, cache_limit: int, label: str = "",
+                 write_behind: bool = False):
         """Open (creating if needed) and recover the store in ``directory``.
 
         ``budget``: the object whose ``cache_used`` counts the cached body bytes of every store
         of the process (the partition host); ``cache_limit`` caps that count after each commit
-        round. ``label`` names the store in log messages."""
+        round. ``label`` names the store in log messages. ``write_behind``: a non-durable
+        queue's store, whose messages no recovery reads (see "Write-behind" above)."""
         self.label = label or directory
         self.budget = budget
         self.cache_limit = cache_limit
+        self.write_behind = write_behind
+        self.write_behind_bytes = cache_limit // 2
+        self._deferred_bytes = 0                   # bodies of buffered records not settled
+        self._settled_early: set[int] = set()      # buffered offsets settled before written
         os.makedirs(directory, exist_ok=True)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
@@ -163,7 +180,9 @@ class MessageStore:
         offset = self.next_offset
         self._pending.append(record)
         self.cache[offset] = record
-        self.budget.cache_used += len(record.body)
+        size = len(record.body)
+        self.budget.cache_used += size
+        self._deferred_bytes += size
         return offset
 
     def on_disk(self, offset: int) -> bool:
@@ -213,24 +232,66 @@ class MessageStore:
         rec = self.cache.pop(offset, None)
         if rec is not None:
             self.budget.cache_used -= len(rec.body)
+        if not self.write_behind:
+            return
+        i = offset - self.log.end_offset
+        if i >= 0 and offset not in self._settled_early and i < len(self._pending):
+            self._settled_early.add(offset)            # not written yet
+            self._deferred_bytes -= len(self._pending[i].body)
 
     # ---------------------------------------------------------------- commit round
-    def flush(self) -> None:
-        """Write buffered records and settled offsets (event-loop thread, no fsync)."""
+    def flush(self, force: bool = False) -> None:
+        """Write buffered records and settled offsets (event-loop thread, no fsync); with
+        write-behind, only the records due (all of them if ``force``)."""
         # take the lists only once written: a failed write (ENOSPC) must leave them pending
         # for the committer's retry, or those messages would be confirmed but never written
         if self._pending:
-            records = self._pending
-            active = self.log.active_base
-            base = self.log.append(records)
-            self._pending = []
-            self._written.append((base, base + len(records)))
-            if self.log.active_base != active:
-                self._check_settled(active)       # rolled: the old active segment is closed
+            n = len(self._pending) if force or not self.write_behind else self._due()
+            if n:
+                self._write(n)
         if self._pending_settles:
-            new = self.acks.record(self._pending_settles)
-            self._pending_settles = []
+            settles, end = self._pending_settles, self.log.end_offset
+            if self._settled_early and max(settles) >= end:     # some not written yet
+                self._pending_settles = [o for o in settles if o >= end]
+                settles = [o for o in settles if o < end]
+            else:
+                self._pending_settles = []
+            new = self.acks.record(settles)
             self._count_settled(new)
+
+    def _due(self) -> int:
+        """Write-behind: how many of the oldest buffered records to write now."""
+        pending, end, early = self._pending, self.log.end_offset, self._settled_early
+        count = len(pending)
+        deferred = self._deferred_bytes
+        limit = self.write_behind_bytes if self.budget.cache_used <= self.cache_limit else 0
+        n = 0
+        while n < count:
+            if end + n not in early:
+                if deferred <= limit and count - n <= WRITE_BEHIND_RECORDS:
+                    break
+                deferred -= len(pending[n].body)
+            n += 1
+        return n
+
+    def _write(self, n: int) -> None:
+        """Append the ``n`` oldest buffered records as one batch; a record already settled
+        goes without its body (write-behind only: nothing reads it back)."""
+        pending, early = self._pending, self._settled_early
+        records = pending[:n] if n < len(pending) else pending
+        end = self.log.end_offset
+        if early:
+            records = [r._replace(body=b"") if end + i in early else r
+                       for i, r in enumerate(records)]
+        active = self.log.active_base
+        base = self.log.append(records)
+        if early:
+            early.difference_update(range(base, base + n))
+        self._deferred_bytes -= sum(len(r.body) for r in records)
+        del pending[:n]
+        self._written.append((base, base + n))
+        if self.log.active_base != active:
+            self._check_settled(active)       # rolled: the old active segment is closed
 
     def sync(self) -> None:
         """fsync per policy (worker thread)."""
@@ -244,7 +305,7 @@ class MessageStore:
 
     def commit(self) -> None:
         """flush, fsync (forced) and after_sync at once (outside the commit rounds)."""
-        self.flush()
+        self.flush(force=True)
         self.log.sync(force=True)
         self.acks.sync(force=True)
         self.after_sync()
@@ -313,7 +374,7 @@ class MessageStore:
             self.log.destroy()
             return
         try:
-            self.flush()
+            self.flush(force=True)
         except OSError as exc:      # disk full at shutdown: only unconfirmed data is lost
             log.error("%s: unwritten messages and acks dropped at shutdown: %s", self.label, exc)
         self.acks.close()
