@@ -173,8 +173,8 @@ class Connection:
                 buf = self._buf = bytearray(max(want, self._read_size))
         if len(buf) - end < want:
             kept = end - pos
-            if kept + want > len(buf):
-                new = bytearray(kept + want)
+            if kept + want > len(buf):          # room for twice that: compact next time
+                new = bytearray(kept + 2 * want)
                 new[:kept] = memoryview(buf)[pos:end]
                 buf = self._buf = new
             else:
