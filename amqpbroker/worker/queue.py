@@ -86,7 +86,7 @@ class Queue:
                                   segment_bytes=config.segment_bytes, budget=host,
                                   cache_limit=config.cache_limit,
                                   label=f"queue '{name_of(self)}'",
-                                  write_behind=not durable)
+                                  write_behind=None if durable else config.transient_limit())
         # idempotent producers and x-message-deduplication (dedup.py)
         self.producers = dedup.ProducerTable(directory if durable else None,
                                              end_offset=self.store.end_offset,

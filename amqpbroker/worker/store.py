@@ -25,13 +25,13 @@ cached bodies over the budget and deletes segments (event-loop thread). ``read``
 cached body at once, durable or not (a consumer may get a message before its fsync, as from
 RabbitMQ; the publisher's confirm still waits for it); from disk it reads only below the log's
 durable offset and returns None above it (evicted under "interval" before its fsync came).
-Write-behind (non-durable queues, ``write_behind=True``): their messages are wiped at start,
-so the log is only where bodies go when memory is short, as RabbitMQ pages transient messages
-out only under memory pressure. ``flush`` then writes only the oldest buffered records: those
-already settled (with an empty body: nothing reads a settled record back, and no recovery
-follows), plus as many more as keep the rest under ``write_behind_bytes`` of unsettled bodies
-and ``WRITE_BEHIND_RECORDS`` records, or all of them while the process's cache is over
-``cache_limit``. A message consumed within that window is never copied into the page cache at
+Write-behind (non-durable queues, ``write_behind=<bytes>``): their messages are wiped at
+start, so the log is only where bodies go when memory is short, as RabbitMQ pages transient
+messages out only under memory pressure. ``flush`` then writes only the oldest buffered
+records: those already settled (with an empty body: nothing reads a settled record back, and no
+recovery follows), plus as many more as keep the rest under ``write_behind`` bytes of unsettled
+bodies and ``WRITE_BEHIND_RECORDS`` records, or all of them while the bodies cached by the
+process (``budget.cache_used``, which counts them) are over that limit. A message consumed within that window is never copied into the page cache at
 all. Offsets stay contiguous (every offset is still written, in order); a settle of an offset
 not yet written is recorded in the ack log once its record is.
 The log's and the ack log's files are handles of the process's file cache
@@ -90,18 +90,19 @@ WRITE_BEHIND_RECORDS = 4096
 class MessageStore:
     def __init__(self, directory: str, *, fsync: str, fsync_interval_ms: int,
                  segment_bytes: int, budget, cache_limit: int, label: str = "",
-                 write_behind: bool = False):
+                 write_behind: int | None = None):
         """Open (creating if needed) and recover the store in ``directory``.
 
         ``budget``: the object whose ``cache_used`` counts the cached body bytes of every store
         of the process (the partition host); ``cache_limit`` caps that count after each commit
-        round. ``label`` names the store in log messages. ``write_behind``: a non-durable
-        queue's store, whose messages no recovery reads (see "Write-behind" above)."""
+        round. ``label`` names the store in log messages. ``write_behind``: bytes of bodies a
+        non-durable queue's store (whose messages no recovery reads) may keep unwritten (see
+        "Write-behind" above); None writes every record at the next flush."""
         self.label = label or directory
         self.budget = budget
         self.cache_limit = cache_limit
-        self.write_behind = write_behind
-        self.write_behind_bytes = cache_limit // 2
+        self.write_behind = write_behind is not None
+        self.write_behind_bytes = write_behind or 0
         self._deferred_bytes = 0                   # bodies of buffered records not settled
         self._settled_early: set[int] = set()      # buffered offsets settled before written
         os.makedirs(directory, exist_ok=True)
@@ -264,7 +265,9 @@ class MessageStore:
         pending, end, early = self._pending, self.log.end_offset, self._settled_early
         count = len(pending)
         deferred = self._deferred_bytes
-        limit = self.write_behind_bytes if self.budget.cache_used <= self.cache_limit else 0
+        limit = self.write_behind_bytes
+        if self.budget.cache_used > max(limit, self.cache_limit):
+            limit = 0                        # memory is short: page everything out
         n = 0
         while n < count:
             if end + n not in early:

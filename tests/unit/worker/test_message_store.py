@@ -260,10 +260,12 @@ def test_transient_settles_at_open_delete_their_segments(tmp_path, stores):
 
 # ------------------------------------------------------------------------ write-behind
 def open_behind(path, cache_limit=1 << 20, budget=None, **kw) -> MessageStore:
-    """A non-durable queue's store (write_behind), one batch per segment as above."""
+    """A non-durable queue's store (write-behind up to half ``cache_limit`` unless
+    ``write_behind`` says), one batch per segment as above."""
     return MessageStore(str(path), fsync="never", fsync_interval_ms=3_600_000,
                         segment_bytes=kw.get("segment_bytes", 1), budget=budget or Budget(),
-                        cache_limit=cache_limit, write_behind=True)
+                        cache_limit=cache_limit,
+                        write_behind=kw.get("write_behind", cache_limit // 2))
 
 
 def big(i: int) -> Record:
@@ -315,6 +317,24 @@ def test_write_behind_writes_the_oldest_bodies_past_half_the_cache_budget(tmp_pa
     assert budget.cache_used <= 8 * 65536    # and evicted to the budget as before
     assert [o for o, _ in store.unsettled()] == [0, *range(2, 20)]
     assert store.read(19) == big(19) and store.read(2) == big(2)
+
+
+def test_write_behind_pages_out_once_the_cached_bodies_pass_its_limit(tmp_path, stores):
+    """A limit above the cache budget (RabbitMQ's paging threshold): bodies stay unwritten
+    past ``cache_limit``; once the process's cached bodies pass the limit, all are written."""
+    path = tmp_path / "q"
+    budget = Budget()
+    store = stores(open_behind(path, cache_limit=2 * 65536, budget=budget,
+                               write_behind=6 * 65536))
+    for i in range(6):
+        store.append(big(i))
+    commit_round(store)
+    assert store.end_offset == 0 and budget.cache_used == 6 * 65536
+    budget.cache_used += 65536               # another queue's body: the process is over
+    commit_round(store)
+    assert store.end_offset == 6
+    assert budget.cache_used == 2 * 65536    # written ones evicted down to the budget
+    assert store.read(0) == big(0) and store.read(5) == big(5)
 
 
 def test_write_behind_bounds_the_records_it_holds(tmp_path, stores):
