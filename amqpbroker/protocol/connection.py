@@ -4,8 +4,9 @@ Theory of operation (h11-style, no I/O anywhere under ``amqpbroker/protocol``):
 
 * ``receive_data(bytes)`` only buffers; a shell that reads into the buffer itself (asyncio's
   ``BufferedProtocol``) uses ``get_buffer(n)`` / ``buffer_updated(n)`` instead, so a body is
-  copied once on its way in (socket to buffer; the ``bytes`` a Publish carries is the second). ``next_event()`` returns the next complete event or
-  ``NEED_DATA``; an incomplete frame is never an error. Protocol violations raise an
+  copied into the buffer by the read, then once into the ``bytes`` a Publish carries.
+  ``next_event()`` returns the next complete event or ``NEED_DATA``; an incomplete frame is
+  never an error. Protocol violations raise an
   ``AMQPError`` (``errors.py``): a ``ChannelError`` carries ``.channel``; the server's one
   error boundary answers it with ``close_channel`` / ``close_connection``.
 * Frames are checked early and cheaply: the 7-byte header's size against frame_max (plus the

@@ -25,19 +25,22 @@ cached bodies over the budget and deletes segments (event-loop thread). ``read``
 cached body at once, durable or not (a consumer may get a message before its fsync, as from
 RabbitMQ; the publisher's confirm still waits for it); from disk it reads only below the log's
 durable offset and returns None above it (evicted under "interval" before its fsync came).
-Write-behind (non-durable queues, ``write_behind=<bytes>``): their messages are wiped at
-start, so the log is only where bodies go when memory is short, as RabbitMQ pages transient
-messages out only under memory pressure. ``flush`` then writes only the oldest buffered
-records: those already settled (with an empty body: nothing reads a settled record back, and no
-recovery follows), plus as many more as keep the rest under ``write_behind`` bytes of unsettled
-bodies and ``WRITE_BEHIND_RECORDS`` records, or all of them while the bodies cached by the
-process (``budget.cache_used``, which counts them) are over that limit. A message consumed within that window is never copied into the page cache at
-all. Offsets stay contiguous (every offset is still written, in order); a settle of an offset
-not yet written is recorded in the ack log once its record is.
 The log's and the ack log's files are handles of the process's file cache
 (storage/filecache.py): a store holds descriptors only while the cache has room, and a file
 closed between ``flush`` and ``sync`` was fsynced as it was closed, so ``sync`` still makes
 everything flushed durable.
+
+Write-behind (non-durable queues)
+---------------------------------
+A non-durable queue's messages are wiped at start, so its log is only where bodies go when
+memory is short: RabbitMQ, too, pages transient messages out only under memory pressure. Its
+store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records: the
+ones already settled (with an empty body unless it is small: nothing reads a settled record
+back, and no recovery follows), then as many more as keep the rest under ``write_behind``
+bytes of unsettled bodies and ``WRITE_BEHIND_RECORDS`` records; all of them once the process's
+cached bodies (``budget.cache_used``, which counts them) pass that limit. A message consumed
+within the window is never copied into the page cache. Offsets stay contiguous (every offset
+is written, in order); a settle of an offset not yet written goes to the ack log after it.
 
 Deleting settled segments
 -------------------------
@@ -85,6 +88,7 @@ READAHEAD_RECORDS = 512
 READAHEAD_BYTES = 1 << 20
 # write-behind: at most this many records stay buffered (small bodies: the byte bound is far)
 WRITE_BEHIND_RECORDS = 4096
+ELIDE_BODY = 1024            # settled bodies at least this big are written empty
 
 
 class MessageStore:
@@ -283,8 +287,9 @@ class MessageStore:
         pending, early = self._pending, self._settled_early
         records = pending[:n] if n < len(pending) else pending
         end = self.log.end_offset
-        if early:
-            records = [r._replace(body=b"") if end + i in early else r
+        if early:            # a small body costs less to write than to leave out
+            records = [Record(r[0], r[1], r[2], r[3], b"", r[5])
+                       if end + i in early and len(r[4]) >= ELIDE_BODY else r
                        for i, r in enumerate(records)]
         active = self.log.active_base
         base = self.log.append(records)
