@@ -55,6 +55,9 @@ FLAGS = [
                                       "(x-group-instance-id) keeps its partitions after its "
                                       "connection is lost (default 45000)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
+    ("transient_memory_limit", int, "bytes of non-durable queues' bodies kept in memory, not "
+                                    "written, until paged to the log (default -1 = half the "
+                                    "memory high watermark, as RabbitMQ pages)"),
     ("open_files_limit", int, "most queue files (segments, indexes, ack logs) a process keeps "
                               "open; the least recently used are closed and reopened when "
                               "needed (default 0 = half the open-files limit, at least 64)"),

@@ -19,6 +19,9 @@ class Config:
     segment_bytes: int = 64 * 1024 * 1024
     fsync_interval_ms: int = 1000                # queues declared with x-fsync=interval
     cache_limit: int = 64 * 1024 * 1024          # bodies kept in memory across all queues
+    # bodies of non-durable queues kept unwritten before they are paged to the log; -1 = half
+    # the memory high watermark (RabbitMQ's vm_memory_high_watermark_paging_ratio)
+    transient_memory_limit: int = -1
     open_files_limit: int = 0                    # storage files open per process; 0 = half
                                                  # of RLIMIT_NOFILE, at least 64
     memory_high_watermark: float = 0.4           # fraction of RAM, as RabbitMQ's default
@@ -57,6 +60,17 @@ class Config:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
+
+    def transient_limit(self) -> int:
+        """``transient_memory_limit`` in bytes, -1 resolved from the RAM and the watermark."""
+        if self.transient_memory_limit >= 0:
+            return self.transient_memory_limit
+        import os
+        try:
+            ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return self.cache_limit
+        return int(ram * self.memory_high_watermark * 0.5)
 
     def layout(self, cpus: int | None = None) -> tuple[int, int]:
         """(workers, front-ends) after resolving -1 from the CPU count.

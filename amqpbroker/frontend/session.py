@@ -1,7 +1,10 @@
 """One client connection: the asyncio shell around the sans-I/O ``protocol.Connection``.
 
-``data_received`` feeds bytes to the protocol, pulls events and hands each to the channel or
-the handshake; output is queued and written once per loop turn (``schedule_flush``).
+A ``BufferedProtocol``: the loop reads straight into the protocol's input buffer
+(``get_buffer`` / ``buffer_updated``; ``data_received`` stays for in-process tests), so a
+body is not copied into a ``bytes`` first and then into the buffer. Each read pulls events
+and hands each to the channel or the handshake; output is queued and written once per loop
+turn (``schedule_flush``).
 ``_process`` is the single error boundary: an ``AMQPError`` from the protocol or from any
 handler becomes ``channel.close`` (soft) or ``connection.close`` (hard), with a log line; any
 other exception is a bug and becomes 541 INTERNAL_ERROR for this connection only.
@@ -64,7 +67,7 @@ def is_loopback(host: str) -> bool:
         return host in ("localhost",)
 
 
-class Session(asyncio.Protocol):
+class Session(asyncio.BufferedProtocol):
     def __init__(self, server):
         self.server = server
         self.broker = server.broker
@@ -129,9 +132,19 @@ class Session(asyncio.Protocol):
         log.info("accepting AMQP connection %s", connection_name(self),
                  extra=self.log_context())
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_recv = self.loop.time()
+        self.stats.on_receive(nbytes)
+        self.conn.buffer_updated(nbytes)
+        if not self._backlog:
+            self._process()
+
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.loop.time()
-        self.stats.on_receive(data)
+        self.stats.on_receive(len(data))
         self.conn.receive_data(data)
         if not self._backlog:
             self._process()

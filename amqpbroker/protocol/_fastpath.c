@@ -53,20 +53,22 @@ static void put_u64(unsigned char *p, uint64_t v) {
  * malformed): nothing is consumed and the caller's frame-by-frame path decides, errors
  * included. Exactly the checks of fastpath.whole_publish_py. */
 static PyObject *whole_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "whole_publish takes 4 arguments");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "whole_publish takes 4 or 5 arguments");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t frame_max = PyLong_AsSsize_t(args[2]);
     Py_ssize_t max_size = PyLong_AsSsize_t(args[3]);
+    /* the end of the valid input: a read buffer has room beyond it (protocol/connection.py) */
+    Py_ssize_t limit = nargs == 5 ? PyLong_AsSsize_t(args[4]) : PY_SSIZE_T_MAX;
     if (PyErr_Occurred())
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *b = (const unsigned char *)view.buf;
-    Py_ssize_t n = view.len;
+    Py_ssize_t n = view.len < limit ? view.len : limit;
     PyObject *result = NULL, *exchange = NULL, *routing_key = NULL, *props = NULL, *body = NULL;
 
     if (pos < 0 || n - pos < 7 || b[pos] != FRAME_METHOD)

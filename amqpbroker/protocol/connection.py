@@ -2,8 +2,11 @@
 
 Theory of operation (h11-style, no I/O anywhere under ``amqpbroker/protocol``):
 
-* ``receive_data(bytes)`` only buffers. ``next_event()`` returns the next complete event or
-  ``NEED_DATA``; an incomplete frame is never an error. Protocol violations raise an
+* ``receive_data(bytes)`` only buffers; a shell that reads into the buffer itself (asyncio's
+  ``BufferedProtocol``) uses ``get_buffer(n)`` / ``buffer_updated(n)`` instead, so a body is
+  copied into the buffer by the read, then once into the ``bytes`` a Publish carries.
+  ``next_event()`` returns the next complete event or ``NEED_DATA``; an incomplete frame is
+  never an error. Protocol violations raise an
   ``AMQPError`` (``errors.py``): a ``ChannelError`` carries ``.channel``; the server's one
   error boundary answers it with ``close_channel`` / ``close_connection``.
 * Frames are checked early and cheaply: the 7-byte header's size against frame_max (plus the
@@ -47,6 +50,11 @@ log = logging.getLogger("amqpbroker.protocol")
 _METHODS = commands.INDEX_MAPPING
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 PUBLISH_ID = b"\x00\x3c\x00\x28"          # class 60, method 40
+# the input buffer: room offered per read, doubled while reads fill it, halved while they
+# use under a quarter (a publisher of 64 KiB bodies reads several per syscall, an idle
+# connection keeps a small buffer)
+READ_MIN = 16 * 1024
+READ_MAX = 256 * 1024
 _CLOSE_IDS = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")     # connection.close, close-ok
 
 # RabbitMQ's rabbit_command_assembler words what a channel expected next, and its reader a
@@ -118,8 +126,10 @@ class Connection:
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
         self.channels: dict[int, ChannelState] = {}
-        self._buf = bytearray()
+        self._buf = bytearray(READ_MIN)     # bytes [_pos, _end) are unparsed input
         self._pos = 0
+        self._end = 0
+        self._read_size = READ_MIN
         self._out: list = []
         self.hold_content = False
 
@@ -129,30 +139,70 @@ class Connection:
         return sum(ch.received for ch in self.channels.values())
 
     # ------------------------------------------------------------------ input
+    @property
+    def buffered_bytes(self) -> int:
+        """Input received and not parsed yet."""
+        return self._end - self._pos
+
     def receive_data(self, data: bytes) -> None:
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > 65536:
-            del self._buf[:self._pos]
-            self._pos = 0
-        self._buf += data
+        n = len(data)
+        if n:
+            room = self._room(n)
+            room[:n] = data
+            room.release()
+            self._end += n
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next read goes (``BufferedProtocol.get_buffer``): the free end of the
+        input buffer, at least the adaptive read size; then call ``buffer_updated``."""
+        return self._room(max(sizehint, self._read_size))
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the view ``get_buffer`` returned."""
+        if self._end + nbytes == len(self._buf):
+            self._read_size = min(self._read_size * 2, READ_MAX)     # a full read: more
+        elif nbytes < self._read_size // 4:
+            self._read_size = max(self._read_size // 2, READ_MIN)
+        self._end += nbytes
+
+    def _room(self, want: int) -> memoryview:
+        """A view of at least ``want`` free bytes after the unparsed input: compacted to the
+        front, or moved to a new buffer (never resized in place: a view may be alive)."""
+        buf, pos, end = self._buf, self._pos, self._end
+        if pos == end:
+            pos = end = self._pos = self._end = 0
+            if len(buf) > 2 * max(want, self._read_size):      # shrink after a burst
+                buf = self._buf = bytearray(max(want, self._read_size))
+        if len(buf) - end < want:
+            kept = end - pos
+            if kept + want > len(buf):          # room for twice that: compact next time
+                new = bytearray(kept + 2 * want)
+                new[:kept] = memoryview(buf)[pos:end]
+                buf = self._buf = new
+            else:
+                view = memoryview(buf)
+                view[:kept] = view[pos:end]
+                view.release()
+            self._pos, self._end = 0, kept
+            end = kept
+        return memoryview(buf)[end:]
 
     def next_event(self):
         buf = self._buf
+        limit = self._end
         while True:
             pos = self._pos
             if self.state == st.OPEN and not self.hold_content:
-                got = whole_publish(buf, pos, self.frame_max, self.max_message_size)
+                got = whole_publish(buf, pos, self.frame_max, self.max_message_size, limit)
                 if got is not None:
                     event = self._whole_publish(got)
                     if event is not None:
                         return event
-            avail = len(buf) - pos
+            avail = limit - pos
             if self.state == st.AWAIT_HEADER:
                 if avail < 8:
                     if avail and not PROTOCOL_HEADER.startswith(bytes(buf[pos:pos + avail])):
-                        return self._bad_header(bytes(buf[pos:]))
+                        return self._bad_header(bytes(buf[pos:limit]))
                     return ev.NEED_DATA
                 header = bytes(buf[pos:pos + 8])
                 self._pos = pos + 8
@@ -164,7 +214,7 @@ class Connection:
                     mechanisms=self.mechanisms, locales="en_US"))
                 continue
             if self.state == st.CLOSED:
-                self._pos = len(buf)
+                self._pos = limit
                 return ev.NEED_DATA
             if avail < 7:
                 return ev.NEED_DATA
@@ -177,14 +227,14 @@ class Connection:
             if size > self.frame_max:
                 # RabbitMQ lets a frame exceed frame_max by its 8 bytes of framing ("quite a
                 # few clients get it wrong"), and words the error as its reader does
-                self._pos = len(buf)
+                self._pos = limit
                 raise errors.FrameError(f"type {ftype}, all octets = <<>>: {{frame_too_large,"
                                         f"{size},{self.frame_max - 8}}}")
             end = pos + 7 + size
-            if len(buf) <= end:
+            if limit <= end:
                 return ev.NEED_DATA
             if buf[end] != FRAME_END:
-                self._pos = len(buf)
+                self._pos = limit
                 raise errors.FrameError(f"type {ftype}, {_octets(bytes(buf[pos + 7:end]))}: "
                                         f"{{invalid_frame_end_marker,{buf[end]}}}")
             payload = bytes(memoryview(buf)[pos + 7:end])     # one copy, not two
@@ -219,7 +269,7 @@ class Connection:
     def _bad_header(self, received: bytes):
         self._out.append(PROTOCOL_HEADER)
         self.state = st.CLOSED
-        self._pos = len(self._buf)
+        self._pos = self._end
         return ev.BadProtocolHeader(received)
 
     def _frame(self, ftype: int, channel: int, payload: bytes):

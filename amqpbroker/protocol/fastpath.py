@@ -87,13 +87,14 @@ def header_payload(body_size: int, properties: bytes) -> bytes:
     return HEADER_PREFIX.pack(60, 0, body_size) + properties
 
 
-def whole_publish_py(buf, pos: int, frame_max: int, max_message_size: int):
+def whole_publish_py(buf, pos: int, frame_max: int, max_message_size: int, limit=None):
     """basic.publish + content header + one body frame, whole in ``buf`` at ``pos``:
     ``(channel, exchange, routing_key, mandatory, immediate, properties, body, next_pos)``, or
     None for anything else (incomplete, another frame, a frame not in the usual shape, an
     undecodable name): nothing is consumed then, and the frame-by-frame path decides, errors
-    included. The reference of ``_fastpath.whole_publish``."""
-    n = len(buf)
+    included. Input ends at ``limit`` (default: the buffer's end). The reference of
+    ``_fastpath.whole_publish``."""
+    n = len(buf) if limit is None else min(len(buf), limit)
     if pos < 0 or n - pos < 7:
         return None
     ftype, channel, size = FRAME_HEAD.unpack_from(buf, pos)

@@ -126,8 +126,8 @@ class ConnectionCounters:
     def __init__(self):
         self.recv_oct = self.recv_cnt = self.send_oct = self.send_cnt = 0
 
-    def on_receive(self, data) -> None:
-        self.recv_oct += len(data)
+    def on_receive(self, nbytes: int) -> None:
+        self.recv_oct += nbytes
         self.recv_cnt += 1
 
     def on_send(self, pieces) -> None:
@@ -280,7 +280,7 @@ class NullChannelCounters(ChannelCounters):
 class NullConnectionCounters(ConnectionCounters):
     __slots__ = ()
 
-    def on_receive(self, data) -> None:
+    def on_receive(self, nbytes: int) -> None:
         pass
 
     def on_send(self, pieces) -> None:

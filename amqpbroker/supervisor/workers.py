@@ -35,6 +35,7 @@ class WorkerProcess(ChildProcess):
         (ctl, ctl_child), (fdp, fdp_child) = control.socket_pairs()
         cfg = dataclasses.asdict(self.config)
         cfg["cache_limit"] = self.config.cache_limit // self.workers
+        cfg["transient_memory_limit"] = self.config.transient_limit() // self.workers
         spec = {"index": self.index, "config": cfg,
                 "fds": {"link": theirs, "control": ctl_child.fileno(),
                         "fdpass": fdp_child.fileno()}}

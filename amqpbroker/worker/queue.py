@@ -86,7 +86,8 @@ class Queue:
                                   fsync_interval_ms=config.fsync_interval_ms,
                                   segment_bytes=config.segment_bytes, budget=host,
                                   cache_limit=config.cache_limit,
-                                  label=f"queue '{name_of(self)}'")
+                                  label=f"queue '{name_of(self)}'",
+                                  write_behind=None if durable else config.transient_limit())
         # idempotent producers and x-message-deduplication (dedup.py)
         self.producers = dedup.ProducerTable(directory if durable else None,
                                              end_offset=self.store.end_offset,
@@ -104,6 +105,7 @@ class Queue:
         self.flow_on = False                      # publishers were told to wait (backlog)
         self.outstanding: dict[int, Record | Unacked] = {}  # delivered, not yet acked
         self._unacked_bodies: set[int] = set()    # outstanding held as Records: not durable
+        self._released_below = 0                  # the durable offset they were checked at
         self.deleted = False
         self.had_consumers = False
         self._dispatch_scheduled = False
@@ -146,8 +148,11 @@ class Queue:
 
     def _release_unacked_bodies(self) -> None:
         """After a commit round: what it made durable is read back from the log if needed."""
-        store, outstanding = self.store, self.outstanding
-        for offset in [o for o in self._unacked_bodies if store.on_disk(o)]:
+        durable, outstanding = self.store.log.durable_offset, self.outstanding
+        if durable <= self._released_below:
+            return                   # nothing new on disk (write-behind holds them longer)
+        self._released_below = durable
+        for offset in [o for o in self._unacked_bodies if o < durable]:
             self._unacked_bodies.discard(offset)
             rec = outstanding.get(offset)
             if isinstance(rec, Record):

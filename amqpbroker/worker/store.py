@@ -32,6 +32,18 @@ The log's and the ack log's files are handles of the process's file cache
 closed between ``flush`` and ``sync`` was fsynced as it was closed, so ``sync`` still makes
 everything flushed durable.
 
+Write-behind (non-durable queues)
+---------------------------------
+A non-durable queue's messages are wiped at start, so its log is only where bodies go when
+memory is short: RabbitMQ, too, pages transient messages out only under memory pressure. Its
+store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records: the
+ones already settled (with an empty body unless it is small: nothing reads a settled record
+back, and no recovery follows), then as many more as keep the rest under ``write_behind``
+bytes of unsettled bodies and ``WRITE_BEHIND_RECORDS`` records; all of them once the process's
+cached bodies (``budget.cache_used``, which counts them) pass that limit. A message consumed
+within the window is never copied into the page cache. Offsets stay contiguous (every offset
+is written, in order); a settle of an offset not yet written goes to the ack log after it.
+
 Deleting settled segments
 -------------------------
 A segment is deleted as soon as all of its messages are settled, whatever older or newer
@@ -76,19 +88,29 @@ log = logging.getLogger("amqpbroker.store")
 # whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
 READAHEAD_RECORDS = 512
 READAHEAD_BYTES = 1 << 20
+# write-behind: at most this many records stay buffered (small bodies: the byte bound is far)
+WRITE_BEHIND_RECORDS = 4096
+ELIDE_BODY = 1024            # settled bodies at least this big are written empty
 
 
 class MessageStore:
     def __init__(self, directory: str, *, fsync: str, fsync_interval_ms: int,
-                 segment_bytes: int, budget, cache_limit: int, label: str = ""):
+                 segment_bytes: int, budget, cache_limit: int, label: str = "",
+                 write_behind: int | None = None):
         """Open (creating if needed) and recover the store in ``directory``.
 
         ``budget``: the object whose ``cache_used`` counts the cached body bytes of every store
         of the process (the partition host); ``cache_limit`` caps that count after each commit
-        round. ``label`` names the store in log messages."""
+        round. ``label`` names the store in log messages. ``write_behind``: bytes of bodies a
+        non-durable queue's store (whose messages no recovery reads) may keep unwritten (see
+        "Write-behind" above); None writes every record at the next flush."""
         self.label = label or directory
         self.budget = budget
         self.cache_limit = cache_limit
+        self.write_behind = write_behind is not None
+        self.write_behind_bytes = write_behind or 0
+        self._deferred_bytes = 0                   # bodies of buffered records not settled
+        self._settled_early: set[int] = set()      # buffered offsets settled before written
         os.makedirs(directory, exist_ok=True)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
@@ -169,6 +191,7 @@ class MessageStore:
         size = len(record.body)
         self.budget.cache_used += size
         self.cache_bytes += size
+        self._deferred_bytes += size
         return offset
 
     def on_disk(self, offset: int) -> bool:
@@ -224,24 +247,69 @@ class MessageStore:
             size = len(rec.body)
             self.budget.cache_used -= size
             self.cache_bytes -= size
+        if not self.write_behind:
+            return
+        i = offset - self.log.end_offset
+        if i >= 0 and offset not in self._settled_early and i < len(self._pending):
+            self._settled_early.add(offset)            # not written yet
+            self._deferred_bytes -= len(self._pending[i].body)
 
     # ---------------------------------------------------------------- commit round
-    def flush(self) -> None:
-        """Write buffered records and settled offsets (event-loop thread, no fsync)."""
+    def flush(self, force: bool = False) -> None:
+        """Write buffered records and settled offsets (event-loop thread, no fsync); with
+        write-behind, only the records due (all of them if ``force``)."""
         # take the lists only once written: a failed write (ENOSPC) must leave them pending
         # for the committer's retry, or those messages would be confirmed but never written
         if self._pending:
-            records = self._pending
-            active = self.log.active_base
-            base = self.log.append(records)
-            self._pending = []
-            self._written.append((base, base + len(records)))
-            if self.log.active_base != active:
-                self._check_settled(active)       # rolled: the old active segment is closed
+            n = len(self._pending) if force or not self.write_behind else self._due()
+            if n:
+                self._write(n)
         if self._pending_settles:
-            new = self.acks.record(self._pending_settles)
-            self._pending_settles = []
+            settles, end = self._pending_settles, self.log.end_offset
+            if self._settled_early and max(settles) >= end:     # some not written yet
+                self._pending_settles = [o for o in settles if o >= end]
+                settles = [o for o in settles if o < end]
+            else:
+                self._pending_settles = []
+            new = self.acks.record(settles)
             self._count_settled(new)
+
+    def _due(self) -> int:
+        """Write-behind: how many of the oldest buffered records to write now."""
+        pending, end, early = self._pending, self.log.end_offset, self._settled_early
+        count = len(pending)
+        deferred = self._deferred_bytes
+        limit = self.write_behind_bytes
+        if self.budget.cache_used > max(limit, self.cache_limit):
+            limit = 0                        # memory is short: page everything out
+        n = 0
+        while n < count:
+            if end + n not in early:
+                if deferred <= limit and count - n <= WRITE_BEHIND_RECORDS:
+                    break
+                deferred -= len(pending[n].body)
+            n += 1
+        return n
+
+    def _write(self, n: int) -> None:
+        """Append the ``n`` oldest buffered records as one batch; a record already settled
+        goes without its body (write-behind only: nothing reads it back)."""
+        pending, early = self._pending, self._settled_early
+        records = pending[:n] if n < len(pending) else pending
+        end = self.log.end_offset
+        if early:            # a small body costs less to write than to leave out
+            records = [Record(r[0], r[1], r[2], r[3], b"", r[5])
+                       if end + i in early and len(r[4]) >= ELIDE_BODY else r
+                       for i, r in enumerate(records)]
+        active = self.log.active_base
+        base = self.log.append(records)
+        if early:
+            early.difference_update(range(base, base + n))
+        self._deferred_bytes -= sum(len(r.body) for r in records)
+        del pending[:n]
+        self._written.append((base, base + n))
+        if self.log.active_base != active:
+            self._check_settled(active)       # rolled: the old active segment is closed
 
     def sync(self) -> None:
         """fsync per policy (worker thread)."""
@@ -255,7 +323,7 @@ class MessageStore:
 
     def commit(self) -> None:
         """flush, fsync (forced) and after_sync at once (outside the commit rounds)."""
-        self.flush()
+        self.flush(force=True)
         self.log.sync(force=True)
         self.acks.sync(force=True)
         self.after_sync()
@@ -326,7 +394,7 @@ class MessageStore:
             self.log.destroy()
             return
         try:
-            self.flush()
+            self.flush(force=True)
         except OSError as exc:      # disk full at shutdown: only unconfirmed data is lost
             log.error("%s: unwritten messages and acks dropped at shutdown: %s", self.label, exc)
         self.acks.close()

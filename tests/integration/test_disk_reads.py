@@ -1,4 +1,5 @@
-"""With no body cache every delivery is read back from the log: same messages, same order."""
+"""With no body cache (and non-durable queues paging at once) every delivery is read back from
+the log: same messages, same order."""
 from __future__ import annotations
 
 import pika
@@ -9,7 +10,8 @@ from amqpbroker.testing import BrokerProcess
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    with BrokerProcess(tmp_path_factory.mktemp("nocache"), "--cache-limit", "0") as b:
+    with BrokerProcess(tmp_path_factory.mktemp("nocache"), "--cache-limit", "0",
+                       "--transient-memory-limit", "0") as b:
         yield b
 
 

@@ -51,7 +51,7 @@ def open_connection(max_message_size: int = 20000) -> Connection:
 
 def pending(conn: Connection) -> int:
     """Bytes received but not parsed yet."""
-    return len(conn._buf) - conn._pos
+    return conn.buffered_bytes
 
 
 def pump(conn: Connection, chunks: list[bytes]) -> list:

@@ -545,3 +545,87 @@ def test_long_reply_text_fits_a_shortstr(conn):
     assert close.reply_text.startswith("NOT_FOUND - no queue 'éé")
     assert len(close.reply_text.encode()) <= 255
 
+
+
+# ----------------------------------------------------------------------------- reading in place
+
+def read_into(conn, data: bytes, reads) -> list:
+    """Feed ``data`` as the session's BufferedProtocol does: each read fills part of the view
+    ``get_buffer`` offers (``reads`` yields how much a read brings, at most what is left and
+    what the view holds), then ``buffer_updated``; events drained after every read."""
+    out, pos = [], 0
+    for want in reads:
+        if pos == len(data):
+            break
+        view = conn.get_buffer(-1)
+        n = min(want, len(view), len(data) - pos)
+        assert n > 0
+        view[:n] = data[pos:pos + n]
+        view.release()
+        conn.buffer_updated(n)
+        pos += n
+        while (event := conn.next_event()) is not ev.NEED_DATA:
+            out.append(event)
+    assert pos == len(data)
+    return out
+
+
+def big_reads():
+    """Reads as large as the offered view (a fast publisher) ..."""
+    while True:
+        yield 1 << 30
+
+
+def odd_reads():
+    """... and reads of awkward sizes, down to one byte."""
+    while True:
+        yield from (1, 7, 4095, 65536, 3, 100_000, 13)
+
+
+def open_big(frame_max: int = 131072):
+    """A connection OPEN with a large negotiated frame_max and channel 1 open."""
+    conn = new_connection(frame_max=frame_max)
+    feed(conn, PROTOCOL_HEADER + START_OK)
+    conn.send_tune()
+    feed(conn, method(0, C.Connection.TuneOk(channel_max=16, frame_max=frame_max,
+                                              heartbeat=0)) + OPEN)
+    conn.send_open_ok()
+    assert read_into(conn, method(1, C.Channel.Open()), big_reads()) == [ev.ChannelOpened(1)]
+    conn.data_to_send()
+    return conn
+
+
+@pytest.mark.parametrize("reads", [big_reads, odd_reads])
+@pytest.mark.parametrize("size, chunk", [(65536, 131064), (300_000, 131064), (20_000, 4088),
+                                         (0, None)])
+def test_publishes_read_into_the_buffer_come_out_whole(reads, size, chunk):
+    """Bodies in one frame and over many frames (small frame_max), bigger than the read
+    buffer, many in a row: each Publish carries exactly its body."""
+    conn = open_big()
+    bodies = [bytes([i]) * size + b"#%d" % i for i in range(12)]
+    data = b"".join(publish(1, b, chunk=chunk) for b in bodies)
+    events = read_into(conn, data, reads())
+    assert [e.body for e in events] == bodies
+    assert all(type(e.body) is bytes for e in events)         # not a view of the buffer
+    assert conn.buffered_bytes == 0
+
+
+def test_read_size_grows_while_reads_fill_it_and_the_buffer_shrinks_after_a_burst():
+    conn = open_big()
+    data = b"".join(publish(1, b"x" * 65536, chunk=131064) for _ in range(40))
+    offered = []
+    pos = 0
+    while pos < len(data):
+        view = conn.get_buffer(-1)
+        offered.append(len(view))
+        n = min(len(view), len(data) - pos)
+        view[:n] = data[pos:pos + n]
+        view.release()
+        conn.buffer_updated(n)
+        pos += n
+        while conn.next_event() is not ev.NEED_DATA:
+            pass
+    assert offered[0] < 64 * 1024 and max(offered) >= 256 * 1024    # fewer, larger reads
+    for _ in range(4):                       # then a trickle: small reads, a small buffer
+        read_into(conn, HEARTBEAT_FRAME, big_reads())
+    assert len(conn.get_buffer(-1)) < 64 * 1024

@@ -256,3 +256,127 @@ def test_transient_settles_at_open_delete_their_segments(tmp_path, stores):
             store.settle(o)
     store.commit()
     assert bases(store) == [0, 8] and unsettled(store) == [0, 1, 2, 3, 8, 9, 10, 11]
+
+
+# ------------------------------------------------------------------------ write-behind
+def open_behind(path, cache_limit=1 << 20, budget=None, **kw) -> MessageStore:
+    """A non-durable queue's store (write-behind up to half ``cache_limit`` unless
+    ``write_behind`` says), one batch per segment as above."""
+    return MessageStore(str(path), fsync="never", fsync_interval_ms=3_600_000,
+                        segment_bytes=kw.get("segment_bytes", 1), budget=budget or Budget(),
+                        cache_limit=cache_limit,
+                        write_behind=kw.get("write_behind", cache_limit // 2))
+
+
+def big(i: int) -> Record:
+    return Record(1_000 + i, "", "q", b"", bytes([i % 256]) * 65536, 0)
+
+
+def log_bytes(path) -> int:
+    return sum(os.path.getsize(path / n) for n in os.listdir(path) if n.endswith(".log")
+               and n[0].isdigit())
+
+
+def test_write_behind_keeps_unsettled_bodies_in_memory_and_writes_settled_ones_bodiless(
+        tmp_path, stores):
+    path = tmp_path / "q"
+    budget = Budget()
+    store = stores(open_behind(path, cache_limit=64 << 20, budget=budget))
+    for i in range(10):
+        assert store.append(big(i)) == i
+    commit_round(store)                      # nothing settled, far under the bounds
+    assert store.end_offset == 0 and log_bytes(path) < 4096 and store.next_offset == 10
+    assert store.read(3) == big(3) and store.take(0) == big(0)   # delivered from memory
+    settle(store, [0, 1, 2, 5])              # 0-2 lead: written bodiless; 5 waits behind 3, 4
+    commit_round(store)
+    assert store.end_offset == 3 and log_bytes(path) < 4096
+    assert store.segments()[-1][2] == 3      # their settles counted against their segment
+    settle(store, [3, 4])
+    commit_round(store)
+    assert store.end_offset == 6 and log_bytes(path) < 4096
+    assert store.read(6) == big(6) and budget.cache_used == 4 * 65536
+    assert store.segments() == [(3, 6, 3)]   # 0-2 deleted; the active one waits to roll
+
+
+def test_write_behind_writes_the_oldest_bodies_past_half_the_cache_budget(tmp_path, stores):
+    path = tmp_path / "q"
+    budget = Budget()
+    store = stores(open_behind(path, cache_limit=8 * 65536, budget=budget))
+    for i in range(6):
+        store.append(big(i))
+    settle(store, [1])
+    commit_round(store)                      # 5 unsettled bodies, 4 allowed: 0 written whole
+    assert store.end_offset == 2             # (and 1, settled, bodiless after it)
+    assert store.log.read(0, 10, 1 << 20)[0] == (0, big(0))
+    assert 65536 < log_bytes(path) < 65536 + 4096
+    assert store.read(2) == big(2) and store.read(0) == big(0)
+    for i in range(6, 20):                   # the whole cache over its limit: all written
+        store.append(big(i))
+    commit_round(store)
+    assert store.end_offset == 20 and store.next_offset == 20
+    assert budget.cache_used <= 8 * 65536    # and evicted to the budget as before
+    assert [o for o, _ in store.unsettled()] == [0, *range(2, 20)]
+    assert store.read(19) == big(19) and store.read(2) == big(2)
+
+
+def test_write_behind_pages_out_once_the_cached_bodies_pass_its_limit(tmp_path, stores):
+    """A limit above the cache budget (RabbitMQ's paging threshold): bodies stay unwritten
+    past ``cache_limit``; once the process's cached bodies pass the limit, all are written."""
+    path = tmp_path / "q"
+    budget = Budget()
+    store = stores(open_behind(path, cache_limit=2 * 65536, budget=budget,
+                               write_behind=6 * 65536))
+    for i in range(6):
+        store.append(big(i))
+    commit_round(store)
+    assert store.end_offset == 0 and budget.cache_used == 6 * 65536
+    budget.cache_used += 65536               # another queue's body: the process is over
+    commit_round(store)
+    assert store.end_offset == 6
+    assert budget.cache_used == 2 * 65536    # written ones evicted down to the budget
+    assert store.read(0) == big(0) and store.read(5) == big(5)
+
+
+def test_write_behind_bounds_the_records_it_holds(tmp_path, stores):
+    from amqpbroker.worker import store as store_mod
+    path = tmp_path / "q"
+    store = stores(open_behind(path, segment_bytes=1 << 30))
+    n = store_mod.WRITE_BEHIND_RECORDS + 10
+    for i in range(n):
+        store.append(rec(i, persistent=False))
+    commit_round(store)
+    assert store.end_offset == 10 and store.next_offset == n
+    assert [o for o, _ in store.unsettled()] == list(range(10))
+
+
+def test_write_behind_close_writes_everything_and_settles_follow_their_records(tmp_path):
+    path = tmp_path / "q"
+    store = open_behind(path)
+    for i in range(8):
+        store.append(rec(i))
+    settle(store, [2, 6])
+    commit_round(store)
+    assert store.end_offset == 0             # 0 and 1 unsettled lead: nothing due
+    store.close()                            # a forced flush: all written, in order
+    store = open_store(path)
+    try:
+        got = {o: r for o, r in store.unsettled()}
+        assert sorted(got) == [0, 1, 3, 4, 5, 7]
+        assert all(r == rec(o) for o, r in got.items())
+    finally:
+        store.close()
+
+
+def test_a_durable_store_never_drops_the_body_of_a_settled_record(tmp_path, stores):
+    """Without write_behind (durable queues) a record settled before its flush is written
+    whole: its ack may not be durable when a crash comes."""
+    path = tmp_path / "q"
+    store = open_store(path, fsync="always")
+    store.append(rec(0))
+    store.append(rec(1))
+    settle(store, [0])
+    store.flush()                            # record written whole, then the ack entry
+    store._simulate_crash()
+    store = stores(open_store(path, fsync="always"))
+    assert list(store.unsettled()) == [(1, rec(1))]
+    assert store.log.read(0, 10, 1 << 20)[0] == (0, rec(0))
