@@ -12,7 +12,8 @@ dispatch messages that became durable.
 
 A publish that needs durability records ``committer.open_gen`` — the generation of the next
 round to start — because the round that starts next will include its queue. Only one round is
-in flight; marks during it go to the next one.
+in flight; marks during it go to the next one. A round starts in the turn after its first mark (``_next_turn``):
+the deliveries and replies of the turn that marked are written to their sockets first.
 
 Open files. A queue's files are handles of the process's file cache (storage/filecache.py),
 which closes the least recently used when it is full, fsyncing first a handle whose writes
@@ -61,7 +62,12 @@ class Committer:
         self.dirty[queue] = None
         if not self._scheduled and not self.in_flight and self._retry is None:
             self._scheduled = True
-            self.broker.loop.call_soon(self._round)
+            self.broker.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """The round starts a turn later: what this turn made for the sockets and links (a
+        delivery, a reply) is written first, and the round's writes are not in its way."""
+        self.broker.loop.call_soon(self._round)
 
     @property
     def step_size(self) -> int:

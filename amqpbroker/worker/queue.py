@@ -241,7 +241,12 @@ class Queue:
             return True
         if self.args.message_ttl is not None or (record.properties and record.properties[0] & 1):
             self._schedule_expiry()              # 0x01 of the first flag byte: expiration
-        self.schedule_dispatch()
+        if self.ready_count == 1 and self.consumers and not self._dispatch_scheduled:
+            # nothing queued ahead of it: a consumer with credit gets it in this turn, before
+            # the commit round's writes (a burst is dispatched as it comes, one by one)
+            self.dispatch()
+        else:
+            self.schedule_dispatch()
         return True
 
     def _duplicate(self, offset: int | None) -> bool:
