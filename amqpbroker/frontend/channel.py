@@ -259,6 +259,8 @@ class Channel:
             # acks this connection sent before are durable before this confirm (one group
             # commit per worker covers both, but the acks may be on another worker)
             tickets = [*tickets, *marks.items()]
+            for client, number in marks.items():
+                client.want(number)
             marks.clear()
         self.confirms.insert(tickets)
         self.on_commit()
