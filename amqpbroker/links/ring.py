@@ -124,7 +124,13 @@ class RingEndpoint:
             os.eventfd_read(self._data_fd)   # level-triggered: clear it before reading
         except BlockingIOError:
             pass
-        self._read()
+        try:
+            self._read()
+        except BaseException:
+            # a handler failed (a bug; the loop logs it): the ring may hold more, and with
+            # the waiting flag unset no wake-up would come for it, so read on next turn
+            self.loop.call_soon(self._read)
+            raise
 
     def _read(self) -> None:
         """Handle everything in the ring, then sleep (flag set: the writer's next push
