@@ -295,10 +295,15 @@ GroupReset = message(18, "group_reset", ("qid", "u32"), ("group", "str"), ("to",
 
 # {qid: partition detail} for the management API's /api/partitions (``host.on_partitions``)
 Partitions = message(31, "partitions", ("qids", "any"), request=True)
+# a channel's confirm waits for the host's watermark to pass ``seq`` (an ack it made before):
+# a host reports its watermark unasked only past a publish of a channel in confirm mode
+# (``track``), and its ``seen`` at least every CONFIRM_SEEN_EVERY commands of the link
+ConfirmWanted = message(32, "confirm_wanted", ("seq", "u64"))
+CONFIRM_SEEN_EVERY = 64
 
 PARTITION_COMMANDS = (Open, Pub, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
-                      GroupOffsets, GroupReset, Partitions)
+                      GroupOffsets, GroupReset, Partitions, ConfirmWanted)
 
 # =================================================================== partition events
 # partition host -> front-end

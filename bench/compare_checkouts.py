@@ -6,7 +6,7 @@ as working directory and first on PYTHONPATH), so drift on the machine hits both
 the median broker CPU per delivered message (whole process tree) and delivered msg/s.
 
     python bench/compare_checkouts.py --checkout before=/path/to/old --checkout after=. \
-        [--rounds 3] [--seconds 5] [--size 16,1024]
+        [--rounds 3] [--seconds 5] [--size 16,1024] [--scenario pubsub_e2e,publish_confirm]
 """
 from __future__ import annotations
 
@@ -49,12 +49,13 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(30)
 
 
-def run_once(args, checkout: str, layout: list[str], size: int) -> dict:
+def run_once(args, checkout: str, layout: list[str], size: int,
+             scenario: str = "pubsub_e2e") -> dict:
     with tempfile.TemporaryDirectory() as data, tempfile.NamedTemporaryFile(suffix=".json") as out:
         proc, url = start(checkout, data, layout)
         try:
             subprocess.run([args.bench_python, args.bench, "--url", url, "--broker-pid",
-                            str(proc.pid), "--scenario", "pubsub_e2e", "--size", str(size),
+                            str(proc.pid), "--scenario", scenario, "--size", str(size),
                             "--seconds", str(args.seconds), "--json", out.name], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         finally:
@@ -73,27 +74,33 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--size", default="16,1024")
+    p.add_argument("--scenario", default="pubsub_e2e",
+                   help="comma list of the harness's scenarios (msg/s: delivered or confirmed)")
     args = p.parse_args()
     checkouts = [c.split("=", 1) for c in args.checkout]
     results: dict = {}
+    scenarios = args.scenario.split(",")
+    sizes = [int(s) for s in args.size.split(",")]
     for _ in range(args.rounds):
-        for size in [int(s) for s in args.size.split(",")]:
-            for name, layout in LAYOUTS.items():
-                for label, path in checkouts:
-                    r = run_once(args, os.path.abspath(path), layout, size)
-                    results.setdefault((size, name, label), []).append(
-                        (r["value"], r["cpu"]["broker_pct"] / 100 * 1e6 / r["value"]))
-    print("| size | layout | " + " | ".join(f"{lbl} µs/msg | {lbl} msg/s" for lbl, _ in checkouts)
-          + " |")
-    print("|---:|---|" + "---:|---:|" * len(checkouts))
-    for size in [int(s) for s in args.size.split(",")]:
-        for name in LAYOUTS:
-            cells = []
-            for label, _ in checkouts:
-                runs = results[(size, name, label)]
-                cells.append(f"{statistics.median(c for _, c in runs):.1f} | "
-                             f"{statistics.median(v for v, _ in runs):,.0f}")
-            print(f"| {size} | {name} | " + " | ".join(cells) + " |")
+        for scenario in scenarios:
+            for size in sizes:
+                for name, layout in LAYOUTS.items():
+                    for label, path in checkouts:
+                        r = run_once(args, os.path.abspath(path), layout, size, scenario)
+                        results.setdefault((scenario, size, name, label), []).append(
+                            (r["value"], r["cpu"]["broker_pct"] / 100 * 1e6 / r["value"]))
+    print("| scenario | size | layout | "
+          + " | ".join(f"{lbl} µs/msg | {lbl} msg/s" for lbl, _ in checkouts) + " |")
+    print("|---|---:|---|" + "---:|---:|" * len(checkouts))
+    for scenario in scenarios:
+        for size in sizes:
+            for name in LAYOUTS:
+                cells = []
+                for label, _ in checkouts:
+                    runs = results[(scenario, size, name, label)]
+                    cells.append(f"{statistics.median(c for _, c in runs):.1f} | "
+                                  f"{statistics.median(v for v, _ in runs):,.0f}")
+                print(f"| {scenario} | {size} | {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ from ..storage.record import Record, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
 
+# a consumer without prefetch: credit goes back to its host when the host holds this or less
+CREDIT_LOW = WINDOW // 2
+
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 REPLY_TOKEN = re.compile(r"\d+\.[0-9a-f]{32}")        # front-end index . uuid (Session)
@@ -257,6 +260,8 @@ class Channel:
             # acks this connection sent before are durable before this confirm (one group
             # commit per worker covers both, but the acks may be on another worker)
             tickets = [*tickets, *marks.items()]
+            for client, number in marks.items():
+                client.want(number)
             marks.clear()
         self.confirms.insert(tickets)
         self.on_commit()
@@ -308,10 +313,14 @@ class Channel:
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
-            if session.writable:
-                self._grant(consumer, 1)     # credit comes back with each write
-            else:
-                consumer.owed += 1           # paid back by resume_writing
+            # credit comes back with the writes, in lots once the host holds half its
+            # window or less: a lone delivery sends no Credit (in the split layout, a
+            # wake-up of the worker per message). Not while the socket is full:
+            # resume_writing pays it back.
+            consumer.owed += 1
+            if consumer.credit_out <= CREDIT_LOW and session.writable:
+                self._grant(consumer, consumer.owed)
+                consumer.owed = 0
 
     def _grant(self, consumer: Consumer, n: int) -> None:
         consumer.credit_out += n

@@ -24,7 +24,7 @@ class Consumer:
         self.unacked = 0
         self.arguments = arguments
         self.cid = queue.client.new_cid() if queue is not None else 0
-        self.owed = 0                   # credit held back while the socket is not writable
+        self.owed = 0                   # credit not yet returned (no prefetch: in lots)
         self.credit_out = 0             # credit the host holds for this consumer
         self.key = tag                  # its key in the channel's consumers
         self.member = None              # a consumer group member's share of a partition:

@@ -19,6 +19,8 @@ log = logging.getLogger("amqpbroker.partition")
 WINDOW = 500
 # publishes sent to a host that it has not handled yet, before publishers are throttled
 LINK_WINDOW = 1000
+# the host reports what it handled at least this often, well inside the window
+assert c.CONFIRM_SEEN_EVERY < LINK_WINDOW // 2
 
 
 class HostGone(errors.NotFound):
@@ -48,6 +50,7 @@ class PartitionClient:
         self._grants: dict = {}             # cid -> credit to send
         self.lost_shares: list = []         # group members' shares waiting for a restart
         self._grant_scheduled = False
+        self._wanted = 0                    # last number asked for with ConfirmWanted
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
     def connect(self, link) -> None:
@@ -149,6 +152,13 @@ class PartitionClient:
     def reached(self, number: int) -> bool:
         """The host's watermark has passed publish or ack ``number``."""
         return self.done_seq >= number
+
+    def want(self, number: int) -> None:
+        """A confirm waits for ``number`` (an ack, not a publish in confirm mode): the host
+        reports its watermark past it only when asked."""
+        if number > self.done_seq and number > self._wanted and self.link is not None:
+            self._wanted = number
+            self.link.send(c.ConfirmWanted(seq=number))
 
     def take_nack(self, number: int) -> bool:
         """Whether the host refused ``number`` (asked once: the answer is forgotten)."""

@@ -13,6 +13,13 @@ a fragment with more to come, ``2`` = the last fragment.
 Writes are batched: ``send`` appends to a list that is pushed once per loop turn with
 ``push_many`` (one release store for the lot). If the ring is full, the rest waits, in order,
 for the reader to make room.
+
+Reads are driven by a callback, not a task: the incoming ring's eventfd is registered with the
+loop once, for the endpoint's life, and ``_read`` pops until the ring is empty, then sets the
+reader's "waiting" flag (``ring_reader_prepare_sleep``) and returns. A wake-up is then one
+``epoll_wait`` and one ``read`` of the eventfd, and the batch is handled in the loop turn the
+wake-up arrived in. (Registering the eventfd per sleep, with a future a task awaits, cost a
+dozen syscalls and one more loop turn per wake-up: bench/RESULTS.md, "latency_1".)
 """
 from __future__ import annotations
 
@@ -20,8 +27,9 @@ import asyncio
 import logging
 import os
 
-from shm.ring import Ring
-from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
+from shm._ring import lib
+from shm.ring import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OK, Ring
+from shm.wakeup import RingWriter, close_fds, make_eventfds
 
 from ..contract import decode
 
@@ -50,7 +58,6 @@ class RingEndpoint:
     def __init__(self, out_ring, in_ring, on_batch, *, yield_after=None):
         self.loop = asyncio.get_running_loop()
         self.writer = RingWriter(out_ring)
-        self.reader = RingReader(in_ring)
         self.out_ring = out_ring
         self.in_ring = in_ring
         self.on_batch = on_batch
@@ -60,12 +67,15 @@ class RingEndpoint:
         self._flush_scheduled = False
         self._draining = None               # task pushing a backlog into a full ring
         self._parts: list[bytes] = []
-        self._reader_task = None
+        self._data_fd = None                # the incoming ring's eventfd, while registered
+        self._held = None                   # messages waiting a turn behind ``yield_after``
         self.eventfds: tuple = ()           # closed with the endpoint (see ``attach`` below)
         self.closed = False
 
     def start(self) -> None:
-        self._reader_task = self.loop.create_task(self._read_loop())
+        self._data_fd = self.in_ring.data_fd
+        self.loop.add_reader(self._data_fd, self._readable)
+        self.loop.call_soon(self._read)      # what the other side pushed before we listened
 
     # ------------------------------------------------------------ out
     def send(self, msg) -> None:
@@ -109,11 +119,29 @@ class RingEndpoint:
             self._draining = None
 
     # ------------------------------------------------------------ in
-    async def _read_loop(self) -> None:
-        get_batch = self.reader.get_batch
-        yield_after = self.yield_after
-        while not self.closed:
-            raw = await get_batch()
+    def _readable(self) -> None:
+        try:
+            os.eventfd_read(self._data_fd)   # level-triggered: clear it before reading
+        except BlockingIOError:
+            pass
+        try:
+            self._read()
+        except BaseException:
+            # a handler failed (a bug; the loop logs it): the ring may hold more, and with
+            # the waiting flag unset no wake-up would come for it, so read on next turn
+            self.loop.call_soon(self._read)
+            raise
+
+    def _read(self) -> None:
+        """Handle everything in the ring, then sleep (flag set: the writer's next push
+        writes the eventfd). Stops early, for a turn, after a ``yield_after`` message."""
+        ring = self.in_ring
+        while not self.closed and self._held is None:
+            raw = ring.pop_many(DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
+            if not raw:
+                if lib.ring_reader_prepare_sleep(ring._r) == OK:
+                    return
+                continue                     # a record landed between the pop and the flag
             batch = []
             for item in raw:
                 kind = item[:1]
@@ -125,21 +153,41 @@ class RingEndpoint:
                     self._parts.append(item[1:])
                     batch.append(decode(b"".join(self._parts)))
                     self._parts = []
-            if yield_after is None:
-                self.on_batch(batch)
-            else:
-                await hand_over(batch, self.on_batch, yield_after)
+            self._hand_over(batch)
+
+    def _hand_over(self, batch: list) -> None:
+        """``hand_over`` without a task: after a ``yield_after`` message the rest of the
+        batch, and any later read, waits for the next turn (``_resume``)."""
+        yield_after = self.yield_after
+        if yield_after is not None:
+            for i, msg in enumerate(batch):
+                if type(msg) is yield_after:
+                    self.on_batch(batch[:i + 1])
+                    self._held = batch[i + 1:]
+                    self.loop.call_soon(self._resume)
+                    return
+        if batch:
+            self.on_batch(batch)
+
+    def _resume(self) -> None:
+        held, self._held = self._held, None
+        if self.closed or held is None:
+            return
+        self._hand_over(held)
+        if self._held is None:
+            self._read()
 
     def close(self) -> None:
         self.closed = True
-        if self._reader_task is not None:
-            self._reader_task.cancel()
+        if self._data_fd is not None:
+            self.loop.remove_reader(self._data_fd)
+            self._data_fd = None
         if self._draining is not None:
             self._draining.cancel()
         self.out_ring.close()
         self.in_ring.close()
         if self.eventfds:
-            # after the cancelled reader has removed its eventfd from the loop
+            # a turn later, as before: nothing of this turn still holds them
             self.loop.call_soon(close_fds, *self.eventfds)
             self.eventfds = ()
 

@@ -42,6 +42,8 @@ class LinkState:
         self.last_seq = 0               # last publish number received
         self.sent_upto = 0              # last watermark sent
         self.sent_seen = 0              # last publish number reported as handled
+        self.tracked = 0                # last publish of a channel in confirm mode
+        self.wanted = 0                 # a number the front-end waits for (confirm_wanted)
         self.waiting: deque = deque()   # (commit generation, seq) of publishes not yet durable
         self.nacked: list[int] = []
         self.subs: dict[int, Subscription] = {}
@@ -53,8 +55,14 @@ class LinkState:
         return self.waiting[0][1] - 1 if self.waiting else self.last_seq
 
     def send_confirms(self) -> None:
+        """Report the watermark when someone waits for it: a publish in confirm mode or a
+        number asked for (``ConfirmWanted``) it passed, a nack; ``seen`` at least every
+        CONFIRM_SEEN_EVERY commands (the front-end's backlog of publishes). A lone message
+        of a channel without confirms is not answered: no wake-up of its front-end."""
         upto = self.watermark()
-        if upto > self.sent_upto or self.last_seq > self.sent_seen:
+        sent = self.sent_upto
+        if self.nacked or (upto > sent and (self.tracked > sent or self.wanted > sent)) \
+                or self.last_seq - self.sent_seen >= c.CONFIRM_SEEN_EVERY:
             self.sent_upto = upto
             self.sent_seen = self.last_seq
             nacked, self.nacked = self.nacked, []
@@ -223,6 +231,8 @@ class PartitionHost:
     def on_pub(self, state, m: c.Pub):
         seq = m.seq
         state.last_seq = seq
+        if m.track:
+            state.tracked = seq
         q = self.queues.get(m.qid)
         if q is None or q.deleted:
             if m.track and m.qid in self.down:
@@ -302,6 +312,9 @@ class PartitionHost:
             q.schedule_dispatch()
         if q.durable:
             self._wait_for_commit(state, q, seq)      # after: the ack is what dirtied it
+
+    def on_confirm_wanted(self, state, m: c.ConfirmWanted):
+        state.wanted = max(state.wanted, m.seq)     # answered by send_confirms
 
     # ------------------------------------------------------------ consumer groups
     def _group_sub(self, state, q: Stream, m: c.Sub, args: dict) -> None:

@@ -109,6 +109,7 @@ class Queue:
         self.deleted = False
         self.had_consumers = False
         self._dispatch_scheduled = False
+        self._dispatching = False
         self._expiry_timer = None
         self._expires_timer = None
         self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
@@ -247,7 +248,13 @@ class Queue:
             return True
         if self.args.message_ttl is not None or (record.properties and record.properties[0] & 1):
             self._schedule_expiry()              # 0x01 of the first flag byte: expiration
-        self.schedule_dispatch()
+        if self.ready_count == 1 and self.consumers and not self._dispatch_scheduled \
+                and not self._dispatching:
+            # nothing queued ahead of it: a consumer with credit gets it in this turn, before
+            # the commit round's writes (a burst is dispatched as it comes, one by one)
+            self.dispatch()
+        else:
+            self.schedule_dispatch()
         return True
 
     def _duplicate(self, offset: int | None) -> bool:
@@ -393,6 +400,15 @@ class Queue:
         self._dispatch_scheduled = False
         if self.deleted:
             return
+        # a publish made while this runs (a message expired here and dead-lettered back to
+        # this queue) waits for the loop it is in, not for a dispatch nested inside it
+        self._dispatching = True
+        try:
+            self._dispatch(check_expiry)
+        finally:
+            self._dispatching = False
+
+    def _dispatch(self, check_expiry: bool) -> None:
         if check_expiry and (self.args.message_ttl is not None or self._expiry_timer is not None):
             self.expire_head()
         while self.ready_count:

@@ -1,0 +1,125 @@
+"""What the latency work (bench/RESULTS.md, "latency_1") left out of the lone message's way,
+and what must still arrive without it, in both process layouts.
+
+* A host reports its confirm watermark unasked only past a publish in confirm mode: a confirm
+  that waits for an ack made earlier on the same connection, on another worker, asks for it
+  (``ConfirmWanted``).
+* A consumer without prefetch returns credit in lots, not per delivery: a backlog many times
+  its window still all arrives.
+* A non-durable queue's writes wait for a round (``Committer.lazy``): messages read back from
+  disk (no cache) all arrive.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import aiormq
+import pika
+import pytest
+from pamqp import commands as spec
+
+from amqpbroker.testing import BrokerProcess
+
+LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
+           "2 workers": ("--workers", "2")}
+
+
+def queue_on(broker, ch, index: int, prefix: str) -> str:
+    """Declare queues until one is placed on worker ``index``; delete the others."""
+    for i in range(64):
+        name = f"{prefix}-{i}"
+        ch.queue_declare(name, durable=True)
+        if broker.api(f"queues/%2F/{name}")["worker"] == index:
+            return name
+        ch.queue_delete(name)
+    raise AssertionError("no queue name hashed to worker %d" % index)
+
+
+async def test_a_confirm_after_an_ack_on_another_worker_arrives(tmp_path):
+    with BrokerProcess(tmp_path, "--workers", "2", management=True) as b:
+        setup = pika.BlockingConnection(pika.URLParameters(b.url))
+        sch = setup.channel()
+        acked_q = queue_on(b, sch, 0, "acked")
+        confirmed_q = queue_on(b, sch, 1, "confirmed")
+        sch.basic_publish("", acked_q, b"to ack", pika.BasicProperties(delivery_mode=2))
+        setup.close()
+
+        conn = await aiormq.connect(b.url)
+        plain = await conn.channel(publisher_confirms=False)
+        got = await plain.basic_get(acked_q, no_ack=False)
+        assert got.body == b"to ack"
+        await plain.basic_ack(got.delivery_tag)       # worker 0: nothing else comes from it
+        confirming = await conn.channel()             # publisher confirms on
+        for i in range(3):
+            answer = await asyncio.wait_for(
+                confirming.basic_publish(b"%d" % i, routing_key=confirmed_q,
+                                         properties=spec.Basic.Properties(delivery_mode=2)),
+                timeout=10)
+            assert isinstance(answer, spec.Basic.Ack)
+        await conn.close()
+
+        check = pika.BlockingConnection(pika.URLParameters(b.url))
+        cch = check.channel()
+        assert cch.queue_declare(acked_q, passive=True).method.message_count == 0
+        assert cch.queue_declare(confirmed_q, passive=True).method.message_count == 3
+        check.close()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("no_ack", [False, True], ids=["manual ack", "no ack"])
+async def test_a_consumer_without_prefetch_gets_a_backlog_many_times_its_window(
+        tmp_path, layout, no_ack):
+    total = 2_000                                    # four windows of credit (WINDOW = 500)
+    with BrokerProcess(tmp_path, *LAYOUTS[layout]) as b:
+        conn = await aiormq.connect(b.url)
+        ch = await conn.channel(publisher_confirms=False)
+        await ch.queue_declare("backlog")
+        for i in range(total):
+            await ch.basic_publish(b"%d" % i, routing_key="backlog")
+        got: list[int] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def on_message(msg):
+            got.append(int(msg.body))
+            if not no_ack:
+                await ch.basic_ack(msg.delivery_tag)
+            if len(got) == total and not done.done():
+                done.set_result(None)
+        await ch.basic_consume("backlog", on_message, no_ack=no_ack)
+        await asyncio.wait_for(done, timeout=60)
+        assert got == list(range(total))
+        # and the lone message after the backlog still goes straight through
+        lone = asyncio.get_running_loop().create_future()
+        ch2 = await conn.channel(publisher_confirms=False)
+        await ch2.queue_declare("lone")
+
+        async def on_lone(msg):
+            lone.set_result(msg.body)
+        await ch2.basic_consume("lone", on_lone, no_ack=True)
+        await ch2.basic_publish(b"alone", routing_key="lone")
+        assert await asyncio.wait_for(lone, timeout=10) == b"alone"
+        await conn.close()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+async def test_a_non_durable_queue_read_back_from_disk_delivers_everything(tmp_path, layout):
+    total, body = 300, b"x" * 65_536
+    with BrokerProcess(tmp_path, *LAYOUTS[layout], "--cache-limit", "0") as b:
+        conn = await aiormq.connect(b.url)
+        ch = await conn.channel()
+        await ch.queue_declare("transient")
+        for i in range(total):
+            await ch.basic_publish(b"%06d" % i + body, routing_key="transient")
+        await ch.basic_qos(prefetch_count=50)
+        got: list[int] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def on_message(msg):
+            got.append(int(msg.body[:6]))
+            await ch.basic_ack(msg.delivery_tag)
+            if len(got) == total and not done.done():
+                done.set_result(None)
+        await ch.basic_consume("transient", on_message)
+        await asyncio.wait_for(done, timeout=60)
+        assert got == list(range(total))
+        await conn.close()
