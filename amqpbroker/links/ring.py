@@ -185,14 +185,21 @@ class RingEndpoint:
         (as ``hand_over`` does)."""
         kind = self.yield_after
         if kind is None or kind not in map(type, batch):
-            self.on_batch(batch)
+            self._hand(batch)
             return
         for i, msg in enumerate(batch):
             if type(msg) is kind:
-                self.on_batch(batch[:i + 1])
+                self._hand(batch[:i + 1])
                 self._held = batch[i + 1:]
                 self.loop.call_soon(self._resume)
                 return
+
+    def _hand(self, batch: list) -> None:
+        """A handler that raises loses the rest of its batch, not the link."""
+        try:
+            self.on_batch(batch)
+        except Exception:
+            log.exception("handling a batch of %d link messages failed", len(batch))
 
     def _resume(self) -> None:
         held, self._held = self._held, None

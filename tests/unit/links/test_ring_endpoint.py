@@ -113,3 +113,19 @@ async def test_a_reader_asleep_is_woken_by_the_next_send():
         a.send(pub(2, 10))
         await until(lambda: len(got) == 2)
         assert got == [pub(1, 10), pub(2, 10)]
+
+
+async def test_a_handler_that_raises_does_not_stop_the_link(caplog):
+    got = []
+
+    def on_b(batch):
+        for m in batch:
+            if m.seq == 1:
+                raise RuntimeError("handler bug")
+            got.append(m)
+    async with pair(1 << 16, lambda batch: None, on_b) as (a, _b):
+        a.send(pub(1, 10))
+        await until(lambda: "handler bug" in caplog.text)
+        a.send(pub(2, 10))
+        await until(lambda: len(got) == 1)
+        assert got == [pub(2, 10)]
