@@ -12,8 +12,10 @@ a fragment with more to come, ``2`` = the last fragment.
 
 Writes are batched: ``send`` appends the message to a list that is encoded and pushed once
 per loop turn (``contract.encode_many``: one C call packs the lot back to back, a body copied
-once from its bytes, then once into the ring with one release store). If the ring is full,
-the rest waits, in order, for the reader to make room.
+once from its bytes, then once into the ring with one release store). The message object is
+kept until then, as ``LocalLink`` hands it over: what a sender sent, it must not change (a
+list inside a message is the receiver's once sent). If the ring is full, the rest waits, in
+order, for the reader to make room.
 
 Reads are batched the same way: the records are decoded where they lie in the shared
 mapping (``contract.decode_many``, one C call per batch; the space goes back to the writer
