@@ -216,16 +216,7 @@ class Ring:
                     break
                 done += 1
             return done
-        data = b"".join(records)
-        rc = lib.ring_push_many(self._r, data, ffi.from_buffer("uint32_t[]", lens), n, self._np)
-        if rc == OK:
-            return self._np[0]
-        if rc == OK_WAKE:
-            self._wake(self.data_fd)
-            return self._np[0]
-        if rc == AGAIN:
-            return 0
-        raise RingError(f"ring_push_many: status {rc}")
+        return self.push_packed(b"".join(records), lens, n)
 
     def push_packed(self, data, lens, n: int) -> int:
         """``push_many`` for ``n`` records already back to back in ``data`` (``lens``: their
