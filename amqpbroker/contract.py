@@ -43,8 +43,8 @@ import pickle
 import struct
 from typing import NamedTuple
 
-from .storage.record import (Record, decode_record, encode_record, pack_message,
-                             unpack_message)
+from .storage.record import (Record, decode_record, encode_record, pack_message, pack_messages,
+                             unpack_message, unpack_messages)
 
 FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
 VARIABLE = {"str", "bytes", "u64s", "grants", "record", "any"}
@@ -54,6 +54,9 @@ _GRANT = struct.Struct(">II")
 
 MESSAGES: dict[int, type] = {}          # type byte -> message class
 BY_NAME: dict[str, type] = {}           # wire name -> message class
+# the hot shape (fixed fields, then a record: pub, dlv, ...), for the batch codec below
+HOT_ENCODE: dict[type, tuple[int, str]] = {}    # message class -> (type byte, struct format)
+HOT_DECODE: dict[int, tuple[str, type]] = {}    # type byte -> (struct format, message class)
 
 
 def message(type_id: int, name: str, *fields: tuple[str, str], request: bool = False):
@@ -101,6 +104,25 @@ def decode(data, pos: int = 0):
     return cls.DECODE(data, pos)
 
 
+def encode_many(msgs: list, prefix: bytes, limit: int) -> tuple[bytes, bytes, int]:
+    """``msgs[:count]`` encoded back to back, each behind ``prefix``, in one C call:
+    ``(data, lens, count)``, ``lens`` their lengths as native uint32 (a ring's
+    ``push_packed`` takes both as they are). Stops before the first message longer than
+    ``limit`` bytes, so ``count < len(msgs)`` leaves that one to the caller. The same bytes
+    as ``encode_bytes(m, prefix)`` for each message (``storage/record.py``,
+    ``pack_messages_py``, is the reference)."""
+    return pack_messages(msgs, HOT_ENCODE, lambda m: encode_bytes(m, prefix), prefix, limit)
+
+
+def decode_many(buf, offs, n: int, other) -> list:
+    """The messages of ``n`` records of ``buf`` (``offs``: native uint64 ``[start, end)``
+    pairs, as a ring's ``peek`` gives them), decoded where they lie in one C call. A record
+    that is not a whole hot message (its first byte ``0``, then its type) is passed to
+    ``other(bytes)``, whose result is kept unless it is None (the caller's own prefixes:
+    fragments of a big message)."""
+    return unpack_messages(buf, offs, n, HOT_DECODE, Record, other)
+
+
 def _build_codec(cls) -> None:
     types = [t for _, t in cls.FIELDS]
     tid = bytes([cls.TYPE_ID])
@@ -140,6 +162,8 @@ def _build_codec(cls) -> None:
         def dec_record(data, pos):
             return unpack_message(data, pos, fmt, cls, Record)
         cls.ENCODE, cls.DECODE = staticmethod(enc_record), staticmethod(dec_record)
+        HOT_ENCODE[cls] = (type_id, fmt)
+        HOT_DECODE[type_id] = (fmt, cls)
         return
     var_codecs = [(i, _ENCODERS[types[i]], _DECODERS[types[i]]) for i in variable]
 

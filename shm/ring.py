@@ -216,7 +216,15 @@ class Ring:
                     break
                 done += 1
             return done
-        data = b"".join(records)
+        return self.push_packed(b"".join(records), lens, n)
+
+    def push_packed(self, data, lens, n: int) -> int:
+        """``push_many`` for ``n`` records already back to back in ``data`` (``lens``: their
+        lengths as native uint32, e.g. ``array("I").tobytes()``): each is copied once, from
+        ``data`` into the ring, with one release store for the lot. Returns how many went
+        (the leading ones that fit)."""
+        if not n:
+            return 0
         rc = lib.ring_push_many(self._r, data, ffi.from_buffer("uint32_t[]", lens), n, self._np)
         if rc == OK:
             return self._np[0]
@@ -225,6 +233,8 @@ class Ring:
             return self._np[0]
         if rc == AGAIN:
             return 0
+        if rc == TOO_BIG:
+            raise ValueError(f"a record > max_record {self.max_record}")
         raise RingError(f"ring_push_many: status {rc}")
 
     def can_push(self, size: int) -> bool:
@@ -268,6 +278,32 @@ class Ring:
         elif rc != OK:
             raise RingError(f"ring_release: status {rc}")
         return recs
+
+    def pop_with(self, parse, max_records: int = DEFAULT_MAX_RECORDS,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        """Like ``pop_many``, without copying the records out: ``parse(mapping, offs, n)`` reads
+        the ``n`` records where they lie (``offs``: native uint64 ``[start, end)`` pairs into
+        ``mapping``) and its result is returned; the records' space is given back to the
+        producer after it returns (or raises). None if the ring is empty."""
+        if 2 * max_records > len(self._offs):
+            self._offs = ffi.new("uint64_t[]", 2 * max_records)
+        offs = self._offs
+        rc = lib.ring_peek_many(self._r, max_bytes, offs, max_records, self._np, self._nt)
+        if rc != OK:
+            if rc == AGAIN:
+                return None
+            if rc == ECORRUPT:
+                raise RingCorrupt(f"ring {self.name}: corrupt record")
+            raise RingError(f"ring_peek_many: status {rc}")
+        n = self._np[0]
+        try:
+            return parse(self._mm, ffi.buffer(offs, 16 * n), n)
+        finally:
+            rc = lib.ring_release(self._r, self._nt[0])
+            if rc == OK_WAKE:
+                self._wake(self.space_fd)
+            elif rc != OK:
+                raise RingError(f"ring_release: status {rc}")
 
     def pop_many_into(self, buf, max_records: int = DEFAULT_MAX_RECORDS,
                       max_bytes: int | None = None) -> list[int]:

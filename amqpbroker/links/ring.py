@@ -1,8 +1,8 @@
 """The link between processes: partition messages as bytes through two shared-memory rings.
 
 One ``RingEndpoint`` at each end: it writes its messages into its outgoing ring and reads the
-other side's from the incoming one (``shm.ring`` / ``shm.wakeup``: the reader sleeps on an
-eventfd only when the ring is empty, so under load there is no syscall per message).
+other side's from the incoming one (``shm.ring``: the reader sleeps on an eventfd only when
+the ring is empty, so under load there is no syscall per message).
 
 Wire format: each message is encoded by the contract's codec (``amqpbroker/contract.py``): a
 publish or a delivery is a small fixed header followed by the record in the log's layout;
@@ -10,16 +10,19 @@ cold messages are pickled. A message larger than the ring's largest record (a bi
 cut into fragments: every ring record starts with one byte, ``0`` = a whole message, ``1`` =
 a fragment with more to come, ``2`` = the last fragment.
 
-Writes are batched: ``send`` appends to a list that is pushed once per loop turn with
-``push_many`` (one release store for the lot). If the ring is full, the rest waits, in order,
-for the reader to make room.
+Writes are batched: ``send`` appends the message to a list that is encoded and pushed once
+per loop turn (``contract.encode_many``: one C call packs the lot back to back, a body copied
+once from its bytes, then once into the ring with one release store). The message object is
+kept until then, as ``LocalLink`` hands it over: what a sender sent, it must not change (a
+list inside a message is the receiver's once sent). If the ring is full, the rest waits, in
+order, for the reader to make room.
 
-Reads are driven by a callback, not a task: the incoming ring's eventfd is registered with the
-loop once, for the endpoint's life, and ``_read`` pops until the ring is empty, then sets the
-reader's "waiting" flag (``ring_reader_prepare_sleep``) and returns. A wake-up is then one
-``epoll_wait`` and one ``read`` of the eventfd, and the batch is handled in the loop turn the
-wake-up arrived in. (Registering the eventfd per sleep, with a future a task awaits, cost a
-dozen syscalls and one more loop turn per wake-up: bench/RESULTS.md, "latency_1".)
+Reads are batched the same way: the records are decoded where they lie in the shared
+mapping (``contract.decode_many``, one C call per batch; the space goes back to the writer
+after), and handed to ``on_batch``. The incoming ring's eventfd stays registered with the
+loop for the link's life; the reader drains the ring until it is empty, then sets its
+"waiting" flag (``ring_reader_prepare_sleep``) and returns to the loop: the writer writes the
+eventfd only when it sees that flag, so a busy link costs no wake-up per message.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from shm._ring import lib
 from shm.ring import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OK, Ring
 from shm.wakeup import RingWriter, close_fds, make_eventfds
 
-from ..contract import decode
+from ..contract import decode, decode_many, encode_bytes, encode_many
 
 log = logging.getLogger("amqpbroker.partition")
 
@@ -41,7 +44,8 @@ WHOLE, MORE, LAST = b"\x00", b"\x01", b"\x02"
 async def hand_over(batch: list, on_batch, yield_after) -> None:
     """Give ``batch`` to ``on_batch``, a turn of the loop after each ``yield_after`` message:
     a reply resumes a waiting handler on the next turn, and what follows it (e.g. deliveries
-    to the consumer it just registered) must come after. Every link reads this way."""
+    to the consumer it just registered) must come after. Every link reads this way (the ring
+    link in ``RingEndpoint._deliver``, without a task)."""
     start = 0
     for i, msg in enumerate(batch):
         if type(msg) is yield_after:
@@ -63,34 +67,26 @@ class RingEndpoint:
         self.on_batch = on_batch
         self.yield_after = yield_after      # a message class after which others wait a turn
         self.max_piece = out_ring.max_record - 1
-        self._out: list[bytes] = []
+        self._msgs: list = []               # sent this turn, not yet encoded
+        self._out: list[bytes] = []         # encoded ring records waiting for room
         self._flush_scheduled = False
         self._draining = None               # task pushing a backlog into a full ring
-        self._parts: list[bytes] = []
-        self._data_fd = None                # the incoming ring's eventfd, while registered
-        self._held = None                   # messages waiting a turn behind ``yield_after``
+        self._parts: list[bytes] = []       # fragments of a big incoming message
+        self._held = None                   # messages read after a ``yield_after``: next turn
+        self._reading = False
         self.eventfds: tuple = ()           # closed with the endpoint (see ``attach`` below)
         self.closed = False
 
     def start(self) -> None:
-        self._data_fd = self.in_ring.data_fd
-        self.loop.add_reader(self._data_fd, self._readable)
-        self.loop.call_soon(self._read)      # what the other side pushed before we listened
+        self.loop.add_reader(self.in_ring.data_fd, self._on_wake)
+        self._reading = True
+        self.loop.call_soon(self._pump)     # records may be waiting already
 
     # ------------------------------------------------------------ out
     def send(self, msg) -> None:
         if self.closed:
             return
-        pieces = msg.ENCODE(msg, WHOLE)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        if len(data) <= self.max_piece:
-            self._out.append(data)
-        else:
-            view = memoryview(data)[1:]
-            step = self.max_piece
-            for start in range(0, len(view), step):
-                end = start + step
-                self._out.append((MORE if end < len(view) else LAST) + view[start:end])
+        self._msgs.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -99,97 +95,147 @@ class RingEndpoint:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        if self._draining is not None or not self._out or self.closed:
+        if self._draining is not None or not self._msgs or self.closed:
             return
-        out = self._out
-        done = self.writer.push_many(out)
-        if done == len(out):
-            self._out = []
-            return
-        self._out = out[done:]
-        self._draining = self.loop.create_task(self._drain())
+        msgs, self._msgs = self._msgs, []
+        left = self._push(msgs)
+        if left:
+            self._out = left
+            self._draining = self.loop.create_task(self._drain())
+
+    def _push(self, msgs: list) -> list[bytes]:
+        """Push ``msgs`` in order as far as the ring has room; the ring records left over."""
+        ring = self.out_ring
+        while msgs:
+            data, lens, count = encode_many(msgs, WHOLE, self.max_piece)
+            done = ring.push_packed(data, lens, count)
+            if done < count:
+                return _split(data, lens, done, count) + self._records(msgs[count:])
+            if count == len(msgs):
+                return []
+            pieces = self._records(msgs[count:count + 1])     # too big: fragments
+            done = ring.push_many(pieces)
+            if done < len(pieces):
+                return pieces[done:] + self._records(msgs[count + 1:])
+            msgs = msgs[count + 1:]
+        return []
+
+    def _records(self, msgs: list) -> list[bytes]:
+        """``msgs`` as ring records, one at a time (the slow path: a full ring, a big body)."""
+        out = []
+        for msg in msgs:
+            data = encode_bytes(msg, WHOLE)
+            if len(data) <= self.max_piece:
+                out.append(data)
+                continue
+            view = memoryview(data)[1:]
+            step = self.max_piece
+            for start in range(0, len(view), step):
+                end = start + step
+                out.append((MORE if end < len(view) else LAST) + view[start:end])
+        return out
 
     async def _drain(self) -> None:
         """The ring is full: wait for room, keeping order (later sends queue behind)."""
         try:
-            while self._out and not self.closed:
+            while (self._out or self._msgs) and not self.closed:
+                if not self._out:
+                    self._out, self._msgs = self._records(self._msgs), []
                 out, self._out = self._out, []
                 await self.writer.put_many(out)
         finally:
             self._draining = None
 
     # ------------------------------------------------------------ in
-    def _readable(self) -> None:
+    def _on_wake(self) -> None:
         try:
-            os.eventfd_read(self._data_fd)   # level-triggered: clear it before reading
+            os.eventfd_read(self.in_ring.data_fd)
         except BlockingIOError:
             pass
-        try:
-            self._read()
-        except BaseException:
-            # a handler failed (a bug; the loop logs it): the ring may hold more, and with
-            # the waiting flag unset no wake-up would come for it, so read on next turn
-            self.loop.call_soon(self._read)
-            raise
+        self._pump()
 
-    def _read(self) -> None:
-        """Handle everything in the ring, then sleep (flag set: the writer's next push
-        writes the eventfd). Stops early, for a turn, after a ``yield_after`` message."""
+    def _parse(self, mapping, offs, n: int) -> list:
+        return decode_many(mapping, offs, n, self._other)
+
+    def _other(self, raw: bytes):
+        """A ring record that is not a whole hot message (``decode_many`` decoded those)."""
+        kind = raw[0]
+        if kind == 0:
+            return decode(raw, 1)
+        self._parts.append(raw[1:])
+        if kind == 1:
+            return None
+        data = b"".join(self._parts)
+        self._parts = []
+        return decode(data)
+
+    def _pump(self) -> None:
+        """Read until the ring is empty, then ask for a wake-up and return to the loop."""
         ring = self.in_ring
+        pop, parse = ring.pop_with, self._parse
         while not self.closed and self._held is None:
-            raw = ring.pop_many(DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
-            if not raw:
+            batch = pop(parse, DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
+            if batch is None:
                 if lib.ring_reader_prepare_sleep(ring._r) == OK:
-                    return
-                continue                     # a record landed between the pop and the flag
-            batch = []
-            for item in raw:
-                kind = item[:1]
-                if kind == WHOLE:
-                    batch.append(decode(item, 1))
-                elif kind == MORE:
-                    self._parts.append(item[1:])
-                else:
-                    self._parts.append(item[1:])
-                    batch.append(decode(b"".join(self._parts)))
-                    self._parts = []
-            self._hand_over(batch)
+                    return                  # asleep: the writer writes data_fd
+                continue                    # a record landed meanwhile
+            if batch:
+                self._deliver(batch)
 
-    def _hand_over(self, batch: list) -> None:
-        """``hand_over`` without a task: after a ``yield_after`` message the rest of the
-        batch, and any later read, waits for the next turn (``_resume``)."""
-        yield_after = self.yield_after
-        if yield_after is not None:
-            for i, msg in enumerate(batch):
-                if type(msg) is yield_after:
-                    self.on_batch(batch[:i + 1])
-                    self._held = batch[i + 1:]
-                    self.loop.call_soon(self._resume)
-                    return
-        if batch:
+    def _deliver(self, batch: list) -> None:
+        """``on_batch``, holding what follows a ``yield_after`` message until the next turn
+        (as ``hand_over`` does)."""
+        kind = self.yield_after
+        if kind is None or kind not in map(type, batch):
+            self._hand(batch)
+            return
+        for i, msg in enumerate(batch):
+            if type(msg) is kind:
+                self._hand(batch[:i + 1])
+                self._held = batch[i + 1:]
+                self.loop.call_soon(self._resume)
+                return
+
+    def _hand(self, batch: list) -> None:
+        """A handler that raises loses the rest of its batch, not the link."""
+        try:
             self.on_batch(batch)
+        except Exception:
+            log.exception("handling a batch of %d link messages failed", len(batch))
 
     def _resume(self) -> None:
         held, self._held = self._held, None
-        if self.closed or held is None:
+        if self.closed:
             return
-        self._hand_over(held)
+        if held:
+            self._deliver(held)
         if self._held is None:
-            self._read()
+            self._pump()
 
     def close(self) -> None:
         self.closed = True
-        if self._data_fd is not None:
-            self.loop.remove_reader(self._data_fd)
-            self._data_fd = None
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.in_ring.data_fd)
         if self._draining is not None:
             self._draining.cancel()
         self.out_ring.close()
         self.in_ring.close()
         if self.eventfds:
-            # a turn later, as before: nothing of this turn still holds them
+            # after the cancelled writer has removed its eventfd from the loop
             self.loop.call_soon(close_fds, *self.eventfds)
             self.eventfds = ()
+
+
+def _split(data: bytes, lens: bytes, start: int, stop: int) -> list[bytes]:
+    """Records ``start:stop`` of an ``encode_many`` batch as separate bytes."""
+    sizes = memoryview(lens).cast("I")
+    pos = sum(sizes[:start])
+    out = []
+    for size in sizes[start:stop]:
+        out.append(data[pos:pos + size])
+        pos += size
+    return out
 
 
 # ---------------------------------------------------------------- descriptors

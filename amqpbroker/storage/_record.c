@@ -86,15 +86,11 @@ done:
     return out;
 }
 
-/* unpack_record(buf, pos) -> (timestamp, exchange, routing_key, properties, body, flags, end) */
-static PyObject *unpack_record(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    Py_ssize_t pos;
-    if (!PyArg_ParseTuple(args, "y*n", &buf, &pos))
-        return NULL;
-    PyObject *out = NULL, *ex = NULL, *rk = NULL, *props = NULL, *body = NULL;
-    const unsigned char *b = (const unsigned char *)buf.buf;
-    Py_ssize_t n = buf.len;
+/* The record at `pos` of b[0:n]: fields[0..5] get new references to (timestamp, exchange,
+ * routing_key, properties, body, flags) and *end_out its end; -1 with an exception set. */
+static int unpack_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
+                            PyObject *fields[6], Py_ssize_t *end_out) {
+    PyObject *ex = NULL, *rk = NULL, *props = NULL, *body = NULL;
     if (pos < 0 || pos + 4 + RECORD_FIXED > n)
         goto short_;
     uint32_t rec_len = get_u32(b + pos);
@@ -107,28 +103,50 @@ static PyObject *unpack_record(PyObject *self, PyObject *args) {
     unsigned int ex_len = *p++;
     if (p + ex_len + 1 > b + end) goto bad;
     ex = PyUnicode_DecodeUTF8((const char *)p, ex_len, "strict"); p += ex_len;
-    if (!ex) goto done;
+    if (!ex) goto fail;
     unsigned int rk_len = *p++;
     if (p + rk_len + 4 > b + end) goto bad;
     rk = PyUnicode_DecodeUTF8((const char *)p, rk_len, "strict"); p += rk_len;
-    if (!rk) goto done;
+    if (!rk) goto fail;
     uint32_t props_len = get_u32(p); p += 4;
     if ((Py_ssize_t)props_len + 4 > (b + end) - p) goto bad;
     props = PyBytes_FromStringAndSize((const char *)p, props_len); p += props_len;
-    if (!props) goto done;
+    if (!props) goto fail;
     uint32_t body_len = get_u32(p); p += 4;
     if ((Py_ssize_t)body_len != (b + end) - p) goto bad;
     body = PyBytes_FromStringAndSize((const char *)p, body_len);
-    if (!body) goto done;
-    out = Py_BuildValue("(KOOOOIn)", (unsigned long long)ts, ex, rk, props, body, flags, end);
-    goto done;
+    if (!body) goto fail;
+    fields[0] = PyLong_FromUnsignedLongLong(ts);
+    fields[5] = PyLong_FromUnsignedLong(flags);
+    if (!fields[0] || !fields[5]) {
+        Py_XDECREF(fields[0]);
+        Py_XDECREF(fields[5]);
+        goto fail;
+    }
+    fields[1] = ex; fields[2] = rk; fields[3] = props; fields[4] = body;
+    *end_out = end;
+    return 0;
 bad:
     PyErr_SetString(PyExc_ValueError, "record length does not match its fields");
-    goto done;
+    goto fail;
 short_:
     PyErr_SetString(PyExc_ValueError, "truncated record");
-done:
+fail:
     Py_XDECREF(ex); Py_XDECREF(rk); Py_XDECREF(props); Py_XDECREF(body);
+    return -1;
+}
+
+/* unpack_record(buf, pos) -> (timestamp, exchange, routing_key, properties, body, flags, end) */
+static PyObject *unpack_record(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos, end;
+    if (!PyArg_ParseTuple(args, "y*n", &buf, &pos))
+        return NULL;
+    PyObject *fields[6], *out = NULL;
+    if (unpack_record_at((const unsigned char *)buf.buf, buf.len, pos, fields, &end) == 0) {
+        out = Py_BuildValue("(NNNNNNn)", fields[0], fields[1], fields[2], fields[3],
+                            fields[4], fields[5], end);
+    }
     PyBuffer_Release(&buf);
     return out;
 }
@@ -210,51 +228,60 @@ static PyObject *new_tuple_of(PyTypeObject *cls, Py_ssize_t n) {
     return cls->tp_alloc(cls, n);
 }
 
-static PyObject *unpack_message(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    Py_ssize_t pos;
-    const char *fmt;
-    PyTypeObject *mcls, *rcls;
-    if (!PyArg_ParseTuple(args, "y*nsO!O!", &buf, &pos, &fmt, &PyType_Type, &mcls,
-                          &PyType_Type, &rcls))
-        return NULL;
-    PyObject *msg = NULL, *fields = NULL, *rec = NULL;
+/* The hot message at `pos` of b[0:n] (its type byte first), as an `mcls` whose last item is
+ * an `rcls`; *end_out gets the end of its record. */
+static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
+                                   const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
+                                   Py_ssize_t *end_out) {
     Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
     Py_ssize_t hsize = 1 + fmt_size(fmt);
-    if (pos < 0 || pos + hsize > buf.len) {
+    if (pos < 0 || pos + hsize > n) {
         PyErr_SetString(PyExc_ValueError, "truncated message");
-        goto done;
+        return NULL;
     }
-    PyObject *rargs = Py_BuildValue("(On)", PyTuple_GET_ITEM(args, 0), pos + hsize);
-    if (!rargs) goto done;
-    fields = unpack_record(self, rargs);
-    Py_DECREF(rargs);
-    if (!fields) goto done;
-    rec = new_tuple_of(rcls, 6);
-    if (!rec) goto done;
-    /* fields: (timestamp, exchange, routing_key, properties, body, flags, end) */
-    for (Py_ssize_t i = 0; i < 6; i++) {
-        PyObject *v = PyTuple_GET_ITEM(fields, i);
-        Py_INCREF(v);
-        PyTuple_SET_ITEM(rec, i, v);
+    PyObject *fields[6];
+    if (unpack_record_at(b, n, pos + hsize, fields, end_out) < 0)
+        return NULL;
+    PyObject *rec = new_tuple_of(rcls, 6);
+    if (!rec) {
+        for (int i = 0; i < 6; i++) Py_DECREF(fields[i]);
+        return NULL;
     }
-    msg = new_tuple_of(mcls, nfixed + 1);
-    if (!msg) goto done;
-    const unsigned char *p = (const unsigned char *)buf.buf + pos + 1;
+    for (Py_ssize_t i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(rec, i, fields[i]);
+    PyObject *msg = new_tuple_of(mcls, nfixed + 1);
+    if (!msg) {
+        Py_DECREF(rec);
+        return NULL;
+    }
+    const unsigned char *p = b + pos + 1;
     for (Py_ssize_t i = 0; i < nfixed; i++) {
         PyObject *v;
         if (fmt[i] == 'Q') { v = PyLong_FromUnsignedLongLong(get_u64(p)); p += 8; }
         else if (fmt[i] == 'I') { v = PyLong_FromUnsignedLong(get_u32(p)); p += 4; }
         else if (fmt[i] == '?') { v = PyBool_FromLong(*p++); }
         else { v = PyLong_FromUnsignedLong(*p++); }
-        if (!v) { Py_CLEAR(msg); goto done; }
+        if (!v) {
+            Py_DECREF(rec);
+            Py_DECREF(msg);     /* its unset items are NULL: tuple dealloc skips them */
+            return NULL;
+        }
         PyTuple_SET_ITEM(msg, i, v);
     }
     PyTuple_SET_ITEM(msg, nfixed, rec);
-    rec = NULL;
-done:
-    Py_XDECREF(fields);
-    Py_XDECREF(rec);
+    return msg;
+}
+
+static PyObject *unpack_message(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos, end;
+    const char *fmt;
+    PyTypeObject *mcls, *rcls;
+    if (!PyArg_ParseTuple(args, "y*nsO!O!", &buf, &pos, &fmt, &PyType_Type, &mcls,
+                          &PyType_Type, &rcls))
+        return NULL;
+    PyObject *msg = unpack_message_at((const unsigned char *)buf.buf, buf.len, pos, fmt, mcls,
+                                      rcls, &end);
     PyBuffer_Release(&buf);
     return msg;
 }
@@ -378,6 +405,258 @@ done:
     return result;
 }
 
+/* Batches of messages for the ring link (amqpbroker/links/ring.py), one call per batch.
+ *
+ * pack_messages(msgs, hot, fallback, prefix, limit) -> (data, lens, count)
+ *     Encodes msgs[0:count] back to back into one bytes object `data`; `lens` holds their
+ *     lengths as native uint32 (what ring_push_many takes). A message whose class is in
+ *     `hot` ({class: (type_id, fmt)}: the contract's record-carrying messages) is packed
+ *     here, as pack_message(prefix, type_id, fmt, msg) would; any other is
+ *     `fallback(msg)`, which returns its whole encoding (prefix included). Stops before the
+ *     first message longer than `limit` (the caller fragments it): count < len(msgs).
+ *     A body is copied once, from its bytes into `data`.
+ *
+ * unpack_messages(buf, offs, n, hot, record_cls, fallback) -> list
+ *     The n records at [offs[2i], offs[2i+1]) of `buf` (offs: native uint64 pairs, as
+ *     ring_peek_many writes them; buf: the ring's mapping), decoded without copying them
+ *     out first. A record whose first byte is 0 (a whole message) and whose type byte is in
+ *     `hot` ({type_id: (fmt, class)}) is unpacked here and must end exactly at its end;
+ *     any other is `fallback(bytes of the record)`, whose result is appended unless None
+ *     (a fragment of a bigger message). */
+typedef struct {
+    Py_ssize_t size;          /* bytes this message takes in data */
+    PyObject *enc;            /* fallback's bytes (owned), or NULL for a hot message */
+    PyObject *entry;          /* (type_id, fmt) of a hot message (borrowed) */
+} enc_item;
+
+static int hot_size(PyObject *msg, const char *fmt, Py_ssize_t prefix_len, Py_ssize_t *out) {
+    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
+    if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != nfixed + 1 || nfixed > 16) {
+        PyErr_SetString(PyExc_ValueError, "message does not match its format");
+        return -1;
+    }
+    PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
+    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
+        return -1;
+    }
+    Py_ssize_t ex_len, rk_len;
+    if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len)) return -1;
+    if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len)) return -1;
+    if (ex_len > 255 || rk_len > 255) {
+        PyErr_SetString(PyExc_ValueError,
+                        "exchange and routing key are AMQP shortstrs: at most 255 bytes");
+        return -1;
+    }
+    Py_ssize_t lens[2];
+    for (int k = 0; k < 2; k++) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3 + k), &b, PyBUF_SIMPLE) < 0) return -1;
+        lens[k] = b.len;
+        PyBuffer_Release(&b);
+        if (lens[k] > 0xffffffffLL) {
+            PyErr_SetString(PyExc_ValueError, "record field over 4 GiB");
+            return -1;
+        }
+    }
+    uint64_t rec_len = RECORD_FIXED + ex_len + rk_len + lens[0] + lens[1];
+    if (rec_len > 0xffffffffULL) {
+        PyErr_SetString(PyExc_ValueError, "record over 4 GiB");
+        return -1;
+    }
+    *out = prefix_len + 1 + fmt_size(fmt) + 4 + (Py_ssize_t)rec_len;
+    return 0;
+}
+
+/* Writes a hot message at p (its size was checked by hot_size); -1 on a bad field. */
+static int hot_pack(unsigned char *p, PyObject *msg, unsigned int type_id, const char *fmt,
+                    const Py_buffer *prefix) {
+    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
+    memcpy(p, prefix->buf, prefix->len); p += prefix->len;
+    *p++ = (unsigned char)type_id;
+    for (Py_ssize_t i = 0; i < nfixed; i++) {
+        PyObject *v = PyTuple_GET_ITEM(msg, i);
+        if (fmt[i] == '?') { int t = PyObject_IsTrue(v); if (t < 0) return -1; *p++ = (unsigned char)t; continue; }
+        unsigned long long x = PyLong_AsUnsignedLongLong(v);
+        if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
+        else if (fmt[i] == 'I') {
+            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); return -1; }
+            put_u32(p, (uint32_t)x); p += 4;
+        } else {
+            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); return -1; }
+            *p++ = (unsigned char)x;
+        }
+    }
+    PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
+    Py_ssize_t ex_len, rk_len;
+    const char *ex = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len);
+    const char *rk = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len);
+    unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(rec, 0));
+    if (ts == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(rec, 5));
+    if (flags == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    Py_buffer props, body;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3), &props, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 4), &body, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&props);
+        return -1;
+    }
+    put_u32(p, (uint32_t)(RECORD_FIXED + ex_len + rk_len + props.len + body.len)); p += 4;
+    put_u64(p, ts); p += 8;
+    *p++ = (unsigned char)flags;
+    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
+    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
+    put_u32(p, (uint32_t)props.len); p += 4;
+    memcpy(p, props.buf, props.len); p += props.len;
+    put_u32(p, (uint32_t)body.len); p += 4;
+    memcpy(p, body.buf, body.len);
+    PyBuffer_Release(&props);
+    PyBuffer_Release(&body);
+    return 0;
+}
+
+static PyObject *pack_messages(PyObject *self, PyObject *args) {
+    PyObject *msgs, *hot, *fallback;
+    Py_buffer prefix;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O!O!Oy*n", &PyList_Type, &msgs, &PyDict_Type, &hot,
+                          &fallback, &prefix, &limit))
+        return NULL;
+    PyObject *out = NULL, *data = NULL, *lens = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(msgs), count = 0, total = 0;
+    enc_item *items = PyMem_Calloc(n ? n : 1, sizeof(enc_item));
+    if (!items) { PyErr_NoMemory(); goto done; }
+    for (; count < n; count++) {
+        PyObject *msg = PyList_GET_ITEM(msgs, count);
+        enc_item *it = &items[count];
+        PyObject *entry = PyDict_GetItemWithError(hot, (PyObject *)Py_TYPE(msg));
+        if (entry) {
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(entry, 1))) {
+                PyErr_SetString(PyExc_TypeError, "hot: {class: (type_id, fmt)}");
+                goto done;
+            }
+            const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 1));
+            if (!fmt || hot_size(msg, fmt, prefix.len, &it->size) < 0) goto done;
+            it->entry = entry;
+        } else {
+            if (PyErr_Occurred()) goto done;
+            it->enc = PyObject_CallOneArg(fallback, msg);
+            if (!it->enc) goto done;
+            if (!PyBytes_Check(it->enc)) {
+                PyErr_SetString(PyExc_TypeError, "fallback must return bytes");
+                goto done;
+            }
+            it->size = PyBytes_GET_SIZE(it->enc);
+        }
+        if (it->size > limit || it->size > 0xffffffffLL)
+            break;
+        total += it->size;
+    }
+    data = PyBytes_FromStringAndSize(NULL, total);
+    lens = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(uint32_t));
+    if (!data || !lens) goto done;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(data);
+    uint32_t *lp = (uint32_t *)PyBytes_AS_STRING(lens);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        enc_item *it = &items[i];
+        if (it->enc) {
+            memcpy(p, PyBytes_AS_STRING(it->enc), it->size);
+        } else {
+            unsigned long type_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(it->entry, 0));
+            if (type_id == (unsigned long)-1 && PyErr_Occurred()) goto done;
+            const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(it->entry, 1));
+            if (hot_pack(p, PyList_GET_ITEM(msgs, i), (unsigned int)type_id, fmt, &prefix) < 0)
+                goto done;
+        }
+        p += it->size;
+        lp[i] = (uint32_t)it->size;
+    }
+    out = Py_BuildValue("(OOn)", data, lens, count);
+done:
+    if (items) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(items[i].enc);
+        PyMem_Free(items);
+    }
+    Py_XDECREF(data);
+    Py_XDECREF(lens);
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
+static PyObject *unpack_messages(PyObject *self, PyObject *args) {
+    Py_buffer buf, offs;
+    Py_ssize_t n;
+    PyObject *hot, *fallback;
+    PyTypeObject *rcls;
+    if (!PyArg_ParseTuple(args, "y*y*nO!O!O", &buf, &offs, &n, &PyDict_Type, &hot,
+                          &PyType_Type, &rcls, &fallback))
+        return NULL;
+    PyObject *out = NULL;
+    if (n < 0 || offs.len < n * 2 * (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError, "offs holds fewer than n pairs");
+        goto done;
+    }
+    out = PyList_New(0);
+    if (!out) goto done;
+    const uint64_t *o = (const uint64_t *)offs.buf;
+    const unsigned char *b = (const unsigned char *)buf.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t start = o[2 * i], end = o[2 * i + 1];
+        if (start > end || end > (uint64_t)buf.len) {
+            PyErr_SetString(PyExc_ValueError, "record outside the buffer");
+            goto fail;
+        }
+        PyObject *msg = NULL;
+        PyObject *entry = NULL;
+        if (end - start >= 2 && b[start] == 0) {
+            PyObject *key = PyLong_FromLong(b[start + 1]);
+            if (!key) goto fail;
+            entry = PyDict_GetItemWithError(hot, key);
+            Py_DECREF(key);
+            if (!entry && PyErr_Occurred()) goto fail;
+        }
+        if (entry) {
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+                !PyType_Check(PyTuple_GET_ITEM(entry, 1))) {
+                PyErr_SetString(PyExc_TypeError, "hot: {type_id: (fmt, class)}");
+                goto fail;
+            }
+            const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 0));
+            if (!fmt) goto fail;
+            Py_ssize_t rec_end;
+            msg = unpack_message_at(b, (Py_ssize_t)end, (Py_ssize_t)start + 1, fmt,
+                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), rcls, &rec_end);
+            if (!msg) goto fail;
+            if (rec_end != (Py_ssize_t)end) {
+                Py_DECREF(msg);
+                PyErr_SetString(PyExc_ValueError, "message shorter than its ring record");
+                goto fail;
+            }
+        } else {
+            PyObject *raw = PyBytes_FromStringAndSize((const char *)b + start,
+                                                      (Py_ssize_t)(end - start));
+            if (!raw) goto fail;
+            msg = PyObject_CallOneArg(fallback, raw);
+            Py_DECREF(raw);
+            if (!msg) goto fail;
+            if (msg == Py_None) { Py_DECREF(msg); continue; }
+        }
+        int rc = PyList_Append(out, msg);
+        Py_DECREF(msg);
+        if (rc < 0) goto fail;
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&offs);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"pack_record", pack_record, METH_VARARGS,
      "pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes"},
@@ -389,6 +668,10 @@ static PyMethodDef methods[] = {
      "unpack_message(buf, pos, fmt, message_cls, record_cls) -> message"},
     {"pack_records", pack_records, METH_VARARGS,
      "pack_records(records, separate_body) -> ([b'', part, ...], size, first_ts, max_ts)"},
+    {"pack_messages", pack_messages, METH_VARARGS,
+     "pack_messages(msgs, hot, fallback, prefix, limit) -> (data, lens, count)"},
+    {"unpack_messages", unpack_messages, METH_VARARGS,
+     "unpack_messages(buf, offs, n, hot, record_cls, fallback) -> list of messages"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -34,6 +34,7 @@ shift every later offset.
 """
 from __future__ import annotations
 
+import array
 import struct
 import time
 from typing import NamedTuple
@@ -224,12 +225,57 @@ def unpack_message_py(buf, pos: int, fmt: str, message_cls, record_cls):
     return message_cls(*fixed, record_cls(ts, exchange, routing_key, properties, body, flags))
 
 
-try:                     # the same four functions in C (``_record.c``), built by setup.py
-    from ._record import pack_message, pack_record, unpack_message, unpack_record
+def pack_messages_py(msgs: list, hot: dict, fallback, prefix: bytes, limit: int):
+    """Messages back to back for a ring: ``(data, lens, count)``, ``lens`` native uint32;
+    a message of a class in ``hot`` ({class: (type_id, fmt)}) packed as ``pack_message``,
+    any other as ``fallback(msg)``; stops before the first one longer than ``limit``."""
+    parts, lens = [], array.array("I")
+    for msg in msgs:
+        entry = hot.get(type(msg))
+        data = (pack_message_py(prefix, entry[0], entry[1], msg) if entry is not None
+                else fallback(msg))
+        if len(data) > limit:
+            break
+        parts.append(data)
+        lens.append(len(data))
+    return b"".join(parts), lens.tobytes(), len(parts)
+
+
+def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> list:
+    """The ``n`` records at the native uint64 ``[start, end)`` pairs ``offs`` of ``buf``: a
+    whole hot message (first byte 0, then a type in ``hot``, {type_id: (fmt, class)})
+    unpacked in place, any other record ``fallback(bytes)`` (None results dropped)."""
+    pairs = array.array("Q", bytes(offs[:16 * n]))
+    out = []
+    for i in range(n):
+        start, end = pairs[2 * i], pairs[2 * i + 1]
+        entry = hot.get(buf[start + 1]) if end - start >= 2 and buf[start] == 0 else None
+        if entry is None:
+            msg = fallback(bytes(buf[start:end]))
+            if msg is not None:
+                out.append(msg)
+            continue
+        view = memoryview(buf)[:end]
+        fmt, cls = entry
+        try:
+            msg = unpack_message_py(view, start + 1, fmt, cls, record_cls)
+        except struct.error:
+            raise ValueError("truncated message") from None
+        head = struct.calcsize(">B" + fmt)
+        if unpack_record_py(view, start + 1 + head)[-1] != end:
+            raise ValueError("message shorter than its ring record")
+        out.append(msg)
+    return out
+
+
+try:                     # the same six functions in C (``_record.c``), built by setup.py
+    from ._record import (pack_message, pack_messages, pack_record, unpack_message,
+                          unpack_messages, unpack_record)
     NATIVE = True
 except ImportError:      # pragma: no cover - a build without a C compiler
     pack_record, unpack_record = pack_record_py, unpack_record_py
     pack_message, unpack_message = pack_message_py, unpack_message_py
+    pack_messages, unpack_messages = pack_messages_py, unpack_messages_py
     NATIVE = False
 try:                     # and the batch loop (an extension built before it lacks it)
     from ._record import pack_records

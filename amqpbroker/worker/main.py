@@ -33,8 +33,11 @@ async def serve(spec: dict) -> None:
         state = None
 
         def on_batch(batch):
+            if c.Close not in map(type, batch):         # one pass in C: the usual batch
+                host.handle(state, batch)
+                return
             host.handle(state, [m for m in batch if type(m) is not c.Close])
-            if on_close is not None and any(type(m) is c.Close for m in batch):
+            if on_close is not None:
                 on_close()
         endpoint = ring.attach(fds, on_batch)
         state = host.attach(endpoint)

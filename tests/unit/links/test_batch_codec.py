@@ -1,0 +1,130 @@
+"""The ring link's batch codec (``contract.encode_many`` / ``decode_many``, C in
+``storage/_record.c``) against the per-message encoding it replaced and its Python reference."""
+import array
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amqpbroker import contract as c
+from amqpbroker.storage import record as rec
+
+WHOLE = b"\x00"
+shortstr = st.text(max_size=20).filter(lambda s: len(s.encode()) <= 255)
+records = st.builds(rec.Record, st.integers(0, 2**64 - 1), shortstr, shortstr,
+                    st.binary(max_size=100), st.binary(max_size=2000), st.integers(0, 255))
+u32, u64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
+messages = st.one_of(
+    st.builds(c.Pub, qid=u32, seq=u64, priority=st.integers(0, 255), track=st.booleans(),
+              flags=st.integers(0, 255), record=records),
+    st.builds(c.Dlv, cid=u32, qid=u32, offset=u64, redelivered=st.booleans(), record=records),
+    st.builds(c.Ack, qid=u32, seq=u64, offsets=st.lists(u64, max_size=5)),
+    st.builds(c.Credit, grants=st.lists(st.tuples(u32, u32), max_size=3)),
+    st.builds(c.Confirm, upto=u64, seen=u64, nacked=st.lists(u64, max_size=3)),
+    st.builds(c.Reply, req=u32, ok=st.booleans(), value=st.one_of(st.none(), st.integers(),
+                                                                  st.text(max_size=10))),
+    st.builds(c.ReplyTo, token=shortstr, record=records),
+)
+
+
+def one_by_one(msgs, prefix=WHOLE):
+    return [c.encode_bytes(m, prefix) for m in msgs]
+
+
+def reference_other(raw):
+    return c.decode(raw, 1)
+
+
+@given(st.lists(messages, max_size=30), st.binary(min_size=1, max_size=3))
+def test_a_batch_is_the_messages_encoded_one_by_one(msgs, prefix):
+    """The bytes are the previous encoding's (encode_bytes of each message), back to back."""
+    data, lens, count = c.encode_many(msgs, prefix, 1 << 30)
+    expected = one_by_one(msgs, prefix)
+    assert count == len(msgs)
+    assert data == b"".join(expected)
+    assert list(array.array("I", lens)) == [len(e) for e in expected]
+    py = rec.pack_messages_py(msgs, c.HOT_ENCODE, lambda m: c.encode_bytes(m, prefix), prefix,
+                             1 << 30)
+    assert (data, lens, count) == py
+
+
+@given(st.lists(messages, min_size=1, max_size=20), st.integers(0, 3000))
+def test_a_batch_stops_before_the_first_message_over_the_limit(msgs, limit):
+    expected = one_by_one(msgs)
+    count = next((i for i, e in enumerate(expected) if len(e) > limit), len(msgs))
+    data, lens, got = c.encode_many(msgs, WHOLE, limit)
+    assert got == count
+    assert data == b"".join(expected[:count])
+    assert rec.pack_messages_py(msgs, c.HOT_ENCODE, lambda m: c.encode_bytes(m, WHOLE), WHOLE,
+                               limit) == (data, lens, got)
+
+
+@given(st.lists(messages, max_size=30), st.lists(st.binary(max_size=9), min_size=31,
+                                                 max_size=31))
+def test_decoding_a_batch_where_it_lies(msgs, gaps):
+    """Records anywhere in a buffer (a ring's mapping: padding between them) decode to the
+    messages sent, in C and in the reference alike."""
+    buf, offs = bytearray(), array.array("Q")
+    for msg, gap in zip(msgs, gaps):
+        buf += gap
+        data = c.encode_bytes(msg, WHOLE)
+        offs.extend((len(buf), len(buf) + len(data)))
+        buf += data
+    buf += gaps[-1]
+    got = c.decode_many(bytes(buf), offs.tobytes(), len(msgs), reference_other)
+    assert got == msgs
+    assert [type(m) for m in got] == [type(m) for m in msgs]
+    assert all(type(m.record) is rec.Record for m in got if hasattr(m, "record"))
+    assert rec.unpack_messages_py(bytes(buf), offs.tobytes(), len(msgs), c.HOT_DECODE, rec.Record,
+                               reference_other) == msgs
+
+
+def test_records_that_are_not_whole_hot_messages_go_to_the_callers_decoder():
+    """Fragments (first byte 1 or 2) and cold messages reach ``other``; a None is dropped."""
+    pub = c.Pub(qid=1, seq=2, priority=0, track=True, flags=0,
+                record=rec.Record(1, "", "k", b"", b"x" * 50, 0))
+    whole = c.encode_bytes(pub, WHOLE)
+    pieces = [b"\x01" + whole[1:20], b"\x02" + whole[20:]]
+    seen, parts = [], []
+
+    def other(raw):
+        seen.append(raw[0])
+        if raw[0] == 0:
+            return c.decode(raw, 1)
+        parts.append(raw[1:])
+        return c.decode(b"".join(parts)) if raw[0] == 2 else None
+    ack = c.encode_bytes(c.Ack(qid=1, seq=3, offsets=[4]), WHOLE)
+    buf = b"".join(pieces) + ack
+    offs = array.array("Q", [0, len(pieces[0]), len(pieces[0]), len(pieces[0]) + len(pieces[1]),
+                             len(buf) - len(ack), len(buf)]).tobytes()
+    got = c.decode_many(buf, offs, 3, other)
+    assert got == [pub, c.Ack(qid=1, seq=3, offsets=[4])]
+    assert seen == [1, 2, 0]
+
+
+@pytest.mark.parametrize("unpack_messages", [rec.unpack_messages, rec.unpack_messages_py])
+def test_a_ring_record_longer_than_its_message_is_refused(unpack_messages):
+    pub = c.Pub(qid=1, seq=2, priority=0, track=True, flags=0,
+                record=rec.Record(1, "", "k", b"", b"body", 0))
+    data = c.encode_bytes(pub, WHOLE) + b"junk"
+    with pytest.raises(ValueError):
+        unpack_messages(data, array.array("Q", [0, len(data)]).tobytes(), 1, c.HOT_DECODE,
+                     rec.Record, reference_other)
+
+
+@pytest.mark.parametrize("unpack_messages", [rec.unpack_messages, rec.unpack_messages_py])
+@pytest.mark.parametrize("cut", [2, 10, 30, -1])
+def test_a_truncated_hot_message_is_an_error_not_a_crash(unpack_messages, cut):
+    pub = c.Dlv(cid=1, qid=2, offset=3, redelivered=False,
+                record=rec.Record(1, "ex", "k", b"p", b"body", 0))
+    data = c.encode_bytes(pub, WHOLE)[:cut]
+    with pytest.raises(ValueError):
+        unpack_messages(data, array.array("Q", [0, len(data)]).tobytes(), 1, c.HOT_DECODE,
+                     rec.Record, reference_other)
+
+
+def test_offsets_outside_the_buffer_are_refused():
+    with pytest.raises(ValueError):
+        c.decode_many(b"\x00" * 10, array.array("Q", [4, 20]).tobytes(), 1, reference_other)
+    with pytest.raises(ValueError):
+        c.decode_many(b"\x00" * 10, array.array("Q", [0, 4]).tobytes(), 2, reference_other)

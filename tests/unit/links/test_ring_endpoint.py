@@ -1,0 +1,131 @@
+"""``RingEndpoint`` on small rings: big messages cut into fragments, a full ring drained in
+order, and what follows a reply held for a loop turn."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from amqpbroker import contract as c
+from amqpbroker.links.ring import RingEndpoint
+from amqpbroker.storage.record import Record
+from shm.ring import Ring
+from shm.wakeup import close_fds, make_eventfds
+
+
+@contextlib.asynccontextmanager
+async def pair(capacity: int, on_a, on_b, *, yield_after_b=None):
+    """Endpoints a and b over two rings of ``capacity`` bytes each."""
+    fds = [*make_eventfds(), *make_eventfds()]
+    ab, ab_fd = Ring.create_unnamed(capacity, data_fd=fds[0], space_fd=fds[1])
+    ba, ba_fd = Ring.create_unnamed(capacity, data_fd=fds[2], space_fd=fds[3])
+    ab_reader = Ring.attach_fd(ab_fd, data_fd=fds[0], space_fd=fds[1])
+    ba_reader = Ring.attach_fd(ba_fd, data_fd=fds[2], space_fd=fds[3])
+    close_fds(ab_fd, ba_fd)
+    a = RingEndpoint(ab, ba_reader, on_a)
+    b = RingEndpoint(ba, ab_reader, on_b, yield_after=yield_after_b)
+    a.start()
+    b.start()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+        await asyncio.sleep(0)
+        close_fds(*fds)
+
+
+def pub(i: int, size: int) -> c.Pub:
+    return c.Pub(qid=1, seq=i, priority=0, track=True, flags=0,
+                 record=Record(i, "ex", f"k{i}", b"", bytes([i % 251]) * size, 0))
+
+
+async def until(predicate, timeout=10.0):
+    async def wait():
+        while not predicate():
+            await asyncio.sleep(0.001)
+    await asyncio.wait_for(wait(), timeout)
+
+
+async def test_big_messages_and_a_full_ring_arrive_whole_and_in_order():
+    """4 KiB rings (records up to 2 KiB): bodies up to 12 KiB are fragmented, and 300
+    messages sent in one turn overflow the ring, so most wait for the reader to make room."""
+    got = []
+    async with pair(4096, lambda batch: None, got.extend) as (a, _b):
+        sent = []
+        for i in range(300):
+            size = (0, 10, 1500, 2100, 12_000)[i % 5]
+            msg = pub(i, size) if i % 7 else c.Ack(qid=1, seq=i, offsets=[i, i + 1])
+            sent.append(msg)
+            a.send(msg)
+        await until(lambda: len(got) >= len(sent))
+        assert got == sent
+
+
+async def test_sends_during_a_drain_queue_behind_it():
+    got = []
+    async with pair(4096, lambda batch: None, got.extend) as (a, _b):
+        sent = [pub(i, 1000) for i in range(50)]
+        for msg in sent[:40]:
+            a.send(msg)
+        await asyncio.sleep(0)          # the flush: the ring fills, a drain starts
+        assert a._draining is not None
+        for msg in sent[40:]:
+            a.send(msg)
+        await until(lambda: len(got) >= len(sent))
+        assert got == sent
+
+
+async def test_what_follows_a_reply_is_handed_over_a_turn_later():
+    """A reply resumes its waiter on the next turn; the deliveries read after it in the same
+    batch must reach the receiver only after the waiter ran (as ``hand_over`` does)."""
+    log = []
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def on_b(batch):
+        for m in batch:
+            if type(m) is c.Reply:
+                waiter.set_result(m.value)
+            log.append(type(m).__name__)
+
+    async def wait_for_reply():
+        await waiter
+        log.append("waiter resumed")
+    task = loop.create_task(wait_for_reply())
+    async with pair(1 << 16, lambda batch: None, on_b, yield_after_b=c.Reply) as (a, _b):
+        a.send(c.Dlv(cid=1, qid=1, offset=0, redelivered=False, record=pub(0, 5).record))
+        a.send(c.Reply(req=1, ok=True, value=None))
+        a.send(c.Dlv(cid=1, qid=1, offset=1, redelivered=False, record=pub(1, 5).record))
+        a.send(c.Dlv(cid=1, qid=1, offset=2, redelivered=False, record=pub(2, 5).record))
+        await until(lambda: len(log) >= 5)
+        await task
+    assert log == ["Dlv", "Reply", "waiter resumed", "Dlv", "Dlv"]
+
+
+async def test_a_reader_asleep_is_woken_by_the_next_send():
+    """After the ring ran empty the reader sleeps on its eventfd; a send much later (the
+    reader long asleep) still arrives."""
+    got = []
+    async with pair(1 << 16, lambda batch: None, got.extend) as (a, b):
+        a.send(pub(1, 10))
+        await until(lambda: len(got) == 1)
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        a.send(pub(2, 10))
+        await until(lambda: len(got) == 2)
+        assert got == [pub(1, 10), pub(2, 10)]
+
+
+async def test_a_handler_that_raises_does_not_stop_the_link(caplog):
+    got = []
+
+    def on_b(batch):
+        for m in batch:
+            if m.seq == 1:
+                raise RuntimeError("handler bug")
+            got.append(m)
+    async with pair(1 << 16, lambda batch: None, on_b) as (a, _b):
+        a.send(pub(1, 10))
+        await until(lambda: "handler bug" in caplog.text)
+        a.send(pub(2, 10))
+        await until(lambda: len(got) == 1)
+        assert got == [pub(2, 10)]
