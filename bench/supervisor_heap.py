@@ -5,6 +5,14 @@ settings in minutes rather than a soak's hour.
     python bench/supervisor_heap.py --minutes 4
     python bench/supervisor_heap.py --minutes 4 --env MALLOC_ARENA_MAX=2
     python bench/supervisor_heap.py --minutes 4 --broker-arg=--heap-trim-interval=0
+    python bench/supervisor_heap.py --minutes 4 --arenas --garbage /tmp/garbage.txt
+    python bench/supervisor_heap.py --minutes 4 --trace /tmp/trace.txt --malloc-info /tmp/m.xml
+
+``--arenas``, ``--garbage``, ``--trace``, ``--gc-report`` and ``--malloc-info`` look inside
+the running supervisor with gdb (``PyRun_SimpleString`` under its GIL, glibc's
+``malloc_info``): what is in CPython's arenas, which cyclic garbage waits for a collection,
+which allocations made after the warm-up are still alive, what glibc's heap holds. Results and
+what they showed: bench/SOAK_RESULTS.md, last section.
 
 One broker in the split layout (2 workers, 2 front-ends, management on, a temporary data
 directory); ``--threads`` management loops (every listing the soak reads, then vhosts, users
