@@ -50,7 +50,8 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--lease-ttl", type=int, default=3)
     args = p.parse_args()
-    with BrokerProcess(tempfile.mkdtemp(prefix="bench-single-"), management=True) as single:
+    with tempfile.TemporaryDirectory(prefix="bench-single-") as data, \
+            BrokerProcess(data, management=True) as single:
         show("single node declare", declares(single, "b", args.queues))
     with LocalCluster(args.nodes, lease_ttl=args.lease_ttl) as cluster:
         n1, n2 = cluster.nodes[:2]
