@@ -85,8 +85,8 @@ def test_a_durable_queue_still_writes_every_body(broker):
         ch.queue_declare("behind-durable", durable=True)
         sent = bodies()
         publish(ch, "behind-durable", sent)
-        # (2 workers + 2 front-ends: the durable offset the API shows may still lag the last
-        # confirm, on main too; this test is about what gets written, so it waits)
+        # the messages are transient (no delivery_mode=2): as RabbitMQ, their confirms do not
+        # wait for an fsync, so the durable offset may still lag the last confirm; wait for it
         wait_until(lambda: log_of(broker, "behind-durable")["durable_offset"] == N)
         log = log_of(broker, "behind-durable")
         assert log["bytes"] > N * KIB64, log
