@@ -148,6 +148,17 @@ class BrokerProcess:
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.load(r)
 
+    def queue_on_worker(self, ch, index: int, prefix: str) -> str:
+        """Declare durable queues ``prefix-i`` on pika channel ``ch`` until one is placed on
+        worker ``index``; delete the others (needs ``management=True``)."""
+        for i in range(64):
+            name = f"{prefix}-{i}"
+            ch.queue_declare(name, durable=True)
+            if self.api(f"queues/%2F/{name}")["worker"] == index:
+                return name
+            ch.queue_delete(name)
+        raise AssertionError("no queue name hashed to worker %d" % index)
+
     def restart(self) -> "BrokerProcess":
         self.stop()
         return self.start()

@@ -24,23 +24,13 @@ LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
            "2 workers": ("--workers", "2")}
 
 
-def queue_on(broker, ch, index: int, prefix: str) -> str:
-    """Declare queues until one is placed on worker ``index``; delete the others."""
-    for i in range(64):
-        name = f"{prefix}-{i}"
-        ch.queue_declare(name, durable=True)
-        if broker.api(f"queues/%2F/{name}")["worker"] == index:
-            return name
-        ch.queue_delete(name)
-    raise AssertionError("no queue name hashed to worker %d" % index)
-
 
 async def test_a_confirm_after_an_ack_on_another_worker_arrives(tmp_path):
     with BrokerProcess(tmp_path, "--workers", "2", management=True) as b:
         setup = pika.BlockingConnection(pika.URLParameters(b.url))
         sch = setup.channel()
-        acked_q = queue_on(b, sch, 0, "acked")
-        confirmed_q = queue_on(b, sch, 1, "confirmed")
+        acked_q = b.queue_on_worker(sch, 0, "acked")
+        confirmed_q = b.queue_on_worker(sch, 1, "confirmed")
         sch.basic_publish("", acked_q, b"to ack", pika.BasicProperties(delivery_mode=2))
         setup.close()
 

@@ -45,17 +45,6 @@ def reachable(conn, queue: str) -> None:
     leaks.wait_until(probe, what=f"queue {queue} to answer on this connection")
 
 
-def queue_on(broker, ch, index: int, prefix: str) -> str:
-    """Declare durable queues until one is placed on worker ``index``; delete the others."""
-    for i in range(64):
-        name = f"{prefix}-{i}"
-        ch.queue_declare(name, durable=True)
-        if broker.api(f"queues/%2F/{name}")["worker"] == index:
-            return name
-        ch.queue_delete(name)
-    raise AssertionError("no queue name hashed to worker %d" % index)
-
-
 @pytest.fixture
 def broker(tmp_path):
     with BrokerProcess(tmp_path, "--workers", "2", management=True) as b:
@@ -67,7 +56,7 @@ def test_killed_worker_restarts_queues_recover_other_worker_unaffected(broker):
     conn = pika.BlockingConnection(pika.URLParameters(broker.url))
     ch = conn.channel()
     ch.confirm_delivery()
-    q0, q1 = queue_on(broker, ch, 0, "w0"), queue_on(broker, ch, 1, "w1")
+    q0, q1 = broker.queue_on_worker(ch, 0, "w0"), broker.queue_on_worker(ch, 1, "w1")
     for i in range(100):
         ch.basic_publish("", q0, b"a%d" % i, PERSISTENT)
         ch.basic_publish("", q1, b"b%d" % i, PERSISTENT)
@@ -117,7 +106,7 @@ def test_killed_worker_restarts_queues_recover_other_worker_unaffected(broker):
 
 async def test_publishers_waiting_for_confirms_get_ack_or_nack(broker):
     setup = pika.BlockingConnection(pika.URLParameters(broker.url))
-    q0 = queue_on(broker, setup.channel(), 0, "confirm")
+    q0 = broker.queue_on_worker(setup.channel(), 0, "confirm")
     setup.close()
     conn = await aiormq.connect(broker.url)
     ch = await conn.channel()                  # publisher confirms are on by default
