@@ -20,14 +20,14 @@ import collections
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)")
+from compare_checkouts import READY, stop   # bench/ is on sys.path when run as a script
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -132,6 +132,8 @@ def main() -> None:
                                       "--size", str(args.size), "--seconds", str(args.seconds),
                                       "--json", out_json], stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(tmp, "bench.log"), "w"))
+            # not synchronisation: places the sampling window in the middle of the harness's
+            # measurement (its set-up takes ~3 s; the harness gives no signal to wait on)
             time.sleep(3 + (args.seconds - args.window) / 2)
             results: dict = {}
             cpu0 = {pid: cpu_seconds(pid) for pid in pids}
@@ -184,12 +186,7 @@ def main() -> None:
                     for inc, slf, frame in top_frames(path, args.top):
                         print(f"    {inc:5.1f} {slf:5.1f}  {frame[:130]}")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+            stop(proc)
 
 
 if __name__ == "__main__":

@@ -247,44 +247,10 @@ class Ring:
         recs = self.pop_many(max_records=1)
         return recs[0] if recs else None
 
-    def pop_many(self, max_records: int = DEFAULT_MAX_RECORDS,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[bytes]:
-        """Remove up to ``max_records`` records totalling at most ``max_bytes`` payload bytes
-        (the first record is always returned, whatever its size) with one acquire of head and
-        one release of tail.  Returns [] if the ring is empty."""
-        if 2 * max_records > len(self._offs):
-            self._offs = ffi.new("uint64_t[]", 2 * max_records)
-        offs = self._offs
-        rc = lib.ring_peek_many(self._r, max_bytes, offs, max_records, self._np, self._nt)
-        if rc != OK:
-            if rc == AGAIN:
-                return []
-            if rc == ECORRUPT:
-                raise RingCorrupt(f"ring {self.name}: corrupt record")
-            raise RingError(f"ring_peek_many: status {rc}")
-        # One copy per record, straight from the shared mapping into a bytes object.
-        n = self._np[0]
-        if n == 1:
-            recs = [self._mm[offs[0]:offs[1]]]
-        elif n:
-            o = ffi.unpack(offs, 2 * n)
-            recs = list(map(self._mm.__getitem__, map(slice, o[0::2], o[1::2])))
-        else:
-            recs = []  # only a wrap marker was consumed
-        # One release store of tail for the whole batch, after the copies.
-        rc = lib.ring_release(self._r, self._nt[0])
-        if rc == OK_WAKE:
-            self._wake(self.space_fd)
-        elif rc != OK:
-            raise RingError(f"ring_release: status {rc}")
-        return recs
-
-    def pop_with(self, parse, max_records: int = DEFAULT_MAX_RECORDS,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
-        """Like ``pop_many``, without copying the records out: ``parse(mapping, offs, n)`` reads
-        the ``n`` records where they lie (``offs``: native uint64 ``[start, end)`` pairs into
-        ``mapping``) and its result is returned; the records' space is given back to the
-        producer after it returns (or raises). None if the ring is empty."""
+    def _peek_batch(self, max_records: int, max_bytes: int):
+        """Reserve up to ``max_records`` records (``ring_peek_many``): their [start, end)
+        offsets into the mapping, the count in ``self._np[0]``; None if the ring is empty.
+        ``_free_batch`` gives their space back."""
         if 2 * max_records > len(self._offs):
             self._offs = ffi.new("uint64_t[]", 2 * max_records)
         offs = self._offs
@@ -295,15 +261,51 @@ class Ring:
             if rc == ECORRUPT:
                 raise RingCorrupt(f"ring {self.name}: corrupt record")
             raise RingError(f"ring_peek_many: status {rc}")
+        return offs
+
+    def _free_batch(self) -> None:
+        """One release store of tail for the whole peeked batch; wake a waiting producer."""
+        rc = lib.ring_release(self._r, self._nt[0])
+        if rc == OK_WAKE:
+            self._wake(self.space_fd)
+        elif rc != OK:
+            raise RingError(f"ring_release: status {rc}")
+
+    def pop_many(self, max_records: int = DEFAULT_MAX_RECORDS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[bytes]:
+        """Remove up to ``max_records`` records totalling at most ``max_bytes`` payload bytes
+        (the first record is always returned, whatever its size) with one acquire of head and
+        one release of tail.  Returns [] if the ring is empty."""
+        offs = self._peek_batch(max_records, max_bytes)
+        if offs is None:
+            return []
+        # One copy per record, straight from the shared mapping into a bytes object.
+        n = self._np[0]
+        if n == 1:
+            recs = [self._mm[offs[0]:offs[1]]]
+        elif n:
+            o = ffi.unpack(offs, 2 * n)
+            recs = list(map(self._mm.__getitem__, map(slice, o[0::2], o[1::2])))
+        else:
+            recs = []  # only a wrap marker was consumed
+        # One release store of tail for the whole batch, after the copies.
+        self._free_batch()
+        return recs
+
+    def pop_with(self, parse, max_records: int = DEFAULT_MAX_RECORDS,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        """Like ``pop_many``, without copying the records out: ``parse(mapping, offs, n)`` reads
+        the ``n`` records where they lie (``offs``: native uint64 ``[start, end)`` pairs into
+        ``mapping``) and its result is returned; the records' space is given back to the
+        producer after it returns (or raises). None if the ring is empty."""
+        offs = self._peek_batch(max_records, max_bytes)
+        if offs is None:
+            return None
         n = self._np[0]
         try:
             return parse(self._mm, ffi.buffer(offs, 16 * n), n)
         finally:
-            rc = lib.ring_release(self._r, self._nt[0])
-            if rc == OK_WAKE:
-                self._wake(self.space_fd)
-            elif rc != OK:
-                raise RingError(f"ring_release: status {rc}")
+            self._free_batch()
 
     def pop_many_into(self, buf, max_records: int = DEFAULT_MAX_RECORDS,
                       max_bytes: int | None = None) -> list[int]:
