@@ -758,6 +758,73 @@ class EtcdMetadata(LocalMetadata):
             if not self._push_again:
                 return
 
+    # ------------------------------------------------------------ the definitions import
+    async def import_definitions(self, planned: dict) -> None:
+        """A definitions import (``mgmt/definitions.py``, already checked whole by ``plan``):
+        users, vhosts, permissions and limits are applied here and pushed (``changed``);
+        exchanges, queues and bindings go to etcd as declares do, each only if absent
+        (RabbitMQ's import keeps what exists), and every node, this one included, applies
+        them from its watch. Returns once this node has them (read-your-writes)."""
+        await self._ready()
+        b = self.broker
+        for e in planned["exchanges"]:      # a topic's arguments, refused as a declare would
+            if e.get("type") == TOPIC:
+                b.topics.check_arguments(e["vhost"], e["name"], e.get("arguments") or {})
+        b.definitions.apply({**planned, "exchanges": [], "queues": [], "bindings": []})
+        await self._pushed()
+        objects = []
+        for e in planned["exchanges"]:
+            if e["name"] == "" or e["name"].startswith("amq."):
+                continue                    # skipped with RabbitMQ's warning, as locally
+            topic = e.get("type") == TOPIC
+            objects.append((meta_key("exchange", e["vhost"], e["name"]), {
+                "vhost": e["vhost"], "name": e["name"], "type": e.get("type", "direct"),
+                "durable": True if topic else e.get("durable", True),
+                "auto_delete": e.get("auto_delete", False), "internal": e.get("internal", False),
+                "arguments": e.get("arguments") or {}}))
+        for q in planned["queues"]:
+            if q["name"] == "" or q["name"].startswith("amq."):
+                continue
+            objects.append((meta_key("queue", q["vhost"], q["name"]), self._queue_obj(
+                q["vhost"], q["name"], q.get("durable", True), q.get("auto_delete", False),
+                q.get("arguments") or {})))
+        last = 0
+        for i in range(0, len(objects), 60):    # etcd's --max-txn-ops is 128: compares + puts
+            chunk = objects[i:i + 60]
+            ops = [put_op(k, dumps(o), self._lease(not o["durable"])) for k, o in chunk]
+            held, _, rev = await self._txn(
+                [compare(k, "CREATE", "EQUAL", 0) for k, _ in chunk], ops)
+            if not held:                    # some exist already (made meanwhile): one by one
+                for (k, o), op in zip(chunk, ops):
+                    held, _, rev = await self._txn([compare(k, "CREATE", "EQUAL", 0)], [op])
+                    last = max(last, rev)
+            last = max(last, rev)
+        await self.reach(last)
+        for bd in planned["bindings"]:      # both ends' create revisions are known now
+            vh = b.vhosts.get(bd["vhost"])
+            ex = vh.exchanges.get(bd["source"]) if vh is not None else None
+            dkind = bd.get("destination_type", "queue")
+            dest = self._end(vh, dkind, bd["destination"]) if vh is not None else None
+            if ex is None or dest is None:
+                continue                    # skipped, as the local import skips it
+            made = self._binding_txn(vh, ex, dest, dkind, bd.get("routing_key", ""),
+                                     bd.get("arguments") or {}, create_only=True)
+            if made is not None:
+                _, _, rev = await self._txn(*made)
+                last = max(last, rev)
+        await self.reach(last)
+
+    async def _pushed(self) -> None:
+        """Wait until the users, vhosts, permissions and limits this node changed are in
+        etcd and applied here (a queue's create compares its vhost's key)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REACH_TIMEOUT
+        while self._push is not None and not self._push.done():
+            if loop.time() > deadline:
+                raise errors.InternalError("the metadata store (etcd) did not take the "
+                                           f"import's users and vhosts within {REACH_TIMEOUT}s")
+            await asyncio.wait([self._push], timeout=deadline - loop.time())
+
     async def close(self) -> None:
         for t in [self._push, *self._tasks, *self._background]:
             if t is not None:

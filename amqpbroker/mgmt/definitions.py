@@ -5,6 +5,8 @@ An import either applies whole or changes nothing. The body passes ``validation.
 what the document itself defines and drops what RabbitMQ's import skips, and only then does
 ``supervisor.definitions.Definitions.apply`` run, on entries it cannot refuse. (RabbitMQ
 imports entry by entry and stops at the first bad one, leaving what came before it.)
+In a cluster the checked plan goes through etcd (``cluster/metadata.py``), so every node
+gets the exchanges, queues and bindings as if they had been declared.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from ..frontend.admission import limit_of
 from ..supervisor.definitions import vhost_limits
 from ..frontend.exchange import binding_problem
 from . import access
-from .api import ApiError, Route, bad_request, no_content
+from ..errors import AMQPError
+from .api import ApiError, Route, bad_request, from_amqp, no_content
 from .validation import DEFINITIONS, Invalid, anything
 
 VHOST_KINDS = ("parameters", "policies", "queues", "exchanges", "bindings")
@@ -53,16 +56,28 @@ async def import_vhost_definitions(call):
         checked = DEFINITIONS(doc, "")
     except Invalid as err:
         raise ApiError(400, str(err)) from None
-    b.definitions.apply(plan(b, checked))
-    await b.resync_frontends()
+    await _apply(b, plan(b, checked))
     return no_content()
 
 
 async def import_definitions(call):
     b = call.broker
-    b.definitions.apply(plan(b, call.body))
-    await b.resync_frontends()
+    await _apply(b, plan(b, call.body))
     return no_content()
+
+
+async def _apply(broker, planned: dict) -> None:
+    """Apply a checked plan: here, or in a cluster through etcd (``cluster/metadata.py``'s
+    ``import_definitions``: exchanges, queues and bindings as declares are)."""
+    cluster_import = getattr(broker.metadata, "import_definitions", None)
+    if cluster_import is not None:
+        try:
+            await cluster_import(planned)
+        except AMQPError as err:
+            raise from_amqp(err) from None
+    else:
+        broker.definitions.apply(planned)
+    await broker.resync_frontends()
 
 
 def plan(broker, doc: dict) -> dict:
