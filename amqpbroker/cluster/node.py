@@ -106,6 +106,7 @@ class ClusterNode:
         found = m.nodes()
         found.setdefault(self.name, m.info)     # fenced: our key may be gone
         leads, holds = {}, {}
+        draining = self.placement.draining() if self.placement else set()
         for p in (self.placement.partitions().values() if self.placement else ()):
             if p.get("leader"):
                 leads[p["leader"]] = leads.get(p["leader"], 0) + 1
@@ -127,7 +128,8 @@ class ClusterNode:
                 "cluster_port": reg.get("cluster_port"),
                 "started": reg.get("started"),
                 # partitions (placement.py) this node leads, and holds a replica of
-                "partitions_led": leads.get(name, 0), "partition_replicas": holds.get(name, 0)})
+                "partitions_led": leads.get(name, 0), "partition_replicas": holds.get(name, 0),
+                "draining": name in draining})     # ctl drain (placement.py)
         return out
 
 

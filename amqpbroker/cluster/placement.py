@@ -26,8 +26,28 @@ needs no hand-over: it reconciles what it finds.
   and the ISR keeps its last members (Kafka's rule: only they hold every confirmed message),
   so the first of them to return leads again. ``x-unclean-leader-election: true`` on the
   queue allows any live replica instead, logged.
-- Nothing moves data yet: a follower does not fetch (replication is step 5) and so never
-  rejoins the ISR; preferred-leader election waits for that.
+- **A reassignment** (``reassign/<vhost>/<queue>/<i>`` = ``{"replicas": target}``, written
+  by ``ctl reassign`` / ``PUT /api/reassignments/...`` on any node, or by the controller for
+  a drain) runs in Kafka's order: the replicas become ``target + (old - target)`` (every
+  new one added, none removed yet; a new replica on a node that is not alive waits for it);
+  once every target replica is in the ISR, the leader stays if it is in the target, else the
+  first target replica in the ISR leads, and ``replicas = target``, the ISR cut to it,
+  ``leader_epoch + 1`` and the reassign key's delete are one txn.
+- **A draining node** (``draining/<node>``, ``ctl drain``): new placements avoid it (unless
+  every live node drains), and every partition holding it gets a reassign key: its replicas
+  without the node, plus the live non-draining node holding the fewest replicas when one is
+  free, so the replica count stays. A partition with nowhere to go keeps its replica there.
+- **The preferred leader** (the first replica) leads again when it is alive and in the ISR
+  and not draining: one partition per pass (Kafka's preferred-replica election), so
+  leaderships move one at a time.
+- **Back in the ISR**: until replication (step 5) nothing is fetched, so there is nothing
+  for a returning replica to catch up on: while its partition has a live leader, a live
+  replica outside the ISR is put back at once (``_rejoin``). Step 5 replaces this by the
+  leader adding a follower once it has caught up; the reassignment and the preferred-leader
+  moves above then wait for exactly that, unchanged.
+
+At most one write per partition per pass, in this order: deleted, failover, rejoin,
+reassignment, drain, preferred leader. Each write changes the mirror, which runs another pass.
 
 **Every write is guarded**: a txn whose compares are ``CREATE(controller/<my lease>) ==
 controller epoch`` (this node's election key still exists and is the one that won) and the
@@ -49,11 +69,18 @@ from .metadata import META, kind_of
 log = logging.getLogger("amqpbroker.cluster")
 
 PARTITIONS = PREFIX + "partitions/"
+REASSIGN = PREFIX + "reassign/"
+DRAINING = PREFIX + "draining/"
 TOPIC = "x-partitioned"
 
 
 def partition_key(vhost: str, queue: str, i: int) -> str:
     return PARTITIONS + f"{quote(vhost, safe='')}/{quote(queue, safe='')}/{i}"
+
+
+def reassign_key(partition: str) -> str:
+    """The reassign key of a partition key (the same ``<vhost>/<queue>/<i>``)."""
+    return REASSIGN + partition[len(PARTITIONS):]
 
 
 def parse_partition_key(key: str) -> tuple[str, str, int]:
@@ -113,6 +140,57 @@ class Placement:
                 kv = view.get(partition_key(vhost, topic, int(i)))
         return json.loads(kv.value) if kv is not None else None
 
+    def draining(self) -> set[str]:
+        """The nodes marked draining (``ctl drain``)."""
+        return {unquote(k[len(DRAINING):]) for k in self.membership.view
+                if k.startswith(DRAINING)}
+
+    def reassignments(self) -> list[dict]:
+        """Every reassignment in progress: vhost, queue, partition, target and current
+        replicas."""
+        view, out = self.membership.view, []
+        for key, kv in sorted(view.items()):
+            if not key.startswith(REASSIGN):
+                continue
+            pkey = PARTITIONS + key[len(REASSIGN):]
+            vhost, queue, i = parse_partition_key(pkey)
+            current = view.get(pkey)
+            out.append({"vhost": vhost, "queue": queue, "partition": i,
+                        "target": json.loads(kv.value)["replicas"],
+                        "replicas": json.loads(current.value)["replicas"] if current else []})
+        return out
+
+    # ------------------------------------------------------------ requests (any node)
+    async def request_reassign(self, vhost: str, queue: str, replicas: list[str]) -> list[int]:
+        """Ask the controller to move every partition of ``queue`` (a topic: each of its
+        partitions) to ``replicas``; the partitions asked for. ``ValueError`` says what is
+        wrong with the request, ``LookupError`` that the queue has no partition."""
+        alive, draining = set(self.membership.nodes()), self.draining()
+        if not replicas or len(set(replicas)) != len(replicas):
+            raise ValueError("replicas: a list of distinct node names expected")
+        for n in replicas:
+            if n not in alive:
+                raise ValueError(f"replicas: node '{n}' is not a live member of the cluster")
+            if n in draining:
+                raise ValueError(f"replicas: node '{n}' is draining")
+        keys = sorted((k for k in self.membership.view if k.startswith(PARTITIONS)
+                       and parse_partition_key(k)[:2] == (vhost, queue)),
+                      key=lambda k: parse_partition_key(k)[2])
+        if not keys:
+            raise LookupError(queue)
+        value = json.dumps({"replicas": list(replicas)})
+        await self.membership.etcd.transact([], [put_op(reassign_key(k), value) for k in keys])
+        return [parse_partition_key(k)[2] for k in keys]
+
+    async def set_draining(self, node: str, on: bool) -> None:
+        """Mark ``node`` draining (its replicas move off it; new placements avoid it) or
+        not (``revive``: new placements may use it again; nothing moves back)."""
+        key = DRAINING + quote(node, safe="")
+        if on:
+            await self.membership.etcd.put(key, json.dumps({"node": node}))
+        else:
+            await self.membership.etcd.delete(key)
+
     # ------------------------------------------------------------ the controller's work
     def _review(self) -> None:
         if not self.controller.active:
@@ -171,20 +249,36 @@ class Placement:
                     load[r][0] += 1
             if p.get("leader") in load:
                 load[p["leader"]][1] += 1
+        draining = self.draining()
+        reassigns = {PARTITIONS + k[len(REASSIGN):]: kv for k, kv in m.view.items()
+                     if k.startswith(REASSIGN)}
+        preferred_moved = False
         for key, kv in sorted(current.items()):
             want = placed.get(key)
             p = json.loads(kv.value)
             if want is None or want[2] != p.get("queue_rev"):
-                await self._write(key, kv.mod_revision, None)       # its queue is gone
+                gone = [delete_op(reassign_key(key))] if key in reassigns else []
+                await self._write(key, kv.mod_revision, None, ops=gone)  # its queue is gone
                 continue
-            await self._failover(key, kv, p, alive, want[0])
+            if await self._failover(key, kv, p, alive, want[0]) or \
+                    await self._rejoin(key, kv, p, alive):
+                continue
+            if key in reassigns:
+                await self._reassign(key, kv, p, reassigns[key], alive)
+            elif any(r in draining for r in p["replicas"]):
+                await self._drain(key, p, alive, draining, load)
+            elif not preferred_moved:
+                preferred_moved = await self._prefer(key, kv, p, alive, draining)
+        for key, rkv in reassigns.items():
+            if key not in current:          # its partition is gone
+                await self._write(rkv.key, rkv.mod_revision, None)
         for key, (obj, kind, rev, replicas) in sorted(placed.items()):
             if key in current and current[key].create_revision and \
                     json.loads(current[key].value).get("queue_rev") == rev:
                 continue
             if not alive:
                 return
-            chosen = self._choose(obj, kind, replicas, alive, load)
+            chosen = self._choose(obj, kind, replicas, alive - draining or alive, load)
             args = obj.get("arguments") or {}
             p = {"replicas": chosen, "leader": chosen[0], "leader_epoch": 0,
                  "isr": list(chosen),
@@ -206,11 +300,13 @@ class Placement:
         leader = min(chosen, key=lambda n: (load[n][1], n))
         return [leader] + sorted(n for n in chosen if n != leader)
 
-    async def _failover(self, key, kv, p: dict, alive: set, obj: dict) -> None:
+    async def _failover(self, key, kv, p: dict, alive: set, obj: dict) -> bool:
+        """A leader or ISR members not alive: replaced, dropped (module doc). True when it
+        wrote."""
         isr = [r for r in p["isr"] if r in alive]
         leader = p.get("leader")
         if leader in alive and isr == p["isr"]:
-            return
+            return False
         new = dict(p, controller_epoch=self.controller.epoch())
         if leader not in alive:
             candidates = [r for r in p["replicas"] if r in isr]
@@ -221,7 +317,7 @@ class Placement:
                 unclean = bool(candidates)
             new["leader"] = candidates[0] if candidates else None
             if new["leader"] == leader:
-                return
+                return False
             new["leader_epoch"] = p["leader_epoch"] + 1
             if new["leader"] is None:
                 isr = p["isr"]              # keep the last in-sync members (module doc)
@@ -231,13 +327,89 @@ class Placement:
                             "replica alive)", key[len(PARTITIONS):], new["leader"])
         new["isr"] = isr
         if new == p:
-            return
+            return False
         if await self._write(key, kv.mod_revision, new):
             log.info("controller: %s leader %s -> %s (epoch %d), isr %s", key[len(PARTITIONS):],
                      leader, new["leader"], new["leader_epoch"], ",".join(new["isr"]))
+        return True
 
-    async def _write(self, key: str, mod_revision: int, value: dict | None) -> bool:
-        """One guarded controller write (module doc); ``value`` None deletes."""
+    async def _rejoin(self, key, kv, p: dict, alive: set) -> bool:
+        """Live replicas outside the ISR of a partition with a live leader go back in (the
+        stand-in for a follower's catch-up until step 5: module doc)."""
+        if p.get("leader") not in alive:
+            return False
+        back = [r for r in p["replicas"] if r in alive and r not in p["isr"]]
+        if not back:
+            return False
+        new = dict(p, isr=p["isr"] + back, controller_epoch=self.controller.epoch())
+        if await self._write(key, kv.mod_revision, new):
+            log.info("controller: %s: %s back in the ISR", key[len(PARTITIONS):],
+                     ",".join(back))
+        return True
+
+    async def _reassign(self, key, kv, p: dict, rkv, alive: set) -> None:
+        """One step of a reassignment (module doc): add the new replicas, or, once every
+        target replica is in the ISR, finish it."""
+        target = json.loads(rkv.value)["replicas"]
+        name = key[len(PARTITIONS):]
+        adding = [n for n in target if n not in p["replicas"]]
+        if adding:
+            if any(n not in alive for n in adding):
+                return                      # waits for the node to be back
+            new = dict(p, replicas=target + [r for r in p["replicas"] if r not in target],
+                       controller_epoch=self.controller.epoch())
+            if await self._write(key, kv.mod_revision, new):
+                log.info("controller: %s reassignment to %s: replicas %s", name,
+                         ",".join(target), ",".join(new["replicas"]))
+            return
+        if any(n not in p["isr"] for n in target):
+            return                          # the new replicas are catching up
+        leader = p.get("leader") if p.get("leader") in target else next(
+            (n for n in target if n in alive), None)
+        if leader is None:
+            return
+        new = dict(p, replicas=list(target), isr=[r for r in p["isr"] if r in target],
+                   leader=leader, leader_epoch=p["leader_epoch"] + 1,
+                   controller_epoch=self.controller.epoch())
+        if await self._write(key, kv.mod_revision, new,
+                             compares=[compare(rkv.key, "MOD", "EQUAL", rkv.mod_revision)],
+                             ops=[delete_op(rkv.key)]):
+            log.info("controller: %s reassigned to %s, leader %s -> %s (epoch %d)", name,
+                     ",".join(target), p.get("leader"), leader, new["leader_epoch"])
+
+    async def _drain(self, key, p: dict, alive: set, draining: set, load: dict) -> None:
+        """A partition with a replica on a draining node: ask for its reassignment."""
+        keep = [r for r in p["replicas"] if r not in draining]
+        spare = sorted((n for n in alive if n not in draining and n not in p["replicas"]),
+                       key=lambda n: (load[n][0], n))
+        target = keep + spare[:len(p["replicas"]) - len(keep)]
+        if not target:
+            return                          # nowhere to go: stays until a node joins
+        rkey = reassign_key(key)
+        if await self._write(rkey, 0, {"replicas": target}):
+            for n in target:
+                if n not in p["replicas"]:
+                    load[n][0] += 1
+            log.info("controller: %s off draining %s: reassigned to %s", key[len(PARTITIONS):],
+                     ",".join(r for r in p["replicas"] if r in draining), ",".join(target))
+
+    async def _prefer(self, key, kv, p: dict, alive: set, draining: set) -> bool:
+        """The preferred (first) replica leads again when it can (module doc)."""
+        preferred = p["replicas"][0]
+        if p.get("leader") in (None, preferred) or preferred not in alive or \
+                preferred not in p["isr"] or preferred in draining:
+            return False
+        new = dict(p, leader=preferred, leader_epoch=p["leader_epoch"] + 1,
+                   controller_epoch=self.controller.epoch())
+        if await self._write(key, kv.mod_revision, new):
+            log.info("controller: %s leader %s -> %s (epoch %d), the preferred replica",
+                     key[len(PARTITIONS):], p.get("leader"), preferred, new["leader_epoch"])
+        return True
+
+    async def _write(self, key: str, mod_revision: int, value: dict | None,
+                     compares=(), ops=()) -> bool:
+        """One guarded controller write (module doc); ``value`` None deletes; ``compares``
+        and ``ops`` go in the same txn."""
         m = self.membership
         if not self.controller.is_controller():
             return False
@@ -245,8 +417,8 @@ class Placement:
         mine = (compare(key, "MOD", "EQUAL", mod_revision) if mod_revision
                 else compare(key, "CREATE", "EQUAL", 0))
         op = delete_op(key) if value is None else put_op(key, json.dumps(value))
-        held, _, _ = await m.etcd.transact([guard, mine], [op])
+        held, _, _ = await m.etcd.transact([guard, mine, *compares], [op, *ops])
         if not held:
             log.info("controller: write of %s refused by etcd (deposed, or changed meanwhile)",
-                     key[len(PARTITIONS):])
+                     key[len(PREFIX):])
         return held

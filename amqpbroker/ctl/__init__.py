@@ -6,6 +6,7 @@ RabbitMQ's: the paths and shapes are RabbitMQ's, so ctl works against either).
     amqpbroker ctl publish --routing-key jobs 'hello'      (or the body on stdin)
     amqpbroker ctl get jobs --count 10 --ackmode ack_requeue_false
     amqpbroker ctl definitions export backup.json
+    amqpbroker ctl reassign orders --replicas n1,n2,n4      (a cluster; also drain, revive)
 
 Connection flags, before or after the command, with rabbitmqadmin's defaults; each can be
 set in the environment: --url (http://localhost:15672, AMQPBROKER_CTL_URL), --user and
@@ -26,11 +27,11 @@ import os
 import sys
 
 from . import (alarms, bindings, cluster, connections, consumers, definitions, exchanges,
-               groups, messages, queues, topics)
+               groups, messages, queues, reassign, topics)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, groups, alarms, cluster)
+            topics, groups, alarms, cluster, reassign)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}

@@ -14,7 +14,8 @@ PARTITION_COLUMNS = ("vhost", "queue", "leader", "epoch", "members", "isr", "onl
 def _row(n: dict) -> dict:
     host = n.get("host", "localhost")
     return {**n, "node": n.get("node_name", n["name"]),
-            "state": n.get("state") or ("running" if n.get("running") else "down"),
+            "state": "draining" if n.get("draining") else
+            n.get("state") or ("running" if n.get("running") else "down"),
             "controller": "yes" if n.get("controller") else "no",
             "leads": n.get("partitions_led", 0), "replicas": n.get("partition_replicas", 0),
             "amqp": f"{host}:{n.get('amqp_port', '')}",

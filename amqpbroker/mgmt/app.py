@@ -6,14 +6,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (access, bindings, channels, connections, definitions, exchanges, groups,
-               health, limits, listing, overview, partitions, permissions, queues, topics,
-               users, vhosts)
+               health, limits, listing, overview, partitions, permissions, queues,
+               reassignments, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
-             channels, definitions, limits, health, topics, groups, partitions)
+             channels, definitions, limits, health, topics, groups, partitions, reassignments)
 
 
 class ManagementServer:

@@ -121,3 +121,117 @@ def test_a_per_vhost_import_goes_through_etcd_too(cluster):
                          "destination_type": "queue", "routing_key": "", "arguments": {}}]}
     assert call(n2, "POST", "definitions/%2F", doc)[0] == 204
     cluster.wait_until(lambda: bound(n1, "vh-x", "vh-imp", ""))
+
+
+# ---------------------------------------------------------------- the controller's moves
+def placed(node, queue, vhost="/"):
+    """The queue's placement fields (``leader`` ... ``isr``), bare node names, once it has
+    a leader."""
+    for q in node.api("queues"):
+        if q["name"] == queue and q["vhost"] == vhost and q.get("leader"):
+            bare = lambda names: [n.split("@", 1)[1] for n in names]    # noqa: E731
+            return {"leader": q["leader"].split("@", 1)[1], "members": bare(q["members"]),
+                    "isr": bare(q["isr"]), "leader_epoch": q["leader_epoch"]}
+    return None
+
+
+def test_reassign_moves_the_replicas_and_the_leader_to_the_preferred_replica(cluster):
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n1)
+    conn.channel().queue_declare("moving", durable=True, arguments={
+        "x-queue-type": "quorum", "x-quorum-initial-group-size": 2})
+    conn.close()
+    before = cluster.wait_until(lambda: placed(n2, "moving"))
+    (outsider,) = {"n1", "n2", "n3"} - set(before["members"])
+    stays = before["members"][1]                # a follower stays; the leader leaves
+    target = [outsider, stays]
+    out = ctl(n2, "reassign", "moving", "--replicas", ",".join(target), "--wait")
+    assert out.returncode == 0, out.stderr
+    assert f"reassigning queue 'moving' (1 partition) to {outsider},{stays}" in out.stdout
+    # the new replica is the preferred leader: it leads once the move is done
+    after = cluster.wait_until(lambda: (lambda p: p if p and p["leader"] == outsider
+                                        else None)(placed(n3, "moving")))
+    assert after["members"] == target and sorted(after["isr"]) == sorted(target)
+    assert after["leader_epoch"] >= 1
+    assert n2.api("reassignments") == []
+    # every node's view agrees
+    cluster.wait_until(lambda: placed(n1, "moving") == after)
+    # refused: a node that is not in the cluster, a queue that is not placed
+    status, body = call(n1, "PUT", "reassignments/%2F/moving", {"replicas": ["n1", "n9"]})
+    assert status == 400 and body["reason"] == \
+        "replicas: node 'n9' is not a live member of the cluster"
+    status, body = call(n1, "PUT", "reassignments/%2F/nowhere", {"replicas": ["n1"]})
+    assert status == 404
+    out = ctl(n1, "reassign", "moving", "--replicas", "n1,n1")
+    assert out.returncode == 1
+    assert "replicas: a list of distinct node names expected" in out.stderr
+
+
+def test_drain_moves_every_replica_off_the_node_and_new_queues_avoid_it(cluster):
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n3)
+    ch = conn.channel()
+    ch.queue_declare("on-n3", durable=True)                     # classic: n3's only
+    ch.queue_declare("q3", durable=True, arguments={"x-queue-type": "quorum"})
+    ch.exchange_declare("drained-topic", "x-partitioned", durable=True, arguments={
+        "x-partitions": 2, "x-replication-factor": 1})
+    conn.close()
+    cluster.wait_until(lambda: all(placed(n1, q) for q in ("on-n3", "q3", "drained-topic-0",
+                                                           "drained-topic-1")))
+    assert placed(n1, "on-n3")["members"] == ["n3"]
+    out = ctl(n1, "drain", "n3", "--wait")
+    assert out.returncode == 0, out.stderr
+    for q in ("on-n3", "q3", "drained-topic-0", "drained-topic-1"):
+        p = cluster.wait_until(lambda: (lambda p: p if p and "n3" not in p["members"]
+                                        else None)(placed(n2, q)))
+        assert p["leader"] in ("n1", "n2") and "n3" not in p["isr"]
+    assert len(placed(n2, "on-n3")["members"]) == 1            # moved, not dropped
+    assert sorted(placed(n2, "q3")["members"]) == ["n1", "n2"]  # nowhere else to go
+    # ctl cluster says so; a queue declared on n3 now is placed elsewhere
+    rows = [line.split() for line in ctl(n1, "cluster").stdout.splitlines()[1:]]
+    assert [r[:2] for r in rows if r[0] == "n3"] == [["n3", "draining"]]
+    assert [r[4] for r in rows if r[0] == "n3"] == ["0"]
+    conn = connect(n3)
+    ch = conn.channel()
+    ch.queue_declare("declared-on-drained", durable=True)
+    ch.queue_declare("q-after", durable=True, arguments={"x-queue-type": "quorum"})
+    conn.close()
+    assert placed_soon(cluster, n1, "declared-on-drained")["members"] in (["n1"], ["n2"])
+    assert sorted(placed_soon(cluster, n1, "q-after")["members"]) == ["n1", "n2"]
+    # revive: new placements may use n3 again
+    out = ctl(n1, "revive", "n3")
+    assert out.returncode == 0, out.stderr
+    cluster.wait_until(lambda: not any(n["draining"] for n in n2.api("nodes")))
+    conn = connect(n3)
+    conn.channel().queue_declare("after-revive", durable=True)
+    conn.close()
+    assert placed_soon(cluster, n1, "after-revive")["members"] == ["n3"]
+
+
+def placed_soon(cluster, node, queue):
+    return cluster.wait_until(lambda: placed(node, queue))
+
+
+def test_leadership_returns_to_the_preferred_replica_when_it_is_back(cluster):
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n1)
+    conn.channel().queue_declare("pref", durable=True, arguments={"x-queue-type": "quorum"})
+    conn.close()
+    first = placed_soon(cluster, n1, "pref")
+    preferred = first["members"][0]
+    assert first["leader"] == preferred
+    victim = cluster.node(preferred)
+    other = next(n for n in cluster.nodes if n is not victim)
+    victim.kill()
+    victim.proc = None
+    moved = cluster.wait_until(lambda: (lambda p: p if p and p["leader"] != preferred
+                                        else None)(placed(other, "pref")),
+                               timeout=LEASE_TTL + 20)
+    assert moved["leader_epoch"] == 1 and preferred not in moved["isr"]
+    cluster.start_node(victim)
+    back = cluster.wait_until(lambda: (lambda p: p if p and p["leader"] == preferred
+                                       else None)(placed(other, "pref")))
+    assert back["leader_epoch"] == 2 and preferred in back["isr"]
+    assert back["members"] == first["members"]
+    assert any(f"%2F/pref/0 leader {moved['leader']} -> {preferred} (epoch 2), the "
+               "preferred replica" in line for n in cluster.nodes for line in n.output)
