@@ -21,8 +21,10 @@ binding        vhost, source, dest kind, dest, key, args hash  the binding, and 
 
 Transient (non-durable) exchanges, queues and bindings are put on the declaring node's lease:
 they vanish with that node, as RabbitMQ's transient queues do with theirs. Exclusive queues
-(and bindings to them) stay on their connection's node and never reach etcd; so do a topic's
-partition queues and bindings, which every node derives from the topic's exchange.
+live on their connection's node only, but their names are the cluster's: each is a queue key
+with ``exclusive: true`` on its node's lease, which the other nodes list (``/api/queues``)
+and answer 405 for, and never open; bindings to them stay on their node. A topic's partition
+queues and bindings never reach etcd: every node derives them from the topic's exchange.
 
 **A change is one txn.** ``queue.declare``: compare ``CREATE(queue key) == 0`` and
 ``CREATE(vhost key) != 0``, put. When the compare fails the queue exists: the node waits
@@ -71,6 +73,7 @@ import json
 import logging
 import os
 import uuid
+from types import SimpleNamespace
 from urllib.parse import quote
 
 from .. import contract as c
@@ -320,8 +323,8 @@ class EtcdMetadata(LocalMetadata):
                                     arguments=o["arguments"])
         elif kind == "queue":
             vh = b.vhosts.get(o["vhost"])
-            if vh is None:
-                return
+            if vh is None or o.get("exclusive"):
+                return                  # an exclusive queue: its node's only (module doc)
             q = vh.queues.get(o["name"])
             if q is not None and q.exclusive_owner is not None:
                 log.warning("queue '%s' in vhost '%s' is exclusive here: etcd's is not applied",
@@ -549,10 +552,14 @@ class EtcdMetadata(LocalMetadata):
         vh = self._vhost(vhost)
         existing = vh.queues.get(name) if name else None
         key = meta_key("queue", vhost, name)
+        if existing is None and name and self._exclusive_elsewhere(key):
+            self._locked(vh, name)      # another node's exclusive queue (passive too)
+        if exclusive and not passive and existing is None and name:
+            return await self._declare_exclusive(vhost, name, owner, auto_delete, arguments)
         if passive or exclusive or existing is not None:
-            # exclusive queues, a topic's partitions: this node's own; a redeclare of a queue
-            # this node has from etcd: checked against that copy, without a round trip
-            # (module doc: a delete made elsewhere and not yet applied here is a window)
+            # a topic's partitions: this node's own; a redeclare of a queue this node has
+            # from etcd: checked against that copy, without a round trip (module doc: a
+            # delete made elsewhere and not yet applied here is a window)
             return await super().declare_queue(
                 vhost=vhost, name=name, owner=owner, passive=passive, durable=durable,
                 exclusive=exclusive, auto_delete=auto_delete, arguments=arguments)
@@ -563,14 +570,60 @@ class EtcdMetadata(LocalMetadata):
         self._check_new_queue(vh, name, durable, auto_delete, arguments)
         obj = self._queue_obj(vhost, name, durable, auto_delete, arguments)
         for _ in range(RETRIES):
-            await self._create(key, obj, vhost, transient=not durable)
+            stored = await self._create(key, obj, vhost, transient=not durable)
             if name in self._vhost(vhost).queues:
                 break
+            if stored is not None and json.loads(stored.value).get("exclusive"):
+                self._locked(vh, name)
         else:
             raise errors.InternalError(f"queue '{name}' in vhost '{vhost}' kept vanishing")
         return await super().declare_queue(
             vhost=vhost, name=name, owner=owner, passive=False, durable=durable,
             exclusive=False, auto_delete=auto_delete, arguments=arguments)
+
+    async def _declare_exclusive(self, vhost, name, owner, auto_delete, arguments) -> str:
+        """A new exclusive queue lives on this node, but its name is the cluster's: put on
+        this node's lease (so it goes with the node), listed by every node, 405 to any
+        other connection anywhere, as RabbitMQ's."""
+        key = meta_key("queue", vhost, name)
+        arguments = dict(arguments or {})
+        obj = dict(self._queue_obj(vhost, name, False, auto_delete, arguments), exclusive=True)
+        stored = await self._create(key, obj, vhost, transient=True)
+        vh = self._vhost(vhost)
+        if stored is not None and name not in vh.queues:
+            self._locked(vh, name)
+        try:
+            return await super().declare_queue(
+                vhost=vhost, name=name, owner=owner, passive=False, durable=False,
+                exclusive=True, auto_delete=auto_delete, arguments=arguments)
+        except Exception:
+            kv = self.applied.get(key)
+            if stored is None and kv is not None and name not in vh.queues:
+                await self._delete_quietly(key, kv, [])     # refused here: the name is free
+            raise
+
+    def _exclusive_elsewhere(self, key: str) -> bool:
+        kv = self.applied.get(key)
+        if kv is None:
+            return False
+        o = json.loads(kv.value)
+        return bool(o.get("exclusive")) and o.get("node") != self.node.name
+
+    @staticmethod
+    def _locked(vh, name: str):
+        # the vhost's 405 wording names the queue only: a stand-in for the QueueRef
+        vh.exclusive_locked(SimpleNamespace(name=name), 50, 10)
+
+    def exclusive_elsewhere(self, vhosts) -> list[dict]:
+        """Other nodes' exclusive queues in these vhosts, as etcd has them (``/api/queues``
+        lists them)."""
+        wanted, out = set(vhosts), []
+        for key, kv in self.applied.items():
+            if kind_of(key) == "queue" and self._exclusive_elsewhere(key):
+                o = json.loads(kv.value)
+                if o["vhost"] in wanted:
+                    out.append(o)
+        return out
 
     @staticmethod
     def _check_new_queue(vh, name, durable, auto_delete, arguments) -> None:
@@ -598,7 +651,7 @@ class EtcdMetadata(LocalMetadata):
         try:
             count = await super().delete_queue(vhost=vhost, name=name, owner=owner,
                                                if_unused=if_unused, if_empty=if_empty)
-            if kv is not None and q is not None and q.exclusive_owner is None:
+            if kv is not None and q is not None:
                 # checked and deleted here first (if-unused, if-empty are this node's
                 # answers while every node has its own copy), then in etcd
                 await self._delete(key, kv, self._bindings_of(vhost, "queue", name))

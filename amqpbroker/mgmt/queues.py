@@ -59,21 +59,39 @@ def _placement(q) -> dict:
     return out
 
 
+def elsewhere_json(o: dict) -> dict:
+    """Another node's exclusive queue (a cluster: ``cluster/metadata.py``): listed as
+    RabbitMQ lists every node's queues, with what etcd says of it; its counts are its
+    node's, not known here, so absent."""
+    from ..cluster.node import display_name
+    node = display_name(o["node"])
+    return {"name": o["name"], "vhost": o["vhost"], "durable": False,
+            "auto_delete": o["auto_delete"], "exclusive": True, "arguments": o["arguments"],
+            "node": node, "type": "classic", "state": "running", "leader": node,
+            "members": [node]}
+
+
 async def list_queues(call):
     b = call.broker
     names = access.listed_vhosts(call)
     queues = [q for n in names for q in b.vhosts[n].queues.values()]
+    find = getattr(b.metadata, "exclusive_elsewhere", None)
+    elsewhere = [elsewhere_json(o) for o in find(names)] if find is not None else []
     if listing.chosen_by(call.query, ("name", "vhost")):
         # a page in name order: the workers count that page's queues only
         async def build(chosen):
-            refs = [item["ref"] for item in chosen]
+            refs = [item["ref"] for item in chosen if "ref" in item]
             stats = await b.queue_stats(refs)
-            return [add_message_stats(queue_json(q, stats[q]), b, "queue", q) for q in refs]
+            return [add_message_stats(queue_json(item["ref"], stats[item["ref"]]), b, "queue",
+                                      item["ref"]) if "ref" in item else item["elsewhere"]
+                    for item in chosen]
         return await listing.page_first(
-            [{"name": q.name, "vhost": q.vhost.name, "ref": q} for q in queues], call.query,
-            build)
+            [{"name": q.name, "vhost": q.vhost.name, "ref": q} for q in queues] +
+            [{"name": o["name"], "vhost": o["vhost"], "elsewhere": o} for o in elsewhere],
+            call.query, build)
     stats = await b.queue_stats(queues)
-    return [add_message_stats(queue_json(q, stats[q]), b, "queue", q) for q in queues]
+    return [add_message_stats(queue_json(q, stats[q]), b, "queue", q)
+            for q in queues] + elsewhere
 
 
 def _queue(call):

@@ -235,3 +235,44 @@ def test_leadership_returns_to_the_preferred_replica_when_it_is_back(cluster):
     assert back["members"] == first["members"]
     assert any(f"%2F/pref/0 leader {moved['leader']} -> {preferred} (epoch 2), the "
                "preferred replica" in line for n in cluster.nodes for line in n.output)
+
+
+# ---------------------------------------------------------------- exclusive queues
+def test_an_exclusive_queue_is_listed_everywhere_locked_elsewhere_and_goes_with_its_node(
+        cluster):
+    n1, n2, n3 = cluster.nodes
+    owner = connect(n3)
+    ch = owner.channel()
+    ch.queue_declare("mine-only", exclusive=True)
+    server_named = ch.queue_declare("", exclusive=True).method.queue
+
+    def listed(node):
+        qs = queues(node)
+        return all(qs.get(n, {}).get("exclusive") for n in ("mine-only", server_named)) and qs
+    for node in (n1, n2):
+        qs = cluster.wait_until(lambda: listed(node))
+        assert qs["mine-only"]["node"] == "amqpbroker@n3"
+    # another connection, on another node or on its own: 405, as RabbitMQ's
+    for node in (n1, n3):
+        conn = connect(node)
+        for passive in (False, True):
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+                conn.channel().queue_declare("mine-only", passive=passive)
+            assert info.value.reply_code == 405
+            assert info.value.reply_text.startswith(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue "
+                "'mine-only' in vhost '/'")
+        conn.close()
+    # its owner closes it: gone everywhere, the name free again
+    ch.queue_delete("mine-only")
+    cluster.wait_until(lambda: "mine-only" not in queues(n1))
+    conn = connect(n1)
+    conn.channel().queue_declare("mine-only", exclusive=True)
+    cluster.wait_until(lambda: queues(n2).get("mine-only", {}).get("node") == "amqpbroker@n1")
+    conn.close()                                # closed with its connection: gone too
+    cluster.wait_until(lambda: "mine-only" not in queues(n2))
+    # the owner's node SIGKILLed: its exclusive queues leave the others' lists with its lease
+    n3.kill()
+    n3.proc = None
+    cluster.wait_until(lambda: server_named not in queues(n1) and
+                       server_named not in queues(n2), timeout=LEASE_TTL + 5)
