@@ -90,6 +90,10 @@ FLAGS = [
     ("heap_trim_interval", int, "seconds between two full garbage collections and "
                                 "malloc_trim(0) of the supervisor, which give its freed "
                                 "memory back (default 60; 0 = never)"),
+    ("load_definitions", str, "a definitions file (RabbitMQ's JSON export) imported at "
+                              "start, before the ready line, as POST /api/definitions: "
+                              "checked whole, nothing applied if an entry is refused; in a "
+                              "cluster through etcd (default: none)"),
     ("cluster", str, "join a cluster: etcd client URLs, comma-separated, e.g. "
                      "http://127.0.0.1:2379 (default: none, a single node)"),
     ("node_name", str, "this node's name in the cluster (default: the host name)"),
@@ -239,6 +243,9 @@ async def _serve(cfg: Config) -> int:
             await cluster.start(port, mport if cfg.management_port else 0)
             broker.cluster = cluster        # /api/nodes lists the cluster from now on
             line += f" node={cluster.name} cluster={cluster.cluster_port}"
+        if cfg.load_definitions:            # after the join: in a cluster it goes to etcd
+            from .mgmt.definitions import load_file
+            await load_file(broker, cfg.load_definitions)
         from .supervisor.heap import HeapTrimmer
         # a full collection would walk every queue where the supervisor holds them
         trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval,

@@ -50,6 +50,7 @@ class Config:
     collect_statistics_interval: int = 5000
     prometheus_port: int = 15692                 # 0 = off, -1 = any free port (tests)
     heap_trim_interval: int = 60                 # s between malloc_trim(0) (supervisor/heap.py)
+    load_definitions: str = ""                   # a definitions file imported at start
     # cluster (amqpbroker/cluster/): on only when cluster names etcd's endpoints
     cluster: str = ""                            # etcd client URLs, comma-separated
     node_name: str = ""                          # "" = the host name

@@ -17,7 +17,7 @@ from ..frontend.exchange import binding_problem
 from . import access
 from ..errors import AMQPError
 from .api import ApiError, Route, bad_request, from_amqp, no_content
-from .validation import DEFINITIONS, Invalid, anything
+from .validation import DEFINITIONS, Invalid, anything, parse_json
 
 VHOST_KINDS = ("parameters", "policies", "queues", "exchanges", "bindings")
 
@@ -64,6 +64,19 @@ async def import_definitions(call):
     b = call.broker
     await _apply(b, plan(b, call.body))
     return no_content()
+
+
+async def load_file(broker, path: str) -> None:
+    """``--load-definitions``: the file imported as ``POST /api/definitions`` imports a
+    body; ``OSError`` (the start fails in one line) if it cannot be read or is refused."""
+    try:
+        with open(path, "rb") as f:
+            doc = parse_json(f.read())
+        await _apply(broker, plan(broker, DEFINITIONS(doc, "")))
+    except (OSError, Invalid) as err:
+        raise OSError(f"--load-definitions {path}: {err}") from None
+    except ApiError as err:
+        raise OSError(f"--load-definitions {path}: {err.reason}") from None
 
 
 async def _apply(broker, planned: dict) -> None:

@@ -3,6 +3,7 @@ goes through etcd, `ctl reassign`, `ctl drain`, leadership back to the preferred
 exclusive queues on their node's lease; three real nodes, a real etcd, pika and HTTP."""
 import base64
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -121,6 +122,42 @@ def test_a_per_vhost_import_goes_through_etcd_too(cluster):
                          "destination_type": "queue", "routing_key": "", "arguments": {}}]}
     assert call(n2, "POST", "definitions/%2F", doc)[0] == 204
     cluster.wait_until(lambda: bound(n1, "vh-x", "vh-imp", ""))
+
+
+def test_load_definitions_at_start_goes_through_etcd_and_a_refused_file_stops_the_start(
+        cluster, tmp_path):
+    n1, n2, n3 = cluster.nodes
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({
+        "exchanges": [{"name": "boot-x", "vhost": "/", "type": "direct", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+        "queues": [{"name": "boot-q", "vhost": "/", "durable": True, "auto_delete": False,
+                    "arguments": {}}],
+        "bindings": [{"source": "boot-x", "vhost": "/", "destination": "boot-q",
+                      "destination_type": "queue", "routing_key": "k", "arguments": {}}]}))
+    n3.stop()
+    n3.args += ["--load-definitions", str(good)]
+    cluster.start_node(n3)
+    assert bound(n3, "boot-x", "boot-q", "k")           # loaded before the ready line
+    cluster.wait_until(lambda: bound(n1, "boot-x", "boot-q", "k"))
+    # a file with a refused entry: the start fails in one line, nothing of it applied
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({
+        "queues": [{"name": "never", "vhost": "/", "durable": True, "auto_delete": False,
+                    "arguments": {}},
+                   {"name": "never-2", "vhost": "no-such-vhost", "durable": True,
+                    "auto_delete": False, "arguments": {}}]}))
+    cmd = [*child.command("amqpbroker"), "serve", "--port", "0", "--management-port", "0",
+           "--prometheus-port", "0", "--data-dir", str(tmp_path / "n4"),
+           "--cluster", cluster.etcd.url, "--node-name", "n4", "--cluster-port", "0",
+           "--load-definitions", str(bad)]
+    env = dict(os.environ, AMQPBROKER_WORKERS="0", AMQPBROKER_FRONTENDS="0")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1
+    assert f"cannot start: --load-definitions {bad}: queues[1].vhost: no_such_vhost " \
+        "'no-such-vhost'" in out.stderr
+    assert "amqpbroker ready" not in out.stdout
+    assert "never" not in queues(n1) and "never" not in queues(n2)
 
 
 # ---------------------------------------------------------------- the controller's moves
