@@ -14,7 +14,8 @@ user           name                                            password_hash, ta
 permission     vhost, user                                     configure, write, read
 exchange       vhost, name                                     type, durable, auto_delete, ...
 queue          vhost, name                                     durable, auto_delete, arguments,
-                                                               node (the declaring one), uuid
+                                                               node (the declaring one), uuid,
+                                                               exclusive (only when true)
 binding        vhost, source, dest kind, dest, key, args hash  the binding, and the create
                                                                revisions of both ends
 =============  ==============================================  =================================
