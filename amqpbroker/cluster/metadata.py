@@ -854,6 +854,7 @@ class EtcdMetadata(LocalMetadata):
                     last = max(last, rev)
             last = max(last, rev)
         await self.reach(last)
+        made = []
         for bd in planned["bindings"]:      # both ends' create revisions are known now
             vh = b.vhosts.get(bd["vhost"])
             ex = vh.exchanges.get(bd["source"]) if vh is not None else None
@@ -861,11 +862,19 @@ class EtcdMetadata(LocalMetadata):
             dest = self._end(vh, dkind, bd["destination"]) if vh is not None else None
             if ex is None or dest is None:
                 continue                    # skipped, as the local import skips it
-            made = self._binding_txn(vh, ex, dest, dkind, bd.get("routing_key", ""),
-                                     bd.get("arguments") or {}, create_only=True)
-            if made is not None:
-                _, _, rev = await self._txn(*made)
-                last = max(last, rev)
+            txn = self._binding_txn(vh, ex, dest, dkind, bd.get("routing_key", ""),
+                                    bd.get("arguments") or {}, create_only=True)
+            if txn is not None:
+                made.append(txn)
+        for i in range(0, len(made), 40):   # up to 3 compares each: 120 of etcd's 128
+            chunk = made[i:i + 40]
+            held, _, rev = await self._txn([c for cs, _ in chunk for c in cs],
+                                           [op for _, ops in chunk for op in ops])
+            if not held:                    # an end changed, or some exist: one by one
+                for txn in chunk:
+                    _, _, rev = await self._txn(*txn)
+                    last = max(last, rev)
+            last = max(last, rev)
         await self.reach(last)
 
     async def _pushed(self) -> None:
