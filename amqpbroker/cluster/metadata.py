@@ -843,14 +843,18 @@ class EtcdMetadata(LocalMetadata):
                 q["vhost"], q["name"], q.get("durable", True), q.get("auto_delete", False),
                 q.get("arguments") or {})))
         last = 0
-        for i in range(0, len(objects), 60):    # etcd's --max-txn-ops is 128: compares + puts
+        for i in range(0, len(objects), 60):    # etcd's --max-txn-ops is 128 (compares)
             chunk = objects[i:i + 60]
             ops = [put_op(k, dumps(o), self._lease(not o["durable"])) for k, o in chunk]
+            vhosts = [compare(meta_key("vhost", v), "CREATE", "NOT_EQUAL", 0)
+                      for v in sorted({o["vhost"] for _, o in chunk})]
             held, _, rev = await self._txn(
-                [compare(k, "CREATE", "EQUAL", 0) for k, _ in chunk], ops)
-            if not held:                    # some exist already (made meanwhile): one by one
-                for (k, o), op in zip(chunk, ops):
-                    held, _, rev = await self._txn([compare(k, "CREATE", "EQUAL", 0)], [op])
+                [*vhosts, *(compare(k, "CREATE", "EQUAL", 0) for k, _ in chunk)], ops)
+            if not held:                    # some exist already (made meanwhile), or a
+                for (k, o), op in zip(chunk, ops):  # vhost went: one by one, as declares
+                    _, _, rev = await self._txn(
+                        [compare(meta_key("vhost", o["vhost"]), "CREATE", "NOT_EQUAL", 0),
+                         compare(k, "CREATE", "EQUAL", 0)], [op])
                     last = max(last, rev)
             last = max(last, rev)
         await self.reach(last)
