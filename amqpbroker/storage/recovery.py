@@ -56,6 +56,7 @@ class RecoveryReport:
     records_truncated: int = 0
     segments_deleted: int = 0
     indexes_rebuilt: int = 0
+    created: bool = False           # no segment was there: a first, empty one was made
     messages: list[str] = field(default_factory=list)
 
     @property
@@ -99,8 +100,11 @@ def recover_partition(directory: str, index_interval_bytes: int,
                 f"later segment(s) to keep offsets contiguous")
             _delete_segments(directory, bases[i + 1:], index_interval_bytes, report, files)
             break
-    if not segments:
-        segments.append(Segment.create(directory, 0, index_interval_bytes, files, durable))
+    if not segments:        # a new partition (or one whose files a crash took before any
+        # fsync: the definitions say it exists, so it comes back empty)
+        report.created = True
+        segments.append(Segment.create(directory, 0, index_interval_bytes, files, durable,
+                                       owe_fsync=False))
     if report.messages:
         fsync_dir(directory)
     level = logging.WARNING if report.data_cut else logging.INFO
