@@ -34,6 +34,15 @@ delete_segment() deletes one closed segment anywhere, leaving a gap in the offse
 queue's store does that when every message of the segment is settled. read() steps over gaps;
 recovery accepts a gap only where the `gap_settled` callback vouches for it (recovery.py).
 Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
+
+Creating and destroying. A new partition (recovery found no segment) costs no fsync: its
+empty files owe none, and the first sync that finds records fsyncs them, then the partition's
+directory and its parent (the names; dirsync.py shares those fsyncs with the names made
+beside them) before `durable_offset` moves. A crash before that leaves the files, or the
+directory, missing or short, which recovery makes into an empty partition again: nothing in
+them was durable. An existing partition's active files are fsynced once at open (what a killed
+process left in the page cache). destroy() fsyncs nothing: the directory is renamed to a
+trash name and removed in the background (trash.py).
 """
 from __future__ import annotations
 

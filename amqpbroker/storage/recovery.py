@@ -25,6 +25,12 @@ Theory of operation
    does not start where its predecessor ended, every later segment is deleted: offsets must
    stay contiguous, and the cut segment becomes the active one.
 
+4. No segment at all (a new partition, or one whose files a crash took before anything was
+   fsynced into them: its first segment's empty files are made without an fsync, and a
+   missing, short or empty file is what a crash can leave of them) -> a first, empty segment
+   is made, again without an fsync (``report.created``; PartitionLog makes the names durable
+   with the first records it fsyncs).
+
 What is *not* detected at open: bit rot in the middle of a closed segment that leaves its tail
 intact. read() verifies the CRC of every batch it decodes and raises CorruptRecordError.
 

@@ -24,7 +24,9 @@ handle reopens where it was.
 Crash states of `<base>.log` (what a kill -9 or power cut can leave):
   * a torn last batch (length/CRC do not match) or trailing zeros/garbage -> recovery cuts the
     file at the end of the last valid batch (ftruncate + fsync);
-  * a file shorter than its header (crash while creating during a roll) -> header rewritten;
+  * a file shorter than its header (crash while creating during a roll, or after a new
+    partition's first segment was made, which is not fsynced until records are) -> header
+    rewritten; a new partition's files missing altogether -> made again, empty;
   * a corrupt batch in a closed segment (bit rot) -> recovery cuts there and deletes every
     later segment, because offsets must stay contiguous;
   * `.deleted` suffix (crash during retention) -> the deletion is finished;
