@@ -40,8 +40,8 @@ The descriptor is a handle of a FileCache (filecache.py), opened when used and c
 first if owed) when the process needs the room; sync() fsyncs it only if an fsync is owed.
 
 Crash states: a missing file, or one shorter than its header (made, never synced), opens as
-an empty ack log, which it was. A torn or garbled tail (short entry, CRC mismatch, unknown kind) is cut on open
-at the end of the last good entry, so acks recorded after the last sync() may be lost, and
+an empty ack log, which it was. A torn or garbled tail (short entry, CRC mismatch, unknown
+kind) is cut on open at the end of the last good entry, so acks recorded after the last sync() may be lost, and
 those messages are redelivered (at-least-once). A crash during compaction leaves the old file
 intact plus a `<path>.tmp`, which open deletes. A file whose header is unreadable (not a
 crash state: damage) is replaced by an empty one and logged, which means redelivery of

@@ -46,3 +46,10 @@ def make_durable(directory: str, ticket: int) -> None:
             _durable.pop(directory, None)
         elif directory in _made and made > _durable.get(directory, 0):
             _durable[directory] = made
+
+
+def forget(directory: str) -> None:
+    """``directory`` is gone (renamed to the trash): its names owe nothing any more."""
+    with _lock:
+        _made.pop(directory, None)
+        _durable.pop(directory, None)

@@ -38,10 +38,11 @@ from __future__ import annotations
 import os
 import threading
 
+from . import dirsync
 from .errors import LogClosedError
 from .filecache import FileCache, process_cache
-from . import dirsync
-from .fileformat import FsyncPolicy, file_header, load_entry_file, write_all, write_file_atomically
+from .fileformat import (FsyncPolicy, file_header, load_entry_file, write_all,
+                         write_file_atomically)
 
 # appends only: fdatasync covers the data and the size that reaches it, and skips the
 # timestamps, whose journal commit costs an fsync ~3x as long on ext4 under load

@@ -405,6 +405,7 @@ class PartitionLog:
             if not self._closed:
                 self._release_descriptors(fsync=False)
         discard_directory(self.directory)
+        dirsync.forget(self.directory)
 
     def _release_descriptors(self, fsync: bool) -> None:
         """Close every handle; `fsync`: do the fsyncs still owed first (not on a crash)."""
