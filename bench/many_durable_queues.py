@@ -14,7 +14,9 @@ harness's environment:
         --reference rabbitmq=amqp://guest:guest@127.0.0.1:5673/ --queues 1000 --rounds 3
 
 Prints one JSON line per run and, at the end, the median queues/s per phase and target, and
-the broker's CPU seconds for the whole sequence (its process tree; checkouts only).
+the broker's CPU seconds for the whole sequence and its CPU ms per queue in each phase (its
+process tree; checkouts only: on a loaded machine the rates are mostly the scheduler's, the
+CPU per queue is the broker's own).
 """
 from __future__ import annotations
 
@@ -54,17 +56,37 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-async def sequence(url: str, n: int, exchanges: bool) -> dict:
+class PhaseClock:
+    """Wall time and, for a broker this script started, its process tree's CPU time."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.cpu_ms: dict[str, float] = {}      # phase -> broker CPU ms per queue
+
+    def start(self) -> None:
+        self._cpu = tree_cpu(self.pid) if self.pid else 0.0
+        self._t = time.monotonic()
+
+    def stop(self, phase: str, n: int) -> float:
+        """Rate (per second) of the phase just ended; notes its CPU per queue."""
+        rate = n / (time.monotonic() - self._t)
+        if self.pid:
+            self.cpu_ms[phase] = (tree_cpu(self.pid) - self._cpu) * 1000 / n
+        return rate
+
+
+async def sequence(url: str, n: int, exchanges: bool, clock: PhaseClock | None = None) -> dict:
     from pamqp import commands as spec
     from rawamqp import build_publish, connect
     names = [f"bench.mdq.{uuid.uuid4().hex[:8]}.{i}" for i in range(n)]
     conn = await connect(url)
     ch = await conn.channel()
     rates = {}
-    t = time.monotonic()
+    clock = clock or PhaseClock(None)
+    clock.start()
     for q in names:
         await ch.queue_declare(q, durable=True)
-    rates["declare"] = n / (time.monotonic() - t)
+    rates["declare"] = clock.stop("declare", n)
     got = {"n": 0}
     done = asyncio.get_running_loop().create_future()
 
@@ -74,29 +96,29 @@ async def sequence(url: str, n: int, exchanges: bool) -> dict:
             done.set_result(None)
     ch.on_message = on_message
     ch.want_ts = False
-    t = time.monotonic()
+    clock.start()
     for q in names:
         await ch.consume(q, no_ack=True)
-    rates["consume"] = n / (time.monotonic() - t)
-    t = time.monotonic()
+    rates["consume"] = clock.stop("consume", n)
+    clock.start()
     for q in names:
         pre, suf = build_publish(ch.number, "", q, 16, conn.frame_max)
         conn.write(pre + suf)
     await asyncio.wait_for(done, 120)
-    rates["publish_deliver"] = n / (time.monotonic() - t)
-    t = time.monotonic()
+    rates["publish_deliver"] = clock.stop("publish_deliver", n)
+    clock.start()
     for q in names:
         await ch.queue_delete(q)
-    rates["delete"] = n / (time.monotonic() - t)
+    rates["delete"] = clock.stop("delete", n)
     if exchanges:       # metadata alone: durable exchanges have no files of their own
-        t = time.monotonic()
+        clock.start()
         for q in names:
             await ch.exchange_declare(q, "direct", durable=True)
-        rates["x_declare"] = n / (time.monotonic() - t)
-        t = time.monotonic()
+        rates["x_declare"] = clock.stop("x_declare", n)
+        clock.start()
         for q in names:
             await ch.rpc(spec.Exchange.Delete(exchange=q))
-        rates["x_delete"] = n / (time.monotonic() - t)
+        rates["x_delete"] = clock.stop("x_delete", n)
     await conn.close()
     return rates
 
@@ -134,14 +156,18 @@ def main() -> None:
                     proc, url = start(os.path.abspath(where), data, args.layout.split(),
                                       args.broker_python)
                     try:
+                        clock = PhaseClock(proc.pid)
                         cpu0 = tree_cpu(proc.pid)
-                        rates = asyncio.run(sequence(url, args.queues, args.exchanges))
+                        rates = asyncio.run(sequence(url, args.queues, args.exchanges, clock))
                         cpu = tree_cpu(proc.pid) - cpu0
+                        cpu_ms = {k: round(v, 3) for k, v in clock.cpu_ms.items()}
                     finally:
                         stop(proc)
             run = {"round": rnd, "target": label, "queues": args.queues,
                    "queues_per_s": {k: round(v, 1) for k, v in rates.items()},
                    "broker_cpu_s": cpu}
+            if kind != "url":
+                run["broker_cpu_ms_per_queue"] = cpu_ms
             results[label].append(run)
             print(json.dumps(run), flush=True)
     print(f"\nmedian queues/s over {args.rounds} round(s), {args.queues} durable queues",
@@ -154,6 +180,16 @@ def main() -> None:
         cpus = [r["broker_cpu_s"] for r in runs if r["broker_cpu_s"] is not None]
         cells.append(f"{statistics.median(cpus):.2f}" if cpus else "-")
         print(f"| {label} | " + " | ".join(cells) + " |", file=sys.stderr)
+    checkouts = [lbl for lbl, kind, _ in targets if kind == "checkout"]
+    if checkouts:
+        print("\nmedian broker CPU ms per queue (its process tree, per phase)", file=sys.stderr)
+        print("| target | " + " | ".join(phases) + " |", file=sys.stderr)
+        print("|---|" + "---:|" * len(phases), file=sys.stderr)
+        for label in checkouts:
+            runs = results[label]
+            cells = [f"{statistics.median(r['broker_cpu_ms_per_queue'][p] for r in runs):.2f}"
+                     for p in phases]
+            print(f"| {label} | " + " | ".join(cells) + " |", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -34,12 +34,14 @@ Durability: `written` counts the entries appended since open and `durable` how m
 are known to be on disk (fsynced by sync() or by compaction; with fsync "never", written is as
 durable as it gets). The store deletes a segment only once the entry that settled its last
 offset is durable, so no crash can leave a deleted segment whose offsets are not recorded done.
-Opening fsyncs the file once (what a killed process left in the page cache), like the log.
+Opening fsyncs the file once (what a killed process left in the page cache), like the log;
+a new file is made without an fsync (its first sync fsyncs it and its name: entryfile.py).
 The descriptor is a handle of a FileCache (filecache.py), opened when used and closed (fsynced
 first if owed) when the process needs the room; sync() fsyncs it only if an fsync is owed.
 
-Crash states: a torn or garbled tail (short entry, CRC mismatch, unknown kind) is cut on open
-at the end of the last good entry, so acks recorded after the last sync() may be lost, and
+Crash states: a missing file, or one shorter than its header (made, never synced), opens as
+an empty ack log, which it was. A torn or garbled tail (short entry, CRC mismatch, unknown
+kind) is cut on open at the end of the last good entry, so acks recorded after the last sync() may be lost, and
 those messages are redelivered (at-least-once). A crash during compaction leaves the old file
 intact plus a `<path>.tmp`, which open deletes. A file whose header is unreadable (not a
 crash state: damage) is replaced by an empty one and logged, which means redelivery of

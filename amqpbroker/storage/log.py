@@ -34,17 +34,26 @@ delete_segment() deletes one closed segment anywhere, leaving a gap in the offse
 queue's store does that when every message of the segment is settled. read() steps over gaps;
 recovery accepts a gap only where the `gap_settled` callback vouches for it (recovery.py).
 Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
+
+Creating and destroying. A new partition (recovery found no segment) costs no fsync: its
+empty files owe none, and the first sync that finds records fsyncs them, then the partition's
+directory and its parent (the names; dirsync.py shares those fsyncs with the names made
+beside them) before `durable_offset` moves. A crash before that leaves the files, or the
+directory, missing or short, which recovery makes into an empty partition again: nothing in
+them was durable. An existing partition's active files are fsynced once at open (what a killed
+process left in the page cache). destroy() fsyncs nothing: the directory is renamed to a
+trash name and removed in the background (trash.py).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from array import array
 from bisect import bisect_right
 from typing import Callable
 
+from . import dirsync
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .filecache import FileCache, process_cache
 from .fileformat import FsyncPolicy, fsync_dir
@@ -52,6 +61,7 @@ from .index import OffsetIndex, TimeIndex
 from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch_parts, record_size
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
+from .trash import discard_directory
 
 # bytes of one entry of each sparse index in memory (its two arrays), for index_bytes
 OFFSET_ENTRY = array(OffsetIndex.KEY_TYPE).itemsize + array(OffsetIndex.VALUE_TYPE).itemsize
@@ -92,7 +102,14 @@ class PartitionLog:
         self._segments: list[Segment] = segments
         self._bases = [s.base_offset for s in segments]
         self._active.open_for_append()
-        if self._policy.mode != "never":
+        # a new partition's empty files owe nothing yet; its first sync makes their names
+        # durable, and the directory's own name in its parent
+        self._names_owed: list[tuple[str, int]] = []   # (directory, dirsync ticket)
+        if self.recovery.created and self._policy.mode != "never":
+            parent = os.path.dirname(os.path.abspath(self.directory))
+            self._names_owed = [(self.directory, dirsync.name_made(self.directory)),
+                                (parent, dirsync.name_made(parent))]
+        if self._policy.mode != "never" and not self.recovery.created:
             try:
                 for f in self._active.write_files():  # what a killed process left in the page
                     f.fsync()                         # cache
@@ -220,6 +237,9 @@ class PartitionLog:
             target = self.end_offset
             segments = self._unsynced + [self._active]
             taken = [pair for seg in segments for pair in seg.take_unsynced()]
+            names = ()
+            if self._names_owed and target > 0:     # created here: the first records make
+                names, self._names_owed = self._names_owed, []    # the names durable too
             dir_dirty, self._dir_dirty = self._dir_dirty, False
         done = 0
         try:
@@ -228,9 +248,12 @@ class PartitionLog:
                 done += 1
             if dir_dirty:
                 fsync_dir(self.directory)
+            for directory, ticket in names:     # an fsync shared with the names made
+                dirsync.make_durable(directory, ticket)    # beside them (dirsync.py)
         except BaseException:
             with self._lock:
                 self._dir_dirty = self._dir_dirty or dir_dirty
+                self._names_owed = self._names_owed or list(names)
             raise
         finally:
             for i, (f, _) in enumerate(taken):
@@ -375,9 +398,14 @@ class PartitionLog:
             self._release_descriptors(fsync=True)
 
     def destroy(self) -> None:
-        """Close and remove the partition's directory (the queue was deleted)."""
-        self.close()
-        shutil.rmtree(self.directory)
+        """Remove the partition's directory (the queue was deleted): its descriptors are
+        dropped without the fsyncs they owe, and the directory goes to the trash
+        (trash.py: renamed at once, removed in the background)."""
+        with self._sync_lock:
+            if not self._closed:
+                self._release_descriptors(fsync=False)
+        discard_directory(self.directory)
+        dirsync.forget(self.directory)
 
     def _release_descriptors(self, fsync: bool) -> None:
         """Close every handle; `fsync`: do the fsyncs still owed first (not on a crash)."""

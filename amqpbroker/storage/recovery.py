@@ -25,6 +25,12 @@ Theory of operation
    does not start where its predecessor ended, every later segment is deleted: offsets must
    stay contiguous, and the cut segment becomes the active one.
 
+4. No segment at all (a new partition, or one whose files a crash took before anything was
+   fsynced into them: its first segment's empty files are made without an fsync, and a
+   missing, short or empty file is what a crash can leave of them) -> a first, empty segment
+   is made, again without an fsync (``report.created``; PartitionLog makes the names durable
+   with the first records it fsyncs).
+
 What is *not* detected at open: bit rot in the middle of a closed segment that leaves its tail
 intact. read() verifies the CRC of every batch it decodes and raises CorruptRecordError.
 
@@ -56,6 +62,7 @@ class RecoveryReport:
     records_truncated: int = 0
     segments_deleted: int = 0
     indexes_rebuilt: int = 0
+    created: bool = False           # no segment was there: a first, empty one was made
     messages: list[str] = field(default_factory=list)
 
     @property
@@ -99,8 +106,11 @@ def recover_partition(directory: str, index_interval_bytes: int,
                 f"later segment(s) to keep offsets contiguous")
             _delete_segments(directory, bases[i + 1:], index_interval_bytes, report, files)
             break
-    if not segments:
-        segments.append(Segment.create(directory, 0, index_interval_bytes, files, durable))
+    if not segments:        # a new partition (or one whose files a crash took before any
+        # fsync: the definitions say it exists, so it comes back empty)
+        report.created = True
+        segments.append(Segment.create(directory, 0, index_interval_bytes, files, durable,
+                                       owe_fsync=False))
     if report.messages:
         fsync_dir(directory)
     level = logging.WARNING if report.data_cut else logging.INFO

@@ -24,7 +24,9 @@ handle reopens where it was.
 Crash states of `<base>.log` (what a kill -9 or power cut can leave):
   * a torn last batch (length/CRC do not match) or trailing zeros/garbage -> recovery cuts the
     file at the end of the last valid batch (ftruncate + fsync);
-  * a file shorter than its header (crash while creating during a roll) -> header rewritten;
+  * a file shorter than its header (crash while creating during a roll, or after a new
+    partition's first segment was made, which is not fsynced until records are) -> header
+    rewritten; a new partition's files missing altogether -> made again, empty;
   * a corrupt batch in a closed segment (bit rot) -> recovery cuts there and deletes every
     later segment, because offsets must stay contiguous;
   * `.deleted` suffix (crash during retention) -> the deletion is finished;
@@ -76,12 +78,18 @@ class Segment:
     # -- creation and state --------------------------------------------------------------------
     @classmethod
     def create(cls, directory: str, base_offset: int, index_interval_bytes: int,
-               files: FileCache, durable: bool) -> "Segment":
-        """New, empty files (truncating any); the writes owe an fsync to the next sync."""
+               files: FileCache, durable: bool, owe_fsync: bool = True) -> "Segment":
+        """New, empty files (truncating any); the writes owe an fsync to the next sync.
+        `owe_fsync=False`: a partition's first segment, whose empty files need no fsync of
+        their own — a crash may leave them short or missing, which recovery makes whole
+        again, and the first batch's fsync makes the header durable with it."""
         seg = cls(directory, base_offset, index_interval_bytes, files, durable)
         seg._writer = files.create(seg.log_path, WRITE_FLAGS, durable, file_header(MAGIC_LOG))
         seg.offset_index.create()
         seg.time_index.create()
+        if not owe_fsync:
+            for f in seg.write_files():
+                f.dirty = False     # no other thread knows these handles yet
         return seg
 
     @property

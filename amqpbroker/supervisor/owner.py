@@ -9,8 +9,11 @@ Queue directories: ``queues/<sha256 of the length-prefixed vhost and name>``, so
 (vhost, name) pairs share one; directories named the old way (``sha1(vhost NUL name)``, which
 two pairs could share) are renamed at start. A start never removes a queue's files unless the
 definitions say the queue was deleted (a tombstone, ``definitions.py``) or a removal had begun
-(``*.deleted``); a directory no defined queue owns is otherwise kept and reported. A queue that
-cannot be opened stays defined, down (``frontend/queue_ref.py``), with its files.
+(``*.deleted``: a worker renames a deleted queue's directory to such a trash name and removes
+it in the background, ``storage/trash.py``); a directory no defined queue owns is otherwise
+kept and reported. A queue that cannot be opened stays defined, down
+(``frontend/queue_ref.py``), with its files. A defined queue whose directory is missing (made
+without an fsync, then a crash: the journal is what says the queue exists) opens empty.
 """
 from __future__ import annotations
 

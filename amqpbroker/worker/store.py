@@ -389,8 +389,8 @@ class MessageStore:
         self.cache_bytes = 0
         self.cache.clear()
         self._readahead.clear()
-        if destroy:
-            self.acks.close()
+        if destroy:                 # nothing is written or fsynced for files being deleted
+            self.acks.discard()
             self.log.destroy()
             return
         try:
