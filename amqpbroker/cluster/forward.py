@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 
 from .. import contract as c
@@ -47,6 +48,7 @@ from .. import errors
 from ..frontend.partition_client import HostGone, PartitionClient
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
+from .placement import partition_key
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -178,7 +180,7 @@ class Forwarder:
         self.remotes: dict[str, RemoteClient] = {}
         self.links: set = set()             # ForwardedLinks of other nodes, served here
         self.closed = False
-        self._server: asyncio.AbstractServer | None = None
+        self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
 
     # ------------------------------------------------------------ the calling side
     def review(self) -> None:
@@ -191,13 +193,12 @@ class Forwarder:
     def _review(self) -> None:
         if self.closed:
             return
-        placement, me = self.node.placement, self.node.name
+        me = self.node.name
         for vh in list(self.broker.vhosts.values()):
             for q in list(vh.queues.values()):
                 if q.deleted or q.exclusive_owner is not None:
                     continue            # exclusive queues live on their connection's node
-                p = placement.of_queue(vh.name, q.name)
-                leader = p.get("leader") if p else None
+                leader = self.leader_of(vh.name, q.name)
                 if not leader:
                     continue
                 target = (self.broker.place(vh, q.name) if leader == me
@@ -210,6 +211,29 @@ class Forwarder:
                 del self.remotes[name]
             elif not client.connected:
                 client.dial()
+
+    def leader_of(self, vhost: str, queue: str) -> str | None:
+        """The leader of a queue's partition (a topic's partition queue ``T-i``: its own), as
+        ``placement.of_queue`` reads it, each key parsed once per revision: the pass above
+        runs on every etcd event and is then a dict lookup per queue."""
+        view = self.node.membership.view
+        key = partition_key(vhost, queue, 0)
+        kv = view.get(key)
+        if kv is None:
+            topic, _, i = queue.rpartition("-")
+            if topic and i.isdigit():
+                key = partition_key(vhost, topic, int(i))
+                kv = view.get(key)
+            if kv is None:
+                return None
+        cached = self._leaders.get(key)
+        if cached is None or cached[0] != kv.mod_revision:
+            try:
+                leader = json.loads(kv.value).get("leader")
+            except ValueError:
+                leader = None
+            cached = self._leaders[key] = (kv.mod_revision, leader)
+        return cached[1]
 
     def remote(self, node: str) -> RemoteClient:
         client = self.remotes.get(node)

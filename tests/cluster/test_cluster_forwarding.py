@@ -2,6 +2,7 @@
 queue; the node forwards to the partition's leader over the cluster link and back. Three real
 nodes, a real etcd, pika and the management API."""
 import threading
+import time
 
 import pika
 import pytest
@@ -29,6 +30,14 @@ def declare_led_by(cluster, node, name, **kw):
                                    for n in cluster.nodes))
 
 
+def pump_until(conn, condition, timeout=30.0):
+    """Let pika handle what arrives until ``condition()`` holds (else fail)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within the timeout"
+        conn.process_data_events(time_limit=0.1)
+
+
 class Collector(threading.Thread):
     """A consumer on one node, in its own thread (pika's connections are not shared)."""
 
@@ -51,8 +60,7 @@ class Collector(threading.Thread):
                 ch.basic_ack(method.delivery_tag)
             ch.basic_consume(self.queue, on_message)
             self.ready.set()
-            while len(self.seen) < self.total:
-                conn.process_data_events(time_limit=0.1)
+            pump_until(conn, lambda: len(self.seen) >= self.total)
             conn.close()
         except Exception as exc:        # reported by the test
             self.error = exc
@@ -109,3 +117,73 @@ def test_get_purge_and_counts_on_any_node_are_the_leaders(cluster):
     conn.close()
     cluster.wait_until(lambda: all(queue_on(n, "fwd-get").get("messages") == 0
                                    for n in cluster.nodes))
+
+
+def test_the_leader_lost_nacks_and_cancels_then_forwarding_resumes_when_it_returns(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_led_by(cluster, n3, "fwd-loss")
+    pub = connect(n1)
+    pch = pub.channel()
+    pch.confirm_delivery()
+    for i in range(5):
+        pch.basic_publish("", "fwd-loss", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    conn = connect(n2)
+    ch = conn.channel()
+    got, cancelled = [], []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume("fwd-loss", lambda ch, m, p, body: got.append(body))  # never acked
+    pump_until(conn, lambda: len(got) == 5)
+    assert got == [f"m{i}".encode() for i in range(5)]
+
+    n3.kill()                           # SIGKILL: the link from n1 and n2 breaks
+    pump_until(conn, lambda: cancelled)     # consumer-cancel-notify: the client knows
+    assert cancelled == [tag]
+    with pytest.raises(pika.exceptions.NackError):      # not stored anywhere: nacked
+        pch.basic_publish("", "fwd-loss", b"lost", pika.BasicProperties(delivery_mode=2))
+    pub.close()
+
+    cluster.start_node(n3)              # back: the links are dialled again, queues reopened
+    # the five were unacked when n3 died: ready again, counted by n3 whichever node asks
+    cluster.wait_until(lambda: all(queue_on(n, "fwd-loss").get("messages") == 5
+                                   for n in cluster.nodes), timeout=60)
+    got.clear()
+    ch.basic_consume("fwd-loss", lambda ch, m, p, body: (got.append(body),
+                                                         ch.basic_ack(m.delivery_tag)))
+    pump_until(conn, lambda: len(got) == 5)
+    assert got == [f"m{i}".encode() for i in range(5)]
+    conn.close()
+    pub = connect(n1)
+    pch = pub.channel()
+    pch.confirm_delivery()
+    pch.basic_publish("", "fwd-loss", b"after", pika.BasicProperties(delivery_mode=2))
+    pub.close()
+    cluster.wait_until(lambda: queue_on(n3, "fwd-loss").get("messages") == 1)
+
+
+def test_forwarding_follows_the_new_leader_of_a_quorum_queue(cluster):
+    n1 = cluster.nodes[0]
+    conn = connect(n1)
+    conn.channel().queue_declare("fwd-quorum", durable=True,
+                                 arguments={"x-queue-type": "quorum"})
+    conn.close()
+    leader = cluster.wait_until(lambda: (lambda ls: ls.pop() if len(ls) == 1 and None not in ls
+                                         else None)(
+        {queue_on(n, "fwd-quorum").get("leader") for n in cluster.nodes}))
+    old = cluster.node(leader.split("@")[1])
+    publisher, getter = [n for n in cluster.nodes if n is not old]
+    old.kill()
+    new = cluster.wait_until(lambda: all(
+        queue_on(n, "fwd-quorum").get("leader") not in (None, leader)
+        for n in (publisher, getter)) and queue_on(publisher, "fwd-quorum")["leader"])
+    assert new in (f"amqpbroker@{publisher.node}", f"amqpbroker@{getter.node}")
+    assert queue_on(getter, "fwd-quorum")["leader"] == new
+    conn = connect(publisher)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "fwd-quorum", b"to the new leader",
+                     pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    conn = connect(getter)              # one of the two forwards to the other
+    _, _, body = conn.channel().basic_get("fwd-quorum", auto_ack=True)
+    assert body == b"to the new leader"
+    conn.close()
