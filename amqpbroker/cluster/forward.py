@@ -39,9 +39,11 @@ not yet.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
+import os
 
 from .. import contract as c
 from .. import errors
@@ -180,6 +182,7 @@ class Forwarder:
         self.remotes: dict[str, RemoteClient] = {}
         self.links: set = set()             # ForwardedLinks of other nodes, served here
         self.closed = False
+        self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
 
     # ------------------------------------------------------------ the calling side
@@ -205,12 +208,30 @@ class Forwarder:
                           else self.remote(leader))
                 if q.client is not target:
                     self.move(q, target)
+        for q, (client, qid) in list(self.local_copies.items()):
+            if q.deleted:                   # deleted in the cluster: this node's copy too
+                del self.local_copies[q]
+                self.drop_local_copy(q, client, qid)
         for name, client in list(self.remotes.items()):
             if not client.refs:
                 client.close()
                 del self.remotes[name]
             elif not client.connected:
                 client.dial()
+
+    def drop_local_copy(self, q, client, qid: int) -> None:
+        """Remove the files of this node's copy of a deleted queue that another node led, as
+        the owner removes a deleted queue's (a tombstone until the host has done it)."""
+        if client.link is None:
+            return                          # its worker restarts: the sweep at start does it
+        tombstone = None
+        if q.durable:
+            tombstone = os.path.basename(q.directory)
+            self.broker.definitions.add_tombstone(tombstone)
+        done = client.request(c.Delete, qid=qid, if_unused=False, if_empty=False)
+        if tombstone is not None:
+            done.add_done_callback(functools.partial(self.broker._queue_files_removed,
+                                                     tombstone))
 
     def leader_of(self, vhost: str, queue: str) -> str | None:
         """The leader of a queue's partition (a topic's partition queue ``T-i``: its own), as
@@ -247,6 +268,9 @@ class Forwarder:
         log.info("queue '%s' in vhost '%s': forwarded to %s", q.name, q.vhost.name,
                  f"node {target.node}" if isinstance(target, RemoteClient) else "this node")
         old.refs.pop(q.qid, None)
+        saved = self.local_copies.get(q)
+        if not isinstance(old, RemoteClient):
+            saved = self.local_copies[q] = (old, q.qid)     # still open here, with its files
         requeue = []
         for s in list(self.broker.sessions):
             for ch in list(getattr(s, "channels", {}).values()):
@@ -261,8 +285,13 @@ class Forwarder:
                 old.on_cancel(c.Cancel(cid=cid))        # basic.cancel to the client
         if isinstance(target, RemoteClient):
             target.dial()
+            q.qid = target.new_qid()
+        elif saved is not None and saved[0] is target:
+            del self.local_copies[q]
+            q.qid = saved[1]                # the copy this host has open (Open is a no-op)
+        else:
+            q.qid = target.new_qid()
         q.client = target
-        q.qid = target.new_qid()
         target.refs[q.qid] = q
         q.set_backlogged(False)
         q.opened = q.open()
