@@ -187,3 +187,21 @@ def test_forwarding_follows_the_new_leader_of_a_quorum_queue(cluster):
     _, _, body = conn.channel().basic_get("fwd-quorum", auto_ack=True)
     assert body == b"to the new leader"
     conn.close()
+
+
+def test_a_publish_right_after_declare_ok_goes_to_the_leader_the_controller_chose(cluster):
+    """The declare waits for the placement: the publish that follows declare-ok on the same
+    connection goes to the leader, not to the declaring node's idle copy."""
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n3)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("fwd-fresh", durable=True, arguments={"x-queue-type": "quorum"})
+    ch.basic_publish("", "fwd-fresh", b"first", pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    leader = queue_on(n3, "fwd-fresh")["leader"]
+    assert leader == "amqpbroker@n1"        # the first leadership goes to n1 (ties by name)
+    conn = connect(n1)
+    _, _, body = conn.channel().basic_get("fwd-fresh", auto_ack=True)
+    assert body == b"first"
+    conn.close()
