@@ -351,6 +351,12 @@ GroupRevoked = message(30, "group_revoked", ("qid", "u32"), ("group", "str"), ("
 
 PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRevoked)
 
+# =================================================================== cluster link
+# the first message on a link from another node's forwarder (``cluster/forward.py``): which
+# node calls, and which worker of the called node it wants (0 while only ``--workers 0``
+# nodes are served); the rest of the link is partition commands and events
+NodeHello = message(90, "node_hello", ("node", "str"), ("worker", "u32"))
+
 # =================================================================== control channel
 # supervisor -> front-end
 Snapshot = message(40, "snapshot", ("ops", "any"))

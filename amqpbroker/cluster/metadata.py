@@ -92,6 +92,10 @@ META = PREFIX + "meta/"
 KINDS = ("vhost", "user", "permission", "exchange", "queue", "binding")  # creation order
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
+# seconds a new queue's declare waits for the controller to place it (forward.py then points
+# the queue at its leader, so what the client publishes next goes there); after that the
+# declare is answered anyway (no controller: the queue stays on this node until placed)
+PLACE_TIMEOUT = 2.0
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
 
 
@@ -578,6 +582,7 @@ class EtcdMetadata(LocalMetadata):
                 self._locked(vh, name)
         else:
             raise errors.InternalError(f"queue '{name}' in vhost '{vhost}' kept vanishing")
+        await self._placed(vhost, name)
         return await super().declare_queue(
             vhost=vhost, name=name, owner=owner, passive=False, durable=durable,
             exclusive=False, auto_delete=auto_delete, arguments=arguments)
@@ -625,6 +630,23 @@ class EtcdMetadata(LocalMetadata):
                 if o["vhost"] in wanted:
                     out.append(o)
         return out
+
+    async def _placed(self, vhost: str, name: str) -> None:
+        """Wait (at most PLACE_TIMEOUT) until the controller has placed the new queue."""
+        from .placement import partition_key        # placement imports this module
+        m, key = self.membership, partition_key(vhost, name, 0)
+        deadline = m.loop.time() + PLACE_TIMEOUT
+        while key not in m.view:
+            left = deadline - m.loop.time()
+            if left <= 0:
+                log.warning("queue '%s' in vhost '%s' not placed by the controller within "
+                            "%.0f s: served by this node until it is", name, vhost,
+                            PLACE_TIMEOUT)
+                return
+            try:
+                await asyncio.wait_for(m.changed(), left)
+            except asyncio.TimeoutError:
+                pass
 
     @staticmethod
     def _check_new_queue(vh, name, durable, auto_delete, arguments) -> None:

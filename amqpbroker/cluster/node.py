@@ -5,10 +5,10 @@ controller (``controller.py``), listens on the cluster port, and describes the c
 ``/api/nodes``. Without ``--cluster`` none of this exists and the broker is a single node,
 as before.
 
-The cluster port is bound (so ``--cluster-port 0`` gets a free port that the registration
-can name) but carries nothing yet: a connection is closed at once. The link between nodes
-(``links/tcp.py``'s ``StreamEndpoint`` carrying the contract) comes with forwarding and
-replication (docs/CLUSTER.md).
+The cluster port carries the link between nodes (``links/tcp.py``'s ``StreamEndpoint``
+carrying the contract): ``forward.py`` forwards a queue's commands to the node leading its
+partition, and serves other nodes' links to the queues this node leads (step 4 of
+docs/CLUSTER.md; replication, step 5, will use the same link).
 """
 from __future__ import annotations
 
@@ -41,11 +41,16 @@ class ClusterNode:
         self._listener: asyncio.AbstractServer | None = None
         self.metadata = None                # metadata.EtcdMetadata, once attached
         self.placement = None               # placement.Placement, once joined
+        self.broker = None
+        self.forwarder = None               # forward.Forwarder, once attached
 
     def attach(self, broker) -> None:
         """Before the broker serves: its metadata becomes etcd's (``metadata.py``); changes
         wait until ``start`` has joined and caught up."""
+        from .forward import Forwarder
         from .metadata import EtcdMetadata
+        self.broker = broker
+        self.forwarder = Forwarder(self, broker)
         self.metadata = broker.metadata = EtcdMetadata(broker, self)
 
     @property
@@ -64,7 +69,8 @@ class ClusterNode:
         """Listen on the cluster port, join, stand for controller. An etcd that cannot be
         reached within JOIN_TIMEOUT is an ``OSError`` (the start fails in one line)."""
         cfg = self.cfg
-        self._listener = await asyncio.start_server(_refuse, cfg.host or None,
+        accept = self.forwarder.accept if self.forwarder is not None else _refuse
+        self._listener = await asyncio.start_server(accept, cfg.host or None,
                                                     cfg.cluster_port)
         self.cluster_port = self._listener.sockets[0].getsockname()[1]
         host = cfg.advertise_host or (cfg.host if cfg.host not in ("", "0.0.0.0", "::")
@@ -79,6 +85,9 @@ class ClusterNode:
             await self.membership.join(JOIN_TIMEOUT)
             if self.metadata is not None:
                 await self.metadata.start()
+            if self.forwarder is not None:   # after the metadata's: its queues exist
+                self.membership.on_view.append(self.forwarder.review)
+                self.forwarder.review()
         except EtcdError as exc:
             await self.close()
             raise OSError(f"{exc} (--cluster {cfg.cluster})") from None
@@ -90,6 +99,8 @@ class ClusterNode:
         await self.close()
 
     async def close(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.metadata is not None:
             await self.metadata.close()
         if self._listener is not None:

@@ -7,6 +7,8 @@ batch read), so a ``PartitionClient`` or a ``PartitionHost`` cannot tell which l
 them: writes are gathered and written once per loop turn, reads hand over everything that
 arrived in one read, a turn after each ``yield_after`` message as the ring does.
 ``TCP_NODELAY`` is set: a lone message goes out at once instead of waiting for Nagle.
+``on_close`` (optional) is called once when the stream ends, broken or closed by either side,
+so the owner can fail what waited on the other end (``cluster/forward.py``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ MAX_MESSAGE = 256 << 20          # a longer length is a broken stream, not a mes
 
 class StreamEndpoint:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_batch,
-                 *, yield_after=None):
+                 *, yield_after=None, on_close=None):
         self.loop = asyncio.get_running_loop()
         self.reader = reader
         self.writer = writer
@@ -33,6 +35,7 @@ class StreamEndpoint:
         self._flush_scheduled = False
         self._reader_task = None
         self.closed = False
+        self.on_close = on_close
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -85,12 +88,21 @@ class StreamEndpoint:
                     self.on_batch(batch)
                 else:
                     await hand_over(batch, self.on_batch, self.yield_after)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass                            # ValueError: bytes that are no message
         finally:
-            self.closed = True
+            self._closed()
+
+    def _closed(self) -> None:
+        self.closed = True
+        self.writer.close()
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close(self)
 
     def close(self) -> None:
+        """Close from this side; ``on_close`` is not called (the caller knows)."""
+        self.on_close = None
         self.closed = True
         if self._reader_task is not None:
             self._reader_task.cancel()

@@ -1,0 +1,449 @@
+"""Forwarding (issue 12 step 4): a client on any node uses any queue; the node forwards to
+the node that leads the queue's partition over the cluster link, and back.
+
+Two halves, one per end of a cluster link (``links/tcp.StreamEndpoint``: the contract's
+messages, length-prefixed, the same codec as the rings):
+
+* ``Forwarder`` (every node, in the supervisor): after each change of the etcd mirror it
+  compares, for every queue of the node's metadata, the partition's leader
+  (``placement.py``) with where the node's ``QueueRef`` points. A queue led by another node
+  is *moved* to a ``RemoteClient`` of that node (a ``PartitionClient`` whose link is a TCP
+  stream to the leader's cluster port); a queue led by this node is moved back to the local
+  partition client (``broker.place``). A queue not placed yet, or without a leader, stays
+  where it is. So the place where a front-end chooses the link of a partition is one pass
+  here, and the channel code does not know: it publishes, consumes, gets, purges and asks
+  for stats through ``ref.client`` as before.
+* ``ForwardedLink`` (the leader's end): a remote node's link attached to the local host
+  (``host.attach``) as one more front-end link. qids are numbers of the node that chose
+  them, so the link translates: the remote's ``Open(vhost, name)`` names the queue, and
+  its qid is mapped onto the qid of this node's own ``QueueRef`` of that queue (the host
+  has it open); events and replies that name qids are mapped back. cids and publish
+  numbers are per link already and cross as they are.
+
+Moving a queue (its leader changed, or it was placed after the declare) cancels its
+consumers on this node with ``basic.cancel`` (clients with consumer-cancel-notify
+resubscribe, and land on the new leader), requeues on the old host what they had unacked,
+and voids their delivery tags (a ``RemoteClient``'s epoch is unique, so the channel's epoch
+check drops an ack of a delivery from before the move). A broken link is a lost host
+(``PartitionClient.host_lost``): in-flight publishes are nacked, requests fail with 404,
+consumers are cancelled; the link is dialled again while the node is in the membership and
+a queue still wants it, and every queue is opened again on the new link.
+
+Limits (docs/CLUSTER.md "As built", step 4): the leader's end serves a node whose queues
+live in its own process (``--workers 0``, the layout of a machine with fewer than 4 CPUs);
+with worker processes the hand-over of the socket to the worker (``NodeHello`` names the
+worker, ``fdpass``) is the next step, and such a node refuses the link (logged). On the
+calling side the supervisor's broker forwards; front-end processes (``--frontends N``) do
+not yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import logging
+import os
+
+from .. import contract as c
+from .. import errors
+from ..frontend.partition_client import HostGone, PartitionClient
+from ..links.local import LocalLink
+from ..links.tcp import StreamEndpoint
+from .placement import partition_key
+
+log = logging.getLogger("amqpbroker.cluster")
+
+RETRY = 0.5                 # seconds between dials of a node that does not answer
+CONNECT_TIMEOUT = 3.0
+OPEN_WAIT = 5.0             # how long an Open waits for this node to apply the queue
+_EPOCHS = itertools.count(1)
+
+
+class RemoteClient(PartitionClient):
+    """The partition client of the queues another node leads: its link is a TCP stream to
+    that node's cluster port, dialled on first use and again after a loss."""
+
+    def __init__(self, forwarder, node: str):
+        super().__init__(forwarder.broker, -1)
+        self.forwarder = forwarder
+        self.node = node
+        # unique across clients: a delivery tag from before a move is void after it
+        self.epoch = next(_EPOCHS) << 32
+        self._dialling: asyncio.Task | None = None
+        self._reopen = False                # a failed link: open every queue on the next
+
+    def _gone_error(self) -> HostGone:
+        return HostGone(f"node '{self.node}' leading the queue cannot be reached; "
+                        f"the queue is unavailable until it returns or another node leads it")
+
+    def on_alarm(self, m: c.Alarm) -> None:
+        """The leader's disk alarm blocks its own publishers; this node's are its own."""
+
+    def dial(self) -> None:
+        """Dial the node unless linked; what is sent meanwhile waits (``Pending``)."""
+        if self.connected:
+            return
+        if self.link is None:
+            self.link = Pending()
+        if self._dialling is None or self._dialling.done():
+            self._dialling = self.loop.create_task(self._dial(), name=f"dial-{self.node}")
+
+    @property
+    def connected(self) -> bool:
+        return isinstance(self.link, StreamEndpoint)
+
+    async def _dial(self) -> None:
+        """Each attempt holds what is sent meanwhile (``Pending``) and sends it once the
+        link is up; an attempt that fails fails what it held (``host_lost``: nacks, 404s)
+        and the next one opens every queue again."""
+        fw = self.forwarder
+        while not self.connected and not fw.closed and self.refs:
+            reg = fw.node.membership.nodes().get(self.node)
+            if self.link is None:
+                self.link = Pending()
+            end = None
+            if reg and reg.get("cluster_port"):
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(reg["host"], reg["cluster_port"]),
+                        CONNECT_TIMEOUT)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    log.debug("cluster link to %s: %s", self.node, exc)
+                else:
+                    end = StreamEndpoint(reader, writer, self._on_batch,
+                                         yield_after=c.Reply, on_close=self._lost)
+            if fw.closed:
+                if end is not None:
+                    end.close()
+                return
+            if end is not None:
+                end.send(c.NodeHello(node=fw.node.name, worker=0))
+                end.start()
+                held, self.link = self.link, end
+                log.info("cluster link to node %s open", self.node)
+                if self._reopen:
+                    self._reopen = False
+                    self.reopen()           # every queue of ours, on the new link
+                for msg in held.messages:
+                    end.send(msg)
+                return
+            if isinstance(self.link, Pending):
+                self._fail()
+            await asyncio.sleep(RETRY)
+
+    def _fail(self) -> None:
+        self.host_lost()                    # link None: nacks, 404s, basic.cancel
+        self._reopen = True
+
+    def _on_batch(self, batch) -> None:
+        on_event = self.on_event
+        for msg in batch:
+            on_event(msg)
+
+    def _lost(self, end) -> None:
+        if self.link is not end:
+            return
+        log.warning("cluster link to node %s lost: publishes in flight are nacked, consumers "
+                    "cancelled", self.node)
+        self._fail()
+        self.dial()
+
+    def close(self) -> None:
+        if self._dialling is not None:
+            self._dialling.cancel()
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+
+
+class Pending:
+    """The link of a node being dialled: what is sent waits, in order, for the stream."""
+
+    def __init__(self):
+        self.messages: list = []
+
+    def send(self, msg) -> None:
+        self.messages.append(msg)
+
+    emit = send
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.messages.clear()
+
+
+class Forwarder:
+    def __init__(self, node, broker):
+        self.node = node                    # ClusterNode
+        self.broker = broker
+        self.remotes: dict[str, RemoteClient] = {}
+        self.links: set = set()             # ForwardedLinks of other nodes, served here
+        self.closed = False
+        self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
+        self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
+
+    # ------------------------------------------------------------ the calling side
+    def review(self) -> None:
+        """Point every queue at its partition's leader (after each etcd change)."""
+        try:
+            self._review()
+        except Exception:           # a bug must not stop the node following etcd
+            log.exception("forwarding: following partition leaders")
+
+    def _review(self) -> None:
+        if self.closed:
+            return
+        me = self.node.name
+        for vh in list(self.broker.vhosts.values()):
+            for q in list(vh.queues.values()):
+                if q.deleted or q.exclusive_owner is not None:
+                    continue            # exclusive queues live on their connection's node
+                leader = self.leader_of(vh.name, q.name)
+                if not leader:
+                    continue
+                target = (self.broker.place(vh, q.name) if leader == me
+                          else self.remote(leader))
+                if q.client is not target:
+                    self.move(q, target)
+        for q, (client, qid) in list(self.local_copies.items()):
+            if q.deleted:                   # deleted in the cluster: this node's copy too
+                del self.local_copies[q]
+                self.drop_local_copy(q, client, qid)
+        for name, client in list(self.remotes.items()):
+            if not client.refs:
+                client.close()
+                del self.remotes[name]
+            elif not client.connected:
+                client.dial()
+
+    def drop_local_copy(self, q, client, qid: int) -> None:
+        """Remove the files of this node's copy of a deleted queue that another node led, as
+        the owner removes a deleted queue's (a tombstone until the host has done it)."""
+        if client.link is None:
+            return                          # its worker restarts: the sweep at start does it
+        tombstone = None
+        if q.durable:
+            tombstone = os.path.basename(q.directory)
+            self.broker.definitions.add_tombstone(tombstone)
+        done = client.request(c.Delete, qid=qid, if_unused=False, if_empty=False)
+        if tombstone is not None:
+            done.add_done_callback(functools.partial(self.broker._queue_files_removed,
+                                                     tombstone))
+
+    def leader_of(self, vhost: str, queue: str) -> str | None:
+        """The leader of a queue's partition (a topic's partition queue ``T-i``: its own), as
+        ``placement.of_queue`` reads it, each key parsed once per revision: the pass above
+        runs on every etcd event and is then a dict lookup per queue."""
+        view = self.node.membership.view
+        key = partition_key(vhost, queue, 0)
+        kv = view.get(key)
+        if kv is None:
+            topic, _, i = queue.rpartition("-")
+            if topic and i.isdigit():
+                key = partition_key(vhost, topic, int(i))
+                kv = view.get(key)
+            if kv is None:
+                return None
+        cached = self._leaders.get(key)
+        if cached is None or cached[0] != kv.mod_revision:
+            try:
+                leader = json.loads(kv.value).get("leader")
+            except ValueError:
+                leader = None
+            cached = self._leaders[key] = (kv.mod_revision, leader)
+        return cached[1]
+
+    def remote(self, node: str) -> RemoteClient:
+        client = self.remotes.get(node)
+        if client is None:
+            client = self.remotes[node] = RemoteClient(self, node)
+        return client
+
+    def move(self, q, target) -> None:
+        """``q`` is served by ``target`` from now on (see the module doc)."""
+        old = q.client
+        log.info("queue '%s' in vhost '%s': forwarded to %s", q.name, q.vhost.name,
+                 f"node {target.node}" if isinstance(target, RemoteClient) else "this node")
+        old.refs.pop(q.qid, None)
+        saved = self.local_copies.get(q)
+        if not isinstance(old, RemoteClient):
+            saved = self.local_copies[q] = (old, q.qid)     # still open here, with its files
+        requeue = []
+        for s in list(self.broker.sessions):
+            for ch in list(getattr(s, "channels", {}).values()):
+                for d in ch.unacked.values():
+                    if d.queue is q and d.epoch == old.epoch:
+                        requeue.append(d.offset)
+        if requeue:
+            old.reject(q.qid, requeue, True)
+        for cid, consumer in list(old.consumers.items()):
+            if consumer.queue is q:
+                old.send(c.Unsub(req=0, cid=cid))
+                old.on_cancel(c.Cancel(cid=cid))        # basic.cancel to the client
+        if isinstance(target, RemoteClient):
+            target.dial()
+            q.qid = target.new_qid()
+        elif saved is not None and saved[0] is target:
+            del self.local_copies[q]
+            q.qid = saved[1]                # the copy this host has open (Open is a no-op)
+        else:
+            q.qid = target.new_qid()
+        q.client = target
+        target.refs[q.qid] = q
+        q.set_backlogged(False)
+        q.opened = q.open()
+
+    # ------------------------------------------------------------ the leader's side
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A node's link to this one (the cluster port's handler)."""
+        host = self.local_host()
+        if host is None or self.closed:
+            log.warning("a cluster link was refused: this node runs worker processes, and "
+                        "forwarding to them is not built yet (run with --workers 0)")
+            writer.close()
+            return
+        link = ForwardedLink(self, host)
+        link.endpoint = StreamEndpoint(reader, writer, link.on_batch, on_close=link.lost)
+        link.state = host.attach(link)
+        self.links.add(link)
+        link.endpoint.start()
+
+    def local_host(self):
+        """The host of this node's queues when it runs in this process (``--workers 0``)."""
+        parts = self.broker.partitions
+        if len(parts) == 1 and isinstance(parts[0].link, LocalLink):
+            return parts[0].link.host
+        return None
+
+    def local_queue(self, vhost: str, name: str):
+        vh = self.broker.vhosts.get(vhost)
+        q = vh.queues.get(name) if vh is not None else None
+        if q is None or q.deleted or q.exclusive_owner is not None \
+                or isinstance(q.client, RemoteClient):
+            return None
+        return q
+
+    async def close(self) -> None:
+        self.closed = True
+        for client in self.remotes.values():
+            client.close()
+        for link in list(self.links):
+            link.close()
+
+
+class ForwardedLink:
+    """Another node's link to this node's host: its commands with its qids mapped onto ours
+    (``Open`` names the queue), our events with ours mapped back (see the module doc)."""
+
+    QID_LISTS = (c.Stats, c.GroupOffsets, c.Partitions)     # a list out, a dict by qid back
+
+    def __init__(self, forwarder: Forwarder, host):
+        self.forwarder = forwarder
+        self.host = host
+        self.endpoint: StreamEndpoint | None = None
+        self.state = None
+        self.node = "?"
+        self.qids: dict[int, int] = {}      # remote qid -> local qid
+        self.back: dict[int, int] = {}      # local qid -> remote qid (the latest)
+        self.keyed: dict[int, None] = {}    # reqs whose reply is a dict by local qid
+        self.held: list | None = None       # commands behind an Open that waits (in order)
+        self._waiting_since = 0.0
+
+    # ------------------------------------------------------------ commands in
+    def on_batch(self, batch) -> None:
+        if self.held is not None:
+            self.held.extend(batch)
+            return
+        self._handle(batch)
+
+    def _handle(self, batch) -> None:
+        out = []
+        qids = self.qids
+        for i, m in enumerate(batch):
+            kind = type(m)
+            if kind is c.Pub or kind is c.Ack or kind is c.Reject:
+                out.append(m._replace(qid=qids.get(m.qid, 0)))
+            elif kind is c.Open:
+                if not self._open(m):
+                    self.host.handle(self.state, out)
+                    self.held = list(batch[i:])
+                    self.forwarder.broker.loop.call_later(0.05, self._retry)
+                    return
+            elif kind is c.NodeHello:
+                self.node = m.node
+            elif kind is c.Close:
+                pass                        # the remote's shutdown is not ours
+            elif kind in self.QID_LISTS:
+                self.keyed[m.req] = None
+                out.append(m._replace(qids=[qids.get(q, 0) for q in m.qids]))
+            elif "qid" in m._fields:
+                out.append(m._replace(qid=qids.get(m.qid, 0)))
+            else:
+                out.append(m)
+        if out:
+            self.host.handle(self.state, out)
+
+    def _open(self, m: c.Open) -> bool:
+        """Map the remote's qid onto ours; False while this node has not applied the queue
+        yet (its declare is in etcd, the watch is on its way)."""
+        q = self.forwarder.local_queue(m.vhost, m.name)
+        if q is None:
+            now = self.forwarder.broker.loop.time()
+            if not self._waiting_since:
+                self._waiting_since = now
+                return False
+            if now - self._waiting_since < OPEN_WAIT:
+                return False
+            self._waiting_since = 0.0
+            err = errors.NotFound(f"no queue '{m.name}' in vhost '{m.vhost}' on node "
+                                  f"'{self.forwarder.node.name}'")
+            if m.req:
+                self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(err)))
+            return True
+        self._waiting_since = 0.0
+        self.qids[m.qid] = q.qid
+        self.back[q.qid] = m.qid
+        if m.req:
+            self.emit(c.Reply(req=m.req, ok=True, value=None))
+        return True
+
+    def _retry(self) -> None:
+        held, self.held = self.held, None
+        if held is None or self.endpoint is None or self.endpoint.closed:
+            return
+        self._handle(held)
+
+    # ------------------------------------------------------------ events out
+    def emit(self, event) -> None:
+        kind = type(event)
+        if kind is c.Dlv or kind is c.Flow or kind is c.Gone:
+            remote = self.back.get(event.qid)
+            if remote is None:
+                return                      # a queue this node has not opened
+            event = event._replace(qid=remote)
+        elif kind is c.Reply and event.req in self.keyed:
+            del self.keyed[event.req]
+            if event.ok and isinstance(event.value, dict):
+                back = self.back
+                event = event._replace(value={back[k]: v for k, v in event.value.items()
+                                              if k in back})
+        elif kind is c.Dlx or kind is c.GroupRevoked:
+            return                          # the supervisor's (links[0]), never ours
+        self.endpoint.send(event)
+
+    send = emit
+
+    # ------------------------------------------------------------ the end
+    def lost(self, end) -> None:
+        """The other node went away: its consumers go, their unacked messages requeued."""
+        self.host.detach(self.state)
+        self.forwarder.links.discard(self)
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.host.detach(self.state)
+        self.forwarder.links.discard(self)
