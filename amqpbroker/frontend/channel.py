@@ -95,7 +95,7 @@ class Channel:
         # queues this channel is deleting: the basic.cancel of its own consumers there waits
         # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
         self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
-        self.stats = self.broker.stats.channel()     # amqpbroker/stats
+        self.stats = self.broker.stats.channel(self)     # amqpbroker/stats
 
     # ============================================================ publish
     def on_publish(self, ev):
@@ -204,7 +204,11 @@ class Channel:
         """Hand a routed message to its queues (or return it), then confirm."""
         session = self.session
         confirm = self.confirm
-        self.stats.on_publish(ex, len(queues), ev.mandatory, confirm, len(ev.body))
+        stats = self.stats
+        if ex is stats.exchange and queues:     # counted per batch (amqpbroker/stats)
+            stats.pending.append(len(ev.body))
+        else:
+            stats.on_publish(ex, len(queues), ev.mandatory, len(ev.body))
         tickets = []
         if not queues:
             if ev.mandatory:
@@ -298,17 +302,22 @@ class Channel:
         tag = self.next_tag
         self.next_tag = tag + 1
         session = self.session
+        # the delivery is counted by its tag (amqpbroker/stats): only the no-ack ones and
+        # redeliveries are told apart here
         if not consumer.no_ack:
             q = consumer.queue
             self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
+        else:
+            self.stats.deliver_no_ack += 1
+        if redelivered:
+            self.stats.redeliver += 1
         properties = record.properties
         if consumer.partition is not None:  # a consumer group's: partition and offset
             properties = props_mod.with_group_headers(properties, consumer.partition,
                                                       offset)
         elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
-        self.stats.on_deliver(consumer.no_ack, redelivered)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))
@@ -348,6 +357,7 @@ class Channel:
         """Direct reply-to: no queue, no ack, no credit."""
         tag = self.next_tag
         self.next_tag = tag + 1
+        self.stats.direct += 1              # takes a tag, is not counted as a delivery
         self.session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, False, record.exchange.encode(),
             record.routing_key.encode(), record.properties, record.body,
@@ -857,6 +867,7 @@ class Channel:
     def confirm_select(self, m) -> None:
         if self.tx is not None:
             raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
+        self.stats.on_confirm_select()      # publish_confirm: the publishes from here on
         self.confirm = True
         if not m.nowait:
             self.session.send_method(self.number, C.Confirm.SelectOk())

@@ -241,6 +241,9 @@ class Session(asyncio.BufferedProtocol):
                 self._on_error(errors.InternalError("internal error"))
         for p in partitions:
             p.release()
+        stats = self.broker.stats
+        if stats.dirty:                 # publishes are counted per read (amqpbroker/stats)
+            stats.fold_dirty()
         self.flush()
 
     def _on_error(self, err: errors.AMQPError, channel: int | None = None) -> None:

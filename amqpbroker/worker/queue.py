@@ -114,6 +114,7 @@ class Queue:
         self._expires_timer = None
         self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
         self._recover()
+        self.stats.count_appends(self.store)    # publishes: the offsets appended from here
         self.touch()
 
     # ---------------------------------------------------------------- recovery
@@ -231,7 +232,7 @@ class Queue:
         else:
             immediate = False
         offset = self.store.append(record)
-        self.stats.on_publish(size)
+        self.stats.publish_bytes += size        # the count is the store's (count_appends)
         self.host.committer.mark(self)
         if producer is not None:
             self.producers.stored(*producer, offset)
@@ -411,26 +412,34 @@ class Queue:
     def _dispatch(self, check_expiry: bool) -> None:
         if check_expiry and (self.args.message_ttl is not None or self._expiry_timer is not None):
             self.expire_head()
-        while self.ready_count:
-            consumer = self._next_consumer()
-            if consumer is None:
-                break
-            offset, rec = self._pop_head()
-            if offset is None:
-                break           # head not durable yet; the commit round re-dispatches
-            redelivered = offset < self.redeliver_below or offset in self.redelivered
-            if not consumer.no_ack:
-                self._hold(offset, rec)
-            self.stats.on_deliver(consumer.no_ack, redelivered)
-            if redelivered:
-                self.redelivered.discard(offset)
-                consumer.deliver(self, offset, self._redelivery(offset, rec), True)
-            else:
-                consumer.deliver(self, offset, rec, False)
-            if consumer.no_ack:
-                self._done(offset)
-            if len(self.consumers) > 1 and not self.args.single_active:
-                self._rotate(consumer)
+        # counted per run, not per delivery (amqpbroker/stats): locals, added up at the end
+        sent = no_ack = redelivered_n = 0
+        try:
+            while self.ready_count:
+                consumer = self._next_consumer()
+                if consumer is None:
+                    break
+                offset, rec = self._pop_head()
+                if offset is None:
+                    break           # head not durable yet; the commit round re-dispatches
+                redelivered = offset < self.redeliver_below or offset in self.redelivered
+                if not consumer.no_ack:
+                    self._hold(offset, rec)
+                sent += 1
+                if redelivered:
+                    redelivered_n += 1
+                    self.redelivered.discard(offset)
+                    consumer.deliver(self, offset, self._redelivery(offset, rec), True)
+                else:
+                    consumer.deliver(self, offset, rec, False)
+                if consumer.no_ack:
+                    no_ack += 1
+                    self._done(offset)
+                if len(self.consumers) > 1 and not self.args.single_active:
+                    self._rotate(consumer)
+        finally:
+            if sent:
+                self.stats.on_deliveries(sent - no_ack, no_ack, redelivered_n)
         if self.flow_on and self.ready_count < self.FLOW_HIGH // 2 \
                 and self.ready_bytes < self.FLOW_HIGH_BYTES // 2:
             self.release_publishers()
