@@ -113,6 +113,10 @@ class Queue:
         self._expiry_timer = None
         self._expires_timer = None
         self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
+        a = self.args                           # publish's fast path applies
+        self._plain = (a.max_length is None and a.max_length_bytes is None
+                       and a.message_ttl is None and not a.max_priority
+                       and self.dedup_keys is None)
         self._recover()
         self.stats.count_appends(self.store)    # publishes: the offsets appended from here
         self.touch()
@@ -197,6 +201,25 @@ class Queue:
         producer's sequence out of order). A duplicate (dedup.py) is not appended and counts
         as stored: True, once the message it repeats is durable. ``flags``: ``PUB_*`` of
         contract.py."""
+        if self._plain and not flags and not (record.properties and record.properties[0] & 1):
+            # the usual message (no producer id, no expiration) to a queue with no limit,
+            # TTL, priorities or de-duplication: ``_publish``'s steps without its checks
+            size = len(record.body)
+            offset = self.store.append(record)
+            self.stats.publish_bytes += size    # the count is the store's (count_appends)
+            self.host.committer.mark(self)
+            self.ready[0].append(offset)
+            self.ready_count += 1
+            self.ready_bytes += size
+            if self.ready_count == 1 and self.consumers and not self._dispatch_scheduled \
+                    and not self._dispatching:
+                self.dispatch()
+            else:
+                self.schedule_dispatch()
+            return True
+        return self._publish(record, priority, flags)
+
+    def _publish(self, record: Record, priority: int, flags: int) -> bool:
         producer = key = None
         if flags & PUB_PRODUCER:
             producer = dedup.producer_of(record.properties)
