@@ -12,6 +12,7 @@ import os
 import re
 import uuid
 from collections import deque
+from itertools import takewhile
 
 from pamqp import commands as C
 
@@ -60,17 +61,11 @@ def _random_suffix() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
 
-class Delivery:
-    """An unacked delivery: which queue and offset, for which consumer (None: basic.get), and
-    the host's epoch (a delivery from before a worker restart is void: the queue has it
-    back)."""
-    __slots__ = ("queue", "offset", "consumer", "epoch")
-
-    def __init__(self, queue, offset, consumer, epoch):
-        self.queue = queue
-        self.offset = offset
-        self.consumer = consumer
-        self.epoch = epoch
+# An unacked delivery is a tuple (queue, offset, consumer, epoch): which queue and offset, for
+# which consumer (None: basic.get), and the host's epoch (a delivery from before a worker
+# restart is void: the queue has it back). A tuple, not an object: one is built per delivery
+# (a slotted class's __init__ costs several times a tuple's display), and only ``_settle``
+# reads them, by unpacking.
 
 
 class Channel:
@@ -79,7 +74,7 @@ class Channel:
         self.broker = session.broker
         self.number = number
         self.next_tag = 1
-        self.unacked: dict[int, Delivery] = {}
+        self.unacked: dict[int, tuple] = {}    # tag -> delivery
         self.consumers: dict = {}      # Consumer.key (its tag; (tag, partition) for the
         #                                 shares of a consumer group member) -> Consumer
         self.groups: dict[str, group_member.GroupMember] = {}     # tag -> group member
@@ -306,7 +301,7 @@ class Channel:
         # redeliveries are told apart here
         if not consumer.no_ack:
             q = consumer.queue
-            self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
+            self.unacked[tag] = (q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
         else:
             self.stats.deliver_no_ack += 1
@@ -413,7 +408,7 @@ class Channel:
             self._settle(taken, ack=False, requeue=ev.requeue)
 
     def _take(self, tag: int, multiple: bool, cid: int, mid: int) -> list:
-        """Remove and return [(tag, Delivery)] for an ack/nack; unknown tag is 406."""
+        """Remove and return [(tag, delivery)] for an ack/nack; unknown tag is 406."""
         unacked = self.unacked
         if multiple:
             if tag != 0 and tag not in unacked:
@@ -423,12 +418,8 @@ class Channel:
                 unacked.clear()
                 return taken
             # tags were inserted in increasing order: one pass over the head of the dict (a
-            # next(iter()) per tag rescans the entries popped before it: quadratic)
-            upto = []
-            for t in unacked:
-                if t > tag:
-                    break
-                upto.append(t)
+            # next(iter()) per tag rescans the entries popped before it: quadratic), in C
+            upto = list(takewhile(tag.__ge__, unacked))
             pop = unacked.pop
             return [(t, pop(t)) for t in upto]
         d = unacked.pop(tag, None)
@@ -444,12 +435,11 @@ class Channel:
         # run): the accounting and the credit are per run, the offsets keep the tags' order
         runs = []
         run = None
-        for _, d in taken:
-            if run is None or d.consumer is not run[0] or d.queue is not run[1] \
-                    or d.epoch != run[2]:
-                run = (d.consumer, d.queue, d.epoch, [])
+        for _, (q, offset, c, epoch) in taken:
+            if run is None or c is not run[0] or q is not run[1] or epoch != run[2]:
+                run = (c, q, epoch, [])
                 runs.append(run)
-            run[3].append(d.offset)
+            run[3].append(offset)
         for c, q, epoch, offsets in runs:
             live = epoch == q.client.epoch and not q.deleted
             if c is not None:
@@ -848,7 +838,7 @@ class Channel:
         tag = self.next_tag
         self.next_tag += 1
         if not m.no_ack:
-            self.unacked[tag] = Delivery(q, offset, None, epoch)
+            self.unacked[tag] = (q, offset, None, epoch)
         session.write(fp.build_get_ok(self.number, tag, redelivered, record.exchange.encode(),
                                       record.routing_key.encode(), remaining, record.properties,
                                       record.body, session.conn.frame_max))
