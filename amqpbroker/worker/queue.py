@@ -480,8 +480,10 @@ class Queue:
     memory = queue_memory       # bytes this queue holds in the worker, estimated (memory.py)
 
     def check_backlog(self) -> None:
-        """After publishes: tell publishers to wait if this queue just became backlogged."""
-        if not self.flow_on and self.backlogged:
+        """After publishes: tell publishers to wait if this queue just became backlogged
+        (``backlogged`` spelt out: this runs once per publish)."""
+        if not self.flow_on and self.consumers and (self.ready_count > self.FLOW_HIGH
+                                                    or self.ready_bytes > self.FLOW_HIGH_BYTES):
             self.flow_on = True
             self.host.flow(self, True)
 
