@@ -1,7 +1,8 @@
 """The counters, and the snapshots a front-end and a partition host answer with.
 
-Every counter is an int attribute bumped by one method call where the event happens
-(``channel.stats.on_publish(...)``); nothing here does I/O, allocates per message or knows
+Every counter is an int attribute, added to per batch on the message path (a read's
+publishes, a dispatch run's deliveries, a multiple ack) or derived from a number the path keeps
+anyway (delivery tags, store offsets), and per event elsewhere; nothing here does I/O or knows
 the process it runs in. With statistics off (``--collect-statistics none``) the objects are
 ``Null*`` twins whose methods do nothing, so the call sites need no ``if``.
 """
