@@ -12,6 +12,7 @@ import os
 import re
 import uuid
 from collections import deque
+from itertools import takewhile
 
 from pamqp import commands as C
 
@@ -60,17 +61,11 @@ def _random_suffix() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
 
-class Delivery:
-    """An unacked delivery: which queue and offset, for which consumer (None: basic.get), and
-    the host's epoch (a delivery from before a worker restart is void: the queue has it
-    back)."""
-    __slots__ = ("queue", "offset", "consumer", "epoch")
-
-    def __init__(self, queue, offset, consumer, epoch):
-        self.queue = queue
-        self.offset = offset
-        self.consumer = consumer
-        self.epoch = epoch
+# An unacked delivery is a tuple (queue, offset, consumer, epoch): which queue and offset, for
+# which consumer (None: basic.get), and the host's epoch (a delivery from before a worker
+# restart is void: the queue has it back). A tuple, not an object: one is built per delivery
+# (a slotted class's __init__ costs several times a tuple's display), and only ``_settle``
+# reads them, by unpacking.
 
 
 class Channel:
@@ -79,7 +74,7 @@ class Channel:
         self.broker = session.broker
         self.number = number
         self.next_tag = 1
-        self.unacked: dict[int, Delivery] = {}
+        self.unacked: dict[int, tuple] = {}    # tag -> delivery
         self.consumers: dict = {}      # Consumer.key (its tag; (tag, partition) for the
         #                                 shares of a consumer group member) -> Consumer
         self.groups: dict[str, group_member.GroupMember] = {}     # tag -> group member
@@ -95,7 +90,7 @@ class Channel:
         # queues this channel is deleting: the basic.cancel of its own consumers there waits
         # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
         self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
-        self.stats = self.broker.stats.channel()     # amqpbroker/stats
+        self.stats = self.broker.stats.channel(self)     # amqpbroker/stats
 
     # ============================================================ publish
     def on_publish(self, ev):
@@ -165,7 +160,7 @@ class Channel:
                     raw = props_mod.rewrite(raw, drop_headers=("BCC",))
         if scan.reply_to == REPLY_TO:
             raw = props_mod.rewrite(raw, reply_to=REPLY_TO_PREFIX + session.reply_token)
-        record = Record(now_ms(), ev.exchange, routing_key, raw, ev.body,
+        record = Record(session.clock_ms or now_ms(), ev.exchange, routing_key, raw, ev.body,
                         1 if scan.delivery_mode == 2 else 0)
         if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):
             routed = self._deliver_direct_reply(routing_key[len(REPLY_TO_PREFIX):], record)
@@ -204,7 +199,11 @@ class Channel:
         """Hand a routed message to its queues (or return it), then confirm."""
         session = self.session
         confirm = self.confirm
-        self.stats.on_publish(ex, len(queues), ev.mandatory, confirm, len(ev.body))
+        stats = self.stats
+        if ex is stats.exchange and queues:     # counted per batch (amqpbroker/stats)
+            stats.pending.append(len(ev.body))
+        else:
+            stats.on_publish(ex, len(queues), ev.mandatory, len(ev.body))
         tickets = []
         if not queues:
             if ev.mandatory:
@@ -298,17 +297,22 @@ class Channel:
         tag = self.next_tag
         self.next_tag = tag + 1
         session = self.session
+        # the delivery is counted by its tag (amqpbroker/stats): only the no-ack ones and
+        # redeliveries are told apart here
         if not consumer.no_ack:
             q = consumer.queue
-            self.unacked[tag] = Delivery(q, offset, consumer, q.client.epoch)
+            self.unacked[tag] = (q, offset, consumer, q.client.epoch)
             consumer.unacked += 1
+        else:
+            self.stats.deliver_no_ack += 1
+        if redelivered:
+            self.stats.redeliver += 1
         properties = record.properties
         if consumer.partition is not None:  # a consumer group's: partition and offset
             properties = props_mod.with_group_headers(properties, consumer.partition,
                                                       offset)
         elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
             properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
-        self.stats.on_deliver(consumer.no_ack, redelivered)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))
@@ -348,6 +352,7 @@ class Channel:
         """Direct reply-to: no queue, no ack, no credit."""
         tag = self.next_tag
         self.next_tag = tag + 1
+        self.stats.direct += 1              # takes a tag, is not counted as a delivery
         self.session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, False, record.exchange.encode(),
             record.routing_key.encode(), record.properties, record.body,
@@ -403,7 +408,7 @@ class Channel:
             self._settle(taken, ack=False, requeue=ev.requeue)
 
     def _take(self, tag: int, multiple: bool, cid: int, mid: int) -> list:
-        """Remove and return [(tag, Delivery)] for an ack/nack; unknown tag is 406."""
+        """Remove and return [(tag, delivery)] for an ack/nack; unknown tag is 406."""
         unacked = self.unacked
         if multiple:
             if tag != 0 and tag not in unacked:
@@ -413,12 +418,8 @@ class Channel:
                 unacked.clear()
                 return taken
             # tags were inserted in increasing order: one pass over the head of the dict (a
-            # next(iter()) per tag rescans the entries popped before it: quadratic)
-            upto = []
-            for t in unacked:
-                if t > tag:
-                    break
-                upto.append(t)
+            # next(iter()) per tag rescans the entries popped before it: quadratic), in C
+            upto = list(takewhile(tag.__ge__, unacked))
             pop = unacked.pop
             return [(t, pop(t)) for t in upto]
         d = unacked.pop(tag, None)
@@ -434,12 +435,11 @@ class Channel:
         # run): the accounting and the credit are per run, the offsets keep the tags' order
         runs = []
         run = None
-        for _, d in taken:
-            if run is None or d.consumer is not run[0] or d.queue is not run[1] \
-                    or d.epoch != run[2]:
-                run = (d.consumer, d.queue, d.epoch, [])
+        for _, (q, offset, c, epoch) in taken:
+            if run is None or c is not run[0] or q is not run[1] or epoch != run[2]:
+                run = (c, q, epoch, [])
                 runs.append(run)
-            run[3].append(d.offset)
+            run[3].append(offset)
         for c, q, epoch, offsets in runs:
             live = epoch == q.client.epoch and not q.deleted
             if c is not None:
@@ -838,7 +838,7 @@ class Channel:
         tag = self.next_tag
         self.next_tag += 1
         if not m.no_ack:
-            self.unacked[tag] = Delivery(q, offset, None, epoch)
+            self.unacked[tag] = (q, offset, None, epoch)
         session.write(fp.build_get_ok(self.number, tag, redelivered, record.exchange.encode(),
                                       record.routing_key.encode(), remaining, record.properties,
                                       record.body, session.conn.frame_max))
@@ -857,6 +857,7 @@ class Channel:
     def confirm_select(self, m) -> None:
         if self.tx is not None:
             raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
+        self.stats.on_confirm_select()      # publish_confirm: the publishes from here on
         self.confirm = True
         if not m.nowait:
             self.session.send_method(self.number, C.Confirm.SelectOk())

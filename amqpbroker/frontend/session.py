@@ -25,6 +25,7 @@ from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
+from ..storage.record import now_ms
 from . import tls
 from .channel import HANDLERS, Channel
 
@@ -71,6 +72,7 @@ class Session(asyncio.BufferedProtocol):
     def __init__(self, server):
         self.server = server
         self.broker = server.broker
+        self.clock_ms = 0               # while _process runs: the time of its read (ms)
         self.loop = server.broker.loop
         cfg = self.broker.config
         self.conn = Connection(server.server_properties, frame_max=cfg.frame_max,
@@ -209,6 +211,9 @@ class Session(asyncio.BufferedProtocol):
         partitions = self.broker.partitions
         for p in partitions:            # publishes go to the host as one batch (LocalLink)
             p.hold()
+        # the timestamp of the messages of this read: one clock read per read, not per
+        # message (a publish made outside this loop reads the clock itself)
+        self.clock_ms = now_ms()
         while not self.closed:
             if self._throttled_by or self.reading_paused or self._waiting or not self.writable:
                 break                   # unthrottle() / the alarm's end / a reply / drained
@@ -239,8 +244,12 @@ class Session(asyncio.BufferedProtocol):
                 log.exception("connection %s: internal error", self.name,
                               extra=self.log_context())
                 self._on_error(errors.InternalError("internal error"))
+        self.clock_ms = 0
         for p in partitions:
             p.release()
+        stats = self.broker.stats
+        if stats.dirty:                 # publishes are counted per read (amqpbroker/stats)
+            stats.fold_dirty()
         self.flush()
 
     def _on_error(self, err: errors.AMQPError, channel: int | None = None) -> None:

@@ -1,14 +1,15 @@
 """The counters, and the snapshots a front-end and a partition host answer with.
 
-Every counter is an int attribute bumped by one method call where the event happens
-(``channel.stats.on_publish(...)``); nothing here does I/O, allocates per message or knows
+Every counter is an int attribute, added to per batch on the message path (a read's
+publishes, a dispatch run's deliveries, a multiple ack) or derived from a number the path keeps
+anyway (delivery tags, store offsets), and per event elsewhere; nothing here does I/O or knows
 the process it runs in. With statistics off (``--collect-statistics none``) the objects are
 ``Null*`` twins whose methods do nothing, so the call sites need no ``if``.
 """
 from __future__ import annotations
 
 import operator
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 
 # RabbitMQ's message_size_bytes buckets (rabbit_msg_size_metrics.erl), upper bounds inclusive;
@@ -33,47 +34,88 @@ def enabled(config) -> bool:
 
 # ============================================================================ front-end
 class ChannelCounters:
-    """One AMQP channel's counts (RabbitMQ's channel message_stats)."""
-    __slots__ = ("node", "confirmed_upto", "exchange", "exchange_n", "sizes", "size_sum",
-                 *COUNTED_FIELDS)
+    """One AMQP channel's counts (RabbitMQ's channel message_stats).
 
-    def __init__(self, node: "FrontendStats"):
+    Counted per batch, not per message (issue 11: statistics on must cost within 5 % of off):
+
+    * publishes: the channel appends the body size to ``pending`` (one list append) while the
+      exchange is the one of the last publish and the message was routed; anything else goes
+      through ``on_publish``. ``fold`` turns ``pending`` into the counts, the node's size
+      histogram and its exchange's count: the session calls the node's ``fold_dirty`` after
+      each read it handled, a snapshot and the channel's close fold too, so no count waits
+      longer than that. ``publish_confirm`` is derived: every publish since confirm.select.
+    * deliveries: every delivery and basic.get-ok takes the channel's next delivery tag, so
+      deliveries are the tags taken less the gets and direct reply-to deliveries; only the
+      no-ack ones (and redeliveries) are counted, by an increment in the branch the channel
+      takes for them anyway.
+    * acks, confirms: one call per frame / per settled run, as before.
+    """
+    __slots__ = ("node", "channel", "confirmed_upto", "exchange", "pending", "confirm_base",
+                 "direct", "publish", "drop_unroutable", "return_unroutable", "confirm",
+                 "deliver_no_ack", "get", "get_no_ack", "get_empty", "redeliver", "ack")
+
+    def __init__(self, node: "FrontendStats", channel=None):
         self.node = node
+        self.channel = channel      # its next_tag numbers the deliveries (None: no deliveries)
         self.confirmed_upto = 0
-        self.exchange = None        # the exchange of the last publishes, and how many since
-        self.exchange_n = 0         # it became the last (added to the node's on a change)
-        self.sizes = [0] * (len(SIZE_BOUNDS) + 1)
-        self.size_sum = 0
-        for f in COUNTED_FIELDS:
-            setattr(self, f, 0)
+        self.exchange = None        # the exchange of the publishes in ``pending``; not None
+        self.pending: list = []     # while this is in the node's ``dirty`` list
+        self.confirm_base = None    # publishes before confirm.select
+        self.direct = 0             # direct reply-to deliveries (they take a tag, not counted)
+        self.publish = self.drop_unroutable = self.return_unroutable = self.confirm = 0
+        self.deliver_no_ack = self.get = self.get_no_ack = self.get_empty = 0
+        self.redeliver = self.ack = 0
 
     def values(self) -> tuple:
         """The counts in ``CHANNEL_FIELDS`` order."""
-        counted = [getattr(self, f) for f in COUNTED_FIELDS]
-        return (*counted, counted[0] - counted[2] - counted[3])
+        publish = self.publish + len(self.pending)
+        base = self.confirm_base
+        tagged = self.channel.next_tag - 1 if self.channel is not None else 0
+        delivered = tagged - self.get - self.get_no_ack - self.direct
+        return (publish, publish - base if base is not None else 0, self.drop_unroutable,
+                self.return_unroutable, self.confirm, delivered - self.deliver_no_ack,
+                self.deliver_no_ack, self.get, self.get_no_ack, self.get_empty, self.redeliver,
+                self.ack, publish - self.drop_unroutable - self.return_unroutable)
 
-    def on_publish(self, exchange, routed: int, mandatory: bool, confirm: bool,
-                   size: int) -> None:
-        """A basic.publish into ``exchange`` that reached ``routed`` queues. The usual case
-        (routed, to the same exchange as the last) is four increments, an identity test and
-        a bisect; the rest is derived when asked."""
-        self.publish += 1
-        if exchange is self.exchange:
-            self.exchange_n += 1
-        else:
-            self._switch_exchange(exchange)
-        if confirm:
-            self.publish_confirm += 1
+    def on_publish(self, exchange, routed: int, mandatory: bool, size: int) -> None:
+        """A basic.publish into ``exchange`` that reached ``routed`` queues, when the channel's
+        fast path (``exchange is self.exchange`` and routed: append ``size`` to ``pending``)
+        does not apply."""
+        if exchange is not self.exchange:
+            if self.exchange is None:
+                self.node.dirty.append(self)
+            else:
+                self.fold()
+            self.exchange = exchange
+        self.pending.append(size)
         if not routed:
             self._unroutable(exchange, mandatory)
-        self.sizes[bisect_left(SIZE_BOUNDS, size)] += 1
-        self.size_sum += size
 
-    def _switch_exchange(self, exchange) -> None:
-        if self.exchange is not None:
-            self.node.exchange_in[self.exchange] += self.exchange_n
-        self.exchange = exchange
-        self.exchange_n = 1
+    def fold(self) -> None:
+        """``pending`` joins the counts, the node's size histogram and the exchange's count;
+        the next publish goes through ``on_publish`` (which puts this back in ``dirty``)."""
+        pending = self.pending
+        n = len(pending)
+        if n:
+            node = self.node
+            self.publish += n
+            node.exchange_in[self.exchange] += n
+            node.size_sum += sum(pending)
+            sizes = node.sizes
+            lo = bisect_left(SIZE_BOUNDS, min(pending))
+            hi = bisect_left(SIZE_BOUNDS, max(pending))
+            if lo == hi:                # the usual batch: one bucket
+                sizes[lo] += n
+            else:
+                pending.sort()
+                below = 0
+                for i in range(lo, hi):
+                    upto = bisect_right(pending, SIZE_BOUNDS[i])
+                    sizes[i] += upto - below
+                    below = upto
+                sizes[hi] += n - below
+            self.pending = []
+        self.exchange = None
 
     def _unroutable(self, exchange, mandatory: bool) -> None:
         self.node.exchange_unrouted[exchange] += 1
@@ -82,13 +124,9 @@ class ChannelCounters:
         else:
             self.drop_unroutable += 1
 
-    def on_deliver(self, no_ack: bool, redelivered: bool) -> None:
-        if no_ack:
-            self.deliver_no_ack += 1
-        else:
-            self.deliver += 1
-        if redelivered:
-            self.redeliver += 1
+    def on_confirm_select(self) -> None:
+        if self.confirm_base is None:
+            self.confirm_base = self.publish + len(self.pending)
 
     def on_get(self, no_ack: bool, redelivered: bool) -> None:
         if no_ack:
@@ -152,11 +190,13 @@ class FrontendStats:
         self.exchange_unrouted: defaultdict = defaultdict(int)  # Exchange -> not routed
         self.sizes = [0] * (len(SIZE_BOUNDS) + 1)
         self.size_sum = 0
+        self.dirty: list = []               # ChannelCounters with publishes not yet folded
 
     # ------------------------------------------------------------------ factories
-    def channel(self) -> ChannelCounters:
+    def channel(self, channel=None) -> ChannelCounters:
         self.channels_opened += 1
-        return ChannelCounters(self) if self.enabled else NullChannelCounters(self)
+        return (ChannelCounters(self, channel) if self.enabled
+                else NullChannelCounters(self, channel))
 
     def connection(self) -> ConnectionCounters:
         return ConnectionCounters() if self.enabled else NULL_CONNECTION
@@ -176,30 +216,28 @@ class FrontendStats:
         elif name == "QueueDeleted":
             self.queues_deleted += 1
 
+    def fold_dirty(self) -> None:
+        """Publishes counted since the last fold join the counts (after each read a session
+        handled, and before a snapshot): one fold per channel that published, not one
+        count per message."""
+        dirty = self.dirty
+        for counters in dirty:
+            counters.fold()
+        dirty.clear()
+
     def channel_closed(self, counters: ChannelCounters) -> None:
         self.channels_closed += 1
+        counters.fold()                 # it may stay in ``dirty``: folding again adds nothing
         totals = self.closed_totals
         for i, v in enumerate(counters.values()):
             totals[i] += v
-        self._fold_sizes_and_exchange(counters)
-
-    def _fold_sizes_and_exchange(self, counters: ChannelCounters) -> None:
-        """A channel's message sizes and publishes of its current exchange join the node's
-        (at close, and when a snapshot is taken)."""
-        for i, n in enumerate(counters.sizes):
-            self.sizes[i] += n
-            counters.sizes[i] = 0
-        self.size_sum += counters.size_sum
-        counters.size_sum = 0
-        if counters.exchange is not None:
-            self.exchange_in[counters.exchange] += counters.exchange_n
-            counters.exchange_n = 0
 
     # ------------------------------------------------------------------ snapshot
     def snapshot(self, broker, sessions) -> dict:
         """What this front-end tells the supervisor: its totals, each connection and channel,
         each exchange's in/out (only this process's publishes)."""
         from ..frontend.session import connection_name      # the API's name of it
+        self.fold_dirty()
         totals = list(self.closed_totals)
         conns = []
         publishers = consumers = 0
@@ -208,7 +246,6 @@ class FrontendStats:
                 continue                    # still in the handshake
             chans = []
             for ch in s.channels.values():
-                self._fold_sizes_and_exchange(ch.stats)
                 values = ch.stats.values()
                 for i, v in enumerate(values):
                     totals[i] += v
@@ -252,13 +289,21 @@ class FrontendStats:
 
 
 class NullChannelCounters(ChannelCounters):
-    """Statistics off: the same calls, counting nothing."""
+    """Statistics off: the same calls, counting nothing (``exchange`` stays None, so every
+    publish takes ``on_publish``, which does nothing; the channel's increments of
+    ``deliver_no_ack`` and ``redeliver`` land here and are never reported)."""
     __slots__ = ()
 
-    def on_publish(self, exchange, routed, mandatory, confirm, size) -> None:
+    def values(self) -> tuple:
+        return (0,) * len(CHANNEL_FIELDS)
+
+    def on_publish(self, exchange, routed, mandatory, size) -> None:
         pass
 
-    def on_deliver(self, no_ack, redelivered) -> None:
+    def fold(self) -> None:
+        pass
+
+    def on_confirm_select(self) -> None:
         pass
 
     def on_get(self, no_ack, redelivered) -> None:
@@ -292,16 +337,31 @@ NULL_CONNECTION = NullConnectionCounters()
 
 # ============================================================================ worker
 class QueueCounters:
-    """One queue's counts (RabbitMQ's queue message_stats), kept by its partition host."""
-    __slots__ = QUEUE_FIELDS
+    """One queue's counts (RabbitMQ's queue message_stats), kept by its partition host.
+
+    A classic or quorum queue counts its publishes by the offsets its store handed out since
+    it opened (``count_appends``): nothing per message but the bytes, which the queue adds
+    itself (``publish_bytes += size``); deliveries are counted per dispatch run
+    (``on_deliveries``), acks per ack command."""
+    __slots__ = (*QUEUE_FIELDS, "store", "base")
 
     def __init__(self):
         for f in QUEUE_FIELDS:
             setattr(self, f, 0)
+        self.store = None
+        self.base = 0
+
+    def count_appends(self, store) -> None:
+        """Publishes are the records appended to ``store`` from now on."""
+        self.store = store
+        self.base = store.next_offset
 
     def values(self, _get=operator.attrgetter(*QUEUE_FIELDS)) -> tuple:
         """The counts in ``QUEUE_FIELDS`` order."""
-        return _get(self)
+        counted = _get(self)
+        if self.store is None:
+            return counted
+        return (counted[0] + self.store.next_offset - self.base, *counted[1:])
 
     def on_publish(self, size: int) -> None:
         self.publish += 1
@@ -314,6 +374,12 @@ class QueueCounters:
             self.deliver += 1
         if redelivered:
             self.redeliver += 1
+
+    def on_deliveries(self, acked: int, no_ack: int, redelivered: int) -> None:
+        """A dispatch run: ``acked`` + ``no_ack`` deliveries, ``redelivered`` of them again."""
+        self.deliver += acked
+        self.deliver_no_ack += no_ack
+        self.redeliver += redelivered
 
     def on_get(self, no_ack: bool, redelivered: bool) -> None:
         if no_ack:
@@ -328,12 +394,22 @@ class QueueCounters:
 
 
 class NullQueueCounters(QueueCounters):
+    """Statistics off: nothing reported (what a queue adds inline lands here unread)."""
     __slots__ = ()
+
+    def values(self) -> tuple:
+        return (0,) * len(QUEUE_FIELDS)
+
+    def count_appends(self, store) -> None:
+        pass
 
     def on_publish(self, size) -> None:
         pass
 
     def on_deliver(self, no_ack, redelivered) -> None:
+        pass
+
+    def on_deliveries(self, acked, no_ack, redelivered) -> None:
         pass
 
     def on_get(self, no_ack, redelivered) -> None:
@@ -343,11 +419,8 @@ class NullQueueCounters(QueueCounters):
         pass
 
 
-NULL_QUEUE = NullQueueCounters()
-
-
 def queue_counters(config) -> QueueCounters:
-    return QueueCounters() if enabled(config) else NULL_QUEUE
+    return QueueCounters() if enabled(config) else NullQueueCounters()
 
 
 class CommitTimings:

@@ -113,7 +113,12 @@ class Queue:
         self._expiry_timer = None
         self._expires_timer = None
         self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
+        a = self.args                           # publish's fast path applies
+        self._plain = (a.max_length is None and a.max_length_bytes is None
+                       and a.message_ttl is None and not a.max_priority
+                       and self.dedup_keys is None)
         self._recover()
+        self.stats.count_appends(self.store)    # publishes: the offsets appended from here
         self.touch()
 
     # ---------------------------------------------------------------- recovery
@@ -196,6 +201,25 @@ class Queue:
         producer's sequence out of order). A duplicate (dedup.py) is not appended and counts
         as stored: True, once the message it repeats is durable. ``flags``: ``PUB_*`` of
         contract.py."""
+        if self._plain and not flags and not (record.properties and record.properties[0] & 1):
+            # the usual message (no producer id, no expiration) to a queue with no limit,
+            # TTL, priorities or de-duplication: ``_publish``'s steps without its checks
+            size = len(record.body)
+            offset = self.store.append(record)
+            self.stats.publish_bytes += size    # the count is the store's (count_appends)
+            self.host.committer.mark(self)
+            self.ready[0].append(offset)
+            self.ready_count += 1
+            self.ready_bytes += size
+            if self.ready_count == 1 and self.consumers and not self._dispatch_scheduled \
+                    and not self._dispatching:
+                self.dispatch()
+            else:
+                self.schedule_dispatch()
+            return True
+        return self._publish(record, priority, flags)
+
+    def _publish(self, record: Record, priority: int, flags: int) -> bool:
         producer = key = None
         if flags & PUB_PRODUCER:
             producer = dedup.producer_of(record.properties)
@@ -231,7 +255,7 @@ class Queue:
         else:
             immediate = False
         offset = self.store.append(record)
-        self.stats.on_publish(size)
+        self.stats.publish_bytes += size        # the count is the store's (count_appends)
         self.host.committer.mark(self)
         if producer is not None:
             self.producers.stored(*producer, offset)
@@ -411,26 +435,34 @@ class Queue:
     def _dispatch(self, check_expiry: bool) -> None:
         if check_expiry and (self.args.message_ttl is not None or self._expiry_timer is not None):
             self.expire_head()
-        while self.ready_count:
-            consumer = self._next_consumer()
-            if consumer is None:
-                break
-            offset, rec = self._pop_head()
-            if offset is None:
-                break           # head not durable yet; the commit round re-dispatches
-            redelivered = offset < self.redeliver_below or offset in self.redelivered
-            if not consumer.no_ack:
-                self._hold(offset, rec)
-            self.stats.on_deliver(consumer.no_ack, redelivered)
-            if redelivered:
-                self.redelivered.discard(offset)
-                consumer.deliver(self, offset, self._redelivery(offset, rec), True)
-            else:
-                consumer.deliver(self, offset, rec, False)
-            if consumer.no_ack:
-                self._done(offset)
-            if len(self.consumers) > 1 and not self.args.single_active:
-                self._rotate(consumer)
+        # counted per run, not per delivery (amqpbroker/stats): locals, added up at the end
+        sent = no_ack = redelivered_n = 0
+        try:
+            while self.ready_count:
+                consumer = self._next_consumer()
+                if consumer is None:
+                    break
+                offset, rec = self._pop_head()
+                if offset is None:
+                    break           # head not durable yet; the commit round re-dispatches
+                redelivered = offset < self.redeliver_below or offset in self.redelivered
+                if not consumer.no_ack:
+                    self._hold(offset, rec)
+                sent += 1
+                if redelivered:
+                    redelivered_n += 1
+                    self.redelivered.discard(offset)
+                    consumer.deliver(self, offset, self._redelivery(offset, rec), True)
+                else:
+                    consumer.deliver(self, offset, rec, False)
+                if consumer.no_ack:
+                    no_ack += 1
+                    self._done(offset)
+                if len(self.consumers) > 1 and not self.args.single_active:
+                    self._rotate(consumer)
+        finally:
+            if sent:
+                self.stats.on_deliveries(sent - no_ack, no_ack, redelivered_n)
         if self.flow_on and self.ready_count < self.FLOW_HIGH // 2 \
                 and self.ready_bytes < self.FLOW_HIGH_BYTES // 2:
             self.release_publishers()
@@ -448,8 +480,10 @@ class Queue:
     memory = queue_memory       # bytes this queue holds in the worker, estimated (memory.py)
 
     def check_backlog(self) -> None:
-        """After publishes: tell publishers to wait if this queue just became backlogged."""
-        if not self.flow_on and self.backlogged:
+        """After publishes: tell publishers to wait if this queue just became backlogged
+        (``backlogged`` spelt out: this runs once per publish)."""
+        if not self.flow_on and self.consumers and (self.ready_count > self.FLOW_HIGH
+                                                    or self.ready_bytes > self.FLOW_HIGH_BYTES):
             self.flow_on = True
             self.host.flow(self, True)
 

@@ -147,6 +147,42 @@ def test_global_counters_move_exactly_by_what_clients_did(broker):
         sum(len(b"m%d" % i) for i in range(7)) + 2 * len(b"dropped") + len(b"returned")
 
 
+def test_publishes_counted_per_read_are_exact_open_and_at_close(broker):
+    """Publishes are counted per read, not per message (amqpbroker/stats): a burst that
+    switches exchange and size bucket on every message is counted exactly while its channel
+    is still open, and so is one whose connection closes in the same breath."""
+    q = "batch-q"
+    small, large = b"s" * 10, b"L" * 5000
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.queue_declare(q)
+    for i in range(40):                     # no confirms: the frames go out back to back
+        ch.basic_publish("", q, small if i % 2 else large)
+        ch.basic_publish("amq.fanout", "", small)          # no binding: dropped
+    wait_until(lambda: value(scrape(broker), "rabbitmq_queue_messages_ready") == 40,
+               what="40 messages in the queue")
+    counts = global_counts(scrape(broker))
+    assert (counts["received"], counts["routed"], counts["dropped"]) == (80, 40, 40)
+    closing = pika.BlockingConnection(pika.URLParameters(broker.url))
+    cch = closing.channel()
+    for _ in range(25):
+        cch.basic_publish("", q, small)
+    closing.close()                         # publishes and close in one go
+    wait_until(lambda: value(scrape(broker), "rabbitmq_queue_messages_ready") == 65,
+               what="65 messages in the queue")
+    samples = scrape(broker)
+    counts = global_counts(samples)
+    assert (counts["received"], counts["routed"], counts["dropped"]) == (105, 65, 40)
+    assert value(samples, "rabbitmq_queue_messages_published_total") == 65
+    bucket = "rabbitmq_message_size_bytes_bucket"
+    assert value(samples, bucket, le="100.0", **AMQP) == 20 + 40 + 25
+    assert value(samples, bucket, le="1000.0", **AMQP) == 85
+    assert value(samples, bucket, le="10000.0", **AMQP) == 105
+    assert value(samples, "rabbitmq_message_size_bytes_sum", **AMQP) == \
+        85 * len(small) + 20 * len(large)
+    conn.close()
+
+
 def test_queue_gauges_per_object_and_detailed(broker):
     conn = pika.BlockingConnection(pika.URLParameters(broker.url))
     ch = conn.channel()
