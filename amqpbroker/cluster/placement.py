@@ -230,6 +230,8 @@ class Placement:
             obj = json.loads(kv.value)
             if kind == "exchange" and obj.get("type") != TOPIC:
                 continue
+            if obj.get("exclusive"):
+                continue            # lives on its connection's node, never placed or forwarded
             n, replicas = wanted(obj, kind, max(nodes, 1))
             for i in range(n):
                 out[partition_key(obj["vhost"], obj["name"], i)] = (obj, kind,
