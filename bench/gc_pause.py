@@ -6,9 +6,9 @@ For each queue count, a one-process broker in this process (``testing.InProcessB
 metadata owner and a partition host on disk) declares that many queues, each bound to
 ``amq.topic``, through the metadata calls a channel makes; then it times five full
 collections (after one to start from a clean heap) and prints the medians (CPU and wall) with
-the number of objects the collector tracks. The pause is the whole event loop's: every connection and queue of the node
-waits for it. This is why ``supervisor/heap.py`` collects only where the supervisor holds no
-queues (see its docstring).
+the number of objects the collector tracks. The pause is the whole event loop's: every
+connection and queue of the node waits for it. This is why ``supervisor/heap.py`` collects
+only where the supervisor holds no queues (see its docstring).
 """
 from __future__ import annotations
 
