@@ -27,7 +27,9 @@ stops, the connections drain, and the verdict compares, per process, the mean of
 third of the samples with the first third (after ``--warmup``): RSS within 15 % or 16 MiB,
 descriptors within 25 % or 32; a process that restarted, a connection left open after the
 clients are gone, or a quiet broker holding more descriptors than at the start is a failure.
-Exit status 0 when flat. Every message goes to 127.0.0.1.
+Exit status 0 when flat. Each RSS line also gives the least-squares slope of the last third
+(MiB a minute): a margin that a long run's growth has not used up yet is not flatness, the
+slope says whether it is still rising. Every message goes to 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -407,6 +409,15 @@ def row(t: float, snap: dict) -> str:
 
 # ----------------------------------------------------------------------------- verdict
 
+def rss_slope(samples: list[tuple[float, dict]], role: str) -> float:
+    """Least-squares slope of ``role``'s RSS over ``samples``, in MiB a minute (0 if fewer
+    than two)."""
+    points = [(t / 60, s[role]["rss"] / MIB) for t, s in samples if role in s]
+    if len(points) < 2 or len({t for t, _ in points}) < 2:
+        return 0.0
+    return statistics.linear_regression(*zip(*points)).slope
+
+
 def verdict(samples: list[tuple[float, dict]], warmup: float, quiet: dict,
             start_quiet: dict) -> tuple[bool, list[str]]:
     lines, flat = [], True
@@ -426,8 +437,11 @@ def verdict(samples: list[tuple[float, dict]], warmup: float, quiet: dict,
             ok = b <= max(a * (1 + rel), a + absolute)
             flat &= ok
             shown = "MiB" if unit == MIB else ""
+            slope = ""
+            if metric == "rss":         # still rising at the end? (told, not judged)
+                slope = f" (last third's slope {rss_slope(last, role):+.2f} MiB/min)"
             lines.append(f"{role} {metric}: first third {a / unit:.1f}{shown}, last third "
-                         f"{b / unit:.1f}{shown}: {'flat' if ok else 'GREW'}")
+                         f"{b / unit:.1f}{shown}{slope}: {'flat' if ok else 'GREW'}")
     for role, s in quiet.items():
         if s["connections"]:
             flat = False

@@ -90,6 +90,7 @@ class Broker:
                 s.force_close(f"vhost '{name}' is deleted")
         for q in list(vh.queues.values()):
             self.drop_queue_of_deleted_vhost(vh, q)
+        vh.close()
         for key in [k for k in self.users.permissions if k[0] == name]:
             del self.users.permissions[key]
         self.changed(c.VhostDeleted(name=name))

@@ -107,6 +107,13 @@ class Exchange:
             self._removed(destination, k[1])
         return len(keys)
 
+    def clear_bindings(self) -> None:
+        """Remove every binding (the exchange's vhost is deleted)."""
+        for key in list(self.bindings):
+            del self.bindings[key]
+            self._count(key[0], -1)
+            self._removed(key[0], key[1])
+
     def has_bindings(self) -> bool:
         return bool(self.bindings)
 
@@ -186,18 +193,22 @@ def topic_words(key: str) -> list:
 
 
 class _Node:
-    """A trie node: the binding keys that end here, and the edges to the next word."""
-    __slots__ = ("parent", "word", "words", "star", "hash", "dests", "closure", "loops")
+    """A trie node: the binding keys that end here, and the edges to the next word.
 
-    def __init__(self, parent, word: str | None, loops: bool):
-        self.parent = parent
+    Nodes point only down (no parent, and a closure without the node itself), so the trie
+    holds no reference cycle: a pruned branch, or the trie of a deleted exchange, is freed by
+    reference counting alone, never left for the cyclic collector (``supervisor/heap.py``).
+    ``add`` and ``remove`` keep the path they walked instead of a parent pointer."""
+    __slots__ = ("word", "words", "star", "hash", "dests", "closure", "loops")
+
+    def __init__(self, word: str | None, loops: bool):
         self.word = word               # the edge from the parent: a word, '*' or '#'
         self.words: dict[str, _Node] = {}
         self.star: _Node | None = None
         self.hash: _Node | None = None
         self.dests: dict = {}          # destination -> bindings ending here
         self.loops = loops             # reached by '#': stays on any word
-        self.closure = (self,)         # itself and what its '#' edges reach on no word
+        self.closure = ()              # what its '#' edges reach on no word (not itself)
 
     def child(self, word: str):
         if word == "*":
@@ -217,64 +228,75 @@ class TopicTrie:
     word read): the cost of matching, which tests bound without a clock."""
 
     def __init__(self):
-        self.root = _Node(None, None, False)
+        self.root = _Node(None, False)
         self.steps = 0
 
     def add(self, pattern: str, destination) -> None:
         node = self.root
+        path = [node]
         for word in topic_words(pattern):
             nxt = node.child(word)
             if nxt is None:
-                nxt = _Node(node, word, word == "#")
+                nxt = _Node(word, word == "#")
                 if word == "*":
                     node.star = nxt
                 elif word == "#":
                     node.hash = nxt
-                    self._reclose(node)
+                    self._reclose(path)
                 else:
                     node.words[word] = nxt
             node = nxt
+            path.append(node)
         _incr(node.dests, destination)
 
     def remove(self, pattern: str, destination) -> None:
         node = self.root
+        path = [node]
         for word in topic_words(pattern):
             node = node.child(word)
+            path.append(node)
         if not _decr(node.dests, destination):
             return
-        while node.parent is not None and node.empty():      # prune the dead branch
-            parent, word = node.parent, node.word
+        path.pop()
+        while path and node.empty():            # prune the dead branch
+            parent, word = path[-1], node.word
             if word == "*":
                 parent.star = None
             elif word == "#":
                 parent.hash = None
-                self._reclose(parent)
+                self._reclose(path)
             else:
                 del parent.words[word]
-            node = parent
+            node = path.pop()
 
     @staticmethod
-    def _reclose(node: _Node) -> None:
-        """``node``'s '#' edge changed: it and the nodes whose closure runs through it (its
-        ancestors along '#' edges) reach a different set on no word."""
-        while node is not None:
-            node.closure = (node,) + (node.hash.closure if node.hash is not None else ())
-            node = node.parent if node.word == "#" else None
+    def _reclose(path: list) -> None:
+        """The '#' edge of ``path[-1]`` changed: it and the nodes whose closure runs through
+        it (its ancestors along '#' edges) reach a different set on no word."""
+        i = len(path) - 1
+        while i >= 0:
+            node = path[i]
+            h = node.hash
+            node.closure = (h,) + h.closure if h is not None else ()
+            if node.word != "#":
+                break
+            i -= 1
 
     def match(self, routing_key: str) -> set:
         """The destinations of every binding key that matches ``routing_key``."""
-        states = self.root.closure
+        root = self.root
+        states = {root, *root.closure}
         steps = len(states)
         for word in topic_words(routing_key):
             nxt: set = set()
             for node in states:
                 if node.loops:             # '#' eats this word and stays
-                    _enter(nxt, node.closure)
+                    _enter(nxt, node)
                 child = node.words.get(word)
                 if child is not None:
-                    _enter(nxt, child.closure)
+                    _enter(nxt, child)
                 if node.star is not None:
-                    _enter(nxt, node.star.closure)
+                    _enter(nxt, node.star)
             if not nxt:
                 self.steps += steps
                 return set()
@@ -288,13 +310,16 @@ class TopicTrie:
         return out
 
 
-def _enter(states: set, closure: tuple) -> None:
+def _enter(states: set, node: _Node) -> None:
     """Add a node and its no-word closure to ``states``; a node already there brought the
     rest of the closure (a suffix of this one) with it."""
-    for node in closure:
-        if node in states:
+    if node in states:
+        return
+    states.add(node)
+    for other in node.closure:
+        if other in states:
             return
-        states.add(node)
+        states.add(other)
 
 
 class TopicExchange(Exchange):

@@ -78,10 +78,8 @@ class MetadataCopy:
 
     def on_exchange_deleted(self, op: c.ExchangeDeleted) -> None:
         vh = self.broker.vhosts.get(op.vhost)
-        ex = vh.exchanges.pop(op.name, None) if vh is not None else None
-        if ex is not None:
-            for other in vh.exchanges.values():
-                other.remove_destination(ex)
+        if vh is not None:
+            vh.forget_exchange(op.name)
 
     def on_queue_op(self, op: c.QueueOp) -> None:
         vh = self.broker.vhosts.get(op.vhost)

@@ -24,27 +24,37 @@ PREDECLARED = [("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic",
 
 
 class DefaultExchange(Exchange):
-    """The nameless direct exchange every queue is bound to by its name."""
+    """The nameless direct exchange every queue is bound to by its name. It holds the vhost's
+    queue dictionary, not the vhost: the vhost holds it, and a pointer back would make every
+    vhost a reference cycle, left for the cyclic collector once deleted."""
     type = "direct"
 
-    def __init__(self, vhost):
+    def __init__(self, queues: dict):
         super().__init__("", durable=True)
-        self.vhost = vhost
+        self.queues = queues
 
     def route(self, routing_key, headers):
-        q = self.vhost.queues.get(routing_key)
+        q = self.queues.get(routing_key)
         return (q,) if q is not None else ()
 
 
 class VirtualHost:
+    """Reference cycles: the metadata holds none that outlives a delete, so that deleting a
+    vhost, an exchange, a queue or a binding frees its objects by reference counting alone
+    (the tuned gc thresholds of ``cli.tune_gc`` leave cyclic garbage for a very long time;
+    ``supervisor/heap.py``). While a vhost lives, its queues point back to it (``QueueRef.vhost``)
+    and exchange-to-exchange bindings can point both ways; a deleted queue leaves the dict,
+    a deleted exchange is unbound from everything (itself too) and ``close`` unbinds every
+    exchange of a deleted vhost. The topic trie points only down (``exchange._Node``)."""
+
     def __init__(self, broker, name: str, description: str = "", tags=()):
         self.broker = broker
         self.name = name
         self.description = description
         self.tags = list(tags)
         self.limits: dict = {}              # max-connections, max-queues (RabbitMQ's)
-        self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self)}
         self.queues: dict[str, QueueRef] = {}
+        self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = make_exchange(ex_type, ex_name, durable=True,
                                                     internal=ex_name == "amq.rabbitmq.trace")
@@ -129,8 +139,7 @@ class VirtualHost:
         if if_unused and ex.has_bindings():
             raise errors.PreconditionFailed(f"{self._x(name)} in use", 40, 20)
         del self.exchanges[name]
-        for other in self.exchanges.values():
-            other.remove_destination(ex)
+        self._unbind_everywhere(ex)
         self.broker.changed(c.ExchangeDeleted(vhost=self.name, name=name))
         if ex.durable:
             self.broker.persist()
@@ -138,9 +147,27 @@ class VirtualHost:
     def _maybe_auto_delete_exchange(self, ex: Exchange) -> None:
         if ex.auto_delete and not ex.has_bindings() and self.exchanges.get(ex.name) is ex:
             del self.exchanges[ex.name]
-            for other in self.exchanges.values():
-                other.remove_destination(ex)
+            self._unbind_everywhere(ex)
             self.broker.changed(c.ExchangeDeleted(vhost=self.name, name=ex.name))
+
+    def forget_exchange(self, name: str) -> None:
+        """An exchange deleted elsewhere (a front-end's copy, told by the supervisor)."""
+        ex = self.exchanges.pop(name, None)
+        if ex is not None:
+            self._unbind_everywhere(ex)
+
+    def _unbind_everywhere(self, ex: Exchange) -> None:
+        """A deleted exchange: no binding of the others leads to it, and its own to itself
+        (RabbitMQ allows one) are gone, so nothing cyclic keeps it."""
+        for other in self.exchanges.values():
+            other.remove_destination(ex)
+        ex.remove_destination(ex)
+
+    def close(self) -> None:
+        """The vhost is deleted (its queues were dropped first): unbind every exchange, so
+        that exchange-to-exchange bindings that point both ways leave no cycle behind."""
+        for ex in self.exchanges.values():
+            ex.clear_bindings()
 
     # ----------------------------------------------------------- queues
     def get_queue(self, name: str, owner=None, cid=0, mid=0) -> QueueRef:

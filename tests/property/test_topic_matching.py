@@ -68,17 +68,22 @@ def test_exchange_routes_as_the_reference_after_binds_and_unbinds(ops, keys):
 
 
 def check_trie(trie: TopicTrie) -> None:
-    """Every node but the root leads to a binding (removals prune), and every node's no-word
-    closure is itself plus its '#' child's closure (adds and prunes keep it so)."""
+    """Every node but the root leads to a binding (removals prune), every node's no-word
+    closure is its '#' child plus that child's closure (adds and prunes keep it so), and each
+    node is reached once, by the edge its ``word`` names (the trie is a tree)."""
     todo = [trie.root]
+    seen = set()
     while todo:
         node = todo.pop()
+        assert id(node) not in seen
+        seen.add(id(node))
         assert node is trie.root or not node.empty(), f"dead node at {node.word!r}"
-        assert node.closure == (node,) + (node.hash.closure if node.hash else ())
-        children = list(node.words.values()) + [c for c in (node.star, node.hash) if c]
-        for child in children:
-            assert child.parent is node
-        todo.extend(children)
+        assert node.closure == ((node.hash,) + node.hash.closure if node.hash else ())
+        for word, child in node.words.items():
+            assert child.word == word
+        assert node.star is None or node.star.word == "*"
+        assert node.hash is None or node.hash.word == "#"
+        todo.extend(list(node.words.values()) + [c for c in (node.star, node.hash) if c])
 
 
 def test_pathological_binding_is_linear_in_the_words():
