@@ -39,10 +39,18 @@ memory is short: RabbitMQ, too, pages transient messages out only under memory p
 store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records: the
 ones already settled (with an empty body unless it is small: nothing reads a settled record
 back, and no recovery follows), then as many more as keep the rest under ``write_behind``
-bytes of unsettled bodies and ``WRITE_BEHIND_RECORDS`` records; all of them once the process's
-cached bodies (``budget.cache_used``, which counts them) pass that limit. A message consumed
-within the window is never copied into the page cache. Offsets stay contiguous (every offset
-is written, in order); a settle of an offset not yet written goes to the ack log after it.
+bytes of unsettled bodies and ``WRITE_BEHIND_RECORDS`` *light* records; all of them once the
+process's cached bodies (``budget.cache_used``, which counts them) pass that limit. A light
+record is one whose memory its body's bytes do not describe: a body under ``ELIDE_BODY``, or
+a settled one (written bodiless). A big unsettled body is bounded by the bytes alone: 64 KiB
+bodies of a queue with no consumer stay in memory up to the limit, as RabbitMQ keeps them up
+to its paging ratio, and are not written 4096 messages in. A message consumed within the
+window is never copied into the page cache. Offsets stay contiguous (every offset is written,
+in order); a settle of an offset not yet written goes to the ack log after it.
+
+This rule (``_due``) is the only one that decides when a transient record reaches the log:
+the committer flushes a non-durable queue in every round it is marked for, as any other, and
+defers nothing itself.
 
 Deleting settled segments
 -------------------------
@@ -88,7 +96,8 @@ log = logging.getLogger("amqpbroker.store")
 # whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
 READAHEAD_RECORDS = 512
 READAHEAD_BYTES = 1 << 20
-# write-behind: at most this many records stay buffered (small bodies: the byte bound is far)
+# write-behind: at most this many light records stay buffered (small or settled bodies, whose
+# memory the byte bound does not see)
 WRITE_BEHIND_RECORDS = 4096
 ELIDE_BODY = 1024            # settled bodies at least this big are written empty
 
@@ -111,6 +120,7 @@ class MessageStore:
         self.write_behind_bytes = write_behind or 0
         self._deferred_bytes = 0                   # bodies of buffered records not settled
         self._settled_early: set[int] = set()      # buffered offsets settled before written
+        self._light = 0                            # buffered records small or settled
         os.makedirs(directory, exist_ok=True)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
@@ -192,6 +202,8 @@ class MessageStore:
         self.budget.cache_used += size
         self.cache_bytes += size
         self._deferred_bytes += size
+        if size < ELIDE_BODY:
+            self._light += 1
         return offset
 
     def on_disk(self, offset: int) -> bool:
@@ -252,7 +264,10 @@ class MessageStore:
         i = offset - self.log.end_offset
         if i >= 0 and offset not in self._settled_early and i < len(self._pending):
             self._settled_early.add(offset)            # not written yet
-            self._deferred_bytes -= len(self._pending[i].body)
+            size = len(self._pending[i].body)
+            self._deferred_bytes -= size
+            if size >= ELIDE_BODY:
+                self._light += 1
 
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:
@@ -278,16 +293,21 @@ class MessageStore:
         """Write-behind: how many of the oldest buffered records to write now."""
         pending, end, early = self._pending, self.log.end_offset, self._settled_early
         count = len(pending)
-        deferred = self._deferred_bytes
         limit = self.write_behind_bytes
         if self.budget.cache_used > max(limit, self.cache_limit):
-            limit = 0                        # memory is short: page everything out
+            return count                     # memory is short: page everything out
+        deferred, light = self._deferred_bytes, self._light
         n = 0
         while n < count:
-            if end + n not in early:
-                if deferred <= limit and count - n <= WRITE_BEHIND_RECORDS:
+            size = len(pending[n].body)
+            if end + n in early:
+                light -= 1
+            else:
+                if deferred <= limit and light <= WRITE_BEHIND_RECORDS:
                     break
-                deferred -= len(pending[n].body)
+                deferred -= size
+                if size < ELIDE_BODY:
+                    light -= 1
             n += 1
         return n
 
@@ -303,9 +323,17 @@ class MessageStore:
                        for i, r in enumerate(records)]
         active = self.log.active_base
         base = self.log.append(records)
+        deferred = heavy = 0                   # of the unsettled ones (settled: counted at settle)
+        for i, r in enumerate(records if self.write_behind else ()):
+            if not early or end + i not in early:
+                size = len(r[4])
+                deferred += size
+                if size >= ELIDE_BODY:
+                    heavy += 1
         if early:
             early.difference_update(range(base, base + n))
-        self._deferred_bytes -= sum(len(r.body) for r in records)
+        self._deferred_bytes -= deferred
+        self._light -= n - heavy
         del pending[:n]
         self._written.append((base, base + n))
         if self.log.active_base != active:
