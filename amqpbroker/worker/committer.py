@@ -16,10 +16,11 @@ round to start — because the round that starts next will include its queue. On
 in flight; marks during it go to the next one. A round starts in the turn after its first mark (``_next_turn``):
 the deliveries and replies of the turn that marked are written to their sockets first.
 
-A non-durable queue owes nobody a round either (no confirm waits for its writes: it is wiped
-at start), but it is marked and flushed like any other: what its flush writes, and so when a
-transient record reaches the log, is its store's write-behind rule (worker/store.py,
-"Write-behind"), the one place that decides it. Its round has nothing to fsync.
+A non-durable queue owes nobody a round (no confirm waits for its writes: it is wiped at
+start). When its records reach the log is its store's write-behind rule alone (worker/store.py,
+"Write-behind"): a mark starts a round only if the store says a flush would write something
+(``write_owed``), and that flush writes what the rule says is due. A lone message published,
+delivered and acked leaves nothing due, so it costs no round; its round has nothing to fsync.
 
 Open files. A queue's files are handles of the process's file cache (storage/filecache.py),
 which closes the least recently used when it is full, fsyncing first a handle whose writes
@@ -70,6 +71,9 @@ class Committer:
         self._round_start = 0.0
 
     def mark(self, queue) -> None:
+        store = getattr(queue, "store", None)
+        if store is not None and store.write_behind and not store.write_owed:
+            return              # write-behind holds everything it has (worker/store.py)
         self.dirty[queue] = None
         self._schedule()
 

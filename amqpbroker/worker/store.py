@@ -36,21 +36,26 @@ Write-behind (non-durable queues)
 ---------------------------------
 A non-durable queue's messages are wiped at start, so its log is only where bodies go when
 memory is short: RabbitMQ, too, pages transient messages out only under memory pressure. Its
-store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records: the
-ones already settled (with an empty body unless it is small: nothing reads a settled record
-back, and no recovery follows), then as many more as keep the rest under ``write_behind``
-bytes of unsettled bodies and ``WRITE_BEHIND_RECORDS`` *light* records; all of them once the
-process's cached bodies (``budget.cache_used``, which counts them) pass that limit. A light
-record is one whose memory its body's bytes do not describe: a body under ``ELIDE_BODY``, or
-a settled one (written bodiless). A big unsettled body is bounded by the bytes alone: 64 KiB
+store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records that
+are due (``_due``, the one rule for when a transient record reaches the log):
+
+* every record before one that is due, in order (offsets stay contiguous);
+* unsettled records, oldest first, while this store holds more than ``write_behind`` bytes of
+  unsettled bodies or more than ``WRITE_BEHIND_RECORDS`` *light* records; all of them once
+  the process's cached bodies (``budget.cache_used``, which counts them) pass that limit;
+* a settled record whose body is ``ELIDE_BODY`` or more: written without its body (nothing
+  reads a settled record back, and no recovery follows), which frees the body it held;
+* a settled small one only as a light record over the bound: a lone message published,
+  delivered and acked writes nothing, and 4096 of them share one write.
+
+A light record is one whose memory its body's bytes do not describe: a body under
+``ELIDE_BODY``, or a settled one. A big unsettled body is bounded by the bytes alone: 64 KiB
 bodies of a queue with no consumer stay in memory up to the limit, as RabbitMQ keeps them up
 to its paging ratio, and are not written 4096 messages in. A message consumed within the
-window is never copied into the page cache. Offsets stay contiguous (every offset is written,
-in order); a settle of an offset not yet written goes to the ack log after it.
-
-This rule (``_due``) is the only one that decides when a transient record reaches the log:
-the committer flushes a non-durable queue in every round it is marked for, as any other, and
-defers nothing itself.
+window is never copied into the page cache. A settle of an offset not yet written goes to the
+ack log after it. ``write_owed`` says whether a flush would write anything: the committer
+starts no round for a non-durable queue that owes none (committer.py), so a queue whose
+records are all held costs no round either.
 
 Deleting settled segments
 -------------------------
@@ -121,6 +126,8 @@ class MessageStore:
         self._deferred_bytes = 0                   # bodies of buffered records not settled
         self._settled_early: set[int] = set()      # buffered offsets settled before written
         self._light = 0                            # buffered records small or settled
+        self._big_settled = 0                      # buffered, settled, body >= ELIDE_BODY
+        self._settles_owed = False                 # settles of written offsets to record
         os.makedirs(directory, exist_ok=True)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
@@ -254,6 +261,8 @@ class MessageStore:
         """The message at ``offset`` is gone for good: recorded at the next flush; its segment
         is deleted once nothing in it is left."""
         self._pending_settles.append(offset)
+        if offset < self.log.end_offset:
+            self._settles_owed = True
         rec = self.cache.pop(offset, None)
         if rec is not None:
             size = len(rec.body)
@@ -268,6 +277,7 @@ class MessageStore:
             self._deferred_bytes -= size
             if size >= ELIDE_BODY:
                 self._light += 1
+                self._big_settled += 1
 
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:
@@ -288,19 +298,32 @@ class MessageStore:
                 self._pending_settles = []
             new = self.acks.record(settles)
             self._count_settled(new)
+        self._settles_owed = False
+
+    @property
+    def write_owed(self) -> bool:
+        """A ``flush`` would write something now (a store without write-behind: anything
+        buffered)."""
+        if not self.write_behind:
+            return bool(self._pending or self._pending_settles)
+        return self._settles_owed or (bool(self._pending) and self._due() > 0)
 
     def _due(self) -> int:
         """Write-behind: how many of the oldest buffered records to write now."""
-        pending, end, early = self._pending, self.log.end_offset, self._settled_early
-        count = len(pending)
+        pending, count = self._pending, len(self._pending)
         limit = self.write_behind_bytes
         if self.budget.cache_used > max(limit, self.cache_limit):
             return count                     # memory is short: page everything out
         deferred, light = self._deferred_bytes, self._light
-        n = 0
+        if deferred <= limit and light <= WRITE_BEHIND_RECORDS and not self._big_settled:
+            return 0                         # under both bounds, no big settled body held
+        end, early = self.log.end_offset, self._settled_early
+        n = due = 0
         while n < count:
             size = len(pending[n].body)
             if end + n in early:
+                if size >= ELIDE_BODY or light > WRITE_BEHIND_RECORDS:
+                    due = n + 1
                 light -= 1
             else:
                 if deferred <= limit and light <= WRITE_BEHIND_RECORDS:
@@ -308,8 +331,9 @@ class MessageStore:
                 deferred -= size
                 if size < ELIDE_BODY:
                     light -= 1
+                due = n + 1
             n += 1
-        return n
+        return due
 
     def _write(self, n: int) -> None:
         """Append the ``n`` oldest buffered records as one batch; a record already settled
@@ -323,10 +347,13 @@ class MessageStore:
                        for i, r in enumerate(records)]
         active = self.log.active_base
         base = self.log.append(records)
-        deferred = heavy = 0                   # of the unsettled ones (settled: counted at settle)
-        for i, r in enumerate(records if self.write_behind else ()):
-            if not early or end + i not in early:
-                size = len(r[4])
+        deferred = heavy = big_settled = 0     # unsettled bytes and big ones, big settled ones
+        for i, r in enumerate(pending[:n] if self.write_behind else ()):
+            size = len(r[4])
+            if early and end + i in early:
+                if size >= ELIDE_BODY:
+                    big_settled += 1
+            else:
                 deferred += size
                 if size >= ELIDE_BODY:
                     heavy += 1
@@ -334,6 +361,7 @@ class MessageStore:
             early.difference_update(range(base, base + n))
         self._deferred_bytes -= deferred
         self._light -= n - heavy
+        self._big_settled -= big_settled
         del pending[:n]
         self._written.append((base, base + n))
         if self.log.active_base != active:

@@ -378,6 +378,37 @@ def test_write_behind_holds_big_unsettled_bodies_past_the_record_bound(tmp_path,
     assert store.read(n) == rec(n, persistent=False)
 
 
+def test_write_behind_holds_small_settled_records_until_the_record_bound(tmp_path, stores):
+    """A lone small message published, delivered and settled leaves nothing due (no write, no
+    round: ``write_owed``); settled small records share one write once over the bound; a
+    settle of an offset already written is owed at once."""
+    from amqpbroker.worker import store as store_mod
+    path = tmp_path / "q"
+    store = stores(open_behind(path, segment_bytes=1 << 30))
+    empty = log_bytes(path)                  # the files' headers
+    for i in range(3):                       # three lone round trips
+        assert store.append(rec(i, persistent=False)) == i
+        assert not store.write_owed
+        assert store.take(i) == rec(i, persistent=False)
+        store.settle(i)
+        assert not store.write_owed
+        commit_round(store)
+        assert store.end_offset == 0 and log_bytes(path) == empty
+    n = store_mod.WRITE_BEHIND_RECORDS
+    for i in range(3, n + 1):                # over the bound by one: the oldest due
+        store.append(rec(i, persistent=False))
+        store.settle(i)
+    assert store.write_owed
+    commit_round(store)
+    assert store.end_offset == 1 and not store.write_owed
+    store.append(big(n + 1))                 # an unsettled big one: the rest stay held
+    commit_round(store)
+    assert store.end_offset == 1 and store.next_offset == n + 2
+    store.close()                            # a forced flush writes them, settles after
+    store = stores(open_store(path))
+    assert [(o, r) for o, r in store.unsettled()] == [(n + 1, big(n + 1))]
+
+
 def test_write_behind_close_writes_everything_and_settles_follow_their_records(tmp_path):
     path = tmp_path / "q"
     store = open_behind(path)
