@@ -43,10 +43,16 @@ are due (``_due``, the one rule for when a transient record reaches the log):
 * unsettled records, oldest first, while this store holds more than ``write_behind`` bytes of
   unsettled bodies or more than ``WRITE_BEHIND_RECORDS`` *light* records; all of them once
   the process's cached bodies (``budget.cache_used``, which counts them) pass that limit;
-* a settled record whose body is ``ELIDE_BODY`` or more: written without its body (nothing
-  reads a settled record back, and no recovery follows), which frees the body it held;
-* a settled small one only as a light record over the bound: a lone message published,
-  delivered and acked writes nothing, and 4096 of them share one write.
+* a settled record whose body was ``WRITE_SETTLED_BODY`` or more: at the next flush (one
+  header to write next to a body that cost far more to receive; the log's end follows the
+  queue's, so its segments roll and are deleted);
+* a smaller settled one only as a light record over the bound, and then down to half of it:
+  a lone message of 16 B or 1 KiB published, delivered and acked writes nothing, and 2048 of
+  them share a write.
+
+A settled record is written without its body if that was ``ELIDE_BODY`` or more (nothing
+reads a settled record back, and no recovery follows): the body is dropped at the settle, so
+a held settled record costs no more memory than a small one.
 
 A light record is one whose memory its body's bytes do not describe: a body under
 ``ELIDE_BODY``, or a settled one. A big unsettled body is bounded by the bytes alone: 64 KiB
@@ -105,6 +111,8 @@ READAHEAD_BYTES = 1 << 20
 # memory the byte bound does not see)
 WRITE_BEHIND_RECORDS = 4096
 ELIDE_BODY = 1024            # settled bodies at least this big are written empty
+# a settled body at least this big is written (empty) at the next flush; a smaller one waits
+WRITE_SETTLED_BODY = 16384
 
 
 class MessageStore:
@@ -124,7 +132,8 @@ class MessageStore:
         self.write_behind = write_behind is not None
         self.write_behind_bytes = write_behind or 0
         self._deferred_bytes = 0                   # bodies of buffered records not settled
-        self._settled_early: set[int] = set()      # buffered offsets settled before written
+        self._settled_early: dict[int, int] = {}   # buffered offsets settled before written:
+                                                   # their bodies' sizes
         self._light = 0                            # buffered records small or settled
         self._big_settled = 0                      # buffered, settled, body >= ELIDE_BODY
         self._settles_owed = False                 # settles of written offsets to record
@@ -272,12 +281,15 @@ class MessageStore:
             return
         i = offset - self.log.end_offset
         if i >= 0 and offset not in self._settled_early and i < len(self._pending):
-            self._settled_early.add(offset)            # not written yet
-            size = len(self._pending[i].body)
+            r = self._pending[i]                       # not written yet
+            size = len(r[4])
+            self._settled_early[offset] = size
             self._deferred_bytes -= size
-            if size >= ELIDE_BODY:
+            if size >= ELIDE_BODY:                     # it is written without its body:
+                self._pending[i] = Record(r[0], r[1], r[2], r[3], b"", r[5])   # free it now
                 self._light += 1
-                self._big_settled += 1
+                if size >= WRITE_SETTLED_BODY:
+                    self._big_settled += 1
 
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:
@@ -314,20 +326,29 @@ class MessageStore:
         limit = self.write_behind_bytes
         if self.budget.cache_used > max(limit, self.cache_limit):
             return count                     # memory is short: page everything out
-        deferred, light = self._deferred_bytes, self._light
-        if deferred <= limit and light <= WRITE_BEHIND_RECORDS and not self._big_settled:
+        deferred, light, big = self._deferred_bytes, self._light, self._big_settled
+        if deferred <= limit and light <= WRITE_BEHIND_RECORDS and not big:
             return 0                         # under both bounds, no big settled body held
         end, early = self.log.end_offset, self._settled_early
+        # settled small records, once over the bound, go down to half of it: one write per
+        # WRITE_BEHIND_RECORDS // 2 lone messages, not one per message past the bound
+        floor = WRITE_BEHIND_RECORDS // 2 if light > WRITE_BEHIND_RECORDS else WRITE_BEHIND_RECORDS
         n = due = 0
         while n < count:
-            size = len(pending[n].body)
-            if end + n in early:
-                if size >= ELIDE_BODY or light > WRITE_BEHIND_RECORDS:
+            settled = early.get(end + n) if early else None
+            if settled is not None:
+                if settled >= WRITE_SETTLED_BODY:
                     due = n + 1
+                    big -= 1
+                elif light > floor:
+                    due = n + 1
+                elif not big and deferred <= limit and light <= WRITE_BEHIND_RECORDS:
+                    break                    # nothing after this one can be due
                 light -= 1
             else:
                 if deferred <= limit and light <= WRITE_BEHIND_RECORDS:
                     break
+                size = len(pending[n][4])
                 deferred -= size
                 if size < ELIDE_BODY:
                     light -= 1
@@ -341,24 +362,19 @@ class MessageStore:
         pending, early = self._pending, self._settled_early
         records = pending[:n] if n < len(pending) else pending
         end = self.log.end_offset
-        if early:            # a small body costs less to write than to leave out
-            records = [Record(r[0], r[1], r[2], r[3], b"", r[5])
-                       if end + i in early and len(r[4]) >= ELIDE_BODY else r
-                       for i, r in enumerate(records)]
         active = self.log.active_base
-        base = self.log.append(records)
+        base = self.log.append(records)   # settled big bodies were left out at their settle
         deferred = heavy = big_settled = 0     # unsettled bytes and big ones, big settled ones
-        for i, r in enumerate(pending[:n] if self.write_behind else ()):
-            size = len(r[4])
-            if early and end + i in early:
-                if size >= ELIDE_BODY:
+        for i, r in enumerate(records if self.write_behind else ()):
+            settled = early.pop(end + i, None) if early else None
+            if settled is not None:
+                if settled >= WRITE_SETTLED_BODY:
                     big_settled += 1
             else:
+                size = len(r[4])
                 deferred += size
                 if size >= ELIDE_BODY:
                     heavy += 1
-        if early:
-            early.difference_update(range(base, base + n))
         self._deferred_bytes -= deferred
         self._light -= n - heavy
         self._big_settled -= big_settled

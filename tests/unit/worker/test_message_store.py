@@ -371,8 +371,9 @@ def test_write_behind_holds_big_unsettled_bodies_past_the_record_bound(tmp_path,
     assert store.end_offset == 0             # 10 unsettled lead, still under both bounds
     for i in range(10):                      # small ones put the light records over:
         store.append(rec(n + i, persistent=False))
-    commit_round(store)                      # the 10 lead written whole, the settled bodiless
-    assert store.end_offset == n and store.next_offset == n + 10
+    commit_round(store)                      # the 10 lead written whole, settled ones
+    assert store.end_offset == 10 + n - store_mod.WRITE_BEHIND_RECORDS // 2   # to half the
+    assert store.next_offset == n + 10                                        # bound, bodiless
     assert log_bytes(path) < 10 * store_mod.ELIDE_BODY + n * 64
     assert [r for _, r in store.unsettled()] == heavy[:10]
     assert store.read(n) == rec(n, persistent=False)
@@ -380,8 +381,8 @@ def test_write_behind_holds_big_unsettled_bodies_past_the_record_bound(tmp_path,
 
 def test_write_behind_holds_small_settled_records_until_the_record_bound(tmp_path, stores):
     """A lone small message published, delivered and settled leaves nothing due (no write, no
-    round: ``write_owed``); settled small records share one write once over the bound; a
-    settle of an offset already written is owed at once."""
+    round: ``write_owed``); settled small records share one write once over the bound, down to
+    half of it (not one write per message past it)."""
     from amqpbroker.worker import store as store_mod
     path = tmp_path / "q"
     store = stores(open_behind(path, segment_bytes=1 << 30))
@@ -395,15 +396,18 @@ def test_write_behind_holds_small_settled_records_until_the_record_bound(tmp_pat
         commit_round(store)
         assert store.end_offset == 0 and log_bytes(path) == empty
     n = store_mod.WRITE_BEHIND_RECORDS
-    for i in range(3, n + 1):                # over the bound by one: the oldest due
+    for i in range(3, n):                    # up to the bound: still nothing
         store.append(rec(i, persistent=False))
         store.settle(i)
+        assert not store.write_owed
+    store.append(rec(n, persistent=False))   # over it by one: down to half of it at once
+    store.settle(n)
     assert store.write_owed
     commit_round(store)
-    assert store.end_offset == 1 and not store.write_owed
+    assert store.end_offset == n + 1 - n // 2 and not store.write_owed
     store.append(big(n + 1))                 # an unsettled big one: the rest stay held
     commit_round(store)
-    assert store.end_offset == 1 and store.next_offset == n + 2
+    assert store.end_offset == n + 1 - n // 2 and store.next_offset == n + 2
     store.close()                            # a forced flush writes them, settles after
     store = stores(open_store(path))
     assert [(o, r) for o, r in store.unsettled()] == [(n + 1, big(n + 1))]
