@@ -314,11 +314,20 @@ class MessageStore:
 
     @property
     def write_owed(self) -> bool:
-        """A ``flush`` would write something now (a store without write-behind: anything
-        buffered)."""
+        """A ``flush`` may write something now (a store without write-behind: anything
+        buffered). O(1), asked at every publish and settle: it says yes when a bound is passed
+        or a big settled body is held, and ``_due`` then walks the buffer once per round (a
+        big settled record behind an unsettled one costs a round that writes nothing)."""
         if not self.write_behind:
             return bool(self._pending or self._pending_settles)
-        return self._settles_owed or (bool(self._pending) and self._due() > 0)
+        if self._settles_owed:
+            return True
+        if not self._pending:
+            return False
+        limit = self.write_behind_bytes
+        return bool(self._big_settled or self._light > WRITE_BEHIND_RECORDS
+                    or self._deferred_bytes > limit
+                    or self.budget.cache_used > max(limit, self.cache_limit))
 
     def _due(self) -> int:
         """Write-behind: how many of the oldest buffered records to write now."""
