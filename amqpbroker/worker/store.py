@@ -59,9 +59,11 @@ A light record is one whose memory its body's bytes do not describe: a body unde
 bodies of a queue with no consumer stay in memory up to the limit, as RabbitMQ keeps them up
 to its paging ratio, and are not written 4096 messages in. A message consumed within the
 window is never copied into the page cache. A settle of an offset not yet written goes to the
-ack log after it. ``write_owed`` says whether a flush would write anything: the committer
-starts no round for a non-durable queue that owes none (committer.py), so a queue whose
-records are all held costs no round either.
+ack log after it. ``write_owed`` (O(1): a bound passed, a big settled body held, a settle of
+a written offset) says whether a flush may write anything: the committer starts no round for
+a non-durable queue that owes none (committer.py), so a queue whose records are all held
+costs no round either. Before this rule the committer also held non-durable queues' rounds
+back (2 ms, for latency_1) on top of it: two deferrals of the same writes, now one.
 
 Deleting settled segments
 -------------------------
