@@ -16,12 +16,11 @@ round to start — because the round that starts next will include its queue. On
 in flight; marks during it go to the next one. A round starts in the turn after its first mark (``_next_turn``):
 the deliveries and replies of the turn that marked are written to their sockets first.
 
-A non-durable queue owes nobody a round: no confirm waits for its writes (it is wiped at
-start), they only move its messages from memory to the page cache. So its marks go to
-``lazy`` and are written by the next round that starts anyway, or ``LAZY_DELAY`` after the
-first one at the latest: a lone message published, delivered and acked (``latency_1``) does
-not pay a write of one record and one ack entry per round trip, and a burst shares the write
-as before.
+A non-durable queue owes nobody a round (no confirm waits for its writes: it is wiped at
+start). When its records reach the log is its store's write-behind rule alone (worker/store.py,
+"Write-behind"): a mark starts a round only if the store says a flush would write something
+(``write_owed``), and that flush writes what the rule says is due. A lone message published,
+delivered and acked leaves nothing due, so it costs no round; its round has nothing to fsync.
 
 Open files. A queue's files are handles of the process's file cache (storage/filecache.py),
 which closes the least recently used when it is full, fsyncing first a handle whose writes
@@ -52,16 +51,12 @@ log = logging.getLogger("amqpbroker.commit")
 FILES_PER_QUEUE = 9
 # threads fsyncing the durable queues of a step at once
 FSYNC_THREADS = 8
-# seconds a non-durable queue's writes may wait for a round (see "lazy" above)
-LAZY_DELAY = 0.002
 
 
 class Committer:
     def __init__(self, broker):
         self.broker = broker
         self.dirty: dict = {}
-        self.lazy: dict = {}            # non-durable queues with writes pending
-        self._lazy_timer = None
         self.open_gen = 1
         self.in_flight = False          # a round is under way (from its first step to its end)
         self._scheduled = False
@@ -76,11 +71,9 @@ class Committer:
         self._round_start = 0.0
 
     def mark(self, queue) -> None:
-        if not queue.durable:
-            self.lazy[queue] = None
-            if self._lazy_timer is None:
-                self._lazy_timer = self.broker.loop.call_later(LAZY_DELAY, self._lazy_due)
-            return
+        store = getattr(queue, "store", None)
+        if store is not None and store.write_behind and not store.write_owed:
+            return              # write-behind holds everything it has (worker/store.py)
         self.dirty[queue] = None
         self._schedule()
 
@@ -88,12 +81,6 @@ class Committer:
         if not self._scheduled and not self.in_flight and self._retry is None:
             self._scheduled = True
             self.broker.loop.call_soon(self._next_turn)
-
-    def _lazy_due(self) -> None:
-        self._lazy_timer = None
-        self.dirty.update(self.lazy)
-        self.lazy.clear()
-        self._schedule()
 
     def _next_turn(self) -> None:
         """The round starts a turn later: what this turn made for the sockets and links (a
@@ -109,9 +96,6 @@ class Committer:
         self._scheduled = False
         if self.in_flight or not self.dirty:
             return
-        if self.lazy:                       # they share this round's writes
-            self.dirty.update(self.lazy)
-            self.lazy.clear()
         queues = list(self.dirty)
         self.dirty.clear()
         gen = self.open_gen
@@ -198,12 +182,8 @@ class Committer:
 
     def drain(self) -> None:
         """Shutdown: write and fsync everything pending, synchronously."""
-        if self._lazy_timer is not None:
-            self._lazy_timer.cancel()
-            self._lazy_timer = None
-        queues = list(self.dirty) + [q for q in self.lazy if q not in self.dirty]
+        queues = list(self.dirty)
         self.dirty.clear()
-        self.lazy.clear()
         for q in queues:
             if not q.deleted:
                 try:

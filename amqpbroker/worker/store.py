@@ -36,13 +36,34 @@ Write-behind (non-durable queues)
 ---------------------------------
 A non-durable queue's messages are wiped at start, so its log is only where bodies go when
 memory is short: RabbitMQ, too, pages transient messages out only under memory pressure. Its
-store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records: the
-ones already settled (with an empty body unless it is small: nothing reads a settled record
-back, and no recovery follows), then as many more as keep the rest under ``write_behind``
-bytes of unsettled bodies and ``WRITE_BEHIND_RECORDS`` records; all of them once the process's
-cached bodies (``budget.cache_used``, which counts them) pass that limit. A message consumed
-within the window is never copied into the page cache. Offsets stay contiguous (every offset
-is written, in order); a settle of an offset not yet written goes to the ack log after it.
+store (``write_behind=<bytes>``) writes at each ``flush`` only the oldest buffered records that
+are due (``_due``, the one rule for when a transient record reaches the log):
+
+* every record before one that is due, in order (offsets stay contiguous);
+* unsettled records, oldest first, while this store holds more than ``write_behind`` bytes of
+  unsettled bodies or more than ``WRITE_BEHIND_RECORDS`` *light* records; all of them once
+  the process's cached bodies (``budget.cache_used``, which counts them) pass that limit;
+* a settled record whose body was ``WRITE_SETTLED_BODY`` or more: at the next flush (one
+  header to write next to a body that cost far more to receive; the log's end follows the
+  queue's, so its segments roll and are deleted);
+* a smaller settled one only as a light record over the bound, and then down to half of it:
+  a lone message of 16 B or 1 KiB published, delivered and acked writes nothing, and 2048 of
+  them share a write.
+
+A settled record is written without its body if that was ``ELIDE_BODY`` or more (nothing
+reads a settled record back, and no recovery follows): the body is dropped at the settle, so
+a held settled record costs no more memory than a small one.
+
+A light record is one whose memory its body's bytes do not describe: a body under
+``ELIDE_BODY``, or a settled one. A big unsettled body is bounded by the bytes alone: 64 KiB
+bodies of a queue with no consumer stay in memory up to the limit, as RabbitMQ keeps them up
+to its paging ratio, and are not written 4096 messages in. A message consumed within the
+window is never copied into the page cache. A settle of an offset not yet written goes to the
+ack log after it. ``write_owed`` (O(1): a bound passed, a big settled body held, a settle of
+a written offset) says whether a flush may write anything: the committer starts no round for
+a non-durable queue that owes none (committer.py), so a queue whose records are all held
+costs no round either. Before this rule the committer also held non-durable queues' rounds
+back (2 ms, for latency_1) on top of it: two deferrals of the same writes, now one.
 
 Deleting settled segments
 -------------------------
@@ -88,9 +109,12 @@ log = logging.getLogger("amqpbroker.store")
 # whole, so reading one record per delivery costs a whole batch (up to ~1000 records) each
 READAHEAD_RECORDS = 512
 READAHEAD_BYTES = 1 << 20
-# write-behind: at most this many records stay buffered (small bodies: the byte bound is far)
+# write-behind: at most this many light records stay buffered (small or settled bodies, whose
+# memory the byte bound does not see)
 WRITE_BEHIND_RECORDS = 4096
 ELIDE_BODY = 1024            # settled bodies at least this big are written empty
+# a settled body at least this big is written (empty) at the next flush; a smaller one waits
+WRITE_SETTLED_BODY = 16384
 
 
 class MessageStore:
@@ -110,7 +134,11 @@ class MessageStore:
         self.write_behind = write_behind is not None
         self.write_behind_bytes = write_behind or 0
         self._deferred_bytes = 0                   # bodies of buffered records not settled
-        self._settled_early: set[int] = set()      # buffered offsets settled before written
+        self._settled_early: dict[int, int] = {}   # buffered offsets settled before written:
+                                                   # their bodies' sizes
+        self._light = 0                            # buffered records small or settled
+        self._big_settled = 0                      # buffered, settled, body >= ELIDE_BODY
+        self._settles_owed = False                 # settles of written offsets to record
         os.makedirs(directory, exist_ok=True)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
@@ -192,6 +220,8 @@ class MessageStore:
         self.budget.cache_used += size
         self.cache_bytes += size
         self._deferred_bytes += size
+        if size < ELIDE_BODY:
+            self._light += 1
         return offset
 
     def on_disk(self, offset: int) -> bool:
@@ -242,6 +272,8 @@ class MessageStore:
         """The message at ``offset`` is gone for good: recorded at the next flush; its segment
         is deleted once nothing in it is left."""
         self._pending_settles.append(offset)
+        if offset < self.log.end_offset:
+            self._settles_owed = True
         rec = self.cache.pop(offset, None)
         if rec is not None:
             size = len(rec.body)
@@ -251,8 +283,15 @@ class MessageStore:
             return
         i = offset - self.log.end_offset
         if i >= 0 and offset not in self._settled_early and i < len(self._pending):
-            self._settled_early.add(offset)            # not written yet
-            self._deferred_bytes -= len(self._pending[i].body)
+            r = self._pending[i]                       # not written yet
+            size = len(r[4])
+            self._settled_early[offset] = size
+            self._deferred_bytes -= size
+            if size >= ELIDE_BODY:                     # it is written without its body:
+                self._pending[i] = Record(r[0], r[1], r[2], r[3], b"", r[5])   # free it now
+                self._light += 1
+                if size >= WRITE_SETTLED_BODY:
+                    self._big_settled += 1
 
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:
@@ -273,23 +312,60 @@ class MessageStore:
                 self._pending_settles = []
             new = self.acks.record(settles)
             self._count_settled(new)
+        self._settles_owed = False
+
+    @property
+    def write_owed(self) -> bool:
+        """A ``flush`` may write something now (a store without write-behind: anything
+        buffered). O(1), asked at every publish and settle: it says yes when a bound is passed
+        or a big settled body is held, and ``_due`` then walks the buffer once per round (a
+        big settled record behind an unsettled one costs a round that writes nothing)."""
+        if not self.write_behind:
+            return bool(self._pending or self._pending_settles)
+        if self._settles_owed:
+            return True
+        if not self._pending:
+            return False
+        limit = self.write_behind_bytes
+        return bool(self._big_settled or self._light > WRITE_BEHIND_RECORDS
+                    or self._deferred_bytes > limit
+                    or self.budget.cache_used > max(limit, self.cache_limit))
 
     def _due(self) -> int:
         """Write-behind: how many of the oldest buffered records to write now."""
-        pending, end, early = self._pending, self.log.end_offset, self._settled_early
-        count = len(pending)
-        deferred = self._deferred_bytes
+        pending, count = self._pending, len(self._pending)
         limit = self.write_behind_bytes
         if self.budget.cache_used > max(limit, self.cache_limit):
-            limit = 0                        # memory is short: page everything out
-        n = 0
+            return count                     # memory is short: page everything out
+        deferred, light, big = self._deferred_bytes, self._light, self._big_settled
+        if deferred <= limit and light <= WRITE_BEHIND_RECORDS and not big:
+            return 0                         # under both bounds, no big settled body held
+        end, early = self.log.end_offset, self._settled_early
+        # settled small records, once over the bound, go down to half of it: one write per
+        # WRITE_BEHIND_RECORDS // 2 lone messages, not one per message past the bound
+        floor = WRITE_BEHIND_RECORDS // 2 if light > WRITE_BEHIND_RECORDS else WRITE_BEHIND_RECORDS
+        n = due = 0
         while n < count:
-            if end + n not in early:
-                if deferred <= limit and count - n <= WRITE_BEHIND_RECORDS:
+            settled = early.get(end + n) if early else None
+            if settled is not None:
+                if settled >= WRITE_SETTLED_BODY:
+                    due = n + 1
+                    big -= 1
+                elif light > floor:
+                    due = n + 1
+                elif not big and deferred <= limit and light <= WRITE_BEHIND_RECORDS:
+                    break                    # nothing after this one can be due
+                light -= 1
+            else:
+                if deferred <= limit and light <= WRITE_BEHIND_RECORDS:
                     break
-                deferred -= len(pending[n].body)
+                size = len(pending[n][4])
+                deferred -= size
+                if size < ELIDE_BODY:
+                    light -= 1
+                due = n + 1
             n += 1
-        return n
+        return due
 
     def _write(self, n: int) -> None:
         """Append the ``n`` oldest buffered records as one batch; a record already settled
@@ -297,15 +373,22 @@ class MessageStore:
         pending, early = self._pending, self._settled_early
         records = pending[:n] if n < len(pending) else pending
         end = self.log.end_offset
-        if early:            # a small body costs less to write than to leave out
-            records = [Record(r[0], r[1], r[2], r[3], b"", r[5])
-                       if end + i in early and len(r[4]) >= ELIDE_BODY else r
-                       for i, r in enumerate(records)]
         active = self.log.active_base
-        base = self.log.append(records)
-        if early:
-            early.difference_update(range(base, base + n))
-        self._deferred_bytes -= sum(len(r.body) for r in records)
+        base = self.log.append(records)   # settled big bodies were left out at their settle
+        deferred = heavy = big_settled = 0     # unsettled bytes and big ones, big settled ones
+        for i, r in enumerate(records if self.write_behind else ()):
+            settled = early.pop(end + i, None) if early else None
+            if settled is not None:
+                if settled >= WRITE_SETTLED_BODY:
+                    big_settled += 1
+            else:
+                size = len(r[4])
+                deferred += size
+                if size >= ELIDE_BODY:
+                    heavy += 1
+        self._deferred_bytes -= deferred
+        self._light -= n - heavy
+        self._big_settled -= big_settled
         del pending[:n]
         self._written.append((base, base + n))
         if self.log.active_base != active:

@@ -6,8 +6,8 @@ and what must still arrive without it, in both process layouts.
   (``ConfirmWanted``).
 * A consumer without prefetch returns credit in lots, not per delivery: a backlog many times
   its window still all arrives.
-* A non-durable queue's writes wait for a round (``Committer.lazy``): messages read back from
-  disk (no cache) all arrive.
+* A non-durable queue's records reach the log by its store's write-behind rule alone
+  (worker/store.py): messages read back from disk (no cache) all arrive.
 """
 from __future__ import annotations
 

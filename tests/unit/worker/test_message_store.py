@@ -349,6 +349,70 @@ def test_write_behind_bounds_the_records_it_holds(tmp_path, stores):
     assert [o for o, _ in store.unsettled()] == list(range(10))
 
 
+def test_write_behind_holds_big_unsettled_bodies_past_the_record_bound(tmp_path, stores):
+    """The record bound counts light records only: bodies of ``ELIDE_BODY`` or more are
+    bounded by their bytes (a 64 KiB queue with no consumer is not written 4096 messages
+    in); settled ones count again once their bodies are left out, and small ones as before."""
+    from amqpbroker.worker import store as store_mod
+    path = tmp_path / "q"
+    budget = Budget()
+    store = stores(open_behind(path, cache_limit=64 << 20, budget=budget,
+                               segment_bytes=1 << 30, write_behind=64 << 20))
+    n = store_mod.WRITE_BEHIND_RECORDS + 10
+    heavy = [Record(1_000 + i, "", "q", b"", b"%05d" % i + b"x" * (store_mod.ELIDE_BODY - 5), 0)
+             for i in range(n)]
+    for r in heavy:
+        store.append(r)
+    commit_round(store)
+    assert store.end_offset == 0 and store.next_offset == n
+    for i in range(n - 1, 9, -1):            # all but the first 10 settled: light again
+        store.settle(i)
+    commit_round(store)
+    assert store.end_offset == 0             # 10 unsettled lead, still under both bounds
+    for i in range(10):                      # small ones put the light records over:
+        store.append(rec(n + i, persistent=False))
+    commit_round(store)                      # the 10 lead written whole, settled ones
+    assert store.end_offset == 10 + n - store_mod.WRITE_BEHIND_RECORDS // 2   # to half the
+    assert store.next_offset == n + 10                                        # bound, bodiless
+    assert log_bytes(path) < 10 * store_mod.ELIDE_BODY + n * 64
+    assert [r for _, r in store.unsettled()] == heavy[:10]
+    assert store.read(n) == rec(n, persistent=False)
+
+
+def test_write_behind_holds_small_settled_records_until_the_record_bound(tmp_path, stores):
+    """A lone small message published, delivered and settled leaves nothing due (no write, no
+    round: ``write_owed``); settled small records share one write once over the bound, down to
+    half of it (not one write per message past it)."""
+    from amqpbroker.worker import store as store_mod
+    path = tmp_path / "q"
+    store = stores(open_behind(path, segment_bytes=1 << 30))
+    empty = log_bytes(path)                  # the files' headers
+    for i in range(3):                       # three lone round trips
+        assert store.append(rec(i, persistent=False)) == i
+        assert not store.write_owed
+        assert store.take(i) == rec(i, persistent=False)
+        store.settle(i)
+        assert not store.write_owed
+        commit_round(store)
+        assert store.end_offset == 0 and log_bytes(path) == empty
+    n = store_mod.WRITE_BEHIND_RECORDS
+    for i in range(3, n):                    # up to the bound: still nothing
+        store.append(rec(i, persistent=False))
+        store.settle(i)
+        assert not store.write_owed
+    store.append(rec(n, persistent=False))   # over it by one: down to half of it at once
+    store.settle(n)
+    assert store.write_owed
+    commit_round(store)
+    assert store.end_offset == n + 1 - n // 2 and not store.write_owed
+    store.append(big(n + 1))                 # an unsettled big one: the rest stay held
+    commit_round(store)
+    assert store.end_offset == n + 1 - n // 2 and store.next_offset == n + 2
+    store.close()                            # a forced flush writes them, settles after
+    store = stores(open_store(path))
+    assert [(o, r) for o, r in store.unsettled()] == [(n + 1, big(n + 1))]
+
+
 def test_write_behind_close_writes_everything_and_settles_follow_their_records(tmp_path):
     path = tmp_path / "q"
     store = open_behind(path)
