@@ -40,7 +40,7 @@ class Frontend:
         self.index = spec["index"]
         self.spec = spec
         self.broker = broker = Broker(child.config_of(spec), loop)
-        broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
+        broker.partitions = [PartitionClient.of(broker, i) for i in range(spec["workers"])]
         broker.alarms.logs = False      # a mirror of the supervisor's, which logs them once
         self.copy = MetadataCopy(broker)
         self.server = AMQPServer(broker, self.index)

@@ -20,10 +20,11 @@ from .process import ChildProcess, start_all, stop_all
 class WorkerProcess(ChildProcess):
     kind = "worker"
 
-    def __init__(self, config, index: int, client, workers: int):
+    def __init__(self, config, index: int, client, workers: int, groups=None):
         super().__init__(index)
         self.config = config
         self.client = client
+        self.groups = groups                 # the supervisor's consumer groups
         self.workers = workers
         self.endpoint = None
         self.control: control.ControlChannel | None = None
@@ -100,9 +101,8 @@ class WorkerProcess(ChildProcess):
                              return_exceptions=True)
         if self.on_restart is not None:
             self.on_restart(self)
-        groups = getattr(self.client.broker, "groups", None)
-        if groups is not None:              # consumer groups' assignments on it
-            groups.worker_back(self.client)
+        if self.groups is not None:         # consumer groups' assignments on it
+            self.groups.worker_back(self.client)
 
     def ask_to_stop(self) -> None:
         """The worker writes, fsyncs and closes everything, then exits."""
@@ -114,8 +114,8 @@ class WorkerProcess(ChildProcess):
 async def start_workers(broker, count: int) -> list[WorkerProcess]:
     """Start ``count`` workers and give the broker their partition clients."""
     from ..frontend.partition_client import PartitionClient
-    workers = [WorkerProcess(broker.config, i, PartitionClient(broker, i), count)
-               for i in range(count)]
+    workers = [WorkerProcess(broker.config, i, PartitionClient.of(broker, i), count,
+                             getattr(broker, "groups", None)) for i in range(count)]
     await start_all(workers)
     return workers
 

@@ -56,7 +56,7 @@ async def client(request, tmp_path):
     loop = asyncio.get_running_loop()
     config = Config(data_dir=str(tmp_path))
     owner = MetadataOwner(config, loop)
-    partition = PartitionClient(owner, 0)
+    partition = PartitionClient.of(owner, 0)
     LocalLink(PartitionHost(config, loop), partition, codec=request.param == "codec")
     owner.start([partition])
     server = AMQPServer(owner)
