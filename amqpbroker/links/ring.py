@@ -246,7 +246,7 @@ def _split(data: bytes, lens: bytes, start: int, stop: int) -> list[bytes]:
 # them (``ControlChannel.send_fds`` or ``pass_fds``) and closes its own copies; the segments
 # have no name, so they vanish when the last process holding them exits.
 
-RING_BYTES = 8 << 20          # per direction; records up to 4 MiB, bigger ones are fragmented
+RING_BYTES = int(os.environ.get("AMQPBROKER_RING_BYTES", 8 << 20))          # per direction; records up to 4 MiB, bigger ones are fragmented
 
 
 def make_link() -> tuple[list[int], list[int]]:
