@@ -195,6 +195,14 @@ class PartitionClient:
         if action is not None:
             self.apply(self, action)
 
+    def on_events(self, events) -> None:
+        """``on_event`` for each of a batch that a link read."""
+        table, apply = self.table, self.apply
+        for event in events:
+            action = table[type(event)](event)
+            if action is not None:
+                apply(self, action)
+
     def handle(self, event):
         """The actions ``event`` asks of the front-end (None, one, or a list)."""
         return self.table[type(event)](event)

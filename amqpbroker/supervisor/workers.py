@@ -16,6 +16,8 @@ from .. import contract as c
 from ..links import control, ring
 from .process import ChildProcess, start_all, stop_all
 
+_NOTICES = {c.WorkerReady, c.WorkerClosed}      # on a worker's link to the supervisor only
+
 
 class WorkerProcess(ChildProcess):
     kind = "worker"
@@ -59,6 +61,9 @@ class WorkerProcess(ChildProcess):
         self.client.connect(self.endpoint)
 
     def _on_batch(self, batch) -> None:
+        if not _NOTICES.intersection(map(type, batch)):     # the worker's own: rare
+            self.client.on_events(batch)
+            return
         for msg in batch:
             kind = type(msg)
             if kind is c.WorkerReady:
