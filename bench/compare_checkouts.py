@@ -7,6 +7,7 @@ the median broker CPU per delivered message (whole process tree) and delivered m
 
     python bench/compare_checkouts.py --checkout before=/path/to/old --checkout after=. \
         [--rounds 3] [--seconds 5] [--size 16,1024] [--scenario pubsub_e2e,publish_confirm]
+        [--layouts "1 process,--workers 1"]
 """
 from __future__ import annotations
 
@@ -76,7 +77,10 @@ def main() -> None:
     p.add_argument("--size", default="16,1024")
     p.add_argument("--scenario", default="pubsub_e2e",
                    help="comma list of the harness's scenarios (msg/s: delivered or confirmed)")
+    p.add_argument("--layouts", default=",".join(LAYOUTS),
+                   help="comma list of: " + ", ".join(LAYOUTS))
     args = p.parse_args()
+    layouts = {name: LAYOUTS[name] for name in args.layouts.split(",")}
     checkouts = [c.split("=", 1) for c in args.checkout]
     results: dict = {}
     scenarios = args.scenario.split(",")
@@ -84,7 +88,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for scenario in scenarios:
             for size in sizes:
-                for name, layout in LAYOUTS.items():
+                for name, layout in layouts.items():
                     for label, path in checkouts:
                         r = run_once(args, os.path.abspath(path), layout, size, scenario)
                         results.setdefault((scenario, size, name, label), []).append(
@@ -94,7 +98,7 @@ def main() -> None:
     print("|---|---:|---|" + "---:|---:|" * len(checkouts))
     for scenario in scenarios:
         for size in sizes:
-            for name in LAYOUTS:
+            for name in layouts:
                 cells = []
                 for label, _ in checkouts:
                     runs = results[(scenario, size, name, label)]

@@ -40,7 +40,7 @@ class Frontend:
         self.index = spec["index"]
         self.spec = spec
         self.broker = broker = Broker(child.config_of(spec), loop)
-        broker.partitions = [PartitionClient(broker, i) for i in range(spec["workers"])]
+        broker.partitions = [PartitionClient.of(broker, i) for i in range(spec["workers"])]
         broker.alarms.logs = False      # a mirror of the supervisor's, which logs them once
         self.copy = MetadataCopy(broker)
         self.server = AMQPServer(broker, self.index)
@@ -73,10 +73,8 @@ class Frontend:
     def on_link_worker(self, m: c.LinkWorker) -> None:
         client = self.broker.partitions[m.worker]
 
-        def on_batch(batch):
-            for msg in batch:
-                client.on_event(msg)
-        client.connect(ring.attach(self.control.recv_fds(6), on_batch, yield_after=c.Reply))
+        client.connect(ring.attach(self.control.recv_fds(6), client.on_events,
+                                   yield_after=c.Reply))
         client.resubscribe()        # after a worker restart: consumer group shares
 
     def on_host_lost(self, m: c.HostLost) -> None:

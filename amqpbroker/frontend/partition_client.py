@@ -1,19 +1,27 @@
 """The front-end side of the partition interface: one ``PartitionClient`` per host (worker).
 
-It numbers publishes, keeps the host's confirm watermark, routes deliveries to consumers,
-batches credit grants once per loop turn and turns requests into futures. A future of the
-in-process link is already resolved when ``request`` returns, so awaiting it does not suspend
-(see ``Session._drive``): with ``--workers 0`` every method completes in the turn it arrived,
-exactly as a single-process broker would.
+It numbers publishes, keeps the host's confirm watermark, knows which consumer id is which
+consumer, batches credit grants once per loop turn and turns requests into futures. That is
+all it changes: what an event of the host means for a channel, a session, a queue of the
+vhost or the broker it returns as actions (``actions.py``), which ``apply`` — given at
+construction, the front-end's — carries out. ``handle(event)`` and ``lose_host()`` are the
+pure half (tests feed them and read the actions); ``on_event`` and ``host_lost`` are what the
+links and the supervisor call, and apply what those return.
+
+A future of the in-process link is already resolved when ``request`` returns, so awaiting it
+does not suspend (see ``Session._drive``): with ``--workers 0`` every method completes in the
+turn it arrived, exactly as a single-process broker would.
 """
 from __future__ import annotations
 
-import logging
+import functools
 
 from .. import contract as c
 from .. import errors
-
-log = logging.getLogger("amqpbroker.partition")
+from . import actions
+from .actions import (AlarmChanged, CancelConsumer, DeadLetter, GroupRevocationDone,
+                      PublishersResumed, QueueFlow, QueueGone, ReopenQueue, Resubscribe,
+                      ShareLost, WatermarkMoved)
 
 # credit of a consumer without prefetch: deliveries in flight between host and socket
 WINDOW = 500
@@ -27,10 +35,16 @@ class HostGone(errors.NotFound):
     """The worker owning the queue stopped (it is being restarted)."""
 
 
+def _ignore(client, action) -> None:
+    """``apply`` of a client whose actions nobody carries out (tests call ``handle``)."""
+
+
 class PartitionClient:
-    def __init__(self, broker, index: int):
-        self.broker = broker
-        self.loop = broker.loop
+    def __init__(self, index: int, loop, apply=_ignore):
+        """``apply(client, action)`` carries out the client's actions (the front-end's
+        ``functools.partial(actions.apply, broker)``)."""
+        self.loop = loop
+        self.apply = apply
         self.index = index
         self.link = None
         self.epoch = 0                      # bumped when the host restarts
@@ -44,14 +58,20 @@ class PartitionClient:
         self.done_seq = 0                   # host's confirm watermark
         self.seen = 0                       # last publish the host has handled
         self.backlogged = False             # too many publishes in flight: throttle
-        self.flow_waiters: set = set()      # sessions throttled by that
+        self.flow_waiters: set = set()      # sessions throttled by that (Session.throttle)
         self.nacked: set[int] = set()       # refused publishes of confirm-mode channels
-        self.listeners: set = set()         # channels waiting for the watermark
+        self.lost_lo = self.lost_hi = 0     # (lo, hi]: in flight when the host was last lost
+        self.listeners: set = set()         # channels waiting for the watermark (Channel)
         self._grants: dict = {}             # cid -> credit to send
         self.lost_shares: list = []         # group members' shares waiting for a restart
         self._grant_scheduled = False
         self._wanted = 0                    # last number asked for with ConfirmWanted
         self.table = c.handlers(self, c.PARTITION_EVENTS)
+
+    @classmethod
+    def of(cls, broker, index: int) -> "PartitionClient":
+        """The client of host ``index`` whose actions ``broker`` (this front-end) applies."""
+        return cls(index, broker.loop, functools.partial(actions.apply, broker))
 
     def connect(self, link) -> None:
         self.link = link
@@ -161,47 +181,64 @@ class PartitionClient:
             self.link.send(c.ConfirmWanted(seq=number))
 
     def take_nack(self, number: int) -> bool:
-        """Whether the host refused ``number`` (asked once: the answer is forgotten)."""
+        """Whether the host refused ``number`` (a refusal the host named is forgotten once
+        asked)."""
         if self.nacked and number in self.nacked:
             self.nacked.discard(number)
             return True
-        return False
+        return number <= self.lost_hi and number > self.lost_lo
 
     # ------------------------------------------------------------ events
     def on_event(self, event) -> None:
-        self.table[type(event)](event)
+        """An event of the host: handle it and apply what it asks of the front-end."""
+        action = self.table[type(event)](event)
+        if action is not None:
+            self.apply(self, action)
 
-    def on_confirm(self, m: c.Confirm) -> None:
+    def on_events(self, events) -> None:
+        """``on_event`` for each of a batch that a link read."""
+        table, apply = self.table, self.apply
+        for event in events:
+            action = table[type(event)](event)
+            if action is not None:
+                apply(self, action)
+
+    def handle(self, event):
+        """The actions ``event`` asks of the front-end (None, one, or a list)."""
+        return self.table[type(event)](event)
+
+    def on_confirm(self, m: c.Confirm):
         self.seen = seen = m.seen
+        resumed = None
         if self.backlogged and self.seq - seen <= LINK_WINDOW // 2:
-            self._release_publishers()
+            resumed = self._resume_publishers()
         if m.nacked:
             # kept even when the watermark does not move: a refused publish behind an ack
             # that waits for its commit is named now and passed by the watermark later
             self.nacked.update(m.nacked)
         if m.upto > self.done_seq:
             self.done_seq = m.upto
-            for ch in list(self.listeners):
-                ch.on_commit()
+            if self.listeners:
+                moved = WatermarkMoved(list(self.listeners))
+                return moved if resumed is None else [resumed, moved]
+        return resumed
 
-    def _release_publishers(self) -> None:
+    def _resume_publishers(self) -> PublishersResumed | None:
         self.backlogged = False
         waiters, self.flow_waiters = self.flow_waiters, set()
-        for session in waiters:
-            session.unthrottle(self)
+        return PublishersResumed(list(waiters), self) if waiters else None
 
-    def on_dlv(self, m: c.Dlv) -> None:
-        consumer = self.consumers.get(m.cid)
-        if consumer is None:
-            # cancelled while this was on its way: back to the queue (a stream keeps it
-            # anyway; a group member's share hands it back to its group)
-            ref = self.refs.get(m.qid)
-            if ref is not None and ref.is_stream:
-                self.settle_group(m.cid, 1, [m.offset])
-            else:
-                self.reject(m.qid, [m.offset], True)
-            return
-        consumer.channel.deliver(consumer, m.offset, m.record, m.redelivered)
+    def on_dlv(self, m: c.Dlv):
+        if m.cid in self.consumers:
+            return m                        # Deliver: the event itself (actions.py)
+        # cancelled while this was on its way: back to the queue (a stream keeps it
+        # anyway; a group member's share hands it back to its group)
+        ref = self.refs.get(m.qid)
+        if ref is not None and ref.is_stream:
+            self.settle_group(m.cid, 1, [m.offset])
+        else:
+            self.reject(m.qid, [m.offset], True)
+        return None
 
     def on_reply(self, m: c.Reply) -> None:
         fut = self.pending.pop(m.req, None)
@@ -212,37 +249,39 @@ class PartitionClient:
         else:
             fut.set_exception(errors.from_reply(*m.value))
 
-    def on_flow(self, m: c.Flow) -> None:
+    def on_flow(self, m: c.Flow):
         ref = self.refs.get(m.qid)
-        if ref is not None:
-            ref.set_backlogged(m.on)
+        return QueueFlow(ref, m.on) if ref is not None else None
 
-    def on_cancel(self, m: c.Cancel) -> None:
-        consumer = self.consumers.pop(m.cid, None)
-        if consumer is not None:
-            consumer.channel.consumer_cancelled(consumer)
+    def on_cancel(self, m: c.Cancel):
+        return self.forget_consumer(m.cid)
 
-    def on_gone(self, m: c.Gone) -> None:
+    def forget_consumer(self, cid: int) -> CancelConsumer | None:
+        """The consumer ``cid`` is no more (its queue or its host went away): forget it, and
+        have its channel tell the client."""
+        consumer = self.consumers.pop(cid, None)
+        return CancelConsumer(consumer) if consumer is not None else None
+
+    def on_gone(self, m: c.Gone):
         ref = self.refs.get(m.qid)
-        if ref is not None:
-            ref.vhost.forget_queue(ref, m.reason)
+        return QueueGone(ref, m.reason) if ref is not None else None
 
-    def on_dlx(self, m: c.Dlx) -> None:
-        self.broker.route_dead_letter(m.vhost, m.exchange, m.keys, m.record, m.reason)
+    def on_dlx(self, m: c.Dlx) -> DeadLetter:
+        return DeadLetter(m.vhost, m.exchange, m.keys, m.record, m.reason)
 
-    def on_group_revoked(self, m: c.GroupRevoked) -> None:
-        self.broker.group_revoked(self, m)      # the supervisor's groups (a no-op elsewhere)
+    def on_group_revoked(self, m: c.GroupRevoked) -> GroupRevocationDone:
+        return GroupRevocationDone(self, m)
 
-    def on_alarm(self, m: c.Alarm) -> None:
-        name = f"{m.name}@worker{self.index}"
-        if m.detail is None:
-            self.broker.alarms.clear(name)
-        else:
-            self.broker.alarms.set(name, m.detail)
+    def on_alarm(self, m: c.Alarm) -> AlarmChanged:
+        return AlarmChanged(f"{m.name}@worker{self.index}", m.detail)
 
     # ------------------------------------------------------------ host restart
     def host_lost(self) -> None:
         """The host died: fail what waited for it, so no publisher waits in silence."""
+        self.apply(self, self.lose_host())
+
+    def lose_host(self) -> list:
+        """``host_lost``'s pure half: the client's own state, and the actions for the rest."""
         self.epoch += 1
         self.link = None
         for fut in self.pending.values():
@@ -250,47 +289,41 @@ class PartitionClient:
                 fut.set_exception(self._gone_error())
         self.pending.clear()
         if self.seq > self.done_seq:
-            self.nacked.update(range(self.done_seq + 1, self.seq + 1))
+            # everything in flight is refused: numbers in (lo, hi] (a range, not a set of
+            # numbers nobody may ask for: acks and untracked publishes are numbered too)
+            if self.lost_hi > self.lost_lo:     # a loss before: its numbers one by one
+                self.nacked.update(range(self.lost_lo + 1, self.lost_hi + 1))
+            self.lost_lo, self.lost_hi = self.done_seq, self.seq
             self.done_seq = self.seq
-        for ch in list(self.listeners):
-            ch.on_commit()
-        self.nacked.clear()
+        actions: list = [WatermarkMoved(list(self.listeners))]
         for cid, consumer in list(self.consumers.items()):
             if consumer.member is not None:
                 # a consumer group member's share: subscribed again once the worker is back
                 # (``resubscribe``); its deliveries from before are void (epoch)
-                consumer.credit_out = 0
                 self.lost_shares.append(consumer)
+                actions.append(ShareLost(consumer))
                 continue
-            self.on_cancel(c.Cancel(cid=cid))
-        for ref in self.refs.values():
-            ref.set_backlogged(False)
+            actions.append(self.forget_consumer(cid))
+        actions += [QueueFlow(ref, False) for ref in self.refs.values()]
         self.seen = self.seq
-        self._release_publishers()
+        resumed = self._resume_publishers()
+        if resumed is not None:
+            actions.append(resumed)
         self._grants.clear()
+        return actions
 
     def reopen(self) -> None:
         """After a restart: the new host recovers every queue of ours from disk."""
-        for ref in list(self.refs.values()):
-            ref.opened = ref.open()
+        self.apply(self, [ReopenQueue(ref) for ref in list(self.refs.values())])
         self.resubscribe()
 
     def resubscribe(self) -> None:
         """The restarted host has our queues open: subscribe the consumer group shares it
         lost again (inactive until the supervisor re-sends their assignment). One that
         cannot be cancels its member."""
+        self.apply(self, self.shares_to_resubscribe())
+
+    def shares_to_resubscribe(self) -> list:
         shares, self.lost_shares = self.lost_shares, []
-        for share in shares:
-            if self.consumers.get(share.cid) is not share or share.queue.deleted:
-                continue
-            share.credit_out = share.initial_credit(WINDOW)
-            share.owed = 0
-            fut = share.queue.subscribe(share, share.credit_out)
-            fut.add_done_callback(lambda f, share=share: self._resubscribed(f, share))
-
-    def _resubscribed(self, fut, share) -> None:
-        exc = None if fut.cancelled() else fut.exception()
-        if exc is not None:
-            log.warning("%r could not be subscribed again: %s", share, exc)
-            self.on_cancel(c.Cancel(cid=share.cid))
-
+        return [Resubscribe(self, share, share.initial_credit(WINDOW)) for share in shares
+                if self.consumers.get(share.cid) is share and not share.queue.deleted]

@@ -246,7 +246,11 @@ def _split(data: bytes, lens: bytes, start: int, stop: int) -> list[bytes]:
 # them (``ControlChannel.send_fds`` or ``pass_fds``) and closes its own copies; the segments
 # have no name, so they vanish when the last process holding them exits.
 
-RING_BYTES = 8 << 20          # per direction; records up to 4 MiB, bigger ones are fragmented
+# per direction; records up to 1 MiB, bigger ones are fragmented. Small enough that the lines
+# a writer reuses are still in cache (the reader just read them): an 8 MiB ring cost 11-14 %
+# more CPU per crossing at 16 B, 1 KiB and 64 KiB (bench/ring_link_bench.py --processes 2,
+# bench/RING_RESULTS.md), and F x W links of it are F x W x 4 MiB of shared memory
+RING_BYTES = 2 << 20
 
 
 def make_link() -> tuple[list[int], list[int]]:

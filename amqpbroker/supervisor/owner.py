@@ -141,7 +141,7 @@ class MetadataOwner(Broker):
         from ..frontend.partition_client import PartitionClient
         from ..links.local import LocalLink
         from ..worker.host import PartitionHost
-        client = PartitionClient(self, 0)
+        client = PartitionClient.of(self, 0)
         LocalLink(PartitionHost(self.config, self.loop), client)
         return client
 

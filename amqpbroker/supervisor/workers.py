@@ -16,14 +16,17 @@ from .. import contract as c
 from ..links import control, ring
 from .process import ChildProcess, start_all, stop_all
 
+_NOTICES = {c.WorkerReady, c.WorkerClosed}      # on a worker's link to the supervisor only
+
 
 class WorkerProcess(ChildProcess):
     kind = "worker"
 
-    def __init__(self, config, index: int, client, workers: int):
+    def __init__(self, config, index: int, client, workers: int, groups=None):
         super().__init__(index)
         self.config = config
         self.client = client
+        self.groups = groups                 # the supervisor's consumer groups
         self.workers = workers
         self.endpoint = None
         self.control: control.ControlChannel | None = None
@@ -58,6 +61,9 @@ class WorkerProcess(ChildProcess):
         self.client.connect(self.endpoint)
 
     def _on_batch(self, batch) -> None:
+        if not _NOTICES.intersection(map(type, batch)):     # the worker's own: rare
+            self.client.on_events(batch)
+            return
         for msg in batch:
             kind = type(msg)
             if kind is c.WorkerReady:
@@ -100,9 +106,8 @@ class WorkerProcess(ChildProcess):
                              return_exceptions=True)
         if self.on_restart is not None:
             self.on_restart(self)
-        groups = getattr(self.client.broker, "groups", None)
-        if groups is not None:              # consumer groups' assignments on it
-            groups.worker_back(self.client)
+        if self.groups is not None:         # consumer groups' assignments on it
+            self.groups.worker_back(self.client)
 
     def ask_to_stop(self) -> None:
         """The worker writes, fsyncs and closes everything, then exits."""
@@ -114,8 +119,8 @@ class WorkerProcess(ChildProcess):
 async def start_workers(broker, count: int) -> list[WorkerProcess]:
     """Start ``count`` workers and give the broker their partition clients."""
     from ..frontend.partition_client import PartitionClient
-    workers = [WorkerProcess(broker.config, i, PartitionClient(broker, i), count)
-               for i in range(count)]
+    workers = [WorkerProcess(broker.config, i, PartitionClient.of(broker, i), count,
+                             getattr(broker, "groups", None)) for i in range(count)]
     await start_all(workers)
     return workers
 

@@ -93,7 +93,7 @@ class InProcessBroker:
         asyncio.set_event_loop(self.loop)
         self.config = Config(data_dir=str(data_dir), **config)
         self.owner = MetadataOwner(self.config, self.loop)
-        partition = PartitionClient(self.owner, 0)
+        partition = PartitionClient.of(self.owner, 0)
         LocalLink(PartitionHost(self.config, self.loop), partition, codec=True)
         self.owner.start([partition])
         self.server = AMQPServer(self.owner)

@@ -66,7 +66,7 @@ async def joined(kind: str, tmp_path):
     loop = asyncio.get_running_loop()
     config = Config(data_dir=str(tmp_path))
     broker = Broker(config, loop)
-    client = PartitionClient(broker, 0)
+    client = PartitionClient.of(broker, 0)
     broker.partitions = [client]
     host = PartitionHost(config, loop)
     closers = []
