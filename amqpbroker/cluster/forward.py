@@ -47,6 +47,7 @@ import os
 
 from .. import contract as c
 from .. import errors
+from ..frontend import actions
 from ..frontend.partition_client import HostGone, PartitionClient
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
@@ -65,7 +66,8 @@ class RemoteClient(PartitionClient):
     that node's cluster port, dialled on first use and again after a loss."""
 
     def __init__(self, forwarder, node: str):
-        super().__init__(forwarder.broker, -1)
+        broker = forwarder.broker
+        super().__init__(-1, broker.loop, functools.partial(actions.apply, broker))
         self.forwarder = forwarder
         self.node = node
         # unique across clients: a delivery tag from before a move is void after it
@@ -111,7 +113,7 @@ class RemoteClient(PartitionClient):
                 except (OSError, asyncio.TimeoutError) as exc:
                     log.debug("cluster link to %s: %s", self.node, exc)
                 else:
-                    end = StreamEndpoint(reader, writer, self._on_batch,
+                    end = StreamEndpoint(reader, writer, self.on_events,
                                          yield_after=c.Reply, on_close=self._lost)
             if fw.closed:
                 if end is not None:
@@ -135,11 +137,6 @@ class RemoteClient(PartitionClient):
     def _fail(self) -> None:
         self.host_lost()                    # link None: nacks, 404s, basic.cancel
         self._reopen = True
-
-    def _on_batch(self, batch) -> None:
-        on_event = self.on_event
-        for msg in batch:
-            on_event(msg)
 
     def _lost(self, end) -> None:
         if self.link is not end:
