@@ -323,6 +323,12 @@ class Forwarder:
             return None
         return q
 
+    def led_elsewhere(self, vhost: str, name: str) -> bool:
+        """This node has the queue but forwards it: another node leads it."""
+        vh = self.broker.vhosts.get(vhost)
+        q = vh.queues.get(name) if vh is not None else None
+        return q is not None and isinstance(q.client, RemoteClient)
+
     async def close(self) -> None:
         self.closed = True
         for client in self.remotes.values():
@@ -362,7 +368,16 @@ class ForwardedLink:
         for i, m in enumerate(batch):
             kind = type(m)
             if kind is c.Pub or kind is c.Ack or kind is c.Reject:
-                out.append(m._replace(qid=qids.get(m.qid, 0)))
+                local = qids.get(m.qid)
+                if local is None and kind is c.Pub:
+                    # its Open failed (or never came): nacked, never confirmed unstored
+                    if out:
+                        self.host.handle(self.state, out)
+                        out = []
+                    self.host.refuse(self.state, m, f"queue {m.qid} of node '{self.node}' "
+                                                    f"is not open on this node")
+                    continue
+                out.append(m._replace(qid=local or 0))
             elif kind is c.Open:
                 if not self._open(m):
                     self.host.handle(self.state, out)
@@ -387,6 +402,14 @@ class ForwardedLink:
         """Map the remote's qid onto ours; False while this node has not applied the queue
         yet (its declare is in etcd, the watch is on its way)."""
         q = self.forwarder.local_queue(m.vhost, m.name)
+        if q is None and self.forwarder.led_elsewhere(m.vhost, m.name):
+            # the two nodes' views of its leader differ for a moment: answer at once (the
+            # caller follows the leader when its view catches up), never hold the link
+            err = errors.NotFound(f"queue '{m.name}' in vhost '{m.vhost}' is not led by "
+                                  f"node '{self.forwarder.node.name}'")
+            if m.req:
+                self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(err)))
+            return True
         if q is None:
             now = self.forwarder.broker.loop.time()
             if not self._waiting_since:

@@ -89,6 +89,8 @@ class QueueRef:
         return fut
 
     def _open_done(self, fut) -> None:
+        if fut is not self.opened:
+            return              # superseded: the queue moved to another host meanwhile
         exc = None if fut.cancelled() else fut.exception()
         if exc is None:
             if self.down is not None:

@@ -173,6 +173,13 @@ class PartitionHost:
         elif type(cmd) in (c.Ack, c.Reject):
             state.last_seq = max(state.last_seq, cmd.seq)
 
+    def refuse(self, state: LinkState, cmd, reason: str) -> None:
+        """A command this host cannot take (a forwarded publish for a queue not open here):
+        answered as a failed one — a publish is nacked, never confirmed unstored."""
+        self._failed(state, cmd, errors.NotFound(reason))
+        if not self._depth:
+            state.send_confirms()
+
     @staticmethod
     def _drop_waiting(state: LinkState, seq: int) -> None:
         """A refused publish must not wait for a commit round on its behalf."""

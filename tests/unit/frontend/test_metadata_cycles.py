@@ -75,7 +75,7 @@ def unreachable_after(fn) -> list:
 def broker(tmp_path):
     b = InProcessBroker(tmp_path)
     copy = Broker(b.config, b.loop)
-    copy.partitions = [PartitionClient(copy, 0)]       # a copy's queues need no link
+    copy.partitions = [PartitionClient.of(copy, 0)]    # a copy's queues need no link
     relay = Relay(copy)
     for op in snapshot(b.owner):                        # what a starting front-end is sent
         relay.notify(c.ApplyOp(op=op))
