@@ -18,12 +18,9 @@ Wall clock on a shared machine: only the order of magnitude holds (docs/CLUSTER.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, ".")
 from amqpbroker.testing import BrokerProcess          # noqa: E402
@@ -31,14 +28,9 @@ from amqpbroker.testing.cluster import LocalCluster  # noqa: E402
 
 
 def call(node, method, path, body=None):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{node.management_port}/api/{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
-                 "content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        data = r.read()
-        return json.loads(data) if data else None
+    status, value = node.request(method, path, body, timeout=120)
+    assert status < 400, (status, value)
+    return value
 
 
 def document(n: int, prefix: str) -> dict:

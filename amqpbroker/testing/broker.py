@@ -148,6 +148,14 @@ class BrokerProcess:
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.load(r)
 
+    def request(self, method: str, path: str, body=None, timeout: float = 30):
+        """(status, decoded JSON or None) of ``METHOD /api/<path>`` as guest, with a JSON
+        ``body``; 4xx and 5xx are answers, not exceptions (needs ``management=True``)."""
+        from .mgmt_client import ManagementClient
+        status, value, _ = ManagementClient(f"http://127.0.0.1:{self.management_port}").request(
+            method, f"/api/{path}", "guest", "guest", body=body, timeout=timeout)
+        return status, value
+
     def queue_on_worker(self, ch, index: int, prefix: str) -> str:
         """Declare durable queues ``prefix-i`` on pika channel ``ch`` until one is placed on
         worker ``index``; delete the others (needs ``management=True``)."""

@@ -20,7 +20,7 @@ class ManagementClient:
 
     def request(self, method: str, path: str, user: str | None, password: str = "", *,
                 body=None, raw: bytes | None = None, content_type: str | None = JSON,
-                headers: dict | None = None):
+                headers: dict | None = None, timeout: float = 10):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if user is not None:
@@ -31,7 +31,7 @@ class ManagementClient:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 status, text, hdrs = resp.status, resp.read(), resp.headers
         except urllib.error.HTTPError as err:
             status, text, hdrs = err.code, err.read(), err.headers

@@ -1,12 +1,8 @@
 """Metadata in etcd (docs/CLUSTER.md section 1) and placement by the controller (section 2),
 on three real nodes and a real etcd, with pika and the management API."""
-import base64
-import json
 import os
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 
 import pika
 import pytest
@@ -23,13 +19,7 @@ def connect(node, user="guest", password="guest"):
 
 
 def call(node, method, path, body=None):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{node.management_port}/api/{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
-                 "content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return r.status
+    return node.request(method, path, body)[0]
 
 
 def queues(node):

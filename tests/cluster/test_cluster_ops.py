@@ -1,12 +1,9 @@
 """The operator's side of a cluster (docs/CLUSTER.md sections 1-2): a definitions import that
 goes through etcd, `ctl reassign`, `ctl drain`, leadership back to the preferred replica,
 exclusive queues on their node's lease; three real nodes, a real etcd, pika and HTTP."""
-import base64
 import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
 
 import pika
 import pytest
@@ -23,17 +20,7 @@ def connect(node):
 
 def call(node, method, path, body=None):
     """(status, decoded JSON body or None) of a management API call."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{node.management_port}/api/{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
-                 "content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            data = r.read()
-            return r.status, json.loads(data) if data else None
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+    return node.request(method, path, body)
 
 
 def queues(node):
