@@ -153,8 +153,11 @@ class ChannelCounters:
         self.confirmed_upto = last
 
     def on_close(self) -> None:
-        """The channel closed: its counts join the front-end's totals."""
+        """The channel closed: its counts join the front-end's totals, and the counters let
+        go of it (channel -> counters -> channel is a cycle: with the collector's raised
+        thresholds a closed connection's buffers stayed until a full collection)."""
         self.node.channel_closed(self)
+        self.channel = None
 
 
 class ConnectionCounters:
@@ -320,6 +323,7 @@ class NullChannelCounters(ChannelCounters):
 
     def on_close(self) -> None:
         self.node.channels_closed += 1
+        self.channel = None
 
 
 class NullConnectionCounters(ConnectionCounters):
