@@ -315,9 +315,12 @@ class Forwarder:
             return parts[0].link.host
         return None
 
-    def local_queue(self, vhost: str, name: str):
+    def _known(self, vhost: str, name: str):
         vh = self.broker.vhosts.get(vhost)
-        q = vh.queues.get(name) if vh is not None else None
+        return vh.queues.get(name) if vh is not None else None
+
+    def local_queue(self, vhost: str, name: str):
+        q = self._known(vhost, name)
         if q is None or q.deleted or q.exclusive_owner is not None \
                 or isinstance(q.client, RemoteClient):
             return None
@@ -325,9 +328,7 @@ class Forwarder:
 
     def led_elsewhere(self, vhost: str, name: str) -> bool:
         """This node has the queue but forwards it: another node leads it."""
-        vh = self.broker.vhosts.get(vhost)
-        q = vh.queues.get(name) if vh is not None else None
-        return q is not None and isinstance(q.client, RemoteClient)
+        return isinstance(getattr(self._known(vhost, name), "client", None), RemoteClient)
 
     async def close(self) -> None:
         self.closed = True
