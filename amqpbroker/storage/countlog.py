@@ -12,6 +12,9 @@ A later entry for an offset replaces an earlier one. Entries are appended in one
 commit round (``flush``) and fsynced per the queue's policy (``sync``); nothing is read back
 while the queue runs (the counts are in memory). When the file holds more than twice the
 entries that are still needed, it is rewritten as the live counts only (tmp + fsync + rename).
+A missing file is no counts: it is made by the first flush that has one (header and entries
+in one write, owing an fsync like any flush; the first sync also makes its name durable,
+dirsync.py), so a quorum queue that never requeues costs no file and no fsync at declare.
 
 Crash states: a torn or corrupt tail (a write cut short) is cut at the first bad entry on
 open: the counts recorded after it are lost and those messages come back with the count they
@@ -31,6 +34,7 @@ from typing import Callable
 
 from crc32c import crc32c
 
+from . import dirsync
 from .fileformat import (HEADER_SIZE, FsyncPolicy, file_header, header_ok, write_all,
                          write_file_atomically)
 
@@ -59,6 +63,8 @@ class DeliveryCountLog:
         self._entries = 0            # entries in the file (live or replaced)
         self._written = 0            # flushes since open ...
         self._synced = 0             # ... of which known to be fsynced
+        self._unmade = False         # no file yet: the first flush makes it
+        self._names_owed: list[tuple[str, int]] = []   # (directory, dirsync ticket)
         self._recover()
 
     def _recover(self) -> None:
@@ -68,7 +74,7 @@ class DeliveryCountLog:
             with open(self.path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            write_file_atomically(self.path, file_header(MAGIC_COUNTS))
+            self._unmade = True     # made by the first flush: most queues never requeue
             return
         if not header_ok(data, MAGIC_COUNTS):
             log.warning("%s: unreadable header; delivery counts start from zero", self.path)
@@ -124,7 +130,10 @@ class DeliveryCountLog:
             self._pending.clear()
             return
         data = b"".join(_entry(o, n) for o, n in self._pending.items())
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        if self._unmade:
+            data = file_header(MAGIC_COUNTS) + data
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if self._unmade else 0),
+                     0o644)
         try:
             size = os.fstat(fd).st_size
             try:
@@ -134,6 +143,10 @@ class DeliveryCountLog:
                 raise
         finally:
             os.close(fd)
+        if self._unmade:            # its name is made durable with its first fsync (sync)
+            self._unmade = False
+            directory = os.path.dirname(os.path.abspath(self.path))
+            self._names_owed = [(directory, dirsync.name_made(directory))]
         self._entries += len(self._pending)
         self._pending.clear()
         self._written += 1
@@ -148,12 +161,23 @@ class DeliveryCountLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+        names, self._names_owed = self._names_owed, []
+        try:
+            for directory, ticket in names:     # shared with the names made beside it
+                dirsync.make_durable(directory, ticket)
+        except BaseException:
+            self._names_owed = names
+            raise
         self._policy.done()
         self._synced = written
 
     def _rewrite(self) -> None:
+        if self._unmade and not self.counts:
+            return                  # no file and nothing to keep: no file is the same
         data = file_header(MAGIC_COUNTS) + b"".join(_entry(o, n) for o, n in self.counts.items())
         write_file_atomically(self.path, data)
+        self._unmade = False
+        self._names_owed = []       # renamed into place, directory fsynced
         self._entries = len(self.counts)
         self._synced = self._written
 

@@ -13,11 +13,12 @@ compacted file holds (it builds the bytes and calls ``_rewrite``).
   file is intact; every entry is read and applied in order and the file is cut after the last
   good one (``fileformat.load_entry_file``); then the descriptor is fsynced once, since a
   killed process may have left written bytes only in the page cache. A file that does not
-  exist is created as its header alone, with no fsync (an empty file owes nothing: a crash
-  that takes it back leaves what the next open reads as empty, which it was); the first
-  ``sync`` that finds it written fsyncs it and then its directory (unless an fsync of the
-  directory since did: ``dirsync.py``), so its name is durable by the time its first entry
-  is counted durable.
+  exist is not made at open but by the first append (``_make``; a queue declared and never
+  written to costs no file), as its header alone, with no fsync (an empty file owes nothing:
+  a crash that takes it back leaves what the next open reads as empty, which it was); the
+  first ``sync`` that finds it written fsyncs it and then its directory and the directory's
+  parent (unless an fsync of them since did: ``dirsync.py``), so its name is durable by the
+  time its first entry is counted durable.
 * Append (``_append``): one write per round of entries; a failed write (ENOSPC) truncates the
   file back, so half an entry never stands in front of later good ones (recovery would cut
   there and lose them).
@@ -41,7 +42,7 @@ import threading
 from . import dirsync
 from .errors import LogClosedError
 from .filecache import FileCache, process_cache
-from .fileformat import (FsyncPolicy, file_header, load_entry_file, write_all,
+from .fileformat import (HEADER_SIZE, FsyncPolicy, file_header, load_entry_file, write_all,
                          write_file_atomically)
 
 # appends only: fdatasync covers the data and the size that reaches it, and skips the
@@ -65,21 +66,19 @@ class EntryFile:
         self._closed = False
         if os.path.exists(path + ".tmp"):
             os.unlink(path + ".tmp")    # unfinished compaction; the old file is intact
-        # a new file is only its header, written without an fsync: a crash can leave it
-        # short or missing, which the next open reads as empty, as it is; the first sync
-        # makes it durable, and its name in the directory (``_name_ticket``)
-        created = _create_new(path, file_header(self.MAGIC))
+        # a missing file is made by the first append (``_make``), not here: a queue that is
+        # declared and never settles anything costs no file
         self._dir = os.path.dirname(os.path.abspath(path))
-        self._name_ticket = dirsync.name_made(self._dir) \
-            if created and self._policy.mode != "never" else 0
-        self.truncated_bytes = 0 if created else load_entry_file(
+        self._names_owed: list[tuple[str, int]] = []    # (directory, dirsync ticket)
+        self._unmade = not os.path.exists(path)
+        self.truncated_bytes = 0 if self._unmade else load_entry_file(
             path, self.MAGIC, self._apply, self.WHAT, self.LOST)
         self._file = (files or process_cache()).handle(
             path, os.O_WRONLY | os.O_APPEND, durable=self._policy.mode != "never")
         try:
-            if self._policy.mode != "never" and not created:
+            if self._policy.mode != "never" and not self._unmade:
                 self._file.fsync()      # what a killed process left in the page cache
-            self._size = os.stat(path).st_size
+            self._size = HEADER_SIZE if self._unmade else os.stat(path).st_size
         except BaseException:
             self._file.discard()
             raise
@@ -92,7 +91,27 @@ class EntryFile:
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------
+    def _make(self) -> None:
+        """Create the file as its header alone, without an fsync: a crash can leave it short
+        or missing, which the next open reads as empty, as it was; the first sync makes it
+        durable, and its name in the directory and the directory's in its parent
+        (``_names_owed``; the directory too is made if missing)."""
+        header = file_header(self.MAGIC)
+        try:
+            _create_new(self.path, header)
+        except FileNotFoundError:
+            os.makedirs(self._dir, exist_ok=True)
+            _create_new(self.path, header)
+        self._unmade = False
+        self._size = len(header)
+        if self._policy.mode != "never":
+            parent = os.path.dirname(self._dir)
+            self._names_owed = [(self._dir, dirsync.name_made(self._dir)),
+                                (parent, dirsync.name_made(parent))]
+
     def _append(self, data: bytes) -> None:
+        if self._unmade:
+            self._make()
         f = self._file
         fd = f.fd()
         f.written()
@@ -118,6 +137,8 @@ class EntryFile:
 
     def _rewrite(self, data: bytes) -> None:
         """Compaction: ``data`` (header and entries) replaces the file (lock held)."""
+        if self._unmade:
+            self._make()
         old = os.stat(self.path)
         try:
             write_file_atomically(self.path, data)
@@ -129,7 +150,9 @@ class EntryFile:
                 self._size = len(data)
                 self._rewritten(len(data))
         self.durable = self.written     # the new file holds all of it, fsynced
-        self._name_ticket = 0           # ... and renamed into place, directory fsynced
+        names, self._names_owed = self._names_owed, []   # ... renamed into place, its
+        for directory, ticket in names:                   # directory fsynced (and the
+            dirsync.make_durable(directory, ticket)       # directory's name, if new)
         self.compactions += 1
 
     def _rewritten(self, size: int) -> None:
@@ -143,22 +166,22 @@ class EntryFile:
                     return
                 fd, written = self._file.take_for_sync(), self.written
                 # with its first data (fsynced here, or when the cache closed the file)
-                ticket = self._name_ticket if fd is not None or written > 0 else 0
-                if ticket:
-                    self._name_ticket = 0
+                names = self._names_owed if fd is not None or written > 0 else []
+                if names:
+                    self._names_owed = []
             if fd is not None:          # None: nothing owed (or fsynced when it was closed)
                 try:
                     _fsync(fd)
                 except BaseException:
                     self._file.synced(ok=False)
-                    self._name_ticket = self._name_ticket or ticket
+                    self._names_owed = self._names_owed or names
                     raise
                 self._file.synced()
-            if ticket:              # shared with the names made beside it (dirsync.py)
-                try:
-                    dirsync.make_durable(self._dir, ticket)
+            for i, (directory, ticket) in enumerate(names):     # shared with the names
+                try:                                            # made beside it (dirsync.py)
+                    dirsync.make_durable(directory, ticket)
                 except BaseException:
-                    self._name_ticket = ticket
+                    self._names_owed = self._names_owed or names[i:]
                     raise
             with self._lock:
                 self._policy.done()

@@ -22,6 +22,10 @@ without a scan, and recovery can tell a sealed time index from a truncated one.
 To find the first record with timestamp >= ts, start at the last entry with T < ts: nothing
 before it can qualify, even if producers' timestamps go backwards.
 
+Files are made lazily: a new segment's index has no file until its first entry (most segments
+of a small queue never get one), and a segment being sealed makes both (`ensure_file`). No
+file reads as no entries.
+
 Crash states: entries are written with write() right after their batch, and fsynced with the
 log, so after a crash an index can lack entries, hold entries past a torn log tail, be empty or
 missing, or (bit rot, an operator) be garbage. The index is never trusted over the log:
@@ -58,6 +62,7 @@ class _SparseIndex:
         self.files = files
         self.durable = durable             # appends owe an fsync
         self._file: CachedFile | None = None   # the append handle while the segment is active
+        self._unmade = False               # no file yet: the first append creates it
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -92,27 +97,47 @@ class _SparseIndex:
         return file_header(self.MAGIC) + b"".join(pack(k, v) for k, v in zip(self.keys, self.values))
 
     def matches_file(self) -> bool:
+        """The file holds the entries in memory (no file matches no entries: it is made at
+        the first append)."""
         try:
             with open(self.path, "rb") as f:
                 return f.read() == self.to_bytes()
         except FileNotFoundError:
-            return False
+            return not self.keys
 
     def rewrite(self) -> None:
         """Replace the file with the in-memory entries (tmp + fsync + rename)."""
         self.close()
         write_file_atomically(self.path, self.to_bytes())
+        self._unmade = False
 
     def create(self) -> None:
-        """Start a new, empty index file and keep it for appends (no fsync: the log's next
-        sync covers it, and recovery rebuilds it if the crash came first)."""
+        """Start a new, empty index, appended to from now on; its file is made by the first
+        append (most segments of a small queue never get an entry; a file per index at
+        every queue.declare cost two file creations)."""
         self.close()
         self.clear()
+        self._unmade = True
+
+    def ensure_file(self) -> None:
+        """Make the file now if the first append has not (a segment being sealed: recovery
+        trusts a closed segment's indexes only if both files are there)."""
+        if self._unmade:
+            self._make()
+
+    def _make(self) -> None:
+        # no fsync and no directory fsync of its own: the log's next sync covers the data,
+        # and recovery rebuilds an index whose file a crash took (it never trusts one over
+        # the log)
         self._file = self.files.create(self.path, APPEND_FLAGS, self.durable,
                                        file_header(self.MAGIC))
+        self._unmade = False
 
     def open_for_append(self) -> None:
-        if self._file is None:
+        if self._file is None and not self._unmade:
+            if not self.keys and not os.path.exists(self.path):
+                self._unmade = True         # never appended to (recovery found no file)
+                return
             self._file = self.files.handle(self.path, APPEND_FLAGS, self.durable)
 
     @property
@@ -123,6 +148,8 @@ class _SparseIndex:
     def append(self, key: int, value: int) -> None:
         self.keys.append(key)
         self.values.append(value)
+        if self._unmade:
+            self._make()
         f = self._file
         if f is not None:
             fd = f.fd()
@@ -131,12 +158,14 @@ class _SparseIndex:
 
     def close(self) -> None:
         """Stop appending: close the handle (fsynced first if an fsync is owed)."""
+        self._unmade = False        # a later append (recovery) keeps entries in memory only
         if self._file is not None:
             self._file.close()
             self._file = None
 
     def discard(self) -> None:
         """Stop appending without the owed fsync (the file is deleted, or a test crashes)."""
+        self._unmade = False
         if self._file is not None:
             self._file.discard()
             self._file = None

@@ -35,8 +35,10 @@ queue's store does that when every message of the segment is settled. read() ste
 recovery accepts a gap only where the `gap_settled` callback vouches for it (recovery.py).
 Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
 
-Creating and destroying. A new partition (recovery found no segment) costs no fsync: its
-empty files owe none, and the first sync that finds records fsyncs them, then the partition's
+Creating and destroying. A new partition (recovery found no segment) costs its directory
+and no file and no fsync: its first segment's `.log` is made by the first append (the
+indexes' files by their first entries, index.py), and the first sync that finds records
+fsyncs them, then the partition's
 directory and its parent (the names; dirsync.py shares those fsyncs with the names made
 beside them) before `durable_offset` moves. A crash before that leaves the files, or the
 directory, missing or short, which recovery makes into an empty partition again: nothing in
@@ -102,13 +104,9 @@ class PartitionLog:
         self._segments: list[Segment] = segments
         self._bases = [s.base_offset for s in segments]
         self._active.open_for_append()
-        # a new partition's empty files owe nothing yet; its first sync makes their names
-        # durable, and the directory's own name in its parent
+        # a new partition's files are made by its first append (``_make_files``); its first
+        # sync after that makes their names durable, and the directory's own in its parent
         self._names_owed: list[tuple[str, int]] = []   # (directory, dirsync ticket)
-        if self.recovery.created and self._policy.mode != "never":
-            parent = os.path.dirname(os.path.abspath(self.directory))
-            self._names_owed = [(self.directory, dirsync.name_made(self.directory)),
-                                (parent, dirsync.name_made(parent))]
         if self._policy.mode != "never" and not self.recovery.created:
             try:
                 for f in self._active.write_files():  # what a killed process left in the page
@@ -198,6 +196,8 @@ class PartitionLog:
             if not records:
                 return self.end_offset
             active = self._active
+            if active.unmade:
+                self._make_files(active)
             base = active.next_offset
             parts, size, first_ts, max_ts = encode_batch_parts(base, records)
             if not active.is_empty and (
@@ -209,6 +209,21 @@ class PartitionLog:
             if self._policy.mode == "never":
                 self.durable_offset = active.next_offset
             return base
+
+    def _make_files(self, seg: Segment) -> None:
+        """A new partition's first append: its first segment's `.log` is made now (the
+        directory too, if a crash took it); the names are made durable by the first sync
+        that finds records (dirsync.py shares that fsync with names made beside them)."""
+        try:
+            seg.make()
+        except FileNotFoundError:
+            os.makedirs(self.directory, exist_ok=True)
+            seg.make()
+        seg.open_for_append()
+        if self._policy.mode != "never":
+            parent = os.path.dirname(os.path.abspath(self.directory))
+            self._names_owed = [(self.directory, dirsync.name_made(self.directory)),
+                                (parent, dirsync.name_made(parent))]
 
     def _roll(self) -> Segment:
         old = self._active

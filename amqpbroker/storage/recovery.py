@@ -26,10 +26,12 @@ Theory of operation
    stay contiguous, and the cut segment becomes the active one.
 
 4. No segment at all (a new partition, or one whose files a crash took before anything was
-   fsynced into them: its first segment's empty files are made without an fsync, and a
-   missing, short or empty file is what a crash can leave of them) -> a first, empty segment
-   is made, again without an fsync (``report.created``; PartitionLog makes the names durable
-   with the first records it fsyncs).
+   fsynced into them: its first segment's files are made by the first append, without an
+   fsync, and a missing, short or empty file is what a crash can leave of them) -> a first,
+   empty segment with no files yet (``Segment.create_lazily``, ``report.created``;
+   PartitionLog makes its files at the first append, and the directory if missing, and their
+   names durable with the first records it fsyncs). A missing directory is not made here: a
+   queue declared and never written to costs no directory and no file.
 
 What is *not* detected at open: bit rot in the middle of a closed segment that leaves its tail
 intact. read() verifies the CRC of every batch it decodes and raises CorruptRecordError.
@@ -81,10 +83,16 @@ def recover_partition(directory: str, index_interval_bytes: int,
     `durable` are the segments' (segment.py). Recovery reads and repairs through short-lived
     descriptors of its own; the segments it returns hold none."""
     report = RecoveryReport()
-    os.makedirs(directory, exist_ok=True)
-    _finish_interrupted_operations(directory, report)
-    bases = sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(directory))
-                   if m and m.group(2) == "log" and m.group(3) is None)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        names = None                # a new partition: its first append makes the directory
+    bases = []
+    if names:
+        if _finish_interrupted_operations(directory, names, report):
+            names = os.listdir(directory)
+        bases = sorted(int(m.group(1)) for m in map(_NAME.match, names)
+                       if m and m.group(2) == "log" and m.group(3) is None)
     segments: list[Segment] = []
     for i, base in enumerate(bases):
         if segments and base != segments[-1].next_offset and not (
@@ -109,9 +117,9 @@ def recover_partition(directory: str, index_interval_bytes: int,
     if not segments:        # a new partition (or one whose files a crash took before any
         # fsync: the definitions say it exists, so it comes back empty)
         report.created = True
-        segments.append(Segment.create(directory, 0, index_interval_bytes, files, durable,
-                                       owe_fsync=False))
-    if report.messages:
+        segments.append(Segment.create_lazily(directory, 0, index_interval_bytes, files,
+                                              durable))
+    if report.messages and names is not None:
         fsync_dir(directory)
     level = logging.WARNING if report.data_cut else logging.INFO
     for message in report.messages:
@@ -119,8 +127,11 @@ def recover_partition(directory: str, index_interval_bytes: int,
     return segments, report
 
 
-def _finish_interrupted_operations(directory: str, report: RecoveryReport) -> None:
-    names = sorted(os.listdir(directory))
+def _finish_interrupted_operations(directory: str, names: list[str],
+                                   report: RecoveryReport) -> bool:
+    """Finish or undo what a crash interrupted; True if that changed any name."""
+    names = sorted(names)
+    done = len(report.messages)
     logs = set()
     for name in names:
         m = _NAME.match(name)
@@ -146,6 +157,7 @@ def _finish_interrupted_operations(directory: str, report: RecoveryReport) -> No
         if m and m.group(3) is None and m.group(2) != "log" and m.group(1) not in logs:
             os.unlink(os.path.join(directory, name))
             report.messages.append(f"removed orphan index {name}")
+    return len(report.messages) > done
 
 
 def _load_segment(seg: Segment, is_last: bool, report: RecoveryReport) -> bool:
@@ -172,7 +184,7 @@ def _load_segment(seg: Segment, is_last: bool, report: RecoveryReport) -> bool:
                 f"{os.path.basename(seg.log_path)}: cut {file_size - valid_end} byte(s) after "
                 f"position {valid_end} (torn or corrupt batch); log now ends at offset "
                 f"{seg.next_offset}")
-        _rewrite_indexes_if_stale(seg, report)
+        _rewrite_indexes_if_stale(seg, report, closed=not is_last and not cut)
         return cut
     finally:
         os.close(fd)
@@ -233,9 +245,12 @@ def _reset_header(seg: Segment, fd: int, head: bytes, file_size: int,
     return cut
 
 
-def _rewrite_indexes_if_stale(seg: Segment, report: RecoveryReport) -> None:
+def _rewrite_indexes_if_stale(seg: Segment, report: RecoveryReport,
+                              closed: bool = False) -> None:
+    """Rewrite an index whose file does not hold its entries; a closed segment's must
+    exist even if empty (the next open trusts them: ``_load_trusting_indexes``)."""
     for index in (seg.offset_index, seg.time_index):
-        if not index.matches_file():
+        if not index.matches_file() or (closed and not os.path.exists(index.path)):
             index.rewrite()
             report.indexes_rebuilt += 1
             report.messages.append(f"rebuilt {os.path.basename(index.path)} from the log")

@@ -26,7 +26,8 @@ Crash states of `<base>.log` (what a kill -9 or power cut can leave):
     file at the end of the last valid batch (ftruncate + fsync);
   * a file shorter than its header (crash while creating during a roll, or after a new
     partition's first segment was made, which is not fsynced until records are) -> header
-    rewritten; a new partition's files missing altogether -> made again, empty;
+    rewritten; a new partition's files missing altogether (they are made lazily, by the first
+    append: `create_lazily`) -> a first segment with no files again;
   * a corrupt batch in a closed segment (bit rot) -> recovery cuts there and deletes every
     later segment, because offsets must stay contiguous;
   * `.deleted` suffix (crash during retention) -> the deletion is finished;
@@ -74,23 +75,41 @@ class Segment:
         self._bytes_since_entry = 0
         self._writer: CachedFile | None = None
         self._reader: CachedFile | None = None
+        self.unmade = False                # lazy: no file yet, the first append makes them
 
     # -- creation and state --------------------------------------------------------------------
     @classmethod
     def create(cls, directory: str, base_offset: int, index_interval_bytes: int,
-               files: FileCache, durable: bool, owe_fsync: bool = True) -> "Segment":
-        """New, empty files (truncating any); the writes owe an fsync to the next sync.
-        `owe_fsync=False`: a partition's first segment, whose empty files need no fsync of
-        their own — a crash may leave them short or missing, which recovery makes whole
-        again, and the first batch's fsync makes the header durable with it."""
+               files: FileCache, durable: bool) -> "Segment":
+        """A new, empty `.log` (truncating any); the write owes an fsync to the next sync.
+        The indexes' files come with their first entries (index.py)."""
         seg = cls(directory, base_offset, index_interval_bytes, files, durable)
         seg._writer = files.create(seg.log_path, WRITE_FLAGS, durable, file_header(MAGIC_LOG))
         seg.offset_index.create()
         seg.time_index.create()
-        if not owe_fsync:
-            for f in seg.write_files():
-                f.dirty = False     # no other thread knows these handles yet
         return seg
+
+    @classmethod
+    def create_lazily(cls, directory: str, base_offset: int, index_interval_bytes: int,
+                      files: FileCache, durable: bool) -> "Segment":
+        """A partition's first segment, with no file at all until ``make`` (its owner calls
+        it before the first append): a declared queue that is never written to costs no
+        file. Nothing is lost by a crash before that, and what a crash leaves of the files
+        once made (short or missing, as they are not fsynced until records are) recovery
+        makes into this state again."""
+        seg = cls(directory, base_offset, index_interval_bytes, files, durable)
+        seg.offset_index.create()
+        seg.time_index.create()
+        seg.unmade = True
+        return seg
+
+    def make(self) -> None:
+        """Create the `.log` of a lazily created segment (its header alone, owing no fsync of
+        its own: the first batch's fsync makes it durable with the batch)."""
+        self._writer = self.files.create(self.log_path, WRITE_FLAGS, self.durable,
+                                         file_header(MAGIC_LOG))
+        self._writer.dirty = False      # no other thread knows this handle yet
+        self.unmade = False
 
     @property
     def record_count(self) -> int:
@@ -117,9 +136,12 @@ class Segment:
         self.size = pos + h.size
 
     def seal_time_index(self) -> None:
-        """Last time entry (segment max timestamp, record count); done when the segment closes."""
+        """Last time entry (segment max timestamp, record count); done when the segment closes.
+        Both index files exist from then on (recovery trusts a closed segment's indexes only
+        if they are there)."""
         if not self.is_empty:
             self.time_index.append(self.max_timestamp, self.record_count)
+            self.offset_index.ensure_file()
 
     def fits(self, rel_count: int) -> bool:
         return self.record_count + rel_count <= MAX_REL_OFFSET
@@ -127,7 +149,7 @@ class Segment:
     # -- writing -------------------------------------------------------------------------------
     def open_for_append(self) -> None:
         """Make the segment writable (its handles open on first use)."""
-        if self._writer is None:
+        if self._writer is None and not self.unmade:
             self._writer = self.files.handle(self.log_path, WRITE_FLAGS, self.durable)
         self.offset_index.open_for_append()
         self.time_index.open_for_append()
@@ -208,6 +230,8 @@ class Segment:
         `end` to tell a clean end from a bad one. CRCs are the caller's business.
         """
         if fd is None:
+            if pos + BATCH_HEADER_SIZE > (self.size if end is None else end):
+                return          # nothing to read (and maybe no file yet: create_lazily)
             f = self.log_file()
             fd = f.pin()        # the caller may open other files between two batches
             try:
@@ -216,6 +240,8 @@ class Segment:
                 f.unpin()
             return
         end = self.size if end is None else end
+        if pos + BATCH_HEADER_SIZE > end:
+            return
         buf = b""
         buf_pos = pos  # file position of buf[0]
         while pos + BATCH_HEADER_SIZE <= end:

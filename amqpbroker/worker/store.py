@@ -139,7 +139,8 @@ class MessageStore:
         self._light = 0                            # buffered records small or settled
         self._big_settled = 0                      # buffered, settled, body >= ELIDE_BODY
         self._settles_owed = False                 # settles of written offsets to record
-        os.makedirs(directory, exist_ok=True)
+        # the ack log is made by its first entry, the directory by the log's recovery (a
+        # new one is not listed: storage/recovery.py)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
         self.cache: dict[int, Record] = {}

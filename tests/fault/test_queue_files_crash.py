@@ -1,11 +1,13 @@
 """A durable queue's own files under SIGKILL: made without fsyncs, removed in the background.
 
-A durable declare fsyncs only the definitions journal; the queue's directory and empty files
-are made without an fsync (``storage/entryfile.py``, ``storage/recovery.py``) and become
-durable with the first data fsynced into them. A delete renames the directory to a trash name
+A durable declare fsyncs only the definitions journal and makes nothing else: the queue's
+directory and files are made by its first write, without an fsync (``storage/entryfile.py``,
+``storage/log.py``, ``storage/recovery.py``), and become durable with the first data fsynced
+into them. A delete renames the directory to a trash name
 and removes it in the background (``storage/trash.py``). So the states a crash can leave are:
-a declared queue whose directory or files are missing, empty or short (the journal says it
-exists: it comes back empty), and trash directories (removed at the next start). A kill -9
+a declared queue whose directory or files are missing (never written to, or lost by a power
+cut before their first fsync), empty or short (the journal says it exists: it comes back
+empty), and trash directories (removed at the next start). A kill -9
 right after a burst of declares or deletes must keep every confirmed message and every
 declared queue, and bring back none of the deleted ones nor their files.
 Each runs in one process and split into front-end and worker processes.
@@ -70,22 +72,23 @@ def test_a_burst_of_durable_declares_survives_kill_9(tmp_path, layout):
         for i, name in enumerate(names[:60]):        # confirmed: on disk when answered
             ch.basic_publish("", name, f"m-{i}".encode(), PERSISTENT, mandatory=True)
         b.kill()
-        # the states a power cut could have left of queues nothing was written to: their
-        # files were never fsynced (the journal holds their existence)
+        # a declare makes no directory and no file: the first write does (so declares cost
+        # one journal fsync and nothing else)
+        for name in names[60:]:
+            assert not queue_dir(data, name).exists(), name
+        # what a power cut can leave of a first write's files before their first fsync:
+        # the directory without its files, or the files empty or cut after their header
         empty = names[60:]
-        for i, name in enumerate(empty[:30]):
+        for i, name in enumerate(empty[30:]):
             d = queue_dir(data, name)
-            assert d.is_dir()
-            if i % 3 == 0:                              # the directory itself lost
-                for f in d.iterdir():
-                    f.unlink()
-                d.rmdir()
-            elif i % 3 == 1:                            # its files lost
-                for f in d.iterdir():
-                    f.unlink()
-            else:                                       # created, their contents lost
-                for f in d.iterdir():
-                    os.truncate(f, 0)
+            d.mkdir()
+            if i % 3 == 1:
+                (d / "00000000000000000000.log").write_bytes(b"")
+                (d / "acks.log").write_bytes(b"")
+            elif i % 3 == 2:
+                (d / "00000000000000000000.log").write_bytes(b"AQLG\x00\x01\x00\x00")
+                (d / "00000000000000000000.index").write_bytes(b"AQ")
+                (d / "acks.log").write_bytes(b"AQAK\x00\x01")
         b.start()
         conn = connect(b)
         for i, name in enumerate(names[:60]):

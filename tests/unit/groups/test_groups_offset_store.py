@@ -13,8 +13,15 @@ def test_new_store_is_empty_and_has_a_versioned_header(tmp_path):
     with OffsetStore(tmp_path) as store:
         assert store.groups() == {}
         assert store.get("billing") is None
+    assert not (tmp_path / FILE_NAME).exists()      # made by the first entry
+    with OffsetStore(tmp_path) as store:
+        assert store.groups() == {}
+        store.commit("billing", 5)
+        store.flush()
     data = (tmp_path / FILE_NAME).read_bytes()
-    assert data == b"AQGO\x00\x01\x00\x00"
+    assert data[:8] == b"AQGO\x00\x01\x00\x00" and len(data) > 8
+    with OffsetStore(tmp_path) as store:
+        assert store.groups() == {"billing": 5}
 
 
 def test_commits_survive_reopen_last_one_wins(tmp_path):

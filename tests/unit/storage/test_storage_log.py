@@ -44,7 +44,11 @@ def test_append_assigns_contiguous_offsets_and_reads_back(make_log):
 
 def test_files_start_with_magic_and_version(make_log, tmp_path):
     log = make_log()
+    assert not (tmp_path / "p0").exists()      # the files come with the first append ...
     log.append([rec(0)])
+    assert os.listdir(tmp_path / "p0") == [f"{0:020d}.log"]  # ... the indexes' with entries
+    for i in range(1, 12):
+        log.append([rec(i, size=1000)])
     for ext, magic in ((".log", b"AQLG"), (".index", b"AQIX"), (".timeindex", b"AQTI")):
         with open(tmp_path / "p0" / f"{0:020d}{ext}", "rb") as f:
             assert f.read(8) == magic + b"\x00\x01\x00\x00"
