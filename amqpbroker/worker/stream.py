@@ -448,11 +448,14 @@ class Stream:
         finally:
             self.producers.close()
         try:
-            for part in self.groups.values():
-                committed = part.take_commit()
-                if committed is not None:
-                    self.offsets.commit(part.group, committed)
-            self.offsets.close()            # flushes and fsyncs
+            if destroy:                     # the files go with the directory: no fsync
+                self.offsets.discard()
+            else:
+                for part in self.groups.values():
+                    committed = part.take_commit()
+                    if committed is not None:
+                        self.offsets.commit(part.group, committed)
+                self.offsets.close()        # flushes and fsyncs
         except OSError as exc:
             log.error("stream '%s': writing group offsets at close failed: %s", self.name, exc)
         if destroy:

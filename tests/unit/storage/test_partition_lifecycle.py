@@ -84,3 +84,51 @@ def test_discard_directory_of_a_missing_directory_is_nothing(tmp_path):
     assert discard_directory(str(tmp_path / "nothing")) == ""
     assert wait_removed(30)
     assert os.listdir(tmp_path) == []
+
+
+def test_first_writes_make_the_files_and_their_first_sync_makes_the_names_durable(tmp_path):
+    """The directory and files a first append makes owe an fsync of the directory and of its
+    parent (the names), paid by the first sync that makes records or entries durable."""
+    from amqpbroker.storage import dirsync
+    d = tmp_path / "q"
+    acks, log = open_store(d)
+    try:
+        assert not d.exists()
+        log.sync()
+        acks.sync()
+        assert not d.exists() and str(d) not in dirsync._made   # nothing made, nothing owed
+        log.append([rec(0)])
+        acks.record([0])
+        assert sorted(os.listdir(d)) == ["00000000000000000000.log", "acks.log"]
+        assert dirsync._made.get(str(d)) and dirsync._made.get(str(tmp_path))
+        log.sync()
+        acks.sync()
+        assert str(d) not in dirsync._made and str(tmp_path) not in dirsync._made
+    finally:
+        log.close()
+        acks.close()
+
+
+def test_a_sealed_segment_has_both_index_files_and_is_trusted_at_reopen(tmp_path):
+    """Index files are made by their first entry; rolling seals the segment and makes both,
+    so the next open trusts them instead of rebuilding them from a scan."""
+    d = tmp_path / "q"
+    log = PartitionLog(d, segment_bytes=200)
+    try:
+        log.append([rec(i) for i in range(5)])
+        assert log.size_bytes() > 200
+        assert sorted(os.listdir(d)) == ["00000000000000000000.log"]
+        log.append([rec(5)])                # past segment_bytes: rolls
+        log.sync()
+        assert sorted(os.listdir(d)) == ["00000000000000000000.index",
+                                         "00000000000000000000.log",
+                                         "00000000000000000000.timeindex",
+                                         "00000000000000000005.log"]
+    finally:
+        log.close()
+    log = PartitionLog(d, segment_bytes=200)
+    try:
+        assert log.recovery.indexes_rebuilt == 0 and not log.recovery.messages
+        assert log.read(0) == [(i, rec(i)) for i in range(6)]
+    finally:
+        log.close()

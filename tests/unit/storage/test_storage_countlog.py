@@ -88,3 +88,20 @@ def test_file_is_rewritten_when_mostly_replaced_entries(tmp_path):
         log.flush()
     assert os.path.getsize(path) < HEADER_SIZE + 20 * ENTRY_SIZE
     assert reopen(path) == {7: COMPACT_MIN_ENTRIES + 9}
+
+
+def test_a_new_count_log_makes_no_file_until_a_count_is_flushed(tmp_path):
+    """A quorum queue that never requeues costs no file (the declare used to write one:
+    tmp, fsync, rename, directory fsync)."""
+    path = tmp_path / "counts.log"
+    log = DeliveryCountLog(path)
+    log.retain(lambda o: True)
+    log.flush()
+    log.sync(force=True)
+    assert not path.exists()
+    log.set(4, 1)
+    log.flush()
+    assert path.read_bytes()[:4] == b"AQDC" and path.stat().st_size == HEADER_SIZE + ENTRY_SIZE
+    log.sync(force=True)
+    log.close()
+    assert reopen(path) == {4: 1}
