@@ -17,6 +17,15 @@ Prints one JSON line per run and, at the end, the median queues/s per phase and 
 the broker's CPU seconds for the whole sequence and its CPU ms per queue in each phase (its
 process tree; checkouts only: on a loaded machine the rates are mostly the scheduler's, the
 CPU per queue is the broker's own).
+
+``--queue-type quorum`` declares quorum queues (``x-queue-type``). ``--strace`` attaches
+``strace -c -f`` to each broker for each phase and prints its file syscalls per queue (for a
+``--reference``, only with ``--reference-pid LABEL=PID``, e.g. RabbitMQ's
+``pgrep -f beam.smp``); tracing slows the brokers, so such a run's rates mean nothing:
+
+    /tmp/bench-venv/bin/python bench/many_durable_queues.py --checkout after=. \
+        --reference rabbitmq=amqp://guest:guest@127.0.0.1:5673/ \
+        --reference-pid rabbitmq=$(pgrep -f beam.smp) --queues 300 --rounds 1 --strace
 """
 from __future__ import annotations
 
