@@ -16,9 +16,9 @@ compacted file holds (it builds the bytes and calls ``_rewrite``).
   exist is not made at open but by the first append (``_make``; a queue declared and never
   written to costs no file), as its header alone, with no fsync (an empty file owes nothing:
   a crash that takes it back leaves what the next open reads as empty, which it was); the
-  first ``sync`` that finds it written fsyncs it and then its directory and the directory's
-  parent (unless an fsync of them since did: ``dirsync.py``), so its name is durable by the
-  time its first entry is counted durable.
+  first ``sync`` that finds it written fsyncs it and then its directory (and the directory's
+  parent if it made the directory; unless an fsync of them since did: ``dirsync.py``), so its
+  name is durable by the time its first entry is counted durable.
 * Append (``_append``): one write per round of entries; a failed write (ENOSPC) truncates the
   file back, so half an entry never stands in front of later good ones (recovery would cut
   there and lose them).
@@ -94,20 +94,23 @@ class EntryFile:
     def _make(self) -> None:
         """Create the file as its header alone, without an fsync: a crash can leave it short
         or missing, which the next open reads as empty, as it was; the first sync makes it
-        durable, and its name in the directory and the directory's in its parent
-        (``_names_owed``; the directory too is made if missing)."""
+        durable, and its name in the directory (``_names_owed``; and the directory's in its
+        parent if a crash took the directory and it is made again here)."""
         header = file_header(self.MAGIC)
+        made_dir = False
         try:
             _create_new(self.path, header)
         except FileNotFoundError:
             os.makedirs(self._dir, exist_ok=True)
+            made_dir = True
             _create_new(self.path, header)
         self._unmade = False
         self._size = len(header)
         if self._policy.mode != "never":
-            parent = os.path.dirname(self._dir)
-            self._names_owed = [(self._dir, dirsync.name_made(self._dir)),
-                                (parent, dirsync.name_made(parent))]
+            self._names_owed = [(self._dir, dirsync.name_made(self._dir))]
+            if made_dir:
+                parent = os.path.dirname(self._dir)
+                self._names_owed.append((parent, dirsync.name_made(parent)))
 
     def _append(self, data: bytes) -> None:
         if self._unmade:
