@@ -240,6 +240,9 @@ def _create_new(path: str, header: bytes) -> bool:
         return False
     try:
         write_all(fd, header)
-    finally:
+    except BaseException:       # ENOSPC: no file without its header (a retry makes it again)
         os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
     return True

@@ -209,8 +209,13 @@ class FileCache:
         try:
             h.written()
             write_all(fd, data)
-        finally:
+        except BaseException:       # ENOSPC: no handle is returned, so none may stay open
             h.unpin()
+            with self._lock:
+                if h._fd is not None:
+                    self._close_handle(h, fsync=False)
+            raise
+        h.unpin()
         return h
 
     # -- the bound -------------------------------------------------------------------------------

@@ -301,9 +301,10 @@ def test_sigterm_while_disk_full_shuts_down_cleanly(small_disk):
 
 
 def test_declares_while_disk_full(small_disk):
-    """Metadata with no files of its own (a durable exchange) is kept in memory and saved once
-    the disk has room; a queue, which needs files, is refused with 506 RESOURCE_ERROR. The
-    broker stays up either way."""
+    """Metadata is kept in memory and saved once the disk has room: a durable exchange, and a
+    durable queue, which has no files until its first message. That first message cannot be
+    written: it is not confirmed, the publisher is blocked, and once there is room it is
+    written, confirmed, and kept across a kill -9. The broker stays up throughout."""
     data = small_disk / "data"
     broker = BrokerProcess(data, "--disk-free-limit", "0").start()
     filler = str(small_disk / "filler")
@@ -312,11 +313,25 @@ def test_declares_while_disk_full(small_disk):
         conn = pika.BlockingConnection(pika.URLParameters(broker.url))
         ch = conn.channel()
         ch.exchange_declare("kept-x", "topic", durable=True)
-        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
-            conn.channel().queue_declare("no-room-q", durable=True)
-        assert e.value.reply_code == 506
-        assert "No space left on device" in e.value.reply_text
+        ch.queue_declare("no-room-q", durable=True)     # no file to make: accepted
+        observer = Publisher(broker, "no-room-q")  # never publishes; its thread is this one
+        pub = Publisher(broker, "no-room-q")
+        pub.todo = bodies("first", 1)
+        pub.start()
+        wait_for(lambda: "blocked" in observer.events, 10, "connection.blocked", observer.conn)
+        deadline = time.monotonic() + 2.5       # its first write keeps failing, retried
+        while time.monotonic() < deadline:
+            assert broker.proc.poll() is None, "".join(broker.output)
+            observer.conn.process_data_events(time_limit=0.1)
+        assert pub.is_alive() and pub.confirmed == [], "confirmed a message it could not write"
+        assert sum("data directory failed" in line for line in broker.output) >= 2, \
+            "".join(broker.output)
+        conn.close()
         os.unlink(filler)
+        pub.join(30)
+        assert not pub.is_alive() and pub.error is None, pub.error
+        assert pub.confirmed == pub.todo
+        observer.conn.close()
         conn = pika.BlockingConnection(pika.URLParameters(broker.url))
         ch = conn.channel()
         ch.queue_declare("room-q", durable=True)      # space again: queues can be declared
@@ -332,6 +347,7 @@ def test_declares_while_disk_full(small_disk):
         ch.exchange_declare("kept-x", "topic", passive=True)
         ch.queue_declare("room-q", passive=True)
         conn.close()
+        assert read_back(broker, "no-room-q", 1) == pub.todo
         assert "Traceback" not in "".join(broker.output)
     finally:
         broker.stop()
