@@ -70,3 +70,10 @@ class LocalLink:
         if self.codec:
             event = _round_trip(event)
         self.client.on_event(event)
+
+    def emit_many(self, events: list) -> None:
+        """A batch's deliveries at once (``LinkState.hold``), as a ring link's reader hands
+        the client what it read."""
+        if self.codec:
+            events = [_round_trip(e) for e in events]
+        self.client.on_events(events)
