@@ -55,12 +55,16 @@ class LinkState:
         self.group_subs: dict[int, GroupSub] = {}   # cid -> consumer-group share, until its
         #                                             deliveries can no longer be settled
 
-    def hold(self) -> None:
+    def hold(self) -> bool:
         """Until ``release``, deliveries (``Dlv``) wait and go to the link as one lot; any
-        other event sends them first, so the link sees every event in the order emitted."""
-        if self._emit_many is not None and self._held is None:
-            self._held = []
-            self.emit = self._emit_held
+        other event sends them first, so the link sees every event in the order emitted.
+        False if this link takes events one by one, or is held already (by a caller up the
+        stack, which releases it)."""
+        if self._emit_many is None or self._held is not None:
+            return False
+        self._held = []
+        self.emit = self._emit_held
+        return True
 
     def _emit_held(self, event) -> None:
         if type(event) is c.Dlv:
@@ -172,9 +176,7 @@ class PartitionHost:
         republished from inside ``Queue.publish``): confirms wait for the outermost batch, or
         a publish refused after its republish would be confirmed before its nack is known."""
         self._depth += 1
-        if self._depth == 1:
-            for s in self.links:
-                s.hold()            # the batch's deliveries go to a front-end as one lot
+        held = [s for s in self.links if s.hold()] if self._depth == 1 else ()
         try:
             self._handle(state, commands)
         finally:
@@ -185,7 +187,7 @@ class PartitionHost:
                     self.dispatch_due()
                 state.send_confirms()
             finally:
-                for s in self.links:
+                for s in held:      # the batch's deliveries went to each front-end as one lot
                     s.release()
 
     def _handle(self, state: LinkState, commands) -> None:
@@ -206,6 +208,16 @@ class PartitionHost:
             return False
         self._due[q] = None
         return True
+
+    def dispatch_held(self, q: Queue) -> None:
+        """``q.dispatch()`` from the loop (``Queue.schedule_dispatch``: credit came, a
+        commit round ended): its deliveries go to each front-end as one lot, as a batch's."""
+        held = [s for s in self.links if s.hold()]
+        try:
+            q.dispatch()
+        finally:
+            for s in held:
+                s.release()
 
     def dispatch_due(self) -> None:
         """Dispatch the queues ``dispatch_soon`` deferred, then tell their publishers to wait

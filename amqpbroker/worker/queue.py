@@ -407,7 +407,7 @@ class Queue:
     def schedule_dispatch(self) -> None:
         if not self._dispatch_scheduled and self.consumers and not self.deleted:
             self._dispatch_scheduled = True
-            self.host.loop.call_soon(self.dispatch)
+            self.host.loop.call_soon(self.host.dispatch_held, self)
 
     def _next_consumer(self):
         if self.args.single_active:
