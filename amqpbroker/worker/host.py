@@ -174,7 +174,11 @@ class PartitionHost:
 
         In-process, a command can arrive while another is handled (a dead-lettered message
         republished from inside ``Queue.publish``): confirms wait for the outermost batch, or
-        a publish refused after its republish would be confirmed before its nack is known."""
+        a publish refused after its republish would be confirmed before its nack is known.
+
+        A queue whose publishes of the batch found a consumer waiting dispatches once, after
+        them (``dispatch_soon``), and the batch's deliveries go to a front-end whose link
+        takes lots as one (``LinkState.hold``)."""
         self._depth += 1
         held = [s for s in self.links if s.hold()] if self._depth == 1 else ()
         try:
@@ -224,9 +228,14 @@ class PartitionHost:
         if they are still backlogged (``on_pub`` left that check to here)."""
         due, self._due = self._due, {}
         for q in due:
-            q.dispatch()
-            if not q.deleted:
-                q.check_backlog()
+            try:
+                q.dispatch()
+                if not q.deleted:
+                    q.check_backlog()
+            except Exception:       # as a dispatch from the loop would be: logged; the
+                #                     publishes were stored, the others' queues go on
+                log.exception("queue '%s' in vhost '%s': dispatch failed", q.name,
+                              q.vhost_name)
 
     def _failed(self, state: LinkState, cmd, exc: Exception) -> None:
         """The one place a command's error becomes an answer: a request gets a reply with
