@@ -30,6 +30,13 @@ log = logging.getLogger("amqpbroker.partition")
 Deliver = c.Dlv
 
 
+class DeliverMany(NamedTuple):
+    """Deliveries (``Dlv``) of one batch to one consumer, in order: its channel builds them
+    into one write (``Channel.deliver_many``)."""
+    cid: int
+    dlvs: list
+
+
 class WatermarkMoved(NamedTuple):
     """The host's confirm watermark moved: these channels' confirms may settle now."""
     channels: list
@@ -106,6 +113,13 @@ def apply(broker, client, action) -> None:
     if kind is Deliver:                     # the hot path first
         consumer = client.consumers[action.cid]
         consumer.channel.deliver(consumer, action.offset, action.record, action.redelivered)
+    elif kind is DeliverMany:
+        consumer = client.consumers.get(action.cid)
+        if consumer is not None:
+            consumer.channel.deliver_many(consumer, action.dlvs)
+        else:                               # cancelled meanwhile: as ``on_dlv`` does
+            for dlv in action.dlvs:
+                apply(broker, client, client.on_dlv(dlv))
     elif kind is list:
         for a in action:
             apply(broker, client, a)
@@ -177,4 +191,4 @@ _APPLY = {WatermarkMoved: _watermark_moved, PublishersResumed: _publishers_resum
           Resubscribe: _resubscribe, ReopenQueue: _reopen_queue, QueueGone: _queue_gone,
           DeadLetter: _dead_letter, AlarmChanged: _alarm_changed,
           GroupRevocationDone: _group_revocation_done}
-ACTIONS = (Deliver, *_APPLY)
+ACTIONS = (Deliver, DeliverMany, *_APPLY)

@@ -293,6 +293,60 @@ class Channel:
             return
         self._send_delivery(consumer, offset, record, redelivered)
 
+    def deliver_many(self, consumer: Consumer, dlvs: list) -> None:
+        """``deliver`` for each of ``dlvs`` (``contract.Dlv``, in order), in one loop and one
+        write: what ``_send_delivery`` does per message, for a consumer of a queue (not a
+        stream's, nor a group member's) on a channel without a global prefetch."""
+        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream:
+            for d in dlvs:
+                self.deliver(consumer, d.offset, d.record, d.redelivered)
+            return
+        session = self.session
+        frame_max = session.conn.frame_max
+        number = self.number
+        ctag = consumer.tag_bytes
+        build = fp.build_deliver
+        tag = self.next_tag
+        frames: list = []
+        redelivered_n = 0
+        if consumer.no_ack:
+            for d in dlvs:
+                rec = d.record
+                frames += build(number, ctag, tag, d.redelivered, rec.exchange,
+                                rec.routing_key, rec.properties, rec.body, frame_max)
+                tag += 1
+                if d.redelivered:
+                    redelivered_n += 1
+            self.stats.deliver_no_ack += len(dlvs)
+        else:
+            q = consumer.queue
+            epoch = q.client.epoch
+            unacked = self.unacked
+            for d in dlvs:
+                rec = d.record
+                unacked[tag] = (q, d.offset, consumer, epoch)
+                frames += build(number, ctag, tag, d.redelivered, rec.exchange,
+                                rec.routing_key, rec.properties, rec.body, frame_max)
+                tag += 1
+                if d.redelivered:
+                    redelivered_n += 1
+            consumer.unacked += len(dlvs)
+        self.next_tag = tag
+        if redelivered_n:
+            self.stats.redeliver += redelivered_n
+        session.write(frames)
+        if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
+            # the credit rule of ``_send_delivery``, message by message
+            writable = session.writable
+            for _ in dlvs:
+                consumer.credit_out -= 1
+                consumer.owed += 1
+                if consumer.credit_out <= CREDIT_LOW and writable:
+                    self._grant(consumer, consumer.owed)
+                    consumer.owed = 0
+        else:
+            consumer.credit_out -= len(dlvs)
+
     def _send_delivery(self, consumer: Consumer, offset: int, record, redelivered: bool) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1

@@ -19,7 +19,7 @@ import functools
 from .. import contract as c
 from .. import errors
 from . import actions
-from .actions import (AlarmChanged, CancelConsumer, DeadLetter, GroupRevocationDone,
+from .actions import (AlarmChanged, CancelConsumer, DeadLetter, DeliverMany, GroupRevocationDone,
                       PublishersResumed, QueueFlow, QueueGone, ReopenQueue, Resubscribe,
                       ShareLost, WatermarkMoved)
 
@@ -196,12 +196,36 @@ class PartitionClient:
             self.apply(self, action)
 
     def on_events(self, events) -> None:
-        """``on_event`` for each of a batch that a link read."""
-        table, apply = self.table, self.apply
+        """``on_event`` for each of a batch that a link read, except that the deliveries to
+        live consumers among them go to each consumer's channel as one lot
+        (``DeliverMany``), in order per consumer, before the next other event."""
+        table, apply, consumers = self.table, self.apply, self.consumers
+        Dlv = c.Dlv
+        lots = None                         # cid -> [Dlv], in order
         for event in events:
+            if type(event) is Dlv and event.cid in consumers:
+                if lots is None:
+                    lots = {event.cid: [event]}
+                else:
+                    lot = lots.get(event.cid)
+                    if lot is None:
+                        lots[event.cid] = [event]
+                    else:
+                        lot.append(event)
+                continue
+            if lots is not None:
+                self._deliver_lots(lots)
+                lots = None
             action = table[type(event)](event)
             if action is not None:
                 apply(self, action)
+        if lots is not None:
+            self._deliver_lots(lots)
+
+    def _deliver_lots(self, lots: dict) -> None:
+        apply = self.apply
+        for cid, lot in lots.items():
+            apply(self, DeliverMany(cid, lot) if len(lot) > 1 else lot[0])
 
     def handle(self, event):
         """The actions ``event`` asks of the front-end (None, one, or a list)."""

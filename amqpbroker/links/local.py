@@ -24,7 +24,9 @@ class LocalLink:
     handed to the host as one batch, as a ring link does once per loop turn: the host then
     answers one ``Confirm`` per batch, not per message. Any other command hands the held
     publishes over first, so the host sees every command in the order it was sent, and
-    requests are still answered at once."""
+    requests are still answered at once. The other way, the host hands a batch's deliveries
+    over as one lot (``emit_many``, see ``LinkState.hold``), which the client gives each
+    consumer's channel at once, as it does with what a ring link read."""
 
     def __init__(self, host, client, *, codec: bool = False):
         self.host = host
@@ -70,3 +72,10 @@ class LocalLink:
         if self.codec:
             event = _round_trip(event)
         self.client.on_event(event)
+
+    def emit_many(self, events: list) -> None:
+        """A batch's deliveries at once (``LinkState.hold``), as a ring link's reader hands
+        the client what it read."""
+        if self.codec:
+            events = [_round_trip(e) for e in events]
+        self.client.on_events(events)

@@ -39,6 +39,10 @@ class LinkState:
     def __init__(self, link):
         self.link = link
         self.emit = link.emit
+        # a link that takes events in lots (``emit_many``: the in-process link) gets a
+        # batch's deliveries as one; see ``hold`` (None: this link takes them one by one)
+        self._emit_many = getattr(link, "emit_many", None)
+        self._held: list | None = None
         self.last_seq = 0               # last publish number received
         self.sent_upto = 0              # last watermark sent
         self.sent_seen = 0              # last publish number reported as handled
@@ -50,6 +54,38 @@ class LinkState:
         self.unacked: dict[int, set] = {}   # qid -> offsets delivered over this link, unacked
         self.group_subs: dict[int, GroupSub] = {}   # cid -> consumer-group share, until its
         #                                             deliveries can no longer be settled
+
+    def hold(self) -> bool:
+        """Until ``release``, deliveries (``Dlv``) wait and go to the link as one lot; any
+        other event sends them first, so the link sees every event in the order emitted.
+        False if this link takes events one by one, or is held already (by a caller up the
+        stack, which releases it)."""
+        if self._emit_many is None or self._held is not None:
+            return False
+        self._held = []
+        self.emit = self._emit_held
+        return True
+
+    def _emit_held(self, event) -> None:
+        if type(event) is c.Dlv:
+            self._held.append(event)
+            return
+        self._flush_held()
+        self.link.emit(event)
+
+    def _flush_held(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            self._emit_many(held)
+
+    def release(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.emit = self.link.emit
+            if held:
+                self._emit_many(held)
 
     def watermark(self) -> int:
         return self.waiting[0][1] - 1 if self.waiting else self.last_seq
@@ -102,6 +138,9 @@ class PartitionHost:
         self.group_fallbacks = 0
         self.committer.listeners.add(self)
         self._depth = 0
+        # queues a publish of the batch being handled found a consumer waiting for: they
+        # dispatch once, after the batch's publishes (``dispatch_due``), not once a message
+        self._due: dict[Queue, None] = {}
         self.table = c.handlers(self, c.PARTITION_COMMANDS)    # handler(state, msg)
 
     # ------------------------------------------------------------ links
@@ -135,22 +174,68 @@ class PartitionHost:
 
         In-process, a command can arrive while another is handled (a dead-lettered message
         republished from inside ``Queue.publish``): confirms wait for the outermost batch, or
-        a publish refused after its republish would be confirmed before its nack is known."""
+        a publish refused after its republish would be confirmed before its nack is known.
+
+        A queue whose publishes of the batch found a consumer waiting dispatches once, after
+        them (``dispatch_soon``), and the batch's deliveries go to a front-end whose link
+        takes lots as one (``LinkState.hold``)."""
         self._depth += 1
+        held = [s for s in self.links if s.hold()] if self._depth == 1 else ()
         try:
             self._handle(state, commands)
         finally:
             self._depth -= 1
         if not self._depth:
-            state.send_confirms()
+            try:
+                if self._due:
+                    self.dispatch_due()
+                state.send_confirms()
+            finally:
+                for s in held:      # the batch's deliveries went to each front-end as one lot
+                    s.release()
 
     def _handle(self, state: LinkState, commands) -> None:
         table = self.table
+        Pub = c.Pub
         for cmd in commands:
+            if self._due and type(cmd) is not Pub:
+                self.dispatch_due()     # any other command finds the queues as before
             try:
                 table[type(cmd)](state, cmd)
             except Exception as exc:
                 self._failed(state, cmd, exc)
+
+    def dispatch_soon(self, q: Queue) -> bool:
+        """A publish found ``q``'s consumers waiting: inside a batch, dispatch ``q`` once
+        after the batch's publishes (True); outside one, the caller dispatches now (False)."""
+        if not self._depth:
+            return False
+        self._due[q] = None
+        return True
+
+    def dispatch_held(self, q: Queue) -> None:
+        """``q.dispatch()`` from the loop (``Queue.schedule_dispatch``: credit came, a
+        commit round ended): its deliveries go to each front-end as one lot, as a batch's."""
+        held = [s for s in self.links if s.hold()]
+        try:
+            q.dispatch()
+        finally:
+            for s in held:
+                s.release()
+
+    def dispatch_due(self) -> None:
+        """Dispatch the queues ``dispatch_soon`` deferred, then tell their publishers to wait
+        if they are still backlogged (``on_pub`` left that check to here)."""
+        due, self._due = self._due, {}
+        for q in due:
+            try:
+                q.dispatch()
+                if not q.deleted:
+                    q.check_backlog()
+            except Exception:       # as a dispatch from the loop would be: logged; the
+                #                     publishes were stored, the others' queues go on
+                log.exception("queue '%s' in vhost '%s': dispatch failed", q.name,
+                              q.vhost_name)
 
     def _failed(self, state: LinkState, cmd, exc: Exception) -> None:
         """The one place a command's error becomes an answer: a request gets a reply with
@@ -251,7 +336,8 @@ class PartitionHost:
                 state.nacked.append(seq)
         elif (record.flags & 1 or q.persists_all) and q.durable:
             self._wait_for_commit(state, q, seq)
-        q.check_backlog()
+        if q not in self._due:          # else checked after its dispatch (dispatch_due)
+            q.check_backlog()
 
     def _wait_for_commit(self, state, q: Queue, seq: int) -> None:
         """Publish or ack number ``seq`` is confirmed after the next commit round, if it left

@@ -213,7 +213,10 @@ class Queue:
             self.ready_bytes += size
             if self.ready_count == 1 and self.consumers and not self._dispatch_scheduled \
                     and not self._dispatching:
-                self.dispatch()
+                if self.host.dispatch_soon(self):     # after the batch's publishes, once
+                    self._dispatch_scheduled = True     # (no loop callback as well)
+                else:
+                    self.dispatch()
             else:
                 self.schedule_dispatch()
             return True
@@ -275,8 +278,12 @@ class Queue:
         if self.ready_count == 1 and self.consumers and not self._dispatch_scheduled \
                 and not self._dispatching:
             # nothing queued ahead of it: a consumer with credit gets it in this turn, before
-            # the commit round's writes (a burst is dispatched as it comes, one by one)
-            self.dispatch()
+            # the commit round's writes (a burst from one read is dispatched once, after
+            # its publishes: PartitionHost.dispatch_soon)
+            if self.host.dispatch_soon(self):
+                self._dispatch_scheduled = True
+            else:
+                self.dispatch()
         else:
             self.schedule_dispatch()
         return True
@@ -400,7 +407,7 @@ class Queue:
     def schedule_dispatch(self) -> None:
         if not self._dispatch_scheduled and self.consumers and not self.deleted:
             self._dispatch_scheduled = True
-            self.host.loop.call_soon(self.dispatch)
+            self.host.loop.call_soon(self.host.dispatch_held, self)
 
     def _next_consumer(self):
         if self.args.single_active:

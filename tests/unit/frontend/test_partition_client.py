@@ -20,7 +20,7 @@ from amqpbroker import contract as c
 from amqpbroker import errors
 from amqpbroker.config import Config
 from amqpbroker.frontend.actions import (AlarmChanged, CancelConsumer, DeadLetter, Deliver,
-                                         GroupRevocationDone, PublishersResumed, QueueFlow,
+                                         DeliverMany, GroupRevocationDone, PublishersResumed, QueueFlow,
                                          QueueGone, Resubscribe, ShareLost, WatermarkMoved)
 from amqpbroker.frontend.consumer import Consumer
 from amqpbroker.frontend.partition_client import (LINK_WINDOW, WINDOW, HostGone,
@@ -95,6 +95,27 @@ def test_a_delivery_after_its_consumer_went_goes_back_to_the_queue(side):
         assert type(sent) is back and sent.offsets == [7] and sent.seq == side.client.seq
     assert side.link.sent[-2].requeue is True           # a queue's: requeued
     assert side.link.sent[-1].kind == 1                 # a stream's: handed back
+
+
+def test_a_batch_of_deliveries_reaches_each_consumer_as_one_lot_before_the_next_event(side):
+    client, queue, c1 = side.client, side.queue, side.consumer
+    c2 = side.consume(queue, "c2")
+    applied: list = []
+    client.apply = lambda _client, action: applied.append(action)
+
+    def dlv(cid: int, offset: int):
+        return c.Dlv(cid=cid, qid=queue.qid, offset=offset, redelivered=False, record=record())
+
+    flow = c.Flow(qid=queue.qid, on=True)
+    events = [dlv(c1.cid, 1), dlv(c2.cid, 2), dlv(c1.cid, 3), dlv(999, 4), dlv(c1.cid, 5), flow,
+              dlv(c2.cid, 6)]
+    client.on_events(events)
+    # per consumer in order; a lone one is the event itself; the unknown consumer's is
+    # handed back, and the flow event comes after the deliveries before it
+    assert applied == [DeliverMany(c1.cid, [events[0], events[2]]), events[1], events[4],
+                       QueueFlow(queue, True), events[6]]
+    back = side.link.sent[-1]
+    assert type(back) is c.Reject and back.offsets == [4] and back.requeue is True
 
 
 def test_a_confirm_moves_the_watermark_for_the_channels_listening(side):

@@ -39,6 +39,11 @@ class Recorder:
         self.deliveries.append((offset, record, redelivered))
         self.changed.set()
 
+    def deliver_many(self, consumer, dlvs):
+        """A lot of deliveries to one consumer (``Channel.deliver_many``)."""
+        for d in dlvs:
+            self.deliver(consumer, d.offset, d.record, d.redelivered)
+
     def consumer_cancelled(self, consumer):
         self.cancelled.append(consumer.cid)
         self.changed.set()
