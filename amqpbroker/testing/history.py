@@ -9,6 +9,9 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
     deliver  {c, id, redelivered, node} consumer session ``c`` received it
     ack      {c, id}                    consumer session ``c`` acked it
     fault    {kind, node, phase}        the nemesis: ``start`` and ``healed``
+    stalled  {views}                    after healing, the queue did not drain to the
+                                        workload's consumers (how each node saw the queue)
+    consuming, cancelled, consumer_error {c, node}   a consumer session's life
 
 ``check(events)`` returns a ``Verdict``. The rules (docs/CLUSTER.md section 5):
 
@@ -22,6 +25,10 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
   not by the queue's order; a requeued message comes back flagged and later, legitimately.
   Unconfirmed messages are left out: a publish whose connection hung may reach the leader
   after the producer's next one, through another node.
+- **stalled** (liveness, not safety): after healing, the workload's consumers stopped
+  receiving while the queue held messages, with no ``basic.cancel`` and no closed
+  connection. The runner then reads the rest with fresh sessions, so ``lost`` still means
+  lost.
 - for information: nacked or unknown messages that were delivered anyway (allowed: a nack
   or a broken connection says "maybe"), deliveries of ids never published (a violation:
   ``phantom``), and redeliveries after this history's own ack (an ack lost in flight).
@@ -44,19 +51,22 @@ class Verdict:
     duplicated: list = field(default_factory=list)      # ids
     reordered: list = field(default_factory=list)       # (session, key, previous seq, seq)
     phantom: list = field(default_factory=list)         # ids delivered, never published
+    stalled: list = field(default_factory=list)         # the queue as seen when it stalled
     maybe_delivered: int = 0            # nacked/unknown, delivered anyway (allowed)
     redelivered_after_ack: int = 0      # allowed (an ack can be lost with its connection)
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.reordered or self.phantom)
+        return not (self.lost or self.duplicated or self.reordered or self.phantom
+                    or self.stalled)
 
     def summary(self) -> str:
         head = (f"published {self.published}, confirmed {self.confirmed}, nacked {self.nacked}, "
                 f"unknown {self.unknown}, delivered {self.delivered} "
                 f"({self.deliveries} deliveries)")
         found = (f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
-                 f"reordered {len(self.reordered)}, phantom {len(self.phantom)}")
+                 f"reordered {len(self.reordered)}, phantom {len(self.phantom)}, "
+                 f"stalled {len(self.stalled)}")
         allowed = (f"maybe-delivered {self.maybe_delivered}, "
                    f"redelivered after ack {self.redelivered_after_ack}")
         return f"{'OK' if self.ok else 'VIOLATIONS'}: {found}; {head}; allowed: {allowed}"
@@ -81,6 +91,8 @@ def check(events) -> Verdict:
             _delivery(v, e, published, outcome, times_delivered, acked, last_seq)
         elif e["ev"] == "ack":
             acked.add(e["id"])
+        elif e["ev"] == "stalled":
+            v.stalled.append(e["views"])
     v.published = len(published)
     v.confirmed = sum(1 for o in outcome.values() if o == "confirm")
     v.nacked = sum(1 for o in outcome.values() if o == "nack")

@@ -28,14 +28,25 @@ class Recorder:
     def __init__(self):
         self.events: list[dict] = []
         self._lock = threading.Lock()
-        self.last_confirm = 0.0
+        self._published_at: dict[str, float] = {}
+        self.fresh_confirm = (0.0, 0.0)     # (publish time, confirm time), newest publish
 
     def __call__(self, ev: str, **fields) -> None:
         t = time.monotonic()
         with self._lock:
             self.events.append({"t": t, "ev": ev, **fields})
-            if ev == "confirm":
-                self.last_confirm = t
+            if ev == "publish":
+                self._published_at[fields["id"]] = t
+            elif ev == "confirm" and self._published_at[fields["id"]] > self.fresh_confirm[0]:
+                self.fresh_confirm = (self._published_at[fields["id"]], t)
+
+    def first_confirm_after(self, t: float) -> float | None:
+        """When the first message published after ``t`` was confirmed (None: none yet)."""
+        if self.fresh_confirm[0] <= t:
+            return None
+        with self._lock:
+            return min(e["t"] for e in self.events if e["ev"] == "confirm"
+                       and self._published_at[e["id"]] > t)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as f:
@@ -61,6 +72,7 @@ class Workload:
         self._tasks: list = []
         self._producing = True
         self._consuming = True
+        self._generation = 0                # reconnect_consumers() bumps it
 
     # ------------------------------------------------------------ control
     def start(self) -> None:
@@ -74,6 +86,10 @@ class Workload:
         self._producing = False
         for f in self._tasks[:self.producers]:
             f.result(timeout)
+
+    def reconnect_consumers(self) -> None:
+        """Every consumer closes its connection and starts a new session on a random node."""
+        self._generation += 1
 
     def stop(self, timeout: float = 30.0) -> None:
         self._producing = self._consuming = False
@@ -125,13 +141,18 @@ class Workload:
 
     async def _consumer(self, cid: int) -> None:
         while self._consuming:
+            generation = self._generation
             node, conn = await self._connect()
             session = f"c{cid}.{next(self.sessions)}"
             cancelled = asyncio.Event()
             try:
                 ch = await conn.channel()
                 await ch.basic_qos(prefetch_count=self.prefetch)
-                ch.on_consumer_cancel_callbacks.add(lambda _frame: cancelled.set())
+
+                def on_cancel(_frame):
+                    self.record("cancelled", c=session, node=node)
+                    cancelled.set()
+                ch.on_consumer_cancel_callbacks.add(on_cancel)
 
                 async def on_message(msg):
                     mid = msg.body.decode()
@@ -142,10 +163,12 @@ class Workload:
                     self.record("ack", c=session, id=mid)
 
                 await ch.basic_consume(self.queue, on_message)
-                while self._consuming and not cancelled.is_set() and not conn.is_closed:
+                self.record("consuming", c=session, node=node)
+                while (self._consuming and not cancelled.is_set() and not conn.is_closed
+                       and generation == self._generation):
                     await asyncio.sleep(0.1)
-            except (Exception, asyncio.TimeoutError):
-                pass
+            except (Exception, asyncio.TimeoutError) as exc:
+                self.record("consumer_error", c=session, node=node, why=type(exc).__name__)
             finally:
                 await _close(conn)
 

@@ -39,7 +39,7 @@ def test_a_clean_history_passes_and_counts_everything():
     v = check(clean())
     assert v.ok, v.summary()
     assert (v.published, v.confirmed, v.delivered, v.deliveries) == (5, 5, 5, 5)
-    assert v.summary().startswith("OK: lost 0, duplicated 0, reordered 0, phantom 0")
+    assert v.summary().startswith("OK: lost 0, duplicated 0, reordered 0, phantom 0, stalled 0")
 
 
 def test_a_confirmed_message_never_delivered_is_lost():
@@ -133,3 +133,15 @@ def test_a_history_file_round_trips(tmp_path):
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in h))
     assert check(load(str(path))).duplicated == ["a:2"]
+
+
+def test_consumers_that_stalled_before_the_final_read_are_a_liveness_violation():
+    h = History()
+    a1, a2 = h.publish("a", 1), h.publish("a", 2)
+    h.deliver(a1)
+    h.add("stalled", views="n1: leader amqpbroker@n1 messages 1 unacked 0 consumers 0")
+    h.deliver(a2, c="c0.2")                 # the fresh session's final read got it
+    v = check(h)
+    assert not v.ok and not v.lost
+    assert v.stalled == ["n1: leader amqpbroker@n1 messages 1 unacked 0 consumers 0"]
+    assert "stalled 1" in v.summary()
