@@ -204,6 +204,9 @@ def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consu
                 log(f"seed {seed}: consumers stalled; queue as seen: {queue_views(cluster)}")
                 workload.reconnect_consumers()      # the final read, by fresh sessions
                 drained = drain(nemesis, workload, timeout=30.0)
+                if not drained:
+                    log(f"seed {seed}: the final read did not drain the queue either: "
+                        f"{queue_views(cluster)}")
         finally:
             workload.stop()
     verdict = check(record.events)
