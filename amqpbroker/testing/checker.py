@@ -24,12 +24,15 @@ Fault kinds (``FAULTS``):
     restart_etcd     SIGTERM etcd and start it again on its data
     rolling_restart  SIGTERM and restart every node in turn, waiting for each to rejoin
 
-``CI_FAULTS`` are those main survives today; the others wait for replication (step 5):
-until followers fetch from the leader, a new leader has none of the old leader's messages,
-so ``kill_leader``, ``pause_leader`` and ``rolling_restart`` lose confirmed messages, and
-the checker says so (numbers in docs/CLUSTER.md section 5). Not built: cuts with network
-namespaces (this machine has ``ip`` but neither ``nft`` nor ``iptables``), and the
-per-replica checksum comparison (``/api/partitions`` has no checksums before step 5).
+``CI_FAULTS`` (``kill_follower``, ``pause_follower``) are those main survives today. The
+others wait: ``kill_leader`` and ``pause_leader`` for replication (step 5): until followers
+fetch from the leader, a new leader has none of the old leader's messages, and the
+interim leader's confirmed messages stay in its copy when the preferred leader returns, so
+the checker reports them lost; ``restart_etcd`` for a forwarding fix (consumers on the
+non-leading nodes stall silently: ``stalled``); ``rolling_restart`` passed every round it
+ran but does not fit CI's time yet. Numbers in docs/CLUSTER.md section 5. Not built: cuts
+with network namespaces (this machine has ``ip`` but neither ``nft`` nor ``iptables``), and
+the per-replica checksum comparison (``/api/partitions`` has no checksums before step 5).
 """
 from __future__ import annotations
 
