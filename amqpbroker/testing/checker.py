@@ -50,11 +50,13 @@ import pika
 
 from .cluster import LocalCluster
 from .history import check
+from .netns import NetnsLab
 from .workload import Recorder, Workload
 
 FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "restart_etcd",
-          "rolling_restart")
-CI_FAULTS = ("kill_follower", "pause_follower")
+          "rolling_restart", "cut_leader", "cut_follower")
+NETNS_FAULTS = ("cut_leader", "cut_follower")   # need the nodes in network namespaces
+CI_FAULTS = ("kill_follower", "pause_follower", "cut_follower")
 QUEUE = "checker"
 
 
@@ -93,8 +95,9 @@ class Nemesis:
         leader = self.wait_healthy()
         others = [n for n in self.cluster.nodes if n is not leader]
         target = {"kill_leader": leader, "pause_leader": leader,
-                  "kill_follower": self.rng.choice(others),
-                  "pause_follower": self.rng.choice(others)}.get(kind)
+                  "cut_leader": leader, "kill_follower": self.rng.choice(others),
+                  "pause_follower": self.rng.choice(others),
+                  "cut_follower": self.rng.choice(others)}.get(kind)
         self.record("fault", kind=kind, node=target.node if target else None, phase="start")
         getattr(self, kind)(target)
         self.wait_healthy()
@@ -127,6 +130,19 @@ class Nemesis:
             time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
         finally:
             os.killpg(node.proc.pid, signal.SIGCONT)
+
+    def cut_leader(self, node) -> None:
+        self._cut(node)
+
+    def cut_follower(self, node) -> None:
+        self._cut(node)
+
+    def _cut(self, node) -> None:
+        self.cluster.netns.cut(node.node)
+        try:
+            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
+        finally:
+            self.cluster.netns.heal(node.node)
 
     def restart_etcd(self, _node) -> None:
         self.cluster.etcd.restart()
@@ -181,10 +197,21 @@ def queue_views(cluster: LocalCluster) -> str:
 def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consumers: int = 2,
              lease_ttl: int = 3, settle: float = 1.0, history_dir: str | None = None,
              log=print):
-    """One cluster, ``rounds`` faults drawn by ``seed``; returns (verdict, nemesis)."""
+    """One cluster, ``rounds`` faults drawn by ``seed``; returns (verdict, nemesis). With a
+    cut among ``faults`` each node runs in its own network namespace (root only)."""
+    if set(faults) & set(NETNS_FAULTS):
+        with NetnsLab(["n1", "n2", "n3"]) as lab:
+            return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
+                             history_dir, log, lab)
+    return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
+                     history_dir, log, None)
+
+
+def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, history_dir,
+              log, lab):
     rng = random.Random(seed)
     record = Recorder()
-    with LocalCluster(3, lease_ttl=lease_ttl) as cluster:
+    with LocalCluster(3, lease_ttl=lease_ttl, netns=lab) as cluster:
         declare(cluster)
         nemesis = Nemesis(cluster, record, rng)
         nemesis.wait_healthy()
