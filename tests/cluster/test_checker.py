@@ -1,16 +1,17 @@
 """The Jepsen-style checker end to end (``amqpbroker.testing.checker``): a real etcd, three
-real nodes, a quorum queue of group size 3, aiormq producers with confirms and consumers with
-acks on random nodes, and a seeded schedule of the faults main survives today
-(``CI_FAULTS``: a non-leader SIGKILLed and restarted, a non-leader SIGSTOPped for 2 x TTL,
-etcd restarted). Every confirmed message must arrive, none twice unflagged, per key in
-order. The faults that lose confirmed messages until replication (leader SIGKILL or pause,
-rolling restart) run by hand: docs/CLUSTER.md section 5."""
+real nodes each in its own network namespace (root, as CI runs), a quorum queue of group
+size 3, aiormq producers with confirms and consumers with acks on random nodes, and a seeded
+schedule of the faults main survives today (``CI_FAULTS``: a non-leader SIGKILLed and
+restarted, SIGSTOPped for 2 x TTL, or cut off for 2 x TTL). Every confirmed message must
+arrive, none twice unflagged, per key in order, and the queue must drain to its consumers.
+The faults that wait (the leader killed, paused or cut: replication; etcd restarted: stalled
+consumers) run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
 from amqpbroker.testing.checker import CI_FAULTS, run_seed
 from amqpbroker.testing.history import load
 
-ROUNDS = 4
+ROUNDS = 3
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
