@@ -23,16 +23,22 @@ Fault kinds (``FAULTS``):
     pause_follower   SIGSTOP a non-leader for 2 x TTL, then SIGCONT
     restart_etcd     SIGTERM etcd and start it again on its data
     rolling_restart  SIGTERM and restart every node in turn, waiting for each to rejoin
+    cut_leader       cut the leader off (from etcd, the other nodes and the clients) for
+                     2 x TTL, then heal: every node runs in its own network namespace
+                     (``netns.py``; root), and a cut sets its bridge port down, so TCP hangs
+    cut_follower     the same for a non-leader
 
-``CI_FAULTS`` (``kill_follower``, ``pause_follower``) are those main survives today. The
-others wait: ``kill_leader`` and ``pause_leader`` for replication (step 5): until followers
-fetch from the leader, a new leader has none of the old leader's messages, and the
-interim leader's confirmed messages stay in its copy when the preferred leader returns, so
-the checker reports them lost; ``restart_etcd`` for a forwarding fix (consumers on the
-non-leading nodes stall silently: ``stalled``); ``rolling_restart`` passed every round it
-ran but does not fit CI's time yet. Numbers in docs/CLUSTER.md section 5. Not built: cuts
-with network namespaces (this machine has ``ip`` but neither ``nft`` nor ``iptables``), and
-the per-replica checksum comparison (``/api/partitions`` has no checksums before step 5).
+``CI_FAULTS`` (``kill_follower``, ``pause_follower``, ``cut_follower``) are those main
+survives today. The others wait: ``kill_leader``, ``pause_leader`` and ``cut_leader`` for
+replication (step 5): until followers fetch from the leader, a new leader has none of the
+old leader's messages, and the interim leader's confirmed messages stay in its copy when
+the preferred leader returns, so the checker reports them lost; ``restart_etcd`` for a
+forwarding fix (consumers on the non-leading nodes stall silently: ``stalled``);
+``rolling_restart`` passed every round it ran but does not fit CI's time. Numbers in
+docs/CLUSTER.md section 5. Cuts are whole (a node from everything): cutting a node from
+etcd only or from the other nodes only needs filter rules (``nft``), which this machine
+lacks. Not built: the per-replica checksum comparison (``/api/partitions`` has no
+checksums before step 5).
 """
 from __future__ import annotations
 
