@@ -12,7 +12,9 @@ nodes and all agree on the queue's leader; then traffic runs for a moment before
 After the last round producers stop, consumers drain the queue (until the leader reports it
 empty and nothing was delivered for a while, or a timeout), and ``history.check`` judges the
 history (lost, duplicated, reordered, phantom: its module comment has the rules). The
-history of each seed is kept as JSON lines (``--history-dir``).
+history of each seed is kept as JSON lines (``--history-dir``). The seed fixes the fault
+schedule and the clients' choices of nodes; the interleavings are the machine's, so a seed
+that found something is a place to look again, not a replay.
 
 Fault kinds (``FAULTS``):
 
@@ -100,10 +102,9 @@ class Nemesis:
     def run(self, kind: str) -> None:
         leader = self.wait_healthy()
         others = [n for n in self.cluster.nodes if n is not leader]
-        target = {"kill_leader": leader, "pause_leader": leader,
-                  "cut_leader": leader, "kill_follower": self.rng.choice(others),
-                  "pause_follower": self.rng.choice(others),
-                  "cut_follower": self.rng.choice(others)}.get(kind)
+        follower = self.rng.choice(others)
+        target = (leader if kind.endswith("_leader") else
+                  follower if kind.endswith("_follower") else None)
         self.record("fault", kind=kind, node=target.node if target else None, phase="start")
         getattr(self, kind)(target)
         self.wait_healthy()
