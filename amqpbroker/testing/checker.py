@@ -170,21 +170,25 @@ def declare(cluster: LocalCluster) -> None:
         conn.close()
 
 
-def drain(nemesis: Nemesis, workload: Workload, quiet: float = 2.0, timeout: float = 15.0):
+def drain(nemesis: Nemesis, workload: Workload, quiet: float = 2.0, stall: float = 10.0,
+          timeout: float = 120.0) -> bool:
     """Wait until the leader reports the queue empty with nothing unacked and no delivery
-    came for ``quiet`` seconds (or ``timeout``: then what is left counts as lost)."""
-    def drained():
+    came for ``quiet`` seconds: True. False when it stalled: no delivery for ``stall``
+    seconds while the queue is not drained (or not drained within ``timeout``). Progress,
+    not speed, is the criterion, so a slow machine does not look stalled."""
+    started = time.monotonic()
+
+    def settled():
+        now = time.monotonic()
+        idle = now - max(workload.last_delivery, started)
         leader = nemesis.leader()
-        if leader is None:
-            return False
-        q = {q["name"]: q for q in leader.api("queues")}[QUEUE]
-        return (q.get("messages", 1) == 0 and q.get("messages_unacknowledged", 1) == 0
-                and time.monotonic() - workload.last_delivery > quiet)
-    try:
-        nemesis.cluster.wait_until(drained, timeout=timeout, interval=0.2)
-        return True
-    except AssertionError:
-        return False
+        if leader is not None:
+            q = {q["name"]: q for q in leader.api("queues")}[QUEUE]
+            if (q.get("messages", 1) == 0 and q.get("messages_unacknowledged", 1) == 0
+                    and idle > quiet):
+                return "drained"
+        return "stalled" if idle > stall or now - started > timeout else None
+    return nemesis.cluster.wait_until(settled, timeout=timeout + 30, interval=0.2) == "drained"
 
 
 def queue_views(cluster: LocalCluster) -> str:
@@ -240,7 +244,7 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
                 record("stalled", views=queue_views(cluster))
                 log(f"seed {seed}: consumers stalled; queue as seen: {queue_views(cluster)}")
                 workload.reconnect_consumers()      # the final read, by fresh sessions
-                drained = drain(nemesis, workload, timeout=30.0)
+                drained = drain(nemesis, workload)
                 if not drained:
                     log(f"seed {seed}: the final read did not drain the queue either: "
                         f"{queue_views(cluster)}")
