@@ -32,6 +32,10 @@ def choice(*names: str):
     return check
 
 
+def names_list(text: str) -> tuple:
+    return tuple(n for n in text.split(",") if n)
+
+
 FLAGS = [
     # (flag, type, help)
     ("host", str, "interface to listen on (default: all interfaces)"),
@@ -102,6 +106,8 @@ FLAGS = [
                             "at (default: --host, else the host's FQDN)"),
     ("cluster_lease_ttl", int, "seconds without etcd before a node counts as lost and fences "
                                "itself (default 10)"),
+    ("loopback_users", names_list, "users who may log in from loopback only, comma-separated; "
+                                   "'' for none (RabbitMQ's loopback_users; default guest)"),
 ]
 
 

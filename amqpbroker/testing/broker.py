@@ -40,8 +40,11 @@ class BrokerProcess:
     def __init__(self, data_dir, *args: str, management: bool = False, prometheus: bool = False,
                  env: dict | None = None,
                  startup_timeout: float = 30.0, command: list[str] | None = None,
-                 cwd: str | os.PathLike | None = None):
+                 cwd: str | os.PathLike | None = None, bind_host: str = "127.0.0.1",
+                 wrapper: list[str] | None = None):
         self.data_dir = str(data_dir)
+        self.bind_host = bind_host          # with wrapper, e.g. a NetnsLab namespace's
+        self.wrapper = list(wrapper or ())  # address and its ``ip netns exec``
         self.args = list(args)
         self.command = command
         self.cwd = cwd
@@ -51,7 +54,7 @@ class BrokerProcess:
         self.env = env
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
-        self.host = "127.0.0.1"
+        self.host = bind_host
         self.port = 0
         self.management_port = 0
         self.tls_port = 0                   # AMQPS and HTTPS, when started with --tls-cert
@@ -68,7 +71,7 @@ class BrokerProcess:
 
     def start(self) -> "BrokerProcess":
         command = self.command or child.command("amqpbroker")
-        cmd = [*command, "serve", "--host", "127.0.0.1", "--port", "0",
+        cmd = [*self.wrapper, *command, "serve", "--host", self.bind_host, "--port", "0",
                "--management-port", "0" if not self.management else "-1",
                # used only with --tls-cert (in args): AMQPS and HTTPS on free ports too
                "--tls-port", "0", "--management-tls-port", "0" if not self.management else "-1",
@@ -143,7 +146,7 @@ class BrokerProcess:
         import json
         import urllib.request
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.management_port}/api/{path}",
+            f"http://{self.host}:{self.management_port}/api/{path}",
             headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.load(r)
@@ -152,7 +155,7 @@ class BrokerProcess:
         """(status, decoded JSON or None) of ``METHOD /api/<path>`` as guest, with a JSON
         ``body``; 4xx and 5xx are answers, not exceptions (needs ``management=True``)."""
         from .mgmt_client import ManagementClient
-        status, value, _ = ManagementClient(f"http://127.0.0.1:{self.management_port}").request(
+        status, value, _ = ManagementClient(f"http://{self.host}:{self.management_port}").request(
             method, f"/api/{path}", "guest", "guest", body=body, timeout=timeout)
         return status, value
 

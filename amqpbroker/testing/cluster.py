@@ -30,18 +30,24 @@ from .etcd import EtcdProcess
 
 class LocalCluster:
     def __init__(self, nodes: int = 3, base_dir: str | None = None, lease_ttl: int = 3,
-                 args: tuple = ()):
+                 args: tuple = (), netns=None):
         self._own_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="amqpbroker-cluster-")
         self.lease_ttl = lease_ttl
-        self.etcd = EtcdProcess(os.path.join(self.base_dir, "etcd"))
+        self.netns = netns      # a created NetnsLab of nodes n1..nN: each node in its own
+        self.etcd = EtcdProcess(os.path.join(self.base_dir, "etcd"),
+                                host=netns.bridge_addr if netns else "127.0.0.1")
         os.makedirs(self.etcd.data_dir, exist_ok=True)
         self.nodes = [self._node(f"n{i + 1}", args) for i in range(nodes)]
 
     def _node(self, name: str, args: tuple) -> BrokerProcess:
-        node = BrokerProcess(os.path.join(self.base_dir, name), management=True)
+        node = BrokerProcess(os.path.join(self.base_dir, name), management=True,
+                             **({"bind_host": self.netns.addr(name),
+                                 "wrapper": self.netns.wrap(name)} if self.netns else {}))
         node.args = ["--node-name", name, "--cluster-port", "0",
                      "--cluster-lease-ttl", str(self.lease_ttl), *args]
+        if self.netns:          # the test's clients reach guest from the bridge, not loopback
+            node.args.append("--loopback-users=")
         return node
 
     def start(self) -> "LocalCluster":

@@ -43,7 +43,8 @@ def free_port() -> int:
 
 class EtcdProcess:
     def __init__(self, data_dir: str | None = None, name: str = "etcd0",
-                 startup_timeout: float = 30.0):
+                 startup_timeout: float = 30.0, host: str = "127.0.0.1"):
+        self.host = host            # the client address (a bridge's, for NetnsLab nodes)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="amqpbroker-etcd-")
         self.name = name
@@ -55,7 +56,7 @@ class EtcdProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,134 @@
+"""The checker's history and the checks over it, with no I/O (Jepsen's "checker" half).
+
+A history is a list of events, each a dict with a monotonic time ``t`` and a kind ``ev``:
+
+    publish  {p, id, key, seq, node}    a producer sent message ``id`` (``key``:``seq``)
+    confirm  {id}                       the broker acked it (basic.ack of a confirm)
+    nack     {id}                       the broker nacked it
+    unknown  {id, why}                  no answer: the connection broke or the publish timed out
+    deliver  {c, id, redelivered, node} consumer session ``c`` received it
+    ack      {c, id}                    consumer session ``c`` acked it
+    fault    {kind, node, phase}        the nemesis: ``start`` and ``healed``
+    stalled  {views}                    after healing, the queue did not drain to the
+                                        workload's consumers (how each node saw the queue)
+    consuming, cancelled, consumer_error {c, node}   a consumer session's life
+
+``check(events)`` returns a ``Verdict``. The rules (docs/CLUSTER.md section 5):
+
+- **lost**: confirmed and never delivered.
+- **duplicated**: a confirmed message delivered again *without* the ``redelivered`` flag (a
+  redelivery the broker announces is allowed; an unconfirmed message's second copy is not
+  counted, its publish may have been retried by the link).
+- **reordered**: within one consumer session, per key, the confirmed messages delivered
+  without ``redelivered`` come in publish (sequence) order. Per session, not globally:
+  with several consumers and prefetch, two sessions' deliveries interleave by scheduling,
+  not by the queue's order; a requeued message comes back flagged and later, legitimately.
+  Unconfirmed messages are left out: a publish whose connection hung may reach the leader
+  after the producer's next one, through another node.
+- **stalled** (liveness, not safety): after healing, the workload's consumers stopped
+  receiving while the queue held messages, with no ``basic.cancel`` and no closed
+  connection. The runner then reads the rest with fresh sessions, so ``lost`` still means
+  lost.
+- for information: nacked or unknown messages that were delivered anyway (allowed: a nack
+  or a broken connection says "maybe"), deliveries of ids never published (a violation:
+  ``phantom``), and redeliveries after this history's own ack (an ack lost in flight).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Verdict:
+    published: int = 0
+    confirmed: int = 0
+    nacked: int = 0
+    unknown: int = 0
+    delivered: int = 0                  # distinct ids delivered
+    deliveries: int = 0                 # delivery events
+    lost: list = field(default_factory=list)            # ids
+    duplicated: list = field(default_factory=list)      # ids
+    reordered: list = field(default_factory=list)       # (session, key, previous seq, seq)
+    phantom: list = field(default_factory=list)         # ids delivered, never published
+    stalled: list = field(default_factory=list)         # the queue as seen when it stalled
+    maybe_delivered: int = 0            # nacked/unknown, delivered anyway (allowed)
+    redelivered_after_ack: int = 0      # allowed (an ack can be lost with its connection)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.reordered or self.phantom
+                    or self.stalled)
+
+    def summary(self) -> str:
+        head = (f"published {self.published}, confirmed {self.confirmed}, nacked {self.nacked}, "
+                f"unknown {self.unknown}, delivered {self.delivered} "
+                f"({self.deliveries} deliveries)")
+        found = (f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
+                 f"reordered {len(self.reordered)}, phantom {len(self.phantom)}, "
+                 f"stalled {len(self.stalled)}")
+        allowed = (f"maybe-delivered {self.maybe_delivered}, "
+                   f"redelivered after ack {self.redelivered_after_ack}")
+        return f"{'OK' if self.ok else 'VIOLATIONS'}: {found}; {head}; allowed: {allowed}"
+
+
+def check(events) -> Verdict:
+    """Check a history (an iterable of event dicts, in time order)."""
+    v = Verdict()
+    published: dict[str, dict] = {}
+    outcome: dict[str, str] = {}
+    times_delivered: dict[str, int] = {}
+    acked: set[str] = set()
+    last_seq: dict[tuple, int] = {}             # (session, key) -> last in-order seq
+    events = list(events)
+    for e in events:                # outcomes first: a confirm may arrive after the delivery
+        if e["ev"] == "publish":
+            published[e["id"]] = e
+        elif e["ev"] in ("confirm", "nack", "unknown"):
+            outcome.setdefault(e["id"], e["ev"])    # the first answer counts
+    for e in events:
+        if e["ev"] == "deliver":
+            _delivery(v, e, published, outcome, times_delivered, acked, last_seq)
+        elif e["ev"] == "ack":
+            acked.add(e["id"])
+        elif e["ev"] == "stalled":
+            v.stalled.append(e["views"])
+    v.published = len(published)
+    v.confirmed = sum(1 for o in outcome.values() if o == "confirm")
+    v.nacked = sum(1 for o in outcome.values() if o == "nack")
+    v.unknown = sum(1 for i in published if outcome.get(i, "unknown") == "unknown")
+    v.delivered = len(times_delivered)
+    v.lost = sorted(i for i, o in outcome.items() if o == "confirm" and i not in times_delivered)
+    v.maybe_delivered = sum(1 for i in times_delivered
+                            if i in published and outcome.get(i) != "confirm")
+    return v
+
+
+def _delivery(v, e, published, outcome, times_delivered, acked, last_seq) -> None:
+    mid = e["id"]
+    v.deliveries += 1
+    if mid not in published:
+        v.phantom.append(mid)
+        return
+    seen = times_delivered.get(mid, 0)
+    times_delivered[mid] = seen + 1
+    confirmed = outcome.get(mid) == "confirm"
+    if seen and mid in acked:
+        v.redelivered_after_ack += 1
+    if e["redelivered"] or not confirmed:
+        return
+    if seen and mid not in v.duplicated:
+        v.duplicated.append(mid)
+    pub = published[mid]
+    slot = (e["c"], pub["key"])
+    prev = last_seq.get(slot)
+    if prev is not None and pub["seq"] <= prev:
+        v.reordered.append((e["c"], pub["key"], prev, pub["seq"]))
+    else:
+        last_seq[slot] = pub["seq"]
+
+
+def load(path: str) -> list[dict]:
+    """A history file: one JSON event per line."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,96 @@
+"""Network namespaces for cluster tests that cut nodes off (root only; ``ip`` from iproute2).
+
+One bridge in the root namespace (where etcd and the test's clients run) with the address
+``10.<a>.<b>.1/24``; each node gets its own namespace and a veth pair, one end in the
+namespace (``10.<a>.<b>.<10 + i>``, with ``lo`` up), the other a port of the bridge. A node
+runs under ``ip netns exec`` and listens on its address only. ``cut(name)`` sets the
+node's bridge port down: its packets go nowhere, so every TCP connection to it (etcd's,
+the other nodes', the clients') hangs rather than resets, as a pulled cable does;
+``heal(name)`` sets it up again. The subnet and the names derive from this process's pid,
+so concurrent test runs do not collide; ``destroy()`` deletes everything ``create()``
+made (deleting a namespace deletes its veth pair)."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+def available() -> bool:
+    """Root and a working ``ip netns``."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+class NetnsLab:
+    def __init__(self, names: list[str]):
+        pid = os.getpid()
+        self.tag = f"ab{pid % 100000}"             # interface names: at most 15 bytes
+        self.subnet = f"10.{200 + pid % 50}.{pid // 50 % 250}"
+        self.bridge = f"{self.tag}br"
+        self.bridge_addr = f"{self.subnet}.1"
+        self.names = list(names)
+        self._made: list[str] = []
+
+    def namespace(self, name: str) -> str:
+        return f"{self.tag}-{name}"
+
+    def addr(self, name: str) -> str:
+        return f"{self.subnet}.{10 + self.names.index(name)}"
+
+    def port(self, name: str) -> str:
+        return f"{self.tag}{name}h"
+
+    def wrap(self, name: str) -> list[str]:
+        """The command prefix that runs a program inside ``name``'s namespace."""
+        return ["ip", "netns", "exec", self.namespace(name)]
+
+    def create(self) -> "NetnsLab":
+        try:
+            _ip("link", "add", self.bridge, "type", "bridge")
+            self._made.append("bridge")
+            _ip("addr", "add", f"{self.bridge_addr}/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            for name in self.names:
+                ns, port, inner = self.namespace(name), self.port(name), f"{self.tag}{name}n"
+                _ip("netns", "add", ns)
+                self._made.append(ns)
+                _ip("link", "add", port, "type", "veth", "peer", "name", inner)
+                _ip("link", "set", inner, "netns", ns)
+                _ip("link", "set", port, "master", self.bridge)
+                _ip("link", "set", port, "up")
+                _ip("-n", ns, "addr", "add", f"{self.addr(name)}/24", "dev", inner)
+                _ip("-n", ns, "link", "set", inner, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def cut(self, name: str) -> None:
+        _ip("link", "set", self.port(name), "down")
+
+    def heal(self, name: str) -> None:
+        _ip("link", "set", self.port(name), "up")
+
+    def destroy(self) -> None:
+        for made in reversed(self._made):
+            if made == "bridge":
+                subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            else:
+                subprocess.run(["ip", "netns", "del", made], capture_output=True)
+        self._made.clear()
+
+    def __enter__(self) -> "NetnsLab":
+        return self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()

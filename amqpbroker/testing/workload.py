@@ -1,0 +1,180 @@
+"""The checker's clients: producers with confirms and consumers with manual acks (aiormq),
+each on a random node, reconnecting to another random node whenever its connection breaks,
+its publish times out, or the broker cancels its consumer. Every publish, confirm, nack,
+unknown outcome, delivery and ack goes to a ``Recorder`` with a monotonic time.
+
+The workload runs on its own event loop in a thread (``Workload.start``), so the nemesis can
+be plain blocking code in the calling thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import threading
+import time
+
+import aiormq
+from pamqp.commands import Basic
+
+PUBLISH_TIMEOUT = 5.0       # a publish with no answer by then is "unknown"; reconnect
+CONNECT_TIMEOUT = 3.0
+
+
+class Recorder:
+    """The history: events in time order, written to a JSON-lines file at the end."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self._lock = threading.Lock()
+        self._published_at: dict[str, float] = {}
+        self.fresh_confirm = (0.0, 0.0)     # (publish time, confirm time), newest publish
+
+    def __call__(self, ev: str, **fields) -> None:
+        t = time.monotonic()
+        with self._lock:
+            self.events.append({"t": t, "ev": ev, **fields})
+            if ev == "publish":
+                self._published_at[fields["id"]] = t
+            elif ev == "confirm" and self._published_at[fields["id"]] > self.fresh_confirm[0]:
+                self.fresh_confirm = (self._published_at[fields["id"]], t)
+
+    def first_confirm_after(self, t: float) -> float | None:
+        """When the first message published after ``t`` was confirmed (None: none yet)."""
+        if self.fresh_confirm[0] <= t:
+            return None
+        with self._lock:
+            return min(e["t"] for e in self.events if e["ev"] == "confirm"
+                       and self._published_at[e["id"]] > t)
+
+    def dump(self, path: str) -> None:
+        with open(path, "w") as f:
+            for e in self.events:
+                f.write(json.dumps(e) + "\n")
+
+
+class Workload:
+    """``producers`` publishers over ``keys`` keys each and ``consumers`` consumers of
+    ``queue``; ``urls()`` returns the current ``(node name, amqp url)`` of every node that
+    is up (ports change on a restart)."""
+
+    def __init__(self, urls, queue: str, record: Recorder, seed: int, producers: int = 3,
+                 consumers: int = 2, keys: int = 4, prefetch: int = 20):
+        self.urls, self.queue, self.record = urls, queue, record
+        self.rng = random.Random(seed)
+        self.producers, self.consumers, self.keys, self.prefetch = (
+            producers, consumers, keys, prefetch)
+        self.sessions = itertools.count(1)
+        self.last_delivery = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._tasks: list = []
+        self._producing = True
+        self._consuming = True
+        self._generation = 0                # reconnect_consumers() bumps it
+
+    # ------------------------------------------------------------ control
+    def start(self) -> None:
+        self._thread.start()
+        for i in range(self.producers):
+            self._tasks.append(asyncio.run_coroutine_threadsafe(self._producer(i), self._loop))
+        for i in range(self.consumers):
+            self._tasks.append(asyncio.run_coroutine_threadsafe(self._consumer(i), self._loop))
+
+    def stop_producing(self, timeout: float = 30.0) -> None:
+        self._producing = False
+        for f in self._tasks[:self.producers]:
+            f.result(timeout)
+
+    def reconnect_consumers(self) -> None:
+        """Every consumer closes its connection and starts a new session on a random node."""
+        self._generation += 1
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._producing = self._consuming = False
+        for f in self._tasks:
+            f.result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()
+
+    # ------------------------------------------------------------ clients
+    async def _connect(self):
+        """A connection to a random node that is up (retried until one answers)."""
+        while True:
+            up = self.urls()
+            if up:
+                node, url = self.rng.choice(up)
+                try:
+                    conn = await asyncio.wait_for(aiormq.connect(url + "?heartbeat=5"),
+                                                  CONNECT_TIMEOUT)
+                    return node, conn
+                except (Exception, asyncio.TimeoutError):
+                    pass
+            await asyncio.sleep(0.2)
+
+    async def _producer(self, pid: int) -> None:
+        seqs = [0] * self.keys
+        while self._producing:
+            node, conn = await self._connect()
+            try:
+                ch = await conn.channel(publisher_confirms=True)
+                while self._producing:
+                    k = self.rng.randrange(self.keys)
+                    seqs[k] += 1
+                    key, seq = f"p{pid}k{k}", seqs[k]
+                    mid = f"{key}:{seq}"
+                    self.record("publish", p=pid, id=mid, key=key, seq=seq, node=node)
+                    try:
+                        answer = await ch.basic_publish(
+                            mid.encode(), routing_key=self.queue, timeout=PUBLISH_TIMEOUT,
+                            properties=Basic.Properties(delivery_mode=2, message_id=mid))
+                    except (Exception, asyncio.TimeoutError) as exc:
+                        self.record("unknown", id=mid, why=type(exc).__name__)
+                        break
+                    self.record("confirm" if isinstance(answer, Basic.Ack) else "nack", id=mid)
+            except (Exception, asyncio.TimeoutError):
+                pass
+            finally:
+                await _close(conn)
+
+    async def _consumer(self, cid: int) -> None:
+        while self._consuming:
+            generation = self._generation
+            node, conn = await self._connect()
+            session = f"c{cid}.{next(self.sessions)}"
+            cancelled = asyncio.Event()
+            try:
+                ch = await conn.channel()
+                await ch.basic_qos(prefetch_count=self.prefetch)
+
+                def on_cancel(_frame):
+                    self.record("cancelled", c=session, node=node)
+                    cancelled.set()
+                ch.on_consumer_cancel_callbacks.add(on_cancel)
+
+                async def on_message(msg):
+                    mid = msg.body.decode()
+                    self.last_delivery = time.monotonic()
+                    self.record("deliver", c=session, id=mid, node=node,
+                                redelivered=bool(msg.delivery.redelivered))
+                    await ch.basic_ack(msg.delivery.delivery_tag)
+                    self.record("ack", c=session, id=mid)
+
+                await ch.basic_consume(self.queue, on_message)
+                self.record("consuming", c=session, node=node)
+                while (self._consuming and not cancelled.is_set() and not conn.is_closed
+                       and generation == self._generation):
+                    await asyncio.sleep(0.1)
+            except (Exception, asyncio.TimeoutError) as exc:
+                self.record("consumer_error", c=session, node=node, why=type(exc).__name__)
+            finally:
+                await _close(conn)
+
+
+async def _close(conn) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 2)
+    except (Exception, asyncio.TimeoutError):
+        pass

@@ -1,0 +1,147 @@
+"""The checker's judgement (``amqpbroker.testing.history.check``) over crafted histories: a
+clean one passes, and each kind of violation is caught and named, while what the rules allow
+(a flagged redelivery, a nacked or unconfirmed message delivered or not) is not counted."""
+import json
+
+from amqpbroker.testing.history import check, load
+
+
+class History(list):
+    """A history built event by event, with increasing times."""
+
+    def add(self, ev, **fields):
+        self.append({"t": float(len(self)), "ev": ev, **fields})
+        return self
+
+    def publish(self, key, seq, outcome="confirm", node="n1"):
+        mid = f"{key}:{seq}"
+        self.add("publish", p=0, id=mid, key=key, seq=seq, node=node)
+        if outcome:
+            self.add(outcome, id=mid, **({"why": "timeout"} if outcome == "unknown" else {}))
+        return mid
+
+    def deliver(self, mid, c="c0.1", redelivered=False, ack=True):
+        self.add("deliver", c=c, id=mid, node="n2", redelivered=redelivered)
+        if ack:
+            self.add("ack", c=c, id=mid)
+        return self
+
+
+def clean():
+    h = History()
+    ids = [h.publish("a", s) for s in (1, 2, 3)] + [h.publish("b", s) for s in (1, 2)]
+    for mid in ids:
+        h.deliver(mid)
+    return h
+
+
+def test_a_clean_history_passes_and_counts_everything():
+    v = check(clean())
+    assert v.ok, v.summary()
+    assert (v.published, v.confirmed, v.delivered, v.deliveries) == (5, 5, 5, 5)
+    assert v.summary().startswith("OK: lost 0, duplicated 0, reordered 0, phantom 0, stalled 0")
+
+
+def test_a_confirmed_message_never_delivered_is_lost():
+    h = History()
+    a1, a2 = h.publish("a", 1), h.publish("a", 2)
+    h.deliver(a1)
+    v = check(h)
+    assert not v.ok
+    assert v.lost == [a2]
+    assert "lost 1" in v.summary()
+
+
+def test_a_confirm_that_arrives_after_the_delivery_still_counts():
+    h = History()
+    h.add("publish", p=0, id="a:1", key="a", seq=1, node="n1")
+    h.deliver("a:1")
+    h.add("confirm", id="a:1")
+    h.add("publish", p=0, id="a:2", key="a", seq=2, node="n1")
+    h.add("confirm", id="a:2")
+    v = check(h)
+    assert v.lost == ["a:2"] and v.confirmed == 2 and v.maybe_delivered == 0
+
+
+def test_a_second_delivery_without_the_redelivered_flag_is_a_duplicate():
+    h = clean()
+    h.deliver("a:2", c="c1.2")
+    v = check(h)
+    assert not v.ok
+    assert v.duplicated == ["a:2"]
+    assert v.redelivered_after_ack == 1
+
+
+def test_a_flagged_redelivery_is_allowed():
+    h = History()
+    a1 = h.publish("a", 1)
+    h.deliver(a1, ack=False).deliver(a1, c="c0.2", redelivered=True)
+    v = check(h)
+    assert v.ok, v.summary()
+    assert v.deliveries == 2 and v.delivered == 1
+
+
+def test_keys_out_of_publish_order_in_one_session_are_reordered():
+    h = History()
+    a1, a2, a3 = (h.publish("a", s) for s in (1, 2, 3))
+    h.deliver(a1).deliver(a3).deliver(a2)
+    v = check(h)
+    assert not v.ok
+    assert v.reordered == [("c0.1", "a", 3, 2)]
+
+
+def test_order_is_per_session_and_per_key():
+    h = History()
+    a1, a2, b1, b2 = h.publish("a", 1), h.publish("a", 2), h.publish("b", 1), h.publish("b", 2)
+    # two sessions each see their share in order; keys interleave freely
+    h.deliver(b1, c="x").deliver(a2, c="y").deliver(a1, c="x").deliver(b2, c="y")
+    assert check(h).ok
+
+
+def test_a_requeued_message_delivered_later_flagged_is_not_reordered():
+    h = History()
+    a1, a2 = h.publish("a", 1), h.publish("a", 2)
+    h.deliver(a1, ack=False).deliver(a2).deliver(a1, redelivered=True)
+    assert check(h).ok
+
+
+def test_nacked_and_unknown_messages_may_or_may_not_arrive():
+    h = History()
+    n1, u1 = h.publish("a", 1, outcome="nack"), h.publish("a", 2, outcome="unknown")
+    u2 = h.publish("a", 3, outcome=None)            # no answer at all before the end
+    c4 = h.publish("a", 4)
+    h.deliver(u1).deliver(c4)
+    v = check(h)
+    assert v.ok, v.summary()
+    assert (v.nacked, v.unknown, v.maybe_delivered) == (1, 2, 1)
+    # an unconfirmed message delivered twice, or out of order, is not held against the broker
+    h.deliver(u1).deliver(n1)
+    assert check(h).ok
+    assert u2 not in check(h).lost
+
+
+def test_a_delivery_of_something_never_published_is_a_phantom():
+    h = clean()
+    h.deliver("z:9")
+    v = check(h)
+    assert not v.ok and v.phantom == ["z:9"]
+
+
+def test_a_history_file_round_trips(tmp_path):
+    h = clean()
+    h.deliver("a:2", c="c1.2")
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in h))
+    assert check(load(str(path))).duplicated == ["a:2"]
+
+
+def test_consumers_that_stalled_before_the_final_read_are_a_liveness_violation():
+    h = History()
+    a1, a2 = h.publish("a", 1), h.publish("a", 2)
+    h.deliver(a1)
+    h.add("stalled", views="n1: leader amqpbroker@n1 messages 1 unacked 0 consumers 0")
+    h.deliver(a2, c="c0.2")                 # the fresh session's final read got it
+    v = check(h)
+    assert not v.ok and not v.lost
+    assert v.stalled == ["n1: leader amqpbroker@n1 messages 1 unacked 0 consumers 0"]
+    assert "stalled 1" in v.summary()
