@@ -54,6 +54,6 @@ opened with its MessageStore (same directory, same fsync policy), and a CommitTr
     the next owner), call `tracker.revoke()` and tell the supervisor the revocation of (p,
     member, epoch) is complete. A member whose connection is gone settles at once.
   * retention: after deleting segments, `clamp(log.start_offset)` every tracker (count, log).
-  * lag per (group, partition) = log end offset - committed, from `store.groups()` (groups with
+  * lag per (group, partition) = log end offset - committed, from `store.in_file()` (groups with
     no member included), reported for the operations issue.
 """

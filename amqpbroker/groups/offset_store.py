@@ -122,6 +122,14 @@ class OffsetStore(EntryFile):
                     merged[group] = offset
             return merged
 
+    def in_file(self) -> dict[str, int]:
+        """{group: committed offset} as written to the file: what a kill -9 of this process
+        cannot take back (the page cache keeps a write), and what the management API reports
+        as a group's committed offset, as Kafka reports a commit only once it is in the log.
+        (Not ``written``: that counts entries appended since open.)"""
+        with self._lock:
+            return dict(self._offsets)
+
     # -- writing ---------------------------------------------------------------------------------
     def commit(self, group: str, offset: int) -> None:
         """Buffer `group`'s committed offset (the next offset to read) for the next flush()."""

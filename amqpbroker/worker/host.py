@@ -464,10 +464,7 @@ class PartitionHost:
             q = self.queues.get(qid)
             if type(q) is not Stream or q.deleted:
                 continue
-            groups = {g: off for g, off in q.offsets.groups().items()}
-            for name, part in q.groups.items():
-                if part.tracker is not None:
-                    groups[name] = part.tracker.committed
+            groups = q.offsets.in_file()    # an ack's commit shows once written (next round)
             out[qid] = {g: (off, q.log.start_offset, q.end_offset) for g, off in groups.items()}
         self._reply(state, m.req, out)
 

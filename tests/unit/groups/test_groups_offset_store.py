@@ -183,3 +183,20 @@ def test_closed_store_refuses_writes(tmp_path):
     store.close()
     with pytest.raises(Exception, match="closed"):
         store.commit("a", 1)
+
+
+def test_written_shows_a_commit_only_once_it_is_in_the_file(tmp_path):
+    """The management API reports ``in_file()``: a buffered commit (an ack since the last
+    commit round) is not yet there, since a kill -9 would take it back."""
+    with OffsetStore(tmp_path) as store:
+        store.commit("billing", 5)
+        store.flush()
+        store.commit("billing", 9)
+        store.commit("audit", 3)
+        assert store.get("billing") == 9 and store.in_file() == {"billing": 5}
+        store.flush()
+        assert store.in_file() == {"billing": 9, "audit": 3}
+        store.delete("audit")
+        assert store.in_file() == {"billing": 9, "audit": 3}
+        store.flush()
+        assert store.in_file() == {"billing": 9}
