@@ -6,7 +6,7 @@ body is not copied into a ``bytes`` first and then into the buffer. Each read pu
 and hands each to the channel or the handshake; output is queued and written once that read is
 handled, with what the read made for other connections (the deliveries of its publishes:
 ``_process``), and what is made outside a read once per loop turn (``schedule_flush``).
-``_process`` is the single error boundary: an ``AMQPError`` from the protocol or from any
+``_handle_read`` is the single error boundary: an ``AMQPError`` from the protocol or from any
 handler becomes ``channel.close`` (soft) or ``connection.close`` (hard), with a log line; any
 other exception is a bug and becomes 541 INTERNAL_ERROR for this connection only.
 """
