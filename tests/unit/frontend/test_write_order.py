@@ -1,8 +1,9 @@
 """When a session's output is written: what a read makes for *other* connections (the
 deliveries of its publishes) is written once that read is handled, as the reader's own
 replies are, not at the end of the loop turn after every other connection's ready read
-(bench/RESULTS.md, "latency_1 on 0be596d"). Two sessions of one in-process broker (``conftest.py``); the
-``Transport`` records what each writes, so "before the loop turns" is exact."""
+(bench/RESULTS.md, "latency_1 on 0be596d"). Two sessions of one in-process broker
+(``conftest.py``); the ``Transport`` records what each writes, so "before the loop turns" is
+exact."""
 from __future__ import annotations
 
 import asyncio
