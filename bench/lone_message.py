@@ -139,8 +139,9 @@ def main() -> None:
         r = rows[url]
         med = lambda f: statistics.median(f(x) for x in r)     # noqa: E731
         print(f"{url}  size {args.size}, {args.rounds} x {n} round trips, medians:")
-        print(f"  round trips/s {med(lambda x: x[0]):,.0f}  p50 {med(lambda x: x[1][0.5]):.0f} µs"
-              f"  p99 {med(lambda x: x[1][0.99]):.0f} µs  p99.9 {med(lambda x: x[1][0.999]):.0f} µs")
+        print(f"  round trips/s {med(lambda x: x[0]):,.0f}"
+              f"  p50 {med(lambda x: x[1][0.5]):.0f} µs  p99 {med(lambda x: x[1][0.99]):.0f} µs"
+              f"  p99.9 {med(lambda x: x[1][0.999]):.0f} µs")
         print(f"  broker CPU per round trip: user {med(lambda x: x[2]):.1f} µs, "
               f"system {med(lambda x: x[3]):.1f} µs "
               f"(per round: {', '.join(f'{x[2] + x[3]:.0f}' for x in r)})")
