@@ -34,6 +34,9 @@ class Broker:
         self.users = Users()
         self.vhosts: dict[str, VirtualHost] = {}
         self.sessions: set = set()
+        # while a session handles a read: the other sessions it gave output to (a delivery),
+        # written when that read is handled rather than at the end of the loop turn
+        self.written_to: list | None = None
         self.cache_used = 0
         self.alarms = Alarms(self)
         self.partitions: list = []          # PartitionClient per worker

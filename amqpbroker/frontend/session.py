@@ -3,9 +3,10 @@
 A ``BufferedProtocol``: the loop reads straight into the protocol's input buffer
 (``get_buffer`` / ``buffer_updated``; ``data_received`` stays for in-process tests), so a
 body is not copied into a ``bytes`` first and then into the buffer. Each read pulls events
-and hands each to the channel or the handshake; output is queued and written once per loop
-turn (``schedule_flush``).
-``_process`` is the single error boundary: an ``AMQPError`` from the protocol or from any
+and hands each to the channel or the handshake; output is queued and written once that read is
+handled, with what the read made for other connections (the deliveries of its publishes:
+``_process``), and what is made outside a read once per loop turn (``schedule_flush``).
+``_handle_read`` is the single error boundary: an ``AMQPError`` from the protocol or from any
 handler becomes ``channel.close`` (soft) or ``connection.close`` (hard), with a log line; any
 other exception is a bug and becomes 541 INTERNAL_ERROR for this connection only.
 """
@@ -206,6 +207,25 @@ class Session(asyncio.BufferedProtocol):
 
     # ----------------------------------------------------------------- the error boundary
     def _process(self) -> None:
+        """Handle what was read; then write what it made, ours and the other sessions' (the
+        deliveries of its publishes): a lone message's delivery is written in its publish's
+        read callback, not at the end of the loop turn after every other ready read (the
+        consumer's ack of the previous message, say). A burst still makes one write per
+        session per read."""
+        broker = self.broker
+        if broker.written_to is not None:       # within another session's read
+            self._handle_read()
+            return
+        broker.written_to = written_to = []
+        try:
+            self._handle_read()
+        finally:
+            broker.written_to = None
+        for session in written_to:
+            if session._flush_scheduled:        # the turn's own flush finds nothing then
+                session.flush()
+
+    def _handle_read(self) -> None:
         conn = self.conn
         budget = EVENTS_PER_TURN
         partitions = self.broker.partitions
@@ -478,6 +498,9 @@ class Session(asyncio.BufferedProtocol):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
+            written_to = self.broker.written_to
+            if written_to is not None:      # during another session's read: see _process
+                written_to.append(self)
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -113,3 +113,36 @@ async def test_a_non_durable_queue_read_back_from_disk_delivers_everything(tmp_p
         await asyncio.wait_for(done, timeout=60)
         assert got == list(range(total))
         await conn.close()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+async def test_lone_messages_one_at_a_time_each_arrive_and_are_acked(tmp_path, layout):
+    """latency_1's pattern over real sockets: publish on one connection, wait for the delivery
+    on another, ack it, publish the next. The delivery is written in its publish's read, the
+    ack of the one before is read in the same turn (frontend/session.py, ``_process``):
+    each arrives once, in order, and every ack lands."""
+    total = 300
+    with BrokerProcess(tmp_path, *LAYOUTS[layout]) as b:
+        pub = await aiormq.connect(b.url)
+        sub = await aiormq.connect(b.url)
+        pch = await pub.channel(publisher_confirms=False)
+        sch = await sub.channel(publisher_confirms=False)
+        await pch.queue_declare("ping")
+        loop = asyncio.get_running_loop()
+        waiting: list = []
+        got: list[int] = []
+
+        async def on_message(msg):
+            got.append(int(msg.body))
+            await sch.basic_ack(msg.delivery_tag)
+            waiting.pop().set_result(None)
+        await sch.basic_consume("ping", on_message)
+        for i in range(total):
+            waiting.append(loop.create_future())
+            await pch.basic_publish(b"%d" % i, routing_key="ping")
+            await asyncio.wait_for(waiting[0], timeout=10)
+        assert got == list(range(total))
+        await sub.close()                   # nothing unacked goes back to the queue
+        declared = await pch.queue_declare("ping", passive=True)
+        assert declared.message_count == 0
+        await pub.close()
