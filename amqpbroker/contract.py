@@ -44,7 +44,7 @@ import struct
 from typing import NamedTuple
 
 from .storage.record import (Record, decode_record, encode_record, pack_message, pack_messages,
-                             unpack_message, unpack_messages)
+                             pack_messages_at, size_messages, unpack_message, unpack_messages)
 
 FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
 VARIABLE = {"str", "bytes", "u64s", "grants", "record", "any"}
@@ -112,6 +112,18 @@ def encode_many(msgs: list, prefix: bytes, limit: int) -> tuple[bytes, bytes, in
     as ``encode_bytes(m, prefix)`` for each message (``storage/record.py``,
     ``pack_messages_py``, is the reference)."""
     return pack_messages(msgs, HOT_ENCODE, lambda m: encode_bytes(m, prefix), prefix, limit)
+
+
+def size_many(msgs: list, prefix: bytes, limit: int):
+    """``encode_many`` in two steps, to encode straight into a ring (``Ring.push_with``):
+    ``(sized, lens, count)``, the lengths ``encode_many`` would give, then
+    ``write_many(sized, buf, offs, n)`` writes the first ``n`` messages each at its offset
+    of ``buf`` (``offs``: native uint64), the same bytes as ``encode_many``'s. A body is
+    copied once, from its bytes into the ring."""
+    return size_messages(msgs, HOT_ENCODE, lambda m: encode_bytes(m, prefix), prefix, limit)
+
+
+write_many = pack_messages_at
 
 
 def decode_many(buf, offs, n: int, other) -> list:
