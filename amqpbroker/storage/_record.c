@@ -86,10 +86,36 @@ done:
     return out;
 }
 
+/* The exchange, routing key and properties of the last record a batch decoded (their bytes
+ * in the caller's buffer and the objects made of them): the records of a batch mostly share
+ * them (one queue's deliveries, one publisher's messages), so the next record that has the
+ * same bytes gets the same immutable objects instead of new ones (unpack_messages). */
+typedef struct {
+    const unsigned char *at[3];
+    Py_ssize_t len[3];
+    PyObject *obj[3];         /* borrowed from the records already decoded */
+} field_memo;
+
+/* A new reference to field k (0 exchange, 1 routing key: str; 2 properties: bytes) made of
+ * p[0:len], the memo's object if it holds the same bytes. */
+static PyObject *memo_field(field_memo *memo, int k, const unsigned char *p, Py_ssize_t len) {
+    if (memo && memo->obj[k] && memo->len[k] == len && memcmp(memo->at[k], p, len) == 0)
+        return Py_NewRef(memo->obj[k]);
+    PyObject *v = k < 2 ? PyUnicode_DecodeUTF8((const char *)p, len, "strict")
+                        : PyBytes_FromStringAndSize((const char *)p, len);
+    if (v && memo) {
+        memo->at[k] = p;
+        memo->len[k] = len;
+        memo->obj[k] = v;
+    }
+    return v;
+}
+
 /* The record at `pos` of b[0:n]: fields[0..5] get new references to (timestamp, exchange,
- * routing_key, properties, body, flags) and *end_out its end; -1 with an exception set. */
+ * routing_key, properties, body, flags) and *end_out its end; -1 with an exception set.
+ * `memo` (or NULL) shares fields with the record decoded before (field_memo). */
 static int unpack_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
-                            PyObject *fields[6], Py_ssize_t *end_out) {
+                            PyObject *fields[6], Py_ssize_t *end_out, field_memo *memo) {
     PyObject *ex = NULL, *rk = NULL, *props = NULL, *body = NULL;
     if (pos < 0 || pos + 4 + RECORD_FIXED > n)
         goto short_;
@@ -102,15 +128,15 @@ static int unpack_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos
     unsigned int flags = *p++;
     unsigned int ex_len = *p++;
     if (p + ex_len + 1 > b + end) goto bad;
-    ex = PyUnicode_DecodeUTF8((const char *)p, ex_len, "strict"); p += ex_len;
+    ex = memo_field(memo, 0, p, ex_len); p += ex_len;
     if (!ex) goto fail;
     unsigned int rk_len = *p++;
     if (p + rk_len + 4 > b + end) goto bad;
-    rk = PyUnicode_DecodeUTF8((const char *)p, rk_len, "strict"); p += rk_len;
+    rk = memo_field(memo, 1, p, rk_len); p += rk_len;
     if (!rk) goto fail;
     uint32_t props_len = get_u32(p); p += 4;
     if ((Py_ssize_t)props_len + 4 > (b + end) - p) goto bad;
-    props = PyBytes_FromStringAndSize((const char *)p, props_len); p += props_len;
+    props = memo_field(memo, 2, p, props_len); p += props_len;
     if (!props) goto fail;
     uint32_t body_len = get_u32(p); p += 4;
     if ((Py_ssize_t)body_len != (b + end) - p) goto bad;
@@ -143,7 +169,7 @@ static PyObject *unpack_record(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*n", &buf, &pos))
         return NULL;
     PyObject *fields[6], *out = NULL;
-    if (unpack_record_at((const unsigned char *)buf.buf, buf.len, pos, fields, &end) == 0) {
+    if (unpack_record_at((const unsigned char *)buf.buf, buf.len, pos, fields, &end, NULL) == 0) {
         out = Py_BuildValue("(NNNNNNn)", fields[0], fields[1], fields[2], fields[3],
                             fields[4], fields[5], end);
     }
@@ -232,7 +258,7 @@ static PyObject *new_tuple_of(PyTypeObject *cls, Py_ssize_t n) {
  * an `rcls`; *end_out gets the end of its record. */
 static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
                                    const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
-                                   Py_ssize_t *end_out) {
+                                   Py_ssize_t *end_out, field_memo *memo) {
     Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
     Py_ssize_t hsize = 1 + fmt_size(fmt);
     if (pos < 0 || pos + hsize > n) {
@@ -240,7 +266,7 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
         return NULL;
     }
     PyObject *fields[6];
-    if (unpack_record_at(b, n, pos + hsize, fields, end_out) < 0)
+    if (unpack_record_at(b, n, pos + hsize, fields, end_out, memo) < 0)
         return NULL;
     PyObject *rec = new_tuple_of(rcls, 6);
     if (!rec) {
@@ -281,7 +307,7 @@ static PyObject *unpack_message(PyObject *self, PyObject *args) {
                           &PyType_Type, &rcls))
         return NULL;
     PyObject *msg = unpack_message_at((const unsigned char *)buf.buf, buf.len, pos, fmt, mcls,
-                                      rcls, &end);
+                                      rcls, &end, NULL);
     PyBuffer_Release(&buf);
     return msg;
 }
@@ -739,6 +765,7 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
     if (!out) goto done;
     const uint64_t *o = (const uint64_t *)offs.buf;
     const unsigned char *b = (const unsigned char *)buf.buf;
+    field_memo memo = {{NULL}};     /* its objects live in `out` for as long as it is used */
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t start = o[2 * i], end = o[2 * i + 1];
         if (start > end || end > (uint64_t)buf.len) {
@@ -764,7 +791,8 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
             if (!fmt) goto fail;
             Py_ssize_t rec_end;
             msg = unpack_message_at(b, (Py_ssize_t)end, (Py_ssize_t)start + 1, fmt,
-                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), rcls, &rec_end);
+                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), rcls, &rec_end,
+                                    &memo);
             if (!msg) goto fail;
             if (rec_end != (Py_ssize_t)end) {
                 Py_DECREF(msg);

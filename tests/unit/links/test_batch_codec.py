@@ -174,3 +174,26 @@ def test_offsets_outside_the_buffer_are_refused():
         c.decode_many(b"\x00" * 10, array.array("Q", [4, 20]).tobytes(), 1, reference_other)
     with pytest.raises(ValueError):
         c.decode_many(b"\x00" * 10, array.array("Q", [0, 4]).tobytes(), 2, reference_other)
+
+
+def test_records_of_a_batch_share_equal_exchange_routing_key_and_properties():
+    """A batch's records that repeat the record before's exchange, routing key or properties
+    get the same (immutable) objects, not copies; any that differ get their own, right."""
+    def dlv(i, ex, rk, props):
+        return c.Dlv(cid=1, qid=2, offset=i, redelivered=False,
+                     record=rec.Record(i, ex, rk, props, b"body%d" % i, 0))
+    msgs = [dlv(0, "ex", "rk", b"\x10\x00"), dlv(1, "ex", "rk", b"\x10\x00"),
+            dlv(2, "ex", "other", b"\x10\x00"), dlv(3, "ex2", "other", b"\x90\x00\x01"),
+            dlv(4, "ex2", "other", b"\x90\x00\x01"), dlv(5, "", "", b"")]
+    data, lens, count = c.encode_many(msgs, WHOLE, 1 << 20)
+    offs, pos = array.array("Q"), 0
+    for size in array.array("I", lens):
+        offs.extend((pos, pos + size))
+        pos += size
+    got = c.decode_many(data, offs.tobytes(), count, reference_other)
+    assert got == msgs
+    r = [m.record for m in got]
+    assert r[1].exchange is r[0].exchange and r[1].routing_key is r[0].routing_key
+    assert r[1].properties is r[0].properties and r[2].properties is r[0].properties
+    assert r[4].exchange is r[3].exchange and r[4].properties is r[3].properties
+    assert r[3].properties is not r[2].properties and r[1].body is not r[0].body
