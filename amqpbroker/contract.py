@@ -26,12 +26,12 @@ The codec (``encode`` / ``decode``) is derived from the field types. A message w
 are all binary types is packed by ``struct``: one type byte, its fixed-size fields in one
 struct, then its variable fields in order; a record travels last, in the log's layout, so a
 publish or a delivery is a small fixed header followed by the record's own bytes, packed in
-one pass by C (``storage/_record.c``) into one bytes object with the header (and a link's
-own prefix) in front, so the body is copied once on its way into a ring. A message with an
-``any``
-field (cold paths: declares, replies, metadata) is the type byte followed by a pickle of its
-field values. Pickle is safe here: both ends are processes of one broker, and client bytes
-only ever travel inside ``bytes`` fields, never as pickles.
+one pass by C (``storage/_record.c``) with the header (and a link's own prefix) in front:
+into one bytes object (``encode``), or, on the ring link, straight into the ring's reserved
+space (``size_many`` / ``write_many``), so the body is copied once on its way into a ring.
+A message with an ``any`` field (cold paths: declares, replies, metadata) is the type byte
+followed by a pickle of its field values. Pickle is safe here: both ends are processes of
+one broker, and client bytes only ever travel inside ``bytes`` fields, never as pickles.
 
 Links (``amqpbroker/links``): ``LocalLink`` hands message objects across a function call
 (``--workers 0``; ``LocalLink(codec=True)`` round-trips them through the codec, as tests
