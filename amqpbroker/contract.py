@@ -26,12 +26,12 @@ The codec (``encode`` / ``decode``) is derived from the field types. A message w
 are all binary types is packed by ``struct``: one type byte, its fixed-size fields in one
 struct, then its variable fields in order; a record travels last, in the log's layout, so a
 publish or a delivery is a small fixed header followed by the record's own bytes, packed in
-one pass by C (``storage/_record.c``) into one bytes object with the header (and a link's
-own prefix) in front, so the body is copied once on its way into a ring. A message with an
-``any``
-field (cold paths: declares, replies, metadata) is the type byte followed by a pickle of its
-field values. Pickle is safe here: both ends are processes of one broker, and client bytes
-only ever travel inside ``bytes`` fields, never as pickles.
+one pass by C (``storage/_record.c``) with the header (and a link's own prefix) in front:
+into one bytes object (``encode``), or, on the ring link, straight into the ring's reserved
+space (``size_many`` / ``write_many``), so the body is copied once on its way into a ring.
+A message with an ``any`` field (cold paths: declares, replies, metadata) is the type byte
+followed by a pickle of its field values. Pickle is safe here: both ends are processes of
+one broker, and client bytes only ever travel inside ``bytes`` fields, never as pickles.
 
 Links (``amqpbroker/links``): ``LocalLink`` hands message objects across a function call
 (``--workers 0``; ``LocalLink(codec=True)`` round-trips them through the codec, as tests
@@ -44,7 +44,7 @@ import struct
 from typing import NamedTuple
 
 from .storage.record import (Record, decode_record, encode_record, pack_message, pack_messages,
-                             unpack_message, unpack_messages)
+                             pack_messages_at, size_messages, unpack_message, unpack_messages)
 
 FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
 VARIABLE = {"str", "bytes", "u64s", "grants", "record", "any"}
@@ -112,6 +112,18 @@ def encode_many(msgs: list, prefix: bytes, limit: int) -> tuple[bytes, bytes, in
     as ``encode_bytes(m, prefix)`` for each message (``storage/record.py``,
     ``pack_messages_py``, is the reference)."""
     return pack_messages(msgs, HOT_ENCODE, lambda m: encode_bytes(m, prefix), prefix, limit)
+
+
+def size_many(msgs: list, prefix: bytes, limit: int):
+    """``encode_many`` in two steps, to encode straight into a ring (``Ring.push_with``):
+    ``(sized, lens, count)``, the lengths ``encode_many`` would give, then
+    ``write_many(sized, buf, offs, n)`` writes the first ``n`` messages each at its offset
+    of ``buf`` (``offs``: native uint64), the same bytes as ``encode_many``'s. A body is
+    copied once, from its bytes into the ring."""
+    return size_messages(msgs, HOT_ENCODE, lambda m: encode_bytes(m, prefix), prefix, limit)
+
+
+write_many = pack_messages_at
 
 
 def decode_many(buf, offs, n: int, other) -> list:

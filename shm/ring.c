@@ -169,6 +169,53 @@ int ring_push_many(ring_t *r, const uint8_t *data, const uint32_t *lens, size_t 
     return reader_needs_wake(r) ? RING_OK_WAKE : RING_OK;
 }
 
+/* The leading records of lens[0..n) that fit, reserved at head without moving it: each
+ * record's length header (and a wrap marker where one is needed) is written, its payload's
+ * offset from the mapping base goes to offs[i], and *new_head is where head will be once the
+ * caller, having written every payload at its offset, calls ring_commit(r, *new_head). Lets a
+ * caller pack its records straight into the ring instead of into a buffer copied here after.
+ * Only this side writes head, so nothing is visible to the consumer until the commit. */
+int ring_reserve_many(ring_t *r, const uint32_t *lens, size_t n, uint64_t *offs,
+                      size_t *nreserved, uint64_t *new_head)
+{
+    /* Relaxed: our own index (see ring_push). */
+    uint64_t head = __atomic_load_n(&r->hdr->head, __ATOMIC_RELAXED);
+    size_t i;
+    int rc = RING_OK;
+    for (i = 0; i < n; i++) {
+        uint64_t sz = rec_size(lens[i]);
+        if (lens[i] > r->max_record) {
+            rc = RING_TOO_BIG;
+            break;
+        }
+        if (!have_space(r, head, bytes_needed(r, head, sz))) {
+            rc = RING_AGAIN;
+            break;
+        }
+        uint64_t off = head & r->mask;
+        if (sz > r->capacity - off) {
+            const uint32_t wrap = RING_WRAP;
+            memcpy(r->data + off, &wrap, sizeof wrap);
+            head += r->capacity - off;
+            off = 0;
+        }
+        memcpy(r->data + off, &lens[i], sizeof lens[i]);
+        offs[i] = RING_HDR_SIZE + off + RING_REC_HDR;
+        head += sz;
+    }
+    *nreserved = i;
+    *new_head = head;
+    return i ? RING_OK : rc;
+}
+
+int ring_commit(ring_t *r, uint64_t new_head)
+{
+    /* Release: publishes every payload the caller wrote into its reservation before the new
+     * head; pairs with the consumer's acquire load of head (as in ring_push_many). */
+    __atomic_store_n(&r->hdr->head, new_head, __ATOMIC_RELEASE);
+    return reader_needs_wake(r) ? RING_OK_WAKE : RING_OK;
+}
+
 int ring_can_push(ring_t *r, size_t len)
 {
     if (len > r->max_record)

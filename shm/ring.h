@@ -93,6 +93,13 @@ int ring_attach(ring_t *r, void *mem, size_t mem_size);
 int ring_push(ring_t *r, const void *data, size_t len);
 int ring_push_many(ring_t *r, const uint8_t *data, const uint32_t *lens, size_t n,
                    size_t *npushed);
+/* Zero-copy producer: reserve the leading records of lens[0..n) that fit (headers written,
+ * payload offsets from the mapping base in offs[i]), write the payloads there, then
+ * ring_commit(r, *new_head) publishes them with one release store. RING_OK if at least one
+ * record was reserved, else RING_AGAIN (full) or RING_TOO_BIG (lens[0] > max_record). */
+int ring_reserve_many(ring_t *r, const uint32_t *lens, size_t n, uint64_t *offs,
+                      size_t *nreserved, uint64_t *new_head);
+int ring_commit(ring_t *r, uint64_t new_head);
 int ring_can_push(ring_t *r, size_t len);
 int ring_writer_prepare_sleep(ring_t *r, size_t len);
 void ring_writer_cancel_sleep(ring_t *r);

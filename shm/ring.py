@@ -70,6 +70,9 @@ class Ring:
         self._nt = ffi.new("uint64_t *")
         self._offs = ffi.new("uint64_t[]", 2 * DEFAULT_MAX_RECORDS)
         self._ends = ffi.new("uint32_t[]", DEFAULT_MAX_RECORDS + 1)
+        self._woffs = ffi.new("uint64_t[]", DEFAULT_MAX_RECORDS)   # reserve's payload offsets
+        self._wn = ffi.new("size_t *")
+        self._whead = ffi.new("uint64_t *")
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -236,6 +239,31 @@ class Ring:
         if rc == TOO_BIG:
             raise ValueError(f"a record > max_record {self.max_record}")
         raise RingError(f"ring_push_many: status {rc}")
+
+    def push_with(self, write, lens, n: int) -> int:
+        """``push_packed`` without the packed buffer: room is reserved for the leading ones
+        of ``n`` records that fit (``lens``: their lengths as native uint32), then
+        ``write(mapping, offs, k)`` writes those ``k`` payloads straight into the mapping
+        (``offs``: native uint64 offset of each payload), then one release store publishes
+        them. Returns ``k`` (0 if the ring is full). If ``write`` raises, nothing is
+        published."""
+        if not n:
+            return 0
+        if n > len(self._woffs):
+            self._woffs = ffi.new("uint64_t[]", n)
+        rc = lib.ring_reserve_many(self._r, ffi.from_buffer("uint32_t[]", lens), n,
+                                   self._woffs, self._wn, self._whead)
+        if rc != OK:
+            if rc == AGAIN:
+                return 0
+            if rc == TOO_BIG:
+                raise ValueError(f"a record > max_record {self.max_record}")
+            raise RingError(f"ring_reserve_many: status {rc}")
+        k = self._wn[0]
+        write(self._mm, ffi.buffer(self._woffs, 8 * k), k)
+        if lib.ring_commit(self._r, self._whead[0]) == OK_WAKE:
+            self._wake(self.data_fd)
+        return k
 
     def can_push(self, size: int) -> bool:
         """Would a record of ``size`` bytes fit now?"""

@@ -11,8 +11,10 @@ cut into fragments: every ring record starts with one byte, ``0`` = a whole mess
 a fragment with more to come, ``2`` = the last fragment.
 
 Writes are batched: ``send`` appends the message to a list that is encoded and pushed once
-per loop turn (``contract.encode_many``: one C call packs the lot back to back, a body copied
-once from its bytes, then once into the ring with one release store). The message object is
+per loop turn, straight into the ring: ``contract.size_many`` sizes the lot (one C call),
+``Ring.push_with`` reserves their space in the ring, ``contract.write_many`` packs each
+message where it goes (one C call; a body is copied once, from its bytes into the shared
+mapping) and one release store publishes them. The message object is
 kept until then, as ``LocalLink`` hands it over: what a sender sent, it must not change (a
 list inside a message is the receiver's once sent). If the ring is full, the rest waits, in
 order, for the reader to make room.
@@ -29,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from functools import partial
 
 from shm._ring import lib
 from shm.ring import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OK, Ring
 from shm.wakeup import RingWriter, close_fds, make_eventfds
 
-from ..contract import decode, decode_many, encode_bytes, encode_many
+from ..contract import decode, decode_many, encode_bytes, size_many, write_many
 
 log = logging.getLogger("amqpbroker.partition")
 
@@ -107,10 +110,10 @@ class RingEndpoint:
         """Push ``msgs`` in order as far as the ring has room; the ring records left over."""
         ring = self.out_ring
         while msgs:
-            data, lens, count = encode_many(msgs, WHOLE, self.max_piece)
-            done = ring.push_packed(data, lens, count)
+            sized, lens, count = size_many(msgs, WHOLE, self.max_piece)
+            done = ring.push_with(partial(write_many, sized), lens, count)
             if done < count:
-                return _split(data, lens, done, count) + self._records(msgs[count:])
+                return self._records(msgs[done:])
             if count == len(msgs):
                 return []
             pieces = self._records(msgs[count:count + 1])     # too big: fragments
@@ -225,17 +228,6 @@ class RingEndpoint:
             # after the cancelled writer has removed its eventfd from the loop
             self.loop.call_soon(close_fds, *self.eventfds)
             self.eventfds = ()
-
-
-def _split(data: bytes, lens: bytes, start: int, stop: int) -> list[bytes]:
-    """Records ``start:stop`` of an ``encode_many`` batch as separate bytes."""
-    sizes = memoryview(lens).cast("I")
-    pos = sum(sizes[:start])
-    out = []
-    for size in sizes[start:stop]:
-        out.append(data[pos:pos + size])
-        pos += size
-    return out
 
 
 # ---------------------------------------------------------------- descriptors

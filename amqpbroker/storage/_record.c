@@ -86,10 +86,36 @@ done:
     return out;
 }
 
+/* The exchange, routing key and properties of the last record a batch decoded (their bytes
+ * in the caller's buffer and the objects made of them): the records of a batch mostly share
+ * them (one queue's deliveries, one publisher's messages), so the next record that has the
+ * same bytes gets the same immutable objects instead of new ones (unpack_messages). */
+typedef struct {
+    const unsigned char *at[3];
+    Py_ssize_t len[3];
+    PyObject *obj[3];         /* borrowed from the records already decoded */
+} field_memo;
+
+/* A new reference to field k (0 exchange, 1 routing key: str; 2 properties: bytes) made of
+ * p[0:len], the memo's object if it holds the same bytes. */
+static PyObject *memo_field(field_memo *memo, int k, const unsigned char *p, Py_ssize_t len) {
+    if (memo && memo->obj[k] && memo->len[k] == len && memcmp(memo->at[k], p, len) == 0)
+        return Py_NewRef(memo->obj[k]);
+    PyObject *v = k < 2 ? PyUnicode_DecodeUTF8((const char *)p, len, "strict")
+                        : PyBytes_FromStringAndSize((const char *)p, len);
+    if (v && memo) {
+        memo->at[k] = p;
+        memo->len[k] = len;
+        memo->obj[k] = v;
+    }
+    return v;
+}
+
 /* The record at `pos` of b[0:n]: fields[0..5] get new references to (timestamp, exchange,
- * routing_key, properties, body, flags) and *end_out its end; -1 with an exception set. */
+ * routing_key, properties, body, flags) and *end_out its end; -1 with an exception set.
+ * `memo` (or NULL) shares fields with the record decoded before (field_memo). */
 static int unpack_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
-                            PyObject *fields[6], Py_ssize_t *end_out) {
+                            PyObject *fields[6], Py_ssize_t *end_out, field_memo *memo) {
     PyObject *ex = NULL, *rk = NULL, *props = NULL, *body = NULL;
     if (pos < 0 || pos + 4 + RECORD_FIXED > n)
         goto short_;
@@ -102,15 +128,15 @@ static int unpack_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos
     unsigned int flags = *p++;
     unsigned int ex_len = *p++;
     if (p + ex_len + 1 > b + end) goto bad;
-    ex = PyUnicode_DecodeUTF8((const char *)p, ex_len, "strict"); p += ex_len;
+    ex = memo_field(memo, 0, p, ex_len); p += ex_len;
     if (!ex) goto fail;
     unsigned int rk_len = *p++;
     if (p + rk_len + 4 > b + end) goto bad;
-    rk = PyUnicode_DecodeUTF8((const char *)p, rk_len, "strict"); p += rk_len;
+    rk = memo_field(memo, 1, p, rk_len); p += rk_len;
     if (!rk) goto fail;
     uint32_t props_len = get_u32(p); p += 4;
     if ((Py_ssize_t)props_len + 4 > (b + end) - p) goto bad;
-    props = PyBytes_FromStringAndSize((const char *)p, props_len); p += props_len;
+    props = memo_field(memo, 2, p, props_len); p += props_len;
     if (!props) goto fail;
     uint32_t body_len = get_u32(p); p += 4;
     if ((Py_ssize_t)body_len != (b + end) - p) goto bad;
@@ -143,7 +169,7 @@ static PyObject *unpack_record(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*n", &buf, &pos))
         return NULL;
     PyObject *fields[6], *out = NULL;
-    if (unpack_record_at((const unsigned char *)buf.buf, buf.len, pos, fields, &end) == 0) {
+    if (unpack_record_at((const unsigned char *)buf.buf, buf.len, pos, fields, &end, NULL) == 0) {
         out = Py_BuildValue("(NNNNNNn)", fields[0], fields[1], fields[2], fields[3],
                             fields[4], fields[5], end);
     }
@@ -232,7 +258,7 @@ static PyObject *new_tuple_of(PyTypeObject *cls, Py_ssize_t n) {
  * an `rcls`; *end_out gets the end of its record. */
 static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
                                    const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
-                                   Py_ssize_t *end_out) {
+                                   Py_ssize_t *end_out, field_memo *memo) {
     Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
     Py_ssize_t hsize = 1 + fmt_size(fmt);
     if (pos < 0 || pos + hsize > n) {
@@ -240,7 +266,7 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
         return NULL;
     }
     PyObject *fields[6];
-    if (unpack_record_at(b, n, pos + hsize, fields, end_out) < 0)
+    if (unpack_record_at(b, n, pos + hsize, fields, end_out, memo) < 0)
         return NULL;
     PyObject *rec = new_tuple_of(rcls, 6);
     if (!rec) {
@@ -281,7 +307,7 @@ static PyObject *unpack_message(PyObject *self, PyObject *args) {
                           &PyType_Type, &rcls))
         return NULL;
     PyObject *msg = unpack_message_at((const unsigned char *)buf.buf, buf.len, pos, fmt, mcls,
-                                      rcls, &end);
+                                      rcls, &end, NULL);
     PyBuffer_Release(&buf);
     return msg;
 }
@@ -416,6 +442,14 @@ done:
  *     first message longer than `limit` (the caller fragments it): count < len(msgs).
  *     A body is copied once, from its bytes into `data`.
  *
+ * size_messages(msgs, hot, fallback, prefix, limit) -> (sized, lens, count)
+ * pack_messages_at(sized, buf, offs, n) -> None
+ *     pack_messages in two steps, so that the caller can reserve the space in between (a
+ *     ring's push_with): the first sizes msgs[0:count] as pack_messages would (`sized` keeps
+ *     the messages, their sizes and any fallback encodings), the second writes the first n
+ *     of them, each at its offset of the writable `buf` (offs: native uint64; each message
+ *     is checked to lie inside buf). A body is copied once, from its bytes into `buf`.
+ *
  * unpack_messages(buf, offs, n, hot, record_cls, fallback) -> list
  *     The n records at [offs[2i], offs[2i+1]) of `buf` (offs: native uint64 pairs, as
  *     ring_peek_many writes them; buf: the ring's mapping), decoded without copying them
@@ -468,30 +502,26 @@ static int hot_size(PyObject *msg, const char *fmt, Py_ssize_t prefix_len, Py_ss
     return 0;
 }
 
-/* Writes a hot message at p (its size was checked by hot_size); -1 on a bad field. */
-static int hot_pack(unsigned char *p, PyObject *msg, unsigned int type_id, const char *fmt,
-                    const Py_buffer *prefix) {
+/* Writes a hot message at p, which has `size` bytes for it (hot_size's answer): the size
+ * is checked again against the fields before anything is written, so a message changed
+ * since it was sized is an error, not a write past the caller's space. -1 on a bad field. */
+static int hot_pack(unsigned char *p, Py_ssize_t size, PyObject *msg, unsigned int type_id,
+                    const char *fmt, const Py_buffer *prefix) {
     Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
-    memcpy(p, prefix->buf, prefix->len); p += prefix->len;
-    *p++ = (unsigned char)type_id;
-    for (Py_ssize_t i = 0; i < nfixed; i++) {
-        PyObject *v = PyTuple_GET_ITEM(msg, i);
-        if (fmt[i] == '?') { int t = PyObject_IsTrue(v); if (t < 0) return -1; *p++ = (unsigned char)t; continue; }
-        unsigned long long x = PyLong_AsUnsignedLongLong(v);
-        if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
-        else if (fmt[i] == 'I') {
-            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); return -1; }
-            put_u32(p, (uint32_t)x); p += 4;
-        } else {
-            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); return -1; }
-            *p++ = (unsigned char)x;
-        }
+    if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != nfixed + 1) {
+        PyErr_SetString(PyExc_ValueError, "message does not match its format");
+        return -1;
     }
     PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
+    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
+        return -1;
+    }
     Py_ssize_t ex_len, rk_len;
     const char *ex = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len);
+    if (!ex) return -1;
     const char *rk = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len);
+    if (!rk) return -1;
     unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(rec, 0));
     if (ts == (unsigned long long)-1 && PyErr_Occurred()) return -1;
     unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(rec, 5));
@@ -502,7 +532,29 @@ static int hot_pack(unsigned char *p, PyObject *msg, unsigned int type_id, const
         PyBuffer_Release(&props);
         return -1;
     }
-    put_u32(p, (uint32_t)(RECORD_FIXED + ex_len + rk_len + props.len + body.len)); p += 4;
+    int rc = -1;
+    Py_ssize_t rec_len = RECORD_FIXED + ex_len + rk_len + props.len + body.len;
+    if (prefix->len + 1 + fmt_size(fmt) + 4 + rec_len != size) {
+        PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
+        goto done;
+    }
+    memcpy(p, prefix->buf, prefix->len); p += prefix->len;
+    *p++ = (unsigned char)type_id;
+    for (Py_ssize_t i = 0; i < nfixed; i++) {
+        PyObject *v = PyTuple_GET_ITEM(msg, i);
+        if (fmt[i] == '?') { int t = PyObject_IsTrue(v); if (t < 0) goto done; *p++ = (unsigned char)t; continue; }
+        unsigned long long x = PyLong_AsUnsignedLongLong(v);
+        if (x == (unsigned long long)-1 && PyErr_Occurred()) goto done;
+        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
+        else if (fmt[i] == 'I') {
+            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); goto done; }
+            put_u32(p, (uint32_t)x); p += 4;
+        } else {
+            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); goto done; }
+            *p++ = (unsigned char)x;
+        }
+    }
+    put_u32(p, (uint32_t)rec_len); p += 4;
     put_u64(p, ts); p += 8;
     *p++ = (unsigned char)flags;
     *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
@@ -511,9 +563,70 @@ static int hot_pack(unsigned char *p, PyObject *msg, unsigned int type_id, const
     memcpy(p, props.buf, props.len); p += props.len;
     put_u32(p, (uint32_t)body.len); p += 4;
     memcpy(p, body.buf, body.len);
+    rc = 0;
+done:
     PyBuffer_Release(&props);
     PyBuffer_Release(&body);
+    return rc;
+}
+
+/* The sizing pass shared by pack_messages and size_messages: items[i] for msgs[0:*count]
+ * (stops before the first longer than limit), their sum in *total. -1 with an exception. */
+static int size_items(PyObject *msgs, PyObject *hot, PyObject *fallback,
+                      const Py_buffer *prefix, Py_ssize_t limit, enc_item *items,
+                      Py_ssize_t *count, Py_ssize_t *total) {
+    Py_ssize_t n = PyList_GET_SIZE(msgs), i = 0, sum = 0;
+    for (; i < n; i++) {
+        PyObject *msg = PyList_GET_ITEM(msgs, i);
+        enc_item *it = &items[i];
+        PyObject *entry = PyDict_GetItemWithError(hot, (PyObject *)Py_TYPE(msg));
+        if (entry) {
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(entry, 1))) {
+                PyErr_SetString(PyExc_TypeError, "hot: {class: (type_id, fmt)}");
+                return -1;
+            }
+            const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 1));
+            if (!fmt || hot_size(msg, fmt, prefix->len, &it->size) < 0) return -1;
+            it->entry = entry;
+        } else {
+            if (PyErr_Occurred()) return -1;
+            it->enc = PyObject_CallOneArg(fallback, msg);
+            if (!it->enc) return -1;
+            if (!PyBytes_Check(it->enc)) {
+                PyErr_SetString(PyExc_TypeError, "fallback must return bytes");
+                return -1;
+            }
+            it->size = PyBytes_GET_SIZE(it->enc);
+        }
+        if (it->size > limit || it->size > 0xffffffffLL)
+            break;
+        sum += it->size;
+    }
+    *count = i;
+    *total = sum;
     return 0;
+}
+
+/* The writing pass: msgs[i] (sized as items[i]) at dest[i]. */
+static int pack_item(unsigned char *dest, const enc_item *it, PyObject *msg,
+                     const Py_buffer *prefix) {
+    if (it->enc) {
+        memcpy(dest, PyBytes_AS_STRING(it->enc), it->size);
+        return 0;
+    }
+    unsigned long type_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(it->entry, 0));
+    if (type_id == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(it->entry, 1));
+    if (!fmt) return -1;
+    return hot_pack(dest, it->size, msg, (unsigned int)type_id, fmt, prefix);
+}
+
+static void free_items(enc_item *items, Py_ssize_t n) {
+    if (!items) return;
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(items[i].enc);
+    PyMem_Free(items);
 }
 
 static PyObject *pack_messages(PyObject *self, PyObject *args) {
@@ -527,62 +640,111 @@ static PyObject *pack_messages(PyObject *self, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(msgs), count = 0, total = 0;
     enc_item *items = PyMem_Calloc(n ? n : 1, sizeof(enc_item));
     if (!items) { PyErr_NoMemory(); goto done; }
-    for (; count < n; count++) {
-        PyObject *msg = PyList_GET_ITEM(msgs, count);
-        enc_item *it = &items[count];
-        PyObject *entry = PyDict_GetItemWithError(hot, (PyObject *)Py_TYPE(msg));
-        if (entry) {
-            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
-                !PyUnicode_Check(PyTuple_GET_ITEM(entry, 1))) {
-                PyErr_SetString(PyExc_TypeError, "hot: {class: (type_id, fmt)}");
-                goto done;
-            }
-            const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 1));
-            if (!fmt || hot_size(msg, fmt, prefix.len, &it->size) < 0) goto done;
-            it->entry = entry;
-        } else {
-            if (PyErr_Occurred()) goto done;
-            it->enc = PyObject_CallOneArg(fallback, msg);
-            if (!it->enc) goto done;
-            if (!PyBytes_Check(it->enc)) {
-                PyErr_SetString(PyExc_TypeError, "fallback must return bytes");
-                goto done;
-            }
-            it->size = PyBytes_GET_SIZE(it->enc);
-        }
-        if (it->size > limit || it->size > 0xffffffffLL)
-            break;
-        total += it->size;
-    }
+    if (size_items(msgs, hot, fallback, &prefix, limit, items, &count, &total) < 0)
+        goto done;
     data = PyBytes_FromStringAndSize(NULL, total);
     lens = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(uint32_t));
     if (!data || !lens) goto done;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(data);
     uint32_t *lp = (uint32_t *)PyBytes_AS_STRING(lens);
     for (Py_ssize_t i = 0; i < count; i++) {
-        enc_item *it = &items[i];
-        if (it->enc) {
-            memcpy(p, PyBytes_AS_STRING(it->enc), it->size);
-        } else {
-            unsigned long type_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(it->entry, 0));
-            if (type_id == (unsigned long)-1 && PyErr_Occurred()) goto done;
-            const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(it->entry, 1));
-            if (hot_pack(p, PyList_GET_ITEM(msgs, i), (unsigned int)type_id, fmt, &prefix) < 0)
-                goto done;
-        }
-        p += it->size;
-        lp[i] = (uint32_t)it->size;
+        if (pack_item(p, &items[i], PyList_GET_ITEM(msgs, i), &prefix) < 0)
+            goto done;
+        p += items[i].size;
+        lp[i] = (uint32_t)items[i].size;
     }
     out = Py_BuildValue("(OOn)", data, lens, count);
 done:
-    if (items) {
-        for (Py_ssize_t i = 0; i < n; i++)
-            Py_XDECREF(items[i].enc);
-        PyMem_Free(items);
-    }
+    free_items(items, n);
     Py_XDECREF(data);
     Py_XDECREF(lens);
     PyBuffer_Release(&prefix);
+    return out;
+}
+
+/* A packing of msgs sized but not yet written (size_messages -> pack_messages_at). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *msgs;           /* the list sized (owned) */
+    Py_buffer prefix;
+    enc_item *items;
+    Py_ssize_t n, count;
+    PyObject *lens;           /* bytes: count native uint32 (owned) */
+} Sized;
+
+static void sized_dealloc(Sized *s) {
+    free_items(s->items, s->n);
+    if (s->prefix.obj) PyBuffer_Release(&s->prefix);
+    Py_XDECREF(s->msgs);
+    Py_XDECREF(s->lens);
+    PyObject_Free(s);
+}
+
+static PyTypeObject SizedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_record.Sized",
+    .tp_basicsize = sizeof(Sized),
+    .tp_dealloc = (destructor)sized_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "messages sized by size_messages, to be written by pack_messages_at",
+};
+
+static PyObject *size_messages(PyObject *self, PyObject *args) {
+    PyObject *msgs, *hot, *fallback;
+    Py_buffer prefix;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O!O!Oy*n", &PyList_Type, &msgs, &PyDict_Type, &hot,
+                          &fallback, &prefix, &limit))
+        return NULL;
+    Sized *s = PyObject_New(Sized, &SizedType);
+    if (!s) { PyBuffer_Release(&prefix); return NULL; }
+    s->prefix = prefix;
+    Py_INCREF(msgs);
+    s->msgs = msgs;
+    s->lens = NULL;
+    s->n = PyList_GET_SIZE(msgs);
+    s->count = 0;
+    s->items = PyMem_Calloc(s->n ? s->n : 1, sizeof(enc_item));
+    if (!s->items) { PyErr_NoMemory(); goto fail; }
+    Py_ssize_t total;
+    if (size_items(msgs, hot, fallback, &prefix, limit, s->items, &s->count, &total) < 0)
+        goto fail;
+    s->lens = PyBytes_FromStringAndSize(NULL, s->count * (Py_ssize_t)sizeof(uint32_t));
+    if (!s->lens) goto fail;
+    uint32_t *lp = (uint32_t *)PyBytes_AS_STRING(s->lens);
+    for (Py_ssize_t i = 0; i < s->count; i++)
+        lp[i] = (uint32_t)s->items[i].size;
+    return Py_BuildValue("(NOn)", (PyObject *)s, s->lens, s->count);
+fail:
+    Py_DECREF(s);
+    return NULL;
+}
+
+static PyObject *pack_messages_at(PyObject *self, PyObject *args) {
+    Sized *s;
+    Py_buffer buf, offs;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!w*y*n", &SizedType, &s, &buf, &offs, &n))
+        return NULL;
+    PyObject *out = NULL;
+    if (n < 0 || n > s->count || offs.len < n * (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError, "more messages than were sized, or than offsets");
+        goto done;
+    }
+    const uint64_t *o = (const uint64_t *)offs.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (o[i] > (uint64_t)buf.len || s->items[i].size > buf.len - (Py_ssize_t)o[i]) {
+            PyErr_SetString(PyExc_ValueError, "message outside the buffer");
+            goto done;
+        }
+        if (pack_item((unsigned char *)buf.buf + o[i], &s->items[i],
+                      PyList_GET_ITEM(s->msgs, i), &s->prefix) < 0)
+            goto done;
+    }
+    out = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&offs);
     return out;
 }
 
@@ -603,6 +765,7 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
     if (!out) goto done;
     const uint64_t *o = (const uint64_t *)offs.buf;
     const unsigned char *b = (const unsigned char *)buf.buf;
+    field_memo memo = {{NULL}};     /* its objects live in `out` for as long as it is used */
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t start = o[2 * i], end = o[2 * i + 1];
         if (start > end || end > (uint64_t)buf.len) {
@@ -628,7 +791,8 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
             if (!fmt) goto fail;
             Py_ssize_t rec_end;
             msg = unpack_message_at(b, (Py_ssize_t)end, (Py_ssize_t)start + 1, fmt,
-                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), rcls, &rec_end);
+                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), rcls, &rec_end,
+                                    &memo);
             if (!msg) goto fail;
             if (rec_end != (Py_ssize_t)end) {
                 Py_DECREF(msg);
@@ -670,6 +834,10 @@ static PyMethodDef methods[] = {
      "pack_records(records, separate_body) -> ([b'', part, ...], size, first_ts, max_ts)"},
     {"pack_messages", pack_messages, METH_VARARGS,
      "pack_messages(msgs, hot, fallback, prefix, limit) -> (data, lens, count)"},
+    {"size_messages", size_messages, METH_VARARGS,
+     "size_messages(msgs, hot, fallback, prefix, limit) -> (sized, lens, count)"},
+    {"pack_messages_at", pack_messages_at, METH_VARARGS,
+     "pack_messages_at(sized, buf, offs, n) -> None: the first n sized messages at offs"},
     {"unpack_messages", unpack_messages, METH_VARARGS,
      "unpack_messages(buf, offs, n, hot, record_cls, fallback) -> list of messages"},
     {NULL, NULL, 0, NULL},
@@ -677,4 +845,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_record", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__record(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__record(void) {
+    if (PyType_Ready(&SizedType) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

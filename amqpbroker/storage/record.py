@@ -241,6 +241,31 @@ def pack_messages_py(msgs: list, hot: dict, fallback, prefix: bytes, limit: int)
     return b"".join(parts), lens.tobytes(), len(parts)
 
 
+def size_messages_py(msgs: list, hot: dict, fallback, prefix: bytes, limit: int):
+    """``pack_messages`` in two steps, for a caller that writes into space it reserves in
+    between (a ring's ``push_with``): ``(sized, lens, count)``, then
+    ``pack_messages_at(sized, buf, offs, n)`` writes the first ``n`` of the ``count``
+    messages, each at its offset of ``buf`` (``offs``: native uint64). Here ``sized`` is
+    the messages' encodings; the C version keeps only their sizes and packs each message
+    straight into ``buf``."""
+    data, lens, count = pack_messages_py(msgs, hot, fallback, prefix, limit)
+    parts, pos = [], 0
+    for size in array.array("I", lens):
+        parts.append(data[pos:pos + size])
+        pos += size
+    return parts, lens, count
+
+
+def pack_messages_at_py(sized: list, buf, offs, n: int) -> None:
+    if n < 0 or n > len(sized) or len(offs) < 8 * n:
+        raise ValueError("more messages than were sized, or than offsets")
+    view = memoryview(buf)
+    for i, off in enumerate(array.array("Q", bytes(offs[:8 * n]))):
+        if off + len(sized[i]) > len(view):
+            raise ValueError("message outside the buffer")
+        view[off:off + len(sized[i])] = sized[i]
+
+
 def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> list:
     """The ``n`` records at the native uint64 ``[start, end)`` pairs ``offs`` of ``buf``: a
     whole hot message (first byte 0, then a type in ``hot``, {type_id: (fmt, class)})
@@ -268,14 +293,15 @@ def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> li
     return out
 
 
-try:                     # the same six functions in C (``_record.c``), built by setup.py
-    from ._record import (pack_message, pack_messages, pack_record, unpack_message,
-                          unpack_messages, unpack_record)
+try:                     # the same eight functions in C (``_record.c``), built by setup.py
+    from ._record import (pack_message, pack_messages, pack_messages_at, pack_record,
+                          size_messages, unpack_message, unpack_messages, unpack_record)
     NATIVE = True
 except ImportError:      # pragma: no cover - a build without a C compiler
     pack_record, unpack_record = pack_record_py, unpack_record_py
     pack_message, unpack_message = pack_message_py, unpack_message_py
     pack_messages, unpack_messages = pack_messages_py, unpack_messages_py
+    size_messages, pack_messages_at = size_messages_py, pack_messages_at_py
     NATIVE = False
 try:                     # and the batch loop (an extension built before it lacks it)
     from ._record import pack_records

@@ -1,7 +1,7 @@
 /* Two-thread check of shm/ring.c under ThreadSanitizer / ASan+UBSan (not part of the build):
  *   make -C shm/ctest            (runs both)
  * A producer thread pushes N sequence-numbered records of varying sizes (single and batch
- * pushes); the consumer pops them (ring_pop_many and ring_peek_many + ring_release) and checks
+ * pushes, and batches reserved, written in place and committed); the consumer pops them (ring_pop_many and ring_peek_many + ring_release) and checks
  * order and contents.  TSan reports any access pair not ordered by the acquire/release
  * protocol; the wake-up flags are exercised with a spinning stand-in for the eventfd. */
 #include "../ring.h"
@@ -51,7 +51,20 @@ static void *producer(void *arg)
         abort();
     for (uint32_t seq = 0; seq < N;) {
         int rc;
-        if (seq % 3) {
+        if (seq % 3 == 2) {
+            /* zero-copy: reserve, write each payload in place, commit */
+            size_t n = 0, k;
+            uint64_t offs[8], head;
+            for (; n < 8 && seq + n < N; n++)
+                lens[n] = rec_len(seq + (uint32_t)n);
+            rc = ring_reserve_many(&r, lens, n, offs, &k, &head);
+            if (rc == RING_OK) {
+                for (size_t i = 0; i < k; i++)
+                    fill(mem + offs[i], seq + (uint32_t)i, lens[i]);
+                rc = ring_commit(&r, head);
+                seq += (uint32_t)k;
+            }
+        } else if (seq % 3) {
             uint32_t len = rec_len(seq);
             fill(buf, seq, len);
             rc = ring_push(&r, buf, len);

@@ -48,6 +48,52 @@ def test_a_batch_is_the_messages_encoded_one_by_one(msgs, prefix):
     assert (data, lens, count) == py
 
 
+@pytest.mark.parametrize("size_messages, pack_messages_at",
+                         [(rec.size_messages, rec.pack_messages_at),
+                          (rec.size_messages_py, rec.pack_messages_at_py)])
+@given(msgs=st.lists(messages, max_size=30), prefix=st.binary(min_size=1, max_size=3),
+       limit=st.integers(0, 3000), gaps=st.lists(st.integers(0, 9), min_size=30, max_size=30))
+def test_sized_messages_written_at_offsets_are_the_batch(size_messages, pack_messages_at, msgs,
+                                                         prefix, limit, gaps):
+    """``size_many`` + ``write_many`` (how the ring link packs into the ring): the same
+    lengths and bytes as ``encode_many``, each at the offset given, nothing else written."""
+    fallback = lambda m: c.encode_bytes(m, prefix)      # noqa: E731
+    data, lens, count = rec.pack_messages_py(msgs, c.HOT_ENCODE, fallback, prefix, limit)
+    sized, lens2, count2 = size_messages(msgs, c.HOT_ENCODE, fallback, prefix, limit)
+    assert (lens2, count2) == (lens, count)
+    sizes = array.array("I", lens)
+    offs, pos = array.array("Q"), 0
+    for size, gap in zip(sizes, gaps):
+        offs.append(pos + gap)
+        pos += gap + size
+    buf = bytearray(b"\xee" * (pos + 5))
+    pack_messages_at(sized, buf, offs.tobytes(), count)
+    expected, start = bytearray(b"\xee" * (pos + 5)), 0
+    for off, size in zip(offs, sizes):
+        expected[off:off + size] = data[start:start + size]
+        start += size
+    assert buf == expected
+
+
+@pytest.mark.parametrize("size_messages, pack_messages_at",
+                         [(rec.size_messages, rec.pack_messages_at),
+                          (rec.size_messages_py, rec.pack_messages_at_py)])
+def test_writing_sized_messages_checks_its_bounds(size_messages, pack_messages_at):
+    msgs = [c.Dlv(cid=1, qid=2, offset=3, redelivered=False,
+                  record=rec.Record(1, "ex", "rk", b"", b"body" * 10, 0))] * 2
+    sized, lens, count = size_messages(msgs, c.HOT_ENCODE, None, WHOLE, 1 << 20)
+    size = array.array("I", lens)[0]
+    with pytest.raises(ValueError):         # past the buffer's end
+        pack_messages_at(sized, bytearray(2 * size), array.array("Q", [0, size + 1]).tobytes(),
+                         2)
+    with pytest.raises(ValueError):         # more than were sized
+        pack_messages_at(sized, bytearray(3 * size),
+                         array.array("Q", [0, size, 2 * size]).tobytes(), 3)
+    buf = bytearray(2 * size)
+    pack_messages_at(sized, buf, array.array("Q", [0, size]).tobytes(), 2)
+    assert bytes(buf) == c.encode_many(msgs, WHOLE, 1 << 20)[0]
+
+
 @given(st.lists(messages, min_size=1, max_size=20), st.integers(0, 3000))
 def test_a_batch_stops_before_the_first_message_over_the_limit(msgs, limit):
     expected = one_by_one(msgs)
@@ -128,3 +174,26 @@ def test_offsets_outside_the_buffer_are_refused():
         c.decode_many(b"\x00" * 10, array.array("Q", [4, 20]).tobytes(), 1, reference_other)
     with pytest.raises(ValueError):
         c.decode_many(b"\x00" * 10, array.array("Q", [0, 4]).tobytes(), 2, reference_other)
+
+
+def test_records_of_a_batch_share_equal_exchange_routing_key_and_properties():
+    """A batch's records that repeat the record before's exchange, routing key or properties
+    get the same (immutable) objects, not copies; any that differ get their own, right."""
+    def dlv(i, ex, rk, props):
+        return c.Dlv(cid=1, qid=2, offset=i, redelivered=False,
+                     record=rec.Record(i, ex, rk, props, b"body%d" % i, 0))
+    msgs = [dlv(0, "ex", "rk", b"\x10\x00"), dlv(1, "ex", "rk", b"\x10\x00"),
+            dlv(2, "ex", "other", b"\x10\x00"), dlv(3, "ex2", "other", b"\x90\x00\x01"),
+            dlv(4, "ex2", "other", b"\x90\x00\x01"), dlv(5, "", "", b"")]
+    data, lens, count = c.encode_many(msgs, WHOLE, 1 << 20)
+    offs, pos = array.array("Q"), 0
+    for size in array.array("I", lens):
+        offs.extend((pos, pos + size))
+        pos += size
+    got = c.decode_many(data, offs.tobytes(), count, reference_other)
+    assert got == msgs
+    r = [m.record for m in got]
+    assert r[1].exchange is r[0].exchange and r[1].routing_key is r[0].routing_key
+    assert r[1].properties is r[0].properties and r[2].properties is r[0].properties
+    assert r[4].exchange is r[3].exchange and r[4].properties is r[3].properties
+    assert r[3].properties is not r[2].properties and r[1].body is not r[0].body
