@@ -18,15 +18,21 @@ a thread of ours watches the break (``sbrk(0)``) and populates the new pages in 
 into memory already mapped; the thread takes the faults on the other core, in one system call
 per growth instead of one exception per page (~17 % cheaper per page, bench/RESULTS.md). The
 thread holds the GIL only to read the break and to loop: ``madvise`` runs with the GIL
-released (ctypes). It polls every ``POLL_MIN`` seconds while the heap grows and backs off to
-``POLL_MAX`` when it does not, so an idle broker wakes it five times a second.
+released (ctypes). It looks every ``POLL_MIN`` seconds during a burst (less than ``BURST``
+seconds since the heap last grew: a growth seen late is faulted by the loop until the thread
+catches up) and backs off to ``POLL_MAX`` after it, so an idle broker wakes it five times a
+second.
 
-What it costs: up to ``TOP_PAD`` bytes of resident memory beyond what malloc hands out (the
-pad is kept at the top when the heap shrinks, and ``HeapTrimmer``'s ``malloc_trim(0)`` gives
-all of it back). Setting any of these glibc parameters turns off glibc's dynamic mmap
-threshold, which would otherwise rise to the largest freed mmapped chunk: it is fixed at
-``MMAP_THRESHOLD`` (1 MiB) instead, so a body up to 1 MiB comes from the heap and a bigger one
-is mapped and unmapped on its own, as before.
+Only a heap that grows fast is populated: a growth within ``BURST`` seconds of the one before
+(the pad of the first growth of a burst is faulted by the loop as before). A broker that
+starts, or grows now and then, keeps the resident memory it had without this (the pad is
+address space until touched); under a growing queue the thread keeps at most one pad
+(``TOP_PAD``) populated ahead of what malloc handed out. After a burst, glibc keeps up to
+``TOP_PAD`` of freed memory at the heap's top (it trims down to the pad, not to nothing) until
+``HeapTrimmer``'s ``malloc_trim(0)`` (supervisor/heap.py). Setting either glibc parameter
+turns off glibc's dynamic mmap threshold, which would otherwise rise to the largest freed
+mmapped chunk: it is fixed at ``MMAP_THRESHOLD`` (1 MiB) instead, so a body up to 1 MiB comes
+from the heap and a bigger one is mapped and unmapped on its own.
 
 Not glibc (musl, macOS), no ``MADV_POPULATE_WRITE`` (Linux before 5.14), or a main heap that
 ``brk`` cannot grow (glibc then maps it): nothing is changed, or the thread stops at its first
@@ -43,17 +49,16 @@ import time
 
 log = logging.getLogger("amqpbroker.prefault")
 
-M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 MADV_POPULATE_WRITE = 23
 PAGE = 4096
 
 TOP_PAD = 64 << 20            # bytes glibc asks brk for beyond its need, each growth
-TRIM_THRESHOLD = 128 << 20    # free bytes at the heap's top kept rather than given back
 MMAP_THRESHOLD = 1 << 20      # bodies below this come from the heap
 POLL_MIN = 0.002              # seconds between looks at the break while the heap grows
 POLL_MAX = 0.2                # ... and at most, while it does not
+BURST = 5.0                   # a growth this soon after the last one is populated
 
 
 def _libc():
@@ -78,6 +83,7 @@ class HeapPrefaulter:
         self.top_pad = top_pad
         self.populated = 0          # bytes populated so far
         self.calls = 0              # madvise calls that populated something
+        self.covered = 0            # the heap's pages below this address are mapped
         self._stop = threading.Event()
         self._thread = None
         self._fns = _libc()
@@ -87,8 +93,7 @@ class HeapPrefaulter:
         if self._fns is None or self._thread is not None:
             return self
         mallopt, sbrk, madvise = self._fns
-        if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TOP_PAD, self.top_pad)
-                and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TOP_PAD, self.top_pad)):
             return self
         self._thread = threading.Thread(target=self._run, name="heap-prefault", daemon=True)
         self._thread.start()
@@ -104,13 +109,21 @@ class HeapPrefaulter:
         _mallopt, sbrk, madvise = self._fns
         done = sbrk(0) or 0               # the break: pages below it were handed out already
         done -= done % PAGE
+        grew = -BURST                     # when the break last moved up
         wait, stop = POLL_MAX, self._stop
         while not stop.wait(wait):
             brk = sbrk(0) or 0
             brk -= brk % PAGE
             if brk <= done:
                 done = brk                                # trimmed: follow it down
-                wait = min(wait * 2, POLL_MAX)
+                if time.monotonic() - grew > BURST:      # the burst is over: slow down
+                    wait = min(wait * 2, POLL_MAX)
+                continue
+            now = time.monotonic()
+            burst, grew = now - grew < BURST, now
+            wait = POLL_MIN
+            if not burst:                 # one growth: the loop faults this pad itself
+                done = brk
                 continue
             if madvise(done, brk - done, MADV_POPULATE_WRITE) != 0:
                 err = ctypes.get_errno()
@@ -122,5 +135,4 @@ class HeapPrefaulter:
                 return
             self.populated += brk - done
             self.calls += 1
-            done = brk
-            wait = POLL_MIN
+            done = self.covered = brk
