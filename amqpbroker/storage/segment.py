@@ -10,7 +10,9 @@ in record.py). The segment keeps in memory only its counters and its sparse inde
 
 Writes: one batch = one os.writev() of its parts on an O_APPEND descriptor; the index entries
 it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs
-what `take_unsynced` hands it.
+what `take_unsynced` hands it: the log only while the segment is active (recovery rebuilds
+the last segment's indexes from its log whatever they hold), all three files once it is
+closed (a closed segment's indexes are trusted at open after checks).
 
 Reads: os.pread() of just the bytes needed, starting at the offset index's floor entry and
 walking batch headers forward in chunks (`iter_batches`).
@@ -153,12 +155,14 @@ class Segment:
         finally:
             writer.unpin()
 
-    def take_unsynced(self) -> list[tuple[CachedFile, int]]:
-        """(handle, descriptor) of each file the next fsync must cover — the log and indexes
-        written since they were last fsynced — pinned and marked clean. The caller fsyncs
-        each descriptor, then calls the handle's `synced`."""
+    def take_unsynced(self, indexes: bool = True) -> list[tuple[CachedFile, int]]:
+        """(handle, descriptor) of each file the next fsync must cover — the log and, if
+        ``indexes``, the indexes written since they were last fsynced — pinned and marked
+        clean. The caller fsyncs each descriptor, then calls the handle's `synced`. An index
+        left out stays dirty: it is fsynced once the segment is closed (or its handle is)."""
         taken = []
-        for f in (self._writer, self.offset_index.file, self.time_index.file):
+        files = (self._writer, self.offset_index.file, self.time_index.file)
+        for f in files if indexes else files[:1]:
             if f is not None:
                 fd = f.take_for_sync()
                 if fd is not None:

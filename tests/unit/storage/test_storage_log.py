@@ -253,3 +253,47 @@ def test_destroy_removes_the_directory(tmp_path):
     log.append([rec(0)])
     log.destroy()
     assert not (tmp_path / "gone").exists()
+
+
+def test_sync_leaves_the_active_segments_indexes_to_recovery_and_fsyncs_rolled_ones(make_log):
+    """A round fsyncs the active segment's log only: its indexes stay owed (recovery rebuilds
+    the last segment's from its log); once the segment rolls, the next sync fsyncs them."""
+    log = make_log(fsync="always", segment_bytes=2_000, index_interval_bytes=100)
+    for i in range(5):
+        log.append([rec(i, size=100)])
+    first = log._active
+    assert log.sync() == 5
+    assert not first._writer.dirty                                 # the log: fsynced
+    assert first.offset_index.file.dirty and first.time_index.file.dirty    # indexes: owed
+    for i in range(5, 40):                                          # roll past 2,000 bytes
+        log.append([rec(i, size=100)])
+    assert log._active is not first and first in log._unsynced
+    assert log.sync() == 40
+    assert first not in log._unsynced
+    assert first.offset_index.file is None and first.time_index.file is None   # closed,
+    assert not first._writer                                        # nothing owed on them
+    assert log._active.offset_index.file.dirty                      # the new active's: owed
+
+
+def test_active_segment_indexes_lost_in_a_crash_are_rebuilt(tmp_path):
+    """What a power cut can leave of indexes never fsynced: the active segment's index files
+    empty while its log is durable. Reopening rebuilds them and every record reads back."""
+    path = tmp_path / "p0"
+    log = PartitionLog(path, fsync="always", segment_bytes=1_000_000, index_interval_bytes=100)
+    log.append([rec(i, size=200) for i in range(30)])
+    log.append([rec(i, size=200) for i in range(30, 60)])
+    assert log.sync() == 60
+    log._simulate_crash()
+    for ext in (".index", ".timeindex"):
+        (name,) = log_files(path, ext)
+        with open(path / name, "r+b") as f:
+            f.truncate(0)
+    reopened = PartitionLog(path, fsync="always", segment_bytes=1_000_000,
+                            index_interval_bytes=100)
+    try:
+        assert reopened.recovery.indexes_rebuilt == 2 and not reopened.recovery.data_cut
+        assert reopened.end_offset == 60
+        assert reopened.read(45, max_records=3) == [(i, rec(i, size=200)) for i in (45, 46, 47)]
+        assert [o for o, _ in reopened.read(0, max_records=100)] == list(range(60))
+    finally:
+        reopened.close()
