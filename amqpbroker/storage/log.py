@@ -12,9 +12,10 @@ time-index entry of the old segment and creates the new files; it does not fsync
 Durability is group commit. append() never fsyncs; sync() fsyncs every descriptor written
 since the previous sync (the active segment's log, segments rolled since with their indexes,
 and the directory if files were created) and then advances `durable_offset` to the end offset
-it saw before fsyncing. The active segment's indexes are fsynced only once it has rolled (or
-when their handles are closed): recovery always rescans the last segment and rebuilds its
-indexes from the log, so a round does not pay two more fdatasyncs for them (~3.5 ms of a
+it saw before fsyncing. The active segment's indexes are fsynced only at the first sync after
+it rolled (they owe nothing before: an idle queue's handles close without an fsync):
+recovery always rescans the last segment and rebuilds its indexes from the log, so a round
+does not pay two more fdatasyncs for them (~3.5 ms of a
 ~21 ms round of 8 MiB here, bench/RESULTS.md). The broker appends many batches on the
 event-loop thread, runs one sync() in a worker thread, then confirms everything below the
 returned offset. Locking:
@@ -220,6 +221,7 @@ class PartitionLog:
         if self._policy.mode == "never":
             old.close_writer()
         else:
+            old.owe_index_sync()
             self._unsynced.append(old)
         new = Segment.create(self.directory, old.next_offset, self.index_interval_bytes,
                              self._files, self._policy.mode != "never")

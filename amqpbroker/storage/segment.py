@@ -11,8 +11,8 @@ in record.py). The segment keeps in memory only its counters and its sparse inde
 Writes: one batch = one os.writev() of its parts on an O_APPEND descriptor; the index entries
 it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs
 what `take_unsynced` hands it: the log only while the segment is active (recovery rebuilds
-the last segment's indexes from its log whatever they hold), all three files once it is
-closed (a closed segment's indexes are trusted at open after checks).
+the last segment's indexes from its log whatever they hold), all three files at the first
+sync after it rolled (a closed segment's indexes are trusted at open after checks).
 
 Reads: os.pread() of just the bytes needed, starting at the offset index's floor entry and
 walking batch headers forward in chunks (`iter_batches`).
@@ -118,6 +118,15 @@ class Segment:
         self.next_offset = h.next_offset
         self.size = pos + h.size
 
+    def owe_index_sync(self) -> None:
+        """The segment has rolled: its indexes are trusted at open from now on, so the next
+        sync fsyncs them whole (reopened if the cache closed them)."""
+        for index in (self.offset_index, self.time_index):
+            f = index.file
+            if f is not None:
+                f.fd()
+                f.written()
+
     def seal_time_index(self) -> None:
         """Last time entry (segment max timestamp, record count); done when the segment closes."""
         if not self.is_empty:
@@ -158,11 +167,18 @@ class Segment:
     def take_unsynced(self, indexes: bool = True) -> list[tuple[CachedFile, int]]:
         """(handle, descriptor) of each file the next fsync must cover — the log and, if
         ``indexes``, the indexes written since they were last fsynced — pinned and marked
-        clean. The caller fsyncs each descriptor, then calls the handle's `synced`. An index
-        left out stays dirty: it is fsynced once the segment is closed (or its handle is)."""
+        clean. The caller fsyncs each descriptor, then calls the handle's `synced`. Without
+        ``indexes`` (the active segment) the indexes owe nothing afterwards either, so an
+        idle queue's handles close without an fsync; `owe_index_sync` at the roll makes
+        the next sync cover them."""
         taken = []
         files = (self._writer, self.offset_index.file, self.time_index.file)
-        for f in files if indexes else files[:1]:
+        if not indexes:
+            for f in files[1:]:
+                if f is not None:
+                    f.forgo_sync()
+            files = files[:1]
+        for f in files:
             if f is not None:
                 fd = f.take_for_sync()
                 if fd is not None:

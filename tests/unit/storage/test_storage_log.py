@@ -255,24 +255,39 @@ def test_destroy_removes_the_directory(tmp_path):
     assert not (tmp_path / "gone").exists()
 
 
-def test_sync_leaves_the_active_segments_indexes_to_recovery_and_fsyncs_rolled_ones(make_log):
-    """A round fsyncs the active segment's log only: its indexes stay owed (recovery rebuilds
-    the last segment's from its log); once the segment rolls, the next sync fsyncs them."""
+def test_sync_leaves_the_active_segments_indexes_to_recovery_and_fsyncs_rolled_ones(
+        make_log, monkeypatch):
+    """A round fdatasyncs the active segment's log only: its indexes owe nothing (recovery
+    rebuilds the last segment's from its log); the first sync after the roll fsyncs the
+    rolled segment's indexes. The files each sync fsynced are read back from the real
+    descriptors (``_fsync`` still fsyncs)."""
+    from amqpbroker.storage import log as log_module
+    synced = []
+    real = log_module._fsync
+
+    def recording(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(log_module, "_fsync", recording)
     log = make_log(fsync="always", segment_bytes=2_000, index_interval_bytes=100)
     for i in range(5):
         log.append([rec(i, size=100)])
     first = log._active
+    assert len(first.offset_index) >= 2                             # index entries written
     assert log.sync() == 5
-    assert not first._writer.dirty                                 # the log: fsynced
-    assert first.offset_index.file.dirty and first.time_index.file.dirty    # indexes: owed
+    assert synced == ["00000000000000000000.log"]
+    assert not first.offset_index.file.dirty                        # and none owed
+    synced.clear()
     for i in range(5, 40):                                          # roll past 2,000 bytes
         log.append([rec(i, size=100)])
-    assert log._active is not first and first in log._unsynced
+    rolled = log._segments[:-1]
+    assert rolled[0] is first and log._active is not first
     assert log.sync() == 40
-    assert first not in log._unsynced
-    assert first.offset_index.file is None and first.time_index.file is None   # closed,
-    assert not first._writer                                        # nothing owed on them
-    assert log._active.offset_index.file.dirty                      # the new active's: owed
+    expected = [f"{seg.base_offset:020d}{ext}" for seg in rolled
+                for ext in (".log", ".index", ".timeindex")]
+    assert sorted(synced) == sorted(expected + [f"{log._active.base_offset:020d}.log"])
+    assert first.offset_index.file is None and first.time_index.file is None   # closed
 
 
 def test_active_segment_indexes_lost_in_a_crash_are_rebuilt(tmp_path):
