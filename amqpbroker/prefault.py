@@ -23,8 +23,9 @@ seconds since the heap last grew: a growth seen late is faulted by the loop unti
 catches up) and backs off to ``POLL_MAX`` after it, so an idle broker wakes it five times a
 second.
 
-Only a heap that grows fast is populated: a growth within ``BURST`` seconds of the one before
-(the pad of the first growth of a burst is faulted by the loop as before). A broker that
+Only a heap that keeps growing is populated: a growth within ``BURST`` seconds of the one
+before, i.e. more than a pad per 30 s (the pad of the first growth of a burst is faulted by
+the loop as before). A broker that
 starts, or grows now and then, keeps the resident memory it had without this (the pad is
 address space until touched); under a growing queue the thread keeps at most one pad
 (``TOP_PAD``) populated ahead of what malloc handed out. After a burst, glibc keeps up to
@@ -58,7 +59,7 @@ TOP_PAD = 64 << 20            # bytes glibc asks brk for beyond its need, each g
 MMAP_THRESHOLD = 1 << 20      # bodies below this come from the heap
 POLL_MIN = 0.002              # seconds between looks at the break while the heap grows
 POLL_MAX = 0.2                # ... and at most, while it does not
-BURST = 5.0                   # a growth this soon after the last one is populated
+BURST = 30.0                  # a growth this soon after the last one is populated
 
 
 def _libc():

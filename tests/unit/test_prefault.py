@@ -30,12 +30,15 @@ for i in range(256 * 16):
         time.sleep(0.03)
 if prefault:
     deadline = time.monotonic() + 60
-    while True:                     # the thread has mapped the heap up to its break
+    while True:             # the thread has mapped the heap up to its break, 16 MiB+ free
         brk = libc.sbrk(0)
-        if h.covered >= brk - brk % PAGE:
+        if h.covered < brk - brk % PAGE:
+            time.sleep(0.01)
+        elif libc.mallinfo2().keepcost >= 16 << 20:
             break
+        else:               # the top is nearly used: use it up, the next growth is mapped
+            keep.append(b"x" * BODY)
         assert time.monotonic() < deadline, (h.covered, brk, h.calls)
-        time.sleep(0.01)
 # the top chunk is where the next bodies go: half of what is left of it with the thread,
 # 8 MiB without
 free_top = libc.mallinfo2().keepcost if prefault else 16 << 20
