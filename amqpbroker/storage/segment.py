@@ -70,6 +70,7 @@ class Segment:
         self.time_index = TimeIndex(stem + ".timeindex", files, durable)
         self.index_interval_bytes = index_interval_bytes
         self.size = HEADER_SIZE            # bytes of .log, header included
+        self.cache_dropped = 0             # .log bytes below this left the page cache (log.py)
         self.next_offset = base_offset     # offset the next appended record gets
         self.first_timestamp = -1          # first record's timestamp (age-based roll); -1 empty
         self.max_timestamp = -1            # largest record timestamp; -1 when empty

@@ -312,3 +312,44 @@ def test_active_segment_indexes_lost_in_a_crash_are_rebuilt(tmp_path):
         assert [o for o, _ in reopened.read(0, max_records=100)] == list(range(60))
     finally:
         reopened.close()
+
+
+def _resident_pages(path) -> list[bool]:
+    """Which pages of ``path`` are in the page cache: mincore of a read-only shared mapping
+    (mapping faults nothing in)."""
+    import ctypes
+    import mmap
+    size = os.path.getsize(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    vec = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
+    with open(path, "rb") as f:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
+        finally:
+            libc.munmap(addr, size)
+    return [bool(b & 1) for b in vec.raw]
+
+
+def test_fsynced_log_pages_past_the_newest_leave_the_page_cache(make_log, monkeypatch):
+    """After a sync, a log keeps its newest PAGE_CACHE_KEEP bytes in the page cache and drops
+    the older ones (so the kernel reuses those pages for the next writes); the dropped
+    records still read back, from the disk."""
+    from amqpbroker.storage import log as log_module
+    monkeypatch.setattr(log_module, "PAGE_CACHE_KEEP", 1 << 20)
+    log = make_log(fsync="always", segment_bytes=64 << 20)
+    for i in range(64):                                     # 4 MiB in 64 KiB records
+        log.append([rec(i, size=65536)])
+    assert log.sync() == 64
+    (name,) = log_files(log.directory)
+    pages = _resident_pages(os.path.join(log.directory, name))
+    keep = (1 << 20) // 4096
+    assert not any(pages[:len(pages) - keep - 1])            # older than the newest 1 MiB
+    assert all(pages[-keep + 1:])                            # the newest 1 MiB: cached
+    assert log.read(3, max_records=1) == [(3, rec(3, size=65536))]
