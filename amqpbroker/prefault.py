@@ -28,7 +28,10 @@ before, i.e. more than a pad per 30 s (the pad of the first growth of a burst is
 the loop as before). A broker that
 starts, or grows now and then, keeps the resident memory it had without this (the pad is
 address space until touched); under a growing queue the thread keeps at most one pad
-(``TOP_PAD``) populated ahead of what malloc handed out. After a burst, glibc keeps up to
+(``TOP_PAD``) populated ahead of what malloc handed out. The pad is 16 MiB because the
+memory alarm counts it: tests/integration/test_memory_backpressure.py holds the broker to
+its limit + 64 MiB, and a 64 MiB pad (2.8 faults per message instead of ~4 with 32 MiB) went
+past it. After a burst, glibc keeps up to
 ``TOP_PAD`` of freed memory at the heap's top (it trims down to the pad, not to nothing) until
 ``HeapTrimmer``'s ``malloc_trim(0)`` (supervisor/heap.py). Setting either glibc parameter
 turns off glibc's dynamic mmap threshold, which would otherwise rise to the largest freed
@@ -55,7 +58,7 @@ M_MMAP_THRESHOLD = -3
 MADV_POPULATE_WRITE = 23
 PAGE = 4096
 
-TOP_PAD = 64 << 20            # bytes glibc asks brk for beyond its need, each growth
+TOP_PAD = 16 << 20            # bytes glibc asks brk for beyond its need, each growth
 MMAP_THRESHOLD = 1 << 20      # bodies below this come from the heap
 POLL_MIN = 0.002              # seconds between looks at the break while the heap grows
 POLL_MAX = 0.2                # ... and at most, while it does not
