@@ -146,6 +146,8 @@ def prepare_process(log_level: str, role: str = "supervisor",
     logs.setup(log_level, log_format, role)
     raise_fd_limit()
     tune_gc()
+    from .prefault import HeapPrefaulter
+    HeapPrefaulter().start()        # the heap's fresh pages, faulted off the loop
     try:
         import uvloop
         uvloop.install()

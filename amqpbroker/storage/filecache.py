@@ -127,6 +127,12 @@ class CachedFile:
         if self.durable:
             self.dirty = True
 
+    def forgo_sync(self) -> None:
+        """No fsync is owed for what was written so far after all (its owner rebuilds the
+        file after a crash); a write from now on owes one again."""
+        with self.cache._lock:
+            self.dirty = False
+
     def take_for_sync(self) -> int | None:
         """The descriptor to fsync, pinned and marked clean; None if no fsync is owed (never
         written, already fsynced, or fsynced when it was closed). Call `synced` after."""

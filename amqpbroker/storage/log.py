@@ -10,10 +10,15 @@ segment's first record, or when relative offsets would overflow u32. Rolling wri
 time-index entry of the old segment and creates the new files; it does not fsync.
 
 Durability is group commit. append() never fsyncs; sync() fsyncs every descriptor written
-since the previous sync (the active segment, segments rolled since, their indexes, and the
-directory if files were created) and then advances `durable_offset` to the end offset it saw
-before fsyncing. The broker appends many batches on the event-loop thread, runs one sync() in
-a worker thread, then confirms everything below the returned offset. Locking:
+since the previous sync (the active segment's log, segments rolled since with their indexes,
+and the directory if files were created) and then advances `durable_offset` to the end offset
+it saw before fsyncing. The active segment's indexes are fsynced only at the first sync after
+it rolled (they owe nothing before: an idle queue's handles close without an fsync):
+recovery always rescans the last segment and rebuilds its indexes from the log, so a round
+does not pay two more fdatasyncs for them (~3.5 ms of a
+~21 ms round of 8 MiB here, bench/RESULTS.md). The broker appends many batches on the
+event-loop thread, runs one sync() in a worker thread, then confirms everything below the
+returned offset. Locking:
   * `_lock` guards all in-memory state and every descriptor open/close; held by append, read,
     retention and the two short bookkeeping phases of sync, never across an fsync;
   * `_sync_lock` serialises sync()/close(); rolled segments keep their write handles until
@@ -34,6 +39,16 @@ delete_segment() deletes one closed segment anywhere, leaving a gap in the offse
 queue's store does that when every message of the segment is settled. read() steps over gaps;
 recovery accepts a gap only where the `gap_settled` callback vouches for it (recovery.py).
 Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
+
+The page cache. What a sync has made durable stays in the page cache only for the newest
+`PAGE_CACHE_KEEP` bytes of each log; older pages are dropped (`POSIX_FADV_DONTNEED`, in the
+sync's thread, right after the fdatasync: they are clean then). The kernel then hands the
+same pages to the next writes. On this VM a page the guest has not used lately costs the
+write's copy ~60-150 µs per 64 KiB instead of ~16 (bench/RESULTS.md, "64 KiB"): a durable
+queue with no consumer wrote into fresh pages all the time, and the copy into the page cache
+was half of the broker's CPU. Records are read back from the log only when the store's body
+cache (worker/store.py) no longer has them, or by stream consumers: a reader within the newest
+32 MiB of a log still reads from memory, an older one from the disk.
 
 Creating and destroying. A new partition (recovery found no segment) costs its directory
 and no file and no fsync: its first segment's `.log` is made by the first append (the
@@ -70,6 +85,23 @@ OFFSET_ENTRY = array(OffsetIndex.KEY_TYPE).itemsize + array(OffsetIndex.VALUE_TY
 TIME_ENTRY = array(TimeIndex.KEY_TYPE).itemsize + array(TimeIndex.VALUE_TYPE).itemsize
 
 _fsync = getattr(os, "fdatasync", os.fsync)  # the log's size change is covered by fdatasync
+# a log keeps this many of its newest bytes in the page cache; older ones are dropped once
+# fsynced (see "The page cache" above)
+PAGE_CACHE_KEEP = 32 << 20
+_fadvise = getattr(os, "posix_fadvise", None)
+
+
+def _drop_cached(fd: int, seg, end: int) -> None:
+    """Drop the page cache of ``seg``'s log below ``end`` (fsynced: clean pages), from where
+    the last drop stopped. Advice only: a failure changes nothing but the cache."""
+    start = seg.cache_dropped
+    if _fadvise is None or end <= start:
+        return
+    try:
+        _fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        return
+    seg.cache_dropped = end
 MAX_SEGMENT_BYTES = (1 << 31) - 1  # index positions are u32; keep a wide margin
 
 
@@ -231,6 +263,7 @@ class PartitionLog:
         if self._policy.mode == "never":
             old.close_writer()
         else:
+            old.owe_index_sync()
             self._unsynced.append(old)
         new = Segment.create(self.directory, old.next_offset, self.index_interval_bytes,
                              self._files, self._policy.mode != "never")
@@ -250,17 +283,26 @@ class PartitionLog:
             if self._closed or not self._policy.due(force):
                 return self.durable_offset
             target = self.end_offset
-            segments = self._unsynced + [self._active]
-            taken = [pair for seg in segments for pair in seg.take_unsynced()]
+            # the active segment's indexes are not fsynced: recovery rescans the last segment
+            # and rebuilds them from its log; rolled segments' are (trusted at open)
+            rolled = list(self._unsynced)
+            taken = [pair for seg in rolled for pair in seg.take_unsynced()]
+            taken += self._active.take_unsynced(indexes=False)
+            # what each written log may drop from the page cache once fsynced
+            drops = {seg._writer: (seg, seg.size - PAGE_CACHE_KEEP)
+                     for seg in rolled + [self._active] if seg._writer is not None}
             names = ()
             if self._names_owed and target > 0:     # created here: the first records make
                 names, self._names_owed = self._names_owed, []    # the names durable too
             dir_dirty, self._dir_dirty = self._dir_dirty, False
         done = 0
         try:
-            for _, fd in taken:  # releases the GIL; append() keeps running on the other thread
+            for f, fd in taken:  # releases the GIL; append() keeps running on the other thread
                 _fsync(fd)
                 done += 1
+                drop = drops.get(f)
+                if drop is not None:
+                    _drop_cached(fd, *drop)
             if dir_dirty:
                 fsync_dir(self.directory)
             for directory, ticket in names:     # an fsync shared with the names made
@@ -275,7 +317,7 @@ class PartitionLog:
                 f.synced(ok=i < done)
         with self._lock:
             self._policy.done()
-            for seg in segments[:-1]:
+            for seg in rolled:
                 self._unsynced.remove(seg)
                 seg.close_writer()
             if target > self.durable_offset:

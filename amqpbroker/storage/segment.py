@@ -10,7 +10,9 @@ in record.py). The segment keeps in memory only its counters and its sparse inde
 
 Writes: one batch = one os.writev() of its parts on an O_APPEND descriptor; the index entries
 it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs
-what `take_unsynced` hands it.
+what `take_unsynced` hands it: the log only while the segment is active (recovery rebuilds
+the last segment's indexes from its log whatever they hold), all three files at the first
+sync after it rolled (a closed segment's indexes are trusted at open after checks).
 
 Reads: os.pread() of just the bytes needed, starting at the offset index's floor entry and
 walking batch headers forward in chunks (`iter_batches`).
@@ -69,6 +71,7 @@ class Segment:
         self.time_index = TimeIndex(stem + ".timeindex", files, durable)
         self.index_interval_bytes = index_interval_bytes
         self.size = HEADER_SIZE            # bytes of .log, header included
+        self.cache_dropped = 0             # .log bytes below this left the page cache (log.py)
         self.next_offset = base_offset     # offset the next appended record gets
         self.first_timestamp = -1          # first record's timestamp (age-based roll); -1 empty
         self.max_timestamp = -1            # largest record timestamp; -1 when empty
@@ -135,6 +138,15 @@ class Segment:
         self.next_offset = h.next_offset
         self.size = pos + h.size
 
+    def owe_index_sync(self) -> None:
+        """The segment has rolled: its indexes are trusted at open from now on, so the next
+        sync fsyncs them whole (reopened if the cache closed them)."""
+        for index in (self.offset_index, self.time_index):
+            f = index.file
+            if f is not None:
+                f.fd()
+                f.written()
+
     def seal_time_index(self) -> None:
         """Last time entry (segment max timestamp, record count); done when the segment closes.
         Both index files exist from then on (recovery trusts a closed segment's indexes only
@@ -175,12 +187,21 @@ class Segment:
         finally:
             writer.unpin()
 
-    def take_unsynced(self) -> list[tuple[CachedFile, int]]:
-        """(handle, descriptor) of each file the next fsync must cover — the log and indexes
-        written since they were last fsynced — pinned and marked clean. The caller fsyncs
-        each descriptor, then calls the handle's `synced`."""
+    def take_unsynced(self, indexes: bool = True) -> list[tuple[CachedFile, int]]:
+        """(handle, descriptor) of each file the next fsync must cover — the log and, if
+        ``indexes``, the indexes written since they were last fsynced — pinned and marked
+        clean. The caller fsyncs each descriptor, then calls the handle's `synced`. Without
+        ``indexes`` (the active segment) the indexes owe nothing afterwards either, so an
+        idle queue's handles close without an fsync; `owe_index_sync` at the roll makes
+        the next sync cover them."""
         taken = []
-        for f in (self._writer, self.offset_index.file, self.time_index.file):
+        files = (self._writer, self.offset_index.file, self.time_index.file)
+        if not indexes:
+            for f in files[1:]:
+                if f is not None:
+                    f.forgo_sync()
+            files = files[:1]
+        for f in files:
             if f is not None:
                 fd = f.take_for_sync()
                 if fd is not None:

@@ -257,3 +257,103 @@ def test_destroy_removes_the_directory(tmp_path):
     log.append([rec(0)])
     log.destroy()
     assert not (tmp_path / "gone").exists()
+
+
+def test_sync_leaves_the_active_segments_indexes_to_recovery_and_fsyncs_rolled_ones(
+        make_log, monkeypatch):
+    """A round fdatasyncs the active segment's log only: its indexes owe nothing (recovery
+    rebuilds the last segment's from its log); the first sync after the roll fsyncs the
+    rolled segment's indexes. The files each sync fsynced are read back from the real
+    descriptors (``_fsync`` still fsyncs)."""
+    from amqpbroker.storage import log as log_module
+    synced = []
+    real = log_module._fsync
+
+    def recording(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(log_module, "_fsync", recording)
+    log = make_log(fsync="always", segment_bytes=2_000, index_interval_bytes=100)
+    for i in range(5):
+        log.append([rec(i, size=100)])
+    first = log._active
+    assert len(first.offset_index) >= 2                             # index entries written
+    assert log.sync() == 5
+    assert synced == ["00000000000000000000.log"]
+    assert not first.offset_index.file.dirty                        # and none owed
+    synced.clear()
+    for i in range(5, 40):                                          # roll past 2,000 bytes
+        log.append([rec(i, size=100)])
+    rolled = log._segments[:-1]
+    assert rolled[0] is first and log._active is not first
+    assert log.sync() == 40
+    expected = [f"{seg.base_offset:020d}{ext}" for seg in rolled
+                for ext in (".log", ".index", ".timeindex")]
+    assert sorted(synced) == sorted(expected + [f"{log._active.base_offset:020d}.log"])
+    assert first.offset_index.file is None and first.time_index.file is None   # closed
+
+
+def test_active_segment_indexes_lost_in_a_crash_are_rebuilt(tmp_path):
+    """What a power cut can leave of indexes never fsynced: the active segment's index files
+    empty while its log is durable. Reopening rebuilds them and every record reads back."""
+    path = tmp_path / "p0"
+    log = PartitionLog(path, fsync="always", segment_bytes=1_000_000, index_interval_bytes=100)
+    log.append([rec(i, size=200) for i in range(30)])
+    log.append([rec(i, size=200) for i in range(30, 60)])
+    assert log.sync() == 60
+    log._simulate_crash()
+    for ext in (".index", ".timeindex"):
+        (name,) = log_files(path, ext)
+        with open(path / name, "r+b") as f:
+            f.truncate(0)
+    reopened = PartitionLog(path, fsync="always", segment_bytes=1_000_000,
+                            index_interval_bytes=100)
+    try:
+        assert reopened.recovery.indexes_rebuilt == 2 and not reopened.recovery.data_cut
+        assert reopened.end_offset == 60
+        assert reopened.read(45, max_records=3) == [(i, rec(i, size=200)) for i in (45, 46, 47)]
+        assert [o for o, _ in reopened.read(0, max_records=100)] == list(range(60))
+    finally:
+        reopened.close()
+
+
+def _resident_pages(path) -> list[bool]:
+    """Which pages of ``path`` are in the page cache: mincore of a read-only shared mapping
+    (mapping faults nothing in)."""
+    import ctypes
+    import mmap
+    size = os.path.getsize(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    vec = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
+    with open(path, "rb") as f:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
+        finally:
+            libc.munmap(addr, size)
+    return [bool(b & 1) for b in vec.raw]
+
+
+def test_fsynced_log_pages_past_the_newest_leave_the_page_cache(make_log, monkeypatch):
+    """After a sync, a log keeps its newest PAGE_CACHE_KEEP bytes in the page cache and drops
+    the older ones (so the kernel reuses those pages for the next writes); the dropped
+    records still read back, from the disk."""
+    from amqpbroker.storage import log as log_module
+    monkeypatch.setattr(log_module, "PAGE_CACHE_KEEP", 1 << 20)
+    log = make_log(fsync="always", segment_bytes=64 << 20)
+    for i in range(64):                                     # 4 MiB in 64 KiB records
+        log.append([rec(i, size=65536)])
+    assert log.sync() == 64
+    (name,) = log_files(log.directory)
+    pages = _resident_pages(os.path.join(log.directory, name))
+    keep = (1 << 20) // 4096
+    assert not any(pages[:len(pages) - keep - 1])            # older than the newest 1 MiB
+    assert all(pages[-keep + 1:])                            # the newest 1 MiB: cached
+    assert log.read(3, max_records=1) == [(3, rec(3, size=65536))]

@@ -1,0 +1,71 @@
+"""amqpbroker/prefault.py: once the heap grows in a burst, the thread maps the pad glibc keeps
+ahead, and the loop's thread then allocates bodies there without faulting. Each case runs in
+a fresh interpreter (glibc's parameters are per process) and counts the minor page faults of
+the allocating thread alone (RUSAGE_THREAD): the prefault thread's own faults are not in it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = r"""
+import ctypes, json, resource, sys, time
+from amqpbroker.prefault import HeapPrefaulter, PAGE
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.sbrk.restype = ctypes.c_void_p
+libc.sbrk.argtypes = [ctypes.c_ssize_t]
+BODY = 65536
+prefault = sys.argv[1] == "on"
+h = HeapPrefaulter().start() if prefault else None
+keep = []
+# a queue growing for a second: 256 MiB of bodies, a growth of the heap every ~120 ms
+for i in range(256 * 16):
+    keep.append(b"x" * BODY)
+    if i % 64 == 0:
+        time.sleep(0.03)
+if prefault:
+    deadline = time.monotonic() + 60
+    while True:             # the thread has mapped the heap up to its break, 16 MiB+ free
+        brk = libc.sbrk(0)
+        if h.covered < brk - brk % PAGE:
+            time.sleep(0.01)
+        elif libc.mallinfo2().keepcost >= 16 << 20:
+            break
+        else:               # the top is nearly used: use it up, the next growth is mapped
+            keep.append(b"x" * BODY)
+        assert time.monotonic() < deadline, (h.covered, brk, h.calls)
+# the top chunk is where the next bodies go: half of what is left of it with the thread,
+# 8 MiB without
+free_top = libc.mallinfo2().keepcost if prefault else 16 << 20
+count = free_top // 2 // (BODY + 4096)
+before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+for _ in range(count):
+    keep.append(b"y" * BODY)
+faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+print(json.dumps({"faults": faults, "pages": count * BODY // PAGE, "calls": h.calls if h else 0}))
+"""
+
+
+def run(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_bodies_in_a_populated_pad_take_no_faults():
+    got = run("on")
+    assert got["calls"] >= 1
+    assert got["pages"] >= 1024, got          # at least 4 MiB of bodies measured
+    assert got["faults"] < got["pages"] // 20, got
+
+
+def test_without_it_every_page_of_a_body_faults():
+    got = run("off")        # the measurement above tells the two apart
+    assert got["pages"] >= 16
+    assert got["faults"] >= got["pages"] // 2, got
