@@ -37,8 +37,9 @@ def test_a_topics_partitions_and_a_classic_queue(broker):
         keys = [f"k{i}" for i in range(30)]
         for key in keys:
             ch.basic_publish("pt", key, b"x" * 300)
-        for i in range(20):
-            ch.basic_publish("", "pt-classic", b"y" * 300)
+        for i in range(20):             # persistent: confirmed means in the log (a transient
+            ch.basic_publish("", "pt-classic", b"y" * 300,   # one may wait in write-behind)
+                             pika.BasicProperties(delivery_mode=2))
         per_partition = [sum(1 for k in keys if partition_of(k.encode(), 3) == i)
                          for i in range(3)]
 
