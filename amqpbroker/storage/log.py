@@ -295,6 +295,29 @@ class PartitionLog:
                 i += 1
             return out
 
+    def read_batches(self, offset: int, max_bytes: int = 1 << 20
+                     ) -> list[tuple[int, list[Record]]]:
+        """Whole batches from the one starting at `offset` on, below `durable_offset`, as
+        (base offset, records): a follower appends each as one batch and its log is then
+        byte-identical (cluster/replication.py). At most `max_bytes` of batches unless the
+        first alone is larger; [] at or past the durable end."""
+        with self._lock:
+            self._check_open()
+            if offset < self.start_offset:
+                raise OffsetOutOfRange(f"offset {offset} is below the start offset {self.start_offset}")
+            out: list[tuple[int, list[Record]]] = []
+            limit, size = self.durable_offset, 0
+            i = bisect_right(self._bases, offset) - 1
+            while i < len(self._segments) and offset < limit:
+                for h, records in self._batches_from(self._segments[i], offset):
+                    if h.next_offset > limit or (out and size + h.size > max_bytes):
+                        return out
+                    out.append((h.base_offset, records))
+                    size += h.size
+                    offset = h.next_offset
+                i += 1
+            return out
+
     def read_one(self, offset: int) -> Record:
         """The record at `offset`; OffsetOutOfRange if it is deleted or not yet durable."""
         got = self.read(offset, max_records=1)

@@ -65,6 +65,11 @@ class Queue:
     # every message is kept (and confirmed once durable) whatever its delivery mode: quorum
     # queues; a classic queue keeps only persistent ones across a restart
     persists_all = False
+    # replication (cluster/replication.py): the leader's hook of a replicated partition (None:
+    # not replicated, today's path), and the end of what consumers may see (the high
+    # watermark; everything when not replicated)
+    replication = None
+    visible_end = 1 << 62
 
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
@@ -319,6 +324,8 @@ class Queue:
 
     def _pop_head(self):
         level, offset = self._head()
+        if offset >= self.visible_end:
+            return None, None       # not below the high watermark yet (replication)
         rec = self.store.take(offset)
         if rec is None:
             return None, None
@@ -349,7 +356,7 @@ class Queue:
         expired = []
         while self.ready_count:
             level, offset = self._head()
-            rec = self.store.read(offset)
+            rec = self.store.read(offset) if offset < self.visible_end else None
             if rec is None:
                 break
             at = self._expires_at(rec)
