@@ -102,6 +102,9 @@ FLAGS = [
                             "at (default: --host, else the host's FQDN)"),
     ("cluster_lease_ttl", int, "seconds without etcd before a node counts as lost and fences "
                                "itself (default 10)"),
+    ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "
+                                "leader before the leader removes it from the in-sync "
+                                "replicas (default 10)"),
 ]
 
 

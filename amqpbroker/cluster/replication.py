@@ -47,6 +47,7 @@ from .. import contract as c
 from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
 from ..worker.queue import Queue
+from .etcd import EtcdError, compare, put_op
 from .placement import partition_key
 
 log = logging.getLogger("amqpbroker.cluster")
@@ -86,7 +87,7 @@ class Replication:
         except Exception:
             log.exception("replication: following partition states")
 
-    def _partition(self, vhost: str, queue: str) -> dict | None:
+    def _partition(self, vhost: str, queue: str) -> tuple[str, dict] | tuple[None, None]:
         view = self.node.membership.view
         key = partition_key(vhost, queue, 0)
         kv = view.get(key)
@@ -96,7 +97,7 @@ class Replication:
                 key = partition_key(vhost, topic, int(i))
                 kv = view.get(key)
             if kv is None:
-                return None
+                return None, None
         cached = self._parsed.get(key)
         if cached is None or cached[0] != kv.mod_revision:
             try:
@@ -104,7 +105,7 @@ class Replication:
             except ValueError:
                 state = None
             cached = self._parsed[key] = (kv.mod_revision, state)
-        return cached[1]
+        return key, cached[1]
 
     def _review(self) -> None:
         if self.closed:
@@ -119,7 +120,7 @@ class Replication:
             for ref in list(vh.queues.values()):
                 if ref.deleted or ref.exclusive_owner is not None:
                     continue
-                p = self._partition(vh.name, ref.name)
+                pkey, p = self._partition(vh.name, ref.name)
                 if p is None or len(p.get("replicas", ())) < 2 or me not in p["replicas"]:
                     continue
                 key = (vh.name, ref.name)
@@ -129,7 +130,7 @@ class Replication:
                     continue
                 seen.add(key)
                 if p.get("leader") == me:
-                    self._lead(key, host, q, p)
+                    self._lead(key, pkey, host, q, p)
                 elif p.get("leader"):
                     self._follow(key, ref, q, p)
                 else:
@@ -152,7 +153,7 @@ class Replication:
         from .forward import RemoteClient
         return None if isinstance(ref.client, RemoteClient) else ref.qid
 
-    def _lead(self, key, host, q: Queue, p: dict) -> None:
+    def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
         leader = self.leading.get(key)
         if leader is not None and leader.queue is not q:
             leader.stop()
@@ -167,7 +168,7 @@ class Replication:
                          "%d, high watermark %d)", key[1], key[0], p.get("leader_epoch"),
                          q.store.log.end_offset, hw)
                 q = host.reopen(q)
-            leader = self.leading[key] = Leader(self, host, q, p, hw)
+            leader = self.leading[key] = Leader(self, pkey, host, q, p, hw)
         leader.update(p)
 
     def _follow(self, key, ref, q: Queue, p: dict) -> None:
@@ -212,16 +213,24 @@ class Replication:
 class Leader:
     """The leader's side of one replicated queue: followers' LEOs, the HW, parked fetches."""
 
-    def __init__(self, repl: Replication, host, q: Queue, p: dict, hw: int | None):
+    def __init__(self, repl: Replication, pkey: str, host, q: Queue, p: dict,
+                 hw: int | None):
         self.repl = repl
+        self.pkey = pkey                        # its partitions/ key in etcd
         self.host = host
         self.queue = q
         self.me = repl.node.name
         self.epoch = p.get("leader_epoch", 0)
+        self.replicas: list[str] = list(p.get("replicas", ()))
         self.isr: list[str] = list(p.get("isr", ()))
         self.min_isr = int(p.get("min_isr", 1))
         self.leo: dict[str, int] = {}           # follower -> its log end offset
         self.caught_up: dict[str, float] = {}   # follower -> when it last reached our end
+        self.fetched: dict[str, float] = {}     # follower -> when it last fetched
+        self.started = time.monotonic()
+        self.lag_time = float(getattr(repl.node.cfg, "replica_lag_time", 10.0) or 10.0)
+        self._isr_write: asyncio.Task | None = None
+        self._isr_timer = host.loop.call_later(self._isr_every, self._check_isr)
         self.sent_acks: dict[str, tuple] = {}   # follower -> the ack state last sent
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
         self.stopped = False
@@ -233,6 +242,7 @@ class Leader:
 
     def update(self, p: dict) -> None:
         self.epoch = p.get("leader_epoch", self.epoch)
+        self.replicas = list(p.get("replicas", ()))
         self.isr = list(p.get("isr", ()))
         self.min_isr = int(p.get("min_isr", 1))
         self.advance()
@@ -294,8 +304,9 @@ class Leader:
         node = link.node
         end = log_.durable_offset
         self.leo[node] = m.offset
+        now = self.fetched[node] = time.monotonic()
         if m.offset >= end:
-            self.caught_up[node] = time.monotonic()
+            self.caught_up[node] = now
         self.advance()
         if m.offset < end or _acks(q) != self.sent_acks.get(node):
             self._answer(link, m)
@@ -327,11 +338,62 @@ class Leader:
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch, log_start=0,
                                log_end=0, error=error, batches=None, acks=None))
 
+    # ------------------------------------------------------------ the ISR (through etcd)
+    @property
+    def _isr_every(self) -> float:
+        return max(0.1, min(1.0, self.lag_time / 4))
+
+    def _check_isr(self) -> None:
+        """A follower that has not reached our log end for ``replica_lag_time`` leaves the
+        ISR; one that has fetched up to the HW meanwhile comes back (Kafka's rules)."""
+        if self.stopped:
+            return
+        self._isr_timer = self.host.loop.call_later(self._isr_every, self._check_isr)
+        if self._isr_write is not None and not self._isr_write.done():
+            return
+        if not self.repl.node.holds_lease():
+            return
+        now = time.monotonic()
+        lagging = {r for r in self.isr if r != self.me
+                   and now - self.caught_up.get(r, self.started) > self.lag_time}
+        back = {r for r in self.replicas if r not in self.isr and r in self.leo
+                and self.leo[r] >= self.hw and now - self.fetched.get(r, 0) < self.lag_time}
+        if not lagging and not back:
+            return
+        isr = [r for r in self.replicas
+               if (r in self.isr and r not in lagging) or r in back]
+        self._isr_write = self.host.loop.create_task(self._write_isr(isr))
+
+    async def _write_isr(self, isr: list[str]) -> None:
+        """One txn: the partition key as read (``MOD``), still led by us at our epoch; the
+        controller's changes (a new leader, an epoch) make it fail, as they should."""
+        m = self.repl.node.membership
+        kv = m.view.get(self.pkey)
+        if kv is None:
+            return
+        p = json.loads(kv.value)
+        if p.get("leader") != self.me or p.get("leader_epoch") != self.epoch:
+            return
+        new = dict(p, isr=isr)
+        try:
+            held, _, _ = await m.etcd.transact(
+                [compare(self.pkey, "MOD", "EQUAL", kv.mod_revision)],
+                [put_op(self.pkey, json.dumps(new))])
+        except (EtcdError, OSError) as exc:
+            log.warning("%s: ISR change not written: %s", self.pkey, exc)
+            return
+        if held:
+            log.info("%s: ISR %s -> %s (leader %s, epoch %d)", self.pkey, ",".join(p["isr"]),
+                     ",".join(isr), self.me, self.epoch)
+
     def stop(self) -> None:
         """Leadership ended: publishes waiting for the HW are nacked, fetches refused."""
         if self.stopped:
             return
         self.stopped = True
+        self._isr_timer.cancel()
+        if self._isr_write is not None:
+            self._isr_write.cancel()
         q = self.queue
         if q.replication is self:
             q.replication = None

@@ -153,3 +153,28 @@ def test_a_followers_log_is_byte_identical_to_the_leaders(cluster):
     for n in cluster.nodes:
         if n is not leader:     # every follower reaches the leader's end (all confirmed)
             cluster.wait_until(lambda: segment_bytes(n) == want)
+
+
+def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_returns_caught_up(tmp_path):
+    """SIGSTOP a follower: the leader removes it from the ISR after ``--replica-lag-time``
+    (1 s here, far inside the 15 s lease: the controller does not see it dead), confirms go
+    on with the other follower; after SIGCONT it catches up and the leader adds it back."""
+    import signal
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=15,
+                      args=("--replica-lag-time", "1")) as cluster:
+        leader = declare_quorum(cluster, "repl-lag")
+        stalled, other = [n for n in cluster.nodes if n is not leader]
+        publish_confirmed(leader, "repl-lag", [b"before"])
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        try:
+            # a publish now waits for the stalled follower until the leader drops it
+            publish_confirmed(other, "repl-lag", [b"while stalled"])
+            isr = queue_on(leader, "repl-lag")["isr"]
+            assert f"amqpbroker@{stalled.node}" not in isr and len(isr) == 2
+            # the leader's doing, not the controller's: the stalled node is still a member
+            assert stalled.node in {n["node_name"] for n in leader.api("nodes")}
+        finally:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+        cluster.wait_until(lambda: len(queue_on(leader, "repl-lag").get("isr", ())) == 3)
+        got = drain(stalled, "repl-lag", 2)
+        assert [b for b, _ in got] == [b"before", b"while stalled"]
