@@ -31,9 +31,16 @@ a role from its ``partitions/`` key:
   last one the old leader told it, and rises as the remaining followers fetch from it.
   Publishes that waited on a leader that lost its leadership are nacked.
 
-Not built yet (docs/CLUSTER.md "As built (step 5)"): the leader-epoch checkpoint and the
-truncation of divergent tails (a follower whose log is longer than its new leader's stops
-fetching, logged); a follower behind the leader's log start (segments the leader deleted).
+* **Divergence**: each fetch names the CRC of the follower's last batch; the leader checks
+  that its own batch ending at that offset has it (``_agrees``). When not (a tail the
+  follower got, or wrote as an old leader, that the new leader never had), the leader
+  answers ``diverged`` with its batches' (base, end, CRC), and the follower truncates to the
+  last batch both hold (``_truncate``: the queue closed, the files cut, reopened: recovery
+  rebuilds the indexes and trims the ack log) before fetching again. This is KIP-101/279's
+  outcome found by content rather than by a leader-epoch checkpoint (docs/CLUSTER.md).
+
+Not built yet (docs/CLUSTER.md "As built (step 5)"): a follower behind the leader's log
+start (segments the leader deleted once acked) stops following, logged.
 """
 from __future__ import annotations
 
@@ -41,11 +48,13 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import time
 
 from .. import contract as c
 from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
+from ..storage.fileformat import fsync_dir
 from ..worker.queue import Queue
 from .etcd import EtcdError, compare, put_op
 from .placement import partition_key
@@ -232,6 +241,8 @@ class Leader:
         self._isr_write: asyncio.Task | None = None
         self._isr_timer = host.loop.call_later(self._isr_every, self._check_isr)
         self.sent_acks: dict[str, tuple] = {}   # follower -> the ack state last sent
+        self.sent_ends: dict[str, tuple] = {}   # follower -> (next offset, CRC) of the
+        #                                         last batch sent: its next fetch's check
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
         self.stopped = False
         durable = q.store.log.durable_offset
@@ -298,10 +309,10 @@ class Leader:
             return
         q = self.queue
         log_ = q.store.log
-        if m.offset > log_.end_offset:
-            self._error(link, m, DIVERGED)
-            return
         node = link.node
+        if not self._agrees(node, m):
+            self._error(link, m, DIVERGED, log_.batch_bounds(log_.start_offset))
+            return
         end = log_.durable_offset
         self.leo[node] = m.offset
         now = self.fetched[node] = time.monotonic()
@@ -315,6 +326,17 @@ class Leader:
         timer = q.host.loop.call_later(FETCH_WAIT, self._expired, key)
         self.parked[key] = (link, m, timer)
 
+    def _agrees(self, node: str, m: c.Fetch) -> bool:
+        """The follower's log ends where one of our batches ends, with the same CRC (its
+        last batch is ours): read from our headers unless it is the one we last sent it."""
+        log_ = self.queue.store.log
+        if m.offset > log_.end_offset:
+            return False
+        if m.offset <= log_.start_offset or self.sent_ends.get(node) == (m.offset, m.last_crc):
+            return True
+        last = log_.batch_bounds(m.offset - 1, limit=1)
+        return bool(last) and last[0][1] == m.offset and last[0][2] == m.last_crc
+
     def _expired(self, key) -> None:
         got = self.parked.pop(key, None)
         if got is not None and not self.stopped:
@@ -325,18 +347,23 @@ class Leader:
         log_ = q.store.log
         try:
             batches = log_.read_batches(m.offset, min(m.max_bytes or FETCH_BYTES, FETCH_BYTES))
-        except OffsetOutOfRange as exc:
-            self._error(link, m, f"{DIVERGED}: {exc}")
+        except OffsetOutOfRange as exc:     # behind our log start: not built (module doc)
+            self._error(link, m, f"behind: {exc}")
             return
         acks = _acks(q)
         self.sent_acks[link.node] = acks
+        if batches:
+            base, crc, records = batches[-1]
+            self.sent_ends[link.node] = (base + len(records), crc)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
                                error="", batches=batches, acks=acks))
 
-    def _error(self, link, m: c.Fetch, error: str) -> None:
-        link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch, log_start=0,
-                               log_end=0, error=error, batches=None, acks=None))
+    def _error(self, link, m: c.Fetch, error: str, batches=None) -> None:
+        log_ = self.queue.store.log
+        link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
+                               log_start=log_.start_offset, log_end=log_.end_offset,
+                               error=error, batches=batches, acks=None))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -422,6 +449,7 @@ class Follower:
         self.hw = 0
         self.stopped = False
         self.diverged = False
+        self.last_crc = self._last_crc(q)   # of the batch ending at our log end
         self.end: StreamEndpoint | None = None
         self.waiting: dict[int, asyncio.Future] = {}
         self.task = repl.broker.loop.create_task(self._run(), name=f"follow-{key[1]}")
@@ -439,6 +467,15 @@ class Follower:
         if self.end is not None:
             self.end.close()
             self._lost(self.end)
+
+    @staticmethod
+    def _last_crc(q: Queue) -> int:
+        log_ = q.store.log
+        end = log_.end_offset
+        if end <= log_.start_offset:
+            return 0
+        last = log_.batch_bounds(end - 1, limit=1)
+        return last[0][2] if last else 0
 
     # ------------------------------------------------------------ the link
     async def _dial(self) -> StreamEndpoint | None:
@@ -498,7 +535,8 @@ class Follower:
                 req = next(self._reqs)
                 fut = self.waiting[req] = loop.create_future()
                 self.end.send(c.Fetch(req=req, qid=q.qid, offset=q.store.log.end_offset,
-                                      last_epoch=self.epoch, max_bytes=FETCH_BYTES))
+                                      last_crc=self.last_crc, last_epoch=self.epoch,
+                                      max_bytes=FETCH_BYTES))
                 try:
                     reply = await asyncio.wait_for(fut, REPLY_TIMEOUT)
                 except asyncio.TimeoutError:
@@ -507,14 +545,16 @@ class Follower:
                         end.close()
                         self._lost(end)
                     continue
+                if reply.error == DIVERGED and reply.leader_epoch >= self.epoch:
+                    self._truncate(q, reply)
+                    continue
                 if reply.error:
-                    if reply.error.startswith(DIVERGED):
+                    if reply.error.startswith("behind"):
                         self.diverged = True
-                        log.warning("queue '%s' in vhost '%s': this replica's log (end %d) "
-                                    "diverges from the leader %s's: %s; it stops following "
-                                    "(truncation by leader epoch is not built yet)",
-                                    self.key[1], self.key[0], q.store.log.end_offset,
-                                    self.leader, reply.error)
+                        log.warning("queue '%s' in vhost '%s': this replica (log end %d) "
+                                    "cannot follow the leader %s: %s; copying from a later "
+                                    "log start is not built yet", self.key[1], self.key[0],
+                                    q.store.log.end_offset, self.leader, reply.error)
                         return
                     await asyncio.sleep(RETRY / 3)     # the etcd view catches up meanwhile
                     continue
@@ -539,10 +579,11 @@ class Follower:
             return
         store, log_ = q.store, q.store.log
         changed = False
-        for base, records in reply.batches or ():
+        for base, crc, records in reply.batches or ():
             if base != log_.end_offset:
                 break                       # not contiguous: fetched again from our end
             log_.append(records)
+            self.last_crc = crc
             changed = True
         floor, runs = reply.acks or (0, [])
         end = log_.end_offset
@@ -558,3 +599,49 @@ class Follower:
             if not q.deleted and not self.stopped:
                 store.after_sync()
         self.hw = max(self.hw, min(reply.hw, log_.end_offset))
+
+    def _truncate(self, q: Queue, reply: c.FetchReply) -> None:
+        """Our log has batches the leader's has not (a tail this replica got, or wrote as a
+        leader, that was never confirmed): cut it back to the last batch both logs hold
+        (same base, end and CRC) and fetch from there. Below the leader's log start both
+        logs are taken to agree (settled, deleted there)."""
+        log_ = q.store.log
+        theirs = {base: (nxt, crc) for base, nxt, crc in reply.batches or ()}
+        cut = max(log_.start_offset, min(reply.log_start, log_.end_offset))
+        for base, nxt, crc in log_.batch_bounds(cut):
+            if theirs.get(base) != (nxt, crc):
+                break
+            cut = nxt
+        if cut >= log_.end_offset:
+            self.diverged = True            # nothing of ours to cut: a bug, not a loop
+            log.error("queue '%s' in vhost '%s': the leader %s refuses this replica's log "
+                      "(end %d) but no batch differs; it stops following", self.key[1],
+                      self.key[0], self.leader, log_.end_offset)
+            return
+        log.warning("queue '%s' in vhost '%s': this replica's log (end %d) diverges from the "
+                    "leader %s's at offset %d: truncated there", self.key[1], self.key[0],
+                    log_.end_offset, self.leader, cut)
+        cuts = log_.cut_points(cut)
+        host = q.host
+        self.queue = host.reopen(q, lambda: truncate_files(cuts))
+        self.last_crc = self._last_crc(self.queue)
+        self.hw = min(self.hw, cut)
+
+
+def truncate_files(cuts) -> None:
+    """Cut a closed log's segment files (``PartitionLog.cut_points``): keep a length, or
+    remove a segment (its indexes are orphans recovery deletes), fsynced."""
+    dirs = set()
+    for path, keep in cuts:
+        if keep is None:
+            os.unlink(path)
+        else:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, keep)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        dirs.add(os.path.dirname(path))
+    for d in dirs:
+        fsync_dir(d)

@@ -295,10 +295,19 @@ class PartitionHost:
             if moved:
                 state.send_confirms()
 
-    def reopen(self, q: Queue) -> Queue:
+    def reopen(self, q: Queue, closed=None) -> Queue:
         """Open queue ``q`` again from its files (a replica that becomes the leader: what it
-        fetched is recovered into its ready list); ``q`` must have no consumers."""
+        fetched is recovered into its ready list; ``closed()`` runs between close and open:
+        a follower truncating its log); ``q`` must have no consumers."""
         q.close_storage(destroy=False)
+        try:
+            if closed is not None:
+                closed()
+        finally:
+            new = self._reopened(q)
+        return new
+
+    def _reopened(self, q: Queue) -> Queue:
         new = type(q)(self, q.vhost_name, q.name, durable=q.durable, auto_delete=q.auto_delete,
                       arguments=q.arguments, directory=q.directory, qid=q.qid)
         self.queues[q.qid] = new

@@ -178,3 +178,47 @@ def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_returns_caught
         cluster.wait_until(lambda: len(queue_on(leader, "repl-lag").get("isr", ())) == 3)
         got = drain(stalled, "repl-lag", 2)
         assert [b for b, _ in got] == [b"before", b"while stalled"]
+
+
+def test_an_old_leader_back_with_an_unconfirmed_tail_truncates_it_and_follows(tmp_path):
+    """The followers are killed; the leader appends messages it cannot get confirmed, and is
+    killed too before it could drop them from the ISR (a 10 s lease). The followers return,
+    one leads and takes new messages; the old leader returns, finds its tail is not the
+    new leader's, cuts it, and copies the new leader's log byte for byte. The unconfirmed
+    messages are never delivered."""
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=10) as cluster:
+        old = declare_quorum(cluster, "repl-tail")
+        followers = [n for n in cluster.nodes if n is not old]
+        publish_confirmed(old, "repl-tail", [b"c%d" % i for i in range(5)])
+        for n in followers:
+            n.kill()
+        conn = connect(old)
+        ch = conn.channel()             # no confirms: they could not come
+        for i in range(7):
+            ch.basic_publish("", "repl-tail", b"lost%d" % i,
+                             pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        # on the old leader's disk, on no follower's
+        cluster.wait_until(lambda: old.api("partitions/%2F/repl-tail")["durable_offset"] == 12)
+        old.kill()
+        for n in followers:
+            cluster.start_node(n)
+        new = cluster.node(cluster.wait_until(lambda: (lambda q: q.get("leader") not in (
+            None, f"amqpbroker@{old.node}") and q["leader"])(
+            queue_on(followers[0], "repl-tail")), timeout=60).split("@")[1])
+        publish_confirmed(new, "repl-tail", [b"n%d" % i for i in range(4)])
+        cluster.start_node(old)
+
+        def segment_bytes(node):
+            out = b""
+            d = queue_dir(node, "repl-tail")
+            for p in sorted(glob.glob(os.path.join(d, "*.log"))):
+                if os.path.basename(p)[0].isdigit():
+                    with open(p, "rb") as f:
+                        out += f.read()
+            return out
+        cluster.wait_until(lambda: segment_bytes(old) == segment_bytes(new) != b"")
+        assert any("diverges from the leader" in line for line in old.output)
+        got = drain(old, "repl-tail", 10)
+        assert [b for b, _ in got] == ([b"c%d" % i for i in range(5)]
+                                       + [b"n%d" % i for i in range(4)])
