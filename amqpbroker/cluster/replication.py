@@ -211,6 +211,40 @@ class Replication:
             return
         leader.fetch(link, m)
 
+    def describe(self, vhost: str, queue: str, checksum: bool = False) -> dict | None:
+        """This node's replica of a replicated queue, for ``/api/partitions``: role, epoch,
+        log end, high watermark; the leader adds each follower's LEO, lag and ISR
+        membership; ``checksum``: CRC32C of the log's batches from its start to the HW."""
+        key = (vhost, queue)
+        role = self.leading.get(key) or self.following.get(key)
+        if role is None:
+            return None
+        q = role.queue
+        if q.deleted:
+            return None
+        log_ = q.store.log
+        leader = isinstance(role, Leader)
+        out = {"node": self.node.name, "role": "leader" if leader else "follower",
+               "leader": self.node.name if leader else role.leader,
+               "leader_epoch": role.epoch, "log_start_offset": log_.start_offset,
+               "log_end_offset": log_.end_offset, "high_watermark": role.hw}
+        if leader:
+            now = time.monotonic()
+            end = log_.durable_offset
+            out["isr"] = list(role.isr)
+            out["min_isr"] = role.min_isr
+            out["followers"] = {
+                r: {"log_end_offset": role.leo.get(r), "lag": end - role.leo.get(r, 0),
+                    "in_sync": r in role.isr,
+                    "last_fetch_ms_ago": (round((now - role.fetched[r]) * 1000)
+                                          if r in role.fetched else None)}
+                for r in role.replicas if r != self.node.name}
+        else:
+            out["diverged"] = role.diverged
+        if checksum:
+            out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
+        return out
+
     async def close(self) -> None:
         self.closed = True
         if self._retry is not None:

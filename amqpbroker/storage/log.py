@@ -53,6 +53,8 @@ from array import array
 from bisect import bisect_right
 from typing import Callable
 
+from crc32c import crc32c
+
 from . import dirsync
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .filecache import FileCache, process_cache
@@ -335,6 +337,22 @@ class PartitionLog:
                         if limit is not None and len(out) >= limit:
                             return out
             return out
+
+    def checksum(self, first: int, end: int) -> int:
+        """CRC32C of the bytes of the whole batches from the one at `first` to the one ending
+        at `end` (batch boundaries): replicas holding the same batches give the same."""
+        crc = 0
+        with self._lock:
+            self._check_open()
+            i = max(0, bisect_right(self._bases, first) - 1)
+            for seg in self._segments[i:]:
+                pos, _ = seg.position_for(max(first, seg.base_offset))
+                for _, h, batch in seg.iter_batches(pos, seg.size):
+                    if h.base_offset >= end:
+                        return crc
+                    if h.base_offset >= first:
+                        crc = crc32c(batch, crc)
+            return crc
 
     def cut_points(self, offset: int) -> list[tuple[str, int | None]]:
         """What truncating the log to `offset` (a batch boundary) takes, for a closed log's

@@ -154,6 +154,17 @@ def test_a_followers_log_is_byte_identical_to_the_leaders(cluster):
         if n is not leader:     # every follower reaches the leader's end (all confirmed)
             cluster.wait_until(lambda: segment_bytes(n) == want)
 
+    # /api/partitions: each node's replica, the same high watermark and checksum up to it
+    def replicas():
+        return [n.api("partitions/%2F/repl-bytes")["replica"] for n in cluster.nodes]
+    seen = cluster.wait_until(lambda: (lambda rs: rs if len(
+        {(r["high_watermark"], r["crc32c"]) for r in rs}) == 1 else None)(replicas()))
+    assert {r["high_watermark"] for r in seen} == {300}
+    lead = next(r for r in seen if r["role"] == "leader")
+    assert lead["node"] == leader.node and sorted(lead["isr"]) == ["n1", "n2", "n3"]
+    assert all(f["in_sync"] and f["lag"] == 0 for f in lead["followers"].values())
+    assert sorted(r["role"] for r in seen) == ["follower", "follower", "leader"]
+
 
 def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_returns_caught_up(tmp_path):
     """SIGSTOP a follower: the leader removes it from the ISR after ``--replica-lag-time``
