@@ -283,6 +283,7 @@ class Leader:
         self.hw = durable if hw is None else min(hw, durable)
         q.replication = self
         q.visible_end = self.hw
+        host.replicating += 1
         host.committer.listeners.add(self)
 
     def update(self, p: dict) -> None:
@@ -458,9 +459,10 @@ class Leader:
         q = self.queue
         if q.replication is self:
             q.replication = None
-            q.visible_end = Queue.visible_end
+            q.visible_end = Queue.ALL_VISIBLE
             if not q.deleted:
                 q.schedule_dispatch()
+        self.host.replicating -= 1
         self.host.committer.listeners.discard(self)
         self.host.replicated()
         for link, m, timer in self.parked.values():

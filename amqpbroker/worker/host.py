@@ -107,6 +107,9 @@ class PartitionHost:
         # named): counted for amqpbroker_group_offset_fallbacks_total
         self.group_fallbacks = 0
         self.committer.listeners.add(self)
+        # how many queues here lead a replicated partition (cluster/replication.py): none on
+        # a single node, and the publish path then skips even the per-queue test
+        self.replicating = 0
         self._depth = 0
         self.table = c.handlers(self, c.PARTITION_COMMANDS)    # handler(state, msg)
 
@@ -252,7 +255,7 @@ class PartitionHost:
                 state.nacked.append(seq)     # never confirm what a down queue did not store
             return                       # deleted meanwhile: routed nowhere, confirmed
         record = m.record
-        if q.replication is not None:
+        if self.replicating and q.replication is not None:
             self._pub_replicated(state, q, m)
             return
         if not q.publish(record, m.priority, m.flags):
