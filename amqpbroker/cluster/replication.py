@@ -554,7 +554,9 @@ class Follower:
         if self.end is end:
             self.end = None
         for fut in self.waiting.values():
-            if not fut.done():
+            if self.stopped:
+                fut.cancel()                # nobody awaits it any more
+            elif not fut.done():
                 fut.set_exception(ConnectionError("replication link lost"))
         self.waiting.clear()
 
