@@ -108,6 +108,9 @@ FLAGS = [
                                "itself (default 10)"),
     ("loopback_users", names_list, "users who may log in from loopback only, comma-separated; "
                                    "'' for none (RabbitMQ's loopback_users; default guest)"),
+    ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "
+                                "leader before the leader removes it from the in-sync "
+                                "replicas (default 10)"),
 ]
 
 

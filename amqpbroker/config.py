@@ -57,6 +57,7 @@ class Config:
     cluster_port: int = 25672                    # link between nodes; 0 = any free port
     advertise_host: str = ""                     # how others reach us; "" = --host or FQDN
     cluster_lease_ttl: int = 10                  # seconds: death detection and fencing
+    replica_lag_time: float = 10.0               # s a follower may lag before leaving the ISR
 
     @property
     def tls(self) -> bool:

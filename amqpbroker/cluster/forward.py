@@ -181,6 +181,7 @@ class Forwarder:
         self.closed = False
         self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
+        self.replication = None             # replication.Replication (the node sets it)
 
     # ------------------------------------------------------------ the calling side
     def review(self) -> None:
@@ -385,6 +386,11 @@ class ForwardedLink:
                     self.held = list(batch[i:])
                     self.forwarder.broker.loop.call_later(0.05, self._retry)
                     return
+            elif kind is c.Fetch:           # a follower's (replication.py)
+                if out:
+                    self.host.handle(self.state, out)
+                    out = []
+                self.forwarder.replication.on_fetch(self, m, qids.get(m.qid))
             elif kind is c.NodeHello:
                 self.node = m.node
             elif kind is c.Close:

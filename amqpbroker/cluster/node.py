@@ -43,14 +43,18 @@ class ClusterNode:
         self.placement = None               # placement.Placement, once joined
         self.broker = None
         self.forwarder = None               # forward.Forwarder, once attached
+        self.replication = None             # replication.Replication, once attached
 
     def attach(self, broker) -> None:
         """Before the broker serves: its metadata becomes etcd's (``metadata.py``); changes
         wait until ``start`` has joined and caught up."""
         from .forward import Forwarder
         from .metadata import EtcdMetadata
+        from .replication import Replication
         self.broker = broker
         self.forwarder = Forwarder(self, broker)
+        self.replication = self.forwarder.replication = Replication(self, broker,
+                                                                    self.forwarder)
         self.metadata = broker.metadata = EtcdMetadata(broker, self)
 
     @property
@@ -86,7 +90,11 @@ class ClusterNode:
             if self.metadata is not None:
                 await self.metadata.start()
             if self.forwarder is not None:   # after the metadata's: its queues exist
+                # replication first: a replica that becomes the leader reopens its copy
+                # before the forwarder points the queue back at it
+                self.membership.on_view.append(self.replication.review)
                 self.membership.on_view.append(self.forwarder.review)
+                self.replication.review()
                 self.forwarder.review()
         except EtcdError as exc:
             await self.close()
@@ -99,6 +107,8 @@ class ClusterNode:
         await self.close()
 
     async def close(self) -> None:
+        if self.replication is not None:
+            await self.replication.close()
         if self.forwarder is not None:
             await self.forwarder.close()
         if self.metadata is not None:

@@ -40,13 +40,12 @@ needs no hand-over: it reconciles what it finds.
 - **The preferred leader** (the first replica) leads again when it is alive and in the ISR
   and not draining: one partition per pass (Kafka's preferred-replica election), so
   leaderships move one at a time.
-- **Back in the ISR**: until replication (step 5) nothing is fetched, so there is nothing
-  for a returning replica to catch up on: while its partition has a live leader, a live
-  replica outside the ISR is put back at once (``_rejoin``). Step 5 replaces this by the
-  leader adding a follower once it has caught up; the reassignment and the preferred-leader
-  moves above then wait for exactly that, unchanged.
+- **Back in the ISR**: not the controller's business. The partition's leader adds a
+  follower that has fetched up to the high watermark, and removes one that lags for
+  ``replica_lag_time`` (``replication.py``, Kafka's rule); the reassignment and the
+  preferred-leader moves above wait for exactly that.
 
-At most one write per partition per pass, in this order: deleted, failover, rejoin,
+At most one write per partition per pass, in this order: deleted, failover,
 reassignment, drain, preferred leader. Each write changes the mirror, which runs another pass.
 
 **Every write is guarded**: a txn whose compares are ``CREATE(controller/<my lease>) ==
@@ -262,8 +261,7 @@ class Placement:
                 gone = [delete_op(reassign_key(key))] if key in reassigns else []
                 await self._write(key, kv.mod_revision, None, ops=gone)  # its queue is gone
                 continue
-            if await self._failover(key, kv, p, alive, want[0]) or \
-                    await self._rejoin(key, kv, p, alive):
+            if await self._failover(key, kv, p, alive, want[0]):
                 continue
             if key in reassigns:
                 await self._reassign(key, kv, p, reassigns[key], alive)
@@ -333,20 +331,6 @@ class Placement:
         if await self._write(key, kv.mod_revision, new):
             log.info("controller: %s leader %s -> %s (epoch %d), isr %s", key[len(PARTITIONS):],
                      leader, new["leader"], new["leader_epoch"], ",".join(new["isr"]))
-        return True
-
-    async def _rejoin(self, key, kv, p: dict, alive: set) -> bool:
-        """Live replicas outside the ISR of a partition with a live leader go back in (the
-        stand-in for a follower's catch-up until step 5: module doc)."""
-        if p.get("leader") not in alive:
-            return False
-        back = [r for r in p["replicas"] if r in alive and r not in p["isr"]]
-        if not back:
-            return False
-        new = dict(p, isr=p["isr"] + back, controller_epoch=self.controller.epoch())
-        if await self._write(key, kv.mod_revision, new):
-            log.info("controller: %s: %s back in the ISR", key[len(PARTITIONS):],
-                     ",".join(back))
         return True
 
     async def _reassign(self, key, kv, p: dict, rkv, alive: set) -> None:

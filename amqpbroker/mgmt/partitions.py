@@ -7,6 +7,13 @@ partition (README, "Storage and durability"); a topic's partitions name their to
        "log_end_offset", "durable_offset", "bytes",
        "segments": [{"base_offset", "next_offset", "bytes", "settled"}]}
 
+  In a cluster, ``replica``: this node's replica of a replicated queue (null otherwise;
+  ``cluster/replication.py``), ``{"node", "role", "leader", "leader_epoch",
+  "log_start_offset", "log_end_offset", "high_watermark"}``, the leader's with ``isr``,
+  ``min_isr`` and ``followers`` ({node: {"log_end_offset", "lag", "in_sync",
+  "last_fetch_ms_ago"}}), a follower's with ``diverged``; the single-queue GET adds
+  ``crc32c``, over the log's batches from its start to the high watermark (replicas with
+  the same log start compare). The other fields describe the leader's log (forwarded).
   ``topic`` / ``partition`` are the x-partitioned exchange and the partition number, or null
   for a queue of its own; ``durable_offset``: what is fsynced (readers see no further);
   ``settled``: a classic or quorum queue's messages of that segment that are acked (a
@@ -34,7 +41,7 @@ def _topics_of(vh) -> dict:
     return out
 
 
-async def _describe(broker, refs) -> list[dict]:
+async def _describe(broker, refs, checksum: bool = False) -> list[dict]:
     by_client: dict = {}
     for ref in refs:
         by_client.setdefault(ref.client, []).append(ref)
@@ -48,6 +55,7 @@ async def _describe(broker, refs) -> list[dict]:
             pass                        # the worker is restarting: its queues show no detail
     topics = {}
     out = []
+    replication = getattr(getattr(broker, "cluster", None), "replication", None)
     for ref in refs:
         vh = ref.vhost
         if vh.name not in topics:
@@ -61,6 +69,8 @@ async def _describe(broker, refs) -> list[dict]:
                     "log_end_offset": d.get("log_end_offset"),
                     "durable_offset": d.get("durable_offset"), "bytes": d.get("bytes"),
                     "segments": d.get("segments", [])})
+        if replication is not None:     # a cluster: this node's replica (replication.py)
+            out[-1]["replica"] = replication.describe(vh.name, ref.name, checksum)
     return out
 
 
@@ -75,7 +85,7 @@ async def get_partition(call):
     ref = vh.queues.get(call.params["name"]) if vh else None
     if ref is None:
         raise not_found()
-    return (await _describe(call.broker, [ref]))[0]
+    return (await _describe(call.broker, [ref], checksum=True))[0]
 
 
 ROUTES = [

@@ -70,6 +70,8 @@ from array import array
 from bisect import bisect_right
 from typing import Callable
 
+from crc32c import crc32c
+
 from . import dirsync
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .filecache import FileCache, process_cache
@@ -350,6 +352,82 @@ class PartitionLog:
                         size += sz
                     offset = h.next_offset
                 i += 1
+            return out
+
+    def read_batches(self, offset: int, max_bytes: int = 1 << 20
+                     ) -> list[tuple[int, int, list[Record]]]:
+        """Whole batches from the one starting at `offset` on, below `durable_offset`, as
+        (base offset, CRC, records): a follower appends each as one batch and its log is then
+        byte-identical (cluster/replication.py). At most `max_bytes` of batches unless the
+        first alone is larger; [] at or past the durable end."""
+        with self._lock:
+            self._check_open()
+            if offset < self.start_offset:
+                raise OffsetOutOfRange(f"offset {offset} is below the start offset {self.start_offset}")
+            out: list[tuple[int, int, list[Record]]] = []
+            limit, size = self.durable_offset, 0
+            i = bisect_right(self._bases, offset) - 1
+            while i < len(self._segments) and offset < limit:
+                for h, records in self._batches_from(self._segments[i], offset):
+                    if h.next_offset > limit or (out and size + h.size > max_bytes):
+                        return out
+                    out.append((h.base_offset, h.crc, records))
+                    size += h.size
+                    offset = h.next_offset
+                i += 1
+            return out
+
+    def batch_bounds(self, first: int = 0, limit: int | None = None
+                     ) -> list[tuple[int, int, int]]:
+        """(base offset, next offset, CRC) of the batches holding offsets >= `first` (at most
+        `limit`), from the headers only: two replicas' logs agree up to where these lists
+        do."""
+        with self._lock:
+            self._check_open()
+            out = []
+            i = max(0, bisect_right(self._bases, first) - 1)
+            for seg in self._segments[i:]:
+                pos, _ = seg.position_for(max(first, seg.base_offset))
+                for _, h, _ in seg.iter_batches(pos, seg.size):
+                    if h.next_offset > first:
+                        out.append((h.base_offset, h.next_offset, h.crc))
+                        if limit is not None and len(out) >= limit:
+                            return out
+            return out
+
+    def checksum(self, first: int, end: int) -> int:
+        """CRC32C of the bytes of the whole batches from the one at `first` to the one ending
+        at `end` (batch boundaries): replicas holding the same batches give the same."""
+        crc = 0
+        with self._lock:
+            self._check_open()
+            i = max(0, bisect_right(self._bases, first) - 1)
+            for seg in self._segments[i:]:
+                pos, _ = seg.position_for(max(first, seg.base_offset))
+                for _, h, batch in seg.iter_batches(pos, seg.size):
+                    if h.base_offset >= end:
+                        return crc
+                    if h.base_offset >= first:
+                        crc = crc32c(batch, crc)
+            return crc
+
+    def cut_points(self, offset: int) -> list[tuple[str, int | None]]:
+        """What truncating the log to `offset` (a batch boundary) takes, for a closed log's
+        files (``truncate_files``): (segment log path, byte length to keep), None for a
+        segment to delete with its indexes. Recovery at the next open rebuilds the indexes
+        of the segment cut and the ack log's view of the end (as after a torn write)."""
+        with self._lock:
+            self._check_open()
+            out: list[tuple[str, int | None]] = []
+            for seg in self._segments:
+                if seg.base_offset >= offset and seg is not self._segments[0]:
+                    out.append((seg.log_path, None))
+                elif seg.base_offset <= offset < seg.next_offset:
+                    pos, _ = seg.position_for(offset)
+                    for p, h, _ in seg.iter_batches(pos, seg.size):
+                        if h.base_offset >= offset:
+                            out.append((seg.log_path, p))
+                            break
             return out
 
     def read_one(self, offset: int) -> Record:

@@ -49,6 +49,9 @@ class LinkState:
         self.tracked = 0                # last publish of a channel in confirm mode
         self.wanted = 0                 # a number the front-end waits for (confirm_wanted)
         self.waiting: deque = deque()   # (commit generation, seq) of publishes not yet durable
+        # (replication hook, offset, seq) of publishes to a replicated partition, confirmed
+        # once its high watermark passes the offset (cluster/replication.py)
+        self.replicating: deque = deque()
         self.nacked: list[int] = []
         self.subs: dict[int, Subscription] = {}
         self.unacked: dict[int, set] = {}   # qid -> offsets delivered over this link, unacked
@@ -88,7 +91,10 @@ class LinkState:
                 self._emit_many(held)
 
     def watermark(self) -> int:
-        return self.waiting[0][1] - 1 if self.waiting else self.last_seq
+        upto = self.waiting[0][1] - 1 if self.waiting else self.last_seq
+        if self.replicating:
+            upto = min(upto, self.replicating[0][2] - 1)
+        return upto
 
     def send_confirms(self) -> None:
         """Report the watermark when someone waits for it: a publish in confirm mode or a
@@ -137,6 +143,9 @@ class PartitionHost:
         # named): counted for amqpbroker_group_offset_fallbacks_total
         self.group_fallbacks = 0
         self.committer.listeners.add(self)
+        # how many queues here lead a replicated partition (cluster/replication.py): none on
+        # a single node, and the publish path then skips even the per-queue test
+        self.replicating = 0
         self._depth = 0
         # queues a publish of the batch being handled found a consumer waiting for: they
         # dispatch once, after the batch's publishes (``dispatch_due``), not once a message
@@ -331,6 +340,9 @@ class PartitionHost:
                 state.nacked.append(seq)     # never confirm what a down queue did not store
             return                       # deleted meanwhile: routed nowhere, confirmed
         record = m.record
+        if self.replicating and q.replication is not None:
+            self._pub_replicated(state, q, m)
+            return
         if not q.publish(record, m.priority, m.flags):
             if m.track:                  # only a channel in confirm mode wants the nack
                 state.nacked.append(seq)
@@ -338,6 +350,57 @@ class PartitionHost:
             self._wait_for_commit(state, q, seq)
         if q not in self._due:          # else checked after its dispatch (dispatch_due)
             q.check_backlog()
+
+    def _pub_replicated(self, state, q: Queue, m: c.Pub) -> None:
+        """A publish to a replicated partition this node leads: nacked at once with too few
+        in-sync replicas (Kafka's NotEnoughReplicas), else confirmed when the high watermark
+        passes its offset (``replicated``), not after the leader's own commit round."""
+        repl = q.replication
+        if not repl.accepting():
+            state.nacked.append(m.seq)
+            return
+        offset = q.store.next_offset
+        if not q.publish(m.record, m.priority, m.flags):
+            state.nacked.append(m.seq)
+        elif q.store.next_offset > offset:
+            state.replicating.append((repl, offset, m.seq))
+        q.check_backlog()
+
+    def replicated(self) -> None:
+        """A replicated partition's high watermark moved, or its leadership ended: confirm
+        (or nack) what waited for it, in each link's order."""
+        for state in self.links:
+            waiting = state.replicating
+            moved = False
+            while waiting:
+                repl, offset, seq = waiting[0]
+                verdict = repl.passed(offset)       # True, False (nack), None (not yet)
+                if verdict is None:
+                    break
+                waiting.popleft()
+                moved = True
+                if not verdict:
+                    state.nacked.append(seq)
+            if moved:
+                state.send_confirms()
+
+    def reopen(self, q: Queue, closed=None) -> Queue:
+        """Open queue ``q`` again from its files (a replica that becomes the leader: what it
+        fetched is recovered into its ready list; ``closed()`` runs between close and open:
+        a follower truncating its log); ``q`` must have no consumers."""
+        q.close_storage(destroy=False)
+        try:
+            if closed is not None:
+                closed()
+        finally:
+            new = self._reopened(q)
+        return new
+
+    def _reopened(self, q: Queue) -> Queue:
+        new = type(q)(self, q.vhost_name, q.name, durable=q.durable, auto_delete=q.auto_delete,
+                      arguments=q.arguments, directory=q.directory, qid=q.qid)
+        self.queues[q.qid] = new
+        return new
 
     def _wait_for_commit(self, state, q: Queue, seq: int) -> None:
         """Publish or ack number ``seq`` is confirmed after the next commit round, if it left

@@ -65,6 +65,7 @@ class Queue:
     # every message is kept (and confirmed once durable) whatever its delivery mode: quorum
     # queues; a classic queue keeps only persistent ones across a restart
     persists_all = False
+    ALL_VISIBLE = 1 << 62
 
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
@@ -107,6 +108,11 @@ class Queue:
         self._unacked_bodies: set[int] = set()    # outstanding held as Records: not durable
         self._released_below = 0                  # the durable offset they were checked at
         self.deleted = False
+        # replication (cluster/replication.py): the leader's hook of a replicated partition
+        # (None: not replicated, today's path), and the end of what consumers may see (the
+        # high watermark); instance attributes: read per publish and per delivery
+        self.replication = None
+        self.visible_end = self.ALL_VISIBLE
         self.had_consumers = False
         self._dispatch_scheduled = False
         self._dispatching = False
@@ -326,6 +332,8 @@ class Queue:
 
     def _pop_head(self):
         level, offset = self._head()
+        if offset >= self.visible_end:
+            return None, None       # not below the high watermark yet (replication)
         rec = self.store.take(offset)
         if rec is None:
             return None, None
@@ -356,7 +364,7 @@ class Queue:
         expired = []
         while self.ready_count:
             level, offset = self._head()
-            rec = self.store.read(offset)
+            rec = self.store.read(offset) if offset < self.visible_end else None
             if rec is None:
                 break
             at = self._expires_at(rec)

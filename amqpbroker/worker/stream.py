@@ -132,6 +132,8 @@ class StreamSubscription:
 
 
 class Stream:
+    replication = None      # streams are not replicated yet (cluster/replication.py)
+
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
                  qid: int = 0):
