@@ -115,11 +115,16 @@ def test_a_node_restarted_after_changes_catches_up(cluster):
     conn = connect(n1)
     ch = conn.channel()
     ch.queue_declare("stays", durable=True)
-    ch.queue_declare("goes", durable=True)
+    # a queue's files are made by its first write, so "goes" is replicated to every node
+    # and holds a message: n3, a follower, has written its copy
+    ch.queue_declare("goes", durable=True, arguments={"x-queue-type": "quorum",
+                                                      "x-quorum-initial-group-size": 3})
+    ch.confirm_delivery()
+    ch.basic_publish("", "goes", b"m", pika.BasicProperties(delivery_mode=2))
     conn.close()
     cluster.wait_until(lambda: {"stays", "goes"} <= set(queues(n3)))
     goes_dir = os.path.join(n3.data_dir, "queues", queue_dir_name("/", "goes"))
-    assert os.path.isdir(goes_dir)
+    cluster.wait_until(lambda: os.path.isdir(goes_dir))
     n3.stop()
     conn = connect(n1)
     ch = conn.channel()
