@@ -198,21 +198,32 @@ class PartitionClient:
     def on_events(self, events) -> None:
         """``on_event`` for each of a batch that a link read, except that the deliveries to
         live consumers among them go to each consumer's channel as one lot
-        (``DeliverMany``), in order per consumer, before the next other event."""
+        (``DeliverMany``), in order per consumer, before the next other event. A channel
+        holds the lot of one consumer at a time: a delivery to another consumer of the same
+        channel sends the lots first, so a channel's deliveries keep the queue's order
+        (three consumers of one queue on one channel get it round robin, as in RabbitMQ)."""
         table, apply, consumers = self.table, self.apply, self.consumers
         Dlv = c.Dlv
         lots = None                         # cid -> [Dlv], in order
         for event in events:
-            if type(event) is Dlv and event.cid in consumers:
-                if lots is None:
-                    lots = {event.cid: [event]}
-                else:
+            if type(event) is Dlv:
+                consumer = consumers.get(event.cid)
+                if consumer is not None:
+                    if lots is None:
+                        lots, holders = {event.cid: [event]}, {consumer.channel: event.cid}
+                        continue
                     lot = lots.get(event.cid)
-                    if lot is None:
-                        lots[event.cid] = [event]
-                    else:
+                    if lot is not None:
                         lot.append(event)
-                continue
+                        continue
+                    channel = consumer.channel
+                    if channel in holders:  # another consumer of this channel has a lot
+                        self._deliver_lots(lots)
+                        lots, holders = {event.cid: [event]}, {channel: event.cid}
+                    else:
+                        lots[event.cid] = [event]
+                        holders[channel] = event.cid
+                    continue
             if lots is not None:
                 self._deliver_lots(lots)
                 lots = None

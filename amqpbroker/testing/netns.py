@@ -11,6 +11,7 @@ so concurrent test runs do not collide; ``destroy()`` deletes everything ``creat
 made (deleting a namespace deletes its veth pair)."""
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 
@@ -30,10 +31,15 @@ def available() -> bool:
     return True
 
 
+_LABS = itertools.count()
+
+
 class NetnsLab:
     def __init__(self, names: list[str]):
         pid = os.getpid()
-        self.tag = f"ab{pid % 100000}"             # interface names: at most 15 bytes
+        # interface names: at most 15 bytes; unique per lab, since a namespace's deletion
+        # frees its veth pair only later (a second lab of one process hit "File exists")
+        self.tag = f"a{pid % 100000}x{next(_LABS) % 100}"
         self.subnet = f"10.{200 + pid % 50}.{pid // 50 % 250}"
         self.bridge = f"{self.tag}br"
         self.bridge_addr = f"{self.subnet}.1"
@@ -85,7 +91,9 @@ class NetnsLab:
         for made in reversed(self._made):
             if made == "bridge":
                 subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-            else:
+            else:       # the veth pair first: deleting one end deletes both, at once
+                name = made[len(self.tag) + 1:]
+                subprocess.run(["ip", "link", "del", self.port(name)], capture_output=True)
                 subprocess.run(["ip", "netns", "del", made], capture_output=True)
         self._made.clear()
 

@@ -59,8 +59,8 @@ class Side:
                         directory=f"/nonexistent/{name}", client=self.client,
                         qid=self.client.new_qid())
 
-    def consume(self, queue: QueueRef, tag: str) -> Consumer:
-        consumer = Consumer(tag, None, queue, no_ack=False, exclusive=False, priority=0,
+    def consume(self, queue: QueueRef, tag: str, channel=None) -> Consumer:
+        consumer = Consumer(tag, channel, queue, no_ack=False, exclusive=False, priority=0,
                             prefetch=0, arguments={})
         queue.subscribe(consumer, WINDOW)
         return consumer
@@ -99,7 +99,7 @@ def test_a_delivery_after_its_consumer_went_goes_back_to_the_queue(side):
 
 def test_a_batch_of_deliveries_reaches_each_consumer_as_one_lot_before_the_next_event(side):
     client, queue, c1 = side.client, side.queue, side.consumer
-    c2 = side.consume(queue, "c2")
+    c2 = side.consume(queue, "c2", channel=object())        # on another channel than c1
     applied: list = []
     client.apply = lambda _client, action: applied.append(action)
 
@@ -116,6 +116,20 @@ def test_a_batch_of_deliveries_reaches_each_consumer_as_one_lot_before_the_next_
                        QueueFlow(queue, True), events[6]]
     back = side.link.sent[-1]
     assert type(back) is c.Reject and back.offsets == [4] and back.requeue is True
+
+
+def test_consumers_of_one_channel_get_their_deliveries_in_the_queues_order(side):
+    """Lots never reorder a channel: three consumers of one queue on one channel, fed round
+    robin, see the deliveries one by one in the queue's order (a lot per consumer would
+    send c1's before c2's: interop test_round_robin_between_consumers caught it)."""
+    client, queue, c1 = side.client, side.queue, side.consumer
+    c2, c3 = side.consume(queue, "c2"), side.consume(queue, "c3")   # all on channel None
+    applied: list = []
+    client.apply = lambda _client, action: applied.append(action)
+    events = [c.Dlv(cid=cons.cid, qid=queue.qid, offset=i, redelivered=False, record=record())
+              for i, cons in enumerate([c1, c2, c3] * 2 + [c1, c1])]
+    client.on_events(events)
+    assert applied == events[:6] + [DeliverMany(c1.cid, events[6:])]
 
 
 def test_a_confirm_moves_the_watermark_for_the_channels_listening(side):
