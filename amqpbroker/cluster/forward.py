@@ -51,7 +51,7 @@ from ..frontend import actions
 from ..frontend.partition_client import HostGone, PartitionClient
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
-from .placement import partition_key
+from .placement import queue_entry
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -235,16 +235,9 @@ class Forwarder:
         """The leader of a queue's partition (a topic's partition queue ``T-i``: its own), as
         ``placement.of_queue`` reads it, each key parsed once per revision: the pass above
         runs on every etcd event and is then a dict lookup per queue."""
-        view = self.node.membership.view
-        key = partition_key(vhost, queue, 0)
-        kv = view.get(key)
+        key, kv = queue_entry(self.node.membership.view, vhost, queue)
         if kv is None:
-            topic, _, i = queue.rpartition("-")
-            if topic and i.isdigit():
-                key = partition_key(vhost, topic, int(i))
-                kv = view.get(key)
-            if kv is None:
-                return None
+            return None
         cached = self._leaders.get(key)
         if cached is None or cached[0] != kv.mod_revision:
             try:

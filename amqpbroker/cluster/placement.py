@@ -109,6 +109,19 @@ def wanted(obj: dict, kind: str, nodes: int) -> tuple[int, int]:
     return 1, 1
 
 
+def queue_entry(view, vhost: str, queue: str):
+    """(key, etcd entry) of the partition a queue is: its own partition 0, or for a topic's
+    partition queue ``T-i`` partition i of topic T; (None, None) if the view has neither."""
+    key = partition_key(vhost, queue, 0)
+    kv = view.get(key)
+    if kv is None:
+        topic, _, i = queue.rpartition("-")
+        if topic and i.isdigit():
+            key = partition_key(vhost, topic, int(i))
+            kv = view.get(key)
+    return (key, kv) if kv is not None else (None, None)
+
+
 class Placement:
     def __init__(self, node):
         self.node = node                    # ClusterNode
@@ -131,12 +144,7 @@ class Placement:
 
     def of_queue(self, vhost: str, queue: str) -> dict | None:
         """The partition state of a queue, or of a topic's partition queue ``T-i``."""
-        view = self.membership.view
-        kv = view.get(partition_key(vhost, queue, 0))
-        if kv is None:
-            topic, _, i = queue.rpartition("-")
-            if topic and i.isdigit():
-                kv = view.get(partition_key(vhost, topic, int(i)))
+        _key, kv = queue_entry(self.membership.view, vhost, queue)
         return json.loads(kv.value) if kv is not None else None
 
     def draining(self) -> set[str]:

@@ -57,7 +57,7 @@ from ..storage.errors import OffsetOutOfRange
 from ..storage.fileformat import fsync_dir
 from ..worker.queue import Queue
 from .etcd import EtcdError, compare, put_op
-from .placement import partition_key
+from .placement import queue_entry
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -97,16 +97,9 @@ class Replication:
             log.exception("replication: following partition states")
 
     def _partition(self, vhost: str, queue: str) -> tuple[str, dict] | tuple[None, None]:
-        view = self.node.membership.view
-        key = partition_key(vhost, queue, 0)
-        kv = view.get(key)
+        key, kv = queue_entry(self.node.membership.view, vhost, queue)
         if kv is None:
-            topic, _, i = queue.rpartition("-")
-            if topic and i.isdigit():
-                key = partition_key(vhost, topic, int(i))
-                kv = view.get(key)
-            if kv is None:
-                return None, None
+            return None, None
         cached = self._parsed.get(key)
         if cached is None or cached[0] != kv.mod_revision:
             try:

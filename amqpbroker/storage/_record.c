@@ -183,6 +183,32 @@ static PyObject *unpack_record(PyObject *self, PyObject *args) {
  *
  * pack_message(prefix, type_id, fmt, msg) -> bytes
  * unpack_message(buf, pos, fmt, message_cls, record_cls) -> message_cls instance */
+/* A message's fixed fields (struct format ``fmt``: ? B I Q, big-endian) written at ``p``;
+   the end of what was written, or NULL with an exception set. */
+static unsigned char *put_fixed(unsigned char *p, PyObject *msg, const char *fmt,
+                                Py_ssize_t nfixed) {
+    for (Py_ssize_t i = 0; i < nfixed; i++) {
+        PyObject *v = PyTuple_GET_ITEM(msg, i);
+        if (fmt[i] == '?') {
+            int t = PyObject_IsTrue(v);
+            if (t < 0) return NULL;
+            *p++ = (unsigned char)t;
+            continue;
+        }
+        unsigned long long x = PyLong_AsUnsignedLongLong(v);
+        if (x == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
+        else if (fmt[i] == 'I') {
+            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); return NULL; }
+            put_u32(p, (uint32_t)x); p += 4;
+        } else {
+            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); return NULL; }
+            *p++ = (unsigned char)x;
+        }
+    }
+    return p;
+}
+
 static Py_ssize_t fmt_size(const char *fmt) {
     Py_ssize_t n = 0;
     for (; *fmt; fmt++)
@@ -215,20 +241,8 @@ static PyObject *pack_message(PyObject *self, PyObject *args) {
     }
     unsigned char *p = head;
     *p++ = (unsigned char)type_id;
-    for (Py_ssize_t i = 0; i < nfixed; i++) {
-        PyObject *v = PyTuple_GET_ITEM(msg, i);
-        if (fmt[i] == '?') { int t = PyObject_IsTrue(v); if (t < 0) goto done; *p++ = (unsigned char)t; continue; }
-        unsigned long long x = PyLong_AsUnsignedLongLong(v);
-        if (x == (unsigned long long)-1 && PyErr_Occurred()) goto done;
-        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
-        else if (fmt[i] == 'I') {
-            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); goto done; }
-            put_u32(p, (uint32_t)x); p += 4;
-        } else {
-            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); goto done; }
-            *p++ = (unsigned char)x;
-        }
-    }
+    p = put_fixed(p, msg, fmt, nfixed);
+    if (!p) goto done;
     PyObject *head_bytes = PyBytes_FromStringAndSize(NULL, prefix.len + (p - head));
     if (!head_bytes) goto done;
     memcpy(PyBytes_AS_STRING(head_bytes), prefix.buf, prefix.len);
@@ -540,20 +554,8 @@ static int hot_pack(unsigned char *p, Py_ssize_t size, PyObject *msg, unsigned i
     }
     memcpy(p, prefix->buf, prefix->len); p += prefix->len;
     *p++ = (unsigned char)type_id;
-    for (Py_ssize_t i = 0; i < nfixed; i++) {
-        PyObject *v = PyTuple_GET_ITEM(msg, i);
-        if (fmt[i] == '?') { int t = PyObject_IsTrue(v); if (t < 0) goto done; *p++ = (unsigned char)t; continue; }
-        unsigned long long x = PyLong_AsUnsignedLongLong(v);
-        if (x == (unsigned long long)-1 && PyErr_Occurred()) goto done;
-        if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
-        else if (fmt[i] == 'I') {
-            if (x > 0xffffffffULL) { PyErr_SetString(PyExc_OverflowError, "u32 field"); goto done; }
-            put_u32(p, (uint32_t)x); p += 4;
-        } else {
-            if (x > 0xffULL) { PyErr_SetString(PyExc_OverflowError, "u8 field"); goto done; }
-            *p++ = (unsigned char)x;
-        }
-    }
+    p = put_fixed(p, msg, fmt, nfixed);
+    if (!p) goto done;
     put_u32(p, (uint32_t)rec_len); p += 4;
     put_u64(p, ts); p += 8;
     *p++ = (unsigned char)flags;
