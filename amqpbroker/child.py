@@ -51,7 +51,7 @@ def run(kind: str, serve) -> int:
     from .cli import prepare_process
     spec = json.loads(sys.argv[1])
     prepare_process(spec["config"]["log_level"], f"{kind}{spec['index']}",
-                    spec["config"].get("log_format", "text"))
+                    spec["config"].get("log_format", "text"), holds_bodies=kind == "worker")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(serve(spec))
     return 0

@@ -143,14 +143,16 @@ def main(argv=None) -> int:
 
 
 def prepare_process(log_level: str, role: str = "supervisor",
-                    log_format: str = "text") -> None:
-    """What every broker process does first: logging, descriptors, GC, uvloop."""
+                    log_format: str = "text", *, holds_bodies: bool = True) -> None:
+    """What every broker process does first: logging, descriptors, GC, uvloop.
+    ``holds_bodies``: the process keeps queued messages (one process, a worker), so the
+    heap's fresh pages are faulted off its loop by a thread (amqpbroker/prefault.py)."""
     from . import logs
     logs.setup(log_level, log_format, role)
     raise_fd_limit()
     tune_gc()
     from .prefault import HeapPrefaulter
-    HeapPrefaulter().start()        # the heap's fresh pages, faulted off the loop
+    HeapPrefaulter().start(thread=holds_bodies)
     try:
         import uvloop
         uvloop.install()
@@ -159,7 +161,11 @@ def prepare_process(log_level: str, role: str = "supervisor",
 
 
 def serve(cfg: Config) -> int:
-    prepare_process(cfg.log_level, "supervisor", cfg.log_format)
+    try:
+        one_process = cfg.layout()[0] == 0
+    except ValueError:              # an impossible layout: _serve says so
+        one_process = True
+    prepare_process(cfg.log_level, "supervisor", cfg.log_format, holds_bodies=one_process)
     try:
         return asyncio.run(_serve(cfg))
     except (OSError, ValueError) as exc:

@@ -38,6 +38,14 @@ turns off glibc's dynamic mmap threshold, which would otherwise rise to the larg
 mmapped chunk: it is fixed at ``MMAP_THRESHOLD`` (1 MiB) instead, so a body up to 1 MiB comes
 from the heap and a bigger one is mapped and unmapped on its own.
 
+Only a process that holds message bodies runs the thread: the one-process broker and the
+workers. A process that serves AMQP in a split layout (the supervisor with ``--workers N`` and
+no front-ends, a front-end) frees each body once it is in a ring or on a socket, so its heap
+stops growing after the first seconds, while the thread's polls (every ``POLL_MIN`` for
+``BURST`` seconds after a growth, each one taking the GIL from the loop) cost ~20 ms of CPU a
+second in every process that runs it (bench/RING_RESULTS.md, issue 8); such a process sets
+glibc's parameters only (``start(thread=False)``).
+
 Not glibc (musl, macOS), no ``MADV_POPULATE_WRITE`` (Linux before 5.14), or a main heap that
 ``brk`` cannot grow (glibc then maps it): nothing is changed, or the thread stops at its first
 failure; the loop takes its faults itself, as it did without this.
@@ -80,6 +88,13 @@ def _libc():
     return mallopt, sbrk, madvise
 
 
+def _name_thread(name: bytes) -> None:
+    try:
+        ctypes.CDLL(None).prctl(15, name, 0, 0, 0)        # PR_SET_NAME, this thread only
+    except (OSError, AttributeError):
+        pass
+
+
 class HeapPrefaulter:
     """The thread that populates the main heap's growth (see the module's docstring)."""
 
@@ -92,12 +107,16 @@ class HeapPrefaulter:
         self._thread = None
         self._fns = _libc()
 
-    def start(self) -> "HeapPrefaulter":
-        """Set glibc's parameters and start the thread; a no-op where either is missing."""
+    def start(self, thread: bool = True) -> "HeapPrefaulter":
+        """Set glibc's parameters and start the thread; a no-op where either is missing.
+        ``thread=False``: the parameters only, for a process that holds no bodies (the
+        thread's looks at the break cost ~2 % of a core while it polls, in every process)."""
         if self._fns is None or self._thread is not None:
             return self
         mallopt, sbrk, madvise = self._fns
         if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TOP_PAD, self.top_pad)):
+            return self
+        if not thread:
             return self
         self._thread = threading.Thread(target=self._run, name="heap-prefault", daemon=True)
         self._thread.start()
@@ -110,6 +129,7 @@ class HeapPrefaulter:
             self._thread = None
 
     def _run(self) -> None:
+        _name_thread(b"heap-prefault")    # as ``top -H`` and /proc/<pid>/task/*/comm show it
         _mallopt, sbrk, madvise = self._fns
         done = sbrk(0) or 0               # the break: pages below it were handed out already
         done -= done % PAGE

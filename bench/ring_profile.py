@@ -20,6 +20,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,9 @@ def main() -> None:
     p.add_argument("--window", type=float, default=8)
     p.add_argument("--py-spy", action="store_true")
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--save", metavar="DIR",
+                   help="keep each process's py-spy samples (DIR/<role>.txt) and CPU µs per "
+                        "message (DIR/cpu.json), for comparing layouts frame by frame")
     p.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
     p.add_argument("--bench", default=next(
         (c for c in (os.path.join(here, "..", "..", "shared", "bench", "amqp_bench.py"),
@@ -177,6 +181,17 @@ def main() -> None:
                     f"{k.split('sys_enter_')[-1]} {v / msgs:.3f}" for k, v in
                     sorted(((k, v) for k, v in perf.items() if "sys_enter_" in k and v),
                            key=lambda kv: -kv[1])))
+            if args.save:
+                os.makedirs(args.save, exist_ok=True)
+                saved = {}
+                for pid in pids:
+                    role = role_of(pid).split()[0]
+                    path = os.path.join(tmp, f"{pid}.txt")
+                    if os.path.exists(path):
+                        shutil.copy(path, os.path.join(args.save, f"{role}.txt"))
+                    saved[role] = 1e6 * (cpu1[pid] - cpu0[pid]) / msgs
+                with open(os.path.join(args.save, "cpu.json"), "w") as f:
+                    json.dump(saved, f)
             if args.py_spy:
                 for pid in pids:
                     path = os.path.join(tmp, f"{pid}.txt")

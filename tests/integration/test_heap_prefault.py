@@ -6,6 +6,9 @@ thread's own faults are not in it) while pika publishes, with confirms, 64 MiB p
 first 64 MiB, in both process layouts. Without the thread every body costs its 16 pages."""
 from __future__ import annotations
 
+import os
+import time
+
 import pika
 import pytest
 
@@ -56,3 +59,37 @@ def test_a_growing_queue_of_64k_bodies_faults_off_the_loop(broker):
         conn.close()
     pages = COUNT * BODY // 4096
     assert faults < pages // 3, f"{faults} faults on the loops for {pages} pages of bodies"
+
+
+def prefaulting(pids) -> set[int]:
+    """The processes among ``pids`` that run the heap-prefault thread (named by prctl)."""
+    out = set()
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    if f.read().strip() == "heap-prefault":
+                        out.add(pid)
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize("layout", ["one process", "--workers 1", "2 workers + 2 front-ends"])
+def test_only_the_processes_that_hold_bodies_run_the_prefault_thread(tmp_path, layout):
+    """Its polls cost every process that runs it (issue 8: ~20 ms of CPU a second while the
+    heap grew in the last 30 s); a process that serves AMQP in a split layout holds no body
+    past its ring or socket write, so only the one process or the workers run it."""
+    args = {"--workers 1": ("--workers", "1", "--frontends", "0")}.get(layout, LAYOUTS.get(layout))
+    with BrokerProcess(tmp_path, *args) as b:
+        everyone = session_members(b.proc.pid)
+        expected = set(b.worker_pids) or {b.proc.pid}
+        assert len(everyone) == 1 + len(b.worker_pids) + len(b.frontend_pids)
+        deadline = time.monotonic() + 30
+        while prefaulting(everyone) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)    # polling a condition: the threads name themselves as they start
+        assert prefaulting(everyone) == expected
