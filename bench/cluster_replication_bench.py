@@ -14,11 +14,12 @@ interleaved between the queues of one cluster:
 
 * ``1-by-1``: pika publishing persistent messages one at a time, each waiting for its
   confirm: p50 / p99 round trip, msg/s;
-* ``window``: aiormq publishing with up to ``--window`` confirms in flight (one task per
-  message): p50 / p99 publish-to-confirm, msg/s (shows the broker, not the client's wait);
-* ``e2e``: the same windowed publisher with a consumer in another process (aiormq,
-  prefetch = window, multiple acks every 64) on the same queue, from the first publish to
-  the last delivery: msg/s;
+* ``window``: the shared harness's raw client (``/work/shared/bench/rawamqp.py``: frames
+  pre-encoded, confirms parsed by hand) publishing with up to ``--window`` confirms in
+  flight: p50 / p99 publish-to-confirm, msg/s (the broker, not the client, bounds it);
+* ``e2e``: the same windowed publisher with a raw consumer in another process (prefetch =
+  window, multiple acks every 64) on the same queue, from the first publish to the last
+  delivery: msg/s;
 
 and the CPU seconds all broker processes spent per message, over each node's process tree
 (``/proc/<pid>/stat``; etcd not counted: it idles), for the 1-by-1 and the window phase.
@@ -35,17 +36,15 @@ import statistics
 import sys
 import time
 
-import aiormq
 import pika
-from pamqp import commands as spec
 
+SHARED_BENCH = "/work/shared/bench"
 sys.path.insert(0, ".")
+sys.path.insert(0, SHARED_BENCH)
+import rawamqp  # noqa: E402  (the shared harness's client: the broker, not the client, bounds)
 from amqpbroker.testing.cluster import LocalCluster  # noqa: E402
 from bench.cluster_forward_bench import cpu  # noqa: E402
 from bench.rabbitmq_cluster import RabbitCluster  # noqa: E402
-
-PERSISTENT = spec.Basic.Properties(delivery_mode=2)
-
 
 def one_by_one(url: str, queue: str, n: int, body: bytes) -> list[float]:
     conn = pika.BlockingConnection(pika.URLParameters(url))
@@ -61,64 +60,80 @@ def one_by_one(url: str, queue: str, n: int, body: bytes) -> list[float]:
     return out
 
 
-async def _windowed(url: str, queue: str, n: int, body: bytes, window: int):
-    conn = await aiormq.connect(url)
-    ch = await conn.channel()               # publisher confirms on
-    sem = asyncio.Semaphore(window)
+async def _windowed(url: str, queue: str, n: int, size: int, window: int):
+    """``n`` persistent messages with up to ``window`` confirms in flight: (publish-to-confirm
+    latencies, seconds from the first publish to the last confirm)."""
+    conn = await rawamqp.connect(url)
+    ch = await conn.channel()
+    await ch.confirm_select()
+    prefix, suffix = rawamqp.build_publish(ch.number, "", queue, size, conn.frame_max,
+                                           delivery_mode=2)
+    frame = prefix + suffix
+    sent: dict[int, int] = {}               # delivery tag -> monotonic_ns when sent
     lat: list[float] = []
-    nacks = 0
+    state = {"acked": 0, "nacked": 0, "oldest": 1}
+    room = asyncio.Event()
+    done = asyncio.get_running_loop().create_future()
 
-    async def one():
-        nonlocal nacks
-        t = time.perf_counter()
-        try:
-            r = await ch.basic_publish(body, routing_key=queue, properties=PERSISTENT)
-            if not isinstance(r, spec.Basic.Ack):
-                nacks += 1
-            lat.append(time.perf_counter() - t)
-        finally:
-            sem.release()
-    tasks = []
-    start = time.perf_counter()
-    for _ in range(n):
-        await sem.acquire()
-        tasks.append(asyncio.ensure_future(one()))
-    await asyncio.gather(*tasks)
-    took = time.perf_counter() - start
+    def on_confirm(tag, multiple, ack, now):
+        first = state["oldest"] if multiple else tag
+        for t in range(first, tag + 1):
+            ts = sent.pop(t, None)
+            if ts is not None:
+                lat.append((now - ts) / 1e9)
+                state["acked" if ack else "nacked"] += 1
+        while state["oldest"] not in sent and state["oldest"] <= tag:
+            state["oldest"] += 1
+        if len(sent) < window:
+            room.set()
+        if state["acked"] + state["nacked"] == n and not done.done():
+            done.set_result(time.monotonic_ns())
+    ch.on_confirm = on_confirm
+    start = time.monotonic_ns()
+    for tag in range(1, n + 1):
+        while len(sent) >= window:
+            room.clear()
+            await room.wait()
+        sent[tag] = time.monotonic_ns()
+        conn.write(frame)
+        if conn.paused:
+            await conn.wait_writable()
+    end = await asyncio.wait_for(done, 300)
     await conn.close()
-    assert not nacks, f"{nacks} nacked"
-    return lat, took
+    assert not state["nacked"], f"{state['nacked']} nacked"
+    return lat, (end - start) / 1e9
 
 
-def windowed(url, queue, n, body, window):
-    return asyncio.run(_windowed(url, queue, n, body, window))
+def windowed(url, queue, n, size, window):
+    return asyncio.run(_windowed(url, queue, n, size, window))
 
 
 async def _consume(url: str, queue: str, n: int, prefetch: int, ready, done) -> None:
-    conn = await aiormq.connect(url)
+    conn = await rawamqp.connect(url)
     ch = await conn.channel()
-    await ch.basic_qos(prefetch_count=prefetch)
-    got = 0
+    await ch.qos(prefetch)
     finished = asyncio.get_running_loop().create_future()
+    got = [0]
 
-    async def on_message(msg):
-        nonlocal got
-        got += 1
-        if got % 64 == 0 or got == n:
-            await ch.basic_ack(msg.delivery_tag, multiple=True)
-        if got == n and not finished.done():
+    def on_message(tag, stamp, now, size):
+        got[0] += 1
+        if got[0] % 64 == 0 or got[0] == n:
+            ch.ack(tag, multiple=True)
+        if got[0] == n and not finished.done():
             finished.set_result(time.perf_counter())
-    await ch.basic_consume(queue, on_message)
+    ch.on_message = on_message
+    await ch.consume(queue)
     ready.set()
     done.put(await finished)
     await conn.close()
 
 
 def _consumer_main(url, queue, n, prefetch, ready, done) -> None:
+    sys.path.insert(0, SHARED_BENCH)
     asyncio.run(_consume(url, queue, n, prefetch, ready, done))
 
 
-def end_to_end(url: str, queue: str, n: int, body: bytes, window: int) -> float:
+def end_to_end(url: str, queue: str, n: int, size: int, window: int) -> float:
     ctx = multiprocessing.get_context("spawn")
     ready, done = ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=_consumer_main, args=(url, queue, n, window, ready, done))
@@ -127,7 +142,7 @@ def end_to_end(url: str, queue: str, n: int, body: bytes, window: int) -> float:
         if not ready.wait(60):
             raise TimeoutError("consumer did not start")
         start = time.perf_counter()
-        windowed(url, queue, n, body, window)
+        windowed(url, queue, n, size, window)
         last = done.get(timeout=300)
     finally:
         proc.join(30)
@@ -144,10 +159,10 @@ def measure(label: str, url: str, queue: str, pids_of, args, body, results) -> N
     c1 = cpu(pids)
     drain(url, queue, args.messages)
     c2 = cpu(pids)
-    wlat, took = windowed(url, queue, args.window_messages, body, args.window)
+    wlat, took = windowed(url, queue, args.window_messages, args.size, args.window)
     c3 = cpu(pids)
     drain(url, queue, args.window_messages)
-    e2e = end_to_end(url, queue, args.window_messages, body, args.window)
+    e2e = end_to_end(url, queue, args.window_messages, args.size, args.window)
     wlat.sort()
     lat.sort()
     results.setdefault(label, []).append(dict(
@@ -235,7 +250,7 @@ def main() -> int:
         rabbitmq(args, body, results)
     print(f"\n{args.size} B persistent; 1-by-1: {args.messages} messages (pika, a confirm each); "
           f"window: {args.window_messages} messages, {args.window} confirms in flight "
-          f"(aiormq); medians of {args.rounds} rounds; CPU: every node of the cluster\n")
+          f"(raw client); medians of {args.rounds} rounds; CPU: every node of the cluster\n")
     print("| queue | 1-by-1 p50 | p99 | msg/s | CPU/msg | window p50 | p99 | msg/s | CPU/msg "
           "| e2e msg/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
