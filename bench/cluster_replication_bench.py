@@ -152,24 +152,39 @@ def end_to_end(url: str, queue: str, n: int, size: int, window: int) -> float:
     return n / (last - start)
 
 
+def cpu_times(pids) -> dict[int, float]:
+    """CPU seconds (user + system) of each process still there."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu([pid])
+        except (FileNotFoundError, ProcessLookupError):
+            pass                # a short-lived helper (RabbitMQ's inet_gethost, a shell)
+    return out
+
+
+def spent(before: dict, after: dict) -> float:
+    return sum(after[p] - before[p] for p in before if p in after)
+
+
 def measure(label: str, url: str, queue: str, pids_of, args, body, results) -> None:
     pids = pids_of()
-    c0 = cpu(pids)
+    c0 = cpu_times(pids)
     lat = one_by_one(url, queue, args.messages, body)
-    c1 = cpu(pids)
+    c1 = cpu_times(pids)
     drain(url, queue, args.messages)
-    c2 = cpu(pids)
+    c2 = cpu_times(pids)
     wlat, took = windowed(url, queue, args.window_messages, args.size, args.window)
-    c3 = cpu(pids)
+    c3 = cpu_times(pids)
     drain(url, queue, args.window_messages)
     e2e = end_to_end(url, queue, args.window_messages, args.size, args.window)
     wlat.sort()
     lat.sort()
     results.setdefault(label, []).append(dict(
         p50=lat[len(lat) // 2], p99=lat[int(len(lat) * 0.99)], rate=len(lat) / sum(lat),
-        cpu=(c1 - c0) / args.messages,
+        cpu=spent(c0, c1) / args.messages,
         wp50=wlat[len(wlat) // 2], wp99=wlat[int(len(wlat) * 0.99)],
-        wrate=args.window_messages / took, wcpu=(c3 - c2) / args.window_messages, e2e=e2e))
+        wrate=args.window_messages / took, wcpu=spent(c2, c3) / args.window_messages, e2e=e2e))
     print(label, {k: round(v, 6) for k, v in results[label][-1].items()}, flush=True)
 
 
