@@ -19,7 +19,9 @@ a role from its ``partitions/`` key:
   offset; it only grows. The host confirms a publish when the HW passes its offset
   (``PartitionHost.replicated``), and nacks it at once when the ISR is smaller than
   ``min_isr`` (``accepting``); consumers see only offsets below it (``Queue.visible_end``).
-  The HW moves only while this node holds its etcd lease (fencing).
+  The HW moves only while this node holds its etcd lease (fencing). A publish the HW has not
+  passed within ``--replica-confirm-timeout`` is nacked (``_expire``: Kafka's
+  ``request.timeout.ms``; the message stays in the log).
 * **Follower** (``Follower``): a task that dials the leader's cluster port, opens the queue
   and long-polls ``Fetch(offset = its log end, last_epoch = the epoch it follows)``; it
   appends each fetched batch as one batch (same base offset, same records: the same bytes),
