@@ -111,6 +111,9 @@ FLAGS = [
     ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "
                                 "leader before the leader removes it from the in-sync "
                                 "replicas (default 10)"),
+    ("replica_confirm_timeout", float, "seconds a publish to a replicated queue may wait for "
+                                       "its in-sync replicas before it is nacked (Kafka's "
+                                       "request.timeout.ms; default 30)"),
 ]
 
 

@@ -19,7 +19,9 @@ a role from its ``partitions/`` key:
   offset; it only grows. The host confirms a publish when the HW passes its offset
   (``PartitionHost.replicated``), and nacks it at once when the ISR is smaller than
   ``min_isr`` (``accepting``); consumers see only offsets below it (``Queue.visible_end``).
-  The HW moves only while this node holds its etcd lease (fencing).
+  The HW moves only while this node holds its etcd lease (fencing). A publish the HW has not
+  passed within ``--replica-confirm-timeout`` is nacked (``_expire``: Kafka's
+  ``request.timeout.ms``; the message stays in the log).
 * **Follower** (``Follower``): a task that dials the leader's cluster port, opens the queue
   and long-polls ``Fetch(offset = its log end, last_epoch = the epoch it follows)``; it
   appends each fetched batch as one batch (same base offset, same records: the same bytes),
@@ -45,11 +47,13 @@ start (segments the leader deleted once acked) stops following, logged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 import logging
 import os
 import time
+from urllib.parse import unquote
 
 from .. import contract as c
 from ..links.tcp import StreamEndpoint
@@ -57,7 +61,7 @@ from ..storage.errors import OffsetOutOfRange
 from ..storage.fileformat import fsync_dir
 from ..worker.queue import Queue
 from .etcd import EtcdError, compare, put_op
-from .placement import queue_entry
+from .placement import PARTITIONS, queue_entry
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -238,6 +242,28 @@ class Replication:
             out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
         return out
 
+    def led_partitions(self) -> list[dict]:
+        """The replicated partitions this node leads, for the metrics (``mgmt/prometheus.py``):
+        vhost, topic (the queue, or a topic's name) and partition, the replicas, the ISR,
+        and per follower the messages it is behind our durable log end and the seconds since
+        its last fetch (None: none yet). Each leader reports its partitions: a scrape of
+        every node sees each led partition once."""
+        now = time.monotonic()
+        out = []
+        for role in list(self.leading.values()):
+            q = role.queue
+            if role.stopped or q.deleted:
+                continue
+            vhost, topic, i = (unquote(x) for x in role.pkey[len(PARTITIONS):].split("/"))
+            end = q.store.log.durable_offset
+            out.append({
+                "vhost": vhost, "topic": topic, "partition": i, "leader": self.node.name,
+                "replicas": list(role.replicas), "isr": list(role.isr),
+                "followers": {r: (max(0, end - role.leo.get(r, 0)),
+                                  now - role.fetched[r] if r in role.fetched else None)
+                              for r in role.replicas if r != self.node.name}})
+        return out
+
     async def close(self) -> None:
         self.closed = True
         if self._retry is not None:
@@ -265,6 +291,12 @@ class Leader:
         self.fetched: dict[str, float] = {}     # follower -> when it last fetched
         self.started = time.monotonic()
         self.lag_time = float(getattr(repl.node.cfg, "replica_lag_time", 10.0) or 10.0)
+        # publishes still below the HW this long after they were stored are nacked
+        # (Kafka's request.timeout.ms): (log end, when) marks, one per ISR check
+        self.confirm_timeout = float(getattr(repl.node.cfg, "replica_confirm_timeout", 30.0)
+                                     or 30.0)
+        self._marks: collections.deque = collections.deque()
+        self.expired_below = 0                  # offsets below it, above the HW: nacked
         self._isr_write: asyncio.Task | None = None
         self._isr_timer = host.loop.call_later(self._isr_every, self._check_isr)
         self.sent_acks: dict[str, tuple] = {}   # follower -> the ack state last sent
@@ -296,7 +328,33 @@ class Leader:
         """Confirm (True), nack (False: leadership lost), or wait (None)."""
         if self.stopped:
             return False
-        return True if offset < self.hw else None
+        if offset < self.hw:
+            return True
+        return False if offset < self.expired_below else None
+
+    def _expire(self, now: float) -> None:
+        """Nack the publishes waiting for a HW that has not passed them within
+        ``confirm_timeout`` of being stored (the ISR fell below ``min_isr`` after they were
+        accepted, the lease is gone, followers stall): a mark (end, t) says every offset below
+        ``end`` was stored by ``t``, so the nack comes between the timeout and the timeout plus
+        one ISR check (``_isr_every``). As Kafka's timed-out produce, a nacked message stays
+        in the log: the HW may still pass it later, and consumers then get it."""
+        marks = self._marks
+        hw = self.hw
+        while marks and marks[0][0] <= hw:
+            marks.popleft()
+        end = self.queue.store.log.end_offset
+        if end > max(hw, marks[-1][0] if marks else 0):
+            marks.append((end, now))
+        expired = self.expired_below
+        while marks and now - marks[0][1] >= self.confirm_timeout:
+            expired = max(expired, marks.popleft()[0])
+        if expired > self.expired_below:
+            log.warning("%s: publishes at offsets %d..%d not replicated within %.0f s (ISR %s, "
+                        "min %d): nacked", self.pkey, max(hw, self.expired_below), expired - 1,
+                        self.confirm_timeout, ",".join(self.isr), self.min_isr)
+            self.expired_below = expired
+            self.host.replicated()
 
     # ------------------------------------------------------------ high watermark
     def advance(self) -> None:
@@ -396,7 +454,7 @@ class Leader:
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
     def _isr_every(self) -> float:
-        return max(0.1, min(1.0, self.lag_time / 4))
+        return max(0.1, min(1.0, self.lag_time / 4, self.confirm_timeout / 4))
 
     def _check_isr(self) -> None:
         """A follower that has not reached our log end for ``replica_lag_time`` leaves the
@@ -404,11 +462,12 @@ class Leader:
         if self.stopped:
             return
         self._isr_timer = self.host.loop.call_later(self._isr_every, self._check_isr)
+        now = time.monotonic()
+        self._expire(now)
         if self._isr_write is not None and not self._isr_write.done():
             return
         if not self.repl.node.holds_lease():
             return
-        now = time.monotonic()
         lagging = {r for r in self.isr if r != self.me
                    and now - self.caught_up.get(r, self.started) > self.lag_time}
         back = {r for r in self.replicas if r not in self.isr and r in self.leo

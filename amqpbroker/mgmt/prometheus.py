@@ -340,6 +340,9 @@ class PrometheusServer:
         out.append(sizes)
         out += self._own_families(snap)
         out += consumer_group_families(getattr(snap, "consumer_groups", []))
+        replication = getattr(getattr(b, "cluster", None), "replication", None)
+        if replication is not None:
+            out += replication_families(replication.led_partitions())
         return out
 
     def _node_gauges(self, prefix: str, groups, snap) -> list:
@@ -511,6 +514,54 @@ def consumer_group_families(described: list[dict]) -> list:
                 if p.get("log_start_offset") is not None:
                     start.add_metric(list(where), p["log_start_offset"])
     return [lag, current, members, end, start]
+
+
+def replication_families(led: list[dict]) -> list:
+    """A cluster's replicated partitions this node leads (``Replication.led_partitions``),
+    as kafka_exporter names them (plus ``vhost``; a quorum queue is topic ``<queue>``,
+    partition 0): ``kafka_topic_partition_replicas``, ``_in_sync_replica``,
+    ``_under_replicated_partition`` (1 while the ISR is smaller than the replicas),
+    ``_leader`` (our nodes have names, not numeric broker IDs: the value is the leader's
+    index in the replica list, 0 for the preferred replica, and label ``leader`` names it)
+    and ``_leader_is_preferred``; per follower (label ``replica``) ours:
+    ``amqpbroker_replica_lag_messages`` (messages behind the leader's durable log end),
+    ``amqpbroker_replica_last_fetch_seconds`` (since its last fetch; absent before the
+    first) and ``amqpbroker_replica_in_sync``. Only the leader reports a partition, so a
+    scrape of every node sees each led partition once."""
+    labels = ["vhost", "topic", "partition"]
+    replicas = _G("kafka_topic_partition_replicas", "Number of Replicas for this Topic/Partition",
+                  labels=labels)
+    in_sync = _G("kafka_topic_partition_in_sync_replica",
+                 "Number of In-Sync Replicas for this Topic/Partition", labels=labels)
+    under = _G("kafka_topic_partition_under_replicated_partition",
+               "1 if Topic/Partition is under Replicated", labels=labels)
+    leader = _G("kafka_topic_partition_leader", "Leader Broker ID of this Topic/Partition",
+                labels=labels + ["leader"])
+    preferred = _G("kafka_topic_partition_leader_is_preferred",
+                   "1 if Topic/Partition is using the Preferred Broker", labels=labels)
+    f_labels = labels + ["replica"]
+    lag = _G("amqpbroker_replica_lag_messages",
+             "Messages a follower replica is behind its leader's durable log end",
+             labels=f_labels)
+    age = _G("amqpbroker_replica_last_fetch_seconds",
+             "Seconds since a follower replica last fetched from its leader", labels=f_labels)
+    synced = _G("amqpbroker_replica_in_sync",
+                "1 if the follower replica is in the in-sync replica set", labels=f_labels)
+    for p in led:
+        where = [p["vhost"], p["topic"], str(p["partition"])]
+        reps = p["replicas"]
+        index = reps.index(p["leader"]) if p["leader"] in reps else -1
+        replicas.add_metric(where, len(reps))
+        in_sync.add_metric(where, len(p["isr"]))
+        under.add_metric(where, int(len(p["isr"]) < len(reps)))
+        leader.add_metric(where + [p["leader"]], index)
+        preferred.add_metric(where, int(index == 0))
+        for r, (behind, since) in p["followers"].items():
+            lag.add_metric(where + [r], behind)
+            if since is not None:
+                age.add_metric(where + [r], since)
+            synced.add_metric(where + [r], int(r in p["isr"]))
+    return [replicas, in_sync, under, leader, preferred, lag, age, synced]
 
 
 # ============================================================================ helpers
