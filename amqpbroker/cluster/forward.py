@@ -188,6 +188,9 @@ class Forwarder:
         self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
         self.replication = None             # replication.Replication (the node sets it)
+        self._routes = None                 # contract.Leaders for the front-ends, and
+        self._told: dict[int, tuple] = {}   # front-end index -> (its channel, Leaders told)
+        broker.forwarder = self
 
     # ------------------------------------------------------------ the calling side
     def review(self) -> None:
@@ -200,18 +203,9 @@ class Forwarder:
     def _review(self) -> None:
         if self.closed:
             return
-        me = self.node.name
         for vh in list(self.broker.vhosts.values()):
             for q in list(vh.queues.values()):
-                if q.deleted or q.exclusive_owner is not None:
-                    continue            # exclusive queues live on their connection's node
-                leader = self.leader_of(vh.name, q.name)
-                if not leader:
-                    continue
-                target = (self.broker.place(vh, q.name) if leader == me
-                          else self.remote(leader, self.worker_on(leader, vh.name, q.name)))
-                if q.client is not target:
-                    self.move(q, target)
+                self._point(vh, q)
         for q, (client, qid) in list(self.local_copies.items()):
             if q.deleted:                   # deleted in the cluster: this node's copy too
                 del self.local_copies[q]
@@ -222,6 +216,52 @@ class Forwarder:
                 del self.remotes[name]
             elif not client.connected:
                 client.dial()
+        self._routes = None
+        self.tell_frontends()
+
+    def _point(self, vh, q) -> None:
+        """Point one queue at its partition's leader."""
+        if q.deleted or q.exclusive_owner is not None:
+            return                      # exclusive queues live on their connection's node
+        leader = self.leader_of(vh.name, q.name)
+        if not leader:
+            return
+        target = (self.broker.place(vh, q.name) if leader == self.node.name
+                  else self.remote(leader, self.worker_on(leader, vh.name, q.name)))
+        if q.client is not target:
+            self.move(q, target)
+
+    def review_queue(self, vhost: str, name: str) -> None:
+        """Point one queue (a front-end applied its ``QueueOp`` after the ``Leaders``)."""
+        vh = self.broker.vhosts.get(vhost)
+        q = vh.queues.get(name) if vh is not None else None
+        if q is not None:
+            self._point(vh, q)
+            for client in self.remotes.values():
+                if client.refs and not client.connected:
+                    client.dial()
+
+    def tell_frontends(self) -> None:
+        """Front-end processes forward as this broker does: they are told which queues it
+        forwards, to which node (``contract.Leaders``), when that changed or they restarted."""
+        frontends = getattr(self.broker, "frontends", None)
+        if not frontends or self.closed:
+            return
+        if self._routes is None:
+            nodes = {}
+            leaders = []
+            for (node, worker), client in self.remotes.items():
+                reg = self.registration(node) or {}
+                nodes[node] = [reg.get("host"), reg.get("cluster_port"), reg.get("workers")]
+                for q in client.refs.values():
+                    leaders.append([q.vhost.name, q.name, node])
+            self._routes = c.Leaders(node=self.node.name, nodes=nodes, leaders=leaders)
+        for fe in frontends:
+            told = self._told.get(fe.index)
+            if fe.control is not None and (told is None or told[0] is not fe.control
+                                           or told[1] != self._routes):
+                self._told[fe.index] = (fe.control, self._routes)
+                fe.control.notify(self._routes)
 
     def drop_local_copy(self, q, client, qid: int) -> None:
         """Remove the files of this node's copy of a deleted queue that another node led, as
@@ -556,3 +596,39 @@ class WorkerRelay:
     def detach(self, state) -> None:
         self.worker.remove_link(self.name)
         self.endpoint.close()
+
+
+class FrontendForwarder(Forwarder):
+    """The calling half in a front-end process (``--frontends N``): the queues the
+    supervisor's broker forwards, and to which node, come from the supervisor
+    (``contract.Leaders``: its routes, so both make the same choice) instead of an etcd
+    view; this process dials the leaders' workers itself. It serves no cluster port, runs
+    no replication, and leaves the files of a deleted queue's copy to the supervisor."""
+
+    def __init__(self, broker):
+        super().__init__(_Named(), broker)
+        self.nodes: dict[str, dict] = {}
+        self.leaders: dict[tuple[str, str], str] = {}
+
+    def update(self, m: c.Leaders) -> None:
+        self.node.name = m.node
+        self.nodes = {n: {"host": host, "cluster_port": port, "workers": workers}
+                      for n, (host, port, workers) in m.nodes.items()}
+        self.leaders = {(vhost, name): node for vhost, name, node in m.leaders}
+        self.review()
+
+    def leader_of(self, vhost: str, queue: str) -> str | None:
+        return self.leaders.get((vhost, queue), self.node.name)
+
+    def registration(self, node: str) -> dict | None:
+        return self.nodes.get(node)
+
+    def drop_local_copy(self, q, client, qid: int) -> None:
+        """The supervisor removes the copy's files."""
+
+    def tell_frontends(self) -> None:
+        pass
+
+
+class _Named:
+    name = ""

@@ -341,6 +341,7 @@ class Replication(Roles):
             self.review()                   # a restarted worker: its roles again
         else:
             self._tell_lease()
+        self.forwarder.tell_frontends()     # a restarted front-end: where queues are led
 
     def on_fetch(self, link, m: c.Fetch, local_qid: int | None) -> None:
         """A follower's fetch on a cluster link (``ForwardedLink``), its qid mapped."""

@@ -41,6 +41,8 @@ class Broker:
         self.users = Users()
         self.vhosts: dict[str, VirtualHost] = {}
         self.sessions: set = set()
+        # cluster/forward.py's Forwarder in a cluster (the supervisor's, or a front-end's)
+        self.forwarder = None
         # while a session handles a read: the other sessions it gave output to (a delivery),
         # written when that read is handled rather than at the end of the loop turn
         self.written_to: list | None = None
