@@ -398,6 +398,10 @@ ReplicaRole = message(93, "replica_role", ("qid", "u32"), ("node", "str"), ("key
 # supervisor -> every worker: this node holds its etcd lease until loop time ``until``
 # (CLOCK_MONOTONIC, the same clock in every process of the machine); 0 while fenced
 LeaseUntil = message(94, "lease_until", ("until", "any"))
+# supervisor -> worker: its replica of queue ``qid`` for /api/partitions (``replica`` in
+# cluster/replication.py), None when it has no role
+ReplicaDescribe = message(97, "replica_describe", ("qid", "u32"), ("checksum", "bool"),
+                          request=True)
 # worker -> supervisor (control channel): a leader's ISR change, written to etcd by the
 # supervisor in one txn that holds only while the key still names ``leader`` at ``epoch``
 IsrChange = message(95, "isr_change", ("key", "str"), ("leader", "str"), ("epoch", "u32"),
@@ -435,7 +439,7 @@ FrontendCounters = message(39, "frontend_counters", request=True)
 
 TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
                CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters, Leaders)
-TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaRole, LeaseUntil)
+TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaRole, LeaseUntil, ReplicaDescribe)
 FROM_WORKER = (IsrChange,)
 
 # =================================================================== counts

@@ -62,6 +62,7 @@ import os
 import time
 
 from .. import contract as c
+from .. import errors
 from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
 from ..storage.fileformat import fsync_dir
@@ -349,7 +350,31 @@ class Replication(Roles):
         self._fetch(link, m, host.queues.get(local_qid) if host is not None and local_qid
                     else None)
 
-    def describe(self, vhost: str, queue: str, checksum: bool = False) -> dict | None:
+    def describe(self, vhost: str, queue: str, checksum: bool = False):
+        """``replica`` below; with worker processes, a coroutine asking the worker that
+        hosts the queue (``ReplicaDescribe``)."""
+        if self.forwarder.local_host() is None:
+            return self._ask_worker(vhost, queue, checksum)
+        return self.replica(vhost, queue, checksum)
+
+    async def _ask_worker(self, vhost: str, queue: str, checksum: bool) -> dict | None:
+        from .forward import RemoteClient
+        vh = self.broker.vhosts.get(vhost)
+        ref = vh.queues.get(queue) if vh is not None else None
+        saved = self.forwarder.local_copies.get(ref) if ref is not None else None
+        client, qid = saved if saved is not None else (getattr(ref, "client", None),
+                                                       getattr(ref, "qid", 0))
+        workers = getattr(self.broker, "workers", None) or ()
+        if client is None or isinstance(client, RemoteClient) or client.index >= len(workers) \
+                or workers[client.index].control is None:
+            return None
+        try:
+            return await workers[client.index].control.request(
+                c.ReplicaDescribe, qid=qid, checksum=checksum)
+        except errors.AMQPError:
+            return None                     # the worker is restarting
+
+    def replica(self, vhost: str, queue: str, checksum: bool = False) -> dict | None:
         """This node's replica of a replicated queue, for ``/api/partitions``: role, epoch,
         log end, high watermark; the leader adds each follower's LEO, lag and ISR
         membership; ``checksum``: CRC32C of the log's batches from its start to the HW."""
@@ -362,8 +387,8 @@ class Replication(Roles):
             return None
         log_ = q.store.log
         leader = isinstance(role, Leader)
-        out = {"node": self.node.name, "role": "leader" if leader else "follower",
-               "leader": self.node.name if leader else role.leader,
+        out = {"node": self.me, "role": "leader" if leader else "follower",
+               "leader": self.me if leader else role.leader,
                "leader_epoch": role.epoch, "log_start_offset": log_.start_offset,
                "log_end_offset": log_.end_offset, "high_watermark": role.hw}
         if leader:
@@ -376,7 +401,7 @@ class Replication(Roles):
                     "in_sync": r in role.isr,
                     "last_fetch_ms_ago": (round((now - role.fetched[r]) * 1000)
                                           if r in role.fetched else None)}
-                for r in role.replicas if r != self.node.name}
+                for r in role.replicas if r != self.me}
         else:
             out["diverged"] = role.diverged
         if checksum:
@@ -469,6 +494,13 @@ class WorkerReplicas(Roles):
     def _again(self, m: c.ReplicaRole) -> None:
         if self.told.get(m.qid) is m and not self.closed:
             self.on_replica_role(m)
+
+    def on_replica_describe(self, m: c.ReplicaDescribe) -> dict | None:
+        q = self.host.queues.get(m.qid)
+        if q is None:
+            return None
+        # the supervisor's ``replica`` (one copy): it reads only the roles and ``me``
+        return Replication.replica(self, q.vhost_name, q.name, m.checksum)
 
     # ------------------------------------------------------------ on relayed links
     @staticmethod

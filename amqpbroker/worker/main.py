@@ -58,6 +58,10 @@ async def serve(spec: dict) -> None:
             replicas.on_lease_until(m)
 
         @staticmethod
+        def on_replica_describe(m: c.ReplicaDescribe):
+            return replicas.on_replica_describe(m) if replicas is not None else None
+
+        @staticmethod
         def on_link_frontend(m: c.LinkFrontend):
             attach(m.name, control.recv_fds(6))
 

@@ -257,3 +257,7 @@ def test_in_every_layout_confirmed_messages_survive_the_leader_killed(layout_clu
 
 def test_in_every_layout_publishes_with_too_few_in_sync_replicas_are_nacked(layout_cluster):
     test_publishes_with_too_few_in_sync_replicas_are_nacked(layout_cluster)
+
+
+def test_in_every_layout_a_followers_log_is_byte_identical_to_the_leaders(layout_cluster):
+    test_a_followers_log_is_byte_identical_to_the_leaders(layout_cluster)
