@@ -63,6 +63,8 @@ log = logging.getLogger("amqpbroker.cluster")
 RETRY = 0.5                 # seconds between dials of a node that does not answer
 CONNECT_TIMEOUT = 3.0
 OPEN_WAIT = 5.0             # how long an Open waits for this node to apply the queue
+OPEN_AGAIN = 0.1            # seconds before an Open refused as "not led by" is sent again
+NOT_LED = "is not led by node"
 _EPOCHS = itertools.count(1)
 
 
@@ -87,6 +89,33 @@ class RemoteClient(PartitionClient):
 
     def on_alarm(self, m: c.Alarm) -> None:
         """The leader's disk alarm blocks its own publishers; this node's are its own."""
+
+    def request(self, cls, **fields):
+        fut = super().request(cls, **fields)
+        if cls is c.Open:
+            fut.add_done_callback(functools.partial(self._open_answered, fields["qid"],
+                                                    self.loop.time()))
+        return fut
+
+    def _open_answered(self, qid: int, since: float, fut) -> None:
+        """The leader refused an Open because its view still shows another leader: this
+        node saw the change first. Open again shortly (the leader maps it once its view
+        caught up; the ref's ``down`` clears), for up to OPEN_WAIT."""
+        if fut.cancelled() or fut.exception() is None \
+                or NOT_LED not in str(getattr(fut.exception(), "text", fut.exception())):
+            return
+        if self.loop.time() - since < OPEN_WAIT:
+            self.loop.call_later(OPEN_AGAIN, self._open_again, qid, since)
+
+    def _open_again(self, qid: int, since: float) -> None:
+        ref = self.refs.get(qid)
+        if ref is None or ref.client is not self or ref.deleted or self.forwarder.closed:
+            return
+        ref.opened = fut = super().request(
+            c.Open, qid=qid, vhost=ref.vhost.name, name=ref.name, durable=ref.durable,
+            auto_delete=ref.auto_delete, arguments=ref.arguments, directory=ref.directory)
+        fut.add_done_callback(ref._open_done)
+        fut.add_done_callback(functools.partial(self._open_answered, qid, since))
 
     def dial(self) -> None:
         """Dial the node unless linked; what is sent meanwhile waits (``Pending``)."""
@@ -419,6 +448,7 @@ class ForwardedLink:
         self.back: dict[int, int] = {}      # local qid -> remote qid (the latest)
         self.keyed: dict[int, None] = {}    # reqs whose reply is a dict by local qid
         self.held: list | None = None       # commands behind an Open that waits (in order)
+        self.refused: dict[int, c.Open] = {}    # remote qid -> its Open refused "not led"
         self._waiting_since = 0.0
 
     # ------------------------------------------------------------ commands in
@@ -435,6 +465,8 @@ class ForwardedLink:
             kind = type(m)
             if kind is c.Pub or kind is c.Ack or kind is c.Reject:
                 local = qids.get(m.qid)
+                if local is None:
+                    local = self._remap(m.qid)
                 if local is None and kind is c.Pub:
                     # its Open failed (or never came): nacked, never confirmed unstored
                     if out:
@@ -451,13 +483,14 @@ class ForwardedLink:
                     self.forwarder.broker.loop.call_later(0.05, self._retry)
                     return
             elif kind is c.Fetch:           # a follower's (replication.py)
+                local = qids.get(m.qid) or self._remap(m.qid)
                 if type(self.host) is WorkerRelay:
-                    out.append(m._replace(qid=qids.get(m.qid, 0)))
+                    out.append(m._replace(qid=local or 0))
                     continue
                 if out:
                     self.host.handle(self.state, out)
                     out = []
-                self.forwarder.replication.on_fetch(self, m, qids.get(m.qid))
+                self.forwarder.replication.on_fetch(self, m, local)
             elif kind is c.NodeHello:
                 self.node = m.node
                 if self.host is None:
@@ -476,7 +509,7 @@ class ForwardedLink:
                 self.keyed[m.req] = None
                 out.append(m._replace(qids=[qids.get(q, 0) for q in m.qids]))
             elif "qid" in m._fields:
-                out.append(m._replace(qid=qids.get(m.qid, 0)))
+                out.append(m._replace(qid=qids.get(m.qid) or self._remap(m.qid) or 0))
             else:
                 out.append(m)
         if out:
@@ -493,8 +526,9 @@ class ForwardedLink:
         if q is None and self.forwarder.led_elsewhere(m.vhost, m.name):
             # the two nodes' views of its leader differ for a moment: answer at once (the
             # caller follows the leader when its view catches up), never hold the link
-            err = errors.NotFound(f"queue '{m.name}' in vhost '{m.vhost}' is not led by "
-                                  f"node '{self.forwarder.node.name}'")
+            err = errors.NotFound(f"queue '{m.name}' in vhost '{m.vhost}' {NOT_LED} "
+                                  f"'{self.forwarder.node.name}'")
+            self.refused[m.qid] = m         # our view may be the one behind: _remap
             if m.req:
                 self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(err)))
             return True
@@ -512,11 +546,28 @@ class ForwardedLink:
                 self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(err)))
             return True
         self._waiting_since = 0.0
+        self.refused.pop(m.qid, None)
         self.qids[m.qid] = q.qid
         self.back[q.qid] = m.qid
         if m.req:
             self.emit(c.Reply(req=m.req, ok=True, value=None))
         return True
+
+    def _remap(self, qid: int) -> int | None:
+        """A qid whose Open this node refused because its view showed another leader: the
+        caller's view was ahead (it saw this node become the leader first) when ours has
+        caught up since; map it now, so its commands do not go to no queue meanwhile."""
+        m = self.refused.get(qid)
+        if m is None:
+            return None
+        q = self.forwarder.local_queue(m.vhost, m.name)
+        if q is None or (type(self.host) is WorkerRelay
+                         and q.client is not self.host.worker.client):
+            return None
+        del self.refused[qid]
+        self.qids[qid] = q.qid
+        self.back[q.qid] = qid
+        return q.qid
 
     def _retry(self) -> None:
         held, self.held = self.held, None
