@@ -389,13 +389,15 @@ FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_
 
 # a node with worker processes (docs/CLUSTER.md "As built (layouts)"): replication runs in
 # the worker that hosts the node's copy of a queue, fed the etcd view by the supervisor.
-# supervisor -> that worker (control channel): the role of its queue ``qid`` from the
+# supervisor -> that worker, on the supervisor's ring link (in order with the supervisor's
+# own commands: a promoted follower reopens its queue before the Sub that follows the
+# promotion is handled): the role of its queue ``qid`` from the
 # partition's ``partitions/`` key ``key``, ``state`` its value (leader, leader_epoch,
 # replicas, isr, min_isr); ``node`` this node's name; ``leader_at`` [host, cluster port,
 # worker] of the leader node (the follower dials it), or None. ``state`` None: no role.
 ReplicaRole = message(93, "replica_role", ("qid", "u32"), ("node", "str"), ("key", "str"),
                       ("state", "any"), ("leader_at", "any"))
-# supervisor -> every worker: this node holds its etcd lease until loop time ``until``
+# supervisor -> every worker (its ring link): this node holds its etcd lease until loop time ``until``
 # (CLOCK_MONOTONIC, the same clock in every process of the machine); 0 while fenced
 LeaseUntil = message(94, "lease_until", ("until", "any"))
 # supervisor -> worker: its replica of queue ``qid`` for /api/partitions (``replica`` in
@@ -439,7 +441,7 @@ FrontendCounters = message(39, "frontend_counters", request=True)
 
 TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
                CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters, Leaders)
-TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaRole, LeaseUntil, ReplicaDescribe)
+TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaDescribe)
 FROM_WORKER = (IsrChange,)
 
 # =================================================================== counts

@@ -42,10 +42,10 @@ a role from its ``partitions/`` key:
 Process layouts (docs/CLUSTER.md "As built (layouts)"): the roles live next to the host
 that owns the queue. With ``--workers 0`` that is the supervisor (``Replication``); with
 worker processes it is the worker (``WorkerReplicas``), which the supervisor's
-``Replication`` feeds what it reads from etcd through contract notices on the worker's
-control channel: each queue's role (``ReplicaRole``: its partition state and the leader's
-address), the lease (``LeaseUntil``); the worker's leaders send ISR changes back
-(``IsrChange``) for the supervisor to write. Fetches reach the leader's worker over the
+``Replication`` feeds what it reads from etcd through contract messages on its ring link
+to the worker (in order with its own commands): each queue's role (``ReplicaRole``: its
+partition state and the leader's address), the lease (``LeaseUntil``); the worker's leaders
+send ISR changes back on the control channel (``IsrChange``) for the supervisor to write. Fetches reach the leader's worker over the
 cluster link relayed by the supervisor (``forward.WorkerRelay``); followers dial the leader
 node from the worker.
 
@@ -274,7 +274,7 @@ class Replication(Roles):
         workers = getattr(self.broker, "workers", None) or ()
         me = self.node.name
         for w in workers:
-            if w.control is not None and self._told_on.get(w.index) is not w.control:
+            if w.client.link is not None and self._told_on.get(w.index) is not w.control:
                 self._told_on[w.index] = w.control      # a new worker: tell it all again
                 self._lease_told.pop(w.index, None)
                 for told in [k for k in self._told if k[0] == w.index]:
@@ -308,9 +308,9 @@ class Replication(Roles):
 
     def _tell(self, worker, qid: int, role: c.ReplicaRole, seen: set) -> None:
         seen.add((worker.index, qid))
-        if self._told.get((worker.index, qid)) != role and worker.control is not None:
+        if self._told.get((worker.index, qid)) != role and worker.client.link is not None:
             self._told[worker.index, qid] = role
-            worker.control.notify(role)
+            worker.client.link.send(role)
 
     def _tell_lease(self) -> None:
         """Every worker learns until when this node holds its lease (0: fenced); checked
@@ -318,9 +318,9 @@ class Replication(Roles):
         m = self.node.membership
         until = m.deadline if m.lease else 0.0
         for w in getattr(self.broker, "workers", None) or ():
-            if w.control is not None and self._lease_told.get(w.index) != until:
+            if w.client.link is not None and self._lease_told.get(w.index) != until:
                 self._lease_told[w.index] = until
-                w.control.notify(c.LeaseUntil(until=until))
+                w.client.link.send(c.LeaseUntil(until=until))
 
     def start_workers(self) -> None:
         """With worker processes: the lease and restarted workers are looked at every
@@ -337,7 +337,7 @@ class Replication(Roles):
             return
         self._ticker = self.loop.call_later(LEASE_TICK, self._tick)
         workers = getattr(self.broker, "workers", None) or ()
-        if any(w.control is not None and self._told_on.get(w.index) is not w.control
+        if any(w.client.link is not None and self._told_on.get(w.index) is not w.control
                for w in workers):
             self.review()                   # a restarted worker: its roles again
         else:
@@ -454,6 +454,9 @@ class WorkerReplicas(Roles):
         self.told: dict[int, c.ReplicaRole] = {}            # qid -> its latest role
         host.table[c.Fetch] = self.on_fetch
         host.table[c.NodeHello] = self.on_node_hello
+        # on the supervisor's ring link, in order with its commands (contract.py)
+        host.table[c.ReplicaRole] = lambda state, m: self.on_replica_role(m)
+        host.table[c.LeaseUntil] = lambda state, m: self.on_lease_until(m)
 
     def holds_lease(self) -> bool:
         return self.loop.time() < self.until

@@ -50,14 +50,6 @@ async def serve(spec: dict) -> None:
         """What the supervisor tells a worker (``contract.TO_WORKER``)."""
 
         @staticmethod
-        def on_replica_role(m: c.ReplicaRole):
-            replicas.on_replica_role(m)
-
-        @staticmethod
-        def on_lease_until(m: c.LeaseUntil):
-            replicas.on_lease_until(m)
-
-        @staticmethod
         def on_replica_describe(m: c.ReplicaDescribe):
             return replicas.on_replica_describe(m) if replicas is not None else None
 
