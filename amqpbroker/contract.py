@@ -365,8 +365,9 @@ PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRe
 
 # =================================================================== cluster link
 # the first message on a link from another node's forwarder (``cluster/forward.py``): which
-# node calls, and which worker of the called node it wants (0 while only ``--workers 0``
-# nodes are served); the rest of the link is partition commands and events
+# node calls, and which worker of the called node hosts the queues it will open (the one
+# ``broker.worker_of`` names from the called node's ``workers`` count; 0 for a node without
+# worker processes); the rest of the link is partition commands and events
 NodeHello = message(90, "node_hello", ("node", "str"), ("worker", "u32"))
 # replication (``cluster/replication.py``, docs/CLUSTER.md section 4), follower -> leader on
 # a cluster link after an ``Open`` of the queue: the follower's log end offset (what it has
@@ -385,6 +386,32 @@ Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_crc", "u3
 FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_epoch", "u32"),
                      ("log_start", "u64"), ("log_end", "u64"), ("error", "str"),
                      ("batches", "any"), ("acks", "any"))
+
+# a node with worker processes (docs/CLUSTER.md "As built (layouts)"): replication runs in
+# the worker that hosts the node's copy of a queue, fed the etcd view by the supervisor.
+# supervisor -> that worker, on the supervisor's ring link (in order with the supervisor's
+# own commands: a promoted follower reopens its queue before the Sub that follows the
+# promotion is handled): the role of its queue ``qid`` from the
+# partition's ``partitions/`` key ``key``, ``state`` its value (leader, leader_epoch,
+# replicas, isr, min_isr); ``node`` this node's name; ``leader_at`` [host, cluster port,
+# worker] of the leader node (the follower dials it), or None. ``state`` None: no role.
+ReplicaRole = message(93, "replica_role", ("qid", "u32"), ("node", "str"), ("key", "str"),
+                      ("state", "any"), ("leader_at", "any"))
+# supervisor -> every worker (its ring link): this node holds its etcd lease until loop time ``until``
+# (CLOCK_MONOTONIC, the same clock in every process of the machine); 0 while fenced
+LeaseUntil = message(94, "lease_until", ("until", "any"))
+# supervisor -> worker: its replica of queue ``qid`` for /api/partitions (``replica`` in
+# cluster/replication.py), None when it has no role
+ReplicaDescribe = message(97, "replica_describe", ("qid", "u32"), ("checksum", "bool"),
+                          request=True)
+# worker -> supervisor (control channel): a leader's ISR change, written to etcd by the
+# supervisor in one txn that holds only while the key still names ``leader`` at ``epoch``
+IsrChange = message(95, "isr_change", ("key", "str"), ("leader", "str"), ("epoch", "u32"),
+                    ("isr", "any"))
+# supervisor -> front-end: where the queues led by other nodes are served: ``nodes``
+# {node: [host, cluster port, workers]}, ``leaders`` [[vhost, queue, node]]; a queue not
+# listed is served by this node's own copy (``cluster/forward.py``)
+Leaders = message(96, "leaders", ("node", "str"), ("nodes", "any"), ("leaders", "any"))
 
 # =================================================================== control channel
 # supervisor -> front-end
@@ -413,8 +440,9 @@ ApplyOps = message(57, "apply_ops", ("ops", "any"))
 FrontendCounters = message(39, "frontend_counters", request=True)
 
 TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
-               CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters)
-TO_WORKER = (LinkFrontend, UnlinkFrontend)
+               CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters, Leaders)
+TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaDescribe)
+FROM_WORKER = (IsrChange,)
 
 # =================================================================== counts
 # front-end -> supervisor: every AMQP connection and channel that opens and closes, so the

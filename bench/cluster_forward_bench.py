@@ -1,6 +1,7 @@
 """Forwarding over the cluster link: what a hop to the leader costs.
 
     python bench/cluster_forward_bench.py [--messages 3000] [--size 1024] [--rounds 3]
+                                          [--layout "--workers 2 --frontends 2"]
 
 Starts a local cluster of two nodes (etcd, ``amqpbroker.testing.cluster``) and a durable
 classic queue led by n1. Per round, interleaved, each scenario:
@@ -11,7 +12,8 @@ classic queue led by n1. Per round, interleaved, each scenario:
   and from n2: msg/s;
 
 and the CPU seconds both broker processes spent per message (``/proc/<pid>/stat``: the
-forwarded path costs on both nodes). On a shared machine only the ratios hold.
+forwarded path costs on both nodes; with ``--layout``, the nodes' serve arguments, every
+process of both nodes). On a shared machine only the ratios hold.
 """
 from __future__ import annotations
 
@@ -76,12 +78,15 @@ def main() -> int:
     p.add_argument("--messages", type=int, default=3000)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--layout", default="", help="both nodes' process layout, e.g. "
+                                                "\"--workers 2 --frontends 2\"")
     args = p.parse_args()
     body = b"x" * args.size
     results: dict[str, list] = {}
-    with LocalCluster(2, lease_ttl=3) as cluster:
+    with LocalCluster(2, lease_ttl=3, args=tuple(args.layout.split())) as cluster:
         n1, n2 = cluster.nodes
-        pids = [n1.proc.pid, n2.proc.pid]
+        pids = [pid for n in (n1, n2)
+                for pid in (n.proc.pid, *n.worker_pids, *n.frontend_pids)]
         conn = pika.BlockingConnection(pika.URLParameters(n1.url))
         conn.channel().queue_declare("bench-fwd", durable=True)
         conn.close()

@@ -29,12 +29,15 @@ check drops an ack of a delivery from before the move). A broken link is a lost 
 consumers are cancelled; the link is dialled again while the node is in the membership and
 a queue still wants it, and every queue is opened again on the new link.
 
-Limits (docs/CLUSTER.md "As built", step 4): the leader's end serves a node whose queues
-live in its own process (``--workers 0``, the layout of a machine with fewer than 4 CPUs);
-with worker processes the hand-over of the socket to the worker (``NodeHello`` names the
-worker, ``fdpass``) is the next step, and such a node refuses the link (logged). On the
-calling side the supervisor's broker forwards; front-end processes (``--frontends N``) do
-not yet.
+Process layouts (docs/CLUSTER.md "As built (layouts)"): a link goes to one worker of the
+leader node, the one hosting the queues it opens (``NodeHello.worker``, computed by the
+caller from the leader's ``workers`` count in its registration), so a ``RemoteClient`` is
+one per (node, worker). Where the queues live in the supervisor (``--workers 0``) the
+``ForwardedLink`` attaches to its host; where they live in worker processes it attaches to
+a ``WorkerRelay``: a ring link of its own to that worker (as a front-end's), the link's
+commands sent on it as they are and its events sent back, the worker keeping the link's
+state (cids, publish numbers, confirms). Front-end processes forward as the supervisor's
+broker does (``FrontendForwarder``), fed the leaders by the supervisor (``contract.Leaders``).
 """
 from __future__ import annotations
 
@@ -49,6 +52,8 @@ from .. import contract as c
 from .. import errors
 from ..frontend import actions
 from ..frontend.partition_client import HostGone, PartitionClient
+from ..frontend.broker import worker_of
+from ..links import ring
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
 from .placement import queue_entry
@@ -58,6 +63,8 @@ log = logging.getLogger("amqpbroker.cluster")
 RETRY = 0.5                 # seconds between dials of a node that does not answer
 CONNECT_TIMEOUT = 3.0
 OPEN_WAIT = 5.0             # how long an Open waits for this node to apply the queue
+OPEN_AGAIN = 0.1            # seconds before an Open refused as "not led by" is sent again
+NOT_LED = "is not led by node"
 _EPOCHS = itertools.count(1)
 
 
@@ -65,11 +72,12 @@ class RemoteClient(PartitionClient):
     """The partition client of the queues another node leads: its link is a TCP stream to
     that node's cluster port, dialled on first use and again after a loss."""
 
-    def __init__(self, forwarder, node: str):
+    def __init__(self, forwarder, node: str, worker: int = 0):
         broker = forwarder.broker
         super().__init__(-1, broker.loop, functools.partial(actions.apply, broker))
         self.forwarder = forwarder
         self.node = node
+        self.worker = worker                # the leader node's worker hosting our queues
         # unique across clients: a delivery tag from before a move is void after it
         self.epoch = next(_EPOCHS) << 32
         self._dialling: asyncio.Task | None = None
@@ -81,6 +89,33 @@ class RemoteClient(PartitionClient):
 
     def on_alarm(self, m: c.Alarm) -> None:
         """The leader's disk alarm blocks its own publishers; this node's are its own."""
+
+    def request(self, cls, **fields):
+        fut = super().request(cls, **fields)
+        if cls is c.Open:
+            fut.add_done_callback(functools.partial(self._open_answered, fields["qid"],
+                                                    self.loop.time()))
+        return fut
+
+    def _open_answered(self, qid: int, since: float, fut) -> None:
+        """The leader refused an Open because its view still shows another leader: this
+        node saw the change first. Open again shortly (the leader maps it once its view
+        caught up; the ref's ``down`` clears), for up to OPEN_WAIT."""
+        if fut.cancelled() or fut.exception() is None \
+                or NOT_LED not in str(getattr(fut.exception(), "text", fut.exception())):
+            return
+        if self.loop.time() - since < OPEN_WAIT:
+            self.loop.call_later(OPEN_AGAIN, self._open_again, qid, since)
+
+    def _open_again(self, qid: int, since: float) -> None:
+        ref = self.refs.get(qid)
+        if ref is None or ref.client is not self or ref.deleted or self.forwarder.closed:
+            return
+        ref.opened = fut = super().request(
+            c.Open, qid=qid, vhost=ref.vhost.name, name=ref.name, durable=ref.durable,
+            auto_delete=ref.auto_delete, arguments=ref.arguments, directory=ref.directory)
+        fut.add_done_callback(ref._open_done)
+        fut.add_done_callback(functools.partial(self._open_answered, qid, since))
 
     def dial(self) -> None:
         """Dial the node unless linked; what is sent meanwhile waits (``Pending``)."""
@@ -101,7 +136,7 @@ class RemoteClient(PartitionClient):
         and the next one opens every queue again."""
         fw = self.forwarder
         while not self.connected and not fw.closed and self.refs:
-            reg = fw.node.membership.nodes().get(self.node)
+            reg = fw.registration(self.node)
             if self.link is None:
                 self.link = Pending()
             end = None
@@ -120,10 +155,10 @@ class RemoteClient(PartitionClient):
                     end.close()
                 return
             if end is not None:
-                end.send(c.NodeHello(node=fw.node.name, worker=0))
+                end.send(c.NodeHello(node=fw.node.name, worker=self.worker))
                 end.start()
                 held, self.link = self.link, end
-                log.info("cluster link to node %s open", self.node)
+                log.info("cluster link to node %s (worker %d) open", self.node, self.worker)
                 if self._reopen:
                     self._reopen = False
                     self.reopen()           # every queue of ours, on the new link
@@ -176,12 +211,15 @@ class Forwarder:
     def __init__(self, node, broker):
         self.node = node                    # ClusterNode
         self.broker = broker
-        self.remotes: dict[str, RemoteClient] = {}
+        self.remotes: dict[tuple[str, int], RemoteClient] = {}   # (node, worker) ->
         self.links: set = set()             # ForwardedLinks of other nodes, served here
         self.closed = False
         self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
         self.replication = None             # replication.Replication (the node sets it)
+        self._routes = None                 # contract.Leaders for the front-ends, and
+        self._told: dict[int, tuple] = {}   # front-end index -> (its channel, Leaders told)
+        broker.forwarder = self
 
     # ------------------------------------------------------------ the calling side
     def review(self) -> None:
@@ -194,18 +232,9 @@ class Forwarder:
     def _review(self) -> None:
         if self.closed:
             return
-        me = self.node.name
         for vh in list(self.broker.vhosts.values()):
             for q in list(vh.queues.values()):
-                if q.deleted or q.exclusive_owner is not None:
-                    continue            # exclusive queues live on their connection's node
-                leader = self.leader_of(vh.name, q.name)
-                if not leader:
-                    continue
-                target = (self.broker.place(vh, q.name) if leader == me
-                          else self.remote(leader))
-                if q.client is not target:
-                    self.move(q, target)
+                self._point(vh, q)
         for q, (client, qid) in list(self.local_copies.items()):
             if q.deleted:                   # deleted in the cluster: this node's copy too
                 del self.local_copies[q]
@@ -216,6 +245,52 @@ class Forwarder:
                 del self.remotes[name]
             elif not client.connected:
                 client.dial()
+        self._routes = None
+        self.tell_frontends()
+
+    def _point(self, vh, q) -> None:
+        """Point one queue at its partition's leader."""
+        if q.deleted or q.exclusive_owner is not None:
+            return                      # exclusive queues live on their connection's node
+        leader = self.leader_of(vh.name, q.name)
+        if not leader:
+            return
+        target = (self.broker.place(vh, q.name) if leader == self.node.name
+                  else self.remote(leader, self.worker_on(leader, vh.name, q.name)))
+        if q.client is not target:
+            self.move(q, target)
+
+    def review_queue(self, vhost: str, name: str) -> None:
+        """Point one queue (a front-end applied its ``QueueOp`` after the ``Leaders``)."""
+        vh = self.broker.vhosts.get(vhost)
+        q = vh.queues.get(name) if vh is not None else None
+        if q is not None:
+            self._point(vh, q)
+            for client in self.remotes.values():
+                if client.refs and not client.connected:
+                    client.dial()
+
+    def tell_frontends(self) -> None:
+        """Front-end processes forward as this broker does: they are told which queues it
+        forwards, to which node (``contract.Leaders``), when that changed or they restarted."""
+        frontends = getattr(self.broker, "frontends", None)
+        if not frontends or self.closed:
+            return
+        if self._routes is None:
+            nodes = {}
+            leaders = []
+            for (node, worker), client in self.remotes.items():
+                reg = self.registration(node) or {}
+                nodes[node] = [reg.get("host"), reg.get("cluster_port"), reg.get("workers")]
+                for q in client.refs.values():
+                    leaders.append([q.vhost.name, q.name, node])
+            self._routes = c.Leaders(node=self.node.name, nodes=nodes, leaders=leaders)
+        for fe in frontends:
+            told = self._told.get(fe.index)
+            if fe.control is not None and (told is None or told[0] is not fe.control
+                                           or told[1] != self._routes):
+                self._told[fe.index] = (fe.control, self._routes)
+                fe.control.notify(self._routes)
 
     def drop_local_copy(self, q, client, qid: int) -> None:
         """Remove the files of this node's copy of a deleted queue that another node led, as
@@ -247,10 +322,19 @@ class Forwarder:
             cached = self._leaders[key] = (kv.mod_revision, leader)
         return cached[1]
 
-    def remote(self, node: str) -> RemoteClient:
-        client = self.remotes.get(node)
+    def registration(self, node: str) -> dict | None:
+        """A node's registration (host, cluster port, workers), as the etcd view has it."""
+        return self.node.membership.nodes().get(node)
+
+    def worker_on(self, node: str, vhost: str, queue: str) -> int:
+        """The worker of ``node`` that hosts the queue (its registration's ``workers``)."""
+        reg = self.registration(node) or {}
+        return worker_of(vhost, queue, reg.get("workers") or 1)
+
+    def remote(self, node: str, worker: int = 0) -> RemoteClient:
+        client = self.remotes.get((node, worker))
         if client is None:
-            client = self.remotes[node] = RemoteClient(self, node)
+            client = self.remotes[node, worker] = RemoteClient(self, node, worker)
         return client
 
     def move(self, q, target) -> None:
@@ -290,17 +374,33 @@ class Forwarder:
     # ------------------------------------------------------------ the leader's side
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A node's link to this one (the cluster port's handler)."""
-        host = self.local_host()
-        if host is None or self.closed:
-            log.warning("a cluster link was refused: this node runs worker processes, and "
-                        "forwarding to them is not built yet (run with --workers 0)")
+        if self.closed:
             writer.close()
             return
-        link = ForwardedLink(self, host)
+        link = ForwardedLink(self)          # its host: chosen by the NodeHello
         link.endpoint = StreamEndpoint(reader, writer, link.on_batch, on_close=link.lost)
-        link.state = host.attach(link)
         self.links.add(link)
         link.endpoint.start()
+
+    def host_for(self, link, worker: int):
+        """The host a link's ``NodeHello`` asks for: this process's, or a relay to the
+        worker (None: no such worker, or it is restarting: the link is closed, the caller
+        dials again)."""
+        host = self.local_host()
+        if host is not None:
+            return host
+        workers = getattr(self.broker, "workers", None) or ()
+        if worker >= len(workers) or workers[worker].control is None \
+                or workers[worker].client.link is None:
+            return None
+        return WorkerRelay(workers[worker], f"node-{link.node}-{next(_EPOCHS)}")
+
+    def worker_lost(self, worker) -> None:
+        """A worker died: the links relayed to it close (their callers nack, cancel and
+        dial again, landing on the restarted worker)."""
+        for link in list(self.links):
+            if isinstance(link.host, WorkerRelay) and link.host.worker is worker:
+                link.close()
 
     def local_host(self):
         """The host of this node's queues when it runs in this process (``--workers 0``)."""
@@ -338,9 +438,9 @@ class ForwardedLink:
 
     QID_LISTS = (c.Stats, c.GroupOffsets, c.Partitions)     # a list out, a dict by qid back
 
-    def __init__(self, forwarder: Forwarder, host):
+    def __init__(self, forwarder: Forwarder, host=None):
         self.forwarder = forwarder
-        self.host = host
+        self.host = host                    # PartitionHost, or WorkerRelay (host_for)
         self.endpoint: StreamEndpoint | None = None
         self.state = None
         self.node = "?"
@@ -348,6 +448,7 @@ class ForwardedLink:
         self.back: dict[int, int] = {}      # local qid -> remote qid (the latest)
         self.keyed: dict[int, None] = {}    # reqs whose reply is a dict by local qid
         self.held: list | None = None       # commands behind an Open that waits (in order)
+        self.refused: dict[int, c.Open] = {}    # remote qid -> its Open refused "not led"
         self._waiting_since = 0.0
 
     # ------------------------------------------------------------ commands in
@@ -364,6 +465,8 @@ class ForwardedLink:
             kind = type(m)
             if kind is c.Pub or kind is c.Ack or kind is c.Reject:
                 local = qids.get(m.qid)
+                if local is None:
+                    local = self._remap(m.qid)
                 if local is None and kind is c.Pub:
                     # its Open failed (or never came): nacked, never confirmed unstored
                     if out:
@@ -380,19 +483,33 @@ class ForwardedLink:
                     self.forwarder.broker.loop.call_later(0.05, self._retry)
                     return
             elif kind is c.Fetch:           # a follower's (replication.py)
+                local = qids.get(m.qid) or self._remap(m.qid)
+                if type(self.host) is WorkerRelay:
+                    out.append(m._replace(qid=local or 0))
+                    continue
                 if out:
                     self.host.handle(self.state, out)
                     out = []
-                self.forwarder.replication.on_fetch(self, m, qids.get(m.qid))
+                self.forwarder.replication.on_fetch(self, m, local)
             elif kind is c.NodeHello:
                 self.node = m.node
+                if self.host is None:
+                    self.host = self.forwarder.host_for(self, m.worker)
+                    if self.host is None:
+                        log.warning("cluster link from node %s refused: worker %d is not "
+                                    "serving", m.node, m.worker)
+                        self.close()
+                        return
+                    self.state = self.host.attach(self)
+                if type(self.host) is WorkerRelay:
+                    out.append(m)           # the worker's fetches name the follower
             elif kind is c.Close:
                 pass                        # the remote's shutdown is not ours
             elif kind in self.QID_LISTS:
                 self.keyed[m.req] = None
                 out.append(m._replace(qids=[qids.get(q, 0) for q in m.qids]))
             elif "qid" in m._fields:
-                out.append(m._replace(qid=qids.get(m.qid, 0)))
+                out.append(m._replace(qid=qids.get(m.qid) or self._remap(m.qid) or 0))
             else:
                 out.append(m)
         if out:
@@ -402,11 +519,16 @@ class ForwardedLink:
         """Map the remote's qid onto ours; False while this node has not applied the queue
         yet (its declare is in etcd, the watch is on its way)."""
         q = self.forwarder.local_queue(m.vhost, m.name)
+        if q is not None and type(self.host) is WorkerRelay \
+                and q.client is not self.host.worker.client:
+            q = None                        # on another worker than the link's: a caller
+            #                                 that counts another number of workers
         if q is None and self.forwarder.led_elsewhere(m.vhost, m.name):
             # the two nodes' views of its leader differ for a moment: answer at once (the
             # caller follows the leader when its view catches up), never hold the link
-            err = errors.NotFound(f"queue '{m.name}' in vhost '{m.vhost}' is not led by "
-                                  f"node '{self.forwarder.node.name}'")
+            err = errors.NotFound(f"queue '{m.name}' in vhost '{m.vhost}' {NOT_LED} "
+                                  f"'{self.forwarder.node.name}'")
+            self.refused[m.qid] = m         # our view may be the one behind: _remap
             if m.req:
                 self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(err)))
             return True
@@ -424,11 +546,28 @@ class ForwardedLink:
                 self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(err)))
             return True
         self._waiting_since = 0.0
+        self.refused.pop(m.qid, None)
         self.qids[m.qid] = q.qid
         self.back[q.qid] = m.qid
         if m.req:
             self.emit(c.Reply(req=m.req, ok=True, value=None))
         return True
+
+    def _remap(self, qid: int) -> int | None:
+        """A qid whose Open this node refused because its view showed another leader: the
+        caller's view was ahead (it saw this node become the leader first) when ours has
+        caught up since; map it now, so its commands do not go to no queue meanwhile."""
+        m = self.refused.get(qid)
+        if m is None:
+            return None
+        q = self.forwarder.local_queue(m.vhost, m.name)
+        if q is None or (type(self.host) is WorkerRelay
+                         and q.client is not self.host.worker.client):
+            return None
+        del self.refused[qid]
+        self.qids[qid] = q.qid
+        self.back[q.qid] = qid
+        return q.qid
 
     def _retry(self) -> None:
         held, self.held = self.held, None
@@ -437,6 +576,11 @@ class ForwardedLink:
         self._handle(held)
 
     # ------------------------------------------------------------ events out
+    def on_events(self, batch) -> None:
+        """A batch of events from the worker a ``WorkerRelay`` links to."""
+        for event in batch:
+            self.emit(event)
+
     def emit(self, event) -> None:
         kind = type(event)
         if kind is c.Dlv or kind is c.Flow or kind is c.Gone:
@@ -459,11 +603,83 @@ class ForwardedLink:
     # ------------------------------------------------------------ the end
     def lost(self, end) -> None:
         """The other node went away: its consumers go, their unacked messages requeued."""
-        self.host.detach(self.state)
-        self.forwarder.links.discard(self)
+        self._detach()
 
     def close(self) -> None:
         if self.endpoint is not None:
             self.endpoint.close()
-        self.host.detach(self.state)
+        self._detach()
+
+    def _detach(self) -> None:
+        if self.state is not None:
+            self.host.detach(self.state)
+            self.state = None
         self.forwarder.links.discard(self)
+
+
+class WorkerRelay:
+    """The host of a ``ForwardedLink`` on a node whose queues live in worker processes: a
+    ring link of its own to the worker hosting them (``WorkerProcess.add_link``, as a
+    front-end's). Commands go to the worker as they are (qids already mapped), events come
+    back to the link; the worker keeps the link's state: cids, publish numbers, confirms,
+    and, for a follower's ``Fetch``, the leader's side of replication."""
+
+    def __init__(self, worker, name: str):
+        self.worker = worker                # supervisor.workers.WorkerProcess
+        self.name = name
+        self.endpoint = None
+
+    def attach(self, link) -> "WorkerRelay":
+        self.endpoint = ring.attach(self.worker.add_link(self.name), link.on_events,
+                                    yield_after=c.Reply)
+        return self
+
+    def handle(self, state, commands) -> None:
+        send = self.endpoint.send
+        for m in commands:
+            send(m)
+
+    def refuse(self, state, cmd, reason: str) -> None:
+        """A publish for a queue not open here: qid 0 names no queue, so the worker nacks it
+        in the link's order (its confirms are the link's watermark)."""
+        self.endpoint.send(cmd._replace(qid=0))
+
+    def detach(self, state) -> None:
+        self.worker.remove_link(self.name)
+        self.endpoint.close()
+
+
+class FrontendForwarder(Forwarder):
+    """The calling half in a front-end process (``--frontends N``): the queues the
+    supervisor's broker forwards, and to which node, come from the supervisor
+    (``contract.Leaders``: its routes, so both make the same choice) instead of an etcd
+    view; this process dials the leaders' workers itself. It serves no cluster port, runs
+    no replication, and leaves the files of a deleted queue's copy to the supervisor."""
+
+    def __init__(self, broker):
+        super().__init__(_Named(), broker)
+        self.nodes: dict[str, dict] = {}
+        self.leaders: dict[tuple[str, str], str] = {}
+
+    def update(self, m: c.Leaders) -> None:
+        self.node.name = m.node
+        self.nodes = {n: {"host": host, "cluster_port": port, "workers": workers}
+                      for n, (host, port, workers) in m.nodes.items()}
+        self.leaders = {(vhost, name): node for vhost, name, node in m.leaders}
+        self.review()
+
+    def leader_of(self, vhost: str, queue: str) -> str | None:
+        return self.leaders.get((vhost, queue), self.node.name)
+
+    def registration(self, node: str) -> dict | None:
+        return self.nodes.get(node)
+
+    def drop_local_copy(self, q, client, qid: int) -> None:
+        """The supervisor removes the copy's files."""
+
+    def tell_frontends(self) -> None:
+        pass
+
+
+class _Named:
+    name = ""

@@ -8,7 +8,9 @@ as before.
 The cluster port carries the link between nodes (``links/tcp.py``'s ``StreamEndpoint``
 carrying the contract): ``forward.py`` forwards a queue's commands to the node leading its
 partition, and serves other nodes' links to the queues this node leads (step 4 of
-docs/CLUSTER.md; replication, step 5, will use the same link).
+docs/CLUSTER.md); replication (step 5) uses the same link. Both work in every process
+layout: the registration names the node's worker count, so a caller links to the worker
+hosting a queue (docs/CLUSTER.md "As built (layouts)").
 """
 from __future__ import annotations
 
@@ -74,13 +76,18 @@ class ClusterNode:
         reached within JOIN_TIMEOUT is an ``OSError`` (the start fails in one line)."""
         cfg = self.cfg
         accept = self.forwarder.accept if self.forwarder is not None else _refuse
+        for w in getattr(self.broker, "workers", None) or ():
+            w.lost_listeners.append(self.forwarder.worker_lost)
         self._listener = await asyncio.start_server(accept, cfg.host or None,
                                                     cfg.cluster_port)
         self.cluster_port = self._listener.sockets[0].getsockname()[1]
         host = cfg.advertise_host or (cfg.host if cfg.host not in ("", "0.0.0.0", "::")
                                       else socket.getfqdn())
         info = {"host": host, "amqp_port": amqp_port, "management_port": management_port,
-                "cluster_port": self.cluster_port}
+                "cluster_port": self.cluster_port,
+                # how many processes host queues (1: the supervisor): a queue's is
+                # broker.worker_of(vhost, name, workers), for other nodes' links
+                "workers": len(self.broker.partitions) if self.broker is not None else 1}
         self.membership = Membership(self.etcd, self.name, info, cfg.cluster_lease_ttl)
         self.controller = Controller(self.membership)
         from .placement import Placement
@@ -96,6 +103,7 @@ class ClusterNode:
                 self.membership.on_view.append(self.forwarder.review)
                 self.replication.review()
                 self.forwarder.review()
+                self.replication.start_workers()
         except EtcdError as exc:
             await self.close()
             raise OSError(f"{exc} (--cluster {cfg.cluster})") from None

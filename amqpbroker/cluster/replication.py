@@ -41,6 +41,16 @@ a role from its ``partitions/`` key:
   rebuilds the indexes and trims the ack log) before fetching again. This is KIP-101/279's
   outcome found by content rather than by a leader-epoch checkpoint (docs/CLUSTER.md).
 
+Process layouts (docs/CLUSTER.md "As built (layouts)"): the roles live next to the host
+that owns the queue. With ``--workers 0`` that is the supervisor (``Replication``); with
+worker processes it is the worker (``WorkerReplicas``), which the supervisor's
+``Replication`` feeds what it reads from etcd through contract messages on its ring link
+to the worker (in order with its own commands): each queue's role (``ReplicaRole``: its
+partition state and the leader's address), the lease (``LeaseUntil``); the worker's leaders
+send ISR changes back on the control channel (``IsrChange``) for the supervisor to write. Fetches reach the leader's worker over the
+cluster link relayed by the supervisor (``forward.WorkerRelay``); followers dial the leader
+node from the worker.
+
 Not built yet (docs/CLUSTER.md "As built (step 5)"): a follower behind the leader's log
 start (segments the leader deleted once acked) stops following, logged.
 """
@@ -56,6 +66,7 @@ import time
 from urllib.parse import unquote
 
 from .. import contract as c
+from .. import errors
 from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
 from ..storage.fileformat import fsync_dir
@@ -69,6 +80,7 @@ FETCH_WAIT = 0.5            # seconds a fetch with nothing new waits (long poll)
 FETCH_BYTES = 1 << 20       # record bytes per fetch reply
 REPLY_TIMEOUT = 5.0         # a fetch unanswered this long: the link is dialled again
 RETRY = 0.3                 # seconds between attempts after a failure
+LEASE_TICK = 0.2            # seconds between looks at the lease for the worker processes
 
 NOT_LEADER = "not leader"
 STALE_EPOCH = "epoch"
@@ -80,18 +92,119 @@ def _acks(q) -> tuple[int, list]:
     return acks.floor, acks.done_runs()
 
 
-class Replication:
-    """This node's replicas: one ``Leader`` or ``Follower`` per replicated queue."""
+class Roles:
+    """One ``Leader`` or ``Follower`` per replicated queue of one host, and what they ask
+    of the node (``me``, ``lag_time``, ``loop``, ``holds_lease``, ``leader_address``,
+    ``write_isr``): the supervisor's ``Replication`` (``--workers 0``) or a worker's
+    ``WorkerReplicas``."""
 
-    def __init__(self, node, broker, forwarder):
-        self.node = node                    # ClusterNode
-        self.broker = broker
-        self.forwarder = forwarder
+    me = ""
+    lag_time = 10.0
+    confirm_timeout = 30.0
+    loop = None
+
+    def __init__(self):
         self.leading: dict[tuple[str, str], Leader] = {}
         self.following: dict[tuple[str, str], Follower] = {}
         self.closed = False
+
+    def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
+        leader = self.leading.get(key)
+        if leader is not None and leader.queue is not q:
+            leader.stop()
+            leader = None
+        if leader is None:
+            hw = None
+            follower = self.following.pop(key, None)
+            if follower is not None:        # promoted: what it fetched becomes the queue
+                follower.stop()
+                hw = follower.hw
+                log.info("queue '%s' in vhost '%s': this node leads at epoch %s (log end "
+                         "%d, high watermark %d)", key[1], key[0], p.get("leader_epoch"),
+                         q.store.log.end_offset, hw)
+                q = host.reopen(q)
+            leader = self.leading[key] = Leader(self, pkey, host, q, p, hw)
+        leader.update(p)
+
+    def _follow(self, key, q: Queue, p: dict, leader_at=None) -> None:
+        leader = self.leading.pop(key, None)
+        if leader is not None:
+            leader.stop()                   # what waited on it is nacked
+        follower = self.following.get(key)
+        if follower is not None and follower.queue is not q:
+            follower.stop()
+            follower = None
+        if follower is None:
+            follower = self.following[key] = Follower(self, key, q)
+        follower.leader_at = leader_at
+        follower.update(p)
+
+    def _stop(self, key) -> None:
+        leader = self.leading.pop(key, None)
+        if leader is not None:
+            leader.stop()
+        follower = self.following.pop(key, None)
+        if follower is not None:
+            follower.stop()
+
+    def _fetch(self, link, m: c.Fetch, q) -> None:
+        """A follower's fetch for our queue ``q`` (None: not here)."""
+        leader = q.replication if q is not None else None
+        if leader is None:
+            link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
+                                   error=NOT_LEADER, batches=None, acks=None))
+            return
+        leader.fetch(link, m)
+
+    def stop_all(self) -> None:
+        self.closed = True
+        for key in list(self.leading) + list(self.following):
+            self._stop(key)
+
+
+class Replication(Roles):
+    """This node's replicas, run by the supervisor: the roles themselves when the queues
+    live here (``--workers 0``), else the etcd view sent to the workers hosting them."""
+
+    def __init__(self, node, broker, forwarder):
+        super().__init__()
+        self.node = node                    # ClusterNode
+        self.broker = broker
+        self.forwarder = forwarder
+        self.loop = broker.loop
+        self.lag_time = float(getattr(node.cfg, "replica_lag_time", 10.0) or 10.0)
+        self.confirm_timeout = float(getattr(node.cfg, "replica_confirm_timeout", 30.0) or 30.0)
         self._parsed: dict[str, tuple[int, dict]] = {}      # key -> (mod rev, state)
         self._retry = None
+        # worker processes: what each was told, (worker index, qid) -> ReplicaRole, and
+        # the control channel it was told on (a restarted worker is told again)
+        self._told: dict[tuple[int, int], c.ReplicaRole] = {}
+        self._told_on: dict[int, object] = {}
+        self._lease_told: dict[int, float] = {}
+        self._ticker = None
+
+    @property
+    def me(self) -> str:
+        return self.node.name
+
+    def holds_lease(self) -> bool:
+        return self.node.holds_lease()
+
+    def leader_address(self, follower) -> tuple | None:
+        reg = self.forwarder.registration(follower.leader or "")
+        if not reg or not reg.get("cluster_port"):
+            return None
+        return (reg["host"], reg["cluster_port"],
+                self.forwarder.worker_on(follower.leader, *follower.key))
+
+    def write_isr(self, leader, isr: list[str]):
+        return self.loop.create_task(write_isr(self.node.membership, leader.pkey, leader.me,
+                                               leader.epoch, isr))
+
+    def on_isr_change(self, m: c.IsrChange) -> None:
+        """A worker's leader changes its ISR (``WorkerReplicas.write_isr``)."""
+        self.loop.create_task(write_isr(self.node.membership, m.key, m.leader, m.epoch,
+                                        list(m.isr)))
 
     # ------------------------------------------------------------ roles
     def review(self) -> None:
@@ -118,7 +231,8 @@ class Replication:
             return
         host = self.forwarder.local_host()
         if host is None:
-            return                          # worker processes: not served (forward.py)
+            self._tell_workers()
+            return
         me = self.node.name
         seen = set()
         pending = False
@@ -138,7 +252,7 @@ class Replication:
                 if p.get("leader") == me:
                     self._lead(key, pkey, host, q, p)
                 elif p.get("leader"):
-                    self._follow(key, ref, q, p)
+                    self._follow(key, q, p)
                 else:
                     self._stop(key)
         for key in set(self.leading) | set(self.following):
@@ -159,56 +273,114 @@ class Replication:
         from .forward import RemoteClient
         return None if isinstance(ref.client, RemoteClient) else ref.qid
 
-    def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
-        leader = self.leading.get(key)
-        if leader is not None and leader.queue is not q:
-            leader.stop()
-            leader = None
-        if leader is None:
-            hw = None
-            follower = self.following.pop(key, None)
-            if follower is not None:        # promoted: what it fetched becomes the queue
-                follower.stop()
-                hw = follower.hw
-                log.info("queue '%s' in vhost '%s': this node leads at epoch %s (log end "
-                         "%d, high watermark %d)", key[1], key[0], p.get("leader_epoch"),
-                         q.store.log.end_offset, hw)
-                q = host.reopen(q)
-            leader = self.leading[key] = Leader(self, pkey, host, q, p, hw)
-        leader.update(p)
+    def _tell_workers(self) -> None:
+        """Worker processes host the queues: tell each worker the role of its copies
+        (``ReplicaRole``) when it changed, or the worker restarted since."""
+        from .forward import RemoteClient
+        workers = getattr(self.broker, "workers", None) or ()
+        me = self.node.name
+        for w in workers:
+            if w.client.link is not None and self._told_on.get(w.index) is not w.control:
+                self._told_on[w.index] = w.control      # a new worker: tell it all again
+                self._lease_told.pop(w.index, None)
+                for told in [k for k in self._told if k[0] == w.index]:
+                    del self._told[told]
+        self._tell_lease()
+        seen = set()
+        for vh in list(self.broker.vhosts.values()):
+            for ref in list(vh.queues.values()):
+                if ref.deleted or ref.exclusive_owner is not None:
+                    continue
+                pkey, p = self._partition(vh.name, ref.name)
+                if p is None or len(p.get("replicas", ())) < 2 or me not in p["replicas"]:
+                    continue
+                saved = self.forwarder.local_copies.get(ref)
+                client, qid = saved if saved is not None else (ref.client, ref.qid)
+                if isinstance(client, RemoteClient) or client.index >= len(workers):
+                    continue
+                leader = p.get("leader")
+                at = None
+                if leader and leader != me:
+                    reg = self.forwarder.registration(leader) or {}
+                    at = [reg.get("host"), reg.get("cluster_port"),
+                          self.forwarder.worker_on(leader, vh.name, ref.name)]
+                self._tell(workers[client.index], qid,
+                           c.ReplicaRole(qid=qid, node=me, key=pkey, state=p, leader_at=at),
+                           seen)
+        for (index, qid), told in list(self._told.items()):
+            if (index, qid) not in seen and told.state is not None:
+                self._tell(workers[index], qid, told._replace(state=None, leader_at=None),
+                           seen)
 
-    def _follow(self, key, ref, q: Queue, p: dict) -> None:
-        leader = self.leading.pop(key, None)
-        if leader is not None:
-            leader.stop()                   # what waited on it is nacked
-        follower = self.following.get(key)
-        if follower is not None and follower.queue is not q:
-            follower.stop()
-            follower = None
-        if follower is None:
-            follower = self.following[key] = Follower(self, key, q)
-        follower.update(p)
+    def _tell(self, worker, qid: int, role: c.ReplicaRole, seen: set) -> None:
+        seen.add((worker.index, qid))
+        if self._told.get((worker.index, qid)) != role and worker.client.link is not None:
+            self._told[worker.index, qid] = role
+            worker.client.link.send(role)
 
-    def _stop(self, key) -> None:
-        leader = self.leading.pop(key, None)
-        if leader is not None:
-            leader.stop()
-        follower = self.following.pop(key, None)
-        if follower is not None:
-            follower.stop()
+    def _tell_lease(self) -> None:
+        """Every worker learns until when this node holds its lease (0: fenced); checked
+        every LEASE_TICK, so a renewal reaches the workers within it."""
+        m = self.node.membership
+        until = m.deadline if m.lease else 0.0
+        for w in getattr(self.broker, "workers", None) or ():
+            if w.client.link is not None and self._lease_told.get(w.index) != until:
+                self._lease_told[w.index] = until
+                w.client.link.send(c.LeaseUntil(until=until))
+
+    def start_workers(self) -> None:
+        """With worker processes: the lease and restarted workers are looked at every
+        LEASE_TICK (a renewal changes no key of the view), their ISR changes taken."""
+        workers = getattr(self.broker, "workers", None) or ()
+        if not workers or self.forwarder.local_host() is not None:
+            return
+        for w in workers:
+            w.handlers[c.IsrChange] = self.on_isr_change
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.closed:
+            return
+        self._ticker = self.loop.call_later(LEASE_TICK, self._tick)
+        workers = getattr(self.broker, "workers", None) or ()
+        if any(w.client.link is not None and self._told_on.get(w.index) is not w.control
+               for w in workers):
+            self.review()                   # a restarted worker: its roles again
+        else:
+            self._tell_lease()
+        self.forwarder.tell_frontends()     # a restarted front-end: where queues are led
 
     def on_fetch(self, link, m: c.Fetch, local_qid: int | None) -> None:
         """A follower's fetch on a cluster link (``ForwardedLink``), its qid mapped."""
         host = self.forwarder.local_host()
-        q = host.queues.get(local_qid) if host is not None and local_qid else None
-        leader = q.replication if q is not None else None
-        if leader is None:
-            link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
-                                   error=NOT_LEADER, batches=None, acks=None))
-            return
-        leader.fetch(link, m)
+        self._fetch(link, m, host.queues.get(local_qid) if host is not None and local_qid
+                    else None)
 
-    def describe(self, vhost: str, queue: str, checksum: bool = False) -> dict | None:
+    def describe(self, vhost: str, queue: str, checksum: bool = False):
+        """``replica`` below; with worker processes, a coroutine asking the worker that
+        hosts the queue (``ReplicaDescribe``)."""
+        if self.forwarder.local_host() is None:
+            return self._ask_worker(vhost, queue, checksum)
+        return self.replica(vhost, queue, checksum)
+
+    async def _ask_worker(self, vhost: str, queue: str, checksum: bool) -> dict | None:
+        from .forward import RemoteClient
+        vh = self.broker.vhosts.get(vhost)
+        ref = vh.queues.get(queue) if vh is not None else None
+        saved = self.forwarder.local_copies.get(ref) if ref is not None else None
+        client, qid = saved if saved is not None else (getattr(ref, "client", None),
+                                                       getattr(ref, "qid", 0))
+        workers = getattr(self.broker, "workers", None) or ()
+        if client is None or isinstance(client, RemoteClient) or client.index >= len(workers) \
+                or workers[client.index].control is None:
+            return None
+        try:
+            return await workers[client.index].control.request(
+                c.ReplicaDescribe, qid=qid, checksum=checksum)
+        except errors.AMQPError:
+            return None                     # the worker is restarting
+
+    def replica(self, vhost: str, queue: str, checksum: bool = False) -> dict | None:
         """This node's replica of a replicated queue, for ``/api/partitions``: role, epoch,
         log end, high watermark; the leader adds each follower's LEO, lag and ISR
         membership; ``checksum``: CRC32C of the log's batches from its start to the HW."""
@@ -221,8 +393,8 @@ class Replication:
             return None
         log_ = q.store.log
         leader = isinstance(role, Leader)
-        out = {"node": self.node.name, "role": "leader" if leader else "follower",
-               "leader": self.node.name if leader else role.leader,
+        out = {"node": self.me, "role": "leader" if leader else "follower",
+               "leader": self.me if leader else role.leader,
                "leader_epoch": role.epoch, "log_start_offset": log_.start_offset,
                "log_end_offset": log_.end_offset, "high_watermark": role.hw}
         if leader:
@@ -235,7 +407,7 @@ class Replication:
                     "in_sync": r in role.isr,
                     "last_fetch_ms_ago": (round((now - role.fetched[r]) * 1000)
                                           if r in role.fetched else None)}
-                for r in role.replicas if r != self.node.name}
+                for r in role.replicas if r != self.me}
         else:
             out["diverged"] = role.diverged
         if checksum:
@@ -265,11 +437,111 @@ class Replication:
         return out
 
     async def close(self) -> None:
-        self.closed = True
         if self._retry is not None:
             self._retry.cancel()
-        for key in list(self.leading) + list(self.following):
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self.stop_all()
+
+
+async def write_isr(m, pkey: str, me: str, epoch: int, isr: list[str]) -> None:
+    """One txn: the partition key as read (``MOD``), still led by ``me`` at ``epoch``; the
+    controller's changes (a new leader, an epoch) make it fail, as they should."""
+    kv = m.view.get(pkey)
+    if kv is None:
+        return
+    p = json.loads(kv.value)
+    if p.get("leader") != me or p.get("leader_epoch") != epoch:
+        return
+    new = dict(p, isr=isr)
+    try:
+        held, _, _ = await m.etcd.transact(
+            [compare(pkey, "MOD", "EQUAL", kv.mod_revision)],
+            [put_op(pkey, json.dumps(new))])
+    except (EtcdError, OSError) as exc:
+        log.warning("%s: ISR change not written: %s", pkey, exc)
+        return
+    if held:
+        log.info("%s: ISR %s -> %s (leader %s, epoch %d)", pkey, ",".join(p["isr"]),
+                 ",".join(isr), me, epoch)
+
+
+class WorkerReplicas(Roles):
+    """The roles of a worker process's replicated queues (``worker/main.py`` makes one when
+    the node is in a cluster): told by the supervisor (``ReplicaRole``, ``LeaseUntil``),
+    answering fetches that reach this worker over a relayed cluster link, sending its
+    leaders' ISR changes to the supervisor (``IsrChange``)."""
+
+    def __init__(self, host, control):
+        super().__init__()
+        self.host = host
+        self.control = control              # to the supervisor
+        self.loop = host.loop
+        self.lag_time = float(getattr(host.config, "replica_lag_time", 10.0) or 10.0)
+        self.confirm_timeout = float(getattr(host.config, "replica_confirm_timeout", 30.0)
+                                     or 30.0)
+        self.until = 0.0                    # LeaseUntil
+        self.told: dict[int, c.ReplicaRole] = {}            # qid -> its latest role
+        host.table[c.Fetch] = self.on_fetch
+        host.table[c.NodeHello] = self.on_node_hello
+        # on the supervisor's ring link, in order with its commands (contract.py)
+        host.table[c.ReplicaRole] = lambda state, m: self.on_replica_role(m)
+        host.table[c.LeaseUntil] = lambda state, m: self.on_lease_until(m)
+
+    def holds_lease(self) -> bool:
+        return self.loop.time() < self.until
+
+    def leader_address(self, follower) -> tuple | None:
+        at = follower.leader_at
+        return tuple(at) if at and at[0] and at[1] else None
+
+    def write_isr(self, leader, isr: list[str]) -> None:
+        self.control.notify(c.IsrChange(key=leader.pkey, leader=leader.me,
+                                        epoch=leader.epoch, isr=isr))
+
+    # ------------------------------------------------------------ from the supervisor
+    def on_lease_until(self, m: c.LeaseUntil) -> None:
+        self.until = m.until
+        if self.holds_lease():
+            for leader in list(self.leading.values()):
+                leader.advance()            # a HW held while we could not tell
+
+    def on_replica_role(self, m: c.ReplicaRole) -> None:
+        self.me = m.node
+        self.told[m.qid] = m
+        q = self.host.queues.get(m.qid)
+        if q is None:                       # its Open (on the supervisor's ring) is behind
+            self.loop.call_later(RETRY, self._again, m)
+            return
+        key = (q.vhost_name, q.name)
+        p = m.state
+        if p is None or not isinstance(q, Queue) or q.deleted:
             self._stop(key)
+        elif p.get("leader") == self.me:
+            self._lead(key, m.key, self.host, q, p)
+        elif p.get("leader"):
+            self._follow(key, q, p, m.leader_at)
+        else:
+            self._stop(key)
+
+    def _again(self, m: c.ReplicaRole) -> None:
+        if self.told.get(m.qid) is m and not self.closed:
+            self.on_replica_role(m)
+
+    def on_replica_describe(self, m: c.ReplicaDescribe) -> dict | None:
+        q = self.host.queues.get(m.qid)
+        if q is None:
+            return None
+        # the supervisor's ``replica`` (one copy): it reads only the roles and ``me``
+        return Replication.replica(self, q.vhost_name, q.name, m.checksum)
+
+    # ------------------------------------------------------------ on relayed links
+    @staticmethod
+    def on_node_hello(state, m: c.NodeHello) -> None:
+        state.node = m.node                 # the follower, for its fetches
+
+    def on_fetch(self, state, m: c.Fetch) -> None:
+        self._fetch(state, m, self.host.queues.get(m.qid) if m.qid else None)
 
 
 class Leader:
@@ -281,7 +553,7 @@ class Leader:
         self.pkey = pkey                        # its partitions/ key in etcd
         self.host = host
         self.queue = q
-        self.me = repl.node.name
+        self.me = repl.me
         self.epoch = p.get("leader_epoch", 0)
         self.replicas: list[str] = list(p.get("replicas", ()))
         self.isr: list[str] = list(p.get("isr", ()))
@@ -290,11 +562,10 @@ class Leader:
         self.caught_up: dict[str, float] = {}   # follower -> when it last reached our end
         self.fetched: dict[str, float] = {}     # follower -> when it last fetched
         self.started = time.monotonic()
-        self.lag_time = float(getattr(repl.node.cfg, "replica_lag_time", 10.0) or 10.0)
+        self.lag_time = repl.lag_time
         # publishes still below the HW this long after they were stored are nacked
         # (Kafka's request.timeout.ms): (log end, when) marks, one per ISR check
-        self.confirm_timeout = float(getattr(repl.node.cfg, "replica_confirm_timeout", 30.0)
-                                     or 30.0)
+        self.confirm_timeout = repl.confirm_timeout
         self._marks: collections.deque = collections.deque()
         self.expired_below = 0                  # offsets below it, above the HW: nacked
         self._isr_write: asyncio.Task | None = None
@@ -322,7 +593,7 @@ class Leader:
     def accepting(self) -> bool:
         """A publish may be stored: enough in-sync replicas, and this node is not fenced."""
         return (not self.stopped and len(self.isr) >= self.min_isr
-                and self.repl.node.holds_lease())
+                and self.repl.holds_lease())
 
     def passed(self, offset: int) -> bool | None:
         """Confirm (True), nack (False: leadership lost), or wait (None)."""
@@ -358,7 +629,7 @@ class Leader:
 
     # ------------------------------------------------------------ high watermark
     def advance(self) -> None:
-        if self.stopped or not self.repl.node.holds_lease():
+        if self.stopped or not self.repl.holds_lease():
             return
         q = self.queue
         hw = q.store.log.durable_offset
@@ -387,7 +658,7 @@ class Leader:
 
     # ------------------------------------------------------------ fetches
     def fetch(self, link, m: c.Fetch) -> None:
-        if self.stopped or not self.repl.node.holds_lease():
+        if self.stopped or not self.repl.holds_lease():
             self._error(link, m, NOT_LEADER)
             return
         if m.last_epoch != self.epoch:
@@ -466,7 +737,7 @@ class Leader:
         self._expire(now)
         if self._isr_write is not None and not self._isr_write.done():
             return
-        if not self.repl.node.holds_lease():
+        if not self.repl.holds_lease():
             return
         lagging = {r for r in self.isr if r != self.me
                    and now - self.caught_up.get(r, self.started) > self.lag_time}
@@ -476,29 +747,8 @@ class Leader:
             return
         isr = [r for r in self.replicas
                if (r in self.isr and r not in lagging) or r in back]
-        self._isr_write = self.host.loop.create_task(self._write_isr(isr))
-
-    async def _write_isr(self, isr: list[str]) -> None:
-        """One txn: the partition key as read (``MOD``), still led by us at our epoch; the
-        controller's changes (a new leader, an epoch) make it fail, as they should."""
-        m = self.repl.node.membership
-        kv = m.view.get(self.pkey)
-        if kv is None:
-            return
-        p = json.loads(kv.value)
-        if p.get("leader") != self.me or p.get("leader_epoch") != self.epoch:
-            return
-        new = dict(p, isr=isr)
-        try:
-            held, _, _ = await m.etcd.transact(
-                [compare(self.pkey, "MOD", "EQUAL", kv.mod_revision)],
-                [put_op(self.pkey, json.dumps(new))])
-        except (EtcdError, OSError) as exc:
-            log.warning("%s: ISR change not written: %s", self.pkey, exc)
-            return
-        if held:
-            log.info("%s: ISR %s -> %s (leader %s, epoch %d)", self.pkey, ",".join(p["isr"]),
-                     ",".join(isr), self.me, self.epoch)
+        # the supervisor's etcd write (a task), or a notice to it from a worker (None)
+        self._isr_write = self.repl.write_isr(self, isr)
 
     def stop(self) -> None:
         """Leadership ended: publishes waiting for the HW are nacked, fetches refused."""
@@ -533,6 +783,7 @@ class Follower:
         self.key = key
         self.queue = q
         self.leader: str | None = None
+        self.leader_at = None               # [host, port, worker] (WorkerReplicas)
         self.epoch = 0
         self.hw = 0
         self.stopped = False
@@ -540,7 +791,7 @@ class Follower:
         self.last_crc = self._last_crc(q)   # of the batch ending at our log end
         self.end: StreamEndpoint | None = None
         self.waiting: dict[int, asyncio.Future] = {}
-        self.task = repl.broker.loop.create_task(self._run(), name=f"follow-{key[1]}")
+        self.task = repl.loop.create_task(self._run(), name=f"follow-{key[1]}")
 
     def update(self, p: dict) -> None:
         leader, epoch = p.get("leader"), p.get("leader_epoch", 0)
@@ -567,22 +818,22 @@ class Follower:
 
     # ------------------------------------------------------------ the link
     async def _dial(self) -> StreamEndpoint | None:
-        node = self.repl.node
-        reg = node.membership.nodes().get(self.leader or "")
-        if not reg or not reg.get("cluster_port"):
+        at = self.repl.leader_address(self)
+        if at is None:
             return None
+        host, port, worker = at
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(reg["host"], reg["cluster_port"]), REPLY_TIMEOUT)
+                asyncio.open_connection(host, port), REPLY_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             log.debug("replication link to %s: %s", self.leader, exc)
             return None
         end = StreamEndpoint(reader, writer, self._on_batch, on_close=self._lost)
-        end.send(c.NodeHello(node=node.name, worker=0))
+        end.send(c.NodeHello(node=self.repl.me, worker=worker))
         end.start()
         q = self.queue
         req = next(self._reqs)
-        fut = self.waiting[req] = self.repl.broker.loop.create_future()
+        fut = self.waiting[req] = self.repl.loop.create_future()
         end.send(c.Open(req=req, qid=q.qid, vhost=q.vhost_name, name=q.name, durable=q.durable,
                         auto_delete=q.auto_delete, arguments=q.arguments, directory=""))
         self.end = end
@@ -614,7 +865,7 @@ class Follower:
 
     # ------------------------------------------------------------ fetching
     async def _run(self) -> None:
-        loop = self.repl.broker.loop
+        loop = self.repl.loop
         while not self.stopped and not self.diverged:
             try:
                 if self.end is None:
@@ -685,7 +936,7 @@ class Follower:
                 changed = True
         if changed:
             store.flush()
-            await self.repl.broker.loop.run_in_executor(None, store.sync)
+            await self.repl.loop.run_in_executor(None, store.sync)
             if not q.deleted and not self.stopped:
                 store.after_sync()
         self.hw = max(self.hw, min(reply.hw, log_.end_offset))

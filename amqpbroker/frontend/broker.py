@@ -27,6 +27,13 @@ from .vhost import VirtualHost
 log = logging.getLogger("amqpbroker.broker")
 
 
+def worker_of(vhost: str, name: str, workers: int) -> int:
+    """The index of the worker that owns queue ``name`` on a node with ``workers`` of them
+    (stable by name; another node's forwarder computes it from that node's count)."""
+    digest = hashlib.sha1(f"{vhost}\x00{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % max(workers, 1)
+
+
 class Broker:
     def __init__(self, config: Config, loop, metadata=None):
         self.config = config
@@ -34,6 +41,8 @@ class Broker:
         self.users = Users()
         self.vhosts: dict[str, VirtualHost] = {}
         self.sessions: set = set()
+        # cluster/forward.py's Forwarder in a cluster (the supervisor's, or a front-end's)
+        self.forwarder = None
         # while a session handles a read: the other sessions it gave output to (a delivery),
         # written when that read is handled rather than at the end of the loop turn
         self.written_to: list | None = None
@@ -103,8 +112,7 @@ class Broker:
     # ------------------------------------------------------------ partitions
     def place(self, vhost: VirtualHost, name: str):
         """The partition client of the worker that owns queue ``name`` (stable by name)."""
-        digest = hashlib.sha1(f"{vhost.name}\x00{name}".encode()).digest()
-        return self.partitions[int.from_bytes(digest[:4], "big") % len(self.partitions)]
+        return self.partitions[worker_of(vhost.name, name, len(self.partitions))]
 
     async def queue_stats(self, refs) -> dict:
         """QueueRef -> (ready, consumers, unacked, ready bytes, memory), one request per

@@ -65,10 +65,23 @@ class Frontend:
 
     def on_apply_op(self, m: c.ApplyOp) -> None:
         self.copy.apply(m.op)
+        if self.broker.forwarder is not None and type(m.op) is c.QueueOp:
+            self.broker.forwarder.review_queue(m.op.vhost, m.op.name)
 
     def on_apply_ops(self, m: c.ApplyOps) -> None:
         for op in m.ops:
             self.copy.apply(op)
+        if self.broker.forwarder is not None:
+            for op in m.ops:
+                if type(op) is c.QueueOp:
+                    self.broker.forwarder.review_queue(op.vhost, op.name)
+
+    def on_leaders(self, m: c.Leaders) -> None:
+        """In a cluster: the queues other nodes lead, and where they are (forward.py)."""
+        if self.broker.forwarder is None:
+            from ..cluster.forward import FrontendForwarder
+            FrontendForwarder(self.broker)
+        self.broker.forwarder.update(m)
 
     def on_link_worker(self, m: c.LinkWorker) -> None:
         client = self.broker.partitions[m.worker]
@@ -130,6 +143,8 @@ async def serve(spec: dict) -> None:
     await fe.stop.wait()
     log.info("front-end %d stopping", fe.index)
     await fe.server.stop()
+    if fe.broker.forwarder is not None:
+        await fe.broker.forwarder.close()
     for client in fe.broker.partitions:
         if client.link is not None:
             client.link.flush()

@@ -84,6 +84,8 @@ class MetadataCopy:
     def on_queue_op(self, op: c.QueueOp) -> None:
         vh = self.broker.vhosts.get(op.vhost)
         client = self.broker.partitions[op.worker]
+        if vh is not None and self._forwarded(vh.queues.get(op.name)) == op.qid:
+            return                          # this queue, forwarded to its leader's node
         if vh is not None and op.qid not in client.refs:
             vh.queues[op.name] = QueueRef(vh, op.name, durable=op.durable,
                                           exclusive_owner=op.owner, auto_delete=op.auto_delete,
@@ -93,8 +95,15 @@ class MetadataCopy:
     def on_queue_deleted(self, op: c.QueueDeleted) -> None:
         vh = self.broker.vhosts.get(op.vhost)
         q = vh.queues.get(op.name) if vh is not None else None
-        if q is not None and q.qid == op.qid:
+        if q is not None and op.qid in (q.qid, self._forwarded(q)):
             vh.forget_queue(q, "deleted")
+
+    def _forwarded(self, q) -> int | None:
+        """The qid of a queue's copy on this node's worker while the queue is forwarded to
+        another node (cluster/forward.py), else None."""
+        fw = self.broker.forwarder
+        saved = fw.local_copies.get(q) if fw is not None and q is not None else None
+        return saved[1] if saved is not None else None
 
     def _binding(self, op):
         vh = self.broker.vhosts.get(op.vhost)

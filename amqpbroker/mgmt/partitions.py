@@ -23,6 +23,8 @@ Who may see: as the queue endpoints (a management user sees the vhosts it may us
 """
 from __future__ import annotations
 
+import inspect
+
 from .. import contract as c
 from .. import errors
 from ..frontend.exchange import PartitionedExchange
@@ -70,7 +72,10 @@ async def _describe(broker, refs, checksum: bool = False) -> list[dict]:
                     "durable_offset": d.get("durable_offset"), "bytes": d.get("bytes"),
                     "segments": d.get("segments", [])})
         if replication is not None:     # a cluster: this node's replica (replication.py)
-            out[-1]["replica"] = replication.describe(vh.name, ref.name, checksum)
+            replica = replication.describe(vh.name, ref.name, checksum)
+            if inspect.isawaitable(replica):    # asked of the worker hosting the queue
+                replica = await replica
+            out[-1]["replica"] = replica
     return out
 
 

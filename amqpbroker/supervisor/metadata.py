@@ -121,7 +121,13 @@ class LocalMetadata:
 
 # ---------------------------------------------------------------- ops
 def queue_op(q) -> c.QueueOp:
-    return c.QueueOp(vhost=q.vhost.name, name=q.name, qid=q.qid, worker=q.client.index,
+    """A queue forwarded to another node (cluster/forward.py) is named by its copy on this
+    node's worker: a front-end's ref starts there and follows the supervisor's ``Leaders``."""
+    qid, client = q.qid, q.client
+    fw = q.vhost.broker.forwarder
+    if fw is not None and q in fw.local_copies:
+        client, qid = fw.local_copies[q]
+    return c.QueueOp(vhost=q.vhost.name, name=q.name, qid=qid, worker=client.index,
                      durable=q.durable, owner=q.exclusive_owner, auto_delete=q.auto_delete,
                      arguments=q.arguments, directory=q.directory)
 

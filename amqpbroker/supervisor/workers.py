@@ -32,6 +32,8 @@ class WorkerProcess(ChildProcess):
         self.control: control.ControlChannel | None = None
         self.on_restart = None               # called once a restarted worker has its queues
         self.on_lost = None                  # called when the worker died unasked
+        self.lost_listeners: list = []       # more of them (the cluster's relayed links)
+        self.handlers: dict = {}             # what the worker sends on its control channel
 
     async def start(self) -> None:
         mine, theirs = ring.make_link()
@@ -54,7 +56,7 @@ class WorkerProcess(ChildProcess):
             ring.close_all(theirs)
             ctl_child.close()
             fdp_child.close()
-        self.control = control.ControlChannel(ctl, fdp, {})      # a worker asks nothing
+        self.control = control.ControlChannel(ctl, fdp, self.handlers)   # IsrChange only
         await self.control.start()
         self.endpoint = ring.attach(mine, self._on_batch, yield_after=c.Reply)
         await self.wait_ready()
@@ -99,6 +101,8 @@ class WorkerProcess(ChildProcess):
         self.client.host_lost()
         if self.on_lost is not None:
             self.on_lost(self)
+        for listener in self.lost_listeners:
+            listener(self)
 
     async def after_restart(self) -> None:
         self.client.reopen()

@@ -30,7 +30,9 @@ from .etcd import EtcdProcess
 
 class LocalCluster:
     def __init__(self, nodes: int = 3, base_dir: str | None = None, lease_ttl: int = 3,
-                 args: tuple = (), netns=None):
+                 args: tuple = (), netns=None, layouts: list | None = None):
+        """``layouts``: per node, more ``serve`` arguments (its process layout, e.g.
+        ``("--workers", "2", "--frontends", "2")``); cycled over the nodes."""
         self._own_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="amqpbroker-cluster-")
         self.lease_ttl = lease_ttl
@@ -38,7 +40,9 @@ class LocalCluster:
         self.etcd = EtcdProcess(os.path.join(self.base_dir, "etcd"),
                                 host=netns.bridge_addr if netns else "127.0.0.1")
         os.makedirs(self.etcd.data_dir, exist_ok=True)
-        self.nodes = [self._node(f"n{i + 1}", args) for i in range(nodes)]
+        self.nodes = [self._node(f"n{i + 1}", (*args, *(layouts[i % len(layouts)]
+                                                       if layouts else ())))
+                      for i in range(nodes)]
 
     def _node(self, name: str, args: tuple) -> BrokerProcess:
         node = BrokerProcess(os.path.join(self.base_dir, name), management=True,

@@ -336,8 +336,10 @@ class PartitionHost:
             state.tracked = seq
         q = self.queues.get(m.qid)
         if q is None or q.deleted:
-            if m.track and m.qid in self.down:
-                state.nacked.append(seq)     # never confirm what a down queue did not store
+            if m.track and (m.qid in self.down or not m.qid):
+                # never confirm what a down queue did not store; qid 0 names no queue: a
+                # cluster link's publish for a queue its Open did not map (forward.py)
+                state.nacked.append(seq)
             return                       # deleted meanwhile: routed nowhere, confirmed
         record = m.record
         if self.replicating and q.replication is not None:

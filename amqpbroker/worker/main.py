@@ -44,8 +44,14 @@ async def serve(spec: dict) -> None:
         endpoints[name] = (endpoint, state)
         return endpoint
 
+    replicas = None                         # cluster/replication.WorkerReplicas
+
     class Control:
         """What the supervisor tells a worker (``contract.TO_WORKER``)."""
+
+        @staticmethod
+        def on_replica_describe(m: c.ReplicaDescribe):
+            return replicas.on_replica_describe(m) if replicas is not None else None
 
         @staticmethod
         def on_link_frontend(m: c.LinkFrontend):
@@ -63,11 +69,16 @@ async def serve(spec: dict) -> None:
                              socket.socket(fileno=fds["fdpass"]),
                              c.handlers(Control, c.TO_WORKER),
                              on_eof=stop.set)
+    if host.config.cluster:                 # replication's roles of the queues here
+        from ..cluster.replication import WorkerReplicas
+        replicas = WorkerReplicas(host, control)
     await control.start()
     supervisor = attach("supervisor", fds["link"], on_close=stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     supervisor.send(c.WorkerReady())
     await stop.wait()
+    if replicas is not None:
+        replicas.stop_all()
     host.close()
     supervisor.send(c.WorkerClosed())
     supervisor.flush()

@@ -205,3 +205,49 @@ def test_a_publish_right_after_declare_ok_goes_to_the_leader_the_controller_chos
     _, _, body = conn.channel().basic_get("fwd-fresh", auto_ack=True)
     assert body == b"first"
     conn.close()
+
+
+# ------------------------------------------------------------ process layouts
+# The same tests on nodes whose queues live in worker processes and whose connections are
+# served by front-end processes (the layout of a machine with 4 CPUs or more), and on a mixed
+# cluster (n1 one process, n2 and n3 with workers and front-ends): a front-end forwards, and
+# a worker's queues are reached from other nodes (docs/CLUSTER.md "As built (layouts)").
+SPLIT = ("--workers", "2", "--frontends", "2")
+LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout_cluster(request, tmp_path):
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
+                      layouts=LAYOUTS[request.param]) as c:
+        yield c
+
+
+def test_in_every_layout_publish_on_one_node_consume_on_two_others(layout_cluster):
+    test_publish_on_one_node_consume_on_two_others_every_message_once_in_order(layout_cluster)
+
+
+def test_in_every_layout_forwarding_goes_both_ways_between_two_nodes(layout_cluster):
+    """n1 reaches n2's queue and n2 reaches n1's: the two directions of one pair, each node's
+    front-ends the caller, each node's workers the leader's end."""
+    n1, n2, _ = layout_cluster.nodes
+    for leader, caller, name in ((n1, n2, "fwd-lay-a"), (n2, n1, "fwd-lay-b")):
+        declare_led_by(layout_cluster, leader, name)
+        for _ in range(3):              # three connections: both front-ends, most likely
+            conn = connect(caller)
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.basic_publish("", name, b"x", pika.BasicProperties(delivery_mode=2),
+                             mandatory=True)
+            conn.close()
+        layout_cluster.wait_until(lambda: queue_on(leader, name).get("messages") == 3)
+        conn = connect(caller)
+        ch = conn.channel()
+        got = [ch.basic_get(name, auto_ack=True)[2] for _ in range(3)]
+        conn.close()
+        assert got == [b"x"] * 3
+        assert queue_on(leader, name).get("messages") == 0
+
+
+def test_in_every_layout_forwarding_follows_the_new_leader_of_a_quorum_queue(layout_cluster):
+    test_forwarding_follows_the_new_leader_of_a_quorum_queue(layout_cluster)

@@ -233,3 +233,31 @@ def test_an_old_leader_back_with_an_unconfirmed_tail_truncates_it_and_follows(tm
         got = drain(old, "repl-tail", 10)
         assert [b for b, _ in got] == ([b"c%d" % i for i in range(5)]
                                        + [b"n%d" % i for i in range(4)])
+
+
+# ------------------------------------------------------------ process layouts
+# Replication where the replicas' queues live in worker processes (followers fetch from a
+# worker, the leader's HW and confirms in a worker) and clients are served by front-end
+# processes; and a mixed cluster (docs/CLUSTER.md "As built (layouts)").
+SPLIT = ("--workers", "2", "--frontends", "2")
+LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout_cluster(request, tmp_path):
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
+                      layouts=LAYOUTS[request.param]) as c:
+        yield c
+
+
+def test_in_every_layout_confirmed_messages_survive_the_leader_killed(layout_cluster):
+    test_confirmed_messages_survive_the_leader_killed_in_order_and_acked_ones_stay_gone(
+        layout_cluster)
+
+
+def test_in_every_layout_publishes_with_too_few_in_sync_replicas_are_nacked(layout_cluster):
+    test_publishes_with_too_few_in_sync_replicas_are_nacked(layout_cluster)
+
+
+def test_in_every_layout_a_followers_log_is_byte_identical_to_the_leaders(layout_cluster):
+    test_a_followers_log_is_byte_identical_to_the_leaders(layout_cluster)

@@ -70,3 +70,34 @@ def test_an_open_for_a_queue_this_node_forwards_elsewhere_is_refused_at_once(lea
     replies = {m.req: m for m in leader.wire.sent if type(m) is c.Reply}
     assert replies[1].ok is False and "not led by node 'n1'" in str(replies[1].value)
     assert 2 in replies                             # the next command was answered too
+
+
+def test_a_queue_refused_while_this_nodes_view_was_behind_is_served_once_it_caught_up(
+        leader, tmp_path):
+    """The caller saw this node become the queue's leader before this node did: the Open is
+    refused at once (above), but once this node's view has caught up (it serves the queue
+    itself) the caller's next commands on that qid reach the queue; before, they went to
+    no queue ("no queue with id 0") until the caller's view changed again, which it does
+    not (found by a failover in the workers + front-ends layout, tests/cluster)."""
+    broker = leader.forwarder.broker
+    remote = RemoteClient(leader.forwarder, "n3")          # this node's view: n3 leads "q"
+    ref = SimpleNamespace(name="q", deleted=False, exclusive_owner=None, client=remote,
+                          qid=4)
+    broker.vhosts["/"] = SimpleNamespace(name="/", queues={"q": ref})
+    leader.link.on_batch([c.Open(req=1, qid=1, vhost="/", name="q", durable=False,
+                                 auto_delete=False, arguments={}, directory="unused")])
+    replies = {m.req: m for m in leader.wire.sent if type(m) is c.Reply}
+    assert replies[1].ok is False
+    # this node's view catches up: it leads "q", its own copy (qid 4 on its host) serves it
+    leader.host.handle(leader.link.state, [c.Open(
+        req=0, qid=4, vhost="/", name="q", durable=False, auto_delete=False, arguments={},
+        directory=str(tmp_path / "q"))])
+    ref.client = SimpleNamespace()                         # a local partition client
+    record = Record(1700000000000, "", "q", b"", b"body", 0)
+    leader.link.on_batch([c.Pub(qid=1, seq=1, priority=0, track=True, flags=0,
+                                record=record),
+                          c.Get(req=2, qid=1, no_ack=True)])
+    replies = {m.req: m for m in leader.wire.sent if type(m) is c.Reply}
+    assert replies[2].ok is True, replies[2]
+    confirms = [m for m in leader.wire.sent if type(m) is c.Confirm]
+    assert confirms and confirms[-1].nacked == [] and confirms[-1].upto >= 1
