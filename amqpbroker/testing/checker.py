@@ -29,6 +29,13 @@ Fault kinds (``FAULTS``):
                      2 x TTL, then heal: every node runs in its own network namespace
                      (``netns.py``; root), and a cut sets its bridge port down, so TCP hangs
     cut_follower     the same for a non-leader
+    cut_leader_from_etcd     drop the leader's packets with etcd only (``nft`` rules in its
+                     namespace) for 2 x TTL: it must fence itself within the TTL and a new
+                     leader from the ISR take over, while clients and peers still reach it
+    cut_leader_from_peers    drop the leader's packets with the other nodes only for
+                     2 x TTL: it keeps its lease, its followers stop fetching, its ISR
+                     shrinks until ``min-insync`` nacks publishes
+    cut_follower_from_etcd, cut_follower_from_peers    the same for a non-leader
 
 ``CI_FAULTS`` (``kill_follower``, ``pause_follower``, ``cut_follower``) are those main
 survives today. The others wait: ``kill_leader``, ``pause_leader`` and ``cut_leader`` for
@@ -62,8 +69,11 @@ from .netns import NetnsLab
 from .workload import Recorder, Workload
 
 FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "restart_etcd",
-          "rolling_restart", "cut_leader", "cut_follower")
-NETNS_FAULTS = ("cut_leader", "cut_follower")   # need the nodes in network namespaces
+          "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
+          "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
+NETNS_FAULTS = ("cut_leader", "cut_follower", "cut_leader_from_etcd",     # need the nodes in
+                "cut_leader_from_peers", "cut_follower_from_etcd",       # network namespaces
+                "cut_follower_from_peers")
 CI_FAULTS = ("kill_follower", "pause_follower", "cut_follower")
 QUEUE = "checker"
 
@@ -103,8 +113,8 @@ class Nemesis:
         leader = self.wait_healthy()
         others = [n for n in self.cluster.nodes if n is not leader]
         follower = self.rng.choice(others)
-        target = (leader if kind.endswith("_leader") else
-                  follower if kind.endswith("_follower") else None)
+        target = (leader if "_leader" in kind else           # kill_leader, cut_leader_from_etcd
+                  follower if "_follower" in kind else None)
         self.record("fault", kind=kind, node=target.node if target else None, phase="start")
         getattr(self, kind)(target)
         self.wait_healthy()
@@ -144,8 +154,26 @@ class Nemesis:
     def cut_follower(self, node) -> None:
         self._cut(node)
 
-    def _cut(self, node) -> None:
-        self.cluster.netns.cut(node.node)
+    def cut_leader_from_etcd(self, node) -> None:
+        self._cut(node, "etcd")
+
+    def cut_follower_from_etcd(self, node) -> None:
+        self._cut(node, "etcd")
+
+    def cut_leader_from_peers(self, node) -> None:
+        self._cut(node, "peers")
+
+    def cut_follower_from_peers(self, node) -> None:
+        self._cut(node, "peers")
+
+    def _cut(self, node, part: str = "all") -> None:
+        lab = self.cluster.netns
+        if part == "etcd":
+            lab.cut_from_etcd(node.node, self.cluster.etcd.client_port)
+        elif part == "peers":
+            lab.cut_from_peers(node.node)
+        else:
+            lab.cut(node.node)
         try:
             time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
         finally:
