@@ -44,9 +44,8 @@ old leader's messages, and the interim leader's confirmed messages stay in its c
 the preferred leader returns, so the checker reports them lost; ``restart_etcd`` for a
 forwarding fix (consumers on the non-leading nodes stall silently: ``stalled``);
 ``rolling_restart`` passed every round it ran but does not fit CI's time. Numbers in
-docs/CLUSTER.md section 5. Cuts are whole (a node from everything): cutting a node from
-etcd only or from the other nodes only needs filter rules (``nft``), which this machine
-lacks. Not built: the per-replica checksum comparison (``/api/partitions`` has no
+docs/CLUSTER.md section 5. Partial cuts (``*_from_etcd``, ``*_from_peers``) are ``nft``
+drop rules in the node's namespace (``netns.py``; ``.ci/run`` installs nftables). Not built: the per-replica checksum comparison (``/api/partitions`` has no
 checksums before step 5).
 """
 from __future__ import annotations
