@@ -33,8 +33,8 @@ Fault kinds (``FAULTS``):
                      namespace) for 2 x TTL: it must fence itself within the TTL and a new
                      leader from the ISR take over, while clients and peers still reach it
     cut_leader_from_peers    drop the leader's packets with the other nodes only for
-                     2 x TTL: it keeps its lease, its followers stop fetching, its ISR
-                     shrinks until ``min-insync`` nacks publishes
+                     2 x TTL + the replica lag time (10 s): it keeps its lease, its
+                     followers stop fetching, its ISR shrinks until ``min-insync`` nacks
     cut_follower_from_etcd, cut_follower_from_peers    the same for a non-leader
 
 ``CI_FAULTS`` (``kill_follower``, ``pause_follower``, ``cut_follower``) are those main
@@ -62,6 +62,7 @@ import time
 
 import pika
 
+from ..config import Config
 from .cluster import LocalCluster
 from .history import check
 from .netns import NetnsLab
@@ -167,14 +168,18 @@ class Nemesis:
 
     def _cut(self, node, part: str = "all") -> None:
         lab = self.cluster.netns
+        hold = 2 * self.ttl
         if part == "etcd":
             lab.cut_from_etcd(node.node, self.cluster.etcd.client_port)
         elif part == "peers":
             lab.cut_from_peers(node.node)
+            # past the replica lag time, so the leader drops the followers from its ISR and
+            # min-insync nacks (a shorter cut only delays confirms)
+            hold += Config.replica_lag_time
         else:
             lab.cut(node.node)
         try:
-            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
+            time.sleep(hold)                # the fault's length, not a synchronisation
         finally:
             self.cluster.netns.heal(node.node)
 
