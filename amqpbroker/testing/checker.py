@@ -45,8 +45,9 @@ the preferred leader returns, so the checker reports them lost; ``restart_etcd``
 forwarding fix (consumers on the non-leading nodes stall silently: ``stalled``);
 ``rolling_restart`` passed every round it ran but does not fit CI's time. Numbers in
 docs/CLUSTER.md section 5. Partial cuts (``*_from_etcd``, ``*_from_peers``) are ``nft``
-drop rules in the node's namespace (``netns.py``; ``.ci/run`` installs nftables). Not built: the per-replica checksum comparison (``/api/partitions`` has no
-checksums before step 5).
+drop rules in the node's namespace (``netns.py``; ``.ci/run`` installs nftables). Not
+built: the per-replica checksum comparison (``/api/partitions`` has no checksums before
+step 5).
 """
 from __future__ import annotations
 

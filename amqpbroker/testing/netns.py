@@ -14,9 +14,10 @@ directions and TCP hangs there too (a drop, never a reject): ``cut_from_etcd(nam
 drops the node's traffic with etcd (the bridge address, etcd's client port) and nothing
 else, so it still reaches the other nodes and the clients reach it; ``cut_from_peers(name)``
 drops its traffic with every other node's address, so it still talks to etcd (and keeps its
-lease) and the clients, which connect from the bridge address, still reach it. The subnet and the names derive from this process's pid,
-so concurrent test runs do not collide; ``destroy()`` deletes everything ``create()``
-made (deleting a namespace deletes its veth pair)."""
+lease) and the clients, which connect from the bridge address, still reach it. The subnet
+and the names derive from this process's pid, so concurrent test runs do not collide;
+``destroy()`` deletes everything ``create()`` made (deleting a namespace deletes its veth
+pair)."""
 from __future__ import annotations
 
 import itertools
