@@ -35,13 +35,31 @@ Kafka's and etcd's own leader leases do). Hence:
 A fenced node keeps trying: each renewal that fails is retried; when etcd answers again and
 the old lease has expired, the node grants a new one, puts its key again, and is unfenced
 (``on_lease`` callbacks get the new lease, so the election campaigns again).
+
+A disk that stops answering is a lost lease (``DiskHeartbeat``)
+---------------------------------------------------------------
+LavinMQ #2151: a leader whose disk hung kept renewing its lease, so it stayed the leader of
+partitions it could no longer write. Here a thread rewrites and fsyncs a small file in the
+data directory every TTL/10; a second thread watches it, and when one write-and-fsync has
+been pending for TTL/2 (or failed: EIO is as bad as a hang) it fences the node *from that
+thread*, because the event loop may itself be stuck on the same disk (a write, a
+``statvfs``): ``holds_lease()`` turns false at once (a flag and the deadline, plain stores),
+the lease is revoked by a blocking HTTP request to etcd, so the node's keys go and the
+controller moves its partitions now rather than a TTL later, and the loop is told to set
+``fenced`` when it next runs. While the disk stays stalled the node does not register again;
+once a heartbeat completes it does, as after any fencing, and rejoins as a follower. One
+heartbeat per node, in the supervisor, whatever the process layout: the workers write the
+same data directory, so its disk answering is what is measured.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import threading
 import time
+import urllib.request
 
 from .etcd import EtcdClient, EtcdError, KeyValue
 
@@ -70,14 +88,56 @@ class Membership:
         self._fence_timer: asyncio.TimerHandle | None = None
         self._leaving = False
         self._waiters: list[asyncio.Future] = []
+        self.disk: DiskHeartbeat | None = None  # watch_disk(): a stalled disk fences
+        self.disk_stalled = False           # set by the heartbeat's watcher thread
 
     @property
     def key(self) -> str:
         return NODES + self.name
 
     def holds_lease(self) -> bool:
-        """True while this node is certain etcd still has its lease (see the module doc)."""
-        return self.lease != 0 and self.loop.time() < self.deadline
+        """True while this node is certain etcd still has its lease and its disk answers
+        (see the module doc)."""
+        return self.lease != 0 and not self.disk_stalled and self.loop.time() < self.deadline
+
+    # ------------------------------------------------------------ the disk
+    def watch_disk(self, data_dir: str) -> None:
+        """Fence this node whenever ``data_dir``'s disk stops answering (``DiskHeartbeat``)."""
+        os.makedirs(data_dir, exist_ok=True)
+        self.disk = DiskHeartbeat(data_dir, self.ttl, self._disk_stalled, self._disk_answers)
+        self.disk.start()
+
+    def _disk_stalled(self, why: str) -> None:
+        """The watcher thread: the loop may be stuck on the disk too, so fence from here."""
+        self.disk_stalled = True            # holds_lease() is false from now on
+        self.deadline = 0.0
+        lease = self.lease
+        if lease:                           # the others move our partitions now
+            body = json.dumps({"ID": str(lease)}).encode()
+            for base in list(self.etcd.endpoints):
+                try:
+                    req = urllib.request.Request(f"{base}/v3/lease/revoke", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                    with urllib.request.urlopen(req, timeout=1.0) as resp:
+                        resp.read()
+                    break
+                except OSError as exc:      # etcd unreachable too: the lease runs out
+                    log.warning("revoking lease %x after a disk stall: %s", lease, exc)
+        try:
+            self.loop.call_soon_threadsafe(self._disk_fence, lease, why)
+        except RuntimeError:                # the loop is closed: shutting down
+            pass
+
+    def _disk_fence(self, lease: int, why: str) -> None:
+        if self.lease == lease:
+            self.lease = 0                  # revoked: the renewal loop registers anew
+        if self.disk_stalled:
+            self._set_fenced(True, why)
+
+    def _disk_answers(self) -> None:
+        """The watcher thread: a heartbeat completed again; the renewal loop re-registers."""
+        self.disk_stalled = False
+        log.warning("node %s: the data directory's disk answers again", self.name)
 
     def nodes(self) -> dict[str, dict]:
         """The live nodes as the view has them: name -> registration."""
@@ -115,6 +175,8 @@ class Membership:
         """Clean leave: say ``leaving``, revoke the lease (the keys go now, not after the
         TTL), stop renewing and mirroring."""
         self._leaving = True
+        if self.disk is not None:
+            self.disk.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -132,6 +194,8 @@ class Membership:
         self.lease = 0
 
     async def _register(self) -> None:
+        if self.disk_stalled:
+            raise EtcdError("the data directory's disk does not answer: not registering")
         if self.lease:
             # fenced while etcd may still hold the old lease (a renewal that reached a paused
             # etcd late can even have extended it): end it, so its election key cannot keep
@@ -151,6 +215,10 @@ class Membership:
             # back from a cut: the watch may have died silently with it; list afresh
             self._tasks[1].cancel()
             self._tasks[1] = asyncio.create_task(self._mirror(), name="etcd-mirror")
+        if self.disk_stalled:           # stalled again while registering: revoke, fence
+            await self.etcd.revoke(lease)
+            self.lease = 0
+            raise EtcdError("the data directory's disk does not answer")
         self._set_fenced(False)
 
     # ------------------------------------------------------------ the lease
@@ -238,3 +306,68 @@ class Membership:
         f = self.loop.create_future()
         self._waiters.append(f)
         return f
+
+
+class DiskHeartbeat:
+    """Is the data directory's disk answering? A thread rewrites and fsyncs
+    ``cluster-disk-heartbeat`` every ``ttl / 10`` seconds; a watcher thread calls
+    ``on_stall(why)`` once when one write-and-fsync has been pending (or failing) for
+    ``ttl / 2``, and ``on_answer()`` once when one completes again. Threads, not tasks: the
+    event loop may itself be blocked on the stalled disk, and the watcher must still act.
+    Both are daemon threads: a heartbeat stuck in the kernel must not hold up the exit."""
+
+    FILE = "cluster-disk-heartbeat"
+
+    def __init__(self, data_dir: str, ttl: float, on_stall, on_answer):
+        self.path = os.path.join(data_dir, self.FILE)
+        self.interval = max(ttl / 10, 0.1)
+        self.limit = ttl / 2
+        self.on_stall, self.on_answer = on_stall, on_answer
+        self.pending_since = 0.0        # monotonic start of the beat under way; 0: none
+        self.error = ""                 # the last beat's failure, if it failed
+        self.stalled = False
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._beat, name="disk-heartbeat", daemon=True),
+                         threading.Thread(target=self._watch, name="disk-watch", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=1.0)         # one stuck in an fsync stays behind (daemon)
+
+    def _beat(self) -> None:
+        fd = -1
+        try:
+            while not self._stop.is_set():
+                self.pending_since = time.monotonic()
+                try:
+                    if fd < 0:
+                        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+                    os.pwrite(fd, b"%020d" % time.time_ns(), 0)
+                    os.fsync(fd)
+                except OSError as exc:      # a failing disk is as bad as a stalled one:
+                    self.error = str(exc)   # pending_since stays, so it ages into a stall
+                else:
+                    self.pending_since, self.error = 0.0, ""
+                self._stop.wait(self.interval)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval / 2):
+            since = self.pending_since
+            pending = time.monotonic() - since if since else 0.0
+            if pending > self.limit and not self.stalled:
+                self.stalled = True
+                self.on_stall(f"the data directory's disk has not completed a write and "
+                              f"fsync of {self.path} for {pending:.1f}s"
+                              + (f" ({self.error})" if self.error else ""))
+            elif not since and self.stalled:
+                self.stalled = False
+                self.on_answer()

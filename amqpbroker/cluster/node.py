@@ -92,6 +92,8 @@ class ClusterNode:
         self.controller = Controller(self.membership)
         from .placement import Placement
         self.placement = Placement(self)
+        # a disk that stops answering fences this node as a lost lease does (LavinMQ #2151)
+        self.membership.watch_disk(cfg.data_dir)
         try:
             await self.membership.join(JOIN_TIMEOUT)
             if self.metadata is not None:
@@ -115,6 +117,8 @@ class ClusterNode:
         await self.close()
 
     async def close(self) -> None:
+        if self.membership is not None and self.membership.disk is not None:
+            self.membership.disk.stop()
         if self.replication is not None:
             await self.replication.close()
         if self.forwarder is not None:

@@ -29,6 +29,13 @@ Fault kinds (``FAULTS``):
                      2 x TTL, then heal: every node runs in its own network namespace
                      (``netns.py``; root), and a cut sets its bridge port down, so TCP hangs
     cut_follower     the same for a non-leader
+    cut_leader_from_etcd     drop the leader's packets with etcd only (``nft`` rules in its
+                     namespace) for 2 x TTL: it must fence itself within the TTL and a new
+                     leader from the ISR take over, while clients and peers still reach it
+    cut_leader_from_peers    drop the leader's packets with the other nodes only for
+                     2 x TTL + the replica lag time (10 s): it keeps its lease, its
+                     followers stop fetching, its ISR shrinks until ``min-insync`` nacks
+    cut_follower_from_etcd, cut_follower_from_peers    the same for a non-leader
 
 ``CI_FAULTS`` (``kill_follower``, ``pause_follower``, ``cut_follower``) are those main
 survives today. The others wait: ``kill_leader``, ``pause_leader`` and ``cut_leader`` for
@@ -37,10 +44,10 @@ old leader's messages, and the interim leader's confirmed messages stay in its c
 the preferred leader returns, so the checker reports them lost; ``restart_etcd`` for a
 forwarding fix (consumers on the non-leading nodes stall silently: ``stalled``);
 ``rolling_restart`` passed every round it ran but does not fit CI's time. Numbers in
-docs/CLUSTER.md section 5. Cuts are whole (a node from everything): cutting a node from
-etcd only or from the other nodes only needs filter rules (``nft``), which this machine
-lacks. Not built: the per-replica checksum comparison (``/api/partitions`` has no
-checksums before step 5).
+docs/CLUSTER.md section 5. Partial cuts (``*_from_etcd``, ``*_from_peers``) are ``nft``
+drop rules in the node's namespace (``netns.py``; ``.ci/run`` installs nftables). Not
+built: the per-replica checksum comparison (``/api/partitions`` has no checksums before
+step 5).
 """
 from __future__ import annotations
 
@@ -56,14 +63,18 @@ import time
 
 import pika
 
+from ..config import Config
 from .cluster import LocalCluster
 from .history import check
 from .netns import NetnsLab
 from .workload import Recorder, Workload
 
 FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "restart_etcd",
-          "rolling_restart", "cut_leader", "cut_follower")
-NETNS_FAULTS = ("cut_leader", "cut_follower")   # need the nodes in network namespaces
+          "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
+          "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
+NETNS_FAULTS = ("cut_leader", "cut_follower", "cut_leader_from_etcd",     # need the nodes in
+                "cut_leader_from_peers", "cut_follower_from_etcd",       # network namespaces
+                "cut_follower_from_peers")
 CI_FAULTS = ("kill_follower", "pause_follower", "cut_follower")
 QUEUE = "checker"
 
@@ -103,8 +114,8 @@ class Nemesis:
         leader = self.wait_healthy()
         others = [n for n in self.cluster.nodes if n is not leader]
         follower = self.rng.choice(others)
-        target = (leader if kind.endswith("_leader") else
-                  follower if kind.endswith("_follower") else None)
+        target = (leader if "_leader" in kind else           # kill_leader, cut_leader_from_etcd
+                  follower if "_follower" in kind else None)
         self.record("fault", kind=kind, node=target.node if target else None, phase="start")
         getattr(self, kind)(target)
         self.wait_healthy()
@@ -144,10 +155,32 @@ class Nemesis:
     def cut_follower(self, node) -> None:
         self._cut(node)
 
-    def _cut(self, node) -> None:
-        self.cluster.netns.cut(node.node)
+    def cut_leader_from_etcd(self, node) -> None:
+        self._cut(node, "etcd")
+
+    def cut_follower_from_etcd(self, node) -> None:
+        self._cut(node, "etcd")
+
+    def cut_leader_from_peers(self, node) -> None:
+        self._cut(node, "peers")
+
+    def cut_follower_from_peers(self, node) -> None:
+        self._cut(node, "peers")
+
+    def _cut(self, node, part: str = "all") -> None:
+        lab = self.cluster.netns
+        hold = 2 * self.ttl
+        if part == "etcd":
+            lab.cut_from_etcd(node.node, self.cluster.etcd.client_port)
+        elif part == "peers":
+            lab.cut_from_peers(node.node)
+            # past the replica lag time, so the leader drops the followers from its ISR and
+            # min-insync nacks (a shorter cut only delays confirms)
+            hold += Config.replica_lag_time
+        else:
+            lab.cut(node.node)
         try:
-            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
+            time.sleep(hold)                # the fault's length, not a synchronisation
         finally:
             self.cluster.netns.heal(node.node)
 

@@ -4,13 +4,15 @@ Two ``Membership`` + ``Controller`` pairs in one process stand for two nodes; wh
 process adds around them (the supervisor, /api/nodes) is tested in test_cluster_nodes.py.
 """
 import asyncio
+import os
 import time
 
 import pytest
 
 from amqpbroker.cluster.controller import Controller
 from amqpbroker.cluster.etcd import EtcdClient
-from amqpbroker.cluster.membership import Membership
+from amqpbroker.cluster.membership import DiskHeartbeat, Membership
+from amqpbroker.testing.diskstall import StallableDir
 
 TTL = 2
 
@@ -133,3 +135,40 @@ async def test_a_change_right_after_asking_for_the_next_one_is_not_missed(nodes)
     waiting = asyncio.ensure_future(asyncio.wait_for(m.changed(), 5))
     m._notify()                 # the mirror applies a change before that task has run
     await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_node_whose_disk_stalls_while_its_loop_runs_fences_itself(etcd, nodes, tmp_path):
+    """LavinMQ #2151: the disk hangs but nothing on the event loop touches it, so renewals
+    keep succeeding; without a look at the disk the node keeps its lease (a zombie leader).
+    The data directory is a FUSE mount whose daemon is SIGSTOPped (a real stall: the
+    heartbeat's write waits in the kernel). Within TTL/2 and a beat the node fences itself,
+    its key leaves etcd (the others see it go), and it does not register again until the
+    disk answers; then it does, with a new lease."""
+    n1 = await nodes("n1")
+    n2 = await nodes("n2")
+    with StallableDir(tmp_path / "disk", tmp_path / "data") as disk:
+        n1.membership.watch_disk(disk.mountpoint)
+        await n1.until(lambda: os.path.exists(disk.mountpoint + "/" + DiskHeartbeat.FILE))
+        await n1.until(n1.controller.is_controller)
+        old_lease = n1.membership.lease
+        loop = asyncio.get_running_loop()
+        disk.pause()
+        stalled = loop.time()
+        try:
+            at = await n1.until(lambda: not n1.membership.holds_lease(), timeout=4 * TTL)
+            assert at - stalled < TTL       # TTL/2 of a pending fsync, the beat, the watch
+            await n1.until(n1.membership.fenced.is_set)
+            assert not n1.controller.is_controller()
+            # the lease was revoked: n2 sees n1's key go and takes the controller's place
+            await n2.until(lambda: "n1" not in n2.membership.nodes(), timeout=TTL)
+            await n2.until(n2.controller.is_controller, timeout=TTL)
+            # renewals and registrations go on, and etcd answers them, yet n1 stays out
+            await asyncio.sleep(TTL)        # a span of the fault, not a synchronisation
+            assert n1.membership.fenced.is_set() and not n1.membership.holds_lease()
+            assert "n1" not in n2.membership.nodes()
+        finally:
+            disk.resume()
+        await n1.until(lambda: not n1.membership.fenced.is_set(), timeout=TTL + 10)
+        assert n1.membership.holds_lease() and n1.membership.lease not in (0, old_lease)
+        await n2.until(lambda: "n1" in n2.membership.nodes())
+        n1.membership.disk.stop()
