@@ -228,6 +228,41 @@ class Queue:
             return True
         return self._publish(record, priority, flags)
 
+    def publish_many(self, records: list) -> int | None:
+        """``publish`` (no flags, priority 0) of a batch to a ``_plain`` queue: appended as
+        one when none has an expiration, else one by one. Returns the index of the first
+        message that must be durable before it is confirmed (persistent, or every message
+        of a queue that persists all), None if none must."""
+        for record in records:
+            if record.properties and record.properties[0] & 1:
+                for r in records:
+                    self.publish(r)
+                break
+        else:
+            n = len(records)
+            offset, size = self.store.append_many(records)
+            self.stats.publish_bytes += size    # the count is the store's (count_appends)
+            self.host.committer.mark(self)
+            self.ready[0].extend(range(offset, offset + n))
+            self.ready_count += n
+            self.ready_bytes += size
+            if self.ready_count == n and self.consumers and not self._dispatch_scheduled \
+                    and not self._dispatching:
+                if self.host.dispatch_soon(self):     # after the batch's publishes, once
+                    self._dispatch_scheduled = True
+                else:
+                    self.dispatch()
+            else:
+                self.schedule_dispatch()
+        if not self.durable:
+            return None
+        if self.persists_all:
+            return 0
+        for i, record in enumerate(records):
+            if record.flags & 1:
+                return i
+        return None
+
     def _publish(self, record: Record, priority: int, flags: int) -> bool:
         producer = key = None
         if flags & PUB_PRODUCER:

@@ -225,6 +225,23 @@ class MessageStore:
             self._light += 1
         return offset
 
+    def append_many(self, records: list) -> tuple[int, int]:
+        """``append`` for each of ``records``: (the first one's offset, their body bytes)."""
+        offset = self.next_offset
+        self._pending.extend(records)
+        self.cache.update(zip(range(offset, offset + len(records)), records))
+        size = light = 0
+        for record in records:
+            n = len(record.body)
+            size += n
+            if n < ELIDE_BODY:
+                light += 1
+        self.budget.cache_used += size
+        self.cache_bytes += size
+        self._deferred_bytes += size
+        self._light += light
+        return offset, size
+
     def on_disk(self, offset: int) -> bool:
         """``read`` can bring the message at ``offset`` back from the log (it is durable)."""
         return offset < self.log.durable_offset
