@@ -642,9 +642,7 @@ class Queue:
         if self.dedup_keys is not None:
             for offset in done:
                 self.dedup_keys.discard(offset)
-        settle = self.store.settle
-        for offset in done:
-            settle(offset)
+        self.store.settle_many(done)
         self.host.committer.mark(self)
 
     def reject(self, offsets, requeue: bool) -> None:

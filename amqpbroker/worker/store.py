@@ -311,6 +311,39 @@ class MessageStore:
                 if size >= WRITE_SETTLED_BODY:
                     self._big_settled += 1
 
+    def settle_many(self, offsets: list[int]) -> None:
+        """``settle`` for each of ``offsets`` (a multiple ack): the same steps, one pass."""
+        if not offsets:
+            return
+        self._pending_settles.extend(offsets)
+        end = self.log.end_offset
+        if min(offsets) < end:
+            self._settles_owed = True
+        pop = self.cache.pop
+        freed = 0
+        for offset in offsets:
+            rec = pop(offset, None)
+            if rec is not None:
+                freed += len(rec.body)
+        if freed:
+            self.budget.cache_used -= freed
+            self.cache_bytes -= freed
+        if not self.write_behind or max(offsets) < end:
+            return
+        pending, early = self._pending, self._settled_early
+        for offset in offsets:
+            i = offset - end
+            if i >= 0 and offset not in early and i < len(pending):
+                r = pending[i]                         # not written yet: as ``settle``
+                size = len(r[4])
+                early[offset] = size
+                self._deferred_bytes -= size
+                if size >= ELIDE_BODY:
+                    pending[i] = Record(r[0], r[1], r[2], r[3], b"", r[5])
+                    self._light += 1
+                    if size >= WRITE_SETTLED_BODY:
+                        self._big_settled += 1
+
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:
         """Write buffered records and settled offsets (event-loop thread, no fsync); with
