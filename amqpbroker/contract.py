@@ -290,6 +290,13 @@ Pub = message(2, "pub", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("tr
 PUB_PRODUCER = 1        # headers carry x-producer-id: check x-sequence against the producer
 PUB_SUBSEQUENCE = 2     # routed by an x-partitioned exchange: this partition sees only some of
                         # the producer's sequence numbers, so a gap is not an error
+# the publishes of one read of a session to one queue, numbered ``seq``, ``seq + 1``, ... in
+# ``records``' order, all with the same priority, track and flags: what ``Pub`` would say of
+# each, in one message, so that the host appends them as one (``PartitionHost.on_pubs``). Only
+# the in-process link carries it (``PartitionClient.hold``): a list of records is a cold
+# ``any`` field for the codec, and the links that encode batch per loop turn themselves.
+Pubs = message(33, "pubs", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
+               ("flags", "u8"), ("records", "any"))
 # Sub.arguments: the consumer's x-arguments (x-priority, x-stream-offset, x-stream-filter, ...)
 Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
               ("exclusive", "bool"), ("arguments", "any"), ("credit", "u32"), request=True)
@@ -337,7 +344,7 @@ Partitions = message(31, "partitions", ("qids", "any"), request=True)
 ConfirmWanted = message(32, "confirm_wanted", ("seq", "u64"))
 CONFIRM_SEEN_EVERY = 64
 
-PARTITION_COMMANDS = (Open, Pub, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
+PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
                       GroupOffsets, GroupReset, Partitions, ConfirmWanted)
 

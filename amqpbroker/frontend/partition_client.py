@@ -29,6 +29,9 @@ WINDOW = 500
 LINK_WINDOW = 1000
 # the host reports what it handled at least this often, well inside the window
 assert c.CONFIRM_SEEN_EVERY < LINK_WINDOW // 2
+# publishes of one read to one queue sent as one ``Pubs`` at most (a session handles 256
+# events per turn: one read's worth)
+BATCH_MAX = 256
 
 
 class HostGone(errors.NotFound):
@@ -66,6 +69,10 @@ class PartitionClient:
         self.lost_shares: list = []         # group members' shares waiting for a restart
         self._grant_scheduled = False
         self._wanted = 0                    # last number asked for with ConfirmWanted
+        self._batching = False              # held: publishes gather into ``_batch``
+        # [qid, first seq, priority, track, flags, records]: consecutive publishes of a
+        # held read to one queue, sent as one Pubs before any other command (``hold``)
+        self._batch: list | None = None
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
     @classmethod
@@ -87,16 +94,23 @@ class PartitionClient:
 
     def send(self, cmd) -> None:
         if self.link is not None:
+            if self._batch is not None:
+                self._send_batch()
             self.link.send(cmd)          # else the host is restarting: it recovers from disk
 
     def hold(self) -> None:
-        """Hold publishes until ``release`` (an in-process link hands them over as a batch;
-        the others batch per loop turn anyway)."""
+        """Hold publishes until ``release``: a link that takes lots (the in-process link)
+        gets the consecutive publishes of a read to one queue as one ``Pubs``, which the host
+        appends as one; the others batch per loop turn anyway."""
         hold = getattr(self.link, "hold", None)
         if hold is not None:
             hold()
+            self._batching = True
 
     def release(self) -> None:
+        self._batching = False
+        if self._batch is not None and self.link is not None:
+            self._send_batch()
         release = getattr(self.link, "release", None)
         if release is not None:
             release()
@@ -104,8 +118,21 @@ class PartitionClient:
     def publish(self, qid: int, record, priority: int, track: bool, flags: int = 0) -> int:
         self.seq = seq = self.seq + 1
         if self.link is not None:
-            self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track, flags=flags,
-                                 record=record))
+            if self._batching:
+                batch = self._batch
+                if batch is not None and batch[0] == qid and batch[2] == priority \
+                        and batch[3] == track and batch[4] == flags:
+                    records = batch[5]
+                    records.append(record)
+                    if len(records) >= BATCH_MAX:
+                        self._send_batch()
+                else:
+                    if batch is not None:
+                        self._send_batch()
+                    self._batch = [qid, seq, priority, track, flags, [record]]
+            else:
+                self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track,
+                                     flags=flags, record=record))
             if seq - self.seen > LINK_WINDOW:
                 self.backlogged = True
         else:                            # the host is restarting: refuse, never lose silently
@@ -134,8 +161,22 @@ class PartitionClient:
         self._settle(c.GroupSettle(cid=cid, seq=seq, kind=kind, offsets=offsets))
         return seq
 
+    def _send_batch(self) -> None:
+        """The gathered publishes to the link (one ``Pub`` if alone); what the host sends
+        meanwhile may gather a new batch."""
+        qid, seq, priority, track, flags, records = self._batch
+        self._batch = None
+        if len(records) == 1:
+            self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track, flags=flags,
+                                 record=records[0]))
+        else:
+            self.link.send(c.Pubs(qid=qid, seq=seq, priority=priority, track=track,
+                                  flags=flags, records=records))
+
     def _settle(self, msg) -> None:
         if self.link is not None:
+            if self._batch is not None:
+                self._send_batch()
             self.link.send(msg)
         else:
             self.done_seq = msg.seq
@@ -148,7 +189,7 @@ class PartitionClient:
             return fut
         self._next_req = req = self._next_req + 1
         self.pending[req] = fut
-        self.link.send(cls(req=req, **fields))
+        self.send(cls(req=req, **fields))
         return fut
 
     def _gone_error(self) -> HostGone:
@@ -165,8 +206,8 @@ class PartitionClient:
         self._grant_scheduled = False
         grants, self._grants = self._grants, {}
         live = [(cid, n) for cid, n in grants.items() if cid in self.consumers]
-        if live and self.link is not None:
-            self.link.send(c.Credit(grants=live))
+        if live:
+            self.send(c.Credit(grants=live))
 
     # ------------------------------------------------------------ confirms (``confirms.py``)
     def reached(self, number: int) -> bool:
@@ -178,7 +219,7 @@ class PartitionClient:
         reports its watermark past it only when asked."""
         if number > self.done_seq and number > self._wanted and self.link is not None:
             self._wanted = number
-            self.link.send(c.ConfirmWanted(seq=number))
+            self.send(c.ConfirmWanted(seq=number))
 
     def take_nack(self, number: int) -> bool:
         """Whether the host refused ``number`` (a refusal the host named is forgotten once
@@ -319,6 +360,8 @@ class PartitionClient:
         """``host_lost``'s pure half: the client's own state, and the actions for the rest."""
         self.epoch += 1
         self.link = None
+        self._batch = None                  # numbered, never sent: refused below
+        self._batching = False
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(self._gone_error())

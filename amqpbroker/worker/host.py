@@ -76,6 +76,16 @@ class LinkState:
         self._flush_held()
         self.link.emit(event)
 
+    def emit_lot(self, dlvs: list) -> None:
+        """``emit`` for each of a run's deliveries (``Subscription.deliver_many``)."""
+        held = self._held
+        if held is not None:
+            held.extend(dlvs)
+            return
+        emit = self.emit
+        for event in dlvs:
+            emit(event)
+
     def _flush_held(self) -> None:
         held = self._held
         if held:
@@ -264,6 +274,12 @@ class PartitionHost:
             state.last_seq = max(state.last_seq, cmd.seq)
             state.nacked.append(cmd.seq)
             self._drop_waiting(state, cmd.seq)
+        elif type(cmd) is c.Pubs:      # the plain queue's batch failed: none is confirmed
+            last = cmd.seq + len(cmd.records) - 1
+            state.last_seq = max(state.last_seq, last)
+            state.nacked.extend(range(cmd.seq, last + 1))
+            while state.waiting and state.waiting[-1][1] >= cmd.seq:
+                state.waiting.pop()
         elif type(cmd) in (c.Ack, c.Reject):
             state.last_seq = max(state.last_seq, cmd.seq)
 
@@ -350,6 +366,35 @@ class PartitionHost:
                 state.nacked.append(seq)
         elif (record.flags & 1 or q.persists_all) and q.durable:
             self._wait_for_commit(state, q, seq)
+        if q not in self._due:          # else checked after its dispatch (dispatch_due)
+            q.check_backlog()
+
+    def on_pubs(self, state, m: c.Pubs):
+        """``on_pub`` for each of a read's publishes to one queue, numbered ``m.seq`` on: a
+        plain queue (``Queue.publish_many``) appends them as one; any other, or a publish
+        with flags, goes one by one, each answered as its ``Pub`` would be."""
+        records = m.records
+        first = m.seq
+        q = self.queues.get(m.qid)
+        publish_many = getattr(q, "publish_many", None)
+        if publish_many is None or m.flags or q.deleted or not q._plain \
+                or (self.replicating and q.replication is not None):
+            Pub = c.Pub
+            for i, record in enumerate(records):
+                pub = Pub(qid=m.qid, seq=first + i, priority=m.priority, track=m.track,
+                          flags=m.flags, record=record)
+                try:
+                    self.on_pub(state, pub)
+                except Exception as exc:
+                    self._failed(state, pub, exc)
+            return
+        last = first + len(records) - 1
+        state.last_seq = last
+        if m.track:
+            state.tracked = last
+        persistent = q.publish_many(records)        # the index of the first persistent one
+        if q.durable and persistent is not None:
+            self._wait_for_commit(state, q, first + persistent)
         if q not in self._due:          # else checked after its dispatch (dispatch_due)
             q.check_backlog()
 

@@ -228,6 +228,41 @@ class Queue:
             return True
         return self._publish(record, priority, flags)
 
+    def publish_many(self, records: list) -> int | None:
+        """``publish`` (no flags, priority 0) of a batch to a ``_plain`` queue: appended as
+        one when none has an expiration, else one by one. Returns the index of the first
+        message that must be durable before it is confirmed (persistent, or every message
+        of a queue that persists all), None if none must."""
+        for record in records:
+            if record.properties and record.properties[0] & 1:
+                for r in records:
+                    self.publish(r)
+                break
+        else:
+            n = len(records)
+            offset, size = self.store.append_many(records)
+            self.stats.publish_bytes += size    # the count is the store's (count_appends)
+            self.host.committer.mark(self)
+            self.ready[0].extend(range(offset, offset + n))
+            self.ready_count += n
+            self.ready_bytes += size
+            if self.ready_count == n and self.consumers and not self._dispatch_scheduled \
+                    and not self._dispatching:
+                if self.host.dispatch_soon(self):     # after the batch's publishes, once
+                    self._dispatch_scheduled = True
+                else:
+                    self.dispatch()
+            else:
+                self.schedule_dispatch()
+        if not self.durable:
+            return None
+        if self.persists_all:
+            return 0
+        for i, record in enumerate(records):
+            if record.flags & 1:
+                return i
+        return None
+
     def _publish(self, record: Record, priority: int, flags: int) -> bool:
         producer = key = None
         if flags & PUB_PRODUCER:
@@ -450,6 +485,11 @@ class Queue:
     def _dispatch(self, check_expiry: bool) -> None:
         if check_expiry and (self.args.message_ttl is not None or self._expiry_timer is not None):
             self.expire_head()
+        consumers = self.consumers
+        if len(consumers) == 1 and self._plain and not self.redelivered and self.ready_count:
+            deliver_many = getattr(consumers[0], "deliver_many", None)
+            if deliver_many is not None and consumers[0].credit > 0:
+                self._dispatch_run(consumers[0], deliver_many)
         # counted per run, not per delivery (amqpbroker/stats): locals, added up at the end
         sent = no_ack = redelivered_n = 0
         try:
@@ -481,6 +521,56 @@ class Queue:
         if self.flow_on and self.ready_count < self.FLOW_HIGH // 2 \
                 and self.ready_bytes < self.FLOW_HIGH_BYTES // 2:
             self.release_publishers()
+
+    def _dispatch_run(self, consumer, deliver_many) -> None:
+        """``_dispatch``'s loop for the usual case, as one run: a plain queue (one priority
+        level, no TTL) with one consumer (a ``Subscription``) and nothing to redeliver gets
+        the head of its ready list up to the consumer's credit in one ``deliver_many``. It
+        stops where the loop would look closer (a redelivery, a head not readable yet), and
+        ``_dispatch`` goes on from there."""
+        d = self.ready[0]
+        n = min(consumer.credit, self.ready_count)
+        end, below = self.visible_end, self.redeliver_below
+        take = self.store.take
+        offsets: list[int] = []
+        records: list = []
+        size = 0
+        for _ in range(n):
+            offset = d[0]
+            if offset >= end or offset < below:
+                break
+            rec = take(offset)
+            if rec is None:
+                break
+            d.popleft()
+            offsets.append(offset)
+            records.append(rec)
+            size += len(rec.body)
+        k = len(offsets)
+        if not k:
+            return
+        self.ready_count -= k
+        self.ready_bytes -= size
+        if not self.ready_count:
+            self.store.forget_readahead()
+        if consumer.no_ack:
+            deliver_many(self, offsets, records)
+            for offset in offsets:
+                self._done(offset)
+            self.stats.on_deliveries(0, k, 0)
+            return
+        # ``_hold`` for each: one priority level (plain), so the level is 0
+        durable = self.store.log.durable_offset
+        outstanding = self.outstanding
+        bodies = self._unacked_bodies
+        for offset, rec in zip(offsets, records):
+            if offset < durable:
+                outstanding[offset] = Unacked(0, len(rec.body))
+            else:
+                outstanding[offset] = rec
+                bodies.add(offset)
+        deliver_many(self, offsets, records)
+        self.stats.on_deliveries(k, 0, 0)
 
     @property
     def backlogged(self) -> bool:
@@ -552,9 +642,7 @@ class Queue:
         if self.dedup_keys is not None:
             for offset in done:
                 self.dedup_keys.discard(offset)
-        settle = self.store.settle
-        for offset in done:
-            settle(offset)
+        self.store.settle_many(done)
         self.host.committer.mark(self)
 
     def reject(self, offsets, requeue: bool) -> None:

@@ -35,5 +35,14 @@ class Subscription:
         self.state.emit(Dlv(cid=self.cid, qid=queue.qid, offset=offset,
                             redelivered=redelivered, record=record))
 
+    def deliver_many(self, queue, offsets: list[int], records: list) -> None:
+        """``deliver`` for each, none a redelivery (``Queue._dispatch_run``)."""
+        self.credit -= len(offsets)
+        if not self.no_ack:
+            self.unacked.update(offsets)
+        cid, qid = self.cid, queue.qid
+        self.state.emit_lot([Dlv(cid=cid, qid=qid, offset=offset, redelivered=False,
+                                 record=record) for offset, record in zip(offsets, records)])
+
     def __repr__(self) -> str:
         return f"<Subscription {self.tag} on {self.queue.name}>"

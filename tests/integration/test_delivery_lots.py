@@ -145,3 +145,45 @@ async def test_a_global_prefetch_still_caps_a_batch(broker):
             await ch.queue_delete(q)
     finally:
         await conn.close()
+
+
+async def test_a_backlog_goes_in_runs_up_to_the_prefetch_with_requeued_ones_first(broker):
+    """A plain queue with one consumer dispatches its backlog in runs up to the credit
+    (``Queue._dispatch_run``): never more unacked than the prefetch, in order; messages
+    requeued meanwhile come first, flagged redelivered, then the run goes on unflagged."""
+    n, prefetch = 1000, 100
+    bodies = [b"%05d" % i for i in range(n)]
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel()
+        await ch.queue_declare("lots-backlog")
+        await publish_all(broker.url, "", "lots-backlog", bodies)
+        await ch.basic_qos(prefetch_count=prefetch)
+        seen = Collector()
+        await ch.basic_consume("lots-backlog", seen.on_message)
+        await seen.wait(prefetch)
+        await ch.queue_declare("lots-backlog", passive=True)     # a round trip: no more came
+        assert len(seen.got) == prefetch
+        await ch.basic_nack(50, multiple=True, requeue=True)       # 0..49 back to the head
+        await seen.wait(prefetch + 50)
+        await ch.queue_declare("lots-backlog", passive=True)
+        assert len(seen.got) == prefetch + 50
+        again = seen.got[prefetch:]
+        assert [m.body for m in again] == bodies[:50] and all(m.redelivered for m in again)
+        acked = 0
+        while acked < n + 50:           # ack what came, in steps, until all arrived
+            await seen.wait(acked + 1)
+            acked = len(seen.got)
+            await ch.basic_ack(seen.got[-1].delivery_tag, multiple=True)
+            if acked < n + 50:
+                await seen.wait(min(acked + prefetch, n + 50))
+        got = seen.got
+        assert [m.body for m in got] == bodies[:prefetch] + bodies[:50] + bodies[prefetch:]
+        assert [m.redelivered for m in got] == [False] * prefetch + [True] * 50 + \
+            [False] * (n - prefetch)
+        assert [m.delivery_tag for m in got] == list(range(1, n + 51))
+        ok = await ch.queue_declare("lots-backlog", passive=True)
+        assert ok.message_count == 0
+        await ch.queue_delete("lots-backlog")
+    finally:
+        await conn.close()

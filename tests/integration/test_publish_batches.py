@@ -64,3 +64,53 @@ async def test_pipelined_confirmed_publishes_are_stored_in_order(broker, durable
             assert await consume_all(await conn.channel(), q, n) == expected
     finally:
         await conn.close()
+
+
+async def test_runs_to_one_queue_keep_order_expiration_and_persistence(broker):
+    """Runs of publishes to one queue go to the host as one ``Pubs``: interleaved runs to two
+    queues, persistent and transient messages, and some with a per-message TTL in the middle
+    of a run (appended one by one) are all confirmed once and stored in order."""
+    n = 2000
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        await ch.queue_declare("runs-a", durable=True)
+        await ch.queue_declare("runs-b", durable=False)
+        sent = {"runs-a": [], "runs-b": []}
+        futures = []
+        for i in range(n):
+            q = "runs-a" if (i // 37) % 3 else "runs-b"       # runs of 37, two to one
+            props = spec.Basic.Properties(delivery_mode=2 if i % 5 else 1,
+                                          expiration="600000" if i % 101 == 7 else None)
+            body = b"%05d" % i
+            sent[q].append(body)
+            futures.append(ch.basic_publish(body, routing_key=q, properties=props))
+        confirms = await asyncio.gather(*futures)
+        assert all(isinstance(c, spec.Basic.Ack) for c in confirms)
+        for q, bodies in sent.items():
+            got = await ch.queue_declare(q, passive=True)
+            assert got.message_count == len(bodies)
+            assert await consume_all(await conn.channel(), q, len(bodies)) == bodies
+    finally:
+        await conn.close()
+
+
+async def test_a_run_to_a_full_queue_nacks_exactly_what_was_not_stored(broker):
+    """A queue with a limit takes a run one publish at a time (``on_pubs``' general path):
+    with x-overflow reject-publish, the publishes past the limit are nacked, the rest
+    acked and stored in order."""
+    limit, n = 300, 700
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        await ch.queue_declare("runs-full", arguments={"x-max-length": limit,
+                                                       "x-overflow": "reject-publish"})
+        confirms = await asyncio.gather(*[ch.basic_publish(b"%05d" % i, routing_key="runs-full")
+                                          for i in range(n)], return_exceptions=True)
+        # aiormq raises DeliveryError for a nack, carrying the frame
+        kinds = [type(getattr(c, "frame", c)) for c in confirms]
+        assert kinds == [spec.Basic.Ack] * limit + [spec.Basic.Nack] * (n - limit)
+        assert await consume_all(await conn.channel(), "runs-full", limit) == \
+            [b"%05d" % i for i in range(limit)]
+    finally:
+        await conn.close()

@@ -290,3 +290,50 @@ async def test_a_lost_host_nacks_the_confirms_it_owed_and_cancels_consumers(clie
     [cancel] = await client.expect(C.Basic.Cancel)
     assert cancel.consumer_tag == "c1"
     partition.connect(link)     # the host in this process did not die: the fixture closes it
+
+
+class HoldingLink(RecordingLink):
+    """A link that takes lots, as the in-process one does (``hold`` / ``release``)."""
+
+    def hold(self) -> None:
+        self.sent.append("hold")
+
+    def release(self) -> None:
+        self.sent.append("release")
+
+
+async def test_held_publishes_to_one_queue_go_as_one_pubs_before_any_other_command(tmp_path):
+    client = PartitionClient(0, asyncio.get_running_loop())
+    link = HoldingLink()
+    client.connect(link)
+    r = [record(b"%d" % i) for i in range(6)]
+    client.hold()
+    assert [client.publish(1, x, 0, True) for x in r[:3]] == [1, 2, 3]
+    client.publish(2, r[3], 0, True)                 # another queue: the run ends
+    client.publish(2, r[4], 0, False)                # not tracked: a run of its own
+    assert client.ack(2, [7]) == 6                   # any other command: the run goes first
+    client.publish(1, r[5], 0, True)
+    client.release()
+    client.publish(1, r[0], 0, True)                 # not held: one Pub
+    assert link.sent == [
+        "hold",
+        c.Pubs(qid=1, seq=1, priority=0, track=True, flags=0, records=r[:3]),
+        c.Pub(qid=2, seq=4, priority=0, track=True, flags=0, record=r[3]),
+        c.Pub(qid=2, seq=5, priority=0, track=False, flags=0, record=r[4]),
+        c.Ack(qid=2, seq=6, offsets=[7]),
+        c.Pub(qid=1, seq=7, priority=0, track=True, flags=0, record=r[5]),
+        "release",
+        c.Pub(qid=1, seq=8, priority=0, track=True, flags=0, record=r[0])]
+
+
+async def test_a_held_run_lost_with_its_host_is_refused_not_sent(tmp_path):
+    client = PartitionClient(0, asyncio.get_running_loop())
+    link = HoldingLink()
+    client.connect(link)
+    client.hold()
+    client.publish(1, record(), 0, True)
+    client.publish(1, record(), 0, True)
+    client.lose_host()
+    client.release()
+    assert link.sent == ["hold"]
+    assert client.reached(2) and client.take_nack(1) and client.take_nack(2)

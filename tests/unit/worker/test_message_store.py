@@ -449,3 +449,35 @@ def test_a_durable_store_never_drops_the_body_of_a_settled_record(tmp_path, stor
     store = stores(open_store(path, fsync="always"))
     assert list(store.unsettled()) == [(1, rec(1))]
     assert store.log.read(0, 10, 1 << 20)[0] == (0, rec(0))
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_settle_many_is_settle_for_each(tmp_path, stores, behind):
+    """A multiple ack's ``settle_many`` leaves a store as ``settle`` one by one does: written
+    and buffered records, small and big bodies, cached or taken, write-behind or not; and
+    what a reopen finds unsettled is the same."""
+    def build(path):
+        store = stores(open_behind(path, write_behind=1 << 30) if behind
+                       else open_store(path))
+        for i in range(6):
+            store.append(big(i) if i % 2 else rec(i, persistent=False))
+        commit_round(store)                  # 0..5 written (write-behind keeps them unless due)
+        for i in range(6, 14):
+            store.append(big(i) if i % 3 == 0 else rec(i, persistent=False))
+        for o in (1, 7, 8):
+            store.take(o)                    # delivered: no longer cached
+        return store
+
+    one, many = build(tmp_path / "one"), build(tmp_path / "many")
+    offsets = [0, 1, 3, 6, 7, 9, 12, 13]
+    settle(one, offsets)
+    many.settle_many(offsets)
+    fields = ("_pending_settles", "_settles_owed", "_settled_early", "_deferred_bytes", "_light",
+              "_big_settled", "cache_bytes")
+    assert [getattr(many, f) for f in fields] == [getattr(one, f) for f in fields]
+    assert many.budget.cache_used == one.budget.cache_used
+    assert [(r.body, r.flags) for r in many._pending] == [(r.body, r.flags) for r in one._pending]
+    for store in (one, many):
+        store.flush(force=True)
+        commit_round(store)
+    assert unsettled(many) == unsettled(one)
