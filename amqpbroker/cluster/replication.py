@@ -56,6 +56,7 @@ from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
 from ..storage.fileformat import fsync_dir
 from ..worker.queue import Queue
+from ..worker.stream import Stream
 from .etcd import EtcdError, compare, put_op
 from .placement import queue_entry
 
@@ -74,6 +75,17 @@ DIVERGED = "diverged"
 def _acks(q) -> tuple[int, list]:
     acks = q.store.acks
     return acks.floor, acks.done_runs()
+
+
+def _offsets(q) -> dict | None:
+    """A stream's group commits as written to its offset file (what the leader would
+    resume from itself); None for a queue."""
+    return q.offsets.in_file() if type(q) is Stream else None
+
+
+def _settled(q) -> tuple:
+    """What a follower must have besides the log: the ack runs and a stream's commits."""
+    return _acks(q), _offsets(q)
 
 
 class Replication:
@@ -127,7 +139,7 @@ class Replication:
                     continue
                 key = (vh.name, ref.name)
                 q = host.queues.get(self._local_qid(ref))
-                if not isinstance(q, Queue) or q.deleted:
+                if not isinstance(q, (Queue, Stream)) or q.deleted:
                     pending = True          # not open here yet: look again shortly
                     continue
                 seen.add(key)
@@ -200,7 +212,7 @@ class Replication:
         leader = q.replication if q is not None else None
         if leader is None:
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
-                                   error=NOT_LEADER, batches=None, acks=None))
+                                   error=NOT_LEADER, batches=None, acks=None, offsets=None))
             return
         leader.fetch(link, m)
 
@@ -234,6 +246,8 @@ class Replication:
                 for r in role.replicas if r != self.node.name}
         else:
             out["diverged"] = role.diverged
+        if type(q) is Stream:
+            out["group_offsets"] = q.offsets.in_file()
         if checksum:
             out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
         return out
@@ -320,7 +334,7 @@ class Leader:
             return
         self.advance()
         end = self.queue.store.log.durable_offset
-        acks = _acks(self.queue)
+        acks = _settled(self.queue)
         for key, (link, m, timer) in list(self.parked.items()):
             if m.offset < end or acks != self.sent_acks.get(link.node):
                 timer.cancel()
@@ -347,7 +361,7 @@ class Leader:
         if m.offset >= end:
             self.caught_up[node] = now
         self.advance()
-        if m.offset < end or _acks(q) != self.sent_acks.get(node):
+        if m.offset < end or _settled(q) != self.sent_acks.get(node):
             self._answer(link, m)
             return
         key = (link, m.req)
@@ -378,20 +392,19 @@ class Leader:
         except OffsetOutOfRange as exc:     # behind our log start: not built (module doc)
             self._error(link, m, f"behind: {exc}")
             return
-        acks = _acks(q)
-        self.sent_acks[link.node] = acks
+        acks, offsets = self.sent_acks[link.node] = _settled(q)
         if batches:
             base, crc, records = batches[-1]
             self.sent_ends[link.node] = (base + len(records), crc)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
-                               error="", batches=batches, acks=acks))
+                               error="", batches=batches, acks=acks, offsets=offsets))
 
     def _error(self, link, m: c.Fetch, error: str, batches=None) -> None:
         log_ = self.queue.store.log
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.end_offset,
-                               error=error, batches=batches, acks=None))
+                               error=error, batches=batches, acks=None, offsets=None))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -624,6 +637,8 @@ class Follower:
                 for o in range(a, b):
                     store.settle(o)
                 changed = True
+        if reply.offsets is not None and type(q) is Stream and q.apply_offsets(reply.offsets):
+            changed = True
         if changed:
             store.flush()
             await self.repl.broker.loop.run_in_executor(None, store.sync)

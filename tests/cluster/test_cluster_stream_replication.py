@@ -1,0 +1,172 @@
+"""Replicated streams and consumer-group offsets (issue 12, docs/CLUSTER.md "As built (step
+6)"): a stream with ``x-initial-cluster-size`` 3 is fetched by its followers as a quorum
+queue is; its readers see only below the high watermark and keep reading after the leader is
+SIGKILLed; a group's commits replicate with the partition, so its next owner resumes from
+them. Three real nodes, a real etcd, pika and the management API."""
+import time
+
+import pika
+import pytest
+
+from amqpbroker.testing.cluster import LocalCluster
+
+DEADLINE = 60.0
+
+
+def connect(node):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
+
+
+def queue_on(node, name):
+    return {q["name"]: q for q in node.api("queues")}.get(name, {})
+
+
+def agreed_leader(cluster, name, replicas=3, among=None):
+    """Wait until every node (of ``among``) names one leader of ``name`` with ``replicas``
+    in its ISR; that leader's BrokerProcess."""
+    nodes = among or cluster.nodes
+
+    def agreed():
+        seen = [queue_on(n, name) for n in nodes]
+        leaders = {q.get("leader") for q in seen}
+        if len(leaders) == 1 and None not in leaders and all(
+                len(q.get("isr", ())) == replicas for q in seen):
+            return leaders.pop()
+        return None
+    leader = cluster.wait_until(agreed, timeout=DEADLINE)
+    return cluster.node(leader.split("@")[1])
+
+
+def new_leader(cluster, name, old, survivor):
+    """After ``old`` died: the leader ``survivor`` sees for ``name`` once it is another."""
+    gone = f"amqpbroker@{old.node}"
+    leader = cluster.wait_until(lambda: (lambda q: q.get("leader") not in (None, gone)
+                                         and q["leader"])(queue_on(survivor, name)),
+                                timeout=DEADLINE)
+    return cluster.node(leader.split("@")[1])
+
+
+def publish_confirmed(node, exchange, routing_key, bodies):
+    conn = connect(node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for body in bodies:
+        ch.basic_publish(exchange, routing_key, body, pika.BasicProperties(delivery_mode=2),
+                         mandatory=True)
+    conn.close()
+    return list(bodies)
+
+
+def read_stream(node, name, count, offset="first", prefetch=50):
+    """Consume ``count`` messages of stream ``name`` from ``x-stream-offset`` ``offset``:
+    the first ``count`` [(x-stream-offset, body)], acked as they come (credit)."""
+    conn = connect(node)
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=prefetch)
+    got = []
+
+    def on_message(ch, method, props, body):
+        got.append((props.headers["x-stream-offset"], body))
+        ch.basic_ack(method.delivery_tag)
+    ch.basic_consume(name, on_message, arguments={"x-stream-offset": offset})
+    end = time.monotonic() + DEADLINE
+    while len(got) < count and time.monotonic() < end:
+        conn.process_data_events(time_limit=0.05)
+    conn.close()
+    return got[:count]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3) as c:
+        yield c
+
+
+def test_a_stream_is_replicated_and_its_readers_keep_reading_after_the_leader_is_killed(
+        cluster):
+    conn = connect(cluster.nodes[0])
+    conn.channel().queue_declare("events", durable=True, arguments={
+        "x-queue-type": "stream", "x-initial-cluster-size": 3})
+    conn.close()
+    leader = agreed_leader(cluster, "events")
+    others = [n for n in cluster.nodes if n is not leader]
+    bodies = [b"e%04d" % i for i in range(300)]
+    # confirmed at the high watermark: from a follower's client, and from the leader's own
+    confirmed = publish_confirmed(others[0], "", "events", bodies[:150])
+    confirmed += publish_confirmed(leader, "", "events", bodies[150:])
+    # every replica reports the same log up to the HW (byte-identical batches)
+    cluster.wait_until(lambda: len({(p.get("log_end_offset"), p.get("high_watermark"),
+                                     p.get("crc32c")) for p in (
+        n.api("partitions/%2F/events")["replica"] for n in cluster.nodes)}) == 1
+        and leader.api("partitions/%2F/events")["replica"]["high_watermark"] == 300,
+        timeout=DEADLINE)
+    # a reader from offset 100 on a follower's node (forwarded to the leader)
+    got = read_stream(others[1], "events", 50, offset=100)
+    assert got == [(100 + i, confirmed[100 + i]) for i in range(50)]
+    leader.kill()
+    new = new_leader(cluster, "events", leader, others[0])
+    assert new in others
+    # after the failover every confirmed message is there, in order, at its offset
+    got = read_stream(others[1], "events", 300)
+    assert got == list(enumerate(confirmed))
+    more = publish_confirmed(others[0], "", "events", [b"after"])
+    got = read_stream(others[0], "events", 1, offset=300)
+    assert got == [(300, more[0])]
+
+
+def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(cluster):
+    conn = connect(cluster.nodes[0])
+    conn.channel().exchange_declare("orders", exchange_type="x-partitioned", arguments={
+        "x-partitions": 1, "x-replication-factor": 3})
+    conn.close()
+    leader = agreed_leader(cluster, "orders-0")
+    others = [n for n in cluster.nodes if n is not leader]
+    bodies = [b"o%04d" % i for i in range(200)]
+    publish_confirmed(others[0], "orders", "k", bodies)
+
+    # a member on the partition leader's node acks the first 120 (commits by acks)
+    conn = connect(leader)
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=10)
+    got = []
+
+    def on_message(ch, method, props, body):
+        got.append((props.headers["x-stream-offset"], body))
+        if len(got) <= 120:
+            ch.basic_ack(method.delivery_tag)
+    ch.basic_consume("orders", on_message, arguments={"x-consumer-group": "billing",
+                                                      "x-stream-offset": "first"})
+    end = time.monotonic() + DEADLINE
+    while len(got) < 130 and time.monotonic() < end:
+        conn.process_data_events(time_limit=0.05)
+    assert [b for _, b in got[:130]] == bodies[:130]
+
+    def committed(node):
+        groups = node.api("partitions/%2F/orders-0")["replica"].get("group_offsets") or {}
+        return groups.get("billing")
+    # the commit is on every replica before the leader dies
+    cluster.wait_until(lambda: all(committed(n) == 120 for n in cluster.nodes),
+                       timeout=DEADLINE)
+    leader.kill()
+    new = new_leader(cluster, "orders-0", leader, others[0])
+    assert new in others
+
+    # the group's next owner (on the new leader's node) resumes at the commit: offsets
+    # 120.. once each (the 10 delivered and never acked come again: at-least-once)
+    conn2 = connect(new)
+    ch2 = conn2.channel()
+    ch2.basic_qos(prefetch_count=50)
+    again = []
+
+    def on_message2(ch, method, props, body):
+        again.append((props.headers["x-stream-offset"], body))
+        ch.basic_ack(method.delivery_tag)
+    ch2.basic_consume("orders", on_message2, arguments={"x-consumer-group": "billing",
+                                                        "x-stream-offset": "first"})
+    end = time.monotonic() + DEADLINE
+    while len(again) < 80 and time.monotonic() < end:
+        conn2.process_data_events(time_limit=0.05)
+    conn2.process_data_events(time_limit=0.3)
+    assert again == [(120 + i, bodies[120 + i]) for i in range(80)]
+    conn2.close()
