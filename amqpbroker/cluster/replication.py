@@ -39,12 +39,15 @@ a role from its ``partitions/`` key:
   rebuilds the indexes and trims the ack log) before fetching again. This is KIP-101/279's
   outcome found by content rather than by a leader-epoch checkpoint (docs/CLUSTER.md).
 
-Not built yet (docs/CLUSTER.md "As built (step 5)"): a follower behind the leader's log
-start (segments the leader deleted once acked) stops following, logged.
+* **Behind the log start**: a follower whose log ends below the leader's log start (the
+  leader deleted settled segments, or a stream's retention did; a replica added by a
+  reassignment) gets ``behind`` and empties its log to start there (``_restart_at``: Kafka's
+  OffsetOutOfRange reset to the log start), then fetches from it.
 """
 from __future__ import annotations
 
 import asyncio
+import glob
 import itertools
 import json
 import logging
@@ -54,7 +57,8 @@ import time
 from .. import contract as c
 from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
-from ..storage.fileformat import fsync_dir
+from ..storage.fileformat import MAGIC_LOG, file_header, fsync_dir
+from ..storage.segment import segment_name
 from ..worker.queue import Queue
 from ..worker.stream import Stream
 from .etcd import EtcdError, compare, put_op
@@ -70,6 +74,7 @@ RETRY = 0.3                 # seconds between attempts after a failure
 NOT_LEADER = "not leader"
 STALE_EPOCH = "epoch"
 DIVERGED = "diverged"
+BEHIND = "behind"           # the fetch offset is below the leader's log start
 
 
 def _acks(q) -> tuple[int, list]:
@@ -390,7 +395,7 @@ class Leader:
         try:
             batches = log_.read_batches(m.offset, min(m.max_bytes or FETCH_BYTES, FETCH_BYTES))
         except OffsetOutOfRange as exc:     # behind our log start: not built (module doc)
-            self._error(link, m, f"behind: {exc}")
+            self._error(link, m, f"{BEHIND}: {exc}")
             return
         acks, offsets = self.sent_acks[link.node] = _settled(q)
         if batches:
@@ -592,8 +597,12 @@ class Follower:
                 if reply.error == DIVERGED and reply.leader_epoch >= self.epoch:
                     self._truncate(q, reply)
                     continue
+                if reply.error.startswith(BEHIND) and reply.leader_epoch >= self.epoch \
+                        and reply.log_start > q.store.log.end_offset:
+                    self._restart_at(q, reply.log_start)
+                    continue
                 if reply.error:
-                    if reply.error.startswith("behind"):
+                    if reply.error.startswith(BEHIND):
                         self.diverged = True
                         log.warning("queue '%s' in vhost '%s': this replica (log end %d) "
                                     "cannot follow the leader %s: %s; copying from a later "
@@ -672,6 +681,43 @@ class Follower:
         self.queue = host.reopen(q, lambda: truncate_files(cuts))
         self.last_crc = self._last_crc(self.queue)
         self.hw = min(self.hw, cut)
+
+
+    def _restart_at(self, q, start: int) -> None:
+        """Our log ends below the leader's log start (it deleted what we lack: settled
+        segments, a stream's retention; we are a new replica, or were away): Kafka's
+        OffsetOutOfRange reset. Our log is emptied to start at the leader's log start (what
+        is below it is gone there: settled or retained out) and fetched from there."""
+        log_ = q.store.log
+        log.warning("queue '%s' in vhost '%s': this replica's log (%d..%d) ends below the "
+                    "leader %s's log start %d: emptied, following from there", self.key[1],
+                    self.key[0], log_.start_offset, log_.end_offset, self.leader, start)
+        directory = log_.directory
+        self.queue = q.host.reopen(q, lambda: restart_files(directory, start))
+        self.last_crc = 0
+
+
+def restart_files(directory: str, start: int) -> None:
+    """Make a closed log's directory an empty log starting at ``start``: every segment's
+    files removed, one empty segment ``start`` made (what retention leaves once it deleted
+    everything but a fresh active segment, so recovery knows it), fsynced. The queue's
+    other files (ack log, group offsets, producers) stay: they name offsets below ``start``
+    that are settled anyway, and the leader's next replies bring theirs."""
+    for path in glob.glob(os.path.join(directory, "[0-9]*.*")):
+        base = os.path.basename(path).split(".", 1)[0]     # a segment's: 20 digits
+        if base.isdigit() and len(base) == len(segment_name(0)):
+            os.unlink(path)
+    if not os.path.isdir(directory):        # a partition never written to has none yet
+        os.makedirs(directory)
+        fsync_dir(os.path.dirname(os.path.abspath(directory)))
+    path = os.path.join(directory, segment_name(start) + ".log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, file_header(MAGIC_LOG))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(directory)
 
 
 def truncate_files(cuts) -> None:

@@ -170,3 +170,49 @@ def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(cluster
     conn2.process_data_events(time_limit=0.3)
     assert again == [(120 + i, bodies[120 + i]) for i in range(80)]
     conn2.close()
+
+
+def test_a_replica_added_behind_the_leaders_log_start_follows_from_there(cluster):
+    """Retention deleted the stream's first segments; a reassignment adds a replica whose
+    log is empty (ends at 0, below the leader's log start): it restarts its log at the
+    leader's log start (Kafka's OffsetOutOfRange reset), catches up, joins the ISR (so the
+    reassignment completes), holds the leader's batches byte for byte, and serves the
+    stream once the old leader is killed."""
+    conn = connect(cluster.nodes[0])
+    conn.channel().queue_declare("rolling", durable=True, arguments={
+        "x-queue-type": "stream", "x-initial-cluster-size": 2,
+        "x-stream-max-segment-size-bytes": 4000, "x-max-length-bytes": 20000})
+    conn.close()
+    leader = agreed_leader(cluster, "rolling", replicas=2)
+    members = queue_on(leader, "rolling")["members"]
+    (outsider,) = [n for n in cluster.nodes if f"amqpbroker@{n.node}" not in members]
+    bodies = [b"r%04d" % i + b"." * 500 for i in range(200)]
+    for i in range(0, 200, 20):         # one batch (commit round) per 20: segments roll
+        publish_confirmed(leader, "", "rolling", bodies[i:i + 20])
+    start = leader.api("partitions/%2F/rolling")["log_start_offset"]
+    assert start > 0                    # retention removed the first segments
+
+    status, _ = leader.request("PUT", "reassignments/%2F/rolling",
+                               {"replicas": [leader.node, outsider.node]})
+    assert status in (200, 201, 202, 204)
+    # the new replica joins the ISR only once it fetched up to the HW: the move completes
+    target = sorted(f"amqpbroker@{n.node}" for n in (leader, outsider))
+    cluster.wait_until(lambda: sorted(queue_on(outsider, "rolling").get("isr", ())) ==
+                       target and
+                       leader.api("reassignments") == [], timeout=DEADLINE)
+
+    def replica(n):
+        return n.api("partitions/%2F/rolling")["replica"]
+    new = cluster.wait_until(lambda: (lambda r: r if r["log_end_offset"] == 200
+                                      and r["high_watermark"] == 200 else None)(
+        replica(outsider)), timeout=DEADLINE)
+    old = replica(leader)
+    assert new["log_start_offset"] == old["log_start_offset"] == start
+    assert new["crc32c"] == old["crc32c"]
+    assert new["role"] == "follower" and not new["diverged"]
+
+    leader.kill()
+    survivor = next(n for n in cluster.nodes if n is not leader)
+    assert new_leader(cluster, "rolling", leader, survivor) is outsider
+    got = read_stream(survivor, "rolling", 200 - start)
+    assert got == [(o, bodies[o]) for o in range(start, 200)]
