@@ -216,3 +216,63 @@ def test_a_replica_added_behind_the_leaders_log_start_follows_from_there(cluster
     assert new_leader(cluster, "rolling", leader, survivor) is outsider
     got = read_stream(survivor, "rolling", 200 - start)
     assert got == [(o, bodies[o]) for o in range(start, 200)]
+
+
+def test_a_quorum_replica_added_after_acked_segments_were_deleted_follows_from_the_start(
+        tmp_path):
+    """A quorum queue's leader deletes a segment once all its messages are acked; a replica
+    added afterwards (log end 0, below the leader's log start) restarts its log there,
+    settles what the leader settled, and after the old leader is killed delivers exactly the
+    unacked messages, flagged."""
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
+                      args=("--segment-bytes", "4000")) as cluster:
+        conn = connect(cluster.nodes[0])
+        conn.channel().queue_declare("acked", durable=True, arguments={
+            "x-queue-type": "quorum", "x-quorum-initial-group-size": 2})
+        conn.close()
+        leader = agreed_leader(cluster, "acked", replicas=2)
+        members = queue_on(leader, "acked")["members"]
+        (outsider,) = [n for n in cluster.nodes if f"amqpbroker@{n.node}" not in members]
+        bodies = [b"q%04d" % i + b"." * 500 for i in range(100)]
+        for i in range(0, 100, 10):
+            publish_confirmed(leader, "", "acked", bodies[i:i + 10])
+        conn = connect(leader)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for i in range(90):
+            method, _, body = ch.basic_get("acked", auto_ack=False)
+            assert body == bodies[i]
+            ch.basic_ack(method.delivery_tag)
+        # a confirmed publish after the acks: their round (and the deletions after it) ran
+        ch.basic_publish("", "acked", b"last", pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        start = cluster.wait_until(lambda: (lambda s: s if s > 0 else None)(
+            leader.api("partitions/%2F/acked")["log_start_offset"]), timeout=DEADLINE)
+
+        status, _ = leader.request("PUT", "reassignments/%2F/acked",
+                                   {"replicas": [leader.node, outsider.node]})
+        assert status in (200, 201, 202, 204)
+        target = sorted(f"amqpbroker@{n.node}" for n in (leader, outsider))
+        cluster.wait_until(lambda: sorted(queue_on(outsider, "acked").get("isr", ())) ==
+                           target and leader.api("reassignments") == [], timeout=DEADLINE)
+        new = outsider.api("partitions/%2F/acked")["replica"]
+        assert new["log_start_offset"] == start and new["log_end_offset"] == 101
+
+        leader.kill()
+        survivor = next(n for n in cluster.nodes if n is not leader)
+        assert new_leader(cluster, "acked", leader, survivor) is outsider
+        conn = connect(outsider)
+        ch = conn.channel()
+        got = []
+        for _ in range(200):
+            method, _, body = ch.basic_get("acked", auto_ack=False)
+            if method is None:
+                if len(got) == 11:
+                    break
+                conn.sleep(0.05)
+                continue
+            got.append((body, method.redelivered))
+            ch.basic_ack(method.delivery_tag)
+        conn.close()
+        assert [b for b, _ in got] == bodies[90:] + [b"last"]
+        assert all(r for _, r in got)
