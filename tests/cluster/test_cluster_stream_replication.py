@@ -276,3 +276,54 @@ def test_a_quorum_replica_added_after_acked_segments_were_deleted_follows_from_t
         conn.close()
         assert [b for b, _ in got] == bodies[90:] + [b"last"]
         assert all(r for _, r in got)
+
+
+def test_a_stream_reader_sees_only_below_the_high_watermark(tmp_path):
+    """A follower stalled (SIGSTOP, inside the lease and the lag time): what the leader
+    appends is durable there but not below the HW, so a reader does not get it and its
+    publisher no confirm; SIGCONT, the follower fetches, the HW moves, both arrive."""
+    import os
+    import signal
+    import threading
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=15,
+                      args=("--replica-lag-time", "60")) as cluster:
+        conn = connect(cluster.nodes[0])
+        conn.channel().queue_declare("held", durable=True, arguments={
+            "x-queue-type": "stream", "x-initial-cluster-size": 3})
+        conn.close()
+        leader = agreed_leader(cluster, "held")
+        stalled = next(n for n in cluster.nodes if n is not leader)
+        publish_confirmed(leader, "", "held", [b"c%d" % i for i in range(5)])
+        cluster.wait_until(lambda: all(
+            n.api("partitions/%2F/held")["replica"]["high_watermark"] == 5
+            for n in cluster.nodes))
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        confirmed = threading.Event()
+        try:
+            # its confirm waits for the stalled follower (pika blocks: a thread)
+            publisher = threading.Thread(target=lambda: (publish_confirmed(
+                leader, "", "held", [b"held"]), confirmed.set()))
+            publisher.start()
+            cluster.wait_until(lambda: leader.api("partitions/%2F/held")["durable_offset"] == 6)
+            rconn = connect(leader)
+            rch = rconn.channel()
+            rch.basic_qos(prefetch_count=50)
+            got = []
+            rch.basic_consume("held", lambda ch, m, p, body: (
+                got.append(body), ch.basic_ack(m.delivery_tag)),
+                arguments={"x-stream-offset": "first"})
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                rconn.process_data_events(time_limit=0.05)
+            assert got == [b"c%d" % i for i in range(5)]
+            assert not confirmed.is_set()
+            assert leader.api("partitions/%2F/held")["replica"]["high_watermark"] == 5
+        finally:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+        end = time.monotonic() + DEADLINE
+        while len(got) < 6 and time.monotonic() < end:
+            rconn.process_data_events(time_limit=0.05)
+        assert got == [b"c%d" % i for i in range(5)] + [b"held"]
+        publisher.join(DEADLINE)
+        assert confirmed.is_set()
+        rconn.close()
