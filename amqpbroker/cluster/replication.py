@@ -1,6 +1,8 @@
-"""Replication (issue 12 step 5, docs/CLUSTER.md section 4): Kafka's rules for the queues
-whose partition has more than one replica (quorum queues, topics' partitions with
-``x-replication-factor`` > 1). Streams are not replicated yet.
+"""Replication (issue 12 steps 5 and 6, docs/CLUSTER.md section 4): Kafka's rules for the
+queues whose partition has more than one replica (quorum queues, streams, topics' partitions
+with ``x-replication-factor`` > 1). A stream answers what this module asks of a queue's store
+through ``Stream.store`` (``worker/stream.ReplicaStore``: its log, no acks); its consumer
+groups' commits ride each reply (``FetchReply.offsets``) as a queue's acks do.
 
 Theory of operation
 -------------------

@@ -39,6 +39,13 @@ group needs (record the delivered offset for the commit logic, add ``x-partition
 revoked assignment is ``remove_consumer`` plus whatever grace the group gives the in-flight
 deliveries; the stream itself keeps no per-reader state beyond the cursor.
 
+Replication (cluster/replication.py, docs/CLUSTER.md "As built (step 6)"): in a cluster a
+stream with ``x-initial-cluster-size`` > 1 has a leader and followers. Replication sees the
+stream through ``self.store`` (``ReplicaStore``: the log, an empty ack log), and sets
+``visible_end`` to the high watermark on the leader: readers get nothing at or past it. A
+follower's log is appended by the replication code directly; its group commits come from the
+leader (``apply_offsets``).
+
 ``x-stream-offset`` (queue_args.parse_stream_offset): ``first`` is the log's start; ``next``
 (the default) the offset the next publish will get; ``last`` the first offset of the last
 batch written (our batches are a commit round's appends to this stream, the counterpart of
