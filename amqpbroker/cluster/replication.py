@@ -396,7 +396,7 @@ class Leader:
         log_ = q.store.log
         try:
             batches = log_.read_batches(m.offset, min(m.max_bytes or FETCH_BYTES, FETCH_BYTES))
-        except OffsetOutOfRange as exc:     # behind our log start: not built (module doc)
+        except OffsetOutOfRange as exc:     # behind our log start: it restarts its log there
             self._error(link, m, f"{BEHIND}: {exc}")
             return
         acks, offsets = self.sent_acks[link.node] = _settled(q)
@@ -604,13 +604,6 @@ class Follower:
                     self._restart_at(q, reply.log_start)
                     continue
                 if reply.error:
-                    if reply.error.startswith(BEHIND):
-                        self.diverged = True
-                        log.warning("queue '%s' in vhost '%s': this replica (log end %d) "
-                                    "cannot follow the leader %s: %s; copying from a later "
-                                    "log start is not built yet", self.key[1], self.key[0],
-                                    q.store.log.end_offset, self.leader, reply.error)
-                        return
                     await asyncio.sleep(RETRY / 3)     # the etcd view catches up meanwhile
                     continue
                 if reply.leader_epoch < self.epoch:
@@ -683,7 +676,6 @@ class Follower:
         self.queue = host.reopen(q, lambda: truncate_files(cuts))
         self.last_crc = self._last_crc(self.queue)
         self.hw = min(self.hw, cut)
-
 
     def _restart_at(self, q, start: int) -> None:
         """Our log ends below the leader's log start (it deleted what we lack: settled
