@@ -62,6 +62,7 @@ consumer gets only the messages that match, and never a false positive.
 from __future__ import annotations
 
 import logging
+import weakref
 
 from .. import errors
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
@@ -143,7 +144,7 @@ class ReplicaStore:
     its log, no ack log (nothing is settled on a stream), the offset the next publish gets,
     and the commit round's write / fsync / wake-up. The stream's group offsets ride the
     fetch beside the log (``FetchReply.offsets``) and are applied by ``apply_offsets``."""
-    __slots__ = ("stream", "log")
+    __slots__ = ("_stream", "log")
 
     class _NoAcks:
         floor = 0
@@ -160,24 +161,24 @@ class ReplicaStore:
     write_behind = False        # the committer asks every queue's store (committer.mark)
 
     def __init__(self, stream: "Stream"):
-        self.stream = stream
+        self._stream = weakref.ref(stream)     # no cycle: a deleted stream is freed at once
         self.log = stream.log
 
     @property
     def next_offset(self) -> int:
-        return self.stream.end_offset
+        return self._stream().end_offset
 
     def settle(self, offset: int) -> None:      # never called: no acks (see _NoAcks)
         raise AssertionError("a stream settles nothing")
 
     def flush(self) -> None:
-        self.stream.offsets.flush()
+        self._stream().offsets.flush()
 
     def sync(self) -> None:
-        self.stream.sync()
+        self._stream().sync()
 
     def after_sync(self) -> None:
-        self.stream.after_sync()
+        self._stream().after_sync()
 
 
 class Stream:
