@@ -389,10 +389,12 @@ Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_crc", "u3
 # watermark, the leader's epoch, log start and end; ``acks`` the leader's settled offsets as
 # (floor, [(first, end)]) runs; ``error`` "" or why the fetch was refused (not leader, stale
 # epoch, diverged: then ``batches`` is the leader's [(base, next, CRC)] from its log start,
-# and the follower truncates to where its own batches stop matching)
+# and the follower truncates to where its own batches stop matching); ``offsets`` a
+# stream's consumer-group commits {group: offset} as the leader's offset file holds them
+# (None for a queue): they replicate with the partition, as acks do
 FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_epoch", "u32"),
                      ("log_start", "u64"), ("log_end", "u64"), ("error", "str"),
-                     ("batches", "any"), ("acks", "any"))
+                     ("batches", "any"), ("acks", "any"), ("offsets", "any"))
 
 # a node with worker processes (docs/CLUSTER.md "As built (layouts)"): replication runs in
 # the worker that hosts the node's copy of a queue, fed the etcd view by the supervisor.

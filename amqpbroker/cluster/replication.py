@@ -1,6 +1,8 @@
-"""Replication (issue 12 step 5, docs/CLUSTER.md section 4): Kafka's rules for the queues
-whose partition has more than one replica (quorum queues, topics' partitions with
-``x-replication-factor`` > 1). Streams are not replicated yet.
+"""Replication (issue 12 steps 5 and 6, docs/CLUSTER.md section 4): Kafka's rules for the
+queues whose partition has more than one replica (quorum queues, streams, topics' partitions
+with ``x-replication-factor`` > 1). A stream answers what this module asks of a queue's store
+through ``Stream.store`` (``worker/stream.ReplicaStore``: its log, no acks); its consumer
+groups' commits ride each reply (``FetchReply.offsets``) as a queue's acks do.
 
 Theory of operation
 -------------------
@@ -40,6 +42,10 @@ a role from its ``partitions/`` key:
   last batch both hold (``_truncate``: the queue closed, the files cut, reopened: recovery
   rebuilds the indexes and trims the ack log) before fetching again. This is KIP-101/279's
   outcome found by content rather than by a leader-epoch checkpoint (docs/CLUSTER.md).
+* **Behind the log start**: a follower whose log ends below the leader's log start (the
+  leader deleted settled segments, or a stream's retention did; a replica added by a
+  reassignment) gets ``behind`` and empties its log to start there (``_restart_at``: Kafka's
+  OffsetOutOfRange reset to the log start), then fetches from it.
 
 Process layouts (docs/CLUSTER.md "As built (layouts)"): the roles live next to the host
 that owns the queue. With ``--workers 0`` that is the supervisor (``Replication``); with
@@ -50,14 +56,12 @@ partition state and the leader's address), the lease (``LeaseUntil``); the worke
 send ISR changes back on the control channel (``IsrChange``) for the supervisor to write. Fetches reach the leader's worker over the
 cluster link relayed by the supervisor (``forward.WorkerRelay``); followers dial the leader
 node from the worker.
-
-Not built yet (docs/CLUSTER.md "As built (step 5)"): a follower behind the leader's log
-start (segments the leader deleted once acked) stops following, logged.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import glob
 import itertools
 import json
 import logging
@@ -69,8 +73,10 @@ from .. import contract as c
 from .. import errors
 from ..links.tcp import StreamEndpoint
 from ..storage.errors import OffsetOutOfRange
-from ..storage.fileformat import fsync_dir
+from ..storage.fileformat import MAGIC_LOG, file_header, fsync_dir
+from ..storage.segment import segment_name
 from ..worker.queue import Queue
+from ..worker.stream import Stream
 from .etcd import EtcdError, compare, put_op
 from .placement import PARTITIONS, queue_entry
 
@@ -85,11 +91,23 @@ LEASE_TICK = 0.2            # seconds between looks at the lease for the worker 
 NOT_LEADER = "not leader"
 STALE_EPOCH = "epoch"
 DIVERGED = "diverged"
+BEHIND = "behind"           # the fetch offset is below the leader's log start
 
 
 def _acks(q) -> tuple[int, list]:
     acks = q.store.acks
     return acks.floor, acks.done_runs()
+
+
+def _offsets(q) -> dict | None:
+    """A stream's group commits as written to its offset file (what the leader would
+    resume from itself); None for a queue."""
+    return q.offsets.in_file() if type(q) is Stream else None
+
+
+def _settled(q) -> tuple:
+    """What a follower must have besides the log: the ack runs and a stream's commits."""
+    return _acks(q), _offsets(q)
 
 
 class Roles:
@@ -152,7 +170,7 @@ class Roles:
         leader = q.replication if q is not None else None
         if leader is None:
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
-                                   error=NOT_LEADER, batches=None, acks=None))
+                                   error=NOT_LEADER, batches=None, acks=None, offsets=None))
             return
         leader.fetch(link, m)
 
@@ -245,7 +263,7 @@ class Replication(Roles):
                     continue
                 key = (vh.name, ref.name)
                 q = host.queues.get(self._local_qid(ref))
-                if not isinstance(q, Queue) or q.deleted:
+                if not isinstance(q, (Queue, Stream)) or q.deleted:
                     pending = True          # not open here yet: look again shortly
                     continue
                 seen.add(key)
@@ -410,6 +428,8 @@ class Replication(Roles):
                 for r in role.replicas if r != self.me}
         else:
             out["diverged"] = role.diverged
+        if type(q) is Stream:
+            out["group_offsets"] = q.offsets.in_file()
         if checksum:
             out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
         return out
@@ -515,7 +535,7 @@ class WorkerReplicas(Roles):
             return
         key = (q.vhost_name, q.name)
         p = m.state
-        if p is None or not isinstance(q, Queue) or q.deleted:
+        if p is None or not isinstance(q, (Queue, Stream)) or q.deleted:
             self._stop(key)
         elif p.get("leader") == self.me:
             self._lead(key, m.key, self.host, q, p)
@@ -649,7 +669,7 @@ class Leader:
             return
         self.advance()
         end = self.queue.store.log.durable_offset
-        acks = _acks(self.queue)
+        acks = _settled(self.queue)
         for key, (link, m, timer) in list(self.parked.items()):
             if m.offset < end or acks != self.sent_acks.get(link.node):
                 timer.cancel()
@@ -676,7 +696,7 @@ class Leader:
         if m.offset >= end:
             self.caught_up[node] = now
         self.advance()
-        if m.offset < end or _acks(q) != self.sent_acks.get(node):
+        if m.offset < end or _settled(q) != self.sent_acks.get(node):
             self._answer(link, m)
             return
         key = (link, m.req)
@@ -704,23 +724,22 @@ class Leader:
         log_ = q.store.log
         try:
             batches = log_.read_batches(m.offset, min(m.max_bytes or FETCH_BYTES, FETCH_BYTES))
-        except OffsetOutOfRange as exc:     # behind our log start: not built (module doc)
-            self._error(link, m, f"behind: {exc}")
+        except OffsetOutOfRange as exc:     # behind our log start: it restarts its log there
+            self._error(link, m, f"{BEHIND}: {exc}")
             return
-        acks = _acks(q)
-        self.sent_acks[link.node] = acks
+        acks, offsets = self.sent_acks[link.node] = _settled(q)
         if batches:
             base, crc, records = batches[-1]
             self.sent_ends[link.node] = (base + len(records), crc)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
-                               error="", batches=batches, acks=acks))
+                               error="", batches=batches, acks=acks, offsets=offsets))
 
     def _error(self, link, m: c.Fetch, error: str, batches=None) -> None:
         log_ = self.queue.store.log
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.end_offset,
-                               error=error, batches=batches, acks=None))
+                               error=error, batches=batches, acks=None, offsets=None))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -889,14 +908,11 @@ class Follower:
                 if reply.error == DIVERGED and reply.leader_epoch >= self.epoch:
                     self._truncate(q, reply)
                     continue
+                if reply.error.startswith(BEHIND) and reply.leader_epoch >= self.epoch \
+                        and reply.log_start > q.store.log.end_offset:
+                    self._restart_at(q, reply.log_start)
+                    continue
                 if reply.error:
-                    if reply.error.startswith("behind"):
-                        self.diverged = True
-                        log.warning("queue '%s' in vhost '%s': this replica (log end %d) "
-                                    "cannot follow the leader %s: %s; copying from a later "
-                                    "log start is not built yet", self.key[1], self.key[0],
-                                    q.store.log.end_offset, self.leader, reply.error)
-                        return
                     await asyncio.sleep(RETRY / 3)     # the etcd view catches up meanwhile
                     continue
                 if reply.leader_epoch < self.epoch:
@@ -934,6 +950,8 @@ class Follower:
                 for o in range(a, b):
                     store.settle(o)
                 changed = True
+        if reply.offsets is not None and type(q) is Stream and q.apply_offsets(reply.offsets):
+            changed = True
         if changed:
             store.flush()
             await self.repl.loop.run_in_executor(None, store.sync)
@@ -967,6 +985,42 @@ class Follower:
         self.queue = host.reopen(q, lambda: truncate_files(cuts))
         self.last_crc = self._last_crc(self.queue)
         self.hw = min(self.hw, cut)
+
+    def _restart_at(self, q, start: int) -> None:
+        """Our log ends below the leader's log start (it deleted what we lack: settled
+        segments, a stream's retention; we are a new replica, or were away): Kafka's
+        OffsetOutOfRange reset. Our log is emptied to start at the leader's log start (what
+        is below it is gone there: settled or retained out) and fetched from there."""
+        log_ = q.store.log
+        log.warning("queue '%s' in vhost '%s': this replica's log (%d..%d) ends below the "
+                    "leader %s's log start %d: emptied, following from there", self.key[1],
+                    self.key[0], log_.start_offset, log_.end_offset, self.leader, start)
+        directory = log_.directory
+        self.queue = q.host.reopen(q, lambda: restart_files(directory, start))
+        self.last_crc = 0
+
+
+def restart_files(directory: str, start: int) -> None:
+    """Make a closed log's directory an empty log starting at ``start``: every segment's
+    files removed, one empty segment ``start`` made (what retention leaves once it deleted
+    everything but a fresh active segment, so recovery knows it), fsynced. The queue's
+    other files (ack log, group offsets, producers) stay: they name offsets below ``start``
+    that are settled anyway, and the leader's next replies bring theirs."""
+    for path in glob.glob(os.path.join(directory, "[0-9]*.*")):
+        base = os.path.basename(path).split(".", 1)[0]     # a segment's: 20 digits
+        if base.isdigit() and len(base) == len(segment_name(0)):
+            os.unlink(path)
+    if not os.path.isdir(directory):        # a partition never written to has none yet
+        os.makedirs(directory)
+        fsync_dir(os.path.dirname(os.path.abspath(directory)))
+    path = os.path.join(directory, segment_name(start) + ".log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, file_header(MAGIC_LOG))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(directory)
 
 
 def truncate_files(cuts) -> None:

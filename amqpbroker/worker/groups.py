@@ -35,7 +35,10 @@ once when the member is gone (its link detached: nothing it holds can be acked a
 Commits follow the stream's commit round (worker/committer.py): a settle that moves the
 committed offset marks the stream dirty; the round's ``Stream.flush`` hands every tracker's
 new commit to the OffsetStore and flushes it, ``Stream.sync`` fsyncs it beside the log. So a
-commit is on disk one round after its ack, and never ahead of it.
+commit is on disk one round after its ack, and never ahead of it. In a cluster the
+OffsetStore replicates with the partition (cluster/replication.py, ``FetchReply.offsets``):
+a follower's holds the leader's commits, so after a failover the first ``_activate`` on the
+new leader resumes the group from them.
 """
 from __future__ import annotations
 

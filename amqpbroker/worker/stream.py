@@ -39,6 +39,13 @@ group needs (record the delivered offset for the commit logic, add ``x-partition
 revoked assignment is ``remove_consumer`` plus whatever grace the group gives the in-flight
 deliveries; the stream itself keeps no per-reader state beyond the cursor.
 
+Replication (cluster/replication.py, docs/CLUSTER.md "As built (step 6)"): in a cluster a
+stream with ``x-initial-cluster-size`` > 1 has a leader and followers. Replication sees the
+stream through ``self.store`` (``ReplicaStore``: the log, an empty ack log), and sets
+``visible_end`` to the high watermark on the leader: readers get nothing at or past it. A
+follower's log is appended by the replication code directly; its group commits come from the
+leader (``apply_offsets``).
+
 ``x-stream-offset`` (queue_args.parse_stream_offset): ``first`` is the log's start; ``next``
 (the default) the offset the next publish will get; ``last`` the first offset of the last
 batch written (our batches are a commit round's appends to this stream, the counterpart of
@@ -55,6 +62,7 @@ consumer gets only the messages that match, and never a false positive.
 from __future__ import annotations
 
 import logging
+import weakref
 
 from .. import errors
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
@@ -131,8 +139,54 @@ class StreamSubscription:
         return f"<StreamSubscription {self.tag} on {self.queue.name} at {self.cursor}>"
 
 
+class ReplicaStore:
+    """What replication (cluster/replication.py) asks of a partition's store, for a stream:
+    its log, no ack log (nothing is settled on a stream), the offset the next publish gets,
+    and the commit round's write / fsync / wake-up. The stream's group offsets ride the
+    fetch beside the log (``FetchReply.offsets``) and are applied by ``apply_offsets``."""
+    __slots__ = ("_stream", "log")
+
+    class _NoAcks:
+        floor = 0
+
+        @staticmethod
+        def done_runs() -> list:
+            return []
+
+        @staticmethod
+        def not_done(first: int, end: int) -> list:
+            return []
+
+    acks = _NoAcks()
+    write_behind = False        # the committer asks every queue's store (committer.mark)
+
+    def __init__(self, stream: "Stream"):
+        self._stream = weakref.ref(stream)     # no cycle: a deleted stream is freed at once
+        self.log = stream.log
+
+    @property
+    def next_offset(self) -> int:
+        return self._stream().end_offset
+
+    def settle(self, offset: int) -> None:      # never called: no acks (see _NoAcks)
+        raise AssertionError("a stream settles nothing")
+
+    def flush(self) -> None:
+        self._stream().offsets.flush()
+
+    def sync(self) -> None:
+        self._stream().sync()
+
+    def after_sync(self) -> None:
+        self._stream().after_sync()
+
+
 class Stream:
-    replication = None      # streams are not replicated yet (cluster/replication.py)
+    ALL_VISIBLE = 1 << 62
+    # replication (cluster/replication.py): the leader's hook of a replicated stream (None:
+    # not replicated), and the end of what readers may see (the high watermark)
+    replication = None
+    visible_end = ALL_VISIBLE
 
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
@@ -160,6 +214,7 @@ class Stream:
         self.offsets = OffsetStore(directory, fsync=self.fsync,
                                    fsync_interval_ms=config.fsync_interval_ms)
         self.groups: dict = {}                   # group name -> GroupPartition
+        self.store = ReplicaStore(self)          # replication's view (cluster/replication.py)
         self.pending: list[Record] = []          # published, not yet written (next round)
         # idempotent producers (dedup.py), as a classic queue has them
         self.producers = dedup.ProducerTable(directory if durable else None,
@@ -288,14 +343,14 @@ class Stream:
         """Deliver from the reader's cursor while it has credit, at most READ_RECORDS read;
         True if it stopped with credit left and more to read."""
         cur = reader.cursor
-        limit = self.log.durable_offset
+        limit = min(self.log.durable_offset, self.visible_end)
         start = self.log.start_offset
         if cur.next_offset < start:
             cur.next_offset = start           # retention removed what it had not read
         flt = cur.filter
         budget = READ_RECORDS
         while cur.credit > 0 and cur.next_offset < limit and budget > 0:
-            records = self._read(cur.next_offset, budget)
+            records = self._read(cur.next_offset, min(budget, limit - cur.next_offset))
             if not records:
                 return False
             budget -= len(records)
@@ -312,12 +367,27 @@ class Stream:
         tail = self._tail
         if tail and offset >= tail[0][0]:
             i = offset - tail[0][0]
-            limit = self.log.durable_offset
+            limit = min(self.log.durable_offset, self.visible_end)
             return [(o, r) for o, r in tail[i:i + n] if o < limit]
         try:
             return self.log.read(offset, max_records=n)
         except OffsetOutOfRange:                 # retention ran meanwhile: from the start
             return self.log.read(self.log.start_offset, max_records=n)
+
+    def apply_offsets(self, offsets: dict) -> bool:
+        """A follower: the leader's group commits (``OffsetStore.in_file``) as its own, for
+        the next flush; True if any changed. A group reading here (none on a follower) keeps
+        its tracker."""
+        mine = self.offsets.groups()
+        changed = False
+        for group, offset in offsets.items():
+            if mine.get(group) != offset:
+                self.offsets.commit(group, offset)
+                changed = True
+        for group in mine.keys() - offsets.keys():
+            self.offsets.delete(group)
+            changed = True
+        return changed
 
     # ---------------------------------------------------------------- acks: credit only
     def ack(self, offsets) -> None:
