@@ -273,7 +273,8 @@ class Forwarder:
         for cid, consumer in list(old.consumers.items()):
             if consumer.queue is q:
                 old.send(c.Unsub(req=0, cid=cid))
-                old.on_cancel(c.Cancel(cid=cid))        # basic.cancel to the client
+                # basic.cancel to the client: ``on_cancel`` only returns the action
+                old.apply(old, old.on_cancel(c.Cancel(cid=cid)))
         if isinstance(target, RemoteClient):
             target.dial()
             q.qid = target.new_qid()

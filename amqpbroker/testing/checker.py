@@ -229,6 +229,7 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
         workload = Workload(lambda: [(n.node, n.url) for n in cluster.nodes if n.port],
                             QUEUE, record, seed, producers=producers, consumers=consumers)
         workload.start()
+        drained = stalled = False
         try:
             time.sleep(settle)              # traffic before the first fault (a duration)
             for i in range(rounds):
@@ -241,6 +242,7 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
             workload.stop_producing()
             drained = drain(nemesis, workload)
             if not drained:         # the workload's consumers stalled: a liveness finding
+                stalled = True
                 record("stalled", views=queue_views(cluster))
                 log(f"seed {seed}: consumers stalled; queue as seen: {queue_views(cluster)}")
                 workload.reconnect_consumers()      # the final read, by fresh sessions
@@ -249,10 +251,17 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
                     log(f"seed {seed}: the final read did not drain the queue either: "
                         f"{queue_views(cluster)}")
         finally:
-            workload.stop()
+            try:
+                workload.stop()
+            finally:
+                if history_dir:         # kept even when a client did not stop in time
+                    record.dump(os.path.join(history_dir, f"history-{seed}.jsonl"))
+                    if stalled:         # the nodes' logs, to look at what stalled
+                        for node in cluster.nodes:
+                            with open(os.path.join(history_dir,
+                                                   f"node-{seed}-{node.node}.log"), "w") as f:
+                                f.writelines(node.output)
     verdict = check(record.events)
-    if history_dir:
-        record.dump(os.path.join(history_dir, f"history-{seed}.jsonl"))
     log(f"seed {seed}: {verdict.summary()}" + ("" if drained else " (drain timed out)"))
     return verdict, nemesis
 
