@@ -52,6 +52,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 import pika
@@ -161,6 +162,73 @@ class Nemesis:
             self.wait_healthy()
 
 
+class LeaderClaims:
+    """Samples, from a thread per node, which node believes it leads the queue at which
+    epoch (``/api/partitions/%2F``: the node's replica, ``role`` and ``leader_epoch``), and
+    records each new (node, epoch) claim as a ``leader`` event. ``history.check`` finds two nodes claiming one epoch (``split_brain``).
+    A sample every ``interval``; a paused or cut node is simply not sampled meanwhile."""
+
+    def __init__(self, cluster: LocalCluster, record: Recorder, interval: float = 0.1):
+        self.cluster, self.record, self.interval = cluster, record, interval
+        self.seen: set = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._sample, args=(i,), daemon=True)
+                         for i in range(len(cluster.nodes))]
+
+    def start(self) -> "LeaderClaims":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    def _sample(self, i: int) -> None:
+        while not self._stop.wait(self.interval):
+            node = self.cluster.nodes[i]
+            if not node.port or node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                parts = node.api("partitions/%2F")
+            except (OSError, ValueError):
+                continue
+            for p in parts:
+                r = p.get("replica") if p.get("queue") == QUEUE else None
+                if r and r.get("role") == "leader":
+                    claim = (r["node"], r["leader_epoch"])
+                    if claim not in self.seen:
+                        self.seen.add(claim)
+                        self.record("leader", node=claim[0], epoch=claim[1])
+
+
+def replica_states(cluster: LocalCluster, timeout: float = 30.0) -> list[dict]:
+    """Every node's replica of the queue with its ``crc32c`` up to its high watermark (the
+    single-queue ``/api/partitions`` GET), once all replicas report the same high watermark
+    (or after ``timeout``: then as they are)."""
+    def states():
+        out = []
+        for node in cluster.nodes:
+            r = node.api("partitions/%2F/" + QUEUE).get("replica")
+            if r is None:
+                return None
+            out.append({k: r.get(k) for k in ("node", "role", "leader_epoch",
+                                              "log_start_offset", "log_end_offset",
+                                              "high_watermark", "crc32c")})
+        return out
+    last = None
+
+    def settled():
+        nonlocal last
+        last = states()
+        return last if last and len({r["high_watermark"] for r in last}) == 1 else None
+    try:
+        return cluster.wait_until(settled, timeout=timeout, interval=0.2)
+    except AssertionError:
+        return last or []
+
+
 def declare(cluster: LocalCluster) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(cluster.nodes[0].url))
     try:
@@ -207,19 +275,22 @@ def queue_views(cluster: LocalCluster) -> str:
 
 def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consumers: int = 2,
              lease_ttl: int = 3, settle: float = 1.0, history_dir: str | None = None,
-             log=print):
-    """One cluster, ``rounds`` faults drawn by ``seed``; returns (verdict, nemesis). With a
-    cut among ``faults`` each node runs in its own network namespace (root only)."""
+             log=print, schedule=None):
+    """One cluster, ``rounds`` faults drawn by ``seed`` from ``faults`` (or ``schedule``:
+    these kinds in this order, one per round); returns (verdict, nemesis). With a cut among
+    the faults each node runs in its own network namespace (root only)."""
+    if schedule is not None:
+        faults, rounds = tuple(schedule), len(schedule)
     if set(faults) & set(NETNS_FAULTS):
         with NetnsLab(["n1", "n2", "n3"]) as lab:
             return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                             history_dir, log, lab)
+                             history_dir, log, lab, schedule)
     return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                     history_dir, log, None)
+                     history_dir, log, None, schedule)
 
 
 def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, history_dir,
-              log, lab):
+              log, lab, schedule):
     rng = random.Random(seed)
     record = Recorder()
     with LocalCluster(3, lease_ttl=lease_ttl, netns=lab) as cluster:
@@ -228,12 +299,13 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
         nemesis.wait_healthy()
         workload = Workload(lambda: [(n.node, n.url) for n in cluster.nodes if n.port],
                             QUEUE, record, seed, producers=producers, consumers=consumers)
+        claims = LeaderClaims(cluster, record).start()
         workload.start()
         drained = stalled = False
         try:
             time.sleep(settle)              # traffic before the first fault (a duration)
             for i in range(rounds):
-                kind = rng.choice(faults)
+                kind = schedule[i] if schedule is not None else rng.choice(faults)
                 started = time.monotonic()
                 nemesis.run(kind)
                 log(f"seed {seed} round {i + 1}/{rounds}: {kind} healed in "
@@ -250,7 +322,10 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
                 if not drained:
                     log(f"seed {seed}: the final read did not drain the queue either: "
                         f"{queue_views(cluster)}")
+            # every replica's log up to the high watermark (history.check compares them)
+            record("replicas", states=replica_states(cluster))
         finally:
+            claims.stop()
             try:
                 workload.stop()
             finally:
