@@ -1,7 +1,7 @@
 """A replicated queue's leadership moves while every node and every cluster link stays up
 (issue 12, the checker's "stalled" finding): the consumers of every node, those forwarded
 to the old leader and those on it, get ``basic.cancel``, resubscribe, and are served by the
-new leader. Three real nodes, a real etcd, pika with consumer-cancel-notify."""
+new leader; what they held unacked comes back from it, flagged ``redelivered``. Three real nodes, a real etcd, pika with consumer-cancel-notify."""
 import time
 
 import pika
@@ -34,7 +34,10 @@ class Consumer:
         self.conn = connect(node)
         self.ch = self.conn.channel()
         self.cancels = 0
-        self.bodies: list[bytes] = []
+        self.bodies: list[bytes] = []       # acked
+        self.held: list[bytes] = []         # delivered, left unacked (``holding``)
+        self.redelivered: list[bytes] = []
+        self.holding = True
         self.ch.add_on_cancel_callback(self._cancelled)
         self.subscribe()
 
@@ -45,6 +48,11 @@ class Consumer:
         self.cancels += 1
 
     def _on_message(self, ch, method, _props, body):
+        if method.redelivered:
+            self.redelivered.append(body)
+        if self.holding:
+            self.held.append(body)
+            return
         self.bodies.append(body)
         ch.basic_ack(method.delivery_tag)
 
@@ -88,6 +96,10 @@ def test_consumers_everywhere_are_cancelled_when_the_leader_moves_with_links_up(
         pump_all(consumers, lambda: {q["name"]: q for q in leader.api("queues")}[
             "moving-leader"].get("consumers") == 3)
 
+        # messages the consumers hold unacked when the leader moves
+        publish_confirmed(n1, "moving-leader", [b"held-%d" % i for i in range(3)])
+        pump_all(consumers, lambda: sum(len(c.held) for c in consumers) == 3)
+
         # the same replicas, another first: the controller makes it the leader (preferred)
         new = next(n for n in before["members"] if n != old)
         target = [new] + [n for n in before["members"] if n != new]
@@ -100,10 +112,14 @@ def test_consumers_everywhere_are_cancelled_when_the_leader_moves_with_links_up(
         # every consumer hears of the move (no node died, no link broke)
         pump_all(consumers, lambda: all(c.cancels == 1 for c in consumers))
         for c in consumers:
+            c.holding = False
             c.subscribe()
         publish_confirmed(cluster.nodes[2], "moving-leader", [b"after-%d" % i for i in range(6)])
-        pump_all(consumers, lambda: sum(len(c.bodies) for c in consumers) == 6)
+        # what was held comes back from the new leader, flagged; everything else once
+        pump_all(consumers, lambda: sum(len(c.bodies) for c in consumers) == 9)
         got = sorted(b for c in consumers for b in c.bodies)
-        assert got == [b"after-%d" % i for i in range(6)]
+        assert got == [b"after-%d" % i for i in range(6)] + [b"held-%d" % i for i in range(3)]
+        assert sorted(b for c in consumers for b in c.redelivered) == [
+            b"held-%d" % i for i in range(3)]
         for c in consumers:
             c.conn.close()
