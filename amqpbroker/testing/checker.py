@@ -313,6 +313,7 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
                     f"{time.monotonic() - started:.1f}s")
                 time.sleep(settle)
             workload.stop_producing()
+            started = time.monotonic()
             drained = drain(nemesis, workload)
             if not drained:         # the workload's consumers stalled: a liveness finding
                 stalled = True
@@ -323,8 +324,11 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
                 if not drained:
                     log(f"seed {seed}: the final read did not drain the queue either: "
                         f"{queue_views(cluster)}")
+            log(f"seed {seed}: drained in {time.monotonic() - started:.1f}s")
             # every replica's log up to the high watermark (history.check compares them)
+            started = time.monotonic()
             record("replicas", states=replica_states(cluster))
+            log(f"seed {seed}: replicas read in {time.monotonic() - started:.1f}s")
         finally:
             claims.stop()
             try:

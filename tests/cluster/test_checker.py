@@ -16,7 +16,6 @@ CI_SCHEDULES = {
     1: ("kill_leader", "pause_follower", "restart_etcd"),
     2: ("pause_leader", "kill_follower", "rolling_restart"),
     3: ("cut_leader", "cut_follower", "kill_leader"),
-    4: ("restart_etcd", "pause_leader", "cut_leader"),
 }
 
 
