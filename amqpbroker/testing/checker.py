@@ -166,8 +166,9 @@ class Nemesis:
 class LeaderClaims:
     """Samples, from a thread per node, which node believes it leads the queue at which
     epoch (``/api/partitions/%2F``: the node's replica, ``role`` and ``leader_epoch``), and
-    records each new (node, epoch) claim as a ``leader`` event. ``history.check`` finds two nodes claiming one epoch (``split_brain``).
-    A sample every ``interval``; a paused or cut node is simply not sampled meanwhile."""
+    records each new (node, epoch) claim as a ``leader`` event; ``history.check`` finds two
+    nodes claiming one epoch (``split_brain``). A sample every ``interval``; a paused or cut
+    node is simply not sampled meanwhile."""
 
     def __init__(self, cluster: LocalCluster, record: Recorder, interval: float = 0.1):
         self.cluster, self.record, self.interval = cluster, record, interval
