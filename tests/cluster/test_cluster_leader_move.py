@@ -1,7 +1,8 @@
 """A replicated queue's leadership moves while every node and every cluster link stays up
 (issue 12, the checker's "stalled" finding): the consumers of every node, those forwarded
 to the old leader and those on it, get ``basic.cancel``, resubscribe, and are served by the
-new leader; what they held unacked comes back from it, flagged ``redelivered``. Three real nodes, a real etcd, pika with consumer-cancel-notify."""
+new leader; what they held unacked comes back from it, flagged ``redelivered``. Three real
+nodes, a real etcd, pika with consumer-cancel-notify."""
 import time
 
 import pika
