@@ -349,15 +349,17 @@ class Forwarder:
         requeue = []
         for s in list(self.broker.sessions):
             for ch in list(getattr(s, "channels", {}).values()):
-                for d in ch.unacked.values():
-                    if d.queue is q and d.epoch == old.epoch:
-                        requeue.append(d.offset)
+                # a delivery is a tuple (queue, offset, consumer, epoch): channel.py
+                for dq, offset, _consumer, epoch in ch.unacked.values():
+                    if dq is q and epoch == old.epoch:
+                        requeue.append(offset)
         if requeue:
             old.reject(q.qid, requeue, True)
         for cid, consumer in list(old.consumers.items()):
             if consumer.queue is q:
                 old.send(c.Unsub(req=0, cid=cid))
-                old.on_cancel(c.Cancel(cid=cid))        # basic.cancel to the client
+                # basic.cancel to the client: ``on_cancel`` only returns the action
+                old.apply(old, old.on_cancel(c.Cancel(cid=cid)))
         if isinstance(target, RemoteClient):
             target.dial()
             q.qid = target.new_qid()

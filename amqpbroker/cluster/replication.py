@@ -247,6 +247,9 @@ class Replication(Roles):
     def _review(self) -> None:
         if self.closed:
             return
+        fences = self.node.membership.on_fence
+        if self._unfenced not in fences:
+            fences.append(self._unfenced)
         host = self.forwarder.local_host()
         if host is None:
             self._tell_workers()
@@ -278,6 +281,14 @@ class Replication(Roles):
                 self._stop(key)
         if pending and self._retry is None:
             self._retry = self.broker.loop.call_later(RETRY, self._retried)
+
+    def _unfenced(self, fenced: bool) -> None:
+        """The lease is held again: what ``Leader.serving`` held back may go (when the
+        node still leads; a review follows the view's change otherwise)."""
+        if not fenced:
+            for leader in list(self.leading.values()):
+                if leader.serving() and not leader.queue.deleted:
+                    leader.queue.schedule_dispatch()
 
     def _retried(self) -> None:
         self._retry = None
@@ -608,12 +619,21 @@ class Leader:
         self.isr = list(p.get("isr", ()))
         self.min_isr = int(p.get("min_isr", 1))
         self.advance()
+        if self.serving() and not self.queue.deleted:
+            self.queue.schedule_dispatch()  # consumers held back while the lease was in doubt
 
     # ------------------------------------------------------------ the host's questions
     def accepting(self) -> bool:
         """A publish may be stored: enough in-sync replicas, and this node is not fenced."""
         return (not self.stopped and len(self.isr) >= self.min_isr
                 and self.repl.holds_lease())
+
+    def serving(self) -> bool:
+        """Consumers may be given messages: this node holds its etcd lease. A leader paused
+        past its lease (SIGSTOP) wakes deposed, and must not hand out its copy's messages
+        before its membership notices (the fence timer runs after the socket reads that
+        woke with it): the new leader delivers them."""
+        return not self.stopped and self.repl.node.holds_lease()
 
     def passed(self, offset: int) -> bool | None:
         """Confirm (True), nack (False: leadership lost), or wait (None)."""

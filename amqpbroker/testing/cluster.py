@@ -71,13 +71,21 @@ class LocalCluster:
         return node.start()
 
     def stop(self) -> None:
-        """Stop every node (SIGTERM, waited for), then etcd; remove the data."""
+        """Stop every node (SIGTERM, waited for), then etcd; remove the data. A node that
+        fails to stop does not keep the others or etcd running: the first error is raised
+        once all were stopped."""
+        error = None
         for node in self.nodes:
             if node.proc is not None:
-                node.stop()
+                try:
+                    node.stop()
+                except Exception as exc:
+                    error = error or exc
         self.etcd.cleanup()
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+        if error is not None:
+            raise error
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

@@ -12,6 +12,11 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
     stalled  {views}                    after healing, the queue did not drain to the
                                         workload's consumers (how each node saw the queue)
     consuming, cancelled, consumer_error {c, node}   a consumer session's life
+    leader   {node, epoch}              a node was seen leading the queue at that epoch
+                                        (its own replica's role; the first sight of each)
+    replicas {states}                   at the end: every node's replica, ``node``,
+                                        ``log_start_offset``, ``high_watermark``, ``crc32c``
+                                        (over its log from the start to the HW) ...
 
 ``check(events)`` returns a ``Verdict``. The rules (docs/CLUSTER.md section 5):
 
@@ -29,6 +34,15 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
   receiving while the queue held messages, with no ``basic.cancel`` and no closed
   connection. The runner then reads the rest with fresh sessions, so ``lost`` still means
   lost.
+- **diverged**: at the end, two replicas with the same log start and high watermark whose
+  logs up to it differ (``crc32c``); replicas at another high watermark than the leader's
+  (not caught up when the runner gave up waiting) are not compared, only counted
+  (``uncompared``).
+- **split_brain**: two nodes seen leading the queue in one leader epoch. The runner samples
+  every node's own view ten times a second, so a claim shorter than that can be missed;
+  confirms are not tied to epochs in the history (a client does not see who confirmed), so
+  this is "no two leaders in one epoch" as the nodes report it, the precondition of "no two
+  leaders confirming in one epoch".
 - for information: nacked or unknown messages that were delivered anyway (allowed: a nack
   or a broken connection says "maybe"), deliveries of ids never published (a violation:
   ``phantom``), and redeliveries after this history's own ack (an ack lost in flight).
@@ -52,13 +66,17 @@ class Verdict:
     reordered: list = field(default_factory=list)       # (session, key, previous seq, seq)
     phantom: list = field(default_factory=list)         # ids delivered, never published
     stalled: list = field(default_factory=list)         # the queue as seen when it stalled
+    diverged: list = field(default_factory=list)        # (log start, HW, {node: crc32c})
+    split_brain: list = field(default_factory=list)     # (epoch, [nodes])
+    replicas_compared: int = 0          # replicas whose checksums were compared
+    uncompared: int = 0                 # replicas at another HW than the leader's
     maybe_delivered: int = 0            # nacked/unknown, delivered anyway (allowed)
     redelivered_after_ack: int = 0      # allowed (an ack can be lost with its connection)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.reordered or self.phantom
-                    or self.stalled)
+                    or self.stalled or self.diverged or self.split_brain)
 
     def summary(self) -> str:
         head = (f"published {self.published}, confirmed {self.confirmed}, nacked {self.nacked}, "
@@ -66,7 +84,9 @@ class Verdict:
                 f"({self.deliveries} deliveries)")
         found = (f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
                  f"reordered {len(self.reordered)}, phantom {len(self.phantom)}, "
-                 f"stalled {len(self.stalled)}")
+                 f"stalled {len(self.stalled)}, diverged {len(self.diverged)} "
+                 f"({self.replicas_compared} replicas compared, {self.uncompared} not), "
+                 f"split-brain {len(self.split_brain)}")
         allowed = (f"maybe-delivered {self.maybe_delivered}, "
                    f"redelivered after ack {self.redelivered_after_ack}")
         return f"{'OK' if self.ok else 'VIOLATIONS'}: {found}; {head}; allowed: {allowed}"
@@ -80,6 +100,7 @@ def check(events) -> Verdict:
     times_delivered: dict[str, int] = {}
     acked: set[str] = set()
     last_seq: dict[tuple, int] = {}             # (session, key) -> last in-order seq
+    claims: dict[int, set] = {}                 # epoch -> nodes seen leading in it
     events = list(events)
     for e in events:                # outcomes first: a confirm may arrive after the delivery
         if e["ev"] == "publish":
@@ -93,6 +114,12 @@ def check(events) -> Verdict:
             acked.add(e["id"])
         elif e["ev"] == "stalled":
             v.stalled.append(e["views"])
+        elif e["ev"] == "leader":
+            claims.setdefault(e["epoch"], set()).add(e["node"])
+        elif e["ev"] == "replicas":
+            _replicas(v, e["states"])
+    v.split_brain = sorted((epoch, sorted(nodes)) for epoch, nodes in claims.items()
+                           if len(nodes) > 1)
     v.published = len(published)
     v.confirmed = sum(1 for o in outcome.values() if o == "confirm")
     v.nacked = sum(1 for o in outcome.values() if o == "nack")
@@ -126,6 +153,23 @@ def _delivery(v, e, published, outcome, times_delivered, acked, last_seq) -> Non
         v.reordered.append((e["c"], pub["key"], prev, pub["seq"]))
     else:
         last_seq[slot] = pub["seq"]
+
+
+def _replicas(v, states) -> None:
+    """Replicas at the leader's high watermark (all, when none is the leader) with the same
+    log start must hold the same log up to it."""
+    hws = [r["high_watermark"] for r in states if r.get("role") == "leader"]
+    hw = hws[0] if hws else max((r["high_watermark"] for r in states), default=None)
+    groups: dict[tuple, dict] = {}
+    for r in states:
+        if r["high_watermark"] != hw or r.get("crc32c") is None:
+            v.uncompared += 1
+            continue
+        v.replicas_compared += 1
+        groups.setdefault((r["log_start_offset"], hw), {})[r["node"]] = r["crc32c"]
+    for (start, at), crcs in sorted(groups.items()):
+        if len(set(crcs.values())) > 1:
+            v.diverged.append((start, at, crcs))
 
 
 def load(path: str) -> list[dict]:

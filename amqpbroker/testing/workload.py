@@ -100,9 +100,10 @@ class Workload:
         self._loop.close()
 
     # ------------------------------------------------------------ clients
-    async def _connect(self):
-        """A connection to a random node that is up (retried until one answers)."""
-        while True:
+    async def _connect(self, running):
+        """A connection to a random node that is up (retried until one answers, or until
+        ``running()`` turns false: then (None, None))."""
+        while running():
             up = self.urls()
             if up:
                 node, url = self.rng.choice(up)
@@ -113,13 +114,17 @@ class Workload:
                 except (Exception, asyncio.TimeoutError):
                     pass
             await asyncio.sleep(0.2)
+        return None, None
 
     async def _producer(self, pid: int) -> None:
         seqs = [0] * self.keys
         while self._producing:
-            node, conn = await self._connect()
+            node, conn = await self._connect(lambda: self._producing)
+            if conn is None:
+                return
             try:
-                ch = await conn.channel(publisher_confirms=True)
+                ch = await asyncio.wait_for(conn.channel(publisher_confirms=True),
+                                            PUBLISH_TIMEOUT)
                 while self._producing:
                     k = self.rng.randrange(self.keys)
                     seqs[k] += 1
@@ -142,12 +147,16 @@ class Workload:
     async def _consumer(self, cid: int) -> None:
         while self._consuming:
             generation = self._generation
-            node, conn = await self._connect()
+            node, conn = await self._connect(lambda: self._consuming)
+            if conn is None:
+                return
             session = f"c{cid}.{next(self.sessions)}"
             cancelled = asyncio.Event()
             try:
-                ch = await conn.channel()
-                await ch.basic_qos(prefetch_count=self.prefetch)
+                # no step waits for ever: a broker that never answers is left for another
+                ch = await asyncio.wait_for(conn.channel(), PUBLISH_TIMEOUT)
+                await asyncio.wait_for(ch.basic_qos(prefetch_count=self.prefetch),
+                                       PUBLISH_TIMEOUT)
 
                 def on_cancel(_frame):
                     self.record("cancelled", c=session, node=node)
@@ -162,7 +171,8 @@ class Workload:
                     await ch.basic_ack(msg.delivery.delivery_tag)
                     self.record("ack", c=session, id=mid)
 
-                await ch.basic_consume(self.queue, on_message)
+                await asyncio.wait_for(ch.basic_consume(self.queue, on_message),
+                                       PUBLISH_TIMEOUT)
                 self.record("consuming", c=session, node=node)
                 while (self._consuming and not cancelled.is_set() and not conn.is_closed
                        and generation == self._generation):

@@ -369,6 +369,8 @@ class Queue:
         level, offset = self._head()
         if offset >= self.visible_end:
             return None, None       # not below the high watermark yet (replication)
+        if self.replication is not None and not self.replication.serving():
+            return None, None       # a leader without its etcd lease serves nothing (fencing)
         rec = self.store.take(offset)
         if rec is None:
             return None, None

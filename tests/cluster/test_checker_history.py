@@ -145,3 +145,36 @@ def test_consumers_that_stalled_before_the_final_read_are_a_liveness_violation()
     assert not v.ok and not v.lost
     assert v.stalled == ["n1: leader amqpbroker@n1 messages 1 unacked 0 consumers 0"]
     assert "stalled 1" in v.summary()
+
+
+def replica(node, role, hw, crc, start=0):
+    return {"node": node, "role": role, "leader_epoch": 2, "log_start_offset": start,
+            "log_end_offset": hw, "high_watermark": hw, "crc32c": crc}
+
+
+def test_replicas_whose_logs_differ_up_to_the_high_watermark_diverged():
+    same = clean().add("replicas", states=[replica("n1", "leader", 5, 77),
+                                           replica("n2", "follower", 5, 77),
+                                           replica("n3", "follower", 5, 77)])
+    v = check(same)
+    assert v.ok and (v.replicas_compared, v.uncompared) == (3, 0), v.summary()
+    h = clean().add("replicas", states=[replica("n1", "leader", 5, 77),
+                                        replica("n2", "follower", 5, 78),
+                                        replica("n3", "follower", 4, 12)])
+    v = check(h)
+    assert not v.ok and v.diverged == [(0, 5, {"n1": 77, "n2": 78})]
+    assert (v.replicas_compared, v.uncompared) == (2, 1)
+    assert "diverged 1 (2 replicas compared, 1 not)" in v.summary()
+    # another log start (segments deleted at another time): compared within its group only
+    h = clean().add("replicas", states=[replica("n1", "leader", 5, 77),
+                                        replica("n2", "follower", 5, 90, start=3)])
+    assert check(h).ok
+
+
+def test_two_nodes_leading_in_one_epoch_is_a_split_brain():
+    h = clean().add("leader", node="n1", epoch=0).add("leader", node="n2", epoch=1)
+    assert check(h).ok
+    h.add("leader", node="n1", epoch=2).add("leader", node="n3", epoch=2)
+    v = check(h)
+    assert not v.ok and v.split_brain == [(2, ["n1", "n3"])]
+    assert "split-brain 1" in v.summary()
