@@ -168,7 +168,7 @@ class Roles:
     def _fetch(self, link, m: c.Fetch, q) -> None:
         """A follower's fetch for our queue ``q`` (None: not here)."""
         leader = q.replication if q is not None else None
-        if leader is None:
+        if not isinstance(leader, Leader):  # not replicated here, or our copy follows
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
                                    error=NOT_LEADER, batches=None, acks=None, offsets=None))
             return
@@ -536,6 +536,8 @@ class WorkerReplicas(Roles):
         if self.holds_lease():
             for leader in list(self.leading.values()):
                 leader.advance()            # a HW held while we could not tell
+                if not leader.queue.deleted:
+                    leader.queue.schedule_dispatch()    # consumers held back meanwhile
 
     def on_replica_role(self, m: c.ReplicaRole) -> None:
         self.me = m.node
@@ -633,7 +635,7 @@ class Leader:
         past its lease (SIGSTOP) wakes deposed, and must not hand out its copy's messages
         before its membership notices (the fence timer runs after the socket reads that
         woke with it): the new leader delivers them."""
-        return not self.stopped and self.repl.node.holds_lease()
+        return not self.stopped and self.repl.holds_lease()
 
     def passed(self, offset: int) -> bool | None:
         """Confirm (True), nack (False: leadership lost), or wait (None)."""
@@ -830,7 +832,33 @@ class Follower:
         self.last_crc = self._last_crc(q)   # of the batch ending at our log end
         self.end: StreamEndpoint | None = None
         self.waiting: dict[int, asyncio.Future] = {}
+        self._guard(q)
         self.task = repl.loop.create_task(self._run(), name=f"follow-{key[1]}")
+
+    # ------------------------------------------------------------ the host's questions
+    def _guard(self, q) -> None:
+        """Our copy's hook (``Queue.replication``), so the host asks us about a publish that
+        reaches it: one forwarded across a leader move, or sent by a node whose view is
+        behind. Only the leader stores: a follower's copy that took it would confirm it after
+        its own commit and cut it later as a divergent tail (found by the checker's cuts)."""
+        if q.replication is None:
+            q.replication = self
+            q.host.replicating += 1
+
+    def _unguard(self) -> None:
+        q = self.queue
+        if q.replication is self:
+            q.replication = None
+            q.host.replicating -= 1
+
+    def accepting(self) -> bool:
+        return False                        # a publish here is nacked: the leader stores
+
+    def passed(self, offset: int) -> bool:
+        return False
+
+    def serving(self) -> bool:
+        return False                        # consumers are the leader's (forward.py moves them)
 
     def update(self, p: dict) -> None:
         leader, epoch = p.get("leader"), p.get("leader_epoch", 0)
@@ -841,6 +869,7 @@ class Follower:
 
     def stop(self) -> None:
         self.stopped = True
+        self._unguard()
         self.task.cancel()
         if self.end is not None:
             self.end.close()
@@ -1002,7 +1031,9 @@ class Follower:
                     log_.end_offset, self.leader, cut)
         cuts = log_.cut_points(cut)
         host = q.host
+        self._unguard()
         self.queue = host.reopen(q, lambda: truncate_files(cuts))
+        self._guard(self.queue)
         self.last_crc = self._last_crc(self.queue)
         self.hw = min(self.hw, cut)
 
@@ -1016,7 +1047,9 @@ class Follower:
                     "leader %s's log start %d: emptied, following from there", self.key[1],
                     self.key[0], log_.start_offset, log_.end_offset, self.leader, start)
         directory = log_.directory
+        self._unguard()
         self.queue = q.host.reopen(q, lambda: restart_files(directory, start))
+        self._guard(self.queue)
         self.last_crc = 0
 
 
