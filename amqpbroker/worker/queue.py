@@ -530,6 +530,8 @@ class Queue:
         the head of its ready list up to the consumer's credit in one ``deliver_many``. It
         stops where the loop would look closer (a redelivery, a head not readable yet), and
         ``_dispatch`` goes on from there."""
+        if self.replication is not None and not self.replication.serving():
+            return                  # fenced, as ``_pop_head`` (the loop after us stops there)
         d = self.ready[0]
         n = min(consumer.credit, self.ready_count)
         end, below = self.visible_end, self.redeliver_below
