@@ -40,8 +40,9 @@ def cpu(pids) -> float:
     return total / TICKS
 
 
-def publish(node, queue: str, n: int, body: bytes) -> list[float]:
-    conn = pika.BlockingConnection(pika.URLParameters(node.url))
+def publish(url: str, queue: str, n: int, body: bytes) -> list[float]:
+    """Persistent publishes, each waiting for its confirm; the seconds each took."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     ch.confirm_delivery()
     props = pika.BasicProperties(delivery_mode=2)
@@ -96,7 +97,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for label, node in (("local (n1)", n1), ("forwarded (n2)", n2)):
                 c0 = cpu(pids)
-                lat = publish(node, "bench-fwd", args.messages, body)
+                lat = publish(node.url, "bench-fwd", args.messages, body)
                 c1 = cpu(pids)
                 took = consume(node, "bench-fwd", args.messages)
                 c2 = cpu(pids)

@@ -43,21 +43,8 @@ sys.path.insert(0, ".")
 sys.path.insert(0, SHARED_BENCH)
 import rawamqp  # noqa: E402  (the shared harness's client: the broker, not the client, bounds)
 from amqpbroker.testing.cluster import LocalCluster  # noqa: E402
-from bench.cluster_forward_bench import cpu  # noqa: E402
+from bench.cluster_forward_bench import cpu, publish as one_by_one  # noqa: E402
 from bench.rabbitmq_cluster import RabbitCluster  # noqa: E402
-
-def one_by_one(url: str, queue: str, n: int, body: bytes) -> list[float]:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    ch = conn.channel()
-    ch.confirm_delivery()
-    props = pika.BasicProperties(delivery_mode=2)
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        ch.basic_publish("", queue, body, props)
-        out.append(time.perf_counter() - t)
-    conn.close()
-    return out
 
 
 async def _windowed(url: str, queue: str, n: int, size: int, window: int):

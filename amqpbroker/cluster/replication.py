@@ -244,6 +244,18 @@ class Replication(Roles):
             cached = self._parsed[key] = (kv.mod_revision, state)
         return key, cached[1]
 
+    def _replicated_here(self):
+        """(vhost, ref, partitions/ key, partition state) of each queue replicated with a
+        replica on this node (two replicas or more; exclusive queues are never replicated)."""
+        me = self.node.name
+        for vh in list(self.broker.vhosts.values()):
+            for ref in list(vh.queues.values()):
+                if ref.deleted or ref.exclusive_owner is not None:
+                    continue
+                pkey, p = self._partition(vh.name, ref.name)
+                if p is not None and len(p.get("replicas", ())) >= 2 and me in p["replicas"]:
+                    yield vh, ref, pkey, p
+
     def _review(self) -> None:
         if self.closed:
             return
@@ -257,25 +269,19 @@ class Replication(Roles):
         me = self.node.name
         seen = set()
         pending = False
-        for vh in list(self.broker.vhosts.values()):
-            for ref in list(vh.queues.values()):
-                if ref.deleted or ref.exclusive_owner is not None:
-                    continue
-                pkey, p = self._partition(vh.name, ref.name)
-                if p is None or len(p.get("replicas", ())) < 2 or me not in p["replicas"]:
-                    continue
-                key = (vh.name, ref.name)
-                q = host.queues.get(self._local_qid(ref))
-                if not isinstance(q, (Queue, Stream)) or q.deleted:
-                    pending = True          # not open here yet: look again shortly
-                    continue
-                seen.add(key)
-                if p.get("leader") == me:
-                    self._lead(key, pkey, host, q, p)
-                elif p.get("leader"):
-                    self._follow(key, q, p)
-                else:
-                    self._stop(key)
+        for vh, ref, pkey, p in self._replicated_here():
+            key = (vh.name, ref.name)
+            q = host.queues.get(self._local_qid(ref))
+            if not isinstance(q, (Queue, Stream)) or q.deleted:
+                pending = True          # not open here yet: look again shortly
+                continue
+            seen.add(key)
+            if p.get("leader") == me:
+                self._lead(key, pkey, host, q, p)
+            elif p.get("leader"):
+                self._follow(key, q, p)
+            else:
+                self._stop(key)
         for key in set(self.leading) | set(self.following):
             if key not in seen:
                 self._stop(key)
@@ -316,26 +322,20 @@ class Replication(Roles):
                     del self._told[told]
         self._tell_lease()
         seen = set()
-        for vh in list(self.broker.vhosts.values()):
-            for ref in list(vh.queues.values()):
-                if ref.deleted or ref.exclusive_owner is not None:
-                    continue
-                pkey, p = self._partition(vh.name, ref.name)
-                if p is None or len(p.get("replicas", ())) < 2 or me not in p["replicas"]:
-                    continue
-                saved = self.forwarder.local_copies.get(ref)
-                client, qid = saved if saved is not None else (ref.client, ref.qid)
-                if isinstance(client, RemoteClient) or client.index >= len(workers):
-                    continue
-                leader = p.get("leader")
-                at = None
-                if leader and leader != me:
-                    reg = self.forwarder.registration(leader) or {}
-                    at = [reg.get("host"), reg.get("cluster_port"),
-                          self.forwarder.worker_on(leader, vh.name, ref.name)]
-                self._tell(workers[client.index], qid,
-                           c.ReplicaRole(qid=qid, node=me, key=pkey, state=p, leader_at=at),
-                           seen)
+        for vh, ref, pkey, p in self._replicated_here():
+            saved = self.forwarder.local_copies.get(ref)
+            client, qid = saved if saved is not None else (ref.client, ref.qid)
+            if isinstance(client, RemoteClient) or client.index >= len(workers):
+                continue
+            leader = p.get("leader")
+            at = None
+            if leader and leader != me:
+                reg = self.forwarder.registration(leader) or {}
+                at = [reg.get("host"), reg.get("cluster_port"),
+                      self.forwarder.worker_on(leader, vh.name, ref.name)]
+            self._tell(workers[client.index], qid,
+                       c.ReplicaRole(qid=qid, node=me, key=pkey, state=p, leader_at=at),
+                       seen)
         for (index, qid), told in list(self._told.items()):
             if (index, qid) not in seen and told.state is not None:
                 self._tell(workers[index], qid, told._replace(state=None, leader_at=None),

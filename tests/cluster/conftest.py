@@ -22,3 +22,19 @@ def etcd(tmp_path):
 def cluster(tmp_path):
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=LEASE_TTL) as c:
         yield c
+
+
+# The process layouts a cluster's nodes may run in: nodes whose queues live in worker
+# processes and whose connections are served by front-end processes (the layout of a machine
+# with 4 CPUs or more), and a mixed cluster (n1 one process, n2 and n3 split): a front-end
+# forwards, and a worker's queues are reached from other nodes (docs/CLUSTER.md "As built
+# (layouts)"). ``test_in_every_layout_*`` tests run on each.
+SPLIT = ("--workers", "2", "--frontends", "2")
+LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout_cluster(request, tmp_path):
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=LEASE_TTL,
+                      layouts=LAYOUTS[request.param]) as c:
+        yield c

@@ -16,52 +16,10 @@ import pytest
 from amqpbroker.cluster.placement import partition_key
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.diskstall import StallableDir
+from amqpbroker.testing.cluster_clients import (connect, declare_quorum, drain,
+                                               publish_until_confirmed, queue_on)
 
 TTL = 3
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
-
-
-def queue_on(node, name):
-    return {q["name"]: q for q in node.api("queues")}.get(name, {})
-
-
-def declare_quorum(cluster, name):
-    """A replication-factor-3 quorum queue, every node agreeing on its leader with all three
-    replicas in its ISR; returns the leader's BrokerProcess."""
-    conn = connect(cluster.nodes[0])
-    conn.channel().queue_declare(name, durable=True, arguments={
-        "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
-    conn.close()
-
-    def agreed():
-        seen = [queue_on(n, name) for n in cluster.nodes]
-        leaders = {q.get("leader") for q in seen}
-        if len(leaders) == 1 and None not in leaders and all(len(q.get("isr", ())) == 3
-                                                             for q in seen):
-            return leaders.pop()
-        return None
-    return cluster.node(cluster.wait_until(agreed).split("@")[1])
-
-
-def drain(node, queue, expected):
-    """basic.get and ack until ``expected`` messages came or the queue stays empty."""
-    conn = connect(node)
-    ch = conn.channel()
-    got, empty = [], 0
-    while len(got) < expected and empty < 200:
-        method, _, body = ch.basic_get(queue, auto_ack=False)
-        if method is None:
-            empty += 1
-            conn.sleep(0.05)
-            continue
-        got.append(body)
-        ch.basic_ack(method.delivery_tag)
-    conn.close()
-    return got
 
 
 @pytest.fixture
@@ -78,23 +36,8 @@ def stalls(tmp_path):
             d.close()
 
 
-def publish_until_confirmed(node, queue, bodies, timeout=30.0):
-    """Publish each body until it is confirmed, as a client does that republishes a nack: a
-    node whose view of the new leader lags a moment forwards to the old, fenced one, which
-    nacks (correctly: nothing it did not store is confirmed)."""
-    conn = connect(node)
-    ch = conn.channel()
-    ch.confirm_delivery()
-    deadline = time.monotonic() + timeout
-    for body in bodies:
-        while True:
-            try:
-                ch.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
-                break
-            except pika.exceptions.NackError:
-                assert time.monotonic() < deadline, f"{body!r} still nacked after {timeout}s"
-                conn.sleep(0.1)
-    conn.close()
+def bodies(got):
+    return [b for b, _ in got]
 
 
 def leader_seen_by(node, queue):
@@ -150,7 +93,7 @@ def test_a_leader_whose_disk_stalls_loses_the_leadership_within_the_lease_and_lo
         stalls[leader.node].resume()
         cluster.wait_until(lambda: all(len(queue_on(n, "stall").get("isr", ())) == 3
                                        for n in cluster.nodes), timeout=60)
-        got = drain(others[1], "stall", len(before) + len(during))
+        got = bodies(drain(others[1], "stall", len(before) + len(during)))
         assert got == before + during
-        assert drain(others[0], "stall", 1) == []
+        assert bodies(drain(others[0], "stall", 1)) == []
         assert os.path.ismount(stalls[leader.node].mountpoint)

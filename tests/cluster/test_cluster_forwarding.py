@@ -7,16 +7,7 @@ import time
 import pika
 import pytest
 
-from amqpbroker.testing.cluster import LocalCluster
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
-
-
-def queue_on(node, name):
-    return {q["name"]: q for q in node.api("queues")}.get(name, {})
+from amqpbroker.testing.cluster_clients import connect, queue_on
 
 
 def declare_led_by(cluster, node, name, **kw):
@@ -212,15 +203,7 @@ def test_a_publish_right_after_declare_ok_goes_to_the_leader_the_controller_chos
 # served by front-end processes (the layout of a machine with 4 CPUs or more), and on a mixed
 # cluster (n1 one process, n2 and n3 with workers and front-ends): a front-end forwards, and
 # a worker's queues are reached from other nodes (docs/CLUSTER.md "As built (layouts)").
-SPLIT = ("--workers", "2", "--frontends", "2")
-LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
-
-
-@pytest.fixture(params=sorted(LAYOUTS))
-def layout_cluster(request, tmp_path):
-    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
-                      layouts=LAYOUTS[request.param]) as c:
-        yield c
+# (the ``layout_cluster`` fixture: tests/cluster/conftest.py)
 
 
 def test_in_every_layout_publish_on_one_node_consume_on_two_others(layout_cluster):

@@ -8,13 +8,9 @@ import time
 import pika
 
 from amqpbroker.testing.cluster import LocalCluster
+from amqpbroker.testing.cluster_clients import connect
 
 LEASE_TTL = 3
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
 
 
 def placed(node, queue):

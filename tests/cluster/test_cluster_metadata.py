@@ -9,13 +9,9 @@ import pytest
 
 from amqpbroker import child
 from amqpbroker.supervisor.owner import queue_dir_name
+from amqpbroker.testing.cluster_clients import connect
 
 LEASE_TTL = 3          # the cluster fixture's lease TTL (conftest.py)
-
-
-def connect(node, user="guest", password="guest"):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials(user, password)))
 
 
 def call(node, method, path, body=None):

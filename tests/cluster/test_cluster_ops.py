@@ -9,13 +9,9 @@ import pika
 import pytest
 
 from amqpbroker import child
+from amqpbroker.testing.cluster_clients import connect
 
 LEASE_TTL = 3          # the cluster fixture's lease TTL (conftest.py)
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
 
 
 def call(node, method, path, body=None):

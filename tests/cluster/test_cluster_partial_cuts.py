@@ -22,6 +22,8 @@ import pytest
 from amqpbroker.cluster.placement import partition_key
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.netns import NetnsLab
+from amqpbroker.testing.cluster_clients import (connect, declare_quorum, drain,
+                                               publish_until_confirmed, queue_on)
 
 TTL = 3
 LAG = 2.0       # --replica-lag-time: a follower that cannot fetch leaves the ISR after it
@@ -35,14 +37,8 @@ def cluster(tmp_path):
         yield c
 
 
-def connect(node):
-    params = pika.URLParameters(node.url)
-    params.socket_timeout = params.blocked_connection_timeout = 10
-    return pika.BlockingConnection(params)
-
-
-def queue_on(node, name):
-    return {q["name"]: q for q in node.api("queues")}.get(name, {})
+def bodies(got):
+    return [b for b, _ in got]
 
 
 def partition_in_etcd(cluster, queue):
@@ -55,25 +51,9 @@ def partition_in_etcd(cluster, queue):
     return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else {}
 
 
-def declare_quorum(cluster, name):
-    conn = connect(cluster.nodes[0])
-    conn.channel().queue_declare(name, durable=True, arguments={
-        "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
-    conn.close()
-
-    def agreed():
-        seen = [queue_on(n, name) for n in cluster.nodes]
-        leaders = {q.get("leader") for q in seen}
-        if len(leaders) == 1 and None not in leaders and all(len(q.get("isr", ())) == 3
-                                                             for q in seen):
-            return leaders.pop()
-        return None
-    return cluster.node(cluster.wait_until(agreed).split("@")[1])
-
-
 def publish(node, queue, bodies):
     """Publish with confirms, one at a time; pika raises NackError on a nack."""
-    conn = connect(node)
+    conn = connect(node, timeout=10)
     ch = conn.channel()
     ch.confirm_delivery()
     try:
@@ -82,41 +62,6 @@ def publish(node, queue, bodies):
     finally:
         if conn.is_open:
             conn.close()
-
-
-def publish_until_confirmed(node, queue, bodies, timeout=30.0):
-    """Publish each body until it is confirmed, as a client does that republishes a nack: a
-    node whose view of the new leader lags a moment forwards to the old, fenced one, which
-    nacks (correctly: nothing it did not store is confirmed)."""
-    conn = connect(node)
-    ch = conn.channel()
-    ch.confirm_delivery()
-    deadline = time.monotonic() + timeout
-    for body in bodies:
-        while True:
-            try:
-                ch.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
-                break
-            except pika.exceptions.NackError:
-                assert time.monotonic() < deadline, f"{body!r} still nacked after {timeout}s"
-                conn.sleep(0.1)
-    conn.close()
-
-
-def drain(node, queue, expected):
-    conn = connect(node)
-    ch = conn.channel()
-    got, empty = [], 0
-    while len(got) < expected and empty < 200:
-        method, _, body = ch.basic_get(queue, auto_ack=False)
-        if method is None:
-            empty += 1
-            conn.sleep(0.05)
-            continue
-        got.append(body)
-        ch.basic_ack(method.delivery_tag)
-    conn.close()
-    return got
 
 
 def fenced(node):
@@ -162,9 +107,9 @@ def test_a_leader_cut_from_etcd_only_fences_itself_and_a_new_leader_takes_over(c
     finally:
         cluster.netns.heal(leader.node)
     cluster.wait_until(lambda: healed(cluster, "cut-etcd"), timeout=60, interval=0.2)
-    got = drain(others[0], "cut-etcd", len(before) + len(during) + 1)
+    got = bodies(drain(others[0], "cut-etcd", len(before) + len(during) + 1))
     assert got == before + during       # the nacked message was never stored
-    assert drain(others[1], "cut-etcd", 1) == []
+    assert bodies(drain(others[1], "cut-etcd", 1)) == []
 
 
 def test_a_leader_cut_from_its_peers_only_keeps_its_lease_and_nacks_below_min_insync(cluster):
@@ -193,6 +138,6 @@ def test_a_leader_cut_from_its_peers_only_keeps_its_lease_and_nacks_below_min_in
     cluster.wait_until(lambda: healed(cluster, "cut-peers"), timeout=60, interval=0.2)
     after = [b"after-%03d" % i for i in range(20)]
     publish_until_confirmed(others[0], "cut-peers", after)
-    got = drain(others[1], "cut-peers", len(before) + len(after) + 1)
+    got = bodies(drain(others[1], "cut-peers", len(before) + len(after) + 1))
     assert got == before + after
-    assert drain(leader, "cut-peers", 1) == []
+    assert bodies(drain(leader, "cut-peers", 1)) == []

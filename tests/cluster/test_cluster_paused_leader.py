@@ -9,11 +9,7 @@ import time
 import pika
 
 from amqpbroker.testing.cluster import LocalCluster
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
+from amqpbroker.testing.cluster_clients import connect
 
 
 def leader_seen_by(node, queue):

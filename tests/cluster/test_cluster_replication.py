@@ -9,34 +9,7 @@ import pytest
 
 from amqpbroker.supervisor.owner import queue_dir_name
 from amqpbroker.testing.cluster import LocalCluster
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
-
-
-def queue_on(node, name):
-    return {q["name"]: q for q in node.api("queues")}.get(name, {})
-
-
-def declare_quorum(cluster, name, arguments=None):
-    """A replication-factor-3 quorum queue; wait until every node agrees on its leader and
-    has all three replicas in its ISR. Returns the leader's BrokerProcess."""
-    conn = connect(cluster.nodes[0])
-    conn.channel().queue_declare(name, durable=True, arguments={
-        "x-queue-type": "quorum", "x-quorum-initial-group-size": 3, **(arguments or {})})
-    conn.close()
-
-    def agreed():
-        seen = [queue_on(n, name) for n in cluster.nodes]
-        leaders = {q.get("leader") for q in seen}
-        if len(leaders) == 1 and None not in leaders and all(len(q.get("isr", ())) == 3
-                                                             for q in seen):
-            return leaders.pop()
-        return None
-    leader = cluster.wait_until(agreed)
-    return cluster.node(leader.split("@")[1])
+from amqpbroker.testing.cluster_clients import connect, declare_quorum, drain, queue_on
 
 
 def publish_confirmed(node, queue, bodies):
@@ -51,25 +24,6 @@ def publish_confirmed(node, queue, bodies):
         confirmed.append(body)
     conn.close()
     return confirmed
-
-
-def drain(node, queue, expected, ack=True):
-    """basic.get until ``expected`` messages came or the queue stays empty; [(body, redelivered)]."""
-    conn = connect(node)
-    ch = conn.channel()
-    got = []
-    deadline_empty = 0
-    while len(got) < expected and deadline_empty < 200:
-        method, _, body = ch.basic_get(queue, auto_ack=False)
-        if method is None:
-            deadline_empty += 1
-            conn.sleep(0.05)
-            continue
-        got.append((body, method.redelivered))
-        if ack:
-            ch.basic_ack(method.delivery_tag)
-    conn.close()
-    return got
 
 
 def queue_dir(node, name):
@@ -239,15 +193,7 @@ def test_an_old_leader_back_with_an_unconfirmed_tail_truncates_it_and_follows(tm
 # Replication where the replicas' queues live in worker processes (followers fetch from a
 # worker, the leader's HW and confirms in a worker) and clients are served by front-end
 # processes; and a mixed cluster (docs/CLUSTER.md "As built (layouts)").
-SPLIT = ("--workers", "2", "--frontends", "2")
-LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
-
-
-@pytest.fixture(params=sorted(LAYOUTS))
-def layout_cluster(request, tmp_path):
-    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
-                      layouts=LAYOUTS[request.param]) as c:
-        yield c
+# (the ``layout_cluster`` fixture: tests/cluster/conftest.py)
 
 
 def test_in_every_layout_confirmed_messages_survive_the_leader_killed(layout_cluster):

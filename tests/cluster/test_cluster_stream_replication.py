@@ -12,17 +12,9 @@ import pika
 import pytest
 
 from amqpbroker.testing.cluster import LocalCluster
+from amqpbroker.testing.cluster_clients import connect, queue_on
 
 DEADLINE = 60.0
-
-
-def connect(node):
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", node.port, credentials=pika.PlainCredentials("guest", "guest")))
-
-
-def queue_on(node, name):
-    return {q["name"]: q for q in node.api("queues")}.get(name, {})
 
 
 def agreed_leader(cluster, name, replicas=3, among=None):
