@@ -81,6 +81,10 @@ class Membership:
         self.fenced = asyncio.Event()
         self.view: dict[str, KeyValue] = {}
         self.revision = 0                   # the etcd revision the view is at
+        # the revision of our registration under the current lease: the lease counts as held
+        # only once the view has reached it (a node back from a cut must not act on the view
+        # it had before: it may lead nothing any more)
+        self.registered_at = 0
         self.on_view: list = []             # callbacks(): the view changed
         self.on_fence: list = []            # callbacks(fenced: bool)
         self.on_lease: list = []            # callbacks(lease: int): a new lease is held
@@ -98,7 +102,8 @@ class Membership:
     def holds_lease(self) -> bool:
         """True while this node is certain etcd still has its lease and its disk answers
         (see the module doc)."""
-        return self.lease != 0 and not self.disk_stalled and self.loop.time() < self.deadline
+        return (self.lease != 0 and not self.disk_stalled and self.loop.time() < self.deadline
+                and self.revision >= self.registered_at)
 
     # ------------------------------------------------------------ the disk
     def watch_disk(self, data_dir: str) -> None:
@@ -205,7 +210,7 @@ class Membership:
         sent = self.loop.time()
         lease, ttl = await self.etcd.grant(self.ttl)
         self.info["state"] = "running"
-        await self.etcd.put(self.key, json.dumps(self.info), lease)
+        self.registered_at = await self.etcd.put(self.key, json.dumps(self.info), lease)
         self.lease = lease
         self._extend(sent, ttl)
         log.info("node %s registered in etcd (lease %x, ttl %ss)", self.name, lease, ttl)

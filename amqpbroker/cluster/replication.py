@@ -351,7 +351,7 @@ class Replication(Roles):
         """Every worker learns until when this node holds its lease (0: fenced); checked
         every LEASE_TICK, so a renewal reaches the workers within it."""
         m = self.node.membership
-        until = m.deadline if m.lease else 0.0
+        until = m.deadline if m.holds_lease() else 0.0     # 0: fenced, or the view is stale
         for w in getattr(self.broker, "workers", None) or ():
             if w.client.link is not None and self._lease_told.get(w.index) != until:
                 self._lease_told[w.index] = until

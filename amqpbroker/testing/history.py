@@ -21,9 +21,15 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
 ``check(events)`` returns a ``Verdict``. The rules (docs/CLUSTER.md section 5):
 
 - **lost**: confirmed and never delivered.
-- **duplicated**: a confirmed message delivered again *without* the ``redelivered`` flag (a
-  redelivery the broker announces is allowed; an unconfirmed message's second copy is not
-  counted, its publish may have been retried by the link).
+- **duplicated**: a confirmed message delivered twice *without* the ``redelivered`` flag.
+  A broker delivers a message unflagged at most once, its first delivery; every other
+  delivery is flagged (a redelivery the broker announces is allowed). The unflagged one need
+  not be the first the *clients* see: a leader that delivered it just as it was cut off
+  (its TCP segments held until the cut heals) and the new leader's flagged redelivery to
+  another consumer arrive in either order (the checker's cut_leader found exactly that:
+  one message, flagged on n3 at +2.4 s, unflagged from the old leader at +6.3 s, the moment
+  its port came back). An unconfirmed message's second copy is not counted, its publish may
+  have been retried by the link.
 - **reordered**: within one consumer session, per key, the confirmed messages delivered
   without ``redelivered`` come in publish (sequence) order. Per session, not globally:
   with several consumers and prefetch, two sessions' deliveries interleave by scheduling,
@@ -98,6 +104,7 @@ def check(events) -> Verdict:
     published: dict[str, dict] = {}
     outcome: dict[str, str] = {}
     times_delivered: dict[str, int] = {}
+    plain: set[str] = set()                     # delivered once without ``redelivered``
     acked: set[str] = set()
     last_seq: dict[tuple, int] = {}             # (session, key) -> last in-order seq
     claims: dict[int, set] = {}                 # epoch -> nodes seen leading in it
@@ -109,7 +116,7 @@ def check(events) -> Verdict:
             outcome.setdefault(e["id"], e["ev"])    # the first answer counts
     for e in events:
         if e["ev"] == "deliver":
-            _delivery(v, e, published, outcome, times_delivered, acked, last_seq)
+            _delivery(v, e, published, outcome, times_delivered, plain, acked, last_seq)
         elif e["ev"] == "ack":
             acked.add(e["id"])
         elif e["ev"] == "stalled":
@@ -131,7 +138,8 @@ def check(events) -> Verdict:
     return v
 
 
-def _delivery(v, e, published, outcome, times_delivered, acked, last_seq) -> None:
+def _delivery(v, e, published, outcome, times_delivered, plain, acked,
+              last_seq) -> None:
     mid = e["id"]
     v.deliveries += 1
     if mid not in published:
@@ -144,8 +152,9 @@ def _delivery(v, e, published, outcome, times_delivered, acked, last_seq) -> Non
         v.redelivered_after_ack += 1
     if e["redelivered"] or not confirmed:
         return
-    if seen and mid not in v.duplicated:
+    if mid in plain and mid not in v.duplicated:
         v.duplicated.append(mid)
+    plain.add(mid)
     pub = published[mid]
     slot = (e["c"], pub["key"])
     prev = last_seq.get(slot)

@@ -72,6 +72,21 @@ def test_a_second_delivery_without_the_redelivered_flag_is_a_duplicate():
     assert v.redelivered_after_ack == 1
 
 
+def test_a_flagged_redelivery_seen_before_the_first_unflagged_delivery_is_allowed():
+    """A leader delivers a:2 as it is cut off (the segment waits in TCP until the cut heals);
+    the new leader redelivers it, flagged, to another consumer, who sees it first: one
+    unflagged delivery, in whatever order the clients read them, is no duplicate. A second
+    unflagged one is."""
+    h = History()
+    h.add("publish", p=0, id="a:1", key="a", seq=1, node="n1")
+    h.add("confirm", id="a:1")
+    h.deliver("a:1", c="c1.2", redelivered=True)
+    h.deliver("a:1", c="c0.1")
+    assert check(h).ok
+    h.deliver("a:1", c="c0.2")
+    assert check(h).duplicated == ["a:1"]
+
+
 def test_a_flagged_redelivery_is_allowed():
     h = History()
     a1 = h.publish("a", 1)
