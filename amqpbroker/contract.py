@@ -378,23 +378,27 @@ PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRe
 NodeHello = message(90, "node_hello", ("node", "str"), ("worker", "u32"))
 # replication (``cluster/replication.py``, docs/CLUSTER.md section 4), follower -> leader on
 # a cluster link after an ``Open`` of the queue: the follower's log end offset (what it has
-# durable), the CRC of its batch ending there (0 at its log start: the leader checks that
-# its own batch ending there is the same), the leader epoch it follows, a cap on the
-# reply's record bytes. A long poll: the leader answers when it has records past ``offset``
-# (or new acks), or after ~500 ms.
-Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_crc", "u32"),
-                ("last_epoch", "u32"), ("max_bytes", "u32"), request=True)
-# leader -> follower: ``batches`` [(base offset, CRC, [Record])] exactly as the leader's log
-# holds them (the follower appends each as one batch: its log is byte-identical), the high
-# watermark, the leader's epoch, log start and end; ``acks`` the leader's settled offsets as
-# (floor, [(first, end)]) runs; ``error`` "" or why the fetch was refused (not leader, stale
-# epoch, diverged: then ``batches`` is the leader's [(base, next, CRC)] from its log start,
-# and the follower truncates to where its own batches stop matching); ``offsets`` a
-# stream's consumer-group commits {group: offset} as the leader's offset file holds them
-# (None for a queue): they replicate with the partition, as acks do
+# durable), the leader epoch it follows (``last_epoch``: a leader of another epoch refuses),
+# the epoch of its last batch (``fetched_epoch``, KIP-595's lastFetchedEpoch: the leader
+# checks that its own log holds that epoch up to ``offset``), a cap on the reply's record
+# bytes. A long poll: the leader answers when it has records past ``offset`` (or new acks),
+# or after ~500 ms.
+Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_epoch", "u32"),
+                ("fetched_epoch", "u32"), ("max_bytes", "u32"), request=True)
+# leader -> follower: ``batches`` [(base offset, leader epoch, [Record])] exactly as the
+# leader's log holds them (the follower appends each as one batch of that epoch: its log is
+# byte-identical), the high watermark, the leader's epoch, log start and end; ``acks`` the
+# leader's settled offsets as (floor, [(first, end)]) runs; ``error`` "" or why the fetch
+# was refused (not leader, stale epoch, behind the log start, diverged: then
+# ``diverging_epoch`` is the leader's largest epoch <= ``fetched_epoch`` and
+# ``diverging_end`` where it ends in the leader's log, OffsetsForLeaderEpoch's answer, and
+# the follower truncates by it); ``offsets`` a stream's consumer-group commits {group:
+# offset} as the leader's offset file holds them (None for a queue): they replicate with the
+# partition, as acks do
 FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_epoch", "u32"),
                      ("log_start", "u64"), ("log_end", "u64"), ("error", "str"),
-                     ("batches", "any"), ("acks", "any"), ("offsets", "any"))
+                     ("batches", "any"), ("acks", "any"), ("offsets", "any"),
+                     ("diverging_epoch", "u32"), ("diverging_end", "u64"))
 
 # a node with worker processes (docs/CLUSTER.md "As built (layouts)"): replication runs in
 # the worker that hosts the node's copy of a queue, fed the etcd view by the supervisor.

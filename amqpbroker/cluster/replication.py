@@ -25,8 +25,9 @@ a role from its ``partitions/`` key:
   passed within ``--replica-confirm-timeout`` is nacked (``_expire``: Kafka's
   ``request.timeout.ms``; the message stays in the log).
 * **Follower** (``Follower``): a task that dials the leader's cluster port, opens the queue
-  and long-polls ``Fetch(offset = its log end, last_epoch = the epoch it follows)``; it
-  appends each fetched batch as one batch (same base offset, same records: the same bytes),
+  and long-polls ``Fetch(offset = its log end, last_epoch = the epoch it follows,
+  fetched_epoch = the epoch of its last batch)``; it appends each fetched batch as one batch
+  (same base offset, same records, same leader epoch stamp: the same bytes),
   settles what the leader settled, fsyncs (so its next fetch offset means durable here) and
   fetches again. A reply of a lower epoch than the one it follows is refused.
 * **Promotion**: a follower that becomes the leader stops fetching and reopens its copy
@@ -35,13 +36,18 @@ a role from its ``partitions/`` key:
   last one the old leader told it, and rises as the remaining followers fetch from it.
   Publishes that waited on a leader that lost its leadership are nacked.
 
-* **Divergence**: each fetch names the CRC of the follower's last batch; the leader checks
-  that its own batch ending at that offset has it (``_agrees``). When not (a tail the
-  follower got, or wrote as an old leader, that the new leader never had), the leader
-  answers ``diverged`` with its batches' (base, end, CRC), and the follower truncates to the
-  last batch both hold (``_truncate``: the queue closed, the files cut, reopened: recovery
-  rebuilds the indexes and trims the ack log) before fetching again. This is KIP-101/279's
-  outcome found by content rather than by a leader-epoch checkpoint (docs/CLUSTER.md).
+* **Epochs and divergence** (Kafka's KIP-101/279, as KIP-595 carries them in the fetch): a
+  leader stamps its epoch into every batch it appends (``PartitionLog.leader_epoch``), and
+  each log knows where each of its epochs starts (storage/epochs.py). A fetch names the
+  epoch of the follower's last batch; the leader checks that its own log holds that epoch
+  up to the fetch offset (``epochs.diverging``). When not (a tail the follower got, or
+  wrote as an old leader, that the new leader never had), the leader answers ``diverged``
+  with its largest epoch <= the follower's and where that epoch ends in its log, and the
+  follower truncates to the lower of that and the end of its own such epoch
+  (``epochs.truncation_offset``; ``_truncate``: the queue closed, the files cut, reopened:
+  recovery rebuilds the indexes and trims the ack log), then fetches again naming the epoch
+  its log now ends with, until the leader finds no divergence. Batches of one epoch were
+  all written by its one leader, so logs that agree on their epochs agree byte for byte.
 * **Behind the log start**: a follower whose log ends below the leader's log start (the
   leader deleted settled segments, or a stream's retention did; a replica added by a
   reassignment) gets ``behind`` and empties its log to start there (``_restart_at``: Kafka's
@@ -72,8 +78,10 @@ from urllib.parse import unquote
 from .. import contract as c
 from .. import errors
 from ..links.tcp import StreamEndpoint
+from ..storage.epochs import diverging, truncation_offset
 from ..storage.errors import OffsetOutOfRange
 from ..storage.fileformat import MAGIC_LOG, file_header, fsync_dir
+from ..storage.record import LOG_VERSION
 from ..storage.segment import segment_name
 from ..worker.queue import Queue
 from ..worker.stream import Stream
@@ -170,7 +178,8 @@ class Roles:
         leader = q.replication if q is not None else None
         if not isinstance(leader, Leader):  # not replicated here, or our copy follows
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
-                                   error=NOT_LEADER, batches=None, acks=None, offsets=None))
+                                   error=NOT_LEADER, batches=None, acks=None, offsets=None,
+                                   diverging_epoch=0, diverging_end=0))
             return
         leader.fetch(link, m)
 
@@ -411,7 +420,9 @@ class Replication(Roles):
 
     def replica(self, vhost: str, queue: str, checksum: bool = False) -> dict | None:
         """This node's replica of a replicated queue, for ``/api/partitions``: role, epoch,
-        log end, high watermark; the leader adds each follower's LEO, lag and ISR
+        log end, high watermark, the epochs its log holds and where each starts
+        (``leader_epochs``, storage/epochs.py: replicas that agree list the same up to the
+        HW); the leader adds each follower's LEO, lag and ISR
         membership; ``checksum``: CRC32C of the log's batches from its start to the HW."""
         key = (vhost, queue)
         role = self.leading.get(key) or self.following.get(key)
@@ -425,7 +436,8 @@ class Replication(Roles):
         out = {"node": self.me, "role": "leader" if leader else "follower",
                "leader": self.me if leader else role.leader,
                "leader_epoch": role.epoch, "log_start_offset": log_.start_offset,
-               "log_end_offset": log_.end_offset, "high_watermark": role.hw}
+               "log_end_offset": log_.end_offset, "high_watermark": role.hw,
+               "leader_epochs": [list(e) for e in log_.epochs.entries]}
         if leader:
             now = time.monotonic()
             end = log_.durable_offset
@@ -604,12 +616,11 @@ class Leader:
         self._isr_write: asyncio.Task | None = None
         self._isr_timer = host.loop.call_later(self._isr_every, self._check_isr)
         self.sent_acks: dict[str, tuple] = {}   # follower -> the ack state last sent
-        self.sent_ends: dict[str, tuple] = {}   # follower -> (next offset, CRC) of the
-        #                                         last batch sent: its next fetch's check
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
         self.stopped = False
         durable = q.store.log.durable_offset
         self.hw = durable if hw is None else min(hw, durable)
+        q.store.log.leader_epoch = self.epoch       # what we append carries our epoch
         q.replication = self
         q.visible_end = self.hw
         host.replicating += 1
@@ -617,6 +628,7 @@ class Leader:
 
     def update(self, p: dict) -> None:
         self.epoch = p.get("leader_epoch", self.epoch)
+        self.queue.store.log.leader_epoch = self.epoch
         self.replicas = list(p.get("replicas", ()))
         self.isr = list(p.get("isr", ()))
         self.min_isr = int(p.get("min_isr", 1))
@@ -709,8 +721,9 @@ class Leader:
         q = self.queue
         log_ = q.store.log
         node = link.node
-        if not self._agrees(node, m):
-            self._error(link, m, DIVERGED, log_.batch_bounds(log_.start_offset))
+        diverged = diverging(log_, m.fetched_epoch, m.offset)
+        if diverged is not None:
+            self._error(link, m, DIVERGED, diverged)
             return
         end = log_.durable_offset
         self.leo[node] = m.offset
@@ -724,17 +737,6 @@ class Leader:
         key = (link, m.req)
         timer = q.host.loop.call_later(FETCH_WAIT, self._expired, key)
         self.parked[key] = (link, m, timer)
-
-    def _agrees(self, node: str, m: c.Fetch) -> bool:
-        """The follower's log ends where one of our batches ends, with the same CRC (its
-        last batch is ours): read from our headers unless it is the one we last sent it."""
-        log_ = self.queue.store.log
-        if m.offset > log_.end_offset:
-            return False
-        if m.offset <= log_.start_offset or self.sent_ends.get(node) == (m.offset, m.last_crc):
-            return True
-        last = log_.batch_bounds(m.offset - 1, limit=1)
-        return bool(last) and last[0][1] == m.offset and last[0][2] == m.last_crc
 
     def _expired(self, key) -> None:
         got = self.parked.pop(key, None)
@@ -750,18 +752,17 @@ class Leader:
             self._error(link, m, f"{BEHIND}: {exc}")
             return
         acks, offsets = self.sent_acks[link.node] = _settled(q)
-        if batches:
-            base, crc, records = batches[-1]
-            self.sent_ends[link.node] = (base + len(records), crc)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
-                               error="", batches=batches, acks=acks, offsets=offsets))
+                               error="", batches=batches, acks=acks, offsets=offsets,
+                               diverging_epoch=0, diverging_end=0))
 
-    def _error(self, link, m: c.Fetch, error: str, batches=None) -> None:
+    def _error(self, link, m: c.Fetch, error: str, diverged=(0, 0)) -> None:
         log_ = self.queue.store.log
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.end_offset,
-                               error=error, batches=batches, acks=None, offsets=None))
+                               error=error, batches=None, acks=None, offsets=None,
+                               diverging_epoch=diverged[0], diverging_end=diverged[1]))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -829,7 +830,6 @@ class Follower:
         self.hw = 0
         self.stopped = False
         self.diverged = False
-        self.last_crc = self._last_crc(q)   # of the batch ending at our log end
         self.end: StreamEndpoint | None = None
         self.waiting: dict[int, asyncio.Future] = {}
         self._guard(q)
@@ -874,15 +874,6 @@ class Follower:
         if self.end is not None:
             self.end.close()
             self._lost(self.end)
-
-    @staticmethod
-    def _last_crc(q: Queue) -> int:
-        log_ = q.store.log
-        end = log_.end_offset
-        if end <= log_.start_offset:
-            return 0
-        last = log_.batch_bounds(end - 1, limit=1)
-        return last[0][2] if last else 0
 
     # ------------------------------------------------------------ the link
     async def _dial(self) -> StreamEndpoint | None:
@@ -943,8 +934,9 @@ class Follower:
                 q = self.queue
                 req = next(self._reqs)
                 fut = self.waiting[req] = loop.create_future()
-                self.end.send(c.Fetch(req=req, qid=q.qid, offset=q.store.log.end_offset,
-                                      last_crc=self.last_crc, last_epoch=self.epoch,
+                log_ = q.store.log
+                self.end.send(c.Fetch(req=req, qid=q.qid, offset=log_.end_offset,
+                                      last_epoch=self.epoch, fetched_epoch=log_.last_epoch(),
                                       max_bytes=FETCH_BYTES))
                 try:
                     reply = await asyncio.wait_for(fut, REPLY_TIMEOUT)
@@ -985,11 +977,10 @@ class Follower:
             return
         store, log_ = q.store, q.store.log
         changed = False
-        for base, crc, records in reply.batches or ():
+        for base, epoch, records in reply.batches or ():
             if base != log_.end_offset:
                 break                       # not contiguous: fetched again from our end
-            log_.append(records)
-            self.last_crc = crc
+            log_.append(records, epoch)     # the leader's stamp, as fetched
             changed = True
         floor, runs = reply.acks or (0, [])
         end = log_.end_offset
@@ -1010,31 +1001,26 @@ class Follower:
 
     def _truncate(self, q: Queue, reply: c.FetchReply) -> None:
         """Our log has batches the leader's has not (a tail this replica got, or wrote as a
-        leader, that was never confirmed): cut it back to the last batch both logs hold
-        (same base, end and CRC) and fetch from there. Below the leader's log start both
-        logs are taken to agree (settled, deleted there)."""
+        leader, that was never confirmed): cut it where the leader's answer says
+        (``epochs.truncation_offset``) and fetch from there."""
         log_ = q.store.log
-        theirs = {base: (nxt, crc) for base, nxt, crc in reply.batches or ()}
-        cut = max(log_.start_offset, min(reply.log_start, log_.end_offset))
-        for base, nxt, crc in log_.batch_bounds(cut):
-            if theirs.get(base) != (nxt, crc):
-                break
-            cut = nxt
+        cut = truncation_offset(log_, reply.diverging_epoch, reply.diverging_end)
         if cut >= log_.end_offset:
             self.diverged = True            # nothing of ours to cut: a bug, not a loop
             log.error("queue '%s' in vhost '%s': the leader %s refuses this replica's log "
-                      "(end %d) but no batch differs; it stops following", self.key[1],
-                      self.key[0], self.leader, log_.end_offset)
+                      "(end %d, epoch %d) but its epoch %d ends at %d; it stops following",
+                      self.key[1], self.key[0], self.leader, log_.end_offset,
+                      log_.last_epoch(), reply.diverging_epoch, reply.diverging_end)
             return
-        log.warning("queue '%s' in vhost '%s': this replica's log (end %d) diverges from the "
-                    "leader %s's at offset %d: truncated there", self.key[1], self.key[0],
-                    log_.end_offset, self.leader, cut)
+        log.warning("queue '%s' in vhost '%s': this replica's log (end %d, epoch %d) diverges "
+                    "from the leader %s's at offset %d (its epoch %d ends there): truncated "
+                    "there", self.key[1], self.key[0], log_.end_offset, log_.last_epoch(),
+                    self.leader, cut, reply.diverging_epoch)
         cuts = log_.cut_points(cut)
         host = q.host
         self._unguard()
         self.queue = host.reopen(q, lambda: truncate_files(cuts))
         self._guard(self.queue)
-        self.last_crc = self._last_crc(self.queue)
         self.hw = min(self.hw, cut)
 
     def _restart_at(self, q, start: int) -> None:
@@ -1050,7 +1036,6 @@ class Follower:
         self._unguard()
         self.queue = q.host.reopen(q, lambda: restart_files(directory, start))
         self._guard(self.queue)
-        self.last_crc = 0
 
 
 def restart_files(directory: str, start: int) -> None:
@@ -1069,7 +1054,7 @@ def restart_files(directory: str, start: int) -> None:
     path = os.path.join(directory, segment_name(start) + ".log")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, file_header(MAGIC_LOG))
+        os.write(fd, file_header(MAGIC_LOG, LOG_VERSION))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -4,7 +4,9 @@ Every file the storage layer writes starts with an 8-byte header:
 
     magic    4 bytes   b"AQLG" segment log, b"AQIX" offset index, b"AQTI" time index,
                        b"AQAK" ack log, b"AQMD" definitions journal
-    version  u16       schema version of that file class (big-endian), currently 1
+    version  u16       schema version of that file class (big-endian): 1, but 2 for a
+                       segment log written since batches carry their leader epoch (a
+                       version 1 log is still read: record.py, ``log_version``)
     reserved u16       zero
 
 A reader that finds another magic or a version it does not know refuses the file rather than
@@ -40,8 +42,17 @@ FSYNC_POLICIES = ("always", "interval", "never")
 ENTRY_HEAD = struct.Struct(">II")
 
 
-def file_header(magic: bytes) -> bytes:
-    return HEADER.pack(magic, SCHEMA_VERSION, 0)
+def file_header(magic: bytes, version: int = SCHEMA_VERSION) -> bytes:
+    return HEADER.pack(magic, version, 0)
+
+
+def log_version(data: bytes, known=(1, 2)) -> int | None:
+    """The schema version of a segment log whose file starts with `data` (one of `known`),
+    None if it is not a log header of a known version."""
+    if len(data) < HEADER_SIZE:
+        return None
+    got_magic, version, _ = HEADER.unpack_from(data)
+    return version if got_magic == MAGIC_LOG and version in known else None
 
 
 def header_ok(data: bytes, magic: bytes) -> bool:

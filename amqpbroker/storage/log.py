@@ -76,8 +76,10 @@ from . import dirsync
 from .errors import CorruptRecordError, LogClosedError, OffsetOutOfRange
 from .filecache import FileCache, process_cache
 from .fileformat import FsyncPolicy, fsync_dir
+from .epochs import EpochCache
 from .index import OffsetIndex, TimeIndex
-from .record import BatchHeader, Record, crc_ok, decode_records, encode_batch_parts, record_size
+from .record import (LOG_VERSION, BatchHeader, Record, crc_ok, decode_records, encode_batch_parts,
+                     record_size)
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
 from .trash import discard_directory
@@ -149,6 +151,11 @@ class PartitionLog:
                 self._release_descriptors(fsync=False)
                 raise
         self.durable_offset = self.end_offset
+        # the leader epoch append() stamps (replication sets it on a leader's log; 0 for a
+        # queue that is not replicated), and the epochs of the log (epochs.py), built when
+        # first asked
+        self.leader_epoch = 0
+        self._epochs: EpochCache | None = None
 
     # -- offsets ---------------------------------------------------------------------------------
     @property
@@ -222,9 +229,46 @@ class PartitionLog:
             timed += len(s.time_index.keys)
         return len(segments), entries * OFFSET_ENTRY + timed * TIME_ENTRY
 
+    # -- leader epochs (epochs.py) -----------------------------------------------------------------
+    @property
+    def epochs(self) -> EpochCache:
+        """The epochs of the log and where each starts, rebuilt from the batches the first
+        time (a segment all of one epoch costs the reads of its first and last batch)."""
+        with self._lock:
+            self._check_open()
+            if self._epochs is None:
+                cache = EpochCache()
+                for seg in self._segments:
+                    if seg.is_empty:
+                        continue
+                    first = next(seg.iter_batches(seg.position_for(seg.base_offset)[0]))[1]
+                    last = None
+                    for _, last, _ in seg.iter_batches(seg.position_for(seg.next_offset - 1)[0]):
+                        pass
+                    if last is None or last.epoch == first.epoch:
+                        cache.assign(first.epoch, first.base_offset)
+                        continue
+                    for _, h, _ in seg.iter_batches(seg.position_for(seg.base_offset)[0]):
+                        cache.assign(h.epoch, h.base_offset)
+                self._epochs = cache
+            return self._epochs
+
+    def epoch_end(self, epoch: int) -> tuple[int | None, int]:
+        """Kafka's ``OffsetsForLeaderEpoch`` on this log: (the largest epoch <= `epoch` in
+        it, the offset where that epoch ends); (None, start) if all its epochs are newer."""
+        cache = self.epochs
+        with self._lock:
+            return cache.end_offset_for(epoch, self.end_offset)
+
+    def last_epoch(self) -> int:
+        """The epoch of the newest batch (0 for an empty log): a follower's last fetched."""
+        latest = self.epochs.latest
+        return 0 if latest is None else latest
+
     # -- writing ---------------------------------------------------------------------------------
-    def append(self, records: list[Record]) -> int:
-        """Append `records` as one batch with one writev() and no fsync; return the base offset."""
+    def append(self, records: list[Record], epoch: int | None = None) -> int:
+        """Append `records` as one batch with one writev() and no fsync; return the base
+        offset. The batch is stamped with `epoch`, by default `leader_epoch`."""
         with self._lock:
             self._check_open()
             if not records:
@@ -233,13 +277,19 @@ class PartitionLog:
             if active.unmade:
                 self._make_files(active)
             base = active.next_offset
-            parts, size, first_ts, max_ts = encode_batch_parts(base, records)
+            if epoch is None:
+                epoch = self.leader_epoch
+            parts, size, first_ts, max_ts = encode_batch_parts(base, records, epoch)
             if not active.is_empty and (
                     active.size + size > self.segment_bytes
                     or max_ts - active.first_timestamp >= self.segment_ms
-                    or not active.fits(len(records))):
+                    or not active.fits(len(records))
+                    or active.version != LOG_VERSION):      # an older file: not appended to
                 active = self._roll()
-            active.append(parts, BatchHeader(size - 4, base, len(records), 0, first_ts, max_ts))
+            active.append(parts, BatchHeader(size - 4, base, len(records), 0, first_ts, max_ts,
+                                             epoch))
+            if self._epochs is not None:
+                self._epochs.assign(epoch, base)
             if self._policy.mode == "never":
                 self.durable_offset = active.next_offset
             return base
@@ -357,8 +407,8 @@ class PartitionLog:
     def read_batches(self, offset: int, max_bytes: int = 1 << 20
                      ) -> list[tuple[int, int, list[Record]]]:
         """Whole batches from the one starting at `offset` on, below `durable_offset`, as
-        (base offset, CRC, records): a follower appends each as one batch and its log is then
-        byte-identical (cluster/replication.py). At most `max_bytes` of batches unless the
+        (base offset, leader epoch, records): a follower appends each as one batch of that
+        epoch and its log is then byte-identical (cluster/replication.py). At most `max_bytes` of batches unless the
         first alone is larger; [] at or past the durable end."""
         with self._lock:
             self._check_open()
@@ -371,28 +421,10 @@ class PartitionLog:
                 for h, records in self._batches_from(self._segments[i], offset):
                     if h.next_offset > limit or (out and size + h.size > max_bytes):
                         return out
-                    out.append((h.base_offset, h.crc, records))
+                    out.append((h.base_offset, h.epoch, records))
                     size += h.size
                     offset = h.next_offset
                 i += 1
-            return out
-
-    def batch_bounds(self, first: int = 0, limit: int | None = None
-                     ) -> list[tuple[int, int, int]]:
-        """(base offset, next offset, CRC) of the batches holding offsets >= `first` (at most
-        `limit`), from the headers only: two replicas' logs agree up to where these lists
-        do."""
-        with self._lock:
-            self._check_open()
-            out = []
-            i = max(0, bisect_right(self._bases, first) - 1)
-            for seg in self._segments[i:]:
-                pos, _ = seg.position_for(max(first, seg.base_offset))
-                for _, h, _ in seg.iter_batches(pos, seg.size):
-                    if h.next_offset > first:
-                        out.append((h.base_offset, h.next_offset, h.crc))
-                        if limit is not None and len(out) >= limit:
-                            return out
             return out
 
     def checksum(self, first: int, end: int) -> int:
@@ -463,7 +495,7 @@ class PartitionLog:
                 continue
             if not crc_ok(batch):
                 raise CorruptRecordError(f"{seg.log_path}: CRC mismatch in batch {h.base_offset}")
-            yield h, decode_records(batch)
+            yield h, decode_records(batch, seg.head_size)
         if expected != seg.next_offset:
             raise CorruptRecordError(f"{seg.log_path}: unreadable batch at offset {expected}")
 
@@ -509,7 +541,10 @@ class PartitionLog:
             return self._delete_segment_at(i)
 
     def _delete_oldest_segment(self) -> int:
-        return self._delete_segment_at(0)
+        removed = self._delete_segment_at(0)
+        if self._epochs is not None:
+            self._epochs.drop_before(self.start_offset)
+        return removed
 
     def _delete_segment_at(self, i: int) -> int:
         seg = self._segments.pop(i)

@@ -10,13 +10,23 @@ a batch never needs rewriting.
 
 Batch layout (big-endian), `length` counts every byte after the length field itself:
 
-    length        u32   = 32 + len(records)
+    length        u32   = 36 + len(records)
     base_offset   u64   offset of the first record
     count         u32   number of records (>= 1)
     crc           u32   CRC32C over base_offset, count and everything after crc
     first_ts      u64   timestamp of the first record (ms since epoch)
     max_ts        u64   largest record timestamp in the batch
+    leader_epoch  u32   the leader epoch the batch was written in (Kafka's
+                        partitionLeaderEpoch; 0 for a queue that is not replicated): the
+                        leader stamps its epoch, a follower keeps the stamp as fetched
+                        (cluster/replication.py, storage/epochs.py)
     records       count x record
+
+The epoch came with schema version 2 of the segment file (fileformat.py). A version 1 segment
+(written before it) has the same layout without `leader_epoch` (a 36-byte header, `length` =
+32 + records): its batches read as epoch 0, and nothing is appended to it any more (the log
+rolls to a version 2 segment at the first append, log.py). `LAYOUTS` maps a segment's
+version to its header.
 
 Record layout:
 
@@ -42,16 +52,20 @@ from typing import NamedTuple
 from crc32c import crc32c
 
 LENGTH = struct.Struct(">I")
-BATCH_HEADER = struct.Struct(">IQIIQQ")  # length, base_offset, count, crc, first_ts, max_ts
-BATCH_HEADER_SIZE = BATCH_HEADER.size  # 36
-BATCH_OVERHEAD = BATCH_HEADER_SIZE - LENGTH.size  # minimum value of `length`: 32
+# length, base_offset, count, crc, first_ts, max_ts, leader_epoch
+BATCH_HEADER = struct.Struct(">IQIIQQI")
+BATCH_HEADER_SIZE = BATCH_HEADER.size  # 40
+BATCH_OVERHEAD = BATCH_HEADER_SIZE - LENGTH.size  # minimum value of `length`: 36
+BATCH_HEADER_V1 = struct.Struct(">IQIIQQ")  # a version 1 segment's: no leader_epoch (36)
+LOG_VERSION = 2                             # the segment file version written now
+LAYOUTS = {1: BATCH_HEADER_V1, 2: BATCH_HEADER}     # segment file version -> batch header
 MAX_BATCH_BYTES = (1 << 31) - 1
 _RECORD_HEAD = struct.Struct(">IQBB")  # rec_len, timestamp, flags, exchange length
 _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _RECORD_FIXED = 8 + 1 + 1 + 1 + 4 + 4  # bytes counted by rec_len besides the variable fields
 _OFFSET_COUNT = struct.Struct(">QI")
-_TIMESTAMPS = struct.Struct(">QQ")
+_STAMPS = struct.Struct(">QQI")     # first_ts, max_ts, leader_epoch
 SEPARATE_BODY = 8192  # bodies this big are written from the caller's object, not joined
 
 
@@ -77,6 +91,7 @@ class BatchHeader(NamedTuple):
     crc: int
     first_ts: int
     max_ts: int
+    epoch: int = 0          # leader_epoch (0 in a version 1 segment)
 
     @property
     def size(self) -> int:
@@ -88,9 +103,10 @@ class BatchHeader(NamedTuple):
         return self.base_offset + self.count
 
 
-def encode_batch(base_offset: int, records: list[Record]) -> tuple[bytes, int, int]:
+def encode_batch(base_offset: int, records: list[Record], epoch: int = 0
+                 ) -> tuple[bytes, int, int]:
     """Encode `records` as one batch; returns (batch bytes, first_ts, max_ts)."""
-    parts, _size, first_ts, max_ts = encode_batch_parts(base_offset, records)
+    parts, _size, first_ts, max_ts = encode_batch_parts(base_offset, records, epoch)
     return b"".join(parts), first_ts, max_ts
 
 
@@ -129,11 +145,13 @@ def pack_records_py(records: list[Record], separate_body: int) -> tuple[list, in
     return parts, size, first_ts, max_ts
 
 
-def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, int, int, int]:
-    """Encode `records` as one batch without copying large bodies.
+def encode_batch_parts(base_offset: int, records: list[Record], epoch: int = 0
+                       ) -> tuple[list, int, int, int]:
+    """Encode `records` as one batch, stamped with leader epoch `epoch`, without copying
+    large bodies.
 
     Returns (parts, size, first_ts, max_ts): the batch is the concatenation of `parts` (the
-    36-byte header first), `size` bytes in all; write it with one os.writev. Small fields are
+    40-byte header first), `size` bytes in all; write it with one os.writev. Small fields are
     joined into one part between bodies of at least SEPARATE_BODY bytes, which stay the
     caller's objects, so a 64 KiB body is never copied here; the CRC runs over the parts.
     """
@@ -145,29 +163,32 @@ def encode_batch_parts(base_offset: int, records: list[Record]) -> tuple[list, i
     if length > MAX_BATCH_BYTES:
         raise ValueError(f"batch of {length} bytes exceeds the {MAX_BATCH_BYTES} byte limit")
     head = _OFFSET_COUNT.pack(base_offset, len(records))
-    stamps = _TIMESTAMPS.pack(first_ts, max_ts)
+    stamps = _STAMPS.pack(first_ts, max_ts, epoch)
     crc = crc32c(stamps, crc32c(head))
     for i in range(1, len(parts)):
         crc = crc32c(parts[i], crc)
-    parts[0] = BATCH_HEADER.pack(length, base_offset, len(records), crc, first_ts, max_ts)
+    parts[0] = BATCH_HEADER.pack(length, base_offset, len(records), crc, first_ts, max_ts,
+                                 epoch)
     return parts, BATCH_HEADER_SIZE + size, first_ts, max_ts
 
 
-def decode_header(buf, pos: int = 0) -> BatchHeader:
-    return BatchHeader._make(BATCH_HEADER.unpack_from(buf, pos))
+def decode_header(buf, pos: int = 0, version: int = LOG_VERSION) -> BatchHeader:
+    """The header of the batch at `pos`, in the layout of a segment of file `version`."""
+    return BatchHeader(*LAYOUTS[version].unpack_from(buf, pos))
 
 
 def crc_ok(batch) -> bool:
-    """True if the CRC stored in a complete batch (bytes or memoryview) matches its contents."""
+    """True if the CRC stored in a complete batch (bytes or memoryview) matches its contents
+    (either layout: the CRC covers all after it)."""
     view = memoryview(batch)
     stored = _U32.unpack_from(view, 16)[0]
     return crc32c(view[20:], crc32c(view[4:16])) == stored
 
 
-def header_plausible(h: BatchHeader) -> bool:
+def header_plausible(h: BatchHeader, version: int = LOG_VERSION) -> bool:
     """Cheap structural checks done before trusting a length to read the rest of a batch."""
-    return (BATCH_OVERHEAD < h.length <= MAX_BATCH_BYTES and h.count >= 1
-            and h.first_ts <= h.max_ts)
+    return (LAYOUTS[version].size - LENGTH.size < h.length <= MAX_BATCH_BYTES
+            and h.count >= 1 and h.first_ts <= h.max_ts)
 
 
 def pack_record_py(prefix: bytes, ts: int, flags: int, exchange: str, routing_key: str,
@@ -322,11 +343,12 @@ def decode_record(buf, pos: int) -> tuple[Record, int]:
     return Record(ts, exchange, routing_key, properties, body, flags), end
 
 
-def decode_records(batch) -> list[Record]:
-    """Decode every record of a complete, CRC-checked batch."""
+def decode_records(batch, head_size: int = BATCH_HEADER_SIZE) -> list[Record]:
+    """Decode every record of a complete, CRC-checked batch (its header `head_size` bytes:
+    a version 1 segment's are shorter)."""
     buf = bytes(batch)
     count = _U32.unpack_from(buf, 12)[0]
-    pos = BATCH_HEADER_SIZE
+    pos = head_size
     out: list[Record] = []
     unpack_head = _RECORD_HEAD.unpack_from
     unpack_u32 = _U32.unpack_from

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .filecache import FileCache
-from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, fsync_dir, header_ok
-from .record import BATCH_HEADER_SIZE, crc_ok, decode_header, header_plausible
+from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, fsync_dir, log_version
+from .record import LOG_VERSION, crc_ok, decode_header, header_plausible
 from .segment import Segment
 
 log = logging.getLogger("amqpbroker.storage")
@@ -166,8 +166,10 @@ def _load_segment(seg: Segment, is_last: bool, report: RecoveryReport) -> bool:
     try:
         file_size = os.fstat(fd).st_size
         head = os.pread(fd, HEADER_SIZE, 0)
-        if not header_ok(head, MAGIC_LOG):
+        version = log_version(head)
+        if version is None:
             return _reset_header(seg, fd, head, file_size, report)
+        seg.version = version
         if not is_last and _load_trusting_indexes(seg, fd, file_size):
             return False
         seg.offset_index.clear()
@@ -185,6 +187,8 @@ def _load_segment(seg: Segment, is_last: bool, report: RecoveryReport) -> bool:
                 f"position {valid_end} (torn or corrupt batch); log now ends at offset "
                 f"{seg.next_offset}")
         _rewrite_indexes_if_stale(seg, report, closed=not is_last and not cut)
+        if is_last and seg.is_empty and seg.version != LOG_VERSION:
+            _upgrade_header(seg, fd)    # nothing in it yet: appends go in the new layout
         return cut
     finally:
         os.close(fd)
@@ -217,18 +221,27 @@ def _load_trusting_indexes(seg: Segment, fd: int, file_size: int) -> bool:
     sealed_ts, sealed_count = ti.keys[-1], ti.values[-1]
     if pos != file_size or sealed_count != expected - seg.base_offset or max_ts > sealed_ts:
         return False
-    first = os.pread(fd, BATCH_HEADER_SIZE, HEADER_SIZE)
-    if len(first) < BATCH_HEADER_SIZE or not header_plausible(decode_header(first)):
+    first = os.pread(fd, seg.head_size, HEADER_SIZE)
+    if len(first) < seg.head_size or not header_plausible(
+            decode_header(first, 0, seg.version), seg.version):
         return False
-    seg.first_timestamp = decode_header(first).first_ts
+    seg.first_timestamp = decode_header(first, 0, seg.version).first_ts
     seg.max_timestamp, seg.next_offset, seg.size = sealed_ts, expected, file_size
     return True
+
+
+def _upgrade_header(seg: Segment, fd: int) -> None:
+    """An empty active segment of an older version (only its header): rewritten as the
+    current version, so that its batches carry their epoch."""
+    os.pwrite(fd, file_header(MAGIC_LOG, LOG_VERSION), 0)
+    os.fsync(fd)
+    seg.version = LOG_VERSION
 
 
 def _reset_header(seg: Segment, fd: int, head: bytes, file_size: int,
                   report: RecoveryReport) -> bool:
     """The log's header is missing or wrong: the segment keeps no data."""
-    header = file_header(MAGIC_LOG)
+    header = file_header(MAGIC_LOG, LOG_VERSION)
     os.ftruncate(fd, 0)
     os.pwrite(fd, header, 0)
     os.fsync(fd)
@@ -263,7 +276,8 @@ def _delete_segments(directory: str, bases: list[int], index_interval_bytes: int
         fd = os.open(seg.log_path, os.O_RDONLY)
         try:
             file_size = os.fstat(fd).st_size
-            if header_ok(os.pread(fd, HEADER_SIZE, 0), MAGIC_LOG):
+            seg.version = log_version(os.pread(fd, HEADER_SIZE, 0)) or LOG_VERSION
+            if log_version(os.pread(fd, HEADER_SIZE, 0)) is not None:
                 for _, h, batch in seg.iter_batches(HEADER_SIZE, file_size, fd):
                     if not crc_ok(batch):
                         break

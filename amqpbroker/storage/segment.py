@@ -6,7 +6,8 @@ A partition is a directory of segments named by the 20-digit base offset of thei
 record (`00000000000000000000.log`). Only the last segment is active (appended to); the others
 are closed and never change again except by being deleted whole. `<base>.log` is the 8-byte
 file header (magic b"AQLG", schema version) followed by record batches back to back (format
-in record.py). The segment keeps in memory only its counters and its sparse index entries.
+in record.py; `version` is the file's: a version 1 segment's batch headers have no leader
+epoch, and only version 2 segments are written). The segment keeps in memory only its counters and its sparse index entries.
 
 Writes: one batch = one os.writev() of its parts on an O_APPEND descriptor; the index entries
 it earns are written right after. Nothing here fsyncs on append; PartitionLog.sync() fsyncs
@@ -45,7 +46,7 @@ from typing import Iterator
 from .filecache import CachedFile, FileCache
 from .fileformat import HEADER_SIZE, MAGIC_LOG, file_header, write_all, writev_all
 from .index import OffsetIndex, TimeIndex
-from .record import BATCH_HEADER_SIZE, BatchHeader, decode_header, header_plausible
+from .record import LAYOUTS, LOG_VERSION, BatchHeader, decode_header, header_plausible
 
 READ_CHUNK = 64 * 1024
 MAX_REL_OFFSET = (1 << 32) - 1
@@ -79,6 +80,7 @@ class Segment:
         self._writer: CachedFile | None = None
         self._reader: CachedFile | None = None
         self.unmade = False                # lazy: no file yet, the first append makes them
+        self.version = LOG_VERSION         # the file's schema version (recovery reads it)
 
     # -- creation and state --------------------------------------------------------------------
     @classmethod
@@ -87,7 +89,8 @@ class Segment:
         """A new, empty `.log` (truncating any); the write owes an fsync to the next sync.
         The indexes' files come with their first entries (index.py)."""
         seg = cls(directory, base_offset, index_interval_bytes, files, durable)
-        seg._writer = files.create(seg.log_path, WRITE_FLAGS, durable, file_header(MAGIC_LOG))
+        seg._writer = files.create(seg.log_path, WRITE_FLAGS, durable,
+                                   file_header(MAGIC_LOG, LOG_VERSION))
         seg.offset_index.create()
         seg.time_index.create()
         return seg
@@ -110,7 +113,7 @@ class Segment:
         """Create the `.log` of a lazily created segment (its header alone, owing no fsync of
         its own: the first batch's fsync makes it durable with the batch)."""
         self._writer = self.files.create(self.log_path, WRITE_FLAGS, self.durable,
-                                         file_header(MAGIC_LOG))
+                                         file_header(MAGIC_LOG, LOG_VERSION))
         self._writer.dirty = False      # no other thread knows this handle yet
         self.unmade = False
 
@@ -121,6 +124,11 @@ class Segment:
     @property
     def is_empty(self) -> bool:
         return self.next_offset == self.base_offset
+
+    @property
+    def head_size(self) -> int:
+        """Bytes of a batch header in this segment's layout."""
+        return LAYOUTS[self.version].size
 
     def note_batch(self, pos: int, h: BatchHeader) -> None:
         """Account for a batch at `pos` (appended or found by recovery); adds index entries."""
@@ -250,8 +258,9 @@ class Segment:
         is implausible or that runs past `end`; callers compare the last position reached with
         `end` to tell a clean end from a bad one. CRCs are the caller's business.
         """
+        head, version = self.head_size, self.version
         if fd is None:
-            if pos + BATCH_HEADER_SIZE > (self.size if end is None else end):
+            if pos + head > (self.size if end is None else end):
                 return          # nothing to read (and maybe no file yet: create_lazily)
             f = self.log_file()
             fd = f.pin()        # the caller may open other files between two batches
@@ -261,19 +270,19 @@ class Segment:
                 f.unpin()
             return
         end = self.size if end is None else end
-        if pos + BATCH_HEADER_SIZE > end:
+        if pos + head > end:
             return
         buf = b""
         buf_pos = pos  # file position of buf[0]
-        while pos + BATCH_HEADER_SIZE <= end:
+        while pos + head <= end:
             rel = pos - buf_pos
-            if rel + BATCH_HEADER_SIZE > len(buf):
+            if rel + head > len(buf):
                 buf = os.pread(fd, min(READ_CHUNK, end - pos), pos)
                 buf_pos, rel = pos, 0
-                if len(buf) < BATCH_HEADER_SIZE:
+                if len(buf) < head:
                     return
-            h = decode_header(buf, rel)
-            if not header_plausible(h) or pos + h.size > end:
+            h = decode_header(buf, rel, version)
+            if not header_plausible(h, version) or pos + h.size > end:
                 return
             if rel + h.size > len(buf):
                 buf = os.pread(fd, max(READ_CHUNK, h.size), pos)

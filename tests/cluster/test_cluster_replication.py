@@ -189,6 +189,98 @@ def test_an_old_leader_back_with_an_unconfirmed_tail_truncates_it_and_follows(tm
                                        + [b"n%d" % i for i in range(4)])
 
 
+def publish_unconfirmed(node, queue, bodies):
+    """Publish without confirms (they could not come: too few replicas alive to reach)."""
+    conn = connect(node)
+    ch = conn.channel()
+    for body in bodies:
+        ch.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+    conn.close()
+
+
+def log_bytes(node, name):
+    out = b""
+    for p in sorted(glob.glob(os.path.join(queue_dir(node, name), "*.log"))):
+        if os.path.basename(p)[0].isdigit():
+            with open(p, "rb") as f:
+                out += f.read()
+    return out
+
+
+@pytest.mark.timeout(300)       # three lease expiries (10 s each) and five node starts
+def test_two_failovers_with_unreplicated_tails_are_both_cut_by_leader_epoch(tmp_path):
+    """KIP-279's case: two leaders in a row each write a tail nobody else gets, in two
+    epochs. The third leader's log has neither. The first returns as a follower, cuts its
+    tail, and once it is back in the ISR the third leader takes more messages; then the
+    second returns: its tail lies inside the third leader's range, in an epoch the third
+    leader never had, and the answer by epoch cuts it. All three logs are then the same
+    bytes, with the same epochs. No unconfirmed message is delivered."""
+    q = "repl-kip279"
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=10) as cluster:
+        first = declare_quorum(cluster, q)
+        publish_confirmed(first, q, [b"c%d" % i for i in range(5)])
+        others = [n for n in cluster.nodes if n is not first]
+        for n in others:
+            n.kill()
+        publish_unconfirmed(first, q, [b"first-lost%d" % i for i in range(7)])
+        cluster.wait_until(lambda: first.api(f"partitions/%2F/{q}")["durable_offset"] == 12)
+        first.kill()
+        for n in others:
+            cluster.start_node(n)
+
+        def leader_among(nodes, not_in):
+            def led():
+                for n in nodes:
+                    got = queue_on(n, q).get("leader")
+                    if got and got not in not_in:
+                        return got.split("@")[1]
+            return cluster.node(cluster.wait_until(led, timeout=60))
+
+        def leads(n, isr=1):
+            r = n.api(f"partitions/%2F/{q}").get("replica") or {}
+            return r.get("role") == "leader" and len(r.get("isr", ())) >= isr
+        second = leader_among(others, {f"amqpbroker@{first.node}"})
+        third = next(n for n in others if n is not second)
+        # both in its ISR (min 2): its tail is stored, and third stays eligible
+        cluster.wait_until(lambda: leads(second, isr=2))
+        third.kill()
+        publish_unconfirmed(second, q, [b"second-lost%d" % i for i in range(4)])
+        cluster.wait_until(lambda: second.api(f"partitions/%2F/{q}")["durable_offset"] == 9)
+        second_epochs = second.api(f"partitions/%2F/{q}")["replica"]["leader_epochs"]
+        second.kill()
+        cluster.start_node(third)
+        assert leader_among([third], {f"amqpbroker@{first.node}",
+                                      f"amqpbroker@{second.node}"}) is third
+        # first returns (its tail cut) and rejoins the ISR (the controller may then move
+        # the leadership back to it, the preferred replica): the partition takes publishes
+        # again; then second returns, its tail inside what has been written since
+        cluster.start_node(first)
+
+        def leader_with_isr():
+            name = queue_on(third, q).get("leader", "@").split("@")[1]
+            n = cluster.node(name) if name in ("n1", "n2", "n3") else None
+            return n if n is not None and n is not second and leads(n, isr=2) else None
+        cluster.wait_until(leader_with_isr, timeout=60)
+        publish_confirmed(third, q, [b"n0", b"n1"])
+        cluster.start_node(second)
+        publish_confirmed(third, q, [b"n2", b"n3"])
+        leader = cluster.wait_until(leader_with_isr)
+        cluster.wait_until(lambda: log_bytes(first, q) == log_bytes(leader, q)
+                           == log_bytes(second, q) == log_bytes(third, q), timeout=60)
+        for n in (first, second):
+            assert any("diverges from the leader" in line for line in n.output)
+        # each batch carries the epoch it was written in, on every replica alike: c0..c4
+        # the first leader's, n0..n3 a later one's than second's, whose tail is gone
+        starts = [n.api(f"partitions/%2F/{q}")["replica"]["leader_epochs"]
+                  for n in cluster.nodes]
+        assert starts[0] == starts[1] == starts[2]
+        assert starts[0][0] == [0, 0] and second_epochs == [[0, 0], [second_epochs[1][0], 5]]
+        assert starts[0][1][1] == 5 and starts[0][1][0] > second_epochs[1][0]
+        got = drain(third, q, 10)
+        assert [b for b, _ in got] == ([b"c%d" % i for i in range(5)]
+                                       + [b"n%d" % i for i in range(4)])
+
+
 # ------------------------------------------------------------ process layouts
 # Replication where the replicas' queues live in worker processes (followers fetch from a
 # worker, the leader's HW and confirms in a worker) and clients are served by front-end

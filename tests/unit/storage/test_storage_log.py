@@ -49,9 +49,11 @@ def test_files_start_with_magic_and_version(make_log, tmp_path):
     assert os.listdir(tmp_path / "p0") == [f"{0:020d}.log"]  # ... the indexes' with entries
     for i in range(1, 12):
         log.append([rec(i, size=1000)])
-    for ext, magic in ((".log", b"AQLG"), (".index", b"AQIX"), (".timeindex", b"AQTI")):
+    # a segment log is version 2 (batches carry their leader epoch), the indexes version 1
+    for ext, head in ((".log", b"AQLG\x00\x02"), (".index", b"AQIX\x00\x01"),
+                      (".timeindex", b"AQTI\x00\x01")):
         with open(tmp_path / "p0" / f"{0:020d}{ext}", "rb") as f:
-            assert f.read(8) == magic + b"\x00\x01\x00\x00"
+            assert f.read(8) == head + b"\x00\x00"
 
 
 def test_max_bytes_limits_but_always_returns_one_record(make_log):
