@@ -46,6 +46,10 @@ a role from its ``partitions/`` key:
   leader deleted settled segments, or a stream's retention did; a replica added by a
   reassignment) gets ``behind`` and empties its log to start there (``_restart_at``: Kafka's
   OffsetOutOfRange reset to the log start), then fetches from it.
+* **A gap in the middle**: a reply's next batch starting past the follower's log end, the
+  offsets between all settled by the leader's ack runs (it deleted that segment), rolls the
+  follower's log to a segment at the batch's base (``PartitionLog.roll_to``): the same gap,
+  vouched for at recovery by the ack log, which the same sync makes say so.
 
 Process layouts (docs/CLUSTER.md "As built (layouts)"): the roles live next to the host
 that owns the queue. With ``--workers 0`` that is the supervisor (``Replication``); with
@@ -103,6 +107,18 @@ def _offsets(q) -> dict | None:
     """A stream's group commits as written to its offset file (what the leader would
     resume from itself); None for a queue."""
     return q.offsets.in_file() if type(q) is Stream else None
+
+
+def _all_settled(acks, first: int, end: int) -> bool:
+    """The leader's ack state (``FetchReply.acks``: floor, done runs) says every offset of
+    [first, end) is settled: a gap its log may have (a deleted segment), ours may copy."""
+    floor, runs = acks or (0, [])
+    first = max(first, floor)
+    for a, b in sorted(runs):
+        if a > first:
+            break
+        first = max(first, b)
+    return first >= end
 
 
 def _settled(q) -> tuple:
@@ -986,6 +1002,8 @@ class Follower:
         store, log_ = q.store, q.store.log
         changed = False
         for base, crc, records in reply.batches or ():
+            if base > log_.end_offset and _all_settled(reply.acks, log_.end_offset, base):
+                log_.roll_to(base)          # the leader's gap (all settled, deleted there)
             if base != log_.end_offset:
                 break                       # not contiguous: fetched again from our end
             log_.append(records)
