@@ -144,11 +144,11 @@ class Roles:
 
     def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
         leader = self.leading.get(key)
+        hw = None
         if leader is not None and leader.queue is not q:
             leader.stop()
-            leader = None
+            hw, leader = leader.hw, None    # the same leadership over a reopened copy
         if leader is None:
-            hw = None
             follower = self.following.pop(key, None)
             if follower is not None:        # promoted: what it fetched becomes the queue
                 follower.stop()
@@ -624,8 +624,11 @@ class Leader:
         #                                         last batch sent: its next fetch's check
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
         self.stopped = False
-        durable = q.store.log.durable_offset
-        self.hw = durable if hw is None else min(hw, durable)
+        # a leader told no HW (a restarted process: its worker died alone, or the node
+        # restarted) starts at its log start, not at its durable end: its tail may be one
+        # the followers never got. Their next fetches bring the HW back (Kafka checkpoints it)
+        log_ = q.store.log
+        self.hw = log_.start_offset if hw is None else min(hw, log_.durable_offset)
         q.replication = self
         q.visible_end = self.hw
         host.replicating += 1
