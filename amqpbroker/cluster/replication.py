@@ -445,6 +445,7 @@ class Replication(Roles):
         if leader:
             now = time.monotonic()
             end = log_.durable_offset
+            out["replicas"] = list(role.replicas)
             out["isr"] = list(role.isr)
             out["min_isr"] = role.min_isr
             out["followers"] = {
@@ -461,26 +462,42 @@ class Replication(Roles):
             out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
         return out
 
-    def led_partitions(self) -> list[dict]:
+    def led_partitions(self):
         """The replicated partitions this node leads, for the metrics (``mgmt/prometheus.py``):
         vhost, topic (the queue, or a topic's name) and partition, the replicas, the ISR,
         and per follower the messages it is behind our durable log end and the seconds since
         its last fetch (None: none yet). Each leader reports its partitions: a scrape of
-        every node sees each led partition once."""
+        every node sees each led partition once. With worker processes (the roles live
+        there), a coroutine asking the worker of each queue this node leads
+        (``ReplicaDescribe``, as ``describe``)."""
+        if self.forwarder.local_host() is None:
+            return self._workers_led()
         now = time.monotonic()
         out = []
         for role in list(self.leading.values()):
             q = role.queue
             if role.stopped or q.deleted:
                 continue
-            vhost, topic, i = (unquote(x) for x in role.pkey[len(PARTITIONS):].split("/"))
             end = q.store.log.durable_offset
-            out.append({
-                "vhost": vhost, "topic": topic, "partition": i, "leader": self.node.name,
-                "replicas": list(role.replicas), "isr": list(role.isr),
-                "followers": {r: (max(0, end - role.leo.get(r, 0)),
-                                  now - role.fetched[r] if r in role.fetched else None)
-                              for r in role.replicas if r != self.node.name}})
+            out.append(_led(role.pkey, self.node.name, role.replicas, role.isr, {
+                r: (max(0, end - role.leo.get(r, 0)),
+                    now - role.fetched[r] if r in role.fetched else None)
+                for r in role.replicas if r != self.node.name}))
+        return out
+
+    async def _workers_led(self) -> list[dict]:
+        me = self.node.name
+        led = [(vh.name, ref.name, pkey) for vh, ref, pkey, p in self._replicated_here()
+               if p.get("leader") == me]
+        replies = await asyncio.gather(*(self._ask_worker(vhost, queue, False)
+                                         for vhost, queue, _ in led))
+        out = []
+        for (_, _, pkey), r in zip(led, replies):
+            if r and r.get("role") == "leader":
+                ms = (lambda f: f["last_fetch_ms_ago"])
+                out.append(_led(pkey, me, r["replicas"], r["isr"], {
+                    f: (max(0, d["lag"]), None if ms(d) is None else ms(d) / 1000)
+                    for f, d in r["followers"].items()}))
         return out
 
     async def close(self) -> None:
@@ -489,6 +506,13 @@ class Replication(Roles):
         if self._ticker is not None:
             self._ticker.cancel()
         self.stop_all()
+
+
+def _led(pkey: str, leader: str, replicas, isr, followers: dict) -> dict:
+    """One row of ``led_partitions``; ``followers``: {replica: (lag, seconds since fetch)}."""
+    vhost, topic, i = (unquote(x) for x in pkey[len(PARTITIONS):].split("/"))
+    return {"vhost": vhost, "topic": topic, "partition": i, "leader": leader,
+            "replicas": list(replicas), "isr": list(isr), "followers": followers}
 
 
 async def write_isr(m, pkey: str, me: str, epoch: int, isr: list[str]) -> None:
