@@ -494,9 +494,9 @@ class Replication(Roles):
         out = []
         for (_, _, pkey), r in zip(led, replies):
             if r and r.get("role") == "leader":
-                ms = (lambda f: f["last_fetch_ms_ago"])
                 out.append(_led(pkey, me, r["replicas"], r["isr"], {
-                    f: (max(0, d["lag"]), None if ms(d) is None else ms(d) / 1000)
+                    f: (max(0, d["lag"]), None if d["last_fetch_ms_ago"] is None
+                        else d["last_fetch_ms_ago"] / 1000)
                     for f, d in r["followers"].items()}))
         return out
 

@@ -6,11 +6,14 @@ watermark comes from the followers' fetches, not from its own log end), no confi
 message is lost, followers continue, and consumers on every node continue (what was
 delivered unacked is redelivered, flagged). Three real nodes with ``--workers 2``, a real
 etcd, pika and the management API."""
+import asyncio
 import os
 import signal
-import time
+import threading
 
+import aiormq
 import pika
+from pamqp import commands as spec
 
 from amqpbroker.frontend.broker import worker_of
 from amqpbroker.testing.cluster import LocalCluster
@@ -66,6 +69,30 @@ class Consumer:
             self.conn.close()
 
 
+async def publish_all(url: str, queue: str, bodies) -> list[str]:
+    """Publish ``bodies`` at once with confirms (aiormq): "ack", "nack" or "lost" (the
+    connection or channel closed first) each."""
+    conn = await aiormq.connect(url)
+    ch = await conn.channel()
+
+    async def one(body):
+        try:
+            r = await ch.basic_publish(body, routing_key=queue,
+                                       properties=spec.Basic.Properties(delivery_mode=2))
+        except aiormq.exceptions.DeliveryError:
+            return "nack"
+        except (aiormq.exceptions.AMQPError, ConnectionError, asyncio.CancelledError):
+            return "lost"
+        return "ack" if isinstance(r, spec.Basic.Ack) else "nack"
+    try:
+        return await asyncio.wait_for(asyncio.gather(*map(one, bodies)), DEADLINE)
+    finally:
+        try:
+            await conn.close()
+        except Exception:
+            pass
+
+
 def poll_until(consumers, cluster, condition):
     def step():
         for c in consumers:
@@ -102,12 +129,12 @@ def test_a_leaders_worker_killed_alone_restarts_behind_its_followers(tmp_path):
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         try:
-            conn = connect(leader)
-            ch = conn.channel()
+            # ten publishes with confirms in flight, waiting for a HW that cannot move
             tail = [b"u%03d" % i for i in range(10)]
-            for body in tail:
-                ch.basic_publish("", name, body, pika.BasicProperties(delivery_mode=2))
-            conn.close()
+            outcomes = []
+            publisher = threading.Thread(target=lambda: outcomes.extend(
+                asyncio.run(publish_all(leader.url, name, tail))))
+            publisher.start()
 
             def replica():
                 return (leader.api(f"partitions/%2F/{name}") or {}).get("replica") or {}
@@ -116,6 +143,9 @@ def test_a_leaders_worker_killed_alone_restarts_behind_its_followers(tmp_path):
             assert replica()["high_watermark"] == 20
 
             os.kill(leader.worker_pids[w], signal.SIGKILL)
+            publisher.join(DEADLINE)
+            # nothing unconfirmed is confirmed: the dead worker's publishes are not acked
+            assert len(outcomes) == len(tail) and "ack" not in outcomes, outcomes
             back = cluster.wait_until(lambda: (lambda r: r if r.get("role") == "leader"
                                                else None)(replica()), timeout=DEADLINE)
             assert back["log_end_offset"] == 30
