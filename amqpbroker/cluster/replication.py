@@ -52,6 +52,10 @@ a role from its ``partitions/`` key:
   leader deleted settled segments, or a stream's retention did; a replica added by a
   reassignment) gets ``behind`` and empties its log to start there (``_restart_at``: Kafka's
   OffsetOutOfRange reset to the log start), then fetches from it.
+* **A gap in the middle**: a reply's next batch starting past the follower's log end, the
+  offsets between all settled by the leader's ack runs (it deleted that segment), rolls the
+  follower's log to a segment at the batch's base (``PartitionLog.roll_to``): the same gap,
+  vouched for at recovery by the ack log, which the same sync makes say so.
 
 Process layouts (docs/CLUSTER.md "As built (layouts)"): the roles live next to the host
 that owns the queue. With ``--workers 0`` that is the supervisor (``Replication``); with
@@ -113,6 +117,18 @@ def _offsets(q) -> dict | None:
     return q.offsets.in_file() if type(q) is Stream else None
 
 
+def _all_settled(acks, first: int, end: int) -> bool:
+    """The leader's ack state (``FetchReply.acks``: floor, done runs) says every offset of
+    [first, end) is settled: a gap its log may have (a deleted segment), ours may copy."""
+    floor, runs = acks or (0, [])
+    first = max(first, floor)
+    for a, b in sorted(runs):
+        if a > first:
+            break
+        first = max(first, b)
+    return first >= end
+
+
 def _settled(q) -> tuple:
     """What a follower must have besides the log: the ack runs and a stream's commits."""
     return _acks(q), _offsets(q)
@@ -136,11 +152,11 @@ class Roles:
 
     def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
         leader = self.leading.get(key)
+        hw = None
         if leader is not None and leader.queue is not q:
             leader.stop()
-            leader = None
+            hw, leader = leader.hw, None    # the same leadership over a reopened copy
         if leader is None:
-            hw = None
             follower = self.following.pop(key, None)
             if follower is not None:        # promoted: what it fetched becomes the queue
                 follower.stop()
@@ -441,6 +457,7 @@ class Replication(Roles):
         if leader:
             now = time.monotonic()
             end = log_.durable_offset
+            out["replicas"] = list(role.replicas)
             out["isr"] = list(role.isr)
             out["min_isr"] = role.min_isr
             out["followers"] = {
@@ -457,26 +474,42 @@ class Replication(Roles):
             out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
         return out
 
-    def led_partitions(self) -> list[dict]:
+    def led_partitions(self):
         """The replicated partitions this node leads, for the metrics (``mgmt/prometheus.py``):
         vhost, topic (the queue, or a topic's name) and partition, the replicas, the ISR,
         and per follower the messages it is behind our durable log end and the seconds since
         its last fetch (None: none yet). Each leader reports its partitions: a scrape of
-        every node sees each led partition once."""
+        every node sees each led partition once. With worker processes (the roles live
+        there), a coroutine asking the worker of each queue this node leads
+        (``ReplicaDescribe``, as ``describe``)."""
+        if self.forwarder.local_host() is None:
+            return self._workers_led()
         now = time.monotonic()
         out = []
         for role in list(self.leading.values()):
             q = role.queue
             if role.stopped or q.deleted:
                 continue
-            vhost, topic, i = (unquote(x) for x in role.pkey[len(PARTITIONS):].split("/"))
             end = q.store.log.durable_offset
-            out.append({
-                "vhost": vhost, "topic": topic, "partition": i, "leader": self.node.name,
-                "replicas": list(role.replicas), "isr": list(role.isr),
-                "followers": {r: (max(0, end - role.leo.get(r, 0)),
-                                  now - role.fetched[r] if r in role.fetched else None)
-                              for r in role.replicas if r != self.node.name}})
+            out.append(_led(role.pkey, self.node.name, role.replicas, role.isr, {
+                r: (max(0, end - role.leo.get(r, 0)),
+                    now - role.fetched[r] if r in role.fetched else None)
+                for r in role.replicas if r != self.node.name}))
+        return out
+
+    async def _workers_led(self) -> list[dict]:
+        me = self.node.name
+        led = [(vh.name, ref.name, pkey) for vh, ref, pkey, p in self._replicated_here()
+               if p.get("leader") == me]
+        replies = await asyncio.gather(*(self._ask_worker(vhost, queue, False)
+                                         for vhost, queue, _ in led))
+        out = []
+        for (_, _, pkey), r in zip(led, replies):
+            if r and r.get("role") == "leader":
+                out.append(_led(pkey, me, r["replicas"], r["isr"], {
+                    f: (max(0, d["lag"]), None if d["last_fetch_ms_ago"] is None
+                        else d["last_fetch_ms_ago"] / 1000)
+                    for f, d in r["followers"].items()}))
         return out
 
     async def close(self) -> None:
@@ -485,6 +518,13 @@ class Replication(Roles):
         if self._ticker is not None:
             self._ticker.cancel()
         self.stop_all()
+
+
+def _led(pkey: str, leader: str, replicas, isr, followers: dict) -> dict:
+    """One row of ``led_partitions``; ``followers``: {replica: (lag, seconds since fetch)}."""
+    vhost, topic, i = (unquote(x) for x in pkey[len(PARTITIONS):].split("/"))
+    return {"vhost": vhost, "topic": topic, "partition": i, "leader": leader,
+            "replicas": list(replicas), "isr": list(isr), "followers": followers}
 
 
 async def write_isr(m, pkey: str, me: str, epoch: int, isr: list[str]) -> None:
@@ -618,9 +658,12 @@ class Leader:
         self.sent_acks: dict[str, tuple] = {}   # follower -> the ack state last sent
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
         self.stopped = False
-        durable = q.store.log.durable_offset
-        self.hw = durable if hw is None else min(hw, durable)
-        q.store.log.leader_epoch = self.epoch       # what we append carries our epoch
+        # a leader told no HW (a restarted process: its worker died alone, or the node
+        # restarted) starts at its log start, not at its durable end: its tail may be one
+        # the followers never got. Their next fetches bring the HW back (Kafka checkpoints it)
+        log_ = q.store.log
+        self.hw = log_.start_offset if hw is None else min(hw, log_.durable_offset)
+        log_.leader_epoch = self.epoch              # what we append carries our epoch
         q.replication = self
         q.visible_end = self.hw
         host.replicating += 1
@@ -978,6 +1021,8 @@ class Follower:
         store, log_ = q.store, q.store.log
         changed = False
         for base, epoch, records in reply.batches or ():
+            if base > log_.end_offset and _all_settled(reply.acks, log_.end_offset, base):
+                log_.roll_to(base)          # the leader's gap (all settled, deleted there)
             if base != log_.end_offset:
                 break                       # not contiguous: fetched again from our end
             log_.append(records, epoch)     # the leader's stamp, as fetched

@@ -39,6 +39,7 @@ Every scrape takes a fresh snapshot (``stats.collector``); the text is produced 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import platform
 import resource
@@ -232,12 +233,23 @@ class PrometheusServer:
     async def aggregated(self, request: web.Request) -> web.Response:
         snap = await self.broker.collector.collect()
         snap.consumer_groups = await self._consumer_groups()
+        snap.led_partitions = await self._led_partitions()
         return _respond(request, self.families(snap, "rabbitmq_", per_object=False))
 
     async def per_object(self, request: web.Request) -> web.Response:
         snap = await self.broker.collector.collect()
         snap.consumer_groups = await self._consumer_groups()
+        snap.led_partitions = await self._led_partitions()
         return _respond(request, self.families(snap, "rabbitmq_", per_object=True))
+
+    async def _led_partitions(self) -> list[dict] | None:
+        """The cluster's partitions this node leads (None: not in a cluster); asked of the
+        workers when they host the queues (``Replication.led_partitions``)."""
+        replication = getattr(getattr(self.broker, "cluster", None), "replication", None)
+        if replication is None:
+            return None
+        led = replication.led_partitions()
+        return await led if inspect.isawaitable(led) else led
 
     async def _consumer_groups(self) -> list[dict]:
         groups = getattr(self.broker, "groups", None)
@@ -340,9 +352,9 @@ class PrometheusServer:
         out.append(sizes)
         out += self._own_families(snap)
         out += consumer_group_families(getattr(snap, "consumer_groups", []))
-        replication = getattr(getattr(b, "cluster", None), "replication", None)
-        if replication is not None:
-            out += replication_families(replication.led_partitions())
+        led = getattr(snap, "led_partitions", None)
+        if led is not None:
+            out += replication_families(led)
         return out
 
     def _node_gauges(self, prefix: str, groups, snap) -> list:

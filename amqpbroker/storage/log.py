@@ -36,7 +36,8 @@ read() never returns records at or past `durable_offset`, so a consumer never se
 that a crash could take back. Retention and delete_before() delete whole closed segments from
 the front (never the active one); the start offset is the first remaining segment's base.
 delete_segment() deletes one closed segment anywhere, leaving a gap in the offsets: a classic
-queue's store does that when every message of the segment is settled. read() steps over gaps;
+queue's store does that when every message of the segment is settled; roll_to() makes one at
+the end (a follower copying its leader's gap, cluster/replication.py). read() steps over gaps;
 recovery accepts a gap only where the `gap_settled` callback vouches for it (recovery.py).
 Opening runs recovery (recovery.py) and exposes its RecoveryReport as `self.recovery`.
 
@@ -309,7 +310,34 @@ class PartitionLog:
             self._names_owed = [(self.directory, dirsync.name_made(self.directory)),
                                 (parent, dirsync.name_made(parent))]
 
-    def _roll(self) -> Segment:
+    def roll_to(self, offset: int) -> None:
+        """Start a new, empty active segment at `offset`, past the end: the offsets between
+        become a gap, as delete_segment() leaves one (a follower making the gap its leader's
+        log has, cluster/replication.py). Recovery keeps the gap only where `gap_settled`
+        vouches for it, so the caller settles its offsets with the same sync. An empty
+        active segment is replaced rather than kept closed and empty."""
+        with self._lock:
+            self._check_open()
+            if offset <= self.end_offset:
+                raise ValueError(f"{self.directory}: roll to {offset}, not past the end "
+                                 f"{self.end_offset}")
+            active = self._active
+            if active.unmade:
+                self._make_files(active)    # the directory, and its names owed a sync
+            if not active.is_empty:
+                self._roll(offset)
+            else:
+                new = Segment.create(self.directory, offset, self.index_interval_bytes,
+                                     self._files, self._policy.mode != "never")
+                new.open_for_append()
+                self._segments[-1], self._bases[-1] = new, offset
+                self._dir_dirty = True
+                active.discard()
+                active.delete_files()
+            if self._policy.mode == "never":
+                self.durable_offset = self.end_offset
+
+    def _roll(self, base: int | None = None) -> Segment:
         old = self._active
         old.seal_time_index()
         if self._policy.mode == "never":
@@ -317,8 +345,9 @@ class PartitionLog:
         else:
             old.owe_index_sync()
             self._unsynced.append(old)
-        new = Segment.create(self.directory, old.next_offset, self.index_interval_bytes,
-                             self._files, self._policy.mode != "never")
+        new = Segment.create(self.directory, old.next_offset if base is None else base,
+                             self.index_interval_bytes, self._files,
+                             self._policy.mode != "never")
         new.open_for_append()
         self._segments.append(new)
         self._bases.append(new.base_offset)

@@ -185,6 +185,45 @@ def test_recovery_keeps_segments_after_a_gap_only_if_the_gap_is_settled(tmp_path
         log.close()
 
 
+@pytest.mark.parametrize("fsync", ["always", "never"])
+def test_roll_to_makes_a_gap_at_the_end_that_recovery_keeps_where_vouched(tmp_path, fsync):
+    """A follower copies its leader's gap (cluster/replication.py): the next batch starts a
+    new segment at its own base; reads step over; a reopen keeps it if the gap is settled."""
+    log = PartitionLog(tmp_path / "p", fsync=fsync)
+    log.append([rec(j) for j in range(3)])
+    with pytest.raises(ValueError):
+        log.roll_to(3)
+    log.roll_to(10)
+    assert (log.end_offset, log.active_base) == (10, 10)
+    assert log.append([rec(10), rec(11)]) == 10
+    log.sync()
+    assert log.durable_offset == 12
+    assert log.segment_bounds() == [(0, 3), (10, 12)]
+    assert [o for o, _ in log.read(1)] == [1, 2, 10, 11]
+    log.close()
+    log = PartitionLog(tmp_path / "p", fsync=fsync, gap_settled=lambda a, b: (a, b) == (3, 10))
+    try:
+        assert not log.recovery.data_cut
+        assert log.segment_bounds() == [(0, 3), (10, 12)]
+    finally:
+        log.close()
+
+
+def test_roll_to_replaces_an_empty_active_segment(tmp_path):
+    log = PartitionLog(tmp_path / "p", fsync="always")
+    log.roll_to(5)                          # a new log: its lazy first segment is replaced
+    assert (log.start_offset, log.end_offset) == (5, 5)
+    log.append([rec(5)])
+    log.sync()
+    log.close()
+    assert log_files(tmp_path / "p") == ["00000000000000000005.log"]
+    log = PartitionLog(tmp_path / "p", fsync="always")
+    try:
+        assert log.segment_bounds() == [(5, 6)] and not log.recovery.data_cut
+    finally:
+        log.close()
+
+
 def test_reopen_after_close_keeps_records_and_start_offset(tmp_path):
     log = PartitionLog(tmp_path / "p", segment_bytes=300, fsync="always")
     for i in range(30):
