@@ -435,7 +435,7 @@ class Replication(Roles):
             out["isr"] = list(role.isr)
             out["min_isr"] = role.min_isr
             out["followers"] = {
-                r: {"log_end_offset": role.leo.get(r), "lag": end - role.leo.get(r, 0),
+                r: {"log_end_offset": role.leo.get(r), "lag": max(0, end - role.leo.get(r, 0)),
                     "in_sync": r in role.isr,
                     "last_fetch_ms_ago": (round((now - role.fetched[r]) * 1000)
                                           if r in role.fetched else None)}

@@ -59,7 +59,10 @@ def test_a_record_the_followers_fetched_before_the_leaders_fsync_is_not_confirme
         await wait_for(lambda: all(
             f["log_end_offset"] == 1
             for f in partition(leader, "overlap")["replica"]["followers"].values()))
-        assert partition(leader, "overlap")["replica"]["high_watermark"] == 0
+        replica = partition(leader, "overlap")["replica"]
+        assert replica["high_watermark"] == 0
+        # ahead of the leader's durable end is no lag (not -1)
+        assert [f["lag"] for f in replica["followers"].values()] == [0, 0]
         assert not confirm.done(), confirm.result()
         leader.kill()                           # before it ever fsynced the record
         try:
