@@ -14,11 +14,14 @@ a role from its ``partitions/`` key:
 * **Leader** (``Leader``): the hook of the host's queue (``Queue.replication``). Followers
   ``Fetch`` from it over the cluster link (``ForwardedLink`` hands the request here); it
   records each one's log end offset (LEO: the fetch offset, durable on the follower) and
-  answers with whole batches of its log below its own durable offset (``read_batches``), its
-  settled offsets (the ack log's runs: acks replicate), the high watermark and its epoch; a
-  fetch with nothing new waits (long poll) for the next commit round, or FETCH_WAIT.
+  answers with whole batches of its log below its log end (``read_batches(written=True)``:
+  what it wrote, fsynced or not), its settled offsets (the ack log's runs: acks replicate),
+  the high watermark and its epoch; a fetch with nothing new waits (long poll) until the
+  next commit round has written (``on_written``, while the leader's fsync runs: the
+  followers' fsyncs overlap it), or FETCH_WAIT.
   The high watermark (HW) is the minimum LEO over the ISR, the leader's being its durable
-  offset; it only grows. The host confirms a publish when the HW passes its offset
+  offset (so a record a follower fetched before the leader's fsync is confirmed only once
+  that fsync is done too); it only grows. The host confirms a publish when the HW passes its offset
   (``PartitionHost.replicated``), and nacks it at once when the ISR is smaller than
   ``min_isr`` (``accepting``); consumers see only offsets below it (``Queue.visible_end``).
   The HW moves only while this node holds its etcd lease (fencing). A publish the HW has not
@@ -461,7 +464,7 @@ class Replication(Roles):
             out["isr"] = list(role.isr)
             out["min_isr"] = role.min_isr
             out["followers"] = {
-                r: {"log_end_offset": role.leo.get(r), "lag": end - role.leo.get(r, 0),
+                r: {"log_end_offset": role.leo.get(r), "lag": max(0, end - role.leo.get(r, 0)),
                     "in_sync": r in role.isr,
                     "last_fetch_ms_ago": (round((now - role.fetched[r]) * 1000)
                                           if r in role.fetched else None)}
@@ -668,6 +671,7 @@ class Leader:
         q.visible_end = self.hw
         host.replicating += 1
         host.committer.listeners.add(self)
+        host.committer.write_listeners.add(self)
 
     def update(self, p: dict) -> None:
         self.epoch = p.get("leader_epoch", self.epoch)
@@ -745,10 +749,22 @@ class Leader:
         if self.stopped:
             return
         self.advance()
-        end = self.queue.store.log.durable_offset
+        end = self.queue.store.log.end_offset
         acks = _settled(self.queue)
         for key, (link, m, timer) in list(self.parked.items()):
             if m.offset < end or acks != self.sent_acks.get(link.node):
+                timer.cancel()
+                del self.parked[key]
+                self._answer(link, m)
+
+    def on_written(self) -> None:
+        """A commit round wrote and is fsyncing: parked fetches take what it wrote now, so
+        the followers' fsyncs run beside ours (the HW still waits for ours: ``advance``)."""
+        if self.stopped or not self.parked:
+            return
+        end = self.queue.store.log.end_offset
+        for key, (link, m, timer) in list(self.parked.items()):
+            if m.offset < end:
                 timer.cancel()
                 del self.parked[key]
                 self._answer(link, m)
@@ -774,7 +790,7 @@ class Leader:
         if m.offset >= end:
             self.caught_up[node] = now
         self.advance()
-        if m.offset < end or _settled(q) != self.sent_acks.get(node):
+        if m.offset < log_.end_offset or _settled(q) != self.sent_acks.get(node):
             self._answer(link, m)
             return
         key = (link, m.req)
@@ -790,7 +806,8 @@ class Leader:
         q = self.queue
         log_ = q.store.log
         try:
-            batches = log_.read_batches(m.offset, min(m.max_bytes or FETCH_BYTES, FETCH_BYTES))
+            batches = log_.read_batches(m.offset, min(m.max_bytes or FETCH_BYTES, FETCH_BYTES),
+                                        written=True)
         except OffsetOutOfRange as exc:     # behind our log start: it restarts its log there
             self._error(link, m, f"{BEHIND}: {exc}")
             return
@@ -851,6 +868,7 @@ class Leader:
                 q.schedule_dispatch()
         self.host.replicating -= 1
         self.host.committer.listeners.discard(self)
+        self.host.committer.write_listeners.discard(self)
         self.host.replicated()
         for link, m, timer in self.parked.values():
             timer.cancel()

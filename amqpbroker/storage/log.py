@@ -433,18 +433,20 @@ class PartitionLog:
                 i += 1
             return out
 
-    def read_batches(self, offset: int, max_bytes: int = 1 << 20
+    def read_batches(self, offset: int, max_bytes: int = 1 << 20, written: bool = False
                      ) -> list[tuple[int, int, list[Record]]]:
-        """Whole batches from the one starting at `offset` on, below `durable_offset`, as
-        (base offset, leader epoch, records): a follower appends each as one batch of that
-        epoch and its log is then byte-identical (cluster/replication.py). At most `max_bytes` of batches unless the
-        first alone is larger; [] at or past the durable end."""
+        """Whole batches from the one starting at `offset` on, below `durable_offset` (with
+        `written`: below the end offset, fsynced or not), as (base offset, leader epoch,
+        records): a follower appends each as one batch of that epoch and its log is then
+        byte-identical (cluster/replication.py: a leader ships what it wrote while its fsync
+        runs). At most `max_bytes` of batches unless the first alone is larger; [] at or past
+        that end."""
         with self._lock:
             self._check_open()
             if offset < self.start_offset:
                 raise OffsetOutOfRange(f"offset {offset} is below the start offset {self.start_offset}")
             out: list[tuple[int, int, list[Record]]] = []
-            limit, size = self.durable_offset, 0
+            limit, size = self.end_offset if written else self.durable_offset, 0
             i = bisect_right(self._bases, offset) - 1
             while i < len(self._segments) and offset < limit:
                 for h, records in self._batches_from(self._segments[i], offset):

@@ -15,6 +15,9 @@ A publish that needs durability records ``committer.open_gen`` — the generatio
 round to start — because the round that starts next will include its queue. Only one round is
 in flight; marks during it go to the next one. A round starts in the turn after its first mark (``_next_turn``):
 the deliveries and replies of the turn that marked are written to their sockets first.
+Once a step's writes are in the files, and while its fsync runs, ``write_listeners`` are told
+(``on_written``): a replicated queue's leader answers its followers' waiting fetches with what
+was just written, so their fsyncs run beside its own (cluster/replication.py).
 
 A non-durable queue owes nobody a round (no confirm waits for its writes: it is wiped at
 start). When its records reach the log is its store's write-behind rule alone (worker/store.py,
@@ -62,6 +65,9 @@ class Committer:
         self._scheduled = False
         self._retry = None
         self.listeners: set = set()
+        # told after each step's writes, while its fsync runs (``on_written``): replicated
+        # queues' leaders, whose followers fetch what is written (cluster/replication.py)
+        self.write_listeners: set = set()
         self._files = process_cache()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsync")
         # the queues of one step fsync in parallel (each queue's files in order)
@@ -120,7 +126,9 @@ class Committer:
             if durable:
                 fut = self.broker.loop.run_in_executor(self._executor, self._sync, durable)
                 fut.add_done_callback(lambda f: self._synced(f, gen, queues, start, step))
+                self._written()
                 return
+            self._written()
             self._after_sync(step)          # nothing to fsync: straight to the next step
             start += len(step)
         self._complete(gen)
@@ -163,6 +171,11 @@ class Committer:
     def _retry_round(self) -> None:
         self._retry = None
         self._round()
+
+    def _written(self) -> None:
+        """A step's writes are in the files and its fsync (if any) is under way."""
+        for listener in list(self.write_listeners):
+            listener.on_written()
 
     @staticmethod
     def _after_sync(queues) -> None:
