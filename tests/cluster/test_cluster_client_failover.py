@@ -9,7 +9,9 @@ consume; every confirmed message is delivered, and those it had unacked come bac
 
 Two cases: the client is on the leader's node (the reconnect may land on a node before the
 election moved the leadership: a 404 for a moment, then the new leader serves it through
-that node), and on a follower's node (the leader lives on)."""
+that node), and on a follower's node (the leader lives on). And a publisher through a node
+that forwards, while the leadership moves: every publish in flight is answered (the link
+to the old leader used to be closed with them unanswered)."""
 import asyncio
 import time
 
@@ -283,3 +285,64 @@ def test_in_every_layout_pika_reconnects_when_its_node_dies(layout_cluster, vict
                                                             lead):
     pika_failover(layout_cluster, victim_is_leader, lead)
 
+
+
+# ------------------------------------------------------------ publishes across a leader move
+ANSWER = 10.0       # seconds: a publish unanswered this long was forgotten, not slow
+
+
+async def publish_across_a_move(cluster, publishers=8):
+    """Confirmed publishes through n3, forwarded to the leader n1, go on while leadership
+    moves to n2 (the controller's reassignment, every node and link up): each publish is
+    answered, confirmed or nacked; none is left without an answer."""
+    n1, n2, n3 = cluster.nodes
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, leader_on, cluster, n1)
+    conn = await aio_pika.connect(n3.url)
+    ch = await conn.channel(publisher_confirms=True)
+    stop = asyncio.Event()
+    counts = {"confirmed": 0, "nacked": 0}
+    unanswered = []
+
+    async def publisher(i):
+        n = 0
+        while not stop.is_set():
+            n += 1
+            body = b"m-%d-%d" % (i, n)
+            try:
+                await ch.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=QUEUE, timeout=ANSWER)
+                counts["confirmed"] += 1
+            except aio_pika.exceptions.DeliveryError:
+                counts["nacked"] += 1       # refused: the client may publish it again
+            except asyncio.TimeoutError:
+                unanswered.append(body)
+
+    async def confirmed_past(n, timeout):
+        deadline = time.monotonic() + timeout
+        while counts["confirmed"] < n:
+            assert time.monotonic() < deadline, (counts, unanswered)
+            await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(publisher(i)) for i in range(publishers)]
+    await confirmed_past(20, 30)
+    status, body = await loop.run_in_executor(
+        None, n1.request, "PUT", "reassignments/%2F/" + QUEUE, {"replicas": ["n2", "n1", "n3"]})
+    assert status == 202, body
+    await loop.run_in_executor(None, lambda: cluster.wait_until(lambda: all(
+        queue_on(n, QUEUE).get("leader") == "amqpbroker@n2" for n in cluster.nodes)))
+    await confirmed_past(counts["confirmed"] + 20, 30)     # confirmed by the new leader
+    stop.set()
+    await asyncio.gather(*tasks)
+    await conn.close()
+    assert unanswered == [], f"{len(unanswered)} publishes never answered; {counts}"
+
+
+def test_publishes_in_flight_across_a_leader_move_are_answered(cluster):
+    asyncio.run(publish_across_a_move(cluster))
+
+
+def test_in_every_layout_publishes_in_flight_across_a_leader_move_are_answered(
+        layout_cluster):
+    asyncio.run(publish_across_a_move(layout_cluster))
