@@ -64,6 +64,8 @@ RETRY = 0.5                 # seconds between dials of a node that does not answ
 CONNECT_TIMEOUT = 3.0
 OPEN_WAIT = 5.0             # how long an Open waits for this node to apply the queue
 OPEN_AGAIN = 0.1            # seconds before an Open refused as "not led by" is sent again
+LINGER = 2.0                # seconds an unused link waits for answers to what it carried
+SWEEP = 0.1                 # seconds between looks at such links
 NOT_LED = "is not led by node"
 _EPOCHS = itertools.count(1)
 
@@ -82,6 +84,7 @@ class RemoteClient(PartitionClient):
         self.epoch = next(_EPOCHS) << 32
         self._dialling: asyncio.Task | None = None
         self._reopen = False                # a failed link: open every queue on the next
+        self.retiring: float | None = None  # since when no queue uses it (Forwarder._retire)
 
     def _gone_error(self) -> HostGone:
         return HostGone(f"node '{self.node}' leading the queue cannot be reached; "
@@ -129,6 +132,10 @@ class RemoteClient(PartitionClient):
     @property
     def connected(self) -> bool:
         return isinstance(self.link, StreamEndpoint)
+
+    def unanswered(self) -> bool:
+        """Publishes, settles or requests sent that the node has not answered yet."""
+        return self.seq > self.done_seq or bool(self.pending)
 
     async def _dial(self) -> None:
         """Each attempt holds what is sent meanwhile (``Pending``) and sends it once the
@@ -217,6 +224,7 @@ class Forwarder:
         self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
         self.replication = None             # replication.Replication (the node sets it)
+        self._sweep = None                  # a later look at links being retired
         self._routes = None                 # contract.Leaders for the front-ends, and
         self._told: dict[int, tuple] = {}   # front-end index -> (its channel, Leaders told)
         broker.forwarder = self
@@ -241,12 +249,40 @@ class Forwarder:
                 self.drop_local_copy(q, client, qid)
         for name, client in list(self.remotes.items()):
             if not client.refs:
-                client.close()
-                del self.remotes[name]
+                self._retire(name, client)
             elif not client.connected:
                 client.dial()
         self._routes = None
         self.tell_frontends()
+
+    def _retire(self, key, client: "RemoteClient") -> None:
+        """A ``RemoteClient`` no queue points at any more (its queues moved) is closed once
+        its node has answered what was sent on it: publishes in flight across a move are
+        settled by the old link (confirmed if that node stored them, nacked if it stopped
+        leading first), so the link stays until then, for up to LINGER; what is still
+        unanswered is nacked (requests fail) as on a lost link. Closed at once, a publish
+        made just before a leader move had no answer at all (a client waited for its own
+        timeout: the checker's slow failovers)."""
+        now = self.broker.loop.time()
+        if client.unanswered() and client.connected:
+            if client.retiring is None:
+                client.retiring = now
+            client.want(client.seq)         # the node reports its watermark once past it
+            if now - client.retiring < LINGER:
+                if self._sweep is None:
+                    self._sweep = self.broker.loop.call_later(SWEEP, self._swept)
+                return
+        client.close()
+        if client.unanswered():
+            client.host_lost()              # nacks what is in flight, fails requests
+        del self.remotes[key]
+
+    def _swept(self) -> None:
+        self._sweep = None
+        if not self.closed:
+            for key, client in list(self.remotes.items()):
+                if not client.refs:
+                    self._retire(key, client)
 
     def _point(self, vh, q) -> None:
         """Point one queue at its partition's leader."""
@@ -335,6 +371,7 @@ class Forwarder:
         client = self.remotes.get((node, worker))
         if client is None:
             client = self.remotes[node, worker] = RemoteClient(self, node, worker)
+        client.retiring = None              # in use again
         return client
 
     def move(self, q, target) -> None:
