@@ -276,8 +276,9 @@ def _delete_segments(directory: str, bases: list[int], index_interval_bytes: int
         fd = os.open(seg.log_path, os.O_RDONLY)
         try:
             file_size = os.fstat(fd).st_size
-            seg.version = log_version(os.pread(fd, HEADER_SIZE, 0)) or LOG_VERSION
-            if log_version(os.pread(fd, HEADER_SIZE, 0)) is not None:
+            version = log_version(os.pread(fd, HEADER_SIZE, 0))
+            if version is not None:
+                seg.version = version
                 for _, h, batch in seg.iter_batches(HEADER_SIZE, file_size, fd):
                     if not crc_ok(batch):
                         break

@@ -7,12 +7,13 @@ import os
 import struct
 
 import pytest
+from crc32c import crc32c
 
 from amqpbroker.cluster.replication import truncate_files
 from amqpbroker.storage import PartitionLog, Record
 from amqpbroker.storage.epochs import EpochCache, diverging, truncation_offset
 from amqpbroker.storage.fileformat import MAGIC_LOG, file_header
-from amqpbroker.storage.record import BATCH_HEADER_V1, crc32c, decode_header
+from amqpbroker.storage.record import BATCH_HEADER_V1, decode_header
 
 
 def rec(i: int) -> Record:
