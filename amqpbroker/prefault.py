@@ -18,10 +18,12 @@ a thread of ours watches the break (``sbrk(0)``) and populates the new pages in 
 into memory already mapped; the thread takes the faults on the other core, in one system call
 per growth instead of one exception per page (~17 % cheaper per page, bench/RESULTS.md). The
 thread holds the GIL only to read the break and to loop: ``madvise`` runs with the GIL
-released (ctypes). It looks every ``POLL_MIN`` seconds during a burst (less than ``BURST``
-seconds since the heap last grew: a growth seen late is faulted by the loop until the thread
+released (ctypes). It looks every ``POLL_MIN`` seconds while the heap grows (less than
+``FAST`` seconds since it last grew: a growth seen late is faulted by the loop until the thread
 catches up) and backs off to ``POLL_MAX`` after it, so an idle broker wakes it five times a
-second.
+second. Each look takes the GIL from the loop: at ``POLL_MIN`` for the whole ``BURST`` after a
+growth (as it once did), a lone message's round trip waited for it often enough to show in
+its p99 (bench/RESULTS.md, "latency_1: the prefault thread's GIL").
 
 Only a heap that keeps growing is populated: a growth within ``BURST`` seconds of the one
 before, i.e. more than a pad per 30 s (the pad of the first growth of a burst is faulted by
@@ -41,9 +43,9 @@ from the heap and a bigger one is mapped and unmapped on its own.
 Only a process that holds message bodies runs the thread: the one-process broker and the
 workers. A process that serves AMQP in a split layout (the supervisor with ``--workers N`` and
 no front-ends, a front-end) frees each body once it is in a ring or on a socket, so its heap
-stops growing after the first seconds, while the thread's polls (every ``POLL_MIN`` for
+stops growing after the first seconds, while the thread's polls (then every ``POLL_MIN`` for
 ``BURST`` seconds after a growth, each one taking the GIL from the loop) cost ~20 ms of CPU a
-second in every process that runs it (bench/RING_RESULTS.md, issue 8); such a process sets
+second in every process that ran it (bench/RING_RESULTS.md, issue 8); such a process sets
 glibc's parameters only (``start(thread=False)``).
 
 Not glibc (musl, macOS), no ``MADV_POPULATE_WRITE`` (Linux before 5.14), or a main heap that
@@ -70,6 +72,7 @@ TOP_PAD = 16 << 20            # bytes glibc asks brk for beyond its need, each g
 MMAP_THRESHOLD = 1 << 20      # bodies below this come from the heap
 POLL_MIN = 0.002              # seconds between looks at the break while the heap grows
 POLL_MAX = 0.2                # ... and at most, while it does not
+FAST = 1.0                    # seconds after a growth that the heap counts as growing
 BURST = 30.0                  # a growth this soon after the last one is populated
 
 
@@ -140,7 +143,7 @@ class HeapPrefaulter:
             brk -= brk % PAGE
             if brk <= done:
                 done = brk                                # trimmed: follow it down
-                if time.monotonic() - grew > BURST:      # the burst is over: slow down
+                if time.monotonic() - grew > FAST:       # not growing now: slow down
                     wait = min(wait * 2, POLL_MAX)
                 continue
             now = time.monotonic()

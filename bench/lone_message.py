@@ -13,6 +13,13 @@ the broker several times, so its rounds give counts, not times). Several ``--url
 with its ``--broker-pid``) are run round after round, interleaved.
 
 bench/RESULTS.md, "latency_1 on 0be596d": what the counts were before and after.
+
+``--grow-heap MIB`` publishes that many MiB of 64 KiB bodies to a scratch queue before each
+round and deletes it, so the round starts on a heap that has just grown, as latency_1 does
+in the harness's ``all`` after the throughput scenarios. Each round also counts the wake-ups
+(voluntary context switches) of the broker's threads other than the loops' (the heap-prefault
+thread: each of its wake-ups takes the GIL from a loop) per round trip (bench/RESULTS.md,
+"latency_1: the prefault thread's GIL").
 """
 from __future__ import annotations
 
@@ -89,6 +96,41 @@ async def ping_pong(url: str, n: int, size: int, warmup: int = 200) -> tuple[flo
     return elapsed, sorted(lat)
 
 
+def thread_wakeups(pid: int) -> int:
+    """Voluntary context switches of the tree's threads other than each process's main one."""
+    total = 0
+    for p in tree(pid):
+        try:
+            tids = [t for t in os.listdir(f"/proc/{p}/task") if t != str(p)]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/status") as f:
+                    total += int(next(line for line in f
+                                      if line.startswith("voluntary_ctxt_switches")).split()[1])
+            except (OSError, StopIteration):
+                pass
+    return total
+
+
+async def grow_heap(url: str, mib: int) -> None:
+    """``mib`` MiB of 64 KiB bodies into a scratch queue with no consumer, then deleted."""
+    from rawamqp import build_publish, connect
+    queue = "bench.lone.grow." + uuid.uuid4().hex[:8]
+    conn = await connect(url)
+    ch = await conn.channel()
+    await ch.queue_declare(queue)
+    prefix, suffix = build_publish(ch.number, "", queue, 65536, conn.frame_max, None, True)
+    message = prefix + bytes(8) + suffix
+    for _ in range(mib * 16):
+        conn.write(message)
+        await conn.wait_writable()
+    await ch.queue_declare(queue, passive=True)     # after the publishes on this connection
+    await ch.queue_delete(queue)
+    await conn.close()
+
+
 def strace_counts(pid: int, run) -> dict:
     """Syscall counts of the broker tree while ``run()`` runs."""
     out = f"/tmp/lone_message_strace.{os.getpid()}"
@@ -121,6 +163,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--strace", action="store_true", help="count syscalls (one more round each)")
     p.add_argument("--harness", default=HARNESS, help="the shared harness's directory (rawamqp)")
+    p.add_argument("--grow-heap", type=int, default=0, metavar="MIB",
+                   help="grow the broker's heap before each round (MiB of 64 KiB bodies)")
     args = p.parse_args()
     if len(args.url) != len(args.broker_pid):
         raise SystemExit("one --broker-pid per --url")
@@ -129,12 +173,17 @@ def main() -> None:
     rows = {u: [] for u in args.url}
     for _ in range(args.rounds):
         for url, pid in zip(args.url, args.broker_pid):
+            if args.grow_heap:
+                asyncio.run(grow_heap(url, args.grow_heap))
             u0, s0 = cpu(pid)
+            w0 = thread_wakeups(pid)
             elapsed, lat = asyncio.run(ping_pong(url, n, args.size))
             u1, s1 = cpu(pid)
+            w1 = thread_wakeups(pid)
             pct = {q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
                    for q in (0.5, 0.99, 0.999)}
-            rows[url].append((n / elapsed, pct, (u1 - u0) / n * 1e6, (s1 - s0) / n * 1e6))
+            rows[url].append((n / elapsed, pct, (u1 - u0) / n * 1e6, (s1 - s0) / n * 1e6,
+                              (w1 - w0) / n))
     for url, pid in zip(args.url, args.broker_pid):
         r = rows[url]
         med = lambda f: statistics.median(f(x) for x in r)     # noqa: E731
@@ -145,6 +194,8 @@ def main() -> None:
         print(f"  broker CPU per round trip: user {med(lambda x: x[2]):.1f} µs, "
               f"system {med(lambda x: x[3]):.1f} µs "
               f"(per round: {', '.join(f'{x[2] + x[3]:.0f}' for x in r)})")
+        print(f"  wake-ups of the broker's other threads per round trip: "
+              f"{med(lambda x: x[4]):.3f} (per round: {', '.join(f'{x[4]:.3f}' for x in r)})")
         if args.strace:
             counts = strace_counts(pid, lambda: asyncio.run(ping_pong(url, n, args.size)))
             per = sorted(((c / n, name) for name, c in counts.items()), reverse=True)

@@ -69,3 +69,43 @@ def test_without_it_every_page_of_a_body_faults():
     got = run("off")        # the measurement above tells the two apart
     assert got["pages"] >= 16
     assert got["faults"] >= got["pages"] // 2, got
+
+
+QUIET = r"""
+import json, time
+from amqpbroker.prefault import HeapPrefaulter, PAGE
+import ctypes
+libc = ctypes.CDLL(None)
+libc.sbrk.restype = ctypes.c_void_p
+libc.sbrk.argtypes = [ctypes.c_ssize_t]
+h = HeapPrefaulter().start()
+keep = []
+# a burst: the heap grows a few times within a second, then stops growing
+for i in range(3):
+    keep += [b"x" * 65536 for _ in range(512)]       # 32 MiB
+    time.sleep(0.05)
+grown = time.monotonic()
+deadline = grown + 60
+while h.covered < libc.sbrk(0) - libc.sbrk(0) % PAGE:   # the thread has seen the last growth
+    assert time.monotonic() < deadline, (h.covered, h.calls)
+    time.sleep(0.01)
+def wakeups():
+    with open(f"/proc/self/task/{h._thread.native_id}/status") as f:
+        return int(next(l for l in f if l.startswith("voluntary_ctxt_switches")).split()[1])
+time.sleep(max(0.0, grown + 2.0 - time.monotonic()))   # 2 s after the heap last grew
+before = wakeups()
+time.sleep(1.0)                                        # the second that is measured
+print(json.dumps({"wakeups": wakeups() - before, "calls": h.calls}))
+"""
+
+
+def test_a_heap_that_stopped_growing_is_polled_rarely():
+    """Each poll takes the GIL from the event loop (a lone message's round trip waits for it:
+    bench/RESULTS.md, "latency_1"): once the heap has not grown for a while the thread looks
+    a few times a second, not every ``POLL_MIN`` for the whole ``BURST``."""
+    out = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["calls"] >= 1, got              # it was a burst: the thread populated a growth
+    assert got["wakeups"] <= 20, got           # POLL_MIN all along: ~500 a second
