@@ -15,7 +15,6 @@ def no_leaked_processes_or_shm():
         yield
 
 
-
 def _names_its_layout(args) -> bool:
     return all(any(a == flag or a.startswith(flag + "=") for a in args)
                for flag in ("--workers", "--frontends"))
