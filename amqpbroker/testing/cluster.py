@@ -71,16 +71,25 @@ class LocalCluster:
         return node.start()
 
     def stop(self) -> None:
-        """Stop every node (SIGTERM, waited for), then etcd; remove the data. A node that
+        """Stop every node (SIGTERM, waited for), then etcd; remove the data. The nodes stop
+        at the same time, each waited for by a thread (one after the other, each leave would
+        move the controller and the leaderships to a node about to leave too). A node that
         fails to stop does not keep the others or etcd running: the first error is raised
         once all were stopped."""
-        error = None
-        for node in self.nodes:
-            if node.proc is not None:
-                try:
-                    node.stop()
-                except Exception as exc:
-                    error = error or exc
+        errors: list[BaseException] = []
+
+        def stop(node: BrokerProcess) -> None:
+            try:
+                node.stop()
+            except Exception as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=stop, args=(node,))
+                   for node in self.nodes if node.proc is not None]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        error = errors[0] if errors else None
         self.etcd.cleanup()
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)

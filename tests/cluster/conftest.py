@@ -26,6 +26,31 @@ def cluster(tmp_path):
         yield c
 
 
+def _still_whole(cluster):
+    """After a test on a shared cluster: every node (and etcd) still runs, so the next test
+    starts from a whole cluster; a test that stops, kills, pauses or cuts a node must use
+    ``cluster``, which is its own."""
+    down = [n.node for n in cluster.nodes if n.proc is None or n.proc.poll() is not None]
+    assert not down, f"a test on a shared cluster left nodes down: {down} (use ``cluster``)"
+    assert cluster.etcd.healthy(timeout=5), "a test on a shared cluster left etcd down"
+
+
+# One cluster for all the tests of a module that leave every node running and use queue,
+# exchange and user names of their own (CI's time: a cluster start is three brokers and an
+# etcd). A test that stops, kills, pauses or cuts a node, or that needs an empty cluster
+# (counts of queues, who leads the first queue), takes ``cluster``.
+@pytest.fixture(scope="module")
+def _module_cluster(tmp_path_factory):
+    with LocalCluster(3, str(tmp_path_factory.mktemp("cluster")), lease_ttl=LEASE_TTL) as c:
+        yield c
+
+
+@pytest.fixture
+def shared_cluster(_module_cluster):
+    yield _module_cluster
+    _still_whole(_module_cluster)
+
+
 # The process layouts a cluster's nodes may run in: nodes whose queues live in worker
 # processes and whose connections are served by front-end processes (the layout of a machine
 # with 4 CPUs or more), and a mixed cluster (n1 one process, n2 and n3 split): a front-end
@@ -39,9 +64,25 @@ SPLIT = ("--workers", "2", "--frontends", "2")
 LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
 
 
-@pytest.fixture(params=sorted(LAYOUTS) if os.environ.get("CLUSTER_LAYOUTS") == "all"
-                else ["mixed"])
+LAYOUT_PARAMS = sorted(LAYOUTS) if os.environ.get("CLUSTER_LAYOUTS") == "all" else ["mixed"]
+
+
+@pytest.fixture(params=LAYOUT_PARAMS)
 def layout_cluster(request, tmp_path):
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=LEASE_TTL,
                       layouts=LAYOUTS[request.param]) as c:
         yield c
+
+
+# ``layout_cluster`` shared by a module's tests, on the terms of ``shared_cluster``.
+@pytest.fixture(scope="module", params=LAYOUT_PARAMS)
+def _module_layout_cluster(request, tmp_path_factory):
+    with LocalCluster(3, str(tmp_path_factory.mktemp("cluster")), lease_ttl=LEASE_TTL,
+                      layouts=LAYOUTS[request.param]) as c:
+        yield c
+
+
+@pytest.fixture
+def shared_layout_cluster(_module_layout_cluster):
+    yield _module_layout_cluster
+    _still_whole(_module_layout_cluster)

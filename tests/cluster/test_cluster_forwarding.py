@@ -58,7 +58,9 @@ class Collector(threading.Thread):
             self.ready.set()
 
 
-def test_publish_on_one_node_consume_on_two_others_every_message_once_in_order(cluster):
+def test_publish_on_one_node_consume_on_two_others_every_message_once_in_order(
+        shared_cluster):
+    cluster = shared_cluster
     n1, n2, n3 = cluster.nodes
     declare_led_by(cluster, n3, "fwd-work")
     seen: list[int] = []
@@ -85,7 +87,8 @@ def test_publish_on_one_node_consume_on_two_others_every_message_once_in_order(c
     assert counts
 
 
-def test_get_purge_and_counts_on_any_node_are_the_leaders(cluster):
+def test_get_purge_and_counts_on_any_node_are_the_leaders(shared_cluster):
+    cluster = shared_cluster
     n1, n2, n3 = cluster.nodes
     declare_led_by(cluster, n2, "fwd-get")
     conn = connect(n1)
@@ -206,13 +209,15 @@ def test_a_publish_right_after_declare_ok_goes_to_the_leader_the_controller_chos
 # (the ``layout_cluster`` fixture: tests/cluster/conftest.py)
 
 
-def test_in_every_layout_publish_on_one_node_consume_on_two_others(layout_cluster):
-    test_publish_on_one_node_consume_on_two_others_every_message_once_in_order(layout_cluster)
+def test_in_every_layout_publish_on_one_node_consume_on_two_others(shared_layout_cluster):
+    test_publish_on_one_node_consume_on_two_others_every_message_once_in_order(
+        shared_layout_cluster)
 
 
-def test_in_every_layout_forwarding_goes_both_ways_between_two_nodes(layout_cluster):
+def test_in_every_layout_forwarding_goes_both_ways_between_two_nodes(shared_layout_cluster):
     """n1 reaches n2's queue and n2 reaches n1's: the two directions of one pair, each node's
     front-ends the caller, each node's workers the leader's end."""
+    layout_cluster = shared_layout_cluster
     n1, n2, _ = layout_cluster.nodes
     for leader, caller, name in ((n1, n2, "fwd-lay-a"), (n2, n1, "fwd-lay-b")):
         declare_led_by(layout_cluster, leader, name)

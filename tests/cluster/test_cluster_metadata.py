@@ -41,7 +41,8 @@ def bound(node, exchange, queue, key) -> bool:
 
 
 def test_declared_on_one_node_is_everywhere_redeclare_is_checked_delete_goes_everywhere(
-        cluster):
+        shared_cluster):
+    cluster = shared_cluster
     n1, n2, n3 = cluster.nodes
     conn = connect(n1)
     ch = conn.channel()
@@ -88,7 +89,8 @@ def test_declared_on_one_node_is_everywhere_redeclare_is_checked_delete_goes_eve
         cluster.wait_until(lambda: not os.path.exists(directory))
 
 
-def test_a_user_added_on_one_node_logs_in_on_another(cluster):
+def test_a_user_added_on_one_node_logs_in_on_another(shared_cluster):
+    cluster = shared_cluster
     n1, n2, _ = cluster.nodes
     assert call(n1, "PUT", "users/alice", {"password": "s3cret", "tags": ""}) in (201, 204)
     assert call(n1, "PUT", "permissions/%2F/alice",
@@ -137,8 +139,9 @@ def test_a_node_restarted_after_changes_catches_up(cluster):
     assert "deleted in the cluster" in "".join(n3.output)
 
 
-def test_a_queue_that_deletes_itself_goes_everywhere(cluster):
+def test_a_queue_that_deletes_itself_goes_everywhere(shared_cluster):
     """auto-delete: the node where its last consumer went deletes it in etcd too."""
+    cluster = shared_cluster
     n1, n2, _ = cluster.nodes
     conn = connect(n1)
     ch = conn.channel()
@@ -183,7 +186,8 @@ def _declare_at_once(nodes, queue, arguments):
     return results
 
 
-def test_concurrent_declares_on_two_nodes(cluster):
+def test_concurrent_declares_on_two_nodes(shared_cluster):
+    cluster = shared_cluster
     n1, n2, n3 = cluster.nodes
     for i in range(5):
         assert _declare_at_once([n1, n2], f"same-{i}", [{"x-max-length": 10}] * 2) == \

@@ -95,7 +95,8 @@ def test_an_import_on_one_node_declares_everywhere_and_a_bad_one_changes_nothing
     assert queues(n1)["imp-q"]["arguments"] == {"x-max-length": 5}
 
 
-def test_a_per_vhost_import_goes_through_etcd_too(cluster):
+def test_a_per_vhost_import_goes_through_etcd_too(shared_cluster):
+    cluster = shared_cluster
     n1, n2, _ = cluster.nodes
     doc = {"queues": [{"name": "vh-imp", "durable": True, "auto_delete": False,
                        "arguments": {}}],
@@ -155,7 +156,9 @@ def placed(node, queue, vhost="/"):
     return None
 
 
-def test_reassign_moves_the_replicas_and_the_leader_to_the_preferred_replica(cluster):
+def test_reassign_moves_the_replicas_and_the_leader_to_the_preferred_replica(
+        shared_cluster):
+    cluster = shared_cluster
     n1, n2, n3 = cluster.nodes
     conn = connect(n1)
     conn.channel().queue_declare("moving", durable=True, arguments={

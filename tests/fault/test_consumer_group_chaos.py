@@ -57,6 +57,10 @@ from amqpbroker.testing import BrokerProcess, leaks
 
 LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
            "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
+
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 PARTITIONS = 6
 MEMBERS = 3
 PRODUCERS = 2

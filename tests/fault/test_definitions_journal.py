@@ -25,6 +25,10 @@ from amqpbroker.testing import BrokerProcess
 
 LAYOUTS = [["--workers", "0", "--frontends", "0"], ["--workers", "1", "--frontends", "1"]]
 LAYOUT_IDS = ["one-process", "split"]
+
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 HEADER = 8
 
 

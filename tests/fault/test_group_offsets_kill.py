@@ -28,6 +28,9 @@ import os, random, signal, sys
 from amqpbroker.groups.offset_store import OffsetStore
 import amqpbroker.storage.fileformat as fileformat
 
+# no broker here: CI's split pass would repeat it unchanged (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 directory, seed, rounds, die_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 UPDATES
 store = OffsetStore(directory, fsync="never", compact_bytes=2048, compact_ratio=2)

@@ -23,6 +23,9 @@ import pytest
 from amqpbroker.supervisor.owner import queue_dir_name
 from amqpbroker.testing import BrokerProcess
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 LAYOUTS = [["--workers", "0", "--frontends", "0"], ["--workers", "1", "--frontends", "1"]]
 LAYOUT_IDS = ["one-process", "split"]
 PERSISTENT = pika.BasicProperties(delivery_mode=2)

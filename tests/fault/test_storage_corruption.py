@@ -12,6 +12,9 @@ import pytest
 from amqpbroker.storage import PartitionLog, Record
 from amqpbroker.storage.fileformat import HEADER_SIZE
 
+# no broker here: CI's split pass would repeat it unchanged (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 N = 120
 
 

@@ -112,6 +112,7 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.own_layout
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_console_script_serves_from_the_checkout(tmp_path, layout):
     with BrokerProcess(tmp_path, *layout, command=[console_script()], cwd=CHECKOUT,
@@ -124,6 +125,7 @@ def test_console_script_serves_from_the_checkout(tmp_path, layout):
                 assert ring_files(pid) == {imported_ring()}, pid
 
 
+@pytest.mark.own_layout
 def test_installed_broker_run_from_the_checkout_runs_only_installed_code(tmp_path, installed):
     """The README's ``pip install . && amqpbroker serve``, in the checkout: the supervisor
     imports the installed package, and so must every worker and front-end it starts (they
@@ -138,6 +140,7 @@ def test_installed_broker_run_from_the_checkout_runs_only_installed_code(tmp_pat
         assert_serves(b)
 
 
+@pytest.mark.own_layout
 def test_broker_process_starts_what_the_test_process_imported(tmp_path, installed):
     """Started from a directory that holds another amqpbroker, ``BrokerProcess`` still runs
     (in every process) the one this process imported."""

@@ -19,6 +19,9 @@ import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 
 def connect_on(broker, frontend: int, name: str) -> pika.BlockingConnection:
     """Open connections until one lands on ``frontend`` (the kernel picks); close the rest."""

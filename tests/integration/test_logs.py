@@ -16,6 +16,9 @@ from pika.exceptions import ProbableAuthenticationError
 from amqpbroker.testing import BrokerProcess
 from amqpbroker.testing.leaks import wait_until as wait_for
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "frontends": ("--workers", "2", "--frontends", "2")}
 FIELDS = {"ts", "level", "logger", "msg", "pid", "role"}

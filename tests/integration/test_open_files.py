@@ -19,6 +19,9 @@ import pytest
 from amqpbroker import child
 from amqpbroker.testing import BrokerProcess
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 QUEUES = 1000
 NOFILE = 256
 CACHE_LIMIT = NOFILE // 2      # the default: half of RLIMIT_NOFILE

@@ -12,6 +12,9 @@ from pamqp import commands as spec
 
 from amqpbroker.testing import BrokerProcess
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):

@@ -13,6 +13,9 @@ from pika.exceptions import ConnectionClosedByBroker
 
 from amqpbroker.testing import BrokerProcess, leaks
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 RABBITMQADMIN = "/usr/bin/rabbitmqadmin"
 LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "frontends": ("--workers", "2", "--frontends", "2")}

@@ -11,6 +11,9 @@ import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 STREAM = {"x-queue-type": "stream"}
 LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "split": ("--workers", "2", "--frontends", "2")}

@@ -12,6 +12,9 @@ from pika.exceptions import ChannelClosedByBroker
 
 from amqpbroker.testing import BrokerProcess, leaks
 
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 STREAM = {"x-queue-type": "stream"}
 LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
            "split": ("--workers", "2", "--frontends", "2")}
