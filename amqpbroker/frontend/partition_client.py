@@ -134,8 +134,10 @@ class PartitionClient:
                 else:
                     if batch is not None:
                         self._send_batch()
-                    self._batch = [qid, seq, priority, track, flags, [record],
-                                   len(record.body)]
+                    size = len(record.body)
+                    self._batch = [qid, seq, priority, track, flags, [record], size]
+                    if size >= BATCH_BYTES:         # a big body goes alone, as a Pub
+                        self._send_batch()
             else:
                 self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track,
                                      flags=flags, record=record))
