@@ -96,16 +96,6 @@ class RingEndpoint:
 
     emit = send
 
-    def emit_many(self, events: list) -> None:
-        """A host batch's deliveries at once (``LinkState.hold``): one call for the lot
-        instead of one ``send`` each; they go out with the turn's ``flush``, in order."""
-        if self.closed:
-            return
-        self._msgs.extend(events)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
-
     def hold(self) -> None:
         """A session handles what it read until ``release``: ``PartitionClient`` gathers the
         read's publishes to one queue into one ``Pubs``, one ring record (the host appends

@@ -39,7 +39,7 @@ class LinkState:
     def __init__(self, link):
         self.link = link
         self.emit = link.emit
-        # a link that takes events in lots (``emit_many``: the in-process and ring links) gets a
+        # a link that takes events in lots (``emit_many``: the in-process link) gets a
         # batch's deliveries as one; see ``hold`` (None: this link takes them one by one)
         self._emit_many = getattr(link, "emit_many", None)
         self._held: list | None = None
