@@ -35,6 +35,22 @@ static uint64_t get_u64(const unsigned char *p) {
     return ((uint64_t)get_u32(p) << 32) | get_u32(p + 4);
 }
 
+/* One record in the layout above at p (its fields checked and measured by the caller). */
+static void write_record(unsigned char *p, uint32_t rec_len, unsigned long long ts,
+                         unsigned long flags, const char *ex, Py_ssize_t ex_len,
+                         const char *rk, Py_ssize_t rk_len, const Py_buffer *props,
+                         const Py_buffer *body) {
+    put_u32(p, rec_len); p += 4;
+    put_u64(p, ts); p += 8;
+    *p++ = (unsigned char)flags;
+    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
+    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
+    put_u32(p, (uint32_t)props->len); p += 4;
+    memcpy(p, props->buf, props->len); p += props->len;
+    put_u32(p, (uint32_t)body->len); p += 4;
+    memcpy(p, body->buf, body->len);
+}
+
 /* pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes
  * prefix (bytes) is copied first: the message header the record travels behind. */
 static PyObject *pack_record(PyObject *self, PyObject *args) {
@@ -69,16 +85,9 @@ static PyObject *pack_record(PyObject *self, PyObject *args) {
     if (!out)
         goto done;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    memcpy(p, prefix.buf, prefix.len); p += prefix.len;
-    put_u32(p, (uint32_t)rec_len); p += 4;
-    put_u64(p, ts); p += 8;
-    *p++ = (unsigned char)flags;
-    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
-    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
-    put_u32(p, (uint32_t)props.len); p += 4;
-    memcpy(p, props.buf, props.len); p += props.len;
-    put_u32(p, (uint32_t)body.len); p += 4;
-    memcpy(p, body.buf, body.len);
+    memcpy(p, prefix.buf, prefix.len);
+    write_record(p + prefix.len, (uint32_t)rec_len, ts, flags, ex, ex_len, rk, rk_len, &props,
+                 &body);
 done:
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&props);
@@ -291,15 +300,7 @@ static Py_ssize_t put_record(unsigned char *p, PyObject *rec, Py_ssize_t avail) 
         PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
         goto done;
     }
-    put_u32(p, (uint32_t)rec_len); p += 4;
-    put_u64(p, ts); p += 8;
-    *p++ = (unsigned char)flags;
-    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
-    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
-    put_u32(p, (uint32_t)props.len); p += 4;
-    memcpy(p, props.buf, props.len); p += props.len;
-    put_u32(p, (uint32_t)body.len); p += 4;
-    memcpy(p, body.buf, body.len);
+    write_record(p, (uint32_t)rec_len, ts, flags, ex, ex_len, rk, rk_len, &props, &body);
     out = 4 + rec_len;
 done:
     PyBuffer_Release(&props);

@@ -117,14 +117,19 @@ def record(i: int, persistent: bool = True) -> Record:
                   f"message {i}".encode() * (1 + i), 1 if persistent else 0)
 
 
+async def open_jobs(client, tmp_path) -> Recorder:
+    """Open durable queue 1, "jobs"; a recorder listening to the client's watermark."""
+    channel = Recorder(asyncio.get_running_loop())
+    await client.request(c.Open, qid=1, vhost="/", name="jobs", durable=True,
+                         auto_delete=False, arguments={}, directory=str(tmp_path / "jobs"))
+    client.listeners.add(channel)
+    return channel
+
+
 @pytest.mark.parametrize("kind", LINKS)
 async def test_publish_confirm_consume_ack_over_each_link(kind, tmp_path):
     async with joined(kind, tmp_path) as (client, host):
-        channel = Recorder(asyncio.get_running_loop())
-        await client.request(c.Open, qid=1, vhost="/", name="jobs", durable=True,
-                             auto_delete=False, arguments={},
-                             directory=str(tmp_path / "jobs"))
-        client.listeners.add(channel)
+        channel = await open_jobs(client, tmp_path)
         seqs = [client.publish(1, record(i), 0, True) for i in range(3)]
         await channel.until(lambda: client.done_seq >= seqs[-1])
         assert not client.nacked                       # stored and fsynced: confirmed
@@ -160,11 +165,7 @@ async def test_a_reads_publishes_to_one_queue_reach_the_host_as_one_pubs(kind, t
     """What a session read (``hold`` ... ``release``) for one queue crosses as one ``Pubs``,
     on the ring link too (one ring record), and the host stores each record in order."""
     async with joined(kind, tmp_path) as (client, host):
-        channel = Recorder(asyncio.get_running_loop())
-        await client.request(c.Open, qid=1, vhost="/", name="jobs", durable=True,
-                             auto_delete=False, arguments={},
-                             directory=str(tmp_path / "jobs"))
-        client.listeners.add(channel)
+        channel = await open_jobs(client, tmp_path)
         handled = []
         handle = host.handle
 
