@@ -15,7 +15,8 @@ limits). Each message is declared below, once, with
   one, so adding a message is one declaration plus its handlers);
 * typed fields, in order: ``u8``, ``u32``, ``u64``, ``bool``, ``str``, ``bytes``, ``u64s``
   (a list of offsets), ``grants`` (a list of (consumer id, credit)), ``record`` (a message in
-  the log's record layout, ``storage/record.py``), and ``any`` (a Python value);
+  the log's record layout, ``storage/record.py``), ``records`` (a list of them: a u32 count,
+  then the records back to back), and ``any`` (a Python value);
 * whether it is a *request*: its first field is ``req``, a number the sender chose, and the
   receiver answers ``Reply(req, ok, value)``; ``req`` 0 asks for no answer.
 
@@ -24,8 +25,9 @@ read by attribute. Nothing else builds or unpacks a message by position.
 
 The codec (``encode`` / ``decode``) is derived from the field types. A message whose fields
 are all binary types is packed by ``struct``: one type byte, its fixed-size fields in one
-struct, then its variable fields in order; a record travels last, in the log's layout, so a
-publish or a delivery is a small fixed header followed by the record's own bytes, packed in
+struct, then its variable fields in order; a record (or a list of records) travels last, in
+the log's layout, so a publish, a read's publishes to one queue (``pubs``) or a delivery is a
+small fixed header followed by the records' own bytes, packed in
 one pass by C (``storage/_record.c``) with the header (and a link's own prefix) in front:
 into one bytes object (``encode``), or, on the ring link, straight into the ring's reserved
 space (``size_many`` / ``write_many``), so the body is copied once on its way into a ring.
@@ -47,7 +49,7 @@ from .storage.record import (Record, decode_record, encode_record, pack_message,
                              pack_messages_at, size_messages, unpack_message, unpack_messages)
 
 FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
-VARIABLE = {"str", "bytes", "u64s", "grants", "record", "any"}
+VARIABLE = {"str", "bytes", "u64s", "grants", "record", "records", "any"}
 _U32 = struct.Struct(">I")
 _U64S = {}                  # count -> Struct of that many u64s (built on first use)
 _GRANT = struct.Struct(">II")
@@ -150,8 +152,9 @@ def _build_codec(cls) -> None:
         return
     fixed = [i for i, t in enumerate(types) if t in FIXED]
     variable = [i for i, t in enumerate(types) if t not in FIXED]
-    if "record" in types and types[-1] != "record":
-        raise TypeError(f"{cls.NAME}: a record travels last")
+    for kind in ("record", "records"):
+        if kind in types and types[-1] != kind:
+            raise TypeError(f"{cls.NAME}: a {kind} field travels last")
     head = struct.Struct(">B" + "".join(FIXED[types[i]] for i in fixed))
     pack, unpack_from, size = head.pack, head.unpack_from, head.size
     type_id = cls.TYPE_ID
@@ -165,8 +168,10 @@ def _build_codec(cls) -> None:
             return make(unpack_from(data, pos)[1:])
         cls.ENCODE, cls.DECODE = staticmethod(enc_fixed), staticmethod(dec_fixed)
         return
-    if variable == [n - 1] and types[-1] == "record":     # the hot shape: pub, dlv
+    if variable == [n - 1] and types[-1] in ("record", "records"):  # hot: pub, pubs, dlv
         fmt = "".join(FIXED[t] for t in types[:-1])      # one C call each way
+        if types[-1] == "records":
+            fmt += "*"                                   # a list of records (record.py)
 
         def enc_record(msg, prefix):
             return [pack_message(prefix, type_id, fmt, msg)]
@@ -292,11 +297,11 @@ PUB_SUBSEQUENCE = 2     # routed by an x-partitioned exchange: this partition se
                         # the producer's sequence numbers, so a gap is not an error
 # the publishes of one read of a session to one queue, numbered ``seq``, ``seq + 1``, ... in
 # ``records``' order, all with the same priority, track and flags: what ``Pub`` would say of
-# each, in one message, so that the host appends them as one (``PartitionHost.on_pubs``). Only
-# the in-process link carries it (``PartitionClient.hold``): a list of records is a cold
-# ``any`` field for the codec, and the links that encode batch per loop turn themselves.
+# each, in one message, so that the host appends them as one (``PartitionHost.on_pubs``). The
+# in-process link and the ring link carry it (they have ``hold``: ``PartitionClient.hold``);
+# on a ring it is one record of the link: the header once, then the records in the log's layout.
 Pubs = message(33, "pubs", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
-               ("flags", "u8"), ("records", "any"))
+               ("flags", "u8"), ("records", "records"))
 # Sub.arguments: the consumer's x-arguments (x-priority, x-stream-offset, x-stream-filter, ...)
 Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
               ("exclusive", "bool"), ("arguments", "any"), ("credit", "u32"), request=True)

@@ -32,6 +32,9 @@ assert c.CONFIRM_SEEN_EVERY < LINK_WINDOW // 2
 # publishes of one read to one queue sent as one ``Pubs`` at most (a session handles 256
 # events per turn: one read's worth)
 BATCH_MAX = 256
+# and bodies of at most this many bytes in all: a ``Pubs`` is one ring record, and a record
+# over the ring's largest (``links/ring.py``) would travel in fragments, copied twice more
+BATCH_BYTES = 256 << 10
 
 
 class HostGone(errors.NotFound):
@@ -70,8 +73,9 @@ class PartitionClient:
         self._grant_scheduled = False
         self._wanted = 0                    # last number asked for with ConfirmWanted
         self._batching = False              # held: publishes gather into ``_batch``
-        # [qid, first seq, priority, track, flags, records]: consecutive publishes of a
-        # held read to one queue, sent as one Pubs before any other command (``hold``)
+        # [qid, first seq, priority, track, flags, records, body bytes]: consecutive
+        # publishes of a held read to one queue, sent as one Pubs before any other command
+        # (``hold``)
         self._batch: list | None = None
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
@@ -124,12 +128,16 @@ class PartitionClient:
                         and batch[3] == track and batch[4] == flags:
                     records = batch[5]
                     records.append(record)
-                    if len(records) >= BATCH_MAX:
+                    batch[6] += len(record.body)
+                    if len(records) >= BATCH_MAX or batch[6] >= BATCH_BYTES:
                         self._send_batch()
                 else:
                     if batch is not None:
                         self._send_batch()
-                    self._batch = [qid, seq, priority, track, flags, [record]]
+                    size = len(record.body)
+                    self._batch = [qid, seq, priority, track, flags, [record], size]
+                    if size >= BATCH_BYTES:         # a big body goes alone, as a Pub
+                        self._send_batch()
             else:
                 self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track,
                                      flags=flags, record=record))
@@ -164,7 +172,7 @@ class PartitionClient:
     def _send_batch(self) -> None:
         """The gathered publishes to the link (one ``Pub`` if alone); what the host sends
         meanwhile may gather a new batch."""
-        qid, seq, priority, track, flags, records = self._batch
+        qid, seq, priority, track, flags, records, _ = self._batch
         self._batch = None
         if len(records) == 1:
             self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track, flags=flags,

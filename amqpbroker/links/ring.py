@@ -96,6 +96,14 @@ class RingEndpoint:
 
     emit = send
 
+    def hold(self) -> None:
+        """A session handles what it read until ``release``: ``PartitionClient`` gathers the
+        read's publishes to one queue into one ``Pubs``, one ring record (the host appends
+        it as one). Nothing to do here: what is sent waits for the turn's ``flush`` anyway."""
+
+    def release(self) -> None:
+        """The end of ``hold``."""
+
     def flush(self) -> None:
         self._flush_scheduled = False
         if self._draining is not None or not self._msgs or self.closed:

@@ -35,6 +35,22 @@ static uint64_t get_u64(const unsigned char *p) {
     return ((uint64_t)get_u32(p) << 32) | get_u32(p + 4);
 }
 
+/* One record in the layout above at p (its fields checked and measured by the caller). */
+static void write_record(unsigned char *p, uint32_t rec_len, unsigned long long ts,
+                         unsigned long flags, const char *ex, Py_ssize_t ex_len,
+                         const char *rk, Py_ssize_t rk_len, const Py_buffer *props,
+                         const Py_buffer *body) {
+    put_u32(p, rec_len); p += 4;
+    put_u64(p, ts); p += 8;
+    *p++ = (unsigned char)flags;
+    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
+    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
+    put_u32(p, (uint32_t)props->len); p += 4;
+    memcpy(p, props->buf, props->len); p += props->len;
+    put_u32(p, (uint32_t)body->len); p += 4;
+    memcpy(p, body->buf, body->len);
+}
+
 /* pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes
  * prefix (bytes) is copied first: the message header the record travels behind. */
 static PyObject *pack_record(PyObject *self, PyObject *args) {
@@ -69,16 +85,9 @@ static PyObject *pack_record(PyObject *self, PyObject *args) {
     if (!out)
         goto done;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    memcpy(p, prefix.buf, prefix.len); p += prefix.len;
-    put_u32(p, (uint32_t)rec_len); p += 4;
-    put_u64(p, ts); p += 8;
-    *p++ = (unsigned char)flags;
-    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
-    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
-    put_u32(p, (uint32_t)props.len); p += 4;
-    memcpy(p, props.buf, props.len); p += props.len;
-    put_u32(p, (uint32_t)body.len); p += 4;
-    memcpy(p, body.buf, body.len);
+    memcpy(p, prefix.buf, prefix.len);
+    write_record(p + prefix.len, (uint32_t)rec_len, ts, flags, ex, ex_len, rk, rk_len, &props,
+                 &body);
 done:
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&props);
@@ -211,10 +220,97 @@ static unsigned char *put_fixed(unsigned char *p, PyObject *msg, const char *fmt
 
 static Py_ssize_t fmt_size(const char *fmt) {
     Py_ssize_t n = 0;
-    for (; *fmt; fmt++)
+    for (; *fmt && *fmt != '*'; fmt++)
         n += (*fmt == 'Q') ? 8 : (*fmt == 'I') ? 4 : 1;
     return n;
 }
+
+/* A format ending in '*' is a message whose last item is a list of records (``pubs``): on
+ * the wire a u32 count, then each record in the log's layout. The fixed fields before it. */
+static Py_ssize_t fmt_fixed(const char *fmt, int *is_list) {
+    Py_ssize_t n = (Py_ssize_t)strlen(fmt);
+    *is_list = n > 0 && fmt[n - 1] == '*';
+    return n - *is_list;
+}
+
+/* Bytes record `rec` (a tuple of six) takes in the log layout, its rec_len u32 included;
+ * -1 with an exception set. */
+static Py_ssize_t record_bytes(PyObject *rec) {
+    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
+        return -1;
+    }
+    Py_ssize_t ex_len, rk_len;
+    if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len)) return -1;
+    if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len)) return -1;
+    if (ex_len > 255 || rk_len > 255) {
+        PyErr_SetString(PyExc_ValueError,
+                        "exchange and routing key are AMQP shortstrs: at most 255 bytes");
+        return -1;
+    }
+    Py_ssize_t lens[2];
+    for (int k = 0; k < 2; k++) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3 + k), &b, PyBUF_SIMPLE) < 0) return -1;
+        lens[k] = b.len;
+        PyBuffer_Release(&b);
+        if (lens[k] > 0xffffffffLL) {
+            PyErr_SetString(PyExc_ValueError, "record field over 4 GiB");
+            return -1;
+        }
+    }
+    uint64_t rec_len = RECORD_FIXED + ex_len + rk_len + lens[0] + lens[1];
+    if (rec_len > 0xffffffffULL) {
+        PyErr_SetString(PyExc_ValueError, "record over 4 GiB");
+        return -1;
+    }
+    return 4 + (Py_ssize_t)rec_len;
+}
+
+/* Writes record `rec` at p, which has `avail` bytes: the bytes written, or -1 with an
+ * exception set if it does not fit (a record changed since it was sized) or has a bad field. */
+static Py_ssize_t put_record(unsigned char *p, PyObject *rec, Py_ssize_t avail) {
+    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
+        return -1;
+    }
+    Py_ssize_t ex_len, rk_len;
+    const char *ex = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len);
+    if (!ex) return -1;
+    const char *rk = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len);
+    if (!rk) return -1;
+    if (ex_len > 255 || rk_len > 255) {
+        PyErr_SetString(PyExc_ValueError,
+                        "exchange and routing key are AMQP shortstrs: at most 255 bytes");
+        return -1;
+    }
+    unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(rec, 0));
+    if (ts == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(rec, 5));
+    if (flags == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    Py_buffer props, body;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3), &props, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 4), &body, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&props);
+        return -1;
+    }
+    Py_ssize_t rec_len = RECORD_FIXED + ex_len + rk_len + props.len + body.len;
+    Py_ssize_t out = -1;
+    if (4 + rec_len > avail) {
+        PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
+        goto done;
+    }
+    write_record(p, (uint32_t)rec_len, ts, flags, ex, ex_len, rk, rk_len, &props, &body);
+    out = 4 + rec_len;
+done:
+    PyBuffer_Release(&props);
+    PyBuffer_Release(&body);
+    return out;
+}
+
+static int hot_size(PyObject *msg, const char *fmt, Py_ssize_t prefix_len, Py_ssize_t *out);
+static int hot_pack(unsigned char *p, Py_ssize_t size, PyObject *msg, unsigned int type_id,
+                    const char *fmt, const Py_buffer *prefix);
 
 static PyObject *pack_message(PyObject *self, PyObject *args) {
     Py_buffer prefix;
@@ -223,39 +319,14 @@ static PyObject *pack_message(PyObject *self, PyObject *args) {
     PyObject *msg;
     if (!PyArg_ParseTuple(args, "y*IsO!", &prefix, &type_id, &fmt, &PyTuple_Type, &msg))
         return NULL;
-    PyObject *out = NULL, *bytes_out = NULL;
-    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
-    if (PyTuple_GET_SIZE(msg) != nfixed + 1) {
-        PyErr_SetString(PyExc_ValueError, "message does not match its format");
-        goto done;
+    PyObject *out = NULL;
+    Py_ssize_t size;
+    if (hot_size(msg, fmt, prefix.len, &size) == 0) {
+        out = PyBytes_FromStringAndSize(NULL, size);
+        if (out && hot_pack((unsigned char *)PyBytes_AS_STRING(out), size, msg, type_id, fmt,
+                            &prefix) < 0)
+            Py_CLEAR(out);
     }
-    PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
-    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
-        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
-        goto done;
-    }
-    unsigned char head[1 + 8 * 16];
-    if (nfixed > 16) {
-        PyErr_SetString(PyExc_ValueError, "too many fixed fields");
-        goto done;
-    }
-    unsigned char *p = head;
-    *p++ = (unsigned char)type_id;
-    p = put_fixed(p, msg, fmt, nfixed);
-    if (!p) goto done;
-    PyObject *head_bytes = PyBytes_FromStringAndSize(NULL, prefix.len + (p - head));
-    if (!head_bytes) goto done;
-    memcpy(PyBytes_AS_STRING(head_bytes), prefix.buf, prefix.len);
-    memcpy(PyBytes_AS_STRING(head_bytes) + prefix.len, head, p - head);
-    PyObject *rargs = Py_BuildValue("(NOOOOOO)", head_bytes, PyTuple_GET_ITEM(rec, 0),
-                                    PyTuple_GET_ITEM(rec, 5), PyTuple_GET_ITEM(rec, 1),
-                                    PyTuple_GET_ITEM(rec, 2), PyTuple_GET_ITEM(rec, 3),
-                                    PyTuple_GET_ITEM(rec, 4));
-    if (!rargs) goto done;
-    bytes_out = pack_record(self, rargs);
-    Py_DECREF(rargs);
-    out = bytes_out;
-done:
     PyBuffer_Release(&prefix);
     return out;
 }
@@ -268,19 +339,11 @@ static PyObject *new_tuple_of(PyTypeObject *cls, Py_ssize_t n) {
     return cls->tp_alloc(cls, n);
 }
 
-/* The hot message at `pos` of b[0:n] (its type byte first), as an `mcls` whose last item is
- * an `rcls`; *end_out gets the end of its record. */
-static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
-                                   const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
-                                   Py_ssize_t *end_out, field_memo *memo) {
-    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
-    Py_ssize_t hsize = 1 + fmt_size(fmt);
-    if (pos < 0 || pos + hsize > n) {
-        PyErr_SetString(PyExc_ValueError, "truncated message");
-        return NULL;
-    }
+/* The record at `pos` of b[0:n] as an `rcls`; *end_out gets its end. */
+static PyObject *record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
+                           PyTypeObject *rcls, Py_ssize_t *end_out, field_memo *memo) {
     PyObject *fields[6];
-    if (unpack_record_at(b, n, pos + hsize, fields, end_out, memo) < 0)
+    if (unpack_record_at(b, n, pos, fields, end_out, memo) < 0)
         return NULL;
     PyObject *rec = new_tuple_of(rcls, 6);
     if (!rec) {
@@ -289,9 +352,46 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
     }
     for (Py_ssize_t i = 0; i < 6; i++)
         PyTuple_SET_ITEM(rec, i, fields[i]);
+    return rec;
+}
+
+/* The hot message at `pos` of b[0:n] (its type byte first), as an `mcls` whose last item is
+ * an `rcls` (or a list of them: a format ending in '*'); *end_out gets the end of its last
+ * record. */
+static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
+                                   const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
+                                   Py_ssize_t *end_out, field_memo *memo) {
+    int is_list;
+    Py_ssize_t nfixed = fmt_fixed(fmt, &is_list);
+    Py_ssize_t hsize = 1 + fmt_size(fmt);
+    if (pos < 0 || pos + hsize + (is_list ? 4 : 0) > n) {
+        PyErr_SetString(PyExc_ValueError, "truncated message");
+        return NULL;
+    }
+    PyObject *last;
+    if (is_list) {
+        Py_ssize_t at = pos + hsize;
+        uint32_t count = get_u32(b + at);
+        at += 4;
+        if ((uint64_t)count * (4 + RECORD_FIXED) > (uint64_t)(n - at)) {
+            PyErr_SetString(PyExc_ValueError, "truncated record");
+            return NULL;
+        }
+        last = PyList_New(count);
+        if (!last) return NULL;
+        for (uint32_t i = 0; i < count; i++) {
+            PyObject *rec = record_at(b, n, at, rcls, &at, memo);
+            if (!rec) { Py_DECREF(last); return NULL; }
+            PyList_SET_ITEM(last, i, rec);
+        }
+        *end_out = at;
+    } else {
+        last = record_at(b, n, pos + hsize, rcls, end_out, memo);
+        if (!last) return NULL;
+    }
     PyObject *msg = new_tuple_of(mcls, nfixed + 1);
     if (!msg) {
-        Py_DECREF(rec);
+        Py_DECREF(last);
         return NULL;
     }
     const unsigned char *p = b + pos + 1;
@@ -302,13 +402,13 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
         else if (fmt[i] == '?') { v = PyBool_FromLong(*p++); }
         else { v = PyLong_FromUnsignedLong(*p++); }
         if (!v) {
-            Py_DECREF(rec);
+            Py_DECREF(last);
             Py_DECREF(msg);     /* its unset items are NULL: tuple dealloc skips them */
             return NULL;
         }
         PyTuple_SET_ITEM(msg, i, v);
     }
-    PyTuple_SET_ITEM(msg, nfixed, rec);
+    PyTuple_SET_ITEM(msg, nfixed, last);
     return msg;
 }
 
@@ -478,98 +578,77 @@ typedef struct {
 } enc_item;
 
 static int hot_size(PyObject *msg, const char *fmt, Py_ssize_t prefix_len, Py_ssize_t *out) {
-    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
+    int is_list;
+    Py_ssize_t nfixed = fmt_fixed(fmt, &is_list);
     if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != nfixed + 1 || nfixed > 16) {
         PyErr_SetString(PyExc_ValueError, "message does not match its format");
         return -1;
     }
-    PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
-    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
-        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
-        return -1;
-    }
-    Py_ssize_t ex_len, rk_len;
-    if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len)) return -1;
-    if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len)) return -1;
-    if (ex_len > 255 || rk_len > 255) {
-        PyErr_SetString(PyExc_ValueError,
-                        "exchange and routing key are AMQP shortstrs: at most 255 bytes");
-        return -1;
-    }
-    Py_ssize_t lens[2];
-    for (int k = 0; k < 2; k++) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3 + k), &b, PyBUF_SIMPLE) < 0) return -1;
-        lens[k] = b.len;
-        PyBuffer_Release(&b);
-        if (lens[k] > 0xffffffffLL) {
-            PyErr_SetString(PyExc_ValueError, "record field over 4 GiB");
+    PyObject *last = PyTuple_GET_ITEM(msg, nfixed);
+    Py_ssize_t size = prefix_len + 1 + fmt_size(fmt);
+    if (is_list) {
+        if (!PyList_Check(last) || PyList_GET_SIZE(last) > 0xffffffffLL) {
+            PyErr_SetString(PyExc_TypeError, "records: a list of records");
             return -1;
         }
+        size += 4;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(last); i++) {
+            Py_ssize_t r = record_bytes(PyList_GET_ITEM(last, i));
+            if (r < 0) return -1;
+            size += r;
+        }
+    } else {
+        Py_ssize_t r = record_bytes(last);
+        if (r < 0) return -1;
+        size += r;
     }
-    uint64_t rec_len = RECORD_FIXED + ex_len + rk_len + lens[0] + lens[1];
-    if (rec_len > 0xffffffffULL) {
-        PyErr_SetString(PyExc_ValueError, "record over 4 GiB");
-        return -1;
-    }
-    *out = prefix_len + 1 + fmt_size(fmt) + 4 + (Py_ssize_t)rec_len;
+    *out = size;
     return 0;
 }
 
-/* Writes a hot message at p, which has `size` bytes for it (hot_size's answer): the size
- * is checked again against the fields before anything is written, so a message changed
- * since it was sized is an error, not a write past the caller's space. -1 on a bad field. */
+/* Writes a hot message at p, which has `size` bytes for it (hot_size's answer): nothing is
+ * written past p + size, and a message changed since it was sized (a different size) is an
+ * error, not a write past the caller's space. -1 on a bad field. */
 static int hot_pack(unsigned char *p, Py_ssize_t size, PyObject *msg, unsigned int type_id,
                     const char *fmt, const Py_buffer *prefix) {
-    Py_ssize_t nfixed = (Py_ssize_t)strlen(fmt);
-    if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != nfixed + 1) {
+    int is_list;
+    Py_ssize_t nfixed = fmt_fixed(fmt, &is_list);
+    if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != nfixed + 1 || nfixed > 16) {
         PyErr_SetString(PyExc_ValueError, "message does not match its format");
         return -1;
     }
-    PyObject *rec = PyTuple_GET_ITEM(msg, nfixed);
-    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 6) {
-        PyErr_SetString(PyExc_TypeError, "a record is a tuple of six");
-        return -1;
-    }
-    Py_ssize_t ex_len, rk_len;
-    const char *ex = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 1), &ex_len);
-    if (!ex) return -1;
-    const char *rk = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(rec, 2), &rk_len);
-    if (!rk) return -1;
-    unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(rec, 0));
-    if (ts == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(rec, 5));
-    if (flags == (unsigned long)-1 && PyErr_Occurred()) return -1;
-    Py_buffer props, body;
-    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3), &props, PyBUF_SIMPLE) < 0) return -1;
-    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 4), &body, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&props);
-        return -1;
-    }
-    int rc = -1;
-    Py_ssize_t rec_len = RECORD_FIXED + ex_len + rk_len + props.len + body.len;
-    if (prefix->len + 1 + fmt_size(fmt) + 4 + rec_len != size) {
+    PyObject *last = PyTuple_GET_ITEM(msg, nfixed);
+    unsigned char *end = p + size;
+    if (prefix->len + 1 + fmt_size(fmt) + (is_list ? 4 : 0) > size) {
         PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
-        goto done;
+        return -1;
     }
     memcpy(p, prefix->buf, prefix->len); p += prefix->len;
     *p++ = (unsigned char)type_id;
     p = put_fixed(p, msg, fmt, nfixed);
-    if (!p) goto done;
-    put_u32(p, (uint32_t)rec_len); p += 4;
-    put_u64(p, ts); p += 8;
-    *p++ = (unsigned char)flags;
-    *p++ = (unsigned char)ex_len; memcpy(p, ex, ex_len); p += ex_len;
-    *p++ = (unsigned char)rk_len; memcpy(p, rk, rk_len); p += rk_len;
-    put_u32(p, (uint32_t)props.len); p += 4;
-    memcpy(p, props.buf, props.len); p += props.len;
-    put_u32(p, (uint32_t)body.len); p += 4;
-    memcpy(p, body.buf, body.len);
-    rc = 0;
-done:
-    PyBuffer_Release(&props);
-    PyBuffer_Release(&body);
-    return rc;
+    if (!p) return -1;
+    if (is_list) {
+        if (!PyList_Check(last)) {
+            PyErr_SetString(PyExc_TypeError, "records: a list of records");
+            return -1;
+        }
+        Py_ssize_t count = PyList_GET_SIZE(last);
+        put_u32(p, (uint32_t)count); p += 4;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            Py_ssize_t w = put_record(p, PyList_GET_ITEM(last, i), end - p);
+            if (w < 0) return -1;
+            p += w;
+        }
+    } else {
+        Py_ssize_t w = put_record(p, last, end - p);
+        if (w < 0) return -1;
+        p += w;
+    }
+    if (p != end) {
+        PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
+        return -1;
+    }
+    return 0;
 }
 
 /* The sizing pass shared by pack_messages and size_messages: items[i] for msgs[0:*count]

@@ -232,18 +232,42 @@ def unpack_record_py(buf, pos: int) -> tuple:
 
 def pack_message_py(prefix: bytes, type_id: int, fmt: str, msg: tuple) -> bytes:
     """A hot message of the contract: ``prefix``, the type byte, the fixed fields of ``fmt``
-    (struct characters B I Q ?), then the record that is the message's last item."""
-    head = struct.pack(">B" + fmt, type_id, *msg[:-1])
-    r = msg[-1]
-    return pack_record_py(prefix + head, r.timestamp, r.flags, r.exchange, r.routing_key,
+    (struct characters B I Q ?), then the record that is the message's last item; a ``fmt``
+    ending in ``*`` (``pubs``): the last item is a list of records, sent as a u32 count and
+    the records back to back."""
+    fixed = fmt.rstrip("*")
+    head = prefix + struct.pack(">B" + fixed, type_id, *msg[:-1])
+    if fixed != fmt:
+        return b"".join([head, _U32.pack(len(msg[-1])),
+                         *(_pack_one_py(b"", r) for r in msg[-1])])
+    return _pack_one_py(head, msg[-1])
+
+
+def _pack_one_py(prefix: bytes, r) -> bytes:
+    return pack_record_py(prefix, r.timestamp, r.flags, r.exchange, r.routing_key,
                           r.properties, r.body)
 
 
 def unpack_message_py(buf, pos: int, fmt: str, message_cls, record_cls):
-    head = struct.Struct(">B" + fmt)
-    fixed = head.unpack_from(buf, pos)[1:]
-    ts, exchange, routing_key, properties, body, flags, _ = unpack_record_py(buf, pos + head.size)
-    return message_cls(*fixed, record_cls(ts, exchange, routing_key, properties, body, flags))
+    return _unpack_message_end_py(buf, pos, fmt, message_cls, record_cls)[0]
+
+
+def _unpack_message_end_py(buf, pos: int, fmt: str, message_cls, record_cls):
+    """(message, end of its last record)."""
+    fixed = fmt.rstrip("*")
+    head = struct.Struct(">B" + fixed)
+    values = head.unpack_from(buf, pos)[1:]
+    pos += head.size
+    if fixed == fmt:
+        *fields, end = unpack_record_py(buf, pos)
+        return message_cls(*values, record_cls(*fields)), end
+    count = _U32.unpack_from(buf, pos)[0]
+    pos += 4
+    records = []
+    for _ in range(count):
+        *fields, pos = unpack_record_py(buf, pos)
+        records.append(record_cls(*fields))
+    return message_cls(*values, records), pos
 
 
 def pack_messages_py(msgs: list, hot: dict, fallback, prefix: bytes, limit: int):
@@ -304,11 +328,10 @@ def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> li
         view = memoryview(buf)[:end]
         fmt, cls = entry
         try:
-            msg = unpack_message_py(view, start + 1, fmt, cls, record_cls)
+            msg, msg_end = _unpack_message_end_py(view, start + 1, fmt, cls, record_cls)
         except struct.error:
             raise ValueError("truncated message") from None
-        head = struct.calcsize(">B" + fmt)
-        if unpack_record_py(view, start + 1 + head)[-1] != end:
+        if msg_end != end:
             raise ValueError("message shorter than its ring record")
         out.append(msg)
     return out

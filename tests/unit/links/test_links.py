@@ -117,14 +117,19 @@ def record(i: int, persistent: bool = True) -> Record:
                   f"message {i}".encode() * (1 + i), 1 if persistent else 0)
 
 
+async def open_jobs(client, tmp_path) -> Recorder:
+    """Open durable queue 1, "jobs"; a recorder listening to the client's watermark."""
+    channel = Recorder(asyncio.get_running_loop())
+    await client.request(c.Open, qid=1, vhost="/", name="jobs", durable=True,
+                         auto_delete=False, arguments={}, directory=str(tmp_path / "jobs"))
+    client.listeners.add(channel)
+    return channel
+
+
 @pytest.mark.parametrize("kind", LINKS)
 async def test_publish_confirm_consume_ack_over_each_link(kind, tmp_path):
     async with joined(kind, tmp_path) as (client, host):
-        channel = Recorder(asyncio.get_running_loop())
-        await client.request(c.Open, qid=1, vhost="/", name="jobs", durable=True,
-                             auto_delete=False, arguments={},
-                             directory=str(tmp_path / "jobs"))
-        client.listeners.add(channel)
+        channel = await open_jobs(client, tmp_path)
         seqs = [client.publish(1, record(i), 0, True) for i in range(3)]
         await channel.until(lambda: client.done_seq >= seqs[-1])
         assert not client.nacked                       # stored and fsynced: confirmed
@@ -155,6 +160,29 @@ async def test_publish_confirm_consume_ack_over_each_link(kind, tmp_path):
         await channel.until(lambda: channel.cancelled == [consumer.cid])
 
 
+@pytest.mark.parametrize("kind", ["local", "local-codec", "ring"])
+async def test_a_reads_publishes_to_one_queue_reach_the_host_as_one_pubs(kind, tmp_path):
+    """What a session read (``hold`` ... ``release``) for one queue crosses as one ``Pubs``,
+    on the ring link too (one ring record), and the host stores each record in order."""
+    async with joined(kind, tmp_path) as (client, host):
+        channel = await open_jobs(client, tmp_path)
+        handled = []
+        handle = host.handle
+
+        def recording(state, commands):
+            handled.extend(commands)
+            handle(state, commands)
+        host.handle = recording
+        client.hold()
+        seqs = [client.publish(1, record(i), 0, True) for i in range(5)]
+        client.release()
+        await channel.until(lambda: client.done_seq >= seqs[-1])
+        assert [type(m) for m in handled] == [c.Pubs]
+        assert handled[0].seq == seqs[0] and handled[0].records == [record(i) for i in range(5)]
+        assert not client.nacked
+        assert [host.queues[1].store.read(i) for i in range(5)] == [record(i) for i in range(5)]
+
+
 @pytest.mark.parametrize("kind", LINKS)
 async def test_a_publish_the_host_failed_to_store_is_nacked(kind, tmp_path):
     """A publish whose handling raised is never confirmed as stored: the publisher that
@@ -182,7 +210,7 @@ def test_every_message_round_trips_through_the_codec():
     """Each declared message, with a value of each of its field types, decodes to itself."""
     samples = {"u8": 7, "u32": 70000, "u64": 2**40 + 3, "bool": True, "str": "ünï!",
                "bytes": b"\x00\xff", "u64s": [1, 2**63], "grants": [(1, 500), (2, 1)],
-               "record": record(3), "any": {"k": [1, "v"]}}
+               "record": record(3), "records": [record(4), record(5)], "any": {"k": [1, "v"]}}
     for cls in c.MESSAGES.values():
         msg = cls(**{name: samples[t] for name, t in cls.FIELDS})
         data = c.encode_bytes(msg, b"\x00")
