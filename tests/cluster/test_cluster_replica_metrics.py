@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import aiormq
+import pytest
 from pamqp import commands as spec
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,16 +38,20 @@ def started(n, args):
     return cluster
 
 
-def test_replication_metrics_show_a_paused_follower_under_replicated_then_back(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "workers"])
+def test_replication_metrics_show_a_paused_follower_under_replicated_then_back(tmp_path,
+                                                                              workers):
     """The leader serves the partition's replicas, ISR, leader and each follower's lag; a
-    SIGSTOPped follower leaves the ISR after the 1 s lag time (under-replicated 1, its lag
-    and seconds since its last fetch grow), and after SIGCONT it is back (0, lag 0).
-    Only the leader reports the partition."""
-    with started(3, ("--replica-lag-time", "1")) as cluster:
-        leader = declare_quorum(cluster, "metrics-q")
+    follower SIGSTOPped (with ``--workers 2``: the worker hosting the queue, while the
+    supervisor serves ``/metrics`` and asks its worker) leaves the ISR after the 1 s lag
+    time (under-replicated 1, its lag and seconds since its last fetch grow), and after
+    SIGCONT it is back (0, lag 0). Only the leader reports the partition."""
+    name = f"metrics-w{workers}"
+    with started(3, ("--workers", str(workers), "--replica-lag-time", "1")) as cluster:
+        leader = declare_quorum(cluster, name)
         stalled, other = [n for n in cluster.nodes if n is not leader]
-        publish_confirmed(leader, "metrics-q", [b"m%d" % i for i in range(10)])
-        part = dict(vhost="/", topic="metrics-q", partition="0")
+        publish_confirmed(leader, name, [b"m%d" % i for i in range(10)])
+        part = dict(vhost="/", topic=name, partition="0")
 
         def healthy():
             m = scrape(leader)
@@ -64,9 +69,11 @@ def test_replication_metrics_show_a_paused_follower_under_replicated_then_back(t
         for n in (stalled, other):          # followers do not report the partition
             assert sample(scrape(n), "kafka_topic_partition_replicas", **part) is None
 
-        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        pid = (stalled.worker_pids[worker_of("/", name, workers)] if workers
+               else stalled.proc.pid)
+        os.kill(pid, signal.SIGSTOP)
         try:
-            publish_confirmed(leader, "metrics-q", [b"while paused %d" % i for i in range(5)])
+            publish_confirmed(leader, name, [b"while paused %d" % i for i in range(5)])
             m = cluster.wait_until(lambda: (lambda m: m if sample(
                 m, "kafka_topic_partition_under_replicated_partition", **part) == 1
                 else None)(scrape(leader)))
@@ -78,13 +85,13 @@ def test_replication_metrics_show_a_paused_follower_under_replicated_then_back(t
             assert sample(m, "amqpbroker_replica_last_fetch_seconds", **part,
                           replica=stalled.node) >= 1
         finally:
-            os.kill(stalled.proc.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         m = cluster.wait_until(lambda: (lambda m: m if sample(
             m, "kafka_topic_partition_under_replicated_partition", **part) == 0
             else None)(scrape(leader)), timeout=60)
         assert sample(m, "kafka_topic_partition_in_sync_replica", **part) == 3
         assert sample(m, "amqpbroker_replica_lag_messages", **part, replica=stalled.node) == 0
-        assert len(drain(leader, "metrics-q", 15)) == 15
+        assert len(drain(leader, name, 15)) == 15
 
 
 async def _publish_outcome(url: str, queue: str, body: bytes, within: float):
@@ -140,51 +147,3 @@ def test_publishes_waiting_on_a_high_watermark_that_cannot_move_are_nacked_after
         assert [b for b, _ in drain(leader, "timeout-q", 3)] == [b"first", b"stuck", b"after"]
 
 
-def test_replication_metrics_in_a_node_with_worker_processes(tmp_path):
-    """``--workers 2``: the roles live in the worker hosting the queue, and the supervisor
-    serves ``/metrics``; the leader node still reports the partition (asked of its worker),
-    a follower whose worker is SIGSTOPped shows under-replicated with its lag, and is back
-    after SIGCONT. Followers do not report it."""
-    with started(3, ("--workers", "2", "--replica-lag-time", "1")) as cluster:
-        leader = declare_quorum(cluster, "metrics-w")
-        stalled, other = [n for n in cluster.nodes if n is not leader]
-        publish_confirmed(leader, "metrics-w", [b"m%d" % i for i in range(10)])
-        part = dict(vhost="/", topic="metrics-w", partition="0")
-
-        def healthy():
-            m = scrape(leader)
-            return m if (sample(m, "kafka_topic_partition_in_sync_replica", **part) == 3
-                         and sample(m, "amqpbroker_replica_lag_messages", **part,
-                                    replica=stalled.node) == 0) else None
-        m = cluster.wait_until(healthy)
-        assert sample(m, "kafka_topic_partition_replicas", **part) == 3
-        assert sample(m, "kafka_topic_partition_under_replicated_partition", **part) == 0
-        assert sample(m, "kafka_topic_partition_leader", **part, leader=leader.node) in (0, 1, 2)
-        for f in (stalled, other):
-            assert sample(m, "amqpbroker_replica_in_sync", **part, replica=f.node) == 1
-            assert 0 <= sample(m, "amqpbroker_replica_last_fetch_seconds", **part,
-                               replica=f.node) < 5
-        for n in (stalled, other):
-            assert sample(scrape(n), "kafka_topic_partition_replicas", **part) is None
-
-        pid = stalled.worker_pids[worker_of("/", "metrics-w", 2)]
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            publish_confirmed(leader, "metrics-w", [b"while paused %d" % i for i in range(5)])
-            m = cluster.wait_until(lambda: (lambda m: m if sample(
-                m, "kafka_topic_partition_under_replicated_partition", **part) == 1
-                else None)(scrape(leader)))
-            assert sample(m, "kafka_topic_partition_in_sync_replica", **part) == 2
-            assert sample(m, "amqpbroker_replica_in_sync", **part, replica=stalled.node) == 0
-            assert sample(m, "amqpbroker_replica_lag_messages", **part,
-                          replica=stalled.node) == 5
-            assert sample(m, "amqpbroker_replica_lag_messages", **part, replica=other.node) == 0
-            assert sample(m, "amqpbroker_replica_last_fetch_seconds", **part,
-                          replica=stalled.node) >= 1
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        m = cluster.wait_until(lambda: (lambda m: m if sample(
-            m, "kafka_topic_partition_under_replicated_partition", **part) == 0
-            else None)(scrape(leader)), timeout=60)
-        assert sample(m, "kafka_topic_partition_in_sync_replica", **part) == 3
-        assert sample(m, "amqpbroker_replica_lag_messages", **part, replica=stalled.node) == 0

@@ -21,15 +21,15 @@ import pytest
 
 from amqpbroker.groups.offset_store import FILE_NAME, OffsetStore
 
+# no broker here: CI's split pass would repeat it unchanged (.ci/run)
+pytestmark = pytest.mark.own_layout
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = r"""
 import os, random, signal, sys
 from amqpbroker.groups.offset_store import OffsetStore
 import amqpbroker.storage.fileformat as fileformat
-
-# no broker here: CI's split pass would repeat it unchanged (.ci/run)
-pytestmark = pytest.mark.own_layout
 
 directory, seed, rounds, die_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 UPDATES

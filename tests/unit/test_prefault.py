@@ -80,10 +80,11 @@ libc.sbrk.restype = ctypes.c_void_p
 libc.sbrk.argtypes = [ctypes.c_ssize_t]
 h = HeapPrefaulter().start()
 keep = []
-# a burst: the heap grows a few times within a second, then stops growing
+# a burst: the heap grows every half second (the thread, at POLL_MAX while idle, sees each
+# growth apart: the second within BURST of the first is populated), then stops growing
 for i in range(3):
     keep += [b"x" * 65536 for _ in range(512)]       # 32 MiB
-    time.sleep(0.05)
+    time.sleep(0.5)
 grown = time.monotonic()
 deadline = grown + 60
 while h.covered < libc.sbrk(0) - libc.sbrk(0) % PAGE:   # the thread has seen the last growth
