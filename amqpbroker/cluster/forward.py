@@ -267,7 +267,7 @@ class Forwarder:
         if client.unanswered() and client.connected:
             if client.retiring is None:
                 client.retiring = now
-            client.want(client.seq)         # the node reports its watermark once past it
+                client.want(client.seq)     # the node reports its watermark once past it
             if now - client.retiring < LINGER:
                 if self._sweep is None:
                     self._sweep = self.broker.loop.call_later(SWEEP, self._swept)
