@@ -477,16 +477,16 @@ class Replication(Roles):
             out["crc32c"] = log_.checksum(log_.start_offset, role.hw)
         return out
 
-    def led_partitions(self):
+    async def led_partitions(self) -> list[dict]:
         """The replicated partitions this node leads, for the metrics (``mgmt/prometheus.py``):
         vhost, topic (the queue, or a topic's name) and partition, the replicas, the ISR,
         and per follower the messages it is behind our durable log end and the seconds since
         its last fetch (None: none yet). Each leader reports its partitions: a scrape of
         every node sees each led partition once. With worker processes (the roles live
-        there), a coroutine asking the worker of each queue this node leads
-        (``ReplicaDescribe``, as ``describe``)."""
+        there), asked of the worker of each queue this node leads (``ReplicaDescribe``, as
+        ``describe``)."""
         if self.forwarder.local_host() is None:
-            return self._workers_led()
+            return await self._workers_led()
         now = time.monotonic()
         out = []
         for role in list(self.leading.values()):

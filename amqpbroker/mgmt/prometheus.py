@@ -39,7 +39,6 @@ Every scrape takes a fresh snapshot (``stats.collector``); the text is produced 
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import platform
 import resource
@@ -248,8 +247,7 @@ class PrometheusServer:
         replication = getattr(getattr(self.broker, "cluster", None), "replication", None)
         if replication is None:
             return None
-        led = replication.led_partitions()
-        return await led if inspect.isawaitable(led) else led
+        return await replication.led_partitions()
 
     async def _consumer_groups(self) -> list[dict]:
         groups = getattr(self.broker, "groups", None)
