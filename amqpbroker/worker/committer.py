@@ -174,8 +174,9 @@ class Committer:
 
     def _written(self) -> None:
         """A step's writes are in the files and its fsync (if any) is under way."""
-        for listener in list(self.write_listeners):
-            listener.on_written()
+        if self.write_listeners:            # none on a single node: no copy per step
+            for listener in list(self.write_listeners):
+                listener.on_written()
 
     @staticmethod
     def _after_sync(queues) -> None:
