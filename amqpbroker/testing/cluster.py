@@ -10,8 +10,9 @@ pid, and removes the directory. In a test::
         cluster.wait_until(lambda: len(cluster.nodes_seen_by(cluster.nodes[0])) == 3)
 
 Each node is a ``BrokerProcess`` (its own process session, stopped by pid), the etcd an
-``EtcdProcess``; nodes start one after the other, so ``n1`` stands first and becomes the
-controller.
+``EtcdProcess``; nodes start one after the other (or, ``together``, the others at once after
+``n1``), so ``n1`` stands first and becomes the controller. ``heal()`` starts again the nodes
+a test killed or stopped and waits until the cluster is whole, so tests can share one.
 """
 from __future__ import annotations
 
@@ -28,11 +29,20 @@ from .broker import BrokerProcess
 from .etcd import EtcdProcess
 
 
+# seconds for a node's ready line: a loaded machine (CI's test processes on 2 cores) can
+# take half a minute to start a node of five processes
+NODE_STARTUP_TIMEOUT = 60.0
+
+
 class LocalCluster:
     def __init__(self, nodes: int = 3, base_dir: str | None = None, lease_ttl: int = 3,
-                 args: tuple = (), netns=None, layouts: list | None = None):
+                 args: tuple = (), netns=None, layouts: list | None = None,
+                 together: bool = False):
         """``layouts``: per node, more ``serve`` arguments (its process layout, e.g.
-        ``("--workers", "2", "--frontends", "2")``); cycled over the nodes."""
+        ``("--workers", "2", "--frontends", "2")``); cycled over the nodes. ``together``:
+        ``n2`` … ``nN`` start at the same time once ``n1`` stands (faster; the order in
+        which they join, and so the controller after ``n1``, is then not known)."""
+        self.together = together
         self._own_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="amqpbroker-cluster-")
         self.lease_ttl = lease_ttl
@@ -46,6 +56,7 @@ class LocalCluster:
 
     def _node(self, name: str, args: tuple) -> BrokerProcess:
         node = BrokerProcess(os.path.join(self.base_dir, name), management=True,
+                             startup_timeout=NODE_STARTUP_TIMEOUT,
                              **({"bind_host": self.netns.addr(name),
                                  "wrapper": self.netns.wrap(name)} if self.netns else {}))
         node.args = ["--node-name", name, "--cluster-port", "0",
@@ -57,8 +68,12 @@ class LocalCluster:
     def start(self) -> "LocalCluster":
         try:
             self.etcd.start()
-            for node in self.nodes:
-                self.start_node(node)
+            if self.together:
+                self.start_node(self.nodes[0])
+                self._each(self.start_node, self.nodes[1:])
+            else:
+                for node in self.nodes:
+                    self.start_node(node)
         except BaseException:
             self.stop()
             raise
@@ -69,6 +84,58 @@ class LocalCluster:
         if "--cluster" not in node.args:
             node.args += ["--cluster", self.etcd.url]
         return node.start()
+
+    def down(self) -> list[BrokerProcess]:
+        """The nodes not running: killed, stopped, exited, or never started."""
+        return [n for n in self.nodes if n.proc is None or n.proc.poll() is not None]
+
+    def heal(self, timeout: float = 60.0) -> None:
+        """Make the cluster whole again after a test that killed, stopped or paused nodes
+        (so the next test can share it): SIGCONT to every node's processes, start the
+        nodes that are down (at once, each in a thread), and wait until ``whole()``."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                try:            # its own process group: its workers and front-ends too
+                    os.killpg(node.proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self._each(self.start_node, self.down())
+        self.wait_until(self.whole, timeout=timeout)
+
+    def whole(self) -> bool:
+        """Every node sees every node, none fenced, all the same controller; every
+        replicated queue (as the first node lists them) has a leader and its members all in
+        its ISR."""
+        names = sorted(n.node for n in self.nodes)
+        controllers = set()
+        for node in self.nodes:
+            seen = self.nodes_seen_by(node)
+            if sorted(n["node_name"] for n in seen) != names or any(n["fenced"] for n in seen):
+                return False
+            controllers.add(self.controller_seen_by(node))
+        if len(controllers) != 1 or None in controllers:
+            return False
+        return all(q.get("leader") and len(q["isr"]) == len(q["members"])
+                   for q in self.nodes[0].api("queues") if "isr" in q)
+
+    @staticmethod
+    def _each(start, nodes: list[BrokerProcess]) -> None:
+        """``start(node)`` for each node at once, each in a thread; the first error raised
+        once all ended."""
+        errors: list[BaseException] = []
+
+        def run(node: BrokerProcess) -> None:
+            try:
+                start(node)
+            except BaseException as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=run, args=(node,)) for node in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def stop(self) -> None:
         """Stop every node (SIGTERM, waited for), then etcd; remove the data. The nodes stop

@@ -41,7 +41,8 @@ def _still_whole(cluster):
 # (counts of queues, who leads the first queue), takes ``cluster``.
 @pytest.fixture(scope="module")
 def _module_cluster(tmp_path_factory):
-    with LocalCluster(3, str(tmp_path_factory.mktemp("cluster")), lease_ttl=LEASE_TTL) as c:
+    with LocalCluster(3, str(tmp_path_factory.mktemp("cluster")), lease_ttl=LEASE_TTL,
+                      together=True) as c:
         yield c
 
 
@@ -78,7 +79,7 @@ def layout_cluster(request, tmp_path):
 @pytest.fixture(scope="module", params=LAYOUT_PARAMS)
 def _module_layout_cluster(request, tmp_path_factory):
     with LocalCluster(3, str(tmp_path_factory.mktemp("cluster")), lease_ttl=LEASE_TTL,
-                      layouts=LAYOUTS[request.param]) as c:
+                      layouts=LAYOUTS[request.param], together=True) as c:
         yield c
 
 
@@ -86,3 +87,22 @@ def _module_layout_cluster(request, tmp_path_factory):
 def shared_layout_cluster(_module_layout_cluster):
     yield _module_layout_cluster
     _still_whole(_module_layout_cluster)
+
+
+# The module's cluster for a test that kills, stops or pauses nodes (not etcd): at its end
+# ``LocalCluster.heal`` starts again (and resumes) every node it left down and waits until
+# the cluster is whole (every node back, one controller, every queue led with its full ISR),
+# so the next test starts from a whole cluster without starting one (CI's time). The test
+# uses queue names of its own and does not rely on which node is the controller, nor on
+# a node's output from before it started.
+@pytest.fixture
+def restored_cluster(_module_cluster):
+    yield _module_cluster
+    _module_cluster.heal()
+
+
+# ``restored_cluster`` on the module's ``layout_cluster``.
+@pytest.fixture
+def restored_layout_cluster(_module_layout_cluster):
+    yield _module_layout_cluster
+    _module_layout_cluster.heal()
