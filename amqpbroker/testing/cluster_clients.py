@@ -1,12 +1,17 @@
 """What the cluster tests do as a client of a ``LocalCluster`` (``testing/cluster.py``):
 connect with pika, read a queue as a node's management API shows it, declare a
 replication-factor-3 quorum queue and wait until every node agrees on its leader, publish
-until confirmed, drain with basic.get. One copy for tests/cluster/."""
+until confirmed, drain with basic.get, read a replica's log bytes. One copy for
+tests/cluster/."""
 from __future__ import annotations
 
+import glob
+import os
 import time
 
 import pika
+
+from ..supervisor.owner import queue_dir_name
 
 
 def connect(node, user: str = "guest", password: str = "guest",
@@ -60,6 +65,35 @@ def publish_until_confirmed(node, queue: str, bodies, timeout: float = 30.0) -> 
                 assert time.monotonic() < deadline, f"{body!r} still nacked after {timeout}s"
                 conn.sleep(0.1)
     conn.close()
+
+
+def publish_confirmed(node, queue: str, bodies) -> list:
+    """Publish each body with confirms (pika raises on a nack); returns what was confirmed."""
+    conn = connect(node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    confirmed = []
+    for body in bodies:
+        ch.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2),
+                         mandatory=True)
+        confirmed.append(body)
+    conn.close()
+    return confirmed
+
+
+def queue_dir(node, name: str) -> str:
+    """The directory of ``name``'s copy on ``node`` (vhost "/")."""
+    return os.path.join(node.data_dir, "queues", queue_dir_name("/", name))
+
+
+def log_bytes(node, name: str) -> bytes:
+    """The bytes of ``name``'s log segments on ``node``, in offset order."""
+    out = b""
+    for p in sorted(glob.glob(os.path.join(queue_dir(node, name), "*.log"))):
+        if os.path.basename(p)[0].isdigit():
+            with open(p, "rb") as f:
+                out += f.read()
+    return out
 
 
 def drain(node, queue: str, expected: int, ack: bool = True) -> list[tuple[bytes, bool]]:
