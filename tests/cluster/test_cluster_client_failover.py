@@ -23,7 +23,7 @@ from amqpbroker.testing.cluster_clients import declare_quorum, queue_on
 
 LEASE_TTL = 3           # the fixtures' (conftest.py)
 
-QUEUE = "failover"
+QUEUE = "failover"      # a prefix: each test's queue is its own (the module shares a cluster)
 ARGS = {"x-queue-type": "quorum", "x-quorum-initial-group-size": 3}
 # lease TTL (the dead node's lease expires, a follower is elected) plus a few seconds
 REJOIN = LEASE_TTL + 7.0
@@ -45,8 +45,9 @@ class PikaClient:
     """A pika BlockingConnection over several nodes' parameters: confirmed publishes, and a
     consumer that acks the first ``ack_first`` deliveries and leaves the rest unacked."""
 
-    def __init__(self, nodes, ack_first=0):
+    def __init__(self, nodes, queue, ack_first=0):
         self.params = pika_params(nodes)
+        self.queue = queue
         self.deliveries: list[tuple[bytes, bool]] = []
         self.ack_first = ack_first
         self.conn = self.ch = None
@@ -63,9 +64,9 @@ class PikaClient:
         try:
             ch = conn.channel()
             ch.confirm_delivery()
-            ch.queue_declare(QUEUE, durable=True, arguments=ARGS)
+            ch.queue_declare(self.queue, durable=True, arguments=ARGS)
             ch.basic_qos(prefetch_count=100)
-            ch.basic_consume(QUEUE, self._on_message)
+            ch.basic_consume(self.queue, self._on_message)
         except pika.exceptions.AMQPError as exc:
             self.refused.append((conn._impl.params.port, repr(exc)[:200]))
             if conn.is_open:
@@ -83,7 +84,7 @@ class PikaClient:
     def publish(self, body) -> bool:
         """True once confirmed; False when nacked or the connection/channel went."""
         try:
-            self.ch.basic_publish("", QUEUE, body, pika.BasicProperties(delivery_mode=2))
+            self.ch.basic_publish("", self.queue, body, pika.BasicProperties(delivery_mode=2))
             return True
         except (pika.exceptions.NackError, pika.exceptions.AMQPError):
             return False
@@ -116,27 +117,27 @@ def wait_for(condition, timeout, what, seen=None):
             f"{what}: not within {timeout}s" + (f"; {seen()}" if seen else "")
 
 
-def leader_on(cluster, node):
+def leader_on(cluster, node, queue):
     """Declare the queue and have ``node`` lead it (the controller's reassignment, the same
     replicas with ``node`` first), as every node sees it; returns ``node``."""
-    leader = declare_quorum(cluster, QUEUE, ARGS)
+    leader = declare_quorum(cluster, queue, ARGS)
     if leader is not node:
         replicas = [node.node] + [n.node for n in cluster.nodes if n is not node]
-        status, body = node.request("PUT", "reassignments/%2F/" + QUEUE,
+        status, body = node.request("PUT", "reassignments/%2F/" + queue,
                                     {"replicas": replicas})
         assert status == 202, body
-    cluster.wait_until(lambda: all(queue_on(n, QUEUE).get("leader", "").endswith(
-        "@" + node.node) and len(queue_on(n, QUEUE).get("isr", ())) == 3
+    cluster.wait_until(lambda: all(queue_on(n, queue).get("leader", "").endswith(
+        "@" + node.node) and len(queue_on(n, queue).get("isr", ())) == 3
         for n in cluster.nodes))
     return node
 
 
-def pika_failover(cluster, victim_is_leader: bool, lead: int = 0):
+def pika_failover(cluster, queue, victim_is_leader: bool, lead: int = 0):
     """The client's list is its own node then the others in order (n1, n2, n3 without
     it); ``lead``: the index of the node that leads the queue."""
-    leader = leader_on(cluster, cluster.nodes[lead])
+    leader = leader_on(cluster, cluster.nodes[lead], queue)
     own = leader if victim_is_leader else next(n for n in cluster.nodes if n is not leader)
-    client = PikaClient(ordered(cluster, own), ack_first=2)
+    client = PikaClient(ordered(cluster, own), queue, ack_first=2)
     assert wait_for(client.connect, 10, "first connect")
     assert client.connected_to == own.port
     for body in BEFORE:
@@ -173,16 +174,16 @@ def pika_failover(cluster, victim_is_leader: bool, lead: int = 0):
     client.close()
 
 
-def test_pika_multi_host_reconnect_when_the_leaders_node_dies(cluster):
-    pika_failover(cluster, victim_is_leader=True)
+def test_pika_multi_host_reconnect_when_the_leaders_node_dies(restored_cluster):
+    pika_failover(restored_cluster, QUEUE + "-pika-leader", victim_is_leader=True)
 
 
-def test_pika_multi_host_reconnect_when_a_followers_node_dies(cluster):
-    pika_failover(cluster, victim_is_leader=False)
+def test_pika_multi_host_reconnect_when_a_followers_node_dies(restored_cluster):
+    pika_failover(restored_cluster, QUEUE + "-pika-follower", victim_is_leader=False)
 
 
-async def aio_failover(cluster, victim_is_leader: bool):
-    leader = declare_quorum(cluster, QUEUE, ARGS)
+async def aio_failover(cluster, queue, victim_is_leader: bool):
+    leader = declare_quorum(cluster, queue, ARGS)
     own = leader if victim_is_leader else next(n for n in cluster.nodes if n is not leader)
     urls = [n.url for n in ordered(cluster, own)]
     deliveries: list[tuple[bytes, bool]] = []
@@ -203,7 +204,7 @@ async def aio_failover(cluster, victim_is_leader: bool):
             try:
                 ch = await conn.channel(publisher_confirms=True)
                 await ch.set_qos(prefetch_count=100)
-                q = await ch.declare_queue(QUEUE, durable=True, arguments=ARGS)
+                q = await ch.declare_queue(queue, durable=True, arguments=ARGS)
                 await q.consume(on_message)
                 return url, conn, ch
             except (aio_pika.exceptions.AMQPError, asyncio.TimeoutError, OSError):
@@ -222,7 +223,7 @@ async def aio_failover(cluster, victim_is_leader: bool):
         try:
             await ch.default_exchange.publish(
                 aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=QUEUE, timeout=5)
+                routing_key=queue, timeout=5)
             return True
         except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.DeliveryError,
                 asyncio.TimeoutError, OSError, RuntimeError):
@@ -271,19 +272,20 @@ async def aio_failover(cluster, victim_is_leader: bool):
     await state["conn"].close()
 
 
-def test_aio_pika_reconnect_over_the_nodes_when_the_leaders_node_dies(cluster):
-    asyncio.run(aio_failover(cluster, victim_is_leader=True))
+def test_aio_pika_reconnect_over_the_nodes_when_the_leaders_node_dies(restored_cluster):
+    asyncio.run(aio_failover(restored_cluster, QUEUE + "-aio-leader", victim_is_leader=True))
 
 
-def test_aio_pika_reconnect_over_the_nodes_when_a_followers_node_dies(cluster):
-    asyncio.run(aio_failover(cluster, victim_is_leader=False))
+def test_aio_pika_reconnect_over_the_nodes_when_a_followers_node_dies(restored_cluster):
+    asyncio.run(aio_failover(restored_cluster, QUEUE + "-aio-follower", victim_is_leader=False))
 
 
 @pytest.mark.parametrize("lead", [0, 1], ids=["n1-leads", "n2-leads"])
 @pytest.mark.parametrize("victim_is_leader", [True, False], ids=["leader", "follower"])
-def test_in_every_layout_pika_reconnects_when_its_node_dies(layout_cluster, victim_is_leader,
-                                                            lead):
-    pika_failover(layout_cluster, victim_is_leader, lead)
+def test_in_every_layout_pika_reconnects_when_its_node_dies(restored_layout_cluster,
+                                                            victim_is_leader, lead):
+    queue = f"{QUEUE}-pika-{'leader' if victim_is_leader else 'follower'}-n{lead + 1}-leads"
+    pika_failover(restored_layout_cluster, queue, victim_is_leader, lead)
 
 
 
@@ -291,13 +293,13 @@ def test_in_every_layout_pika_reconnects_when_its_node_dies(layout_cluster, vict
 ANSWER = 10.0       # seconds: a publish unanswered this long was forgotten, not slow
 
 
-async def publish_across_a_move(cluster, publishers=8):
+async def publish_across_a_move(cluster, queue, publishers=8):
     """Confirmed publishes through n3, forwarded to the leader n1, go on while leadership
     moves to n2 (the controller's reassignment, every node and link up): each publish is
     answered, confirmed or nacked; none is left without an answer."""
     n1, n2, n3 = cluster.nodes
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, leader_on, cluster, n1)
+    await loop.run_in_executor(None, leader_on, cluster, n1, queue)
     conn = await aio_pika.connect(n3.url)
     ch = await conn.channel(publisher_confirms=True)
     stop = asyncio.Event()
@@ -312,7 +314,7 @@ async def publish_across_a_move(cluster, publishers=8):
             try:
                 await ch.default_exchange.publish(
                     aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=QUEUE, timeout=ANSWER)
+                    routing_key=queue, timeout=ANSWER)
                 counts["confirmed"] += 1
             except aio_pika.exceptions.DeliveryError:
                 counts["nacked"] += 1       # refused: the client may publish it again
@@ -328,10 +330,10 @@ async def publish_across_a_move(cluster, publishers=8):
     tasks = [asyncio.create_task(publisher(i)) for i in range(publishers)]
     await confirmed_past(20, 30)
     status, body = await loop.run_in_executor(
-        None, n1.request, "PUT", "reassignments/%2F/" + QUEUE, {"replicas": ["n2", "n1", "n3"]})
+        None, n1.request, "PUT", "reassignments/%2F/" + queue, {"replicas": ["n2", "n1", "n3"]})
     assert status == 202, body
     await loop.run_in_executor(None, lambda: cluster.wait_until(lambda: all(
-        queue_on(n, QUEUE).get("leader") == "amqpbroker@n2" for n in cluster.nodes)))
+        queue_on(n, queue).get("leader") == "amqpbroker@n2" for n in cluster.nodes)))
     await confirmed_past(counts["confirmed"] + 20, 30)     # confirmed by the new leader
     stop.set()
     await asyncio.gather(*tasks)
@@ -339,10 +341,10 @@ async def publish_across_a_move(cluster, publishers=8):
     assert unanswered == [], f"{len(unanswered)} publishes never answered; {counts}"
 
 
-def test_publishes_in_flight_across_a_leader_move_are_answered(cluster):
-    asyncio.run(publish_across_a_move(cluster))
+def test_publishes_in_flight_across_a_leader_move_are_answered(shared_cluster):
+    asyncio.run(publish_across_a_move(shared_cluster, QUEUE + "-move"))
 
 
 def test_in_every_layout_publishes_in_flight_across_a_leader_move_are_answered(
-        layout_cluster):
-    asyncio.run(publish_across_a_move(layout_cluster))
+        shared_layout_cluster):
+    asyncio.run(publish_across_a_move(shared_layout_cluster, QUEUE + "-move"))

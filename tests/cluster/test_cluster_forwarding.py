@@ -113,7 +113,9 @@ def test_get_purge_and_counts_on_any_node_are_the_leaders(shared_cluster):
                                    for n in cluster.nodes))
 
 
-def test_the_leader_lost_nacks_and_cancels_then_forwarding_resumes_when_it_returns(cluster):
+def test_the_leader_lost_nacks_and_cancels_then_forwarding_resumes_when_it_returns(
+        restored_cluster):
+    cluster = restored_cluster
     n1, n2, n3 = cluster.nodes
     declare_led_by(cluster, n3, "fwd-loss")
     pub = connect(n1)
@@ -154,7 +156,8 @@ def test_the_leader_lost_nacks_and_cancels_then_forwarding_resumes_when_it_retur
     cluster.wait_until(lambda: queue_on(n3, "fwd-loss").get("messages") == 1)
 
 
-def test_forwarding_follows_the_new_leader_of_a_quorum_queue(cluster):
+def test_forwarding_follows_the_new_leader_of_a_quorum_queue(restored_cluster):
+    cluster = restored_cluster
     n1 = cluster.nodes[0]
     conn = connect(n1)
     conn.channel().queue_declare("fwd-quorum", durable=True,
@@ -237,5 +240,6 @@ def test_in_every_layout_forwarding_goes_both_ways_between_two_nodes(shared_layo
         assert queue_on(leader, name).get("messages") == 0
 
 
-def test_in_every_layout_forwarding_follows_the_new_leader_of_a_quorum_queue(layout_cluster):
-    test_forwarding_follows_the_new_leader_of_a_quorum_queue(layout_cluster)
+def test_in_every_layout_forwarding_follows_the_new_leader_of_a_quorum_queue(
+        restored_layout_cluster):
+    test_forwarding_follows_the_new_leader_of_a_quorum_queue(restored_layout_cluster)
