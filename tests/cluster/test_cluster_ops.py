@@ -35,7 +35,9 @@ def bound(node, exchange, queue, key) -> bool:
 
 
 # ---------------------------------------------------------------- the definitions import
-def test_an_import_on_one_node_declares_everywhere_and_a_bad_one_changes_nothing(cluster):
+def test_an_import_on_one_node_declares_everywhere_and_a_bad_one_changes_nothing(
+        restored_cluster):
+    cluster = restored_cluster
     n1, n2, n3 = cluster.nodes
     bad = {"vhosts": [{"name": "imported"}],
            "exchanges": [{"name": "imp-x", "vhost": "/", "type": "topic", "durable": True,
@@ -235,7 +237,8 @@ def placed_soon(cluster, node, queue):
     return cluster.wait_until(lambda: placed(node, queue))
 
 
-def test_leadership_returns_to_the_preferred_replica_when_it_is_back(cluster):
+def test_leadership_returns_to_the_preferred_replica_when_it_is_back(restored_cluster):
+    cluster = restored_cluster
     n1, n2, n3 = cluster.nodes
     conn = connect(n1)
     conn.channel().queue_declare("pref", durable=True, arguments={"x-queue-type": "quorum"})
@@ -262,7 +265,8 @@ def test_leadership_returns_to_the_preferred_replica_when_it_is_back(cluster):
 
 # ---------------------------------------------------------------- exclusive queues
 def test_an_exclusive_queue_is_listed_everywhere_locked_elsewhere_and_goes_with_its_node(
-        cluster):
+        restored_cluster):
+    cluster = restored_cluster
     n1, n2, n3 = cluster.nodes
     owner = connect(n3)
     ch = owner.channel()

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pika
-import pytest
 
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.cluster_clients import connect, queue_on
@@ -76,14 +75,13 @@ def read_stream(node, name, count, offset="first", prefetch=50):
     return got[:count]
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3) as c:
-        yield c
+# the next three tests share the module's cluster (``restored_cluster``: the leader each
+# kills is started again after it); each has a stream or exchange of its own
 
 
 def test_a_stream_is_replicated_and_its_readers_keep_reading_after_the_leader_is_killed(
-        cluster):
+        restored_cluster):
+    cluster = restored_cluster
     conn = connect(cluster.nodes[0])
     conn.channel().queue_declare("events", durable=True, arguments={
         "x-queue-type": "stream", "x-initial-cluster-size": 3})
@@ -115,7 +113,8 @@ def test_a_stream_is_replicated_and_its_readers_keep_reading_after_the_leader_is
     assert got == [(300, more[0])]
 
 
-def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(cluster):
+def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(restored_cluster):
+    cluster = restored_cluster
     conn = connect(cluster.nodes[0])
     conn.channel().exchange_declare("orders", exchange_type="x-partitioned", arguments={
         "x-partitions": 1, "x-replication-factor": 3})
@@ -172,12 +171,13 @@ def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(cluster
     conn2.close()
 
 
-def test_a_replica_added_behind_the_leaders_log_start_follows_from_there(cluster):
+def test_a_replica_added_behind_the_leaders_log_start_follows_from_there(restored_cluster):
     """Retention deleted the stream's first segments; a reassignment adds a replica whose
     log is empty (ends at 0, below the leader's log start): it restarts its log at the
     leader's log start (Kafka's OffsetOutOfRange reset), catches up, joins the ISR (so the
     reassignment completes), holds the leader's batches byte for byte, and serves the
     stream once the old leader is killed."""
+    cluster = restored_cluster
     conn = connect(cluster.nodes[0])
     conn.channel().queue_declare("rolling", durable=True, arguments={
         "x-queue-type": "stream", "x-initial-cluster-size": 2,
@@ -225,7 +225,7 @@ def test_a_quorum_replica_added_after_acked_segments_were_deleted_follows_from_t
     settles what the leader settled, and after the old leader is killed delivers exactly the
     unacked messages, flagged."""
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
-                      args=("--segment-bytes", "4000")) as cluster:
+                      args=("--segment-bytes", "4000"), together=True) as cluster:
         conn = connect(cluster.nodes[0])
         conn.channel().queue_declare("acked", durable=True, arguments={
             "x-queue-type": "quorum", "x-quorum-initial-group-size": 2})
@@ -284,7 +284,7 @@ def test_a_stream_reader_sees_only_below_the_high_watermark(tmp_path):
     appends is durable there but not below the HW, so a reader does not get it and its
     publisher no confirm; SIGCONT, the follower fetches, the HW moves, both arrive."""
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=15,
-                      args=("--replica-lag-time", "60")) as cluster:
+                      args=("--replica-lag-time", "60"), together=True) as cluster:
         conn = connect(cluster.nodes[0])
         conn.channel().queue_declare("held", durable=True, arguments={
             "x-queue-type": "stream", "x-initial-cluster-size": 3})
