@@ -330,7 +330,7 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
               log, lab, schedule):
     rng = random.Random(seed)
     record = Recorder()
-    with LocalCluster(3, lease_ttl=lease_ttl, netns=lab) as cluster:
+    with LocalCluster(3, lease_ttl=lease_ttl, netns=lab, together=True) as cluster:
         declare(cluster)
         nemesis = Nemesis(cluster, record, rng)
         nemesis.wait_healthy()

@@ -57,7 +57,8 @@ def leader_in_etcd(cluster, queue):
 
 def test_a_leader_whose_disk_stalls_loses_the_leadership_within_the_lease_and_loses_nothing(
         tmp_path, stalls):
-    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=TTL) as cluster:
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=TTL,
+                      together=True) as cluster:
         leader = declare_quorum(cluster, "stall")
         others = [n for n in cluster.nodes if n is not leader]
         before = [b"before-%03d" % i for i in range(50)]

@@ -77,7 +77,8 @@ def publish_confirmed(node, queue, bodies):
 
 
 def test_consumers_everywhere_are_cancelled_when_the_leader_moves_with_links_up(tmp_path):
-    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=LEASE_TTL) as cluster:
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=LEASE_TTL,
+                      together=True) as cluster:
         n1 = cluster.nodes[0]
         conn = connect(n1)
         conn.channel().queue_declare("moving-leader", durable=True, arguments={

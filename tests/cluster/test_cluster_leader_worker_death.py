@@ -107,7 +107,8 @@ def poll_until(consumers, cluster, condition):
 
 def test_a_leaders_worker_killed_alone_restarts_behind_its_followers(tmp_path):
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
-                      args=("--workers", str(WORKERS), "--replica-lag-time", "60")) as cluster:
+                      args=("--workers", str(WORKERS), "--replica-lag-time", "60"),
+                      together=True) as cluster:
         name = "wdie"
         leader = declare_quorum(cluster, name)
         followers = [n for n in cluster.nodes if n is not leader]

@@ -20,7 +20,7 @@ HOUR_MS = "3600000"
 @pytest.fixture
 def cluster(tmp_path):
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
-                      args=("--fsync-interval-ms", HOUR_MS)) as c:
+                      args=("--fsync-interval-ms", HOUR_MS), together=True) as c:
         yield c
 
 

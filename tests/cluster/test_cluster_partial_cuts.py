@@ -33,7 +33,7 @@ LAG = 2.0       # --replica-lag-time: a follower that cannot fetch leaves the IS
 def cluster(tmp_path):
     with NetnsLab(["n1", "n2", "n3"]) as lab, \
             LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=TTL, netns=lab,
-                         args=("--replica-lag-time", str(LAG))) as c:
+                         args=("--replica-lag-time", str(LAG)), together=True) as c:
         yield c
 
 

@@ -18,7 +18,7 @@ def leader_seen_by(node, queue):
 
 
 def test_a_paused_leader_that_wakes_deposed_delivers_nothing_unflagged(tmp_path):
-    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3) as cluster:
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3, together=True) as cluster:
         n1 = cluster.nodes[0]
         conn = connect(n1)
         ch = conn.channel()

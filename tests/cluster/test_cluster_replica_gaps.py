@@ -26,7 +26,7 @@ def segment_bases(node, name):
 
 def test_a_replica_added_after_a_middle_segment_was_deleted_makes_the_same_gap(tmp_path):
     with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
-                      args=("--segment-bytes", "4000")) as cluster:
+                      args=("--segment-bytes", "4000"), together=True) as cluster:
         conn = connect(cluster.nodes[0])
         conn.channel().queue_declare("gapped", durable=True, arguments={
             "x-queue-type": "quorum", "x-quorum-initial-group-size": 2})
