@@ -9,6 +9,7 @@ import threading
 import time
 
 import pika
+import pytest
 
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.cluster_clients import connect, queue_on
@@ -75,13 +76,14 @@ def read_stream(node, name, count, offset="first", prefetch=50):
     return got[:count]
 
 
-# the next three tests share the module's cluster (``restored_cluster``: the leader each
-# kills is started again after it); each has a stream or exchange of its own
+@pytest.fixture
+def cluster(tmp_path):
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3, together=True) as c:
+        yield c
 
 
 def test_a_stream_is_replicated_and_its_readers_keep_reading_after_the_leader_is_killed(
-        restored_cluster):
-    cluster = restored_cluster
+        cluster):
     conn = connect(cluster.nodes[0])
     conn.channel().queue_declare("events", durable=True, arguments={
         "x-queue-type": "stream", "x-initial-cluster-size": 3})
@@ -113,8 +115,7 @@ def test_a_stream_is_replicated_and_its_readers_keep_reading_after_the_leader_is
     assert got == [(300, more[0])]
 
 
-def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(restored_cluster):
-    cluster = restored_cluster
+def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(cluster):
     conn = connect(cluster.nodes[0])
     conn.channel().exchange_declare("orders", exchange_type="x-partitioned", arguments={
         "x-partitions": 1, "x-replication-factor": 3})
@@ -171,13 +172,12 @@ def test_a_groups_commits_replicate_and_its_next_owner_resumes_from_them(restore
     conn2.close()
 
 
-def test_a_replica_added_behind_the_leaders_log_start_follows_from_there(restored_cluster):
+def test_a_replica_added_behind_the_leaders_log_start_follows_from_there(cluster):
     """Retention deleted the stream's first segments; a reassignment adds a replica whose
     log is empty (ends at 0, below the leader's log start): it restarts its log at the
     leader's log start (Kafka's OffsetOutOfRange reset), catches up, joins the ISR (so the
     reassignment completes), holds the leader's batches byte for byte, and serves the
     stream once the old leader is killed."""
-    cluster = restored_cluster
     conn = connect(cluster.nodes[0])
     conn.channel().queue_declare("rolling", durable=True, arguments={
         "x-queue-type": "stream", "x-initial-cluster-size": 2,
