@@ -38,6 +38,10 @@ a role from its ``partitions/`` key:
   flagged redelivered (it may have been delivered by the old leader); its HW starts at the
   last one the old leader told it, and rises as the remaining followers fetch from it.
   Publishes that waited on a leader that lost its leadership are nacked.
+* **A restarted replica** (its worker died alone, or the node restarted): a ``Leader`` told
+  no HW, and every new ``Follower``, start at the HW each replica checkpoints in its
+  queue's directory (checkpoint.py: written at most every 5 s and at a clean stop, used
+  only while the log still holds it), else at the log start.
 
 * **Epochs and divergence** (Kafka's KIP-101/279, as KIP-595 carries them in the fetch): a
   leader stamps its epoch into every batch it appends (``PartitionLog.leader_epoch``), and
