@@ -6,7 +6,7 @@ accounting per channel and the socket belong to the front-end's ``Consumer``.
 """
 from __future__ import annotations
 
-from ..contract import Dlv
+from ..contract import DLVS_BYTES, Dlv, Dlvs
 
 
 class Subscription:
@@ -36,13 +36,20 @@ class Subscription:
                             redelivered=redelivered, record=record))
 
     def deliver_many(self, queue, offsets: list[int], records: list) -> None:
-        """``deliver`` for each, none a redelivery (``Queue._dispatch_run``)."""
+        """``deliver`` for each, none a redelivery (``Queue._dispatch_run``), as one ``Dlvs``
+        per stretch of consecutive offsets of at most DLVS_BYTES of bodies (one, usually)."""
         self.credit -= len(offsets)
         if not self.no_ack:
             self.unacked.update(offsets)
-        cid, qid = self.cid, queue.qid
-        self.state.emit_lot([Dlv(cid=cid, qid=qid, offset=offset, redelivered=False,
-                                 record=record) for offset, record in zip(offsets, records)])
+        cid, qid, emit = self.cid, queue.qid, self.state.emit
+        start = size = 0
+        first = offsets[0]
+        for i, rec in enumerate(records):
+            if offsets[i] != first + i - start or size > DLVS_BYTES:
+                emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:i]))
+                start, first, size = i, offsets[i], 0
+            size += len(rec.body)
+        emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:] if start else records))
 
     def __repr__(self) -> str:
         return f"<Subscription {self.tag} on {self.queue.name}>"
