@@ -35,7 +35,7 @@ def subscribe(credit: int = 100) -> tuple[Link, Subscription, SimpleNamespace]:
 def test_a_run_of_consecutive_offsets_is_one_dlvs():
     link, sub, queue = subscribe()
     records = [record(i) for i in range(5)]
-    sub.deliver_many(queue, [10, 11, 12, 13, 14], records)
+    sub.deliver_many(queue, [10, 11, 12, 13, 14], records, 50)
     assert link.sent == [c.Dlvs(cid=3, qid=7, offset=10, records=records)]
     assert sub.credit == 95 and sub.unacked == {10, 11, 12, 13, 14}
 
@@ -43,7 +43,7 @@ def test_a_run_of_consecutive_offsets_is_one_dlvs():
 def test_a_gap_in_the_offsets_starts_another_dlvs():
     link, sub, queue = subscribe()
     records = [record(i) for i in range(5)]
-    sub.deliver_many(queue, [3, 4, 5, 7, 8], records)
+    sub.deliver_many(queue, [3, 4, 5, 7, 8], records, 50)
     assert link.sent == [c.Dlvs(cid=3, qid=7, offset=3, records=records[:3]),
                          c.Dlvs(cid=3, qid=7, offset=7, records=records[3:])]
 
@@ -51,6 +51,7 @@ def test_a_gap_in_the_offsets_starts_another_dlvs():
 def test_bodies_past_dlvs_bytes_start_another_dlvs():
     link, sub, queue = subscribe()
     records = [record(i, c.DLVS_BYTES // 2 + 1) for i in range(5)]
-    sub.deliver_many(queue, list(range(5)), records)
+    sub.deliver_many(queue, list(range(5)), records,
+                     sum(len(r.body) for r in records))
     assert [(m.offset, len(m.records)) for m in link.sent] == [(0, 2), (2, 2), (4, 1)]
     assert [r for m in link.sent for r in m.records] == records
