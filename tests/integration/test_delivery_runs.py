@@ -48,7 +48,7 @@ class Collector:
 
 
 async def test_runs_keep_tags_consumer_tags_headers_and_redelivered_flags(broker):
-    n = 600
+    n = 300
     conn = await aiormq.connect(broker.url)
     try:
         ch = await conn.channel()
