@@ -250,7 +250,9 @@ class PartitionClient:
         (``DeliverMany``), in order per consumer, before the next other event. A channel
         holds the lot of one consumer at a time: a delivery to another consumer of the same
         channel sends the lots first, so a channel's deliveries keep the queue's order
-        (three consumers of one queue on one channel get it round robin, as in RabbitMQ)."""
+        (three consumers of one queue on one channel get it round robin, as in RabbitMQ).
+        A run the host sent as one (``Dlvs``) is already one: it goes to its channel as it
+        is (``DeliverRun``), after the lots before it."""
         table, apply, consumers = self.table, self.apply, self.consumers
         Dlv = c.Dlv
         lots = None                         # cid -> [Dlv], in order
@@ -322,6 +324,17 @@ class PartitionClient:
             self.settle_group(m.cid, 1, [m.offset])
         else:
             self.reject(m.qid, [m.offset], True)
+        return None
+
+    def on_dlvs(self, m: c.Dlvs):
+        if m.cid in self.consumers:
+            return m                        # DeliverRun: the event itself (actions.py)
+        offsets = list(range(m.offset, m.offset + len(m.records)))
+        ref = self.refs.get(m.qid)          # cancelled meanwhile: as ``on_dlv``
+        if ref is not None and ref.is_stream:
+            self.settle_group(m.cid, 1, offsets)
+        else:
+            self.reject(m.qid, offsets, True)
         return None
 
     def on_reply(self, m: c.Reply) -> None:

@@ -76,16 +76,6 @@ class LinkState:
         self._flush_held()
         self.link.emit(event)
 
-    def emit_lot(self, dlvs: list) -> None:
-        """``emit`` for each of a run's deliveries (``Subscription.deliver_many``)."""
-        held = self._held
-        if held is not None:
-            held.extend(dlvs)
-            return
-        emit = self.emit
-        for event in dlvs:
-            emit(event)
-
     def _flush_held(self) -> None:
         held = self._held
         if held:

@@ -558,7 +558,7 @@ class Queue:
         if not self.ready_count:
             self.store.forget_readahead()
         if consumer.no_ack:
-            deliver_many(self, offsets, records)
+            deliver_many(self, offsets, records, size)
             for offset in offsets:
                 self._done(offset)
             self.stats.on_deliveries(0, k, 0)
@@ -573,7 +573,7 @@ class Queue:
             else:
                 outstanding[offset] = rec
                 bodies.add(offset)
-        deliver_many(self, offsets, records)
+        deliver_many(self, offsets, records, size)
         self.stats.on_deliveries(k, 0, 0)
 
     @property

@@ -20,7 +20,7 @@ from amqpbroker import contract as c
 from amqpbroker import errors
 from amqpbroker.config import Config
 from amqpbroker.frontend.actions import (AlarmChanged, CancelConsumer, DeadLetter, Deliver,
-                                         DeliverMany, GroupRevocationDone, PublishersResumed, QueueFlow,
+                                         DeliverMany, DeliverRun, GroupRevocationDone, PublishersResumed, QueueFlow,
                                          QueueGone, Resubscribe, ShareLost, WatermarkMoved)
 from amqpbroker.frontend.consumer import Consumer
 from amqpbroker.frontend.partition_client import (LINK_WINDOW, WINDOW, HostGone,
@@ -337,3 +337,20 @@ async def test_a_held_run_lost_with_its_host_is_refused_not_sent(tmp_path):
     client.release()
     assert link.sent == ["hold"]
     assert client.reached(2) and client.take_nack(1) and client.take_nack(2)
+
+
+def test_a_run_goes_to_its_consumer_as_it_is_after_the_lots_before_it(side):
+    """A ``Dlvs`` (one dispatch run of the host) is applied as it came (``DeliverRun``),
+    after the lots of the deliveries before it; one for a consumer cancelled meanwhile goes
+    back to the queue, every offset of it, requeued."""
+    client, queue, c1 = side.client, side.queue, side.consumer
+    applied: list = []
+    client.apply = lambda _client, action: applied.append(action)
+    single = c.Dlv(cid=c1.cid, qid=queue.qid, offset=1, redelivered=True, record=record())
+    run = c.Dlvs(cid=c1.cid, qid=queue.qid, offset=2, records=[record(), record()])
+    gone = c.Dlvs(cid=999, qid=queue.qid, offset=4, records=[record(), record(), record()])
+    client.on_events([single, run, gone])
+    assert applied == [single, run]
+    assert type(run) is DeliverRun
+    back = side.link.sent[-1]
+    assert type(back) is c.Reject and back.offsets == [4, 5, 6] and back.requeue is True
