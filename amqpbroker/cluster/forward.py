@@ -639,6 +639,11 @@ class ForwardedLink:
 
     send = emit
 
+    def flush(self) -> None:
+        """Write what was emitted now, not at the loop's next turn (``Leader.on_written``)."""
+        if self.endpoint is not None:
+            self.endpoint.flush()
+
     # ------------------------------------------------------------ the end
     def lost(self, end) -> None:
         """The other node went away: its consumers go, their unacked messages requeued."""

@@ -17,8 +17,8 @@ a role from its ``partitions/`` key:
   answers with whole batches of its log below its log end (``read_batches(written=True)``:
   what it wrote, fsynced or not), its settled offsets (the ack log's runs: acks replicate),
   the high watermark and its epoch; a fetch with nothing new waits (long poll) until the
-  next commit round has written (``on_written``, while the leader's fsync runs: the
-  followers' fsyncs overlap it), or FETCH_WAIT.
+  next commit round has written (``on_written``, written to the followers' sockets just
+  before the leader's fsync starts: the followers' fsyncs overlap it), or FETCH_WAIT.
   The high watermark (HW) is the minimum LEO over the ISR, the leader's being its durable
   offset (so a record a follower fetched before the leader's fsync is confirmed only once
   that fsync is done too); it only grows. The host confirms a publish when the HW passes its offset
@@ -778,16 +778,24 @@ class Leader:
                 self._answer(link, m)
 
     def on_written(self) -> None:
-        """A commit round wrote and is fsyncing: parked fetches take what it wrote now, so
-        the followers' fsyncs run beside ours (the HW still waits for ours: ``advance``)."""
+        """A commit round wrote and is about to fsync: parked fetches take what it wrote
+        now, so the followers' fsyncs run beside ours (the HW still waits for ours:
+        ``advance``). The answers are written to their sockets here, before the fsync
+        thread is woken (a link without ``flush``, a worker's ring, writes at its turn)."""
         if self.stopped or not self.parked:
             return
         end = self.queue.store.log.end_offset
+        answered = []
         for key, (link, m, timer) in list(self.parked.items()):
             if m.offset < end:
                 timer.cancel()
                 del self.parked[key]
                 self._answer(link, m)
+                answered.append(link)
+        for link in answered:           # on the wire now, not at the loop's next turn
+            flush = getattr(link, "flush", None)
+            if flush is not None:
+                flush()
 
     # ------------------------------------------------------------ fetches
     def fetch(self, link, m: c.Fetch) -> None:
