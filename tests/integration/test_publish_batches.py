@@ -117,3 +117,33 @@ async def test_a_run_to_a_full_queue_nacks_exactly_what_was_not_stored(broker):
             [b"%05d" % i for i in range(limit)]
     finally:
         await conn.close()
+
+
+async def test_a_fanout_to_a_full_queue_nacks_what_it_refused_and_the_others_store_all(broker):
+    """A fanout's queues of one host take each message under one publish number
+    (``PartitionClient.publish_routed``): a message one of them refuses (x-overflow
+    reject-publish) is nacked although the others stored it (the refusing queue is the last
+    one the host handles: a watermark sent between the queues would have acked it), the
+    rest are acked, and every queue holds what it took, in order."""
+    limit, n = 250, 600
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        await ch.exchange_declare("fan-full", exchange_type="fanout")
+        for q in ("fan-full-a", "fan-full-b"):
+            await ch.queue_declare(q)
+            await ch.queue_bind(q, "fan-full")
+        await ch.queue_declare("fan-full-limited", arguments={"x-max-length": limit,
+                                                              "x-overflow": "reject-publish"})
+        await ch.queue_bind("fan-full-limited", "fan-full")
+        confirms = await asyncio.gather(*[ch.basic_publish(b"%05d" % i, exchange="fan-full")
+                                          for i in range(n)], return_exceptions=True)
+        kinds = [type(getattr(c, "frame", c)) for c in confirms]
+        assert kinds == [spec.Basic.Ack] * limit + [spec.Basic.Nack] * (n - limit)
+        expected = [b"%05d" % i for i in range(n)]
+        assert await consume_all(await conn.channel(), "fan-full-limited", limit) == \
+            expected[:limit]
+        for q in ("fan-full-a", "fan-full-b"):
+            assert await consume_all(await conn.channel(), q, n) == expected
+    finally:
+        await conn.close()

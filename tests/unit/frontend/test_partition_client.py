@@ -337,3 +337,48 @@ async def test_a_held_run_lost_with_its_host_is_refused_not_sent(tmp_path):
     client.release()
     assert link.sent == ["hold"]
     assert client.reached(2) and client.take_nack(1) and client.take_nack(2)
+
+
+class BatchingLink(HoldingLink):
+    """The in-process link's ``send_many``: commands the host takes in one batch."""
+
+    def send_many(self, cmds: list) -> None:
+        self.sent.append(list(cmds))
+
+
+async def test_held_publishes_to_several_queues_share_a_number_and_go_as_one_pubs_each(tmp_path):
+    client = PartitionClient(0, asyncio.get_running_loop())
+    link = BatchingLink()
+    client.connect(link)
+    r = [record(b"%d" % i) for i in range(5)]
+    client.hold()
+    assert [client.publish_routed((1, 2), x, 0, True) for x in r[:3]] == [1, 2, 3]
+    assert client.publish_routed((1, 3), r[3], 0, True) == 4    # other queues: a new run
+    assert client.ack(2, [7]) == 5                               # the run goes first
+    client.release()
+    assert link.sent == [
+        "hold",
+        [c.Pubs(qid=1, seq=1, priority=0, track=True, flags=0, records=r[:3]),
+         c.Pubs(qid=2, seq=1, priority=0, track=True, flags=0, records=r[:3])],
+        [c.Pub(qid=1, seq=4, priority=0, track=True, flags=0, record=r[3]),
+         c.Pub(qid=3, seq=4, priority=0, track=True, flags=0, record=r[3])],
+        c.Ack(qid=2, seq=5, offsets=[7]),
+        "release"]
+
+
+async def test_publishes_to_several_queues_over_a_link_without_batches_are_numbered_apart(
+        tmp_path):
+    """A ring may split what it carries across the host's batches: there each queue's
+    publish keeps a number of its own (the host would confirm a shared one after the first)."""
+    client = PartitionClient(0, asyncio.get_running_loop())
+    link = HoldingLink()
+    client.connect(link)
+    r = record(b"x")
+    client.hold()
+    assert client.publish_routed((1, 2), r, 0, True) == 2
+    client.release()
+    assert link.sent == [
+        "hold",
+        c.Pub(qid=1, seq=1, priority=0, track=True, flags=0, record=r),
+        c.Pub(qid=2, seq=2, priority=0, track=True, flags=0, record=r),
+        "release"]
