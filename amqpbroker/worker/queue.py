@@ -562,8 +562,13 @@ class Queue:
             self.store.forget_readahead()
         if consumer.no_ack:
             deliver_many(self, offsets, records)
-            for offset in offsets:
-                self._done(offset)
+            # ``_done`` for each, as ``ack`` settles a multiple ack: a plain queue keeps no
+            # de-duplication keys, the store settles the run at once, the committer is
+            # marked once
+            if self.redelivered:
+                self.redelivered.difference_update(offsets)
+            self.store.settle_many(offsets)
+            self.host.committer.mark(self)
             self.stats.on_deliveries(0, k, 0)
             return
         # ``_hold`` for each: one priority level (plain), so the level is 0
