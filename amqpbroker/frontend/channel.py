@@ -228,7 +228,12 @@ class Channel:
             for client, refs in by_client.items():
                 n = client.publish_routed(tuple([q.qid for q in refs]), record, priority,
                                           confirm, flags)
-                if confirm:
+                if n is None:                       # a number per queue (a ring link)
+                    for q in refs:
+                        n = client.publish(q.qid, record, priority, confirm, flags)
+                        if confirm:
+                            tickets.append((client, n))
+                elif confirm:
                     tickets.append((client, n))
                 for q in refs:
                     if q.backlogged:

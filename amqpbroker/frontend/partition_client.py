@@ -154,7 +154,7 @@ class PartitionClient:
         return seq
 
     def publish_routed(self, qids: tuple, record, priority: int, track: bool,
-                       flags: int = 0) -> int:
+                       flags: int = 0) -> int | None:
         """``publish`` of one message to several queues of this host (a fanout); returns
         the number to wait for. Held (``hold``), the queues share one number, confirmed
         once all of them stored the message (one that refuses it nacks the number), and
@@ -162,11 +162,10 @@ class PartitionClient:
         as one ``Pubs`` per queue, all numbered alike, in one batch of the host
         (``link.send_many``: it reports its watermark after a batch, never between the
         queues of a number). Otherwise (a ring, which may split what it carries across the
-        host's batches), each queue's publish is numbered on its own, as ``publish``'s."""
+        host's batches; a host restarting) nothing is sent and the answer is None: the
+        caller publishes to each queue (``publish``), each with its own number."""
         if not self._batching or self.link is None or self._send_many is None:
-            for qid in qids:
-                seq = self.publish(qid, record, priority, track, flags)
-            return seq
+            return None
         self.seq = seq = self.seq + 1
         batch = self._batch
         if batch is not None and batch[0] == qids and batch[2] == priority \

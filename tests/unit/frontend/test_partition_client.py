@@ -366,19 +366,21 @@ async def test_held_publishes_to_several_queues_share_a_number_and_go_as_one_pub
         "release"]
 
 
-async def test_publishes_to_several_queues_over_a_link_without_batches_are_numbered_apart(
+async def test_publishes_to_several_queues_over_a_link_without_batches_are_not_routed(
         tmp_path):
-    """A ring may split what it carries across the host's batches: there each queue's
-    publish keeps a number of its own (the host would confirm a shared one after the first)."""
+    """A ring may split what it carries across the host's batches (the host would confirm a
+    shared number after the first queue's): nothing is sent, the caller publishes to each
+    queue with a number of its own; so too while the host is gone."""
     client = PartitionClient(0, asyncio.get_running_loop())
     link = HoldingLink()
     client.connect(link)
-    r = record(b"x")
     client.hold()
-    assert client.publish_routed((1, 2), r, 0, True) == 2
+    assert client.publish_routed((1, 2), record(b"x"), 0, True) is None
     client.release()
-    assert link.sent == [
-        "hold",
-        c.Pub(qid=1, seq=1, priority=0, track=True, flags=0, record=r),
-        c.Pub(qid=2, seq=2, priority=0, track=True, flags=0, record=r),
-        "release"]
+    assert link.sent == ["hold", "release"] and client.seq == 0
+    batching = BatchingLink()
+    client.connect(batching)
+    client.lose_host()
+    client.hold()
+    assert client.publish_routed((1, 2), record(b"x"), 0, True) is None
+    assert batching.sent == [] and client.seq == 0
