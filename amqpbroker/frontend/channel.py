@@ -210,17 +210,38 @@ class Channel:
         if not queues:
             if ev.mandatory:
                 self._return(312, "NO_ROUTE", record)
-        else:
-            priority = ev.scan.priority
+        elif len(queues) == 1:
             for q in queues:
                 client = q.client                   # QueueRef.publish, one call less
-                n = client.publish(q.qid, record, priority, confirm, flags)
+                n = client.publish(q.qid, record, ev.scan.priority, confirm, flags)
                 if confirm:
                     tickets.append((client, n))
                 if q.backlogged:
                     session.throttle(q)
                 elif client.backlogged:
                     session.throttle(client)
+        else:
+            # a fanout: the queues of one host take the message as one publish
+            # (``PartitionClient.publish_routed``)
+            priority = ev.scan.priority
+            by_client: dict = {}
+            for q in queues:
+                by_client.setdefault(q.client, []).append(q)
+            for client, refs in by_client.items():
+                n = client.publish_routed(tuple([q.qid for q in refs]), record, priority,
+                                          confirm, flags)
+                if n is None:                       # a number per queue (a ring link)
+                    for q in refs:
+                        n = client.publish(q.qid, record, priority, confirm, flags)
+                        if confirm:
+                            tickets.append((client, n))
+                elif confirm:
+                    tickets.append((client, n))
+                for q in refs:
+                    if q.backlogged:
+                        session.throttle(q)
+                    elif client.backlogged:
+                        session.throttle(client)
         if confirm:
             self._confirm(tickets)
 

@@ -205,9 +205,9 @@ class PartitionHost:
 
     def _handle(self, state: LinkState, commands) -> None:
         table = self.table
-        Pub = c.Pub
+        Pub, Pubs = c.Pub, c.Pubs
         for cmd in commands:
-            if self._due and type(cmd) is not Pub:
+            if self._due and type(cmd) is not Pub and type(cmd) is not Pubs:
                 self.dispatch_due()     # any other command finds the queues as before
             try:
                 table[type(cmd)](state, cmd)
