@@ -32,6 +32,9 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
+            # runs the suite in three processes (pyproject.toml): most tests wait on brokers,
+            # timers and leases rather than the CPU, so several fit on 2 cores
+            "pytest-xdist>=3.5",
             "pytest-asyncio>=0.23",
             "hypothesis>=6",
             # the real clients the interop suite drives

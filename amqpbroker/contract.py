@@ -27,7 +27,8 @@ The codec (``encode`` / ``decode``) is derived from the field types. A message w
 are all binary types is packed by ``struct``: one type byte, its fixed-size fields in one
 struct, then its variable fields in order; a record (or a list of records) travels last, in
 the log's layout, so a publish, a read's publishes to one queue (``pubs``) or a delivery is a
-small fixed header followed by the records' own bytes, packed in
+small fixed header followed by the records' own bytes (a run of deliveries to one
+consumer, ``dlvs``, likewise), packed in
 one pass by C (``storage/_record.c``) with the header (and a link's own prefix) in front:
 into one bytes object (``encode``), or, on the ring link, straight into the ring's reserved
 space (``size_many`` / ``write_many``), so the body is copied once on its way into a ring.
@@ -357,6 +358,14 @@ PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Pur
 # partition host -> front-end
 Dlv = message(20, "dlv", ("cid", "u32"), ("qid", "u32"), ("offset", "u64"),
               ("redelivered", "bool"), ("record", "record"))
+# the deliveries of one dispatch run to one consumer (``Subscription.deliver_many``): the
+# records at offsets ``offset``, ``offset + 1``, ... of queue ``qid``, none redelivered, in
+# one message (on a ring, one record: the header once, then the records in the log's layout),
+# which the front-end hands to the consumer's channel as one run (``Channel.deliver_run``).
+# A run with a gap in its offsets, or with more than DLVS_BYTES of bodies, goes as several.
+Dlvs = message(34, "dlvs", ("cid", "u32"), ("qid", "u32"), ("offset", "u64"),
+               ("records", "records"))
+DLVS_BYTES = 256 << 10
 Confirm = message(21, "confirm", ("upto", "u64"), ("seen", "u64"), ("nacked", "u64s"))
 Reply = message(22, "reply", ("req", "u32"), ("ok", "bool"), ("value", "any"))
 Flow = message(23, "flow", ("qid", "u32"), ("on", "bool"))
@@ -373,7 +382,7 @@ WorkerClosed = message(29, "worker_closed")
 GroupRevoked = message(30, "group_revoked", ("qid", "u32"), ("group", "str"), ("member", "str"),
                        ("epoch", "u32"))
 
-PARTITION_EVENTS = (Dlv, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRevoked)
+PARTITION_EVENTS = (Dlv, Dlvs, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRevoked)
 
 # =================================================================== cluster link
 # the first message on a link from another node's forwarder (``cluster/forward.py``): which

@@ -70,8 +70,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkout", action="append", required=True, help="label=path")
     p.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
-    p.add_argument("--bench", default=os.path.join(here, "..", "..", "shared", "bench",
-                                                   "amqp_bench.py"))
+    # the harness beside the checkout's parent, or its grandparent (a worktree in wt/)
+    p.add_argument("--bench", default=next(
+        (c for c in (os.path.join(here, "..", "..", "shared", "bench", "amqp_bench.py"),
+                     os.path.join(here, "..", "..", "..", "shared", "bench", "amqp_bench.py"))
+         if os.path.exists(c)), "amqp_bench.py"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--size", default="16,1024")

@@ -622,7 +622,7 @@ class ForwardedLink:
 
     def emit(self, event) -> None:
         kind = type(event)
-        if kind is c.Dlv or kind is c.Flow or kind is c.Gone:
+        if kind is c.Dlv or kind is c.Dlvs or kind is c.Flow or kind is c.Gone:
             remote = self.back.get(event.qid)
             if remote is None:
                 return                      # a queue this node has not opened
@@ -638,6 +638,11 @@ class ForwardedLink:
         self.endpoint.send(event)
 
     send = emit
+
+    def flush(self) -> None:
+        """Write what was emitted now, not at the loop's next turn (``Leader.on_written``)."""
+        if self.endpoint is not None:
+            self.endpoint.flush()
 
     # ------------------------------------------------------------ the end
     def lost(self, end) -> None:

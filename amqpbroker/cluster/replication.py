@@ -17,8 +17,8 @@ a role from its ``partitions/`` key:
   answers with whole batches of its log below its log end (``read_batches(written=True)``:
   what it wrote, fsynced or not), its settled offsets (the ack log's runs: acks replicate),
   the high watermark and its epoch; a fetch with nothing new waits (long poll) until the
-  next commit round has written (``on_written``, while the leader's fsync runs: the
-  followers' fsyncs overlap it), or FETCH_WAIT.
+  next commit round has written (``on_written``, written to the followers' sockets just
+  before the leader's fsync starts: the followers' fsyncs overlap it), or FETCH_WAIT.
   The high watermark (HW) is the minimum LEO over the ISR, the leader's being its durable
   offset (so a record a follower fetched before the leader's fsync is confirmed only once
   that fsync is done too); it only grows. The host confirms a publish when the HW passes its offset
@@ -38,6 +38,10 @@ a role from its ``partitions/`` key:
   flagged redelivered (it may have been delivered by the old leader); its HW starts at the
   last one the old leader told it, and rises as the remaining followers fetch from it.
   Publishes that waited on a leader that lost its leadership are nacked.
+* **A restarted replica** (its worker died alone, or the node restarted): a ``Leader`` told
+  no HW, and every new ``Follower``, start at the HW each replica checkpoints in its
+  queue's directory (checkpoint.py: written at most every 5 s and at a clean stop, used
+  only while the log still holds it), else at the log start.
 
 * **Epochs and divergence** (Kafka's KIP-101/279, as KIP-595 carries them in the fetch): a
   leader stamps its epoch into every batch it appends (``PartitionLog.leader_epoch``), and
@@ -92,6 +96,7 @@ from ..storage.record import LOG_VERSION
 from ..storage.segment import segment_name
 from ..worker.queue import Queue
 from ..worker.stream import Stream
+from .checkpoint import Checkpoints, start_hw
 from .etcd import EtcdError, compare, put_op
 from .placement import PARTITIONS, queue_entry
 
@@ -152,6 +157,14 @@ class Roles:
         self.leading: dict[tuple[str, str], Leader] = {}
         self.following: dict[tuple[str, str], Follower] = {}
         self.closed = False
+        self._checkpoints: Checkpoints | None = None
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """The HW checkpoint writes of this host's roles (checkpoint.py)."""
+        if self._checkpoints is None:
+            self._checkpoints = Checkpoints(self.loop)
+        return self._checkpoints
 
     def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
         leader = self.leading.get(key)
@@ -204,6 +217,8 @@ class Roles:
 
     def stop_all(self) -> None:
         self.closed = True
+        # a clean stop: every HW in its file
+        self.checkpoints.write_now(list(self.leading.values()) + list(self.following.values()))
         for key in list(self.leading) + list(self.following):
             self._stop(key)
 
@@ -456,6 +471,7 @@ class Replication(Roles):
                "leader": self.me if leader else role.leader,
                "leader_epoch": role.epoch, "log_start_offset": log_.start_offset,
                "log_end_offset": log_.end_offset, "high_watermark": role.hw,
+               "high_watermark_checkpoint": role.checkpointed,
                "leader_epochs": [list(e) for e in log_.epochs.entries]}
         if leader:
             now = time.monotonic()
@@ -662,10 +678,13 @@ class Leader:
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
         self.stopped = False
         # a leader told no HW (a restarted process: its worker died alone, or the node
-        # restarted) starts at its log start, not at its durable end: its tail may be one
-        # the followers never got. Their next fetches bring the HW back (Kafka checkpoints it)
+        # restarted) starts at its checkpointed HW (checkpoint.py), else at its log start:
+        # not at its durable end, its tail may be one the followers never got
         log_ = q.store.log
-        self.hw = log_.start_offset if hw is None else min(hw, log_.durable_offset)
+        self.checkpointed = None                # the HW its checkpoint file holds
+        if hw is None:
+            hw, self.checkpointed = start_hw(log_)
+        self.hw = min(hw, log_.durable_offset)
         log_.leader_epoch = self.epoch              # what we append carries our epoch
         q.replication = self
         q.visible_end = self.hw
@@ -742,6 +761,7 @@ class Leader:
             q.visible_end = hw
             q.schedule_dispatch()
             self.host.replicated()
+            self.repl.checkpoints.mark(self)
 
     def on_commit(self, gen: int) -> None:
         """A commit round made more of the log durable (and settled more): the HW may move,
@@ -758,16 +778,24 @@ class Leader:
                 self._answer(link, m)
 
     def on_written(self) -> None:
-        """A commit round wrote and is fsyncing: parked fetches take what it wrote now, so
-        the followers' fsyncs run beside ours (the HW still waits for ours: ``advance``)."""
+        """A commit round wrote and is about to fsync: parked fetches take what it wrote
+        now, so the followers' fsyncs run beside ours (the HW still waits for ours:
+        ``advance``). The answers are written to their sockets here, before the fsync
+        thread is woken (a link without ``flush``, a worker's ring, writes at its turn)."""
         if self.stopped or not self.parked:
             return
         end = self.queue.store.log.end_offset
+        answered = []
         for key, (link, m, timer) in list(self.parked.items()):
             if m.offset < end:
                 timer.cancel()
                 del self.parked[key]
                 self._answer(link, m)
+                answered.append(link)
+        for link in answered:           # on the wire now, not at the loop's next turn
+            flush = getattr(link, "flush", None)
+            if flush is not None:
+                flush()
 
     # ------------------------------------------------------------ fetches
     def fetch(self, link, m: c.Fetch) -> None:
@@ -888,7 +916,8 @@ class Follower:
         self.leader: str | None = None
         self.leader_at = None               # [host, port, worker] (WorkerReplicas)
         self.epoch = 0
-        self.hw = 0
+        # the HW the leader last told us (a restarted replica: its checkpoint's)
+        self.hw, self.checkpointed = start_hw(q.store.log)
         self.stopped = False
         self.diverged = False
         self.end: StreamEndpoint | None = None
@@ -1060,7 +1089,10 @@ class Follower:
             await self.repl.loop.run_in_executor(None, store.sync)
             if not q.deleted and not self.stopped:
                 store.after_sync()
-        self.hw = max(self.hw, min(reply.hw, log_.end_offset))
+        hw = min(reply.hw, log_.end_offset)
+        if hw > self.hw:
+            self.hw = hw
+            self.repl.checkpoints.mark(self)
 
     def _truncate(self, q: Queue, reply: c.FetchReply) -> None:
         """Our log has batches the leader's has not (a tail this replica got, or wrote as a
@@ -1085,6 +1117,7 @@ class Follower:
         self.queue = host.reopen(q, lambda: truncate_files(cuts))
         self._guard(self.queue)
         self.hw = min(self.hw, cut)
+        self.checkpointed = None            # its file may name a cut offset: written again
 
     def _restart_at(self, q, start: int) -> None:
         """Our log ends below the leader's log start (it deleted what we lack: settled
@@ -1099,6 +1132,7 @@ class Follower:
         self._unguard()
         self.queue = q.host.reopen(q, lambda: restart_files(directory, start))
         self._guard(self.queue)
+        self.checkpointed = None
 
 
 def restart_files(directory: str, start: int) -> None:

@@ -15,7 +15,8 @@ three). The actions are plain values: tests feed a client events and compare wha
 
 One departure, for the hot path: a delivery to a consumer the client knows is the host's
 ``Dlv`` event itself (``Deliver`` below is ``contract.Dlv``), so a delivery costs no object
-beyond the one the codec already made; ``apply`` finds its consumer by ``cid``.
+beyond the one the codec already made; ``apply`` finds its consumer by ``cid``. A run of
+deliveries the host sent as one (``Dlvs``) is likewise its own action (``DeliverRun``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ log = logging.getLogger("amqpbroker.partition")
 
 # a delivery for a live consumer: ``client.consumers[dlv.cid]`` gets it (Channel.deliver)
 Deliver = c.Dlv
+# a run of deliveries to a live consumer, offsets ``offset``, ``offset + 1``, ...:
+# ``client.consumers[run.cid]`` gets it (Channel.deliver_run)
+DeliverRun = c.Dlvs
 
 
 class DeliverMany(NamedTuple):
@@ -113,6 +117,12 @@ def apply(broker, client, action) -> None:
     if kind is Deliver:                     # the hot path first
         consumer = client.consumers[action.cid]
         consumer.channel.deliver(consumer, action.offset, action.record, action.redelivered)
+    elif kind is DeliverRun:
+        consumer = client.consumers.get(action.cid)
+        if consumer is not None:
+            consumer.channel.deliver_run(consumer, action.offset, action.records)
+        else:                               # cancelled meanwhile: as ``on_dlvs`` does
+            apply(broker, client, client.on_dlvs(action))
     elif kind is DeliverMany:
         consumer = client.consumers.get(action.cid)
         if consumer is not None:

@@ -12,7 +12,7 @@ import os
 import re
 import uuid
 from collections import deque
-from itertools import takewhile
+from itertools import count, repeat, takewhile
 
 from pamqp import commands as C
 
@@ -33,6 +33,8 @@ log = logging.getLogger("amqpbroker.channel")
 
 # a consumer without prefetch: credit goes back to its host when the host holds this or less
 CREDIT_LOW = WINDOW // 2
+# the cid, qid and redelivered flag of every delivery of a run, for ``deliver_run``'s zip
+_ZEROS, _NOT_REDELIVERED = repeat(0), repeat(False)
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
@@ -208,17 +210,38 @@ class Channel:
         if not queues:
             if ev.mandatory:
                 self._return(312, "NO_ROUTE", record)
-        else:
-            priority = ev.scan.priority
+        elif len(queues) == 1:
             for q in queues:
                 client = q.client                   # QueueRef.publish, one call less
-                n = client.publish(q.qid, record, priority, confirm, flags)
+                n = client.publish(q.qid, record, ev.scan.priority, confirm, flags)
                 if confirm:
                     tickets.append((client, n))
                 if q.backlogged:
                     session.throttle(q)
                 elif client.backlogged:
                     session.throttle(client)
+        else:
+            # a fanout: the queues of one host take the message as one publish
+            # (``PartitionClient.publish_routed``)
+            priority = ev.scan.priority
+            by_client: dict = {}
+            for q in queues:
+                by_client.setdefault(q.client, []).append(q)
+            for client, refs in by_client.items():
+                n = client.publish_routed(tuple([q.qid for q in refs]), record, priority,
+                                          confirm, flags)
+                if n is None:                       # a number per queue (a ring link)
+                    for q in refs:
+                        n = client.publish(q.qid, record, priority, confirm, flags)
+                        if confirm:
+                            tickets.append((client, n))
+                elif confirm:
+                    tickets.append((client, n))
+                for q in refs:
+                    if q.backlogged:
+                        session.throttle(q)
+                    elif client.backlogged:
+                        session.throttle(client)
         if confirm:
             self._confirm(tickets)
 
@@ -295,12 +318,29 @@ class Channel:
 
     def deliver_many(self, consumer: Consumer, dlvs: list) -> None:
         """``deliver`` for each of ``dlvs`` (``contract.Dlv``, in order), in one loop and one
-        write: what ``_send_delivery`` does per message, for a consumer of a queue (not a
-        stream's, nor a group member's) on a channel without a global prefetch."""
+        write (``_send_lot``)."""
         if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream:
             for d in dlvs:
                 self.deliver(consumer, d.offset, d.record, d.redelivered)
             return
+        self._send_lot(consumer, dlvs, len(dlvs))
+
+    def deliver_run(self, consumer: Consumer, offset: int, records: list) -> None:
+        """``deliver`` for each of ``records``, at ``offset``, ``offset + 1``, ..., none a
+        redelivery: a run the host sent as one (``contract.Dlvs``), in one loop and one
+        write (``_send_lot``), with no object per delivery on the way."""
+        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream:
+            for i, rec in enumerate(records):
+                self.deliver(consumer, offset + i, rec, False)
+            return
+        # the shape of a ``Dlv`` (cid, qid, offset, redelivered, record), built by zip
+        self._send_lot(consumer, zip(_ZEROS, _ZEROS, count(offset), _NOT_REDELIVERED, records),
+                       len(records))
+
+    def _send_lot(self, consumer: Consumer, dlvs, n: int) -> None:
+        """What ``_send_delivery`` does per message, for ``n`` deliveries (``dlvs``: tuples
+        of a ``Dlv``'s shape) to a consumer of a queue (not a stream's, nor a group
+        member's) on a channel without a global prefetch."""
         session = self.session
         frame_max = session.conn.frame_max
         number = self.number
@@ -315,37 +355,35 @@ class Channel:
         append = frames.append
         redelivered_n = 0
         if consumer.no_ack:
-            for d in dlvs:
-                rec = d.record
+            for _, _, offset, redelivered, rec in dlvs:
                 body = rec.body
                 if len(body) < small:       # one bytes object, from C
-                    append(build_c(number, ctag, tag, d.redelivered, rec.exchange,
+                    append(build_c(number, ctag, tag, redelivered, rec.exchange,
                                    rec.routing_key, rec.properties, body, frame_max))
                 else:
-                    frames += build(number, ctag, tag, d.redelivered, rec.exchange,
+                    frames += build(number, ctag, tag, redelivered, rec.exchange,
                                     rec.routing_key, rec.properties, body, frame_max)
                 tag += 1
-                if d.redelivered:
+                if redelivered:
                     redelivered_n += 1
-            self.stats.deliver_no_ack += len(dlvs)
+            self.stats.deliver_no_ack += n
         else:
             q = consumer.queue
             epoch = q.client.epoch
             unacked = self.unacked
-            for d in dlvs:
-                rec = d.record
-                unacked[tag] = (q, d.offset, consumer, epoch)
+            for _, _, offset, redelivered, rec in dlvs:
+                unacked[tag] = (q, offset, consumer, epoch)
                 body = rec.body
                 if len(body) < small:
-                    append(build_c(number, ctag, tag, d.redelivered, rec.exchange,
+                    append(build_c(number, ctag, tag, redelivered, rec.exchange,
                                    rec.routing_key, rec.properties, body, frame_max))
                 else:
-                    frames += build(number, ctag, tag, d.redelivered, rec.exchange,
+                    frames += build(number, ctag, tag, redelivered, rec.exchange,
                                     rec.routing_key, rec.properties, body, frame_max)
                 tag += 1
-                if d.redelivered:
+                if redelivered:
                     redelivered_n += 1
-            consumer.unacked += len(dlvs)
+            consumer.unacked += n
         self.next_tag = tag
         if redelivered_n:
             self.stats.redeliver += redelivered_n
@@ -353,14 +391,14 @@ class Channel:
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
             # the credit rule of ``_send_delivery``, message by message
             writable = session.writable
-            for _ in dlvs:
+            for _ in range(n):
                 consumer.credit_out -= 1
                 consumer.owed += 1
                 if consumer.credit_out <= CREDIT_LOW and writable:
                     self._grant(consumer, consumer.owed)
                     consumer.owed = 0
         else:
-            consumer.credit_out -= len(dlvs)
+            consumer.credit_out -= n
 
     def _send_delivery(self, consumer: Consumer, offset: int, record, redelivered: bool) -> None:
         tag = self.next_tag

@@ -77,6 +77,7 @@ class PartitionClient:
         # publishes of a held read to one queue, sent as one Pubs before any other command
         # (``hold``)
         self._batch: list | None = None
+        self._send_many = None
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
     @classmethod
@@ -86,6 +87,9 @@ class PartitionClient:
 
     def connect(self, link) -> None:
         self.link = link
+        # a link that hands several commands to the host as one batch (the in-process one):
+        # a fanout's queues then share a publish number (``publish_routed``)
+        self._send_many = getattr(link, "send_many", None)
 
     # ------------------------------------------------------------ commands
     def new_qid(self) -> int:
@@ -149,6 +153,39 @@ class PartitionClient:
             self.done_seq = seq
         return seq
 
+    def publish_routed(self, qids: tuple, record, priority: int, track: bool,
+                       flags: int = 0) -> int | None:
+        """``publish`` of one message to several queues of this host (a fanout); returns
+        the number to wait for. Held (``hold``), the queues share one number, confirmed
+        once all of them stored the message (one that refuses it nacks the number), and
+        consecutive publishes to the same queues gather as they do for one queue: they go
+        as one ``Pubs`` per queue, all numbered alike, in one batch of the host
+        (``link.send_many``: it reports its watermark after a batch, never between the
+        queues of a number). Otherwise (a ring, which may split what it carries across the
+        host's batches; a host restarting) nothing is sent and the answer is None: the
+        caller publishes to each queue (``publish``), each with its own number."""
+        if not self._batching or self.link is None or self._send_many is None:
+            return None
+        self.seq = seq = self.seq + 1
+        batch = self._batch
+        if batch is not None and batch[0] == qids and batch[2] == priority \
+                and batch[3] == track and batch[4] == flags:
+            records = batch[5]
+            records.append(record)
+            batch[6] += len(record.body)
+            if len(records) >= BATCH_MAX or batch[6] >= BATCH_BYTES:
+                self._send_batch()
+        else:
+            if batch is not None:
+                self._send_batch()
+            size = len(record.body)
+            self._batch = [qids, seq, priority, track, flags, [record], size]
+            if size >= BATCH_BYTES:         # a big body goes alone
+                self._send_batch()
+        if seq - self.seen > LINK_WINDOW:
+            self.backlogged = True
+        return seq
+
     def ack(self, qid: int, offsets: list[int]) -> int:
         """Acks are numbered like publishes, so that a later confirm can wait for the commit
         that wrote them (see ``Session.settled_on``)."""
@@ -174,6 +211,15 @@ class PartitionClient:
         meanwhile may gather a new batch."""
         qid, seq, priority, track, flags, records, _ = self._batch
         self._batch = None
+        if type(qid) is tuple:              # a routed run (``publish_routed``): each
+            if len(records) == 1:           # queue's, numbered alike, in one host batch
+                record = records[0]
+                self._send_many([c.Pub(qid=q, seq=seq, priority=priority, track=track,
+                                       flags=flags, record=record) for q in qid])
+            else:
+                self._send_many([c.Pubs(qid=q, seq=seq, priority=priority, track=track,
+                                        flags=flags, records=records) for q in qid])
+            return
         if len(records) == 1:
             self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track, flags=flags,
                                  record=records[0]))
@@ -250,7 +296,9 @@ class PartitionClient:
         (``DeliverMany``), in order per consumer, before the next other event. A channel
         holds the lot of one consumer at a time: a delivery to another consumer of the same
         channel sends the lots first, so a channel's deliveries keep the queue's order
-        (three consumers of one queue on one channel get it round robin, as in RabbitMQ)."""
+        (three consumers of one queue on one channel get it round robin, as in RabbitMQ).
+        A run the host sent as one (``Dlvs``) is already one: it goes to its channel as it
+        is (``DeliverRun``), after the lots before it."""
         table, apply, consumers = self.table, self.apply, self.consumers
         Dlv = c.Dlv
         lots = None                         # cid -> [Dlv], in order
@@ -322,6 +370,17 @@ class PartitionClient:
             self.settle_group(m.cid, 1, [m.offset])
         else:
             self.reject(m.qid, [m.offset], True)
+        return None
+
+    def on_dlvs(self, m: c.Dlvs):
+        if m.cid in self.consumers:
+            return m                        # DeliverRun: the event itself (actions.py)
+        offsets = list(range(m.offset, m.offset + len(m.records)))
+        ref = self.refs.get(m.qid)          # cancelled meanwhile: as ``on_dlv``
+        if ref is not None and ref.is_stream:
+            self.settle_group(m.cid, 1, offsets)
+        else:
+            self.reject(m.qid, offsets, True)
         return None
 
     def on_reply(self, m: c.Reply) -> None:

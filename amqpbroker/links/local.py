@@ -50,6 +50,20 @@ class LocalLink:
                 self._hand_over()
         self.host.handle(self.state, (cmd,))
 
+    def send_many(self, cmds: list) -> None:
+        """Commands the host handles in one batch, none before the others (a fanout's
+        publishes to its queues, numbered alike: ``PartitionClient.publish_routed``). Held,
+        they join the held publishes; else they go at once."""
+        if self.codec:
+            cmds = [_round_trip(cmd) for cmd in cmds]
+        held = self.held
+        if held is None:
+            self.host.handle(self.state, cmds)
+            return
+        held += cmds
+        if len(held) >= HOLD_MAX:
+            self._hand_over()
+
     def hold(self) -> None:
         if self.held is None:
             self.held = []

@@ -9,7 +9,8 @@ partition (README, "Storage and durability"); a topic's partitions name their to
 
   In a cluster, ``replica``: this node's replica of a replicated queue (null otherwise;
   ``cluster/replication.py``), ``{"node", "role", "leader", "leader_epoch",
-  "log_start_offset", "log_end_offset", "high_watermark"}``, the leader's with ``isr``,
+  "log_start_offset", "log_end_offset", "high_watermark", "high_watermark_checkpoint"}``
+  (the last: the HW its checkpoint file holds, cluster/checkpoint.py), the leader's with ``isr``,
   ``min_isr`` and ``followers`` ({node: {"log_end_offset", "lag", "in_sync",
   "last_fetch_ms_ago"}}), a follower's with ``diverged``; the single-queue GET adds
   ``crc32c``, over the log's batches from its start to the high watermark (replicas with

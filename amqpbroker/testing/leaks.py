@@ -29,6 +29,12 @@ def shm_segments(prefix: str = "") -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
 
 
+def broker_segments() -> set[str]:
+    """The segments named as a broker names its rings (``shm/ring.py``, which unlinks each at
+    once): tests running beside this one (pytest-xdist) make segments of other names."""
+    return shm_segments("amqpbroker-")
+
+
 def child_processes() -> set[int]:
     """Live (non-zombie) children of this process."""
     me = os.getpid()

@@ -15,9 +15,11 @@ A publish that needs durability records ``committer.open_gen`` — the generatio
 round to start — because the round that starts next will include its queue. Only one round is
 in flight; marks during it go to the next one. A round starts in the turn after its first mark (``_next_turn``):
 the deliveries and replies of the turn that marked are written to their sockets first.
-Once a step's writes are in the files, and while its fsync runs, ``write_listeners`` are told
-(``on_written``): a replicated queue's leader answers its followers' waiting fetches with what
-was just written, so their fsyncs run beside its own (cluster/replication.py).
+Once a step's writes are in the files, and just before its fsync starts, ``write_listeners``
+are told (``on_written``): a replicated queue's leader answers its followers' waiting fetches
+with what was just written, so their fsyncs run beside its own (cluster/replication.py). The
+answers are on the wire before the fsync thread is woken: woken first, it took the GIL while
+they were read and encoded, and they left after it (a lone rf3 publish, bench/RESULTS.md).
 
 A non-durable queue owes nobody a round (no confirm waits for its writes: it is wiped at
 start). When its records reach the log is its store's write-behind rule alone (worker/store.py,
@@ -124,9 +126,14 @@ class Committer:
                 return
             durable = [q for q in step if q.durable and not q.deleted]
             if durable:
-                fut = self.broker.loop.run_in_executor(self._executor, self._sync, durable)
-                fut.add_done_callback(lambda f: self._synced(f, gen, queues, start, step))
-                self._written()
+                # the followers' fetch replies go out first (``on_written`` writes them to
+                # their sockets): the fsync thread, woken after, does not hold the GIL
+                # while they are read and encoded, and their fsyncs start beside ours
+                try:
+                    self._written()
+                finally:                    # a listener's failure must not stall the round
+                    fut = self.broker.loop.run_in_executor(self._executor, self._sync, durable)
+                    fut.add_done_callback(lambda f: self._synced(f, gen, queues, start, step))
                 return
             self._written()
             self._after_sync(step)          # nothing to fsync: straight to the next step
@@ -173,7 +180,7 @@ class Committer:
         self._round()
 
     def _written(self) -> None:
-        """A step's writes are in the files and its fsync (if any) is under way."""
+        """A step's writes are in the files; its fsync (if any) starts next."""
         if self.write_listeners:            # none on a single node: no copy per step
             for listener in list(self.write_listeners):
                 listener.on_written()

@@ -76,16 +76,6 @@ class LinkState:
         self._flush_held()
         self.link.emit(event)
 
-    def emit_lot(self, dlvs: list) -> None:
-        """``emit`` for each of a run's deliveries (``Subscription.deliver_many``)."""
-        held = self._held
-        if held is not None:
-            held.extend(dlvs)
-            return
-        emit = self.emit
-        for event in dlvs:
-            emit(event)
-
     def _flush_held(self) -> None:
         held = self._held
         if held:
@@ -215,9 +205,9 @@ class PartitionHost:
 
     def _handle(self, state: LinkState, commands) -> None:
         table = self.table
-        Pub = c.Pub
+        Pub, Pubs = c.Pub, c.Pubs
         for cmd in commands:
-            if self._due and type(cmd) is not Pub:
+            if self._due and type(cmd) is not Pub and type(cmd) is not Pubs:
                 self.dispatch_due()     # any other command finds the queues as before
             try:
                 table[type(cmd)](state, cmd)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
+from itertools import islice
 from typing import NamedTuple
 
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
@@ -534,46 +535,57 @@ class Queue:
             return                  # fenced, as ``_pop_head`` (the loop after us stops there)
         d = self.ready[0]
         n = min(consumer.credit, self.ready_count)
-        end, below = self.visible_end, self.redeliver_below
-        take = self.store.take
-        offsets: list[int] = []
-        records: list = []
-        size = 0
-        for _ in range(n):
-            offset = d[0]
-            if offset >= end or offset < below:
-                break
-            rec = take(offset)
-            if rec is None:
-                break
-            d.popleft()
-            offsets.append(offset)
-            records.append(rec)
-            size += len(rec.body)
-        k = len(offsets)
+        # the level's deque is sorted by offset: what is below ``redeliver_below`` is at its
+        # head, what is not visible yet (replication) at its tail
+        offsets = list(islice(d, n))
+        if not offsets:
+            return
+        if offsets[-1] >= self.visible_end:
+            del offsets[bisect.bisect_left(offsets, self.visible_end):]
+        if not offsets or offsets[0] < self.redeliver_below:
+            return
+        records, size = self.store.take_many(offsets)
+        k = len(records)
         if not k:
             return
+        if k < len(offsets):
+            del offsets[k:]
+        if k == len(d):
+            d.clear()
+        else:
+            popleft = d.popleft
+            for _ in range(k):
+                popleft()
         self.ready_count -= k
         self.ready_bytes -= size
         if not self.ready_count:
             self.store.forget_readahead()
         if consumer.no_ack:
-            deliver_many(self, offsets, records)
-            for offset in offsets:
-                self._done(offset)
+            deliver_many(self, offsets, records, size)
+            # ``_done`` for each, as ``ack`` settles a multiple ack: a plain queue keeps no
+            # de-duplication keys, the store settles the run at once, the committer is
+            # marked once
+            if self.redelivered:
+                self.redelivered.difference_update(offsets)
+            self.store.settle_many(offsets)
+            self.host.committer.mark(self)
             self.stats.on_deliveries(0, k, 0)
             return
         # ``_hold`` for each: one priority level (plain), so the level is 0
         durable = self.store.log.durable_offset
         outstanding = self.outstanding
-        bodies = self._unacked_bodies
-        for offset, rec in zip(offsets, records):
-            if offset < durable:
-                outstanding[offset] = Unacked(0, len(rec.body))
-            else:
-                outstanding[offset] = rec
-                bodies.add(offset)
-        deliver_many(self, offsets, records)
+        if offsets[0] >= durable:           # none on disk yet: held whole until it is
+            outstanding.update(zip(offsets, records))
+            self._unacked_bodies.update(offsets)
+        else:
+            bodies = self._unacked_bodies
+            for offset, rec in zip(offsets, records):
+                if offset < durable:
+                    outstanding[offset] = Unacked(0, len(rec.body))
+                else:
+                    outstanding[offset] = rec
+                    bodies.add(offset)
+        deliver_many(self, offsets, records, size)
         self.stats.on_deliveries(k, 0, 0)
 
     @property

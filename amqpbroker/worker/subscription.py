@@ -6,7 +6,7 @@ accounting per channel and the socket belong to the front-end's ``Consumer``.
 """
 from __future__ import annotations
 
-from ..contract import Dlv
+from ..contract import DLVS_BYTES, Dlv, Dlvs
 
 
 class Subscription:
@@ -35,14 +35,26 @@ class Subscription:
         self.state.emit(Dlv(cid=self.cid, qid=queue.qid, offset=offset,
                             redelivered=redelivered, record=record))
 
-    def deliver_many(self, queue, offsets: list[int], records: list) -> None:
-        """``deliver`` for each, none a redelivery (``Queue._dispatch_run``)."""
-        self.credit -= len(offsets)
+    def deliver_many(self, queue, offsets: list[int], records: list, size: int) -> None:
+        """``deliver`` for each, none a redelivery (``Queue._dispatch_run``: ``offsets``
+        ascending, ``size`` the bytes of their bodies), as one ``Dlvs`` per stretch of
+        consecutive offsets of at most about DLVS_BYTES of bodies (one, usually)."""
+        n = len(offsets)
+        self.credit -= n
         if not self.no_ack:
             self.unacked.update(offsets)
-        cid, qid = self.cid, queue.qid
-        self.state.emit_lot([Dlv(cid=cid, qid=qid, offset=offset, redelivered=False,
-                                 record=record) for offset, record in zip(offsets, records)])
+        cid, qid, emit = self.cid, queue.qid, self.state.emit
+        first = offsets[0]
+        if offsets[-1] - first == n - 1 and size <= DLVS_BYTES:
+            emit(Dlvs(cid=cid, qid=qid, offset=first, records=records))
+            return
+        start = size = 0
+        for i, rec in enumerate(records):
+            if offsets[i] != first + i - start or size > DLVS_BYTES:
+                emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:i]))
+                start, first, size = i, offsets[i], 0
+            size += len(rec.body)
+        emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:]))
 
     def __repr__(self) -> str:
         return f"<Subscription {self.tag} on {self.queue.name}>"

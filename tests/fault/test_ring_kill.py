@@ -23,11 +23,15 @@ pytestmark = pytest.mark.own_layout
 
 HDR = struct.Struct("<QII")  # seq, payload length, crc32(payload)
 
+# this module's ring names, in this process: its leak checks look at its own segments only
+# (pytest-xdist runs other ring tests, in other processes, at the same time)
+PREFIX = f"amqptest-{uuid.uuid4().hex[:8]}-"
+
 
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
-    with leaks.no_new_shm("amqptest-"), leaks.no_new_files():
+    with leaks.no_new_shm(PREFIX), leaks.no_new_files():
         yield
 
 
@@ -66,7 +70,7 @@ def test_writer_killed_mid_push_leaves_ring_valid(batched, big):
     rnd = random.Random(42 + batched + 2 * big)
     ctx = multiprocessing.get_context("fork")
     for _ in range(8):
-        name = "amqptest-" + uuid.uuid4().hex[:12]
+        name = PREFIX + uuid.uuid4().hex[:12]
         data_fd, space_fd = make_eventfds()
         with Ring.create(name, 4096, data_fd=data_fd, space_fd=space_fd) as ring:
             reader = RingReader(ring, max_records=rnd.randint(1, 64))
@@ -125,7 +129,7 @@ def test_reader_killed_mid_pop_leaves_ring_valid():
     rnd = random.Random(7)
     ctx = multiprocessing.get_context("fork")
     for _ in range(6):
-        name = "amqptest-" + uuid.uuid4().hex[:12]
+        name = PREFIX + uuid.uuid4().hex[:12]
         data_fd, space_fd = make_eventfds()
         with Ring.create(name, 4096, data_fd=data_fd, space_fd=space_fd) as ring:
             writer = RingWriter(ring)
@@ -163,7 +167,7 @@ def test_reader_killed_mid_pop_leaves_ring_valid():
 def test_partial_record_is_invisible():
     """Deterministic version: bytes written past head (a push interrupted before its release
     store of head) are neither seen by the reader nor flagged by valid()."""
-    name = "amqptest-" + uuid.uuid4().hex[:12]
+    name = PREFIX + uuid.uuid4().hex[:12]
     with Ring.create(name, 1024) as ring:
         assert ring.push(b"complete")
         head = ring._r.hdr.head

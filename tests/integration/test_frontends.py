@@ -50,7 +50,7 @@ def broker(tmp_path):
 
 
 def test_killed_frontend_loses_only_its_connections(broker):
-    shm_before = leaks.shm_segments()
+    shm_before = leaks.broker_segments()
     a = connect_on(broker, 0, "a")          # to be killed with its front-end
     b = connect_on(broker, 1, "b")
     ach, bch = a.channel(), b.channel()
@@ -103,7 +103,7 @@ def test_killed_frontend_loses_only_its_connections(broker):
     assert ch.basic_get("after", auto_ack=True)[2] == b"after"
     again.close()
     b.close()
-    assert leaks.shm_segments() == shm_before
+    assert leaks.broker_segments() == shm_before
 
 
 def test_metadata_from_one_frontend_is_routable_on_the_other_at_once(broker):

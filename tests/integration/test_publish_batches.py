@@ -117,3 +117,47 @@ async def test_a_run_to_a_full_queue_nacks_exactly_what_was_not_stored(broker):
             [b"%05d" % i for i in range(limit)]
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module")
+def split_broker(tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("batches-split"), "--workers", "1",
+                       "--frontends", "0") as b:
+        yield b
+
+
+@pytest.mark.parametrize("layout", ["one process", "--workers 1"])
+@pytest.mark.parametrize("refusing", ["first", "last"])
+async def test_a_fanout_to_a_full_queue_nacks_what_it_refused_and_the_others_store_all(
+        broker, split_broker, layout, refusing):
+    """In one process a fanout's queues of one host take each message under one publish
+    number (``PartitionClient.publish_routed``); over a ring each queue's publish has its
+    own. Either way a message one queue refuses (x-overflow reject-publish) is nacked
+    although the others stored it, whether the refusing queue is the first or the last the
+    host handles (a watermark sent between the queues, or a confirm waiting for one number
+    only, would ack it), the rest are acked, and every queue holds what it took, in order."""
+    b = broker if layout == "one process" else split_broker
+    limit, n = 250, 600
+    name = f"fan-full-{refusing}"
+    conn = await aiormq.connect(b.url)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        await ch.exchange_declare(name, exchange_type="fanout")
+        limited = name + "-limited"
+        others = [name + "-a", name + "-b"]
+        await ch.queue_declare(limited, arguments={"x-max-length": limit,
+                                                   "x-overflow": "reject-publish"})
+        for q in others:
+            await ch.queue_declare(q)
+        for q in ([limited, *others] if refusing == "first" else [*others, limited]):
+            await ch.queue_bind(q, name)
+        confirms = await asyncio.gather(*[ch.basic_publish(b"%05d" % i, exchange=name)
+                                          for i in range(n)], return_exceptions=True)
+        kinds = [type(getattr(c, "frame", c)) for c in confirms]
+        assert kinds == [spec.Basic.Ack] * limit + [spec.Basic.Nack] * (n - limit)
+        expected = [b"%05d" % i for i in range(n)]
+        assert await consume_all(await conn.channel(), limited, limit) == expected[:limit]
+        for q in others:
+            assert await consume_all(await conn.channel(), q, n) == expected
+    finally:
+        await conn.close()

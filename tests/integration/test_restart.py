@@ -218,3 +218,23 @@ def test_sigterm_closes_clients_with_connection_forced(broker):
     finally:
         stopper.join(30)
     assert broker.proc.returncode == 0, "".join(broker.output)
+
+
+def test_messages_consumed_without_ack_stay_gone(broker):
+    """A no-ack consumer's deliveries are settled as they go (a dispatch run settles the run
+    at once): after a SIGKILL behind a barrier, none of them comes back."""
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("noack", durable=True)
+    ch.queue_declare("barrier", durable=True)
+    bodies = [f"m{i:03d}" for i in range(300)]
+    publish_confirmed(ch, "", "noack", bodies, PERSISTENT)
+    assert [b for b, _, _ in drain(conn.channel(), "noack", 300)] == bodies
+    publish_confirmed(ch, "", "barrier", ["b"], PERSISTENT)    # the settles are durable
+    down(broker, "sigkill")
+    broker.start()
+
+    conn = connect(broker)
+    assert conn.channel().queue_declare("noack", passive=True).method.message_count == 0
+    conn.close()

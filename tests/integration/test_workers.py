@@ -148,24 +148,24 @@ async def test_publishers_waiting_for_confirms_get_ack_or_nack(broker):
 
 
 def test_nothing_left_behind_after_worker_and_supervisor_crash(tmp_path):
-    shm_before = leaks.shm_segments()
+    shm_before = leaks.broker_segments()
     b = BrokerProcess(tmp_path, "--workers", "2", management=True).start()
     try:
         first = list(b.worker_pids)
         os.kill(first[1], signal.SIGKILL)
         new = restarted(b, 1, first[1])["pid"]
-        assert leaks.shm_segments() == shm_before      # rings have no names to leak
+        assert leaks.broker_segments() == shm_before      # rings have no names to leak
         b.proc.send_signal(signal.SIGKILL)             # the supervisor alone
         b.proc.wait(30)
         # the workers see their alive pipe close, write what they have, and exit
         assert not leaks.wait_gone([first[0], new], timeout=30)
     finally:
         b.kill()
-    assert leaks.shm_segments() == shm_before
+    assert leaks.broker_segments() == shm_before
 
 
 def test_clean_stop_stops_workers_and_leaves_nothing(tmp_path):
-    shm_before = leaks.shm_segments()
+    shm_before = leaks.broker_segments()
     b = BrokerProcess(tmp_path, "--workers", "2").start()
     conn = pika.BlockingConnection(pika.URLParameters(b.url))
     ch = conn.channel()
@@ -176,7 +176,7 @@ def test_clean_stop_stops_workers_and_leaves_nothing(tmp_path):
     pids = list(b.worker_pids)
     assert b.stop() == 0
     assert not leaks.wait_gone(pids, timeout=1)       # gone before the supervisor exited
-    assert leaks.shm_segments() == shm_before
+    assert leaks.broker_segments() == shm_before
     b.start()                                          # and the data is intact
     conn = pika.BlockingConnection(pika.URLParameters(b.url))
     assert conn.channel().basic_get("kept", auto_ack=True)[2] == b"x"

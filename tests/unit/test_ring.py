@@ -15,19 +15,23 @@ from shm._ring import ffi, lib
 from shm.ring import Ring, RingCorrupt
 from shm.wakeup import RingReader, RingWriter, close_fds, make_eventfds
 
+# this module's ring names, in this process: its leak checks look at its own segments only
+# (pytest-xdist runs other ring tests, in other processes, at the same time)
+PREFIX = f"amqptest-{uuid.uuid4().hex[:8]}-"
+
 
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
-    with leaks.no_new_shm("amqptest-"), leaks.no_new_files():
+    with leaks.no_new_shm(PREFIX), leaks.no_new_files():
         yield
 
 
 @pytest.fixture
 def name():
-    before = leaks.shm_segments("amqptest-")
-    yield "amqptest-" + uuid.uuid4().hex[:12]
-    assert leaks.shm_segments("amqptest-") - before == set(), "leaked shm segment"
+    before = leaks.shm_segments(PREFIX)
+    yield PREFIX + uuid.uuid4().hex[:12]
+    assert leaks.shm_segments(PREFIX) - before == set(), "leaked shm segment"
 
 
 @pytest.fixture

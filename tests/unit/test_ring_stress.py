@@ -25,11 +25,15 @@ CAPACITY = 1 << 16
 HDR = struct.Struct("<QII")  # seq, payload length, crc32(payload)
 POOL = 512
 
+# this module's ring names, in this process: its leak checks look at its own segments only
+# (pytest-xdist runs other ring tests, in other processes, at the same time)
+PREFIX = f"amqptest-{uuid.uuid4().hex[:8]}-"
+
 
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail on leaked shm segments or file descriptors (eventfds, shm fds)."""
-    with leaks.no_new_shm("amqptest-"), leaks.no_new_files():
+    with leaks.no_new_shm(PREFIX), leaks.no_new_files():
         yield
 
 
@@ -115,7 +119,7 @@ async def read_all(ring: Ring, total: int) -> tuple[int, int]:
 
 
 def test_two_process_stress(monkeypatch):
-    name = "amqptest-" + uuid.uuid4().hex[:12]
+    name = PREFIX + uuid.uuid4().hex[:12]
     data_fd, space_fd = make_eventfds()
     ctx = multiprocessing.get_context("fork")
     report_r, report_w = ctx.Pipe(duplex=False)

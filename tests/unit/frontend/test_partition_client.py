@@ -20,7 +20,7 @@ from amqpbroker import contract as c
 from amqpbroker import errors
 from amqpbroker.config import Config
 from amqpbroker.frontend.actions import (AlarmChanged, CancelConsumer, DeadLetter, Deliver,
-                                         DeliverMany, GroupRevocationDone, PublishersResumed, QueueFlow,
+                                         DeliverMany, DeliverRun, GroupRevocationDone, PublishersResumed, QueueFlow,
                                          QueueGone, Resubscribe, ShareLost, WatermarkMoved)
 from amqpbroker.frontend.consumer import Consumer
 from amqpbroker.frontend.partition_client import (LINK_WINDOW, WINDOW, HostGone,
@@ -337,3 +337,67 @@ async def test_a_held_run_lost_with_its_host_is_refused_not_sent(tmp_path):
     client.release()
     assert link.sent == ["hold"]
     assert client.reached(2) and client.take_nack(1) and client.take_nack(2)
+
+
+def test_a_run_goes_to_its_consumer_as_it_is_after_the_lots_before_it(side):
+    """A ``Dlvs`` (one dispatch run of the host) is applied as it came (``DeliverRun``),
+    after the lots of the deliveries before it; one for a consumer cancelled meanwhile goes
+    back to the queue, every offset of it, requeued."""
+    client, queue, c1 = side.client, side.queue, side.consumer
+    applied: list = []
+    client.apply = lambda _client, action: applied.append(action)
+    single = c.Dlv(cid=c1.cid, qid=queue.qid, offset=1, redelivered=True, record=record())
+    run = c.Dlvs(cid=c1.cid, qid=queue.qid, offset=2, records=[record(), record()])
+    gone = c.Dlvs(cid=999, qid=queue.qid, offset=4, records=[record(), record(), record()])
+    client.on_events([single, run, gone])
+    assert applied == [single, run]
+    assert type(run) is DeliverRun
+    back = side.link.sent[-1]
+    assert type(back) is c.Reject and back.offsets == [4, 5, 6] and back.requeue is True
+
+
+class BatchingLink(HoldingLink):
+    """The in-process link's ``send_many``: commands the host takes in one batch."""
+
+    def send_many(self, cmds: list) -> None:
+        self.sent.append(list(cmds))
+
+
+async def test_held_publishes_to_several_queues_share_a_number_and_go_as_one_pubs_each(tmp_path):
+    client = PartitionClient(0, asyncio.get_running_loop())
+    link = BatchingLink()
+    client.connect(link)
+    r = [record(b"%d" % i) for i in range(5)]
+    client.hold()
+    assert [client.publish_routed((1, 2), x, 0, True) for x in r[:3]] == [1, 2, 3]
+    assert client.publish_routed((1, 3), r[3], 0, True) == 4    # other queues: a new run
+    assert client.ack(2, [7]) == 5                               # the run goes first
+    client.release()
+    assert link.sent == [
+        "hold",
+        [c.Pubs(qid=1, seq=1, priority=0, track=True, flags=0, records=r[:3]),
+         c.Pubs(qid=2, seq=1, priority=0, track=True, flags=0, records=r[:3])],
+        [c.Pub(qid=1, seq=4, priority=0, track=True, flags=0, record=r[3]),
+         c.Pub(qid=3, seq=4, priority=0, track=True, flags=0, record=r[3])],
+        c.Ack(qid=2, seq=5, offsets=[7]),
+        "release"]
+
+
+async def test_publishes_to_several_queues_over_a_link_without_batches_are_not_routed(
+        tmp_path):
+    """A ring may split what it carries across the host's batches (the host would confirm a
+    shared number after the first queue's): nothing is sent, the caller publishes to each
+    queue with a number of its own; so too while the host is gone."""
+    client = PartitionClient(0, asyncio.get_running_loop())
+    link = HoldingLink()
+    client.connect(link)
+    client.hold()
+    assert client.publish_routed((1, 2), record(b"x"), 0, True) is None
+    client.release()
+    assert link.sent == ["hold", "release"] and client.seq == 0
+    batching = BatchingLink()
+    client.connect(batching)
+    client.lose_host()
+    client.hold()
+    assert client.publish_routed((1, 2), record(b"x"), 0, True) is None
+    assert batching.sent == [] and client.seq == 0

@@ -14,7 +14,7 @@ WHOLE = b"\x00"
 shortstr = st.text(max_size=20).filter(lambda s: len(s.encode()) <= 255)
 records = st.builds(rec.Record, st.integers(0, 2**64 - 1), shortstr, shortstr,
                     st.binary(max_size=100), st.binary(max_size=2000), st.integers(0, 255))
-# a Pubs' records: small, so that a list of them keeps the inputs as quick to draw as the rest
+# a Pubs' or a Dlvs' records: small, so that a list of them keeps the inputs as quick to draw as the rest
 small_records = st.builds(rec.Record, st.integers(0, 2**64 - 1), shortstr, shortstr,
                           st.binary(max_size=20), st.binary(max_size=200), st.integers(0, 255))
 u32, u64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
@@ -24,6 +24,7 @@ messages = st.one_of(
     st.builds(c.Pubs, qid=u32, seq=u64, priority=st.integers(0, 255), track=st.booleans(),
               flags=st.integers(0, 255), records=st.lists(small_records, max_size=3)),
     st.builds(c.Dlv, cid=u32, qid=u32, offset=u64, redelivered=st.booleans(), record=records),
+    st.builds(c.Dlvs, cid=u32, qid=u32, offset=u64, records=st.lists(small_records, max_size=3)),
     st.builds(c.Ack, qid=u32, seq=u64, offsets=st.lists(u64, max_size=5)),
     st.builds(c.Credit, grants=st.lists(st.tuples(u32, u32), max_size=3)),
     st.builds(c.Confirm, upto=u64, seen=u64, nacked=st.lists(u64, max_size=3)),

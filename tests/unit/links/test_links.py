@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self, loop):
         self.loop = loop
         self.deliveries: list = []
+        self.runs: list = []            # (offset, count) of each run (deliver_run)
         self.cancelled: list = []
         self.changed = asyncio.Event()
 
@@ -43,6 +44,13 @@ class Recorder:
         """A lot of deliveries to one consumer (``Channel.deliver_many``)."""
         for d in dlvs:
             self.deliver(consumer, d.offset, d.record, d.redelivered)
+
+    def deliver_run(self, consumer, offset, records):
+        """A run of deliveries to one consumer, at ``offset``, ``offset + 1``, ...
+        (``Channel.deliver_run``)."""
+        self.runs.append((offset, len(records)))
+        for i, rec in enumerate(records):
+            self.deliver(consumer, offset + i, rec, False)
 
     def consumer_cancelled(self, consumer):
         self.cancelled.append(consumer.cid)
@@ -181,6 +189,39 @@ async def test_a_reads_publishes_to_one_queue_reach_the_host_as_one_pubs(kind, t
         assert handled[0].seq == seqs[0] and handled[0].records == [record(i) for i in range(5)]
         assert not client.nacked
         assert [host.queues[1].store.read(i) for i in range(5)] == [record(i) for i in range(5)]
+
+
+@pytest.mark.parametrize("kind", ["local", "local-codec", "ring"])
+async def test_a_run_of_deliveries_to_one_consumer_crosses_as_one_dlvs(kind, tmp_path):
+    """What the host dispatches to one consumer in one run (``Queue._dispatch_run``) crosses
+    the link as one ``Dlvs`` (on the ring, one ring record), and the channel gets it as one
+    run: offsets in order, records intact, none redelivered."""
+    async with joined(kind, tmp_path) as (client, host):
+        channel = await open_jobs(client, tmp_path)
+        seqs = [client.publish(1, record(i), 0, True) for i in range(5)]
+        await channel.until(lambda: client.done_seq >= seqs[-1])
+        events: list = []
+        on_event, on_events = client.on_event, client.on_events
+
+        def one(event):
+            events.append(event)
+            on_event(event)
+
+        def lot(batch):
+            events.extend(batch)
+            on_events(batch)
+        client.on_event, client.on_events = one, lot
+        consumer = Consumer(client.new_cid(), channel)
+        client.consumers[consumer.cid] = consumer
+        await client.request(c.Sub, qid=1, cid=consumer.cid, tag="ctag", no_ack=False,
+                             exclusive=False, arguments={}, credit=10)
+        await channel.until(lambda: len(channel.deliveries) == 5)
+        deliveries = [e for e in events if type(e) in (c.Dlv, c.Dlvs)]
+        assert [type(e) for e in deliveries] == [c.Dlvs]
+        assert deliveries[0].cid == consumer.cid and deliveries[0].offset == 0
+        assert deliveries[0].records == [record(i) for i in range(5)]
+        assert channel.runs == [(0, 5)]
+        assert channel.deliveries == [(i, record(i), False) for i in range(5)]
 
 
 @pytest.mark.parametrize("kind", LINKS)

@@ -481,3 +481,36 @@ def test_settle_many_is_settle_for_each(tmp_path, stores, behind):
         store.flush(force=True)
         commit_round(store)
     assert unsettled(many) == unsettled(one)
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_take_many_is_take_for_each_up_to_the_first_unreadable(tmp_path, stores, behind):
+    """A dispatch run's ``take_many`` leaves a store as ``take`` one by one does and returns
+    the same records, up to the first message that cannot be read yet (not durable and no
+    longer cached), with their body bytes: cached bodies, bodies read back from disk and a
+    budget over its limit included."""
+    def build(path):
+        store = stores(open_behind(path, write_behind=1 << 30) if behind
+                       else open_store(path, cache_limit=0))
+        for i in range(6):
+            store.append(big(i) if i % 2 else rec(i))
+        commit_round(store)                  # 0..5 written (bodies dropped without behind)
+        for i in range(6, 12):
+            store.append(rec(i))
+        store.take(9)                        # buffered and taken: 9 cannot be read now
+        return store
+
+    one, many = build(tmp_path / "one"), build(tmp_path / "many")
+    offsets = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    taken = []
+    for o in offsets:
+        r = one.take(o)
+        if r is None:
+            break
+        taken.append(r)
+    assert len(taken) == 8
+    assert many.take_many(offsets) == (taken, sum(len(r.body) for r in taken))
+    fields = ("cache", "cache_bytes", "_readahead")
+    assert [getattr(many, f) for f in fields] == [getattr(one, f) for f in fields]
+    assert many.budget.cache_used == one.budget.cache_used
+    assert many.take_many([]) == ([], 0) and many.take_many([9, 10]) == ([], 0)

@@ -1,0 +1,102 @@
+"""The split layouts (``--workers 1``, two front-ends and two workers): a worker sends what it
+dispatches to one consumer in one run as one ``Dlvs`` over the ring, and the front-end
+builds the run's deliveries in one pass (``Channel.deliver_run``). Over a real socket with
+aiormq, two consumers on one channel: a channel's delivery tags are 1..n with no gap or
+repeat across its consumers and the runs, each delivery names its consumer, carries its
+message's headers and body, in order, and is not flagged redelivered; a requeue redelivers
+them flagged, with new tags, headers intact."""
+from __future__ import annotations
+
+import asyncio
+
+import aiormq
+import pytest
+
+from amqpbroker.testing import BrokerProcess
+
+# every broker here names its layout: CI's split pass would repeat it (.ci/run)
+pytestmark = pytest.mark.own_layout
+
+
+@pytest.fixture(scope="module", params=[("--workers", "1", "--frontends", "0"),
+                                        ("--workers", "2", "--frontends", "2")],
+                ids=["workers-1", "2+2"])
+def broker(request, tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("runs"), *request.param) as b:
+        yield b
+
+
+class Collector:
+    """Deliveries of one channel, in arrival order; ``wait(n)`` until n arrived."""
+
+    def __init__(self):
+        self.got: list = []
+        self._want = 0
+        self._done: asyncio.Future | None = None
+
+    async def on_message(self, message) -> None:
+        self.got.append(message)
+        if self._done is not None and len(self.got) >= self._want and not self._done.done():
+            self._done.set_result(None)
+
+    async def wait(self, n: int) -> None:
+        if len(self.got) >= n:
+            return
+        self._want = n
+        self._done = asyncio.get_running_loop().create_future()
+        await asyncio.wait_for(self._done, 60)
+
+
+async def test_runs_keep_tags_consumer_tags_headers_and_redelivered_flags(broker):
+    n = 300
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel()
+        queues = ["runs-a", "runs-b"]
+        for q in queues:
+            await ch.queue_declare(q)
+        await ch.basic_qos(prefetch_count=10 * n)
+        seen = Collector()
+        for q in queues:
+            await ch.basic_consume(q, seen.on_message, consumer_tag=f"tag-{q}")
+        pub = await conn.channel(publisher_confirms=True)
+        await asyncio.gather(*[
+            pub.basic_publish(b"%s-%05d" % (q.encode(), i), routing_key=q,
+                              properties=aiormq.spec.Basic.Properties(
+                                  headers={"i": i, "queue": q}, message_id=f"{q}-{i}"))
+            for i in range(n) for q in queues])
+        await seen.wait(2 * n)
+        assert [m.delivery_tag for m in seen.got] == list(range(1, 2 * n + 1))
+        for q in queues:
+            mine = [m for m in seen.got if m.delivery.consumer_tag == f"tag-{q}"]
+            assert [m.body for m in mine] == [b"%s-%05d" % (q.encode(), i) for i in range(n)]
+            assert [m.header.properties.headers for m in mine] == \
+                [{"i": i, "queue": q} for i in range(n)]
+            assert [m.header.properties.message_id for m in mine] == \
+                [f"{q}-{i}" for i in range(n)]
+            assert not any(m.redelivered for m in mine)
+        # requeue them all: redelivered, flagged, in order, with new tags after the old
+        await ch.basic_nack(2 * n, multiple=True, requeue=True)
+        await seen.wait(4 * n)
+        again = seen.got[2 * n:]
+        assert sorted(m.delivery_tag for m in again) == list(range(2 * n + 1, 4 * n + 1))
+        for q in queues:
+            mine = [m for m in again if m.delivery.consumer_tag == f"tag-{q}"]
+            assert [m.body for m in mine] == [b"%s-%05d" % (q.encode(), i) for i in range(n)]
+            assert [m.header.properties.headers for m in mine] == \
+                [{"i": i, "queue": q} for i in range(n)]
+            assert all(m.redelivered for m in mine)
+        # and what is published after the requeue comes as runs again, not redelivered
+        await pub.basic_publish(b"late", routing_key=queues[0])
+        await seen.wait(4 * n + 1)
+        late = seen.got[-1]
+        assert (late.body, late.redelivered, late.delivery_tag) == (b"late", False, 4 * n + 1)
+        assert late.delivery.consumer_tag == f"tag-{queues[0]}"
+        await ch.basic_ack(4 * n + 1, multiple=True)
+        for q in queues:
+            await ch.basic_cancel(f"tag-{q}")
+            ok = await ch.queue_declare(q, passive=True)
+            assert ok.message_count == 0 and ok.consumer_count == 0
+            await ch.queue_delete(q)
+    finally:
+        await conn.close()
