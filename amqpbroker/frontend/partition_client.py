@@ -37,6 +37,19 @@ BATCH_MAX = 256
 BATCH_BYTES = 256 << 10
 
 
+class Gathering:
+    """Held publishes gathering into one ``Pubs`` (or one per queue of a routed run): all
+    numbered ``seq``, to ``qid`` (a queue, or a tuple of queues), with the same priority,
+    confirm tracking and flags; ``size`` is their bodies' bytes."""
+    __slots__ = ("qid", "seq", "priority", "track", "flags", "records", "size")
+
+    def __init__(self, qid, seq: int, priority: int, track: bool, flags: int,
+                 records: list, size: int):
+        self.qid, self.seq, self.priority, self.track, self.flags = \
+            qid, seq, priority, track, flags
+        self.records, self.size = records, size
+
+
 class HostGone(errors.NotFound):
     """The worker owning the queue stopped (it is being restarted)."""
 
@@ -76,7 +89,7 @@ class PartitionClient:
         # [qid, first seq, priority, track, flags, records, body bytes]: consecutive
         # publishes of a held read to one queue, sent as one Pubs before any other command
         # (``hold``)
-        self._batch: list | None = None
+        self._batch: Gathering | None = None
         self._send_many = None
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
@@ -127,21 +140,7 @@ class PartitionClient:
         self.seq = seq = self.seq + 1
         if self.link is not None:
             if self._batching:
-                batch = self._batch
-                if batch is not None and batch[0] == qid and batch[2] == priority \
-                        and batch[3] == track and batch[4] == flags:
-                    records = batch[5]
-                    records.append(record)
-                    batch[6] += len(record.body)
-                    if len(records) >= BATCH_MAX or batch[6] >= BATCH_BYTES:
-                        self._send_batch()
-                else:
-                    if batch is not None:
-                        self._send_batch()
-                    size = len(record.body)
-                    self._batch = [qid, seq, priority, track, flags, [record], size]
-                    if size >= BATCH_BYTES:         # a big body goes alone, as a Pub
-                        self._send_batch()
+                self._gather(qid, seq, priority, track, flags, record)
             else:
                 self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track,
                                      flags=flags, record=record))
@@ -167,21 +166,7 @@ class PartitionClient:
         if not self._batching or self.link is None or self._send_many is None:
             return None
         self.seq = seq = self.seq + 1
-        batch = self._batch
-        if batch is not None and batch[0] == qids and batch[2] == priority \
-                and batch[3] == track and batch[4] == flags:
-            records = batch[5]
-            records.append(record)
-            batch[6] += len(record.body)
-            if len(records) >= BATCH_MAX or batch[6] >= BATCH_BYTES:
-                self._send_batch()
-        else:
-            if batch is not None:
-                self._send_batch()
-            size = len(record.body)
-            self._batch = [qids, seq, priority, track, flags, [record], size]
-            if size >= BATCH_BYTES:         # a big body goes alone
-                self._send_batch()
+        self._gather(qids, seq, priority, track, flags, record)
         if seq - self.seen > LINK_WINDOW:
             self.backlogged = True
         return seq
@@ -206,10 +191,29 @@ class PartitionClient:
         self._settle(c.GroupSettle(cid=cid, seq=seq, kind=kind, offsets=offsets))
         return seq
 
+    def _gather(self, qid, seq: int, priority: int, track: bool, flags: int, record) -> None:
+        """Add a held publish to the gathering batch (``qid``: a queue, or a tuple of them
+        for ``publish_routed``), or send that batch and start another; a batch goes once it
+        holds ``BATCH_MAX`` records or ``BATCH_BYTES`` of bodies (a big body goes alone)."""
+        batch = self._batch
+        if batch is not None and batch.qid == qid and batch.priority == priority \
+                and batch.track == track and batch.flags == flags:
+            batch.records.append(record)
+            batch.size += len(record.body)
+        else:
+            if batch is not None:
+                self._send_batch()
+            self._batch = batch = Gathering(qid, seq, priority, track, flags, [record],
+                                            len(record.body))
+        if len(batch.records) >= BATCH_MAX or batch.size >= BATCH_BYTES:
+            self._send_batch()
+
     def _send_batch(self) -> None:
         """The gathered publishes to the link (one ``Pub`` if alone); what the host sends
         meanwhile may gather a new batch."""
-        qid, seq, priority, track, flags, records, _ = self._batch
+        batch = self._batch
+        qid, seq, priority, track, flags, records = (
+            batch.qid, batch.seq, batch.priority, batch.track, batch.flags, batch.records)
         self._batch = None
         if type(qid) is tuple:              # a routed run (``publish_routed``): each
             if len(records) == 1:           # queue's, numbered alike, in one host batch

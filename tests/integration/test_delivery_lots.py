@@ -14,6 +14,7 @@ import aiormq
 import pytest
 
 from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.collector import Collector
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
@@ -24,27 +25,6 @@ def broker(tmp_path_factory):
     with BrokerProcess(tmp_path_factory.mktemp("lots"), "--workers", "0",
                        "--frontends", "0") as b:
         yield b
-
-
-class Collector:
-    """Deliveries of one channel, in arrival order; ``wait(n)`` until n arrived."""
-
-    def __init__(self):
-        self.got: list = []
-        self._want = 0
-        self._done: asyncio.Future | None = None
-
-    async def on_message(self, message) -> None:
-        self.got.append(message)
-        if self._done is not None and len(self.got) >= self._want and not self._done.done():
-            self._done.set_result(None)
-
-    async def wait(self, n: int) -> None:
-        if len(self.got) >= n:
-            return
-        self._want = n
-        self._done = asyncio.get_running_loop().create_future()
-        await asyncio.wait_for(self._done, 30)
 
 
 async def publish_all(url: str, exchange: str, key: str, bodies: list[bytes]) -> None:

@@ -13,6 +13,7 @@ import aiormq
 import pytest
 
 from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.collector import Collector
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
@@ -26,27 +27,6 @@ def broker(request, tmp_path_factory):
         yield b
 
 
-class Collector:
-    """Deliveries of one channel, in arrival order; ``wait(n)`` until n arrived."""
-
-    def __init__(self):
-        self.got: list = []
-        self._want = 0
-        self._done: asyncio.Future | None = None
-
-    async def on_message(self, message) -> None:
-        self.got.append(message)
-        if self._done is not None and len(self.got) >= self._want and not self._done.done():
-            self._done.set_result(None)
-
-    async def wait(self, n: int) -> None:
-        if len(self.got) >= n:
-            return
-        self._want = n
-        self._done = asyncio.get_running_loop().create_future()
-        await asyncio.wait_for(self._done, 60)
-
-
 async def test_runs_keep_tags_consumer_tags_headers_and_redelivered_flags(broker):
     n = 300
     conn = await aiormq.connect(broker.url)
@@ -56,7 +36,7 @@ async def test_runs_keep_tags_consumer_tags_headers_and_redelivered_flags(broker
         for q in queues:
             await ch.queue_declare(q)
         await ch.basic_qos(prefetch_count=10 * n)
-        seen = Collector()
+        seen = Collector(timeout=60)
         for q in queues:
             await ch.basic_consume(q, seen.on_message, consumer_tag=f"tag-{q}")
         pub = await conn.channel(publisher_confirms=True)

@@ -1,6 +1,8 @@
-"""Every PartitionLog/AckLog a test opens must be closed (or crashed) by its end."""
+"""Every PartitionLog/AckLog a test opens must be closed (or crashed) by its end; ``open_log``
+opens logs under the test's directory and closes them after it."""
 import pytest
 
+from amqpbroker.storage import PartitionLog
 from amqpbroker.testing import leaks
 
 
@@ -8,3 +10,20 @@ from amqpbroker.testing import leaks
 def no_leaked_descriptors():
     with leaks.no_new_files(under="pytest-of-"):
         yield
+
+
+@pytest.fixture
+def open_log(tmp_path):
+    """``open_log(name="p0", **kw)``: a ``PartitionLog`` (``fsync="never"`` unless given),
+    closed at the test's end."""
+    opened = []
+
+    def make(name="p0", **kw):
+        kw.setdefault("fsync", "never")
+        log = PartitionLog(tmp_path / name, **kw)
+        opened.append(log)
+        return log
+
+    yield make
+    for log in opened:
+        log.close()

@@ -20,21 +20,6 @@ def rec(i: int) -> Record:
     return Record(1_000 + i, "ex", f"rk.{i}", b"", b"m%d" % i)
 
 
-@pytest.fixture
-def open_log(tmp_path):
-    opened = []
-
-    def make(name="p0", **kw):
-        kw.setdefault("fsync", "never")
-        log = PartitionLog(tmp_path / name, **kw)
-        opened.append(log)
-        return log
-
-    yield make
-    for log in opened:
-        log.close()
-
-
 def append(log, epoch, first, n, per_batch=1):
     for i in range(first, first + n, per_batch):
         log.append([rec(j) for j in range(i, min(i + per_batch, first + n))], epoch)
