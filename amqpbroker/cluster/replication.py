@@ -889,12 +889,18 @@ class Leader:
         if self._isr_write is not None:
             self._isr_write.cancel()
         q = self.queue
-        if q.replication is self:
-            q.replication = None
-            q.visible_end = Queue.ALL_VISIBLE
-            if not q.deleted:
-                q.schedule_dispatch()
-        self.host.replicating -= 1
+        # the node leaving (``stop_all``): the copy stays guarded by this stopped leader, which
+        # refuses every publish and delivery, until the host closes. Unguarded, it was a plain
+        # queue meanwhile: a publish still reaching it (the AMQP listener closes after the
+        # cluster is left) was confirmed after its own commit round and cut later as a
+        # divergent tail (the checker, seed 2, a rolling restart: 106 confirmed lost)
+        if not (self.repl.closed and q.replication is self):
+            if q.replication is self:
+                q.replication = None
+                q.visible_end = Queue.ALL_VISIBLE
+                if not q.deleted:
+                    q.schedule_dispatch()
+            self.host.replicating -= 1
         self.host.committer.listeners.discard(self)
         self.host.committer.write_listeners.discard(self)
         self.host.replicated()
@@ -959,7 +965,8 @@ class Follower:
 
     def stop(self) -> None:
         self.stopped = True
-        self._unguard()
+        if not self.repl.closed:        # leaving (``stop_all``): stays guarded (``Leader.stop``)
+            self._unguard()
         self.task.cancel()
         if self.end is not None:
             self.end.close()

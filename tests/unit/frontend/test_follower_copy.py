@@ -49,3 +49,25 @@ async def test_a_publish_to_a_followers_copy_is_nacked_and_not_stored(client):
         assert q.replication is None and host.replicating == 0
     finally:
         roles.stop_all()
+
+
+async def test_a_publish_to_a_replicas_copy_while_the_node_leaves_is_nacked(client):
+    """``stop_all`` (the node leaving the cluster: SIGTERM) stops the roles before the AMQP
+    listener closes: a publish still reaching the copy meanwhile is nacked, not stored as in
+    a plain queue (which confirmed it, and the copy cut it later as a divergent tail: the
+    checker's rolling restart lost 106 confirmed messages that way)."""
+    c = client
+    c.send(1, C.Channel.Open())
+    await c.expect(C.Channel.OpenOk)
+    c.send(1, C.Queue.Declare(queue="qq", durable=True), C.Confirm.Select())
+    await c.expect(C.Queue.DeclareOk)
+    await c.expect(C.Confirm.SelectOk)
+    host = c.session.server.broker.partitions[0].link.host
+    [q] = [q for q in host.queues.values() if q.name == "qq"]
+    roles = NoLeader(asyncio.get_running_loop())
+    roles.following[("/", "qq")] = Follower(roles, ("/", "qq"), q)
+    roles.stop_all()
+    c.publish(1, "qq", b"while the node leaves")
+    [nack] = await c.expect(C.Basic.Nack)
+    assert nack.delivery_tag == 1
+    assert q.store.log.end_offset == 0
