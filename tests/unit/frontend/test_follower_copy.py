@@ -26,15 +26,21 @@ class NoLeader(Roles):
         return None
 
 
-async def test_a_publish_to_a_followers_copy_is_nacked_and_not_stored(client):
-    c = client
+async def declared_with_confirms(c, name: str):
+    """Channel 1 open, queue ``name`` declared durable, confirms on: (its host, the queue)."""
     c.send(1, C.Channel.Open())
     await c.expect(C.Channel.OpenOk)
-    c.send(1, C.Queue.Declare(queue="qq", durable=True), C.Confirm.Select())
+    c.send(1, C.Queue.Declare(queue=name, durable=True), C.Confirm.Select())
     await c.expect(C.Queue.DeclareOk)
     await c.expect(C.Confirm.SelectOk)
     host = c.session.server.broker.partitions[0].link.host
-    [q] = [q for q in host.queues.values() if q.name == "qq"]
+    [q] = [q for q in host.queues.values() if q.name == name]
+    return host, q
+
+
+async def test_a_publish_to_a_followers_copy_is_nacked_and_not_stored(client):
+    c = client
+    host, q = await declared_with_confirms(c, "qq")
     roles = NoLeader(asyncio.get_running_loop())
     follower = roles.following[("/", "qq")] = Follower(roles, ("/", "qq"), q)
     try:
@@ -57,13 +63,7 @@ async def test_a_publish_to_a_replicas_copy_while_the_node_leaves_is_nacked(clie
     a plain queue (which confirmed it, and the copy cut it later as a divergent tail: the
     checker's rolling restart lost 106 confirmed messages that way)."""
     c = client
-    c.send(1, C.Channel.Open())
-    await c.expect(C.Channel.OpenOk)
-    c.send(1, C.Queue.Declare(queue="qq", durable=True), C.Confirm.Select())
-    await c.expect(C.Queue.DeclareOk)
-    await c.expect(C.Confirm.SelectOk)
-    host = c.session.server.broker.partitions[0].link.host
-    [q] = [q for q in host.queues.values() if q.name == "qq"]
+    _, q = await declared_with_confirms(c, "qq")
     roles = NoLeader(asyncio.get_running_loop())
     roles.following[("/", "qq")] = Follower(roles, ("/", "qq"), q)
     roles.stop_all()
