@@ -59,7 +59,9 @@ class PikaClient:
         when it fails (a node dead, or the queue's leader not reachable yet)."""
         try:
             conn = pika.BlockingConnection(self.params)
-        except pika.exceptions.AMQPConnectionError:
+        except (pika.exceptions.AMQPConnectionError, ValueError):
+            # ValueError: pika's connector when a dying node resets a connection it had
+            # just accepted ("Expected connected socket, but getpeername() failed")
             return None
         try:
             ch = conn.channel()

@@ -50,7 +50,10 @@ def connect(directory: str) -> pika.BlockingConnection:
             url = f.read().strip()
         try:
             return pika.BlockingConnection(pika.URLParameters(url))
-        except pika.exceptions.AMQPConnectionError:
+        except (pika.exceptions.AMQPConnectionError, ValueError):
+            # ValueError: pika's connector when the peer resets a connection it just
+            # accepted ("Expected connected socket, but getpeername() failed"), as a
+            # listener torn down by a crash does to the connections in its backlog.
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)        # the broker is restarting: try again
