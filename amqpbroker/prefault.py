@@ -18,10 +18,15 @@ a thread of ours watches the break (``sbrk(0)``) and populates the new pages in 
 into memory already mapped; the thread takes the faults on the other core, in one system call
 per growth instead of one exception per page (~17 % cheaper per page, bench/RESULTS.md). The
 thread holds the GIL only to read the break and to loop: ``madvise`` runs with the GIL
-released (ctypes). It looks every ``POLL_MIN`` seconds while the heap grows (less than
-``FAST`` seconds since it last grew: a growth seen late is faulted by the loop until the thread
-catches up) and backs off to ``POLL_MAX`` after it, so an idle broker wakes it five times a
-second. Each look takes the GIL from the loop: at ``POLL_MIN`` for the whole ``BURST`` after a
+released (ctypes). It looks every ``POLL_MIN`` seconds while the heap grows (a growth less
+than ``FAST`` seconds after the one before, or one of more than two pads since the last look:
+a growth seen late is faulted by the loop until the thread catches up) and backs off to
+``POLL_MAX`` after it, so an idle broker wakes it five times a second. One growth alone is
+not "growing": ``HeapTrimmer``'s ``malloc_trim(0)`` (every minute) gives the pad back and the
+next allocation at the top takes it again, and a second of looks every ``POLL_MIN`` after
+each of those took the GIL from a lone message's loop ~500 times (bench/RESULTS.md,
+"latency_1 tail").
+Each look takes the GIL from the loop: at ``POLL_MIN`` for the whole ``BURST`` after a
 growth (as it once did), a lone message's round trip waited for it often enough to show in
 its p99 (bench/RESULTS.md, "latency_1: the prefault thread's GIL").
 
@@ -106,6 +111,8 @@ class HeapPrefaulter:
         self.populated = 0          # bytes populated so far
         self.calls = 0              # madvise calls that populated something
         self.covered = 0            # the heap's pages below this address are mapped
+        self.looks = 0              # looks at the break so far
+        self.growths = 0            # of those, how many found it moved up
         self._stop = threading.Event()
         self._thread = None
         self._fns = _libc()
@@ -139,6 +146,7 @@ class HeapPrefaulter:
         grew = -BURST                     # when the break last moved up
         wait, stop = POLL_MAX, self._stop
         while not stop.wait(wait):
+            self.looks += 1
             brk = sbrk(0) or 0
             brk -= brk % PAGE
             if brk <= done:
@@ -146,9 +154,11 @@ class HeapPrefaulter:
                 if time.monotonic() - grew > FAST:       # not growing now: slow down
                     wait = min(wait * 2, POLL_MAX)
                 continue
+            self.growths += 1
             now = time.monotonic()
+            if now - grew < FAST or brk - done > 2 * self.top_pad:
+                wait = POLL_MIN           # growing: a second growth soon, or several pads
             burst, grew = now - grew < BURST, now
-            wait = POLL_MIN
             if not burst:                 # one growth: the loop faults this pad itself
                 done = brk
                 continue

@@ -110,3 +110,37 @@ def test_a_heap_that_stopped_growing_is_polled_rarely():
     got = json.loads(out.stdout)
     assert got["calls"] >= 1, got              # it was a burst: the thread populated a growth
     assert got["wakeups"] <= 20, got           # POLL_MIN all along: ~500 a second
+
+
+ONE_GROWTH = r"""
+import json, time
+from amqpbroker.prefault import HeapPrefaulter, POLL_MAX
+h = HeapPrefaulter().start()
+deadline = time.monotonic() + 60
+while h.looks < 2:                          # the thread has looked at the break, idle
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+keep = [b"x" * 65536 for _ in range(32)]    # 2 MiB of bodies: one growth of the heap (+ the pad)
+while h.growths < 1:                        # the thread has seen it
+    assert time.monotonic() < deadline, h.looks
+    time.sleep(0.001)
+def wakeups():
+    with open(f"/proc/self/task/{h._thread.native_id}/status") as f:
+        return int(next(l for l in f if l.startswith("voluntary_ctxt_switches")).split()[1])
+before = wakeups()
+time.sleep(0.5)                                        # the half second that is measured
+print(json.dumps({"wakeups": wakeups() - before, "growths": h.growths}))
+"""
+
+
+def test_one_growth_of_the_heap_is_not_polled_for():
+    """A heap that grows once (the pad glibc gave back to ``malloc_trim`` every minute, taken
+    again) is no burst: the thread keeps looking a few times a second. Polling every
+    ``POLL_MIN`` for ``FAST`` after it took the GIL from the event loop ~500 times in that
+    second (bench/RESULTS.md, "latency_1 tail")."""
+    out = subprocess.run([sys.executable, "-c", ONE_GROWTH], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["growths"] == 1, got
+    assert got["wakeups"] <= 20, got           # POLL_MIN after it: ~250 in half a second
