@@ -437,8 +437,17 @@ IsrChange = message(95, "isr_change", ("key", "str"), ("leader", "str"), ("epoch
                     ("isr", "any"))
 # supervisor -> front-end: where the queues led by other nodes are served: ``nodes``
 # {node: [host, cluster port, workers]}, ``leaders`` [[vhost, queue, node]]; a queue not
-# listed is served by this node's own copy (``cluster/forward.py``)
-Leaders = message(96, "leaders", ("node", "str"), ("nodes", "any"), ("leaders", "any"))
+# listed is served by this node's own copy (``cluster/forward.py``); the whole table at the
+# supervisor's ``version`` of it (``cluster/routes.py``)
+Leaders = message(96, "leaders", ("node", "str"), ("version", "u64"), ("nodes", "any"),
+                  ("leaders", "any"))
+# supervisor -> front-end: the table's change from ``version - 1`` to ``version``: the
+# entries ``set`` [[vhost, queue, node]] and ``removed`` [[vhost, queue]], ``nodes`` whole
+LeadersChanged = message(98, "leaders_changed", ("version", "u64"), ("nodes", "any"),
+                         ("set", "any"), ("removed", "any"))
+# front-end -> supervisor: a ``LeadersChanged`` did not follow the front-end's ``version``
+# of the table: send the whole ``Leaders``
+LeadersWanted = message(99, "leaders_wanted", ("version", "any"))
 
 # =================================================================== control channel
 # supervisor -> front-end
@@ -467,7 +476,8 @@ ApplyOps = message(57, "apply_ops", ("ops", "any"))
 FrontendCounters = message(39, "frontend_counters", request=True)
 
 TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
-               CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters, Leaders)
+               CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters, Leaders,
+               LeadersChanged)
 TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaDescribe)
 FROM_WORKER = (IsrChange,)
 
@@ -525,7 +535,7 @@ LeaveGroup = message(59, "leave_group", ("vhost", "str"), ("topic", "str"), ("gr
 
 METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
                   DeleteQueueNow, JoinGroup, LeaveGroup, DedupSeen)
-TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo)
+TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo, LeadersWanted)
 
 # =================================================================== metadata ops
 # supervisor -> front-ends' copies (``frontend/metadata_copy.apply_op``)

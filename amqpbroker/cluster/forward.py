@@ -57,6 +57,7 @@ from ..links import ring
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
 from .placement import queue_entry
+from .routes import RoutesCopy, RoutesTable
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -225,8 +226,9 @@ class Forwarder:
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
         self.replication = None             # replication.Replication (the node sets it)
         self._sweep = None                  # a later look at links being retired
-        self._routes = None                 # contract.Leaders for the front-ends, and
-        self._told: dict[int, tuple] = {}   # front-end index -> (its channel, Leaders told)
+        self.routes = RoutesTable(node.name)    # the front-ends' routes (routes.py), and
+        self._routes_stale = True           # whether a pass may have changed them
+        self._told: dict[int, tuple] = {}   # front-end index -> (its channel, version told)
         broker.forwarder = self
 
     # ------------------------------------------------------------ the calling side
@@ -243,6 +245,13 @@ class Forwarder:
         for vh in list(self.broker.vhosts.values()):
             for q in list(vh.queues.values()):
                 self._point(vh, q)
+        self._tidy()
+        self._routes_stale = True
+        self.tell_frontends()
+
+    def _tidy(self) -> None:
+        """After queues were pointed: drop the local copies of deleted queues, retire the
+        links no queue uses, dial the others."""
         for q, (client, qid) in list(self.local_copies.items()):
             if q.deleted:                   # deleted in the cluster: this node's copy too
                 del self.local_copies[q]
@@ -252,8 +261,6 @@ class Forwarder:
                 self._retire(name, client)
             elif not client.connected:
                 client.dial()
-        self._routes = None
-        self.tell_frontends()
 
     def _retire(self, key, client: "RemoteClient") -> None:
         """A ``RemoteClient`` no queue points at any more (its queues moved) is closed once
@@ -308,25 +315,36 @@ class Forwarder:
 
     def tell_frontends(self) -> None:
         """Front-end processes forward as this broker does: they are told which queues it
-        forwards, to which node (``contract.Leaders``), when that changed or they restarted."""
+        forwards, to which node, when that changed (``contract.LeadersChanged``) or they
+        restarted (``contract.Leaders``, the whole table): routes.py."""
         frontends = getattr(self.broker, "frontends", None)
         if not frontends or self.closed:
             return
-        if self._routes is None:
+        if self._routes_stale:
+            self._routes_stale = False
             nodes = {}
-            leaders = []
+            leaders = {}
             for (node, worker), client in self.remotes.items():
                 reg = self.registration(node) or {}
                 nodes[node] = [reg.get("host"), reg.get("cluster_port"), reg.get("workers")]
                 for q in client.refs.values():
-                    leaders.append([q.vhost.name, q.name, node])
-            self._routes = c.Leaders(node=self.node.name, nodes=nodes, leaders=leaders)
+                    leaders[q.vhost.name, q.name] = node
+            self.routes.node = self.node.name
+            self.routes.update(nodes, leaders)
         for fe in frontends:
+            if fe.control is None:
+                continue
             told = self._told.get(fe.index)
-            if fe.control is not None and (told is None or told[0] is not fe.control
-                                           or told[1] != self._routes):
-                self._told[fe.index] = (fe.control, self._routes)
-                fe.control.notify(self._routes)
+            msg = self.routes.message_for(told[1] if told and told[0] is fe.control else None)
+            if msg is not None:
+                self._told[fe.index] = (fe.control, self.routes.version)
+                fe.control.notify(msg)
+
+    def tell_whole(self, fe) -> None:
+        """A front-end whose table missed a change asked for the whole (``LeadersWanted``)."""
+        if fe.control is not None and not self.closed:
+            self._told[fe.index] = (fe.control, self.routes.version)
+            fe.control.notify(self.routes.whole())
 
     def drop_local_copy(self, q, client, qid: int) -> None:
         """Remove the files of this node's copy of a deleted queue that another node led, as
@@ -703,17 +721,49 @@ class FrontendForwarder(Forwarder):
     def __init__(self, broker):
         super().__init__(_Named(), broker)
         self.nodes: dict[str, dict] = {}
-        self.leaders: dict[tuple[str, str], str] = {}
+        self.copy = RoutesCopy()
 
     def update(self, m: c.Leaders) -> None:
+        """The whole table: every queue is pointed again."""
+        self.copy.apply_whole(m)
         self.node.name = m.node
-        self.nodes = {n: {"host": host, "cluster_port": port, "workers": workers}
-                      for n, (host, port, workers) in m.nodes.items()}
-        self.leaders = {(vhost, name): node for vhost, name, node in m.leaders}
+        self._nodes_from(m.nodes)
         self.review()
 
+    def change(self, m: c.LeadersChanged) -> bool:
+        """A change of the table: the queues it names are pointed again (all of them when
+        the nodes changed). False when it does not follow this copy's version: nothing
+        was applied, the caller asks for the whole table."""
+        nodes = self.copy.nodes
+        changed = self.copy.apply_change(m)
+        if changed is None:
+            return False
+        if m.nodes != nodes:
+            self._nodes_from(m.nodes)
+            self.review()
+        elif changed:
+            self.review_queues(changed)
+        return True
+
+    def _nodes_from(self, nodes: dict) -> None:
+        self.nodes = {n: {"host": host, "cluster_port": port, "workers": workers}
+                      for n, (host, port, workers) in nodes.items()}
+
+    def review_queues(self, names) -> None:
+        """Point the queues (vhost, name) whose route changed, then dial or retire links
+        as ``review`` does."""
+        try:
+            for vhost, name in names:
+                vh = self.broker.vhosts.get(vhost)
+                q = vh.queues.get(name) if vh is not None else None
+                if q is not None:
+                    self._point(vh, q)
+            self._tidy()
+        except Exception:           # a bug must not stop the front-end following routes
+            log.exception("forwarding: following partition leaders")
+
     def leader_of(self, vhost: str, queue: str) -> str | None:
-        return self.leaders.get((vhost, queue), self.node.name)
+        return self.copy.leaders.get((vhost, queue), self.node.name)
 
     def registration(self, node: str) -> dict | None:
         return self.nodes.get(node)

@@ -319,9 +319,7 @@ class EtcdMetadata(LocalMetadata):
             if vh is None:
                 return
             if o["type"] == TOPIC:
-                self._spawn(b.topics.declare(vh, o["name"], passive=False, durable=o["durable"],
-                                             auto_delete=o["auto_delete"],
-                                             internal=o["internal"], arguments=o["arguments"]))
+                self._spawn(self._topic(vh, o))
             else:
                 vh.restore_exchange(o["name"], o["type"], durable=o["durable"],
                                     auto_delete=o["auto_delete"], internal=o["internal"],
@@ -385,6 +383,22 @@ class EtcdMetadata(LocalMetadata):
             self._spawn(self.broker.topics.delete(vh, name, False))
         else:
             vh.delete_exchange(name)
+
+    async def _topic(self, vh, o: dict) -> None:
+        """A topic from etcd. Its partition queues are made by a task, after the passes
+        that follow this change of the view (the replication's, then the forwarder's), so
+        those run again once the partitions exist. Else a partition whose key came in the
+        same read of the watch as the topic's (a loaded or restarted node) stayed a plain
+        queue here until the next change of the view: publishes through this node were
+        stored and confirmed in its copy, not on the leader, and cut once it followed."""
+        await self.broker.topics.declare(vh, o["name"], passive=False, durable=o["durable"],
+                                         auto_delete=o["auto_delete"],
+                                         internal=o["internal"], arguments=o["arguments"])
+        node = self.node
+        if node.replication is not None:
+            node.replication.review()
+        if node.forwarder is not None:
+            node.forwarder.review()
 
     async def _announce(self, q) -> None:
         try:

@@ -83,6 +83,15 @@ class Frontend:
             FrontendForwarder(self.broker)
         self.broker.forwarder.update(m)
 
+    def on_leaders_changed(self, m: c.LeadersChanged) -> None:
+        """A change of those routes (cluster/routes.py): applied on top of the version
+        before it, else the whole table is asked for."""
+        forwarder = self.broker.forwarder       # a FrontendForwarder since the first Leaders
+        if forwarder is None:
+            self.control.notify(c.LeadersWanted(version=None))
+        elif not forwarder.change(m):
+            self.control.notify(c.LeadersWanted(version=forwarder.copy.version))
+
     def on_link_worker(self, m: c.LinkWorker) -> None:
         client = self.broker.partitions[m.worker]
 

@@ -115,6 +115,11 @@ class FrontendProcess(ChildProcess):
     def on_frontend_ready(self, m: c.FrontendReady) -> None:
         self.set_ready()
 
+    def on_leaders_wanted(self, m: c.LeadersWanted) -> None:
+        """Its copy of the routes missed a change (cluster/routes.py): the whole table."""
+        if self.broker.forwarder is not None:
+            self.broker.forwarder.tell_whole(self)
+
     def on_reply_to(self, m: c.ReplyTo) -> None:
         target = self.broker.frontend_of(m.token)
         if target is not None:
