@@ -85,16 +85,19 @@ def test_a_client_of_a_stopping_leader_gets_320_before_the_node_leaves_and_keeps
 
     async def publish_until_closed():
         conn = await aiormq.connect(leader.url)
+        closing = conn.closing          # an observer of the close, and what closed it
         ch = await conn.channel(publisher_confirms=True)
-        confirmed, nacked, closed, sent = [], [], None, 0
+        confirmed, nacked, sent, ended = [], [], 0, False
         window: list[tuple[bytes, asyncio.Future]] = []
-        while closed is None:
-            while len(window) < 50 and not conn.is_closed:
+        while not ended:
+            while len(window) < 50 and not closing.done():
                 body = b"s%05d" % sent
                 sent += 1
                 window.append((body, asyncio.ensure_future(ch.basic_publish(
                     body, routing_key="repl-stop-320",
                     properties=aiormq.spec.Basic.Properties(delivery_mode=2)))))
+            if not window:
+                break
             body, answer = window.pop(0)
             try:
                 await answer
@@ -103,12 +106,15 @@ def test_a_client_of_a_stopping_leader_gets_320_before_the_node_leaves_and_keeps
                     leader.proc.send_signal(signal.SIGTERM)
             except aiormq.exceptions.DeliveryError:
                 nacked.append(body)
-            except (aiormq.exceptions.AMQPConnectionError, ConnectionError,
-                    aiormq.exceptions.ChannelInvalidStateError) as exc:
-                closed = conn.closing.exception() if conn.closing.done() else exc
+            except (aiormq.exceptions.AMQPError, ConnectionError, asyncio.CancelledError):
+                if not closing.done() and not conn.is_closed:
+                    raise       # not the connection's close (or this test's own timeout)
+                ended = True
             assert sent < 200_000, "the stopping node never closed the connection"
         for _, answer in window:
             answer.cancel()
+        await asyncio.wait({closing}, timeout=30)
+        closed = closing.exception() if closing.done() and not closing.cancelled() else None
         return confirmed, nacked, closed
 
     confirmed, nacked, closed = asyncio.run(asyncio.wait_for(publish_until_closed(), 120))
