@@ -117,12 +117,15 @@ def test_a_client_of_a_stopping_leader_gets_320_before_the_node_leaves_and_keeps
         closed = closing.exception() if closing.done() and not closing.cancelled() else None
         return confirmed, nacked, closed
 
-    confirmed, nacked, closed = asyncio.run(asyncio.wait_for(publish_until_closed(), 120))
+    try:
+        confirmed, nacked, closed = asyncio.run(asyncio.wait_for(publish_until_closed(), 120))
+    finally:    # the shutdown SIGTERM began, finished (a failure leaves no node half-stopped)
+        stopped = leader.stop()
     assert nacked == []
     assert isinstance(closed, aiormq.exceptions.ConnectionClosed), closed
     assert (closed.errno, closed.strerror) == (
         320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
-    assert leader.proc.wait(30) == 0
+    assert stopped == 0
     cluster.wait_until(lambda: queue_on(other, "repl-stop-320").get("leader") not in (
         None, f"amqpbroker@{leader.node}"))
     got = [b for b, _ in drain(other, "repl-stop-320", len(confirmed) + 50)]
