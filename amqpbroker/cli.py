@@ -276,10 +276,12 @@ async def _serve(cfg: Config) -> int:
     finally:
         if trimmer is not None:
             trimmer.stop()
-        if cluster is not None:
-            await cluster.leave()
+        # clients first (320 CONNECTION_FORCED), then the cluster: a client must not stay
+        # connected to a node that no longer leads (what waited for the HW was nacked)
         await stop_frontends(frontends)
         await server.stop()
+        if cluster is not None:
+            await cluster.leave()
         collector = getattr(broker, "collector", None)
         if collector is not None:
             await collector.stop()

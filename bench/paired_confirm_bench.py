@@ -6,7 +6,10 @@
 
 MGMT_A, MGMT_B: the management URLs of each cluster's nodes, comma-separated
 (``http://127.0.0.1:PORT,...``, as ``python -m amqpbroker.testing.cluster`` prints them;
-start one from each checkout). A
+start one from each checkout), or for B an AMQP URL of a RabbitMQ node
+(``amqp://guest:guest@127.0.0.1:5701/``, ``bench/rabbitmq_cluster.py``'s first node: the
+quorum queue is declared through it, so it leads), our rf3 against RabbitMQ's qq3 under the
+same load. A
 quorum queue ``paired-rfN`` (``x-quorum-initial-group-size`` N) is declared on each; pika
 connects to its leader (the management API's ``leader``) and publishes persistent messages
 with confirms, one at a time, alternating A, B, A, B ...: both clusters see the machine's
@@ -40,8 +43,23 @@ def amqp_port(mgmt: str) -> tuple[str, int]:
     raise LookupError(f"{mgmt}: no amqp listener")
 
 
+def rabbitmq_channel(url: str, queue: str, group: int):
+    """A RabbitMQ node (``amqp://...``, e.g. ``bench/rabbitmq_cluster.py``'s first): the quorum
+    queue declared through it, so it leads (``client-local``); a channel there."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True, arguments={
+        "x-queue-type": "quorum", "x-quorum-initial-group-size": group})
+    ch.confirm_delivery()
+    ch.queue_purge(queue)
+    return conn, ch
+
+
 def leader_channel(mgmts: list[str], queue: str, group: int):
-    """Declare the queue, wait until it has a leader and a full ISR, connect to the leader."""
+    """Declare the queue, wait until it has a leader and a full ISR, connect to the leader.
+    An ``amqp://`` URL instead of management URLs: a RabbitMQ node (``rabbitmq_channel``)."""
+    if mgmts[0].startswith("amqp://"):
+        return rabbitmq_channel(mgmts[0], queue, group)
     ports = dict(amqp_port(m) for m in mgmts)
     url = "amqp://guest:guest@127.0.0.1:%d/"
     conn = pika.BlockingConnection(pika.URLParameters(url % next(iter(ports.values()))))

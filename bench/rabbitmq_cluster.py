@@ -149,6 +149,13 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--port", type=int, default=5701)
     args = p.parse_args()
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+    # SIGTERM too, and SIGINT even when started in the background of a script (``&`` starts
+    # it with SIGINT ignored, so Ctrl-C's signal was dropped and the nodes kept running)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupted)
     with RabbitCluster(args.nodes, args.port) as rc:
         print(rc.ctl(0, "cluster_status"))
         print(" ".join(rc.urls), "pids", rc.pids(), flush=True)

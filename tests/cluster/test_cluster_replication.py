@@ -1,9 +1,12 @@
 """Replication (docs/CLUSTER.md section 4, issue 12 step 5): followers fetch from the leader,
 confirms wait for the high watermark, too few in-sync replicas nack, acks replicate. Three
 real nodes, a real etcd, pika and the management API; the leader is killed with SIGKILL."""
+import asyncio
 import glob
 import os
+import signal
 
+import aiormq
 import pika
 import pytest
 
@@ -67,6 +70,67 @@ def test_publishes_with_too_few_in_sync_replicas_are_nacked(restored_cluster):
     conn.close()
     got = drain(leader, "repl-minisr", 2)
     assert [b for b, _ in got] == [b"ok"]
+
+
+def test_a_client_of_a_stopping_leader_gets_320_before_the_node_leaves_and_keeps_its_confirms(
+        restored_cluster):
+    """SIGTERM to the leader's node while its client keeps 50 confirmed publishes in
+    flight: the node closes its AMQP side first (320 CONNECTION_FORCED, RabbitMQ's wording
+    for a shutdown) and leaves the cluster after. When it left first, the client stayed
+    connected to a node that no longer led: what waited for the HW then was nacked. Now
+    nothing is nacked, and every confirmed message is served by the new leader, in order."""
+    cluster = restored_cluster
+    leader = declare_quorum(cluster, "repl-stop-320")
+    other = next(n for n in cluster.nodes if n is not leader)
+
+    async def publish_until_closed():
+        conn = await aiormq.connect(leader.url)
+        closing = conn.closing          # an observer of the close, and what closed it
+        ch = await conn.channel(publisher_confirms=True)
+        confirmed, nacked, sent, ended = [], [], 0, False
+        window: list[tuple[bytes, asyncio.Future]] = []
+        while not ended:
+            while len(window) < 50 and not closing.done():
+                body = b"s%05d" % sent
+                sent += 1
+                window.append((body, asyncio.ensure_future(ch.basic_publish(
+                    body, routing_key="repl-stop-320",
+                    properties=aiormq.spec.Basic.Properties(delivery_mode=2)))))
+            if not window:
+                break
+            body, answer = window.pop(0)
+            try:
+                await answer
+                confirmed.append(body)
+                if len(confirmed) == 200:
+                    leader.proc.send_signal(signal.SIGTERM)
+            except aiormq.exceptions.DeliveryError:
+                nacked.append(body)
+            except (aiormq.exceptions.AMQPError, ConnectionError, asyncio.CancelledError):
+                if not closing.done() and not conn.is_closed:
+                    raise       # not the connection's close (or this test's own timeout)
+                ended = True
+            assert sent < 200_000, "the stopping node never closed the connection"
+        for _, answer in window:
+            answer.cancel()
+        await asyncio.wait({closing}, timeout=30)
+        closed = closing.exception() if closing.done() and not closing.cancelled() else None
+        return confirmed, nacked, closed
+
+    try:
+        confirmed, nacked, closed = asyncio.run(asyncio.wait_for(publish_until_closed(), 120))
+    finally:    # the shutdown SIGTERM began, finished (a failure leaves no node half-stopped)
+        stopped = leader.stop()
+    assert nacked == []
+    assert isinstance(closed, aiormq.exceptions.ConnectionClosed), closed
+    assert (closed.errno, closed.strerror) == (
+        320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
+    assert stopped == 0
+    cluster.wait_until(lambda: queue_on(other, "repl-stop-320").get("leader") not in (
+        None, f"amqpbroker@{leader.node}"))
+    got = [b for b, _ in drain(other, "repl-stop-320", len(confirmed) + 50)]
+    # the publishes unanswered when the connection closed may or may not have been stored
+    assert got[:len(confirmed)] == confirmed
 
 
 def test_a_followers_log_is_byte_identical_to_the_leaders(shared_cluster):
