@@ -98,11 +98,14 @@ done:
 /* The exchange, routing key and properties of the last record a batch decoded (their bytes
  * in the caller's buffer and the objects made of them): the records of a batch mostly share
  * them (one queue's deliveries, one publisher's messages), so the next record that has the
- * same bytes gets the same immutable objects instead of new ones (unpack_messages). */
+ * same bytes gets the same immutable objects instead of new ones (unpack_messages). The
+ * timestamp likewise: a read's publishes carry the session's clock, one millisecond. */
 typedef struct {
     const unsigned char *at[3];
     Py_ssize_t len[3];
     PyObject *obj[3];         /* borrowed from the records already decoded */
+    uint64_t ts;              /* the timestamp last decoded, and its int (borrowed, or NULL): */
+    PyObject *ts_obj;         /* a batch's records mostly share their millisecond */
 } field_memo;
 
 /* A new reference to field k (0 exchange, 1 routing key: str; 2 properties: bytes) made of
@@ -151,12 +154,17 @@ static int unpack_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos
     if ((Py_ssize_t)body_len != (b + end) - p) goto bad;
     body = PyBytes_FromStringAndSize((const char *)p, body_len);
     if (!body) goto fail;
-    fields[0] = PyLong_FromUnsignedLongLong(ts);
+    int ts_seen = memo && memo->ts_obj && memo->ts == ts;
+    fields[0] = ts_seen ? Py_NewRef(memo->ts_obj) : PyLong_FromUnsignedLongLong(ts);
     fields[5] = PyLong_FromUnsignedLong(flags);
     if (!fields[0] || !fields[5]) {
         Py_XDECREF(fields[0]);
         Py_XDECREF(fields[5]);
         goto fail;
+    }
+    if (memo && !ts_seen) {
+        memo->ts = ts;
+        memo->ts_obj = fields[0];
     }
     fields[1] = ex; fields[2] = rk; fields[3] = props; fields[4] = body;
     *end_out = end;
@@ -233,6 +241,25 @@ static Py_ssize_t fmt_fixed(const char *fmt, int *is_list) {
     return n - *is_list;
 }
 
+/* A record's properties or body as a buffer: a bytes object's own storage (no buffer
+ * taken: the usual case, one pair of calls less per field and record on a ring crossing),
+ * or any other buffer (a memoryview, a bytearray) taken with PyObject_GetBuffer. Give it
+ * back with release_view. */
+static int field_view(PyObject *v, Py_buffer *view) {
+    if (PyBytes_CheckExact(v)) {
+        view->obj = NULL;
+        view->buf = PyBytes_AS_STRING(v);
+        view->len = PyBytes_GET_SIZE(v);
+        return 0;
+    }
+    return PyObject_GetBuffer(v, view, PyBUF_SIMPLE);
+}
+
+static void release_view(Py_buffer *view) {
+    if (view->obj)
+        PyBuffer_Release(view);
+}
+
 /* Bytes record `rec` (a tuple of six) takes in the log layout, its rec_len u32 included;
  * -1 with an exception set. */
 static Py_ssize_t record_bytes(PyObject *rec) {
@@ -250,10 +277,15 @@ static Py_ssize_t record_bytes(PyObject *rec) {
     }
     Py_ssize_t lens[2];
     for (int k = 0; k < 2; k++) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3 + k), &b, PyBUF_SIMPLE) < 0) return -1;
-        lens[k] = b.len;
-        PyBuffer_Release(&b);
+        PyObject *v = PyTuple_GET_ITEM(rec, 3 + k);
+        if (PyBytes_CheckExact(v)) {        /* the usual case: no buffer to take and release */
+            lens[k] = PyBytes_GET_SIZE(v);
+        } else {
+            Py_buffer b;
+            if (PyObject_GetBuffer(v, &b, PyBUF_SIMPLE) < 0) return -1;
+            lens[k] = b.len;
+            PyBuffer_Release(&b);
+        }
         if (lens[k] > 0xffffffffLL) {
             PyErr_SetString(PyExc_ValueError, "record field over 4 GiB");
             return -1;
@@ -289,9 +321,9 @@ static Py_ssize_t put_record(unsigned char *p, PyObject *rec, Py_ssize_t avail) 
     unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(rec, 5));
     if (flags == (unsigned long)-1 && PyErr_Occurred()) return -1;
     Py_buffer props, body;
-    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 3), &props, PyBUF_SIMPLE) < 0) return -1;
-    if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec, 4), &body, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&props);
+    if (field_view(PyTuple_GET_ITEM(rec, 3), &props) < 0) return -1;
+    if (field_view(PyTuple_GET_ITEM(rec, 4), &body) < 0) {
+        release_view(&props);
         return -1;
     }
     Py_ssize_t rec_len = RECORD_FIXED + ex_len + rk_len + props.len + body.len;
@@ -303,8 +335,8 @@ static Py_ssize_t put_record(unsigned char *p, PyObject *rec, Py_ssize_t avail) 
     write_record(p, (uint32_t)rec_len, ts, flags, ex, ex_len, rk, rk_len, &props, &body);
     out = 4 + rec_len;
 done:
-    PyBuffer_Release(&props);
-    PyBuffer_Release(&body);
+    release_view(&props);
+    release_view(&body);
     return out;
 }
 
