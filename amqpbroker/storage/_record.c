@@ -17,6 +17,18 @@
 
 #define RECORD_FIXED (8 + 1 + 1 + 1 + 4 + 4)
 
+/* An int as a u64, (unsigned long long)-1 with an exception set if it is not one. Where a
+ * long has 64 bits, PyLong_AsUnsignedLong: CPython 3.11's PyLong_AsUnsignedLongLong goes
+ * through its generic byte-array conversion for any int of more than one digit (a
+ * millisecond timestamp, an offset), ~220 instructions against ~30 (callgrind). */
+static unsigned long long as_u64(PyObject *v) {
+#if ULONG_MAX >= 0xffffffffffffffffULL
+    return PyLong_AsUnsignedLong(v);
+#else
+    return PyLong_AsUnsignedLongLong(v);
+#endif
+}
+
 static void put_u32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
@@ -212,7 +224,7 @@ static unsigned char *put_fixed(unsigned char *p, PyObject *msg, const char *fmt
             *p++ = (unsigned char)t;
             continue;
         }
-        unsigned long long x = PyLong_AsUnsignedLongLong(v);
+        unsigned long long x = as_u64(v);
         if (x == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
         if (fmt[i] == 'Q') { put_u64(p, x); p += 8; }
         else if (fmt[i] == 'I') {
@@ -316,7 +328,7 @@ static Py_ssize_t put_record(unsigned char *p, PyObject *rec, Py_ssize_t avail) 
                         "exchange and routing key are AMQP shortstrs: at most 255 bytes");
         return -1;
     }
-    unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(rec, 0));
+    unsigned long long ts = as_u64(PyTuple_GET_ITEM(rec, 0));
     if (ts == (unsigned long long)-1 && PyErr_Occurred()) return -1;
     unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(rec, 5));
     if (flags == (unsigned long)-1 && PyErr_Occurred()) return -1;
@@ -504,7 +516,7 @@ static PyObject *pack_records(PyObject *self, PyObject *args) {
                 PyErr_SetString(PyExc_TypeError, "record properties and body are bytes");
                 goto done;
             }
-            unsigned long long ts = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
+            unsigned long long ts = as_u64(PyTuple_GET_ITEM(r, 0));
             if (ts == (unsigned long long)-1 && PyErr_Occurred())
                 goto done;
             unsigned long flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 5));
@@ -546,7 +558,7 @@ static PyObject *pack_records(PyObject *self, PyObject *args) {
             PyObject *props = PyTuple_GET_ITEM(r, 3), *body = PyTuple_GET_ITEM(r, 4);
             Py_ssize_t plen = PyBytes_GET_SIZE(props), blen = PyBytes_GET_SIZE(body);
             put_u32(p, (uint32_t)(RECORD_FIXED + ex_len + rk_len + plen + blen));
-            put_u64(p + 4, PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0)));
+            put_u64(p + 4, as_u64(PyTuple_GET_ITEM(r, 0)));
             p[12] = (unsigned char)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 5));
             p[13] = (unsigned char)ex_len;
             p += 14;
