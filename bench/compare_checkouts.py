@@ -5,6 +5,13 @@ broker started from each checkout in turn (``python -m amqpbroker serve`` with t
 as working directory and first on PYTHONPATH), so drift on the machine hits both alike; prints
 the median broker CPU per delivered message (whole process tree) and delivered msg/s.
 
+``pubsub_e2e`` also gets a column per checkout, "µs/handled": the broker's CPU over the mean
+of the published and delivered rates. Its producers are not held to the consumers' pace, so
+on a loaded machine the queue grows during the run, by how much depends on the layout and
+the minute, and the CPU spent on messages published but not yet delivered is charged to the
+delivered ones: per delivered message alone, a layout whose consumer falls further behind
+looks dearer per message than it is (bench/RING_RESULTS.md, issue 8, "the consumer behind").
+
     python bench/compare_checkouts.py --checkout before=/path/to/old --checkout after=. \
         [--rounds 3] [--seconds 5] [--size 16,1024] [--scenario pubsub_e2e,publish_confirm]
         [--layouts "1 process,--workers 1"]
@@ -94,19 +101,24 @@ def main() -> None:
                 for name, layout in layouts.items():
                     for label, path in checkouts:
                         r = run_once(args, os.path.abspath(path), layout, size, scenario)
+                        cpu = r["cpu"]["broker_pct"] / 100 * 1e6       # µs per second
+                        published = r.get("detail", {}).get("published_w_rate")
+                        handled = (r["value"] + published) / 2 if published else r["value"]
                         results.setdefault((scenario, size, name, label), []).append(
-                            (r["value"], r["cpu"]["broker_pct"] / 100 * 1e6 / r["value"]))
+                            (r["value"], cpu / r["value"], cpu / handled))
     print("| scenario | size | layout | "
-          + " | ".join(f"{lbl} µs/msg | {lbl} msg/s" for lbl, _ in checkouts) + " |")
-    print("|---|---:|---|" + "---:|---:|" * len(checkouts))
+          + " | ".join(f"{lbl} µs/msg | {lbl} µs/handled | {lbl} msg/s" for lbl, _ in checkouts)
+          + " |")
+    print("|---|---:|---|" + "---:|---:|---:|" * len(checkouts))
     for scenario in scenarios:
         for size in sizes:
             for name in layouts:
                 cells = []
                 for label, _ in checkouts:
                     runs = results[(scenario, size, name, label)]
-                    cells.append(f"{statistics.median(c for _, c in runs):.1f} | "
-                                  f"{statistics.median(v for v, _ in runs):,.0f}")
+                    cells.append(f"{statistics.median(c for _, c, _ in runs):.1f} | "
+                                  f"{statistics.median(h for _, _, h in runs):.1f} | "
+                                  f"{statistics.median(v for v, _, _ in runs):,.0f}")
                 print(f"| {scenario} | {size} | {name} | " + " | ".join(cells) + " |")
 
 

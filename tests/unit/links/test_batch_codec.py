@@ -206,6 +206,40 @@ def test_records_of_a_batch_share_equal_exchange_routing_key_and_properties():
     assert r[3].properties is not r[2].properties and r[1].body is not r[0].body
 
 
+def test_records_of_a_batch_share_an_equal_timestamp():
+    """A read's publishes carry one millisecond (the session's clock): a record whose timestamp
+    is the record before's gets the same int object, not a new one; a different one its own."""
+    ts = 1_700_000_000_123
+    records = [rec.Record(t, "", "q", b"", b"b", 0) for t in (ts, ts, ts + 1, ts + 1, ts)]
+    m = c.Pubs(qid=1, seq=1, priority=0, track=False, flags=0, records=records)
+    data, lens, count = c.encode_many([m], WHOLE, 1 << 20)
+    got = c.decode_many(data, array.array("Q", [0, len(data)]).tobytes(), 1, reference_other)
+    assert got == [m]
+    r = got[0].records
+    assert r[1].timestamp is r[0].timestamp and r[3].timestamp is r[2].timestamp
+    assert r[2].timestamp == ts + 1 and r[4].timestamp == ts and r[4].timestamp is not r[3].timestamp
+
+
+@pytest.mark.parametrize("size_messages, pack_messages_at",
+                         [(rec.size_messages, rec.pack_messages_at),
+                          (rec.size_messages_py, rec.pack_messages_at_py)])
+def test_record_fields_in_other_buffers_encode_as_bytes_do(size_messages, pack_messages_at):
+    """Properties and body are usually bytes (sized and copied without taking a buffer); a
+    memoryview or bytearray (a slice of a read buffer) gives the same bytes on the wire."""
+    plain = rec.Record(5, "ex", "rk", b"\x10\x00", b"body" * 10, 1)
+    views = rec.Record(5, "ex", "rk", bytearray(b"\x10\x00"), memoryview(b"xx" + b"body" * 10 + b"yy")[2:42], 1)
+    assert bytes(views.body) == plain.body
+    msgs = [c.Dlv(cid=1, qid=2, offset=3, redelivered=False, record=r) for r in (plain, views)]
+    want = one_by_one(msgs[:1]) * 2
+    data, lens, count = c.encode_many(msgs, WHOLE, 1 << 20)
+    assert (data, count) == (b"".join(want), 2)
+    sized, lens, count = size_messages(msgs, c.HOT_ENCODE, lambda m: c.encode_bytes(m, WHOLE),
+                                       WHOLE, 1 << 20)
+    buf = bytearray(len(data))
+    pack_messages_at(sized, buf, array.array("Q", [0, len(want[0])]).tobytes(), count)
+    assert bytes(buf) == data
+
+
 def test_a_reads_publishes_are_one_header_then_their_records_in_the_log_layout():
     """``Pubs`` is a hot message, not a pickle: its fixed fields once, a u32 count, then each
     record exactly as the log stores it (so the ring link carries a read's publishes to one
