@@ -27,28 +27,13 @@ import types
 
 sys.path.insert(0, ".")
 from amqpbroker import contract as c                            # noqa: E402
-from amqpbroker.cluster.forward import Forwarder                # noqa: E402
 from amqpbroker.config import Config                            # noqa: E402
 from amqpbroker.frontend.main import Frontend                   # noqa: E402
 from amqpbroker.frontend.partition_client import PartitionClient   # noqa: E402
 from amqpbroker.links.local import LocalLink                    # noqa: E402
 from amqpbroker.supervisor.owner import MetadataOwner           # noqa: E402
+from amqpbroker.testing.forwarding import TableForwarder         # noqa: E402
 from amqpbroker.worker.host import PartitionHost                # noqa: E402
-
-
-class BenchForwarder(Forwarder):
-    """The supervisor's forwarder, the leaders read from ``table`` instead of etcd."""
-
-    def __init__(self, broker, table: dict, port: int):
-        super().__init__(types.SimpleNamespace(name="n1"), broker)
-        self.table = table
-        self.port = port
-
-    def leader_of(self, vhost: str, queue: str):
-        return self.table.get(queue)
-
-    def registration(self, node: str):
-        return {"host": "127.0.0.1", "cluster_port": self.port, "workers": 1}
 
 
 class FakeFrontend:
@@ -95,7 +80,7 @@ async def run(args) -> None:
         clock = {"frontends": 0.0, "bytes": 0}
         asked = []
         receiver = types.SimpleNamespace(broker=fe_broker, control=None)
-        fwd = BenchForwarder(sup, table, port)
+        fwd = TableForwarder(sup, table, port)
         sup.frontends = [FakeFrontend(i, receiver, clock) for i in range(args.frontends)]
         # a front-end asking for the whole table (LeadersWanted) would be counted here
         receiver.control = types.SimpleNamespace(notify=asked.append)

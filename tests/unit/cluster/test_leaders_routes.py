@@ -19,7 +19,6 @@ import types
 import pytest
 
 from amqpbroker import contract as c
-from amqpbroker.cluster.forward import Forwarder
 from amqpbroker.config import Config
 from amqpbroker.frontend.main import Frontend
 from amqpbroker.frontend.partition_client import PartitionClient
@@ -27,24 +26,10 @@ from amqpbroker.links.control import ControlChannel, socket_pairs
 from amqpbroker.links.local import LocalLink
 from amqpbroker.supervisor.frontends import FrontendProcess
 from amqpbroker.supervisor.owner import MetadataOwner
+from amqpbroker.testing.forwarding import TableForwarder
 from amqpbroker.worker.host import PartitionHost
 
 QUEUES = [f"q{i}" for i in range(40)]
-
-
-class TableForwarder(Forwarder):
-    """The supervisor's forwarder, the leaders read from ``table`` instead of etcd."""
-
-    def __init__(self, broker, table: dict, port: int):
-        super().__init__(types.SimpleNamespace(name="n1"), broker)
-        self.table = table
-        self.port = port
-
-    def leader_of(self, vhost: str, queue: str):
-        return self.table.get(queue)
-
-    def registration(self, node: str):
-        return {"host": "127.0.0.1", "cluster_port": self.port, "workers": 1}
 
 
 class Unreliable:
