@@ -306,6 +306,33 @@ def test_declare_purge_and_delete_forms(browser, broker):
         f"/api/queues/%2F/{name}": ("PUT", "DELETE")})
 
 
+def exchange_exists(b: BrokerProcess, name: str) -> bool:
+    with amqp(b) as conn:
+        try:
+            conn.channel().exchange_declare(name, passive=True)
+            return True
+        except ChannelClosedByBroker as err:
+            assert err.reply_code == 404
+            return False
+
+
+def test_the_delete_form_of_an_exchange(browser, broker):
+    """The exchange's page deletes it, goes back to the list, and its refresh does not ask
+    for the exchange once the DELETE is sent (no 404 in the console)."""
+    name = f"dash-x-{uuid.uuid4().hex[:8]}"
+    with amqp(broker) as conn:
+        conn.channel().exchange_declare(name, "topic", durable=True)
+    login(browser, broker)
+    go(browser, f"#/exchanges/{q('/')}/{name}")
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "delete"))
+    wait_text(browser, "#exchange-details", r"topic")
+    browser.find_element(By.ID, "delete").click()
+    browser.switch_to.alert.accept()
+    WebDriverWait(browser, WAIT).until(lambda d: d.current_url.endswith("#/exchanges"))
+    assert not exchange_exists(broker, name)
+    assert_no_console_errors(browser, broker)
+
+
 @pytest.mark.parametrize("page, container, endpoint, what", [
     ("#/channels", "#channels", "/api/channels", "Channels"),
     ("#/topics", "#topics", "/api/topics", "Topics"),

@@ -2,7 +2,7 @@
 import * as api from "../api.js";
 import { el, errorNote, fill, fmtBool, fmtRate, link, props, rate, table,
          unavailableNote } from "../dom.js";
-import { dangerButton, declareForm, publishForm } from "./forms.js";
+import { dangerButton, declareForm, publishForm, stoppableRefresh } from "./forms.js";
 import { vhostNames } from "./queues.js";
 
 const COLUMNS = [
@@ -36,15 +36,17 @@ export function mountOne(root, [vhost, name]) {
   const bindings = el("div", { id: "exchange-bindings" });
   const out = el("div", { class: "result", id: "exchange-danger-result" });
   const builtin = name === "" || name.startsWith("amq.");
+  const live = stoppableRefresh(draw);
   root.append(el("h1", {}, `Exchange ${name || "(AMQP default)"}`,
     el("small", {}, ` in virtual host ${vhost}`)), details,
     el("h2", {}, "Bindings from this exchange"), bindings,
     el("div", { class: "forms" }, publishForm(vhost, name),
       builtin ? null : el("div", { class: "card" }, el("strong", {}, "Delete"), el("p", {},
         dangerButton("delete", "Delete exchange", `Delete the exchange '${name}'?`, "DELETE",
-          path, out, "Exchange deleted.", () => { location.hash = "#/exchanges"; })), out)));
+          path, out, "Exchange deleted.", () => { location.hash = "#/exchanges"; },
+          live.stop)), out)));
 
-  async function refresh() {
+  async function draw() {
     const r = await api.get(path);
     if (!r.ok) return fill(details, errorNote("Exchange", r));
     const x = r.data;
@@ -59,5 +61,5 @@ export function mountOne(root, [vhost, name]) {
       { title: "Arguments", value: (x) => JSON.stringify(x.arguments || {}) },
     ], b.data, { empty: "No bindings." }));
   }
-  return { refresh };
+  return { refresh: live.refresh };
 }

@@ -118,11 +118,34 @@ export function declareForm(kind, vhosts, onDone) {
 }
 
 /** A button that confirms, calls `method path`, and reports in `out`. */
-export function dangerButton(id, label, question, method, path, out, okText, onDone) {
+// before(): awaited once the person confirmed and before the call; it may return a function
+// to undo itself, run when the call fails (a page that stops refreshing what it deletes).
+export function dangerButton(id, label, question, method, path, out, okText, onDone, before) {
   return el("button", { type: "button", class: "danger", id, onclick: async () => {
     if (!window.confirm(question)) return;
+    const undo = before ? await before() : null;
     const r = await api.call(method, path);
     report(out, r, okText, { name: label, endpointMayBeMissing: true });
     if (r.ok && onDone) onDone();
+    if (!r.ok && undo) undo();
   } }, label);
+}
+
+// A details page's refresh that deleting the object stops: once stop() resolved, no refresh
+// asks for the object (one still in flight is awaited first), so none reads a 404 for what
+// the person just deleted. stop() returns its undo, for a delete that failed.
+export function stoppableRefresh(draw) {
+  let stopped = false;
+  let drawing = null;
+  async function refresh() {
+    if (stopped) return;
+    drawing = draw();
+    try { await drawing; } finally { drawing = null; }
+  }
+  async function stop() {
+    stopped = true;
+    if (drawing) await drawing.catch(() => {});
+    return () => { stopped = false; };
+  }
+  return { refresh, stop };
 }

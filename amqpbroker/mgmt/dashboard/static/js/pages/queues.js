@@ -4,7 +4,7 @@ import * as api from "../api.js";
 import { History, LineChart } from "../linechart.js";
 import { el, errorNote, fill, fmtBool, fmtBytes, fmtRate, link, props, rate, table,
          unavailableNote } from "../dom.js";
-import { dangerButton, declareForm, getForm, publishForm } from "./forms.js";
+import { dangerButton, declareForm, getForm, publishForm, stoppableRefresh } from "./forms.js";
 
 const COLUMNS = [
   { title: "Virtual host", value: (q) => q.vhost },
@@ -53,6 +53,7 @@ export function mountOne(root, [vhost, name]) {
   const consumers = el("div", { id: "queue-consumers" });
   const bindings = el("div", { id: "queue-bindings" });
   const dangerOut = el("div", { class: "result", id: "queue-danger-result" });
+  const live = stoppableRefresh(draw);
   root.append(
     el("h1", {}, `Queue ${name}`, el("small", {}, ` in virtual host ${vhost}`)),
     details, el("div", { class: "charts" }, depthChart.node, rateBox),
@@ -61,12 +62,13 @@ export function mountOne(root, [vhost, name]) {
     el("div", { class: "forms" }, publishForm(vhost, "", name), getForm(vhost, name),
       el("div", { class: "card" }, el("strong", {}, "Purge or delete"), el("p", {},
         dangerButton("purge", "Purge messages", `Purge every ready message of '${name}'?`,
-          "DELETE", `${path}/contents`, dangerOut, "Queue purged.", () => refresh()), " ",
+          "DELETE", `${path}/contents`, dangerOut, "Queue purged.", () => live.refresh()), " ",
         dangerButton("delete", "Delete queue", `Delete the queue '${name}' and its messages?`,
-          "DELETE", path, dangerOut, "Queue deleted.", () => { location.hash = "#/queues"; })),
+          "DELETE", path, dangerOut, "Queue deleted.", () => { location.hash = "#/queues"; },
+          live.stop)),
       dangerOut)));
 
-  async function refresh() {
+  async function draw() {
     const r = await api.get(path);
     if (!r.ok) return fill(details, r.status === 404
       ? el("p", { class: "error" }, `There is no queue '${name}' in virtual host '${vhost}'.`)
@@ -116,5 +118,5 @@ export function mountOne(root, [vhost, name]) {
       { title: "Arguments", value: (x) => JSON.stringify(x.arguments || {}) },
     ], b.data, { empty: "No bindings." }));
   }
-  return { refresh };
+  return { refresh: live.refresh };
 }
