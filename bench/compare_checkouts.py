@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -104,8 +105,11 @@ def main() -> None:
                         cpu = r["cpu"]["broker_pct"] / 100 * 1e6       # µs per second
                         published = r.get("detail", {}).get("published_w_rate")
                         handled = (r["value"] + published) / 2 if published else r["value"]
+                        if not r["value"]:          # a run that moved nothing: say so, count it as nan
+                            print(f"# {label} {name} {scenario} {size} B: 0 msg/s", file=sys.stderr)
+                            cpu, handled = math.nan, 1
                         results.setdefault((scenario, size, name, label), []).append(
-                            (r["value"], cpu / r["value"], cpu / handled))
+                            (r["value"], cpu / (r["value"] or 1), cpu / handled))
     print("| scenario | size | layout | "
           + " | ".join(f"{lbl} µs/msg | {lbl} µs/handled | {lbl} msg/s" for lbl, _ in checkouts)
           + " |")
