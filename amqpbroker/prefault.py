@@ -18,28 +18,29 @@ a thread of ours watches the break (``sbrk(0)``) and populates the new pages in 
 into memory already mapped; the thread takes the faults on the other core, in one system call
 per growth instead of one exception per page (~17 % cheaper per page, bench/RESULTS.md). The
 thread holds the GIL only to read the break and to loop: ``madvise`` runs with the GIL
-released (ctypes). It looks every ``POLL_MIN`` seconds while the heap grows (a growth less
-than ``FAST`` seconds after the one before, or one of more than two pads since the last look:
-a growth seen late is faulted by the loop until the thread catches up) and backs off to
-``POLL_MAX`` after it, so an idle broker wakes it five times a second. One growth alone is
-not "growing": ``HeapTrimmer``'s ``malloc_trim(0)`` (every minute) gives the pad back and the
-next allocation at the top takes it again, and a second of looks every ``POLL_MIN`` after
-each of those took the GIL from a lone message's loop ~500 times (bench/RESULTS.md,
-"latency_1 tail").
-Each look takes the GIL from the loop: at ``POLL_MIN`` for the whole ``BURST`` after a
-growth (as it once did), a lone message's round trip waited for it often enough to show in
-its p99 (bench/RESULTS.md, "latency_1: the prefault thread's GIL").
+released (ctypes).
 
-Only a heap that keeps growing is populated: a growth within ``BURST`` seconds of the one
-before, i.e. more than a pad per 30 s (the pad of the first growth of a burst is faulted by
-the loop as before). A broker that
-starts, or grows now and then, keeps the resident memory it had without this (the pad is
-address space until touched); under a growing queue the thread keeps at most one pad
-(``TOP_PAD``) populated ahead of what malloc handed out. The pad is 16 MiB because the
-memory alarm counts it: tests/integration/test_memory_backpressure.py holds the broker to
-its limit + 64 MiB, and a 64 MiB pad (2.8 faults per message instead of ~4 with 32 MiB) went
-past it. After a burst, glibc keeps up to
-``TOP_PAD`` of freed memory at the heap's top (it trims down to the pad, not to nothing) until
+When it populates: only a heap that keeps growing, i.e. a growth within ``BURST`` seconds of
+the one before (more than a pad per 30 s); the pad of a burst's first growth is faulted by the
+loop as before. A broker that starts, or grows now and then, keeps the resident memory it had
+without this (the pad is address space until touched); under a growing queue the thread keeps
+at most one pad (``TOP_PAD``) populated ahead of what malloc handed out.
+
+How often it looks: each look at the break takes the GIL from the loop, so the thread looks
+every ``POLL_MIN`` seconds only while the heap is growing now (a growth less than ``FAST``
+seconds after the one before, or one of more than two pads since the last look: a growth seen
+late is faulted by the loop until the thread catches up) and backs off to ``POLL_MAX``
+otherwise, so an idle broker wakes it five times a second. Looking every ``POLL_MIN`` for the
+whole ``BURST`` after a growth, as it once did, showed in a lone message's p99
+(bench/RESULTS.md, "latency_1: the prefault thread's GIL"). One growth alone is not "growing":
+``HeapTrimmer``'s ``malloc_trim(0)`` (every minute) gives the pad back and the next allocation
+at the top takes it again; a second of looks every ``POLL_MIN`` after each of those took the
+GIL from a lone message's loop ~500 times (bench/RESULTS.md, "latency_1 tail").
+
+The pad is 16 MiB because the memory alarm counts it:
+tests/integration/test_memory_backpressure.py holds the broker to its limit + 64 MiB, and a
+64 MiB pad (2.8 faults per message instead of ~4 with 32 MiB) went past it. After a burst,
+glibc keeps up to ``TOP_PAD`` of freed memory at the heap's top (it trims down to the pad, not to nothing) until
 ``HeapTrimmer``'s ``malloc_trim(0)`` (supervisor/heap.py). Setting either glibc parameter
 turns off glibc's dynamic mmap threshold, which would otherwise rise to the largest freed
 mmapped chunk: it is fixed at ``MMAP_THRESHOLD`` (1 MiB) instead, so a body up to 1 MiB comes
