@@ -53,6 +53,7 @@ from .. import errors
 from ..frontend import actions
 from ..frontend.partition_client import HostGone, PartitionClient
 from ..frontend.broker import worker_of
+from ..frontend.exchange import PartitionedExchange
 from ..links import ring
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
@@ -381,9 +382,22 @@ class Forwarder:
         return self.node.membership.nodes().get(node)
 
     def worker_on(self, node: str, vhost: str, queue: str) -> int:
-        """The worker of ``node`` that hosts the queue (its registration's ``workers``)."""
+        """The worker of ``node`` that hosts the queue, of its registration's ``workers``:
+        where the queue's name hashes, or for partition i of a topic, the i-th worker after
+        the one the topic's name hashes to, as that node places it (supervisor/topics.py,
+        ``partition_worker``). (By the partition queue's own name, a front-end's Open of
+        a topic's partition on a node with workers went to the wrong worker: refused, the
+        queue down there, its publishes nacked.)"""
         reg = self.registration(node) or {}
-        return worker_of(vhost, queue, reg.get("workers") or 1)
+        workers = reg.get("workers") or 1
+        topic, sep, index = queue.rpartition("-")
+        if sep and index.isascii() and index.isdigit():
+            vh = self.broker.vhosts.get(vhost)
+            ex = vh.exchanges.get(topic) if vh is not None else None
+            if isinstance(ex, PartitionedExchange) and int(index) < ex.partitions \
+                    and str(int(index)) == index:
+                return (worker_of(vhost, topic, workers) + int(index)) % workers
+        return worker_of(vhost, queue, workers)
 
     def remote(self, node: str, worker: int = 0) -> RemoteClient:
         client = self.remotes.get((node, worker))
@@ -640,7 +654,8 @@ class ForwardedLink:
 
     def emit(self, event) -> None:
         kind = type(event)
-        if kind is c.Dlv or kind is c.Dlvs or kind is c.Flow or kind is c.Gone:
+        if kind is c.Dlv or kind is c.Dlvs or kind is c.Flow or kind is c.Gone \
+                or kind is c.GroupRevoked:
             remote = self.back.get(event.qid)
             if remote is None:
                 return                      # a queue this node has not opened
@@ -651,7 +666,7 @@ class ForwardedLink:
                 back = self.back
                 event = event._replace(value={back[k]: v for k, v in event.value.items()
                                               if k in back})
-        elif kind is c.Dlx or kind is c.GroupRevoked:
+        elif kind is c.Dlx:
             return                          # the supervisor's (links[0]), never ours
         self.endpoint.send(event)
 
