@@ -101,7 +101,7 @@ class ClusterNode:
                 # replication first: a replica that becomes the leader reopens its copy
                 # before the forwarder points the queue back at it
                 self.membership.on_view.append(self.replication.review)
-                self.membership.on_view.append(self.forwarder.review)
+                self.membership.on_view.append(self.forwarder.follow_view)
                 self.replication.review()
                 self.forwarder.review()
                 self.replication.start_workers()
