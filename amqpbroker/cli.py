@@ -106,6 +106,8 @@ FLAGS = [
                             "at (default: --host, else the host's FQDN)"),
     ("cluster_lease_ttl", int, "seconds without etcd before a node counts as lost and fences "
                                "itself (default 10)"),
+    ("cluster_join_timeout", float, "seconds a starting node keeps trying to reach etcd "
+                                    "before it gives up (exit 1; default 15)"),
     ("loopback_users", names_list, "users who may log in from loopback only, comma-separated; "
                                    "'' for none (RabbitMQ's loopback_users; default guest)"),
     ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "

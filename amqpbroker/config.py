@@ -57,6 +57,7 @@ class Config:
     cluster_port: int = 25672                    # link between nodes; 0 = any free port
     advertise_host: str = ""                     # how others reach us; "" = --host or FQDN
     cluster_lease_ttl: int = 10                  # seconds: death detection and fencing
+    cluster_join_timeout: float = 15.0           # s to reach etcd at start, then exit 1
     replica_lag_time: float = 10.0               # s a follower may lag before leaving the ISR
     replica_confirm_timeout: float = 30.0        # s a publish may wait for the ISR: then nack
 

@@ -1,6 +1,7 @@
 """CPU of telling front-end processes about leadership changes (``contract.Leaders``).
 
     python bench/cluster_leaders_bench.py [--queues 1000] [--changes 200] [--frontends 2]
+                                          [--whole]
 
 In one process, without sockets: a node's supervisor side (an in-process broker,
 ``MetadataOwner`` over a ``LocalLink`` host, with the cluster's ``Forwarder``) and its
@@ -11,8 +12,10 @@ is encoded and decoded (the bytes the control channel carries) and handled by
 ``frontend/main.py``'s handler; the front-ends share one broker, each handled message is
 applied to it (as many applies as front-ends). Then ``--changes`` leadership changes, one
 queue at a time, each followed by the supervisor's pass (a node loss that moves leaders
-one etcd event at a time). Reports process CPU per change: the supervisor's pass and sends,
-and the front-ends' decode and apply. Run it from a checkout's root to measure that checkout.
+one etcd event at a time): over the queues the event's key names (``queues_touched`` of the
+partition key, as the etcd watch calls it), or with ``--whole`` over every queue (as every
+event did before). Reports process CPU per change: the supervisor's pass and sends, and the
+front-ends' decode and apply. Run it from a checkout's root to measure that checkout.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import types
 
 sys.path.insert(0, ".")
 from amqpbroker import contract as c                            # noqa: E402
+from amqpbroker.cluster.forward import queues_touched          # noqa: E402
+from amqpbroker.cluster.placement import partition_key         # noqa: E402
 from amqpbroker.config import Config                            # noqa: E402
 from amqpbroker.frontend.main import Frontend                   # noqa: E402
 from amqpbroker.frontend.partition_client import PartitionClient   # noqa: E402
@@ -90,7 +95,7 @@ async def run(args) -> None:
         for i in range(args.changes):
             name = names[(i * 7) % len(names)]
             table[name] = "n3" if table[name] != "n3" else "n2"
-            fwd.review()
+            fwd.review(None if args.whole else queues_touched({partition_key("/", name, 0)}))
         total = time.process_time() - t
         forwarded = sum(len(r.refs) for r in fwd.remotes.values())
         fe_forwarded = sum(len(r.refs) for r in fe_broker.forwarder.remotes.values())
@@ -117,6 +122,9 @@ def main() -> int:
     p.add_argument("--queues", type=int, default=1000)
     p.add_argument("--changes", type=int, default=200)
     p.add_argument("--frontends", type=int, default=2)
+    p.add_argument("--whole", action="store_true",
+                   help="a pass over every queue after each change (as before the watch "
+                        "named the keys it touched)")
     asyncio.run(run(p.parse_args()))
     return 0
 

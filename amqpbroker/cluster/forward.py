@@ -5,8 +5,13 @@ Two halves, one per end of a cluster link (``links/tcp.StreamEndpoint``: the con
 messages, length-prefixed, the same codec as the rings):
 
 * ``Forwarder`` (every node, in the supervisor): after each change of the etcd mirror it
-  compares, for every queue of the node's metadata, the partition's leader
-  (``placement.py``) with where the node's ``QueueRef`` points. A queue led by another node
+  compares, for every queue whose keys the change touched (its partition's, its object's:
+  ``queues_touched``), the partition's leader (``placement.py``) with where the node's
+  ``QueueRef`` points; for every queue of the node's metadata after a fresh list of etcd
+  (start, a broken watch), fencing, or a node that joined, left or changed its
+  registration. (Every queue after every event cost 5-7 ms of CPU per event at 1,000
+  queues: a node loss that moves hundreds of leaders, one etcd event at a time, was
+  quadratic.) A queue led by another node
   is *moved* to a ``RemoteClient`` of that node (a ``PartitionClient`` whose link is a TCP
   stream to the leader's cluster port); a queue led by this node is moved back to the local
   partition client (``broker.place``). A queue not placed yet, or without a leader, stays
@@ -47,16 +52,20 @@ import itertools
 import json
 import logging
 import os
+from urllib.parse import unquote
 
 from .. import contract as c
 from .. import errors
 from ..frontend import actions
 from ..frontend.partition_client import HostGone, PartitionClient
 from ..frontend.broker import worker_of
+from ..frontend.exchange import PartitionedExchange
 from ..links import ring
 from ..links.local import LocalLink
 from ..links.tcp import StreamEndpoint
-from .placement import queue_entry
+from .membership import NODES
+from .metadata import META, kind_of
+from .placement import PARTITIONS, parse_partition_key, queue_entry
 from .routes import RoutesCopy, RoutesTable
 
 log = logging.getLogger("amqpbroker.cluster")
@@ -215,6 +224,36 @@ class Pending:
         self.messages.clear()
 
 
+def queues_touched(keys) -> set | None:
+    """The queues (vhost, name) whose leader a change of the etcd keys ``keys`` may have
+    changed: a partition key's queue (partition i of a topic T: its queue ``T-i``), a queue
+    object's (declared or deleted); None when it may be any queue's: ``keys`` None (a fresh
+    list of etcd, fencing), a node's registration (its workers: which of its links a queue
+    takes), a vhost object. Other keys (bindings, users, the controller's...) name none."""
+    if keys is None:
+        return None
+    out = set()
+    for key in keys:
+        if key.startswith(PARTITIONS):
+            try:
+                vhost, queue, i = parse_partition_key(key)
+            except ValueError:
+                continue
+            out.add((vhost, f"{queue}-{i}"))
+            if i == 0:
+                out.add((vhost, queue))
+        elif key.startswith(NODES):
+            return None
+        elif key.startswith(META):
+            kind = kind_of(key)
+            if kind == "vhost":
+                return None
+            if kind == "queue":
+                _, vhost, name = key[len(META):].split("/")
+                out.add((unquote(vhost), unquote(name)))
+    return out
+
+
 class Forwarder:
     def __init__(self, node, broker):
         self.node = node                    # ClusterNode
@@ -226,27 +265,43 @@ class Forwarder:
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
         self.replication = None             # replication.Replication (the node sets it)
         self._sweep = None                  # a later look at links being retired
-        self.routes = RoutesTable(node.name)    # the front-ends' routes (routes.py), and
-        self._routes_stale = True           # whether a pass may have changed them
+        self.routes = RoutesTable(node.name)    # the front-ends' routes (routes.py)
         self._told: dict[int, tuple] = {}   # front-end index -> (its channel, version told)
+        self._registrations: tuple[int, dict] = (-1, {})    # (view revision, nodes)
         broker.forwarder = self
 
     # ------------------------------------------------------------ the calling side
-    def review(self) -> None:
-        """Point every queue at its partition's leader (after each etcd change)."""
+    def follow_view(self) -> None:
+        """The membership's callback after each change of the etcd mirror: the queues whose
+        keys it touched are pointed again (every queue after a fresh list of etcd, fencing,
+        or a node that came, went or changed its registration)."""
+        self.review(queues_touched(self.node.membership.touched))
+
+    def review(self, queues=None) -> None:
+        """Point queues at their partitions' leaders: those named in ``queues`` ((vhost,
+        name) pairs), or every queue (None); then dial or retire links and tell the
+        front-ends what changed."""
         try:
-            self._review()
+            self._review(queues)
         except Exception:           # a bug must not stop the node following etcd
             log.exception("forwarding: following partition leaders")
 
-    def _review(self) -> None:
+    def _review(self, queues) -> None:
         if self.closed:
             return
-        for vh in list(self.broker.vhosts.values()):
-            for q in list(vh.queues.values()):
-                self._point(vh, q)
+        vhosts = self.broker.vhosts
+        if queues is None:
+            for vh in list(vhosts.values()):
+                for q in list(vh.queues.values()):
+                    self._point(vh, q)
+        else:
+            for vhost, name in queues:
+                vh = vhosts.get(vhost)
+                q = vh.queues.get(name) if vh is not None else None
+                if q is not None:
+                    self._point(vh, q)
         self._tidy()
-        self._routes_stale = True
+        self._update_routes(queues)
         self.tell_frontends()
 
     def _tidy(self) -> None:
@@ -313,6 +368,31 @@ class Forwarder:
                 if client.refs and not client.connected:
                     client.dial()
 
+    def _update_routes(self, queues) -> None:
+        """The front-ends' routes (routes.py) after a pass over ``queues`` (None: every
+        queue): which queues this broker forwards, to which node. A new version only when
+        they changed."""
+        if not getattr(self.broker, "frontends", None):
+            return
+        nodes = {}
+        leaders = {}
+        for (node, worker), client in self.remotes.items():
+            reg = self.registration(node) or {}
+            nodes[node] = [reg.get("host"), reg.get("cluster_port"), reg.get("workers")]
+            if queues is None:
+                for q in client.refs.values():
+                    leaders[q.vhost.name, q.name] = node
+        if queues is not None:
+            vhosts = self.broker.vhosts
+            for vhost, name in queues:
+                vh = vhosts.get(vhost)
+                q = vh.queues.get(name) if vh is not None else None
+                client = q.client if q is not None else None
+                if isinstance(client, RemoteClient) and client.refs.get(q.qid) is q:
+                    leaders[vhost, name] = client.node
+        self.routes.node = self.node.name
+        self.routes.update(nodes, leaders, queues)
+
     def tell_frontends(self) -> None:
         """Front-end processes forward as this broker does: they are told which queues it
         forwards, to which node, when that changed (``contract.LeadersChanged``) or they
@@ -320,17 +400,6 @@ class Forwarder:
         frontends = getattr(self.broker, "frontends", None)
         if not frontends or self.closed:
             return
-        if self._routes_stale:
-            self._routes_stale = False
-            nodes = {}
-            leaders = {}
-            for (node, worker), client in self.remotes.items():
-                reg = self.registration(node) or {}
-                nodes[node] = [reg.get("host"), reg.get("cluster_port"), reg.get("workers")]
-                for q in client.refs.values():
-                    leaders[q.vhost.name, q.name] = node
-            self.routes.node = self.node.name
-            self.routes.update(nodes, leaders)
         for fe in frontends:
             if fe.control is None:
                 continue
@@ -377,13 +446,32 @@ class Forwarder:
         return cached[1]
 
     def registration(self, node: str) -> dict | None:
-        """A node's registration (host, cluster port, workers), as the etcd view has it."""
-        return self.node.membership.nodes().get(node)
+        """A node's registration (host, cluster port, workers), as the etcd view has it
+        (read once per revision of the view: a whole pass asks once per queue)."""
+        m = self.node.membership
+        revision, nodes = self._registrations
+        if revision != m.revision:
+            nodes = m.nodes()
+            self._registrations = (m.revision, nodes)
+        return nodes.get(node)
 
     def worker_on(self, node: str, vhost: str, queue: str) -> int:
-        """The worker of ``node`` that hosts the queue (its registration's ``workers``)."""
+        """The worker of ``node`` that hosts the queue, of its registration's ``workers``:
+        where the queue's name hashes, or for partition i of a topic, the i-th worker after
+        the one the topic's name hashes to, as that node places it (supervisor/topics.py,
+        ``partition_worker``). (By the partition queue's own name, a front-end's Open of
+        a topic's partition on a node with workers went to the wrong worker: refused, the
+        queue down there, its publishes nacked.)"""
         reg = self.registration(node) or {}
-        return worker_of(vhost, queue, reg.get("workers") or 1)
+        workers = reg.get("workers") or 1
+        topic, sep, index = queue.rpartition("-")
+        if sep and index.isascii() and index.isdigit():
+            vh = self.broker.vhosts.get(vhost)
+            ex = vh.exchanges.get(topic) if vh is not None else None
+            if isinstance(ex, PartitionedExchange) and int(index) < ex.partitions \
+                    and str(int(index)) == index:
+                return (worker_of(vhost, topic, workers) + int(index)) % workers
+        return worker_of(vhost, queue, workers)
 
     def remote(self, node: str, worker: int = 0) -> RemoteClient:
         client = self.remotes.get((node, worker))
@@ -640,7 +728,8 @@ class ForwardedLink:
 
     def emit(self, event) -> None:
         kind = type(event)
-        if kind is c.Dlv or kind is c.Dlvs or kind is c.Flow or kind is c.Gone:
+        if kind is c.Dlv or kind is c.Dlvs or kind is c.Flow or kind is c.Gone \
+                or kind is c.GroupRevoked:
             remote = self.back.get(event.qid)
             if remote is None:
                 return                      # a queue this node has not opened
@@ -651,7 +740,7 @@ class ForwardedLink:
                 back = self.back
                 event = event._replace(value={back[k]: v for k, v in event.value.items()
                                               if k in back})
-        elif kind is c.Dlx or kind is c.GroupRevoked:
+        elif kind is c.Dlx:
             return                          # the supervisor's (links[0]), never ours
         self.endpoint.send(event)
 
@@ -742,25 +831,12 @@ class FrontendForwarder(Forwarder):
             self._nodes_from(m.nodes)
             self.review()
         elif changed:
-            self.review_queues(changed)
+            self.review(changed)
         return True
 
     def _nodes_from(self, nodes: dict) -> None:
         self.nodes = {n: {"host": host, "cluster_port": port, "workers": workers}
                       for n, (host, port, workers) in nodes.items()}
-
-    def review_queues(self, names) -> None:
-        """Point the queues (vhost, name) whose route changed, then dial or retire links
-        as ``review`` does."""
-        try:
-            for vhost, name in names:
-                vh = self.broker.vhosts.get(vhost)
-                q = vh.queues.get(name) if vh is not None else None
-                if q is not None:
-                    self._point(vh, q)
-            self._tidy()
-        except Exception:           # a bug must not stop the front-end following routes
-            log.exception("forwarding: following partition leaders")
 
     def leader_of(self, vhost: str, queue: str) -> str | None:
         return self.copy.leaders.get((vhost, queue), self.node.name)

@@ -86,6 +86,10 @@ class Membership:
         # it had before: it may lead nothing any more)
         self.registered_at = 0
         self.on_view: list = []             # callbacks(): the view changed
+        # the keys the latest change of the view put or deleted (a watch event's), None when
+        # any key may have changed (a fresh list after a start or a broken watch, fencing):
+        # for a callback that follows a few keys (forward.py)
+        self.touched: set[str] | None = None
         self.on_fence: list = []            # callbacks(fenced: bool)
         self.on_lease: list = []            # callbacks(lease: int): a new lease is held
         self._tasks: list[asyncio.Task] = []
@@ -287,7 +291,7 @@ class Membership:
                         else:
                             self.view[ev.kv.key] = ev.kv
                     self.revision = revision
-                    self._notify()
+                    self._notify({ev.kv.key for ev in events})
             except EtcdError as exc:
                 log.debug("etcd watch: %s; listing again", exc)
                 await asyncio.sleep(0.3)
@@ -295,7 +299,8 @@ class Membership:
                 log.exception("etcd watch")
                 await asyncio.sleep(0.3)
 
-    def _notify(self) -> None:
+    def _notify(self, touched: set[str] | None = None) -> None:
+        self.touched = touched
         for cb in list(self.on_view):
             cb()
         waiters, self._waiters = self._waiters, []

@@ -24,8 +24,6 @@ from .membership import Membership
 
 log = logging.getLogger("amqpbroker.cluster")
 
-JOIN_TIMEOUT = 15.0         # seconds to reach etcd at start before giving up (exit 1)
-
 
 def display_name(node: str) -> str:
     """The node's name as the management API shows it, RabbitMQ's ``prefix@host`` shape."""
@@ -73,7 +71,8 @@ class ClusterNode:
 
     async def start(self, amqp_port: int, management_port: int) -> None:
         """Listen on the cluster port, join, stand for controller. An etcd that cannot be
-        reached within JOIN_TIMEOUT is an ``OSError`` (the start fails in one line)."""
+        reached within ``--cluster-join-timeout`` is an ``OSError`` (the start fails in one
+        line)."""
         cfg = self.cfg
         accept = self.forwarder.accept if self.forwarder is not None else _refuse
         for w in getattr(self.broker, "workers", None) or ():
@@ -95,14 +94,14 @@ class ClusterNode:
         # a disk that stops answering fences this node as a lost lease does (LavinMQ #2151)
         self.membership.watch_disk(cfg.data_dir)
         try:
-            await self.membership.join(JOIN_TIMEOUT)
+            await self.membership.join(cfg.cluster_join_timeout)
             if self.metadata is not None:
                 await self.metadata.start()
             if self.forwarder is not None:   # after the metadata's: its queues exist
                 # replication first: a replica that becomes the leader reopens its copy
                 # before the forwarder points the queue back at it
                 self.membership.on_view.append(self.replication.review)
-                self.membership.on_view.append(self.forwarder.review)
+                self.membership.on_view.append(self.forwarder.follow_view)
                 self.replication.review()
                 self.forwarder.review()
                 self.replication.start_workers()

@@ -31,17 +31,26 @@ class RoutesTable:
         self.leaders: dict[tuple[str, str], str] = {}
         self.change: c.LeadersChanged | None = None     # from version - 1 to version
 
-    def update(self, nodes: dict, leaders: dict) -> bool:
-        """The table as it is now; True when it changed (a new version)."""
+    def update(self, nodes: dict, leaders: dict, queues=None) -> bool:
+        """The table as it is now: ``leaders`` the whole, or, with ``queues`` ((vhost, name)
+        pairs), the routes of those queues only (one absent from ``leaders`` is not
+        forwarded; the others stay as they were). True when it changed (a new version)."""
         old = self.leaders
         set_ = [[vhost, name, node] for (vhost, name), node in leaders.items()
                 if old.get((vhost, name)) != node]
-        removed = [[vhost, name] for (vhost, name) in old if (vhost, name) not in leaders]
+        removed = [[vhost, name] for (vhost, name) in (old if queues is None else queues)
+                   if (vhost, name) in old and (vhost, name) not in leaders]
         if not set_ and not removed and nodes == self.nodes:
             return False
         self.version += 1
         self.nodes = nodes
-        self.leaders = leaders
+        if queues is None:
+            self.leaders = leaders
+        else:
+            for vhost, name, node in set_:
+                old[vhost, name] = node
+            for vhost, name in removed:
+                old.pop((vhost, name), None)
         self.change = c.LeadersChanged(version=self.version, nodes=nodes, set=set_,
                                        removed=removed)
         return True

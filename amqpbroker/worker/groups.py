@@ -15,6 +15,10 @@ Per (stream, group) a ``GroupPartition``:
     owner      (member, epoch) the supervisor's ``GroupAssign`` named: its ``GroupSub`` is a
                reader of the stream (``Stream.add_consumer``) while it is the owner
     revoking   (member, epoch) of a ``GroupRevoke`` not yet complete
+    coordinator  the link the supervisor's ``GroupAssign`` and ``GroupRevoke`` came on, which
+               its ``GroupRevoked`` goes back on: the supervisor's own (``links[0]``), or, for
+               a partition this node leads in a cluster, the link of the node whose
+               supervisor coordinates the group (its members' node: cluster/forward.py)
     tracker    the group's ``CommitTracker`` (groups/commits.py): deliveries, acks, the
                committed offset
 
@@ -119,6 +123,7 @@ class GroupPartition:
         self.owner: tuple[str, int] | None = None
         self.revoking: tuple[str, int] | None = None
         self.tracker: CommitTracker | None = None
+        self.coordinator = None         # LinkState of the last GroupAssign / GroupRevoke
 
     # ---------------------------------------------------------------- members
     def subscribe(self, sub: GroupSub) -> None:
@@ -153,7 +158,9 @@ class GroupPartition:
         self.unsubscribe(sub)
 
     # ---------------------------------------------------------------- supervisor's actions
-    def assign(self, member: str, epoch: int) -> None:
+    def assign(self, member: str, epoch: int, coordinator=None) -> None:
+        if coordinator is not None:
+            self.coordinator = coordinator
         if self.revoking is not None and self.revoking[0] != member:
             # the grace ran out: the old owner's deliveries are dropped (their acks fenced)
             old = self.subs.get(self.revoking[0])
@@ -179,7 +186,9 @@ class GroupPartition:
         if sub is not None and not sub.gone:
             self._activate(sub)
 
-    def revoke(self, member: str, epoch: int) -> None:
+    def revoke(self, member: str, epoch: int, coordinator=None) -> None:
+        if coordinator is not None:
+            self.coordinator = coordinator
         if self.owner is not None and self.owner[0] == member:
             self.owner = None
             sub = self.subs.get(member)
@@ -203,8 +212,8 @@ class GroupPartition:
         if sub is not None and sub.gone:
             self._forget(sub)
         stream = self.stream
-        stream.host.to_supervisor(c.GroupRevoked(qid=stream.qid, group=self.group,
-                                                 member=member, epoch=epoch))
+        stream.host.to_coordinator(self.coordinator, c.GroupRevoked(
+            qid=stream.qid, group=self.group, member=member, epoch=epoch))
 
     # ---------------------------------------------------------------- settling
     def may_settle(self, sub: GroupSub) -> bool:

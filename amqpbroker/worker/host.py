@@ -535,15 +535,15 @@ class PartitionHost:
     def on_group_assign(self, state, m: c.GroupAssign):
         part = self._group_part(m.qid, m.group)
         if part is not None:
-            part.assign(m.member, m.epoch)
+            part.assign(m.member, m.epoch, state)
 
     def on_group_revoke(self, state, m: c.GroupRevoke):
         part = self._group_part(m.qid, m.group)
         if part is None:        # the partition is gone: nothing is delivered, nothing owed
-            self.to_supervisor(c.GroupRevoked(qid=m.qid, group=m.group, member=m.member,
-                                              epoch=m.epoch))
+            state.emit(c.GroupRevoked(qid=m.qid, group=m.group, member=m.member,
+                                      epoch=m.epoch))
             return
-        part.revoke(m.member, m.epoch)
+        part.revoke(m.member, m.epoch, state)
 
     def on_group_settle(self, state, m: c.GroupSettle):
         state.last_seq = m.seq
@@ -696,6 +696,15 @@ class PartitionHost:
         supervisor's (attached before any front-end's), or the only process's."""
         if self.links:
             self.links[0].emit(event)
+
+    def to_coordinator(self, state, event) -> None:
+        """A consumer group's event for the supervisor coordinating it: on the link its
+        commands came on (another node's, in a cluster: worker/groups.py), while attached;
+        none known: this node's supervisor."""
+        if state is None:
+            self.to_supervisor(event)
+        elif state in self.links:
+            state.emit(event)
 
     def on_commit(self, gen: int) -> None:
         for state in self.links:

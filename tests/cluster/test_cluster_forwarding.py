@@ -7,7 +7,9 @@ import time
 import pika
 import pytest
 
+from amqpbroker.partitioner import partition_of
 from amqpbroker.testing.cluster_clients import connect, queue_on
+from amqpbroker.testing.proxy import FaultProxy
 
 
 def declare_led_by(cluster, node, name, **kw):
@@ -204,6 +206,203 @@ def test_a_publish_right_after_declare_ok_goes_to_the_leader_the_controller_chos
     conn.close()
 
 
+# ------------------------------------------------------------ consumer groups
+# A handover must not wait for the revoke grace (``--group-revoke-grace-ms``, 30 s by default,
+# as the module's clusters run): it completes once the old owner's deliveries are settled,
+# well under a second on a quiet machine; half the grace leaves a loaded one its margin.
+HANDOVER = 15.0
+DEADLINE = 60.0
+
+
+class Member:
+    """A pika consumer in a group (one connection, pumped by ``pump``): records (partition,
+    offset, body) and acks each delivery unless ``ack`` is False (``pending``: the tags)."""
+
+    def __init__(self, url, topic, group, *, ack=True, prefetch=20):
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.ch = self.conn.channel()
+        self.ch.basic_qos(prefetch_count=prefetch)
+        self.ack = ack
+        self.got: list[tuple] = []
+        self.pending: list[int] = []
+        self.dead = False
+        self.tag = self.ch.basic_consume(topic, self._on_message, arguments={
+            "x-consumer-group": group, "x-stream-offset": "first"})
+
+    def _on_message(self, ch, method, props, body):
+        self.got.append((props.headers["x-partition"], props.headers["x-stream-offset"],
+                         body.decode()))
+        if self.ack:
+            ch.basic_ack(method.delivery_tag)
+        else:
+            self.pending.append(method.delivery_tag)
+
+    def offsets(self, partition, since=0):
+        return [o for p, o, _ in self.got[since:] if p == partition]
+
+    def pump(self):
+        if self.dead or not self.conn.is_open:
+            return
+        try:
+            self.conn.process_data_events(time_limit=0.02)
+        except pika.exceptions.AMQPError:   # its connection was cut (FaultProxy)
+            self.dead = True
+
+    def close(self):
+        if not self.dead and self.conn.is_open:
+            self.conn.close()
+
+
+def pump(members, condition, what, timeout=DEADLINE):
+    """Let the members' clients handle what arrives until ``condition()`` returns something
+    true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for m in members:
+            m.pump()
+        got = condition()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+
+
+def keys_for(partitions, per):
+    """Routing keys, ``per`` of each partition of a topic of ``partitions``."""
+    out, count, i = [], [0] * partitions, 0
+    while min(count) < per:
+        key = f"key-{i}"
+        p = partition_of(key.encode(), partitions)
+        if count[p] < per:
+            count[p] += 1
+            out.append(key)
+        i += 1
+    return out
+
+
+def publish_keyed(node, topic, keys, tag):
+    conn = connect(node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i, key in enumerate(keys):
+        ch.basic_publish(topic, key, f"{tag}{i}".encode(), pika.BasicProperties(delivery_mode=2),
+                         mandatory=True)
+    conn.close()
+
+
+def stable(node, group, members):
+    """A predicate: ``node``'s coordinator shows ``group`` stable with ``members`` members
+    and both partitions assigned; then {member id: set of partitions}."""
+    def check():
+        g = node.api(f"consumer-groups/%2F/{group}")
+        got = {m["member_id"]: {a["partition"] for a in m["assignment"]} for m in g["members"]}
+        if g["state"] == "stable" and len(got) == members \
+                and sum(len(s) for s in got.values()) == 2:
+            return got
+        return None
+    return check
+
+
+def committed(node, group):
+    g = node.api(f"consumer-groups/%2F/{group}")
+    return {p["partition"]: p["committed_offset"] for p in g["partitions"]}
+
+
+def test_a_consumer_group_on_a_node_leading_none_of_its_partitions(shared_cluster,
+                                                                    topic="fwd-orders"):
+    """The members connect to a node that leads no partition of the topic: the group's
+    coordinator is that node's, the partitions' workers are other nodes', and assignments,
+    revocations, deliveries and commits cross the cluster link. Members join, one's
+    connection dies, one leaves: each partition is read by one member at a time, a handover
+    completes once the deliveries are settled (not after the revoke grace), the successor
+    resumes at the committed offset, nothing acked comes again and nothing is lost."""
+    cluster = shared_cluster
+    group = f"{topic}-billing"
+    conn = connect(cluster.nodes[0])
+    conn.channel().exchange_declare(topic, exchange_type="x-partitioned",
+                                    arguments={"x-partitions": 2})
+    conn.close()
+
+    def leaders():
+        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
+                for i in range(2)]
+        if all(len(s) == 1 and None not in s for s in seen):
+            return {s.pop() for s in seen}
+        return None
+    leading = cluster.wait_until(leaders, timeout=DEADLINE)
+    node = next(n for n in cluster.nodes if f"amqpbroker@{n.node}" not in leading)
+    keys = keys_for(2, 40)              # 40 messages a partition per round
+
+    # a alone reads both partitions, acking each delivery
+    publish_keyed(node, topic, keys, "r1-")
+    a = Member(node.url, topic, group)
+    members = [a]
+    try:
+        pump(members, stable(node, group, 1), "a stable group of a")
+        pump(members, lambda: len(a.got) == 80, "a's 80 deliveries")
+        assert sorted(a.offsets(0)) == sorted(a.offsets(1)) == list(range(40))
+        pump(members, lambda: committed(node, group) == {0: 40, 1: 40}, "a's commits")
+
+        # b joins (through a proxy, to die later): one partition is handed over to it
+        with FaultProxy(node.host, node.port) as proxy:
+            b = Member(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", topic, group,
+                       ack=False, prefetch=10)
+            members.append(b)
+            since = time.monotonic()
+            split = pump(members, stable(node, group, 2), "a stable group of a and b")
+            took = time.monotonic() - since
+            assert took < HANDOVER, f"the handover to b took {took:.1f} s: the revoke grace"
+            (theirs,) = split[next(m for m in split if m.endswith(b.tag))]
+            mine = 1 - theirs
+            seen_a = len(a.got)
+            publish_keyed(node, topic, keys, "r2-")
+            pump(members, lambda: len(a.offsets(mine, seen_a)) == 40 and len(b.got) == 10,
+                 "a's 40 of its partition and b's 10 (its prefetch) of the other")
+            assert a.offsets(mine, seen_a) == list(range(40, 80))
+            assert a.offsets(theirs, seen_a) == [], "a partition read by two members"
+            assert b.offsets(theirs) == list(range(40, 50))
+            for tag in b.pending[:4]:       # 40..43 acked, 44..49 in flight when b dies
+                b.ch.basic_ack(tag)
+            pump(members, lambda: committed(node, group).get(theirs) == 44, "b's commit 44")
+
+            # b's connection dies: a gets the partition back at the commit
+            proxy.cut_all()
+            since = time.monotonic()
+            b.dead = True
+            pump([a], stable(node, group, 1), "a stable group of a alone")
+            took = time.monotonic() - since
+            assert took < HANDOVER, f"the handover back to a took {took:.1f} s"
+            pump([a], lambda: len(a.offsets(theirs, seen_a)) == 36, "a resumes at b's commit")
+            assert a.offsets(theirs, seen_a) == list(range(44, 80))
+            members.remove(b)
+
+        # c joins, then a leaves: c ends with both partitions, from a's commits
+        pump(members, lambda: committed(node, group) == {0: 80, 1: 80}, "a's commits")
+        c = Member(node.url, topic, group)
+        members.append(c)
+        pump(members, stable(node, group, 2), "a stable group of a and c")
+        a.close()
+        members.remove(a)
+        since = time.monotonic()
+        pump(members, stable(node, group, 1), "a stable group of c alone")
+        took = time.monotonic() - since
+        assert took < HANDOVER, f"the handover to c took {took:.1f} s"
+        publish_keyed(node, topic, keys, "r3-")
+        pump(members, lambda: len(c.got) == 80, "c's 80 deliveries")
+        assert sorted(c.offsets(0)) == sorted(c.offsets(1)) == list(range(80, 120))
+        pump(members, lambda: committed(node, group) == {0: 120, 1: 120}, "c's commits")
+        # nothing lost; twice only what b had unacked when it died (from its commit, 44)
+        got = [(p, o) for m in (a, b, c) for p, o, _ in m.got]
+        bodies = {body for m in (a, b, c) for _, _, body in m.got}
+        assert bodies == {f"r{r}-{i}" for r in (1, 2, 3) for i in range(80)}
+        assert sorted(set(got)) == sorted((p, o) for p in (0, 1) for o in range(120))
+        twice = sorted({x for x in got if got.count(x) > 1})
+        assert twice == sorted((theirs, o) for o in b.offsets(theirs) if o >= 44)
+        assert all(got.count(x) == 2 for x in twice)
+    finally:
+        for m in members:
+            m.close()
+
+
 # ------------------------------------------------------------ process layouts
 # The same tests on nodes whose queues live in worker processes and whose connections are
 # served by front-end processes (the layout of a machine with 4 CPUs or more), and on a mixed
@@ -243,3 +442,9 @@ def test_in_every_layout_forwarding_goes_both_ways_between_two_nodes(shared_layo
 def test_in_every_layout_forwarding_follows_the_new_leader_of_a_quorum_queue(
         restored_layout_cluster):
     test_forwarding_follows_the_new_leader_of_a_quorum_queue(restored_layout_cluster)
+
+
+def test_in_every_layout_a_consumer_group_on_a_node_leading_none_of_its_partitions(
+        shared_layout_cluster):
+    test_a_consumer_group_on_a_node_leading_none_of_its_partitions(
+        shared_layout_cluster, topic="fwd-lay-orders")

@@ -17,9 +17,10 @@ def names(nodes):
 
 
 def test_no_etcd_reachable_is_a_one_line_start_failure(tmp_path):
+    # a short join timeout (15 s by default: a real start waits for etcd to come up)
     cmd = [*child.command("amqpbroker"), "serve", "--port", "0", "--management-port", "0", "--prometheus-port", "0",
            "--data-dir", str(tmp_path), "--cluster", f"http://127.0.0.1:{free_port()}",
-           "--node-name", "lonely", "--cluster-port", "0"]
+           "--node-name", "lonely", "--cluster-port", "0", "--cluster-join-timeout", "1"]
     env = dict(os.environ, AMQPBROKER_WORKERS="0", AMQPBROKER_FRONTENDS="0")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 1

@@ -19,6 +19,10 @@ import types
 import pytest
 
 from amqpbroker import contract as c
+from amqpbroker.cluster.forward import queues_touched
+from amqpbroker.cluster.membership import NODES
+from amqpbroker.cluster.metadata import meta_key
+from amqpbroker.cluster.placement import partition_key
 from amqpbroker.config import Config
 from amqpbroker.frontend.main import Frontend
 from amqpbroker.frontend.partition_client import PartitionClient
@@ -173,3 +177,44 @@ async def test_a_front_end_follows_every_change_then_a_lost_and_a_reordered_one(
     fwd.review()
     await agreed(fwd, fe_broker)
     assert forwarded(fe_broker) == {}
+
+
+async def test_an_etcd_change_points_again_only_the_queues_whose_keys_it_touched(linked):
+    """After the first (whole) pass, the pass after a change of etcd points again the
+    queues its keys name (``queues_touched``: a partition key's queue, a queue object's),
+    tells the front-end only their routes, and leaves the others as they are until a key of
+    theirs comes; a node's key is a whole pass."""
+    table, fwd, fe_broker, control = linked
+    fwd.review()
+    await agreed(fwd, fe_broker)
+    table["q0"] = table["q3"] = "n3"                # both were n2's
+    fwd.review(queues_touched({partition_key("/", "q0", 0), "/amqpbroker/controller"}))
+    assert forwarded(fwd.broker)["q0"] == "n3" and forwarded(fwd.broker)["q3"] == "n2"
+    await agreed(fwd, fe_broker)
+    assert control.sent[-1].set == [["/", "q0", "n3"]] and control.sent[-1].removed == []
+
+    fwd.review(queues_touched({NODES + "n3"}))     # a node's registration: every queue
+    assert forwarded(fwd.broker)["q3"] == "n3"
+    await agreed(fwd, fe_broker)
+
+    # a forwarded queue deleted: its object's key removes its route
+    vh = fwd.broker.vhosts["/"]
+    frontends, fwd.broker.frontends = fwd.broker.frontends, []  # the test's one takes
+    vh.delete_queue(vh.queues["q6"])                            # routes only, no ApplyOp
+    fwd.broker.frontends = frontends
+    fwd.review(queues_touched({meta_key("queue", "/", "q6")}))
+    await agreed(fwd, fe_broker)
+    assert control.sent[-1].removed == [["/", "q6"]]
+    assert "q6" not in forwarded(fe_broker)
+
+
+def test_the_queues_an_etcd_change_touched():
+    assert queues_touched({partition_key("/", "q", 0)}) == {("/", "q"), ("/", "q-0")}
+    assert queues_touched({partition_key("v/1", "t", 2)}) == {("v/1", "t-2")}   # a topic's
+    assert queues_touched({meta_key("queue", "/", "a/b")}) == {("/", "a/b")}
+    assert queues_touched({meta_key("binding", "/", "x", "queue", "q", "k", "0"),
+                           meta_key("exchange", "/", "x"), meta_key("user", "u"),
+                           "/amqpbroker/controller/1"}) == set()
+    assert queues_touched(None) is None                      # a fresh list, fencing
+    assert queues_touched({NODES + "n2"}) is None            # a node came, went, changed
+    assert queues_touched({meta_key("vhost", "v")}) is None
