@@ -16,7 +16,9 @@ limits). Each message is declared below, once, with
 * typed fields, in order: ``u8``, ``u32``, ``u64``, ``bool``, ``str``, ``bytes``, ``u64s``
   (a list of offsets), ``grants`` (a list of (consumer id, credit)), ``record`` (a message in
   the log's record layout, ``storage/record.py``), ``records`` (a list of them: a u32 count,
-  then the records back to back), and ``any`` (a Python value);
+  then the records back to back), ``run`` (the same bytes as ``records``, decoded as a
+  ``RecordRun``: the records' bytes as they came and their count, no ``Record`` each; encoded
+  from a ``RecordRun`` or a list of records), and ``any`` (a Python value);
 * whether it is a *request*: its first field is ``req``, a number the sender chose, and the
   receiver answers ``Reply(req, ok, value)``; ``req`` 0 asks for no answer.
 
@@ -46,11 +48,11 @@ import pickle
 import struct
 from typing import NamedTuple
 
-from .storage.record import (Record, decode_record, encode_record, pack_message, pack_messages,
+from .storage.record import (Record, RecordRun, decode_record, encode_record, pack_message, pack_messages,
                              pack_messages_at, size_messages, unpack_message, unpack_messages)
 
 FIXED = {"u8": "B", "u32": "I", "u64": "Q", "bool": "?"}
-VARIABLE = {"str", "bytes", "u64s", "grants", "record", "records", "any"}
+VARIABLE = {"str", "bytes", "u64s", "grants", "record", "records", "run", "any"}
 _U32 = struct.Struct(">I")
 _U64S = {}                  # count -> Struct of that many u64s (built on first use)
 _GRANT = struct.Struct(">II")
@@ -153,7 +155,7 @@ def _build_codec(cls) -> None:
         return
     fixed = [i for i, t in enumerate(types) if t in FIXED]
     variable = [i for i, t in enumerate(types) if t not in FIXED]
-    for kind in ("record", "records"):
+    for kind in ("record", "records", "run"):
         if kind in types and types[-1] != kind:
             raise TypeError(f"{cls.NAME}: a {kind} field travels last")
     head = struct.Struct(">B" + "".join(FIXED[types[i]] for i in fixed))
@@ -169,19 +171,22 @@ def _build_codec(cls) -> None:
             return make(unpack_from(data, pos)[1:])
         cls.ENCODE, cls.DECODE = staticmethod(enc_fixed), staticmethod(dec_fixed)
         return
-    if variable == [n - 1] and types[-1] in ("record", "records"):  # hot: pub, pubs, dlv
+    if variable == [n - 1] and types[-1] in ("record", "records", "run"):  # hot: pub, pubs, dlv
         fmt = "".join(FIXED[t] for t in types[:-1])      # one C call each way
         if types[-1] == "records":
             fmt += "*"                                   # a list of records (record.py)
+        elif types[-1] == "run":
+            fmt += "#"                                   # the same, decoded as a RecordRun
+        last_cls = RecordRun if types[-1] == "run" else Record
 
         def enc_record(msg, prefix):
             return [pack_message(prefix, type_id, fmt, msg)]
 
         def dec_record(data, pos):
-            return unpack_message(data, pos, fmt, cls, Record)
+            return unpack_message(data, pos, fmt, cls, last_cls)
         cls.ENCODE, cls.DECODE = staticmethod(enc_record), staticmethod(dec_record)
         HOT_ENCODE[cls] = (type_id, fmt)
-        HOT_DECODE[type_id] = (fmt, cls)
+        HOT_DECODE[type_id] = (fmt, cls, RecordRun) if types[-1] == "run" else (fmt, cls)
         return
     var_codecs = [(i, _ENCODERS[types[i]], _DECODERS[types[i]]) for i in variable]
 
@@ -363,8 +368,10 @@ Dlv = message(20, "dlv", ("cid", "u32"), ("qid", "u32"), ("offset", "u64"),
 # one message (on a ring, one record: the header once, then the records in the log's layout),
 # which the front-end hands to the consumer's channel as one run (``Channel.deliver_run``).
 # A run with a gap in its offsets, or with more than DLVS_BYTES of bodies, goes as several.
+# Sent as a list of records; decoded as a ``RecordRun`` (``run``): the channel turns its bytes
+# into frames in C, no ``Record`` per delivery (an in-process link hands the list over).
 Dlvs = message(34, "dlvs", ("cid", "u32"), ("qid", "u32"), ("offset", "u64"),
-               ("records", "records"))
+               ("records", "run"))
 DLVS_BYTES = 256 << 10
 Confirm = message(21, "confirm", ("upto", "u64"), ("seen", "u64"), ("nacked", "u64s"))
 Reply = message(22, "reply", ("req", "u32"), ("ok", "bool"), ("value", "any"))

@@ -34,7 +34,8 @@ def main() -> None:
         write_many(sized, buf, array.array("Q", [0, first]).tobytes(), count)
         offs = array.array("Q", [0, first, first, first + second]).tobytes()
         out = decode_many(buf, offs, 2, None)
-        assert len(out[1].records) == 256 and out[1].records[5].body == recs[5].body
+    if n:               # a Dlvs' records decode as a RecordRun (contract ``run``): checked once
+        assert len(out[1].records) == 256 and list(out[1].records)[5].body == recs[5].body
 
 
 if __name__ == "__main__":

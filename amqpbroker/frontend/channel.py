@@ -27,7 +27,7 @@ from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
 from ..queue_args import (MAX_EXPIRY, amqp_type, check_stream_consume,
                           quorum_delete_refusal)
-from ..storage.record import Record, now_ms
+from ..storage.record import Record, RecordRun, now_ms
 
 log = logging.getLogger("amqpbroker.channel")
 
@@ -333,9 +333,34 @@ class Channel:
             for i, rec in enumerate(records):
                 self.deliver(consumer, offset + i, rec, False)
             return
+        if type(records) is RecordRun:      # as a ring or TCP link decoded it: frames in C
+            self._send_run(consumer, offset, records)
+            return
         # the shape of a ``Dlv`` (cid, qid, offset, redelivered, record), built by zip
         self._send_lot(consumer, zip(_ZEROS, _ZEROS, count(offset), _NOT_REDELIVERED, records),
                        len(records))
+
+    def _send_run(self, consumer: Consumer, offset: int, run: RecordRun) -> None:
+        """``_send_lot`` for a run still in its records' bytes: every frame of the run built by
+        one C call from those bytes (``fastpath.build_deliver_run``), the unacked entries
+        added by one ``dict.update`` (each tag's (queue, offset, consumer, epoch), as
+        ``_send_lot`` adds them): no Python object or bytecode per delivery but the entry."""
+        session = self.session
+        n = run.count
+        tag = self.next_tag
+        frames = fp.build_deliver_run(self.number, consumer.tag_bytes, tag, run.data, n,
+                                      session.conn.frame_max, fp.COPY_BODY_BELOW)
+        if consumer.no_ack:
+            self.stats.deliver_no_ack += n
+        else:
+            q = consumer.queue
+            self.unacked.update(zip(range(tag, tag + n),
+                                    zip(repeat(q), count(offset), repeat(consumer),
+                                        repeat(q.client.epoch))))
+            consumer.unacked += n
+        self.next_tag = tag + n
+        session.write(frames)
+        self._spend_credit(consumer, n)
 
     def _send_lot(self, consumer: Consumer, dlvs, n: int) -> None:
         """What ``_send_delivery`` does per message, for ``n`` deliveries (``dlvs``: tuples
@@ -388,6 +413,11 @@ class Channel:
         if redelivered_n:
             self.stats.redeliver += redelivered_n
         session.write(frames)
+        self._spend_credit(consumer, n)
+
+    def _spend_credit(self, consumer: Consumer, n: int) -> None:
+        """The credit of ``n`` deliveries just written (``_send_lot``, ``_send_run``)."""
+        session = self.session
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
             # the credit rule of ``_send_delivery``, message by message
             writable = session.writable

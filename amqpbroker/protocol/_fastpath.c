@@ -4,6 +4,8 @@
  * receive buffer, checked and cut out in one pass (in Python: three struct unpacks, a dozen
  * comparisons, five slices and two decodes per message). build_deliver: basic.deliver and its
  * content frames as one bytes object (in Python: nine parts, joined again by writelines).
+ * build_deliver_run: the same for a run of deliveries straight from the records' bytes (a
+ * ``Dlvs`` as the ring link decoded it), no Python object per delivery.
  *
  * fastpath.py keeps the Python versions (whole_publish_py, build_deliver_py) as the reference
  * and falls back to them when this module is not built; tests/unit/protocol/test_fastpath_c.py
@@ -22,6 +24,7 @@
 #define FRAME_HEADER 2
 #define FRAME_BODY 3
 #define FRAME_END 0xCE
+#define RECORD_FIXED (8 + 1 + 1 + 1 + 4 + 4)    /* storage/record.py: a record's fixed bytes */
 
 static uint16_t get_u16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 
@@ -268,6 +271,207 @@ release:
     return out;
 }
 
+/* The frames of a run of deliveries are written into one bytes object that grows as needed
+ * (a body of copy_below bytes or more ends it: its payload goes out as a slice of the run's
+ * records, uncopied, and the next frames start another). */
+typedef struct {
+    PyObject *out;          /* the list of parts */
+    PyObject *cur;          /* the bytes object being written, or NULL */
+    Py_ssize_t used, cap;
+} parts_writer;
+
+/* Room for `need` more bytes in the current part (`hint`: what the rest may take, to size a
+ * new part once); a pointer to where they go, NULL with an exception set. */
+static unsigned char *parts_room(parts_writer *w, Py_ssize_t need, Py_ssize_t hint) {
+    if (w->cur == NULL) {
+        w->cap = need > hint ? need : hint;
+        w->cur = PyBytes_FromStringAndSize(NULL, w->cap);
+        if (w->cur == NULL) return NULL;
+        w->used = 0;
+    } else if (w->used + need > w->cap) {
+        Py_ssize_t cap = w->cap * 2 > w->used + need ? w->cap * 2 : w->used + need;
+        if (_PyBytes_Resize(&w->cur, cap) < 0) return NULL;     /* frees it on failure */
+        w->cap = cap;
+    }
+    return (unsigned char *)PyBytes_AS_STRING(w->cur) + w->used;
+}
+
+/* The current part, cut to what was written, appended to the list. */
+static int parts_end(parts_writer *w) {
+    if (w->cur == NULL) return 0;
+    if (w->used < w->cap && _PyBytes_Resize(&w->cur, w->used) < 0) return -1;
+    int rc = PyList_Append(w->out, w->cur);
+    Py_CLEAR(w->cur);
+    return rc;
+}
+
+/* build_deliver_run(channel, consumer_tag, first_tag, records, count, frame_max, copy_below)
+ *   -> list of parts
+ * basic.deliver + content frames for each of the `count` records in `records` (bytes: records
+ * in the log's layout back to back, storage/record.py, as a RecordRun holds them), delivery
+ * tags first_tag, first_tag + 1, ..., none redelivered: the bytes of build_deliver for each
+ * record in turn, joined. The frames are one bytes object, except that the body frames'
+ * payloads of a body of copy_below bytes or more are memoryview slices of `records` (not
+ * copied: the socket writes them from there). A record cut short, or bytes left after the
+ * last, is a ValueError. fastpath.build_deliver_run_py is the reference. */
+static PyObject *build_deliver_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "build_deliver_run takes 7 arguments");
+        return NULL;
+    }
+    long channel = PyLong_AsLong(args[0]);
+    if (channel == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long tag = PyLong_AsUnsignedLongLong(args[2]);
+    if (tag == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t count = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t frame_max = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t copy_below = PyLong_AsSsize_t(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (channel < 0 || channel > 0xffff) {
+        PyErr_SetString(PyExc_ValueError, "channel out of range");
+        return NULL;
+    }
+    if (frame_max < 9) {
+        PyErr_SetString(PyExc_ValueError, "frame_max too small");
+        return NULL;
+    }
+    if (count < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative count");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "records must be bytes");
+        return NULL;
+    }
+    Py_buffer ctag;
+    if (PyObject_GetBuffer(args[1], &ctag, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *records = args[3], *view = NULL;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(records);
+    Py_ssize_t n = PyBytes_GET_SIZE(records), pos = 0;
+    parts_writer w = {PyList_New(0), NULL, 0, 0};
+    if (w.out == NULL)
+        goto fail;
+    if (ctag.len > 255) {
+        PyErr_SetString(PyExc_ValueError, "shortstr over 255 bytes");
+        goto fail;
+    }
+    Py_ssize_t chunk = frame_max - 8;
+    for (Py_ssize_t i = 0; i < count; i++, tag++) {
+        /* the record at pos (storage/record.py): rec_len, ts, flags, exchange, routing key,
+           properties, body; every length checked against its end */
+        if (n - pos < 4 + RECORD_FIXED) goto short_;
+        uint32_t rec_len = get_u32(b + pos);
+        if (rec_len < RECORD_FIXED || (Py_ssize_t)rec_len > n - pos - 4) goto short_;
+        Py_ssize_t end = pos + 4 + (Py_ssize_t)rec_len;
+        const unsigned char *p = b + pos + 13;
+        Py_ssize_t ex_len = *p++;
+        const unsigned char *ex = p;
+        if (p + ex_len + 1 > b + end) goto bad;
+        p += ex_len;
+        Py_ssize_t rk_len = *p++;
+        const unsigned char *rk = p;
+        if (p + rk_len + 4 > b + end) goto bad;
+        p += rk_len;
+        Py_ssize_t props_len = get_u32(p); p += 4;
+        if (props_len + 4 > (b + end) - p) goto bad;
+        const unsigned char *props = p;
+        p += props_len;
+        Py_ssize_t body_len = get_u32(p); p += 4;
+        if (body_len != (b + end) - p) goto bad;
+        if (props_len > 0xffffffffLL - 12) {
+            PyErr_SetString(PyExc_ValueError, "property list too large");
+            goto fail;
+        }
+        const unsigned char *body = p;
+        int big = body_len >= copy_below;
+        Py_ssize_t msize = 4 + 1 + ctag.len + 8 + 1 + 1 + ex_len + 1 + rk_len;
+        Py_ssize_t nframes = body_len ? (body_len + chunk - 1) / chunk : 0;
+        Py_ssize_t need = 8 + msize + 8 + 12 + props_len + (big ? 0 : body_len + 8 * nframes);
+        /* what the rest takes at most if its bodies are small (frames over records) */
+        Py_ssize_t hint = (n - pos) + (count - i) * (64 + ctag.len);
+        unsigned char *o = parts_room(&w, need, hint);
+        if (o == NULL) goto fail;
+        unsigned char *start = o;
+        o[0] = FRAME_METHOD; put_u16(o + 1, (uint16_t)channel); put_u32(o + 3, (uint32_t)msize);
+        o[7] = 0; o[8] = 60; o[9] = 0; o[10] = 60;
+        o += 11;
+        *o++ = (unsigned char)ctag.len;
+        memcpy(o, ctag.buf, ctag.len); o += ctag.len;
+        put_u64(o, tag); o += 8;
+        *o++ = 0;                                           /* redelivered */
+        *o++ = (unsigned char)ex_len;
+        memcpy(o, ex, ex_len); o += ex_len;
+        *o++ = (unsigned char)rk_len;
+        memcpy(o, rk, rk_len); o += rk_len;
+        *o++ = FRAME_END;
+        o[0] = FRAME_HEADER; put_u16(o + 1, (uint16_t)channel);
+        put_u32(o + 3, (uint32_t)(12 + props_len));
+        o += 7;
+        o[0] = 0; o[1] = 60; o[2] = 0; o[3] = 0;
+        put_u64(o + 4, (uint64_t)body_len);
+        o += 12;
+        memcpy(o, props, props_len); o += props_len;
+        *o++ = FRAME_END;
+        if (!big) {
+            for (Py_ssize_t k = 0; k < body_len; k += chunk) {
+                Py_ssize_t part = body_len - k < chunk ? body_len - k : chunk;
+                o[0] = FRAME_BODY; put_u16(o + 1, (uint16_t)channel);
+                put_u32(o + 3, (uint32_t)part);
+                o += 7;
+                memcpy(o, body + k, part); o += part;
+                *o++ = FRAME_END;
+            }
+            w.used += o - start;
+        } else {
+            w.used += o - start;
+            if (view == NULL && (view = PyMemoryView_FromObject(records)) == NULL) goto fail;
+            Py_ssize_t at = body - b;
+            for (Py_ssize_t k = 0; k < body_len; k += chunk) {
+                Py_ssize_t part = body_len - k < chunk ? body_len - k : chunk;
+                o = parts_room(&w, 7, hint);
+                if (o == NULL) goto fail;
+                o[0] = FRAME_BODY; put_u16(o + 1, (uint16_t)channel);
+                put_u32(o + 3, (uint32_t)part);
+                w.used += 7;
+                if (parts_end(&w) < 0) goto fail;
+                PyObject *slice = PySequence_GetSlice(view, at + k, at + k + part);
+                if (slice == NULL) goto fail;
+                int rc = PyList_Append(w.out, slice);
+                Py_DECREF(slice);
+                if (rc < 0) goto fail;
+                o = parts_room(&w, 1, hint);
+                if (o == NULL) goto fail;
+                *o = FRAME_END;
+                w.used += 1;
+            }
+        }
+        pos = end;
+    }
+    if (pos != n) {
+        PyErr_SetString(PyExc_ValueError, "records left after the run's count");
+        goto fail;
+    }
+    if (parts_end(&w) < 0) goto fail;
+    Py_XDECREF(view);
+    PyBuffer_Release(&ctag);
+    return w.out;
+bad:
+    PyErr_SetString(PyExc_ValueError, "record length does not match its fields");
+    goto fail;
+short_:
+    PyErr_SetString(PyExc_ValueError, "truncated record");
+fail:
+    Py_XDECREF(w.cur);
+    Py_XDECREF(w.out);
+    Py_XDECREF(view);
+    PyBuffer_Release(&ctag);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"whole_publish", (PyCFunction)(void (*)(void))whole_publish, METH_FASTCALL,
      "whole_publish(buf, pos, frame_max, max_message_size) -> None or (channel, exchange, "
@@ -275,6 +479,9 @@ static PyMethodDef methods[] = {
     {"build_deliver", (PyCFunction)(void (*)(void))build_deliver, METH_FASTCALL,
      "build_deliver(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key, "
      "properties, body, frame_max) -> bytes"},
+    {"build_deliver_run", (PyCFunction)(void (*)(void))build_deliver_run, METH_FASTCALL,
+     "build_deliver_run(channel, consumer_tag, first_tag, records, count, frame_max, "
+     "copy_below) -> list of parts"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,8 +5,9 @@ pamqp's generic codec by ``tests/unit/protocol/test_fastpath.py``. Structs are p
 functions take and return plain values, no objects per frame.
 
 The two per-message loops, ``whole_publish`` and ``build_deliver``, are also written in C
-(``_fastpath.c``, built by setup.py); the Python versions here (``*_py``) are the reference,
-and the fallback when the extension is not built. ``tests/unit/protocol/test_fastpath_c.py``
+(``_fastpath.c``, built by setup.py), and ``build_deliver_run`` (a run of deliveries from
+their records' bytes); the Python versions here (``*_py``) are the reference, and the
+fallback when the extension is not built. ``tests/unit/protocol/test_fastpath_c.py``
 checks that both agree on any input.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ METHOD_ID = struct.Struct(">HH")
 U64_BIT = struct.Struct(">QB")
 U64 = struct.Struct(">Q")
 HEADER_PREFIX = struct.Struct(">HHQ")            # class, weight, body size
+RECORD_HEAD = struct.Struct(">IQBB")               # a stored record's: rec_len, ts, flags, ex len
+RECORD_FIXED = 8 + 1 + 1 + 1 + 4 + 4               # bytes rec_len counts besides its fields
 DELIVER_HEAD = struct.Struct(">BHIHHB")           # frame head + class/method + ctag length
 GETOK_HEAD = struct.Struct(">BHIHH")
 CONFIRM_FRAME = struct.Struct(">BHIHHQBB")        # whole basic.ack frame incl. end byte
@@ -150,11 +153,57 @@ def build_deliver_py(channel: int, consumer_tag: bytes, delivery_tag: int, redel
     return out
 
 
-try:                     # the same two functions in C (``_fastpath.c``), built by setup.py
+def build_deliver_run_py(channel: int, consumer_tag: bytes, first_tag: int, records: bytes,
+                         count: int, frame_max: int, copy_below: int) -> list:
+    """basic.deliver + content frames for each of ``count`` records in ``records`` (records in
+    the log's layout back to back, ``storage/record.py``: a ``RecordRun``'s data), tags
+    ``first_tag``, ``first_tag + 1``, ..., none redelivered, as a list of parts: the
+    reference of ``_fastpath.build_deliver_run`` (which joins the parts but for the payloads
+    of bodies of ``copy_below`` bytes or more). A record cut short, or bytes left after the
+    last, is a ValueError."""
+    out, pos, n = [], 0, len(records)
+    for i in range(count):
+        if n - pos < 4 + RECORD_FIXED:
+            raise ValueError("truncated record")
+        rec_len, _ts, _flags, ex_len = RECORD_HEAD.unpack_from(records, pos)
+        end = pos + 4 + rec_len
+        if rec_len < RECORD_FIXED or end > n:
+            raise ValueError("truncated record")
+        p = pos + 14
+        exchange = records[p:p + ex_len]
+        p += ex_len
+        if p + 1 > end:
+            raise ValueError("record length does not match its fields")
+        rk_len = records[p]
+        routing_key = records[p + 1:p + 1 + rk_len]
+        p += 1 + rk_len
+        if p + 4 > end:
+            raise ValueError("record length does not match its fields")
+        props_len = struct.unpack_from(">I", records, p)[0]
+        properties = records[p + 4:p + 4 + props_len]
+        p += 4 + props_len
+        if p + 4 > end:
+            raise ValueError("record length does not match its fields")
+        body_len = struct.unpack_from(">I", records, p)[0]
+        if p + 4 + body_len != end:
+            raise ValueError("record length does not match its fields")
+        out += build_deliver_py(channel, consumer_tag, first_tag + i, False, exchange,
+                                routing_key, properties, records[p + 4:end], frame_max)
+        pos = end
+    if pos != n:
+        raise ValueError("records left after the run's count")
+    return out
+
+
+try:                     # the same functions in C (``_fastpath.c``), built by setup.py
     from ._fastpath import build_deliver as _build_deliver_c, whole_publish
 except ImportError:      # not built: the Python reference does the work
     whole_publish = whole_publish_py
     _build_deliver_c = None
+try:
+    from ._fastpath import build_deliver_run
+except ImportError:      # not built (or built before it)
+    build_deliver_run = build_deliver_run_py
 
 COPY_BODY_BELOW = 8192   # bigger bodies go to the socket as the caller's object, uncopied
 

@@ -240,17 +240,73 @@ static unsigned char *put_fixed(unsigned char *p, PyObject *msg, const char *fmt
 
 static Py_ssize_t fmt_size(const char *fmt) {
     Py_ssize_t n = 0;
-    for (; *fmt && *fmt != '*'; fmt++)
+    for (; *fmt && *fmt != '*' && *fmt != '#'; fmt++)
         n += (*fmt == 'Q') ? 8 : (*fmt == 'I') ? 4 : 1;
     return n;
 }
 
 /* A format ending in '*' is a message whose last item is a list of records (``pubs``): on
- * the wire a u32 count, then each record in the log's layout. The fixed fields before it. */
+ * the wire a u32 count, then each record in the log's layout. The fixed fields before it.
+ * A format ending in '#' (``dlvs``) is the same on the wire; it is decoded as a run (the
+ * records' bytes undecoded and their count: record.RecordRun) instead of a list of records,
+ * and encoded from either. */
 static Py_ssize_t fmt_fixed(const char *fmt, int *is_list) {
     Py_ssize_t n = (Py_ssize_t)strlen(fmt);
-    *is_list = n > 0 && fmt[n - 1] == '*';
+    *is_list = n > 0 && (fmt[n - 1] == '*' || fmt[n - 1] == '#');
     return n - *is_list;
+}
+
+static int fmt_is_run(const char *fmt) {
+    size_t n = strlen(fmt);
+    return n > 0 && fmt[n - 1] == '#';
+}
+
+/* A run's records (its ``data``, bytes, borrowed: the run holds it) and their ``count``;
+ * -1 with an exception set if `run` is not one. */
+static int run_parts(PyObject *run, PyObject **data, Py_ssize_t *count) {
+    PyObject *d = PyObject_GetAttrString(run, "data");
+    if (!d) return -1;
+    PyObject *c = PyObject_GetAttrString(run, "count");
+    if (!c) { Py_DECREF(d); return -1; }
+    *count = PyLong_AsSsize_t(c);
+    Py_DECREF(c);
+    if (*count == -1 && PyErr_Occurred()) { Py_DECREF(d); return -1; }
+    if (!PyBytes_CheckExact(d) || *count < 0 || *count > 0xffffffffLL) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "records: a list of records or a run");
+        return -1;
+    }
+    *data = d;
+    Py_DECREF(d);       /* borrowed from here on: the run keeps its data */
+    return 0;
+}
+
+/* The end of the record at `pos` of b[0:n] after checking its layout (what unpack_record_at
+ * checks, without making its fields); -1 with an exception set. */
+static Py_ssize_t check_record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos) {
+    if (pos < 0 || pos + 4 + RECORD_FIXED > n) goto short_;
+    uint32_t rec_len = get_u32(b + pos);
+    Py_ssize_t end = pos + 4 + (Py_ssize_t)rec_len;
+    if (rec_len < RECORD_FIXED || end > n) goto short_;
+    const unsigned char *p = b + pos + 4 + 8 + 1;
+    unsigned int ex_len = *p++;
+    if (p + ex_len + 1 > b + end) goto bad;
+    p += ex_len;
+    unsigned int rk_len = *p++;
+    if (p + rk_len + 4 > b + end) goto bad;
+    p += rk_len;
+    uint32_t props_len = get_u32(p); p += 4;
+    if ((Py_ssize_t)props_len + 4 > (b + end) - p) goto bad;
+    p += props_len;
+    uint32_t body_len = get_u32(p); p += 4;
+    if ((Py_ssize_t)body_len != (b + end) - p) goto bad;
+    return end;
+bad:
+    PyErr_SetString(PyExc_ValueError, "record length does not match its fields");
+    return -1;
+short_:
+    PyErr_SetString(PyExc_ValueError, "truncated record");
+    return -1;
 }
 
 /* A record's properties or body as a buffer: a bytes object's own storage (no buffer
@@ -400,8 +456,9 @@ static PyObject *record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
 }
 
 /* The hot message at `pos` of b[0:n] (its type byte first), as an `mcls` whose last item is
- * an `rcls` (or a list of them: a format ending in '*'); *end_out gets the end of its last
- * record. */
+ * an `rcls` (or a list of them: a format ending in '*'; or, for a format ending in '#', an
+ * `rcls` made as rcls(data, count) of the records' bytes, a run: no object per record);
+ * *end_out gets the end of its last record. */
 static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
                                    const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
                                    Py_ssize_t *end_out, field_memo *memo) {
@@ -421,6 +478,24 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
             PyErr_SetString(PyExc_ValueError, "truncated record");
             return NULL;
         }
+        if (fmt_is_run(fmt)) {
+            Py_ssize_t start = at;
+            for (uint32_t i = 0; i < count; i++) {
+                at = check_record_at(b, n, at);
+                if (at < 0) return NULL;
+            }
+            PyObject *args[2];
+            args[0] = PyBytes_FromStringAndSize((const char *)b + start, at - start);
+            if (!args[0]) return NULL;
+            args[1] = PyLong_FromUnsignedLong(count);
+            if (!args[1]) { Py_DECREF(args[0]); return NULL; }
+            last = PyObject_Vectorcall((PyObject *)rcls, args, 2, NULL);
+            Py_DECREF(args[0]);
+            Py_DECREF(args[1]);
+            if (!last) return NULL;
+            *end_out = at;
+            goto fixed;
+        }
         last = PyList_New(count);
         if (!last) return NULL;
         for (uint32_t i = 0; i < count; i++) {
@@ -433,6 +508,7 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
         last = record_at(b, n, pos + hsize, rcls, end_out, memo);
         if (!last) return NULL;
     }
+fixed:;
     PyObject *msg = new_tuple_of(mcls, nfixed + 1);
     if (!msg) {
         Py_DECREF(last);
@@ -630,7 +706,12 @@ static int hot_size(PyObject *msg, const char *fmt, Py_ssize_t prefix_len, Py_ss
     }
     PyObject *last = PyTuple_GET_ITEM(msg, nfixed);
     Py_ssize_t size = prefix_len + 1 + fmt_size(fmt);
-    if (is_list) {
+    if (is_list && !PyList_Check(last) && fmt_is_run(fmt)) {
+        PyObject *data;
+        Py_ssize_t count;
+        if (run_parts(last, &data, &count) < 0) return -1;
+        size += 4 + PyBytes_GET_SIZE(data);
+    } else if (is_list) {
         if (!PyList_Check(last) || PyList_GET_SIZE(last) > 0xffffffffLL) {
             PyErr_SetString(PyExc_TypeError, "records: a list of records");
             return -1;
@@ -671,7 +752,18 @@ static int hot_pack(unsigned char *p, Py_ssize_t size, PyObject *msg, unsigned i
     *p++ = (unsigned char)type_id;
     p = put_fixed(p, msg, fmt, nfixed);
     if (!p) return -1;
-    if (is_list) {
+    if (is_list && !PyList_Check(last) && fmt_is_run(fmt)) {
+        PyObject *data;
+        Py_ssize_t count;
+        if (run_parts(last, &data, &count) < 0) return -1;
+        if (4 + PyBytes_GET_SIZE(data) > end - p) {
+            PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
+            return -1;
+        }
+        put_u32(p, (uint32_t)count); p += 4;
+        memcpy(p, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+        p += PyBytes_GET_SIZE(data);
+    } else if (is_list) {
         if (!PyList_Check(last)) {
             PyErr_SetString(PyExc_TypeError, "records: a list of records");
             return -1;
@@ -907,17 +999,25 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
             if (!entry && PyErr_Occurred()) goto fail;
         }
         if (entry) {
-            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
-                !PyType_Check(PyTuple_GET_ITEM(entry, 1))) {
-                PyErr_SetString(PyExc_TypeError, "hot: {type_id: (fmt, class)}");
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 ||
+                PyTuple_GET_SIZE(entry) > 3 || !PyType_Check(PyTuple_GET_ITEM(entry, 1)) ||
+                (PyTuple_GET_SIZE(entry) == 3 && !PyType_Check(PyTuple_GET_ITEM(entry, 2)))) {
+                PyErr_SetString(PyExc_TypeError, "hot: {type_id: (fmt, class[, run class])}");
                 goto fail;
             }
             const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 0));
             if (!fmt) goto fail;
+            /* a run's records are made by the entry's run class, not record_cls */
+            PyTypeObject *last_cls = PyTuple_GET_SIZE(entry) == 3
+                ? (PyTypeObject *)PyTuple_GET_ITEM(entry, 2) : rcls;
+            if (fmt_is_run(fmt) && last_cls == rcls) {
+                PyErr_SetString(PyExc_TypeError, "a run's entry names its run class");
+                goto fail;
+            }
             Py_ssize_t rec_end;
             msg = unpack_message_at(b, (Py_ssize_t)end, (Py_ssize_t)start + 1, fmt,
-                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), rcls, &rec_end,
-                                    &memo);
+                                    (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), last_cls,
+                                    &rec_end, &memo);
             if (!msg) goto fail;
             if (rec_end != (Py_ssize_t)end) {
                 Py_DECREF(msg);

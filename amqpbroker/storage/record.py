@@ -84,6 +84,47 @@ class Record(NamedTuple):
     flags: int = 0          # bit 0 = persistent (delivery_mode 2); other bits reserved
 
 
+class RecordRun:
+    """Records in the layout below, back to back, not decoded: a run of deliveries as a link
+    that decodes hands it to the front-end (the contract's field type ``run``, ``Dlvs``),
+    which turns it into ``basic.deliver`` frames in C (``protocol/fastpath.build_deliver_run``)
+    with no ``Record`` per message. ``data`` is the records' bytes, ``count`` how many;
+    iterating decodes them (the paths that need each record: a global prefetch, a cancelled
+    consumer). Equal to a list of the same records."""
+    __slots__ = ("data", "count")
+
+    def __init__(self, data: bytes, count: int):
+        self.data = data
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        data, pos = self.data, 0
+        for _ in range(self.count):
+            record, pos = decode_record(data, pos)
+            yield record
+
+    def __getitem__(self, i):
+        return list(self)[i]
+
+    def __eq__(self, other):
+        if isinstance(other, (list, RecordRun)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"RecordRun({list(self)!r})"
+
+    @classmethod
+    def of(cls, records: list) -> "RecordRun":
+        """The run of ``records`` (tests, and the reference codec)."""
+        return cls(b"".join(encode_record(r) for r in records), len(records))
+
+
 class BatchHeader(NamedTuple):
     length: int
     base_offset: int
@@ -234,9 +275,12 @@ def pack_message_py(prefix: bytes, type_id: int, fmt: str, msg: tuple) -> bytes:
     """A hot message of the contract: ``prefix``, the type byte, the fixed fields of ``fmt``
     (struct characters B I Q ?), then the record that is the message's last item; a ``fmt``
     ending in ``*`` (``pubs``): the last item is a list of records, sent as a u32 count and
-    the records back to back."""
-    fixed = fmt.rstrip("*")
+    the records back to back; ending in ``#`` (``dlvs``): the same on the wire, the last item
+    a list of records or a ``RecordRun``."""
+    fixed = fmt.rstrip("*#")
     head = prefix + struct.pack(">B" + fixed, type_id, *msg[:-1])
+    if isinstance(msg[-1], RecordRun) and fmt.endswith("#"):
+        return b"".join([head, _U32.pack(msg[-1].count), msg[-1].data])
     if fixed != fmt:
         return b"".join([head, _U32.pack(len(msg[-1])),
                          *(_pack_one_py(b"", r) for r in msg[-1])])
@@ -253,8 +297,9 @@ def unpack_message_py(buf, pos: int, fmt: str, message_cls, record_cls):
 
 
 def _unpack_message_end_py(buf, pos: int, fmt: str, message_cls, record_cls):
-    """(message, end of its last record)."""
-    fixed = fmt.rstrip("*")
+    """(message, end of its last record); a ``fmt`` ending in ``#``: its last item is
+    ``record_cls(data, count)``, a run (``RecordRun``)."""
+    fixed = fmt.rstrip("*#")
     head = struct.Struct(">B" + fixed)
     values = head.unpack_from(buf, pos)[1:]
     pos += head.size
@@ -263,6 +308,11 @@ def _unpack_message_end_py(buf, pos: int, fmt: str, message_cls, record_cls):
         return message_cls(*values, record_cls(*fields)), end
     count = _U32.unpack_from(buf, pos)[0]
     pos += 4
+    if fmt.endswith("#"):
+        start = pos
+        for _ in range(count):
+            pos = unpack_record_py(buf, pos)[-1]
+        return message_cls(*values, record_cls(bytes(buf[start:pos]), count)), pos
     records = []
     for _ in range(count):
         *fields, pos = unpack_record_py(buf, pos)
@@ -313,8 +363,9 @@ def pack_messages_at_py(sized: list, buf, offs, n: int) -> None:
 
 def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> list:
     """The ``n`` records at the native uint64 ``[start, end)`` pairs ``offs`` of ``buf``: a
-    whole hot message (first byte 0, then a type in ``hot``, {type_id: (fmt, class)})
-    unpacked in place, any other record ``fallback(bytes)`` (None results dropped)."""
+    whole hot message (first byte 0, then a type in ``hot``, {type_id: (fmt, class)}, or
+    (fmt, class, run class) for a format ending in ``#``) unpacked in place, any other
+    record ``fallback(bytes)`` (None results dropped)."""
     pairs = array.array("Q", bytes(offs[:16 * n]))
     out = []
     for i in range(n):
@@ -326,10 +377,11 @@ def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> li
                 out.append(msg)
             continue
         view = memoryview(buf)[:end]
-        fmt, cls = entry
+        fmt, cls = entry[:2]
+        last_cls = entry[2] if len(entry) == 3 else record_cls
         try:
-            msg, msg_end = _unpack_message_end_py(view, start + 1, fmt, cls, record_cls)
-        except struct.error:
+            msg, msg_end = _unpack_message_end_py(view, start + 1, fmt, cls, last_cls)
+        except (struct.error, IndexError):
             raise ValueError("truncated message") from None
         if msg_end != end:
             raise ValueError("message shorter than its ring record")

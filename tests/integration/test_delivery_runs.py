@@ -80,3 +80,28 @@ async def test_runs_keep_tags_consumer_tags_headers_and_redelivered_flags(broker
             await ch.queue_delete(q)
     finally:
         await conn.close()
+
+
+async def test_runs_of_big_and_small_bodies_to_a_no_ack_consumer(broker):
+    """A run's frames come from its records' bytes in one C call (``build_deliver_run``):
+    bodies past ``COPY_BODY_BELOW`` go out as slices of the run, and one past frame_max in
+    several body frames; a no-ack consumer's tags count up all the same."""
+    sizes = [16, 70_000, 0, 300_000, 1024, 9000, 16] * 3
+    bodies = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    conn = await aiormq.connect(broker.url)
+    try:
+        ch = await conn.channel()
+        await ch.queue_declare("runs-big")
+        pub = await conn.channel(publisher_confirms=True)
+        await asyncio.gather(*[pub.basic_publish(body, routing_key="runs-big")
+                               for body in bodies])
+        seen = Collector(timeout=60)
+        await ch.basic_consume("runs-big", seen.on_message, no_ack=True, consumer_tag="big")
+        await seen.wait(len(bodies))
+        assert [m.body for m in seen.got] == bodies
+        assert [m.delivery_tag for m in seen.got] == list(range(1, len(bodies) + 1))
+        assert not any(m.redelivered for m in seen.got)
+        await ch.basic_cancel("big")
+        await ch.queue_delete("runs-big")
+    finally:
+        await conn.close()
