@@ -1,15 +1,16 @@
 """One confirmed publish at a time on two running clusters at once, in turns (issue 12
 "Speed"): the A/B comparison of a change to the replication path on a loaded machine.
 
-    python bench/paired_confirm_bench.py MGMT_A MGMT_B [--messages 1000] [--size 1024]
-        [--group-size 3]
+    python bench/paired_confirm_bench.py MGMT_A MGMT_B [MGMT_C ...] [--messages 1000]
+        [--size 1024] [--group-size 3]
 
 MGMT_A, MGMT_B: the management URLs of each cluster's nodes, comma-separated
 (``http://127.0.0.1:PORT,...``, as ``python -m amqpbroker.testing.cluster`` prints them;
 start one from each checkout), or for B an AMQP URL of a RabbitMQ node
 (``amqp://guest:guest@127.0.0.1:5701/``, ``bench/rabbitmq_cluster.py``'s first node: the
 quorum queue is declared through it, so it leads), our rf3 against RabbitMQ's qq3 under the
-same load. A
+same load; further sides (C, ...) join the same turns, each
+compared with A. A
 quorum queue ``paired-rfN`` (``x-quorum-initial-group-size`` N) is declared on each; pika
 connects to its leader (the management API's ``leader``) and publishes persistent messages
 with confirms, one at a time, alternating A, B, A, B ...: both clusters see the machine's
@@ -89,6 +90,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("mgmt_a")
     p.add_argument("mgmt_b")
+    p.add_argument("more", nargs="*", help="further sides C, D ... (as MGMT_B), in the same "
+                   "turns: e.g. this branch, main and RabbitMQ's qq3 in the same seconds")
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--group-size", type=int, default=3)
@@ -96,11 +99,14 @@ def main() -> int:
     queue = f"paired-rf{args.group_size}"
     body = b"x" * args.size
     props = pika.BasicProperties(delivery_mode=2)
-    sides = {"A": leader_channel(args.mgmt_a.split(","), queue, args.group_size),
-             "B": leader_channel(args.mgmt_b.split(","), queue, args.group_size)}
-    lat = {"A": [], "B": []}
+    urls = [args.mgmt_a, args.mgmt_b, *args.more]
+    names = [chr(ord("A") + i) for i in range(len(urls))]
+    sides = {n: leader_channel(u.split(","), queue, args.group_size)
+             for n, u in zip(names, urls)}
+    lat = {n: [] for n in names}
     for i in range(args.messages):
-        for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
+        k = i % len(names)              # each side first in turn (two sides: A B, B A, ...)
+        for side in names[k:] + names[:k]:
             _, ch = sides[side]
             t = time.perf_counter()
             ch.basic_publish("", queue, body, props)
@@ -109,14 +115,15 @@ def main() -> int:
         ch.queue_purge(queue)
         conn.close()
     print(f"{args.messages} persistent {args.size} B messages each, confirm one at a time, "
-          f"{queue}, A and B in turns")
+          f"{queue}, {', '.join(names)} in turns")
     print("| | p50 | p90 | p99 |")
     print("|---|---:|---:|---:|")
-    for side in ("A", "B"):
+    for side in names:
         print(f"| {side} | " + " | ".join(f"{pct(lat[side], q) * 1e3:.2f} ms"
                                           for q in (0.5, 0.9, 0.99)) + " |")
-    print("| B / A | " + " | ".join(f"{pct(lat['B'], q) / pct(lat['A'], q):.2f}"
-                                     for q in (0.5, 0.9, 0.99)) + " |")
+    for side in names[1:]:
+        print(f"| {side} / A | " + " | ".join(f"{pct(lat[side], q) / pct(lat['A'], q):.2f}"
+                                              for q in (0.5, 0.9, 0.99)) + " |")
     return 0
 
 

@@ -1,6 +1,6 @@
 """A 3-node RabbitMQ cluster on this machine, for benchmarks (issue 12 "Speed").
 
-    python bench/rabbitmq_cluster.py [--nodes 3] [--port 5701]    # start, print, Ctrl-C stops
+    python bench/rabbitmq_cluster.py [--nodes 3] [--port 5701] [--prefix rq]   # Ctrl-C stops
 
 Nodes ``rq1@localhost`` … ``rqN@localhost`` of the installed RabbitMQ (3.10), AMQP ports
 ``port`` … ``port+N-1``, distribution ports ``port+1000`` …, no plugins (no management,
@@ -148,6 +148,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--port", type=int, default=5701)
+    p.add_argument("--prefix", default="rq", help="node names PREFIX1@localhost ...: another "
+                   "name than a cluster someone else runs on this machine")
     args = p.parse_args()
 
     def interrupted(signum, frame):
@@ -156,7 +158,7 @@ def main() -> int:
     # it with SIGINT ignored, so Ctrl-C's signal was dropped and the nodes kept running)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupted)
-    with RabbitCluster(args.nodes, args.port) as rc:
+    with RabbitCluster(args.nodes, args.port, args.prefix) as rc:
         print(rc.ctl(0, "cluster_status"))
         print(" ".join(rc.urls), "pids", rc.pids(), flush=True)
         try:
