@@ -11,7 +11,7 @@ cut into fragments: every ring record starts with one byte, ``0`` = a whole mess
 a fragment with more to come, ``2`` = the last fragment.
 
 Writes are batched: ``send`` appends the message to a list that is encoded and pushed once
-per loop turn, straight into the ring: ``contract.size_many`` sizes the lot (one C call),
+per loop turn (see "A lone message" below for when sooner), straight into the ring: ``contract.size_many`` sizes the lot (one C call),
 ``Ring.push_with`` reserves their space in the ring, ``contract.write_many`` packs each
 message where it goes (one C call; a body is copied once, from its bytes into the shared
 mapping) and one release store publishes them. The message object is
@@ -25,6 +25,13 @@ after), and handed to ``on_batch``. The incoming ring's eventfd stays registered
 loop for the link's life; the reader drains the ring until it is empty, then sets its
 "waiting" flag (``ring_reader_prepare_sleep``) and returns to the loop: the writer writes the
 eventfd only when it sees that flag, so a busy link costs no wake-up per message.
+
+A lone message. What a read makes for a link whose reader sleeps is pushed once that read is
+handled: the end of a socket read (``release``, called by ``PartitionClient``) or of a batch
+read from another link (``_hand``: a worker's deliveries, made while it handles a front-end's
+publishes, go to the consumer's front-end at once). It would be woken by the turn's flush
+anyway, a loop turn (every other ready read of the turn) later. A link whose reader is awake
+(busy: it drains the ring and will see what lands) still gets one push per loop turn.
 """
 from __future__ import annotations
 
@@ -42,6 +49,9 @@ from ..contract import decode, decode_many, encode_bytes, size_many, write_many
 log = logging.getLogger("amqpbroker.partition")
 
 WHOLE, MORE, LAST = b"\x00", b"\x01", b"\x02"
+
+# the endpoints of this process with messages sent and not yet pushed (``push_if_asleep``)
+_unsent: dict = {}
 
 
 async def hand_over(batch: list, on_batch, yield_after) -> None:
@@ -92,6 +102,7 @@ class RingEndpoint:
         self._msgs.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            _unsent[self] = None
             self.loop.call_soon(self.flush)
 
     emit = send
@@ -99,13 +110,22 @@ class RingEndpoint:
     def hold(self) -> None:
         """A session handles what it read until ``release``: ``PartitionClient`` gathers the
         read's publishes to one queue into one ``Pubs``, one ring record (the host appends
-        it as one). Nothing to do here: what is sent waits for the turn's ``flush`` anyway."""
+        it as one). Nothing to do here: what is sent waits for ``release``."""
 
     def release(self) -> None:
-        """The end of ``hold``."""
+        """The end of ``hold``: the read's messages go now if the reader sleeps."""
+        self.push_if_asleep()
+
+    def push_if_asleep(self) -> None:
+        """Push what was sent if the other side sleeps on the ring: a lone message is not
+        kept for the end of the loop turn. A reader that is awake is left to the turn's
+        ``flush``, which pushes the turn's messages at once."""
+        if self._flush_scheduled and not self.closed and self.out_ring._r.hdr.reader_waiting:
+            self.flush()
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        _unsent.pop(self, None)
         if self._draining is not None or not self._msgs or self.closed:
             return
         msgs, self._msgs = self._msgs, []
@@ -208,11 +228,15 @@ class RingEndpoint:
                 return
 
     def _hand(self, batch: list) -> None:
-        """A handler that raises loses the rest of its batch, not the link."""
+        """A handler that raises loses the rest of its batch, not the link. What the batch
+        made for links whose readers sleep goes now (``push_if_asleep``)."""
         try:
             self.on_batch(batch)
         except Exception:
             log.exception("handling a batch of %d link messages failed", len(batch))
+        if _unsent:
+            for endpoint in list(_unsent):
+                endpoint.push_if_asleep()
 
     def _resume(self) -> None:
         held, self._held = self._held, None
@@ -225,6 +249,7 @@ class RingEndpoint:
 
     def close(self) -> None:
         self.closed = True
+        _unsent.pop(self, None)
         if self._reading:
             self._reading = False
             self.loop.remove_reader(self.in_ring.data_fd)
