@@ -177,3 +177,45 @@ async def test_what_a_batch_sends_to_a_sleeping_reader_goes_when_the_batch_is_ha
             await until(lambda: len(got) == 2)
     assert seen and seen[0] > 0
     assert [type(m) for m in got] == [c.Pub, c.Dlv]
+
+
+async def test_a_quiet_message_waits_for_the_readers_next_wake_up():
+    """``send_quiet`` (an ack nothing waits for) does not wake a reader asleep on the ring:
+    it is read when the reader's process wakes for something else, on any link, before
+    what woke it; else ``QUIET_WAKE`` after the push."""
+    got_b, got_d = [], []
+    async with pair(1 << 16, lambda batch: None, got_b.extend) as (a, b), \
+            pair(1 << 16, lambda batch: None,
+                 lambda batch: got_d.extend((len(got_b), m) for m in batch)) as (c_, d):
+        a.send(pub(1, 10))
+        c_.send(pub(2, 10))
+        await until(lambda: len(got_b) == 1 and len(got_d) == 1)
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1
+                    and d.in_ring._r.hdr.reader_waiting == 1)
+        ack = c.Ack(qid=1, seq=3, offsets=[1])
+        a.send_quiet(ack)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert got_b == [pub(1, 10)]            # pushed, not read: b still asleep
+        assert a.out_ring.used_bytes() > 0
+        c_.send(pub(4, 10))                     # d's wake-up reads b's ring first
+        await until(lambda: len(got_d) == 2)
+        assert got_b == [pub(1, 10), ack]
+        assert got_d[1] == (2, pub(4, 10))
+
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        a.send_quiet(c.Ack(qid=1, seq=5, offsets=[2]))     # nothing else: the timer wakes b
+        await until(lambda: len(got_b) == 3)
+
+
+async def test_a_quiet_message_goes_with_the_next_urgent_one_in_order():
+    got = []
+    async with pair(1 << 16, lambda batch: None, got.extend) as (a, b):
+        a.send(pub(1, 10))
+        await until(lambda: len(got) == 1)
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        ack = c.Ack(qid=1, seq=2, offsets=[1])
+        a.send_quiet(ack)
+        a.send(pub(3, 10))
+        await until(lambda: len(got) == 3)
+        assert got == [pub(1, 10), ack, pub(3, 10)]
