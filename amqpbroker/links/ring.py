@@ -11,7 +11,8 @@ cut into fragments: every ring record starts with one byte, ``0`` = a whole mess
 a fragment with more to come, ``2`` = the last fragment.
 
 Writes are batched: ``send`` appends the message to a list that is encoded and pushed once
-per loop turn (see "A lone message" below for when sooner), straight into the ring: ``contract.size_many`` sizes the lot (one C call),
+per loop turn (sooner for a reader asleep: "A lone message" below), straight into the ring:
+``contract.size_many`` sizes the lot (one C call),
 ``Ring.push_with`` reserves their space in the ring, ``contract.write_many`` packs each
 message where it goes (one C call; a body is copied once, from its bytes into the shared
 mapping) and one release store publishes them. The message object is
@@ -33,8 +34,9 @@ publishes, go to the consumer's front-end at once). It would be woken by the tur
 anyway, a loop turn (every other ready read of the turn) later. A link whose reader is awake
 (busy: it drains the ring and will see what lands) still gets one push per loop turn.
 
-Quiet messages. What nothing waits for (``send_quiet``: a consumer's ack when no credit
-rides on it) is pushed without waking a reader asleep on the ring (``ring_commit_quiet``).
+Quiet messages. What nothing waits for (``send_quiet``: a consumer's ack; the credit it may
+return goes as its own ``Credit``) is pushed without waking a reader asleep on the ring
+(``ring_commit_quiet``).
 The reader reads it when it wakes for anything else: after any wake-up an endpoint reads
 every ring of its process that holds records, the others' first (``_on_wake``), so whatever
 woke it (the next publish, a management request) finds the ack handled. If nothing has woken
