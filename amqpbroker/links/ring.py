@@ -217,7 +217,8 @@ class RingEndpoint:
         records (a spurious wake-up costs the reader a look at an empty ring, never a lost
         record)."""
         self._quiet_timer = False
-        if not self.closed and lib.ring_used_bytes(self.out_ring._r):
+        if not self.closed and not self.out_ring.closed \
+                and lib.ring_used_bytes(self.out_ring._r):
             self.out_ring._wake(self.out_ring.data_fd)
 
     # ------------------------------------------------------------ in
@@ -227,7 +228,7 @@ class RingEndpoint:
         except BlockingIOError:
             pass
         for endpoint in list(_readers):     # quiet records pushed to us on other links
-            if endpoint is not self and not endpoint.closed \
+            if endpoint is not self and not endpoint.closed and not endpoint.in_ring.closed \
                     and lib.ring_used_bytes(endpoint.in_ring._r):
                 endpoint._pump()
         self._pump()
