@@ -19,7 +19,9 @@ round and deletes it, so the round starts on a heap that has just grown, as late
 in the harness's ``all`` after the throughput scenarios. Each round also counts the wake-ups
 (voluntary context switches) of the broker's threads other than the loops' (the heap-prefault
 thread: each of its wake-ups takes the GIL from a loop) per round trip (bench/RESULTS.md,
-"latency_1: the prefault thread's GIL").
+"latency_1: the prefault thread's GIL"), and the wake-ups of each process's loop (its main
+thread's voluntary context switches) per round trip: in a split layout, how many process hops
+a lone message makes (bench/RESULTS.md, "The split layouts against RabbitMQ").
 """
 from __future__ import annotations
 
@@ -94,6 +96,20 @@ async def ping_pong(url: str, n: int, size: int, warmup: int = 200) -> tuple[flo
     await pub.close()
     await sub.close()
     return elapsed, sorted(lat)
+
+
+def loop_wakeups(pid: int) -> dict[int, int]:
+    """Voluntary context switches of each process's main thread (its event loop), by pid:
+    each is a wake-up of that process (bench/RESULTS.md, "The split layouts")."""
+    out = {}
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                out[p] = int(next(line for line in f
+                                  if line.startswith("voluntary_ctxt_switches")).split()[1])
+        except (OSError, StopIteration):
+            pass
+    return out
 
 
 def thread_wakeups(pid: int) -> int:
@@ -177,13 +193,16 @@ def main() -> None:
                 asyncio.run(grow_heap(url, args.grow_heap))
             u0, s0 = cpu(pid)
             w0 = thread_wakeups(pid)
+            l0 = loop_wakeups(pid)
             elapsed, lat = asyncio.run(ping_pong(url, n, args.size))
             u1, s1 = cpu(pid)
             w1 = thread_wakeups(pid)
+            l1 = loop_wakeups(pid)
+            loops = sorted(((l1[p] - l0[p]) / n for p in l1 if p in l0), reverse=True)
             pct = {q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
                    for q in (0.5, 0.99, 0.999)}
             rows[url].append((n / elapsed, pct, (u1 - u0) / n * 1e6, (s1 - s0) / n * 1e6,
-                              (w1 - w0) / n))
+                              (w1 - w0) / n, loops))
     for url, pid in zip(args.url, args.broker_pid):
         r = rows[url]
         med = lambda f: statistics.median(f(x) for x in r)     # noqa: E731
@@ -196,6 +215,8 @@ def main() -> None:
               f"(per round: {', '.join(f'{x[2] + x[3]:.0f}' for x in r)})")
         print(f"  wake-ups of the broker's other threads per round trip: "
               f"{med(lambda x: x[4]):.3f} (per round: {', '.join(f'{x[4]:.3f}' for x in r)})")
+        print("  wake-ups of each process's loop per round trip (per round, the busiest first): "
+              + "; ".join(", ".join(f"{w:.2f}" for w in x[5] if w >= 0.01) for x in r))
         if args.strace:
             counts = strace_counts(pid, lambda: asyncio.run(ping_pong(url, n, args.size)))
             per = sorted(((c / n, name) for name, c in counts.items()), reverse=True)

@@ -216,6 +216,16 @@ int ring_commit(ring_t *r, uint64_t new_head)
     return reader_needs_wake(r) ? RING_OK_WAKE : RING_OK;
 }
 
+/* ring_commit without the wake-up: the records are published, but a consumer asleep on the
+ * ring stays asleep and its flag stays set, so the next ring_commit (or push) still wakes it.
+ * For records nothing waits for: the consumer reads them when it wakes for something else,
+ * or the caller writes data_fd later (shm/ring.py, push_with(wake=False)). */
+void ring_commit_quiet(ring_t *r, uint64_t new_head)
+{
+    /* Release: as in ring_commit. No fence and no look at reader_waiting: nobody is woken. */
+    __atomic_store_n(&r->hdr->head, new_head, __ATOMIC_RELEASE);
+}
+
 int ring_can_push(ring_t *r, size_t len)
 {
     if (len > r->max_record)

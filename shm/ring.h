@@ -100,6 +100,7 @@ int ring_push_many(ring_t *r, const uint8_t *data, const uint32_t *lens, size_t 
 int ring_reserve_many(ring_t *r, const uint32_t *lens, size_t n, uint64_t *offs,
                       size_t *nreserved, uint64_t *new_head);
 int ring_commit(ring_t *r, uint64_t new_head);
+void ring_commit_quiet(ring_t *r, uint64_t new_head);
 int ring_can_push(ring_t *r, size_t len);
 int ring_writer_prepare_sleep(ring_t *r, size_t len);
 void ring_writer_cancel_sleep(ring_t *r);

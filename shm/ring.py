@@ -240,13 +240,14 @@ class Ring:
             raise ValueError(f"a record > max_record {self.max_record}")
         raise RingError(f"ring_push_many: status {rc}")
 
-    def push_with(self, write, lens, n: int) -> int:
+    def push_with(self, write, lens, n: int, wake: bool = True) -> int:
         """``push_packed`` without the packed buffer: room is reserved for the leading ones
         of ``n`` records that fit (``lens``: their lengths as native uint32), then
         ``write(mapping, offs, k)`` writes those ``k`` payloads straight into the mapping
         (``offs``: native uint64 offset of each payload), then one release store publishes
         them. Returns ``k`` (0 if the ring is full). If ``write`` raises, nothing is
-        published."""
+        published. ``wake=False``: a reader asleep on the ring is not woken for them
+        (``ring_commit_quiet``)."""
         if not n:
             return 0
         if n > len(self._woffs):
@@ -261,7 +262,9 @@ class Ring:
             raise RingError(f"ring_reserve_many: status {rc}")
         k = self._wn[0]
         write(self._mm, ffi.buffer(self._woffs, 8 * k), k)
-        if lib.ring_commit(self._r, self._whead[0]) == OK_WAKE:
+        if not wake:
+            lib.ring_commit_quiet(self._r, self._whead[0])
+        elif lib.ring_commit(self._r, self._whead[0]) == OK_WAKE:
             self._wake(self.data_fd)
         return k
 

@@ -57,6 +57,23 @@ class Broker:
         self._cycles_logged: set = set()
         self.stats = FrontendStats(config)      # counters of this process (amqpbroker/stats)
 
+    def handle_events(self, client, events) -> None:
+        """A batch of a host's events read from a ring link (``client.on_events``); what it
+        gave the sessions (deliveries) is written once it is handled, as a read's output is
+        (``Session._process``), not at the end of the loop turn: a lone message's delivery
+        leaves in the wake-up that brought it."""
+        if self.written_to is not None:
+            client.on_events(events)
+            return
+        self.written_to = written_to = []
+        try:
+            client.on_events(events)
+        finally:
+            self.written_to = None
+        for session in written_to:
+            if session._flush_scheduled:        # the turn's own flush finds nothing then
+                session.flush()
+
     # ------------------------------------------------------------ hooks of the owner
     def changed(self, op) -> None:
         """Metadata changed: a copy has nobody to tell."""

@@ -13,6 +13,7 @@ Order of start: the supervisor sends the metadata snapshot and the worker links,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import socket
@@ -95,7 +96,8 @@ class Frontend:
     def on_link_worker(self, m: c.LinkWorker) -> None:
         client = self.broker.partitions[m.worker]
 
-        client.connect(ring.attach(self.control.recv_fds(6), client.on_events,
+        client.connect(ring.attach(self.control.recv_fds(6),
+                                   functools.partial(self.broker.handle_events, client),
                                    yield_after=c.Reply))
         client.resubscribe()        # after a worker restart: consumer group shares
 

@@ -91,6 +91,7 @@ class PartitionClient:
         # (``hold``)
         self._batch: Gathering | None = None
         self._send_many = None
+        self._send_quiet = None
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
     @classmethod
@@ -103,6 +104,7 @@ class PartitionClient:
         # a link that hands several commands to the host as one batch (the in-process one):
         # a fanout's queues then share a publish number (``publish_routed``)
         self._send_many = getattr(link, "send_many", None)
+        self._send_quiet = getattr(link, "send_quiet", None)    # a ring link's
 
     # ------------------------------------------------------------ commands
     def new_qid(self) -> int:
@@ -175,7 +177,7 @@ class PartitionClient:
         """Acks are numbered like publishes, so that a later confirm can wait for the commit
         that wrote them (see ``Session.settled_on``)."""
         self.seq = seq = self.seq + 1
-        self._settle(c.Ack(qid=qid, seq=seq, offsets=offsets))
+        self._settle(c.Ack(qid=qid, seq=seq, offsets=offsets), quiet=True)
         return seq
 
     def reject(self, qid: int, offsets: list[int], requeue: bool) -> int:
@@ -231,11 +233,18 @@ class PartitionClient:
             self.link.send(c.Pubs(qid=qid, seq=seq, priority=priority, track=track,
                                   flags=flags, records=records))
 
-    def _settle(self, msg) -> None:
+    def _settle(self, msg, quiet: bool = False) -> None:
+        """``quiet``: nothing waits for the host to handle ``msg`` (an ack: the credit it
+        returns to a consumer with a prefetch goes as its own ``Credit``, a confirm that
+        waits for it asks with ``ConfirmWanted``): a ring link does not wake a sleeping
+        worker for it (links/ring.py, "Quiet messages")."""
         if self.link is not None:
             if self._batch is not None:
                 self._send_batch()
-            self.link.send(msg)
+            if quiet and self._send_quiet is not None:
+                self._send_quiet(msg)
+            else:
+                self.link.send(msg)
         else:
             self.done_seq = msg.seq
 

@@ -11,7 +11,8 @@ cut into fragments: every ring record starts with one byte, ``0`` = a whole mess
 a fragment with more to come, ``2`` = the last fragment.
 
 Writes are batched: ``send`` appends the message to a list that is encoded and pushed once
-per loop turn, straight into the ring: ``contract.size_many`` sizes the lot (one C call),
+per loop turn (sooner for a reader asleep: "A lone message" below), straight into the ring:
+``contract.size_many`` sizes the lot (one C call),
 ``Ring.push_with`` reserves their space in the ring, ``contract.write_many`` packs each
 message where it goes (one C call; a body is copied once, from its bytes into the shared
 mapping) and one release store publishes them. The message object is
@@ -25,6 +26,22 @@ after), and handed to ``on_batch``. The incoming ring's eventfd stays registered
 loop for the link's life; the reader drains the ring until it is empty, then sets its
 "waiting" flag (``ring_reader_prepare_sleep``) and returns to the loop: the writer writes the
 eventfd only when it sees that flag, so a busy link costs no wake-up per message.
+
+A lone message. What a read makes for a link whose reader sleeps is pushed once that read is
+handled: the end of a socket read (``release``, called by ``PartitionClient``) or of a batch
+read from another link (``_hand``: a worker's deliveries, made while it handles a front-end's
+publishes, go to the consumer's front-end at once). It would be woken by the turn's flush
+anyway, a loop turn (every other ready read of the turn) later. A link whose reader is awake
+(busy: it drains the ring and will see what lands) still gets one push per loop turn.
+
+Quiet messages. What nothing waits for (``send_quiet``: a consumer's ack; the credit it may
+return goes as its own ``Credit``) is pushed without waking a reader asleep on the ring
+(``ring_commit_quiet``).
+The reader reads it when it wakes for anything else: after any wake-up an endpoint reads
+every ring of its process that holds records, the others' first (``_on_wake``), so whatever
+woke it (the next publish, a management request) finds the ack handled. If nothing has woken
+the reader ``QUIET_WAKE`` after the push, the writer wakes it. A lone message's ack thus
+costs the worker no wake-up of its own; a busy reader never sleeps and sees no difference.
 """
 from __future__ import annotations
 
@@ -42,6 +59,13 @@ from ..contract import decode, decode_many, encode_bytes, size_many, write_many
 log = logging.getLogger("amqpbroker.partition")
 
 WHOLE, MORE, LAST = b"\x00", b"\x01", b"\x02"
+
+# the endpoints of this process with messages sent and not yet pushed (``push_if_asleep``)
+_unsent: dict = {}
+# the endpoints of this process reading a ring: each reads the others' after a wake-up
+_readers: dict = {}
+# seconds after a quiet push whose reader has not read it yet: the reader is woken
+QUIET_WAKE = 0.005
 
 
 async def hand_over(batch: list, on_batch, yield_after) -> None:
@@ -73,6 +97,8 @@ class RingEndpoint:
         self._msgs: list = []               # sent this turn, not yet encoded
         self._out: list[bytes] = []         # encoded ring records waiting for room
         self._flush_scheduled = False
+        self._urgent = False                # a message sent this turn wakes a sleeping reader
+        self._quiet_timer = False           # a quiet push's ``QUIET_WAKE`` is pending
         self._draining = None               # task pushing a backlog into a full ring
         self._parts: list[bytes] = []       # fragments of a big incoming message
         self._held = None                   # messages read after a ``yield_after``: next turn
@@ -83,6 +109,7 @@ class RingEndpoint:
     def start(self) -> None:
         self.loop.add_reader(self.in_ring.data_fd, self._on_wake)
         self._reading = True
+        _readers[self] = None
         self.loop.call_soon(self._pump)     # records may be waiting already
 
     # ------------------------------------------------------------ out
@@ -90,36 +117,64 @@ class RingEndpoint:
         if self.closed:
             return
         self._msgs.append(msg)
+        self._urgent = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            _unsent[self] = None
             self.loop.call_soon(self.flush)
 
     emit = send
 
+    def send_quiet(self, msg) -> None:
+        """``send`` for a message nothing waits for: it goes with the turn's push, but does
+        not wake the reader (see "Quiet messages" above); in order with the others."""
+        if self.closed:
+            return
+        self._msgs.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            _unsent[self] = None
+            self.loop.call_soon(self.flush)
+
     def hold(self) -> None:
         """A session handles what it read until ``release``: ``PartitionClient`` gathers the
         read's publishes to one queue into one ``Pubs``, one ring record (the host appends
-        it as one). Nothing to do here: what is sent waits for the turn's ``flush`` anyway."""
+        it as one). Nothing to do here: what is sent waits for ``release``."""
 
     def release(self) -> None:
-        """The end of ``hold``."""
+        """The end of ``hold``: the read's messages go now if the reader sleeps."""
+        self.push_if_asleep()
+
+    def push_if_asleep(self) -> None:
+        """Push what was sent if the other side sleeps on the ring: a lone message is not
+        kept for the end of the loop turn. A reader that is awake is left to the turn's
+        ``flush``, which pushes the turn's messages at once."""
+        if self._flush_scheduled and self._urgent and not self.closed \
+                and self.out_ring._r.hdr.reader_waiting:
+            self.flush()
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        _unsent.pop(self, None)
         if self._draining is not None or not self._msgs or self.closed:
             return
         msgs, self._msgs = self._msgs, []
-        left = self._push(msgs)
+        wake, self._urgent = self._urgent, False
+        left = self._push(msgs, wake)
+        if not wake and not self._quiet_timer:
+            self._quiet_timer = True
+            self.loop.call_later(QUIET_WAKE, self._wake_if_unread)
         if left:
             self._out = left
             self._draining = self.loop.create_task(self._drain())
 
-    def _push(self, msgs: list) -> list[bytes]:
-        """Push ``msgs`` in order as far as the ring has room; the ring records left over."""
+    def _push(self, msgs: list, wake: bool = True) -> list[bytes]:
+        """Push ``msgs`` in order as far as the ring has room; the ring records left over.
+        ``wake=False``: quiet messages only, a sleeping reader is not woken for them."""
         ring = self.out_ring
         while msgs:
             sized, lens, count = size_many(msgs, WHOLE, self.max_piece)
-            done = ring.push_with(partial(write_many, sized), lens, count)
+            done = ring.push_with(partial(write_many, sized), lens, count, wake)
             if done < count:
                 return self._records(msgs[done:])
             if count == len(msgs):
@@ -157,12 +212,25 @@ class RingEndpoint:
         finally:
             self._draining = None
 
+    def _wake_if_unread(self) -> None:
+        """``QUIET_WAKE`` after a quiet push: wake the reader if the ring still holds
+        records (a spurious wake-up costs the reader a look at an empty ring, never a lost
+        record)."""
+        self._quiet_timer = False
+        if not self.closed and not self.out_ring.closed \
+                and lib.ring_used_bytes(self.out_ring._r):
+            self.out_ring._wake(self.out_ring.data_fd)
+
     # ------------------------------------------------------------ in
     def _on_wake(self) -> None:
         try:
             os.eventfd_read(self.in_ring.data_fd)
         except BlockingIOError:
             pass
+        for endpoint in list(_readers):     # quiet records pushed to us on other links
+            if endpoint is not self and not endpoint.closed and not endpoint.in_ring.closed \
+                    and lib.ring_used_bytes(endpoint.in_ring._r):
+                endpoint._pump()
         self._pump()
 
     def _parse(self, mapping, offs, n: int) -> list:
@@ -208,11 +276,15 @@ class RingEndpoint:
                 return
 
     def _hand(self, batch: list) -> None:
-        """A handler that raises loses the rest of its batch, not the link."""
+        """A handler that raises loses the rest of its batch, not the link. What the batch
+        made for links whose readers sleep goes now (``push_if_asleep``)."""
         try:
             self.on_batch(batch)
         except Exception:
             log.exception("handling a batch of %d link messages failed", len(batch))
+        if _unsent:
+            for endpoint in list(_unsent):
+                endpoint.push_if_asleep()
 
     def _resume(self) -> None:
         held, self._held = self._held, None
@@ -225,6 +297,8 @@ class RingEndpoint:
 
     def close(self) -> None:
         self.closed = True
+        _unsent.pop(self, None)
+        _readers.pop(self, None)
         if self._reading:
             self._reading = False
             self.loop.remove_reader(self.in_ring.data_fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 
 from .. import contract as c
 from ..links import control, ring
@@ -26,6 +27,7 @@ class WorkerProcess(ChildProcess):
         super().__init__(index)
         self.config = config
         self.client = client
+        self.on_events = client.on_events    # the host's events (``start_workers``)
         self.groups = groups                 # the supervisor's consumer groups
         self.workers = workers
         self.endpoint = None
@@ -64,7 +66,7 @@ class WorkerProcess(ChildProcess):
 
     def _on_batch(self, batch) -> None:
         if not _NOTICES.intersection(map(type, batch)):     # the worker's own: rare
-            self.client.on_events(batch)
+            self.on_events(batch)
             return
         for msg in batch:
             kind = type(msg)
@@ -125,6 +127,8 @@ async def start_workers(broker, count: int) -> list[WorkerProcess]:
     from ..frontend.partition_client import PartitionClient
     workers = [WorkerProcess(broker.config, i, PartitionClient.of(broker, i), count,
                              getattr(broker, "groups", None)) for i in range(count)]
+    for worker in workers:      # deliveries written in the wake-up that brought them
+        worker.on_events = functools.partial(broker.handle_events, worker.client)
     await start_all(workers)
     return workers
 

@@ -101,3 +101,30 @@ def _publish_frames(queue: str, body: bytes) -> list[bytes]:
     return [pframe.marshal(C.Basic.Publish(exchange="", routing_key=queue), 1),
             pframe.marshal(ContentHeader(0, len(body)), 1),
             pframe.marshal(ContentBody(body), 1)]
+
+
+async def test_a_delivery_read_from_a_worker_is_written_in_that_batch(client):
+    """Split layouts: a worker's deliveries reach the front-end as a batch read from its ring
+    (``Broker.handle_events``), not within a session's read. They are written to the
+    consumer's socket once that batch is handled, not at the end of the loop turn."""
+    consumer = client
+    await consuming(consumer, "ringed", no_ack=True)
+    publisher = await another_client(client)
+    publisher.send(1, C.Channel.Open())
+    await publisher.expect(C.Channel.OpenOk)
+    await settle()
+    broker = consumer.session.broker
+    partition = broker.partitions[0]
+    state = partition.link.state
+    events = []                             # what the host sends stays "in the ring"
+    partition.link.emit = state.emit = events.append
+    state._emit_many = events.extend
+    publisher.publish(1, "ringed", b"from the worker")
+    assert events                           # the delivery, not yet read by the front-end
+    assert not [f for f in written(consumer) if isinstance(f, ContentBody)]
+
+    broker.handle_events(partition, events)     # the front-end reads the ring's batch
+    # no loop turn since: the delivery is on the consumer's socket
+    assert [f.value for f in written(consumer) if isinstance(f, ContentBody)] == \
+        [b"from the worker"]
+    publisher.session.connection_lost(None)

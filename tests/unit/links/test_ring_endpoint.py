@@ -1,5 +1,5 @@
 """``RingEndpoint`` on small rings: big messages cut into fragments, a full ring drained in
-order, and what follows a reply held for a loop turn."""
+order, what follows a reply held for a loop turn, and when a lone message is pushed."""
 from __future__ import annotations
 
 import asyncio
@@ -129,3 +129,93 @@ async def test_a_handler_that_raises_does_not_stop_the_link(caplog):
         a.send(pub(2, 10))
         await until(lambda: len(got) == 1)
         assert got == [pub(2, 10)]
+
+
+async def test_a_lone_send_goes_at_release_if_the_reader_sleeps():
+    """The end of a socket read (``release``): what it sent is pushed at once when the reader
+    sleeps on the ring (a lone message is not kept for the end of the loop turn); a reader
+    that is awake gets it with the turn's one push (a busy ring still batches)."""
+    got = []
+    async with pair(1 << 16, lambda batch: None, got.extend) as (a, b):
+        a.send(pub(1, 10))
+        await until(lambda: len(got) == 1)
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        a.send(pub(2, 10))
+        a.release()
+        assert a.out_ring.used_bytes() > 0          # pushed, no loop turn since the send
+        await until(lambda: len(got) == 2)
+
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        b.in_ring._r.hdr.reader_waiting = 0     # as if b were awake, draining the ring
+        a.send(pub(3, 10))
+        a.release()
+        assert a.out_ring.used_bytes() == 0     # left for the turn's flush
+        b.in_ring._r.hdr.reader_waiting = 1     # b does sleep: the flush wakes it
+        await until(lambda: len(got) == 3)
+        assert got == [pub(1, 10), pub(2, 10), pub(3, 10)]
+
+
+async def test_what_a_batch_sends_to_a_sleeping_reader_goes_when_the_batch_is_handled():
+    """A worker's delivery, made while it handles a front-end's publish, goes to the
+    consumer's front-end (another link, its reader asleep) when that batch is handled,
+    not a loop turn later."""
+    loop = asyncio.get_running_loop()
+    seen = []
+    got = []
+    async with pair(1 << 16, lambda batch: None, got.extend) as (c_out, d_in):
+        def on_b(batch):
+            # runs after the handler, before the loop turns: the turn's flush comes later
+            loop.call_soon(lambda: seen.append(c_out.out_ring.used_bytes()))
+            for m in batch:
+                c_out.send(c.Dlv(cid=1, qid=1, offset=m.seq, redelivered=False,
+                                 record=m.record))
+        async with pair(1 << 16, lambda batch: None, on_b) as (a, _b):
+            c_out.send(pub(0, 5))                   # d's reader runs, then sleeps
+            await until(lambda: len(got) == 1)
+            await until(lambda: d_in.in_ring._r.hdr.reader_waiting == 1)
+            a.send(pub(1, 5))
+            await until(lambda: len(got) == 2)
+    assert seen and seen[0] > 0
+    assert [type(m) for m in got] == [c.Pub, c.Dlv]
+
+
+async def test_a_quiet_message_waits_for_the_readers_next_wake_up():
+    """``send_quiet`` (an ack nothing waits for) does not wake a reader asleep on the ring:
+    it is read when the reader's process wakes for something else, on any link, before
+    what woke it; else ``QUIET_WAKE`` after the push."""
+    got_b, got_d = [], []
+    async with pair(1 << 16, lambda batch: None, got_b.extend) as (a, b), \
+            pair(1 << 16, lambda batch: None,
+                 lambda batch: got_d.extend((len(got_b), m) for m in batch)) as (c_, d):
+        a.send(pub(1, 10))
+        c_.send(pub(2, 10))
+        await until(lambda: len(got_b) == 1 and len(got_d) == 1)
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1
+                    and d.in_ring._r.hdr.reader_waiting == 1)
+        ack = c.Ack(qid=1, seq=3, offsets=[1])
+        a.send_quiet(ack)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert got_b == [pub(1, 10)]            # pushed, not read: b still asleep
+        assert a.out_ring.used_bytes() > 0
+        c_.send(pub(4, 10))                     # d's wake-up reads b's ring first
+        await until(lambda: len(got_d) == 2)
+        assert got_b == [pub(1, 10), ack]
+        assert got_d[1] == (2, pub(4, 10))
+
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        a.send_quiet(c.Ack(qid=1, seq=5, offsets=[2]))     # nothing else: the timer wakes b
+        await until(lambda: len(got_b) == 3)
+
+
+async def test_a_quiet_message_goes_with_the_next_urgent_one_in_order():
+    got = []
+    async with pair(1 << 16, lambda batch: None, got.extend) as (a, b):
+        a.send(pub(1, 10))
+        await until(lambda: len(got) == 1)
+        await until(lambda: b.in_ring._r.hdr.reader_waiting == 1)
+        ack = c.Ack(qid=1, seq=2, offsets=[1])
+        a.send_quiet(ack)
+        a.send(pub(3, 10))
+        await until(lambda: len(got) == 3)
+        assert got == [pub(1, 10), ack, pub(3, 10)]
