@@ -103,12 +103,22 @@ class Nemesis:
         return self.cluster.node(seen.pop().split("@", 1)[1])
 
     def healthy(self):
+        """Every node sees every node unfenced, all agree on the leader, and that leader can
+        confirm: it holds the role and its ISR has ``min_isr`` replicas. (All agreeing on a
+        leader is not enough: a leader restarted last is named by etcd before it took its
+        role back, and its publishes are nacked until then.)"""
         names = sorted(n.node for n in self.cluster.nodes)
         for node in self.cluster.nodes:
             view = self.cluster.nodes_seen_by(node)
             if sorted(v["node_name"] for v in view) != names or any(v["fenced"] for v in view):
                 return None
-        return self.leader()
+        leader = self.leader()
+        if leader is None:
+            return None
+        r = leader.api("partitions/%2F/" + QUEUE).get("replica") or {}
+        if r.get("role") != "leader" or len(r.get("isr", ())) < r.get("min_isr", 2):
+            return None
+        return leader
 
     def wait_healthy(self, timeout: float = 60.0):
         return self.cluster.wait_until(self.healthy, timeout=timeout, interval=0.2)
