@@ -173,6 +173,30 @@ static int text_or_buffer(PyObject *o, Py_buffer *view) {
     return PyObject_GetBuffer(o, view, PyBUF_SIMPLE);
 }
 
+/* The arguments both deliver builders share: channel (0..65535), the first delivery tag and
+ * frame_max (room for at least a frame's header and end). -1 with an exception set if bad. */
+static int deliver_args(PyObject *ch, PyObject *tg, PyObject *fm, long *channel,
+                        unsigned long long *tag, Py_ssize_t *frame_max) {
+    *channel = PyLong_AsLong(ch);
+    if (*channel == -1 && PyErr_Occurred())
+        return -1;
+    *tag = PyLong_AsUnsignedLongLong(tg);
+    if (*tag == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *frame_max = PyLong_AsSsize_t(fm);
+    if (*frame_max == -1 && PyErr_Occurred())
+        return -1;
+    if (*channel < 0 || *channel > 0xffff) {
+        PyErr_SetString(PyExc_ValueError, "channel out of range");
+        return -1;
+    }
+    if (*frame_max < 9) {
+        PyErr_SetString(PyExc_ValueError, "frame_max too small");
+        return -1;
+    }
+    return 0;
+}
+
 /* build_deliver(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key,
  *               properties, body, frame_max) -> bytes
  * basic.deliver + content header + body frames (split by frame_max), joined: the bytes of
@@ -183,26 +207,14 @@ static PyObject *build_deliver(PyObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "build_deliver takes 9 arguments");
         return NULL;
     }
-    long channel = PyLong_AsLong(args[0]);
-    if (channel == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long tag = PyLong_AsUnsignedLongLong(args[2]);
-    if (tag == (unsigned long long)-1 && PyErr_Occurred())
+    long channel;
+    unsigned long long tag;
+    Py_ssize_t frame_max;
+    if (deliver_args(args[0], args[2], args[8], &channel, &tag, &frame_max) < 0)
         return NULL;
     int redelivered = PyObject_IsTrue(args[3]);
     if (redelivered < 0)
         return NULL;
-    Py_ssize_t frame_max = PyLong_AsSsize_t(args[8]);
-    if (frame_max == -1 && PyErr_Occurred())
-        return NULL;
-    if (channel < 0 || channel > 0xffff) {
-        PyErr_SetString(PyExc_ValueError, "channel out of range");
-        return NULL;
-    }
-    if (frame_max < 9) {
-        PyErr_SetString(PyExc_ValueError, "frame_max too small");
-        return NULL;
-    }
     Py_buffer ctag, ex, rk, props, body;
     int got = 0;
     PyObject *out = NULL;
@@ -319,25 +331,15 @@ static PyObject *build_deliver_run(PyObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "build_deliver_run takes 7 arguments");
         return NULL;
     }
-    long channel = PyLong_AsLong(args[0]);
-    if (channel == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long tag = PyLong_AsUnsignedLongLong(args[2]);
-    if (tag == (unsigned long long)-1 && PyErr_Occurred())
+    long channel;
+    unsigned long long tag;
+    Py_ssize_t frame_max;
+    if (deliver_args(args[0], args[2], args[5], &channel, &tag, &frame_max) < 0)
         return NULL;
     Py_ssize_t count = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t frame_max = PyLong_AsSsize_t(args[5]);
     Py_ssize_t copy_below = PyLong_AsSsize_t(args[6]);
     if (PyErr_Occurred())
         return NULL;
-    if (channel < 0 || channel > 0xffff) {
-        PyErr_SetString(PyExc_ValueError, "channel out of range");
-        return NULL;
-    }
-    if (frame_max < 9) {
-        PyErr_SetString(PyExc_ValueError, "frame_max too small");
-        return NULL;
-    }
     if (count < 0) {
         PyErr_SetString(PyExc_ValueError, "negative count");
         return NULL;
