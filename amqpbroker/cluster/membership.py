@@ -85,6 +85,7 @@ class Membership:
         # only once the view has reached it (a node back from a cut must not act on the view
         # it had before: it may lead nothing any more)
         self.registered_at = 0
+        self._unfence_pending = False       # registered again; the mirror has not seen it
         self.on_view: list = []             # callbacks(): the view changed
         # the keys the latest change of the view put or deleted (a watch event's), None when
         # any key may have changed (a fresh list after a start or a broken watch, fencing):
@@ -228,7 +229,15 @@ class Membership:
             await self.etcd.revoke(lease)
             self.lease = 0
             raise EtcdError("the data directory's disk does not answer")
-        self._set_fenced(False)
+        self._unfence_when_seen()
+
+    def _unfence_when_seen(self) -> None:
+        """Unfenced once the mirror has seen this registration's put: ``holds_lease()``
+        asks for that too, and a node that said "no longer fenced" while its view still
+        lagged (a watch listed afresh after a cut) was unfenced without holding its lease."""
+        self._unfence_pending = self.revision < self.registered_at
+        if not self._unfence_pending:
+            self._set_fenced(False)
 
     # ------------------------------------------------------------ the lease
     def _extend(self, sent: float, ttl: int) -> None:
@@ -243,6 +252,8 @@ class Membership:
                                    f"({self.ttl}s): etcd unreachable")
 
     def _set_fenced(self, fenced: bool, why: str = "") -> None:
+        if fenced:
+            self._unfence_pending = False
         if fenced == self.fenced.is_set():
             return
         if fenced:
@@ -261,7 +272,7 @@ class Membership:
             await asyncio.sleep(interval)
             sent = self.loop.time()
             try:
-                if self.lease and not self.fenced.is_set():
+                if self.lease and (not self.fenced.is_set() or self._unfence_pending):
                     ttl = await self.etcd.keep_alive(self.lease, timeout=interval)
                     if ttl > 0:
                         self._extend(sent, ttl)
@@ -283,6 +294,7 @@ class Membership:
                 kvs, revision = await self.etcd.range(PREFIX)
                 self.view = {kv.key: kv for kv in kvs}
                 self.revision = revision
+                self._seen()
                 self._notify()
                 async for revision, events in self.etcd.watch(PREFIX, revision + 1):
                     for ev in events:
@@ -291,6 +303,7 @@ class Membership:
                         else:
                             self.view[ev.kv.key] = ev.kv
                     self.revision = revision
+                    self._seen()
                     self._notify({ev.kv.key for ev in events})
             except EtcdError as exc:
                 log.debug("etcd watch: %s; listing again", exc)
@@ -298,6 +311,11 @@ class Membership:
             except Exception:           # an answer we could not read: list again
                 log.exception("etcd watch")
                 await asyncio.sleep(0.3)
+
+    def _seen(self) -> None:
+        if self._unfence_pending and self.revision >= self.registered_at:
+            self._unfence_pending = False
+            self._set_fenced(False)
 
     def _notify(self, touched: set[str] | None = None) -> None:
         self.touched = touched
