@@ -55,6 +55,7 @@ class ViewNode:
                       was.create_revision if was is not None else self.revision,
                       self.revision, 0)
         self.membership.view[key] = kv
+        self.membership._view_changed({key})
         if not quiet:
             self._changed.add(key)
         return kv
@@ -62,6 +63,7 @@ class ViewNode:
     def delete(self, key: str, quiet: bool = False) -> None:
         self.revision += 1
         self.membership.view.pop(key, None)
+        self.membership._view_changed({key})
         if not quiet:
             self._changed.add(key)
 

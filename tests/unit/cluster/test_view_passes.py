@@ -181,3 +181,22 @@ async def test_a_node_key_or_a_fresh_list_reviews_every_queue(node):
     node.put_partition("/", "r5", ["n1", "n2"], "n1", 0, isr=["n1"], quiet=True)
     node.fresh_list()
     assert repl.leading["/", "r5"].isr == ["n1"]
+
+
+async def test_the_node_keys_are_found_again_only_when_one_changes(node):
+    """``Membership.nodes`` (the controller's and the forwarder's every pass) reads the node
+    keys found once (``under``), until an event touches one of them: not a scan of every
+    queue's keys per event."""
+    m = node.membership
+    found = m.under(NODES)
+    node.put_queue("/", "z")
+    node.event()
+    assert m.under(NODES) is found
+    node.put_node("n3", 1)
+    node.event()
+    assert set(m.nodes()) == {"n1", "n2", "n3"}
+    node.delete(NODES + "n2")
+    node.event()
+    assert set(m.nodes()) == {"n1", "n3"}
+    node.fresh_list()
+    assert set(m.nodes()) == {"n1", "n3"}
