@@ -49,8 +49,7 @@ class Controller:
                                           self.membership.name, lease)
 
     def _candidates(self):
-        return sorted((kv for key, kv in self.membership.view.items()
-                       if key.startswith(CONTROLLER)), key=lambda kv: kv.create_revision)
+        return sorted(self.membership.under(CONTROLLER), key=lambda kv: kv.create_revision)
 
     def leader(self) -> str | None:
         """The controller's node name as the mirror shows it (None: no candidate)."""

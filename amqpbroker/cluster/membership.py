@@ -91,6 +91,8 @@ class Membership:
         # any key may have changed (a fresh list after a start or a broken watch, fencing):
         # for a callback that follows a few keys (forward.py)
         self.touched: set[str] | None = None
+        # under(): prefix -> the view's entries under it, until one of their keys changes
+        self._under: dict[str, list[KeyValue]] = {}
         self.on_fence: list = []            # callbacks(fenced: bool)
         self.on_lease: list = []            # callbacks(lease: int): a new lease is held
         self._tasks: list[asyncio.Task] = []
@@ -152,13 +154,31 @@ class Membership:
     def nodes(self) -> dict[str, dict]:
         """The live nodes as the view has them: name -> registration."""
         out = {}
-        for key, kv in self.view.items():
-            if key.startswith(NODES):
-                try:
-                    out[key[len(NODES):]] = json.loads(kv.value)
-                except ValueError:
-                    log.warning("unreadable node key %s: %r", key, kv.value)
+        for kv in self.under(NODES):
+            try:
+                out[kv.key[len(NODES):]] = json.loads(kv.value)
+            except ValueError:
+                log.warning("unreadable node key %s: %r", kv.key, kv.value)
         return out
+
+    def under(self, prefix: str) -> list[KeyValue]:
+        """The view's entries whose keys start with ``prefix``, found once until one of them
+        changes: the node keys and the election keys every etcd event asks for (the
+        controller's and the forwarder's passes), without a scan of the whole view (every
+        queue's keys) per event."""
+        found = self._under.get(prefix)
+        if found is None:
+            found = self._under[prefix] = [kv for key, kv in self.view.items()
+                                           if key.startswith(prefix)]
+        return found
+
+    def _view_changed(self, keys) -> None:
+        """The view changed at ``keys`` (None: anywhere): what ``under`` found there goes."""
+        if keys is None:
+            self._under.clear()
+            return
+        for prefix in [p for p in self._under if any(k.startswith(p) for k in keys)]:
+            del self._under[prefix]
 
     # ------------------------------------------------------------ join and leave
     async def join(self, timeout: float) -> None:
@@ -293,6 +313,7 @@ class Membership:
             try:
                 kvs, revision = await self.etcd.range(PREFIX)
                 self.view = {kv.key: kv for kv in kvs}
+                self._view_changed(None)
                 self.revision = revision
                 self._seen()
                 self._notify()
@@ -302,9 +323,11 @@ class Membership:
                             self.view.pop(ev.kv.key, None)
                         else:
                             self.view[ev.kv.key] = ev.kv
+                    keys = {ev.kv.key for ev in events}
+                    self._view_changed(keys)
                     self.revision = revision
                     self._seen()
-                    self._notify({ev.kv.key for ev in events})
+                    self._notify(keys)
             except EtcdError as exc:
                 log.debug("etcd watch: %s; listing again", exc)
                 await asyncio.sleep(0.3)

@@ -46,8 +46,10 @@ last applied from etcd and writes the difference in one txn (last writer wins; a
 delete takes every key under it).
 
 **Every node applies its watch.** The membership's mirror of etcd (list, then watch) calls
-``_apply_view`` on every change: the keys whose revision differs from what this node applied
-are applied through the owner's usual paths (``restore_queue``, ``bind``, ``delete_vhost``,
+``_apply_view`` on every change: of the keys the change put or deleted (``Membership.touched``;
+every key after a fresh list of etcd, fencing and at the start: a pass costs what changed, not
+the number of objects), those whose revision differs from what this node applied are applied
+through the owner's usual paths (``restore_queue``, ``bind``, ``delete_vhost``,
 ``topics.declare`` ...), so front-ends get the same ops as from a local change. The node that
 made a txn answers its client only once its copy has reached the txn's revision
 (read-your-writes): a ``queue.declare-ok`` on n1 followed by a publish on n1 routes.
@@ -136,6 +138,7 @@ class EtcdMetadata(LocalMetadata):
         self._deleting: set = set()         # keys a delete call of this node is deleting
         self._background: set = set()       # deletes of what this node deleted by itself
         self._push_again = False
+        self._whole_next = False            # a pass failed: the next one diffs every key
 
     @property
     def etcd(self):
@@ -238,26 +241,41 @@ class EtcdMetadata(LocalMetadata):
 
     # ------------------------------------------------------------ applying the watch
     def _on_view(self) -> None:
+        keys = None if self._whole_next else self.membership.touched
+        self._whole_next = False
         try:
-            self._apply_view()
+            self._apply_view(keys)
         except Exception:       # a bug must not stop the node following etcd
+            self._whole_next = True     # what this pass left undone: the next diffs it all
             log.exception("applying metadata from etcd")
 
-    def _apply_view(self) -> None:
+    def _apply_view(self, keys=None) -> None:
+        """Make the broker what ``meta/`` says: of the keys ``keys`` (a watch event's,
+        ``Membership.touched``), or of every key this node applied or the view has (None: the
+        start, a fresh list of etcd, fencing), those whose revision differs from the one this
+        node applied: deletes in reverse kind order, then puts in kind order (a key deleted
+        and created again since, another create revision, is both)."""
         m = self.membership
-        current = {k: kv for k, kv in m.view.items() if k.startswith(META)}
-        gone = [kv for k, kv in self.applied.items()
-                if k not in current or current[k].create_revision != kv.create_revision]
-        if gone or any(k not in self.applied or self.applied[k].mod_revision != kv.mod_revision
-                       for k, kv in current.items()):
+        view = m.view
+        if keys is None:
+            current = [k for k in view if k.startswith(META)]
+            candidates = [*self.applied, *(k for k in current if k not in self.applied)]
+        else:
+            candidates = sorted(k for k in keys if k.startswith(META))
+        gone, new = [], []
+        for k in candidates:
+            was, now = self.applied.get(k), view.get(k)
+            if was is not None and (now is None or now.create_revision != was.create_revision):
+                gone.append(was)
+            if now is not None and (was is None or was.mod_revision != now.mod_revision):
+                new.append(now)
+        if gone or new:
             self._applying = True
             try:
                 with self.broker.one_change():
                     for kv in sorted(gone, key=lambda kv: -KINDS.index(kind_of(kv.key))):
                         self.applied.pop(kv.key, None)
                         self._guarded(self._remove, kv)
-                    new = [kv for k, kv in current.items() if k not in self.applied
-                           or self.applied[k].mod_revision != kv.mod_revision]
                     for kv in sorted(new, key=lambda kv: (KINDS.index(kind_of(kv.key)),
                                                           kv.mod_revision)):
                         self.applied[kv.key] = kv

@@ -100,7 +100,7 @@ class ClusterNode:
             if self.forwarder is not None:   # after the metadata's: its queues exist
                 # replication first: a replica that becomes the leader reopens its copy
                 # before the forwarder points the queue back at it
-                self.membership.on_view.append(self.replication.review)
+                self.membership.on_view.append(self.replication.follow_view)
                 self.membership.on_view.append(self.forwarder.follow_view)
                 self.replication.review()
                 self.forwarder.review()

@@ -122,6 +122,16 @@ def queue_entry(view, vhost: str, queue: str):
     return (key, kv) if kv is not None else (None, None)
 
 
+def partition_keys(vhost: str, queue: str) -> list[str]:
+    """The keys ``queue_entry`` may read for a queue: its own partition 0, and for a name
+    ``T-i`` partition i of topic T."""
+    keys = [partition_key(vhost, queue, 0)]
+    topic, _, i = queue.rpartition("-")
+    if topic and i.isdigit():
+        keys.append(partition_key(vhost, topic, int(i)))
+    return keys
+
+
 class Placement:
     def __init__(self, node):
         self.node = node                    # ClusterNode

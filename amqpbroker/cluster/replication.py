@@ -9,7 +9,9 @@ Theory of operation
 Every replica node has its own copy of the queue's files open in its host (``forward.py``
 keeps a forwarded queue's local copy open). ``Replication.review`` runs on every change of
 the etcd mirror, *before* the forwarder's pass, and gives each replicated queue of this node
-a role from its ``partitions/`` key:
+whose keys the change touched (``follow_view``: its partition's key, its object; every queue
+after a fresh list of etcd, fencing, a node's registration or a vhost that changed) a role
+from its ``partitions/`` key:
 
 * **Leader** (``Leader``): the hook of the host's queue (``Queue.replication``). Followers
   ``Fetch`` from it over the cluster link (``ForwardedLink`` hands the request here); it
@@ -98,7 +100,7 @@ from ..worker.queue import Queue
 from ..worker.stream import Stream
 from .checkpoint import Checkpoints, start_hw
 from .etcd import EtcdError, compare, put_op
-from .placement import PARTITIONS, queue_entry
+from .placement import PARTITIONS, partition_keys, queue_entry
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -237,6 +239,7 @@ class Replication(Roles):
         self.confirm_timeout = float(getattr(node.cfg, "replica_confirm_timeout", 30.0) or 30.0)
         self._parsed: dict[str, tuple[int, dict]] = {}      # key -> (mod rev, state)
         self._retry = None
+        self._whole_next = False            # a pass failed: the next looks at every queue
         # worker processes: what each was told, (worker index, qid) -> ReplicaRole, and
         # the control channel it was told on (a restarted worker is told again)
         self._told: dict[tuple[int, int], c.ReplicaRole] = {}
@@ -268,10 +271,23 @@ class Replication(Roles):
                                         list(m.isr)))
 
     # ------------------------------------------------------------ roles
-    def review(self) -> None:
+    def follow_view(self) -> None:
+        """The membership's callback after each change of the etcd mirror: the roles of the
+        queues whose keys it touched (``forward.queues_touched``: a partition key's queue,
+        a queue object's), or of every queue (a fresh list of etcd, fencing, a node's
+        registration or a vhost that changed, a pass that failed)."""
+        from .forward import queues_touched
+        queues = None if self._whole_next else queues_touched(self.node.membership.touched)
+        self._whole_next = False
+        self.review(queues)
+
+    def review(self, queues=None) -> None:
+        """Give the replicated queues named in ``queues`` ((vhost, name) pairs), or every
+        queue (None), the role their partition state says."""
         try:
-            self._review()
+            self._review(queues)
         except Exception:
+            self._whole_next = True         # what this pass left undone: the next does all
             log.exception("replication: following partition states")
 
     def _partition(self, vhost: str, queue: str) -> tuple[str, dict] | tuple[None, None]:
@@ -287,19 +303,34 @@ class Replication(Roles):
             cached = self._parsed[key] = (kv.mod_revision, state)
         return key, cached[1]
 
-    def _replicated_here(self):
+    def _replicated_here(self, queues=None):
         """(vhost, ref, partitions/ key, partition state) of each queue replicated with a
-        replica on this node (two replicas or more; exclusive queues are never replicated)."""
+        replica on this node (two replicas or more; exclusive queues are never replicated),
+        of those named in ``queues`` ((vhost, name) pairs; None: every queue)."""
         me = self.node.name
-        for vh in list(self.broker.vhosts.values()):
-            for ref in list(vh.queues.values()):
-                if ref.deleted or ref.exclusive_owner is not None:
-                    continue
-                pkey, p = self._partition(vh.name, ref.name)
-                if p is not None and len(p.get("replicas", ())) >= 2 and me in p["replicas"]:
-                    yield vh, ref, pkey, p
+        for vh, ref in self._queues(queues):
+            if ref.deleted or ref.exclusive_owner is not None:
+                continue
+            pkey, p = self._partition(vh.name, ref.name)
+            if p is not None and len(p.get("replicas", ())) >= 2 and me in p["replicas"]:
+                yield vh, ref, pkey, p
 
-    def _review(self) -> None:
+    def _queues(self, queues):
+        """(vhost, ref) of the queues named in ``queues`` that exist here; every queue when
+        ``queues`` is None."""
+        vhosts = self.broker.vhosts
+        if queues is None:
+            for vh in list(vhosts.values()):
+                for ref in list(vh.queues.values()):
+                    yield vh, ref
+            return
+        for vhost, name in sorted(queues):
+            vh = vhosts.get(vhost)
+            ref = vh.queues.get(name) if vh is not None else None
+            if ref is not None:
+                yield vh, ref
+
+    def _review(self, queues=None) -> None:
         if self.closed:
             return
         fences = self.node.membership.on_fence
@@ -307,12 +338,12 @@ class Replication(Roles):
             fences.append(self._unfenced)
         host = self.forwarder.local_host()
         if host is None:
-            self._tell_workers()
+            self._tell_workers(queues)
             return
         me = self.node.name
         seen = set()
         pending = False
-        for vh, ref, pkey, p in self._replicated_here():
+        for vh, ref, pkey, p in self._replicated_here(queues):
             key = (vh.name, ref.name)
             q = host.queues.get(self._local_qid(ref))
             if not isinstance(q, (Queue, Stream)) or q.deleted:
@@ -325,9 +356,10 @@ class Replication(Roles):
                 self._follow(key, q, p)
             else:
                 self._stop(key)
-        for key in set(self.leading) | set(self.following):
+        had = set(self.leading) | set(self.following)
+        for key in had if queues is None else had & set(queues):
             if key not in seen:
-                self._stop(key)
+                self._stop(key)         # no longer replicated here, or deleted
         if pending and self._retry is None:
             self._retry = self.broker.loop.call_later(RETRY, self._retried)
 
@@ -351,9 +383,10 @@ class Replication(Roles):
         from .forward import RemoteClient
         return None if isinstance(ref.client, RemoteClient) else ref.qid
 
-    def _tell_workers(self) -> None:
+    def _tell_workers(self, queues=None) -> None:
         """Worker processes host the queues: tell each worker the role of its copies
-        (``ReplicaRole``) when it changed, or the worker restarted since."""
+        (``ReplicaRole``) when it changed, or the worker restarted since; of the queues
+        named in ``queues`` (None: every queue, as after a worker's restart)."""
         from .forward import RemoteClient
         workers = getattr(self.broker, "workers", None) or ()
         me = self.node.name
@@ -363,9 +396,10 @@ class Replication(Roles):
                 self._lease_told.pop(w.index, None)
                 for told in [k for k in self._told if k[0] == w.index]:
                     del self._told[told]
+                queues = None
         self._tell_lease()
         seen = set()
-        for vh, ref, pkey, p in self._replicated_here():
+        for vh, ref, pkey, p in self._replicated_here(queues):
             saved = self.forwarder.local_copies.get(ref)
             client, qid = saved if saved is not None else (ref.client, ref.qid)
             if isinstance(client, RemoteClient) or client.index >= len(workers):
@@ -379,8 +413,12 @@ class Replication(Roles):
             self._tell(workers[client.index], qid,
                        c.ReplicaRole(qid=qid, node=me, key=pkey, state=p, leader_at=at),
                        seen)
+        # what no longer is (deleted, no replica here any more): of the queues named, those
+        # told under one of their partition keys
+        pkeys = None if queues is None else {k for v, n in queues for k in partition_keys(v, n)}
         for (index, qid), told in list(self._told.items()):
-            if (index, qid) not in seen and told.state is not None:
+            if (index, qid) not in seen and told.state is not None \
+                    and (pkeys is None or told.key in pkeys):
                 self._tell(workers[index], qid, told._replace(state=None, leader_at=None),
                            seen)
 
