@@ -70,9 +70,9 @@ class Broker:
             client.on_events(events)
         finally:
             self.written_to = None
-        for session in written_to:
-            if session._flush_scheduled:        # the turn's own flush finds nothing then
-                session.flush()
+            for session in written_to:
+                if session._flush_scheduled:    # nothing else flushes it (schedule_flush)
+                    session.flush()
 
     # ------------------------------------------------------------ hooks of the owner
     def changed(self, op) -> None:

@@ -221,9 +221,9 @@ class Session(asyncio.BufferedProtocol):
             self._handle_read()
         finally:
             broker.written_to = None
-        for session in written_to:
-            if session._flush_scheduled:        # the turn's own flush finds nothing then
-                session.flush()
+            for session in written_to:
+                if session._flush_scheduled:    # nothing else flushes it (schedule_flush)
+                    session.flush()
 
     def _handle_read(self) -> None:
         conn = self.conn
@@ -495,12 +495,16 @@ class Session(asyncio.BufferedProtocol):
         self.schedule_flush()
 
     def schedule_flush(self) -> None:
+        """Write the queued output once the read or ring batch being handled is (``_process``,
+        ``Broker.handle_events``: a lone delivery leaves in the wake-up that made it, with no
+        loop callback of its own), else at the end of the loop turn."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
             written_to = self.broker.written_to
-            if written_to is not None:      # during another session's read: see _process
+            if written_to is not None:      # during a read or a ring batch: see _process
                 written_to.append(self)
+            else:
+                self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -252,6 +252,7 @@ class RingEndpoint:
         """Read until the ring is empty, then ask for a wake-up and return to the loop."""
         ring = self.in_ring
         pop, parse = ring.pop_with, self._parse
+        hdr = ring._r.hdr
         while not self.closed and self._held is None:
             batch = pop(parse, DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
             if batch is None:
@@ -260,6 +261,12 @@ class RingEndpoint:
                 continue                    # a record landed meanwhile
             if batch:
                 self._deliver(batch)
+                # nothing landed while it was handled (a lone message): straight to sleep,
+                # without another pop's look at an empty ring (prepare_sleep looks again,
+                # after its fence; a record it sees is popped as before)
+                if not self.closed and self._held is None and hdr.head == hdr.tail \
+                        and lib.ring_reader_prepare_sleep(ring._r) == OK:
+                    return
 
     def _deliver(self, batch: list) -> None:
         """``on_batch``, holding what follows a ``yield_after`` message until the next turn
