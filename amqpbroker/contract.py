@@ -306,8 +306,11 @@ PUB_SUBSEQUENCE = 2     # routed by an x-partitioned exchange: this partition se
 # each, in one message, so that the host appends them as one (``PartitionHost.on_pubs``). The
 # in-process link and the ring link carry it (they have ``hold``: ``PartitionClient.hold``);
 # on a ring it is one record of the link: the header once, then the records in the log's layout.
+# Sent as a list of records; decoded as a ``RecordRun`` (``run``): a plain queue keeps the
+# bytes and appends them to its log as they are (``Queue.publish_many``, worker/store.py's
+# ``StoredRun``), no ``Record`` per publish (an in-process link hands the list over).
 Pubs = message(33, "pubs", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("track", "bool"),
-               ("flags", "u8"), ("records", "records"))
+               ("flags", "u8"), ("records", "run"))
 # Sub.arguments: the consumer's x-arguments (x-priority, x-stream-offset, x-stream-filter, ...)
 Sub = message(3, "sub", ("qid", "u32"), ("cid", "u32"), ("tag", "str"), ("no_ack", "bool"),
               ("exclusive", "bool"), ("arguments", "any"), ("credit", "u32"), request=True)

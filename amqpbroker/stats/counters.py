@@ -453,9 +453,13 @@ def host_snapshot(host) -> dict:
         if q.deleted:
             continue
         unacked_bytes = 0
-        for entry in q.outstanding.values():
-            # an Unacked (level, size), or the Record itself while not yet durable
-            unacked_bytes += entry[1] if len(entry) == 2 else len(entry.body)
+        for offset, entry in q.outstanding.items():
+            # an Unacked (level, size), or the Record itself while not yet durable (or the
+            # run of publishes it came in: worker/store.py's StoredRun)
+            if isinstance(entry, tuple):
+                unacked_bytes += entry[1] if len(entry) == 2 else len(entry.body)
+            else:
+                unacked_bytes += entry.body_size(offset)
         queues[qid] = (q.ready_count, len(q.outstanding), len(q.consumers), q.ready_bytes,
                        unacked_bytes, q.stats.values(), q.memory())
     rings = []

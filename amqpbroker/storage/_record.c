@@ -1046,6 +1046,86 @@ done:
     return out;
 }
 
+/* scan_run(data, count, light_below) -> (starts, sizes, bodies, light, first_persistent,
+ *                                          expiring, first_ts, max_ts, max_body)
+ * What a store needs to keep a run of `count` records (a ``Pubs``'s, in the log's layout,
+ * back to back: `data`) as the bytes it came in, checked as unpack_record checks a record:
+ *   starts  (count + 1) native uint32: where each record starts, then the run's end;
+ *   sizes   count native uint32: each record's body length;
+ *   bodies  their sum; light: how many are shorter than `light_below`;
+ *   first_persistent  the index of the first with flags bit 0 (delivery mode 2), -1 if none;
+ *   expiring  whether any has the expiration property (0x01 of its first properties byte);
+ *   first_ts, max_ts  the first record's timestamp and the largest (0, 0 for no record);
+ *   max_body  the largest body.
+ * A truncated record, or bytes after the last, is refused (ValueError).
+ * Reference: record.scan_run_py. */
+static PyObject *scan_run(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t count, light_below;
+    if (!PyArg_ParseTuple(args, "y*nn", &buf, &count, &light_below))
+        return NULL;
+    PyObject *out = NULL, *starts = NULL, *sizes = NULL;
+    if (count < 0 || buf.len > 0xffffffffLL) {
+        PyErr_SetString(PyExc_ValueError, "a run is a count >= 0 of records under 4 GiB");
+        goto done;
+    }
+    if ((uint64_t)count * (4 + RECORD_FIXED) > (uint64_t)buf.len) {
+        PyErr_SetString(PyExc_ValueError, "truncated record");
+        goto done;
+    }
+    starts = PyBytes_FromStringAndSize(NULL, (count + 1) * (Py_ssize_t)sizeof(uint32_t));
+    sizes = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(uint32_t));
+    if (!starts || !sizes)
+        goto done;
+    uint32_t *sp = (uint32_t *)PyBytes_AS_STRING(starts);
+    uint32_t *zp = (uint32_t *)PyBytes_AS_STRING(sizes);
+    const unsigned char *b = (const unsigned char *)buf.buf;
+    Py_ssize_t pos = 0, light = 0, first_persistent = -1;
+    unsigned long long bodies = 0, first_ts = 0, max_ts = 0;
+    uint32_t max_body = 0;
+    int expiring = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t end = check_record_at(b, buf.len, pos);
+        if (end < 0)
+            goto done;
+        const unsigned char *p = b + pos + 4;
+        uint64_t ts = get_u64(p);
+        unsigned int flags = p[8];
+        const unsigned char *q = p + 10 + p[9];          /* the routing key's length */
+        q += 1 + *q;                                      /* the properties' length */
+        uint32_t props_len = get_u32(q);
+        if (props_len && (q[4] & 1))
+            expiring = 1;
+        uint32_t body_len = get_u32(q + 4 + props_len);
+        if (i == 0)
+            first_ts = max_ts = ts;
+        else if (ts > max_ts)
+            max_ts = ts;
+        if ((flags & 1) && first_persistent < 0)
+            first_persistent = i;
+        if ((Py_ssize_t)body_len < light_below)
+            light++;
+        if (body_len > max_body)
+            max_body = body_len;
+        bodies += body_len;
+        sp[i] = (uint32_t)pos;
+        zp[i] = body_len;
+        pos = end;
+    }
+    if (pos != buf.len) {
+        PyErr_SetString(PyExc_ValueError, "bytes after the run's last record");
+        goto done;
+    }
+    sp[count] = (uint32_t)pos;
+    out = Py_BuildValue("(OOKnnNKKk)", starts, sizes, bodies, light, first_persistent,
+                        PyBool_FromLong(expiring), first_ts, max_ts, (unsigned long)max_body);
+done:
+    Py_XDECREF(starts);
+    Py_XDECREF(sizes);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"pack_record", pack_record, METH_VARARGS,
      "pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes"},
@@ -1063,6 +1143,9 @@ static PyMethodDef methods[] = {
      "size_messages(msgs, hot, fallback, prefix, limit) -> (sized, lens, count)"},
     {"pack_messages_at", pack_messages_at, METH_VARARGS,
      "pack_messages_at(sized, buf, offs, n) -> None: the first n sized messages at offs"},
+    {"scan_run", scan_run, METH_VARARGS,
+     "scan_run(data, count, light_below) -> (starts, sizes, bodies, light, first_persistent, "
+     "expiring, first_ts, max_ts, max_body)"},
     {"unpack_messages", unpack_messages, METH_VARARGS,
      "unpack_messages(buf, offs, n, hot, record_cls, fallback) -> list of messages"},
     {NULL, NULL, 0, NULL},

@@ -80,7 +80,7 @@ from .fileformat import FsyncPolicy, fsync_dir
 from .epochs import EpochCache
 from .index import OffsetIndex, TimeIndex
 from .record import (LOG_VERSION, BatchHeader, Record, crc_ok, decode_records, encode_batch_parts,
-                     record_size)
+                     encode_raw_batch_parts, record_size)
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
 from .trash import discard_directory
@@ -94,6 +94,16 @@ _fsync = getattr(os, "fdatasync", os.fsync)  # the log's size change is covered 
 # fsynced (see "The page cache" above)
 PAGE_CACHE_KEEP = 32 << 20
 _fadvise = getattr(os, "posix_fadvise", None)
+
+
+def _encode_records(base: int, records: list, epoch: int) -> tuple:
+    parts, size, first_ts, max_ts = encode_batch_parts(base, records, epoch)
+    return parts, size, first_ts, max_ts, len(records)
+
+
+def _encode_raw(base: int, chunks: list, epoch: int) -> tuple:
+    parts, size, count, first_ts, max_ts = encode_raw_batch_parts(base, chunks, epoch)
+    return parts, size, first_ts, max_ts, count
 
 
 def _drop_cached(fd: int, seg, end: int) -> None:
@@ -270,6 +280,15 @@ class PartitionLog:
     def append(self, records: list[Record], epoch: int | None = None) -> int:
         """Append `records` as one batch with one writev() and no fsync; return the base
         offset. The batch is stamped with `epoch`, by default `leader_epoch`."""
+        return self._append(records, epoch, _encode_records)
+
+    def append_raw(self, chunks: list, epoch: int | None = None) -> int:
+        """``append`` of records already in the log's layout: ``chunks`` is a list of (their
+        bytes back to back, how many) (``record.encode_raw_batch_parts``: the bytes a ring
+        carried are written as they are, no ``Record`` decoded and encoded again)."""
+        return self._append(chunks, epoch, _encode_raw)
+
+    def _append(self, records: list, epoch: int | None, encode) -> int:
         with self._lock:
             self._check_open()
             if not records:
@@ -280,14 +299,14 @@ class PartitionLog:
             base = active.next_offset
             if epoch is None:
                 epoch = self.leader_epoch
-            parts, size, first_ts, max_ts = encode_batch_parts(base, records, epoch)
+            parts, size, first_ts, max_ts, count = encode(base, records, epoch)
             if not active.is_empty and (
                     active.size + size > self.segment_bytes
                     or max_ts - active.first_timestamp >= self.segment_ms
-                    or not active.fits(len(records))
+                    or not active.fits(count)
                     or active.version != LOG_VERSION):      # an older file: not appended to
                 active = self._roll()
-            active.append(parts, BatchHeader(size - 4, base, len(records), 0, first_ts, max_ts,
+            active.append(parts, BatchHeader(size - 4, base, count, 0, first_ts, max_ts,
                                              epoch))
             if self._epochs is not None:
                 self._epochs.assign(epoch, base)

@@ -213,6 +213,54 @@ def encode_batch_parts(base_offset: int, records: list[Record], epoch: int = 0
     return parts, BATCH_HEADER_SIZE + size, first_ts, max_ts
 
 
+def encode_raw_batch_parts(base_offset: int, chunks: list, epoch: int = 0
+                           ) -> tuple[list, int, int, int, int]:
+    """``encode_batch_parts`` of records already in the layout above: ``chunks`` is a list
+    of (bytes of records back to back, how many). Returns (parts, size, count, first_ts,
+    max_ts): chunks under SEPARATE_BODY bytes are joined, bigger ones stay the caller's
+    objects (a ``Pubs``'s bytes are written as they came); every chunk is checked as
+    ``scan_run`` checks a run."""
+    parts: list = [b""]
+    small: list = []
+    small_count = count = 0
+    first_ts = max_ts = None
+    pieces = []
+    for data, n in chunks:
+        if len(data) >= SEPARATE_BODY:
+            if small:
+                pieces.append((b"".join(small) if len(small) > 1 else small[0], small_count))
+                small, small_count = [], 0
+            pieces.append((data, n))
+        else:
+            small.append(data)
+            small_count += n
+    if small:
+        pieces.append((b"".join(small) if len(small) > 1 else small[0], small_count))
+    size = 0
+    for data, n in pieces:
+        facts = scan_run(data, n, 0)
+        if first_ts is None:
+            first_ts = facts[6]
+            max_ts = facts[7]
+        elif facts[7] > max_ts:
+            max_ts = facts[7]
+        parts.append(data)
+        size += len(data)
+        count += n
+    if not count:
+        raise IndexError("no records")
+    length = BATCH_OVERHEAD + size
+    if length > MAX_BATCH_BYTES:
+        raise ValueError(f"batch of {length} bytes exceeds the {MAX_BATCH_BYTES} byte limit")
+    head = _OFFSET_COUNT.pack(base_offset, count)
+    stamps = _STAMPS.pack(first_ts, max_ts, epoch)
+    crc = crc32c(stamps, crc32c(head))
+    for i in range(1, len(parts)):
+        crc = crc32c(parts[i], crc)
+    parts[0] = BATCH_HEADER.pack(length, base_offset, count, crc, first_ts, max_ts, epoch)
+    return parts, BATCH_HEADER_SIZE + size, count, first_ts, max_ts
+
+
 def decode_header(buf, pos: int = 0, version: int = LOG_VERSION) -> BatchHeader:
     """The header of the batch at `pos`, in the layout of a segment of file `version`."""
     return BatchHeader(*LAYOUTS[version].unpack_from(buf, pos))
@@ -389,6 +437,43 @@ def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> li
     return out
 
 
+def scan_run_py(data, count: int, light_below: int) -> tuple:
+    """The reference of ``_record.scan_run``: what a store needs to keep ``count`` records in
+    the layout above, back to back in ``data`` (a ``Pubs``'s run), as the bytes they came in:
+    (starts, sizes, bodies, light, first_persistent, expiring, first_ts, max_ts, max_body) —
+    ``starts`` each record's position and then the end, ``sizes`` each body's length (native
+    uint32 arrays as bytes), ``bodies`` their sum, ``light`` how many are shorter than
+    ``light_below``, ``first_persistent`` the index of the first with flags bit 0 (-1: none),
+    ``expiring`` whether any has the expiration property, the first and the largest
+    timestamp, the largest body. A truncated record, or bytes after the last, is refused."""
+    if count < 0:
+        raise ValueError("a run is a count >= 0 of records under 4 GiB")
+    starts, sizes = array.array("I"), array.array("I")
+    pos = light = bodies = max_body = first_ts = max_ts = 0
+    first_persistent, expiring = -1, False
+    for i in range(count):
+        ts, _ex, _rk, props, body, flags, end = unpack_record_py(data, pos)
+        if i == 0:
+            first_ts = max_ts = ts
+        max_ts = max(max_ts, ts)
+        if flags & 1 and first_persistent < 0:
+            first_persistent = i
+        if props and props[0] & 1:
+            expiring = True
+        n = len(body)
+        light += n < light_below
+        max_body = max(max_body, n)
+        bodies += n
+        starts.append(pos)
+        sizes.append(n)
+        pos = end
+    if pos != len(data):
+        raise ValueError("bytes after the run's last record")
+    starts.append(pos)
+    return (starts.tobytes(), sizes.tobytes(), bodies, light, first_persistent, expiring,
+            first_ts, max_ts, max_body)
+
+
 try:                     # the same eight functions in C (``_record.c``), built by setup.py
     from ._record import (pack_message, pack_messages, pack_messages_at, pack_record,
                           size_messages, unpack_message, unpack_messages, unpack_record)
@@ -403,6 +488,10 @@ try:                     # and the batch loop (an extension built before it lack
     from ._record import pack_records
 except ImportError:      # pragma: no cover
     pack_records = pack_records_py
+try:                     # and a run's facts (worker/store.py, ``StoredRun``)
+    from ._record import scan_run
+except ImportError:      # pragma: no cover
+    scan_run = scan_run_py
 
 
 def encode_record(r: Record, prefix: bytes = b"") -> bytes:

@@ -30,6 +30,8 @@ cached ``Record`` without its body, with its dict entry, 250-268 B
 """
 from __future__ import annotations
 
+from .store import StoredRun
+
 READY = 40
 UNACKED = 265
 REDELIVERED = 90
@@ -53,7 +55,9 @@ def queue_memory(q) -> int:
     if q._unacked_bodies:                       # delivered, not yet durable: held whole
         for offset in q._unacked_bodies:
             entry = q.outstanding.get(offset)
-            if entry is not None and len(entry) != 2:
+            if type(entry) is StoredRun:        # its share of the run's bytes
+                total += entry.body_size(offset)
+            elif entry is not None and len(entry) != 2:
                 total += RECORD + len(entry.body)
     return total
 

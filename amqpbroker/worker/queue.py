@@ -36,13 +36,13 @@ from typing import NamedTuple
 
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from ..protocol import properties as props_mod
-from ..storage.record import Record, now_ms
+from ..storage.record import SEPARATE_BODY, Record, RecordRun, now_ms, scan_run
 from ..queue_args import QueueArgs
 from ..logs import context
 from ..stats import queue_counters
 from . import dedup
 from .memory import queue_memory
-from .store import MessageStore
+from .store import ELIDE_BODY, MessageStore, StoredRun
 
 log = logging.getLogger("amqpbroker.queue")
 
@@ -168,13 +168,17 @@ class Queue:
         for offset in [o for o in self._unacked_bodies if o < durable]:
             self._unacked_bodies.discard(offset)
             rec = outstanding.get(offset)
-            if isinstance(rec, Record):
+            if type(rec) is StoredRun:          # a plain queue's: one priority level
+                outstanding[offset] = Unacked(0, rec.body_size(offset))
+            elif isinstance(rec, Record):
                 outstanding[offset] = Unacked(self._level(rec.properties), len(rec.body))
 
     def _unacked_record(self, offset: int, entry) -> Record | None:
         """The whole message of an outstanding entry (None once the queue's files are gone)."""
         if isinstance(entry, Record):
             return entry
+        if type(entry) is StoredRun:
+            return entry.record(offset)
         return None if self.store.closed else self.store.read(offset)
 
     def _level(self, raw_props: bytes) -> int:
@@ -229,32 +233,37 @@ class Queue:
             return True
         return self._publish(record, priority, flags)
 
-    def publish_many(self, records: list) -> int | None:
+    def publish_many(self, records) -> int | None:
         """``publish`` (no flags, priority 0) of a batch to a ``_plain`` queue: appended as
         one when none has an expiration, else one by one. Returns the index of the first
         message that must be durable before it is confirmed (persistent, or every message
-        of a queue that persists all), None if none must."""
+        of a queue that persists all), None if none must.
+
+        ``records`` is a list, or a ``RecordRun`` (a ``Pubs`` read from a ring): a run of
+        bodies under SEPARATE_BODY is kept as its bytes (``MessageStore.append_run``), no
+        ``Record`` made; any other is decoded."""
+        if type(records) is RecordRun:
+            (starts, sizes, bodies, light, first_persistent, expiring, _first_ts, _max_ts,
+             max_body) = scan_run(records.data, records.count, ELIDE_BODY)
+            if expiring or max_body >= SEPARATE_BODY or not records.count:
+                records = list(records)
+            else:
+                n = records.count
+                offset = self.store.append_run(records.data, n, starts, sizes, bodies, light)
+                self._appended(offset, n, bodies)
+                if not self.durable:
+                    return None
+                if self.persists_all:
+                    return 0
+                return None if first_persistent < 0 else first_persistent
         for record in records:
             if record.properties and record.properties[0] & 1:
                 for r in records:
                     self.publish(r)
                 break
         else:
-            n = len(records)
             offset, size = self.store.append_many(records)
-            self.stats.publish_bytes += size    # the count is the store's (count_appends)
-            self.host.committer.mark(self)
-            self.ready[0].extend(range(offset, offset + n))
-            self.ready_count += n
-            self.ready_bytes += size
-            if self.ready_count == n and self.consumers and not self._dispatch_scheduled \
-                    and not self._dispatching:
-                if self.host.dispatch_soon(self):     # after the batch's publishes, once
-                    self._dispatch_scheduled = True
-                else:
-                    self.dispatch()
-            else:
-                self.schedule_dispatch()
+            self._appended(offset, len(records), size)
         if not self.durable:
             return None
         if self.persists_all:
@@ -263,6 +272,23 @@ class Queue:
             if record.flags & 1:
                 return i
         return None
+
+    def _appended(self, offset: int, n: int, size: int) -> None:
+        """``publish_many``'s steps after the store appended ``n`` messages from ``offset``
+        (``size`` bytes of bodies)."""
+        self.stats.publish_bytes += size    # the count is the store's (count_appends)
+        self.host.committer.mark(self)
+        self.ready[0].extend(range(offset, offset + n))
+        self.ready_count += n
+        self.ready_bytes += size
+        if self.ready_count == n and self.consumers and not self._dispatch_scheduled \
+                and not self._dispatching:
+            if self.host.dispatch_soon(self):     # after the batch's publishes, once
+                self._dispatch_scheduled = True
+            else:
+                self.dispatch()
+        else:
+            self.schedule_dispatch()
 
     def _publish(self, record: Record, priority: int, flags: int) -> bool:
         producer = key = None
@@ -544,8 +570,15 @@ class Queue:
             del offsets[bisect.bisect_left(offsets, self.visible_end):]
         if not offsets or offsets[0] < self.redeliver_below:
             return
-        records, size = self.store.take_many(offsets)
-        k = len(records)
+        # a run of publishes kept as their bytes goes on as them (``StoredRun``): ``held``
+        # is what ``outstanding`` keeps of each offset until it is durable
+        taken = self.store.take_run(offsets)
+        if taken is not None:
+            records, held, size = taken
+        else:
+            records, size = self.store.take_many(offsets)
+            held = records
+        k = len(held)
         if not k:
             return
         if k < len(offsets):
@@ -575,13 +608,14 @@ class Queue:
         durable = self.store.log.durable_offset
         outstanding = self.outstanding
         if offsets[0] >= durable:           # none on disk yet: held whole until it is
-            outstanding.update(zip(offsets, records))
+            outstanding.update(zip(offsets, held))
             self._unacked_bodies.update(offsets)
         else:
             bodies = self._unacked_bodies
-            for offset, rec in zip(offsets, records):
+            for offset, rec in zip(offsets, held):
                 if offset < durable:
-                    outstanding[offset] = Unacked(0, len(rec.body))
+                    outstanding[offset] = Unacked(
+                        0, rec.body_size(offset) if type(rec) is StoredRun else len(rec.body))
                 else:
                     outstanding[offset] = rec
                     bodies.add(offset)
@@ -682,6 +716,8 @@ class Queue:
         if self.deleted:
             return
         for offset, entry in sorted(items, key=lambda x: x[0], reverse=True):
+            if type(entry) is StoredRun:
+                entry = entry.record(offset)
             if isinstance(entry, Record):        # not durable yet: its body goes back in cache
                 level, size = self._level(entry.properties), len(entry.body)
                 self.store.recache(offset, entry)

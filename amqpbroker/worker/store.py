@@ -96,12 +96,14 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from bisect import bisect_left
+from itertools import repeat
 from typing import Iterator
 
 from ..storage.acklog import AckLog
 from ..storage.log import PartitionLog
-from ..storage.record import Record
+from ..storage.record import Record, RecordRun, decode_record, encode_record
 
 log = logging.getLogger("amqpbroker.store")
 
@@ -115,6 +117,84 @@ WRITE_BEHIND_RECORDS = 4096
 ELIDE_BODY = 1024            # settled bodies at least this big are written empty
 # a settled body at least this big is written (empty) at the next flush; a smaller one waits
 WRITE_SETTLED_BODY = 16384
+_U32 = struct.Struct(">I")
+
+
+class StoredRun:
+    """The records of one ``Pubs`` kept as the bytes the ring carried them in (the log's
+    layout, back to back: ``RecordRun``), at offsets ``base`` to ``base + count - 1``.
+
+    A store holds the same object for each of its offsets (in ``cache`` and ``_pending``,
+    and the queue in ``outstanding``), so a publish costs no ``Record``: the log appends
+    the bytes as they are (``_write``) and a dispatch run hands them on as a ``RecordRun``
+    (``take_run``). ``record(offset)`` decodes one where a ``Record`` is needed (a single
+    delivery, a requeue, dead-lettering). ``starts`` (each record's position, then the
+    end) and ``sizes`` (each body's length) are ``_record.scan_run``'s. A run pins its bytes
+    while any of its offsets is held, so only runs of small bodies are kept this way
+    (``Queue.publish_many``)."""
+    __slots__ = ("data", "base", "count", "starts", "sizes")
+
+    def __init__(self, data: bytes, base: int, count: int, starts: bytes, sizes: bytes):
+        self.data = data
+        self.base = base
+        self.count = count
+        self.starts = memoryview(starts).cast("I")
+        self.sizes = memoryview(sizes).cast("I")
+
+    def record(self, offset: int) -> Record:
+        return decode_record(self.data, self.starts[offset - self.base])[0]
+
+    def body_size(self, offset: int) -> int:
+        return self.sizes[offset - self.base]
+
+    def span(self, first: int, stop: int) -> bytes:
+        """The bytes of the records at offsets ``first`` to ``stop - 1``."""
+        i, j = first - self.base, stop - self.base
+        if i == 0 and j == self.count:
+            return self.data
+        return self.data[self.starts[i]:self.starts[j]]
+
+    def bodyless(self, offset: int) -> bytes:
+        """The record at ``offset`` with an empty body (a settled one, write-behind)."""
+        k = offset - self.base
+        start, end, size = self.starts[k], self.starts[k + 1], self.sizes[k]
+        return b"".join((_U32.pack(end - start - 4 - size), self.data[start + 4:end - size - 4],
+                         b"\0\0\0\0"))
+
+
+def body_size(entry, offset: int) -> int:
+    """The body length of a buffered or cached entry: a ``Record``, a ``StoredRun`` or the
+    bytes of a settled record written without its body (none)."""
+    if type(entry) is StoredRun:
+        return entry.sizes[offset - entry.base]
+    if type(entry) is bytes:
+        return 0
+    return len(entry[4])
+
+
+def raw_chunks(entries: list, first: int) -> list[tuple[bytes, int]]:
+    """``entries`` (at offsets ``first`` on) as (bytes in the log's record layout, how many
+    records): consecutive offsets of one ``StoredRun`` as one slice of its bytes (the whole
+    run uncopied), a ``Record`` encoded, a bodyless record's bytes as they are."""
+    out = []
+    i, n = 0, len(entries)
+    while i < n:
+        e = entries[i]
+        if type(e) is StoredRun:
+            offset = first + i
+            j = min(n, i + e.base + e.count - offset)
+            if entries[i:j].count(e) == j - i:         # the usual case: none settled early
+                k = j
+            else:
+                k = i + 1
+                while k < j and entries[k] is e:
+                    k += 1
+            out.append((e.span(offset, first + k), k - i))
+            i = k
+            continue
+        out.append((e if type(e) is bytes else encode_record(e), 1))
+        i += 1
+    return out
 
 
 class MessageStore:
@@ -143,10 +223,13 @@ class MessageStore:
         # new one is not listed: storage/recovery.py)
         self.acks = AckLog(os.path.join(directory, "acks.log"), fsync=fsync,
                            fsync_interval_ms=fsync_interval_ms)
-        self.cache: dict[int, Record] = {}
+        self.cache: dict = {}                      # offset -> Record or StoredRun
         self.cache_bytes = 0                       # this store's share of budget.cache_used
         self._readahead: dict[int, Record] = {}
-        self._pending: list[Record] = []           # appended at the next flush
+        # appended at the next flush: a Record, a StoredRun (one per offset it holds), or a
+        # settled record's bytes without its body (write-behind)
+        self._pending: list = []
+        self._runs = False                         # any was a StoredRun: _write writes bytes
         self._pending_settles: list[int] = []      # recorded at the next flush
         self._written: list[tuple[int, int]] = []  # offset ranges appended, not yet synced
         self.settled: dict[int, int] = {}          # segment base -> settled offsets in it
@@ -242,6 +325,22 @@ class MessageStore:
         self._light += light
         return offset, size
 
+    def append_run(self, data: bytes, count: int, starts: bytes, sizes: bytes, bodies: int,
+                   light: int) -> int:
+        """``append_many`` of ``count`` records kept as their bytes ``data`` (a ``StoredRun``;
+        ``starts``, ``sizes``, ``bodies`` and ``light`` as ``scan_run`` gives them, ``light``
+        counting bodies under ``ELIDE_BODY``): the first one's offset."""
+        offset = self.next_offset
+        run = StoredRun(data, offset, count, starts, sizes)
+        self._runs = True
+        self._pending.extend(repeat(run, count))
+        self.cache.update(zip(range(offset, offset + count), repeat(run)))
+        self.budget.cache_used += bodies
+        self.cache_bytes += bodies
+        self._deferred_bytes += bodies
+        self._light += light
+        return offset
+
     def on_disk(self, offset: int) -> bool:
         """``read`` can bring the message at ``offset`` back from the log (it is durable)."""
         return offset < self.log.durable_offset
@@ -251,7 +350,7 @@ class MessageStore:
         None (wait for the commit round). OffsetOutOfRange if there is no such message."""
         rec = self.cache.get(offset)
         if rec is not None:
-            return rec
+            return rec.record(offset) if type(rec) is StoredRun else rec
         if offset >= self.log.durable_offset:
             return None          # not on disk yet: wait for the commit round
         rec = self._readahead.get(offset)
@@ -290,6 +389,8 @@ class MessageStore:
                     break
                 size += len(rec.body)
             else:
+                if type(rec) is StoredRun:
+                    rec = rec.record(offset)
                 n = len(rec.body)
                 size += n
                 cached += n
@@ -298,6 +399,46 @@ class MessageStore:
             self.budget.cache_used -= cached
             self.cache_bytes -= cached
         return records, size
+
+    def take_run(self, offsets: list[int]) -> tuple[RecordRun, list, int] | None:
+        """``take_many``'s way for a dispatch run whose ``offsets`` (ascending) are all
+        consecutive and cached as ``StoredRun``s: (their records as one ``RecordRun``, the
+        ``StoredRun`` of each offset, their body bytes), no ``Record`` made. None, with
+        nothing taken, for any other (``take_many`` then)."""
+        first, n = offsets[0], len(offsets)
+        if offsets[-1] - first != n - 1:
+            return None
+        cache = self.cache
+        stop_all = first + n
+        spans = []
+        offset = first
+        while offset < stop_all:
+            run = cache.get(offset)
+            if type(run) is not StoredRun:
+                return None
+            stop = min(stop_all, run.base + run.count)
+            spans.append((run, offset, stop))
+            offset = stop
+        pop = cache.pop
+        held: list = []
+        size = 0
+        for run, offset, stop in spans:
+            taken = [pop(o, None) for o in range(offset, stop)]
+            held += taken
+            if taken.count(run) != stop - offset:     # one of them taken or evicted before
+                for o, entry in zip(range(first, first + len(held)), held):
+                    if entry is not None:
+                        cache[o] = entry
+                return None
+            size += sum(run.sizes[offset - run.base:stop - run.base])
+        self.budget.cache_used -= size
+        self.cache_bytes -= size
+        if len(spans) == 1:
+            run, offset, stop = spans[0]
+            data = run.span(offset, stop)
+        else:
+            data = b"".join([run.span(offset, stop) for run, offset, stop in spans])
+        return RecordRun(data, n), held, size
 
     def recache(self, offset: int, record: Record) -> None:
         """Keep ``record``'s body in memory again (the caller gave it back, e.g. a requeue)."""
@@ -319,7 +460,7 @@ class MessageStore:
             self._settles_owed = True
         rec = self.cache.pop(offset, None)
         if rec is not None:
-            size = len(rec.body)
+            size = body_size(rec, offset)
             self.budget.cache_used -= size
             self.cache_bytes -= size
         if not self.write_behind:
@@ -327,11 +468,11 @@ class MessageStore:
         i = offset - self.log.end_offset
         if i >= 0 and offset not in self._settled_early and i < len(self._pending):
             r = self._pending[i]                       # not written yet
-            size = len(r[4])
+            size = body_size(r, offset)
             self._settled_early[offset] = size
             self._deferred_bytes -= size
             if size >= ELIDE_BODY:                     # it is written without its body:
-                self._pending[i] = Record(r[0], r[1], r[2], r[3], b"", r[5])   # free it now
+                self._pending[i] = self._bodyless(r, offset)   # free it now
                 self._light += 1
                 if size >= WRITE_SETTLED_BODY:
                     self._big_settled += 1
@@ -349,7 +490,7 @@ class MessageStore:
         for offset in offsets:
             rec = pop(offset, None)
             if rec is not None:
-                freed += len(rec.body)
+                freed += body_size(rec, offset)
         if freed:
             self.budget.cache_used -= freed
             self.cache_bytes -= freed
@@ -360,14 +501,21 @@ class MessageStore:
             i = offset - end
             if i >= 0 and offset not in early and i < len(pending):
                 r = pending[i]                         # not written yet: as ``settle``
-                size = len(r[4])
+                size = body_size(r, offset)
                 early[offset] = size
                 self._deferred_bytes -= size
                 if size >= ELIDE_BODY:
-                    pending[i] = Record(r[0], r[1], r[2], r[3], b"", r[5])
+                    pending[i] = self._bodyless(r, offset)
                     self._light += 1
                     if size >= WRITE_SETTLED_BODY:
                         self._big_settled += 1
+
+    @staticmethod
+    def _bodyless(entry, offset: int):
+        """A buffered record settled before it was written, as it is written: no body."""
+        if type(entry) is StoredRun:
+            return entry.bodyless(offset)
+        return Record(entry[0], entry[1], entry[2], entry[3], b"", entry[5])
 
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:
@@ -435,7 +583,7 @@ class MessageStore:
             else:
                 if deferred <= limit and light <= WRITE_BEHIND_RECORDS:
                     break
-                size = len(pending[n][4])
+                size = body_size(pending[n], end + n)
                 deferred -= size
                 if size < ELIDE_BODY:
                     light -= 1
@@ -450,7 +598,12 @@ class MessageStore:
         records = pending[:n] if n < len(pending) else pending
         end = self.log.end_offset
         active = self.log.active_base
-        base = self.log.append(records)   # settled big bodies were left out at their settle
+        # settled big bodies were left out at their settle; records kept as the bytes they
+        # came in (``StoredRun``) are appended as they are
+        if self._runs:
+            base = self.log.append_raw(raw_chunks(records, end))
+        else:
+            base = self.log.append(records)
         deferred = heavy = big_settled = 0     # unsettled bytes and big ones, big settled ones
         for i, r in enumerate(records if self.write_behind else ()):
             settled = early.pop(end + i, None) if early else None
@@ -458,7 +611,7 @@ class MessageStore:
                 if settled >= WRITE_SETTLED_BODY:
                     big_settled += 1
             else:
-                size = len(r[4])
+                size = body_size(r, end + i)
                 deferred += size
                 if size >= ELIDE_BODY:
                     heavy += 1
@@ -530,7 +683,7 @@ class MessageStore:
                     return
                 rec = cache.pop(offset, None)
                 if rec is not None:
-                    size = len(rec.body)
+                    size = body_size(rec, offset)
                     budget.cache_used -= size
                     self.cache_bytes -= size
 

@@ -6,7 +6,11 @@ accounting per channel and the socket belong to the front-end's ``Consumer``.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
+
 from ..contract import DLVS_BYTES, Dlv, Dlvs
+from ..storage.record import RecordRun, scan_run
 
 
 class Subscription:
@@ -48,6 +52,9 @@ class Subscription:
         if offsets[-1] - first == n - 1 and size <= DLVS_BYTES:
             emit(Dlvs(cid=cid, qid=qid, offset=first, records=records))
             return
+        if type(records) is RecordRun:      # consecutive (MessageStore.take_run): cut by bytes
+            self._deliver_run_cut(qid, first, records)
+            return
         start = size = 0
         for i, rec in enumerate(records):
             if offsets[i] != first + i - start or size > DLVS_BYTES:
@@ -55,6 +62,22 @@ class Subscription:
                 start, first, size = i, offsets[i], 0
             size += len(rec.body)
         emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:]))
+
+    def _deliver_run_cut(self, qid: int, first: int, run: RecordRun) -> None:
+        """A run of more than DLVS_BYTES of bodies as several ``Dlvs``, cut where its bytes
+        lie, as ``deliver_many`` cuts a list: a record joins a ``Dlvs`` whose bodies so far
+        are at most DLVS_BYTES."""
+        starts, sizes = scan_run(run.data, run.count, 0)[:2]
+        starts = memoryview(starts).cast("I")
+        ends = list(accumulate(memoryview(sizes).cast("I")))     # body bytes up to each
+        data, n, emit = run.data, run.count, self.state.emit
+        i = 0
+        while i < n:
+            below = ends[i - 1] if i else 0
+            j = min(n, bisect_right(ends, below + DLVS_BYTES, i) + 1)
+            emit(Dlvs(cid=self.cid, qid=qid, offset=first + i,
+                      records=RecordRun(data[starts[i]:starts[j]], j - i)))
+            i = j
 
     def __repr__(self) -> str:
         return f"<Subscription {self.tag} on {self.queue.name}>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amqpbroker import contract as c
-from amqpbroker.storage.record import Record
+from amqpbroker.storage.record import Record, RecordRun
 from amqpbroker.worker.host import LinkState
 from amqpbroker.worker.subscription import Subscription
 
@@ -55,3 +55,19 @@ def test_bodies_past_dlvs_bytes_start_another_dlvs():
                      sum(len(r.body) for r in records))
     assert [(m.offset, len(m.records)) for m in link.sent] == [(0, 2), (2, 2), (4, 1)]
     assert [r for m in link.sent for r in m.records] == records
+
+
+def test_a_run_of_bytes_is_cut_where_a_list_would_be():
+    """A dispatch run a store kept as the bytes it came in (``MessageStore.take_run``: a
+    ``RecordRun``) over DLVS_BYTES goes as the same ``Dlvs`` as the list of its records."""
+    sizes = [c.DLVS_BYTES // 2 + 1, 10, c.DLVS_BYTES - 20, 5, 0, c.DLVS_BYTES + 7, 3, 4]
+    records = [record(i, size) for i, size in enumerate(sizes)]
+    as_list, sub, queue = subscribe()
+    sub.deliver_many(queue, list(range(20, 28)), records, sum(sizes))
+    as_run, sub, queue = subscribe()
+    sub.deliver_many(queue, list(range(20, 28)), RecordRun.of(records), sum(sizes))
+    assert len(as_list.sent) == 3
+    assert [(m.offset, m.records) for m in as_run.sent] == \
+        [(m.offset, m.records) for m in as_list.sent]
+    assert all(type(m.records) is RecordRun for m in as_run.sent)
+    assert sub.credit == 92 and sub.unacked == set(range(20, 28))
