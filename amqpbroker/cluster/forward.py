@@ -84,6 +84,8 @@ class RemoteClient(PartitionClient):
     """The partition client of the queues another node leads: its link is a TCP stream to
     that node's cluster port, dialled on first use and again after a loss."""
 
+    remote = True               # another node's (supervisor/groups.py: a group's coordinator)
+
     def __init__(self, forwarder, node: str, worker: int = 0):
         broker = forwarder.broker
         super().__init__(-1, broker.loop, functools.partial(actions.apply, broker))
@@ -181,6 +183,8 @@ class RemoteClient(PartitionClient):
                     self.reopen()           # every queue of ours, on the new link
                 for msg in held.messages:
                     end.send(msg)
+                for listener in fw.on_link:
+                    listener(self)          # consumer groups: join again at a coordinator
                 return
             if isinstance(self.link, Pending):
                 self._fail()
@@ -268,6 +272,7 @@ class Forwarder:
         self.routes = RoutesTable(node.name)    # the front-ends' routes (routes.py)
         self._told: dict[int, tuple] = {}   # front-end index -> (its channel, version told)
         self._registrations: tuple[int, dict] = (-1, {})    # (view revision, nodes)
+        self.on_link: list = []             # callables(RemoteClient) when a link is up
         broker.forwarder = self
 
     # ------------------------------------------------------------ the calling side
@@ -444,6 +449,15 @@ class Forwarder:
                 leader = None
             cached = self._leaders[key] = (kv.mod_revision, leader)
         return cached[1]
+
+    def leader_epoch(self, vhost: str, queue: str) -> int:
+        """The leader epoch of a queue's partition as the etcd view has it (0 if none): a
+        consumer group's coordinator's term (supervisor/groups.py)."""
+        _, kv = queue_entry(self.node.membership.view, vhost, queue)
+        try:
+            return int(json.loads(kv.value).get("leader_epoch") or 0) if kv is not None else 0
+        except (ValueError, TypeError):
+            return 0
 
     def registration(self, node: str) -> dict | None:
         """A node's registration (host, cluster port, workers), as the etcd view has it
@@ -650,6 +664,11 @@ class ForwardedLink:
                     out.append(m)           # the worker's fetches name the follower
             elif kind is c.Close:
                 pass                        # the remote's shutdown is not ours
+            elif kind is c.JoinGroup or kind is c.LeaveGroup or kind is c.GroupDescribe:
+                if out:                     # in order with the link's commands before it
+                    self.host.handle(self.state, out)
+                    out = []
+                self._group_call(m)         # the supervisor's, not the host's
             elif kind in self.QID_LISTS:
                 self.keyed[m.req] = None
                 out.append(m._replace(qids=[qids.get(q, 0) for q in m.qids]))
@@ -714,6 +733,26 @@ class ForwardedLink:
         self.back[q.qid] = qid
         return q.qid
 
+    def _group_call(self, m) -> None:
+        """A member's node calls this node as its group's coordinator (supervisor/groups.py):
+        answered here, in the supervisor, whatever host the link has."""
+        groups = self.forwarder.broker.groups
+        kind = type(m)
+        try:
+            if kind is c.JoinGroup:
+                value = groups.remote_join(self, m)
+            elif kind is c.LeaveGroup:
+                groups.remote_leave(self, m)
+                return
+            else:
+                value = groups.describe_here(m.vhost, m.topic, m.group)
+        except errors.AMQPError as exc:
+            if m.req:
+                self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(exc)))
+            return
+        if m.req:
+            self.emit(c.Reply(req=m.req, ok=True, value=value))
+
     def _retry(self) -> None:
         held, self.held = self.held, None
         if held is None or self.endpoint is None or self.endpoint.closed:
@@ -766,6 +805,9 @@ class ForwardedLink:
             self.host.detach(self.state)
             self.state = None
         self.forwarder.links.discard(self)
+        groups = getattr(self.forwarder.broker, "groups", None)
+        if groups is not None:
+            groups.link_lost(self)          # its node's group members leave
 
 
 class WorkerRelay:

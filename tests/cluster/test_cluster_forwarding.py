@@ -437,11 +437,14 @@ class Rejoining(Member):
             pass                            # 404 while the leader is replaced: again
 
 
-def agreed(nodes, group, count, partitions=2):
+def agreed(nodes, group, count, partitions=2, members=()):
     """A predicate: every node of ``nodes`` shows ``group`` stable with ``count`` members
-    and all ``partitions`` assigned, the same assignment on each; then {member id: set of
-    partitions}. (One coordinator per node showed each node its own members only.)"""
+    (the current consumers of ``members``, if given) and all ``partitions`` assigned, the
+    same assignment on each; then {member id: set of partitions}. (One coordinator per node
+    showed each node its own members only.)"""
     def check():
+        if any(m.cancelled for m in members):
+            return None
         seen = []
         for n in nodes:
             try:
@@ -453,6 +456,8 @@ def agreed(nodes, group, count, partitions=2):
             if g["state"] != "stable" or len(got) != count \
                     or sum(len(s) for s in got.values()) != partitions:
                 return None
+            if members and {mid.rsplit("/", 1)[1] for mid in got} != {m.tag for m in members}:
+                return None                 # (members cancelled, not yet gone)
             seen.append(got)
         return seen[0] if all(s == seen[0] for s in seen) else None
     return check
@@ -560,7 +565,8 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
         coordinator.kill()
         pump(members, lambda: (lambda ls: ls and coordinator.node not in ls)(leaders([x, y])),
              "new leaders for the dead node's partitions")
-        pump(members, agreed([x, y], group, 2), "a stable group of a and c again")
+        pump(members, agreed([x, y], group, 2, members=[a, c]),
+             "a stable group of a and c again")
         seen = {m: len(m.got) for m in members}
         publish_keyed(x, topic, keys, "r4-")
         pump(members, lambda: sum(len(m.got) - seen[m] for m in members) == 80,
