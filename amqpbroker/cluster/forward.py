@@ -57,7 +57,7 @@ from urllib.parse import unquote
 from .. import contract as c
 from .. import errors
 from ..frontend import actions
-from ..frontend.partition_client import HostGone, PartitionClient
+from ..frontend.partition_client import WINDOW, HostGone, PartitionClient
 from ..frontend.broker import worker_of
 from ..frontend.exchange import PartitionedExchange
 from ..links import ring
@@ -512,9 +512,18 @@ class Forwarder:
                         requeue.append(offset)
         if requeue:
             old.reject(q.qid, requeue, True)
+        shares = []
         for cid, consumer in list(old.consumers.items()):
             if consumer.queue is q:
                 old.send(c.Unsub(req=0, cid=cid))
+                if consumer.member is not None:
+                    # a consumer group member's share follows its partition (subscribed on
+                    # the new leader below; the group's coordinator tells that leader the
+                    # owner: supervisor/groups.py): the member stays, its deliveries from
+                    # the old leader are void (epoch)
+                    del old.consumers[cid]
+                    shares.append(consumer)
+                    continue
                 # basic.cancel to the client: ``on_cancel`` only returns the action
                 old.apply(old, old.on_cancel(c.Cancel(cid=cid)))
         if isinstance(target, RemoteClient):
@@ -529,6 +538,39 @@ class Forwarder:
         target.refs[q.qid] = q
         q.set_backlogged(False)
         q.opened = q.open()
+        if shares:
+            self.broker.loop.create_task(self._shares_follow(q, target, shares))
+
+    async def _shares_follow(self, q, target, shares) -> None:
+        """Subscribe the shares of a moved partition on its new leader once it has opened
+        the queue there: a leader whose view is behind this node's refuses the Open
+        ("not led by"; ``RemoteClient`` opens again), and a Sub before that would go to no
+        queue. A share whose member left meanwhile stays away; if the queue never opens
+        (``OPEN_WAIT``) or moves on, its member is cancelled, as a plain consumer is."""
+        loop = self.broker.loop
+        deadline = loop.time() + OPEN_WAIT + 1.0
+        while q.client is target and not q.deleted and not self.closed:
+            opened = q.opened
+            try:
+                await asyncio.shield(opened)
+            except Exception:
+                if opened is q.opened and loop.time() > deadline:
+                    break
+                await asyncio.sleep(OPEN_AGAIN)
+                continue
+            if opened is not q.opened:
+                continue                    # opened again meanwhile: wait for that one
+            live = [s for s in shares if s.channel.groups.get(s.member.tag) is s.member
+                    and not s.channel.closed]
+            for share in live:
+                share.cid = target.new_cid()    # cids are the link's
+            target.apply(target, [actions.Resubscribe(target, share,
+                                                      share.initial_credit(WINDOW))
+                                  for share in live])
+            return
+        for share in shares:                # basic.cancel: the member leaves its group
+            if share.channel.groups.get(share.member.tag) is share.member:
+                share.channel.consumer_cancelled(share)
 
     # ------------------------------------------------------------ the leader's side
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -608,6 +650,7 @@ class ForwardedLink:
         self.keyed: dict[int, None] = {}    # reqs whose reply is a dict by local qid
         self.held: list | None = None       # commands behind an Open that waits (in order)
         self.refused: dict[int, c.Open] = {}    # remote qid -> its Open refused "not led"
+        self.delayed: dict[int, list] = {}  # remote qid -> group commands waiting for it
         self._waiting_since = 0.0
 
     # ------------------------------------------------------------ commands in
@@ -669,6 +712,10 @@ class ForwardedLink:
                     self.host.handle(self.state, out)
                     out = []
                 self._group_call(m)         # the supervisor's, not the host's
+            elif (kind is c.GroupAssign or kind is c.GroupRevoke) and (
+                    m.qid in self.delayed or m.qid in self.refused
+                    and not (qids.get(m.qid) or self._remap(m.qid))):
+                self._delay(m)              # until its Open maps (in order), not to qid 0
             elif kind in self.QID_LISTS:
                 self.keyed[m.req] = None
                 out.append(m._replace(qids=[qids.get(q, 0) for q in m.qids]))
@@ -732,6 +779,30 @@ class ForwardedLink:
         self.qids[qid] = q.qid
         self.back[q.qid] = qid
         return q.qid
+
+    def _delay(self, m) -> None:
+        """A group coordinator's Assign or Revoke for a queue whose Open this node refused
+        a moment ago (its view of the leader was behind the coordinator's): held, in order,
+        until the queue maps (``_remap``), for up to OPEN_WAIT; dropped to qid 0 before, the
+        partition's new owner never started (the coordinator does not send it again)."""
+        waiting = self.delayed.get(m.qid)
+        if waiting is None:
+            loop = self.forwarder.broker.loop
+            waiting = self.delayed[m.qid] = []
+            loop.call_later(OPEN_AGAIN, self._undelay, m.qid, loop.time() + OPEN_WAIT)
+        waiting.append(m)
+
+    def _undelay(self, qid: int, deadline: float) -> None:
+        loop = self.forwarder.broker.loop
+        if self.state is None or self.endpoint is None or self.endpoint.closed:
+            self.delayed.pop(qid, None)
+            return
+        local = self.qids.get(qid) or self._remap(qid)
+        if local is None and loop.time() < deadline:
+            loop.call_later(OPEN_AGAIN, self._undelay, qid, deadline)
+            return
+        waiting = self.delayed.pop(qid, [])
+        self.host.handle(self.state, [m._replace(qid=local or 0) for m in waiting])
 
     def _group_call(self, m) -> None:
         """A member's node calls this node as its group's coordinator (supervisor/groups.py):

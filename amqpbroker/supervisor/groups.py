@@ -72,13 +72,15 @@ NOT_COORDINATOR = "NOT_COORDINATOR"
 
 
 class _Group:
-    __slots__ = ("key", "cg", "timer", "connections")
+    __slots__ = ("key", "cg", "timer", "connections", "clients")
 
     def __init__(self, key, cg):
         self.key = key                  # (vhost, topic, group)
         self.cg = cg
         self.timer = None
         self.connections: dict[str, str] = {}   # member id -> its connection's name
+        self.clients: dict[int, object] = {}    # partition -> the client its last action
+        #                                         went to (a cluster: its leader's)
 
 
 class Groups:
@@ -220,7 +222,10 @@ class Groups:
     def _follow(self) -> None:
         for key, g in list(self.groups.items()):
             refs = self.partitions(key[0], key[1])
-            if refs and self.coordinator_of(refs) is not None:
+            if refs and self.coordinator_of(refs) is None:
+                self._leaders_moved(g, refs)
+                continue
+            if refs:
                 del self.groups[key]
                 if g.timer is not None:
                     g.timer.cancel()
@@ -235,6 +240,9 @@ class Groups:
             if key in self.joined_at and self.joined_at[key] == at:
                 continue
             self.joined_at[key] = at
+            log.info("consumer group '%s' on '%s' in vhost '%s': %d member(s) of this node "
+                     "join at %s", key[2], key[1], key[0], len(members),
+                     "this node" if remote is None else f"node {remote.node}")
             for member, (instance_id, connection) in list(members.items()):
                 if remote is None:
                     try:
@@ -246,6 +254,23 @@ class Groups:
                     fut = remote.request(c.JoinGroup, **self._join_message(key, member))
                     fut.add_done_callback(functools.partial(self._joined_again, key))
 
+    def _leaders_moved(self, g: _Group, refs) -> None:
+        """Partitions of a group coordinated here whose leader changed since the group's
+        last action on them: the new leader's worker is told the owner (the same Assign
+        again: the member's share followed the partition, ``Forwarder.move``), and a
+        revocation in progress on the old leader is complete (nothing delivered there can
+        be settled any more: the member's channel voids those deliveries)."""
+        actions = []
+        for p, (member, epoch) in g.cg.delivering().items():
+            if p < len(refs) and g.clients.get(p, refs[p].client) is not refs[p].client:
+                self._send(g, refs, Assign(p, member, epoch))
+        for p, (member, epoch, _) in g.cg.revoking().items():
+            if p < len(refs) and g.clients.get(p, refs[p].client) is not refs[p].client:
+                g.clients[p] = refs[p].client
+                actions += g.cg.revoked(member, p, epoch)
+        if actions:
+            self._run(g, actions)
+
     def _joined_again(self, key, fut) -> None:
         """A join sent to a new coordinator failed (it does not coordinate yet, or its link
         broke): try again shortly, while this node has members of the group."""
@@ -256,6 +281,7 @@ class Groups:
                 and not isinstance(exc, HostGone):
             log.warning("consumer group %s: a member could not join again: %s", key, exc)
             return
+        log.info("consumer group %s: joining again shortly (%s)", key, exc)
         self.joined_at.pop(key, None)
         if self._follow_later is None:
             self._follow_later = self.loop.call_later(RETRY, self._follow_again)
@@ -353,6 +379,7 @@ class Groups:
         if action.partition >= len(refs):
             return
         ref = refs[action.partition]
+        g.clients[action.partition] = ref.client
         cls = c.GroupAssign if isinstance(action, Assign) else c.GroupRevoke
         log.debug("group %s: %s", g.key, action)
         ref.client.send(cls(qid=ref.qid, group=g.key[2], member=action.member,
