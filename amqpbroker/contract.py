@@ -337,11 +337,14 @@ HostCounters = message(19, "host_counters", request=True)
 # 0 ack, 1 reject with requeue, 2 reject without (numbered like an ack: ``seq``).
 GroupSettle = message(14, "group_settle", ("cid", "u32"), ("seq", "u64"), ("kind", "u8"),
                       ("offsets", "u64s"))
-# supervisor -> the worker owning partition ``qid``: start / stop delivering it to ``member``
+# supervisor -> the worker owning partition ``qid``: start / stop delivering it to ``member``.
+# ``epoch``: the coordinator's term (in a cluster the leader epoch of the topic's partition 0
+# when it took the group; 0 on one node) << 32, plus the partition's assignment count, so a
+# worker ignores what a former coordinator still sends (supervisor/groups.py)
 GroupAssign = message(15, "group_assign", ("qid", "u32"), ("group", "str"), ("member", "str"),
-                      ("epoch", "u32"))
+                      ("epoch", "u64"))
 GroupRevoke = message(16, "group_revoke", ("qid", "u32"), ("group", "str"), ("member", "str"),
-                      ("epoch", "u32"))
+                      ("epoch", "u64"))
 # {qid: {group: (committed offset, log start, log end)}} of the groups with a commit or an
 # assignment on those partitions
 GroupOffsets = message(17, "group_offsets", ("qids", "any"), request=True)
@@ -390,7 +393,7 @@ WorkerClosed = message(29, "worker_closed")
 # worker -> supervisor: the revocation of partition ``qid`` from ``member`` at ``epoch`` is
 # complete (its in-flight deliveries there are settled, or it is gone)
 GroupRevoked = message(30, "group_revoked", ("qid", "u32"), ("group", "str"), ("member", "str"),
-                       ("epoch", "u32"))
+                       ("epoch", "u64"))
 
 PARTITION_EVENTS = (Dlv, Dlvs, Confirm, Reply, Flow, Cancel, Gone, Dlx, Alarm, GroupRevoked)
 
@@ -423,6 +426,18 @@ FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_
                      ("log_start", "u64"), ("log_end", "u64"), ("error", "str"),
                      ("batches", "any"), ("acks", "any"), ("offsets", "any"),
                      ("diverging_epoch", "u32"), ("diverging_end", "u64"))
+
+# consumer groups across nodes (supervisor/groups.py, docs/CLUSTER.md "One coordinator per
+# consumer group"): a group's coordinator is the node leading its topic's partition 0; a
+# member's node sends it the metadata calls ``JoinGroup`` and ``LeaveGroup`` on its link to
+# that partition (the one that carries its commands), which the coordinator's forwarder
+# hands to its supervisor (not the queue's host); a node that does not coordinate the group
+# (the two views of the leader differ for a moment) refuses a join with 404 ``NOT_COORDINATOR``
+# and the member's node tries again. ``GroupDescribe``: the coordinator's live part of the
+# group (members, assignment, state) for another node's /api/consumer-groups, None if it
+# does not coordinate it.
+GroupDescribe = message(100, "group_describe", ("vhost", "str"), ("topic", "str"),
+                        ("group", "str"), request=True)
 
 # a node with worker processes (docs/CLUSTER.md "As built (layouts)"): replication runs in
 # the worker that hosts the node's copy of a queue, fed the etcd view by the supervisor.

@@ -57,7 +57,7 @@ from urllib.parse import unquote
 from .. import contract as c
 from .. import errors
 from ..frontend import actions
-from ..frontend.partition_client import HostGone, PartitionClient
+from ..frontend.partition_client import WINDOW, HostGone, PartitionClient
 from ..frontend.broker import worker_of
 from ..frontend.exchange import PartitionedExchange
 from ..links import ring
@@ -83,6 +83,8 @@ _EPOCHS = itertools.count(1)
 class RemoteClient(PartitionClient):
     """The partition client of the queues another node leads: its link is a TCP stream to
     that node's cluster port, dialled on first use and again after a loss."""
+
+    remote = True               # another node's (supervisor/groups.py: a group's coordinator)
 
     def __init__(self, forwarder, node: str, worker: int = 0):
         broker = forwarder.broker
@@ -181,6 +183,8 @@ class RemoteClient(PartitionClient):
                     self.reopen()           # every queue of ours, on the new link
                 for msg in held.messages:
                     end.send(msg)
+                for listener in fw.on_link:
+                    listener(self)          # consumer groups: join again at a coordinator
                 return
             if isinstance(self.link, Pending):
                 self._fail()
@@ -268,6 +272,7 @@ class Forwarder:
         self.routes = RoutesTable(node.name)    # the front-ends' routes (routes.py)
         self._told: dict[int, tuple] = {}   # front-end index -> (its channel, version told)
         self._registrations: tuple[int, dict] = (-1, {})    # (view revision, nodes)
+        self.on_link: list = []             # callables(RemoteClient) when a link is up
         broker.forwarder = self
 
     # ------------------------------------------------------------ the calling side
@@ -445,6 +450,15 @@ class Forwarder:
             cached = self._leaders[key] = (kv.mod_revision, leader)
         return cached[1]
 
+    def leader_epoch(self, vhost: str, queue: str) -> int:
+        """The leader epoch of a queue's partition as the etcd view has it (0 if none): a
+        consumer group's coordinator's term (supervisor/groups.py)."""
+        _, kv = queue_entry(self.node.membership.view, vhost, queue)
+        try:
+            return int(json.loads(kv.value).get("leader_epoch") or 0) if kv is not None else 0
+        except (ValueError, TypeError):
+            return 0
+
     def registration(self, node: str) -> dict | None:
         """A node's registration (host, cluster port, workers), as the etcd view has it
         (read once per revision of the view: a whole pass asks once per queue)."""
@@ -498,9 +512,18 @@ class Forwarder:
                         requeue.append(offset)
         if requeue:
             old.reject(q.qid, requeue, True)
+        shares = []
         for cid, consumer in list(old.consumers.items()):
             if consumer.queue is q:
                 old.send(c.Unsub(req=0, cid=cid))
+                if consumer.member is not None:
+                    # a consumer group member's share follows its partition (subscribed on
+                    # the new leader below; the group's coordinator tells that leader the
+                    # owner: supervisor/groups.py): the member stays, its deliveries from
+                    # the old leader are void (epoch)
+                    del old.consumers[cid]
+                    shares.append(consumer)
+                    continue
                 # basic.cancel to the client: ``on_cancel`` only returns the action
                 old.apply(old, old.on_cancel(c.Cancel(cid=cid)))
         if isinstance(target, RemoteClient):
@@ -515,6 +538,39 @@ class Forwarder:
         target.refs[q.qid] = q
         q.set_backlogged(False)
         q.opened = q.open()
+        if shares:
+            self.broker.loop.create_task(self._shares_follow(q, target, shares))
+
+    async def _shares_follow(self, q, target, shares) -> None:
+        """Subscribe the shares of a moved partition on its new leader once it has opened
+        the queue there: a leader whose view is behind this node's refuses the Open
+        ("not led by"; ``RemoteClient`` opens again), and a Sub before that would go to no
+        queue. A share whose member left meanwhile stays away; if the queue never opens
+        (``OPEN_WAIT``) or moves on, its member is cancelled, as a plain consumer is."""
+        loop = self.broker.loop
+        deadline = loop.time() + OPEN_WAIT + 1.0
+        while q.client is target and not q.deleted and not self.closed:
+            opened = q.opened
+            try:
+                await asyncio.shield(opened)
+            except Exception:
+                if opened is q.opened and loop.time() > deadline:
+                    break
+                await asyncio.sleep(OPEN_AGAIN)
+                continue
+            if opened is not q.opened:
+                continue                    # opened again meanwhile: wait for that one
+            live = [s for s in shares if s.channel.groups.get(s.member.tag) is s.member
+                    and not s.channel.closed]
+            for share in live:
+                share.cid = target.new_cid()    # cids are the link's
+            target.apply(target, [actions.Resubscribe(target, share,
+                                                      share.initial_credit(WINDOW))
+                                  for share in live])
+            return
+        for share in shares:                # basic.cancel: the member leaves its group
+            if share.channel.groups.get(share.member.tag) is share.member:
+                share.channel.consumer_cancelled(share)
 
     # ------------------------------------------------------------ the leader's side
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -594,6 +650,7 @@ class ForwardedLink:
         self.keyed: dict[int, None] = {}    # reqs whose reply is a dict by local qid
         self.held: list | None = None       # commands behind an Open that waits (in order)
         self.refused: dict[int, c.Open] = {}    # remote qid -> its Open refused "not led"
+        self.delayed: dict[int, list] = {}  # remote qid -> group commands waiting for it
         self._waiting_since = 0.0
 
     # ------------------------------------------------------------ commands in
@@ -650,6 +707,15 @@ class ForwardedLink:
                     out.append(m)           # the worker's fetches name the follower
             elif kind is c.Close:
                 pass                        # the remote's shutdown is not ours
+            elif kind is c.JoinGroup or kind is c.LeaveGroup or kind is c.GroupDescribe:
+                if out:                     # in order with the link's commands before it
+                    self.host.handle(self.state, out)
+                    out = []
+                self._group_call(m)         # the supervisor's, not the host's
+            elif (kind is c.GroupAssign or kind is c.GroupRevoke) and (
+                    m.qid in self.delayed or m.qid in self.refused
+                    and not (qids.get(m.qid) or self._remap(m.qid))):
+                self._delay(m)              # until its Open maps (in order), not to qid 0
             elif kind in self.QID_LISTS:
                 self.keyed[m.req] = None
                 out.append(m._replace(qids=[qids.get(q, 0) for q in m.qids]))
@@ -714,6 +780,50 @@ class ForwardedLink:
         self.back[q.qid] = qid
         return q.qid
 
+    def _delay(self, m) -> None:
+        """A group coordinator's Assign or Revoke for a queue whose Open this node refused
+        a moment ago (its view of the leader was behind the coordinator's): held, in order,
+        until the queue maps (``_remap``), for up to OPEN_WAIT; dropped to qid 0 before, the
+        partition's new owner never started (the coordinator does not send it again)."""
+        waiting = self.delayed.get(m.qid)
+        if waiting is None:
+            loop = self.forwarder.broker.loop
+            waiting = self.delayed[m.qid] = []
+            loop.call_later(OPEN_AGAIN, self._undelay, m.qid, loop.time() + OPEN_WAIT)
+        waiting.append(m)
+
+    def _undelay(self, qid: int, deadline: float) -> None:
+        loop = self.forwarder.broker.loop
+        if self.state is None or self.endpoint is None or self.endpoint.closed:
+            self.delayed.pop(qid, None)
+            return
+        local = self.qids.get(qid) or self._remap(qid)
+        if local is None and loop.time() < deadline:
+            loop.call_later(OPEN_AGAIN, self._undelay, qid, deadline)
+            return
+        waiting = self.delayed.pop(qid, [])
+        self.host.handle(self.state, [m._replace(qid=local or 0) for m in waiting])
+
+    def _group_call(self, m) -> None:
+        """A member's node calls this node as its group's coordinator (supervisor/groups.py):
+        answered here, in the supervisor, whatever host the link has."""
+        groups = self.forwarder.broker.groups
+        kind = type(m)
+        try:
+            if kind is c.JoinGroup:
+                value = groups.remote_join(self, m)
+            elif kind is c.LeaveGroup:
+                groups.remote_leave(self, m)
+                return
+            else:
+                value = groups.describe_here(m.vhost, m.topic, m.group)
+        except errors.AMQPError as exc:
+            if m.req:
+                self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(exc)))
+            return
+        if m.req:
+            self.emit(c.Reply(req=m.req, ok=True, value=value))
+
     def _retry(self) -> None:
         held, self.held = self.held, None
         if held is None or self.endpoint is None or self.endpoint.closed:
@@ -766,6 +876,9 @@ class ForwardedLink:
             self.host.detach(self.state)
             self.state = None
         self.forwarder.links.discard(self)
+        groups = getattr(self.forwarder.broker, "groups", None)
+        if groups is not None:
+            groups.link_lost(self)          # its node's group members leave
 
 
 class WorkerRelay:

@@ -102,6 +102,11 @@ class ClusterNode:
                 # before the forwarder points the queue back at it
                 self.membership.on_view.append(self.replication.follow_view)
                 self.membership.on_view.append(self.forwarder.follow_view)
+                groups = getattr(self.broker, "groups", None)
+                if groups is not None:      # consumer groups: one coordinator (groups.py)
+                    groups.term_of = self.forwarder.leader_epoch
+                    self.membership.on_view.append(groups.follow_coordinators)
+                    self.forwarder.on_link.append(groups.follow_coordinators)
                 self.replication.review()
                 self.forwarder.review()
                 self.replication.start_workers()

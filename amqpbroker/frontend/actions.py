@@ -167,6 +167,10 @@ def _resubscribe(broker, client, a: Resubscribe) -> None:
 
     def done(fut) -> None:
         exc = None if fut.cancelled() else fut.exception()
+        if exc is not None and (share in a.client.lost_shares
+                                or share.queue.client is not a.client):
+            return          # its host was lost again meanwhile (subscribed when it is back),
+            #                 or its partition moved on (cluster/forward.py: it followed)
         if exc is not None:
             log.warning("%r could not be subscribed again: %s", share, exc)
             apply(broker, client, client.forget_consumer(share.cid))

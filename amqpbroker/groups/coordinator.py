@@ -100,8 +100,12 @@ class ConsumerGroup:
     """One group's membership and partition ownership. Not thread-safe; one owner calls it."""
 
     def __init__(self, name: str, partitions: Iterable[int], *,
-                 revoke_grace: float = 30.0, session_timeout: float = 45.0):
+                 revoke_grace: float = 30.0, session_timeout: float = 45.0,
+                 first_epoch: int = 0):
         self.name = name
+        # epochs count from here: a coordinator that took the group over from another starts
+        # above every epoch the other gave out (supervisor/groups.py: its term << 32)
+        self.first_epoch = first_epoch
         self.partitions = sorted(set(partitions))
         self.revoke_grace = revoke_grace
         self.session_timeout = session_timeout
@@ -187,7 +191,7 @@ class ConsumerGroup:
                 continue
             owner = self._members.get(self.target.get(p))
             if owner is not None and owner.connected:
-                epoch = self._epochs.get(p, 0) + 1
+                epoch = self._epochs.get(p, self.first_epoch) + 1
                 self._epochs[p] = epoch
                 self._delivering[p] = (owner.member_id, epoch)
                 actions.append(Assign(p, owner.member_id, epoch))

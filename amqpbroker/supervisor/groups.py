@@ -25,15 +25,37 @@ revocations in progress count as complete — what a dead worker held cannot be 
 A group with no member stays known here (its state is ``empty``); its offsets live on the
 partitions' workers (``worker/groups.py``), so its lag is reported even with no ConsumerGroup
 in memory (after a restart). ``describe`` gives the management API its shape.
+
+In a cluster (docs/CLUSTER.md "One coordinator per consumer group") a group has one
+coordinator, Kafka's way: the node leading the topic's partition 0 (a stream: the stream),
+which every node reads from its etcd mirror and whose ``QueueRef`` of that partition already
+points at it. Only that node keeps the ``ConsumerGroup``. Every node keeps its own members
+(``here``: those whose front-end is on this node) and joins them at the coordinator: its own
+``join`` when it is this node, else ``JoinGroup`` / ``LeaveGroup`` on the partition's
+``RemoteClient`` (its link to the leader), which the coordinator's forwarder hands to
+``remote_join`` / ``remote_leave``. The coordinator sends ``GroupAssign`` / ``GroupRevoke``
+to the partitions' leaders as it does on one node, whichever node a member is on: the
+leader's worker holds every member's share (by member id) and starts or stops the one named.
+A link from a member's node that breaks (the node died) leaves its members (not for good).
+
+When partition 0's leader changes (the coordinator's node died, was fenced, or handed the
+leadership back), ``follow_coordinators`` (after every change of the etcd mirror, and when a
+link comes back) drops the group where this node no longer coordinates it and joins this
+node's members at the new coordinator, which rebuilds the group from the members that come
+and the commits that live with the partitions. Its epochs start at its *term* (the
+partition's leader epoch) << 32, above every epoch its predecessor gave out, so a worker
+ignores what the former coordinator still had in flight (``worker/groups.py``).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from .. import contract as c
 from .. import errors
 from ..frontend.exchange import PartitionedExchange
+from ..frontend.partition_client import HostGone
 from ..groups.coordinator import (Assign, ConsumerGroup, InstanceIdInUse, UnknownMember,
                                   member_key)
 from .topics import partition_name
@@ -42,16 +64,23 @@ log = logging.getLogger("amqpbroker.groups")
 
 # a management call waits at most this long for a worker's offsets (one restarting is skipped)
 WORKER_ANSWER_TIMEOUT = 2.0
+# a join refused by a node that does not coordinate the group (yet) is sent again after
+# RETRY, to the node leading partition 0 then, for up to COORDINATOR_WAIT
+RETRY = 0.2
+COORDINATOR_WAIT = 10.0
+NOT_COORDINATOR = "NOT_COORDINATOR"
 
 
 class _Group:
-    __slots__ = ("key", "cg", "timer", "connections")
+    __slots__ = ("key", "cg", "timer", "connections", "clients")
 
     def __init__(self, key, cg):
         self.key = key                  # (vhost, topic, group)
         self.cg = cg
         self.timer = None
         self.connections: dict[str, str] = {}   # member id -> its connection's name
+        self.clients: dict[int, object] = {}    # partition -> the client its last action
+        #                                         went to (a cluster: its leader's)
 
 
 class Groups:
@@ -62,6 +91,15 @@ class Groups:
         cfg = owner.config
         self.revoke_grace = cfg.group_revoke_grace_ms / 1000
         self.session_timeout = cfg.group_session_timeout_ms / 1000
+        # this node's own members: key -> {member id: (instance id, connection)}
+        self.here: dict[tuple, dict[str, tuple]] = {}
+        # key -> where this node's members were last joined: None (here), or (client, link)
+        self.joined_at: dict[tuple, tuple | None] = {}
+        # a cluster: the members other nodes joined here, by the link they came on
+        self.from_links: dict[object, set] = {}
+        # a cluster: the leader epoch of a partition queue (vhost, name): a coordinator's term
+        self.term_of = None
+        self._follow_later = None
 
     # ------------------------------------------------------------ partitions
     def partitions(self, vhost: str, topic: str) -> list:
@@ -83,18 +121,190 @@ class Groups:
             out.append(ref)
         return out
 
-    # ------------------------------------------------------------ inputs
-    def join(self, vhost: str, topic: str, group: str, member: str, instance_id,
-             connection: str = "") -> None:
+    # ------------------------------------------------------------ coordinators
+    @staticmethod
+    def coordinator_of(refs):
+        """The client of the node coordinating a group on partitions ``refs``: the
+        ``RemoteClient`` of partition 0's leader, or None when it is this node (always on
+        one node)."""
+        client = refs[0].client if refs else None
+        return client if getattr(client, "remote", False) else None
+
+    def _join_message(self, key, member: str):
+        instance_id, connection = self.here[key][member]
+        return dict(vhost=key[0], topic=key[1], group=key[2], member=member,
+                    instance_id=instance_id, connection=connection)
+
+    # ------------------------------------------------------------ inputs: this node's members
+    async def join(self, vhost: str, topic: str, group: str, member: str, instance_id,
+                   connection: str = "") -> None:
+        """A member of this node joins, at the group's coordinator (see the module doc)."""
+        key = (vhost, topic, group)
+        self.here.setdefault(key, {})[member] = (instance_id, connection)
+        try:
+            deadline = self.loop.time() + COORDINATOR_WAIT
+            while member in self.here.get(key, ()):    # (not left meanwhile)
+                remote = self.coordinator_of(self.partitions(vhost, topic))
+                if remote is None:
+                    self.join_here(vhost, topic, group, member, instance_id, connection)
+                    self.joined_at.setdefault(key, None)
+                    return
+                try:
+                    await remote.request(c.JoinGroup, **self._join_message(key, member))
+                except errors.AMQPError as exc:
+                    if NOT_COORDINATOR not in exc.text or self.loop.time() > deadline:
+                        raise
+                else:
+                    self.joined_at.setdefault(key, (remote, remote.link))
+                    return
+                await asyncio.sleep(RETRY)
+        except BaseException:
+            self._forget_here(key, member)
+            raise
+
+    def leave(self, vhost: str, topic: str, group: str, member: str, permanent: bool) -> None:
+        """A member of this node leaves, at the group's coordinator."""
+        key = (vhost, topic, group)
+        self._forget_here(key, member)
+        remote = self.coordinator_of(self.partitions(vhost, topic))
+        if remote is None:
+            self.leave_here(vhost, topic, group, member, permanent)
+        elif remote.link is not None:
+            remote.send(c.LeaveGroup(vhost=vhost, topic=topic, group=group, member=member,
+                                     permanent=permanent))
+
+    def _forget_here(self, key, member: str) -> None:
+        members = self.here.get(key)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self.here[key]
+                self.joined_at.pop(key, None)
+
+    def frontend_gone(self, prefix: str) -> None:
+        """A front-end process died: its members left (its connections are lost)."""
+        for key, members in list(self.here.items()):
+            for member in [mid for mid in members if mid.startswith(prefix)]:
+                self.leave(*key, member, permanent=False)
+
+    # ------------------------------------------------------------ inputs: another node's
+    def remote_join(self, link, m: c.JoinGroup) -> None:
+        """Another node's member joins over ``link``: here if this node coordinates the group
+        (404 NOT_COORDINATOR otherwise: that node tries again)."""
+        refs = self.partitions(m.vhost, m.topic)
+        if not refs or self.coordinator_of(refs) is not None:
+            raise errors.NotFound(
+                f"{NOT_COORDINATOR} - consumer group '{m.group}' on '{m.topic}' in vhost "
+                f"'{m.vhost}' is not coordinated by this node", 60, 20)
+        self.join_here(m.vhost, m.topic, m.group, m.member, m.instance_id, m.connection)
+        self.from_links.setdefault(link, set()).add(((m.vhost, m.topic, m.group), m.member))
+
+    def remote_leave(self, link, m: c.LeaveGroup) -> None:
+        self.from_links.get(link, set()).discard(((m.vhost, m.topic, m.group), m.member))
+        self.leave_here(m.vhost, m.topic, m.group, m.member, m.permanent)
+
+    def link_lost(self, link) -> None:
+        """The link of another node is gone (the node died, or will join them again): its
+        members leave, not for good (static members keep their partitions reserved)."""
+        for key, member in self.from_links.pop(link, ()):
+            self.leave_here(*key, member, permanent=False)
+
+    # ------------------------------------------------------------ a new coordinator
+    def follow_coordinators(self, *_) -> None:
+        """After a change of the etcd mirror (or a link back): drop the groups this node no
+        longer coordinates, and join this node's members at their group's coordinator
+        wherever it moved (see the module doc)."""
+        try:
+            self._follow()
+        except Exception:           # a bug must not stop the node following etcd
+            log.exception("consumer groups: following their coordinators")
+
+    def _follow(self) -> None:
+        for key, g in list(self.groups.items()):
+            refs = self.partitions(key[0], key[1])
+            if refs and self.coordinator_of(refs) is None:
+                self._leaders_moved(g, refs)
+                continue
+            if refs:
+                del self.groups[key]
+                if g.timer is not None:
+                    g.timer.cancel()
+                for entries in self.from_links.values():
+                    for entry in [e for e in entries if e[0] == key]:
+                        entries.discard(entry)
+                log.info("consumer group '%s' on '%s' in vhost '%s': coordinated by node %s "
+                         "now", key[2], key[1], key[0], self.coordinator_of(refs).node)
+        for key, members in list(self.here.items()):
+            remote = self.coordinator_of(self.partitions(key[0], key[1]))
+            at = None if remote is None else (remote, remote.link)
+            if key in self.joined_at and self.joined_at[key] == at:
+                continue
+            self.joined_at[key] = at
+            log.info("consumer group '%s' on '%s' in vhost '%s': %d member(s) of this node "
+                     "join at %s", key[2], key[1], key[0], len(members),
+                     "this node" if remote is None else f"node {remote.node}")
+            for member, (instance_id, connection) in list(members.items()):
+                if remote is None:
+                    try:
+                        self.join_here(*key, member, instance_id, connection)
+                    except errors.AMQPError as exc:
+                        log.warning("consumer group %s: %s could not join again: %s", key,
+                                    member, exc)
+                elif remote.link is not None:
+                    fut = remote.request(c.JoinGroup, **self._join_message(key, member))
+                    fut.add_done_callback(functools.partial(self._joined_again, key))
+
+    def _leaders_moved(self, g: _Group, refs) -> None:
+        """Partitions of a group coordinated here whose leader changed since the group's
+        last action on them: the new leader's worker is told the owner (the same Assign
+        again: the member's share followed the partition, ``Forwarder.move``), and a
+        revocation in progress on the old leader is complete (nothing delivered there can
+        be settled any more: the member's channel voids those deliveries)."""
+        actions = []
+        for p, (member, epoch) in g.cg.delivering().items():
+            if p < len(refs) and g.clients.get(p, refs[p].client) is not refs[p].client:
+                self._send(g, refs, Assign(p, member, epoch))
+        for p, (member, epoch, _) in g.cg.revoking().items():
+            if p < len(refs) and g.clients.get(p, refs[p].client) is not refs[p].client:
+                g.clients[p] = refs[p].client
+                actions += g.cg.revoked(member, p, epoch)
+        if actions:
+            self._run(g, actions)
+
+    def _joined_again(self, key, fut) -> None:
+        """A join sent to a new coordinator failed (it does not coordinate yet, or its link
+        broke): try again shortly, while this node has members of the group."""
+        if fut.cancelled() or fut.exception() is None:
+            return
+        exc = fut.exception()
+        if isinstance(exc, errors.AMQPError) and NOT_COORDINATOR not in exc.text \
+                and not isinstance(exc, HostGone):
+            log.warning("consumer group %s: a member could not join again: %s", key, exc)
+            return
+        log.info("consumer group %s: joining again shortly (%s)", key, exc)
+        self.joined_at.pop(key, None)
+        if self._follow_later is None:
+            self._follow_later = self.loop.call_later(RETRY, self._follow_again)
+
+    def _follow_again(self) -> None:
+        self._follow_later = None
+        self.follow_coordinators()
+
+    # ------------------------------------------------------------ the coordinator's inputs
+    def join_here(self, vhost: str, topic: str, group: str, member: str, instance_id,
+                  connection: str = "") -> None:
         refs = self.partitions(vhost, topic)
         key = (vhost, topic, group)
         g = self.groups.get(key)
         now = self.loop.time()
         actions = []
         if g is None:
+            term = self.term_of(vhost, refs[0].name) if self.term_of and refs else 0
             g = self.groups[key] = _Group(key, ConsumerGroup(
                 group, range(len(refs)), revoke_grace=self.revoke_grace,
-                session_timeout=self.session_timeout))
+                session_timeout=self.session_timeout, first_epoch=term << 32))
+        elif member in g.connections:
+            return                      # joined again by its node (a new coordinator, a link)
         elif len(refs) > len(g.cg.partitions):
             actions += g.cg.set_partitions(range(len(refs)), now)
         try:
@@ -109,7 +319,8 @@ class Groups:
                  member, f" as instance '{instance_id}'" if instance_id else "")
         self._run(g, actions)
 
-    def leave(self, vhost: str, topic: str, group: str, member: str, permanent: bool) -> None:
+    def leave_here(self, vhost: str, topic: str, group: str, member: str,
+                   permanent: bool) -> None:
         g = self.groups.get((vhost, topic, group))
         if g is None:
             return
@@ -127,12 +338,6 @@ class Groups:
             for p, ref in enumerate(self.partitions(g.key[0], g.key[1])):
                 if ref.qid == m.qid and ref.client is client:
                     self._run(g, g.cg.revoked(m.member, p, m.epoch))
-
-    def frontend_gone(self, prefix: str) -> None:
-        """A front-end process died: its members left (its connections are lost)."""
-        for g in list(self.groups.values()):
-            for member in [mid for mid in g.cg.members() if mid.startswith(prefix)]:
-                self.leave(*g.key, member, permanent=False)
 
     def worker_back(self, client) -> None:
         """A restarted worker: re-send the assignments of its partitions, and complete the
@@ -174,6 +379,7 @@ class Groups:
         if action.partition >= len(refs):
             return
         ref = refs[action.partition]
+        g.clients[action.partition] = ref.client
         cls = c.GroupAssign if isinstance(action, Assign) else c.GroupRevoke
         log.debug("group %s: %s", g.key, action)
         ref.client.send(cls(qid=ref.qid, group=g.key[2], member=action.member,
@@ -279,6 +485,19 @@ class Groups:
                     continue
                 e = entry(vhost, group)
                 self._describe_live(e, g, topic)
+            # groups another node coordinates: their live part from it (a cluster)
+            elsewhere = {(k[1], k[2]) for k in self.here if k[0] == vhost}
+            for e in list(out.values()):
+                if e["vhost"] == vhost:
+                    elsewhere.update((topic, e["name"]) for topic, _ in e["partitions"])
+            asked = sorted((topic, group) for topic, group in elsewhere
+                           if (only is None or group == only)
+                           and (vhost, topic, group) not in self.groups)
+            answers = await asyncio.gather(*(self._describe_remote(vhost, topic, group)
+                                             for topic, group in asked))
+            for (topic, group), live in zip(asked, answers):
+                if live is not None:
+                    _merge_live(entry(vhost, group), live)
         result = []
         for e in out.values():
             parts = sorted(e["partitions"].values(), key=lambda x: (x["topic"], x["partition"]))
@@ -287,6 +506,28 @@ class Groups:
             e["lag"] = sum(x["lag"] for x in parts if x["lag"] is not None)
             result.append(e)
         return sorted(result, key=lambda e: (e["vhost"], e["name"]))
+
+    async def _describe_remote(self, vhost: str, topic: str, group: str) -> dict | None:
+        """The live part of a group another node coordinates (``describe_here`` there)."""
+        remote = self.coordinator_of(self.partitions(vhost, topic))
+        if remote is None:
+            return None
+        try:
+            return await asyncio.wait_for(remote.request(
+                c.GroupDescribe, vhost=vhost, topic=topic, group=group), WORKER_ANSWER_TIMEOUT)
+        except (errors.AMQPError, asyncio.TimeoutError):
+            return None                 # unreachable, or too busy to say
+
+    def describe_here(self, vhost: str, topic: str, group: str) -> dict | None:
+        """The live part of a group this node coordinates, for another node's API (None: it
+        does not): members, assignment, state, and whether it is empty."""
+        g = self.groups.get((vhost, topic, group))
+        if g is None:
+            return None
+        e = {"topics": [], "members": [], "partitions": {}, "state": "empty",
+             "empty": g.cg.is_empty()}
+        self._describe_live(e, g, topic)
+        return e
 
     def _describe_live(self, e: dict, g: _Group, topic: str) -> None:
         cg = g.cg
@@ -321,7 +562,8 @@ class Groups:
         """Set the group's committed offsets on every partition of ``topic`` (no member:
         ``GroupsBusy`` otherwise)."""
         g = self.groups.get((vhost, topic, group))
-        if g is not None and not g.cg.is_empty():
+        live = None if g is not None else await self._describe_remote(vhost, topic, group)
+        if g is not None and not g.cg.is_empty() or live is not None and not live["empty"]:
             raise GroupBusy(f"consumer group '{group}' has members on '{topic}' in vhost "
                             f"'{vhost}': offsets can be reset only while it has none")
         refs = self.partitions(vhost, topic)
@@ -332,6 +574,20 @@ class Groups:
         log.info("consumer group '%s' in vhost '%s': offsets on '%s' reset to %r", group,
                  vhost, topic, to)
         return out
+
+
+def _merge_live(e: dict, live: dict) -> None:
+    """Add the live part of a group (``describe_here`` on its coordinator) to entry ``e``."""
+    e["members"] += live["members"]
+    e["topics"] = sorted(set(e["topics"]) | set(live["topics"]))
+    for where, part in live["partitions"].items():
+        mine = e["partitions"].get(where)
+        if mine is None:
+            e["partitions"][where] = part
+        else:
+            mine["member"] = part["member"]
+    if live["state"] == "rebalancing" or live["state"] == "stable" and e["state"] == "empty":
+        e["state"] = live["state"]
 
 
 class GroupBusy(Exception):

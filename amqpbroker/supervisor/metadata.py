@@ -106,7 +106,7 @@ class LocalMetadata:
         """A consumer joins a consumer group (``groups.py``); 406 if its instance id is in
         use."""
         self._vhost(vhost)
-        self.broker.groups.join(vhost, topic, group, member, instance_id, connection)
+        await self.broker.groups.join(vhost, topic, group, member, instance_id, connection)
 
     async def leave_group(self, *, vhost, topic, group, member, permanent):
         self.broker.groups.leave(vhost, topic, group, member, permanent)

@@ -18,7 +18,12 @@ Per (stream, group) a ``GroupPartition``:
     coordinator  the link the supervisor's ``GroupAssign`` and ``GroupRevoke`` came on, which
                its ``GroupRevoked`` goes back on: the supervisor's own (``links[0]``), or, for
                a partition this node leads in a cluster, the link of the node whose
-               supervisor coordinates the group (its members' node: cluster/forward.py)
+               supervisor coordinates the group (the leader of the topic's partition 0:
+               supervisor/groups.py, cluster/forward.py)
+    term       the highest coordinator term seen (an epoch's high 32 bits): an Assign or
+               Revoke of a lower term comes from a former coordinator and is ignored; an
+               Assign of a new term to the member that owns the partition continues its
+               reading (a new coordinator took the group over, nothing moved)
     tracker    the group's ``CommitTracker`` (groups/commits.py): deliveries, acks, the
                committed offset
 
@@ -124,6 +129,7 @@ class GroupPartition:
         self.revoking: tuple[str, int] | None = None
         self.tracker: CommitTracker | None = None
         self.coordinator = None         # LinkState of the last GroupAssign / GroupRevoke
+        self.term = 0                   # the highest coordinator term seen (epoch >> 32)
 
     # ---------------------------------------------------------------- members
     def subscribe(self, sub: GroupSub) -> None:
@@ -158,7 +164,19 @@ class GroupPartition:
         self.unsubscribe(sub)
 
     # ---------------------------------------------------------------- supervisor's actions
+    def _stale(self, epoch: int) -> bool:
+        """An action of a former coordinator (a lower term): ignored. A new term is noted."""
+        term = epoch >> 32
+        if term < self.term:
+            log.info("group '%s' on '%s': an action of a former coordinator (term %d < %d) "
+                     "ignored", self.group, self.stream.name, term, self.term)
+            return True
+        self.term = term
+        return False
+
     def assign(self, member: str, epoch: int, coordinator=None) -> None:
+        if self._stale(epoch):
+            return
         if coordinator is not None:
             self.coordinator = coordinator
         if self.revoking is not None and self.revoking[0] != member:
@@ -175,7 +193,10 @@ class GroupPartition:
                 self._deactivate(old)
         if self.revoking is not None and self.revoking[0] == member:
             self.revoking = None        # it gets the partition back
-        same = self.owner == (member, epoch)
+        # the owner again: the same assignment re-sent (a worker restart), or a new
+        # coordinator's for the member already reading (one coordinator gives a partition
+        # to a member only after revoking it, so this is never a new assignment)
+        same = self.owner is not None and self.owner[0] == member
         self.owner = (member, epoch)
         if self.tracker is not None and not same:
             n = self.tracker.revoke()
@@ -187,6 +208,8 @@ class GroupPartition:
             self._activate(sub)
 
     def revoke(self, member: str, epoch: int, coordinator=None) -> None:
+        if self._stale(epoch):
+            return
         if coordinator is not None:
             self.coordinator = coordinator
         if self.owner is not None and self.owner[0] == member:

@@ -127,3 +127,14 @@ def test_a_client_chosen_instance_id_never_collides_with_a_member_id():
     g.revoked("y", 1, 2)
     assert g.join("x2", None, 2) == []                      # a dynamic member joins normally
     assert g.members() == {"x": None, "x2": None} and g.reserved() == {"x": 31}
+
+
+def test_a_coordinator_that_took_the_group_over_counts_epochs_above_its_predecessors():
+    """A new coordinator (in a cluster: partition 0's new leader) starts its epochs at its
+    term << 32, so every epoch it gives out is above the former coordinator's, whose late
+    actions the workers then ignore (worker/groups.py)."""
+    g = ConsumerGroup("billing", range(2), revoke_grace=10, session_timeout=30,
+                      first_epoch=3 << 32)
+    assert g.join("a", None, 0) == [Assign(0, "a", (3 << 32) + 1), Assign(1, "a", (3 << 32) + 1)]
+    assert g.join("b", None, 1) == [Revoke(1, "a", (3 << 32) + 1)]
+    assert g.revoked("a", 1, (3 << 32) + 1) == [Assign(1, "b", (3 << 32) + 2)]
