@@ -307,6 +307,70 @@ def committed(node, group):
     return {p["partition"]: p["committed_offset"] for p in g["partitions"]}
 
 
+def one_reader(members, since):
+    """{partition: the one member that read it} from each member's deliveries after
+    ``since`` ({member: index into its ``got``}); fails if a partition had two readers."""
+    readers: dict[int, set] = {}
+    for m in members:
+        for p, _, _ in m.got[since.get(m, 0):]:
+            readers.setdefault(p, set()).add(m)
+    assert all(len(r) == 1 for r in readers.values()), \
+        f"a partition read by two members at once: {readers}"
+    return {p: r.pop() for p, r in readers.items()}
+
+
+def a_then_b_share(members, make_a, b_url, via, topic, group, keys, first, pair):
+    """The two rounds both consumer-group tests here start with. Round 1 is published
+    through ``via``; a (``make_a()``) alone reads it, acking each delivery; b joins (at
+    ``b_url``, a ``FaultProxy``'s, without acks, prefetch 10) and takes one partition within
+    ``HANDOVER``; round 2: each partition one reader, a from where it was, b its prefetch; b
+    acks 40..43 and keeps 44..49 in flight (``b_dies`` next). ``first`` and ``pair`` are the
+    predicates of a stable group of a, and of a and b (they differ by the nodes asked).
+    Both go into ``members`` (the caller closes them). Returns a, b, b's partition, a's,
+    and how many deliveries a had before round 2."""
+    publish_keyed(via, topic, keys, "r1-")
+    a = make_a()
+    members.append(a)
+    pump(members, first, "a stable group of a")
+    pump(members, lambda: len(a.got) == 80, "a's 80 deliveries")
+    assert sorted(a.offsets(0)) == sorted(a.offsets(1)) == list(range(40))
+    pump(members, lambda: committed(via, group) == {0: 40, 1: 40}, "a's commits")
+
+    b = Member(b_url, topic, group, ack=False, prefetch=10)
+    members.append(b)
+    since = time.monotonic()
+    split = pump(members, pair, "one stable group of a and b")
+    took = time.monotonic() - since
+    assert took < HANDOVER, f"the handover to b took {took:.1f} s: the revoke grace"
+    (theirs,) = split[next(m for m in split if m.endswith(b.tag))]
+    mine = 1 - theirs
+    seen = {a: len(a.got)}
+    publish_keyed(via, topic, keys, "r2-")
+    pump(members, lambda: len(a.offsets(mine, seen[a])) == 40 and len(b.got) == 10,
+         "a's 40 of its partition and b's 10 (its prefetch) of the other")
+    assert one_reader(members, seen) == {mine: a, theirs: b}
+    assert a.offsets(mine, seen[a]) == list(range(40, 80))
+    assert b.offsets(theirs) == list(range(40, 50))
+    for tag in b.pending[:4]:       # 40..43 acked, 44..49 in flight when b dies
+        b.ch.basic_ack(tag)
+    pump(members, lambda: committed(via, group).get(theirs) == 44, "b's commit 44")
+    return a, b, theirs, mine, seen[a]
+
+
+def b_dies(members, a, b, theirs, seen_a, proxy, alone):
+    """b's connection (through ``proxy``) dies: a gets b's partition back at b's commit (44)
+    within ``HANDOVER`` and reads 44..79 of it."""
+    proxy.cut_all()
+    since = time.monotonic()
+    b.dead = True
+    pump([a], alone, "a stable group of a alone")
+    took = time.monotonic() - since
+    assert took < HANDOVER, f"the handover back to a took {took:.1f} s"
+    pump([a], lambda: len(a.offsets(theirs, seen_a)) == 36, "a resumes at b's commit")
+    assert a.offsets(theirs, seen_a) == list(range(44, 80))
+    members.remove(b)
+
+
 def test_a_consumer_group_on_a_node_leading_none_of_its_partitions(shared_cluster,
                                                                     topic="fwd-orders"):
     """The members connect to a node that leads no partition of the topic: the group's
@@ -332,48 +396,15 @@ def test_a_consumer_group_on_a_node_leading_none_of_its_partitions(shared_cluste
     node = next(n for n in cluster.nodes if f"amqpbroker@{n.node}" not in leading)
     keys = keys_for(2, 40)              # 40 messages a partition per round
 
-    # a alone reads both partitions, acking each delivery
-    publish_keyed(node, topic, keys, "r1-")
-    a = Member(node.url, topic, group)
-    members = [a]
+    # a alone reads both partitions; b joins (through a proxy, to die later) and dies
+    members = []
     try:
-        pump(members, stable(node, group, 1), "a stable group of a")
-        pump(members, lambda: len(a.got) == 80, "a's 80 deliveries")
-        assert sorted(a.offsets(0)) == sorted(a.offsets(1)) == list(range(40))
-        pump(members, lambda: committed(node, group) == {0: 40, 1: 40}, "a's commits")
-
-        # b joins (through a proxy, to die later): one partition is handed over to it
         with FaultProxy(node.host, node.port) as proxy:
-            b = Member(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", topic, group,
-                       ack=False, prefetch=10)
-            members.append(b)
-            since = time.monotonic()
-            split = pump(members, stable(node, group, 2), "a stable group of a and b")
-            took = time.monotonic() - since
-            assert took < HANDOVER, f"the handover to b took {took:.1f} s: the revoke grace"
-            (theirs,) = split[next(m for m in split if m.endswith(b.tag))]
-            mine = 1 - theirs
-            seen_a = len(a.got)
-            publish_keyed(node, topic, keys, "r2-")
-            pump(members, lambda: len(a.offsets(mine, seen_a)) == 40 and len(b.got) == 10,
-                 "a's 40 of its partition and b's 10 (its prefetch) of the other")
-            assert a.offsets(mine, seen_a) == list(range(40, 80))
-            assert a.offsets(theirs, seen_a) == [], "a partition read by two members"
-            assert b.offsets(theirs) == list(range(40, 50))
-            for tag in b.pending[:4]:       # 40..43 acked, 44..49 in flight when b dies
-                b.ch.basic_ack(tag)
-            pump(members, lambda: committed(node, group).get(theirs) == 44, "b's commit 44")
-
-            # b's connection dies: a gets the partition back at the commit
-            proxy.cut_all()
-            since = time.monotonic()
-            b.dead = True
-            pump([a], stable(node, group, 1), "a stable group of a alone")
-            took = time.monotonic() - since
-            assert took < HANDOVER, f"the handover back to a took {took:.1f} s"
-            pump([a], lambda: len(a.offsets(theirs, seen_a)) == 36, "a resumes at b's commit")
-            assert a.offsets(theirs, seen_a) == list(range(44, 80))
-            members.remove(b)
+            a, b, theirs, mine, seen_a = a_then_b_share(
+                members, lambda: Member(node.url, topic, group),
+                f"amqp://guest:guest@127.0.0.1:{proxy.port}/", node, topic, group, keys,
+                first=stable(node, group, 1), pair=stable(node, group, 2))
+            b_dies(members, a, b, theirs, seen_a, proxy, alone=stable(node, group, 1))
 
         # c joins, then a leaves: c ends with both partitions, from a's commits
         pump(members, lambda: committed(node, group) == {0: 80, 1: 80}, "a's commits")
@@ -445,18 +476,6 @@ def agreed(nodes, group, count, partitions=2, members=()):
     return check
 
 
-def one_reader(members, since):
-    """{partition: the one member that read it} from each member's deliveries after
-    ``since`` ({member: index into its ``got``}); fails if a partition had two readers."""
-    readers: dict[int, set] = {}
-    for m in members:
-        for p, _, _ in m.got[since.get(m, 0):]:
-            readers.setdefault(p, set()).add(m)
-    assert all(len(r) == 1 for r in readers.values()), \
-        f"a partition read by two members at once: {readers}"
-    return {p: r.pop() for p, r in readers.items()}
-
-
 def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster):
     """Two members of one group connected to two different nodes (neither the one leading
     partition 0): one coordinator for the cluster, so each partition is read by one member at
@@ -485,49 +504,16 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
     x, y = [n for n in cluster.nodes if n is not coordinator]
     keys = keys_for(2, 40)              # 40 messages a partition per round
 
-    publish_keyed(x, topic, keys, "r1-")
-    a = Watched(x.url, topic, group)
-    members = [a]
+    members = []
     b = c = None
     try:
-        pump(members, agreed([x], group, 1), "a stable group of a")
-        pump(members, lambda: len(a.got) == 80, "a's 80 deliveries")
-        assert sorted(a.offsets(0)) == sorted(a.offsets(1)) == list(range(40))
-        pump(members, lambda: committed(x, group) == {0: 40, 1: 40}, "a's commits")
-
-        # b joins on y (through a proxy, to crash later): one partition is handed to it
+        # a alone on x; b joins on y (through a proxy, to crash later) and dies
         with FaultProxy(y.host, y.port) as proxy:
-            b = Member(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", topic, group,
-                       ack=False, prefetch=10)
-            members.append(b)
-            since = time.monotonic()
-            split = pump(members, agreed([x, y], group, 2),
-                         "one stable group of a (on x) and b (on y), seen from both nodes")
-            took = time.monotonic() - since
-            assert took < HANDOVER, f"the handover to b took {took:.1f} s: the revoke grace"
-            (theirs,) = split[next(m for m in split if m.endswith(b.tag))]
-            mine = 1 - theirs
-            seen = {a: len(a.got)}
-            publish_keyed(x, topic, keys, "r2-")
-            pump(members, lambda: len(a.offsets(mine, seen[a])) == 40 and len(b.got) == 10,
-                 "a's 40 of its partition and b's 10 (its prefetch) of the other")
-            assert one_reader(members, seen) == {mine: a, theirs: b}
-            assert a.offsets(mine, seen[a]) == list(range(40, 80))
-            assert b.offsets(theirs) == list(range(40, 50))
-            for tag in b.pending[:4]:       # 40..43 acked, 44..49 in flight when b dies
-                b.ch.basic_ack(tag)
-            pump(members, lambda: committed(x, group).get(theirs) == 44, "b's commit 44")
-
-            # b's connection dies: a gets the partition back at the commit
-            proxy.cut_all()
-            since = time.monotonic()
-            b.dead = True
-            pump([a], agreed([x, y], group, 1), "a stable group of a alone")
-            took = time.monotonic() - since
-            assert took < HANDOVER, f"the handover back to a took {took:.1f} s"
-            pump([a], lambda: len(a.offsets(theirs, seen[a])) == 36, "a resumes at b's commit")
-            assert a.offsets(theirs, seen[a]) == list(range(44, 80))
-            members.remove(b)
+            a, b, theirs, mine, seen_a = a_then_b_share(
+                members, lambda: Watched(x.url, topic, group),
+                f"amqp://guest:guest@127.0.0.1:{proxy.port}/", x, topic, group, keys,
+                first=agreed([x], group, 1), pair=agreed([x, y], group, 2))
+            b_dies(members, a, b, theirs, seen_a, proxy, alone=agreed([x, y], group, 1))
         pump(members, lambda: committed(x, group) == {0: 80, 1: 80}, "a's commits")
 
         # c joins on y: the partitions are shared again, one reader each
