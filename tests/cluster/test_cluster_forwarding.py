@@ -371,6 +371,18 @@ def b_dies(members, a, b, theirs, seen_a, proxy, alone):
     members.remove(b)
 
 
+def nothing_lost(members, rounds, end, b, theirs):
+    """Every round's 80 bodies delivered, every offset below ``end`` of both partitions
+    seen; twice only what b had unacked when it died (from its commit, 44), and only twice."""
+    got = [(p, o) for m in members for p, o, _ in m.got]
+    bodies = {body for m in members for _, _, body in m.got}
+    assert bodies == {f"{r}{i}" for r in rounds for i in range(80)}
+    assert sorted(set(got)) == sorted((p, o) for p in (0, 1) for o in range(end))
+    twice = sorted({x for x in got if got.count(x) > 1})
+    assert twice == sorted((theirs, o) for o in b.offsets(theirs) if o >= 44)
+    assert all(got.count(x) == 2 for x in twice)
+
+
 def test_a_consumer_group_on_a_node_leading_none_of_its_partitions(shared_cluster,
                                                                     topic="fwd-orders"):
     """The members connect to a node that leads no partition of the topic: the group's
@@ -421,14 +433,7 @@ def test_a_consumer_group_on_a_node_leading_none_of_its_partitions(shared_cluste
         pump(members, lambda: len(c.got) == 80, "c's 80 deliveries")
         assert sorted(c.offsets(0)) == sorted(c.offsets(1)) == list(range(80, 120))
         pump(members, lambda: committed(node, group) == {0: 120, 1: 120}, "c's commits")
-        # nothing lost; twice only what b had unacked when it died (from its commit, 44)
-        got = [(p, o) for m in (a, b, c) for p, o, _ in m.got]
-        bodies = {body for m in (a, b, c) for _, _, body in m.got}
-        assert bodies == {f"r{r}-{i}" for r in (1, 2, 3) for i in range(80)}
-        assert sorted(set(got)) == sorted((p, o) for p in (0, 1) for o in range(120))
-        twice = sorted({x for x in got if got.count(x) > 1})
-        assert twice == sorted((theirs, o) for o in b.offsets(theirs) if o >= 44)
-        assert all(got.count(x) == 2 for x in twice)
+        nothing_lost((a, b, c), ["r1-", "r2-", "r3-"], 120, b, theirs)
     finally:
         for m in members:
             m.close()
@@ -505,7 +510,6 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
     keys = keys_for(2, 40)              # 40 messages a partition per round
 
     members = []
-    b = c = None
     try:
         # a alone on x; b joins on y (through a proxy, to crash later) and dies
         with FaultProxy(y.host, y.port) as proxy:
@@ -577,15 +581,7 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
              "a stable group of a and c again")
         next_round("r4-", x)
 
-        # nothing lost; twice only what b had unacked when it died (from its commit, 44)
-        everyone = [m for m in (a, b, c) if m is not None]
-        got = [(p, o) for m in everyone for p, o, _ in m.got]
-        bodies = {body for m in everyone for _, _, body in m.got}
-        assert bodies == {f"{r}{i}" for r in rounds for i in range(80)}
-        assert sorted(set(got)) == sorted((p, o) for p in (0, 1) for o in range(end))
-        twice = sorted({x for x in got if got.count(x) > 1})
-        assert twice == sorted((theirs, o) for o in b.offsets(theirs) if o >= 44)
-        assert all(got.count(x) == 2 for x in twice)
+        nothing_lost((a, b, c), rounds, end, b, theirs)
     finally:
         for m in members:
             m.close()
