@@ -370,8 +370,7 @@ class Forwarder:
         open on (``local_copies``). Not placed again by name here: a front-end's
         ``broker.place`` knows no topics, so a partition its node led was moved to another
         worker under a qid of the front-end's numbering, which names another queue there
-        (a follower's copy: its publishes nacked; or a plain queue: stored in the wrong
-        one)."""
+        (a follower's copy: its publishes nacked; else confirmed there, unreplicated)."""
         if not isinstance(q.client, RemoteClient):
             return q.client
         saved = self.local_copies.get(q)
