@@ -358,10 +358,23 @@ class Forwarder:
         leader = self.leader_of(vh.name, q.name)
         if not leader:
             return
-        target = (self.broker.place(vh, q.name) if leader == self.node.name
+        target = (self.local_client(vh, q) if leader == self.node.name
                   else self.remote(leader, self.worker_on(leader, vh.name, q.name)))
         if q.client is not target:
             self.move(q, target)
+
+    def local_client(self, vh, q):
+        """The partition client of this node's worker hosting the queue's copy: the one it
+        is on (the metadata owner placed it: ``owner.place``, a topic's partitions round
+        the workers from the topic's), or while it is forwarded, the one its copy was left
+        open on (``local_copies``). Not placed again by name here: a front-end's
+        ``broker.place`` knows no topics, so a partition its node led was moved to another
+        worker under a qid of the front-end's numbering, which names another queue there
+        (a follower's copy: its publishes nacked; else confirmed there, unreplicated)."""
+        if not isinstance(q.client, RemoteClient):
+            return q.client
+        saved = self.local_copies.get(q)
+        return saved[0] if saved is not None else self.broker.place(vh, q.name)
 
     def review_queue(self, vhost: str, name: str) -> None:
         """Point one queue (a front-end applied its ``QueueOp`` after the ``Leaders``)."""

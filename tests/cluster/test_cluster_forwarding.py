@@ -632,3 +632,126 @@ def test_in_every_layout_a_consumer_group_on_a_node_leading_none_of_its_partitio
         shared_layout_cluster):
     test_a_consumer_group_on_a_node_leading_none_of_its_partitions(
         shared_layout_cluster, topic="fwd-lay-orders")
+
+
+# ------------------------------------------------------------ replicated kinds, every layout
+# Issue 12: a client may connect to any node and use any queue, in every process layout. A
+# publish with confirms to a replicated queue, through each node of the mixed cluster (n1's
+# one process, the split nodes' front-ends), to whichever node leads it, is confirmed, and
+# every message is read from another node in publish order. (A split node's front-ends
+# placed a topic's partition on the worker its own name hashes to, not on the one its node
+# put it on, the topic's worker and then round the workers: a partition the node led was
+# moved to the other worker's copy, and its publishes were nacked. The topic's name is one
+# whose six partitions all hash, by their own names, to the other worker of a node with two:
+# each partition a split node leads is such a one.)
+MIXED_TOPIC = "keyed"
+MIXED_PARTITIONS = 6
+
+
+def agreed_leaders(cluster, queues):
+    """A predicate: every node names one leader for each of ``queues``, with three replicas
+    in its ISR; then {queue: leader's node name}."""
+    views = [{q["name"]: q for q in n.api("queues")} for n in cluster.nodes]
+    out = {}
+    for name in queues:
+        seen = [v.get(name, {}) for v in views]
+        leaders = {q.get("leader") for q in seen}
+        if len(leaders) != 1 or None in leaders or any(len(q.get("isr", ())) != 3
+                                                       for q in seen):
+            return None
+        out[name] = leaders.pop().split("@")[1]
+    return out
+
+
+def publish_noting_nacks(node, exchange, keys, tag):
+    """Publish ``tag``-numbered bodies, one per routing key, each waiting for its confirm;
+    [(key, body)] confirmed and [(node, key, body)] nacked."""
+    conn = connect(node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    confirmed, nacked = [], []
+    for i, key in enumerate(keys):
+        body = f"{tag}{i}"
+        try:
+            ch.basic_publish(exchange, key, body.encode(),
+                             pika.BasicProperties(delivery_mode=2), mandatory=True)
+        except pika.exceptions.NackError:
+            nacked.append((node.node, key, body))
+        else:
+            confirmed.append((key, body))
+    conn.close()
+    return confirmed, nacked
+
+
+def read_in_order(node, queue, count, stream):
+    """The first ``count`` bodies a consumer of ``queue`` on ``node`` gets (a stream's from
+    its first offset), acked as they come."""
+    conn = connect(node)
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=50)
+    got = []
+
+    def on_message(ch, method, props, body):
+        got.append(body.decode())
+        ch.basic_ack(method.delivery_tag)
+    ch.basic_consume(queue, on_message,
+                     arguments={"x-stream-offset": "first"} if stream else None)
+    pump_until(conn, lambda: len(got) >= count, timeout=DEADLINE)
+    conn.close()
+    return got[:count]
+
+
+@pytest.mark.parametrize("kind", ["topic", "quorum", "stream"])
+def test_in_every_layout_confirmed_publishes_to_a_replicated_queue_through_any_node(
+        shared_layout_cluster, kind):
+    cluster = shared_layout_cluster
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n1)
+    ch = conn.channel()
+    if kind == "topic":
+        exchange = name = MIXED_TOPIC
+        ch.exchange_declare(name, exchange_type="x-partitioned", arguments={
+            "x-partitions": MIXED_PARTITIONS, "x-replication-factor": 3})
+        queues = [f"{name}-{i}" for i in range(MIXED_PARTITIONS)]
+        keys = keys_for(MIXED_PARTITIONS, 3)
+    else:
+        exchange, name = "", f"mixed-{kind}"
+        size = "x-quorum-initial-group-size" if kind == "quorum" else "x-initial-cluster-size"
+        ch.queue_declare(name, durable=True, arguments={"x-queue-type": kind, size: 3})
+        queues = [name]
+        keys = [name] * 18
+    conn.close()
+    leaders = cluster.wait_until(lambda: agreed_leaders(cluster, queues), timeout=DEADLINE)
+    if kind != "topic" and leaders[name] == n1.node:
+        # led by a split node, so that its front-ends publish to their own node's worker
+        status, body = n1.request("PUT", f"reassignments/%2F/{name}",
+                                  {"replicas": [n2.node, n1.node, n3.node]})
+        assert status == 202, body
+        leaders = cluster.wait_until(lambda: (lambda ls: ls if ls and ls[name] == n2.node
+                                              else None)(agreed_leaders(cluster, queues)),
+                                     timeout=DEADLINE)
+    split = {n2.node, n3.node}
+    assert set(leaders.values()) & split, leaders
+    if kind == "topic":                 # placement spreads the leaders over every node
+        assert n1.node in leaders.values(), leaders
+
+    # through n1 (one process), and twice through each split node (both its front-ends,
+    # most likely): the leaders' own nodes and the others
+    confirmed, nacked = [], []
+    for i, node in enumerate((n1, n2, n2, n3, n3)):
+        ok, refused = publish_noting_nacks(node, exchange, keys, f"{node.node}.{i}.")
+        confirmed += ok
+        nacked += refused
+    assert nacked == [], f"nacked (node, key, body), leaders {leaders}: {nacked}"
+
+    # each queue read from a node that does not lead it: every message, in publish order
+    for i, queue in enumerate(queues):
+        if kind == "topic":
+            want = [body for key, body in confirmed
+                    if partition_of(key.encode(), MIXED_PARTITIONS) == i]
+        else:
+            want = [body for _, body in confirmed]
+        others = [n for n in cluster.nodes if n.node != leaders[queue]]
+        reader = others[i % 2]
+        got = read_in_order(reader, queue, len(want), stream=kind != "quorum")
+        assert got == want, f"{queue} (led by {leaders[queue]}) read on {reader.node}"
