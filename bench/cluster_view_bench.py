@@ -3,6 +3,7 @@
 (``cluster/forward.py``).
 
     python bench/cluster_view_bench.py [--queues 1000] [--changes 200] [--replicated 100]
+                                       [--controller]
 
 In one process, without etcd or sockets to other nodes: a ``--workers 0`` node's broker (a
 ``MetadataOwner`` over a ``LocalLink`` host) and its three followers wired as
@@ -13,7 +14,10 @@ partition key: ``--replicated`` of them with two replicas led by this node (a ``
 here), the others one replica, half of them this node's, half another's (forwarded). After
 the start (a fresh list: every follower's whole pass), ``--changes`` events each move one
 unreplicated queue's leader to the other node (a node loss moves leaders one event at a
-time). Reports the CPU per event of each follower's callback. The harness is read from this
+time). Reports the CPU per event of each follower's callback. ``--controller``: the node is
+the controller too (``Controller`` and ``Placement`` first, as ``cluster/node.py`` wires them;
+its writes change the view and come back as events), and "placement" adds the passes the
+event started (``ViewNode.settle``). The harness is read from this
 file's checkout; everything else from the current directory's: run it from a checkout's
 root to measure that checkout.
 """
@@ -53,7 +57,7 @@ async def run(args) -> None:
         partition = PartitionClient.of(broker, 0)
         LocalLink(PartitionHost(config, loop), partition)
         broker.start([partition])
-        node = etcdview.ViewNode(broker)
+        node = etcdview.ViewNode(broker, controller=args.controller)
         node.put_vhost("/")
         node.put_node("n1", port)
         node.put_node("n2", port)
@@ -70,6 +74,8 @@ async def run(args) -> None:
                 leader = "n1" if i % 2 else "n2"
                 node.put_partition("/", name, [leader], leader)
         node.fresh_list()
+        if args.controller:
+            await node.settle()
         assert len(node.replication.leading) == len(replicated), node.replication.leading
 
         clock = dict.fromkeys((name for name, _ in node.followers), 0.0)
@@ -90,8 +96,14 @@ async def run(args) -> None:
             leader = "n2" if p["leader"] == "n1" else "n1"
             node.put_partition("/", name, [leader], leader, p["leader_epoch"] + 1)
             node.event()
+            if args.controller:
+                c = time.process_time()
+                await node.settle()
+                clock["placement"] += time.process_time() - c
         total = time.process_time() - t
         assert len(node.replication.leading) == len(replicated)
+        if args.controller:
+            assert node.controller.active
         forwarded = sum(len(r.refs) for r in node.forwarder.remotes.values())
         per = 1e3 / args.changes
         print(f"queues {args.queues} ({len(replicated)} replicated, {forwarded} forwarded), "
@@ -111,6 +123,8 @@ def main() -> int:
     p.add_argument("--changes", type=int, default=200)
     p.add_argument("--replicated", type=int, default=100,
                    help="queues with two replicas, led by this node")
+    p.add_argument("--controller", action="store_true",
+                   help="the node is the controller too: its placement's passes counted")
     asyncio.run(run(p.parse_args()))
     return 0
 

@@ -266,6 +266,7 @@ class Forwarder:
         self.links: set = set()             # ForwardedLinks of other nodes, served here
         self.closed = False
         self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
+        self._copies: dict[tuple, set] = {}  # (vhost, name) -> the refs in local_copies
         self._leaders: dict[str, tuple[int, str | None]] = {}   # key -> (mod rev, leader)
         self.replication = None             # replication.Replication (the node sets it)
         self._sweep = None                  # a later look at links being retired
@@ -305,22 +306,42 @@ class Forwarder:
                 q = vh.queues.get(name) if vh is not None else None
                 if q is not None:
                     self._point(vh, q)
-        self._tidy()
+        self._tidy(queues)
         self._update_routes(queues)
         self.tell_frontends()
 
-    def _tidy(self) -> None:
-        """After queues were pointed: drop the local copies of deleted queues, retire the
-        links no queue uses, dial the others."""
-        for q, (client, qid) in list(self.local_copies.items()):
+    def _tidy(self, queues=None) -> None:
+        """After queues were pointed: drop the local copies of deleted queues (of those
+        ``queues`` names, None: every copy; a queue is deleted by an event that touches its
+        object, so the pass over its keys names it), retire the links no queue uses, dial
+        the others. (Every copy on every event was O(forwarded queues) per event on every
+        node: bench/RESULTS.md "The controller's pass".)"""
+        if queues is None:
+            copies = list(self.local_copies)
+        else:
+            copies = [q for name in queues for q in self._copies.get(name, ())]
+        for q in copies:
             if q.deleted:                   # deleted in the cluster: this node's copy too
-                del self.local_copies[q]
+                client, qid = self._forget_copy(q)
                 self.drop_local_copy(q, client, qid)
         for name, client in list(self.remotes.items()):
             if not client.refs:
                 self._retire(name, client)
             elif not client.connected:
                 client.dial()
+
+    def _keep_copy(self, q, client, qid: int) -> tuple:
+        saved = self.local_copies[q] = (client, qid)
+        self._copies.setdefault((q.vhost.name, q.name), set()).add(q)
+        return saved
+
+    def _forget_copy(self, q) -> tuple:
+        name = (q.vhost.name, q.name)
+        refs = self._copies.get(name, set())
+        refs.discard(q)
+        if not refs:
+            self._copies.pop(name, None)
+        return self.local_copies.pop(q)
 
     def _retire(self, key, client: "RemoteClient") -> None:
         """A ``RemoteClient`` no queue points at any more (its queues moved) is closed once
@@ -515,7 +536,7 @@ class Forwarder:
         old.refs.pop(q.qid, None)
         saved = self.local_copies.get(q)
         if not isinstance(old, RemoteClient):
-            saved = self.local_copies[q] = (old, q.qid)     # still open here, with its files
+            saved = self._keep_copy(q, old, q.qid)   # still open here, with its files
         requeue = []
         for s in list(self.broker.sessions):
             for ch in list(getattr(s, "channels", {}).values()):
@@ -543,7 +564,7 @@ class Forwarder:
             target.dial()
             q.qid = target.new_qid()
         elif saved is not None and saved[0] is target:
-            del self.local_copies[q]
+            self._forget_copy(q)
             q.qid = saved[1]                # the copy this host has open (Open is a no-op)
         else:
             q.qid = target.new_qid()

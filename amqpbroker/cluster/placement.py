@@ -8,6 +8,22 @@ this node is the controller, ``reconcile`` compares what ``meta/`` says exists w
 ``partitions/`` says is placed and writes the difference. So a newly elected controller
 needs no hand-over: it reconciles what it finds.
 
+**A pass per change, over what it touched** (as the applier's and the replication's,
+``Membership.touched``): a pass looks at every partition only on becoming the controller,
+after a fresh list of etcd or fencing (touched None), when a node's key changed (it came,
+went or registered again: failovers, waiting reassignments, preferred leaders) or a
+``draining/`` key did, and after a pass that failed. Otherwise it looks at the partitions
+the keys of the events since the last pass name: a partition key, its reassign key, a queue
+object's partition, a topic object's partitions; plus the partitions whose preferred-leader
+move an earlier pass left for later (one move per pass, below). Every rule below reads only
+the partition's own keys, its object, the live nodes and the draining marks, so the rest
+needs no look; a write that etcd refused changed its key (an event names it) or found this
+node deposed (its next election is a whole pass). No periodic pass is needed. The load the
+placement balances (replicas and leaderships per node) is counted once and kept up to date
+from the partition keys events touch. (A pass over every queue and partition per event
+cost 26 ms of CPU at 1,000 queues, 150-170 ms at 5,000: bench/RESULTS.md "The controller's
+pass".)
+
 - **A queue without partitions** gets ``partitions/<vhost>/<queue>/0`` (a topic, one key per
   partition ``i``): ``{"replicas", "leader", "leader_epoch": 0, "isr", "min_isr",
   "controller_epoch", "queue_rev"}``. Replica counts: a classic queue 1, the node that
@@ -62,7 +78,7 @@ from urllib.parse import quote, unquote
 
 from .controller import CONTROLLER
 from .etcd import EtcdError, compare, delete_op, put_op
-from .membership import PREFIX
+from .membership import NODES, PREFIX
 from .metadata import META, kind_of
 
 log = logging.getLogger("amqpbroker.cluster")
@@ -139,6 +155,14 @@ class Placement:
         self.controller = node.controller
         self._task: asyncio.Task | None = None
         self._again = False
+        # what the next pass looks at (module doc, "A pass per change"): the keys the events
+        # since the last pass touched, None for every partition
+        self._keys: set[str] | None = None
+        self._following = False             # controller at the last event: passes under way
+        self._deferred: set[str] = set()    # partitions whose preferred leader waits a pass
+        self._load: dict[str, list[int]] = {}   # node -> [replicas, leaderships] placed
+        self._counted: dict[str, tuple] = {}    # partition key -> what it adds to _load
+        self.examined = 0                   # partitions the passes looked at (tests, benches)
         self.membership.on_view.append(self._review)
 
     # ------------------------------------------------------------ reading (every node)
@@ -159,8 +183,7 @@ class Placement:
 
     def draining(self) -> set[str]:
         """The nodes marked draining (``ctl drain``)."""
-        return {unquote(k[len(DRAINING):]) for k in self.membership.view
-                if k.startswith(DRAINING)}
+        return {unquote(kv.key[len(DRAINING):]) for kv in self.membership.under(DRAINING)}
 
     def reassignments(self) -> list[dict]:
         """Every reassignment in progress: vhost, queue, partition, target and current
@@ -211,7 +234,15 @@ class Placement:
     # ------------------------------------------------------------ the controller's work
     def _review(self) -> None:
         if not self.controller.active:
+            self._following = False
             return
+        touched = self.membership.touched
+        if not self._following or touched is None or \
+                any(k.startswith((NODES, DRAINING)) for k in touched):
+            self._keys = None               # elected, a fresh list, a node's key: every one
+        elif self._keys is not None:
+            self._keys |= touched
+        self._following = True
         if self._task is not None and not self._task.done():
             self._again = True
             return
@@ -220,14 +251,17 @@ class Placement:
     async def _run(self) -> None:
         while True:
             self._again = False
+            keys, self._keys = self._keys, set()
             try:
-                await self.reconcile()
+                await self.reconcile(keys)
             except EtcdError as exc:
                 log.warning("placement: %s; trying again", exc)
+                self._keys = None           # the pass after a failed one looks at every one
                 await asyncio.sleep(0.5)
                 self._again = True
             except Exception:
                 log.exception("placement")
+                self._keys = None
                 await asyncio.sleep(0.5)
                 self._again = True
             if not self._again or not self.controller.active:
@@ -239,38 +273,111 @@ class Placement:
         view, nodes = self.membership.view, len(self.membership.nodes())
         out = {}
         for key, kv in view.items():
-            if not key.startswith(META):
-                continue
-            kind = kind_of(key)
-            if kind not in ("queue", "exchange"):
-                continue
-            obj = json.loads(kv.value)
-            if kind == "exchange" and obj.get("type") != TOPIC:
-                continue
-            if obj.get("exclusive"):
-                continue            # lives on its connection's node, never placed or forwarded
-            n, replicas = wanted(obj, kind, max(nodes, 1))
-            for i in range(n):
-                out[partition_key(obj["vhost"], obj["name"], i)] = (obj, kind,
-                                                                  kv.create_revision, replicas)
+            if key.startswith(META):
+                out.update(self._wants(kv, max(nodes, 1)))
         return out
 
-    async def reconcile(self) -> None:
+    @staticmethod
+    def _wants(kv, nodes: int) -> dict:
+        """What one ``meta/`` object wants placed (``_placed``'s entries): a queue's partition,
+        a topic's partitions; nothing for other objects."""
+        kind = kind_of(kv.key)
+        if kind not in ("queue", "exchange"):
+            return {}
+        obj = json.loads(kv.value)
+        if kind == "exchange" and obj.get("type") != TOPIC:
+            return {}
+        if obj.get("exclusive"):
+            return {}               # lives on its connection's node, never placed or forwarded
+        n, replicas = wanted(obj, kind, nodes)
+        return {partition_key(obj["vhost"], obj["name"], i): (obj, kind, kv.create_revision,
+                                                              replicas) for i in range(n)}
+
+    def _partitions_of(self, keys) -> set[str]:
+        """The partition keys whose placement the etcd keys ``keys`` may change: a partition
+        key itself, a reassign key's partition, a queue object's partition, a topic
+        object's partitions (those it wants and those there are: found by their prefix)."""
+        view, out = self.membership.view, set()
+        for key in keys:
+            if key.startswith(PARTITIONS):
+                out.add(key)
+            elif key.startswith(REASSIGN):
+                out.add(PARTITIONS + key[len(REASSIGN):])
+            elif key.startswith(META):
+                kind, _, path = key[len(META):].partition("/")
+                if kind == "queue":
+                    out.add(PARTITIONS + path + "/0")
+                elif kind == "exchange":
+                    kv = view.get(key)
+                    if kv is not None:
+                        out.update(self._wants(kv, 1))
+                    prefix = PARTITIONS + path + "/"
+                    out.update(k for k in view if k.startswith(prefix))
+        return {k for k in out if k.count("/", len(PARTITIONS)) == 2}
+
+    def _wanted_at(self, keys, nodes: int) -> dict:
+        """``_placed``'s entries for the partition keys ``keys`` only: each one's queue
+        object (partition 0) or topic object, found by the key's vhost and name."""
+        view, out = self.membership.view, {}
+        for key in keys:
+            path, _, i = key[len(PARTITIONS):].rpartition("/")
+            for kind in ("exchange", "queue") if i == "0" else ("exchange",):
+                kv = view.get(META + kind + "/" + path)
+                if kv is not None:
+                    want = self._wants(kv, nodes).get(key)
+                    if want is not None:
+                        out[key] = want
+        return out
+
+    def _count(self, keys) -> None:
+        """Bring ``_load`` (replicas and leaderships per node over every partition) up to
+        the view at the partition keys ``keys`` (None: every key, counted afresh)."""
+        view = self.membership.view
+        if keys is None:
+            self._load, self._counted = {}, {}
+            keys = [k for k in view if k.startswith(PARTITIONS)]
+        load = self._load
+        for key in keys:
+            replicas, leader = self._counted.pop(key, ((), None))
+            for r in replicas:
+                load[r][0] -= 1
+            if leader is not None:
+                load[leader][1] -= 1
+            kv = view.get(key)
+            if kv is None:
+                continue
+            p = json.loads(kv.value)
+            replicas, leader = tuple(p["replicas"]), p.get("leader")
+            for r in replicas:
+                load.setdefault(r, [0, 0])[0] += 1
+            if leader is not None:
+                load.setdefault(leader, [0, 0])[1] += 1
+            self._counted[key] = (replicas, leader)
+
+    async def reconcile(self, keys: set[str] | None = None) -> None:
+        """One pass (module doc): over every partition (``keys`` None), or over those the
+        etcd keys ``keys`` may change, and the preferred-leader moves an earlier pass left."""
         m = self.membership
         alive = set(m.nodes())
-        placed = self._placed()
-        current = {k: kv for k, kv in m.view.items() if k.startswith(PARTITIONS)}
-        load = {n: [0, 0] for n in alive}           # replicas, leaderships per live node
-        for kv in current.values():
-            p = json.loads(kv.value)
-            for r in p["replicas"]:
-                if r in load:
-                    load[r][0] += 1
-            if p.get("leader") in load:
-                load[p["leader"]][1] += 1
+        view = m.view
+        if keys is None:
+            self._deferred = set()
+            placed = self._placed()
+            current = {k: kv for k, kv in view.items() if k.startswith(PARTITIONS)}
+            reassigns = {PARTITIONS + kv.key[len(REASSIGN):]: kv for kv in m.under(REASSIGN)}
+            self._count(None)
+        else:
+            examined = self._partitions_of(keys) | self._deferred
+            self._deferred = set()
+            placed = self._wanted_at(examined, max(len(alive), 1))
+            current = {k: view[k] for k in examined if k in view}
+            reassigns = {k: view[reassign_key(k)] for k in examined
+                         if reassign_key(k) in view}
+            self._count(examined)
+        self.examined += len(current.keys() | placed.keys())
+        # replicas, leaderships per live node; this pass's placements and drains add theirs
+        load = {n: list(self._load.get(n, (0, 0))) for n in alive}
         draining = self.draining()
-        reassigns = {PARTITIONS + k[len(REASSIGN):]: kv for k, kv in m.view.items()
-                     if k.startswith(REASSIGN)}
         preferred_moved = False
         for key, kv in sorted(current.items()):
             want = placed.get(key)
@@ -287,6 +394,8 @@ class Placement:
                 await self._drain(key, p, alive, draining, load)
             elif not preferred_moved:
                 preferred_moved = await self._prefer(key, kv, p, alive, draining)
+            elif self._preferred(p, alive, draining):
+                self._deferred.add(key)     # one per pass: the next pass looks again
         for key, rkv in reassigns.items():
             if key not in current:          # its partition is gone
                 await self._write(rkv.key, rkv.mod_revision, None)
@@ -399,16 +508,22 @@ class Placement:
 
     async def _prefer(self, key, kv, p: dict, alive: set, draining: set) -> bool:
         """The preferred (first) replica leads again when it can (module doc)."""
-        preferred = p["replicas"][0]
-        if p.get("leader") in (None, preferred) or preferred not in alive or \
-                preferred not in p["isr"] or preferred in draining:
+        if not self._preferred(p, alive, draining):
             return False
+        preferred = p["replicas"][0]
         new = dict(p, leader=preferred, leader_epoch=p["leader_epoch"] + 1,
                    controller_epoch=self.controller.epoch())
         if await self._write(key, kv.mod_revision, new):
             log.info("controller: %s leader %s -> %s (epoch %d), the preferred replica",
                      key[len(PARTITIONS):], p.get("leader"), preferred, new["leader_epoch"])
         return True
+
+    @staticmethod
+    def _preferred(p: dict, alive: set, draining: set) -> bool:
+        """The preferred (first) replica can lead again and does not."""
+        preferred = p["replicas"][0]
+        return not (p.get("leader") in (None, preferred) or preferred not in alive or
+                    preferred not in p["isr"] or preferred in draining)
 
     async def _write(self, key: str, mod_revision: int, value: dict | None,
                      compares=(), ops=()) -> bool:

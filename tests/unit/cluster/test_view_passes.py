@@ -200,3 +200,31 @@ async def test_the_node_keys_are_found_again_only_when_one_changes(node):
     assert set(m.nodes()) == {"n1", "n3"}
     node.fresh_list()
     assert set(m.nodes()) == {"n1", "n3"}
+
+
+async def test_the_local_copies_looked_at_are_those_of_the_queues_an_event_touched(node):
+    """A queue led by another node keeps its copy here (forward.py's ``local_copies``); the
+    copy goes with the queue's delete, found by the queues the event touched, not by a look
+    at every copy on every event (O(forwarded queues) per event on every node)."""
+    fw, vh = node.forwarder, node.broker.vhosts["/"]
+    for name in ("f1", "f2"):
+        node.put_queue("/", name)
+    node.event()
+    await settled(node)
+    for name in ("f1", "f2"):
+        node.put_partition("/", name, ["n2"], "n2")
+    node.event()
+    f1, f2 = vh.queues["f1"], vh.queues["f2"]
+    assert f1 in fw.local_copies and f2 in fw.local_copies
+    f2.deleted = True               # the probe: a copy to drop that no event names
+    node.put_queue("/", "other")
+    node.event()
+    await node.metadata._settle()   # (f1 and f2 open on n2, which never answers here)
+    await vh.queues["other"].opened
+    assert f2 in fw.local_copies, "every copy looked at on an event that did not touch it"
+    node.delete(meta_key("queue", "/", "f1"))
+    node.event()
+    await node.metadata._settle()
+    assert f1.deleted and f1 not in fw.local_copies
+    node.fresh_list()               # a fresh list: every copy
+    assert f2 not in fw.local_copies
