@@ -1,7 +1,8 @@
 """Non-durable queues write behind (worker/store.py): a body stays in memory until the
 process's cached bodies pass ``--transient-memory-limit``; a message acked before then is
-not written (held, bodiless, until thousands of them share a write). Seen from outside through ``/api/partitions`` (the queue's log
-bytes), with pika publishing and consuming 64 KiB bodies, in both process layouts."""
+not written (held, bodiless, until thousands of them share a write). Seen from outside
+through ``/api/partitions`` (the queue's log bytes), with pika publishing and consuming
+64 KiB bodies, in both process layouts."""
 from __future__ import annotations
 
 import pika
