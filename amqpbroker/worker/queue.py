@@ -773,9 +773,9 @@ class Queue:
             self._interval_timer = self.host.loop.call_later(
                 self.host.config.fsync_interval_ms / 1000, self._interval_due)
         if self.ready_count or self.flow_on:
-            # not for an empty queue: a lone 64 KiB message's ack costs a round (its settled
-            # body is written at once), and a dispatch left scheduled by it made the next
-            # publish wait a loop turn for it (tests/unit/worker/test_lone_big_message.py)
+            # not for an empty queue: a lone message's ack on a durable queue costs a round,
+            # and a dispatch left scheduled by it made the next publish wait a loop turn for
+            # it (tests/unit/worker/test_lone_big_message.py)
             self.schedule_dispatch()
 
     def _interval_due(self) -> None:

@@ -43,12 +43,10 @@ are due (``_due``, the one rule for when a transient record reaches the log):
 * unsettled records, oldest first, while this store holds more than ``write_behind`` bytes of
   unsettled bodies or more than ``WRITE_BEHIND_RECORDS`` *light* records; all of them once
   the process's cached bodies (``budget.cache_used``, which counts them) pass that limit;
-* a settled record whose body was ``WRITE_SETTLED_BODY`` or more: at the next flush (one
-  header to write next to a body that cost far more to receive; the log's end follows the
-  queue's, so its segments roll and are deleted);
-* a smaller settled one only as a light record over the bound, and then down to half of it:
-  a lone message of 16 B or 1 KiB published, delivered and acked writes nothing, and 2048 of
-  them share a write.
+* a settled one, whatever its body was, only as a light record over the bound, and then
+  down to half of it: a lone message of any size published, delivered and acked writes
+  nothing (as RabbitMQ writes nothing for a transient message acked before it paged out),
+  and 2048 of them share a write.
 
 A settled record is written without its body if that was ``ELIDE_BODY`` or more (nothing
 reads a settled record back, and no recovery follows): the body is dropped at the settle, so
@@ -59,8 +57,8 @@ A light record is one whose memory its body's bytes do not describe: a body unde
 bodies of a queue with no consumer stay in memory up to the limit, as RabbitMQ keeps them up
 to its paging ratio, and are not written 4096 messages in. A message consumed within the
 window is never copied into the page cache. A settle of an offset not yet written goes to the
-ack log after it. ``write_owed`` (O(1): a bound passed, a big settled body held, a settle of
-a written offset) says whether a flush may write anything: the committer starts no round for
+ack log after it. ``write_owed`` (O(1): a bound passed, a settle of a written offset) says
+whether a flush may write anything: the committer starts no round for
 a non-durable queue that owes none (committer.py), so a queue whose records are all held
 costs no round either. Before this rule the committer also held non-durable queues' rounds
 back (2 ms, for latency_1) on top of it: two deferrals of the same writes, now one.
@@ -115,8 +113,6 @@ READAHEAD_BYTES = 1 << 20
 # memory the byte bound does not see)
 WRITE_BEHIND_RECORDS = 4096
 ELIDE_BODY = 1024            # settled bodies at least this big are written empty
-# a settled body at least this big is written (empty) at the next flush; a smaller one waits
-WRITE_SETTLED_BODY = 16384
 _U32 = struct.Struct(">I")
 
 
@@ -217,7 +213,6 @@ class MessageStore:
         self._settled_early: dict[int, int] = {}   # buffered offsets settled before written:
                                                    # their bodies' sizes
         self._light = 0                            # buffered records small or settled
-        self._big_settled = 0                      # buffered, settled, body >= ELIDE_BODY
         self._settles_owed = False                 # settles of written offsets to record
         # the ack log is made by its first entry, the directory by the log's recovery (a
         # new one is not listed: storage/recovery.py)
@@ -474,8 +469,6 @@ class MessageStore:
             if size >= ELIDE_BODY:                     # it is written without its body:
                 self._pending[i] = self._bodyless(r, offset)   # free it now
                 self._light += 1
-                if size >= WRITE_SETTLED_BODY:
-                    self._big_settled += 1
 
     def settle_many(self, offsets: list[int]) -> None:
         """``settle`` for each of ``offsets`` (a multiple ack): the same steps, one pass."""
@@ -507,8 +500,6 @@ class MessageStore:
                 if size >= ELIDE_BODY:
                     pending[i] = self._bodyless(r, offset)
                     self._light += 1
-                    if size >= WRITE_SETTLED_BODY:
-                        self._big_settled += 1
 
     @staticmethod
     def _bodyless(entry, offset: int):
@@ -541,9 +532,8 @@ class MessageStore:
     @property
     def write_owed(self) -> bool:
         """A ``flush`` may write something now (a store without write-behind: anything
-        buffered). O(1), asked at every publish and settle: it says yes when a bound is passed
-        or a big settled body is held, and ``_due`` then walks the buffer once per round (a
-        big settled record behind an unsettled one costs a round that writes nothing)."""
+        buffered). O(1), asked at every publish and settle: it says yes when a bound is
+        passed, and ``_due`` then walks the buffer once per round."""
         if not self.write_behind:
             return bool(self._pending or self._pending_settles)
         if self._settles_owed:
@@ -551,7 +541,7 @@ class MessageStore:
         if not self._pending:
             return False
         limit = self.write_behind_bytes
-        return bool(self._big_settled or self._light > WRITE_BEHIND_RECORDS
+        return bool(self._light > WRITE_BEHIND_RECORDS
                     or self._deferred_bytes > limit
                     or self.budget.cache_used > max(limit, self.cache_limit))
 
@@ -561,23 +551,21 @@ class MessageStore:
         limit = self.write_behind_bytes
         if self.budget.cache_used > max(limit, self.cache_limit):
             return count                     # memory is short: page everything out
-        deferred, light, big = self._deferred_bytes, self._light, self._big_settled
-        if deferred <= limit and light <= WRITE_BEHIND_RECORDS and not big:
-            return 0                         # under both bounds, no big settled body held
+        deferred, light = self._deferred_bytes, self._light
+        if deferred <= limit and light <= WRITE_BEHIND_RECORDS:
+            return 0                         # under both bounds
         end, early = self.log.end_offset, self._settled_early
-        # settled small records, once over the bound, go down to half of it: one write per
-        # WRITE_BEHIND_RECORDS // 2 lone messages, not one per message past the bound
+        # settled records (of any size: big bodies were left out at their settle), once over
+        # the bound, go down to half of it: one write per WRITE_BEHIND_RECORDS // 2 lone
+        # messages, not one per message past the bound
         floor = WRITE_BEHIND_RECORDS // 2 if light > WRITE_BEHIND_RECORDS else WRITE_BEHIND_RECORDS
         n = due = 0
         while n < count:
             settled = early.get(end + n) if early else None
             if settled is not None:
-                if settled >= WRITE_SETTLED_BODY:
+                if light > floor:
                     due = n + 1
-                    big -= 1
-                elif light > floor:
-                    due = n + 1
-                elif not big and deferred <= limit and light <= WRITE_BEHIND_RECORDS:
+                elif deferred <= limit and light <= WRITE_BEHIND_RECORDS:
                     break                    # nothing after this one can be due
                 light -= 1
             else:
@@ -604,20 +592,16 @@ class MessageStore:
             base = self.log.append_raw(raw_chunks(records, end))
         else:
             base = self.log.append(records)
-        deferred = heavy = big_settled = 0     # unsettled bytes and big ones, big settled ones
+        deferred = heavy = 0                   # unsettled bytes and big ones
         for i, r in enumerate(records if self.write_behind else ()):
             settled = early.pop(end + i, None) if early else None
-            if settled is not None:
-                if settled >= WRITE_SETTLED_BODY:
-                    big_settled += 1
-            else:
+            if settled is None:
                 size = body_size(r, end + i)
                 deferred += size
                 if size >= ELIDE_BODY:
                     heavy += 1
         self._deferred_bytes -= deferred
         self._light -= n - heavy
-        self._big_settled -= big_settled
         del pending[:n]
         self._written.append((base, base + n))
         if self.log.active_base != active:

@@ -51,7 +51,7 @@ def segment_bytes(path) -> dict:
             if n.endswith(".log") and n[0].isdigit()}
 
 
-FIELDS = ("cache_bytes", "_deferred_bytes", "_light", "_big_settled", "_settled_early",
+FIELDS = ("cache_bytes", "_deferred_bytes", "_light", "_settled_early",
           "_pending_settles", "_settles_owed", "next_offset", "end_offset")
 
 
