@@ -45,7 +45,7 @@ from amqpbroker.frontend.partition_client import PartitionClient
 from amqpbroker.links import ring
 from amqpbroker.links.local import LocalLink
 from amqpbroker.supervisor.owner import MetadataOwner
-from amqpbroker.testing.inprocess import Peer
+from amqpbroker.testing.inprocess import Peer, turns
 from amqpbroker.worker.host import PartitionHost
 
 DELIVER = b"\x00\x3c\x00\x3c"
@@ -81,18 +81,6 @@ def build(mode: str, data_dir: str):
         endpoints = [worker_end, front_end]
     owner.start([client])
     return owner, host, endpoints
-
-
-async def turns(peers, quiet_turns: int, max_turns: int) -> None:
-    """Turn the loop until ``peers`` wrote nothing for ``quiet_turns`` turns."""
-    quiet, seen = 0, [len(p.transport.out) for p in peers]
-    for _ in range(max_turns):
-        await asyncio.sleep(0)
-        now = [len(p.transport.out) for p in peers]
-        quiet = quiet + 1 if now == seen else 0
-        seen = now
-        if quiet >= quiet_turns:
-            return
 
 
 async def run(mode: str, scenario: str, n: int, size: int, calls: bool) -> dict:

@@ -109,16 +109,7 @@ class InProcessBroker:
 
     def settle(self, peers=(), quiet_turns: int = 30, max_turns: int = 5000) -> None:
         """Turn the loop until ``peers`` wrote nothing for ``quiet_turns`` turns."""
-        async def turns():
-            quiet, seen = 0, [len(p.transport.out) for p in peers]
-            for _ in range(max_turns):
-                await asyncio.sleep(0)
-                now = [len(p.transport.out) for p in peers]
-                quiet = quiet + 1 if now == seen else 0
-                seen = now
-                if quiet >= quiet_turns:
-                    return
-        self.run(turns())
+        self.run(turns(peers, quiet_turns, max_turns))
 
     def close(self) -> None:
         for p in self.peers:
@@ -128,3 +119,16 @@ class InProcessBroker:
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
         asyncio.set_event_loop(None)
+
+
+async def turns(peers, quiet_turns: int = 30, max_turns: int = 5000) -> None:
+    """Turn the running loop until ``peers`` wrote nothing for ``quiet_turns`` turns (at
+    most ``max_turns``)."""
+    quiet, seen = 0, [len(p.transport.out) for p in peers]
+    for _ in range(max_turns):
+        await asyncio.sleep(0)
+        now = [len(p.transport.out) for p in peers]
+        quiet = quiet + 1 if now == seen else 0
+        seen = now
+        if quiet >= quiet_turns:
+            return
