@@ -54,17 +54,9 @@ def partitions(url: str) -> list:
             for kv in out.get("kvs", [])]
 
 
-def wait(condition, what: str, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def quiet(pids: list, span: float = 2.0) -> dict:
     """Wait until the nodes' CPU is at rest (less than 5% of a CPU each over ``span``);
-    their CPU per second then."""
+    their CPU per second then. (The sleep is the measuring window, not a wait for an event.)"""
     while True:
         before = {p: cpu(p) for p in pids}
         time.sleep(span)
@@ -91,12 +83,13 @@ def main() -> int:
         status, value = n1.request("POST", "definitions", defs, timeout=600)
         assert status in (200, 201, 204), (status, value)
         url = cluster.etcd.url
-        wait(lambda: len(partitions(url)) >= args.queues, "the controller's placements")
+        cluster.wait_until(lambda: len(partitions(url)) >= args.queues, timeout=600,
+                           interval=0.5)        # the controller's placements
 
         def has_all(node) -> bool:
             return node.api("overview")["object_totals"]["queues"] >= args.queues
         for node in cluster.nodes:
-            wait(lambda: has_all(node), f"{node.node}'s queues")
+            cluster.wait_until(lambda: has_all(node), timeout=600, interval=0.5)
         pids = [node.proc.pid for node in cluster.nodes]
         idle = quiet(pids)
         keys = sorted(partitions(url))
