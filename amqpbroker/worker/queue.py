@@ -42,7 +42,7 @@ from ..logs import context
 from ..stats import queue_counters
 from . import dedup
 from .memory import queue_memory
-from .store import ELIDE_BODY, MessageStore, StoredRun
+from .store import ELIDE_BODY, MessageStore, StoredRun, body_size
 
 log = logging.getLogger("amqpbroker.queue")
 
@@ -614,8 +614,7 @@ class Queue:
             bodies = self._unacked_bodies
             for offset, rec in zip(offsets, held):
                 if offset < durable:
-                    outstanding[offset] = Unacked(
-                        0, rec.body_size(offset) if type(rec) is StoredRun else len(rec.body))
+                    outstanding[offset] = Unacked(0, body_size(rec, offset))
                 else:
                     outstanding[offset] = rec
                     bodies.add(offset)

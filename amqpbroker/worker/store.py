@@ -162,7 +162,7 @@ def body_size(entry, offset: int) -> int:
     """The body length of a buffered or cached entry: a ``Record``, a ``StoredRun`` or the
     bytes of a settled record written without its body (none)."""
     if type(entry) is StoredRun:
-        return entry.sizes[offset - entry.base]
+        return entry.body_size(offset)
     if type(entry) is bytes:
         return 0
     return len(entry[4])
