@@ -9,6 +9,9 @@ sum of cached body bytes, next to the process-wide one it already kept):
 * message bodies held in memory: the store's body cache (recent appends, requeued messages)
   and its read-ahead of records read back from disk, and delivered messages not yet durable
   (held whole until their commit round), each with ``RECORD`` bytes of object overhead;
+* settled messages a non-durable queue's write-behind still holds unwritten (up to
+  ``WRITE_BEHIND_RECORDS``: worker/store.py, "Write-behind"): ``RECORD`` each, with its body
+  if that was under ``ELIDE_BODY`` (a bigger one was dropped at the settle);
 * the queue's tables: an offset per ready message (``READY``), an entry per delivered,
   unacknowledged message (``UNACKED``: the queue's outstanding table and the link's set),
   an offset per requeued message waiting for redelivery (``REDELIVERED``);
@@ -30,7 +33,7 @@ cached ``Record`` without its body, with its dict entry, 250-268 B
 """
 from __future__ import annotations
 
-from .store import StoredRun
+from .store import ELIDE_BODY, StoredRun
 
 READY = 40
 UNACKED = 265
@@ -50,6 +53,9 @@ def queue_memory(q) -> int:
              + store.cache_bytes + RECORD * len(store.cache)
              + READY * q.ready_count + UNACKED * len(q.outstanding)
              + REDELIVERED * len(q.redelivered) + CONSUMER * len(q.consumers))
+    if store._settled_early:                    # settled, held unwritten (write-behind)
+        total += sum(RECORD + (size if size < ELIDE_BODY else 0)
+                     for size in store._settled_early.values())
     if store._readahead:                        # records read back from disk, not yet taken
         total += sum(RECORD + len(r.body) for r in store._readahead.values())
     if q._unacked_bodies:                       # delivered, not yet durable: held whole

@@ -93,3 +93,32 @@ def test_memory_follows_messages_held_in_memory(broker):
         ch.queue_delete("memory-other")
     finally:
         conn.close()
+
+
+def test_memory_counts_settled_messages_write_behind_still_holds(broker):
+    """A non-durable queue writes a settled small message only once enough of them gather
+    (worker/store.py, "Write-behind"): until then its body stays in the worker's memory, and
+    the queue's ``memory`` says so."""
+    b, queue, count, body = broker, "memory-transient", 1000, b"t" * 512
+    conn = pika.BlockingConnection(pika.URLParameters(b.url))
+    try:
+        ch = conn.channel()
+        ch.queue_declare(queue)
+        empty = memory(b, queue)
+        ch.confirm_delivery()
+        for _ in range(count):
+            ch.basic_publish("", queue, body)
+        got = []
+        ch.basic_consume(queue, lambda c, m, p, body: got.append(m.delivery_tag))
+        wait_until(lambda: len(got) == count, what="every message delivered",
+                   step=lambda: conn.process_data_events(time_limit=0.05))
+        ch.basic_ack(got[-1], multiple=True)
+        wait_until(lambda: b.api(f"queues/%2F/{queue}")["messages"] == 0,
+                   what="every message acked",
+                   step=lambda: conn.process_data_events(time_limit=0.05))
+        held = memory(b, queue)
+        assert held >= empty + count * len(body)
+        assert held < empty + 3 * count * len(body)
+        ch.queue_delete(queue)
+    finally:
+        conn.close()
