@@ -671,7 +671,8 @@ class ForwardedLink:
     """Another node's link to this node's host: its commands with its qids mapped onto ours
     (``Open`` names the queue), our events with ours mapped back (see the module doc)."""
 
-    QID_LISTS = (c.Stats, c.GroupOffsets, c.Partitions)     # a list out, a dict by qid back
+    QID_LISTS = (c.Stats, c.GroupOffsets, c.GroupOwners, c.Partitions)  # a list out, a dict
+    #                                                                     by qid back
 
     def __init__(self, forwarder: Forwarder, host=None):
         self.forwarder = forwarder

@@ -44,7 +44,11 @@ link comes back) drops the group where this node no longer coordinates it and jo
 node's members at the new coordinator, which rebuilds the group from the members that come
 and the commits that live with the partitions. Its epochs start at its *term* (the
 partition's leader epoch) << 32, above every epoch its predecessor gave out, so a worker
-ignores what the former coordinator still had in flight (``worker/groups.py``).
+ignores what the former coordinator still had in flight (``worker/groups.py``). Before its
+first assignment it asks the partitions' leaders who reads each partition now and which
+members have a live share (``GroupOwners``, ``_adopt``), and keeps each partition with its
+reader when that one joins again (``ConsumerGroup.take_over`` / ``adopt``): a coordinator
+change moves nothing.
 """
 from __future__ import annotations
 
@@ -68,6 +72,10 @@ WORKER_ANSWER_TIMEOUT = 2.0
 # RETRY, to the node leading partition 0 then, for up to COORDINATOR_WAIT
 RETRY = 0.2
 COORDINATOR_WAIT = 10.0
+# a coordinator that made a group in a cluster keeps each partition for the member reading it
+# (the workers say who) until that member joins again, for up to REJOIN_WAIT: as long as a
+# member's node tries to join it (COORDINATOR_WAIT)
+REJOIN_WAIT = COORDINATOR_WAIT
 NOT_COORDINATOR = "NOT_COORDINATOR"
 
 
@@ -271,6 +279,39 @@ class Groups:
         if actions:
             self._run(g, actions)
 
+    async def _adopt(self, g: _Group, refs) -> None:
+        """Ask the partitions' leaders which member reads each partition now (a former
+        coordinator's assignment, or none) and which members have a live share there, and
+        hold each partition for its reader until it joins here again, the others until
+        every such member did (``ConsumerGroup.adopt``). A leader that does not answer
+        names none."""
+        by_client: dict = {}
+        for p, ref in enumerate(refs):
+            by_client.setdefault(ref.client, []).append((p, ref))
+
+        async def ask(client, parts):
+            try:
+                answer = await asyncio.wait_for(client.request(
+                    c.GroupOwners, qids=[r.qid for _, r in parts], group=g.key[2]),
+                    WORKER_ANSWER_TIMEOUT)
+            except (errors.AMQPError, asyncio.TimeoutError):
+                return []
+            return [(p, answer[r.qid]) for p, r in parts if r.qid in answer]
+        owners: dict[int, str] = {}
+        members: set[str] = set()
+        for part in await asyncio.gather(*(ask(cl, ps) for cl, ps in by_client.items())):
+            for p, there in part:
+                if there["owner"]:
+                    owners[p] = there["owner"][0]
+                members.update(there["members"])
+        if self.groups.get(g.key) is not g:
+            return
+        if owners:
+            log.info("consumer group '%s' on '%s' in vhost '%s': taken over with %d "
+                     "partition(s) read, kept for their members; waiting for %d member(s)",
+                     g.key[2], g.key[1], g.key[0], len(owners), len(members))
+        self._run(g, g.cg.adopt(owners, members, self.loop.time()))
+
     def _joined_again(self, key, fut) -> None:
         """A join sent to a new coordinator failed (it does not coordinate yet, or its link
         broke): try again shortly, while this node has members of the group."""
@@ -303,6 +344,11 @@ class Groups:
             g = self.groups[key] = _Group(key, ConsumerGroup(
                 group, range(len(refs)), revoke_grace=self.revoke_grace,
                 session_timeout=self.session_timeout, first_epoch=term << 32))
+            if self.term_of is not None and refs:
+                # a cluster: another coordinator may have had the group (partition 0's
+                # leader moved), its members' shares still reading: keep what each reads
+                g.cg.take_over(now + REJOIN_WAIT)
+                self.loop.create_task(self._adopt(g, refs))
         elif member in g.connections:
             return                      # joined again by its node (a new coordinator, a link)
         elif len(refs) > len(g.cg.partitions):
