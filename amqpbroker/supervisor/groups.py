@@ -160,8 +160,12 @@ class Groups:
                 try:
                     await remote.request(c.JoinGroup, **self._join_message(key, member))
                 except errors.AMQPError as exc:
-                    if NOT_COORDINATOR not in exc.text or self.loop.time() > deadline:
+                    gone = isinstance(exc, HostGone)
+                    if not gone and NOT_COORDINATOR not in exc.text:
                         raise
+                    if gone or self.loop.time() > deadline:
+                        self._join_later(key, member, exc)
+                        return
                 else:
                     self.joined_at.setdefault(key, (remote, remote.link))
                     return
@@ -169,6 +173,18 @@ class Groups:
         except BaseException:
             self._forget_here(key, member)
             raise
+
+    def _join_later(self, key, member: str, exc) -> None:
+        """No coordinator answers now (partition 0's leader unreachable, or being elected):
+        the member's consume is accepted and it joins once one does (Kafka's consumer
+        retries COORDINATOR_NOT_AVAILABLE): ``follow_coordinators`` joins this node's
+        members after the next change of the etcd mirror or link back, and tries again
+        every RETRY while the coordinator refuses."""
+        log.info("consumer group '%s' on '%s' in vhost '%s': %s joins once a coordinator "
+                 "answers (%s)", key[2], key[1], key[0], member, exc)
+        self.joined_at.pop(key, None)
+        if self._follow_later is None:
+            self._follow_later = self.loop.call_later(RETRY, self._follow_again)
 
     def leave(self, vhost: str, topic: str, group: str, member: str, permanent: bool) -> None:
         """A member of this node leaves, at the group's coordinator."""

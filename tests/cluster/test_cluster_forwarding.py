@@ -886,3 +886,52 @@ def test_a_new_coordinator_keeps_each_partition_with_its_member(shared_cluster):
     finally:
         for m in members:
             m.close()
+
+
+# ------------------------------------------------------------ no coordinator yet
+# A consume on a group whose partition 0 has no leader (docs/CLUSTER.md "A group consume
+# waits for its coordinator"): accepted, the member joins once a coordinator answers, as a
+# Kafka consumer retries COORDINATOR_NOT_AVAILABLE. Before, it was refused 404.
+
+
+def test_a_group_consume_while_partition_0_has_no_leader_waits_for_its_coordinator(
+        restored_cluster):
+    """A replication-factor-1 topic whose partition 0's node is killed: partition 0 has no
+    leader (no replica to elect) until that node is back. A member consuming on another node
+    meanwhile is accepted, not cancelled, and once the node is back reads every message of
+    both partitions once."""
+    cluster = restored_cluster
+    topic, group = "wait-orders", "wait-billing"
+    conn = connect(cluster.nodes[0])
+    conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
+        "x-partitions": 2, "x-replication-factor": 1})
+    conn.close()
+
+    def leaders():
+        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
+                for i in range(2)]
+        if all(len(s) == 1 and None not in s for s in seen):
+            return [s.pop().split("@")[1] for s in seen]
+        return None
+    first = cluster.wait_until(leaders, timeout=DEADLINE)
+    gone = cluster.node(first[0])
+    x = next(n for n in cluster.nodes if n is not gone)
+    keys = keys_for(2, 10)
+    publish_keyed(x, topic, keys, "w-")
+
+    gone.kill()
+    members = []
+    try:
+        a = Watched(x.url, topic, group)        # refused 404 before (no coordinator)
+        members.append(a)
+        pump(members, lambda: True, "a turn")
+        assert a.got == [] and a.conn.is_open and a.ch.is_open
+        cluster.start_node(gone)
+        pump(members, lambda: len(a.got) >= 20, "both partitions' messages")
+        pump(members, agreed([x], group, 1, members=[a]), "a stable group of a")
+        assert sorted((p, o) for p, o, _ in a.got) == [(p, o) for p in (0, 1)
+                                                       for o in range(10)]
+        assert a.cancels == 0
+    finally:
+        for m in members:
+            m.close()
