@@ -301,22 +301,12 @@ class Groups:
         hold each partition for its reader until it joins here again, the others until
         every such member did (``ConsumerGroup.adopt``). A leader that does not answer
         names none."""
-        by_client: dict = {}
-        for p, ref in enumerate(refs):
-            by_client.setdefault(ref.client, []).append((p, ref))
-
-        async def ask(client, parts):
-            try:
-                answer = await asyncio.wait_for(client.request(
-                    c.GroupOwners, qids=[r.qid for _, r in parts], group=g.key[2]),
-                    WORKER_ANSWER_TIMEOUT)
-            except (errors.AMQPError, asyncio.TimeoutError):
-                return []
-            return [(p, answer[r.qid]) for p, r in parts if r.qid in answer]
+        answers = await _per_worker(refs, c.GroupOwners, group=g.key[2])
         owners: dict[int, str] = {}
         members: set[str] = set()
-        for part in await asyncio.gather(*(ask(cl, ps) for cl, ps in by_client.items())):
-            for p, there in part:
+        for p, ref in enumerate(refs):
+            there = answers.get(ref)
+            if there is not None:
                 if there["owner"]:
                     owners[p] = there["owner"][0]
                 members.update(there["members"])
@@ -493,22 +483,7 @@ class Groups:
 
     async def _offsets(self, refs) -> dict:
         """{QueueRef: {group: (committed, log start, log end)}}, one request per worker."""
-        by_client: dict = {}
-        for ref in refs:
-            by_client.setdefault(ref.client, []).append(ref)
-
-        async def ask(client, group):
-            try:
-                answer = await asyncio.wait_for(
-                    client.request(c.GroupOffsets, qids=[r.qid for r in group]),
-                    WORKER_ANSWER_TIMEOUT)
-            except (errors.AMQPError, asyncio.TimeoutError):
-                return {}                   # restarting, or too busy to say
-            return {r: answer[r.qid] for r in group if r.qid in answer}
-        out = {}
-        for part in await asyncio.gather(*(ask(cl, g) for cl, g in by_client.items())):
-            out.update(part)
-        return out
+        return await _per_worker(refs, c.GroupOffsets)
 
     async def describe(self, vhosts, only: str | None = None) -> list[dict]:
         """The consumer groups of ``vhosts`` (``only``: that group), in the API's shape:
@@ -636,6 +611,28 @@ class Groups:
         log.info("consumer group '%s' in vhost '%s': offsets on '%s' reset to %r", group,
                  vhost, topic, to)
         return out
+
+
+async def _per_worker(refs, cls, **fields) -> dict:
+    """{QueueRef: its answer} of request ``cls`` (``qids`` and ``fields``) sent once to each
+    worker (a cluster: each leader's) hosting some of ``refs``; a worker that does not
+    answer within WORKER_ANSWER_TIMEOUT (restarting, unreachable, too busy) names none."""
+    by_client: dict = {}
+    for ref in refs:
+        by_client.setdefault(ref.client, []).append(ref)
+
+    async def ask(client, group):
+        try:
+            answer = await asyncio.wait_for(
+                client.request(cls, qids=[r.qid for r in group], **fields),
+                WORKER_ANSWER_TIMEOUT)
+        except (errors.AMQPError, asyncio.TimeoutError):
+            return {}
+        return {r: answer[r.qid] for r in group if r.qid in answer}
+    out = {}
+    for part in await asyncio.gather(*(ask(cl, g) for cl, g in by_client.items())):
+        out.update(part)
+    return out
 
 
 def _merge_live(e: dict, live: dict) -> None:
