@@ -40,11 +40,13 @@ KIP-848's UNRELEASED_INSTANCE_ID).
 A new coordinator (a cluster: partition 0's leader moved, supervisor/groups.py). It starts
 with no state while the workers go on delivering each partition to the member the former
 coordinator gave it. `take_over(until)` holds every partition (nothing assigned) until
-`adopt(owners)` says who reads what, from the workers; then each partition stays held for
-its reader until that member joins again (it is then kept there: its target before the
-rebalance, and the Assign of the new term continues its reading on the worker), until the
-member leaves, or until `until` (it is gone: its partitions go to the others). A partition
-no member reads (its reader's node died) is not held. So members rejoining one by one move
+`adopt(owners, members)` says, from the workers, who reads what and which members have a
+live share; then each partition stays held for its reader until that member joins again
+(it is then kept there: its target before the rebalance, and the Assign of the new term
+continues its reading on the worker), until the member leaves, or until `until` (it is
+gone: its partitions go to the others). A partition nobody reads (its leader moved with
+the coordinator's, or its reader's node died) waits until every such member joined
+again, so the assignor places it knowing them all. So members rejoining one by one move
 nothing, as Kafka's members rejoin with what they own.
 
 Purity: time comes in as `now` (seconds, any monotonic clock); every input returns the actions

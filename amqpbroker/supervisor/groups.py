@@ -301,7 +301,10 @@ class Groups:
         hold each partition for its reader until it joins here again, the others until
         every such member did (``ConsumerGroup.adopt``). A leader that does not answer
         names none."""
-        answers = await _per_worker(refs, c.GroupOwners, group=g.key[2])
+        # (longer than the API's wait: a leader too busy to say in time would let the
+        # first member to join take every partition, as before this step)
+        answers = await _per_worker(refs, c.GroupOwners, timeout=REJOIN_WAIT / 2,
+                                    group=g.key[2])
         owners: dict[int, str] = {}
         members: set[str] = set()
         for p, ref in enumerate(refs):
@@ -613,10 +616,10 @@ class Groups:
         return out
 
 
-async def _per_worker(refs, cls, **fields) -> dict:
+async def _per_worker(refs, cls, timeout: float = WORKER_ANSWER_TIMEOUT, **fields) -> dict:
     """{QueueRef: its answer} of request ``cls`` (``qids`` and ``fields``) sent once to each
     worker (a cluster: each leader's) hosting some of ``refs``; a worker that does not
-    answer within WORKER_ANSWER_TIMEOUT (restarting, unreachable, too busy) names none."""
+    answer within ``timeout`` (restarting, unreachable, too busy) names none."""
     by_client: dict = {}
     for ref in refs:
         by_client.setdefault(ref.client, []).append(ref)
@@ -624,8 +627,7 @@ async def _per_worker(refs, cls, **fields) -> dict:
     async def ask(client, group):
         try:
             answer = await asyncio.wait_for(
-                client.request(cls, qids=[r.qid for r in group], **fields),
-                WORKER_ANSWER_TIMEOUT)
+                client.request(cls, qids=[r.qid for r in group], **fields), timeout)
         except (errors.AMQPError, asyncio.TimeoutError):
             return {}
         return {r: answer[r.qid] for r in group if r.qid in answer}
