@@ -809,8 +809,17 @@ def test_a_new_coordinator_keeps_each_partition_with_its_member(shared_cluster):
     leading partition 1: each member keeps its partition, nothing is delivered twice nor
     redelivered, the unacked deliveries are acked after the move and count, no member is
     cancelled."""
-    cluster = shared_cluster
-    topic, group = "keep-orders", "keep-billing"
+    coordinator_moves_members_keep(shared_cluster, "keep-orders", "keep-billing")
+
+
+def test_in_every_layout_a_new_coordinator_keeps_each_partition_with_its_member(
+        shared_layout_cluster):
+    """The same in the mixed cluster: the leaders' answers come from worker processes, over
+    the supervisor's ring or a ``WorkerRelay``."""
+    coordinator_moves_members_keep(shared_layout_cluster, "keep-l-orders", "keep-l-billing")
+
+
+def coordinator_moves_members_keep(cluster, topic, group):
     conn = connect(cluster.nodes[0])
     conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
         "x-partitions": 2, "x-replication-factor": 3})
