@@ -348,6 +348,10 @@ GroupRevoke = message(16, "group_revoke", ("qid", "u32"), ("group", "str"), ("me
 # {qid: {group: (committed offset, log start, log end)}} of the groups with a commit or an
 # assignment on those partitions
 GroupOffsets = message(17, "group_offsets", ("qids", "any"), request=True)
+# {qid: {"owner": (member, epoch) or None, "members": [member]}} of a group on those
+# partitions: the member reading each now and the members with a live share there, what a
+# new coordinator asks the partitions' leaders before it assigns (supervisor/groups.py)
+GroupOwners = message(35, "group_owners", ("qids", "any"), ("group", "str"), request=True)
 # set a group's committed offset on ``qid`` (no member); ``to``: "earliest", "latest",
 # {"offset": n} or {"timestamp": ms}; answers the new committed offset
 GroupReset = message(18, "group_reset", ("qid", "u32"), ("group", "str"), ("to", "any"),
@@ -363,7 +367,7 @@ CONFIRM_SEEN_EVERY = 64
 
 PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
-                      GroupOffsets, GroupReset, Partitions, ConfirmWanted)
+                      GroupOffsets, GroupOwners, GroupReset, Partitions, ConfirmWanted)
 
 # =================================================================== partition events
 # partition host -> front-end

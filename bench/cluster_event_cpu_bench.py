@@ -1,13 +1,16 @@
 """CPU per etcd event on each node of a local cluster with many queues.
 
     python bench/cluster_event_cpu_bench.py [--queues 1000] [--changes 200] [--nodes 3]
+                                            [--touch partitions|exchanges]
 
 Starts a ``LocalCluster`` (etcd and ``--nodes`` one-process nodes, ``--workers 0``, on
 loopback), imports ``--queues`` durable classic queues, each bound to ``amq.direct``
 (``POST /api/definitions`` on n1: they go through etcd to every node), and waits until the
 controller has placed them all and every node has them. Then ``--changes`` etcd events, one
 at a time: a partition key of a queue written again as it is (a new mod revision, the same
-state: what an ISR or leader change costs a node beyond the change itself). Each node's
+state: what an ISR or leader change costs a node beyond the change itself); with
+``--touch exchanges`` the import adds 50 durable direct exchanges, and each event writes
+one's object key (``meta/exchange/...``) again as it is instead. Each node's
 process CPU (``/proc/<pid>/stat``) over the changes, less its idle CPU over as long a time
 before them, is reported per event. The nodes run the checkout of the current directory:
 run it from a checkout's root to measure that checkout.
@@ -24,6 +27,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, ".")
+from amqpbroker.cluster.metadata import META                    # noqa: E402
 from amqpbroker.cluster.placement import PARTITIONS              # noqa: E402
 from amqpbroker.testing.cluster import LocalCluster             # noqa: E402
 
@@ -47,9 +51,12 @@ def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def partitions(url: str) -> list:
-    end = PARTITIONS[:-1] + chr(ord(PARTITIONS[-1]) + 1)
-    out = etcd(url, "/v3/kv/range", {"key": b64(PARTITIONS), "range_end": b64(end)})
+EXCHANGES = 50          # with --touch exchanges
+
+
+def partitions(url: str, prefix: str = PARTITIONS) -> list:
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    out = etcd(url, "/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)})
     return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv["value"]).decode())
             for kv in out.get("kvs", [])]
 
@@ -70,6 +77,8 @@ def main() -> int:
     p.add_argument("--queues", type=int, default=1000)
     p.add_argument("--changes", type=int, default=200)
     p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--touch", choices=("partitions", "exchanges"), default="partitions",
+                   help="the keys the events write again")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp, \
             LocalCluster(args.nodes, tmp, lease_ttl=10, args=("--workers", "0")) as cluster:
@@ -80,6 +89,10 @@ def main() -> int:
                 "bindings": [{"source": "amq.direct", "vhost": "/", "destination": n,
                               "destination_type": "queue", "routing_key": n, "arguments": {}}
                              for n in names]}
+        if args.touch == "exchanges":
+            defs["exchanges"] = [{"name": f"x{i}", "vhost": "/", "type": "direct",
+                                  "durable": True, "auto_delete": False, "internal": False,
+                                  "arguments": {}} for i in range(EXCHANGES)]
         status, value = n1.request("POST", "definitions", defs, timeout=600)
         assert status in (200, 201, 204), (status, value)
         url = cluster.etcd.url
@@ -92,7 +105,8 @@ def main() -> int:
             cluster.wait_until(lambda: has_all(node), timeout=600, interval=0.5)
         pids = [node.proc.pid for node in cluster.nodes]
         idle = quiet(pids)
-        keys = sorted(partitions(url))
+        keys = sorted(partitions(url) if args.touch == "partitions"
+                      else partitions(url, META + "exchange/"))
         before = {pid: cpu(pid) for pid in pids}
         t = time.monotonic()
         for i in range(args.changes):
@@ -101,7 +115,8 @@ def main() -> int:
         # every node's watch has seen the last put: its CPU comes back to rest
         quiet(pids, 1.0)
         span = time.monotonic() - t
-        print(f"queues {args.queues}, nodes {args.nodes}, changes {args.changes} "
+        print(f"queues {args.queues}, nodes {args.nodes}, changes {args.changes} of "
+              f"{args.touch} ({len(keys)} keys) "
               f"({span:.1f} s with the settling)")
         for node, pid in zip(cluster.nodes, pids):
             used = cpu(pid) - before[pid] - idle[pid] * span

@@ -379,23 +379,28 @@ class Forwarder:
         leader = self.leader_of(vh.name, q.name)
         if not leader:
             return
-        target = (self.local_client(vh, q) if leader == self.node.name
+        target = (self.local_client(q) if leader == self.node.name
                   else self.remote(leader, self.worker_on(leader, vh.name, q.name)))
-        if q.client is not target:
+        if target is None:
+            log.warning("queue '%s' in vhost '%s': led by this node, which has no copy of it "
+                        "open; left where it is", q.name, vh.name)
+        elif q.client is not target:
             self.move(q, target)
 
-    def local_client(self, vh, q):
+    def local_client(self, q):
         """The partition client of this node's worker hosting the queue's copy: the one it
         is on (the metadata owner placed it: ``owner.place``, a topic's partitions round
         the workers from the topic's), or while it is forwarded, the one its copy was left
-        open on (``local_copies``). Not placed again by name here: a front-end's
-        ``broker.place`` knows no topics, so a partition its node led was moved to another
-        worker under a qid of the front-end's numbering, which names another queue there
-        (a follower's copy: its publishes nacked; else confirmed there, unreplicated)."""
+        open on (``local_copies``); None if there is none (a queue is made on its local
+        client and moved away from it, so never). Never placed again by name here: a
+        front-end's placement by name knew no topics, so a partition its node led was moved
+        to another worker under a qid of the front-end's numbering, which names another
+        queue there (a follower's copy: its publishes nacked; else confirmed there,
+        unreplicated)."""
         if not isinstance(q.client, RemoteClient):
             return q.client
         saved = self.local_copies.get(q)
-        return saved[0] if saved is not None else self.broker.place(vh, q.name)
+        return saved[0] if saved is not None else None
 
     def review_queue(self, vhost: str, name: str) -> None:
         """Point one queue (a front-end applied its ``QueueOp`` after the ``Leaders``)."""
@@ -531,10 +536,14 @@ class Forwarder:
     def move(self, q, target) -> None:
         """``q`` is served by ``target`` from now on (see the module doc)."""
         old = q.client
+        saved = self.local_copies.get(q)
+        if not isinstance(target, RemoteClient) and (saved is None or saved[0] is not target):
+            raise ValueError(f"queue '{q.name}' in vhost '{q.vhost.name}': no copy open on "
+                             f"that worker to move back to (its qid there is the metadata "
+                             f"owner's)")
         log.info("queue '%s' in vhost '%s': forwarded to %s", q.name, q.vhost.name,
                  f"node {target.node}" if isinstance(target, RemoteClient) else "this node")
         old.refs.pop(q.qid, None)
-        saved = self.local_copies.get(q)
         if not isinstance(old, RemoteClient):
             saved = self._keep_copy(q, old, q.qid)   # still open here, with its files
         requeue = []
@@ -562,12 +571,13 @@ class Forwarder:
                 old.apply(old, old.on_cancel(c.Cancel(cid=cid)))
         if isinstance(target, RemoteClient):
             target.dial()
-            q.qid = target.new_qid()
-        elif saved is not None and saved[0] is target:
-            self._forget_copy(q)
-            q.qid = saved[1]                # the copy this host has open (Open is a no-op)
+            q.qid = target.new_qid()        # the link's numbering (ForwardedLink maps it)
         else:
-            q.qid = target.new_qid()
+            # back to this node's worker: only under the qid its copy is open with there,
+            # the number the metadata owner gave it (a front-end numbers no queue of a
+            # worker's: ``new_qid`` of its client names another queue, or none, there)
+            self._forget_copy(q)
+            q.qid = saved[1]                # (Open is a no-op)
         q.client = target
         target.refs[q.qid] = q
         q.set_backlogged(False)
@@ -671,7 +681,8 @@ class ForwardedLink:
     """Another node's link to this node's host: its commands with its qids mapped onto ours
     (``Open`` names the queue), our events with ours mapped back (see the module doc)."""
 
-    QID_LISTS = (c.Stats, c.GroupOffsets, c.Partitions)     # a list out, a dict by qid back
+    QID_LISTS = (c.Stats, c.GroupOffsets, c.GroupOwners, c.Partitions)  # a list out, a dict
+    #                                                                     by qid back
 
     def __init__(self, forwarder: Forwarder, host=None):
         self.forwarder = forwarder

@@ -162,6 +162,10 @@ class Placement:
         self._deferred: set[str] = set()    # partitions whose preferred leader waits a pass
         self._load: dict[str, list[int]] = {}   # node -> [replicas, leaderships] placed
         self._counted: dict[str, tuple] = {}    # partition key -> what it adds to _load
+        # the view's partition keys by their queue's or topic's path ("<vhost>/<name>"):
+        # what a topic object's event names without a scan of the view; kept from the
+        # events' touched keys, made afresh (None) after a fresh list or when not following
+        self._by_path: dict[str, set[str]] | None = None
         self.examined = 0                   # partitions the passes looked at (tests, benches)
         self.membership.on_view.append(self._review)
 
@@ -235,8 +239,13 @@ class Placement:
     def _review(self) -> None:
         if not self.controller.active:
             self._following = False
+            self._by_path = None
             return
         touched = self.membership.touched
+        if not self._following or touched is None:
+            self._by_path = None            # events unseen: made afresh when asked
+        elif self._by_path is not None:
+            self._index(touched)
         if not self._following or touched is None or \
                 any(k.startswith((NODES, DRAINING)) for k in touched):
             self._keys = None               # elected, a fresh list, a node's key: every one
@@ -311,9 +320,30 @@ class Placement:
                     kv = view.get(key)
                     if kv is not None:
                         out.update(self._wants(kv, 1))
-                    prefix = PARTITIONS + path + "/"
-                    out.update(k for k in view if k.startswith(prefix))
+                    if self._by_path is None:
+                        self._index(None)
+                    out.update(self._by_path.get(path, ()))
         return {k for k in out if k.count("/", len(PARTITIONS)) == 2}
+
+    def _index(self, keys) -> None:
+        """Bring ``_by_path`` up to the view at the etcd keys ``keys`` (None: afresh, one
+        scan of the view), so a topic object's event finds the partition keys there are
+        (``_partitions_of``) at the cost of its partitions, not of the view."""
+        view = self.membership.view
+        if keys is None:
+            self._by_path = {}
+            keys = [k for k in view if k.startswith(PARTITIONS)]
+        by_path = self._by_path
+        for key in keys:
+            if not key.startswith(PARTITIONS):
+                continue
+            path = key[len(PARTITIONS):].rpartition("/")[0]
+            if key in view:
+                by_path.setdefault(path, set()).add(key)
+            elif path in by_path:
+                by_path[path].discard(key)
+                if not by_path[path]:
+                    del by_path[path]
 
     def _wanted_at(self, keys, nodes: int) -> dict:
         """``_placed``'s entries for the partition keys ``keys`` only: each one's queue

@@ -127,9 +127,11 @@ class Broker:
         return True
 
     # ------------------------------------------------------------ partitions
-    def place(self, vhost: VirtualHost, name: str):
-        """The partition client of the worker that owns queue ``name`` (stable by name)."""
-        return self.partitions[worker_of(vhost.name, name, len(self.partitions))]
+    # No ``place`` here: only the metadata owner (supervisor/owner.py) places a queue on a
+    # worker, knowing the topics (a topic's partitions go round the workers from the
+    # topic's place, not where their own names hash). A front-end takes the worker (and
+    # qid) the owner chose from its ``QueueOp`` (metadata_copy.py); its forwarder moves a
+    # queue back only to the copy it left open (cluster/forward.py ``local_client``).
 
     async def queue_stats(self, refs) -> dict:
         """QueueRef -> (ready, consumers, unacked, ready bytes, memory), one request per

@@ -34,6 +34,7 @@ from ..queue_args import amqp_type, check_stream_consume
 from ..storage.record import now_ms
 from .consumer import Consumer
 from .exchange import PartitionedExchange
+from .partition_client import HostGone
 
 log = logging.getLogger("amqpbroker.groups")
 
@@ -180,6 +181,14 @@ async def consume(channel, m, tag: str, args: dict, window: int) -> GroupMember 
         member.parts.append(_share(member, i, ref, window))
     results = await asyncio.gather(*(p.queue.subscribe(p, p.credit_out) for p in member.parts),
                                    return_exceptions=True)
+    for i, (p, r) in enumerate(zip(member.parts, results)):
+        if isinstance(r, HostGone) and p.queue.client.consumers.get(p.cid) is p:
+            # its partition's host is unreachable now (a leader being elected, a worker
+            # restarting): the share waits for it, as after a loss (``lost_shares``:
+            # subscribed when the host is back, or follows the partition to its new leader)
+            if p not in p.queue.client.lost_shares:
+                p.queue.client.lost_shares.append(p)
+            results[i] = None
     failed = next((r for r in results if isinstance(r, BaseException)), None)
     if failed is not None:
         for p, r in zip(member.parts, results):

@@ -37,6 +37,18 @@ After the timeout the reservation ends and the group rebalances without it. A se
 joining with an instance id in use by a connected member is refused (`InstanceIdInUse`, as
 KIP-848's UNRELEASED_INSTANCE_ID).
 
+A new coordinator (a cluster: partition 0's leader moved, supervisor/groups.py). It starts
+with no state while the workers go on delivering each partition to the member the former
+coordinator gave it. `take_over(until)` holds every partition (nothing assigned) until
+`adopt(owners, members)` says, from the workers, who reads what and which members have a
+live share; then each partition stays held for its reader until that member joins again
+(it is then kept there: its target before the rebalance, and the Assign of the new term
+continues its reading on the worker), until the member leaves, or until `until` (it is
+gone: its partitions go to the others). A partition nobody reads (its leader moved with
+the coordinator's, or its reader's node died) waits until every such member joined
+again, so the assignor places it knowing them all. So members rejoining one by one move
+nothing, as Kafka's members rejoin with what they own.
+
 Purity: time comes in as `now` (seconds, any monotonic clock); every input returns the actions
 to carry out, in order; `deadline()` says when `tick` next has work. No clocks, no I/O, no
 asyncio: the supervisor owns the object and the timers (see groups/__init__.py).
@@ -115,6 +127,10 @@ class ConsumerGroup:
         self._delivering: dict[int, tuple[str, int]] = {}  # partition -> (member id, epoch)
         self._revoking: dict[int, tuple[str, int, float]] = {}  # -> (member id, epoch, deadline)
         self._epochs: dict[int, int] = {}
+        # a coordinator that took the group over: partitions held for their readers
+        self._hold_until: float | None = None
+        self._previous: dict[int, str] | None = None      # partition -> member id reading it
+        self._expected: set[str] = set()        # member ids with a live share: to join again
 
     # -- inputs ----------------------------------------------------------------------------------
     def join(self, member: str, instance_id: str | None, now: float) -> list[Action]:
@@ -134,10 +150,44 @@ class ConsumerGroup:
         self._key_of[member] = key
         return self._reconcile(now)
 
+    def take_over(self, until: float) -> None:
+        """This coordinator took the group over from another: assign nothing until `adopt`
+        (or `until`); see the module doc."""
+        self._hold_until, self._previous, self._expected = until, None, set()
+
+    def adopt(self, owners: dict[int, str], members: Iterable[str],
+              now: float) -> list[Action]:
+        """{partition: member id} the workers deliver to (under the former coordinator), and
+        the members with a live share: each partition is held for its reader until it joins
+        again, the others until every such member did, or the hold ends."""
+        if self._hold_until is None:
+            return []
+        self._previous = {p: m for p, m in owners.items() if p in self.partitions}
+        self._expected = set(members) | set(self._previous.values())
+        return self._reconcile(now)
+
+    def _held(self) -> set[int]:
+        """The partitions not to assign yet: all while the readers are unknown; then each
+        whose reader has not joined again, and the others while a member has not."""
+        if self._hold_until is None:
+            return set()
+        if self._previous is None:
+            return set(self.partitions)
+        waiting = any(m not in self._key_of for m in self._expected)
+        return {p for p in self.partitions
+                if (self._previous[p] not in self._key_of if p in self._previous
+                    else waiting)}
+
     def leave(self, member: str, now: float, *, permanent: bool = False) -> list[Action]:
         """`member` is gone. A static member that did not leave `permanent`ly (connection or
         channel loss, not basic.cancel) keeps its partitions reserved for `session_timeout`."""
         key = self._key_of.pop(member, None)
+        if self._previous is not None and (key is not None or member in self._expected):
+            # (taken over) it will not come back for what it read
+            self._previous = {p: m for p, m in self._previous.items() if m != member}
+            self._expected.discard(member)
+            if key is None:
+                return self._reconcile(now)
         if key is None:
             raise UnknownMember(member)
         m = self._members[key]
@@ -164,6 +214,9 @@ class ConsumerGroup:
         for key, m in list(self._members.items()):
             if m.expires is not None and m.expires <= now:
                 del self._members[key]
+        if self._hold_until is not None and self._hold_until <= now:
+            self._hold_until = self._previous = None    # who did not join again is gone
+            self._expected = set()
         return self._reconcile(now)
 
     def set_partitions(self, partitions: Iterable[int], now: float) -> list[Action]:
@@ -176,8 +229,20 @@ class ConsumerGroup:
         """Recompute the target (unless membership is unchanged) and take every step toward it
         that is allowed now: revoke what is delivered to the wrong member, assign what is free
         to its connected target owner."""
+        held, previous, holding = self._held(), self._previous or {}, self._hold_until
+        if self._hold_until is not None and self._previous is not None and not held:
+            self._hold_until = self._previous = None    # every member joined again
+            self._expected = set()
         if rebalance:
-            self.target = assign(self.partitions, self._members, self.target)
+            current = dict(self.target)
+            if holding is not None:     # taken over: what the workers deliver, not a target
+                current = {p: k for p, k in current.items()   # made before adopt() said it
+                           if p in self._delivering or p in self._revoking}
+            for p, member in previous.items():
+                key = self._key_of.get(member)
+                if key is not None and p not in self._delivering and p not in self._revoking:
+                    current[p] = key    # it joined again: it keeps what it reads
+            self.target = assign(self.partitions, self._members, current)
         actions: list[Action] = []
         for p, (member, epoch) in list(self._delivering.items()):
             key = self._key_of.get(member)
@@ -187,7 +252,7 @@ class ConsumerGroup:
                 self._revoking[p] = (member, epoch, now + self.revoke_grace)
                 actions.append(Revoke(p, member, epoch))
         for p in self.partitions:
-            if p in self._delivering or p in self._revoking:
+            if p in self._delivering or p in self._revoking or p in held:
                 continue
             owner = self._members.get(self.target.get(p))
             if owner is not None and owner.connected:
@@ -202,6 +267,8 @@ class ConsumerGroup:
         """When tick() next has something to do (None: no timer running)."""
         times = [d for _, _, d in self._revoking.values()]
         times += [m.expires for m in self._members.values() if m.expires is not None]
+        if self._hold_until is not None:
+            times.append(self._hold_until)
         return min(times, default=None)
 
     def delivering(self) -> dict[int, tuple[str, int]]:

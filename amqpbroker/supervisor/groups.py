@@ -44,7 +44,11 @@ link comes back) drops the group where this node no longer coordinates it and jo
 node's members at the new coordinator, which rebuilds the group from the members that come
 and the commits that live with the partitions. Its epochs start at its *term* (the
 partition's leader epoch) << 32, above every epoch its predecessor gave out, so a worker
-ignores what the former coordinator still had in flight (``worker/groups.py``).
+ignores what the former coordinator still had in flight (``worker/groups.py``). Before its
+first assignment it asks the partitions' leaders who reads each partition now and which
+members have a live share (``GroupOwners``, ``_adopt``), and keeps each partition with its
+reader when that one joins again (``ConsumerGroup.take_over`` / ``adopt``): a coordinator
+change moves nothing.
 """
 from __future__ import annotations
 
@@ -68,6 +72,10 @@ WORKER_ANSWER_TIMEOUT = 2.0
 # RETRY, to the node leading partition 0 then, for up to COORDINATOR_WAIT
 RETRY = 0.2
 COORDINATOR_WAIT = 10.0
+# a coordinator that made a group in a cluster keeps each partition for the member reading it
+# (the workers say who) until that member joins again, for up to REJOIN_WAIT: as long as a
+# member's node tries to join it (COORDINATOR_WAIT)
+REJOIN_WAIT = COORDINATOR_WAIT
 NOT_COORDINATOR = "NOT_COORDINATOR"
 
 
@@ -152,8 +160,12 @@ class Groups:
                 try:
                     await remote.request(c.JoinGroup, **self._join_message(key, member))
                 except errors.AMQPError as exc:
-                    if NOT_COORDINATOR not in exc.text or self.loop.time() > deadline:
+                    gone = isinstance(exc, HostGone)
+                    if not gone and NOT_COORDINATOR not in exc.text:
                         raise
+                    if gone or self.loop.time() > deadline:
+                        self._join_later(key, member, exc)
+                        return
                 else:
                     self.joined_at.setdefault(key, (remote, remote.link))
                     return
@@ -161,6 +173,18 @@ class Groups:
         except BaseException:
             self._forget_here(key, member)
             raise
+
+    def _join_later(self, key, member: str, exc) -> None:
+        """No coordinator answers now (partition 0's leader unreachable, or being elected):
+        the member's consume is accepted and it joins once one does (Kafka's consumer
+        retries COORDINATOR_NOT_AVAILABLE): ``follow_coordinators`` joins this node's
+        members after the next change of the etcd mirror or link back, and tries again
+        every RETRY while the coordinator refuses."""
+        log.info("consumer group '%s' on '%s' in vhost '%s': %s joins once a coordinator "
+                 "answers (%s)", key[2], key[1], key[0], member, exc)
+        self.joined_at.pop(key, None)
+        if self._follow_later is None:
+            self._follow_later = self.loop.call_later(RETRY, self._follow_again)
 
     def leave(self, vhost: str, topic: str, group: str, member: str, permanent: bool) -> None:
         """A member of this node leaves, at the group's coordinator."""
@@ -271,6 +295,32 @@ class Groups:
         if actions:
             self._run(g, actions)
 
+    async def _adopt(self, g: _Group, refs) -> None:
+        """Ask the partitions' leaders which member reads each partition now (a former
+        coordinator's assignment, or none) and which members have a live share there, and
+        hold each partition for its reader until it joins here again, the others until
+        every such member did (``ConsumerGroup.adopt``). A leader that does not answer
+        names none."""
+        # (longer than the API's wait: a leader too busy to say in time would let the
+        # first member to join take every partition, as before this step)
+        answers = await _per_worker(refs, c.GroupOwners, timeout=REJOIN_WAIT / 2,
+                                    group=g.key[2])
+        owners: dict[int, str] = {}
+        members: set[str] = set()
+        for p, ref in enumerate(refs):
+            there = answers.get(ref)
+            if there is not None:
+                if there["owner"]:
+                    owners[p] = there["owner"][0]
+                members.update(there["members"])
+        if self.groups.get(g.key) is not g:
+            return
+        if owners:
+            log.info("consumer group '%s' on '%s' in vhost '%s': taken over with %d "
+                     "partition(s) read, kept for their members; waiting for %d member(s)",
+                     g.key[2], g.key[1], g.key[0], len(owners), len(members))
+        self._run(g, g.cg.adopt(owners, members, self.loop.time()))
+
     def _joined_again(self, key, fut) -> None:
         """A join sent to a new coordinator failed (it does not coordinate yet, or its link
         broke): try again shortly, while this node has members of the group."""
@@ -303,6 +353,11 @@ class Groups:
             g = self.groups[key] = _Group(key, ConsumerGroup(
                 group, range(len(refs)), revoke_grace=self.revoke_grace,
                 session_timeout=self.session_timeout, first_epoch=term << 32))
+            if self.term_of is not None and refs:
+                # a cluster: another coordinator may have had the group (partition 0's
+                # leader moved), its members' shares still reading: keep what each reads
+                g.cg.take_over(now + REJOIN_WAIT)
+                self.loop.create_task(self._adopt(g, refs))
         elif member in g.connections:
             return                      # joined again by its node (a new coordinator, a link)
         elif len(refs) > len(g.cg.partitions):
@@ -431,22 +486,7 @@ class Groups:
 
     async def _offsets(self, refs) -> dict:
         """{QueueRef: {group: (committed, log start, log end)}}, one request per worker."""
-        by_client: dict = {}
-        for ref in refs:
-            by_client.setdefault(ref.client, []).append(ref)
-
-        async def ask(client, group):
-            try:
-                answer = await asyncio.wait_for(
-                    client.request(c.GroupOffsets, qids=[r.qid for r in group]),
-                    WORKER_ANSWER_TIMEOUT)
-            except (errors.AMQPError, asyncio.TimeoutError):
-                return {}                   # restarting, or too busy to say
-            return {r: answer[r.qid] for r in group if r.qid in answer}
-        out = {}
-        for part in await asyncio.gather(*(ask(cl, g) for cl, g in by_client.items())):
-            out.update(part)
-        return out
+        return await _per_worker(refs, c.GroupOffsets)
 
     async def describe(self, vhosts, only: str | None = None) -> list[dict]:
         """The consumer groups of ``vhosts`` (``only``: that group), in the API's shape:
@@ -574,6 +614,27 @@ class Groups:
         log.info("consumer group '%s' in vhost '%s': offsets on '%s' reset to %r", group,
                  vhost, topic, to)
         return out
+
+
+async def _per_worker(refs, cls, timeout: float = WORKER_ANSWER_TIMEOUT, **fields) -> dict:
+    """{QueueRef: its answer} of request ``cls`` (``qids`` and ``fields``) sent once to each
+    worker (a cluster: each leader's) hosting some of ``refs``; a worker that does not
+    answer within ``timeout`` (restarting, unreachable, too busy) names none."""
+    by_client: dict = {}
+    for ref in refs:
+        by_client.setdefault(ref.client, []).append(ref)
+
+    async def ask(client, group):
+        try:
+            answer = await asyncio.wait_for(
+                client.request(cls, qids=[r.qid for r in group], **fields), timeout)
+        except (errors.AMQPError, asyncio.TimeoutError):
+            return {}
+        return {r: answer[r.qid] for r in group if r.qid in answer}
+    out = {}
+    for part in await asyncio.gather(*(ask(cl, g) for cl, g in by_client.items())):
+        out.update(part)
+    return out
 
 
 def _merge_live(e: dict, live: dict) -> None:

@@ -28,7 +28,7 @@ import uuid
 
 from .. import contract as c
 from ..frontend.admission import Admission
-from ..frontend.broker import Broker
+from ..frontend.broker import Broker, worker_of
 from ..frontend.session import connection_name, session_json
 from ..frontend.vhost import VirtualHost
 from ..storage.fileformat import fsync_dir, remove_directory
@@ -237,7 +237,9 @@ class MetadataOwner(Broker):
         """A topic's partitions go round the workers from the topic's own place
         (``topics.py``); any other queue where its name hashes."""
         worker = self.topics.partition_worker(vhost, name)
-        return super().place(vhost, name) if worker is None else self.partitions[worker]
+        if worker is None:
+            worker = worker_of(vhost.name, name, len(self.partitions))
+        return self.partitions[worker]
 
     def queue_directory(self, vhost: VirtualHost, name: str, durable: bool) -> str:
         if not durable:

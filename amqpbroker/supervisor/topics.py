@@ -36,7 +36,7 @@ import contextlib
 import logging
 
 from .. import errors
-from ..frontend.broker import Broker
+from ..frontend.broker import worker_of
 from ..frontend.exchange import PartitionedExchange
 from ..frontend.vhost import _arg_repr, _plain
 from ..queue_args import QueueArgs, amqp_type
@@ -92,8 +92,7 @@ class Topics:
         if i >= n:
             return None
         workers = len(self.owner.partitions)
-        base = Broker.place(self.owner, vhost, topic).index     # where the name hashes
-        return (base + i) % workers
+        return (worker_of(vhost.name, topic, workers) + i) % workers    # from the topic's
 
     # ------------------------------------------------------------ checks
     def check_arguments(self, vhost: str, name: str, arguments: dict) -> int:

@@ -238,6 +238,20 @@ class GroupPartition:
         stream.host.to_coordinator(self.coordinator, c.GroupRevoked(
             qid=stream.qid, group=self.group, member=member, epoch=epoch))
 
+    def live_members(self) -> list[str]:
+        """The members whose share of this partition still reads here (subscribed, their
+        link attached): a new coordinator waits for them to join before it assigns."""
+        return sorted(m for m, sub in self.subs.items() if not sub.gone and not sub.lost)
+
+    def live_owner(self) -> tuple[str, int] | None:
+        """(member, epoch) of the owner if its share still reads here (a new coordinator
+        keeps the partition with it when it joins again); None if it left or its link
+        detached (its node died: nothing to keep)."""
+        if self.owner is None:
+            return None
+        sub = self.subs.get(self.owner[0])
+        return self.owner if sub is not None and not sub.gone and not sub.lost else None
+
     # ---------------------------------------------------------------- settling
     def may_settle(self, sub: GroupSub) -> bool:
         """Only the owner's and the revoked member's settles count (a fenced one's not)."""

@@ -568,6 +568,15 @@ class PartitionHost:
             out[qid] = {g: (off, q.log.start_offset, q.end_offset) for g, off in groups.items()}
         self._reply(state, m.req, out)
 
+    def on_group_owners(self, state, m: c.GroupOwners):
+        out = {}
+        for qid in m.qids:
+            q = self.queues.get(qid)
+            part = q.groups.get(m.group) if type(q) is Stream and not q.deleted else None
+            if part is not None:
+                out[qid] = {"owner": part.live_owner(), "members": part.live_members()}
+        self._reply(state, m.req, out)
+
     def on_group_reset(self, state, m: c.GroupReset):
         q = self._queue(m.qid)
         if type(q) is not Stream:

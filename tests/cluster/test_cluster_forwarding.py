@@ -755,3 +755,192 @@ def test_in_every_layout_confirmed_publishes_to_a_replicated_queue_through_any_n
         reader = others[i % 2]
         got = read_in_order(reader, queue, len(want), stream=kind != "quorum")
         assert got == want, f"{queue} (led by {leaders[queue]}) read on {reader.node}"
+
+
+# ------------------------------------------------------------ a coordinator change
+# Partition 0's leadership moves, and with it the group's coordinator; the new one keeps each
+# partition with the member reading it (docs/CLUSTER.md "A new coordinator keeps the
+# assignment"): before, the first member to join it again took every partition, and a
+# partition read by the other moved to it and back, its unacked deliveries read again.
+
+
+class Keeper(Watched):
+    """A ``Watched`` member that leaves the deliveries of the partitions in ``hold``
+    unacked (``pending``), and records the redelivered flag of each delivery."""
+
+    def __init__(self, url, topic, group, hold):
+        self.hold = hold
+        self.redelivered = []
+        super().__init__(url, topic, group)
+
+    def _on_message(self, ch, method, props, body):
+        partition = props.headers["x-partition"]
+        self.got.append((partition, props.headers["x-stream-offset"], body.decode()))
+        if method.redelivered:
+            self.redelivered.append(self.got[-1])
+        if partition in self.hold:
+            self.pending.append(method.delivery_tag)
+        else:
+            ch.basic_ack(method.delivery_tag)
+
+
+def lead_alone(cluster, topic, partition, node, others):
+    """Make ``node`` the preferred leader of partition ``partition`` of ``topic`` only (a
+    reassign key of that partition, as ``ctl reassign`` writes for each of a topic's)."""
+    import asyncio
+    import json
+
+    from amqpbroker.cluster.etcd import EtcdClient
+    from amqpbroker.cluster.placement import partition_key, reassign_key
+
+    async def put():
+        etcd = EtcdClient(cluster.etcd.url)
+        try:
+            await etcd.put(reassign_key(partition_key("/", topic, partition)),
+                           json.dumps({"replicas": [node] + others}))
+        finally:
+            await etcd.close()
+    asyncio.run(put())
+
+
+def test_a_new_coordinator_keeps_each_partition_with_its_member(shared_cluster):
+    """Members on two nodes, one reading each partition, the one of partition 1 with 20
+    deliveries unacked; partition 0's leadership (and so the coordinator) moves to the node
+    leading partition 1: each member keeps its partition, nothing is delivered twice nor
+    redelivered, the unacked deliveries are acked after the move and count, no member is
+    cancelled."""
+    coordinator_moves_members_keep(shared_cluster, "keep-orders", "keep-billing")
+
+
+def test_in_every_layout_a_new_coordinator_keeps_each_partition_with_its_member(
+        shared_layout_cluster):
+    """The same in the mixed cluster: the leaders' answers come from worker processes, over
+    the supervisor's ring or a ``WorkerRelay``."""
+    coordinator_moves_members_keep(shared_layout_cluster, "keep-l-orders", "keep-l-billing")
+
+
+def coordinator_moves_members_keep(cluster, topic, group):
+    conn = connect(cluster.nodes[0])
+    conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
+        "x-partitions": 2, "x-replication-factor": 3})
+    conn.close()
+    names = [n.node for n in cluster.nodes]
+
+    def leaders():
+        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
+                for i in range(2)]
+        if all(len(s) == 1 and None not in s for s in seen):
+            return [s.pop().split("@")[1] for s in seen]
+        return None
+
+    def in_sync():
+        return all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
+                   for n in cluster.nodes for i in range(2))
+    first = cluster.wait_until(leaders, timeout=DEADLINE)
+    cluster.wait_until(in_sync, timeout=DEADLINE)
+    if first[0] == first[1]:            # partition 1 led elsewhere first
+        other = next(n for n in names if n != first[0])
+        lead_alone(cluster, topic, 1, other, [n for n in names if n != other])
+        first = cluster.wait_until(lambda: (lambda ls: ls and ls[1] == other and ls)(
+            leaders()), timeout=DEADLINE)
+        cluster.wait_until(in_sync, timeout=DEADLINE)
+    new = cluster.node(first[1])        # the coordinator to be
+    x, y = [n for n in cluster.nodes if n is not new]
+    keys = keys_for(2, 40)
+
+    members = []
+    try:
+        a = Keeper(x.url, topic, group, hold={1})
+        members.append(a)
+        b = Keeper(y.url, topic, group, hold={1})
+        members.append(b)
+        before = pump(members, agreed([x, y], group, 2, members=[a, b]),
+                      "a stable group of a and b")
+        owned = {m: before[next(mid for mid in before if mid.endswith(m.tag))]
+                 for m in members}
+        reader = {p: m for m in members for p in owned[m]}
+        publish_keyed(x, topic, keys, "r1-")
+        pump(members, lambda: len(reader[0].offsets(0)) == 40
+             and len(reader[1].offsets(1)) == 20, "40 of partition 0, 20 of partition 1")
+        pump(members, lambda: committed(x, group).get(0) == 40, "the commits of 0")
+        cluster.wait_until(lambda: all(
+            (n.api(f"partitions/%2F/{topic}-0")["replica"].get("group_offsets") or {})
+            .get(group) == 40 for n in cluster.nodes), timeout=DEADLINE)
+
+        # partition 0's leadership moves to the node leading partition 1
+        lead_alone(cluster, topic, 0, new.node, [n.node for n in (x, y)])
+        pump(members, lambda: leaders() == [new.node] * 2, "partition 0 led by the new node")
+        after = pump(members, agreed([x, y], group, 2, members=[a, b]),
+                     "a stable group of a and b under the new coordinator")
+        assert {m: after[next(mid for mid in after if mid.endswith(m.tag))]
+                for m in members} == owned, "a partition changed member with the coordinator"
+
+        # partition 1's reader acks what it held across the move, and reads on
+        holder = reader[1]
+        holder.hold = set()
+        for tag in holder.pending:
+            holder.ch.basic_ack(tag)
+        holder.pending.clear()
+        pump(members, lambda: len(holder.offsets(1)) >= 40, "the rest of partition 1")
+        publish_keyed(y, topic, keys, "r2-")
+        pump(members, lambda: sum(len(m.got) for m in members) >= 160, "round 2")
+        pump(members, lambda: committed(x, group) == {0: 80, 1: 80}, "every commit")
+
+        got = [(p, o) for m in members for p, o, _ in m.got]
+        assert sorted(got) == [(p, o) for p in (0, 1) for o in range(80)], \
+            "a message lost or delivered twice"
+        assert one_reader(members, {}) == reader, "a partition read by another member"
+        assert a.redelivered == b.redelivered == []
+        assert a.cancels == b.cancels == 0
+    finally:
+        for m in members:
+            m.close()
+
+
+# ------------------------------------------------------------ no coordinator yet
+# A consume on a group whose partition 0 has no leader (docs/CLUSTER.md "A group consume
+# waits for its coordinator"): accepted, the member joins once a coordinator answers, as a
+# Kafka consumer retries COORDINATOR_NOT_AVAILABLE. Before, it was refused 404.
+
+
+def test_a_group_consume_while_partition_0_has_no_leader_waits_for_its_coordinator(
+        restored_cluster):
+    """A replication-factor-1 topic whose partition 0's node is killed: partition 0 has no
+    leader (no replica to elect) until that node is back. A member consuming on another node
+    meanwhile is accepted, not cancelled, and once the node is back reads every message of
+    both partitions once."""
+    cluster = restored_cluster
+    topic, group = "wait-orders", "wait-billing"
+    conn = connect(cluster.nodes[0])
+    conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
+        "x-partitions": 2, "x-replication-factor": 1})
+    conn.close()
+
+    def leaders():
+        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
+                for i in range(2)]
+        if all(len(s) == 1 and None not in s for s in seen):
+            return [s.pop().split("@")[1] for s in seen]
+        return None
+    first = cluster.wait_until(leaders, timeout=DEADLINE)
+    gone = cluster.node(first[0])
+    x = next(n for n in cluster.nodes if n is not gone)
+    keys = keys_for(2, 10)
+    publish_keyed(x, topic, keys, "w-")
+
+    gone.kill()
+    members = []
+    try:
+        a = Watched(x.url, topic, group)        # refused 404 before (no coordinator)
+        members.append(a)
+        pump(members, lambda: True, "a turn")
+        assert a.got == [] and a.conn.is_open and a.ch.is_open
+        cluster.start_node(gone)
+        pump(members, lambda: len(a.got) >= 20, "both partitions' messages")
+        pump(members, agreed([x], group, 1, members=[a]), "a stable group of a")
+        assert sorted((p, o) for p, o, _ in a.got) == [(p, o) for p in (0, 1)
+                                                       for o in range(10)]
+        assert a.cancels == 0
+    finally:
+        for m in members:
+            m.close()

@@ -188,3 +188,41 @@ async def test_deleted_queues_and_topics_lose_their_partitions(ctl):
     await ctl.settle()
     assert part(ctl, "gone") is None
     assert [k for k in ctl.membership.view if k.startswith(PARTITIONS)] == []
+
+
+class CountingView(dict):
+    """The membership's view, counting the passes over it (iterations of every key)."""
+    scans = 0
+
+    def __iter__(self):
+        CountingView.scans += 1
+        return super().__iter__()
+
+    def items(self):
+        CountingView.scans += 1
+        return super().items()
+
+
+async def test_an_exchange_event_costs_its_partitions_not_a_scan_of_the_view(ctl):
+    """A topic object's event names its partitions, those it wants and those there are (a
+    deleted topic's, with gaps as the controller deletes them one at a time), found
+    without a pass over the view (bench/RESULTS.md "An exchange key event")."""
+    await declared(ctl, *(f"q{i}" for i in range(50)))
+    await topic(ctl, "t", partitions=12, factor=1)
+    ctl.membership.view = CountingView(ctl.membership.view)
+    ctl.put_exchange("/", "plain")
+    ctl.event()
+    await ctl.settle()
+    CountingView.scans = 0
+    ctl.put_exchange("/", "plain")                  # written again: an event, no change
+    ctl.event()
+    await ctl.settle()
+    assert CountingView.scans == 0, "an exchange key's event scanned the view"
+
+    for i in range(2, 10):                          # a gap: t-0, t-1, t-10, t-11 are left
+        ctl.delete(partition_key("/", "t", i), quiet=True)
+    ctl.delete(meta_key("exchange", "/", "t"))
+    ctl.event()
+    await ctl.settle()
+    assert [k for k in ctl.membership.view if k.startswith(PARTITIONS + "%2F/t/")] == []
+    assert all(part(ctl, f"q{i}")["leader"] for i in range(50))

@@ -138,3 +138,82 @@ def test_a_coordinator_that_took_the_group_over_counts_epochs_above_its_predeces
     assert g.join("a", None, 0) == [Assign(0, "a", (3 << 32) + 1), Assign(1, "a", (3 << 32) + 1)]
     assert g.join("b", None, 1) == [Revoke(1, "a", (3 << 32) + 1)]
     assert g.revoked("a", 1, (3 << 32) + 1) == [Assign(1, "b", (3 << 32) + 2)]
+
+
+# ------------------------------------------------------------ a coordinator taking over
+# (a cluster: partition 0's leader moved; the workers still deliver what the former
+# coordinator assigned. docs/CLUSTER.md "A new coordinator keeps the assignment")
+
+
+def taken_over(n=4, until=20):
+    g = ConsumerGroup("billing", range(n), revoke_grace=10, session_timeout=30,
+                      first_epoch=7 << 32)
+    g.take_over(until)
+    return g
+
+
+def test_a_new_coordinator_keeps_each_partition_with_the_member_rejoining_for_it():
+    g = taken_over()
+    assert g.join("b", None, 1) == []               # owners unknown yet: nothing moves
+    assert g.deadline() == 20
+    first = (7 << 32) + 1
+    # the workers say a reads 0 and 2, b reads 1 and 3: b keeps its own at once
+    assert g.adopt({0: "a", 1: "b", 2: "a", 3: "b"}, {"a", "b"}, 1) == [
+        Assign(1, "b", first), Assign(3, "b", first)]
+    # a joins again: it keeps 0 and 2 (the first joiner did not take them)
+    assert g.join("a", None, 2) == [Assign(0, "a", first), Assign(2, "a", first)]
+    assert owners(g) == {0: "a", 1: "b", 2: "a", 3: "b"}
+    assert g.deadline() is None                     # every reader back: the hold is over
+    acts = g.join("c", None, 3)                     # then it rebalances as before
+    assert len(acts) == 1 and isinstance(acts[0], Revoke)
+
+
+def test_a_new_coordinator_hands_over_the_partitions_of_a_reader_that_does_not_return():
+    g = taken_over(until=20)
+    g.adopt({0: "a", 1: "b", 2: "a", 3: "b"}, {"a", "b"}, 0)
+    first = (7 << 32) + 1
+    assert g.join("a", None, 1) == [Assign(0, "a", first), Assign(2, "a", first)]
+    assert g.tick(19.9) == []
+    assert g.tick(20) == [Assign(1, "a", first), Assign(3, "a", first)]   # b is gone
+
+
+def test_a_reader_that_joined_again_and_leaves_is_not_waited_for():
+    g = taken_over()
+    g.join("a", None, 0)
+    g.join("b", None, 0)
+    g.adopt({0: "a", 1: "c", 2: "b"}, {"a", "b", "c"}, 0)   # 3 is read by nobody
+    assert owners(g) == {0: "a", 2: "b"}        # 3 waits for c too (not read: no loss)
+    acts = g.leave("b", 1)
+    for a in acts:
+        assert isinstance(a, Revoke) and a.member == "b"
+        g.revoked("b", a.partition, a.epoch)
+    assert owners(g) == {0: "a"} and g.deadline() == 20     # 1 held for c, 2, 3 till c's back
+    acts = g.join("c", None, 2)
+    assert Assign(1, "c", (7 << 32) + 1) in acts
+    assert set(owners(g)) == {0, 1, 2, 3} and owners(g)[0] == "a" and g.deadline() is None
+
+
+def test_a_new_group_is_assigned_once_the_workers_say_nobody_reads_it():
+    g = taken_over(2)
+    assert g.join("a", None, 0) == []
+    assert g.adopt({}, {"a"}, 0) == [Assign(0, "a", (7 << 32) + 1),
+                                     Assign(1, "a", (7 << 32) + 1)]
+    assert g.deadline() is None
+
+
+def test_a_partition_whose_reader_is_unknown_waits_for_every_member_with_a_share():
+    # partition 0's leader moved with the coordinator: its new leader knows no reader
+    g = taken_over(2)
+    first = (7 << 32) + 1
+    assert g.join("a", None, 0) == []
+    assert g.adopt({1: "b"}, {"a", "b"}, 0) == []     # 0 not to a before b is back
+    assert g.join("b", None, 1) == [Assign(0, "a", first), Assign(1, "b", first)]
+    assert g.deadline() is None
+
+
+def test_a_member_that_leaves_before_joining_again_is_not_waited_for():
+    g = taken_over(2)
+    first = (7 << 32) + 1
+    g.join("a", None, 0)
+    g.adopt({1: "b"}, {"a", "b"}, 0)
+    assert g.leave("b", 1) == [Assign(0, "a", first), Assign(1, "a", first)]
