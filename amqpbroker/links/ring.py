@@ -82,7 +82,7 @@ _readers: dict = {}
 # seconds after a quiet push whose reader has not read it yet: the reader is woken
 QUIET_WAKE = 0.005
 # ``_parse_lending``'s answer for a batch it handled itself, while its records were in the ring
-HANDLED = type("Handled", (), {"__repr__": lambda self: "HANDLED"})()
+HANDLED = object()
 
 
 async def hand_over(batch: list, on_batch, yield_after) -> None:
@@ -389,7 +389,8 @@ def make_link() -> tuple[list[int], list[int]]:
     return front, worker
 
 
-def attach(fds: list[int], on_batch, *, yield_after=None, lend_runs: bool = False) -> RingEndpoint:
+def attach(fds: list[int], on_batch, *, yield_after=None,
+           lend_runs: bool = False) -> RingEndpoint:
     """Map one side of a link (fds from ``make_link``) and start reading it. ``lend_runs``:
     see "Deliveries framed where they lie" above."""
     out_fd, out_data, out_space, in_fd, in_data, in_space = fds
