@@ -131,13 +131,16 @@ def size_many(msgs: list, prefix: bytes, limit: int):
 write_many = pack_messages_at
 
 
-def decode_many(buf, offs, n: int, other) -> list:
+def decode_many(buf, offs, n: int, other, lend: bool = False) -> list:
     """The messages of ``n`` records of ``buf`` (``offs``: native uint64 ``[start, end)``
     pairs, as a ring's ``peek`` gives them), decoded where they lie in one C call. A record
     that is not a whole hot message (its first byte ``0``, then its type) is passed to
     ``other(bytes)``, whose result is kept unless it is None (the caller's own prefixes:
-    fragments of a big message)."""
-    return unpack_messages(buf, offs, n, HOT_DECODE, Record, other)
+    fragments of a big message). ``lend``: a ``Dlvs``'s run is not copied out of ``buf``
+    (``LENT_RUNS``): its ``data`` is a read-only memoryview of ``buf``, which the caller
+    releases (or copies, ``RecordRun.keep``) before the memory is reused."""
+    return unpack_messages(buf, offs, n, HOT_DECODE_LENT if lend else HOT_DECODE, Record,
+                           other)
 
 
 def _build_codec(cls) -> None:
@@ -589,6 +592,14 @@ VhostLimitsOp = message(89, "vhost_limits_op", ("name", "str"), ("limits", "any"
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
                 QueueDeleted, BindOp, UnbindOp, VhostLimitsOp)
 
+
+# the messages whose run ``decode_many(..., lend=True)`` lends instead of copying: a
+# ``Dlvs``, which the front-end turns into frames (copying each body into them) while the
+# ring link still holds its records (links/ring.py, "Deliveries framed where they lie"). Not
+# ``Pubs``: the worker keeps its run's bytes in its store.
+LENT_RUNS = (Dlvs,)
+HOT_DECODE_LENT = {**HOT_DECODE, **{cls.TYPE_ID: HOT_DECODE[cls.TYPE_ID] + (True,)
+                                    for cls in LENT_RUNS}}
 
 for _cls in MESSAGES.values():      # pickle finds a message class by its name in this module
     if globals().get(_cls.__name__) is not _cls:

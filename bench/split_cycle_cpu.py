@@ -76,7 +76,7 @@ def build(mode: str, data_dir: str):
         worker_end = ring.attach(worker, on_batch)
         state = host.attach(worker_end)
         front_end = ring.attach(front, functools.partial(owner.handle_events, client),
-                                yield_after=c.Reply)
+                                yield_after=c.Reply, lend_runs=True)   # as frontend/main.py
         client.connect(front_end)
         endpoints = [worker_end, front_end]
     owner.start([client])

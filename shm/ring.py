@@ -58,6 +58,7 @@ class Ring:
         self.data_fd = data_fd
         self.space_fd = space_fd
         self._mm = mm
+        self._parsing = False               # inside pop_with's parse: close waits for it
         self._mem = ffi.from_buffer(mm)
         self._r = ffi.new("ring_t *")
         rc = lib.ring_attach(self._r, self._mem, len(mm))
@@ -161,6 +162,8 @@ class Ring:
         """Unmap (idempotent).  Does not unlink: see ``unlink``."""
         if not getattr(self, "_closed", True):
             self._closed = True
+            if self._parsing:
+                return                      # pop_with unmaps it once its parse returns
             self._r = None
             self._release()
 
@@ -328,15 +331,23 @@ class Ring:
         """Like ``pop_many``, without copying the records out: ``parse(mapping, offs, n)`` reads
         the ``n`` records where they lie (``offs``: native uint64 ``[start, end)`` pairs into
         ``mapping``) and its result is returned; the records' space is given back to the
-        producer after it returns (or raises). None if the ring is empty."""
+        producer after it returns (or raises). None if the ring is empty. ``parse`` may close
+        the ring (a handler run while the records are read: links/ring.py): it is unmapped
+        once ``parse`` returns, not under it."""
         offs = self._peek_batch(max_records, max_bytes)
         if offs is None:
             return None
         n = self._np[0]
+        self._parsing = True
         try:
             return parse(self._mm, ffi.buffer(offs, 16 * n), n)
         finally:
-            self._free_batch()
+            self._parsing = False
+            if self._closed:                # closed by parse: nobody reads this ring now
+                self._r = None
+                self._release()
+            else:
+                self._free_batch()
 
     def pop_many_into(self, buf, max_records: int = DEFAULT_MAX_RECORDS,
                       max_bytes: int | None = None) -> list[int]:

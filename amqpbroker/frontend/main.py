@@ -98,7 +98,7 @@ class Frontend:
 
         client.connect(ring.attach(self.control.recv_fds(6),
                                    functools.partial(self.broker.handle_events, client),
-                                   yield_after=c.Reply))
+                                   yield_after=c.Reply, lend_runs=True))
         client.resubscribe()        # after a worker restart: consumer group shares
 
     def on_host_lost(self, m: c.HostLost) -> None:

@@ -34,6 +34,21 @@ publishes, go to the consumer's front-end at once). It would be woken by the tur
 anyway, a loop turn (every other ready read of the turn) later. A link whose reader is awake
 (busy: it drains the ring and will see what lands) still gets one push per loop turn.
 
+Deliveries framed where they lie. An endpoint made with ``lend_runs`` (a front-end's link
+to a worker) decodes a ``Dlvs`` without copying its run out of the ring
+(``contract.decode_many(..., lend=True)``): the run's ``data`` is a read-only memoryview of
+the ring's mapping, and a batch holding such a run is handed to ``on_batch`` before its
+space goes back to the writer (inside ``Ring.pop_with``), so the channel builds the frames
+straight from the ring (``fastpath.build_deliver_run`` copies every body of a view into the
+frames, never a slice of it): one copy of each record on the front-end instead of two.
+What outlives the handler is copied out first: the messages held for the next turn after a
+``yield_after`` (``RecordRun.keep``); every other lent view is released when the handler
+returns, before the space is, so a run kept by mistake raises on its next use instead of
+reading records the writer has written since. A global prefetch's held deliveries and a
+stream's are ``Record``s decoded from the run (``RecordRun.__iter__`` copies), never the
+view. Not for a link whose handler keeps the events (the cluster's ``WorkerRelay`` sends
+them on a TCP link, encoded later): it copies, as before.
+
 Quiet messages. What nothing waits for (``send_quiet``: a consumer's ack; the credit it may
 return goes as its own ``Credit``) is pushed without waking a reader asleep on the ring
 (``ring_commit_quiet``).
@@ -54,7 +69,7 @@ from shm._ring import lib
 from shm.ring import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OK, Ring
 from shm.wakeup import RingWriter, close_fds, make_eventfds
 
-from ..contract import decode, decode_many, encode_bytes, size_many, write_many
+from ..contract import LENT_RUNS, decode, decode_many, encode_bytes, size_many, write_many
 
 log = logging.getLogger("amqpbroker.partition")
 
@@ -66,6 +81,8 @@ _unsent: dict = {}
 _readers: dict = {}
 # seconds after a quiet push whose reader has not read it yet: the reader is woken
 QUIET_WAKE = 0.005
+# ``_parse_lending``'s answer for a batch it handled itself, while its records were in the ring
+HANDLED = object()
 
 
 async def hand_over(batch: list, on_batch, yield_after) -> None:
@@ -86,13 +103,15 @@ async def hand_over(batch: list, on_batch, yield_after) -> None:
 class RingEndpoint:
     """One end of a link. ``on_batch(messages)`` is called with each batch read."""
 
-    def __init__(self, out_ring, in_ring, on_batch, *, yield_after=None):
+    def __init__(self, out_ring, in_ring, on_batch, *, yield_after=None,
+                 lend_runs: bool = False):
         self.loop = asyncio.get_running_loop()
         self.writer = RingWriter(out_ring)
         self.out_ring = out_ring
         self.in_ring = in_ring
         self.on_batch = on_batch
         self.yield_after = yield_after      # a message class after which others wait a turn
+        self.lend_runs = lend_runs          # a Dlvs's run lent from the ring while handled
         self.max_piece = out_ring.max_record - 1
         self._msgs: list = []               # sent this turn, not yet encoded
         self._out: list[bytes] = []         # encoded ring records waiting for room
@@ -236,6 +255,26 @@ class RingEndpoint:
     def _parse(self, mapping, offs, n: int) -> list:
         return decode_many(mapping, offs, n, self._other)
 
+    def _parse_lending(self, mapping, offs, n: int):
+        """``_parse``, a ``Dlvs``'s run lent from the ring (see "Deliveries framed where they
+        lie"): a batch holding one is handled here, while the records are in the ring, and
+        ``HANDLED`` returned; any other batch is returned to be handled after the pop."""
+        batch = decode_many(mapping, offs, n, self._other, True)
+        lent = [m.records for m in batch if type(m) in LENT_RUNS]
+        if not lent:
+            return batch
+        try:
+            self._deliver(batch)
+        finally:
+            if self._held:                  # handled next turn: after the space is reused
+                for m in self._held:
+                    if type(m) in LENT_RUNS:
+                        m.records.keep()
+            for run in lent:
+                if type(run.data) is memoryview:
+                    run.data.release()      # a use after this raises, never reads stale
+        return HANDLED
+
     def _other(self, raw: bytes):
         """A ring record that is not a whole hot message (``decode_many`` decoded those)."""
         kind = raw[0]
@@ -251,7 +290,8 @@ class RingEndpoint:
     def _pump(self) -> None:
         """Read until the ring is empty, then ask for a wake-up and return to the loop."""
         ring = self.in_ring
-        pop, parse = ring.pop_with, self._parse
+        pop = ring.pop_with
+        parse = self._parse_lending if self.lend_runs else self._parse
         hdr = ring._r.hdr
         while not self.closed and self._held is None:
             batch = pop(parse, DEFAULT_MAX_RECORDS, DEFAULT_MAX_BYTES)
@@ -260,7 +300,8 @@ class RingEndpoint:
                     return                  # asleep: the writer writes data_fd
                 continue                    # a record landed meanwhile
             if batch:
-                self._deliver(batch)
+                if batch is not HANDLED:
+                    self._deliver(batch)
                 # nothing landed while it was handled (a lone message): straight to sleep,
                 # without another pop's look at an empty ring (prepare_sleep looks again,
                 # after its fence; a record it sees is popped as before)
@@ -348,14 +389,17 @@ def make_link() -> tuple[list[int], list[int]]:
     return front, worker
 
 
-def attach(fds: list[int], on_batch, *, yield_after=None) -> RingEndpoint:
-    """Map one side of a link (fds from ``make_link``) and start reading it."""
+def attach(fds: list[int], on_batch, *, yield_after=None,
+           lend_runs: bool = False) -> RingEndpoint:
+    """Map one side of a link (fds from ``make_link``) and start reading it. ``lend_runs``:
+    see "Deliveries framed where they lie" above."""
     out_fd, out_data, out_space, in_fd, in_data, in_space = fds
     out_ring = Ring.attach_fd(out_fd, data_fd=out_data, space_fd=out_space)
     in_ring = Ring.attach_fd(in_fd, data_fd=in_data, space_fd=in_space)
     os.close(out_fd)
     os.close(in_fd)
-    endpoint = RingEndpoint(out_ring, in_ring, on_batch, yield_after=yield_after)
+    endpoint = RingEndpoint(out_ring, in_ring, on_batch, yield_after=yield_after,
+                            lend_runs=lend_runs)
     endpoint.eventfds = (out_data, out_space, in_data, in_space)
     endpoint.start()
     return endpoint

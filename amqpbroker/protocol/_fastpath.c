@@ -319,12 +319,14 @@ static int parts_end(parts_writer *w) {
 
 /* build_deliver_run(channel, consumer_tag, first_tag, records, count, frame_max, copy_below)
  *   -> list of parts
- * basic.deliver + content frames for each of the `count` records in `records` (bytes: records
- * in the log's layout back to back, storage/record.py, as a RecordRun holds them), delivery
+ * basic.deliver + content frames for each of the `count` records in `records` (records in
+ * the log's layout back to back, storage/record.py, as a RecordRun holds them), delivery
  * tags first_tag, first_tag + 1, ..., none redelivered: the bytes of build_deliver for each
- * record in turn, joined. The frames are one bytes object, except that the body frames'
- * payloads of a body of copy_below bytes or more are memoryview slices of `records` (not
- * copied: the socket writes them from there). A record cut short, or bytes left after the
+ * record in turn, joined. The frames are one bytes object, except that, if `records` is
+ * bytes, the body frames' payloads of a body of copy_below bytes or more are memoryview
+ * slices of `records` (not copied: the socket writes them from there). A memoryview (of a
+ * ring's memory, borrowed until the call returns: links/ring.py) is never referenced by the
+ * result: every body is copied into the frames. A record cut short, or bytes left after the
  * last, is a ValueError. fastpath.build_deliver_run_py is the reference. */
 static PyObject *build_deliver_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7) {
@@ -344,16 +346,23 @@ static PyObject *build_deliver_run(PyObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_ValueError, "negative count");
         return NULL;
     }
-    if (!PyBytes_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "records must be bytes");
+    PyObject *records = args[3], *view = NULL;
+    if (!PyBytes_Check(records) && !PyMemoryView_Check(records)) {
+        PyErr_SetString(PyExc_TypeError, "records must be bytes or a memoryview");
         return NULL;
     }
-    Py_buffer ctag;
-    if (PyObject_GetBuffer(args[1], &ctag, PyBUF_SIMPLE) < 0)
+    Py_buffer rbuf;
+    if (PyObject_GetBuffer(records, &rbuf, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *records = args[3], *view = NULL;
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(records);
-    Py_ssize_t n = PyBytes_GET_SIZE(records), pos = 0;
+    if (!PyBytes_Check(records))
+        copy_below = PY_SSIZE_T_MAX;        /* not ours to slice: no part may outlive the call */
+    Py_buffer ctag;
+    if (PyObject_GetBuffer(args[1], &ctag, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&rbuf);
+        return NULL;
+    }
+    const unsigned char *b = (const unsigned char *)rbuf.buf;
+    Py_ssize_t n = rbuf.len, pos = 0;
     parts_writer w = {PyList_New(0), NULL, 0, 0};
     if (w.out == NULL)
         goto fail;
@@ -460,6 +469,7 @@ static PyObject *build_deliver_run(PyObject *self, PyObject *const *args, Py_ssi
     if (parts_end(&w) < 0) goto fail;
     Py_XDECREF(view);
     PyBuffer_Release(&ctag);
+    PyBuffer_Release(&rbuf);
     return w.out;
 bad:
     PyErr_SetString(PyExc_ValueError, "record length does not match its fields");
@@ -471,6 +481,7 @@ fail:
     Py_XDECREF(w.out);
     Py_XDECREF(view);
     PyBuffer_Release(&ctag);
+    PyBuffer_Release(&rbuf);
     return NULL;
 }
 

@@ -159,8 +159,11 @@ def build_deliver_run_py(channel: int, consumer_tag: bytes, first_tag: int, reco
     the log's layout back to back, ``storage/record.py``: a ``RecordRun``'s data), tags
     ``first_tag``, ``first_tag + 1``, ..., none redelivered, as a list of parts: the
     reference of ``_fastpath.build_deliver_run`` (which joins the parts but for the payloads
-    of bodies of ``copy_below`` bytes or more). A record cut short, or bytes left after the
-    last, is a ValueError."""
+    of bodies of ``copy_below`` bytes or more). ``records`` may be a memoryview (a ring's
+    memory, borrowed until the call returns: ``links/ring.py``): no part returned refers to
+    it. A record cut short, or bytes left after the last, is a ValueError."""
+    if type(records) is not bytes:
+        records = bytes(records)            # the parts may refer to bytes only
     out, pos, n = [], 0, len(records)
     for i in range(count):
         if n - pos < 4 + RECORD_FIXED:

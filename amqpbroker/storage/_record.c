@@ -461,7 +461,7 @@ static PyObject *record_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
  * *end_out gets the end of its last record. */
 static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos,
                                    const char *fmt, PyTypeObject *mcls, PyTypeObject *rcls,
-                                   Py_ssize_t *end_out, field_memo *memo) {
+                                   Py_ssize_t *end_out, field_memo *memo, int borrow) {
     int is_list;
     Py_ssize_t nfixed = fmt_fixed(fmt, &is_list);
     Py_ssize_t hsize = 1 + fmt_size(fmt);
@@ -485,7 +485,12 @@ static PyObject *unpack_message_at(const unsigned char *b, Py_ssize_t n, Py_ssiz
                 if (at < 0) return NULL;
             }
             PyObject *args[2];
-            args[0] = PyBytes_FromStringAndSize((const char *)b + start, at - start);
+            /* borrow: a read-only memoryview of the records where they lie, no copy; it
+               has no owner, so the caller releases it before the memory goes (the ring
+               link: links/ring.py, "Deliveries framed where they lie") */
+            args[0] = borrow
+                ? PyMemoryView_FromMemory((char *)b + start, at - start, PyBUF_READ)
+                : PyBytes_FromStringAndSize((const char *)b + start, at - start);
             if (!args[0]) return NULL;
             args[1] = PyLong_FromUnsignedLong(count);
             if (!args[1]) { Py_DECREF(args[0]); return NULL; }
@@ -541,7 +546,7 @@ static PyObject *unpack_message(PyObject *self, PyObject *args) {
                           &PyType_Type, &rcls))
         return NULL;
     PyObject *msg = unpack_message_at((const unsigned char *)buf.buf, buf.len, pos, fmt, mcls,
-                                      rcls, &end, NULL);
+                                      rcls, &end, NULL, 0);
     PyBuffer_Release(&buf);
     return msg;
 }
@@ -690,7 +695,10 @@ done:
  *     out first. A record whose first byte is 0 (a whole message) and whose type byte is in
  *     `hot` ({type_id: (fmt, class)}) is unpacked here and must end exactly at its end;
  *     any other is `fallback(bytes of the record)`, whose result is appended unless None
- *     (a fragment of a bigger message). */
+ *     (a fragment of a bigger message). A run's entry is (fmt, class, run class), or
+ *     (fmt, class, run class, True) to borrow: the run's data is then a read-only
+ *     memoryview of buf's memory, not a copy, valid only until the caller releases it (the
+ *     memory is reused after; the view holds no reference to buf). */
 typedef struct {
     Py_ssize_t size;          /* bytes this message takes in data */
     PyObject *enc;            /* fallback's bytes (owned), or NULL for a hot message */
@@ -1000,15 +1008,19 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
         }
         if (entry) {
             if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 ||
-                PyTuple_GET_SIZE(entry) > 3 || !PyType_Check(PyTuple_GET_ITEM(entry, 1)) ||
-                (PyTuple_GET_SIZE(entry) == 3 && !PyType_Check(PyTuple_GET_ITEM(entry, 2)))) {
-                PyErr_SetString(PyExc_TypeError, "hot: {type_id: (fmt, class[, run class])}");
+                PyTuple_GET_SIZE(entry) > 4 || !PyType_Check(PyTuple_GET_ITEM(entry, 1)) ||
+                (PyTuple_GET_SIZE(entry) >= 3 && !PyType_Check(PyTuple_GET_ITEM(entry, 2)))) {
+                PyErr_SetString(PyExc_TypeError,
+                                "hot: {type_id: (fmt, class[, run class[, borrow]])}");
                 goto fail;
             }
+            int borrow = PyTuple_GET_SIZE(entry) == 4
+                ? PyObject_IsTrue(PyTuple_GET_ITEM(entry, 3)) : 0;
+            if (borrow < 0) goto fail;
             const char *fmt = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 0));
             if (!fmt) goto fail;
             /* a run's records are made by the entry's run class, not record_cls */
-            PyTypeObject *last_cls = PyTuple_GET_SIZE(entry) == 3
+            PyTypeObject *last_cls = PyTuple_GET_SIZE(entry) >= 3
                 ? (PyTypeObject *)PyTuple_GET_ITEM(entry, 2) : rcls;
             if (fmt_is_run(fmt) && last_cls == rcls) {
                 PyErr_SetString(PyExc_TypeError, "a run's entry names its run class");
@@ -1017,7 +1029,7 @@ static PyObject *unpack_messages(PyObject *self, PyObject *args) {
             Py_ssize_t rec_end;
             msg = unpack_message_at(b, (Py_ssize_t)end, (Py_ssize_t)start + 1, fmt,
                                     (PyTypeObject *)PyTuple_GET_ITEM(entry, 1), last_cls,
-                                    &rec_end, &memo);
+                                    &rec_end, &memo, borrow);
             if (!msg) goto fail;
             if (rec_end != (Py_ssize_t)end) {
                 Py_DECREF(msg);

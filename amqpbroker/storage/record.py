@@ -90,7 +90,10 @@ class RecordRun:
     which turns it into ``basic.deliver`` frames in C (``protocol/fastpath.build_deliver_run``)
     with no ``Record`` per message. ``data`` is the records' bytes, ``count`` how many;
     iterating decodes them (the paths that need each record: a global prefetch, a cancelled
-    consumer). Equal to a list of the same records."""
+    consumer). Equal to a list of the same records. A ring link lends ``data`` as a
+    read-only memoryview of the ring while its batch is handled and releases it after
+    (``links/ring.py``, "Deliveries framed where they lie"): whoever keeps a run past its
+    handler keeps a copy (``keep``)."""
     __slots__ = ("data", "count")
 
     def __init__(self, data: bytes, count: int):
@@ -102,6 +105,8 @@ class RecordRun:
 
     def __iter__(self):
         data, pos = self.data, 0
+        if type(data) is memoryview:        # lent by a ring: the records own their fields
+            data = bytes(data)
         for _ in range(self.count):
             record, pos = decode_record(data, pos)
             yield record
@@ -118,6 +123,13 @@ class RecordRun:
 
     def __repr__(self) -> str:
         return f"RecordRun({list(self)!r})"
+
+    def keep(self) -> None:
+        """Own ``data``: a lent view (a ring's memory) is copied to bytes and released."""
+        data = self.data
+        if type(data) is memoryview:
+            self.data = bytes(data)
+            data.release()
 
     @classmethod
     def of(cls, records: list) -> "RecordRun":
@@ -344,9 +356,11 @@ def unpack_message_py(buf, pos: int, fmt: str, message_cls, record_cls):
     return _unpack_message_end_py(buf, pos, fmt, message_cls, record_cls)[0]
 
 
-def _unpack_message_end_py(buf, pos: int, fmt: str, message_cls, record_cls):
+def _unpack_message_end_py(buf, pos: int, fmt: str, message_cls, record_cls,
+                           borrow: bool = False):
     """(message, end of its last record); a ``fmt`` ending in ``#``: its last item is
-    ``record_cls(data, count)``, a run (``RecordRun``)."""
+    ``record_cls(data, count)``, a run (``RecordRun``); ``borrow``: ``data`` is a read-only
+    view of ``buf`` (a memoryview), not a copy."""
     fixed = fmt.rstrip("*#")
     head = struct.Struct(">B" + fixed)
     values = head.unpack_from(buf, pos)[1:]
@@ -360,7 +374,8 @@ def _unpack_message_end_py(buf, pos: int, fmt: str, message_cls, record_cls):
         start = pos
         for _ in range(count):
             pos = unpack_record_py(buf, pos)[-1]
-        return message_cls(*values, record_cls(bytes(buf[start:pos]), count)), pos
+        data = memoryview(buf)[start:pos].toreadonly() if borrow else bytes(buf[start:pos])
+        return message_cls(*values, record_cls(data, count)), pos
     records = []
     for _ in range(count):
         *fields, pos = unpack_record_py(buf, pos)
@@ -412,8 +427,9 @@ def pack_messages_at_py(sized: list, buf, offs, n: int) -> None:
 def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> list:
     """The ``n`` records at the native uint64 ``[start, end)`` pairs ``offs`` of ``buf``: a
     whole hot message (first byte 0, then a type in ``hot``, {type_id: (fmt, class)}, or
-    (fmt, class, run class) for a format ending in ``#``) unpacked in place, any other
-    record ``fallback(bytes)`` (None results dropped)."""
+    (fmt, class, run class) for a format ending in ``#``, or (fmt, class, run class, True)
+    to borrow: the run's data a read-only view of ``buf``, not a copy) unpacked in place, any
+    other record ``fallback(bytes)`` (None results dropped)."""
     pairs = array.array("Q", bytes(offs[:16 * n]))
     out = []
     for i in range(n):
@@ -426,9 +442,10 @@ def unpack_messages_py(buf, offs, n: int, hot: dict, record_cls, fallback) -> li
             continue
         view = memoryview(buf)[:end]
         fmt, cls = entry[:2]
-        last_cls = entry[2] if len(entry) == 3 else record_cls
+        last_cls = entry[2] if len(entry) >= 3 else record_cls
+        borrow = len(entry) == 4 and entry[3]
         try:
-            msg, msg_end = _unpack_message_end_py(view, start + 1, fmt, cls, last_cls)
+            msg, msg_end = _unpack_message_end_py(view, start + 1, fmt, cls, last_cls, borrow)
         except (struct.error, IndexError):
             raise ValueError("truncated message") from None
         if msg_end != end:

@@ -60,7 +60,8 @@ class WorkerProcess(ChildProcess):
             fdp_child.close()
         self.control = control.ControlChannel(ctl, fdp, self.handlers)   # IsrChange only
         await self.control.start()
-        self.endpoint = ring.attach(mine, self._on_batch, yield_after=c.Reply)
+        # a Dlvs is framed where it lies in the ring (its handler keeps no event)
+        self.endpoint = ring.attach(mine, self._on_batch, yield_after=c.Reply, lend_runs=True)
         await self.wait_ready()
         self.client.connect(self.endpoint)
 

@@ -201,6 +201,28 @@ def test_push_with_writes_in_place_what_push_many_would(ring):
     assert hdr.head > 50 * ring.capacity
 
 
+def test_a_ring_closed_while_its_records_are_parsed_is_unmapped_after_the_parse(name):
+    """``pop_with``'s parse may run handlers (a front-end's ring link frames deliveries
+    where they lie) and one may close the ring: its records stay readable until the parse
+    returns, and the ring is unmapped then (never under the parse, nor released after)."""
+    with Ring.create(name, 4096) as r:
+        reader = Ring.attach(name)
+        r.push_many([b"first", b"second"])
+        seen = []
+
+        def parse(mapping, offs, n):
+            pairs = struct.unpack(f"={2 * n}Q", bytes(offs))
+            reader.close()
+            assert reader.closed
+            seen.extend(bytes(mapping[pairs[2 * i]:pairs[2 * i + 1]]) for i in range(n))
+            return n
+        assert reader.pop_with(parse) == 2
+        assert seen == [b"first", b"second"]
+        assert reader.closed and reader._mm.closed
+        reader.close()                  # idempotent
+        assert r.used_bytes() > 0       # a closed reader gives no space back
+
+
 def test_push_with_reserves_only_what_fits_and_nothing_shows_before_the_commit(ring):
     recs = [bytes([i]) * 60 for i in range(100)]      # 64 bytes each in the ring
     seen = []

@@ -312,3 +312,34 @@ def test_a_truncated_or_malformed_run_is_an_error_not_a_crash(unpack_messages):
     with pytest.raises(ValueError):
         unpack_messages(bytes(bad), array.array("Q", [0, len(bad)]).tobytes(), 1,
                         c.HOT_DECODE, rec.Record, reference_other)
+
+
+@pytest.mark.parametrize("unpack_messages", [rec.unpack_messages, rec.unpack_messages_py])
+def test_a_lent_run_is_a_read_only_view_of_the_buffer_not_a_copy(unpack_messages):
+    """``decode_many(..., lend=True)`` (a front-end's ring link): a ``Dlvs``'s run is a
+    read-only memoryview of the ring's memory where the records lie, equal to the copy it
+    replaces; a ``Pubs``' run (the worker keeps it) is still copied out."""
+    records = [rec.Record(1_700_000_000_000 + i, "amq.direct", "k%d" % i, b"\x10\x00",
+                          bytes([i]) * (i * 5000), i & 1) for i in range(4)]
+    msgs = [c.Dlvs(cid=3, qid=7, offset=9, records=records),
+            c.Pubs(qid=7, seq=1, priority=0, track=True, flags=0, records=records[:2]),
+            c.Ack(qid=7, seq=2, offsets=[1])]
+    wires = [c.encode_bytes(m, WHOLE) for m in msgs]
+    buf = bytearray(b"".join(wires))
+    ends = [sum(map(len, wires[:i + 1])) for i in range(len(wires))]
+    offs = array.array("Q", [x for i, end in enumerate(ends)
+                             for x in ((ends[i - 1] if i else 0), end)]).tobytes()
+    got = unpack_messages(buf, offs, 3, c.HOT_DECODE_LENT, rec.Record, reference_other)
+    assert got == msgs
+    lent, kept = got[0].records, got[1].records
+    assert type(lent.data) is memoryview and lent.data.readonly
+    assert bytes(lent.data) == b"".join(rec.encode_record(r) for r in records)
+    assert type(kept.data) is bytes
+    last = ends[0] - 1                              # the last body's last byte
+    buf[last] ^= 0xFF                               # the view shows the buffer, a copy not
+    assert lent.data[-1] == buf[last]
+    assert list(lent) != records
+    lent.keep()                                     # owned: the buffer's changes stop here
+    assert type(lent.data) is bytes
+    buf[last] ^= 0xFF
+    assert lent.data[-1] != buf[last] and list(lent) != records

@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from amqpbroker import contract as c
 from amqpbroker.links.ring import RingEndpoint
-from amqpbroker.storage.record import Record
+from amqpbroker.protocol import fastpath as fp
+from amqpbroker.storage.record import Record, RecordRun
+from shm._ring import lib
 from shm.ring import Ring
 from shm.wakeup import close_fds, make_eventfds
 
 
 @contextlib.asynccontextmanager
-async def pair(capacity: int, on_a, on_b, *, yield_after_b=None):
-    """Endpoints a and b over two rings of ``capacity`` bytes each."""
+async def pair(capacity: int, on_a, on_b, *, yield_after_b=None, lend_runs_b=False):
+    """Endpoints a and b over two rings of ``capacity`` bytes each (b reads as a front-end
+    does with ``lend_runs_b``)."""
     fds = [*make_eventfds(), *make_eventfds()]
     ab, ab_fd = Ring.create_unnamed(capacity, data_fd=fds[0], space_fd=fds[1])
     ba, ba_fd = Ring.create_unnamed(capacity, data_fd=fds[2], space_fd=fds[3])
@@ -22,7 +27,7 @@ async def pair(capacity: int, on_a, on_b, *, yield_after_b=None):
     ba_reader = Ring.attach_fd(ba_fd, data_fd=fds[2], space_fd=fds[3])
     close_fds(ab_fd, ba_fd)
     a = RingEndpoint(ab, ba_reader, on_a)
-    b = RingEndpoint(ba, ab_reader, on_b, yield_after=yield_after_b)
+    b = RingEndpoint(ba, ab_reader, on_b, yield_after=yield_after_b, lend_runs=lend_runs_b)
     a.start()
     b.start()
     try:
@@ -219,3 +224,108 @@ async def test_a_quiet_message_goes_with_the_next_urgent_one_in_order():
         a.send(pub(3, 10))
         await until(lambda: len(got) == 3)
         assert got == [pub(1, 10), ack, pub(3, 10)]
+
+
+# ---------------------------------------------------------------- Dlvs framed where they lie
+def dlvs(i: int, sizes) -> c.Dlvs:
+    """A run of deliveries whose bodies are distinct per ``i`` (and per record)."""
+    return c.Dlvs(cid=1, qid=1, offset=10 * i, records=[
+        Record(i, "ex", f"k{i}.{j}", b"", bytes([(7 * i + j) % 251]) * size, 0)
+        for j, size in enumerate(sizes)])
+
+
+def frames_of(run, first_tag: int = 1) -> list:
+    """The parts ``Channel._send_run`` writes for a run (``fastpath.build_deliver_run``)."""
+    return fp.build_deliver_run(1, b"ctag", first_tag, run.data, run.count, 131072,
+                                fp.COPY_BODY_BELOW)
+
+
+# a small body, one at COPY_BODY_BELOW (its frames would be slices of a bytes run) and one
+# under it: every kind of body the channel frames
+SIZES = (100, fp.COPY_BODY_BELOW, 3000)
+
+
+async def test_a_dlvs_is_framed_from_the_ring_and_its_frames_survive_the_ring_refilled():
+    """A front-end's link (``lend_runs``) hands a ``Dlvs`` over while its records are still
+    in the ring (the run a view of the ring, the space not yet given back), and the frames
+    built from it own their bytes: after the writer has filled the 64 KiB ring many times
+    over with other bodies, each run's frames are still its own records' frames."""
+    seen = []                           # (run's data type, ring bytes in use, frames)
+
+    def on_b(batch):
+        for m in batch:
+            run = m.records
+            seen.append((type(run.data), lib.ring_used_bytes(b.in_ring._r),
+                         frames_of(run, m.offset)))
+    async with pair(1 << 16, lambda batch: None, on_b, lend_runs_b=True) as (a, b):
+        sent = [dlvs(i, SIZES) for i in range(60)]       # ~11 KiB each: 10 rings' worth
+        for i, m in enumerate(sent):
+            a.send(m)
+            if i % 3 == 2:
+                await until(lambda: len(seen) == i + 1)  # the ring's space reused in turn
+        await until(lambda: len(seen) == len(sent))
+    for (kind, used, parts), m in zip(seen, sent):
+        assert kind is memoryview                        # lent, not copied out
+        assert used > 0                                  # handled before the space went back
+        assert all(type(p) is bytes for p in parts)      # nothing points into the ring
+        assert b"".join(parts) == b"".join(fp.build_deliver_run_py(
+            1, b"ctag", m.offset, RecordRun.of(m.records).data, len(m.records), 131072,
+            fp.COPY_BODY_BELOW))
+
+
+async def test_a_lent_run_kept_past_its_handler_raises_instead_of_reading_the_ring():
+    """A run a handler keeps by mistake is released with the batch: its next use raises,
+    it never reads records the writer has written since. Decoded as records in the handler
+    (a global prefetch's held deliveries), they own their bodies."""
+    kept, decoded = [], []
+
+    def on_b(batch):
+        for m in batch:
+            kept.append(m.records)
+            decoded.append(list(m.records))
+    async with pair(1 << 16, lambda batch: None, on_b, lend_runs_b=True) as (a, _b):
+        sent = [dlvs(i, SIZES) for i in range(30)]
+        for i, m in enumerate(sent):
+            a.send(m)
+            await until(lambda: len(kept) == i + 1)
+    assert decoded == [m.records for m in sent]
+    for run in kept:
+        with pytest.raises(ValueError):
+            bytes(run.data)
+
+
+async def test_a_dlvs_held_for_the_next_turn_is_copied_out_of_the_ring():
+    """What follows a reply in a batch is handed over a turn later, after the ring's space
+    went back to the writer: a ``Dlvs`` among it is copied out first, so the records the
+    writer puts in that space meanwhile do not show through it."""
+    got = []
+    loop = asyncio.get_running_loop()
+
+    def refill():                       # before the held run is handed over (``_resume``)
+        n = 0
+        while not a._push([dlvs(100 + n, SIZES)]):      # until the ring is full
+            n += 1
+        got.append(("refilled", n))
+
+    def on_b(batch):
+        for m in batch:
+            if type(m) is c.Reply:
+                got.append("reply")
+                loop.call_soon(refill)  # scheduled before the endpoint's ``_resume``
+            elif m.offset < 1000:
+                got.append((m.offset, b"".join(frames_of(m.records, m.offset)),
+                            list(m.records)))
+
+    async with pair(1 << 16, lambda batch: None, on_b, yield_after_b=c.Reply,
+                    lend_runs_b=True) as (a, b):
+        held = dlvs(0, SIZES)
+        a.send(c.Reply(req=1, ok=True, value=None))
+        a.send(held)                    # one push, one batch with the reply
+        await until(lambda: len(got) == 3)
+    assert got[0] == "reply"
+    assert got[1][0] == "refilled" and got[1][1] >= 5  # the ring's 64 KiB written over
+    offset, frames, records = got[2]
+    assert offset == 0 and records == held.records
+    assert frames == b"".join(fp.build_deliver_run_py(
+        1, b"ctag", 0, RecordRun.of(held.records).data, len(held.records), 131072,
+        fp.COPY_BODY_BELOW))

@@ -137,3 +137,26 @@ def test_bad_arguments_are_refused():
         cfp.build_deliver_run(70000, CTAG, 1, data, 1, 131072, 8192)
     with pytest.raises(TypeError):
         cfp.build_deliver_run(1, CTAG, 1, bytearray(data), 1, 131072, 8192)
+
+
+@pytest.mark.parametrize("build", ["c", "py"])
+def test_a_run_lent_as_a_view_is_framed_with_every_body_copied(build):
+    """A run a ring lends (a memoryview of its memory, ``links/ring.py``) gives the frames
+    its bytes give, but no part refers to the view, not even a big body's: the ring's
+    space is given back once the frames are built, before the socket writes them."""
+    fn = cfp.build_deliver_run if build == "c" else fp.build_deliver_run_py
+    small = Record(1, "ex", "rk", props_mod.encode(C.Basic.Properties(headers={"a": 1})), b"s" * 16, 1)
+    big = Record(2, "", "q", b"", bytes(range(256)) * 256, 0)
+    recs = [small, big, small, Record(3, "", "q", b"", b"e" * fp.COPY_BODY_BELOW, 0)]
+    data = RecordRun.of(recs).data
+    for frame_max in (4096, 131072):
+        ring = bytearray(data)
+        view = memoryview(ring).toreadonly()
+        got = fn(3, CTAG, 1, view, len(recs), frame_max, fp.COPY_BODY_BELOW)
+        assert b"".join(got) == one_by_one(3, CTAG, 1, recs, frame_max)
+        assert not any(type(p) is memoryview and p.obj is ring for p in got)
+        if build == "c":
+            assert all(type(p) is bytes for p in got)
+        view.release()                  # no export of it is left behind
+        ring[:] = bytes(len(ring))      # the writer reuses the space
+        assert b"".join(got) == one_by_one(3, CTAG, 1, recs, frame_max)
