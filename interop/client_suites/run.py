@@ -16,7 +16,8 @@ What it does, per suite:
 * starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``),
   except pika, whose acceptance tests are written for ``localhost:5672``: its broker is started
   on 5672, which must be free. With ``--amqp-url`` no broker is started and the suites run
-  against that one (RabbitMQ, for reference; for pika it must listen on localhost:5672);
+  against that one (RabbitMQ, for reference); for pika, a broker on another port is reached
+  through a forwarder on localhost:5672 (``FaultProxy``, no faults), which must be free;
 * tells each suite where the broker is the way the suite reads it, patching none of its
   files: kombu's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``; aio-pika's conftest starts
   RabbitMQ with Docker, so ``DOCKER_HOST`` points at ``docker_stand_in.py``, which reports the
@@ -233,8 +234,17 @@ def main(argv=None) -> int:
             u = urllib.parse.urlparse(args.amqp_url)
             host, port = u.hostname or "127.0.0.1", u.port or 5672
             if suite.needs_5672 and port != 5672:
-                log(f"[{name}] not run: its tests connect to localhost:5672 only")
-                status = 2
+                # its tests connect to localhost:5672 only: forward that port to the broker
+                if not port_free(5672):
+                    log(f"[{name}] not run: its tests connect to localhost:5672, which is in "
+                        f"use (and the broker is on {port})")
+                    status = 2
+                    continue
+                from amqpbroker.testing import FaultProxy
+                log(f"[{name}] forwarding localhost:5672 to {host}:{port}")
+                with FaultProxy(host, port, listen_port=5672):
+                    results[name] = run_suite(suite, src, python, "127.0.0.1", 5672, out,
+                                              args.timeout, args.pytest_args)
                 continue
             results[name] = run_suite(suite, src, python, host, port, out, args.timeout,
                                       args.pytest_args)
