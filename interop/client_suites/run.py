@@ -27,7 +27,8 @@ What it does, per suite:
 * leaves out what needs TLS (no broker here serves amqps): aiormq's ``amqps`` parameters and
   aio-pika's ``test_amqps.py``;
 * prints passed / failed / errors / skipped per suite, and saves every test's outcome in
-  ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it).
+  ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it, and
+  what our broker logged at level error in ``<suite>.broker.log``).
   ``--compare rabbitmq`` then lists the tests that passed in the run labelled ``rabbitmq`` and
   not in this one; ``--saved`` runs nothing and counts (and compares) a label's saved results,
   e.g. after running against RabbitMQ only the tests that did not pass here
@@ -276,6 +277,11 @@ def main(argv=None) -> int:
                                           args.timeout, args.pytest_args)
             finally:
                 broker.stop()
+                # what the broker logged at level error (a suite may pass over a broker error)
+                (out / f"{name}.broker.log").write_text("".join(broker.output))
+                errors = [line for line in broker.output if "amqpbroker ready" not in line]
+                log(f"[{name}] the broker logged {len(errors)} lines at level error "
+                    f"({name}.broker.log)")
     log("")
     log(f"{'suite':10} {'tests':>6} {'passed':>7} {'failed':>7} {'errors':>7} {'skipped':>8}"
         f"   ({label}; logs in {out})")
