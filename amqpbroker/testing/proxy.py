@@ -95,7 +95,8 @@ class FaultProxy:
     """Forward ``127.0.0.1:<port>`` to ``(target_host, target_port)`` with injectable faults."""
 
     def __init__(self, target_host: str, target_port: int, *, cut_after: int | None = None,
-                 direction: str = BOTH):
+                 direction: str = BOTH, listen_port: int = 0):
+        self.listen_port = listen_port      # 0: a free port, read ``port`` after start()
         self.target = (target_host, target_port)
         self._cut_after = cut_after
         self._direction = direction
@@ -112,7 +113,7 @@ class FaultProxy:
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> "FaultProxy":
-        self._listener = socket.create_server((self.host, 0))
+        self._listener = socket.create_server((self.host, self.listen_port))
         self.port = self._listener.getsockname()[1]
         t = threading.Thread(target=self._accept_loop, name="fault-proxy-accept", daemon=True)
         t.start()

@@ -2,7 +2,8 @@
 
     python interop/client_suites/run.py [--suites pika,aiormq,aio-pika,kombu]
         [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--label NAME] [--compare NAME]
-        [--pika-git PATH] [--workdir DIR] [-- extra pytest args]
+        [--pika-git PATH] [--workdir DIR] [--broker-arg ARG ...] [--saved]
+        [-- extra pytest args]
 
 What it does, per suite:
 
@@ -16,7 +17,8 @@ What it does, per suite:
 * starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``),
   except pika, whose acceptance tests are written for ``localhost:5672``: its broker is started
   on 5672, which must be free. With ``--amqp-url`` no broker is started and the suites run
-  against that one (RabbitMQ, for reference; for pika it must listen on localhost:5672);
+  against that one (RabbitMQ, for reference); for pika, a broker on another port is reached
+  through a forwarder on localhost:5672 (``FaultProxy``, no faults), which must be free;
 * tells each suite where the broker is the way the suite reads it, patching none of its
   files: kombu's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``; aio-pika's conftest starts
   RabbitMQ with Docker, so ``DOCKER_HOST`` points at ``docker_stand_in.py``, which reports the
@@ -25,9 +27,12 @@ What it does, per suite:
 * leaves out what needs TLS (no broker here serves amqps): aiormq's ``amqps`` parameters and
   aio-pika's ``test_amqps.py``;
 * prints passed / failed / errors / skipped per suite, and saves every test's outcome in
-  ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it).
+  ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it, and
+  what our broker logged at level error in ``<suite>.broker.log``).
   ``--compare rabbitmq`` then lists the tests that passed in the run labelled ``rabbitmq`` and
-  not in this one.
+  not in this one; ``--saved`` runs nothing and counts (and compares) a label's saved results,
+  e.g. after running against RabbitMQ only the tests that did not pass here
+  (``-- -k "..."``).
 
 Exit status: 0 when every suite ran (failures are counted, not fatal), 2 when one could not.
 Not part of the default pytest run: the four suites take about half an hour on 2 cores.
@@ -212,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=120, help="per-test timeout (seconds)")
     ap.add_argument("--broker-arg", action="append", default=[],
                     help="extra argument for our broker (repeatable), e.g. --broker-arg=--workers=2")
+    ap.add_argument("--saved", action="store_true",
+                    help="run nothing: count (and --compare) the results saved under --label")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop our brokers on the way
@@ -223,9 +230,16 @@ def main(argv=None) -> int:
     workdir = args.workdir.resolve()
     out = workdir / "results" / label
     out.mkdir(parents=True, exist_ok=True)
-    python = ensure_venv(workdir)
     results: dict[str, dict] = {}
     status = 0
+    if args.saved:              # count (and compare) what an earlier run saved, run nothing
+        for name in names:
+            saved = out / f"{name}.json"
+            if saved.exists():
+                results[name] = json.loads(saved.read_text())
+        names = []
+    else:
+        python = ensure_venv(workdir)
     for name in names:
         suite = SUITES[name]
         src = fetch(suite, workdir, label, args.pika_git)
@@ -233,8 +247,17 @@ def main(argv=None) -> int:
             u = urllib.parse.urlparse(args.amqp_url)
             host, port = u.hostname or "127.0.0.1", u.port or 5672
             if suite.needs_5672 and port != 5672:
-                log(f"[{name}] not run: its tests connect to localhost:5672 only")
-                status = 2
+                # its tests connect to localhost:5672 only: forward that port to the broker
+                if not port_free(5672):
+                    log(f"[{name}] not run: its tests connect to localhost:5672, which is in "
+                        f"use (and the broker is on {port})")
+                    status = 2
+                    continue
+                from amqpbroker.testing import FaultProxy
+                log(f"[{name}] forwarding localhost:5672 to {host}:{port}")
+                with FaultProxy(host, port, listen_port=5672):
+                    results[name] = run_suite(suite, src, python, "127.0.0.1", 5672, out,
+                                              args.timeout, args.pytest_args)
                 continue
             results[name] = run_suite(suite, src, python, host, port, out, args.timeout,
                                       args.pytest_args)
@@ -254,6 +277,11 @@ def main(argv=None) -> int:
                                           args.timeout, args.pytest_args)
             finally:
                 broker.stop()
+                # what the broker logged at level error (a suite may pass over a broker error)
+                (out / f"{name}.broker.log").write_text("".join(broker.output))
+                errors = [line for line in broker.output if "amqpbroker ready" not in line]
+                log(f"[{name}] the broker logged {len(errors)} lines at level error "
+                    f"({name}.broker.log)")
     log("")
     log(f"{'suite':10} {'tests':>6} {'passed':>7} {'failed':>7} {'errors':>7} {'skipped':>8}"
         f"   ({label}; logs in {out})")
@@ -276,7 +304,11 @@ def main(argv=None) -> int:
             ref = json.loads(ref_file.read_text())
             lost = sorted(t for t, o in ref.items() if o == "passed"
                           and outcomes.get(t) != "passed")
-            log(f"  [{name}] {len(lost)}")
+            # a reference run of only some tests (-k) checks only those: say what it missed
+            unchecked = sorted(t for t, o in outcomes.items()
+                               if o in ("failed", "error") and t not in ref)
+            log(f"  [{name}] {len(lost)}" + (f" (and {len(unchecked)} that failed here were "
+                                            f"not run in '{args.compare}')" if unchecked else ""))
             for t in lost:
                 log(f"    {t}: {outcomes.get(t, 'not run')}")
     return status
