@@ -6,6 +6,7 @@ no well-behaved client would, and read exactly what the broker puts on the wire.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import threading
 
@@ -348,6 +349,31 @@ def test_graceful_close_handshake_raw(raw):
     channel, ok = p.recv_method()
     # It is the client that closes the socket after connection.close-ok.
     assert (channel, ok.name) == (0, "Connection.CloseOk")
+
+
+def test_after_close_ok_the_broker_waits_for_the_client_to_close_the_socket(raw):
+    """The peer that asked to close closes the socket: RabbitMQ leaves it open after close-ok
+    (its TIME_WAIT then stays on the client's side, not the broker's)."""
+    p = raw()
+    p.handshake()
+    p.send_method(0, spec.Connection.Close(reply_code=200, reply_text="bye", class_id=0,
+                                           method_id=0))
+    assert p.recv_method()[1].name == "Connection.CloseOk"
+    p.sock.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        p.sock.recv(1)              # no end of stream from the broker: it waits for ours
+
+
+def test_a_client_that_never_closes_after_close_ok_is_let_go_at_its_heartbeat_timeout(raw):
+    """RabbitMQ ends such a socket after the heartbeat timeout (30 s at most)."""
+    p = raw()
+    p.handshake(heartbeat=1)
+    p.send_method(0, spec.Connection.Close(reply_code=200, reply_text="bye", class_id=0,
+                                           method_id=0))
+    assert p.recv_method()[1].name == "Connection.CloseOk"
+    p.sock.settimeout(15.0)
+    p.read_to_eof()                 # a socket.timeout if the broker kept it
+    assert p.sock.recv(1) == b""
 
 
 def test_connection_close_from_client_closes_channels(connect):

@@ -42,6 +42,13 @@ HANDSHAKE_TIMEOUT = 10.0
 EVENTS_PER_TURN = 256        # events one connection may handle per event-loop turn
 HANDSHAKE_STATES = (st.AWAIT_START_OK, st.AWAIT_TUNE, st.AWAIT_TUNE_OK, st.AWAIT_OPEN)
 CLOSE_OK_TIMEOUT = 1.0
+CLOSING_TIMEOUT = 30.0       # rabbit_reader's: a client that asked to close, closes the socket
+
+
+def closing_timeout(heartbeat: int) -> float:
+    """How long the socket of a connection the client closed waits for the client's end:
+    the heartbeat timeout, if shorter than ``CLOSING_TIMEOUT`` (RabbitMQ's rule)."""
+    return heartbeat if 0 < heartbeat < CLOSING_TIMEOUT else CLOSING_TIMEOUT
 TCP_ESTABLISHED = 1          # tcp_info's first byte (linux/tcp_states.h)
 
 
@@ -107,6 +114,7 @@ class Session(asyncio.BufferedProtocol):
         self._timer = None              # heartbeats, from tune-ok on
         self._handshake_timer = None    # until connection.open, as RabbitMQ's
         self._close_timer = None
+        self._released = False              # _release ran
         self._peer_watch = None              # _watch_peer, while blocked
         self.last_recv = self.last_sent = self.loop.time()
         self.stats = self.broker.stats.connection()     # bytes in and out (amqpbroker/stats)
@@ -359,10 +367,14 @@ class Session(asyncio.BufferedProtocol):
         elif t is ev.OpenVhost:
             self._drive(self._open(event), 0)
         elif t is ev.ConnectionClosedByPeer:
-            self._close_channels()
+            # as RabbitMQ's reader: the connection is let go (channels, exclusive queues)
+            # before close-ok, then the socket is left for the client to close, as the peer
+            # that asked (its TIME_WAIT stays on its side), for at most the heartbeat
+            # timeout or CLOSING_TIMEOUT; what it sends meanwhile is dropped unread
+            self._release()
             self.flush()
-            self.transport.close()
-            self.closed = True
+            self._close_timer = self.loop.call_later(closing_timeout(self.conn.heartbeat),
+                                                     self._abort)
         elif t is ev.ConnectionCloseOk:
             self.transport.close()
             self.closed = True
@@ -588,6 +600,16 @@ class Session(asyncio.BufferedProtocol):
                        vhost=self.vhost.name if self.vhost is not None else None)
 
     def _cleanup(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of what the connection holds (once: at the client's connection.close, or
+        when the socket ends)."""
+        if self._released:
+            return
+        self._released = True
         if self.vhost is not None:
             log.info("closing AMQP connection %s (vhost: '%s', user: '%s')",
                      connection_name(self), self.vhost.name, self.user.name,
