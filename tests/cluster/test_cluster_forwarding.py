@@ -253,6 +253,24 @@ class Member:
             self.conn.close()
 
 
+def declare_topic(cluster, topic, **arguments):
+    """A topic of two partitions (``arguments`` added to its declare), declared on node 1."""
+    conn = connect(cluster.nodes[0])
+    conn.channel().exchange_declare(topic, exchange_type="x-partitioned",
+                                    arguments={"x-partitions": 2, **arguments})
+    conn.close()
+
+
+def partition_leaders(nodes, topic, partitions=2):
+    """A predicate: every one of ``nodes`` names one leader for each partition of
+    ``topic``; then the leaders' node names, by partition."""
+    seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in nodes}
+            for i in range(partitions)]
+    if all(len(s) == 1 and None not in s for s in seen):
+        return [s.pop().split("@")[1] for s in seen]
+    return None
+
+
 def pump(members, condition, what, timeout=DEADLINE):
     """Let the members' clients handle what arrives until ``condition()`` returns something
     true; return that."""
@@ -393,19 +411,10 @@ def test_a_consumer_group_on_a_node_leading_none_of_its_partitions(shared_cluste
     resumes at the committed offset, nothing acked comes again and nothing is lost."""
     cluster = shared_cluster
     group = f"{topic}-billing"
-    conn = connect(cluster.nodes[0])
-    conn.channel().exchange_declare(topic, exchange_type="x-partitioned",
-                                    arguments={"x-partitions": 2})
-    conn.close()
-
-    def leaders():
-        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
-                for i in range(2)]
-        if all(len(s) == 1 and None not in s for s in seen):
-            return {s.pop() for s in seen}
-        return None
-    leading = cluster.wait_until(leaders, timeout=DEADLINE)
-    node = next(n for n in cluster.nodes if f"amqpbroker@{n.node}" not in leading)
+    declare_topic(cluster, topic)
+    leading = set(cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
+                                     timeout=DEADLINE))
+    node = next(n for n in cluster.nodes if n.node not in leading)
     keys = keys_for(2, 40)              # 40 messages a partition per round
 
     # a alone reads both partitions; b joins (through a proxy, to die later) and dies
@@ -491,17 +500,9 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
     shares follow the partitions to their new leaders, the coordinator with partition 0)."""
     cluster = restored_cluster
     topic, group = "grp-orders", "grp-billing"
-    conn = connect(cluster.nodes[0])
-    conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
-        "x-partitions": 2, "x-replication-factor": 3})
-    conn.close()
-
-    def leaders(nodes):
-        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in nodes} for i in range(2)]
-        if all(len(s) == 1 and None not in s for s in seen):
-            return [s.pop().split("@")[1] for s in seen]
-        return None
-    first = cluster.wait_until(lambda: leaders(cluster.nodes), timeout=DEADLINE)
+    declare_topic(cluster, topic, **{"x-replication-factor": 3})
+    first = cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
+                               timeout=DEADLINE)
     # every replica in the ISR: a publish is nacked below x-min-insync-replicas (2)
     cluster.wait_until(lambda: all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
                                    for n in cluster.nodes for i in range(2)), timeout=DEADLINE)
@@ -564,7 +565,7 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
             status, body = x.request("PUT", f"reassignments/%2F/{topic}",
                                      {"replicas": replicas})
             assert status == 202, body
-            pump(members, lambda: leaders([x, y]) == [coordinator.node] * 2,
+            pump(members, lambda: partition_leaders([x, y], topic) == [coordinator.node] * 2,
                  "partition 1 led by the coordinator's node")
             pump(members, agreed([x, y], group, 2, members=[a, c]),
                  "a stable group of a and c after the move")
@@ -575,8 +576,8 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
         # coordinator (partition 0's new leader) shares the partitions from the commits
         cluster.wait_until(replicated, timeout=DEADLINE)
         coordinator.kill()
-        pump(members, lambda: (lambda ls: ls and coordinator.node not in ls)(leaders([x, y])),
-             "new leaders for the dead node's partitions")
+        pump(members, lambda: (lambda ls: ls and coordinator.node not in ls)(
+            partition_leaders([x, y], topic)), "new leaders for the dead node's partitions")
         pump(members, agreed([x, y], group, 2, members=[a, c]),
              "a stable group of a and c again")
         next_round("r4-", x)
@@ -820,18 +821,11 @@ def test_in_every_layout_a_new_coordinator_keeps_each_partition_with_its_member(
 
 
 def coordinator_moves_members_keep(cluster, topic, group):
-    conn = connect(cluster.nodes[0])
-    conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
-        "x-partitions": 2, "x-replication-factor": 3})
-    conn.close()
+    declare_topic(cluster, topic, **{"x-replication-factor": 3})
     names = [n.node for n in cluster.nodes]
 
     def leaders():
-        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
-                for i in range(2)]
-        if all(len(s) == 1 and None not in s for s in seen):
-            return [s.pop().split("@")[1] for s in seen]
-        return None
+        return partition_leaders(cluster.nodes, topic)
 
     def in_sync():
         return all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
@@ -911,18 +905,9 @@ def test_a_group_consume_while_partition_0_has_no_leader_waits_for_its_coordinat
     both partitions once."""
     cluster = restored_cluster
     topic, group = "wait-orders", "wait-billing"
-    conn = connect(cluster.nodes[0])
-    conn.channel().exchange_declare(topic, exchange_type="x-partitioned", arguments={
-        "x-partitions": 2, "x-replication-factor": 1})
-    conn.close()
-
-    def leaders():
-        seen = [{queue_on(n, f"{topic}-{i}").get("leader") for n in cluster.nodes}
-                for i in range(2)]
-        if all(len(s) == 1 and None not in s for s in seen):
-            return [s.pop().split("@")[1] for s in seen]
-        return None
-    first = cluster.wait_until(leaders, timeout=DEADLINE)
+    declare_topic(cluster, topic, **{"x-replication-factor": 1})
+    first = cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
+                               timeout=DEADLINE)
     gone = cluster.node(first[0])
     x = next(n for n in cluster.nodes if n is not gone)
     keys = keys_for(2, 10)
