@@ -79,6 +79,9 @@ class Session(asyncio.BufferedProtocol):
         self.conn = Connection(server.server_properties, frame_max=cfg.frame_max,
                                channel_max=cfg.channel_max, heartbeat=cfg.heartbeat,
                                max_message_size=cfg.max_message_size)
+        # uvloop asks for a read's buffer straight from the connection: one call a read less
+        # (``get_buffer`` below is what that instance attribute shadows)
+        self.get_buffer = self.conn.get_buffer
         self.transport = None
         self.peer = ("?", 0)
         self.local = ("?", 0)                # our address of the connection
@@ -267,10 +270,11 @@ class Session(asyncio.BufferedProtocol):
         self.clock_ms = 0
         for p in partitions:
             p.release()
-        stats = self.broker.stats
-        if stats.dirty:                 # publishes are counted per read (amqpbroker/stats)
-            stats.fold_dirty()
-        self.flush()
+        # publishes are folded into the statistics by a snapshot, not per read
+        # (amqpbroker/stats); a read that made no output (an ack, a lone publish whose
+        # delivery is another session's) writes nothing
+        if self._flush_scheduled or conn.output:
+            self.flush()
 
     def _on_error(self, err: errors.AMQPError, channel: int | None = None) -> None:
         if channel is None:
@@ -312,7 +316,7 @@ class Session(asyncio.BufferedProtocol):
         if t is ev.Publish:
             ch = self.channels[event.channel]
             self.is_publisher = True
-            if self.broker.alarms.blocked:
+            if self.broker.alarms.active:   # ``Alarms.blocked``, without the call
                 # a publish during an alarm waits, unread, until the alarm clears (RabbitMQ)
                 self._held.append(event)
                 self._pause_for_alarm()
