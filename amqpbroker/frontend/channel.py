@@ -163,7 +163,12 @@ class Channel:
                     raw = props_mod.rewrite(raw, drop_headers=("BCC",))
         if scan.reply_to == REPLY_TO:
             raw = props_mod.rewrite(raw, reply_to=REPLY_TO_PREFIX + session.reply_token)
-        record = Record(session.clock_ms or now_ms(), ev.exchange, routing_key, raw, ev.body,
+        clock = session.clock_ms
+        if clock <= 0:                      # the read's first publish (-1), or outside one (0)
+            clock = now_ms()
+            if session.clock_ms:
+                session.clock_ms = clock    # the read's other publishes share it
+        record = Record(clock, ev.exchange, routing_key, raw, ev.body,
                         1 if scan.delivery_mode == 2 else 0)
         if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):
             routed = self._deliver_direct_reply(routing_key[len(REPLY_TO_PREFIX):], record)

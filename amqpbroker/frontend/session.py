@@ -26,7 +26,6 @@ from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
-from ..storage.record import now_ms
 from . import tls
 from .channel import HANDLERS, Channel
 
@@ -73,7 +72,9 @@ class Session(asyncio.BufferedProtocol):
     def __init__(self, server):
         self.server = server
         self.broker = server.broker
-        self.clock_ms = 0               # while _process runs: the time of its read (ms)
+        # while _process runs: the time of its read (ms), read at its first publish (-1
+        # until then: a read of acks alone reads no clock); 0 outside a read
+        self.clock_ms = 0
         self.loop = server.broker.loop
         cfg = self.broker.config
         self.conn = Connection(server.server_properties, frame_max=cfg.frame_max,
@@ -235,8 +236,9 @@ class Session(asyncio.BufferedProtocol):
         for p in partitions:            # publishes go to the host as one batch (LocalLink)
             p.hold()
         # the timestamp of the messages of this read: one clock read per read, not per
-        # message (a publish made outside this loop reads the clock itself)
-        self.clock_ms = now_ms()
+        # message, at its first publish (``Channel._publish``); a publish made outside this
+        # loop reads the clock itself
+        self.clock_ms = -1
         while not self.closed:
             if self._throttled_by or self.reading_paused or self._waiting or not self.writable:
                 break                   # unthrottle() / the alarm's end / a reply / drained
