@@ -240,7 +240,13 @@ class FrontendStats:
 
     def channel_closed(self, counters: ChannelCounters) -> None:
         self.channels_closed += 1
-        counters.fold()                 # it may stay in ``dirty``: folding again adds nothing
+        # listed in ``dirty`` while it has publishes since the last snapshot (``on_publish``):
+        # let go of it now, or a node that takes no snapshots (management off) would keep
+        # every closed channel that ever published
+        listed = counters.exchange is not None
+        counters.fold()
+        if listed and counters in self.dirty:
+            self.dirty.remove(counters)
         totals = self.closed_totals
         for i, v in enumerate(counters.values()):
             totals[i] += v

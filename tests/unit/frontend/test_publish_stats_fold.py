@@ -62,3 +62,19 @@ async def test_a_channels_waiting_publishes_are_bounded_and_counted_once(client)
     assert [n_in for _, _, n_in, _ in snap["exchanges"]] == [FOLD_EVERY + 10]
     assert snap["sizes"][0] == FOLD_EVERY + 10 and snap["size_sum"] == 16 * (FOLD_EVERY + 10)
     assert stats.pending == []
+
+
+async def test_a_closed_channel_is_let_go_without_a_snapshot(client):
+    """With no snapshot taken (management off), a channel that published and closed is not
+    kept in the node's list of channels to fold."""
+    await declared(client)
+    node = client.session.broker.stats
+    stats = client.session.channels[1].stats
+    client.session.data_received(publishes(3, 16))
+    assert node.dirty == [stats]
+    client.send(1, C.Channel.Close(reply_code=200, reply_text="bye", class_id=0,
+                                     method_id=0))
+    await client.expect(C.Channel.CloseOk)
+    assert node.dirty == []
+    assert dict(zip(CHANNEL_FIELDS, node.closed_totals))["publish"] == 3
+    assert node.sizes[0] == 3 and sum(node.exchange_in.values()) == 3
