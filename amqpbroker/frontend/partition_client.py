@@ -92,7 +92,6 @@ class PartitionClient:
         self._batch: Gathering | None = None
         self._send_many = None
         self._send_quiet = None
-        self._link_hold = self._link_release = None    # the link's, if it holds (``hold``)
         self.table = c.handlers(self, c.PARTITION_EVENTS)
 
     @classmethod
@@ -106,9 +105,6 @@ class PartitionClient:
         # a fanout's queues then share a publish number (``publish_routed``)
         self._send_many = getattr(link, "send_many", None)
         self._send_quiet = getattr(link, "send_quiet", None)    # a ring link's
-        # looked up once, not at every read (``hold`` / ``release`` run twice a round trip)
-        self._link_hold = getattr(link, "hold", None)
-        self._link_release = getattr(link, "release", None)
 
     # ------------------------------------------------------------ commands
     def new_qid(self) -> int:
@@ -129,8 +125,8 @@ class PartitionClient:
         """Hold publishes until ``release``: a link that takes lots (the in-process link)
         gets the consecutive publishes of a read to one queue as one ``Pubs``, which the host
         appends as one; the others batch per loop turn anyway."""
-        hold = self._link_hold
-        if hold is not None and self.link is not None:
+        hold = getattr(self.link, "hold", None)
+        if hold is not None:
             hold()
             self._batching = True
 
@@ -138,8 +134,8 @@ class PartitionClient:
         self._batching = False
         if self._batch is not None and self.link is not None:
             self._send_batch()
-        release = self._link_release
-        if release is not None and self.link is not None:
+        release = getattr(self.link, "release", None)
+        if release is not None:
             release()
 
     def publish(self, qid: int, record, priority: int, track: bool, flags: int = 0) -> int:
