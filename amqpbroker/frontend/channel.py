@@ -28,6 +28,7 @@ from ..protocol import properties as props_mod
 from ..queue_args import (MAX_EXPIRY, amqp_type, check_stream_consume,
                           quorum_delete_refusal)
 from ..storage.record import Record, RecordRun, now_ms
+from ..stats.counters import FOLD_EVERY
 
 log = logging.getLogger("amqpbroker.channel")
 
@@ -162,7 +163,12 @@ class Channel:
                     raw = props_mod.rewrite(raw, drop_headers=("BCC",))
         if scan.reply_to == REPLY_TO:
             raw = props_mod.rewrite(raw, reply_to=REPLY_TO_PREFIX + session.reply_token)
-        record = Record(session.clock_ms or now_ms(), ev.exchange, routing_key, raw, ev.body,
+        clock = session.clock_ms
+        if clock <= 0:                      # the read's first publish (-1), or outside one (0)
+            clock = now_ms()
+            if session.clock_ms:
+                session.clock_ms = clock    # the read's other publishes share it
+        record = Record(clock, ev.exchange, routing_key, raw, ev.body,
                         1 if scan.delivery_mode == 2 else 0)
         if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):
             routed = self._deliver_direct_reply(routing_key[len(REPLY_TO_PREFIX):], record)
@@ -203,7 +209,10 @@ class Channel:
         confirm = self.confirm
         stats = self.stats
         if ex is stats.exchange and queues:     # counted per batch (amqpbroker/stats)
-            stats.pending.append(len(ev.body))
+            pending = stats.pending
+            pending.append(len(ev.body))
+            if len(pending) >= FOLD_EVERY:
+                stats.fold_pending()
         else:
             stats.on_publish(ex, len(queues), ev.mandatory, len(ev.body))
         tickets = []
@@ -530,6 +539,13 @@ class Channel:
 
     # ============================================================ acks
     def on_ack(self, ev) -> None:
+        if not ev.multiple and self.tx is None and not self.global_prefetch:
+            d = self.unacked.get(ev.delivery_tag)
+            if d is not None and d[2] is not None and d[2].member is None:
+                del self.unacked[ev.delivery_tag]
+                self.stats.on_ack(1)
+                self._ack_one(*d)
+                return
         taken = self._take(ev.delivery_tag, ev.multiple, 60, 80)
         self.stats.on_ack(len(taken))
         if self.tx is not None:
@@ -563,6 +579,20 @@ class Channel:
         if d is None:
             raise errors.PreconditionFailed(f"unknown delivery tag {tag}", cid, mid)
         return [(tag, d)]
+
+    def _ack_one(self, q, offset: int, c, epoch) -> None:
+        """``_settle`` of one ack (not multiple, outside a transaction, on a channel without
+        a global prefetch) of a delivery to a consumer of a queue (not a group member's
+        share): a lone message's ack, without the runs and dicts of many."""
+        live = epoch == q.client.epoch and not q.deleted
+        c.unacked -= 1
+        if c.credit_on_ack and live and self.consumers.get(c.key) is c:
+            self._grant(c, 1)
+        if live:                            # ``QueueRef.ack``, one call less
+            client = q.client
+            self.session.settled_on[client] = client.ack(q.qid, [offset])
+        if self.held:
+            self._release_held()
 
     def _settle(self, taken: list, ack: bool, requeue: bool = False) -> None:
         by_queue: dict = {}

@@ -177,7 +177,7 @@ class PartitionClient:
         """Acks are numbered like publishes, so that a later confirm can wait for the commit
         that wrote them (see ``Session.settled_on``)."""
         self.seq = seq = self.seq + 1
-        self._settle(c.Ack(qid=qid, seq=seq, offsets=offsets), quiet=True)
+        self._settle(c.Ack(qid, seq, offsets), True)      # positional: see ``_send_batch``
         return seq
 
     def reject(self, qid: int, offsets: list[int], requeue: bool) -> int:
@@ -226,12 +226,11 @@ class PartitionClient:
                 self._send_many([c.Pubs(qid=q, seq=seq, priority=priority, track=track,
                                         flags=flags, records=records) for q in qid])
             return
+        # positional: a NamedTuple built by keyword costs twice as much (once per read)
         if len(records) == 1:
-            self.link.send(c.Pub(qid=qid, seq=seq, priority=priority, track=track, flags=flags,
-                                 record=records[0]))
+            self.link.send(c.Pub(qid, seq, priority, track, flags, records[0]))
         else:
-            self.link.send(c.Pubs(qid=qid, seq=seq, priority=priority, track=track,
-                                  flags=flags, records=records))
+            self.link.send(c.Pubs(qid, seq, priority, track, flags, records))
 
     def _settle(self, msg, quiet: bool = False) -> None:
         """``quiet``: nothing waits for the host to handle ``msg`` (an ack: the credit it

@@ -26,7 +26,6 @@ from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
-from ..storage.record import now_ms
 from . import tls
 from .channel import HANDLERS, Channel
 
@@ -80,12 +79,17 @@ class Session(asyncio.BufferedProtocol):
     def __init__(self, server):
         self.server = server
         self.broker = server.broker
-        self.clock_ms = 0               # while _process runs: the time of its read (ms)
+        # while _process runs: the time of its read (ms), read at its first publish (-1
+        # until then: a read of acks alone reads no clock); 0 outside a read
+        self.clock_ms = 0
         self.loop = server.broker.loop
         cfg = self.broker.config
         self.conn = Connection(server.server_properties, frame_max=cfg.frame_max,
                                channel_max=cfg.channel_max, heartbeat=cfg.heartbeat,
                                max_message_size=cfg.max_message_size)
+        # uvloop asks for a read's buffer straight from the connection: one call a read less
+        # (``get_buffer`` below is what that instance attribute shadows)
+        self.get_buffer = self.conn.get_buffer
         self.transport = None
         self.peer = ("?", 0)
         self.local = ("?", 0)                # our address of the connection
@@ -240,8 +244,9 @@ class Session(asyncio.BufferedProtocol):
         for p in partitions:            # publishes go to the host as one batch (LocalLink)
             p.hold()
         # the timestamp of the messages of this read: one clock read per read, not per
-        # message (a publish made outside this loop reads the clock itself)
-        self.clock_ms = now_ms()
+        # message, at its first publish (``Channel._publish``); a publish made outside this
+        # loop reads the clock itself
+        self.clock_ms = -1
         while not self.closed:
             if self._throttled_by or self.reading_paused or self._waiting or not self.writable:
                 break                   # unthrottle() / the alarm's end / a reply / drained
@@ -275,10 +280,11 @@ class Session(asyncio.BufferedProtocol):
         self.clock_ms = 0
         for p in partitions:
             p.release()
-        stats = self.broker.stats
-        if stats.dirty:                 # publishes are counted per read (amqpbroker/stats)
-            stats.fold_dirty()
-        self.flush()
+        # publishes are folded into the statistics by a snapshot, not per read
+        # (amqpbroker/stats); a read that made no output (an ack, a lone publish whose
+        # delivery is another session's) writes nothing
+        if self._flush_scheduled or conn.output:
+            self.flush()
 
     def _on_error(self, err: errors.AMQPError, channel: int | None = None) -> None:
         if channel is None:
@@ -320,7 +326,7 @@ class Session(asyncio.BufferedProtocol):
         if t is ev.Publish:
             ch = self.channels[event.channel]
             self.is_publisher = True
-            if self.broker.alarms.blocked:
+            if self.broker.alarms.active:   # ``Alarms.blocked``, without the call
                 # a publish during an alarm waits, unread, until the alarm clears (RabbitMQ)
                 self._held.append(event)
                 self._pause_for_alarm()

@@ -130,7 +130,8 @@ class Connection:
         self._pos = 0
         self._end = 0
         self._read_size = READ_MIN
-        self._out: list = []
+        # queued output (``take_output``); a session looks whether there is any
+        self.output: list = []
         self.hold_content = False
 
     @property
@@ -161,7 +162,7 @@ class Connection:
         """``nbytes`` were read into the view ``get_buffer`` returned."""
         if self._end + nbytes == len(self._buf):
             self._read_size = min(self._read_size * 2, READ_MAX)     # a full read: more
-        elif nbytes < self._read_size // 4:
+        elif nbytes < self._read_size // 4 and self._read_size > READ_MIN:
             self._read_size = max(self._read_size // 2, READ_MIN)
         self._end += nbytes
 
@@ -185,13 +186,15 @@ class Connection:
                 view.release()
             self._pos, self._end = 0, kept
             end = kept
-        return memoryview(buf)[end:]
+        return memoryview(buf)[end:] if end else memoryview(buf)
 
     def next_event(self):
         buf = self._buf
         limit = self._end
         while True:
             pos = self._pos
+            if pos == limit:            # all parsed (each read ends here): nothing to look at
+                return ev.NEED_DATA
             if self.state == st.OPEN and not self.hold_content:
                 got = whole_publish(buf, pos, self.frame_max, self.max_message_size, limit)
                 if got is not None:
@@ -267,7 +270,7 @@ class Connection:
         return ev.Publish(channel, exchange, routing_key, mandatory, immediate, props, body, scan)
 
     def _bad_header(self, received: bytes):
-        self._out.append(PROTOCOL_HEADER)
+        self.output.append(PROTOCOL_HEADER)
         self.state = st.CLOSED
         self._pos = self._end
         return ev.BadProtocolHeader(received)
@@ -471,29 +474,29 @@ class Connection:
 
     # ----------------------------------------------------------------- output
     def data_to_send(self) -> bytes:
-        if not self._out:
+        if not self.output:
             return b""
-        out = b"".join(self._out)
-        self._out.clear()
+        out = b"".join(self.output)
+        self.output.clear()
         return out
 
     def take_output(self) -> list:
         """What ``data_to_send()`` would join, as the list of parts itself (bytes and
         memoryviews), for ``transport.writelines``: bodies go to the socket uncopied."""
-        out = self._out
+        out = self.output
         if out:
-            self._out = []
+            self.output = []
         return out
 
     def write(self, frames) -> None:
         """Queue pre-built frames (bytes, or a list of bytes from ``fastpath``)."""
         if isinstance(frames, list):
-            self._out += frames
+            self.output += frames
         else:
-            self._out.append(frames)
+            self.output.append(frames)
 
     def send_method(self, channel: int, method) -> None:
-        self._out.append(pframe.marshal(method, channel))
+        self.output.append(pframe.marshal(method, channel))
 
     def send_tune(self) -> None:
         self.state = st.transition(self.state, "send:connection.tune")
@@ -511,7 +514,7 @@ class Connection:
         self.send_method(channel, commands.Channel.OpenOk())
 
     def send_heartbeat(self) -> None:
-        self._out.append(HEARTBEAT_FRAME)
+        self.output.append(HEARTBEAT_FRAME)
 
     def close_channel(self, channel: int, error: errors.AMQPError) -> None:
         ch = self.channels.get(channel)

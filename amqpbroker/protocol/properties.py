@@ -41,10 +41,13 @@ _U32 = struct.Struct(">I")
 
 class Scan:
     """The few properties the broker acts on for every message."""
-    __slots__ = ("flags", "delivery_mode", "priority", "expiration", "reply_to", "user_id")
+    __slots__ = ("flags", "delivery_mode", "priority", "expiration", "reply_to", "user_id",
+                 "has_headers")
 
     def __init__(self, flags, delivery_mode, priority, expiration, reply_to, user_id):
         self.flags = flags
+        # asked of every publish: an attribute, not a property (a Scan is never changed)
+        self.has_headers = bool(flags & F_HEADERS)
         self.delivery_mode = delivery_mode
         self.priority = priority
         self.expiration = expiration
@@ -54,10 +57,6 @@ class Scan:
     @property
     def persistent(self) -> bool:
         return self.delivery_mode == 2
-
-    @property
-    def has_headers(self) -> bool:
-        return bool(self.flags & F_HEADERS)
 
 
 def str_list(v) -> list[str]:

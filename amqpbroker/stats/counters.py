@@ -24,6 +24,9 @@ COUNTED_FIELDS = ("publish", "publish_confirm", "drop_unroutable", "return_unrou
 CHANNEL_FIELDS = (*COUNTED_FIELDS, "routed")
 QUEUE_FIELDS = ("publish", "publish_bytes", "deliver", "deliver_no_ack", "get", "get_no_ack",
                 "redeliver", "ack")
+# a channel's publishes are folded (``ChannelCounters.fold``) by a snapshot, at its close or
+# on a change of exchange, and once this many wait (the memory they hold)
+FOLD_EVERY = 4096
 # fsync latency buckets (seconds) of amqpbroker_fsync_latency_seconds
 FSYNC_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -41,9 +44,11 @@ class ChannelCounters:
     * publishes: the channel appends the body size to ``pending`` (one list append) while the
       exchange is the one of the last publish and the message was routed; anything else goes
       through ``on_publish``. ``fold`` turns ``pending`` into the counts, the node's size
-      histogram and its exchange's count: the session calls the node's ``fold_dirty`` after
-      each read it handled, a snapshot and the channel's close fold too, so no count waits
-      longer than that. ``publish_confirm`` is derived: every publish since confirm.select.
+      histogram and its exchange's count: a snapshot (the node's ``fold_dirty``), the
+      channel's close and a publish to another exchange fold, and the channel folds once
+      ``FOLD_EVERY`` wait (``fold_pending``); not every read (a lone message's read paid
+      three calls for it). ``publish`` and ``publish_confirm`` count ``pending`` as well
+      (``values``); ``publish_confirm`` is derived: every publish since confirm.select.
     * deliveries: every delivery and basic.get-ok takes the channel's next delivery tag, so
       deliveries are the tags taken less the gets and direct reply-to deliveries; only the
       no-ack ones (and redeliveries) are counted, by an increment in the branch the channel
@@ -94,6 +99,12 @@ class ChannelCounters:
     def fold(self) -> None:
         """``pending`` joins the counts, the node's size histogram and the exchange's count;
         the next publish goes through ``on_publish`` (which puts this back in ``dirty``)."""
+        self.fold_pending()
+        self.exchange = None
+
+    def fold_pending(self) -> None:
+        """``fold``, the channel staying in the node's ``dirty`` with its exchange (the
+        channel's fast path calls this once ``FOLD_EVERY`` publishes wait)."""
         pending = self.pending
         n = len(pending)
         if n:
@@ -115,7 +126,6 @@ class ChannelCounters:
                     below = upto
                 sizes[hi] += n - below
             self.pending = []
-        self.exchange = None
 
     def _unroutable(self, exchange, mandatory: bool) -> None:
         self.node.exchange_unrouted[exchange] += 1
@@ -230,7 +240,13 @@ class FrontendStats:
 
     def channel_closed(self, counters: ChannelCounters) -> None:
         self.channels_closed += 1
-        counters.fold()                 # it may stay in ``dirty``: folding again adds nothing
+        # listed in ``dirty`` while it has publishes since the last snapshot (``on_publish``):
+        # let go of it now, or a node that takes no snapshots (management off) would keep
+        # every closed channel that ever published
+        listed = counters.exchange is not None
+        counters.fold()
+        if listed and counters in self.dirty:
+            self.dirty.remove(counters)
         totals = self.closed_totals
         for i, v in enumerate(counters.values()):
             totals[i] += v
@@ -304,6 +320,9 @@ class NullChannelCounters(ChannelCounters):
         pass
 
     def fold(self) -> None:
+        pass
+
+    def fold_pending(self) -> None:
         pass
 
     def on_confirm_select(self) -> None:

@@ -73,7 +73,8 @@ class LinkState:
         if type(event) is c.Dlv:
             self._held.append(event)
             return
-        self._flush_held()
+        if self._held:
+            self._flush_held()
         self.link.emit(event)
 
     def _flush_held(self) -> None:
@@ -101,7 +102,10 @@ class LinkState:
         number asked for (``ConfirmWanted``) it passed, a nack; ``seen`` at least every
         CONFIRM_SEEN_EVERY commands (the front-end's backlog of publishes). A lone message
         of a channel without confirms is not answered: no wake-up of its front-end."""
-        upto = self.watermark()
+        # ``watermark()``, spelt out: this runs after every batch
+        upto = self.waiting[0][1] - 1 if self.waiting else self.last_seq
+        if self.replicating:
+            upto = min(upto, self.replicating[0][2] - 1)
         sent = self.sent_upto
         if self.nacked or (upto > sent and (self.tracked > sent or self.wanted > sent)) \
                 or self.last_seq - self.sent_seen >= c.CONFIRM_SEEN_EVERY:
@@ -189,7 +193,11 @@ class PartitionHost:
         them (``dispatch_soon``), and the batch's deliveries go to a front-end whose link
         takes lots as one (``LinkState.hold``)."""
         self._depth += 1
-        held = [s for s in self.links if s.hold()] if self._depth == 1 else ()
+        held = []
+        if self._depth == 1:
+            for s in self.links:
+                if s.hold():
+                    held.append(s)
         try:
             self._handle(state, commands)
         finally:

@@ -608,8 +608,12 @@ class Queue:
         durable = self.store.log.durable_offset
         outstanding = self.outstanding
         if offsets[0] >= durable:           # none on disk yet: held whole until it is
-            outstanding.update(zip(offsets, held))
-            self._unacked_bodies.update(offsets)
+            if k == 1:                      # a lone message: no zip, no update
+                outstanding[offsets[0]] = held[0]
+                self._unacked_bodies.add(offsets[0])
+            else:
+                outstanding.update(zip(offsets, held))
+                self._unacked_bodies.update(offsets)
         else:
             bodies = self._unacked_bodies
             for offset, rec in zip(offsets, held):
@@ -683,7 +687,10 @@ class Queue:
         outstanding = self.outstanding
         self.stats.on_ack(len(offsets))
         pop = outstanding.pop
-        done = [o for o in offsets if pop(o, None) is not None]
+        if len(offsets) == 1:               # a lone message's ack: no list comprehension
+            done = offsets if pop(offsets[0], None) is not None else None
+        else:
+            done = [o for o in offsets if pop(o, None) is not None]
         if not done:
             return
         if self.redelivered:

@@ -476,7 +476,9 @@ class MessageStore:
             return
         self._pending_settles.extend(offsets)
         end = self.log.end_offset
-        if min(offsets) < end:
+        # their bounds (a lone offset is both: no min/max call)
+        lo, hi = (offsets[0], offsets[0]) if len(offsets) == 1 else (min(offsets), max(offsets))
+        if lo < end:
             self._settles_owed = True
         pop = self.cache.pop
         freed = 0
@@ -487,7 +489,7 @@ class MessageStore:
         if freed:
             self.budget.cache_used -= freed
             self.cache_bytes -= freed
-        if not self.write_behind or max(offsets) < end:
+        if not self.write_behind or hi < end:
             return
         pending, early = self._pending, self._settled_early
         for offset in offsets:
