@@ -24,11 +24,12 @@ import subprocess
 import sys
 
 CHILD = r'''
-import gc, json, sys, tempfile, time
+import json, sys, tempfile, time
 from pamqp import commands as C, frame as pframe
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 import amqpbroker.testing.inprocess as ip
+from amqpbroker.cli import tune_gc
 _link = ip.LocalLink
 ip.LocalLink = lambda host, client, codec: _link(host, client, codec=False)   # as --workers 0
 
@@ -66,9 +67,7 @@ with tempfile.TemporaryDirectory() as d:
     broker.settle([peer, consumer])
     peer.take()
     consumer.take()
-    gc.collect()
-    gc.freeze()                                  # the collector as cli.py sets it up
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc()                                     # the collector as the broker sets it up
     delivered = 0
 
     def take_deliveries():

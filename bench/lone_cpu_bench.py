@@ -31,9 +31,10 @@ import subprocess
 import sys
 
 CHILD = r'''
-import asyncio, gc, json, struct, sys, tempfile, time
+import asyncio, json, struct, sys, tempfile, time
 from pamqp import commands as C, frame as pframe
 import amqpbroker.testing.inprocess as ip
+from amqpbroker.cli import tune_gc
 _link = ip.LocalLink
 ip.LocalLink = lambda host, client, codec: _link(host, client, codec=False)   # as --workers 0
 
@@ -68,9 +69,7 @@ with tempfile.TemporaryDirectory() as d:
     broker.settle([pub, sub])
     pub.take()
     sub.take()
-    gc.collect()
-    gc.freeze()                                  # the collector as cli.py sets it up
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc()                                     # the collector as the broker sets it up
     ps, ss = pub.session, sub.session
     out = sub.transport.out
 

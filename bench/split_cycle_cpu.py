@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import gc
 import json
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from amqpbroker import contract as c
+from amqpbroker.cli import tune_gc
 from amqpbroker.config import Config
 from amqpbroker.frontend.listener import AMQPServer
 from amqpbroker.frontend.partition_client import PartitionClient
@@ -111,9 +111,7 @@ async def run(mode: str, scenario: str, n: int, size: int, calls: bool) -> dict:
             await turns(peers, 30, 5000)
             consumer.take()
         peer.take()
-        gc.collect()
-        gc.freeze()                                  # the collector as cli.py sets it up
-        gc.set_threshold(100_000, 50, 100)
+        tune_gc()                                     # the collector as the broker sets it up
         delivered = 0
 
         def take_deliveries() -> int:
