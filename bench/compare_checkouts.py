@@ -5,6 +5,13 @@ broker started from each checkout in turn (``python -m amqpbroker serve`` with t
 as working directory and first on PYTHONPATH), so drift on the machine hits both alike; prints
 the median broker CPU per delivered message (whole process tree) and delivered msg/s.
 
+Each checkout also gets "cs/1000": the voluntary context switches of the broker's process
+tree (every thread, ``/proc/<pid>/task/*/status``) over the harness's whole run, per 1,000
+messages the consumers received (per 1,000 published or confirmed when nothing is
+consumed): how often a broker process went to sleep, a count that does not depend on the
+machine's speed the way CPU time does (a split layout's processes sleep whenever their
+ring runs empty; bench/RESULTS.md, "Issue 8: fewer wake-ups").
+
 ``pubsub_e2e`` also gets a column per checkout, "µs/handled": the broker's CPU over the mean
 of the published and delivered rates. Its producers are not held to the consumers' pace, so
 on a loaded machine the queue grows during the run, by how much depends on the layout and
@@ -35,11 +42,11 @@ READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)")
 
 
 def start(checkout: str, data: str, layout: list[str],
-          python: str = sys.executable) -> tuple[subprocess.Popen, str]:
+          python: str = sys.executable, port: int = 0) -> tuple[subprocess.Popen, str]:
     # an environment variable, not a flag: older checkouts have no --prometheus-port
     env = dict(os.environ, PYTHONPATH=checkout, AMQPBROKER_PROMETHEUS_PORT="0")
     proc = subprocess.Popen([python, "-m", "amqpbroker", "serve", "--host", "127.0.0.1",
-                             "--port", "0", "--management-port", "0", "--data-dir", data,
+                             "--port", str(port), "--management-port", "0", "--data-dir", data,
                              "--log-level", "warning", *layout], cwd=checkout, env=env,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stdout:
@@ -58,19 +65,46 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(30)
 
 
+def voluntary_switches(pid: int) -> int:
+    """The voluntary context switches of ``pid``, its threads and its child processes."""
+    total = 0
+    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], text=True,
+                                                     capture_output=True).stdout.split()]
+    for p in pids:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+    return total
+
+
 def run_once(args, checkout: str, layout: list[str], size: int,
              scenario: str = "pubsub_e2e") -> dict:
     with tempfile.TemporaryDirectory() as data, tempfile.NamedTemporaryFile(suffix=".json") as out:
-        proc, url = start(checkout, data, layout)
+        proc, url = start(checkout, data, layout, port=args.port)
         try:
+            before = voluntary_switches(proc.pid)
             subprocess.run([args.bench_python, args.bench, "--url", url, "--broker-pid",
                             str(proc.pid), "--scenario", scenario, "--size", str(size),
                             "--seconds", str(args.seconds), "--json", out.name], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            switches = voluntary_switches(proc.pid) - before
         finally:
             stop(proc)
         with open(out.name) as f:
-            return json.load(f)["runs"][0]
+            run = json.load(f)["runs"][0]
+        detail = run.get("detail", {})
+        moved = detail.get("received_total") or detail.get("client_sent") or 0
+        run["switches_per_1000"] = 1000 * switches / moved if moved else math.nan
+        return run
 
 
 def main() -> None:
@@ -83,6 +117,7 @@ def main() -> None:
         (c for c in (os.path.join(here, "..", "..", "shared", "bench", "amqp_bench.py"),
                      os.path.join(here, "..", "..", "..", "shared", "bench", "amqp_bench.py"))
          if os.path.exists(c)), "amqp_bench.py"))
+    p.add_argument("--port", type=int, default=0, help="the brokers' AMQP port (0: any)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--size", default="16,1024")
@@ -109,20 +144,22 @@ def main() -> None:
                             print(f"# {label} {name} {scenario} {size} B: 0 msg/s", file=sys.stderr)
                             cpu, handled = math.nan, 1
                         results.setdefault((scenario, size, name, label), []).append(
-                            (r["value"], cpu / (r["value"] or 1), cpu / handled))
+                            (r["value"], cpu / (r["value"] or 1), cpu / handled,
+                             r["switches_per_1000"]))
     print("| scenario | size | layout | "
-          + " | ".join(f"{lbl} µs/msg | {lbl} µs/handled | {lbl} msg/s" for lbl, _ in checkouts)
-          + " |")
-    print("|---|---:|---|" + "---:|---:|---:|" * len(checkouts))
+          + " | ".join(f"{lbl} µs/msg | {lbl} µs/handled | {lbl} msg/s | {lbl} cs/1000"
+                       for lbl, _ in checkouts) + " |")
+    print("|---|---:|---|" + "---:|---:|---:|---:|" * len(checkouts))
     for scenario in scenarios:
         for size in sizes:
             for name in layouts:
                 cells = []
                 for label, _ in checkouts:
                     runs = results[(scenario, size, name, label)]
-                    cells.append(f"{statistics.median(c for _, c, _ in runs):.1f} | "
-                                  f"{statistics.median(h for _, _, h in runs):.1f} | "
-                                  f"{statistics.median(v for v, _, _ in runs):,.0f}")
+                    cells.append(f"{statistics.median(c for _, c, _, _ in runs):.1f} | "
+                                  f"{statistics.median(h for _, _, h, _ in runs):.1f} | "
+                                  f"{statistics.median(v for v, _, _, _ in runs):,.0f} | "
+                                  f"{statistics.median(s for _, _, _, s in runs):.2f}")
                 print(f"| {scenario} | {size} | {name} | " + " | ".join(cells) + " |")
 
 
