@@ -36,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 
+from lone_message import loop_wakeups, thread_wakeups   # this directory: the same /proc walk
+
 LAYOUTS = {"1 process": ["--workers", "0"], "--workers 1": ["--workers", "1"],
            "2 front-ends + 2 workers": ["--workers", "2", "--frontends", "2"]}
 READY = re.compile(r"amqpbroker ready amqp=([\d.]+):(\d+)")
@@ -66,24 +68,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def voluntary_switches(pid: int) -> int:
-    """The voluntary context switches of ``pid``, its threads and its child processes."""
-    total = 0
-    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], text=True,
-                                                     capture_output=True).stdout.split()]
-    for p in pids:
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except FileNotFoundError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{p}/task/{t}/status") as f:
-                    for line in f:
-                        if line.startswith("voluntary_ctxt_switches"):
-                            total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-    return total
+    """The voluntary context switches of ``pid``'s process tree, every thread of it."""
+    return sum(loop_wakeups(pid).values()) + thread_wakeups(pid)
 
 
 def run_once(args, checkout: str, layout: list[str], size: int,

@@ -42,13 +42,13 @@ EVENTS_PER_TURN = 256        # events one connection may handle per event-loop t
 HANDSHAKE_STATES = (st.AWAIT_START_OK, st.AWAIT_TUNE, st.AWAIT_TUNE_OK, st.AWAIT_OPEN)
 CLOSE_OK_TIMEOUT = 1.0
 CLOSING_TIMEOUT = 30.0       # rabbit_reader's: a client that asked to close, closes the socket
+TCP_ESTABLISHED = 1          # tcp_info's first byte (linux/tcp_states.h)
 
 
 def closing_timeout(heartbeat: int) -> float:
     """How long the socket of a connection the client closed waits for the client's end:
     the heartbeat timeout, if shorter than ``CLOSING_TIMEOUT`` (RabbitMQ's rule)."""
     return heartbeat if 0 < heartbeat < CLOSING_TIMEOUT else CLOSING_TIMEOUT
-TCP_ESTABLISHED = 1          # tcp_info's first byte (linux/tcp_states.h)
 
 
 def server_properties(cluster_name: str) -> dict:

@@ -102,10 +102,7 @@ class LinkState:
         number asked for (``ConfirmWanted``) it passed, a nack; ``seen`` at least every
         CONFIRM_SEEN_EVERY commands (the front-end's backlog of publishes). A lone message
         of a channel without confirms is not answered: no wake-up of its front-end."""
-        # ``watermark()``, spelt out: this runs after every batch
-        upto = self.waiting[0][1] - 1 if self.waiting else self.last_seq
-        if self.replicating:
-            upto = min(upto, self.replicating[0][2] - 1)
+        upto = self.watermark()
         sent = self.sent_upto
         if self.nacked or (upto > sent and (self.tracked > sent or self.wanted > sent)) \
                 or self.last_seq - self.sent_seen >= c.CONFIRM_SEEN_EVERY:
