@@ -256,11 +256,13 @@ class AckLog(EntryFile):
         that were not done before, sorted."""
         with self._lock:
             self._check_open()
-            floor, done = self.floor, self._done
-            new = sorted({o for o in offsets if o >= floor and o not in done})
+            new = self._not_done(offsets)
             if not new:
                 return new
-            runs = _runs(new)
+            if new[-1] - new[0] == len(new) - 1 and len(new) <= MAX_RUN:
+                runs = [(new[0], len(new))]         # one run (distinct and sorted)
+            else:
+                runs = _runs(new)
             self._append(_entry(KIND_DONE, runs))
             for a, n in runs:
                 self._mark(a, a + n)
@@ -271,6 +273,18 @@ class AckLog(EntryFile):
                     log.warning("%s: compaction failed, retried on the next record: %s",
                                 self.path, exc)
             return new
+
+    def _not_done(self, offsets: Iterable[int]) -> list[int]:
+        """``offsets`` that are at or above the floor and not done yet, sorted, distinct.
+        Acks usually come after every settlement before them: when the lowest is above
+        the floor and past the last done run, none is done and none needs looking up."""
+        new = sorted(set(offsets))
+        if not new:
+            return new
+        floor, done = self.floor, self._done
+        if new[0] >= floor and (not done or new[0] >= done.ends[-1]):
+            return new
+        return [o for o in new if o >= floor and o not in done]
 
     def advance_floor(self, offset: int) -> None:
         """Mark every offset < `offset` done (e.g. after retention deleted them)."""

@@ -106,7 +106,8 @@ class Queue:
         self.consumers: list = []                 # Subscriptions: by priority, then arrival
         self.flow_on = False                      # publishers were told to wait (backlog)
         self.outstanding: dict[int, Record | Unacked] = {}  # delivered, not yet acked
-        self._unacked_bodies: set[int] = set()    # outstanding held as Records: not durable
+        # outstanding held whole (not durable yet), ascending: ``_hold_bodies``
+        self._unacked_bodies: list[int] = []
         self._released_below = 0                  # the durable offset they were checked at
         self.deleted = False
         # replication (cluster/replication.py): the leader's hook of a replicated partition
@@ -157,16 +158,35 @@ class Queue:
             self.outstanding[offset] = Unacked(self._level(rec.properties), len(rec.body))
         else:
             self.outstanding[offset] = rec
-            self._unacked_bodies.add(offset)
+            self._hold_bodies((offset,))
+
+    def _hold_bodies(self, offsets) -> None:
+        """Note ``offsets`` (ascending) as held whole until durable. Deliveries come in
+        offset order, so they usually go at the end; a redelivery goes in its place."""
+        bodies = self._unacked_bodies
+        if not bodies or offsets[0] > bodies[-1]:
+            bodies.extend(offsets)
+            return
+        for offset in offsets:
+            i = bisect.bisect_left(bodies, offset)
+            if i == len(bodies) or bodies[i] != offset:
+                bodies.insert(i, offset)
 
     def _release_unacked_bodies(self) -> None:
-        """After a commit round: what it made durable is read back from the log if needed."""
+        """After a commit round: what it made durable is read back from the log if needed.
+        Only the offsets below the durable one are visited (the list is sorted): those
+        delivered since stay, however many, at no cost per round."""
         durable, outstanding = self.store.log.durable_offset, self.outstanding
         if durable <= self._released_below:
             return                   # nothing new on disk (write-behind holds them longer)
         self._released_below = durable
-        for offset in [o for o in self._unacked_bodies if o < durable]:
-            self._unacked_bodies.discard(offset)
+        bodies = self._unacked_bodies
+        i = bisect.bisect_left(bodies, durable)
+        if not i:
+            return
+        released = bodies[:i]
+        del bodies[:i]
+        for offset in released:
             rec = outstanding.get(offset)
             if type(rec) is StoredRun:          # a plain queue's: one priority level
                 outstanding[offset] = Unacked(0, rec.body_size(offset))
@@ -610,18 +630,19 @@ class Queue:
         if offsets[0] >= durable:           # none on disk yet: held whole until it is
             if k == 1:                      # a lone message: no zip, no update
                 outstanding[offsets[0]] = held[0]
-                self._unacked_bodies.add(offsets[0])
             else:
                 outstanding.update(zip(offsets, held))
-                self._unacked_bodies.update(offsets)
+            self._hold_bodies(offsets)
         else:
-            bodies = self._unacked_bodies
+            whole = []
             for offset, rec in zip(offsets, held):
                 if offset < durable:
                     outstanding[offset] = Unacked(0, body_size(rec, offset))
                 else:
                     outstanding[offset] = rec
-                    bodies.add(offset)
+                    whole.append(offset)
+            if whole:
+                self._hold_bodies(whole)
         deliver_many(self, offsets, records, size)
         self.stats.on_deliveries(k, 0, 0)
 

@@ -219,3 +219,28 @@ def test_a_failed_compaction_keeps_the_entry_and_is_retried(tmp_path):
         assert acks.floor == 5 and acks.done_above_floor() == [6, 8, 10, 12, 14, 16, 18]
     finally:
         acks.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 60), max_size=12), max_size=12), st.integers(0, 20))
+def test_record_returns_the_offsets_not_done_before_whatever_their_order(tmp_path_factory,
+                                                                         batches, floor):
+    """``record`` skips the per-offset lookup when every offset is past what is done:
+    in order or not, repeated, below the floor, what it returns and what the file keeps
+    are a set's."""
+    acks = AckLog(tmp_path_factory.mktemp("acks") / "q.acks")
+    try:
+        acks.advance_floor(floor)
+        done = set(range(floor))
+        for batch in batches:
+            expected = sorted(set(batch) - done)
+            assert acks.record(batch) == expected
+            done |= set(batch)
+            assert all(acks.is_done(o) == (o in done) for o in range(70))
+    finally:
+        acks.close()
+    reopened = AckLog(acks.path)
+    try:
+        assert all(reopened.is_done(o) == (o in done) for o in range(70))
+    finally:
+        reopened.close()
