@@ -76,6 +76,19 @@ def is_loopback(host: str) -> bool:
 
 
 class Session(asyncio.BufferedProtocol):
+    # slots: a connection's ~40 attributes are past the 30 that CPython 3.11 keeps in a
+    # shared-keys dict with specialised loads; as slots every ``self.x`` on the hot path is a
+    # descriptor read (bench/RESULTS.md, "Two ways to make the split cheaper"). An attribute
+    # a session gets must be named here.
+    __slots__ = ("server", "broker", "clock_ms", "loop", "conn", "get_buffer", "transport",
+                 "peer", "local", "connected_at", "user", "vhost", "capabilities",
+                 "client_properties", "certificate", "mechanism", "channels",
+                 "exclusive_queues", "write_ok", "reply_token", "owner", "writable",
+                 "is_publisher", "reading_paused", "_backlog", "_throttled_by", "_held",
+                 "_waiting", "settled_on", "closed", "_flush_scheduled", "_timer",
+                 "_handshake_timer", "_close_timer", "_released", "_peer_watch", "last_recv",
+                 "last_sent", "stats")
+
     def __init__(self, server):
         self.server = server
         self.broker = server.broker
@@ -88,7 +101,7 @@ class Session(asyncio.BufferedProtocol):
                                channel_max=cfg.channel_max, heartbeat=cfg.heartbeat,
                                max_message_size=cfg.max_message_size)
         # uvloop asks for a read's buffer straight from the connection: one call a read less
-        # (``get_buffer`` below is what that instance attribute shadows)
+        # (a slot: ``asyncio.BufferedProtocol.get_buffer`` is what it overrides)
         self.get_buffer = self.conn.get_buffer
         self.transport = None
         self.peer = ("?", 0)
@@ -146,9 +159,6 @@ class Session(asyncio.BufferedProtocol):
         self.server.sessions.add(self)
         log.info("accepting AMQP connection %s", connection_name(self),
                  extra=self.log_context())
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.conn.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_recv = self.loop.time()
