@@ -1138,6 +1138,43 @@ done:
     return out;
 }
 
+/* A record of a run with its body left out (worker/store.py, ``StoredRun.bodyless``): the
+ * k-th record of ``data`` (``starts`` and ``sizes`` as scan_run made them), its length
+ * prefix less the body, the same fields, an empty body. */
+static PyObject *bodyless_at(PyObject *self, PyObject *args) {
+    Py_buffer data, starts, sizes;
+    Py_ssize_t k;
+    if (!PyArg_ParseTuple(args, "y*y*y*n", &data, &starts, &sizes, &k))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = sizes.len / (Py_ssize_t)sizeof(uint32_t);
+    if (k < 0 || k >= n || starts.len < (k + 2) * (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_IndexError, "no such record in the run");
+        goto done;
+    }
+    uint32_t start, end, size;
+    memcpy(&start, (const char *)starts.buf + k * sizeof(uint32_t), sizeof start);
+    memcpy(&end, (const char *)starts.buf + (k + 1) * sizeof(uint32_t), sizeof end);
+    memcpy(&size, (const char *)sizes.buf + k * sizeof(uint32_t), sizeof size);
+    if (end > (uint64_t)data.len || start > end || (uint64_t)end - start < 8 + (uint64_t)size) {
+        PyErr_SetString(PyExc_ValueError, "truncated record");
+        goto done;
+    }
+    Py_ssize_t fields = (Py_ssize_t)(end - start) - 8 - (Py_ssize_t)size;
+    out = PyBytes_FromStringAndSize(NULL, fields + 8);
+    if (!out)
+        goto done;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    put_u32(p, (uint32_t)(fields + 4));
+    memcpy(p + 4, (const char *)data.buf + start + 4, fields);
+    memset(p + 4 + fields, 0, 4);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&sizes);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"pack_record", pack_record, METH_VARARGS,
      "pack_record(prefix, timestamp, flags, exchange, routing_key, properties, body) -> bytes"},
@@ -1158,6 +1195,8 @@ static PyMethodDef methods[] = {
     {"scan_run", scan_run, METH_VARARGS,
      "scan_run(data, count, light_below) -> (starts, sizes, bodies, light, first_persistent, "
      "expiring, first_ts, max_ts, max_body)"},
+    {"bodyless_at", bodyless_at, METH_VARARGS,
+     "bodyless_at(data, starts, sizes, k) -> the k-th record of a run without its body"},
     {"unpack_messages", unpack_messages, METH_VARARGS,
      "unpack_messages(buf, offs, n, hot, record_cls, fallback) -> list of messages"},
     {NULL, NULL, 0, NULL},

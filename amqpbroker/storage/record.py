@@ -491,6 +491,20 @@ def scan_run_py(data, count: int, light_below: int) -> tuple:
             first_ts, max_ts, max_body)
 
 
+def bodyless_at_py(data, starts, sizes, k: int) -> bytes:
+    """The reference of ``_record.bodyless_at``: the ``k``-th record of a run (``data``,
+    ``starts`` and ``sizes`` as ``scan_run`` gives them) with its body left out — the same
+    fields, an empty body, its length prefix less the body's length."""
+    starts, sizes = memoryview(starts).cast("I"), memoryview(sizes).cast("I")
+    if not 0 <= k < len(sizes) or k + 1 >= len(starts):
+        raise IndexError("no such record in the run")
+    start, end, size = starts[k], starts[k + 1], sizes[k]
+    if end > len(data) or start > end or end - start < 8 + size:
+        raise ValueError("truncated record")
+    return b"".join((_U32.pack(end - start - 4 - size), data[start + 4:end - size - 4],
+                     b"\0\0\0\0"))
+
+
 try:                     # the same eight functions in C (``_record.c``), built by setup.py
     from ._record import (pack_message, pack_messages, pack_messages_at, pack_record,
                           size_messages, unpack_message, unpack_messages, unpack_record)
@@ -509,6 +523,10 @@ try:                     # and a run's facts (worker/store.py, ``StoredRun``)
     from ._record import scan_run
 except ImportError:      # pragma: no cover
     scan_run = scan_run_py
+try:                     # and a run's record without its body (``StoredRun.bodyless``)
+    from ._record import bodyless_at
+except ImportError:      # pragma: no cover
+    bodyless_at = bodyless_at_py
 
 
 def encode_record(r: Record, prefix: bytes = b"") -> bytes:

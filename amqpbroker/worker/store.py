@@ -94,14 +94,13 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from bisect import bisect_left
 from itertools import repeat
 from typing import Iterator
 
 from ..storage.acklog import AckLog
 from ..storage.log import PartitionLog
-from ..storage.record import Record, RecordRun, decode_record, encode_record
+from ..storage.record import Record, RecordRun, bodyless_at, decode_record, encode_record
 
 log = logging.getLogger("amqpbroker.store")
 
@@ -113,7 +112,7 @@ READAHEAD_BYTES = 1 << 20
 # memory the byte bound does not see)
 WRITE_BEHIND_RECORDS = 4096
 ELIDE_BODY = 1024            # settled bodies at least this big are written empty
-_U32 = struct.Struct(">I")
+_new_tuple = tuple.__new__
 
 
 class StoredRun:
@@ -152,10 +151,7 @@ class StoredRun:
 
     def bodyless(self, offset: int) -> bytes:
         """The record at ``offset`` with an empty body (a settled one, write-behind)."""
-        k = offset - self.base
-        start, end, size = self.starts[k], self.starts[k + 1], self.sizes[k]
-        return b"".join((_U32.pack(end - start - 4 - size), self.data[start + 4:end - size - 4],
-                         b"\0\0\0\0"))
+        return bodyless_at(self.data, self.starts, self.sizes, offset - self.base)
 
 
 def body_size(entry, offset: int) -> int:
@@ -508,7 +504,8 @@ class MessageStore:
         """A buffered record settled before it was written, as it is written: no body."""
         if type(entry) is StoredRun:
             return entry.bodyless(offset)
-        return Record(entry[0], entry[1], entry[2], entry[3], b"", entry[5])
+        # tuple.__new__: a NamedTuple's own __new__ is a Python frame more per settled message
+        return _new_tuple(Record, (entry[0], entry[1], entry[2], entry[3], b"", entry[5]))
 
     # ---------------------------------------------------------------- commit round
     def flush(self, force: bool = False) -> None:

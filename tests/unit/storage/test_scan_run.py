@@ -109,3 +109,29 @@ def test_a_raw_batch_refuses_bad_chunks():
         rec.encode_raw_batch_parts(0, [(data[:-1], 1)], 0)
     with pytest.raises(ValueError):
         rec.encode_raw_batch_parts(0, [(data, 2)], 0)
+
+
+@given(st.lists(records, min_size=1, max_size=8), st.data())
+def test_bodyless_at_matches_the_reference_and_decodes_to_the_record_without_body(rs, data):
+    run = run_of(rs)
+    starts, sizes = rec.scan_run(run, len(rs), 0)[:2]
+    k = data.draw(st.integers(0, len(rs) - 1))
+    assert rec.bodyless_at is not rec.bodyless_at_py
+    got = rec.bodyless_at(run, memoryview(starts).cast("I"), memoryview(sizes).cast("I"), k)
+    assert got == rec.bodyless_at_py(run, starts, sizes, k)
+    assert rec.decode_record(got, 0) == (rs[k]._replace(body=b""), len(got))
+
+
+def test_bodyless_at_refuses_a_record_the_run_does_not_have():
+    rs = [rec.Record(1, "", "q", b"", b"abc", 0), rec.Record(2, "", "q", b"", b"", 0)]
+    run = run_of(rs)
+    starts, sizes = rec.scan_run(run, 2, 0)[:2]
+    for f in (rec.bodyless_at, rec.bodyless_at_py):
+        for k in (-1, 2):
+            with pytest.raises(IndexError):
+                f(run, starts, sizes, k)
+        with pytest.raises(ValueError):                 # the run cut short
+            f(run[:len(run) - 1], starts, sizes, 1)
+        wrong = struct.pack("=3I", 0, 3, 8)             # a record shorter than its body
+        with pytest.raises(ValueError):
+            f(run, wrong, sizes, 0)
