@@ -13,6 +13,7 @@ from amqpbroker import contract as c
 from amqpbroker.config import Config
 from amqpbroker.storage.record import Record, RecordRun
 from amqpbroker.worker.host import PartitionHost
+from amqpbroker.worker.queue import Unacked
 from amqpbroker.worker.store import StoredRun
 
 EXPIRING = b"\x01\x00\x0560000"          # expiration "60000"
@@ -109,5 +110,40 @@ async def test_an_expiring_message_or_a_queue_with_limits_takes_the_record_path(
         assert [host.queues[1].store.read(o) for o in range(6)] == plain
         assert host.queues[2].ready_count == 5                      # drop-head kept the last 5
         assert [host.queues[2].store.read(o) for o in range(3, 8)] == records(0, 8)[3:]
+    finally:
+        host.close()
+
+
+async def test_held_offsets_stay_sorted_and_a_round_releases_those_below_durable(tmp_path):
+    """Deliveries made before their commit round are held whole (``outstanding`` keeps the
+    record, ``_unacked_bodies`` its offset, ascending) until a round makes them durable, then
+    only what a requeue needs (``Unacked``); a round visits only the offsets below the
+    durable one, however many were delivered after them."""
+    host = PartitionHost(Config(data_dir=str(tmp_path)), asyncio.get_running_loop())
+    try:
+        front = FrontEnd()
+        state = host.attach(front)
+        host.handle(state, [open_queue(1, tmp_path, durable=True)])
+        recs = records(0, 8, flags=1)
+        host.handle(state, [pubs(1, 1, recs, track=True)])
+        await until(front, lambda: front.of(c.Confirm) and front.of(c.Confirm)[-1].upto == 8)
+        q = host.queues[1]
+        assert q.store.log.durable_offset == 8
+
+        # held whole as deliveries before their round would hold them: in offset order,
+        # then a redelivery of a lower offset, one offset twice, and two past the durable
+        # offset (not written yet)
+        for offsets in ([3, 4, 5], [1], [4, 6], [7], [20, 21]):
+            for o in offsets:
+                q.outstanding[o] = recs[o % 8]
+            q._hold_bodies(offsets)
+        assert q._unacked_bodies == [1, 3, 4, 5, 6, 7, 20, 21]
+
+        q._released_below = 0
+        q._release_unacked_bodies()
+        assert q._unacked_bodies == [20, 21]
+        assert {o: q.outstanding[o] for o in (1, 3, 4, 5, 6, 7)} == \
+            {o: Unacked(0, len(recs[o].body)) for o in (1, 3, 4, 5, 6, 7)}
+        assert q.outstanding[20] is recs[4] and q.outstanding[21] is recs[5]
     finally:
         host.close()
