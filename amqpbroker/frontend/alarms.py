@@ -123,8 +123,9 @@ class Alarms:
 
     def _give_back_free_pages(self) -> bool:
         """Before the memory alarm goes on (and while it stays on: ``_trim_due``): the heap
-        trimmer's ``malloc_trim(0)`` now (supervisor/heap.py; the supervisor's process, every
-        process of ``--workers 0``), so the alarm counts memory in use, not free pages glibc keeps (a freed buffer, the
+        trimmer's ``malloc_trim(0)`` now
+        (supervisor/heap.py; the supervisor's process, every process of ``--workers 0``), so
+        the alarm counts memory in use, not free pages glibc keeps (a freed buffer, the
         heap prefaulter's pad: amqpbroker/prefault.py). Otherwise the trimmer gives them back
         while the alarm is on, the alarm clears, blocked publishers are read again for a
         second and blocked again. Not where periodic trimming is off

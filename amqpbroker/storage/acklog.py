@@ -69,10 +69,8 @@ KIND_SNAPSHOT = 2
 MAX_RUN = (1 << 32) - 1
 
 
-def _runs(offsets: list[int]) -> list[tuple[int, int]]:
+def _runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
     """(first offset, run length) of sorted, distinct offsets."""
-    if offsets and offsets[-1] - offsets[0] == len(offsets) - 1 and len(offsets) <= MAX_RUN:
-        return [(offsets[0], len(offsets))]     # consecutive (the usual ack): one run
     runs: list[list[int]] = []
     for o in offsets:
         if runs and o == runs[-1][0] + runs[-1][1] and runs[-1][1] < MAX_RUN:
@@ -261,7 +259,10 @@ class AckLog(EntryFile):
             new = self._not_done(offsets)
             if not new:
                 return new
-            runs = _runs(new)
+            if new[-1] - new[0] == len(new) - 1 and len(new) <= MAX_RUN:
+                runs = [(new[0], len(new))]         # one run (distinct and sorted)
+            else:
+                runs = _runs(new)
             self._append(_entry(KIND_DONE, runs))
             for a, n in runs:
                 self._mark(a, a + n)
