@@ -9,7 +9,8 @@ with manual acks on random nodes, reconnecting; ``workload.py``) and a nemesis t
 ``--rounds`` faults drawn from ``--faults`` by the seed, one at a time: each fault is
 started, held, healed, and the cluster waited on until every node sees three live unfenced
 nodes and all agree on the queue's leader; then traffic runs for a moment before the next.
-After the last round producers stop, consumers drain the queue (until the leader reports it
+After the last round, once a message published after its heal was confirmed (traffic
+flows again), producers stop, consumers drain the queue (until the leader reports it
 empty and nothing was delivered for a while, or a timeout), and ``history.check`` judges the
 history (lost, duplicated, reordered, phantom: its module comment has the rules). The
 history of each seed is kept as JSON lines (``--history-dir``). The seed fixes the fault
@@ -358,6 +359,15 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
                 log(f"seed {seed} round {i + 1}/{rounds}: {kind} healed in "
                     f"{time.monotonic() - started:.1f}s")
                 time.sleep(settle)
+            # traffic flows after the last fault: producers reconnect (an etcd restart or a
+            # node's return may have cut them) and a message published after the heal is
+            # confirmed before they stop; none within the bound is a liveness finding
+            healed = max((e["t"] for e in record.events if e["ev"] == "fault"), default=0.0)
+            try:
+                cluster.wait_until(lambda: record.first_confirm_after(healed),
+                                   timeout=4 * lease_ttl + 10, interval=0.05)
+            except AssertionError:
+                log(f"seed {seed}: nothing published after the last fault was confirmed")
             workload.stop_producing()
             started = time.monotonic()
             drained = drain(nemesis, workload)

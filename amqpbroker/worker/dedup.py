@@ -73,6 +73,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 from collections import deque
 
 from crc32c import crc32c
@@ -159,6 +160,11 @@ class ProducerTable:
         self._fd = -1
         self._entries = 0                    # entries in the file
         self._unsynced = False
+        # ``sync`` runs in the fsync thread, ``flush`` and ``close`` on the event loop: the
+        # lock keeps the descriptor from being closed (and its number reused) under an
+        # fsync, and a sync after ``close`` (a queue deleted during its round) does nothing
+        self._lock = threading.Lock()
+        self._closed = False
         if self.path is not None:
             self._open(end_offset)
 
@@ -295,6 +301,11 @@ class ProducerTable:
         """Write the entries of this round (event-loop thread, after the log's write)."""
         if not self._pending:
             return
+        with self._lock:
+            if not self._closed:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
         if self._fd < 0:
             new = not os.path.exists(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -322,23 +333,32 @@ class ProducerTable:
     def sync(self) -> None:
         """fsync what ``flush`` wrote and close the file, then compact if due (fsync
         thread). The descriptor is held only from ``flush`` to ``sync``, within one commit
-        round: an idle queue holds none (the open-files budget, storage/filecache.py)."""
-        if self._unsynced and self.fsync:
-            if self._fd < 0:                 # a failed fsync's retry
-                self._fd = os.open(self.path, os.O_WRONLY)
-            os.fsync(self._fd)               # raises: still owed, the committer retries
-        self._unsynced = False
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        snapshot, self._snapshot = self._snapshot, None
-        if snapshot is not None:
-            self._write_snapshot(snapshot)
+        round: an idle queue holds none (the open-files budget, storage/filecache.py).
+        After ``close`` it does nothing: the queue is gone or its shutdown synced it."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._unsynced and self.fsync:
+                if self._fd < 0:                 # a failed fsync's retry
+                    self._fd = os.open(self.path, os.O_WRONLY)
+                os.fsync(self._fd)               # raises: still owed, the committer retries
+            self._unsynced = False
+            self._close_fd()
+            snapshot, self._snapshot = self._snapshot, None
+            if snapshot is not None:
+                self._write_snapshot(snapshot)
 
     def close(self) -> None:
+        """Release the descriptor (after the fsync under way, if any); nothing is written
+        or synced from now on."""
+        with self._lock:
+            self._closed = True
+            self._close_fd()
+
+    def _close_fd(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
 
 def _entry(pid, seq: int, offset: int) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import hypothesis
 import pytest
@@ -79,6 +80,61 @@ def test_state_survives_reopen(tmp_path):
     again = ProducerTable(str(tmp_path), end_offset=10)
     assert windows(again) == {"a": [(s, s) for s in range(3, 8)], 5: [(0, 8)], "5": [(1, 9)]}
     again.close()
+
+
+def test_a_queue_deleted_during_its_round_is_not_synced_after_close(tmp_path):
+    """The round's sync (fsync thread) may come after the queue was deleted and its
+    directory trashed: it must not reopen the file (FileNotFoundError made the committer
+    retry the round and raise the disk alarm)."""
+    queue_dir = tmp_path / "q"
+    queue_dir.mkdir()
+    t = ProducerTable(str(queue_dir))
+    t.stored("p", 0, 0)
+    t.flush()
+    t.close()
+    queue_dir.rename(tmp_path / "trash")
+    t.sync()
+    assert not queue_dir.exists()
+
+
+def test_close_during_the_fsync_keeps_its_descriptor_until_it_returns(tmp_path, monkeypatch):
+    """CI saw ``queue.delete`` fail with EBADF: the loop closed the producer file while the
+    fsync thread's sync was closing it too. close() now waits for the sync under way; the
+    fsync's descriptor stays the file's until the fsync returns (a closed number could be
+    reused by another queue's file)."""
+    t = ProducerTable(str(tmp_path))
+    t.stored("p", 0, 0)
+    t.flush()
+    in_fsync, release = threading.Event(), threading.Event()
+    seen, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        in_fsync.set()
+        release.wait()
+        seen.append(os.fstat(fd).st_ino)         # EBADF if closed under it
+        real_fsync(fd)
+
+    monkeypatch.setattr(dedup.os, "fsync", fsync)
+    errors = []
+
+    def run(fn):
+        try:
+            fn()
+        except Exception as exc:                  # reported by the assertion below
+            errors.append(exc)
+
+    syncer = threading.Thread(target=run, args=(t.sync,))
+    syncer.start()
+    assert in_fsync.wait(10)
+    closer = threading.Thread(target=run, args=(t.close,))
+    closer.start()
+    closer.join(0.2)          # not synchronisation: time for a close that does not wait
+    release.set()
+    syncer.join(10)
+    closer.join(10)
+    assert errors == []
+    assert seen == [(tmp_path / dedup.FILE_NAME).stat().st_ino]
+    assert t._fd == -1
 
 
 @pytest.mark.parametrize("cut", [1, 5, 12, 25])
