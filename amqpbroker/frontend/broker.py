@@ -180,9 +180,13 @@ class Broker:
         ex = vhost.exchanges.get(exchange) if vhost is not None else None
         if ex is None:
             return
-        scan = props_mod.scan(record.properties)
-        headers = props_mod.decode(record.properties).headers if scan.has_headers else None
-        deaths = death_history(headers)
+        raw = record.properties
+        scan = props_mod.scan(raw)
+        headers = None
+        if scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):
+            headers = props_mod.decode(raw).headers      # a route that may read them
+        # a rejection never closes a cycle: its history is not read
+        deaths = death_history(raw) if scan.has_headers and reason != "rejected" else []
         priority = scan.priority or 0
         for ref in vhost.route(ex, keys, headers):
             if reason != "rejected" and is_dead_letter_cycle(ref.name, deaths):
@@ -204,13 +208,11 @@ class Broker:
                     "This cycle will NOT be reported again.", vhost_name, queues)
 
 
-def death_history(headers) -> list:
-    """(queue, reason) of each entry of a message's x-death header, most recent first; None
-    for an entry that is not a table."""
-    deaths = (headers or {}).get("x-death")
-    if not isinstance(deaths, list):
-        return []
-    return [(d.get("queue"), d.get("reason")) if isinstance(d, dict) else None for d in deaths]
+def death_history(raw: bytes) -> list:
+    """(queue, reason) of each entry of a message's x-death header, most recent first (None
+    for either that is not a string); None for an entry that is not a table. Read from the
+    property bytes (``properties.x_death``), nothing decoded but those two."""
+    return [(q, r) if wire[:1] == b"F" else None for q, r, wire in props_mod.x_death(raw)]
 
 
 def is_dead_letter_cycle(queue: str, deaths) -> bool:

@@ -54,6 +54,8 @@ def _decr(counts: dict, key) -> bool:
 
 class Exchange:
     type = "direct"
+    # route() reads the message's headers (else they need not be decoded to route it)
+    reads_headers = False
 
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
                  internal: bool = False, arguments: dict | None = None):
@@ -405,6 +407,7 @@ def headers_match(binding_args: dict, headers: dict | None) -> bool:
 
 class HeadersExchange(Exchange):
     type = "headers"
+    reads_headers = True
 
     def validate_binding(self, arguments, cid, mid):
         problem = binding_problem(self.type, arguments)
@@ -427,6 +430,7 @@ class PartitionedExchange(Exchange):
     front-end process). Other bindings are kept, as a direct exchange keeps them, but only
     the partition keys are ever routed to."""
     type = "x-partitioned"
+    reads_headers = True
     PARTITION_KEY = "x-partition-key"
     MAX_PARTITIONS = 1000   # RabbitMQ's default max_super_stream_partitions
     CACHE_KEYS = 10000      # keys whose partition is remembered
@@ -520,6 +524,7 @@ class DeduplicationExchange(FanoutExchange):
     every front-end: ``DedupSeen``), in memory (``x-cache-persistence: disk`` is accepted,
     as the plugin's, and kept in memory)."""
     type = DEDUP_TYPE
+    reads_headers = True
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)

@@ -181,12 +181,76 @@ def pick(raw: bytes, names) -> tuple[dict, str | None]:
     if table is not None:
         for key, entry in _table_entries(table[4:]):
             if key in names:
-                try:
-                    headers[key] = pdecode.embedded_value(entry[1 + entry[0]:])[1]
-                except Exception as exc:
-                    raise ValueError(str(exc)[:200] or type(exc).__name__) from None
+                headers[key] = decode_value(entry[1 + entry[0]:])
     mid = fields.get(F_MESSAGE_ID)
     return headers, (mid[1:].decode("utf-8", "replace") if mid is not None else None)
+
+
+def x_death(raw: bytes) -> list[tuple[str | None, str | None, bytes]]:
+    """The elements of the ``x-death`` header, most recent first, without decoding them:
+    (queue, reason, the element's wire bytes, type byte included) each. queue and reason
+    are None for an element that is not a table or where they are not strings; [] when there
+    is no ``x-death`` array. Dead-lettering reads the history of every message it moves and
+    keeps the elements it does not change as they are: a chain of n queues would otherwise
+    decode and encode n tables at each of its n hops. Raises ValueError as ``decode``."""
+    table = _split(raw).get(F_HEADERS)
+    if table is None:
+        return []
+    for key, entry in _table_entries(table[4:]):
+        if key == "x-death":
+            value = entry[1 + entry[0]:]
+            break
+    else:
+        return []
+    if value[:1] != b"A":
+        return []
+    end = _skip_value(value, 0)
+    out, pos = [], 5
+    try:
+        while pos < end:
+            stop = _skip_value(value, pos)
+            if stop > end:
+                raise ValueError("field array truncated")
+            queue = reason = None
+            if value[pos] == _TABLE:        # walk its entries up to queue and reason
+                at = pos + 5
+                while at < stop and (queue is None or reason is None):
+                    key_end = at + 1 + value[at]
+                    key = value[at + 1:key_end]
+                    at = _skip_value(value, key_end)
+                    if key == b"queue":
+                        queue = _string_value(value, key_end, at)
+                    elif key == b"reason":
+                        reason = _string_value(value, key_end, at)
+                if at > stop:
+                    raise ValueError("field table truncated")
+            out.append((queue, reason, value[pos:stop]))
+            pos = stop
+    except IndexError:
+        raise ValueError("field array truncated") from None
+    return out
+
+
+def _string_value(buf: bytes, pos: int, end: int) -> str | None:
+    """The longstr field value at ``buf[pos:end]`` ('S', u32 length, UTF-8) as str; None for
+    anything else."""
+    if buf[pos] != _LONGSTR:
+        return None
+    try:
+        return buf[pos + 5:end].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+_TABLE, _LONGSTR = ord("F"), ord("S")
+
+
+def decode_value(wire: bytes):
+    """One field value from its wire bytes (type byte first). Raises ValueError."""
+    try:
+        return pdecode.embedded_value(wire)[1]
+    except Exception as exc:
+        raise ValueError(str(exc)[:200] or type(exc).__name__) from None
 
 
 def encode(props: commands.Basic.Properties) -> bytes:
@@ -229,7 +293,7 @@ def rewrite(raw: bytes, *, reply_to=KEEP, expiration=KEEP, drop_headers=(),
         entries = [e for k, e in _table_entries(table[4:])
                    if k not in gone] if table is not None else []
         for key, value in (set_headers or {}).items():
-            entries.append(_shortstr(key) + _value(value))
+            entries.append(_shortstr(key) + encode_value(value))
         body = b"".join(entries)
         fields[F_HEADERS] = _U32.pack(len(body)) + body
     flags = fields.pop("flags")
@@ -354,14 +418,20 @@ _X_PARTITION = _shortstr("x-partition")
 _X_STREAM_OFFSET = _shortstr("x-stream-offset")
 
 
+class Encoded(bytes):
+    """A field value already in its wire form (type byte included): written as it is."""
+
+
 class Int(int):
     """An integer written as a signed 32-bit field ('I'): the ``x-partition`` header of a
     consumer group's deliveries (Kafka's partition number is an int32)."""
 
 
-def _value(v) -> bytes:
+def encode_value(v) -> bytes:
     """A field value as the broker writes one: pamqp's encoding, except that a float is a
     double (no precision lost) and bytes (a longstr that was not UTF-8) stay a longstr."""
+    if type(v) is Encoded:
+        return bytes(v)
     if type(v) is Long:
         return b"l" + struct.pack(">q", v)
     if type(v) is Int:
@@ -371,10 +441,10 @@ def _value(v) -> bytes:
     if isinstance(v, float):
         return b"d" + struct.pack(">d", v)
     if isinstance(v, dict):
-        body = b"".join(_shortstr(k) + _value(x) for k, x in v.items())
+        body = b"".join(_shortstr(k) + encode_value(x) for k, x in v.items())
         return b"F" + _U32.pack(len(body)) + body
     if isinstance(v, list):
-        body = b"".join(_value(x) for x in v)
+        body = b"".join(encode_value(x) for x in v)
         return b"A" + _U32.pack(len(body)) + body
     return pencode.encode_table_value(v)
 
