@@ -12,6 +12,7 @@ turning, it would be ahead of the probe in every queue of the ring (FIFO) and so
 """
 from __future__ import annotations
 
+import pika
 import pytest
 
 from .conftest import drain
@@ -117,3 +118,31 @@ def test_max_length_self_cycle_drops_the_head(conn, uniq, cleanup):
     assert ready(ch, tap) == 0
     ((_, _, body),) = drain(ch, q, 1)
     assert body == b"3" and ready(ch, q) == 0
+
+
+@pytest.mark.parametrize("route", ["headers exchange", "direct exchange bound to a headers one"])
+def test_dead_letters_route_by_their_headers(conn, uniq, cleanup, route):
+    """A dead letter's own headers (and those dead-lettering added) route it through a
+    headers exchange, whether it is the dead-letter exchange or one bound to it."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    match = cleanup.exchange(uniq("match"))
+    ch.exchange_declare(match, "headers")
+    dlx = match
+    if route != "headers exchange":
+        dlx = cleanup.exchange(uniq("dlx"))
+        ch.exchange_declare(dlx, "direct")
+        ch.exchange_bind(match, dlx, "rk")
+    red = cleanup.queue(ch.queue_declare(uniq("red")).method.queue)
+    expired = cleanup.queue(ch.queue_declare(uniq("expired")).method.queue)
+    ch.queue_bind(red, match, arguments={"x-match": "all", "colour": "red"})
+    ch.queue_bind(expired, match, arguments={"x-match": "all",
+                                             "x-first-death-reason": "expired"})
+    source = cleanup.queue(ch.queue_declare(uniq("src"), arguments={
+        "x-message-ttl": 0, "x-dead-letter-exchange": dlx,
+        "x-dead-letter-routing-key": "rk"}).method.queue)
+    ch.basic_publish("", source, b"r", pika.BasicProperties(headers={"colour": "red"}))
+    ch.basic_publish("", source, b"b", pika.BasicProperties(headers={"colour": "blue"}))
+    assert [b for _, _, b in drain(ch, red, 1)] == [b"r"]
+    assert sorted(b for _, _, b in drain(ch, expired, 2)) == [b"b", b"r"]
+    assert (ready(ch, red), ready(ch, expired)) == (0, 0)
