@@ -164,7 +164,12 @@ def test_slow_body_is_blocked_by_the_memory_alarm_which_clears_when_it_goes(brok
     info = node(broker)
     assert info["mem_alarm"]
     # at most what it had in hand (one read, one frame), not the rest of the body
-    assert read_after_block < 2 * MB, f"the broker read {read_after_block >> 20} MB blocked"
+    # (on failure: whether the alarm went off and on again meanwhile, and the broker's log)
+    assert read_after_block < 2 * MB, (
+        f"the broker read {read_after_block >> 20} MB blocked; frames since: "
+        f"{[type(f).__name__ for f in client.frames(0)]}; used {info['mem_used']}, limit "
+        f"{info['mem_limit']}\n"
+        + "".join(broker.output[-20:]))
     assert info["mem_used"] < info["mem_limit"] + 64 * MB
     # the client goes (a reset: a FIN would wait behind the bytes the broker does not read);
     # the broker sees it though it reads nothing, and frees the partial body with the
