@@ -24,6 +24,7 @@ node joined, left cleanly, or was lost when its lease expired). Placement comes 
 """
 from __future__ import annotations
 
+import json
 import logging
 
 from .membership import PREFIX, Membership
@@ -66,6 +67,18 @@ class Controller:
         c = self._candidates()
         return m.holds_lease() and bool(c) and c[0].key == CONTROLLER + f"{m.lease:x}"
 
+    def _last_state(self, name: str) -> str | None:
+        """The state a gone node's key said last: its value when the watch deleted it (the
+        "leaving" put may have come in the same watch response as the delete, after the
+        last review), else the registration the last review saw."""
+        last = self.membership.departed.get(name)
+        if last is not None:
+            try:
+                return json.loads(last).get("state")
+            except (ValueError, AttributeError):
+                pass
+        return self.nodes[name].get("state")
+
     def _review(self) -> None:
         now = self.is_controller()
         nodes = self.membership.nodes()
@@ -83,12 +96,13 @@ class Controller:
             for name in [] if became else joined:   # on election the list above says them
                 log.info("controller: node %s joined", name)
             for name in gone:       # on election too: the old controller's loss, typically
-                if self.nodes[name].get("state") == "leaving":
+                if self._last_state(name) == "leaving":
                     log.info("controller: node %s left", name)
                 else:
                     log.warning("controller: node %s was lost (its lease expired)", name)
         # kept on every node, so a newly elected controller knows what it took over from
         self.nodes = nodes
+        self.membership.departed.clear()
         if now and (joined or gone):
             for cb in list(self.on_nodes):
                 cb(joined, gone)

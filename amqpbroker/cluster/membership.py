@@ -87,6 +87,10 @@ class Membership:
         self.registered_at = 0
         self._unfence_pending = False       # registered again; the mirror has not seen it
         self.on_view: list = []             # callbacks(): the view changed
+        # a node key's last value when the watch deleted it (``remove``), name -> JSON, until
+        # the controller reads it: a clean leave's "leaving" put and its lease's revoke may
+        # come in one watch response, and the controller tells a leave from a loss by it
+        self.departed: dict[str, str] = {}
         # the keys the latest change of the view put or deleted (a watch event's), None when
         # any key may have changed (a fresh list after a start or a broken watch, fencing):
         # for a callback that follows a few keys (forward.py)
@@ -320,7 +324,7 @@ class Membership:
                 async for revision, events in self.etcd.watch(PREFIX, revision + 1):
                     for ev in events:
                         if ev.type == "DELETE":
-                            self.view.pop(ev.kv.key, None)
+                            self.remove(ev.kv.key)
                         else:
                             self.view[ev.kv.key] = ev.kv
                     keys = {ev.kv.key for ev in events}
@@ -334,6 +338,13 @@ class Membership:
             except Exception:           # an answer we could not read: list again
                 log.exception("etcd watch")
                 await asyncio.sleep(0.3)
+
+    def remove(self, key: str) -> None:
+        """A key the watch deleted leaves the view; a node's keeps its last value in
+        ``departed``."""
+        kv = self.view.pop(key, None)
+        if kv is not None and key.startswith(NODES):
+            self.departed[key[len(NODES):]] = kv.value
 
     def _seen(self) -> None:
         if self._unfence_pending and self.revision >= self.registered_at:

@@ -121,7 +121,7 @@ class ViewNode:
 
     def delete(self, key: str, quiet: bool = False) -> None:
         self.revision += 1
-        self.membership.view.pop(key, None)
+        self.membership.remove(key)
         self.membership._view_changed({key})
         if not quiet:
             self._changed.add(key)

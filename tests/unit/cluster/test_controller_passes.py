@@ -226,3 +226,25 @@ async def test_an_exchange_event_costs_its_partitions_not_a_scan_of_the_view(ctl
     await ctl.settle()
     assert [k for k in ctl.membership.view if k.startswith(PARTITIONS + "%2F/t/")] == []
     assert all(part(ctl, f"q{i}")["leader"] for i in range(50))
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["two events", "one event"])
+async def test_a_clean_leave_is_told_from_a_loss_however_the_watch_groups_it(ctl, caplog,
+                                                                             together):
+    """A node that leaves says "leaving" in its key, then revokes its lease (the key goes):
+    the watch may bring both in one response (CI saw "was lost" for a clean leave), and the
+    controller reads the state from the deleted key's last value."""
+    caplog.set_level("INFO", logger="amqpbroker.cluster")
+    leaving = ctl.state(NODES + "n2")
+    leaving["state"] = "leaving"
+    ctl.put(NODES + "n2", leaving)
+    if not together:
+        ctl.event()
+    ctl.delete(NODES + "n2")
+    ctl.event()
+    ctl.delete(NODES + "n3")                   # no "leaving" first: its lease expired
+    ctl.event()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("controller:")]
+    assert said == ["controller: node n2 left",
+                    "controller: node n3 was lost (its lease expired)"]
+    assert ctl.membership.departed == {}
