@@ -110,14 +110,22 @@ class RawClient:
         """Bytes we sent that the broker has not read: in our send queue, or in the receive
         queue of its end of the connection (``/proc/net/tcp``'s rx_queue)."""
         outq = struct.unpack("i", fcntl.ioctl(self.sock, termios.TIOCOUTQ, b"\0" * 4))[0]
-        ours = "%08X:%04X" % (struct.unpack("<I", socket.inet_aton("127.0.0.1"))[0],
-                              self.sock.getsockname()[1])
+        ours, theirs = (_proc_address(*self.sock.getsockname()),
+                        _proc_address(*self.sock.getpeername()))
         with open("/proc/net/tcp") as f:
             for line in f.readlines()[1:]:
                 fields = line.split()
-                if fields[2] == ours:            # the broker's end: its remote is us
+                # the broker's end: local the broker, remote us (both: our port alone is
+                # also the port of other tests' connections to other brokers, and of their
+                # TIME_WAIT entries; one of those, read instead, hid a full receive queue)
+                if fields[1] == theirs and fields[2] == ours:
                     return outq + int(fields[4].split(":")[1], 16)
         raise AssertionError("the broker's end of the connection is not in /proc/net/tcp")
+
+
+def _proc_address(host: str, port: int) -> str:
+    """An IPv4 address and port as /proc/net/tcp writes them."""
+    return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(host))[0], port)
 
 
 # the heap trimmer every second: it gives back the free pages glibc keeps (a freed buffer,
