@@ -261,9 +261,10 @@ static int fmt_is_run(const char *fmt) {
     return n > 0 && fmt[n - 1] == '#';
 }
 
-/* A run's records (its ``data``, bytes, borrowed: the run holds it) and their ``count``;
- * -1 with an exception set if `run` is not one. */
-static int run_parts(PyObject *run, PyObject **data, Py_ssize_t *count) {
+/* A run's records (its ``data``: bytes, or a C-contiguous memoryview, as a stored run's
+ * slice or a ring's lent view; borrowed: the run holds it) as a pointer and a length, and
+ * their ``count``; -1 with an exception set if `run` is not one. */
+static int run_parts(PyObject *run, const char **buf, Py_ssize_t *len, Py_ssize_t *count) {
     PyObject *d = PyObject_GetAttrString(run, "data");
     if (!d) return -1;
     PyObject *c = PyObject_GetAttrString(run, "count");
@@ -271,14 +272,27 @@ static int run_parts(PyObject *run, PyObject **data, Py_ssize_t *count) {
     *count = PyLong_AsSsize_t(c);
     Py_DECREF(c);
     if (*count == -1 && PyErr_Occurred()) { Py_DECREF(d); return -1; }
-    if (!PyBytes_CheckExact(d) || *count < 0 || *count > 0xffffffffLL) {
-        Py_DECREF(d);
-        PyErr_SetString(PyExc_TypeError, "records: a list of records or a run");
-        return -1;
+    if (*count < 0 || *count > 0xffffffffLL) goto bad;
+    if (PyBytes_CheckExact(d)) {
+        *buf = PyBytes_AS_STRING(d);
+        *len = PyBytes_GET_SIZE(d);
+    } else if (PyMemoryView_Check(d)) {
+        /* PyBUF_SIMPLE: flat bytes only; a released view raises ValueError. The pointer
+         * stays valid after the release below: the run holds the view, the view its object */
+        Py_buffer view;
+        if (PyObject_GetBuffer(d, &view, PyBUF_SIMPLE) < 0) { Py_DECREF(d); return -1; }
+        *buf = (const char *)view.buf;
+        *len = view.len;
+        PyBuffer_Release(&view);
+    } else {
+        goto bad;
     }
-    *data = d;
     Py_DECREF(d);       /* borrowed from here on: the run keeps its data */
     return 0;
+bad:
+    Py_DECREF(d);
+    PyErr_SetString(PyExc_TypeError, "records: a list of records or a run");
+    return -1;
 }
 
 /* The end of the record at `pos` of b[0:n] after checking its layout (what unpack_record_at
@@ -715,10 +729,10 @@ static int hot_size(PyObject *msg, const char *fmt, Py_ssize_t prefix_len, Py_ss
     PyObject *last = PyTuple_GET_ITEM(msg, nfixed);
     Py_ssize_t size = prefix_len + 1 + fmt_size(fmt);
     if (is_list && !PyList_Check(last) && fmt_is_run(fmt)) {
-        PyObject *data;
-        Py_ssize_t count;
-        if (run_parts(last, &data, &count) < 0) return -1;
-        size += 4 + PyBytes_GET_SIZE(data);
+        const char *data;
+        Py_ssize_t len, count;
+        if (run_parts(last, &data, &len, &count) < 0) return -1;
+        size += 4 + len;
     } else if (is_list) {
         if (!PyList_Check(last) || PyList_GET_SIZE(last) > 0xffffffffLL) {
             PyErr_SetString(PyExc_TypeError, "records: a list of records");
@@ -761,16 +775,16 @@ static int hot_pack(unsigned char *p, Py_ssize_t size, PyObject *msg, unsigned i
     p = put_fixed(p, msg, fmt, nfixed);
     if (!p) return -1;
     if (is_list && !PyList_Check(last) && fmt_is_run(fmt)) {
-        PyObject *data;
-        Py_ssize_t count;
-        if (run_parts(last, &data, &count) < 0) return -1;
-        if (4 + PyBytes_GET_SIZE(data) > end - p) {
+        const char *data;
+        Py_ssize_t len, count;
+        if (run_parts(last, &data, &len, &count) < 0) return -1;
+        if (4 + len > end - p) {
             PyErr_SetString(PyExc_ValueError, "message changed after it was sized");
             return -1;
         }
         put_u32(p, (uint32_t)count); p += 4;
-        memcpy(p, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
-        p += PyBytes_GET_SIZE(data);
+        memcpy(p, data, len);
+        p += len;
     } else if (is_list) {
         if (!PyList_Check(last)) {
             PyErr_SetString(PyExc_TypeError, "records: a list of records");

@@ -90,10 +90,11 @@ class RecordRun:
     which turns it into ``basic.deliver`` frames in C (``protocol/fastpath.build_deliver_run``)
     with no ``Record`` per message. ``data`` is the records' bytes, ``count`` how many;
     iterating decodes them (the paths that need each record: a global prefetch, a cancelled
-    consumer). Equal to a list of the same records. A ring link lends ``data`` as a
-    read-only memoryview of the ring while its batch is handled and releases it after
-    (``links/ring.py``, "Deliveries framed where they lie"): whoever keeps a run past its
-    handler keeps a copy (``keep``)."""
+    consumer). Equal to a list of the same records. ``data`` may be a read-only memoryview:
+    of part of a stored run's bytes (``worker/store.StoredRun.span``), or of a ring, which a
+    ring link lends while its batch is handled and releases after (``links/ring.py``,
+    "Deliveries framed where they lie"): whoever keeps a run past its handler keeps a copy
+    (``keep``)."""
     __slots__ = ("data", "count")
 
     def __init__(self, data: bytes, count: int):
@@ -105,7 +106,7 @@ class RecordRun:
 
     def __iter__(self):
         data, pos = self.data, 0
-        if type(data) is memoryview:        # lent by a ring: the records own their fields
+        if type(data) is memoryview:        # a view: the records own their fields
             data = bytes(data)
         for _ in range(self.count):
             record, pos = decode_record(data, pos)

@@ -142,12 +142,15 @@ class StoredRun:
     def body_size(self, offset: int) -> int:
         return self.sizes[offset - self.base]
 
-    def span(self, first: int, stop: int) -> bytes:
-        """The bytes of the records at offsets ``first`` to ``stop - 1``."""
+    def span(self, first: int, stop: int) -> bytes | memoryview:
+        """The bytes of the records at offsets ``first`` to ``stop - 1``: the run's own
+        bytes if that is all of them, else a view of them, not a copy (a dispatch run goes
+        on into a ring, whose write is then the one copy of its bodies; the view keeps the
+        run's bytes alive as a slice would its copy)."""
         i, j = first - self.base, stop - self.base
         if i == 0 and j == self.count:
             return self.data
-        return self.data[self.starts[i]:self.starts[j]]
+        return memoryview(self.data)[self.starts[i]:self.starts[j]]
 
     def bodyless(self, offset: int) -> bytes:
         """The record at ``offset`` with an empty body (a settled one, write-behind)."""

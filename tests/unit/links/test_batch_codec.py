@@ -28,6 +28,9 @@ messages = st.one_of(
     # as a link decoded it (``run``): sent on again by the cluster forwarder
     st.builds(c.Dlvs, cid=u32, qid=u32, offset=u64,
               records=st.lists(small_records, max_size=3).map(rec.RecordRun.of)),
+    # a dispatch run of part of a stored run: a view of its bytes (``StoredRun.span``)
+    st.builds(c.Dlvs, cid=u32, qid=u32, offset=u64,
+              records=st.lists(small_records, max_size=3).map(lambda rs: view_run(rs))),
     st.builds(c.Ack, qid=u32, seq=u64, offsets=st.lists(u64, max_size=5)),
     st.builds(c.Credit, grants=st.lists(st.tuples(u32, u32), max_size=3)),
     st.builds(c.Confirm, upto=u64, seen=u64, nacked=st.lists(u64, max_size=3)),
@@ -35,6 +38,12 @@ messages = st.one_of(
                                                                   st.text(max_size=10))),
     st.builds(c.ReplyTo, token=shortstr, record=records),
 )
+
+
+def view_run(records: list) -> rec.RecordRun:
+    """``records`` as a run whose data is a view of the middle of a bigger buffer."""
+    data = rec.RecordRun.of(records).data
+    return rec.RecordRun(memoryview(b"before" + data + b"after")[6:6 + len(data)], len(records))
 
 
 def one_by_one(msgs, prefix=WHOLE):
@@ -343,3 +352,29 @@ def test_a_lent_run_is_a_read_only_view_of_the_buffer_not_a_copy(unpack_messages
     assert type(lent.data) is bytes
     buf[last] ^= 0xFF
     assert lent.data[-1] != buf[last] and list(lent) != records
+
+
+@pytest.mark.parametrize("size_messages, pack_messages_at",
+                         [(rec.size_messages, rec.pack_messages_at),
+                          (rec.size_messages_py, rec.pack_messages_at_py)])
+def test_a_run_that_is_a_view_encodes_as_its_bytes_do(size_messages, pack_messages_at):
+    """A ``Dlvs`` of part of a stored run carries a view of the run's bytes (no copy made at
+    dispatch): on the wire it is the run of the same bytes, in C and in the reference; a
+    released view is refused (an error, never a read of memory the view no longer holds)."""
+    records = [rec.Record(1_700_000_000_000 + i, "", "q", b"", bytes([i]) * 1024, 0)
+               for i in range(3)]
+    plain = c.Dlvs(cid=1, qid=2, offset=3, records=rec.RecordRun.of(records))
+    viewed = c.Dlvs(cid=1, qid=2, offset=3, records=view_run(records))
+    want = c.encode_bytes(plain, WHOLE)
+    assert c.encode_bytes(viewed, WHOLE) == want
+    data, lens, count = c.encode_many([viewed, plain], WHOLE, 1 << 20)
+    assert (data, count) == (want * 2, 2)
+    sized, lens, count = size_messages([viewed], c.HOT_ENCODE,
+                                       lambda m: c.encode_bytes(m, WHOLE), WHOLE, 1 << 20)
+    buf = bytearray(len(want))
+    pack_messages_at(sized, buf, array.array("Q", [0]).tobytes(), count)
+    assert bytes(buf) == want
+    gone = view_run(records)
+    gone.data.release()
+    with pytest.raises(ValueError):
+        c.encode_many([c.Dlvs(cid=1, qid=2, offset=3, records=gone)], WHOLE, 1 << 20)

@@ -144,3 +144,26 @@ def test_eviction_of_a_written_run_and_a_take_run_after_it(tmp_path):
     finally:
         records.close()
         runs.close()
+
+
+def test_a_dispatch_run_of_part_of_a_stored_run_is_a_view_of_its_bytes(tmp_path):
+    """``take_run`` of some of a run's offsets hands on a view of the run's bytes, not a
+    copy (the ring's write is then the one copy of the bodies at dispatch); the whole run
+    goes as its bytes; either decodes to the records taken."""
+    records, runs = open_pair(tmp_path, behind=True)
+    try:
+        group = [Record(1_000 + i, "", "k", b"", bytes([i]) * 2000, 0) for i in range(6)]
+        append_run(runs, group)
+        run, held, size = runs.take_run([1, 2, 3])
+        assert type(run.data) is memoryview and run.data.readonly
+        stored = runs._pending[0]
+        assert type(stored) is StoredRun and run.data.obj is stored.data
+        assert list(run) == group[1:4] and size == 3 * 2000
+        rest, _, _ = runs.take_run([4, 5])
+        assert list(rest) == group[4:]
+        whole = append_run(runs, group)
+        run, _, _ = runs.take_run(list(range(whole, whole + 6)))
+        assert type(run.data) is bytes and list(run) == group
+    finally:
+        records.close()
+        runs.close()
