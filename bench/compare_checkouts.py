@@ -19,6 +19,14 @@ the minute, and the CPU spent on messages published but not yet delivered is cha
 delivered ones: per delivered message alone, a layout whose consumer falls further behind
 looks dearer per message than it is (bench/RING_RESULTS.md, issue 8, "the consumer behind").
 
+``--pin`` places the processes (CPU affinity, every thread, set once the broker is ready):
+``tree`` puts the broker's whole process tree on CPU 0 and the harness (and its load
+generators) on CPU 1, so the client never shares a core with the broker; ``apart`` puts a
+split broker's supervisor (its front-end with ``--workers 1``) on CPU 0 and its other
+processes on CPU 1, the harness unpinned (one process: all on CPU 0). Where the processes
+run moves the split's CPU per message by tens of per cent on a 2-CPU machine
+(bench/RESULTS.md, "Issue 8 at 1 KiB: where the processes run").
+
     python bench/compare_checkouts.py --checkout before=/path/to/old --checkout after=. \
         [--rounds 3] [--seconds 5] [--size 16,1024] [--scenario pubsub_e2e,publish_confirm]
         [--layouts "1 process,--workers 1"]
@@ -36,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 
-from lone_message import loop_wakeups, thread_wakeups   # this directory: the same /proc walk
+from lone_message import loop_wakeups, thread_wakeups, tree   # this directory: the same /proc walk
 
 LAYOUTS = {"1 process": ["--workers", "0"], "--workers 1": ["--workers", "1"],
            "2 front-ends + 2 workers": ["--workers", "2", "--frontends", "2"]}
@@ -67,6 +75,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(30)
 
 
+def pin(pid: int, how: str) -> None:
+    """``--pin``: the broker's processes (every thread) on their CPUs; see the module text."""
+    if how == "none":
+        return
+    for p in tree(pid):
+        cpus = {0} if how == "tree" or p == pid else {1}
+        for tid in os.listdir(f"/proc/{p}/task"):
+            os.sched_setaffinity(int(tid), cpus)
+
+
 def voluntary_switches(pid: int) -> int:
     """The voluntary context switches of ``pid``'s process tree, every thread of it."""
     return sum(loop_wakeups(pid).values()) + thread_wakeups(pid)
@@ -77,11 +95,14 @@ def run_once(args, checkout: str, layout: list[str], size: int,
     with tempfile.TemporaryDirectory() as data, tempfile.NamedTemporaryFile(suffix=".json") as out:
         proc, url = start(checkout, data, layout, port=args.port)
         try:
+            pin(proc.pid, args.pin)
             before = voluntary_switches(proc.pid)
             subprocess.run([args.bench_python, args.bench, "--url", url, "--broker-pid",
                             str(proc.pid), "--scenario", scenario, "--size", str(size),
                             "--seconds", str(args.seconds), "--json", out.name], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           preexec_fn=(lambda: os.sched_setaffinity(0, {1}))
+                           if args.pin == "tree" else None)
             switches = voluntary_switches(proc.pid) - before
         finally:
             stop(proc)
@@ -109,6 +130,9 @@ def main() -> None:
     p.add_argument("--size", default="16,1024")
     p.add_argument("--scenario", default="pubsub_e2e",
                    help="comma list of the harness's scenarios (msg/s: delivered or confirmed)")
+    p.add_argument("--pin", choices=("none", "tree", "apart"), default="none",
+                   help="CPU placement: tree = broker on CPU 0, harness on CPU 1; apart = a "
+                        "split broker's supervisor on CPU 0, its children on CPU 1")
     p.add_argument("--layouts", default=",".join(LAYOUTS),
                    help="comma list of: " + ", ".join(LAYOUTS))
     args = p.parse_args()
