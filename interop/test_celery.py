@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import uuid
 
 import pytest
+
+from .celery_worker import celery_worker
 
 TASKS = textwrap.dedent('''
     import os
@@ -43,46 +41,10 @@ TASKS = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def celery_app(broker_url, tmp_path_factory):
-    """Write a tasks module, start ``celery worker --pool solo`` on it, yield the app."""
-    workdir = tmp_path_factory.mktemp("celery")
-    (workdir / "interop_tasks.py").write_text(TASKS)
-    queue = f"celery-interop-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, INTEROP_BROKER_URL=broker_url, INTEROP_QUEUE=queue,
-               PYTHONPATH=str(workdir) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(workdir / "worker.log", "w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "interop_tasks", "worker", "--pool", "solo", "-c", "1",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queue, "-l", "INFO"],
-        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    old = {k: os.environ.get(k) for k in ("INTEROP_BROKER_URL", "INTEROP_QUEUE")}
-    os.environ.update(INTEROP_BROKER_URL=broker_url, INTEROP_QUEUE=queue)
-    sys.path.insert(0, str(workdir))
-    try:
-        import interop_tasks
-        yield interop_tasks
-    finally:
-        sys.path.remove(str(workdir))
-        sys.modules.pop("interop_tasks", None)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        # Warm shutdown (SIGTERM) idles ~10 s in the solo worker's loop; all tasks are done by now,
-        # so give it a moment and then SIGKILL rather than slow the suite down.
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(3)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
-        log.close()
-        # The task queue is durable, and celery declares a direct exchange of the same name.
-        import pika
-        c = pika.BlockingConnection(pika.URLParameters(broker_url))
-        c.channel().queue_delete(queue)
-        c.channel().exchange_delete(queue)
-        c.close()
+    """A tasks module and ``celery worker --pool solo`` on it; yield the module."""
+    with celery_worker(broker_url, tmp_path_factory.mktemp("celery"), "interop_tasks",
+                       TASKS) as (tasks, _queue, _log):
+        yield tasks
 
 
 def test_add(celery_app):

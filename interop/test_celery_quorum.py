@@ -3,16 +3,11 @@ queue. ``worker_detect_quorum_queues`` (on by default) makes the worker use per-
 prefetch instead of a global basic.qos, which quorum queues refuse (540)."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import uuid
 
-import pika
 import pytest
 
+from .celery_worker import celery_worker
 from .conftest import Mgmt, q, wait_until
 
 TASKS = textwrap.dedent('''
@@ -36,42 +31,9 @@ TASKS = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def quorum_app(broker_url, tmp_path_factory):
     """A tasks module whose default queue is a quorum queue, and ``celery worker`` on it."""
-    workdir = tmp_path_factory.mktemp("celery-quorum")
-    (workdir / "quorum_tasks.py").write_text(TASKS)
-    queue = f"celery-quorum-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, INTEROP_BROKER_URL=broker_url, INTEROP_QUEUE=queue,
-               PYTHONPATH=str(workdir) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(workdir / "worker.log", "w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "quorum_tasks", "worker", "--pool", "solo",
-         "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queue,
-         "-l", "INFO"],
-        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    old = {k: os.environ.get(k) for k in ("INTEROP_BROKER_URL", "INTEROP_QUEUE")}
-    os.environ.update(INTEROP_BROKER_URL=broker_url, INTEROP_QUEUE=queue)
-    sys.path.insert(0, str(workdir))
-    try:
-        import quorum_tasks
-        yield quorum_tasks, queue, workdir / "worker.log"
-    finally:
-        sys.path.remove(str(workdir))
-        sys.modules.pop("quorum_tasks", None)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        worker.send_signal(signal.SIGTERM)     # see test_celery.py: SIGKILL after a moment
-        try:
-            worker.wait(3)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
-        log.close()
-        c = pika.BlockingConnection(pika.URLParameters(broker_url))
-        c.channel().queue_delete(queue)         # without if-unused/if-empty: a quorum queue
-        c.channel().exchange_delete(queue)
-        c.close()
+    with celery_worker(broker_url, tmp_path_factory.mktemp("celery-quorum"), "quorum_tasks",
+                       TASKS) as worker:
+        yield worker
 
 
 def test_tasks_run_from_a_quorum_queue(quorum_app, mgmt_url):
