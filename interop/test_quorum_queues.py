@@ -16,7 +16,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 
 from .conftest import drain, q, wait_until
 
@@ -432,8 +432,6 @@ def test_stream_arguments_refused(och, uniq):
 
 
 # ----------------------------------------------------------------------------- restarts
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])

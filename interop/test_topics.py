@@ -17,13 +17,11 @@ import pytest
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
 from amqpbroker.partitioner import partition_of
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.mgmt_client import ManagementClient, q
 
 from .conftest import drain, wait_until
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 CLASSIC = {"x-partition-type": "classic"}
 
 

@@ -35,6 +35,13 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?"
                    r"(?: node=(?P<node>\S+) cluster=(?P<cluster>\d+))?")
 
+# the two process layouts a test runs a broker in when the layout is what it tests (pytest
+# params: ``params=list(LAYOUTS.values()), ids=list(LAYOUTS)``): one process, and a supervisor
+# with 2 AMQP front-ends and 2 workers joined by shared-memory rings (``--frontends 0`` named
+# too: CI's second pass sets AMQPBROKER_FRONTENDS=2, which would otherwise apply)
+LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
+           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
+
 
 class BrokerProcess:
     def __init__(self, data_dir, *args: str, management: bool = False, prometheus: bool = False,

@@ -53,10 +53,8 @@ import pika
 import pytest
 
 from amqpbroker.partitioner import partition_of
-from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout

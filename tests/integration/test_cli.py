@@ -27,12 +27,9 @@ import pytest
 import amqpbroker
 import shm._ring
 from amqpbroker import child
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-# --frontends 0 too: CI's second pass sets AMQPBROKER_FRONTENDS=2, which needs workers
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 
 
 def free_port() -> int:

@@ -16,14 +16,12 @@ import uuid
 import pika
 import pytest
 
-from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 from amqpbroker.testing.mgmt_client import ManagementClient
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 # a short revocation grace (cancelled members' unacked deliveries) and a session timeout
 # long enough for a reconnect on a loaded machine
 FLAGS = ("--group-revoke-grace-ms", "2000", "--group-session-timeout-ms", "30000")

@@ -18,19 +18,16 @@ import pytest
 from pika.exceptions import ConnectionClosedByBroker
 
 import amqpbroker
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import wait_until as wait_for
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "frontends": ("--workers", "2", "--frontends", "2")}
-
 
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def broker(request, tmp_path_factory):
-    with BrokerProcess(tmp_path_factory.mktemp(request.param), *LAYOUTS[request.param],
+    with BrokerProcess(tmp_path_factory.mktemp("ctl"), *LAYOUTS[request.param],
                        management=True) as b:
         yield b
 

@@ -18,13 +18,11 @@ import pytest
 
 import amqpbroker
 from amqpbroker.partitioner import partition_of
-from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 PARTITIONS = 3
 FIRST, SECOND = 10, 3            # messages per partition published before and after a time
 

@@ -10,11 +10,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 from amqpbroker.testing.mgmt_client import ManagementClient
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 DEDUP = "x-message-deduplication"
 
 

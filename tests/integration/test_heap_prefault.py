@@ -12,14 +12,12 @@ import time
 import pika
 import pytest
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import session_members
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 BODY = 65536
 WARM = 1024             # 64 MiB first: the heap's first growths are the loop's own
 COUNT = 1024            # then 64 MiB counted

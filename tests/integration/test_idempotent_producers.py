@@ -12,14 +12,11 @@ import pika
 import pika.exceptions
 import pytest
 
-from amqpbroker.testing import BrokerProcess, FaultProxy, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, FaultProxy, leaks
 from amqpbroker.testing.proxy import DOWNSTREAM
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
-
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 
 
 def props(pid, seq, **extra) -> pika.BasicProperties:

@@ -13,14 +13,12 @@ import pika
 import pytest
 from pika.exceptions import ProbableAuthenticationError
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import wait_until as wait_for
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "frontends": ("--workers", "2", "--frontends", "2")}
 FIELDS = {"ts", "level", "logger", "msg", "pid", "role"}
 
 
@@ -137,7 +135,7 @@ def test_a_queue_that_cannot_be_recovered_is_logged_once(tmp_path, layout):
 @pytest.mark.parametrize("kind", ["worker", "frontend"])
 def test_a_child_restart_is_logged_once(tmp_path, kind):
     with BrokerProcess(tmp_path, "--log-format", "json",
-                       *LAYOUTS["frontends"]) as b:
+                       *LAYOUTS["2 workers + 2 front-ends"]) as b:
         pid = (b.worker_pids if kind == "worker" else b.frontend_pids)[0]
         name = "worker 0" if kind == "worker" else "front-end 0"
         os.kill(pid, signal.SIGKILL)

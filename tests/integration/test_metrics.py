@@ -13,11 +13,9 @@ import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import wait_until
 
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "split": ("--workers", "2", "--frontends", "2")}
 FAST_SAMPLES = ("--collect-statistics-interval", "200")
 
 
@@ -285,7 +283,7 @@ def test_statistics_off_counts_nothing_but_serves_gauges(tmp_path):
 
 
 def test_amqpbroker_families_commit_rings_and_restarts(tmp_path):
-    with BrokerProcess(tmp_path, *LAYOUTS["split"], prometheus=True) as b:
+    with BrokerProcess(tmp_path, *LAYOUTS["2 workers + 2 front-ends"], prometheus=True) as b:
         conn = pika.BlockingConnection(pika.URLParameters(b.url))
         ch = conn.channel()
         ch.confirm_delivery()

@@ -17,7 +17,7 @@ import aio_pika
 import pytest
 
 from amqpbroker import child
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
@@ -25,9 +25,6 @@ pytestmark = pytest.mark.own_layout
 QUEUES = 1000
 NOFILE = 256
 CACHE_LIMIT = NOFILE // 2      # the default: half of RLIMIT_NOFILE
-
-LAYOUTS = {"one-process": ["--workers", "0", "--frontends", "0"],
-           "split": ["--workers", "2", "--frontends", "2"]}
 
 
 def limited(data, layout) -> BrokerProcess:

@@ -11,14 +11,12 @@ import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import wait_until
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "split": ("--workers", "2", "--frontends", "2")}
 
 COUNT = 2000
 BODY = b"m" * 1024

@@ -11,19 +11,17 @@ import pika
 import pytest
 from pika.exceptions import ConnectionClosedByBroker
 
-from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
 RABBITMQADMIN = "/usr/bin/rabbitmqadmin"
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "frontends": ("--workers", "2", "--frontends", "2")}
 
 
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def broker(request, tmp_path_factory):
-    with BrokerProcess(tmp_path_factory.mktemp(request.param), *LAYOUTS[request.param],
+    with BrokerProcess(tmp_path_factory.mktemp("rabbitmqadmin"), *LAYOUTS[request.param],
                        management=True) as b:
         b.layout = request.param
         yield b
@@ -147,7 +145,7 @@ def _connect(b: BrokerProcess, name: str) -> pika.BlockingConnection:
 def test_connections_channels_consumers_and_close(broker):
     """Connections until there is one on every front-end, each consuming; rabbitmqadmin
     lists them all and closes one, and only that one."""
-    frontends = {"one-process": {0}, "frontends": {0, 1}}[broker.layout]
+    frontends = {"one process": {0}, "2 workers + 2 front-ends": {0, 1}}[broker.layout]
     conns, where = {}, {}
     try:
         admin(broker, "declare", "queue", "name=watched", "durable=false")

@@ -9,19 +9,17 @@ from __future__ import annotations
 import pika
 import pytest
 
-from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
 STREAM = {"x-queue-type": "stream"}
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "split": ("--workers", "2", "--frontends", "2")}
 
 
 @pytest.fixture(params=list(LAYOUTS), scope="module")
 def broker(request, tmp_path_factory):
-    with BrokerProcess(tmp_path_factory.mktemp(request.param), *LAYOUTS[request.param]) as b:
+    with BrokerProcess(tmp_path_factory.mktemp("streamfilter"), *LAYOUTS[request.param]) as b:
         yield b
 
 

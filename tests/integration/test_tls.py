@@ -28,11 +28,9 @@ from pamqp import frame as pframe
 from pamqp import header as pheader
 
 from amqpbroker import child
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 
 ALICE = "CN=alice,OU=dev,O=Example Org"        # RabbitMQ's string of her certificate's subject
-LAYOUTS = {"one-process": ("--workers", "0", "--frontends", "0"),
-           "frontends": ("--workers", "2", "--frontends", "2")}
 
 
 @dataclass
@@ -108,7 +106,7 @@ def broker(request, pki, tmp_path_factory):
     with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer",
                     *LAYOUTS[request.param]) as b:
         assert b.tls_port and b.management_tls_port
-        assert len(b.frontend_pids) == (2 if request.param == "frontends" else 0)
+        assert len(b.frontend_pids) == (2 if request.param == "2 workers + 2 front-ends" else 0)
         add_user(b, pki, ALICE)
         yield b
 

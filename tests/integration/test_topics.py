@@ -12,14 +12,12 @@ import pytest
 
 import amqpbroker
 from amqpbroker.partitioner import partition_of
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.mgmt_client import ManagementClient
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 CLASSIC = {"x-partition-type": "classic"}
 
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 import pika
 import pytest
 
-from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import wait_until
 from amqpbroker.testing.mgmt_client import ManagementClient
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
 
-LAYOUTS = {"one process": ("--workers", "0", "--frontends", "0"),
-           "2 workers + 2 front-ends": ("--workers", "2", "--frontends", "2")}
 KIB64 = 65536
 N = 100
 
