@@ -27,12 +27,8 @@ CLASSIC = {"x-partition-type": "classic"}
 
 @pytest.fixture(scope="module", params=list(LAYOUTS.values()), ids=list(LAYOUTS))
 def topic_broker(request, tmp_path_factory):
-    b = BrokerProcess(tmp_path_factory.mktemp("topics"), *request.param, management=True)
-    b.start()
-    try:
+    with BrokerProcess(tmp_path_factory.mktemp("topics"), *request.param, management=True) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture

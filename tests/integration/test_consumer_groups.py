@@ -30,13 +30,9 @@ DEADLINE = 30.0
 
 @pytest.fixture(scope="module", params=list(LAYOUTS.values()), ids=list(LAYOUTS))
 def broker(request, tmp_path_factory):
-    b = BrokerProcess(tmp_path_factory.mktemp("groups"), *request.param, *FLAGS,
-                      management=True)
-    b.start()
-    try:
+    with BrokerProcess(tmp_path_factory.mktemp("groups"), *request.param, *FLAGS,
+                       management=True) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def api(b, method, path, body=None):

@@ -29,12 +29,8 @@ FIRST, SECOND = 10, 3            # messages per partition published before and a
 
 @pytest.fixture(scope="module", params=list(LAYOUTS.values()), ids=list(LAYOUTS))
 def broker(request, tmp_path_factory):
-    b = BrokerProcess(tmp_path_factory.mktemp("ctlgroups"), *request.param, management=True)
-    b.start()
-    try:
+    with BrokerProcess(tmp_path_factory.mktemp("ctlgroups"), *request.param, management=True) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def ctl(b: BrokerProcess | None, *args: str, url: str | None = None):

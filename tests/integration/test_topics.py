@@ -23,12 +23,8 @@ CLASSIC = {"x-partition-type": "classic"}
 
 @pytest.fixture(scope="module", params=list(LAYOUTS.values()), ids=list(LAYOUTS))
 def broker(request, tmp_path_factory):
-    b = BrokerProcess(tmp_path_factory.mktemp("topics"), *request.param, management=True)
-    b.start()
-    try:
+    with BrokerProcess(tmp_path_factory.mktemp("topics"), *request.param, management=True) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def api(b: BrokerProcess, method: str, path: str, body=None, user="guest", password="guest"):
