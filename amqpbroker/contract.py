@@ -464,9 +464,10 @@ LeaseUntil = message(94, "lease_until", ("until", "any"))
 ReplicaDescribe = message(97, "replica_describe", ("qid", "u32"), ("checksum", "bool"),
                           request=True)
 # worker -> supervisor (control channel): a leader's ISR change, written to etcd by the
-# supervisor in one txn that holds only while the key still names ``leader`` at ``epoch``
+# supervisor in one txn that holds only while the key still names ``leader`` at ``epoch``;
+# ``seq`` numbers the leader's ISR writes (``Leader.maximal_isr`` in cluster/replication.py)
 IsrChange = message(95, "isr_change", ("key", "str"), ("leader", "str"), ("epoch", "u32"),
-                    ("isr", "any"))
+                    ("isr", "any"), ("seq", "u32"))
 # supervisor -> front-end: where the queues led by other nodes are served: ``nodes``
 # {node: [host, cluster port, workers]}, ``leaders`` [[vhost, queue, node]]; a queue not
 # listed is served by this node's own copy (``cluster/forward.py``); the whole table at the

@@ -261,14 +261,14 @@ class Replication(Roles):
         return (reg["host"], reg["cluster_port"],
                 self.forwarder.worker_on(follower.leader, *follower.key))
 
-    def write_isr(self, leader, isr: list[str]):
+    def write_isr(self, leader, isr: list[str], seq: int):
         return self.loop.create_task(write_isr(self.node.membership, leader.pkey, leader.me,
-                                               leader.epoch, isr))
+                                               leader.epoch, isr, seq))
 
     def on_isr_change(self, m: c.IsrChange) -> None:
         """A worker's leader changes its ISR (``WorkerReplicas.write_isr``)."""
         self.loop.create_task(write_isr(self.node.membership, m.key, m.leader, m.epoch,
-                                        list(m.isr)))
+                                        list(m.isr), m.seq))
 
     # ------------------------------------------------------------ roles
     def follow_view(self) -> None:
@@ -584,16 +584,18 @@ def _led(pkey: str, leader: str, replicas, isr, followers: dict) -> dict:
             "replicas": list(replicas), "isr": list(isr), "followers": followers}
 
 
-async def write_isr(m, pkey: str, me: str, epoch: int, isr: list[str]) -> None:
+async def write_isr(m, pkey: str, me: str, epoch: int, isr: list[str], seq: int) -> None:
     """One txn: the partition key as read (``MOD``), still led by ``me`` at ``epoch``; the
-    controller's changes (a new leader, an epoch) make it fail, as they should."""
+    controller's changes (a new leader, an epoch) make it fail, as they should. The key
+    records which of the leader's writes it holds (``isr_write``: [epoch, seq]), so the
+    leader knows when its view has caught up with it (``Leader.update``)."""
     kv = m.view.get(pkey)
     if kv is None:
         return
     p = json.loads(kv.value)
     if p.get("leader") != me or p.get("leader_epoch") != epoch:
         return
-    new = dict(p, isr=isr)
+    new = dict(p, isr=isr, isr_write=[epoch, seq])
     try:
         held, _, _ = await m.etcd.transact(
             [compare(pkey, "MOD", "EQUAL", kv.mod_revision)],
@@ -635,9 +637,9 @@ class WorkerReplicas(Roles):
         at = follower.leader_at
         return tuple(at) if at and at[0] and at[1] else None
 
-    def write_isr(self, leader, isr: list[str]) -> None:
+    def write_isr(self, leader, isr: list[str], seq: int) -> None:
         self.control.notify(c.IsrChange(key=leader.pkey, leader=leader.me,
-                                        epoch=leader.epoch, isr=isr))
+                                        epoch=leader.epoch, isr=isr, seq=seq))
 
     # ------------------------------------------------------------ from the supervisor
     def on_lease_until(self, m: c.LeaseUntil) -> None:
@@ -711,6 +713,14 @@ class Leader:
         self._marks: collections.deque = collections.deque()
         self.expired_below = 0                  # offsets below it, above the HW: nacked
         self._isr_write: asyncio.Task | None = None
+        # Kafka's "maximal ISR" (KIP-497): the replicas each ISR write of ours adds, by the
+        # write's number, until the view shows the key holding that write or a later one.
+        # The HW counts them as in-sync from the moment the write is sent: once it is in
+        # etcd the controller may elect any of them, so nothing may be confirmed without
+        # them meanwhile (the checker's seed 302: a follower added to the ISR, elected at
+        # once as the preferred leader, lacked a message the old leader had just confirmed).
+        self._isr_seq = 0
+        self._adding: dict[int, set[str]] = {}
         self._isr_timer = host.loop.call_later(self._isr_every, self._check_isr)
         self.sent_acks: dict[str, tuple] = {}   # follower -> the ack state last sent
         self.parked: dict = {}                  # (link, req) -> (link, Fetch, timer)
@@ -736,6 +746,10 @@ class Leader:
         self.replicas = list(p.get("replicas", ()))
         self.isr = list(p.get("isr", ()))
         self.min_isr = int(p.get("min_isr", 1))
+        written = p.get("isr_write") or (0, 0)
+        if written[0] == self.epoch:        # our writes up to written[1] are in the view
+            for seq in [s for s in self._adding if s <= written[1]]:
+                del self._adding[seq]
         self.advance()
         if self.serving() and not self.queue.deleted:
             self.queue.schedule_dispatch()  # consumers held back while the lease was in doubt
@@ -791,7 +805,7 @@ class Leader:
             return
         q = self.queue
         hw = q.store.log.durable_offset
-        for r in self.isr:
+        for r in self.maximal_isr():
             if r != self.me:
                 hw = min(hw, self.leo.get(r, 0))
         if hw > self.hw and len(self.isr) >= self.min_isr:
@@ -895,6 +909,10 @@ class Leader:
     def _isr_every(self) -> float:
         return max(0.1, min(1.0, self.lag_time / 4, self.confirm_timeout / 4))
 
+    def maximal_isr(self) -> set[str]:
+        """The ISR in etcd, with what our ISR writes not yet in the view may have added."""
+        return set(self.isr).union(*self._adding.values())
+
     def _check_isr(self) -> None:
         """A follower that has not reached our log end for ``replica_lag_time`` leaves the
         ISR; one that has fetched up to the HW meanwhile comes back (Kafka's rules)."""
@@ -907,16 +925,19 @@ class Leader:
             return
         if not self.repl.holds_lease():
             return
-        lagging = {r for r in self.isr if r != self.me
+        maximal = self.maximal_isr()
+        lagging = {r for r in maximal if r != self.me
                    and now - self.caught_up.get(r, self.started) > self.lag_time}
-        back = {r for r in self.replicas if r not in self.isr and r in self.leo
+        back = {r for r in self.replicas if r not in maximal and r in self.leo
                 and self.leo[r] >= self.hw and now - self.fetched.get(r, 0) < self.lag_time}
         if not lagging and not back:
             return
         isr = [r for r in self.replicas
-               if (r in self.isr and r not in lagging) or r in back]
+               if (r in maximal and r not in lagging) or r in back]
+        self._isr_seq += 1
+        self._adding[self._isr_seq] = set(isr) - set(self.isr)
         # the supervisor's etcd write (a task), or a notice to it from a worker (None)
-        self._isr_write = self.repl.write_isr(self, isr)
+        self._isr_write = self.repl.write_isr(self, isr, self._isr_seq)
 
     def stop(self) -> None:
         """Leadership ended: publishes waiting for the HW are nacked, fetches refused."""
