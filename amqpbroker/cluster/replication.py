@@ -894,7 +894,9 @@ class Leader:
         acks, offsets = self.sent_acks[link.node] = _settled(q)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
-                               error="", batches=batches, acks=acks, offsets=offsets,
+                               error="", batches=[(base, epoch, run.count, run.data)
+                                                  for base, epoch, run in batches],
+                               acks=acks, offsets=offsets,
                                diverging_epoch=0, diverging_end=0))
 
     def _error(self, link, m: c.Fetch, error: str, diverged=(0, 0)) -> None:
@@ -1133,12 +1135,14 @@ class Follower:
             return
         store, log_ = q.store, q.store.log
         changed = False
-        for base, epoch, records in reply.batches or ():
+        for base, epoch, count, data in reply.batches or ():
             if base > log_.end_offset and _all_settled(reply.acks, log_.end_offset, base):
                 log_.roll_to(base)          # the leader's gap (all settled, deleted there)
             if base != log_.end_offset:
                 break                       # not contiguous: fetched again from our end
-            log_.append(records, epoch)     # the leader's stamp, as fetched
+            # the leader's records as its batch holds them, its stamp, as fetched: no record
+            # decoded or encoded again (append_raw checks the run's layout)
+            log_.append_raw([(data, count)], epoch)
             changed = True
         floor, runs = reply.acks or (0, [])
         end = log_.end_offset

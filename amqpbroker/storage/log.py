@@ -79,8 +79,8 @@ from .filecache import FileCache, process_cache
 from .fileformat import FsyncPolicy, fsync_dir
 from .epochs import EpochCache
 from .index import OffsetIndex, TimeIndex
-from .record import (LOG_VERSION, BatchHeader, Record, crc_ok, decode_records, encode_batch_parts,
-                     encode_raw_batch_parts, record_size)
+from .record import (LOG_VERSION, BatchHeader, Record, RecordRun, crc_ok, decode_records,
+                     encode_batch_parts, encode_raw_batch_parts, record_size)
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
 from .trash import discard_directory
@@ -453,12 +453,14 @@ class PartitionLog:
             return out
 
     def read_batches(self, offset: int, max_bytes: int = 1 << 20, written: bool = False
-                     ) -> list[tuple[int, int, list[Record]]]:
+                     ) -> list[tuple[int, int, RecordRun]]:
         """Whole batches from the one starting at `offset` on, below `durable_offset` (with
         `written`: below the end offset, fsynced or not), as (base offset, leader epoch,
-        records): a follower appends each as one batch of that epoch and its log is then
-        byte-identical (cluster/replication.py: a leader ships what it wrote while its fsync
-        runs). At most `max_bytes` of batches unless the first alone is larger; [] at or past
+        records): the records as the batch holds them (a ``RecordRun``, CRC-checked, not
+        decoded), which a follower appends as they are (``append_raw``) as one batch of that
+        epoch, and its log is then byte-identical (cluster/replication.py: a leader ships
+        what it wrote while its fsync runs; Kafka's followers fetch the log's bytes the same
+        way). At most `max_bytes` of batches unless the first alone is larger; [] at or past
         that end."""
         with self._lock:
             self._check_open()
@@ -468,10 +470,10 @@ class PartitionLog:
             limit, size = self.end_offset if written else self.durable_offset, 0
             i = bisect_right(self._bases, offset) - 1
             while i < len(self._segments) and offset < limit:
-                for h, records in self._batches_from(self._segments[i], offset):
+                for h, run in self._batches_from(self._segments[i], offset, decode=False):
                     if h.next_offset > limit or (out and size + h.size > max_bytes):
                         return out
-                    out.append((h.base_offset, h.epoch, records))
+                    out.append((h.base_offset, h.epoch, run))
                     size += h.size
                     offset = h.next_offset
                 i += 1
@@ -533,8 +535,10 @@ class PartitionLog:
                             return o
             return self.end_offset
 
-    def _batches_from(self, seg: Segment, offset: int, min_ts: int | None = None):
-        """Decoded batches of `seg` that hold offsets >= `offset` (lock held)."""
+    def _batches_from(self, seg: Segment, offset: int, min_ts: int | None = None,
+                      decode: bool = True):
+        """Decoded batches of `seg` that hold offsets >= `offset` (lock held); without
+        `decode`, each batch's records as a ``RecordRun`` of their bytes."""
         pos, expected = seg.position_for(offset)
         for _, h, batch in seg.iter_batches(pos, seg.size):
             if h.base_offset != expected:
@@ -545,7 +549,10 @@ class PartitionLog:
                 continue
             if not crc_ok(batch):
                 raise CorruptRecordError(f"{seg.log_path}: CRC mismatch in batch {h.base_offset}")
-            yield h, decode_records(batch, seg.head_size)
+            if decode:
+                yield h, decode_records(batch, seg.head_size)
+            else:
+                yield h, RecordRun(bytes(batch[seg.head_size:]), h.count)
         if expected != seg.next_offset:
             raise CorruptRecordError(f"{seg.log_path}: unreadable batch at offset {expected}")
 

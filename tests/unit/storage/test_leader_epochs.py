@@ -11,6 +11,7 @@ from crc32c import crc32c
 
 from amqpbroker.cluster.replication import truncate_files
 from amqpbroker.storage import PartitionLog, Record
+from amqpbroker.storage.errors import CorruptRecordError
 from amqpbroker.storage.epochs import EpochCache, diverging, truncation_offset
 from amqpbroker.storage.fileformat import MAGIC_LOG, file_header
 from amqpbroker.storage.record import BATCH_HEADER_V1, decode_header
@@ -121,6 +122,56 @@ def test_a_version_1_segment_is_read_as_epoch_0_and_appends_go_to_a_version_2_on
     assert [(b, e) for b, e, _ in again.read_batches(0)] == [(0, 0), (2, 0), (3, 2)]
 
 
+def test_fetched_batches_are_the_records_bytes_and_copy_byte_for_byte(open_log, tmp_path):
+    """``read_batches`` hands each batch's records as the log holds them (a ``RecordRun``
+    of their bytes: nothing decoded), small and big bodies, batches of one and of many, and
+    a follower appending them as they are (``append_raw``, replication.py) writes the same
+    bytes as the leader's."""
+    leader = open_log("leader")
+    big = Record(2_000, "ex", "big", b"\x90\x00", b"B" * 70_000, 1)
+    leader.append([rec(0)], 1)
+    leader.append([rec(1), big, rec(2)], 1)
+    leader.append([rec(i) for i in range(3, 40)], 2)
+    batches = leader.read_batches(0, 1 << 30, written=True)
+    assert [(b, e, len(run)) for b, e, run in batches] == [(0, 1, 1), (1, 1, 3), (4, 2, 37)]
+    assert all(type(run.data) is bytes for _, _, run in batches)
+    assert batches[1][2] == [rec(1), big, rec(2)]
+    follower = open_log("f")
+    for base, epoch, run in batches:
+        assert follower.append_raw([(run.data, run.count)], epoch) == base
+    leader.sync(force=True)
+    follower.close()
+    assert log_bytes(tmp_path / "f") == log_bytes(tmp_path / "leader")
+
+
+def test_a_version_1_segment_is_fetched_as_its_records(open_log, tmp_path):
+    """A version 1 segment's batches have a shorter header: what a fetch hands is still
+    just the records, which a follower appends as version 2 batches of epoch 0."""
+    d = tmp_path / "p0"
+    os.makedirs(d)
+    with open(d / f"{0:020d}.log", "wb") as f:
+        f.write(file_header(MAGIC_LOG, 1) + v1_batch(0, [rec(0), rec(1)]) + v1_batch(2, [rec(2)]))
+    old = open_log()
+    follower = open_log("f")
+    for base, epoch, run in old.read_batches(0):
+        follower.append_raw([(run.data, run.count)], epoch)
+    assert follower.read(0) == old.read(0) == [(i, rec(i)) for i in range(3)]
+    assert follower.epochs.entries == [(0, 0)]
+
+
+def test_a_fetch_of_a_corrupt_batch_is_refused(open_log, tmp_path):
+    log = open_log()
+    log.append([rec(0)], 1)
+    log.append([rec(1)], 1)
+    log.sync(force=True)
+    path = glob.glob(os.path.join(log.directory, "*.log"))[0]
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) - 1)          # the last byte of the second batch's body
+        f.write(b"X")
+    with pytest.raises(CorruptRecordError, match="CRC mismatch in batch 1"):
+        log.read_batches(0)
+
+
 def test_an_empty_version_1_active_segment_is_rewritten_as_version_2(open_log, tmp_path):
     d = tmp_path / "p0"
     os.makedirs(d)
@@ -152,8 +203,8 @@ def follow(leader: PartitionLog, follower_dir, open_log):
         follower.close()
         truncate_files(points)
         follower = open_log(follower_dir)
-    for base, epoch, records in leader.read_batches(follower.end_offset, 1 << 30):
-        follower.append(records, epoch)
+    for base, epoch, run in leader.read_batches(follower.end_offset, 1 << 30):
+        follower.append_raw([(run.data, run.count)], epoch)     # as the follower does
     follower.close()
     return cuts
 
