@@ -47,9 +47,9 @@ class StreamEndpoint:
     def send(self, msg) -> None:
         if self.closed:
             return
-        data = contract.encode_bytes(msg)
-        self._out.append(LENGTH.pack(len(data)))
-        self._out.append(data)
+        pieces = contract.encode(msg)       # a cold message's pickle is not joined again
+        self._out.append(LENGTH.pack(sum(map(len, pieces))))
+        self._out.extend(pieces)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
