@@ -80,6 +80,13 @@ NOT_LED = "is not led by node"
 _EPOCHS = itertools.count(1)
 
 
+def _log_copy_open(q, fut) -> None:
+    exc = None if fut.cancelled() else fut.exception()
+    if exc is not None and not isinstance(exc, HostGone):
+        log.error("queue '%s' in vhost '%s': its local copy could not be opened again after "
+                  "its worker restarted: %s", q.name, q.vhost.name, exc)
+
+
 class RemoteClient(PartitionClient):
     """The partition client of the queues another node leads: its link is a TCP stream to
     that node's cluster port, dialled on first use and again after a loss."""
@@ -646,6 +653,21 @@ class Forwarder:
         for link in list(self.links):
             if isinstance(link.host, WorkerRelay) and link.host.worker is worker:
                 link.close()
+
+    def worker_back(self, worker) -> None:
+        """A restarted worker has its own queues open again (``WorkerProcess.after_restart``):
+        open the local copies it held too, each under the qid it had there (a follower's
+        replica of a queue another node leads, kept open for replication). The new worker
+        recovers each from its files, and the role the supervisor tells it again
+        (``Replication._tick``: a restarted worker is told every role) finds it open and
+        fetches from the leader. (Not reopened, a follower's copy stayed closed: the role
+        waited for it forever, the follower never fetched again and left the ISR, and with
+        both followers' workers restarted the queue nacked every publish: found by the
+        checker's ``kill_follower_worker``.)"""
+        for q, (client, qid) in list(self.local_copies.items()):
+            if client is worker.client and not q.deleted:
+                q.open_on(client, qid).add_done_callback(
+                    lambda fut, q=q: _log_copy_open(q, fut))
 
     def local_host(self):
         """The host of this node's queues when it runs in this process (``--workers 0``)."""

@@ -77,6 +77,7 @@ class ClusterNode:
         accept = self.forwarder.accept if self.forwarder is not None else _refuse
         for w in getattr(self.broker, "workers", None) or ():
             w.lost_listeners.append(self.forwarder.worker_lost)
+            w.back_listeners.append(self.forwarder.worker_back)
         self._listener = await asyncio.start_server(accept, cfg.host or None,
                                                     cfg.cluster_port)
         self.cluster_port = self._listener.sockets[0].getsockname()[1]

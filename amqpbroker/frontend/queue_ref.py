@@ -82,11 +82,16 @@ class QueueRef:
     def open(self):
         """Ask the host to create or recover the queue; the future fails with 506 if the host
         cannot open it (the queue is then forgotten, or down if it existed)."""
-        fut = self.client.request(c.Open, qid=self.qid, vhost=self.vhost.name, name=self.name,
-                                  durable=self.durable, auto_delete=self.auto_delete,
-                                  arguments=self.arguments, directory=self.directory)
+        fut = self.open_on(self.client, self.qid)
         fut.add_done_callback(self._open_done)
         return fut
+
+    def open_on(self, client, qid: int):
+        """Ask ``client``'s host to open the queue as ``qid``: ``open``, and a forwarded
+        queue's local copy, opened again by a restarted worker (``forward.worker_back``)."""
+        return client.request(c.Open, qid=qid, vhost=self.vhost.name, name=self.name,
+                              durable=self.durable, auto_delete=self.auto_delete,
+                              arguments=self.arguments, directory=self.directory)
 
     def _open_done(self, fut) -> None:
         if fut is not self.opened:

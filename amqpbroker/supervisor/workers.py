@@ -35,6 +35,8 @@ class WorkerProcess(ChildProcess):
         self.on_restart = None               # called once a restarted worker has its queues
         self.on_lost = None                  # called when the worker died unasked
         self.lost_listeners: list = []       # more of them (the cluster's relayed links)
+        self.back_listeners: list = []       # called once a restarted worker has its queues
+        #                                      (the cluster's forwarded queues' local copies)
         self.handlers: dict = {}             # what the worker sends on its control channel
 
     async def start(self) -> None:
@@ -111,6 +113,8 @@ class WorkerProcess(ChildProcess):
         self.client.reopen()
         await asyncio.gather(*(ref.opened for ref in list(self.client.refs.values())),
                              return_exceptions=True)
+        for listener in self.back_listeners:
+            listener(self)
         if self.on_restart is not None:
             self.on_restart(self)
         if self.groups is not None:         # consumer groups' assignments on it

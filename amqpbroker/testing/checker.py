@@ -38,6 +38,14 @@ Fault kinds (``FAULTS``):
                      followers stop fetching, its ISR shrinks until ``min-insync`` nacks
     cut_follower_from_etcd, cut_follower_from_peers    the same for a non-leader
 
+With worker processes (``--layout workers`` or ``split``), two more (``WORKER_FAULTS``, in
+``all`` there):
+
+    kill_leader_worker    SIGKILL only the worker process that hosts the queue on its
+                          leader (an OOM kill): the node keeps its lease, its supervisor
+                          restarts the worker, which reopens the queue and leads again
+    kill_follower_worker  the same on a non-leader: the restarted worker fetches again
+
 ``CI_FAULTS`` is every whole-node kind: with replication (step 5) and the forwarder's move telling
 the moved consumers (``basic.cancel``), main survives them all (docs/CLUSTER.md section 5:
 what ran and what it found); the CI test runs a fixed schedule per seed that covers each
@@ -54,6 +62,7 @@ node samples which node claims to lead at which epoch (``LeaderClaims``) for
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -67,6 +76,7 @@ import time
 import pika
 
 from ..config import Config
+from ..frontend.broker import worker_of
 from .cluster import LocalCluster
 from .history import check
 from .netns import NetnsLab
@@ -75,6 +85,14 @@ from .workload import Recorder, Workload
 FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "restart_etcd",
           "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
           "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
+WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker")
+# the process layouts a seed's nodes may run in (``--layout``; README "Processes"): the
+# machine's default (one process below 4 CPUs, workers and front-ends from 4), or named:
+# with worker processes a queue's replication runs in the worker that hosts it
+# (``replication.WorkerReplicas``), fed by the supervisor over the rings
+SPLIT = ("--workers", "2", "--frontends", "2")
+LAYOUTS = {"default": None, "one": [("--workers", "0")], "workers": [("--workers", "2")],
+           "split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
 NETNS_FAULTS = ("cut_leader", "cut_follower", "cut_leader_from_etcd",     # need the nodes in
                 "cut_leader_from_peers", "cut_follower_from_etcd",       # network namespaces
                 "cut_follower_from_peers")
@@ -151,6 +169,26 @@ class Nemesis:
         node.kill()
         self.cluster.start_node(node)
 
+    def kill_leader_worker(self, node) -> None:
+        self._kill_worker(node)
+
+    def kill_follower_worker(self, node) -> None:
+        self._kill_worker(node)
+
+    def _kill_worker(self, node) -> None:
+        """SIGKILL the node's worker that hosts the queue (its supervisor restarts it)."""
+        if not node.worker_pids:
+            raise ValueError(f"{node.node} has no worker processes: a worker fault needs "
+                             f"--layout workers or split")
+        index = worker_of("/", QUEUE, len(node.worker_pids))
+        pid = self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index), timeout=60)
+        os.kill(pid, signal.SIGKILL)
+        # healed: a new worker runs, and the node's replica has its role again in it
+        self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index) not in (None, pid),
+                                timeout=60)
+        self.cluster.wait_until(lambda: ((node.api("partitions/%2F/" + QUEUE) or {}).get(
+            "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
+
     def pause_leader(self, node) -> None:
         self._pause(node)
 
@@ -207,6 +245,24 @@ class Nemesis:
             node.stop()
             self.cluster.start_node(node)
             self.wait_healthy()
+
+
+def worker_pid(supervisor: int, index: int) -> int | None:
+    """The pid of worker ``index`` of a node's supervisor now (a restarted worker has a new
+    one): its child started as ``python -m amqpbroker.worker SPEC`` with that index; None
+    while there is none (between a worker's death and its restart)."""
+    with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+        children = [int(p) for p in f.read().split()]
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if b"amqpbroker.worker" in argv and json.loads(argv[argv.index(b"amqpbroker.worker")
+                                                          + 1]).get("index") == index:
+            return pid
+    return None
 
 
 class LeaderClaims:
@@ -323,25 +379,27 @@ def queue_views(cluster: LocalCluster) -> str:
 
 def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consumers: int = 2,
              lease_ttl: int = 3, settle: float = 1.0, history_dir: str | None = None,
-             log=print, schedule=None):
+             log=print, schedule=None, layout: str = "default"):
     """One cluster, ``rounds`` faults drawn by ``seed`` from ``faults`` (or ``schedule``:
-    these kinds in this order, one per round); returns (verdict, nemesis). With a cut among
-    the faults each node runs in its own network namespace (root only)."""
+    these kinds in this order, one per round), its nodes in ``layout`` (``LAYOUTS``);
+    returns (verdict, nemesis). With a cut among the faults each node runs in its own
+    network namespace (root only)."""
     if schedule is not None:
         faults, rounds = tuple(schedule), len(schedule)
     if set(faults) & set(NETNS_FAULTS):
         with NetnsLab(["n1", "n2", "n3"]) as lab:
             return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                             history_dir, log, lab, schedule)
+                             history_dir, log, lab, schedule, LAYOUTS[layout])
     return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                     history_dir, log, None, schedule)
+                     history_dir, log, None, schedule, LAYOUTS[layout])
 
 
 def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, history_dir,
-              log, lab, schedule):
+              log, lab, schedule, layouts):
     rng = random.Random(seed)
     record = Recorder()
-    with LocalCluster(3, lease_ttl=lease_ttl, netns=lab, together=True) as cluster:
+    with LocalCluster(3, lease_ttl=lease_ttl, netns=lab, together=True,
+                      layouts=layouts) as cluster:
         declare(cluster)
         nemesis = Nemesis(cluster, record, rng)
         nemesis.wait_healthy()
@@ -409,26 +467,36 @@ def main(argv=None) -> int:
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5, help="faults per seed")
     p.add_argument("--faults", default=",".join(CI_FAULTS),
-                   help=f"comma-separated, of {', '.join(FAULTS)}; 'all' for every kind "
-                        f"(the default)")
+                   help=f"comma-separated, of {', '.join(FAULTS + WORKER_FAULTS)}; 'all' "
+                        f"for every kind the layout allows (default: every kind but the "
+                        f"partial cuts and the worker faults)")
     p.add_argument("--producers", type=int, default=3)
     p.add_argument("--consumers", type=int, default=2)
     p.add_argument("--lease-ttl", type=int, default=3)
+    p.add_argument("--layout", choices=sorted(LAYOUTS), default="default",
+                   help="the nodes' process layout: the machine's default, one process, "
+                        "2 workers, 2 workers + 2 front-ends, or one node of one process "
+                        "and two split")
     p.add_argument("--history-dir", default=None,
                    help="keep each seed's history here (default: a new temporary directory)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)     # every broken connection
-    faults = FAULTS if args.faults == "all" else tuple(args.faults.split(","))
-    unknown = set(faults) - set(FAULTS)
+    with_workers = args.layout in ("workers", "split")
+    faults = (FAULTS + (WORKER_FAULTS if with_workers else ()) if args.faults == "all"
+              else tuple(args.faults.split(",")))
+    unknown = set(faults) - set(FAULTS) - set(WORKER_FAULTS)
     if unknown:
         p.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+    if set(faults) & set(WORKER_FAULTS) and not with_workers:
+        p.error("the worker faults need --layout workers or split")
     history_dir = args.history_dir or tempfile.mkdtemp(prefix="amqpbroker-checker-")
     os.makedirs(history_dir, exist_ok=True)
     failed, failovers, rounds = 0, [], 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         verdict, nemesis = run_seed(seed, args.rounds, faults, args.producers, args.consumers,
-                                    args.lease_ttl, history_dir=history_dir)
+                                    args.lease_ttl, history_dir=history_dir,
+                                    layout=args.layout)
         failed += not verdict.ok
         failovers += nemesis.failovers
         rounds += args.rounds

@@ -5,22 +5,27 @@ schedule per seed that runs every fault kind (``CI_SCHEDULES``): the leader SIGK
 SIGSTOPped or cut off for 2 x TTL; a follower the same; etcd restarted; every node
 restarted in turn. Every confirmed message must arrive, none twice unflagged, per key in
 order; the queue must drain to its consumers; every replica's log must be the same up to
-the high watermark; no two nodes may lead in one epoch. Many seeds of random schedules run
-by hand: docs/CLUSTER.md section 5."""
+the high watermark; no two nodes may lead in one epoch. One more seed runs its nodes with
+worker processes (``--layout workers``: replication in the workers) and kills the worker
+hosting the queue, on a follower (twice) and on the leader, then the leader's node. Many
+seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
-from amqpbroker.testing.checker import CI_FAULTS, run_seed
+from amqpbroker.testing.checker import CI_FAULTS, WORKER_FAULTS, run_seed
 from amqpbroker.testing.history import load
 
 CI_SCHEDULES = {
     1: ("kill_leader", "pause_follower", "restart_etcd"),
     2: ("pause_leader", "kill_follower", "rolling_restart"),
     3: ("cut_leader", "cut_follower", "kill_leader"),
+    # the nodes with worker processes (LAYOUT)
+    4: ("kill_follower_worker", "kill_follower_worker", "kill_leader_worker", "kill_leader"),
 }
+LAYOUT = {4: "workers"}
 
 
 def test_the_ci_schedules_run_every_fault_kind():
-    assert {k for s in CI_SCHEDULES.values() for k in s} == set(CI_FAULTS)
+    assert {k for s in CI_SCHEDULES.values() for k in s} == set(CI_FAULTS + WORKER_FAULTS)
 
 
 @pytest.mark.parametrize("seed", sorted(CI_SCHEDULES))
@@ -28,7 +33,8 @@ def test_no_confirmed_message_is_lost_duplicated_or_reordered_under_faults(seed,
     lines = []
     schedule = CI_SCHEDULES[seed]
     verdict, _ = run_seed(seed, len(schedule), settle=0.5, history_dir=str(tmp_path),
-                          log=lines.append, schedule=schedule)
+                          log=lines.append, schedule=schedule,
+                          layout=LAYOUT.get(seed, "default"))
     print("\n".join(lines))
     assert verdict.ok, verdict.summary()
     assert verdict.confirmed > 200, verdict.summary()      # the workload did run

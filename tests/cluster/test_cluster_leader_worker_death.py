@@ -5,8 +5,10 @@ restarted leader must not show consumers what the followers do not have (its hig
 watermark starts at the one it checkpointed, cluster/checkpoint.py, not at its own log
 end), yet serves what was confirmed at once, before any follower fetches again; no
 confirmed message is lost, followers continue, and consumers on every node continue (what
-was delivered unacked is redelivered, flagged). Three real nodes with ``--workers 2``, a real
-etcd, pika and the management API."""
+was delivered unacked is redelivered, flagged). And a follower's worker that dies alone
+(twice in a row): the restarted worker opens the follower's copy again and fetches, so
+the ISR keeps the replica and publishes are confirmed by all three. Three real nodes with
+``--workers 2``, a real etcd, pika and the management API."""
 import asyncio
 import os
 import signal
@@ -17,6 +19,7 @@ import pika
 from pamqp import commands as spec
 
 from amqpbroker.frontend.broker import worker_of
+from amqpbroker.testing.checker import worker_pid
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.cluster_clients import connect, declare_quorum
 
@@ -198,3 +201,36 @@ def test_a_leaders_worker_killed_alone_restarts_behind_its_followers(tmp_path):
             timeout=DEADLINE)
         assert {r["high_watermark"] for r in seen} == {30}
         assert sorted(r["role"] for r in seen) == ["follower", "follower", "leader"]
+
+
+def test_a_followers_worker_killed_alone_opens_its_copy_again_and_fetches(tmp_path):
+    """Found by the checker's ``kill_follower_worker``: the follower's copy of the queue is
+    a forwarded queue's local copy, which its restarted worker did not open again; the
+    role the supervisor told it again waited for it forever, the replica never fetched, and
+    (with a lag time this long) no publish was confirmed any more."""
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
+                      args=("--workers", str(WORKERS), "--replica-lag-time", "60"),
+                      together=True) as cluster:
+        name = "fdie"
+        leader = declare_quorum(cluster, name)
+        follower = next(n for n in cluster.nodes if n is not leader)
+        w = worker_of("/", name, WORKERS)
+        first = [b"a%03d" % i for i in range(10)]
+        assert asyncio.run(publish_all(leader.url, name, first)) == ["ack"] * 10
+
+        def replica(node):
+            return (node.api(f"partitions/%2F/{name}") or {}).get("replica") or {}
+        for round_ in range(2):         # the restarted worker killed again
+            killed = worker_pid(follower.proc.pid, w)
+            os.kill(killed, signal.SIGKILL)
+            cluster.wait_until(lambda: worker_pid(follower.proc.pid, w) not in (None, killed),
+                               timeout=DEADLINE)
+            cluster.wait_until(lambda: replica(follower).get("role") == "follower",
+                               timeout=DEADLINE)
+        more = [b"b%03d" % i for i in range(10)]
+        assert asyncio.run(publish_all(leader.url, name, more)) == ["ack"] * 10
+        both = cluster.wait_until(lambda: (lambda lr, fr: (lr, fr) if fr.get(
+            "high_watermark") == 20 and lr.get("crc32c") == fr.get("crc32c") else None)(
+                replica(leader), replica(follower)), timeout=DEADLINE)
+        assert both[0]["isr"] == sorted(n.node for n in cluster.nodes)
+        assert both[1]["log_end_offset"] == 20
