@@ -46,6 +46,12 @@ With worker processes (``--layout workers`` or ``split``), two more (``WORKER_FA
                           restarts the worker, which reopens the queue and leads again
     kill_follower_worker  the same on a non-leader: the restarted worker fetches again
 
+With front-end processes (``--layout split`` or ``mixed``), one more (``FRONTEND_FAULTS``):
+
+    kill_frontend         SIGKILL one AMQP front-end of a random node that has them: the
+                          clients it served lose their connections and reconnect; the
+                          supervisor restarts it
+
 ``CI_FAULTS`` is every whole-node kind: with replication (step 5) and the forwarder's move telling
 the moved consumers (``basic.cancel``), main survives them all (docs/CLUSTER.md section 5:
 what ran and what it found); the CI test runs a fixed schedule per seed that covers each
@@ -86,6 +92,7 @@ FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "res
           "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
           "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
 WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker")
+FRONTEND_FAULTS = ("kill_frontend",)
 # the process layouts a seed's nodes may run in (``--layout``; README "Processes"): the
 # machine's default (one process below 4 CPUs, workers and front-ends from 4), or named:
 # with worker processes a queue's replication runs in the worker that hosts it
@@ -189,6 +196,22 @@ class Nemesis:
         self.cluster.wait_until(lambda: ((node.api("partitions/%2F/" + QUEUE) or {}).get(
             "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
 
+    def kill_frontend(self, _node) -> None:
+        """SIGKILL one AMQP front-end process of a node that has them: its clients'
+        connections break (they reconnect elsewhere); its supervisor restarts it."""
+        nodes = [n for n in self.cluster.nodes if n.frontend_pids]
+        if not nodes:
+            raise ValueError("no node has front-end processes: kill_frontend needs --layout "
+                             "split or mixed")
+        node = self.rng.choice(nodes)
+        index = self.rng.randrange(len(node.frontend_pids))
+        pid = self.cluster.wait_until(
+            lambda: child_pid(node.proc.pid, "amqpbroker.frontend", index), timeout=60)
+        self.record("frontend_killed", node=node.node, index=index, pid=pid)
+        os.kill(pid, signal.SIGKILL)
+        self.cluster.wait_until(lambda: child_pid(node.proc.pid, "amqpbroker.frontend", index)
+                                not in (None, pid), timeout=60)
+
     def pause_leader(self, node) -> None:
         self._pause(node)
 
@@ -249,18 +272,23 @@ class Nemesis:
 
 def worker_pid(supervisor: int, index: int) -> int | None:
     """The pid of worker ``index`` of a node's supervisor now (a restarted worker has a new
-    one): its child started as ``python -m amqpbroker.worker SPEC`` with that index; None
-    while there is none (between a worker's death and its restart)."""
+    one); None while there is none (between a worker's death and its restart)."""
+    return child_pid(supervisor, "amqpbroker.worker", index)
+
+
+def child_pid(supervisor: int, module: str, index: int) -> int | None:
+    """The pid of the supervisor's child started as ``python -m MODULE SPEC`` with that
+    ``index`` in its spec (``supervisor/process.py``: a worker or a front-end), else None."""
     with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
         children = [int(p) for p in f.read().split()]
+    name = module.encode()
     for pid in children:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
         except FileNotFoundError:
             continue
-        if b"amqpbroker.worker" in argv and json.loads(argv[argv.index(b"amqpbroker.worker")
-                                                          + 1]).get("index") == index:
+        if name in argv and json.loads(argv[argv.index(name) + 1]).get("index") == index:
             return pid
     return None
 
@@ -467,7 +495,8 @@ def main(argv=None) -> int:
     p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5, help="faults per seed")
     p.add_argument("--faults", default=",".join(CI_FAULTS),
-                   help=f"comma-separated, of {', '.join(FAULTS + WORKER_FAULTS)}; 'all' "
+                   help=f"comma-separated, of "
+                        f"{', '.join(FAULTS + WORKER_FAULTS + FRONTEND_FAULTS)}; 'all' "
                         f"for every kind the layout allows (default: every kind but the "
                         f"partial cuts and the worker faults)")
     p.add_argument("--producers", type=int, default=3)
@@ -483,13 +512,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)     # every broken connection
     with_workers = args.layout in ("workers", "split")
-    faults = (FAULTS + (WORKER_FAULTS if with_workers else ()) if args.faults == "all"
+    with_frontends = args.layout in ("split", "mixed")
+    faults = (FAULTS + (WORKER_FAULTS if with_workers else ())
+              + (FRONTEND_FAULTS if with_frontends else ()) if args.faults == "all"
               else tuple(args.faults.split(",")))
-    unknown = set(faults) - set(FAULTS) - set(WORKER_FAULTS)
+    unknown = set(faults) - set(FAULTS) - set(WORKER_FAULTS) - set(FRONTEND_FAULTS)
     if unknown:
         p.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
     if set(faults) & set(WORKER_FAULTS) and not with_workers:
         p.error("the worker faults need --layout workers or split")
+    if set(faults) & set(FRONTEND_FAULTS) and not with_frontends:
+        p.error("kill_frontend needs --layout split or mixed")
     history_dir = args.history_dir or tempfile.mkdtemp(prefix="amqpbroker-checker-")
     os.makedirs(history_dir, exist_ok=True)
     failed, failovers, rounds = 0, [], 0
