@@ -419,9 +419,10 @@ NodeHello = message(90, "node_hello", ("node", "str"), ("worker", "u32"))
 # or after ~500 ms.
 Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_epoch", "u32"),
                 ("fetched_epoch", "u32"), ("max_bytes", "u32"), request=True)
-# leader -> follower: ``batches`` [(base offset, leader epoch, count, records' bytes)]
+# leader -> follower: ``batches`` [(base offset, leader epoch, count, records' bytes, CRC)]
 # exactly as the leader's log holds them, not decoded (the follower appends each as one
-# batch of that epoch, ``PartitionLog.append_raw``: its log is byte-identical), the high watermark, the leader's epoch, log start and end; ``acks`` the
+# batch of that epoch, ``PartitionLog.append_raw``, and checks that it has the leader's
+# CRC, None from an old segment: its log is byte-identical), the high watermark, the leader's epoch, log start and end; ``acks`` the
 # leader's settled offsets as (floor, [(first, end)]) runs; ``error`` "" or why the fetch
 # was refused (not leader, stale epoch, behind the log start, diverged: then
 # ``diverging_epoch`` is the leader's largest epoch <= ``fetched_epoch`` and

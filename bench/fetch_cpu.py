@@ -16,7 +16,8 @@ per message of each side, the best of ``--repeat``.
 ``--checkout DIR`` runs the same in a child process importing ``DIR``'s amqpbroker (built
 in place: ``python setup.py build_ext --inplace``), for a before/after of two commits in
 one run; the fetch's shape is taken from what ``read_batches`` returns there (decoded
-``Record`` lists before the fetch carried the log's bytes, ``RecordRun``s after).
+``Record`` lists before the fetch carried the log's bytes, ``RecordRun``s after, and
+later each with its batch's CRC, which the follower checks).
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def measure(messages: int, size: int, batch: int, repeat: int) -> dict:
             replies, offset = [], 0
             while offset < leader.end_offset:
                 batches = leader.read_batches(offset, FETCH_BYTES, written=True)
-                if batches and not isinstance(batches[0][2], list):     # the log's bytes
+                if batches and len(batches[0]) == 4:        # the log's bytes and the CRC
+                    batches = [(b, e, run.count, run.data, crc) for b, e, run, crc in batches]
+                elif batches and not isinstance(batches[0][2], list):   # the bytes (483e247)
                     batches = [(b, e, run.count, run.data) for b, e, run in batches]
                 replies.append(c.encode_bytes(c.FetchReply(
                     req=1, hw=offset, leader_epoch=1, log_start=0, log_end=leader.end_offset,
@@ -61,7 +64,9 @@ def measure(messages: int, size: int, batch: int, repeat: int) -> dict:
             for data in replies:
                 reply = c.decode(data)
                 for got in reply.batches:
-                    if len(got) == 4:
+                    if len(got) == 5:
+                        follower.append_raw([(got[3], got[2])], got[1], got[4])
+                    elif len(got) == 4:
                         follower.append_raw([(got[3], got[2])], got[1])
                     else:
                         follower.append(got[2], got[1])

@@ -894,8 +894,8 @@ class Leader:
         acks, offsets = self.sent_acks[link.node] = _settled(q)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
-                               error="", batches=[(base, epoch, run.count, run.data)
-                                                  for base, epoch, run in batches],
+                               error="", batches=[(base, epoch, run.count, run.data, crc)
+                                                  for base, epoch, run, crc in batches],
                                acks=acks, offsets=offsets,
                                diverging_epoch=0, diverging_end=0))
 
@@ -1135,14 +1135,15 @@ class Follower:
             return
         store, log_ = q.store, q.store.log
         changed = False
-        for base, epoch, count, data in reply.batches or ():
+        for base, epoch, count, data, crc in reply.batches or ():
             if base > log_.end_offset and _all_settled(reply.acks, log_.end_offset, base):
                 log_.roll_to(base)          # the leader's gap (all settled, deleted there)
             if base != log_.end_offset:
                 break                       # not contiguous: fetched again from our end
             # the leader's records as its batch holds them, its stamp, as fetched: no record
-            # decoded or encoded again (append_raw checks the run's layout)
-            log_.append_raw([(data, count)], epoch)
+            # decoded or encoded again (append_raw checks the run's layout, and that the
+            # batch has the leader's CRC: the same bytes)
+            log_.append_raw([(data, count)], epoch, crc)
             changed = True
         floor, runs = reply.acks or (0, [])
         end = log_.end_offset

@@ -65,6 +65,7 @@ trash name and removed in the background (trash.py).
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
 from array import array
@@ -94,6 +95,10 @@ _fsync = getattr(os, "fdatasync", os.fsync)  # the log's size change is covered 
 # fsynced (see "The page cache" above)
 PAGE_CACHE_KEEP = 32 << 20
 _fadvise = getattr(os, "posix_fadvise", None)
+
+
+_CRC = struct.Struct(">I")
+_CRC_AT = 16            # a batch header's CRC: after length (4), base offset (8), count (4)
 
 
 def _encode_records(base: int, records: list, epoch: int) -> tuple:
@@ -282,13 +287,18 @@ class PartitionLog:
         offset. The batch is stamped with `epoch`, by default `leader_epoch`."""
         return self._append(records, epoch, _encode_records)
 
-    def append_raw(self, chunks: list, epoch: int | None = None) -> int:
+    def append_raw(self, chunks: list, epoch: int | None = None, crc: int | None = None
+                   ) -> int:
         """``append`` of records already in the log's layout: ``chunks`` is a list of (their
         bytes back to back, how many) (``record.encode_raw_batch_parts``: the bytes a ring
-        carried are written as they are, no ``Record`` decoded and encoded again)."""
-        return self._append(chunks, epoch, _encode_raw)
+        carried are written as they are, no ``Record`` decoded and encoded again). ``crc``:
+        the CRC the batch must have (a leader's batch fetched by a follower, ``read_batches``:
+        the same base offset, epoch and records give the same); another is a
+        ``CorruptRecordError`` and nothing is written (Kafka's follower checks each fetched
+        batch's CRC too)."""
+        return self._append(chunks, epoch, _encode_raw, crc)
 
-    def _append(self, records: list, epoch: int | None, encode) -> int:
+    def _append(self, records: list, epoch: int | None, encode, crc: int | None = None) -> int:
         with self._lock:
             self._check_open()
             if not records:
@@ -300,6 +310,11 @@ class PartitionLog:
             if epoch is None:
                 epoch = self.leader_epoch
             parts, size, first_ts, max_ts, count = encode(base, records, epoch)
+            if crc is not None and _CRC.unpack_from(parts[0], _CRC_AT)[0] != crc:
+                raise CorruptRecordError(
+                    f"{self.directory}: the batch at offset {base} has CRC "
+                    f"{_CRC.unpack_from(parts[0], _CRC_AT)[0]:#010x} here, {crc:#010x} where "
+                    f"it came from: not written")
             if not active.is_empty and (
                     active.size + size > self.segment_bytes
                     or max_ts - active.first_timestamp >= self.segment_ms
@@ -453,27 +468,30 @@ class PartitionLog:
             return out
 
     def read_batches(self, offset: int, max_bytes: int = 1 << 20, written: bool = False
-                     ) -> list[tuple[int, int, RecordRun]]:
+                     ) -> list[tuple[int, int, RecordRun, int | None]]:
         """Whole batches from the one starting at `offset` on, below `durable_offset` (with
         `written`: below the end offset, fsynced or not), as (base offset, leader epoch,
-        records): the records as the batch holds them (a ``RecordRun``, CRC-checked, not
+        records, CRC): the records as the batch holds them (a ``RecordRun``, CRC-checked, not
         decoded), which a follower appends as they are (``append_raw``) as one batch of that
         epoch, and its log is then byte-identical (cluster/replication.py: a leader ships
         what it wrote while its fsync runs; Kafka's followers fetch the log's bytes the same
-        way). At most `max_bytes` of batches unless the first alone is larger; [] at or past
-        that end."""
+        way); the batch's CRC, which the follower's batch must have too (None for a version 1
+        segment's batch, whose CRC covers no epoch). At most `max_bytes` of batches unless the
+        first alone is larger; [] at or past that end."""
         with self._lock:
             self._check_open()
             if offset < self.start_offset:
                 raise OffsetOutOfRange(f"offset {offset} is below the start offset {self.start_offset}")
-            out: list[tuple[int, int, list[Record]]] = []
+            out: list[tuple[int, int, RecordRun, int | None]] = []
             limit, size = self.end_offset if written else self.durable_offset, 0
             i = bisect_right(self._bases, offset) - 1
             while i < len(self._segments) and offset < limit:
-                for h, run in self._batches_from(self._segments[i], offset, decode=False):
+                seg = self._segments[i]
+                current = seg.version == LOG_VERSION
+                for h, run in self._batches_from(seg, offset, decode=False):
                     if h.next_offset > limit or (out and size + h.size > max_bytes):
                         return out
-                    out.append((h.base_offset, h.epoch, run))
+                    out.append((h.base_offset, h.epoch, run, h.crc if current else None))
                     size += h.size
                     offset = h.next_offset
                 i += 1

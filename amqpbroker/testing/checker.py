@@ -45,6 +45,10 @@ With worker processes (``--layout workers`` or ``split``), two more (``WORKER_FA
                           leader (an OOM kill): the node keeps its lease, its supervisor
                           restarts the worker, which reopens the queue and leads again
     kill_follower_worker  the same on a non-leader: the restarted worker fetches again
+    pause_leader_supervisor  SIGSTOP only the leader node's supervisor for 2 x TTL, its
+                          workers running on: its lease expires and another node leads,
+                          while the old leader's worker, told the lease's deadline, must
+                          stop confirming by then (fencing across the processes)
 
 With front-end processes (``--layout split`` or ``mixed``), one more (``FRONTEND_FAULTS``):
 
@@ -91,7 +95,7 @@ from .workload import Recorder, Workload
 FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "restart_etcd",
           "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
           "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
-WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker")
+WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker", "pause_leader_supervisor")
 FRONTEND_FAULTS = ("kill_frontend",)
 # the process layouts a seed's nodes may run in (``--layout``; README "Processes"): the
 # machine's default (one process below 4 CPUs, workers and front-ends from 4), or named:
@@ -195,6 +199,16 @@ class Nemesis:
                                 timeout=60)
         self.cluster.wait_until(lambda: ((node.api("partitions/%2F/" + QUEUE) or {}).get(
             "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
+
+    def pause_leader_supervisor(self, node) -> None:
+        if not node.worker_pids:
+            raise ValueError(f"{node.node} has no worker processes: a worker fault needs "
+                             f"--layout workers or split")
+        os.kill(node.proc.pid, signal.SIGSTOP)      # the supervisor alone, not its group
+        try:
+            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
+        finally:
+            os.kill(node.proc.pid, signal.SIGCONT)
 
     def kill_frontend(self, _node) -> None:
         """SIGKILL one AMQP front-end process of a node that has them: its clients'

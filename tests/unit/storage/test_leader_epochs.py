@@ -26,6 +26,15 @@ def append(log, epoch, first, n, per_batch=1):
         log.append([rec(j) for j in range(i, min(i + per_batch, first + n))], epoch)
 
 
+def batch_positions(data: bytes) -> list[int]:
+    """Where each batch of a version 2 segment file's bytes starts."""
+    pos, out = 8, []            # after the file header
+    while pos < len(data):
+        out.append(pos)
+        pos += decode_header(data, pos).size
+    return out
+
+
 def log_bytes(directory) -> bytes:
     out = b""
     for p in sorted(glob.glob(os.path.join(directory, "*.log"))):
@@ -40,7 +49,7 @@ def test_batches_carry_the_epoch_stamped_by_default_or_given(open_log):
     log.append([rec(0), rec(1)])
     log.append([rec(2)], 6)
     log.sync(force=True)
-    assert [(b, e) for b, e, _ in log.read_batches(0)] == [(0, 4), (2, 6)]
+    assert [(b, e) for b, e, _, _ in log.read_batches(0)] == [(0, 4), (2, 6)]
     with open(glob.glob(os.path.join(log.directory, "*.log"))[0], "rb") as f:
         data = f.read()
     assert decode_header(data, 8).epoch == 4
@@ -119,29 +128,54 @@ def test_a_version_1_segment_is_read_as_epoch_0_and_appends_go_to_a_version_2_on
     again = open_log()
     assert again.read(0) == [(i, rec(i)) for i in range(4)]
     assert again.epochs.entries == [(0, 0), (2, 3)]
-    assert [(b, e) for b, e, _ in again.read_batches(0)] == [(0, 0), (2, 0), (3, 2)]
+    assert [(b, e) for b, e, _, _ in again.read_batches(0)] == [(0, 0), (2, 0), (3, 2)]
 
 
 def test_fetched_batches_are_the_records_bytes_and_copy_byte_for_byte(open_log, tmp_path):
     """``read_batches`` hands each batch's records as the log holds them (a ``RecordRun``
-    of their bytes: nothing decoded), small and big bodies, batches of one and of many, and
-    a follower appending them as they are (``append_raw``, replication.py) writes the same
-    bytes as the leader's."""
+    of their bytes: nothing decoded) and its CRC, small and big bodies, batches of one and
+    of many, and a follower appending them as they are (``append_raw``, replication.py),
+    checking the CRC, writes the same bytes as the leader's."""
     leader = open_log("leader")
     big = Record(2_000, "ex", "big", b"\x90\x00", b"B" * 70_000, 1)
     leader.append([rec(0)], 1)
     leader.append([rec(1), big, rec(2)], 1)
     leader.append([rec(i) for i in range(3, 40)], 2)
     batches = leader.read_batches(0, 1 << 30, written=True)
-    assert [(b, e, len(run)) for b, e, run in batches] == [(0, 1, 1), (1, 1, 3), (4, 2, 37)]
-    assert all(type(run.data) is bytes for _, _, run in batches)
+    assert [(b, e, len(run)) for b, e, run, _ in batches] == [(0, 1, 1), (1, 1, 3), (4, 2, 37)]
+    assert all(type(run.data) is bytes for _, _, run, _ in batches)
     assert batches[1][2] == [rec(1), big, rec(2)]
-    follower = open_log("f")
-    for base, epoch, run in batches:
-        assert follower.append_raw([(run.data, run.count)], epoch) == base
     leader.sync(force=True)
+    with open(glob.glob(os.path.join(leader.directory, "*.log"))[0], "rb") as f:
+        data = f.read()
+    assert [crc for _, _, _, crc in batches] == [
+        decode_header(data, pos).crc for pos in batch_positions(data)]
+    follower = open_log("f")
+    for base, epoch, run, crc in batches:
+        assert follower.append_raw([(run.data, run.count)], epoch, crc) == base
     follower.close()
     assert log_bytes(tmp_path / "f") == log_bytes(tmp_path / "leader")
+
+
+def test_a_fetched_batch_whose_crc_differs_is_not_written(open_log):
+    """What a follower makes of a fetched batch must have the CRC the leader's has (the
+    same base offset, epoch and records): a record changed on the way, or a batch appended
+    at another offset, is refused and nothing is written."""
+    leader = open_log("leader")
+    leader.append([rec(0), rec(1)], 3)
+    (base, epoch, run, crc), = leader.read_batches(0, written=True)
+    follower = open_log("f")
+    changed = run.data.replace(b"m1", b"mX")
+    with pytest.raises(CorruptRecordError, match="CRC"):
+        follower.append_raw([(changed, run.count)], epoch, crc)
+    with pytest.raises(CorruptRecordError, match="CRC"):
+        follower.append_raw([(run.data, run.count)], epoch + 1, crc)    # another stamp
+    assert follower.end_offset == 0 and follower.read(0) == []
+    follower.append([rec(9)], 3)                                        # another offset
+    with pytest.raises(CorruptRecordError, match="offset 1 has CRC"):
+        follower.append_raw([(run.data, run.count)], epoch, crc)
+    assert follower.end_offset == 1
+    follower.close()
 
 
 def test_a_version_1_segment_is_fetched_as_its_records(open_log, tmp_path):
@@ -153,8 +187,10 @@ def test_a_version_1_segment_is_fetched_as_its_records(open_log, tmp_path):
         f.write(file_header(MAGIC_LOG, 1) + v1_batch(0, [rec(0), rec(1)]) + v1_batch(2, [rec(2)]))
     old = open_log()
     follower = open_log("f")
-    for base, epoch, run in old.read_batches(0):
-        follower.append_raw([(run.data, run.count)], epoch)
+    batches = old.read_batches(0)
+    assert [crc for _, _, _, crc in batches] == [None, None]    # its CRCs cover no epoch
+    for base, epoch, run, crc in batches:
+        follower.append_raw([(run.data, run.count)], epoch, crc)
     assert follower.read(0) == old.read(0) == [(i, rec(i)) for i in range(3)]
     assert follower.epochs.entries == [(0, 0)]
 
@@ -203,8 +239,8 @@ def follow(leader: PartitionLog, follower_dir, open_log):
         follower.close()
         truncate_files(points)
         follower = open_log(follower_dir)
-    for base, epoch, run in leader.read_batches(follower.end_offset, 1 << 30):
-        follower.append_raw([(run.data, run.count)], epoch)     # as the follower does
+    for base, epoch, run, crc in leader.read_batches(follower.end_offset, 1 << 30):
+        follower.append_raw([(run.data, run.count)], epoch, crc)    # as the follower does
     follower.close()
     return cuts
 
