@@ -45,6 +45,8 @@ With worker processes (``--layout workers`` or ``split``), two more (``WORKER_FA
                           leader (an OOM kill): the node keeps its lease, its supervisor
                           restarts the worker, which reopens the queue and leads again
     kill_follower_worker  the same on a non-leader: the restarted worker fetches again
+    pause_leader_worker   SIGSTOP only that worker for 2 x TTL, then SIGCONT: the node keeps
+                          its lease and the leadership, the queue stands still meanwhile
     pause_leader_supervisor  SIGSTOP only the leader node's supervisor for 2 x TTL, its
                           workers running on: its lease expires and another node leads,
                           while the old leader's worker, told the lease's deadline, must
@@ -95,7 +97,8 @@ from .workload import Recorder, Workload
 FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "restart_etcd",
           "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
           "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
-WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker", "pause_leader_supervisor")
+WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker", "pause_leader_worker",
+                 "pause_leader_supervisor")
 FRONTEND_FAULTS = ("kill_frontend",)
 # the process layouts a seed's nodes may run in (``--layout``; README "Processes"): the
 # machine's default (one process below 4 CPUs, workers and front-ends from 4), or named:
@@ -186,13 +189,26 @@ class Nemesis:
     def kill_follower_worker(self, node) -> None:
         self._kill_worker(node)
 
-    def _kill_worker(self, node) -> None:
-        """SIGKILL the node's worker that hosts the queue (its supervisor restarts it)."""
+    def pause_leader_worker(self, node) -> None:
+        pid, _ = self._queue_worker(node)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def _queue_worker(self, node) -> tuple[int, int]:
+        """(pid, index) of the node's worker that hosts the queue."""
         if not node.worker_pids:
             raise ValueError(f"{node.node} has no worker processes: a worker fault needs "
                              f"--layout workers or split")
         index = worker_of("/", QUEUE, len(node.worker_pids))
-        pid = self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index), timeout=60)
+        return self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index),
+                                       timeout=60), index
+
+    def _kill_worker(self, node) -> None:
+        """SIGKILL the node's worker that hosts the queue (its supervisor restarts it)."""
+        pid, index = self._queue_worker(node)
         os.kill(pid, signal.SIGKILL)
         # healed: a new worker runs, and the node's replica has its role again in it
         self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index) not in (None, pid),
@@ -201,9 +217,7 @@ class Nemesis:
             "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
 
     def pause_leader_supervisor(self, node) -> None:
-        if not node.worker_pids:
-            raise ValueError(f"{node.node} has no worker processes: a worker fault needs "
-                             f"--layout workers or split")
+        self._queue_worker(node)                    # it has workers
         os.kill(node.proc.pid, signal.SIGSTOP)      # the supervisor alone, not its group
         try:
             time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
