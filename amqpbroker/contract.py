@@ -422,9 +422,10 @@ Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_epoch", "
 # leader -> follower: ``batches`` [(base offset, leader epoch, count, records' bytes, CRC)]
 # exactly as the leader's log holds them, not decoded (the follower appends each as one
 # batch of that epoch, ``PartitionLog.append_raw``, and checks that it has the leader's
-# CRC, None from an old segment: its log is byte-identical), the high watermark, the leader's epoch, log start and end; ``acks`` the
-# leader's settled offsets as (floor, [(first, end)]) runs; ``error`` "" or why the fetch
-# was refused (not leader, stale epoch, behind the log start, diverged: then
+# CRC, None from an old segment: its log is byte-identical), the high watermark, the
+# leader's epoch, log start and end; ``acks`` the leader's settled offsets as (floor,
+# [(first, end)]) runs; ``error`` "" or why the fetch was refused (not leader, stale
+# epoch, behind the log start, diverged: then
 # ``diverging_epoch`` is the leader's largest epoch <= ``fetched_epoch`` and
 # ``diverging_end`` where it ends in the leader's log, OffsetsForLeaderEpoch's answer, and
 # the follower truncates by it); ``offsets`` a stream's consumer-group commits {group:

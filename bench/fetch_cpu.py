@@ -104,8 +104,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for d in checkouts:
         out = subprocess.run([sys.executable, "-c",
-                              "import sys, runpy; f, d = sys.argv[1:3]; sys.path.insert(0, d); "
-                              "sys.argv = [f, *sys.argv[3:]]; runpy.run_path(f, run_name='__main__')",
+                              "import sys, runpy; f, d = sys.argv[1:3]; "
+                              "sys.path.insert(0, d); sys.argv = [f, *sys.argv[3:]]; "
+                              "runpy.run_path(f, run_name='__main__')",
                               os.path.abspath(__file__), d, "--json", "--messages",
                               str(a.messages), "--size", a.size, "--batch", a.batch,
                               "--repeat", str(a.repeat)],

@@ -38,7 +38,7 @@ Fault kinds (``FAULTS``):
                      followers stop fetching, its ISR shrinks until ``min-insync`` nacks
     cut_follower_from_etcd, cut_follower_from_peers    the same for a non-leader
 
-With worker processes (``--layout workers`` or ``split``), two more (``WORKER_FAULTS``, in
+With worker processes (``--layout workers`` or ``split``), four more (``WORKER_FAULTS``, in
 ``all`` there):
 
     kill_leader_worker    SIGKILL only the worker process that hosts the queue on its
