@@ -41,7 +41,10 @@ FLAGS = [
     ("host", str, "interface to listen on (default: all interfaces)"),
     ("port", int, "AMQP port (default 5672; 0 = any free port)"),
     ("management_port", int, "management HTTP port (default 15672; 0 = off; -1 = any free port)"),
-    ("data_dir", str, "data directory (default ./amqpbroker-data)"),
+    ("data_dir", str, "data directory (default ./amqpbroker-data); one broker at a time: "
+                      "another one's start waits for it to exit, then refuses"),
+    ("data_dir_wait", float, "seconds a start waits for the broker already using the data "
+                             "directory to exit (default 10)"),
     ("log_level", str, "debug, info, warning or error (default info)"),
     ("log_format", choice("text", "json"), "text for people, or json: one object per line "
                                            "with ts, level, logger, msg, pid, role and the "
@@ -172,10 +175,12 @@ def serve(cfg: Config) -> int:
         one_process = True
     prepare_process(cfg.log_level, "supervisor", cfg.log_format, holds_bodies=one_process)
     try:
+        from .supervisor import dirlock
+        dirlock.lock(cfg.data_dir, cfg.data_dir_wait)      # one broker per data directory
         return asyncio.run(_serve(cfg))
     except (OSError, ValueError) as exc:
-        # a port in use, an unwritable data directory, an impossible process layout:
-        # say so in one line, exit 1
+        # a port in use, an unwritable data directory or one another broker uses, an
+        # impossible process layout: say so in one line, exit 1
         log.error("cannot start: %s", exc)
         return 1
 

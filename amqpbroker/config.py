@@ -10,6 +10,8 @@ class Config:
     port: int = 5672
     management_port: int = 15672        # 0 = off, -1 = any free port (tests)
     data_dir: str = "./amqpbroker-data"
+    data_dir_wait: float = 10.0         # seconds a start waits for another broker's lock on
+    #                                     the data directory to go (supervisor/dirlock.py)
     log_level: str = "info"
     log_format: str = "text"            # text (people) | json (one object per line)
     frame_max: int = 131072

@@ -15,6 +15,10 @@ unlinked from /dev/shm as soon as they exist, so no crash can leave one behind. 
 has a control channel to the supervisor (``links/control.py``: metadata, new links, shutdown); its
 EOF tells the child that the supervisor is gone.
 
+The supervisor locks the data directory before anything else (``dirlock.py``: one broker
+per directory) and hands the locked descriptor to its workers, so the lock lasts while any
+process that writes the directory lives.
+
 ``workers.py`` / ``frontends.py`` start, watch (pidfd) and restart the children;
 ``worker/main.py`` / ``frontend/main.py`` are their mains; ``owner.py`` is the supervisor's
 broker (the metadata owner); ``metadata.py`` says who changes metadata

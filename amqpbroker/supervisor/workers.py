@@ -15,6 +15,7 @@ import functools
 
 from .. import contract as c
 from ..links import control, ring
+from . import dirlock
 from .process import ChildProcess, start_all, stop_all
 
 _NOTICES = {c.WorkerReady, c.WorkerClosed}      # on a worker's link to the supervisor only
@@ -48,9 +49,12 @@ class WorkerProcess(ChildProcess):
         spec = {"index": self.index, "config": cfg,
                 "fds": {"link": theirs, "control": ctl_child.fileno(),
                         "fdpass": fdp_child.fileno()}}
+        # the data directory's lock too: held while this worker lives (dirlock.py)
+        lock = dirlock.held()
         try:
             self.spawn("amqpbroker.worker", spec,
-                       (*theirs, ctl_child.fileno(), fdp_child.fileno()))
+                       (*theirs, ctl_child.fileno(), fdp_child.fileno(),
+                        *(() if lock is None else (lock,))))
         except BaseException:
             ring.close_all(mine)
             ctl.close()
