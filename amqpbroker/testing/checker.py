@@ -38,7 +38,7 @@ Fault kinds (``FAULTS``):
                      followers stop fetching, its ISR shrinks until ``min-insync`` nacks
     cut_follower_from_etcd, cut_follower_from_peers    the same for a non-leader
 
-With worker processes (``--layout workers`` or ``split``), four more (``WORKER_FAULTS``, in
+With worker processes (``--layout workers`` or ``split``), five more (``WORKER_FAULTS``, in
 ``all`` there):
 
     kill_leader_worker    SIGKILL only the worker process that hosts the queue on its
@@ -47,6 +47,10 @@ With worker processes (``--layout workers`` or ``split``), four more (``WORKER_F
     kill_follower_worker  the same on a non-leader: the restarted worker fetches again
     pause_leader_worker   SIGSTOP only that worker for 2 x TTL, then SIGCONT: the node keeps
                           its lease and the leadership, the queue stands still meanwhile
+    kill_leader_supervisor   SIGKILL only the leader node's supervisor (an OOM kill), then
+                          start the node again: its orphaned workers see their control
+                          socket close, flush and exit, and the new supervisor waits for
+                          them on the data directory's lock (supervisor/dirlock.py)
     pause_leader_supervisor  SIGSTOP only the leader node's supervisor for 2 x TTL, its
                           workers running on: its lease expires and another node leads,
                           while the old leader's worker, told the lease's deadline, must
@@ -98,7 +102,7 @@ FAULTS = ("kill_leader", "pause_leader", "kill_follower", "pause_follower", "res
           "rolling_restart", "cut_leader", "cut_follower", "cut_leader_from_etcd",
           "cut_leader_from_peers", "cut_follower_from_etcd", "cut_follower_from_peers")
 WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker", "pause_leader_worker",
-                 "pause_leader_supervisor")
+                 "kill_leader_supervisor", "pause_leader_supervisor")
 FRONTEND_FAULTS = ("kill_frontend",)
 # the process layouts a seed's nodes may run in (``--layout``; README "Processes"): the
 # machine's default (one process below 4 CPUs, workers and front-ends from 4), or named:
@@ -215,6 +219,12 @@ class Nemesis:
                                 timeout=60)
         self.cluster.wait_until(lambda: ((node.api("partitions/%2F/" + QUEUE) or {}).get(
             "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
+
+    def kill_leader_supervisor(self, node) -> None:
+        self._queue_worker(node)                    # it has workers
+        os.kill(node.proc.pid, signal.SIGKILL)      # the supervisor alone, not its group
+        node.proc.wait(60)
+        self.cluster.start_node(node)
 
     def pause_leader_supervisor(self, node) -> None:
         self._queue_worker(node)                    # it has workers

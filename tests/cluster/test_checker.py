@@ -8,8 +8,9 @@ order; the queue must drain to its consumers; every replica's log must be the sa
 the high watermark; no two nodes may lead in one epoch. One more seed runs its nodes with
 worker processes (``--layout workers``: replication in the workers) and kills the worker
 hosting the queue, on a follower (twice) and on the leader, pauses that worker alone, then
-the leader's supervisor alone (its workers run on past its lease), then kills the leader's
-node. Many
+the leader's supervisor alone (its workers run on past its lease), kills it alone (its
+orphaned workers exit before the restarted node may open the data directory), then kills
+the leader's node. Many
 seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
@@ -22,7 +23,8 @@ CI_SCHEDULES = {
     3: ("cut_leader", "cut_follower", "kill_leader"),
     # the nodes with worker processes (LAYOUT)
     4: ("kill_follower_worker", "kill_follower_worker", "kill_leader_worker",
-        "pause_leader_worker", "pause_leader_supervisor", "kill_leader"),
+        "pause_leader_worker", "pause_leader_supervisor", "kill_leader_supervisor",
+        "kill_leader"),
 }
 LAYOUT = {4: "workers"}
 

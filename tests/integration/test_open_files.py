@@ -38,15 +38,21 @@ def names() -> list[str]:
 
 
 def queue_files_held(b: BrokerProcess) -> dict[int, int]:
-    """pid -> descriptors it holds on files under the data directory, per broker process."""
+    """pid -> descriptors it holds on files under the data directory, per broker process;
+    not the directory's lock (``supervisor/dirlock.py``: one descriptor, outside the file
+    cache, held by the supervisor and each worker: checked here too)."""
     held = {}
+    lock = os.path.join(b.data_dir, ".lock")
     for pid in [b.proc.pid, *b.worker_pids, *b.frontend_pids]:
-        n = 0
+        n = locks = 0
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
-                n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(b.data_dir)
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except FileNotFoundError:     # closed while we looked
-                pass
+                continue
+            locks += target == lock
+            n += target.startswith(b.data_dir) and target != lock
+        assert locks == (pid not in b.frontend_pids), (pid, locks)
         held[pid] = n
     return held
 
