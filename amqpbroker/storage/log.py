@@ -65,7 +65,6 @@ trash name and removed in the background (trash.py).
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import time
 from array import array
@@ -80,8 +79,8 @@ from .filecache import FileCache, process_cache
 from .fileformat import FsyncPolicy, fsync_dir
 from .epochs import EpochCache
 from .index import OffsetIndex, TimeIndex
-from .record import (LOG_VERSION, BatchHeader, Record, RecordRun, crc_ok, decode_records,
-                     encode_batch_parts, encode_raw_batch_parts, record_size)
+from .record import (LOG_VERSION, BatchHeader, Record, RecordRun, crc_ok, decode_header,
+                     decode_records, encode_batch_parts, encode_raw_batch_parts, record_size)
 from .recovery import RecoveryReport, recover_partition
 from .segment import Segment
 from .trash import discard_directory
@@ -95,10 +94,6 @@ _fsync = getattr(os, "fdatasync", os.fsync)  # the log's size change is covered 
 # fsynced (see "The page cache" above)
 PAGE_CACHE_KEEP = 32 << 20
 _fadvise = getattr(os, "posix_fadvise", None)
-
-
-_CRC = struct.Struct(">I")
-_CRC_AT = 16            # a batch header's CRC: after length (4), base offset (8), count (4)
 
 
 def _encode_records(base: int, records: list, epoch: int) -> tuple:
@@ -310,11 +305,10 @@ class PartitionLog:
             if epoch is None:
                 epoch = self.leader_epoch
             parts, size, first_ts, max_ts, count = encode(base, records, epoch)
-            if crc is not None and _CRC.unpack_from(parts[0], _CRC_AT)[0] != crc:
+            if crc is not None and (made := decode_header(parts[0]).crc) != crc:
                 raise CorruptRecordError(
-                    f"{self.directory}: the batch at offset {base} has CRC "
-                    f"{_CRC.unpack_from(parts[0], _CRC_AT)[0]:#010x} here, {crc:#010x} where "
-                    f"it came from: not written")
+                    f"{self.directory}: the batch at offset {base} has CRC {made:#010x} "
+                    f"here, {crc:#010x} where it came from: not written")
             if not active.is_empty and (
                     active.size + size > self.segment_bytes
                     or max_ts - active.first_timestamp >= self.segment_ms

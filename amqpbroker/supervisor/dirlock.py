@@ -10,8 +10,9 @@ The lock belongs to the open file, not to the process: the supervisor hands the 
 descriptor to each worker it starts (``WorkerProcess.start``), so the lock is held while any
 process of the tree that writes the directory lives. A supervisor killed alone leaves its
 workers flushing before they exit (their control channel's EOF); a broker started meanwhile
-on the directory (systemd's restart) waits for them, up to ``WAIT`` seconds, and otherwise
-refuses to start, in one line naming the directory and the pid that took the lock.
+on the directory (systemd's restart) waits for them, up to ``--data-dir-wait`` seconds,
+and otherwise refuses to start, in one line naming the directory and the pid that took the
+lock.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ import time
 log = logging.getLogger("amqpbroker.supervisor")
 
 NAME = ".lock"
-WAIT = 10.0             # seconds a start waits for the last holder to exit
-POLL = 0.1
+POLL = 0.1              # seconds between tries while another holds the lock
 
 _held: int | None = None    # this process's locked descriptor (passed to its workers)
 
@@ -33,7 +33,7 @@ class DataDirInUse(OSError):
     """Another broker holds the data directory."""
 
 
-def lock(data_dir: str, wait: float = WAIT) -> int:
+def lock(data_dir: str, wait: float) -> int:
     """Take the data directory's lock, waiting up to ``wait`` seconds for another holder to
     go; ``DataDirInUse`` if it does not. Returns the locked descriptor, kept open (and so
     locked) until this process and the workers it hands it to have exited."""

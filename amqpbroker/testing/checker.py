@@ -93,7 +93,7 @@ import pika
 
 from ..config import Config
 from ..frontend.broker import worker_of
-from .cluster import LocalCluster
+from .cluster import CLUSTER_LAYOUTS, LocalCluster
 from .history import check
 from .netns import NetnsLab
 from .workload import Recorder, Workload
@@ -105,12 +105,10 @@ WORKER_FAULTS = ("kill_leader_worker", "kill_follower_worker", "pause_leader_wor
                  "kill_leader_supervisor", "pause_leader_supervisor")
 FRONTEND_FAULTS = ("kill_frontend",)
 # the process layouts a seed's nodes may run in (``--layout``; README "Processes"): the
-# machine's default (one process below 4 CPUs, workers and front-ends from 4), or named:
-# with worker processes a queue's replication runs in the worker that hosts it
-# (``replication.WorkerReplicas``), fed by the supervisor over the rings
-SPLIT = ("--workers", "2", "--frontends", "2")
-LAYOUTS = {"default": None, "one": [("--workers", "0")], "workers": [("--workers", "2")],
-           "split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
+# machine's default (one process below 4 CPUs, workers and front-ends from 4), or one of
+# ``CLUSTER_LAYOUTS``: with worker processes a queue's replication runs in the worker that
+# hosts it (``replication.WorkerReplicas``), fed by the supervisor over the rings
+LAYOUTS = {"default": None, **CLUSTER_LAYOUTS}
 NETNS_FAULTS = ("cut_leader", "cut_follower", "cut_leader_from_etcd",     # need the nodes in
                 "cut_leader_from_peers", "cut_follower_from_etcd",       # network namespaces
                 "cut_follower_from_peers")
@@ -194,18 +192,17 @@ class Nemesis:
         self._kill_worker(node)
 
     def pause_leader_worker(self, node) -> None:
-        pid, _ = self._queue_worker(node)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        self._stopped(os.kill, self._queue_worker(node)[0])
 
-    def _queue_worker(self, node) -> tuple[int, int]:
-        """(pid, index) of the node's worker that hosts the queue."""
+    @staticmethod
+    def _need_workers(node) -> None:
         if not node.worker_pids:
             raise ValueError(f"{node.node} has no worker processes: a worker fault needs "
                              f"--layout workers or split")
+
+    def _queue_worker(self, node) -> tuple[int, int]:
+        """(pid, index) of the node's worker that hosts the queue."""
+        self._need_workers(node)
         index = worker_of("/", QUEUE, len(node.worker_pids))
         return self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index),
                                        timeout=60), index
@@ -221,18 +218,14 @@ class Nemesis:
             "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
 
     def kill_leader_supervisor(self, node) -> None:
-        self._queue_worker(node)                    # it has workers
+        self._need_workers(node)
         os.kill(node.proc.pid, signal.SIGKILL)      # the supervisor alone, not its group
         node.proc.wait(60)
         self.cluster.start_node(node)
 
     def pause_leader_supervisor(self, node) -> None:
-        self._queue_worker(node)                    # it has workers
-        os.kill(node.proc.pid, signal.SIGSTOP)      # the supervisor alone, not its group
-        try:
-            time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
-        finally:
-            os.kill(node.proc.pid, signal.SIGCONT)
+        self._need_workers(node)
+        self._stopped(os.kill, node.proc.pid)       # the supervisor alone, not its group
 
     def kill_frontend(self, _node) -> None:
         """SIGKILL one AMQP front-end process of a node that has them: its clients'
@@ -257,11 +250,16 @@ class Nemesis:
         self._pause(node)
 
     def _pause(self, node) -> None:
-        os.killpg(node.proc.pid, signal.SIGSTOP)
+        self._stopped(os.killpg, node.proc.pid)     # the node: its whole process group
+
+    def _stopped(self, send, pid: int) -> None:
+        """SIGSTOP ``pid`` (``send``: ``os.kill``, or ``os.killpg`` for its group) for
+        2 x TTL, then SIGCONT."""
+        send(pid, signal.SIGSTOP)
         try:
             time.sleep(2 * self.ttl)        # the fault's length, not a synchronisation
         finally:
-            os.killpg(node.proc.pid, signal.SIGCONT)
+            send(pid, signal.SIGCONT)
 
     def cut_leader(self, node) -> None:
         self._cut(node)

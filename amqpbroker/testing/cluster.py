@@ -25,13 +25,20 @@ import tempfile
 import threading
 import time
 
-from .broker import BrokerProcess
+from .broker import LAYOUTS, BrokerProcess
 from .etcd import EtcdProcess
 
 
 # seconds for a node's ready line: a loaded machine (CI's test processes on 2 cores) can
 # take half a minute to start a node of five processes
 NODE_STARTUP_TIMEOUT = 60.0
+
+# per-node process layouts of a cluster (``LocalCluster(layouts=...)``, cycled over the
+# nodes): one process each; worker processes; workers and AMQP front-ends (the layout of a
+# machine with 4 CPUs or more); mixed, n1 in one process beside n2 and n3 split
+SPLIT = LAYOUTS["2 workers + 2 front-ends"]
+CLUSTER_LAYOUTS = {"one": [LAYOUTS["one process"]], "workers": [("--workers", "2")],
+                   "split": [SPLIT], "mixed": [LAYOUTS["one process"], SPLIT, SPLIT]}
 
 
 class LocalCluster:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from amqpbroker.testing.cluster import LocalCluster
+from amqpbroker.testing.cluster import CLUSTER_LAYOUTS, LocalCluster
 from amqpbroker.testing.etcd import EtcdProcess
 
 LEASE_TTL = 3       # seconds: short, so failover and fencing tests run in seconds
@@ -61,8 +61,7 @@ def shared_cluster(_module_cluster):
 # one-process cluster), so a front-end forwards to a worker's queue and to a one-process
 # node, and replicas follow across both kinds; ``CLUSTER_LAYOUTS=all`` adds a cluster of
 # split nodes only (CI's time: each test starts 15 processes on its 2 cores).
-SPLIT = ("--workers", "2", "--frontends", "2")
-LAYOUTS = {"split": [SPLIT], "mixed": [("--workers", "0"), SPLIT, SPLIT]}
+LAYOUTS = {name: CLUSTER_LAYOUTS[name] for name in ("split", "mixed")}
 
 
 LAYOUT_PARAMS = sorted(LAYOUTS) if os.environ.get("CLUSTER_LAYOUTS") == "all" else ["mixed"]

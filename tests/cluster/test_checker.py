@@ -10,8 +10,7 @@ worker processes (``--layout workers``: replication in the workers) and kills th
 hosting the queue, on a follower (twice) and on the leader, pauses that worker alone, then
 the leader's supervisor alone (its workers run on past its lease), kills it alone (its
 orphaned workers exit before the restarted node may open the data directory), then kills
-the leader's node. Many
-seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
+the leader's node. Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
 from amqpbroker.testing.checker import CI_FAULTS, WORKER_FAULTS, run_seed
