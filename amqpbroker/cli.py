@@ -111,6 +111,10 @@ FLAGS = [
                                "itself (default 10)"),
     ("cluster_join_timeout", float, "seconds a starting node keeps trying to reach etcd "
                                     "before it gives up (exit 1; default 15)"),
+    ("cluster_place_timeout", float, "seconds the declare of a new queue waits for the "
+                                     "controller to place it; then it is answered, and a "
+                                     "replicated queue nacks publishes until it is placed "
+                                     "(default 10)"),
     ("loopback_users", names_list, "users who may log in from loopback only, comma-separated; "
                                    "'' for none (RabbitMQ's loopback_users; default guest)"),
     ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "

@@ -60,6 +60,7 @@ class Config:
     advertise_host: str = ""                     # how others reach us; "" = --host or FQDN
     cluster_lease_ttl: int = 10                  # seconds: death detection and fencing
     cluster_join_timeout: float = 15.0           # s to reach etcd at start, then exit 1
+    cluster_place_timeout: float = 10.0          # s a new queue's declare waits for placement
     replica_lag_time: float = 10.0               # s a follower may lag before leaving the ISR
     replica_confirm_timeout: float = 30.0        # s a publish may wait for the ISR: then nack
 

@@ -95,9 +95,11 @@ KINDS = ("vhost", "user", "permission", "exchange", "queue", "binding")  # creat
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 # seconds a new queue's declare waits for the controller to place it (forward.py then points
-# the queue at its leader, so what the client publishes next goes there); after that the
-# declare is answered anyway (no controller: the queue stays on this node until placed)
-PLACE_TIMEOUT = 2.0
+# the queue at its leader, so what the client publishes next goes there), unless
+# --cluster-place-timeout says; after that the declare is answered anyway (no controller: the
+# queue stays on this node until placed, a replicated queue's copy refusing publishes
+# meanwhile: replication.Held)
+PLACE_TIMEOUT = 10.0
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
 
 
@@ -664,16 +666,17 @@ class EtcdMetadata(LocalMetadata):
         return out
 
     async def _placed(self, vhost: str, name: str) -> None:
-        """Wait (at most PLACE_TIMEOUT) until the controller has placed the new queue."""
+        """Wait (at most the place timeout) until the controller has placed the new queue."""
         from .placement import partition_key        # placement imports this module
         m, key = self.membership, partition_key(vhost, name, 0)
-        deadline = m.loop.time() + PLACE_TIMEOUT
+        timeout = getattr(self.node.cfg, "cluster_place_timeout", PLACE_TIMEOUT)
+        deadline = m.loop.time() + timeout
         while key not in m.view:
             left = deadline - m.loop.time()
             if left <= 0:
                 log.warning("queue '%s' in vhost '%s' not placed by the controller within "
-                            "%.0f s: served by this node until it is", name, vhost,
-                            PLACE_TIMEOUT)
+                            "%g s: served by this node until it is (a replicated queue "
+                            "nacks publishes meanwhile)", name, vhost, timeout)
                 return
             try:
                 await asyncio.wait_for(m.changed(), left)

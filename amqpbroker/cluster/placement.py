@@ -125,6 +125,23 @@ def wanted(obj: dict, kind: str, nodes: int) -> tuple[int, int]:
     return 1, 1
 
 
+def partitions_wanted(kv, nodes: int) -> dict:
+    """What one ``meta/`` object wants placed (``Placement._placed``'s entries): partition
+    key -> (queue object, kind, its key's create revision, replicas wanted) of a queue's
+    partition, of a topic's partitions; nothing for other objects."""
+    kind = kind_of(kv.key)
+    if kind not in ("queue", "exchange"):
+        return {}
+    obj = json.loads(kv.value)
+    if kind == "exchange" and obj.get("type") != TOPIC:
+        return {}
+    if obj.get("exclusive"):
+        return {}               # lives on its connection's node, never placed or forwarded
+    n, replicas = wanted(obj, kind, nodes)
+    return {partition_key(obj["vhost"], obj["name"], i): (obj, kind, kv.create_revision,
+                                                          replicas) for i in range(n)}
+
+
 def queue_entry(view, vhost: str, queue: str):
     """(key, etcd entry) of the partition a queue is: its own partition 0, or for a topic's
     partition queue ``T-i`` partition i of topic T; (None, None) if the view has neither."""
@@ -283,24 +300,8 @@ class Placement:
         out = {}
         for key, kv in view.items():
             if key.startswith(META):
-                out.update(self._wants(kv, max(nodes, 1)))
+                out.update(partitions_wanted(kv, max(nodes, 1)))
         return out
-
-    @staticmethod
-    def _wants(kv, nodes: int) -> dict:
-        """What one ``meta/`` object wants placed (``_placed``'s entries): a queue's partition,
-        a topic's partitions; nothing for other objects."""
-        kind = kind_of(kv.key)
-        if kind not in ("queue", "exchange"):
-            return {}
-        obj = json.loads(kv.value)
-        if kind == "exchange" and obj.get("type") != TOPIC:
-            return {}
-        if obj.get("exclusive"):
-            return {}               # lives on its connection's node, never placed or forwarded
-        n, replicas = wanted(obj, kind, nodes)
-        return {partition_key(obj["vhost"], obj["name"], i): (obj, kind, kv.create_revision,
-                                                              replicas) for i in range(n)}
 
     def _partitions_of(self, keys) -> set[str]:
         """The partition keys whose placement the etcd keys ``keys`` may change: a partition
@@ -319,7 +320,7 @@ class Placement:
                 elif kind == "exchange":
                     kv = view.get(key)
                     if kv is not None:
-                        out.update(self._wants(kv, 1))
+                        out.update(partitions_wanted(kv, 1))
                     if self._by_path is None:
                         self._index(None)
                     out.update(self._by_path.get(path, ()))
@@ -354,7 +355,7 @@ class Placement:
             for kind in ("exchange", "queue") if i == "0" else ("exchange",):
                 kv = view.get(META + kind + "/" + path)
                 if kv is not None:
-                    want = self._wants(kv, nodes).get(key)
+                    want = partitions_wanted(kv, nodes).get(key)
                     if want is not None:
                         out[key] = want
         return out

@@ -35,6 +35,11 @@ from its ``partitions/`` key:
   (same base offset, same records, same leader epoch stamp: the same bytes),
   settles what the leader settled, fsyncs (so its next fetch offset means durable here) and
   fetches again. A reply of a lower epoch than the one it follows is refused.
+* **Held** (``Held``): a copy with no leader to be or follow, of a queue the controller
+  will replicate but has not placed yet (a declare answered after
+  ``--cluster-place-timeout``; ``UNPLACED``) or of a partition with no leader (no ISR
+  member alive). Its hook nacks every publish (nothing stored) and delivers nothing, as a
+  follower's does (``Guard``): alone it would confirm what no other replica has.
 * **Promotion**: a follower that becomes the leader stops fetching and reopens its copy
   (``PartitionHost.reopen``): what it fetched is recovered as after a restart, every message
   flagged redelivered (it may have been delivered by the old leader); its HW starts at the
@@ -100,7 +105,8 @@ from ..worker.queue import Queue
 from ..worker.stream import Stream
 from .checkpoint import Checkpoints, start_hw
 from .etcd import EtcdError, compare, put_op
-from .placement import PARTITIONS, partition_keys, queue_entry
+from .metadata import meta_key
+from .placement import PARTITIONS, partition_keys, partitions_wanted, queue_entry
 
 log = logging.getLogger("amqpbroker.cluster")
 
@@ -110,6 +116,9 @@ REPLY_TIMEOUT = 5.0         # a fetch unanswered this long: the link is dialled 
 RETRY = 0.3                 # seconds between attempts after a failure
 LEASE_TICK = 0.2            # seconds between looks at the lease for the worker processes
 
+# the partition state of a queue the controller will replicate but has not placed yet: no
+# leader, so its copy here is held (``Held``)
+UNPLACED = {"replicas": [], "isr": [], "leader": None, "leader_epoch": 0, "unplaced": True}
 NOT_LEADER = "not leader"
 STALE_EPOCH = "epoch"
 DIVERGED = "diverged"
@@ -158,6 +167,7 @@ class Roles:
     def __init__(self):
         self.leading: dict[tuple[str, str], Leader] = {}
         self.following: dict[tuple[str, str], Follower] = {}
+        self.held: dict[tuple[str, str], Held] = {}
         self.closed = False
         self._checkpoints: Checkpoints | None = None
 
@@ -169,6 +179,7 @@ class Roles:
         return self._checkpoints
 
     def _lead(self, key, pkey: str, host, q: Queue, p: dict) -> None:
+        self._unhold(key)
         leader = self.leading.get(key)
         hw = None
         if leader is not None and leader.queue is not q:
@@ -187,6 +198,7 @@ class Roles:
         leader.update(p)
 
     def _follow(self, key, q: Queue, p: dict, leader_at=None) -> None:
+        self._unhold(key)
         leader = self.leading.pop(key, None)
         if leader is not None:
             leader.stop()                   # what waited on it is nacked
@@ -199,7 +211,22 @@ class Roles:
         follower.leader_at = leader_at
         follower.update(p)
 
+    def _hold(self, key, q: Queue) -> None:
+        """No leader to be or follow (not placed yet, or no in-sync replica alive): our copy
+        refuses what reaches it (``Held``)."""
+        held = self.held.get(key)
+        if held is not None and held.queue is q:
+            return
+        self._stop(key)                     # what waited on a leader here is nacked
+        self.held[key] = Held(self, q)
+
+    def _unhold(self, key) -> None:
+        held = self.held.pop(key, None)
+        if held is not None:
+            held.stop()
+
     def _stop(self, key) -> None:
+        self._unhold(key)
         leader = self.leading.pop(key, None)
         if leader is not None:
             leader.stop()
@@ -221,7 +248,7 @@ class Roles:
         self.closed = True
         # a clean stop: every HW in its file
         self.checkpoints.write_now(list(self.leading.values()) + list(self.following.values()))
-        for key in list(self.leading) + list(self.following):
+        for key in list(self.leading) + list(self.following) + list(self.held):
             self._stop(key)
 
 
@@ -306,14 +333,36 @@ class Replication(Roles):
     def _replicated_here(self, queues=None):
         """(vhost, ref, partitions/ key, partition state) of each queue replicated with a
         replica on this node (two replicas or more; exclusive queues are never replicated),
-        of those named in ``queues`` ((vhost, name) pairs; None: every queue)."""
+        of those named in ``queues`` ((vhost, name) pairs; None: every queue). A queue the
+        controller will place with two replicas or more but has not placed yet comes with
+        ``UNPLACED`` (no leader: its copy here is held)."""
         me = self.node.name
         for vh, ref in self._queues(queues):
             if ref.deleted or ref.exclusive_owner is not None:
                 continue
             pkey, p = self._partition(vh.name, ref.name)
-            if p is not None and len(p.get("replicas", ())) >= 2 and me in p["replicas"]:
+            if p is None:
+                pkey = self._unplaced(vh.name, ref.name)
+                if pkey is not None:
+                    yield vh, ref, pkey, UNPLACED
+            elif len(p.get("replicas", ())) >= 2 and me in p["replicas"]:
                 yield vh, ref, pkey, p
+
+    def _unplaced(self, vhost: str, queue: str) -> str | None:
+        """The partitions/ key of a queue not placed yet that the controller will place with
+        two replicas or more (``placement.wanted``, over the live nodes: a quorum queue, a
+        stream, a topic's partition with ``x-replication-factor`` > 1); else None."""
+        view = self.node.membership.view
+        nodes = max(len(self.node.membership.nodes()), 1)
+        topic, _, i = queue.rpartition("-")
+        for kv in (view.get(meta_key("queue", vhost, queue)),
+                   view.get(meta_key("exchange", vhost, topic)) if i.isdigit() else None):
+            if kv is None:
+                continue
+            for pkey, (_, _, _, replicas) in partitions_wanted(kv, nodes).items():
+                if replicas >= 2 and pkey in partition_keys(vhost, queue):
+                    return pkey
+        return None
 
     def _queues(self, queues):
         """(vhost, ref) of the queues named in ``queues`` that exist here; every queue when
@@ -355,8 +404,8 @@ class Replication(Roles):
             elif p.get("leader"):
                 self._follow(key, q, p)
             else:
-                self._stop(key)
-        had = set(self.leading) | set(self.following)
+                self._hold(key, q)
+        had = set(self.leading) | set(self.following) | set(self.held)
         for key in had if queues is None else had & set(queues):
             if key not in seen:
                 self._stop(key)         # no longer replicated here, or deleted
@@ -666,7 +715,7 @@ class WorkerReplicas(Roles):
         elif p.get("leader"):
             self._follow(key, q, p, m.leader_at)
         else:
-            self._stop(key)
+            self._hold(key, q)
 
     def _again(self, m: c.ReplicaRole) -> None:
         if self.told.get(m.qid) is m and not self.closed:
@@ -971,33 +1020,21 @@ class Leader:
         self.parked.clear()
 
 
-class Follower:
-    """One replicated queue this node follows: a task fetching from the leader."""
+class Guard:
+    """The hook (``Queue.replication``) of a copy that must not store or deliver on its own:
+    a publish that reaches it is nacked, consumers get nothing from it. Only the leader
+    stores: a copy that took a publish would confirm it after its own commit, and lose it
+    when it follows a leader that never had it (cut as a divergent tail, or not in the log
+    of a leader placed elsewhere)."""
 
-    _reqs = itertools.count(1)
+    stopped = False
 
-    def __init__(self, repl: Replication, key: tuple[str, str], q: Queue):
+    def __init__(self, repl, q: Queue):
         self.repl = repl
-        self.key = key
         self.queue = q
-        self.leader: str | None = None
-        self.leader_at = None               # [host, port, worker] (WorkerReplicas)
-        self.epoch = 0
-        # the HW the leader last told us (a restarted replica: its checkpoint's)
-        self.hw, self.checkpointed = start_hw(q.store.log)
-        self.stopped = False
-        self.diverged = False
-        self.end: StreamEndpoint | None = None
-        self.waiting: dict[int, asyncio.Future] = {}
         self._guard(q)
-        self.task = repl.loop.create_task(self._run(), name=f"follow-{key[1]}")
 
-    # ------------------------------------------------------------ the host's questions
     def _guard(self, q) -> None:
-        """Our copy's hook (``Queue.replication``), so the host asks us about a publish that
-        reaches it: one forwarded across a leader move, or sent by a node whose view is
-        behind. Only the leader stores: a follower's copy that took it would confirm it after
-        its own commit and cut it later as a divergent tail (found by the checker's cuts)."""
         if q.replication is None:
             q.replication = self
             q.host.replicating += 1
@@ -1017,6 +1054,41 @@ class Follower:
     def serving(self) -> bool:
         return False                        # consumers are the leader's (forward.py moves them)
 
+    def stop(self) -> None:
+        self.stopped = True
+        if not self.repl.closed:        # leaving (``stop_all``): stays guarded (``Leader.stop``)
+            self._unguard()
+
+
+class Held(Guard):
+    """A replicated queue's copy with no leader to be or follow: the controller has not
+    placed it yet (its declare was answered after ``--cluster-place-timeout``; a topic's
+    partition made before its key), or no in-sync replica is alive to lead it. Held, not a
+    plain queue: a publish the declaring node's copy confirmed alone before the placement
+    was missing from the leader the controller then chose (one CI failure, docs/CLUSTER.md
+    "Placement")."""
+
+
+class Follower(Guard):
+    """One replicated queue this node follows: a task fetching from the leader. Its copy is
+    guarded (``Guard``): a publish forwarded across a leader move, or sent by a node whose
+    view is behind, is nacked (found by the checker's cuts)."""
+
+    _reqs = itertools.count(1)
+
+    def __init__(self, repl: Replication, key: tuple[str, str], q: Queue):
+        super().__init__(repl, q)
+        self.key = key
+        self.leader: str | None = None
+        self.leader_at = None               # [host, port, worker] (WorkerReplicas)
+        self.epoch = 0
+        # the HW the leader last told us (a restarted replica: its checkpoint's)
+        self.hw, self.checkpointed = start_hw(q.store.log)
+        self.diverged = False
+        self.end: StreamEndpoint | None = None
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.task = repl.loop.create_task(self._run(), name=f"follow-{key[1]}")
+
     def update(self, p: dict) -> None:
         leader, epoch = p.get("leader"), p.get("leader_epoch", 0)
         if leader != self.leader and self.end is not None:
@@ -1025,9 +1097,7 @@ class Follower:
         self.leader, self.epoch = leader, epoch
 
     def stop(self) -> None:
-        self.stopped = True
-        if not self.repl.closed:        # leaving (``stop_all``): stays guarded (``Leader.stop``)
-            self._unguard()
+        super().stop()
         self.task.cancel()
         if self.end is not None:
             self.end.close()

@@ -21,6 +21,7 @@ from amqpbroker.config import Config
 from amqpbroker.frontend.partition_client import PartitionClient
 from amqpbroker.links.local import LocalLink
 from amqpbroker.supervisor.owner import MetadataOwner
+from amqpbroker.supervisor.topics import TYPE as TOPIC
 from amqpbroker.testing.etcdview import ViewNode
 from amqpbroker.worker.host import PartitionHost
 
@@ -228,3 +229,46 @@ async def test_the_local_copies_looked_at_are_those_of_the_queues_an_event_touch
     assert f1.deleted and f1 not in fw.local_copies
     node.fresh_list()               # a fresh list: every copy
     assert f2 not in fw.local_copies
+
+
+def local_copy(node, name: str):
+    """This node's open copy of queue ``name`` (the host's ``Queue``)."""
+    vh = node.broker.vhosts["/"]
+    return node.forwarder.local_host().queues[node.replication._local_qid(vh.queues[name])]
+
+
+async def test_a_replicated_queue_without_a_leader_holds_its_copy_here(node):
+    """A queue the controller will replicate but has not placed yet (a quorum queue, a
+    topic's partition with ``x-replication-factor`` 2), and a replicated partition whose
+    leader is gone with no in-sync replica alive: the copy here is held (``Held``), it takes
+    no publish and delivers nothing, until a leader is placed. A classic queue (one replica,
+    placed on its declaring node) is served meanwhile."""
+    repl = node.replication
+    node.put_queue("/", "qq", {"x-queue-type": "quorum"})
+    node.put_queue("/", "classic")
+    node.put(meta_key("exchange", "/", "t"), {
+        "vhost": "/", "name": "t", "type": TOPIC, "durable": True, "auto_delete": False,
+        "internal": False, "arguments": {"x-partitions": 2, "x-replication-factor": 2}})
+    node.event()
+    await settled(node)                     # held at once: the opens here are synchronous
+    assert set(repl.held) == {("/", "qq"), ("/", "t-0"), ("/", "t-1")}
+    q = local_copy(node, "qq")
+    held = repl.held["/", "qq"]
+    assert q.replication is held and not held.accepting() and not held.serving()
+    assert local_copy(node, "classic").replication is None
+
+    node.put_partition("/", "qq", ["n1", "n2"], "n1")
+    node.event()
+    leader = repl.leading["/", "qq"]
+    assert ("/", "qq") not in repl.held and q.replication is leader
+    assert q.host.replicating == 3          # the leader and the topic's two held partitions
+
+    node.put_partition("/", "qq", ["n1", "n2"], None, 1, isr=["n2"])     # no leader alive
+    node.event()
+    assert ("/", "qq") not in repl.leading and leader.stopped
+    held = repl.held["/", "qq"]
+    assert q.replication is held and not held.accepting()
+    assert q.host.replicating == 3
+    node.delete(meta_key("queue", "/", "qq"))
+    node.event()
+    assert ("/", "qq") not in repl.held and q.host.replicating == 2
