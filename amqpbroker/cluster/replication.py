@@ -1066,7 +1066,7 @@ class Held(Guard):
     partition made before its key), or no in-sync replica is alive to lead it. Held, not a
     plain queue: a publish the declaring node's copy confirmed alone before the placement
     was missing from the leader the controller then chose (one CI failure, docs/CLUSTER.md
-    "Placement")."""
+    "As built (step 4)")."""
 
 
 class Follower(Guard):

@@ -1,5 +1,5 @@
-"""A replicated queue the controller has not placed yet (docs/CLUSTER.md "Placement", issue
-12): its declare waits for the placement at most ``--cluster-place-timeout``, then is
+"""A replicated queue the controller has not placed yet (docs/CLUSTER.md "As built (step 4)",
+issue 12): its declare waits for the placement at most ``--cluster-place-timeout``, then is
 answered, and until the controller places it the declaring node's copy refuses what reaches
 it: a publish is nacked (nothing stored), never confirmed by that copy alone. (It was
 confirmed there, unreplicated, and once the controller placed the leader on another node
