@@ -1,7 +1,8 @@
 """The common start of a child process (worker or front-end): ``python -m ... SPEC``.
 
 SPEC is a JSON object with at least ``index``, ``config`` (the broker's ``Config`` as a dict)
-and ``fds`` (descriptors inherited from the supervisor). Ctrl-C reaches the whole process
+and ``fds`` (descriptors inherited from the supervisor; ``heartbeat``: the memory the child
+beats into for its supervisor's watchdog, heartbeat.py). Ctrl-C reaches the whole process
 group; children ignore it and let the supervisor shut them down in order.
 
 A child must import exactly what its parent imported. ``python -m`` would put the working
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 
+from . import heartbeat
 from .config import Config
 
 _BOOT = """\
@@ -53,5 +55,9 @@ def run(kind: str, serve) -> int:
     prepare_process(spec["config"]["log_level"], f"{kind}{spec['index']}",
                     spec["config"].get("log_format", "text"), holds_bodies=kind == "worker")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(serve(spec))
+
+    async def main():
+        heartbeat.start(spec["fds"].get("heartbeat"), asyncio.get_running_loop())
+        await serve(spec)
+    asyncio.run(main())
     return 0

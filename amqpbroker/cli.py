@@ -74,6 +74,9 @@ FLAGS = [
                      "CPU count; 0 = queues run in the main process)"),
     ("frontends", int, "AMQP front-end processes sharing the port (default -1 = from the "
                        "CPU count; 0 = the supervisor serves AMQP itself)"),
+    ("watchdog_timeout", float, "seconds a worker or front-end process may stop running "
+                                "(its event loop stuck) before its supervisor kills it "
+                                "(SIGKILL) and starts another; 0 = never (default 60)"),
     ("tls_cert", str, "PEM certificate (chain) of the server; turns on AMQPS and HTTPS"),
     ("tls_key", str, "PEM private key of --tls-cert (default: in the --tls-cert file)"),
     ("tls_ca", str, "PEM CA certificates that client certificates must chain to"),

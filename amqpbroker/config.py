@@ -33,6 +33,7 @@ class Config:
     loopback_users: tuple = ("guest",)
     workers: int = -1                            # partition worker processes; -1 = by CPUs
     frontends: int = -1                          # AMQP front-end processes; -1 = by CPUs
+    watchdog_timeout: float = 60.0               # s a stuck child runs before a kill; 0 = never
     # consumer groups: a revoked partition's in-flight deliveries may be acked this long
     # before it moves on; a static member (x-group-instance-id) keeps its partitions this
     # long after its connection is lost (Kafka's session.timeout.ms default)

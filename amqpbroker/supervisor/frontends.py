@@ -27,6 +27,7 @@ class FrontendProcess(ChildProcess):
     def __init__(self, broker, index: int, listen_sock, workers, tls_sock=None):
         super().__init__(index)
         self.broker = broker
+        self.watchdog_timeout = broker.config.watchdog_timeout
         self.listen_sock = listen_sock
         self.tls_sock = tls_sock            # AMQPS, when TLS is configured
         self.workers = workers

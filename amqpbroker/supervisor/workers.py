@@ -27,6 +27,7 @@ class WorkerProcess(ChildProcess):
     def __init__(self, config, index: int, client, workers: int, groups=None):
         super().__init__(index)
         self.config = config
+        self.watchdog_timeout = config.watchdog_timeout
         self.client = client
         self.on_events = client.on_events    # the host's events (``start_workers``)
         self.groups = groups                 # the supervisor's consumer groups

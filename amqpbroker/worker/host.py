@@ -19,6 +19,7 @@ from collections import deque
 
 from .. import contract as c
 from .. import errors
+from .. import heartbeat
 from ..storage import filecache
 from ..stats import host_snapshot
 from ..storage.fileformat import remove_directory
@@ -306,6 +307,7 @@ class PartitionHost:
             state.emit(c.Reply(req=req, ok=True, value=value))
 
     def on_open(self, state, m: c.Open):
+        heartbeat.beat()                # a restarted worker's opens may hold the loop long
         if m.qid not in self.queues:
             existed = os.path.isdir(m.directory)
             try:
