@@ -2,6 +2,7 @@
 
     python -m amqpbroker.testing.checker --seeds 20 --rounds 10
     python -m amqpbroker.testing.checker --seeds 3 --rounds 5 --faults kill_leader
+    python -m amqpbroker.testing.checker --seeds 3 --topic 2
 
 For each seed: a fresh ``LocalCluster`` of 3 nodes and an etcd, one quorum queue with
 ``x-quorum-initial-group-size`` 3, the ``Workload`` (producers with confirms and consumers
@@ -16,6 +17,14 @@ history (lost, duplicated, reordered, phantom: its module comment has the rules)
 history of each seed is kept as JSON lines (``--history-dir``). The seed fixes the fault
 schedule and the clients' choices of nodes; the interleavings are the machine's, so a seed
 that found something is a place to look again, not a replay.
+
+``--topic N`` runs the same on a topic of N partitions instead (``Target``): quorum
+partitions of replication factor 3, each placed and led on its own, the producers
+publishing to the topic's exchange with each message's key as its routing key, so a key's
+messages go to one partition and keep their order there; consumer i reads partition
+i mod N. The faults aim at partition 0's leader or followers (the other partitions' leaders
+fall where the placement put them, often on the same node); every partition must drain,
+and each partition's replicas are compared.
 
 Fault kinds (``FAULTS``):
 
@@ -118,21 +127,65 @@ CI_FAULTS = tuple(k for k in FAULTS if "_from_" not in k)
 QUEUE = "checker"
 
 
+class Target:
+    """What the workload uses and the faults aim at: one quorum queue ``checker`` of group
+    size 3 (``partitions`` 0), or a topic ``checker`` of ``partitions`` quorum partitions
+    with ``x-replication-factor`` 3 (``--topic N``), published to with each message's key as
+    its routing key (key-based partitioning: one key's messages all go to one partition, in
+    order) and consumed partition by partition (consumer i reads partition i mod N). The
+    faults' "leader" and "follower" are those of ``aimed`` (partition 0); the cluster's
+    health, the drain and the replicas' comparison take every partition."""
+
+    def __init__(self, partitions: int = 0):
+        self.partitions = partitions
+        self.queues = [f"{QUEUE}-{i}" for i in range(partitions)] if partitions else [QUEUE]
+        self.aimed = self.queues[0]
+        self.exchange = QUEUE if partitions else ""
+
+    def routing_key(self, key: str) -> str:
+        return key if self.partitions else QUEUE
+
+    def consumed_by(self, cid: int) -> str:
+        return self.queues[cid % len(self.queues)]
+
+    def worker(self, workers: int) -> int:
+        """The index of the worker hosting ``aimed`` on a node of ``workers`` workers (a
+        topic's partition i: the topic's own place + i, supervisor/topics.py)."""
+        return worker_of("/", QUEUE, workers)
+
+    def declare(self, cluster: LocalCluster) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(cluster.nodes[0].url))
+        try:
+            if self.partitions:
+                conn.channel().exchange_declare(QUEUE, "x-partitioned", durable=True, arguments={
+                    "x-partitions": self.partitions, "x-partition-type": "quorum",
+                    "x-replication-factor": 3})
+            else:
+                conn.channel().queue_declare(QUEUE, durable=True, arguments={
+                    "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
+        finally:
+            conn.close()
+
+
 class Nemesis:
     """Faults on a ``LocalCluster``, each healed before it returns."""
 
-    def __init__(self, cluster: LocalCluster, record: Recorder, rng: random.Random):
+    def __init__(self, cluster: LocalCluster, record: Recorder, rng: random.Random,
+                 target: Target | None = None):
         self.cluster, self.record, self.rng = cluster, record, rng
+        self.target = target or Target()
         self.ttl = cluster.lease_ttl
         self.failovers: list[float] = []
 
     # ------------------------------------------------------------ looking
-    def leader(self):
-        """The node leading the queue, as every live node agrees (else None)."""
+    def leader(self, queue: str | None = None):
+        """The node leading ``queue`` (the target's aimed one), as every live node agrees
+        (else None)."""
+        queue = queue or self.target.aimed
         seen = set()
         for node in self.cluster.nodes:
             queues = {q["name"]: q for q in node.api("queues")}
-            seen.add(queues.get(QUEUE, {}).get("leader"))
+            seen.add(queues.get(queue, {}).get("leader"))
         if len(seen) != 1 or None in seen:
             return None
         return self.cluster.node(seen.pop().split("@", 1)[1])
@@ -147,13 +200,14 @@ class Nemesis:
             view = self.cluster.nodes_seen_by(node)
             if sorted(v["node_name"] for v in view) != names or any(v["fenced"] for v in view):
                 return None
-        leader = self.leader()
-        if leader is None:
-            return None
-        r = leader.api("partitions/%2F/" + QUEUE).get("replica") or {}
-        if r.get("role") != "leader" or len(r.get("isr", ())) < r.get("min_isr", 2):
-            return None
-        return leader
+        for queue in self.target.queues:
+            leader = self.leader(queue)
+            if leader is None:
+                return None
+            r = leader.api("partitions/%2F/" + queue).get("replica") or {}
+            if r.get("role") != "leader" or len(r.get("isr", ())) < r.get("min_isr", 2):
+                return None
+        return self.leader()
 
     def wait_healthy(self, timeout: float = 60.0):
         return self.cluster.wait_until(self.healthy, timeout=timeout, interval=0.2)
@@ -203,7 +257,7 @@ class Nemesis:
     def _queue_worker(self, node) -> tuple[int, int]:
         """(pid, index) of the node's worker that hosts the queue."""
         self._need_workers(node)
-        index = worker_of("/", QUEUE, len(node.worker_pids))
+        index = self.target.worker(len(node.worker_pids))
         return self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index),
                                        timeout=60), index
 
@@ -214,8 +268,9 @@ class Nemesis:
         # healed: a new worker runs, and the node's replica has its role again in it
         self.cluster.wait_until(lambda: worker_pid(node.proc.pid, index) not in (None, pid),
                                 timeout=60)
-        self.cluster.wait_until(lambda: ((node.api("partitions/%2F/" + QUEUE) or {}).get(
-            "replica") or {}).get("role") in ("leader", "follower"), timeout=60)
+        self.cluster.wait_until(lambda: all(
+            ((node.api("partitions/%2F/" + queue) or {}).get("replica") or {}).get("role")
+            in ("leader", "follower") for queue in self.target.queues), timeout=60)
 
     def kill_leader_supervisor(self, node) -> None:
         self._need_workers(node)
@@ -336,8 +391,10 @@ class LeaderClaims:
     nodes claiming one epoch (``split_brain``). A sample every ``interval``; a paused or cut
     node is simply not sampled meanwhile."""
 
-    def __init__(self, cluster: LocalCluster, record: Recorder, interval: float = 0.1):
+    def __init__(self, cluster: LocalCluster, record: Recorder, interval: float = 0.1,
+                 target: Target | None = None):
         self.cluster, self.record, self.interval = cluster, record, interval
+        self.queues = set((target or Target()).queues)
         self.seen: set = set()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._sample, args=(i,), daemon=True)
@@ -363,22 +420,23 @@ class LeaderClaims:
             except (OSError, ValueError):
                 continue
             for p in parts:
-                r = p.get("replica") if p.get("queue") == QUEUE else None
+                r = p.get("replica") if p.get("queue") in self.queues else None
                 if r and r.get("role") == "leader":
-                    claim = (r["node"], r["leader_epoch"])
+                    claim = (p["queue"], r["node"], r["leader_epoch"])
                     if claim not in self.seen:
                         self.seen.add(claim)
-                        self.record("leader", node=claim[0], epoch=claim[1])
+                        self.record("leader", queue=claim[0], node=claim[1], epoch=claim[2])
 
 
-def replica_states(cluster: LocalCluster, timeout: float = 30.0) -> list[dict]:
-    """Every node's replica of the queue with its ``crc32c`` up to its high watermark (the
+def replica_states(cluster: LocalCluster, queue: str = QUEUE,
+                   timeout: float = 30.0) -> list[dict]:
+    """Every node's replica of ``queue`` with its ``crc32c`` up to its high watermark (the
     single-queue ``/api/partitions`` GET), once all replicas report the same high watermark
     (or after ``timeout``: then as they are)."""
     def states():
         out = []
         for node in cluster.nodes:
-            r = node.api("partitions/%2F/" + QUEUE).get("replica")
+            r = node.api("partitions/%2F/" + queue).get("replica")
             if r is None:
                 return None
             out.append({k: r.get(k) for k in ("node", "role", "leader_epoch",
@@ -397,79 +455,78 @@ def replica_states(cluster: LocalCluster, timeout: float = 30.0) -> list[dict]:
         return last or []
 
 
-def declare(cluster: LocalCluster) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(cluster.nodes[0].url))
-    try:
-        conn.channel().queue_declare(QUEUE, durable=True, arguments={
-            "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
-    finally:
-        conn.close()
-
-
 def drain(nemesis: Nemesis, workload: Workload, quiet: float = 2.0, stall: float = 10.0,
           timeout: float = 120.0) -> bool:
-    """Wait until the leader reports the queue empty with nothing unacked and no delivery
-    came for ``quiet`` seconds: True. False when it stalled: no delivery for ``stall``
+    """Wait until each target queue's leader reports it empty with nothing unacked and no
+    delivery came for ``quiet`` seconds: True. False when it stalled: no delivery for ``stall``
     seconds while the queue is not drained (or not drained within ``timeout``). Progress,
     not speed, is the criterion, so a slow machine does not look stalled."""
     started = time.monotonic()
 
+    def empty(queue: str) -> bool:
+        leader = nemesis.leader(queue)
+        if leader is None:
+            return False
+        q = {q["name"]: q for q in leader.api("queues")}[queue]
+        return q.get("messages", 1) == 0 and q.get("messages_unacknowledged", 1) == 0
+
     def settled():
         now = time.monotonic()
         idle = now - max(workload.last_delivery, started)
-        leader = nemesis.leader()
-        if leader is not None:
-            q = {q["name"]: q for q in leader.api("queues")}[QUEUE]
-            if (q.get("messages", 1) == 0 and q.get("messages_unacknowledged", 1) == 0
-                    and idle > quiet):
-                return "drained"
+        if idle > quiet and all(empty(queue) for queue in nemesis.target.queues):
+            return "drained"
         return "stalled" if idle > stall or now - started > timeout else None
     return nemesis.cluster.wait_until(settled, timeout=timeout + 30, interval=0.2) == "drained"
 
 
-def queue_views(cluster: LocalCluster) -> str:
-    """How each node sees the queue: its leader, counts and consumers (for a report)."""
+def queue_views(cluster: LocalCluster, target: Target) -> str:
+    """How each node sees the target's queues: leader, counts and consumers (a report)."""
     views = []
     for node in cluster.nodes:
         try:
-            q = {q["name"]: q for q in node.api("queues")}.get(QUEUE, {})
+            queues = {q["name"]: q for q in node.api("queues")}
         except OSError as exc:
             views.append(f"{node.node}: {exc}")
             continue
-        views.append(f"{node.node}: leader {q.get('leader')} messages {q.get('messages')} "
-                     f"unacked {q.get('messages_unacknowledged')} consumers {q.get('consumers')}")
+        for name in target.queues:
+            q = queues.get(name, {})
+            views.append(f"{node.node}: {name} leader {q.get('leader')} messages "
+                         f"{q.get('messages')} unacked {q.get('messages_unacknowledged')} "
+                         f"consumers {q.get('consumers')}")
     return "; ".join(views)
 
 
 def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consumers: int = 2,
              lease_ttl: int = 3, settle: float = 1.0, history_dir: str | None = None,
-             log=print, schedule=None, layout: str = "default"):
+             log=print, schedule=None, layout: str = "default", partitions: int = 0):
     """One cluster, ``rounds`` faults drawn by ``seed`` from ``faults`` (or ``schedule``:
-    these kinds in this order, one per round), its nodes in ``layout`` (``LAYOUTS``);
-    returns (verdict, nemesis). With a cut among the faults each node runs in its own
-    network namespace (root only)."""
+    these kinds in this order, one per round), its nodes in ``layout`` (``LAYOUTS``), the
+    workload on ``Target(partitions)``; returns (verdict, nemesis). With a cut among the
+    faults each node runs in its own network namespace (root only)."""
     if schedule is not None:
         faults, rounds = tuple(schedule), len(schedule)
+    target = Target(partitions)
+    consumers = max(consumers, len(target.queues))      # every partition consumed
     if set(faults) & set(NETNS_FAULTS):
         with NetnsLab(["n1", "n2", "n3"]) as lab:
             return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                             history_dir, log, lab, schedule, LAYOUTS[layout])
+                             history_dir, log, lab, schedule, LAYOUTS[layout], target)
     return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                     history_dir, log, None, schedule, LAYOUTS[layout])
+                     history_dir, log, None, schedule, LAYOUTS[layout], target)
 
 
 def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, history_dir,
-              log, lab, schedule, layouts):
+              log, lab, schedule, layouts, target):
     rng = random.Random(seed)
     record = Recorder()
     with LocalCluster(3, lease_ttl=lease_ttl, netns=lab, together=True,
                       layouts=layouts) as cluster:
-        declare(cluster)
-        nemesis = Nemesis(cluster, record, rng)
+        target.declare(cluster)
+        nemesis = Nemesis(cluster, record, rng, target)
         nemesis.wait_healthy()
         workload = Workload(lambda: [(n.node, n.url) for n in cluster.nodes if n.port],
-                            QUEUE, record, seed, producers=producers, consumers=consumers)
-        claims = LeaderClaims(cluster, record).start()
+                            target, record, seed, producers=producers, consumers=consumers)
+        claims = LeaderClaims(cluster, record, target=target).start()
         workload.start()
         drained = stalled = False
         try:
@@ -495,17 +552,18 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
             drained = drain(nemesis, workload)
             if not drained:         # the workload's consumers stalled: a liveness finding
                 stalled = True
-                record("stalled", views=queue_views(cluster))
-                log(f"seed {seed}: consumers stalled; queue as seen: {queue_views(cluster)}")
+                record("stalled", views=queue_views(cluster, target))
+                log(f"seed {seed}: consumers stalled; queue as seen: {queue_views(cluster, target)}")
                 workload.reconnect_consumers()      # the final read, by fresh sessions
                 drained = drain(nemesis, workload)
                 if not drained:
                     log(f"seed {seed}: the final read did not drain the queue either: "
-                        f"{queue_views(cluster)}")
+                        f"{queue_views(cluster, target)}")
             log(f"seed {seed}: drained in {time.monotonic() - started:.1f}s")
             # every replica's log up to the high watermark (history.check compares them)
             started = time.monotonic()
-            record("replicas", states=replica_states(cluster))
+            for queue in target.queues:
+                record("replicas", queue=queue, states=replica_states(cluster, queue))
             log(f"seed {seed}: replicas read in {time.monotonic() - started:.1f}s")
         finally:
             claims.stop()
@@ -542,6 +600,9 @@ def main(argv=None) -> int:
                    help="the nodes' process layout: the machine's default, one process, "
                         "2 workers, 2 workers + 2 front-ends, or one node of one process "
                         "and two split")
+    p.add_argument("--topic", type=int, default=0, metavar="N",
+                   help="the workload on a topic of N quorum partitions, replication factor "
+                        "3, keyed publishes (default 0: one quorum queue)")
     p.add_argument("--history-dir", default=None,
                    help="keep each seed's history here (default: a new temporary directory)")
     args = p.parse_args(argv)
@@ -565,7 +626,7 @@ def main(argv=None) -> int:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         verdict, nemesis = run_seed(seed, args.rounds, faults, args.producers, args.consumers,
                                     args.lease_ttl, history_dir=history_dir,
-                                    layout=args.layout)
+                                    layout=args.layout, partitions=args.topic)
         failed += not verdict.ok
         failovers += nemesis.failovers
         rounds += args.rounds

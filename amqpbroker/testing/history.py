@@ -12,9 +12,10 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
     stalled  {views}                    after healing, the queue did not drain to the
                                         workload's consumers (how each node saw the queue)
     consuming, cancelled, consumer_error {c, node}   a consumer session's life
-    leader   {node, epoch}              a node was seen leading the queue at that epoch
-                                        (its own replica's role; the first sight of each)
-    replicas {states}                   at the end: every node's replica, ``node``,
+    leader   {node, epoch, queue}       a node was seen leading the queue (a topic: one of
+                                        its partitions) at that epoch (its own replica's
+                                        role; the first sight of each)
+    replicas {states, queue}            at the end, per queue: every node's replica, ``node``,
                                         ``log_start_offset``, ``high_watermark``, ``crc32c``
                                         (over its log from the start to the HW) ...
 
@@ -44,7 +45,8 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
   logs up to it differ (``crc32c``); replicas at another high watermark than the leader's
   (not caught up when the runner gave up waiting) are not compared, only counted
   (``uncompared``).
-- **split_brain**: two nodes seen leading the queue in one leader epoch. The runner samples
+- **split_brain**: two nodes seen leading the queue (a topic's partition) in one of its
+  leader epochs (each partition has its own). The runner samples
   every node's own view ten times a second, so a claim shorter than that can be missed;
   confirms are not tied to epochs in the history (a client does not see who confirmed), so
   this is "no two leaders in one epoch" as the nodes report it, the precondition of "no two
@@ -73,7 +75,7 @@ class Verdict:
     phantom: list = field(default_factory=list)         # ids delivered, never published
     stalled: list = field(default_factory=list)         # the queue as seen when it stalled
     diverged: list = field(default_factory=list)        # (log start, HW, {node: crc32c})
-    split_brain: list = field(default_factory=list)     # (epoch, [nodes])
+    split_brain: list = field(default_factory=list)     # (queue, epoch, [nodes])
     replicas_compared: int = 0          # replicas whose checksums were compared
     uncompared: int = 0                 # replicas at another HW than the leader's
     maybe_delivered: int = 0            # nacked/unknown, delivered anyway (allowed)
@@ -107,7 +109,7 @@ def check(events) -> Verdict:
     plain: set[str] = set()                     # delivered once without ``redelivered``
     acked: set[str] = set()
     last_seq: dict[tuple, int] = {}             # (session, key) -> last in-order seq
-    claims: dict[int, set] = {}                 # epoch -> nodes seen leading in it
+    claims: dict[tuple, set] = {}               # (queue, epoch) -> nodes seen leading
     events = list(events)
     for e in events:                # outcomes first: a confirm may arrive after the delivery
         if e["ev"] == "publish":
@@ -122,11 +124,11 @@ def check(events) -> Verdict:
         elif e["ev"] == "stalled":
             v.stalled.append(e["views"])
         elif e["ev"] == "leader":
-            claims.setdefault(e["epoch"], set()).add(e["node"])
+            claims.setdefault((e.get("queue"), e["epoch"]), set()).add(e["node"])
         elif e["ev"] == "replicas":
             _replicas(v, e["states"])
-    v.split_brain = sorted((epoch, sorted(nodes)) for epoch, nodes in claims.items()
-                           if len(nodes) > 1)
+    v.split_brain = sorted((queue or "", epoch, sorted(nodes))
+                           for (queue, epoch), nodes in claims.items() if len(nodes) > 1)
     v.published = len(published)
     v.confirmed = sum(1 for o in outcome.values() if o == "confirm")
     v.nacked = sum(1 for o in outcome.values() if o == "nack")

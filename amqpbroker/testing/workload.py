@@ -56,12 +56,14 @@ class Recorder:
 
 class Workload:
     """``producers`` publishers over ``keys`` keys each and ``consumers`` consumers of
-    ``queue``; ``urls()`` returns the current ``(node name, amqp url)`` of every node that
-    is up (ports change on a restart)."""
+    ``target`` (checker.Target: publishes go to its ``exchange`` with the routing key
+    ``routing_key(key)``, consumer i reads ``consumed_by(i)``); ``urls()`` returns the
+    current ``(node name, amqp url)`` of every node that is up (ports change on a
+    restart)."""
 
-    def __init__(self, urls, queue: str, record: Recorder, seed: int, producers: int = 3,
+    def __init__(self, urls, target, record: Recorder, seed: int, producers: int = 3,
                  consumers: int = 2, keys: int = 4, prefetch: int = 20):
-        self.urls, self.queue, self.record = urls, queue, record
+        self.urls, self.target, self.record = urls, target, record
         self.rng = random.Random(seed)
         self.producers, self.consumers, self.keys, self.prefetch = (
             producers, consumers, keys, prefetch)
@@ -133,7 +135,8 @@ class Workload:
                     self.record("publish", p=pid, id=mid, key=key, seq=seq, node=node)
                     try:
                         answer = await ch.basic_publish(
-                            mid.encode(), routing_key=self.queue, timeout=PUBLISH_TIMEOUT,
+                            mid.encode(), exchange=self.target.exchange,
+                            routing_key=self.target.routing_key(key), timeout=PUBLISH_TIMEOUT,
                             properties=Basic.Properties(delivery_mode=2, message_id=mid))
                     except (Exception, asyncio.TimeoutError) as exc:
                         self.record("unknown", id=mid, why=type(exc).__name__)
@@ -171,9 +174,9 @@ class Workload:
                     await ch.basic_ack(msg.delivery.delivery_tag)
                     self.record("ack", c=session, id=mid)
 
-                await asyncio.wait_for(ch.basic_consume(self.queue, on_message),
-                                       PUBLISH_TIMEOUT)
-                self.record("consuming", c=session, node=node)
+                queue = self.target.consumed_by(cid)
+                await asyncio.wait_for(ch.basic_consume(queue, on_message), PUBLISH_TIMEOUT)
+                self.record("consuming", c=session, node=node, queue=queue)
                 while (self._consuming and not cancelled.is_set() and not conn.is_closed
                        and generation == self._generation):
                     await asyncio.sleep(0.1)

@@ -10,7 +10,9 @@ worker processes (``--layout workers``: replication in the workers) and kills th
 hosting the queue, on a follower (twice) and on the leader, pauses that worker alone, then
 the leader's supervisor alone (its workers run on past its lease), kills it alone (its
 orphaned workers exit before the restarted node may open the data directory), then kills
-the leader's node. Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
+the leader's node. And one seed on a topic of two quorum partitions (``--topic 2``: keyed
+publishes to the topic's exchange, a consumer per partition), its nodes with worker
+processes. Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
 from amqpbroker.testing.checker import CI_FAULTS, WORKER_FAULTS, run_seed
@@ -24,8 +26,12 @@ CI_SCHEDULES = {
     4: ("kill_follower_worker", "kill_follower_worker", "kill_leader_worker",
         "pause_leader_worker", "pause_leader_supervisor", "kill_leader_supervisor",
         "kill_leader"),
+    # a topic of two quorum partitions (TOPIC), its nodes with worker processes: each
+    # partition on its own worker and led on its own
+    5: ("kill_leader_worker", "kill_follower", "pause_leader"),
 }
-LAYOUT = {4: "workers"}
+LAYOUT = {4: "workers", 5: "workers"}
+TOPIC = {5: 2}              # partitions (checker.Target); the others: one quorum queue
 
 
 def test_the_ci_schedules_run_every_fault_kind():
@@ -36,14 +42,19 @@ def test_the_ci_schedules_run_every_fault_kind():
 def test_no_confirmed_message_is_lost_duplicated_or_reordered_under_faults(seed, tmp_path):
     lines = []
     schedule = CI_SCHEDULES[seed]
+    partitions = TOPIC.get(seed, 0)
     verdict, _ = run_seed(seed, len(schedule), settle=0.5, history_dir=str(tmp_path),
                           log=lines.append, schedule=schedule,
-                          layout=LAYOUT.get(seed, "default"))
+                          layout=LAYOUT.get(seed, "default"), partitions=partitions)
     print("\n".join(lines))
     assert verdict.ok, verdict.summary()
     assert verdict.confirmed > 200, verdict.summary()      # the workload did run
-    assert verdict.replicas_compared == 3, verdict.summary()
+    assert verdict.replicas_compared == 3 * max(partitions, 1), verdict.summary()
     history = load(str(tmp_path / f"history-{seed}.jsonl"))
+    if partitions:          # every partition was consumed and led
+        consumed = {e["queue"] for e in history if e["ev"] == "consuming"}
+        led = {e["queue"] for e in history if e["ev"] == "leader"}
+        assert consumed == led == {f"checker-{i}" for i in range(partitions)}
     healed = [e["kind"] for e in history if e["ev"] == "fault" and e["phase"] == "healed"]
     assert tuple(healed) == schedule
     # traffic flowed after the last fault too: a confirm after it healed

@@ -191,5 +191,17 @@ def test_two_nodes_leading_in_one_epoch_is_a_split_brain():
     assert check(h).ok
     h.add("leader", node="n1", epoch=2).add("leader", node="n3", epoch=2)
     v = check(h)
-    assert not v.ok and v.split_brain == [(2, ["n1", "n3"])]
+    assert not v.ok and v.split_brain == [("", 2, ["n1", "n3"])]
     assert "split-brain 1" in v.summary()
+
+
+def test_a_topics_partitions_each_have_their_own_epochs():
+    """Partition 0 led by n1 and partition 1 by n2, both at epoch 0: two leaders, two
+    queues, no split brain; two nodes on one partition's epoch 1 are one."""
+    h = clean().add("leader", queue="t-0", node="n1", epoch=0)
+    h.add("leader", queue="t-1", node="n2", epoch=0)
+    assert check(h).ok
+    h.add("leader", queue="t-1", node="n2", epoch=1).add("leader", queue="t-1", node="n3",
+                                                         epoch=1)
+    v = check(h)
+    assert not v.ok and v.split_brain == [("t-1", 1, ["n2", "n3"])]
