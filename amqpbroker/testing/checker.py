@@ -3,6 +3,7 @@
     python -m amqpbroker.testing.checker --seeds 20 --rounds 10
     python -m amqpbroker.testing.checker --seeds 3 --rounds 5 --faults kill_leader
     python -m amqpbroker.testing.checker --seeds 3 --topic 2
+    python -m amqpbroker.testing.checker --seeds 3 --topic 2 --group
 
 For each seed: a fresh ``LocalCluster`` of 3 nodes and an etcd, one quorum queue with
 ``x-quorum-initial-group-size`` 3, the ``Workload`` (producers with confirms and consumers
@@ -24,7 +25,11 @@ publishing to the topic's exchange with each message's key as its routing key, s
 messages go to one partition and keep their order there; consumer i reads partition
 i mod N. The faults aim at partition 0's leader or followers (the other partitions' leaders
 fall where the placement put them, often on the same node); every partition must drain,
-and each partition's replicas are compared.
+and each partition's replicas are compared. With ``--group`` the partitions are streams
+and the consumers are members of one consumer group reading the topic from its first
+offset (the group's coordinator is partition 0's leader): the queue never empties, so the
+drain waits until every confirmed message was delivered, and the history allows what a
+group re-reads from its committed offset after a rebalance or failover (``history.py``).
 
 Fault kinds (``FAULTS``):
 
@@ -136,17 +141,23 @@ class Target:
     faults' "leader" and "follower" are those of ``aimed`` (partition 0); the cluster's
     health, the drain and the replicas' comparison take every partition."""
 
-    def __init__(self, partitions: int = 0):
+    def __init__(self, partitions: int = 0, group: bool = False):
+        if group and not partitions:
+            raise ValueError("a consumer group reads a topic: give it partitions")
         self.partitions = partitions
+        self.group = group
         self.queues = [f"{QUEUE}-{i}" for i in range(partitions)] if partitions else [QUEUE]
         self.aimed = self.queues[0]
         self.exchange = QUEUE if partitions else ""
+        # a group's members consume the topic itself, from its first offset
+        self.consume_arguments = ({"x-consumer-group": QUEUE, "x-stream-offset": "first"}
+                                  if group else {})
 
     def routing_key(self, key: str) -> str:
         return key if self.partitions else QUEUE
 
     def consumed_by(self, cid: int) -> str:
-        return self.queues[cid % len(self.queues)]
+        return QUEUE if self.group else self.queues[cid % len(self.queues)]
 
     def worker(self, workers: int) -> int:
         """The index of the worker hosting ``aimed`` on a node of ``workers`` workers (a
@@ -158,7 +169,8 @@ class Target:
         try:
             if self.partitions:
                 conn.channel().exchange_declare(QUEUE, "x-partitioned", durable=True, arguments={
-                    "x-partitions": self.partitions, "x-partition-type": "quorum",
+                    "x-partitions": self.partitions,
+                    "x-partition-type": "stream" if self.group else "quorum",
                     "x-replication-factor": 3})
             else:
                 conn.channel().queue_declare(QUEUE, durable=True, arguments={
@@ -464,6 +476,8 @@ def drain(nemesis: Nemesis, workload: Workload, quiet: float = 2.0, stall: float
     started = time.monotonic()
 
     def empty(queue: str) -> bool:
+        if nemesis.target.group:        # a stream keeps its log: every confirm delivered
+            return not workload.record.undelivered()
         leader = nemesis.leader(queue)
         if leader is None:
             return False
@@ -498,14 +512,15 @@ def queue_views(cluster: LocalCluster, target: Target) -> str:
 
 def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consumers: int = 2,
              lease_ttl: int = 3, settle: float = 1.0, history_dir: str | None = None,
-             log=print, schedule=None, layout: str = "default", partitions: int = 0):
+             log=print, schedule=None, layout: str = "default", partitions: int = 0,
+             group: bool = False):
     """One cluster, ``rounds`` faults drawn by ``seed`` from ``faults`` (or ``schedule``:
     these kinds in this order, one per round), its nodes in ``layout`` (``LAYOUTS``), the
-    workload on ``Target(partitions)``; returns (verdict, nemesis). With a cut among the
+    workload on ``Target(partitions, group)``; returns (verdict, nemesis). With a cut among the
     faults each node runs in its own network namespace (root only)."""
     if schedule is not None:
         faults, rounds = tuple(schedule), len(schedule)
-    target = Target(partitions)
+    target = Target(partitions, group)
     consumers = max(consumers, len(target.queues))      # every partition consumed
     if set(faults) & set(NETNS_FAULTS):
         with NetnsLab(["n1", "n2", "n3"]) as lab:
@@ -522,6 +537,7 @@ def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, his
     with LocalCluster(3, lease_ttl=lease_ttl, netns=lab, together=True,
                       layouts=layouts) as cluster:
         target.declare(cluster)
+        record("workload", groups=target.group, queues=target.queues)
         nemesis = Nemesis(cluster, record, rng, target)
         nemesis.wait_healthy()
         workload = Workload(lambda: [(n.node, n.url) for n in cluster.nodes if n.port],
@@ -603,6 +619,9 @@ def main(argv=None) -> int:
     p.add_argument("--topic", type=int, default=0, metavar="N",
                    help="the workload on a topic of N quorum partitions, replication factor "
                         "3, keyed publishes (default 0: one quorum queue)")
+    p.add_argument("--group", action="store_true",
+                   help="with --topic: stream partitions read by one consumer group (from "
+                        "the first offset; re-reads after a rebalance are allowed)")
     p.add_argument("--history-dir", default=None,
                    help="keep each seed's history here (default: a new temporary directory)")
     args = p.parse_args(argv)
@@ -620,13 +639,16 @@ def main(argv=None) -> int:
         p.error("the worker faults need --layout workers or split")
     if set(faults) & set(FRONTEND_FAULTS) and not with_frontends:
         p.error("kill_frontend needs --layout split or mixed")
+    if args.group and not args.topic:
+        p.error("--group needs --topic N")
     history_dir = args.history_dir or tempfile.mkdtemp(prefix="amqpbroker-checker-")
     os.makedirs(history_dir, exist_ok=True)
     failed, failovers, rounds = 0, [], 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         verdict, nemesis = run_seed(seed, args.rounds, faults, args.producers, args.consumers,
                                     args.lease_ttl, history_dir=history_dir,
-                                    layout=args.layout, partitions=args.topic)
+                                    layout=args.layout, partitions=args.topic,
+                                    group=args.group)
         failed += not verdict.ok
         failovers += nemesis.failovers
         rounds += args.rounds

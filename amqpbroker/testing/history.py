@@ -15,6 +15,8 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
     leader   {node, epoch, queue}       a node was seen leading the queue (a topic: one of
                                         its partitions) at that epoch (its own replica's
                                         role; the first sight of each)
+    workload {groups}                   first: ``groups`` true when the consumers read as
+                                        a consumer group (a topic of streams: re-reads)
     replicas {states, queue}            at the end, per queue: every node's replica, ``node``,
                                         ``log_start_offset``, ``high_watermark``, ``crc32c``
                                         (over its log from the start to the HW) ...
@@ -51,6 +53,15 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
   confirms are not tied to epochs in the history (a client does not see who confirmed), so
   this is "no two leaders in one epoch" as the nodes report it, the precondition of "no two
   leaders confirming in one epoch".
+- **with consumer groups** (``workload`` ``groups``: the consumers read a topic of
+  streams as one group, ``--group``): a group resumes a partition from its committed offset
+  after a rebalance or a failover, and re-reads what was delivered after it, unflagged
+  (Kafka's at-least-once; the commit trails the acks by a commit round and replicates with
+  the partition). So a delivery of a message delivered before is a **re-read**, counted,
+  not a duplicate, and the per-key order restarts at it; a message delivered for the first
+  time must still come in order. What stays strict: lost, phantom, reordered first
+  deliveries. (A re-read of a message committed long before, a commit that went back, is
+  not caught: the history does not see commits.)
 - for information: nacked or unknown messages that were delivered anyway (allowed: a nack
   or a broken connection says "maybe"), deliveries of ids never published (a violation:
   ``phantom``), and redeliveries after this history's own ack (an ack lost in flight).
@@ -80,6 +91,7 @@ class Verdict:
     uncompared: int = 0                 # replicas at another HW than the leader's
     maybe_delivered: int = 0            # nacked/unknown, delivered anyway (allowed)
     redelivered_after_ack: int = 0      # allowed (an ack can be lost with its connection)
+    reread: int = 0                     # groups: deliveries of a message delivered before
 
     @property
     def ok(self) -> bool:
@@ -96,7 +108,8 @@ class Verdict:
                  f"({self.replicas_compared} replicas compared, {self.uncompared} not), "
                  f"split-brain {len(self.split_brain)}")
         allowed = (f"maybe-delivered {self.maybe_delivered}, "
-                   f"redelivered after ack {self.redelivered_after_ack}")
+                   f"redelivered after ack {self.redelivered_after_ack}"
+                   + (f", re-read by the group {self.reread}" if self.reread else ""))
         return f"{'OK' if self.ok else 'VIOLATIONS'}: {found}; {head}; allowed: {allowed}"
 
 
@@ -111,14 +124,18 @@ def check(events) -> Verdict:
     last_seq: dict[tuple, int] = {}             # (session, key) -> last in-order seq
     claims: dict[tuple, set] = {}               # (queue, epoch) -> nodes seen leading
     events = list(events)
+    groups = False
     for e in events:                # outcomes first: a confirm may arrive after the delivery
         if e["ev"] == "publish":
             published[e["id"]] = e
         elif e["ev"] in ("confirm", "nack", "unknown"):
             outcome.setdefault(e["id"], e["ev"])    # the first answer counts
+        elif e["ev"] == "workload":
+            groups = bool(e.get("groups"))
     for e in events:
         if e["ev"] == "deliver":
-            _delivery(v, e, published, outcome, times_delivered, plain, acked, last_seq)
+            _delivery(v, e, published, outcome, times_delivered, plain, acked, last_seq,
+                      groups)
         elif e["ev"] == "ack":
             acked.add(e["id"])
         elif e["ev"] == "stalled":
@@ -141,7 +158,7 @@ def check(events) -> Verdict:
 
 
 def _delivery(v, e, published, outcome, times_delivered, plain, acked,
-              last_seq) -> None:
+              last_seq, groups=False) -> None:
     mid = e["id"]
     v.deliveries += 1
     if mid not in published:
@@ -152,6 +169,10 @@ def _delivery(v, e, published, outcome, times_delivered, plain, acked,
     confirmed = outcome.get(mid) == "confirm"
     if seen and mid in acked:
         v.redelivered_after_ack += 1
+    if groups and seen:             # a group's re-read from its commit: the order restarts
+        v.reread += 1
+        last_seq[(e["c"], published[mid]["key"])] = published[mid]["seq"]
+        return
     if e["redelivered"] or not confirmed:
         return
     if mid in plain and mid not in v.duplicated:

@@ -30,6 +30,8 @@ class Recorder:
         self._lock = threading.Lock()
         self._published_at: dict[str, float] = {}
         self.fresh_confirm = (0.0, 0.0)     # (publish time, confirm time), newest publish
+        self._confirmed: set[str] = set()
+        self._delivered: set[str] = set()
 
     def __call__(self, ev: str, **fields) -> None:
         t = time.monotonic()
@@ -37,8 +39,17 @@ class Recorder:
             self.events.append({"t": t, "ev": ev, **fields})
             if ev == "publish":
                 self._published_at[fields["id"]] = t
-            elif ev == "confirm" and self._published_at[fields["id"]] > self.fresh_confirm[0]:
-                self.fresh_confirm = (self._published_at[fields["id"]], t)
+            elif ev == "confirm":
+                self._confirmed.add(fields["id"])
+                if self._published_at[fields["id"]] > self.fresh_confirm[0]:
+                    self.fresh_confirm = (self._published_at[fields["id"]], t)
+            elif ev == "deliver":
+                self._delivered.add(fields["id"])
+
+    def undelivered(self) -> int:
+        """How many confirmed messages no consumer has received yet."""
+        with self._lock:
+            return len(self._confirmed - self._delivered)
 
     def first_confirm_after(self, t: float) -> float | None:
         """When the first message published after ``t`` was confirmed (None: none yet)."""
@@ -175,7 +186,9 @@ class Workload:
                     self.record("ack", c=session, id=mid)
 
                 queue = self.target.consumed_by(cid)
-                await asyncio.wait_for(ch.basic_consume(queue, on_message), PUBLISH_TIMEOUT)
+                await asyncio.wait_for(ch.basic_consume(
+                    queue, on_message, arguments=self.target.consume_arguments),
+                    PUBLISH_TIMEOUT)
                 self.record("consuming", c=session, node=node, queue=queue)
                 while (self._consuming and not cancelled.is_set() and not conn.is_closed
                        and generation == self._generation):

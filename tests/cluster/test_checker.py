@@ -12,7 +12,8 @@ the leader's supervisor alone (its workers run on past its lease), kills it alon
 orphaned workers exit before the restarted node may open the data directory), then kills
 the leader's node. And one seed on a topic of two quorum partitions (``--topic 2``: keyed
 publishes to the topic's exchange, a consumer per partition), its nodes with worker
-processes. Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
+processes, and one on a topic of two streams read by a consumer group (``--group``: what a
+group re-reads from its commit after a rebalance is allowed, nothing may be lost). Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
 from amqpbroker.testing.checker import CI_FAULTS, WORKER_FAULTS, run_seed
@@ -29,9 +30,13 @@ CI_SCHEDULES = {
     # a topic of two quorum partitions (TOPIC), its nodes with worker processes: each
     # partition on its own worker and led on its own
     5: ("kill_leader_worker", "kill_follower", "pause_leader"),
+    # a topic of two stream partitions read by one consumer group (TOPIC): the coordinator
+    # is partition 0's leader, so its kill moves the group too
+    6: ("kill_leader", "pause_follower", "kill_follower"),
 }
 LAYOUT = {4: "workers", 5: "workers"}
-TOPIC = {5: 2}              # partitions (checker.Target); the others: one quorum queue
+# (partitions, consumer group) of checker.Target; the others: one quorum queue
+TOPIC = {5: (2, False), 6: (2, True)}
 
 
 def test_the_ci_schedules_run_every_fault_kind():
@@ -42,19 +47,22 @@ def test_the_ci_schedules_run_every_fault_kind():
 def test_no_confirmed_message_is_lost_duplicated_or_reordered_under_faults(seed, tmp_path):
     lines = []
     schedule = CI_SCHEDULES[seed]
-    partitions = TOPIC.get(seed, 0)
+    partitions, group = TOPIC.get(seed, (0, False))
     verdict, _ = run_seed(seed, len(schedule), settle=0.5, history_dir=str(tmp_path),
                           log=lines.append, schedule=schedule,
-                          layout=LAYOUT.get(seed, "default"), partitions=partitions)
+                          layout=LAYOUT.get(seed, "default"), partitions=partitions,
+                          group=group)
     print("\n".join(lines))
     assert verdict.ok, verdict.summary()
     assert verdict.confirmed > 200, verdict.summary()      # the workload did run
     assert verdict.replicas_compared == 3 * max(partitions, 1), verdict.summary()
     history = load(str(tmp_path / f"history-{seed}.jsonl"))
-    if partitions:          # every partition was consumed and led
+    if partitions:          # every partition was consumed (by the group: the topic) and led
         consumed = {e["queue"] for e in history if e["ev"] == "consuming"}
         led = {e["queue"] for e in history if e["ev"] == "leader"}
-        assert consumed == led == {f"checker-{i}" for i in range(partitions)}
+        partition_queues = {f"checker-{i}" for i in range(partitions)}
+        assert led == partition_queues
+        assert consumed == ({"checker"} if group else partition_queues)
     healed = [e["kind"] for e in history if e["ev"] == "fault" and e["phase"] == "healed"]
     assert tuple(healed) == schedule
     # traffic flowed after the last fault too: a confirm after it healed

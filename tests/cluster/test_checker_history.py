@@ -205,3 +205,31 @@ def test_a_topics_partitions_each_have_their_own_epochs():
                                                          epoch=1)
     v = check(h)
     assert not v.ok and v.split_brain == [("t-1", 1, ["n2", "n3"])]
+
+
+def test_a_groups_rereads_are_counted_not_duplicates_and_first_deliveries_stay_in_order():
+    """With consumer groups a rebalance or a failover re-reads from the committed offset,
+    unflagged: a re-read is counted and restarts the key's order; a message delivered for
+    the first time out of order is still reordered, one never delivered still lost."""
+    def history(groups):
+        h = History()
+        if groups:
+            h.add("workload", groups=True)
+        a = [h.publish("a", s) for s in (1, 2, 3, 4)]
+        h.deliver(a[0]).deliver(a[1], ack=False)
+        h.deliver(a[1], c="c1.2").deliver(a[2], c="c1.2")      # re-read from the commit
+        h.deliver(a[3], c="c1.2")
+        return h, a
+    h, _ = history(groups=False)
+    assert check(h).duplicated == ["a:2"]                       # a queue: a duplicate
+    h, a = history(groups=True)
+    v = check(h)
+    assert v.ok and v.reread == 1, v.summary()
+    assert "re-read by the group 1" in v.summary()
+    h.deliver(a[1], c="c1.2")                                   # a re-read: order restarts
+    h.deliver(a[3], c="c1.2")
+    assert check(h).ok
+    b = [h.publish("b", s) for s in (1, 2, 3)]
+    h.deliver(b[1], c="c1.2").deliver(b[0], c="c1.2")           # first deliveries out of order
+    v = check(h)
+    assert v.reordered == [("c1.2", "b", 2, 1)] and v.lost == ["b:3"]
