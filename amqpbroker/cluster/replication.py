@@ -778,6 +778,10 @@ class Leader:
         # restarted) starts at its checkpointed HW (checkpoint.py), else at its log start:
         # not at its durable end, its tail may be one the followers never got
         log_ = q.store.log
+        # idempotent producers: a follower fetched the leader's records, not its producer
+        # state; rebuilt from the log's tail as Kafka does, so a producer's retry of what
+        # the old leader confirmed is a duplicate here too, not stored twice
+        q.producers.catch_up(log_, always=True)
         self.checkpointed = None                # the HW its checkpoint file holds
         if hw is None:
             hw, self.checkpointed = start_hw(log_)

@@ -196,13 +196,15 @@ class ProducerTable:
                 return off
         return None
 
-    def catch_up(self, plog) -> int:
+    def catch_up(self, plog, always: bool = False) -> int:
         """After a crash the log may hold messages whose producer entries were not yet on
         disk (the round fsyncs the log, then this file): read the producers of the log's
         last records after the newest entry here, as Kafka rebuilds producer state from
         its log. Only a table with a file does it (a queue that never saw a producer has
-        none), over at most CATCH_UP_RECORDS records. Returns how many it recorded."""
-        if self.path is None or not os.path.exists(self.path):
+        none), unless ``always``: a replica that starts to lead (cluster/replication.py),
+        whose log was written by another leader's fetches and this file not at all. Over
+        at most CATCH_UP_RECORDS records. Returns how many it recorded."""
+        if not always and (self.path is None or not os.path.exists(self.path)):
             return 0
         newest = max((off for w in self.producers.values() for _, off in w), default=-1)
         offset = max(newest + 1, plog.start_offset, plog.end_offset - CATCH_UP_RECORDS)
