@@ -4,6 +4,7 @@
     python -m amqpbroker.testing.checker --seeds 3 --rounds 5 --faults kill_leader
     python -m amqpbroker.testing.checker --seeds 3 --topic 2
     python -m amqpbroker.testing.checker --seeds 3 --topic 2 --group
+    python -m amqpbroker.testing.checker --seeds 3 --idempotent
 
 For each seed: a fresh ``LocalCluster`` of 3 nodes and an etcd, one quorum queue with
 ``x-quorum-initial-group-size`` 3, the ``Workload`` (producers with confirms and consumers
@@ -30,6 +31,10 @@ and the consumers are members of one consumer group reading the topic from its f
 offset (the group's coordinator is partition 0's leader): the queue never empties, so the
 drain waits until every confirmed message was delivered, and the history allows what a
 group re-reads from its committed offset after a rebalance or failover (``history.py``).
+With ``--idempotent`` the producers are idempotent (``x-producer-id``, ``x-sequence``) and
+publish a message again, on a new connection if need be, until it is confirmed: the
+broker must store each once, so a confirmed message delivered twice unflagged is a
+duplicate, as ever ("exactly once as far as idempotent producers take it").
 
 Fault kinds (``FAULTS``):
 
@@ -513,10 +518,11 @@ def queue_views(cluster: LocalCluster, target: Target) -> str:
 def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consumers: int = 2,
              lease_ttl: int = 3, settle: float = 1.0, history_dir: str | None = None,
              log=print, schedule=None, layout: str = "default", partitions: int = 0,
-             group: bool = False):
+             group: bool = False, idempotent: bool = False):
     """One cluster, ``rounds`` faults drawn by ``seed`` from ``faults`` (or ``schedule``:
     these kinds in this order, one per round), its nodes in ``layout`` (``LAYOUTS``), the
-    workload on ``Target(partitions, group)``; returns (verdict, nemesis). With a cut among the
+    workload on ``Target(partitions, group)``, its producers ``idempotent`` or not; returns
+    (verdict, nemesis). With a cut among the
     faults each node runs in its own network namespace (root only)."""
     if schedule is not None:
         faults, rounds = tuple(schedule), len(schedule)
@@ -525,23 +531,25 @@ def run_seed(seed: int, rounds: int, faults=CI_FAULTS, producers: int = 3, consu
     if set(faults) & set(NETNS_FAULTS):
         with NetnsLab(["n1", "n2", "n3"]) as lab:
             return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                             history_dir, log, lab, schedule, LAYOUTS[layout], target)
+                             history_dir, log, lab, schedule, LAYOUTS[layout], target,
+                             idempotent)
     return _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle,
-                     history_dir, log, None, schedule, LAYOUTS[layout], target)
+                     history_dir, log, None, schedule, LAYOUTS[layout], target, idempotent)
 
 
 def _run_seed(seed, rounds, faults, producers, consumers, lease_ttl, settle, history_dir,
-              log, lab, schedule, layouts, target):
+              log, lab, schedule, layouts, target, idempotent):
     rng = random.Random(seed)
     record = Recorder()
     with LocalCluster(3, lease_ttl=lease_ttl, netns=lab, together=True,
                       layouts=layouts) as cluster:
         target.declare(cluster)
-        record("workload", groups=target.group, queues=target.queues)
+        record("workload", groups=target.group, queues=target.queues, idempotent=idempotent)
         nemesis = Nemesis(cluster, record, rng, target)
         nemesis.wait_healthy()
         workload = Workload(lambda: [(n.node, n.url) for n in cluster.nodes if n.port],
-                            target, record, seed, producers=producers, consumers=consumers)
+                            target, record, seed, producers=producers, consumers=consumers,
+                            idempotent=idempotent)
         claims = LeaderClaims(cluster, record, target=target).start()
         workload.start()
         drained = stalled = False
@@ -622,6 +630,9 @@ def main(argv=None) -> int:
     p.add_argument("--group", action="store_true",
                    help="with --topic: stream partitions read by one consumer group (from "
                         "the first offset; re-reads after a rebalance are allowed)")
+    p.add_argument("--idempotent", action="store_true",
+                   help="idempotent producers (x-producer-id, x-sequence) that publish again "
+                        "what was not confirmed: each message must be stored once")
     p.add_argument("--history-dir", default=None,
                    help="keep each seed's history here (default: a new temporary directory)")
     args = p.parse_args(argv)
@@ -648,7 +659,7 @@ def main(argv=None) -> int:
         verdict, nemesis = run_seed(seed, args.rounds, faults, args.producers, args.consumers,
                                     args.lease_ttl, history_dir=history_dir,
                                     layout=args.layout, partitions=args.topic,
-                                    group=args.group)
+                                    group=args.group, idempotent=args.idempotent)
         failed += not verdict.ok
         failovers += nemesis.failovers
         rounds += args.rounds

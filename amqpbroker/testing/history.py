@@ -2,8 +2,12 @@
 
 A history is a list of events, each a dict with a monotonic time ``t`` and a kind ``ev``:
 
-    publish  {p, id, key, seq, node}    a producer sent message ``id`` (``key``:``seq``)
-    confirm  {id}                       the broker acked it (basic.ack of a confirm)
+    publish  {p, id, key, seq, node}    a producer sent message ``id`` (``key``:``seq``);
+                                        an idempotent producer (``workload`` ``idempotent``)
+                                        sends it again after a nack or no answer, with
+                                        the same ``x-sequence``, until it is confirmed
+    confirm  {id}                       the broker acked it (basic.ack of a confirm): a
+                                        confirm of any of its publishes counts
     nack     {id}                       the broker nacked it
     unknown  {id, why}                  no answer: the connection broke or the publish timed out
     deliver  {c, id, redelivered, node} consumer session ``c`` received it
@@ -53,6 +57,10 @@ A history is a list of events, each a dict with a monotonic time ``t`` and a kin
   confirms are not tied to epochs in the history (a client does not see who confirmed), so
   this is "no two leaders in one epoch" as the nodes report it, the precondition of "no two
   leaders confirming in one epoch".
+- **with idempotent producers** (``--idempotent``): the producers publish again what was
+  not confirmed; the broker must store it once (a retry of what it stored is a duplicate it
+  confirms and drops), so the same rules hold over the confirmed messages: one delivered
+  twice unflagged is a duplicate, "exactly once as far as idempotent producers take it".
 - **with consumer groups** (``workload`` ``groups``: the consumers read a topic of
   streams as one group, ``--group``): a group resumes a partition from its committed offset
   after a rebalance or a failover, and re-reads what was delivered after it, unflagged
@@ -129,7 +137,10 @@ def check(events) -> Verdict:
         if e["ev"] == "publish":
             published[e["id"]] = e
         elif e["ev"] in ("confirm", "nack", "unknown"):
-            outcome.setdefault(e["id"], e["ev"])    # the first answer counts
+            # the first answer counts; an idempotent producer publishes a message again
+            # until one is a confirm, which then counts
+            if e["id"] not in outcome or e["ev"] == "confirm":
+                outcome[e["id"]] = e["ev"]
         elif e["ev"] == "workload":
             groups = bool(e.get("groups"))
     for e in events:

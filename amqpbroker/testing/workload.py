@@ -20,6 +20,7 @@ from pamqp.commands import Basic
 
 PUBLISH_TIMEOUT = 5.0       # a publish with no answer by then is "unknown"; reconnect
 CONNECT_TIMEOUT = 3.0
+NACK_BACKOFF = 0.05         # a producer's pause after a nack (a client's backoff)
 
 
 class Recorder:
@@ -73,8 +74,13 @@ class Workload:
     restart)."""
 
     def __init__(self, urls, target, record: Recorder, seed: int, producers: int = 3,
-                 consumers: int = 2, keys: int = 4, prefetch: int = 20):
+                 consumers: int = 2, keys: int = 4, prefetch: int = 20,
+                 idempotent: bool = False):
         self.urls, self.target, self.record = urls, target, record
+        # idempotent producers (README "Idempotent producers"): each message carries
+        # ``x-producer-id`` and ``x-sequence``, and one without a confirm (nacked, or no
+        # answer) is published again, the same message, until one confirms it
+        self.idempotent = idempotent
         self.rng = random.Random(seed)
         self.producers, self.consumers, self.keys, self.prefetch = (
             producers, consumers, keys, prefetch)
@@ -131,6 +137,8 @@ class Workload:
 
     async def _producer(self, pid: int) -> None:
         seqs = [0] * self.keys
+        produced = 0                        # the producer's x-sequence (idempotent)
+        again = None                        # (key, seq, x-sequence) to publish again
         while self._producing:
             node, conn = await self._connect(lambda: self._producing)
             if conn is None:
@@ -139,20 +147,36 @@ class Workload:
                 ch = await asyncio.wait_for(conn.channel(publisher_confirms=True),
                                             PUBLISH_TIMEOUT)
                 while self._producing:
-                    k = self.rng.randrange(self.keys)
-                    seqs[k] += 1
-                    key, seq = f"p{pid}k{k}", seqs[k]
+                    if again is None:
+                        k = self.rng.randrange(self.keys)
+                        seqs[k] += 1
+                        produced += 1
+                        again = (f"p{pid}k{k}", seqs[k], produced)
+                    key, seq, xseq = again
+                    if not self.idempotent:
+                        again = None        # never published twice
                     mid = f"{key}:{seq}"
+                    headers = ({"x-producer-id": f"p{pid}", "x-sequence": xseq}
+                               if self.idempotent else None)
                     self.record("publish", p=pid, id=mid, key=key, seq=seq, node=node)
                     try:
                         answer = await ch.basic_publish(
                             mid.encode(), exchange=self.target.exchange,
                             routing_key=self.target.routing_key(key), timeout=PUBLISH_TIMEOUT,
-                            properties=Basic.Properties(delivery_mode=2, message_id=mid))
+                            properties=Basic.Properties(delivery_mode=2, message_id=mid,
+                                                        headers=headers))
+                    except aiormq.exceptions.DeliveryError:
+                        self.record("nack", id=mid)     # aiormq raises on a basic.nack
+                        await asyncio.sleep(NACK_BACKOFF)
+                        continue
                     except (Exception, asyncio.TimeoutError) as exc:
                         self.record("unknown", id=mid, why=type(exc).__name__)
                         break
-                    self.record("confirm" if isinstance(answer, Basic.Ack) else "nack", id=mid)
+                    if isinstance(answer, Basic.Ack):
+                        self.record("confirm", id=mid)
+                        again = None
+                    else:
+                        self.record("nack", id=mid)
             except (Exception, asyncio.TimeoutError):
                 pass
             finally:

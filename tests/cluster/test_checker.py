@@ -13,7 +13,9 @@ orphaned workers exit before the restarted node may open the data directory), th
 the leader's node. And one seed on a topic of two quorum partitions (``--topic 2``: keyed
 publishes to the topic's exchange, a consumer per partition), its nodes with worker
 processes, and one on a topic of two streams read by a consumer group (``--group``: what a
-group re-reads from its commit after a rebalance is allowed, nothing may be lost). Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
+group re-reads from its commit after a rebalance is allowed, nothing may be lost), and one
+with idempotent producers that publish again what was not confirmed (``--idempotent``:
+each message stored once). Many seeds of random schedules run by hand: docs/CLUSTER.md section 5."""
 import pytest
 
 from amqpbroker.testing.checker import CI_FAULTS, WORKER_FAULTS, run_seed
@@ -33,10 +35,13 @@ CI_SCHEDULES = {
     # a topic of two stream partitions read by one consumer group (TOPIC): the coordinator
     # is partition 0's leader, so its kill moves the group too
     6: ("kill_leader", "pause_follower", "kill_follower"),
+    # idempotent producers (IDEMPOTENT) publishing again what was not confirmed
+    7: ("kill_leader", "pause_leader", "kill_follower"),
 }
 LAYOUT = {4: "workers", 5: "workers"}
 # (partitions, consumer group) of checker.Target; the others: one quorum queue
 TOPIC = {5: (2, False), 6: (2, True)}
+IDEMPOTENT = {7}
 
 
 def test_the_ci_schedules_run_every_fault_kind():
@@ -51,7 +56,7 @@ def test_no_confirmed_message_is_lost_duplicated_or_reordered_under_faults(seed,
     verdict, _ = run_seed(seed, len(schedule), settle=0.5, history_dir=str(tmp_path),
                           log=lines.append, schedule=schedule,
                           layout=LAYOUT.get(seed, "default"), partitions=partitions,
-                          group=group)
+                          group=group, idempotent=seed in IDEMPOTENT)
     print("\n".join(lines))
     assert verdict.ok, verdict.summary()
     assert verdict.confirmed > 200, verdict.summary()      # the workload did run

@@ -233,3 +233,21 @@ def test_a_groups_rereads_are_counted_not_duplicates_and_first_deliveries_stay_i
     h.deliver(b[1], c="c1.2").deliver(b[0], c="c1.2")           # first deliveries out of order
     v = check(h)
     assert v.reordered == [("c1.2", "b", 2, 1)] and v.lost == ["b:3"]
+
+
+def test_an_idempotent_producers_retry_counts_its_confirm_and_a_second_copy_is_a_duplicate():
+    """A message without an answer (or nacked) is published again until confirmed: the
+    retry's confirm counts, so the message must be delivered once; stored twice (two
+    unflagged deliveries) is a duplicate."""
+    h = History()
+    h.add("workload", idempotent=True)
+    h.publish("a", 1, outcome="unknown")
+    h.add("publish", p=0, id="a:1", key="a", seq=1, node="n2")      # again, elsewhere
+    h.add("nack", id="a:1")
+    h.add("publish", p=0, id="a:1", key="a", seq=1, node="n3")
+    h.add("confirm", id="a:1")
+    h.deliver("a:1")
+    v = check(h)
+    assert v.ok and (v.confirmed, v.unknown, v.nacked) == (1, 0, 0), v.summary()
+    h.deliver("a:1", c="c1.2")
+    assert check(h).duplicated == ["a:1"]
