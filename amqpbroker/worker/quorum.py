@@ -20,8 +20,9 @@ As in RabbitMQ, every message is kept across a restart, transient ones (delivery
 too, and confirmed once durable (``persists_all``).
 
 What differs from RabbitMQ 4.0: a message delivered and not acked when the broker stops comes
-back with the count it had (RabbitMQ counts that return: the consumer went down); the queue
-is not replicated (one node: ``x-quorum-initial-group-size`` is stored for the cluster).
+back with the count it had (RabbitMQ counts that return: the consumer went down). In a
+cluster the queue is replicated (cluster/replication.py) but its counts are the leader's: a
+follower copies the log and the acks, not ``counts.log``, so a new leader counts from 0.
 """
 from __future__ import annotations
 
