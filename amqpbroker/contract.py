@@ -434,7 +434,8 @@ Fetch = message(91, "fetch", ("qid", "u32"), ("offset", "u64"), ("last_epoch", "
 FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_epoch", "u32"),
                      ("log_start", "u64"), ("log_end", "u64"), ("error", "str"),
                      ("batches", "any"), ("acks", "any"), ("offsets", "any"),
-                     ("diverging_epoch", "u32"), ("diverging_end", "u64"))
+                     ("diverging_epoch", "u32"), ("diverging_end", "u64"),
+                     ("counts", "any"))
 
 # consumer groups across nodes (supervisor/groups.py, docs/CLUSTER.md "One coordinator per
 # consumer group"): a group's coordinator is the node leading its topic's partition 0; a

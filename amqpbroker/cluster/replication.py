@@ -18,6 +18,7 @@ from its ``partitions/`` key:
   records each one's log end offset (LEO: the fetch offset, durable on the follower) and
   answers with whole batches of its log below its log end (``read_batches(written=True)``:
   what it wrote, fsynced or not), its settled offsets (the ack log's runs: acks replicate),
+  a quorum queue's delivery counts (``counts``: a new leader goes on counting returns),
   the high watermark and its epoch; a fetch with nothing new waits (long poll) until the
   next commit round has written (``on_written``, written to the followers' sockets just
   before the leader's fsync starts: the followers' fsyncs overlap it), or FETCH_WAIT.
@@ -136,6 +137,13 @@ def _offsets(q) -> dict | None:
     return q.offsets.in_file() if type(q) is Stream else None
 
 
+def _counts(q) -> dict | None:
+    """A quorum queue's delivery counts (worker/quorum.py: offset -> returns, of messages
+    not settled), so a new leader goes on counting where this one is; None for others."""
+    counts = getattr(q, "counts", None)
+    return dict(counts.counts) if counts is not None else None
+
+
 def _all_settled(acks, first: int, end: int) -> bool:
     """The leader's ack state (``FetchReply.acks``: floor, done runs) says every offset of
     [first, end) is settled: a gap its log may have (a deleted segment), ours may copy."""
@@ -149,8 +157,32 @@ def _all_settled(acks, first: int, end: int) -> bool:
 
 
 def _settled(q) -> tuple:
-    """What a follower must have besides the log: the ack runs and a stream's commits."""
-    return _acks(q), _offsets(q)
+    """What a follower must have besides the log: the ack runs, a stream's commits, a
+    quorum queue's delivery counts."""
+    return _acks(q), _offsets(q), _counts(q)
+
+
+def _apply_counts(q, counts: dict | None, end: int):
+    """Take the leader's delivery counts (``FetchReply.counts``) for the messages we have
+    (below ``end``); the count log when that changed one, to flush and fsync, else None. A
+    count the leader forgot (its message settled) stays here until a reopen drops it
+    (``QuorumQueue._recover``: settled offsets go)."""
+    mine = getattr(q, "counts", None)
+    if counts is None or mine is None:
+        return None
+    changed = False
+    for offset, n in counts.items():
+        if offset < end and mine.get(offset) != n:
+            mine.set(offset, n)
+            changed = True
+    return mine if changed else None
+
+
+def _sync(store, counts) -> None:
+    """A follower's fsync of what a reply changed (in the executor)."""
+    store.sync()
+    if counts is not None:
+        counts.sync()
 
 
 class Roles:
@@ -240,7 +272,7 @@ class Roles:
         if not isinstance(leader, Leader):  # not replicated here, or our copy follows
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
                                    error=NOT_LEADER, batches=None, acks=None, offsets=None,
-                                   diverging_epoch=0, diverging_end=0))
+                                   diverging_epoch=0, diverging_end=0, counts=None))
             return
         leader.fetch(link, m)
 
@@ -944,20 +976,21 @@ class Leader:
         except OffsetOutOfRange as exc:     # behind our log start: it restarts its log there
             self._error(link, m, f"{BEHIND}: {exc}")
             return
-        acks, offsets = self.sent_acks[link.node] = _settled(q)
+        acks, offsets, counts = self.sent_acks[link.node] = _settled(q)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
                                error="", batches=[(base, epoch, run.count, run.data, crc)
                                                   for base, epoch, run, crc in batches],
                                acks=acks, offsets=offsets,
-                               diverging_epoch=0, diverging_end=0))
+                               diverging_epoch=0, diverging_end=0, counts=counts))
 
     def _error(self, link, m: c.Fetch, error: str, diverged=(0, 0)) -> None:
         log_ = self.queue.store.log
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.end_offset,
                                error=error, batches=None, acks=None, offsets=None,
-                               diverging_epoch=diverged[0], diverging_end=diverged[1]))
+                               diverging_epoch=diverged[0], diverging_end=diverged[1],
+                               counts=None))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -1229,9 +1262,12 @@ class Follower(Guard):
                 changed = True
         if reply.offsets is not None and type(q) is Stream and q.apply_offsets(reply.offsets):
             changed = True
-        if changed:
+        counts = _apply_counts(q, reply.counts, end)
+        if changed or counts is not None:
             store.flush()
-            await self.repl.loop.run_in_executor(None, store.sync)
+            if counts is not None:
+                counts.flush()
+            await self.repl.loop.run_in_executor(None, _sync, store, counts)
             if not q.deleted and not self.stopped:
                 store.after_sync()
         hw = min(reply.hw, log_.end_offset)

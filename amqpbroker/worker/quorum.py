@@ -21,8 +21,8 @@ too, and confirmed once durable (``persists_all``).
 
 What differs from RabbitMQ 4.0: a message delivered and not acked when the broker stops comes
 back with the count it had (RabbitMQ counts that return: the consumer went down). In a
-cluster the queue is replicated (cluster/replication.py) but its counts are the leader's: a
-follower copies the log and the acks, not ``counts.log``, so a new leader counts from 0.
+cluster the counts replicate with the acks (cluster/replication.py, ``FetchReply.counts``):
+each follower keeps the leader's in its own ``counts.log``, so a new leader goes on counting.
 """
 from __future__ import annotations
 
