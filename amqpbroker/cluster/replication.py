@@ -139,9 +139,15 @@ def _offsets(q) -> dict | None:
 
 def _counts(q) -> dict | None:
     """A quorum queue's delivery counts (worker/quorum.py: offset -> returns, of messages
-    not settled), so a new leader goes on counting where this one is; None for others."""
+    not settled), so a new leader goes on counting where this one is; None for others and
+    when there are none (most queues never requeue: nothing to copy or send)."""
     counts = getattr(q, "counts", None)
-    return dict(counts.counts) if counts is not None else None
+    return dict(counts.counts) if counts is not None and counts.counts else None
+
+
+def _counts_version(q) -> int | None:
+    counts = getattr(q, "counts", None)
+    return counts.version if counts is not None else None
 
 
 def _all_settled(acks, first: int, end: int) -> bool:
@@ -158,8 +164,9 @@ def _all_settled(acks, first: int, end: int) -> bool:
 
 def _settled(q) -> tuple:
     """What a follower must have besides the log: the ack runs, a stream's commits, a
-    quorum queue's delivery counts."""
-    return _acks(q), _offsets(q), _counts(q)
+    quorum queue's delivery counts (by their version here: a change answers a parked
+    fetch; the reply carries them whole, ``_counts``)."""
+    return _acks(q), _offsets(q), _counts_version(q)
 
 
 def _apply_counts(q, counts: dict | None, end: int):
@@ -976,7 +983,8 @@ class Leader:
         except OffsetOutOfRange as exc:     # behind our log start: it restarts its log there
             self._error(link, m, f"{BEHIND}: {exc}")
             return
-        acks, offsets, counts = self.sent_acks[link.node] = _settled(q)
+        acks, offsets, _ = self.sent_acks[link.node] = _settled(q)
+        counts = _counts(q)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
                                error="", batches=[(base, epoch, run.count, run.data, crc)

@@ -59,6 +59,7 @@ class DeliveryCountLog:
         self.path = os.fspath(path)
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self.counts: dict[int, int] = {}
+        self.version = 0             # moves with every change of ``counts`` (replication)
         self._pending: dict[int, int] = {}
         self._entries = 0            # entries in the file (live or replaced)
         self._written = 0            # flushes since open ...
@@ -104,12 +105,14 @@ class DeliveryCountLog:
         """Record ``count`` for ``offset`` (written at the next ``flush``)."""
         self.counts[offset] = count
         self._pending[offset] = count
+        self.version += 1
 
     def forget(self, offset: int) -> None:
         """The message is settled: its count is not needed any more (in memory; the file
         forgets it at the next rewrite)."""
         if self.counts.pop(offset, None) is not None:
             self._pending.pop(offset, None)
+            self.version += 1
 
     def retain(self, keep: Callable[[int], bool]) -> None:
         """Keep only the offsets ``keep`` accepts (recovery: the messages still queued), and
@@ -117,6 +120,7 @@ class DeliveryCountLog:
         gone = [o for o in self.counts if not keep(o)]
         for o in gone:
             del self.counts[o]
+        self.version += bool(gone)
         if gone or self._entries > len(self.counts):
             self._rewrite()
 
