@@ -57,7 +57,8 @@ def measure(messages: int, size: int, batch: int, repeat: int) -> dict:
                     req=1, hw=offset, leader_epoch=1, log_start=0, log_end=leader.end_offset,
                     error="", batches=batches, acks=(offset, []), offsets=None,
                     diverging_epoch=0, diverging_end=0,
-                    **({"counts": None} if "counts" in c.FetchReply._fields else {}))))
+                    **{f: None for f in ("counts", "producers")
+                       if f in c.FetchReply._fields})))
                 last = batches[-1]
                 offset = last[0] + (last[2] if type(last[2]) is int else len(last[2]))
             t1 = time.process_time()

@@ -19,6 +19,8 @@ from its ``partitions/`` key:
   answers with whole batches of its log below its log end (``read_batches(written=True)``:
   what it wrote, fsynced or not), its settled offsets (the ack log's runs: acks replicate),
   a quorum queue's delivery counts (``counts``: a new leader goes on counting returns),
+  the idempotent producers' sequences stored in the batches it sends (``producers``: the
+  follower keeps them in its ``producers.log``, so it leads with them),
   the high watermark and its epoch; a fetch with nothing new waits (long poll) until the
   next commit round has written (``on_written``, written to the followers' sockets just
   before the leader's fsync starts: the followers' fsyncs overlap it), or FETCH_WAIT.
@@ -185,11 +187,13 @@ def _apply_counts(q, counts: dict | None, end: int):
     return mine if changed else None
 
 
-def _sync(store, counts) -> None:
+def _sync(store, counts, producers) -> None:
     """A follower's fsync of what a reply changed (in the executor)."""
     store.sync()
     if counts is not None:
         counts.sync()
+    if producers is not None:
+        producers.sync()
 
 
 class Roles:
@@ -279,7 +283,8 @@ class Roles:
         if not isinstance(leader, Leader):  # not replicated here, or our copy follows
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
                                    error=NOT_LEADER, batches=None, acks=None, offsets=None,
-                                   diverging_epoch=0, diverging_end=0, counts=None))
+                                   diverging_epoch=0, diverging_end=0, counts=None,
+                                   producers=None))
             return
         leader.fetch(link, m)
 
@@ -985,12 +990,17 @@ class Leader:
             return
         acks, offsets, _ = self.sent_acks[link.node] = _settled(q)
         counts = _counts(q)
+        # the idempotent producers' sequences stored in these batches: the follower keeps
+        # them, so it leads with the producers' state (worker/dedup.py)
+        producers = (q.producers.stored_between(m.offset, batches[-1][0] + batches[-1][2].count)
+                     if batches and q.producers.recent else None)
         link.emit(c.FetchReply(req=m.req, hw=self.hw, leader_epoch=self.epoch,
                                log_start=log_.start_offset, log_end=log_.durable_offset,
                                error="", batches=[(base, epoch, run.count, run.data, crc)
                                                   for base, epoch, run, crc in batches],
                                acks=acks, offsets=offsets,
-                               diverging_epoch=0, diverging_end=0, counts=counts))
+                               diverging_epoch=0, diverging_end=0, counts=counts,
+                               producers=producers))
 
     def _error(self, link, m: c.Fetch, error: str, diverged=(0, 0)) -> None:
         log_ = self.queue.store.log
@@ -998,7 +1008,7 @@ class Leader:
                                log_start=log_.start_offset, log_end=log_.end_offset,
                                error=error, batches=None, acks=None, offsets=None,
                                diverging_epoch=diverged[0], diverging_end=diverged[1],
-                               counts=None))
+                               counts=None, producers=None))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -1271,11 +1281,14 @@ class Follower(Guard):
         if reply.offsets is not None and type(q) is Stream and q.apply_offsets(reply.offsets):
             changed = True
         counts = _apply_counts(q, reply.counts, end)
-        if changed or counts is not None:
+        producers = q.producers if q.producers.copy(reply.producers, end) else None
+        if changed or counts is not None or producers is not None:
             store.flush()
             if counts is not None:
                 counts.flush()
-            await self.repl.loop.run_in_executor(None, _sync, store, counts)
+            if producers is not None:
+                producers.flush()
+            await self.repl.loop.run_in_executor(None, _sync, store, counts, producers)
             if not q.deleted and not self.stopped:
                 store.after_sync()
         hw = min(reply.hw, log_.end_offset)

@@ -85,6 +85,7 @@ log = logging.getLogger("amqpbroker.dedup")
 
 WINDOW = 5                  # sequences remembered per producer and partition (Kafka's 5)
 CATCH_UP_RECORDS = 65536    # log records read at open for producers whose entries a crash lost
+RECENT = 4096               # newest stored sequences kept for the replication's fetch replies
 COMPACT_ENTRIES = 4096      # entries in the file before compaction is considered
 MAGIC = b"AQPR"
 FILE_NAME = "producers.log"
@@ -153,6 +154,9 @@ class ProducerTable:
     def __init__(self, directory: str | None = None, *, end_offset: int = 0,
                  fsync: bool = True):
         self.producers: dict = {}
+        # (offset, pid, seq) of the newest stored sequences, oldest first: a leader's fetch
+        # replies carry those of the records they carry (cluster/replication.py)
+        self.recent: deque = deque(maxlen=RECENT)
         self.path = os.path.join(directory, FILE_NAME) if directory else None
         self.fsync = fsync
         self._pending: list[bytes] = []      # entries for the next flush
@@ -187,8 +191,32 @@ class ProducerTable:
     def stored(self, pid, seq: int, offset: int) -> None:
         """Sequence ``seq`` of ``pid`` was stored at ``offset`` (after ``check`` said STORE)."""
         self._apply(pid, seq, offset)
+        self.recent.append((offset, pid, seq))
         if self.path is not None:
             self._pending.append(_entry(pid, seq, offset))
+
+    def stored_between(self, first: int, end: int) -> list | None:
+        """(offset, pid, seq) of the sequences stored at offsets in [first, end) that
+        ``recent`` still holds, oldest first; None when there are none."""
+        out = []
+        for entry in reversed(self.recent):
+            if entry[0] < first:
+                break
+            if entry[0] < end:
+                out.append(entry)
+        out.reverse()
+        return out or None
+
+    def copy(self, entries, end: int) -> bool:
+        """A follower takes the leader's entries (``stored_between``) for the records it
+        has (below ``end``): its own ``producers.log``, so it leads with the producers'
+        state. True when that recorded any (to flush and sync)."""
+        found = False
+        for offset, pid, seq in entries or ():
+            if offset < end and self.offset_of(pid, seq) is None:
+                self.stored(pid, seq, offset)
+                found = True
+        return found
 
     def offset_of(self, pid, seq: int) -> int | None:
         for s, off in self.producers.get(pid, ()):

@@ -7,6 +7,7 @@ Before, the retry was stored twice. Three real nodes, a real etcd, pika."""
 import pika
 
 from amqpbroker.testing import leaks
+from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.cluster_clients import connect, declare_quorum, queue_on
 
 DEADLINE = 60.0
@@ -17,7 +18,7 @@ def idempotent(seq: int) -> pika.BasicProperties:
                                 headers={"x-producer-id": "producer-1", "x-sequence": seq})
 
 
-def publish_until_confirmed(node, queue: str, seqs) -> None:
+def publish_until_confirmed(node, queue: str, seqs, size: int = 0) -> None:
     """Publish each sequence until it is confirmed, as a client retries a nack or a broken
     connection (during a failover a node forwards to the old leader, or nacks)."""
     pending = list(seqs)
@@ -28,7 +29,8 @@ def publish_until_confirmed(node, queue: str, seqs) -> None:
             ch = conn.channel()
             ch.confirm_delivery()
             while pending:
-                ch.basic_publish("", queue, b"m%d" % pending[0], idempotent(pending[0]))
+                body = b"m%d" % pending[0]
+                ch.basic_publish("", queue, body.ljust(size, b"."), idempotent(pending[0]))
                 pending.pop(0)
             return True
         except (pika.exceptions.NackError, pika.exceptions.AMQPError):
@@ -58,3 +60,37 @@ def test_a_retry_of_what_the_old_leader_confirmed_is_not_stored_again(cluster):
         bodies.append(body)
     conn.close()
     assert bodies == [b"m%d" % s for s in range(1, 12)]
+
+
+def test_the_producers_state_outlives_the_consumed_segments_it_came_from(tmp_path):
+    """Small segments: the producer's messages are consumed and their segments deleted on
+    every replica before the failover, so the new leader's log holds none of them. Its
+    producer state came with the fetches (``FetchReply.producers``, its own
+    ``producers.log``): the retry of the last one is still a duplicate. (Rebuilt from the
+    log alone, it was stored again.)"""
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3,
+                      args=("--segment-bytes", "4096")) as cluster:
+        leader = declare_quorum(cluster, "idem-small")
+        other = next(n for n in cluster.nodes if n is not leader)
+        publish_until_confirmed(other, "idem-small", range(1, 6), size=1000)
+        conn = connect(other)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for _ in range(5):
+            method, _, _ = ch.basic_get("idem-small")
+            ch.basic_ack(method.delivery_tag)
+        for i in range(6):          # a segment each: the producer's ones are not active
+            ch.basic_publish("", "idem-small", b"filler" * 700,
+                             pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        cluster.wait_until(lambda: all(
+            r["log_start_offset"] >= 5 for r in (n.api("partitions/%2F/idem-small")["replica"]
+                                                 for n in cluster.nodes)), timeout=DEADLINE)
+        leader.kill()
+        cluster.wait_until(lambda: queue_on(other, "idem-small").get("leader") not in
+                           (None, f"amqpbroker@{leader.node}"), timeout=DEADLINE)
+        publish_until_confirmed(other, "idem-small", [5])      # a retry of the last one
+        conn = connect(other)
+        ch = conn.channel()
+        assert ch.queue_declare("idem-small", passive=True).method.message_count == 6
+        conn.close()
