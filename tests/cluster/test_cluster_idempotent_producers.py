@@ -8,7 +8,7 @@ import pika
 
 from amqpbroker.testing import leaks
 from amqpbroker.testing.cluster import LocalCluster
-from amqpbroker.testing.cluster_clients import connect, declare_quorum, queue_on
+from amqpbroker.testing.cluster_clients import connect, declare_quorum, drain, queue_on
 
 DEADLINE = 60.0
 
@@ -51,15 +51,10 @@ def test_a_retry_of_what_the_old_leader_confirmed_is_not_stored_again(cluster):
     # the producer never saw 10 confirmed (say its connection broke): it sends 10 again
     publish_until_confirmed(other, "idem", [10, 11])
     conn = connect(other)
-    ch = conn.channel()
-    bodies = []
-    while True:
-        method, _, body = ch.basic_get("idem", auto_ack=True)
-        if method is None:
-            break
-        bodies.append(body)
+    count = conn.channel().queue_declare("idem", passive=True).method.message_count
     conn.close()
-    assert bodies == [b"m%d" % s for s in range(1, 12)]
+    assert [body for body, _ in drain(other, "idem", count)] == \
+        [b"m%d" % s for s in range(1, 12)]
 
 
 def test_the_producers_state_outlives_the_consumed_segments_it_came_from(tmp_path):

@@ -13,6 +13,7 @@ import pika
 import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
+from amqpbroker.testing.cluster_clients import drain
 
 pytestmark = pytest.mark.own_layout
 
@@ -34,14 +35,9 @@ def publish_and_get(broker, queue: str, body: bytes) -> list[bytes]:
     ch = conn.channel()
     ch.confirm_delivery()
     ch.basic_publish("", queue, body, PERSISTENT)
-    got = []
-    while True:
-        _, _, b = ch.basic_get(queue, auto_ack=True)
-        if b is None:
-            break
-        got.append(b)
+    count = ch.queue_declare(queue, passive=True).method.message_count
     conn.close()
-    return got
+    return [b for b, _ in drain(broker, queue, count)]
 
 
 def reopened(broker, queue: str) -> bool:
