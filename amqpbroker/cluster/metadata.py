@@ -94,12 +94,6 @@ META = PREFIX + "meta/"
 KINDS = ("vhost", "user", "permission", "exchange", "queue", "binding")  # creation order
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
-# seconds a new queue's declare waits for the controller to place it (forward.py then points
-# the queue at its leader, so what the client publishes next goes there), unless
-# --cluster-place-timeout says; after that the declare is answered anyway (no controller: the
-# queue stays on this node until placed, a replicated queue's copy refusing publishes
-# meanwhile: replication.Held)
-PLACE_TIMEOUT = 10.0
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
 
 
@@ -666,10 +660,14 @@ class EtcdMetadata(LocalMetadata):
         return out
 
     async def _placed(self, vhost: str, name: str) -> None:
-        """Wait (at most the place timeout) until the controller has placed the new queue."""
+        """Wait (at most ``--cluster-place-timeout``) until the controller has placed the new
+        queue: forward.py then points it at its leader, so what the client publishes next
+        goes there. After that the declare is answered anyway (no controller): the queue
+        stays on this node until placed, a replicated queue's copy refusing publishes
+        meanwhile (replication.Held)."""
         from .placement import partition_key        # placement imports this module
         m, key = self.membership, partition_key(vhost, name, 0)
-        timeout = getattr(self.node.cfg, "cluster_place_timeout", PLACE_TIMEOUT)
+        timeout = self.node.cfg.cluster_place_timeout
         deadline = m.loop.time() + timeout
         while key not in m.view:
             left = deadline - m.loop.time()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import types
 
 from amqpbroker.cluster.controller import CONTROLLER, Controller
 from amqpbroker.cluster.etcd import KeyValue
@@ -28,6 +27,7 @@ from amqpbroker.cluster.membership import NODES, Membership
 from amqpbroker.cluster.metadata import EtcdMetadata, binding_key, dumps, meta_key
 from amqpbroker.cluster.placement import Placement, partition_key
 from amqpbroker.cluster.replication import Replication
+from amqpbroker.config import Config
 
 
 class ViewEtcd:
@@ -72,7 +72,7 @@ class ViewEtcd:
 class ViewNode:
     def __init__(self, broker, name: str = "n1", controller: bool = False):
         self.name = name
-        self.cfg = types.SimpleNamespace(replica_lag_time=10.0, replica_confirm_timeout=30.0)
+        self.cfg = Config(replica_lag_time=10.0, replica_confirm_timeout=30.0)
         self.broker = broker
         self.membership = m = Membership(ViewEtcd(self), name, {}, 3)
         self.revision = 1
