@@ -576,7 +576,8 @@ TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo, LeadersWanted
 # =================================================================== metadata ops
 # supervisor -> front-ends' copies (``frontend/metadata_copy.apply_op``)
 UsersOp = message(80, "users_op", ("users", "any"), ("permissions", "any"))
-VhostOp = message(81, "vhost_op", ("name", "str"), ("description", "str"), ("tags", "any"))
+VhostOp = message(81, "vhost_op", ("name", "str"), ("description", "str"), ("tags", "any"),
+                  ("default_queue_type", "any"))
 VhostDeleted = message(82, "vhost_deleted", ("name", "str"))
 ExchangeOp = message(83, "exchange_op", ("vhost", "str"), ("name", "str"), ("type", "str"),
                      ("durable", "bool"), ("auto_delete", "bool"), ("internal", "bool"),

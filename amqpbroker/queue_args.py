@@ -470,3 +470,23 @@ def quorum_delete_refusal(vhost: str, queue_name: str, if_unused: bool) -> str:
     flag = "if-unused" if if_unused else "if-empty"
     return (f"cannot delete queue '{queue_name}' in vhost '{vhost}'. queue.delete operations "
             f"with {flag} flag set are not supported by quorum queues")
+
+
+# ------------------------------------------------------- a vhost's default queue type
+# RabbitMQ's ``default_queue_type`` of a virtual host (``rabbitmqctl add_vhost
+# --default-queue-type``, the management API's ``default_queue_type``): a queue declared
+# without ``x-queue-type`` gets the vhost's type when that type can have it — quorum queues
+# and streams are durable, not exclusive, not auto-delete — and is classic otherwise, so
+# unchanged client code gets replicated queues in a cluster (rabbit_amqqueue's
+# augment_declare_args). The type is written into the queue's arguments, as RabbitMQ does.
+QUEUE_TYPES = ("classic", "quorum", "stream")
+
+
+def with_default_type(default: str | None, arguments: dict, *, durable: bool, exclusive: bool,
+                      auto_delete: bool) -> dict:
+    """A new queue's arguments with the vhost's default type put in where it applies."""
+    if default in (None, "classic") or "x-queue-type" in arguments:
+        return arguments
+    if not durable or exclusive or auto_delete:
+        return arguments
+    return {**arguments, "x-queue-type": default}

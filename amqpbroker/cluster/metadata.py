@@ -9,7 +9,8 @@ each part percent-quoted so any name fits):
 =============  ==============================================  =================================
 kind           key parts                                       value
 =============  ==============================================  =================================
-vhost          name                                            description, tags, limits
+vhost          name                                            description, tags, limits,
+                                                               default_queue_type
 user           name                                            password_hash, tags, limits
 permission     vhost, user                                     configure, write, read
 exchange       vhost, name                                     type, durable, auto_delete, ...
@@ -82,7 +83,8 @@ from urllib.parse import quote
 from .. import contract as c
 from .. import errors
 from ..frontend.exchange import _args_key, make_exchange
-from ..queue_args import QueueArgs, check_quorum_properties, check_stream_declare
+from ..queue_args import (QueueArgs, check_quorum_properties, check_stream_declare,
+                          with_default_type)
 from ..supervisor.metadata import LocalMetadata, queue_op
 from ..supervisor.topics import TYPE as TOPIC
 from .etcd import EtcdError, compare, delete_op, kvs_of, put_op, range_op
@@ -315,9 +317,9 @@ class EtcdMetadata(LocalMetadata):
     def _put(self, kv, o: dict) -> None:
         b, kind = self.broker, kind_of(kv.key)
         if kind == "vhost":
-            vh = b.vhosts.get(o["name"]) or b.add_vhost(o["name"], o.get("description", ""),
-                                                        o.get("tags", []))
-            vh.description, vh.tags = o.get("description", ""), list(o.get("tags", []))
+            b.update_vhost(o["name"], o.get("description", ""), o.get("tags", []),
+                           o.get("default_queue_type"))
+            vh = b.vhosts[o["name"]]
             if vh.limits != (o.get("limits") or {}):
                 b.set_vhost_limits(vh, o.get("limits") or {})
         elif kind == "user":
@@ -599,7 +601,8 @@ class EtcdMetadata(LocalMetadata):
         if not name:
             name = "amq.gen-" + uuid.uuid4().hex[:22]
             key = meta_key("queue", vhost, name)
-        arguments = dict(arguments or {})
+        arguments = with_default_type(vh.default_queue_type, dict(arguments or {}),
+                                      durable=durable, exclusive=False, auto_delete=auto_delete)
         self._check_new_queue(vh, name, durable, auto_delete, arguments)
         obj = self._queue_obj(vhost, name, durable, auto_delete, arguments)
         for _ in range(RETRIES):
@@ -827,7 +830,7 @@ class EtcdMetadata(LocalMetadata):
         for vh in b.vhosts.values():
             out[meta_key("vhost", vh.name)] = dumps({
                 "name": vh.name, "description": vh.description, "tags": list(vh.tags),
-                "limits": vh.limits})
+                "default_queue_type": vh.default_queue_type, "limits": vh.limits})
         for u in b.users.users.values():
             out[meta_key("user", u.name)] = dumps({
                 "name": u.name, "password_hash": u.password_hash, "tags": list(u.tags),

@@ -101,14 +101,31 @@ class Broker:
         vh.forget_queue(q, "vhost deleted")     # the supervisor deletes it
 
     # ------------------------------------------------------------ vhosts
-    def add_vhost(self, name: str, description: str = "", tags=()) -> VirtualHost:
+    def add_vhost(self, name: str, description: str = "", tags=(),
+                  default_queue_type: str | None = None) -> VirtualHost:
+        """The vhost ``name``, made with these settings if it does not exist."""
         vh = self.vhosts.get(name)
         if vh is None:
-            vh = VirtualHost(self, name, description, tags)
+            vh = VirtualHost(self, name, description, tags, default_queue_type)
             self.vhosts[name] = vh
-            self.changed(c.VhostOp(name=name, description=description, tags=list(tags)))
+            self.changed(vh.op())
             self.persist()
         return vh
+
+    def update_vhost(self, name: str, description: str, tags,
+                     default_queue_type: str | None) -> bool:
+        """Make vhost ``name`` or change its settings (the management API's PUT, a definitions
+        import, etcd's copy in a cluster); True when it was made."""
+        vh = self.vhosts.get(name)
+        if vh is None:
+            self.add_vhost(name, description, tags, default_queue_type)
+            return True
+        settings = (description, list(tags), default_queue_type)
+        if (vh.description, vh.tags, vh.default_queue_type) != settings:
+            vh.description, vh.tags, vh.default_queue_type = settings
+            self.changed(vh.op())
+            self.persist()
+        return False
 
     def delete_vhost(self, name: str) -> bool:
         vh = self.vhosts.pop(name, None)

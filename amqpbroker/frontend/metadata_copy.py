@@ -50,9 +50,13 @@ class MetadataCopy:
         self.broker.users.users, self.broker.users.permissions = op.users, op.permissions
 
     def on_vhost_op(self, op: c.VhostOp) -> None:
-        if op.name not in self.broker.vhosts:
+        vh = self.broker.vhosts.get(op.name)
+        if vh is None:
             self.broker.vhosts[op.name] = VirtualHost(self.broker, op.name, op.description,
-                                                      op.tags)
+                                                      op.tags, op.default_queue_type)
+        else:                                   # its settings changed
+            vh.description, vh.tags = op.description, list(op.tags)
+            vh.default_queue_type = op.default_queue_type
 
     def on_vhost_limits_op(self, op: c.VhostLimitsOp) -> None:
         vh = self.broker.vhosts.get(op.name)

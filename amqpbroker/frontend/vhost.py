@@ -12,6 +12,7 @@ import uuid
 
 from .. import contract as c
 from .. import errors
+from ..queue_args import with_default_type
 from .admission import limit_of
 from .exchange import TYPES, Exchange, _args_key, make_exchange
 from .queue_ref import QueueRef
@@ -47,11 +48,14 @@ class VirtualHost:
     a deleted exchange is unbound from everything (itself too) and ``close`` unbinds every
     exchange of a deleted vhost. The topic trie points only down (``exchange._Node``)."""
 
-    def __init__(self, broker, name: str, description: str = "", tags=()):
+    def __init__(self, broker, name: str, description: str = "", tags=(),
+                 default_queue_type: str | None = None):
         self.broker = broker
         self.name = name
         self.description = description
         self.tags = list(tags)
+        # the type of a queue declared without x-queue-type (queue_args.with_default_type)
+        self.default_queue_type = default_queue_type
         self.limits: dict = {}              # max-connections, max-queues (RabbitMQ's)
         self.queues: dict[str, QueueRef] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
@@ -209,6 +213,13 @@ class VirtualHost:
             existing.refuse_if_down(50, 10)
             if exclusive:
                 durable = existing.durable
+            if self.default_queue_type is not None and "x-queue-type" not in arguments:
+                # the vhost's default types new queues only: a redeclare without a type
+                # matches the queue's (one made before the default was set, one left
+                # classic by its flags), as RabbitMQ 3.13 (3.10 refused it with 406)
+                arguments["x-queue-type"] = existing.arguments.get("x-queue-type")
+                if arguments["x-queue-type"] is None:
+                    del arguments["x-queue-type"]
             diff = existing.equivalent(durable, exclusive, auto_delete, arguments)
             if diff is not None:
                 if diff in ("durable", "exclusive", "auto_delete"):
@@ -236,6 +247,8 @@ class VirtualHost:
                 f"is reached", 50, 10)
         if exclusive:
             durable = False       # RabbitMQ makes exclusive queues transient
+        arguments = with_default_type(self.default_queue_type, arguments, durable=durable,
+                                      exclusive=exclusive, auto_delete=auto_delete)
         directory = self.broker.queue_directory(self, name, durable)
         q = QueueRef(self, name, durable=durable, exclusive_owner=owner if exclusive else None,
                      auto_delete=auto_delete, arguments=arguments, directory=directory,
@@ -341,6 +354,11 @@ class VirtualHost:
                 raise errors.NotFound(f"no {self._q(name)}", cid, mid)
             return q
         return self.get_exchange(name, cid, mid)
+
+    def op(self) -> c.VhostOp:
+        """The op that tells front-ends (and etcd's copy) of this vhost's settings."""
+        return c.VhostOp(name=self.name, description=self.description, tags=list(self.tags),
+                         default_queue_type=self.default_queue_type)
 
     def exchange_op(self, ex) -> c.ExchangeOp:
         """The op that tells front-ends of an exchange (supervisor/metadata.py)."""

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from .. import errors
 from ..frontend.auth import HASHING
 from ..frontend.exchange import TYPES, make_exchange
-from ..queue_args import QueueArgs
+from ..queue_args import QUEUE_TYPES, QueueArgs
 
 
 class Invalid(ValueError):
@@ -244,8 +244,21 @@ _USER_FIELDS = dict(
 _PERMISSION_FIELDS = dict(configure=Field(regex), write=Field(regex), read=Field(regex))
 
 USER = Obj(_user_rules, **_USER_FIELDS)                 # PUT /api/users/{name}
-VHOST = Obj(description=Field(string, ""), tags=Field(tags, []),
-            tracing=Field(flag, False))                 # PUT /api/vhosts/{vhost}
+# a vhost's default queue type (queue_args.with_default_type): RabbitMQ 3.11+ and its clients
+# (rabbit-hole, the Terraform provider) send "default_queue_type", 3.10's management UI
+# "defaultqueuetype"
+queue_type = one_of(*QUEUE_TYPES)
+
+
+def _vhost_body(vhost: dict, where: str) -> dict:
+    other = vhost.pop("defaultqueuetype", None)
+    vhost.setdefault("default_queue_type", other)
+    return vhost
+
+
+VHOST = Obj(_vhost_body, description=Field(string, ""), tags=Field(tags, []),
+            tracing=Field(flag, False), default_queue_type=Field(queue_type, OPTIONAL),
+            defaultqueuetype=Field(queue_type, OPTIONAL))    # PUT /api/vhosts/{vhost}
 PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
 LIMIT = Obj(value=Field(anything))      # PUT /api/vhost-limits/.../{name}, user-limits: the
                                         # value is checked by the handler, which knows name
@@ -305,6 +318,7 @@ def _vhost_metadata(vhost: dict, where: str) -> dict:
     meta = vhost.pop("metadata", {})
     vhost.setdefault("description", meta.get("description", ""))
     vhost.setdefault("tags", meta.get("tags", []))
+    vhost.setdefault("default_queue_type", meta.get("default_queue_type"))
     return vhost
 
 
@@ -340,8 +354,9 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
                 []),
     vhosts=Field(list_of(Obj(
         _vhost_metadata, name=Field(name), description=Field(string, OPTIONAL),
-        tags=Field(tags, OPTIONAL),
-        metadata=Field(Obj(description=Field(string, ""), tags=Field(tags, [])), OPTIONAL),
+        tags=Field(tags, OPTIONAL), default_queue_type=Field(queue_type, OPTIONAL),
+        metadata=Field(Obj(description=Field(string, ""), tags=Field(tags, []),
+                           default_queue_type=Field(queue_type, OPTIONAL)), OPTIONAL),
         limits=Field(limits_of(VHOST_LIMITS, "limits"), OPTIONAL))),
         []),
     # RabbitMQ keeps a vhost's limits as its parameter "limits" of component "vhost-limits";

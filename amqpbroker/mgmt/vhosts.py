@@ -10,8 +10,13 @@ from .validation import VHOST
 async def _vhost_json(broker, vh) -> dict:
     stats = (await broker.queue_stats(list(vh.queues.values()))).values()
     ready, unacked = sum(s[0] for s in stats), sum(s[2] for s in stats)
+    meta = {"description": vh.description, "tags": vh.tags}
+    if vh.default_queue_type is not None:
+        meta["default_queue_type"] = vh.default_queue_type
     return {"name": vh.name, "description": vh.description, "tags": vh.tags,
-            "metadata": {"description": vh.description, "tags": vh.tags}, "tracing": False,
+            # RabbitMQ 3.10's "undefined" when the vhost has none
+            "default_queue_type": vh.default_queue_type or "undefined",
+            "metadata": meta, "tracing": False,
             "cluster_state": {NODE: "running"}, "messages": ready + unacked,
             "messages_ready": ready, "messages_unacknowledged": unacked}
 
@@ -29,13 +34,19 @@ async def get_vhost(call):
 
 
 async def put_vhost(call):
-    b, name = call.broker, call.params["vhost"]
-    existed = name in b.vhosts
-    b.add_vhost(name, call.body["description"], call.body["tags"])
+    """Make the vhost, or set its description and tags (as RabbitMQ: what the body leaves out
+    is emptied) and, when the body has one, its default queue type (kept otherwise)."""
+    b, name, body = call.broker, call.params["vhost"], call.body
+    vh = b.vhosts.get(name)
+    dqt = body["default_queue_type"]
+    if dqt is None and vh is not None:
+        dqt = vh.default_queue_type
+    existed = not b.update_vhost(name, body["description"], body["tags"], dqt)
     if not existed:
         # RabbitMQ grants the creating user full permissions on a new vhost
         b.users.set_permissions(name, call.user.name)
         b.definitions.save()
+    await b.definitions.durable()
     return created(existed)
 
 

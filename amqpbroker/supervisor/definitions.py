@@ -85,8 +85,12 @@ def user_items(users) -> tuple[list, list]:
 
 
 def vhost_item(vh) -> dict:
-    return {"name": vh.name, "description": vh.description, "tags": vh.tags,
-            "metadata": {"description": vh.description, "tags": vh.tags}, "limits": vh.limits}
+    out = {"name": vh.name, "description": vh.description, "tags": vh.tags,
+           "metadata": {"description": vh.description, "tags": vh.tags}, "limits": vh.limits}
+    if vh.default_queue_type is not None:       # RabbitMQ 3.11+'s export
+        out["default_queue_type"] = out["metadata"]["default_queue_type"] = \
+            vh.default_queue_type
+    return out
 
 
 def exchange_item(vh, ex) -> dict:
@@ -436,7 +440,8 @@ class Definitions:
                 if "limits" in u:
                     user.limits = dict(u["limits"])
             for v in data.get("vhosts", []):
-                b.add_vhost(v["name"], v.get("description", ""), v.get("tags", []))
+                b.add_vhost(v["name"], v.get("description", ""), v.get("tags", []),
+                            v.get("default_queue_type"))
             for p in data.get("permissions", []):
                 b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
                                         p.get("write", ".*"), p.get("read", ".*"))

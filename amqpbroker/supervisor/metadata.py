@@ -135,7 +135,7 @@ def queue_op(q) -> c.QueueOp:
 def snapshot(broker) -> list:
     ops = [c.UsersOp(users=broker.users.users, permissions=broker.users.permissions)]
     for vh in broker.vhosts.values():
-        ops.append(c.VhostOp(name=vh.name, description=vh.description, tags=vh.tags))
+        ops.append(vh.op())
         if vh.limits:
             ops.append(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
         for ex in vh.exchanges.values():

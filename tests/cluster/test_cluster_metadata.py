@@ -269,3 +269,45 @@ def test_placement_members_leader_and_failover(cluster):
     cluster.wait_until(lambda: any(
         "controller: %2F/quorum-q/0 leader " + old.split("@")[1] + " -> " in line
         for n in cluster.nodes if n is not victim for line in n.output))
+
+
+def test_a_vhosts_default_queue_type_makes_plain_declares_replicated(shared_cluster):
+    """Unchanged client code gets a replicated queue: the vhost's default queue type
+    (queue_args.with_default_type) is the cluster's, set on one node, used on another."""
+    cluster = shared_cluster
+    n1, n2, n3 = cluster.nodes
+    assert call(n1, "PUT", "vhosts/ha", {"default_queue_type": "quorum"}) == 201
+    cluster.wait_until(lambda: any(v["name"] == "ha" and v["default_queue_type"] == "quorum"
+                                   for v in n3.api("vhosts")))
+    params = pika.URLParameters(n3.url)
+    params.virtual_host = "ha"
+    cluster.wait_until(lambda: passive_vhost_ok(params))    # guest's permission arrived
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    ch.queue_declare("orders", durable=True)                # no x-queue-type
+    ch.queue_declare("scratch", durable=False)
+    conn.close()
+    every = ["amqpbroker@n1", "amqpbroker@n2", "amqpbroker@n3"]
+    q = cluster.wait_until(lambda: next((q for q in n1.api("queues/ha")
+                                         if q["name"] == "orders" and q.get("leader")), None))
+    assert q["type"] == "quorum" and q["arguments"] == {"x-queue-type": "quorum"}
+    assert sorted(q["members"]) == every
+    scratch = next(q for q in n1.api("queues/ha") if q["name"] == "scratch")
+    assert scratch["type"] == "classic" and scratch["members"] == ["amqpbroker@n3"]
+    # changed on another node: every node declares with the new type
+    assert call(n2, "PUT", "vhosts/ha", {"default_queue_type": "stream"}) == 204
+    cluster.wait_until(lambda: next(v for v in n3.api("vhosts") if v["name"] == "ha")
+                       ["default_queue_type"] == "stream")
+    conn = pika.BlockingConnection(params)
+    conn.channel().queue_declare("events", durable=True)
+    conn.close()
+    assert next(q for q in n1.api("queues/ha") if q["name"] == "events")["type"] == "stream"
+    assert call(n1, "DELETE", "vhosts/ha") == 204
+
+
+def passive_vhost_ok(params) -> bool:
+    try:
+        pika.BlockingConnection(params).close()
+        return True
+    except pika.exceptions.ProbableAccessDeniedError:
+        return False
