@@ -1260,6 +1260,7 @@ class Follower(Guard):
             return
         store, log_ = q.store, q.store.log
         changed = False
+        active = log_.active_base
         for base, epoch, count, data, crc in reply.batches or ():
             if base > log_.end_offset and _all_settled(reply.acks, log_.end_offset, base):
                 log_.roll_to(base)          # the leader's gap (all settled, deleted there)
@@ -1270,6 +1271,8 @@ class Follower(Guard):
             # batch has the leader's CRC: the same bytes)
             log_.append_raw([(data, count)], epoch, crc)
             changed = True
+        if log_.active_base != active:
+            store.rolled_from(active)       # what rolled may be settled already
         floor, runs = reply.acks or (0, [])
         end = log_.end_offset
         acks = store.acks

@@ -640,6 +640,17 @@ class MessageStore:
             self._check_settled(base, stop)
             i = j
 
+    def rolled_from(self, active: int) -> None:
+        """The log rolled past segment ``active`` outside ``flush``: a follower appends the
+        leader's batches to the log as they are (cluster/replication.py). The segments it
+        closed may be wholly settled already (acks of a segment's messages that arrived
+        while it was active): deletable now, as ``flush`` makes them after its roll. (Once
+        missed, a follower kept such segments on disk for good.)"""
+        stop_at = self.log.active_base
+        for base, stop in self.log.segment_bounds():
+            if active <= base < stop_at:
+                self._check_settled(base, stop)
+
     def _check_settled(self, base: int, stop: int | None = None) -> None:
         """Mark segment ``base`` deletable if it is closed and all of it is settled."""
         if stop is None:

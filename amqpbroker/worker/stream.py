@@ -171,6 +171,9 @@ class ReplicaStore:
     def settle(self, offset: int) -> None:      # never called: no acks (see _NoAcks)
         raise AssertionError("a stream settles nothing")
 
+    def rolled_from(self, active: int) -> None:
+        """Nothing is deleted on settling a stream (retention deletes its segments)."""
+
     def flush(self) -> None:
         self._stream().offsets.flush()
 

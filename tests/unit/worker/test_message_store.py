@@ -554,3 +554,30 @@ def test_take_many_is_take_for_each_up_to_the_first_unreadable(tmp_path, stores,
     assert [getattr(many, f) for f in fields] == [getattr(one, f) for f in fields]
     assert many.budget.cache_used == one.budget.cache_used
     assert many.take_many([]) == ([], 0) and many.take_many([9, 10]) == ([], 0)
+
+
+def test_a_follower_deletes_a_segment_settled_while_it_was_active(tmp_path, stores):
+    """A follower appends the leader's batches to its log as they are (``append_raw``, not
+    ``flush``); acks of the active segment's messages that arrive before the next batch
+    rolls it must still make it deletable (``rolled_from``). It stayed on disk for good
+    (found by tests/cluster/test_cluster_idempotent_producers.py under load)."""
+    leader = stores(open_store(tmp_path / "leader"))
+    fill(leader, 2)                                  # segments 0..3, 4..7
+    follower = stores(open_store(tmp_path / "follower"))
+    batches = leader.log.read_batches(0, written=True)
+
+    def append(batch) -> None:                       # as cluster/replication.py's _apply
+        base, epoch, run, crc = batch
+        active = follower.log.active_base
+        follower.log.append_raw([(run.data, run.count)], epoch, crc)
+        if follower.log.active_base != active:
+            follower.rolled_from(active)
+    append(batches[0])
+    commit_round(follower)
+    settle(follower, range(4))                       # acked while 0..3 is the active segment
+    commit_round(follower)
+    assert bases(follower) == [0]
+    append(batches[1])                               # rolls: 0..3 is closed, all settled
+    commit_round(follower)
+    assert bases(follower) == [4]
+    assert log_files(tmp_path / "follower") == [4]
