@@ -368,9 +368,14 @@ Partitions = message(31, "partitions", ("qids", "any"), request=True)
 ConfirmWanted = message(32, "confirm_wanted", ("seq", "u64"))
 CONFIRM_SEEN_EVERY = 64
 
+# a policy was set, changed or deleted (policies.py): the queue's arguments are now these
+# (its declared ones with its policy's resolved in); what they change applies at once
+SetArguments = message(36, "set_arguments", ("qid", "u32"), ("arguments", "any"))
+
 PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
-                      GroupOffsets, GroupOwners, GroupReset, Partitions, ConfirmWanted)
+                      GroupOffsets, GroupOwners, GroupReset, Partitions, ConfirmWanted,
+                      SetArguments)
 
 # =================================================================== partition events
 # partition host -> front-end
@@ -594,8 +599,14 @@ UnbindOp = message(88, "unbind_op", ("vhost", "str"), ("source", "str"), ("dest_
 # a vhost's limits (``{"max-connections": 10}``) replaced whole
 VhostLimitsOp = message(89, "vhost_limits_op", ("name", "str"), ("limits", "any"))
 
+# a vhost's policy set or changed (``item``: policies.Policy.item()), or deleted: for the
+# definitions and a cluster's etcd; front-ends' copies have no use for them (the supervisor
+# gives each queue its arguments)
+PolicyOp = message(68, "policy_op", ("vhost", "str"), ("name", "str"), ("item", "any"))
+PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"))
+
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
-                QueueDeleted, BindOp, UnbindOp, VhostLimitsOp)
+                QueueDeleted, BindOp, UnbindOp, VhostLimitsOp, PolicyOp, PolicyDeleted)
 
 
 # the messages whose run ``decode_many(..., lend=True)`` lends instead of copying: a

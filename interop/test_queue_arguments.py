@@ -124,6 +124,20 @@ def test_queue_expires_when_unused(ch, uniq, mgmt):
     assert e.value.reply_code == 404
 
 
+def test_a_passive_declare_renews_the_expiry(ch, uniq, mgmt, cleanup):
+    """RabbitMQ's stat (queue.declare passive) is a use: a queue polled so never expires.
+    The clock: another queue with the same x-expires, unused, going."""
+    idle = ch.queue_declare(uniq("idle"), arguments={"x-expires": 300}).method.queue
+    polled = cleanup.queue(ch.queue_declare(uniq("polled"),
+                                            arguments={"x-expires": 300}).method.queue)
+
+    def idle_gone():
+        ch.queue_declare(polled, passive=True)
+        return not any(q["name"] == idle for q in mgmt.get("/api/queues/%2F?columns=name"))
+    wait_until(idle_gone, timeout=10)
+    assert ch.queue_declare(polled, passive=True).method.queue == polled
+
+
 def test_max_length_drops_head_by_default(cch, uniq, cleanup):
     q = declare(cch, uniq, cleanup, **{"x-max-length": 2})
     for b in (b"1", b"2", b"3", b"4"):

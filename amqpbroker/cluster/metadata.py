@@ -13,6 +13,8 @@ vhost          name                                            description, tags
                                                                default_queue_type
 user           name                                            password_hash, tags, limits
 permission     vhost, user                                     configure, write, read
+policy         vhost, name                                     pattern, definition, priority,
+                                                               apply-to (policies.py)
 exchange       vhost, name                                     type, durable, auto_delete, ...
 queue          vhost, name                                     durable, auto_delete, arguments,
                                                                node (the declaring one), uuid,
@@ -83,6 +85,7 @@ from urllib.parse import quote
 from .. import contract as c
 from .. import errors
 from ..frontend.exchange import _args_key, make_exchange
+from ..policies import PolicyInvalid, make_policy
 from ..queue_args import (QueueArgs, check_quorum_properties, check_stream_declare,
                           with_default_type)
 from ..supervisor.metadata import LocalMetadata, queue_op
@@ -93,7 +96,8 @@ from .membership import PREFIX
 log = logging.getLogger("amqpbroker.cluster")
 
 META = PREFIX + "meta/"
-KINDS = ("vhost", "user", "permission", "exchange", "queue", "binding")  # creation order
+# creation order (a policy before the queues it applies to: they open with it)
+KINDS = ("vhost", "user", "permission", "policy", "exchange", "queue", "binding")
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
@@ -330,6 +334,13 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.set_permissions(o["vhost"], o["user"], o["configure"], o["write"], o["read"])
             b.persist()
+        elif kind == "policy":
+            if o["vhost"] in b.vhosts:
+                try:
+                    b.set_policy(make_policy(o["vhost"], o["name"], o))
+                except PolicyInvalid as exc:    # checked where it was set: not expected
+                    log.error("policy '%s' in vhost '%s' from etcd refused: %s", o["name"],
+                              o["vhost"], exc)
         elif kind == "exchange":
             vh = b.vhosts.get(o["vhost"])
             if vh is None:
@@ -377,6 +388,9 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.permissions.pop((o["vhost"], o["user"]), None)
             b.persist()
+        elif kind == "policy":
+            b.delete_policy(o["vhost"], o["name"])
+            return
         vh = b.vhosts.get(o.get("vhost", ""))
         if vh is None:
             return
@@ -808,7 +822,8 @@ class EtcdMetadata(LocalMetadata):
             return
         if self._applying:
             return
-        if isinstance(op, (c.UsersOp, c.VhostOp, c.VhostDeleted, c.VhostLimitsOp)):
+        if isinstance(op, (c.UsersOp, c.VhostOp, c.VhostDeleted, c.VhostLimitsOp, c.PolicyOp,
+                           c.PolicyDeleted)):
             if self._push is not None and not self._push.done():
                 self._push_again = True
             else:
@@ -839,6 +854,9 @@ class EtcdMetadata(LocalMetadata):
             out[meta_key("permission", v, name)] = dumps({
                 "vhost": v, "user": name, "configure": p.configure, "write": p.write,
                 "read": p.read})
+        for vh in b.vhosts.values():
+            for policy in vh.policies.values():
+                out[meta_key("policy", vh.name, policy.name)] = dumps(policy.item())
         return out
 
     async def _push_changes(self) -> None:
@@ -846,25 +864,26 @@ class EtcdMetadata(LocalMetadata):
             self._push_again = False
             want = self._desired()
             have = {k: kv for k, kv in self.applied.items()
-                    if kind_of(k) in ("vhost", "user", "permission")}
+                    if kind_of(k) in ("vhost", "user", "permission", "policy")}
             ops = [put_op(k, v) for k, v in want.items()
                    if k not in have or json.loads(have[k].value) != json.loads(v)]
             gone_vhosts = [json.loads(have[k].value)["name"] for k in have.keys() - want.keys()
                            if kind_of(k) == "vhost"]
             for k in have.keys() - want.keys():
-                if kind_of(k) == "permission" and \
+                if kind_of(k) in ("permission", "policy") and \
                         json.loads(have[k].value)["vhost"] in gone_vhosts:
                     continue                # the vhost's prefix delete takes it
                 ops.append(delete_op(k))
             for v in gone_vhosts:           # everything in a deleted vhost goes with it
                 ops += [delete_op(META + kind + "/" + quote(v, safe="") + "/", prefix=True)
-                        for kind in ("permission", "exchange", "queue", "binding")]
+                        for kind in ("permission", "policy", "exchange", "queue", "binding")]
             try:
                 for i in range(0, len(ops), 100):       # etcd's --max-txn-ops is 128
                     _, _, rev = await self.etcd.transact([], ops[i:i + 100])
                     await self.reach(rev)
             except (EtcdError, errors.AMQPError) as exc:
-                log.error("users, vhosts, permissions not written to etcd: %s; retrying", exc)
+                log.error("users, vhosts, permissions, policies not written to etcd: %s; "
+                          "retrying", exc)
                 await asyncio.sleep(1.0)
                 self._push_again = True
             if not self._push_again:

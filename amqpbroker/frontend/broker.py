@@ -11,6 +11,7 @@ Two roles share this class's parts (see ``supervisor/owner.py``):
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections import deque
@@ -32,6 +33,10 @@ def worker_of(vhost: str, name: str, workers: int) -> int:
     (stable by name; another node's forwarder computes it from that node's count)."""
     digest = hashlib.sha1(f"{vhost}\x00{name}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % max(workers, 1)
+
+
+# seconds a policy change waits for each host of its vhost's queues to have applied it
+POLICY_ROUND_TRIP = 10.0
 
 
 class Broker:
@@ -126,6 +131,45 @@ class Broker:
             self.changed(vh.op())
             self.persist()
         return False
+
+    # ------------------------------------------------------------ policies
+    def set_policy(self, policy) -> bool:
+        """Set a vhost's policy (policies.Policy; the vhost exists); its queues take their new
+        arguments at once. True when the policy was made."""
+        vh = self.vhosts[policy.vhost]
+        old = vh.policies.get(policy.name)
+        if old == policy:
+            return False
+        vh.policies[policy.name] = policy
+        self.changed(c.PolicyOp(vhost=vh.name, name=policy.name, item=policy.item()))
+        self.persist()
+        self._policies_changed(vh)
+        return old is None
+
+    def delete_policy(self, vhost: str, name: str) -> bool:
+        vh = self.vhosts.get(vhost)
+        if vh is None or vh.policies.pop(name, None) is None:
+            return False
+        self.changed(c.PolicyDeleted(vhost=vhost, name=name))
+        self.persist()
+        self._policies_changed(vh)
+        return True
+
+    def _policies_changed(self, vh: VirtualHost) -> None:
+        for q in list(vh.queues.values()):
+            q.apply_policy()
+
+    async def policies_applied(self, vhost: str) -> None:
+        """Return once every host of the vhost's queues has applied what a policy change
+        sent it (a round trip behind it on each link), so a client told the change is done
+        publishes under it."""
+        vh = self.vhosts.get(vhost)
+        clients = {q.client for q in vh.queues.values()} if vh is not None else ()
+        for client in clients:
+            try:
+                await asyncio.wait_for(client.request(c.Stats, qids=[]), POLICY_ROUND_TRIP)
+            except (errors.AMQPError, asyncio.TimeoutError):
+                pass    # gone or restarting (HostGone: it opens with the new ones), or cut off
 
     def delete_vhost(self, name: str) -> bool:
         vh = self.vhosts.pop(name, None)

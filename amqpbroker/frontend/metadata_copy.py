@@ -58,6 +58,13 @@ class MetadataCopy:
             vh.description, vh.tags = op.description, list(op.tags)
             vh.default_queue_type = op.default_queue_type
 
+    def on_policy_op(self, op: c.PolicyOp) -> None:
+        """Policies act in the workers, through the arguments the supervisor gives each
+        queue (``QueueRef.apply_policy``): a front-end keeps none."""
+
+    def on_policy_deleted(self, op: c.PolicyDeleted) -> None:
+        """As ``on_policy_op``."""
+
     def on_vhost_limits_op(self, op: c.VhostLimitsOp) -> None:
         vh = self.broker.vhosts.get(op.name)
         if vh is not None:

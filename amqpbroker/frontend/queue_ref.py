@@ -18,6 +18,7 @@ import logging
 from .. import contract as c
 from .. import errors
 from ..logs import context
+from ..policies import choose, effective_arguments
 from ..queue_args import (QUORUM_EQUIVALENT_ARGS, QueueArgs, check_quorum_properties,
                           check_stream_declare)
 from .partition_client import HostGone
@@ -63,6 +64,11 @@ class QueueRef:
                                  exclusive=exclusive_owner is not None,
                                  auto_delete=auto_delete, arguments=arguments)
         self.arguments = dict(arguments or {})
+        # its policy (policies.py), and the arguments its host runs it with: the declared
+        # ones with the policy's resolved in (a front-end's copy keeps no policies)
+        self.policy = None
+        self.effective = self.arguments
+        self._choose_policy()
         self.directory = directory
         self.client = client
         self.deleted = False
@@ -91,7 +97,32 @@ class QueueRef:
         queue's local copy, opened again by a restarted worker (``forward.worker_back``)."""
         return client.request(c.Open, qid=qid, vhost=self.vhost.name, name=self.name,
                               durable=self.durable, auto_delete=self.auto_delete,
-                              arguments=self.arguments, directory=self.directory)
+                              arguments=self.effective, directory=self.directory)
+
+    # ------------------------------------------------------------ policies
+    @property
+    def queue_type(self) -> str:
+        return "stream" if self.is_stream else self.args.queue_type
+
+    def _choose_policy(self) -> None:
+        policy = choose(self.vhost.policies.values(), self.name, self.queue_type)
+        effective = effective_arguments(policy, self.arguments, self.queue_type)
+        if policy is not None:
+            try:
+                QueueArgs(self.name, self.vhost.name, effective)
+            except errors.AMQPError as exc:     # e.g. a policy's value its type refuses
+                log.warning("policy '%s' does not apply to queue '%s' in vhost '%s': %s",
+                            policy.name, self.name, self.vhost.name, exc.text)
+                policy, effective = None, self.arguments
+        self.policy, self.effective = policy, effective
+
+    def apply_policy(self) -> None:
+        """The vhost's policies changed: if this queue's arguments did, its host takes them
+        at once (``Queue.apply_arguments``)."""
+        before = self.effective
+        self._choose_policy()
+        if self.effective != before and not self.deleted:
+            self.client.send(c.SetArguments(qid=self.qid, arguments=self.effective))
 
     def _open_done(self, fut) -> None:
         if fut is not self.opened:
@@ -177,8 +208,8 @@ class QueueRef:
                                    if_empty=if_empty)
 
     def touch(self) -> None:
-        if self.args.expires is not None:
-            self.client.send(c.Touch(qid=self.qid))
+        # a policy's expires too, which a front-end's copy does not know: the host decides
+        self.client.send(c.Touch(qid=self.qid))
 
     # ------------------------------------------------------------ declaration
     def equivalent(self, durable, exclusive, auto_delete, arguments) -> str | None:

@@ -57,6 +57,7 @@ class VirtualHost:
         # the type of a queue declared without x-queue-type (queue_args.with_default_type)
         self.default_queue_type = default_queue_type
         self.limits: dict = {}              # max-connections, max-queues (RabbitMQ's)
+        self.policies: dict = {}            # name -> policies.Policy (the supervisor's only)
         self.queues: dict[str, QueueRef] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
         for ex_name, ex_type in PREDECLARED:
@@ -198,6 +199,7 @@ class VirtualHost:
                 raise errors.NotFound(f"no {self._q(name)}", 50, 10)
             q = self.get_queue(name, owner, 50, 10)
             q.refuse_if_down(50, 10)
+            q.touch()           # a passive declare renews x-expires too (RabbitMQ's stat)
             return q
         if not name:
             name = "amq.gen-" + uuid.uuid4().hex[:22]

@@ -104,7 +104,7 @@ def plan(broker, doc: dict) -> dict:
     RabbitMQ skips them."""
     vhosts = set(broker.vhosts) | {v["name"] for v in doc["vhosts"]}
     users = set(broker.users.users) | {u["name"] for u in doc["users"]}
-    for kind in ("permissions", "exchanges", "queues", "bindings"):
+    for kind in ("permissions", "policies", "exchanges", "queues", "bindings"):
         for i, entry in enumerate(doc[kind]):
             if entry["vhost"] not in vhosts:
                 raise bad_request(f"{kind}[{i}].vhost: no_such_vhost '{entry['vhost']}'")

@@ -25,6 +25,8 @@ from typing import Any, Callable
 from .. import errors
 from ..frontend.auth import HASHING
 from ..frontend.exchange import TYPES, make_exchange
+from ..erlang import erlang_term
+from ..policies import PolicyInvalid, make_policy
 from ..queue_args import QUEUE_TYPES, QueueArgs
 
 
@@ -141,27 +143,6 @@ def check_limit(name: str, value, known: tuple, where: str) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return f"{name} should be a number, actually was {erlang_term(value)}"
     return None
-
-
-def erlang_term(value) -> str:
-    """A JSON value as RabbitMQ's reasons print it (Erlang's ``~p`` of the decoded JSON)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):                # 1e+100 -> 1.0e100, as Erlang prints it
-        mantissa, _, exponent = repr(value).partition("e")
-        if "." not in mantissa:
-            mantissa += ".0"
-        return mantissa + (f"e{int(exponent)}" if exponent else "")
-    if isinstance(value, str):
-        return '<<"' + value.replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    if isinstance(value, list):
-        return "[" + ",".join(erlang_term(v) for v in value) + "]"
-    return "#{" + ",".join(f"{erlang_term(k)} => {erlang_term(v)}"
-                           for k, v in value.items()) + "}"
 
 
 def limits_of(known: tuple, where: str) -> Callable:
@@ -348,6 +329,18 @@ def _exchange_arguments(exchange: dict, where: str) -> dict:
     return exchange
 
 
+def policy_entry(value, where: str) -> dict:
+    """A definitions document's policy: as a ``PUT /api/policies`` body, with its vhost and
+    name (policies.make_policy checks it)."""
+    entry = Obj(vhost=Field(name), name=Field(name), pattern=Field(anything),
+                definition=Field(anything), priority=Field(anything, 0),
+                **{"apply-to": Field(anything, "all")})(value, where)
+    try:
+        return make_policy(entry["vhost"], entry["name"], entry).item()
+    except PolicyInvalid as exc:
+        raise _fail(where, str(exc)) from None
+
+
 DEFINITIONS = Obj(                                     # POST /api/definitions
     users=Field(list_of(Obj(_user_rules, name=Field(name), **_USER_FIELDS,
                             limits=Field(limits_of(USER_LIMITS, "user-limits"), OPTIONAL))),
@@ -377,7 +370,8 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
     bindings=Field(list_of(Obj(
         source=Field(string), vhost=Field(name), destination=Field(string),
         destination_type=Field(one_of("queue", "exchange"), "queue"),
-        routing_key=Field(string, ""), arguments=Field(table, {}))), []))
+        routing_key=Field(string, ""), arguments=Field(table, {}))), []),
+    policies=Field(list_of(policy_entry), []))
 
 
 def parse_json(raw: bytes) -> dict:

@@ -34,6 +34,7 @@ from crc32c import crc32c
 
 from .. import contract as c
 from ..frontend.exchange import _args_key
+from ..policies import PolicyInvalid, make_policy
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
 from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState
 
@@ -153,6 +154,7 @@ class Definitions:
                "topic_permissions": []}
         for vh in b.vhosts.values():
             out["vhosts"].append(vhost_item(vh))
+            out["policies"] += [p.item() for p in vh.policies.values()]
             if vh.limits:           # where RabbitMQ 3.10 keeps them, and imports them from
                 out["parameters"].append({"vhost": vh.name, "component": "vhost-limits",
                                           "name": "limits", "value": vh.limits})
@@ -195,6 +197,12 @@ class Definitions:
             self._deleted(self._stored_exchanges, ["exchange-", op.vhost, op.name])
         elif t is c.VhostOp or t is c.VhostLimitsOp:
             self._touch(("vhost", op.name))
+        elif t is c.PolicyOp:
+            self._touch(("policy", op.vhost, op.name))
+        elif t is c.PolicyDeleted:
+            self._dirty.pop(("policy", op.vhost, op.name), None)
+            self._ordered.append(["policy-", op.vhost, op.name])
+            self.commit_soon()
         elif t is c.VhostDeleted:
             self._ordered.append(["vhost-", op.name])
             for stored in (self._stored_exchanges, self._stored_queues):
@@ -259,6 +267,10 @@ class Definitions:
                 return ["exchange+", exchange_item(vh, ex)]
             self._stored_exchanges.discard(key[1:])
             return ["exchange-", key[1], key[2]]
+        if kind == "policy":
+            policy = vh.policies.get(key[2]) if vh is not None else None
+            return ["policy+", policy.item()] if policy is not None \
+                else ["policy-", key[1], key[2]]
         return ["vhost+", vhost_item(vh)] if vh is not None else ["vhost-", key[1]]
 
     # ------------------------------------------------------------ commits
@@ -445,6 +457,14 @@ class Definitions:
             for p in data.get("permissions", []):
                 b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
                                         p.get("write", ".*"), p.get("read", ".*"))
+            for p in data.get("policies", []):     # before the queues: they open with them
+                if p["vhost"] not in b.vhosts:
+                    continue
+                try:
+                    b.set_policy(make_policy(p["vhost"], p["name"], p))
+                except PolicyInvalid as exc:      # an import was checked whole: a stored one
+                    log.error("policy '%s' in vhost '%s' not restored: %s", p["name"],
+                              p["vhost"], exc)
             for e in data.get("exchanges", []):
                 if not recovering and _reserved("exchange", e):
                     continue

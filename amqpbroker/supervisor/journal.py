@@ -12,6 +12,7 @@ crc32c, payload``). Each entry is one group commit: a JSON list of changes, each
     ["exchange+", item]   ["exchange-", vhost, name]  an exchange and its bindings both ways
     ["queue+", item]      ["queue-", vhost, name]     a queue and the bindings to it
     ["binding+", item]    ["binding-", item]
+    ["policy+", item]     ["policy-", vhost, name]    a policy
     ["users", users, permissions]                     all users and permissions, whole
     ["tombstone+", dir]   ["tombstone-", dir]         ``TOMBSTONES`` (definitions.py)
 
@@ -99,6 +100,7 @@ class DefinitionsState:
         self.exchanges = {(e["vhost"], e["name"]): e for e in doc.get("exchanges", [])}
         self.queues = {(q["vhost"], q["name"]): q for q in doc.get("queues", [])}
         self.bindings = {binding_key(b): b for b in doc.get("bindings", [])}
+        self.policies = {(p["vhost"], p["name"]): p for p in doc.get("policies", [])}
         self.tombstones = set(doc.get(TOMBSTONES, ()))
 
     def replay(self, changes: list) -> None:
@@ -126,6 +128,10 @@ class DefinitionsState:
                 self.bindings[binding_key(ch[1])] = ch[1]
             elif kind == "binding-":
                 self.bindings.pop(binding_key(ch[1]), None)
+            elif kind == "policy+":
+                self.policies[(ch[1]["vhost"], ch[1]["name"])] = ch[1]
+            elif kind == "policy-":
+                self.policies.pop((ch[1], ch[2]), None)
             elif kind == "users":
                 self.doc["users"], self.doc["permissions"] = ch[1], ch[2]
             elif kind == "tombstone+":
@@ -137,7 +143,7 @@ class DefinitionsState:
 
     def _drop_vhost(self, name: str) -> None:
         self.vhosts.pop(name, None)
-        for table in (self.exchanges, self.queues):
+        for table in (self.exchanges, self.queues, self.policies):
             for key in [k for k in table if k[0] == name]:
                 del table[key]
         self._drop_bindings(lambda k: k[0] == name)
@@ -151,6 +157,7 @@ class DefinitionsState:
         out = dict(self.doc)
         out.update(vhosts=list(self.vhosts.values()), exchanges=list(self.exchanges.values()),
                    queues=list(self.queues.values()), bindings=list(self.bindings.values()),
+                   policies=list(self.policies.values()),
                    parameters=[p for p in self.doc.get("parameters", [])
                                if p.get("component") != "vhost-limits"])
         if self.tombstones:

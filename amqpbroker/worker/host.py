@@ -668,6 +668,11 @@ class PartitionHost:
         self._destroy(q)
         self._reply(state, m.req, count)
 
+    def on_set_arguments(self, state, m: c.SetArguments):
+        q = self.queues.get(m.qid)
+        if q is not None:
+            q.apply_arguments(m.arguments)
+
     def on_touch(self, state, m: c.Touch):
         q = self.queues.get(m.qid)
         if q is not None:

@@ -34,6 +34,7 @@ from collections import deque
 from itertools import islice
 from typing import NamedTuple
 
+from .. import errors
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from ..protocol import properties as props_mod
 from ..storage.record import SEPARATE_BODY, Record, RecordRun, now_ms, scan_run
@@ -121,13 +122,47 @@ class Queue:
         self._expiry_timer = None
         self._expires_timer = None
         self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
-        a = self.args                           # publish's fast path applies
-        self._plain = (a.max_length is None and a.max_length_bytes is None
-                       and a.message_ttl is None and not a.max_priority
-                       and self.dedup_keys is None)
+        # the message TTL by the offset it applies from: a policy's TTL applies to messages
+        # published after it is set, as RabbitMQ stamps a message's expiry when it is queued
+        self._ttls = [(0, self.args.message_ttl)]
+        self._has_ttl = self.args.message_ttl is not None
+        self._plain = self._is_plain()
         self._recover()
         self.stats.count_appends(self.store)    # publishes: the offsets appended from here
         self.touch()
+
+    def _is_plain(self) -> bool:
+        """Whether publish's fast path applies: no limits, TTL, priorities or de-duplication."""
+        a = self.args
+        return (a.max_length is None and a.max_length_bytes is None and not self._has_ttl
+                and not a.max_priority and self.dedup_keys is None)
+
+    def apply_arguments(self, arguments: dict) -> None:
+        """A policy was set, changed or deleted (policies.py): run with ``arguments`` from
+        now on. What they change applies at once, as RabbitMQ applies a policy: a message
+        TTL expires the head, a length limit with drop-head drops from the head, ``x-expires``
+        counts again from now. (Policies change none of what is fixed at declare: the queue
+        type, priorities, de-duplication, x-fsync.)"""
+        try:
+            args = QueueArgs(self.name, self.vhost_name, arguments)
+        except errors.AMQPError as exc:
+            log.error("queue '%s': new arguments refused, the old ones stay: %s",
+                      name_of(self), exc.text)
+            return
+        self.args, self.arguments = args, args.arguments
+        if args.message_ttl != self._ttls[-1][1]:
+            self._ttls.append((self.store.next_offset, args.message_ttl))
+            self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
+        self._plain = self._is_plain()
+        if self._expires_timer is not None:
+            self._expires_timer.cancel()
+            self._expires_timer = None
+        self.touch()
+        if args.overflow == "drop-head":
+            self._drop_over_limit()
+        if self._has_ttl and self.ready_count:
+            self.expire_head()
+        self.schedule_dispatch()
 
     # ---------------------------------------------------------------- recovery
     def _recover(self) -> None:
@@ -387,7 +422,7 @@ class Queue:
         if self.args.message_ttl == 0:
             return True
         if record.properties and record.properties[0] & 1:
-            return self._expires_at(record) == record.timestamp
+            return self._expires_at(record, self.store.next_offset) == record.timestamp
         return False
 
     def _drop_over_limit(self) -> None:
@@ -428,8 +463,14 @@ class Queue:
             self.store.forget_readahead()
         return offset, rec
 
-    def _expires_at(self, rec: Record) -> int | None:
-        ttl = self.args.message_ttl
+    def _ttl_of(self, offset: int) -> int | None:
+        ttls = self._ttls
+        if len(ttls) == 1:
+            return ttls[0][1]
+        return ttls[bisect.bisect_right(ttls, offset, key=lambda t: t[0]) - 1][1]
+
+    def _expires_at(self, rec: Record, offset: int) -> int | None:
+        ttl = self._ttl_of(offset)
         if rec.properties and rec.properties[0] & 0x01:   # expiration flag (0x0100 of the word)
             try:
                 exp = props_mod.scan(rec.properties).expiration
@@ -451,7 +492,7 @@ class Queue:
             rec = self.store.read(offset) if offset < self.visible_end else None
             if rec is None:
                 break
-            at = self._expires_at(rec)
+            at = self._expires_at(rec, offset)
             if at is None or at >= now:
                 if at is not None:
                     self._schedule_expiry(at - now + 1)
@@ -532,7 +573,7 @@ class Queue:
             self._dispatching = False
 
     def _dispatch(self, check_expiry: bool) -> None:
-        if check_expiry and (self.args.message_ttl is not None or self._expiry_timer is not None):
+        if check_expiry and (self._has_ttl or self._expiry_timer is not None):
             self.expire_head()
         consumers = self.consumers
         if len(consumers) == 1 and self._plain and not self.redelivered and self.ready_count:

@@ -468,6 +468,23 @@ class Stream:
             self.host.committer.mark(self)
 
     # ---------------------------------------------------------------- retention
+    def apply_arguments(self, arguments: dict) -> None:
+        """A policy was set, changed or deleted (policies.py): its retention (``max-age``,
+        ``max-length-bytes``) applies from now on."""
+        try:
+            args = QueueArgs(self.name, self.vhost_name, arguments)
+        except errors.AMQPError as exc:
+            log.error("stream '%s' in vhost '%s': new arguments refused, the old ones stay: "
+                      "%s", self.name, self.vhost_name, exc.text)
+            return
+        self.args, self.arguments = args, args.arguments
+        self.max_age_ms, self.max_bytes = args.stream.max_age_ms, args.stream.max_length_bytes
+        if self._retention_timer is not None:
+            self._retention_timer.cancel()
+            self._retention_timer = None
+        if self.max_age_ms is not None or self.max_bytes is not None:
+            self._retention_due()           # now, and every period from now
+
     def enforce_retention(self) -> int:
         removed = self.log.enforce_retention(self.max_age_ms, self.max_bytes)
         if removed:

@@ -311,3 +311,39 @@ def passive_vhost_ok(params) -> bool:
         return True
     except pika.exceptions.ProbableAccessDeniedError:
         return False
+
+
+def test_a_policy_set_on_one_node_acts_on_every_node(shared_cluster):
+    """Policies are the cluster's (etcd): set on n1, they act on a classic queue of n3 and
+    on a quorum queue wherever it leads; deleted on n2, they stop everywhere."""
+    cluster = shared_cluster
+    n1, n2, n3 = cluster.nodes
+    conn = connect(n3)
+    ch = conn.channel()
+    ch.queue_declare("pol-classic", durable=True)               # lives on n3
+    ch.queue_declare("pol-quorum", durable=True, arguments={"x-queue-type": "quorum"})
+    conn.close()
+    cluster.wait_until(lambda: queues(n2).get("pol-quorum", {}).get("leader"))
+    assert call(n1, "PUT", "policies/%2F/cap", {"pattern": "^pol-",
+                                                 "definition": {"max-length": 2}}) == 201
+    for node in (n2, n3):
+        cluster.wait_until(lambda: all(queues(node).get(n, {}).get("policy") == "cap"
+                                       for n in ("pol-classic", "pol-quorum")))
+    cluster.wait_until(lambda: queues(n1).get("pol-quorum", {}).get("policy") == "cap")
+    conn = connect(n2)                                          # forwarded to n3, the leader
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for name in ("pol-classic", "pol-quorum"):
+        for i in range(5):
+            ch.basic_publish("", name, b"m%d" % i)
+        assert ch.queue_declare(name, passive=True).method.message_count == 2
+    assert call(n2, "DELETE", "policies/%2F/cap") == 204
+    for node in (n1, n3):
+        cluster.wait_until(lambda: queues(node)["pol-classic"]["policy"] is None
+                           and queues(node)["pol-quorum"]["policy"] is None)
+    for name in ("pol-classic", "pol-quorum"):
+        for i in range(5):
+            ch.basic_publish("", name, b"n%d" % i)
+        assert ch.queue_declare(name, passive=True).method.message_count == 7
+        ch.queue_delete(name)
+    conn.close()

@@ -207,3 +207,21 @@ def test_show_and_list_the_node(broker):
     sorted_desc = [x["name"] for x in listed(broker, "--sort", "name", "--sort-reverse",
                                              "list", "exchanges", "name")]
     assert sorted_desc == sorted(sorted_desc, reverse=True)
+
+
+def test_policies(broker):
+    """rabbitmqadmin's policy verbs: declare (its definition and priority are JSON), list,
+    delete; the policy acts on the queue it names."""
+    admin(broker, "declare", "queue", "name=capped", "durable=true")
+    admin(broker, "declare", "policy", "name=cap", "pattern=^capped$",
+          'definition={"max-length": 2}', "priority=5", "apply-to=queues")
+    assert listed(broker, "list", "policies") == [
+        {"vhost": "/", "name": "cap", "pattern": "^capped$", "apply-to": "queues",
+         "definition": {"max-length": 2}, "priority": 5}]
+    for i in range(4):
+        admin(broker, "publish", "routing_key=capped", f"payload=m{i}")
+    assert queue_depth(broker, "capped") == 2
+    assert listed(broker, "list", "operator_policies") == []
+    admin(broker, "delete", "policy", "name=cap")
+    assert listed(broker, "list", "policies") == []
+    admin(broker, "delete", "queue", "name=capped")

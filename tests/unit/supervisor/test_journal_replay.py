@@ -79,3 +79,20 @@ def test_read_definitions_is_snapshot_plus_journal(tmp_path):
     doc = read_definitions(str(snap))
     assert [e["name"] for e in doc["queues"]] == ["new"]
     assert doc["vhosts"][0]["limits"] == {"max-connections": 5}
+
+
+def test_policies_replay_and_go_with_their_vhost():
+    def pol(name, vhost="/"):
+        return {"vhost": vhost, "name": name, "pattern": ".", "apply-to": "all",
+                "definition": {"max-length": 1}, "priority": 0}
+    changes = [["policy+", pol("a")], ["policy+", pol("b")], ["policy-", "/", "a"],
+               ["vhost+", {"name": "v", "description": "", "tags": [], "limits": {}}],
+               ["policy+", pol("c", "v")], ["vhost-", "v"],
+               ["policy+", {**pol("b"), "priority": 3}]]
+    state = DefinitionsState({"vhosts": [{"name": "/"}]})
+    state.replay(changes)
+    doc = state.document()
+    assert doc["policies"] == [{**pol("b"), "priority": 3}]
+    again = DefinitionsState(json.loads(json.dumps(doc)))
+    again.replay(changes)
+    assert again.document() == doc

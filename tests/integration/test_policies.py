@@ -1,0 +1,131 @@
+"""Policies: what interop/test_policies.py cannot check against RabbitMQ 3.10 — that they are
+durable, reach queues that a start restores, choose by queue type (``apply-to`` of 3.12+),
+act on quorum queues and streams, and that the keys without effect here are taken (so a
+RabbitMQ 3.x export imports) and said to be without effect.
+"""
+from __future__ import annotations
+
+import pika
+import pytest
+
+from amqpbroker.testing import BrokerProcess, leaks
+
+QUORUM = {"x-queue-type": "quorum"}
+STREAM = {"x-queue-type": "stream"}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = BrokerProcess(tmp_path / "data", management=True).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def channel(b):
+    return pika.BlockingConnection(pika.ConnectionParameters(b.host, b.port)).channel()
+
+
+def put_policy(b, name: str, body: dict) -> int:
+    return b.request("PUT", f"policies/%2F/{name}", body)[0]
+
+
+def count(ch, queue: str) -> int:
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+def publish(ch, queue: str, n: int) -> None:
+    for i in range(n):
+        ch.basic_publish("", queue, b"m%d" % i)
+
+
+def test_durable_and_applied_to_the_queues_a_start_restores(broker):
+    ch = channel(broker)
+    ch.queue_declare("jobs", durable=True)
+    assert put_policy(broker, "cap", {"pattern": "^jobs$", "definition": {"max-length": 2},
+                                      "priority": 4}) == 201
+    broker.kill()                                   # answered: on disk
+    broker.start()
+    assert broker.api("policies/%2F/cap")["priority"] == 4
+    assert broker.api("queues/%2F/jobs")["policy"] == "cap"
+    ch = channel(broker)
+    publish(ch, "jobs", 5)
+    assert count(ch, "jobs") == 2
+    assert broker.request("DELETE", "policies/%2F/cap")[0] == 204
+    broker.stop()                                   # the deletion too
+    broker.start()
+    assert broker.request("GET", "policies/%2F/cap")[0] == 404
+    ch = channel(broker)
+    publish(ch, "jobs", 5)
+    assert count(ch, "jobs") == 5                   # the restart dropped transient ones
+
+
+@pytest.mark.parametrize("apply_to, classic, quorum", [
+    ("classic_queues", 1, 4), ("quorum_queues", 4, 1), ("queues", 1, 1), ("exchanges", 4, 4)])
+def test_apply_to_chooses_by_queue_type(broker, apply_to, classic, quorum):
+    ch = channel(broker)
+    ch.queue_declare("t-classic", durable=True)
+    ch.queue_declare("t-quorum", durable=True, arguments=QUORUM)
+    assert put_policy(broker, "p", {"pattern": "^t-", "apply-to": apply_to,
+                                    "definition": {"max-length": 1}}) == 201
+    for name in ("t-classic", "t-quorum"):
+        publish(ch, name, 4)
+    assert (count(ch, "t-classic"), count(ch, "t-quorum")) == (classic, quorum)
+
+
+def test_a_quorum_queues_delivery_limit_and_dead_lettering(broker):
+    ch = channel(broker)
+    ch.queue_declare("qq", durable=True, arguments=QUORUM)
+    ch.queue_declare("qq-dead", durable=True)
+    assert put_policy(broker, "poison", {"pattern": "^qq$", "definition": {
+        "delivery-limit": 1, "dead-letter-exchange": "", "dead-letter-routing-key": "qq-dead"}}) \
+        == 201
+    ch.basic_publish("", "qq", b"poison")
+    for _ in range(2):                              # returned twice: one more than the limit
+        method, _, _ = leaks.wait_until(lambda: ch.basic_get("qq"), what="a delivery")
+        ch.basic_nack(method.delivery_tag, requeue=True)
+    method, props, body = leaks.wait_until(lambda: (lambda g: g if g[0] else None)(
+        ch.basic_get("qq-dead", auto_ack=True)), what="the dead-lettered message")
+    assert body == b"poison"
+    assert props.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert count(ch, "qq") == 0
+
+
+def test_a_streams_retention(broker):
+    ch = channel(broker)
+    ch.queue_declare("events", durable=True, arguments={
+        **STREAM, "x-stream-max-segment-size-bytes": 1000})
+    ch.confirm_delivery()                           # each in the log before the next
+    for i in range(40):
+        ch.basic_publish("", "events", b"%03d" % i + b"x" * 200)
+    assert count(ch, "events") == 40
+    assert put_policy(broker, "keep-4k", {"pattern": "^events$", "apply-to": "streams",
+                                          "definition": {"max-length-bytes": 4000}}) == 201
+    kept = count(ch, "events")              # applied before the answer: whole old segments
+    assert 12 <= kept <= 24, kept
+    assert broker.api("partitions/%2F/events")["log_start_offset"] == 40 - kept
+
+
+def test_keys_without_effect_are_taken_and_said_to_be(broker):
+    ch = channel(broker)
+    ch.queue_declare("mirrored", durable=True)
+    assert put_policy(broker, "ha", {"pattern": "^mirrored$", "definition": {
+        "ha-mode": "exactly", "ha-params": 2, "ha-sync-mode": "automatic",
+        "queue-mode": "lazy", "max-length": 3}}) == 201
+    leaks.wait_until(lambda: any("policy 'ha' in vhost '/': ha-mode, ha-params, ha-sync-mode, "
+                                 "queue-mode change(s) nothing on this broker" in line
+                                 for line in broker.output), what="the warning")
+    info = broker.api("queues/%2F/mirrored")
+    assert info["policy"] == "ha" and info["arguments"] == {}
+    publish(ch, "mirrored", 5)
+    assert count(ch, "mirrored") == 3               # its other keys act
+
+
+def test_a_deleted_vhost_takes_its_policies(broker):
+    assert broker.request("PUT", "vhosts/tmp", {})[0] == 201
+    assert broker.request("PUT", "policies/tmp/p", {"pattern": ".", "definition": {
+        "max-length": 1}})[0] == 201
+    assert broker.request("DELETE", "vhosts/tmp")[0] == 204
+    assert broker.request("PUT", "vhosts/tmp", {})[0] == 201
+    assert broker.api("policies/tmp") == []
