@@ -586,7 +586,7 @@ VhostOp = message(81, "vhost_op", ("name", "str"), ("description", "str"), ("tag
 VhostDeleted = message(82, "vhost_deleted", ("name", "str"))
 ExchangeOp = message(83, "exchange_op", ("vhost", "str"), ("name", "str"), ("type", "str"),
                      ("durable", "bool"), ("auto_delete", "bool"), ("internal", "bool"),
-                     ("arguments", "any"))
+                     ("arguments", "any"), ("policy_alternate", "any"))
 ExchangeDeleted = message(84, "exchange_deleted", ("vhost", "str"), ("name", "str"))
 QueueOp = message(85, "queue_op", ("vhost", "str"), ("name", "str"), ("qid", "u32"),
                   ("worker", "u32"), ("durable", "bool"), ("owner", "any"),

@@ -27,8 +27,9 @@ classic queue mirroring (``ha-*``, ``queue-master-locator``: classic queues are 
 replicated, as in RabbitMQ 4; quorum queues are), ``queue-mode``, ``queue-version`` and the
 in-memory limits (this broker's classic queues page by segments), ``queue-leader-locator``
 (the controller places replicas by load). Setting one logs a warning that says so.
-``alternate-exchange`` in a policy is refused (declare the exchange with the
-``alternate-exchange`` argument): exchanges take no policies here.
+Exchanges take policies too (``apply-to`` ``exchanges`` or ``all``): ``alternate-exchange``
+is the one key that acts on them, the exchange's own argument winning over it
+(``Exchange.set_policy_alternate``).
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ KEYS = {
     "dead-letter-strategy": (_one_of(("at-most-once", "at-least-once"),
                                      "dead letter strategy"), "x-dead-letter-strategy"),
     "max-age": (_max_age, "x-max-age"),
+    "alternate-exchange": (_binary("alternate exchange name"), None),   # exchanges
     # recognised, without effect here (module doc)
     "stream-max-segment-size-bytes": (_int_at_least(0, "segment size"), None),
     "queue-mode": (_one_of(("default", "lazy"), "queue-mode value"), None),
@@ -147,15 +149,17 @@ class Policy:
                 "apply-to": self.apply_to, "definition": dict(self.definition),
                 "priority": self.priority}
 
-    def applies_to(self, queue_name: str, queue_type: str) -> bool:
-        if self.apply_to not in ("all", "queues", f"{queue_type}_queues") and not (
-                self.apply_to == "streams" and queue_type == "stream"):
-            return False
-        return self.regex.search(queue_name) is not None
+    def applies_to(self, name: str, kind: str) -> bool:
+        """``kind``: a queue's type (classic, quorum, stream) or "exchange"."""
+        fits = {"all": True, "exchanges": kind == "exchange", "queues": kind != "exchange",
+                "classic_queues": kind == "classic", "quorum_queues": kind == "quorum",
+                "streams": kind == "stream"}[self.apply_to]
+        return fits and self.regex.search(name) is not None
 
     def without_effect(self) -> list[str]:
         """The keys of its definition that change nothing here (module doc)."""
-        return [k for k in self.definition if KEYS[k][1] is None]
+        return [k for k in self.definition
+                if KEYS[k][1] is None and k != "alternate-exchange"]
 
 
 def make_policy(vhost: str, name: str, body: dict) -> Policy:
@@ -186,10 +190,6 @@ def make_policy(vhost: str, name: str, body: dict) -> Policy:
         raise PolicyInvalid("no policy provided")
     unknown = [(k, v) for k, v in definition.items() if k not in KEYS]
     if unknown:
-        if "alternate-exchange" in definition:
-            raise PolicyInvalid("alternate-exchange is not supported in a policy by this "
-                                "broker: declare the exchange with the alternate-exchange "
-                                "argument")
         terms = ",".join(f"{{{_term(k)},{_term(v)}}}" for k, v in unknown)
         raise PolicyInvalid(f"[{terms}] are not recognised policy settings")
     for key, value in definition.items():
@@ -199,11 +199,12 @@ def make_policy(vhost: str, name: str, body: dict) -> Policy:
     return Policy(vhost, name, pattern, dict(definition), priority, apply_to, regex)
 
 
-def choose(policies, queue_name: str, queue_type: str) -> Policy | None:
-    """The policy of a queue: the highest priority that applies, the first name of equals."""
+def choose(policies, name: str, kind: str) -> Policy | None:
+    """The policy of a queue (``kind`` its type) or an exchange (``kind`` "exchange"): the
+    highest priority that applies, the first name of equals."""
     best = None
     for p in policies:
-        if p.applies_to(queue_name, queue_type) and (
+        if p.applies_to(name, kind) and (
                 best is None or p.priority > best.priority
                 or (p.priority == best.priority and p.name < best.name)):
             best = p

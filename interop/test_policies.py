@@ -339,3 +339,25 @@ def test_dead_letter_arguments_win_over_the_policy(ch, cleanup, policies, uniq):
         ch.basic_reject(method.delivery_tag, requeue=False)
     wait_until(lambda: count(ch, mine) == 2)
     assert count(ch, theirs) == 0
+
+
+def test_an_alternate_exchange_by_policy_and_the_argument_wins(ch, cleanup, policies, uniq):
+    prefix = uniq("pol-ae")
+    alt, own_alt = cleanup.exchange(prefix + "-alt"), cleanup.exchange(prefix + "-own-alt")
+    caught, own_caught = cleanup.queue(prefix + "-caught"), cleanup.queue(prefix + "-own")
+    plain, with_arg = cleanup.exchange(prefix + "-x"), cleanup.exchange(prefix + "-x-arg")
+    assert policies(prefix, {"pattern": f"^{prefix}-x", "apply-to": "exchanges",
+                             "definition": {"alternate-exchange": alt}}) == 201
+    assert policies(prefix + "-q", {"pattern": f"^{prefix}-x", "apply-to": "queues",
+                                    "priority": 9,
+                                    "definition": {"alternate-exchange": "nowhere"}}) == 201
+    for exchange, queue in ((alt, caught), (own_alt, own_caught)):
+        ch.exchange_declare(exchange, "fanout")
+        ch.queue_declare(queue, durable=True)
+        ch.queue_bind(queue, exchange)
+    ch.exchange_declare(plain, "direct")
+    ch.exchange_declare(with_arg, "direct", arguments={"alternate-exchange": own_alt})
+    ch.basic_publish(plain, "no-binding", b"to-the-policy's")
+    ch.basic_publish(with_arg, "no-binding", b"to-its-own")
+    assert wait_until(lambda: _got(ch, caught))[2] == b"to-the-policy's"
+    assert wait_until(lambda: _got(ch, own_caught))[2] == b"to-its-own"

@@ -6,6 +6,8 @@ RabbitMQ's: the paths and shapes are RabbitMQ's, so ctl works against either).
     amqpbroker ctl publish --routing-key jobs 'hello'      (or the body on stdin)
     amqpbroker ctl get jobs --count 10 --ackmode ack_requeue_false
     amqpbroker ctl definitions export backup.json
+    amqpbroker ctl vhosts add prod --default-queue-type quorum
+    amqpbroker ctl policies set cap '^orders' '{"max-length": 1000}' --apply-to queues
     amqpbroker ctl reassign orders --replicas n1,n2,n4      (a cluster; also drain, revive)
 
 Connection flags, before or after the command, with rabbitmqadmin's defaults; each can be
@@ -17,7 +19,7 @@ unreadable input file; 3 cannot connect to --url.
 
 Each command family is one module with ``register(commands, flags)``: ``topics``,
 ``queues``, ``exchanges``, ``bindings``, ``connections``, ``consumers``, ``messages``
-(publish, get), ``definitions``, ``alarms``; consumer groups go in ``groups.py``, listed in
+(publish, get), ``definitions``, ``alarms``, ``vhosts``, ``policies``; consumer groups go in ``groups.py``, listed in
 ``FAMILIES`` the same way.
 """
 from __future__ import annotations
@@ -27,11 +29,11 @@ import os
 import sys
 
 from . import (alarms, bindings, cluster, connections, consumers, definitions, exchanges,
-               groups, messages, queues, reassign, topics)
+               groups, messages, policies, queues, reassign, topics, vhosts)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, groups, alarms, cluster, reassign)
+            topics, groups, alarms, cluster, reassign, vhosts, policies)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}

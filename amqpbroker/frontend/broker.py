@@ -158,6 +158,9 @@ class Broker:
     def _policies_changed(self, vh: VirtualHost) -> None:
         for q in list(vh.queues.values()):
             q.apply_policy()
+        for ex in list(vh.exchanges.values()):
+            if ex.name and vh.choose_exchange_policy(ex):
+                self.changed(vh.exchange_op(ex))        # front-ends route by it too
 
     async def policies_applied(self, vhost: str) -> None:
         """Return once every host of the vhost's queues has applied what a policy change

@@ -63,6 +63,10 @@ class Exchange:
         self.durable = durable
         self.auto_delete = auto_delete
         self.internal = internal
+        # its policy's alternate exchange (policies.py; the supervisor's copy chooses it,
+        # a front-end's is told it with the exchange's ``ExchangeOp``)
+        self.policy = None                          # policies.Policy
+        self.policy_alternate: str | None = None
         self.arguments = dict(arguments or {})     # sets ``alternate`` too
         # (destination, routing_key, args_key) -> arguments
         self.bindings: dict[tuple, dict] = {}
@@ -77,8 +81,21 @@ class Exchange:
     @arguments.setter
     def arguments(self, value: dict) -> None:
         self._arguments = value
-        ae = value.get("alternate-exchange")
-        self.alternate: str | None = ae if isinstance(ae, str) else None
+        self._set_alternate()
+
+    def set_policy_alternate(self, name: str | None) -> bool:
+        """Its policy's alternate exchange; True when the one it routes by changed."""
+        before = self.alternate
+        self.policy_alternate = name
+        self._set_alternate()
+        return self.alternate != before
+
+    def _set_alternate(self) -> None:
+        """The argument's alternate exchange wins over the policy's (RabbitMQ)."""
+        ae = self._arguments.get("alternate-exchange")
+        if not isinstance(ae, str):
+            ae = self.policy_alternate
+        self.alternate: str | None = ae
 
     def validate_binding(self, arguments: dict | None, cid: int, mid: int) -> None:
         """A new binding's arguments, checked as the exchange type's ``validate_binding``

@@ -79,13 +79,15 @@ class MetadataCopy:
             return
         ex = vh.exchanges.get(op.name)
         if ex is None:
-            vh.exchanges[op.name] = make_exchange(op.type, op.name, op.durable,
-                                                  op.auto_delete, op.internal, op.arguments)
+            ex = vh.exchanges[op.name] = make_exchange(op.type, op.name, op.durable,
+                                                       op.auto_delete, op.internal,
+                                                       op.arguments)
         elif ex.type == op.type:
             grew = op.arguments.get("x-partitions") != ex.arguments.get("x-partitions")
             ex.arguments = dict(op.arguments)   # a topic grew (its x-partitions)
             if grew:
                 self.broker.topic_grew(vh, ex)
+        ex.set_policy_alternate(op.policy_alternate)    # its policy's, or none
 
     def on_exchange_deleted(self, op: c.ExchangeDeleted) -> None:
         vh = self.broker.vhosts.get(op.vhost)

@@ -12,6 +12,7 @@ import uuid
 
 from .. import contract as c
 from .. import errors
+from ..policies import choose
 from ..queue_args import with_default_type
 from .admission import limit_of
 from .exchange import TYPES, Exchange, _args_key, make_exchange
@@ -124,6 +125,7 @@ class VirtualHost:
             return existing
         ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
         self.exchanges[name] = ex
+        self.choose_exchange_policy(ex)
         self.broker.changed(self.exchange_op(ex))
         if durable and persist:
             self.broker.persist()
@@ -269,8 +271,17 @@ class VirtualHost:
         if ex is None:
             ex = make_exchange(type_, name, durable, auto_delete, internal, arguments)
             self.exchanges[name] = ex
+            self.choose_exchange_policy(ex)
             self.broker.changed(self.exchange_op(ex))
         return ex
+
+    def choose_exchange_policy(self, ex) -> bool:
+        """The exchange's policy (policies.py: only ``alternate-exchange`` acts on one);
+        True when the alternate exchange it routes by changed."""
+        policy = choose(self.policies.values(), ex.name, "exchange")
+        ex.policy = policy
+        return ex.set_policy_alternate(
+            policy.definition.get("alternate-exchange") if policy is not None else None)
 
     def restore_queue(self, name, *, durable, auto_delete, arguments) -> QueueRef:
         q = self.queues.get(name)
@@ -366,7 +377,7 @@ class VirtualHost:
         """The op that tells front-ends of an exchange (supervisor/metadata.py)."""
         return c.ExchangeOp(vhost=self.name, name=ex.name, type=ex.type, durable=ex.durable,
                             auto_delete=ex.auto_delete, internal=ex.internal,
-                            arguments=ex.arguments)
+                            arguments=ex.arguments, policy_alternate=ex.policy_alternate)
 
     def binding_op(self, op, ex, destination, key, arguments):
         """The op (``BindOp`` or ``UnbindOp``) for a binding made or removed."""

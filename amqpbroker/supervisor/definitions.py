@@ -191,7 +191,10 @@ class Definitions:
                              op.key, json.dumps(op.arguments, default=str, sort_keys=True)),
                             op.arguments)
         elif t is c.ExchangeOp:
-            if op.durable:
+            # not the predeclared amq.* ones (a policy's alternate exchange changes them):
+            # never stored, their change resolves to a deletion that would take their
+            # bindings at the next start
+            if op.durable and op.name and not op.name.startswith("amq."):
                 self._touch(("exchange", op.vhost, op.name))
         elif t is c.ExchangeDeleted:
             self._deleted(self._stored_exchanges, ["exchange-", op.vhost, op.name])

@@ -139,7 +139,7 @@ def snapshot(broker) -> list:
         if vh.limits:
             ops.append(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
         for ex in vh.exchanges.values():
-            if ex.name not in PREDECLARED_NAMES:
+            if ex.name not in PREDECLARED_NAMES or ex.policy_alternate is not None:
                 ops.append(vh.exchange_op(ex))
         for q in vh.queues.values():
             ops.append(queue_op(q))

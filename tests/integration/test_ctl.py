@@ -289,3 +289,35 @@ def test_exit_statuses_and_messages(broker):
            "AMQPBROKER_CTL_PASSWORD": "wrong"}
     assert ctl(None, "exchanges", "list", env=env, url="").returncode == 1
     assert "amq.topic" in ok(None, "exchanges", "list", "--password", "guest", env=env, url="")
+
+
+# ------------------------------------------------------------------ vhosts and policies
+def test_vhosts_with_a_default_queue_type_and_policies(broker):
+    out = ok(broker, "vhosts", "add", "ctl-vh", "--description", "orders",
+             "--default-queue-type", "quorum")
+    assert out == "vhost 'ctl-vh' added\n"
+    [vh] = [v for v in listed(broker, "vhosts", "list") if v["name"] == "ctl-vh"]
+    assert (vh["description"], vh["default_queue_type"]) == ("orders", "quorum")
+    params = pika.URLParameters(broker.url)
+    params.virtual_host = "ctl-vh"
+    conn = pika.BlockingConnection(params)          # the creator has every permission
+    ch = conn.channel()
+    ch.queue_declare("jobs", durable=True)
+    assert ok(broker, "policies", "set", "cap", "^jobs$", '{"max-length": 2}',
+              "--apply-to", "quorum_queues", "--priority", "3", "--vhost", "ctl-vh") == \
+        "policy 'cap' set in vhost 'ctl-vh'\n"
+    assert listed(broker, "policies", "list", "--vhost", "ctl-vh") == [
+        {"vhost": "ctl-vh", "name": "cap", "pattern": "^jobs$", "apply-to": "quorum_queues",
+         "definition": {"max-length": 2}, "priority": 3}]
+    for i in range(4):
+        ch.basic_publish("", "jobs", b"m%d" % i)
+    assert ch.queue_declare("jobs", passive=True).method.message_count == 2
+    conn.close()
+    bad = ctl(broker, "policies", "set", "p", "x", '{"nope": 1}', "--vhost", "ctl-vh")
+    assert bad.returncode == 1 and "are not recognised policy settings" in bad.stderr
+    assert ctl(broker, "policies", "set", "p", "x", "not json").returncode == 2
+    assert ok(broker, "policies", "clear", "cap", "--vhost", "ctl-vh") == \
+        "policy 'cap' cleared\n"
+    gone = ctl(broker, "policies", "clear", "cap", "--vhost", "ctl-vh")
+    assert gone.returncode == 1 and "policy 'cap' in vhost 'ctl-vh' not found" in gone.stderr
+    assert ok(broker, "vhosts", "delete", "ctl-vh") == "vhost 'ctl-vh' deleted\n"

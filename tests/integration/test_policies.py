@@ -129,3 +129,34 @@ def test_a_deleted_vhost_takes_its_policies(broker):
     assert broker.request("DELETE", "vhosts/tmp")[0] == 204
     assert broker.request("PUT", "vhosts/tmp", {})[0] == 201
     assert broker.api("policies/tmp") == []
+
+
+def test_an_alternate_exchange_by_policy_reaches_running_exchanges_and_restarts(broker):
+    """Set after the exchanges exist (applied before the answer: in the split layout the
+    front-ends route by it, told with the exchange), and kept across a restart, also on a
+    predeclared amq.* exchange, whose bindings stay."""
+    ch = channel(broker)
+    ch.exchange_declare("orders", "direct", durable=True)
+    ch.exchange_declare("unroutable", "fanout", durable=True)
+    ch.queue_declare("caught", durable=True)
+    ch.queue_declare("direct-q", durable=True)
+    ch.queue_bind("caught", "unroutable")
+    ch.queue_bind("direct-q", "amq.direct", "k")
+    assert put_policy(broker, "ae", {"pattern": "^(orders|amq\\.direct)$",
+                                     "apply-to": "exchanges",
+                                     "definition": {"alternate-exchange": "unroutable"}}) == 201
+    assert broker.api("exchanges/%2F/orders")["policy"] == "ae"
+    ch.confirm_delivery()
+    ch.basic_publish("orders", "nobody", b"a", pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("amq.direct", "nobody", b"b", pika.BasicProperties(delivery_mode=2))
+    assert count(ch, "caught") == 2
+    broker.stop()
+    broker.start()
+    ch = channel(broker)
+    ch.confirm_delivery()
+    ch.basic_publish("amq.direct", "k", b"c", pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("amq.direct", "nobody", b"d", pika.BasicProperties(delivery_mode=2))
+    assert (count(ch, "direct-q"), count(ch, "caught")) == (1, 3)
+    assert broker.request("DELETE", "policies/%2F/ae")[0] == 204
+    ch.basic_publish("orders", "nobody", b"e", pika.BasicProperties(delivery_mode=2))
+    assert count(ch, "caught") == 3

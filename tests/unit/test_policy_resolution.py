@@ -21,6 +21,8 @@ def test_choose_by_pattern_apply_to_priority_then_name():
     assert choose(ps, "orders", "quorum").name == "high"
     assert choose(ps, "orders", "stream").name == "streams"
     assert choose(ps, "billing", "classic") is None
+    assert choose(ps, "orders", "exchange").name == "x"      # apply-to exchanges
+    assert choose(ps[:2], "orders", "exchange").name == "a"  # apply-to all
 
 
 @pytest.mark.parametrize("qtype, arguments, definition, expected", [
@@ -55,8 +57,8 @@ def test_no_policy_leaves_the_arguments():
      "pattern should be regular expression but is invalid"),
     ({"pattern": ".", "definition": {"max-length": True}}, "true is not a valid maximum length"),
     ({"pattern": ".", "definition": {"ha-mode": "some"}}, '<<"some">> is not a valid ha-mode'),
-    ({"pattern": ".", "definition": {"alternate-exchange": "ae"}},
-     "alternate-exchange is not supported in a policy"),
+    ({"pattern": ".", "definition": {"alternate-exchange": 5}},
+     "5 is not a valid alternate exchange name"),
     ({"pattern": ".", "definition": {"max-length": 1}, "priority": 1.5},
      "priority should be a number, actually was 1.5"),
     ({"pattern": ".", "definition": "x"}, 'definition should be an object'),
