@@ -26,17 +26,9 @@ def vhost(mgmt, uniq):
 
 
 @pytest.fixture
-def vconnect(broker_url, vhost):
-    opened = []
-
-    def make():
-        c = pika.BlockingConnection(pika.URLParameters(url_with(broker_url, vhost=vhost)))
-        opened.append(c)
-        return c
-    yield make
-    for c in opened:
-        if c.is_open:
-            c.close()
+def vconnect(connect, broker_url, vhost):
+    """Connections to the test's vhost (closed at teardown by ``connect``)."""
+    return lambda: connect(url_with(broker_url, vhost=vhost))
 
 
 def queue(mgmt, vhost: str, name: str) -> dict:

@@ -19,11 +19,8 @@ from amqpbroker.testing import BrokerProcess
 
 @pytest.fixture
 def broker(tmp_path):
-    b = BrokerProcess(tmp_path / "data", management=True).start()
-    try:
+    with BrokerProcess(tmp_path / "data", management=True) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def put_vhost(b, name: str, body: dict):

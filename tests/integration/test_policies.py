@@ -16,11 +16,8 @@ STREAM = {"x-queue-type": "stream"}
 
 @pytest.fixture
 def broker(tmp_path):
-    b = BrokerProcess(tmp_path / "data", management=True).start()
-    try:
+    with BrokerProcess(tmp_path / "data", management=True) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def channel(b):
