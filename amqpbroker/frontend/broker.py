@@ -167,7 +167,8 @@ class Broker:
         sent it (a round trip behind it on each link), so a client told the change is done
         publishes under it."""
         vh = self.vhosts.get(vhost)
-        clients = {q.client for q in vh.queues.values()} if vh is not None else ()
+        clients = {client for q in vh.queues.values() for client, _ in q.local_hosts()} \
+            if vh is not None else ()
         for client in clients:
             try:
                 await asyncio.wait_for(client.request(c.Stats, qids=[]), POLICY_ROUND_TRIP)

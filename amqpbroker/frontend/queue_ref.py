@@ -117,12 +117,25 @@ class QueueRef:
         self.policy, self.effective = policy, effective
 
     def apply_policy(self) -> None:
-        """The vhost's policies changed: if this queue's arguments did, its host takes them
-        at once (``Queue.apply_arguments``)."""
+        """The vhost's policies changed: if this queue's arguments did, the hosts of this
+        node's copies take them at once (``Queue.apply_arguments``)."""
         before = self.effective
         self._choose_policy()
         if self.effective != before and not self.deleted:
-            self.client.send(c.SetArguments(qid=self.qid, arguments=self.effective))
+            for client, qid in self.local_hosts():
+                client.send(c.SetArguments(qid=qid, arguments=self.effective))
+
+    def local_hosts(self):
+        """(client, qid) of this node's copies: where it is served, unless that is another
+        node (its leader there is told by that node's own copy of the policies), and the
+        copy a cluster keeps open here while another node leads (a follower's replica: it
+        leads with the arguments of the time)."""
+        if not getattr(self.client, "remote", False):
+            yield self.client, self.qid
+        fw = self.vhost.broker.forwarder
+        copy = fw.local_copies.get(self) if fw is not None else None
+        if copy is not None and copy[0] is not self.client:
+            yield copy
 
     def _open_done(self, fut) -> None:
         if fut is not self.opened:

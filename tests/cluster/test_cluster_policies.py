@@ -1,0 +1,52 @@
+"""Policies in a cluster (README "Policies"): etcd carries them to every node; each node
+applies them to the copies of a queue it holds — where it leads, and the follower's
+replica it keeps open — so a follower that becomes the leader enforces a policy set while
+it followed. (The other nodes do not tell a leader elsewhere: its own node does.)
+Three real nodes, a real etcd, pika."""
+from amqpbroker.testing.cluster_clients import (connect, declare_quorum, publish_until_confirmed,
+                                                 queue_on)
+
+DEADLINE = 60.0
+
+
+def call(node, method, path, body=None):
+    return node.request(method, path, body)[0]
+
+
+def count(node, queue: str) -> int:
+    conn = connect(node)
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def test_a_follower_that_takes_over_leads_under_the_policy_set_while_it_followed(cluster):
+    takes_over(cluster)
+
+
+def test_in_every_layout_a_follower_that_takes_over_leads_under_the_policy(layout_cluster):
+    """The mixed cluster: the replicas live in worker processes on n2 and n3, whose
+    supervisors tell them the policy's arguments."""
+    takes_over(layout_cluster)
+
+
+def takes_over(cluster) -> None:
+    leader = declare_quorum(cluster, "capped")
+    follower = next(n for n in cluster.nodes if n is not leader)
+    assert call(follower, "PUT", "policies/%2F/cap",
+                {"pattern": "^capped$", "definition": {"max-length": 3}}) == 201
+    for node in cluster.nodes:
+        cluster.wait_until(lambda: queue_on(node, "capped").get("policy") == "cap")
+    publish_until_confirmed(follower, "capped", [b"m%d" % i for i in range(5)])
+    assert count(follower, "capped") == 3
+    leader.kill()
+    cluster.wait_until(lambda: queue_on(follower, "capped").get("leader") not in
+                       (None, f"amqpbroker@{leader.node}"), timeout=DEADLINE)
+    publish_until_confirmed(follower, "capped", [b"n%d" % i for i in range(5)])
+    assert count(follower, "capped") == 3           # the new leader drops from the head
+    conn = connect(follower)
+    ch = conn.channel()
+    got = [ch.basic_get("capped", auto_ack=True)[2] for _ in range(3)]
+    conn.close()
+    assert got == [b"n2", b"n3", b"n4"]
