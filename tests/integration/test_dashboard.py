@@ -220,6 +220,28 @@ def test_a_queue_shows_the_depth_a_pika_publisher_left(browser, broker):
         ch.queue_delete(name)
 
 
+def test_a_queue_shows_its_policy(browser, broker):
+    name = f"dash-policy-{uuid.uuid4().hex[:8]}"
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.queue_declare(name)
+        status = mgmt(broker).request("PUT", f"/api/policies/%2F/{name}", "guest", "guest",
+                                      body={"pattern": f"^{name}$",
+                                            "definition": {"max-length": 7}})[0]
+        assert status == 201
+        try:
+            login(browser, broker)
+            go(browser, "#/queues")
+            wait_text(browser, f"#queues tr[data-name='{name}'] .col-policy", f"^{name}$")
+            go(browser, f"#/queues/{q('/')}/{name}")
+            wait_text(browser, "#queue-details .props", r'"max-length":7')
+            assert_no_console_errors(browser, broker, absent={
+                f"/api/queues/%2F/{name}/bindings": ("GET",)})
+        finally:
+            mgmt(broker).request("DELETE", f"/api/policies/%2F/{name}", "guest", "guest")
+            ch.queue_delete(name)
+
+
 def test_the_publish_form_delivers_to_a_pika_consumer_and_get_shows_it(browser, broker):
     name = f"dash-publish-{uuid.uuid4().hex[:8]}"
     with amqp(broker) as conn:

@@ -15,6 +15,7 @@ const COLUMNS = [
   { title: "Unacked", value: (q) => q.messages_unacknowledged, num: true, key: "messages_unacknowledged" },
   { title: "Total", value: (q) => q.messages, num: true, key: "messages" },
   { title: "Consumers", value: (q) => q.consumers, num: true, key: "consumers" },
+  { title: "Policy", value: (q) => q.policy || "", key: "policy" },
   { title: "Incoming", value: (q) => fmtRate(rate(q.message_stats, "publish")), num: true },
   { title: "Deliver / get", value: (q) => fmtRate(rate(q.message_stats, "deliver_get")), num: true },
   { title: "Ack", value: (q) => fmtRate(rate(q.message_stats, "ack")), num: true },
@@ -83,7 +84,8 @@ export function mountOne(root, [vhost, name]) {
       el("div", { class: "value" }, v ?? "–"), el("div", { class: "label" }, label)))),
     el("div", { class: "card" }, props({ type: q.type, durable: fmtBool(q.durable),
       auto_delete: fmtBool(q.auto_delete), exclusive: fmtBool(q.exclusive), node: q.node,
-      worker: q.worker, arguments: q.arguments })));
+      worker: q.worker, arguments: q.arguments, policy: q.policy || "–",
+      effective_policy_definition: q.effective_policy_definition })));
     depth.add({ ready: q.messages_ready, unacked: q.messages_unacknowledged });
     depthChart.draw(depth);
     if (q.message_stats) {
