@@ -199,6 +199,15 @@ def make_policy(vhost: str, name: str, body: dict) -> Policy:
     return Policy(vhost, name, pattern, dict(definition), priority, apply_to, regex)
 
 
+def warn_without_effect(policy: Policy, log) -> None:
+    """One warning line naming the keys of ``policy`` that change nothing here."""
+    idle = policy.without_effect()
+    if idle:
+        log.warning("policy '%s' in vhost '%s': %s change(s) nothing on this broker (classic "
+                    "queues are not mirrored, and page by segments; replicas are placed by "
+                    "load): see README, Policies", policy.name, policy.vhost, ", ".join(idle))
+
+
 def choose(policies, name: str, kind: str) -> Policy | None:
     """The policy of a queue (``kind`` its type) or an exchange (``kind`` "exchange"): the
     highest priority that applies, the first name of equals."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from ..policies import PolicyInvalid, make_policy
+from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from . import access
 from .api import ApiError, Route, bad_request, created, no_content, not_found
 from .validation import anything
@@ -64,11 +64,7 @@ async def put_policy(call):
         policy = make_policy(vh.name, name, body)
     except PolicyInvalid as exc:
         raise bad_request(f"Validation failed\n\n{exc}\n") from None
-    idle = policy.without_effect()
-    if idle:
-        log.warning("policy '%s' in vhost '%s': %s change(s) nothing on this broker (classic "
-                    "queues are not mirrored, and page by segments; replicas are placed by "
-                    "load): see README, Policies", name, vh.name, ", ".join(idle))
+    warn_without_effect(policy, log)
     b = call.broker
     made = b.set_policy(policy)
     await b.definitions.durable()

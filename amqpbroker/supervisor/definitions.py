@@ -34,7 +34,7 @@ from crc32c import crc32c
 
 from .. import contract as c
 from ..frontend.exchange import _args_key
-from ..policies import PolicyInvalid, make_policy
+from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
 from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState
 
@@ -464,7 +464,10 @@ class Definitions:
                 if p["vhost"] not in b.vhosts:
                     continue
                 try:
-                    b.set_policy(make_policy(p["vhost"], p["name"], p))
+                    policy = make_policy(p["vhost"], p["name"], p)
+                    if not recovering:
+                        warn_without_effect(policy, log)   # e.g. RabbitMQ 3.x's ha-mode
+                    b.set_policy(policy)
                 except PolicyInvalid as exc:      # an import was checked whole: a stored one
                     log.error("policy '%s' in vhost '%s' not restored: %s", p["name"],
                               p["vhost"], exc)

@@ -157,3 +157,28 @@ def test_an_alternate_exchange_by_policy_reaches_running_exchanges_and_restarts(
     assert broker.request("DELETE", "policies/%2F/ae")[0] == 204
     ch.basic_publish("orders", "nobody", b"e", pika.BasicProperties(delivery_mode=2))
     assert count(ch, "caught") == 3
+
+
+def test_a_rabbitmq_3_10_export_with_mirroring_policies_imports_whole(broker):
+    """The policies of a RabbitMQ 3.10.8 export (its shape, as `GET /api/definitions` wrote
+    it there): imported as they are, the keys without effect here said once each."""
+    policies = [
+        {"vhost": "/", "name": "ae", "pattern": "^events$", "apply-to": "exchanges",
+         "definition": {"alternate-exchange": "unroutable"}, "priority": 0},
+        {"vhost": "/", "name": "dlx", "pattern": "^orders\\.", "apply-to": "queues",
+         "definition": {"dead-letter-exchange": "dlx", "max-length": 1000,
+                        "message-ttl": 60000, "overflow": "reject-publish"}, "priority": 5},
+        {"vhost": "/", "name": "ha-all", "pattern": ".*", "apply-to": "queues",
+         "definition": {"ha-mode": "all", "ha-sync-mode": "automatic"}, "priority": 0}]
+    doc = {"rabbit_version": "3.10.8", "rabbitmq_version": "3.10.8", "product_name": "RabbitMQ",
+           "users": [], "vhosts": [{"name": "/"}], "permissions": [], "parameters": [],
+           "global_parameters": [], "policies": policies, "queues": [], "exchanges": [],
+           "bindings": []}
+    assert broker.request("POST", "definitions", doc)[0] == 204
+    assert sorted(broker.api("policies/%2F"), key=lambda p: p["name"]) == policies
+    leaks.wait_until(lambda: any("policy 'ha-all' in vhost '/': ha-mode, ha-sync-mode "
+                                 "change(s) nothing" in line for line in broker.output),
+                     what="the warning")
+    ch = channel(broker)
+    ch.queue_declare("orders.eu", durable=True)
+    assert broker.api("queues/%2F/orders.eu")["policy"] == "dlx"     # priority 5 over 0
