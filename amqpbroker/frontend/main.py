@@ -29,6 +29,7 @@ from .. import child
 from .. import contract as c
 from ..links import ring
 from ..links.control import ControlChannel
+from ..supervisor.heap import HeapTrimmer
 
 log = logging.getLogger("amqpbroker.frontend")
 
@@ -41,6 +42,9 @@ class Frontend:
         self.index = spec["index"]
         self.spec = spec
         self.broker = broker = Broker(child.config_of(spec), loop)
+        # its freed pages back to the system, every interval and while the memory alarm is
+        # on (a front-end holds the bodies clients send); no collection (supervisor/heap.py)
+        self.trimmer = HeapTrimmer(loop, broker.config.heap_trim_interval, collect=False)
         broker.partitions = [PartitionClient.of(broker, i) for i in range(spec["workers"])]
         broker.alarms.logs = False      # a mirror of the supervisor's, which logs them once
         self.copy = MetadataCopy(broker)
@@ -144,15 +148,19 @@ class Frontend:
             self.broker.alarms.clear(m.name)
         else:
             self.broker.alarms.set(m.name, m.detail)
+        if m.name == "memory":
+            self.trimmer.memory_alarm(m.detail is not None)     # supervisor/heap.py
 
 
 async def serve(spec: dict) -> None:
     loop = asyncio.get_running_loop()
     fe = Frontend(spec, loop)
     await fe.control.start()
+    fe.trimmer.start()
     loop.add_signal_handler(signal.SIGTERM, fe.stop.set)
     await fe.stop.wait()
     log.info("front-end %d stopping", fe.index)
+    fe.trimmer.stop()
     await fe.server.stop()
     if fe.broker.forwarder is not None:
         await fe.broker.forwarder.close()

@@ -76,6 +76,7 @@ class HeapTrimmer:
         self.collected = 0              # unreachable objects its collections found
         self.seconds = 0.0              # time spent collecting and trimming
         self._timer = None
+        self._alarm_timer = None        # trims while the memory alarm is on (a child's)
 
     def start(self) -> "HeapTrimmer":
         if self.interval > 0:
@@ -83,9 +84,10 @@ class HeapTrimmer:
         return self
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for t in (self._timer, self._alarm_timer):
+            if t is not None:
+                t.cancel()
+        self._timer = self._alarm_timer = None
 
     def trim_now(self) -> bool:
         """Collect (if ``collect``) and ``malloc_trim(0)`` once; True if glibc released
@@ -102,3 +104,26 @@ class HeapTrimmer:
     def _tick(self) -> None:
         self._timer = self.loop.call_later(self.interval, self._tick)
         self.trim_now()
+
+    # A child process (front-end, worker) of a split layout holds what a client sends or a
+    # queue caches, and frees it there: a blocked publisher that goes with half a body read
+    # frees it in its front-end, which glibc keeps until a trim. The supervisor counts the
+    # node's memory and trims its own heap before it sets or holds the memory alarm
+    # (frontend/alarms.py); a child told of the alarm trims its own, now and then after
+    # 1, 2, 4 ... 32 s while it stays, or the freed body kept the alarm on (and every
+    # publisher of the node blocked) until the child's next periodic trim — one CI run of
+    # test_memory_backpressure's split pass.
+    ALARM_FIRST_WAIT = 1.0
+    ALARM_MAX_WAIT = 32.0
+
+    def memory_alarm(self, on: bool) -> None:
+        if self._alarm_timer is not None:
+            self._alarm_timer.cancel()
+            self._alarm_timer = None
+        if on:
+            self._alarm_trim(self.ALARM_FIRST_WAIT)
+
+    def _alarm_trim(self, wait: float) -> None:
+        self.trim_now()
+        self._alarm_timer = self.loop.call_later(
+            wait, self._alarm_trim, min(wait * 2, self.ALARM_MAX_WAIT))
