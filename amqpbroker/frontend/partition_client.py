@@ -59,6 +59,8 @@ def _ignore(client, action) -> None:
 
 
 class PartitionClient:
+    remote = False              # a client of this node's hosts (cluster/forward.py's: another's)
+
     def __init__(self, index: int, loop, apply=_ignore):
         """``apply(client, action)`` carries out the client's actions (the front-end's
         ``functools.partial(actions.apply, broker)``)."""

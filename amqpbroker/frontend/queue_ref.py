@@ -130,7 +130,7 @@ class QueueRef:
         node (its leader there is told by that node's own copy of the policies), and the
         copy a cluster keeps open here while another node leads (a follower's replica: it
         leads with the arguments of the time)."""
-        if not getattr(self.client, "remote", False):
+        if not self.client.remote:
             yield self.client, self.qid
         fw = self.vhost.broker.forwarder
         copy = fw.local_copies.get(self) if fw is not None else None

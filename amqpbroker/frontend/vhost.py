@@ -217,13 +217,13 @@ class VirtualHost:
             existing.refuse_if_down(50, 10)
             if exclusive:
                 durable = existing.durable
-            if self.default_queue_type is not None and "x-queue-type" not in arguments:
+            current = existing.arguments.get("x-queue-type")
+            if self.default_queue_type is not None and "x-queue-type" not in arguments \
+                    and current is not None:
                 # the vhost's default types new queues only: a redeclare without a type
                 # matches the queue's (one made before the default was set, one left
                 # classic by its flags), as RabbitMQ 3.13 (3.10 refused it with 406)
-                arguments["x-queue-type"] = existing.arguments.get("x-queue-type")
-                if arguments["x-queue-type"] is None:
-                    del arguments["x-queue-type"]
+                arguments["x-queue-type"] = current
             diff = existing.equivalent(durable, exclusive, auto_delete, arguments)
             if diff is not None:
                 if diff in ("durable", "exclusive", "auto_delete"):
@@ -367,6 +367,13 @@ class VirtualHost:
                 raise errors.NotFound(f"no {self._q(name)}", cid, mid)
             return q
         return self.get_exchange(name, cid, mid)
+
+    def metadata(self) -> dict:
+        """Its settings as RabbitMQ shows them under ``metadata`` (the API, definitions)."""
+        out = {"description": self.description, "tags": self.tags}
+        if self.default_queue_type is not None:
+            out["default_queue_type"] = self.default_queue_type
+        return out
 
     def op(self) -> c.VhostOp:
         """The op that tells front-ends (and etcd's copy) of this vhost's settings."""

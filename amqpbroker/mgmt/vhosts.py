@@ -10,13 +10,10 @@ from .validation import VHOST
 async def _vhost_json(broker, vh) -> dict:
     stats = (await broker.queue_stats(list(vh.queues.values()))).values()
     ready, unacked = sum(s[0] for s in stats), sum(s[2] for s in stats)
-    meta = {"description": vh.description, "tags": vh.tags}
-    if vh.default_queue_type is not None:
-        meta["default_queue_type"] = vh.default_queue_type
     return {"name": vh.name, "description": vh.description, "tags": vh.tags,
             # RabbitMQ 3.10's "undefined" when the vhost has none
             "default_queue_type": vh.default_queue_type or "undefined",
-            "metadata": meta, "tracing": False,
+            "metadata": vh.metadata(), "tracing": False,
             "cluster_state": {NODE: "running"}, "messages": ready + unacked,
             "messages_ready": ready, "messages_unacknowledged": unacked}
 

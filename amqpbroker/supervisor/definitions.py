@@ -87,10 +87,9 @@ def user_items(users) -> tuple[list, list]:
 
 def vhost_item(vh) -> dict:
     out = {"name": vh.name, "description": vh.description, "tags": vh.tags,
-           "metadata": {"description": vh.description, "tags": vh.tags}, "limits": vh.limits}
-    if vh.default_queue_type is not None:       # RabbitMQ 3.11+'s export
-        out["default_queue_type"] = out["metadata"]["default_queue_type"] = \
-            vh.default_queue_type
+           "metadata": vh.metadata(), "limits": vh.limits}
+    if vh.default_queue_type is not None:       # RabbitMQ 3.11+'s export: beside too
+        out["default_queue_type"] = vh.default_queue_type
     return out
 
 

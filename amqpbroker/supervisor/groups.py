@@ -136,7 +136,7 @@ class Groups:
         ``RemoteClient`` of partition 0's leader, or None when it is this node (always on
         one node)."""
         client = refs[0].client if refs else None
-        return client if getattr(client, "remote", False) else None
+        return client if client is not None and client.remote else None
 
     def _join_message(self, key, member: str):
         instance_id, connection = self.here[key][member]
