@@ -519,7 +519,7 @@ FrontendCounters = message(39, "frontend_counters", request=True)
 TO_FRONTEND = (Snapshot, ApplyOp, ApplyOps, LinkWorker, HostLost, Serve, Shutdown, Connections,
                CloseConnection, Sync, ReplyTo, Alarm, FrontendCounters, Leaders,
                LeadersChanged)
-TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaDescribe)
+TO_WORKER = (LinkFrontend, UnlinkFrontend, ReplicaDescribe, Alarm)
 FROM_WORKER = (IsrChange,)
 
 # =================================================================== counts

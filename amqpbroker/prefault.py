@@ -54,6 +54,13 @@ stops growing after the first seconds, while the thread's polls (then every ``PO
 second in every process that ran it (bench/RING_RESULTS.md, issue 8); such a process sets
 glibc's parameters only (``start(thread=False)``).
 
+While the node's memory alarm is on, the thread populates nothing (``hold``): publishers are
+blocked, so the heap is not growing with bodies, and the heap trimmer gives free pages back
+every few seconds (supervisor/heap.py) -- each trim lowers the break, the next allocation
+raises it again, two of those within ``BURST`` looked like a growing heap, and the thread
+populated a fresh 16 MiB pad in every worker, which the alarm counts: it stayed on with the
+queues empty (tests/integration/test_memory_backpressure.py, a purged queue).
+
 Not glibc (musl, macOS), no ``MADV_POPULATE_WRITE`` (Linux before 5.14), or a main heap that
 ``brk`` cannot grow (glibc then maps it): nothing is changed, or the thread stops at its first
 failure; the loop takes its faults itself, as it did without this.
@@ -104,6 +111,16 @@ def _name_thread(name: bytes) -> None:
         pass
 
 
+_running: "HeapPrefaulter | None" = None       # this process's thread, if it runs one
+
+
+def hold(on: bool) -> None:
+    """The node's memory alarm went on (True) or off: this process's thread, if any, stops
+    or resumes populating (module docstring)."""
+    if _running is not None:
+        _running.held = on
+
+
 class HeapPrefaulter:
     """The thread that populates the main heap's growth (see the module's docstring)."""
 
@@ -114,6 +131,7 @@ class HeapPrefaulter:
         self.covered = 0            # the heap's pages below this address are mapped
         self.looks = 0              # looks at the break so far
         self.growths = 0            # of those, how many found it moved up
+        self.held = False           # the memory alarm is on: populate nothing (``hold``)
         self._stop = threading.Event()
         self._thread = None
         self._fns = _libc()
@@ -129,11 +147,16 @@ class HeapPrefaulter:
             return self
         if not thread:
             return self
+        global _running
         self._thread = threading.Thread(target=self._run, name="heap-prefault", daemon=True)
         self._thread.start()
+        _running = self
         return self
 
     def stop(self) -> None:
+        global _running
+        if _running is self:
+            _running = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -160,8 +183,8 @@ class HeapPrefaulter:
             if now - grew < FAST or brk - done > 2 * self.top_pad:
                 wait = POLL_MIN           # growing: a second growth soon, or several pads
             burst, grew = now - grew < BURST, now
-            if not burst:                 # one growth: the loop faults this pad itself
-                done = brk
+            if not burst or self.held:    # one growth, or the memory alarm: the loop
+                done = brk                # faults this pad itself
                 continue
             if madvise(done, brk - done, MADV_POPULATE_WRITE) != 0:
                 err = ctypes.get_errno()

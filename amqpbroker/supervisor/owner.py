@@ -26,7 +26,7 @@ import os
 import shutil
 import uuid
 
-from .. import contract as c
+from .. import contract as c, prefault
 from ..frontend.admission import Admission
 from ..frontend.broker import Broker, worker_of
 from ..frontend.session import connection_name, session_json
@@ -191,8 +191,13 @@ class MetadataOwner(Broker):
                     fe.notify(c.ApplyOps(ops=ops))
 
     def alarm_changed(self, name: str, detail) -> None:
+        if name == "memory":               # its heap prefaulter's, where it holds queues
+            prefault.hold(detail is not None)
         for fe in self.frontends:          # the node's alarms hold in every process
             fe.notify(c.Alarm(name=name, detail=detail))
+        for w in self.workers:             # a worker trims its heap while memory's is on
+            if w.control is not None and not w.control.closed:
+                w.control.notify(c.Alarm(name=name, detail=detail))
 
     def child_pids(self) -> list[int]:
         return [c.pid for c in (*self.workers, *self.frontends) if c.pid]

@@ -24,7 +24,7 @@ _NOTICES = {c.WorkerReady, c.WorkerClosed}      # on a worker's link to the supe
 class WorkerProcess(ChildProcess):
     kind = "worker"
 
-    def __init__(self, config, index: int, client, workers: int, groups=None):
+    def __init__(self, config, index: int, client, workers: int, groups=None, alarms=None):
         super().__init__(index)
         self.config = config
         self.watchdog_timeout = config.watchdog_timeout
@@ -40,6 +40,7 @@ class WorkerProcess(ChildProcess):
         self.back_listeners: list = []       # called once a restarted worker has its queues
         #                                      (the cluster's forwarded queues' local copies)
         self.handlers: dict = {}             # what the worker sends on its control channel
+        self.alarms = alarms                 # the node's (frontend/alarms.py): told at start
 
     async def start(self) -> None:
         mine, theirs = ring.make_link()
@@ -67,6 +68,8 @@ class WorkerProcess(ChildProcess):
             fdp_child.close()
         self.control = control.ControlChannel(ctl, fdp, self.handlers)   # IsrChange only
         await self.control.start()
+        for name, detail in (self.alarms.active.items() if self.alarms is not None else ()):
+            self.control.notify(c.Alarm(name=name, detail=detail))     # its heap trimmer
         # a Dlvs is framed where it lies in the ring (its handler keeps no event)
         self.endpoint = ring.attach(mine, self._on_batch, yield_after=c.Reply, lend_runs=True)
         await self.wait_ready()
@@ -136,7 +139,8 @@ async def start_workers(broker, count: int) -> list[WorkerProcess]:
     """Start ``count`` workers and give the broker their partition clients."""
     from ..frontend.partition_client import PartitionClient
     workers = [WorkerProcess(broker.config, i, PartitionClient.of(broker, i), count,
-                             getattr(broker, "groups", None)) for i in range(count)]
+                             getattr(broker, "groups", None), broker.alarms)
+               for i in range(count)]
     for worker in workers:      # deliveries written in the wake-up that brought them
         worker.on_events = functools.partial(broker.handle_events, worker.client)
     await start_all(workers)

@@ -14,11 +14,12 @@ import logging
 import signal
 import socket
 
-from .. import child
+from .. import child, prefault
 from .. import contract as c
 from .host import PartitionHost
 from ..links import ring
 from ..links.control import ControlChannel
+from ..supervisor.heap import HeapTrimmer
 
 log = logging.getLogger("amqpbroker.worker")
 
@@ -26,6 +27,10 @@ log = logging.getLogger("amqpbroker.worker")
 async def serve(spec: dict) -> None:
     loop = asyncio.get_running_loop()
     host = PartitionHost(child.config_of(spec), loop)
+    # its freed pages back to the system, every interval and while the node's memory alarm
+    # is on (a worker frees the bodies its queues cached and delivered); no collection: it
+    # holds the queues (supervisor/heap.py)
+    trimmer = HeapTrimmer(loop, host.config.heap_trim_interval, collect=False)
     stop = asyncio.Event()
     endpoints: dict = {}
 
@@ -54,6 +59,12 @@ async def serve(spec: dict) -> None:
             return replicas.on_replica_describe(m) if replicas is not None else None
 
         @staticmethod
+        def on_alarm(m: c.Alarm):
+            if m.name == "memory":
+                trimmer.memory_alarm(m.detail is not None)
+                prefault.hold(m.detail is not None)
+
+        @staticmethod
         def on_link_frontend(m: c.LinkFrontend):
             attach(m.name, control.recv_fds(6))
 
@@ -76,7 +87,9 @@ async def serve(spec: dict) -> None:
     supervisor = attach("supervisor", fds["link"], on_close=stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     supervisor.send(c.WorkerReady())
+    trimmer.start()
     await stop.wait()
+    trimmer.stop()
     if replicas is not None:
         replicas.stop_all()
     host.close()
