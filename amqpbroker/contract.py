@@ -599,11 +599,13 @@ UnbindOp = message(88, "unbind_op", ("vhost", "str"), ("source", "str"), ("dest_
 # a vhost's limits (``{"max-connections": 10}``) replaced whole
 VhostLimitsOp = message(89, "vhost_limits_op", ("name", "str"), ("limits", "any"))
 
-# a vhost's policy set or changed (``item``: policies.Policy.item()), or deleted: for the
-# definitions and a cluster's etcd; front-ends' copies have no use for them (the supervisor
-# gives each queue its arguments)
-PolicyOp = message(68, "policy_op", ("vhost", "str"), ("name", "str"), ("item", "any"))
-PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"))
+# a vhost's policy set or changed (``item``: policies.Policy.item()), or deleted, a policy or
+# (``operator``) an operator policy: for the definitions and a cluster's etcd; front-ends'
+# copies have no use for them (the supervisor gives each queue its arguments)
+PolicyOp = message(68, "policy_op", ("vhost", "str"), ("name", "str"), ("item", "any"),
+                   ("operator", "bool"))
+PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"),
+                        ("operator", "bool"))
 
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
                 QueueDeleted, BindOp, UnbindOp, VhostLimitsOp, PolicyOp, PolicyDeleted)

@@ -8,8 +8,19 @@ A policy belongs to a vhost: a regular expression ``pattern`` searched in queue 
 or one queue type: ``classic_queues``, ``quorum_queues``, ``streams``), a ``priority`` and a
 ``definition`` of keys (``message-ttl``, ``max-length``, ``dead-letter-exchange``, ...). A queue
 gets at most one policy: of those whose pattern and apply-to match it, the highest priority;
-between equal priorities the first name in order (RabbitMQ 3.10 keeps policies sorted by name
-and takes the first of the highest priority: checked against it). Policies do not merge.
+between equal priorities the first name in order (RabbitMQ leaves that choice undefined --
+its documentation says so, and against 3.10.8 it varies with the names -- so ours is the one
+stable rule). Policies do not merge.
+A policy applies to a queue only if its type has every key of the definition
+(``NOT_FOR``): RabbitMQ 3.10 skips a policy with a ``delivery-limit`` for classic queues, or a
+``max-length`` for streams, whole, and the next one that applies is chosen (measured against
+it, key by key and type by type).
+
+Operator policies (``/api/operator-policies``, administrators only) are chosen the same way,
+separately, from their own set, and take only numeric limits (``OPERATOR_KEYS``); a queue's
+operator policy is merged into its policy before the queue's arguments are resolved: a key
+both set takes the lower value, a key only the operator policy sets is added (``merged``).
+So an operator caps what users' policies and queues ask for, and cannot raise it.
 
 A queue's effective settings are its own ``x-`` arguments combined with its policy's keys
 (``effective_arguments``), as RabbitMQ 3.10 resolves them per queue type (``RESOLVE``): where
@@ -33,6 +44,7 @@ is the one key that acts on them, the exchange's own argument winning over it
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -40,6 +52,10 @@ from .erlang import erlang_term
 from .queue_args import parse_max_age
 
 APPLY_TO = ("queues", "exchanges", "all", "classic_queues", "quorum_queues", "streams")
+OPERATOR_APPLY_TO = ("queues", "exchanges", "all")
+# what an operator policy may set (RabbitMQ 3.10's rabbit_policies: operator_policy_validator)
+OPERATOR_KEYS = ("expires", "message-ttl", "max-length", "max-length-bytes", "delivery-limit",
+                 "max-in-memory-length", "max-in-memory-bytes")
 
 
 class PolicyInvalid(ValueError):
@@ -129,6 +145,20 @@ RESOLVE = {
                "dead-letter-strategy": "arg"},
     "stream": {"max-length-bytes": "min", "max-age": "min"},
 }
+# Per queue type, the keys that keep a policy off its queues altogether (RabbitMQ 3.10's
+# is_policy_applicable, measured one key per policy against 3.10.8)
+_HA = ("ha-mode", "ha-params", "ha-sync-mode", "ha-sync-batch-size", "ha-promote-on-shutdown",
+       "ha-promote-on-failure")
+NOT_FOR = {
+    "classic": frozenset(("delivery-limit", "dead-letter-strategy", "max-age",
+                          "stream-max-segment-size-bytes", "queue-leader-locator")),
+    "quorum": frozenset(("max-age", "stream-max-segment-size-bytes", "queue-mode",
+                         "queue-master-locator", *_HA)),
+    "stream": frozenset(("message-ttl", "expires", "max-length", "overflow",
+                         "dead-letter-exchange", "dead-letter-routing-key", "delivery-limit",
+                         "dead-letter-strategy", "queue-mode", "max-in-memory-length",
+                         "max-in-memory-bytes", "queue-master-locator", *_HA)),
+}
 # quorum queues take these overflow modes only (queue_args.check_quorum_args)
 QUORUM_OVERFLOW = ("drop-head", "reject-publish")
 
@@ -142,6 +172,7 @@ class Policy:
     priority: int = 0
     apply_to: str = "all"
     regex: re.Pattern = field(compare=False, repr=False, default=None)
+    operator: bool = False          # an operator policy (module doc)
 
     def item(self) -> dict:
         """As the management API and the definitions show it."""
@@ -154,7 +185,9 @@ class Policy:
         fits = {"all": True, "exchanges": kind == "exchange", "queues": kind != "exchange",
                 "classic_queues": kind == "classic", "quorum_queues": kind == "quorum",
                 "streams": kind == "stream"}[self.apply_to]
-        return fits and self.regex.search(name) is not None
+        refused = NOT_FOR.get(kind, ())
+        return fits and not any(k in refused for k in self.definition) \
+            and self.regex.search(name) is not None
 
     def without_effect(self) -> list[str]:
         """The keys of its definition that change nothing here (module doc)."""
@@ -162,9 +195,10 @@ class Policy:
                 if KEYS[k][1] is None and k != "alternate-exchange"]
 
 
-def make_policy(vhost: str, name: str, body: dict) -> Policy:
-    """A policy from a ``PUT /api/policies/{vhost}/{name}`` body or a definitions entry,
-    checked as RabbitMQ checks it; ``PolicyInvalid`` with its reason otherwise."""
+def make_policy(vhost: str, name: str, body: dict, operator: bool = False) -> Policy:
+    """A policy from a ``PUT /api/policies/{vhost}/{name}`` body or a definitions entry
+    (``operator``: ``/api/operator-policies``), checked as RabbitMQ checks it;
+    ``PolicyInvalid`` with its reason otherwise."""
     pattern = body.get("pattern")
     if not isinstance(pattern, str):
         raise PolicyInvalid(f"pattern should be a binary but was {_term(pattern)}")
@@ -174,6 +208,10 @@ def make_policy(vhost: str, name: str, body: dict) -> Policy:
         raise PolicyInvalid(
             f"pattern should be regular expression but is invalid: {exc.msg}") from None
     apply_to = body.get("apply-to", "all")
+    if operator and apply_to not in OPERATOR_APPLY_TO:
+        shown = apply_to if isinstance(apply_to, str) else json.dumps(apply_to)
+        raise PolicyInvalid(f"apply-to '{shown}' unrecognised; should be 'queues', "
+                            f"'exchanges' or 'all'")
     if apply_to not in APPLY_TO:
         raise PolicyInvalid(f"apply-to {_term(apply_to)} unrecognised; should be one of "
                             f"{', '.join(APPLY_TO)}")
@@ -188,7 +226,8 @@ def make_policy(vhost: str, name: str, body: dict) -> Policy:
                             f"{_term(definition)}")
     if not definition:
         raise PolicyInvalid("no policy provided")
-    unknown = [(k, v) for k, v in definition.items() if k not in KEYS]
+    unknown = [(k, v) for k, v in definition.items()
+               if k not in (OPERATOR_KEYS if operator else KEYS)]
     if unknown:
         terms = ",".join(f"{{{_term(k)},{_term(v)}}}" for k, v in unknown)
         raise PolicyInvalid(f"[{terms}] are not recognised policy settings")
@@ -196,7 +235,7 @@ def make_policy(vhost: str, name: str, body: dict) -> Policy:
         reason = KEYS[key][0](value)
         if reason is not None:
             raise PolicyInvalid(reason)
-    return Policy(vhost, name, pattern, dict(definition), priority, apply_to, regex)
+    return Policy(vhost, name, pattern, dict(definition), priority, apply_to, regex, operator)
 
 
 def warn_without_effect(policy: Policy, log) -> None:
@@ -220,13 +259,25 @@ def choose(policies, name: str, kind: str) -> Policy | None:
     return best
 
 
-def effective_arguments(policy: Policy | None, arguments: dict, queue_type: str) -> dict:
-    """The queue's ``x-`` arguments with its policy's keys resolved in (``RESOLVE``)."""
-    if policy is None:
+def merged(policy: Policy | None, operator: Policy | None) -> dict:
+    """A queue's effective policy definition: its policy's, with its operator policy's keys
+    merged in, the lower value where both set one (RabbitMQ's ``effective_policy_definition``;
+    every operator key is a number)."""
+    out = dict(policy.definition) if policy is not None else {}
+    if operator is not None:
+        for key, value in operator.definition.items():
+            out[key] = min(out[key], value) if isinstance(out.get(key), int) else value
+    return out
+
+
+def effective_arguments(definition: dict, arguments: dict, queue_type: str) -> dict:
+    """The queue's ``x-`` arguments with its effective policy definition (``merged``)
+    resolved in (``RESOLVE``)."""
+    if not definition:
         return arguments
     out = dict(arguments)
     rules = RESOLVE.get(queue_type, {})
-    for key, value in policy.definition.items():
+    for key, value in definition.items():
         rule, arg = rules.get(key), KEYS[key][1]
         if rule is None:
             continue

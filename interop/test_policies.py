@@ -157,7 +157,7 @@ def test_the_highest_priority_wins_and_policies_do_not_merge(ch, cleanup, polici
     assert bodies(ch, name) == [b"m4", b"m5"]
 
 
-def test_with_equal_priorities_the_first_name_wins(ch, cleanup, policies, uniq):
+def test_with_equal_priorities_one_of_them_applies_whole(ch, cleanup, policies, uniq):
     name = cleanup.queue(uniq("pol-tie"))
     assert policies(name + "-b", {"pattern": f"^{name}$", "definition": {"max-length": 4}}) \
         == 201
@@ -165,7 +165,9 @@ def test_with_equal_priorities_the_first_name_wins(ch, cleanup, policies, uniq):
         == 201
     ch.queue_declare(name, durable=True)
     publish(ch, name, 6)
-    assert bodies(ch, name) == [b"m5"]
+    # one of them, whole: RabbitMQ leaves the choice among equals undefined (its docs; it
+    # varies with the names), ours takes the first name (tests/unit/test_policy_resolution.py)
+    assert bodies(ch, name) in ([b"m5"], [b"m2", b"m3", b"m4", b"m5"])
 
 
 @pytest.mark.parametrize("own, policy, kept", [(4, 2, 2), (1, 3, 1)])
@@ -361,3 +363,18 @@ def test_an_alternate_exchange_by_policy_and_the_argument_wins(ch, cleanup, poli
     ch.basic_publish(with_arg, "no-binding", b"to-its-own")
     assert wait_until(lambda: _got(ch, caught))[2] == b"to-the-policy's"
     assert wait_until(lambda: _got(ch, own_caught))[2] == b"to-its-own"
+
+
+def test_a_policy_with_a_key_the_queue_type_lacks_is_skipped_for_the_next(ch, cleanup,
+                                                                         policies, uniq):
+    """A classic queue has no delivery limit: RabbitMQ 3.10 does not apply to it a policy
+    that sets one — not even its other keys — and takes the next that applies."""
+    name = cleanup.queue(uniq("pol-skip"))
+    assert policies(name + "-qq", {"pattern": f"^{name}$", "priority": 10, "definition": {
+        "max-length": 1, "delivery-limit": 2}}) == 201
+    assert policies(name + "-any", {"pattern": f"^{name}$", "definition": {
+        "max-length": 4}}) == 201
+    ch.queue_declare(name, durable=True)
+    ch.confirm_delivery()            # counted once queued (RabbitMQ's count may lag)
+    publish(ch, name, 6)
+    assert count(ch, name) == 4

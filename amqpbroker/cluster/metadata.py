@@ -23,6 +23,8 @@ binding        vhost, source, dest kind, dest, key, args hash  the binding, and 
                                                                revisions of both ends
 =============  ==============================================  =================================
 
+An operator policy is an ``operator-policy`` key, as a ``policy`` is.
+
 Transient (non-durable) exchanges, queues and bindings are put on the declaring node's lease:
 they vanish with that node, as RabbitMQ's transient queues do with theirs. Exclusive queues
 live on their connection's node only, but their names are the cluster's: each is a queue key
@@ -97,7 +99,8 @@ log = logging.getLogger("amqpbroker.cluster")
 
 META = PREFIX + "meta/"
 # creation order (a policy before the queues it applies to: they open with it)
-KINDS = ("vhost", "user", "permission", "policy", "exchange", "queue", "binding")
+KINDS = ("vhost", "user", "permission", "policy", "operator-policy", "exchange", "queue",
+         "binding")
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
@@ -334,10 +337,11 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.set_permissions(o["vhost"], o["user"], o["configure"], o["write"], o["read"])
             b.persist()
-        elif kind == "policy":
+        elif kind in ("policy", "operator-policy"):
             if o["vhost"] in b.vhosts:
                 try:
-                    b.set_policy(make_policy(o["vhost"], o["name"], o))
+                    b.set_policy(make_policy(o["vhost"], o["name"], o,
+                                             operator=kind == "operator-policy"))
                 except PolicyInvalid as exc:    # checked where it was set: not expected
                     log.error("policy '%s' in vhost '%s' from etcd refused: %s", o["name"],
                               o["vhost"], exc)
@@ -388,8 +392,8 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.permissions.pop((o["vhost"], o["user"]), None)
             b.persist()
-        elif kind == "policy":
-            b.delete_policy(o["vhost"], o["name"])
+        elif kind in ("policy", "operator-policy"):
+            b.delete_policy(o["vhost"], o["name"], operator=kind == "operator-policy")
             return
         vh = b.vhosts.get(o.get("vhost", ""))
         if vh is None:
@@ -857,6 +861,8 @@ class EtcdMetadata(LocalMetadata):
         for vh in b.vhosts.values():
             for policy in vh.policies.values():
                 out[meta_key("policy", vh.name, policy.name)] = dumps(policy.item())
+            for policy in vh.operator_policies.values():
+                out[meta_key("operator-policy", vh.name, policy.name)] = dumps(policy.item())
         return out
 
     async def _push_changes(self) -> None:
@@ -864,19 +870,21 @@ class EtcdMetadata(LocalMetadata):
             self._push_again = False
             want = self._desired()
             have = {k: kv for k, kv in self.applied.items()
-                    if kind_of(k) in ("vhost", "user", "permission", "policy")}
+                    if kind_of(k) in ("vhost", "user", "permission", "policy",
+                                      "operator-policy")}
             ops = [put_op(k, v) for k, v in want.items()
                    if k not in have or json.loads(have[k].value) != json.loads(v)]
             gone_vhosts = [json.loads(have[k].value)["name"] for k in have.keys() - want.keys()
                            if kind_of(k) == "vhost"]
             for k in have.keys() - want.keys():
-                if kind_of(k) in ("permission", "policy") and \
+                if kind_of(k) in ("permission", "policy", "operator-policy") and \
                         json.loads(have[k].value)["vhost"] in gone_vhosts:
                     continue                # the vhost's prefix delete takes it
                 ops.append(delete_op(k))
             for v in gone_vhosts:           # everything in a deleted vhost goes with it
                 ops += [delete_op(META + kind + "/" + quote(v, safe="") + "/", prefix=True)
-                        for kind in ("permission", "policy", "exchange", "queue", "binding")]
+                        for kind in ("permission", "policy", "operator-policy", "exchange",
+                                     "queue", "binding")]
             try:
                 for i in range(0, len(ops), 100):       # etcd's --max-txn-ops is 128
                     _, _, rev = await self.etcd.transact([], ops[i:i + 100])

@@ -134,23 +134,26 @@ class Broker:
 
     # ------------------------------------------------------------ policies
     def set_policy(self, policy) -> bool:
-        """Set a vhost's policy (policies.Policy; the vhost exists); its queues take their new
-        arguments at once. True when the policy was made."""
+        """Set a vhost's policy or operator policy (policies.Policy; the vhost exists); its
+        queues take their new arguments at once. True when the policy was made."""
         vh = self.vhosts[policy.vhost]
-        old = vh.policies.get(policy.name)
+        table = vh.operator_policies if policy.operator else vh.policies
+        old = table.get(policy.name)
         if old == policy:
             return False
-        vh.policies[policy.name] = policy
-        self.changed(c.PolicyOp(vhost=vh.name, name=policy.name, item=policy.item()))
+        table[policy.name] = policy
+        self.changed(c.PolicyOp(vhost=vh.name, name=policy.name, item=policy.item(),
+                                operator=policy.operator))
         self.persist()
         self._policies_changed(vh)
         return old is None
 
-    def delete_policy(self, vhost: str, name: str) -> bool:
+    def delete_policy(self, vhost: str, name: str, operator: bool = False) -> bool:
         vh = self.vhosts.get(vhost)
-        if vh is None or vh.policies.pop(name, None) is None:
+        table = None if vh is None else vh.operator_policies if operator else vh.policies
+        if table is None or table.pop(name, None) is None:
             return False
-        self.changed(c.PolicyDeleted(vhost=vhost, name=name))
+        self.changed(c.PolicyDeleted(vhost=vhost, name=name, operator=operator))
         self.persist()
         self._policies_changed(vh)
         return True

@@ -18,7 +18,7 @@ import logging
 from .. import contract as c
 from .. import errors
 from ..logs import context
-from ..policies import choose, effective_arguments
+from ..policies import choose, effective_arguments, merged
 from ..queue_args import (QUORUM_EQUIVALENT_ARGS, QueueArgs, check_quorum_properties,
                           check_stream_declare)
 from .partition_client import HostGone
@@ -66,7 +66,7 @@ class QueueRef:
         self.arguments = dict(arguments or {})
         # its policy (policies.py), and the arguments its host runs it with: the declared
         # ones with the policy's resolved in (a front-end's copy keeps no policies)
-        self.policy = None
+        self.policy = self.operator_policy = None
         self.effective = self.arguments
         self._choose_policy()
         self.directory = directory
@@ -106,15 +106,22 @@ class QueueRef:
 
     def _choose_policy(self) -> None:
         policy = choose(self.vhost.policies.values(), self.name, self.queue_type)
-        effective = effective_arguments(policy, self.arguments, self.queue_type)
-        if policy is not None:
+        operator = choose(self.vhost.operator_policies.values(), self.name, self.queue_type)
+        effective = effective_arguments(merged(policy, operator), self.arguments,
+                                        self.queue_type)
+        if policy is not None or operator is not None:
             try:
                 QueueArgs(self.name, self.vhost.name, effective)
             except errors.AMQPError as exc:     # e.g. a policy's value its type refuses
                 log.warning("policy '%s' does not apply to queue '%s' in vhost '%s': %s",
-                            policy.name, self.name, self.vhost.name, exc.text)
-                policy, effective = None, self.arguments
-        self.policy, self.effective = policy, effective
+                            (policy or operator).name, self.name, self.vhost.name, exc.text)
+                policy = operator = None
+                effective = self.arguments
+        self.policy, self.operator_policy, self.effective = policy, operator, effective
+
+    def effective_policy_definition(self) -> dict:
+        """RabbitMQ's: its policy's definition with its operator policy's merged in."""
+        return merged(self.policy, self.operator_policy)
 
     def apply_policy(self) -> None:
         """The vhost's policies changed: if this queue's arguments did, the hosts of this

@@ -59,6 +59,7 @@ class VirtualHost:
         self.default_queue_type = default_queue_type
         self.limits: dict = {}              # max-connections, max-queues (RabbitMQ's)
         self.policies: dict = {}            # name -> policies.Policy (the supervisor's only)
+        self.operator_policies: dict = {}   # the same, set by administrators (policies.py)
         self.queues: dict[str, QueueRef] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
         for ex_name, ex_type in PREDECLARED:

@@ -104,8 +104,9 @@ def plan(broker, doc: dict) -> dict:
     RabbitMQ skips them."""
     vhosts = set(broker.vhosts) | {v["name"] for v in doc["vhosts"]}
     users = set(broker.users.users) | {u["name"] for u in doc["users"]}
-    for kind in ("permissions", "policies", "exchanges", "queues", "bindings"):
-        for i, entry in enumerate(doc[kind]):
+    for kind in ("permissions", "policies", "operator_policies", "exchanges", "queues",
+                 "bindings"):
+        for i, entry in enumerate(doc.get(kind, ())):
             if entry["vhost"] not in vhosts:
                 raise bad_request(f"{kind}[{i}].vhost: no_such_vhost '{entry['vhost']}'")
     for i, p in enumerate(doc["permissions"]):

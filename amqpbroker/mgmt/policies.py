@@ -11,12 +11,16 @@
 
 Who may, as in RabbitMQ 3.10: list, any management user (the policies of the vhosts it may
 use); read, set and delete one policy, administrators and ``policymaker`` users in the vhosts
-they have permissions in (``is_authorized_policies``). ``GET /api/operator-policies``
-answers an empty list (operator policies are not this broker's; rabbitmqadmin's ``list
-operator_policies``).
+they have permissions in (``is_authorized_policies``).
+
+``/api/operator-policies`` the same, for operator policies (policies.py: merged into a
+queue's policy, the lower value winning; numeric limits only). Listed as policies are;
+read, set and deleted by administrators only (RabbitMQ 3.10, measured: a policymaker gets
+401 "Not administrator user").
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 from ..policies import PolicyInvalid, make_policy, warn_without_effect
@@ -41,19 +45,25 @@ def _seen_vhosts(call) -> list[str]:
     return access.object_vhosts(call.broker, call.user)
 
 
-async def list_policies(call):
+def _table(vh, operator: bool) -> dict:
+    return vh.operator_policies if operator else vh.policies
+
+
+async def list_policies(call, operator: bool = False):
     b = call.broker
-    return [p.item() for v in _seen_vhosts(call) for p in b.vhosts[v].policies.values()]
+    return [p.item() for v in _seen_vhosts(call)
+            for p in _table(b.vhosts[v], operator).values()]
 
 
-async def get_policy(call):
-    policy = _vhost(call).policies.get(call.params["name"])
+async def get_policy(call, operator: bool = False):
+    vh = _vhost(call)
+    policy = _table(vh, operator).get(call.params["name"])
     if policy is None:
         raise not_found()
     return policy.item()
 
 
-async def put_policy(call):
+async def put_policy(call, operator: bool = False):
     vh, name, body = _vhost(call), call.params["name"], call.body
     if not isinstance(body, dict):
         raise bad_request("Validation failed\n\ndefinition should be an object\n")
@@ -61,7 +71,7 @@ async def put_policy(call):
     if missing:                                 # RabbitMQ's with_decode
         raise bad_request("[" + ",".join(f"{{key_missing,{k}}}" for k in missing) + "]")
     try:
-        policy = make_policy(vh.name, name, body)
+        policy = make_policy(vh.name, name, body, operator=operator)
     except PolicyInvalid as exc:
         raise bad_request(f"Validation failed\n\n{exc}\n") from None
     warn_without_effect(policy, log)
@@ -72,18 +82,14 @@ async def put_policy(call):
     return created(not made)
 
 
-async def delete_policy(call):
+async def delete_policy(call, operator: bool = False):
     b = call.broker
     vhost = _vhost(call).name
-    if not b.delete_policy(vhost, call.params["name"]):
+    if not b.delete_policy(vhost, call.params["name"], operator=operator):
         raise not_found()
     await b.definitions.durable()
     await b.policies_applied(vhost)
     return no_content()
-
-
-async def list_operator_policies(call):
-    return []
 
 
 ROUTES = [
@@ -94,5 +100,15 @@ ROUTES = [
     Route("GET", "/api/policies/{vhost}/{name}", get_policy, access.POLICIES),
     Route("PUT", "/api/policies/{vhost}/{name}", put_policy, access.POLICIES, body=anything),
     Route("DELETE", "/api/policies/{vhost}/{name}", delete_policy, access.POLICIES),
-    Route("GET", "/api/operator-policies", list_operator_policies, access.ADMINISTRATOR),
+    # operator policies: listed alike; one, administrators only
+    *(Route(method, path, functools.partial(handler, operator=True), rights, body=body)
+      for method, path, handler, rights, body in (
+          ("GET", "/api/operator-policies", list_policies, access.VHOST, None),
+          ("GET", "/api/operator-policies/{vhost}", list_policies, access.VHOST, None),
+          ("GET", "/api/operator-policies/{vhost}/{name}", get_policy, access.ADMINISTRATOR,
+           None),
+          ("PUT", "/api/operator-policies/{vhost}/{name}", put_policy, access.ADMINISTRATOR,
+           anything),
+          ("DELETE", "/api/operator-policies/{vhost}/{name}", delete_policy,
+           access.ADMINISTRATOR, None))),
 ]

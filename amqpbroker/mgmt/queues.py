@@ -41,9 +41,10 @@ def queue_json(q, stats) -> dict:
             "messages_unacknowledged": unacked, "consumers": consumers,
             "message_bytes": ready_bytes, "message_bytes_ready": ready_bytes,
             "memory": memory, "policy": q.policy.name if q.policy is not None else None,
-            "operator_policy": None,
-            "effective_policy_definition": dict(q.policy.definition) if q.policy is not None
-            else {}, "exclusive_consumer_tag": None,
+            "operator_policy": q.operator_policy.name if q.operator_policy is not None
+            else None,
+            "effective_policy_definition": q.effective_policy_definition(),
+            "exclusive_consumer_tag": None,
             "single_active_consumer_tag": None,
             "worker": q.client.index,       # ours: the partition worker that owns it
             **_placement(q)}

@@ -329,16 +329,20 @@ def _exchange_arguments(exchange: dict, where: str) -> dict:
     return exchange
 
 
-def policy_entry(value, where: str) -> dict:
+def policy_entry(value, where: str, operator: bool = False) -> dict:
     """A definitions document's policy: as a ``PUT /api/policies`` body, with its vhost and
-    name (policies.make_policy checks it)."""
+    name (policies.make_policy checks it); ``operator``: an operator policy."""
     entry = Obj(vhost=Field(name), name=Field(name), pattern=Field(anything),
                 definition=Field(anything), priority=Field(anything, 0),
                 **{"apply-to": Field(anything, "all")})(value, where)
     try:
-        return make_policy(entry["vhost"], entry["name"], entry).item()
+        return make_policy(entry["vhost"], entry["name"], entry, operator).item()
     except PolicyInvalid as exc:
         raise _fail(where, str(exc)) from None
+
+
+def operator_policy_entry(value, where: str) -> dict:
+    return policy_entry(value, where, operator=True)
 
 
 DEFINITIONS = Obj(                                     # POST /api/definitions
@@ -371,7 +375,9 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
         source=Field(string), vhost=Field(name), destination=Field(string),
         destination_type=Field(one_of("queue", "exchange"), "queue"),
         routing_key=Field(string, ""), arguments=Field(table, {}))), []),
-    policies=Field(list_of(policy_entry), []))
+    policies=Field(list_of(policy_entry), []),
+    # ours: RabbitMQ 3.10 neither exports nor imports them (README, Policies)
+    operator_policies=Field(list_of(operator_policy_entry), []))
 
 
 def parse_json(raw: bytes) -> dict:

@@ -122,6 +122,11 @@ def stored_binding(ex, dest) -> bool:
         and getattr(dest, "exclusive_owner", None) is None
 
 
+
+def _policy_kind(operator: bool) -> str:
+    """A policy's kind in the journal (journal.py)."""
+    return "operator-policy" if operator else "policy"
+
 class Definitions:
     def __init__(self, broker, path: str):
         self.broker = broker
@@ -150,10 +155,11 @@ class Definitions:
                "product_name": "amqpbroker", "users": users, "vhosts": [],
                "permissions": permissions, "exchanges": [], "queues": [], "bindings": [],
                "parameters": [], "policies": [], "global_parameters": [],
-               "topic_permissions": []}
+               "topic_permissions": [], "operator_policies": []}
         for vh in b.vhosts.values():
             out["vhosts"].append(vhost_item(vh))
             out["policies"] += [p.item() for p in vh.policies.values()]
+            out["operator_policies"] += [p.item() for p in vh.operator_policies.values()]
             if vh.limits:           # where RabbitMQ 3.10 keeps them, and imports them from
                 out["parameters"].append({"vhost": vh.name, "component": "vhost-limits",
                                           "name": "limits", "value": vh.limits})
@@ -200,10 +206,11 @@ class Definitions:
         elif t is c.VhostOp or t is c.VhostLimitsOp:
             self._touch(("vhost", op.name))
         elif t is c.PolicyOp:
-            self._touch(("policy", op.vhost, op.name))
+            self._touch((_policy_kind(op.operator), op.vhost, op.name))
         elif t is c.PolicyDeleted:
-            self._dirty.pop(("policy", op.vhost, op.name), None)
-            self._ordered.append(["policy-", op.vhost, op.name])
+            kind = _policy_kind(op.operator)
+            self._dirty.pop((kind, op.vhost, op.name), None)
+            self._ordered.append([kind + "-", op.vhost, op.name])
             self.commit_soon()
         elif t is c.VhostDeleted:
             self._ordered.append(["vhost-", op.name])
@@ -269,10 +276,12 @@ class Definitions:
                 return ["exchange+", exchange_item(vh, ex)]
             self._stored_exchanges.discard(key[1:])
             return ["exchange-", key[1], key[2]]
-        if kind == "policy":
-            policy = vh.policies.get(key[2]) if vh is not None else None
-            return ["policy+", policy.item()] if policy is not None \
-                else ["policy-", key[1], key[2]]
+        if kind in ("policy", "operator-policy"):
+            table = None if vh is None else \
+                vh.operator_policies if kind == "operator-policy" else vh.policies
+            policy = table.get(key[2]) if table is not None else None
+            return [kind + "+", policy.item()] if policy is not None \
+                else [kind + "-", key[1], key[2]]
         return ["vhost+", vhost_item(vh)] if vh is not None else ["vhost-", key[1]]
 
     # ------------------------------------------------------------ commits
@@ -459,11 +468,13 @@ class Definitions:
             for p in data.get("permissions", []):
                 b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
                                         p.get("write", ".*"), p.get("read", ".*"))
-            for p in data.get("policies", []):     # before the queues: they open with them
+            # before the queues: they open with them
+            for p, operator in [*((p, False) for p in data.get("policies", [])),
+                                *((p, True) for p in data.get("operator_policies", []))]:
                 if p["vhost"] not in b.vhosts:
                     continue
                 try:
-                    policy = make_policy(p["vhost"], p["name"], p)
+                    policy = make_policy(p["vhost"], p["name"], p, operator)
                     if not recovering:
                         warn_without_effect(policy, log)   # e.g. RabbitMQ 3.x's ha-mode
                     b.set_policy(policy)

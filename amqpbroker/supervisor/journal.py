@@ -13,6 +13,7 @@ crc32c, payload``). Each entry is one group commit: a JSON list of changes, each
     ["queue+", item]      ["queue-", vhost, name]     a queue and the bindings to it
     ["binding+", item]    ["binding-", item]
     ["policy+", item]     ["policy-", vhost, name]    a policy
+    ["operator-policy+", item]  ["operator-policy-", vhost, name]    an operator policy
     ["users", users, permissions]                     all users and permissions, whole
     ["tombstone+", dir]   ["tombstone-", dir]         ``TOMBSTONES`` (definitions.py)
 
@@ -101,6 +102,8 @@ class DefinitionsState:
         self.queues = {(q["vhost"], q["name"]): q for q in doc.get("queues", [])}
         self.bindings = {binding_key(b): b for b in doc.get("bindings", [])}
         self.policies = {(p["vhost"], p["name"]): p for p in doc.get("policies", [])}
+        self.operator_policies = {(p["vhost"], p["name"]): p
+                                  for p in doc.get("operator_policies", [])}
         self.tombstones = set(doc.get(TOMBSTONES, ()))
 
     def replay(self, changes: list) -> None:
@@ -132,6 +135,10 @@ class DefinitionsState:
                 self.policies[(ch[1]["vhost"], ch[1]["name"])] = ch[1]
             elif kind == "policy-":
                 self.policies.pop((ch[1], ch[2]), None)
+            elif kind == "operator-policy+":
+                self.operator_policies[(ch[1]["vhost"], ch[1]["name"])] = ch[1]
+            elif kind == "operator-policy-":
+                self.operator_policies.pop((ch[1], ch[2]), None)
             elif kind == "users":
                 self.doc["users"], self.doc["permissions"] = ch[1], ch[2]
             elif kind == "tombstone+":
@@ -143,7 +150,7 @@ class DefinitionsState:
 
     def _drop_vhost(self, name: str) -> None:
         self.vhosts.pop(name, None)
-        for table in (self.exchanges, self.queues, self.policies):
+        for table in (self.exchanges, self.queues, self.policies, self.operator_policies):
             for key in [k for k in table if k[0] == name]:
                 del table[key]
         self._drop_bindings(lambda k: k[0] == name)
@@ -158,6 +165,7 @@ class DefinitionsState:
         out.update(vhosts=list(self.vhosts.values()), exchanges=list(self.exchanges.values()),
                    queues=list(self.queues.values()), bindings=list(self.bindings.values()),
                    policies=list(self.policies.values()),
+                   operator_policies=list(self.operator_policies.values()),
                    parameters=[p for p in self.doc.get("parameters", [])
                                if p.get("component") != "vhost-limits"])
         if self.tombstones:

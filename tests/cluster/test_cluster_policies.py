@@ -50,3 +50,25 @@ def takes_over(cluster) -> None:
     got = [ch.basic_get("capped", auto_ack=True)[2] for _ in range(3)]
     conn.close()
     assert got == [b"n2", b"n3", b"n4"]
+
+
+def test_an_operator_policy_reaches_every_node_and_a_restarted_one(cluster):
+    """Set on one node, through etcd to the others (the leader's own node applies it), and
+    read back by a node that starts again (``operator-policy`` keys)."""
+    leader = declare_quorum(cluster, "ops-capped")
+    other = next(n for n in cluster.nodes if n is not leader)
+    assert call(other, "PUT", "operator-policies/%2F/ops",
+                {"pattern": "^ops-capped$", "definition": {"max-length": 2},
+                 "apply-to": "queues"}) == 201
+    for node in cluster.nodes:
+        cluster.wait_until(lambda: queue_on(node, "ops-capped").get("operator_policy")
+                           == "ops")
+    publish_until_confirmed(other, "ops-capped", [b"m%d" % i for i in range(5)])
+    assert count(other, "ops-capped") == 2
+    other.stop()
+    cluster.start_node(other)
+    assert other.api("operator-policies/%2F") == [
+        {"vhost": "/", "name": "ops", "pattern": "^ops-capped$", "apply-to": "queues",
+         "definition": {"max-length": 2}, "priority": 0}]
+    assert call(leader, "DELETE", "operator-policies/%2F/ops") == 204
+    cluster.wait_until(lambda: other.api("operator-policies/%2F") == [])

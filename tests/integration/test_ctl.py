@@ -312,6 +312,18 @@ def test_vhosts_with_a_default_queue_type_and_policies(broker):
     for i in range(4):
         ch.basic_publish("", "jobs", b"m%d" % i)
     assert ch.queue_declare("jobs", passive=True).method.message_count == 2
+    assert ok(broker, "operator-policies", "set", "ops", "^jobs$", '{"max-length": 1}',
+              "--apply-to", "queues", "--vhost", "ctl-vh") == \
+        "operator policy 'ops' set in vhost 'ctl-vh'\n"
+    assert listed(broker, "operator-policies", "list", "--vhost", "ctl-vh") == [
+        {"vhost": "ctl-vh", "name": "ops", "pattern": "^jobs$", "apply-to": "queues",
+         "definition": {"max-length": 1}, "priority": 0}]
+    assert ch.queue_declare("jobs", passive=True).method.message_count == 1
+    bad = ctl(broker, "operator-policies", "set", "o", "x", '{"overflow": "drop-head"}',
+              "--vhost", "ctl-vh")
+    assert bad.returncode == 1 and "are not recognised policy settings" in bad.stderr
+    assert ok(broker, "operator-policies", "clear", "ops", "--vhost", "ctl-vh") == \
+        "operator policy 'ops' cleared\n"
     conn.close()
     bad = ctl(broker, "policies", "set", "p", "x", '{"nope": 1}', "--vhost", "ctl-vh")
     assert bad.returncode == 1 and "are not recognised policy settings" in bad.stderr

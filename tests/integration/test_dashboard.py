@@ -233,11 +233,20 @@ def test_a_queue_shows_its_policy(browser, broker):
             login(browser, broker)
             go(browser, "#/queues")
             wait_text(browser, f"#queues tr[data-name='{name}'] .col-policy", f"^{name}$")
+            # an operator policy: named beside it, merged into the effective definition
+            status = mgmt(broker).request(
+                "PUT", f"/api/operator-policies/%2F/{name}-ops", "guest", "guest",
+                body={"pattern": f"^{name}$", "definition": {"max-length": 5}})[0]
+            assert status == 201
+            wait_text(browser, f"#queues tr[data-name='{name}'] .col-policy",
+                      f"^{name}, operator: {name}-ops$")
             go(browser, f"#/queues/{q('/')}/{name}")
-            wait_text(browser, "#queue-details .props", r'"max-length":7')
+            wait_text(browser, "#queue-details .props", r'"max-length":5')
             assert_no_console_errors(browser, broker, absent={
                 f"/api/queues/%2F/{name}/bindings": ("GET",)})
         finally:
+            mgmt(broker).request("DELETE", f"/api/operator-policies/%2F/{name}-ops", "guest",
+                                 "guest")
             mgmt(broker).request("DELETE", f"/api/policies/%2F/{name}", "guest", "guest")
             ch.queue_delete(name)
 

@@ -210,8 +210,8 @@ def test_show_and_list_the_node(broker):
 
 
 def test_policies(broker):
-    """rabbitmqadmin's policy verbs: declare (its definition and priority are JSON), list,
-    delete; the policy acts on the queue it names."""
+    """rabbitmqadmin's policy and operator policy verbs: declare (its definition and priority
+    are JSON), list, delete; the policy acts on the queue it names."""
     admin(broker, "declare", "queue", "name=capped", "durable=true")
     admin(broker, "declare", "policy", "name=cap", "pattern=^capped$",
           'definition={"max-length": 2}', "priority=5", "apply-to=queues")
@@ -221,6 +221,15 @@ def test_policies(broker):
     for i in range(4):
         admin(broker, "publish", "routing_key=capped", f"payload=m{i}")
     assert queue_depth(broker, "capped") == 2
+    assert listed(broker, "list", "operator_policies") == []
+    # an operator policy caps it lower: merged, the lower value wins
+    admin(broker, "declare", "operator_policy", "name=ops-cap", "pattern=^capped$",
+          'definition={"max-length": 1}', "apply-to=queues")
+    assert listed(broker, "list", "operator_policies") == [
+        {"vhost": "/", "name": "ops-cap", "pattern": "^capped$", "apply-to": "queues",
+         "definition": {"max-length": 1}, "priority": 0}]
+    assert queue_depth(broker, "capped") == 1
+    admin(broker, "delete", "operator_policy", "name=ops-cap")
     assert listed(broker, "list", "operator_policies") == []
     admin(broker, "delete", "policy", "name=cap")
     assert listed(broker, "list", "policies") == []

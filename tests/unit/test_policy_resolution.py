@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from amqpbroker.policies import PolicyInvalid, choose, effective_arguments, make_policy
+from amqpbroker.policies import (PolicyInvalid, choose, effective_arguments, make_policy,
+                                 merged)
 
 
-def pol(name, definition, pattern=".", priority=0, apply_to="all"):
+def pol(name, definition, pattern=".", priority=0, apply_to="all", operator=False):
     return make_policy("/", name, {"pattern": pattern, "definition": definition,
-                                   "priority": priority, "apply-to": apply_to})
+                                   "priority": priority, "apply-to": apply_to}, operator)
 
 
 def test_choose_by_pattern_apply_to_priority_then_name():
@@ -44,12 +45,64 @@ def test_choose_by_pattern_apply_to_priority_then_name():
      {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "k"}),
 ])
 def test_effective_arguments(qtype, arguments, definition, expected):
-    assert effective_arguments(pol("p", definition), arguments, qtype) == expected
+    assert effective_arguments(pol("p", definition).definition, arguments, qtype) == expected
 
 
 def test_no_policy_leaves_the_arguments():
     args = {"x-max-length": 1}
-    assert effective_arguments(None, args, "classic") is args
+    assert effective_arguments({}, args, "classic") is args
+
+
+def test_a_policy_with_a_key_the_queue_type_lacks_is_skipped_whole():
+    """RabbitMQ 3.10.8, measured: a classic queue does not take a policy that sets a
+    delivery-limit, a stream one that sets a max-length; the next policy that applies is
+    chosen instead."""
+    ps = [pol("qq-ish", {"max-length": 5, "delivery-limit": 2}, priority=10),
+          pol("plain", {"max-length": 7}),
+          pol("stream-ish", {"max-age": "1D"}, priority=5)]
+    assert choose(ps, "q", "classic").name == "plain"
+    assert choose(ps, "q", "quorum").name == "qq-ish"
+    assert choose(ps, "q", "stream").name == "stream-ish"
+    assert choose(ps[:2], "q", "stream") is None
+    lenient = pol("any", {"max-length-bytes": 10, "queue-version": 2, "alternate-exchange": "ae"})
+    assert all(choose([lenient], "q", t) for t in ("classic", "quorum", "stream"))
+    assert choose([pol("ha", {"ha-mode": "all"})], "q", "quorum") is None
+    assert choose([pol("ha", {"ha-mode": "all"})], "q", "classic").name == "ha"
+
+
+def test_an_operator_policy_caps_the_policy_it_is_merged_with():
+    user = pol("u", {"max-length": 10, "message-ttl": 30000, "expires": 3600000})
+    op = pol("o", {"max-length": 5, "message-ttl": 60000}, operator=True)
+    assert merged(user, op) == {"max-length": 5, "message-ttl": 30000, "expires": 3600000}
+    assert merged(None, op) == {"max-length": 5, "message-ttl": 60000}
+    assert merged(user, None) == user.definition
+    assert merged(None, None) == {}
+    # then resolved with the queue's own arguments, the lower value
+    assert effective_arguments(merged(user, op), {"x-max-length": 3}, "classic") == {
+        "x-max-length": 3, "x-message-ttl": 30000, "x-expires": 3600000}
+
+
+@pytest.mark.parametrize("body, reason", [        # RabbitMQ 3.10.8's words, measured
+    ({"pattern": ".", "definition": {"overflow": "drop-head"}},
+     '[{<<"overflow">>,<<"drop-head">>}] are not recognised policy settings'),
+    ({"pattern": ".", "definition": {"dead-letter-exchange": "x"}},
+     '[{<<"dead-letter-exchange">>,<<"x">>}] are not recognised policy settings'),
+    ({"pattern": ".", "definition": {"max-length": 1}, "apply-to": "classic_queues"},
+     "apply-to 'classic_queues' unrecognised; should be 'queues', 'exchanges' or 'all'"),
+    ({"pattern": ".", "definition": {"message-ttl": -1}}, "-1 is not a valid message TTL"),
+    ({"pattern": ".", "definition": {}}, "no policy provided"),
+])
+def test_operator_policy_refused(body, reason):
+    with pytest.raises(PolicyInvalid) as err:
+        make_policy("/", "p", body, operator=True)
+    assert str(err.value) == reason
+
+
+def test_operator_policy_takes_the_numeric_limits():
+    p = make_policy("/", "p", {"pattern": ".", "definition": {
+        "expires": 1, "message-ttl": 0, "max-length": 0, "max-length-bytes": 0,
+        "delivery-limit": 0, "max-in-memory-length": 0, "max-in-memory-bytes": 0}}, True)
+    assert p.operator and len(p.definition) == 7
 
 
 @pytest.mark.parametrize("body, reason", [

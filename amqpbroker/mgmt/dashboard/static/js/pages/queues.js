@@ -15,11 +15,17 @@ const COLUMNS = [
   { title: "Unacked", value: (q) => q.messages_unacknowledged, num: true, key: "messages_unacknowledged" },
   { title: "Total", value: (q) => q.messages, num: true, key: "messages" },
   { title: "Consumers", value: (q) => q.consumers, num: true, key: "consumers" },
-  { title: "Policy", value: (q) => q.policy || "", key: "policy" },
+  { title: "Policy", value: (q) => policies(q), key: "policy" },
   { title: "Incoming", value: (q) => fmtRate(rate(q.message_stats, "publish")), num: true },
   { title: "Deliver / get", value: (q) => fmtRate(rate(q.message_stats, "deliver_get")), num: true },
   { title: "Ack", value: (q) => fmtRate(rate(q.message_stats, "ack")), num: true },
 ];
+
+// its policy, and its operator policy when it has one (policies.py)
+function policies(q) {
+  const op = q.operator_policy ? `operator: ${q.operator_policy}` : "";
+  return [q.policy || "", op].filter(Boolean).join(", ");
+}
 
 export async function vhostNames() {
   const r = await api.get("/api/vhosts");
@@ -85,7 +91,7 @@ export function mountOne(root, [vhost, name]) {
     el("div", { class: "card" }, props({ type: q.type, durable: fmtBool(q.durable),
       auto_delete: fmtBool(q.auto_delete), exclusive: fmtBool(q.exclusive), node: q.node,
       worker: q.worker, arguments: q.arguments, policy: q.policy || "–",
-      effective_policy_definition: q.effective_policy_definition })));
+      operator_policy: q.operator_policy || "–", effective_policy_definition: q.effective_policy_definition })));
     depth.add({ ready: q.messages_ready, unacked: q.messages_unacknowledged });
     depthChart.draw(depth);
     if (q.message_stats) {
