@@ -41,7 +41,7 @@ from ..storage.record import SEPARATE_BODY, Record, RecordRun, now_ms, scan_run
 from ..queue_args import QueueArgs
 from ..logs import context
 from ..stats import queue_counters
-from . import dedup
+from . import dedup, ttls
 from .memory import queue_memory
 from .store import ELIDE_BODY, MessageStore, StoredRun, body_size
 
@@ -124,10 +124,21 @@ class Queue:
         self.stats = queue_counters(config)     # message_stats (amqpbroker/stats)
         # the message TTL by the offset it applies from: a policy's TTL applies to messages
         # published after it is set, as RabbitMQ stamps a message's expiry when it is queued
+        # (ttls.py: kept across restarts by a durable queue)
         self._ttls = [(0, self.args.message_ttl)]
-        self._has_ttl = self.args.message_ttl is not None
+        stored = ttls.load(directory) if durable else None
+        if stored is not None:
+            self._ttls = stored
+            if stored[-1][1] != self.args.message_ttl:      # a policy changed meanwhile
+                self._ttls.append((self.store.next_offset, self.args.message_ttl))
+                self._save_ttls()
+        self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
         self._plain = self._is_plain()
         self._recover()
+        if len(self._ttls) > 1:         # regimes no queued message is under: gone
+            self._ttls = ttls.live(self._ttls, self._lowest_queued())
+            self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
+            self._plain = self._is_plain()
         self.stats.count_appends(self.store)    # publishes: the offsets appended from here
         self.touch()
 
@@ -151,8 +162,11 @@ class Queue:
             return
         self.args, self.arguments = args, args.arguments
         if args.message_ttl != self._ttls[-1][1]:
+            self._ttls = ttls.live(self._ttls, self._lowest_queued())
             self._ttls.append((self.store.next_offset, args.message_ttl))
             self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
+            if self.durable:
+                self._save_ttls()
         self._plain = self._is_plain()
         if self._expires_timer is not None:
             self._expires_timer.cancel()
@@ -163,6 +177,21 @@ class Queue:
         if self._has_ttl and self.ready_count:
             self.expire_head()
         self.schedule_dispatch()
+
+    def _save_ttls(self) -> None:
+        try:
+            ttls.save(self.directory, self._ttls)
+        except OSError as exc:
+            log.error("queue '%s': its message TTLs not written (%s): after a restart its "
+                      "TTL applies to every message", name_of(self), exc)
+
+    def _lowest_queued(self) -> int:
+        """The lowest offset of a message still queued (ready or delivered), or the next
+        offset when there is none."""
+        heads = [level[0] for level in self.ready if level]
+        if self.outstanding:
+            heads.append(min(self.outstanding))
+        return min(heads, default=self.store.next_offset)
 
     # ---------------------------------------------------------------- recovery
     def _recover(self) -> None:

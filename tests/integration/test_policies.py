@@ -244,3 +244,34 @@ def test_a_policy_with_a_key_a_queue_type_lacks_is_not_that_types(broker):
     publish(ch, "t-classic", 3)
     publish(ch, "t-quorum", 3)
     assert (count(ch, "t-classic"), count(ch, "t-quorum")) == (3, 1)
+
+
+def test_the_messages_queued_before_a_ttl_policy_keep_no_ttl_across_a_restart(broker):
+    """A TTL policy applies to messages queued after it (RabbitMQ stamps expiry at enqueue);
+    the queue keeps which TTL applies from which offset across a restart (worker/ttls.py):
+    before, the restarted queue applied the policy's TTL to the backlog too and expired it
+    at the first read."""
+    ch = channel(broker)
+    ch.confirm_delivery()
+    ch.queue_declare("backlog", durable=True)
+    persistent = pika.BasicProperties(delivery_mode=2)
+    for i in range(3):
+        ch.basic_publish("", "backlog", b"old%d" % i, persistent)
+    assert put_policy(broker, "ttl", {"pattern": "^backlog$",
+                                      "definition": {"message-ttl": 50}}) == 201
+    for i in range(2):
+        ch.basic_publish("", "backlog", b"new%d" % i, persistent)
+    broker.kill()
+    broker.start()                                  # takes longer than 50 ms
+    ch = channel(broker)
+    got = []
+    while (m := ch.basic_get("backlog", auto_ack=True))[0] is not None:
+        got.append(m[2])
+    assert got == [b"old0", b"old1", b"old2"]       # the new ones expired, the old ones not
+    # the policy goes: messages from here on have no TTL, the file says so after a restart
+    assert broker.request("DELETE", "policies/%2F/ttl")[0] == 204
+    ch.basic_publish("", "backlog", b"later", persistent)
+    broker.stop()
+    broker.start()
+    ch = channel(broker)
+    assert ch.basic_get("backlog", auto_ack=True)[2] == b"later"
