@@ -453,6 +453,12 @@ FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_
 # does not coordinate it.
 GroupDescribe = message(100, "group_describe", ("vhost", "str"), ("topic", "str"),
                         ("group", "str"), request=True)
+# a metadata change seen everywhere (cluster/metadata.py ``visible_everywhere``): the node
+# that made one asks every other node, on its cluster link, to answer once it has applied
+# etcd up to ``revision`` and its front-end processes have the ops, so a client told
+# declare-ok or bind-ok on one node finds the queue or binding on every node, as RabbitMQ's
+# (answered by the called node's supervisor, as the group calls are)
+MetaReach = message(101, "meta_reach", ("revision", "u64"), request=True)
 
 # a node with worker processes (docs/CLUSTER.md "As built (layouts)"): replication runs in
 # the worker that hosts the node's copy of a queue, fed the etcd view by the supervisor.

@@ -77,7 +77,14 @@ OPEN_AGAIN = 0.1            # seconds before an Open refused as "not led by" is 
 LINGER = 2.0                # seconds an unused link waits for answers to what it carried
 SWEEP = 0.1                 # seconds between looks at such links
 NOT_LED = "is not led by node"
+PEERS_REACH_TIMEOUT = 2.0   # seconds a metadata change waits for the other nodes to apply it
 _EPOCHS = itertools.count(1)
+
+
+def _quiet(fut) -> None:
+    """A call whose failure needs no more than its caller's timeout (retrieved, not logged)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _log_copy_open(q, fut) -> None:
@@ -161,7 +168,7 @@ class RemoteClient(PartitionClient):
         link is up; an attempt that fails fails what it held (``host_lost``: nacks, 404s)
         and the next one opens every queue again."""
         fw = self.forwarder
-        while not self.connected and not fw.closed and self.refs:
+        while not self.connected and not fw.closed and (self.refs or self.pending):
             reg = fw.registration(self.node)
             if self.link is None:
                 self.link = Pending()
@@ -270,6 +277,7 @@ class Forwarder:
         self.node = node                    # ClusterNode
         self.broker = broker
         self.remotes: dict[tuple[str, int], RemoteClient] = {}   # (node, worker) ->
+        self.meta_clients: dict[str, RemoteClient] = {}     # node -> its MetaReach link
         self.links: set = set()             # ForwardedLinks of other nodes, served here
         self.closed = False
         self.local_copies: dict = {}        # QueueRef -> (local client, qid): its copy here
@@ -691,9 +699,32 @@ class Forwarder:
         """This node has the queue but forwards it: another node leads it."""
         return isinstance(getattr(self._known(vhost, name), "client", None), RemoteClient)
 
+    async def peers_reach(self, revision: int) -> None:
+        """Return once every other registered node has applied etcd up to ``revision``
+        (``contract.MetaReach``), or after ``PEERS_REACH_TIMEOUT``: a node that cannot be
+        reached (down, cut off, its lease not yet expired) does not hold a declare longer.
+        One link per node for these (``meta_clients``: not a queue's, never retired)."""
+        peers = [n for n in self.node.membership.nodes() if n != self.node.name]
+        if not peers or self.closed:
+            return
+        calls = []
+        for node in peers:
+            client = self.meta_clients.get(node)
+            if client is None:
+                client = self.meta_clients[node] = RemoteClient(self, node, 0)
+            client.dial()
+            fut = client.request(c.MetaReach, revision=revision)
+            fut.add_done_callback(_quiet)
+            calls.append(fut)
+        done, late = await asyncio.wait(calls, timeout=PEERS_REACH_TIMEOUT)
+        if late:
+            log.warning("a metadata change (etcd revision %d) not confirmed applied by %d "
+                        "other node(s) within %.1fs: answered anyway", revision, len(late),
+                        PEERS_REACH_TIMEOUT)
+
     async def close(self) -> None:
         self.closed = True
-        for client in self.remotes.values():
+        for client in (*self.remotes.values(), *self.meta_clients.values()):
             client.close()
         for link in list(self.links):
             link.close()
@@ -774,6 +805,8 @@ class ForwardedLink:
                     out.append(m)           # the worker's fetches name the follower
             elif kind is c.Close:
                 pass                        # the remote's shutdown is not ours
+            elif kind is c.MetaReach:       # the supervisor's, not the host's
+                asyncio.ensure_future(self._meta_reach(m))
             elif kind is c.JoinGroup or kind is c.LeaveGroup or kind is c.GroupDescribe:
                 if out:                     # in order with the link's commands before it
                     self.host.handle(self.state, out)
@@ -890,6 +923,18 @@ class ForwardedLink:
             return
         if m.req:
             self.emit(c.Reply(req=m.req, ok=True, value=value))
+
+    async def _meta_reach(self, m) -> None:
+        """Another node made a metadata change: answer once this node has applied it, its
+        front-end processes too (``Forwarder.peers_reach``)."""
+        broker = self.forwarder.broker
+        try:
+            await broker.metadata.reach(m.revision)
+            await broker.sync_frontends()
+        except errors.AMQPError as exc:
+            self.emit(c.Reply(req=m.req, ok=False, value=errors.to_reply(exc)))
+            return
+        self.emit(c.Reply(req=m.req, ok=True, value=None))
 
     def _retry(self) -> None:
         held, self.held = self.held, None

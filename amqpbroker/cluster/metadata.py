@@ -76,6 +76,7 @@ when the last consumer of any node's copy goes).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -127,6 +128,26 @@ def dumps(obj) -> str:
 def binding_key(vhost, source, dest_kind, destination, key, arguments) -> str:
     digest = hashlib.sha1(dumps(arguments or {}).encode()).hexdigest()[:16]
     return meta_key("binding", vhost, source, dest_kind, destination, key, digest)
+
+
+def visible_everywhere(call):
+    """A metadata call (declare, delete, bind, unbind) that changed the cluster's metadata
+    (this node's view moved past where it was) answers once every other node has applied
+    the change too (``Forwarder.peers_reach``, at most a couple of seconds for a node that
+    does not answer): as with RabbitMQ, a client told ``declare-ok`` or ``bind-ok`` by one
+    node may publish through any other and be routed. Without it the other nodes applied it
+    when their etcd watch brought it, a few milliseconds later: one publish in 40 through
+    another node right after a quorum queue's bind-ok came back unroutable
+    (tests/cluster/test_cluster_metadata.py)."""
+    @functools.wraps(call)
+    async def answered_once_everywhere(self, **fields):
+        before = self.revision
+        result = await call(self, **fields)
+        forwarder = self.node.forwarder
+        if self.revision > before and forwarder is not None:
+            await forwarder.peers_reach(self.revision)
+        return result
+    return answered_once_everywhere
 
 
 class EtcdMetadata(LocalMetadata):
@@ -533,6 +554,7 @@ class EtcdMetadata(LocalMetadata):
                 "arguments": arguments, "node": self.node.name, "uuid": uuid.uuid4().hex}
 
     # ------------------------------------------------------------ the metadata calls
+    @visible_everywhere
     async def declare_exchange(self, *, vhost, name, type, passive, durable, auto_delete,
                                internal, arguments):
         await self._ready()
@@ -580,6 +602,7 @@ class EtcdMetadata(LocalMetadata):
         if held:
             await self.reach(rev)
 
+    @visible_everywhere
     async def delete_exchange(self, *, vhost, name, if_unused):
         await self._ready()
         vh = self._vhost(vhost)
@@ -599,6 +622,7 @@ class EtcdMetadata(LocalMetadata):
                                                 40, 20)
         await self._delete(key, kv, self._bindings_of(vhost, "exchange", name))
 
+    @visible_everywhere
     async def declare_queue(self, *, vhost, name, owner, passive, durable, exclusive, auto_delete,
                             arguments) -> str:
         await self._ready()
@@ -719,6 +743,7 @@ class EtcdMetadata(LocalMetadata):
                 f"cannot declare queue '{name}': queue limit in vhost '{vh.name}' ({limit}) "
                 f"is reached", 50, 10)
 
+    @visible_everywhere
     async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty) -> int:
         await self._ready()
         vh = self._vhost(vhost)
@@ -759,6 +784,7 @@ class EtcdMetadata(LocalMetadata):
         transient = not (ex.durable and getattr(dest, "durable", False))
         return compares, [put_op(key, dumps(obj), self._lease(transient))]
 
+    @visible_everywhere
     async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         await self._ready()
         for _ in range(RETRIES):
@@ -784,6 +810,7 @@ class EtcdMetadata(LocalMetadata):
             await asyncio.sleep(0.05)
         raise errors.NotFound(f"no {kind} '{destination}' in vhost '{vhost}'", cid, mid)
 
+    @visible_everywhere
     async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
         await self._ready()
         bkey = binding_key(vhost, source, kind, destination, key, arguments)
