@@ -16,7 +16,7 @@ import pytest
 from amqpbroker.testing.mgmt_client import ManagementClient
 
 from .conftest import q, wait_until
-from .test_policies import bodies, count, publish
+from .test_policies import bodies, count, policies, publish, setter  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -24,31 +24,10 @@ def http(mgmt_url):
     return ManagementClient(mgmt_url)
 
 
-def _setter(mgmt, path: str):
-    made = []
-
-    def put(name: str, body: dict) -> int:
-        made.append(name)
-        return mgmt.put(f"{path}/%2F/{q(name)}", body)
-    put.made = made
-    return put
-
-
 @pytest.fixture
 def operator(mgmt):
     """``operator(name, body)`` sets an operator policy in vhost '/'; deleted at teardown."""
-    put = _setter(mgmt, "/api/operator-policies")
-    yield put
-    for name in put.made:
-        mgmt.delete(f"/api/operator-policies/%2F/{q(name)}")
-
-
-@pytest.fixture
-def policies(mgmt):
-    put = _setter(mgmt, "/api/policies")
-    yield put
-    for name in put.made:
-        mgmt.delete(f"/api/policies/%2F/{q(name)}")
+    yield from setter(mgmt, "/api/operator-policies")
 
 
 def shown(mgmt, name: str, operator_policy):

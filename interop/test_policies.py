@@ -25,19 +25,25 @@ def http(mgmt_url):
     return ManagementClient(mgmt_url)
 
 
-@pytest.fixture
-def policies(mgmt):
-    """``policies(name, body)`` sets a policy in vhost '/'; ``policies.made`` names more to
-    delete: every one is deleted at teardown."""
+def setter(mgmt, path: str):
+    """Yields ``put(name, body)``, which sets a policy under ``path`` (``/api/policies``,
+    ``/api/operator-policies``) in vhost '/'; ``put.made`` names more to delete: every one
+    is deleted after."""
     made = []
 
     def put(name: str, body: dict) -> int:
         made.append(name)
-        return mgmt.put(f"/api/policies/%2F/{q(name)}", body)
+        return mgmt.put(f"{path}/%2F/{q(name)}", body)
     put.made = made
     yield put
     for name in made:
-        mgmt.delete(f"/api/policies/%2F/{q(name)}")
+        mgmt.delete(f"{path}/%2F/{q(name)}")
+
+
+@pytest.fixture
+def policies(mgmt):
+    """``policies(name, body)`` sets a policy in vhost '/', deleted at teardown."""
+    yield from setter(mgmt, "/api/policies")
 
 
 def count(ch, queue: str) -> int:

@@ -992,6 +992,9 @@ class EtcdMetadata(LocalMetadata):
                     last = max(last, rev)
             last = max(last, rev)
         await self.reach(last)
+        # answered once every node has it, as a declare is (visible_everywhere)
+        if self.node.forwarder is not None:
+            await self.node.forwarder.peers_reach(self.revision)
 
     async def _pushed(self) -> None:
         """Wait until the users, vhosts, permissions and limits this node changed are in
