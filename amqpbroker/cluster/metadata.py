@@ -104,6 +104,7 @@ KINDS = ("vhost", "user", "permission", "policy", "operator-policy", "exchange",
          "binding")
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
+PUSH_WAIT = 5.0             # seconds a management change waits for etcd before its answer
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
 
 
@@ -164,6 +165,7 @@ class EtcdMetadata(LocalMetadata):
         self._deleting: set = set()         # keys a delete call of this node is deleting
         self._background: set = set()       # deletes of what this node deleted by itself
         self._push_again = False
+        self._pushing_since_asked = False   # a push began since ``everywhere`` last looked
         self._whole_next = False            # a pass failed: the next one diffs every key
 
     @property
@@ -855,6 +857,7 @@ class EtcdMetadata(LocalMetadata):
             return
         if isinstance(op, (c.UsersOp, c.VhostOp, c.VhostDeleted, c.VhostLimitsOp, c.PolicyOp,
                            c.PolicyDeleted)):
+            self._pushing_since_asked = True
             if self._push is not None and not self._push.done():
                 self._push_again = True
             else:
@@ -993,6 +996,26 @@ class EtcdMetadata(LocalMetadata):
             last = max(last, rev)
         await self.reach(last)
         # answered once every node has it, as a declare is (visible_everywhere)
+        if self.node.forwarder is not None:
+            await self.node.forwarder.peers_reach(self.revision)
+
+    async def everywhere(self) -> None:
+        """After a management API change (users, vhosts, permissions, limits, policies, which
+        ``changed`` pushes to etcd behind the change): return once etcd has it and every
+        other node has applied it, as RabbitMQ answers once its metadata store has it
+        everywhere; before, the answer came first, and a client of another node, or this
+        node crashing at once, could miss it. Etcd down: answered after ``PUSH_WAIT``
+        anyway (the change holds here, the push retries)."""
+        if not self._pushing_since_asked:
+            return
+        self._pushing_since_asked = False
+        push = self._push
+        if push is not None and not push.done():
+            done, _ = await asyncio.wait([push], timeout=PUSH_WAIT)
+            if not done:
+                log.warning("a management change not in etcd after %.0fs: answered; it is "
+                            "pushed when etcd answers", PUSH_WAIT)
+                return
         if self.node.forwarder is not None:
             await self.node.forwarder.peers_reach(self.revision)
 

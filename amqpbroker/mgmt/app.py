@@ -61,6 +61,8 @@ class ManagementServer:
                                                   request.method))
                 if route.method == "GET" and isinstance(result, list):
                     result = listing.shape(result, request.query, route.sort)
+                elif route.method != "GET":     # in a cluster: on every node first
+                    await self.broker.metadata.everywhere()
             except ApiError as err:
                 return err.response()
             return result if isinstance(result, web.StreamResponse) else json_response(result)

@@ -41,6 +41,10 @@ class LocalMetadata:
     def changed(self, op) -> None:
         """The owner made a change (``owner.changed``); a cluster's metadata pushes some."""
 
+    async def everywhere(self) -> None:
+        """Return once what the management API changed holds on every node: here, at once
+        (a cluster's waits: ``EtcdMetadata.everywhere``)."""
+
     def _vhost(self, name: str) -> VirtualHost:
         vh = self.broker.vhosts.get(name)
         if vh is None:

@@ -150,6 +150,34 @@ def test_a_user_added_on_one_node_logs_in_on_another(shared_cluster):
     cluster.wait_until(lambda: "alice" not in {u["name"] for u in n1.api("users")})
 
 
+def test_a_user_vhost_and_permission_made_through_the_api_log_in_at_once_elsewhere(
+        shared_cluster):
+    """RabbitMQ answers a management change once every node has it; here the answer came
+    before the change was even in etcd (pushed behind it), so a client logging in through
+    another node at once was refused. Now the API answers once etcd has it and every node
+    applied it (``EtcdMetadata.everywhere``)."""
+    n1, others = shared_cluster.nodes[0], shared_cluster.nodes[1:]
+    refused = []
+    for i in range(10):
+        user, vhost = f"at-once-{i}", f"at-once-vh-{i}"
+        assert call(n1, "PUT", f"vhosts/{vhost}", {}) == 201
+        assert call(n1, "PUT", f"users/{user}", {"password": "pw", "tags": ""}) == 201
+        assert call(n1, "PUT", f"permissions/{vhost}/{user}",
+                    {"configure": ".*", "write": ".*", "read": ".*"}) == 201
+        for node in others:
+            params = pika.URLParameters(node.url)
+            params.credentials = pika.PlainCredentials(user, "pw")
+            params.virtual_host = vhost
+            try:
+                pika.BlockingConnection(params).close()
+            except (pika.exceptions.ProbableAuthenticationError,
+                    pika.exceptions.ProbableAccessDeniedError) as exc:
+                refused.append((i, node.node, type(exc).__name__))
+        assert call(n1, "DELETE", f"users/{user}") == 204
+        assert call(n1, "DELETE", f"vhosts/{vhost}") == 204
+    assert refused == []
+
+
 def test_a_node_restarted_after_changes_catches_up(restored_cluster):
     cluster = restored_cluster
     n1, _, n3 = cluster.nodes
