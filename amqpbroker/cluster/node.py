@@ -108,6 +108,9 @@ class ClusterNode:
                     groups.term_of = self.forwarder.leader_epoch
                     self.membership.on_view.append(groups.follow_coordinators)
                     self.forwarder.on_link.append(groups.follow_coordinators)
+                    # a link back to a node that restarted: its worker lost the group
+                    # state of the partitions it leads, as a restarted local worker does
+                    self.forwarder.on_link.append(groups.worker_back)
                 self.replication.review()
                 self.forwarder.review()
                 self.replication.start_workers()

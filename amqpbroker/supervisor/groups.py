@@ -395,8 +395,10 @@ class Groups:
                     self._run(g, g.cg.revoked(m.member, p, m.epoch))
 
     def worker_back(self, client) -> None:
-        """A restarted worker: re-send the assignments of its partitions, and complete the
-        revocations it had in progress."""
+        """A restarted worker, or in a cluster a link back to another node (``on_link``: the
+        node may have restarted, its worker's group state gone with it): re-send the
+        assignments of its partitions (one it still has is the same again: nothing
+        changes), and complete the revocations it had in progress."""
         for g in list(self.groups.values()):
             refs = self.partitions(g.key[0], g.key[1])
             actions = []

@@ -929,3 +929,42 @@ def test_a_group_consume_while_partition_0_has_no_leader_waits_for_its_coordinat
     finally:
         for m in members:
             m.close()
+
+
+def test_a_group_reads_again_from_a_partition_leader_that_restarted_at_once(cluster):
+    """The node leading a partition that a member reads dies and starts again before its
+    lease expires, so it still leads: its new process has the member's share again (the
+    member's node opens it anew on the link it dials again) but not the coordinator's
+    assignment, which lived in the process that died. The coordinator sends it again once
+    its own link to that node is back (``GroupCoordinators.worker_back`` on ``on_link``,
+    as for a restarted local worker). Before, nothing re-sent it: the partition stayed
+    unread until the member left (the checker: ``--topic 2 --group --first-seed 31``).
+    A cluster of its own: placement leads the two partitions from two nodes there."""
+    topic, group = "grp-restart", "grp-restart-g"
+    declare_topic(cluster, topic, **{"x-replication-factor": 3})
+    leaders = cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
+                                 timeout=DEADLINE)
+    cluster.wait_until(lambda: all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
+                                   for n in cluster.nodes for i in range(2)), timeout=DEADLINE)
+    coordinator, restarted = cluster.node(leaders[0]), cluster.node(leaders[1])
+    assert restarted is not coordinator, "placement led both partitions from one node"
+    via = next(n for n in cluster.nodes if n is not restarted)
+    keys = keys_for(2, 20)
+    member = Watched(coordinator.url, topic, group)
+    try:
+        pump([member], agreed([coordinator], group, 1), "the member's assignment")
+        publish_keyed(via, topic, keys, "r1-")
+        pump([member], lambda: len(member.got) == 40, "r1's 40 deliveries")
+        restarted.kill()
+        cluster.start_node(restarted)           # within the lease: it leads partition 1 still
+        cluster.wait_until(lambda: all(len(queue_on(n, f"{topic}-1").get("isr", ())) == 3
+                                       for n in cluster.nodes), timeout=DEADLINE)
+        assert partition_leaders(cluster.nodes, topic)[1] == leaders[1], \
+            "partition 1 changed leader: the case is not the one tested"
+        publish_keyed(via, topic, keys, "r2-")
+
+        def read_again():       # (a re-read below 20 is allowed: at-least-once)
+            return all(set(range(20, 40)) <= set(member.offsets(p, since=40)) for p in (0, 1))
+        pump([member], read_again, "r2's 20 deliveries of each partition", timeout=20)
+    finally:
+        member.close()
