@@ -48,8 +48,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .erlang import erlang_term
-from .queue_args import parse_max_age
+from .erlang import erlang_term as _term     # RabbitMQ's ~p of a JSON value
+from .queue_args import OVERFLOW_MODES, parse_max_age
 
 APPLY_TO = ("queues", "exchanges", "all", "classic_queues", "quorum_queues", "streams")
 OPERATOR_APPLY_TO = ("queues", "exchanges", "all")
@@ -62,7 +62,6 @@ class PolicyInvalid(ValueError):
     """A policy RabbitMQ refuses; ``str()`` is its reason (after "Validation failed")."""
 
 
-_term = erlang_term         # RabbitMQ's ~p of a JSON value
 
 
 def _int_at_least(low: int, what: str):
@@ -100,8 +99,7 @@ KEYS = {
     "expires": (_int_at_least(1, "queue expiry"), "x-expires"),
     "max-length": (_int_at_least(0, "maximum length"), "x-max-length"),
     "max-length-bytes": (_int_at_least(0, "maximum length in bytes"), "x-max-length-bytes"),
-    "overflow": (_one_of(("drop-head", "reject-publish", "reject-publish-dlx"),
-                         "overflow value"), "x-overflow"),
+    "overflow": (_one_of(OVERFLOW_MODES, "overflow value"), "x-overflow"),
     "dead-letter-exchange": (_binary("dead letter exchange name"), "x-dead-letter-exchange"),
     "dead-letter-routing-key": (_binary("dead letter routing key"),
                                 "x-dead-letter-routing-key"),

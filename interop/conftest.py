@@ -246,6 +246,16 @@ async def achannel(aconn):
     return await aconn.channel()
 
 
+def bodies(ch, queue: str) -> list[bytes]:
+    """basic.get (auto-ack) until the queue is empty: the bodies, in order."""
+    out = []
+    while True:
+        m, _, body = ch.basic_get(queue, auto_ack=True)
+        if m is None:
+            return out
+        out.append(body)
+
+
 def drain(ch, queue: str, n: int, timeout: float = 5.0, auto_ack: bool = True):
     """basic.get until ``n`` messages have been received (or fail at the deadline)."""
     got = []

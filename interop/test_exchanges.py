@@ -10,7 +10,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from .conftest import drain
+from .conftest import bodies, drain
 
 
 @pytest.fixture
@@ -23,16 +23,6 @@ def cch(conn):
 
 def queues(ch, n):
     return [ch.queue_declare("", exclusive=True).method.queue for _ in range(n)]
-
-
-def bodies(ch, queue):
-    """Everything currently in ``queue`` (consumed with auto-ack)."""
-    out = []
-    while True:
-        m, _, body = ch.basic_get(queue, auto_ack=True)
-        if m is None:
-            return out
-        out.append(body)
 
 
 def test_direct_exact_match_only(cch, uniq, cleanup):

@@ -15,8 +15,8 @@ import pytest
 
 from amqpbroker.testing.mgmt_client import ManagementClient
 
-from .conftest import q, wait_until
-from .test_policies import bodies, count, policies, publish, setter  # noqa: F401 (a fixture)
+from .conftest import bodies, q, wait_until
+from .test_policies import count, policies, publish, setter  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

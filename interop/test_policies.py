@@ -17,7 +17,7 @@ import pytest
 
 from amqpbroker.testing.mgmt_client import ManagementClient
 
-from .conftest import q, wait_until
+from .conftest import bodies, q, wait_until
 
 
 @pytest.fixture
@@ -53,15 +53,6 @@ def count(ch, queue: str) -> int:
 def publish(ch, queue: str, n: int, prefix: str = "m") -> None:
     for i in range(n):
         ch.basic_publish("", queue, f"{prefix}{i}".encode())
-
-
-def bodies(ch, queue: str) -> list[bytes]:
-    out = []
-    while True:
-        method, _, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -8,7 +8,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, NackError
 
-from .conftest import drain, wait_until
+from .conftest import bodies, drain, wait_until
 
 
 @pytest.fixture
@@ -24,15 +24,6 @@ def declare(ch, uniq, cleanup, **arguments):
 
 def ready(ch, q) -> int:
     return ch.queue_declare(q, passive=True).method.message_count
-
-
-def bodies(ch, q):
-    out = []
-    while True:
-        m, _, b = ch.basic_get(q, auto_ack=True)
-        if m is None:
-            return out
-        out.append(b)
 
 
 def dead_letter_setup(ch, uniq, cleanup, **arguments):

@@ -25,7 +25,7 @@ DEFAULT = "amq.default"
 
 
 def _json(vh, ex) -> dict:
-    policy = getattr(ex, "policy", None)
+    policy = ex.policy
     return {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
             "auto_delete": ex.auto_delete, "internal": ex.internal, "arguments": ex.arguments,
             "policy": policy.name if policy is not None else None}

@@ -125,22 +125,23 @@ class Queue:
         # the message TTL by the offset it applies from: a policy's TTL applies to messages
         # published after it is set, as RabbitMQ stamps a message's expiry when it is queued
         # (ttls.py: kept across restarts by a durable queue)
-        self._ttls = [(0, self.args.message_ttl)]
         stored = ttls.load(directory) if durable else None
-        if stored is not None:
-            self._ttls = stored
-            if stored[-1][1] != self.args.message_ttl:      # a policy changed meanwhile
-                self._ttls.append((self.store.next_offset, self.args.message_ttl))
-                self._save_ttls()
-        self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
-        self._plain = self._is_plain()
+        self._set_ttls(stored or [(0, self.args.message_ttl)])
+        if self._ttls[-1][1] != self.args.message_ttl:      # a policy changed meanwhile
+            self._set_ttls([*self._ttls, (self.store.next_offset, self.args.message_ttl)])
+            self._save_ttls()
         self._recover()
         if len(self._ttls) > 1:         # regimes no queued message is under: gone
-            self._ttls = ttls.live(self._ttls, self._lowest_queued())
-            self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
-            self._plain = self._is_plain()
+            self._set_ttls(ttls.live(self._ttls, self._lowest_queued()))
         self.stats.count_appends(self.store)    # publishes: the offsets appended from here
         self.touch()
+
+    def _set_ttls(self, regimes: list) -> None:
+        """The TTL regimes (ttls.py), and what follows from them: whether any message may
+        expire, and so whether publish's fast path applies."""
+        self._ttls = regimes
+        self._has_ttl = any(ttl is not None for _, ttl in regimes)
+        self._plain = self._is_plain()
 
     def _is_plain(self) -> bool:
         """Whether publish's fast path applies: no limits, TTL, priorities or de-duplication."""
@@ -162,12 +163,11 @@ class Queue:
             return
         self.args, self.arguments = args, args.arguments
         if args.message_ttl != self._ttls[-1][1]:
-            self._ttls = ttls.live(self._ttls, self._lowest_queued())
-            self._ttls.append((self.store.next_offset, args.message_ttl))
-            self._has_ttl = any(ttl is not None for _, ttl in self._ttls)
+            self._set_ttls([*ttls.live(self._ttls, self._lowest_queued()),
+                            (self.store.next_offset, args.message_ttl)])
             if self.durable:
                 self._save_ttls()
-        self._plain = self._is_plain()
+        self._plain = self._is_plain()          # a length limit may have come or gone
         if self._expires_timer is not None:
             self._expires_timer.cancel()
             self._expires_timer = None

@@ -261,6 +261,18 @@ def declare_topic(cluster, topic, **arguments):
     conn.close()
 
 
+def replicated_topic(cluster, topic):
+    """A topic of two partitions, three replicas each, declared on node 1; once every node
+    names their leaders and every replica is in the ISR (a publish is nacked below
+    x-min-insync-replicas, 2): the leaders' node names, by partition."""
+    declare_topic(cluster, topic, **{"x-replication-factor": 3})
+    leaders = cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
+                                 timeout=DEADLINE)
+    cluster.wait_until(lambda: all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
+                                   for n in cluster.nodes for i in range(2)), timeout=DEADLINE)
+    return leaders
+
+
 def partition_leaders(nodes, topic, partitions=2):
     """A predicate: every one of ``nodes`` names one leader for each partition of
     ``topic``; then the leaders' node names, by partition."""
@@ -500,12 +512,7 @@ def test_a_group_with_members_on_two_nodes_has_one_coordinator(restored_cluster)
     shares follow the partitions to their new leaders, the coordinator with partition 0)."""
     cluster = restored_cluster
     topic, group = "grp-orders", "grp-billing"
-    declare_topic(cluster, topic, **{"x-replication-factor": 3})
-    first = cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
-                               timeout=DEADLINE)
-    # every replica in the ISR: a publish is nacked below x-min-insync-replicas (2)
-    cluster.wait_until(lambda: all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
-                                   for n in cluster.nodes for i in range(2)), timeout=DEADLINE)
+    first = replicated_topic(cluster, topic)
     coordinator = cluster.node(first[0])
     x, y = [n for n in cluster.nodes if n is not coordinator]
     keys = keys_for(2, 40)              # 40 messages a partition per round
@@ -941,11 +948,7 @@ def test_a_group_reads_again_from_a_partition_leader_that_restarted_at_once(clus
     unread until the member left (the checker: ``--topic 2 --group --first-seed 31``).
     A cluster of its own: placement leads the two partitions from two nodes there."""
     topic, group = "grp-restart", "grp-restart-g"
-    declare_topic(cluster, topic, **{"x-replication-factor": 3})
-    leaders = cluster.wait_until(lambda: partition_leaders(cluster.nodes, topic),
-                                 timeout=DEADLINE)
-    cluster.wait_until(lambda: all(len(queue_on(n, f"{topic}-{i}").get("isr", ())) == 3
-                                   for n in cluster.nodes for i in range(2)), timeout=DEADLINE)
+    leaders = replicated_topic(cluster, topic)
     coordinator, restarted = cluster.node(leaders[0]), cluster.node(leaders[1])
     assert restarted is not coordinator, "placement led both partitions from one node"
     via = next(n for n in cluster.nodes if n is not restarted)
