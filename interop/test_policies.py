@@ -216,6 +216,7 @@ def test_a_ttl_policy_applies_to_messages_published_after_it(ch, cleanup, polici
     old, fresh = cleanup.queue(prefix + "-old"), cleanup.queue(prefix + "-fresh")
     for name in (old, fresh):
         ch.queue_declare(name, durable=True)
+    ch.confirm_delivery()           # queued before the policy: confirmed before it is set
     publish(ch, old, 3, "old")
     assert policies(prefix, {"pattern": f"^{prefix}-", "definition": {"message-ttl": 50}}) \
         == 201
