@@ -62,6 +62,7 @@ def test_declare_bind_publish_get_purge_delete(ctl, uniq, connect):
                    stdin="from stdin").stdout == \
             f"published 10 bytes to exchange '{exchange}' with routing key 'jobs'\n"
         ch = connect().channel()
+        ch.confirm_delivery()       # queued before ctl reads it, in every layout
         ch.basic_publish("", queue, b"from pika")
         peeked = as_json(ctl, "get", queue, "--count", "2")
         assert [(m["payload"], m["routing_key"]) for m in peeked] == \
