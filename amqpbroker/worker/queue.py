@@ -142,6 +142,14 @@ class Queue:
         self._ttls = regimes
         self._has_ttl = any(ttl is not None for _, ttl in regimes)
         self._plain = self._is_plain()
+        # earlier regimes may still have messages: once the queue is empty only the last
+        # applies (``_settled``), and a TTL removed at runtime gives the fast path back
+        self._older_ttls = len(regimes) > 1
+
+    def _settled(self) -> None:
+        """After a settle: an empty queue keeps only its current TTL regime."""
+        if not self.ready_count and not self.outstanding:
+            self._set_ttls(self._ttls[-1:])
 
     def _is_plain(self) -> bool:
         """Whether publish's fast path applies: no limits, TTL, priorities or de-duplication."""
@@ -179,6 +187,8 @@ class Queue:
         self.schedule_dispatch()
 
     def _save_ttls(self) -> None:
+        if self.deleted:                # its directory is in the trash
+            return
         try:
             ttls.save(self.directory, self._ttls)
         except OSError as exc:
@@ -771,6 +781,8 @@ class Queue:
             self.dedup_keys.discard(offset)
         self.store.settle(offset)
         self.host.committer.mark(self)
+        if self._older_ttls:
+            self._settled()
 
     def ack(self, offsets) -> None:
         """A multiple ack settles many at once: ``_done``'s work per offset is only what
@@ -791,6 +803,8 @@ class Queue:
                 self.dedup_keys.discard(offset)
         self.store.settle_many(done)
         self.host.committer.mark(self)
+        if self._older_ttls:
+            self._settled()
 
     def reject(self, offsets, requeue: bool) -> None:
         """basic.reject / basic.nack, or unacked messages of a closed channel (requeue)."""

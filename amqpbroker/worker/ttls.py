@@ -45,6 +45,9 @@ def load(directory: str) -> list[tuple[int, int | None]] | None:
 
 
 def save(directory: str, regimes: list[tuple[int, int | None]]) -> None:
+    """Written now; a queue no message was published to yet has no directory: made here
+    (its name made durable by the log's first sync, as when the log makes it)."""
+    os.makedirs(directory, exist_ok=True)
     write_file_atomically(os.path.join(directory, FILE),
                           json.dumps({"ttls": [list(r) for r in regimes]}).encode())
 
