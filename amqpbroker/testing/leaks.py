@@ -35,6 +35,20 @@ def broker_segments() -> set[str]:
     return shm_segments("amqpbroker-")
 
 
+def broker_segments_left(before: set[str], timeout: float = 10.0) -> set[str]:
+    """The broker segments not in ``before`` that stay. A ring's name exists only between
+    its creation and its unlink (``shm/ring.py``), so a broker another test starts beside
+    this one (pytest-xdist; every broker has rings in the supervisor-and-workers pass) shows
+    a name for an instant; a leaked one stays past ``timeout``."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        left = broker_segments() - before
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def child_processes() -> set[int]:
     """Live (non-zombie) children of this process."""
     me = os.getpid()

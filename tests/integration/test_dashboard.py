@@ -118,18 +118,21 @@ def severe_entries(driver) -> list[dict]:
 
 
 def assert_no_console_errors(driver, b: BrokerProcess, absent: dict[str, tuple] | None = None,
-                             refused: set[str] = frozenset()) -> None:
+                             refused: set[str] = frozenset(),
+                             answered: dict[str, int] | None = None) -> None:
     """No script error at all; a failed request only where it is expected: a refused login,
-    or a call the API does not take (``absent``: path -> the methods the page may have used
-    on it, one of which the API must refuse)."""
+    a call the API does not take (``absent``: path -> the methods the page may have used
+    on it, one of which the API must refuse), or a refusal the test provoked (``answered``:
+    path -> its status)."""
     absent = absent or {}
+    answered = answered or {}
     for entry in severe_entries(driver):
         assert entry["source"] == "network", entry
         failed = re.match(r"(\S+) - Failed to load resource: .* status of (\d+)",
                           entry["message"])
         assert failed, entry
         path, status = urllib.parse.urlsplit(failed[1]).path, int(failed[2])
-        if path in refused and status == 401:
+        if path in refused and status == 401 or answered.get(path) == status:
             continue
         assert path in absent and status in (404, 405), entry
         assert not all(offers(b, m, path) for m in absent[path]), f"{path} failed: {entry}"
@@ -437,3 +440,95 @@ def test_static_files_are_public_and_confined_and_the_api_still_asks_for_a_login
         status, body, _ = c.request("GET", path, None)
         assert status == 404, path
     assert c.request("GET", "/api/queues", None)[0] == 401
+
+
+def row(driver, table: str, name: str) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, f"#{table} tr[data-name='{name}']")
+
+
+def set_policy(driver, kind: str, name: str, pattern: str, definition: str) -> None:
+    """Fill the policies page's form (clearing what the last use left) and submit it."""
+    Select(driver.find_element(By.CSS_SELECTOR, "#set-policy select[name=kind]")) \
+        .select_by_visible_text(kind)
+    Select(driver.find_element(By.CSS_SELECTOR, "#set-policy select[name=vhost]")) \
+        .select_by_value("/")
+    for field, text in (("input[name=name]", name), ("input[name=pattern]", pattern),
+                        ("textarea[name=definition]", definition)):
+        box = driver.find_element(By.CSS_SELECTOR, f"#set-policy {field}")
+        box.clear()
+        box.send_keys(text)
+    submit(driver, "set-policy")
+
+
+def delete_row(driver, table: str, name: str) -> None:
+    """Its row's Delete button (the row is redrawn by each refresh: found again if need be)."""
+    def clicked(d):
+        try:
+            row(d, table, name)[0].find_element(By.CSS_SELECTOR, "button.danger").click()
+            return True
+        except Exception:           # replaced by a refresh between find and click
+            return False
+    WebDriverWait(driver, WAIT).until(clicked)
+    driver.switch_to.alert.accept()
+
+
+def test_the_policies_page_sets_shows_and_deletes_policies(browser, broker):
+    """A policy set on the page applies to a pika client's queue (its length capped); a
+    refused definition shows the broker's reason and sets nothing; an operator policy caps
+    it further; the rows' Delete buttons take both away."""
+    name = f"dash-pol-{uuid.uuid4().hex[:8]}"
+    api = mgmt(broker)
+
+    def policy(kind: str, pname: str) -> int:
+        return api.request("GET", f"/api/{kind}/%2F/{pname}", "guest", "guest")[0]
+
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.queue_declare(name)
+        ch.confirm_delivery()
+        try:
+            login(browser, broker)
+            go(browser, "#/policies")
+            WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "set-policy"))
+            set_policy(browser, "policy", name, f"^{name}$", '{"foo": 1}')
+            wait_text(browser, "#set-policy-result .error",
+                      r"^Setting the policy failed: 400 Validation failed "
+                      r"\[\{<<\"foo\">>,1\}\] are not recognised policy settings$")
+            assert policy("policies", name) == 404
+
+            set_policy(browser, "policy", name, f"^{name}$", '{"max-length": 2}')
+            wait_text(browser, "#set-policy-result", rf"^Set the policy '{name}'\.$")
+            wait_text(browser, f"#policies tr[data-name='{name}'] .col-definition",
+                      r'^\{"max-length":2\}$')
+            wait_text(browser, f"#policies tr[data-name='{name}'] .col-apply-to", r"^all$")
+            for i in range(5):
+                ch.basic_publish("", name, f"m{i}".encode())
+            wait_until(lambda: queue_depth(broker, name) == 2)
+
+            set_policy(browser, "operator policy", name + "-ops", f"^{name}$",
+                       '{"max-length": 1}')
+            wait_text(browser, "#set-policy-result", rf"^Set the operator policy '{name}-ops'\.$")
+            wait_text(browser, f"#operator-policies tr[data-name='{name}-ops'] .col-apply-to",
+                      r"^queues$")
+            wait_until(lambda: queue_depth(broker, name) == 1)
+
+            delete_row(browser, "policies", name)
+            wait_text(browser, "#policies-result", rf"^Deleted the policy '{name}'\.$")
+            WebDriverWait(browser, WAIT).until(lambda d: not row(d, "policies", name))
+            assert policy("policies", name) == 404
+            delete_row(browser, "operator-policies", name + "-ops")
+            wait_text(browser, "#policies-result",
+                      rf"^Deleted the operator policy '{name}-ops'\.$")
+            WebDriverWait(browser, WAIT).until(
+                lambda d: not row(d, "operator-policies", name + "-ops"))
+            assert policy("operator-policies", name + "-ops") == 404
+
+            def grows_past_the_caps():          # applied by the queue after the answer
+                ch.basic_publish("", name, b"after")
+                return queue_depth(broker, name) > 2
+            wait_until(grows_past_the_caps)
+            assert_no_console_errors(browser, broker, answered={f"/api/policies/%2F/{name}": 400})
+        finally:
+            api.request("DELETE", f"/api/operator-policies/%2F/{name}-ops", "guest", "guest")
+            api.request("DELETE", f"/api/policies/%2F/{name}", "guest", "guest")
+            ch.queue_delete(name)

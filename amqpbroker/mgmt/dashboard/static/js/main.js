@@ -9,6 +9,7 @@ import * as exchanges from "./pages/exchanges.js";
 import * as connections from "./pages/connections.js";
 import * as topics from "./pages/topics.js";
 import * as groups from "./pages/groups.js";
+import * as policies from "./pages/policies.js";
 
 const ROUTES = [
   [/^\/?$/, overview.mount],
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^\/topics\/([^/]+)\/([^/]+)$/, topics.mountOne],
   [/^\/groups$/, groups.mountList],
   [/^\/groups\/([^/]+)\/([^/]+)$/, groups.mountOne],
+  [/^\/policies$/, policies.mount],
 ];
 
 const main = document.getElementById("main");

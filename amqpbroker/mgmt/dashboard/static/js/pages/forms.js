@@ -14,10 +14,10 @@ export function report(out, r, okText, what) {
   fill(out, el("p", { class: "error" }, `${what.name} failed: ${r.status || ""} ${r.reason}`));
 }
 
-function field(label, input) { return el("label", {}, label, input); }
+export function field(label, input) { return el("label", {}, label, input); }
 
 /** JSON object from a textarea ({} when empty), or throws with a readable message. */
-function jsonObject(text, what) {
+export function jsonObject(text, what) {
   if (!text.trim()) return {};
   let v;
   try { v = JSON.parse(text); } catch (err) { throw new Error(`${what}: not JSON (${err.message})`); }
@@ -25,7 +25,8 @@ function jsonObject(text, what) {
   return v;
 }
 
-function action(id, title, inputs, submit, onSubmit) {
+/** A form with a title, its inputs and a submit button; onSubmit(out) reports in `out`. */
+export function action(id, title, inputs, submit, onSubmit) {
   const out = el("div", { class: "result", id: `${id}-result` });
   const form = el("form", { class: "action card", id }, el("strong", {}, title), ...inputs,
     el("button", { type: "submit" }, submit), out);
@@ -120,6 +121,7 @@ export function declareForm(kind, vhosts, onDone) {
 /** A button that confirms, calls `method path`, and reports in `out`. */
 // before(): awaited once the person confirmed and before the call; it may return a function
 // to undo itself, run when the call fails (a page that stops refreshing what it deletes).
+// id may be null: a button per table row is found by its row (class "danger").
 export function dangerButton(id, label, question, method, path, out, okText, onDone, before) {
   return el("button", { type: "button", class: "danger", id, onclick: async () => {
     if (!window.confirm(question)) return;
