@@ -699,6 +699,15 @@ class Forwarder:
         """This node has the queue but forwards it: another node leads it."""
         return isinstance(getattr(self._known(vhost, name), "client", None), RemoteClient)
 
+    def meta_client(self, node: str) -> RemoteClient:
+        """This node's link to ``node``'s supervisor for calls that are no queue's
+        (``MetaReach``, ``DedupSeen``): one per node, never retired, dialled on use."""
+        client = self.meta_clients.get(node)
+        if client is None:
+            client = self.meta_clients[node] = RemoteClient(self, node, 0)
+        client.dial()
+        return client
+
     async def peers_reach(self, revision: int) -> None:
         """Return once every other registered node has applied etcd up to ``revision``
         (``contract.MetaReach``), or after ``PEERS_REACH_TIMEOUT``: a node that cannot be
@@ -709,11 +718,7 @@ class Forwarder:
             return
         calls = []
         for node in peers:
-            client = self.meta_clients.get(node)
-            if client is None:
-                client = self.meta_clients[node] = RemoteClient(self, node, 0)
-            client.dial()
-            fut = client.request(c.MetaReach, revision=revision)
+            fut = self.meta_client(node).request(c.MetaReach, revision=revision)
             fut.add_done_callback(_quiet)
             calls.append(fut)
         done, late = await asyncio.wait(calls, timeout=PEERS_REACH_TIMEOUT)
@@ -807,6 +812,9 @@ class ForwardedLink:
                 pass                        # the remote's shutdown is not ours
             elif kind is c.MetaReach:       # the supervisor's, not the host's
                 asyncio.ensure_future(self._meta_reach(m))
+            elif kind is c.DedupSeen:       # this node holds the exchange's cache
+                seen = self.forwarder.broker.metadata.dedup_here(**c.fields_of(m))
+                self.emit(c.Reply(req=m.req, ok=True, value=seen))
             elif kind is c.JoinGroup or kind is c.LeaveGroup or kind is c.GroupDescribe:
                 if out:                     # in order with the link's commands before it
                     self.host.handle(self.state, out)

@@ -105,6 +105,7 @@ KINDS = ("vhost", "user", "permission", "policy", "operator-policy", "exchange",
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 PUSH_WAIT = 5.0             # seconds a management change waits for etcd before its answer
+DEDUP_WAIT = 1.0            # seconds a publish waits for the node holding its exchange's cache
 STATE_FILE = "cluster.json"  # in the data directory: this node has been a member
 
 
@@ -129,6 +130,16 @@ def dumps(obj) -> str:
 def binding_key(vhost, source, dest_kind, destination, key, arguments) -> str:
     digest = hashlib.sha1(dumps(arguments or {}).encode()).hexdigest()[:16]
     return meta_key("binding", vhost, source, dest_kind, destination, key, digest)
+
+
+def dedup_owner(vhost: str, exchange: str, nodes) -> str | None:
+    """The node that holds an x-message-deduplication exchange's cache for the cluster:
+    the highest of a hash of (node, exchange) over the live nodes (rendezvous hashing, so
+    a node that joins or leaves moves only the caches it takes or held)."""
+    def weight(node: str) -> bytes:
+        return hashlib.blake2b(f"{node}\0{vhost}\0{exchange}".encode(),
+                               digest_size=8).digest()
+    return max(nodes, key=weight, default=None)
 
 
 def visible_everywhere(call):
@@ -167,6 +178,7 @@ class EtcdMetadata(LocalMetadata):
         self._push_again = False
         self._pushing_since_asked = False   # a push began since ``everywhere`` last looked
         self._whole_next = False            # a pass failed: the next one diffs every key
+        self._dedup_logged = -60.0          # when a de-duplication cache's holder last failed
 
     @property
     def etcd(self):
@@ -998,6 +1010,36 @@ class EtcdMetadata(LocalMetadata):
         # answered once every node has it, as a declare is (visible_everywhere)
         if self.node.forwarder is not None:
             await self.node.forwarder.peers_reach(self.revision)
+
+    async def dedup_seen(self, *, vhost, exchange, key, ttl) -> bool:
+        """An x-message-deduplication exchange's cache is one for the cluster, as the
+        plugin's is one Mnesia table: kept by the node ``dedup_owner`` picks among the live
+        nodes and asked over the cluster link (``DedupSeen``), so a retry is caught through
+        whichever node it comes. A node that takes a cache over starts it empty (as a
+        restart does). The holder not answering within ``DEDUP_WAIT`` (down, cut off, its
+        lease not yet expired): this node's own cache answers, and a retry through another
+        node may pass until the live nodes are known again."""
+        owner = dedup_owner(vhost, exchange, [
+            name for name, reg in self.membership.nodes().items()
+            if reg.get("state") == "running"])     # not one that is leaving
+        forwarder = self.node.forwarder
+        if owner is None or owner == self.node.name or forwarder is None:
+            return self.dedup_here(vhost=vhost, exchange=exchange, key=key, ttl=ttl)
+        call = forwarder.meta_client(owner).request(c.DedupSeen, vhost=vhost,
+                                                    exchange=exchange, key=key, ttl=ttl)
+        try:
+            return bool(await asyncio.wait_for(call, DEDUP_WAIT))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:        # no answer or the link lost: HostGone, timeout
+            now = asyncio.get_running_loop().time()
+            if now - self._dedup_logged > 10:
+                self._dedup_logged = now
+                log.warning("exchange '%s' in vhost '%s': node %s, which holds its "
+                            "de-duplication cache, did not answer (%s); this node's cache "
+                            "answers meanwhile", exchange, vhost, owner,
+                            exc or type(exc).__name__)
+            return self.dedup_here(vhost=vhost, exchange=exchange, key=key, ttl=ttl)
 
     async def everywhere(self) -> None:
         """After a management API change (users, vhosts, permissions, limits, policies, which

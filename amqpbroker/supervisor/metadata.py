@@ -70,7 +70,12 @@ class LocalMetadata:
         await self.broker.definitions.durable()
 
     async def dedup_seen(self, *, vhost, exchange, key, ttl) -> bool:
-        """An x-message-deduplication exchange's cache, kept here for the whole node."""
+        """An x-message-deduplication exchange's cache, kept here for the whole node (in a
+        cluster, on one node for all: ``EtcdMetadata.dedup_seen``)."""
+        return self.dedup_here(vhost=vhost, exchange=exchange, key=key, ttl=ttl)
+
+    def dedup_here(self, *, vhost, exchange, key, ttl) -> bool:
+        """Whether this node's cache of the exchange saw ``key`` (and it is noted now)."""
         vh = self.broker.vhosts.get(vhost)
         ex = vh.exchanges.get(exchange) if vh is not None else None
         return ex is not None and ex.type == DEDUP_TYPE and ex.seen(key, ttl)

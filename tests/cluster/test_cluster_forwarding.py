@@ -7,6 +7,7 @@ import time
 import pika
 import pytest
 
+from amqpbroker.cluster.metadata import dedup_owner
 from amqpbroker.partitioner import partition_of
 from amqpbroker.testing.cluster_clients import connect, queue_on
 from amqpbroker.testing.proxy import FaultProxy
@@ -971,3 +972,92 @@ def test_a_group_reads_again_from_a_partition_leader_that_restarted_at_once(clus
         pump([member], read_again, "r2's 20 deliveries of each partition", timeout=20)
     finally:
         member.close()
+
+
+# ------------------------------------------------ x-message-deduplication across nodes
+
+
+def declare_dedup(node, name: str) -> None:
+    """An x-message-deduplication exchange ``name`` and a classic queue ``name`` bound to
+    it, declared through ``node`` (which leads the queue)."""
+    conn = connect(node)
+    ch = conn.channel()
+    ch.exchange_declare(name, "x-message-deduplication", durable=True,
+                        arguments={"x-cache-size": 100})
+    ch.queue_declare(name, durable=True)
+    ch.queue_bind(name, name)
+    conn.close()
+
+
+def publish_keyed(node, exchange: str, keys, connections: int = 1) -> None:
+    """Publish one message per key (its ``message_id``) through ``node``, confirmed, on each
+    of ``connections`` connections (two: both front-ends of a split node, most likely)."""
+    for _ in range(connections):
+        conn = connect(node)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for key in keys:
+            ch.basic_publish(exchange, "", f"{key}-{node.node}".encode(),
+                             pika.BasicProperties(message_id=key, delivery_mode=2))
+        conn.close()
+
+
+def bodies_of(node, queue: str) -> list[bytes]:
+    """Every message of ``queue`` (got through ``node``); the queue and its exchange go."""
+    conn = connect(node)
+    ch = conn.channel()
+    out = []
+    while True:
+        method, _, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            break
+        out.append(body)
+    ch.queue_delete(queue)
+    ch.exchange_delete(queue)
+    conn.close()
+    return out
+
+
+def dedup_through_every_node(cluster, name: str) -> None:
+    """The same keys published through every node, twice each: routed once, through the
+    first node (the exchange's cache is one for the cluster, as the plugin's Mnesia table
+    is; before, each node had its own and each node's first copy was routed)."""
+    n1 = cluster.nodes[0]
+    declare_dedup(n1, name)
+    for _ in range(2):
+        for node in cluster.nodes:
+            publish_keyed(node, name, ("a", "b"), connections=2)
+    assert bodies_of(n1, name) == [b"a-n1", b"b-n1"]
+
+
+def test_a_deduplication_exchange_catches_a_retry_through_any_node(shared_cluster):
+    dedup_through_every_node(shared_cluster, "dedup-every-node")
+
+
+def test_in_every_layout_a_deduplication_exchange_catches_a_retry_through_any_node(
+        shared_layout_cluster):
+    dedup_through_every_node(shared_layout_cluster, "dedup-every-node-lay")
+
+
+def test_a_deduplication_exchange_whose_cache_node_is_down_still_routes(restored_cluster):
+    """The node holding the exchange's cache died: a publish through another node is still
+    routed and confirmed, never held (that node's own cache answers, after at most
+    ``DEDUP_WAIT``; a retry may pass meanwhile, as after a restart). Once the live nodes know
+    it is gone, a survivor holds the cache for all again."""
+    names = [n.node for n in restored_cluster.nodes]
+    name = "dedup-holder-down"
+    holder = restored_cluster.node(dedup_owner("/", name, names))
+    one, two = (n for n in restored_cluster.nodes if n is not holder)
+    declare_dedup(one, name)
+    publish_keyed(one, name, ("a", "a"))
+    holder.kill()
+    publish_keyed(one, name, ("b",))             # confirmed (publish_keyed) and routed
+    restored_cluster.wait_until(lambda: any(        # by this node's own cache
+        f"node {holder.node}, which holds its de-duplication cache, did not answer" in line
+        for line in list(one.output)))
+    restored_cluster.wait_until(lambda: all(
+        holder.node not in {n["node_name"] for n in restored_cluster.nodes_seen_by(node)}
+        for node in (one, two)))
+    for node in (one, two, one):
+        publish_keyed(node, name, ("c",))
+    assert bodies_of(one, name) == [f"{key}-{one.node}".encode() for key in "abc"]
