@@ -532,3 +532,78 @@ def test_the_policies_page_sets_shows_and_deletes_policies(browser, broker):
             api.request("DELETE", f"/api/operator-policies/%2F/{name}-ops", "guest", "guest")
             api.request("DELETE", f"/api/policies/%2F/{name}", "guest", "guest")
             ch.queue_delete(name)
+
+
+def fill_form(driver, form_id: str, values: dict) -> None:
+    """Type ``values`` (css under the form -> text) into the form, clearing each first."""
+    for css, text in values.items():
+        box = driver.find_element(By.CSS_SELECTOR, f"#{form_id} {css}")
+        box.clear()
+        box.send_keys(text)
+
+
+def test_the_admin_page_adds_a_user_a_vhost_and_a_permission_a_pika_client_then_uses(
+        browser, broker):
+    """A user, a virtual host and a permission made on the Admin page let a pika client in
+    and work there; the user's Delete button shuts it out again."""
+    user, vhost = f"dash-user-{uuid.uuid4().hex[:8]}", f"dash-vh-{uuid.uuid4().hex[:8]}"
+    api = mgmt(broker)
+
+    def status(path: str) -> int:
+        return api.request("GET", path, "guest", "guest")[0]
+
+    def as_user() -> pika.BlockingConnection:
+        return pika.BlockingConnection(pika.ConnectionParameters(
+            broker.host, broker.port, vhost, pika.PlainCredentials(user, "s3cret")))
+
+    try:
+        login(browser, broker)
+        go(browser, "#/admin")
+        WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "set-permission"))
+        fill_form(browser, "add-user", {"input[name=name]": user})
+        submit(browser, "add-user")             # no password and no tick: not sent
+        wait_text(browser, "#add-user-result .error", r"^Give a password, or tick No password\.$")
+        assert status(f"/api/users/{user}") == 404
+        fill_form(browser, "add-user", {"input[name=password]": "s3cret",
+                                        "input[name=tags]": "management"})
+        submit(browser, "add-user")
+        wait_text(browser, "#add-user-result", rf"^Added the user '{user}'\.$")
+        wait_text(browser, f"#users tr[data-name='{user}'] .col-tags", r"^management$")
+        fill_form(browser, "add-vhost", {"input[name=name]": vhost})
+        submit(browser, "add-vhost")
+        wait_text(browser, "#add-vhost-result", rf"^Added the virtual host '{vhost}'\.$")
+
+        def offered(d):                         # the form is rebuilt with the new names
+            try:
+                Select(d.find_element(By.CSS_SELECTOR, "#set-permission select[name=user]")) \
+                    .select_by_value(user)
+                Select(d.find_element(By.CSS_SELECTOR, "#set-permission select[name=vhost]")) \
+                    .select_by_value(vhost)
+                return True
+            except Exception:
+                return False
+        WebDriverWait(browser, WAIT).until(offered)
+        submit(browser, "set-permission")
+        wait_text(browser, "#set-permission-result",
+                  rf"^Set the permissions of '{user}' in '{vhost}'\.$")
+        wait_text(browser, f"#permissions tr[data-name='{user}'] .col-write", r"^\.\*$")
+
+        with as_user() as conn:                 # in, and working, in the new vhost
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.queue_declare("admin-made")
+            ch.basic_publish("", "admin-made", b"hello")
+            assert ch.basic_get("admin-made", auto_ack=True)[2] == b"hello"
+
+        delete_row(browser, "users", user)
+        wait_text(browser, "#admin-result", rf"^Deleted the user '{user}'\.$")
+        assert status(f"/api/users/{user}") == 404
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            as_user()
+        delete_row(browser, "vhosts", vhost)
+        wait_text(browser, "#admin-result", rf"^Deleted the virtual host '{vhost}'\.$")
+        assert status(f"/api/vhosts/{q(vhost)}") == 404
+        assert_no_console_errors(browser, broker)
+    finally:
+        api.request("DELETE", f"/api/users/{user}", "guest", "guest")
+        api.request("DELETE", f"/api/vhosts/{q(vhost)}", "guest", "guest")

@@ -10,6 +10,7 @@ import * as connections from "./pages/connections.js";
 import * as topics from "./pages/topics.js";
 import * as groups from "./pages/groups.js";
 import * as policies from "./pages/policies.js";
+import * as admin from "./pages/admin.js";
 
 const ROUTES = [
   [/^\/?$/, overview.mount],
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^\/groups$/, groups.mountList],
   [/^\/groups\/([^/]+)\/([^/]+)$/, groups.mountOne],
   [/^\/policies$/, policies.mount],
+  [/^\/admin$/, admin.mount],
 ];
 
 const main = document.getElementById("main");
