@@ -48,6 +48,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from . import pcre
 from .erlang import erlang_term as _term     # RabbitMQ's ~p of a JSON value
 from .queue_args import OVERFLOW_MODES, parse_max_age
 
@@ -201,7 +202,7 @@ def make_policy(vhost: str, name: str, body: dict, operator: bool = False) -> Po
     if not isinstance(pattern, str):
         raise PolicyInvalid(f"pattern should be a binary but was {_term(pattern)}")
     try:
-        regex = re.compile(pattern)
+        regex = pcre.compile(pattern)      # PCRE, as RabbitMQ reads it (pcre.py)
     except re.error as exc:
         raise PolicyInvalid(
             f"pattern should be regular expression but is invalid: {exc.msg}") from None

@@ -273,3 +273,19 @@ def test_publish_permission_is_checked_before_the_exchange_exists(tenant, tenant
         ch.basic_publish("missing", "k", b"x")
         ch.queue_declare("", exclusive=True)      # the publish's error arrives by now
     assert e.value.reply_code == 403
+
+
+def test_a_permission_pattern_matches_anywhere_in_the_name_in_pcre_syntax(tenant, tenant_url,
+                                                                          connect):
+    """RabbitMQ runs a permission's pattern with ``re:run``: PCRE, a search (not anchored at
+    the start), so ``orders`` covers ``my-orders-2``; POSIX classes and ``\\z`` are PCRE's
+    (pcre.py). Before, ours anchored it at the start and refused ``my-orders-2``."""
+    tenant.grant(configure="orders|^job[[:digit:]]+\\z", write=".*", read=".*")
+    c = connect(tenant_url)
+    for name in ("orders", "my-orders-2", "job42"):
+        assert c.channel().queue_declare(name).method.queue == name
+    for name in ("other", "jobx", "job4a"):
+        ch = c.channel()
+        with pytest.raises(ChannelClosedByBroker) as e:
+            ch.queue_declare(name)
+        assert e.value.reply_code == 403, name

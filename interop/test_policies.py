@@ -376,3 +376,27 @@ def test_a_policy_with_a_key_the_queue_type_lacks_is_skipped_for_the_next(ch, cl
     ch.confirm_delivery()            # counted once queued (RabbitMQ's count may lag)
     publish(ch, name, 6)
     assert count(ch, name) == 4
+
+
+@pytest.mark.parametrize("pattern, applies, not_applies", [
+    ("^{p}[[:digit:]]+$", ["{p}7"], ["{p}x", "{p}:"]),
+    ("^{p}7\\z", ["{p}7"], ["{p}77"]),
+    ("^\\Q{p}.b\\E$", ["{p}.b"], ["{p}xb"]),
+    ("^(?<n>{p})\\k<n>$", ["{p}{p}"], ["{p}{p}x"]),
+], ids=["posix-class", "z", "quoted", "named-group"])
+def test_a_pattern_is_read_as_pcre(mgmt, ch, cleanup, policies, uniq, pattern, applies,
+                                   not_applies):
+    """RabbitMQ reads a policy's pattern as PCRE (Erlang's ``re``): its syntax applies
+    here too (pcre.py). Before, ``[[:digit:]]`` meant a set of ``[:dgit`` to ours, and
+    ``\\z``, ``\\Q..\\E`` and ``(?<n>..)`` were refused."""
+    p = uniq("pcre").replace("-", "")
+    names = {n.format(p=p): n in applies for n in (*applies, *not_applies)}
+    for name in names:
+        ch.queue_declare(cleanup.queue(name))
+    assert policies(p, {"pattern": pattern.format(p=p), "apply-to": "queues",
+                        "definition": {"max-length": 9}}) == 201
+
+    def shown():                    # RabbitMQ's stats lag
+        got = {n: mgmt.get(f"/api/queues/%2F/{q(n)}").get("policy") == p for n in names}
+        return got if got == names else None
+    assert wait_until(shown, timeout=15) == names

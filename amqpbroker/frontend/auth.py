@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pamqp import decode
 
-from .. import errors
+from .. import errors, pcre
 
 log = logging.getLogger("amqpbroker.auth")
 
@@ -85,8 +85,8 @@ class Permission:
         pattern = getattr(self, kind)
         if pattern == "":
             return False
-        try:
-            return re.match(pattern, name) is not None
+        try:        # RabbitMQ's re:run: PCRE, matched anywhere in the name (pcre.py)
+            return pcre.search(pattern, name)
         except (re.error, TypeError):       # a pattern stored before the API checked them
             return False
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 
+from .. import pcre
 from .api import ApiError
 
 MAX_PAGE_SIZE = 500
@@ -87,7 +88,7 @@ def _page(query):
     regex = query.get("name") if query.get("use_regex") == "true" else None
     if regex:
         try:
-            re.compile(regex)
+            pcre.compile(regex, re.IGNORECASE)
         except re.error:
             raise ApiError(400, "Pagination parameters are invalid") from None
     return number, size
@@ -98,7 +99,7 @@ def _name_matches(item: dict, name: str, regex: bool) -> bool:
     if not isinstance(value, str):
         return False
     if regex:
-        return re.search(name, value, re.IGNORECASE) is not None
+        return pcre.search(name, value, re.IGNORECASE)
     return name.lower() in value.lower()
 
 

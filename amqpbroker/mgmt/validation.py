@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import errors
+from .. import errors, pcre
 from ..frontend.auth import HASHING
 from ..frontend.exchange import TYPES, make_exchange
 from ..erlang import erlang_term
@@ -83,10 +83,10 @@ def table(value, where: str) -> dict:
 
 
 def regex(value, where: str) -> str:
-    """A permission pattern: a string that compiles (the AMQP checks run it with ``re``)."""
+    """A permission pattern: a string that compiles as RabbitMQ's PCRE (``pcre.py``)."""
     string(value, where)
     try:
-        re.compile(value)
+        pcre.compile(value)
     except re.error as exc:
         raise _fail(where, f"invalid_regexp {_show(value)}: {exc}") from None
     return value
