@@ -11,6 +11,7 @@ from amqpbroker.cluster.metadata import dedup_owner
 from amqpbroker.partitioner import partition_of
 from amqpbroker.testing.cluster_clients import connect, queue_on
 from amqpbroker.testing.proxy import FaultProxy
+from interop.conftest import bodies
 
 
 def declare_led_by(cluster, node, name, **kw):
@@ -1006,12 +1007,7 @@ def bodies_of(node, queue: str) -> list[bytes]:
     """Every message of ``queue`` (got through ``node``); the queue and its exchange go."""
     conn = connect(node)
     ch = conn.channel()
-    out = []
-    while True:
-        method, _, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        out.append(body)
+    out = bodies(ch, queue)
     ch.queue_delete(queue)
     ch.exchange_delete(queue)
     conn.close()

@@ -12,6 +12,7 @@ import pytest
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess, leaks
 from amqpbroker.testing.mgmt_client import ManagementClient
+from interop.conftest import bodies
 
 DEDUP = "x-message-deduplication"
 
@@ -76,13 +77,7 @@ def test_a_key_in_the_queue_drops_the_publish_with_a_confirm(ch):
     ch.basic_publish("", q, b"header wins", keyed("k2", message_id="id-2"))
     ch.basic_publish("", q, b"no key", keyed())
     ch.basic_publish("", q, b"no key", keyed())
-    bodies = []
-    while True:
-        method, _, body = ch.basic_get(q, auto_ack=True)
-        if method is None:
-            break
-        bodies.append(body)
-    assert bodies == [b"first", b"other", b"by id", b"no key", b"no key"]
+    assert bodies(ch, q) == [b"first", b"other", b"by id", b"no key", b"no key"]
 
 
 def test_the_key_is_held_until_the_message_is_acked(ch):
@@ -208,13 +203,7 @@ def test_the_exchange_catches_duplicates_that_come_through_other_front_ends(tmp_
             tx.basic_publish("dd-x", "", b"c retried in a transaction", keyed("k2"))
             tx.basic_publish("dd-x", "", b"d in a transaction", keyed("k3"))
             tx.tx_commit()
-            bodies = []
-            while True:
-                m, _, body = first.basic_get("dd-x-q", auto_ack=True)
-                if m is None:
-                    break
-                bodies.append(body)
-            assert bodies == [b"a", b"b", b"c", b"d in a transaction"]
+            assert bodies(first, "dd-x-q") == [b"a", b"b", b"c", b"d in a transaction"]
         finally:
             for c in conns:
                 if c.is_open:
