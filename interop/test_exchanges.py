@@ -10,7 +10,8 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from .conftest import bodies, drain
+from .conftest import bodies, drain, wait_until
+from .conftest import q as quoted
 
 
 @pytest.fixture
@@ -425,3 +426,125 @@ def test_redeclare_compares_only_the_alternate_exchange_argument(conn, uniq, cle
     assert e.value.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' "
                                   f"for exchange '{name}' in vhost '/': received none but "
                                   "current is the value 'ae1' of type 'longstr'")
+
+
+# ------------------------------------------------ x-consistent-hash (RabbitMQ's plugin)
+CHASH = "x-consistent-hash"
+
+
+def where(ch, qs) -> dict:
+    """body -> the queue it was routed to, for every message in ``qs`` (drained)."""
+    return {body: q for q in qs for body in bodies(ch, q)}
+
+
+@pytest.mark.parametrize("arguments, text", [
+    ({"hash-header": "h", "hash-property": "message_id"},
+     "PRECONDITION_FAILED - hash-header and hash-property are mutually exclusive"),
+    ({"hash-property": "user_id"}, "PRECONDITION_FAILED - Unsupported property: user_id"),
+])
+def test_consistent_hash_arguments_are_checked_as_the_plugin_does(conn, uniq, arguments, text):
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare(uniq("chash"), CHASH, arguments=arguments)
+    assert (e.value.reply_code, e.value.reply_text) == (406, text)
+
+
+@pytest.mark.parametrize("key, text", [
+    ("abc", 'PRECONDITION_FAILED - The binding key must be an integer: <<"abc">>'),
+    ("", "PRECONDITION_FAILED - The binding key must be an integer: <<>>"),
+    (" 2", 'PRECONDITION_FAILED - The binding key must be an integer: <<" 2">>'),
+    ("0", "PRECONDITION_FAILED - The binding key must be greater than 0"),
+    ("-2", "PRECONDITION_FAILED - The binding key must be greater than 0"),
+])
+def test_a_consistent_hash_binding_key_is_a_weight(conn, uniq, cleanup, key, text):
+    ex = cleanup.exchange(uniq("chash"))
+    ch = conn.channel()
+    ch.exchange_declare(ex, CHASH)
+    [q] = queues(ch, 1)
+    ch.queue_bind(q, ex, "+2")                  # Erlang's list_to_integer takes a sign
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_bind(q, ex, key)
+    assert (e.value.reply_code, e.value.reply_text) == (406, text)
+
+
+def test_consistent_hash_sends_each_key_to_one_queue_by_weight(cch, uniq, cleanup):
+    """Every message to exactly one queue; a key's messages all to the same one; a queue
+    bound with weight 3 gets more than one with weight 1; a binding removed gives its keys
+    to the others; no binding, no route."""
+    ex = cleanup.exchange(uniq("chash"))
+    cch.exchange_declare(ex, CHASH)
+    with pytest.raises(pika.exceptions.UnroutableError):
+        cch.basic_publish(ex, "k", b"nowhere", mandatory=True)
+    light, heavy = queues(cch, 2)
+    cch.queue_bind(light, ex, "1")
+    cch.queue_bind(heavy, ex, "3")
+    for i in range(2000):
+        cch.basic_publish(ex, f"key-{i}", b"%d" % i)
+    first = where(cch, (light, heavy))
+    assert len(first) == 2000
+    counts = {q: list(first.values()).count(q) for q in (light, heavy)}
+    assert counts[heavy] > counts[light] > 200, counts
+    for i in range(0, 2000, 50):                # again: each key where it went before
+        cch.basic_publish(ex, f"key-{i}", b"%d" % i)
+    assert where(cch, (light, heavy)) == {b"%d" % i: first[b"%d" % i] for i in range(0, 2000, 50)}
+    cch.queue_unbind(heavy, ex, "3")
+    for i in range(0, 2000, 50):
+        cch.basic_publish(ex, f"key-{i}", b"%d" % i)
+    assert set(where(cch, (light, heavy)).values()) == {light}
+
+
+@pytest.mark.parametrize("arguments, props_of", [
+    ({"hash-header": "account"}, lambda v: pika.BasicProperties(headers={"account": v})),
+    ({"hash-property": "message_id"}, lambda v: pika.BasicProperties(message_id=v)),
+    ({"hash-property": "correlation_id"}, lambda v: pika.BasicProperties(correlation_id=v)),
+], ids=["hash-header", "message_id", "correlation_id"])
+def test_consistent_hash_on_a_header_or_a_property(cch, uniq, cleanup, arguments, props_of):
+    """The routing key is ignored: the header's (property's) value picks the queue; a
+    message without it is still routed, to one queue."""
+    ex = cleanup.exchange(uniq("chash"))
+    cch.exchange_declare(ex, CHASH, arguments=arguments)
+    qs = queues(cch, 3)
+    for q in qs:
+        cch.queue_bind(q, ex, "1")
+    for i in range(300):
+        cch.basic_publish(ex, f"rk-{i}", b"%d" % i, props_of(f"acct-{i % 30}"))
+    seen = where(cch, qs)
+    assert len(seen) == 300
+    by_value = {}
+    for body, q in seen.items():
+        by_value.setdefault(int(body) % 30, set()).add(q)
+    assert all(len(places) == 1 for places in by_value.values()), by_value
+    assert len({q for places in by_value.values() for q in places}) > 1
+    cch.basic_publish(ex, "rk", b"without", mandatory=True)     # no UnroutableError
+    assert list(where(cch, qs)) == [b"without"]
+
+
+def test_consistent_hash_on_a_property_through_dead_lettering_and_the_http_api(
+        cch, mgmt, uniq, cleanup):
+    """A message reaches the exchange dead-lettered, or published through the management
+    API: its message_id still picks its queue (the same one as for a client's publish)."""
+    ex = cleanup.exchange(uniq("chash"))
+    cch.exchange_declare(ex, CHASH, arguments={"hash-property": "message_id"})
+    qs = queues(cch, 3)
+    for q in qs:
+        cch.queue_bind(q, ex, "1")
+    source = cleanup.queue(uniq("chash-dlx-source"))
+    cch.queue_declare(source, arguments={"x-dead-letter-exchange": ex})
+    ids = [f"order-{i}" for i in range(12)]
+    for mid in ids:
+        cch.basic_publish(ex, "", f"direct {mid}".encode(), pika.BasicProperties(message_id=mid))
+        cch.basic_publish("", source, f"dead {mid}".encode(), pika.BasicProperties(message_id=mid))
+        assert mgmt.request("POST", f"/api/exchanges/%2F/{quoted(ex)}/publish", {
+            "properties": {"message_id": mid}, "routing_key": "", "payload": f"http {mid}",
+            "payload_encoding": "string"}) == (200, {"routed": True})
+    for _ in ids:
+        method, _, _ = cch.basic_get(source)
+        cch.basic_reject(method.delivery_tag, requeue=False)
+    got: dict = {}
+
+    def all_there():
+        got.update(where(cch, qs))
+        return len(got) == 36
+    wait_until(all_there, timeout=15)
+    for mid in ids:
+        assert len({got[f"{how} {mid}".encode()] for how in ("direct", "dead", "http")}) == 1

@@ -808,7 +808,7 @@ class EtcdMetadata(LocalMetadata):
             dest = vh._destination(kind, destination, cid, mid)
             if kind == "queue":
                 vh.check_exclusive(dest, owner, cid, mid)
-            ex.validate_binding(arguments, cid, mid)
+            ex.validate_binding(key, arguments, cid, mid)
             made = self._binding_txn(vh, ex, dest, kind, key, arguments)
             if made is None:
                 return await super().bind(vhost=vhost, kind=kind, destination=destination,

@@ -23,6 +23,7 @@ from ..protocol import properties as props_mod
 from ..stats import FrontendStats
 from .alarms import Alarms
 from .auth import Users
+from .exchange import with_hash_property
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
@@ -251,7 +252,10 @@ class Broker:
         raw = record.properties
         scan = props_mod.scan(raw)
         headers = None
-        if scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):
+        if getattr(ex, "hash_property", None) is not None:   # a consistent-hash exchange's
+            decoded = props_mod.decode(raw)
+            headers = with_hash_property(ex, decoded.headers, decoded)
+        elif scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):
             headers = props_mod.decode(raw).headers      # a route that may read them
         # a rejection never closes a cycle: its history is not read
         deaths = death_history(raw) if scan.has_headers and reason != "rejected" else []

@@ -22,6 +22,8 @@ binding length -- and the bindings that share a prefix share the work.
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
 import re
 import time
 
@@ -29,7 +31,8 @@ from .. import errors
 from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
-TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication")
+TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
+         "x-consistent-hash")
 
 
 def _args_key(arguments: dict | None):
@@ -97,9 +100,13 @@ class Exchange:
             ae = self.policy_alternate
         self.alternate: str | None = ae
 
-    def validate_binding(self, arguments: dict | None, cid: int, mid: int) -> None:
-        """A new binding's arguments, checked as the exchange type's ``validate_binding``
-        (RabbitMQ); only the headers exchange checks any."""
+    def validate_binding(self, routing_key: str, arguments: dict | None, cid: int,
+                         mid: int) -> None:
+        """A new binding's key and arguments, checked as the exchange type's
+        ``validate_binding`` (RabbitMQ; ``binding_problem``): 406 if refused."""
+        problem = binding_problem(self.type, routing_key, arguments)
+        if problem is not None:
+            raise errors.PreconditionFailed(problem, cid, mid)
 
     def bind(self, destination, routing_key: str, arguments: dict | None) -> bool:
         key = (destination, routing_key, _args_key(arguments))
@@ -371,10 +378,12 @@ class TopicExchange(Exchange):
 X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
 
-def binding_problem(exchange_type: str, arguments: dict | None) -> str | None:
-    """Why an exchange of this type refuses a binding's arguments (406), worded as
-    rabbit_exchange_type_headers:validate_binding prints it, or None: only a headers
-    binding's x-match is checked (a string naming one of the four modes)."""
+def binding_problem(exchange_type: str, routing_key: str, arguments: dict | None) -> str | None:
+    """Why an exchange of this type refuses a binding (406), worded as the type's
+    ``validate_binding`` prints it, or None: a headers binding's x-match (a string naming
+    one of the four modes), a consistent-hash binding's key (its weight)."""
+    if exchange_type == CHASH_TYPE:
+        return weight_problem(routing_key)
     if exchange_type != "headers" or not arguments or "x-match" not in arguments:
         return None
     mode = arguments["x-match"]
@@ -425,11 +434,6 @@ def headers_match(binding_args: dict, headers: dict | None) -> bool:
 class HeadersExchange(Exchange):
     type = "headers"
     reads_headers = True
-
-    def validate_binding(self, arguments, cid, mid):
-        problem = binding_problem(self.type, arguments)
-        if problem is not None:
-            raise errors.PreconditionFailed(problem, cid, mid)
 
     def route(self, routing_key, headers):
         return {dest for (dest, _, _), args in self.bindings.items() if headers_match(args, headers)}
@@ -610,9 +614,124 @@ class DeduplicationExchange(FanoutExchange):
             del cache[next(iter(cache))]
 
 
+# ================================================================ x-consistent-hash
+CHASH_TYPE = "x-consistent-hash"
+CHASH_PROPERTIES = ("correlation_id", "message_id", "timestamp")
+_WEIGHT = re.compile(r"[+-]?[0-9]+")        # Erlang's list_to_integer: no spaces
+
+
+def weight_problem(routing_key: str) -> str | None:
+    """Why a consistent-hash binding's key is not a weight, as the plugin words it."""
+    if not _WEIGHT.fullmatch(routing_key):
+        return f"The binding key must be an integer: {errors.erl_binary(routing_key.encode())}"
+    if int(routing_key) < 1:
+        return "The binding key must be greater than 0"
+    return None
+
+
+def weight(routing_key: str) -> int:
+    """A consistent-hash binding's buckets (none for a key that is not a weight: a
+    binding no check saw, e.g. made by another broker)."""
+    return int(routing_key) if weight_problem(routing_key) is None else 0
+
+
+def jump_hash(key: int, buckets: int) -> int:
+    """Lamping and Veach's jump consistent hash: the bucket (0 .. buckets-1) of a 64-bit
+    key; a bucket added at the end takes 1/n of the keys from the others, and moves no
+    other key."""
+    b, j = -1, 0
+    while j < buckets:
+        b = j
+        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
+        j = int((b + 1) * ((1 << 31) / ((key >> 33) + 1)))
+    return b
+
+
+def hash_key(value) -> int:
+    """A value's 64-bit key, the same in every process (``hash()`` is not)."""
+    if isinstance(value, str):
+        data = value.encode()
+    elif isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    elif value is None:
+        data = b""
+    else:
+        data = str(value).encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+class ConsistentHashExchange(Exchange):
+    """The exchange type of RabbitMQ's consistent-hash plugin: each message goes to exactly
+    one destination, chosen by a hash of its routing key (or of header ``hash-header``, or
+    of property ``hash-property``: correlation_id, message_id or timestamp), so one key's
+    messages go to one queue while the bindings stay. A binding's key is its weight (an
+    integer > 0): it adds that many buckets, in the order the bindings were made, and a
+    message goes to the bucket ``jump_hash`` picks among all of them. With the plugin's
+    rules: the same validation and reply texts; a binding removed takes its buckets out and
+    the later ones move down; a message without the header or property still goes
+    somewhere (its value hashed as empty). The hash is ours (BLAKE2b, then jump hash), so
+    which queue a given key lands on differs from RabbitMQ's, not how keys spread."""
+    type = CHASH_TYPE
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        args = self.arguments
+        header, prop = args.get("hash-header"), args.get("hash-property")
+        for name, value in (("hash-header", header), ("hash-property", prop)):
+            if value is not None and not isinstance(value, str):
+                # the plugin's own check crashes on it (541 INTERNAL_ERROR): ours says why
+                raise errors.PreconditionFailed(f"{name} must be a string", 40, 10)
+        if header is not None and prop is not None:
+            raise errors.PreconditionFailed(
+                "hash-header and hash-property are mutually exclusive", 40, 10)
+        if prop is not None and prop not in CHASH_PROPERTIES:
+            raise errors.PreconditionFailed(f"Unsupported property: {prop}", 40, 10)
+        self.hash_header: str | None = header
+        self.hash_property: str | None = prop
+        self.reads_headers = header is not None or prop is not None
+        self._buckets: list = []            # destination per bucket
+
+    def _added(self, destination, routing_key):
+        self._buckets.extend([destination] * weight(routing_key))
+
+    def _removed(self, destination, routing_key):
+        self._buckets = [dest for (dest, key, _) in self.bindings for _ in range(weight(key))]
+
+    @staticmethod
+    def property_key(prop: str) -> str:
+        """The routing header a channel puts a message's ``hash-property`` under."""
+        return "\0" + prop
+
+    def route(self, routing_key, headers):
+        buckets = self._buckets
+        if not buckets:
+            return ()
+        if self.hash_header is not None:
+            value = headers.get(self.hash_header) if headers else None
+        elif self.hash_property is not None:
+            value = headers.get(self.property_key(self.hash_property)) if headers else None
+        else:
+            value = routing_key
+        return (buckets[jump_hash(hash_key(value), len(buckets))],)
+
+
+def with_hash_property(ex: Exchange, headers: dict | None, properties) -> dict | None:
+    """The headers to route with through ``ex``: for a consistent-hash exchange that hashes
+    a property, the message's ``hash-property`` put in (``properties``: decoded properties,
+    or the API's dict of them; a timestamp as its seconds, however it came)."""
+    prop = getattr(ex, "hash_property", None)
+    if prop is None:
+        return headers
+    value = (properties.get(prop) if isinstance(properties, dict)
+             else getattr(properties, prop, None))
+    if isinstance(value, datetime.datetime):
+        value = int(value.replace(tzinfo=value.tzinfo or datetime.timezone.utc).timestamp())
+    return {**(headers or {}), ConsistentHashExchange.property_key(prop): value}
+
+
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
-            DEDUP_TYPE: DeduplicationExchange}
+            DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange}
 
 
 def make_exchange(type_: str, name: str, durable: bool = True, auto_delete: bool = False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..frontend.admission import limit_of
 from ..supervisor.definitions import vhost_limits
-from ..frontend.exchange import binding_problem
+from ..frontend.exchange import CHASH_TYPE, binding_problem
 from . import access
 from ..errors import AMQPError
 from .api import ApiError, Route, bad_request, from_amqp, no_content
@@ -117,9 +117,10 @@ def plan(broker, doc: dict) -> dict:
         vh = broker.vhosts.get(bd["vhost"])
         ex = vh.exchanges.get(bd["source"]) if vh is not None else None
         kind = ex.type if ex is not None else types.get((bd["vhost"], bd["source"]))
-        problem = binding_problem(kind, bd["arguments"])
+        problem = binding_problem(kind, bd["routing_key"], bd["arguments"])
         if problem is not None:              # what a queue.bind would refuse with 406
-            raise bad_request(f"bindings[{i}].arguments: {problem}")
+            field = "routing_key" if kind == CHASH_TYPE else "arguments"
+            raise bad_request(f"bindings[{i}].{field}: {problem}")
     out = dict(doc)
     for kind in ("exchanges", "queues"):
         kept, seen = [], set()

@@ -12,6 +12,7 @@ import binascii
 from pamqp import commands
 
 from .. import errors
+from ..frontend.exchange import with_hash_property
 from ..stats.collector import add_message_stats
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
@@ -122,7 +123,7 @@ async def publish(call):
     key = body["routing_key"]
     record = Record(now_ms(), name, key, raw, payload,
                     1 if props.get("delivery_mode") == 2 else 0)
-    queues = vh.route(ex, (key,), props.get("headers"))
+    queues = vh.route(ex, (key,), with_hash_property(ex, props.get("headers"), props))
     for q in queues:
         q.publish(record, props.get("priority") or 0, False)
     return {"routed": bool(queues)}
