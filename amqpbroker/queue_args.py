@@ -229,7 +229,7 @@ def _initial_cluster_size(v, args) -> str | None:
     return _non_negative(v) or ("{value_zero,0}" if v == 0 else None)
 
 
-def _leader_locator(v, args) -> str | None:
+def _stream_leader_locator(v, args) -> str | None:
     if not isinstance(v, str):
         return f"{{unacceptable_type,{amqp_type(v)}}}"
     return None if v in ("client-local", "balanced") else \
@@ -241,7 +241,7 @@ STREAM_VALIDATORS = (          # RabbitMQ's declare_args() order, the stream's a
     ("x-max-age", _max_age),
     ("x-stream-max-segment-size-bytes", lambda v, args: _non_negative(v)),
     ("x-initial-cluster-size", _initial_cluster_size),
-    ("x-queue-leader-locator", _leader_locator),
+    ("x-queue-leader-locator", _stream_leader_locator),
 )
 
 
@@ -403,7 +403,7 @@ def _initial_group_size(v, args) -> str | None:
     return _non_negative(v) or ("{value_zero,0}" if v == 0 else None)
 
 
-def _leader_locator(v, args) -> str | None:
+def _quorum_leader_locator(v, args) -> str | None:
     if not isinstance(v, str):
         return f"{{unacceptable_type,{amqp_type(v)}}}"
     return None if v in LEADER_LOCATORS else "invalid_queue_locator_arg"
@@ -422,7 +422,7 @@ QUORUM_VALIDATORS = (
     ("x-overflow", _one_of(OVERFLOW_MODES, lambda v: "invalid_overflow")),
     ("x-single-active-consumer", _boolean),
     ("x-quorum-initial-group-size", _initial_group_size),
-    ("x-queue-leader-locator", _leader_locator),
+    ("x-queue-leader-locator", _quorum_leader_locator),
 )
 
 

@@ -990,7 +990,7 @@ def declare_dedup(node, name: str) -> None:
     conn.close()
 
 
-def publish_keyed(node, exchange: str, keys, connections: int = 1) -> None:
+def publish_with_ids(node, exchange: str, keys, connections: int = 1) -> None:
     """Publish one message per key (its ``message_id``) through ``node``, confirmed, on each
     of ``connections`` connections (two: both front-ends of a split node, most likely)."""
     for _ in range(connections):
@@ -1022,7 +1022,7 @@ def dedup_through_every_node(cluster, name: str) -> None:
     declare_dedup(n1, name)
     for _ in range(2):
         for node in cluster.nodes:
-            publish_keyed(node, name, ("a", "b"), connections=2)
+            publish_with_ids(node, name, ("a", "b"), connections=2)
     assert bodies_of(n1, name) == [b"a-n1", b"b-n1"]
 
 
@@ -1045,9 +1045,9 @@ def test_a_deduplication_exchange_whose_cache_node_is_down_still_routes(restored
     holder = restored_cluster.node(dedup_owner("/", name, names))
     one, two = (n for n in restored_cluster.nodes if n is not holder)
     declare_dedup(one, name)
-    publish_keyed(one, name, ("a", "a"))
+    publish_with_ids(one, name, ("a", "a"))
     holder.kill()
-    publish_keyed(one, name, ("b",))             # confirmed (publish_keyed) and routed
+    publish_with_ids(one, name, ("b",))             # confirmed (publish_with_ids) and routed
     restored_cluster.wait_until(lambda: any(        # by this node's own cache
         f"node {holder.node}, which holds its de-duplication cache, did not answer" in line
         for line in list(one.output)))
@@ -1055,5 +1055,5 @@ def test_a_deduplication_exchange_whose_cache_node_is_down_still_routes(restored
         holder.node not in {n["node_name"] for n in restored_cluster.nodes_seen_by(node)}
         for node in (one, two)))
     for node in (one, two, one):
-        publish_keyed(node, name, ("c",))
+        publish_with_ids(node, name, ("c",))
     assert bodies_of(one, name) == [f"{key}-{one.node}".encode() for key in "abc"]
