@@ -607,3 +607,26 @@ def test_the_admin_page_adds_a_user_a_vhost_and_a_permission_a_pika_client_then_
     finally:
         api.request("DELETE", f"/api/users/{user}", "guest", "guest")
         api.request("DELETE", f"/api/vhosts/{q(vhost)}", "guest", "guest")
+
+
+def test_the_exchange_form_offers_the_types_the_broker_has(browser, broker):
+    """The declare form lists /api/overview's exchange types: an x-consistent-hash exchange
+    made there routes a pika client's publish to the queue bound with a weight."""
+    name = f"dash-chash-{uuid.uuid4().hex[:8]}"
+    login(browser, broker)
+    go(browser, "#/exchanges")
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "declare-exchange"))
+    fill_form(browser, "declare-exchange", {"input[name=name]": name})
+    Select(browser.find_element(By.CSS_SELECTOR, "#declare-exchange select[name=type]")) \
+        .select_by_value("x-consistent-hash")
+    submit(browser, "declare-exchange")
+    wait_text(browser, "#declare-exchange-result", rf"^Declared exchange '{name}'\.$")
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(q, name, "5")
+        ch.basic_publish(name, "any key", b"by weight", mandatory=True)
+        assert ch.basic_get(q, auto_ack=True)[2] == b"by weight"
+        ch.exchange_delete(name)
+    assert_no_console_errors(browser, broker)

@@ -21,7 +21,11 @@ export function mountList(root) {
   const forms = el("div", { class: "forms" });
   root.append(el("h1", {}, "Exchanges"), list, forms);
   let refresh;
-  vhostNames().then((names) => forms.append(declareForm("exchanges", names, () => refresh())));
+  Promise.all([vhostNames(), api.get("/api/overview")]).then(([names, o]) => {
+    const types = o.ok && Array.isArray(o.data.exchange_types)
+      ? o.data.exchange_types.map((t) => t.name) : undefined;
+    forms.append(declareForm("exchanges", names, () => refresh(), types));
+  });
   refresh = async () => {
     const r = await api.get("/api/exchanges");
     if (!r.ok) return fill(list, errorNote("Exchanges", r));

@@ -83,8 +83,10 @@ export function getForm(vhost, queue) {
     });
 }
 
-/** PUT /api/queues/{vhost}/{name} (kind "queues") or /api/exchanges/... ("exchanges"). */
-export function declareForm(kind, vhosts, onDone) {
+/** PUT /api/queues/{vhost}/{name} (kind "queues") or /api/exchanges/... ("exchanges");
+ *  exchangeTypes: the types the broker offers (/api/overview), else the four of AMQP. */
+export function declareForm(kind, vhosts, onDone,
+                            exchangeTypes = ["direct", "fanout", "topic", "headers"]) {
   const vhost = el("select", { name: "vhost" }, vhosts.map((v) => el("option", { value: v }, v)));
   const name = el("input", { name: "name", required: true });
   const durable = el("input", { type: "checkbox", name: "durable", checked: true });
@@ -92,7 +94,7 @@ export function declareForm(kind, vhosts, onDone) {
   const args = el("textarea", { name: "arguments", placeholder: '{"x-max-length": 1000}' });
   const type = kind === "queues"
     ? el("select", { name: "type" }, ["classic", "quorum", "stream"].map((t) => el("option", { value: t }, t)))
-    : el("select", { name: "type" }, ["direct", "fanout", "topic", "headers"].map((t) => el("option", { value: t }, t)));
+    : el("select", { name: "type" }, exchangeTypes.map((t) => el("option", { value: t }, t)));
   const internal = el("input", { type: "checkbox", name: "internal" });
   const what = kind === "queues" ? "queue" : "exchange";
   return action(`declare-${what}`, `Add a new ${what}`, [
