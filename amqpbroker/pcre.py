@@ -34,6 +34,8 @@ POSIX = {
 }
 HSPACE = " \\t\\xa0"
 NEWLINE = "(?:\\r\\n|[\\n\\x0b\\x0c\\r\\x85])"
+SIMPLE = {"z": "\\Z", "Z": "(?=\\n?\\Z)", "h": f"[{HSPACE}]", "H": f"[^{HSPACE}]",
+          "R": NEWLINE}                 # escapes rewritten as they stand
 _POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BACKREF_CLOSE = {"<": ">", "'": "'", "{": "}"}
@@ -74,10 +76,8 @@ def _escape(p: str, i: int, out: list[str]) -> int:
         return len(p) if end < 0 else end + 2
     if nxt == "E":                          # \E with no \Q before it: ignored, as PCRE does
         return i + 2
-    simple = {"z": "\\Z", "Z": "(?=\\n?\\Z)", "h": f"[{HSPACE}]", "H": f"[^{HSPACE}]",
-              "R": NEWLINE}
-    if nxt in simple:
-        out.append(simple[nxt])
+    if nxt in SIMPLE:
+        out.append(SIMPLE[nxt])
         return i + 2
     if nxt in "kg" and p[i + 2:i + 3] in _BACKREF_CLOSE and (nxt == "k" or p[i + 2] == "{"):
         close = _BACKREF_CLOSE[p[i + 2]]

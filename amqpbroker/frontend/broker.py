@@ -252,7 +252,7 @@ class Broker:
         raw = record.properties
         scan = props_mod.scan(raw)
         headers = None
-        if getattr(ex, "hash_property", None) is not None:   # a consistent-hash exchange's
+        if ex.hash_property is not None:       # a consistent-hash exchange's
             decoded = props_mod.decode(raw)
             headers = with_hash_property(ex, decoded.headers, decoded)
         elif scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):

@@ -20,8 +20,8 @@ from .. import errors
 from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from .confirms import Confirms
 from .consumer import Consumer
-from .exchange import (CHASH_TYPE, DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange,
-                       PartitionedExchange, with_hash_property)
+from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
+                       with_hash_property)
 from . import group_member
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
@@ -186,7 +186,7 @@ class Channel:
                                                   ttl)
         elif ex.type == "x-partitioned":
             flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
-        elif ex.type == CHASH_TYPE and ex.hash_property is not None:
+        elif ex.hash_property is not None:     # a consistent-hash exchange's
             headers = with_hash_property(ex, headers, props or self._decode_properties(raw))
         self._send(ev, ex, session.vhost.route(ex, keys, headers), record, flags)
 

@@ -59,6 +59,9 @@ class Exchange:
     type = "direct"
     # route() reads the message's headers (else they need not be decoded to route it)
     reads_headers = False
+    # the property a consistent-hash exchange routes by (the publisher puts it in the
+    # headers it routes with: ``with_hash_property``); None for every other type
+    hash_property: str | None = None
 
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
                  internal: bool = False, arguments: dict | None = None):
@@ -687,7 +690,7 @@ class ConsistentHashExchange(Exchange):
         if prop is not None and prop not in CHASH_PROPERTIES:
             raise errors.PreconditionFailed(f"Unsupported property: {prop}", 40, 10)
         self.hash_header: str | None = header
-        self.hash_property: str | None = prop
+        self.hash_property = prop
         self.reads_headers = header is not None or prop is not None
         self._buckets: list = []            # destination per bucket
 
@@ -719,7 +722,7 @@ def with_hash_property(ex: Exchange, headers: dict | None, properties) -> dict |
     """The headers to route with through ``ex``: for a consistent-hash exchange that hashes
     a property, the message's ``hash-property`` put in (``properties``: decoded properties,
     or the API's dict of them; a timestamp as its seconds, however it came)."""
-    prop = getattr(ex, "hash_property", None)
+    prop = ex.hash_property
     if prop is None:
         return headers
     value = (properties.get(prop) if isinstance(properties, dict)

@@ -40,13 +40,11 @@ def broker_segments_left(before: set[str], timeout: float = 10.0) -> set[str]:
     its creation and its unlink (``shm/ring.py``), so a broker another test starts beside
     this one (pytest-xdist; every broker has rings in the supervisor-and-workers pass) shows
     a name for an instant; a leaked one stays past ``timeout``."""
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        left = broker_segments() - before
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
+    try:
+        wait_until(lambda: not broker_segments() - before, timeout, "no new broker segment")
+    except AssertionError:
+        pass                            # some stayed: returned below
+    return broker_segments() - before
 
 
 def child_processes() -> set[int]:

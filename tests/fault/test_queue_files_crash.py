@@ -22,6 +22,7 @@ import pytest
 
 from amqpbroker.supervisor.owner import queue_dir_name
 from amqpbroker.testing import BrokerProcess
+from interop.conftest import bodies
 
 # every broker here names its layout: CI's split pass would repeat it (.ci/run)
 pytestmark = pytest.mark.own_layout
@@ -50,15 +51,6 @@ def message_count(conn, name: str) -> int | None:
 
 def queue_dir(data, name: str):
     return data / "queues" / queue_dir_name("/", name)
-
-
-def bodies(ch, name: str) -> list[bytes]:
-    out = []
-    while True:
-        method, _, body = ch.basic_get(name, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)

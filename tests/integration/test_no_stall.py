@@ -14,6 +14,7 @@ import pika
 import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
+from interop.conftest import bodies
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +41,6 @@ def name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def get_all(ch, queue: str) -> list[bytes]:
-    out = []
-    while True:
-        m, _, body = ch.basic_get(queue, auto_ack=True)
-        if m is None:
-            return out
-        out.append(body)
-
-
 def test_pathological_topic_bindings_route_at_once(broker, ch):
     """The issue's binding (six '#' then a word) with 40 words it does not match held every
     connection and the management API for seconds, and each more '#' cost ~8x: twelve '#'s
@@ -69,7 +61,7 @@ def test_pathological_topic_bindings_route_at_once(broker, ch):
     assert all(len(k) <= 255 for k in keys.values())
     for body, key in keys.items():
         ch.basic_publish(ex, key, body)            # confirmed: routed
-    assert get_all(ch, q) == [b"40 words", b"127 words", b"empty words"]
+    assert bodies(ch, q) == [b"40 words", b"127 words", b"empty words"]
     assert broker.api("overview")["node"]
 
 

@@ -150,7 +150,8 @@ HELD = r"""
 import json, time
 from amqpbroker import prefault
 h = prefault.HeapPrefaulter().start()
-def burst():                                # the heap grows every half second, three times
+def burst():                                # the heap grows three times, each seen by the
+                                            # thread (its counter polled) before the next
     seen = h.growths
     deadline = time.monotonic() + 60
     for i in range(3):
