@@ -586,7 +586,8 @@ TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo, LeadersWanted
 
 # =================================================================== metadata ops
 # supervisor -> front-ends' copies (``frontend/metadata_copy.apply_op``)
-UsersOp = message(80, "users_op", ("users", "any"), ("permissions", "any"))
+UsersOp = message(80, "users_op", ("users", "any"), ("permissions", "any"),
+                  ("topic_permissions", "any"))
 VhostOp = message(81, "vhost_op", ("name", "str"), ("description", "str"), ("tags", "any"),
                   ("default_queue_type", "any"))
 VhostDeleted = message(82, "vhost_deleted", ("name", "str"))

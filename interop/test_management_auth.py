@@ -58,7 +58,10 @@ def site(mgmt, uniq, broker_url):
 
 
 ADMIN_ONLY = ["/api/users", "/api/users/{user}", "/api/permissions",
-              "/api/permissions/{va}/{user}", "/api/definitions", "/api/vhosts/{va}"]
+              "/api/permissions/{va}/{user}", "/api/definitions", "/api/vhosts/{va}",
+              "/api/topic-permissions", "/api/topic-permissions/{va}/{user}",
+              "/api/users/{user}/permissions", "/api/users/{user}/topic-permissions",
+              "/api/vhosts/{va}/permissions", "/api/vhosts/{va}/topic-permissions"]
 
 
 def paths(site, templates):

@@ -23,7 +23,8 @@ binding        vhost, source, dest kind, dest, key, args hash  the binding, and 
                                                                revisions of both ends
 =============  ==============================================  =================================
 
-An operator policy is an ``operator-policy`` key, as a ``policy`` is.
+An operator policy is an ``operator-policy`` key, as a ``policy`` is. A topic permission is a
+``topic-permission`` key of vhost, user and exchange, its value write and read.
 
 Transient (non-durable) exchanges, queues and bindings are put on the declaring node's lease:
 they vanish with that node, as RabbitMQ's transient queues do with theirs. Exclusive queues
@@ -100,8 +101,12 @@ log = logging.getLogger("amqpbroker.cluster")
 
 META = PREFIX + "meta/"
 # creation order (a policy before the queues it applies to: they open with it)
-KINDS = ("vhost", "user", "permission", "policy", "operator-policy", "exchange", "queue",
-         "binding")
+KINDS = ("vhost", "user", "permission", "topic-permission", "policy", "operator-policy",
+         "exchange", "queue", "binding")
+# pushed from the node where they changed (``changed``), not declared through etcd
+PUSHED = ("vhost", "user", "permission", "topic-permission", "policy", "operator-policy")
+# of those, what lives in a vhost (its keys start with the vhost's name)
+IN_VHOST = ("permission", "topic-permission", "policy", "operator-policy")
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 PUSH_WAIT = 5.0             # seconds a management change waits for etcd before its answer
@@ -275,6 +280,9 @@ class EtcdMetadata(LocalMetadata):
                 for v, u in list(b.users.permissions):
                     if meta_key("permission", v, u) not in keys:
                         del b.users.permissions[(v, u)]
+                for v, u, ex in list(b.users.topic_permissions):
+                    if meta_key("topic-permission", v, u, ex) not in keys:
+                        del b.users.topic_permissions[(v, u, ex)]
                 b.persist()
         finally:
             self._applying = False
@@ -372,6 +380,10 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.set_permissions(o["vhost"], o["user"], o["configure"], o["write"], o["read"])
             b.persist()
+        elif kind == "topic-permission":
+            b.users.set_topic_permissions(o["vhost"], o["user"], o["exchange"], o["write"],
+                                          o["read"])
+            b.persist()
         elif kind in ("policy", "operator-policy"):
             if o["vhost"] in b.vhosts:
                 try:
@@ -426,6 +438,9 @@ class EtcdMetadata(LocalMetadata):
             b.persist()
         elif kind == "permission":
             b.users.permissions.pop((o["vhost"], o["user"]), None)
+            b.persist()
+        elif kind == "topic-permission":
+            b.users.topic_permissions.pop((o["vhost"], o["user"], o["exchange"]), None)
             b.persist()
         elif kind in ("policy", "operator-policy"):
             b.delete_policy(o["vhost"], o["name"], operator=kind == "operator-policy")
@@ -900,6 +915,9 @@ class EtcdMetadata(LocalMetadata):
             out[meta_key("permission", v, name)] = dumps({
                 "vhost": v, "user": name, "configure": p.configure, "write": p.write,
                 "read": p.read})
+        for (v, name, ex), p in b.users.topic_permissions.items():
+            out[meta_key("topic-permission", v, name, ex)] = dumps({
+                "vhost": v, "user": name, "exchange": ex, "write": p.write, "read": p.read})
         for vh in b.vhosts.values():
             for policy in vh.policies.values():
                 out[meta_key("policy", vh.name, policy.name)] = dumps(policy.item())
@@ -912,21 +930,19 @@ class EtcdMetadata(LocalMetadata):
             self._push_again = False
             want = self._desired()
             have = {k: kv for k, kv in self.applied.items()
-                    if kind_of(k) in ("vhost", "user", "permission", "policy",
-                                      "operator-policy")}
+                    if kind_of(k) in PUSHED}
             ops = [put_op(k, v) for k, v in want.items()
                    if k not in have or json.loads(have[k].value) != json.loads(v)]
             gone_vhosts = [json.loads(have[k].value)["name"] for k in have.keys() - want.keys()
                            if kind_of(k) == "vhost"]
             for k in have.keys() - want.keys():
-                if kind_of(k) in ("permission", "policy", "operator-policy") and \
+                if kind_of(k) in IN_VHOST and \
                         json.loads(have[k].value)["vhost"] in gone_vhosts:
                     continue                # the vhost's prefix delete takes it
                 ops.append(delete_op(k))
             for v in gone_vhosts:           # everything in a deleted vhost goes with it
                 ops += [delete_op(META + kind + "/" + quote(v, safe="") + "/", prefix=True)
-                        for kind in ("permission", "policy", "operator-policy", "exchange",
-                                     "queue", "binding")]
+                        for kind in (*IN_VHOST, "exchange", "queue", "binding")]
             try:
                 for i in range(0, len(ops), 100):       # etcd's --max-txn-ops is 128
                     _, _, rev = await self.etcd.transact([], ops[i:i + 100])

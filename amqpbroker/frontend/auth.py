@@ -4,6 +4,13 @@ Passwords are stored as RabbitMQ's ``rabbit_password_hashing_sha256`` hashes
 (base64 of a 4-byte salt followed by SHA-256(salt + password)), so definitions exported from
 RabbitMQ import unchanged. Permissions are three regexes per (vhost, user): configure (declare,
 delete), write (publish, bind to a queue), read (consume, get, bind from an exchange).
+
+Topic permissions (RabbitMQ's topic authorisation, AMQP *topic exchanges*, not this broker's
+partitioned topics) narrow them per (vhost, user, exchange): a publish to a topic exchange
+needs its routing key matched by ``write``, a binding from one (queue or exchange, made or
+removed) its binding key matched by ``read``. Without a topic permission for the exchange,
+anything goes, as in RabbitMQ. ``{username}`` and ``{vhost}`` in a pattern are replaced
+before it is matched, unescaped, as RabbitMQ replaces them; an empty pattern is ``^$``.
 """
 from __future__ import annotations
 
@@ -91,10 +98,26 @@ class Permission:
             return False
 
 
+@dataclass
+class TopicPermission:
+    write: str = ".*"
+    read: str = ".*"
+
+    def allows(self, kind: str, routing_key: str, user: str, vhost: str) -> bool:
+        pattern = getattr(self, kind) or "^$"
+        pattern = pattern.replace("{username}", user).replace("{vhost}", vhost)
+        try:
+            return pcre.search(pattern, routing_key)
+        except (re.error, TypeError):       # e.g. a user name that breaks the pattern
+            return False
+
+
 class Users:
     def __init__(self):
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
+        # (vhost, user, exchange): what routing keys of that topic exchange the user may use
+        self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}
 
     def add_user(self, name: str, password: str | None = None, *, password_hash: str | None = None,
                  tags=()) -> User:
@@ -108,12 +131,31 @@ class Users:
     def delete_user(self, name: str) -> bool:
         if self.users.pop(name, None) is None:
             return False
-        for key in [k for k in self.permissions if k[1] == name]:
-            del self.permissions[key]
+        for table in (self.permissions, self.topic_permissions):
+            for key in [k for k in table if k[1] == name]:
+                del table[key]
         return True
+
+    def forget_vhost(self, name: str) -> None:
+        """A vhost was deleted: the permissions in it go with it (RabbitMQ's)."""
+        for table in (self.permissions, self.topic_permissions):
+            for key in [k for k in table if k[0] == name]:
+                del table[key]
 
     def set_permissions(self, vhost: str, user: str, configure=".*", write=".*", read=".*"):
         self.permissions[(vhost, user)] = Permission(configure, write, read)
+
+    def set_topic_permissions(self, vhost: str, user: str, exchange: str, write=".*",
+                              read=".*"):
+        self.topic_permissions[(vhost, user, exchange)] = TopicPermission(write, read)
+
+    def clear_topic_permissions(self, vhost: str, user: str, exchange: str | None = None) -> bool:
+        """Those of ``user`` in ``vhost``: all, or only ``exchange``'s. False if none was."""
+        keys = [k for k in self.topic_permissions if k[0] == vhost and k[1] == user
+                and (exchange is None or k[2] == exchange)]
+        for key in keys:
+            del self.topic_permissions[key]
+        return bool(keys)
 
     def authenticate(self, mechanism: str, response: bytes, certificate=None) -> User:
         """Check a SASL response; raise ConnectionAccessRefused (403) as RabbitMQ words it.
@@ -165,3 +207,15 @@ class Users:
         if perm is None or not perm.allows(kind, name):
             raise errors.AccessRefused(f"access to {resource} '{name}' in vhost "
                                        f"'{vhost}' refused for user '{user.name}'", cid, mid)
+
+    def check_topic(self, user: User, vhost: str, kind: str, exchange, routing_key: str,
+                    cid=0, mid=0):
+        """``kind`` ("write": publish, "read": bind) of ``routing_key`` on ``exchange`` (an
+        ``Exchange``): checked for topic exchanges only, as RabbitMQ checks them."""
+        if not self.topic_permissions or exchange.type != "topic":
+            return
+        perm = self.topic_permissions.get((vhost, user.name, exchange.name))
+        if perm is not None and not perm.allows(kind, routing_key, user.name, vhost):
+            raise errors.AccessRefused(f"access to topic '{routing_key}' in exchange "
+                                       f"'{exchange.name}' in vhost '{vhost}' refused for user "
+                                       f"'{user.name}'", cid, mid)

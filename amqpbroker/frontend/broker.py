@@ -189,8 +189,7 @@ class Broker:
         for q in list(vh.queues.values()):
             self.drop_queue_of_deleted_vhost(vh, q)
         vh.close()
-        for key in [k for k in self.users.permissions if k[0] == name]:
-            del self.users.permissions[key]
+        self.users.forget_vhost(name)
         self.changed(c.VhostDeleted(name=name))
         self.persist()
         return True

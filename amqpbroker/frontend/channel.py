@@ -124,6 +124,9 @@ class Channel:
         if ex.internal:
             raise errors.AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in "
                                        f"vhost '{vhost.name}'", 60, 40)
+        users = self.broker.users
+        if users.topic_permissions:
+            users.check_topic(session.user, vhost.name, "write", ex, ev.routing_key, 60, 40)
         scan = ev.scan
         if scan.reply_to == REPLY_TO and self.reply_consumer is None:
             raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
@@ -684,6 +687,14 @@ class Channel:
         s = self.session
         self.broker.users.check(s.user, s.vhost.name, kind, resource, name, cid, mid)
 
+    def _check_binding_key(self, source: str, key: str, cid: int, mid: int) -> None:
+        """A binding made or removed from a topic exchange: the user's topic permission
+        (read) on its key, if the exchange exists (if not, the bind answers 404 later)."""
+        s = self.session
+        ex = s.vhost.exchanges.get(source)
+        if ex is not None:
+            self.broker.users.check_topic(s.user, s.vhost.name, "read", ex, key, cid, mid)
+
     def _check_reference(self, arguments, key: str, kind: str, name: str, cid, mid) -> None:
         """A new queue's dead-letter exchange or a new exchange's alternate exchange: a string,
         read on the new one and write on the one it names (RabbitMQ's r_arg checks)."""
@@ -749,6 +760,7 @@ class Channel:
         if m.destination == "" or m.source == "":
             raise errors.AccessRefused("operation not permitted on the default exchange", 40, mid)
         self._check("read", "exchange", m.source, 40, mid)
+        self._check_binding_key(m.source, m.routing_key, 40, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
         await change(vhost=self.session.vhost.name, kind="exchange", destination=m.destination,
@@ -817,6 +829,7 @@ class Channel:
         if m.exchange == "":
             raise errors.AccessRefused("operation not permitted on the default exchange", 50, mid)
         self._check("read", "exchange", m.exchange, 50, mid)
+        self._check_binding_key(m.exchange, m.routing_key, 50, mid)
         md = self.broker.metadata
         change = md.unbind if unbind else md.bind
         await change(vhost=self.session.vhost.name, kind="queue", destination=name,

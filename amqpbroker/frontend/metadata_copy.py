@@ -47,7 +47,9 @@ class MetadataCopy:
         self.table[type(op)](op)
 
     def on_users_op(self, op: c.UsersOp) -> None:
-        self.broker.users.users, self.broker.users.permissions = op.users, op.permissions
+        users = self.broker.users
+        users.users, users.permissions = op.users, op.permissions
+        users.topic_permissions = op.topic_permissions
 
     def on_vhost_op(self, op: c.VhostOp) -> None:
         vh = self.broker.vhosts.get(op.name)

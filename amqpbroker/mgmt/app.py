@@ -7,14 +7,14 @@ from aiohttp import web
 
 from . import (access, bindings, channels, connections, definitions, exchanges, groups,
                health, limits, listing, overview, partitions, permissions, policies,
-               queues, reassignments, topics, users, vhosts)
+               queues, reassignments, topic_permissions, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
-             policies)
+             policies, topic_permissions)
 
 
 class ManagementServer:

@@ -88,6 +88,7 @@ async def create_binding(call):
     try:
         b.users.check(call.user, vh.name, "write", kind, dest.name)
         b.users.check(call.user, vh.name, "read", "exchange", source.name)
+        b.users.check_topic(call.user, vh.name, "read", source, body["routing_key"])
         await b.metadata.bind(vhost=vh.name, kind=kind, destination=dest.name,
                               source=source.name, key=body["routing_key"],
                               arguments=body["arguments"], owner=None, cid=0, mid=0)
@@ -113,10 +114,12 @@ async def get_binding(call):
 async def delete_binding(call):
     b = call.broker
     bd = _one(call)
+    source = b.vhosts[bd["vhost"]].exchanges[bd["source"]]     # _one found it
     try:
         b.users.check(call.user, bd["vhost"], "write", bd["destination_type"],
                       bd["destination"])
         b.users.check(call.user, bd["vhost"], "read", "exchange", bd["source"])
+        b.users.check_topic(call.user, bd["vhost"], "read", source, bd["routing_key"])
         await b.metadata.unbind(vhost=bd["vhost"], kind=bd["destination_type"],
                                 destination=bd["destination"], source=bd["source"],
                                 key=bd["routing_key"], arguments=bd["arguments"], owner=None,

@@ -104,14 +104,15 @@ def plan(broker, doc: dict) -> dict:
     RabbitMQ skips them."""
     vhosts = set(broker.vhosts) | {v["name"] for v in doc["vhosts"]}
     users = set(broker.users.users) | {u["name"] for u in doc["users"]}
-    for kind in ("permissions", "policies", "operator_policies", "exchanges", "queues",
-                 "bindings"):
+    for kind in ("permissions", "topic_permissions", "policies", "operator_policies",
+                 "exchanges", "queues", "bindings"):
         for i, entry in enumerate(doc.get(kind, ())):
             if entry["vhost"] not in vhosts:
                 raise bad_request(f"{kind}[{i}].vhost: no_such_vhost '{entry['vhost']}'")
-    for i, p in enumerate(doc["permissions"]):
-        if p["user"] not in users:
-            raise bad_request(f"permissions[{i}].user: no_such_user '{p['user']}'")
+    for kind in ("permissions", "topic_permissions"):
+        for i, p in enumerate(doc[kind]):
+            if p["user"] not in users:
+                raise bad_request(f"{kind}[{i}].user: no_such_user '{p['user']}'")
     types = {(e["vhost"], e["name"]): e["type"] for e in doc["exchanges"]}
     for i, bd in enumerate(doc["bindings"]):
         vh = broker.vhosts.get(bd["vhost"])

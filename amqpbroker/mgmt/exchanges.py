@@ -109,6 +109,7 @@ async def publish(call):
         if ex.internal:
             raise errors.AccessRefused(f"cannot publish to internal exchange '{name}' in "
                                        f"vhost '{vh.name}'")
+        b.users.check_topic(call.user, vh.name, "write", ex, body["routing_key"])
         props = body["properties"]
         user_id = props.get("user_id")
         if user_id is not None and user_id != call.user.name \

@@ -17,6 +17,20 @@ async def list_permissions(call):
     return [_json(v, u, p) for (v, u), p in call.broker.users.permissions.items()]
 
 
+async def list_of_user(call):
+    name = call.params["user"]
+    if name not in call.broker.users.users:
+        raise not_found()
+    return [_json(v, u, p) for (v, u), p in call.broker.users.permissions.items() if u == name]
+
+
+async def list_of_vhost(call):
+    name = call.params["vhost"]
+    if name not in call.broker.vhosts:
+        raise not_found()
+    return [_json(v, u, p) for (v, u), p in call.broker.users.permissions.items() if v == name]
+
+
 async def get_permission(call):
     vhost, user = call.params["vhost"], call.params["user"]
     p = call.broker.users.permissions.get((vhost, user))
@@ -51,4 +65,6 @@ ROUTES = [
           body=PERMISSION),
     Route("DELETE", "/api/permissions/{vhost}/{user}", delete_permission,
           access.ADMINISTRATOR),
+    Route("GET", "/api/users/{user}/permissions", list_of_user, access.ADMINISTRATOR),
+    Route("GET", "/api/vhosts/{vhost}/permissions", list_of_vhost, access.ADMINISTRATOR),
 ]

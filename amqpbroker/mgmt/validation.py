@@ -223,6 +223,7 @@ _USER_FIELDS = dict(
     administrator=Field(flag, OPTIONAL))
 
 _PERMISSION_FIELDS = dict(configure=Field(regex), write=Field(regex), read=Field(regex))
+_TOPIC_PERMISSION_FIELDS = dict(exchange=Field(string), write=Field(regex), read=Field(regex))
 
 USER = Obj(_user_rules, **_USER_FIELDS)                 # PUT /api/users/{name}
 # a vhost's default queue type (queue_args.with_default_type): RabbitMQ 3.11+ and its clients
@@ -241,6 +242,7 @@ VHOST = Obj(_vhost_body, description=Field(string, ""), tags=Field(tags, []),
             tracing=Field(flag, False), default_queue_type=Field(queue_type, OPTIONAL),
             defaultqueuetype=Field(queue_type, OPTIONAL))    # PUT /api/vhosts/{vhost}
 PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
+TOPIC_PERMISSION = Obj(**_TOPIC_PERMISSION_FIELDS)  # PUT /api/topic-permissions/{vhost}/{user}
 LIMIT = Obj(value=Field(anything))      # PUT /api/vhost-limits/.../{name}, user-limits: the
                                         # value is checked by the handler, which knows name
 
@@ -363,6 +365,8 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
         name=Field(string), value=Field(anything))), []),
     permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
                                   **_PERMISSION_FIELDS)), []),
+    topic_permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
+                                        **_TOPIC_PERMISSION_FIELDS)), []),
     exchanges=Field(list_of(Obj(
         _exchange_arguments,
         name=Field(string), vhost=Field(name), type=Field(one_of(*TYPES), "direct"),

@@ -37,6 +37,7 @@ from ..frontend.exchange import _args_key
 from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
 from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState
+from .metadata import users_op
 
 log = logging.getLogger("amqpbroker.definitions")
 
@@ -76,13 +77,16 @@ def read_definitions(path: str) -> dict | None:
 
 
 # the entries of the definitions format, one per object
-def user_items(users) -> tuple[list, list]:
+def user_items(users) -> tuple[list, list, list]:
+    """Users, permissions and topic permissions, as the definitions format lists them."""
     out = [{"name": u.name, "password_hash": u.password_hash,
             "hashing_algorithm": "rabbit_password_hashing_sha256",
             "tags": u.tags, "limits": u.limits} for u in users.users.values()]
     perms = [{"user": user, "vhost": vhost, "configure": p.configure, "write": p.write,
               "read": p.read} for (vhost, user), p in users.permissions.items()]
-    return out, perms
+    topic = [{"user": user, "vhost": vhost, "exchange": exchange, "write": p.write,
+              "read": p.read} for (vhost, user, exchange), p in users.topic_permissions.items()]
+    return out, perms, topic
 
 
 def vhost_item(vh) -> dict:
@@ -150,12 +154,12 @@ class Definitions:
 
     def export(self, include_transient: bool = False) -> dict:
         b = self.broker
-        users, permissions = user_items(b.users)
+        users, permissions, topic_permissions = user_items(b.users)
         out = {"rabbit_version": "3.13.0", "rabbitmq_version": "3.13.0",
                "product_name": "amqpbroker", "users": users, "vhosts": [],
                "permissions": permissions, "exchanges": [], "queues": [], "bindings": [],
                "parameters": [], "policies": [], "global_parameters": [],
-               "topic_permissions": [], "operator_policies": []}
+               "topic_permissions": topic_permissions, "operator_policies": []}
         for vh in b.vhosts.values():
             out["vhosts"].append(vhost_item(vh))
             out["policies"] += [p.item() for p in vh.policies.values()]
@@ -361,8 +365,7 @@ class Definitions:
         if self.loading:
             return
         # users and permissions have no ops of their own: front-ends get them whole
-        self.broker.changed(c.UsersOp(users=self.broker.users.users,
-                                      permissions=self.broker.users.permissions))
+        self.broker.changed(users_op(self.broker.users))
         self._users_owed = True
         if self._retry is None:
             self.commit()
@@ -468,6 +471,9 @@ class Definitions:
             for p in data.get("permissions", []):
                 b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
                                         p.get("write", ".*"), p.get("read", ".*"))
+            for p in data.get("topic_permissions", []):
+                b.users.set_topic_permissions(p["vhost"], p["user"], p["exchange"],
+                                              p.get("write", ".*"), p.get("read", ".*"))
             # before the queues: they open with them
             for p, operator in [*((p, False) for p in data.get("policies", [])),
                                 *((p, True) for p in data.get("operator_policies", []))]:
@@ -514,7 +520,7 @@ class Definitions:
         finally:
             self.loading = False
         if not recovering:      # an import: front-ends get the users, the files all of it
-            self.broker.changed(c.UsersOp(users=b.users.users, permissions=b.users.permissions))
+            self.broker.changed(users_op(b.users))
             self.compact()
 
 

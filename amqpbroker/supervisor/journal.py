@@ -14,7 +14,8 @@ crc32c, payload``). Each entry is one group commit: a JSON list of changes, each
     ["binding+", item]    ["binding-", item]
     ["policy+", item]     ["policy-", vhost, name]    a policy
     ["operator-policy+", item]  ["operator-policy-", vhost, name]    an operator policy
-    ["users", users, permissions]                     all users and permissions, whole
+    ["users", users, permissions, topic_permissions]  all users and permissions, whole
+                                                      (no topic_permissions: before 2026-12)
     ["tombstone+", dir]   ["tombstone-", dir]         ``TOMBSTONES`` (definitions.py)
 
 ``item`` is the object's entry exactly as the snapshot holds it. A ``-`` removes what the
@@ -141,6 +142,8 @@ class DefinitionsState:
                 self.operator_policies.pop((ch[1], ch[2]), None)
             elif kind == "users":
                 self.doc["users"], self.doc["permissions"] = ch[1], ch[2]
+                if len(ch) > 3:
+                    self.doc["topic_permissions"] = ch[3]
             elif kind == "tombstone+":
                 self.tombstones.add(ch[1])
             elif kind == "tombstone-":

@@ -141,8 +141,14 @@ def queue_op(q) -> c.QueueOp:
                      arguments=q.arguments, directory=q.directory)
 
 
+def users_op(users) -> c.UsersOp:
+    """Users and all their permissions, whole, for the front-ends' copies."""
+    return c.UsersOp(users=users.users, permissions=users.permissions,
+                     topic_permissions=users.topic_permissions)
+
+
 def snapshot(broker) -> list:
-    ops = [c.UsersOp(users=broker.users.users, permissions=broker.users.permissions)]
+    ops = [users_op(broker.users)]
     for vh in broker.vhosts.values():
         ops.append(vh.op())
         if vh.limits:
