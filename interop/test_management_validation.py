@@ -140,6 +140,7 @@ def _bad_docs(n: str):
           "internal": False, "arguments": {}}
     qu = {"name": n, "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}
     perm = {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+    topic = {"user": "guest", "vhost": "/", "exchange": "amq.topic", "write": ".*", "read": ".*"}
     made_q, made_x, made_u = f"/api/queues/%2F/{n}", f"/api/exchanges/%2F/{n}", f"/api/users/{n}"
     return [
         ("unknown exchange type", {"exchanges": [{**ex, "type": "bogus"}]}, made_x),
@@ -160,6 +161,16 @@ def _bad_docs(n: str):
           "permissions": [{**perm, "user": n, "configure": "("}]}, f"/api/permissions/%2F/{n}"),
         ("permission of an unknown user", {"permissions": [{**perm, "user": n}]},
          f"/api/permissions/%2F/{n}"),
+        ("topic permission with a bad regex",
+         {"users": [{"name": n, "password": "pw", "tags": ""}],
+          "topic_permissions": [{**topic, "user": n, "write": "("}]},
+         f"/api/topic-permissions/%2F/{n}"),
+        ("topic permission of an unknown user", {"topic_permissions": [{**topic, "user": n}]},
+         f"/api/topic-permissions/%2F/{n}"),
+        ("topic permission in an unknown vhost",
+         {"users": [{"name": n, "password": "pw", "tags": ""}],
+          "topic_permissions": [{**topic, "user": n, "vhost": n}]},
+         f"/api/topic-permissions/{n}/{n}"),
         ("binding to a bad destination type",
          {"bindings": [{"source": "amq.direct", "vhost": "/", "destination": n,
                         "destination_type": "nothing", "routing_key": n, "arguments": {}}]},

@@ -296,3 +296,17 @@ def test_pika_publish_refused_leaves_other_channels_working(mgmt, tp_user, tp_ch
     sibling.basic_publish(ex, "ok", b"still here")
     other = connect(url_with(broker_url, user=tp_user, password=PASSWORD)).channel()
     assert other.basic_get(qname, auto_ack=True)[2] == b"still here"
+
+
+def test_a_definitions_import_sets_them(mgmt, http, tp_user, tp_channel, cleanup, uniq):
+    """A RabbitMQ export's ``topic_permissions`` apply: an import that dropped them would
+    widen what its users may do."""
+    ex = cleanup.exchange(uniq("tp.x"))
+    tp_channel.ch.exchange_declare(ex, "topic")
+    doc = {"topic_permissions": [{"user": tp_user, "vhost": "/", "exchange": ex,
+                                  "write": "^imported$", "read": ".*"}]}
+    assert http.request("POST", "/api/definitions", "guest", "guest", body=doc)[0] == 204
+    assert mgmt.get(f"/api/topic-permissions/%2F/{q(tp_user)}") == [
+        {"user": tp_user, "vhost": "/", "exchange": ex, "write": "^imported$", "read": ".*"}]
+    assert refused(tp_channel, lambda c: c.basic_publish(ex, "other", b"x")) == \
+        refusal(ex, "other", tp_user)

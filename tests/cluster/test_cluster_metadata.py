@@ -1,5 +1,6 @@
 """Metadata in etcd (docs/CLUSTER.md section 1) and placement by the controller (section 2),
 on three real nodes and a real etcd, with pika and the management API."""
+import asyncio
 import os
 import subprocess
 import threading
@@ -8,6 +9,8 @@ import pika
 import pytest
 
 from amqpbroker import child
+from amqpbroker.cluster.etcd import EtcdClient
+from amqpbroker.cluster.metadata import META
 from amqpbroker.supervisor.owner import queue_dir_name
 from amqpbroker.testing.cluster_clients import connect
 
@@ -176,6 +179,52 @@ def test_a_user_vhost_and_permission_made_through_the_api_log_in_at_once_elsewhe
         assert call(n1, "DELETE", f"users/{user}") == 204
         assert call(n1, "DELETE", f"vhosts/{vhost}") == 204
     assert refused == []
+
+
+def test_a_topic_permission_set_on_one_node_applies_at_once_on_every_node(shared_cluster):
+    """Topic permissions are etcd keys as permissions are: set through n1, a publish through
+    n2 or n3 is refused as soon as the API answered; deleted through n2, lifted everywhere;
+    a deleted user's go from etcd too."""
+    cluster = shared_cluster
+    n1, n2, n3 = cluster.nodes
+    assert call(n1, "PUT", "users/carol", {"password": "pw", "tags": ""}) == 201
+    assert call(n1, "PUT", "permissions/%2F/carol",
+                {"configure": ".*", "write": ".*", "read": ".*"}) == 201
+    assert call(n1, "PUT", "topic-permissions/%2F/carol",
+                {"exchange": "amq.topic", "write": "^ok$", "read": ".*"}) == 201
+
+    def publishes(node, key) -> bool:
+        conn = connect(node, "carol", "pw")
+        ch = conn.channel()
+        ch.confirm_delivery()
+        try:
+            ch.basic_publish("amq.topic", key, b"m")
+            return True
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            assert exc.reply_code == 403 and "access to topic" in exc.reply_text
+            return False
+        finally:
+            if conn.is_open:
+                conn.close()
+    assert [publishes(node, key) for node in (n2, n3) for key in ("ok", "no")] == \
+        [True, False, True, False]
+    assert call(n2, "DELETE", "topic-permissions/%2F/carol") == 204
+    assert [publishes(node, "no") for node in (n1, n3)] == [True, True]
+    assert call(n3, "PUT", "topic-permissions/%2F/carol",
+                {"exchange": "amq.topic", "write": "^ok$", "read": ".*"}) == 201
+    assert publishes(n1, "no") is False
+    assert call(n1, "DELETE", "users/carol") == 204
+    cluster.wait_until(lambda: all(p["user"] != "carol" for node in cluster.nodes
+                                   for p in node.api("topic-permissions")))
+
+    async def topic_permission_keys():
+        client = EtcdClient(cluster.etcd.url)
+        try:
+            kvs, _ = await client.range(META + "topic-permission/")
+            return [kv.key for kv in kvs]
+        finally:
+            await client.close()
+    assert not [k for k in asyncio.run(topic_permission_keys()) if "carol" in k]
 
 
 def test_a_node_restarted_after_changes_catches_up(restored_cluster):

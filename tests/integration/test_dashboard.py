@@ -545,7 +545,8 @@ def fill_form(driver, form_id: str, values: dict) -> None:
 def test_the_admin_page_adds_a_user_a_vhost_and_a_permission_a_pika_client_then_uses(
         browser, broker):
     """A user, a virtual host and a permission made on the Admin page let a pika client in
-    and work there; the user's Delete button shuts it out again."""
+    and work there; a topic permission set there narrows its routing keys on amq.topic until
+    its Clear button; the user's Delete button shuts it out again."""
     user, vhost = f"dash-user-{uuid.uuid4().hex[:8]}", f"dash-vh-{uuid.uuid4().hex[:8]}"
     api = mgmt(broker)
 
@@ -594,6 +595,39 @@ def test_the_admin_page_adds_a_user_a_vhost_and_a_permission_a_pika_client_then_
             ch.queue_declare("admin-made")
             ch.basic_publish("", "admin-made", b"hello")
             assert ch.basic_get("admin-made", auto_ack=True)[2] == b"hello"
+
+        def topic_publish(key: str) -> int:
+            """200, or the code the broker closed the channel with."""
+            with as_user() as conn:
+                ch = conn.channel()
+                ch.confirm_delivery()
+                try:
+                    ch.basic_publish("amq.topic", key, b"m")
+                    return 200
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    return exc.reply_code
+
+        def topic_offered(d):
+            try:
+                for name, value in (("user", user), ("vhost", vhost)):
+                    Select(d.find_element(By.CSS_SELECTOR,
+                                          f"#set-topic-permission select[name={name}]")) \
+                        .select_by_value(value)
+                return True
+            except Exception:
+                return False
+        WebDriverWait(browser, WAIT).until(topic_offered)
+        fill_form(browser, "set-topic-permission", {"input[name=write]": "^ok\\."})
+        submit(browser, "set-topic-permission")
+        wait_text(browser, "#set-topic-permission-result",
+                  rf"^Set the topic permission of '{user}' on 'amq.topic' in '{vhost}'\.$")
+        wait_text(browser, f"#topic-permissions tr[data-name='{user}/amq.topic'] .col-write",
+                  r"^\^ok\\\.$")
+        assert (topic_publish("ok.1"), topic_publish("other.1")) == (200, 403)
+        delete_row(browser, "topic-permissions", f"{user}/amq.topic")
+        wait_text(browser, "#admin-result",
+                  rf"^Cleared the topic permission of '{user}' on 'amq.topic' in '{vhost}'\.$")
+        assert topic_publish("other.1") == 200
 
         delete_row(browser, "users", user)
         wait_text(browser, "#admin-result", rf"^Deleted the user '{user}'\.$")

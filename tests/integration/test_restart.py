@@ -169,6 +169,8 @@ def test_definitions_survive(broker, how):
     assert mgmt(broker, "PUT", "/api/users/u", {"password": "pw", "tags": ""}) in (201, 204)
     assert mgmt(broker, "PUT", "/api/permissions/x/u",
                 {"configure": "^cfg-.*", "write": ".*", "read": ".*"}) in (201, 204)
+    assert mgmt(broker, "PUT", "/api/topic-permissions/x/u",
+                {"exchange": "cfg-topic", "write": "^a\\.", "read": ".*"}) == 201
     conn = connect(broker, vhost="x", user="u", password="pw")
     ch = conn.channel()
     ch.confirm_delivery()
@@ -196,6 +198,14 @@ def test_definitions_survive(broker, how):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
         ch.queue_declare("other", durable=True)
     assert exc.value.reply_code == 403
+    # and the topic permission: cfg-topic takes routing keys a.* only
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+        publish_confirmed(ch, "cfg-topic", "b.c", ["refused"], PERSISTENT)
+    assert (exc.value.reply_code, exc.value.reply_text) == (
+        403, "ACCESS_REFUSED - access to topic 'b.c' in exchange 'cfg-topic' in vhost 'x' "
+             "refused for user 'u'")
     conn.close()
     with pytest.raises(pika.exceptions.ProbableAuthenticationError):
         connect(broker, vhost="x", user="u", password="wrong")

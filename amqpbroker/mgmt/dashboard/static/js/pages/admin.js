@@ -1,4 +1,5 @@
-// Admin: users, virtual hosts and permissions, as RabbitMQ's Admin tab has them. Each list
+// Admin: users, virtual hosts, permissions and topic permissions, as RabbitMQ's Admin tab
+// has them. Each list
 // comes with a form that adds (or updates) one and a Delete / Clear button per row. The
 // API asks for the administrator tag for all of it; a user without it sees the broker's
 // 401 in place of each list.
@@ -62,31 +63,56 @@ function permissionForm(users, vhosts, onDone) {
   });
 }
 
+function topicPermissionForm(users, vhosts, onDone) {
+  const user = el("select", { name: "user" }, users.map((u) => el("option", { value: u }, u)));
+  const vhost = el("select", { name: "vhost" }, vhosts.map((v) => el("option", { value: v }, v)));
+  const exchange = el("input", { name: "exchange", value: "amq.topic", required: true });
+  const write = el("input", { name: "write", value: ".*" });
+  const read = el("input", { name: "read", value: ".*" });
+  return action("set-topic-permission", "Set topic permission", [
+    field("User", user), field("Virtual host", vhost), field("Topic exchange", exchange),
+    field("Write regexp (routing keys published)", write),
+    field("Read regexp (binding keys)", read),
+  ], "Set topic permission", async (out) => {
+    const r = await api.call("PUT",
+      `/api/topic-permissions/${api.seg(vhost.value)}/${api.seg(user.value)}`,
+      { exchange: exchange.value, write: write.value, read: read.value });
+    report(out, r, `Set the topic permission of '${user.value}' on '${exchange.value}' in ` +
+      `'${vhost.value}'.`, { name: "Setting the topic permission", endpointMayBeMissing: true });
+    if (r.ok) onDone();
+  });
+}
+
 export function mount(root) {
   const users = el("div", { id: "users" });
   const vhosts = el("div", { id: "vhosts" });
   const permissions = el("div", { id: "permissions" });
+  const topicPermissions = el("div", { id: "topic-permissions" });
   const out = el("div", { class: "result", id: "admin-result" });
   const forms = el("div", { class: "forms" });
   root.append(el("h1", {}, "Admin"), el("h2", {}, "Users"), users,
-    el("h2", {}, "Virtual hosts"), vhosts, el("h2", {}, "Permissions"), permissions, out, forms);
+    el("h2", {}, "Virtual hosts"), vhosts, el("h2", {}, "Permissions"), permissions,
+    el("h2", {}, "Topic permissions"), topicPermissions, out, forms);
   let refresh;
   const again = () => refresh();
-  let formsFor = null;         // the user and vhost names the permission form offers
+  let formsFor = null;         // the user and vhost names the permission forms offer
 
   async function drawForms(userNames, vhostNames) {
     const key = JSON.stringify([userNames, vhostNames]);
     if (key === formsFor) return;      // rebuilt only when the names change
     formsFor = key;
-    const kept = forms.querySelector("#set-permission");
-    const fresh = permissionForm(userNames, vhostNames, again);
-    if (kept) kept.replaceWith(fresh);
-    else forms.append(userForm(again), vhostForm(again), fresh);
+    const fresh = [permissionForm(userNames, vhostNames, again),
+      topicPermissionForm(userNames, vhostNames, again)];
+    const kept = [forms.querySelector("#set-permission"),
+      forms.querySelector("#set-topic-permission")];
+    if (kept[0]) kept.forEach((k, i) => k.replaceWith(fresh[i]));
+    else forms.append(userForm(again), vhostForm(again), ...fresh);
   }
 
   refresh = async () => {
-    const [u, v, p] = await Promise.all(
-      ["/api/users", "/api/vhosts", "/api/permissions"].map((path) => api.get(path)));
+    const [u, v, p, t] = await Promise.all(
+      ["/api/users", "/api/vhosts", "/api/permissions", "/api/topic-permissions"]
+        .map((path) => api.get(path)));
     if (!u.ok) fill(users, errorNote("Users", u));
     else fill(users, table([
       { title: "Name", value: (x) => x.name, key: "name" },
@@ -116,6 +142,21 @@ export function mount(root) {
           `/api/permissions/${api.seg(x.vhost)}/${api.seg(x.user)}`, out,
           `Cleared the permissions of '${x.user}' in '${x.vhost}'.`, again) },
     ], p.data.map((x) => ({ ...x, name: x.user })), { empty: "No permissions." }));
+    if (!t.ok) fill(topicPermissions, errorNote("Topic permissions", t));
+    else fill(topicPermissions, table([
+      { title: "User", value: (x) => x.user, key: "user" },
+      { title: "Virtual host", value: (x) => x.vhost },
+      { title: "Exchange", value: (x) => x.exchange, key: "exchange" },
+      { title: "Write", value: (x) => x.write, key: "write" },
+      { title: "Read", value: (x) => x.read, key: "read" },
+      { title: "", value: (x) => dangerButton(null, "Clear",
+          `Clear the topic permission of '${x.user}' on '${x.exchange}' in '${x.vhost}'?`,
+          "DELETE", `/api/topic-permissions/${api.seg(x.vhost)}/${api.seg(x.user)}` +
+          `?exchange=${encodeURIComponent(x.exchange)}`, out,
+          `Cleared the topic permission of '${x.user}' on '${x.exchange}' in '${x.vhost}'.`,
+          again) },
+    ], t.data.map((x) => ({ ...x, name: `${x.user}/${x.exchange}` })),
+    { empty: "No topic permissions: every routing key is allowed." }));
     if (u.ok && v.ok) await drawForms(u.data.map((x) => x.name), v.data.map((x) => x.name));
   };
   return { refresh };
