@@ -430,6 +430,123 @@ def test_health_checks(http, amqp_host_port):
     assert http("GET", "/api/aliveness-test/no-such-vhost-here")[0] == 404
 
 
+def test_protocol_listener_and_node_checks(http):
+    """The checks Kubernetes probes and rolling upgrades use, on a single node."""
+    for protocol, named in (("amqp", "amqp"), ("amqp091", "amqp"), ("AMQP0-9-1", "amqp"),
+                            ("http", "http"), ("management", "http")):
+        assert http("GET", f"/api/health/checks/protocol-listener/{protocol}")[:2] == (
+            200, {"status": "ok", "protocol": named}), protocol
+    status, body, _ = http("GET", "/api/health/checks/protocol-listener/mqtt")
+    assert (status, body["status"], body["reason"], body["missing"]) == (
+        503, "failed", "No active listener", "mqtt")
+    assert {"amqp", "http"} <= set(body["protocols"])
+    for check in ("node-is-quorum-critical", "node-is-mirror-sync-critical"):
+        assert http("GET", f"/api/health/checks/{check}")[:2] == (
+            200, {"status": "ok", "reason": "single node cluster"}), check
+    node = http("GET", "/api/overview")[1]["node"]
+    for path in ("/api/healthchecks/node", f"/api/healthchecks/node/{q(node)}"):
+        assert http("GET", path)[:2] == (200, {"status": "ok"}), path
+    assert http("GET", "/api/health/checks/certificate-expiration/1/months")[:2] == (
+        200, {"status": "ok"})          # no TLS listener here: nothing expires
+    assert http("GET", "/api/health/checks/certificate-expiration/x/days")[:2] == (
+        400, {"error": "bad_request", "reason": "Invalid expiration value."})
+
+
+# ------------------------------------------------------------------------- users
+def test_users_without_permissions_and_bulk_delete(http, uniq):
+    bare, granted = uniq("bare"), uniq("granted")
+    for name in (bare, granted):
+        assert http("PUT", f"/api/users/{q(name)}", {"password": "pw", "tags": ""})[0] == 201
+    assert http("PUT", f"/api/permissions/%2F/{q(granted)}",
+                {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+    try:
+        status, users, _ = http("GET", "/api/users/without-permissions")
+        names = {u["name"] for u in users}
+        assert status == 200 and bare in names and granted not in names
+        assert {"name", "password_hash", "tags"} <= set(users[0])
+        # a name that does not exist: 400, as RabbitMQ (which deleted those before it: we
+        # delete none)
+        status, body, _ = http("POST", "/api/users/bulk-delete",
+                               {"users": [uniq("nobody")]})
+        assert (status, body) == (400, {"error": "bad_request",
+                                        "reason": ["no_such_user", body["reason"][1]]})
+        assert http("POST", "/api/users/bulk-delete", {})[0] == 400
+        assert http("POST", "/api/users/bulk-delete", {"users": [bare, granted]})[0] == 204
+        assert http("GET", f"/api/users/{q(bare)}")[0] == 404
+        assert http("GET", f"/api/users/{q(granted)}")[0] == 404
+    finally:
+        for name in (bare, granted):
+            http("DELETE", f"/api/users/{q(name)}")
+
+
+def test_a_users_connections_listed_and_closed_together(http, broker_url, uniq):
+    """(RabbitMQ 3.10 answers 500 to anyone but an administrator here: who else may is in
+    tests/integration/test_management_api.py.)"""
+    name = uniq("conn-user")
+    assert http("PUT", f"/api/users/{q(name)}", {"password": "pw", "tags": "management"})[0] \
+        == 201
+    assert http("PUT", f"/api/permissions/%2F/{q(name)}",
+                {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+    conns = [pika.BlockingConnection(pika.URLParameters(
+        url_with(broker_url, user=name, password="pw"))) for _ in range(2)]
+    path = f"/api/connections/username/{q(name)}"
+    try:
+        wait_until(lambda: len(http("GET", path)[1]) == 2, STATS)
+        assert {c["user"] for c in http("GET", path)[1]} == {name}
+        assert http("DELETE", path, headers={"X-Reason": "bulk close"})[0] == 204
+        for conn in conns:
+            with pytest.raises(ConnectionClosedByBroker) as e:
+                wait_until(lambda: conn.process_data_events(0.1) or not conn.is_open, STATS)
+            assert "bulk close" in str(e.value)
+        wait_until(lambda: http("GET", path)[1] == [], STATS)
+    finally:
+        for conn in conns:
+            if conn.is_open:
+                conn.close()
+        http("DELETE", f"/api/users/{q(name)}")
+
+
+# ------------------------------------------------------------------------- parameters
+def test_a_vhosts_limits_are_its_vhost_limits_parameter(http, uniq):
+    vhost = uniq("pvh")
+    assert http("PUT", f"/api/vhosts/{q(vhost)}", {})[0] == 201
+    path = f"/api/parameters/vhost-limits/{q(vhost)}/limits"
+    try:
+        assert http("GET", path)[0] == 404
+        assert http("PUT", f"/api/vhost-limits/{q(vhost)}/max-queues", {"value": 7})[0] == 204
+        item = {"value": {"max-queues": 7}, "vhost": vhost, "component": "vhost-limits",
+                "name": "limits"}
+        assert http("GET", path)[:2] == (200, item)
+        for listing in ("/api/parameters", "/api/parameters/vhost-limits",
+                        f"/api/parameters/vhost-limits/{q(vhost)}"):
+            assert item in http("GET", listing)[1], listing
+        assert http("GET", f"/api/parameters/shovel/{q(vhost)}")[:2] == (200, [])
+        # set through the parameter, seen as the vhost's limits
+        assert http("PUT", path, {"value": {"max-connections": 3}})[0] == 204
+        assert http("GET", f"/api/vhost-limits/{q(vhost)}")[1] == [
+            {"vhost": vhost, "value": {"max-connections": 3}}]
+        status, body, _ = http("PUT", path, {"value": {"max-queues": 1.5}})
+        assert (status, body["reason"]) == (
+            400, "Validation failed\n\nmax-queues should be a number, actually was 1.5\n")
+        status, body, _ = http("PUT", f"/api/parameters/shovel/{q(vhost)}/s1",
+                               {"value": {"src-uri": "amqp://"}})
+        assert (status, body["reason"]) == (400,
+                                            "Validation failed\n\ncomponent shovel not found\n")
+        assert http("DELETE", path)[0] == 204
+        assert http("GET", path)[0] == 404
+        assert http("GET", f"/api/vhost-limits/{q(vhost)}")[1] == []
+    finally:
+        http("DELETE", f"/api/vhosts/{q(vhost)}")
+
+
+def test_columns_cut_one_object_as_a_list(http):
+    assert http("GET", "/api/vhosts/%2F?columns=name,tracing")[:2] == (
+        200, {"name": "/", "tracing": False})
+    assert http("GET", "/api/whoami?columns=name")[:2] == (200, {"name": "guest"})
+    assert set(http("GET", "/api/overview?columns=node,object_totals.queues")[1]) == \
+        {"node", "object_totals"}
+
+
 # ------------------------------------------------------------------------- definitions
 def test_vhost_definitions_export_and_import_into_another_vhost(http, uniq):
     source, target = uniq("vh"), uniq("vh")

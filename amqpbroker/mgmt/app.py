@@ -6,15 +6,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (access, bindings, channels, connections, definitions, exchanges, groups,
-               health, limits, listing, overview, partitions, permissions, policies,
-               queues, reassignments, topic_permissions, topics, users, vhosts)
+               health, limits, listing, overview, parameters, partitions, permissions,
+               policies, queues, reassignments, topic_permissions, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
-             policies, topic_permissions)
+             policies, topic_permissions, parameters)
 
 
 class ManagementServer:
@@ -61,6 +61,8 @@ class ManagementServer:
                                                   request.method))
                 if route.method == "GET" and isinstance(result, list):
                     result = listing.shape(result, request.query, route.sort)
+                elif route.method == "GET" and isinstance(result, dict):
+                    result = listing.one_object(result, request.query)
                 elif route.method != "GET":     # in a cluster: on every node first
                     await self.broker.metadata.everywhere()
             except ApiError as err:

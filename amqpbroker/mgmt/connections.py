@@ -1,6 +1,6 @@
 """``/api/connections``: every connection to monitors, one's own to other users; one
 connection, its channels, and closing it (``DELETE``, with the ``X-Reason`` header as the
-close's text, as RabbitMQ's).
+close's text, as RabbitMQ's); a user's connections, and closing them all.
 
 Every front-end answers one ``Connections`` request with its connections, their channels
 and consumers (``frontend/session.session_json``); ``channels.py`` takes the same answer
@@ -82,7 +82,31 @@ async def close_connection(call):
     return no_content()
 
 
+async def user_connections(call):
+    """``/api/connections/username/{user}``: that user's connections, to that user and to
+    monitors (RabbitMQ's ``is_authorized_user``)."""
+    user = call.params["user"]
+    check_owner(call, user)
+    return [public(c, call.broker) for c in await node_connections(call) if c["user"] == user]
+
+
+async def close_user_connections(call):
+    """Close every connection of the user (that user, or an administrator), as RabbitMQ's
+    ``DELETE /api/connections/username/{user}``: 204 also when there is none."""
+    user = call.params["user"]
+    check_owner(call, user)
+    reason = call.headers.get("X-Reason") or DEFAULT_REASON
+    for conn in await node_connections(call):
+        if conn["user"] == user:
+            await call.broker.close_connection(conn["name"], reason, call.amqp.sessions)
+    return no_content()
+
+
 ROUTES = [
+    # before /api/connections/{name}/channels, which would take a user named "channels"
+    Route("GET", "/api/connections/username/{user}", user_connections, access.MANAGEMENT),
+    Route("DELETE", "/api/connections/username/{user}", close_user_connections,
+          access.MANAGEMENT),
     Route("GET", "/api/connections", list_connections, access.MANAGEMENT),
     Route("GET", "/api/vhosts/{vhost}/connections", list_vhost_connections, access.VHOST),
     Route("GET", "/api/connections/{name}", get_connection, access.MANAGEMENT),

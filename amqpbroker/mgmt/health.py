@@ -4,12 +4,30 @@ details RabbitMQ gives when not. One node: the node's alarms are the cluster's.
 
 * ``alarms`` / ``local-alarms``: the memory and disk alarms in effect (and ours, by name);
 * ``port-listener/{port}``: whether this node listens on ``port`` (AMQP, AMQPS, HTTP);
+* ``protocol-listener/{protocol}``: whether it listens for ``protocol`` (``amqp``,
+  ``amqp/ssl``, ``http``, ``https``; RabbitMQ's aliases: ``amqp091``, ``amqps``, ...);
+* ``certificate-expiration/{within}/{unit}``: whether a certificate of a TLS listener
+  (``--tls-cert``, ``--tls-ca``: every certificate in them) expires within that time
+  (``days``, ``weeks``, ``months`` of 365/12 days, ``years``);
+* ``node-is-quorum-critical``: whether stopping this node would leave a replicated queue
+  (quorum queue, stream, replicated topic) with fewer in-sync replicas than its
+  ``x-min-insync-replicas``, so refusing publishes: RabbitMQ's check before a rolling
+  restart (``ok`` "single node cluster" without a cluster);
+* ``node-is-mirror-sync-critical``: classic mirrored queues, which this broker has not (as
+  RabbitMQ 4): ``ok``; ``/api/healthchecks/node[/{node}]``, RabbitMQ's older node check;
 * ``virtual-hosts``: every vhost is running (a vhost here has no process of its own that
   could be down, so this is ``ok`` while the API answers);
 * ``aliveness-test/{vhost}``: declares the queue ``aliveness-test`` in the vhost (as
   RabbitMQ does, and leaves it), publishes a message to it and gets it back.
 """
 from __future__ import annotations
+
+import calendar
+import os
+import re
+import ssl
+import tempfile
+import time
 
 from aiohttp import web
 from pamqp import commands
@@ -19,7 +37,7 @@ from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
 from . import access
 from .api import ApiError, Route, json_response, not_found
-from .overview import NODE
+from .overview import node_name
 
 ALIVENESS_QUEUE = "aliveness-test"
 ALIVENESS_BODY = b"test_message"
@@ -33,7 +51,7 @@ def _alarms(broker) -> list[dict]:
     out = []
     for name in sorted(broker.alarms.active):
         resource = "disk" if name.startswith("disk") else name
-        out.append({"node": NODE, "resource": resource})
+        out.append({"node": node_name(broker), "resource": resource})
     return out
 
 
@@ -60,6 +78,123 @@ async def port_listener(call):
     if port in ports:
         return {"status": "ok", "port": port}
     return _failed("No active listener", missing=port, ports=ports)
+
+
+# RabbitMQ's names for a protocol (rabbit_mgmt_wm_health_check_protocol_listener), of those
+# this broker listens for; any other name is looked up as it is
+PROTOCOL_ALIASES = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp",
+                    "amqp0_9_1": "amqp", "amqps": "amqp/ssl", "http1": "http",
+                    "http1.1": "http", "http_api": "http", "management": "http",
+                    "management_ui": "http", "ui": "http"}
+
+
+async def protocol_listener(call):
+    wanted = call.params["protocol"].lower()
+    wanted = PROTOCOL_ALIASES.get(wanted, wanted)
+    protocols = [entry["protocol"] for entry in call.broker.listeners]
+    if wanted in protocols:
+        return {"status": "ok", "protocol": wanted}
+    return _failed("No active listener", missing=wanted, protocols=protocols)
+
+
+DAY = 86400
+UNITS = {"days": DAY, "weeks": 7 * DAY, "months": DAY * 365 / 12, "years": 365 * DAY}
+PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                             re.S)
+
+
+def certificates_expire_on(path: str) -> list[float]:
+    """The notAfter (epoch seconds) of every certificate in a PEM file."""
+    with open(path, "rb") as f:
+        blocks = PEM_CERTIFICATE.findall(f.read())
+    out = []
+    for block in blocks:
+        # the ssl module decodes a certificate from a file only
+        with tempfile.NamedTemporaryFile(suffix=".pem") as one:
+            one.write(block)
+            one.flush()
+            decoded = ssl._ssl._test_decode_cert(one.name)
+        out.append(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    return out
+
+
+def _expiry_text(seconds: float) -> str:
+    t = time.gmtime(seconds)
+    return f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
+async def certificate_expiration(call):
+    try:
+        within = int(call.params["within"])
+    except ValueError:
+        raise ApiError(400, "Invalid expiration value.") from None
+    unit = UNITS.get(call.params["unit"].lower())
+    if unit is None:
+        raise ApiError(400, "Time unit not recognised. Supported units: days, weeks, months, "
+                            "years.")
+    deadline = calendar.timegm(time.gmtime()) + within * unit
+    cfg = call.broker.config
+    files = {"certfile": cfg.tls_cert, "cacertfile": cfg.tls_ca}
+    expiring = {}
+    for kind, path in files.items():
+        if path:
+            try:
+                soon = [s for s in certificates_expire_on(path) if s < deadline]
+            except (OSError, ssl.SSLError, KeyError, ValueError) as exc:
+                expiring[kind] = {"error": f"{path}: {exc}"}
+                continue
+            if soon:
+                expiring[kind] = [_expiry_text(s) for s in soon]
+    if not expiring:
+        return {"status": "ok"}
+    found = [{"node": node_name(call.broker), "protocol": entry["protocol"], "interface": entry["ip_address"],
+              "port": entry["port"], "certfile": os.path.abspath(cfg.tls_cert or ""),
+              "cacertfile": os.path.abspath(cfg.tls_ca) if cfg.tls_ca else "",
+              "certfile_expires_on": expiring.get("certfile", []),
+              "cacertfile_expires_on": expiring.get("cacertfile", [])}
+             for entry in call.broker.listeners if entry["protocol"] in ("amqp/ssl", "https")]
+    return _failed("Certificates expiring", expired=found)
+
+
+def quorum_critical(broker) -> list[dict]:
+    """The replicated queues that stopping this node would take below their minimum of
+    in-sync replicas (``x-min-insync-replicas``): it is one of the ISR, and the others are
+    fewer than the minimum."""
+    cluster = broker.cluster
+    out = []
+    for vh in broker.vhosts.values():
+        for q in vh.queues.values():
+            p = cluster.placement.of_queue(vh.name, q.name) if cluster.placement else None
+            if p is None or cluster.name not in p["isr"]:
+                continue
+            if len(p["isr"]) - 1 < int(p.get("min_isr", 1)):
+                out.append({"name": q.name, "virtual_host": vh.name,
+                            "type": q.arguments.get("x-queue-type", "quorum"),
+                            "readable_name": f"queue '{q.name}' in vhost '{vh.name}'"})
+    return out
+
+
+async def node_is_quorum_critical(call):
+    if getattr(call.broker, "cluster", None) is None:
+        return {"status": "ok", "reason": "single node cluster"}
+    critical = quorum_critical(call.broker)
+    if critical:
+        return _failed("There are quorum queues that would lose their quorum if the target "
+                       "node is shut down", queues=critical)
+    return {"status": "ok"}
+
+
+async def node_is_mirror_sync_critical(call):
+    if getattr(call.broker, "cluster", None) is None:
+        return {"status": "ok", "reason": "single node cluster"}
+    return {"status": "ok"}
+
+
+async def node_check(call):
+    """RabbitMQ's deprecated ``/api/healthchecks/node[/{node}]``: this node answers."""
+    if call.params.get("node", node_name(call.broker)) != node_name(call.broker):
+        raise not_found()
+    return {"status": "ok"}
 
 
 async def virtual_hosts(call):
@@ -92,5 +227,15 @@ ROUTES = [
     Route("GET", "/api/health/checks/local-alarms", local_alarms, access.MANAGEMENT),
     Route("GET", "/api/health/checks/port-listener/{port}", port_listener, access.MANAGEMENT),
     Route("GET", "/api/health/checks/virtual-hosts", virtual_hosts, access.MANAGEMENT),
+    Route("GET", "/api/health/checks/protocol-listener/{protocol}", protocol_listener,
+          access.MANAGEMENT),
+    Route("GET", "/api/health/checks/certificate-expiration/{within}/{unit}",
+          certificate_expiration, access.MANAGEMENT),
+    Route("GET", "/api/health/checks/node-is-quorum-critical", node_is_quorum_critical,
+          access.MANAGEMENT),
+    Route("GET", "/api/health/checks/node-is-mirror-sync-critical",
+          node_is_mirror_sync_critical, access.MANAGEMENT),
+    Route("GET", "/api/healthchecks/node", node_check, access.MANAGEMENT),
+    Route("GET", "/api/healthchecks/node/{node}", node_check, access.MANAGEMENT),
     Route("GET", "/api/aliveness-test/{vhost}", aliveness_test, access.VHOST),
 ]

@@ -10,7 +10,7 @@
   and the answer is RabbitMQ's envelope (``filtered_count``, ``item_count``, ``items``,
   ``page``, ``page_count``, ``page_size``, ``total_count``); without ``page``, ``name`` is
   ignored, as RabbitMQ ignores it;
-* ``columns=a,b.c`` keeps only those fields of each item (``b.c`` keeps ``b`` with only ``c``
+* ``columns=a,b.c`` keeps only those fields of each item, and of one object (``b.c`` keeps ``b`` with only ``c``
   inside it); unknown columns are left out.
 
 Refusals are 400 with RabbitMQ's errors and reasons (``invalid_pagination_parameters``,
@@ -147,6 +147,15 @@ def _rank(value):
     if isinstance(value, str):
         return (3, str(value))
     return (4, repr(value))
+
+
+def one_object(item: dict, query) -> dict:
+    """A GET of one object (``/api/overview``, ``/api/queues/{vhost}/{name}``) cut to the
+    query's columns, as RabbitMQ cuts them. A page of a list (the envelope ``page_first``
+    returns: its items are cut already) is left as it is."""
+    if "items" in item and "page_count" in item:
+        return item
+    return _columns([item], query.get("columns"))[0]
 
 
 def _columns(items: list, columns: str | None) -> list:

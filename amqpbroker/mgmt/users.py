@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from ..frontend.auth import HASHING
 from . import access
-from .api import Route, created, no_content, not_found
-from .validation import USER
+from .api import Route, bad_request, created, no_content, not_found
+from .validation import BULK_DELETE, USER
 
 
 def user_json(u) -> dict:
@@ -43,7 +43,32 @@ async def delete_user(call):
     return no_content()
 
 
+async def without_permissions(call):
+    """Users with no permissions in any vhost (RabbitMQ's ``/api/users/without-permissions``:
+    users that cannot open any vhost over AMQP)."""
+    users = call.broker.users
+    granted = {user for _, user in users.permissions}
+    return [user_json(u) for u in users.users.values() if u.name not in granted]
+
+
+async def bulk_delete(call):
+    """``{"users": [names]}``: all of them, or none if one does not exist (400
+    ``no_such_user``, RabbitMQ's reason; RabbitMQ 3.10 deletes those before the missing one)."""
+    users, names = call.broker.users, call.body["users"]
+    for name in names:
+        if name not in users.users:
+            raise bad_request(["no_such_user", name])
+    for name in names:
+        users.delete_user(name)
+    call.broker.definitions.save()
+    return no_content()
+
+
 ROUTES = [
+    # before /api/users/{name}, which would take these names
+    Route("GET", "/api/users/without-permissions", without_permissions, access.ADMINISTRATOR),
+    Route("POST", "/api/users/bulk-delete", bulk_delete, access.ADMINISTRATOR,
+          body=BULK_DELETE),
     Route("GET", "/api/users", list_users, access.ADMINISTRATOR),
     Route("GET", "/api/users/{name}", get_user, access.ADMINISTRATOR),
     Route("PUT", "/api/users/{name}", put_user, access.ADMINISTRATOR, body=USER),

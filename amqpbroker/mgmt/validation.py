@@ -243,6 +243,11 @@ VHOST = Obj(_vhost_body, description=Field(string, ""), tags=Field(tags, []),
             defaultqueuetype=Field(queue_type, OPTIONAL))    # PUT /api/vhosts/{vhost}
 PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
 TOPIC_PERMISSION = Obj(**_TOPIC_PERMISSION_FIELDS)  # PUT /api/topic-permissions/{vhost}/{user}
+BULK_DELETE = Obj(users=Field(list_of(name)))           # POST /api/users/bulk-delete
+# PUT /api/parameters/{component}/{vhost}/{name}: the value is checked by the handler, which
+# knows the component; the body may repeat the path's parts, as RabbitMQ's exports do
+PARAMETER = Obj(value=Field(anything), component=Field(string, OPTIONAL),
+                vhost=Field(string, OPTIONAL), name=Field(string, OPTIONAL))
 LIMIT = Obj(value=Field(anything))      # PUT /api/vhost-limits/.../{name}, user-limits: the
                                         # value is checked by the handler, which knows name
 

@@ -4,8 +4,8 @@ interop/test_management_validation.py, against RabbitMQ too):
 * bodies RabbitMQ answers with 500 (``"tags": 5``, a number as a permission regex or as a
   password) or stores unusable (a vhost description of 5) are 400 here, and nothing of
   them is stored, in memory or in ``definitions.json``;
-* a definitions import either applies whole or changes nothing (RabbitMQ stops at the first
-  bad entry and keeps what it applied before it);
+* a definitions import, and a users bulk delete, either applies whole or changes nothing
+  (RabbitMQ stops at the first bad entry and keeps what it applied before it);
 * a bad permission stored by an older version refuses access instead of failing every
   operation of its user with 541.
 """
@@ -69,6 +69,12 @@ MISTYPED = [
      "configure: expected a string, got 5"),
     ("PUT", "/api/permissions/%2F/guest", {"configure": ".*", "write": [".*"], "read": ".*"},
      'write: expected a string, got [".*"]'),
+    ("PUT", "/api/topic-permissions/%2F/guest", {"exchange": 5, "write": ".*", "read": ".*"},
+     "exchange: expected a string, got 5"),
+    ("PUT", "/api/topic-permissions/%2F/guest", {"exchange": "x", "write": 5, "read": ".*"},
+     "write: expected a string, got 5"),
+    ("POST", "/api/users/bulk-delete", {"users": "guest"},
+     'users: expected a list, got "guest"'),
     ("POST", "/api/definitions", {"users": 5}, "users: expected a list, got 5"),
     ("POST", "/api/definitions", {"vhosts": [{"name": 5}]},
      "vhosts[0].name: expected a non-empty string, got 5"),
@@ -205,3 +211,39 @@ def test_cross_site_put_is_not_preflighted(broker):
                  "Access-Control-Request-Headers": "content-type"})
     assert status >= 400
     assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_a_bulk_delete_naming_a_missing_user_deletes_none(broker):
+    """RabbitMQ 3.10.8 deletes the users before the missing one, then answers 400."""
+    assert as_guest(broker, "PUT", "/api/users/first", {"password": "pw", "tags": ""})[0] == 201
+    assert as_guest(broker, "POST", "/api/users/bulk-delete",
+                    {"users": ["first", "missing"]}) == (
+        400, {"error": "bad_request", "reason": ["no_such_user", "missing"]})
+    assert as_guest(broker, "GET", "/api/users/first")[0] == 200
+
+
+def test_only_the_user_or_an_administrator_lists_or_closes_a_users_connections(broker):
+    """``/api/connections/username/{user}`` (RabbitMQ 3.10.8 answers 500 to any
+    non-administrator here): the user itself and monitors list them, the user itself and
+    administrators close them; another management user gets 401."""
+    api = client(broker)
+    for name, tags in (("owner", "management"), ("other", "management"),
+                       ("watcher", "monitoring")):
+        assert as_guest(broker, "PUT", f"/api/users/{name}", {"password": "pw",
+                                                              "tags": tags})[0] == 201
+        assert as_guest(broker, "PUT", f"/api/permissions/%2F/{name}",
+                        {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+    conn = amqp(broker, "owner", "pw")
+    path = "/api/connections/username/owner"
+    refused = (401, {"error": "not_authorised", "reason": "User not authorised to access object"})
+    assert api.request("GET", path, "other", "pw")[:2] == refused
+    assert api.request("DELETE", path, "other", "pw")[:2] == refused
+    assert api.request("DELETE", path, "watcher", "pw")[:2] == refused
+    assert conn.is_open
+    for who in ("owner", "watcher"):
+        status, listed, _ = api.request("GET", path, who, "pw")
+        assert status == 200 and [c["user"] for c in listed] == ["owner"]
+    assert api.request("DELETE", path, "owner", "pw")[0] == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+        for _ in range(100):                    # closed within 10 s, or the raises fails
+            conn.process_data_events(0.1)

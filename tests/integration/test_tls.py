@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import socket
 import ssl
 import struct
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -256,6 +258,43 @@ def test_management_answers_over_https_and_http(broker, pki):
     status, overview = api(broker, pki, "GET", "overview")
     assert status == 200 and overview["product_name"] == "amqpbroker"
     assert broker.api("whoami")["name"] == "guest"          # plain HTTP still serves
+
+
+def test_the_certificate_expiration_check_reads_the_listeners_certificates(tmp_path_factory,
+                                                                          pki):
+    """RabbitMQ's ``/api/health/checks/certificate-expiration/{within}/{unit}``: a server
+    certificate that expires in 10 days passes a 1-week check and fails a 2-week one, naming
+    both TLS listeners and the date; the CA (year 3000) fails only a 1000-year one."""
+    d = tmp_path_factory.mktemp("short-pki")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(d / "ca.pem")
+    ends = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + \
+        datetime.timedelta(days=10)
+    ca.issue_cert("localhost", "127.0.0.1", not_after=ends) \
+        .private_key_and_cert_chain_pem.write_to_path(d / "server.pem")
+    short = PKI(str(d / "ca.pem"), str(d / "server.pem"), pki.alice, pki.bob, pki.mallory)
+
+    def check(within: str):
+        try:
+            return api(b, short, "GET", f"health/checks/certificate-expiration/{within}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+    with tls_broker(tmp_path_factory, short) as b:
+        assert check("1/weeks") == (200, {"status": "ok"})
+        status, body = check("2/weeks")
+        assert (status, body["status"], body["reason"]) == (503, "failed",
+                                                            "Certificates expiring")
+        when = f"{ends.year}-{ends.month:02d}-{ends.day:02d} {ends.hour}:{ends.minute:02d}:" \
+               f"{ends.second:02d}"
+        assert sorted((e["protocol"], e["port"], e["certfile_expires_on"],
+                       e["cacertfile_expires_on"]) for e in body["expired"]) == [
+            ("amqp/ssl", b.tls_port, [when], []), ("https", b.management_tls_port, [when], [])]
+        status, body = check("1000/years")
+        assert status == 503 and body["expired"][0]["cacertfile_expires_on"] == [
+            "3000-01-01 0:00:00"]
+        assert check("2/fortnights") == (400, {
+            "error": "bad_request",
+            "reason": "Time unit not recognised. Supported units: days, weeks, months, years."})
 
 
 # ------------------------------------------------------------------------- options

@@ -1,0 +1,97 @@
+"""``/api/parameters``: RabbitMQ's runtime parameters, per component and vhost. The one
+component this broker has is ``vhost-limits`` (a vhost's limits as the parameter ``limits``,
+as RabbitMQ keeps them: ``limits.py`` is the other door to the same values); the others
+RabbitMQ's plugins add (shovel, federation-upstream, ...) are not here: listed empty, and a
+PUT of one is 400 "component ... not found", as RabbitMQ without those plugins answers.
+
+Who may: reading, policymakers and administrators, over the vhosts they may log in to
+(RabbitMQ's ``is_authorized_policies``); writing a vhost's limits, administrators only, as
+``/api/vhost-limits`` (RabbitMQ 3.10 lets a policymaker set them through this door).
+"""
+from __future__ import annotations
+
+from . import access
+from .api import ApiError, Route, bad_request, no_content, not_found
+from .validation import PARAMETER, VHOST_LIMITS, check_limit
+
+LIMITS = "vhost-limits"
+
+
+def _item(vh) -> dict:
+    return {"value": dict(vh.limits), "vhost": vh.name, "component": LIMITS, "name": "limits"}
+
+
+def _listed(call) -> list[dict]:
+    b, p = call.broker, call.params
+    vhost = p.get("vhost")
+    if vhost is not None and vhost not in b.vhosts:
+        raise not_found()
+    if p.get("component", LIMITS) != LIMITS:
+        return []
+    names = access.visible_vhosts(b, call.user) if not access.is_admin(call.user) \
+        else list(b.vhosts)
+    return [_item(b.vhosts[n]) for n in names
+            if b.vhosts[n].limits and vhost in (None, n)]
+
+
+async def list_parameters(call):
+    return _listed(call)
+
+
+def _limits_of(call):
+    """The vhost whose ``limits`` parameter the path names, or 404."""
+    p = call.params
+    vh = call.broker.vhosts.get(p["vhost"])
+    if p["component"] != LIMITS or p["name"] != "limits" or vh is None:
+        raise not_found()
+    return vh
+
+
+async def get_parameter(call):
+    vh = _limits_of(call)
+    if not vh.limits:
+        raise not_found()
+    return _item(vh)
+
+
+async def put_parameter(call):
+    b, p = call.broker, call.params
+    if p["component"] != LIMITS:
+        raise bad_request(f"Validation failed\n\ncomponent {p['component']} not found\n")
+    if p["name"] != "limits":
+        raise bad_request(f"Validation failed\n\nname {p['name']} is not limits: a vhost's "
+                          f"limits are its parameter 'limits'\n")
+    vh = b.vhosts.get(p["vhost"])
+    if vh is None:
+        raise ApiError(404, "vhost_not_found", "not_found")
+    value = call.body["value"]
+    if not isinstance(value, dict):
+        raise bad_request("Validation failed\n\nlimits should be an object\n")
+    for name, limit in value.items():
+        reason = check_limit(name, limit, VHOST_LIMITS, "limits")
+        if reason:
+            raise bad_request(f"Validation failed\n\n{reason}\n")
+    b.set_vhost_limits(vh, dict(value))
+    await b.sync_frontends()
+    return no_content()
+
+
+async def delete_parameter(call):
+    vh = _limits_of(call)
+    if not vh.limits:
+        raise not_found()
+    call.broker.set_vhost_limits(vh, {})
+    await call.broker.sync_frontends()
+    return no_content()
+
+
+ROUTES = [
+    Route("GET", "/api/parameters", list_parameters, access.POLICIES),
+    Route("GET", "/api/parameters/{component}", list_parameters, access.POLICIES),
+    Route("GET", "/api/parameters/{component}/{vhost}", list_parameters, access.POLICIES),
+    Route("GET", "/api/parameters/{component}/{vhost}/{name}", get_parameter, access.POLICIES),
+    Route("PUT", "/api/parameters/{component}/{vhost}/{name}", put_parameter,
+          access.ADMINISTRATOR, body=PARAMETER),
+    Route("DELETE", "/api/parameters/{component}/{vhost}/{name}", delete_parameter,
+          access.ADMINISTRATOR),
+]
