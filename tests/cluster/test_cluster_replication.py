@@ -72,6 +72,31 @@ def test_publishes_with_too_few_in_sync_replicas_are_nacked(restored_cluster):
     assert [b for b, _ in got] == [b"ok"]
 
 
+def test_node_is_quorum_critical_names_the_queues_a_stop_would_take_below_min_isr(
+        restored_cluster):
+    """RabbitMQ's pre-upgrade check (``/api/health/checks/node-is-quorum-critical``): with
+    all three replicas in sync no node is critical (min ISR 2); with one killed and out of
+    the ISR, stopping either of the two left would take the queue below 2: both say so."""
+    cluster = restored_cluster
+    leader = declare_quorum(cluster, "repl-critical")
+    check = "health/checks/node-is-quorum-critical"
+    for n in cluster.nodes:
+        assert n.request("GET", check) == (200, {"status": "ok"}), n.node
+    victim = next(n for n in cluster.nodes if n is not leader)
+    victim.kill()
+    cluster.wait_until(lambda: len(queue_on(leader, "repl-critical").get("isr", ())) == 2,
+                       timeout=60)
+    for n in cluster.nodes:
+        if n is victim:
+            continue
+        status, body = cluster.wait_until(lambda: (lambda a: a if a[0] == 503 else None)(
+            n.request("GET", check)))
+        assert body["reason"] == ("There are quorum queues that would lose their quorum if "
+                                  "the target node is shut down")
+        assert {"name": "repl-critical", "virtual_host": "/", "type": "quorum",
+                "readable_name": "queue 'repl-critical' in vhost '/'"} in body["queues"]
+
+
 def test_a_client_of_a_stopping_leader_gets_320_before_the_node_leaves_and_keeps_its_confirms(
         restored_cluster):
     """SIGTERM to the leader's node while its client keeps 50 confirmed publishes in
