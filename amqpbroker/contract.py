@@ -614,8 +614,12 @@ PolicyOp = message(68, "policy_op", ("vhost", "str"), ("name", "str"), ("item", 
 PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"),
                         ("operator", "bool"))
 
+# the global runtime parameters (``cluster_name``, ...: ``{name: value}``), replaced whole
+GlobalParametersOp = message(70, "global_parameters_op", ("parameters", "any"))
+
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
-                QueueDeleted, BindOp, UnbindOp, VhostLimitsOp, PolicyOp, PolicyDeleted)
+                QueueDeleted, BindOp, UnbindOp, VhostLimitsOp, PolicyOp, PolicyDeleted,
+                GlobalParametersOp)
 
 
 # the messages whose run ``decode_many(..., lend=True)`` lends instead of copying: a

@@ -616,3 +616,44 @@ def test_writes_need_the_vhost_and_the_permission(mgmt, mgmt_url, uniq):
         for vh in (mine, other):
             mgmt.delete(f"/api/vhosts/{q(vh)}")
         mgmt.delete(f"/api/users/{q(name)}")
+
+
+# ------------------------------------------------------------------------- global parameters
+def test_the_cluster_name_set_through_the_api_names_the_broker_everywhere(http, connect):
+    """``PUT /api/cluster-name``: the overview, the global parameter ``cluster_name``, the
+    definitions and the server properties of connections opened after it say the new name."""
+    before = http("GET", "/api/cluster-name")[1]["name"]
+    try:
+        assert http("PUT", "/api/cluster-name", {"name": "interop-named"})[0] == 204
+        assert http("GET", "/api/cluster-name")[:2] == (200, {"name": "interop-named"})
+        assert http("GET", "/api/overview?columns=cluster_name")[1] == {
+            "cluster_name": "interop-named"}
+        assert {"name": "cluster_name", "value": "interop-named"} in \
+            http("GET", "/api/global-parameters")[1]
+        assert http("GET", "/api/global-parameters/cluster_name")[:2] == (
+            200, {"name": "cluster_name", "value": "interop-named"})
+        assert {"name": "cluster_name", "value": "interop-named"} in \
+            http("GET", "/api/definitions")[1]["global_parameters"]
+        conn = connect()
+        assert conn._impl.server_properties["cluster_name"] == "interop-named"
+        assert http("PUT", "/api/cluster-name", {})[0] == 400
+        assert http("GET", "/api/cluster-name")[1] == {"name": "interop-named"}
+    finally:
+        http("PUT", "/api/cluster-name", {"name": before})
+
+
+def test_a_global_parameter_of_ones_own_is_kept(http, uniq):
+    name = uniq("param").replace("-", "_")
+    path = f"/api/global-parameters/{name}"
+    try:
+        assert http("GET", path)[0] == 404
+        assert http("PUT", path, {"value": {"a": 1, "b": ["x"]}})[0] == 201
+        assert http("PUT", path, {"value": {"a": 2}})[0] == 204
+        assert http("GET", path)[:2] == (200, {"name": name, "value": {"a": 2}})
+        assert {"name": name, "value": {"a": 2}} in http("GET", "/api/global-parameters")[1]
+        assert {"name": name, "value": {"a": 2}} in \
+            http("GET", "/api/definitions")[1]["global_parameters"]
+        assert http("DELETE", path)[0] == 204
+        assert http("GET", path)[0] == 404
+    finally:
+        http("DELETE", path)

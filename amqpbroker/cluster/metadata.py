@@ -24,7 +24,9 @@ binding        vhost, source, dest kind, dest, key, args hash  the binding, and 
 =============  ==============================================  =================================
 
 An operator policy is an ``operator-policy`` key, as a ``policy`` is. A topic permission is a
-``topic-permission`` key of vhost, user and exchange, its value write and read.
+``topic-permission`` key of vhost, user and exchange, its value write and read. A global
+parameter (``cluster_name``, ...) is a ``global-parameter`` key of its name, its value
+``{"name", "value"}``.
 
 Transient (non-durable) exchanges, queues and bindings are put on the declaring node's lease:
 they vanish with that node, as RabbitMQ's transient queues do with theirs. Exclusive queues
@@ -101,10 +103,11 @@ log = logging.getLogger("amqpbroker.cluster")
 
 META = PREFIX + "meta/"
 # creation order (a policy before the queues it applies to: they open with it)
-KINDS = ("vhost", "user", "permission", "topic-permission", "policy", "operator-policy",
-         "exchange", "queue", "binding")
+KINDS = ("global-parameter", "vhost", "user", "permission", "topic-permission", "policy",
+         "operator-policy", "exchange", "queue", "binding")
 # pushed from the node where they changed (``changed``), not declared through etcd
-PUSHED = ("vhost", "user", "permission", "topic-permission", "policy", "operator-policy")
+PUSHED = ("global-parameter", "vhost", "user", "permission", "topic-permission", "policy",
+          "operator-policy")
 # of those, what lives in a vhost (its keys start with the vhost's name)
 IN_VHOST = ("permission", "topic-permission", "policy", "operator-policy")
 RETRIES = 5                 # a declare whose object vanished between txn and check
@@ -280,6 +283,9 @@ class EtcdMetadata(LocalMetadata):
                 for v, u in list(b.users.permissions):
                     if meta_key("permission", v, u) not in keys:
                         del b.users.permissions[(v, u)]
+                for name in list(b.global_parameters):
+                    if meta_key("global-parameter", name) not in keys:
+                        b.set_global_parameter(name, None)
                 for v, u, ex in list(b.users.topic_permissions):
                     if meta_key("topic-permission", v, u, ex) not in keys:
                         del b.users.topic_permissions[(v, u, ex)]
@@ -380,6 +386,8 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.set_permissions(o["vhost"], o["user"], o["configure"], o["write"], o["read"])
             b.persist()
+        elif kind == "global-parameter":
+            b.set_global_parameter(o["name"], o["value"])
         elif kind == "topic-permission":
             b.users.set_topic_permissions(o["vhost"], o["user"], o["exchange"], o["write"],
                                           o["read"])
@@ -439,6 +447,8 @@ class EtcdMetadata(LocalMetadata):
         elif kind == "permission":
             b.users.permissions.pop((o["vhost"], o["user"]), None)
             b.persist()
+        elif kind == "global-parameter":
+            b.set_global_parameter(o["name"], None)
         elif kind == "topic-permission":
             b.users.topic_permissions.pop((o["vhost"], o["user"], o["exchange"]), None)
             b.persist()
@@ -883,7 +893,7 @@ class EtcdMetadata(LocalMetadata):
         if self._applying:
             return
         if isinstance(op, (c.UsersOp, c.VhostOp, c.VhostDeleted, c.VhostLimitsOp, c.PolicyOp,
-                           c.PolicyDeleted)):
+                           c.PolicyDeleted, c.GlobalParametersOp)):
             self._pushing_since_asked = True
             if self._push is not None and not self._push.done():
                 self._push_again = True
@@ -915,6 +925,8 @@ class EtcdMetadata(LocalMetadata):
             out[meta_key("permission", v, name)] = dumps({
                 "vhost": v, "user": name, "configure": p.configure, "write": p.write,
                 "read": p.read})
+        for name, value in b.global_parameters.items():
+            out[meta_key("global-parameter", name)] = dumps({"name": name, "value": value})
         for (v, name, ex), p in b.users.topic_permissions.items():
             out[meta_key("topic-permission", v, name, ex)] = dumps({
                 "vhost": v, "user": name, "exchange": ex, "write": p.write, "read": p.read})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import socket
 from collections import deque
 
 from .. import contract as c
@@ -27,6 +28,8 @@ from .exchange import with_hash_property
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
+# the cluster name until one is set (``PUT /api/cluster-name``)
+DEFAULT_CLUSTER_NAME = f"amqpbroker@{socket.gethostname()}"
 
 
 def worker_of(vhost: str, name: str, workers: int) -> int:
@@ -62,6 +65,14 @@ class Broker:
         self._routing_dead_letters = False
         self._cycles_logged: set = set()
         self.stats = FrontendStats(config)      # counters of this process (amqpbroker/stats)
+        # RabbitMQ's global runtime parameters: ``cluster_name`` (set through the management
+        # API), and any other a user stores there
+        self.global_parameters: dict = {}
+
+    @property
+    def cluster_name(self) -> str:
+        """What connection.start, ``/api/overview`` and the metrics call this broker."""
+        return self.global_parameters.get("cluster_name") or DEFAULT_CLUSTER_NAME
 
     def handle_events(self, client, events) -> None:
         """A batch of a host's events read from a ring link (``client.on_events``); what it

@@ -17,8 +17,17 @@ class AMQPServer:
         self.token_prefix = f"{index}."   # reply-to tokens and exclusive owners say where
         self.sessions: set[Session] = set()
         self.reply_to: dict = {}          # direct reply-to token -> (channel, consumer)
-        self.server_properties = server_properties(f"amqpbroker@{socket.gethostname()}")
+        self._properties = server_properties(broker.cluster_name)
         self._servers: list[asyncio.base_events.Server] = []
+
+    @property
+    def server_properties(self) -> dict:
+        """connection.start's server properties: the cluster name as it is now (one dict
+        shared by the connections until the name changes)."""
+        name = self.broker.cluster_name
+        if self._properties["cluster_name"] != name:
+            self._properties = server_properties(name)
+        return self._properties
 
     async def start(self, host: str, port: int, sock=None, ssl=None) -> list[tuple[str, int]]:
         """Listen on host:port, or accept on ``sock`` (a listening socket shared by every

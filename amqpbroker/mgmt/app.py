@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import (access, bindings, channels, connections, definitions, exchanges, groups,
-               health, limits, listing, overview, parameters, partitions, permissions,
+from . import (access, bindings, channels, connections, definitions, exchanges,
+               global_parameters, groups, health, limits, listing, overview, parameters, partitions, permissions,
                policies, queues, reassignments, topic_permissions, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
@@ -14,7 +14,7 @@ from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
-             policies, topic_permissions, parameters)
+             policies, topic_permissions, parameters, global_parameters)
 
 
 class ManagementServer:

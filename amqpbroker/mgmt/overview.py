@@ -39,7 +39,7 @@ async def overview(call):
     ready, unacked = sum(s[0] for s in stats), sum(s[2] for s in stats)
     out = {"management_version": VERSION, "rabbitmq_version": VERSION,
            "product_name": "amqpbroker", "product_version": __version__,
-           "cluster_name": call.amqp.server_properties["cluster_name"],
+           "cluster_name": b.cluster_name,
            "rates_mode": "basic", "disable_stats": False, "enable_queue_totals": False,
            "exchange_types": [{"name": t, "description": EXCHANGE_TYPE_DESCRIPTIONS.get(
                                t, f"AMQP {t} exchange, as per the AMQP specification"),

@@ -482,7 +482,7 @@ class PrometheusServer:
         identity = _U("rabbitmq_identity_info", "RabbitMQ node & cluster identity info",
                       labels=["rabbitmq_node", "rabbitmq_cluster",
                               "rabbitmq_cluster_permanent_id"])
-        cluster = self.amqp.server_properties.get("cluster_name", NODE)
+        cluster = self.broker.cluster_name
         identity.add_metric([NODE, cluster, f"amqpbroker-cluster-id-{cluster}"], 1)
         return [build, identity]
 

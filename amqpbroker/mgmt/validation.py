@@ -244,6 +244,7 @@ VHOST = Obj(_vhost_body, description=Field(string, ""), tags=Field(tags, []),
 PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
 TOPIC_PERMISSION = Obj(**_TOPIC_PERMISSION_FIELDS)  # PUT /api/topic-permissions/{vhost}/{user}
 BULK_DELETE = Obj(users=Field(list_of(name)))           # POST /api/users/bulk-delete
+CLUSTER_NAME = Obj(name=Field(name))                    # PUT /api/cluster-name
 # PUT /api/parameters/{component}/{vhost}/{name}: the value is checked by the handler, which
 # knows the component; the body may repeat the path's parts, as RabbitMQ's exports do
 PARAMETER = Obj(value=Field(anything), component=Field(string, OPTIONAL),
@@ -317,6 +318,14 @@ def _vhost_limits_parameter(parameter: dict, where: str) -> dict:
     return parameter
 
 
+def global_parameter(parameter: dict, where: str) -> dict:
+    """A global parameter: any JSON value (as RabbitMQ), but ``cluster_name`` a string
+    (RabbitMQ 3.10 stores a number there too, and names the cluster 5)."""
+    if parameter["name"] == "cluster_name":
+        name(parameter["value"], _at(where, "value"))
+    return parameter
+
+
 def _queue_arguments(queue: dict, where: str) -> dict:
     """The x-arguments pass the checks queue.declare makes."""
     try:
@@ -370,6 +379,8 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
         name=Field(string), value=Field(anything))), []),
     permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
                                   **_PERMISSION_FIELDS)), []),
+    global_parameters=Field(list_of(Obj(global_parameter, name=Field(name),
+                                        value=Field(anything))), []),
     topic_permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
                                         **_TOPIC_PERMISSION_FIELDS)), []),
     exchanges=Field(list_of(Obj(

@@ -89,6 +89,10 @@ def user_items(users) -> tuple[list, list, list]:
     return out, perms, topic
 
 
+def global_parameter_items(parameters: dict) -> list:
+    return [{"name": k, "value": v} for k, v in parameters.items()]
+
+
 def vhost_item(vh) -> dict:
     out = {"name": vh.name, "description": vh.description, "tags": vh.tags,
            "metadata": vh.metadata(), "limits": vh.limits}
@@ -158,7 +162,8 @@ class Definitions:
         out = {"rabbit_version": "3.13.0", "rabbitmq_version": "3.13.0",
                "product_name": "amqpbroker", "users": users, "vhosts": [],
                "permissions": permissions, "exchanges": [], "queues": [], "bindings": [],
-               "parameters": [], "policies": [], "global_parameters": [],
+               "parameters": [], "policies": [],
+               "global_parameters": global_parameter_items(b.global_parameters),
                "topic_permissions": topic_permissions, "operator_policies": []}
         for vh in b.vhosts.values():
             out["vhosts"].append(vhost_item(vh))
@@ -215,6 +220,9 @@ class Definitions:
             kind = _policy_kind(op.operator)
             self._dirty.pop((kind, op.vhost, op.name), None)
             self._ordered.append([kind + "-", op.vhost, op.name])
+            self.commit_soon()
+        elif t is c.GlobalParametersOp:
+            self._ordered.append(["global-parameters", op.parameters])
             self.commit_soon()
         elif t is c.VhostDeleted:
             self._ordered.append(["vhost-", op.name])
@@ -471,6 +479,8 @@ class Definitions:
             for p in data.get("permissions", []):
                 b.users.set_permissions(p["vhost"], p["user"], p.get("configure", ".*"),
                                         p.get("write", ".*"), p.get("read", ".*"))
+            for p in data.get("global_parameters", []):
+                b.global_parameters[p["name"]] = p["value"]
             for p in data.get("topic_permissions", []):
                 b.users.set_topic_permissions(p["vhost"], p["user"], p["exchange"],
                                               p.get("write", ".*"), p.get("read", ".*"))
@@ -521,6 +531,7 @@ class Definitions:
             self.loading = False
         if not recovering:      # an import: front-ends get the users, the files all of it
             self.broker.changed(users_op(b.users))
+            self.broker.changed(c.GlobalParametersOp(parameters=dict(b.global_parameters)))
             self.compact()
 
 

@@ -16,6 +16,7 @@ crc32c, payload``). Each entry is one group commit: a JSON list of changes, each
     ["operator-policy+", item]  ["operator-policy-", vhost, name]    an operator policy
     ["users", users, permissions, topic_permissions]  all users and permissions, whole
                                                       (no topic_permissions: before 2026-12)
+    ["global-parameters", {name: value}]              the global parameters, whole
     ["tombstone+", dir]   ["tombstone-", dir]         ``TOMBSTONES`` (definitions.py)
 
 ``item`` is the object's entry exactly as the snapshot holds it. A ``-`` removes what the
@@ -144,6 +145,9 @@ class DefinitionsState:
                 self.doc["users"], self.doc["permissions"] = ch[1], ch[2]
                 if len(ch) > 3:
                     self.doc["topic_permissions"] = ch[3]
+            elif kind == "global-parameters":
+                self.doc["global_parameters"] = [{"name": k, "value": v}
+                                                 for k, v in ch[1].items()]
             elif kind == "tombstone+":
                 self.tombstones.add(ch[1])
             elif kind == "tombstone-":

@@ -148,7 +148,7 @@ def users_op(users) -> c.UsersOp:
 
 
 def snapshot(broker) -> list:
-    ops = [users_op(broker.users)]
+    ops = [users_op(broker.users), c.GlobalParametersOp(parameters=broker.global_parameters)]
     for vh in broker.vhosts.values():
         ops.append(vh.op())
         if vh.limits:

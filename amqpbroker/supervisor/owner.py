@@ -224,6 +224,15 @@ class MetadataOwner(Broker):
             self.definitions.discard_tombstone(tombstone)
 
     # ------------------------------------------------------------ limits
+    def set_global_parameter(self, name: str, value) -> None:
+        """Set (``value`` not None) or clear a global runtime parameter, and persist it."""
+        if value is None:
+            self.global_parameters.pop(name, None)
+        else:
+            self.global_parameters[name] = value
+        self.changed(c.GlobalParametersOp(parameters=dict(self.global_parameters)))
+        self.persist()
+
     def set_vhost_limits(self, vh: VirtualHost, limits: dict) -> None:
         """Replace a vhost's limits (max-connections, max-queues) and persist them."""
         vh.limits = dict(limits)

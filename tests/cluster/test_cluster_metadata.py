@@ -227,6 +227,21 @@ def test_a_topic_permission_set_on_one_node_applies_at_once_on_every_node(shared
     assert not [k for k in asyncio.run(topic_permission_keys()) if "carol" in k]
 
 
+def test_the_cluster_name_is_the_clusters(shared_cluster):
+    """``PUT /api/cluster-name`` on one node names every node's overview and new
+    connections at once (a global parameter in etcd); deleted, each is back to its
+    default."""
+    n1, n2, n3 = shared_cluster.nodes
+    assert call(n1, "PUT", "cluster-name", {"name": "three-nodes"}) == 204
+    for node in (n2, n3):
+        assert node.api("overview")["cluster_name"] == "three-nodes"
+        conn = connect(node)
+        assert conn._impl.server_properties["cluster_name"] == "three-nodes"
+        conn.close()
+    assert call(n3, "DELETE", "global-parameters/cluster_name") == 204
+    assert all(node.api("cluster-name")["name"] != "three-nodes" for node in (n1, n2))
+
+
 def test_a_node_restarted_after_changes_catches_up(restored_cluster):
     cluster = restored_cluster
     n1, _, n3 = cluster.nodes

@@ -480,3 +480,12 @@ def test_a_group_commit_removed_by_retention_falls_back_counted(broker):
     wait_until(lambda: fallbacks() > before, what="the fallbacks counted")   # one a removal
     ch.queue_delete("short-stream")
     conn.close()
+
+
+def test_the_cluster_name_set_through_the_api_is_the_identity_label(broker):
+    """Grafana's RabbitMQ dashboards tell brokers apart by ``rabbitmq_cluster`` of
+    ``rabbitmq_identity_info``: the name ``PUT /api/cluster-name`` set, in both layouts."""
+    assert broker.request("PUT", "cluster-name", {"name": "metrics-named"})[0] == 204
+    identity = [dict(labels) for (name, labels) in scrape(broker)
+                if name == "rabbitmq_identity_info"]
+    assert [i["rabbitmq_cluster"] for i in identity] == ["metrics-named"]

@@ -171,6 +171,7 @@ def test_definitions_survive(broker, how):
                 {"configure": "^cfg-.*", "write": ".*", "read": ".*"}) in (201, 204)
     assert mgmt(broker, "PUT", "/api/topic-permissions/x/u",
                 {"exchange": "cfg-topic", "write": "^a\\.", "read": ".*"}) == 201
+    assert mgmt(broker, "PUT", "/api/cluster-name", {"name": "survivor"}) == 204
     conn = connect(broker, vhost="x", user="u", password="pw")
     ch = conn.channel()
     ch.confirm_delivery()
@@ -187,6 +188,7 @@ def test_definitions_survive(broker, how):
     assert mgmt(broker, "GET", "/api/vhosts/x") == 200
     assert mgmt(broker, "GET", "/api/users/u") == 200
     assert mgmt(broker, "GET", "/api/permissions/x/u") == 200
+    assert broker.api("cluster-name") == {"name": "survivor"}
     conn = connect(broker, vhost="x", user="u", password="pw")
     ch = conn.channel()
     ch.confirm_delivery()
