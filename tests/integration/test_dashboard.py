@@ -190,6 +190,17 @@ def test_login_refuses_a_wrong_password_and_keeps_credentials_out_of_cookies(bro
     overview = mgmt(broker).get("/api/overview", "guest", "guest")[1]
     if "message_stats" not in overview:
         wait_text(browser, "#rates-chart", r"not reported by this broker")
+    wait_text(browser, "#cluster-name", rf"^Cluster {re.escape(overview['cluster_name'])}$")
+    api = mgmt(broker)
+    assert api.request("PUT", "/api/cluster-name", "guest", "guest",
+                       body={"name": "dash-named"})[0] == 204
+    try:
+        go(browser, "#/queues")
+        go(browser, "#/")
+        wait_text(browser, "#cluster-name", r"^Cluster dash-named$")
+    finally:
+        api.request("PUT", "/api/cluster-name", "guest", "guest",
+                    body={"name": overview["cluster_name"]})
     assert_no_console_errors(browser, broker)
 
     browser.find_element(By.ID, "logout").click()

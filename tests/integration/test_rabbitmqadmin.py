@@ -234,3 +234,26 @@ def test_policies(broker):
     admin(broker, "delete", "policy", "name=cap")
     assert listed(broker, "list", "policies") == []
     admin(broker, "delete", "queue", "name=capped")
+
+
+def test_a_vhosts_limits_as_a_parameter(broker):
+    """rabbitmqadmin's parameter verbs on the one component this broker has: a vhost's
+    limits (``vhost-limits``/``limits``) declared, listed and deleted, and enforced."""
+    admin(broker, "declare", "vhost", "name=limited")
+    try:
+        admin(broker, "-V", "limited", "declare", "parameter", "component=vhost-limits",
+              "name=limits", 'value={"max-queues": 1}')
+        assert listed(broker, "list", "parameters") == [
+            {"value": {"max-queues": 1}, "vhost": "limited", "component": "vhost-limits",
+             "name": "limits"}]
+        admin(broker, "-V", "limited", "declare", "queue", "name=first")
+        refused = admin(broker, "-V", "limited", "declare", "queue", "name=second",
+                        check=False)
+        assert refused.returncode != 0 and "queue limit in vhost 'limited' (1)" in \
+            refused.stdout + refused.stderr
+        admin(broker, "-V", "limited", "delete", "parameter", "component=vhost-limits",
+              "name=limits")
+        assert listed(broker, "list", "parameters") == []
+        admin(broker, "-V", "limited", "declare", "queue", "name=second")
+    finally:
+        admin(broker, "delete", "vhost", "name=limited")

@@ -26,7 +26,8 @@ export function mount(root) {
   const rateChart = new LineChart("Message rates", RATES, { unit: "/s" });
   const rateBox = el("div", { id: "rates-chart" });
   const node = el("div");
-  root.append(el("h1", {}, "Overview"), totals,
+  const cluster = el("p", { id: "cluster-name", class: "subtitle" });
+  root.append(el("h1", {}, "Overview"), cluster, totals,
     el("h2", {}, "Charts"), el("div", { class: "charts" }, depthChart.node, rateBox),
     el("h2", {}, "Node"), node);
 
@@ -34,6 +35,7 @@ export function mount(root) {
     const r = await api.get("/api/overview");
     if (!r.ok) return fill(totals, errorNote("Overview", r));
     const o = r.data, t = o.object_totals || {}, q = o.queue_totals || {};
+    fill(cluster, `Cluster ${o.cluster_name}`);     // PUT /api/cluster-name sets it
     const ready = q.messages_ready ?? 0, unacked = q.messages_unacknowledged ?? 0;
     fill(totals,
       total("Connections", t.connections, "connections"), total("Channels", t.channels, "channels"),
