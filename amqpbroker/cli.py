@@ -280,6 +280,9 @@ async def _serve(cfg: Config) -> int:
         if cfg.load_definitions:            # after the join: in a cluster it goes to etcd
             from .mgmt.definitions import load_file
             await load_file(broker, cfg.load_definitions)
+        # held messages of x-delayed-message exchanges: due ones go now that the queues are
+        # open and the node has its cluster's metadata (exchanges, bindings)
+        broker.delayed.start()
         from .supervisor.heap import HeapTrimmer
         # a full collection would walk every queue where the supervisor holds them
         trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval,

@@ -568,6 +568,11 @@ DeleteQueue = message(65, "delete_queue", ("vhost", "str"), ("name", "str"), ("o
 # whichever front-end it came through; answers True for a duplicate (routed nowhere)
 DedupSeen = message(67, "dedup_seen", ("vhost", "str"), ("exchange", "str"), ("key", "any"),
                     ("ttl", "any"), request=True)
+# a publish through an x-delayed-message exchange with a positive x-delay: the owner holds it
+# (supervisor/delayed.py) and answers once it is on disk (then the publisher is confirmed)
+DelayMessage = message(71, "delay_message", ("vhost", "str"), ("exchange", "str"),
+                       ("keys", "any"), ("record", "record"), ("priority", "u8"),
+                       ("delay", "u64"), request=True)
 DeleteQueueNow = message(66, "delete_queue_now", ("vhost", "str"), ("name", "str"),
                          ("qid", "u32"), ("reason", "str"))
 
@@ -581,7 +586,7 @@ LeaveGroup = message(59, "leave_group", ("vhost", "str"), ("topic", "str"), ("gr
                      ("member", "str"), ("permanent", "bool"))
 
 METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
-                  DeleteQueueNow, JoinGroup, LeaveGroup, DedupSeen)
+                  DeleteQueueNow, JoinGroup, LeaveGroup, DedupSeen, DelayMessage)
 TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo, LeadersWanted)
 
 # =================================================================== metadata ops

@@ -24,7 +24,7 @@ from ..protocol import properties as props_mod
 from ..stats import FrontendStats
 from .alarms import Alarms
 from .auth import Users
-from .exchange import with_hash_property
+from .exchange import delay_of, with_hash_property
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
@@ -267,14 +267,33 @@ class Broker:
             headers = with_hash_property(ex, decoded.headers, decoded)
         elif scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):
             headers = props_mod.decode(raw).headers      # a route that may read them
+        priority = scan.priority or 0
+        if ex.delays:                   # an x-delayed-message exchange holds it first
+            delay = delay_of(headers)
+            if delay is not None:
+                self.hold_delayed(vhost_name, ex.name, keys, record, priority, delay)
+                return
         # a rejection never closes a cycle: its history is not read
         deaths = death_history(raw) if scan.has_headers and reason != "rejected" else []
-        priority = scan.priority or 0
         for ref in vhost.route(ex, keys, headers):
             if reason != "rejected" and is_dead_letter_cycle(ref.name, deaths):
                 self._log_cycle(vhost_name, ref.name, deaths)
             else:
                 ref.publish(record, priority, False)
+
+    def hold_delayed(self, vhost: str, exchange: str, keys, record, priority: int,
+                     delay: int) -> None:
+        """A dead letter into an x-delayed-message exchange: held by the metadata owner as a
+        publish is (no publisher waits for it: dead-lettering confirms to nobody)."""
+        fut = asyncio.ensure_future(self.metadata.delay_message(
+            vhost=vhost, exchange=exchange, keys=list(keys), record=record,
+            priority=priority, delay=delay))
+
+        def held(fut) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("a dead letter for delayed exchange '%s' in vhost '%s' was not "
+                          "held: %s", exchange, vhost, fut.exception())
+        fut.add_done_callback(held)
 
     def _log_cycle(self, vhost_name: str, queue: str, deaths) -> None:
         """Once per cycle (as RabbitMQ, which logs each cycle once per process)."""

@@ -21,7 +21,7 @@ from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
 from .confirms import Confirms
 from .consumer import Consumer
 from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
-                       with_hash_property)
+                       delay_of, with_hash_property)
 from . import group_member
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
@@ -42,6 +42,17 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 REPLY_TOKEN = re.compile(r"\d+\.[0-9a-f]{32}")        # front-end index . uuid (Session)
 EXPIRATION = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
+
+
+class _NotHeld:
+    """The confirm ticket of a delayed message the owner could not hold: settled, refused
+    (``confirms.py``'s host interface)."""
+    reached = staticmethod(lambda number: True)
+    take_nack = staticmethod(lambda number: True)
+    listeners = property(lambda self: set())        # nothing to wait for
+
+
+NOT_HELD = _NotHeld()
 
 
 def _expiration_problem(text: str) -> str | None:
@@ -144,7 +155,8 @@ class Channel:
 
     def _publish(self, ev):
         """Route and hand on a message; returns None, or a coroutine for the session to
-        drive when the route needs the metadata owner (a de-duplication exchange)."""
+        drive when the route needs the metadata owner (a de-duplication exchange, a delayed
+        one)."""
         ex = self._check_publish(ev)
         session = self.session
         scan = ev.scan
@@ -180,6 +192,10 @@ class Channel:
                 self._return(312, "NO_ROUTE", record)
             self._confirm(())
             return
+        if ex.delays:
+            delay = delay_of(headers)
+            if delay is not None:
+                return self._publish_delayed(ev, ex, keys, record, flags, delay)
         if ex.type == DEDUP_TYPE:
             message_id = (props or self._decode_properties(raw)).message_id
             key, ttl = DeduplicationExchange.key_of(
@@ -208,6 +224,25 @@ class Channel:
             unkeyed = {k: v for k, v in (headers or {}).items() if k != DEDUP_HEADER}
             queues = vhost.route(ex, keys, unkeyed)
         self._send(ev, ex, queues, record, flags)
+
+    async def _publish_delayed(self, ev, ex, keys, record, flags, delay):
+        """Through an x-delayed-message exchange with a positive ``x-delay``: the metadata
+        owner holds the message (``supervisor/delayed.py``), and it is confirmed once held
+        on disk (nacked if the disk refused it). Never returned as unroutable: where it goes
+        is known when it is due (the plugin returns a mandatory one at once)."""
+        try:
+            await self.broker.metadata.delay_message(
+                vhost=self.session.vhost.name, exchange=ex.name, keys=list(keys),
+                record=record, priority=ev.scan.priority or 0, delay=delay)
+            held = True
+        except (OSError, errors.AMQPError) as exc:
+            log.error("a message for delayed exchange '%s' was not held: %s", ex.name, exc)
+            held = False
+        if self.closed:
+            return
+        self.stats.on_publish(ex, 1, ev.mandatory, len(ev.body))
+        if self.confirm:
+            self._confirm(() if held else ((NOT_HELD, 0),))
 
     def _send(self, ev, ex, queues, record, flags) -> None:
         """Hand a routed message to its queues (or return it), then confirm."""

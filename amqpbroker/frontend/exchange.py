@@ -32,7 +32,7 @@ from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
 TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
-         "x-consistent-hash")
+         "x-consistent-hash", "x-delayed-message")
 
 
 def _args_key(arguments: dict | None):
@@ -62,6 +62,8 @@ class Exchange:
     # the property a consistent-hash exchange routes by (the publisher puts it in the
     # headers it routes with: ``with_hash_property``); None for every other type
     hash_property: str | None = None
+    # an x-delayed-message exchange holds back a message with a positive ``x-delay``
+    delays = False
 
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
                  internal: bool = False, arguments: dict | None = None):
@@ -732,11 +734,97 @@ def with_hash_property(ex: Exchange, headers: dict | None, properties) -> dict |
     return {**(headers or {}), ConsistentHashExchange.property_key(prop): value}
 
 
+# ================================================================ x-delayed-message
+DELAYED_TYPE = "x-delayed-message"
+DELAY_HEADER = "x-delay"
+MAX_DELAY = 4294967295          # the plugin's limit (Erlang's longest timer): longer is no delay
+# the plugin's text, as it goes on the wire (its source joins two strings without a space)
+DELAYED_TYPE_MISSING = ("Invalid argument, 'x-delayed-type' must bean existing exchnage "
+                        "type")
+
+
+def delay_of(headers: dict | None) -> int | None:
+    """The plugin's ``get_delay``: ``x-delay`` as milliseconds (an integer; a string of
+    one; a float, truncated), or None when the message goes on at once (no header, another
+    type, not above 0, or above ``MAX_DELAY``)."""
+    value = headers.get(DELAY_HEADER) if headers else None
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode(errors="replace")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    elif not isinstance(value, int):
+        try:
+            value = int(value)          # float, Decimal: truncated
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return value if 0 < value <= MAX_DELAY else None
+
+
+class DelayedExchange(Exchange):
+    """The exchange type of RabbitMQ's rabbitmq-delayed-message-exchange plugin: it routes as
+    its ``x-delayed-type`` (direct, fanout, topic, headers or x-consistent-hash: the class is
+    made from that type's, ``delayed_class``), but a message whose ``x-delay`` header is a
+    positive number of milliseconds (``delay_of``) is held that long first, by the metadata
+    owner (``supervisor/delayed.py``), then routed by the bindings there are then, its
+    ``x-delay`` made negative (the plugin's mark that it was delayed, which also keeps it
+    from being held again). A publish is confirmed once the held message is on disk."""
+    type = DELAYED_TYPE
+    delays = True
+    reads_headers = True
+    inner_type = "direct"
+
+    def validate_binding(self, routing_key: str, arguments: dict | None, cid: int,
+                         mid: int) -> None:
+        problem = binding_problem(self.inner_type, routing_key, arguments)
+        if problem is not None:
+            raise errors.PreconditionFailed(problem, cid, mid)
+
+
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
             DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange}
 
 
+# the types an x-delayed-message exchange may route as: the plugin takes any registered
+# type; the de-duplication and partitioned types route in ways of their own, so not here
+DELAYABLE = ("direct", "fanout", "topic", "headers", CHASH_TYPE)
+_DELAYED: dict = {}
+
+
+def delayed_class(inner_type: str) -> type:
+    """The class of an x-delayed-message exchange that routes as ``inner_type``."""
+    cls = _DELAYED.get(inner_type)
+    if cls is None:
+        inner = _CLASSES[inner_type]
+        cls = _DELAYED[inner_type] = type(f"Delayed{inner.__name__}", (DelayedExchange, inner),
+                                          {"inner_type": inner_type})
+    return cls
+
+
+def _delayed_type(arguments: dict | None) -> str:
+    """``x-delayed-type``, checked as the plugin's ``validate``: a string naming an exchange
+    type (406 without one; an unknown type is 503 "unknown exchange type", a connection
+    error, as RabbitMQ's ``check_type``)."""
+    inner = (arguments or {}).get("x-delayed-type")
+    if isinstance(inner, (bytes, bytearray)):
+        inner = bytes(inner).decode(errors="replace")
+    if not isinstance(inner, str) or inner == DELAYED_TYPE:
+        raise errors.PreconditionFailed(DELAYED_TYPE_MISSING, 40, 10)
+    if inner not in TYPES:
+        raise errors.CommandInvalid(f"unknown exchange type '{inner}'", 40, 10)
+    if inner not in DELAYABLE:
+        raise errors.PreconditionFailed(
+            f"Invalid argument, 'x-delayed-type' {inner} is not one this broker delays "
+            f"(it takes {', '.join(DELAYABLE)})", 40, 10)
+    return inner
+
+
 def make_exchange(type_: str, name: str, durable: bool = True, auto_delete: bool = False,
                   internal: bool = False, arguments: dict | None = None) -> Exchange:
-    return _CLASSES[type_](name, durable, auto_delete, internal, arguments)
+    cls = delayed_class(_delayed_type(arguments)) if type_ == DELAYED_TYPE else _CLASSES[type_]
+    return cls(name, durable, auto_delete, internal, arguments)

@@ -12,7 +12,7 @@ import binascii
 from pamqp import commands
 
 from .. import errors
-from ..frontend.exchange import with_hash_property
+from ..frontend.exchange import delay_of, with_hash_property
 from ..stats.collector import add_message_stats
 from ..protocol import properties as props_mod
 from ..storage.record import Record, now_ms
@@ -27,9 +27,12 @@ DEFAULT = "amq.default"
 
 def _json(vh, ex) -> dict:
     policy = ex.policy
-    return {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
-            "auto_delete": ex.auto_delete, "internal": ex.internal, "arguments": ex.arguments,
-            "policy": policy.name if policy is not None else None}
+    out = {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
+           "auto_delete": ex.auto_delete, "internal": ex.internal, "arguments": ex.arguments,
+           "policy": policy.name if policy is not None else None}
+    if ex.delays:       # the plugin's count of the messages it holds (supervisor/delayed.py)
+        out["messages_delayed"] = vh.broker.delayed.count(vh.name, ex.name)
+    return out
 
 
 def _name(call) -> str:
@@ -124,6 +127,12 @@ async def publish(call):
     key = body["routing_key"]
     record = Record(now_ms(), name, key, raw, payload,
                     1 if props.get("delivery_mode") == 2 else 0)
+    delay = delay_of(props.get("headers")) if ex.delays else None
+    if delay is not None:               # held by the owner until due (supervisor/delayed.py)
+        await b.metadata.delay_message(vhost=vh.name, exchange=ex.name, keys=[key],
+                                       record=record, priority=props.get("priority") or 0,
+                                       delay=delay)
+        return {"routed": True}
     queues = vh.route(ex, (key,), with_hash_property(ex, props.get("headers"), props))
     for q in queues:
         q.publish(record, props.get("priority") or 0, False)

@@ -15,6 +15,7 @@ EXCHANGE_TYPE_DESCRIPTIONS = {
     "x-consistent-hash": "Consistent Hashing Exchange",
     "x-message-deduplication": "Message Deduplication Exchange.",
     "x-partitioned": "Topic of partitions (amqpbroker)",
+    "x-delayed-message": "Delayed Message Exchange.",
 }
 from ..frontend.session import NODE
 from ..stats.collector import add_message_stats

@@ -34,6 +34,7 @@ MAGIC_INDEX = b"AQIX"
 MAGIC_TIMEINDEX = b"AQTI"
 MAGIC_ACKLOG = b"AQAK"
 MAGIC_DEFINITIONS = b"AQMD"     # the supervisor's definitions journal (supervisor/journal.py)
+MAGIC_DELAYED = b"AQDL"         # messages held by delayed exchanges (supervisor/delayed.py)
 
 FSYNC_POLICIES = ("always", "interval", "never")
 

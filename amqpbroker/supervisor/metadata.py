@@ -74,6 +74,11 @@ class LocalMetadata:
         cluster, on one node for all: ``EtcdMetadata.dedup_seen``)."""
         return self.dedup_here(vhost=vhost, exchange=exchange, key=key, ttl=ttl)
 
+    async def delay_message(self, *, vhost, exchange, keys, record, priority, delay) -> None:
+        """An x-delayed-message exchange's message, held here until it is due (in a cluster
+        too: each node holds what was published through it, as the plugin's)."""
+        await self.broker.delayed.hold(vhost, exchange, keys, record, priority, delay)
+
     def dedup_here(self, *, vhost, exchange, key, ttl) -> bool:
         """Whether this node's cache of the exchange saw ``key`` (and it is noted now)."""
         vh = self.broker.vhosts.get(vhost)

@@ -33,6 +33,7 @@ from ..frontend.session import connection_name, session_json
 from ..frontend.vhost import VirtualHost
 from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
+from .delayed import DelayedMessages
 from .groups import Groups
 from .metadata import LocalMetadata, snapshot
 from .tally import LocalCounts, Tally
@@ -58,6 +59,7 @@ class MetadataOwner(Broker):
         self.topics = Topics(self)          # partitioned exchanges and their partitions
         self.groups = Groups(self)          # consumer groups' membership
         self.cluster = None                 # cluster.node.ClusterNode with --cluster
+        self.delayed = None                 # delayed.DelayedMessages, from ``start``
         self._batch: list | None = None     # ops of the change being made (one_change)
         self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)
 
@@ -84,6 +86,9 @@ class MetadataOwner(Broker):
         self._sweep_queue_dirs()
         self.definitions.compact()      # a new snapshot of all of it; the journal starts empty
         self.alarms.start()
+        # messages held by x-delayed-message exchanges (their timer starts with the ready
+        # line: cli.py)
+        self.delayed = DelayedMessages(self, self.data_dir)
 
     def _rename_old_queue_dirs(self, queues: list) -> None:
         """Give each stored durable queue's directory its new name, unless two queues claim
@@ -149,6 +154,8 @@ class MetadataOwner(Broker):
         """Shutdown: hosts write and fsync what is pending and close their logs."""
         self.alarms.stop()
         self.definitions.close()
+        if self.delayed is not None:
+            self.delayed.close()
         for client in self.partitions:
             if client.link is not None:
                 client.send(c.Close())

@@ -96,6 +96,7 @@ class InProcessBroker:
         partition = PartitionClient.of(self.owner, 0)
         LocalLink(PartitionHost(self.config, self.loop), partition, codec=True)
         self.owner.start([partition])
+        self.owner.delayed.start()
         self.server = AMQPServer(self.owner)
         self.peers: list[Peer] = []
 

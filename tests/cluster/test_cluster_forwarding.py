@@ -1057,3 +1057,45 @@ def test_a_deduplication_exchange_whose_cache_node_is_down_still_routes(restored
     for node in (one, two, one):
         publish_with_ids(node, name, ("c",))
     assert bodies_of(one, name) == [f"{key}-{one.node}".encode() for key in "abc"]
+
+
+def delayed_through_another_node(cluster, name: str) -> None:
+    """An x-delayed-message exchange declared on n1, a durable queue on n1 bound to it: a
+    message held by n2 (published through it) goes to n1's queue when due, forwarded and
+    confirmed as any publish through n2; n2 lists it held meanwhile."""
+    n1, n2 = cluster.nodes[0], cluster.nodes[1]
+    declare_led_by(cluster, n1, name)
+    conn = connect(n1)
+    ch = conn.channel()
+    ch.exchange_declare(name, "x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "fanout"})
+    ch.queue_bind(name, name, "")
+    conn.close()
+    conn = connect(n2)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish(name, "", b"d%d" % i,
+                         pika.BasicProperties(delivery_mode=2, headers={"x-delay": 300}))
+    assert n2.request("GET", f"exchanges/%2F/{name}")[1]["messages_delayed"] == 5
+    got = []
+    for method, _, body in ch.consume(name, auto_ack=True, inactivity_timeout=10):
+        if method is None:
+            break
+        got.append(body)
+        if len(got) == 5:
+            break
+    ch.cancel()
+    ch.queue_delete(name)
+    ch.exchange_delete(name)
+    conn.close()
+    assert got == [b"d%d" % i for i in range(5)]
+
+
+def test_a_delayed_message_held_by_one_node_reaches_a_queue_led_by_another(shared_cluster):
+    delayed_through_another_node(shared_cluster, "delayed-other-node")
+
+
+def test_in_every_layout_a_delayed_message_reaches_a_queue_led_by_another_node(
+        shared_layout_cluster):
+    delayed_through_another_node(shared_layout_cluster, "delayed-other-node-lay")
