@@ -9,7 +9,8 @@ request) instead of routing it. ``DelayedMessages.hold`` appends an *add* entry 
 ``delayed.log`` (an entry file, ``storage/entryfile.py``, magic ``AQDL``) and answers once
 that is fsynced: one fsync per loop turn covers every message held in it, and only then is
 the publisher confirmed. The entry holds the message whole (its record, routing keys,
-priority), its vhost and exchange, and when it is due (publish time + delay, wall clock ms).
+priority), its vhost and exchange, and when it is due (the time it came + its delay, wall
+clock ms).
 
 At the due time (a sorted index of ``(due, id)`` and one loop timer for the earliest) the
 message is routed through its exchange by the bindings it has *then*, its ``x-delay`` header
@@ -171,7 +172,9 @@ class DelayedMessages:
         """Keep ``record`` for ``delay`` ms; the future is done once it is on disk (an
         OSError in it if the disk refused: the message is then not held)."""
         fut = self.loop.create_future()
-        h = Held(self.next_id, record.timestamp + delay, vhost, exchange, tuple(keys), record,
+        # counted from now, as the plugin counts it: a dead letter's record keeps the time
+        # it was first published
+        h = Held(self.next_id, now_ms() + delay, vhost, exchange, tuple(keys), record,
                  priority)
         self.next_id += 1
         try:
