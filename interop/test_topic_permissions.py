@@ -56,6 +56,14 @@ def tp_channel(connect, broker_url, tp_user):
     return Channels()
 
 
+def topic_and_queue(channels, cleanup, uniq):
+    """(channel, a topic exchange, a queue) of ``tp_user``'s, deleted at teardown."""
+    ex = cleanup.exchange(uniq("tp.x"))
+    ch = channels.ch
+    ch.exchange_declare(ex, "topic")
+    return ch, ex, cleanup.queue(ch.queue_declare(uniq("tp.q")).method.queue)
+
+
 def refusal(exchange: str, key: str, user: str) -> str:
     return (f"ACCESS_REFUSED - access to topic '{key}' in exchange '{exchange}' in vhost '/' "
             f"refused for user '{user}'")
@@ -126,10 +134,7 @@ def test_a_binding_needs_its_key_matched_by_read(mgmt, tp_user, tp_channel, clea
 
 
 def test_an_empty_pattern_allows_the_empty_key_only(mgmt, tp_user, tp_channel, cleanup, uniq):
-    ex = cleanup.exchange(uniq("tp.x"))
-    ch = tp_channel.ch
-    ch.exchange_declare(ex, "topic")
-    qname = cleanup.queue(ch.queue_declare(uniq("tp.q")).method.queue)
+    ch, ex, qname = topic_and_queue(tp_channel, cleanup, uniq)
     set_topic(mgmt, tp_user, ex, "", "")
     ch.confirm_delivery()
     ch.basic_publish(ex, "", b"empty key")
@@ -144,10 +149,7 @@ def test_username_and_vhost_are_replaced_unescaped(mgmt, tp_user, tp_channel, cl
     """``{username}`` and ``{vhost}`` become the user's name and the vhost before matching,
     as text (a '.' in the name stays a regex '.'); ``{client_id}`` is not replaced over
     AMQP 0-9-1."""
-    ex = cleanup.exchange(uniq("tp.x"))
-    ch = tp_channel.ch
-    ch.exchange_declare(ex, "topic")
-    qname = cleanup.queue(ch.queue_declare(uniq("tp.q")).method.queue)
+    ch, ex, qname = topic_and_queue(tp_channel, cleanup, uniq)
     set_topic(mgmt, tp_user, ex, "^{username}$", "^{vhost}$|^{client_id}$")
     ch.confirm_delivery()
     ch.basic_publish(ex, tp_user, b"own name")
@@ -160,10 +162,7 @@ def test_username_and_vhost_are_replaced_unescaped(mgmt, tp_user, tp_channel, cl
 
 def test_the_management_api_publish_and_bindings_are_checked(mgmt, http, tp_user, tp_channel,
                                                              cleanup, uniq):
-    ex = cleanup.exchange(uniq("tp.x"))
-    ch = tp_channel.ch
-    ch.exchange_declare(ex, "topic")
-    qname = cleanup.queue(ch.queue_declare(uniq("tp.q")).method.queue)
+    ch, ex, qname = topic_and_queue(tp_channel, cleanup, uniq)
     set_topic(mgmt, tp_user, ex, "^ok$", "^ok$")
     path = f"/api/exchanges/%2F/{q(ex)}/publish"
     body = {"properties": {}, "routing_key": "no", "payload": "x", "payload_encoding": "string"}

@@ -36,6 +36,13 @@ def delayed(ch, name: str, inner: str = "direct", **kw) -> None:
     ch.exchange_declare(name, DELAYED, arguments={"x-delayed-type": inner}, **kw)
 
 
+def bound_queue(ch, exchange: str, key: str = "") -> str:
+    """An exclusive server-named queue bound to ``exchange`` with ``key``."""
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, exchange, key)
+    return q
+
+
 def with_delay(delay, **props) -> pika.BasicProperties:
     return pika.BasicProperties(headers={"x-delay": delay}, **props)
 
@@ -58,8 +65,7 @@ def test_messages_wait_their_delay_and_come_in_due_order(broker):
         ch = conn.channel()
         ch.confirm_delivery()
         delayed(ch, "dl-order")
-        q = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(q, "dl-order", "k")
+        q = bound_queue(ch, "dl-order", "k")
         for body, delay in ((b"zero", 0), (b"negative", -5)):
             ch.basic_publish("dl-order", "k", body, with_delay(delay), mandatory=True)
         ch.basic_publish("dl-order", "k", b"plain", pika.BasicProperties())
@@ -85,12 +91,10 @@ def test_it_routes_as_its_type_by_the_bindings_there_are_when_due(broker):
         ch = conn.channel()
         ch.confirm_delivery()
         delayed(ch, "dl-topic", "topic")
-        early = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(early, "dl-topic", "orders.*")
+        early = bound_queue(ch, "dl-topic", "orders.*")
         ch.basic_publish("dl-topic", "orders.eu", b"held", with_delay(400))
         ch.basic_publish("dl-topic", "invoices.eu", b"no binding", with_delay(400))
-        late = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(late, "dl-topic", "#")       # bound while they are held
+        late = bound_queue(ch, "dl-topic", "#")     # bound while they are held
         assert [b for b, _, _ in receive(ch, early, 1)] == [b"held"]
         assert sorted(b for b, _, _ in receive(ch, late, 2)) == [b"held", b"no binding"]
         assert ch.queue_declare(early, passive=True).method.message_count == 0
@@ -103,8 +107,7 @@ def test_a_mandatory_confirmed_publish_is_acked_not_returned_and_counted(broker)
         ch = conn.channel()
         ch.confirm_delivery()
         delayed(ch, "dl-count", "fanout")
-        q = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(q, "dl-count", "")
+        q = bound_queue(ch, "dl-count", "")
         for i in range(3):
             ch.basic_publish("dl-count", "", b"m%d" % i, with_delay(1500), mandatory=True)
         status, ex = broker.request("GET", "exchanges/%2F/dl-count")
@@ -166,8 +169,7 @@ def test_a_dead_letter_into_a_delayed_exchange_is_held(broker):
         ch = conn.channel()
         ch.confirm_delivery()
         delayed(ch, "dl-retry", "direct")
-        work = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(work, "dl-retry", "work")
+        work = bound_queue(ch, "dl-retry", "work")
         inbox = ch.queue_declare("", exclusive=True, arguments={
             "x-dead-letter-exchange": "dl-retry",
             "x-dead-letter-routing-key": "work"}).method.queue
@@ -187,8 +189,7 @@ def test_the_http_api_publish_is_held(broker):
     with connect(broker) as conn:
         ch = conn.channel()
         delayed(ch, "dl-http", "direct")
-        q = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(q, "dl-http", "k")
+        q = bound_queue(ch, "dl-http", "k")
         start = time.monotonic()
         status, answer = broker.request("POST", "exchanges/%2F/dl-http/publish", {
             "properties": {"headers": {"x-delay": 300}}, "routing_key": "k",
@@ -203,8 +204,7 @@ def test_a_deleted_exchange_drops_what_it_held(broker):
         ch = conn.channel()
         ch.confirm_delivery()
         delayed(ch, "dl-gone", "fanout")
-        q = ch.queue_declare("", exclusive=True).method.queue
-        ch.queue_bind(q, "dl-gone", "")
+        q = bound_queue(ch, "dl-gone", "")
         ch.basic_publish("dl-gone", "", b"never", with_delay(300))
         ch.exchange_delete("dl-gone")
         delayed(ch, "dl-marker", "fanout")          # a later message, after the due time
