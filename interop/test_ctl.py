@@ -18,7 +18,7 @@ from pika.exceptions import ConnectionClosedByBroker
 
 import amqpbroker
 
-from .conftest import wait_until
+from .conftest import url_with, wait_until
 
 
 @pytest.fixture
@@ -130,3 +130,59 @@ def test_export_import_one_vhost_alarms_and_refusals(ctl, uniq, tmp_path):
     assert ctl("queues", "list", "--vhost", uniq("no-vhost"), check=False).returncode == 1
     login = ctl("queues", "list", "--password", "not-the-password", check=False)
     assert (login.returncode, login.stderr) == (1, "Error: Login failed\n")
+
+
+def test_users_permissions_topic_permissions_and_the_cluster_name(ctl, uniq, broker_url):
+    """rabbitmqctl's user and permission verbs, as ``ctl`` verbs: a user added with a
+    password from stdin logs in over AMQP; its password and tags change without losing the
+    other; its permissions and topic permissions are set, listed, enforced and cleared."""
+    name = uniq("ctl-user")
+
+    def login(password: str, vhost: str = "/"):
+        params = pika.URLParameters(url_with(broker_url, user=name, password=password,
+                                             vhost=vhost))
+        return pika.BlockingConnection(params)
+    try:
+        missing = ctl("users", "add", name, check=False)
+        assert missing.returncode == 2 and "--password-stdin" in missing.stderr
+        ctl("users", "add", name, "--tags", "management", "--password-stdin", stdin="pw-1\n")
+        assert {"name": name, "tags": "management"} in \
+            as_json(ctl, "users", "list", "--columns", "name,tags")
+        ctl("permissions", "set", name, ".*", ".*", ".*")
+        assert as_json(ctl, "permissions", "list", "--of-user", name) == [
+            {"user": name, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+        login("pw-1").close()
+        ctl("users", "password", name, "--password-stdin", stdin="pw-2\n")
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            login("pw-1")
+        ctl("users", "tags", name, "monitoring")
+        assert {"name": name, "tags": "monitoring"} in \
+            as_json(ctl, "users", "list", "--columns", "name,tags")
+        conn = login("pw-2")                   # the tags changed, the password stayed
+        ctl("topic-permissions", "set", name, "amq.topic", "^ok$", ".*")
+        assert as_json(ctl, "topic-permissions", "list", "--of-user", name) == [
+            {"user": name, "vhost": "/", "exchange": "amq.topic", "write": "^ok$",
+             "read": ".*"}]
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("amq.topic", "ok", b"allowed")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            ch.basic_publish("amq.topic", "not-ok", b"refused")
+        assert e.value.reply_code == 403
+        conn.close()
+        ctl("topic-permissions", "clear", name, "amq.topic")
+        assert as_json(ctl, "topic-permissions", "list", "--of-user", name) == []
+        ctl("permissions", "clear", name)
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+            login("pw-2")
+        before = ctl("cluster-name").stdout.strip()
+        try:
+            ctl("cluster-name", "ctl-named")
+            assert ctl("cluster-name").stdout == "ctl-named\n"
+        finally:
+            ctl("cluster-name", before)
+        ctl("users", "delete", name)
+        gone = ctl("users", "delete", name, check=False)
+        assert (gone.returncode, gone.stderr) == (1, f"Error: user '{name}' not found\n")
+    finally:
+        ctl("users", "delete", name, check=False)

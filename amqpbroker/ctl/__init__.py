@@ -19,8 +19,9 @@ unreadable input file; 3 cannot connect to --url.
 
 Each command family is one module with ``register(commands, flags)``: ``topics``,
 ``queues``, ``exchanges``, ``bindings``, ``connections``, ``consumers``, ``messages``
-(publish, get), ``definitions``, ``alarms``, ``vhosts``, ``policies``; consumer groups go in ``groups.py``, listed in
-``FAMILIES`` the same way.
+(publish, get), ``definitions``, ``alarms``, ``vhosts``, ``policies``, ``access`` (users,
+permissions, topic permissions, the cluster name); consumer groups go in ``groups.py``,
+listed in ``FAMILIES`` the same way.
 """
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ import argparse
 import os
 import sys
 
-from . import (alarms, bindings, cluster, connections, consumers, definitions, exchanges,
-               groups, messages, policies, queues, reassign, topics, vhosts)
+from . import (access, alarms, bindings, cluster, connections, consumers, definitions,
+               exchanges, groups, messages, policies, queues, reassign, topics, vhosts)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, groups, alarms, cluster, reassign, vhosts, policies)
+            topics, groups, alarms, cluster, reassign, vhosts, policies, access)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}
