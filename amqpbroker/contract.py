@@ -621,10 +621,12 @@ PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"),
 
 # the global runtime parameters (``cluster_name``, ...: ``{name: value}``), replaced whole
 GlobalParametersOp = message(70, "global_parameters_op", ("parameters", "any"))
+# a vhost's firehose tracing turned on or off (frontend/trace.py; not stored: off at start)
+VhostTracingOp = message(72, "vhost_tracing_op", ("name", "str"), ("on", "bool"))
 
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
                 QueueDeleted, BindOp, UnbindOp, VhostLimitsOp, PolicyOp, PolicyDeleted,
-                GlobalParametersOp)
+                GlobalParametersOp, VhostTracingOp)
 
 
 # the messages whose run ``decode_many(..., lend=True)`` lends instead of copying: a

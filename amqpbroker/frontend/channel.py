@@ -22,7 +22,7 @@ from .confirms import Confirms
 from .consumer import Consumer
 from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
                        delay_of, with_hash_property)
-from . import group_member
+from . import group_member, trace
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
@@ -207,7 +207,10 @@ class Channel:
             flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
         elif ex.hash_property is not None:     # a consistent-hash exchange's
             headers = with_hash_property(ex, headers, props or self._decode_properties(raw))
-        self._send(ev, ex, session.vhost.route(ex, keys, headers), record, flags)
+        queues = session.vhost.route(ex, keys, headers)
+        if session.vhost.tracing:           # the firehose (trace.py)
+            trace.published(self, record, keys, queues)
+        self._send(ev, ex, queues, record, flags)
 
     async def _publish_deduplicated(self, ev, ex, keys, headers, record, flags, key, ttl):
         """Through an x-message-deduplication exchange: the metadata owner says whether the
@@ -223,6 +226,8 @@ class Channel:
         else:
             unkeyed = {k: v for k, v in (headers or {}).items() if k != DEDUP_HEADER}
             queues = vhost.route(ex, keys, unkeyed)
+        if vhost.tracing:
+            trace.published(self, record, keys, queues)
         self._send(ev, ex, queues, record, flags)
 
     async def _publish_delayed(self, ev, ex, keys, record, flags, delay):
@@ -240,6 +245,8 @@ class Channel:
             held = False
         if self.closed:
             return
+        if self.session.vhost.tracing:
+            trace.published(self, record, keys, ())     # routed when due
         self.stats.on_publish(ex, 1, ev.mandatory, len(ev.body))
         if self.confirm:
             self._confirm(() if held else ((NOT_HELD, 0),))
@@ -369,7 +376,8 @@ class Channel:
     def deliver_many(self, consumer: Consumer, dlvs: list) -> None:
         """``deliver`` for each of ``dlvs`` (``contract.Dlv``, in order), in one loop and one
         write (``_send_lot``)."""
-        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream:
+        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream \
+                or self.session.vhost.tracing:
             for d in dlvs:
                 self.deliver(consumer, d.offset, d.record, d.redelivered)
             return
@@ -379,7 +387,8 @@ class Channel:
         """``deliver`` for each of ``records``, at ``offset``, ``offset + 1``, ..., none a
         redelivery: a run the host sent as one (``contract.Dlvs``), in one loop and one
         write (``_send_lot``), with no object per delivery on the way."""
-        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream:
+        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream \
+                or self.session.vhost.tracing:
             for i, rec in enumerate(records):
                 self.deliver(consumer, offset + i, rec, False)
             return
@@ -503,6 +512,8 @@ class Channel:
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))
+        if session.vhost.tracing:
+            trace.delivered(self, consumer.queue.name, record, redelivered)
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):
             # credit comes back with the writes, in lots once the host holds half its
             # window or less: a lone delivery sends no Credit (in the split layout, a
@@ -1060,6 +1071,8 @@ class Channel:
         session.write(fp.build_get_ok(self.number, tag, redelivered, record.exchange.encode(),
                                       record.routing_key.encode(), remaining, record.properties,
                                       record.body, session.conn.frame_max))
+        if session.vhost.tracing:
+            trace.delivered(self, q.name, record, redelivered)
 
     def basic_recover(self, m) -> None:
         if not m.requeue:

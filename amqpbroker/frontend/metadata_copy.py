@@ -67,6 +67,11 @@ class MetadataCopy:
     def on_policy_deleted(self, op: c.PolicyDeleted) -> None:
         """As ``on_policy_op``."""
 
+    def on_vhost_tracing_op(self, op: c.VhostTracingOp) -> None:
+        vh = self.broker.vhosts.get(op.name)
+        if vh is not None:
+            vh.tracing = op.on
+
     def on_global_parameters_op(self, op: c.GlobalParametersOp) -> None:
         self.broker.global_parameters = dict(op.parameters)
 

@@ -53,6 +53,7 @@ class VirtualHost:
                  default_queue_type: str | None = None):
         self.broker = broker
         self.name = name
+        self.tracing = False            # the firehose (trace.py): off at every start
         self.description = description
         self.tags = list(tags)
         # the type of a queue declared without x-queue-type (queue_args.with_default_type)

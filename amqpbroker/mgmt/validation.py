@@ -239,7 +239,7 @@ def _vhost_body(vhost: dict, where: str) -> dict:
 
 
 VHOST = Obj(_vhost_body, description=Field(string, ""), tags=Field(tags, []),
-            tracing=Field(flag, False), default_queue_type=Field(queue_type, OPTIONAL),
+            tracing=Field(flag, OPTIONAL), default_queue_type=Field(queue_type, OPTIONAL),
             defaultqueuetype=Field(queue_type, OPTIONAL))    # PUT /api/vhosts/{vhost}
 PERMISSION = Obj(**_PERMISSION_FIELDS)                  # PUT /api/permissions/{vhost}/{user}
 TOPIC_PERMISSION = Obj(**_TOPIC_PERMISSION_FIELDS)  # PUT /api/topic-permissions/{vhost}/{user}

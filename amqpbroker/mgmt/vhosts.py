@@ -13,7 +13,7 @@ async def _vhost_json(broker, vh) -> dict:
     return {"name": vh.name, "description": vh.description, "tags": vh.tags,
             # RabbitMQ 3.10's "undefined" when the vhost has none
             "default_queue_type": vh.default_queue_type or "undefined",
-            "metadata": vh.metadata(), "tracing": False,
+            "metadata": vh.metadata(), "tracing": vh.tracing,
             "cluster_state": {NODE: "running"}, "messages": ready + unacked,
             "messages_ready": ready, "messages_unacknowledged": unacked}
 
@@ -43,7 +43,10 @@ async def put_vhost(call):
         # RabbitMQ grants the creating user full permissions on a new vhost
         b.users.set_permissions(name, call.user.name)
         b.definitions.save()
+    if "tracing" in body:       # left as it is when the body does not say (RabbitMQ)
+        b.set_tracing(b.vhosts[name], body["tracing"])
     await b.definitions.durable()
+    await b.sync_frontends()    # traced from the next publish on, on every front-end
     return created(existed)
 
 

@@ -156,6 +156,8 @@ def snapshot(broker) -> list:
     ops = [users_op(broker.users), c.GlobalParametersOp(parameters=broker.global_parameters)]
     for vh in broker.vhosts.values():
         ops.append(vh.op())
+        if vh.tracing:
+            ops.append(c.VhostTracingOp(name=vh.name, on=True))
         if vh.limits:
             ops.append(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
         for ex in vh.exchanges.values():

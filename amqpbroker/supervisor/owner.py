@@ -231,6 +231,12 @@ class MetadataOwner(Broker):
             self.definitions.discard_tombstone(tombstone)
 
     # ------------------------------------------------------------ limits
+    def set_tracing(self, vh: VirtualHost, on: bool) -> None:
+        """Firehose tracing of a vhost on or off (frontend/trace.py): not stored."""
+        if vh.tracing != on:
+            vh.tracing = on
+            self.changed(c.VhostTracingOp(name=vh.name, on=on))
+
     def set_global_parameter(self, name: str, value) -> None:
         """Set (``value`` not None) or clear a global runtime parameter, and persist it."""
         if value is None:
