@@ -186,3 +186,16 @@ def test_users_permissions_topic_permissions_and_the_cluster_name(ctl, uniq, bro
         assert (gone.returncode, gone.stderr) == (1, f"Error: user '{name}' not found\n")
     finally:
         ctl("users", "delete", name, check=False)
+
+
+def test_vhosts_trace_turns_the_firehose_on_and_off_keeping_its_settings(ctl, uniq):
+    """``ctl vhosts trace VHOST on|off``: rabbitmqctl's trace_on / trace_off."""
+    vhost = uniq("ctl-traced")
+    try:
+        ctl("vhosts", "add", vhost, "--description", "kept")
+        for state in ("on", "off"):
+            ctl("vhosts", "trace", vhost, state)
+            [got] = [v for v in as_json(ctl, "vhosts", "list") if v["name"] == vhost]
+            assert (got["tracing"], got["description"]) == (state == "on", "kept")
+    finally:
+        ctl("vhosts", "delete", vhost, check=False)

@@ -85,3 +85,4 @@ def test_publishes_and_deliveries_are_traced_with_rabbitmqs_headers(mgmt, traced
     assert ch.basic_get(work, auto_ack=True)[2] == b"untraced"
     ch.basic_publish("", firehose, b"marker")       # straight in: behind any trace copy
     assert [b for _, _, b in drained(ch, firehose, 1)] == [b"marker"]
+

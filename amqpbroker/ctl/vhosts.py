@@ -1,6 +1,7 @@
-"""``ctl vhosts``: list, add, delete (``/api/vhosts``; rabbitmqctl's ``list_vhosts``,
-``add_vhost [--default-queue-type]``, ``delete_vhost``). ``add`` of a vhost that exists sets
-its description and tags, and its default queue type if given."""
+"""``ctl vhosts``: list, add, delete, trace (``/api/vhosts``; rabbitmqctl's ``list_vhosts``,
+``add_vhost [--default-queue-type]``, ``delete_vhost``, ``trace_on`` / ``trace_off``). ``add``
+of a vhost that exists sets its description and tags, and its default queue type if given;
+``trace`` keeps them (the API's PUT empties what its body leaves out)."""
 from __future__ import annotations
 
 from .api import add_output_flags, emit, q, say
@@ -25,6 +26,14 @@ def delete(api, args) -> None:
     say(f"vhost '{args.name}' deleted")
 
 
+def trace(api, args) -> None:
+    vh = api.call("GET", f"/api/vhosts/{q(args.name)}", what=f"vhost '{args.name}'")
+    body = {"description": vh.get("description", ""), "tags": vh.get("tags", []),
+            "tracing": args.state == "on"}
+    api.call("PUT", f"/api/vhosts/{q(args.name)}", body)
+    say(f"tracing {args.state} in vhost '{args.name}'")
+
+
 def register(commands, flags) -> None:
     vhosts = commands.add_parser("vhosts", help="virtual hosts").add_subparsers(
         dest="command", required=True, metavar="COMMAND")
@@ -44,3 +53,9 @@ def register(commands, flags) -> None:
                           parents=flags)
     p.add_argument("name")
     p.set_defaults(run=delete)
+    p = vhosts.add_parser("trace", help="the firehose: copy every publish and delivery to "
+                                        "amq.rabbitmq.trace (on), or stop (off)",
+                          parents=flags)
+    p.add_argument("name")
+    p.add_argument("state", choices=("on", "off"))
+    p.set_defaults(run=trace)
