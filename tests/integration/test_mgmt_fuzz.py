@@ -1,7 +1,10 @@
 """Fuzz the management API's request bodies against a running broker.
 
 Every route that takes a body (``PUT /api/users/{name}``, ``/api/vhosts/{vhost}``,
-``/api/permissions/{vhost}/{user}``, ``POST /api/definitions``) is fed JSON values of every
+``/api/permissions/{vhost}/{user}``, ``/api/topic-permissions/{vhost}/{user}``,
+``/api/cluster-name``, ``/api/global-parameters/{name}``,
+``/api/parameters/vhost-limits/{vhost}/limits``, ``POST /api/users/bulk-delete``,
+``POST /api/definitions``) is fed JSON values of every
 type — at the top and in each field its schema names, well-formed and not — and bytes that are
 not JSON at all. Invariants:
 
@@ -49,6 +52,7 @@ JSON = hs.recursive(SCALARS, lambda inner: hs.one_of(
 USER_FIELDS = ["password", "password_hash", "hashing_algorithm", "tags", "administrator"]
 VHOST_FIELDS = ["description", "tags", "tracing"]
 PERMISSION_FIELDS = ["configure", "write", "read"]
+TOPIC_PERMISSION_FIELDS = ["exchange", "write", "read"]
 TABLE_KEYS = ["x-match", "a", "x-message-ttl", "x-expires", "x-max-length", "x-overflow",
               "x-dead-letter-exchange", "alternate-exchange", "x-max-priority"]
 
@@ -83,9 +87,15 @@ DEFINITIONS = hs.fixed_dictionaries({}, optional={
     "permissions": hs.one_of(JSON, hs.lists(_entry({
         "user": NAMES, "vhost": NAMES, "configure": JSON, "write": JSON, "read": JSON}),
         max_size=3)),
+    "topic_permissions": hs.one_of(JSON, hs.lists(_entry({
+        "user": NAMES, "vhost": NAMES, "exchange": JSON, "write": JSON, "read": JSON}),
+        max_size=3)),
+    "global_parameters": hs.one_of(JSON, hs.lists(_entry({"name": NAMES, "value": JSON}),
+                                                  max_size=3)),
     "exchanges": hs.one_of(JSON, hs.lists(_entry({
         "name": NAMES, "vhost": NAMES, "type": hs.sampled_from(["direct", "topic", "headers",
-                                                                "x-nope", 5]),
+                                                                "x-nope", "x-delayed-message",
+                                                                5]),
         "durable": JSON, "arguments": ARG_TABLES}), max_size=3)),
     "queues": hs.one_of(JSON, hs.lists(_entry({
         "name": NAMES, "vhost": NAMES, "durable": JSON, "auto_delete": JSON,
@@ -113,7 +123,9 @@ RAW = hs.one_of(
 @hs.composite
 def requests(draw):
     """(method, path, raw body) for one of the routes that take a body."""
-    route = draw(hs.sampled_from(["user", "vhost", "permission", "definitions"]))
+    route = draw(hs.sampled_from(["user", "vhost", "permission", "topic-permission",
+                                  "cluster-name", "global-parameter", "parameter",
+                                  "bulk-delete", "definitions"]))
     if route == "user":
         name = draw(NAMES.filter(lambda n: n not in KEPT_USERS and n))
         path, method, body = f"/api/users/{q(name)}", "PUT", shaped(USER_FIELDS)
@@ -125,6 +137,25 @@ def requests(draw):
         user = draw(NAMES.filter(lambda n: n not in KEPT_USERS and n))
         path, method = f"/api/permissions/{q(vhost)}/{q(user)}", "PUT"
         body = shaped(PERMISSION_FIELDS)
+    elif route == "topic-permission":
+        vhost = draw(NAMES.filter(lambda n: n not in KEPT_VHOSTS and n))
+        user = draw(NAMES.filter(lambda n: n not in KEPT_USERS and n))
+        path, method = f"/api/topic-permissions/{q(vhost)}/{q(user)}", "PUT"
+        body = shaped(TOPIC_PERMISSION_FIELDS)
+    elif route == "cluster-name":
+        path, method, body = "/api/cluster-name", "PUT", shaped(["name"])
+    elif route == "global-parameter":
+        name = draw(NAMES.filter(bool))
+        path, method = f"/api/global-parameters/{q(name)}", "PUT"
+        body = shaped(["value", "name"])
+    elif route == "parameter":
+        vhost = draw(NAMES.filter(lambda n: n not in KEPT_VHOSTS and n))
+        path, method = f"/api/parameters/vhost-limits/{q(vhost)}/limits", "PUT"
+        body = shaped(["value", "component", "vhost", "name"])
+    elif route == "bulk-delete":
+        path, method = "/api/users/bulk-delete", "POST"
+        body = hs.fixed_dictionaries({"users": hs.lists(
+            NAMES.filter(lambda n: n not in KEPT_USERS), max_size=3)})
     else:
         path, method, body = "/api/definitions", "POST", DEFINITIONS
     raw = draw(hs.one_of(body.flatmap(encoded), JSON.flatmap(encoded), RAW))
@@ -139,9 +170,13 @@ def touches_kept(raw: bytes) -> bool:
         return False
     if not isinstance(doc, dict):
         return False
+    if isinstance(doc.get("users"), list) and any(u in KEPT_USERS for u in doc["users"]
+                                                  if isinstance(u, str)):
+        return True                     # a bulk delete of the test's own users
     for kind, key, kept in (("users", "name", KEPT_USERS), ("vhosts", "name", KEPT_VHOSTS),
                             ("permissions", "user", KEPT_USERS),
-                            ("permissions", "vhost", KEPT_VHOSTS)):
+                            ("permissions", "vhost", KEPT_VHOSTS),
+                            ("topic_permissions", "user", KEPT_USERS)):
         entries = doc.get(kind)
         if isinstance(entries, list) and any(
                 isinstance(e, dict) and isinstance(e.get(key), str) and e[key] in kept
