@@ -11,6 +11,7 @@ environment variable), never from the command line where ``ps`` would show it.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -93,13 +94,14 @@ def set_tags(api, args) -> None:
 
 
 # ------------------------------------------------------------------ permissions
-def list_permissions(api, args) -> None:
+def list_permissions(api, args, kind: str) -> None:
+    """``kind`` ("permissions", "topic-permissions") of one user in every vhost, or of
+    --vhost."""
     if args.of_user is not None:
-        emit(api.call("GET", f"/api/users/{q(args.of_user)}/permissions",
+        emit(api.call("GET", f"/api/users/{q(args.of_user)}/{kind}",
                       what=f"user '{args.of_user}'"), args)
     else:
-        emit(api.call("GET", f"/api/vhosts/{q(args.vhost)}/permissions", what=vhost(args)),
-             args)
+        emit(api.call("GET", f"/api/vhosts/{q(args.vhost)}/{kind}", what=vhost(args)), args)
 
 
 def set_permissions(api, args) -> None:
@@ -112,15 +114,6 @@ def clear_permissions(api, args) -> None:
     api.call("DELETE", f"/api/permissions/{q(args.vhost)}/{q(args.name)}",
              what=f"permissions of user '{args.name}' in vhost '{args.vhost}'")
     say(f"permissions of user '{args.name}' cleared in vhost '{args.vhost}'")
-
-
-def list_topic_permissions(api, args) -> None:
-    if args.of_user is not None:
-        emit(api.call("GET", f"/api/users/{q(args.of_user)}/topic-permissions",
-                      what=f"user '{args.of_user}'"), args)
-    else:
-        emit(api.call("GET", f"/api/vhosts/{q(args.vhost)}/topic-permissions",
-                      what=vhost(args)), args)
 
 
 def set_topic_permissions(api, args) -> None:
@@ -175,11 +168,10 @@ def register(commands, flags) -> None:
     p.add_argument("tags", help="comma-separated; '' for none")
     p.set_defaults(run=set_tags)
 
-    for verb, columns, lister, setter, clearer in (
-            ("permissions", PERMISSION_COLUMNS, list_permissions, set_permissions,
-             clear_permissions),
-            ("topic-permissions", TOPIC_COLUMNS, list_topic_permissions,
-             set_topic_permissions, clear_topic_permissions)):
+    for verb, columns, setter, clearer in (
+            ("permissions", PERMISSION_COLUMNS, set_permissions, clear_permissions),
+            ("topic-permissions", TOPIC_COLUMNS, set_topic_permissions,
+             clear_topic_permissions)):
         family = commands.add_parser(verb, help=verb.replace("-", " ")).add_subparsers(
             dest="command", required=True, metavar="COMMAND")
         p = family.add_parser("list", help=f"the {verb.replace('-', ' ')} in --vhost, or "
@@ -187,7 +179,7 @@ def register(commands, flags) -> None:
                               parents=flags)
         p.add_argument("--of-user", metavar="USER")
         add_output_flags(p, columns)
-        p.set_defaults(run=lister)
+        p.set_defaults(run=functools.partial(list_permissions, kind=verb))
         p = family.add_parser("set", help=f"set a user's {verb.replace('-', ' ')} in --vhost",
                               parents=flags)
         p.add_argument("name", metavar="user")

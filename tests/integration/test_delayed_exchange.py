@@ -43,6 +43,15 @@ def bound_queue(ch, exchange: str, key: str = "") -> str:
     return q
 
 
+def delayed_and_queue(conn, name: str, inner: str, key: str = ""):
+    """(a confirming channel, a queue bound with ``key`` to a new delayed exchange ``name``
+    of type ``inner``)."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    delayed(ch, name, inner)
+    return ch, bound_queue(ch, name, key)
+
+
 def with_delay(delay, **props) -> pika.BasicProperties:
     return pika.BasicProperties(headers={"x-delay": delay}, **props)
 
@@ -62,10 +71,7 @@ def receive(ch, queue: str, n: int, timeout: float = 10.0) -> list:
 
 def test_messages_wait_their_delay_and_come_in_due_order(broker):
     with connect(broker) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        delayed(ch, "dl-order")
-        q = bound_queue(ch, "dl-order", "k")
+        ch, q = delayed_and_queue(conn, "dl-order", "direct", "k")
         for body, delay in ((b"zero", 0), (b"negative", -5)):
             ch.basic_publish("dl-order", "k", body, with_delay(delay), mandatory=True)
         ch.basic_publish("dl-order", "k", b"plain", pika.BasicProperties())
@@ -88,10 +94,7 @@ def test_messages_wait_their_delay_and_come_in_due_order(broker):
 
 def test_it_routes_as_its_type_by_the_bindings_there_are_when_due(broker):
     with connect(broker) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        delayed(ch, "dl-topic", "topic")
-        early = bound_queue(ch, "dl-topic", "orders.*")
+        ch, early = delayed_and_queue(conn, "dl-topic", "topic", "orders.*")
         ch.basic_publish("dl-topic", "orders.eu", b"held", with_delay(400))
         ch.basic_publish("dl-topic", "invoices.eu", b"no binding", with_delay(400))
         late = bound_queue(ch, "dl-topic", "#")     # bound while they are held
@@ -104,10 +107,7 @@ def test_a_mandatory_confirmed_publish_is_acked_not_returned_and_counted(broker)
     """Held: not unroutable (the plugin returns it at once; ours knows its queues when it
     is due). ``messages_delayed`` in the HTTP API counts what the exchange holds."""
     with connect(broker) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        delayed(ch, "dl-count", "fanout")
-        q = bound_queue(ch, "dl-count", "")
+        ch, q = delayed_and_queue(conn, "dl-count", "fanout", "")
         for i in range(3):
             ch.basic_publish("dl-count", "", b"m%d" % i, with_delay(1500), mandatory=True)
         status, ex = broker.request("GET", "exchanges/%2F/dl-count")
@@ -166,10 +166,7 @@ def test_a_dead_letter_into_a_delayed_exchange_is_held(broker):
     """Retry with back-off, as plugin users build it: a rejected message dead-letters into
     the delayed exchange, which holds it by its x-delay, then routes it to the work queue."""
     with connect(broker) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        delayed(ch, "dl-retry", "direct")
-        work = bound_queue(ch, "dl-retry", "work")
+        ch, work = delayed_and_queue(conn, "dl-retry", "direct", "work")
         inbox = ch.queue_declare("", exclusive=True, arguments={
             "x-dead-letter-exchange": "dl-retry",
             "x-dead-letter-routing-key": "work"}).method.queue
@@ -201,10 +198,7 @@ def test_the_http_api_publish_is_held(broker):
 
 def test_a_deleted_exchange_drops_what_it_held(broker):
     with connect(broker) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        delayed(ch, "dl-gone", "fanout")
-        q = bound_queue(ch, "dl-gone", "")
+        ch, q = delayed_and_queue(conn, "dl-gone", "fanout", "")
         ch.basic_publish("dl-gone", "", b"never", with_delay(300))
         ch.exchange_delete("dl-gone")
         delayed(ch, "dl-marker", "fanout")          # a later message, after the due time
