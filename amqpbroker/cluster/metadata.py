@@ -94,6 +94,8 @@ from ..frontend.exchange import _args_key, make_exchange
 from ..policies import PolicyInvalid, make_policy
 from ..queue_args import (QueueArgs, check_quorum_properties, check_stream_declare,
                           with_default_type)
+from ..supervisor.definitions import permission_item, topic_permission_item
+from ..supervisor.journal import global_parameter_items
 from ..supervisor.metadata import LocalMetadata, queue_op
 from ..supervisor.topics import TYPE as TOPIC
 from .etcd import EtcdError, compare, delete_op, kvs_of, put_op, range_op
@@ -921,15 +923,12 @@ class EtcdMetadata(LocalMetadata):
             out[meta_key("user", u.name)] = dumps({
                 "name": u.name, "password_hash": u.password_hash, "tags": list(u.tags),
                 "limits": u.limits})
-        for (v, name), p in b.users.permissions.items():
-            out[meta_key("permission", v, name)] = dumps({
-                "vhost": v, "user": name, "configure": p.configure, "write": p.write,
-                "read": p.read})
-        for name, value in b.global_parameters.items():
-            out[meta_key("global-parameter", name)] = dumps({"name": name, "value": value})
-        for (v, name, ex), p in b.users.topic_permissions.items():
-            out[meta_key("topic-permission", v, name, ex)] = dumps({
-                "vhost": v, "user": name, "exchange": ex, "write": p.write, "read": p.read})
+        for key, p in b.users.permissions.items():
+            out[meta_key("permission", *key)] = dumps(permission_item(key, p))
+        for item in global_parameter_items(b.global_parameters):
+            out[meta_key("global-parameter", item["name"])] = dumps(item)
+        for key, p in b.users.topic_permissions.items():
+            out[meta_key("topic-permission", *key)] = dumps(topic_permission_item(key, p))
         for vh in b.vhosts.values():
             for policy in vh.policies.values():
                 out[meta_key("policy", vh.name, policy.name)] = dumps(policy.item())

@@ -261,12 +261,7 @@ class Broker:
             return
         raw = record.properties
         scan = props_mod.scan(raw)
-        headers = None
-        if ex.hash_property is not None:       # a consistent-hash exchange's
-            decoded = props_mod.decode(raw)
-            headers = with_hash_property(ex, decoded.headers, decoded)
-        elif scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):
-            headers = props_mod.decode(raw).headers      # a route that may read them
+        headers = headers_to_route(ex, raw, scan)
         priority = scan.priority or 0
         if ex.delays:                   # an x-delayed-message exchange holds it first
             delay = delay_of(headers)
@@ -307,6 +302,21 @@ class Broker:
         log.warning("Message dropped. Dead-letter queues cycle detected in vhost '%s': %s "
                     "(the queue it would enter, then where it died, most recent first). "
                     "This cycle will NOT be reported again.", vhost_name, queues)
+
+
+def headers_to_route(ex, raw: bytes, scan=None) -> dict | None:
+    """The headers a stored message (its property bytes ``raw``) is routed through ``ex``
+    with: decoded only when the route may read them (a headers or delayed exchange, an
+    exchange-to-exchange binding, an alternate exchange), with a consistent-hash exchange's
+    property put in (``with_hash_property``)."""
+    if ex.hash_property is not None:
+        decoded = props_mod.decode(raw)
+        return with_hash_property(ex, decoded.headers, decoded)
+    if scan is None:
+        scan = props_mod.scan(raw)
+    if scan.has_headers and (ex.reads_headers or ex.e2e or ex.alternate is not None):
+        return props_mod.decode(raw).headers
+    return None
 
 
 def death_history(raw: bytes) -> list:

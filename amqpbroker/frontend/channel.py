@@ -207,10 +207,7 @@ class Channel:
             flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
         elif ex.hash_property is not None:     # a consistent-hash exchange's
             headers = with_hash_property(ex, headers, props or self._decode_properties(raw))
-        queues = session.vhost.route(ex, keys, headers)
-        if session.vhost.tracing:           # the firehose (trace.py)
-            trace.published(self, record, keys, queues)
-        self._send(ev, ex, queues, record, flags)
+        self._send(ev, ex, keys, session.vhost.route(ex, keys, headers), record, flags)
 
     async def _publish_deduplicated(self, ev, ex, keys, headers, record, flags, key, ttl):
         """Through an x-message-deduplication exchange: the metadata owner says whether the
@@ -226,9 +223,7 @@ class Channel:
         else:
             unkeyed = {k: v for k, v in (headers or {}).items() if k != DEDUP_HEADER}
             queues = vhost.route(ex, keys, unkeyed)
-        if vhost.tracing:
-            trace.published(self, record, keys, queues)
-        self._send(ev, ex, queues, record, flags)
+        self._send(ev, ex, keys, queues, record, flags)
 
     async def _publish_delayed(self, ev, ex, keys, record, flags, delay):
         """Through an x-delayed-message exchange with a positive ``x-delay``: the metadata
@@ -251,9 +246,11 @@ class Channel:
         if self.confirm:
             self._confirm(() if held else ((NOT_HELD, 0),))
 
-    def _send(self, ev, ex, queues, record, flags) -> None:
-        """Hand a routed message to its queues (or return it), then confirm."""
+    def _send(self, ev, ex, keys, queues, record, flags) -> None:
+        """Hand a message routed by ``keys`` to its queues (or return it), then confirm."""
         session = self.session
+        if session.vhost.tracing:           # the firehose (trace.py)
+            trace.published(self, record, keys, queues)
         confirm = self.confirm
         stats = self.stats
         if ex is stats.exchange and queues:     # counted per batch (amqpbroker/stats)

@@ -40,9 +40,9 @@ class Confirms:
         pending = self.pending
         out = []
         acked, run = 0, 0                 # highest acked seq not yet in ``out``, how many
-        while pending and _reached(pending[0][1]):
+        while pending and tickets_reached(pending[0][1]):
             seq, tickets = pending.popleft()
-            if _refused(tickets):
+            if tickets_refused(tickets):
                 if run:
                     out.append((acked, run > 1, True))
                     run = 0
@@ -59,18 +59,21 @@ class Confirms:
     def clear(self) -> None:
         """The channel closed: forget every pending publish (and what hosts refused of it)."""
         for _, tickets in self.pending:
-            _refused(tickets)
+            tickets_refused(tickets)
         self.pending.clear()
 
 
-def _reached(tickets) -> bool:
+def tickets_reached(tickets) -> bool:
+    """Every host of ``tickets`` has passed its number."""
     for host, n in tickets:
         if not host.reached(n):
             return False
     return True
 
 
-def _refused(tickets) -> bool:
+def tickets_refused(tickets) -> bool:
+    """Whether any host refused its number (each refusal is forgotten once asked: ask once,
+    after ``tickets_reached``)."""
     refused = False
     for host, n in tickets:
         if host.take_nack(n):

@@ -65,6 +65,12 @@ class Exchange:
     # an x-delayed-message exchange holds back a message with a positive ``x-delay``
     delays = False
 
+    @property
+    def routes_as(self) -> str:
+        """The type whose routing and binding rules this exchange has (its own; a delayed
+        exchange's ``x-delayed-type``)."""
+        return self.type
+
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
                  internal: bool = False, arguments: dict | None = None):
         self.name = name
@@ -109,7 +115,7 @@ class Exchange:
                          mid: int) -> None:
         """A new binding's key and arguments, checked as the exchange type's
         ``validate_binding`` (RabbitMQ; ``binding_problem``): 406 if refused."""
-        problem = binding_problem(self.type, routing_key, arguments)
+        problem = binding_problem(self.routes_as, routing_key, arguments)
         if problem is not None:
             raise errors.PreconditionFailed(problem, cid, mid)
 
@@ -776,13 +782,6 @@ class DelayedExchange(Exchange):
     type = DELAYED_TYPE
     delays = True
     reads_headers = True
-    inner_type = "direct"
-
-    def validate_binding(self, routing_key: str, arguments: dict | None, cid: int,
-                         mid: int) -> None:
-        problem = binding_problem(self.inner_type, routing_key, arguments)
-        if problem is not None:
-            raise errors.PreconditionFailed(problem, cid, mid)
 
 
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
@@ -802,7 +801,7 @@ def delayed_class(inner_type: str) -> type:
     if cls is None:
         inner = _CLASSES[inner_type]
         cls = _DELAYED[inner_type] = type(f"Delayed{inner.__name__}", (DelayedExchange, inner),
-                                          {"inner_type": inner_type})
+                                          {"routes_as": inner_type})
     return cls
 
 

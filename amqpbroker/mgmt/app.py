@@ -6,8 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (access, bindings, channels, connections, definitions, exchanges,
-               global_parameters, groups, health, limits, listing, overview, parameters, partitions, permissions,
-               policies, queues, reassignments, topic_permissions, topics, users, vhosts)
+               global_parameters, groups, health, limits, listing, overview, parameters,
+               partitions, permissions, policies, queues, reassignments, topic_permissions,
+               topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json

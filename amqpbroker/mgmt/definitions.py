@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..frontend.admission import limit_of
 from ..supervisor.definitions import vhost_limits
-from ..frontend.exchange import CHASH_TYPE, binding_problem
+from ..frontend.exchange import CHASH_TYPE, binding_problem, make_exchange
 from . import access
 from ..errors import AMQPError
 from .api import ApiError, Route, bad_request, from_amqp, no_content
@@ -113,11 +113,15 @@ def plan(broker, doc: dict) -> dict:
         for i, p in enumerate(doc[kind]):
             if p["user"] not in users:
                 raise bad_request(f"{kind}[{i}].user: no_such_user '{p['user']}'")
-    types = {(e["vhost"], e["name"]): e["type"] for e in doc["exchanges"]}
+    # the rules a binding from each exchange follows (a delayed one's: its x-delayed-type's;
+    # the document's exchanges passed make_exchange in the schema)
+    types = {(e["vhost"], e["name"]): make_exchange(e["type"], e["name"],
+                                                    arguments=e["arguments"]).routes_as
+             for e in doc["exchanges"]}
     for i, bd in enumerate(doc["bindings"]):
         vh = broker.vhosts.get(bd["vhost"])
         ex = vh.exchanges.get(bd["source"]) if vh is not None else None
-        kind = ex.type if ex is not None else types.get((bd["vhost"], bd["source"]))
+        kind = ex.routes_as if ex is not None else types.get((bd["vhost"], bd["source"]))
         problem = binding_problem(kind, bd["routing_key"], bd["arguments"])
         if problem is not None:              # what a queue.bind would refuse with 406
             field = "routing_key" if kind == CHASH_TYPE else "arguments"

@@ -11,6 +11,7 @@ definitions (journal, restarts) and, in a cluster, in etcd: every node has the s
 """
 from __future__ import annotations
 
+from ..supervisor.journal import global_parameter_items
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
 from .validation import CLUSTER_NAME, PARAMETER, Invalid
@@ -35,7 +36,7 @@ async def put_cluster_name(call):
 
 
 async def list_global_parameters(call):
-    return [{"name": k, "value": v} for k, v in _items(call.broker).items()]
+    return global_parameter_items(_items(call.broker))
 
 
 async def get_global_parameter(call):

@@ -22,7 +22,6 @@ details RabbitMQ gives when not. One node: the node's alarms are the cluster's.
 """
 from __future__ import annotations
 
-import calendar
 import os
 import re
 import ssl
@@ -120,7 +119,8 @@ def certificates_expire_on(path: str) -> list[float]:
 
 def _expiry_text(seconds: float) -> str:
     t = time.gmtime(seconds)
-    return f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    return (f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d} "
+            f"{t.tm_hour}:{t.tm_min:02d}:{t.tm_sec:02d}")
 
 
 async def certificate_expiration(call):
@@ -132,7 +132,7 @@ async def certificate_expiration(call):
     if unit is None:
         raise ApiError(400, "Time unit not recognised. Supported units: days, weeks, months, "
                             "years.")
-    deadline = calendar.timegm(time.gmtime()) + within * unit
+    deadline = time.time() + within * unit
     cfg = call.broker.config
     files = {"certfile": cfg.tls_cert, "cacertfile": cfg.tls_ca}
     expiring = {}
@@ -147,7 +147,8 @@ async def certificate_expiration(call):
                 expiring[kind] = [_expiry_text(s) for s in soon]
     if not expiring:
         return {"status": "ok"}
-    found = [{"node": node_name(call.broker), "protocol": entry["protocol"], "interface": entry["ip_address"],
+    node = node_name(call.broker)
+    found = [{"node": node, "protocol": entry["protocol"], "interface": entry["ip_address"],
               "port": entry["port"], "certfile": os.path.abspath(cfg.tls_cert or ""),
               "cacertfile": os.path.abspath(cfg.tls_ca) if cfg.tls_ca else "",
               "certfile_expires_on": expiring.get("certfile", []),

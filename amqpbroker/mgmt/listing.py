@@ -10,8 +10,8 @@
   and the answer is RabbitMQ's envelope (``filtered_count``, ``item_count``, ``items``,
   ``page``, ``page_count``, ``page_size``, ``total_count``); without ``page``, ``name`` is
   ignored, as RabbitMQ ignores it;
-* ``columns=a,b.c`` keeps only those fields of each item, and of one object (``b.c`` keeps ``b`` with only ``c``
-  inside it); unknown columns are left out.
+* ``columns=a,b.c`` keeps only those fields of each item, and of one object (``b.c`` keeps
+  ``b`` with only ``c`` inside it); unknown columns are left out.
 
 Refusals are 400 with RabbitMQ's errors and reasons (``invalid_pagination_parameters``,
 ``page_out_of_range``, ``bad_request``: "Pagination parameters are invalid").

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from . import access
 from .api import ApiError, Route, bad_request, no_content, not_found
-from .validation import PARAMETER, VHOST_LIMITS, check_limit
+from .validation import PARAMETER, VHOST_LIMITS, Invalid, limits_of
 
 LIMITS = "vhost-limits"
+limits_value = limits_of(VHOST_LIMITS, "limits")     # a vhost-limits parameter's value
 
 
 def _item(vh) -> dict:
     return {"value": dict(vh.limits), "vhost": vh.name, "component": LIMITS, "name": "limits"}
 
 
-def _listed(call) -> list[dict]:
+async def list_parameters(call):
     b, p = call.broker, call.params
     vhost = p.get("vhost")
     if vhost is not None and vhost not in b.vhosts:
@@ -32,10 +33,6 @@ def _listed(call) -> list[dict]:
         else list(b.vhosts)
     return [_item(b.vhosts[n]) for n in names
             if b.vhosts[n].limits and vhost in (None, n)]
-
-
-async def list_parameters(call):
-    return _listed(call)
 
 
 def _limits_of(call):
@@ -64,14 +61,11 @@ async def put_parameter(call):
     vh = b.vhosts.get(p["vhost"])
     if vh is None:
         raise ApiError(404, "vhost_not_found", "not_found")
-    value = call.body["value"]
-    if not isinstance(value, dict):
-        raise bad_request("Validation failed\n\nlimits should be an object\n")
-    for name, limit in value.items():
-        reason = check_limit(name, limit, VHOST_LIMITS, "limits")
-        if reason:
-            raise bad_request(f"Validation failed\n\n{reason}\n")
-    b.set_vhost_limits(vh, dict(value))
+    try:
+        limits = limits_value(call.body["value"], "")
+    except Invalid as err:          # RabbitMQ's wording of a refused parameter
+        raise bad_request(f"Validation failed\n\n{err}\n") from None
+    b.set_vhost_limits(vh, limits)
     await b.sync_frontends()
     return no_content()
 

@@ -3,32 +3,32 @@ stored: one that does not compile (or is not a string) would refuse every AMQP o
 the user it belongs to."""
 from __future__ import annotations
 
+from ..supervisor.definitions import permission_item
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
 from .validation import PERMISSION
 
 
-def _json(vhost: str, user: str, p) -> dict:
-    return {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write,
-            "read": p.read}
+def of_path(call, table: dict, item) -> list[dict]:
+    """The entries of ``table`` (keyed vhost, user, ...) of the path's user
+    (``/api/users/{user}/...``) or vhost (``/api/vhosts/{vhost}/...``) as ``item`` shows
+    them; 404 if that user or vhost does not exist."""
+    b, params = call.broker, call.params
+    if "user" in params:
+        name, at, known = params["user"], 1, b.users.users
+    else:
+        name, at, known = params["vhost"], 0, b.vhosts
+    if name not in known:
+        raise not_found()
+    return [item(k, p) for k, p in table.items() if k[at] == name]
 
 
 async def list_permissions(call):
-    return [_json(v, u, p) for (v, u), p in call.broker.users.permissions.items()]
+    return [permission_item(k, p) for k, p in call.broker.users.permissions.items()]
 
 
-async def list_of_user(call):
-    name = call.params["user"]
-    if name not in call.broker.users.users:
-        raise not_found()
-    return [_json(v, u, p) for (v, u), p in call.broker.users.permissions.items() if u == name]
-
-
-async def list_of_vhost(call):
-    name = call.params["vhost"]
-    if name not in call.broker.vhosts:
-        raise not_found()
-    return [_json(v, u, p) for (v, u), p in call.broker.users.permissions.items() if v == name]
+async def list_scoped(call):
+    return of_path(call, call.broker.users.permissions, permission_item)
 
 
 async def get_permission(call):
@@ -36,7 +36,7 @@ async def get_permission(call):
     p = call.broker.users.permissions.get((vhost, user))
     if p is None:
         raise not_found()
-    return _json(vhost, user, p)
+    return permission_item((vhost, user), p)
 
 
 async def put_permission(call):
@@ -65,6 +65,6 @@ ROUTES = [
           body=PERMISSION),
     Route("DELETE", "/api/permissions/{vhost}/{user}", delete_permission,
           access.ADMINISTRATOR),
-    Route("GET", "/api/users/{user}/permissions", list_of_user, access.ADMINISTRATOR),
-    Route("GET", "/api/vhosts/{vhost}/permissions", list_of_vhost, access.ADMINISTRATOR),
+    Route("GET", "/api/users/{user}/permissions", list_scoped, access.ADMINISTRATOR),
+    Route("GET", "/api/vhosts/{vhost}/permissions", list_scoped, access.ADMINISTRATOR),
 ]

@@ -8,43 +8,25 @@ all of the pair's, or with ``?exchange=X`` only that exchange's (ours: RabbitMQ 
 the query and removes all; removing less never widens what a user may do)."""
 from __future__ import annotations
 
+from ..supervisor.definitions import topic_permission_item
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
+from .permissions import of_path
 from .validation import TOPIC_PERMISSION
 
 
-def topic_permission_json(key, p) -> dict:
-    vhost, user, exchange = key
-    return {"user": user, "vhost": vhost, "exchange": exchange, "write": p.write,
-            "read": p.read}
-
-
-def _where(call, matches) -> list[dict]:
-    return [topic_permission_json(k, p) for k, p in call.broker.users.topic_permissions.items()
-            if matches(k)]
-
-
 async def list_topic_permissions(call):
-    return _where(call, lambda k: True)
+    return [topic_permission_item(k, p) for k, p in call.broker.users.topic_permissions.items()]
 
 
-async def list_of_user(call):
-    name = call.params["user"]
-    if name not in call.broker.users.users:
-        raise not_found()
-    return _where(call, lambda k: k[1] == name)
-
-
-async def list_of_vhost(call):
-    name = call.params["vhost"]
-    if name not in call.broker.vhosts:
-        raise not_found()
-    return _where(call, lambda k: k[0] == name)
+async def list_scoped(call):
+    return of_path(call, call.broker.users.topic_permissions, topic_permission_item)
 
 
 async def get_topic_permission(call):
     vhost, user = call.params["vhost"], call.params["user"]
-    found = _where(call, lambda k: k[0] == vhost and k[1] == user)
+    found = [topic_permission_item(k, p) for k, p in call.broker.users.topic_permissions.items()
+             if k[0] == vhost and k[1] == user]
     if not found:
         raise not_found()
     return found
@@ -78,6 +60,6 @@ ROUTES = [
           access.ADMINISTRATOR, body=TOPIC_PERMISSION),
     Route("DELETE", "/api/topic-permissions/{vhost}/{user}", delete_topic_permission,
           access.ADMINISTRATOR),
-    Route("GET", "/api/users/{user}/topic-permissions", list_of_user, access.ADMINISTRATOR),
-    Route("GET", "/api/vhosts/{vhost}/topic-permissions", list_of_vhost, access.ADMINISTRATOR),
+    Route("GET", "/api/users/{user}/topic-permissions", list_scoped, access.ADMINISTRATOR),
+    Route("GET", "/api/vhosts/{vhost}/topic-permissions", list_scoped, access.ADMINISTRATOR),
 ]

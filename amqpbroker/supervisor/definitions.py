@@ -36,8 +36,8 @@ from .. import contract as c
 from ..frontend.exchange import _args_key
 from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
-from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState
-from .metadata import users_op
+from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState, global_parameter_items
+from .metadata import global_parameters_op, users_op
 
 log = logging.getLogger("amqpbroker.definitions")
 
@@ -77,20 +77,28 @@ def read_definitions(path: str) -> dict | None:
 
 
 # the entries of the definitions format, one per object
+def permission_item(key: tuple, p) -> dict:
+    """A permission of ``Users.permissions`` (key: vhost, user), as the definitions format,
+    the management API and etcd show it."""
+    vhost, user = key
+    return {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write,
+            "read": p.read}
+
+
+def topic_permission_item(key: tuple, p) -> dict:
+    """A topic permission of ``Users.topic_permissions`` (key: vhost, user, exchange)."""
+    vhost, user, exchange = key
+    return {"user": user, "vhost": vhost, "exchange": exchange, "write": p.write,
+            "read": p.read}
+
+
 def user_items(users) -> tuple[list, list, list]:
     """Users, permissions and topic permissions, as the definitions format lists them."""
     out = [{"name": u.name, "password_hash": u.password_hash,
             "hashing_algorithm": "rabbit_password_hashing_sha256",
             "tags": u.tags, "limits": u.limits} for u in users.users.values()]
-    perms = [{"user": user, "vhost": vhost, "configure": p.configure, "write": p.write,
-              "read": p.read} for (vhost, user), p in users.permissions.items()]
-    topic = [{"user": user, "vhost": vhost, "exchange": exchange, "write": p.write,
-              "read": p.read} for (vhost, user, exchange), p in users.topic_permissions.items()]
-    return out, perms, topic
-
-
-def global_parameter_items(parameters: dict) -> list:
-    return [{"name": k, "value": v} for k, v in parameters.items()]
+    return (out, [permission_item(k, p) for k, p in users.permissions.items()],
+            [topic_permission_item(k, p) for k, p in users.topic_permissions.items()])
 
 
 def vhost_item(vh) -> dict:
@@ -531,7 +539,7 @@ class Definitions:
             self.loading = False
         if not recovering:      # an import: front-ends get the users, the files all of it
             self.broker.changed(users_op(b.users))
-            self.broker.changed(c.GlobalParametersOp(parameters=dict(b.global_parameters)))
+            self.broker.changed(global_parameters_op(b))
             self.compact()
 
 

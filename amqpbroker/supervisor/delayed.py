@@ -37,7 +37,9 @@ from typing import NamedTuple
 
 from sortedcontainers import SortedList
 
-from ..frontend.exchange import DELAY_HEADER, delay_of, with_hash_property
+from ..frontend.broker import headers_to_route
+from ..frontend.confirms import tickets_reached, tickets_refused
+from ..frontend.exchange import DELAY_HEADER, delay_of
 from ..protocol import properties as props_mod
 from ..storage.entryfile import EntryFile
 from ..storage.fileformat import MAGIC_DELAYED, entry, file_header
@@ -147,7 +149,7 @@ class DelayedMessages:
         self.broker = broker
         self.loop = broker.loop
         self.log = DelayedLog(f"{directory}/{FILE}")
-        self.held: dict[int, Held] = dict(self.log.held)
+        self.held: dict[int, Held] = self.log.held         # the log's, from now on ours
         self.log.held = {}
         self.order = SortedList((h.due, h.id) for h in self.held.values())
         self.next_id = max(self.held, default=0) + 1
@@ -263,12 +265,8 @@ class DelayedMessages:
             self._done(h)
             return
         record = negate_delay(h.record)
-        headers = None
-        if ex.reads_headers or ex.e2e or ex.alternate is not None or ex.hash_property:
-            decoded = props_mod.decode(bytes(record.properties))
-            headers = with_hash_property(ex, decoded.headers, decoded)
         tickets = []
-        for q in vh.route(ex, h.keys, headers):
+        for q in vh.route(ex, h.keys, headers_to_route(ex, record.properties)):
             tickets.append((q.client, q.publish(record, h.priority, True)))
         if not tickets:
             self._done(h)
@@ -283,14 +281,9 @@ class DelayedMessages:
         queues confirmed is done, what they refused goes again later."""
         still = []
         for h, tickets in self.inflight:
-            if not all(client.reached(n) for client, n in tickets):
+            if not tickets_reached(tickets):
                 still.append((h, tickets))
-                continue
-            refused = False
-            for client, n in tickets:
-                if client.take_nack(n):
-                    refused = True
-            if refused:
+            elif tickets_refused(tickets):
                 self._retry(h)
             else:
                 self._done(h)

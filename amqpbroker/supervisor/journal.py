@@ -47,6 +47,11 @@ log = logging.getLogger("amqpbroker.definitions")
 TOMBSTONES = "amqpbroker_deleted_queues"    # the definitions' key of the tombstones
 
 
+def global_parameter_items(parameters: dict) -> list:
+    """``{name: value}`` as the definitions format lists global parameters."""
+    return [{"name": k, "value": v} for k, v in parameters.items()]
+
+
 class DefinitionsJournal(EntryFile):
     MAGIC = MAGIC_DEFINITIONS
     WHAT = "definitions journal"
@@ -146,8 +151,7 @@ class DefinitionsState:
                 if len(ch) > 3:
                     self.doc["topic_permissions"] = ch[3]
             elif kind == "global-parameters":
-                self.doc["global_parameters"] = [{"name": k, "value": v}
-                                                 for k, v in ch[1].items()]
+                self.doc["global_parameters"] = global_parameter_items(ch[1])
             elif kind == "tombstone+":
                 self.tombstones.add(ch[1])
             elif kind == "tombstone-":

@@ -152,8 +152,13 @@ def users_op(users) -> c.UsersOp:
                      topic_permissions=users.topic_permissions)
 
 
+def global_parameters_op(broker) -> c.GlobalParametersOp:
+    """The global parameters, whole (a copy: the op may wait in a batch)."""
+    return c.GlobalParametersOp(parameters=dict(broker.global_parameters))
+
+
 def snapshot(broker) -> list:
-    ops = [users_op(broker.users), c.GlobalParametersOp(parameters=broker.global_parameters)]
+    ops = [users_op(broker.users), global_parameters_op(broker)]
     for vh in broker.vhosts.values():
         ops.append(vh.op())
         if vh.tracing:

@@ -35,7 +35,7 @@ from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
 from .delayed import DelayedMessages
 from .groups import Groups
-from .metadata import LocalMetadata, snapshot
+from .metadata import LocalMetadata, global_parameters_op, snapshot
 from .tally import LocalCounts, Tally
 from .topics import Topics
 
@@ -230,7 +230,7 @@ class MetadataOwner(Broker):
         if not done.cancelled() and done.exception() is None:
             self.definitions.discard_tombstone(tombstone)
 
-    # ------------------------------------------------------------ limits
+    # ------------------------------------------------------------ vhost tracing, parameters
     def set_tracing(self, vh: VirtualHost, on: bool) -> None:
         """Firehose tracing of a vhost on or off (frontend/trace.py): not stored."""
         if vh.tracing != on:
@@ -243,9 +243,10 @@ class MetadataOwner(Broker):
             self.global_parameters.pop(name, None)
         else:
             self.global_parameters[name] = value
-        self.changed(c.GlobalParametersOp(parameters=dict(self.global_parameters)))
+        self.changed(global_parameters_op(self))
         self.persist()
 
+    # ------------------------------------------------------------ limits
     def set_vhost_limits(self, vh: VirtualHost, limits: dict) -> None:
         """Replace a vhost's limits (max-connections, max-queues) and persist them."""
         vh.limits = dict(limits)

@@ -46,10 +46,13 @@ function vhostForm(onDone) {
   });
 }
 
+/** A select of ``values``, named ``name``. */
+const choice = (name, values) => el("select", { name }, values.map((v) => el("option", { value: v }, v)));
+/** A regexp input, ".*" to begin with. */
+const regex = (name) => el("input", { name, value: ".*" });
+
 function permissionForm(users, vhosts, onDone) {
-  const user = el("select", { name: "user" }, users.map((u) => el("option", { value: u }, u)));
-  const vhost = el("select", { name: "vhost" }, vhosts.map((v) => el("option", { value: v }, v)));
-  const regex = (n) => el("input", { name: n, value: ".*" });
+  const [user, vhost] = [choice("user", users), choice("vhost", vhosts)];
   const [configure, write, read] = ["configure", "write", "read"].map(regex);
   return action("set-permission", "Set permission", [
     field("User", user), field("Virtual host", vhost), field("Configure regexp", configure),
@@ -64,11 +67,9 @@ function permissionForm(users, vhosts, onDone) {
 }
 
 function topicPermissionForm(users, vhosts, onDone) {
-  const user = el("select", { name: "user" }, users.map((u) => el("option", { value: u }, u)));
-  const vhost = el("select", { name: "vhost" }, vhosts.map((v) => el("option", { value: v }, v)));
+  const [user, vhost] = [choice("user", users), choice("vhost", vhosts)];
   const exchange = el("input", { name: "exchange", value: "amq.topic", required: true });
-  const write = el("input", { name: "write", value: ".*" });
-  const read = el("input", { name: "read", value: ".*" });
+  const [write, read] = ["write", "read"].map(regex);
   return action("set-topic-permission", "Set topic permission", [
     field("User", user), field("Virtual host", vhost), field("Topic exchange", exchange),
     field("Write regexp (routing keys published)", write),
