@@ -61,6 +61,10 @@ FLAGS = [
     ("group_session_timeout_ms", int, "consumer groups: how long a static member "
                                       "(x-group-instance-id) keeps its partitions after its "
                                       "connection is lost (default 45000)"),
+    ("consumer_timeout", int, "ms a delivery may stay unacknowledged before its channel is "
+                              "closed with 406 and its unacked messages requeued (RabbitMQ's "
+                              "consumer_timeout; a queue's x-consumer-timeout or its policy's "
+                              "consumer-timeout overrides it; default 1800000, 0 = never)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("transient_memory_limit", int, "bytes of non-durable queues' bodies kept in memory, not "
                                     "written, until paged to the log (default -1 = half the "

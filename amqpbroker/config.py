@@ -39,6 +39,9 @@ class Config:
     # long after its connection is lost (Kafka's session.timeout.ms default)
     group_revoke_grace_ms: int = 30000
     group_session_timeout_ms: int = 45000
+    # RabbitMQ's consumer_timeout: a channel holding a delivery unacknowledged this long is
+    # closed (frontend/ack_timeouts.py); 0 = never
+    consumer_timeout: int = 1800000
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)
     tls_port: int = 5671                         # AMQPS; 0 = any free port
     management_tls_port: int = 15671             # HTTPS; 0 = off, -1 = any free port

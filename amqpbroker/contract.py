@@ -612,8 +612,9 @@ UnbindOp = message(88, "unbind_op", ("vhost", "str"), ("source", "str"), ("dest_
 VhostLimitsOp = message(89, "vhost_limits_op", ("name", "str"), ("limits", "any"))
 
 # a vhost's policy set or changed (``item``: policies.Policy.item()), or deleted, a policy or
-# (``operator``) an operator policy: for the definitions and a cluster's etcd; front-ends'
-# copies have no use for them (the supervisor gives each queue its arguments)
+# (``operator``) an operator policy: for the definitions, a cluster's etcd and the front-ends'
+# copies (the supervisor gives each queue's host its arguments; a front-end's channels read
+# a queue's consumer timeout from its copy)
 PolicyOp = message(68, "policy_op", ("vhost", "str"), ("name", "str"), ("item", "any"),
                    ("operator", "bool"))
 PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"),

@@ -109,6 +109,8 @@ KEYS = {
                                      "dead letter strategy"), "x-dead-letter-strategy"),
     "max-age": (_max_age, "x-max-age"),
     "alternate-exchange": (_binary("alternate exchange name"), None),   # exchanges
+    # RabbitMQ 3.12's; read by the channels (frontend/ack_timeouts.py)
+    "consumer-timeout": (_int_at_least(0, "consumer timeout"), "x-consumer-timeout"),
     # recognised, without effect here (module doc)
     "stream-max-segment-size-bytes": (_int_at_least(0, "segment size"), None),
     "queue-mode": (_one_of(("default", "lazy"), "queue-mode value"), None),
@@ -137,12 +139,12 @@ KEYS = {
 RESOLVE = {
     "classic": {"message-ttl": "min", "expires": "min", "max-length": "min",
                 "max-length-bytes": "min", "overflow": "arg", "dead-letter-exchange": "arg",
-                "dead-letter-routing-key": "arg"},
+                "dead-letter-routing-key": "arg", "consumer-timeout": "min"},
     "quorum": {"message-ttl": "min", "expires": "policy", "max-length": "min",
                "max-length-bytes": "min", "overflow": "policy", "delivery-limit": "min",
                "dead-letter-exchange": "arg", "dead-letter-routing-key": "arg",
-               "dead-letter-strategy": "arg"},
-    "stream": {"max-length-bytes": "min", "max-age": "min"},
+               "dead-letter-strategy": "arg", "consumer-timeout": "min"},
+    "stream": {"max-length-bytes": "min", "max-age": "min", "consumer-timeout": "min"},
 }
 # Per queue type, the keys that keep a policy off its queues altogether (RabbitMQ 3.10's
 # is_policy_applicable, measured one key per policy against 3.10.8)

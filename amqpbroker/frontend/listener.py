@@ -5,6 +5,7 @@ import asyncio
 import logging
 import socket
 
+from .ack_timeouts import AckTimeouts
 from .session import HANDSHAKE_TIMEOUT, Session, server_properties
 
 log = logging.getLogger("amqpbroker.server")
@@ -19,6 +20,7 @@ class AMQPServer:
         self.reply_to: dict = {}          # direct reply-to token -> (channel, consumer)
         self._properties = server_properties(broker.cluster_name)
         self._servers: list[asyncio.base_events.Server] = []
+        self.ack_timeouts = AckTimeouts(self)     # consumer_timeout (ack_timeouts.py)
 
     @property
     def server_properties(self) -> dict:
@@ -42,6 +44,7 @@ class AMQPServer:
                 lambda: Session(self), host=host or None, port=port, reuse_address=True,
                 backlog=1024, **tls)
         self._servers.append(server)
+        self.ack_timeouts.start()
         addrs = []
         for sock in server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -52,6 +55,7 @@ class AMQPServer:
         """Stop accepting, close every connection with 320 CONNECTION_FORCED, wait briefly."""
         for server in self._servers:
             server.close()
+        self.ack_timeouts.stop()
         for s in list(self.sessions):
             s.force_close("broker forced connection closure with reason 'shutdown'")
         deadline = self.broker.loop.time() + timeout

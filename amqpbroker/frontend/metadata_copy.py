@@ -10,6 +10,7 @@ them.
 from __future__ import annotations
 
 from .. import contract as c
+from ..policies import make_policy
 from .exchange import make_exchange
 from .queue_ref import QueueRef
 from .vhost import VirtualHost
@@ -62,10 +63,27 @@ class MetadataCopy:
 
     def on_policy_op(self, op: c.PolicyOp) -> None:
         """Policies act in the workers, through the arguments the supervisor gives each
-        queue (``QueueRef.apply_policy``): a front-end keeps none."""
+        queue (``QueueRef.apply_policy``); a front-end keeps a copy for what its channels
+        read of a queue's effective arguments (its consumer timeout)."""
+        vh = self.broker.vhosts.get(op.vhost)
+        if vh is not None:
+            table = vh.operator_policies if op.operator else vh.policies
+            table[op.name] = make_policy(op.vhost, op.name, op.item, op.operator)
+            self._policies_changed(vh)
 
     def on_policy_deleted(self, op: c.PolicyDeleted) -> None:
-        """As ``on_policy_op``."""
+        vh = self.broker.vhosts.get(op.vhost)
+        if vh is not None:
+            table = vh.operator_policies if op.operator else vh.policies
+            if table.pop(op.name, None) is not None:
+                self._policies_changed(vh)
+
+    @staticmethod
+    def _policies_changed(vh) -> None:
+        """The copies of the vhost's queues take their effective arguments again (their
+        hosts are told by the supervisor)."""
+        for q in vh.queues.values():
+            q.choose_policy()
 
     def on_vhost_tracing_op(self, op: c.VhostTracingOp) -> None:
         vh = self.broker.vhosts.get(op.name)

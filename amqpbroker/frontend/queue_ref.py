@@ -65,10 +65,11 @@ class QueueRef:
                                  auto_delete=auto_delete, arguments=arguments)
         self.arguments = dict(arguments or {})
         # its policy (policies.py), and the arguments its host runs it with: the declared
-        # ones with the policy's resolved in (a front-end's copy keeps no policies)
+        # ones with the policy's resolved in (a front-end's copy too: its channels read the
+        # consumer timeout there, frontend/ack_timeouts.py)
         self.policy = self.operator_policy = None
         self.effective = self.arguments
-        self._choose_policy()
+        self.choose_policy()
         self.directory = directory
         self.client = client
         self.deleted = False
@@ -104,7 +105,7 @@ class QueueRef:
     def queue_type(self) -> str:
         return "stream" if self.is_stream else self.args.queue_type
 
-    def _choose_policy(self) -> None:
+    def choose_policy(self) -> None:
         policy = choose(self.vhost.policies.values(), self.name, self.queue_type)
         operator = choose(self.vhost.operator_policies.values(), self.name, self.queue_type)
         effective = effective_arguments(merged(policy, operator), self.arguments,
@@ -127,7 +128,7 @@ class QueueRef:
         """The vhost's policies changed: if this queue's arguments did, the hosts of this
         node's copies take them at once (``Queue.apply_arguments``)."""
         before = self.effective
-        self._choose_policy()
+        self.choose_policy()
         if self.effective != before and not self.deleted:
             for client, qid in self.local_hosts():
                 client.send(c.SetArguments(qid=qid, arguments=self.effective))

@@ -492,6 +492,13 @@ class Session(asyncio.BufferedProtocol):
             ch.close()
             self.broker.admission.channel_closed(self)
 
+    def close_channel(self, number: int, err: errors.AMQPError) -> None:
+        """A channel error found outside the client's methods (a delivery acknowledgement
+        timeout): the channel closes as one of its methods' errors closes it."""
+        if not self.closed and number in self.channels:
+            self._on_error(err, number)
+            self.flush()
+
     def _handshake_timeout(self) -> None:
         self._handshake_timer = None
         if self.vhost is None and not self.closed:

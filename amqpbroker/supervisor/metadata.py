@@ -165,6 +165,9 @@ def snapshot(broker) -> list:
             ops.append(c.VhostTracingOp(name=vh.name, on=True))
         if vh.limits:
             ops.append(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
+        for p in (*vh.policies.values(), *vh.operator_policies.values()):
+            ops.append(c.PolicyOp(vhost=vh.name, name=p.name, item=p.item(),
+                                  operator=p.operator))
         for ex in vh.exchanges.values():
             if ex.name not in PREDECLARED_NAMES or ex.policy_alternate is not None:
                 ops.append(vh.exchange_op(ex))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from amqpbroker.frontend.ack_timeouts import timeout_of
 from amqpbroker.policies import (PolicyInvalid, choose, effective_arguments, make_policy,
                                  merged)
 
@@ -125,3 +126,29 @@ def test_refused(body, reason):
 def test_priority_as_a_string_of_digits_is_a_number():
     assert make_policy("/", "p", {"pattern": ".", "definition": {"max-length": 1},
                                   "priority": "7"}).priority == 7
+
+
+@pytest.mark.parametrize("kind", ["classic", "quorum", "stream"])
+def test_consumer_timeout_is_the_lower_of_argument_and_policy(kind):
+    """RabbitMQ 3.12's args_policy_lookup with min, for every queue type."""
+    policy = make_policy("/", "p", {"pattern": ".", "definition": {"consumer-timeout": 400}})
+    assert policy.applies_to("q", kind)
+    for args, used in (({}, 400), ({"x-consumer-timeout": 200}, 200),
+                       ({"x-consumer-timeout": 600000}, 400)):
+        assert effective_arguments(merged(policy, None), args, kind)["x-consumer-timeout"] \
+            == used
+
+
+class QueueWithArguments:
+    def __init__(self, effective):
+        self.effective = effective
+
+
+@pytest.mark.parametrize("effective, default, expected", [
+    ({}, 1800000, 1800000), ({}, 0, None), ({"x-consumer-timeout": 5}, 0, 5),
+    ({"x-consumer-timeout": 0}, 1000, 0), ({"x-consumer-timeout": "5"}, 1000, 1000),
+    ({"x-consumer-timeout": True}, 1000, 1000), ({"x-consumer-timeout": -1}, 1000, 1000)])
+def test_timeout_of(effective, default, expected):
+    """The broker's 0 is never; a queue's 0 is at once (RabbitMQ's); what is not a
+    non-negative integer leaves the broker's."""
+    assert timeout_of(QueueWithArguments(effective), default) == expected
