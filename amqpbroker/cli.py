@@ -287,6 +287,7 @@ async def _serve(cfg: Config) -> int:
         # held messages of x-delayed-message exchanges: due ones go now that the queues are
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
+        broker.shovels.start()              # dynamic shovels: a local URI needs the listener
         from .supervisor.heap import HeapTrimmer
         # a full collection would walk every queue where the supervisor holds them
         trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval,
@@ -299,6 +300,7 @@ async def _serve(cfg: Config) -> int:
             trimmer.stop()
         # clients first (320 CONNECTION_FORCED), then the cluster: a client must not stay
         # connected to a node that no longer leads (what waited for the HW was nacked)
+        await broker.shovels.stop()         # their connections closed, not forced
         await stop_frontends(frontends)
         await server.stop()
         if cluster is not None:

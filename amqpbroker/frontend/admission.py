@@ -32,6 +32,8 @@ class Admission:
         self.reported: set[str] = set()       # connections whose open was sent
 
     def _user_limits(self, session) -> dict:
+        if session.user.internal:
+            return {}
         user = self.broker.users.users.get(session.user.name)      # its limits as of now
         return user.limits if user is not None else {}
 

@@ -76,10 +76,19 @@ class User:
     password_hash: str
     tags: list = field(default_factory=list)
     limits: dict = field(default_factory=dict)   # max-connections, max-channels
+    internal: bool = False      # the broker's own (shovels): no permission checks
 
     @property
     def is_admin(self) -> bool:
         return "administrator" in self.tags
+
+
+# the login of the broker's own connections to itself (its shovels, shovel/runner.py), as
+# RabbitMQ's direct connections: user "none" is allowed everything; a user name with the
+# secret logs in as that user, with its permissions. The secret is made at each start and
+# passed to the front-end processes in their environment (``INTERNAL_SECRET_ENV``).
+INTERNAL_USER = "none"
+INTERNAL_SECRET_ENV = "AMQPBROKER_INTERNAL_SECRET"
 
 
 @dataclass
@@ -118,6 +127,7 @@ class Users:
         self.permissions: dict[tuple[str, str], Permission] = {}
         # (vhost, user, exchange): what routing keys of that topic exchange the user may use
         self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}
+        self.internal_secret = ""       # the internal login's password ("": none)
 
     def add_user(self, name: str, password: str | None = None, *, password_hash: str | None = None,
                  tags=()) -> User:
@@ -173,6 +183,11 @@ class Users:
         else:
             raise errors.ConnectionAccessRefused(f"unsupported authentication mechanism "
                                                  f"'{mechanism}'", 10, 11)
+        if self.internal_secret and password is not None \
+                and hmac.compare_digest(password.encode(), self.internal_secret.encode()):
+            internal = self._internal(username)
+            if internal is not None:
+                return internal
         user = self.users.get(username) if username is not None else None
         if user is None or password is None or not check_password(password, user.password_hash):
             err = errors.ConnectionAccessRefused(
@@ -184,6 +199,12 @@ class Users:
             err.login_user = username
             raise err
         return user
+
+    def _internal(self, username: str | None) -> User | None:
+        """The internal login's user: "none", allowed everything, or the user named."""
+        if username == INTERNAL_USER:
+            return User(INTERNAL_USER, "", ["administrator", "impersonator"], internal=True)
+        return self.users.get(username) if username is not None else None
 
     def _external(self, certificate) -> User:
         user = self.users.get(certificate.name) if certificate.name is not None else None
@@ -198,9 +219,11 @@ class Users:
         return user
 
     def can_access_vhost(self, user: User, vhost: str) -> bool:
-        return (vhost, user.name) in self.permissions
+        return user.internal or (vhost, user.name) in self.permissions
 
     def check(self, user: User, vhost: str, kind: str, resource: str, name: str, cid=0, mid=0):
+        if user.internal:
+            return
         if resource == "exchange" and name == "":
             name = "amq.default"    # the default exchange's name to permissions (RabbitMQ's)
         perm = self.permissions.get((vhost, user.name))
@@ -212,7 +235,7 @@ class Users:
                     cid=0, mid=0):
         """``kind`` ("write": publish, "read": bind) of ``routing_key`` on ``exchange`` (an
         ``Exchange``): checked for topic exchanges only, as RabbitMQ checks them."""
-        if not self.topic_permissions or exchange.type != "topic":
+        if not self.topic_permissions or exchange.type != "topic" or user.internal:
             return
         perm = self.topic_permissions.get((vhost, user.name, exchange.name))
         if perm is not None and not perm.allows(kind, routing_key, user.name, vhost):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import socket
 
 from .admission import Admission
+from .auth import INTERNAL_SECRET_ENV
 from .broker import Broker
 from .metadata_copy import MetadataCopy, RemoteMetadata
 from .partition_client import PartitionClient
@@ -48,6 +50,8 @@ class Frontend:
         broker.partitions = [PartitionClient.of(broker, i) for i in range(spec["workers"])]
         broker.alarms.logs = False      # a mirror of the supervisor's, which logs them once
         self.copy = MetadataCopy(broker)
+        # the internal login of the supervisor's shovels (frontend/auth.py)
+        broker.users.internal_secret = os.environ.get(INTERNAL_SECRET_ENV, "")
         self.server = AMQPServer(broker, self.index)
         self.listen = socket.socket(fileno=spec["fds"]["listen"])
         tls_fd = spec["fds"].get("tls_listen")          # AMQPS, when TLS is configured

@@ -7,15 +7,15 @@ from aiohttp import web
 
 from . import (access, bindings, channels, connections, definitions, exchanges,
                global_parameters, groups, health, limits, listing, overview, parameters,
-               partitions, permissions, policies, queues, reassignments, topic_permissions,
-               topics, users, vhosts)
+               partitions, permissions, policies, queues, reassignments, shovels,
+               topic_permissions, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
-             policies, topic_permissions, parameters, global_parameters)
+             policies, topic_permissions, parameters, global_parameters, shovels)
 
 
 class ManagementServer:

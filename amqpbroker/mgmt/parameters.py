@@ -1,17 +1,22 @@
-"""``/api/parameters``: RabbitMQ's runtime parameters, per component and vhost. The one
-component this broker has is ``vhost-limits`` (a vhost's limits as the parameter ``limits``,
-as RabbitMQ keeps them: ``limits.py`` is the other door to the same values); the others
-RabbitMQ's plugins add (shovel, federation-upstream, ...) are not here: listed empty, and a
-PUT of one is 400 "component ... not found", as RabbitMQ without those plugins answers.
+"""``/api/parameters``: RabbitMQ's runtime parameters, per component and vhost. The components
+this broker has: ``vhost-limits`` (a vhost's limits as the parameter ``limits``, as RabbitMQ
+keeps them: ``limits.py`` is the other door to the same values) and ``shovel`` (RabbitMQ's
+dynamic shovels, ``amqpbroker/shovel``); the others RabbitMQ's plugins add
+(federation-upstream, ...) are not here: listed empty, and a PUT of one is 400 "component ...
+not found", as RabbitMQ without those plugins answers.
 
 Who may: reading, policymakers and administrators, over the vhosts they may log in to
-(RabbitMQ's ``is_authorized_policies``); writing a vhost's limits, administrators only, as
-``/api/vhost-limits`` (RabbitMQ 3.10 lets a policymaker set them through this door).
+(RabbitMQ's ``is_authorized_policies``); writing a shovel, the same, and a local URI (no
+host) must name a vhost the user may log in to (RabbitMQ's ``validate_params_user``);
+writing a vhost's limits, administrators only, as ``/api/vhost-limits`` (RabbitMQ 3.10 lets
+a policymaker set them through this door).
 """
 from __future__ import annotations
 
+from ..shovel import definition as shovel_definition
+from ..shovel.shovels import COMPONENT as SHOVEL
 from . import access
-from .api import ApiError, Route, bad_request, no_content, not_found
+from .api import ApiError, Route, bad_request, created, no_content, not_found
 from .validation import PARAMETER, VHOST_LIMITS, Invalid, limits_of
 
 LIMITS = "vhost-limits"
@@ -27,12 +32,16 @@ async def list_parameters(call):
     vhost = p.get("vhost")
     if vhost is not None and vhost not in b.vhosts:
         raise not_found()
-    if p.get("component", LIMITS) != LIMITS:
-        return []
+    component = p.get("component")
     names = access.visible_vhosts(b, call.user) if not access.is_admin(call.user) \
         else list(b.vhosts)
-    return [_item(b.vhosts[n]) for n in names
-            if b.vhosts[n].limits and vhost in (None, n)]
+    out = []
+    if component in (None, LIMITS):
+        out += [_item(b.vhosts[n]) for n in names
+                if b.vhosts[n].limits and vhost in (None, n)]
+    if component in (None, SHOVEL):
+        out += [item for n in names if vhost in (None, n) for item in b.shovels.items(n)]
+    return out
 
 
 def _limits_of(call):
@@ -45,6 +54,12 @@ def _limits_of(call):
 
 
 async def get_parameter(call):
+    p = call.params
+    if p["component"] == SHOVEL:
+        value = call.broker.shovels.values.get((p["vhost"], p["name"]))
+        if value is None:
+            raise not_found()
+        return {"value": value, "vhost": p["vhost"], "component": SHOVEL, "name": p["name"]}
     vh = _limits_of(call)
     if not vh.limits:
         raise not_found()
@@ -53,8 +68,12 @@ async def get_parameter(call):
 
 async def put_parameter(call):
     b, p = call.broker, call.params
+    if p["component"] == SHOVEL:
+        return await _put_shovel(call)
     if p["component"] != LIMITS:
         raise bad_request(f"Validation failed\n\ncomponent {p['component']} not found\n")
+    if not access.is_admin(call.user):
+        raise access.refused(call.user.name, access.ADMINISTRATOR.reason)
     if p["name"] != "limits":
         raise bad_request(f"Validation failed\n\nname {p['name']} is not limits: a vhost's "
                           f"limits are its parameter 'limits'\n")
@@ -70,7 +89,40 @@ async def put_parameter(call):
     return no_content()
 
 
+async def _put_shovel(call):
+    """A shovel set or changed: checked whole (RabbitMQ's reasons), stored (on disk before
+    the answer), started."""
+    b, p, user = call.broker, call.params, call.user
+    if b.vhosts.get(p["vhost"]) is None:
+        raise ApiError(404, "vhost_not_found", "not_found")
+    if b.config.cluster:
+        raise bad_request("Validation failed\n\nshovels run on single nodes only: this node "
+                          "is in a cluster\n")
+
+    def vhost_refusal(vhost: str) -> str | None:
+        if vhost in b.vhosts and b.users.can_access_vhost(user, vhost):
+            return None
+        return f'user "{user.name}" may not connect to vhost "{vhost}"'
+    try:
+        checked = shovel_definition.check(call.body["value"], p["name"], vhost_refusal)
+    except shovel_definition.Invalid as err:
+        raise bad_request("Validation failed\n\n" + "".join(f"{r}\n" for r in err.reasons)) \
+            from None
+    existed = (p["vhost"], p["name"]) in b.shovels.values
+    b.shovels.set(p["vhost"], p["name"], call.body["value"], checked)
+    await b.definitions.durable()
+    return created(existed)
+
+
 async def delete_parameter(call):
+    p = call.params
+    if p["component"] == SHOVEL:
+        if not call.broker.shovels.clear(p["vhost"], p["name"]):
+            raise not_found()
+        await call.broker.definitions.durable()
+        return no_content()
+    if not access.is_admin(call.user):
+        raise access.refused(call.user.name, access.ADMINISTRATOR.reason)
     vh = _limits_of(call)
     if not vh.limits:
         raise not_found()
@@ -85,7 +137,7 @@ ROUTES = [
     Route("GET", "/api/parameters/{component}/{vhost}", list_parameters, access.POLICIES),
     Route("GET", "/api/parameters/{component}/{vhost}/{name}", get_parameter, access.POLICIES),
     Route("PUT", "/api/parameters/{component}/{vhost}/{name}", put_parameter,
-          access.ADMINISTRATOR, body=PARAMETER),
+          access.POLICIES, body=PARAMETER),
     Route("DELETE", "/api/parameters/{component}/{vhost}/{name}", delete_parameter,
-          access.ADMINISTRATOR),
+          access.POLICIES),
 ]

@@ -28,6 +28,7 @@ from ..frontend.exchange import TYPES, make_exchange
 from ..erlang import erlang_term
 from ..policies import PolicyInvalid, make_policy
 from ..queue_args import QUEUE_TYPES, QueueArgs
+from ..shovel import definition as shovel_definition
 
 
 class Invalid(ValueError):
@@ -311,10 +312,18 @@ def _vhost_metadata(vhost: dict, where: str) -> dict:
     return vhost
 
 
-def _vhost_limits_parameter(parameter: dict, where: str) -> dict:
+def _runtime_parameter(parameter: dict, where: str) -> dict:
+    """A definitions document's runtime parameter: a vhost's limits, or a shovel (checked
+    as ``PUT /api/parameters/shovel/...`` checks one, but for the vhosts of local URIs: an
+    import runs as the broker, as RabbitMQ's); other components are ignored."""
     if parameter["component"] == "vhost-limits":
         parameter["value"] = limits_of(VHOST_LIMITS, "limits")(parameter["value"],
                                                                 _at(where, "value"))
+    elif parameter["component"] == "shovel":
+        try:
+            shovel_definition.check(parameter["value"], parameter["name"])
+        except shovel_definition.Invalid as exc:
+            raise _fail(_at(where, "value"), "; ".join(exc.reasons)) from None
     return parameter
 
 
@@ -373,9 +382,10 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
         limits=Field(limits_of(VHOST_LIMITS, "limits"), OPTIONAL))),
         []),
     # RabbitMQ keeps a vhost's limits as its parameter "limits" of component "vhost-limits";
-    # the other components (federation, shovels, ...) are not this broker's and are ignored
+    # shovels are component "shovel"; the others (federation, ...) are not this broker's
+    # and are ignored
     parameters=Field(list_of(Obj(
-        _vhost_limits_parameter, vhost=Field(name), component=Field(string),
+        _runtime_parameter, vhost=Field(name), component=Field(string),
         name=Field(string), value=Field(anything))), []),
     permissions=Field(list_of(Obj(user=Field(name), vhost=Field(name),
                                   **_PERMISSION_FIELDS)), []),

@@ -35,6 +35,8 @@ from crc32c import crc32c
 from .. import contract as c
 from ..frontend.exchange import _args_key
 from ..policies import PolicyInvalid, make_policy, warn_without_effect
+from ..shovel.definition import Invalid as ShovelInvalid
+from ..shovel.shovels import COMPONENT as SHOVEL
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
 from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState, global_parameter_items
 from .metadata import global_parameters_op, users_op
@@ -180,6 +182,7 @@ class Definitions:
             if vh.limits:           # where RabbitMQ 3.10 keeps them, and imports them from
                 out["parameters"].append({"vhost": vh.name, "component": "vhost-limits",
                                           "name": "limits", "value": vh.limits})
+            out["parameters"] += b.shovels.items(vh.name)
             for ex in vh.exchanges.values():
                 if ex.name == "" or ex.name.startswith("amq."):
                     continue
@@ -238,6 +241,17 @@ class Definitions:
                 stored.difference_update([k for k in stored if k[0] == op.name])
             self._users_owed = True         # its permissions went with it
             self.commit_soon()
+
+    def parameter_changed(self, vhost: str, component: str, name: str, value) -> None:
+        """A runtime parameter (a shovel's) was set to ``value``, or cleared (None)."""
+        if self.loading:
+            return
+        if value is None:
+            self._ordered.append(["parameter-", vhost, component, name])
+        else:
+            self._ordered.append(["parameter+", {"vhost": vhost, "component": component,
+                                                 "name": name, "value": value}])
+        self.commit_soon()
 
     def queue_made(self, vhost: str, name: str) -> None:
         """A durable queue is being made (its ``QueueOp`` comes once it is open)."""
@@ -535,12 +549,30 @@ class Definitions:
             for name, limits in vhost_limits(data).items():
                 if name in b.vhosts:
                     b.vhosts[name].limits = limits
+            for p in data.get("parameters", []):
+                if p.get("component") == SHOVEL and p["vhost"] in b.vhosts:
+                    self._restore_shovel(p)
         finally:
             self.loading = False
         if not recovering:      # an import: front-ends get the users, the files all of it
             self.broker.changed(users_op(b.users))
             self.broker.changed(global_parameters_op(b))
             self.compact()
+
+
+    def _restore_shovel(self, p: dict) -> None:
+        """A shovel stored here, or imported (checked with the import; in a cluster an
+        import leaves shovels out: they run on single nodes only, README)."""
+        b = self.broker
+        if b.config.cluster:
+            log.warning("shovel '%s' in vhost '%s' not imported: shovels run on single nodes "
+                        "only", p["name"], p["vhost"])
+            return
+        try:
+            b.shovels.set(p["vhost"], p["name"], p["value"])    # loading: not journalled
+        except ShovelInvalid as exc:      # stored under other rules
+            log.error("shovel '%s' in vhost '%s' not restored: %s", p["name"], p["vhost"],
+                      exc)
 
 
 def _reserved(kind: str, item: dict) -> bool:

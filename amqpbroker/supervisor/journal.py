@@ -17,6 +17,8 @@ crc32c, payload``). Each entry is one group commit: a JSON list of changes, each
     ["users", users, permissions, topic_permissions]  all users and permissions, whole
                                                       (no topic_permissions: before 2026-12)
     ["global-parameters", {name: value}]              the global parameters, whole
+    ["parameter+", item]  ["parameter-", vhost, component, name]    a runtime parameter (a
+                                                      shovel's; a vhost's limits are its own)
     ["tombstone+", dir]   ["tombstone-", dir]         ``TOMBSTONES`` (definitions.py)
 
 ``item`` is the object's entry exactly as the snapshot holds it. A ``-`` removes what the
@@ -112,6 +114,9 @@ class DefinitionsState:
         self.operator_policies = {(p["vhost"], p["name"]): p
                                   for p in doc.get("operator_policies", [])}
         self.tombstones = set(doc.get(TOMBSTONES, ()))
+        self.parameters = {(p["vhost"], p["component"], p["name"]): p
+                           for p in doc.get("parameters", [])
+                           if p.get("component") != "vhost-limits"}
 
     def replay(self, changes: list) -> None:
         for ch in changes:
@@ -152,6 +157,11 @@ class DefinitionsState:
                     self.doc["topic_permissions"] = ch[3]
             elif kind == "global-parameters":
                 self.doc["global_parameters"] = global_parameter_items(ch[1])
+            elif kind == "parameter+":
+                p = ch[1]
+                self.parameters[(p["vhost"], p["component"], p["name"])] = p
+            elif kind == "parameter-":
+                self.parameters.pop((ch[1], ch[2], ch[3]), None)
             elif kind == "tombstone+":
                 self.tombstones.add(ch[1])
             elif kind == "tombstone-":
@@ -161,7 +171,8 @@ class DefinitionsState:
 
     def _drop_vhost(self, name: str) -> None:
         self.vhosts.pop(name, None)
-        for table in (self.exchanges, self.queues, self.policies, self.operator_policies):
+        for table in (self.exchanges, self.queues, self.policies, self.operator_policies,
+                      self.parameters):
             for key in [k for k in table if k[0] == name]:
                 del table[key]
         self._drop_bindings(lambda k: k[0] == name)
@@ -177,8 +188,7 @@ class DefinitionsState:
                    queues=list(self.queues.values()), bindings=list(self.bindings.values()),
                    policies=list(self.policies.values()),
                    operator_policies=list(self.operator_policies.values()),
-                   parameters=[p for p in self.doc.get("parameters", [])
-                               if p.get("component") != "vhost-limits"])
+                   parameters=list(self.parameters.values()))
         if self.tombstones:
             out[TOMBSTONES] = sorted(self.tombstones)
         else:

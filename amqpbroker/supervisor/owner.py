@@ -31,6 +31,7 @@ from ..frontend.admission import Admission
 from ..frontend.broker import Broker, worker_of
 from ..frontend.session import connection_name, session_json
 from ..frontend.vhost import VirtualHost
+from ..shovel.shovels import Shovels
 from ..storage.fileformat import fsync_dir, remove_directory
 from .definitions import Definitions
 from .delayed import DelayedMessages
@@ -60,6 +61,7 @@ class MetadataOwner(Broker):
         self.groups = Groups(self)          # consumer groups' membership
         self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self.delayed = None                 # delayed.DelayedMessages, from ``start``
+        self.shovels = Shovels(self)        # dynamic shovels (amqpbroker/shovel)
         self._batch: list | None = None     # ops of the change being made (one_change)
         self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)
 
@@ -140,6 +142,13 @@ class MetadataOwner(Broker):
                 log.warning("queue directory %s belongs to no defined queue: kept (remove it "
                             "by hand if its messages are not wanted)", path)
         tombstones.clear()              # the compaction that follows stores that
+
+    def delete_vhost(self, name: str) -> bool:
+        """Its shovels stop and go with it."""
+        deleted = super().delete_vhost(name)
+        if deleted:
+            self.shovels.vhost_deleted(name)
+        return deleted
 
     def _local_partition(self):
         """``--workers 0``: the queues' host runs in this process, joined by a LocalLink."""

@@ -3,7 +3,8 @@
 Every route that takes a body (``PUT /api/users/{name}``, ``/api/vhosts/{vhost}``,
 ``/api/permissions/{vhost}/{user}``, ``/api/topic-permissions/{vhost}/{user}``,
 ``/api/cluster-name``, ``/api/global-parameters/{name}``,
-``/api/parameters/vhost-limits/{vhost}/limits``, ``POST /api/users/bulk-delete``,
+``/api/parameters/vhost-limits/{vhost}/limits``, ``/api/parameters/shovel/{vhost}/{name}``,
+``POST /api/users/bulk-delete``,
 ``POST /api/definitions``) is fed JSON values of every
 type — at the top and in each field its schema names, well-formed and not — and bytes that are
 not JSON at all. Invariants:
@@ -79,6 +80,20 @@ def _entry(fields: dict):
     return shaped(list(fields), fields)
 
 
+# shovel definitions whose URIs never connect (a shovel that ran would declare queues while
+# the test compares exports): refused ones, or a closed port
+SHOVEL_URIS = hs.one_of(JSON, hs.sampled_from(["amqp://127.0.0.1:1", "amqps://127.0.0.1:1/%2F",
+                                               "http://x", "amqp://h:99999", "amqp://:5/",
+                                               "amqp://127.0.0.1:1/a%zz", "amqp:///no/pe"]))
+SHOVEL_KEYS = ["src-queue", "src-exchange", "src-exchange-key", "src-queue-args",
+               "src-consumer-args", "src-prefetch-count", "src-delete-after", "dest-queue",
+               "dest-exchange", "dest-exchange-key", "dest-queue-args",
+               "dest-publish-properties", "dest-add-forward-headers", "ack-mode",
+               "reconnect-delay", "src-protocol", "x-unknown"]
+SHOVELS = shaped(SHOVEL_KEYS, {"src-uri": SHOVEL_URIS, "dest-uri": SHOVEL_URIS,
+                               "src-queue": NAMES})
+
+
 DEFINITIONS = hs.fixed_dictionaries({}, optional={
     "users": hs.one_of(JSON, hs.lists(_entry({"name": NAMES, "password": JSON,
                                               "tags": JSON}), max_size=3)),
@@ -92,6 +107,10 @@ DEFINITIONS = hs.fixed_dictionaries({}, optional={
         max_size=3)),
     "global_parameters": hs.one_of(JSON, hs.lists(_entry({"name": NAMES, "value": JSON}),
                                                   max_size=3)),
+    "parameters": hs.one_of(JSON, hs.lists(_entry({
+        "vhost": NAMES, "name": NAMES, "component": hs.sampled_from(["shovel", "vhost-limits",
+                                                                     "federation-upstream"]),
+        "value": hs.one_of(SHOVELS, JSON)}), max_size=2)),
     "exchanges": hs.one_of(JSON, hs.lists(_entry({
         "name": NAMES, "vhost": NAMES, "type": hs.sampled_from(["direct", "topic", "headers",
                                                                 "x-nope", "x-delayed-message",
@@ -125,7 +144,7 @@ def requests(draw):
     """(method, path, raw body) for one of the routes that take a body."""
     route = draw(hs.sampled_from(["user", "vhost", "permission", "topic-permission",
                                   "cluster-name", "global-parameter", "parameter",
-                                  "bulk-delete", "definitions"]))
+                                  "shovel", "bulk-delete", "definitions"]))
     if route == "user":
         name = draw(NAMES.filter(lambda n: n not in KEPT_USERS and n))
         path, method, body = f"/api/users/{q(name)}", "PUT", shaped(USER_FIELDS)
@@ -152,6 +171,11 @@ def requests(draw):
         vhost = draw(NAMES.filter(lambda n: n not in KEPT_VHOSTS and n))
         path, method = f"/api/parameters/vhost-limits/{q(vhost)}/limits", "PUT"
         body = shaped(["value", "component", "vhost", "name"])
+    elif route == "shovel":
+        vhost = draw(NAMES.filter(lambda n: n not in KEPT_VHOSTS and n))
+        name = draw(NAMES.filter(bool))
+        path, method = f"/api/parameters/shovel/{q(vhost)}/{q(name)}", "PUT"
+        body = shaped(["value", "component", "vhost", "name"], {"value": SHOVELS})
     elif route == "bulk-delete":
         path, method = "/api/users/bulk-delete", "POST"
         body = hs.fixed_dictionaries({"users": hs.lists(
@@ -226,7 +250,8 @@ def side_roundtrip(b: BrokerProcess, n: int) -> None:
 def exported(api: ManagementClient):
     status, defs, _ = api.request("GET", "/api/definitions", *ADMIN)
     assert status == 200, defs
-    for kind in ("users", "vhosts", "permissions", "exchanges", "queues", "bindings"):
+    for kind in ("users", "vhosts", "permissions", "exchanges", "queues", "bindings",
+                 "parameters"):
         defs[kind] = sorted(defs[kind], key=lambda e: json.dumps(e, sort_keys=True))
     return defs
 

@@ -1,0 +1,378 @@
+"""One dynamic shovel at work: it consumes from its source and publishes to its destination,
+as RabbitMQ's ``rabbit_amqp091_shovel`` does.
+
+Each run connects to a source URI and a destination URI (one of each list, at random; a
+URI without a host is this broker, reached over loopback with the internal login of
+``frontend/auth.py``, as RabbitMQ's direct connection), declares what RabbitMQ declares (a
+``src-queue`` or ``dest-queue`` that does not exist is made durable with its ``-args``; a
+``src-exchange`` gets an exclusive server-named queue bound with ``src-exchange-key``),
+then forwards each delivery:
+
+* to ``dest-queue`` through the default exchange, or to ``dest-exchange`` with
+  ``dest-exchange-key`` (the message's own routing key without one), or where it was
+  published (its exchange and routing key) when neither is set;
+* with its properties, ``dest-publish-properties`` set over them, and with
+  ``dest-add-forward-headers`` an ``x-shovelled`` entry (``shovelled-by`` the cluster name,
+  the shovel's name, vhost, URIs without credentials, endpoints) put first in that header's
+  list; with ``dest-add-timestamp-header`` ``x-shovelled-timestamp`` (seconds);
+* acknowledged at the source by ``ack-mode``: ``on-confirm`` once the destination confirms it
+  (a nack there nacks it at the source, requeued), ``on-publish`` once it is published,
+  ``no-ack`` never (consumed with auto-ack). The source's prefetch bounds what is in flight.
+
+``src-delete-after`` ends the shovel after that many messages (``queue-length``: the source
+queue's length when it started), and the shovel's parameter is deleted then, as RabbitMQ
+does. A run that fails (a URI refused, a connection or channel closed) is logged, and the
+next starts after ``reconnect-delay`` seconds (0: the shovel stays terminated). The status
+(``/api/shovels``) is ``starting`` until both ends are set up, ``running`` after,
+``terminated`` with a reason once it stopped for good.
+
+The AMQP client is pika's asyncio adapter: it forwards a message's properties as they are
+(aiormq, the other asyncio client at hand, gives a message without a ``message_id`` one).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from datetime import datetime
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+
+from .definition import Definition, Uri
+
+log = logging.getLogger("amqpbroker.shovel")
+
+INTERNAL_USER = "none"      # RabbitMQ's name for its shovels' direct connections
+
+
+class RunFailed(Exception):
+    """A run of the shovel ended: a connection, a channel or a declaration failed."""
+
+
+def status_time() -> str:
+    """RabbitMQ's timestamp of a shovel's status: local time, the hour not padded."""
+    now = datetime.now()
+    return f"{now:%Y-%m-%d} {now.hour}:{now:%M:%S}"
+
+
+class Shovel:
+    def __init__(self, registry, vhost: str, name: str, definition: Definition):
+        self.registry = registry
+        self.vhost = vhost
+        self.name = name
+        self.d = definition
+        self.state = "starting"
+        self.reason: str | None = None
+        self.timestamp = status_time()
+        self.src_uri: Uri | None = None         # the URIs of the current run
+        self.dest_uri: Uri | None = None
+        self.task: asyncio.Task | None = None
+        self._connections: list = []
+        self._ended: asyncio.Future | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        self._close()
+
+    async def _run(self) -> None:
+        while True:
+            self.state, self.reason, self.timestamp = "starting", None, status_time()
+            try:
+                finished = await self._one_run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:        # the run's failure: logged, retried
+                reason = str(exc) or type(exc).__name__
+                log.error("Shovel '%s' in vhost '%s' failed: %s", self.name, self.vhost,
+                          reason)
+                finished = False
+            finally:
+                self._close()
+            if finished:
+                log.info("Shovel '%s' in vhost '%s' has finished (delete-after): its "
+                         "parameter is deleted", self.name, self.vhost)
+                self.registry.finished(self)
+                return
+            if not self.d.reconnect_delay:
+                self.state, self.reason, self.timestamp = "terminated", reason, status_time()
+                return
+            await asyncio.sleep(self.d.reconnect_delay)
+
+    # ------------------------------------------------------------ one run
+    async def _one_run(self) -> bool:
+        """Set up both ends and forward until ``delete-after`` is reached (True), or raise
+        ``RunFailed``."""
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
+        self.src_uri, src = await self._connect(self.d.src_uris, "source")
+        self.dest_uri, dest = await self._connect(self.d.dest_uris, "destination")
+        d = self.d
+        if d.src_queue is not None:
+            await self._ensure_queue(src, d.src_queue, d.src_queue_args)
+            queue = d.src_queue
+        else:
+            ok = await self._call(lambda cb: src.queue_declare("", exclusive=True, callback=cb))
+            queue = ok.method.queue
+            await self._call(lambda cb: src.queue_bind(queue, d.src_exchange,
+                                                       d.src_exchange_key, callback=cb))
+        if d.dest_queue is not None:
+            await self._ensure_queue(dest, d.dest_queue, d.dest_queue_args)
+        remaining = None                      # unlimited
+        if d.delete_after == "queue-length":
+            ok = await self._call(lambda cb: src.queue_declare(queue, passive=True,
+                                                               callback=cb))
+            remaining = ok.method.message_count
+        elif isinstance(d.delete_after, int):
+            remaining = d.delete_after
+        if remaining == 0:
+            return True
+        return await self._forward(src, dest, queue, remaining)
+
+    async def _forward(self, src, dest, queue: str, remaining: int | None) -> bool:
+        d = self.d
+        done = asyncio.get_running_loop().create_future()
+        pending: dict[int, int] = {}          # destination publish seq -> source tag
+        counts = {"published": 0, "settled": 0, "seq": 0}
+        no_ack = d.ack_mode == "no-ack"
+
+        def settled(n: int) -> None:
+            counts["settled"] += n
+            if remaining is not None and counts["settled"] >= remaining \
+                    and not done.done():
+                done.set_result(True)
+
+        def on_confirm(frame) -> None:
+            m = frame.method
+            tags = [s for s in pending if s <= m.delivery_tag] if m.multiple \
+                else [m.delivery_tag] if m.delivery_tag in pending else []
+            for s in sorted(tags):
+                tag = pending.pop(s)
+                if isinstance(m, pika.spec.Basic.Ack):
+                    src.basic_ack(tag)
+                else:
+                    src.basic_nack(tag, requeue=True)
+            settled(len(tags))
+
+        def on_message(_ch, method, properties, body) -> None:
+            if remaining is not None and counts["published"] >= remaining:
+                return              # past the count: left unacked, requeued at the close
+            exchange, key = self._destination(method)
+            dest.basic_publish(exchange, key, body, self._properties(properties, method))
+            counts["published"] += 1
+            if d.ack_mode == "on-confirm":
+                counts["seq"] += 1
+                pending[counts["seq"]] = method.delivery_tag
+                return
+            if d.ack_mode == "on-publish":
+                src.basic_ack(method.delivery_tag)
+            settled(1)
+
+        if d.ack_mode == "on-confirm":
+            await self._call(lambda cb: dest.confirm_delivery(on_confirm, callback=cb))
+        if not no_ack:
+            await self._call(lambda cb: src.basic_qos(prefetch_count=d.prefetch, callback=cb))
+        await self._call(lambda cb: src.basic_consume(
+            queue, on_message, auto_ack=no_ack, arguments=d.src_consumer_args or None,
+            callback=cb))
+        self.state, self.timestamp = "running", status_time()
+        log.info("Shovel '%s' in vhost '%s' is running: %s -> %s", self.name, self.vhost,
+                 self.src_uri.shown, self.dest_uri.shown)
+        await asyncio.wait({done, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        if self._ended.done():
+            raise self._ended.exception()
+        return True
+
+    def _destination(self, method) -> tuple[str, str]:
+        d = self.d
+        if d.dest_queue is not None:
+            return "", d.dest_queue
+        exchange = d.dest_exchange if d.dest_exchange is not None else method.exchange
+        key = d.dest_exchange_key if d.dest_exchange_key is not None else method.routing_key
+        return exchange, key
+
+    def _properties(self, props, method) -> pika.BasicProperties:
+        d = self.d
+        for key, value in d.publish_properties.items():
+            setattr(props, key, value)
+        if d.add_forward_headers or d.add_timestamp_header:
+            headers = dict(props.headers or {})
+            if d.add_forward_headers:
+                headers["x-shovelled"] = [self._forward_entry(), *_as_list(
+                    headers.get("x-shovelled"))]
+            if d.add_timestamp_header:
+                headers["x-shovelled-timestamp"] = int(time.time())
+            props.headers = headers
+        return props
+
+    def _forward_entry(self) -> dict:
+        """The ``x-shovelled`` entry, in RabbitMQ's order of keys."""
+        d = self.d
+        entry = {"shovelled-by": self.registry.cluster_name(), "shovel-type": "dynamic",
+                 "shovel-name": self.name, "shovel-vhost": self.vhost,
+                 "src-uri": self.src_uri.shown, "dest-uri": self.dest_uri.shown}
+        if d.src_queue is not None:
+            entry["src-queue"] = d.src_queue
+        else:
+            entry["src-exchange"] = d.src_exchange
+            entry["src-exchange-key"] = d.src_exchange_key
+        for key, value in (("dest-exchange", d.dest_exchange),
+                           ("dest-exchange-key", d.dest_exchange_key),
+                           ("dest-queue", d.dest_queue)):
+            if value is not None:
+                entry[key] = value
+        return entry
+
+    # ------------------------------------------------------------ AMQP
+    async def _connect(self, uris: tuple, end: str):
+        """(the URI used, an open channel) to one of ``uris``, tried in random order."""
+        last = None
+        for uri in random.sample(list(uris), len(uris)):
+            try:
+                conn = await self._open(uri)
+            except RunFailed as exc:
+                log.error("Shovel '%s' in vhost '%s' failed to connect (URI: %s): %s",
+                          self.name, self.vhost, uri.shown, exc)
+                last = exc
+                continue
+            channel = await self._call(lambda cb: conn.channel(on_open_callback=cb))
+            channel.add_on_close_callback(self._channel_closed)
+            return uri, channel
+        raise RunFailed(f"no {end} URI could be connected to: {last}")
+
+    async def _open(self, uri: Uri):
+        loop = asyncio.get_running_loop()
+        opened = loop.create_future()
+
+        def on_open_error(_conn, exc) -> None:
+            if not opened.done():
+                opened.set_exception(RunFailed(str(exc) or type(exc).__name__))
+
+        conn = AsyncioConnection(self._parameters(uri), on_open_callback=opened.set_result,
+                                 on_open_error_callback=on_open_error,
+                                 on_close_callback=self._connection_closed,
+                                 custom_ioloop=loop)
+        self._connections.append(conn)
+        return await opened
+
+    def _parameters(self, uri: Uri) -> pika.ConnectionParameters:
+        q = uri.query
+        kw = {"client_properties": {"connection_name": f"Shovel {self.name}"}}
+        if "heartbeat" in q:
+            kw["heartbeat"] = int(q["heartbeat"])
+        if "connection_timeout" in q:
+            kw["socket_timeout"] = kw["blocked_connection_timeout"] = \
+                int(q["connection_timeout"]) / 1000
+        if uri.host is None:            # this broker: the internal login (frontend/auth.py)
+            host, port = self.registry.local_address()
+            return pika.ConnectionParameters(
+                host, port, uri.vhost, pika.PlainCredentials(
+                    uri.user or INTERNAL_USER, self.registry.internal_secret()), **kw)
+        if uri.tls:
+            ctx = ssl.create_default_context(cafile=q.get("cacertfile"))
+            if q.get("certfile"):
+                ctx.load_cert_chain(q["certfile"], q.get("keyfile"))
+            if q.get("verify") == "verify_none":
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            kw["ssl_options"] = pika.SSLOptions(
+                ctx, q.get("server_name_indication", uri.host))
+        if q.get("auth_mechanism", "").lower() == "external":
+            kw["credentials"] = pika.credentials.ExternalCredentials()
+        else:
+            kw["credentials"] = pika.PlainCredentials(
+                uri.user if uri.user is not None else "guest",
+                uri.password if uri.password is not None else "guest")
+        return pika.ConnectionParameters(uri.host, uri.port, uri.vhost, **kw)
+
+    async def _call(self, start):
+        """Run a pika method that answers through ``callback``; its answer, or RunFailed
+        when the run ends first (a channel or connection closed)."""
+        answer = asyncio.get_running_loop().create_future()
+
+        def callback(frame) -> None:
+            if not answer.done():
+                answer.set_result(frame)
+        start(callback)
+        await asyncio.wait({answer, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            raise self._ended.exception()
+        return answer.result()
+
+    async def _ensure_queue(self, channel, queue: str, arguments: dict) -> None:
+        """RabbitMQ's ``ensure_queue``: a passive declare; when the queue is missing (404
+        closes that channel), a durable declare on another."""
+        conn = channel.connection
+        probe = await self._call(lambda cb: conn.channel(on_open_callback=cb))
+        missing = asyncio.get_running_loop().create_future()
+        probe.add_on_close_callback(lambda _ch, reason: missing.done()
+                                    or missing.set_result(reason))
+        answer = asyncio.get_running_loop().create_future()
+        probe.queue_declare(queue, passive=True,
+                            callback=lambda f: answer.done() or answer.set_result(f))
+        await asyncio.wait({answer, missing, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        if answer.done():
+            probe.close()
+            return
+        if self._ended.done():
+            raise self._ended.exception()
+        reason = missing.result()
+        if getattr(reason, "reply_code", None) != 404:
+            raise RunFailed(f"declaring queue '{queue}' failed: {reason}")
+        await self._call(lambda cb: channel.queue_declare(queue, durable=True,
+                                                          arguments=arguments or None,
+                                                          callback=cb))
+
+    def _channel_closed(self, _channel, reason) -> None:
+        self._end(RunFailed(f"channel closed: {reason}"))
+
+    def _connection_closed(self, _conn, reason) -> None:
+        self._end(RunFailed(f"connection closed: {reason}"))
+
+    def _end(self, exc: Exception) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_exception(exc)
+            self._ended.exception()             # retrieved: no "never retrieved" warning
+
+    def _close(self) -> None:
+        for conn in self._connections:
+            if conn.is_open:
+                conn.close()
+        self._connections = []
+
+    def status(self) -> dict:
+        """This shovel as ``/api/shovels`` lists it (RabbitMQ's keys and order)."""
+        out = {"node": self.registry.node_name(), "timestamp": self.timestamp,
+               "name": self.name, "vhost": self.vhost, "type": "dynamic",
+               "state": self.state}
+        if self.state == "terminated":
+            out["reason"] = self.reason
+        if self.state != "running":
+            return out
+        d = self.d
+        out.update(src_uri=self.src_uri.shown, src_protocol="amqp091",
+                   dest_protocol="amqp091", dest_uri=self.dest_uri.shown)
+        if d.src_queue is not None:
+            out["src_queue"] = d.src_queue
+        else:
+            out.update(src_exchange=d.src_exchange, src_exchange_key=d.src_exchange_key)
+        for key, value in (("dest_exchange", d.dest_exchange),
+                           ("dest_exchange_key", d.dest_exchange_key),
+                           ("dest_queue", d.dest_queue)):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else []
