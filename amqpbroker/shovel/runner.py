@@ -46,6 +46,7 @@ from .definition import Definition, Uri
 log = logging.getLogger("amqpbroker.shovel")
 
 INTERNAL_USER = "none"      # RabbitMQ's name for its shovels' direct connections
+CLOSE_TIMEOUT = 5.0         # seconds a stopping shovel waits for its connections to close
 
 
 class RunFailed(Exception):
@@ -71,6 +72,7 @@ class Shovel:
         self.dest_uri: Uri | None = None
         self.task: asyncio.Task | None = None
         self._connections: list = []
+        self._closing: list = []        # futures of connections closing, done when closed
         self._ended: asyncio.Future | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -78,6 +80,8 @@ class Shovel:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop, and wait (a few seconds at most) for its connections to close cleanly: the
+        acks it sent are then handled, so a clean shutdown moves nothing twice."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
             try:
@@ -85,6 +89,8 @@ class Shovel:
             except asyncio.CancelledError:
                 pass
         self._close()
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=CLOSE_TIMEOUT)
 
     async def _run(self) -> None:
         while True:
@@ -218,21 +224,20 @@ class Shovel:
 
     def _forward_entry(self) -> dict:
         """The ``x-shovelled`` entry, in RabbitMQ's order of keys."""
-        d = self.d
         entry = {"shovelled-by": self.registry.cluster_name(), "shovel-type": "dynamic",
                  "shovel-name": self.name, "shovel-vhost": self.vhost,
                  "src-uri": self.src_uri.shown, "dest-uri": self.dest_uri.shown}
-        if d.src_queue is not None:
-            entry["src-queue"] = d.src_queue
-        else:
-            entry["src-exchange"] = d.src_exchange
-            entry["src-exchange-key"] = d.src_exchange_key
-        for key, value in (("dest-exchange", d.dest_exchange),
-                           ("dest-exchange-key", d.dest_exchange_key),
-                           ("dest-queue", d.dest_queue)):
-            if value is not None:
-                entry[key] = value
-        return entry
+        return {**entry, **dict(self._endpoints())}
+
+    def _endpoints(self) -> list[tuple[str, str]]:
+        """Where it takes from and puts to, as RabbitMQ names them (``src-queue``, or
+        ``src-exchange`` and its key; the destination's keys that are set)."""
+        d = self.d
+        out = [("src-queue", d.src_queue)] if d.src_queue is not None else \
+            [("src-exchange", d.src_exchange), ("src-exchange-key", d.src_exchange_key)]
+        return out + [(key, value) for key, value in (
+            ("dest-exchange", d.dest_exchange), ("dest-exchange-key", d.dest_exchange_key),
+            ("dest-queue", d.dest_queue)) if value is not None]
 
     # ------------------------------------------------------------ AMQP
     async def _connect(self, uris: tuple, end: str):
@@ -263,6 +268,7 @@ class Shovel:
                                  on_open_error_callback=on_open_error,
                                  on_close_callback=self._connection_closed,
                                  custom_ioloop=loop)
+        conn.closed_future = loop.create_future()       # done in _connection_closed
         self._connections.append(conn)
         return await opened
 
@@ -336,7 +342,10 @@ class Shovel:
     def _channel_closed(self, _channel, reason) -> None:
         self._end(RunFailed(f"channel closed: {reason}"))
 
-    def _connection_closed(self, _conn, reason) -> None:
+    def _connection_closed(self, conn, reason) -> None:
+        closed = getattr(conn, "closed_future", None)
+        if closed is not None and not closed.done():
+            closed.set_result(None)
         self._end(RunFailed(f"connection closed: {reason}"))
 
     def _end(self, exc: Exception) -> None:
@@ -348,7 +357,9 @@ class Shovel:
         for conn in self._connections:
             if conn.is_open:
                 conn.close()
+                self._closing.append(conn.closed_future)
         self._connections = []
+        self._closing = [f for f in self._closing if not f.done()]
 
     def status(self) -> dict:
         """This shovel as ``/api/shovels`` lists it (RabbitMQ's keys and order)."""
@@ -359,18 +370,9 @@ class Shovel:
             out["reason"] = self.reason
         if self.state != "running":
             return out
-        d = self.d
         out.update(src_uri=self.src_uri.shown, src_protocol="amqp091",
                    dest_protocol="amqp091", dest_uri=self.dest_uri.shown)
-        if d.src_queue is not None:
-            out["src_queue"] = d.src_queue
-        else:
-            out.update(src_exchange=d.src_exchange, src_exchange_key=d.src_exchange_key)
-        for key, value in (("dest_exchange", d.dest_exchange),
-                           ("dest_exchange_key", d.dest_exchange_key),
-                           ("dest_queue", d.dest_queue)):
-            if value is not None:
-                out[key] = value
+        out.update((key.replace("-", "_"), value) for key, value in self._endpoints())
         return out
 
 

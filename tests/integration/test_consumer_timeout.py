@@ -13,6 +13,7 @@ timeout did not fire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import aiormq
@@ -33,6 +34,15 @@ def broker(request, tmp_path_factory):
     with BrokerProcess(tmp_path_factory.mktemp("ack-timeout"), *LAYOUTS[request.param],
                        "--consumer-timeout", str(TIMEOUT_MS), management=True) as b:
         yield b
+
+
+@contextlib.asynccontextmanager
+async def connected(broker):
+    conn = await aiormq.connect(broker.url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def closed_with(channel, within: float) -> tuple[str, float]:
@@ -63,8 +73,7 @@ async def queue_with(conn, name: str, count: int, arguments: dict | None = None)
 
 
 async def test_an_unacked_delivery_closes_its_channel_and_comes_back_redelivered(broker):
-    conn = await aiormq.connect(broker.url)
-    try:
+    async with connected(broker) as conn:
         await queue_with(conn, "ct-consumer", 2)
         other = await conn.channel()             # on the same connection, acks in time
         await other.queue_declare("ct-other", auto_delete=True)
@@ -82,16 +91,13 @@ async def test_an_unacked_delivery_closes_its_channel_and_comes_back_redelivered
             m = await again.basic_get("ct-consumer", no_ack=True)
             assert (m.body, m.delivery.redelivered) == (body, True)
         await again.queue_delete("ct-consumer")
-    finally:
-        await conn.close()
     lines = [line for line in broker.output if "has timed out waiting" in line]
     assert any("queue 'ct-consumer'" in line and "Timeout used: 1000 ms" in line
                for line in lines), lines
 
 
 async def test_a_basic_get_left_unacked_times_out_too(broker):
-    conn = await aiormq.connect(broker.url)
-    try:
+    async with connected(broker) as conn:
         await queue_with(conn, "ct-get", 1)
         ch = await conn.channel()
         m = await ch.basic_get("ct-get")
@@ -102,13 +108,10 @@ async def test_a_basic_get_left_unacked_times_out_too(broker):
         m = await again.basic_get("ct-get", no_ack=True)
         assert m.delivery.redelivered
         await again.queue_delete("ct-get")
-    finally:
-        await conn.close()
 
 
 async def test_acks_in_time_and_auto_ack_keep_the_channel_open(broker):
-    conn = await aiormq.connect(broker.url)
-    try:
+    async with connected(broker) as conn:
         await queue_with(conn, "ct-prompt", 0)
         ch = await conn.channel()
         auto = await conn.channel()
@@ -129,13 +132,10 @@ async def test_acks_in_time_and_auto_ack_keep_the_channel_open(broker):
         assert await still_open_after(ch, 0.5) and not auto.is_closed
         assert len(seen) == 12
         await pub.queue_delete("ct-prompt")
-    finally:
-        await conn.close()
 
 
 async def test_the_queue_argument_overrides_the_brokers_timeout(broker):
-    conn = await aiormq.connect(broker.url)
-    try:
+    async with connected(broker) as conn:
         await queue_with(conn, "ct-short", 1, {"x-consumer-timeout": 300})
         await queue_with(conn, "ct-long", 1, {"x-consumer-timeout": 600_000})
         long_ch = await conn.channel()
@@ -147,8 +147,6 @@ async def test_the_queue_argument_overrides_the_brokers_timeout(broker):
         assert await still_open_after(long_ch, CLOSE_WITHIN - waited)
         for q in ("ct-short", "ct-long"):
             await long_ch.queue_delete(q)
-    finally:
-        await conn.close()
 
 
 async def test_a_policy_sets_it_and_the_lower_of_policy_and_argument_wins(broker):
@@ -156,8 +154,7 @@ async def test_a_policy_sets_it_and_the_lower_of_policy_and_argument_wins(broker
                                {"pattern": "^ct-pol-", "apply-to": "queues",
                                 "definition": {"consumer-timeout": 400}})
     assert status == 201
-    conn = await aiormq.connect(broker.url)
-    try:
+    async with connected(broker) as conn:
         await queue_with(conn, "ct-pol-plain", 1)
         await queue_with(conn, "ct-pol-lower-arg", 1, {"x-consumer-timeout": 200})
         await queue_with(conn, "ct-pol-higher-arg", 1, {"x-consumer-timeout": 600_000})
@@ -168,14 +165,11 @@ async def test_a_policy_sets_it_and_the_lower_of_policy_and_argument_wins(broker
             text, _ = await closed_with(ch, used / 1000 + 2.5)
             assert text == TEXT.format(ch.number, used), name
             await (await conn.channel()).queue_delete(name)
-    finally:
-        await conn.close()
-        assert broker.request("DELETE", "policies/%2F/ct-policy")[0] == 204
+    assert broker.request("DELETE", "policies/%2F/ct-policy")[0] == 204
 
 
 async def test_a_policy_changed_while_a_delivery_is_held_applies_to_it(broker):
-    conn = await aiormq.connect(broker.url)
-    try:
+    async with connected(broker) as conn:
         await queue_with(conn, "ct-later", 1, {"x-consumer-timeout": 600_000})
         ch = await conn.channel()
         await ch.basic_consume("ct-later", lambda m: None)
@@ -187,9 +181,7 @@ async def test_a_policy_changed_while_a_delivery_is_held_applies_to_it(broker):
         text, _ = await closed_with(ch, 2.5)
         assert text == TEXT.format(ch.number, 500)
         await (await conn.channel()).queue_delete("ct-later")
-    finally:
-        await conn.close()
-        assert broker.request("DELETE", "policies/%2F/ct-later")[0] == 204
+    assert broker.request("DELETE", "policies/%2F/ct-later")[0] == 204
 
 
 def test_a_policy_value_that_is_not_a_non_negative_integer_is_refused(broker):

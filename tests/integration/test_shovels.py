@@ -70,6 +70,9 @@ def test_a_local_shovel_moves_messages_in_every_layout(broker):
 
 
 def test_kept_across_a_restart_and_a_sigkill(tmp_path):
+    """A clean restart moves nothing twice (the shovel's acks are handled before its
+    connections close); after a SIGKILL nothing is lost, and what was moved but whose ack
+    was not yet on disk may come again (at-least-once, as RabbitMQ's)."""
     with BrokerProcess(tmp_path, management=True) as b:
         ch = channel_of(b)
         filled(ch, "shk-src", 3)
@@ -77,14 +80,20 @@ def test_kept_across_a_restart_and_a_sigkill(tmp_path):
         assert put_shovel(b, "shk", {"src-uri": "amqp://", "src-queue": "shk-src",
                                      "dest-uri": "amqp://", "dest-queue": "shk-dest"}) == 201
         wait_until(lambda: depth(ch, "shk-dest") == 3, WITHIN, "3 moved")
-        for stop in (b.stop, b.kill):
-            stop()
-            b.start()
-            ch = channel_of(b)
-            filled(ch, "shk-src", 2, prefix=stop.__name__)
-            wait_until(lambda: depth(ch, "shk-src") == 0, WITHIN, "moved after " + stop.__name__)
-        assert bodies(ch, "shk-dest") == [b"m0", b"m1", b"m2", b"stop0", b"stop1", b"kill0",
-                                          b"kill1"]
+        b.stop()
+        b.start()
+        ch = channel_of(b)
+        filled(ch, "shk-src", 2, prefix="stop")
+        wait_until(lambda: depth(ch, "shk-dest") == 5, WITHIN, "moved after a restart")
+        assert bodies(ch, "shk-dest") == [b"m0", b"m1", b"m2", b"stop0", b"stop1"]
+        b.kill()
+        b.start()
+        ch = channel_of(b)
+        filled(ch, "shk-src", 2, prefix="kill")
+        got = []
+        wait_until(lambda: got.extend(bodies(ch, "shk-dest")) or {b"kill0", b"kill1"} <= set(got),
+                   WITHIN, "moved after a SIGKILL")
+        assert set(got) <= {b"m0", b"m1", b"m2", b"stop0", b"stop1", b"kill0", b"kill1"}
         assert b.request("DELETE", "shovels/vhost/%2F/shk")[0] == 204
         b.kill()                    # the deletion is journalled before the answer
         b.start()
