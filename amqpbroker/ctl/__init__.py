@@ -8,6 +8,8 @@ RabbitMQ's: the paths and shapes are RabbitMQ's, so ctl works against either).
     amqpbroker ctl definitions export backup.json
     amqpbroker ctl vhosts add prod --default-queue-type quorum
     amqpbroker ctl policies set cap '^orders' '{"max-length": 1000}' --apply-to queues
+    amqpbroker ctl shovels set in '{"src-uri": "amqp://rabbit", "src-queue": "jobs",
+                                    "dest-uri": "amqp://", "dest-queue": "jobs"}'
     amqpbroker ctl reassign orders --replicas n1,n2,n4      (a cluster; also drain, revive)
 
 Connection flags, before or after the command, with rabbitmqadmin's defaults; each can be
@@ -19,8 +21,8 @@ unreadable input file; 3 cannot connect to --url.
 
 Each command family is one module with ``register(commands, flags)``: ``topics``,
 ``queues``, ``exchanges``, ``bindings``, ``connections``, ``consumers``, ``messages``
-(publish, get), ``definitions``, ``alarms``, ``vhosts``, ``policies``, ``access`` (users,
-permissions, topic permissions, the cluster name); consumer groups go in ``groups.py``,
+(publish, get), ``definitions``, ``alarms``, ``vhosts``, ``policies``, ``shovels``, ``access``
+(users, permissions, topic permissions, the cluster name); consumer groups go in ``groups.py``,
 listed in ``FAMILIES`` the same way.
 """
 from __future__ import annotations
@@ -30,11 +32,12 @@ import os
 import sys
 
 from . import (access, alarms, bindings, cluster, connections, consumers, definitions,
-               exchanges, groups, messages, policies, queues, reassign, topics, vhosts)
+               exchanges, groups, messages, policies, queues, reassign, shovels, topics,
+               vhosts)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, groups, alarms, cluster, reassign, vhosts, policies, access)
+            topics, groups, alarms, cluster, reassign, vhosts, policies, shovels, access)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}

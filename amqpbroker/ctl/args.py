@@ -15,3 +15,14 @@ def key_values(text: str) -> tuple:
         return key, json.loads(value)
     except ValueError:
         return key, value
+
+
+def json_object(text: str) -> dict:
+    """A JSON object (a policy's or a shovel's definition)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value

@@ -3,11 +3,10 @@
 ``clear_policy`` and their ``_operator_`` forms)."""
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 
 from .api import add_output_flags, emit, q, say, vhost
+from .args import json_object
 
 COLUMNS = ("name", "pattern", "apply-to", "definition", "priority")
 # (verb, API path, what one is called, its apply-to choices)
@@ -15,16 +14,6 @@ KINDS = (("policies", "/api/policies", "policy",
           ("all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams")),
          ("operator-policies", "/api/operator-policies", "operator policy",
           ("all", "queues", "exchanges")))
-
-
-def _definition(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def list_policies(api, args, path: str) -> None:
@@ -56,7 +45,7 @@ def register(commands, flags) -> None:
                             f"(its queues take it at once)", parents=flags)
         p.add_argument("name")
         p.add_argument("pattern", help="regular expression searched in queue names")
-        p.add_argument("definition", type=_definition,
+        p.add_argument("definition", type=json_object,
                        help='JSON object, e.g. \'{"max-length": 1000}\'')
         p.add_argument("--priority", type=int, default=0)
         p.add_argument("--apply-to", default="all", choices=apply_to)

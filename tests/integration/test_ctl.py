@@ -334,3 +334,31 @@ def test_vhosts_with_a_default_queue_type_and_policies(broker):
     gone = ctl(broker, "policies", "clear", "cap", "--vhost", "ctl-vh")
     assert gone.returncode == 1 and "policy 'cap' in vhost 'ctl-vh' not found" in gone.stderr
     assert ok(broker, "vhosts", "delete", "ctl-vh") == "vhost 'ctl-vh' deleted\n"
+
+
+def test_shovels_set_list_restart_delete(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("ctl-sh-src", durable=True)
+    ch.basic_publish("", "ctl-sh-src", b"moved")
+    definition = json.dumps({"src-uri": "amqp://", "src-queue": "ctl-sh-src",
+                             "dest-uri": "amqp://", "dest-queue": "ctl-sh-dest"})
+    assert ok(broker, "shovels", "set", "ctl-sh", definition) == \
+        "shovel 'ctl-sh' set in vhost '/'\n"
+    wait_for(lambda: [s["state"] for s in listed(broker, "shovels", "list")] == ["running"],
+               20, "running")
+    [shovel] = listed(broker, "shovels", "list")
+    assert (shovel["name"], shovel["src_queue"], shovel["dest_queue"]) == (
+        "ctl-sh", "ctl-sh-src", "ctl-sh-dest")
+    wait_for(lambda: ch.queue_declare("ctl-sh-dest", durable=True).method.message_count,
+               20, "moved")
+    assert ok(broker, "shovels", "restart", "ctl-sh") == "shovel 'ctl-sh' restarted\n"
+    bad = ctl(broker, "shovels", "set", "bad", '{"src-uri": "amqp://"}')
+    assert bad.returncode == 1 and "Must specify 'src-exchange' or 'src-queue'" in bad.stderr
+    assert ok(broker, "shovels", "delete", "ctl-sh") == "shovel 'ctl-sh' deleted\n"
+    gone = ctl(broker, "shovels", "delete", "ctl-sh")
+    assert gone.returncode == 1 and "shovel 'ctl-sh' in vhost '/' not found" in gone.stderr
+    assert listed(broker, "shovels", "list") == []
+    ch.queue_delete("ctl-sh-src")
+    ch.queue_delete("ctl-sh-dest")
+    conn.close()
