@@ -10,6 +10,7 @@ page must say "not available" and nothing may have happened.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -471,11 +472,14 @@ def set_policy(driver, kind: str, name: str, pattern: str, definition: str) -> N
     submit(driver, "set-policy")
 
 
-def delete_row(driver, table: str, name: str) -> None:
-    """Its row's Delete button (the row is redrawn by each refresh: found again if need be)."""
+def delete_row(driver, table: str, name: str, label: str = "Delete") -> None:
+    """Its row's Delete (or ``label``) button (the row is redrawn by each refresh: found
+    again if need be)."""
     def clicked(d):
         try:
-            row(d, table, name)[0].find_element(By.CSS_SELECTOR, "button.danger").click()
+            [button] = [b for b in row(d, table, name)[0].find_elements(
+                By.CSS_SELECTOR, "button.danger") if b.text == label]
+            button.click()
             return True
         except Exception:           # replaced by a refresh between find and click
             return False
@@ -543,6 +547,58 @@ def test_the_policies_page_sets_shows_and_deletes_policies(browser, broker):
             api.request("DELETE", f"/api/operator-policies/%2F/{name}-ops", "guest", "guest")
             api.request("DELETE", f"/api/policies/%2F/{name}", "guest", "guest")
             ch.queue_delete(name)
+
+
+def test_the_shovels_page_sets_shows_restarts_and_deletes_a_shovel(browser, broker):
+    """A shovel set on the page moves a pika publisher's messages; a refused definition shows
+    the broker's reason and sets nothing; Restart and Delete act on its row."""
+    name = f"dash-sh-{uuid.uuid4().hex[:8]}"
+    api = mgmt(broker)
+
+    def defined() -> int:
+        return api.request("GET", f"/api/parameters/shovel/%2F/{name}", "guest", "guest")[0]
+
+    def set_shovel(definition: str) -> None:
+        Select(browser.find_element(By.CSS_SELECTOR, "#set-shovel select[name=vhost]")) \
+            .select_by_value("/")
+        fill_form(browser, "set-shovel", {"input[name=name]": name,
+                                          "textarea[name=definition]": definition})
+        submit(browser, "set-shovel")
+
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.queue_declare(name + "-src")
+        ch.queue_declare(name + "-dest")
+        try:
+            login(browser, broker)
+            go(browser, "#/shovels")
+            WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "set-shovel"))
+            set_shovel('{"src-uri": "amqp://", "dest-uri": "amqp://"}')
+            wait_text(browser, "#set-shovel-result .error",
+                      r"^Setting the shovel failed: 400 Validation failed Must specify "
+                      r"'src-exchange' or 'src-queue'$")
+            assert defined() == 404
+            set_shovel(json.dumps({"src-uri": "amqp://", "src-queue": name + "-src",
+                                   "dest-uri": "amqp://", "dest-queue": name + "-dest"}))
+            wait_text(browser, "#set-shovel-result", rf"^Set the shovel '{name}'\.$")
+            wait_text(browser, f"#shovels tr[data-name='{name}'] .col-state", r"^running$")
+            wait_text(browser, f"#shovels tr[data-name='{name}'] .col-source",
+                      rf"^amqp:// {name}-src$")
+            for i in range(3):
+                ch.basic_publish("", name + "-src", f"m{i}".encode())
+            wait_until(lambda: queue_depth(broker, name + "-dest") == 3)
+            delete_row(browser, "shovels", name, "Restart")
+            wait_text(browser, "#shovels-result", rf"^Restarted the shovel '{name}'\.$")
+            delete_row(browser, "shovels", name)
+            wait_text(browser, "#shovels-result", rf"^Deleted the shovel '{name}'\.$")
+            WebDriverWait(browser, WAIT).until(lambda d: not row(d, "shovels", name))
+            assert defined() == 404
+            assert_no_console_errors(browser, broker,
+                                     answered={f"/api/parameters/shovel/%2F/{name}": 400})
+        finally:
+            api.request("DELETE", f"/api/parameters/shovel/%2F/{name}", "guest", "guest")
+            ch.queue_delete(name + "-src")
+            ch.queue_delete(name + "-dest")
 
 
 def fill_form(driver, form_id: str, values: dict) -> None:

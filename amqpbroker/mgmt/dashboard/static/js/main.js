@@ -10,6 +10,7 @@ import * as connections from "./pages/connections.js";
 import * as topics from "./pages/topics.js";
 import * as groups from "./pages/groups.js";
 import * as policies from "./pages/policies.js";
+import * as shovels from "./pages/shovels.js";
 import * as admin from "./pages/admin.js";
 
 const ROUTES = [
@@ -25,6 +26,7 @@ const ROUTES = [
   [/^\/groups$/, groups.mountList],
   [/^\/groups\/([^/]+)\/([^/]+)$/, groups.mountOne],
   [/^\/policies$/, policies.mount],
+  [/^\/shovels$/, shovels.mount],
   [/^\/admin$/, admin.mount],
 ];
 
