@@ -624,10 +624,16 @@ PolicyDeleted = message(69, "policy_deleted", ("vhost", "str"), ("name", "str"),
 GlobalParametersOp = message(70, "global_parameters_op", ("parameters", "any"))
 # a vhost's firehose tracing turned on or off (frontend/trace.py; not stored: off at start)
 VhostTracingOp = message(72, "vhost_tracing_op", ("name", "str"), ("on", "bool"))
+# a runtime parameter (a shovel's, amqpbroker/shovel) set or cleared: for the definitions and
+# a cluster's etcd; front-ends have no use for them (the supervisor runs the shovels)
+ParameterOp = message(73, "parameter_op", ("vhost", "str"), ("component", "str"),
+                      ("name", "str"), ("value", "any"))
+ParameterDeleted = message(74, "parameter_deleted", ("vhost", "str"), ("component", "str"),
+                           ("name", "str"))
 
 METADATA_OPS = (UsersOp, VhostOp, VhostDeleted, ExchangeOp, ExchangeDeleted, QueueOp,
                 QueueDeleted, BindOp, UnbindOp, VhostLimitsOp, PolicyOp, PolicyDeleted,
-                GlobalParametersOp, VhostTracingOp)
+                GlobalParametersOp, VhostTracingOp, ParameterOp, ParameterDeleted)
 
 
 # the messages whose run ``decode_many(..., lend=True)`` lends instead of copying: a

@@ -40,6 +40,8 @@ class Controller:
         self.active = False                 # this node is the controller
         self.nodes: dict[str, dict] = {}    # the live nodes, name -> registration
         self.on_nodes: list = []            # while active, callbacks(joined, gone): placement
+        self.on_role: list = []             # callbacks(active) when this node becomes or
+        #                                     stops being the controller: shovels
         membership.on_lease.append(self.campaign)
         membership.on_view.append(self._review)
         membership.on_fence.append(lambda fenced: self._review())
@@ -92,6 +94,8 @@ class Controller:
                          self.membership.name, self.epoch(), ", ".join(sorted(nodes)))
             else:
                 log.warning("node %s is no longer the controller", self.membership.name)
+            for cb in list(self.on_role):
+                cb(now)
         if now:
             for name in [] if became else joined:   # on election the list above says them
                 log.info("controller: node %s joined", name)

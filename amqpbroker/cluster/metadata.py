@@ -26,7 +26,9 @@ binding        vhost, source, dest kind, dest, key, args hash  the binding, and 
 An operator policy is an ``operator-policy`` key, as a ``policy`` is. A topic permission is a
 ``topic-permission`` key of vhost, user and exchange, its value write and read. A global
 parameter (``cluster_name``, ...) is a ``global-parameter`` key of its name, its value
-``{"name", "value"}``.
+``{"name", "value"}``. A shovel (amqpbroker/shovel) is a ``shovel`` key of vhost and name, its
+value the runtime parameter ``{"value", "vhost", "component", "name"}``; every node keeps it,
+the controller runs it.
 
 Transient (non-durable) exchanges, queues and bindings are put on the declaring node's lease:
 they vanish with that node, as RabbitMQ's transient queues do with theirs. Exclusive queues
@@ -92,6 +94,7 @@ from .. import contract as c
 from .. import errors
 from ..frontend.exchange import _args_key, make_exchange
 from ..policies import PolicyInvalid, make_policy
+from ..shovel.definition import Invalid as ShovelInvalid
 from ..queue_args import (QueueArgs, check_quorum_properties, check_stream_declare,
                           with_default_type)
 from ..supervisor.definitions import permission_item, topic_permission_item
@@ -106,12 +109,12 @@ log = logging.getLogger("amqpbroker.cluster")
 META = PREFIX + "meta/"
 # creation order (a policy before the queues it applies to: they open with it)
 KINDS = ("global-parameter", "vhost", "user", "permission", "topic-permission", "policy",
-         "operator-policy", "exchange", "queue", "binding")
+         "operator-policy", "exchange", "queue", "binding", "shovel")
 # pushed from the node where they changed (``changed``), not declared through etcd
 PUSHED = ("global-parameter", "vhost", "user", "permission", "topic-permission", "policy",
-          "operator-policy")
+          "operator-policy", "shovel")
 # of those, what lives in a vhost (its keys start with the vhost's name)
-IN_VHOST = ("permission", "topic-permission", "policy", "operator-policy")
+IN_VHOST = ("permission", "topic-permission", "policy", "operator-policy", "shovel")
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 PUSH_WAIT = 5.0             # seconds a management change waits for etcd before its answer
@@ -402,6 +405,13 @@ class EtcdMetadata(LocalMetadata):
                 except PolicyInvalid as exc:    # checked where it was set: not expected
                     log.error("policy '%s' in vhost '%s' from etcd refused: %s", o["name"],
                               o["vhost"], exc)
+        elif kind == "shovel":                  # run by the controller (shovel/shovels.py)
+            if o["vhost"] in b.vhosts:
+                try:
+                    b.shovels.set(o["vhost"], o["name"], o["value"])
+                except ShovelInvalid as exc:    # checked where it was set: not expected
+                    log.error("shovel '%s' in vhost '%s' from etcd refused: %s", o["name"],
+                              o["vhost"], exc)
         elif kind == "exchange":
             vh = b.vhosts.get(o["vhost"])
             if vh is None:
@@ -456,6 +466,9 @@ class EtcdMetadata(LocalMetadata):
             b.persist()
         elif kind in ("policy", "operator-policy"):
             b.delete_policy(o["vhost"], o["name"], operator=kind == "operator-policy")
+            return
+        elif kind == "shovel":
+            b.shovels.clear(o["vhost"], o["name"])
             return
         vh = b.vhosts.get(o.get("vhost", ""))
         if vh is None:
@@ -895,7 +908,8 @@ class EtcdMetadata(LocalMetadata):
         if self._applying:
             return
         if isinstance(op, (c.UsersOp, c.VhostOp, c.VhostDeleted, c.VhostLimitsOp, c.PolicyOp,
-                           c.PolicyDeleted, c.GlobalParametersOp)):
+                           c.PolicyDeleted, c.GlobalParametersOp, c.ParameterOp,
+                           c.ParameterDeleted)):
             self._pushing_since_asked = True
             if self._push is not None and not self._push.done():
                 self._push_again = True
@@ -934,6 +948,8 @@ class EtcdMetadata(LocalMetadata):
                 out[meta_key("policy", vh.name, policy.name)] = dumps(policy.item())
             for policy in vh.operator_policies.values():
                 out[meta_key("operator-policy", vh.name, policy.name)] = dumps(policy.item())
+        for item in b.shovels.items():
+            out[meta_key("shovel", item["vhost"], item["name"])] = dumps(item)
         return out
 
     async def _push_changes(self) -> None:

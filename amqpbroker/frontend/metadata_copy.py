@@ -85,6 +85,12 @@ class MetadataCopy:
         for q in vh.queues.values():
             q.choose_policy()
 
+    def on_parameter_op(self, op: c.ParameterOp) -> None:
+        """Shovels run in the supervisor (amqpbroker/shovel): a front-end keeps none."""
+
+    def on_parameter_deleted(self, op: c.ParameterDeleted) -> None:
+        """As ``on_parameter_op``."""
+
     def on_vhost_tracing_op(self, op: c.VhostTracingOp) -> None:
         vh = self.broker.vhosts.get(op.name)
         if vh is not None:

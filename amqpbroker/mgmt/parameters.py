@@ -95,9 +95,6 @@ async def _put_shovel(call):
     b, p, user = call.broker, call.params, call.user
     if b.vhosts.get(p["vhost"]) is None:
         raise ApiError(404, "vhost_not_found", "not_found")
-    if b.config.cluster:
-        raise bad_request("Validation failed\n\nshovels run on single nodes only: this node "
-                          "is in a cluster\n")
 
     def vhost_refusal(vhost: str) -> str | None:
         if vhost in b.vhosts and b.users.can_access_vhost(user, vhost):

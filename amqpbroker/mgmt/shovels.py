@@ -1,20 +1,56 @@
-"""``/api/shovels``: the status of the node's dynamic shovels (RabbitMQ's
+"""``/api/shovels``: the status of the dynamic shovels (RabbitMQ's
 ``rabbitmq_shovel_management``), and deleting or restarting one. A shovel is defined, changed
 and cleared as a runtime parameter of component ``shovel`` (``parameters.py``).
+
+In a cluster the controller runs every shovel (``shovel/shovels.py``): another node answers a
+status or a restart with the controller's answer (its management API, asked with the
+caller's credentials), as RabbitMQ's API gathers shovel status from the node running each;
+503 when the controller does not answer.
 
 Who may (RabbitMQ 3.10's rules): monitors and administrators (``is_authorized_monitor``).
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
+import aiohttp
+
 from . import access
-from .api import Route, no_content, not_found
+from .api import ApiError, Route, no_content, not_found
+
+CONTROLLER_TIMEOUT = 5.0        # seconds another node waits for the controller's answer
+
+
+async def _from_controller(call, method: str, path: str):
+    """(status, JSON body) of ``method path`` on the controller's management API, or None
+    when this node runs the shovels itself."""
+    b = call.broker
+    if b.shovels.runs_here():
+        return None
+    leader = next((n for n in b.cluster.nodes() if n["controller"]), None)
+    if leader is None or not leader.get("management_port"):
+        raise ApiError(503, "no controller with a management port to ask for the shovels",
+                       "unavailable")
+    url = f"http://{leader['host']}:{leader['management_port']}{path}"
+    headers = {"Authorization": call.headers.get("Authorization", "")}
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, url, headers=headers, timeout=aiohttp.
+                                       ClientTimeout(total=CONTROLLER_TIMEOUT)) as r:
+                body = await r.json(content_type=None) if r.status != 204 else None
+                return r.status, body
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ApiError(503, f"the controller ({leader['node_name']}) did not answer: "
+                            f"{exc or type(exc).__name__}", "unavailable") from None
 
 
 async def list_shovels(call):
     b, vhost = call.broker, call.params.get("vhost")
     if vhost is not None and vhost not in b.vhosts:
         raise not_found()
-    return sorted((s for s in b.shovels.status() if vhost in (None, s["vhost"])),
+    elsewhere = await _from_controller(call, "GET", "/api/shovels")
+    statuses = b.shovels.status() if elsewhere is None else elsewhere[1]
+    return sorted((s for s in statuses if vhost in (None, s["vhost"])),
                   key=lambda s: (s["vhost"], s["name"]))
 
 
@@ -27,9 +63,16 @@ async def delete_shovel(call):
 
 
 async def restart_shovel(call):
-    p = call.params
-    if not call.broker.shovels.restart(p["vhost"], p["name"]):
+    b, p = call.broker, call.params
+    if (p["vhost"], p["name"]) not in b.shovels.values:
         raise not_found()
+    elsewhere = await _from_controller(
+        call, "DELETE", f"/api/shovels/vhost/{quote(p['vhost'], safe='')}/{quote(p['name'], safe='')}/restart")
+    if elsewhere is not None and elsewhere[0] >= 400:
+        raise ApiError(elsewhere[0], (elsewhere[1] or {}).get("reason", ""),
+                       (elsewhere[1] or {}).get("error", "error"))
+    if elsewhere is None:
+        b.shovels.restart(p["vhost"], p["name"])
     return no_content()
 
 

@@ -44,6 +44,8 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from .definition import Definition, Uri
 
 log = logging.getLogger("amqpbroker.shovel")
+# pika logs each connection step at INFO: the shovel logs what matters itself
+logging.getLogger("pika").setLevel(logging.WARNING)
 
 INTERNAL_USER = "none"      # RabbitMQ's name for its shovels' direct connections
 CLOSE_TIMEOUT = 5.0         # seconds a stopping shovel waits for its connections to close

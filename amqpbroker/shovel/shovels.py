@@ -1,6 +1,9 @@
 """The node's dynamic shovels: their definitions (runtime parameters of component
-``shovel``, durable: ``supervisor/definitions.py``) and the runners that move messages
-(``runner.py``), in the metadata owner (the supervisor's process).
+``shovel``, durable: ``supervisor/definitions.py``; in a cluster, etcd keys every node
+keeps: ``cluster/metadata.py``) and the runners that move messages (``runner.py``), in the
+metadata owner (the supervisor's process). In a cluster the controller runs them all, and
+its successor takes them over when it goes (RabbitMQ runs each dynamic shovel on one node
+and moves it when that node goes, the same way).
 
 Set, changed (the runner starts again with the new definition), cleared, restarted
 (``DELETE /api/shovels/vhost/{vhost}/{name}/restart``), cleared with their vhost, and cleared by
@@ -15,6 +18,7 @@ import logging
 import os
 import secrets
 
+from .. import contract as c
 from ..frontend.auth import INTERNAL_SECRET_ENV
 from .definition import Definition, check
 from .runner import Shovel
@@ -55,28 +59,32 @@ class Shovels:
         return node_name(self.broker)
 
     # ------------------------------------------------------------ changes
-    def set(self, vhost: str, name: str, value: dict, definition: Definition | None = None,
-            persist: bool = True) -> None:
+    def set(self, vhost: str, name: str, value: dict,
+            definition: Definition | None = None) -> None:
         """Set shovel ``name`` of ``vhost`` (checked: ``definition.check``); its runner
-        starts again if it ran."""
+        starts again if it ran. The change goes to the definitions (and a cluster's etcd)
+        as an op."""
         definition = definition or check(value, name)
+        if self.values.get((vhost, name)) == value and (vhost, name) in self.running:
+            return                          # the same again (a cluster's own change back)
         self.values[(vhost, name)] = value
-        if persist:
-            self.broker.definitions.parameter_changed(vhost, COMPONENT, name, value)
+        self.broker.changed(c.ParameterOp(vhost=vhost, component=COMPONENT, name=name,
+                                          value=value))
         self._replace(vhost, name, definition)
 
-    def clear(self, vhost: str, name: str, persist: bool = True) -> bool:
+    def clear(self, vhost: str, name: str, announce: bool = True) -> bool:
         if self.values.pop((vhost, name), None) is None:
             return False
-        if persist:
-            self.broker.definitions.parameter_changed(vhost, COMPONENT, name, None)
+        if announce:
+            self.broker.changed(c.ParameterDeleted(vhost=vhost, component=COMPONENT,
+                                                   name=name))
         self._replace(vhost, name, None)
         return True
 
     def vhost_deleted(self, vhost: str) -> None:
-        """Its shovels go with it (the journal's vhost deletion holds theirs)."""
+        """Its shovels go with it (the vhost's deletion takes theirs everywhere)."""
         for v, name in [k for k in self.values if k[0] == vhost]:
-            self.clear(v, name, persist=False)
+            self.clear(v, name, announce=False)
 
     def restart(self, vhost: str, name: str) -> bool:
         if (vhost, name) not in self.values:
@@ -90,16 +98,36 @@ class Shovels:
         if self.running.get(key) is shovel:
             del self.running[key]
             if self.values.pop(key, None) is not None:
-                self.broker.definitions.parameter_changed(shovel.vhost, COMPONENT,
-                                                          shovel.name, None)
+                self.broker.changed(c.ParameterDeleted(vhost=shovel.vhost,
+                                                       component=COMPONENT, name=shovel.name))
 
     def _replace(self, vhost: str, name: str, definition: Definition | None) -> None:
         old = self.running.pop((vhost, name), None)
         if old is not None:
             self._stop_soon(old)
-        if definition is not None and self.started:
+        if definition is not None and self.started and self.runs_here():
             shovel = self.running[(vhost, name)] = Shovel(self, vhost, name, definition)
             shovel.start()
+
+    def runs_here(self) -> bool:
+        """Whether this node runs the shovels: a single node does; in a cluster, the
+        controller (one node, elected through etcd: ``cluster/controller.py``)."""
+        cluster = self.broker.cluster
+        return cluster is None or cluster.controller.is_controller()
+
+    def _role(self, controller: bool) -> None:
+        """This node became the controller (its shovels start) or stopped being it (they
+        stop: the new controller runs them)."""
+        if not self.started:
+            return
+        if controller:
+            for (vhost, name), value in self.values.items():
+                if (vhost, name) not in self.running:
+                    self._replace(vhost, name, check(value, name))
+        else:
+            for shovel in self.running.values():
+                self._stop_soon(shovel)
+            self.running = {}
 
     def _stop_soon(self, shovel: Shovel) -> None:
         task = asyncio.get_running_loop().create_task(shovel.stop())
@@ -108,8 +136,10 @@ class Shovels:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """The node is up: every shovel starts."""
+        """The node is up: every shovel starts (in a cluster, on the controller)."""
         self.started = True
+        if self.broker.cluster is not None:
+            self.broker.cluster.controller.on_role.append(self._role)
         for (vhost, name), value in self.values.items():
             self._replace(vhost, name, check(value, name))
 

@@ -232,6 +232,12 @@ class Definitions:
             self._dirty.pop((kind, op.vhost, op.name), None)
             self._ordered.append([kind + "-", op.vhost, op.name])
             self.commit_soon()
+        elif t is c.ParameterOp:
+            self._ordered.append(["parameter+", parameter_item(op)])
+            self.commit_soon()
+        elif t is c.ParameterDeleted:
+            self._ordered.append(["parameter-", op.vhost, op.component, op.name])
+            self.commit_soon()
         elif t is c.GlobalParametersOp:
             self._ordered.append(["global-parameters", op.parameters])
             self.commit_soon()
@@ -241,17 +247,6 @@ class Definitions:
                 stored.difference_update([k for k in stored if k[0] == op.name])
             self._users_owed = True         # its permissions went with it
             self.commit_soon()
-
-    def parameter_changed(self, vhost: str, component: str, name: str, value) -> None:
-        """A runtime parameter (a shovel's) was set to ``value``, or cleared (None)."""
-        if self.loading:
-            return
-        if value is None:
-            self._ordered.append(["parameter-", vhost, component, name])
-        else:
-            self._ordered.append(["parameter+", {"vhost": vhost, "component": component,
-                                                 "name": name, "value": value}])
-        self.commit_soon()
 
     def queue_made(self, vhost: str, name: str) -> None:
         """A durable queue is being made (its ``QueueOp`` comes once it is open)."""
@@ -561,18 +556,18 @@ class Definitions:
 
 
     def _restore_shovel(self, p: dict) -> None:
-        """A shovel stored here, or imported (checked with the import; in a cluster an
-        import leaves shovels out: they run on single nodes only, README)."""
+        """A shovel stored here, or imported (checked with the import)."""
         b = self.broker
-        if b.config.cluster:
-            log.warning("shovel '%s' in vhost '%s' not imported: shovels run on single nodes "
-                        "only", p["name"], p["vhost"])
-            return
         try:
             b.shovels.set(p["vhost"], p["name"], p["value"])    # loading: not journalled
         except ShovelInvalid as exc:      # stored under other rules
             log.error("shovel '%s' in vhost '%s' not restored: %s", p["name"], p["vhost"],
                       exc)
+
+
+def parameter_item(op: c.ParameterOp) -> dict:
+    """A runtime parameter as the definitions (and RabbitMQ's API) list it."""
+    return {"value": op.value, "vhost": op.vhost, "component": op.component, "name": op.name}
 
 
 def _reserved(kind: str, item: dict) -> bool:

@@ -242,17 +242,6 @@ def test_the_cluster_name_is_the_clusters(shared_cluster):
     assert all(node.api("cluster-name")["name"] != "three-nodes" for node in (n1, n2))
 
 
-def test_a_shovel_is_refused_in_a_cluster(shared_cluster):
-    """Shovels run on single nodes only (README, Shovels): refused with a reason, nothing
-    stored, rather than one node running what the others do not know."""
-    n1 = shared_cluster.nodes[0]
-    status, body = n1.request("PUT", "parameters/shovel/%2F/s", {"value": {
-        "src-uri": "amqp://", "src-queue": "a", "dest-uri": "amqp://"}})
-    assert (status, body["reason"]) == (400, "Validation failed\n\nshovels run on single "
-                                             "nodes only: this node is in a cluster\n")
-    assert n1.request("GET", "parameters/shovel")[1] == []
-
-
 def test_a_node_restarted_after_changes_catches_up(restored_cluster):
     cluster = restored_cluster
     n1, _, n3 = cluster.nodes
