@@ -658,3 +658,31 @@ def test_a_global_parameter_of_ones_own_is_kept(http, uniq):
         assert http("GET", path)[0] == 404
     finally:
         http("DELETE", path)
+
+
+# ------------------------------------------------------------------------- feature flags
+
+def test_feature_flags_are_listed_and_enabling_one_is_answered(http, mgmt_url, uniq):
+    """RabbitMQ's shape (this broker lists RabbitMQ 3.13's flags of what it has, all
+    enabled; RabbitMQ 3.10.8 its own): sorted by name, administrators only."""
+    status, flags, _ = http("GET", "/api/feature-flags")
+    assert status == 200 and flags
+    assert [f["name"] for f in flags] == sorted(f["name"] for f in flags)
+    for f in flags:
+        assert set(f) == {"name", "desc", "doc_url", "state", "stability", "provided_by"}, f
+        assert f["state"] in ("enabled", "disabled") and f["stability"] in (
+            "required", "stable", "experimental")
+    states = {f["name"]: f["state"] for f in flags}
+    assert states["quorum_queue"] == states["stream_queue"] == "enabled"
+    assert http("PUT", "/api/feature-flags/quorum_queue/enable", {})[0] == 204
+    status, body, _ = http("PUT", "/api/feature-flags/no_such_flag/enable", {})
+    assert (status, body) == (400, {"error": "bad_request", "reason": "unsupported"})
+    name = uniq("ffmon")
+    assert http("PUT", f"/api/users/{q(name)}", {"password": "p", "tags": "monitoring"})[0] \
+        == 201
+    try:
+        status, body, _ = ManagementClient(mgmt_url).request("GET", "/api/feature-flags",
+                                                             name, "p")
+        assert (status, body["reason"]) == (401, "Not administrator user")
+    finally:
+        http("DELETE", f"/api/users/{q(name)}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (access, bindings, channels, connections, definitions, exchanges,
-               global_parameters, groups, health, limits, listing, overview, parameters,
+               feature_flags, global_parameters, groups, health, limits, listing, overview, parameters,
                partitions, permissions, policies, queues, reassignments, shovels,
                topic_permissions, topics, users, vhosts)
 from .api import ApiError, Call, Route, json_response
@@ -15,7 +15,8 @@ from .validation import Invalid, parse_json
 
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
-             policies, topic_permissions, parameters, global_parameters, shovels)
+             policies, topic_permissions, parameters, global_parameters, shovels,
+             feature_flags)
 
 
 class ManagementServer:
