@@ -686,3 +686,16 @@ def test_feature_flags_are_listed_and_enabling_one_is_answered(http, mgmt_url, u
         assert (status, body["reason"]) == (401, "Not administrator user")
     finally:
         http("DELETE", f"/api/users/{q(name)}")
+
+
+def test_auth_settings_need_no_login_and_all_configuration_is_the_definitions(mgmt_url, http):
+    """``/api/auth`` is what RabbitMQ's UI reads before its login form (no OAuth 2 here, nor
+    on a RabbitMQ without it); ``/api/all-configuration`` the definitions' older name."""
+    status, body, _ = ManagementClient(mgmt_url).request("GET", "/api/auth", None)
+    assert status == 200 and body["enable_uaa"] is False
+    status, whole, _ = http("GET", "/api/all-configuration")
+    assert status == 200
+    assert {"users", "vhosts", "permissions", "queues", "exchanges", "bindings",
+            "policies", "parameters"} <= set(whole)
+    assert whole["vhosts"] == http("GET", "/api/definitions")[1]["vhosts"]
+    assert ManagementClient(mgmt_url).request("GET", "/api/all-configuration", None)[0] == 401

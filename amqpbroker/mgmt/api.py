@@ -59,6 +59,7 @@ class Route:
     access: Any
     body: Callable[[Any, str], Any] | None = None
     sort: tuple = ("vhost", "name")
+    public: bool = False        # answered without a login (``/api/auth``, read before one)
 
 
 def json_response(data, status: int = 200) -> web.Response:

@@ -53,10 +53,12 @@ class ManagementServer:
     def _endpoint(self, route: Route):
         async def endpoint(request: web.Request) -> web.StreamResponse:
             try:
-                user = access.authenticate(self.broker, request.headers.get("Authorization"),
-                                           request.remote)
                 params = dict(request.match_info)
-                access.authorize(route.access, self.broker, user, params)
+                user = None
+                if not route.public:
+                    user = access.authenticate(self.broker, request.headers.get(
+                        "Authorization"), request.remote)
+                    access.authorize(route.access, self.broker, user, params)
                 body = None if route.body is None else await _read_body(request, route)
                 result = await route.handler(Call(self.broker, self.amqp, user, params, body,
                                                   request.query, request.headers,

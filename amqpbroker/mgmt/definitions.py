@@ -164,6 +164,10 @@ ROUTES = [
     Route("GET", "/api/definitions", export_definitions, access.ADMINISTRATOR),
     Route("POST", "/api/definitions", import_definitions, access.ADMINISTRATOR,
           body=DEFINITIONS),
+    # RabbitMQ's older name of the same (rabbit_mgmt_dispatcher: "/all-configuration")
+    Route("GET", "/api/all-configuration", export_definitions, access.ADMINISTRATOR),
+    Route("POST", "/api/all-configuration", import_definitions, access.ADMINISTRATOR,
+          body=DEFINITIONS),
     Route("GET", "/api/definitions/{vhost}", export_vhost_definitions, access.ADMINISTRATOR),
     Route("POST", "/api/definitions/{vhost}", import_vhost_definitions, access.ADMINISTRATOR,
           body=anything),

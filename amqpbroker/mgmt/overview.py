@@ -62,6 +62,13 @@ async def overview(call):
     return out
 
 
+async def auth_settings(call):
+    """How the management UI logs in, asked before a login: basic auth here, no OAuth 2
+    (RabbitMQ 3.13's key, and 3.10's UAA keys for its older UI)."""
+    return {"oauth_enabled": False, "enable_uaa": False, "uaa_client_id": "",
+            "uaa_location": ""}
+
+
 def node_name(broker) -> str:
     """This node's name: ``amqpbroker@localhost`` alone, ``amqpbroker@<node>`` in a cluster."""
     return broker.cluster.display_name if broker.cluster is not None else NODE
@@ -132,4 +139,5 @@ ROUTES = [
     Route("GET", "/api/nodes/{name}", node, access.MONITOR),
     Route("GET", "/api/extensions", extensions, access.MANAGEMENT),
     Route("GET", "/api/whoami", whoami, access.MANAGEMENT),
+    Route("GET", "/api/auth", auth_settings, access.MANAGEMENT, public=True),
 ]
