@@ -176,3 +176,26 @@ def test_guest_logs_in_from_loopback(http, mgmt_url):
     assert "127.0.0.1" in mgmt_url or "localhost" in mgmt_url
     assert http.get("/api/whoami", "guest", "guest") == (200, {"name": "guest",
                                                                 "tags": ["administrator"]})
+
+
+def test_auth_attempts_count_logins_by_protocol_since_a_reset(http, broker_url, site):
+    """RabbitMQ's auth_attempt_metrics: after a reset, one wrong and one right AMQP login,
+    one management request with a wrong password and one right (the reading itself)."""
+    node = http.request("GET", "/api/overview", "guest", "guest")[1]["node"]
+    path = f"/api/auth/attempts/{q(node)}"
+    assert http.request("DELETE", path, "guest", "guest")[0] == 204
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(pika.URLParameters(url_with(broker_url, password="wrong")))
+    pika.BlockingConnection(pika.URLParameters(broker_url)).close()
+    assert http.request("GET", "/api/overview", "guest", "wrong")[0] == 401
+    status, counts, _ = http.request("GET", path, "guest", "guest")
+    assert status == 200
+    assert {c["protocol"]: (c["auth_attempts"], c["auth_attempts_failed"],
+                            c["auth_attempts_succeeded"]) for c in counts} == {
+        "http": (2, 1, 1), "amqp091": (2, 1, 1)}
+    assert http.request("GET", path + "/source", "guest", "guest")[:2] == (200, [])
+    assert http.request("GET", "/api/auth/attempts/no-such-node@x", "guest", "guest")[0] \
+        == 404
+    user = site.users["management"]
+    assert http.request("GET", path, user, PASSWORD)[:2] == (
+        401, not_authorised("Not monitor user"))

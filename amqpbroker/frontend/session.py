@@ -441,7 +441,12 @@ class Session(asyncio.BufferedProtocol):
         self.client_properties = e.client_properties
         caps = e.client_properties.get("capabilities") or {}
         self.capabilities = caps if isinstance(caps, dict) else {}
-        user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
+        try:
+            user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
+        except errors.AMQPError:
+            self.broker.stats.auth_attempt("amqp091", False)
+            raise
+        self.broker.stats.auth_attempt("amqp091", True)
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
             # the reason goes to the log; the client is told only that the login was refused,
             # as RabbitMQ's auth_fail does

@@ -120,8 +120,10 @@ def authenticate(broker, authorization: str | None, peer: str | None):
     name, _, password = raw.partition(":")
     user = broker.users.users.get(name)
     if user is None or not check_password(password, user.password_hash):
+        broker.stats.auth_attempt("http", False)
         log.warning("HTTP access denied: user '%s' - invalid credentials", name)
         raise ApiError(401, "Login failed", "not_authorized", {"WWW-Authenticate": REALM})
+    broker.stats.auth_attempt("http", True)
     if name in broker.config.loopback_users and not is_loopback(peer or ""):
         raise refused(name, "User can only log in via localhost")
     if not MANAGEMENT_TAGS.intersection(user.tags):

@@ -40,12 +40,16 @@ class NodeSnapshot:
         # memory)
         self.queues: dict = {}
         self.hosts: list[dict] = []                 # per worker: commit timings, rings
+        self.auth: dict = defaultdict(lambda: [0, 0, 0])    # protocol -> attempts, failed,
+        #                                                     succeeded
 
     def add_frontend(self, index: int, snap: dict) -> None:
         for k, v in snap["totals"].items():
             self.totals[k] += v
         for k, v in snap["churn"].items():
             self.churn[k] += v
+        for protocol, counts in snap.get("auth", {}).items():
+            self.auth[protocol] = [a + b for a, b in zip(self.auth[protocol], counts)]
         for conn in snap["connections"]:
             conn["frontend"] = index
             self.connections.append(conn)
@@ -88,6 +92,7 @@ class Collector:
         self.last: NodeSnapshot | None = None
         self.prev: NodeSnapshot | None = None
         self._task: asyncio.Task | None = None
+        self.auth_reset: dict = {}          # protocol -> the auth counts at the last reset
 
     # ------------------------------------------------------------------ collection
     async def collect(self) -> NodeSnapshot:

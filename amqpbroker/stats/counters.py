@@ -204,6 +204,9 @@ class FrontendStats:
         self.sizes = [0] * (len(SIZE_BOUNDS) + 1)
         self.size_sum = 0
         self.dirty: list = []               # ChannelCounters with publishes not yet folded
+        # logins by protocol ("amqp091" here; "http" in the supervisor, which serves the
+        # management API): [attempts, failed, succeeded], as RabbitMQ's auth_attempt_metrics
+        self.auth_attempts: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ factories
     def channel(self, channel=None) -> ChannelCounters:
@@ -220,6 +223,11 @@ class FrontendStats:
     def connection_closed(self, session) -> None:
         if session.vhost is not None:          # it had opened (counted by connection_opened)
             self.connections_closed += 1
+
+    def auth_attempt(self, protocol: str, succeeded: bool) -> None:
+        counts = self.auth_attempts.setdefault(protocol, [0, 0, 0])
+        counts[0] += 1
+        counts[2 if succeeded else 1] += 1
 
     def on_metadata_op(self, op) -> None:
         """The metadata owner changed something (``contract`` metadata ops)."""
@@ -298,6 +306,7 @@ class FrontendStats:
         return {"totals": dict(zip(CHANNEL_FIELDS, totals)), "connections": conns,
                 "exchanges": exchanges, "sizes": list(self.sizes), "size_sum": self.size_sum,
                 "publishers": publishers, "consumers": consumers,
+                "auth": {k: list(v) for k, v in self.auth_attempts.items()},
                 "churn": {"connections_opened": self.connections_opened,
                           "connections_closed": self.connections_closed,
                           "channels_opened": self.channels_opened,
