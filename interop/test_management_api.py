@@ -699,3 +699,19 @@ def test_auth_settings_need_no_login_and_all_configuration_is_the_definitions(mg
             "policies", "parameters"} <= set(whole)
     assert whole["vhosts"] == http("GET", "/api/definitions")[1]["vhosts"]
     assert ManagementClient(mgmt_url).request("GET", "/api/all-configuration", None)[0] == 401
+
+
+def test_a_nodes_memory_breakdown_in_rabbitmqs_categories(http):
+    node = http("GET", "/api/overview")[1]["node"]
+    status, body, _ = http("GET", f"/api/nodes/{q(node)}/memory")
+    assert status == 200
+    memory = body["memory"]
+    assert {"connection_other", "queue_procs", "quorum_queue_procs", "stream_queue_procs",
+            "binary", "code", "other_system", "strategy", "total"} <= set(memory)
+    assert memory["strategy"] == "rss" and memory["total"]["rss"] > 0
+    assert all(isinstance(v, int) and v >= 0 for k, v in memory.items()
+               if k not in ("strategy", "total"))
+    status, body, _ = http("GET", f"/api/nodes/{q(node)}/memory/relative")
+    assert status == 200 and body["memory"]["total"] == 100
+    assert set(body["memory"]) == {k for k in memory if k != "strategy"}
+    assert http("GET", "/api/nodes/no-such-node@x/memory")[0] == 404

@@ -6,7 +6,7 @@ import resource
 import time
 
 from .. import __version__
-from ..frontend.alarms import node_rss, total_memory
+from ..frontend.alarms import node_rss, rss_bytes, total_memory
 from ..frontend.exchange import TYPES
 
 # what /api/overview says of the types no AMQP specification has (RabbitMQ 3.10.8 with the
@@ -124,6 +124,44 @@ async def _node(call) -> dict:
                       for f in b.frontends]}
 
 
+# RabbitMQ's memory breakdown categories (rabbit_vm:memory/0), in its order; this broker
+# fills those it has a measure for (``node_memory``) and puts the rest in other_system
+MEMORY_CATEGORIES = (
+    "connection_readers", "connection_writers", "connection_channels", "connection_other",
+    "queue_procs", "queue_slave_procs", "quorum_queue_procs", "quorum_queue_dlx_procs",
+    "stream_queue_procs", "stream_queue_replica_reader_procs",
+    "stream_queue_coordinator_procs", "plugins", "other_proc", "metrics", "mgmt_db",
+    "mnesia", "quorum_ets", "other_ets", "binary", "msg_index", "code", "atom",
+    "other_system", "allocated_unused", "reserved_unallocated")
+QUEUE_CATEGORY = {"classic": "queue_procs", "quorum": "quorum_queue_procs",
+                  "stream": "stream_queue_procs"}
+
+
+async def node_memory(call):
+    """``/api/nodes/{name}/memory``: the node's resident memory (every process, RabbitMQ's
+    ``rss`` strategy) in RabbitMQ's categories: each queue type's queues as their workers
+    estimate them (``worker/memory.py``), the front-end processes (they hold the
+    connections) as ``connection_other``, the rest as ``other_system``."""
+    b = call.broker
+    if call.params["name"] != node_name(b):
+        raise not_found()
+    out = dict.fromkeys(MEMORY_CATEGORIES, 0)
+    local = [q for vh in b.vhosts.values() for q in vh.queues.values() if not q.client.remote]
+    for q, stats in (await b.queue_stats(local)).items():
+        out[QUEUE_CATEGORY.get(q.queue_type, "queue_procs")] += stats[4]
+    out["connection_other"] = sum(rss_bytes(f.pid) for f in b.frontends if f.pid)
+    rss = node_rss(b)
+    known = sum(out.values())
+    out["other_system"] = max(rss - known, 0)
+    out.update(strategy="rss", total={"erlang": max(rss, known), "rss": rss,
+                                      "allocated": rss})
+    if call.params.get("relative") is not None:
+        whole = max(rss, known) or 1
+        return {"memory": {"total": 100, **{k: round(out[k] * 100 / whole)
+                                            for k in MEMORY_CATEGORIES}}}
+    return {"memory": out}
+
+
 async def whoami(call):
     return {"name": call.user.name, "tags": call.user.tags}
 
@@ -137,6 +175,8 @@ ROUTES = [
     Route("GET", "/api/overview", overview, access.MANAGEMENT),
     Route("GET", "/api/nodes", nodes, access.MONITOR),
     Route("GET", "/api/nodes/{name}", node, access.MONITOR),
+    Route("GET", "/api/nodes/{name}/memory", node_memory, access.MONITOR),
+    Route("GET", "/api/nodes/{name}/memory/{relative:relative}", node_memory, access.MONITOR),
     Route("GET", "/api/extensions", extensions, access.MANAGEMENT),
     Route("GET", "/api/whoami", whoami, access.MANAGEMENT),
     Route("GET", "/api/auth", auth_settings, access.MANAGEMENT, public=True),

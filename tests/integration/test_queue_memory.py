@@ -68,6 +68,13 @@ def test_memory_follows_messages_held_in_memory(broker):
         assert listed_memory(b, queue) == full
         assert prometheus_memory(b, queue) == full
         assert memory(b, "memory-other") == empty       # only the queue that holds them
+        # the node's breakdown counts its classic queues as RabbitMQ's queue_procs, its
+        # front-end processes (the connections) as connection_other
+        breakdown = b.api("nodes/amqpbroker@localhost/memory")["memory"]
+        assert breakdown["queue_procs"] == full + empty
+        assert (breakdown["connection_other"] > 0) == bool(b.frontend_pids)
+        assert sum(v for k, v in breakdown.items() if k not in ("strategy", "total")) \
+            == breakdown["total"]["rss"]
 
         # delivered, not acked: the bodies left the cache (they are durable: read back
         # from the log if needed), the queue still tracks each delivery
