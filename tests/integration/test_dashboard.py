@@ -472,13 +472,13 @@ def set_policy(driver, kind: str, name: str, pattern: str, definition: str) -> N
     submit(driver, "set-policy")
 
 
-def delete_row(driver, table: str, name: str, label: str = "Delete") -> None:
-    """Its row's Delete (or ``label``) button (the row is redrawn by each refresh: found
-    again if need be)."""
+def delete_row(driver, table: str, name: str, label: str | None = None) -> None:
+    """Its row's Delete (or Clear) button, or the one labelled ``label`` (the row is redrawn
+    by each refresh: found again if need be)."""
     def clicked(d):
         try:
-            [button] = [b for b in row(d, table, name)[0].find_elements(
-                By.CSS_SELECTOR, "button.danger") if b.text == label]
+            buttons = row(d, table, name)[0].find_elements(By.CSS_SELECTOR, "button.danger")
+            [button] = [b for b in buttons if b.text == label] if label else buttons[:1]
             button.click()
             return True
         except Exception:           # replaced by a refresh between find and click
@@ -589,7 +589,7 @@ def test_the_shovels_page_sets_shows_restarts_and_deletes_a_shovel(browser, brok
             wait_until(lambda: queue_depth(broker, name + "-dest") == 3)
             delete_row(browser, "shovels", name, "Restart")
             wait_text(browser, "#shovels-result", rf"^Restarted the shovel '{name}'\.$")
-            delete_row(browser, "shovels", name)
+            delete_row(browser, "shovels", name, "Delete")
             wait_text(browser, "#shovels-result", rf"^Deleted the shovel '{name}'\.$")
             WebDriverWait(browser, WAIT).until(lambda d: not row(d, "shovels", name))
             assert defined() == 404
