@@ -5,7 +5,9 @@ exchange* (``frontend/auth.py``); a (vhost, user) pair holds one per exchange.
 RabbitMQ's answers, measured on 3.10.8: a PUT is 201 when the pair had no topic permission
 before, else 204 (also for a new exchange); GET of a pair without any is 404. DELETE removes
 all of the pair's, or with ``?exchange=X`` only that exchange's (ours: RabbitMQ 3.10 ignores
-the query and removes all; removing less never widens what a user may do)."""
+the query and removes all; removing less never widens what a user may do). RabbitMQ 3.13's
+``/api/topic-permissions/{vhost}/{user}/{exchange}``: GET lists the pair's (as 3.13's does),
+DELETE removes only that exchange's."""
 from __future__ import annotations
 
 from ..supervisor.definitions import topic_permission_item
@@ -45,8 +47,9 @@ async def put_topic_permission(call):
 
 async def delete_topic_permission(call):
     b = call.broker
+    exchange = call.params.get("exchange", call.query.get("exchange"))
     if not b.users.clear_topic_permissions(call.params["vhost"], call.params["user"],
-                                           call.query.get("exchange")):
+                                           exchange):
         raise not_found()
     b.definitions.save()
     return no_content()
@@ -60,6 +63,10 @@ ROUTES = [
           access.ADMINISTRATOR, body=TOPIC_PERMISSION),
     Route("DELETE", "/api/topic-permissions/{vhost}/{user}", delete_topic_permission,
           access.ADMINISTRATOR),
+    Route("GET", "/api/topic-permissions/{vhost}/{user}/{exchange}", get_topic_permission,
+          access.ADMINISTRATOR),
+    Route("DELETE", "/api/topic-permissions/{vhost}/{user}/{exchange}",
+          delete_topic_permission, access.ADMINISTRATOR),
     Route("GET", "/api/users/{user}/topic-permissions", list_scoped, access.ADMINISTRATOR),
     Route("GET", "/api/vhosts/{vhost}/topic-permissions", list_scoped, access.ADMINISTRATOR),
 ]

@@ -1,7 +1,7 @@
 """``/api/users``: administrators only, the only ones who see password hashes."""
 from __future__ import annotations
 
-from ..frontend.auth import HASHING
+from ..frontend.auth import HASHING, hash_password
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
 from .validation import BULK_DELETE, USER
@@ -64,6 +64,13 @@ async def bulk_delete(call):
     return no_content()
 
 
+async def password_hash(call):
+    """RabbitMQ 3.13's ``/api/auth/hash_password/{password}``: a hash of it as the
+    definitions store one (``password_hash``, SHA-256 with a random salt), for a script
+    that writes definitions without the password in them."""
+    return {"ok": hash_password(call.params["password"])}
+
+
 ROUTES = [
     # before /api/users/{name}, which would take these names
     Route("GET", "/api/users/without-permissions", without_permissions, access.ADMINISTRATOR),
@@ -73,4 +80,5 @@ ROUTES = [
     Route("GET", "/api/users/{name}", get_user, access.ADMINISTRATOR),
     Route("PUT", "/api/users/{name}", put_user, access.ADMINISTRATOR, body=USER),
     Route("DELETE", "/api/users/{name}", delete_user, access.ADMINISTRATOR),
+    Route("GET", "/api/auth/hash_password/{password}", password_hash, access.ADMINISTRATOR),
 ]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..frontend.session import NODE
 from . import access
-from .api import Route, created, no_content, not_found
+from .api import Route, bad_request, created, no_content, not_found
+from .overview import node_name
 from .validation import VHOST
 
 
@@ -57,10 +58,26 @@ async def delete_vhost(call):
     return no_content()
 
 
+async def start_vhost(call):
+    """RabbitMQ 3.13's restart of a vhost on a node (its vhost supervisor, after a failure):
+    here a vhost never stops on its own, so it is running already, the answer RabbitMQ gives
+    for one already started; a node this broker does not know is 400."""
+    b = call.broker
+    if call.params["vhost"] not in b.vhosts:
+        raise not_found()
+    node = call.params["node"]
+    known = {n["name"] for n in b.cluster.nodes()} if b.cluster is not None \
+        else {node_name(b)}
+    if node not in known:
+        raise bad_request(f"Request to node {node} failed with {{badrpc,nodedown}}")
+    return no_content()
+
+
 ROUTES = [
     Route("GET", "/api/vhosts", list_vhosts, access.MANAGEMENT),
     # RabbitMQ 3.10's rabbit_mgmt_wm_vhost: administrators only, GET included
     Route("GET", "/api/vhosts/{vhost}", get_vhost, access.ADMINISTRATOR),
     Route("PUT", "/api/vhosts/{vhost}", put_vhost, access.ADMINISTRATOR, body=VHOST),
     Route("DELETE", "/api/vhosts/{vhost}", delete_vhost, access.ADMINISTRATOR),
+    Route("POST", "/api/vhosts/{vhost}/start/{node}", start_vhost, access.ADMINISTRATOR),
 ]

@@ -18,6 +18,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, ProbableAuthenticationError
 
+from amqpbroker.frontend.auth import check_password
 from amqpbroker.testing import BrokerProcess
 from amqpbroker.testing.mgmt_client import ManagementClient
 
@@ -252,3 +253,45 @@ def test_only_the_user_or_an_administrator_lists_or_closes_a_users_connections(b
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
         for _ in range(100):                    # closed within 10 s, or the raises fails
             conn.process_data_events(0.1)
+
+
+def test_rabbitmq_3_13_endpoints_deprecated_features_hash_password_vhost_start(broker):
+    """What RabbitMQ 3.13 added and 3.10 (the interop reference) has not, read from its
+    source: deprecated features (``used``: what the definitions use now), a password hash as
+    the definitions store one, a vhost's start (always running here), a topic permission
+    deleted by its exchange."""
+    listed = as_guest(broker, "GET", "/api/deprecated-features")[1]
+    assert [f["name"] for f in listed] == [
+        "classic_queue_mirroring", "global_qos", "management_metrics_collection",
+        "ram_node_type", "transient_nonexcl_queues"]
+    assert {f["deprecation_phase"] for f in listed} == {"permitted_by_default"}
+    assert as_guest(broker, "GET", "/api/deprecated-features/used")[1] == []
+    assert as_guest(broker, "PUT", "/api/policies/%2F/mirror", {
+        "pattern": "^m$", "definition": {"ha-mode": "all"}})[0] == 201
+    assert as_guest(broker, "PUT", "/api/queues/%2F/transient", {"durable": False})[0] == 201
+    assert [f["name"] for f in as_guest(broker, "GET", "/api/deprecated-features/used")[1]] \
+        == ["classic_queue_mirroring", "transient_nonexcl_queues"]
+
+    status, body = as_guest(broker, "GET", "/api/auth/hash_password/s3cret")
+    assert status == 200 and check_password("s3cret", body["ok"])
+    assert as_guest(broker, "PUT", "/api/users/hashed", {
+        "password_hash": body["ok"], "tags": ""})[0] == 201
+    assert as_guest(broker, "PUT", "/api/permissions/%2F/hashed", {
+        "configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+    amqp(broker, "hashed", "s3cret").close()          # the hash logs in
+
+    node = as_guest(broker, "GET", "/api/overview")[1]["node"]
+    assert as_guest(broker, "POST", f"/api/vhosts/%2F/start/{node}")[0] == 204
+    assert as_guest(broker, "POST", "/api/vhosts/nope/start/" + node)[0] == 404
+    assert as_guest(broker, "POST", "/api/vhosts/%2F/start/other@node") == (
+        400, {"error": "bad_request",
+              "reason": "Request to node other@node failed with {badrpc,nodedown}"})
+
+    for exchange in ("amq.topic", "t2"):
+        assert as_guest(broker, "PUT", "/api/topic-permissions/%2F/guest", {
+            "exchange": exchange, "write": ".*", "read": ".*"})[0] in (201, 204)
+    assert len(as_guest(broker, "GET", "/api/topic-permissions/%2F/guest/t2")[1]) == 2
+    assert as_guest(broker, "DELETE", "/api/topic-permissions/%2F/guest/t2")[0] == 204
+    assert [p["exchange"] for p in as_guest(broker, "GET",
+                                            "/api/topic-permissions/%2F/guest")[1]] == [
+        "amq.topic"]
