@@ -2,7 +2,7 @@
 they rely on a feature (or an upgrade). This broker announces RabbitMQ 3.13 (``/api/overview``):
 it lists 3.13's core and management flags whose features it has, every one enabled —
 there is no mixed-version cluster here to wait for. Left out: what it has not (Khepri's
-``khepri_db``, MQTT's flags, the management's ``detailed_queues_endpoint``).
+``khepri_db``, MQTT's flags).
 
 Who may (RabbitMQ's rules, measured on 3.10.8): administrators; enabling an enabled flag is
 204, an unknown one 400 "unsupported".
@@ -15,13 +15,15 @@ from .api import Route, bad_request, no_content
 QUEUES = "https://www.rabbitmq.com/quorum-queues.html"
 STREAMS = "https://www.rabbitmq.com/stream.html"
 # (name, desc, doc_url, stability, provided_by): RabbitMQ 3.13.7's rabbit_core_ff,
-# rabbit_mgmt_ff
+# rabbit_mgmt_ff, rabbit_mgmt_app
 FLAGS = (
     ("classic_mirrored_queue_version", "Support setting version for classic mirrored queues",
      "", "required", "rabbit"),
     ("classic_queue_type_delivery_support",
      "Bug fix for classic queue deliveries using mixed versions",
      "https://github.com/rabbitmq/rabbitmq-server/issues/5931", "required", "rabbit"),
+    ("detailed_queues_endpoint", "Add a detailed queues HTTP API endpoint. Reduce number of "
+     "metrics in the default endpoint.", "", "stable", "rabbitmq_management"),
     ("direct_exchange_routing_v2", "v2 direct exchange routing implementation", "",
      "required", "rabbit"),
     ("drop_unroutable_metric", "Count unroutable publishes to be dropped in stats", "",

@@ -261,6 +261,9 @@ async def queue_bindings(call):
 
 ROUTES = [
     Route("GET", "/api/queues", list_queues, access.MANAGEMENT),
+    # RabbitMQ 3.13's (its /api/queues answers fewer fields; ours every field on both):
+    # before {vhost}, so it wins over a vhost named "detailed", as RabbitMQ's does
+    Route("GET", "/api/queues/detailed", list_queues, access.MANAGEMENT),
     Route("GET", "/api/queues/{vhost}", list_queues, access.VHOST),
     Route("GET", "/api/queues/{vhost}/{name}", get_queue, access.VHOST),
     Route("PUT", "/api/queues/{vhost}/{name}", put_queue, access.VHOST, body=QUEUE),

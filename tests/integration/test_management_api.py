@@ -259,7 +259,7 @@ def test_rabbitmq_3_13_endpoints_deprecated_features_hash_password_vhost_start(b
     """What RabbitMQ 3.13 added and 3.10 (the interop reference) has not, read from its
     source: deprecated features (``used``: what the definitions use now), a password hash as
     the definitions store one, a vhost's start (always running here), a topic permission
-    deleted by its exchange."""
+    deleted by its exchange, the detailed queue list."""
     listed = as_guest(broker, "GET", "/api/deprecated-features")[1]
     assert [f["name"] for f in listed] == [
         "classic_queue_mirroring", "global_qos", "management_metrics_collection",
@@ -295,3 +295,7 @@ def test_rabbitmq_3_13_endpoints_deprecated_features_hash_password_vhost_start(b
     assert [p["exchange"] for p in as_guest(broker, "GET",
                                             "/api/topic-permissions/%2F/guest")[1]] == [
         "amq.topic"]
+
+    detailed = as_guest(broker, "GET", "/api/queues/detailed")[1]
+    assert [q["name"] for q in detailed] == ["transient"]
+    assert detailed == as_guest(broker, "GET", "/api/queues")[1]
