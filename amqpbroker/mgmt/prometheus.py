@@ -15,7 +15,7 @@ Paths, as the plugin's:
   ``channel_metrics``, ``channel_exchange_metrics``, ``channel_queue_metrics``,
   ``channel_queue_exchange_metrics``, ``connection_coarse_metrics``, ``connection_metrics``,
   ``connection_churn_metrics``, ``node_coarse_metrics``, ``node_metrics``, ``exchange_names``,
-  ``exchange_bindings``, ``vhost_status``).
+  ``exchange_bindings``, ``vhost_status``, ``auth_attempt_metrics``).
 
 Metric names, types and HELP texts are RabbitMQ's. Departures: per-object channel counters
 are per channel (RabbitMQ splits them by exchange or queue as well: ``vhost`` is given, not
@@ -201,7 +201,8 @@ DETAILED_GROUPS = {"queue_coarse_metrics", "queue_metrics", "queue_consumer_coun
                    "channel_metrics", "channel_exchange_metrics", "channel_queue_metrics",
                    "channel_queue_exchange_metrics", "connection_coarse_metrics",
                    "connection_metrics", "connection_churn_metrics", "node_coarse_metrics",
-                   "node_metrics", "exchange_names", "exchange_bindings", "vhost_status"}
+                   "node_metrics", "exchange_names", "exchange_bindings", "vhost_status",
+                   "auth_attempt_metrics"}
 
 
 class PrometheusServer:
@@ -271,6 +272,8 @@ class PrometheusServer:
         else:
             if "connection_churn_metrics" in groups:
                 out += _churn(snap, prefix)
+            if "auth_attempt_metrics" in groups:
+                out += _auth(snap, prefix)
             if "node_coarse_metrics" in groups or "node_metrics" in groups:
                 out += self._node_gauges(prefix, groups, snap)
         queues = [(ref, row) for ref, row in snap.queues.items()
@@ -318,6 +321,7 @@ class PrometheusServer:
                  "memory" in alarms)):
             out.append(_single(_U, "rabbitmq_" + name, help_, int(on)))
         out += _churn(snap, "rabbitmq_")
+        out += _auth(snap, "rabbitmq_")
         out += self._node_gauges("rabbitmq_", None, snap)
         n_channels = sum(len(conn["channels"]) for conn in snap.connections)
         out += [_single(_G, "rabbitmq_connections", "Connections currently open",
@@ -589,6 +593,23 @@ def _objects(name, kind, help_, per_object: bool, labels, rows):
             fam.add_metric(label_values, value)
         return fam
     return _single(kind, name, help_, sum(value for _, value in rows))
+
+
+# RabbitMQ's auth_attempt_metrics: (name, HELP, index in the [attempts, failed, succeeded]
+# counts of mgmt/auth_attempts.py)
+AUTH_METRICS = (("auth_attempts_total", "Total number of authentication attempts", 0),
+                ("auth_attempts_succeeded_total",
+                 "Total number of successful authentication attempts", 2),
+                ("auth_attempts_failed_total", "Total number of failed authentication attempts",
+                 1))
+
+
+def _auth(snap, prefix: str) -> list:
+    """Logins by protocol since the start (the management API's reset does not take them
+    back: a counter only grows)."""
+    return [_objects(prefix + name, _C, help_, True, ["protocol"],
+                     (([protocol], counts[i]) for protocol, counts in sorted(snap.auth.items())))
+            for name, help_, i in AUTH_METRICS]
 
 
 def _churn(snap, prefix: str) -> list:

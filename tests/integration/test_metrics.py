@@ -138,6 +138,12 @@ def test_global_counters_move_exactly_by_what_clients_did(broker):
     assert value(samples, "rabbitmq_queues_declared_total") == 3
     assert value(samples, "rabbitmq_queues_created_total") == 3
     assert value(samples, "rabbitmq_connections") == 0
+    # one AMQP login (work_with_pika's), each the management API's auth_attempt_metrics too
+    assert (value(samples, "rabbitmq_auth_attempts_total", **AMQP),
+            value(samples, "rabbitmq_auth_attempts_succeeded_total", **AMQP),
+            value(samples, "rabbitmq_auth_attempts_failed_total", **AMQP)) == (1, 1, 0)
+    detailed = scrape(broker, "/metrics/detailed?family=auth_attempt_metrics")
+    assert value(detailed, "rabbitmq_detailed_auth_attempts_total", **AMQP) == 1
     # message sizes: 10 publishes of at most 100 bytes (RabbitMQ's buckets)
     assert value(samples, "rabbitmq_message_size_bytes_bucket", le="100.0", **AMQP) == 10
     assert value(samples, "rabbitmq_message_size_bytes_count", **AMQP) == 10
