@@ -44,7 +44,7 @@ def _topics_of(vh) -> dict:
     return out
 
 
-async def _describe(broker, refs, checksum: bool = False) -> list[dict]:
+async def describe_partitions(broker, refs, checksum: bool = False) -> list[dict]:
     by_client: dict = {}
     for ref in refs:
         by_client.setdefault(ref.client, []).append(ref)
@@ -83,7 +83,7 @@ async def _describe(broker, refs, checksum: bool = False) -> list[dict]:
 async def list_partitions(call):
     b = call.broker
     refs = [q for n in access.listed_vhosts(call) for q in b.vhosts[n].queues.values()]
-    return await _describe(b, refs)
+    return await describe_partitions(b, refs)
 
 
 async def get_partition(call):
@@ -91,7 +91,7 @@ async def get_partition(call):
     ref = vh.queues.get(call.params["name"]) if vh else None
     if ref is None:
         raise not_found()
-    return (await _describe(call.broker, [ref], checksum=True))[0]
+    return (await describe_partitions(call.broker, [ref], checksum=True))[0]
 
 
 ROUTES = [

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import aiohttp
-
 from . import access
 from .api import ApiError, Route, no_content, not_found
-
-CONTROLLER_TIMEOUT = 5.0        # seconds another node waits for the controller's answer
+from .peers import ask_node
 
 
 async def _from_controller(call, method: str, path: str):
@@ -27,21 +24,10 @@ async def _from_controller(call, method: str, path: str):
     b = call.broker
     if b.shovels.runs_here():
         return None
-    leader = next((n for n in b.cluster.nodes() if n["controller"]), None)
-    if leader is None or not leader.get("management_port"):
-        raise ApiError(503, "no controller with a management port to ask for the shovels",
-                       "unavailable")
-    url = f"http://{leader['host']}:{leader['management_port']}{path}"
-    headers = {"Authorization": call.headers.get("Authorization", "")}
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.request(method, url, headers=headers, timeout=aiohttp.
-                                       ClientTimeout(total=CONTROLLER_TIMEOUT)) as r:
-                body = await r.json(content_type=None) if r.status != 204 else None
-                return r.status, body
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise ApiError(503, f"the controller ({leader['node_name']}) did not answer: "
-                            f"{exc or type(exc).__name__}", "unavailable") from None
+    leader = b.cluster.controller.leader()
+    if leader is None:
+        raise ApiError(503, "no controller to ask for the shovels", "unavailable")
+    return await ask_node(call, leader, method, path)
 
 
 async def list_shovels(call):

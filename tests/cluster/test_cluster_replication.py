@@ -191,6 +191,18 @@ def test_a_followers_log_is_byte_identical_to_the_leaders(shared_cluster):
     assert all(f["in_sync"] and f["lag"] == 0 for f in lead["followers"].values())
     assert sorted(r["role"] for r in seen) == ["follower", "follower", "leader"]
 
+    # RabbitMQ 3.13's quorum queue status, the same from every node (the leader's)
+    def status(node):
+        return node.request("GET", "queues/quorum/%2F/repl-bytes/status")[1]
+    members = cluster.wait_until(lambda: (lambda m: m if all(
+        x["Last Log Index"] == 300 for x in m) else None)(status(leader)))
+    assert [(m["Node Name"], m["Membership"], m["Commit Index"], m["Term"]) for m in members] \
+        == [(f"amqpbroker@n{i}", "voter", 300, lead["leader_epoch"]) for i in (1, 2, 3)]
+    assert [m["Node Name"] for m in members if m["Raft State"] == "leader"] == [
+        f"amqpbroker@{leader.node}"]
+    for n in cluster.nodes:
+        assert status(n) == members
+
 
 def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_returns_caught_up(tmp_path):
     """SIGSTOP a follower: the leader removes it from the ISR after ``--replica-lag-time``

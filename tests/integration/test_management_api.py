@@ -299,3 +299,26 @@ def test_rabbitmq_3_13_endpoints_deprecated_features_hash_password_vhost_start(b
     detailed = as_guest(broker, "GET", "/api/queues/detailed")[1]
     assert [q["name"] for q in detailed] == ["transient"]
     assert detailed == as_guest(broker, "GET", "/api/queues")[1]
+
+
+def test_a_quorum_queues_status_lists_its_members(broker):
+    """RabbitMQ 3.13's ``/api/queues/quorum/{vhost}/{queue}/status``, on one node: the queue
+    is its own leader; a classic queue and a stream are 503 with RabbitMQ's reasons."""
+    with amqp(broker, "guest", "guest") as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("qs", durable=True, arguments={"x-queue-type": "quorum"})
+        ch.queue_declare("qs-classic", durable=True)
+        ch.queue_declare("qs-stream", durable=True, arguments={"x-queue-type": "stream"})
+        for i in range(3):
+            ch.basic_publish("", "qs", b"m%d" % i)
+    node = as_guest(broker, "GET", "/api/overview")[1]["node"]
+    assert as_guest(broker, "GET", "/api/queues/quorum/%2F/qs/status") == (200, [{
+        "Node Name": node, "Raft State": "leader", "Membership": "voter",
+        "Last Log Index": 3, "Last Written": 3, "Last Applied": 3, "Commit Index": 3,
+        "Snapshot Index": 0, "Term": 0, "Machine Version": 3}])
+    assert as_guest(broker, "GET", "/api/queues/quorum/%2F/qs-classic/status") == (
+        503, {"status": "failed", "reason": "classic_queue_not_supported"})
+    assert as_guest(broker, "GET", "/api/queues/quorum/%2F/qs-stream/status") == (
+        503, {"status": "failed", "reason": "not_quorum_queue"})
+    assert as_guest(broker, "GET", "/api/queues/quorum/%2F/nope/status")[0] == 404

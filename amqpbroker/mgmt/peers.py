@@ -1,0 +1,29 @@
+"""Asking another node of the cluster: its management API, with the caller's credentials
+(as RabbitMQ's API asks the node that runs a shovel or leads a queue). Used where that node
+alone knows the answer: the controller's shovels, a quorum queue's leader's followers."""
+from __future__ import annotations
+
+import aiohttp
+
+from .api import ApiError
+
+PEER_TIMEOUT = 5.0          # seconds to wait for the other node's answer
+
+
+async def ask_node(call, node: str, method: str, path: str):
+    """(status, JSON body) of ``method path`` on node ``node``'s management API (``node``:
+    its cluster name, ``n1``); 503 when it has none or does not answer."""
+    peer = next((n for n in call.broker.cluster.nodes() if n["node_name"] == node), None)
+    if peer is None or not peer.get("management_port"):
+        raise ApiError(503, f"node {node} has no management API to ask", "unavailable")
+    url = f"http://{peer['host']}:{peer['management_port']}{path}"
+    headers = {"Authorization": call.headers.get("Authorization", "")}
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, url, headers=headers, timeout=aiohttp.
+                                       ClientTimeout(total=PEER_TIMEOUT)) as r:
+                body = await r.json(content_type=None) if r.status != 204 else None
+                return r.status, body
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ApiError(503, f"node {node} did not answer: {exc or type(exc).__name__}",
+                       "unavailable") from None
