@@ -27,6 +27,10 @@ setup(
         # prometheus-client: the metric families and text exposition (Prometheus 0.0.4 and
         # OpenMetrics) of /metrics on --prometheus-port (amqpbroker/mgmt/prometheus.py)
         "prometheus-client>=0.17",
+        # pika: the AMQP client of the dynamic shovels (amqpbroker/shovel/runner.py), through
+        # its asyncio adapter; it forwards a message's properties as they are (aiormq adds a
+        # message_id to a message without one)
+        "pika>=1.3",
     ],
     extras_require={
         "test": [
