@@ -3,6 +3,8 @@
 ``set_parameter shovel``, ``delete_shovel``, ``restart_shovel``)."""
 from __future__ import annotations
 
+import functools
+
 from .api import add_output_flags, emit, q, say, vhost
 from .args import json_object
 
@@ -20,16 +22,11 @@ def set_shovel(api, args) -> None:
     say(f"shovel '{args.name}' set in vhost '{args.vhost}'")
 
 
-def delete_shovel(api, args) -> None:
-    api.call("DELETE", f"/api/shovels/vhost/{q(args.vhost)}/{q(args.name)}",
+def act_on_shovel(api, args, suffix: str, done: str) -> None:
+    """``DELETE /api/shovels/vhost/{vhost}/{name}`` (and ``/restart``)."""
+    api.call("DELETE", f"/api/shovels/vhost/{q(args.vhost)}/{q(args.name)}{suffix}",
              what=f"shovel '{args.name}' in vhost '{args.vhost}'")
-    say(f"shovel '{args.name}' deleted")
-
-
-def restart_shovel(api, args) -> None:
-    api.call("DELETE", f"/api/shovels/vhost/{q(args.vhost)}/{q(args.name)}/restart",
-             what=f"shovel '{args.name}' in vhost '{args.vhost}'")
-    say(f"shovel '{args.name}' restarted")
+    say(f"shovel '{args.name}' {done}")
 
 
 def register(commands, flags) -> None:
@@ -45,8 +42,7 @@ def register(commands, flags) -> None:
                    help='JSON object, e.g. \'{"src-uri": "amqp://", "src-queue": "a", '
                         '"dest-uri": "amqp://", "dest-queue": "b"}\'')
     p.set_defaults(run=set_shovel)
-    for verb, run, text in (("delete", delete_shovel, "delete a shovel"),
-                            ("restart", restart_shovel, "restart a shovel")):
-        p = kind.add_parser(verb, help=text, parents=flags)
+    for verb, suffix, done in (("delete", "", "deleted"), ("restart", "/restart", "restarted")):
+        p = kind.add_parser(verb, help=f"{verb} a shovel", parents=flags)
         p.add_argument("name")
-        p.set_defaults(run=run)
+        p.set_defaults(run=functools.partial(act_on_shovel, suffix=suffix, done=done))

@@ -11,8 +11,9 @@ PEER_TIMEOUT = 5.0          # seconds to wait for the other node's answer
 
 
 async def ask_node(call, node: str, method: str, path: str):
-    """(status, JSON body) of ``method path`` on node ``node``'s management API (``node``:
-    its cluster name, ``n1``); 503 when it has none or does not answer."""
+    """The JSON body of ``method path`` on node ``node``'s management API (``node``: its
+    cluster name, ``n1``; None for a 204); its refusal is this call's, and 503 when it has
+    none or does not answer."""
     peer = next((n for n in call.broker.cluster.nodes() if n["node_name"] == node), None)
     if peer is None or not peer.get("management_port"):
         raise ApiError(503, f"node {node} has no management API to ask", "unavailable")
@@ -22,8 +23,12 @@ async def ask_node(call, node: str, method: str, path: str):
         async with aiohttp.ClientSession() as session:
             async with session.request(method, url, headers=headers, timeout=aiohttp.
                                        ClientTimeout(total=PEER_TIMEOUT)) as r:
-                body = await r.json(content_type=None) if r.status != 204 else None
-                return r.status, body
+                status = r.status
+                body = await r.json(content_type=None) if status != 204 else None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise ApiError(503, f"node {node} did not answer: {exc or type(exc).__name__}",
                        "unavailable") from None
+    if status >= 400:
+        body = body if isinstance(body, dict) else {}
+        raise ApiError(status, body.get("reason", ""), body.get("error", "error"))
+    return body

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..cluster.node import display_name
 from . import access
-from .api import ApiError, Route, json_response, not_found
+from .api import Route, json_response, not_found
 from .overview import node_name
 from .partitions import describe_partitions
 from .peers import ask_node
@@ -50,13 +50,9 @@ async def quorum_status(call):
         return [_member(node_name(b), "leader", "voter", end, durable, durable,
                         part["log_start_offset"] or 0, 0)]
     if replica["role"] != "leader":
-        status, body = await ask_node(call, replica["leader"], "GET",
-                                      f"/api/queues/quorum/{quote(vhost, safe='')}/"
-                                      f"{quote(name, safe='')}/status")
-        if status >= 400:
-            raise ApiError(status, (body or {}).get("reason", ""),
-                           (body or {}).get("error", "error"))
-        return body
+        return await ask_node(call, replica["leader"], "GET",
+                              f"/api/queues/quorum/{quote(vhost, safe='')}/"
+                              f"{quote(name, safe='')}/status")
     hw, epoch, start = replica["high_watermark"], replica["leader_epoch"], \
         replica["log_start_offset"]
     out = [_member(display_name(replica["node"]), "leader", "voter",

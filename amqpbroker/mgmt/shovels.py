@@ -18,24 +18,24 @@ from .api import ApiError, Route, no_content, not_found
 from .peers import ask_node
 
 
-async def _from_controller(call, method: str, path: str):
-    """(status, JSON body) of ``method path`` on the controller's management API, or None
-    when this node runs the shovels itself."""
+def _controller(call) -> str | None:
+    """The node to ask for the shovels' state: None when this one runs them."""
     b = call.broker
     if b.shovels.runs_here():
         return None
     leader = b.cluster.controller.leader()
     if leader is None:
         raise ApiError(503, "no controller to ask for the shovels", "unavailable")
-    return await ask_node(call, leader, method, path)
+    return leader
 
 
 async def list_shovels(call):
     b, vhost = call.broker, call.params.get("vhost")
     if vhost is not None and vhost not in b.vhosts:
         raise not_found()
-    elsewhere = await _from_controller(call, "GET", "/api/shovels")
-    statuses = b.shovels.status() if elsewhere is None else elsewhere[1]
+    controller = _controller(call)
+    statuses = b.shovels.status() if controller is None else \
+        await ask_node(call, controller, "GET", "/api/shovels")
     return sorted((s for s in statuses if vhost in (None, s["vhost"])),
                   key=lambda s: (s["vhost"], s["name"]))
 
@@ -52,13 +52,12 @@ async def restart_shovel(call):
     b, p = call.broker, call.params
     if (p["vhost"], p["name"]) not in b.shovels.values:
         raise not_found()
-    elsewhere = await _from_controller(
-        call, "DELETE", f"/api/shovels/vhost/{quote(p['vhost'], safe='')}/{quote(p['name'], safe='')}/restart")
-    if elsewhere is not None and elsewhere[0] >= 400:
-        raise ApiError(elsewhere[0], (elsewhere[1] or {}).get("reason", ""),
-                       (elsewhere[1] or {}).get("error", "error"))
-    if elsewhere is None:
+    controller = _controller(call)
+    if controller is None:
         b.shovels.restart(p["vhost"], p["name"])
+    else:
+        await ask_node(call, controller, "DELETE", f"/api/shovels/vhost/"
+                       f"{quote(p['vhost'], safe='')}/{quote(p['name'], safe='')}/restart")
     return no_content()
 
 
