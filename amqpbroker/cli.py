@@ -65,6 +65,11 @@ FLAGS = [
                               "closed with 406 and its unacked messages requeued (RabbitMQ's "
                               "consumer_timeout; a queue's x-consumer-timeout or its policy's "
                               "consumer-timeout overrides it; default 1800000, 0 = never)"),
+    ("dead_letter_confirm_timeout", int, "ms after which a quorum queue's at-least-once dead "
+                                         "letter (x-dead-letter-strategy) not yet confirmed "
+                                         "by its targets, or not routable, is sent again "
+                                         "(RabbitMQ's dead_letter_worker_publisher_confirm_"
+                                         "timeout; default 180000)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("transient_memory_limit", int, "bytes of non-durable queues' bodies kept in memory, not "
                                     "written, until paged to the log (default -1 = half the "

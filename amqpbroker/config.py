@@ -42,6 +42,10 @@ class Config:
     # RabbitMQ's consumer_timeout: a channel holding a delivery unacknowledged this long is
     # closed (frontend/ack_timeouts.py); 0 = never
     consumer_timeout: int = 1800000
+    # at-least-once dead-lettering (worker/discards.py): a held dead letter not confirmed by
+    # its targets this long is sent again (RabbitMQ's
+    # dead_letter_worker_publisher_confirm_timeout)
+    dead_letter_confirm_timeout: int = 180000
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)
     tls_port: int = 5671                         # AMQPS; 0 = any free port
     management_tls_port: int = 15671             # HTTPS; 0 = off, -1 = any free port

@@ -371,11 +371,14 @@ CONFIRM_SEEN_EVERY = 64
 # a policy was set, changed or deleted (policies.py): the queue's arguments are now these
 # (its declared ones with its policy's resolved in); what they change applies at once
 SetArguments = message(36, "set_arguments", ("qid", "u32"), ("arguments", "any"))
+# supervisor -> the host of quorum queue ``qid``: its dead letters at ``offsets`` (``Dlx``
+# with ``settle``) are confirmed by every queue they were routed to: they may go
+DlxSettle = message(37, "dlx_settle", ("qid", "u32"), ("offsets", "u64s"))
 
 PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
                       GroupOffsets, GroupOwners, GroupReset, Partitions, ConfirmWanted,
-                      SetArguments)
+                      SetArguments, DlxSettle)
 
 # =================================================================== partition events
 # partition host -> front-end
@@ -396,8 +399,12 @@ Reply = message(22, "reply", ("req", "u32"), ("ok", "bool"), ("value", "any"))
 Flow = message(23, "flow", ("qid", "u32"), ("on", "bool"))
 Cancel = message(24, "cancel", ("cid", "u32"))
 Gone = message(25, "gone", ("qid", "u32"), ("reason", "str"))
+# a dead letter for the supervisor to route (worker/deadletter.py). ``settle``: at-least-once
+# (worker/discards.py): the queue keeps the message at ``offset`` until a ``DlxSettle`` says
+# every queue it was routed to confirmed it; otherwise ``offset`` is 0 and nothing answers
 Dlx = message(26, "dlx", ("qid", "u32"), ("vhost", "str"), ("exchange", "str"),
-              ("keys", "any"), ("reason", "str"), ("record", "record"))
+              ("keys", "any"), ("reason", "str"), ("record", "record"), ("settle", "bool"),
+              ("offset", "u64"))
 Alarm = message(27, "alarm", ("name", "str"), ("detail", "any"))
 # worker -> supervisor, on the supervisor's own link
 WorkerReady = message(28, "worker_ready")

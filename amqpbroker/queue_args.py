@@ -121,7 +121,7 @@ class QueueArgs:
         a = self.arguments
         for key, value in a.items():
             if isinstance(value, bytes) and key in ("x-overflow", "x-fsync", "x-queue-type",
-                                                    "x-queue-mode"):
+                                                    "x-queue-mode", "x-dead-letter-strategy"):
                 a[key] = value.decode(errors="replace")
 
         def refuse(key, reason):
@@ -173,6 +173,10 @@ class QueueArgs:
             self.overflow = "drop-head"     # RabbitMQ 4.0 logs a warning and drops from the head
         self.dlx = a.get("x-dead-letter-exchange")
         self.dlrk = a.get("x-dead-letter-routing-key")
+        # quorum queues only (classic queues keep the argument and dead-letter at most once,
+        # as RabbitMQ's): worker/discards.py says when at-least-once applies
+        self.dl_strategy = (a.get("x-dead-letter-strategy", "at-most-once")
+                            if qtype == "quorum" else "at-most-once")
         self.single_active = a.get("x-single-active-consumer", False)
         # the RabbitMQ message-deduplication plugin's argument; the plugin validates nothing
         # and turns it on for any value but false (Elixir's truthiness), so do we

@@ -833,6 +833,9 @@ class Leader:
         log_.leader_epoch = self.epoch              # what we append carries our epoch
         q.replication = self
         q.visible_end = self.hw
+        pump = getattr(q, "pump_discards", None)
+        if pump is not None:                # its held dead letters are ours to send now
+            host.loop.call_soon(pump)
         host.replicating += 1
         host.committer.listeners.add(self)
         host.committer.write_listeners.add(self)

@@ -90,12 +90,15 @@ class QueueGone(NamedTuple):
 
 
 class DeadLetter(NamedTuple):
-    """The host dead-lettered ``record``: route it through ``exchange`` of ``vhost``."""
+    """The host dead-lettered ``record``: route it through ``exchange`` of ``vhost``;
+    ``held``: (qid, offset) of a message its queue holds until the copies are confirmed
+    (at-least-once: dead_letter_confirms.py), else None."""
     vhost: str
     exchange: str
     keys: object
     record: object
     reason: str
+    held: tuple | None = None
 
 
 class AlarmChanged(NamedTuple):
@@ -186,7 +189,8 @@ def _queue_gone(broker, client, a: QueueGone) -> None:
 
 
 def _dead_letter(broker, client, a: DeadLetter) -> None:
-    broker.route_dead_letter(a.vhost, a.exchange, a.keys, a.record, a.reason)
+    source = (client, *a.held) if a.held is not None else None
+    broker.route_dead_letter(a.vhost, a.exchange, a.keys, a.record, a.reason, source)
 
 
 def _alarm_changed(broker, client, a: AlarmChanged) -> None:

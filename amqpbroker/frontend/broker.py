@@ -23,6 +23,7 @@ from ..config import Config
 from ..protocol import properties as props_mod
 from ..stats import FrontendStats
 from .alarms import Alarms
+from .dead_letter_confirms import DeadLetterConfirms
 from .auth import Users
 from .exchange import delay_of, with_hash_property
 from .vhost import VirtualHost
@@ -61,9 +62,12 @@ class Broker:
         self.metadata = metadata            # how channels change metadata
         self.admission = None               # how sessions are counted (frontend/admission.py)
         self.forward_reply = None           # direct reply-to for another front-end's connection
-        self._dead_letters: deque = deque()     # (vhost, exchange, keys, record, reason)
+        # (vhost, exchange, keys, record, reason, source of a held one or None)
+        self._dead_letters: deque = deque()
         self._routing_dead_letters = False
         self._cycles_logged: set = set()
+        self.dead_letter_confirms = DeadLetterConfirms()        # at-least-once ones
+        self._dead_letter_warned: set = set()
         self.stats = FrontendStats(config)      # counters of this process (amqpbroker/stats)
         # RabbitMQ's global runtime parameters: ``cluster_name`` (set through the management
         # API), and any other a user stores there
@@ -230,15 +234,18 @@ class Broker:
 
     # ------------------------------------------------------------ dead letters
     def route_dead_letter(self, vhost_name: str, exchange: str, keys, record,
-                          reason: str) -> None:
+                          reason: str, source=None) -> None:
         """A host dead-lettered ``record`` for ``reason``: route it through ``exchange`` as a
         publish, except into the queues where it would close a dead-letter cycle.
+        ``source``: (client, qid, offset) of a message its queue holds until every copy is
+        confirmed (at-least-once: dead_letter_confirms.py); it is told nothing when there
+        is no route, and sends it again later.
 
         A loop, not a recursion: with the host in this process, a queue that dead-letters what
         it is given at once (TTL 0, full with reject-publish-dlx) calls back in here from
         inside ``ref.publish``; that dead letter waits in ``_dead_letters`` for the loop
         below, so a chain of any length runs in constant stack."""
-        self._dead_letters.append((vhost_name, exchange, keys, record, reason))
+        self._dead_letters.append((vhost_name, exchange, keys, record, reason, source))
         if self._routing_dead_letters:
             return
         self._routing_dead_letters = True
@@ -254,10 +261,20 @@ class Broker:
             self._routing_dead_letters = False
 
     def _route_dead_letter(self, vhost_name: str, exchange: str, keys, record,
-                           reason: str) -> None:
+                           reason: str, source) -> None:
         vhost = self.vhosts.get(vhost_name)
         ex = vhost.exchanges.get(exchange) if vhost is not None else None
         if ex is None:
+            if source is not None:
+                self._warn_held(source, vhost_name, "missing", exchange,
+                                "Cannot forward any dead-letter messages from source quorum "
+                                "%s because its configured dead-letter-exchange %s does not "
+                                "exist. Either create the configured dead-letter-exchange or "
+                                "re-configure the dead-letter-exchange policy for the source "
+                                "quorum queue to prevent dead-lettered messages from piling "
+                                "up in the source quorum queue. This message will not be "
+                                "logged again.", f"exchange '{exchange}' in vhost "
+                                                 f"'{vhost_name}'")
             return
         raw = record.properties
         scan = props_mod.scan(raw)
@@ -266,28 +283,65 @@ class Broker:
         if ex.delays:                   # an x-delayed-message exchange holds it first
             delay = delay_of(headers)
             if delay is not None:
-                self.hold_delayed(vhost_name, ex.name, keys, record, priority, delay)
+                self.hold_delayed(vhost_name, ex.name, keys, record, priority, delay, source)
                 return
         # a rejection never closes a cycle: its history is not read
         deaths = death_history(raw) if scan.has_headers and reason != "rejected" else []
+        track = source is not None
+        tickets = []
         for ref in vhost.route(ex, keys, headers):
             if reason != "rejected" and is_dead_letter_cycle(ref.name, deaths):
                 self._log_cycle(vhost_name, ref.name, deaths)
             else:
-                ref.publish(record, priority, False)
+                tickets.append((ref.client, ref.publish(record, priority, track)))
+        if not track:
+            return
+        if tickets:
+            self.dead_letter_confirms.wait(tickets, source)
+        else:
+            self._warn_held(source, vhost_name, "no_route", (exchange, tuple(keys)),
+                            "Cannot forward any dead-letter messages from source quorum %s "
+                            "with configured dead-letter-exchange %s and routing keys %s. "
+                            "This can happen either if the dead-letter routing topology is "
+                            "misconfigured (for example no queue bound to dead-letter-exchange "
+                            "or wrong dead-letter-routing-key configured) or if non-mirrored "
+                            "classic queues are bound whose host node is down. Fix this issue "
+                            "to prevent dead-lettered messages from piling up in the source "
+                            "quorum queue. This message will not be logged again.",
+                            f"exchange '{exchange}' in vhost '{vhost_name}'", list(keys))
+
+    def _warn_held(self, source, vhost_name: str, kind: str, what, text: str, *args) -> None:
+        """RabbitMQ's warnings of a held dead letter that cannot go: once per source queue
+        and cause."""
+        client, qid, _ = source
+        ref = client.refs.get(qid)
+        queue = f"queue '{ref.name}' in vhost '{vhost_name}'" if ref is not None \
+            else f"a queue in vhost '{vhost_name}'"
+        key = (vhost_name, queue, kind, what)
+        if key in self._dead_letter_warned:
+            return
+        if len(self._dead_letter_warned) >= 10000:
+            self._dead_letter_warned.clear()
+        self._dead_letter_warned.add(key)
+        log.warning(text, queue, *args)
 
     def hold_delayed(self, vhost: str, exchange: str, keys, record, priority: int,
-                     delay: int) -> None:
+                     delay: int, source=None) -> None:
         """A dead letter into an x-delayed-message exchange: held by the metadata owner as a
-        publish is (no publisher waits for it: dead-lettering confirms to nobody)."""
+        publish is (no publisher waits for it; a held dead letter is settled once it is
+        held there)."""
         fut = asyncio.ensure_future(self.metadata.delay_message(
             vhost=vhost, exchange=exchange, keys=list(keys), record=record,
             priority=priority, delay=delay))
 
         def held(fut) -> None:
-            if not fut.cancelled() and fut.exception() is not None:
+            if fut.cancelled():
+                return
+            if fut.exception() is not None:
                 log.error("a dead letter for delayed exchange '%s' in vhost '%s' was not "
                           "held: %s", exchange, vhost, fut.exception())
+            elif source is not None:
+                source[0].send(c.DlxSettle(qid=source[1], offsets=[source[2]]))
         fut.add_done_callback(held)
 
     def _log_cycle(self, vhost_name: str, queue: str, deaths) -> None:

@@ -424,7 +424,8 @@ class PartitionClient:
         return QueueGone(ref, m.reason) if ref is not None else None
 
     def on_dlx(self, m: c.Dlx) -> DeadLetter:
-        return DeadLetter(m.vhost, m.exchange, m.keys, m.record, m.reason)
+        return DeadLetter(m.vhost, m.exchange, m.keys, m.record, m.reason,
+                          (m.qid, m.offset) if m.settle else None)
 
     def on_group_revoked(self, m: c.GroupRevoked) -> GroupRevocationDone:
         return GroupRevocationDone(self, m)

@@ -32,14 +32,20 @@ NODE = "amqpbroker@localhost"
 
 
 def queue_json(q, stats) -> dict:
-    ready, consumers, unacked, ready_bytes, memory = stats
+    ready, consumers, unacked, ready_bytes, memory = stats[:5]
+    held = stats[5] if len(stats) > 5 else None
+    # a quorum queue's dead letters held until confirmed (worker/discards.py): counted in
+    # its messages and bytes, as RabbitMQ's
+    dlx = {} if held is None else {"messages_dlx": held[0], "message_bytes_dlx": held[1]}
+    held_n, held_bytes = held or (0, 0)
     return {"name": q.name, "vhost": q.vhost.name, "durable": q.durable,
             "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner is not None,
             "arguments": q.arguments, "node": NODE, "type": q.args.queue_type,
             "state": "running" if q.down is None else "down",
-            "messages": ready + unacked, "messages_ready": ready,
+            "messages": ready + unacked + held_n, "messages_ready": ready,
             "messages_unacknowledged": unacked, "consumers": consumers,
-            "message_bytes": ready_bytes, "message_bytes_ready": ready_bytes,
+            "message_bytes": ready_bytes + held_bytes, "message_bytes_ready": ready_bytes,
+            **dlx,
             "memory": memory, "policy": q.policy.name if q.policy is not None else None,
             "operator_policy": q.operator_policy.name if q.operator_policy is not None
             else None,

@@ -624,8 +624,9 @@ class PartitionHost:
         for qid in m.qids:
             q = self.queues.get(qid)
             if q is not None and not q.deleted:
+                held = getattr(q, "discards", None)     # at-least-once dead letters
                 out[qid] = (q.ready_count, len(q.consumers), q.unacked, q.ready_bytes,
-                            q.memory())
+                            q.memory(), (len(held), held.bytes) if held is not None else None)
         self._reply(state, m.req, out)
 
     def on_partitions(self, state, m: c.Partitions):
@@ -710,7 +711,22 @@ class PartitionHost:
         for rec in records:
             new, keys = dead_letter_record(q, rec, reason)
             self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
-                                    keys=keys, reason=reason, record=new))
+                                    keys=keys, reason=reason, record=new, settle=False,
+                                    offset=0))
+
+    def dead_letter_held(self, q: Queue, offset: int, rec, reason: str) -> None:
+        """A dead letter the queue holds until every target confirms it (at-least-once,
+        worker/discards.py): the supervisor answers ``DlxSettle`` on this link."""
+        new, keys = dead_letter_record(q, rec, reason)
+        self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
+                                keys=keys, reason=reason, record=new, settle=True,
+                                offset=offset))
+
+    def on_dlx_settle(self, state, m: c.DlxSettle):
+        q = self.queues.get(m.qid)
+        settle = getattr(q, "settle_discards", None)
+        if settle is not None and not q.deleted:
+            settle(m.offsets)
 
     def to_supervisor(self, event) -> None:
         """An event one process must act on, with every routing table: the first link is the

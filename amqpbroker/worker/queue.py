@@ -206,7 +206,11 @@ class Queue:
     # ---------------------------------------------------------------- recovery
     def _recover(self) -> None:
         skipped = False
+        discarded = self._discarded_at_start()
         for off, rec in self.store.unsettled():
+            if discarded and off in discarded:
+                self._recover_discard(off, rec, discarded[off])
+                continue
             if not rec.flags & 1 and not self.persists_all:
                 self.store.settle(off)      # transient: dropped at restart, as in RabbitMQ
                 skipped = True
@@ -225,6 +229,14 @@ class Queue:
             log.info("queue '%s' in vhost '%s': recovered %d messages", self.name,
                      self.vhost_name, self.ready_count,
                      extra=context(queue=self.name, vhost=self.vhost_name))
+
+    def _discarded_at_start(self) -> dict:
+        """offset -> reason of the dead letters held at least once (worker/discards.py: a
+        quorum queue's)."""
+        return {}
+
+    def _recover_discard(self, offset: int, rec: Record, reason: str) -> None:
+        raise NotImplementedError       # only a queue with ``_discarded_at_start`` has them
 
     def _hold(self, offset: int, rec: Record) -> None:
         """Delivered, not acked: keep what a requeue needs; the body stays in the log."""
@@ -414,7 +426,7 @@ class Queue:
                 if producer is not None:     # taken: its retry is a duplicate
                     self.producers.stored(*producer, self.store.next_offset)
                     self.host.committer.mark(self)
-                self.host.dead_letter(self, [record], "expired")
+                self._expired_at_publish(record)
                 return True
             immediate = True
         else:
@@ -449,6 +461,10 @@ class Queue:
         else:
             self.schedule_dispatch()
         return True
+
+    def _expired_at_publish(self, record: Record) -> None:
+        """A message that expires as it arrives (TTL 0, no consumer to take it now)."""
+        self.host.dead_letter(self, [record], "expired")
 
     def _duplicate(self, offset: int | None) -> bool:
         """A publish repeats the message at ``offset``: not stored again, confirmed once that
@@ -537,10 +553,9 @@ class Queue:
                     self._schedule_expiry(at - now + 1)
                 break
             self._pop_head()
-            self._done(offset)
-            expired.append(rec)
+            expired.append((offset, rec))
         if expired:
-            self.host.dead_letter(self, expired, "expired")
+            self._died(expired, "expired")
 
     def _schedule_expiry(self, delay_ms: int | None = None) -> None:
         if self._expiry_timer is not None and delay_ms is None:
@@ -811,14 +826,21 @@ class Queue:
         taken = [(o, self.outstanding.pop(o)) for o in offsets if o in self.outstanding]
         if requeue:
             self.requeue(taken)
-            return
+        elif taken:
+            self._died(taken, "rejected")
+
+    def _died(self, taken: list, reason: str) -> None:
+        """Messages out of the ready list and the outstanding table that died for
+        ``reason``: ``taken`` is (offset, outstanding entry or Record). They leave the queue
+        and go to its dead-letter exchange, if it has one (at most once: a quorum queue may
+        hold them until confirmed, worker/discards.py)."""
         records = []
-        if taken and self.args.dlx is not None:
+        if self.args.dlx is not None:
             records = [self._unacked_record(o, entry) for o, entry in taken]
         for offset, _ in taken:
             self._done(offset)
         if records:
-            self.host.dead_letter(self, [r for r in records if r is not None], "rejected")
+            self.host.dead_letter(self, [r for r in records if r is not None], reason)
 
     def requeue(self, items: list[tuple[int, Record | Unacked]]) -> None:
         """Put messages back at their original position (by offset within their priority),

@@ -32,7 +32,9 @@ import os
 from ..protocol import properties as props_mod
 from ..storage.countlog import DeliveryCountLog
 from ..storage.record import Record
-from .queue import Queue
+from . import discards as dlx
+from .queue import Queue, name_of
+from .store import StoredRun
 
 log = logging.getLogger("amqpbroker.queue")
 
@@ -56,10 +58,131 @@ class QuorumQueue(Queue):
         self.counts = DeliveryCountLog(os.path.join(self.directory, "counts.log"),
                                        fsync=self.fsync,
                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
+        loop = self.host.loop
+        self.discards = dlx.Discards(self._send_discard, self._read_discard, loop.time,
+                                     self.host.config.dead_letter_confirm_timeout / 1000)
+        self._dlx_timer = None
+        self._at_least_once = dlx.applies(self.args)
+        self._dlx_warned = None
         super()._recover()
         acks, log_ = self.store.acks, self.store.log
         start, end = log_.start_offset, log_.end_offset
         self.counts.retain(lambda o: start <= o < end and not acks.is_done(o))
+        self._check_strategy()
+        if self.discards.unsent:
+            loop.call_soon(self.pump_discards)
+
+    # ---------------------------------------------------------------- at-least-once
+    def _discarded_at_start(self) -> dict:
+        out = {}
+        for offset, value in self.counts.counts.items():
+            reason = dlx.reason_of(value)
+            if reason is not None:
+                out[offset] = reason
+        return out
+
+    def _recover_discard(self, offset: int, rec: Record, reason: str) -> None:
+        self.discards.add(offset, reason, len(rec.body))
+
+    def _check_strategy(self) -> None:
+        """At a start and after the arguments changed: whether dead letters are held until
+        confirmed (worker/discards.py), RabbitMQ's warning when asked for and not possible,
+        and the held ones deleted when it was switched off."""
+        warning = dlx.strategy_warning(self.args)
+        if warning is not None and warning != self._dlx_warned:
+            log.warning(warning, f"queue '{name_of(self)}'")
+        self._dlx_warned = warning
+        self._at_least_once = dlx.applies(self.args)
+        if self._at_least_once or not self.discards.held:
+            return
+        n, size = len(self.discards), self.discards.bytes
+        for offset in self.discards.take_all():
+            self._done(offset)
+        log.info("Deleted %d dead-lettered messages (with total messages size of %d bytes) "
+                 "in queue '%s'", n, size, name_of(self))
+
+    def apply_arguments(self, arguments: dict) -> None:
+        super().apply_arguments(arguments)
+        self._check_strategy()
+        self.pump_discards()
+
+    def _died(self, taken: list, reason: str) -> None:
+        if not self._at_least_once:
+            super()._died(taken, reason)
+            return
+        for offset, entry in taken:
+            rec = self._unacked_record(offset, entry)
+            if isinstance(entry, Record):
+                size = len(entry.body)
+            elif type(entry) is StoredRun:
+                size = entry.body_size(offset)
+            else:
+                size = entry.size if rec is None else len(rec.body)
+            self._discard(offset, reason, size, rec)
+
+    def _expired_at_publish(self, record: Record) -> None:
+        if not self._at_least_once:
+            super()._expired_at_publish(record)
+            return
+        offset = self.store.append(record)      # held, so stored first
+        self.stats.publish_bytes += len(record.body)
+        self._discard(offset, "expired", len(record.body), record)
+
+    def _discard(self, offset: int, reason: str, size: int, rec: Record | None) -> None:
+        self.redelivered.discard(offset)
+        if self.dedup_keys is not None:
+            self.dedup_keys.discard(offset)
+        self.counts.set(offset, dlx.marker(reason))
+        self.host.committer.mark(self)
+        self.discards.add(offset, reason, size, rec)
+        self._arm_discards()
+
+    def _send_discard(self, offset: int, rec: Record, reason: str) -> bool:
+        if self.deleted or (self.replication is not None and not self.replication.serving()):
+            return False                # a follower's copy: its leader sends them
+        self.host.dead_letter_held(self, offset, rec, reason)
+        return True
+
+    def _read_discard(self, offset: int) -> Record | None:
+        return None if self.store.closed else self.store.read(offset)
+
+    def settle_discards(self, offsets) -> None:
+        """Every queue these dead letters were routed to confirmed them (``DlxSettle``)."""
+        done = self.discards.settle(offsets)
+        for offset in done:
+            self._done(offset)
+        self._arm_discards()
+
+    def pump_discards(self) -> None:
+        """Send what is held and waits (at a start; this copy leads now)."""
+        if self.deleted:
+            return
+        self.discards.pump()
+        self._arm_discards()
+
+    def _arm_discards(self) -> None:
+        d = self.discards
+        if self._dlx_timer is None and (d.sent or d.unsent) and not self.deleted:
+            delay = 0.05 if d.unreadable else d.timeout
+            self._dlx_timer = self.host.loop.call_later(delay, self._discards_due)
+
+    def _discards_due(self) -> None:
+        self._dlx_timer = None
+        if self.deleted:
+            return
+        delay = self.discards.resend_due()
+        if delay is not None:
+            self._dlx_timer = self.host.loop.call_later(delay, self._discards_due)
+
+    def _full(self, extra_bytes: int) -> bool:
+        d = self.discards
+        if not d.held:
+            return super()._full(extra_bytes)
+        a = self.args               # held dead letters count toward the limits (RabbitMQ)
+        if a.max_length is not None and self.ready_count + len(d) + 1 > a.max_length:
+            return True
+        return a.max_length_bytes is not None \
+            and self.ready_bytes + d.bytes + extra_bytes > a.max_length_bytes
 
     # ---------------------------------------------------------------- delivery count
     def _redelivery(self, offset: int, rec: Record) -> Record:
@@ -90,14 +213,7 @@ class QuorumQueue(Queue):
         if back:
             self.host.committer.mark(self)      # the counts are written in the next round
         if over:
-            records = []
-            if self.args.dlx is not None:
-                records = [self._unacked_record(o, entry) for o, entry in over]
-            for offset, _ in over:
-                self._done(offset)
-            if records:
-                self.host.dead_letter(self, [r for r in records if r is not None],
-                                      "delivery_limit")
+            self._died(over, "delivery_limit")
         super().requeue(back)
 
     def _done(self, offset: int) -> None:
@@ -114,6 +230,9 @@ class QuorumQueue(Queue):
         self.counts.sync()
 
     def close_storage(self, destroy: bool) -> None:
+        if self._dlx_timer is not None:
+            self._dlx_timer.cancel()
+            self._dlx_timer = None
         if not destroy and not self.deleted:
             try:
                 self.counts.close()

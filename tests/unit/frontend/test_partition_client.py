@@ -182,8 +182,11 @@ def test_node_events_become_actions_for_the_broker(side):
     client = side.client
     r = record()
     dlx = c.Dlx(qid=side.queue.qid, vhost="/", exchange="dlx", keys=["k"], reason="expired",
-                record=r)
+                record=r, settle=False, offset=0)
     assert client.handle(dlx) == DeadLetter("/", "dlx", ["k"], r, "expired")
+    held = dlx._replace(settle=True, offset=7)      # at-least-once: the source comes along
+    assert client.handle(held) == DeadLetter("/", "dlx", ["k"], r, "expired",
+                                             (side.queue.qid, 7))
     assert client.handle(c.Alarm(name="disk", detail="low")) == AlarmChanged("disk@worker0",
                                                                              "low")
     assert client.handle(c.Alarm(name="disk", detail=None)) == AlarmChanged("disk@worker0",
