@@ -197,6 +197,25 @@ GLOBAL_COUNTERS = [
      lambda t: t["ack"], True),
 ]
 
+# rabbitmq_global_messages_dead_lettered_<reason>_total{queue_type, dead_letter_strategy}:
+# (reason, help), and the (queue type, strategy) pairs each has a sample for, as RabbitMQ
+# 3.10's rabbit_global_counters:boot_step (counted by ``Queue.count_dead``)
+DEAD_LETTERED = [
+    ("expired", "Total number of messages dead-lettered due to message TTL exceeded"),
+    ("rejected", "Total number of messages dead-lettered due to basic.reject or basic.nack"),
+    ("maxlen", "Total number of messages dead-lettered due to overflow drop-head or "
+               "reject-publish-dlx"),
+    ("confirmed", "Total number of messages dead-lettered and confirmed by target queues"),
+    ("delivery_limit", "Total number of messages dead-lettered due to delivery-limit exceeded"),
+]
+_MOST = ("expired", "rejected", "maxlen")
+DEAD_LETTER_SAMPLES = {
+    ("classic", "disabled"): _MOST, ("classic", "at_most_once"): _MOST,
+    ("quorum", "disabled"): (*_MOST, "delivery_limit"),
+    ("quorum", "at_most_once"): (*_MOST, "delivery_limit"),
+    ("quorum", "at_least_once"): ("expired", "rejected", "confirmed", "delivery_limit"),
+}
+
 DETAILED_GROUPS = {"queue_coarse_metrics", "queue_metrics", "queue_consumer_count",
                    "channel_metrics", "channel_exchange_metrics", "channel_queue_metrics",
                    "channel_queue_exchange_metrics", "connection_coarse_metrics",
@@ -337,6 +356,7 @@ class PrometheusServer:
                      labels=["protocol", "queue_type"] if by_type else ["protocol"])
             fam.add_metric(["amqp091", CLASSIC] if by_type else ["amqp091"], value(totals))
             out.append(fam)
+        out += _dead_lettered(snap)
         for name, help_, value in (("consumers", "Current number of consumers", snap.consumers),
                                    ("publishers", "Current number of publishers",
                                     snap.publishers)):
@@ -602,6 +622,19 @@ AUTH_METRICS = (("auth_attempts_total", "Total number of authentication attempts
                  "Total number of successful authentication attempts", 2),
                 ("auth_attempts_failed_total", "Total number of failed authentication attempts",
                  1))
+
+
+def _dead_lettered(snap) -> list:
+    out = []
+    for reason, help_ in DEAD_LETTERED:
+        fam = _C(f"rabbitmq_global_messages_dead_lettered_{reason}", help_,
+                 labels=["queue_type", "dead_letter_strategy"])
+        for (qtype, strategy), reasons in DEAD_LETTER_SAMPLES.items():
+            if reason in reasons:
+                fam.add_metric([f"rabbit_{qtype}_queue", strategy],
+                               snap.dead_lettered.get(f"{reason} {qtype} {strategy}", 0))
+        out.append(fam)
+    return out
 
 
 def _auth(snap, prefix: str) -> list:

@@ -40,6 +40,7 @@ class NodeSnapshot:
         # memory)
         self.queues: dict = {}
         self.hosts: list[dict] = []                 # per worker: commit timings, rings
+        self.dead_lettered: dict = defaultdict(int)     # "reason type strategy" -> count
         self.auth: dict = defaultdict(lambda: [0, 0, 0])    # protocol -> attempts, failed,
         #                                                     succeeded
 
@@ -74,6 +75,8 @@ class NodeSnapshot:
                 self.queues[ref] = row
         snap["worker"] = client.index
         self.hosts.append(snap)
+        for key, n in snap.get("dead_lettered", {}).items():
+            self.dead_lettered[key] += n
 
     def queue_counter(self, field: str) -> int:
         i = QUEUE_FIELDS.index(field)

@@ -498,5 +498,6 @@ def host_snapshot(host) -> dict:
             rings.append((ring.used_bytes(), ring.capacity))
     t = host.committer.timings
     return {"queues": queues, "rings": rings, "group_fallbacks": host.group_fallbacks,
+            "dead_lettered": dict(host.dead_lettered),
             "commit": {"rounds": t.rounds, "round_seconds": t.round_seconds,
                        "fsyncs": list(t.fsyncs), "fsync_seconds": t.fsync_seconds}}

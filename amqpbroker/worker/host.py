@@ -144,6 +144,8 @@ class PartitionHost:
         # commits of consumer groups moved up to the log start (retention removed what they
         # named): counted for amqpbroker_group_offset_fallbacks_total
         self.group_fallbacks = 0
+        # "reason queue-type strategy" -> messages dead-lettered (Queue.count_dead)
+        self.dead_lettered: dict[str, int] = {}
         self.committer.listeners.add(self)
         # how many queues here lead a replicated partition (cluster/replication.py): none on
         # a single node, and the publish path then skips even the per-queue test

@@ -418,6 +418,7 @@ class Queue:
         if (self.args.max_length is not None or self.args.max_length_bytes is not None) \
                 and self.args.overflow != "drop-head" and self._full(size):
             if self.args.overflow == "reject-publish-dlx":
+                self.count_dead("maxlen", 1)
                 self.host.dead_letter(self, [record], "maxlen")
             return False
         if self._expires_now(record):
@@ -464,6 +465,7 @@ class Queue:
 
     def _expired_at_publish(self, record: Record) -> None:
         """A message that expires as it arrives (TTL 0, no consumer to take it now)."""
+        self.count_dead("expired", 1)
         self.host.dead_letter(self, [record], "expired")
 
     def _duplicate(self, offset: int | None) -> bool:
@@ -492,6 +494,7 @@ class Queue:
             dropped.append(rec)
             self._done(offset)
         if dropped:
+            self.count_dead("maxlen", len(dropped))
             self.host.dead_letter(self, dropped, "maxlen")
 
     # ---------------------------------------------------------------- reading
@@ -839,8 +842,19 @@ class Queue:
             records = [self._unacked_record(o, entry) for o, entry in taken]
         for offset, _ in taken:
             self._done(offset)
+        self.count_dead(reason, len(taken))
         if records:
             self.host.dead_letter(self, [r for r in records if r is not None], reason)
+
+    def count_dead(self, reason: str, n: int, strategy: str | None = None) -> None:
+        """RabbitMQ's global dead-letter counters (``rabbitmq_global_messages_dead_lettered_
+        *_total``, mgmt/prometheus.py): by reason, queue type and strategy (``disabled``:
+        the queue has no dead-letter exchange; ``confirmed``: at-least-once letters settled)."""
+        if strategy is None:
+            strategy = "at_most_once" if self.args.dlx is not None else "disabled"
+        key = f"{reason} {self.args.queue_type} {strategy}"
+        counts = self.host.dead_lettered
+        counts[key] = counts.get(key, 0) + n
 
     def requeue(self, items: list[tuple[int, Record | Unacked]]) -> None:
         """Put messages back at their original position (by offset within their priority),

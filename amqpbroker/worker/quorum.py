@@ -132,6 +132,7 @@ class QuorumQueue(Queue):
         self.redelivered.discard(offset)
         if self.dedup_keys is not None:
             self.dedup_keys.discard(offset)
+        self.count_dead(reason, 1, "at_least_once")
         self.counts.set(offset, dlx.marker(reason))
         self.host.committer.mark(self)
         self.discards.add(offset, reason, size, rec)
@@ -151,6 +152,8 @@ class QuorumQueue(Queue):
         done = self.discards.settle(offsets)
         for offset in done:
             self._done(offset)
+        if done:
+            self.count_dead("confirmed", len(done), "at_least_once")
         self._arm_discards()
 
     def pump_discards(self) -> None:

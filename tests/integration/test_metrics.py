@@ -271,6 +271,58 @@ def test_management_message_stats_with_rates(broker):
     conn.close()
 
 
+def dead_lettered(samples: dict) -> dict:
+    """{(reason, queue type, strategy): count} of the non-zero dead-letter counters."""
+    out = {}
+    for (name, labels), v in samples.items():
+        if name.startswith("rabbitmq_global_messages_dead_lettered_") and v:
+            labels = dict(labels)
+            reason = name[len("rabbitmq_global_messages_dead_lettered_"):-len("_total")]
+            out[(reason, labels["queue_type"], labels["dead_letter_strategy"])] = v
+    return out
+
+
+def test_dead_letter_counters_by_reason_queue_type_and_strategy(broker):
+    """RabbitMQ 3.10's rabbit_global_counters: every message that dies counts, with no
+    dead-letter exchange too (``disabled``); a quorum queue's at-least-once letters count
+    when they die and again once confirmed."""
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare("dl-x", "fanout")
+    ch.queue_declare("dl-target")
+    ch.queue_bind("dl-target", "dl-x")
+    queues = {"dl-plain": {},
+              "dl-short": {"x-max-length": 1, "x-dead-letter-exchange": "dl-x"},
+              "dl-limit": {"x-queue-type": "quorum", "x-delivery-limit": 0},
+              "dl-held": {"x-queue-type": "quorum", "x-dead-letter-exchange": "dl-x",
+                          "x-dead-letter-strategy": "at-least-once",
+                          "x-overflow": "reject-publish"}}
+    for name, arguments in queues.items():
+        ch.queue_declare(name, durable=True, arguments=arguments)
+    for name in ("dl-plain", "dl-short", "dl-short", "dl-limit", "dl-held"):
+        ch.basic_publish("", name, b"m")
+    for name, requeue in (("dl-plain", False), ("dl-limit", True), ("dl-held", False)):
+        method, _, _ = ch.basic_get(name)
+        ch.basic_reject(method.delivery_tag, requeue=requeue)
+    want = {("rejected", "rabbit_classic_queue", "disabled"): 1,
+            ("maxlen", "rabbit_classic_queue", "at_most_once"): 1,
+            ("delivery_limit", "rabbit_quorum_queue", "disabled"): 1,
+            ("rejected", "rabbit_quorum_queue", "at_least_once"): 1,
+            ("confirmed", "rabbit_quorum_queue", "at_least_once"): 1}
+    wait_until(lambda: dead_lettered(scrape(broker)) == want, timeout=10,
+               what="the dead-letter counters")
+    samples = scrape(broker)
+    # every sample RabbitMQ starts with is there, at 0 when nothing died that way
+    assert value(samples, "rabbitmq_global_messages_dead_lettered_expired_total",
+                 queue_type="rabbit_quorum_queue", dead_letter_strategy="at_least_once") == 0
+    assert ("rabbitmq_global_messages_dead_lettered_confirmed_total", frozenset(
+        {"queue_type": "rabbit_classic_queue", "dead_letter_strategy": "disabled"}.items())) \
+        not in samples
+    assert ch.queue_declare("dl-target", passive=True).method.message_count == 2
+    conn.close()
+
+
 def test_statistics_off_counts_nothing_but_serves_gauges(tmp_path):
     with BrokerProcess(tmp_path, "--collect-statistics", "none", *FAST_SAMPLES,
                        management=True, prometheus=True) as b:
