@@ -377,6 +377,7 @@ class PartitionHost:
         q = self.queues.get(m.qid)
         publish_many = getattr(q, "publish_many", None)
         if publish_many is None or m.flags or q.deleted or not q._plain \
+                or m.priority > q.plain_priority_max \
                 or (self.replicating and q.replication is not None):
             Pub = c.Pub
             for i, record in enumerate(records):

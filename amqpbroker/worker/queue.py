@@ -68,6 +68,9 @@ class Queue:
     # queues; a classic queue keeps only persistent ones across a restart
     persists_all = False
     ALL_VISIBLE = 1 << 62
+    # a publish of a higher priority than this takes ``_publish``'s way, not publish's fast
+    # path nor ``publish_many`` (a quorum queue's high priority: worker/quorum.py)
+    plain_priority_max = 255
 
     def __init__(self, host, vhost_name: str, name: str, *, durable: bool,
                  auto_delete: bool = False, arguments: dict | None = None, directory: str,
@@ -98,8 +101,7 @@ class Queue:
         self.producers.catch_up(self.store.log)
         self.dedup_keys = dedup.QueueKeys() if self.args.dedup else None
         self._interval_timer = None
-        levels = (self.args.max_priority or 0) + 1
-        self.ready: list[deque] = [deque() for _ in range(levels)]
+        self.ready: list[deque] = [deque() for _ in range(self._priority_levels())]
         self.ready_count = 0
         self.ready_bytes = 0
         self.redelivered: set[int] = set()
@@ -287,6 +289,14 @@ class Queue:
             return entry.record(offset)
         return None if self.store.closed else self.store.read(offset)
 
+    def _priority_levels(self) -> int:
+        """How many ready lists (``ready``): one per priority of x-max-priority."""
+        return (self.args.max_priority or 0) + 1
+
+    def _publish_level(self, priority: int) -> int:
+        """The ready list of a publish of ``priority`` (its ``basic.publish``'s)."""
+        return min(priority, self.args.max_priority) if self.args.max_priority else 0
+
     def _level(self, raw_props: bytes) -> int:
         if self.args.max_priority is None:
             return 0
@@ -318,7 +328,8 @@ class Queue:
         producer's sequence out of order). A duplicate (dedup.py) is not appended and counts
         as stored: True, once the message it repeats is durable. ``flags``: ``PUB_*`` of
         contract.py."""
-        if self._plain and not flags and not (record.properties and record.properties[0] & 1):
+        if self._plain and not flags and priority <= self.plain_priority_max \
+                and not (record.properties and record.properties[0] & 1):
             # the usual message (no producer id, no expiration) to a queue with no limit,
             # TTL, priorities or de-duplication: ``_publish``'s steps without its checks
             size = len(record.body)
@@ -439,8 +450,7 @@ class Queue:
             self.producers.stored(*producer, offset)
         if key is not None:
             self.dedup_keys.add(key, offset)
-        level = min(priority, self.args.max_priority) if self.args.max_priority else 0
-        self.ready[level].append(offset)
+        self.ready[self._publish_level(priority)].append(offset)
         self.ready_count += 1
         self.ready_bytes += size
         if self.args.overflow == "drop-head":
@@ -677,6 +687,8 @@ class Queue:
         ``_dispatch`` goes on from there."""
         if self.replication is not None and not self.replication.serving():
             return                  # fenced, as ``_pop_head`` (the loop after us stops there)
+        if len(self.ready) > 1 and self.ready[1]:
+            return                  # a quorum queue's high priority ones: ``_head`` decides
         d = self.ready[0]
         n = min(consumer.credit, self.ready_count)
         # the level's deque is sorted by offset: what is below ``redeliver_below`` is at its

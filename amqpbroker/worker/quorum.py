@@ -38,6 +38,9 @@ from .store import StoredRun
 
 log = logging.getLogger("amqpbroker.queue")
 
+HIGH_PRIORITY_ABOVE = 4         # RabbitMQ 4.0's quorum queues: priority 5..255 is "high"
+PRIORITY_FLAG = 0x08            # the priority property's bit in the flags' first byte
+
 
 def queue_class(arguments: dict | None) -> type:
     """The queue class for a queue declared with ``arguments``."""
@@ -52,9 +55,46 @@ def queue_class(arguments: dict | None) -> type:
 
 class QuorumQueue(Queue):
     persists_all = True      # RabbitMQ's quorum queues keep transient messages too
+    plain_priority_max = HIGH_PRIORITY_ABOVE
+
+    # ---------------------------------------------------------------- priorities
+    # RabbitMQ 4.0's two priorities (rabbit_fifo_q): a message whose priority property is
+    # above 4 is "high", any other "normal"; ready[1] and ready[0]. Of every three taken,
+    # the first two are the head of the high ones if there are any; the third is the older
+    # of the two heads (by offset, RabbitMQ's Raft index), so normal messages are not
+    # starved. A requeued message goes back to its own list, in its place.
+    def _priority_levels(self) -> int:
+        return 2
+
+    def _publish_level(self, priority: int) -> int:
+        return 1 if priority > HIGH_PRIORITY_ABOVE else 0
+
+    def _level(self, raw_props: bytes) -> int:
+        if not raw_props or not raw_props[0] & PRIORITY_FLAG:
+            return 0
+        try:
+            p = props_mod.scan(raw_props).priority
+        except ValueError:
+            return 0
+        return 1 if p is not None and p > HIGH_PRIORITY_ABOVE else 0
+
+    def _head(self):
+        normal, high = self.ready
+        if high and (not normal or self._taken < 2 or high[0] < normal[0]):
+            return 1, high[0]
+        if normal:
+            return 0, normal[0]
+        return None, None
+
+    def _pop_head(self):
+        offset, rec = super()._pop_head()
+        if offset is not None:
+            self._taken = 0 if self._taken == 2 else self._taken + 1
+        return offset, rec
 
     def _recover(self) -> None:
         # Queue.__init__ calls this once the store is open: the counts open beside it
+        self._taken = 0             # messages taken, modulo 3 (``_head``)
         self.counts = DeliveryCountLog(os.path.join(self.directory, "counts.log"),
                                        fsync=self.fsync,
                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
