@@ -70,6 +70,11 @@ FLAGS = [
                                          "by its targets, or not routable, is sent again "
                                          "(RabbitMQ's dead_letter_worker_publisher_confirm_"
                                          "timeout; default 180000)"),
+    ("event_exchange", boolean, "publish the broker's events (queue.created, connection.closed, "
+                             "user.authentication.failure, ...) to the topic exchange "
+                             "amq.rabbitmq.event, as RabbitMQ's rabbitmq_event_exchange "
+                             "plugin (default off)"),
+    ("event_exchange_vhost", str, "the vhost of amq.rabbitmq.event (default /)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("transient_memory_limit", int, "bytes of non-durable queues' bodies kept in memory, not "
                                     "written, until paged to the log (default -1 = half the "
@@ -293,6 +298,9 @@ async def _serve(cfg: Config) -> int:
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
         broker.shovels.start()              # dynamic shovels: a local URI needs the listener
+        if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
+            from .frontend.events import declare_exchange
+            declare_exchange(broker)
         from .supervisor.heap import HeapTrimmer
         # a full collection would walk every queue where the supervisor holds them
         trimmer = broker.heap_trimmer = HeapTrimmer(loop, cfg.heap_trim_interval,

@@ -46,6 +46,9 @@ class Config:
     # its targets this long is sent again (RabbitMQ's
     # dead_letter_worker_publisher_confirm_timeout)
     dead_letter_confirm_timeout: int = 180000
+    # RabbitMQ's event exchange plugin (frontend/events.py): amq.rabbitmq.event in this vhost
+    event_exchange: bool = False
+    event_exchange_vhost: str = "/"
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)
     tls_port: int = 5671                         # AMQPS; 0 = any free port
     management_tls_port: int = 15671             # HTTPS; 0 = off, -1 = any free port

@@ -556,20 +556,22 @@ COUNTS = (OpenConnection, OpenChannel, ChannelClosed, ConnectionClosed)
 DeclareExchange = message(60, "declare_exchange", ("vhost", "str"), ("name", "str"),
                           ("type", "str"), ("passive", "bool"), ("durable", "bool"),
                           ("auto_delete", "bool"), ("internal", "bool"), ("arguments", "any"),
-                          request=True)
+                          ("actor", "str"), request=True)
 DeleteExchange = message(61, "delete_exchange", ("vhost", "str"), ("name", "str"),
-                         ("if_unused", "bool"), request=True)
+                         ("if_unused", "bool"), ("actor", "str"), request=True)
 Bind = message(62, "bind", ("vhost", "str"), ("kind", "str"), ("destination", "str"),
                ("source", "str"), ("key", "str"), ("arguments", "any"), ("owner", "any"),
-               ("cid", "u32"), ("mid", "u32"), request=True)
+               ("cid", "u32"), ("mid", "u32"), ("actor", "str"), request=True)
 Unbind = message(63, "unbind", ("vhost", "str"), ("kind", "str"), ("destination", "str"),
                  ("source", "str"), ("key", "str"), ("arguments", "any"), ("owner", "any"),
-                 ("cid", "u32"), ("mid", "u32"), request=True)
+                 ("cid", "u32"), ("mid", "u32"), ("actor", "str"), request=True)
 DeclareQueue = message(64, "declare_queue", ("vhost", "str"), ("name", "str"), ("owner", "any"),
                        ("passive", "bool"), ("durable", "bool"), ("exclusive", "bool"),
-                       ("auto_delete", "bool"), ("arguments", "any"), request=True)
+                       ("auto_delete", "bool"), ("arguments", "any"), ("actor", "str"),
+                       request=True)
 DeleteQueue = message(65, "delete_queue", ("vhost", "str"), ("name", "str"), ("owner", "any"),
-                      ("if_unused", "bool"), ("if_empty", "bool"), request=True)
+                      ("if_unused", "bool"), ("if_empty", "bool"), ("actor", "str"),
+                      request=True)
 # a publish through an x-message-deduplication exchange: has the exchange seen ``key`` (within
 # its cache's ttl)? The owner keeps the one cache of the node, so a duplicate is caught
 # whichever front-end it came through; answers True for a duplicate (routed nowhere)

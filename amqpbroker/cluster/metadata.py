@@ -92,6 +92,8 @@ from urllib.parse import quote
 
 from .. import contract as c
 from .. import errors
+from ..frontend.events import (INTERNAL_USER, binding_details, emit_as, exchange_details,
+                               queue_details, quiet)
 from ..frontend.exchange import _args_key, make_exchange
 from ..policies import PolicyInvalid, make_policy
 from ..shovel.definition import Invalid as ShovelInvalid
@@ -210,7 +212,8 @@ class EtcdMetadata(LocalMetadata):
         if not os.path.exists(state):
             await self._seed()
         m.on_view.append(self._on_view)     # from now on every change is applied
-        self._apply_view()
+        with quiet(self.broker):
+            self._apply_view()
         await self._settle()
         self._sweep()
         with open(state + ".tmp", "w") as f:
@@ -258,6 +261,10 @@ class EtcdMetadata(LocalMetadata):
 
     def _sweep(self) -> None:
         """Remove what this node has and etcd has not (deleted while it was away)."""
+        with quiet(self.broker):
+            self._sweep_now()
+
+    def _sweep_now(self) -> None:
         b, keys = self.broker, set(self.applied)
         self._applying = True
         try:
@@ -303,7 +310,8 @@ class EtcdMetadata(LocalMetadata):
         keys = None if self._whole_next else self.membership.touched
         self._whole_next = False
         try:
-            self._apply_view(keys)
+            with quiet(self.broker):        # made elsewhere: its events were published there
+                self._apply_view(keys)
         except Exception:       # a bug must not stop the node following etcd
             self._whole_next = True     # what this pass left undone: the next diffs it all
             log.exception("applying metadata from etcd")
@@ -610,12 +618,12 @@ class EtcdMetadata(LocalMetadata):
     # ------------------------------------------------------------ the metadata calls
     @visible_everywhere
     async def declare_exchange(self, *, vhost, name, type, passive, durable, auto_delete,
-                               internal, arguments):
+                               internal, arguments, actor=INTERNAL_USER):
         await self._ready()
         if passive or name == "" or name.startswith("amq."):
             return await super().declare_exchange(
-                vhost=vhost, name=name, type=type, passive=passive, durable=durable,
-                auto_delete=auto_delete, internal=internal, arguments=arguments)
+                actor=actor, vhost=vhost, name=name, type=type, passive=passive,
+                durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
         vh = self._vhost(vhost)
         vh.check_exchange_declare(name, type, passive)
         arguments = dict(arguments or {})
@@ -623,8 +631,8 @@ class EtcdMetadata(LocalMetadata):
         if existing is not None and existing.type != TOPIC:
             # a redeclare: checked against this node's copy of etcd's object, as a queue's
             return await super().declare_exchange(
-                vhost=vhost, name=name, type=type, passive=False, durable=durable,
-                auto_delete=auto_delete, internal=internal, arguments=arguments)
+                actor=actor, vhost=vhost, name=name, type=type, passive=False,
+                durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
         if type == TOPIC:
             n = self.broker.topics.check_arguments(vhost, name, arguments)
             durable = True                  # topics are durable (topics.py)
@@ -633,17 +641,22 @@ class EtcdMetadata(LocalMetadata):
         key = meta_key("exchange", vhost, name)
         obj = {"vhost": vhost, "name": name, "type": type, "durable": durable,
                "auto_delete": auto_delete, "internal": internal, "arguments": arguments}
+        made = False
         for _ in range(RETRIES):
             stored = await self._create(key, obj, vhost, transient=not durable)
+            made = made or stored is None
             if stored is not None and type == TOPIC:
                 await self._grow_topic(stored, n)
             if name in self._vhost(vhost).exchanges:
                 break
         else:
             raise errors.InternalError(f"exchange '{name}' in vhost '{vhost}' kept vanishing")
-        await super().declare_exchange(vhost=vhost, name=name, type=type, passive=False,
-                                       durable=durable, auto_delete=auto_delete,
+        await super().declare_exchange(actor=actor, vhost=vhost, name=name, type=type,
+                                       passive=False, durable=durable, auto_delete=auto_delete,
                                        internal=internal, arguments=arguments)
+        ex = self._vhost(vhost).exchanges.get(name)
+        if made and ex is not None:         # made by this call: its event is this node's
+            emit_as(self.broker, actor, "exchange.created", exchange_details(vhost, ex))
 
     async def _grow_topic(self, stored, n: int) -> None:
         o = json.loads(stored.value)
@@ -657,14 +670,15 @@ class EtcdMetadata(LocalMetadata):
             await self.reach(rev)
 
     @visible_everywhere
-    async def delete_exchange(self, *, vhost, name, if_unused):
+    async def delete_exchange(self, *, vhost, name, if_unused, actor=INTERNAL_USER):
         await self._ready()
         vh = self._vhost(vhost)
         key = meta_key("exchange", vhost, name)
         kv = self.applied.get(key)
         ex = vh.exchanges.get(name)
         if kv is None or ex is None:
-            return await super().delete_exchange(vhost=vhost, name=name, if_unused=if_unused)
+            return await super().delete_exchange(actor=actor, vhost=vhost, name=name,
+                                                 if_unused=if_unused)
         vh.check_exchange_delete(name)
         if if_unused:
             own = set()
@@ -678,7 +692,7 @@ class EtcdMetadata(LocalMetadata):
 
     @visible_everywhere
     async def declare_queue(self, *, vhost, name, owner, passive, durable, exclusive, auto_delete,
-                            arguments) -> str:
+                            arguments, actor=INTERNAL_USER) -> str:
         await self._ready()
         vh = self._vhost(vhost)
         existing = vh.queues.get(name) if name else None
@@ -692,8 +706,9 @@ class EtcdMetadata(LocalMetadata):
             # from etcd: checked against that copy, without a round trip (module doc: a
             # delete made elsewhere and not yet applied here is a window)
             return await super().declare_queue(
-                vhost=vhost, name=name, owner=owner, passive=passive, durable=durable,
-                exclusive=exclusive, auto_delete=auto_delete, arguments=arguments)
+                actor=actor, vhost=vhost, name=name, owner=owner, passive=passive,
+                durable=durable, exclusive=exclusive, auto_delete=auto_delete,
+                arguments=arguments)
         if not name:
             name = "amq.gen-" + uuid.uuid4().hex[:22]
             key = meta_key("queue", vhost, name)
@@ -701,8 +716,10 @@ class EtcdMetadata(LocalMetadata):
                                       durable=durable, exclusive=False, auto_delete=auto_delete)
         self._check_new_queue(vh, name, durable, auto_delete, arguments)
         obj = self._queue_obj(vhost, name, durable, auto_delete, arguments)
+        made = False
         for _ in range(RETRIES):
             stored = await self._create(key, obj, vhost, transient=not durable)
+            made = made or stored is None
             if name in self._vhost(vhost).queues:
                 break
             if stored is not None and json.loads(stored.value).get("exclusive"):
@@ -710,9 +727,13 @@ class EtcdMetadata(LocalMetadata):
         else:
             raise errors.InternalError(f"queue '{name}' in vhost '{vhost}' kept vanishing")
         await self._placed(vhost, name)
-        return await super().declare_queue(
-            vhost=vhost, name=name, owner=owner, passive=False, durable=durable,
+        name = await super().declare_queue(
+            actor=actor, vhost=vhost, name=name, owner=owner, passive=False, durable=durable,
             exclusive=False, auto_delete=auto_delete, arguments=arguments)
+        q = self._vhost(vhost).queues.get(name)
+        if made and q is not None:          # made by this call: its event is this node's
+            emit_as(self.broker, actor, "queue.created", queue_details(q))
+        return name
 
     async def _declare_exclusive(self, vhost, name, owner, auto_delete, arguments) -> str:
         """A new exclusive queue lives on this node, but its name is the cluster's: put on
@@ -798,14 +819,15 @@ class EtcdMetadata(LocalMetadata):
                 f"is reached", 50, 10)
 
     @visible_everywhere
-    async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty) -> int:
+    async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty,
+                           actor=INTERNAL_USER) -> int:
         await self._ready()
         vh = self._vhost(vhost)
         key = meta_key("queue", vhost, name)
         kv, q = self.applied.get(key), vh.queues.get(name)
         self._deleting.add(key)
         try:
-            count = await super().delete_queue(vhost=vhost, name=name, owner=owner,
+            count = await super().delete_queue(actor=actor, vhost=vhost, name=name, owner=owner,
                                                if_unused=if_unused, if_empty=if_empty)
             if kv is not None and q is not None:
                 # checked and deleted here first (if-unused, if-empty are this node's
@@ -839,7 +861,8 @@ class EtcdMetadata(LocalMetadata):
         return compares, [put_op(key, dumps(obj), self._lease(transient))]
 
     @visible_everywhere
-    async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
+    async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid,
+                   actor=INTERNAL_USER):
         await self._ready()
         for _ in range(RETRIES):
             vh = self._vhost(vhost)
@@ -851,28 +874,31 @@ class EtcdMetadata(LocalMetadata):
             ex.validate_binding(key, arguments, cid, mid)
             made = self._binding_txn(vh, ex, dest, kind, key, arguments)
             if made is None:
-                return await super().bind(vhost=vhost, kind=kind, destination=destination,
-                                          source=source, key=key, arguments=arguments,
-                                          owner=owner, cid=cid, mid=mid)
+                return await super().bind(actor=actor, vhost=vhost, kind=kind,
+                                          destination=destination, source=source, key=key,
+                                          arguments=arguments, owner=owner, cid=cid, mid=mid)
             if (dest, key, _args_key(arguments)) in ex.bindings:
                 return                  # bound already
             held, _, rev = await self._txn(*made)
             if held:
                 await self.reach(rev)
+                emit_as(self.broker, actor, "binding.created", binding_details(
+                    vhost, source, kind, destination, key, arguments))
                 return
             await self._settle()        # an end changed meanwhile: check again
             await asyncio.sleep(0.05)
         raise errors.NotFound(f"no {kind} '{destination}' in vhost '{vhost}'", cid, mid)
 
     @visible_everywhere
-    async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
+    async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid,
+                     actor=INTERNAL_USER):
         await self._ready()
         bkey = binding_key(vhost, source, kind, destination, key, arguments)
         kv = self.applied.get(bkey)
         if kv is None:
-            return await super().unbind(vhost=vhost, kind=kind, destination=destination,
-                                        source=source, key=key, arguments=arguments,
-                                        owner=owner, cid=cid, mid=mid)
+            return await super().unbind(actor=actor, vhost=vhost, kind=kind,
+                                        destination=destination, source=source, key=key,
+                                        arguments=arguments, owner=owner, cid=cid, mid=mid)
         vh = self._vhost(vhost)
         if source == "":
             raise errors.AccessRefused("operation not permitted on the default exchange",
@@ -884,6 +910,8 @@ class EtcdMetadata(LocalMetadata):
                                        [delete_op(bkey)])
         if held:
             await self.reach(rev)
+            emit_as(self.broker, actor, "binding.deleted", binding_details(
+                vhost, source, kind, destination, key, arguments))
 
     # ------------------------------------------------------------ users, vhosts, permissions
     def changed(self, op) -> None:

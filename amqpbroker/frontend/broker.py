@@ -24,6 +24,7 @@ from ..protocol import properties as props_mod
 from ..stats import FrontendStats
 from .alarms import Alarms
 from .dead_letter_confirms import DeadLetterConfirms
+from .events import INTERNAL_USER, emit_metadata
 from .auth import Users
 from .exchange import delay_of, with_hash_property
 from .vhost import VirtualHost
@@ -72,6 +73,12 @@ class Broker:
         # RabbitMQ's global runtime parameters: ``cluster_name`` (set through the management
         # API), and any other a user stores there
         self.global_parameters: dict = {}
+        # the event exchange (events.py): the user making the metadata change being made
+        # now, and whether changes applied now were made elsewhere (a cluster's etcd)
+        self.actor = INTERNAL_USER
+        self.events_quiet = False
+
+    owns_metadata = False           # the metadata owner's (supervisor/owner.py): True
 
     @property
     def cluster_name(self) -> str:
@@ -131,6 +138,9 @@ class Broker:
             self.vhosts[name] = vh
             self.changed(vh.op())
             self.persist()
+            emit_metadata(self, "vhost.created", {
+                "name": name, "description": description, "tags": list(tags),
+                "default_queue_type": default_queue_type or "undefined", "tracing": False})
         return vh
 
     def update_vhost(self, name: str, description: str, tags,
@@ -162,6 +172,11 @@ class Broker:
                                 operator=policy.operator))
         self.persist()
         self._policies_changed(vh)
+        item = policy.item()
+        emit_metadata(self, "policy.set", {
+            "name": policy.name, "vhost": vh.name, "pattern": item.get("pattern"),
+            "apply-to": item.get("apply-to"), "definition": item.get("definition"),
+            "priority": item.get("priority")})
         return old is None
 
     def delete_policy(self, vhost: str, name: str, operator: bool = False) -> bool:
@@ -172,6 +187,7 @@ class Broker:
         self.changed(c.PolicyDeleted(vhost=vhost, name=name, operator=operator))
         self.persist()
         self._policies_changed(vh)
+        emit_metadata(self, "policy.cleared", {"name": name, "vhost": vhost})
         return True
 
     def _policies_changed(self, vh: VirtualHost) -> None:
@@ -206,6 +222,7 @@ class Broker:
         vh.close()
         self.users.forget_vhost(name)
         self.changed(c.VhostDeleted(name=name))
+        emit_metadata(self, "vhost.deleted", {"name": name})
         self.persist()
         return True
 

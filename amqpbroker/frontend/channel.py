@@ -22,7 +22,7 @@ from .confirms import Confirms
 from .consumer import Consumer
 from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
                        delay_of, with_hash_property)
-from . import group_member, trace
+from . import events, group_member, trace
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
@@ -702,6 +702,7 @@ class Channel:
         self.stats.on_close()
         for c in list(self.consumers.values()):
             self._remove_consumer(c)
+            self._consumer_event("consumer.deleted", c)
         self.consumers.clear()
         for member in self.groups.values():     # static members keep their partitions
             member.leave(permanent=False)       # for the session timeout
@@ -710,6 +711,18 @@ class Channel:
         self.tx = None
         self.confirms.clear()
         self._stop_listening()
+        events.session_emit(self.session, "channel.closed", {"pid": events.channel_name(self)})
+
+    def _consumer_event(self, key: str, c: Consumer) -> None:
+        """consumer.created / consumer.deleted (events.py) of a queue's consumer."""
+        if c is self.reply_consumer or c.queue is None or c.member is not None:
+            return
+        details = {"consumer_tag": c.tag, "queue": c.queue.name,
+                   "vhost": self.session.vhost.name, "channel": events.channel_name(self)}
+        if key == "consumer.created":
+            details.update(exclusive=c.exclusive, ack_required=not c.no_ack,
+                           prefetch_count=c.prefetch, arguments=dict(c.arguments or {}))
+        events.session_emit(self.session, key, details)
 
     def _remove_consumer(self, c: Consumer) -> None:
         if c is self.reply_consumer:
@@ -773,7 +786,7 @@ class Channel:
         await self.broker.metadata.declare_exchange(
             vhost=self.session.vhost.name, name=m.exchange, type=m.exchange_type,
             passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
-            internal=m.internal, arguments=m.arguments)
+            internal=m.internal, arguments=m.arguments, actor=self.session.user.name)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeclareOk())
 
@@ -793,7 +806,8 @@ class Channel:
         self.session.vhost.check_exchange_delete(m.exchange)
         self._check("configure", "exchange", m.exchange, 40, 20)
         await self.broker.metadata.delete_exchange(vhost=self.session.vhost.name,
-                                                   name=m.exchange, if_unused=m.if_unused)
+                                                   name=m.exchange, if_unused=m.if_unused,
+                                                   actor=self.session.user.name)
         if not m.nowait:
             self.session.send_method(self.number, C.Exchange.DeleteOk())
 
@@ -808,7 +822,7 @@ class Channel:
         change = md.unbind if unbind else md.bind
         await change(vhost=self.session.vhost.name, kind="exchange", destination=m.destination,
                      source=m.source, key=m.routing_key, arguments=m.arguments,
-                     owner=self.session.owner, cid=40, mid=mid)
+                     owner=self.session.owner, cid=40, mid=mid, actor=self.session.user.name)
         if not m.nowait:
             self.session.send_method(self.number,
                                      C.Exchange.UnbindOk() if unbind else C.Exchange.BindOk())
@@ -843,7 +857,7 @@ class Channel:
         name = await self.broker.metadata.declare_queue(
             vhost=vhost.name, name=name, owner=session.owner, passive=m.passive,
             durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
-            arguments=m.arguments)
+            arguments=m.arguments, actor=session.user.name)
         q = vhost.get_queue(name, session.owner, 50, 10)    # our copy has it by now
         if q.exclusive_owner == session.owner:
             session.exclusive_queues.add(q)
@@ -877,7 +891,7 @@ class Channel:
         change = md.unbind if unbind else md.bind
         await change(vhost=self.session.vhost.name, kind="queue", destination=name,
                      source=m.exchange, key=m.routing_key, arguments=m.arguments,
-                     owner=self.session.owner, cid=50, mid=mid)
+                     owner=self.session.owner, cid=50, mid=mid, actor=self.session.user.name)
         if unbind:
             self.session.send_method(self.number, C.Queue.UnbindOk())
         elif not m.nowait:
@@ -907,7 +921,7 @@ class Channel:
         try:
             count = await self.broker.metadata.delete_queue(
                 vhost=session.vhost.name, name=name, owner=session.owner,
-                if_unused=m.if_unused, if_empty=m.if_empty)
+                if_unused=m.if_unused, if_empty=m.if_empty, actor=session.user.name)
             if q is not None:
                 session.exclusive_queues.discard(q)
             if not m.nowait:
@@ -987,6 +1001,7 @@ class Channel:
         self.consumers[tag] = c
         if not m.nowait:
             session.send_method(self.number, C.Basic.ConsumeOk(consumer_tag=tag))
+        self._consumer_event("consumer.created", c)
         if shared:
             self._share_global_credit()
 
@@ -1036,6 +1051,7 @@ class Channel:
             return
         c = self.consumers.pop(m.consumer_tag, None)
         if c is not None:
+            self._consumer_event("consumer.deleted", c)
             if c is self.reply_consumer:
                 self._remove_consumer(c)
             else:

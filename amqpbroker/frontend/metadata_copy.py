@@ -12,6 +12,7 @@ from __future__ import annotations
 from .. import contract as c
 from ..policies import make_policy
 from .exchange import make_exchange
+from .events import INTERNAL_USER
 from .queue_ref import QueueRef
 from .vhost import VirtualHost
 
@@ -29,6 +30,11 @@ class RemoteMetadata:
         if cls not in c.METADATA_CALLS:
             raise AttributeError(method)
         if cls.REQUEST:
+            if any(name == "actor" for name, _ in cls.FIELDS):
+                # the user the change is made for (frontend/events.py), the broker's own
+                # when the caller names none
+                return lambda actor=INTERNAL_USER, **fields: self.control.request(
+                    cls, actor=actor, **fields)
             return lambda **fields: self.control.request(cls, **fields)
 
         async def notice(**fields):

@@ -26,7 +26,7 @@ from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
-from . import tls
+from . import events, tls
 from .channel import HANDLERS, Channel
 
 log = logging.getLogger("amqpbroker.connection")
@@ -443,10 +443,16 @@ class Session(asyncio.BufferedProtocol):
         self.capabilities = caps if isinstance(caps, dict) else {}
         try:
             user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
-        except errors.AMQPError:
+        except errors.AMQPError as err:
             self.broker.stats.auth_attempt("amqp091", False)
+            events.emit(self.broker, "user.authentication.failure", {
+                **events.login_details(self, e.mechanism, getattr(err, "login_user", None)),
+                "error": (getattr(err, "login_failed", None) or err.text).split(
+                    "login refused: ", 1)[-1]})
             raise
         self.broker.stats.auth_attempt("amqp091", True)
+        events.emit(self.broker, "user.authentication.success",
+                    events.login_details(self, e.mechanism, user.name))
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
             # the reason goes to the log; the client is told only that the login was refused,
             # as RabbitMQ's auth_fail does
@@ -482,14 +488,19 @@ class Session(asyncio.BufferedProtocol):
         self.broker.sessions.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
                  connection_name(self), self.user.name, vhost.name, extra=self.log_context())
+        events.session_emit(self, "connection.created", events.connection_details(self))
         if self.broker.alarms.blocked:
             self.on_alarm(True)
 
     # ----------------------------------------------------------------- channels
     async def _open_channel(self, number: int) -> None:
         await self.broker.admission.open_channel(self)      # 530 over the user's max-channels
-        self.channels[number] = Channel(self, number)
+        ch = self.channels[number] = Channel(self, number)
         self.conn.send_channel_open_ok(number)
+        name = events.channel_name(ch)
+        events.session_emit(self, "channel.created", {
+            "name": name, "number": number, "connection": connection_name(self),
+            "user": self.user.name, "vhost": self.vhost.name, "pid": name})
 
     def _drop_channel(self, number: int) -> None:
         ch = self.channels.pop(number, None)
@@ -662,6 +673,11 @@ class Session(asyncio.BufferedProtocol):
         self.broker.sessions.discard(self)
         self.broker.admission.connection_closed(self)
         self.broker.stats.connection_closed(self)
+        if self.vhost is not None:
+            name = connection_name(self)
+            events.session_emit(self, "connection.closed", {
+                "name": name, "node": NODE, "pid": name,
+                "client_properties": self.client_properties})
 
 
 NODE = "amqpbroker@localhost"         # the node's name in the management API

@@ -15,6 +15,8 @@ from .. import errors
 from ..policies import choose
 from ..queue_args import with_default_type
 from .admission import limit_of
+from .events import (INTERNAL_USER, acting, binding_details, emit_metadata,
+                     exchange_details)
 from .exchange import TYPES, Exchange, _args_key, make_exchange
 from .queue_ref import QueueRef
 
@@ -131,6 +133,7 @@ class VirtualHost:
         self.broker.changed(self.exchange_op(ex))
         if durable and persist:
             self.broker.persist()
+        emit_metadata(self.broker, "exchange.created", exchange_details(self.name, ex))
         return ex
 
     def check_exchange_delete(self, name: str) -> None:
@@ -152,12 +155,16 @@ class VirtualHost:
         self.broker.changed(c.ExchangeDeleted(vhost=self.name, name=name))
         if ex.durable:
             self.broker.persist()
+        emit_metadata(self.broker, "exchange.deleted", {"name": name, "vhost": self.name})
 
     def _maybe_auto_delete_exchange(self, ex: Exchange) -> None:
         if ex.auto_delete and not ex.has_bindings() and self.exchanges.get(ex.name) is ex:
             del self.exchanges[ex.name]
             self._unbind_everywhere(ex)
             self.broker.changed(c.ExchangeDeleted(vhost=self.name, name=ex.name))
+            with acting(self.broker, INTERNAL_USER):
+                emit_metadata(self.broker, "exchange.deleted",
+                              {"name": ex.name, "vhost": self.name})
 
     def forget_exchange(self, name: str) -> None:
         """An exchange deleted elsewhere (a front-end's copy, told by the supervisor)."""
@@ -295,10 +302,13 @@ class VirtualHost:
             self.queues[name] = q
         return q
 
-    async def delete_queue_checked(self, q: QueueRef, if_unused: bool, if_empty: bool) -> int:
-        """queue.delete: the host checks if-unused / if-empty and answers the message count."""
+    async def delete_queue_checked(self, q: QueueRef, if_unused: bool, if_empty: bool,
+                                   actor: str = INTERNAL_USER) -> int:
+        """queue.delete: the host checks if-unused / if-empty and answers the message count.
+        ``actor``: the user deleting it (events.py)."""
         count = await q.delete(if_unused, if_empty)
-        self.forget_queue(q, "deleted")
+        with acting(self.broker, actor):
+            self.forget_queue(q, "deleted")
         return count
 
     def delete_queue(self, q: QueueRef, reason: str = "deleted") -> None:
@@ -317,6 +327,7 @@ class VirtualHost:
         if self.queues.get(q.name) is q:
             del self.queues[q.name]
             self.broker.changed(c.QueueDeleted(vhost=self.name, name=q.name, qid=q.qid))
+            emit_metadata(self.broker, "queue.deleted", {"name": q.name, "vhost": self.name})
         for ex in list(self.exchanges.values()):
             if ex.remove_destination(q):
                 self._maybe_auto_delete_exchange(ex)
@@ -339,6 +350,8 @@ class VirtualHost:
                                                 arguments))
             if ex.durable and getattr(destination, "durable", False):
                 self.broker.persist()
+            emit_metadata(self.broker, "binding.created", binding_details(
+                self.name, ex.name, kind, destination_name, routing_key, arguments))
 
     def unbind(self, kind: str, destination_name: str, exchange_name: str, routing_key: str,
                arguments, owner, cid, mid) -> None:
@@ -360,6 +373,8 @@ class VirtualHost:
                                             arguments))
         if ex.durable:
             self.broker.persist()
+        emit_metadata(self.broker, "binding.deleted", binding_details(
+            self.name, ex.name, kind, destination_name, routing_key, arguments))
         self._maybe_auto_delete_exchange(ex)
 
     def _destination(self, kind: str, name: str, cid, mid):

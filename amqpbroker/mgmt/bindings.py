@@ -91,7 +91,8 @@ async def create_binding(call):
         b.users.check_topic(call.user, vh.name, "read", source, body["routing_key"])
         await b.metadata.bind(vhost=vh.name, kind=kind, destination=dest.name,
                               source=source.name, key=body["routing_key"],
-                              arguments=body["arguments"], owner=None, cid=0, mid=0)
+                              arguments=body["arguments"], owner=None, cid=0, mid=0,
+                              actor=call.user.name)
     except errors.AMQPError as err:
         raise from_amqp(err) from None
     key = properties_key(body["routing_key"], body["arguments"])
@@ -123,7 +124,7 @@ async def delete_binding(call):
         await b.metadata.unbind(vhost=bd["vhost"], kind=bd["destination_type"],
                                 destination=bd["destination"], source=bd["source"],
                                 key=bd["routing_key"], arguments=bd["arguments"], owner=None,
-                                cid=0, mid=0)
+                                cid=0, mid=0, actor=call.user.name)
     except errors.AMQPError as err:
         raise from_amqp(err) from None
     return no_content()

@@ -71,7 +71,7 @@ async def put_exchange(call):
                                           passive=False, durable=body["durable"],
                                           auto_delete=body["auto_delete"],
                                           internal=body["internal"],
-                                          arguments=body["arguments"])
+                                          arguments=body["arguments"], actor=call.user.name)
     except errors.AMQPError as err:
         raise from_amqp(err) from None
     return created(existed)
@@ -84,7 +84,8 @@ async def delete_exchange(call):
         vh.check_exchange_delete(ex.name)
         b.users.check(call.user, vh.name, "configure", "exchange", ex.name)
         await b.metadata.delete_exchange(vhost=vh.name, name=ex.name,
-                                         if_unused=flag_param(call, "if-unused"))
+                                         if_unused=flag_param(call, "if-unused"),
+                                         actor=call.user.name)
     except errors.AMQPError as err:
         raise from_amqp(err) from None
     return no_content()

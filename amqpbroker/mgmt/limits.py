@@ -12,6 +12,7 @@ does not exist is 404 here (RabbitMQ 3.10 answers 500).
 """
 from __future__ import annotations
 
+from ..frontend.events import acting
 from . import access
 from .api import ApiError, Route, bad_request, no_content, not_found
 from .validation import LIMIT, USER_LIMITS, VHOST_LIMITS, check_limit
@@ -38,7 +39,8 @@ async def put_vhost_limit(call):
     reason = check_limit(name, value, VHOST_LIMITS, "limits")
     if reason:
         raise bad_request(f"Validation failed\n\n{reason}\n")
-    b.set_vhost_limits(vh, {**vh.limits, name: value})
+    with acting(b, call.user.name):
+        b.set_vhost_limits(vh, {**vh.limits, name: value})
     await b.sync_frontends()
     return no_content()
 
@@ -49,8 +51,9 @@ async def delete_vhost_limit(call):
     if vh is None:
         raise ApiError(404, "vhost_not_found", "not_found")
     if call.params["name"] in vh.limits:
-        b.set_vhost_limits(vh, {k: v for k, v in vh.limits.items()
-                                if k != call.params["name"]})
+        with acting(b, call.user.name):
+            b.set_vhost_limits(vh, {k: v for k, v in vh.limits.items()
+                                    if k != call.params["name"]})
         await b.sync_frontends()
     return no_content()
 

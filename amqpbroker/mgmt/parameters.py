@@ -13,6 +13,7 @@ a policymaker set them through this door).
 """
 from __future__ import annotations
 
+from ..frontend.events import acting
 from ..shovel import definition as shovel_definition
 from ..shovel.shovels import COMPONENT as SHOVEL
 from . import access
@@ -84,7 +85,8 @@ async def put_parameter(call):
         limits = limits_value(call.body["value"], "")
     except Invalid as err:          # RabbitMQ's wording of a refused parameter
         raise bad_request(f"Validation failed\n\n{err}\n") from None
-    b.set_vhost_limits(vh, limits)
+    with acting(b, call.user.name):
+        b.set_vhost_limits(vh, limits)
     await b.sync_frontends()
     return no_content()
 
@@ -106,7 +108,8 @@ async def _put_shovel(call):
         raise bad_request("Validation failed\n\n" + "".join(f"{r}\n" for r in err.reasons)) \
             from None
     existed = (p["vhost"], p["name"]) in b.shovels.values
-    b.shovels.set(p["vhost"], p["name"], call.body["value"], checked)
+    with acting(b, user.name):
+        b.shovels.set(p["vhost"], p["name"], call.body["value"], checked)
     await b.definitions.durable()
     return created(existed)
 
@@ -114,7 +117,9 @@ async def _put_shovel(call):
 async def delete_parameter(call):
     p = call.params
     if p["component"] == SHOVEL:
-        if not call.broker.shovels.clear(p["vhost"], p["name"]):
+        with acting(call.broker, call.user.name):
+            cleared = call.broker.shovels.clear(p["vhost"], p["name"])
+        if not cleared:
             raise not_found()
         await call.broker.definitions.durable()
         return no_content()
@@ -123,7 +128,8 @@ async def delete_parameter(call):
     vh = _limits_of(call)
     if not vh.limits:
         raise not_found()
-    call.broker.set_vhost_limits(vh, {})
+    with acting(call.broker, call.user.name):
+        call.broker.set_vhost_limits(vh, {})
     await call.broker.sync_frontends()
     return no_content()
 

@@ -3,6 +3,7 @@ stored: one that does not compile (or is not a string) would refuse every AMQP o
 the user it belongs to."""
 from __future__ import annotations
 
+from ..frontend.events import emit_as
 from ..supervisor.definitions import permission_item
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
@@ -47,6 +48,9 @@ async def put_permission(call):
     b.users.set_permissions(vhost, user, call.body["configure"], call.body["write"],
                             call.body["read"])
     b.definitions.save()
+    emit_as(b, call.user.name, "permission.created", {
+        "user": user, "vhost": vhost, "configure": call.body["configure"],
+        "write": call.body["write"], "read": call.body["read"]})
     return created(existed)
 
 
@@ -55,6 +59,8 @@ async def delete_permission(call):
     if b.users.permissions.pop((call.params["vhost"], call.params["user"]), None) is None:
         raise not_found()
     b.definitions.save()
+    emit_as(b, call.user.name, "permission.deleted",
+            {"user": call.params["user"], "vhost": call.params["vhost"]})
     return no_content()
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from ..frontend.events import acting
 from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from . import access
 from .api import ApiError, Route, bad_request, created, no_content, not_found
@@ -76,7 +77,8 @@ async def put_policy(call, operator: bool = False):
         raise bad_request(f"Validation failed\n\n{exc}\n") from None
     warn_without_effect(policy, log)
     b = call.broker
-    made = b.set_policy(policy)
+    with acting(b, call.user.name):
+        made = b.set_policy(policy)
     await b.definitions.durable()
     await b.policies_applied(vh.name)
     return created(not made)
@@ -85,8 +87,9 @@ async def put_policy(call, operator: bool = False):
 async def delete_policy(call, operator: bool = False):
     b = call.broker
     vhost = _vhost(call).name
-    if not b.delete_policy(vhost, call.params["name"], operator=operator):
-        raise not_found()
+    with acting(b, call.user.name):
+        if not b.delete_policy(vhost, call.params["name"], operator=operator):
+            raise not_found()
     await b.definitions.durable()
     await b.policies_applied(vhost)
     return no_content()

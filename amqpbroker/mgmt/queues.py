@@ -134,7 +134,7 @@ async def put_queue(call):
         await b.metadata.declare_queue(vhost=vh.name, name=name, owner=None, passive=False,
                                        durable=body["durable"], exclusive=False,
                                        auto_delete=body["auto_delete"],
-                                       arguments=body["arguments"])
+                                       arguments=body["arguments"], actor=call.user.name)
     except errors.AMQPError as err:
         raise from_amqp(err) from None
     return created(existed)
@@ -147,7 +147,8 @@ async def delete_queue(call):
         b.users.check(call.user, vh.name, "configure", "queue", q.name)
         await b.metadata.delete_queue(vhost=vh.name, name=q.name, owner=None,
                                       if_unused=flag_param(call, "if-unused"),
-                                      if_empty=flag_param(call, "if-empty"))
+                                      if_empty=flag_param(call, "if-empty"),
+                                      actor=call.user.name)
     except errors.AMQPError as err:
         raise from_amqp(err) from None
     return no_content()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from ..frontend.events import acting
 from . import access
 from .api import ApiError, Route, no_content, not_found
 from .peers import ask_node
@@ -42,7 +43,9 @@ async def list_shovels(call):
 
 async def delete_shovel(call):
     b, p = call.broker, call.params
-    if not b.shovels.clear(p["vhost"], p["name"]):
+    with acting(b, call.user.name):
+        cleared = b.shovels.clear(p["vhost"], p["name"])
+    if not cleared:
         raise not_found()
     await b.definitions.durable()
     return no_content()

@@ -10,6 +10,7 @@ the query and removes all; removing less never widens what a user may do). Rabbi
 DELETE removes only that exchange's."""
 from __future__ import annotations
 
+from ..frontend.events import emit_as
 from ..supervisor.definitions import topic_permission_item
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
@@ -42,6 +43,9 @@ async def put_topic_permission(call):
     body = call.body
     b.users.set_topic_permissions(vhost, user, body["exchange"], body["write"], body["read"])
     b.definitions.save()
+    emit_as(b, call.user.name, "topic.permission.created", {
+        "user": user, "vhost": vhost, "exchange": body["exchange"], "write": body["write"],
+        "read": body["read"]})
     return created(existed)
 
 
@@ -52,6 +56,8 @@ async def delete_topic_permission(call):
                                            exchange):
         raise not_found()
     b.definitions.save()
+    emit_as(b, call.user.name, "topic.permission.deleted",
+            {"user": call.params["user"], "vhost": call.params["vhost"]})
     return no_content()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..frontend.auth import HASHING, hash_password
+from ..frontend.events import emit_as
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
 from .validation import BULK_DELETE, USER
@@ -33,6 +34,12 @@ async def put_user(call):
     else:
         users.add_user(name, password_hash=body["password_hash"], tags=body["tags"])
     call.broker.definitions.save()
+    if not existed:
+        emit_as(call.broker, call.user.name, "user.created", {"name": name})
+    else:                               # as RabbitMQ's put_user of an existing user
+        emit_as(call.broker, call.user.name, "user.password.changed", {"name": name})
+        emit_as(call.broker, call.user.name, "user.tags.set",
+                {"name": name, "tags": list(users.users[name].tags)})
     return created(existed)
 
 
@@ -40,6 +47,7 @@ async def delete_user(call):
     if not call.broker.users.delete_user(call.params["name"]):
         raise not_found()
     call.broker.definitions.save()
+    emit_as(call.broker, call.user.name, "user.deleted", {"name": call.params["name"]})
     return no_content()
 
 

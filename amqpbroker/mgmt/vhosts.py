@@ -1,6 +1,7 @@
 """``/api/vhosts``: list (what the user may see), get, create, delete (administrators)."""
 from __future__ import annotations
 
+from ..frontend.events import acting, emit_as
 from ..frontend.session import NODE
 from . import access
 from .api import Route, bad_request, created, no_content, not_found
@@ -39,11 +40,15 @@ async def put_vhost(call):
     dqt = body["default_queue_type"]
     if dqt is None and vh is not None:
         dqt = vh.default_queue_type
-    existed = not b.update_vhost(name, body["description"], body["tags"], dqt)
+    with acting(b, call.user.name):
+        existed = not b.update_vhost(name, body["description"], body["tags"], dqt)
     if not existed:
         # RabbitMQ grants the creating user full permissions on a new vhost
         b.users.set_permissions(name, call.user.name)
         b.definitions.save()
+        emit_as(b, call.user.name, "permission.created", {
+            "user": call.user.name, "vhost": name, "configure": ".*", "write": ".*",
+            "read": ".*"})
     if "tracing" in body:       # left as it is when the body does not say (RabbitMQ)
         b.set_tracing(b.vhosts[name], body["tracing"])
     await b.definitions.durable()
@@ -52,7 +57,9 @@ async def put_vhost(call):
 
 
 async def delete_vhost(call):
-    if not call.broker.delete_vhost(call.params["vhost"]):
+    with acting(call.broker, call.user.name):
+        deleted = call.broker.delete_vhost(call.params["vhost"])
+    if not deleted:
         raise not_found()
     await call.broker.definitions.durable()
     return no_content()

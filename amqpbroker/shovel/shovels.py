@@ -20,6 +20,7 @@ import secrets
 
 from .. import contract as c
 from ..frontend.auth import INTERNAL_SECRET_ENV
+from ..frontend.events import emit_metadata
 from .definition import Definition, check
 from .runner import Shovel
 
@@ -70,6 +71,8 @@ class Shovels:
         self.values[(vhost, name)] = value
         self.broker.changed(c.ParameterOp(vhost=vhost, component=COMPONENT, name=name,
                                           value=value))
+        emit_metadata(self.broker, "parameter.set", {"component": COMPONENT, "name": name,
+                                                     "vhost": vhost, "value": value})
         self._replace(vhost, name, definition)
 
     def clear(self, vhost: str, name: str, announce: bool = True) -> bool:
@@ -78,6 +81,8 @@ class Shovels:
         if announce:
             self.broker.changed(c.ParameterDeleted(vhost=vhost, component=COMPONENT,
                                                    name=name))
+            emit_metadata(self.broker, "parameter.cleared",
+                          {"component": COMPONENT, "name": name, "vhost": vhost})
         self._replace(vhost, name, None)
         return True
 

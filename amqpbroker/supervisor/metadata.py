@@ -21,6 +21,7 @@ import logging
 
 from .. import contract as c
 from .. import errors
+from ..frontend.events import INTERNAL_USER, acting, emit_metadata, queue_details
 from ..frontend.exchange import DEDUP_TYPE
 from ..frontend.vhost import PREDECLARED, VirtualHost
 from .topics import TYPE as TOPIC
@@ -54,19 +55,21 @@ class LocalMetadata:
     # one method per metadata call of the contract (``contract.METADATA_CALLS``), taking
     # its fields as keywords
     async def declare_exchange(self, *, vhost, name, type, passive, durable, auto_delete,
-                               internal, arguments):
+                               internal, arguments, actor=INTERNAL_USER):
         vh = self._vhost(vhost)
         if type == TOPIC and not passive:       # a topic and its partitions (topics.py)
             await self.broker.topics.declare(vh, name, passive=passive, durable=durable,
                                              auto_delete=auto_delete, internal=internal,
                                              arguments=arguments)
         else:
-            vh.declare_exchange(name, type, passive=passive, durable=durable,
-                                auto_delete=auto_delete, internal=internal, arguments=arguments)
+            with acting(self.broker, actor):
+                vh.declare_exchange(name, type, passive=passive, durable=durable,
+                                    auto_delete=auto_delete, internal=internal,
+                                    arguments=arguments)
         await self.broker.definitions.durable()
 
-    async def delete_exchange(self, *, vhost, name, if_unused):
-        await self.broker.topics.delete(self._vhost(vhost), name, if_unused)
+    async def delete_exchange(self, *, vhost, name, if_unused, actor=INTERNAL_USER):
+        await self.broker.topics.delete(self._vhost(vhost), name, if_unused, actor)
         await self.broker.definitions.durable()
 
     async def dedup_seen(self, *, vhost, exchange, key, ttl) -> bool:
@@ -85,16 +88,21 @@ class LocalMetadata:
         ex = vh.exchanges.get(exchange) if vh is not None else None
         return ex is not None and ex.type == DEDUP_TYPE and ex.seen(key, ttl)
 
-    async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
-        self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)
+    async def bind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid,
+                   actor=INTERNAL_USER):
+        with acting(self.broker, actor):
+            self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)
         await self.broker.definitions.durable()
 
-    async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid):
-        self._vhost(vhost).unbind(kind, destination, source, key, arguments, owner, cid, mid)
+    async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid,
+                     actor=INTERNAL_USER):
+        with acting(self.broker, actor):
+            self._vhost(vhost).unbind(kind, destination, source, key, arguments, owner, cid,
+                                      mid)
         await self.broker.definitions.durable()
 
     async def declare_queue(self, *, vhost, name, owner, passive, durable, exclusive, auto_delete,
-                            arguments) -> str:
+                            arguments, actor=INTERNAL_USER) -> str:
         vh = self._vhost(vhost)
         q = vh.declare_queue(name, owner=owner, passive=passive, durable=durable,
                              exclusive=exclusive, auto_delete=auto_delete, arguments=arguments)
@@ -103,16 +111,19 @@ class LocalMetadata:
         if not q.announced:             # front-ends learn of it once its worker has it open
             q.announced = True
             self.broker.changed(queue_op(q))
+            with acting(self.broker, actor):
+                emit_metadata(self.broker, "queue.created", queue_details(q))
         await self.broker.definitions.durable()
         return q.name
 
-    async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty) -> int:
+    async def delete_queue(self, *, vhost, name, owner, if_unused, if_empty,
+                           actor=INTERNAL_USER) -> int:
         vh = self._vhost(vhost)
         q = vh.queues.get(name)
         if q is None:
             return 0
         vh.check_exclusive(q, owner, 50, 40)
-        count = await vh.delete_queue_checked(q, if_unused, if_empty)
+        count = await vh.delete_queue_checked(q, if_unused, if_empty, actor)
         await self.broker.definitions.durable()
         return count
 

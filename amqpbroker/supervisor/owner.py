@@ -29,7 +29,8 @@ import uuid
 from .. import contract as c, prefault
 from ..frontend.admission import Admission
 from ..frontend.broker import Broker, worker_of
-from ..frontend.session import connection_name, session_json
+from ..frontend.events import INTERNAL_USER, acting, emit_metadata
+from ..frontend.session import NODE, connection_name, session_json
 from ..frontend.vhost import VirtualHost
 from ..shovel.shovels import Shovels
 from ..storage.fileformat import fsync_dir, remove_directory
@@ -48,6 +49,8 @@ CHILD_ANSWER_TIMEOUT = 2.0
 
 
 class MetadataOwner(Broker):
+    owns_metadata = True            # its changes are the events (frontend/events.py)
+
     def __init__(self, config, loop):
         super().__init__(config, loop)
         self.metadata = LocalMetadata(self)
@@ -207,6 +210,9 @@ class MetadataOwner(Broker):
                     fe.notify(c.ApplyOps(ops=ops))
 
     def alarm_changed(self, name: str, detail) -> None:
+        with acting(self, INTERNAL_USER):
+            emit_metadata(self, "alarm.set" if detail is not None else "alarm.cleared",
+                          {"source": name, "node": NODE})
         if name == "memory":               # its heap prefaulter's, where it holds queues
             prefault.hold(detail is not None)
         for fe in self.frontends:          # the node's alarms hold in every process
@@ -261,6 +267,8 @@ class MetadataOwner(Broker):
         vh.limits = dict(limits)
         self.changed(c.VhostLimitsOp(name=vh.name, limits=vh.limits))
         self.persist()
+        emit_metadata(self, "vhost.limits.set", {"name": "limits", "vhost": vh.name,
+                                                 **vh.limits})
 
     async def sync_frontends(self, skip=None) -> None:
         """Wait until every front-end (but ``skip``) has applied the ops sent so far."""

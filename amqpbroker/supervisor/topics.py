@@ -37,6 +37,7 @@ import logging
 
 from .. import errors
 from ..frontend.broker import worker_of
+from ..frontend.events import INTERNAL_USER, acting
 from ..frontend.exchange import PartitionedExchange
 from ..frontend.vhost import _arg_repr, _plain
 from ..queue_args import QueueArgs, amqp_type
@@ -270,13 +271,14 @@ class Topics:
                 out.append(q)
         return out
 
-    async def delete(self, vh, name: str, if_unused: bool) -> None:
+    async def delete(self, vh, name: str, if_unused: bool, actor: str = INTERNAL_USER) -> None:
         """exchange.delete of a topic (and DELETE /api/topics): its partitions go with it,
         messages and all. ``if_unused``: refused while the topic has bindings other than
-        its partitions'."""
+        its partitions'. ``actor``: who deletes it (frontend/events.py)."""
         vh.check_exchange_delete(name)
         if not isinstance(vh.exchanges.get(name), PartitionedExchange):
-            vh.delete_exchange(name, if_unused)
+            with acting(self.owner, actor):
+                vh.delete_exchange(name, if_unused)
             return
         async with self._changing(vh, name):
             ex = vh.exchanges.get(name)
