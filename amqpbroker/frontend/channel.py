@@ -711,11 +711,14 @@ class Channel:
         self.tx = None
         self.confirms.clear()
         self._stop_listening()
-        events.session_emit(self.session, "channel.closed", {"pid": events.channel_name(self)})
+        if events.on(self.broker):
+            events.session_emit(self.session, "channel.closed",
+                                {"pid": events.channel_name(self)})
 
     def _consumer_event(self, key: str, c: Consumer) -> None:
         """consumer.created / consumer.deleted (events.py) of a queue's consumer."""
-        if c is self.reply_consumer or c.queue is None or c.member is not None:
+        if c is self.reply_consumer or c.queue is None or c.member is not None \
+                or not events.on(self.broker):
             return
         details = {"consumer_tag": c.tag, "queue": c.queue.name,
                    "vhost": self.session.vhost.name, "channel": events.channel_name(self)}

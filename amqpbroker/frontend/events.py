@@ -39,11 +39,16 @@ EXCHANGE = "amq.rabbitmq.event"
 INTERNAL_USER = "rmq-internal"          # RabbitMQ's ?INTERNAL_USER
 
 
+def on(broker) -> bool:
+    """Whether events are published at all (callers skip building their details if not)."""
+    return broker.config.event_exchange
+
+
 def emit(broker, key: str, details: dict) -> None:
     """Publish event ``key`` with ``details`` (None values left out) if the event exchange is
     on and anything is bound to receive it."""
     config = broker.config
-    if not getattr(config, "event_exchange", False):
+    if not config.event_exchange:
         return
     vh = broker.vhosts.get(config.event_exchange_vhost)
     ex = vh.exchanges.get(EXCHANGE) if vh is not None else None

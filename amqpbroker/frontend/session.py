@@ -445,14 +445,16 @@ class Session(asyncio.BufferedProtocol):
             user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
         except errors.AMQPError as err:
             self.broker.stats.auth_attempt("amqp091", False)
-            events.emit(self.broker, "user.authentication.failure", {
-                **events.login_details(self, e.mechanism, getattr(err, "login_user", None)),
-                "error": (getattr(err, "login_failed", None) or err.text).split(
-                    "login refused: ", 1)[-1]})
+            if events.on(self.broker):
+                events.emit(self.broker, "user.authentication.failure", {
+                    **events.login_details(self, e.mechanism, getattr(err, "login_user", None)),
+                    "error": (getattr(err, "login_failed", None) or err.text).split(
+                        "login refused: ", 1)[-1]})
             raise
         self.broker.stats.auth_attempt("amqp091", True)
-        events.emit(self.broker, "user.authentication.success",
-                    events.login_details(self, e.mechanism, user.name))
+        if events.on(self.broker):
+            events.emit(self.broker, "user.authentication.success",
+                        events.login_details(self, e.mechanism, user.name))
         if user.name in self.broker.config.loopback_users and not is_loopback(self.peer[0]):
             # the reason goes to the log; the client is told only that the login was refused,
             # as RabbitMQ's auth_fail does
@@ -488,7 +490,8 @@ class Session(asyncio.BufferedProtocol):
         self.broker.sessions.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
                  connection_name(self), self.user.name, vhost.name, extra=self.log_context())
-        events.session_emit(self, "connection.created", events.connection_details(self))
+        if events.on(self.broker):
+            events.session_emit(self, "connection.created", events.connection_details(self))
         if self.broker.alarms.blocked:
             self.on_alarm(True)
 
@@ -497,10 +500,11 @@ class Session(asyncio.BufferedProtocol):
         await self.broker.admission.open_channel(self)      # 530 over the user's max-channels
         ch = self.channels[number] = Channel(self, number)
         self.conn.send_channel_open_ok(number)
-        name = events.channel_name(ch)
-        events.session_emit(self, "channel.created", {
-            "name": name, "number": number, "connection": connection_name(self),
-            "user": self.user.name, "vhost": self.vhost.name, "pid": name})
+        if events.on(self.broker):
+            name = events.channel_name(ch)
+            events.session_emit(self, "channel.created", {
+                "name": name, "number": number, "connection": connection_name(self),
+                "user": self.user.name, "vhost": self.vhost.name, "pid": name})
 
     def _drop_channel(self, number: int) -> None:
         ch = self.channels.pop(number, None)
@@ -673,7 +677,7 @@ class Session(asyncio.BufferedProtocol):
         self.broker.sessions.discard(self)
         self.broker.admission.connection_closed(self)
         self.broker.stats.connection_closed(self)
-        if self.vhost is not None:
+        if self.vhost is not None and events.on(self.broker):
             name = connection_name(self)
             events.session_emit(self, "connection.closed", {
                 "name": name, "node": NODE, "pid": name,
