@@ -256,6 +256,14 @@ def bodies(ch, queue: str) -> list[bytes]:
         out.append(body)
 
 
+def reject_all(ch, queue: str, n: int, requeue: bool = False) -> None:
+    """basic.get ``n`` messages (each must be there) and reject each."""
+    for _ in range(n):
+        method, _, _ = ch.basic_get(queue)
+        assert method is not None
+        ch.basic_reject(method.delivery_tag, requeue=requeue)
+
+
 def drain(ch, queue: str, n: int, timeout: float = 5.0, auto_ack: bool = True):
     """basic.get until ``n`` messages have been received (or fail at the deadline)."""
     got = []

@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import pika
 
-from .conftest import drain, q, wait_until
+from .conftest import drain, q, reject_all, wait_until
 
 HELD = {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish"}
-
-
-def reject_all(ch, queue: str, n: int) -> None:
-    for _ in range(n):
-        method, _, _ = ch.basic_get(queue)
-        assert method is not None
-        ch.basic_reject(method.delivery_tag, requeue=False)
 
 
 def counts(mgmt, queue: str) -> tuple:

@@ -18,6 +18,7 @@ import pytest
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.leaks import wait_until
+from interop.conftest import reject_all
 
 CONFIRM_TIMEOUT_MS = 500
 QUORUM = {"x-queue-type": "quorum"}
@@ -32,16 +33,6 @@ def broker(request, tmp_path_factory):
         yield b
 
 
-@pytest.fixture
-def ch(broker):
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    channel = conn.channel()
-    channel.confirm_delivery()
-    yield channel
-    if conn.is_open:
-        conn.close()
-
-
 def publish(ch, queue: str, bodies) -> list[bool]:
     """Publish each body with confirms: True if acked, False if nacked."""
     out = []
@@ -54,13 +45,6 @@ def publish(ch, queue: str, bodies) -> list[bool]:
     return out
 
 
-def reject_all(ch, queue: str, n: int, requeue: bool = False) -> None:
-    for _ in range(n):
-        method, _, _ = ch.basic_get(queue)
-        assert method is not None
-        ch.basic_reject(method.delivery_tag, requeue=requeue)
-
-
 def counts(broker, queue: str) -> tuple:
     q = broker.api(f"queues/%2F/{queue}")
     return q["messages"], q["messages_ready"], q.get("messages_dlx"), q.get("message_bytes_dlx")
@@ -70,6 +54,12 @@ def held(broker, queue: str, n: int, size: int) -> None:
     """Wait until the queue holds ``n`` dead letters of ``size`` bytes and nothing else."""
     wait_until(lambda: counts(broker, queue) == (n, 0, n, size), timeout=10,
                what=f"{queue} to hold {n} dead letters")
+
+
+def emptied(broker, queue: str) -> None:
+    """Wait until the queue holds nothing: no message, no dead letter."""
+    wait_until(lambda: counts(broker, queue) == (0, 0, 0, 0), timeout=10,
+               what=f"{queue} to be empty")
 
 
 def consume(ch, queue: str, n: int, timeout: float = 10) -> list:
@@ -104,8 +94,7 @@ def test_a_dead_letter_with_no_route_is_held_until_it_has_one(broker, ch):
     assert [body for body, _ in got] == [b"m0", b"m1", b"m2"]
     death = got[0][1]["x-death"][0]
     assert (death["reason"], death["queue"], death["count"]) == ("rejected", "alo-src", 1)
-    wait_until(lambda: counts(broker, "alo-src") == (0, 0, 0, 0), timeout=10,
-               what="the settled dead letters to leave their source")
+    emptied(broker, "alo-src")
     assert "Cannot forward any dead-letter messages from source quorum queue 'alo-src' in " \
            "vhost '/' because its configured dead-letter-exchange exchange 'alo-dlx' in " \
            "vhost '/' does not exist." in "".join(broker.output)
@@ -137,8 +126,7 @@ def test_a_full_target_gets_the_rest_once_it_has_room(broker, ch):
     assert ch.queue_declare("alo-full-dlq", passive=True).method.message_count == 1
     # each one taken makes room for the next, sent again after the confirm timeout
     assert [body for body, _ in consume(ch, "alo-full-dlq", 3)] == [b"d0", b"d1", b"d2"]
-    wait_until(lambda: counts(broker, "alo-full") == (0, 0, 0, 0), timeout=10,
-               what="the dead letters to be settled")
+    emptied(broker, "alo-full")
 
 
 def test_expired_and_over_the_delivery_limit_are_held_too(broker, ch):
@@ -189,8 +177,7 @@ def test_without_reject_publish_dead_letters_go_at_most_once(broker, ch):
                                 "x-dead-letter-exchange": "alo-off-dlx"})
     assert publish(ch, "alo-off", [b"x", b"y"]) == [True, True]
     reject_all(ch, "alo-off", 2)
-    wait_until(lambda: counts(broker, "alo-off") == (0, 0, 0, 0), timeout=10,
-               what="the rejected messages to be gone")
+    emptied(broker, "alo-off")
     assert "Falling back to dead-letter-strategy at-most-once for queue 'alo-off' in vhost " \
            "'/' because configured dead-letter-strategy at-least-once is incompatible with " \
            "effective overflow strategy drop-head." in "".join(broker.output)
@@ -212,8 +199,7 @@ def test_switched_off_by_policy_the_held_ones_are_deleted(broker, ch):
             "pattern": "^alo-pol$", "apply-to": "queues",
             "definition": {"dead-letter-strategy": "at-most-once"}})
         assert status == 204
-        wait_until(lambda: counts(broker, "alo-pol") == (0, 0, 0, 0), timeout=10,
-                   what="the held dead letters to be deleted")
+        emptied(broker, "alo-pol")
         assert "Deleted 2 dead-lettered messages (with total messages size of 4 bytes) in " \
                "queue 'alo-pol' in vhost '/'" in "".join(broker.output)
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 
-import pika
 import pytest
 
 from amqpbroker.testing import BrokerProcess, leaks
@@ -26,15 +25,6 @@ def broker(tmp_path_factory):
         b.stop()
     log = "".join(b.output)
     assert "Traceback" not in log and "RecursionError" not in log, log[-5000:]
-
-
-@pytest.fixture
-def ch(broker):
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    channel = conn.channel()
-    channel.confirm_delivery()
-    yield channel
-    conn.close()
 
 
 def name(prefix: str) -> str:

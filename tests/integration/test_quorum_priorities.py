@@ -9,6 +9,7 @@ import pika
 import pytest
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess
+from interop.conftest import bodies
 
 QUORUM = {"x-queue-type": "quorum"}
 
@@ -19,29 +20,10 @@ def broker(request, tmp_path_factory):
         yield b
 
 
-@pytest.fixture
-def ch(broker):
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    channel = conn.channel()
-    channel.confirm_delivery()
-    yield channel
-    if conn.is_open:
-        conn.close()
-
-
 def publish(ch, queue: str, *messages) -> None:
     """(body, priority or None) each, confirmed."""
     for body, priority in messages:
         ch.basic_publish("", queue, body, pika.BasicProperties(priority=priority))
-
-
-def gets(ch, queue: str) -> list[bytes]:
-    out = []
-    while True:
-        method, _, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
 
 
 def declare(ch, name: str) -> str:
@@ -54,7 +36,7 @@ def test_high_ones_go_two_for_each_older_normal_one(ch):
     q = declare(ch, "qp-mixed")
     publish(ch, q, (b"n0", None), (b"n1", 0), (b"n2", 4), (b"h0", 5), (b"h1", 9),
             (b"h2", 255))
-    assert gets(ch, q) == [b"h0", b"h1", b"n0", b"h2", b"n1", b"n2"]
+    assert bodies(ch, q) == [b"h0", b"h1", b"n0", b"h2", b"n1", b"n2"]
 
 
 def test_a_consumer_gets_the_same_order(ch):
@@ -75,9 +57,9 @@ def test_a_consumer_gets_the_same_order(ch):
 def test_high_ones_published_first_keep_publish_order_and_low_priorities_are_fifo(ch):
     q = declare(ch, "qp-fifo")
     publish(ch, q, (b"h0", 6), (b"h1", 6), (b"h2", 6), (b"n0", 3), (b"n1", 0))
-    assert gets(ch, q) == [b"h0", b"h1", b"h2", b"n0", b"n1"]
+    assert bodies(ch, q) == [b"h0", b"h1", b"h2", b"n0", b"n1"]
     publish(ch, q, (b"a", 4), (b"b", 1), (b"c", 2))         # all normal: publish order
-    assert gets(ch, q) == [b"a", b"b", b"c"]
+    assert bodies(ch, q) == [b"a", b"b", b"c"]
 
 
 def test_a_requeued_high_one_goes_back_among_the_high_ones(ch):
@@ -88,7 +70,7 @@ def test_a_requeued_high_one_goes_back_among_the_high_ones(ch):
     ch.basic_reject(method.delivery_tag, requeue=True)
     method, _, body = ch.basic_get(q, auto_ack=True)
     assert (body, method.redelivered) == (b"h0", True)
-    assert gets(ch, q) == [b"n0"]
+    assert bodies(ch, q) == [b"n0"]
 
 
 def test_priorities_survive_a_restart(broker):
@@ -101,6 +83,6 @@ def test_priorities_survive_a_restart(broker):
     broker.restart()
     conn = pika.BlockingConnection(pika.URLParameters(broker.url))
     try:
-        assert gets(conn.channel(), q) == [b"h0", b"n0", b"n1"]
+        assert bodies(conn.channel(), q) == [b"h0", b"n0", b"n1"]
     finally:
         conn.close()
