@@ -8,11 +8,11 @@
   are placed elsewhere (``ctl drain``); ``DELETE`` ends that (``ctl revive``; nothing moves
   back by itself).
 
-RabbitMQ has no HTTP endpoint for these: its verbs are ``rabbitmq-queues add_member`` /
-``delete_member`` / ``grow`` / ``shrink`` (a reassignment covers each: the replica list
-after the change) and ``rabbitmq-upgrade drain`` / ``revive`` (whose names ``ctl`` takes;
-RabbitMQ's drain moves leaderships only, for a restart; ours moves the replicas too, Kafka's
-decommission). Node names may be given as shown in ``/api/nodes`` (``amqpbroker@n1``) or
+RabbitMQ's ``rabbitmq-queues add_member`` / ``delete_member`` / ``grow`` / ``shrink``
+are each a reassignment (the replica list after the change), over HTTP as RabbitMQ 3.13's
+endpoints in quorum_replicas.py; ``rabbitmq-upgrade drain`` / ``revive`` are
+``ctl``'s names for these (RabbitMQ's drain moves leaderships only, for a restart; ours
+moves the replicas too, Kafka's decommission). Node names may be given as shown in ``/api/nodes`` (``amqpbroker@n1``) or
 bare (``n1``). A single node answers 400: there is nothing to move between.
 """
 from __future__ import annotations

@@ -322,3 +322,36 @@ def test_a_quorum_queues_status_lists_its_members(broker):
     assert as_guest(broker, "GET", "/api/queues/quorum/%2F/qs-stream/status") == (
         503, {"status": "failed", "reason": "not_quorum_queue"})
     assert as_guest(broker, "GET", "/api/queues/quorum/%2F/nope/status")[0] == 404
+
+
+def test_quorum_replica_operations_on_one_node(broker):
+    """RabbitMQ 3.13's replica operations (mgmt/quorum_replicas.py; the cluster's tests:
+    tests/cluster/test_cluster_quorum_replicas.py) on a single node: no other node to add
+    or delete a member on (503 with the reason); grow onto this node, shrink and rebalance
+    change nothing; administrators only."""
+    with amqp(broker, "guest", "guest") as conn:
+        ch = conn.channel()
+        ch.queue_declare("qr", durable=True, arguments={"x-queue-type": "quorum"})
+        ch.queue_declare("qr-classic", durable=True)
+    node = as_guest(broker, "GET", "/api/overview")[1]["node"]
+    status, body = as_guest(broker, "POST", "/api/queues/quorum/%2F/qr/replicas/add",
+                            {"node": "amqpbroker@elsewhere"})
+    assert status == 503 and body["status"] == "failed" and "not in a cluster" in body["reason"]
+    status, body = as_guest(broker, "POST", "/api/queues/quorum/%2F/qr-classic/replicas/add",
+                            {"node": node})
+    assert status == 503 and "only quorum queues" in body["reason"]
+    assert as_guest(broker, "POST", "/api/queues/quorum/%2F/nope/replicas/add",
+                    {"node": node})[0] == 404
+    assert as_guest(broker, "POST", "/api/queues/quorum/%2F/qr/replicas/add", {})[0] == 400
+    grow = {"vhost_pattern": ".*", "queue_pattern": ".*", "strategy": "all"}
+    assert as_guest(broker, "POST", f"/api/queues/quorum/replicas/on/{node}/grow",
+                    grow)[0] == 204
+    assert as_guest(broker, "POST", "/api/queues/quorum/replicas/on/amqpbroker@x/grow",
+                    grow)[0] == 404
+    assert as_guest(broker, "DELETE", f"/api/queues/quorum/replicas/on/{node}/shrink")[0] == 202
+    assert as_guest(broker, "POST", "/api/rebalance/queues")[0] == 204
+    assert as_guest(broker, "PUT", "/api/users/qr-monitor",
+                    {"password": "p", "tags": "monitoring"})[0] == 201
+    status, _, _ = client(broker).request("POST", "/api/rebalance/queues", "qr-monitor", "p")
+    assert status == 401
+    assert as_guest(broker, "GET", "/api/queues/%2F/qr")[1]["type"] == "quorum"
