@@ -7,6 +7,15 @@ cluster (docs/CLUSTER.md section 2; ``/api/reassignments``, ``/api/nodes/{name}/
 
 ``--wait`` returns once the controller has done it (the reassignment is no longer in
 progress; the drained node holds no replica), polling the API; exit 1 after ``--timeout``.
+
+And ``rabbitmq-queues``' verbs for quorum queues (RabbitMQ 3.13's HTTP API,
+mgmt/quorum_replicas.py), each a reassignment:
+
+    amqpbroker ctl add-member orders n4       # a replica of quorum queue orders on n4
+    amqpbroker ctl delete-member orders n1
+    amqpbroker ctl grow n4 [--vhost-pattern .*] [--queue-pattern .*] [--strategy all|even]
+    amqpbroker ctl shrink n1                  # every quorum queue's replica on n1 goes
+    amqpbroker ctl rebalance                  # the leaders spread over the nodes
 """
 from __future__ import annotations
 
@@ -57,6 +66,36 @@ def revive(api, args) -> None:
     say(f"node '{args.node}' takes new placements again")
 
 
+def add_member(api, args) -> None:
+    api.call("POST", f"/api/queues/quorum/{q(args.vhost)}/{q(args.queue)}/replicas/add",
+             {"node": args.node}, what=f"queue '{args.queue}'")
+    say(f"queue '{args.queue}': a replica on {args.node} asked for")
+
+
+def delete_member(api, args) -> None:
+    api.call("DELETE", f"/api/queues/quorum/{q(args.vhost)}/{q(args.queue)}/replicas/delete",
+             {"node": args.node}, what=f"queue '{args.queue}'")
+    say(f"queue '{args.queue}': its replica on {args.node} removed")
+
+
+def grow(api, args) -> None:
+    api.call("POST", f"/api/queues/quorum/replicas/on/{q(args.node)}/grow",
+             {"vhost_pattern": args.vhost_pattern, "queue_pattern": args.queue_pattern,
+              "strategy": args.strategy}, what=f"node '{args.node}'")
+    say(f"node '{args.node}': a replica of each matching quorum queue asked for")
+
+
+def shrink(api, args) -> None:
+    api.call("DELETE", f"/api/queues/quorum/replicas/on/{q(args.node)}/shrink",
+             what=f"node '{args.node}'")
+    say(f"node '{args.node}': the quorum queues' replicas there removed")
+
+
+def rebalance(api, args) -> None:
+    api.call("POST", "/api/rebalance/queues")
+    say("the quorum queues' and streams' leaders are being spread over the nodes")
+
+
 def register(commands, flags) -> None:
     p = commands.add_parser("reassign", parents=flags,
                             help="move a queue's replicas to other nodes (a cluster)")
@@ -76,3 +115,25 @@ def register(commands, flags) -> None:
                            help="return once the node holds no replica")
             p.add_argument("--timeout", type=float, default=60.0, help="seconds for --wait")
         p.set_defaults(run=run)
+    for name, run, text in (("add-member", add_member, "a replica of a quorum queue on a node"),
+                            ("delete-member", delete_member,
+                             "remove a quorum queue's replica on a node")):
+        p = commands.add_parser(name, parents=flags, help=text + " (rabbitmq-queues')")
+        p.add_argument("queue")
+        p.add_argument("node")
+        p.set_defaults(run=run)
+    p = commands.add_parser("grow", parents=flags,
+                            help="a replica on a node for every matching quorum queue")
+    p.add_argument("node")
+    p.add_argument("--vhost-pattern", default=".*")
+    p.add_argument("--queue-pattern", default=".*")
+    p.add_argument("--strategy", choices=("all", "even"), default="all",
+                   help="even: only queues with an even number of replicas")
+    p.set_defaults(run=grow)
+    p = commands.add_parser("shrink", parents=flags,
+                            help="remove every quorum queue's replica on a node")
+    p.add_argument("node")
+    p.set_defaults(run=shrink)
+    p = commands.add_parser("rebalance", parents=flags,
+                            help="spread the quorum queues' and streams' leaders")
+    p.set_defaults(run=rebalance)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
 import time
 
 import pika
@@ -113,3 +114,11 @@ def drain(node, queue: str, expected: int, ack: bool = True) -> list[tuple[bytes
             ch.basic_ack(method.delivery_tag)
     conn.close()
     return got
+
+
+def ctl(node, *args) -> subprocess.CompletedProcess:
+    """``amqpbroker ctl ARGS`` against ``node``'s management API (the installed command)."""
+    from .. import child
+    return subprocess.run([*child.command("amqpbroker"), "ctl", "--url",
+                           f"http://127.0.0.1:{node.management_port}", *args],
+                          capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ import pika
 import pytest
 
 from amqpbroker import child
-from amqpbroker.testing.cluster_clients import connect
+from amqpbroker.testing.cluster_clients import connect, ctl
 
 LEASE_TTL = 3          # the cluster fixture's lease TTL (conftest.py)
 
@@ -21,12 +21,6 @@ def call(node, method, path, body=None):
 
 def queues(node):
     return {q["name"]: q for q in node.api("queues")}
-
-
-def ctl(node, *args):
-    return subprocess.run([*child.command("amqpbroker"), "ctl", "--url",
-                           f"http://127.0.0.1:{node.management_port}", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def bound(node, exchange, queue, key) -> bool:

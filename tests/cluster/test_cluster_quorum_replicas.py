@@ -5,7 +5,7 @@ are RabbitMQ 3.13's (rabbit_mgmt_wm_quorum_queue_replicas_*, rabbit_mgmt_wm_reba
 read from its source: the reference RabbitMQ here is 3.10, which has none of them)."""
 from urllib.parse import quote
 
-from amqpbroker.testing.cluster_clients import connect, declare_quorum, queue_on
+from amqpbroker.testing.cluster_clients import connect, ctl, declare_quorum, queue_on
 from amqpbroker.testing.mgmt_client import ManagementClient
 
 DEADLINE = 60.0
@@ -40,6 +40,15 @@ def test_a_member_is_added_and_deleted(shared_cluster):
     assert n2.request("DELETE", f"{path}/delete", {"node": "amqpbroker@n1"})[0] == 202
     cluster.wait_until(lambda: members(n2, "qr-member") == {
         "amqpbroker@n2", "amqpbroker@n3"}, timeout=DEADLINE)
+    # rabbitmq-queues' verbs in ctl
+    out = ctl(n2, "add-member", "qr-member", "n1")
+    assert out.returncode == 0 and "a replica on n1 asked for" in out.stdout, out.stderr
+    cluster.wait_until(lambda: len(members(n2, "qr-member")) == 3, timeout=DEADLINE)
+    out = ctl(n2, "delete-member", "qr-member", "n1")
+    assert out.returncode == 0, out.stderr
+    cluster.wait_until(lambda: len(members(n2, "qr-member")) == 2, timeout=DEADLINE)
+    out = ctl(n2, "add-member", "qr-member", "n9")
+    assert out.returncode == 1 and "n9" in out.stderr
     # RabbitMQ's refusals: no such queue, no node named, not a quorum queue, no such node
     assert n2.request("POST", "queues/quorum/%2F/qr-none/replicas/add",
                       {"node": "n3"})[0] == 404
@@ -74,7 +83,8 @@ def test_a_node_grows_into_matching_queues_and_shrinks_out_of_them(shared_cluste
         "vhost_pattern": ".*", "queue_pattern": ".*", "strategy": "all"})[0] == 404
     assert n1.request("POST", "queues/quorum/replicas/on/n3/grow", {
         "vhost_pattern": ".*", "queue_pattern": ".*", "strategy": "most"})[0] == 400
-    assert n1.request("DELETE", "queues/quorum/replicas/on/n3/shrink")[0] == 202
+    out = ctl(n1, "shrink", "n3")
+    assert out.returncode == 0, out.stderr
     cluster.wait_until(lambda: members(n1, "qr-grow-even") == {
         "amqpbroker@n1", "amqpbroker@n2"} and members(n1, "qr-grow-odd") == {
         "amqpbroker@n1"}, timeout=DEADLINE)
@@ -94,7 +104,8 @@ def test_rebalance_spreads_the_leaders(cluster):
         == 201
     client = ManagementClient(f"http://{n3.host}:{n3.management_port}")
     assert client.request("POST", "/api/rebalance/queues", "qr-monitor", "p")[0] == 401
-    assert n3.request("POST", "rebalance/queues")[0] == 204
+    out = ctl(n3, "rebalance")
+    assert out.returncode == 0, out.stderr
     cluster.wait_until(lambda: {queue_on(n3, q).get("leader") for q in queues} == {
         "amqpbroker@n1", "amqpbroker@n2", "amqpbroker@n3"}, timeout=DEADLINE)
     assert "User 'guest' has initiated a queue rebalance" in "".join(n3.output)
