@@ -871,7 +871,7 @@ class EtcdMetadata(LocalMetadata):
             dest = vh._destination(kind, destination, cid, mid)
             if kind == "queue":
                 vh.check_exclusive(dest, owner, cid, mid)
-            ex.validate_binding(key, arguments, cid, mid)
+            ex.validate_binding(key, arguments, cid, mid, dest)
             made = self._binding_txn(vh, ex, dest, kind, key, arguments)
             if made is None:
                 return await super().bind(actor=actor, vhost=vhost, kind=kind,

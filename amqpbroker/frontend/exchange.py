@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import random
 import re
 import time
 
@@ -32,7 +33,8 @@ from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
 TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
-         "x-consistent-hash", "x-delayed-message")
+         "x-consistent-hash", "x-delayed-message", "x-local-random")
+LOCAL_RANDOM_TYPE = "x-local-random"
 
 
 def _args_key(arguments: dict | None):
@@ -112,9 +114,10 @@ class Exchange:
         self.alternate: str | None = ae
 
     def validate_binding(self, routing_key: str, arguments: dict | None, cid: int,
-                         mid: int) -> None:
-        """A new binding's key and arguments, checked as the exchange type's
-        ``validate_binding`` (RabbitMQ; ``binding_problem``): 406 if refused."""
+                         mid: int, destination=None) -> None:
+        """A new binding's key and arguments (and its destination, a QueueRef or an
+        Exchange), checked as the exchange type's ``validate_binding`` (RabbitMQ;
+        ``binding_problem``): 406 if refused."""
         problem = binding_problem(self.routes_as, routing_key, arguments)
         if problem is not None:
             raise errors.PreconditionFailed(problem, cid, mid)
@@ -221,6 +224,32 @@ class FanoutExchange(Exchange):
 
     def route(self, routing_key, headers):
         return self._all
+
+
+class LocalRandomExchange(FanoutExchange):
+    """RabbitMQ 4.0's ``x-local-random``: each message goes to one bound queue, picked at
+    random among those served by this node (every one on a single node; in a cluster, those
+    whose node is this one: a publisher's messages stay on its node). Bindings are of
+    classic queues, with an empty key (RabbitMQ's ``validate_binding``: 406 otherwise)."""
+    type = LOCAL_RANDOM_TYPE
+
+    def route(self, routing_key, headers):
+        local = [q for q in self._all if not q.client.remote]
+        if len(local) < 2:
+            return local
+        return (random.choice(local),)
+
+    def validate_binding(self, routing_key, arguments, cid, mid, destination=None) -> None:
+        if routing_key:
+            problem = f"Non empty binding '{routing_key}' key not permitted"
+        elif destination is None or isinstance(destination, Exchange):
+            problem = "Destination not found"
+        elif destination.queue_type != "classic":
+            problem = (f"Queue type rabbit_{destination.queue_type}_queue not valid for this "
+                       f"exchange type")
+        else:
+            return
+        raise errors.PreconditionFailed(problem, cid, mid)
 
 
 def topic_words(key: str) -> list:
@@ -786,7 +815,8 @@ class DelayedExchange(Exchange):
 
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
-            DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange}
+            DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange,
+            LOCAL_RANDOM_TYPE: LocalRandomExchange}
 
 
 # the types an x-delayed-message exchange may route as: the plugin takes any registered

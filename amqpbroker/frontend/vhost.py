@@ -344,7 +344,7 @@ class VirtualHost:
         destination = self._destination(kind, destination_name, cid, mid)
         if kind == "queue":
             self.check_exclusive(destination, owner, cid, mid)
-        ex.validate_binding(routing_key, arguments, cid, mid)
+        ex.validate_binding(routing_key, arguments, cid, mid, destination)
         if ex.bind(destination, routing_key, arguments):
             self.broker.changed(self.binding_op(c.BindOp, ex, destination, routing_key,
                                                 arguments))

@@ -16,6 +16,7 @@ EXCHANGE_TYPE_DESCRIPTIONS = {
     "x-message-deduplication": "Message Deduplication Exchange.",
     "x-partitioned": "Topic of partitions (amqpbroker)",
     "x-delayed-message": "Delayed Message Exchange.",
+    "x-local-random": "Picks one random local binding (queue) to route via (to).",
 }
 from ..frontend.session import NODE
 from ..stats.collector import add_message_stats

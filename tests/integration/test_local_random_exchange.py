@@ -1,0 +1,63 @@
+"""RabbitMQ 4.0's ``x-local-random`` exchange (frontend/exchange.py ``LocalRandomExchange``),
+in both process layouts: each message goes to exactly one of the bound classic queues, at
+random; a binding needs an empty key and a classic queue, else 406 with RabbitMQ 4.0's text
+(read from its rabbit_exchange_type_local_random: the reference RabbitMQ here is 3.10,
+which has no such type)."""
+from __future__ import annotations
+
+import pika
+import pytest
+
+from amqpbroker.testing import LAYOUTS, BrokerProcess
+
+QUEUES = ("lr-a", "lr-b", "lr-c")
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def broker(request, tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("local-random"), *LAYOUTS[request.param],
+                       management=True) as b:
+        yield b
+
+
+def test_each_message_goes_to_one_bound_queue_at_random(broker, ch):
+    ch.exchange_declare("lr", "x-local-random", durable=True)
+    for q in QUEUES:
+        ch.queue_declare(q, durable=True)
+        ch.queue_purge(q)
+        ch.queue_bind(q, "lr", "")
+    for i in range(300):
+        ch.basic_publish("lr", "any key", b"m%d" % i)
+    counts = [ch.queue_declare(q, passive=True).method.message_count for q in QUEUES]
+    assert sum(counts) == 300 and all(counts), counts     # (2/3)^300 chance of an empty one
+    ch.queue_unbind("lr-b", "lr", "")
+    ch.queue_unbind("lr-c", "lr", "")
+    ch.basic_publish("lr", "", b"alone")
+    assert ch.queue_declare("lr-a", passive=True).method.message_count == counts[0] + 1
+    types = {t["name"]: t for t in broker.api("overview")["exchange_types"]}
+    assert types["x-local-random"]["description"] == \
+        "Picks one random local binding (queue) to route via (to)."
+
+
+@pytest.mark.parametrize("kind, key, arguments, text", [
+    ("queue", "k", {}, "Non empty binding 'k' key not permitted"),
+    ("queue", "", {"x-queue-type": "quorum"},
+     "Queue type rabbit_quorum_queue not valid for this exchange type"),
+    ("exchange", "", None, "Destination not found"),
+])
+def test_a_binding_it_cannot_route_to_is_refused(broker, kind, key, arguments, text):
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        ch = conn.channel()
+        ch.exchange_declare("lr-refuse", "x-local-random")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            if kind == "queue":
+                ch.queue_declare("lr-q-" + (key or "quorum"), durable=True,
+                                 arguments=arguments)
+                ch.queue_bind("lr-q-" + (key or "quorum"), "lr-refuse", key)
+            else:
+                ch.exchange_declare("lr-dest", "fanout")
+                ch.exchange_bind("lr-dest", "lr-refuse", key)
+        assert (e.value.reply_code, e.value.reply_text) == (406, "PRECONDITION_FAILED - " + text)
+    finally:
+        conn.close()
