@@ -24,7 +24,7 @@ from ..protocol import properties as props_mod
 from ..stats import FrontendStats
 from .alarms import Alarms
 from .dead_letter_confirms import DeadLetterConfirms
-from .events import INTERNAL_USER, emit_metadata
+from .events import INTERNAL_USER, emit_metadata, exchange_details
 from .auth import Users
 from .exchange import delay_of, with_hash_property
 from .vhost import VirtualHost
@@ -138,6 +138,8 @@ class Broker:
             self.vhosts[name] = vh
             self.changed(vh.op())
             self.persist()
+            for ex in vh.exchanges.values():        # its predeclared ones, as RabbitMQ's
+                emit_metadata(self, "exchange.created", exchange_details(name, ex))
             emit_metadata(self, "vhost.created", {
                 "name": name, "description": description, "tags": list(tags),
                 "default_queue_type": default_queue_type or "undefined", "tracing": False})
@@ -219,6 +221,8 @@ class Broker:
                 s.force_close(f"vhost '{name}' is deleted")
         for q in list(vh.queues.values()):
             self.drop_queue_of_deleted_vhost(vh, q)
+        for ex in vh.exchanges.values():
+            emit_metadata(self, "exchange.deleted", {"name": ex.name, "vhost": name})
         vh.close()
         self.users.forget_vhost(name)
         self.changed(c.VhostDeleted(name=name))
