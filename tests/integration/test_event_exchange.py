@@ -1,8 +1,7 @@
 """RabbitMQ's event exchange (``--event-exchange``; frontend/events.py), in both process
 layouts. The events each step makes, their order and their fields are RabbitMQ 3.10.8's with
 the rabbitmq_event_exchange plugin enabled (measured with the same steps; not RabbitMQ's
-internal ``exchange-delete-in-progress`` parameter events, nor the predeclared exchanges'
-``exchange.created`` when a vhost is made).
+internal ``exchange-delete-in-progress`` parameter events).
 
 The connection, channel, consumer and login events are published by the process serving the
 client and the metadata ones by the supervisor: in the split layout the two streams reach the
