@@ -700,7 +700,8 @@ class EtcdMetadata(LocalMetadata):
         if existing is None and name and self._exclusive_elsewhere(key):
             self._locked(vh, name)      # another node's exclusive queue (passive too)
         if exclusive and not passive and existing is None and name:
-            return await self._declare_exclusive(vhost, name, owner, auto_delete, arguments)
+            return await self._declare_exclusive(vhost, name, owner, auto_delete, arguments,
+                                                 actor)
         if passive or exclusive or existing is not None:
             # a topic's partitions: this node's own; a redeclare of a queue this node has
             # from etcd: checked against that copy, without a round trip (module doc: a
@@ -735,7 +736,8 @@ class EtcdMetadata(LocalMetadata):
             emit_as(self.broker, actor, "queue.created", queue_details(q))
         return name
 
-    async def _declare_exclusive(self, vhost, name, owner, auto_delete, arguments) -> str:
+    async def _declare_exclusive(self, vhost, name, owner, auto_delete, arguments,
+                                 actor=INTERNAL_USER) -> str:
         """A new exclusive queue lives on this node, but its name is the cluster's: put on
         this node's lease (so it goes with the node), listed by every node, 405 to any
         other connection anywhere, as RabbitMQ's."""
@@ -748,6 +750,7 @@ class EtcdMetadata(LocalMetadata):
             self._locked(vh, name)
         try:
             return await super().declare_queue(
+                actor=actor,
                 vhost=vhost, name=name, owner=owner, passive=False, durable=False,
                 exclusive=True, auto_delete=auto_delete, arguments=arguments)
         except Exception:
