@@ -235,6 +235,29 @@ def test_a_queue_shows_the_depth_a_pika_publisher_left(browser, broker):
         ch.queue_delete(name)
 
 
+def test_a_quorum_queue_shows_its_held_dead_letters(browser, broker):
+    """At-least-once dead-lettering (worker/discards.py): a rejected message with no route
+    is held by its quorum queue, and its page says so."""
+    name = f"dash-held-{uuid.uuid4().hex[:8]}"
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(name, durable=True, arguments={
+            "x-queue-type": "quorum", "x-dead-letter-exchange": "dash-nowhere",
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        ch.basic_publish("", name, b"rejected")
+        method, _, _ = ch.basic_get(name)
+        ch.basic_reject(method.delivery_tag, requeue=False)
+        login(browser, broker)
+        go(browser, f"#/queues/{q('/')}/{name}")
+        wait_text(browser, "#queue-details [data-total=messages_dlx] .value", r"^1$")
+        assert browser.find_element(
+            By.CSS_SELECTOR, "#queue-details [data-total=messages_ready] .value").text == "0"
+        ch.queue_delete(name)
+    assert_no_console_errors(browser, broker, absent={
+        f"/api/queues/%2F/{name}/bindings": ("GET",)})
+
+
 def test_a_queue_shows_its_policy(browser, broker):
     name = f"dash-policy-{uuid.uuid4().hex[:8]}"
     with amqp(broker) as conn:

@@ -81,17 +81,29 @@ export function mountOne(root, [vhost, name]) {
       ? el("p", { class: "error" }, `There is no queue '${name}' in virtual host '${vhost}'.`)
       : errorNote("Queue", r));
     const q = r.data;
-    fill(details, el("div", { class: "totals" }, [
+    const totals = [
       ["State", q.state, "state"], ["Ready", q.messages_ready, "messages_ready"],
       ["Unacked", q.messages_unacknowledged, "messages_unacknowledged"],
       ["Total", q.messages, "messages"], ["Consumers", q.consumers, "consumers"],
       ["Ready bytes", fmtBytes(q.message_bytes_ready), "message_bytes_ready"],
-    ].map(([label, v, key]) => el("div", { class: "total", dataset: { total: key } },
-      el("div", { class: "value" }, v ?? "–"), el("div", { class: "label" }, label)))),
-    el("div", { class: "card" }, props({ type: q.type, durable: fmtBool(q.durable),
+    ];
+    // a quorum queue's dead letters held until their targets confirm (at-least-once)
+    if (q.messages_dlx !== undefined) {
+      totals.push(["Dead letters held", q.messages_dlx, "messages_dlx"]);
+    }
+    const about = { type: q.type, durable: fmtBool(q.durable),
       auto_delete: fmtBool(q.auto_delete), exclusive: fmtBool(q.exclusive), node: q.node,
       worker: q.worker, arguments: q.arguments, policy: q.policy || "–",
-      operator_policy: q.operator_policy || "–", effective_policy_definition: q.effective_policy_definition })));
+      operator_policy: q.operator_policy || "–", effective_policy_definition: q.effective_policy_definition };
+    if (Array.isArray(q.members)) {           // a cluster: its replicas
+      about.leader = q.leader || "–";
+      about.members = q.members.join(", ");
+      about.online = (q.online || []).join(", ");
+    }
+    fill(details, el("div", { class: "totals" }, totals.map(([label, v, key]) =>
+      el("div", { class: "total", dataset: { total: key } },
+        el("div", { class: "value" }, v ?? "–"), el("div", { class: "label" }, label)))),
+    el("div", { class: "card" }, props(about)));
     depth.add({ ready: q.messages_ready, unacked: q.messages_unacknowledged });
     depthChart.draw(depth);
     if (q.message_stats) {
