@@ -171,6 +171,53 @@ def test_held_dead_letters_survive_sigkill(broker, ch):
         conn.close()
 
 
+def test_no_dead_letter_is_lost_to_a_crash_mid_way(broker, ch):
+    """2,000 messages rejected at once, the broker SIGKILLed while their dead letters are
+    on their way: after the restart, every one is in the target (some may be twice) or
+    still in the source, and the source's are rejected again; at the end the target has
+    each of them."""
+    n = 2000
+    ch.exchange_declare("alo-crash-dlx", "fanout", durable=True)     # it outlives the crash
+    ch.queue_declare("alo-crash-dlq", durable=True)
+    ch.queue_bind("alo-crash-dlq", "alo-crash-dlx")
+    ch.queue_declare("alo-crash", durable=True,
+                     arguments={**HELD, "x-dead-letter-exchange": "alo-crash-dlx"})
+    bodies = [b"c%d" % i for i in range(n)]
+    ch.basic_qos(prefetch_count=n)
+    for body in bodies:
+        ch.basic_publish("", "alo-crash", body, pika.BasicProperties(delivery_mode=2))
+    last = None
+    for method, _, _ in ch.consume("alo-crash", inactivity_timeout=10):
+        assert method is not None
+        last = method.delivery_tag
+        if last == n:
+            break
+    ch.basic_nack(last, multiple=True, requeue=False)
+    ch.connection.close()           # after the nack: the close does not requeue them
+    broker.kill()
+    broker.start()
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        again = conn.channel()
+        while True:                             # what never died: it dies now
+            method, _, _ = again.basic_get("alo-crash")
+            if method is None:
+                break
+            again.basic_reject(method.delivery_tag, requeue=False)
+        seen = set()
+        for method, _, body in again.consume("alo-crash-dlq", auto_ack=True,
+                                             inactivity_timeout=15):
+            assert method is not None, f"{n - len(seen)} dead letters never came"
+            seen.add(body)
+            if len(seen) == n:
+                break
+        again.cancel()
+        assert seen == set(bodies)
+        emptied(broker, "alo-crash")
+    finally:
+        conn.close()
+
+
 def test_without_reject_publish_dead_letters_go_at_most_once(broker, ch):
     ch.queue_declare("alo-off", durable=True,
                      arguments={**QUORUM, "x-dead-letter-strategy": "at-least-once",
