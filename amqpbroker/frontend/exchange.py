@@ -33,8 +33,9 @@ from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
 TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
-         "x-consistent-hash", "x-delayed-message", "x-local-random")
+         "x-consistent-hash", "x-delayed-message", "x-local-random", "x-random")
 LOCAL_RANDOM_TYPE = "x-local-random"
+RANDOM_TYPE = "x-random"
 
 
 def _args_key(arguments: dict | None):
@@ -250,6 +251,18 @@ class LocalRandomExchange(FanoutExchange):
         else:
             return
         raise errors.PreconditionFailed(problem, cid, mid)
+
+
+class RandomExchange(FanoutExchange):
+    """The ``x-random`` exchange of RabbitMQ's rabbitmq_random_exchange plugin: each message
+    goes to one of the exchange's destinations (queues or exchanges), picked at random; the
+    routing key and the binding keys are not looked at."""
+    type = RANDOM_TYPE
+
+    def route(self, routing_key, headers):
+        if len(self._all) < 2:
+            return self._all
+        return (random.choice(list(self._all)),)
 
 
 def topic_words(key: str) -> list:
@@ -816,7 +829,7 @@ class DelayedExchange(Exchange):
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
             DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange,
-            LOCAL_RANDOM_TYPE: LocalRandomExchange}
+            LOCAL_RANDOM_TYPE: LocalRandomExchange, RANDOM_TYPE: RandomExchange}
 
 
 # the types an x-delayed-message exchange may route as: the plugin takes any registered

@@ -17,6 +17,7 @@ EXCHANGE_TYPE_DESCRIPTIONS = {
     "x-partitioned": "Topic of partitions (amqpbroker)",
     "x-delayed-message": "Delayed Message Exchange.",
     "x-local-random": "Picks one random local binding (queue) to route via (to).",
+    "x-random": "Randomly picks a binding (queue) to route via (to).",
 }
 from ..frontend.session import NODE
 from ..stats.collector import add_message_stats

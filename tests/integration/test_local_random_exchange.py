@@ -2,7 +2,8 @@
 in both process layouts: each message goes to exactly one of the bound classic queues, at
 random; a binding needs an empty key and a classic queue, else 406 with RabbitMQ 4.0's text
 (read from its rabbit_exchange_type_local_random: the reference RabbitMQ here is 3.10,
-which has no such type)."""
+which has no such type). And the rabbitmq_random_exchange plugin's ``x-random``: one of any
+destinations, whatever the keys (``interop/test_exchanges.py`` runs it on RabbitMQ too)."""
 from __future__ import annotations
 
 import pika
@@ -61,3 +62,24 @@ def test_a_binding_it_cannot_route_to_is_refused(broker, kind, key, arguments, t
         assert (e.value.reply_code, e.value.reply_text) == (406, "PRECONDITION_FAILED - " + text)
     finally:
         conn.close()
+
+
+def test_x_random_sends_each_message_to_one_destination_whatever_the_keys(broker, ch):
+    ch.exchange_declare("rnd", "x-random", durable=True)
+    ch.exchange_declare("rnd-inner", "fanout", durable=True)
+    for q, key in (("rnd-a", "a"), ("rnd-b", "b")):
+        ch.queue_declare(q, durable=True)
+        ch.queue_purge(q)
+        ch.queue_bind(q, "rnd", key)
+    ch.queue_declare("rnd-c", durable=True)
+    ch.queue_purge("rnd-c")
+    ch.queue_bind("rnd-c", "rnd-inner")
+    ch.exchange_bind("rnd-inner", "rnd", "whatever")
+    for i in range(300):
+        ch.basic_publish("rnd", "no such key", b"m%d" % i)
+    counts = [ch.queue_declare(q, passive=True).method.message_count
+              for q in ("rnd-a", "rnd-b", "rnd-c")]
+    assert sum(counts) == 300 and all(counts), counts
+    types = {t["name"]: t for t in broker.api("overview")["exchange_types"]}
+    assert types["x-random"]["description"] == \
+        "Randomly picks a binding (queue) to route via (to)."
