@@ -594,8 +594,13 @@ JoinGroup = message(58, "join_group", ("vhost", "str"), ("topic", "str"), ("grou
 LeaveGroup = message(59, "leave_group", ("vhost", "str"), ("topic", "str"), ("group", "str"),
                      ("member", "str"), ("permanent", "bool"))
 
+# a message routed through an x-recent-history exchange, for its history (a notice:
+# supervisor/recent_history.py)
+KeepRecent = message(38, "keep_recent", ("vhost", "str"), ("exchange", "str"),
+                     ("record", "record"))
+
 METADATA_CALLS = (DeclareExchange, DeleteExchange, Bind, Unbind, DeclareQueue, DeleteQueue,
-                  DeleteQueueNow, JoinGroup, LeaveGroup, DedupSeen, DelayMessage)
+                  DeleteQueueNow, JoinGroup, LeaveGroup, DedupSeen, DelayMessage, KeepRecent)
 TO_SUPERVISOR = (*METADATA_CALLS, *COUNTS, FrontendReady, ReplyTo, LeadersWanted)
 
 # =================================================================== metadata ops

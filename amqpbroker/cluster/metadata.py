@@ -559,7 +559,7 @@ class EtcdMetadata(LocalMetadata):
     async def _txn(self, compares, success, failure=()):
         try:
             # in a task of its own: a channel may run this coroutine by hand
-            # (``frontend/session.py``'s ``_run_now``), and aiohttp needs a task
+            # (``frontend/metadata_copy.py``'s ``run_now``), and aiohttp needs a task
             return await asyncio.ensure_future(self.etcd.transact(compares, success, failure))
         except EtcdError as exc:
             raise errors.InternalError(f"the metadata store (etcd) did not answer: {exc}")
@@ -887,6 +887,8 @@ class EtcdMetadata(LocalMetadata):
                 await self.reach(rev)
                 emit_as(self.broker, actor, "binding.created", binding_details(
                     vhost, source, kind, destination, key, arguments))
+                if ex.keeps_history:        # made through this node: its history
+                    self.broker.history_bound(vh, ex, dest)
                 return
             await self._settle()        # an end changed meanwhile: check again
             await asyncio.sleep(0.05)

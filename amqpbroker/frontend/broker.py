@@ -112,6 +112,9 @@ class Broker:
     def alarm_changed(self, name: str, detail) -> None:
         """An alarm was set or cleared here: a copy has nobody to tell."""
 
+    def history_bound(self, vh, ex, destination) -> None:
+        """A new binding to an x-recent-history exchange: the owner sends its history."""
+
     def child_pids(self) -> list[int]:
         return []
 

@@ -23,6 +23,7 @@ from .consumer import Consumer
 from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
                        delay_of, with_hash_property)
 from . import events, group_member, trace
+from .metadata_copy import run_now
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
@@ -207,6 +208,9 @@ class Channel:
             flags |= PUB_SUBSEQUENCE        # a partition sees some of the producer's numbers
         elif ex.hash_property is not None:     # a consistent-hash exchange's
             headers = with_hash_property(ex, headers, props or self._decode_properties(raw))
+        elif ex.keeps_history and ex.keeps(headers):    # the owner keeps its history
+            run_now(self.broker.metadata.keep_recent(vhost=session.vhost.name,
+                                                     exchange=ex.name, record=record))
         self._send(ev, ex, keys, session.vhost.route(ex, keys, headers), record, flags)
 
     async def _publish_deduplicated(self, ev, ex, keys, headers, record, flags, key, ttl):

@@ -33,9 +33,11 @@ from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
 TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
-         "x-consistent-hash", "x-delayed-message", "x-local-random", "x-random")
+         "x-consistent-hash", "x-delayed-message", "x-local-random", "x-random",
+         "x-recent-history")
 LOCAL_RANDOM_TYPE = "x-local-random"
 RANDOM_TYPE = "x-random"
+RECENT_HISTORY_TYPE = "x-recent-history"
 
 
 def _args_key(arguments: dict | None):
@@ -62,6 +64,7 @@ class Exchange:
     type = "direct"
     # route() reads the message's headers (else they need not be decoded to route it)
     reads_headers = False
+    keeps_history = False           # an x-recent-history exchange's (RecentHistoryExchange)
     # the property a consistent-hash exchange routes by (the publisher puts it in the
     # headers it routes with: ``with_hash_property``); None for every other type
     hash_property: str | None = None
@@ -263,6 +266,35 @@ class RandomExchange(FanoutExchange):
         if len(self._all) < 2:
             return self._all
         return (random.choice(list(self._all)),)
+
+
+class RecentHistoryExchange(FanoutExchange):
+    """The ``x-recent-history`` exchange of RabbitMQ's rabbitmq_recent_history_exchange
+    plugin: routes as fanout, and keeps the last ``x-recent-history-length`` messages
+    (default 20) routed through it, which a queue or exchange bound to it later gets at once,
+    oldest first (a message with header ``x-recent-history-no-store: true`` is not kept). The
+    history is the metadata owner's (``supervisor/recent_history.py``): each front-end tells
+    it what went through (``KeepRecent``)."""
+    type = RECENT_HISTORY_TYPE
+    reads_headers = True
+    keeps_history = True
+    DEFAULT_LENGTH = 20
+    NO_STORE = "x-recent-history-no-store"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        n = self.arguments.get("x-recent-history-length")
+        if n is None:
+            n = self.DEFAULT_LENGTH
+        elif isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            shown = errors.erl_binary(n.encode()) if isinstance(n, str) else _erl_term(n)
+            raise errors.PreconditionFailed(
+                f"Invalid argument {shown}, 'x-recent-history-length' must be a positive "
+                f"integer", 40, 10)
+        self.length = n
+
+    def keeps(self, headers: dict | None) -> bool:
+        return not (headers and headers.get(self.NO_STORE) is True)
 
 
 def topic_words(key: str) -> list:
@@ -829,7 +861,8 @@ class DelayedExchange(Exchange):
 _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicExchange,
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
             DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange,
-            LOCAL_RANDOM_TYPE: LocalRandomExchange, RANDOM_TYPE: RandomExchange}
+            LOCAL_RANDOM_TYPE: LocalRandomExchange, RANDOM_TYPE: RandomExchange,
+            RECENT_HISTORY_TYPE: RecentHistoryExchange}
 
 
 # the types an x-delayed-message exchange may route as: the plugin takes any registered

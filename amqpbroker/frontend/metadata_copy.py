@@ -17,6 +17,15 @@ from .queue_ref import QueueRef
 from .vhost import VirtualHost
 
 
+def run_now(coro) -> None:
+    """Run a coroutine that never waits (a notice, or a change made in this process)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("a notice waited")
+
+
 class RemoteMetadata:
     """A front-end's view: every change is a metadata call to the supervisor
     (``contract.METADATA_CALLS``; ``md.declare_queue(vhost=..., ...)`` sends ``DeclareQueue``).

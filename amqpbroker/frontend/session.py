@@ -28,6 +28,7 @@ from ..protocol import states as st
 from ..protocol.connection import Connection
 from . import events, tls
 from .channel import HANDLERS, Channel
+from .metadata_copy import run_now
 
 log = logging.getLogger("amqpbroker.connection")
 
@@ -57,15 +58,6 @@ def server_properties(cluster_name: str) -> dict:
             "platform": f"Python {platform.python_version()}",
             "copyright": "amqpbroker contributors", "information": "Licensed under the MIT License",
             "cluster_name": cluster_name, "capabilities": dict(CAPABILITIES)}
-
-
-def _run_now(coro) -> None:
-    """Run a coroutine that never waits (a notice, or a change made in this process)."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    raise RuntimeError("a notice waited")
 
 
 def is_loopback(host: str) -> bool:
@@ -670,7 +662,7 @@ class Session(asyncio.BufferedProtocol):
         self._throttled_by.clear()
         for q in list(self.exclusive_queues):
             if not q.deleted:
-                _run_now(self.broker.metadata.delete_queue_now(
+                run_now(self.broker.metadata.delete_queue_now(
                     vhost=q.vhost.name, name=q.name, qid=q.qid, reason="exclusive owner closed"))
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)

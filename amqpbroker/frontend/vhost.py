@@ -352,6 +352,8 @@ class VirtualHost:
                 self.broker.persist()
             emit_metadata(self.broker, "binding.created", binding_details(
                 self.name, ex.name, kind, destination_name, routing_key, arguments))
+            if ex.keeps_history:
+                self.broker.history_bound(self, ex, destination)
 
     def unbind(self, kind: str, destination_name: str, exchange_name: str, routing_key: str,
                arguments, owner, cid, mid) -> None:

@@ -94,6 +94,9 @@ class FrontendProcess(ChildProcess):
     async def on_dedup_seen(self, m: c.DedupSeen) -> bool:
         return await self.broker.metadata.dedup_seen(**c.fields_of(m))
 
+    async def on_keep_recent(self, m: c.KeepRecent) -> None:
+        await self.broker.metadata.keep_recent(**c.fields_of(m))
+
     async def on_delay_message(self, m: c.DelayMessage) -> None:
         await self.broker.metadata.delay_message(**c.fields_of(m))
 

@@ -82,6 +82,10 @@ class LocalMetadata:
         too: each node holds what was published through it, as the plugin's)."""
         await self.broker.delayed.hold(vhost, exchange, keys, record, priority, delay)
 
+    async def keep_recent(self, *, vhost, exchange, record) -> None:
+        """A message routed through an x-recent-history exchange (recent_history.py)."""
+        self.broker.recent.keep(vhost, exchange, record)
+
     def dedup_here(self, *, vhost, exchange, key, ttl) -> bool:
         """Whether this node's cache of the exchange saw ``key`` (and it is noted now)."""
         vh = self.broker.vhosts.get(vhost)

@@ -38,6 +38,7 @@ from .definitions import Definitions
 from .delayed import DelayedMessages
 from .groups import Groups
 from .metadata import LocalMetadata, global_parameters_op, snapshot
+from .recent_history import RecentHistory
 from .tally import LocalCounts, Tally
 from .topics import Topics
 
@@ -65,6 +66,7 @@ class MetadataOwner(Broker):
         self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self.delayed = None                 # delayed.DelayedMessages, from ``start``
         self.shovels = Shovels(self)        # dynamic shovels (amqpbroker/shovel)
+        self.recent = RecentHistory(self)   # x-recent-history exchanges' histories
         self._batch: list | None = None     # ops of the change being made (one_change)
         self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)
 
@@ -89,6 +91,7 @@ class MetadataOwner(Broker):
             self._rename_old_queue_dirs(data.get("queues", []))
             self.definitions.apply(data, recovering=True)
         self._sweep_queue_dirs()
+        self.recent.load()
         self.definitions.compact()      # a new snapshot of all of it; the journal starts empty
         self.alarms.start()
         # messages held by x-delayed-message exchanges (their timer starts with the ready
@@ -165,6 +168,7 @@ class MetadataOwner(Broker):
     def close(self) -> None:
         """Shutdown: hosts write and fsync what is pending and close their logs."""
         self.alarms.stop()
+        self.recent.save()
         self.definitions.close()
         if self.delayed is not None:
             self.delayed.close()
@@ -177,6 +181,10 @@ class MetadataOwner(Broker):
         """Metadata changed here: tell every front-end (``metadata.py``), and the journal
         (``definitions.py``)."""
         self.stats.on_metadata_op(op)           # queues created / deleted (amqpbroker/stats)
+        if isinstance(op, c.ExchangeDeleted):   # its recent history goes with it
+            self.recent.forget(op.vhost, op.name)
+        elif isinstance(op, c.VhostDeleted):
+            self.recent.forget(op.name)
         self.definitions.touched(op)
         self.metadata.changed(op)               # a cluster's: users, vhosts go to etcd
         if self._batch is not None:
@@ -208,6 +216,12 @@ class MetadataOwner(Broker):
             if ops:
                 for fe in self.frontends:
                     fe.notify(c.ApplyOps(ops=ops))
+
+    def history_bound(self, vh, ex, destination) -> None:
+        """A new binding to an x-recent-history exchange, made here: its history goes to
+        the destination (not to a binding restored at start or imported)."""
+        if not self.events_quiet and not self.definitions.loading:
+            self.recent.deliver(vh, ex, destination)
 
     def alarm_changed(self, name: str, detail) -> None:
         with acting(self, INTERNAL_USER):
