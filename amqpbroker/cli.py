@@ -69,7 +69,7 @@ FLAGS = [
                                          "letter (x-dead-letter-strategy) not yet confirmed "
                                          "by its targets, or not routable, is sent again "
                                          "(RabbitMQ's dead_letter_worker_publisher_confirm_"
-                                         "timeout; default 180000)"),
+                                         "timeout; default 180000, at least 100)"),
     ("event_exchange", boolean, "publish the broker's events (queue.created, connection.closed, "
                              "user.authentication.failure, ...) to the topic exchange "
                              "amq.rabbitmq.event, as RabbitMQ's rabbitmq_event_exchange "

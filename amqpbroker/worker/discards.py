@@ -47,6 +47,15 @@ REASONS = ("rejected", "expired", "delivery_limit", "maxlen")
 CODES = {reason: i + 1 for i, reason in enumerate(REASONS)}
 
 
+MIN_TIMEOUT_MS = 100
+
+
+def timeout_s(config) -> float:
+    """The confirm timeout in seconds (``--dead-letter-confirm-timeout``), at least
+    MIN_TIMEOUT_MS: 0 would send them again without end."""
+    return max(config.dead_letter_confirm_timeout, MIN_TIMEOUT_MS) / 1000
+
+
 def marker(reason: str) -> int:
     """The count log value that says "discarded for ``reason``"."""
     return DISCARDED | CODES[reason]

@@ -100,7 +100,7 @@ class QuorumQueue(Queue):
                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
         loop = self.host.loop
         self.discards = dlx.Discards(self._send_discard, self._read_discard, loop.time,
-                                     self.host.config.dead_letter_confirm_timeout / 1000)
+                                     dlx.timeout_s(self.host.config))
         self._dlx_timer = None
         self._at_least_once = dlx.applies(self.args)
         self._dlx_warned = None

@@ -107,3 +107,8 @@ def test_it_applies_only_with_an_exchange_and_reject_publish_and_says_why_not():
     assert not dlx.applies(args(dlx_name=None))
     assert "because dead-letter-exchange is not configured" in \
         dlx.strategy_warning(args(dlx_name=None))
+
+
+def test_the_confirm_timeout_is_never_below_a_tenth_of_a_second():
+    assert dlx.timeout_s(SimpleNamespace(dead_letter_confirm_timeout=180000)) == 180.0
+    assert dlx.timeout_s(SimpleNamespace(dead_letter_confirm_timeout=0)) == 0.1
