@@ -452,8 +452,16 @@ class Placement:
 
     @staticmethod
     def _choose(obj, kind, replicas, alive, load) -> list[str]:
-        if kind == "queue" and replicas == 1 and obj.get("node") in alive:
-            return [obj["node"]]            # a classic queue lives where it was declared
+        node = obj.get("node")
+        if kind == "queue" and replicas == 1 and node in alive:
+            return [node]                   # a classic queue lives where it was declared
+        if kind == "queue" and node in alive and (obj.get("arguments") or {}).get(
+                "x-queue-leader-locator") == "client-local":
+            # RabbitMQ's client-local leader locator: led by the node it was declared through
+            # (the followers by load, as any)
+            others = sorted((n for n in alive if n != node),
+                            key=lambda n: (load[n][0], n))[:replicas - 1]
+            return [node] + sorted(others)
         chosen = sorted(alive, key=lambda n: (load[n][0], n))[:replicas]
         leader = min(chosen, key=lambda n: (load[n][1], n))
         return [leader] + sorted(n for n in chosen if n != leader)

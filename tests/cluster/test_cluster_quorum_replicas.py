@@ -109,3 +109,20 @@ def test_rebalance_spreads_the_leaders(cluster):
     cluster.wait_until(lambda: {queue_on(n3, q).get("leader") for q in queues} == {
         "amqpbroker@n1", "amqpbroker@n2", "amqpbroker@n3"}, timeout=DEADLINE)
     assert "User 'guest' has initiated a queue rebalance" in "".join(n3.output)
+
+
+def test_a_client_local_queue_is_led_by_the_node_it_was_declared_through(shared_cluster):
+    """RabbitMQ's ``x-queue-leader-locator: client-local``: the leader is the node the
+    declaring client is connected to (without it, the controller balances leaders)."""
+    cluster = shared_cluster
+    for node in cluster.nodes[1:]:
+        name = f"qr-local-{node.node}"
+        conn = connect(node)
+        conn.channel().queue_declare(name, durable=True, arguments={
+            "x-queue-type": "quorum", "x-quorum-initial-group-size": 3,
+            "x-queue-leader-locator": "client-local"})
+        conn.close()
+        cluster.wait_until(lambda: queue_on(node, name).get("leader") is not None,
+                           timeout=DEADLINE)
+        assert queue_on(node, name)["leader"] == f"amqpbroker@{node.node}"
+        assert len(queue_on(node, name)["members"]) == 3
