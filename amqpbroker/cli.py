@@ -75,6 +75,8 @@ FLAGS = [
                              "amq.rabbitmq.event, as RabbitMQ's rabbitmq_event_exchange "
                              "plugin (default off)"),
     ("event_exchange_vhost", str, "the vhost of amq.rabbitmq.event (default /)"),
+    ("tracing_dir", str, "where traces (/api/traces, RabbitMQ's rabbitmq_tracing) write their "
+                         "log files (default: tracing in the data directory)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
     ("transient_memory_limit", int, "bytes of non-durable queues' bodies kept in memory, not "
                                     "written, until paged to the log (default -1 = half the "

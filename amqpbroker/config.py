@@ -49,6 +49,8 @@ class Config:
     # RabbitMQ's event exchange plugin (frontend/events.py): amq.rabbitmq.event in this vhost
     event_exchange: bool = False
     event_exchange_vhost: str = "/"
+    # the rabbitmq_tracing plugin's log files (amqpbroker/tracing.py); "" = <data_dir>/tracing
+    tracing_dir: str = ""
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)
     tls_port: int = 5671                         # AMQPS; 0 = any free port
     management_tls_port: int = 15671             # HTTPS; 0 = off, -1 = any free port

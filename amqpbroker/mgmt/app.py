@@ -9,7 +9,7 @@ from . import (access, auth_attempts, bindings, channels, connections, definitio
                deprecated_features, exchanges, feature_flags, global_parameters, groups, health,
                limits, listing, overview, parameters, partitions, permissions, policies, queues,
                quorum_replicas, quorum_status, reassignments, shovels, topic_permissions, topics,
-               users, vhosts)
+               traces, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
@@ -17,7 +17,8 @@ from .validation import Invalid, parse_json
 RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, connections,
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
              policies, topic_permissions, parameters, global_parameters, shovels,
-             feature_flags, auth_attempts, deprecated_features, quorum_status, quorum_replicas)
+             feature_flags, auth_attempts, deprecated_features, quorum_status, quorum_replicas,
+             traces)
 
 
 class ManagementServer:

@@ -34,6 +34,7 @@ from ..frontend.session import NODE, connection_name, session_json
 from ..frontend.vhost import VirtualHost
 from ..shovel.shovels import Shovels
 from ..storage.fileformat import fsync_dir, remove_directory
+from ..tracing import Traces
 from .definitions import Definitions
 from .delayed import DelayedMessages
 from .groups import Groups
@@ -67,6 +68,7 @@ class MetadataOwner(Broker):
         self.delayed = None                 # delayed.DelayedMessages, from ``start``
         self.shovels = Shovels(self)        # dynamic shovels (amqpbroker/shovel)
         self.recent = RecentHistory(self)   # x-recent-history exchanges' histories
+        self.traces = Traces(self)          # the rabbitmq_tracing plugin's (tracing.py)
         self._batch: list | None = None     # ops of the change being made (one_change)
         self.listeners: list[dict] = []     # {"protocol", "ip_address", "port"} (management)
 
@@ -168,6 +170,7 @@ class MetadataOwner(Broker):
     def close(self) -> None:
         """Shutdown: hosts write and fsync what is pending and close their logs."""
         self.alarms.stop()
+        self.traces.close()
         self.recent.save()
         self.definitions.close()
         if self.delayed is not None:
@@ -185,6 +188,7 @@ class MetadataOwner(Broker):
             self.recent.forget(op.vhost, op.name)
         elif isinstance(op, c.VhostDeleted):
             self.recent.forget(op.name)
+            self.traces.vhost_deleted(op.name)
         self.definitions.touched(op)
         self.metadata.changed(op)               # a cluster's: users, vhosts go to etcd
         if self._batch is not None:
