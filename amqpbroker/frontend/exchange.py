@@ -27,6 +27,7 @@ import hashlib
 import random
 import re
 import time
+import zlib
 
 from .. import errors
 from ..partitioner import key_bytes, partition_of
@@ -34,10 +35,11 @@ from ..queue_args import amqp_type
 
 TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
          "x-consistent-hash", "x-delayed-message", "x-local-random", "x-random",
-         "x-recent-history")
+         "x-recent-history", "x-modulus-hash")
 LOCAL_RANDOM_TYPE = "x-local-random"
 RANDOM_TYPE = "x-random"
 RECENT_HISTORY_TYPE = "x-recent-history"
+MODULUS_HASH_TYPE = "x-modulus-hash"
 
 
 def _args_key(arguments: dict | None):
@@ -266,6 +268,35 @@ class RandomExchange(FanoutExchange):
         if len(self._all) < 2:
             return self._all
         return (random.choice(list(self._all)),)
+
+
+class ModulusHashExchange(FanoutExchange):
+    """The ``x-modulus-hash`` exchange of RabbitMQ's rabbitmq_sharding plugin: each message
+    goes to one destination, the routing key's hash modulo their number, so one key keeps
+    to one queue while the bindings stay (the keys of the bindings are not looked at). The
+    hash is CRC32 over the destinations in name order (RabbitMQ's is Erlang's ``phash2``:
+    the same spreading, not the same queue for a given key)."""
+    type = MODULUS_HASH_TYPE
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._ordered: list | None = None
+
+    def _added(self, destination, routing_key):
+        super()._added(destination, routing_key)
+        self._ordered = None
+
+    def _removed(self, destination, routing_key):
+        super()._removed(destination, routing_key)
+        self._ordered = None
+
+    def route(self, routing_key, headers):
+        if self._ordered is None:
+            self._ordered = sorted(self._all, key=lambda d: d.name)
+        ordered = self._ordered
+        if len(ordered) < 2:
+            return ordered
+        return (ordered[zlib.crc32(routing_key.encode()) % len(ordered)],)
 
 
 class RecentHistoryExchange(FanoutExchange):
@@ -862,7 +893,7 @@ _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicEx
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
             DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange,
             LOCAL_RANDOM_TYPE: LocalRandomExchange, RANDOM_TYPE: RandomExchange,
-            RECENT_HISTORY_TYPE: RecentHistoryExchange}
+            RECENT_HISTORY_TYPE: RecentHistoryExchange, MODULUS_HASH_TYPE: ModulusHashExchange}
 
 
 # the types an x-delayed-message exchange may route as: the plugin takes any registered

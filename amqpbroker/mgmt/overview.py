@@ -19,6 +19,7 @@ EXCHANGE_TYPE_DESCRIPTIONS = {
     "x-local-random": "Picks one random local binding (queue) to route via (to).",
     "x-random": "Randomly picks a binding (queue) to route via (to).",
     "x-recent-history": "Recent History Exchange.",
+    "x-modulus-hash": "Modulus Hashing Exchange",
 }
 from ..frontend.session import NODE
 from ..stats.collector import add_message_stats

@@ -83,3 +83,29 @@ def test_x_random_sends_each_message_to_one_destination_whatever_the_keys(broker
     types = {t["name"]: t for t in broker.api("overview")["exchange_types"]}
     assert types["x-random"]["description"] == \
         "Randomly picks a binding (queue) to route via (to)."
+
+
+def test_x_modulus_hash_keeps_each_key_to_one_queue(broker, ch):
+    """The rabbitmq_sharding plugin's exchange type: one queue per routing key, the keys
+    spread over the bound queues."""
+    ch.exchange_declare("mh", "x-modulus-hash", durable=True)
+    queues = [f"mh-{i}" for i in range(3)]
+    for q in queues:
+        ch.queue_declare(q, durable=True)
+        ch.queue_purge(q)
+        ch.queue_bind(q, "mh", "ignored")
+    keys = [f"key-{i}" for i in range(60)]
+    for key in keys * 2:
+        ch.basic_publish("mh", key, key.encode())
+    seen = {}
+    for q in queues:
+        while True:
+            method, _, body = ch.basic_get(q, auto_ack=True)
+            if method is None:
+                break
+            seen.setdefault(body, set()).add(q)
+    assert sorted(seen) == sorted(k.encode() for k in keys)
+    assert all(len(where) == 1 for where in seen.values())     # each key, one queue
+    assert len({q for where in seen.values() for q in where}) == 3
+    types = {t["name"]: t for t in broker.api("overview")["exchange_types"]}
+    assert types["x-modulus-hash"]["description"] == "Modulus Hashing Exchange"
