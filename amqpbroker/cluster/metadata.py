@@ -889,6 +889,7 @@ class EtcdMetadata(LocalMetadata):
                     vhost, source, kind, destination, key, arguments))
                 if ex.keeps_history:        # made through this node: its history
                     self.broker.history_bound(vh, ex, dest)
+                    await self.broker.recent.delivered()
                 return
             await self._settle()        # an end changed meanwhile: check again
             await asyncio.sleep(0.05)

@@ -66,9 +66,8 @@ class Broker:
         # (vhost, exchange, keys, record, reason, source of a held one or None)
         self._dead_letters: deque = deque()
         self._routing_dead_letters = False
-        self._cycles_logged: set = set()
+        self._logged_once: set = set()      # dead-letter warnings said already (_first_time)
         self.dead_letter_confirms = DeadLetterConfirms()        # at-least-once ones
-        self._dead_letter_warned: set = set()
         self.stats = FrontendStats(config)      # counters of this process (amqpbroker/stats)
         # RabbitMQ's global runtime parameters: ``cluster_name`` (set through the management
         # API), and any other a user stores there
@@ -341,13 +340,18 @@ class Broker:
         ref = client.refs.get(qid)
         queue = f"queue '{ref.name}' in vhost '{vhost_name}'" if ref is not None \
             else f"a queue in vhost '{vhost_name}'"
-        key = (vhost_name, queue, kind, what)
-        if key in self._dead_letter_warned:
-            return
-        if len(self._dead_letter_warned) >= 10000:
-            self._dead_letter_warned.clear()
-        self._dead_letter_warned.add(key)
-        log.warning(text, queue, *args)
+        if self._first_time((vhost_name, queue, kind, what)):
+            log.warning(text, queue, *args)
+
+    def _first_time(self, key) -> bool:
+        """Whether a warning keyed ``key`` was not logged yet (now it counts as logged). The
+        memory is bounded: past 10,000 keys it starts again, so one may be logged again."""
+        if key in self._logged_once:
+            return False
+        if len(self._logged_once) >= 10000:
+            self._logged_once.clear()
+        self._logged_once.add(key)
+        return True
 
     def hold_delayed(self, vhost: str, exchange: str, keys, record, priority: int,
                      delay: int, source=None) -> None:
@@ -371,12 +375,8 @@ class Broker:
     def _log_cycle(self, vhost_name: str, queue: str, deaths) -> None:
         """Once per cycle (as RabbitMQ, which logs each cycle once per process)."""
         queues = [queue, *(d[0] for d in deaths if d is not None)]
-        cycle = (vhost_name, *queues)
-        if cycle in self._cycles_logged:
+        if not self._first_time(("cycle", vhost_name, *queues)):
             return
-        if len(self._cycles_logged) >= 10000:      # bounded: a cycle may be logged again
-            self._cycles_logged.clear()
-        self._cycles_logged.add(cycle)
         log.warning("Message dropped. Dead-letter queues cycle detected in vhost '%s': %s "
                     "(the queue it would enter, then where it died, most recent first). "
                     "This cycle will NOT be reported again.", vhost_name, queues)

@@ -721,8 +721,8 @@ class Channel:
 
     def _consumer_event(self, key: str, c: Consumer) -> None:
         """consumer.created / consumer.deleted (events.py) of a queue's consumer."""
-        if c is self.reply_consumer or c.queue is None or c.member is not None \
-                or not events.on(self.broker):
+        if not events.on(self.broker) or c is self.reply_consumer or c.queue is None \
+                or c.member is not None:
             return
         details = {"consumer_tag": c.tag, "queue": c.queue.name,
                    "vhost": self.session.vhost.name, "channel": events.channel_name(self)}

@@ -50,10 +50,6 @@ class _Unable(Exception):
     ``{"status": "failed", "reason": ...}`` (as ``/status``'s, quorum_status.py)."""
 
 
-def _unable(reason: str) -> Exception:
-    return _Unable(reason)
-
-
 def _answer_refusals(handler):
     async def run(call):
         try:
@@ -67,7 +63,7 @@ def _answer_refusals(handler):
 def _cluster(call):
     cluster = call.broker.cluster
     if cluster is None or cluster.placement is None:
-        raise _unable("this node is not in a cluster (amqpbroker serve --cluster): no other "
+        raise _Unable("this node is not in a cluster (amqpbroker serve --cluster): no other "
                       "node to place a replica on")
     return cluster
 
@@ -78,7 +74,7 @@ def _quorum_queue(call):
     if q is None:
         raise not_found()
     if q.queue_type != "quorum":
-        raise _unable(f"{q.queue_type} queue '{q.name}' in vhost '{vh.name}' has no "
+        raise _Unable(f"{q.queue_type} queue '{q.name}' in vhost '{vh.name}' has no "
                       f"replicas to add or delete: only quorum queues have")
     return q
 
@@ -86,7 +82,7 @@ def _quorum_queue(call):
 def _replicas(cluster, q) -> list[str]:
     p = cluster.placement.of_queue(q.vhost.name, q.name)
     if p is None:
-        raise _unable(f"queue '{q.name}' in vhost '{q.vhost.name}' is not placed in the "
+        raise _Unable(f"queue '{q.name}' in vhost '{q.vhost.name}' is not placed in the "
                       f"cluster yet")
     return list(p["replicas"])
 
@@ -95,9 +91,9 @@ async def _reassign(cluster, q, replicas: list[str]) -> None:
     try:
         await cluster.placement.request_reassign(q.vhost.name, q.name, replicas)
     except ValueError as err:
-        raise _unable(str(err)) from None
+        raise _Unable(str(err)) from None
     except LookupError:
-        raise _unable(f"queue '{q.name}' in vhost '{q.vhost.name}' is not placed in the "
+        raise _Unable(f"queue '{q.name}' in vhost '{q.vhost.name}' is not placed in the "
                       f"cluster") from None
     except EtcdError as err:
         raise _unavailable(err) from None
@@ -122,7 +118,7 @@ async def delete_member(call):
     replicas = _replicas(cluster, q)
     if node in replicas:
         if len(replicas) == 1:
-            raise _unable(f"queue '{q.name}' in vhost '{q.vhost.name}': its replica on "
+            raise _Unable(f"queue '{q.name}' in vhost '{q.vhost.name}': its replica on "
                           f"{node} is its last")
         await _reassign(cluster, q, [r for r in replicas if r != node])
         log.info("queue '%s' in vhost '%s': its replica on node %s removed by user '%s'",

@@ -96,6 +96,7 @@ class LocalMetadata:
                    actor=INTERNAL_USER):
         with acting(self.broker, actor):
             self._vhost(vhost).bind(kind, destination, source, key, arguments, owner, cid, mid)
+        await self.broker.recent.delivered()    # an x-recent-history exchange's history
         await self.broker.definitions.durable()
 
     async def unbind(self, *, vhost, kind, destination, source, key, arguments, owner, cid, mid,

@@ -6,7 +6,7 @@ Every message routed through such an exchange, on any front-end, is told here
 ``x-recent-history-length`` of them are kept, in order. When a queue or an exchange is bound
 to it (a new binding, made by a client or the management API), the history is published to
 that destination at once (to a queue oldest first, through an exchange newest first, as
-the plugin's ``add_binding`` does) — unconfirmed,
+the plugin's ``add_binding`` does), before the bind is answered — unconfirmed,
 as dead letters are. Not for a binding restored at start or imported.
 
 Durable as the plugin's (a disc table): written to ``recent-history.json`` in the data
@@ -19,18 +19,24 @@ gets that node's history.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import os
 from collections import deque
 
+from .. import contract as c
+from .. import errors
+from ..frontend.broker import headers_to_route
+from ..frontend.exchange import Exchange
 from ..storage.record import Record
 
 log = logging.getLogger("amqpbroker.recent_history")
 
 FILE = "recent-history.json"
 SAVE_AFTER = 1.0            # seconds from a change to its write
+ROUND_TRIP = 10.0           # seconds a bind waits for a host to have taken a history
 
 
 class RecentHistory:
@@ -38,6 +44,7 @@ class RecentHistory:
         self.owner = owner
         self.histories: dict[tuple[str, str], deque] = {}
         self._save_timer = None
+        self._delivered_to: set = set()     # hosts given a history since ``delivered``
 
     @property
     def path(self) -> str:
@@ -62,8 +69,6 @@ class RecentHistory:
         history = self.histories.get((vh.name, ex.name))
         if not history:
             return
-        from ..frontend.broker import headers_to_route
-        from ..frontend.exchange import Exchange
         to_exchange = isinstance(destination, Exchange)
         # a queue gets them oldest first, an exchange newest first (the plugin's orders,
         # measured on RabbitMQ 3.10.8)
@@ -76,6 +81,18 @@ class RecentHistory:
                 targets = (destination,)
             for q in targets:
                 q.publish(record, 0, False)
+                self._delivered_to.add(q.client)
+
+    async def delivered(self) -> None:
+        """Return once the hosts given a history have it: a round trip on each link after
+        the publishes, so a client told bind-ok finds the history in the queue (its reads
+        reach the host on another link)."""
+        clients, self._delivered_to = self._delivered_to, set()
+        for client in clients:
+            try:
+                await asyncio.wait_for(client.request(c.Stats, qids=[]), ROUND_TRIP)
+            except (errors.AMQPError, asyncio.TimeoutError):
+                pass            # restarting or cut off: it has what it recovers
 
     def forget(self, vhost: str, exchange: str | None = None) -> None:
         """An exchange was deleted (``exchange``), or a whole vhost."""

@@ -712,17 +712,17 @@ class PartitionHost:
         if q.args.dlx is None or (q.deleted and reason != "rejected"):
             return
         for rec in records:
-            new, keys = dead_letter_record(q, rec, reason)
-            self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
-                                    keys=keys, reason=reason, record=new, settle=False,
-                                    offset=0))
+            self._send_dead_letter(q, rec, reason, False, 0)
 
     def dead_letter_held(self, q: Queue, offset: int, rec, reason: str) -> None:
         """A dead letter the queue holds until every target confirms it (at-least-once,
         worker/discards.py): the supervisor answers ``DlxSettle`` on this link."""
+        self._send_dead_letter(q, rec, reason, True, offset)
+
+    def _send_dead_letter(self, q: Queue, rec, reason: str, settle: bool, offset: int) -> None:
         new, keys = dead_letter_record(q, rec, reason)
         self.to_supervisor(c.Dlx(qid=q.qid, vhost=q.vhost_name, exchange=q.args.dlx,
-                                keys=keys, reason=reason, record=new, settle=True,
+                                keys=keys, reason=reason, record=new, settle=settle,
                                 offset=offset))
 
     def on_dlx_settle(self, state, m: c.DlxSettle):
