@@ -47,6 +47,8 @@ setup(
             "aio-pika>=9.3",
             "kombu>=5.3",
             "celery>=5.3",
+            # MQTT clients of the MQTT listener (amqpbroker/mqtt), as RabbitMQ's plugin serves
+            "paho-mqtt>=2.0",
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
             # drives Debian's chromium through chromium-driver for the dashboard's test

@@ -75,6 +75,14 @@ FLAGS = [
                              "amq.rabbitmq.event, as RabbitMQ's rabbitmq_event_exchange "
                              "plugin (default off)"),
     ("event_exchange_vhost", str, "the vhost of amq.rabbitmq.event (default /)"),
+    ("mqtt_port", int, "MQTT 3.1 / 3.1.1 port, as RabbitMQ's rabbitmq_mqtt plugin (RabbitMQ "
+                       "listens on 1883; default 0 = off; -1 = any free port)"),
+    ("mqtt_vhost", str, "the vhost of MQTT clients whose user name does not say "
+                        "vhost:user (default /)"),
+    ("mqtt_exchange", str, "the topic exchange MQTT topics are routed through (default "
+                           "amq.topic)"),
+    ("mqtt_allow_anonymous", boolean, "MQTT clients without credentials log in as the "
+                                      "default user (default true, as RabbitMQ's)"),
     ("tracing_dir", str, "where traces (/api/traces, RabbitMQ's rabbitmq_tracing) write their "
                          "log files (default: tracing in the data directory)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
@@ -300,6 +308,12 @@ async def _serve(cfg: Config) -> int:
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
         broker.shovels.start()              # dynamic shovels: a local URI needs the listener
+        if cfg.mqtt_port:                   # RabbitMQ's MQTT plugin: over the AMQP listener
+            from .mqtt.listener import MqttServer
+            broker.mqtt = MqttServer(broker)
+            qhost, qport = await broker.mqtt.start(cfg.host, max(cfg.mqtt_port, 0))
+            broker.listeners.append({"protocol": "mqtt", "ip_address": qhost, "port": qport})
+            line += f" mqtt={_show(qhost)}:{qport}"
         if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
             from .frontend.events import declare_exchange
             declare_exchange(broker)
@@ -316,6 +330,8 @@ async def _serve(cfg: Config) -> int:
         # clients first (320 CONNECTION_FORCED), then the cluster: a client must not stay
         # connected to a node that no longer leads (what waited for the HW was nacked)
         await broker.shovels.stop()         # their connections closed, not forced
+        if broker.mqtt is not None:
+            await broker.mqtt.stop()
         await stop_frontends(frontends)
         await server.stop()
         if cluster is not None:

@@ -49,6 +49,11 @@ class Config:
     # RabbitMQ's event exchange plugin (frontend/events.py): amq.rabbitmq.event in this vhost
     event_exchange: bool = False
     event_exchange_vhost: str = "/"
+    # RabbitMQ's MQTT plugin (amqpbroker/mqtt): MQTT 3.1 / 3.1.1 clients over AMQP
+    mqtt_port: int = 0                           # 0 = off, -1 = any free port (1883: RabbitMQ's)
+    mqtt_vhost: str = "/"                        # a user name without "vhost:" logs in here
+    mqtt_exchange: str = "amq.topic"             # topics are its routing keys
+    mqtt_allow_anonymous: bool = True            # no credentials: default_user / default_pass
     # the rabbitmq_tracing plugin's log files (amqpbroker/tracing.py); "" = <data_dir>/tracing
     tracing_dir: str = ""
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)

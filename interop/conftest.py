@@ -42,7 +42,8 @@ def _own_broker(request, tmp_path_factory):
     pki = request.getfixturevalue("own_tls_dir")
     broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"),
                            "--tls-cert", str(pki / "server.pem"), "--tls-ca", str(pki / "ca.pem"),
-                           "--tls-verify", "peer", management=True).start()
+                           "--tls-verify", "peer", "--mqtt-port", "-1",
+                           management=True).start()
     try:
         yield broker
     finally:
@@ -90,6 +91,15 @@ def mgmt_url(_own_broker, broker_url):
 def amqp_host_port(broker_url):
     u = urllib.parse.urlparse(broker_url)
     return u.hostname, u.port or 5672
+
+
+@pytest.fixture(scope="session")
+def mqtt_address(_own_broker, amqp_host_port):
+    """(host, port) of the MQTT listener: ours, or ``AMQP_MQTT_PORT`` (default 1883) of the
+    external broker, whose rabbitmq_mqtt plugin is enabled (test_mqtt_plugin.py)."""
+    if _own_broker is not None:
+        return _own_broker.host, _own_broker.mqtt_port
+    return amqp_host_port[0], int(os.environ.get("AMQP_MQTT_PORT", "1883"))
 
 
 @pytest.fixture

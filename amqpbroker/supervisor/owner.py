@@ -67,6 +67,7 @@ class MetadataOwner(Broker):
         self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self.delayed = None                 # delayed.DelayedMessages, from ``start``
         self.shovels = Shovels(self)        # dynamic shovels (amqpbroker/shovel)
+        self.mqtt = None                    # the MQTT listener (amqpbroker/mqtt), when on
         self.recent = RecentHistory(self)   # x-recent-history exchanges' histories
         self.traces = Traces(self)          # the rabbitmq_tracing plugin's (tracing.py)
         self._batch: list | None = None     # ops of the change being made (one_change)
@@ -156,6 +157,8 @@ class MetadataOwner(Broker):
         deleted = super().delete_vhost(name)
         if deleted:
             self.shovels.vhost_deleted(name)
+            if self.mqtt is not None:
+                self.mqtt.retained.vhost_deleted(name)
         return deleted
 
     def _local_partition(self):

@@ -6,7 +6,7 @@ The broker prints one line when it listens::
 
 (with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``; with
 ``prometheus=True``: ``prometheus=`` after those; ``--cluster``: ``node=n1 cluster=25672``
-at the end)
+after those; ``--mqtt-port``: ``mqtt=`` last)
 
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
@@ -33,7 +33,8 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: https=[\d.]+:(?P<https>\d+))?"
                    r"(?: prometheus=[\d.]+:(?P<prometheus>\d+))?"
                    r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?"
-                   r"(?: node=(?P<node>\S+) cluster=(?P<cluster>\d+))?")
+                   r"(?: node=(?P<node>\S+) cluster=(?P<cluster>\d+))?"
+                   r"(?: mqtt=[\d.]+:(?P<mqtt>\d+))?")
 
 # the two process layouts a test runs a broker in when the layout is what it tests (pytest
 # params: ``params=list(LAYOUTS.values()), ids=list(LAYOUTS)``): one process, and a supervisor
@@ -71,6 +72,7 @@ class BrokerProcess:
         self.frontend_pids: list[int] = []
         self.node = ""                      # with --cluster: the node's name, cluster port
         self.cluster_port = 0
+        self.mqtt_port = 0                  # with --mqtt-port -1 in args
 
     @property
     def url(self) -> str:
@@ -106,6 +108,7 @@ class BrokerProcess:
                     self.frontend_pids = [int(p) for p in (m["frontends"] or "").split(",")
                                           if p]
                     self.node, self.cluster_port = m["node"] or "", int(m["cluster"] or 0)
+                    self.mqtt_port = int(m["mqtt"] or 0)
                     found.set()
             found.set()
 

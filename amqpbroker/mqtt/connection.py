@@ -1,0 +1,529 @@
+"""One MQTT client connection, carried by an AMQP connection to this broker, as RabbitMQ
+3.10's MQTT plugin carries each over a direct AMQP connection (``rabbit_mqtt_processor``).
+
+CONNECT logs in over AMQP with the client's user name and password (or the default user
+when the client sends none and anonymous connections are allowed), so users, vhost access,
+permissions, topic permissions, limits and alarms are the broker's own. Then:
+
+* PUBLISH goes to the MQTT exchange (``amq.topic``) with the topic as routing key
+  (``topics.py``), headers ``x-mqtt-publish-qos`` and ``x-mqtt-dup``, persistent for QoS 1;
+  QoS 1 is published on a confirm channel and PUBACKed, in order, once the broker confirms
+  it. QoS 2 is taken as QoS 1 (RabbitMQ's downgrade).
+* SUBSCRIBE binds the client's QoS 0 or QoS 1 subscription queue (declared and consumed on
+  first use, prefetch 10) to the filter and answers SUBACK with the QoS granted (at most 1;
+  0x80 for a filter that is not valid); then the retained messages matching the filter
+  follow. UNSUBSCRIBE unbinds it from both queues.
+* A delivery becomes a PUBLISH; on the QoS 1 queue its QoS is the lower of 1 and the
+  publisher's (``x-mqtt-publish-qos``, 1 for AMQP publishers) and the client's PUBACK acks
+  it; a QoS 0 delivery of the QoS 1 queue is acked at once.
+* clean session: the QoS 1 queue of an earlier session is deleted at CONNECT; otherwise it
+  is kept (durable, ``x-expires`` 24 h) and consumed again: CONNACK says session present.
+* The will is published when the connection ends without DISCONNECT (closed, keepalive
+  missed for 1.5 times its period, a packet that does not parse), not on a take-over: a
+  second connection with the same client id closes the first.
+
+Errors are logged and end the connection: MQTT 3.1.1 has no error reply after CONNACK.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import uuid
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+
+from ..frontend.session import is_loopback
+from . import frames as f
+from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
+    vhost_and_user
+
+log = logging.getLogger("amqpbroker.mqtt")
+
+PREFETCH = 10                       # RabbitMQ's mqtt.prefetch
+SUBSCRIPTION_TTL = 86_400_000       # ms: a QoS 1 queue of a kept session (mqtt.subscription_ttl)
+LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT
+INBOX_HIGH = 256                    # packets waiting: reading pauses above this
+AMQP_BUFFER_HIGH = 4 << 20          # bytes pika has not written yet: publishing waits
+AMQP_BUFFER_LOW = 1 << 20           # ... until it is down to this
+
+
+class Ended(Exception):
+    """The AMQP side went away (a channel or the connection closed)."""
+
+
+class MqttConnection(asyncio.Protocol):
+    def __init__(self, server):
+        self.server = server
+        self.cfg = server.broker.config
+        self.parser = f.Parser()
+        self.transport = None
+        self.name = "?"
+        self.inbox: collections.deque = collections.deque()
+        self.worker: asyncio.Task | None = None
+        self.paused = False
+        self.closed = False
+        self.connected = False          # CONNACK 0 sent
+        self.will: f.Connect | None = None
+        self.client_id = ""
+        self.vhost = self.user = ""
+        self.clean = True
+        self.amqp = None                # pika AsyncioConnection
+        self.channel = None             # QoS 0 publishes, declares, both consumers
+        self.confirms = None            # QoS 1 publishes (confirm mode), opened on first use
+        self.confirm_backlog: list | None = None    # QoS 1 publishes while it opens
+        self.ended: asyncio.Future | None = None
+        self.consumers: dict[str, int] = {}         # consumer tag -> subscription QoS
+        self.queues_consumed = [False, False]
+        self.awaiting_ack: dict[int, int] = {}      # MQTT packet id -> delivery tag
+        self.unconfirmed: collections.OrderedDict = collections.OrderedDict()  # seq -> id
+        self.publish_seq = 0
+        self.next_packet_id = 1
+        self.keepalive = 0
+        self.heard = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ transport
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer = peer[0]
+        local = transport.get_extra_info("sockname") or ("?", 0)
+        self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self.heard = loop.time()
+        self.timer = loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.heard = asyncio.get_running_loop().time()
+        try:
+            packets = self.parser.feed(data)
+        except f.FrameError as exc:
+            log.error("MQTT detected a framing error on connection %s: %s", self.name, exc)
+            self.close(send_will=True)
+            return
+        self.inbox.extend(packets)
+        if len(self.inbox) > INBOX_HIGH and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        if self.inbox and self.worker is None:
+            self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed:
+            if self.connected:
+                log.info("MQTT connection %s will terminate because peer closed TCP "
+                         "connection", self.name)
+            self.close(send_will=True)
+
+    def send(self, packet: bytes) -> None:
+        if not self.closed:
+            self.transport.write(packet)
+
+    def close(self, send_will: bool = False) -> None:
+        """End the connection: the will first when asked, then AMQP, then the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.worker is not None and self.worker is not asyncio.current_task():
+            self.worker.cancel()
+        if send_will and self.will is not None:
+            self._publish_will()
+        self.server.forget(self)
+        if self.amqp is not None and not (self.amqp.is_closing or self.amqp.is_closed):
+            self.amqp.close()               # an opening one is aborted
+        self._end(Ended("the MQTT connection closed"))
+        self.transport.close()
+        if self.connected:
+            log.info("closing MQTT connection %s", self.name)
+
+    def take_over(self) -> None:
+        """Another connection logged in with this client id."""
+        log.warning("MQTT disconnecting client %s with duplicate id '%s'", self.name,
+                    self.client_id)
+        self.close()
+
+    def _login_timeout(self) -> None:
+        if not self.connected and not self.closed:
+            log.error("closing MQTT connection %s (login timeout)", self.name)
+            self.close()
+
+    def _check_keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.heard > 1.5 * self.keepalive:
+            log.error("closing MQTT connection %s (keepalive timeout)", self.name)
+            self.close(send_will=True)
+            return
+        self.timer = loop.call_later(self.keepalive / 2, self._check_keepalive)
+
+    # ------------------------------------------------------------ packets, in order
+    async def _work(self) -> None:
+        try:
+            while self.inbox and not self.closed:
+                packet = self.inbox.popleft()
+                await self._handle(packet)
+                if self.paused and len(self.inbox) < INBOX_HIGH // 2:
+                    self.paused = False
+                    self.transport.resume_reading()
+        except Ended as exc:
+            if not self.closed:
+                log.error("MQTT connection %s is closing: %s", self.name, exc)
+                self.close()
+        except Exception:                                   # noqa: BLE001 - one boundary
+            log.exception("MQTT connection %s failed", self.name)
+            self.close()
+        finally:
+            self.worker = None
+            if self.inbox and not self.closed:              # arrived while finishing
+                self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _handle(self, packet) -> None:
+        if not self.connected:
+            if isinstance(packet, f.Connect) and self.amqp is None:
+                await self._connect(packet)
+            else:
+                log.error("MQTT protocol error on connection %s: connect_expected", self.name)
+                self.close()
+            return
+        if isinstance(packet, f.Publish):
+            self._publish(packet)
+            if self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
+                await self._drain()
+        elif isinstance(packet, f.PubAck):
+            tag = self.awaiting_ack.pop(packet.packet_id, None)
+            if tag is not None:         # missing: a bogus client, or a QoS downgrade
+                self.channel.basic_ack(tag)
+        elif isinstance(packet, f.Subscribe):
+            await self._subscribe(packet)
+        elif isinstance(packet, f.Unsubscribe):
+            await self._unsubscribe(packet)
+        elif isinstance(packet, f.Connect):
+            log.error("MQTT protocol error on connection %s: a second CONNECT", self.name)
+            self.close(send_will=True)
+        elif packet.kind == f.PINGREQ:
+            self.send(f.pingresp_packet())
+        elif packet.kind == f.DISCONNECT:
+            self.will = None
+            self.close()
+        else:                           # PUBREC, PUBREL, PUBCOMP (QoS 2 is taken as 1), ...
+            log.error("MQTT protocol error on connection %s: packet type %d not accepted",
+                      self.name, packet.kind)
+            self.close(send_will=True)
+
+    # ------------------------------------------------------------ CONNECT
+    async def _connect(self, c: f.Connect) -> None:
+        code, present = await self._login(c)
+        self.send(f.connack_packet(code, present))
+        if code != f.ACCEPTED:
+            self.close()
+            return
+        self.connected = True
+        if present:                     # the kept session's messages: after the CONNACK
+            await self._ensure_queue(1)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if c.keepalive:
+            self.keepalive = c.keepalive
+            self.timer = asyncio.get_running_loop().call_later(c.keepalive / 2,
+                                                               self._check_keepalive)
+        log.info("accepting MQTT connection %s (%s, client id: %s)", self.name, self.peer,
+                 self.client_id)
+
+    async def _login(self, c: f.Connect) -> tuple[int, bool]:
+        if f.PROTOCOL_NAMES.get(c.level) != c.protocol_name:
+            log.error("MQTT cannot accept connection %s: incompatible protocol version",
+                      self.name)
+            return f.BAD_PROTOCOL, False
+        if not c.client_id and not c.clean_session:
+            log.error("MQTT cannot accept connection %s: client uses an invalid ID", self.name)
+            return f.BAD_CLIENT_ID, False
+        self.client_id = c.client_id or uuid.uuid4().hex
+        self.clean = c.clean_session
+        username, password = c.username, c.password
+        if username is None and password is None:
+            if not self.cfg.mqtt_allow_anonymous:
+                log.error("MQTT login failed: no credentials provided")
+                return f.BAD_CREDENTIALS, False
+            username, password = self.cfg.default_user, self.cfg.default_pass
+        elif username is None:
+            log.error("MQTT login failed: no username is provided")
+            return f.BAD_CREDENTIALS, False
+        elif password is None:
+            log.error("MQTT login failed for user '%s': no password provided", username)
+            return f.BAD_CREDENTIALS, False
+        self.vhost, self.user = vhost_and_user(username, self.cfg.mqtt_vhost)
+        if self.vhost not in self.server.broker.vhosts:
+            log.error("MQTT login failed for user '%s': virtual host '%s' does not exist",
+                      username, self.vhost)
+            return f.BAD_CREDENTIALS, False
+        code = await self._open(password)
+        if code != f.ACCEPTED:
+            return code, False
+        if self.user in self.cfg.loopback_users and not is_loopback(self.peer):
+            log.warning("MQTT login failed for user %s: this user's access is restricted to "
+                        "localhost", self.user)
+            return f.NOT_AUTHORIZED, False
+        if c.will_topic is not None:
+            if not valid_topic(c.will_topic):
+                log.error("MQTT protocol error on connection %s: will topic '%s' is not a "
+                          "topic name", self.name, c.will_topic)
+                return f.NOT_AUTHORIZED, False
+            self.will = c
+        self.server.register(self)
+        self.channel = await self._open_channel()
+        await self._call(lambda cb: self.channel.basic_qos(prefetch_count=PREFETCH,
+                                                           callback=cb))
+        q1 = subscription_queues(self.client_id)[1]
+        vhost = self.server.broker.vhosts.get(self.vhost)
+        present = vhost is not None and q1 in vhost.queues    # the metadata's
+        if present and self.clean:
+            await self._call(lambda cb: self.channel.queue_delete(q1, callback=cb))
+            present = False
+        return f.ACCEPTED, present
+
+    async def _open(self, password: str) -> int:
+        """Log in over AMQP: a CONNACK code."""
+        loop = asyncio.get_running_loop()
+        opened = loop.create_future()
+        self.ended = loop.create_future()
+        host, port = self.server.broker.shovels.local_address()
+        params = pika.ConnectionParameters(
+            host, port, self.vhost, pika.PlainCredentials(self.user, password),
+            heartbeat=0, client_properties={
+                "product": "MQTT client", "client_id": self.client_id,
+                "connection_name": f"MQTT {self.client_id} ({self.name})"})
+
+        def on_error(_conn, exc) -> None:
+            if not opened.done():
+                opened.set_result(exc)
+
+        def on_closed(_conn, reason) -> None:
+            if not opened.done():
+                opened.set_result(reason)
+            self._end(Ended(f"AMQP connection closed: {reason}"))
+            if not self.closed and self.connected:
+                log.error("MQTT connection %s is closing: its AMQP connection closed (%s)",
+                          self.name, reason)
+                self.close()
+
+        self.amqp = AsyncioConnection(params, on_open_callback=opened.set_result,
+                                      on_open_error_callback=on_error,
+                                      on_close_callback=on_closed, custom_ioloop=loop)
+        self.amqp.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
+        self.amqp.add_on_connection_unblocked_callback(lambda *_: self._blocked(False))
+        result = await opened
+        if result is self.amqp:
+            return f.ACCEPTED
+        text = str(result)
+        if isinstance(result, (pika.exceptions.ProbableAccessDeniedError,)) or "530" in text:
+            log.warning("MQTT login failed for user '%s': virtual host access not allowed",
+                        self.user)
+            return f.NOT_AUTHORIZED
+        if isinstance(result, (pika.exceptions.ProbableAuthenticationError,
+                               pika.exceptions.AuthenticationError)) or "403" in text:
+            log.error("MQTT login failed for user '%s', authentication failed: %s",
+                      self.user, text)
+            return f.BAD_CREDENTIALS
+        log.error("MQTT cannot accept connection %s: %s", self.name, text)
+        return f.UNAVAILABLE
+
+    async def _drain(self) -> None:
+        """The broker reads our AMQP connection slower than the client publishes (flow
+        control, an alarm): wait for pika's buffer to go down, so the inbox fills and
+        reading the client pauses. pika tells nobody when its buffer drains: looked at."""
+        while not self.closed and self.amqp._transport is not None \
+                and self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_LOW:
+            await asyncio.sleep(0.005)
+
+    def _blocked(self, blocked: bool) -> None:
+        """The broker blocked publishers (a memory or disk alarm): stop reading the client."""
+        if self.closed:
+            return
+        if blocked:
+            self.transport.pause_reading()
+        elif not self.paused:
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ PUBLISH
+    def _publish(self, p: f.Publish) -> None:
+        if not valid_topic(p.topic):
+            log.error("MQTT protocol error on connection %s: cannot publish to topic '%s'",
+                      self.name, p.topic)
+            self.close(send_will=True)
+            return
+        qos = min(p.qos, 1)
+        args = (self.cfg.mqtt_exchange, to_amqp(p.topic), p.payload, _properties(qos, p.dup))
+        if not qos:
+            self.channel.basic_publish(*args)
+        else:
+            self.publish_seq += 1
+            self.unconfirmed[self.publish_seq] = p.packet_id
+            if self.confirms is not None:
+                self.confirms.basic_publish(*args)
+            else:
+                if self.confirm_backlog is None:
+                    self.confirm_backlog = []
+                    self.amqp.channel(on_open_callback=self._confirms_opened)
+                self.confirm_backlog.append(args)
+        if p.retain:
+            self.server.retained.retain(self.vhost, p.topic, p.payload, qos)
+
+    def _confirms_opened(self, channel) -> None:
+        """The confirm channel (opened on the first QoS 1 publish, as RabbitMQ's): what
+        waited for it is published now, in order, behind confirm.select."""
+        channel.add_on_close_callback(self._channel_closed)
+        channel.confirm_delivery(self._confirmed)
+        self.confirms = channel
+        backlog, self.confirm_backlog = self.confirm_backlog, None
+        for args in backlog:
+            channel.basic_publish(*args)
+
+    def _confirmed(self, frame) -> None:
+        method = frame.method
+        tag, multiple = method.delivery_tag, method.multiple
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        while self.unconfirmed:
+            seq, packet_id = next(iter(self.unconfirmed.items()))
+            if seq > tag or (not multiple and seq != tag):
+                break
+            del self.unconfirmed[seq]
+            if nack:        # not PUBACKed: the client sends it again when it reconnects
+                log.warning("MQTT connection %s: message %d was refused by the broker "
+                            "(negative confirm)", self.name, packet_id)
+            else:
+                self.send(f.puback_packet(packet_id))
+
+    def _publish_will(self) -> None:
+        c = self.will
+        self.will = None
+        if self.channel is None or not self.channel.is_open:
+            return
+        qos = min(c.will_qos, 1)
+        self.channel.basic_publish(self.cfg.mqtt_exchange, to_amqp(c.will_topic),
+                                   c.will_message, _properties(qos, False))
+        if c.will_retain:
+            self.server.retained.retain(self.vhost, c.will_topic, c.will_message, qos)
+
+    # ------------------------------------------------------------ SUBSCRIBE
+    async def _subscribe(self, s: f.Subscribe) -> None:
+        granted = []
+        queues = subscription_queues(self.client_id)
+        for topic_filter, qos in s.topics:
+            if not valid_filter(topic_filter):
+                log.warning("MQTT connection %s: not a topic filter: '%s'", self.name,
+                            topic_filter)
+                granted.append(f.SUBACK_FAILURE)
+                continue
+            qos = min(qos, 1)
+            await self._ensure_queue(qos)
+            key = to_amqp(topic_filter)
+            await self._call(lambda cb, q=queues[qos]: self.channel.queue_bind(
+                q, self.cfg.mqtt_exchange, key, callback=cb))
+            # the same filter again replaces the subscription (MQTT 3.1.1, 3.8.4)
+            await self._call(lambda cb, q=queues[1 - qos]: self.channel.queue_unbind(
+                q, self.cfg.mqtt_exchange, key, callback=cb))
+            granted.append(qos)
+        self.send(f.suback_packet(s.packet_id, granted))
+        for (topic_filter, _), qos in zip(s.topics, granted):
+            if qos == f.SUBACK_FAILURE:
+                continue
+            for topic, payload, retained_qos in self.server.retained.matching(self.vhost,
+                                                                              topic_filter):
+                out = min(qos, retained_qos)
+                self.send(f.publish_packet(topic, payload, out,
+                                           self._packet_id() if out else None, retain=True))
+
+    async def _unsubscribe(self, u: f.Unsubscribe) -> None:
+        for topic_filter in u.topics:
+            for queue in subscription_queues(self.client_id):
+                await self._call(lambda cb, q=queue: self.channel.queue_unbind(
+                    q, self.cfg.mqtt_exchange, to_amqp(topic_filter), callback=cb))
+        self.send(f.unsuback_packet(u.packet_id))
+
+    async def _ensure_queue(self, qos: int) -> None:
+        if self.queues_consumed[qos]:
+            return
+        queue = subscription_queues(self.client_id)[qos]
+        if qos == 0:
+            await self._call(lambda cb: self.channel.queue_declare(
+                queue, durable=False, auto_delete=True, callback=cb))
+        else:
+            arguments = None if self.clean else {"x-expires": SUBSCRIPTION_TTL}
+            await self._call(lambda cb: self.channel.queue_declare(
+                queue, durable=True, auto_delete=self.clean, arguments=arguments,
+                callback=cb))
+        tag = f"mqtt-qos{qos}"             # known before the first delivery can come
+        self.consumers[tag] = qos
+        await self._call(lambda cb: self.channel.basic_consume(
+            queue, self._deliver, auto_ack=(qos == 0), consumer_tag=tag, callback=cb))
+        self.queues_consumed[qos] = True
+
+    def _deliver(self, channel, method, properties, body) -> None:
+        if self.closed:
+            return
+        sub_qos = self.consumers.get(method.consumer_tag, 0)
+        headers = properties.headers or {}
+        dup = bool(method.redelivered or headers.get("x-mqtt-dup"))
+        qos = 0
+        if sub_qos:
+            published = headers.get("x-mqtt-publish-qos")
+            qos = min(published, 1) if isinstance(published, int) else 1
+        if dup and qos == 0:            # RabbitMQ drops a redelivered QoS 0 message
+            if sub_qos:
+                channel.basic_ack(method.delivery_tag)
+            return
+        packet_id = None
+        if qos:
+            packet_id = self._packet_id()
+            self.awaiting_ack[packet_id] = method.delivery_tag
+        elif sub_qos:
+            channel.basic_ack(method.delivery_tag)
+        self.send(f.publish_packet(to_mqtt(method.routing_key), body, qos, packet_id,
+                                   dup=dup))
+
+    def _packet_id(self) -> int:
+        packet_id = self.next_packet_id
+        self.next_packet_id = packet_id + 1 if packet_id < 0xFFFF else 1
+        return packet_id
+
+    # ------------------------------------------------------------ AMQP plumbing
+    async def _open_channel(self):
+        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
+        channel.add_on_close_callback(self._channel_closed)
+        return channel
+
+    async def _call(self, start):
+        """A pika method that answers through a callback: its answer, or ``Ended``."""
+        answer = asyncio.get_running_loop().create_future()
+        start(lambda frame: answer.done() or answer.set_result(frame))
+        await asyncio.wait({answer, self.ended}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            raise self.ended.exception()
+        return answer.result()
+
+    def _channel_closed(self, _channel, reason) -> None:
+        self._end(Ended(f"channel closed: {reason}"))
+        if not self.closed and self.connected:
+            log.error("MQTT connection %s is closing: %s", self.name, reason)
+            self.close()
+
+    def _end(self, exc: Exception) -> None:
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_exception(exc)
+            self.ended.exception()              # retrieved: no "never retrieved" warning
+
+
+def _properties(qos: int, dup: bool) -> pika.BasicProperties:
+    return pika.BasicProperties(headers={"x-mqtt-publish-qos": qos, "x-mqtt-dup": dup},
+                                delivery_mode=2 if qos else 1)

@@ -1,0 +1,50 @@
+"""The MQTT port: accepts connections (``connection.py``), knows which client ids are
+connected (a new connection with an id in use closes the old one, MQTT 3.1.1 section
+3.1.4), and keeps the retained messages (``retained.py``). It runs in the metadata
+owner's process and reaches the queues through the AMQP listener, in every layout."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from .connection import MqttConnection
+from .retained import RetainedStore
+
+log = logging.getLogger("amqpbroker.mqtt")
+
+
+class MqttServer:
+    def __init__(self, broker):
+        self.broker = broker
+        self.connections: set[MqttConnection] = set()
+        self.clients: dict[str, MqttConnection] = {}        # client id -> its connection
+        self.retained = RetainedStore(os.path.join(broker.config.data_dir, "mqtt"))
+        self._servers: list[asyncio.base_events.Server] = []
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: MqttConnection(self), host or None, port,
+                                          reuse_address=True)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[:2]
+
+    def register(self, connection: MqttConnection) -> None:
+        old = self.clients.get(connection.client_id)
+        self.clients[connection.client_id] = connection
+        if old is not None and old is not connection:
+            old.take_over()
+
+    def forget(self, connection: MqttConnection) -> None:
+        self.connections.discard(connection)
+        if self.clients.get(connection.client_id) is connection:
+            del self.clients[connection.client_id]
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self.retained.flush()

@@ -1,0 +1,53 @@
+"""How MQTT names map onto AMQP ones, as RabbitMQ's MQTT plugin maps them
+(``rabbit_mqtt_util``, ``rabbit_mqtt_processor``).
+
+* A topic is a routing key of the topic exchange (``amq.topic`` by default): ``/`` becomes
+  ``.`` and the single-level wildcard ``+`` becomes ``*`` (``#`` is ``#`` in both); a
+  delivery's routing key goes back the other way. So ``sensors/+/temp`` binds
+  ``sensors.*.temp``, and an AMQP client publishing to ``amq.topic`` with key
+  ``sensors.kitchen.temp`` reaches an MQTT subscriber of ``sensors/kitchen/temp``.
+* Each client id has two subscription queues, ``mqtt-subscription-<id>qos0`` (QoS 0
+  subscriptions: non-durable, auto-delete, consumed with auto-ack) and
+  ``mqtt-subscription-<id>qos1`` (QoS 1: durable, consumed with acks; auto-delete for a
+  clean session, else kept ``x-expires`` 24 hours after its last consumer).
+* The user name may carry the vhost, ``vhost:user`` (split at the last colon), else the
+  configured default vhost (``/``).
+"""
+from __future__ import annotations
+
+
+def to_amqp(topic: str) -> str:
+    return topic.replace("/", ".").replace("+", "*")
+
+
+def to_mqtt(routing_key: str) -> str:
+    return routing_key.replace("*", "+").replace(".", "/")
+
+
+def subscription_queues(client_id: str) -> tuple[str, str]:
+    base = f"mqtt-subscription-{client_id}qos"
+    return base + "0", base + "1"
+
+
+def vhost_and_user(username: str, default_vhost: str) -> tuple[str, str]:
+    """RabbitMQ's ``get_vhost_username``: ``vhost:user`` at the last colon."""
+    vhost, colon, user = username.rpartition(":")
+    return (vhost, user) if colon else (default_vhost, username)
+
+
+def valid_topic(topic: str) -> bool:
+    """A topic a message may be published to: not empty, no wildcard, no NUL."""
+    return bool(topic) and not any(c in topic for c in "+#\0")
+
+
+def valid_filter(topic_filter: str) -> bool:
+    """A subscription filter: ``#`` only last and alone in its level, ``+`` alone in its."""
+    if not topic_filter or "\0" in topic_filter:
+        return False
+    levels = topic_filter.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True

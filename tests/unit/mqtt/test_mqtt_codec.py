@@ -1,0 +1,105 @@
+"""The MQTT packet codec, the topic mapping and retained-message matching, without a broker."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from amqpbroker.mqtt import frames as f
+from amqpbroker.mqtt.retained import RetainedStore, matches
+from amqpbroker.mqtt.topics import to_amqp, to_mqtt, valid_filter, valid_topic, \
+    vhost_and_user
+
+topics = st.text(st.characters(blacklist_characters="+#\0", blacklist_categories=("Cs",)),
+                 min_size=1, max_size=40)
+
+
+@given(topic=topics, payload=st.binary(max_size=300), qos=st.integers(0, 1),
+       retain=st.booleans(), dup=st.booleans(), packet_id=st.integers(1, 0xFFFF),
+       split=st.integers(0, 400))
+def test_publish_round_trips_through_the_parser_in_any_split(topic, payload, qos, retain,
+                                                              dup, packet_id, split):
+    raw = f.publish_packet(topic, payload, qos, packet_id if qos else None, retain, dup)
+    p = f.Parser()
+    got = p.feed(raw[:split]) + p.feed(raw[split:])
+    assert got == [f.Publish(topic, payload, qos, retain, dup, packet_id if qos else None)]
+    assert not p.buf
+
+
+def test_connect_with_will_and_credentials():
+    raw = f.connect_packet("cid", clean_session=False, keepalive=42, username="vh:u",
+                           password="pw", will=("w/t", b"bye", 1, True))
+    (c,) = f.Parser().feed(raw)
+    assert c == f.Connect("MQTT", 4, False, 42, "cid", "w/t", b"bye", 1, True, "vh:u", "pw")
+
+
+def test_remaining_length_of_four_bytes_and_the_limit():
+    body = b"\x00\x01t" + b"x" * 2_097_152           # needs 4 length bytes
+    raw = f._packet(f.PUBLISH, 0, body)
+    assert raw[1:5] == bytes([0x83, 0x80, 0x80, 0x01])
+    assert f.Parser().feed(raw)[0].payload == b"x" * 2_097_152
+    with pytest.raises(f.FrameError):
+        f.Parser(max_length=1000).feed(raw[:5])
+    with pytest.raises(f.FrameError):
+        f.Parser().feed(b"\x30\xff\xff\xff\xff\x01")   # a fifth length byte
+
+
+@pytest.mark.parametrize("raw", [
+    f._packet(f.PUBLISH, 0x06, b"\x00\x01t\x00\x01"),   # QoS 3
+    f._packet(f.SUBSCRIBE, 0, b"\x00\x01\x00\x01t\x00"),  # flags must be 2
+    f._packet(f.SUBSCRIBE, 2, b"\x00\x01"),              # no topic
+    f._packet(f.PUBLISH, 0, b"\x00\x05ab"),              # string longer than the packet
+    f._packet(f.PUBLISH, 0, b"\x00\x02\xff\xfe"),        # not UTF-8
+])
+def test_malformed_packets_raise(raw):
+    with pytest.raises(f.FrameError):
+        f.Parser().feed(raw)
+
+
+def test_subscribe_and_unsubscribe():
+    p = f.Parser()
+    (s,) = p.feed(f._packet(f.SUBSCRIBE, 2, b"\x00\x07" + f._string("a/+") + b"\x01"
+                            + f._string("#") + b"\x02"))
+    assert s == f.Subscribe(7, [("a/+", 1), ("#", 2)])
+    (u,) = p.feed(f._packet(f.UNSUBSCRIBE, 2, b"\x00\x08" + f._string("a/+")))
+    assert u == f.Unsubscribe(8, ["a/+"])
+
+
+def test_topic_mapping_as_rabbitmq():
+    assert to_amqp("a/+/c/#") == "a.*.c.#"
+    assert to_mqtt("a.b.c") == "a/b/c"
+    assert to_mqtt(to_amqp("sensors/+/temp")) == "sensors/+/temp"
+    assert vhost_and_user("a:b:user", "/") == ("a:b", "user")      # at the last colon
+    assert vhost_and_user("user", "/dev") == ("/dev", "user")
+
+
+def test_topic_and_filter_validity():
+    assert valid_topic("a/b") and not valid_topic("a/+") and not valid_topic("")
+    assert valid_filter("a/+/#") and valid_filter("#") and valid_filter("+")
+    assert not valid_filter("a/#/b") and not valid_filter("a+") and not valid_filter("a/b#")
+
+
+@pytest.mark.parametrize("topic_filter,topic,expected", [
+    ("a/b", "a/b", True), ("a/+", "a/b", True), ("a/+", "a/b/c", False),
+    ("a/#", "a", True), ("a/#", "a/b/c", True), ("#", "a/b", True), ("+/+", "a/b", True),
+    ("+", "$SYS", False), ("#", "$SYS/x", False), ("$SYS/#", "$SYS/x", True),
+    ("a/b", "a/c", False),
+])
+def test_matching(topic_filter, topic, expected):
+    assert matches(topic_filter, topic) is expected
+
+
+def test_retained_store_persists_and_clears(tmp_path):
+    store = RetainedStore(str(tmp_path))
+    store.retain("/", "a/b", b"1", 1)
+    store.retain("/", "a/c", b"2", 0)
+    store.retain("v", "a/b", b"other vhost", 0)
+    store.flush()
+    again = RetainedStore(str(tmp_path))
+    assert again.matching("/", "a/+") == [("a/b", b"1", 1), ("a/c", b"2", 0)]
+    assert again.matching("v", "a/b") == [("a/b", b"other vhost", 0)]
+    again.retain("/", "a/b", b"", 1)                # empty payload: cleared
+    again.vhost_deleted("v")
+    again.flush()
+    third = RetainedStore(str(tmp_path))
+    assert third.matching("/", "#") == [("a/c", b"2", 0)]
+    assert third.matching("v", "#") == []
