@@ -35,6 +35,7 @@ import uuid
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
 from . import frames as f
 from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
@@ -267,13 +268,18 @@ class MqttConnection(asyncio.Protocol):
             log.error("MQTT login failed for user '%s': virtual host '%s' does not exist",
                       username, self.vhost)
             return f.BAD_CREDENTIALS, False
+        if self.user in self.cfg.loopback_users and not is_loopback(self.peer):
+            # RabbitMQ checks this after the password: a wrong one is still code 4
+            known = self.server.broker.users.users.get(self.user)
+            if known is not None and check_password(password, known.password_hash):
+                log.warning("MQTT login failed for user %s: this user's access is restricted "
+                            "to localhost", self.user)
+                return f.NOT_AUTHORIZED, False
+            log.error("MQTT login failed for user '%s', authentication failed", self.user)
+            return f.BAD_CREDENTIALS, False
         code = await self._open(password)
         if code != f.ACCEPTED:
             return code, False
-        if self.user in self.cfg.loopback_users and not is_loopback(self.peer):
-            log.warning("MQTT login failed for user %s: this user's access is restricted to "
-                        "localhost", self.user)
-            return f.NOT_AUTHORIZED, False
         if c.will_topic is not None:
             if not valid_topic(c.will_topic):
                 log.error("MQTT protocol error on connection %s: will topic '%s' is not a "

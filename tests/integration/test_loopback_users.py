@@ -80,6 +80,22 @@ def get_from_ns(url: str, credentials: str) -> str:
     return out.stdout.strip() or out.stderr.strip()
 
 
+MQTT_CLIENT = """
+import socket, sys
+from amqpbroker.mqtt import frames as f
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(f.connect_packet("remote-client", username=sys.argv[3], password=sys.argv[4]))
+print(s.recv(4).hex())
+"""
+
+
+def mqtt_connack_from_ns(host: str, port: int, user: str, password: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", MQTT_CLIENT, host,
+                          str(port), user, password], capture_output=True, text=True,
+                         timeout=60)
+    return out.stdout.strip() or out.stderr.strip()
+
+
 @pytest.fixture
 def with_remote_user(tmp_path):
     """A data directory holding user 'remote' (tag management, full permissions on '/'),
@@ -117,3 +133,15 @@ def test_guest_refused_by_management_api_remotely(netns, with_remote_user):
         assert get_from_ns(url, "remote:secret").startswith("200 {")
         log = "".join(b.output)
         assert "HTTP access denied: user 'guest' - User can only log in via localhost" in log
+
+
+def test_guest_refused_by_mqtt_remotely(netns, with_remote_user):
+    """RabbitMQ's MQTT plugin: CONNACK 5 (not authorised) for guest from elsewhere with the
+    right password, 4 with a wrong one; other users log in."""
+    with BrokerProcess(with_remote_user, "--host", HOST_IP, "--mqtt-port", "-1") as b:
+        assert mqtt_connack_from_ns(HOST_IP, b.mqtt_port, "guest", "guest") == "20020005"
+        assert mqtt_connack_from_ns(HOST_IP, b.mqtt_port, "guest", "wrong") == "20020004"
+        assert mqtt_connack_from_ns(HOST_IP, b.mqtt_port, "remote", "secret") == "20020000"
+        log = "".join(b.output)
+        assert "MQTT login failed for user guest: this user's access is restricted to " \
+            "localhost" in log
