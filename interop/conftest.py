@@ -4,7 +4,8 @@ By default each test session starts one amqpbroker on free ports (``BrokerProces
 management HTTP API. Set ``AMQP_URL`` (e.g. ``amqp://guest:guest@127.0.0.1:5672/``) and
 ``AMQP_MGMT_URL`` (e.g. ``http://guest:guest@127.0.0.1:15672``) to run the very same tests against
 any other broker, RabbitMQ included; that is how we check that the tests encode RabbitMQ's
-behaviour rather than our own guesses.
+behaviour rather than our own guesses. ``AMQP_MQTT_PORT`` names the external broker's MQTT
+port (its rabbitmq_mqtt plugin; default 1883).
 """
 from __future__ import annotations
 
