@@ -30,12 +30,14 @@ import asyncio
 import collections
 import logging
 import socket
+import struct
 import uuid
 
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from ..frontend.auth import check_password
+from ..protocol.fastpath import build_confirm, build_publish
 from ..frontend.session import is_loopback
 from . import frames as f
 from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
@@ -66,6 +68,7 @@ class MqttConnection(asyncio.Protocol):
         self.worker: asyncio.Task | None = None
         self.paused = False
         self.closed = False
+        self.lost = False               # the client's socket closed
         self.connected = False          # CONNACK 0 sent
         self.will: f.Connect | None = None
         self.client_id = ""
@@ -75,6 +78,8 @@ class MqttConnection(asyncio.Protocol):
         self.channel = None             # QoS 0 publishes, declares, both consumers
         self.confirms = None            # QoS 1 publishes (confirm mode), opened on first use
         self.confirm_backlog: list | None = None    # QoS 1 publishes while it opens
+        self.amqp_out: list = []                    # publish frames not yet written
+        self.exchange = server.broker.config.mqtt_exchange.encode()
         self.ended: asyncio.Future | None = None
         self.consumers: dict[str, int] = {}         # consumer tag -> subscription QoS
         self.queues_consumed = [False, False]
@@ -119,14 +124,18 @@ class MqttConnection(asyncio.Protocol):
             self.worker = asyncio.get_running_loop().create_task(self._work())
 
     def connection_lost(self, exc) -> None:
-        if not self.closed:
-            if self.connected:
-                log.info("MQTT connection %s will terminate because peer closed TCP "
-                         "connection", self.name)
+        self.lost = True
+        if self.closed:
+            return
+        if self.connected:
+            log.info("MQTT connection %s will terminate because peer closed TCP connection",
+                     self.name)
+        if self.worker is None:
             self.close(send_will=True)
+        # else the worker takes what arrived before, then closes (_work)
 
     def send(self, packet: bytes) -> None:
-        if not self.closed:
+        if not self.closed and not self.lost:
             self.transport.write(packet)
 
     def close(self, send_will: bool = False) -> None:
@@ -142,6 +151,8 @@ class MqttConnection(asyncio.Protocol):
             self._publish_will()
         self.server.forget(self)
         if self.amqp is not None and not (self.amqp.is_closing or self.amqp.is_closed):
+            if self.amqp.is_open:
+                self._flush_amqp()
             self.amqp.close()               # an opening one is aborted
         self._end(Ended("the MQTT connection closed"))
         self.transport.close()
@@ -173,6 +184,11 @@ class MqttConnection(asyncio.Protocol):
             while self.inbox and not self.closed:
                 packet = self.inbox.popleft()
                 await self._handle(packet)
+                if not self.inbox or not isinstance(self.inbox[0], (f.Publish, f.PubAck)):
+                    self._flush_amqp()          # before anything that waits for an answer
+                    if self.amqp is not None and self.amqp._transport is not None and \
+                            self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
+                        await self._drain()
                 if self.paused and len(self.inbox) < INBOX_HIGH // 2:
                     self.paused = False
                     self.transport.resume_reading()
@@ -187,6 +203,8 @@ class MqttConnection(asyncio.Protocol):
             self.worker = None
             if self.inbox and not self.closed:              # arrived while finishing
                 self.worker = asyncio.get_running_loop().create_task(self._work())
+            elif self.lost and not self.closed:             # the client went: now close
+                self.close(send_will=True)
 
     async def _handle(self, packet) -> None:
         if not self.connected:
@@ -198,12 +216,11 @@ class MqttConnection(asyncio.Protocol):
             return
         if isinstance(packet, f.Publish):
             self._publish(packet)
-            if self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
-                await self._drain()
         elif isinstance(packet, f.PubAck):
             tag = self.awaiting_ack.pop(packet.packet_id, None)
             if tag is not None:         # missing: a bogus client, or a QoS downgrade
-                self.channel.basic_ack(tag)
+                # basic.ack, written with the others of this read (as publishes: _out)
+                self.amqp_out.append(build_confirm(self.channel.channel_number, tag, False))
         elif isinstance(packet, f.Subscribe):
             await self._subscribe(packet)
         elif isinstance(packet, f.Unsubscribe):
@@ -369,21 +386,33 @@ class MqttConnection(asyncio.Protocol):
             self.close(send_will=True)
             return
         qos = min(p.qos, 1)
-        args = (self.cfg.mqtt_exchange, to_amqp(p.topic), p.payload, _properties(qos, p.dup))
+        message = (to_amqp(p.topic).encode(), PROPERTIES[qos][p.dup], p.payload)
         if not qos:
-            self.channel.basic_publish(*args)
+            self._out(self.channel, *message)
         else:
             self.publish_seq += 1
             self.unconfirmed[self.publish_seq] = p.packet_id
             if self.confirms is not None:
-                self.confirms.basic_publish(*args)
+                self._out(self.confirms, *message)
             else:
                 if self.confirm_backlog is None:
                     self.confirm_backlog = []
                     self.amqp.channel(on_open_callback=self._confirms_opened)
-                self.confirm_backlog.append(args)
+                self.confirm_backlog.append(message)
         if p.retain:
             self.server.retained.retain(self.vhost, p.topic, p.payload, qos)
+
+    def _out(self, channel, routing_key: bytes, properties: bytes, body: bytes) -> None:
+        """A publish's frames, written with the others of this read (``_flush_amqp``): pika
+        would encode each through its generic codec and send each with a syscall of its own;
+        pika's channel is not involved (it counts nothing for publishes)."""
+        self.amqp_out += build_publish(channel.channel_number, self.exchange, routing_key,
+                                       properties, body, self.amqp.params.frame_max)
+
+    def _flush_amqp(self) -> None:
+        if self.amqp_out:
+            data, self.amqp_out = b"".join(self.amqp_out), []
+            self.amqp._transport.write(data)
 
     def _confirms_opened(self, channel) -> None:
         """The confirm channel (opened on the first QoS 1 publish, as RabbitMQ's): what
@@ -392,8 +421,9 @@ class MqttConnection(asyncio.Protocol):
         channel.confirm_delivery(self._confirmed)
         self.confirms = channel
         backlog, self.confirm_backlog = self.confirm_backlog, None
-        for args in backlog:
-            channel.basic_publish(*args)
+        for message in backlog:
+            self._out(channel, *message)
+        self._flush_amqp()
 
     def _confirmed(self, frame) -> None:
         method = frame.method
@@ -416,8 +446,9 @@ class MqttConnection(asyncio.Protocol):
         if self.channel is None or not self.channel.is_open:
             return
         qos = min(c.will_qos, 1)
-        self.channel.basic_publish(self.cfg.mqtt_exchange, to_amqp(c.will_topic),
-                                   c.will_message, _properties(qos, False))
+        self._out(self.channel, to_amqp(c.will_topic).encode(), PROPERTIES[qos][False],
+                  c.will_message)
+        self._flush_amqp()
         if c.will_retain:
             self.server.retained.retain(self.vhost, c.will_topic, c.will_message, qos)
 
@@ -530,6 +561,12 @@ class MqttConnection(asyncio.Protocol):
             self.ended.exception()              # retrieved: no "never retrieved" warning
 
 
-def _properties(qos: int, dup: bool) -> pika.BasicProperties:
-    return pika.BasicProperties(headers={"x-mqtt-publish-qos": qos, "x-mqtt-dup": dup},
-                                delivery_mode=2 if qos else 1)
+def _properties(qos: int, dup: bool) -> bytes:
+    """A publish's properties as RabbitMQ's plugin sets them: headers ``x-mqtt-publish-qos``
+    (a byte) and ``x-mqtt-dup`` (a bool), delivery mode 2 for QoS 1."""
+    table = b"".join((b"\x12x-mqtt-publish-qos", b"b", bytes((qos,)),
+                      b"\x0ax-mqtt-dup", b"t", bytes((dup,))))
+    return struct.pack(">HI", 0x2000 | 0x1000, len(table)) + table + bytes((2 if qos else 1,))
+
+
+PROPERTIES = {qos: {dup: _properties(qos, dup) for dup in (False, True)} for qos in (0, 1)}

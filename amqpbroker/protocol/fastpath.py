@@ -228,6 +228,18 @@ def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
                             routing_key, properties, body, frame_max)
 
 
+def build_publish(channel: int, exchange: bytes, routing_key: bytes, properties: bytes,
+                  body: bytes, frame_max: int) -> list:
+    """basic.publish + content frames, as a client sends them (the MQTT listener's AMQP
+    connection writes its publishes with this, ``mqtt/connection.py``)."""
+    args = b"".join((b"\x00\x00", bytes((len(exchange),)), exchange,
+                     bytes((len(routing_key),)), routing_key, b"\x00"))
+    out = [FRAME_HEAD.pack(FRAME_METHOD, channel, 4 + len(args)), METHOD_ID.pack(60, 40), args,
+           FRAME_END_BYTE]
+    out += content_frames(channel, header_payload(len(body), properties), body, frame_max)
+    return out
+
+
 def build_get_ok(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
                  routing_key: bytes, message_count: int, properties: bytes, body: bytes,
                  frame_max: int) -> list:
@@ -240,7 +252,8 @@ def build_get_ok(channel: int, delivery_tag: int, redelivered: bool, exchange: b
 
 
 def build_confirm(channel: int, delivery_tag: int, multiple: bool, nack: bool = False) -> bytes:
-    """basic.ack / basic.nack from the broker to a publisher in confirm mode."""
+    """basic.ack / basic.nack from the broker to a publisher in confirm mode; a basic.ack is
+    the same frame when a consumer sends it (the MQTT listener's acks: mqtt/connection.py)."""
     if nack:
         # nack: bits multiple(1), requeue(2) - requeue is meaningless for confirms, send 0
         return CONFIRM_FRAME.pack(FRAME_METHOD, channel, 13, 60, 120, delivery_tag,

@@ -152,6 +152,21 @@ def test_build_deliver_is_read_by_pamqp(channel, ctag, tag, redelivered, exchang
 
 
 @FAST
+@given(channel=hs.integers(1, 65535), exchange=exchange_names, routing_key=shortstr(),
+       props=basic_properties, body=bodies, frame_max=frame_maxes)
+def test_build_publish_is_read_by_pamqp(channel, exchange, routing_key, props, body, frame_max):
+    data = b"".join(fp.build_publish(channel, exchange.encode(), routing_key.encode(),
+                                     props.marshal(), body, frame_max))
+    method, head, got, sizes = decode_content(data)
+    assert isinstance(method, C.Basic.Publish)
+    assert frames(data)[0][0] == channel
+    assert (method.exchange, method.routing_key, method.mandatory, method.immediate) == \
+        (exchange, routing_key, False, False)
+    assert (head.body_size, head.properties, got) == (len(body), props, body)
+    assert max(sizes) <= frame_max
+
+
+@FAST
 @given(tag=tags, redelivered=hs.booleans(), exchange=exchange_names, routing_key=shortstr(),
        count=hs.integers(0, 2 ** 32 - 1), props=basic_properties, body=bodies,
        frame_max=frame_maxes)

@@ -1,0 +1,173 @@
+"""MQTT throughput end to end: one publisher, one subscriber, raw asyncio clients (the
+broker's cost, not paho's), against any MQTT 3.1.1 brokers, interleaved.
+
+    python bench/mqtt_bench.py --target ours=127.0.0.1:1883:<pid> \\
+        --target rabbitmq=127.0.0.1:1884:<pid> --qos 0,1 --size 16,1024 --count 50000 --repeat 3
+
+Each run: a subscriber (clean session) subscribes to a fresh topic with the QoS; a publisher
+sends ``count`` messages of ``size`` bytes (QoS 1: at most ``window`` without their PUBACK);
+the subscriber PUBACKs each QoS 1 delivery. Reported: messages per second from the first
+publish to the last arrival, and the broker's CPU per message (its process and children,
+from /proc, when a pid is given). Prints a markdown table of medians.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from amqpbroker.mqtt import frames as f      # noqa: E402  (the codec, used as a client)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    members, grew = {pid}, True
+    while grew:
+        grew = False
+        for p, parent in parents.items():
+            if parent in members and p not in members:
+                members.add(p)
+                grew = True
+    return sum(cpu.get(p, 0.0) for p in members)
+
+
+class Conn:
+    def __init__(self, reader, writer):
+        self.reader, self.writer, self.parser = reader, writer, f.Parser()
+        self.pending: list = []
+
+    @classmethod
+    async def open(cls, host, port, client_id):
+        reader, writer = await asyncio.open_connection(host, port)
+        conn = cls(reader, writer)
+        writer.write(f.connect_packet(client_id, username="guest", password="guest"))
+        assert (await conn.next()).kind == f.CONNACK
+        return conn
+
+    async def next(self):
+        while not self.pending:
+            await self._read()
+        return self.pending.pop(0)
+
+    async def batch(self) -> list:
+        """What has arrived: at least one packet."""
+        while not self.pending:
+            await self._read()
+        out, self.pending = self.pending, []
+        return out
+
+    async def _read(self):
+        data = await self.reader.read(1 << 16)
+        if not data:
+            raise ConnectionError("closed")
+        self.pending.extend(self.parser.feed(data))
+
+    def close(self):
+        self.writer.write(f._packet(f.DISCONNECT, 0, b""))
+        self.writer.close()
+
+
+async def run_once(host, port, qos, size, count, window) -> float:
+    topic = f"bench/{uuid.uuid4().hex[:8]}"
+    sub = await Conn.open(host, port, "bench-sub-" + uuid.uuid4().hex[:6])
+    sub.writer.write(f._packet(f.SUBSCRIBE, 2, b"\x00\x01" + f._string(topic) + bytes([qos])))
+    assert (await sub.next()).kind == f.SUBACK
+    pub = await Conn.open(host, port, "bench-pub-" + uuid.uuid4().hex[:6])
+    payload = b"x" * size
+    done = asyncio.get_running_loop().create_future()
+
+    async def receive():
+        got = 0
+        while got < count:
+            for p in await sub.batch():
+                if isinstance(p, f.Publish):
+                    got += 1
+                    if p.qos:
+                        sub.writer.write(f.puback_packet(p.packet_id))
+        done.set_result(time.perf_counter())
+
+    receiver = asyncio.create_task(receive())
+    start = time.perf_counter()
+    if qos == 0:
+        chunk = f.publish_packet(topic, payload) * 100
+        for _ in range(count // 100):
+            pub.writer.write(chunk)
+            await pub.writer.drain()
+    else:
+        sent = acked = 0
+        while acked < count:
+            while sent < count and sent - acked < window:
+                sent += 1
+                pub.writer.write(f.publish_packet(topic, payload, 1, (sent % 65535) + 1))
+            for p in await pub.batch():
+                if isinstance(p, f.PubAck):
+                    acked += 1
+    end = await asyncio.wait_for(done, 120)
+    await receiver
+    pub.close()
+    sub.close()
+    return count / (end - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", action="append", required=True,
+                    help="label=host:port[:pid] (repeatable; interleaved)")
+    ap.add_argument("--qos", default="0,1")
+    ap.add_argument("--size", default="16,1024")
+    ap.add_argument("--count", type=int, default=50_000)
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    targets = []
+    for t in args.target:
+        label, rest = t.split("=", 1)
+        parts = rest.split(":")
+        targets.append((label, parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 0))
+    results: dict = {}
+    for qos in [int(x) for x in args.qos.split(",")]:
+        for size in [int(x) for x in args.size.split(",")]:
+            for r in range(args.repeat):
+                for label, host, port, pid in targets:
+                    cpu0 = tree_cpu(pid) if pid else 0.0
+                    rate = asyncio.run(run_once(host, port, qos, size, args.count, args.window))
+                    cpu = (tree_cpu(pid) - cpu0) / args.count * 1e6 if pid else float("nan")
+                    results.setdefault((qos, size, label), []).append((rate, cpu))
+                    print(f"[{r + 1}/{args.repeat}] {label} qos={qos} size={size}: "
+                          f"{rate:,.0f} msg/s, broker {cpu:.1f} µs/msg", file=sys.stderr)
+    labels = [t[0] for t in targets]
+    print("| QoS | size B | " + " | ".join(f"{lb} msg/s | {lb} µs/msg" for lb in labels)
+          + (f" | {labels[0]}/{labels[1]} |" if len(labels) > 1 else " |"))
+    print("|---|---:|" + "---:|---:|" * len(labels) + ("---:|" if len(labels) > 1 else ""))
+    for qos in [int(x) for x in args.qos.split(",")]:
+        for size in [int(x) for x in args.size.split(",")]:
+            row, rates = [f"{qos}", f"{size}"], []
+            for lb in labels:
+                runs = results[(qos, size, lb)]
+                rate = statistics.median(x[0] for x in runs)
+                rates.append(rate)
+                row += [f"{rate:,.0f}", f"{statistics.median(x[1] for x in runs):.1f}"]
+            if len(labels) > 1:
+                row.append(f"{rates[0] / rates[1]:.2f}")
+            print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
