@@ -77,6 +77,9 @@ FLAGS = [
     ("event_exchange_vhost", str, "the vhost of amq.rabbitmq.event (default /)"),
     ("mqtt_port", int, "MQTT 3.1 / 3.1.1 port, as RabbitMQ's rabbitmq_mqtt plugin (RabbitMQ "
                        "listens on 1883; default 0 = off; -1 = any free port)"),
+    ("mqtt_tls_port", int, "MQTT over TLS, with --tls-cert (and --tls-verify, --tls-ca as "
+                           "AMQPS; RabbitMQ listens on 8883; default 0 = off; -1 = any free "
+                           "port)"),
     ("mqtt_vhost", str, "the vhost of MQTT clients whose user name does not say "
                         "vhost:user (default /)"),
     ("mqtt_exchange", str, "the topic exchange MQTT topics are routed through (default "
@@ -245,6 +248,8 @@ async def _serve(cfg: Config) -> int:
         n_workers, n_frontends = cfg.layout()
         # a certificate that cannot be read stops the start here, in one line
         amqps = tls.amqps_context(cfg) if cfg.tls else None
+        if cfg.mqtt_tls_port and amqps is None:
+            raise ValueError("--mqtt-tls-port needs --tls-cert (the server's certificate)")
         https = tls.https_context(cfg) if cfg.tls and cfg.management_tls_port else None
         if cfg.cluster:             # metadata in etcd: changes wait for the join below
             from .cluster.node import ClusterNode
@@ -308,12 +313,18 @@ async def _serve(cfg: Config) -> int:
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
         broker.shovels.start()              # dynamic shovels: a local URI needs the listener
-        if cfg.mqtt_port:                   # RabbitMQ's MQTT plugin: over the AMQP listener
+        if cfg.mqtt_port or cfg.mqtt_tls_port:      # RabbitMQ's MQTT plugin
             from .mqtt.listener import MqttServer
             broker.mqtt = MqttServer(broker)
+        if cfg.mqtt_port:
             qhost, qport = await broker.mqtt.start(cfg.host, max(cfg.mqtt_port, 0))
             broker.listeners.append({"protocol": "mqtt", "ip_address": qhost, "port": qport})
             line += f" mqtt={_show(qhost)}:{qport}"
+        if cfg.mqtt_tls_port:
+            qhost, qport = await broker.mqtt.start(cfg.host, max(cfg.mqtt_tls_port, 0), amqps)
+            broker.listeners.append({"protocol": "mqtt/ssl", "ip_address": qhost,
+                                     "port": qport})
+            line += f" mqtts={_show(qhost)}:{qport}"
         if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
             from .frontend.events import declare_exchange
             declare_exchange(broker)

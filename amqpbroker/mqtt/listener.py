@@ -22,10 +22,11 @@ class MqttServer:
         self.retained = RetainedStore(os.path.join(broker.config.data_dir, "mqtt"))
         self._servers: list[asyncio.base_events.Server] = []
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, ssl=None) -> tuple[str, int]:
+        """Listen on ``port`` (0: any free one), over TLS with an ``ssl`` context."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: MqttConnection(self), host or None, port,
-                                          reuse_address=True)
+                                          reuse_address=True, ssl=ssl)
         self._servers.append(server)
         return server.sockets[0].getsockname()[:2]
 

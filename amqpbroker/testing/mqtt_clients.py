@@ -17,7 +17,7 @@ class Client:
     """A paho client on its own network thread; what arrives lands in ``messages``."""
 
     def __init__(self, address: tuple, client_id: str, *, clean: bool = True, username="guest",
-                 password="guest", will=None):
+                 password="guest", will=None, tls=None):
         self.messages: queue.Queue = queue.Queue()
         self.events: queue.Queue = queue.Queue()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -26,6 +26,8 @@ class Client:
             self.c.username_pw_set(username, password)
         if will is not None:
             self.c.will_set(*will)
+        if tls is not None:                 # an ssl.SSLContext that trusts the broker
+            self.c.tls_set_context(tls)
         self.c.on_connect = lambda c, u, flags, rc, props: self.events.put(
             ("connack", rc.value, flags.session_present))
         self.c.on_subscribe = lambda c, u, mid, codes, props: self.events.put(

@@ -340,3 +340,9 @@ def test_management_lists_the_mqtt_listener_and_connections(broker, clients):
     assert any(name.startswith("MQTT seen-by-mgmt ") for name in names)
     queues = [q["name"] for q in broker.api("queues")]
     assert "mqtt-subscription-seen-by-mgmtqos1" in queues
+
+
+def test_mqtt_tls_port_without_a_certificate_is_refused_at_start(tmp_path):
+    with pytest.raises(RuntimeError) as refused:
+        BrokerProcess(tmp_path, *LAYOUTS["one process"], "--mqtt-tls-port", "-1").start()
+    assert "cannot start: --mqtt-tls-port needs --tls-cert" in str(refused.value)

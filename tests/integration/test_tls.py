@@ -105,7 +105,7 @@ def tls_broker(tmp_path_factory, pki, *args, **kw) -> BrokerProcess:
 @pytest.fixture(scope="module", params=list(LAYOUTS))
 def broker(request, pki, tmp_path_factory):
     """Peer verification on (clients may come without a certificate); alice is a user."""
-    with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer",
+    with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer", "--mqtt-tls-port", "-1",
                     *LAYOUTS[request.param]) as b:
         assert b.tls_port and b.management_tls_port
         assert len(b.frontend_pids) == (2 if request.param == "2 workers + 2 front-ends" else 0)
@@ -356,3 +356,22 @@ def test_a_bad_tls_setting_stops_the_start_in_one_line(tmp_path, pki, flags, say
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "cannot start:" in out.stderr and says in out.stderr, out.stderr
+
+
+def test_mqtt_over_tls(broker, pki):
+    """MQTT on its TLS port (``--mqtt-tls-port``, RabbitMQ's mqtt.listeners.ssl), the
+    broker's certificate checked by paho; messages cross to AMQPS clients."""
+    from amqpbroker.testing.mqtt_clients import Client
+    assert broker.mqtt_tls_port and not broker.mqtt_port        # only the TLS one was asked
+    sub = Client(("127.0.0.1", broker.mqtt_tls_port), "tls-sub", tls=client_context(pki))
+    try:
+        assert sub.connack[1] == 0
+        assert sub.subscribe(("secure/+", 1)) == [1]
+        with pika.BlockingConnection(pika_params(broker, pki)) as conn:
+            conn.channel().basic_publish("amq.topic", "secure.line", b"over tls both ways")
+        (m,) = sub.take()
+        assert (m.topic, m.payload) == ("secure/line", b"over tls both ways")
+    finally:
+        sub.close()
+    listeners = api(broker, pki, "GET", "overview")[1]["listeners"]
+    assert ("mqtt/ssl", broker.mqtt_tls_port) in [(x["protocol"], x["port"]) for x in listeners]
