@@ -7,8 +7,9 @@ broker's cost, not paho's), against any MQTT 3.1.1 brokers, interleaved.
 Each run: a subscriber (clean session) subscribes to a fresh topic with the QoS; a publisher
 sends ``count`` messages of ``size`` bytes (QoS 1: at most ``window`` without their PUBACK);
 the subscriber PUBACKs each QoS 1 delivery. Reported: messages per second from the first
-publish to the last arrival, and the broker's CPU per message (its process and children,
-from /proc, when a pid is given). Prints a markdown table of medians.
+publish to the last arrival, and the broker's CPU per message (the process and its process
+group, from /proc, when a pid is given: start a split-layout broker with ``setsid`` so its
+children are counted). Prints a markdown table of medians.
 """
 from __future__ import annotations
 
@@ -20,32 +21,11 @@ import sys
 import time
 import uuid
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 from amqpbroker.mqtt import frames as f      # noqa: E402  (the codec, used as a client)
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents, cpu = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
-    members, grew = {pid}, True
-    while grew:
-        grew = False
-        for p, parent in parents.items():
-            if parent in members and p not in members:
-                members.add(p)
-                grew = True
-    return sum(cpu.get(p, 0.0) for p in members)
+from many_durable_queues import tree_cpu     # noqa: E402
 
 
 class Conn:
