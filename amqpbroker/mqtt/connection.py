@@ -37,8 +37,8 @@ import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from ..frontend.auth import check_password
-from ..protocol.fastpath import build_confirm, build_publish
 from ..frontend.session import is_loopback
+from ..protocol.fastpath import build_confirm, build_publish
 from . import frames as f
 from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
     vhost_and_user

@@ -66,6 +66,17 @@ def test_order_holds_within_a_topic(clients):
         [b"last"]
 
 
+def test_large_payloads_cross_in_several_amqp_frames(clients):
+    """Bodies over the AMQP connection's frame_max (131072) are split into body frames."""
+    sub = clients("sub-large")
+    assert sub.subscribe(("large/t", 1)) == [1]
+    pub = clients("pub-large")
+    payloads = [bytes([i]) * size for i, size in enumerate((131_000, 131_072, 300_001, 1))]
+    for payload in payloads:
+        pub.publish("large/t", payload, qos=1)
+    assert [m.payload for m in sub.take(len(payloads))] == payloads
+
+
 def test_amqp_and_mqtt_exchange_messages_both_ways(broker, clients):
     sub = clients("sub-amqp")
     assert sub.subscribe(("sensors/+/temp", 1)) == [1]
