@@ -412,7 +412,8 @@ class MqttConnection(asyncio.Protocol):
     def _flush_amqp(self) -> None:
         if self.amqp_out:
             data, self.amqp_out = b"".join(self.amqp_out), []
-            self.amqp._transport.write(data)
+            if self.amqp.is_open and self.amqp._transport is not None:
+                self.amqp._transport.write(data)    # else: closing, the client is told so
 
     def _confirms_opened(self, channel) -> None:
         """The confirm channel (opened on the first QoS 1 publish, as RabbitMQ's): what
