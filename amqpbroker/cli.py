@@ -80,6 +80,9 @@ FLAGS = [
     ("mqtt_tls_port", int, "MQTT over TLS, with --tls-cert (and --tls-verify, --tls-ca as "
                            "AMQPS; RabbitMQ listens on 8883; default 0 = off; -1 = any free "
                            "port)"),
+    ("web_mqtt_port", int, "MQTT over WebSockets, as RabbitMQ's rabbitmq_web_mqtt plugin "
+                           "(RabbitMQ listens on 15675; default 0 = off; -1 = any free port)"),
+    ("web_mqtt_path", str, "the WebSocket endpoint's path (default /ws)"),
     ("mqtt_vhost", str, "the vhost of MQTT clients whose user name does not say "
                         "vhost:user (default /)"),
     ("mqtt_exchange", str, "the topic exchange MQTT topics are routed through (default "
@@ -313,7 +316,7 @@ async def _serve(cfg: Config) -> int:
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
         broker.shovels.start()              # dynamic shovels: a local URI needs the listener
-        if cfg.mqtt_port or cfg.mqtt_tls_port:      # RabbitMQ's MQTT plugin
+        if cfg.mqtt_port or cfg.mqtt_tls_port or cfg.web_mqtt_port:    # RabbitMQ's MQTT
             from .mqtt.listener import MqttServer
             broker.mqtt = MqttServer(broker)
         if cfg.mqtt_port:
@@ -325,6 +328,12 @@ async def _serve(cfg: Config) -> int:
             broker.listeners.append({"protocol": "mqtt/ssl", "ip_address": qhost,
                                      "port": qport})
             line += f" mqtts={_show(qhost)}:{qport}"
+        if cfg.web_mqtt_port:
+            qhost, qport = await broker.mqtt.start_web(cfg.host, max(cfg.web_mqtt_port, 0),
+                                                       cfg.web_mqtt_path)
+            broker.listeners.append({"protocol": "http/web-mqtt", "ip_address": qhost,
+                                     "port": qport})
+            line += f" web-mqtt={_show(qhost)}:{qport}"
         if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
             from .frontend.events import declare_exchange
             declare_exchange(broker)

@@ -52,6 +52,8 @@ class Config:
     # RabbitMQ's MQTT plugin (amqpbroker/mqtt): MQTT 3.1 / 3.1.1 clients over AMQP
     mqtt_port: int = 0                           # 0 = off, -1 = any free port (1883: RabbitMQ's)
     mqtt_tls_port: int = 0                       # MQTT over TLS, with tls_cert (8883: RabbitMQ's)
+    web_mqtt_port: int = 0                       # MQTT over WebSockets (15675: RabbitMQ's)
+    web_mqtt_path: str = "/ws"                   # its HTTP path (RabbitMQ's web_mqtt.ws_path)
     mqtt_vhost: str = "/"                        # a user name without "vhost:" logs in here
     mqtt_exchange: str = "amq.topic"             # topics are its routing keys
     mqtt_allow_anonymous: bool = True            # no credentials: default_user / default_pass

@@ -21,6 +21,7 @@ class MqttServer:
         self.clients: dict[str, MqttConnection] = {}        # client id -> its connection
         self.retained = RetainedStore(os.path.join(broker.config.data_dir, "mqtt"))
         self._servers: list[asyncio.base_events.Server] = []
+        self.web = None                                     # MQTT over WebSockets, when on
 
     async def start(self, host: str, port: int, ssl=None) -> tuple[str, int]:
         """Listen on ``port`` (0: any free one), over TLS with an ``ssl`` context."""
@@ -29,6 +30,12 @@ class MqttServer:
                                           reuse_address=True, ssl=ssl)
         self._servers.append(server)
         return server.sockets[0].getsockname()[:2]
+
+    async def start_web(self, host: str, port: int, path: str) -> tuple[str, int]:
+        """MQTT over WebSockets on ``port`` at ``path`` (``websocket.py``)."""
+        from .websocket import WebMqttServer
+        self.web = WebMqttServer(self, path)
+        return await self.web.start(host, port)
 
     def register(self, connection: MqttConnection) -> None:
         old = self.clients.get(connection.client_id)
@@ -44,6 +51,8 @@ class MqttServer:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        if self.web is not None:
+            await self.web.stop()
         for connection in list(self.connections):
             connection.close()
         for server in self._servers:

@@ -6,7 +6,7 @@ The broker prints one line when it listens::
 
 (with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``; with
 ``prometheus=True``: ``prometheus=`` after those; ``--cluster``: ``node=n1 cluster=25672``
-after those; ``--mqtt-port``: ``mqtt=``, ``--mqtt-tls-port``: ``mqtts=`` last)
+after those; ``--mqtt-port``: ``mqtt=``, ``--mqtt-tls-port``: ``mqtts=``, ``--web-mqtt-port``: ``web-mqtt=`` last)
 
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
@@ -34,7 +34,8 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: prometheus=[\d.]+:(?P<prometheus>\d+))?"
                    r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?"
                    r"(?: node=(?P<node>\S+) cluster=(?P<cluster>\d+))?"
-                   r"(?: mqtt=[\d.]+:(?P<mqtt>\d+))?(?: mqtts=[\d.]+:(?P<mqtts>\d+))?")
+                   r"(?: mqtt=[\d.]+:(?P<mqtt>\d+))?(?: mqtts=[\d.]+:(?P<mqtts>\d+))?"
+                   r"(?: web-mqtt=[\d.]+:(?P<webmqtt>\d+))?")
 
 # the two process layouts a test runs a broker in when the layout is what it tests (pytest
 # params: ``params=list(LAYOUTS.values()), ids=list(LAYOUTS)``): one process, and a supervisor
@@ -74,6 +75,7 @@ class BrokerProcess:
         self.cluster_port = 0
         self.mqtt_port = 0                  # with --mqtt-port -1 in args
         self.mqtt_tls_port = 0              # with --mqtt-tls-port -1 (and --tls-cert)
+        self.web_mqtt_port = 0              # with --web-mqtt-port -1
 
     @property
     def url(self) -> str:
@@ -111,6 +113,7 @@ class BrokerProcess:
                     self.node, self.cluster_port = m["node"] or "", int(m["cluster"] or 0)
                     self.mqtt_port = int(m["mqtt"] or 0)
                     self.mqtt_tls_port = int(m["mqtts"] or 0)
+                    self.web_mqtt_port = int(m["webmqtt"] or 0)
                     found.set()
             found.set()
 

@@ -17,11 +17,14 @@ class Client:
     """A paho client on its own network thread; what arrives lands in ``messages``."""
 
     def __init__(self, address: tuple, client_id: str, *, clean: bool = True, username="guest",
-                 password="guest", will=None, tls=None):
+                 password="guest", will=None, tls=None, websocket_path=None):
         self.messages: queue.Queue = queue.Queue()
         self.events: queue.Queue = queue.Queue()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=clean)
+                             clean_session=clean,
+                             transport="websockets" if websocket_path else "tcp")
+        if websocket_path:
+            self.c.ws_set_options(path=websocket_path)
         if username is not None:
             self.c.username_pw_set(username, password)
         if will is not None:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.own_layout         # every broker here names its layout
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def broker(request, tmp_path_factory):
     with BrokerProcess(tmp_path_factory.mktemp("mqtt"), *LAYOUTS[request.param],
-                       "--mqtt-port", "-1", management=True) as b:
+                       "--mqtt-port", "-1", "--web-mqtt-port", "-1", management=True) as b:
         yield b
 
 
@@ -357,3 +357,28 @@ def test_mqtt_tls_port_without_a_certificate_is_refused_at_start(tmp_path):
     with pytest.raises(RuntimeError) as refused:
         BrokerProcess(tmp_path, *LAYOUTS["one process"], "--mqtt-tls-port", "-1").start()
     assert "cannot start: --mqtt-tls-port needs --tls-cert" in str(refused.value)
+
+
+def test_mqtt_over_websockets_meets_mqtt_over_tcp(broker, clients):
+    """RabbitMQ's web MQTT (``--web-mqtt-port``, path ``/ws``): a paho client over
+    WebSockets and one over TCP share topics, retained messages and client ids."""
+    web = Client(("127.0.0.1", broker.web_mqtt_port), "ws-sub", websocket_path="/ws")
+    try:
+        assert web.connack[1] == 0
+        assert web.subscribe(("ws/+", 1)) == [1]
+        tcp = clients("ws-pub")
+        tcp.publish("ws/a", b"from tcp", qos=1)
+        tcp.publish("ws/big", b"x" * 200_000, qos=1)          # over several WS frames
+        assert [(m.topic, len(m.payload)) for m in web.take(2)] == \
+            [("ws/a", 8), ("ws/big", 200_000)]
+        web.publish("ws/back", b"from the web", qos=1, retain=True)
+        late = clients("ws-late")
+        assert late.subscribe(("ws/back", 0)) == [0]
+        assert [(m.payload, m.retain) for m in late.take()] == [(b"from the web", True)]
+        takeover = clients("ws-sub")                            # the same client id, TCP
+        assert takeover.connack[1] == 0
+        assert web.event("closed") == ("closed",)
+    finally:
+        web.close()
+    listeners = [(x["protocol"], x["port"]) for x in broker.api("overview")["listeners"]]
+    assert ("http/web-mqtt", broker.web_mqtt_port) in listeners
