@@ -48,6 +48,9 @@ log = logging.getLogger("amqpbroker.mqtt")
 PREFETCH = 10                       # RabbitMQ's mqtt.prefetch
 SUBSCRIPTION_TTL = 86_400_000       # ms: a QoS 1 queue of a kept session (mqtt.subscription_ttl)
 LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT
+# the largest packet before the login (RabbitMQ 3.12's mqtt.max_packet_size_unauthenticated);
+# after it, the largest message body plus a topic
+MAX_UNAUTHENTICATED = 65_536
 INBOX_HIGH = 256                    # packets waiting: reading pauses above this
 AMQP_BUFFER_HIGH = 4 << 20          # bytes pika has not written yet: publishing waits
 AMQP_BUFFER_LOW = 1 << 20           # ... until it is down to this
@@ -61,7 +64,7 @@ class MqttConnection(asyncio.Protocol):
     def __init__(self, server):
         self.server = server
         self.cfg = server.broker.config
-        self.parser = f.Parser()
+        self.parser = f.Parser(MAX_UNAUTHENTICATED)
         self.transport = None
         self.name = "?"
         self.inbox: collections.deque = collections.deque()
@@ -110,6 +113,11 @@ class MqttConnection(asyncio.Protocol):
         if self.closed:
             return
         self.heard = asyncio.get_running_loop().time()
+        if self.amqp is None and not self.parser.buf and not self.inbox and data \
+                and data[0] >> 4 != f.CONNECT:      # the first packet must be CONNECT
+            log.error("MQTT protocol error on connection %s: connect_expected", self.name)
+            self.close()
+            return
         try:
             packets = self.parser.feed(data)
         except f.FrameError as exc:
@@ -246,6 +254,7 @@ class MqttConnection(asyncio.Protocol):
             self.close()
             return
         self.connected = True
+        self.parser.max_length = self.cfg.max_message_size + 2 + 0xFFFF + 2
         if present:                     # the kept session's messages: after the CONNACK
             await self._ensure_queue(1)
         if self.timer is not None:

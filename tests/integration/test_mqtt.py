@@ -314,6 +314,9 @@ def test_bad_input_closes_only_that_connection(broker, clients):
         s = socket.create_connection((broker.host, broker.mqtt_port), timeout=TIMEOUT)
         s.sendall(junk)
         assert closed_by_broker(s)
+    big = socket.create_connection(at(broker), timeout=TIMEOUT)
+    big.sendall(b"\x10\xa0\x8d\x06")        # a CONNECT of 100,000 bytes: over 65,536
+    assert closed_by_broker(big)                # before the login (RabbitMQ 3.12's limit)
     wild = raw(at(broker), "bad-wild")
     wild.sendall(f.publish_packet("bad/+", b"x"))           # no wildcards in a topic name
     assert closed_by_broker(wild)
