@@ -84,7 +84,11 @@ async def port_listener(call):
 PROTOCOL_ALIASES = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp",
                     "amqp0_9_1": "amqp", "amqps": "amqp/ssl", "http1": "http",
                     "http1.1": "http", "http_api": "http", "management": "http",
-                    "management_ui": "http", "ui": "http"}
+                    "management_ui": "http", "ui": "http",
+                    **{name: "mqtt" for name in ("mqtt3.1", "mqtt3.1.1", "mqtt31", "mqtt311",
+                                                 "mqtt3_1", "mqtt3_1_1")},
+                    **{name: "mqtt/ssl" for name in ("mqtts", "mqtt+tls", "mqtt+ssl")},
+                    **{name: "http/web-mqtt" for name in ("webmqtt", "web-mqtt", "web_mqtt")}}
 
 
 async def protocol_listener(call):

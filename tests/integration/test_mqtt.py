@@ -385,3 +385,6 @@ def test_mqtt_over_websockets_meets_mqtt_over_tcp(broker, clients):
         web.close()
     listeners = [(x["protocol"], x["port"]) for x in broker.api("overview")["listeners"]]
     assert ("http/web-mqtt", broker.web_mqtt_port) in listeners
+    for name, protocol in (("mqtt311", "mqtt"), ("web-mqtt", "http/web-mqtt")):
+        assert broker.request("GET", f"health/checks/protocol-listener/{name}") == \
+            (200, {"status": "ok", "protocol": protocol})       # RabbitMQ's names for them
