@@ -26,7 +26,7 @@ from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
 from ..protocol.connection import Connection
-from . import events, tls
+from . import adapters, events, tls
 from .channel import HANDLERS, Channel
 from .metadata_copy import run_now
 
@@ -79,7 +79,7 @@ class Session(asyncio.BufferedProtocol):
                  "is_publisher", "reading_paused", "_backlog", "_throttled_by", "_held",
                  "_waiting", "settled_on", "closed", "_flush_scheduled", "_timer",
                  "_handshake_timer", "_close_timer", "_released", "_peer_watch", "last_recv",
-                 "last_sent", "stats")
+                 "last_sent", "stats", "protocol", "adapted_ssl")
 
     def __init__(self, server):
         self.server = server
@@ -103,6 +103,8 @@ class Session(asyncio.BufferedProtocol):
         self.vhost = None
         self.capabilities: dict = {}
         self.client_properties: dict = {}
+        self.protocol = "AMQP 0-9-1"         # or the adapted client's (adapters.py)
+        self.adapted_ssl = False
         self.certificate = None              # TLS: whom EXTERNAL logs in as (tls.py)
         self.mechanism = None
         self.channels: dict[int, Channel] = {}
@@ -431,6 +433,9 @@ class Session(asyncio.BufferedProtocol):
     # ----------------------------------------------------------------- handshake
     def _start_ok(self, e: ev.StartOk) -> None:
         self.client_properties = e.client_properties
+        if adapters.PROPERTY in e.client_properties:
+            self._adapted(adapters.verified(self.broker.users.internal_secret,
+                                            e.client_properties))
         caps = e.client_properties.get("capabilities") or {}
         self.capabilities = caps if isinstance(caps, dict) else {}
         try:
@@ -459,6 +464,17 @@ class Session(asyncio.BufferedProtocol):
         self.user = user
         self.mechanism = e.mechanism
         self.conn.send_tune()
+
+    def _adapted(self, fields: dict | None) -> None:
+        """An MQTT client's connection (adapters.py): shown with its address and protocol."""
+        self.client_properties = {k: v for k, v in self.client_properties.items()
+                                  if k != adapters.PROPERTY}
+        if fields is None:
+            return
+        self.peer = (fields["peer_host"], fields["peer_port"])
+        self.local = (fields["host"], fields["port"])
+        self.protocol = fields["protocol"]
+        self.adapted_ssl = bool(fields["ssl"])
 
     def _tune_ok(self, e: ev.TuneOk) -> None:
         if e.heartbeat:
@@ -694,12 +710,12 @@ def session_json(s) -> dict:
     peer = {"peer_host": s.peer[0], "peer_port": s.peer[1]}
     return {"name": name, "node": NODE, "user": user, "vhost": vhost, **peer,
             "host": s.local[0], "port": s.local[1], "type": "network",
-            "protocol": "AMQP 0-9-1", "channels": len(s.channels),
+            "protocol": s.protocol, "channels": len(s.channels),
             "channel_max": s.conn.channel_max, "frame_max": s.conn.frame_max,
             "timeout": s.conn.heartbeat, "connected_at": s.connected_at,
             "state": "blocked" if s.reading_paused else "running",
             "client_properties": s.client_properties,
-            "ssl": s.certificate is not None, "auth_mechanism": s.mechanism,
+            "ssl": s.certificate is not None or s.adapted_ssl, "auth_mechanism": s.mechanism,
             "user_who_performed_action": user,
             "frontend": s.server.index,      # ours: the front-end process serving it
             "channel_details": [_channel_json(ch, name, user, vhost, peer)

@@ -36,6 +36,7 @@ import uuid
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from ..frontend import adapters
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
 from ..protocol.fastpath import build_confirm, build_publish
@@ -103,6 +104,7 @@ class MqttConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer = peer[0]
         local = transport.get_extra_info("sockname") or ("?", 0)
+        self.addresses = (tuple(peer[:2]), tuple(local[:2]))
         self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
         self.server.connections.add(self)
         loop = asyncio.get_running_loop()
@@ -303,7 +305,7 @@ class MqttConnection(asyncio.Protocol):
                 return f.NOT_AUTHORIZED, False
             log.error("MQTT login failed for user '%s', authentication failed", self.user)
             return f.BAD_CREDENTIALS, False
-        code = await self._open(password)
+        code = await self._open(password, c.level)
         if code != f.ACCEPTED:
             return code, False
         if c.will_topic is not None:
@@ -324,8 +326,9 @@ class MqttConnection(asyncio.Protocol):
             present = False
         return f.ACCEPTED, present
 
-    async def _open(self, password: str) -> int:
-        """Log in over AMQP: a CONNACK code."""
+    async def _open(self, password: str, level: int) -> int:
+        """Log in over AMQP: a CONNACK code. The management API shows the AMQP connection
+        as this MQTT client's (``frontend/adapters.py``)."""
         loop = asyncio.get_running_loop()
         opened = loop.create_future()
         self.ended = loop.create_future()
@@ -334,7 +337,11 @@ class MqttConnection(asyncio.Protocol):
             host, port, self.vhost, pika.PlainCredentials(self.user, password),
             heartbeat=0, client_properties={
                 "product": "MQTT client", "client_id": self.client_id,
-                "connection_name": f"MQTT {self.client_id} ({self.name})"})
+                adapters.PROPERTY: adapters.claim(
+                    self.server.broker.users.internal_secret,
+                    f"{getattr(self.transport, 'protocol_name', 'MQTT')} "
+                    f"{'3.1.1' if level == 4 else '3.1.0'}", *self.addresses,
+                    self.transport.get_extra_info("sslcontext") is not None)})
 
         def on_error(_conn, exc) -> None:
             if not opened.done():

@@ -22,6 +22,8 @@ log = logging.getLogger("amqpbroker.mqtt")
 class WebSocketTransport(asyncio.Transport):
     """What ``MqttConnection`` writes goes out as binary messages, in order (one sender)."""
 
+    protocol_name = "Web MQTT"          # as RabbitMQ's management API names the protocol
+
     def __init__(self, ws: web.WebSocketResponse, request: web.Request):
         super().__init__()
         self.ws, self.request = ws, request
@@ -32,7 +34,7 @@ class WebSocketTransport(asyncio.Transport):
         self.sender = asyncio.get_running_loop().create_task(self._send())
 
     def get_extra_info(self, name, default=None):
-        if name in ("peername", "sockname"):
+        if name in ("peername", "sockname", "sslcontext"):
             return self.request.transport.get_extra_info(name, default)
         return default
 

@@ -349,9 +349,26 @@ def test_management_lists_the_mqtt_listener_and_connections(broker, clients):
     listeners = broker.api("overview")["listeners"]
     assert {"protocol": "mqtt", "port": broker.mqtt_port} in \
         [{"protocol": entry["protocol"], "port": entry["port"]} for entry in listeners]
-    names = [conn["client_properties"].get("connection_name", "")
-             for conn in broker.api("connections")]
-    assert any(name.startswith("MQTT seen-by-mgmt ") for name in names)
+    [conn] = [conn for conn in broker.api("connections")
+              if conn["client_properties"].get("client_id") == "seen-by-mgmt"]
+    # as RabbitMQ shows an MQTT client: its address, the MQTT port, the protocol
+    assert (conn["protocol"], conn["peer_host"], conn["port"], conn["user"]) == \
+        ("MQTT 3.1.1", "127.0.0.1", broker.mqtt_port, "guest")
+    assert conn["name"] == f"127.0.0.1:{conn['peer_port']} -> 127.0.0.1:{broker.mqtt_port}"
+    assert "amqpbroker_adapted" not in conn["client_properties"]
+    # an AMQP client cannot pass for one: a forged claim is dropped, the connection is AMQP's
+    params = pika.URLParameters(broker.url)
+    params.client_properties = {"connection_name": "forger", "amqpbroker_adapted": {
+        "protocol": "MQTT 3.1.1", "peer_host": "10.9.9.9", "peer_port": 1, "host": "x",
+        "port": 1, "ssl": False, "signature": "00" * 32}}
+    forger = pika.BlockingConnection(params)
+    try:
+        [conn] = [conn for conn in broker.api("connections")
+                  if conn["client_properties"].get("connection_name") == "forger"]
+        assert (conn["protocol"], conn["peer_host"]) == ("AMQP 0-9-1", "127.0.0.1")
+        assert "amqpbroker_adapted" not in conn["client_properties"]
+    finally:
+        forger.close()
     queues = [q["name"] for q in broker.api("queues")]
     assert "mqtt-subscription-seen-by-mgmtqos1" in queues
 
@@ -369,6 +386,9 @@ def test_mqtt_over_websockets_meets_mqtt_over_tcp(broker, clients):
     try:
         assert web.connack[1] == 0
         assert web.subscribe(("ws/+", 1)) == [1]
+        [conn] = [conn for conn in broker.api("connections")
+                  if conn["client_properties"].get("client_id") == "ws-sub"]
+        assert (conn["protocol"], conn["port"]) == ("Web MQTT 3.1.1", broker.web_mqtt_port)
         tcp = clients("ws-pub")
         tcp.publish("ws/a", b"from tcp", qos=1)
         tcp.publish("ws/big", b"x" * 200_000, qos=1)          # over several WS frames

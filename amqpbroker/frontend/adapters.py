@@ -1,0 +1,46 @@
+"""Connections that carry another protocol's client: the MQTT listener (``amqpbroker/mqtt``)
+reaches the queues over an AMQP connection of its own for each MQTT client, as RabbitMQ 3.10's
+MQTT plugin does over a direct connection. RabbitMQ's management API shows such a connection
+with the MQTT client's address and protocol (``MQTT 3.1.1``); so does ours.
+
+The adapter names the client in a client property, ``amqpbroker_adapted``, signed with the
+node's internal secret (``auth.INTERNAL_SECRET_ENV``: the supervisor's, inherited by its
+front-ends), so no other client can pass for one. The session takes the address and protocol
+from it and drops the property from what it shows. It changes what is shown and logged,
+nothing that is allowed: the client logged in with its own credentials.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+PROPERTY = "amqpbroker_adapted"
+
+
+def _digest(secret: str, fields: dict) -> str:
+    text = "|".join(str(fields.get(k)) for k in ("protocol", "peer_host", "peer_port", "host",
+                                                   "port", "ssl"))
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def claim(secret: str, protocol: str, peer: tuple, local: tuple, ssl: bool) -> dict:
+    """The client property an adapter sends (``PROPERTY`` -> this table)."""
+    fields = {"protocol": protocol, "peer_host": peer[0], "peer_port": peer[1],
+              "host": local[0], "port": local[1], "ssl": ssl}
+    return {**fields, "signature": _digest(secret, fields)}
+
+
+def verified(secret: str, client_properties: dict) -> dict | None:
+    """The adapter's table when its signature holds, else None."""
+    table = client_properties.get(PROPERTY)
+    if not secret or not isinstance(table, dict):
+        return None
+    signature = table.get("signature")
+    if isinstance(signature, bytes):
+        signature = signature.decode(errors="replace")
+    fields = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v)
+              for k, v in table.items() if k != "signature"}
+    if not isinstance(signature, str) or \
+            not hmac.compare_digest(signature, _digest(secret, fields)):
+        return None
+    return fields
