@@ -5,7 +5,8 @@ management HTTP API. Set ``AMQP_URL`` (e.g. ``amqp://guest:guest@127.0.0.1:5672/
 ``AMQP_MGMT_URL`` (e.g. ``http://guest:guest@127.0.0.1:15672``) to run the very same tests against
 any other broker, RabbitMQ included; that is how we check that the tests encode RabbitMQ's
 behaviour rather than our own guesses. ``AMQP_MQTT_PORT`` names the external broker's MQTT
-port (its rabbitmq_mqtt plugin; default 1883).
+port (its rabbitmq_mqtt plugin; default 1883), ``AMQP_WEB_MQTT_PORT`` its MQTT over WebSockets
+(rabbitmq_web_mqtt; default 15675).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _own_broker(request, tmp_path_factory):
     pki = request.getfixturevalue("own_tls_dir")
     broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"),
                            "--tls-cert", str(pki / "server.pem"), "--tls-ca", str(pki / "ca.pem"),
-                           "--tls-verify", "peer", "--mqtt-port", "-1",
+                           "--tls-verify", "peer", "--mqtt-port", "-1", "--web-mqtt-port", "-1",
                            management=True).start()
     try:
         yield broker
@@ -101,6 +102,15 @@ def mqtt_address(_own_broker, amqp_host_port):
     if _own_broker is not None:
         return _own_broker.host, _own_broker.mqtt_port
     return amqp_host_port[0], int(os.environ.get("AMQP_MQTT_PORT", "1883"))
+
+
+@pytest.fixture(scope="session")
+def web_mqtt_address(_own_broker, amqp_host_port):
+    """(host, port) of MQTT over WebSockets (path /ws): ours, or ``AMQP_WEB_MQTT_PORT``
+    (default 15675) of the external broker's rabbitmq_web_mqtt plugin."""
+    if _own_broker is not None:
+        return _own_broker.host, _own_broker.web_mqtt_port
+    return amqp_host_port[0], int(os.environ.get("AMQP_WEB_MQTT_PORT", "15675"))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from amqpbroker.mqtt import frames as f
 from amqpbroker.testing.mqtt_clients import TIMEOUT, Client, closed_by_broker, raw, \
     read_packet
 
-from .conftest import q
+from .conftest import q, wait_until
 
 
 @pytest.fixture
@@ -159,3 +159,43 @@ def test_connack_codes_of_logins(mqtt_address, mgmt, uniq):
     finally:
         mgmt.delete(f"/api/users/{user}")
         mgmt.delete(f"/api/vhosts/{vhost}")
+
+
+def test_management_shows_an_mqtt_client(mqtt_address, mgmt, mqtt, uniq):
+    cid = uniq("shown")
+    mqtt(cid)
+
+    def found():
+        return [c for c in mgmt.get("/api/connections")
+                if c["client_properties"].get("client_id") == cid]
+    wait_until(found, timeout=15, message="the MQTT client's connection is listed")
+    [conn] = found()
+    assert (conn["protocol"], conn["type"], conn["user"], conn["vhost"], conn["port"]) == \
+        ("MQTT 3.1.1", "direct", "guest", "/", mqtt_address[1])
+    assert conn["client_properties"] == {"client_id": cid, "product": "MQTT client"}
+    assert conn["name"] == \
+        f"{conn['peer_host']}:{conn['peer_port']} -> {conn['host']}:{mqtt_address[1]}"
+    listeners = [(x["protocol"], x["port"]) for x in mgmt.get("/api/overview")["listeners"]]
+    assert ("mqtt", mqtt_address[1]) in listeners
+
+
+def test_mqtt_over_websockets(web_mqtt_address, mgmt, mqtt, uniq):
+    """rabbitmq_web_mqtt: MQTT in binary WebSocket messages at /ws, the same topics as TCP."""
+    cid, topic = uniq("ws"), uniq("wst")
+    web = Client(web_mqtt_address, cid, websocket_path="/ws")
+    try:
+        assert web.connack[1] == 0
+        assert web.subscribe((f"{topic}/+", 1)) == [1]
+        mqtt(uniq("tcp")).publish(f"{topic}/a", b"to the browser", qos=1)
+        (m,) = web.take()
+        assert (m.topic, m.payload) == (f"{topic}/a", b"to the browser")
+
+        def found():
+            return [c for c in mgmt.get("/api/connections")
+                    if c["client_properties"].get("client_id") == cid]
+        wait_until(found, timeout=15, message="the Web MQTT client's connection is listed")
+        [conn] = found()
+        assert (conn["protocol"], conn["type"], conn["port"]) == \
+            ("Web MQTT 3.1.1", "direct", web_mqtt_address[1])
+    finally:
+        web.close()

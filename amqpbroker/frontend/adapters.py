@@ -5,8 +5,9 @@ with the MQTT client's address and protocol (``MQTT 3.1.1``); so does ours.
 
 The adapter names the client in a client property, ``amqpbroker_adapted``, signed with the
 node's internal secret (``auth.INTERNAL_SECRET_ENV``: the supervisor's, inherited by its
-front-ends), so no other client can pass for one. The session takes the address and protocol
-from it and drops the property from what it shows. It changes what is shown and logged,
+front-ends), so no other client can pass for one. The session takes the address, the protocol
+and the client properties to show from it (RabbitMQ shows an MQTT client's as ``type``
+``direct`` with ``client_id`` and ``product``), and drops the property from what it shows. It changes what is shown and logged,
 nothing that is allowed: the client logged in with its own credentials.
 """
 from __future__ import annotations
@@ -23,11 +24,13 @@ def _digest(secret: str, fields: dict) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def claim(secret: str, protocol: str, peer: tuple, local: tuple, ssl: bool) -> dict:
-    """The client property an adapter sends (``PROPERTY`` -> this table)."""
+def claim(secret: str, protocol: str, peer: tuple, local: tuple, ssl: bool,
+          shown: dict) -> dict:
+    """The client property an adapter sends (``PROPERTY`` -> this table); ``shown``: the
+    client properties to show instead of the AMQP client library's."""
     fields = {"protocol": protocol, "peer_host": peer[0], "peer_port": peer[1],
               "host": local[0], "port": local[1], "ssl": ssl}
-    return {**fields, "signature": _digest(secret, fields)}
+    return {**fields, "shown": shown, "signature": _digest(secret, fields)}
 
 
 def verified(secret: str, client_properties: dict) -> dict | None:
@@ -39,8 +42,9 @@ def verified(secret: str, client_properties: dict) -> dict | None:
     if isinstance(signature, bytes):
         signature = signature.decode(errors="replace")
     fields = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v)
-              for k, v in table.items() if k != "signature"}
+              for k, v in table.items() if k not in ("signature", "shown")}
     if not isinstance(signature, str) or \
             not hmac.compare_digest(signature, _digest(secret, fields)):
         return None
-    return fields
+    shown = table.get("shown")
+    return {**fields, "shown": shown if isinstance(shown, dict) else {}}

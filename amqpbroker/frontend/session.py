@@ -475,6 +475,7 @@ class Session(asyncio.BufferedProtocol):
         self.local = (fields["host"], fields["port"])
         self.protocol = fields["protocol"]
         self.adapted_ssl = bool(fields["ssl"])
+        self.client_properties = fields["shown"]
 
     def _tune_ok(self, e: ev.TuneOk) -> None:
         if e.heartbeat:
@@ -709,7 +710,8 @@ def session_json(s) -> dict:
     vhost = s.vhost.name if s.vhost else None
     peer = {"peer_host": s.peer[0], "peer_port": s.peer[1]}
     return {"name": name, "node": NODE, "user": user, "vhost": vhost, **peer,
-            "host": s.local[0], "port": s.local[1], "type": "network",
+            "host": s.local[0], "port": s.local[1],
+            "type": "network" if s.protocol == "AMQP 0-9-1" else "direct",   # adapters.py
             "protocol": s.protocol, "channels": len(s.channels),
             "channel_max": s.conn.channel_max, "frame_max": s.conn.frame_max,
             "timeout": s.conn.heartbeat, "connected_at": s.connected_at,

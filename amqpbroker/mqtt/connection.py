@@ -335,13 +335,12 @@ class MqttConnection(asyncio.Protocol):
         host, port = self.server.broker.shovels.local_address()
         params = pika.ConnectionParameters(
             host, port, self.vhost, pika.PlainCredentials(self.user, password),
-            heartbeat=0, client_properties={
-                "product": "MQTT client", "client_id": self.client_id,
-                adapters.PROPERTY: adapters.claim(
-                    self.server.broker.users.internal_secret,
-                    f"{getattr(self.transport, 'protocol_name', 'MQTT')} "
-                    f"{'3.1.1' if level == 4 else '3.1.0'}", *self.addresses,
-                    self.transport.get_extra_info("sslcontext") is not None)})
+            heartbeat=0, client_properties={adapters.PROPERTY: adapters.claim(
+                self.server.broker.users.internal_secret,
+                f"{getattr(self.transport, 'protocol_name', 'MQTT')} "
+                f"{'3.1.1' if level == 4 else '3.1.0'}", *self.addresses,
+                self.transport.get_extra_info("sslcontext") is not None,
+                {"client_id": self.client_id, "product": "MQTT client"})})
 
         def on_error(_conn, exc) -> None:
             if not opened.done():

@@ -355,7 +355,8 @@ def test_management_lists_the_mqtt_listener_and_connections(broker, clients):
     assert (conn["protocol"], conn["peer_host"], conn["port"], conn["user"]) == \
         ("MQTT 3.1.1", "127.0.0.1", broker.mqtt_port, "guest")
     assert conn["name"] == f"127.0.0.1:{conn['peer_port']} -> 127.0.0.1:{broker.mqtt_port}"
-    assert "amqpbroker_adapted" not in conn["client_properties"]
+    assert (conn["type"], conn["client_properties"]) == \
+        ("direct", {"client_id": "seen-by-mgmt", "product": "MQTT client"})
     # an AMQP client cannot pass for one: a forged claim is dropped, the connection is AMQP's
     params = pika.URLParameters(broker.url)
     params.client_properties = {"connection_name": "forger", "amqpbroker_adapted": {
@@ -365,7 +366,8 @@ def test_management_lists_the_mqtt_listener_and_connections(broker, clients):
     try:
         [conn] = [conn for conn in broker.api("connections")
                   if conn["client_properties"].get("connection_name") == "forger"]
-        assert (conn["protocol"], conn["peer_host"]) == ("AMQP 0-9-1", "127.0.0.1")
+        assert (conn["protocol"], conn["peer_host"], conn["type"]) == \
+            ("AMQP 0-9-1", "127.0.0.1", "network")
         assert "amqpbroker_adapted" not in conn["client_properties"]
     finally:
         forger.close()
