@@ -1,0 +1,43 @@
+"""MQTT in a cluster (``--mqtt-port`` on every node; amqpbroker/mqtt): each node's MQTT
+listener reaches the queues through its own AMQP listener, so an MQTT client on any node
+meets the others, and a kept session (its QoS 1 queue lives on one node) is picked up again
+through another node. Three real nodes, a real etcd, paho-mqtt and pika."""
+from amqpbroker.testing.cluster import LocalCluster
+from amqpbroker.testing.cluster_clients import connect
+from amqpbroker.testing.mqtt_clients import Client
+
+
+def test_mqtt_clients_on_different_nodes_meet(tmp_path):
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3, together=True,
+                      args=("--mqtt-port", "-1")) as cluster:
+        n1, n2, n3 = cluster.nodes
+        amqp = connect(n3).channel()
+        q = amqp.queue_declare("mqtt-watch", durable=True).method.queue
+        amqp.queue_bind(q, "amq.topic", "plant.#")
+        sub = Client((n2.host, n2.mqtt_port), "keeper", clean=False)
+        assert sub.subscribe(("plant/+/temp", 1)) == [1]
+        pub = Client((n1.host, n1.mqtt_port), "publisher")
+        try:
+            pub.publish("plant/a/temp", b"first", qos=1)
+            (m,) = sub.take()
+            assert (m.topic, m.payload) == ("plant/a/temp", b"first")
+            sub.close()
+            pub.publish("plant/b/temp", b"while away", qos=1)
+            back = Client((n3.host, n3.mqtt_port), "keeper", clean=False)   # another node
+            try:
+                assert back.connack[1:] == (0, True)                       # session present
+                (m,) = back.take()
+                assert (m.topic, m.payload) == ("plant/b/temp", b"while away")
+            finally:
+                back.close()
+        finally:
+            pub.close()
+        got = []
+        for method, _, body in amqp.consume(q, auto_ack=True, inactivity_timeout=30):
+            assert method is not None, f"only {got} came"
+            got.append((method.routing_key, body))
+            if len(got) == 2:
+                break
+        assert got == [("plant.a.temp", b"first"), ("plant.b.temp", b"while away")]
+        amqp.cancel()
+        amqp.connection.close()
