@@ -15,7 +15,10 @@ permissions, topic permissions, limits and alarms are the broker's own. Then:
   follow. UNSUBSCRIBE unbinds it from both queues.
 * A delivery becomes a PUBLISH; on the QoS 1 queue its QoS is the lower of 1 and the
   publisher's (``x-mqtt-publish-qos``, 1 for AMQP publishers) and the client's PUBACK acks
-  it; a QoS 0 delivery of the QoS 1 queue is acked at once.
+  it; a QoS 0 delivery of the QoS 1 queue is acked at once. The QoS 0 queue is consumed on
+  a channel of its own, a window of ``QOS0_WINDOW`` acked (multiple) once written to the
+  client's socket and not while that socket's buffer is full (``pause_writing``): a client
+  that reads slowly leaves the messages in its queue, not in the broker's buffers.
 * clean session: the QoS 1 queue of an earlier session is deleted at CONNECT; otherwise it
   is kept (durable, ``x-expires`` 24 h) and consumed again: CONNACK says session present.
 * The will is published when the connection ends without DISCONNECT (closed, keepalive
@@ -47,6 +50,10 @@ from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_t
 log = logging.getLogger("amqpbroker.mqtt")
 
 PREFETCH = 10                       # RabbitMQ's mqtt.prefetch
+# QoS 0 deliveries are acked (many at a time, on a channel of their own) once written to the
+# client's socket, and not while its socket buffer is full: at most this many wait there, the
+# rest stay in the queue (RabbitMQ consumes QoS 0 with auto-ack behind its credit flow)
+QOS0_WINDOW = 1000
 SUBSCRIPTION_TTL = 86_400_000       # ms: a QoS 1 queue of a kept session (mqtt.subscription_ttl)
 LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT
 # the largest packet before the login (RabbitMQ 3.12's mqtt.max_packet_size_unauthenticated);
@@ -67,6 +74,7 @@ class MqttConnection(asyncio.Protocol):
         self.cfg = server.broker.config
         self.parser = f.Parser(MAX_UNAUTHENTICATED)
         self.transport = None
+        self.loop = None
         self.name = "?"
         self.inbox: collections.deque = collections.deque()
         self.worker: asyncio.Task | None = None
@@ -86,6 +94,10 @@ class MqttConnection(asyncio.Protocol):
         self.exchange = server.broker.config.mqtt_exchange.encode()
         self.ended: asyncio.Future | None = None
         self.consumers: dict[str, int] = {}         # consumer tag -> subscription QoS
+        self.qos0_channel = None        # the QoS 0 queue's consumer (acked with multiple)
+        self.qos0_delivered = self.qos0_acked = 0   # its highest delivery tag, and acked
+        self.writing_paused = False     # the client's socket buffer is full
+        self.flush_soon = False
         self.queues_consumed = [False, False]
         self.awaiting_ack: dict[int, int] = {}      # MQTT packet id -> delivery tag
         self.unconfirmed: collections.OrderedDict = collections.OrderedDict()  # seq -> id
@@ -107,7 +119,7 @@ class MqttConnection(asyncio.Protocol):
         self.addresses = (tuple(peer[:2]), tuple(local[:2]))
         self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.heard = loop.time()
         self.timer = loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
 
@@ -143,6 +155,14 @@ class MqttConnection(asyncio.Protocol):
         if self.worker is None:
             self.close(send_will=True)
         # else the worker takes what arrived before, then closes (_work)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._ack_qos0()
+        self._flush_amqp()
 
     def send(self, packet: bytes) -> None:
         if not self.closed and not self.lost:
@@ -518,8 +538,13 @@ class MqttConnection(asyncio.Protocol):
                 callback=cb))
         tag = f"mqtt-qos{qos}"             # known before the first delivery can come
         self.consumers[tag] = qos
-        await self._call(lambda cb: self.channel.basic_consume(
-            queue, self._deliver, auto_ack=(qos == 0), consumer_tag=tag, callback=cb))
+        channel = self.channel
+        if qos == 0:
+            channel = self.qos0_channel = await self._open_channel()
+            await self._call(lambda cb: channel.basic_qos(prefetch_count=QOS0_WINDOW,
+                                                          callback=cb))
+        await self._call(lambda cb: channel.basic_consume(
+            queue, self._deliver, consumer_tag=tag, callback=cb))
         self.queues_consumed[qos] = True
 
     def _deliver(self, channel, method, properties, body) -> None:
@@ -532,18 +557,35 @@ class MqttConnection(asyncio.Protocol):
         if sub_qos:
             published = headers.get("x-mqtt-publish-qos")
             qos = min(published, 1) if isinstance(published, int) else 1
-        if dup and qos == 0:            # RabbitMQ drops a redelivered QoS 0 message
-            if sub_qos:
-                channel.basic_ack(method.delivery_tag)
-            return
         packet_id = None
-        if qos:
+        if not sub_qos:
+            self.qos0_delivered = method.delivery_tag       # acked soon (_ack_qos0)
+            if not self.flush_soon:
+                self.flush_soon = True
+                self.loop.call_soon(self._after_deliveries)
+        elif qos:
             packet_id = self._packet_id()
             self.awaiting_ack[packet_id] = method.delivery_tag
-        elif sub_qos:
+        else:
             channel.basic_ack(method.delivery_tag)
+        if dup and qos == 0:            # RabbitMQ drops a redelivered QoS 0 message
+            return
         self.send(f.publish_packet(to_mqtt(method.routing_key), body, qos, packet_id,
                                    dup=dup))
+
+    def _after_deliveries(self) -> None:
+        """Once per read of the AMQP connection: the QoS 0 deliveries written are acked."""
+        self.flush_soon = False
+        if not self.closed and self.amqp is not None and self.amqp.is_open:
+            self._ack_qos0()
+            self._flush_amqp()
+
+    def _ack_qos0(self) -> None:
+        if self.qos0_delivered > self.qos0_acked and not self.writing_paused \
+                and self.qos0_channel is not None and self.qos0_channel.is_open:
+            self.amqp_out.append(build_confirm(self.qos0_channel.channel_number,
+                                               self.qos0_delivered, True))
+            self.qos0_acked = self.qos0_delivered
 
     def _packet_id(self) -> int:
         packet_id = self.next_packet_id

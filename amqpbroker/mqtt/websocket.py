@@ -24,10 +24,14 @@ class WebSocketTransport(asyncio.Transport):
 
     protocol_name = "Web MQTT"          # as RabbitMQ's management API names the protocol
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request):
+    HIGH, LOW = 256 * 1024, 64 * 1024   # bytes queued: the connection stops / resumes
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, protocol):
         super().__init__()
-        self.ws, self.request = ws, request
+        self.ws, self.request, self.protocol = ws, request, protocol
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.queued = 0                 # bytes in the outbox
+        self.full = False
         self.reading = asyncio.Event()
         self.reading.set()
         self.closing = False
@@ -41,6 +45,10 @@ class WebSocketTransport(asyncio.Transport):
     def write(self, data) -> None:
         if not self.closing:
             self.outbox.put_nowait(bytes(data))
+            self.queued += len(data)
+            if self.queued > self.HIGH and not self.full:
+                self.full = True
+                self.protocol.pause_writing()
 
     def close(self) -> None:
         if not self.closing:
@@ -64,6 +72,10 @@ class WebSocketTransport(asyncio.Transport):
                 if data is None:
                     break
                 await self.ws.send_bytes(data)
+                self.queued -= len(data)
+                if self.full and self.queued < self.LOW and not self.closing:
+                    self.full = False
+                    self.protocol.resume_writing()
         except (ConnectionError, RuntimeError):     # the client went: reading sees it
             pass
         finally:
@@ -88,8 +100,8 @@ class WebMqttServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=("mqtt", "mqttv3.1"), max_msg_size=0)
         await ws.prepare(request)
-        transport = WebSocketTransport(ws, request)
         connection = MqttConnection(self.mqtt)
+        transport = WebSocketTransport(ws, request, connection)
         connection.connection_made(transport)
         try:
             async for message in ws:

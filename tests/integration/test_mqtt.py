@@ -77,6 +77,35 @@ def test_large_payloads_cross_in_several_amqp_frames(clients):
     assert [m.payload for m in sub.take(len(payloads))] == payloads
 
 
+def test_a_slow_qos0_reader_leaves_messages_in_its_queue(broker, clients):
+    """A QoS 0 subscriber that stops reading: once its socket buffers are full the rest
+    wait in its queue (at most a window of 1,000 deliveries is out, what the kernel's socket
+    buffers hold among them), and when it reads again every message comes, in order."""
+    s = raw(at(broker), "slow-reader")
+    s.sendall(f._packet(f.SUBSCRIBE, 2, b"\x00\x01" + f._string("slow/t") + b"\x00"))
+    assert read_packet(s) == (f.SUBACK << 4, b"\x00\x01\x00")
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    # 8 MiB: more than the window (1 MiB) and what the kernel's socket buffers take (~4 MiB
+    # on loopback), less than the backlog that holds publishers back (Queue.FLOW_HIGH)
+    n, size = 8000, 1024
+    for i in range(n):
+        ch.basic_publish("amq.topic", "slow.t", str(i).encode().ljust(size, b"."))
+    queue = broker.api("queues/%2F/mqtt-subscription-slow-readerqos0")
+    # with auto-ack all would have left the queue for the broker's buffers
+    assert queue["messages_ready"] >= 1000, queue["messages_ready"]
+    assert queue["messages_unacknowledged"] <= 1000
+    conn.close()
+    got = []
+    while len(got) < n:
+        first, packet = read_packet(s)
+        assert first >> 4 == f.PUBLISH
+        got.append(int(packet[2 + len(b"slow/t"):].rstrip(b".")))
+    assert got == list(range(n))
+    s.close()
+
+
 def test_amqp_and_mqtt_exchange_messages_both_ways(broker, clients):
     sub = clients("sub-amqp")
     assert sub.subscribe(("sensors/+/temp", 1)) == [1]
