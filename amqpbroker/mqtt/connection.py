@@ -42,6 +42,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from ..frontend import adapters
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
+from ..pika_calls import answer, end
 from ..protocol.fastpath import build_confirm, build_publish
 from . import frames as f
 from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
@@ -78,7 +79,9 @@ class MqttConnection(asyncio.Protocol):
         self.name = "?"
         self.inbox: collections.deque = collections.deque()
         self.worker: asyncio.Task | None = None
-        self.paused = False
+        self.inbox_full = False         # reading the client pauses while either holds:
+        self.blocked = False            # the broker blocks publishers (an alarm)
+        self.reading = True
         self.closed = False
         self.lost = False               # the client's socket closed
         self.connected = False          # CONNACK 0 sent
@@ -98,7 +101,6 @@ class MqttConnection(asyncio.Protocol):
         self.qos0_delivered = self.qos0_acked = 0   # its highest delivery tag, and acked
         self.writing_paused = False     # the client's socket buffer is full
         self.flush_soon = False
-        self.queues_consumed = [False, False]
         self.awaiting_ack: dict[int, int] = {}      # MQTT packet id -> delivery tag
         self.unconfirmed: collections.OrderedDict = collections.OrderedDict()  # seq -> id
         self.publish_seq = 0
@@ -126,7 +128,7 @@ class MqttConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = self.loop.time()
         if self.amqp is None and not self.parser.buf and not self.inbox and data \
                 and data[0] >> 4 != f.CONNECT:      # the first packet must be CONNECT
             log.error("MQTT protocol error on connection %s: connect_expected", self.name)
@@ -139,11 +141,11 @@ class MqttConnection(asyncio.Protocol):
             self.close(send_will=True)
             return
         self.inbox.extend(packets)
-        if len(self.inbox) > INBOX_HIGH and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if len(self.inbox) > INBOX_HIGH and not self.inbox_full:
+            self.inbox_full = True
+            self._read()
         if self.inbox and self.worker is None:
-            self.worker = asyncio.get_running_loop().create_task(self._work())
+            self.worker = self.loop.create_task(self._work())
 
     def connection_lost(self, exc) -> None:
         self.lost = True
@@ -201,12 +203,11 @@ class MqttConnection(asyncio.Protocol):
             self.close()
 
     def _check_keepalive(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() - self.heard > 1.5 * self.keepalive:
+        if self.loop.time() - self.heard > 1.5 * self.keepalive:
             log.error("closing MQTT connection %s (keepalive timeout)", self.name)
             self.close(send_will=True)
             return
-        self.timer = loop.call_later(self.keepalive / 2, self._check_keepalive)
+        self.timer = self.loop.call_later(self.keepalive / 2, self._check_keepalive)
 
     # ------------------------------------------------------------ packets, in order
     async def _work(self) -> None:
@@ -219,9 +220,9 @@ class MqttConnection(asyncio.Protocol):
                     if self.amqp is not None and self.amqp._transport is not None and \
                             self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
                         await self._drain()
-                if self.paused and len(self.inbox) < INBOX_HIGH // 2:
-                    self.paused = False
-                    self.transport.resume_reading()
+                if self.inbox_full and len(self.inbox) < INBOX_HIGH // 2:
+                    self.inbox_full = False
+                    self._read()
         except Ended as exc:
             if not self.closed:
                 log.error("MQTT connection %s is closing: %s", self.name, exc)
@@ -232,7 +233,7 @@ class MqttConnection(asyncio.Protocol):
         finally:
             self.worker = None
             if self.inbox and not self.closed:              # arrived while finishing
-                self.worker = asyncio.get_running_loop().create_task(self._work())
+                self.worker = self.loop.create_task(self._work())
             elif self.lost and not self.closed:             # the client went: now close
                 self.close(send_will=True)
 
@@ -284,8 +285,7 @@ class MqttConnection(asyncio.Protocol):
             self.timer = None
         if c.keepalive:
             self.keepalive = c.keepalive
-            self.timer = asyncio.get_running_loop().call_later(c.keepalive / 2,
-                                                               self._check_keepalive)
+            self.timer = self.loop.call_later(c.keepalive / 2, self._check_keepalive)
         log.info("accepting MQTT connection %s (%s, client id: %s)", self.name, self.peer,
                  self.client_id)
 
@@ -349,7 +349,7 @@ class MqttConnection(asyncio.Protocol):
     async def _open(self, password: str, level: int) -> int:
         """Log in over AMQP: a CONNACK code. The management API shows the AMQP connection
         as this MQTT client's (``frontend/adapters.py``)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         opened = loop.create_future()
         self.ended = loop.create_future()
         host, port = self.server.broker.shovels.local_address()
@@ -406,12 +406,18 @@ class MqttConnection(asyncio.Protocol):
 
     def _blocked(self, blocked: bool) -> None:
         """The broker blocked publishers (a memory or disk alarm): stop reading the client."""
-        if self.closed:
-            return
-        if blocked:
-            self.transport.pause_reading()
-        elif not self.paused:
-            self.transport.resume_reading()
+        self.blocked = blocked
+        self._read()
+
+    def _read(self) -> None:
+        """Read the client or not, as the inbox and the broker's alarms say."""
+        reading = not (self.inbox_full or self.blocked)
+        if reading != self.reading and not self.closed:
+            self.reading = reading
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     # ------------------------------------------------------------ PUBLISH
     def _publish(self, p: f.Publish) -> None:
@@ -525,7 +531,8 @@ class MqttConnection(asyncio.Protocol):
         self.send(f.unsuback_packet(u.packet_id))
 
     async def _ensure_queue(self, qos: int) -> None:
-        if self.queues_consumed[qos]:
+        tag = f"mqtt-qos{qos}"
+        if tag in self.consumers:                       # consumed already
             return
         queue = subscription_queues(self.client_id)[qos]
         if qos == 0:
@@ -536,8 +543,7 @@ class MqttConnection(asyncio.Protocol):
             await self._call(lambda cb: self.channel.queue_declare(
                 queue, durable=True, auto_delete=self.clean, arguments=arguments,
                 callback=cb))
-        tag = f"mqtt-qos{qos}"             # known before the first delivery can come
-        self.consumers[tag] = qos
+        self.consumers[tag] = qos           # known before the first delivery can come
         channel = self.channel
         if qos == 0:
             channel = self.qos0_channel = await self._open_channel()
@@ -545,7 +551,6 @@ class MqttConnection(asyncio.Protocol):
                                                           callback=cb))
         await self._call(lambda cb: channel.basic_consume(
             queue, self._deliver, consumer_tag=tag, callback=cb))
-        self.queues_consumed[qos] = True
 
     def _deliver(self, channel, method, properties, body) -> None:
         if self.closed:
@@ -558,23 +563,25 @@ class MqttConnection(asyncio.Protocol):
             published = headers.get("x-mqtt-publish-qos")
             qos = min(published, 1) if isinstance(published, int) else 1
         packet_id = None
-        if not sub_qos:
-            self.qos0_delivered = method.delivery_tag       # acked soon (_ack_qos0)
-            if not self.flush_soon:
-                self.flush_soon = True
-                self.loop.call_soon(self._after_deliveries)
-        elif qos:
+        if qos:
             packet_id = self._packet_id()
             self.awaiting_ack[packet_id] = method.delivery_tag
         else:
-            channel.basic_ack(method.delivery_tag)
+            if sub_qos:                     # a QoS 0 message of the QoS 1 queue: acked now
+                self.amqp_out.append(build_confirm(channel.channel_number,
+                                                   method.delivery_tag, False))
+            else:
+                self.qos0_delivered = method.delivery_tag   # acked soon (_ack_qos0)
+            if not self.flush_soon:
+                self.flush_soon = True
+                self.loop.call_soon(self._after_deliveries)
         if dup and qos == 0:            # RabbitMQ drops a redelivered QoS 0 message
             return
         self.send(f.publish_packet(to_mqtt(method.routing_key), body, qos, packet_id,
                                    dup=dup))
 
     def _after_deliveries(self) -> None:
-        """Once per read of the AMQP connection: the QoS 0 deliveries written are acked."""
+        """Once per read of the AMQP connection: its QoS 0 deliveries are acked."""
         self.flush_soon = False
         if not self.closed and self.amqp is not None and self.amqp.is_open:
             self._ack_qos0()
@@ -599,13 +606,8 @@ class MqttConnection(asyncio.Protocol):
         return channel
 
     async def _call(self, start):
-        """A pika method that answers through a callback: its answer, or ``Ended``."""
-        answer = asyncio.get_running_loop().create_future()
-        start(lambda frame: answer.done() or answer.set_result(frame))
-        await asyncio.wait({answer, self.ended}, return_when=asyncio.FIRST_COMPLETED)
-        if not answer.done():
-            raise self.ended.exception()
-        return answer.result()
+        """A pika method's answer, or ``Ended`` when the AMQP side went first."""
+        return await answer(start, self.ended)
 
     def _channel_closed(self, _channel, reason) -> None:
         self._end(Ended(f"channel closed: {reason}"))
@@ -614,9 +616,7 @@ class MqttConnection(asyncio.Protocol):
             self.close()
 
     def _end(self, exc: Exception) -> None:
-        if self.ended is not None and not self.ended.done():
-            self.ended.set_exception(exc)
-            self.ended.exception()              # retrieved: no "never retrieved" warning
+        end(self.ended, exc)
 
 
 def _properties(qos: int, dup: bool) -> bytes:

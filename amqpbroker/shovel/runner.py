@@ -41,6 +41,7 @@ from datetime import datetime
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from ..pika_calls import answer, end
 from .definition import Definition, Uri
 
 log = logging.getLogger("amqpbroker.shovel")
@@ -304,18 +305,9 @@ class Shovel:
         return pika.ConnectionParameters(uri.host, uri.port, uri.vhost, **kw)
 
     async def _call(self, start):
-        """Run a pika method that answers through ``callback``; its answer, or RunFailed
-        when the run ends first (a channel or connection closed)."""
-        answer = asyncio.get_running_loop().create_future()
-
-        def callback(frame) -> None:
-            if not answer.done():
-                answer.set_result(frame)
-        start(callback)
-        await asyncio.wait({answer, self._ended}, return_when=asyncio.FIRST_COMPLETED)
-        if not answer.done():
-            raise self._ended.exception()
-        return answer.result()
+        """A pika method's answer, or RunFailed when the run ends first (a channel or
+        connection closed)."""
+        return await answer(start, self._ended)
 
     async def _ensure_queue(self, channel, queue: str, arguments: dict) -> None:
         """RabbitMQ's ``ensure_queue``: a passive declare; when the queue is missing (404
@@ -351,9 +343,7 @@ class Shovel:
         self._end(RunFailed(f"connection closed: {reason}"))
 
     def _end(self, exc: Exception) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_exception(exc)
-            self._ended.exception()             # retrieved: no "never retrieved" warning
+        end(self._ended, exc)
 
     def _close(self) -> None:
         for conn in self._connections:

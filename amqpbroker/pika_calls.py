@@ -1,0 +1,28 @@
+"""pika's asyncio adapter answers through callbacks; the broker's own AMQP clients (dynamic
+shovels: ``shovel/runner.py``; the MQTT listener: ``mqtt/connection.py``) await them here.
+
+Each client keeps an ``ended`` future that fails (``end``) when its connection or a channel
+closes; ``answer`` waits for a method's answer or for that, whichever comes first, so a call
+whose channel was closed by the broker raises instead of waiting forever.
+"""
+from __future__ import annotations
+
+import asyncio
+
+
+async def answer(start, ended: asyncio.Future):
+    """Run ``start(callback)`` (a pika method given its callback): the answer it calls back
+    with, or ``ended``'s exception when the client ends first."""
+    got = asyncio.get_running_loop().create_future()
+    start(lambda frame: got.done() or got.set_result(frame))
+    await asyncio.wait({got, ended}, return_when=asyncio.FIRST_COMPLETED)
+    if not got.done():
+        raise ended.exception()
+    return got.result()
+
+
+def end(ended: asyncio.Future | None, exc: Exception) -> None:
+    """The client ended with ``exc`` (the first reason is kept)."""
+    if ended is not None and not ended.done():
+        ended.set_exception(exc)
+        ended.exception()                   # retrieved: no "never retrieved" warning
