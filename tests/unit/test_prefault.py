@@ -161,6 +161,10 @@ def burst():                                # the heap grows three times, each s
             time.sleep(0.01)
         seen = h.growths
 keep = []
+deadline = time.monotonic() + 60
+while h.looks < 1:                          # the thread has taken the break as its baseline:
+    assert time.monotonic() < deadline      # a burst before that is no growth to it
+    time.sleep(0.01)
 prefault.hold(True)                         # the memory alarm is on
 burst()
 held = {"growths": h.growths, "calls": h.calls, "populated": h.populated}
