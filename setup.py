@@ -49,6 +49,8 @@ setup(
             "celery>=5.3",
             # MQTT clients of the MQTT listener (amqpbroker/mqtt), as RabbitMQ's plugin serves
             "paho-mqtt>=2.0",
+            # STOMP clients of the STOMP listener (amqpbroker/stomp), as RabbitMQ's plugin serves
+            "stomp.py>=8",
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
             # drives Debian's chromium through chromium-driver for the dashboard's test

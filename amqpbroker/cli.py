@@ -89,6 +89,17 @@ FLAGS = [
                            "amq.topic)"),
     ("mqtt_allow_anonymous", boolean, "MQTT clients without credentials log in as the "
                                       "default user (default true, as RabbitMQ's)"),
+    ("stomp_port", int, "STOMP 1.0 / 1.1 / 1.2 port, as RabbitMQ's rabbitmq_stomp plugin "
+                        "(RabbitMQ listens on 61613; default 0 = off; -1 = any free port)"),
+    ("stomp_tls_port", int, "STOMP over TLS, with --tls-cert (RabbitMQ listens on 61614; "
+                            "default 0 = off; -1 = any free port)"),
+    ("web_stomp_port", int, "STOMP over WebSockets, as RabbitMQ's rabbitmq_web_stomp plugin "
+                            "(RabbitMQ listens on 15674; default 0 = off; -1 = any free port)"),
+    ("web_stomp_path", str, "the STOMP WebSocket endpoint's path (default /ws)"),
+    ("stomp_vhost", str, "the vhost of STOMP clients whose CONNECT has no host header "
+                         "(default /)"),
+    ("stomp_topic_exchange", str, "the exchange /topic/ destinations route through "
+                                  "(default amq.topic)"),
     ("tracing_dir", str, "where traces (/api/traces, RabbitMQ's rabbitmq_tracing) write their "
                          "log files (default: tracing in the data directory)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),
@@ -253,6 +264,8 @@ async def _serve(cfg: Config) -> int:
         amqps = tls.amqps_context(cfg) if cfg.tls else None
         if cfg.mqtt_tls_port and amqps is None:
             raise ValueError("--mqtt-tls-port needs --tls-cert (the server's certificate)")
+        if cfg.stomp_tls_port and amqps is None:
+            raise ValueError("--stomp-tls-port needs --tls-cert (the server's certificate)")
         https = tls.https_context(cfg) if cfg.tls and cfg.management_tls_port else None
         if cfg.cluster:             # metadata in etcd: changes wait for the join below
             from .cluster.node import ClusterNode
@@ -334,6 +347,25 @@ async def _serve(cfg: Config) -> int:
             broker.listeners.append({"protocol": "http/web-mqtt", "ip_address": qhost,
                                      "port": qport})
             line += f" web-mqtt={_show(qhost)}:{qport}"
+        if cfg.stomp_port or cfg.stomp_tls_port or cfg.web_stomp_port:  # RabbitMQ's STOMP
+            from .stomp.listener import StompServer
+            broker.stomp = StompServer(broker)
+        if cfg.stomp_port:
+            qhost, qport = await broker.stomp.start(cfg.host, max(cfg.stomp_port, 0))
+            broker.listeners.append({"protocol": "stomp", "ip_address": qhost, "port": qport})
+            line += f" stomp={_show(qhost)}:{qport}"
+        if cfg.stomp_tls_port:
+            qhost, qport = await broker.stomp.start(cfg.host, max(cfg.stomp_tls_port, 0),
+                                                    amqps)
+            broker.listeners.append({"protocol": "stomp/ssl", "ip_address": qhost,
+                                     "port": qport})
+            line += f" stomps={_show(qhost)}:{qport}"
+        if cfg.web_stomp_port:
+            qhost, qport = await broker.stomp.start_web(cfg.host, max(cfg.web_stomp_port, 0),
+                                                        cfg.web_stomp_path)
+            broker.listeners.append({"protocol": "http/web-stomp", "ip_address": qhost,
+                                     "port": qport})
+            line += f" web-stomp={_show(qhost)}:{qport}"
         if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
             from .frontend.events import declare_exchange
             declare_exchange(broker)
@@ -352,6 +384,8 @@ async def _serve(cfg: Config) -> int:
         await broker.shovels.stop()         # their connections closed, not forced
         if broker.mqtt is not None:
             await broker.mqtt.stop()
+        if broker.stomp is not None:
+            await broker.stomp.stop()
         await stop_frontends(frontends)
         await server.stop()
         if cluster is not None:

@@ -57,6 +57,13 @@ class Config:
     mqtt_vhost: str = "/"                        # a user name without "vhost:" logs in here
     mqtt_exchange: str = "amq.topic"             # topics are its routing keys
     mqtt_allow_anonymous: bool = True            # no credentials: default_user / default_pass
+    # RabbitMQ's STOMP plugin (amqpbroker/stomp): STOMP 1.0-1.2 clients over AMQP
+    stomp_port: int = 0                          # 0 = off, -1 = any free port (61613: RabbitMQ's)
+    stomp_tls_port: int = 0                      # STOMP over TLS, with tls_cert (61614)
+    web_stomp_port: int = 0                      # STOMP over WebSockets (15674: RabbitMQ's)
+    web_stomp_path: str = "/ws"                  # its HTTP path (RabbitMQ's web_stomp.ws_path)
+    stomp_vhost: str = "/"                       # a CONNECT without a host header logs in here
+    stomp_topic_exchange: str = "amq.topic"      # /topic/ destinations route through it
     # the rabbitmq_tracing plugin's log files (amqpbroker/tracing.py); "" = <data_dir>/tracing
     tracing_dir: str = ""
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)

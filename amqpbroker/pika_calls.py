@@ -26,3 +26,17 @@ def end(ended: asyncio.Future | None, exc: Exception) -> None:
     if ended is not None and not ended.done():
         ended.set_exception(exc)
         ended.exception()                   # retrieved: no "never retrieved" warning
+
+
+def reading(connection, on: bool) -> None:
+    """Stop (or resume) reading a pika connection's socket, so the broker's own flow control
+    holds back what it would send (a protocol adapter whose client reads slowly). pika's
+    transports have no pause: their reader is taken off (or put back on) the loop."""
+    transport = getattr(connection, "_transport", None)
+    sock = getattr(transport, "_sock", None)
+    if sock is None or transport._nbio is None:
+        return
+    if on:
+        transport._nbio.set_reader(sock.fileno(), transport._on_socket_readable)
+    else:
+        transport._nbio.remove_reader(sock.fileno())

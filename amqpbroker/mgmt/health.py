@@ -88,7 +88,13 @@ PROTOCOL_ALIASES = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp",
                     **{name: "mqtt" for name in ("mqtt3.1", "mqtt3.1.1", "mqtt31", "mqtt311",
                                                  "mqtt3_1", "mqtt3_1_1")},
                     **{name: "mqtt/ssl" for name in ("mqtts", "mqtt+tls", "mqtt+ssl")},
-                    **{name: "http/web-mqtt" for name in ("webmqtt", "web-mqtt", "web_mqtt")}}
+                    **{name: "http/web-mqtt" for name in ("webmqtt", "web-mqtt", "web_mqtt")},
+                    **{name: "stomp" for name in ("stomp1.0", "stomp1.1", "stomp1.2", "stomp10",
+                                                  "stomp11", "stomp12", "stomp1_0", "stomp1_1",
+                                                  "stomp1_2")},
+                    **{name: "stomp/ssl" for name in ("stomps", "stomp+tls", "stomp+ssl")},
+                    **{name: "http/web-stomp" for name in ("webstomp", "web-stomp",
+                                                           "web_stomp")}}
 
 
 async def protocol_listener(call):

@@ -32,9 +32,11 @@ class MqttServer:
         return server.sockets[0].getsockname()[:2]
 
     async def start_web(self, host: str, port: int, path: str) -> tuple[str, int]:
-        """MQTT over WebSockets on ``port`` at ``path`` (``websocket.py``)."""
-        from .websocket import WebMqttServer
-        self.web = WebMqttServer(self, path)
+        """MQTT over WebSockets on ``port`` at ``path`` (``amqpbroker/websocket.py``; RabbitMQ's
+        ``rabbitmq_web_mqtt``: port 15675, path ``/ws``, MQTT in binary messages)."""
+        from ..websocket import WebSocketServer
+        self.web = WebSocketServer(path, ("mqtt", "mqttv3.1"), lambda: MqttConnection(self),
+                                   "Web MQTT")
         return await self.web.start(host, port)
 
     def register(self, connection: MqttConnection) -> None:

@@ -68,6 +68,7 @@ class MetadataOwner(Broker):
         self.delayed = None                 # delayed.DelayedMessages, from ``start``
         self.shovels = Shovels(self)        # dynamic shovels (amqpbroker/shovel)
         self.mqtt = None                    # the MQTT listener (amqpbroker/mqtt), when on
+        self.stomp = None                   # the STOMP listener (amqpbroker/stomp), when on
         self.recent = RecentHistory(self)   # x-recent-history exchanges' histories
         self.traces = Traces(self)          # the rabbitmq_tracing plugin's (tracing.py)
         self._batch: list | None = None     # ops of the change being made (one_change)

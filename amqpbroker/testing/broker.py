@@ -6,7 +6,9 @@ The broker prints one line when it listens::
 
 (with ``--tls-cert``: ``amqps=`` after ``amqp=``, ``https=`` after ``management=``; with
 ``prometheus=True``: ``prometheus=`` after those; ``--cluster``: ``node=n1 cluster=25672``
-after those; ``--mqtt-port``: ``mqtt=``, ``--mqtt-tls-port``: ``mqtts=``, ``--web-mqtt-port``: ``web-mqtt=`` last)
+after those; ``--mqtt-port``: ``mqtt=``, ``--mqtt-tls-port``: ``mqtts=``, ``--web-mqtt-port``: ``web-mqtt=``,
+then ``--stomp-port``: ``stomp=``, ``--stomp-tls-port``: ``stomps=``, ``--web-stomp-port``:
+``web-stomp=`` last)
 
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
@@ -35,7 +37,9 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: workers=(?P<workers>[\d,]+))?(?: frontends=(?P<frontends>[\d,]+))?"
                    r"(?: node=(?P<node>\S+) cluster=(?P<cluster>\d+))?"
                    r"(?: mqtt=[\d.]+:(?P<mqtt>\d+))?(?: mqtts=[\d.]+:(?P<mqtts>\d+))?"
-                   r"(?: web-mqtt=[\d.]+:(?P<webmqtt>\d+))?")
+                   r"(?: web-mqtt=[\d.]+:(?P<webmqtt>\d+))?"
+                   r"(?: stomp=[\d.]+:(?P<stomp>\d+))?(?: stomps=[\d.]+:(?P<stomps>\d+))?"
+                   r"(?: web-stomp=[\d.]+:(?P<webstomp>\d+))?")
 
 # the two process layouts a test runs a broker in when the layout is what it tests (pytest
 # params: ``params=list(LAYOUTS.values()), ids=list(LAYOUTS)``): one process, and a supervisor
@@ -76,6 +80,9 @@ class BrokerProcess:
         self.mqtt_port = 0                  # with --mqtt-port -1 in args
         self.mqtt_tls_port = 0              # with --mqtt-tls-port -1 (and --tls-cert)
         self.web_mqtt_port = 0              # with --web-mqtt-port -1
+        self.stomp_port = 0                 # with --stomp-port -1
+        self.stomp_tls_port = 0             # with --stomp-tls-port -1 (and --tls-cert)
+        self.web_stomp_port = 0             # with --web-stomp-port -1
 
     @property
     def url(self) -> str:
@@ -114,6 +121,9 @@ class BrokerProcess:
                     self.mqtt_port = int(m["mqtt"] or 0)
                     self.mqtt_tls_port = int(m["mqtts"] or 0)
                     self.web_mqtt_port = int(m["webmqtt"] or 0)
+                    self.stomp_port = int(m["stomp"] or 0)
+                    self.stomp_tls_port = int(m["stomps"] or 0)
+                    self.web_stomp_port = int(m["webstomp"] or 0)
                     found.set()
             found.set()
 

@@ -1,11 +1,12 @@
-"""MQTT over WebSockets, as RabbitMQ's ``rabbitmq_web_mqtt`` plugin serves it
-(``--web-mqtt-port``; RabbitMQ's port is 15675, its path ``/ws``): browsers' MQTT clients
-(MQTT.js, Paho JavaScript) and paho-mqtt with ``transport="websockets"``.
+"""Protocols over WebSockets, as RabbitMQ's ``rabbitmq_web_mqtt`` and ``rabbitmq_web_stomp``
+plugins serve them: browsers' clients (MQTT.js, Paho JavaScript, stomp.js) and Python's
+(paho-mqtt with ``transport="websockets"``, stomp.py's ``WSStompConnection``).
 
-Each WebSocket carries one MQTT connection, its packets in binary messages (a message may
-hold part of a packet or several). The connection is the TCP listener's ``MqttConnection``
-on a transport that writes binary messages, so everything MQTT does is the same on both.
-aiohttp serves the HTTP upgrade (subprotocols ``mqtt`` and ``mqttv3.1``, as RabbitMQ).
+Each WebSocket carries one connection of the protocol, its bytes in WebSocket messages (a
+message may hold part of a packet or frame, or several). The connection is the TCP
+listener's own (``MqttConnection``, ``StompConnection``) on a transport that writes
+WebSocket messages, so everything the protocol does is the same on both. aiohttp serves the
+HTTP upgrade with the subprotocols RabbitMQ's plugins name.
 """
 from __future__ import annotations
 
@@ -14,21 +15,21 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from .connection import MqttConnection
-
-log = logging.getLogger("amqpbroker.mqtt")
+log = logging.getLogger("amqpbroker.websocket")
 
 
 class WebSocketTransport(asyncio.Transport):
-    """What ``MqttConnection`` writes goes out as binary messages, in order (one sender)."""
-
-    protocol_name = "Web MQTT"          # as RabbitMQ's management API names the protocol
+    """What the connection writes goes out as WebSocket messages (binary, or text for a
+    text protocol), in order (one sender)."""
 
     HIGH, LOW = 256 * 1024, 64 * 1024   # bytes queued: the connection stops / resumes
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, protocol):
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, protocol,
+                 protocol_name: str, text: bool):
         super().__init__()
         self.ws, self.request, self.protocol = ws, request, protocol
+        self.protocol_name = protocol_name  # as RabbitMQ's management API names it
+        self.text = text
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.queued = 0                 # bytes in the outbox
         self.full = False
@@ -71,7 +72,10 @@ class WebSocketTransport(asyncio.Transport):
                 data = await self.outbox.get()
                 if data is None:
                     break
-                await self.ws.send_bytes(data)
+                if self.text:
+                    await self.ws.send_str(data.decode("utf-8", "replace"))
+                else:
+                    await self.ws.send_bytes(data)
                 self.queued -= len(data)
                 if self.full and self.queued < self.LOW and not self.closing:
                     self.full = False
@@ -82,35 +86,45 @@ class WebSocketTransport(asyncio.Transport):
             await self.ws.close()
 
 
-class WebMqttServer:
-    def __init__(self, mqtt, path: str):
-        self.mqtt = mqtt                    # the MqttServer: client ids, retained messages
-        self.path = path
+class WebSocketServer:
+    """Serves ``path`` on a port: each WebSocket gets a ``make_connection()`` protocol.
+    ``text``: the protocol is text (STOMP): text messages are taken too, and sent."""
+
+    def __init__(self, path: str, subprotocols: tuple, make_connection, protocol_name: str,
+                 text: bool = False):
+        self.path, self.subprotocols = path, subprotocols
+        self.make_connection, self.protocol_name, self.text = \
+            make_connection, protocol_name, text
         self.runner: web.AppRunner | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, ssl=None) -> tuple[str, int]:
         app = web.Application()
         app.router.add_get(self.path, self.handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host or None, port, reuse_address=True)
+        site = web.TCPSite(self.runner, host or None, port, reuse_address=True,
+                           ssl_context=ssl)
         await site.start()
         return site._server.sockets[0].getsockname()[:2]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=("mqtt", "mqttv3.1"), max_msg_size=0)
+        ws = web.WebSocketResponse(protocols=self.subprotocols, max_msg_size=0)
         await ws.prepare(request)
-        connection = MqttConnection(self.mqtt)
-        transport = WebSocketTransport(ws, request, connection)
+        connection = self.make_connection()
+        transport = WebSocketTransport(ws, request, connection, self.protocol_name, self.text)
         connection.connection_made(transport)
         try:
             async for message in ws:
-                if message.type != WSMsgType.BINARY:
-                    log.error("Web MQTT connection %s: a text message (MQTT is binary): "
-                              "closed", connection.name)
+                if message.type == WSMsgType.BINARY:
+                    connection.data_received(message.data)
+                elif message.type == WSMsgType.TEXT and self.text:
+                    connection.data_received(message.data.encode())
+                else:
+                    log.error("%s connection %s: a %s message: closed", self.protocol_name,
+                              connection.name, "text" if message.type == WSMsgType.TEXT
+                              else message.type.name)
                     connection.close()
                     break
-                connection.data_received(message.data)
                 await transport.reading.wait()
                 if transport.closing:
                     break
