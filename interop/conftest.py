@@ -6,7 +6,8 @@ management HTTP API. Set ``AMQP_URL`` (e.g. ``amqp://guest:guest@127.0.0.1:5672/
 any other broker, RabbitMQ included; that is how we check that the tests encode RabbitMQ's
 behaviour rather than our own guesses. ``AMQP_MQTT_PORT`` names the external broker's MQTT
 port (its rabbitmq_mqtt plugin; default 1883), ``AMQP_WEB_MQTT_PORT`` its MQTT over WebSockets
-(rabbitmq_web_mqtt; default 15675).
+(rabbitmq_web_mqtt; default 15675), ``AMQP_STOMP_PORT`` its STOMP port (rabbitmq_stomp; default
+61613) and ``AMQP_WEB_STOMP_PORT`` its STOMP over WebSockets (rabbitmq_web_stomp; default 15674).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _own_broker(request, tmp_path_factory):
     broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"),
                            "--tls-cert", str(pki / "server.pem"), "--tls-ca", str(pki / "ca.pem"),
                            "--tls-verify", "peer", "--mqtt-port", "-1", "--web-mqtt-port", "-1",
-                           management=True).start()
+                           "--stomp-port", "-1", "--web-stomp-port", "-1", management=True).start()
     try:
         yield broker
     finally:
@@ -111,6 +112,24 @@ def web_mqtt_address(_own_broker, amqp_host_port):
     if _own_broker is not None:
         return _own_broker.host, _own_broker.web_mqtt_port
     return amqp_host_port[0], int(os.environ.get("AMQP_WEB_MQTT_PORT", "15675"))
+
+
+@pytest.fixture(scope="session")
+def stomp_address(_own_broker, amqp_host_port):
+    """(host, port) of the STOMP listener: ours, or ``AMQP_STOMP_PORT`` (default 61613) of
+    the external broker, whose rabbitmq_stomp plugin is enabled (test_stomp_plugin.py)."""
+    if _own_broker is not None:
+        return _own_broker.host, _own_broker.stomp_port
+    return amqp_host_port[0], int(os.environ.get("AMQP_STOMP_PORT", "61613"))
+
+
+@pytest.fixture(scope="session")
+def web_stomp_address(_own_broker, amqp_host_port):
+    """(host, port) of STOMP over WebSockets (path /ws): ours, or ``AMQP_WEB_STOMP_PORT``
+    (default 15674) of the external broker's rabbitmq_web_stomp plugin."""
+    if _own_broker is not None:
+        return _own_broker.host, _own_broker.web_stomp_port
+    return amqp_host_port[0], int(os.environ.get("AMQP_WEB_STOMP_PORT", "15674"))
 
 
 @pytest.fixture

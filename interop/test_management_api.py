@@ -436,9 +436,9 @@ def test_protocol_listener_and_node_checks(http):
                             ("http", "http"), ("management", "http")):
         assert http("GET", f"/api/health/checks/protocol-listener/{protocol}")[:2] == (
             200, {"status": "ok", "protocol": named}), protocol
-    status, body, _ = http("GET", "/api/health/checks/protocol-listener/stomp")
+    status, body, _ = http("GET", "/api/health/checks/protocol-listener/stomps")
     assert (status, body["status"], body["reason"], body["missing"]) == (
-        503, "failed", "No active listener", "stomp")
+        503, "failed", "No active listener", "stomp/ssl")
     assert {"amqp", "http"} <= set(body["protocols"])
     for check in ("node-is-quorum-critical", "node-is-mirror-sync-critical"):
         assert http("GET", f"/api/health/checks/{check}")[:2] == (

@@ -96,6 +96,27 @@ def mqtt_connack_from_ns(host: str, port: int, user: str, password: str) -> str:
     return out.stdout.strip() or out.stderr.strip()
 
 
+STOMP_CLIENT = """
+import socket, sys
+from amqpbroker.stomp.frames import Parser, serialize
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(serialize("CONNECT", [("accept-version", "1.2"), ("host", "/"),
+                                ("login", sys.argv[3]), ("passcode", sys.argv[4])]))
+parser, frames = Parser(1 << 20, every_length=True), []
+while not frames:
+    frames += parser.feed(s.recv(4096))
+f = frames[0]
+print(f.command, f.headers.get("message", ""), f.body.decode().strip())
+"""
+
+
+def stomp_from_ns(host: str, port: int, user: str, password: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", STOMP_CLIENT, host,
+                          str(port), user, password], capture_output=True, text=True,
+                         timeout=60)
+    return out.stdout.strip() or out.stderr.strip()
+
+
 @pytest.fixture
 def with_remote_user(tmp_path):
     """A data directory holding user 'remote' (tag management, full permissions on '/'),
@@ -144,4 +165,18 @@ def test_guest_refused_by_mqtt_remotely(netns, with_remote_user):
         assert mqtt_connack_from_ns(HOST_IP, b.mqtt_port, "remote", "secret") == "20020000"
         log = "".join(b.output)
         assert "MQTT login failed for user guest: this user's access is restricted to " \
+            "localhost" in log
+
+
+def test_guest_refused_by_stomp_remotely(netns, with_remote_user):
+    """RabbitMQ's STOMP plugin: ERROR "non-loopback access denied" for guest from elsewhere
+    with the right password, "Access refused" with a wrong one; other users log in."""
+    with BrokerProcess(with_remote_user, "--host", HOST_IP, "--stomp-port", "-1") as b:
+        assert stomp_from_ns(HOST_IP, b.stomp_port, "guest", "guest") == \
+            "ERROR Bad CONNECT non-loopback access denied"
+        assert stomp_from_ns(HOST_IP, b.stomp_port, "guest", "wrong") == \
+            "ERROR Bad CONNECT Access refused for user 'guest'"
+        assert stomp_from_ns(HOST_IP, b.stomp_port, "remote", "secret") == "CONNECTED"
+        log = "".join(b.output)
+        assert "STOMP login failed for user 'guest': this user's access is restricted to " \
             "localhost" in log

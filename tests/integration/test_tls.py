@@ -106,7 +106,7 @@ def tls_broker(tmp_path_factory, pki, *args, **kw) -> BrokerProcess:
 def broker(request, pki, tmp_path_factory):
     """Peer verification on (clients may come without a certificate); alice is a user."""
     with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer", "--mqtt-tls-port", "-1",
-                    *LAYOUTS[request.param]) as b:
+                    "--stomp-tls-port", "-1", *LAYOUTS[request.param]) as b:
         assert b.tls_port and b.management_tls_port
         assert len(b.frontend_pids) == (2 if request.param == "2 workers + 2 front-ends" else 0)
         add_user(b, pki, ALICE)
@@ -375,3 +375,36 @@ def test_mqtt_over_tls(broker, pki):
         sub.close()
     listeners = api(broker, pki, "GET", "overview")[1]["listeners"]
     assert ("mqtt/ssl", broker.mqtt_tls_port) in [(x["protocol"], x["port"]) for x in listeners]
+
+
+def test_stomp_over_tls(broker, pki):
+    """STOMP on its TLS port (``--stomp-tls-port``, RabbitMQ's stomp.listeners.ssl), the
+    broker's certificate checked by the client; messages cross to AMQPS clients."""
+    import socket as socketlib
+    from amqpbroker.stomp.frames import Parser, serialize
+    assert broker.stomp_tls_port and not broker.stomp_port      # only the TLS one was asked
+    raw = socketlib.create_connection(("127.0.0.1", broker.stomp_tls_port), timeout=15)
+    s = client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    parser, frames = Parser(1 << 20, every_length=True), []
+
+    def read():
+        while not frames:
+            frames.extend(parser.feed(s.recv(65536)))
+        return frames.pop(0)
+    try:
+        s.sendall(serialize("CONNECT", [("accept-version", "1.2"), ("host", "/"),
+                                        ("login", "guest"), ("passcode", "guest")]))
+        assert read().command == "CONNECTED"
+        s.sendall(serialize("SUBSCRIBE", [("destination", "/topic/secure.*"), ("id", "1"),
+                                          ("receipt", "r")]))
+        assert read().headers["receipt-id"] == "r"
+        with pika.BlockingConnection(pika_params(broker, pki)) as conn:
+            conn.channel().basic_publish("amq.topic", "secure.stomp", b"over tls both ways")
+        m = read()
+        assert (m.headers["destination"], m.body) == ("/topic/secure.stomp",
+                                                      b"over tls both ways")
+    finally:
+        s.close()
+    listeners = api(broker, pki, "GET", "overview")[1]["listeners"]
+    assert ("stomp/ssl", broker.stomp_tls_port) in [(x["protocol"], x["port"])
+                                                    for x in listeners]
