@@ -44,6 +44,7 @@ from ..frontend import adapters
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
 from ..pika_calls import answer, end, reading
+from ..protocol.fastpath import build_confirm, build_publish
 from . import destinations as d
 from .frames import Frame, FrameError, Parser, serialize
 
@@ -53,6 +54,8 @@ SUPPORTED = ("1.0", "1.1", "1.2")
 LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT (stomp.login_timeout)
 MAX_UNAUTHENTICATED = 65_536        # the largest frame before the login
 INBOX_HIGH = 256                    # frames waiting: reading pauses above this
+AMQP_BUFFER_HIGH = 4 << 20          # bytes pika has not written yet: reading waits
+AMQP_BUFFER_LOW = 1 << 20           # ... until it is down to this
 SERVER = f"amqpbroker/{__version__}"
 # AMQP reply codes as RabbitMQ's STOMP plugin names them in an ERROR's message header
 ERROR_NAMES = {311: "content_too_large", 312: "no_route", 313: "no_consumers",
@@ -117,10 +120,13 @@ class StompConnection(asyncio.Protocol):
         self.declared: set[str] = set()                     # /queue/ queues declared here
         self.reply_queues: dict[str, str] = {}              # /temp-queue/ name -> queue
         self.transactions: dict[str, list] = {}
+        self.amqp_out: list = []        # AMQP frames written raw, not yet flushed
         self.confirming = False         # confirm mode, from the first SEND with a receipt
         self.publish_seq = 0
         self.receipts: collections.OrderedDict = collections.OrderedDict()  # seq -> id
         self.heard = 0.0
+        self.out: list[bytes] = []      # frames to write at the end of this loop turn
+        self.batching = True
         self.sent = False               # written since the last heart-beat tick
         self.timers: list[asyncio.TimerHandle] = []
         self.holding = False            # deliveries wait while a SUBSCRIBE is being done
@@ -131,6 +137,7 @@ class StompConnection(asyncio.Protocol):
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.batching = getattr(transport, "protocol_name", None) is None    # not a WebSocket
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -179,9 +186,23 @@ class StompConnection(asyncio.Protocol):
             reading(self.amqp, True)
 
     def send(self, command: str, headers, body: bytes = b"") -> None:
-        if not self.closed and not self.lost:
+        """A frame to the client: written with the others of this loop turn, in one write
+        (a WebSocket's are written one message each, as RabbitMQ's Web STOMP sends them)."""
+        if self.closed or self.lost:
+            return
+        self.sent = True
+        if not self.batching:
             self.transport.write(serialize(command, headers, body))
-            self.sent = True
+            return
+        self.out.append(serialize(command, headers, body))
+        if len(self.out) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self.out:
+            data, self.out = b"".join(self.out), []
+            if not self.lost:
+                self.transport.write(data)
 
     def send_error(self, message: str, detail: str, extra=()) -> None:
         self.send("ERROR", [("message", message), ("content-type", "text/plain"),
@@ -197,8 +218,11 @@ class StompConnection(asyncio.Protocol):
             self.worker.cancel()
         self.server.connections.discard(self)
         if self.amqp is not None and not (self.amqp.is_closing or self.amqp.is_closed):
+            if self.amqp.is_open:
+                self._flush_amqp()      # what the client sent before DISCONNECT
             self.amqp.close()
         self._end(Ended("the STOMP connection closed"))
+        self._flush()                   # an ERROR frame before the close
         self.transport.close()
         log.info("closing STOMP connection %s", self.name)
 
@@ -221,6 +245,11 @@ class StompConnection(asyncio.Protocol):
         try:
             while self.inbox and not self.closed:
                 await self._handle(self.inbox.popleft())
+                if not self.inbox or self.inbox[0].command not in ("SEND", "ACK"):
+                    self._flush_amqp()          # one write for this read's SENDs and ACKs
+                    if self.amqp is not None and self.amqp._transport is not None and \
+                            self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
+                        await self._drain()
                 if self.inbox_full and len(self.inbox) < INBOX_HIGH // 2:
                     self.inbox_full = False
                     self._read()
@@ -397,6 +426,7 @@ class StompConnection(asyncio.Protocol):
         if self.closed:
             return
         if not self.sent:
+            self._flush()
             self.transport.write(b"\n")
         self.sent = False
         self.timers.append(self.loop.call_later(every, self._beat, every))
@@ -461,7 +491,7 @@ class StompConnection(asyncio.Protocol):
                 kind = None
             if kind == d.TEMP_QUEUE:
                 headers["reply-to"] = await self._reply_queue(name)
-        properties = pika.BasicProperties(**d.message_properties(headers))
+        properties = b"".join(pika.BasicProperties(**d.message_properties(headers)).encode())
         kind, name = d.parse(dest)
         exchange, key = d.routing(kind, name, self.cfg.stomp_topic_exchange)
         publish = (exchange, key, properties, frame.body, frame.get("receipt"))
@@ -476,7 +506,11 @@ class StompConnection(asyncio.Protocol):
             self.confirming = True
             await self._call(lambda cb: self.channel.confirm_delivery(self._confirmed,
                                                                       callback=cb))
-        self.channel.basic_publish(exchange, key, body, properties)
+        # written raw, with the others of this read (_flush_amqp): pika would encode each
+        # through its generic codec and write each with a system call of its own
+        self.amqp_out += build_publish(self.channel.channel_number, exchange.encode(),
+                                       key.encode(), properties, body,
+                                       self.amqp.params.frame_max)
         if self.confirming:
             self.publish_seq += 1
             if receipt is not None:
@@ -665,9 +699,11 @@ class StompConnection(asyncio.Protocol):
             self._do_settle(*action)
 
     def _do_settle(self, command: str, delivery_tag: int, multiple: bool, requeue: bool):
-        if command == "ACK":
-            self.channel.basic_ack(delivery_tag, multiple)
+        if command == "ACK":            # raw, with this read's publishes (as _publish)
+            self.amqp_out.append(build_confirm(self.channel.channel_number, delivery_tag,
+                                               multiple))
         else:
+            self._flush_amqp()
             self.channel.basic_nack(delivery_tag, multiple, requeue)
 
     # ------------------------------------------------------------ transactions
@@ -708,7 +744,22 @@ class StompConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ AMQP plumbing
     async def _call(self, start):
+        self._flush_amqp()              # what was written raw goes first
         return await answer(start, self.ended)
+
+    def _flush_amqp(self) -> None:
+        if self.amqp_out:
+            data, self.amqp_out = b"".join(self.amqp_out), []
+            if self.amqp is not None and self.amqp.is_open and self.amqp._transport is not None:
+                self.amqp._transport.write(data)    # else: closing, the client is told so
+
+    async def _drain(self) -> None:
+        """The broker reads our AMQP connection slower than the client sends (flow control,
+        an alarm): wait for pika's buffer to go down, so the inbox fills and reading the
+        client pauses. pika tells nobody when its buffer drains: looked at."""
+        while not self.closed and self.amqp._transport is not None \
+                and self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_LOW:
+            await asyncio.sleep(0.005)
 
     def _channel_closed(self, _channel, reason) -> None:
         self._end(Ended(f"channel closed: {reason}"))

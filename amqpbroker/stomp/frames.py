@@ -12,6 +12,7 @@ empty, and an LF after the NUL (RabbitMQ's ``stomp.trailing_lf``, on by default)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 NUL, LF, CR = 0, 10, 13
@@ -62,37 +63,39 @@ class Parser:
 
     def feed(self, data: bytes) -> list[Frame]:
         self.buf += data
-        frames = []
+        frames, pos = [], 0
         while True:
-            frame = self._one()
+            frame, pos = self._one(pos)
             if frame is None:
                 break
             frames.append(frame)
+        if pos:
+            del self.buf[:pos]                  # once per feed: a read holds many frames
         if len(self.buf) > self.max_length:
             raise FrameError(f"frame larger than {self.max_length} bytes")
         return frames
 
-    def _one(self) -> Frame | None:
+    def _one(self, start: int) -> tuple[Frame | None, int]:
+        """The frame at ``start`` and where the next begins; (None, where to resume) when
+        the buffer does not hold a whole frame yet."""
         buf = self.buf
-        start, n = 0, len(buf)
+        n = len(buf)
         while start < n and buf[start] in (NUL, LF, CR):  # heart-beats, NULs between frames
             if buf[start] == CR and (start + 1 >= n or buf[start + 1] != LF):
                 if start + 1 >= n:
                     break
                 raise FrameError("unexpected chars between frames: CR not followed by LF")
             start += 1
-        if start:
-            del buf[:start]
-            n = len(buf)
-        end = buf.find(b"\n\n")
-        crlf = buf.find(b"\n\r\n")
-        if crlf != -1 and (end == -1 or crlf < end):
+        end = buf.find(b"\n\n", start)
+        # a CRLF line end before it: look for the blank line only up to there
+        crlf = buf.find(b"\n\r\n", start, n if end == -1 else end + 1)
+        if crlf != -1:
             head_end, body_start = crlf, crlf + 3
         elif end != -1:
             head_end, body_start = end, end + 2
         else:
-            return None
-        lines = bytes(buf[:head_end]).split(b"\n")
+            return None, start
+        lines = bytes(buf[start:head_end]).split(b"\n")
         command = lines[0].rstrip(b"\r")
         if b"\r" in command:
             raise FrameError("unexpected chars in command")
@@ -119,23 +122,24 @@ class Parser:
             if size < 0:
                 raise FrameError(f"content-length is negative: {size}")
             if n < body_start + size + 1:
-                if body_start + size + 1 > self.max_length:
+                if body_start + size + 1 - start > self.max_length:
                     raise FrameError(f"frame larger than {self.max_length} bytes")
-                return None
+                return None, start
             if buf[body_start + size] != NUL:
                 raise FrameError("the body is not followed by NUL (content-length)")
             body_end = body_start + size
         else:
             body_end = buf.find(b"\x00", body_start)
             if body_end == -1:
-                return None
-        body = bytes(buf[body_start:body_end])
-        del buf[:body_end + 1]
-        return Frame(cmd, headers, body)
+                return None, start
+        return Frame(cmd, headers, bytes(buf[body_start:body_end])), body_end + 1
+
+
+_SPECIAL = re.compile(r"[\\:\n\r]").search
 
 
 def escape(value: str) -> str:
-    return value.translate(_ESCAPE)
+    return value.translate(_ESCAPE) if _SPECIAL(value) else value
 
 
 def serialize(command: str, headers, body: bytes = b"") -> bytes:
