@@ -88,23 +88,26 @@ class Parser:
 
     def feed(self, data: bytes) -> list:
         self.buf += data
-        out = []
-        while True:
-            head = self._header()
-            if head is None:
-                return out
-            kind, flags, start, length = head
-            if len(self.buf) < start + length:
-                return out
-            body = bytes(self.buf[start:start + length])
-            del self.buf[:start + length]
-            out.append(decode(kind, flags, body))
+        out, pos = [], 0
+        try:
+            while True:
+                head = self._header(pos)
+                if head is None:
+                    return out
+                kind, flags, start, length = head
+                if len(self.buf) < start + length:
+                    return out
+                out.append(decode(kind, flags, bytes(self.buf[start:start + length])))
+                pos = start + length
+        finally:
+            if pos:
+                del self.buf[:pos]          # once per read: a read holds many packets
 
-    def _header(self):
+    def _header(self, pos: int):
         buf = self.buf
-        if len(buf) < 2:
+        if len(buf) < pos + 2:
             return None
-        length, shift, i = 0, 0, 1
+        length, shift, i = 0, 0, pos + 1
         while True:
             if i >= len(buf):
                 return None
@@ -119,7 +122,7 @@ class Parser:
         if length > self.max_length:
             raise FrameError(f"packet of {length} bytes is over the limit of "
                              f"{self.max_length}")
-        return buf[0] >> 4, buf[0] & 0x0F, i, length
+        return buf[pos] >> 4, buf[pos] & 0x0F, i, length
 
 
 class _Reader:
