@@ -46,9 +46,12 @@ def test_destinations_meet_amqp_both_ways(ch, stomp, uniq):
     assert (m.headers["correlation-id"], m.headers["reply-to"]) == ("c1", "/reply-queue/back")
     assert (m.headers["i"], m.headers["s"]) == ("5", "v")
     assert "b" not in m.headers               # neither a string nor an integer: left out
-    ch.basic_publish("amq.direct", word, b"direct")
+    ch.basic_publish("amq.direct", word, b"direct", pika.BasicProperties(delivery_mode=1,
+                                                                         timestamp=1700000000))
     m = c.message()
     assert m.headers["destination"] == f"/exchange/amq.direct/{word}"
+    # a delivery mode other than 2 shows as its number, as RabbitMQ's maybe_header does
+    assert (m.headers["persistent"], m.headers["timestamp"]) == ("1", "1700000000")
     queue = ch.queue_declare("", exclusive=True).method.queue
     ch.queue_bind(queue, "amq.topic", f"{word}.out")
     c.c.send(f"/topic/{word}.out", "out", headers={"persistent": "true", "priority": "4",

@@ -37,12 +37,14 @@ import struct
 import uuid
 
 import pika
-from pika.adapters.asyncio_connection import AsyncioConnection
 
+from ..delivery_tap import Delivery, TappedConnection
 from ..frontend import adapters
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
 from ..pika_calls import answer, end
+from ..protocol import fieldtable
+from ..protocol import properties as P
 from ..protocol.fastpath import build_confirm, build_publish
 from . import frames as f
 from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
@@ -375,7 +377,7 @@ class MqttConnection(asyncio.Protocol):
                           self.name, reason)
                 self.close()
 
-        self.amqp = AsyncioConnection(params, on_open_callback=opened.set_result,
+        self.amqp = TappedConnection(params, on_open_callback=opened.set_result,
                                       on_open_error_callback=on_error,
                                       on_close_callback=on_closed, custom_ioloop=loop)
         self.amqp.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
@@ -549,15 +551,21 @@ class MqttConnection(asyncio.Protocol):
             channel = self.qos0_channel = await self._open_channel()
             await self._call(lambda cb: channel.basic_qos(prefetch_count=QOS0_WINDOW,
                                                           callback=cb))
+        self.amqp.tap(channel.channel_number, self._deliver)     # deliveries read raw
         await self._call(lambda cb: channel.basic_consume(
-            queue, self._deliver, consumer_tag=tag, callback=cb))
+            queue, _tapped, consumer_tag=tag, callback=cb))
 
-    def _deliver(self, channel, method, properties, body) -> None:
+    def _deliver(self, m: Delivery) -> None:
+        """A delivery of either consumer, read raw (``delivery_tap.py``): a PUBLISH."""
         if self.closed:
             return
-        sub_qos = self.consumers.get(method.consumer_tag, 0)
-        headers = properties.headers or {}
-        dup = bool(method.redelivered or headers.get("x-mqtt-dup"))
+        sub_qos = self.consumers.get(m.consumer_tag, 0)
+        try:
+            headers = _headers(m.properties)
+        except ValueError:
+            log.error("MQTT connection %s: a delivery's properties do not decode", self.name)
+            headers = {}
+        dup = bool(m.redelivered or headers.get("x-mqtt-dup"))
         qos = 0
         if sub_qos:
             published = headers.get("x-mqtt-publish-qos")
@@ -565,20 +573,18 @@ class MqttConnection(asyncio.Protocol):
         packet_id = None
         if qos:
             packet_id = self._packet_id()
-            self.awaiting_ack[packet_id] = method.delivery_tag
+            self.awaiting_ack[packet_id] = m.delivery_tag
         else:
             if sub_qos:                     # a QoS 0 message of the QoS 1 queue: acked now
-                self.amqp_out.append(build_confirm(channel.channel_number,
-                                                   method.delivery_tag, False))
+                self.amqp_out.append(build_confirm(m.channel, m.delivery_tag, False))
             else:
-                self.qos0_delivered = method.delivery_tag   # acked soon (_ack_qos0)
+                self.qos0_delivered = m.delivery_tag        # acked soon (_ack_qos0)
             if not self.flush_soon:
                 self.flush_soon = True
                 self.loop.call_soon(self._after_deliveries)
         if dup and qos == 0:            # RabbitMQ drops a redelivered QoS 0 message
             return
-        self.send(f.publish_packet(to_mqtt(method.routing_key), body, qos, packet_id,
-                                   dup=dup))
+        self.send(f.publish_packet(to_mqtt(m.routing_key), m.body, qos, packet_id, dup=dup))
 
     def _after_deliveries(self) -> None:
         """Once per read of the AMQP connection: its QoS 0 deliveries are acked."""
@@ -617,6 +623,19 @@ class MqttConnection(asyncio.Protocol):
 
     def _end(self, exc: Exception) -> None:
         end(self.ended, exc)
+
+
+def _headers(raw: bytes) -> dict:
+    """The headers table of a delivery's raw properties ({} without one)."""
+    if len(raw) < 2 or not raw[0] & (P.F_HEADERS >> 8):
+        return {}
+    table = P.split(raw).get(P.F_HEADERS)
+    return fieldtable.field_table(table)[1] if table is not None else {}
+
+
+def _tapped(_channel, _method, _properties, _body) -> None:
+    """pika's consumer callback, never called: the consumers' channels are tapped."""
+    log.error("MQTT: a delivery reached pika's consumer callback; dropped")
 
 
 def _properties(qos: int, dup: bool) -> bytes:

@@ -175,7 +175,7 @@ def pick(raw: bytes, names) -> tuple[dict, str | None]:
     """The headers among ``names`` and the message_id, decoding nothing else: the worker's
     de-duplication reads these of every message it checks (worker/dedup.py), and a full
     ``decode`` costs several times more. Raises ValueError as ``decode`` does."""
-    fields = _split(raw)
+    fields = split(raw)
     headers = {}
     table = fields.get(F_HEADERS)
     if table is not None:
@@ -193,7 +193,7 @@ def x_death(raw: bytes) -> list[tuple[str | None, str | None, bytes]]:
     is no ``x-death`` array. Dead-lettering reads the history of every message it moves and
     keeps the elements it does not change as they are: a chain of n queues would otherwise
     decode and encode n tables at each of its n hops. Raises ValueError as ``decode``."""
-    table = _split(raw).get(F_HEADERS)
+    table = split(raw).get(F_HEADERS)
     if table is None:
         return []
     for key, entry in _table_entries(table[4:]):
@@ -282,7 +282,7 @@ def rewrite(raw: bytes, *, reply_to=KEEP, expiration=KEEP, drop_headers=(),
     """``raw`` with reply_to / expiration replaced (None removes one), the headers in
     ``drop_headers`` removed and those in ``set_headers`` replaced or added; everything else
     byte for byte as the publisher sent it. Raises ValueError on a malformed property list."""
-    fields = _split(raw)
+    fields = split(raw)
     if reply_to is not KEEP:
         fields[F_REPLY_TO] = None if reply_to is None else _shortstr(reply_to)
     if expiration is not KEEP:
@@ -308,7 +308,7 @@ def rewrite(raw: bytes, *, reply_to=KEEP, expiration=KEEP, drop_headers=(),
     return _U16.pack(flags) + fields.pop("more") + b"".join(out)
 
 
-def _split(raw: bytes) -> dict:
+def split(raw: bytes) -> dict:
     """Flag bit -> the property's wire bytes; "flags", and "more" (continuation words)."""
     try:
         flags = _U16.unpack_from(raw, 0)[0]

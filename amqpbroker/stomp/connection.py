@@ -37,9 +37,9 @@ import socket
 from dataclasses import dataclass
 
 import pika
-from pika.adapters.asyncio_connection import AsyncioConnection
 
 from .. import __version__
+from ..delivery_tap import Delivery, TappedConnection
 from ..frontend import adapters
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
@@ -295,7 +295,7 @@ class StompConnection(asyncio.Protocol):
             self.holding = False
             held, self.held = self.held, []
             for delivery in held:
-                self._deliver(*delivery)
+                self._deliver(delivery)
 
     async def _do(self, handler, frame: Frame) -> None:
         command = frame.command
@@ -397,7 +397,7 @@ class StompConnection(asyncio.Protocol):
             if not self.closed and self.channel is not None:
                 self._amqp_death(reason)
 
-        self.amqp = AsyncioConnection(params, on_open_callback=opened.set_result,
+        self.amqp = TappedConnection(params, on_open_callback=opened.set_result,
                                       on_open_error_callback=on_error,
                                       on_close_callback=on_closed, custom_ioloop=loop)
         self.amqp.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
@@ -419,6 +419,7 @@ class StompConnection(asyncio.Protocol):
         channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
         channel.add_on_close_callback(self._channel_closed)
         channel.add_on_cancel_callback(self._cancelled)
+        self.amqp.tap(channel.channel_number, self._deliver)    # deliveries read raw
         self.channel = channel
         return None
 
@@ -540,7 +541,7 @@ class StompConnection(asyncio.Protocol):
             tag = "T_/temp-queue/" + temp
             self.subscriptions[tag] = Subscription(queue, "auto", False, f"id='{tag[2:]}'")
             await self._call(lambda cb: self.channel.basic_consume(
-                queue, self._deliver, auto_ack=True, consumer_tag=tag, callback=cb))
+                queue, _tapped, auto_ack=True, consumer_tag=tag, callback=cb))
             self.reply_queues[temp] = queue
         return queue
 
@@ -571,7 +572,7 @@ class StompConnection(asyncio.Protocol):
                                                ack == "client", description)
         try:
             await self._call(lambda cb: self.channel.basic_consume(
-                queue, self._deliver, auto_ack=ack == "auto", consumer_tag=tag,
+                queue, _tapped, auto_ack=ack == "auto", consumer_tag=tag,
                 arguments={"x-stream-offset": offset} if offset is not None else None,
                 callback=cb))
             if exchange != "":
@@ -646,27 +647,32 @@ class StompConnection(asyncio.Protocol):
                         [("subscription", shown)])
 
     # ------------------------------------------------------------ MESSAGE
-    def _deliver(self, channel, method, properties, body) -> None:
+    def _deliver(self, m: Delivery) -> None:
+        """A delivery of the channel, read raw (``delivery_tap.py``): a MESSAGE."""
         if self.closed:
             return
         if self.holding:
-            self.held.append((channel, method, properties, body))
+            self.held.append(m)
             return
-        tag = method.consumer_tag
+        tag = m.consumer_tag
         sub = self.subscriptions.get(tag)
         if sub is None:
             self.send_error("Subscription not found",
                             f"There is no current subscription with tag '{tag}'.")
             return
-        message_id = f"{tag}@@{self.session}@@{method.delivery_tag}"
+        message_id = f"{tag}@@{self.session}@@{m.delivery_tag}"
         headers = [("subscription", tag[2:])] if tag.startswith("T_") else []
-        headers += [("destination", d.format_destination(method.exchange, method.routing_key)),
+        headers += [("destination", d.format_destination(m.exchange, m.routing_key)),
                     ("message-id", message_id),
-                    ("redelivered", "true" if method.redelivered else "false")]
+                    ("redelivered", "true" if m.redelivered else "false")]
         if sub.ack == "client" and self.version == "1.2":
             headers.append(("ack", message_id))
-        headers += d.message_headers(properties)
-        self.send("MESSAGE", headers, body)
+        try:
+            headers += d.message_headers(m.properties)
+        except ValueError:
+            log.error("STOMP connection %s: a delivery's properties do not decode; sent "
+                      "without them", self.name)
+        self.send("MESSAGE", headers, m.body)
 
     # ------------------------------------------------------------ ACK, NACK
     async def on_ack(self, frame: Frame) -> None:
@@ -782,6 +788,11 @@ class StompConnection(asyncio.Protocol):
 
     def _end(self, exc: Exception) -> None:
         end(self.ended, exc)
+
+
+def _tapped(_channel, _method, _properties, _body) -> None:
+    """pika's consumer callback, never called: the channel's deliveries are tapped."""
+    log.error("STOMP: a delivery reached pika's consumer callback; dropped")
 
 
 HANDLERS = {"SEND": StompConnection.on_send, "SUBSCRIBE": StompConnection.on_subscribe,

@@ -22,6 +22,10 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import struct
+
+from ..protocol import fieldtable
+from ..protocol import properties as P
 
 QUEUE, AMQQUEUE, TOPIC, EXCHANGE, TEMP_QUEUE, REPLY_QUEUE = (
     "queue", "amqqueue", "topic", "exchange", "temp_queue", "reply_queue")
@@ -180,32 +184,48 @@ def message_properties(headers: dict) -> dict:
     return {k: v for k, v in props.items() if v is not None}
 
 
-def message_headers(properties) -> list[tuple[str, str]]:
-    """A delivery's AMQP properties as MESSAGE headers, in RabbitMQ's order: the AMQP
-    headers that are strings or integers, then the properties (app-id first)."""
+_FIELDS = ((P.F_APP_ID, "app-id"), (P.F_USER_ID, "user-id"), (P.F_TYPE, "type"),
+           (P.F_TIMESTAMP, "timestamp"), (P.F_MESSAGE_ID, "amqp-message-id"),
+           (P.F_EXPIRATION, "expiration"), (P.F_REPLY_TO, "reply-to"),
+           (P.F_CORRELATION_ID, "correlation-id"), (P.F_PRIORITY, "priority"),
+           (P.F_DELIVERY_MODE, "persistent"), (P.F_CONTENT_ENCODING, "content-encoding"),
+           (P.F_CONTENT_TYPE, "content-type"))
+_U64 = struct.Struct(">Q")
+
+
+def message_headers(raw: bytes) -> list[tuple[str, str]]:
+    """A delivery's AMQP properties (their wire bytes) as MESSAGE headers, in RabbitMQ's
+    order (``rabbit_stomp_util:message_headers``): the AMQP headers that are strings or
+    integers, then the properties, app-id first; delivery mode 2 is ``persistent:true``,
+    another one its number."""
+    if not raw or raw[:2] == b"\x00\x00":
+        return []
+    parts = P.split(raw)
     out = []
-    for key, value in (properties.headers or {}).items():
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, str):
-            out.append((key, value))
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out.append((key, str(value)))
-    fields = (("app-id", properties.app_id), ("user-id", properties.user_id),
-              ("type", properties.type), ("timestamp", properties.timestamp),
-              ("amqp-message-id", properties.message_id),
-              ("expiration", properties.expiration), ("reply-to", properties.reply_to),
-              ("correlation-id", properties.correlation_id),
-              ("priority", properties.priority),
-              ("persistent", "true" if properties.delivery_mode == 2 else None),
-              ("content-encoding", properties.content_encoding),
-              ("content-type", properties.content_type))
-    for key, value in fields:
-        if value is None:
+    table = parts.get(P.F_HEADERS)
+    if table is not None:
+        for key, value in fieldtable.field_table(table)[1].items():
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, str):
+                out.append((key, value))
+            elif isinstance(value, int) and not isinstance(value, bool):
+                out.append((key, str(value)))
+    for bit, name in _FIELDS:
+        wire = parts.get(bit)
+        if wire is None:
             continue
-        if key == "reply-to" and not value.startswith(DEST_PREFIXES):
-            value = "/reply-queue/" + value
-        out.append((key, str(value)))
+        if bit == P.F_TIMESTAMP:
+            value = str(_U64.unpack(wire)[0])
+        elif bit == P.F_PRIORITY:
+            value = str(wire[0])
+        elif bit == P.F_DELIVERY_MODE:
+            value = "true" if wire[0] == 2 else str(wire[0])
+        else:
+            value = wire[1:].decode("utf-8", "replace")
+            if bit == P.F_REPLY_TO and not value.startswith(DEST_PREFIXES):
+                value = "/reply-queue/" + value
+        out.append((name, value))
     return out
 
 
