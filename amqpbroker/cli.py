@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -329,43 +330,7 @@ async def _serve(cfg: Config) -> int:
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
         broker.shovels.start()              # dynamic shovels: a local URI needs the listener
-        if cfg.mqtt_port or cfg.mqtt_tls_port or cfg.web_mqtt_port:    # RabbitMQ's MQTT
-            from .mqtt.listener import MqttServer
-            broker.mqtt = MqttServer(broker)
-        if cfg.mqtt_port:
-            qhost, qport = await broker.mqtt.start(cfg.host, max(cfg.mqtt_port, 0))
-            broker.listeners.append({"protocol": "mqtt", "ip_address": qhost, "port": qport})
-            line += f" mqtt={_show(qhost)}:{qport}"
-        if cfg.mqtt_tls_port:
-            qhost, qport = await broker.mqtt.start(cfg.host, max(cfg.mqtt_tls_port, 0), amqps)
-            broker.listeners.append({"protocol": "mqtt/ssl", "ip_address": qhost,
-                                     "port": qport})
-            line += f" mqtts={_show(qhost)}:{qport}"
-        if cfg.web_mqtt_port:
-            qhost, qport = await broker.mqtt.start_web(cfg.host, max(cfg.web_mqtt_port, 0),
-                                                       cfg.web_mqtt_path)
-            broker.listeners.append({"protocol": "http/web-mqtt", "ip_address": qhost,
-                                     "port": qport})
-            line += f" web-mqtt={_show(qhost)}:{qport}"
-        if cfg.stomp_port or cfg.stomp_tls_port or cfg.web_stomp_port:  # RabbitMQ's STOMP
-            from .stomp.listener import StompServer
-            broker.stomp = StompServer(broker)
-        if cfg.stomp_port:
-            qhost, qport = await broker.stomp.start(cfg.host, max(cfg.stomp_port, 0))
-            broker.listeners.append({"protocol": "stomp", "ip_address": qhost, "port": qport})
-            line += f" stomp={_show(qhost)}:{qport}"
-        if cfg.stomp_tls_port:
-            qhost, qport = await broker.stomp.start(cfg.host, max(cfg.stomp_tls_port, 0),
-                                                    amqps)
-            broker.listeners.append({"protocol": "stomp/ssl", "ip_address": qhost,
-                                     "port": qport})
-            line += f" stomps={_show(qhost)}:{qport}"
-        if cfg.web_stomp_port:
-            qhost, qport = await broker.stomp.start_web(cfg.host, max(cfg.web_stomp_port, 0),
-                                                        cfg.web_stomp_path)
-            broker.listeners.append({"protocol": "http/web-stomp", "ip_address": qhost,
-                                     "port": qport})
-            line += f" web-stomp={_show(qhost)}:{qport}"
+        line += await _start_adapters(broker, cfg, amqps)      # RabbitMQ's MQTT, STOMP
         if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
             from .frontend.events import declare_exchange
             declare_exchange(broker)
@@ -438,6 +403,35 @@ def _listening_socket(host: str, port: int):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock
+
+
+async def _start_adapters(broker, cfg: Config, amqps) -> str:
+    """The MQTT and STOMP listeners asked for (each off by default, as RabbitMQ's plugins):
+    their ports, shown in ``/api/overview``'s listeners and added to the ready line."""
+    added = ""
+    for name, server_class, web_path in (("mqtt", "mqtt.listener.MqttServer", cfg.web_mqtt_path),
+                                         ("stomp", "stomp.listener.StompServer",
+                                          cfg.web_stomp_path)):
+        # (ready-line label, /api/overview protocol, port, TLS context, over WebSockets)
+        ports = ((name, name, getattr(cfg, f"{name}_port"), None, False),
+                 (f"{name}s", f"{name}/ssl", getattr(cfg, f"{name}_tls_port"), amqps, False),
+                 (f"web-{name}", f"http/web-{name}", getattr(cfg, f"web_{name}_port"), None,
+                  True))
+        if not any(port for _, _, port, _, _ in ports):
+            continue
+        module, cls = server_class.rsplit(".", 1)
+        server = getattr(importlib.import_module(f".{module}", __package__), cls)(broker)
+        setattr(broker, name, server)
+        for label, protocol, port, ssl, web in ports:
+            if not port:
+                continue
+            if web:
+                host, bound = await server.start_web(cfg.host, max(port, 0), web_path)
+            else:
+                host, bound = await server.start(cfg.host, max(port, 0), ssl)
+            broker.listeners.append({"protocol": protocol, "ip_address": host, "port": bound})
+            added += f" {label}={_show(host)}:{bound}"
+    return added
 
 
 def _show(host: str) -> str:

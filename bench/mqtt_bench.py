@@ -13,10 +13,8 @@ children are counted). Prints a markdown table of medians.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -25,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 from amqpbroker.mqtt import frames as f      # noqa: E402  (the codec, used as a client)
-from many_durable_queues import tree_cpu     # noqa: E402
+import plugin_bench                          # noqa: E402
 
 
 class Conn:
@@ -106,48 +104,5 @@ async def run_once(host, port, qos, size, count, window) -> float:
     return count / (end - start)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--target", action="append", required=True,
-                    help="label=host:port[:pid] (repeatable; interleaved)")
-    ap.add_argument("--qos", default="0,1")
-    ap.add_argument("--size", default="16,1024")
-    ap.add_argument("--count", type=int, default=50_000)
-    ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    targets = []
-    for t in args.target:
-        label, rest = t.split("=", 1)
-        parts = rest.split(":")
-        targets.append((label, parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 0))
-    results: dict = {}
-    for qos in [int(x) for x in args.qos.split(",")]:
-        for size in [int(x) for x in args.size.split(",")]:
-            for r in range(args.repeat):
-                for label, host, port, pid in targets:
-                    cpu0 = tree_cpu(pid) if pid else 0.0
-                    rate = asyncio.run(run_once(host, port, qos, size, args.count, args.window))
-                    cpu = (tree_cpu(pid) - cpu0) / args.count * 1e6 if pid else float("nan")
-                    results.setdefault((qos, size, label), []).append((rate, cpu))
-                    print(f"[{r + 1}/{args.repeat}] {label} qos={qos} size={size}: "
-                          f"{rate:,.0f} msg/s, broker {cpu:.1f} µs/msg", file=sys.stderr)
-    labels = [t[0] for t in targets]
-    print("| QoS | size B | " + " | ".join(f"{lb} msg/s | {lb} µs/msg" for lb in labels)
-          + (f" | {labels[0]}/{labels[1]} |" if len(labels) > 1 else " |"))
-    print("|---|---:|" + "---:|---:|" * len(labels) + ("---:|" if len(labels) > 1 else ""))
-    for qos in [int(x) for x in args.qos.split(",")]:
-        for size in [int(x) for x in args.size.split(",")]:
-            row, rates = [f"{qos}", f"{size}"], []
-            for lb in labels:
-                runs = results[(qos, size, lb)]
-                rate = statistics.median(x[0] for x in runs)
-                rates.append(rate)
-                row += [f"{rate:,.0f}", f"{statistics.median(x[1] for x in runs):.1f}"]
-            if len(labels) > 1:
-                row.append(f"{rates[0] / rates[1]:.2f}")
-            print("| " + " | ".join(row) + " |")
-
-
 if __name__ == "__main__":
-    main()
+    plugin_bench.main(__doc__, "QoS", "0,1", run_once, int)

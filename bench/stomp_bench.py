@@ -16,10 +16,8 @@ medians.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -28,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 from amqpbroker.stomp.frames import Parser, serialize   # noqa: E402  (the codec, as a client)
-from many_durable_queues import tree_cpu                # noqa: E402
+import plugin_bench                                     # noqa: E402
 
 
 class Conn:
@@ -111,48 +109,5 @@ async def run_once(host, port, mode, size, count, window) -> float:
     return count / (end - start)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--target", action="append", required=True,
-                    help="label=host:port[:pid] (repeatable; interleaved)")
-    ap.add_argument("--mode", default="auto,confirmed")
-    ap.add_argument("--size", default="16,1024")
-    ap.add_argument("--count", type=int, default=50_000)
-    ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    targets = []
-    for t in args.target:
-        label, rest = t.split("=", 1)
-        parts = rest.split(":")
-        targets.append((label, parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 0))
-    modes, sizes = args.mode.split(","), [int(x) for x in args.size.split(",")]
-    results: dict = {}
-    for mode in modes:
-        for size in sizes:
-            for r in range(args.repeat):
-                for label, host, port, pid in targets:
-                    cpu0 = tree_cpu(pid) if pid else 0.0
-                    rate = asyncio.run(run_once(host, port, mode, size, args.count, args.window))
-                    cpu = (tree_cpu(pid) - cpu0) / args.count * 1e6 if pid else float("nan")
-                    results.setdefault((mode, size, label), []).append((rate, cpu))
-                    print(f"[{r + 1}/{args.repeat}] {label} {mode} size={size}: "
-                          f"{rate:,.0f} msg/s, broker {cpu:.1f} µs/msg", file=sys.stderr)
-    labels = [t[0] for t in targets]
-    print("| mode | size B | " + " | ".join(f"{lb} msg/s | {lb} µs/msg" for lb in labels)
-          + (f" | {labels[0]}/{labels[1]} |" if len(labels) > 1 else " |"))
-    print("|---|---:|" + "---:|---:|" * len(labels) + ("---:|" if len(labels) > 1 else ""))
-    for mode in modes:
-        for size in sizes:
-            row, rates = [mode, f"{size}"], []
-            for lb in labels:
-                runs = results[(mode, size, lb)]
-                rates.append(statistics.median(x[0] for x in runs))
-                row += [f"{rates[-1]:,.0f}", f"{statistics.median(x[1] for x in runs):.1f}"]
-            if len(labels) > 1:
-                row.append(f"{rates[0] / rates[1]:.2f}")
-            print("| " + " | ".join(row) + " |")
-
-
 if __name__ == "__main__":
-    main()
+    plugin_bench.main(__doc__, "mode", "auto,confirmed", run_once)

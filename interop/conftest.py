@@ -96,40 +96,42 @@ def amqp_host_port(broker_url):
     return u.hostname, u.port or 5672
 
 
+def _plugin_address(own, attr: str, amqp_host_port, env: str, default: int) -> tuple:
+    """(host, port) of a plugin's listener: our broker's, or ``env`` (RabbitMQ's default
+    port) on the external broker's host."""
+    if own is not None:
+        return own.host, getattr(own, attr)
+    return amqp_host_port[0], int(os.environ.get(env, str(default)))
+
+
 @pytest.fixture(scope="session")
 def mqtt_address(_own_broker, amqp_host_port):
     """(host, port) of the MQTT listener: ours, or ``AMQP_MQTT_PORT`` (default 1883) of the
     external broker, whose rabbitmq_mqtt plugin is enabled (test_mqtt_plugin.py)."""
-    if _own_broker is not None:
-        return _own_broker.host, _own_broker.mqtt_port
-    return amqp_host_port[0], int(os.environ.get("AMQP_MQTT_PORT", "1883"))
+    return _plugin_address(_own_broker, "mqtt_port", amqp_host_port, "AMQP_MQTT_PORT", 1883)
 
 
 @pytest.fixture(scope="session")
 def web_mqtt_address(_own_broker, amqp_host_port):
     """(host, port) of MQTT over WebSockets (path /ws): ours, or ``AMQP_WEB_MQTT_PORT``
     (default 15675) of the external broker's rabbitmq_web_mqtt plugin."""
-    if _own_broker is not None:
-        return _own_broker.host, _own_broker.web_mqtt_port
-    return amqp_host_port[0], int(os.environ.get("AMQP_WEB_MQTT_PORT", "15675"))
+    return _plugin_address(_own_broker, "web_mqtt_port", amqp_host_port, "AMQP_WEB_MQTT_PORT",
+                           15675)
 
 
 @pytest.fixture(scope="session")
 def stomp_address(_own_broker, amqp_host_port):
     """(host, port) of the STOMP listener: ours, or ``AMQP_STOMP_PORT`` (default 61613) of
     the external broker, whose rabbitmq_stomp plugin is enabled (test_stomp_plugin.py)."""
-    if _own_broker is not None:
-        return _own_broker.host, _own_broker.stomp_port
-    return amqp_host_port[0], int(os.environ.get("AMQP_STOMP_PORT", "61613"))
+    return _plugin_address(_own_broker, "stomp_port", amqp_host_port, "AMQP_STOMP_PORT", 61613)
 
 
 @pytest.fixture(scope="session")
 def web_stomp_address(_own_broker, amqp_host_port):
     """(host, port) of STOMP over WebSockets (path /ws): ours, or ``AMQP_WEB_STOMP_PORT``
     (default 15674) of the external broker's rabbitmq_web_stomp plugin."""
-    if _own_broker is not None:
-        return _own_broker.host, _own_broker.web_stomp_port
-    return amqp_host_port[0], int(os.environ.get("AMQP_WEB_STOMP_PORT", "15674"))
+    return _plugin_address(_own_broker, "web_stomp_port", amqp_host_port,
+                           "AMQP_WEB_STOMP_PORT", 15674)
 
 
 @pytest.fixture

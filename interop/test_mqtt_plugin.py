@@ -13,6 +13,7 @@ import socket
 import pytest
 
 from amqpbroker.mqtt import frames as f
+from amqpbroker.testing.closing import closing_clients
 from amqpbroker.testing.mqtt_clients import TIMEOUT, Client, closed_by_broker, raw, \
     read_packet
 
@@ -21,14 +22,8 @@ from .conftest import q, wait_until
 
 @pytest.fixture
 def mqtt(mqtt_address):
-    made = []
-
-    def make(client_id, **kw):
-        made.append(Client(mqtt_address, client_id, **kw))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+    with closing_clients(lambda client_id, **kw: Client(mqtt_address, client_id, **kw)) as make:
+        yield make
 
 
 def test_topics_are_routing_keys_of_amq_topic_both_ways(ch, mqtt, uniq):

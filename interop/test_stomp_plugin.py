@@ -13,6 +13,7 @@ from __future__ import annotations
 import pika
 import pytest
 
+from amqpbroker.testing.closing import closing_clients
 from amqpbroker.testing.stomp_clients import TIMEOUT, Client, Raw
 
 from .conftest import q, wait_until
@@ -20,14 +21,8 @@ from .conftest import q, wait_until
 
 @pytest.fixture
 def stomp(stomp_address):
-    made = []
-
-    def make(**kw):
-        made.append(Client(stomp_address, **kw))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+    with closing_clients(lambda **kw: Client(stomp_address, **kw)) as make:
+        yield make
 
 
 def test_destinations_meet_amqp_both_ways(ch, stomp, uniq):

@@ -32,17 +32,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import socket
 import struct
 import uuid
 
 import pika
 
-from ..delivery_tap import Delivery, TappedConnection
-from ..frontend import adapters
+from ..adapter import AdapterConnection, Ended, refusal, tapped
+from ..delivery_tap import Delivery
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
-from ..pika_calls import answer, end
 from ..protocol import fieldtable
 from ..protocol import properties as P
 from ..protocol.fastpath import build_confirm, build_publish
@@ -62,42 +60,24 @@ LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT
 # the largest packet before the login (RabbitMQ 3.12's mqtt.max_packet_size_unauthenticated);
 # after it, the largest message body plus a topic
 MAX_UNAUTHENTICATED = 65_536
-INBOX_HIGH = 256                    # packets waiting: reading pauses above this
-AMQP_BUFFER_HIGH = 4 << 20          # bytes pika has not written yet: publishing waits
-AMQP_BUFFER_LOW = 1 << 20           # ... until it is down to this
 
 
-class Ended(Exception):
-    """The AMQP side went away (a channel or the connection closed)."""
+class MqttConnection(AdapterConnection):
+    protocol = "MQTT"
+    log = log
 
-
-class MqttConnection(asyncio.Protocol):
     def __init__(self, server):
-        self.server = server
-        self.cfg = server.broker.config
+        super().__init__(server)
         self.parser = f.Parser(MAX_UNAUTHENTICATED)
-        self.transport = None
-        self.loop = None
-        self.name = "?"
-        self.inbox: collections.deque = collections.deque()
-        self.worker: asyncio.Task | None = None
-        self.inbox_full = False         # reading the client pauses while either holds:
-        self.blocked = False            # the broker blocks publishers (an alarm)
-        self.reading = True
-        self.closed = False
-        self.lost = False               # the client's socket closed
         self.connected = False          # CONNACK 0 sent
         self.will: f.Connect | None = None
         self.client_id = ""
         self.vhost = self.user = ""
         self.clean = True
-        self.amqp = None                # pika AsyncioConnection
         self.channel = None             # QoS 0 publishes, declares, both consumers
         self.confirms = None            # QoS 1 publishes (confirm mode), opened on first use
         self.confirm_backlog: list | None = None    # QoS 1 publishes while it opens
-        self.amqp_out: list = []                    # publish frames not yet written
         self.exchange = server.broker.config.mqtt_exchange.encode()
-        self.ended: asyncio.Future | None = None
         self.consumers: dict[str, int] = {}         # consumer tag -> subscription QoS
         self.qos0_channel = None        # the QoS 0 queue's consumer (acked with multiple)
         self.qos0_delivered = self.qos0_acked = 0   # its highest delivery tag, and acked
@@ -108,24 +88,12 @@ class MqttConnection(asyncio.Protocol):
         self.publish_seq = 0
         self.next_packet_id = 1
         self.keepalive = 0
-        self.heard = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        self.peer = peer[0]
-        local = transport.get_extra_info("sockname") or ("?", 0)
-        self.addresses = (tuple(peer[:2]), tuple(local[:2]))
-        self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
-        self.server.connections.add(self)
-        loop = self.loop = asyncio.get_running_loop()
-        self.heard = loop.time()
-        self.timer = loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
+        self._accepted(transport)
+        self.timer = self.loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -142,12 +110,7 @@ class MqttConnection(asyncio.Protocol):
             log.error("MQTT detected a framing error on connection %s: %s", self.name, exc)
             self.close(send_will=True)
             return
-        self.inbox.extend(packets)
-        if len(self.inbox) > INBOX_HIGH and not self.inbox_full:
-            self.inbox_full = True
-            self._read()
-        if self.inbox and self.worker is None:
-            self.worker = self.loop.create_task(self._work())
+        self._received(packets)
 
     def connection_lost(self, exc) -> None:
         self.lost = True
@@ -184,11 +147,7 @@ class MqttConnection(asyncio.Protocol):
         if send_will and self.will is not None:
             self._publish_will()
         self.server.forget(self)
-        if self.amqp is not None and not (self.amqp.is_closing or self.amqp.is_closed):
-            if self.amqp.is_open:
-                self._flush_amqp()
-            self.amqp.close()               # an opening one is aborted
-        self._end(Ended("the MQTT connection closed"))
+        self._close_amqp()
         self.transport.close()
         if self.connected:
             log.info("closing MQTT connection %s", self.name)
@@ -212,32 +171,16 @@ class MqttConnection(asyncio.Protocol):
         self.timer = self.loop.call_later(self.keepalive / 2, self._check_keepalive)
 
     # ------------------------------------------------------------ packets, in order
-    async def _work(self) -> None:
-        try:
-            while self.inbox and not self.closed:
-                packet = self.inbox.popleft()
-                await self._handle(packet)
-                if not self.inbox or not isinstance(self.inbox[0], (f.Publish, f.PubAck)):
-                    self._flush_amqp()          # before anything that waits for an answer
-                    if self.amqp is not None and self.amqp._transport is not None and \
-                            self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
-                        await self._drain()
-                if self.inbox_full and len(self.inbox) < INBOX_HIGH // 2:
-                    self.inbox_full = False
-                    self._read()
-        except Ended as exc:
-            if not self.closed:
-                log.error("MQTT connection %s is closing: %s", self.name, exc)
-                self.close()
-        except Exception:                                   # noqa: BLE001 - one boundary
-            log.exception("MQTT connection %s failed", self.name)
+    def _batched(self, packet) -> bool:
+        return isinstance(packet, (f.Publish, f.PubAck))     # written raw: flushed together
+
+    def _ended(self, exc: Ended) -> None:
+        if not self.closed:
+            log.error("MQTT connection %s is closing: %s", self.name, exc)
             self.close()
-        finally:
-            self.worker = None
-            if self.inbox and not self.closed:              # arrived while finishing
-                self.worker = self.loop.create_task(self._work())
-            elif self.lost and not self.closed:             # the client went: now close
-                self.close(send_will=True)
+
+    def _client_gone(self) -> None:
+        self.close(send_will=True)
 
     async def _handle(self, packet) -> None:
         if not self.connected:
@@ -337,7 +280,7 @@ class MqttConnection(asyncio.Protocol):
                 return f.NOT_AUTHORIZED, False
             self.will = c
         self.server.register(self)
-        self.channel = await self._open_channel()
+        self.channel = await self._open_channel(self._channel_closed)
         await self._call(lambda cb: self.channel.basic_qos(prefetch_count=PREFETCH,
                                                            callback=cb))
         q1 = subscription_queues(self.client_id)[1]
@@ -351,75 +294,30 @@ class MqttConnection(asyncio.Protocol):
     async def _open(self, password: str, level: int) -> int:
         """Log in over AMQP: a CONNACK code. The management API shows the AMQP connection
         as this MQTT client's (``frontend/adapters.py``)."""
-        loop = self.loop
-        opened = loop.create_future()
-        self.ended = loop.create_future()
-        host, port = self.server.broker.shovels.local_address()
-        params = pika.ConnectionParameters(
-            host, port, self.vhost, pika.PlainCredentials(self.user, password),
-            heartbeat=0, client_properties={adapters.PROPERTY: adapters.claim(
-                self.server.broker.users.internal_secret,
-                f"{getattr(self.transport, 'protocol_name', 'MQTT')} "
-                f"{'3.1.1' if level == 4 else '3.1.0'}", *self.addresses,
-                self.transport.get_extra_info("sslcontext") is not None,
-                {"client_id": self.client_id, "product": "MQTT client"})})
-
-        def on_error(_conn, exc) -> None:
-            if not opened.done():
-                opened.set_result(exc)
-
-        def on_closed(_conn, reason) -> None:
-            if not opened.done():
-                opened.set_result(reason)
-            self._end(Ended(f"AMQP connection closed: {reason}"))
-            if not self.closed and self.connected:
-                log.error("MQTT connection %s is closing: its AMQP connection closed (%s)",
-                          self.name, reason)
-                self.close()
-
-        self.amqp = TappedConnection(params, on_open_callback=opened.set_result,
-                                      on_open_error_callback=on_error,
-                                      on_close_callback=on_closed, custom_ioloop=loop)
-        self.amqp.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
-        self.amqp.add_on_connection_unblocked_callback(lambda *_: self._blocked(False))
-        result = await opened
-        if result is self.amqp:
+        result = await self._open_amqp(
+            self.vhost, self.user, password,
+            f"{getattr(self.transport, 'protocol_name', 'MQTT')} "
+            f"{'3.1.1' if level == 4 else '3.1.0'}",
+            {"client_id": self.client_id, "product": "MQTT client"})
+        if self.amqp is not None:
             return f.ACCEPTED
-        text = str(result)
-        if isinstance(result, (pika.exceptions.ProbableAccessDeniedError,)) or "530" in text:
+        why = refusal(result)
+        if why == "vhost":
             log.warning("MQTT login failed for user '%s': virtual host access not allowed",
                         self.user)
             return f.NOT_AUTHORIZED
-        if isinstance(result, (pika.exceptions.ProbableAuthenticationError,
-                               pika.exceptions.AuthenticationError)) or "403" in text:
+        if why == "credentials":
             log.error("MQTT login failed for user '%s', authentication failed: %s",
-                      self.user, text)
+                      self.user, result)
             return f.BAD_CREDENTIALS
-        log.error("MQTT cannot accept connection %s: %s", self.name, text)
+        log.error("MQTT cannot accept connection %s: %s", self.name, result)
         return f.UNAVAILABLE
 
-    async def _drain(self) -> None:
-        """The broker reads our AMQP connection slower than the client publishes (flow
-        control, an alarm): wait for pika's buffer to go down, so the inbox fills and
-        reading the client pauses. pika tells nobody when its buffer drains: looked at."""
-        while not self.closed and self.amqp._transport is not None \
-                and self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_LOW:
-            await asyncio.sleep(0.005)
-
-    def _blocked(self, blocked: bool) -> None:
-        """The broker blocked publishers (a memory or disk alarm): stop reading the client."""
-        self.blocked = blocked
-        self._read()
-
-    def _read(self) -> None:
-        """Read the client or not, as the inbox and the broker's alarms say."""
-        reading = not (self.inbox_full or self.blocked)
-        if reading != self.reading and not self.closed:
-            self.reading = reading
-            if reading:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
+    def _amqp_closed(self, reason) -> None:
+        if not self.closed and self.connected:
+            log.error("MQTT connection %s is closing: its AMQP connection closed (%s)",
+                      self.name, reason)
+            self.close()
 
     # ------------------------------------------------------------ PUBLISH
     def _publish(self, p: f.Publish) -> None:
@@ -451,12 +349,6 @@ class MqttConnection(asyncio.Protocol):
         pika's channel is not involved (it counts nothing for publishes)."""
         self.amqp_out += build_publish(channel.channel_number, self.exchange, routing_key,
                                        properties, body, self.amqp.params.frame_max)
-
-    def _flush_amqp(self) -> None:
-        if self.amqp_out:
-            data, self.amqp_out = b"".join(self.amqp_out), []
-            if self.amqp.is_open and self.amqp._transport is not None:
-                self.amqp._transport.write(data)    # else: closing, the client is told so
 
     def _confirms_opened(self, channel) -> None:
         """The confirm channel (opened on the first QoS 1 publish, as RabbitMQ's): what
@@ -548,12 +440,12 @@ class MqttConnection(asyncio.Protocol):
         self.consumers[tag] = qos           # known before the first delivery can come
         channel = self.channel
         if qos == 0:
-            channel = self.qos0_channel = await self._open_channel()
+            channel = self.qos0_channel = await self._open_channel(self._channel_closed)
             await self._call(lambda cb: channel.basic_qos(prefetch_count=QOS0_WINDOW,
                                                           callback=cb))
         self.amqp.tap(channel.channel_number, self._deliver)     # deliveries read raw
         await self._call(lambda cb: channel.basic_consume(
-            queue, _tapped, consumer_tag=tag, callback=cb))
+            queue, tapped, consumer_tag=tag, callback=cb))
 
     def _deliver(self, m: Delivery) -> None:
         """A delivery of either consumer, read raw (``delivery_tap.py``): a PUBLISH."""
@@ -605,24 +497,12 @@ class MqttConnection(asyncio.Protocol):
         self.next_packet_id = packet_id + 1 if packet_id < 0xFFFF else 1
         return packet_id
 
-    # ------------------------------------------------------------ AMQP plumbing
-    async def _open_channel(self):
-        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
-        channel.add_on_close_callback(self._channel_closed)
-        return channel
-
-    async def _call(self, start):
-        """A pika method's answer, or ``Ended`` when the AMQP side went first."""
-        return await answer(start, self.ended)
-
+    # ------------------------------------------------------------ AMQP errors
     def _channel_closed(self, _channel, reason) -> None:
         self._end(Ended(f"channel closed: {reason}"))
         if not self.closed and self.connected:
             log.error("MQTT connection %s is closing: %s", self.name, reason)
             self.close()
-
-    def _end(self, exc: Exception) -> None:
-        end(self.ended, exc)
 
 
 def _headers(raw: bytes) -> dict:
@@ -631,11 +511,6 @@ def _headers(raw: bytes) -> dict:
         return {}
     table = P.split(raw).get(P.F_HEADERS)
     return fieldtable.field_table(table)[1] if table is not None else {}
-
-
-def _tapped(_channel, _method, _properties, _body) -> None:
-    """pika's consumer callback, never called: the consumers' channels are tapped."""
-    log.error("MQTT: a delivery reached pika's consumer callback; dropped")
 
 
 def _properties(qos: int, dup: bool) -> bytes:

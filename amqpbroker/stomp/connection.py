@@ -33,17 +33,16 @@ import base64
 import collections
 import logging
 import os
-import socket
 from dataclasses import dataclass
 
 import pika
 
 from .. import __version__
-from ..delivery_tap import Delivery, TappedConnection
-from ..frontend import adapters
+from ..adapter import AdapterConnection, Ended, refusal, tapped
+from ..delivery_tap import Delivery
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
-from ..pika_calls import answer, end, reading
+from ..pika_calls import answer
 from ..protocol.fastpath import build_confirm, build_publish
 from . import destinations as d
 from .frames import Frame, FrameError, Parser, serialize
@@ -53,9 +52,6 @@ log = logging.getLogger("amqpbroker.stomp")
 SUPPORTED = ("1.0", "1.1", "1.2")
 LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT (stomp.login_timeout)
 MAX_UNAUTHENTICATED = 65_536        # the largest frame before the login
-INBOX_HIGH = 256                    # frames waiting: reading pauses above this
-AMQP_BUFFER_HIGH = 4 << 20          # bytes pika has not written yet: reading waits
-AMQP_BUFFER_LOW = 1 << 20           # ... until it is down to this
 SERVER = f"amqpbroker/{__version__}"
 # AMQP reply codes as RabbitMQ's STOMP plugin names them in an ERROR's message header
 ERROR_NAMES = {311: "content_too_large", 312: "no_route", 313: "no_consumers",
@@ -74,10 +70,6 @@ class StompError(Exception):
         self.message, self.detail = message, detail
 
 
-class Ended(Exception):
-    """The AMQP side went away (the channel or the connection closed)."""
-
-
 @dataclass
 class Subscription:
     destination: str                # the SUBSCRIBE's destination header
@@ -90,29 +82,26 @@ def _seconds(ms: int) -> int:
     return 0 if ms <= 0 else 1 if ms < 1000 else ms // 1000
 
 
+def _required(frame: Frame, header: str, command: str, message: str) -> str:
+    value = frame.get(header)
+    if value is None:
+        raise StompError(message, f"{_quoted(command)} must include a '{header}' header\n")
+    return value
+
+
 def _quoted(text: str) -> str:
     """A string as RabbitMQ's ``~p`` shows it in an error text."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class StompConnection(asyncio.Protocol):
+class StompConnection(AdapterConnection):
+    protocol = "STOMP"
+    log = log
+
     def __init__(self, server):
-        self.server = server
-        self.cfg = server.broker.config
+        super().__init__(server)
         self.parser = Parser(MAX_UNAUTHENTICATED)
-        self.transport = None
-        self.loop = None
-        self.name = "?"
-        self.inbox: collections.deque = collections.deque()
-        self.worker: asyncio.Task | None = None
-        self.inbox_full = False         # reading the client pauses while either holds:
-        self.blocked = False            # the broker blocks publishers (an alarm)
-        self.reading = True
-        self.closed = False
-        self.lost = False
-        self.amqp = None                # pika AsyncioConnection
         self.channel = None             # the one channel, as RabbitMQ's plugin
-        self.ended: asyncio.Future | None = None
         self.version = None             # negotiated at CONNECT
         self.session = ""
         self.login = self.vhost = ""
@@ -120,15 +109,14 @@ class StompConnection(asyncio.Protocol):
         self.declared: set[str] = set()                     # /queue/ queues declared here
         self.reply_queues: dict[str, str] = {}              # /temp-queue/ name -> queue
         self.transactions: dict[str, list] = {}
-        self.amqp_out: list = []        # AMQP frames written raw, not yet flushed
         self.confirming = False         # confirm mode, from the first SEND with a receipt
         self.publish_seq = 0
         self.receipts: collections.OrderedDict = collections.OrderedDict()  # seq -> id
-        self.heard = 0.0
         self.out: list[bytes] = []      # frames to write at the end of this loop turn
         self.batching = True
         self.sent = False               # written since the last heart-beat tick
         self.timers: list[asyncio.TimerHandle] = []
+        self.disconnecting = False      # DISCONNECT: the AMQP side closes, no ERROR for it
         self.holding = False            # deliveries wait while a SUBSCRIBE is being done
         self.held: list = []
         self.death = None               # why the broker closed the channel, while a frame
@@ -136,19 +124,8 @@ class StompConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
-        self.transport = transport
+        self._accepted(transport)
         self.batching = getattr(transport, "protocol_name", None) is None    # not a WebSocket
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        self.peer = peer[0]
-        local = transport.get_extra_info("sockname") or ("?", 0)
-        self.addresses = (tuple(peer[:2]), tuple(local[:2]))
-        self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
-        self.server.connections.add(self)
-        self.loop = asyncio.get_running_loop()
-        self.heard = self.loop.time()
         self.timers.append(self.loop.call_later(LOGIN_TIMEOUT, self._login_timeout))
         log.info("accepting STOMP connection %s", self.name)
 
@@ -162,12 +139,7 @@ class StompConnection(asyncio.Protocol):
             log.error("STOMP detected network error on %s: %s", self.name, exc)
             self.close()
             return
-        self.inbox.extend(frames)
-        if len(self.inbox) > INBOX_HIGH and not self.inbox_full:
-            self.inbox_full = True
-            self._read()
-        if self.inbox and self.worker is None:
-            self.worker = self.loop.create_task(self._work())
+        self._received(frames)
 
     def connection_lost(self, exc) -> None:
         self.lost = True
@@ -178,12 +150,10 @@ class StompConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The client reads slower than deliveries come: stop reading the AMQP socket, so
         the broker's own flow control holds the messages back."""
-        if self.amqp is not None:
-            reading(self.amqp, False)
+        self._amqp_reading(False)
 
     def resume_writing(self) -> None:
-        if self.amqp is not None:
-            reading(self.amqp, True)
+        self._amqp_reading(True)
 
     def send(self, command: str, headers, body: bytes = b"") -> None:
         """A frame to the client: written with the others of this loop turn, in one write
@@ -217,11 +187,7 @@ class StompConnection(asyncio.Protocol):
         if self.worker is not None and self.worker is not asyncio.current_task():
             self.worker.cancel()
         self.server.connections.discard(self)
-        if self.amqp is not None and not (self.amqp.is_closing or self.amqp.is_closed):
-            if self.amqp.is_open:
-                self._flush_amqp()      # what the client sent before DISCONNECT
-            self.amqp.close()
-        self._end(Ended("the STOMP connection closed"))
+        self._close_amqp()              # what the client sent before DISCONNECT goes first
         self._flush()                   # an ERROR frame before the close
         self.transport.close()
         log.info("closing STOMP connection %s", self.name)
@@ -231,43 +197,21 @@ class StompConnection(asyncio.Protocol):
             log.error("closing STOMP connection %s (login timeout)", self.name)
             self.close()
 
-    def _read(self) -> None:
-        reading = not (self.inbox_full or self.blocked)
-        if reading != self.reading and not self.closed:
-            self.reading = reading
-            if reading:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
-
     # ------------------------------------------------------------ frames, in order
-    async def _work(self) -> None:
-        try:
-            while self.inbox and not self.closed:
-                await self._handle(self.inbox.popleft())
-                if not self.inbox or self.inbox[0].command not in ("SEND", "ACK"):
-                    self._flush_amqp()          # one write for this read's SENDs and ACKs
-                    if self.amqp is not None and self.amqp._transport is not None and \
-                            self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_HIGH:
-                        await self._drain()
-                if self.inbox_full and len(self.inbox) < INBOX_HIGH // 2:
-                    self.inbox_full = False
-                    self._read()
-        except Ended:
-            if self.death is not None:          # the frame's clean-up is done: now the ERROR
-                self._amqp_death(self.death)
-            self.close()
-        except Exception:                                   # noqa: BLE001 - one boundary
-            log.exception("STOMP connection %s failed", self.name)
-            self.close()
-        finally:
-            self.worker = None
-            if self.death is not None and not self.closed:
-                self._amqp_death(self.death)
-            if self.inbox and not self.closed:
-                self.worker = self.loop.create_task(self._work())
-            elif self.lost and not self.closed:
-                self.close()
+    def _batched(self, frame: Frame) -> bool:
+        return frame.command in ("SEND", "ACK")         # written raw: flushed together
+
+    def _ended(self, exc: Ended) -> None:
+        if self.death is not None:          # the frame's clean-up is done: now the ERROR
+            self._amqp_death(self.death)
+        self.close()
+
+    def _work_done(self) -> None:
+        if self.death is not None and not self.closed:
+            self._amqp_death(self.death)
+
+    def _client_gone(self) -> None:
+        self.close()
 
     async def _handle(self, frame: Frame) -> None:
         command = frame.command
@@ -374,54 +318,30 @@ class StompConnection(asyncio.Protocol):
 
     async def _open(self, login: str, passcode: str, vhost: str, version: str):
         """Log in over AMQP and open the channel: None, or the StompError to answer."""
-        loop = self.loop
-        opened = loop.create_future()
-        self.ended = loop.create_future()
-        host, port = self.server.broker.shovels.local_address()
-        params = pika.ConnectionParameters(
-            host, port, vhost, pika.PlainCredentials(login, passcode),
-            heartbeat=0, client_properties={adapters.PROPERTY: adapters.claim(
-                self.server.broker.users.internal_secret,
-                f"{getattr(self.transport, 'protocol_name', 'STOMP')} {version}",
-                *self.addresses, self.transport.get_extra_info("sslcontext") is not None,
-                {"product": "STOMP client"})})
-
-        def on_error(_conn, exc) -> None:
-            if not opened.done():
-                opened.set_result(exc)
-
-        def on_closed(_conn, reason) -> None:
-            if not opened.done():
-                opened.set_result(reason)
-            self._end(Ended(f"AMQP connection closed: {reason}"))
-            if not self.closed and self.channel is not None:
-                self._amqp_death(reason)
-
-        self.amqp = TappedConnection(params, on_open_callback=opened.set_result,
-                                      on_open_error_callback=on_error,
-                                      on_close_callback=on_closed, custom_ioloop=loop)
-        self.amqp.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
-        self.amqp.add_on_connection_unblocked_callback(lambda *_: self._blocked(False))
-        result = await opened
-        if result is not self.amqp:
-            self.amqp = None
-            text = str(result)
-            if isinstance(result, pika.exceptions.ProbableAccessDeniedError) or "530" in text:
+        result = await self._open_amqp(
+            vhost, login, passcode,
+            f"{getattr(self.transport, 'protocol_name', 'STOMP')} {version}",
+            {"product": "STOMP client"})
+        if self.amqp is None:
+            why = refusal(result)
+            if why == "vhost":
                 log.warning("STOMP login failed for user '%s': virtual host access not "
                             "allowed", login)
                 return StompError("Bad CONNECT", f"Virtual host '{vhost}' access denied")
-            if isinstance(result, (pika.exceptions.ProbableAuthenticationError,
-                                   pika.exceptions.AuthenticationError)) or "403" in text:
+            if why == "credentials":
                 log.warning("STOMP login failed for user '%s': authentication failed", login)
                 return StompError("Bad CONNECT", f"Access refused for user '{login}'\n")
-            log.error("STOMP login failed for user '%s': %s", login, text)
-            return StompError("Bad CONNECT", text)
-        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
-        channel.add_on_close_callback(self._channel_closed)
+            log.error("STOMP login failed for user '%s': %s", login, result)
+            return StompError("Bad CONNECT", str(result))
+        channel = await self._open_channel(self._channel_closed)
         channel.add_on_cancel_callback(self._cancelled)
         self.amqp.tap(channel.channel_number, self._deliver)    # deliveries read raw
         self.channel = channel
         return None
+
+    def _amqp_closed(self, reason) -> None:
+        if not self.closed and self.channel is not None and not self.disconnecting:
+            self._amqp_death(reason)
 
     def _beat(self, every: int) -> None:
         if self.closed:
@@ -541,7 +461,7 @@ class StompConnection(asyncio.Protocol):
             tag = "T_/temp-queue/" + temp
             self.subscriptions[tag] = Subscription(queue, "auto", False, f"id='{tag[2:]}'")
             await self._call(lambda cb: self.channel.basic_consume(
-                queue, _tapped, auto_ack=True, consumer_tag=tag, callback=cb))
+                queue, tapped, auto_ack=True, consumer_tag=tag, callback=cb))
             self.reply_queues[temp] = queue
         return queue
 
@@ -572,7 +492,7 @@ class StompConnection(asyncio.Protocol):
                                                ack == "client", description)
         try:
             await self._call(lambda cb: self.channel.basic_consume(
-                queue, _tapped, auto_ack=ack == "auto", consumer_tag=tag,
+                queue, tapped, auto_ack=ack == "auto", consumer_tag=tag,
                 arguments={"x-stream-offset": offset} if offset is not None else None,
                 callback=cb))
             if exchange != "":
@@ -607,11 +527,7 @@ class StompConnection(asyncio.Protocol):
         return "Q_" + dest, f"destination='{dest}'"
 
     def _destination(self, frame: Frame, command: str) -> str:
-        dest = frame.get("destination")
-        if dest is None:
-            raise StompError("Missing destination",
-                             f"{_quoted(command)} must include a 'destination' header\n")
-        return dest
+        return _required(frame, "destination", command, "Missing destination")
 
     # ------------------------------------------------------------ UNSUBSCRIBE
     async def on_unsubscribe(self, frame: Frame) -> None:
@@ -721,11 +637,7 @@ class StompConnection(asyncio.Protocol):
         return actions
 
     def _tx_name(self, frame: Frame, command: str) -> str:
-        tx = frame.get("transaction")
-        if tx is None:
-            raise StompError("Missing transaction",
-                             f"{_quoted(command)} must include a 'transaction' header\n")
-        return tx
+        return _required(frame, "transaction", command, "Missing transaction")
 
     async def on_begin(self, frame: Frame) -> None:
         self.transactions[self._tx_name(frame, "BEGIN")] = []
@@ -746,30 +658,22 @@ class StompConnection(asyncio.Protocol):
         del self.transactions[tx]
 
     async def on_disconnect(self, frame: Frame) -> None:
-        pass                            # the receipt, then the close (_handle)
+        """The AMQP connection closes first and the RECEIPT follows (_do), as RabbitMQ's
+        plugin does: once the client has the receipt its consumers are gone, so a message
+        published after it waits in the queue instead of going to this connection."""
+        self.disconnecting = True
+        if self.amqp is None or not self.amqp.is_open:
+            return
+        self._flush_amqp()
+        closed = self.loop.create_future()
+        self.amqp.add_on_close_callback(lambda *_: closed.done() or closed.set_result(None))
+        self.amqp.close()
+        await closed
 
-    # ------------------------------------------------------------ AMQP plumbing
-    async def _call(self, start):
-        self._flush_amqp()              # what was written raw goes first
-        return await answer(start, self.ended)
-
-    def _flush_amqp(self) -> None:
-        if self.amqp_out:
-            data, self.amqp_out = b"".join(self.amqp_out), []
-            if self.amqp is not None and self.amqp.is_open and self.amqp._transport is not None:
-                self.amqp._transport.write(data)    # else: closing, the client is told so
-
-    async def _drain(self) -> None:
-        """The broker reads our AMQP connection slower than the client sends (flow control,
-        an alarm): wait for pika's buffer to go down, so the inbox fills and reading the
-        client pauses. pika tells nobody when its buffer drains: looked at."""
-        while not self.closed and self.amqp._transport is not None \
-                and self.amqp._transport.get_write_buffer_size() > AMQP_BUFFER_LOW:
-            await asyncio.sleep(0.005)
-
+    # ------------------------------------------------------------ AMQP errors
     def _channel_closed(self, _channel, reason) -> None:
         self._end(Ended(f"channel closed: {reason}"))
-        if self.closed:
+        if self.closed or self.disconnecting:
             return
         if self.worker is None:
             self._amqp_death(reason)
@@ -785,14 +689,6 @@ class StompConnection(asyncio.Protocol):
         log.error("STOMP error frame sent on %s: message %r, detail %r", self.name, name, text)
         self.send_error(name, text)
         self.close()
-
-    def _end(self, exc: Exception) -> None:
-        end(self.ended, exc)
-
-
-def _tapped(_channel, _method, _properties, _body) -> None:
-    """pika's consumer callback, never called: the channel's deliveries are tapped."""
-    log.error("STOMP: a delivery reached pika's consumer callback; dropped")
 
 
 HANDLERS = {"SEND": StompConnection.on_send, "SUBSCRIBE": StompConnection.on_subscribe,

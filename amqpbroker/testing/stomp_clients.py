@@ -65,9 +65,13 @@ class Client(stomp.ConnectionListener):
         assert self.receipt() == f"sub-{sub_id}"
 
     def close(self) -> None:
+        """DISCONNECT, and wait for its RECEIPT (stomp.py's ``disconnect`` does not: it
+        returns once the frame is sent). The broker sends that receipt once this client's
+        consumers are gone, so what is published after ``close`` is not delivered here."""
         try:
             if self.c.is_connected():
-                self.c.disconnect()
+                self.c.disconnect(receipt="disconnect")
+                self.disconnected.get(timeout=TIMEOUT)  # stomp.py drops the socket on it
         except Exception:                           # noqa: BLE001 - closing anyway
             pass
 

@@ -3,6 +3,8 @@ listener reaches the queues through its own AMQP listener, so a STOMP client on 
 meets the others: a quorum queue declared through one node is consumed through another, and
 a durable topic subscription is picked up again through a third. Three real nodes, a real
 etcd, stomp.py."""
+import queue
+
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.stomp_clients import Client
 
@@ -37,7 +39,11 @@ def test_stomp_clients_on_different_nodes_meet(tmp_path):
             back = client(n3)                         # another node
             back.subscribe("/topic/stomp.events", "keep", durable="true",
                            **{"auto-delete": "false"})
-            m = back.message()
+            try:
+                m = back.message()
+            except queue.Empty:
+                raise AssertionError(("no message", [(n.node, n.api("queues"))
+                                                     for n in (n1, n2, n3)])) from None
             assert (m.body, m.headers["destination"]) == ("while away", "/topic/stomp.events")
         finally:
             for c in made:

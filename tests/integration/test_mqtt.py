@@ -14,6 +14,7 @@ import pytest
 
 from amqpbroker.mqtt import frames as f
 from amqpbroker.testing import LAYOUTS, BrokerProcess
+from amqpbroker.testing.closing import closing_clients
 from amqpbroker.testing.mqtt_clients import TIMEOUT, Client, closed_by_broker, raw, \
     read_packet
 
@@ -33,14 +34,8 @@ def at(broker) -> tuple:
 
 @pytest.fixture
 def clients(broker):
-    made = []
-
-    def make(client_id, **kw):
-        made.append(Client(at(broker), client_id, **kw))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+    with closing_clients(lambda client_id, **kw: Client(at(broker), client_id, **kw)) as make:
+        yield make
 
 
 def test_publish_subscribe_qos0_and_qos1_with_wildcards(clients):

@@ -15,6 +15,7 @@ import pika
 import pytest
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess
+from amqpbroker.testing.closing import closing_clients
 from amqpbroker.testing.stomp_clients import TIMEOUT, Client, Raw
 
 pytestmark = pytest.mark.own_layout         # every broker here names its layout
@@ -33,14 +34,8 @@ def at(broker) -> tuple:
 
 @pytest.fixture
 def clients(broker):
-    made = []
-
-    def make(**kw):
-        made.append(Client(at(broker), **kw))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+    with closing_clients(lambda **kw: Client(at(broker), **kw)) as make:
+        yield make
 
 
 @pytest.fixture
@@ -244,6 +239,22 @@ def test_durable_topic_subscription_keeps_messages_while_away(clients, broker):
     again.c.unsubscribe("dur", headers={"durable": "true"}, receipt="u")
     assert again.receipt() == "u"
     assert durable[0] not in [q["name"] for q in broker.api("queues")]
+
+
+def test_after_the_disconnect_receipt_nothing_goes_to_the_old_subscriber(broker, clients,
+                                                                        amqp):
+    """RabbitMQ closes the AMQP connection before it sends DISCONNECT's RECEIPT: a message
+    published once the client has it stays in the queue (an auto-ack consumer still
+    registered would take it and drop it with the connection). Twenty times over."""
+    amqp.queue_declare("stomp-after-disconnect")
+    amqp.confirm_delivery()
+    for i in range(20):
+        c = clients()
+        c.subscribe("/amq/queue/stomp-after-disconnect", "s")
+        c.close()                                   # DISCONNECT, and its RECEIPT
+        amqp.basic_publish("", "stomp-after-disconnect", f"m{i}".encode())   # confirmed
+        method, _, body = amqp.basic_get("stomp-after-disconnect", auto_ack=True)
+        assert body == f"m{i}".encode(), i
 
 
 def test_errors_are_rabbitmqs_and_the_connection_goes_on(clients):
