@@ -84,7 +84,12 @@ def test_kept_across_a_restart_and_a_sigkill(tmp_path):
         b.start()
         ch = channel_of(b)
         filled(ch, "shk-src", 2, prefix="stop")
-        wait_until(lambda: depth(ch, "shk-dest") == 5, WITHIN, "moved after a restart")
+        try:
+            wait_until(lambda: depth(ch, "shk-dest") == 5, WITHIN, "moved after a restart")
+        except AssertionError as exc:       # seen once in CI's split layout: say what it did
+            raise AssertionError(f"{exc}; status: {b.request('GET', 'shovels')[1]}; the "
+                                 f"broker said: {[x for x in b.output if 'hovel' in x][-12:]}"
+                                 ) from None
         assert bodies(ch, "shk-dest") == [b"m0", b"m1", b"m2", b"stop0", b"stop1"]
         b.kill()
         b.start()
