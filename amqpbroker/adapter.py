@@ -10,10 +10,12 @@ protocol must (a declare, a bind); what needs no answer (publishes, acks) is wri
 (``protocol/fastpath``) into ``amqp_out`` and flushed once per read of the client, before any
 call that waits for an answer.
 
-Back-pressure, both ways: reading the client pauses while its inbox is full or the broker
-blocks publishers (a memory or disk alarm, ``connection.blocked``), or while pika's buffer
-toward the broker is high; a client whose socket is full stops the adapter reading what the
-broker sends, so the broker's own flow control holds the messages back.
+Back-pressure, both ways: reading the client pauses while its inbox is full, while pika's
+buffer toward the broker is high, and -- once the client publishes -- while the broker blocks
+publishers (a memory or disk alarm, ``connection.blocked``): as RabbitMQ's STOMP and MQTT
+readers, a client that only consumes, subscribes or acks goes on during an alarm, and one
+that publishes is held at its publish. A client whose socket is full stops the adapter
+reading what the broker sends, so the broker's own flow control holds the messages back.
 """
 from __future__ import annotations
 
@@ -59,8 +61,9 @@ def tapped(_channel, _method, _properties, _body) -> None:
 class AdapterConnection(asyncio.Protocol):
     """A client of another protocol, carried over AMQP. A subclass names its ``log`` and
     ``protocol`` and implements ``_handle`` (one packet or frame), ``close``, ``_batched``
-    (a packet whose AMQP frames may wait for the next), ``_ended`` (the AMQP side went while
-    one was being handled) and ``_client_gone``."""
+    (a packet whose AMQP frames may wait for the next), ``_publishes`` (a packet that
+    publishes: held during an alarm), ``_ended`` (the AMQP side went while one was being
+    handled) and ``_client_gone``."""
 
     protocol = "?"
     log = logging.getLogger("amqpbroker.adapter")
@@ -76,7 +79,10 @@ class AdapterConnection(asyncio.Protocol):
         self.inbox: collections.deque = collections.deque()
         self.worker: asyncio.Task | None = None
         self.inbox_full = False         # reading the client pauses while either holds:
+        self.alarm_held = False         # a publish waits for the broker's alarm to clear
         self.blocked = False            # the broker blocks publishers (an alarm)
+        self.unblocked = asyncio.Event()
+        self.unblocked.set()
         self.reading = True
         self.closed = False
         self.lost = False               # the client's socket closed
@@ -112,7 +118,7 @@ class AdapterConnection(asyncio.Protocol):
 
     def _read(self) -> None:
         """Read the client or not, as the inbox and the broker's alarms say."""
-        reading_ = not (self.inbox_full or self.blocked)
+        reading_ = not (self.inbox_full or self.alarm_held)
         if reading_ != self.reading and not self.closed:
             self.reading = reading_
             if reading_:
@@ -121,9 +127,28 @@ class AdapterConnection(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def _blocked(self, blocked: bool) -> None:
-        """The broker blocked publishers (a memory or disk alarm): stop reading the client."""
+        """The broker blocked publishers (a memory or disk alarm), or unblocked them: the
+        client's next publish waits (``_work``), or goes on."""
         self.blocked = blocked
+        if blocked:
+            self.unblocked.clear()
+        else:
+            self.unblocked.set()
+
+    async def _hold_for_alarm(self) -> None:
+        """A publish while the broker blocks publishers: reading the client pauses until
+        the alarm clears (or the AMQP side goes: ``Ended``)."""
+        self.alarm_held = True
         self._read()
+        waiter = asyncio.ensure_future(self.unblocked.wait())
+        try:
+            await asyncio.wait({waiter, self.ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        self.alarm_held = False
+        self._read()
+        if self.ended.done():
+            raise self.ended.exception()
 
     def _amqp_reading(self, on: bool) -> None:
         """The client's socket is full (off) or drained (on): read the broker or not."""
@@ -134,7 +159,11 @@ class AdapterConnection(asyncio.Protocol):
     async def _work(self) -> None:
         try:
             while self.inbox and not self.closed:
-                await self._handle(self.inbox.popleft())
+                item = self.inbox.popleft()
+                if self.blocked and self._publishes(item):
+                    self._flush_amqp()
+                    await self._hold_for_alarm()
+                await self._handle(item)
                 if not self.inbox or not self._batched(self.inbox[0]):
                     self._flush_amqp()          # one write for this read's publishes, acks
                     if self.amqp is not None and self.amqp._transport is not None and \
@@ -155,6 +184,9 @@ class AdapterConnection(asyncio.Protocol):
                 self.worker = self.loop.create_task(self._work())
             elif self.lost and not self.closed:             # the client went: now close
                 self._client_gone()
+
+    def _publishes(self, item) -> bool:
+        return False
 
     def _work_done(self) -> None:
         """After the inbox was worked through (or the work ended)."""

@@ -174,6 +174,9 @@ class MqttConnection(AdapterConnection):
     def _batched(self, packet) -> bool:
         return isinstance(packet, (f.Publish, f.PubAck))     # written raw: flushed together
 
+    def _publishes(self, packet) -> bool:
+        return isinstance(packet, f.Publish)
+
     def _ended(self, exc: Ended) -> None:
         if not self.closed:
             log.error("MQTT connection %s is closing: %s", self.name, exc)

@@ -52,6 +52,7 @@ log = logging.getLogger("amqpbroker.stomp")
 SUPPORTED = ("1.0", "1.1", "1.2")
 LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT (stomp.login_timeout)
 MAX_UNAUTHENTICATED = 65_536        # the largest frame before the login
+DISCONNECT_TIMEOUT = 5.0            # s a DISCONNECT waits for the AMQP side to close
 SERVER = f"amqpbroker/{__version__}"
 # AMQP reply codes as RabbitMQ's STOMP plugin names them in an ERROR's message header
 ERROR_NAMES = {311: "content_too_large", 312: "no_route", 313: "no_consumers",
@@ -200,6 +201,9 @@ class StompConnection(AdapterConnection):
     # ------------------------------------------------------------ frames, in order
     def _batched(self, frame: Frame) -> bool:
         return frame.command in ("SEND", "ACK")         # written raw: flushed together
+
+    def _publishes(self, frame: Frame) -> bool:
+        return frame.command == "SEND"                  # RabbitMQ's reader blocks on it
 
     def _ended(self, exc: Ended) -> None:
         if self.death is not None:          # the frame's clean-up is done: now the ERROR
@@ -361,10 +365,6 @@ class StompConnection(AdapterConnection):
             self.close()
             return
         self.timers.append(self.loop.call_later(every, self._check_heard, every))
-
-    def _blocked(self, blocked: bool) -> None:
-        self.blocked = blocked
-        self._read()
 
     # ------------------------------------------------------------ destinations
     async def _endpoint(self, direction: str, command: str, dest: str, frame: Frame):
@@ -668,7 +668,11 @@ class StompConnection(AdapterConnection):
         closed = self.loop.create_future()
         self.amqp.add_on_close_callback(lambda *_: closed.done() or closed.set_result(None))
         self.amqp.close()
-        await closed
+        try:                            # a broker that blocks this connection (an alarm)
+            await asyncio.wait_for(closed, DISCONNECT_TIMEOUT)  # may not read its close
+        except asyncio.TimeoutError:
+            log.warning("STOMP connection %s: its AMQP connection did not close within %s s",
+                        self.name, DISCONNECT_TIMEOUT)
 
     # ------------------------------------------------------------ AMQP errors
     def _channel_closed(self, _channel, reason) -> None:

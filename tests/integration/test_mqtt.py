@@ -434,3 +434,25 @@ def test_mqtt_over_websockets_meets_mqtt_over_tcp(broker, clients):
     for name, protocol in (("mqtt311", "mqtt"), ("web-mqtt", "http/web-mqtt")):
         assert broker.request("GET", f"health/checks/protocol-listener/{name}") == \
             (200, {"status": "ok", "protocol": protocol})       # RabbitMQ's names for them
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_disk_alarm_holds_mqtt_publishers_at_their_publish(tmp_path, layout):
+    """As RabbitMQ's MQTT reader: during a resource alarm a SUBSCRIBE is answered, a QoS 1
+    PUBLISH waits (no PUBACK, nothing routed), the connection stays up."""
+    with BrokerProcess(tmp_path, *LAYOUTS[layout], "--mqtt-port", "-1", "--disk-free-limit",
+                       str(1 << 60), management=True) as b:
+        assert b.api("nodes")[0]["disk_free_alarm"] is True
+        s = raw((b.host, b.mqtt_port), "alarm-pub")
+        try:
+            s.sendall(f._packet(f.SUBSCRIBE, 2, b"\x00\x01" + f._string("alarm/t") + b"\x01"))
+            assert read_packet(s)[0] >> 4 == f.SUBACK                  # not held
+            s.sendall(f.publish_packet("alarm/t", b"held", 1, 7))
+            s.settimeout(2.0)
+            with pytest.raises(socket.timeout):      # what must not come, bounded
+                read_packet(s)
+            queues = b.api("queues")
+            assert [q["messages"] for q in queues if q["name"].startswith(
+                "mqtt-subscription-alarm-pub")] == [0]
+        finally:
+            s.close()

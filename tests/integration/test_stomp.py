@@ -435,3 +435,35 @@ def test_a_slow_reader_leaves_its_messages_in_the_queue(broker, amqp):
         m = r.read()
         assert m.body[:8].strip() == str(i).encode()
     r.close()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_disk_alarm_holds_stomp_publishers_at_their_send(tmp_path, layout):
+    """RabbitMQ's resource alarms hold a STOMP publisher as its reader does: frames before
+    a SEND are done (a SUBSCRIBE gets its RECEIPT, a consumer its messages), the SEND and
+    what follows it wait (no RECEIPT, nothing reaches the queue), the connection stays up,
+    and other clients are not held."""
+    with BrokerProcess(tmp_path, *LAYOUTS[layout], "--stomp-port", "-1", "--disk-free-limit",
+                       str(1 << 60), management=True) as b:
+        assert b.api("nodes")[0]["disk_free_alarm"] is True
+        conn = pika.BlockingConnection(pika.ConnectionParameters(b.host, b.port))
+        ch = conn.channel()
+        ch.queue_declare("stomp-alarm")
+        publisher = Raw(at(b))
+        consumer = Client(at(b))
+        try:
+            publisher.send("SUBSCRIBE", [("destination", "/amq/queue/stomp-alarm"),
+                                         ("id", "s"), ("receipt", "sub")])
+            assert publisher.read().headers["receipt-id"] == "sub"     # not held
+            publisher.send("SEND", [("destination", "/amq/queue/stomp-alarm"),
+                                    ("receipt", "send")], b"held")
+            publisher.send("UNSUBSCRIBE", [("id", "s"), ("receipt", "unsub")])
+            publisher.s.settimeout(2.0)
+            with pytest.raises(socket.timeout):              # what must not come, bounded
+                publisher.read()
+            assert b.api("queues/%2F/stomp-alarm")["messages"] == 0
+            consumer.subscribe("/amq/queue/stomp-alarm", "c")    # another client: goes on
+            conn.close()
+        finally:
+            publisher.close()
+            consumer.close()
