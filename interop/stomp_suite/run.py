@@ -2,7 +2,7 @@
 against any broker, and count.
 
     python interop/stomp_suite/run.py --rabbitmq-git PATH --stomppy-git PATH
-        [--stomp-port N --amqp-port N --mgmt-url URL] [--workdir DIR] [--keep-going]
+        [--stomp-port N --amqp-port N --mgmt-url URL] [--broker-arg ARG ...] [--workdir DIR]
 
 What it does:
 
@@ -14,8 +14,10 @@ What it does:
 * installs the suite's other dependency (pika) and stomp.py's (docopt) in a private venv
   under the work directory;
 * starts a fresh amqpbroker on free ports with ``--stomp-port -1``
-  (``amqpbroker.testing.BrokerProcess``); with ``--stomp-port`` no broker is started and the
-  suite runs against that one (RabbitMQ with ``rabbitmq_stomp``, for reference);
+  (``amqpbroker.testing.BrokerProcess``; more of its arguments in ``--broker-arg``, e.g. the
+  split layout: ``--broker-arg=--workers=2 --broker-arg=--frontends=2``); with
+  ``--stomp-port`` no broker is started and the suite runs against that one (RabbitMQ with
+  ``rabbitmq_stomp``, for reference);
 * runs ``main_runner.py`` (the suite's list of modules: 99 tests) as RabbitMQ's CI does,
   with ``STOMP_PORT`` and ``AMQP_PORT``; the suite calls ``rabbitmqctl`` (``$RABBITMQCTL``)
   for two things, answered here by ``ctl_stand_in.py`` over the management API:
@@ -68,6 +70,8 @@ def main() -> int:
     ap.add_argument("--mgmt-url", default="http://guest:guest@127.0.0.1:15672")
     ap.add_argument("--rabbitmqctl", help="the real rabbitmqctl (against RabbitMQ)")
     ap.add_argument("--nodename", default="rabbit@localhost")
+    ap.add_argument("--broker-arg", action="append", default=[],
+                    help="an argument for our broker (repeatable)")
     ap.add_argument("--workdir", help="kept after the run (default: a temporary one)")
     args = ap.parse_args()
     if not args.rabbitmq_git or not args.stomppy_git:
@@ -90,7 +94,7 @@ def main() -> int:
     try:
         if args.stomp_port is None:
             from amqpbroker.testing import BrokerProcess
-            broker = BrokerProcess(work / "broker-data", "--stomp-port", "-1",
+            broker = BrokerProcess(work / "broker-data", "--stomp-port", "-1", *args.broker_arg,
                                    management=True, env={"PYTHONPATH": str(ROOT)}).start()
             stomp_port, amqp_port = broker.stomp_port, broker.port
             mgmt_url = f"http://guest:guest@127.0.0.1:{broker.management_port}"
