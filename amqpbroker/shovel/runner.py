@@ -77,6 +77,9 @@ class Shovel:
         self._connections: list = []
         self._closing: list = []        # futures of connections closing, done when closed
         self._ended: asyncio.Future | None = None
+        self._pending: dict = {}        # published to the destination, not yet confirmed
+        self._stopping = False
+        self._drained: asyncio.Future | None = None     # done once _pending is empty
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -84,7 +87,14 @@ class Shovel:
 
     async def stop(self) -> None:
         """Stop, and wait (a few seconds at most) for its connections to close cleanly: the
-        acks it sent are then handled, so a clean shutdown moves nothing twice."""
+        acks it sent are then handled, so a clean shutdown moves nothing twice. Messages
+        already published to the destination but not yet confirmed (a durable queue
+        confirms after its fsync) are waited for first, so their acks are among those: a
+        shovel stopped between the two moved them again after a restart."""
+        self._stopping = True               # no more deliveries are forwarded
+        if self._pending and self.task is not None and not self.task.done():
+            self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._drained, self.task}, timeout=CLOSE_TIMEOUT)
         if self.task is not None and not self.task.done():
             self.task.cancel()
             try:
@@ -153,6 +163,7 @@ class Shovel:
         d = self.d
         done = asyncio.get_running_loop().create_future()
         pending: dict[int, int] = {}          # destination publish seq -> source tag
+        self._pending = pending
         counts = {"published": 0, "settled": 0, "seq": 0}
         no_ack = d.ack_mode == "no-ack"
 
@@ -173,10 +184,12 @@ class Shovel:
                 else:
                     src.basic_nack(tag, requeue=True)
             settled(len(tags))
+            if not pending and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)      # stopping: every ack is sent
 
         def on_message(_ch, method, properties, body) -> None:
-            if remaining is not None and counts["published"] >= remaining:
-                return              # past the count: left unacked, requeued at the close
+            if remaining is not None and counts["published"] >= remaining or self._stopping:
+                return              # past the count, or stopping: left unacked, requeued
             exchange, key = self._destination(method)
             dest.basic_publish(exchange, key, body, self._properties(properties, method))
             counts["published"] += 1

@@ -86,10 +86,10 @@ def test_kept_across_a_restart_and_a_sigkill(tmp_path):
         filled(ch, "shk-src", 2, prefix="stop")
         try:
             wait_until(lambda: depth(ch, "shk-dest") == 5, WITHIN, "moved after a restart")
-        except AssertionError as exc:       # seen once in CI's split layout: say what it did
+        except AssertionError as exc:       # seen twice in CI: say what it did
             raise AssertionError(f"{exc}; status: {b.request('GET', 'shovels')[1]}; the "
                                  f"broker said: {[x for x in b.output if 'hovel' in x][-12:]}"
-                                 ) from None
+                                 f"; moved: {bodies(ch, 'shk-dest')}") from None
         assert bodies(ch, "shk-dest") == [b"m0", b"m1", b"m2", b"stop0", b"stop1"]
         b.kill()
         b.start()
@@ -181,3 +181,4 @@ def test_a_vhosts_shovels_go_with_it(broker):
 def test_what_rabbitmq_takes_but_cannot_run_is_refused(broker, value, reason):
     status, body = broker.request("PUT", "parameters/shovel/%2F/bad", {"value": value})
     assert (status, body["reason"]) == (400, f"Validation failed\n\n{reason}\n")
+
