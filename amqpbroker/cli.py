@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -408,10 +407,11 @@ def _listening_socket(host: str, port: int):
 async def _start_adapters(broker, cfg: Config, amqps) -> str:
     """The MQTT and STOMP listeners asked for (each off by default, as RabbitMQ's plugins):
     their ports, shown in ``/api/overview``'s listeners and added to the ready line."""
+    from .mqtt.listener import MqttServer
+    from .stomp.listener import StompServer
     added = ""
-    for name, server_class, web_path in (("mqtt", "mqtt.listener.MqttServer", cfg.web_mqtt_path),
-                                         ("stomp", "stomp.listener.StompServer",
-                                          cfg.web_stomp_path)):
+    for name, server_class, web_path in (("mqtt", MqttServer, cfg.web_mqtt_path),
+                                         ("stomp", StompServer, cfg.web_stomp_path)):
         # (ready-line label, /api/overview protocol, port, TLS context, over WebSockets)
         ports = ((name, name, getattr(cfg, f"{name}_port"), None, False),
                  (f"{name}s", f"{name}/ssl", getattr(cfg, f"{name}_tls_port"), amqps, False),
@@ -419,8 +419,7 @@ async def _start_adapters(broker, cfg: Config, amqps) -> str:
                   True))
         if not any(port for _, _, port, _, _ in ports):
             continue
-        module, cls = server_class.rsplit(".", 1)
-        server = getattr(importlib.import_module(f".{module}", __package__), cls)(broker)
+        server = server_class(broker)
         setattr(broker, name, server)
         for label, protocol, port, ssl, web in ports:
             if not port:

@@ -466,7 +466,8 @@ class Session(asyncio.BufferedProtocol):
         self.conn.send_tune()
 
     def _adapted(self, fields: dict | None) -> None:
-        """An MQTT client's connection (adapters.py): shown with its address and protocol."""
+        """An MQTT or STOMP client's connection (adapters.py): shown with its address and
+        protocol."""
         self.client_properties = {k: v for k, v in self.client_properties.items()
                                   if k != adapters.PROPERTY}
         if fields is None:

@@ -249,7 +249,8 @@ class StompConnection(AdapterConnection):
         command = frame.command
         try:
             if handler is None:
-                raise StompError("Bad command", f"Could not interpret command {_quoted(command)}\n")
+                raise StompError("Bad command",
+                                 f"Could not interpret command {_quoted(command)}\n")
             if command in ("SUBSCRIBE", "UNSUBSCRIBE") and "id" not in frame.headers and \
                     (frame.get("durable") == "true" or frame.get("persistent") == "true"):
                 raise StompError("Missing Header",
@@ -367,10 +368,10 @@ class StompConnection(AdapterConnection):
         self.timers.append(self.loop.call_later(every, self._check_heard, every))
 
     # ------------------------------------------------------------ destinations
-    async def _endpoint(self, direction: str, command: str, dest: str, frame: Frame):
+    async def _endpoint(self, direction: str, command: str, dest: str, kind: str, name,
+                        frame: Frame):
         """The queue of a destination, declared as RabbitMQ's plugin declares it (None
-        where a SEND needs none)."""
-        kind, name = d.parse(dest)
+        where a SEND needs none). ``kind``, ``name``: ``dest`` parsed."""
         if kind == d.TEMP_QUEUE:
             raise StompError("Invalid destination",
                              f"'{dest}' is not a valid destination for '{command}'\n")
@@ -402,18 +403,18 @@ class StompConnection(AdapterConnection):
         if "message-id" in frame.headers:
             raise StompError("Invalid header", "'message-id' is not allowed on 'SEND'.\n")
         dest = self._destination(frame, "SEND")
-        await self._endpoint("dest", "SEND", dest, frame)
-        headers = dict(frame.headers)
+        kind, name = d.parse(dest)
+        await self._endpoint("dest", "SEND", dest, kind, name, frame)
+        headers = frame.headers
         reply_to = headers.get("reply-to")
         if reply_to is not None:
             try:
-                kind, name = d.parse(reply_to)
+                reply_kind, temp = d.parse(reply_to)
             except d.BadDestination:
-                kind = None
-            if kind == d.TEMP_QUEUE:
-                headers["reply-to"] = await self._reply_queue(name)
+                reply_kind = None
+            if reply_kind == d.TEMP_QUEUE:
+                headers = {**headers, "reply-to": await self._reply_queue(temp)}
         properties = b"".join(pika.BasicProperties(**d.message_properties(headers)).encode())
-        kind, name = d.parse(dest)
         exchange, key = d.routing(kind, name, self.cfg.stomp_topic_exchange)
         publish = (exchange, key, properties, frame.body, frame.get("receipt"))
         tx = frame.get("transaction")
@@ -474,7 +475,7 @@ class StompConnection(AdapterConnection):
         ack = frame.get("ack", "auto")
         if ack not in ("auto", "client", "client-individual"):
             raise StompError("Invalid header", f"'{ack}' is not a valid ack mode\n")
-        queue = await self._endpoint("source", "SUBSCRIBE", dest, frame)
+        queue = await self._endpoint("source", "SUBSCRIBE", dest, kind, name, frame)
         tag, description = self._consumer_tag(frame)
         if prefetch is not None:
             await self._call(lambda cb: self.channel.basic_qos(prefetch_count=prefetch,

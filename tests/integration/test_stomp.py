@@ -16,6 +16,7 @@ import pytest
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.closing import closing_clients
+from amqpbroker.testing.leaks import wait_until
 from amqpbroker.testing.stomp_clients import TIMEOUT, Client, Raw
 
 pytestmark = pytest.mark.own_layout         # every broker here names its layout
@@ -46,12 +47,9 @@ def amqp(broker):
 
 
 def queue_empties(broker, name: str) -> bool:
-    """The queue's ``messages`` reaches 0 (the management API's view)."""
-    deadline = time.monotonic() + TIMEOUT
-    while broker.api(f"queues/%2F/{name}").get("messages") != 0:
-        assert time.monotonic() < deadline, broker.api(f"queues/%2F/{name}")
-        time.sleep(0.05)
-    return True
+    """The queue's ``messages`` reaches 0 (the management API's view: nothing announces it)."""
+    return wait_until(lambda: broker.api(f"queues/%2F/{name}").get("messages") == 0,
+                      TIMEOUT, f"{name} to empty")
 
 
 def no_more(q: queue.Queue, wait: float = 0.3) -> bool:
@@ -186,13 +184,10 @@ def test_temp_queue_reply_to_for_rpc(clients, amqp):
     amqp.queue_declare("stomp-rpc", durable=False)
     requester = clients()
     requester.c.send("/amq/queue/stomp-rpc", "2+2", headers={"reply-to": "/temp-queue/r1",
-                                                            "correlation-id": "q1"})
-    deadline = time.monotonic() + TIMEOUT
-    while True:                              # the request reaches the AMQP responder
-        method, props, body = amqp.basic_get("stomp-rpc", auto_ack=True)
-        if method is not None:
-            break
-        assert time.monotonic() < deadline
+                                                            "correlation-id": "q1"},
+                     receipt="asked")
+    assert requester.receipt() == "asked"    # confirmed: in the queue
+    method, props, body = amqp.basic_get("stomp-rpc", auto_ack=True)
     assert body == b"2+2" and props.reply_to.startswith("amq.gen-")
     amqp.basic_publish("", props.reply_to, b"4",
                        pika.BasicProperties(correlation_id=props.correlation_id))
@@ -381,12 +376,8 @@ def test_management_shows_stomp_clients(broker, clients):
     c = clients(version="1.1")
     c.subscribe("/queue/stomp-mgmt", "m")
     local = c.c.transport.socket.getsockname()
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        mine = [x for x in broker.api("connections") if x.get("peer_port") == local[1]]
-        if mine:
-            break
-        assert time.monotonic() < deadline
+    mine = wait_until(lambda: [x for x in broker.api("connections")
+                               if x.get("peer_port") == local[1]], TIMEOUT, "its connection")
     assert mine[0]["protocol"] == "STOMP 1.1"
     assert mine[0]["port"] == broker.stomp_port
     assert mine[0]["client_properties"] == {"product": "STOMP client"}
@@ -420,10 +411,8 @@ def test_a_slow_reader_leaves_its_messages_in_the_queue(broker, amqp):
     r = Raw(at(broker))
     r.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     r.send("SUBSCRIBE", [("destination", "/amq/queue/stomp-slow"), ("id", "s")])
-    deadline = time.monotonic() + TIMEOUT
-    while broker.api("queues/%2F/stomp-slow").get("consumers") != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: broker.api("queues/%2F/stomp-slow").get("consumers") == 1, TIMEOUT,
+               "the subscription")
     # what must not happen: the queue drained into the broker's or the adapter's memory
     # (without the pause it empties in about a second); watched for three
     until = time.monotonic() + 3.0
