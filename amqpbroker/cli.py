@@ -329,6 +329,7 @@ async def _serve(cfg: Config) -> int:
         # open and the node has its cluster's metadata (exchanges, bindings)
         broker.delayed.start()
         broker.shovels.start()              # dynamic shovels: a local URI needs the listener
+        broker.federation.start()           # federation links: so do they
         line += await _start_adapters(broker, cfg, amqps)      # RabbitMQ's MQTT, STOMP
         if cfg.event_exchange:              # RabbitMQ's event exchange plugin at boot
             from .frontend.events import declare_exchange
@@ -345,7 +346,8 @@ async def _serve(cfg: Config) -> int:
             trimmer.stop()
         # clients first (320 CONNECTION_FORCED), then the cluster: a client must not stay
         # connected to a node that no longer leads (what waited for the HW was nacked)
-        await broker.shovels.stop()         # their connections closed, not forced
+        await broker.federation.stop()      # their connections closed, not forced
+        await broker.shovels.stop()
         if broker.mqtt is not None:
             await broker.mqtt.stop()
         if broker.stomp is not None:

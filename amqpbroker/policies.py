@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from . import pcre
 from .erlang import erlang_term as _term     # RabbitMQ's ~p of a JSON value
+from .federation.upstreams import policy_problem as federation_problem
 from .queue_args import OVERFLOW_MODES, parse_max_age
 
 APPLY_TO = ("queues", "exchanges", "all", "classic_queues", "quorum_queues", "streams")
@@ -109,6 +110,10 @@ KEYS = {
                                      "dead letter strategy"), "x-dead-letter-strategy"),
     "max-age": (_max_age, "x-max-age"),
     "alternate-exchange": (_binary("alternate exchange name"), None),   # exchanges
+    # read by the federation (amqpbroker/federation), for exchanges and queues
+    "federation-upstream": (_binary("federation upstream name"), None),
+    "federation-upstream-set": (_binary("federation upstream set name"), None),
+    "federation-upstream-pattern": (_binary("federation upstream pattern name"), None),
     # RabbitMQ 3.12's; read by the channels (frontend/ack_timeouts.py)
     "consumer-timeout": (_int_at_least(0, "consumer timeout"), "x-consumer-timeout"),
     # recognised, without effect here (module doc)
@@ -130,6 +135,10 @@ KEYS = {
     "ha-promote-on-failure": (_one_of(("when-synced", "always"),
                                       "ha-promote-on-failure value"), None),
 }
+
+# keys without an x-argument that still act: on exchanges, or through the federation
+ACTING_ELSEWHERE = ("alternate-exchange", "federation-upstream", "federation-upstream-set",
+                    "federation-upstream-pattern")
 
 # Per queue type, the keys that act on it and which side wins when the queue's own argument
 # says otherwise: "min" the lower value, "arg" the argument, "policy" the policy. RabbitMQ
@@ -193,7 +202,7 @@ class Policy:
     def without_effect(self) -> list[str]:
         """The keys of its definition that change nothing here (module doc)."""
         return [k for k in self.definition
-                if KEYS[k][1] is None and k != "alternate-exchange"]
+                if KEYS[k][1] is None and k not in ACTING_ELSEWHERE]
 
 
 def make_policy(vhost: str, name: str, body: dict, operator: bool = False) -> Policy:
@@ -236,6 +245,9 @@ def make_policy(vhost: str, name: str, body: dict, operator: bool = False) -> Po
         reason = KEYS[key][0](value)
         if reason is not None:
             raise PolicyInvalid(reason)
+    reason = federation_problem(definition)
+    if reason is not None:
+        raise PolicyInvalid(reason)
     return Policy(vhost, name, pattern, dict(definition), priority, apply_to, regex, operator)
 
 

@@ -528,11 +528,11 @@ def test_a_vhosts_limits_are_its_vhost_limits_parameter(http, uniq):
         status, body, _ = http("PUT", path, {"value": {"max-queues": 1.5}})
         assert (status, body["reason"]) == (
             400, "Validation failed\n\nmax-queues should be a number, actually was 1.5\n")
-        # a plugin's component this broker has not (RabbitMQ without rabbitmq_federation)
-        status, body, _ = http("PUT", f"/api/parameters/federation-upstream/{q(vhost)}/u1",
+        # a component no plugin of either broker has
+        status, body, _ = http("PUT", f"/api/parameters/x-no-such-plugin/{q(vhost)}/u1",
                                {"value": {"uri": "amqp://"}})
         assert (status, body["reason"]) == (
-            400, "Validation failed\n\ncomponent federation-upstream not found\n")
+            400, "Validation failed\n\ncomponent x-no-such-plugin not found\n")
         assert http("DELETE", path)[0] == 204
         assert http("GET", path)[0] == 404
         assert http("GET", f"/api/vhost-limits/{q(vhost)}")[1] == []

@@ -28,7 +28,8 @@ An operator policy is an ``operator-policy`` key, as a ``policy`` is. A topic pe
 parameter (``cluster_name``, ...) is a ``global-parameter`` key of its name, its value
 ``{"name", "value"}``. A shovel (amqpbroker/shovel) is a ``shovel`` key of vhost and name, its
 value the runtime parameter ``{"value", "vhost", "component", "name"}``; every node keeps it,
-the controller runs it.
+the controller runs it. A federation upstream or upstream set (amqpbroker/federation) is a
+``federation`` key of vhost, component and name, the same way.
 
 Transient (non-durable) exchanges, queues and bindings are put on the declaring node's lease:
 they vanish with that node, as RabbitMQ's transient queues do with theirs. Exclusive queues
@@ -111,12 +112,13 @@ log = logging.getLogger("amqpbroker.cluster")
 META = PREFIX + "meta/"
 # creation order (a policy before the queues it applies to: they open with it)
 KINDS = ("global-parameter", "vhost", "user", "permission", "topic-permission", "policy",
-         "operator-policy", "exchange", "queue", "binding", "shovel")
+         "operator-policy", "exchange", "queue", "binding", "shovel", "federation")
 # pushed from the node where they changed (``changed``), not declared through etcd
 PUSHED = ("global-parameter", "vhost", "user", "permission", "topic-permission", "policy",
-          "operator-policy", "shovel")
+          "operator-policy", "shovel", "federation")
 # of those, what lives in a vhost (its keys start with the vhost's name)
-IN_VHOST = ("permission", "topic-permission", "policy", "operator-policy", "shovel")
+IN_VHOST = ("permission", "topic-permission", "policy", "operator-policy", "shovel",
+            "federation")
 RETRIES = 5                 # a declare whose object vanished between txn and check
 REACH_TIMEOUT = 10.0        # seconds for this node's copy to reach a txn it made
 PUSH_WAIT = 5.0             # seconds a management change waits for etcd before its answer
@@ -420,6 +422,13 @@ class EtcdMetadata(LocalMetadata):
                 except ShovelInvalid as exc:    # checked where it was set: not expected
                     log.error("shovel '%s' in vhost '%s' from etcd refused: %s", o["name"],
                               o["vhost"], exc)
+        elif kind == "federation":              # links run by the controller (federation/)
+            if o["vhost"] in b.vhosts:
+                try:
+                    b.federation.set(o["vhost"], o["component"], o["name"], o["value"])
+                except ShovelInvalid as exc:    # checked where it was set: not expected
+                    log.error("%s '%s' in vhost '%s' from etcd refused: %s", o["component"],
+                              o["name"], o["vhost"], exc)
         elif kind == "exchange":
             vh = b.vhosts.get(o["vhost"])
             if vh is None:
@@ -477,6 +486,9 @@ class EtcdMetadata(LocalMetadata):
             return
         elif kind == "shovel":
             b.shovels.clear(o["vhost"], o["name"])
+            return
+        elif kind == "federation":
+            b.federation.clear(o["vhost"], o["component"], o["name"])
             return
         vh = b.vhosts.get(o.get("vhost", ""))
         if vh is None:
@@ -984,6 +996,9 @@ class EtcdMetadata(LocalMetadata):
                 out[meta_key("operator-policy", vh.name, policy.name)] = dumps(policy.item())
         for item in b.shovels.items():
             out[meta_key("shovel", item["vhost"], item["name"])] = dumps(item)
+        for item in b.federation.items():
+            out[meta_key("federation", item["vhost"], item["component"], item["name"])] = \
+                dumps(item)
         return out
 
     async def _push_changes(self) -> None:

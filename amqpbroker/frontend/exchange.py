@@ -30,16 +30,18 @@ import time
 import zlib
 
 from .. import errors
+from ..federation import hops as hops_rules
 from ..partitioner import key_bytes, partition_of
 from ..queue_args import amqp_type
 
 TYPES = ("direct", "fanout", "topic", "headers", "x-partitioned", "x-message-deduplication",
          "x-consistent-hash", "x-delayed-message", "x-local-random", "x-random",
-         "x-recent-history", "x-modulus-hash")
+         "x-recent-history", "x-modulus-hash", "x-federation-upstream")
 LOCAL_RANDOM_TYPE = "x-local-random"
 RANDOM_TYPE = "x-random"
 RECENT_HISTORY_TYPE = "x-recent-history"
 MODULUS_HASH_TYPE = "x-modulus-hash"
+FEDERATION_UPSTREAM_TYPE = "x-federation-upstream"
 
 
 def _args_key(arguments: dict | None):
@@ -297,6 +299,35 @@ class ModulusHashExchange(FanoutExchange):
         if len(ordered) < 2:
             return ordered
         return (ordered[zlib.crc32(routing_key.encode()) % len(ordered)],)
+
+
+class FederationUpstreamExchange(FanoutExchange):
+    """The ``x-federation-upstream`` exchange of RabbitMQ's federation plugin: a federation
+    link declares one on its upstream, between the federated exchange and the link's queue.
+    It routes as fanout the messages the link may still carry (``federation/hops.py``:
+    fewer hops than ``x-max-hops``, never back to ``x-downstream-name`` and
+    ``x-downstream-vhost``). ``x-max-hops`` is required (406 otherwise, as RabbitMQ)."""
+    type = FEDERATION_UPSTREAM_TYPE
+    reads_headers = True
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        hops = self.arguments.get(hops_rules.MAX_HOPS)
+        if hops is None:
+            raise errors.PreconditionFailed(f"Argument {hops_rules.MAX_HOPS} missing", 40, 10)
+        if isinstance(hops, bool) or not isinstance(hops, int):
+            raise errors.PreconditionFailed(
+                f"Argument {hops_rules.MAX_HOPS} must be of type long", 40, 10)
+        self.max_hops = hops
+        name = self.arguments.get(hops_rules.DOWNSTREAM_NAME)
+        vhost = self.arguments.get(hops_rules.DOWNSTREAM_VHOST)
+        self.downstream = (name if isinstance(name, str) else None,
+                           vhost if isinstance(vhost, str) else None)
+
+    def route(self, routing_key, headers):
+        if hops_rules.should_forward(headers, self.max_hops, *self.downstream):
+            return self._all
+        return ()
 
 
 class RecentHistoryExchange(FanoutExchange):
@@ -893,7 +924,8 @@ _CLASSES = {"direct": DirectExchange, "fanout": FanoutExchange, "topic": TopicEx
             "headers": HeadersExchange, "x-partitioned": PartitionedExchange,
             DEDUP_TYPE: DeduplicationExchange, CHASH_TYPE: ConsistentHashExchange,
             LOCAL_RANDOM_TYPE: LocalRandomExchange, RANDOM_TYPE: RandomExchange,
-            RECENT_HISTORY_TYPE: RecentHistoryExchange, MODULUS_HASH_TYPE: ModulusHashExchange}
+            RECENT_HISTORY_TYPE: RecentHistoryExchange, MODULUS_HASH_TYPE: ModulusHashExchange,
+            FEDERATION_UPSTREAM_TYPE: FederationUpstreamExchange}
 
 
 # the types an x-delayed-message exchange may route as: the plugin takes any registered

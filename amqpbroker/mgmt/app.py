@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (access, auth_attempts, bindings, channels, connections, definitions,
-               deprecated_features, exchanges, feature_flags, global_parameters, groups, health,
+               deprecated_features, exchanges, feature_flags, federation, global_parameters,
+               groups, health,
                limits, listing, overview, parameters, partitions, permissions, policies, queues,
                quorum_replicas, quorum_status, reassignments, shovels, topic_permissions, topics,
                traces, users, vhosts)
@@ -18,7 +19,7 @@ RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, 
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
              policies, topic_permissions, parameters, global_parameters, shovels,
              feature_flags, auth_attempts, deprecated_features, quorum_status, quorum_replicas,
-             traces)
+             traces, federation)
 
 
 class ManagementServer:

@@ -20,6 +20,7 @@ EXCHANGE_TYPE_DESCRIPTIONS = {
     "x-random": "Randomly picks a binding (queue) to route via (to).",
     "x-recent-history": "Recent History Exchange.",
     "x-modulus-hash": "Modulus Hashing Exchange",
+    "x-federation-upstream": "Federation upstream helper exchange",
 }
 from ..frontend.session import NODE
 from ..stats.collector import add_message_stats

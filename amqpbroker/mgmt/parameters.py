@@ -1,9 +1,10 @@
 """``/api/parameters``: RabbitMQ's runtime parameters, per component and vhost. The components
 this broker has: ``vhost-limits`` (a vhost's limits as the parameter ``limits``, as RabbitMQ
-keeps them: ``limits.py`` is the other door to the same values) and ``shovel`` (RabbitMQ's
-dynamic shovels, ``amqpbroker/shovel``); the others RabbitMQ's plugins add
-(federation-upstream, ...) are not here: listed empty, and a PUT of one is 400 "component ...
-not found", as RabbitMQ without those plugins answers.
+keeps them: ``limits.py`` is the other door to the same values), ``shovel`` (RabbitMQ's
+dynamic shovels, ``amqpbroker/shovel``), ``federation-upstream`` and
+``federation-upstream-set`` (``amqpbroker/federation``); the others RabbitMQ's plugins add
+are not here: listed empty, and a PUT of one is 400 "component ... not found", as RabbitMQ
+without those plugins answers.
 
 Who may: reading, policymakers and administrators, over the vhosts they may log in to
 (RabbitMQ's ``is_authorized_policies``); writing a shovel, the same, and a local URI (no
@@ -13,6 +14,7 @@ a policymaker set them through this door).
 """
 from __future__ import annotations
 
+from ..federation import upstreams
 from ..frontend.events import acting
 from ..shovel import definition as shovel_definition
 from ..shovel.shovels import COMPONENT as SHOVEL
@@ -42,6 +44,9 @@ async def list_parameters(call):
                 if b.vhosts[n].limits and vhost in (None, n)]
     if component in (None, SHOVEL):
         out += [item for n in names if vhost in (None, n) for item in b.shovels.items(n)]
+    if component is None or component in upstreams.COMPONENTS:
+        out += [item for n in names if vhost in (None, n)
+                for item in b.federation.items(n, component)]
     return out
 
 
@@ -56,6 +61,12 @@ def _limits_of(call):
 
 async def get_parameter(call):
     p = call.params
+    if p["component"] in upstreams.COMPONENTS:
+        key = (p["vhost"], p["component"], p["name"])
+        if key not in call.broker.federation.values:
+            raise not_found()
+        return {"value": call.broker.federation.values[key], "vhost": p["vhost"],
+                "component": p["component"], "name": p["name"]}
     if p["component"] == SHOVEL:
         value = call.broker.shovels.values.get((p["vhost"], p["name"]))
         if value is None:
@@ -71,6 +82,8 @@ async def put_parameter(call):
     b, p = call.broker, call.params
     if p["component"] == SHOVEL:
         return await _put_shovel(call)
+    if p["component"] in upstreams.COMPONENTS:
+        return await _put_upstream(call)
     if p["component"] != LIMITS:
         raise bad_request(f"Validation failed\n\ncomponent {p['component']} not found\n")
     if not access.is_admin(call.user):
@@ -114,8 +127,34 @@ async def _put_shovel(call):
     return created(existed)
 
 
+async def _put_upstream(call):
+    """A federation upstream or upstream set: checked whole (RabbitMQ's reasons), stored,
+    and the links it feeds start again."""
+    b, p = call.broker, call.params
+    if b.vhosts.get(p["vhost"]) is None:
+        raise ApiError(404, "vhost_not_found", "not_found")
+    value = call.body["value"]
+    try:
+        upstreams.check(p["component"], p["name"], value)
+    except upstreams.Invalid as err:
+        raise bad_request("Validation failed\n\n" + "".join(f"{r}\n" for r in err.reasons)) \
+            from None
+    existed = (p["vhost"], p["component"], p["name"]) in b.federation.values
+    with acting(b, call.user.name):
+        b.federation.set(p["vhost"], p["component"], p["name"], value)
+    await b.definitions.durable()
+    return created(existed)
+
+
 async def delete_parameter(call):
     p = call.params
+    if p["component"] in upstreams.COMPONENTS:
+        with acting(call.broker, call.user.name):
+            cleared = call.broker.federation.clear(p["vhost"], p["component"], p["name"])
+        if not cleared:
+            raise not_found()
+        await call.broker.definitions.durable()
+        return no_content()
     if p["component"] == SHOVEL:
         with acting(call.broker, call.user.name):
             cleared = call.broker.shovels.clear(p["vhost"], p["name"])

@@ -28,6 +28,7 @@ from ..frontend.exchange import TYPES, make_exchange
 from ..erlang import erlang_term
 from ..policies import PolicyInvalid, make_policy
 from ..queue_args import QUEUE_TYPES, QueueArgs
+from ..federation import upstreams
 from ..shovel import definition as shovel_definition
 
 
@@ -313,9 +314,10 @@ def _vhost_metadata(vhost: dict, where: str) -> dict:
 
 
 def _runtime_parameter(parameter: dict, where: str) -> dict:
-    """A definitions document's runtime parameter: a vhost's limits, or a shovel (checked
+    """A definitions document's runtime parameter: a vhost's limits, a shovel (checked
     as ``PUT /api/parameters/shovel/...`` checks one, but for the vhosts of local URIs: an
-    import runs as the broker, as RabbitMQ's); other components are ignored."""
+    import runs as the broker, as RabbitMQ's), a federation upstream or upstream set; other
+    components are ignored."""
     if parameter["component"] == "vhost-limits":
         parameter["value"] = limits_of(VHOST_LIMITS, "limits")(parameter["value"],
                                                                 _at(where, "value"))
@@ -323,6 +325,11 @@ def _runtime_parameter(parameter: dict, where: str) -> dict:
         try:
             shovel_definition.check(parameter["value"], parameter["name"])
         except shovel_definition.Invalid as exc:
+            raise _fail(_at(where, "value"), "; ".join(exc.reasons)) from None
+    elif parameter["component"] in upstreams.COMPONENTS:
+        try:
+            upstreams.check(parameter["component"], parameter["name"], parameter["value"])
+        except upstreams.Invalid as exc:
             raise _fail(_at(where, "value"), "; ".join(exc.reasons)) from None
     return parameter
 
@@ -382,8 +389,8 @@ DEFINITIONS = Obj(                                     # POST /api/definitions
         limits=Field(limits_of(VHOST_LIMITS, "limits"), OPTIONAL))),
         []),
     # RabbitMQ keeps a vhost's limits as its parameter "limits" of component "vhost-limits";
-    # shovels are component "shovel"; the others (federation, ...) are not this broker's
-    # and are ignored
+    # shovels are component "shovel", federation upstreams "federation-upstream" and
+    # "federation-upstream-set"; the others are not this broker's and are ignored
     parameters=Field(list_of(Obj(
         _runtime_parameter, vhost=Field(name), component=Field(string),
         name=Field(string), value=Field(anything))), []),

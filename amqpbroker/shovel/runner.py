@@ -26,34 +26,21 @@ next starts after ``reconnect-delay`` seconds (0: the shovel stays terminated). 
 (``/api/shovels``) is ``starting`` until both ends are set up, ``running`` after,
 ``terminated`` with a reason once it stopped for good.
 
-The AMQP client is pika's asyncio adapter: it forwards a message's properties as they are
-(aiormq, the other asyncio client at hand, gives a message without a ``message_id`` one).
+The AMQP plumbing (connections, awaited answers, a run's end) is ``outbound.py``'s.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import ssl
 import time
 from datetime import datetime
 
 import pika
-from pika.adapters.asyncio_connection import AsyncioConnection
 
-from ..pika_calls import answer, end
+from ..outbound import CLOSE_TIMEOUT, OutboundClient
 from .definition import Definition, Uri
 
 log = logging.getLogger("amqpbroker.shovel")
-# pika logs each connection step at INFO: the shovel logs what matters itself
-logging.getLogger("pika").setLevel(logging.WARNING)
-
-INTERNAL_USER = "none"      # RabbitMQ's name for its shovels' direct connections
-CLOSE_TIMEOUT = 5.0         # seconds a stopping shovel waits for its connections to close
-
-
-class RunFailed(Exception):
-    """A run of the shovel ended: a connection, a channel or a declaration failed."""
 
 
 def status_time() -> str:
@@ -62,9 +49,13 @@ def status_time() -> str:
     return f"{now:%Y-%m-%d} {now.hour}:{now:%M:%S}"
 
 
-class Shovel:
+class Shovel(OutboundClient):
+    log = log
+
     def __init__(self, registry, vhost: str, name: str, definition: Definition):
-        self.registry = registry
+        super().__init__(registry)
+        self.connection_name = f"Shovel {name}"
+        self.describe = f"Shovel '{name}' in vhost '{vhost}'"
         self.vhost = vhost
         self.name = name
         self.d = definition
@@ -74,9 +65,6 @@ class Shovel:
         self.src_uri: Uri | None = None         # the URIs of the current run
         self.dest_uri: Uri | None = None
         self.task: asyncio.Task | None = None
-        self._connections: list = []
-        self._closing: list = []        # futures of connections closing, done when closed
-        self._ended: asyncio.Future | None = None
         self._pending: dict = {}        # published to the destination, not yet confirmed
         self._stopping = False
         self._drained: asyncio.Future | None = None     # done once _pending is empty
@@ -101,9 +89,7 @@ class Shovel:
                 await self.task
             except asyncio.CancelledError:
                 pass
-        self._close()
-        if self._closing:
-            await asyncio.wait(self._closing, timeout=CLOSE_TIMEOUT)
+        await self._closed()
 
     async def _run(self) -> None:
         while True:
@@ -254,117 +240,6 @@ class Shovel:
         return out + [(key, value) for key, value in (
             ("dest-exchange", d.dest_exchange), ("dest-exchange-key", d.dest_exchange_key),
             ("dest-queue", d.dest_queue)) if value is not None]
-
-    # ------------------------------------------------------------ AMQP
-    async def _connect(self, uris: tuple, end: str):
-        """(the URI used, an open channel) to one of ``uris``, tried in random order."""
-        last = None
-        for uri in random.sample(list(uris), len(uris)):
-            try:
-                conn = await self._open(uri)
-            except RunFailed as exc:
-                log.error("Shovel '%s' in vhost '%s' failed to connect (URI: %s): %s",
-                          self.name, self.vhost, uri.shown, exc)
-                last = exc
-                continue
-            channel = await self._call(lambda cb: conn.channel(on_open_callback=cb))
-            channel.add_on_close_callback(self._channel_closed)
-            return uri, channel
-        raise RunFailed(f"no {end} URI could be connected to: {last}")
-
-    async def _open(self, uri: Uri):
-        loop = asyncio.get_running_loop()
-        opened = loop.create_future()
-
-        def on_open_error(_conn, exc) -> None:
-            if not opened.done():
-                opened.set_exception(RunFailed(str(exc) or type(exc).__name__))
-
-        conn = AsyncioConnection(self._parameters(uri), on_open_callback=opened.set_result,
-                                 on_open_error_callback=on_open_error,
-                                 on_close_callback=self._connection_closed,
-                                 custom_ioloop=loop)
-        conn.closed_future = loop.create_future()       # done in _connection_closed
-        self._connections.append(conn)
-        return await opened
-
-    def _parameters(self, uri: Uri) -> pika.ConnectionParameters:
-        q = uri.query
-        kw = {"client_properties": {"connection_name": f"Shovel {self.name}"}}
-        if "heartbeat" in q:
-            kw["heartbeat"] = int(q["heartbeat"])
-        if "connection_timeout" in q:
-            kw["socket_timeout"] = kw["blocked_connection_timeout"] = \
-                int(q["connection_timeout"]) / 1000
-        if uri.host is None:            # this broker: the internal login (frontend/auth.py)
-            host, port = self.registry.local_address()
-            return pika.ConnectionParameters(
-                host, port, uri.vhost, pika.PlainCredentials(
-                    uri.user or INTERNAL_USER, self.registry.internal_secret()), **kw)
-        if uri.tls:
-            ctx = ssl.create_default_context(cafile=q.get("cacertfile"))
-            if q.get("certfile"):
-                ctx.load_cert_chain(q["certfile"], q.get("keyfile"))
-            if q.get("verify") == "verify_none":
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            kw["ssl_options"] = pika.SSLOptions(
-                ctx, q.get("server_name_indication", uri.host))
-        if q.get("auth_mechanism", "").lower() == "external":
-            kw["credentials"] = pika.credentials.ExternalCredentials()
-        else:
-            kw["credentials"] = pika.PlainCredentials(
-                uri.user if uri.user is not None else "guest",
-                uri.password if uri.password is not None else "guest")
-        return pika.ConnectionParameters(uri.host, uri.port, uri.vhost, **kw)
-
-    async def _call(self, start):
-        """A pika method's answer, or RunFailed when the run ends first (a channel or
-        connection closed)."""
-        return await answer(start, self._ended)
-
-    async def _ensure_queue(self, channel, queue: str, arguments: dict) -> None:
-        """RabbitMQ's ``ensure_queue``: a passive declare; when the queue is missing (404
-        closes that channel), a durable declare on another."""
-        conn = channel.connection
-        probe = await self._call(lambda cb: conn.channel(on_open_callback=cb))
-        missing = asyncio.get_running_loop().create_future()
-        probe.add_on_close_callback(lambda _ch, reason: missing.done()
-                                    or missing.set_result(reason))
-        answer = asyncio.get_running_loop().create_future()
-        probe.queue_declare(queue, passive=True,
-                            callback=lambda f: answer.done() or answer.set_result(f))
-        await asyncio.wait({answer, missing, self._ended}, return_when=asyncio.FIRST_COMPLETED)
-        if answer.done():
-            probe.close()
-            return
-        if self._ended.done():
-            raise self._ended.exception()
-        reason = missing.result()
-        if getattr(reason, "reply_code", None) != 404:
-            raise RunFailed(f"declaring queue '{queue}' failed: {reason}")
-        await self._call(lambda cb: channel.queue_declare(queue, durable=True,
-                                                          arguments=arguments or None,
-                                                          callback=cb))
-
-    def _channel_closed(self, _channel, reason) -> None:
-        self._end(RunFailed(f"channel closed: {reason}"))
-
-    def _connection_closed(self, conn, reason) -> None:
-        closed = getattr(conn, "closed_future", None)
-        if closed is not None and not closed.done():
-            closed.set_result(None)
-        self._end(RunFailed(f"connection closed: {reason}"))
-
-    def _end(self, exc: Exception) -> None:
-        end(self._ended, exc)
-
-    def _close(self) -> None:
-        for conn in self._connections:
-            if conn.is_open:
-                conn.close()
-                self._closing.append(conn.closed_future)
-        self._connections = []
-        self._closing = [f for f in self._closing if not f.done()]
 
     def status(self) -> dict:
         """This shovel as ``/api/shovels`` lists it (RabbitMQ's keys and order)."""

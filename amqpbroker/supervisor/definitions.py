@@ -36,6 +36,7 @@ from .. import contract as c
 from ..frontend.exchange import _args_key
 from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from ..shovel.definition import Invalid as ShovelInvalid
+from ..federation.upstreams import COMPONENTS as FEDERATION
 from ..shovel.shovels import COMPONENT as SHOVEL
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
 from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState, global_parameter_items
@@ -183,6 +184,7 @@ class Definitions:
                 out["parameters"].append({"vhost": vh.name, "component": "vhost-limits",
                                           "name": "limits", "value": vh.limits})
             out["parameters"] += b.shovels.items(vh.name)
+            out["parameters"] += b.federation.items(vh.name)
             for ex in vh.exchanges.values():
                 if ex.name == "" or ex.name.startswith("amq."):
                     continue
@@ -547,6 +549,8 @@ class Definitions:
             for p in data.get("parameters", []):
                 if p.get("component") == SHOVEL and p["vhost"] in b.vhosts:
                     self._restore_shovel(p)
+                elif p.get("component") in FEDERATION and p["vhost"] in b.vhosts:
+                    self._restore_upstream(p)
         finally:
             self.loading = False
         if not recovering:      # an import: front-ends get the users, the files all of it
@@ -563,6 +567,15 @@ class Definitions:
         except ShovelInvalid as exc:      # stored under other rules
             log.error("shovel '%s' in vhost '%s' not restored: %s", p["name"], p["vhost"],
                       exc)
+
+
+    def _restore_upstream(self, p: dict) -> None:
+        """A federation upstream (or set) stored here, or imported."""
+        try:
+            self.broker.federation.set(p["vhost"], p["component"], p["name"], p["value"])
+        except ShovelInvalid as exc:      # stored under other rules
+            log.error("%s '%s' in vhost '%s' not restored: %s", p["component"], p["name"],
+                      p["vhost"], exc)
 
 
 def parameter_item(op: c.ParameterOp) -> dict:

@@ -32,6 +32,7 @@ from ..frontend.broker import Broker, worker_of
 from ..frontend.events import INTERNAL_USER, acting, emit_metadata
 from ..frontend.session import NODE, connection_name, session_json
 from ..frontend.vhost import VirtualHost
+from ..federation.registry import Federation
 from ..shovel.shovels import Shovels
 from ..storage.fileformat import fsync_dir, remove_directory
 from ..tracing import Traces
@@ -67,6 +68,7 @@ class MetadataOwner(Broker):
         self.cluster = None                 # cluster.node.ClusterNode with --cluster
         self.delayed = None                 # delayed.DelayedMessages, from ``start``
         self.shovels = Shovels(self)        # dynamic shovels (amqpbroker/shovel)
+        self.federation = Federation(self)  # federation links (amqpbroker/federation)
         self.mqtt = None                    # the MQTT listener (amqpbroker/mqtt), when on
         self.stomp = None                   # the STOMP listener (amqpbroker/stomp), when on
         self.recent = RecentHistory(self)   # x-recent-history exchanges' histories
@@ -158,6 +160,7 @@ class MetadataOwner(Broker):
         deleted = super().delete_vhost(name)
         if deleted:
             self.shovels.vhost_deleted(name)
+            self.federation.vhost_deleted(name)
             if self.mqtt is not None:
                 self.mqtt.retained.vhost_deleted(name)
         return deleted
@@ -195,6 +198,7 @@ class MetadataOwner(Broker):
             self.traces.vhost_deleted(op.name)
         self.definitions.touched(op)
         self.metadata.changed(op)               # a cluster's: users, vhosts go to etcd
+        self.federation.changed(op)             # which links run may change
         if self._batch is not None:
             self._batch.append(op)
             return
