@@ -24,6 +24,7 @@ import logging
 import zlib
 
 import pika
+from pika.compat import long
 
 from ..outbound import OutboundClient, RunFailed
 from ..shovel.runner import status_time
@@ -244,7 +245,7 @@ class ExchangeLink(Link):
         internal = self._internal = f"{queue} {self._suffix}"
         await self._probe(conn, lambda ch, cb: ch.exchange_delete(internal, callback=cb))
         purpose = {"x-internal-purpose": "federation"}
-        xfu_args = {hops.MAX_HOPS: u.max_hops,
+        xfu_args = {hops.MAX_HOPS: long(u.max_hops),      # RabbitMQ checks its type: long
                     hops.DOWNSTREAM_NAME: self.registry.cluster_name(),
                     hops.DOWNSTREAM_VHOST: self.vhost, **purpose}
         reason = await self._probe(conn, lambda ch, cb: ch.exchange_declare(

@@ -8,6 +8,7 @@ without a vhost names the downstream's own (``amqp_uri:parse`` with its vhost as
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
@@ -100,9 +101,9 @@ def policy_problem(definition: dict) -> str | None:
         if key == "federation-upstream-pattern":
             try:
                 pcre.compile(value)
-            except Exception as exc:        # re.error: RabbitMQ's re:compile refusal
+            except re.error as exc:         # as RabbitMQ's re:compile refusal, {Why, At}
                 return f"could not compile pattern {value} to a regular expression. " \
-                       f"Error: {getattr(exc, 'msg', exc)}"
+                       f'Error: {{"{exc.msg}",{exc.pos}}}'
     return None
 
 
