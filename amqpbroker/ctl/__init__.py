@@ -32,12 +32,13 @@ import os
 import sys
 
 from . import (access, alarms, bindings, cluster, connections, consumers, definitions,
-               exchanges, groups, messages, policies, queues, reassign, shovels, topics,
-               vhosts)
+               exchanges, federation, groups, messages, policies, queues, reassign, shovels,
+               topics, vhosts)
 from .api import OK, Api, CtlError
 
 FAMILIES = (queues, exchanges, bindings, connections, consumers, messages, definitions,
-            topics, groups, alarms, cluster, reassign, vhosts, policies, shovels, access)
+            topics, groups, alarms, cluster, reassign, vhosts, policies, shovels, federation,
+            access)
 
 DEFAULTS = {"url": "http://localhost:15672", "user": "guest", "password": "guest",
             "vhost": "/"}

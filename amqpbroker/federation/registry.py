@@ -153,8 +153,8 @@ class Federation:
                     out[("exchange", vh.name, ex.name, u.name)] = (u, ex.policy.name,
                                                                   ExchangeLink)
             for q in vh.queues.values():
-                if q.policy is None or "x-internal-purpose" in q.arguments:
-                    continue
+                if q.policy is None or q.is_stream or "x-internal-purpose" in q.arguments:
+                    continue            # streams are not federated (RabbitMQ 3.10)
                 for u in upstreams.for_policy(q.policy.definition, ups, sets, q.name,
                                               vh.name):
                     out[("queue", vh.name, q.name, u.name)] = (u, q.policy.name, QueueLink)

@@ -1,5 +1,6 @@
 """What the cluster tests do as a client of a ``LocalCluster`` (``testing/cluster.py``):
-connect with pika, read a queue as a node's management API shows it, declare a
+connect with pika, find the controller, count a queue's messages, read a queue as a node's
+management API shows it, declare a
 replication-factor-3 quorum queue and wait until every node agrees on its leader, publish
 until confirmed, drain with basic.get, read a replica's log bytes. One copy for
 tests/cluster/."""
@@ -24,6 +25,25 @@ def connect(node, user: str = "guest", password: str = "guest",
     if timeout is not None:
         params.socket_timeout = params.blocked_connection_timeout = timeout
     return pika.BlockingConnection(params)
+
+
+def controller(cluster, not_=None):
+    """The controller every running node agrees on (BrokerProcess), other than ``not_``."""
+    def agreed():
+        seen = {cluster.controller_seen_by(n) for n in cluster.nodes
+                if n.proc is not None and n.proc.poll() is None}
+        name = seen.pop() if len(seen) == 1 else None
+        return name if name is not None and (not_ is None or name != not_.node) else None
+    return cluster.node(cluster.wait_until(agreed))
+
+
+def depth(node, queue: str) -> int:
+    """Queue ``queue``'s ready messages, as a passive declare on ``node`` says."""
+    conn = connect(node)
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
 
 
 def queue_on(node, name: str) -> dict:

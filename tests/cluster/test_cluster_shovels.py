@@ -6,25 +6,7 @@ from __future__ import annotations
 
 import pika
 
-from amqpbroker.testing.cluster_clients import connect
-
-
-def controller(cluster, not_=None):
-    """The controller every running node agrees on (BrokerProcess), other than ``not_``."""
-    def agreed():
-        seen = {cluster.controller_seen_by(n) for n in cluster.nodes
-                if n.proc is not None and n.proc.poll() is None}
-        name = seen.pop() if len(seen) == 1 else None
-        return name if name is not None and (not_ is None or name != not_.node) else None
-    return cluster.node(cluster.wait_until(agreed))
-
-
-def depth(node, queue: str) -> int:
-    conn = connect(node)
-    try:
-        return conn.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        conn.close()
+from amqpbroker.testing.cluster_clients import connect, controller, depth
 
 
 def declare(node, *queues: str, quorum: bool = False) -> None:

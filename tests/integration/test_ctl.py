@@ -336,6 +336,40 @@ def test_vhosts_with_a_default_queue_type_and_policies(broker):
     assert ok(broker, "vhosts", "delete", "ctl-vh") == "vhost 'ctl-vh' deleted\n"
 
 
+def test_federation_upstream_status_restart_delete(broker):
+    """A vhost of this broker federating an exchange from another vhost of it (an upstream
+    URI of its own address: a vhost differs, so no cycle; guest made that vhost, so may use
+    it)."""
+    assert ok(broker, "vhosts", "add", "ctl-fed-up") == "vhost 'ctl-fed-up' added\n"
+    uri = f"amqp://guest:guest@127.0.0.1:{broker.port}/ctl-fed-up"
+    assert ok(broker, "federation", "set-upstream", "ctl-up", json.dumps({"uri": uri})) == \
+        "federation upstream 'ctl-up' set in vhost '/'\n"
+    assert ok(broker, "policies", "set", "ctl-fed", "^ctl-fed-x$",
+              '{"federation-upstream": "ctl-up"}', "--apply-to", "exchanges").startswith(
+        "policy 'ctl-fed' set")
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.exchange_declare("ctl-fed-x", "fanout")
+    wait_for(lambda: [x["status"] for x in listed(broker, "federation", "status")]
+             == ["running"], 20, "running")
+    [link] = listed(broker, "federation", "status")
+    assert (link["type"], link["exchange"], link["upstream"]) == \
+        ("exchange", "ctl-fed-x", "ctl-up")
+    assert ok(broker, "federation", "restart", link["id"]) == \
+        f"federation link '{link['id']}' restarted\n"
+    gone = ctl(broker, "federation", "restart", "00000000")
+    assert gone.returncode == 1 and "not found" in gone.stderr
+    bad = ctl(broker, "federation", "set-upstream", "bad", '{"uri": 5}')
+    assert bad.returncode == 1 and "uri should be list, actually was 5" in bad.stderr
+    assert ok(broker, "federation", "delete-upstream", "ctl-up") == \
+        "federation upstream 'ctl-up' deleted\n"
+    wait_for(lambda: listed(broker, "federation", "status") == [], 20, "the link gone")
+    ok(broker, "policies", "clear", "ctl-fed")
+    ch.exchange_delete("ctl-fed-x")
+    conn.close()
+    ok(broker, "vhosts", "delete", "ctl-fed-up")
+
+
 def test_shovels_set_list_restart_delete(broker):
     conn = connect(broker)
     ch = conn.channel()
