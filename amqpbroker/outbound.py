@@ -43,9 +43,48 @@ class OutboundClient:
 
     def __init__(self, registry):
         self.registry = registry
+        self.task: asyncio.Task | None = None   # its runs
         self._connections: list = []
         self._closing: list = []        # futures of connections closing, done when closed
         self._ended: asyncio.Future | None = None
+        self._pending: dict[int, int] = {}      # destination publish seq -> source tag
+        self._stopping = False                  # nothing more is forwarded
+        self._drained: asyncio.Future | None = None     # done once _pending is empty
+
+    # ------------------------------------------------------------ forwarding with confirms
+    def _confirmed(self, frame, source) -> int:
+        """The destination confirmed (or nacked) what it was given: each message's delivery
+        is acked (nacked: requeued) at ``source``. How many were settled."""
+        m = frame.method
+        seqs = [s for s in self._pending if s <= m.delivery_tag] if m.multiple \
+            else [m.delivery_tag] if m.delivery_tag in self._pending else []
+        for s in sorted(seqs):
+            tag = self._pending.pop(s)
+            if isinstance(m, pika.spec.Basic.Ack):
+                source.basic_ack(tag)
+            else:
+                source.basic_nack(tag, requeue=True)
+        if not self._pending and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)      # stopping: every ack is sent
+        return len(seqs)
+
+    async def _drain(self) -> None:
+        """Stopping: forward nothing more, and wait (a few seconds at most) until what was
+        already published is confirmed and acknowledged at the source (a durable queue
+        confirms after its fsync), so a clean stop or restart moves nothing twice."""
+        self._stopping = True
+        if self._pending and self.task is not None and not self.task.done():
+            self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._drained, self.task}, timeout=CLOSE_TIMEOUT)
+
+    async def _cancel(self) -> None:
+        """End the current run (its task)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
 
     async def _connect(self, uris: tuple, end: str):
         """(the URI used, an open channel) to one of ``uris``, tried in random order."""

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import zlib
 
-import pika
 from pika.compat import long
 
 from ..outbound import OutboundClient, RunFailed
@@ -57,8 +56,8 @@ class Link(OutboundClient):
         self.state, self.error, self.timestamp = "starting", None, status_time()
         self.uri = None                         # the URI of the current run
         self.upstream_cluster: str | None = None
-        self.task: asyncio.Task | None = None
         self.up = self.down = None              # the current run's channels
+        self._seq = 0
 
     @property
     def upstream_name(self) -> str:
@@ -76,13 +75,11 @@ class Link(OutboundClient):
 
     async def stop(self, cleanup: bool) -> None:
         """Stop; ``cleanup``: it is no longer wanted (module doc: what it declared upstream
-        goes unless ``resource-cleanup-mode`` is ``never``)."""
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+        goes unless ``resource-cleanup-mode`` is ``never``). What it already published here
+        is waited for (a few seconds at most) and acknowledged upstream first, and nothing
+        more is forwarded meanwhile: a clean stop or restart moves nothing twice."""
+        await self._drain()
+        await self._cancel()
         if cleanup and self.upstream.resource_cleanup_mode != "never" and self.up is not None \
                 and self.up.connection.is_open:
             try:
@@ -119,8 +116,7 @@ class Link(OutboundClient):
         if self.upstream.ack_mode == "on-confirm":
             await self._call(lambda cb: self.down.confirm_delivery(self._on_confirm,
                                                                    callback=cb))
-        self._pending: dict[int, int] = {}       # downstream publish seq -> upstream tag
-        self._seq = 0
+        self._pending, self._seq = {}, 0
         await self._set_up()
         self.state, self.timestamp = "running", status_time()
         log.info("%s is running: %s", self.describe, self.uri.shown)
@@ -133,7 +129,10 @@ class Link(OutboundClient):
     # ------------------------------------------------------------ forwarding
     def _forward(self, method, props, body, exchange: str, routing_key: str,
                  headers: dict) -> None:
-        """Publish one upstream delivery here and settle it by ``ack-mode``."""
+        """Publish one upstream delivery here and settle it by ``ack-mode`` (stopping:
+        nothing; it goes back to the upstream queue when the link's connection closes)."""
+        if self._stopping:
+            return
         props.headers = headers
         if not self.upstream.trust_user_id:
             props.user_id = None
@@ -151,15 +150,7 @@ class Link(OutboundClient):
             self.up.basic_ack(method.delivery_tag)
 
     def _on_confirm(self, frame) -> None:
-        m = frame.method
-        seqs = [s for s in self._pending if s <= m.delivery_tag] if m.multiple \
-            else [m.delivery_tag] if m.delivery_tag in self._pending else []
-        for s in sorted(seqs):
-            tag = self._pending.pop(s)
-            if isinstance(m, pika.spec.Basic.Ack):
-                self.up.basic_ack(tag)
-            else:
-                self.up.basic_nack(tag, requeue=True)
+        self._confirmed(frame, self.up)
 
     async def _consume(self, queue: str, on_message, **kw) -> None:
         no_ack = self.upstream.ack_mode == "no-ack"
@@ -198,7 +189,8 @@ class ExchangeLink(Link):
         self.wanted: set = set()        # (routing key, arguments) of the downstream's bindings
         self.bound: dict = {}           # what is bound upstream: that key -> its arguments
         self._bindings_changed = asyncio.Event()
-        self._suffix = "A"              # the internal exchange's, swapped on each run
+        self._suffix = "A"              # the internal exchange's: A or B (``_set_up``)
+        self._internal: str | None = None       # its name upstream, once declared
 
     @property
     def queue(self) -> str:
@@ -241,7 +233,12 @@ class ExchangeLink(Link):
         await self._call(lambda cb: up.queue_declare(queue, durable=True, arguments=args,
                                                      callback=cb))
         await self._consume(queue, self._on_message)
-        old, self._suffix = self._suffix, "B" if self._suffix == "A" else "A"
+        # the internal exchange: a new one beside the one a previous run left (it keeps
+        # feeding the queue until the new one is bound), then the old one goes (RabbitMQ's
+        # A/B suffixes; which is there is asked of the upstream, so a restart keeps it too)
+        reason = await self._probe(conn, lambda ch, cb: ch.exchange_declare(
+            f"{queue} B", passive=True, callback=cb))
+        self._suffix, old = ("B", "A") if hasattr(reason, "reply_code") else ("A", "B")
         internal = self._internal = f"{queue} {self._suffix}"
         await self._probe(conn, lambda ch, cb: ch.exchange_delete(internal, callback=cb))
         purpose = {"x-internal-purpose": "federation"}
@@ -259,6 +256,7 @@ class ExchangeLink(Link):
             raise RunFailed(f"declaring exchange '{internal}' upstream failed: {reason}")
         await self._call(lambda cb: up.queue_bind(queue, internal, "", callback=cb))
         self.bound = {}
+        self.wanted = self.registry.bindings_of(self.vhost, self.name)     # as they are now
         await self._sync_bindings()
         await self._probe(conn, lambda ch, cb: ch.exchange_delete(f"{queue} {old}",
                                                                   callback=cb))
@@ -309,8 +307,9 @@ class ExchangeLink(Link):
     async def _clean_upstream(self, conn) -> None:
         queue = self.queue
         await self._probe(conn, lambda ch, cb: ch.queue_delete(queue, callback=cb))
-        await self._probe(conn, lambda ch, cb: ch.exchange_delete(self._internal,
-                                                                  callback=cb))
+        if self._internal is not None:
+            await self._probe(conn, lambda ch, cb: ch.exchange_delete(self._internal,
+                                                                      callback=cb))
 
 
 class QueueLink(Link):

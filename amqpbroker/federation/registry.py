@@ -6,7 +6,9 @@ Which links should run is worked out again (``reconcile``) after every metadata 
 owner makes (exchanges, queues, bindings, policies, parameters: ``changed``) and once a
 second (a cluster's changes made on other nodes, the queues' consumers and messages): one
 link per (federated exchange or queue, upstream) that a policy asks for. A link whose
-upstream definition changed starts again; one no longer wanted stops and cleans up upstream.
+upstream definition changed starts again (on the same upstream queue); one no longer wanted
+stops and cleans up upstream; on a node that stops being the controller they stop and
+leave the upstream as it is, for the next controller's.
 An exchange link is given the exchange's bindings each time; a queue link is told to run
 while its queue has consumers and no message ready.
 
@@ -19,7 +21,6 @@ import logging
 
 from .. import contract as c
 from ..frontend.events import emit_metadata
-from ..frontend.exchange import _args_key
 from ..shovel.definition import Uri
 from . import upstreams
 from .links import ExchangeLink, Link, QueueLink
@@ -125,17 +126,23 @@ class Federation:
         """Start the links the policies ask for, stop the others (module doc)."""
         if not self.started:
             return
-        wanted = self._wanted() if self._runs_here() else {}
-        for key in [k for k in self.links if k not in wanted
-                    or wanted[k][0] != self.links[k].upstream]:
-            self._stop_soon(self.links.pop(key), cleanup=True)
+        if not self._runs_here():           # another node runs them: stopped, kept upstream
+            for key in list(self.links):
+                self._stop_soon(self.links.pop(key), cleanup=False)
+            return
+        wanted = self._wanted()
+        for key in list(self.links):
+            if key not in wanted:           # no longer federated: cleaned up upstream
+                self._stop_soon(self.links.pop(key), cleanup=True)
+            elif wanted[key][0] != self.links[key].upstream:    # changed: the same queue
+                self._stop_soon(self.links.pop(key), cleanup=False)
         for key, (upstream, policy, cls) in wanted.items():
             if key not in self.links:
                 link = self.links[key] = cls(self, key[1], key[2], upstream, policy)
                 link.start()
         for key, link in self.links.items():
             if isinstance(link, ExchangeLink):
-                link.set_bindings(self._bindings_of(key[1], key[2]))
+                link.set_bindings(self.bindings_of(key[1], key[2]))
 
     def _wanted(self) -> dict:
         """{(kind, vhost, name, upstream name): (Upstream, policy name, link class)}."""
@@ -164,7 +171,9 @@ class Federation:
         return {n: value for (v, comp, n), value in self.values.items()
                 if v == vhost and comp == component}
 
-    def _bindings_of(self, vhost: str, name: str) -> set:
+    def bindings_of(self, vhost: str, name: str) -> set:
+        """Exchange ``name``'s bindings: {(routing key, args key)} (``binding_arguments``
+        gives each one's arguments)."""
         ex = self.broker.vhosts[vhost].exchanges.get(name)
         out = set()
         for (_dest, routing_key, args_key), arguments in (ex.bindings.items() if ex else ()):

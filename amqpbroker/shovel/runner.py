@@ -37,7 +37,7 @@ from datetime import datetime
 
 import pika
 
-from ..outbound import CLOSE_TIMEOUT, OutboundClient
+from ..outbound import OutboundClient
 from .definition import Definition, Uri
 
 log = logging.getLogger("amqpbroker.shovel")
@@ -64,10 +64,6 @@ class Shovel(OutboundClient):
         self.timestamp = status_time()
         self.src_uri: Uri | None = None         # the URIs of the current run
         self.dest_uri: Uri | None = None
-        self.task: asyncio.Task | None = None
-        self._pending: dict = {}        # published to the destination, not yet confirmed
-        self._stopping = False
-        self._drained: asyncio.Future | None = None     # done once _pending is empty
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -79,16 +75,8 @@ class Shovel(OutboundClient):
         already published to the destination but not yet confirmed (a durable queue
         confirms after its fsync) are waited for first, so their acks are among those: a
         shovel stopped between the two moved them again after a restart."""
-        self._stopping = True               # no more deliveries are forwarded
-        if self._pending and self.task is not None and not self.task.done():
-            self._drained = asyncio.get_running_loop().create_future()
-            await asyncio.wait({self._drained, self.task}, timeout=CLOSE_TIMEOUT)
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+        await self._drain()
+        await self._cancel()
         await self._closed()
 
     async def _run(self) -> None:
@@ -148,8 +136,7 @@ class Shovel(OutboundClient):
     async def _forward(self, src, dest, queue: str, remaining: int | None) -> bool:
         d = self.d
         done = asyncio.get_running_loop().create_future()
-        pending: dict[int, int] = {}          # destination publish seq -> source tag
-        self._pending = pending
+        self._pending = pending = {}
         counts = {"published": 0, "settled": 0, "seq": 0}
         no_ack = d.ack_mode == "no-ack"
 
@@ -160,18 +147,7 @@ class Shovel(OutboundClient):
                 done.set_result(True)
 
         def on_confirm(frame) -> None:
-            m = frame.method
-            tags = [s for s in pending if s <= m.delivery_tag] if m.multiple \
-                else [m.delivery_tag] if m.delivery_tag in pending else []
-            for s in sorted(tags):
-                tag = pending.pop(s)
-                if isinstance(m, pika.spec.Basic.Ack):
-                    src.basic_ack(tag)
-                else:
-                    src.basic_nack(tag, requeue=True)
-            settled(len(tags))
-            if not pending and self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)      # stopping: every ack is sent
+            settled(self._confirmed(frame, src))
 
         def on_message(_ch, method, properties, body) -> None:
             if remaining is not None and counts["published"] >= remaining or self._stopping:
