@@ -122,10 +122,6 @@ class Link(OutboundClient):
         log.info("%s is running: %s", self.describe, self.uri.shown)
         await self._running()
 
-    async def _running(self) -> None:
-        """Until the run ends (its exception)."""
-        await asyncio.shield(self._ended)
-
     # ------------------------------------------------------------ forwarding
     def _forward(self, method, props, body, exchange: str, routing_key: str,
                  headers: dict) -> None:
@@ -186,8 +182,8 @@ class ExchangeLink(Link):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.wanted: set = set()        # (routing key, arguments) of the downstream's bindings
-        self.bound: dict = {}           # what is bound upstream: that key -> its arguments
+        self.wanted: dict = {}          # the downstream's bindings: key -> (routing key, args)
+        self.bound: dict = {}           # what is bound upstream: key -> (routing key, args)
         self._bindings_changed = asyncio.Event()
         self._suffix = "A"              # the internal exchange's: A or B (``_set_up``)
         self._internal: str | None = None       # its name upstream, once declared
@@ -203,11 +199,10 @@ class ExchangeLink(Link):
             part = f":{self.name}"
         return f"federation: {self.upstream.exchange} -> {cluster}{part}"
 
-    def set_bindings(self, bindings: set) -> None:
-        """The downstream exchange's bindings now, as ``{(routing key, args key)}`` with
-        their arguments in ``self.registry`` (``binding_arguments``)."""
+    def set_bindings(self, bindings: dict) -> None:
+        """The downstream exchange's bindings now (``registry.bindings_of``)."""
         if bindings != self.wanted:
-            self.wanted = set(bindings)
+            self.wanted = bindings
             self._bindings_changed.set()
 
     async def _set_up(self) -> None:
@@ -276,8 +271,7 @@ class ExchangeLink(Link):
         self._bindings_changed.clear()
         u, up = self.upstream, self.up
         want = {}
-        for key in self.wanted:
-            routing_key, arguments = self.registry.binding_arguments(key)
+        for key, (routing_key, arguments) in self.wanted.items():
             args = hops.bound_upstream(
                 arguments, u.max_hops, self.upstream_cluster,
                 self.uri.vhost, self.registry.cluster_name(), self.vhost,

@@ -39,7 +39,6 @@ class Federation:
         self._soon: asyncio.Handle | None = None
         self._ticker: asyncio.Task | None = None
         self._stopping: set = set()
-        self._binding_args: dict = {}       # (routing key, args key) -> (key, arguments)
 
     # ------------------------------------------------------------ what the links ask
     def local_address(self):
@@ -72,9 +71,6 @@ class Federation:
             return None
         return {"durable": q.durable, "auto_delete": q.auto_delete,
                 "arguments": dict(q.arguments)}
-
-    def binding_arguments(self, key) -> tuple[str, dict]:
-        return self._binding_args[key]
 
     # ------------------------------------------------------------ parameters
     def set(self, vhost: str, component: str, name: str, value) -> None:
@@ -171,16 +167,14 @@ class Federation:
         return {n: value for (v, comp, n), value in self.values.items()
                 if v == vhost and comp == component}
 
-    def bindings_of(self, vhost: str, name: str) -> set:
-        """Exchange ``name``'s bindings: {(routing key, args key)} (``binding_arguments``
-        gives each one's arguments)."""
-        ex = self.broker.vhosts[vhost].exchanges.get(name)
-        out = set()
-        for (_dest, routing_key, args_key), arguments in (ex.bindings.items() if ex else ()):
-            key = (routing_key, args_key)
-            self._binding_args[key] = (routing_key, arguments)
-            out.add(key)
-        return out
+    def bindings_of(self, vhost: str, name: str) -> dict:
+        """Exchange ``name``'s bindings, one per routing key and arguments:
+        {(routing key, args key): (routing key, arguments)}."""
+        vh = self.broker.vhosts.get(vhost)
+        ex = vh.exchanges.get(name) if vh is not None else None
+        return {(routing_key, args_key): (routing_key, arguments)
+                for (_dest, routing_key, args_key), arguments in
+                (ex.bindings.items() if ex is not None else ())}
 
     async def _queue_states(self) -> None:
         """Each queue link runs while its queue has consumers and nothing ready."""
