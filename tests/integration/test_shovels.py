@@ -69,6 +69,29 @@ def test_a_local_shovel_moves_messages_in_every_layout(broker):
     ch.queue_delete("shl-dest")
 
 
+def test_a_shovel_restarted_while_messages_flow_moves_each_once(broker):
+    """A restart waits for the destination's confirms of what the shovel already published
+    and acks those at the source before its connections close, so nothing moves twice (a
+    durable queue confirms after its fsync: the window a restart fell into)."""
+    ch = channel_of(broker)
+    ch.queue_declare("shr-src", durable=True)
+    ch.queue_declare("shr-dest", durable=True)
+    ch.confirm_delivery()
+    assert put_shovel(broker, "shr", {"src-uri": "amqp://", "src-queue": "shr-src",
+                                      "dest-uri": "amqp://", "dest-queue": "shr-dest"}) == 201
+    wait_until(lambda: shovel_state(broker, "shr") == "running", WITHIN, "running")
+    for i in range(600):
+        ch.basic_publish("", "shr-src", str(i).encode(), pika.BasicProperties(delivery_mode=2))
+        if i in (100, 300, 500):
+            assert broker.request("DELETE", "shovels/vhost/%2F/shr/restart")[0] == 204
+    wait_until(lambda: depth(ch, "shr-src") == 0 and depth(ch, "shr-dest") >= 600, WITHIN,
+               "600 moved")
+    assert sorted(int(b) for b in bodies(ch, "shr-dest")) == list(range(600))
+    assert broker.request("DELETE", "parameters/shovel/%2F/shr")[0] == 204
+    ch.queue_delete("shr-src")
+    ch.queue_delete("shr-dest")
+
+
 def test_kept_across_a_restart_and_a_sigkill(tmp_path):
     """A clean restart moves nothing twice (the shovel's acks are handled before its
     connections close); after a SIGKILL nothing is lost, and what was moved but whose ack
