@@ -1,8 +1,8 @@
 """Federation (RabbitMQ's ``rabbitmq_federation``, AMQP 0-9-1) between the broker under test
 and a broker of ours the test starts (the *peer*), in both directions: the broker under test
 federates an exchange and a queue from the peer (so the peer is the upstream a RabbitMQ
-link talks to), and the peer federates an exchange from the broker under test (our link
-against a RabbitMQ upstream).
+link talks to), and the peer federates an exchange and a queue from the broker under test
+(our links against a RabbitMQ upstream).
 
 Every test here passes against RabbitMQ 3.10.8 with ``rabbitmq_federation`` and
 ``rabbitmq_federation_management`` enabled (``AMQP_URL``/``AMQP_MGMT_URL``) and ours. A link
@@ -182,3 +182,32 @@ def test_our_broker_federates_an_exchange_from_the_broker_under_test(
         peer.request("DELETE", f"parameters/federation-upstream/%2F/{name}")
     wait_until(lambda: not bindings_from(mgmt.get, name), WITHIN,
                message="what the link declared on the broker under test deleted")
+
+
+def test_our_broker_federates_a_queue_from_the_broker_under_test(
+        mgmt, broker_url, connect, peer, uniq):
+    name = uniq("fedq")
+    ch = connect().channel()
+    ch.queue_declare(name, durable=True)
+    for i in range(4):
+        ch.basic_publish("", name, f"from-under-test-{i}".encode())
+    assert peer.request("PUT", f"parameters/federation-upstream/%2F/{name}",
+                        {"value": {"uri": url_with(broker_url, vhost="/")}})[0] == 201
+    assert peer.request("PUT", f"policies/%2F/{name}", {
+        "pattern": f"^{name}$", "apply-to": "queues",
+        "definition": {"federation-upstream": name}})[0] == 201
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(peer.url))
+        pch = conn.channel()
+        pch.queue_declare(name, exclusive=True)
+        got = []
+        pch.basic_consume(name, lambda c, m, p, body: (got.append(body),
+                                                        c.basic_ack(m.delivery_tag)))
+        wait_until(lambda: conn.process_data_events(0.05) or len(got) == 4, WITHIN,
+                   message="4 fetched from the broker under test")
+        assert got == [f"from-under-test-{i}".encode() for i in range(4)]
+        conn.close()
+    finally:
+        peer.request("DELETE", f"policies/%2F/{name}")
+        peer.request("DELETE", f"parameters/federation-upstream/%2F/{name}")
+        ch.queue_delete(name)
