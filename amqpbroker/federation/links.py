@@ -110,6 +110,9 @@ class Link(OutboundClient):
 
     async def _one_run(self) -> None:
         self.uri, self.up = await self._connect(self.upstream.uris, "upstream")
+        # the upstream cancelled its consumer (its queue deleted): a new run sets up again
+        self.up.add_on_cancel_callback(lambda _frame: self._end(RunFailed(
+            "the upstream cancelled the link's consumer (its queue was deleted?)")))
         name = (self.up.connection.server_properties or {}).get("cluster_name")
         self.upstream_cluster = name.decode() if isinstance(name, bytes) else name
         _, self.down = await self._connect((self.registry.local_uri(self.vhost),), "local")

@@ -186,6 +186,26 @@ def test_a_link_restarted_while_messages_flow_loses_none(pair):
     assert {first[-1], now[-1]} <= {"A", "B"}
 
 
+def test_a_link_whose_upstream_queue_is_deleted_sets_up_again(pair):
+    """The upstream cancels the link's consumer when its queue is deleted (by hand, a reset
+    upstream): the link ends that run and the next declares the queue and bindings again."""
+    up, down = pair
+    upstream_to(down, up, **{"reconnect-delay": 0.2})
+    federate(down, "^again$")
+    dch = channel_of(down)
+    dch.exchange_declare("again", "fanout", durable=True)
+    dch.queue_declare("again-q", durable=True)
+    dch.queue_bind("again-q", "again", "")
+    running(down)
+    wait_until(lambda: upstream_bindings(up, "again"), WITHIN, "the binding upstream")
+    channel_of(up).queue_delete("federation: again -> down")
+    wait_until(lambda: upstream_bindings(up, "again") and [x["status"] for x in links(down)]
+               == ["running"] and up.api("queues/%2F/federation%3A%20again%20-%3E%20down")
+               .get("consumers") == 1, WITHIN, "set up again")
+    channel_of(up).basic_publish("again", "", b"after")
+    wait_until(lambda: depth(dch, "again-q") == 1, WITHIN, "flowing again")
+
+
 def test_two_brokers_federating_each_other_deliver_each_message_once(pair):
     """A cycle: each broker's ``ring`` exchange is federated from the other's, with two hops
     allowed. A message goes over once and is not sent back where it came from (the
