@@ -98,9 +98,9 @@ def offers(b: BrokerProcess, method: str, path: str) -> bool:
     return status == 405 and method in headers.get("Allow", "").split(",")
 
 
-def amqp(b: BrokerProcess) -> pika.BlockingConnection:
+def amqp(b: BrokerProcess, vhost: str = "/") -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.ConnectionParameters(
-        b.host, b.port, "/", pika.PlainCredentials("guest", "guest")))
+        b.host, b.port, vhost, pika.PlainCredentials("guest", "guest")))
 
 
 def queue_depth(b: BrokerProcess, name: str) -> int | None:
@@ -622,6 +622,70 @@ def test_the_shovels_page_sets_shows_restarts_and_deletes_a_shovel(browser, brok
             api.request("DELETE", f"/api/parameters/shovel/%2F/{name}", "guest", "guest")
             ch.queue_delete(name + "-src")
             ch.queue_delete(name + "-dest")
+
+
+def test_the_federation_page_sets_an_upstream_and_shows_restarts_its_link(browser, broker):
+    """An upstream set on the page (another vhost of this broker) feeds an exchange a policy
+    federates: its link shows running and moves a pika publisher's message; a refused
+    upstream shows the broker's reason; Restart and Delete act on their rows."""
+    name = f"dash-fed-{uuid.uuid4().hex[:8]}"
+    up_vhost = name + "-up"
+    api = mgmt(broker)
+
+    def set_upstream(value: str) -> None:
+        Select(browser.find_element(By.CSS_SELECTOR, "#set-upstream select[name=vhost]")) \
+            .select_by_value("/")
+        fill_form(browser, "set-upstream", {"input[name=name]": name,
+                                            "textarea[name=value]": value})
+        submit(browser, "set-upstream")
+
+    assert api.request("PUT", f"/api/vhosts/{up_vhost}", "guest", "guest", body={})[0] == 201
+    with amqp(broker) as conn:
+        ch = conn.channel()
+        ch.exchange_declare(name, "fanout")
+        ch.queue_declare(name)
+        ch.queue_bind(name, name)
+        try:
+            assert api.request("PUT", f"/api/policies/%2F/{name}", "guest", "guest", body={
+                "pattern": f"^{name}$", "apply-to": "exchanges",
+                "definition": {"federation-upstream": name}})[0] == 201
+            login(browser, broker)
+            go(browser, "#/federation")
+            WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "set-upstream"))
+            set_upstream('{"max-hops": 1}')
+            wait_text(browser, "#set-upstream-result .error",
+                      r'^Setting the upstream failed: 400 Validation failed Key "uri" not '
+                      rf"found in {name}$")
+            set_upstream(json.dumps({"uri": f"amqp://guest:guest@127.0.0.1:{broker.port}/"
+                                            f"{up_vhost}"}))
+            wait_text(browser, "#set-upstream-result", rf"^Set the upstream '{name}'\.$")
+            wait_text(browser, f"#federation-upstreams tr[data-name='{name}'] .col-uri",
+                      rf"^amqp://guest:guest@127\.0\.0\.1:{broker.port}/{up_vhost}$")
+            wait_text(browser, f"#federation-links tr[data-name='{name}'] .col-state",
+                      r"^running$", timeout=30)
+
+            def moved() -> bool:        # published upstream until the link has bound
+                with amqp(broker, vhost=up_vhost) as up:
+                    up.channel().basic_publish(name, "", b"over the link")
+                return bool(queue_depth(broker, name))
+            wait_until(moved)
+            delete_row(browser, "federation-links", name, "Restart")
+            wait_text(browser, "#federation-result", rf"^Restarted the link of exchange "
+                                                     rf"'{name}'\.$")
+            delete_row(browser, "federation-upstreams", name, "Delete")
+            wait_text(browser, "#federation-result", rf"^Deleted the upstream '{name}'\.$")
+            WebDriverWait(browser, WAIT).until(
+                lambda d: not row(d, "federation-links", name)
+                and not row(d, "federation-upstreams", name))
+            assert_no_console_errors(browser, broker, answered={
+                f"/api/parameters/federation-upstream/%2F/{name}": 400})
+        finally:
+            api.request("DELETE", f"/api/policies/%2F/{name}", "guest", "guest")
+            api.request("DELETE", f"/api/parameters/federation-upstream/%2F/{name}", "guest",
+                        "guest")
+            api.request("DELETE", f"/api/vhosts/{up_vhost}", "guest", "guest")
+            ch.queue_delete(name)
+            ch.exchange_delete(name)
 
 
 def fill_form(driver, form_id: str, values: dict) -> None:

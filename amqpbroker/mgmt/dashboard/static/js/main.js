@@ -11,6 +11,7 @@ import * as topics from "./pages/topics.js";
 import * as groups from "./pages/groups.js";
 import * as policies from "./pages/policies.js";
 import * as shovels from "./pages/shovels.js";
+import * as federation from "./pages/federation.js";
 import * as admin from "./pages/admin.js";
 
 const ROUTES = [
@@ -27,6 +28,7 @@ const ROUTES = [
   [/^\/groups\/([^/]+)\/([^/]+)$/, groups.mountOne],
   [/^\/policies$/, policies.mount],
   [/^\/shovels$/, shovels.mount],
+  [/^\/federation$/, federation.mount],
   [/^\/admin$/, admin.mount],
 ];
 
