@@ -70,6 +70,10 @@ FLAGS = [
                                          "by its targets, or not routable, is sent again "
                                          "(RabbitMQ's dead_letter_worker_publisher_confirm_"
                                          "timeout; default 180000, at least 100)"),
+    ("federation_check_interval", int, "ms between a federation exchange link's checks "
+                                       "that its internal exchange upstream still exists; "
+                                       "gone, the link sets up again (RabbitMQ's "
+                                       "internal_exchange_check_interval; default 90000)"),
     ("event_exchange", boolean, "publish the broker's events (queue.created, connection.closed, "
                              "user.authentication.failure, ...) to the topic exchange "
                              "amq.rabbitmq.event, as RabbitMQ's rabbitmq_event_exchange "

@@ -46,6 +46,9 @@ class Config:
     # its targets this long is sent again (RabbitMQ's
     # dead_letter_worker_publisher_confirm_timeout)
     dead_letter_confirm_timeout: int = 180000
+    # RabbitMQ's federation (amqpbroker/federation): ms between an exchange link's checks
+    # that its internal exchange upstream is still there (internal_exchange_check_interval)
+    federation_check_interval: int = 90000
     # RabbitMQ's event exchange plugin (frontend/events.py): amq.rabbitmq.event in this vhost
     event_exchange: bool = False
     event_exchange_vhost: str = "/"

@@ -260,12 +260,25 @@ class ExchangeLink(Link):
                                                                   callback=cb))
 
     async def _running(self) -> None:
+        """Follow the downstream's bindings; every ``federation_check_interval`` make sure
+        the internal exchange is still upstream (RabbitMQ's check: deleted there, nothing
+        would reach the queue, so the run ends and the next sets up again)."""
+        interval = self.registry.check_interval()
         while True:
             changed = asyncio.ensure_future(self._bindings_changed.wait())
-            await asyncio.wait({changed, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({changed, self._ended}, timeout=interval,
+                               return_when=asyncio.FIRST_COMPLETED)
             if self._ended.done():
                 changed.cancel()
                 raise self._ended.exception()
+            if not changed.done():
+                changed.cancel()
+                reason = await self._probe(self.up.connection, lambda ch, cb: ch.
+                                           exchange_declare(self._internal, passive=True,
+                                                            callback=cb))
+                if getattr(reason, "reply_code", None) == 404:
+                    raise RunFailed(f"the exchange '{self._internal}' is gone upstream")
+                continue
             await self._sync_bindings()
 
     async def _sync_bindings(self) -> None:

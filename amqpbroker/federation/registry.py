@@ -53,6 +53,10 @@ class Federation:
     def node_name(self) -> str:
         return self.broker.shovels.node_name()
 
+    def check_interval(self) -> float:
+        """Seconds between an exchange link's checks of its internal exchange upstream."""
+        return self.broker.config.federation_check_interval / 1000
+
     def local_uri(self, vhost: str) -> Uri:
         return Uri("amqp://", None, 0, vhost, None, None, False)
 

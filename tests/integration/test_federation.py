@@ -206,6 +206,29 @@ def test_a_link_whose_upstream_queue_is_deleted_sets_up_again(pair):
     wait_until(lambda: depth(dch, "again-q") == 1, WITHIN, "flowing again")
 
 
+def test_a_link_whose_internal_exchange_is_deleted_upstream_sets_up_again(tmp_path):
+    """Its queue stays, so no consumer is cancelled: the link's periodic check (RabbitMQ's
+    internal_exchange_check_interval, 200 ms here) finds the exchange gone."""
+    with BrokerProcess(tmp_path / "up", management=True) as up, \
+            BrokerProcess(tmp_path / "down", "--federation-check-interval", "200",
+                          management=True) as down:
+        named(up, "up"), named(down, "down")
+        upstream_to(down, up, **{"reconnect-delay": 0.2})
+        federate(down, "^checked$")
+        dch = channel_of(down)
+        dch.exchange_declare("checked", "fanout")
+        dch.queue_declare("checked-q")
+        dch.queue_bind("checked-q", "checked", "")
+        running(down)
+        [(_, internal)] = wait_until(lambda: upstream_bindings(up, "checked"), WITHIN,
+                                     "the binding upstream")
+        channel_of(up).exchange_delete(internal)
+        assert upstream_bindings(up, "checked") == []
+        wait_until(lambda: upstream_bindings(up, "checked"), WITHIN, "bound again")
+        channel_of(up).basic_publish("checked", "", b"after")
+        wait_until(lambda: depth(dch, "checked-q") == 1, WITHIN, "flowing again")
+
+
 def test_two_brokers_federating_each_other_deliver_each_message_once(pair):
     """A cycle: each broker's ``ring`` exchange is federated from the other's, with two hops
     allowed. A message goes over once and is not sent back where it came from (the
