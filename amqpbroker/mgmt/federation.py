@@ -15,26 +15,15 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from . import access
-from .api import ApiError, Route, no_content, not_found
-from .peers import ask_node
-
-
-def _controller(call) -> str | None:
-    """The node to ask for the links: None when this one runs them."""
-    b = call.broker
-    if b.shovels.runs_here():
-        return None
-    leader = b.cluster.controller.leader()
-    if leader is None:
-        raise ApiError(503, "no controller to ask for the federation links", "unavailable")
-    return leader
+from .api import Route, no_content, not_found
+from .peers import ask_node, controller_node
 
 
 async def _links(call) -> list[dict]:
     b, vhost = call.broker, call.params.get("vhost")
     if vhost is not None and vhost not in b.vhosts:
         raise not_found()
-    controller = _controller(call)
+    controller = controller_node(call, "federation links")
     links = b.federation.status() if controller is None else \
         await ask_node(call, controller, "GET", "/api/federation-links")
     visible = set(access.visible_vhosts(b, call.user))
@@ -58,7 +47,7 @@ async def restart_link(call):
     b, p = call.broker, call.params
     if p["vhost"] not in b.vhosts:
         raise not_found()
-    controller = _controller(call)
+    controller = controller_node(call, "federation links")
     if controller is None:
         link = next((x for x in b.federation.links.values() if x.id == p["id"]
                      and x.vhost == p["vhost"]), None)

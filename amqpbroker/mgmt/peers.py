@@ -1,6 +1,7 @@
 """Asking another node of the cluster: its management API, with the caller's credentials
 (as RabbitMQ's API asks the node that runs a shovel or leads a queue). Used where that node
-alone knows the answer: the controller's shovels, a quorum queue's leader's followers."""
+alone knows the answer: the controller's shovels and federation links, a quorum queue's
+leader's followers."""
 from __future__ import annotations
 
 import aiohttp
@@ -32,3 +33,15 @@ async def ask_node(call, node: str, method: str, path: str):
         body = body if isinstance(body, dict) else {}
         raise ApiError(status, body.get("reason", ""), body.get("error", "error"))
     return body
+
+
+def controller_node(call, what: str) -> str | None:
+    """The node that runs the shovels and federation links (``what``, for the 503): None
+    when it is this one (a single node, or the cluster's controller)."""
+    b = call.broker
+    if b.shovels.runs_here():
+        return None
+    leader = b.cluster.controller.leader()
+    if leader is None:
+        raise ApiError(503, f"no controller to ask for the {what}", "unavailable")
+    return leader

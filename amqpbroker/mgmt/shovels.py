@@ -15,26 +15,15 @@ from urllib.parse import quote
 
 from ..frontend.events import acting
 from . import access
-from .api import ApiError, Route, no_content, not_found
-from .peers import ask_node
-
-
-def _controller(call) -> str | None:
-    """The node to ask for the shovels' state: None when this one runs them."""
-    b = call.broker
-    if b.shovels.runs_here():
-        return None
-    leader = b.cluster.controller.leader()
-    if leader is None:
-        raise ApiError(503, "no controller to ask for the shovels", "unavailable")
-    return leader
+from .api import Route, no_content, not_found
+from .peers import ask_node, controller_node
 
 
 async def list_shovels(call):
     b, vhost = call.broker, call.params.get("vhost")
     if vhost is not None and vhost not in b.vhosts:
         raise not_found()
-    controller = _controller(call)
+    controller = controller_node(call, "shovels")
     statuses = b.shovels.status() if controller is None else \
         await ask_node(call, controller, "GET", "/api/shovels")
     return sorted((s for s in statuses if vhost in (None, s["vhost"])),
@@ -55,7 +44,7 @@ async def restart_shovel(call):
     b, p = call.broker, call.params
     if (p["vhost"], p["name"]) not in b.shovels.values:
         raise not_found()
-    controller = _controller(call)
+    controller = controller_node(call, "shovels")
     if controller is None:
         b.shovels.restart(p["vhost"], p["name"])
     else:

@@ -3,22 +3,14 @@ applies them to the copies of a queue it holds — where it leads, and the follo
 replica it keeps open — so a follower that becomes the leader enforces a policy set while
 it followed. (The other nodes do not tell a leader elsewhere: its own node does.)
 Three real nodes, a real etcd, pika."""
-from amqpbroker.testing.cluster_clients import (connect, declare_quorum, publish_until_confirmed,
-                                                 queue_on)
+from amqpbroker.testing.cluster_clients import (connect, declare_quorum, depth,
+                                                 publish_until_confirmed, queue_on)
 
 DEADLINE = 60.0
 
 
 def call(node, method, path, body=None):
     return node.request(method, path, body)[0]
-
-
-def count(node, queue: str) -> int:
-    conn = connect(node)
-    try:
-        return conn.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        conn.close()
 
 
 def test_a_follower_that_takes_over_leads_under_the_policy_set_while_it_followed(cluster):
@@ -39,12 +31,12 @@ def takes_over(cluster) -> None:
     for node in cluster.nodes:
         cluster.wait_until(lambda: queue_on(node, "capped").get("policy") == "cap")
     publish_until_confirmed(follower, "capped", [b"m%d" % i for i in range(5)])
-    assert count(follower, "capped") == 3
+    assert depth(follower, "capped") == 3
     leader.kill()
     cluster.wait_until(lambda: queue_on(follower, "capped").get("leader") not in
                        (None, f"amqpbroker@{leader.node}"), timeout=DEADLINE)
     publish_until_confirmed(follower, "capped", [b"n%d" % i for i in range(5)])
-    assert count(follower, "capped") == 3           # the new leader drops from the head
+    assert depth(follower, "capped") == 3           # the new leader drops from the head
     conn = connect(follower)
     ch = conn.channel()
     got = [ch.basic_get("capped", auto_ack=True)[2] for _ in range(3)]
@@ -64,7 +56,7 @@ def test_an_operator_policy_reaches_every_node_and_a_restarted_one(cluster):
         cluster.wait_until(lambda: queue_on(node, "ops-capped").get("operator_policy")
                            == "ops")
     publish_until_confirmed(other, "ops-capped", [b"m%d" % i for i in range(5)])
-    assert count(other, "ops-capped") == 2
+    assert depth(other, "ops-capped") == 2
     other.stop()
     cluster.start_node(other)
     assert other.api("operator-policies/%2F") == [

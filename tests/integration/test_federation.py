@@ -64,6 +64,21 @@ def depth(ch, queue: str) -> int:
     return ch.queue_declare(queue, passive=True).method.message_count
 
 
+def federated_exchange(up: BrokerProcess, down: BrokerProcess, exchange: str, queue: str,
+                       kind: str = "fanout", key: str = "", **upstream):
+    """``down`` federates durable ``exchange`` from ``up`` (an upstream and a policy), with
+    durable ``queue`` bound to it by ``key``; once the binding is upstream, a channel."""
+    upstream_to(down, up, **upstream)
+    federate(down, f"^{exchange}$")
+    ch = channel_of(down)
+    ch.exchange_declare(exchange, kind, durable=True)
+    ch.queue_declare(queue, durable=True)
+    ch.queue_bind(queue, exchange, key)
+    running(down)
+    wait_until(lambda: upstream_bindings(up, exchange), WITHIN, "the binding upstream")
+    return ch
+
+
 @pytest.fixture
 def pair(tmp_path):
     with BrokerProcess(tmp_path / "up", management=True) as up, \
@@ -120,14 +135,7 @@ def test_what_is_published_while_the_downstream_is_down_arrives_after(pair):
     """The upstream queue outlives the downstream broker's stop (and its SIGKILL): nothing
     published meanwhile is lost (ack-mode on-confirm: acked upstream once confirmed here)."""
     up, down = pair
-    upstream_to(down, up)
-    federate(down, "^orders$")
-    dch = channel_of(down)
-    dch.exchange_declare("orders", "direct", durable=True)
-    dch.queue_declare("orders-eu", durable=True)
-    dch.queue_bind("orders-eu", "orders", "eu")
-    running(down)
-    wait_until(lambda: upstream_bindings(up, "orders"), WITHIN, "the binding upstream")
+    federated_exchange(up, down, "orders", "orders-eu", "direct", "eu")
     uch = channel_of(up)
     uch.confirm_delivery()
     down.stop()
@@ -164,14 +172,8 @@ def test_a_link_restarted_while_messages_flow_loses_none(pair):
     """A new run binds a new internal exchange upstream before the old one goes (RabbitMQ's
     A/B swap), so nothing published upstream meanwhile falls between the two."""
     up, down = pair
-    upstream_to(down, up)
-    federate(down, "^flow$")
-    dch = channel_of(down)
-    dch.exchange_declare("flow", "fanout", durable=True)
-    dch.queue_declare("flow-q", durable=True)
-    dch.queue_bind("flow-q", "flow", "")
-    [link] = running(down)
-    wait_until(lambda: upstream_bindings(up, "flow"), WITHIN, "the binding upstream")
+    dch = federated_exchange(up, down, "flow", "flow-q")
+    [link] = links(down)
     first = upstream_bindings(up, "flow")[0][1]
     uch = channel_of(up)
     uch.confirm_delivery()
@@ -190,14 +192,7 @@ def test_a_link_whose_upstream_queue_is_deleted_sets_up_again(pair):
     """The upstream cancels the link's consumer when its queue is deleted (by hand, a reset
     upstream): the link ends that run and the next declares the queue and bindings again."""
     up, down = pair
-    upstream_to(down, up, **{"reconnect-delay": 0.2})
-    federate(down, "^again$")
-    dch = channel_of(down)
-    dch.exchange_declare("again", "fanout", durable=True)
-    dch.queue_declare("again-q", durable=True)
-    dch.queue_bind("again-q", "again", "")
-    running(down)
-    wait_until(lambda: upstream_bindings(up, "again"), WITHIN, "the binding upstream")
+    dch = federated_exchange(up, down, "again", "again-q", **{"reconnect-delay": 0.2})
     channel_of(up).queue_delete("federation: again -> down")
     wait_until(lambda: upstream_bindings(up, "again") and [x["status"] for x in links(down)]
                == ["running"] and up.api("queues/%2F/federation%3A%20again%20-%3E%20down")
@@ -213,15 +208,8 @@ def test_a_link_whose_internal_exchange_is_deleted_upstream_sets_up_again(tmp_pa
             BrokerProcess(tmp_path / "down", "--federation-check-interval", "200",
                           management=True) as down:
         named(up, "up"), named(down, "down")
-        upstream_to(down, up, **{"reconnect-delay": 0.2})
-        federate(down, "^checked$")
-        dch = channel_of(down)
-        dch.exchange_declare("checked", "fanout")
-        dch.queue_declare("checked-q")
-        dch.queue_bind("checked-q", "checked", "")
-        running(down)
-        [(_, internal)] = wait_until(lambda: upstream_bindings(up, "checked"), WITHIN,
-                                     "the binding upstream")
+        dch = federated_exchange(up, down, "checked", "checked-q", **{"reconnect-delay": 0.2})
+        [(_, internal)] = upstream_bindings(up, "checked")
         channel_of(up).exchange_delete(internal)
         assert upstream_bindings(up, "checked") == []
         wait_until(lambda: upstream_bindings(up, "checked"), WITHIN, "bound again")
@@ -234,14 +222,7 @@ def test_a_downstream_killed_while_messages_flow_loses_none(pair):
     restart (on-confirm: acked upstream only once this broker confirmed it, so durably
     stored; one confirmed here whose ack upstream was lost comes again, as RabbitMQ's)."""
     up, down = pair
-    upstream_to(down, up)
-    federate(down, "^crash$")
-    dch = channel_of(down)
-    dch.exchange_declare("crash", "fanout", durable=True)
-    dch.queue_declare("crash-q", durable=True)
-    dch.queue_bind("crash-q", "crash", "")
-    running(down)
-    wait_until(lambda: upstream_bindings(up, "crash"), WITHIN, "the binding upstream")
+    federated_exchange(up, down, "crash", "crash-q")
     uch = channel_of(up)
     uch.confirm_delivery()
     for i in range(1000):
