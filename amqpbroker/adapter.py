@@ -28,6 +28,7 @@ import pika
 
 from .delivery_tap import TappedConnection
 from .frontend import adapters
+from .frontend.tls import certificate_login
 from .pika_calls import answer, end, reading
 
 INBOX_HIGH = 256                    # packets or frames waiting: reading pauses above this
@@ -190,6 +191,20 @@ class AdapterConnection(asyncio.Protocol):
 
     def _work_done(self) -> None:
         """After the inbox was worked through (or the work ended)."""
+
+    def certificate_user(self) -> str | None:
+        """The user a TLS client's verified certificate names (``--tls-login-from``), as
+        RabbitMQ's ``ssl_cert_login``; None without TLS, a certificate or a name."""
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        return certificate_login(ssl_object, self.server.broker.config.tls_login_from).name
+
+    def certificate_password(self) -> str:
+        """What the AMQP login of a certificate's user sends as its password: the internal
+        login's secret, which logs in as the user named if it exists (frontend/auth.py),
+        as RabbitMQ checks a certificate login: the user must exist, no password."""
+        return self.server.broker.users.internal_secret
 
     # ------------------------------------------------------------ the AMQP side
     async def _open_amqp(self, vhost: str, user: str, password: str, protocol: str,

@@ -93,6 +93,11 @@ FLAGS = [
                            "amq.topic)"),
     ("mqtt_allow_anonymous", boolean, "MQTT clients without credentials log in as the "
                                       "default user (default true, as RabbitMQ's)"),
+    ("mqtt_ssl_cert_login", boolean, "an MQTT client on TLS that sends no credentials logs "
+                                     "in as its verified certificate's user (its subject, "
+                                     "or its CN with --tls-login-from common_name), without "
+                                     "a password, as RabbitMQ's mqtt.ssl_cert_login "
+                                     "(default false)"),
     ("stomp_port", int, "STOMP 1.0 / 1.1 / 1.2 port, as RabbitMQ's rabbitmq_stomp plugin "
                         "(RabbitMQ listens on 61613; default 0 = off; -1 = any free port)"),
     ("stomp_tls_port", int, "STOMP over TLS, with --tls-cert (RabbitMQ listens on 61614; "
@@ -104,6 +109,16 @@ FLAGS = [
                          "(default /)"),
     ("stomp_topic_exchange", str, "the exchange /topic/ destinations route through "
                                   "(default amq.topic)"),
+    ("stomp_ssl_cert_login", boolean, "a STOMP client on TLS whose CONNECT has no login "
+                                      "header logs in as its verified certificate's user, "
+                                      "without a password, as RabbitMQ's "
+                                      "stomp.ssl_cert_login (default false)"),
+    ("stomp_implicit_connect", boolean, "a STOMP client may skip CONNECT: its first frame "
+                                        "logs it in as the default user, with no CONNECTED "
+                                        "frame, as RabbitMQ's stomp.implicit_connect "
+                                        "(default false)"),
+    ("stomp_hide_server_info", boolean, "CONNECTED frames without the server header, as "
+                                        "RabbitMQ's stomp.hide_server_info (default false)"),
     ("tracing_dir", str, "where traces (/api/traces, RabbitMQ's rabbitmq_tracing) write their "
                          "log files (default: tracing in the data directory)"),
     ("cache_limit", int, "bytes of message bodies kept in memory (default 67108864)"),

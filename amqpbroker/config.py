@@ -60,6 +60,7 @@ class Config:
     mqtt_vhost: str = "/"                        # a user name without "vhost:" logs in here
     mqtt_exchange: str = "amq.topic"             # topics are its routing keys
     mqtt_allow_anonymous: bool = True            # no credentials: default_user / default_pass
+    mqtt_ssl_cert_login: bool = False            # no credentials, TLS: the certificate's user
     # RabbitMQ's STOMP plugin (amqpbroker/stomp): STOMP 1.0-1.2 clients over AMQP
     stomp_port: int = 0                          # 0 = off, -1 = any free port (61613: RabbitMQ's)
     stomp_tls_port: int = 0                      # STOMP over TLS, with tls_cert (61614)
@@ -67,6 +68,9 @@ class Config:
     web_stomp_path: str = "/ws"                  # its HTTP path (RabbitMQ's web_stomp.ws_path)
     stomp_vhost: str = "/"                       # a CONNECT without a host header logs in here
     stomp_topic_exchange: str = "amq.topic"      # /topic/ destinations route through it
+    stomp_ssl_cert_login: bool = False           # no login header, TLS: the certificate's user
+    stomp_implicit_connect: bool = False         # a first frame other than CONNECT logs in
+    stomp_hide_server_info: bool = False         # CONNECTED without its server header
     # the rabbitmq_tracing plugin's log files (amqpbroker/tracing.py); "" = <data_dir>/tracing
     tracing_dir: str = ""
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)

@@ -248,7 +248,11 @@ class MqttConnection(AdapterConnection):
         self.client_id = c.client_id or uuid.uuid4().hex
         self.clean = c.clean_session
         username, password = c.username, c.password
-        if username is None and password is None:
+        by_certificate = username is None and password is None \
+            and self.cfg.mqtt_ssl_cert_login and self.certificate_user() is not None
+        if by_certificate:                      # RabbitMQ's ssl_cert_login: no password
+            username, password = self.certificate_user(), self.certificate_password()
+        elif username is None and password is None:
             if not self.cfg.mqtt_allow_anonymous:
                 log.error("MQTT login failed: no credentials provided")
                 return f.BAD_CREDENTIALS, False
@@ -267,7 +271,8 @@ class MqttConnection(AdapterConnection):
         if self.user in self.cfg.loopback_users and not is_loopback(self.peer):
             # RabbitMQ checks this after the password: a wrong one is still code 4
             known = self.server.broker.users.users.get(self.user)
-            if known is not None and check_password(password, known.password_hash):
+            if known is not None and (by_certificate
+                                      or check_password(password, known.password_hash)):
                 log.warning("MQTT login failed for user %s: this user's access is restricted "
                             "to localhost", self.user)
                 return f.NOT_AUTHORIZED, False

@@ -222,9 +222,15 @@ class StompConnection(AdapterConnection):
         if self.channel is None:
             if command in ("CONNECT", "STOMP"):
                 await self._connect(frame)
-            else:
+                return
+            if not self.cfg.stomp_implicit_connect:
                 self._error(StompError("Illegal command", "You must log in using CONNECT first"))
-            return
+                return
+            # RabbitMQ's implicit_connect: a CONNECT without headers, no CONNECTED
+            await self._connect(Frame("CONNECT"), implicit=True)
+            if self.channel is None:
+                self.close()
+                return
         if command in ("CONNECT", "STOMP"):
             log.error("STOMP connection %s: a second %s", self.name, command)
             self.close()
@@ -278,7 +284,7 @@ class StompConnection(AdapterConnection):
         self.send_error(exc.message, exc.detail)
 
     # ------------------------------------------------------------ CONNECT
-    async def _connect(self, frame: Frame) -> None:
+    async def _connect(self, frame: Frame, implicit: bool = False) -> None:
         offered = frame.get("accept-version", "1.0").split(",")
         common = [v for v in offered if v in SUPPORTED]
         if not common:
@@ -289,8 +295,13 @@ class StompConnection(AdapterConnection):
         headers = frame.headers
         if version == "1.0":
             headers = {k: v.lstrip() for k, v in headers.items()}
-        login = headers.get("login", self.cfg.default_user)
-        passcode = headers.get("passcode", self.cfg.default_pass)
+        by_certificate = "login" not in headers and self.cfg.stomp_ssl_cert_login \
+            and self.certificate_user() is not None
+        if by_certificate:                      # RabbitMQ's ssl_cert_login: no password
+            login, passcode = self.certificate_user(), self.certificate_password()
+        else:
+            login = headers.get("login", self.cfg.default_user)
+            passcode = headers.get("passcode", self.cfg.default_pass)
         vhost = headers.get("host", self.cfg.stomp_vhost)
         try:
             beats = [int(x) for x in headers.get("heart-beat", "0,0").split(",")]
@@ -300,7 +311,8 @@ class StompConnection(AdapterConnection):
             return
         if login in self.cfg.loopback_users and not is_loopback(self.peer):
             known = self.server.broker.users.users.get(login)
-            if known is not None and check_password(passcode, known.password_hash):
+            if known is not None and (by_certificate
+                                      or check_password(passcode, known.password_hash)):
                 log.warning("STOMP login failed for user '%s': this user's access is "
                             "restricted to localhost", login)
                 self._error(StompError("Bad CONNECT", "non-loopback access denied"))
@@ -312,9 +324,13 @@ class StompConnection(AdapterConnection):
         self.version, self.login, self.vhost = version, login, vhost
         self.session = "session-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         self.parser.max_length = self.cfg.max_message_size + MAX_UNAUTHENTICATED
-        self.send("CONNECTED", [("server", SERVER), ("session", self.session),
-                                ("heart-beat", f"{send_every * 1000},{expect_every * 1000}"),
-                                ("version", version)])
+        if not implicit:
+            connected = [("session", self.session),
+                         ("heart-beat", f"{send_every * 1000},{expect_every * 1000}"),
+                         ("version", version)]
+            if not self.cfg.stomp_hide_server_info:
+                connected.insert(0, ("server", SERVER))
+            self.send("CONNECTED", connected)
         if send_every:
             self.timers.append(self.loop.call_later(send_every, self._beat, send_every))
         if expect_every:

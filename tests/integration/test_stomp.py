@@ -456,3 +456,43 @@ def test_a_disk_alarm_holds_stomp_publishers_at_their_send(tmp_path, layout):
         finally:
             publisher.close()
             consumer.close()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_implicit_connect_and_hidden_server_info(tmp_path, layout):
+    """RabbitMQ's stomp.implicit_connect: a first frame other than CONNECT logs the client in
+    as the default user (no CONNECTED) and is done; stomp.hide_server_info: CONNECTED says
+    no server."""
+    with BrokerProcess(tmp_path / "implicit", *LAYOUTS[layout], "--stomp-port", "-1",
+                       "--stomp-implicit-connect", "--stomp-hide-server-info") as b:
+        r = Raw(at(b), connect=False)
+        try:
+            r.send("SUBSCRIBE", [("destination", "/queue/stomp-implicit"), ("id", "s"),
+                                 ("receipt", "sub")])
+            receipt = r.read()
+            assert (receipt.command, receipt.headers["receipt-id"]) == ("RECEIPT", "sub")
+            r.send("SEND", [("destination", "/queue/stomp-implicit")], b"no CONNECT needed")
+            m = r.read()
+            assert (m.command, m.body) == ("MESSAGE", b"no CONNECT needed")
+        finally:
+            r.close()
+        r = Raw(at(b), connect=False)
+        try:
+            r.send("CONNECT", [("accept-version", "1.2"), ("host", "/"), ("login", "guest"),
+                               ("passcode", "guest")])
+            ok = r.read()
+            assert ok.command == "CONNECTED" and "server" not in ok.headers
+            assert ok.headers["version"] == "1.2"
+        finally:
+            r.close()
+    # a refused implicit login ends the connection, as RabbitMQ's
+    with BrokerProcess(tmp_path / "strict", *LAYOUTS[layout], "--stomp-port", "-1",
+                       "--stomp-implicit-connect", "--stomp-vhost", "nowhere") as strict:
+        r = Raw(at(strict), connect=False)
+        try:
+            r.send("SEND", [("destination", "/queue/x")], b"who am I?")
+            e = r.read()
+            assert (e.command, e.headers["message"]) == ("ERROR", "Bad CONNECT")
+            assert r.closed_by_broker()
+        finally:
+            r.close()

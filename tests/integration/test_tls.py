@@ -31,6 +31,7 @@ from pamqp import header as pheader
 
 from amqpbroker import child
 from amqpbroker.testing import LAYOUTS, BrokerProcess
+from amqpbroker.testing.leaks import wait_until
 
 ALICE = "CN=alice,OU=dev,O=Example Org"        # RabbitMQ's string of her certificate's subject
 
@@ -408,3 +409,78 @@ def test_stomp_over_tls(broker, pki):
     listeners = api(broker, pki, "GET", "overview")[1]["listeners"]
     assert ("stomp/ssl", broker.stomp_tls_port) in [(x["protocol"], x["port"])
                                                     for x in listeners]
+
+
+def stomp_connect(broker, pki, cert: Cert | None, headers: list) -> tuple:
+    """A STOMP CONNECT over TLS with ``cert``: (the answer frame, the socket, its reader)."""
+    import socket as socketlib
+    from amqpbroker.stomp.frames import Parser, serialize
+    raw = socketlib.create_connection(("127.0.0.1", broker.stomp_tls_port), timeout=15)
+    s = client_context(pki, cert).wrap_socket(raw, server_hostname="localhost")
+    parser, frames = Parser(1 << 20, every_length=True), []
+
+    def read():
+        while not frames:
+            frames.extend(parser.feed(s.recv(65536)))
+        return frames.pop(0)
+    s.sendall(serialize("CONNECT", [("accept-version", "1.2"), ("host", "/"), *headers]))
+    return read(), s, read
+
+
+def test_mqtt_and_stomp_log_in_by_certificate(tmp_path_factory, pki):
+    """RabbitMQ's mqtt.ssl_cert_login and stomp.ssl_cert_login: a client on TLS that sends
+    no credentials is its certificate's user (here its CN), with no password; credentials
+    sent still win; a certificate of no user is refused."""
+    from amqpbroker.testing.mqtt_clients import Client
+    with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer", "--tls-login-from",
+                    "common_name", "--mqtt-tls-port", "-1", "--stomp-tls-port", "-1",
+                    "--mqtt-ssl-cert-login", "--stomp-ssl-cert-login") as b:
+        add_user(b, pki, "alice")
+
+        def users(protocol: str) -> list:
+            return sorted(c["user"] for c in api(b, pki, "GET", "connections")[1]
+                          if c["protocol"].startswith(protocol))
+        alice = Client(("127.0.0.1", b.mqtt_tls_port), "by-cert", username=None,
+                       tls=client_context(pki, pki.alice))
+        guest = Client(("127.0.0.1", b.mqtt_tls_port), "by-password",
+                       tls=client_context(pki, pki.alice))
+        try:
+            assert alice.connack[1] == 0 and guest.connack[1] == 0
+            wait_until(lambda: users("MQTT") == ["alice", "guest"], 10, "two MQTT logins")
+        finally:
+            alice.close()
+            guest.close()
+        bob = Client(("127.0.0.1", b.mqtt_tls_port), "no-such-user", username=None,
+                     tls=client_context(pki, pki.bob))
+        try:
+            assert bob.connack[1] == 134    # paho's code for 3.1.1's 4: bad user name or password
+        finally:
+            bob.close()
+
+        connected, s, _ = stomp_connect(b, pki, pki.alice, [])
+        assert connected.command == "CONNECTED"
+        wait_until(lambda: users("STOMP") == ["alice"], 10, "a STOMP login as alice")
+        s.close()
+        connected, s, _ = stomp_connect(b, pki, pki.alice, [("login", "guest"),
+                                                            ("passcode", "guest")])
+        assert connected.command == "CONNECTED"
+        s.close()
+        refused, s, _ = stomp_connect(b, pki, pki.bob, [])
+        assert (refused.command, refused.headers["message"]) == ("ERROR", "Bad CONNECT")
+        assert refused.body == b"Access refused for user 'bob'\n"
+        s.close()
+
+
+def test_without_the_setting_a_certificate_logs_nobody_in(broker, pki):
+    """The default (as RabbitMQ's): no credentials over MQTT is the anonymous default user
+    (guest), whatever the certificate says."""
+    from amqpbroker.testing.mqtt_clients import Client
+    c = Client(("127.0.0.1", broker.mqtt_tls_port), "anonymous-tls", username=None,
+               tls=client_context(pki, pki.alice))
+    try:
+        assert c.connack[1] == 0
+        wait_until(lambda: [x["user"] for x in api(broker, pki, "GET", "connections")[1]
+                            if x["protocol"].startswith("MQTT")] == ["guest"], 10,
+                   "the anonymous login")
+    finally:
+        c.close()
