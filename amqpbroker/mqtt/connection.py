@@ -45,8 +45,8 @@ from ..protocol import fieldtable
 from ..protocol import properties as P
 from ..protocol.fastpath import build_confirm, build_publish
 from . import frames as f
-from .topics import subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic, \
-    vhost_and_user
+from .topics import (CERT_MAPPING, PORT_MAPPING, pick_vhost, subscription_queues, to_amqp,
+                     to_mqtt, valid_filter, valid_topic)
 
 log = logging.getLogger("amqpbroker.mqtt")
 
@@ -263,7 +263,10 @@ class MqttConnection(AdapterConnection):
         elif password is None:
             log.error("MQTT login failed for user '%s': no password provided", username)
             return f.BAD_CREDENTIALS, False
-        self.vhost, self.user = vhost_and_user(username, self.cfg.mqtt_vhost)
+        params = self.server.broker.global_parameters
+        self.vhost, self.user = pick_vhost(
+            username, self.certificate_user(), self.transport.get_extra_info("sockname")[1],
+            self.cfg.mqtt_vhost, params.get(PORT_MAPPING), params.get(CERT_MAPPING))
         if self.vhost not in self.server.broker.vhosts:
             log.error("MQTT login failed for user '%s': virtual host '%s' does not exist",
                       username, self.vhost)

@@ -35,6 +35,34 @@ def vhost_and_user(username: str, default_vhost: str) -> tuple[str, str]:
     return (vhost, user) if colon else (default_vhost, username)
 
 
+PORT_MAPPING = "mqtt_port_to_vhost_mapping"     # global parameters, as RabbitMQ's
+CERT_MAPPING = "mqtt_default_vhosts"
+
+
+def pick_vhost(username: str, certificate: str | None, port: int, default_vhost: str,
+               port_mapping, cert_mapping) -> tuple[str, str]:
+    """(vhost, user) of an MQTT login, as RabbitMQ 3.10's ``get_vhost``. With a client
+    certificate (its user name, ``--tls-login-from``): the certificate's vhost in
+    ``cert_mapping``, else the port's in ``port_mapping``, else ``vhost:user``. Without
+    one: ``vhost:user``, else the port's, else ``default_vhost``. The mappings are the
+    global parameters' values: JSON objects, a port number (as a string) or a certificate
+    name to a vhost."""
+    def lookup(mapping, key: str):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        return value if isinstance(value, str) else None
+    by_port = lookup(port_mapping, str(port))
+    if certificate is not None:
+        by_certificate = lookup(cert_mapping, certificate)
+        if by_certificate is not None:
+            return by_certificate, username
+        if by_port is not None:
+            return by_port, username
+        return vhost_and_user(username, default_vhost)
+    if ":" in username:
+        return vhost_and_user(username, default_vhost)
+    return (by_port, username) if by_port is not None else (default_vhost, username)
+
+
 def valid_topic(topic: str) -> bool:
     """A topic a message may be published to: not empty, no wildcard, no NUL."""
     return bool(topic) and not any(c in topic for c in "+#\0")

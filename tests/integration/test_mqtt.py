@@ -309,6 +309,29 @@ def test_vhost_from_user_name_routes_within_that_vhost(broker, clients):
     assert other.messages.empty()
 
 
+def test_a_port_to_vhost_mapping_picks_the_vhost(broker, clients):
+    """RabbitMQ's global parameter ``mqtt_port_to_vhost_mapping``: a user name without a
+    vhost logs in to its port's vhost; ``vhost:user`` still wins."""
+    assert broker.request("PUT", "vhosts/mq-port")[0] in (201, 204)
+    assert broker.request("PUT", "permissions/mq-port/guest",
+                          {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+    mapping = {str(broker.mqtt_port): "mq-port"}
+    assert broker.request("PUT", "global-parameters/mqtt_port_to_vhost_mapping",
+                          {"name": "mqtt_port_to_vhost_mapping", "value": mapping})[0] \
+        in (201, 204)
+
+    def vhost_of(client_id: str) -> str:
+        return next(c["vhost"] for c in broker.api("connections")
+                    if c["client_properties"].get("client_id") == client_id)
+    try:
+        clients("by-port")
+        clients("by-name", username="/:guest")
+        assert vhost_of("by-port") == "mq-port"
+        assert vhost_of("by-name") == "/"
+    finally:
+        broker.request("DELETE", "global-parameters/mqtt_port_to_vhost_mapping")
+
+
 def test_topic_permission_refusal_closes_the_connection(broker, clients):
     assert broker.request("PUT", "users/mq-topic", {"password": "pw", "tags": ""})[0] in (201, 204)
     assert broker.request("PUT", "permissions/%2F/mq-topic",

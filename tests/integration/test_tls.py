@@ -470,6 +470,23 @@ def test_mqtt_and_stomp_log_in_by_certificate(tmp_path_factory, pki):
         assert refused.body == b"Access refused for user 'bob'\n"
         s.close()
 
+        # RabbitMQ's global parameter mqtt_default_vhosts: a certificate's vhost
+        assert api(b, pki, "PUT", "vhosts/by-cert")[0] == 201
+        assert api(b, pki, "PUT", "permissions/by-cert/alice",
+                   {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+        assert api(b, pki, "PUT", "global-parameters/mqtt_default_vhosts", {
+            "name": "mqtt_default_vhosts", "value": {"alice": "by-cert"}})[0] in (201, 204)
+        mapped = Client(("127.0.0.1", b.mqtt_tls_port), "mapped", username=None,
+                        tls=client_context(pki, pki.alice))
+        try:
+            assert mapped.connack[1] == 0
+            wait_until(lambda: [(c["user"], c["vhost"]) for c in
+                                api(b, pki, "GET", "connections")[1]
+                                if c["protocol"].startswith("MQTT")] == [("alice", "by-cert")],
+                       10, "alice in her certificate's vhost")
+        finally:
+            mapped.close()
+
 
 def test_without_the_setting_a_certificate_logs_nobody_in(broker, pki):
     """The default (as RabbitMQ's): no credentials over MQTT is the anonymous default user

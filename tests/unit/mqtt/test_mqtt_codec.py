@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from amqpbroker.mqtt import frames as f
 from amqpbroker.mqtt.retained import RetainedStore, matches
-from amqpbroker.mqtt.topics import to_amqp, to_mqtt, valid_filter, valid_topic, \
+from amqpbroker.mqtt.topics import pick_vhost, to_amqp, to_mqtt, valid_filter, valid_topic, \
     vhost_and_user
 
 topics = st.text(st.characters(blacklist_characters="+#\0", blacklist_categories=("Cs",)),
@@ -70,6 +70,21 @@ def test_topic_mapping_as_rabbitmq():
     assert to_mqtt(to_amqp("sensors/+/temp")) == "sensors/+/temp"
     assert vhost_and_user("a:b:user", "/") == ("a:b", "user")      # at the last colon
     assert vhost_and_user("user", "/dev") == ("/dev", "user")
+
+
+def test_the_vhost_of_a_login_as_rabbitmq_picks_it():
+    ports, certs = {"1884": "by-port"}, {"CN=alice": "by-cert"}
+
+    def pick(user, cert=None, port=1883):
+        return pick_vhost(user, cert, port, "/", ports, certs)
+    assert pick("bob") == ("/", "bob")
+    assert pick("bob", port=1884) == ("by-port", "bob")
+    assert pick("v:bob", port=1884) == ("v", "bob")             # the user name's first
+    assert pick("v:bob", "CN=alice", 1884) == ("by-cert", "v:bob")   # a certificate's first
+    assert pick("v:bob", "CN=carol", 1884) == ("by-port", "v:bob")
+    assert pick("v:bob", "CN=carol") == ("v", "bob")
+    assert pick_vhost("bob", None, 1884, "/", None, None) == ("/", "bob")   # no parameters
+    assert pick_vhost("bob", None, 1884, "/", {"1884": 5}, None) == ("/", "bob")
 
 
 def test_topic_and_filter_validity():
