@@ -1,10 +1,12 @@
 """MQTT in a cluster (``--mqtt-port`` on every node; amqpbroker/mqtt): each node's MQTT
 listener reaches the queues through its own AMQP listener, so an MQTT client on any node
 meets the others, and a kept session (its QoS 1 queue lives on one node) is picked up again
-through another node. Three real nodes, a real etcd, paho-mqtt and pika."""
+through another node; a client id is the cluster's: connecting on another node closes the
+older connection. Three real nodes, a real etcd, paho-mqtt, raw sockets and pika."""
+from amqpbroker.mqtt import frames as f
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.cluster_clients import connect
-from amqpbroker.testing.mqtt_clients import Client
+from amqpbroker.testing.mqtt_clients import Client, closed_by_broker, raw, read_packet
 
 
 def test_mqtt_clients_on_different_nodes_meet(tmp_path):
@@ -41,3 +43,27 @@ def test_mqtt_clients_on_different_nodes_meet(tmp_path):
         assert got == [("plant.a.temp", b"first"), ("plant.b.temp", b"while away")]
         amqp.cancel()
         amqp.connection.close()
+
+
+def test_a_client_id_is_taken_over_across_nodes(tmp_path):
+    """The same client id on n2 closes its connection on n1 (as on one node, as RabbitMQ's
+    cluster-wide tracking); the newer connection stays, and a third on n3 closes it."""
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3, together=True,
+                      args=("--mqtt-port", "-1")) as cluster:
+        n1, n2, n3 = cluster.nodes
+        first = raw((n1.host, n1.mqtt_port), "roaming-device")
+        second = raw((n2.host, n2.mqtt_port), "roaming-device")
+        try:
+            assert closed_by_broker(first)
+            second.sendall(f._packet(f.PINGREQ, 0, b""))
+            assert read_packet(second) == (f.PINGRESP << 4, b"")
+            third = raw((n3.host, n3.mqtt_port), "roaming-device")
+            try:
+                assert closed_by_broker(second)
+                third.sendall(f._packet(f.PINGREQ, 0, b""))
+                assert read_packet(third) == (f.PINGRESP << 4, b"")
+            finally:
+                third.close()
+        finally:
+            first.close()
+            second.close()
