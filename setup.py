@@ -31,6 +31,11 @@ setup(
         # its asyncio adapter; it forwards a message's properties as they are (aiormq adds a
         # message_id to a message without one)
         "pika>=1.3",
+        # PyJWT verifies the JWTs of the OAuth 2 backend (RabbitMQ's
+        # rabbitmq_auth_backend_oauth2; frontend/oauth2.py), signatures and claims;
+        # cryptography reads its PEM signing keys and does the RSA / EC maths for PyJWT
+        "PyJWT>=2.8",
+        "cryptography>=41",
     ],
     extras_require={
         "test": [

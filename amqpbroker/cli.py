@@ -180,6 +180,18 @@ FLAGS = [
                                      "(default 10)"),
     ("loopback_users", names_list, "users who may log in from loopback only, comma-separated; "
                                    "'' for none (RabbitMQ's loopback_users; default guest)"),
+    ("auth_backends", str, "the authentication backends, in order, comma-separated: "
+                           "internal (the broker's users) and oauth2 (a JWT as the password; "
+                           "RabbitMQ's auth_backends; default internal)"),
+    ("oauth2_resource_server_id", str, "OAuth 2: the audience a token must name and the "
+                                       "prefix of its scopes (RabbitMQ's auth_oauth2."
+                                       "resource_server_id; default rabbitmq)"),
+    ("oauth2_signing_keys", names_list, "OAuth 2: the keys tokens are signed with, "
+                                        "comma-separated KID=PEM-file pairs (a public RSA "
+                                        "or EC key each; RabbitMQ's auth_oauth2."
+                                        "signing_keys)"),
+    ("oauth2_default_key", str, "OAuth 2: the key (its KID) of a token whose header names "
+                                "none (RabbitMQ's auth_oauth2.default_key)"),
     ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "
                                 "leader before the leader removes it from the in-sync "
                                 "replicas (default 10)"),

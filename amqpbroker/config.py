@@ -31,6 +31,12 @@ class Config:
     default_user: str = "guest"
     default_pass: str = "guest"
     loopback_users: tuple = ("guest",)
+    # RabbitMQ's auth_backends, in order: internal (the broker's users), oauth2 (JWT tokens
+    # as passwords, frontend/oauth2.py) with its resource server id and signing keys
+    auth_backends: str = "internal"
+    oauth2_resource_server_id: str = "rabbitmq"
+    oauth2_signing_keys: tuple = ()              # "KID=PEM file" each
+    oauth2_default_key: str = ""                 # the key of a token whose header has no kid
     workers: int = -1                            # partition worker processes; -1 = by CPUs
     frontends: int = -1                          # AMQP front-end processes; -1 = by CPUs
     watchdog_timeout: float = 60.0               # s a stuck child runs before a kill; 0 = never

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pamqp import decode
 
 from .. import errors, pcre
+from .oauth2 import TokenRefused
 
 log = logging.getLogger("amqpbroker.auth")
 
@@ -77,6 +78,7 @@ class User:
     tags: list = field(default_factory=list)
     limits: dict = field(default_factory=dict)   # max-connections, max-channels
     internal: bool = False      # the broker's own (shovels): no permission checks
+    grants: object = None       # an OAuth 2 token's (oauth2.Grants): its permissions
 
     @property
     def is_admin(self) -> bool:
@@ -122,7 +124,9 @@ class TopicPermission:
 
 
 class Users:
-    def __init__(self):
+    def __init__(self, oauth2=None, backends=("internal",)):
+        self.oauth2 = oauth2            # oauth2.OAuth2 when "oauth2" is among the backends
+        self.backends = backends        # RabbitMQ's auth_backends, in order
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
         # (vhost, user, exchange): what routing keys of that topic exchange the user may use
@@ -188,17 +192,37 @@ class Users:
             internal = self._internal(username)
             if internal is not None:
                 return internal
-        user = self.users.get(username) if username is not None else None
-        if user is None or password is None or not check_password(password, user.password_hash):
-            err = errors.ConnectionAccessRefused(
-                f"Login was refused using authentication mechanism {mechanism}. For details "
-                f"see the broker logfile.", 10, 11)
-            # answered with connection.close, if the client asks; the reason goes to the log
-            err.login_failed = (f"{mechanism} login refused: user '{username}' - "
-                                f"invalid credentials")
-            err.login_user = username
-            raise err
-        return user
+        user, why = self.login(username, password)
+        if user is not None:
+            return user
+        err = errors.ConnectionAccessRefused(
+            f"Login was refused using authentication mechanism {mechanism}. For details "
+            f"see the broker logfile.", 10, 11)
+        # answered with connection.close, if the client asks; the reason goes to the log
+        err.login_failed = f"{mechanism} login refused: user '{username}' - {why}"
+        err.login_user = username
+        raise err
+
+    def login(self, username: str | None, password: str | None,
+              backends: tuple | None = None) -> tuple[User | None, str]:
+        """(the user, "") of a user name and password, or (None, why not), asking each
+        backend in order (RabbitMQ's auth_backends: the first that accepts): ``internal``,
+        the broker's users; ``oauth2``, a JWT as the password (oauth2.py)."""
+        why = "invalid credentials"
+        for backend in backends or self.backends:
+            if backend == "oauth2" and self.oauth2 is not None and password:
+                try:
+                    name, tags, grants = self.oauth2.login(password, username)
+                except TokenRefused as exc:
+                    why = f"Authentication using an OAuth 2/JWT token failed: {exc}"
+                    continue
+                return User(name, "", tags, grants=grants), ""
+            if backend == "internal":
+                user = self.users.get(username) if username is not None else None
+                if user is not None and password is not None \
+                        and check_password(password, user.password_hash):
+                    return user, ""
+        return None, why
 
     def _internal(self, username: str | None) -> User | None:
         """The internal login's user: "none", allowed everything, or the user named."""
@@ -219,6 +243,8 @@ class Users:
         return user
 
     def can_access_vhost(self, user: User, vhost: str) -> bool:
+        if user.grants is not None:
+            return user.grants.vhost(vhost)
         return user.internal or (vhost, user.name) in self.permissions
 
     def check(self, user: User, vhost: str, kind: str, resource: str, name: str, cid=0, mid=0):
@@ -226,8 +252,12 @@ class Users:
             return
         if resource == "exchange" and name == "":
             name = "amq.default"    # the default exchange's name to permissions (RabbitMQ's)
-        perm = self.permissions.get((vhost, user.name))
-        if perm is None or not perm.allows(kind, name):
+        if user.grants is not None:
+            allowed = user.grants.resource(vhost, name, kind)
+        else:
+            perm = self.permissions.get((vhost, user.name))
+            allowed = perm is not None and perm.allows(kind, name)
+        if not allowed:
             raise errors.AccessRefused(f"access to {resource} '{name}' in vhost "
                                        f"'{vhost}' refused for user '{user.name}'", cid, mid)
 
@@ -235,10 +265,16 @@ class Users:
                     cid=0, mid=0):
         """``kind`` ("write": publish, "read": bind) of ``routing_key`` on ``exchange`` (an
         ``Exchange``): checked for topic exchanges only, as RabbitMQ checks them."""
-        if not self.topic_permissions or exchange.type != "topic" or user.internal:
+        if exchange.type != "topic" or user.internal:
             return
-        perm = self.topic_permissions.get((vhost, user.name, exchange.name))
-        if perm is not None and not perm.allows(kind, routing_key, user.name, vhost):
+        if user.grants is not None:     # a token's topic scopes (oauth2.py)
+            refused = not user.grants.topic(vhost, exchange.name, routing_key, kind)
+        elif not self.topic_permissions:
+            return
+        else:
+            perm = self.topic_permissions.get((vhost, user.name, exchange.name))
+            refused = perm is not None and not perm.allows(kind, routing_key, user.name, vhost)
+        if refused:
             raise errors.AccessRefused(f"access to topic '{routing_key}' in exchange "
                                        f"'{exchange.name}' in vhost '{vhost}' refused for user "
                                        f"'{user.name}'", cid, mid)

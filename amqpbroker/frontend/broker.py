@@ -26,6 +26,7 @@ from .alarms import Alarms
 from .dead_letter_confirms import DeadLetterConfirms
 from .events import INTERNAL_USER, emit_metadata, exchange_details
 from .auth import Users
+from .oauth2 import OAuth2, backends
 from .exchange import delay_of, with_hash_property
 from .vhost import VirtualHost
 
@@ -49,7 +50,7 @@ class Broker:
     def __init__(self, config: Config, loop, metadata=None):
         self.config = config
         self.loop = loop
-        self.users = Users()
+        self.users = Users(OAuth2.from_config(config), backends(config))
         self.vhosts: dict[str, VirtualHost] = {}
         self.sessions: set = set()
         # cluster/forward.py's Forwarder in a cluster (the supervisor's, or a front-end's)

@@ -137,7 +137,7 @@ class Channel:
             raise errors.AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in "
                                        f"vhost '{vhost.name}'", 60, 40)
         users = self.broker.users
-        if users.topic_permissions:
+        if users.topic_permissions or session.user.grants is not None:
             users.check_topic(session.user, vhost.name, "write", ex, ev.routing_key, 60, 40)
         scan = ev.scan
         if scan.reply_to == REPLY_TO and self.reply_consumer is None:

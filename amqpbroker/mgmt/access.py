@@ -24,7 +24,6 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
 from .api import ApiError, not_found
 
@@ -110,19 +109,26 @@ def refused(name: str, reason: str) -> ApiError:
 
 
 def authenticate(broker, authorization: str | None, peer: str | None):
-    """The user of a request's basic-auth header, or ApiError 401."""
-    if not authorization or not authorization.startswith("Basic "):
+    """The user of a request's basic-auth header (the broker's auth backends in order: a
+    user and password, or an OAuth 2 token as the password), or of a bearer token (OAuth 2,
+    as RabbitMQ's management with OAuth), or ApiError 401."""
+    if authorization and authorization.startswith("Bearer "):
+        name, password, backends = None, authorization[7:].strip(), ("oauth2",)
+    elif authorization and authorization.startswith("Basic "):
+        try:
+            raw = base64.b64decode(authorization[6:], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raw = ""
+        name, _, password = raw.partition(":")
+        backends = None
+    else:
         raise ApiError(401, "Login failed", "not_authorized", {"WWW-Authenticate": REALM})
-    try:
-        raw = base64.b64decode(authorization[6:], validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raw = ""
-    name, _, password = raw.partition(":")
-    user = broker.users.users.get(name)
-    if user is None or not check_password(password, user.password_hash):
+    user, why = broker.users.login(name, password, backends)
+    if user is None:
         broker.stats.auth_attempt("http", False)
-        log.warning("HTTP access denied: user '%s' - invalid credentials", name)
+        log.warning("HTTP access denied: user '%s' - %s", name, why)
         raise ApiError(401, "Login failed", "not_authorized", {"WWW-Authenticate": REALM})
+    name = user.name
     broker.stats.auth_attempt("http", True)
     if name in broker.config.loopback_users and not is_loopback(peer or ""):
         raise refused(name, "User can only log in via localhost")

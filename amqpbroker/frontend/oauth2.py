@@ -1,0 +1,195 @@
+"""RabbitMQ's OAuth 2 backend (``rabbitmq_auth_backend_oauth2``, 3.10): a client logs in
+with a JWT as its password, and the token's scopes are its permissions.
+
+* **The token** is verified with PyJWT: its header's ``kid`` names one of the signing keys
+  (``--oauth2-signing-keys KID=FILE,...``, PEM public keys: RSA or EC), or ``--oauth2-default-key``
+  when it names none; RS256/384/512, PS*, ES*. Its ``aud`` must hold the resource server id
+  (``--oauth2-resource-server-id``, ``rabbitmq``); an ``exp`` in the past refuses it.
+* **The user** is the token's ``client_id``, else its ``sub``, else the user name the client
+  sent; it need not exist among the broker's users.
+* **Scopes** (``scope``, a list or a space-separated string) that start with
+  ``<resource server id>.`` are the user's, the prefix removed: ``configure:VHOST/NAME``,
+  ``write:VHOST/NAME``, ``read:VHOST/NAME`` grant that permission on the resources whose
+  vhost and name match the patterns, ``write:VHOST/EXCHANGE/ROUTING_KEY`` and
+  ``read:VHOST/EXCHANGE/ROUTING_KEY`` the topic permission of a topic exchange (without one,
+  a topic exchange refuses the user, as RabbitMQ's backend does), ``tag:NAME`` a user tag
+  (``tag:administrator``, ``tag:management``, ...). A vhost may be opened when a permission
+  scope names it. Patterns are RabbitMQ's wildcards (``wildcard.erl``): ``*`` any run of
+  characters, the rest literal (URL-encoded), matched as RabbitMQ scans them.
+* Every check looks at the expiry again: a connection whose token expired is refused what it
+  asks next, as RabbitMQ's ``with_decoded_token``.
+
+``--auth-backends`` orders the backends (``internal``, ``oauth2``), as RabbitMQ's
+``auth_backends``: a login goes to each until one accepts it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
+
+log = logging.getLogger("amqpbroker.auth")
+
+PERMISSIONS = ("configure", "write", "read")
+
+
+class TokenRefused(Exception):
+    """Why a token does not log in (for the log; the client hears only "refused")."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A permission scope: ``permission`` on vhost / name (/ routing key) patterns."""
+    permission: str
+    vhost: str
+    name: str
+    routing_key: str | None = None
+
+
+@dataclass
+class Grants:
+    """What a token grants, kept on its connection's user."""
+    scopes: list = field(default_factory=list)      # of Scope
+    expires: float | None = None                    # the token's exp, seconds
+
+    def expired(self) -> bool:
+        return self.expires is not None and self.expires <= time.time()
+
+    def vhost(self, vhost: str) -> bool:
+        return not self.expired() and any(wildcard(vhost, s.vhost) for s in self.scopes)
+
+    def resource(self, vhost: str, name: str, permission: str) -> bool:
+        return not self.expired() and any(
+            s.permission == permission and wildcard(vhost, s.vhost) and wildcard(name, s.name)
+            for s in self.scopes)
+
+    def topic(self, vhost: str, exchange: str, routing_key: str, permission: str) -> bool:
+        return not self.expired() and any(
+            s.routing_key is not None and s.permission == permission
+            and wildcard(vhost, s.vhost) and wildcard(exchange, s.name)
+            and wildcard(routing_key, s.routing_key) for s in self.scopes)
+
+
+def wildcard(subject: str, pattern: str) -> bool:
+    """RabbitMQ's ``wildcard:match``: the pattern's parts between ``*`` (URL-decoded) found
+    in order, the first at the start, each at its first place after the last, and the
+    subject ending with the last unless the pattern ends with ``*``."""
+    parts = [unquote_plus(p) for p in pattern.split("*")]
+    first, rest = parts[0], parts[1:]
+    if not subject.startswith(first):
+        return False
+    pos = len(first)
+    for i, part in enumerate(rest):
+        if part == "":
+            if i == len(rest) - 1:
+                return True             # ends with a wildcard
+            continue
+        found = subject.find(part, pos)
+        if found == -1:
+            return False
+        pos = found + len(part)
+    return pos == len(subject)
+
+
+def parse_scopes(scopes) -> tuple[list, list]:
+    """(permission scopes, tags) of a token's scopes, already without their prefix."""
+    out, tags = [], []
+    for scope in scopes:
+        if scope.startswith("tag:"):
+            tags.append(scope[4:])
+            continue
+        permission, colon, pattern = scope.partition(":")
+        if not colon or permission not in PERMISSIONS:
+            continue
+        parts = pattern.split("/")
+        if len(parts) == 2:
+            out.append(Scope(permission, parts[0], parts[1]))
+        elif len(parts) == 3:
+            out.append(Scope(permission, parts[0], parts[1], parts[2]))
+    return out, sorted(set(tags))
+
+
+class OAuth2:
+    """The backend's settings (keys read once, in each process that checks logins)."""
+
+    def __init__(self, resource_server_id: str, signing_keys: dict, default_key: str | None):
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+        self.resource_server_id = resource_server_id
+        self.keys = {}
+        for kid, path in signing_keys.items():
+            with open(path, "rb") as f:
+                self.keys[kid] = load_pem_public_key(f.read())
+        self.default_key = default_key
+
+    @classmethod
+    def from_config(cls, cfg) -> "OAuth2 | None":
+        """The backend, when ``--auth-backends`` names it; a bad setting is a ValueError (or
+        an OSError: a key file that cannot be read), which stops the start in one line."""
+        if "oauth2" not in backends(cfg):
+            return None
+        bad = [item for item in cfg.oauth2_signing_keys if "=" not in item]
+        if bad or not cfg.oauth2_signing_keys:
+            raise ValueError("--auth-backends oauth2 needs --oauth2-signing-keys KID=PEM-file"
+                             f"[,...]{f' (not a KID=file pair: {bad[0]})' if bad else ''}")
+        keys = dict(item.split("=", 1) for item in cfg.oauth2_signing_keys)
+        if cfg.oauth2_default_key and cfg.oauth2_default_key not in keys:
+            raise ValueError(f"--oauth2-default-key {cfg.oauth2_default_key} names none of "
+                             f"the signing keys")
+        try:
+            return cls(cfg.oauth2_resource_server_id, keys, cfg.oauth2_default_key or None)
+        except (TypeError, ValueError) as exc:      # not a PEM public key
+            raise ValueError(f"an OAuth 2 signing key is not a PEM public key: {exc}") \
+                from None
+
+    def login(self, token: str, username: str | None):
+        """(user name, tags, Grants) of a valid token, or ``TokenRefused``."""
+        import jwt
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRefused("provided token is invalid") from None
+        kid = header.get("kid") or self.default_key
+        key = self.keys.get(kid)
+        if key is None:
+            raise TokenRefused(f"no signing key '{kid}'")
+        try:
+            claims = jwt.decode(token, key, algorithms=ALGORITHMS,
+                                options={"verify_aud": False, "verify_exp": False})
+        except jwt.PyJWTError as exc:
+            raise TokenRefused(f"provided token is invalid: {exc}") from None
+        aud = _words(claims.get("aud"))
+        if self.resource_server_id and self.resource_server_id not in aud:
+            raise TokenRefused(f"{{invalid_aud,{{resource_id_not_found_in_aud,"
+                               f"{self.resource_server_id},{aud}}}}}")
+        exp = claims.get("exp")
+        if isinstance(exp, (int, float)) and exp <= time.time():
+            raise TokenRefused(f"Provided JWT token has expired at timestamp {exp}")
+        prefix = f"{self.resource_server_id}." if self.resource_server_id else ""
+        scopes = [s[len(prefix):] for s in _words(claims.get("scope")) if s.startswith(prefix)]
+        permissions, tags = parse_scopes(scopes)
+        name = claims.get("client_id") or claims.get("sub") or username
+        if not name:
+            raise TokenRefused("the token names no user (client_id, sub) and none was given")
+        return str(name), tags, Grants(permissions, exp if isinstance(exp, (int, float))
+                                       else None)
+
+
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+              "ES512"]
+
+
+def _words(value) -> list:
+    if isinstance(value, str):
+        return value.split()
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def backends(cfg) -> tuple:
+    """``--auth-backends`` in order (ValueError for a name that is none of ours)."""
+    names = tuple(b.strip() for b in cfg.auth_backends.split(",") if b.strip())
+    unknown = [n for n in names if n not in ("internal", "oauth2")]
+    if unknown or not names:
+        raise ValueError(f"--auth-backends takes internal and oauth2, not "
+                         f"{','.join(unknown) or 'nothing'}")
+    return names

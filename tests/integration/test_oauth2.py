@@ -1,0 +1,184 @@
+"""The OAuth 2 backend (``--auth-backends oauth2,internal``; frontend/oauth2.py), as
+RabbitMQ's rabbitmq_auth_backend_oauth2: pika logs in with a JWT as its password (signed
+here with a key made by cryptography, verified by the broker with its public half), the
+token's scopes are its permissions, a bad, foreign, expired or misaddressed token is
+refused, the broker's own users still log in, and the management API takes the token too.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+
+import jwt
+import pika
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError, \
+    ProbableAuthenticationError
+
+from amqpbroker.testing import BrokerProcess
+from amqpbroker.testing.leaks import wait_until
+
+
+def new_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+SIGNING, FOREIGN = new_key(), new_key()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    d = tmp_path_factory.mktemp("oauth2")
+    (d / "k1.pem").write_bytes(SIGNING.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    with BrokerProcess(d / "data", "--auth-backends", "oauth2,internal",
+                       "--oauth2-signing-keys", f"k1={d / 'k1.pem'}",
+                       "--oauth2-default-key", "k1", "--mqtt-port", "-1",
+                       management=True) as b:
+        assert b.request("PUT", "vhosts/oauth-other")[0] in (201, 204)
+        yield b
+
+
+def token(*scopes: str, key=SIGNING, kid: str | None = "k1", aud="rabbitmq",
+          expires_in: float = 3600, **claims) -> str:
+    payload = {"client_id": "svc", "aud": aud, "scope": " ".join(scopes),
+               "exp": int(time.time() + expires_in), **claims}
+    return jwt.encode(payload, key, algorithm="RS256",
+                      headers={"kid": kid} if kid else None)
+
+
+def connect(b: BrokerProcess, password: str, user: str = "", vhost: str = "/"):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        b.host, b.port, vhost, pika.PlainCredentials(user, password)))
+
+
+def refused(ch_action) -> tuple:
+    with pytest.raises(ChannelClosedByBroker) as info:
+        ch_action()
+    return info.value.reply_code, info.value.reply_text
+
+
+def test_scopes_are_the_permissions(broker):
+    conn = connect(broker, token("rabbitmq.configure:*/orders.*", "rabbitmq.write:*/orders.*",
+                                 "rabbitmq.read:*/orders.*", "rabbitmq.write:*/amq.default",
+                                 "other-server.configure:*/*"))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("orders.eu")
+        ch.basic_publish("", "orders.eu", b"by token")
+        assert ch.basic_get("orders.eu", auto_ack=True)[2] == b"by token"
+        assert refused(lambda: ch.queue_declare("payments")) == (
+            403, "ACCESS_REFUSED - access to queue 'payments' in vhost '/' refused for user "
+                 "'svc'")
+        ch = conn.channel()
+        ch.queue_delete("orders.eu")
+    finally:
+        conn.close()
+    # a vhost no scope names cannot be opened
+    with pytest.raises(ProbableAccessDeniedError):
+        connect(broker, token("rabbitmq.read:oauth-only/*"), vhost="oauth-other")
+
+
+def test_topic_exchanges_need_routing_key_scopes(broker):
+    """As RabbitMQ's backend: a topic exchange checks the token's three-part scopes; a
+    token with none may not publish there."""
+    conn = connect(broker, token("rabbitmq.write:*/*"))
+    try:
+        assert refused(lambda: (lambda ch: (ch.confirm_delivery(), ch.basic_publish(
+            "amq.topic", "a.b", b"x")))(conn.channel())) == (
+            403, "ACCESS_REFUSED - access to topic 'a.b' in exchange 'amq.topic' in vhost '/' "
+                 "refused for user 'svc'")
+    finally:
+        conn.close()
+    conn = connect(broker, token("rabbitmq.write:*/*", "rabbitmq.write:*/amq.topic/sensors.*"))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("amq.topic", "sensors.t1", b"allowed")
+        assert refused(lambda: ch.basic_publish("amq.topic", "other.t1", b"no"))[0] == 403
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("bad", [
+    token("rabbitmq.read:*/*", key=FOREIGN),                     # not our signature
+    token("rabbitmq.read:*/*", aud="someone-else"),               # not for this server
+    token("rabbitmq.read:*/*", expires_in=-10),                   # expired
+    token("rabbitmq.read:*/*", kid="k9"),                         # no such key
+    "not a token at all",
+])
+def test_bad_tokens_are_refused_and_the_users_still_log_in(broker, bad):
+    with pytest.raises(ProbableAuthenticationError):
+        connect(broker, bad)
+    connect(broker, "guest", "guest").close()             # the internal backend, after
+    assert any("Authentication using an OAuth 2/JWT token failed" in line
+               or "invalid credentials" in line for line in broker.output)
+
+
+def test_an_expired_token_is_refused_what_it_asks_next(broker):
+    conn = connect(broker, token("rabbitmq.configure:*/*", expires_in=2))
+    try:
+        def refused_now() -> bool:
+            try:
+                conn.channel().queue_declare("expiring", auto_delete=True)
+                return False
+            except ChannelClosedByBroker as exc:
+                return exc.reply_code == 403
+        wait_until(refused_now, 10, "refused once the token expired")
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def test_the_management_api_takes_the_token(broker):
+    def get(path: str, authorization: str) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{broker.management_port}/api/{path}",
+                                     headers={"Authorization": authorization})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+    admin = token("rabbitmq.tag:administrator", "rabbitmq.read:*/*")
+    status, me = get("whoami", f"Bearer {admin}")
+    assert (status, me["name"], me["tags"]) == (200, "svc", ["administrator"])
+    basic = base64.b64encode(f":{admin}".encode()).decode()
+    assert get("overview", f"Basic {basic}")[0] == 200
+    assert get("whoami", f"Bearer {token('rabbitmq.read:*/*')}")[0] == 401   # no tag: no UI
+    assert get("whoami", f"Bearer {token('rabbitmq.tag:administrator', key=FOREIGN)}")[0] \
+        == 401
+
+
+def test_mqtt_clients_log_in_with_a_token_too(broker):
+    """The token as an MQTT password (any user name): an MQTT client is an AMQP login."""
+    from amqpbroker.testing.mqtt_clients import Client
+    good = Client((broker.host, broker.mqtt_port), "by-token", username="any",
+                  password=token("rabbitmq.configure:*/*", "rabbitmq.read:*/*",
+                                 "rabbitmq.write:*/*", "rabbitmq.read:*/amq.topic/*",
+                                 "rabbitmq.write:*/amq.topic/*"))
+    bad = Client((broker.host, broker.mqtt_port), "by-bad-token", username="any",
+                 password=token("rabbitmq.read:*/*", key=FOREIGN))
+    try:
+        assert good.connack[1] == 0
+        assert good.subscribe(("plant/+", 1)) == [1]
+        good.publish("plant/a", b"via a token", qos=1)
+        [m] = good.take()
+        assert m.payload == b"via a token"
+        assert bad.connack[1] == 134                # bad user name or password
+    finally:
+        good.close()
+        bad.close()
+
+
+def test_a_bad_oauth2_setting_stops_the_start(tmp_path):
+    with pytest.raises(RuntimeError) as info:
+        BrokerProcess(tmp_path, "--auth-backends", "oauth2").start()
+    assert "--auth-backends oauth2 needs --oauth2-signing-keys" in str(info.value)
+    with pytest.raises(RuntimeError) as info:
+        BrokerProcess(tmp_path, "--auth-backends", "ldap").start()
+    assert "--auth-backends takes internal and oauth2, not ldap" in str(info.value)
