@@ -376,6 +376,8 @@ class Session(asyncio.BufferedProtocol):
             self._tune_ok(event)
         elif t is ev.OpenVhost:
             self._drive(self._open(event), 0)
+        elif t is ev.UpdateSecret:
+            self._update_secret(event)
         elif t is ev.ConnectionClosedByPeer:
             # as RabbitMQ's reader: the connection is let go (channels, exclusive queues)
             # before close-ok, then the socket is left for the client to close, as the peer
@@ -477,6 +479,22 @@ class Session(asyncio.BufferedProtocol):
         self.protocol = fields["protocol"]
         self.adapted_ssl = bool(fields["ssl"])
         self.client_properties = fields["shown"]
+
+    def _update_secret(self, e: ev.UpdateSecret) -> None:
+        """RabbitMQ's ``update_state``: an OAuth 2 token's connection takes the new token
+        (its grants and tags; the same user), or is closed with 530 as RabbitMQ words it;
+        a user of the internal backend keeps its state (it cannot expire)."""
+        user = self.user
+        if user is not None and user.grants is not None:
+            secret = e.new_secret.decode(errors="replace")
+            new, why = self.broker.users.login(user.name, secret, ("oauth2",))
+            if new is None or new.name != user.name:
+                log.error("Secret update was refused for user '%s': %s", user.name,
+                          why or "the token names another user", extra=self.log_context())
+                raise errors.NotAllowed("New secret was refused by one of the backends",
+                                        10, 70)
+            user.grants, user.tags = new.grants, new.tags
+        self.conn.send_update_secret_ok()
 
     def _tune_ok(self, e: ev.TuneOk) -> None:
         if e.heartbeat:

@@ -333,10 +333,12 @@ class Connection:
                 raise errors.ChannelErrorHard("unexpected method in connection state running",
                                               class_id, method_id)
             if name == "Connection.UpdateSecret":
-                # RabbitMQ asks its auth backends; the internal one's state cannot expire, so
-                # any new secret is accepted (a backend that refused would make this 530)
-                self.send_method(0, commands.Connection.UpdateSecretOk())
-                return None
+                # RabbitMQ asks its auth backends (the session: an OAuth 2 token is checked;
+                # the internal backend's state cannot expire, so it takes any new secret)
+                secret = method.new_secret
+                if isinstance(secret, str):
+                    secret = secret.encode("utf-8", "surrogateescape")
+                return ev.UpdateSecret(secret or b"", method.reason or "")
         self.state = st.transition(self.state, name)
         if name == "Connection.StartOk":
             response = method.response
@@ -503,6 +505,9 @@ class Connection:
         self.send_method(0, commands.Connection.Tune(
             channel_max=self.server_channel_max, frame_max=self.server_frame_max,
             heartbeat=self.server_heartbeat))
+
+    def send_update_secret_ok(self) -> None:
+        self.send_method(0, commands.Connection.UpdateSecretOk())
 
     def send_open_ok(self) -> None:
         self.state = st.transition(self.state, "send:connection.open-ok")

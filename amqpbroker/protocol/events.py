@@ -46,6 +46,13 @@ class OpenVhost:
 
 
 @dataclass(slots=True)
+class UpdateSecret:
+    """connection.update-secret: answer with ``send_update_secret_ok`` or a 530."""
+    new_secret: bytes
+    reason: str
+
+
+@dataclass(slots=True)
 class ChannelOpened:
     channel: int
 

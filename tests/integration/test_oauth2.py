@@ -17,8 +17,8 @@ import pika
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError, \
-    ProbableAuthenticationError
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, \
+    ProbableAccessDeniedError, ProbableAuthenticationError
 
 from amqpbroker.testing import BrokerProcess
 from amqpbroker.testing.leaks import wait_until
@@ -133,6 +133,27 @@ def test_an_expired_token_is_refused_what_it_asks_next(broker):
     finally:
         if conn.is_open:
             conn.close()
+
+
+def test_update_secret_takes_a_new_token(broker):
+    """connection.update-secret with a refreshed token: its scopes from then on (RabbitMQ's
+    update_state); one that does not verify closes the connection with 530."""
+    conn = connect(broker, token("rabbitmq.configure:*/a.*", expires_in=60))
+    try:
+        assert refused(lambda: conn.channel().queue_declare("b.q", auto_delete=True))[0] == 403
+        conn.update_secret(token("rabbitmq.configure:*/a.*", "rabbitmq.configure:*/b.*"),
+                           "refreshed")
+        conn.channel().queue_declare("b.q", auto_delete=True)
+        with pytest.raises(ConnectionClosedByBroker) as info:
+            conn.update_secret(token("rabbitmq.configure:*/*", key=FOREIGN), "forged")
+        assert (info.value.reply_code, info.value.reply_text) == (
+            530, "NOT_ALLOWED - New secret was refused by one of the backends")
+    finally:
+        if conn.is_open:
+            conn.close()
+    conn = connect(broker, "guest", "guest")        # the internal backend: any secret is ok
+    conn.update_secret("rotated", "rotation")
+    conn.close()
 
 
 def test_the_management_api_takes_the_token(broker):
