@@ -192,6 +192,9 @@ FLAGS = [
                                         "signing_keys)"),
     ("oauth2_default_key", str, "OAuth 2: the key (its KID) of a token whose header names "
                                 "none (RabbitMQ's auth_oauth2.default_key)"),
+    ("oauth2_jwks_url", str, "OAuth 2: the identity provider's JWKS URL, whose keys "
+                             "verify tokens too; read at start and again when a token names "
+                             "an unknown key (RabbitMQ's auth_oauth2.jwks_url)"),
     ("replica_lag_time", float, "seconds a follower of a replicated queue may stay behind the "
                                 "leader before the leader removes it from the in-sync "
                                 "replicas (default 10)"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pamqp import decode
 
 from .. import errors, pcre
-from .oauth2 import TokenRefused
+from .oauth2 import TokenRefused, UnknownKey
 
 log = logging.getLogger("amqpbroker.auth")
 
@@ -213,6 +213,8 @@ class Users:
             if backend == "oauth2" and self.oauth2 is not None and password:
                 try:
                     name, tags, grants = self.oauth2.login(password, username)
+                except UnknownKey:
+                    raise                   # the caller reads the JWKS again, then retries
                 except TokenRefused as exc:
                     why = f"Authentication using an OAuth 2/JWT token failed: {exc}"
                     continue

@@ -2,8 +2,10 @@
 with a JWT as its password, and the token's scopes are its permissions.
 
 * **The token** is verified with PyJWT: its header's ``kid`` names one of the signing keys
-  (``--oauth2-signing-keys KID=FILE,...``, PEM public keys: RSA or EC), or ``--oauth2-default-key``
-  when it names none; RS256/384/512, PS*, ES*. Its ``aud`` must hold the resource server id
+  (``--oauth2-signing-keys KID=FILE,...``, PEM public keys: RSA or EC, or those of the
+  identity provider's JWKS, ``--oauth2-jwks-url``, read at start and again, off the event
+  loop, when a token names a key it did not have), or ``--oauth2-default-key`` when it
+  names none; RS256/384/512, PS*, ES*. Its ``aud`` must hold the resource server id
   (``--oauth2-resource-server-id``, ``rabbitmq``); an ``exp`` in the past refuses it.
 * **The user** is the token's ``client_id``, else its ``sub``, else the user name the client
   sent; it need not exist among the broker's users.
@@ -36,6 +38,11 @@ PERMISSIONS = ("configure", "write", "read")
 
 class TokenRefused(Exception):
     """Why a token does not log in (for the log; the client hears only "refused")."""
+
+
+class UnknownKey(TokenRefused):
+    """A token signed by a key the JWKS did not have when last read: read it again
+    (``refresh``, off the event loop), then try the login once more."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ def parse_scopes(scopes) -> tuple[list, list]:
 class OAuth2:
     """The backend's settings (keys read once, in each process that checks logins)."""
 
-    def __init__(self, resource_server_id: str, signing_keys: dict, default_key: str | None):
+    def __init__(self, resource_server_id: str, signing_keys: dict, default_key: str | None,
+                 jwks_url: str = ""):
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
         self.resource_server_id = resource_server_id
         self.keys = {}
@@ -121,6 +129,45 @@ class OAuth2:
             with open(path, "rb") as f:
                 self.keys[kid] = load_pem_public_key(f.read())
         self.default_key = default_key
+        self.jwks_url = jwks_url
+        self.jwks_keys: dict = {}           # kid -> key, as the JWKS last said
+        # when an unknown key last had the JWKS read again: a flood of tokens naming keys
+        # that do not exist reads it at most once per JWKS_MIN_INTERVAL
+        self.jwks_read_at = float("-inf")
+        if jwks_url:
+            self.refresh(asked=False)
+
+    def refresh(self, asked: bool = True) -> None:
+        """Read the identity provider's JWKS (``--oauth2-jwks-url``, RabbitMQ's
+        ``auth_oauth2.jwks_url``): blocking, so off the event loop once the broker runs
+        (``Session``, the management API). ``asked``: by a token naming an unknown key. A
+        failed read is logged and keeps what was read before."""
+        import json
+        import urllib.request
+
+        import jwt
+        if asked:
+            self.jwks_read_at = time.monotonic()
+        try:
+            with urllib.request.urlopen(self.jwks_url, timeout=JWKS_TIMEOUT) as r:
+                keys = jwt.PyJWKSet.from_dict(json.loads(r.read())).keys
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            log.warning("OAuth 2: the JWKS at %s was not read: %s", self.jwks_url, exc)
+            return
+        self.jwks_keys = {k.key_id: k.key for k in keys if k.key_id}
+        log.info("OAuth 2: %d signing key(s) read from %s", len(self.jwks_keys),
+                 self.jwks_url)
+
+    def _key(self, kid: str | None):
+        key = self.keys.get(kid)
+        if key is None:
+            key = self.jwks_keys.get(kid)
+        if key is None and self.jwks_url \
+                and time.monotonic() - self.jwks_read_at > JWKS_MIN_INTERVAL:
+            raise UnknownKey(f"no signing key '{kid}'")
+        if key is None:
+            raise TokenRefused(f"no signing key '{kid}'")
+        return key
 
     @classmethod
     def from_config(cls, cfg) -> "OAuth2 | None":
@@ -129,15 +176,18 @@ class OAuth2:
         if "oauth2" not in backends(cfg):
             return None
         bad = [item for item in cfg.oauth2_signing_keys if "=" not in item]
-        if bad or not cfg.oauth2_signing_keys:
+        if bad or not (cfg.oauth2_signing_keys or cfg.oauth2_jwks_url):
             raise ValueError("--auth-backends oauth2 needs --oauth2-signing-keys KID=PEM-file"
-                             f"[,...]{f' (not a KID=file pair: {bad[0]})' if bad else ''}")
+                             f"[,...] or --oauth2-jwks-url"
+                             f"{f' (not a KID=file pair: {bad[0]})' if bad else ''}")
         keys = dict(item.split("=", 1) for item in cfg.oauth2_signing_keys)
-        if cfg.oauth2_default_key and cfg.oauth2_default_key not in keys:
+        if cfg.oauth2_default_key and cfg.oauth2_default_key not in keys \
+                and not cfg.oauth2_jwks_url:
             raise ValueError(f"--oauth2-default-key {cfg.oauth2_default_key} names none of "
                              f"the signing keys")
         try:
-            return cls(cfg.oauth2_resource_server_id, keys, cfg.oauth2_default_key or None)
+            return cls(cfg.oauth2_resource_server_id, keys, cfg.oauth2_default_key or None,
+                       cfg.oauth2_jwks_url)
         except (TypeError, ValueError) as exc:      # not a PEM public key
             raise ValueError(f"an OAuth 2 signing key is not a PEM public key: {exc}") \
                 from None
@@ -149,10 +199,7 @@ class OAuth2:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise TokenRefused("provided token is invalid") from None
-        kid = header.get("kid") or self.default_key
-        key = self.keys.get(kid)
-        if key is None:
-            raise TokenRefused(f"no signing key '{kid}'")
+        key = self._key(header.get("kid") or self.default_key)
         try:
             claims = jwt.decode(token, key, algorithms=ALGORITHMS,
                                 options={"verify_aud": False, "verify_exp": False})
@@ -175,6 +222,8 @@ class OAuth2:
                                        else None)
 
 
+JWKS_TIMEOUT = 10.0          # seconds a read of the JWKS may take
+JWKS_MIN_INTERVAL = 5.0      # seconds between two reads asked by unknown keys
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
               "ES512"]
 

@@ -29,6 +29,7 @@ from ..protocol.connection import Connection
 from . import adapters, events, tls
 from .channel import HANDLERS, Channel
 from .metadata_copy import run_now
+from .oauth2 import UnknownKey
 
 log = logging.getLogger("amqpbroker.connection")
 
@@ -371,13 +372,13 @@ class Session(asyncio.BufferedProtocol):
         elif t is ev.ChannelCloseOk:
             pass
         elif t is ev.StartOk:
-            self._start_ok(event)
+            self._drive(self._start_ok(event), 0)
         elif t is ev.TuneOk:
             self._tune_ok(event)
         elif t is ev.OpenVhost:
             self._drive(self._open(event), 0)
         elif t is ev.UpdateSecret:
-            self._update_secret(event)
+            self._drive(self._update_secret(event), 0)
         elif t is ev.ConnectionClosedByPeer:
             # as RabbitMQ's reader: the connection is let go (channels, exclusive queues)
             # before close-ok, then the socket is left for the client to close, as the peer
@@ -433,7 +434,18 @@ class Session(asyncio.BufferedProtocol):
         self._schedule_continue()
 
     # ----------------------------------------------------------------- handshake
-    def _start_ok(self, e: ev.StartOk) -> None:
+    async def _authenticated(self, login):
+        """``login()``'s answer; when an OAuth 2 token names a key the JWKS did not have,
+        the JWKS is read again (in a thread: the loop goes on) and the login tried once
+        more."""
+        try:
+            return login()
+        except UnknownKey:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.broker.users.oauth2.refresh)
+            return login()
+
+    async def _start_ok(self, e: ev.StartOk) -> None:
         self.client_properties = e.client_properties
         if adapters.PROPERTY in e.client_properties:
             self._adapted(adapters.verified(self.broker.users.internal_secret,
@@ -441,7 +453,8 @@ class Session(asyncio.BufferedProtocol):
         caps = e.client_properties.get("capabilities") or {}
         self.capabilities = caps if isinstance(caps, dict) else {}
         try:
-            user = self.broker.users.authenticate(e.mechanism, e.response, self.certificate)
+            user = await self._authenticated(lambda: self.broker.users.authenticate(
+                e.mechanism, e.response, self.certificate))
         except errors.AMQPError as err:
             self.broker.stats.auth_attempt("amqp091", False)
             if events.on(self.broker):
@@ -480,14 +493,15 @@ class Session(asyncio.BufferedProtocol):
         self.adapted_ssl = bool(fields["ssl"])
         self.client_properties = fields["shown"]
 
-    def _update_secret(self, e: ev.UpdateSecret) -> None:
+    async def _update_secret(self, e: ev.UpdateSecret) -> None:
         """RabbitMQ's ``update_state``: an OAuth 2 token's connection takes the new token
         (its grants and tags; the same user), or is closed with 530 as RabbitMQ words it;
         a user of the internal backend keeps its state (it cannot expire)."""
         user = self.user
         if user is not None and user.grants is not None:
             secret = e.new_secret.decode(errors="replace")
-            new, why = self.broker.users.login(user.name, secret, ("oauth2",))
+            new, why = await self._authenticated(
+                lambda: self.broker.users.login(user.name, secret, ("oauth2",)))
             if new is None or new.name != user.name:
                 log.error("Secret update was refused for user '%s': %s", user.name,
                           why or "the token names another user", extra=self.log_context())

@@ -18,12 +18,14 @@ with a ``WWW-Authenticate`` challenge (RabbitMQ spells the two differently).
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from ..frontend.oauth2 import UnknownKey
 from ..frontend.session import is_loopback
 from .api import ApiError, not_found
 
@@ -135,6 +137,16 @@ def authenticate(broker, authorization: str | None, peer: str | None):
     if not MANAGEMENT_TAGS.intersection(user.tags):
         raise refused(name, "Not management user")
     return user
+
+
+async def authenticated(broker, authorization: str | None, peer: str | None):
+    """``authenticate``, reading an OAuth 2 JWKS again (in a thread) when a token names a
+    key it did not have."""
+    try:
+        return authenticate(broker, authorization, peer)
+    except UnknownKey:
+        await asyncio.get_running_loop().run_in_executor(None, broker.users.oauth2.refresh)
+        return authenticate(broker, authorization, peer)
 
 
 def authorize(access: Access, broker, user, params: dict) -> None:

@@ -59,7 +59,7 @@ class ManagementServer:
                 params = dict(request.match_info)
                 user = None
                 if not route.public:
-                    user = access.authenticate(self.broker, request.headers.get(
+                    user = await access.authenticated(self.broker, request.headers.get(
                         "Authorization"), request.remote)
                     access.authorize(route.access, self.broker, user, params)
                 body = None if route.body is None else await _read_body(request, route)

@@ -199,6 +199,65 @@ def test_mqtt_clients_log_in_with_a_token_too(broker):
         bad.close()
 
 
+class JwksServer:
+    """An identity provider's JWKS endpoint on loopback (http.server in a thread), whose
+    keys a test changes."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.keys: dict = {}                  # kid -> private key (its public half served)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"keys": [
+                    {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())),
+                     "kid": kid, "use": "sig", "alg": "RS256"}
+                    for kid, k in server.keys.items()]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/jwks"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def test_keys_from_a_jwks_url_and_their_rotation(tmp_path):
+    """RabbitMQ's auth_oauth2.jwks_url: the identity provider's keys, read at start and
+    again when a token names a key not read yet (a rotation), for AMQP and the API."""
+    idp = JwksServer()
+    first, second = new_key(), new_key()
+    idp.keys["first"] = first
+    try:
+        with BrokerProcess(tmp_path, "--auth-backends", "oauth2,internal",
+                           "--oauth2-jwks-url", idp.url, management=True) as b:
+            scopes = ("rabbitmq.configure:*/*", "rabbitmq.tag:management")
+            connect(b, token(*scopes, key=first, kid="first")).close()
+            idp.keys = {"second": second}           # rotated at the identity provider
+            connect(b, token(*scopes, key=second, kid="second")).close()
+            with pytest.raises(ProbableAuthenticationError):
+                connect(b, token(*scopes, key=new_key(), kid="third"))
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{b.management_port}/api/whoami",
+                headers={"Authorization": f"Bearer {token(*scopes, key=second, kid='second')}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert json.loads(r.read())["name"] == "svc"
+    finally:
+        idp.close()
+
+
 def test_a_bad_oauth2_setting_stops_the_start(tmp_path):
     with pytest.raises(RuntimeError) as info:
         BrokerProcess(tmp_path, "--auth-backends", "oauth2").start()
