@@ -187,11 +187,15 @@ FLAGS = [
                                        "prefix of its scopes (RabbitMQ's auth_oauth2."
                                        "resource_server_id; default rabbitmq)"),
     ("oauth2_signing_keys", names_list, "OAuth 2: the keys tokens are signed with, "
-                                        "comma-separated KID=PEM-file pairs (a public RSA "
-                                        "or EC key each; RabbitMQ's auth_oauth2."
-                                        "signing_keys)"),
+                                        "comma-separated KID=file pairs (a PEM public RSA "
+                                        "or EC key, or a JWK: RSA, EC or a symmetric oct "
+                                        "key; RabbitMQ's auth_oauth2.signing_keys)"),
     ("oauth2_default_key", str, "OAuth 2: the key (its KID) of a token whose header names "
                                 "none (RabbitMQ's auth_oauth2.default_key)"),
+    ("oauth2_additional_scopes_key", str, "OAuth 2: a claim whose scopes count too (a "
+                                          "list, a string, or an object keyed by the "
+                                          "resource server id; RabbitMQ's auth_oauth2."
+                                          "additional_scopes_key)"),
     ("oauth2_jwks_url", str, "OAuth 2: the identity provider's JWKS URL, whose keys "
                              "verify tokens too; read at start and again when a token names "
                              "an unknown key (RabbitMQ's auth_oauth2.jwks_url)"),

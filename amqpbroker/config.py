@@ -38,6 +38,7 @@ class Config:
     oauth2_signing_keys: tuple = ()              # "KID=PEM file" each
     oauth2_default_key: str = ""                 # the key of a token whose header has no kid
     oauth2_jwks_url: str = ""                    # the identity provider's JWKS (its keys)
+    oauth2_additional_scopes_key: str = ""       # a claim holding more scopes
     workers: int = -1                            # partition worker processes; -1 = by CPUs
     frontends: int = -1                          # AMQP front-end processes; -1 = by CPUs
     watchdog_timeout: float = 60.0               # s a stuck child runs before a kill; 0 = never

@@ -2,14 +2,16 @@
 with a JWT as its password, and the token's scopes are its permissions.
 
 * **The token** is verified with PyJWT: its header's ``kid`` names one of the signing keys
-  (``--oauth2-signing-keys KID=FILE,...``, PEM public keys: RSA or EC, or those of the
+  (``--oauth2-signing-keys KID=FILE,...``, PEM public keys, RSA or EC, or JWK files, a
+  symmetric ``oct`` one for HS256 too, or those of the
   identity provider's JWKS, ``--oauth2-jwks-url``, read at start and again, off the event
   loop, when a token names a key it did not have), or ``--oauth2-default-key`` when it
-  names none; RS256/384/512, PS*, ES*. Its ``aud`` must hold the resource server id
+  names none; RS256/384/512, PS*, ES*, and HS* with a symmetric key only. Its ``aud`` must hold the resource server id
   (``--oauth2-resource-server-id``, ``rabbitmq``); an ``exp`` in the past refuses it.
 * **The user** is the token's ``client_id``, else its ``sub``, else the user name the client
   sent; it need not exist among the broker's users.
-* **Scopes** (``scope``, a list or a space-separated string) that start with
+* **Scopes** (``scope``, a list or a space-separated string, and the claim
+  ``--oauth2-additional-scopes-key`` names) that start with
   ``<resource server id>.`` are the user's, the prefix removed: ``configure:VHOST/NAME``,
   ``write:VHOST/NAME``, ``read:VHOST/NAME`` grant that permission on the resources whose
   vhost and name match the patterns, ``write:VHOST/EXCHANGE/ROUTING_KEY`` and
@@ -121,14 +123,11 @@ class OAuth2:
     """The backend's settings (keys read once, in each process that checks logins)."""
 
     def __init__(self, resource_server_id: str, signing_keys: dict, default_key: str | None,
-                 jwks_url: str = ""):
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+                 jwks_url: str = "", additional_scopes_key: str = ""):
         self.resource_server_id = resource_server_id
-        self.keys = {}
-        for kid, path in signing_keys.items():
-            with open(path, "rb") as f:
-                self.keys[kid] = load_pem_public_key(f.read())
+        self.keys = {kid: _read_key(path) for kid, path in signing_keys.items()}
         self.default_key = default_key
+        self.additional_scopes_key = additional_scopes_key
         self.jwks_url = jwks_url
         self.jwks_keys: dict = {}           # kid -> key, as the JWKS last said
         # when an unknown key last had the JWKS read again: a flood of tokens naming keys
@@ -187,10 +186,10 @@ class OAuth2:
                              f"the signing keys")
         try:
             return cls(cfg.oauth2_resource_server_id, keys, cfg.oauth2_default_key or None,
-                       cfg.oauth2_jwks_url)
-        except (TypeError, ValueError) as exc:      # not a PEM public key
-            raise ValueError(f"an OAuth 2 signing key is not a PEM public key: {exc}") \
-                from None
+                       cfg.oauth2_jwks_url, cfg.oauth2_additional_scopes_key)
+        except (TypeError, ValueError) as exc:      # neither a PEM public key nor a JWK
+            raise ValueError(f"an OAuth 2 signing key is not a PEM public key or a JWK: "
+                             f"{exc}") from None
 
     def login(self, token: str, username: str | None):
         """(user name, tags, Grants) of a valid token, or ``TokenRefused``."""
@@ -201,7 +200,8 @@ class OAuth2:
             raise TokenRefused("provided token is invalid") from None
         key = self._key(header.get("kid") or self.default_key)
         try:
-            claims = jwt.decode(token, key, algorithms=ALGORITHMS,
+            claims = jwt.decode(token, key, algorithms=ALGORITHMS + SYMMETRIC
+                                if _symmetric(key) else ALGORITHMS,
                                 options={"verify_aud": False, "verify_exp": False})
         except jwt.PyJWTError as exc:
             raise TokenRefused(f"provided token is invalid: {exc}") from None
@@ -213,7 +213,8 @@ class OAuth2:
         if isinstance(exp, (int, float)) and exp <= time.time():
             raise TokenRefused(f"Provided JWT token has expired at timestamp {exp}")
         prefix = f"{self.resource_server_id}." if self.resource_server_id else ""
-        scopes = [s[len(prefix):] for s in _words(claims.get("scope")) if s.startswith(prefix)]
+        found = self._additional_scopes(claims) + _words(claims.get("scope"))
+        scopes = [s[len(prefix):] for s in found if s.startswith(prefix)]
         permissions, tags = parse_scopes(scopes)
         name = claims.get("client_id") or claims.get("sub") or username
         if not name:
@@ -221,9 +222,44 @@ class OAuth2:
         return str(name), tags, Grants(permissions, exp if isinstance(exp, (int, float))
                                        else None)
 
+    def _additional_scopes(self, claims: dict) -> list:
+        """RabbitMQ's ``additional_scopes_key`` (``--oauth2-additional-scopes-key``): scopes
+        from another claim (Keycloak's or Azure's roles, ...): a list or a space-separated
+        string taken as they are, or an object whose entry for the resource server id lists
+        scopes without the prefix."""
+        if not self.additional_scopes_key:
+            return []
+        value = claims.get(self.additional_scopes_key)
+        if isinstance(value, dict):
+            mine = value.get(self.resource_server_id)
+            return [f"{self.resource_server_id}.{k}" for k in _words(mine)]
+        return _words(value)
+
 
 JWKS_TIMEOUT = 10.0          # seconds a read of the JWKS may take
 JWKS_MIN_INTERVAL = 5.0      # seconds between two reads asked by unknown keys
+
+
+def _read_key(path: str):
+    """A signing key file: a PEM public key (RSA, EC), or a JWK (JSON: RSA, EC, or a
+    symmetric ``oct`` key for HS256/384/512, as RabbitMQ's signing keys may be)."""
+    import jwt
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.lstrip().startswith(b"{"):
+        try:
+            return jwt.PyJWK.from_json(data.decode()).key
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"{path}: not a JWK: {exc}") from None
+    return load_pem_public_key(data)
+
+
+def _symmetric(key) -> bool:
+    return isinstance(key, bytes)
+
+
+SYMMETRIC = ["HS256", "HS384", "HS512"]     # only for a symmetric key: never a public one
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
               "ES512"]
 

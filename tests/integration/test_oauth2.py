@@ -7,6 +7,8 @@ refused, the broker's own users still log in, and the management API takes the t
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import urllib.error
@@ -256,6 +258,48 @@ def test_keys_from_a_jwks_url_and_their_rotation(tmp_path):
                 assert json.loads(r.read())["name"] == "svc"
     finally:
         idp.close()
+
+
+def test_a_symmetric_jwk_key_and_scopes_from_another_claim(tmp_path):
+    """A signing key given as a JWK file (here a symmetric one: HS256, as RabbitMQ takes in
+    its key map), and --oauth2-additional-scopes-key: scopes from another claim, a list
+    taken as it is or an object keyed by the resource server id (RabbitMQ's
+    additional_scopes_key); a public RSA key never verifies an HS256 token."""
+    secret = b"a shared secret of thirty-two bytes!"
+    (tmp_path / "hs.json").write_text(json.dumps({
+        "kty": "oct", "kid": "hs", "alg": "HS256",
+        "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}))
+    (tmp_path / "rsa.pem").write_bytes(SIGNING.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    with BrokerProcess(tmp_path / "data", "--auth-backends", "oauth2",
+                       "--oauth2-signing-keys", f"hs={tmp_path / 'hs.json'},"
+                                                f"rsa={tmp_path / 'rsa.pem'}",
+                       "--oauth2-additional-scopes-key", "roles") as b:
+        def hs256(**claims) -> str:
+            return jwt.encode({"client_id": "svc", "aud": "rabbitmq",
+                               "exp": int(time.time() + 60), **claims}, secret,
+                              algorithm="HS256", headers={"kid": "hs"})
+        conn = connect(b, hs256(roles=["rabbitmq.configure:*/listed.*"]))
+        conn.channel().queue_declare("listed.q", auto_delete=True)
+        assert refused(lambda: conn.channel().queue_declare("keyed.q"))[0] == 403
+        conn.close()
+        conn = connect(b, hs256(roles={"rabbitmq": ["configure:*/keyed.*"],
+                                       "other": ["configure:*/*"]}))
+        conn.channel().queue_declare("keyed.q", auto_delete=True)
+        assert refused(lambda: conn.channel().queue_declare("listed.q"))[0] == 403
+        conn.close()
+        # the classic forgery: HS256 keyed with the RSA public key's PEM
+        public = (tmp_path / "rsa.pem").read_bytes()
+
+        def b64(raw: bytes) -> str:
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        signed = ".".join((b64(json.dumps({"alg": "HS256", "kid": "rsa"}).encode()),
+                           b64(json.dumps({"client_id": "svc", "aud": "rabbitmq",
+                                           "scope": "rabbitmq.configure:*/*",
+                                           "exp": int(time.time() + 60)}).encode())))
+        forged = signed + "." + b64(hmac.new(public, signed.encode(), hashlib.sha256).digest())
+        with pytest.raises(ProbableAuthenticationError):
+            connect(b, forged)
 
 
 def test_a_bad_oauth2_setting_stops_the_start(tmp_path):
