@@ -10,8 +10,9 @@ with a JWT as its password, and the token's scopes are its permissions.
   (``--oauth2-resource-server-id``, ``rabbitmq``); an ``exp`` in the past refuses it.
 * **The user** is the token's ``client_id``, else its ``sub``, else the user name the client
   sent; it need not exist among the broker's users.
-* **Scopes** (``scope``, a list or a space-separated string, and the claim
-  ``--oauth2-additional-scopes-key`` names) that start with
+* **Scopes** (``scope``, a list or a space-separated string, the claim
+  ``--oauth2-additional-scopes-key`` names, and Keycloak's ``authorization.permissions[]
+  .scopes``) that start with
   ``<resource server id>.`` are the user's, the prefix removed: ``configure:VHOST/NAME``,
   ``write:VHOST/NAME``, ``read:VHOST/NAME`` grant that permission on the resources whose
   vhost and name match the patterns, ``write:VHOST/EXCHANGE/ROUTING_KEY`` and
@@ -213,7 +214,8 @@ class OAuth2:
         if isinstance(exp, (int, float)) and exp <= time.time():
             raise TokenRefused(f"Provided JWT token has expired at timestamp {exp}")
         prefix = f"{self.resource_server_id}." if self.resource_server_id else ""
-        found = self._additional_scopes(claims) + _words(claims.get("scope"))
+        found = self._additional_scopes(claims) + _keycloak_scopes(claims) \
+            + _words(claims.get("scope"))
         scopes = [s[len(prefix):] for s in found if s.startswith(prefix)]
         permissions, tags = parse_scopes(scopes)
         name = claims.get("client_id") or claims.get("sub") or username
@@ -238,6 +240,18 @@ class OAuth2:
 
 JWKS_TIMEOUT = 10.0          # seconds a read of the JWKS may take
 JWKS_MIN_INTERVAL = 5.0      # seconds between two reads asked by unknown keys
+
+
+def _keycloak_scopes(claims: dict) -> list:
+    """The scopes of Keycloak's ``authorization`` claim (its ``permissions``, each with
+    ``scopes``), as RabbitMQ reads them."""
+    authorization = claims.get("authorization")
+    permissions = authorization.get("permissions") if isinstance(authorization, dict) else None
+    out = []
+    for p in permissions if isinstance(permissions, list) else ():
+        scopes = p.get("scopes") if isinstance(p, dict) else None
+        out += [scopes] if isinstance(scopes, str) else _words(scopes)
+    return out
 
 
 def _read_key(path: str):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from amqpbroker.frontend.oauth2 import Grants, Scope, parse_scopes, wildcard
 
 
@@ -38,3 +40,33 @@ def test_grants_answer_vhost_resource_and_topic_checks():
     assert not g.topic("v1", "amq.topic", "k.1", "read")     # read:v1/* has no key part
     expired = Grants(perms, time.time() - 1)
     assert not expired.vhost("v1") and not expired.resource("v1", "q", "read")
+
+
+def test_a_token_s_scopes_come_from_scope_another_claim_and_keycloak(tmp_path):
+    """OAuth2.login without a broker: an HS256 key from a JWK file; scopes from ``scope``,
+    the additional claim and Keycloak's ``authorization`` claim, with the prefix kept to
+    this resource server."""
+    import base64
+    import json
+
+    import jwt
+
+    from amqpbroker.frontend.oauth2 import OAuth2, TokenRefused
+    secret = b"thirty-two bytes of shared secret"
+    (tmp_path / "k.json").write_text(json.dumps({
+        "kty": "oct", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}))
+    backend = OAuth2("rabbitmq", {"k": str(tmp_path / "k.json")}, "k",
+                     additional_scopes_key="roles")
+    token = jwt.encode({
+        "sub": "alice", "aud": ["rabbitmq", "other"], "exp": int(time.time() + 60),
+        "scope": "rabbitmq.read:*/* other.write:*/*",
+        "roles": {"rabbitmq": "tag:monitoring write:v/q"},
+        "authorization": {"permissions": [{"scopes": ["rabbitmq.configure:v/*"]},
+                                          {"scopes": "rabbitmq.tag:management"}]},
+    }, secret, algorithm="HS256")
+    name, tags, grants = backend.login(token, "ignored")
+    assert name == "alice" and tags == ["management", "monitoring"]
+    assert sorted((s.permission, s.vhost, s.name) for s in grants.scopes) == [
+        ("configure", "v", "*"), ("read", "*", "*"), ("write", "v", "q")]
+    with pytest.raises(TokenRefused, match="resource_id_not_found_in_aud"):
+        backend.login(jwt.encode({"sub": "x", "aud": "other"}, secret, algorithm="HS256"), "")
