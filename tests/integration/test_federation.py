@@ -5,6 +5,9 @@ show (a link running, a binding upstream) before they publish, as a user would.
 """
 from __future__ import annotations
 
+import socket
+from urllib.parse import quote
+
 import pika
 import pytest
 
@@ -236,6 +239,42 @@ def test_a_downstream_killed_while_messages_flow_loses_none(pair):
                or set(got) == set(range(1000)), WITHIN, "all 1000 after the restart")
     # order kept: what comes again comes after its first copy, never ahead of a later one
     assert list(dict.fromkeys(got)) == list(range(1000))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_link_reconnects_to_an_upstream_that_restarts(tmp_path):
+    """The upstream broker stops (the link is down, in error) and comes back on the same
+    port: the link connects again after its reconnect-delay and what the upstream's durable
+    queue and bindings kept, and what is published after, arrives."""
+    port = free_port()
+    with BrokerProcess(tmp_path / "up", "--port", str(port), management=True) as up, \
+            BrokerProcess(tmp_path / "down", management=True) as down:
+        named(up, "up"), named(down, "down")
+        dch = federated_exchange(up, down, "comeback", "comeback-q",
+                                 **{"reconnect-delay": 0.2})
+        uch = channel_of(up)
+        uch.confirm_delivery()
+        uch.basic_publish("comeback", "", b"before", pika.BasicProperties(delivery_mode=2))
+        wait_until(lambda: depth(dch, "comeback-q") == 1, WITHIN, "before arrived")
+        # and acked upstream (its ack follows this broker's confirm): else it comes again
+        wait_until(lambda: up.api(f"queues/%2F/{quote('federation: comeback -> down')}")
+                   .get("messages") == 0, WITHIN, "before acked upstream")
+        up.stop()
+        wait_until(lambda: [x["status"] for x in links(down)] == ["error"], WITHIN,
+                   "the link down")
+        up.start()
+        assert up.port == port
+        running(down)
+        uch = channel_of(up)
+        uch.confirm_delivery()
+        uch.basic_publish("comeback", "", b"after", pika.BasicProperties(delivery_mode=2))
+        wait_until(lambda: depth(dch, "comeback-q") == 2, WITHIN, "after arrived")
+        assert [b for _, _, b in drain(dch, "comeback-q")] == [b"before", b"after"]
 
 
 def test_two_brokers_federating_each_other_deliver_each_message_once(pair):
