@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import ssl
+from datetime import datetime
 
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
@@ -27,6 +28,13 @@ from .pika_calls import answer, end
 logging.getLogger("pika").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 5.0         # seconds a stopping client waits for its connections to close
+
+
+def status_time() -> str:
+    """RabbitMQ's timestamp of a shovel's or a federation link's status: local time, the
+    hour not padded."""
+    now = datetime.now()
+    return f"{now:%Y-%m-%d} {now.hour}:{now:%M:%S}"
 
 
 class RunFailed(Exception):

@@ -26,8 +26,9 @@ import urllib.error
 import urllib.request
 
 import pika
-
 from plugin_bench import main
+
+from amqpbroker.testing.leaks import wait_until
 
 UP_VHOST = "fedbench-up"
 
@@ -59,12 +60,9 @@ def _get(host: str, port: int, path: str):
         return json.loads(resp.read())
 
 
-def _until(cond, timeout: float = 120.0, pause: float = 0.005) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the broker did not get there")
-        time.sleep(pause)
+def _until(cond) -> None:
+    """Poll every 5 ms (the drain's end is timed by it) for at most two minutes."""
+    wait_until(cond, 120.0, "the broker", step=lambda: time.sleep(0.005))
 
 
 def _depth(ch, queue: str) -> int:

@@ -96,8 +96,8 @@ from .. import errors
 from ..frontend.events import (INTERNAL_USER, binding_details, emit_as, exchange_details,
                                queue_details, quiet)
 from ..frontend.exchange import _args_key, make_exchange
+from ..parameter_validation import Invalid as ParameterInvalid
 from ..policies import PolicyInvalid, make_policy
-from ..shovel.definition import Invalid as ShovelInvalid
 from ..queue_args import (QueueArgs, check_quorum_properties, check_stream_declare,
                           with_default_type)
 from ..supervisor.definitions import permission_item, topic_permission_item
@@ -419,14 +419,14 @@ class EtcdMetadata(LocalMetadata):
             if o["vhost"] in b.vhosts:
                 try:
                     b.shovels.set(o["vhost"], o["name"], o["value"])
-                except ShovelInvalid as exc:    # checked where it was set: not expected
+                except ParameterInvalid as exc:    # checked where it was set: not expected
                     log.error("shovel '%s' in vhost '%s' from etcd refused: %s", o["name"],
                               o["vhost"], exc)
         elif kind == "federation":              # links run by the controller (federation/)
             if o["vhost"] in b.vhosts:
                 try:
                     b.federation.set(o["vhost"], o["component"], o["name"], o["value"])
-                except ShovelInvalid as exc:    # checked where it was set: not expected
+                except ParameterInvalid as exc:    # checked where it was set: not expected
                     log.error("%s '%s' in vhost '%s' from etcd refused: %s", o["component"],
                               o["name"], o["vhost"], exc)
         elif kind == "exchange":

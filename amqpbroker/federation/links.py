@@ -25,8 +25,7 @@ import zlib
 
 from pika.compat import long
 
-from ..outbound import OutboundClient, RunFailed
-from ..shovel.runner import status_time
+from ..outbound import OutboundClient, RunFailed, status_time
 from . import hops
 from .upstreams import Upstream
 

@@ -231,9 +231,10 @@ class Federation:
         """``/api/federation-links``: one entry per link this node runs."""
         return [link.status() for link in self.links.values()]
 
-    def restart(self, link_id: str) -> bool:
+    def restart(self, vhost: str, link_id: str) -> bool:
+        """Restart ``vhost``'s link ``link_id``; False if there is none."""
         for key, link in self.links.items():
-            if link.id == link_id:
+            if link.id == link_id and link.vhost == vhost:
                 self._stop_soon(link, cleanup=False)
                 fresh = self.links[key] = type(link)(self, link.vhost, link.name,
                                                      link.upstream, link.policy)

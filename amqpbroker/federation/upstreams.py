@@ -1,6 +1,7 @@
 """Federation upstreams: the values of runtime parameters ``federation-upstream`` and
 ``federation-upstream-set``, checked as RabbitMQ 3.10's ``rabbit_federation_parameters``
-checks them (its texts; the URIs as ``amqp_uri`` reads them, ``shovel/definition.py``), and
+checks them (``parameter_validation.py``; the URIs as ``amqp_uri`` reads them,
+``shovel/definition.py``), and
 ``for_policy``: the upstreams a policy gives an exchange or a queue, with RabbitMQ's
 defaults (``rabbit_federation_upstream``). A set's entry may override any key of the
 upstream it names, its ``uri`` included (RabbitMQ's ``bget`` reads the entry first). A URI
@@ -14,8 +15,8 @@ from urllib.parse import urlsplit
 
 from .. import pcre
 from ..erlang import erlang_term
-from ..shovel.definition import (ACK_MODES, Invalid, Uri, _binary, _boolean, _enum, _number,
-                                 _pairs, _uris, parse_uri)
+from ..parameter_validation import Invalid, binary, boolean, enum, number, proplist
+from ..shovel.definition import ACK_MODES, Uri, parse_uri, uri_list
 
 UPSTREAM = "federation-upstream"
 UPSTREAM_SET = "federation-upstream-set"
@@ -25,13 +26,13 @@ POLICY_KEYS = ("federation-upstream", "federation-upstream-set",
 DEFAULT_PREFETCH = 1000
 
 # RabbitMQ's shared_validation, in its order (errors of later keys are reported first)
-_SHARED = [("exchange", _binary), ("queue", _binary), ("consumer-tag", _binary),
-           ("prefetch-count", _number), ("reconnect-delay", _number), ("max-hops", _number),
-           ("expires", _number), ("message-ttl", _number), ("trust-user-id", _boolean),
-           ("ack-mode", _enum(ACK_MODES)),
-           ("resource-cleanup-mode", _enum(("default", "never"))),
-           ("ha-policy", _binary), ("bind-nowait", _boolean),
-           ("channel-use-mode", _enum(("multiple", "single")))]
+_SHARED = [("exchange", binary), ("queue", binary), ("consumer-tag", binary),
+           ("prefetch-count", number), ("reconnect-delay", number), ("max-hops", number),
+           ("expires", number), ("message-ttl", number), ("trust-user-id", boolean),
+           ("ack-mode", enum(ACK_MODES)),
+           ("resource-cleanup-mode", enum(("default", "never"))),
+           ("ha-policy", binary), ("bind-nowait", boolean),
+           ("channel-use-mode", enum(("multiple", "single")))]
 
 
 @dataclass(frozen=True)
@@ -52,35 +53,16 @@ class Upstream:
     resource_cleanup_mode: str
 
 
-def _proplist(name: str, value, rules: list) -> list[str]:
-    """RabbitMQ's ``rabbit_parameter_validation:proplist``: the reasons ``value`` fails."""
-    if not isinstance(value, dict):
-        return [f"{name} not a list {erlang_term(value)}"]
-    known = {k for k, _ in rules}
-    reasons = []
-    unknown = {k: v for k, v in value.items() if k not in known}
-    if unknown:
-        reasons.append(f"Unrecognised terms {_pairs(unknown)} in {name}")
-    found = []
-    for key, rule, mandatory in ((k, r, k in ("uri", "upstream")) for k, r in rules):
-        if key in value:
-            reason = rule(key, value[key])
-            if reason:
-                found.append(reason)
-        elif mandatory:
-            found.append(f'Key "{key}" not found in {name}')
-    return reasons + list(reversed(found))
-
-
 def check(component: str, name: str, value) -> None:
     """``Invalid`` with RabbitMQ's reasons unless ``value`` is a valid parameter."""
     if component == UPSTREAM:
-        reasons = _proplist(name, value, [("uri", _uris(None)), *_SHARED])
+        reasons = proplist(name, value, [("uri", uri_list(None)), *_SHARED], ("uri",))
     else:
         if not isinstance(value, list):
             raise Invalid([f"{name} should be list, actually was {erlang_term(value)}"])
         reasons = [r for entry in value
-                   for r in _proplist(name, entry, [("upstream", _binary), *_SHARED])]
+                   for r in proplist(name, entry, [("upstream", binary), *_SHARED],
+                                     ("upstream",))]
     if reasons:
         raise Invalid(reasons)
 

@@ -25,7 +25,9 @@ with a JWT as its password, and the token's scopes are its permissions.
   asks next, as RabbitMQ's ``with_decoded_token``.
 
 ``--auth-backends`` orders the backends (``internal``, ``oauth2``), as RabbitMQ's
-``auth_backends``: a login goes to each until one accepts it.
+``auth_backends``: a login goes to each until one accepts it. PyJWT and cryptography are
+imported where the backend uses them, so a broker without it does not load them in each of
+its processes.
 """
 from __future__ import annotations
 

@@ -49,11 +49,9 @@ async def restart_link(call):
         raise not_found()
     controller = controller_node(call, "federation links")
     if controller is None:
-        link = next((x for x in b.federation.links.values() if x.id == p["id"]
-                     and x.vhost == p["vhost"]), None)
-        if link is None or p["node"] != b.federation.node_name():
+        if p["node"] != b.federation.node_name() or not b.federation.restart(p["vhost"],
+                                                                             p["id"]):
             raise not_found()
-        b.federation.restart(p["id"])
     else:
         await ask_node(call, controller, "DELETE", f"/api/federation-links/vhost/"
                        f"{quote(p['vhost'], safe='')}/{quote(p['id'], safe='')}/"

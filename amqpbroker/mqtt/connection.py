@@ -248,10 +248,11 @@ class MqttConnection(AdapterConnection):
         self.client_id = c.client_id or uuid.uuid4().hex
         self.clean = c.clean_session
         username, password = c.username, c.password
+        certificate = self.certificate_user()
         by_certificate = username is None and password is None \
-            and self.cfg.mqtt_ssl_cert_login and self.certificate_user() is not None
+            and self.cfg.mqtt_ssl_cert_login and certificate is not None
         if by_certificate:                      # RabbitMQ's ssl_cert_login: no password
-            username, password = self.certificate_user(), self.certificate_password()
+            username, password = certificate, self.certificate_password()
         elif username is None and password is None:
             if not self.cfg.mqtt_allow_anonymous:
                 log.error("MQTT login failed: no credentials provided")
@@ -265,7 +266,7 @@ class MqttConnection(AdapterConnection):
             return f.BAD_CREDENTIALS, False
         params = self.server.broker.global_parameters
         self.vhost, self.user = pick_vhost(
-            username, self.certificate_user(), self.transport.get_extra_info("sockname")[1],
+            username, certificate, self.transport.get_extra_info("sockname")[1],
             self.cfg.mqtt_vhost, params.get(PORT_MAPPING), params.get(CERT_MAPPING))
         if self.vhost not in self.server.broker.vhosts:
             log.error("MQTT login failed for user '%s': virtual host '%s' does not exist",

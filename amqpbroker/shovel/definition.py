@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 from .. import errors
 from ..erlang import erlang_term
+from ..parameter_validation import (Invalid, binary, boolean, enum, number, pairs,
+                                    proplist)
 from ..queue_args import QueueArgs
 
 ACK_MODES = ("no-ack", "on-publish", "on-confirm")
@@ -24,14 +26,6 @@ PUBLISH_PROPERTIES = {          # basic properties a shovel may set on what it p
     "type": "binary", "user_id": "binary", "app_id": "binary", "cluster_id": "binary"}
 DEFAULT_PREFETCH = 1000
 DEFAULT_RECONNECT_DELAY = 5
-
-
-class Invalid(ValueError):
-    """A definition RabbitMQ refuses: ``reasons``, each a line after "Validation failed"."""
-
-    def __init__(self, reasons: list[str]):
-        super().__init__("\n".join(reasons))
-        self.reasons = reasons
 
 
 @dataclass(frozen=True)
@@ -146,33 +140,6 @@ class Definition:
     reconnect_delay: float
 
 
-def _binary(key, v):
-    return None if isinstance(v, str) else f"{key} should be binary, actually was " \
-                                            f"{erlang_term(v)}"
-
-
-def _number(key, v):
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return None
-    return f"{key} should be a number, actually was {erlang_term(v)}"
-
-
-def _boolean(key, v):
-    return None if isinstance(v, bool) else f"{key} should be boolean, actually was " \
-                                             f"{erlang_term(v)}"
-
-
-def _enum(options):
-    def check(key, v):
-        if not isinstance(v, str):
-            return f"{key} should be binary, actually was {erlang_term(v)}"
-        if v not in options:
-            return f"{key} should be one of {erlang_term(list(options))}, actually was " \
-                   f"{erlang_term(v)}"
-        return None
-    return check
-
-
 def _queue_name(key, v):
     if not isinstance(v, str):
         return f"{key} should be binary, actually was {erlang_term(v)}"
@@ -217,30 +184,26 @@ def _properties(key, v):
         return f"{key} not a list {erlang_term(v)}"
     unknown = {k: x for k, x in v.items() if k not in PUBLISH_PROPERTIES}
     if unknown:
-        return f"Unrecognised terms {_pairs(unknown)} in {key}"
+        return f"Unrecognised terms {pairs(unknown)} in {key}"
     for k, x in v.items():
-        reason = (_binary if PUBLISH_PROPERTIES[k] == "binary" else _number)(k, x)
+        reason = (binary if PUBLISH_PROPERTIES[k] == "binary" else number)(k, x)
         if reason:
             return reason
     return None
 
 
-def _pairs(d: dict) -> str:
-    return "[" + ",".join(f"{{{erlang_term(k)},{erlang_term(x)}}}" for k, x in d.items()) + "]"
-
-
 # RabbitMQ's order: the shovel's keys, the source's, the destination's (``proplist``
 # reports the errors of later keys first)
-_SHOVEL = [("reconnect-delay", _number), ("ack-mode", _enum(ACK_MODES)),
-           ("src-protocol", _enum(PROTOCOLS)), ("dest-protocol", _enum(PROTOCOLS))]
-_SOURCE = [("src-exchange", _binary), ("src-exchange-key", _binary), ("src-queue", _binary),
+_SHOVEL = [("reconnect-delay", number), ("ack-mode", enum(ACK_MODES)),
+           ("src-protocol", enum(PROTOCOLS)), ("dest-protocol", enum(PROTOCOLS))]
+_SOURCE = [("src-exchange", binary), ("src-exchange-key", binary), ("src-queue", binary),
            ("src-queue-args", None), ("src-consumer-args", _consumer_args),
-           ("prefetch-count", _number), ("src-prefetch-count", _number),
+           ("prefetch-count", number), ("src-prefetch-count", number),
            ("delete-after", _delete_after), ("src-delete-after", _delete_after)]
-_DEST = [("dest-exchange", _binary), ("dest-exchange-key", _binary),
+_DEST = [("dest-exchange", binary), ("dest-exchange-key", binary),
          ("dest-queue", _queue_name), ("dest-queue-args", None),
-         ("add-forward-headers", _boolean), ("add-timestamp-header", _boolean),
-         ("dest-add-forward-headers", _boolean), ("dest-add-timestamp-header", _boolean),
+         ("add-forward-headers", boolean), ("add-timestamp-header", boolean),
+         ("dest-add-forward-headers", boolean), ("dest-add-timestamp-header", boolean),
          ("publish-properties", _properties), ("dest-publish-properties", _properties)]
 
 
@@ -267,28 +230,21 @@ def check(value, name: str, vhost_refusal=None) -> Definition:
         reasons.append("Cannot specify 'no-ack' and numerical 'delete-after'")
     if "dest-exchange" in value and "dest-queue" in value:
         reasons.append("Cannot specify 'dest-exchange' and 'dest-queue'")
-    uri_check = _uris(vhost_refusal)
+    uri_check = uri_list(vhost_refusal)
     rules = [*_SHOVEL, ("src-uri", uri_check), *_SOURCE, ("dest-uri", uri_check), *_DEST]
-    known = {k for k, _ in rules}
-    unknown = {k: v for k, v in value.items() if k not in known}
-    if unknown:
-        reasons.append(f"Unrecognised terms {_pairs(unknown)} in {name}")
-    found = []
-    for key, rule in rules:
-        if rule is None:            # a queue's arguments: checked for that queue
-            end = key.split("-")[0]
-            queue, uri = value.get(f"{end}-queue"), value.get(f"{end}-uri")
-            rule = _queue_args(queue if isinstance(queue, str) else "", _vhost_of(uri))
-        if key in value:
-            reason = rule(key, value[key])
-            if reason:
-                found.append(reason)
-        elif key in ("src-uri", "dest-uri"):
-            found.append(f'Key "{key}" not found in {name}')
-    reasons += reversed(found)
+    rules = [(key, rule or _queue_args_of(key, value)) for key, rule in rules]
+    reasons += proplist(name, value, rules, mandatory=("src-uri", "dest-uri"))
     if reasons:
         raise Invalid(reasons)
     return _definition(value)
+
+
+def _queue_args_of(key: str, value: dict):
+    """The check of ``src-queue-args`` or ``dest-queue-args``: the arguments that end's
+    queue (in the vhost of its URI) would be declared with."""
+    end = key.split("-")[0]
+    queue, uri = value.get(f"{end}-queue"), value.get(f"{end}-uri")
+    return _queue_args(queue if isinstance(queue, str) else "", _vhost_of(uri))
 
 
 def _vhost_of(uris) -> str:
@@ -301,7 +257,8 @@ def _vhost_of(uris) -> str:
         return "/"
 
 
-def _uris(vhost_refusal):
+def uri_list(vhost_refusal):
+    """The check of a URI or a list of them (a local URI's vhost by ``vhost_refusal``)."""
     def check_uris(key, v):
         uris = [v] if isinstance(v, str) else v
         if not isinstance(uris, list):

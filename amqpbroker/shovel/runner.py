@@ -33,20 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 
 import pika
 
-from ..outbound import OutboundClient
+from ..outbound import OutboundClient, status_time
 from .definition import Definition, Uri
 
 log = logging.getLogger("amqpbroker.shovel")
-
-
-def status_time() -> str:
-    """RabbitMQ's timestamp of a shovel's status: local time, the hour not padded."""
-    now = datetime.now()
-    return f"{now:%Y-%m-%d} {now.hour}:{now:%M:%S}"
 
 
 class Shovel(OutboundClient):

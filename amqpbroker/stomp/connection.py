@@ -295,10 +295,10 @@ class StompConnection(AdapterConnection):
         headers = frame.headers
         if version == "1.0":
             headers = {k: v.lstrip() for k, v in headers.items()}
-        by_certificate = "login" not in headers and self.cfg.stomp_ssl_cert_login \
-            and self.certificate_user() is not None
+        certificate = self.certificate_user() if self.cfg.stomp_ssl_cert_login else None
+        by_certificate = "login" not in headers and certificate is not None
         if by_certificate:                      # RabbitMQ's ssl_cert_login: no password
-            login, passcode = self.certificate_user(), self.certificate_password()
+            login, passcode = certificate, self.certificate_password()
         else:
             login = headers.get("login", self.cfg.default_user)
             passcode = headers.get("passcode", self.cfg.default_pass)

@@ -33,10 +33,10 @@ import os
 from crc32c import crc32c
 
 from .. import contract as c
-from ..frontend.exchange import _args_key
-from ..policies import PolicyInvalid, make_policy, warn_without_effect
-from ..shovel.definition import Invalid as ShovelInvalid
 from ..federation.upstreams import COMPONENTS as FEDERATION
+from ..frontend.exchange import _args_key
+from ..parameter_validation import Invalid as ParameterInvalid
+from ..policies import PolicyInvalid, make_policy, warn_without_effect
 from ..shovel.shovels import COMPONENT as SHOVEL
 from ..storage.fileformat import ENTRY_HEAD, HEADER_SIZE, header_ok, write_file_atomically
 from .journal import TOMBSTONES, DefinitionsJournal, DefinitionsState, global_parameter_items
@@ -564,7 +564,7 @@ class Definitions:
         b = self.broker
         try:
             b.shovels.set(p["vhost"], p["name"], p["value"])    # loading: not journalled
-        except ShovelInvalid as exc:      # stored under other rules
+        except ParameterInvalid as exc:      # stored under other rules
             log.error("shovel '%s' in vhost '%s' not restored: %s", p["name"], p["vhost"],
                       exc)
 
@@ -573,7 +573,7 @@ class Definitions:
         """A federation upstream (or set) stored here, or imported."""
         try:
             self.broker.federation.set(p["vhost"], p["component"], p["name"], p["value"])
-        except ShovelInvalid as exc:      # stored under other rules
+        except ParameterInvalid as exc:      # stored under other rules
             log.error("%s '%s' in vhost '%s' not restored: %s", p["component"], p["name"],
                       p["vhost"], exc)
 
