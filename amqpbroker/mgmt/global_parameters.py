@@ -1,6 +1,7 @@
 """``/api/cluster-name`` and ``/api/global-parameters``: RabbitMQ's global runtime
 parameters. ``cluster_name`` names the broker in connection.start's server properties (for
-connections opened after it is set), ``/api/overview`` and the metrics'
+connections opened after the answer: the answer waits until every front-end process has
+it; a federation link reads it there to know which broker a message came from), ``/api/overview`` and the metrics'
 ``rabbitmq_identity_info``; until set it is ``amqpbroker@<host>``. Any other name holds any
 JSON value, kept as RabbitMQ keeps it (in the definitions' ``global_parameters``) for tools
 that store their own; this broker reads none of them.
@@ -32,6 +33,7 @@ async def get_cluster_name(call):
 
 async def put_cluster_name(call):
     call.broker.set_global_parameter(CLUSTER, call.body["name"])
+    await call.broker.sync_frontends()
     return no_content()
 
 
@@ -55,6 +57,7 @@ async def put_global_parameter(call):
             raise bad_request(str(err)) from None
     existed = key in b.global_parameters
     b.set_global_parameter(key, value)
+    await b.sync_frontends()
     return created(existed)
 
 
@@ -63,6 +66,7 @@ async def delete_global_parameter(call):
     if call.params["name"] not in b.global_parameters:
         raise not_found()
     b.set_global_parameter(call.params["name"], None)       # a cluster name: the default
+    await b.sync_frontends()
     return no_content()
 
 

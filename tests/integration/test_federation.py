@@ -300,7 +300,8 @@ def test_two_brokers_federating_each_other_deliver_each_message_once(pair):
     # a copy of "from a" sent back by b would be in a's queue before "from b" (one link)
     assert [body for _, _, body in drain(ach, "ring-q")] == [b"from a", b"from b"]
     got = drain(bch, "ring-q")
-    assert [body for _, _, body in got] == [b"from a", b"from b"]
+    assert [body for _, _, body in got] == [b"from a", b"from b"], \
+        [(body, props.headers, m.redelivered) for m, props, body in got]
     assert got[0][1].headers["x-received-from"][0]["cluster-name"] == "up"
 
 
