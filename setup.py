@@ -56,6 +56,9 @@ setup(
             "paho-mqtt>=2.0",
             # STOMP clients of the STOMP listener (amqpbroker/stomp), as RabbitMQ's plugin serves
             "stomp.py>=8",
+            # RabbitMQ's Python stream client, of the stream protocol's listener
+            # (amqpbroker/stream_protocol), as RabbitMQ's rabbitmq_stream plugin serves it
+            "rstream>=1.1",
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
             # drives Debian's chromium through chromium-driver for the dashboard's test

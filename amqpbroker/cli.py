@@ -113,6 +113,15 @@ FLAGS = [
                                       "header logs in as its verified certificate's user, "
                                       "without a password, as RabbitMQ's "
                                       "stomp.ssl_cert_login (default false)"),
+    ("stream_port", int, "RabbitMQ's stream protocol port, as its rabbitmq_stream plugin, for "
+                         "rstream and the other stream clients (RabbitMQ listens on 5552; "
+                         "default 0 = off; -1 = any free port)"),
+    ("stream_advertised_host", str, "the host the stream protocol's Open and Metadata "
+                                    "answers name (RabbitMQ's stream.advertised_host; "
+                                    "default: the address the client connected to)"),
+    ("stream_advertised_port", int, "the port they name (RabbitMQ's "
+                                    "stream.advertised_port; default: the port the client "
+                                    "connected to)"),
     ("stomp_implicit_connect", boolean, "a STOMP client may skip CONNECT: its first frame "
                                         "logs it in as the default user, with no CONNECTED "
                                         "frame, as RabbitMQ's stomp.implicit_connect "
@@ -390,6 +399,8 @@ async def _serve(cfg: Config) -> int:
             await broker.mqtt.stop()
         if broker.stomp is not None:
             await broker.stomp.stop()
+        if broker.stream is not None:
+            await broker.stream.stop()
         await stop_frontends(frontends)
         await server.stop()
         if cluster is not None:
@@ -445,7 +456,8 @@ def _listening_socket(host: str, port: int):
 
 
 async def _start_adapters(broker, cfg: Config, amqps) -> str:
-    """The MQTT and STOMP listeners asked for (each off by default, as RabbitMQ's plugins):
+    """The MQTT, STOMP and stream listeners asked for (each off by default, as RabbitMQ's
+    plugins):
     their ports, shown in ``/api/overview``'s listeners and added to the ready line."""
     from .mqtt.listener import MqttServer
     from .stomp.listener import StompServer
@@ -470,6 +482,12 @@ async def _start_adapters(broker, cfg: Config, amqps) -> str:
                 host, bound = await server.start(cfg.host, max(port, 0), ssl)
             broker.listeners.append({"protocol": protocol, "ip_address": host, "port": bound})
             added += f" {label}={_show(host)}:{bound}"
+    if cfg.stream_port:
+        from .stream_protocol.listener import StreamServer
+        broker.stream = StreamServer(broker)
+        host, bound = await broker.stream.start(cfg.host, max(cfg.stream_port, 0))
+        broker.listeners.append({"protocol": "stream", "ip_address": host, "port": bound})
+        added += f" stream={_show(host)}:{bound}"
     return added
 
 

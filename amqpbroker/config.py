@@ -79,6 +79,10 @@ class Config:
     stomp_ssl_cert_login: bool = False           # no login header, TLS: the certificate's user
     stomp_implicit_connect: bool = False         # a first frame other than CONNECT logs in
     stomp_hide_server_info: bool = False         # CONNECTED without its server header
+    # RabbitMQ's stream protocol (amqpbroker/stream_protocol): rstream and the stream clients
+    stream_port: int = 0                         # 0 = off, -1 = any free port (5552: RabbitMQ's)
+    stream_advertised_host: str = ""             # what Open and Metadata name ("": the address
+    stream_advertised_port: int = 0              # the client connected to)
     # the rabbitmq_tracing plugin's log files (amqpbroker/tracing.py); "" = <data_dir>/tracing
     tracing_dir: str = ""
     # TLS: AMQPS and HTTPS listen only when tls_cert is set (frontend/tls.py)

@@ -304,6 +304,8 @@ Pub = message(2, "pub", ("qid", "u32"), ("seq", "u64"), ("priority", "u8"), ("tr
 PUB_PRODUCER = 1        # headers carry x-producer-id: check x-sequence against the producer
 PUB_SUBSEQUENCE = 2     # routed by an x-partitioned exchange: this partition sees only some of
                         # the producer's sequence numbers, so a gap is not an error
+PUB_LATEST = 4          # a stream-protocol publisher's (stream_protocol/): RabbitMQ's rule,
+                        # a number above the highest is stored, any other is a duplicate
 # the publishes of one read of a session to one queue, numbered ``seq``, ``seq + 1``, ... in
 # ``records``' order, all with the same priority, track and flags: what ``Pub`` would say of
 # each, in one message, so that the host appends them as one (``PartitionHost.on_pubs``). The
@@ -375,10 +377,22 @@ SetArguments = message(36, "set_arguments", ("qid", "u32"), ("arguments", "any")
 # with ``settle``) are confirmed by every queue they were routed to: they may go
 DlxSettle = message(37, "dlx_settle", ("qid", "u32"), ("offsets", "u64s"))
 
+# RabbitMQ's stream protocol (stream_protocol/). StoreOffset / QueryOffset: the offset a
+# ``reference`` tracks on stream ``qid``, kept in the stream's group-offsets log as the commit
+# of a group named ``reference`` (Kafka's next offset to read: the stored offset + 1);
+# ``tracked_offset`` answers the stored offset or None. QueryPublisherSequence: the highest
+# x-sequence stored for x-producer-id ``producer`` (0 if none)
+TrackOffset = message(75, "track_offset", ("qid", "u32"), ("reference", "str"),
+                      ("offset", "u64"), request=True)
+TrackedOffset = message(76, "tracked_offset", ("qid", "u32"), ("reference", "str"),
+                        request=True)
+ProducerSequence = message(77, "producer_sequence", ("qid", "u32"), ("producer", "str"),
+                           request=True)
+
 PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
                       Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
                       GroupOffsets, GroupOwners, GroupReset, Partitions, ConfirmWanted,
-                      SetArguments, DlxSettle)
+                      SetArguments, DlxSettle, TrackOffset, TrackedOffset, ProducerSequence)
 
 # =================================================================== partition events
 # partition host -> front-end

@@ -46,7 +46,8 @@ def _own_broker(request, tmp_path_factory):
     broker = BrokerProcess(tmp_path_factory.mktemp("broker-data"),
                            "--tls-cert", str(pki / "server.pem"), "--tls-ca", str(pki / "ca.pem"),
                            "--tls-verify", "peer", "--mqtt-port", "-1", "--web-mqtt-port", "-1",
-                           "--stomp-port", "-1", "--web-stomp-port", "-1", management=True).start()
+                           "--stomp-port", "-1", "--web-stomp-port", "-1", "--stream-port", "-1",
+                           management=True).start()
     try:
         yield broker
     finally:
@@ -124,6 +125,14 @@ def stomp_address(_own_broker, amqp_host_port):
     """(host, port) of the STOMP listener: ours, or ``AMQP_STOMP_PORT`` (default 61613) of
     the external broker, whose rabbitmq_stomp plugin is enabled (test_stomp_plugin.py)."""
     return _plugin_address(_own_broker, "stomp_port", amqp_host_port, "AMQP_STOMP_PORT", 61613)
+
+
+@pytest.fixture(scope="session")
+def stream_address(_own_broker, amqp_host_port):
+    """(host, port) of the stream protocol listener: ours, or ``AMQP_STREAM_PORT`` (default
+    5552) of the external broker, whose rabbitmq_stream plugin is enabled
+    (test_stream_protocol.py)."""
+    return _plugin_address(_own_broker, "stream_port", amqp_host_port, "AMQP_STREAM_PORT", 5552)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from itertools import count, repeat, takewhile
 from pamqp import commands as C
 
 from .. import errors
-from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
+from ..contract import PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE
 from .confirms import Confirms
 from .consumer import Consumer
 from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
@@ -171,6 +171,8 @@ class Channel:
             headers = props.headers or {}
             if "x-producer-id" in headers:
                 flags = PUB_PRODUCER        # the worker checks x-sequence (worker/dedup.py)
+                if session.protocol == "stream":
+                    flags |= PUB_LATEST     # a stream-protocol publisher's numbers
             if "CC" in headers or "BCC" in headers:
                 keys = (routing_key, *props_mod.str_list(headers.get("CC")),
                         *props_mod.str_list(headers.get("BCC")))
@@ -509,7 +511,11 @@ class Channel:
             properties = props_mod.with_group_headers(properties, consumer.partition,
                                                       offset)
         elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
-            properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
+            if session.protocol == "stream":    # and when it was stored, for the chunks
+                properties = props_mod.with_stream_headers(properties, offset,
+                                                           record.timestamp)
+            else:
+                properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))

@@ -742,7 +742,9 @@ def session_json(s) -> dict:
     user = s.user.name if s.user else None
     vhost = s.vhost.name if s.vhost else None
     peer = {"peer_host": s.peer[0], "peer_port": s.peer[1]}
-    return {"name": name, "node": NODE, "user": user, "vhost": vhost, **peer,
+    given = s.client_properties.get("connection_name")     # RabbitMQ's user_provided_name
+    shown = {"user_provided_name": given} if isinstance(given, str) and given else {}
+    return {"name": name, "node": NODE, "user": user, "vhost": vhost, **peer, **shown,
             "host": s.local[0], "port": s.local[1],
             "type": "network" if s.protocol == "AMQP 0-9-1" else "direct",   # adapters.py
             "protocol": s.protocol, "channels": len(s.channels),

@@ -229,11 +229,12 @@ def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
 
 
 def build_publish(channel: int, exchange: bytes, routing_key: bytes, properties: bytes,
-                  body: bytes, frame_max: int) -> list:
+                  body: bytes, frame_max: int, mandatory: bool = False) -> list:
     """basic.publish + content frames, as a client sends them (the MQTT listener's AMQP
     connection writes its publishes with this, ``mqtt/connection.py``)."""
     args = b"".join((b"\x00\x00", bytes((len(exchange),)), exchange,
-                     bytes((len(routing_key),)), routing_key, b"\x00"))
+                     bytes((len(routing_key),)), routing_key,
+                     b"\x01" if mandatory else b"\x00"))
     out = [FRAME_HEAD.pack(FRAME_METHOD, channel, 4 + len(args)), METHOD_ID.pack(60, 40), args,
            FRAME_END_BYTE]
     out += content_frames(channel, header_payload(len(body), properties), body, frame_max)

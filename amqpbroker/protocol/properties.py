@@ -367,6 +367,7 @@ def _shortstr(text: str) -> bytes:
 
 
 _I64 = struct.Struct(">q")
+_F64 = struct.Struct(">d")
 
 
 def with_long_header(raw: bytes, key: str, value: int) -> bytes:
@@ -380,6 +381,17 @@ def with_long_header(raw: bytes, key: str, value: int) -> bytes:
                            lambda: rewrite(raw, set_headers={key: Long(value)}))
 
 
+def with_stream_headers(raw: bytes, offset: int, timestamp: int) -> bytes:
+    """``raw`` with a stream delivery's ``x-stream-offset`` and, for the stream protocol's
+    chunks (stream_protocol/), ``x-stream-timestamp`` (when it was stored, ms; longs)."""
+    return _append_headers(
+        raw, (_X_STREAM_OFFSET, _X_STREAM_TIMESTAMP),
+        _X_STREAM_OFFSET + b"l" + _I64.pack(offset) + _X_STREAM_TIMESTAMP + b"l"
+        + _I64.pack(timestamp),
+        lambda: rewrite(raw, set_headers={"x-stream-offset": Long(offset),
+                                          "x-stream-timestamp": Long(timestamp)}))
+
+
 def with_group_headers(raw: bytes, partition: int, offset: int) -> bytes:
     """``raw`` with a consumer group delivery's headers, ``x-partition`` (int, 'I') and
     ``x-stream-offset`` (long), spliced as ``with_long_header`` does."""
@@ -388,6 +400,17 @@ def with_group_headers(raw: bytes, partition: int, offset: int) -> bytes:
         _X_PARTITION + b"I" + _I32.pack(partition) + _X_STREAM_OFFSET + b"l" + _I64.pack(offset),
         lambda: rewrite(raw, set_headers={"x-partition": Int(partition),
                                           "x-stream-offset": Long(offset)}))
+
+
+def with_binary_headers(raw: bytes, values: dict) -> bytes:
+    """``raw`` with headers ``values`` (floats and bytes, not in ``raw``'s headers) appended
+    as doubles ('d') and byte arrays ('x'), as RabbitMQ carries an AMQP 1.0 double and
+    binary: pamqp writes a float as a 32-bit 'f' and has no byte arrays."""
+    entries = b"".join(
+        _shortstr(k) + (b"d" + _F64.pack(v) if isinstance(v, float)
+                         else b"x" + _U32.pack(len(v)) + bytes(v))
+        for k, v in values.items())
+    return _append_headers(raw, (), entries, lambda: rewrite(raw, set_headers=values))
 
 
 def _append_headers(raw: bytes, names, entries: bytes, slow) -> bytes:
@@ -416,6 +439,7 @@ def _append_headers(raw: bytes, names, entries: bytes, slow) -> bytes:
 _I32 = struct.Struct(">i")
 _X_PARTITION = _shortstr("x-partition")
 _X_STREAM_OFFSET = _shortstr("x-stream-offset")
+_X_STREAM_TIMESTAMP = _shortstr("x-stream-timestamp")
 
 
 class Encoded(bytes):

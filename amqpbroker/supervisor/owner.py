@@ -71,6 +71,7 @@ class MetadataOwner(Broker):
         self.federation = Federation(self)  # federation links (amqpbroker/federation)
         self.mqtt = None                    # the MQTT listener (amqpbroker/mqtt), when on
         self.stomp = None                   # the STOMP listener (amqpbroker/stomp), when on
+        self.stream = None                  # the stream protocol's (amqpbroker/stream_protocol)
         self.recent = RecentHistory(self)   # x-recent-history exchanges' histories
         self.traces = Traces(self)          # the rabbitmq_tracing plugin's (tracing.py)
         self._batch: list | None = None     # ops of the change being made (one_change)

@@ -173,14 +173,18 @@ class ProducerTable:
             self._open(end_offset)
 
     # ------------------------------------------------------------ rules
-    def check(self, pid, seq, subsequence: bool = False) -> str:
-        """What to do with sequence ``seq`` of producer ``pid`` (see the module comment)."""
+    def check(self, pid, seq, subsequence: bool = False, latest: bool = False) -> str:
+        """What to do with sequence ``seq`` of producer ``pid`` (see the module comment).
+        ``latest``: RabbitMQ's stream-protocol rule (a publisher reference's publishing ids):
+        above the highest is stored, anything else is a duplicate."""
         if seq is None:
             return INVALID
         window = self.producers.get(pid)
         if not window:
             return STORE
         highest = window[-1][0]
+        if latest:
+            return STORE if seq > highest else DUPLICATE
         if seq > highest:
             return STORE if subsequence or seq == highest + 1 else GAP
         for s, _ in window:
@@ -217,6 +221,11 @@ class ProducerTable:
                 self.stored(pid, seq, offset)
                 found = True
         return found
+
+    def highest(self, pid) -> int | None:
+        """The highest sequence stored for producer ``pid``, None if it has none."""
+        window = self.producers.get(pid)
+        return window[-1][0] if window else None
 
     def offset_of(self, pid, seq: int) -> int | None:
         for s, off in self.producers.get(pid, ()):

@@ -588,10 +588,7 @@ class PartitionHost:
         self._reply(state, m.req, out)
 
     def on_group_reset(self, state, m: c.GroupReset):
-        q = self._queue(m.qid)
-        if type(q) is not Stream:
-            raise errors.PreconditionFailed(f"queue '{q.name}' in vhost '{q.vhost_name}' is "
-                                            f"not a stream", 50, 10)
+        q = self._stream(m.qid)
         part = q.groups.get(m.group)
         if part is not None and (part.owner is not None or part.revoking is not None):
             raise errors.PreconditionFailed(
@@ -612,6 +609,33 @@ class PartitionHost:
             part.tracker = None         # the next assignment starts at the new commit
         q.offsets.reset(m.group, offset)
         self._reply(state, m.req, offset)
+
+    def _stream(self, qid: int) -> Stream:
+        q = self._queue(qid)
+        if type(q) is not Stream:
+            raise errors.PreconditionFailed(f"queue '{q.name}' in vhost '{q.vhost_name}' is "
+                                            f"not a stream", 50, 10)
+        return q
+
+    def on_track_offset(self, state, m: c.TrackOffset):
+        """A stream-protocol StoreOffset: the commit of group ``reference`` (the offset after
+        the one stored), buffered and written with the next commit round, as an ack's. A
+        reference that is the name of a consumer group with members here is left alone."""
+        q = self._stream(m.qid)
+        part = q.groups.get(m.reference)
+        if part is not None and (part.owner is not None or part.revoking is not None):
+            raise errors.PreconditionFailed(
+                f"consumer group '{m.reference}' has members on '{q.name}'", 50, 10)
+        q.offsets.commit(m.reference, m.offset + 1)
+        self.committer.mark(q)
+        self._reply(state, m.req, None)
+
+    def on_tracked_offset(self, state, m: c.TrackedOffset):
+        committed = self._stream(m.qid).offsets.get(m.reference)
+        self._reply(state, m.req, committed - 1 if committed else None)
+
+    def on_producer_sequence(self, state, m: c.ProducerSequence):
+        self._reply(state, m.req, self._stream(m.qid).producers.highest(m.producer) or 0)
 
     def on_get(self, state, m: c.Get):
         got = self._queue(m.qid).get(m.no_ack)

@@ -35,7 +35,7 @@ from itertools import islice
 from typing import NamedTuple
 
 from .. import errors
-from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE
+from ..contract import PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE
 from ..protocol import properties as props_mod
 from ..storage.record import SEPARATE_BODY, Record, RecordRun, now_ms, scan_run
 from ..queue_args import QueueArgs
@@ -413,7 +413,8 @@ class Queue:
             producer = dedup.producer_of(record.properties)
             if producer is not None:
                 pid, seq = producer
-                verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE))
+                verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE),
+                                               bool(flags & PUB_LATEST))
                 if verdict == dedup.DUPLICATE:
                     return self._duplicate(self.producers.offset_of(pid, seq))
                 if verdict != dedup.STORE:

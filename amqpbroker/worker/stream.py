@@ -65,7 +65,7 @@ import logging
 import weakref
 
 from .. import errors
-from ..contract import PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
+from ..contract import PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
 from ..groups.offset_store import OffsetStore
 from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
@@ -280,7 +280,8 @@ class Stream:
             producer = dedup.producer_of(record.properties)
             if producer is not None:
                 pid, seq = producer
-                verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE))
+                verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE),
+                                               bool(flags & PUB_LATEST))
                 if verdict == dedup.DUPLICATE:
                     offset = self.producers.offset_of(pid, seq)
                     if offset is not None and offset >= self.log.durable_offset:

@@ -1,0 +1,1 @@
+"""RabbitMQ's stream protocol (rabbitmq_stream): port 5552."""

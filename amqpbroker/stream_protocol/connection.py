@@ -1,0 +1,893 @@
+"""A client of RabbitMQ's stream protocol (the rabbitmq_stream plugin; rstream, the Java and
+Go stream clients), carried over AMQP as the MQTT and STOMP clients are (``adapter.py``).
+
+The handshake is the plugin's: PeerProperties, SaslHandshake (PLAIN, AMQPLAIN),
+SaslAuthenticate (checked against the broker's users here, so a refusal is answered with the
+protocol's codes: 0x08, 0x0b for ``guest`` away from loopback), then the server's Tune, the
+client's Tune, and Open, which picks the vhost and logs in over AMQP as the client's user:
+permissions, limits, alarms, every process layout and the cluster are the broker's own.
+
+What each command becomes:
+
+* **Create / Delete**: ``queue.declare`` of a durable ``x-queue-type: stream`` queue (the
+  plugin's arguments ``max-length-bytes``, ``max-age``, ``stream-max-segment-size-bytes``,
+  ``initial-cluster-size``, ``queue-leader-locator`` as ``x-`` arguments) / ``queue.delete``,
+  each on a channel of its own, so a refusal closes only that channel.
+* **DeclarePublisher / Publish**: one channel in confirm mode publishes every publisher's
+  messages to the default exchange, ``mandatory`` (a stream that went away is returned, and
+  its publishing ids are answered with PublishError 0x06); a basic.ack becomes PublishConfirm
+  of the publishing ids it covers. A publisher with a reference publishes with headers
+  ``x-producer-id`` (the reference) and ``x-sequence`` (the publishing id), so the stream
+  de-duplicates as RabbitMQ does (``worker/dedup.py``, ``PUB_LATEST``: an id not above the
+  reference's highest is confirmed and not stored again); QueryPublisherSequence asks the
+  stream for that highest id.
+* **Subscribe / Credit / Unsubscribe**: a channel per subscription consumes the stream with
+  ``x-stream-offset`` (first, last, next, an offset, a timestamp) and a prefetch; the
+  deliveries it gets are sent as osiris chunks of consecutive offsets, one chunk per credit
+  the client gave, and acked once sent (a stream keeps them: the ack only moves the
+  prefetch window). Subscription properties ``filter.*`` and ``match-unfiltered`` are the
+  consumer's ``x-stream-filter`` and ``x-stream-match-unfiltered`` (RabbitMQ 3.13's
+  filtering, with Publish version 2's filter values as ``x-stream-filter-value``).
+* **StoreOffset / QueryOffset**: the offset is kept by the stream itself, in its
+  group-offsets log, as the commit of a consumer group named by the reference
+  (``contract.TrackOffset``): ``amqpbroker ctl groups show REFERENCE`` shows it.
+* **Metadata**: this node is the leader of every stream (any node serves any stream: the
+  cluster forwards to the leader), with the advertised host and port of ``Open``'s answer.
+* **Route / Partitions**: a super stream is a topic (an ``x-partitioned`` exchange, whose
+  partition queues are ``NAME-0`` ...) or, as RabbitMQ makes one, an exchange whose bindings
+  to streams carry ``x-stream-partition-order``.
+
+Messages: the stream protocol carries AMQP 1.0 messages; ``amqp10.py`` converts them to AMQP
+0-9-1 properties and body on the way in and back on the way out, as RabbitMQ 3.10 does. Bytes
+that are not an AMQP 1.0 message (rstream's ``send(b"...")``) are stored as the body with
+header ``x-stream-raw`` and given back to a stream consumer exactly as they were sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import logging
+
+import pika
+from pamqp.commands import Basic
+
+from .. import contract as c
+from .. import errors
+from ..adapter import AdapterConnection, Ended, refusal, tapped
+from ..frontend.session import is_loopback, server_properties
+from ..protocol import properties as props_mod
+from ..protocol.fastpath import build_confirm, build_publish
+from . import amqp10
+from . import frames as f
+
+log = logging.getLogger("amqpbroker.stream")
+
+HANDSHAKE_TIMEOUT = 10.0            # RabbitMQ's stream.handshake_timeout
+FRAME_MAX = 1048576                 # what the server proposes (RabbitMQ's default, 1 MiB)
+HEARTBEAT = 60                      # seconds (RabbitMQ's default)
+PREFETCH = 2000                     # unacked deliveries per subscription's channel
+CHUNK_MESSAGES = 1000               # messages per chunk at most
+MECHANISMS = ("PLAIN", "AMQPLAIN")
+RAW = "x-stream-raw"                # header of a message sent as bytes that are not AMQP 1.0
+HIDDEN = (RAW, "x-stream-offset", "x-stream-timestamp", "x-producer-id", "x-sequence",
+          "x-stream-filter-value")
+STREAM_ARGUMENTS = {"max-length-bytes": int, "max-age": str,
+                    "stream-max-segment-size-bytes": int, "initial-cluster-size": int,
+                    "queue-leader-locator": str}
+# the commands this server takes, and their versions (ExchangeCommandVersions)
+VERSIONS = [(k, 1, 2 if k == f.PUBLISH else 1)
+            for k in (*range(f.DECLARE_PUBLISHER, f.PARTITIONS + 1),
+                      f.EXCHANGE_COMMAND_VERSIONS)]
+PRE_OPEN = ("peer_properties", "sasl_handshake", "sasl_authenticate", "tune", "open",
+            "heartbeat", "close", "close_ok")
+_AMQP_CODES = {403: f.ACCESS_REFUSED, 404: f.STREAM_DOES_NOT_EXIST, 405: f.PRECONDITION_FAILED,
+               406: f.PRECONDITION_FAILED}
+
+
+class ChannelGone(Exception):
+    """The AMQP channel a command used was closed by the broker: ``code`` and ``text``."""
+
+    def __init__(self, code: int, text: str):
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
+class Publisher:
+    __slots__ = ("pid", "stream", "key", "reference")
+
+    def __init__(self, pid: int, stream: str, reference: str | None):
+        self.pid = pid
+        self.stream = stream
+        self.key = stream.encode()
+        self.reference = reference or None
+
+
+class Subscription:
+    __slots__ = ("sid", "stream", "credit", "channel", "pending", "open", "since")
+
+    def __init__(self, sid: int, stream: str, credit: int, since: int | None = None):
+        self.sid = sid
+        self.stream = stream
+        self.credit = credit
+        # a timestamp subscription's time (ms): AMQP's x-stream-offset timestamp has whole
+        # seconds, so what was stored earlier in that second is skipped here
+        self.since = since
+        self.channel = None
+        self.pending: collections.deque = collections.deque()   # deliveries not yet sent
+        self.open = False               # answered: its chunks may go
+
+
+class StreamConnection(AdapterConnection):
+    protocol = "stream"
+    log = log
+
+    def __init__(self, server):
+        super().__init__(server)
+        self.splitter = f.Splitter()
+        self.step = "peer_properties"   # the next handshake command, then "opened"
+        self.user = None
+        self.password = ""
+        self.client_properties: dict = {}
+        self.vhost = ""
+        self.frame_max = FRAME_MAX
+        self.heartbeat = 0
+        self.out: list[bytes] = []
+        self.timers: list = []
+        self.publishers: dict[int, Publisher] = {}
+        self.subscriptions: dict[int, Subscription] = {}
+        self.pub_channel = None
+        self.publish_seq = 0
+        self.unconfirmed: collections.OrderedDict = collections.OrderedDict()
+        self.returned: set[int] = set()
+        self.channel_gone: dict = {}    # pika channel -> future failing when it closes
+        self.next_corr = 0
+
+    # ------------------------------------------------------------ transport
+    def connection_made(self, transport) -> None:
+        self._accepted(transport)
+        self.timers.append(self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout))
+        log.info("accepting stream connection %s", self.name)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.heard = self.loop.time()
+        try:
+            items = [f.parse(*frame) for frame in self.splitter.feed(data)]
+        except f.FrameError as exc:
+            log.error("stream connection %s: %s; closing it", self.name, exc)
+            self.close_with(exc.code, str(exc))
+            return
+        self._received(items)
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        if self.worker is None:
+            self.close()
+
+    def pause_writing(self) -> None:
+        self._amqp_reading(False)
+
+    def resume_writing(self) -> None:
+        self._amqp_reading(True)
+
+    def send(self, data: bytes) -> None:
+        """A frame to the client, written with the others of this loop turn."""
+        if self.closed or self.lost:
+            return
+        self.out.append(data)
+        if len(self.out) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self.out:
+            data, self.out = b"".join(self.out), []
+            if not self.lost:
+                self.transport.write(data)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Tell the client why (a Close request), then close."""
+        self.next_corr += 1
+        self.send(f.close(self.next_corr, code, reason))
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for timer in self.timers:
+            timer.cancel()
+        if self.worker is not None and self.worker is not asyncio.current_task():
+            self.worker.cancel()
+        self.server.connections.discard(self)
+        self._close_amqp()
+        self._flush()
+        self.transport.close()
+        log.info("closing stream connection %s", self.name)
+
+    def _handshake_timeout(self) -> None:
+        if self.step != "opened" and not self.closed:
+            log.error("closing stream connection %s (handshake timeout)", self.name)
+            self.close()
+
+    def _beat(self) -> None:
+        """Every heartbeat interval: one heartbeat out; a client silent for two is gone."""
+        if self.closed:
+            return
+        if self.loop.time() - self.heard > 2 * self.heartbeat:
+            log.error("stream connection %s: missed heartbeats from client, timeout: %ds",
+                      self.name, self.heartbeat)
+            self.close()
+            return
+        self.send(f.heartbeat())
+        self.timers.append(self.loop.call_later(self.heartbeat, self._beat))
+
+    # ------------------------------------------------------------ commands, in order
+    def _batched(self, item) -> bool:
+        return item[0] in ("publish", "credit")
+
+    def _publishes(self, item) -> bool:
+        return item[0] == "publish"
+
+    def _ended(self, exc: Ended) -> None:
+        self.close()
+
+    def _client_gone(self) -> None:
+        self.close()
+
+    def _amqp_closed(self, reason) -> None:
+        if not self.closed and self.step == "opened":
+            log.error("stream connection %s: the broker closed its AMQP connection: %s",
+                      self.name, reason)
+            self.close_with(f.INTERNAL_ERROR, str(reason))
+
+    async def _handle(self, item) -> None:
+        name = item[0]
+        if self.step != "opened" and name not in PRE_OPEN:
+            log.warning("stream connection %s: %s before the connection is open; closing",
+                        self.name, name)
+            self.close()
+            return
+        # (name, correlation id, fields...): a command without one is given its fields only
+        await getattr(self, "on_" + name)(*(item[2:] if item[1] is None else item[1:]))
+
+    def respond(self, key: int, corr: int, code: int = f.OK) -> None:
+        self.send(f.response(key, corr, code))
+
+    # ------------------------------------------------------------ handshake
+    async def on_peer_properties(self, corr, props) -> None:
+        self.client_properties = props
+        shown = server_properties(self.server.broker.cluster_name)
+        shown.pop("capabilities", None)
+        self.send(f.peer_properties_ok(corr, {k: str(v) for k, v in shown.items()}))
+        self.step = "sasl_handshake"
+
+    async def on_sasl_handshake(self, corr) -> None:
+        self.send(f.sasl_handshake_ok(corr, MECHANISMS))
+
+    async def on_sasl_authenticate(self, corr, mechanism, data) -> None:
+        if mechanism not in MECHANISMS:
+            self.respond(f.SASL_AUTHENTICATE, corr, f.SASL_MECHANISM_NOT_SUPPORTED)
+            return
+        users = self.server.broker.users
+        try:
+            user = users.authenticate(mechanism, data)
+        except errors.AMQPError as exc:
+            log.warning("stream connection %s: %s", self.name,
+                        getattr(exc, "login_failed", str(exc)))
+            self.respond(f.SASL_AUTHENTICATE, corr, f.AUTHENTICATION_FAILURE)
+            self.close()
+            return
+        except Exception as exc:                            # noqa: BLE001 - a backend's
+            log.warning("stream connection %s: login failed: %s", self.name, exc)
+            self.respond(f.SASL_AUTHENTICATE, corr, f.AUTHENTICATION_FAILURE)
+            self.close()
+            return
+        if user.name in self.cfg.loopback_users and not is_loopback(self.peer):
+            log.warning("stream connection %s: user '%s' can only connect via localhost",
+                        self.name, user.name)
+            self.respond(f.SASL_AUTHENTICATE, corr, f.SASL_AUTHENTICATION_FAILURE_LOOPBACK)
+            self.close()
+            return
+        self.user = user
+        if mechanism == "PLAIN":
+            self.password = data.split(b"\x00")[2].decode(errors="replace")
+        else:
+            self.password = self.server.broker.users.internal_secret
+        self.respond(f.SASL_AUTHENTICATE, corr)
+        self.send(f.tune(FRAME_MAX, HEARTBEAT))
+        self.step = "tune"
+
+    async def on_tune(self, frame_max, heartbeat) -> None:
+        self.frame_max = frame_max or FRAME_MAX
+        self.splitter.frame_max = frame_max
+        self.heartbeat = heartbeat
+        if heartbeat:
+            self.timers.append(self.loop.call_later(heartbeat, self._beat))
+        self.step = "open"
+
+    async def on_open(self, corr, vhost) -> None:
+        users = self.server.broker.users
+        if self.user is None or vhost is None or not users.can_access_vhost(self.user, vhost) \
+                or vhost not in self.server.broker.vhosts:
+            log.warning("stream connection %s: access to vhost '%s' refused for user '%s'",
+                        self.name, vhost, getattr(self.user, "name", "?"))
+            self.send(f.open_failed(corr, f.VHOST_ACCESS_FAILURE))
+            self.close()
+            return
+        shown = {"product": self.client_properties.get("product", "stream client"),
+                 "connection_name": self.client_properties.get("connection_name", "")}
+        result = await self._open_amqp(vhost, self.user.name, self.password, "stream", shown)
+        if self.amqp is None:
+            code = f.VHOST_ACCESS_FAILURE if refusal(result) == "vhost" \
+                else f.AUTHENTICATION_FAILURE
+            log.warning("stream connection %s: login over AMQP refused: %s", self.name, result)
+            self.send(f.open_failed(corr, code))
+            self.close()
+            return
+        self.vhost = vhost
+        host, port = self.advertised()
+        self.send(f.open_ok(corr, {"advertised_host": host, "advertised_port": str(port)}))
+        self.step = "opened"
+        log.info("stream connection %s: user '%s' authenticated and granted access to vhost "
+                 "'%s'", self.name, self.user.name, vhost)
+
+    def advertised(self) -> tuple[str, int]:
+        """The host and port clients are told to connect to (``--stream-advertised-host``,
+        ``--stream-advertised-port``; by default the address this client reached)."""
+        local = self.addresses[1]
+        return (self.cfg.stream_advertised_host or local[0],
+                self.cfg.stream_advertised_port or local[1])
+
+    async def on_heartbeat(self) -> None:
+        pass
+
+    async def on_close(self, corr, code, reason) -> None:
+        log.info("stream connection %s: closed by the client (%s, %s)", self.name, code,
+                 reason)
+        self.respond(f.CLOSE, corr)
+        self.close()
+
+    async def on_close_ok(self, corr, code) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ lookups
+    def _queue(self, name: str | None):
+        vh = self.server.broker.vhosts.get(self.vhost)
+        return vh.queues.get(name) if vh is not None and name is not None else None
+
+    def _stream(self, name: str | None):
+        """The stream named, or None (no queue, or one of another type)."""
+        q = self._queue(name)
+        return q if q is not None and q.args.queue_type == "stream" else None
+
+    def _allowed(self, permission: str, name: str | None) -> bool:
+        try:
+            self.server.broker.users.check(self.user, self.vhost, permission, "queue",
+                                           name or "")
+        except errors.AccessRefused:
+            return False
+        return True
+
+    # ------------------------------------------------------------ AMQP channels
+    async def _channel(self):
+        """A new channel; its ``channel_gone`` future fails with ``ChannelGone`` when the
+        broker closes it."""
+        gone = self.loop.create_future()
+        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
+        self.channel_gone[channel] = gone
+
+        def closed(ch, reason) -> None:
+            code = getattr(reason, "reply_code", 0)
+            text = getattr(reason, "reply_text", str(reason))
+            if not gone.done():
+                gone.set_exception(ChannelGone(code, text))
+                gone.exception()
+            self.channel_gone.pop(ch, None)
+            self._channel_closed(ch, code, text)
+        channel.add_on_close_callback(closed)
+        return channel
+
+    async def _ask(self, channel, start):
+        """A pika method's answer on ``channel``: ``ChannelGone`` if the broker closes the
+        channel first, ``Ended`` if the connection goes."""
+        self._flush_amqp()
+        got = self.loop.create_future()
+        start(lambda frame: got.done() or got.set_result(frame))
+        gone = self.channel_gone.get(channel)
+        waits = {got, self.ended} | ({gone} if gone is not None else set())
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if got.done():
+            return got.result()
+        if gone is not None and gone.done():
+            raise gone.exception()
+        raise self.ended.exception()
+
+    async def _once(self, start) -> int:
+        """One method on a channel of its own, closed after: OK, or the code that answers
+        the broker's refusal."""
+        try:
+            channel = await self._channel()
+        except Ended:
+            return f.INTERNAL_ERROR
+        try:
+            await self._ask(channel, lambda cb: start(channel, cb))
+        except ChannelGone as exc:
+            log.warning("stream connection %s: %s", self.name, exc)
+            return _AMQP_CODES.get(exc.code, f.INTERNAL_ERROR)
+        if channel.is_open:
+            channel.close()
+        return f.OK
+
+    def _channel_closed(self, channel, code: int, text: str) -> None:
+        if channel is self.pub_channel:
+            self.pub_channel = None
+            failed = _AMQP_CODES.get(code, f.INTERNAL_ERROR)
+            if not self.closed:
+                log.warning("stream connection %s: publishing channel closed: %d %s",
+                            self.name, code, text)
+            self._settle(list(self.unconfirmed), failed)
+            return
+        for sub in list(self.subscriptions.values()):
+            if sub.channel is channel and sub.open:
+                log.warning("stream connection %s: subscription %d closed: %d %s",
+                            self.name, sub.sid, code, text)
+                self._forget_subscription(sub)
+                self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
+
+    # ------------------------------------------------------------ streams
+    async def on_create(self, corr, stream, arguments) -> None:
+        code = await self._create(stream, arguments)
+        self.respond(f.CREATE, corr, code)
+
+    async def _create(self, stream, arguments) -> int:
+        if not stream or len(stream.encode()) > 255 or stream.startswith("amq."):
+            return f.PRECONDITION_FAILED
+        if not self._allowed("configure", stream):
+            return f.ACCESS_REFUSED
+        args = {"x-queue-type": "stream"}
+        for key, value in arguments.items():
+            kind = STREAM_ARGUMENTS.get(key)
+            if kind is None:
+                continue                            # RabbitMQ ignores what it does not know
+            try:
+                args["x-" + key] = kind(value)
+            except (TypeError, ValueError):
+                log.warning("stream connection %s: invalid stream argument %s=%r",
+                            self.name, key, value)
+                return f.PRECONDITION_FAILED
+        existing = self._queue(stream)
+        if existing is not None:        # RabbitMQ's: the same stream again is 0x05; a queue
+            return f.STREAM_ALREADY_EXISTS if existing.args.queue_type == "stream" and \
+                existing.arguments == args else f.PRECONDITION_FAILED   # that differs, 0x11
+        return await self._once(lambda ch, cb: ch.queue_declare(
+            stream, durable=True, arguments=args, callback=cb))
+
+    async def on_delete(self, corr, stream) -> None:
+        if not self._allowed("configure", stream):
+            code = f.ACCESS_REFUSED
+        elif self._stream(stream) is None:
+            code = f.STREAM_DOES_NOT_EXIST
+        else:
+            code = await self._once(lambda ch, cb: ch.queue_delete(stream, callback=cb))
+        self.respond(f.DELETE, corr, code)
+        if code == f.OK:
+            self.server.stream_deleted(self.vhost, stream)
+
+    def stream_gone(self, vhost: str, stream: str) -> None:
+        """Stream ``stream`` was deleted: its publishers and subscriptions here end, and the
+        client is told (MetadataUpdate 0x06), once."""
+        if vhost != self.vhost or self.closed:
+            return
+        used = False
+        for pid in [p for p, pub in self.publishers.items() if pub.stream == stream]:
+            del self.publishers[pid]
+            used = True
+        for sub in [s for s in self.subscriptions.values() if s.stream == stream]:
+            self._forget_subscription(sub)
+            used = True
+        if used:
+            self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, stream))
+
+    async def on_metadata(self, corr, streams) -> None:
+        out = []
+        for name in streams:
+            if self._stream(name) is not None:
+                out.append((name, f.OK, 0, []))
+            else:
+                out.append((name, f.STREAM_DOES_NOT_EXIST, 0xFFFF, []))
+        # the brokers the answer names: none when no stream was found (RabbitMQ's)
+        brokers = [(0, *self.advertised())] if any(e[1] == f.OK for e in out) else []
+        self.send(f.metadata(corr, brokers, out))
+
+    async def on_partitions(self, corr, super_stream) -> None:
+        parts = self._partitions(super_stream)
+        code = f.OK if parts is not None else f.STREAM_DOES_NOT_EXIST
+        self.send(f.strings_response(f.PARTITIONS, corr, code, parts or []))
+
+    async def on_route(self, corr, routing_key, super_stream) -> None:
+        ex = self._exchange(super_stream)
+        streams = []
+        if ex is not None and getattr(ex, "type", "") == "x-partitioned":
+            i = ex.partition(routing_key or "", None)
+            parts = self._partitions(super_stream) or []
+            if i is not None and i < len(parts):
+                streams = [parts[i]]
+        elif ex is not None:
+            streams = sorted({_destination_name(dest) for (dest, key, _), _ in
+                              ex.bindings.items() if key == routing_key
+                              and _destination_name(dest) is not None})
+        code = f.OK if streams else f.STREAM_DOES_NOT_EXIST
+        self.send(f.strings_response(f.ROUTE, corr, code, streams))
+
+    def _exchange(self, name: str | None):
+        vh = self.server.broker.vhosts.get(self.vhost)
+        return vh.exchanges.get(name) if vh is not None and name is not None else None
+
+    def _partitions(self, super_stream: str | None) -> list | None:
+        """The streams of a super stream in partition order; None if there is no such
+        exchange."""
+        ex = self._exchange(super_stream)
+        if ex is None:
+            return None
+        if getattr(ex, "type", "") == "x-partitioned":
+            from ..supervisor.topics import partition_name
+            return [partition_name(super_stream, i) for i in range(ex.partitions)]
+        ordered = {}
+        for (dest, _key, _), args in ex.bindings.items():
+            name = _destination_name(dest)
+            if name is not None:
+                order = args.get("x-stream-partition-order", 0)
+                ordered.setdefault(name, order if isinstance(order, int) else 0)
+        return sorted(ordered, key=lambda n: (ordered[n], n))
+
+    async def on_exchange_command_versions(self, corr, _versions) -> None:
+        self.send(f.command_versions(corr, VERSIONS))
+
+    # ------------------------------------------------------------ publishers
+    async def on_declare_publisher(self, corr, pid, reference, stream) -> None:
+        if not self._allowed("write", stream):
+            code = f.ACCESS_REFUSED
+        elif self.blocked:
+            code = f.PRECONDITION_FAILED        # RabbitMQ: blocked by a resource alarm
+        elif pid in self.publishers or reference and any(
+                p.reference == reference and p.stream == stream
+                for p in self.publishers.values()):
+            code = f.PRECONDITION_FAILED
+        elif self._stream(stream) is None:
+            code = f.STREAM_DOES_NOT_EXIST
+        else:
+            self.publishers[pid] = Publisher(pid, stream, reference)
+            code = f.OK
+        self.respond(f.DECLARE_PUBLISHER, corr, code)
+
+    async def on_delete_publisher(self, corr, pid) -> None:
+        code = f.OK if self.publishers.pop(pid, None) is not None \
+            else f.PUBLISHER_DOES_NOT_EXIST
+        self.respond(f.DELETE_PUBLISHER, corr, code)
+
+    async def on_query_publisher_sequence(self, corr, reference, stream) -> None:
+        code, value = await self._ask_stream("read", stream, c.ProducerSequence,
+                                             producer=reference or "")
+        self.send(f.u64_response(f.QUERY_PUBLISHER_SEQUENCE, corr, code, value or 0))
+
+    async def on_publish(self, pid, messages) -> None:
+        pub = self.publishers.get(pid)
+        if pub is None:
+            self.send(f.publish_error(pid, [(m[0], f.PUBLISHER_DOES_NOT_EXIST)
+                                            for m in messages]))
+            return
+        if not self._allowed("write", pub.stream):
+            self.send(f.publish_error(pid, [(m[0], f.ACCESS_REFUSED) for m in messages]))
+            return
+        if self.pub_channel is None:
+            channel = await self._channel()
+            await self._ask(channel, lambda cb: channel.confirm_delivery(
+                self._confirmed, callback=cb))
+            channel.add_on_return_callback(self._returned)
+            self.pub_channel, self.publish_seq = channel, 0
+        number = self.pub_channel.channel_number
+        frame_max = self.amqp.params.frame_max
+        for publishing_id, data, filter_value in messages:
+            properties, body = self._amqp_message(pub, publishing_id, data, filter_value)
+            self.amqp_out += build_publish(number, b"", pub.key, properties, body, frame_max,
+                                           mandatory=True)
+            self.publish_seq += 1
+            self.unconfirmed[self.publish_seq] = (pid, publishing_id, pub.stream)
+
+    def _amqp_message(self, pub: Publisher, publishing_id: int, data: bytes,
+                      filter_value: str | None) -> tuple[bytes, bytes]:
+        """The AMQP 0-9-1 properties (their wire bytes) and body a stream message is stored
+        as."""
+        try:
+            kw, body = amqp10.to_amqp091(data)
+        except amqp10.NotAmqp10:
+            kw, body = {"headers": {RAW: True}}, data
+        if kw.get("user_id") not in (None, self.user.name):
+            del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
+        if pub.reference is not None or filter_value is not None:
+            headers = dict(kw.get("headers") or {})
+            if pub.reference is not None:
+                headers["x-producer-id"] = pub.reference
+                headers["x-sequence"] = publishing_id
+            if filter_value is not None:
+                headers["x-stream-filter-value"] = filter_value
+            kw["headers"] = headers
+        return _encode_properties(kw), body
+
+    def _returned(self, _channel, method, _properties, _body) -> None:
+        """A publish the default exchange could not route (the stream is gone): its
+        publishing id is answered with an error when its confirm comes."""
+        for seq, (_pid, _id, stream) in self.unconfirmed.items():
+            if stream == method.routing_key and seq not in self.returned:
+                self.returned.add(seq)
+                return
+
+    def _confirmed(self, frame) -> None:
+        m = frame.method
+        failed = f.INTERNAL_ERROR if isinstance(m, pika.spec.Basic.Nack) else None
+        if m.multiple:
+            seqs = []
+            for seq in self.unconfirmed:
+                if seq > m.delivery_tag:
+                    break
+                seqs.append(seq)
+        else:
+            seqs = [m.delivery_tag] if m.delivery_tag in self.unconfirmed else []
+        self._settle(seqs, failed)
+
+    def _settle(self, seqs, failed: int | None) -> None:
+        confirms: dict[int, list] = {}
+        refused: dict[int, list] = {}
+        gone = set()
+        for seq in seqs:
+            pid, publishing_id, stream = self.unconfirmed.pop(seq)
+            if seq in self.returned:
+                self.returned.discard(seq)
+                refused.setdefault(pid, []).append((publishing_id, f.STREAM_NOT_AVAILABLE))
+                gone.add(stream)
+            elif failed is not None:
+                refused.setdefault(pid, []).append((publishing_id, failed))
+            else:
+                confirms.setdefault(pid, []).append(publishing_id)
+        for pid, ids in confirms.items():
+            self.send(f.publish_confirm(pid, ids))
+        for pid, errs in refused.items():
+            self.send(f.publish_error(pid, errs))
+        for stream in gone:
+            self.stream_gone(self.vhost, stream)
+
+    # ------------------------------------------------------------ offsets
+    async def _ask_stream(self, permission: str, stream, cls, **fields) -> tuple:
+        """(code, answer) of request ``cls`` to the stream's partition host."""
+        if not self._allowed(permission, stream):
+            return f.ACCESS_REFUSED, None
+        ref = self._stream(stream)
+        if ref is None or ref.qid is None:
+            return f.STREAM_DOES_NOT_EXIST, None
+        try:
+            return f.OK, await ref.client.request(cls, qid=ref.qid, **fields)
+        except errors.AMQPError as exc:
+            log.warning("stream connection %s: %s on stream '%s': %s", self.name,
+                        cls.__name__, stream, exc)
+            return f.STREAM_NOT_AVAILABLE, None
+
+    async def on_store_offset(self, reference, stream, offset) -> None:
+        code, _ = await self._ask_stream("write", stream, c.TrackOffset,
+                                         reference=reference or "", offset=offset)
+        if code != f.OK:                # no answer in this protocol: logged (RabbitMQ's)
+            log.warning("stream connection %s: offset of '%s' on stream '%s' not stored "
+                        "(code %d)", self.name, reference, stream, code)
+
+    async def on_query_offset(self, corr, reference, stream) -> None:
+        code, value = await self._ask_stream("read", stream, c.TrackedOffset,
+                                             reference=reference or "")
+        if code == f.OK and value is None:
+            code = f.NO_OFFSET
+        self.send(f.u64_response(f.QUERY_OFFSET, corr, code, value or 0))
+
+    # ------------------------------------------------------------ subscriptions
+    async def on_subscribe(self, corr, sid, stream, spec, credit, properties) -> None:
+        code = await self._subscribe(sid, stream, spec, credit, properties)
+        self.respond(f.SUBSCRIBE, corr, code)
+        sub = self.subscriptions.get(sid)
+        if code == f.OK and sub is not None:
+            sub.open = True
+            self._send_chunks(sub)
+
+    async def _subscribe(self, sid, stream, spec, credit, properties) -> int:
+        if sid in self.subscriptions:
+            return f.SUBSCRIPTION_ID_ALREADY_EXISTS
+        if not self._allowed("read", stream):
+            return f.ACCESS_REFUSED
+        ref = self._stream(stream)
+        if ref is None:
+            return f.STREAM_DOES_NOT_EXIST
+        kind, value = spec
+        if kind in ("first", "last", "next"):
+            offset = kind
+        elif kind == "offset":
+            # past the end, RabbitMQ's reader attaches at the end (an AMQP consumer waits
+            # for that offset): "next"
+            offset = "next" if value > await self._end_offset(ref) else value
+        elif kind == "timestamp":
+            offset = datetime.datetime.fromtimestamp(max(value, 0) / 1000,
+                                                     datetime.timezone.utc)
+        else:
+            return f.PRECONDITION_FAILED
+        arguments = {"x-stream-offset": offset}
+        filters = [v for k, v in sorted(properties.items()) if k.startswith("filter.")]
+        if filters:
+            arguments["x-stream-filter"] = filters
+        if "match-unfiltered" in properties:
+            arguments["x-stream-match-unfiltered"] = properties["match-unfiltered"] == "true"
+        sub = Subscription(sid, stream, credit, value if kind == "timestamp" else None)
+        self.subscriptions[sid] = sub
+        try:
+            channel = sub.channel = await self._channel()
+            channel.add_on_cancel_callback(lambda _frame: self._cancelled(sub))
+            self.amqp.tap(channel.channel_number, lambda d: self._deliver(sub, d))
+            await self._ask(channel, lambda cb: channel.basic_qos(prefetch_count=PREFETCH,
+                                                                  callback=cb))
+            await self._ask(channel, lambda cb: channel.basic_consume(
+                stream, tapped, consumer_tag=f"stream-{sid}", arguments=arguments,
+                callback=cb))
+        except ChannelGone as exc:
+            self.subscriptions.pop(sid, None)
+            log.warning("stream connection %s: subscribe to '%s' refused: %s", self.name,
+                        stream, exc)
+            return _AMQP_CODES.get(exc.code, f.INTERNAL_ERROR)
+        return f.OK
+
+    async def _end_offset(self, ref) -> int:
+        try:
+            detail = await ref.client.request(c.Partitions, qids=[ref.qid])
+        except errors.AMQPError:
+            return 1 << 64              # unknown: the offset as asked
+        return detail.get(ref.qid, {}).get("log_end_offset", 1 << 64)
+
+    async def on_credit(self, sid, credit) -> None:
+        sub = self.subscriptions.get(sid)
+        if sub is None:
+            log.warning("stream connection %s: credit for unknown subscription %d",
+                        self.name, sid)
+            self.send(f.credit_failed(f.SUBSCRIPTION_ID_DOES_NOT_EXIST, sid))
+            return
+        sub.credit = min(sub.credit + credit, 0xFFFF)
+        self._send_chunks(sub)
+
+    async def on_unsubscribe(self, corr, sid) -> None:
+        sub = self.subscriptions.get(sid)
+        if sub is None:
+            self.respond(f.UNSUBSCRIBE, corr, f.SUBSCRIPTION_ID_DOES_NOT_EXIST)
+            return
+        self._forget_subscription(sub)
+        self.respond(f.UNSUBSCRIBE, corr)
+
+    def _forget_subscription(self, sub: Subscription) -> None:
+        self.subscriptions.pop(sub.sid, None)
+        sub.open = False
+        sub.pending.clear()
+        if sub.channel is not None and sub.channel.is_open:
+            sub.channel.close()         # its consumer goes with it
+
+    def _cancelled(self, sub: Subscription) -> None:
+        """The broker cancelled the consumer (the stream was deleted)."""
+        if self.subscriptions.get(sub.sid) is sub:
+            self._forget_subscription(sub)
+            self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
+
+    def _deliver(self, sub: Subscription, d) -> None:
+        if self.subscriptions.get(sub.sid) is not sub:
+            return
+        sub.pending.append(d)
+        if len(sub.pending) == 1:
+            self.loop.call_soon(self._send_chunks, sub)
+
+    def _send_chunks(self, sub: Subscription) -> None:
+        """As many chunks as the subscription has credit for, each of consecutive offsets;
+        the deliveries sent are acked (the prefetch window moves on)."""
+        if not sub.open or self.closed:
+            return
+        last_tag = None
+        limit = max(self.frame_max - 128, 4096)
+        while sub.credit > 0 and sub.pending:
+            messages, first, size, stamp = [], None, 0, 0
+            while sub.pending and len(messages) < CHUNK_MESSAGES:
+                d = sub.pending[0]
+                offset, timestamp = _place_of(d)
+                if sub.since is not None:
+                    if sub.since - sub.since % 1000 <= timestamp < sub.since:
+                        sub.pending.popleft()
+                        last_tag = d.delivery_tag
+                        continue
+                    sub.since = None
+                # a chunk: consecutive offsets stored together (one publish's, one round's:
+                # osiris writes a chunk per batch), within the client's frame_max
+                if first is not None and (offset != first + len(messages) or timestamp != stamp
+                                          or size + len(d.body) + 64 > limit):
+                    break
+                sub.pending.popleft()
+                data = self._stream_message(d)
+                if first is None:
+                    first, stamp = offset, timestamp
+                messages.append(data)
+                size += len(data) + 4
+                last_tag = d.delivery_tag
+            if messages:                # (none when all were before a timestamp's time)
+                self.send(f.deliver(sub.sid, f.chunk(first, stamp, messages)))
+                sub.credit -= 1
+        if last_tag is not None and sub.channel is not None and sub.channel.is_open:
+            self.amqp_out.append(build_confirm(sub.channel.channel_number, last_tag, True))
+            self._flush_amqp()
+
+    def _stream_message(self, d) -> bytes:
+        """A delivery as the stream protocol gives it: the bytes a stream client sent, or
+        the AMQP 1.0 message of an AMQP 0-9-1 one."""
+        try:
+            properties = _pika_properties(props_mod.decode(d.properties))
+        except ValueError:
+            log.error("stream connection %s: a delivery's properties do not decode; sent "
+                      "without them", self.name)
+            return amqp10.from_amqp091(pika.BasicProperties(), d.body)
+        headers = properties.headers
+        if headers:
+            if headers.get(RAW) is True:
+                return d.body
+            properties.headers = {k: v for k, v in headers.items() if k not in HIDDEN} \
+                or None
+        return amqp10.from_amqp091(properties, d.body, exchange=d.exchange,
+                                   routing_key=d.routing_key)
+
+
+def _encode_properties(kw: dict) -> bytes:
+    """``amqp10.to_amqp091``'s properties (pika's names) as their wire bytes, through pamqp
+    (pika's encoder has no floats, which AMQP 1.0 application properties may hold); a float
+    header is a double and a binary one a byte array, as RabbitMQ's."""
+    if "type" in kw:
+        kw["message_type"] = kw.pop("type")
+    if "timestamp" in kw:
+        kw["timestamp"] = datetime.datetime.fromtimestamp(kw["timestamp"],
+                                                          datetime.timezone.utc)
+    headers = kw.get("headers")
+    if headers and any(isinstance(v, (list, dict)) for v in headers.values()):
+        # an AMQP 1.0 list or map: kept if pamqp encodes it (no floats or bytes inside)
+        try:
+            props_mod.encode(Basic.Properties(headers={
+                k: v for k, v in headers.items() if isinstance(v, (list, dict))}))
+        except (TypeError, ValueError):
+            headers = {k: v for k, v in headers.items() if not isinstance(v, (list, dict))}
+            kw["headers"] = headers or None
+    spliced = {k: v for k, v in headers.items() if isinstance(v, (float, bytes))} \
+        if headers else None
+    if spliced:
+        kw["headers"] = {k: v for k, v in headers.items() if k not in spliced} or None
+        return props_mod.with_binary_headers(props_mod.encode(Basic.Properties(**kw)),
+                                             spliced)
+    return props_mod.encode(Basic.Properties(**kw))
+
+
+def _pika_properties(p) -> pika.BasicProperties:
+    """pamqp's decoded properties (its decoder reads doubles; pika's does not) under pika's
+    names, as ``amqp10.from_amqp091`` takes them."""
+    return pika.BasicProperties(
+        content_type=p.content_type, content_encoding=p.content_encoding, headers=p.headers,
+        delivery_mode=p.delivery_mode, priority=p.priority, correlation_id=p.correlation_id,
+        reply_to=p.reply_to, expiration=p.expiration, message_id=p.message_id,
+        timestamp=int(p.timestamp.timestamp()) if p.timestamp is not None else None,
+        type=p.message_type, user_id=p.user_id, app_id=p.app_id, cluster_id=p.cluster_id)
+
+
+def _place_of(d) -> tuple[int, int]:
+    """A stream delivery's offset, and when it was stored (ms)."""
+    headers, _ = props_mod.pick(d.properties, ("x-stream-offset", "x-stream-timestamp"))
+    return headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0)
+
+
+def _destination_name(dest) -> str | None:
+    """A binding's destination queue's name (None for an exchange)."""
+    if getattr(dest, "args", None) is not None and hasattr(dest, "qid"):
+        return dest.name
+    return None

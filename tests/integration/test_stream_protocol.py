@@ -1,0 +1,432 @@
+"""RabbitMQ's stream protocol (``--stream-port``; amqpbroker/stream_protocol), as the
+rabbitmq_stream plugin serves it, in both process layouts: rstream (RabbitMQ's Python stream
+client) producers and consumers, pika on the AMQP side, raw sockets where a test needs to
+misbehave. What RabbitMQ 3.10.8 itself answers is pinned by interop/test_stream_protocol.py,
+which runs against ours too.
+
+Every wait is on a confirm, a callback's future, or a socket read with a timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+
+import pika
+import pytest
+from rstream import (AMQPMessage, Consumer, ConsumerOffsetSpecification, OffsetType, Producer,
+                     amqp_decoder)
+from rstream._pyamqp.message import Properties
+from rstream.exceptions import OffsetNotFound, StreamAlreadyExists, StreamDoesNotExist
+
+from amqpbroker.stream_protocol import frames as f
+from amqpbroker.testing import LAYOUTS, BrokerProcess
+
+pytestmark = pytest.mark.own_layout         # every broker here names its layout
+TIMEOUT = 20
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def broker(request, tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("stream"), *LAYOUTS[request.param],
+                       "--stream-port", "-1", management=True) as b:
+        yield b
+
+
+@pytest.fixture
+def names(request):
+    counter = iter(range(1000))
+    base = request.node.name.replace("[", "-").replace("]", "").replace(" ", "")[-60:]
+    return lambda prefix="s": f"{prefix}-{base}-{next(counter)}"
+
+
+def producer(broker, **kw) -> Producer:
+    kw.setdefault("username", "guest")
+    kw.setdefault("password", "guest")
+    return Producer(broker.host, broker.stream_port, **kw)
+
+
+def consumer(broker, **kw) -> Consumer:
+    kw.setdefault("username", "guest")
+    kw.setdefault("password", "guest")
+    return Consumer(broker.host, broker.stream_port, **kw)
+
+
+async def collect(broker, stream: str, count: int, *, offset=None, decoder=None, **kw):
+    """The first ``count`` messages a new subscription gets: [(offset, message)]."""
+    got: list = []
+    done = asyncio.get_running_loop().create_future()
+
+    def on_message(msg, ctx):
+        got.append((ctx.offset, msg))
+        if len(got) >= count and not done.done():
+            done.set_result(None)
+    async with consumer(broker) as c:
+        await c.subscribe(stream, on_message, decoder=decoder,
+                          offset_specification=offset or ConsumerOffsetSpecification(
+                              OffsetType.FIRST, None), **kw)
+        await asyncio.wait_for(done, TIMEOUT)
+    return got
+
+
+def body_of(message: AMQPMessage) -> bytes:
+    """An AMQP 1.0 message's data sections (rstream gives one as bytes, several as a list)."""
+    body = message.body
+    return b"".join(body) if isinstance(body, list) else body
+
+
+def amqp(broker) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.ConnectionParameters(broker.host, broker.port))
+
+
+async def test_raw_bytes_round_trip_in_order_with_consecutive_offsets(broker, names):
+    stream = names()
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        for i in range(50):
+            await p.send_wait(stream, f"m{i}".encode())
+        await p.send_batch(stream, [f"b{i}".encode() for i in range(150)])
+    got = await collect(broker, stream, 200)
+    assert [o for o, _ in got] == list(range(200))
+    assert [m for _, m in got] == [f"m{i}".encode() for i in range(50)] + \
+        [f"b{i}".encode() for i in range(150)]
+    async with producer(broker) as p:
+        await p.delete_stream(stream)
+
+
+async def test_amqp10_messages_meet_amqp091_both_ways(broker, names):
+    stream = names()
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        await p.send_wait(stream, AMQPMessage(
+            body=b"from-stream", application_properties={"k": "v", "n": 7, "f": 2.5},
+            properties=Properties(message_id="m-1", correlation_id="c-1",
+                                  content_type="text/plain", reply_to="back")))
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.basic_publish("", stream, b"from-amqp", pika.BasicProperties(
+        content_type="application/json", correlation_id="c-2", headers={"h": "w", "i": 3}))
+    ch.basic_qos(prefetch_count=10)
+    seen = []
+    for method, props, body in ch.consume(stream, arguments={"x-stream-offset": "first"},
+                                          inactivity_timeout=TIMEOUT):
+        assert method is not None, "the stream's messages did not arrive over AMQP"
+        seen.append((props, body))
+        ch.basic_ack(method.delivery_tag)
+        if len(seen) == 2:
+            break
+    ch.cancel()
+    conn.close()
+    props, body = seen[0]
+    assert body == b"from-stream"
+    assert (props.message_id, props.correlation_id, props.content_type, props.reply_to) == \
+        ("m-1", "c-1", "text/plain", "back")
+    assert (props.headers["k"], props.headers["n"]) == ("v", 7)     # (pika reads no doubles)
+    assert seen[1][1] == b"from-amqp"
+
+    got = await collect(broker, stream, 2, decoder=amqp_decoder)
+    first, second = got[0][1], got[1][1]
+    assert body_of(first) == b"from-stream"
+    assert first.application_properties[b"k"] in (b"v", "v")
+    assert first.application_properties[b"f"] == 2.5               # a double both ways
+    assert body_of(second) == b"from-amqp"
+    assert second.properties.content_type in (b"application/json", "application/json")
+    assert second.properties.correlation_id in (b"c-2", "c-2")
+    assert second.application_properties[b"h"] in (b"w", "w")
+    assert second.application_properties[b"i"] == 3
+    assert b"x-stream-offset" not in second.application_properties
+
+
+@pytest.mark.parametrize("spec", ["first", "next", "last", "offset", "timestamp"])
+async def test_offset_specifications(broker, names, spec):
+    stream = names()
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        for i in range(10):
+            await p.send_wait(stream, f"old{i}".encode())
+        if spec == "first":
+            got = await collect(broker, stream, 10)
+            assert [m for _, m in got] == [f"old{i}".encode() for i in range(10)]
+            return
+        if spec == "offset":
+            got = await collect(broker, stream, 4,
+                                offset=ConsumerOffsetSpecification(OffsetType.OFFSET, 6))
+            assert [o for o, _ in got] == [6, 7, 8, 9]
+            return
+        if spec == "last":
+            got = await collect(broker, stream, 1,
+                                offset=ConsumerOffsetSpecification(OffsetType.LAST, None))
+            assert got[0][0] <= 9 and got[-1][1] == b"old9"
+            return
+        if spec == "timestamp":
+            # an hour ago: everything; RabbitMQ's timestamps are milliseconds
+            import time
+            got = await collect(broker, stream, 10, offset=ConsumerOffsetSpecification(
+                OffsetType.TIMESTAMP, int(time.time() * 1000) - 3600_000))
+            assert [o for o, _ in got] == list(range(10))
+            return
+        # next: only what is published after the subscription
+        got: list = []
+        done = asyncio.get_running_loop().create_future()
+
+        def on_message(msg, ctx):
+            got.append((ctx.offset, msg))
+            if not done.done():
+                done.set_result(None)
+        async with consumer(broker) as c:
+            await c.subscribe(stream, on_message, offset_specification=(
+                ConsumerOffsetSpecification(OffsetType.NEXT, None)))
+            await p.send_wait(stream, b"new")
+            await asyncio.wait_for(done, TIMEOUT)
+        assert got == [(10, b"new")]
+
+
+async def test_stored_offset_is_kept_by_the_stream_and_shown_as_a_group(broker, names):
+    stream, reference = names(), names("ref")
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        await p.send_batch(stream, [f"m{i}".encode() for i in range(20)])
+    async with consumer(broker) as c:
+        await c.start()
+        with pytest.raises(OffsetNotFound):             # NO_OFFSET (0x13)
+            await c.query_offset(stream, reference)
+        await c.store_offset(stream, reference, 12)
+        assert await c.query_offset(stream, reference) == 12
+    # a new connection sees it; resuming there gives what comes after it
+    async with consumer(broker) as c:
+        await c.start()
+        stored = await c.query_offset(stream, reference)
+    assert stored == 12
+    got = await collect(broker, stream, 7, offset=ConsumerOffsetSpecification(
+        OffsetType.OFFSET, stored + 1))
+    assert [o for o, _ in got] == list(range(13, 20))
+    group = broker.api(f"consumer-groups/%2F/{reference}")
+    assert [p["committed_offset"] for p in group["partitions"]] == [13]
+
+
+async def test_publisher_reference_deduplicates_as_rabbitmq(broker, names):
+    stream, name = names(), names("pub")
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        for i in range(5):
+            await p.send_wait(stream, f"m{i}".encode(), publisher_name=name)
+    # a new connection, same reference: the sequence goes on from the stream's answer
+    async with producer(broker) as p:
+        await p.send_wait(stream, b"m5", publisher_name=name)
+        client = await p.default_client
+        assert await client.query_publisher_sequence(stream, name) >= 5
+    # publishing ids at or below the highest are confirmed and not stored again
+    reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+    try:
+        await handshake(reader, writer)
+        writer.write(request(f.DECLARE_PUBLISHER, 2, struct.pack(">B", 1) + s(name)
+                             + s(stream)))
+        assert (await read_response(reader))[2] == f.OK
+        writer.write(request(f.QUERY_PUBLISHER_SEQUENCE, 3, s(name) + s(stream)))
+        _key, _corr, code, rest = await read_response(reader)
+        highest = struct.unpack(">Q", rest)[0]
+        assert code == f.OK and highest >= 6       # rstream numbers from 1
+        msgs = [(1, b"dup-first"), (highest, b"dup-highest"), (highest + 1, b"m6")]
+        writer.write(f.frame(f.PUBLISH, struct.pack(">Bi", 1, len(msgs)) + b"".join(
+            struct.pack(">QI", i, len(d)) + d for i, d in msgs)))
+        confirmed: list = []
+        while len(confirmed) < 3:
+            key, body = await read_frame(reader)
+            assert key == f.PUBLISH_CONFIRM, f"not a confirm: {key}"
+            n = struct.unpack_from(">i", body, 1)[0]
+            confirmed += list(struct.unpack_from(f">{n}Q", body, 5))
+        assert sorted(confirmed) == [1, highest, highest + 1]
+    finally:
+        writer.close()
+    got = await collect(broker, stream, 7)
+    assert [m for _, m in got] == [f"m{i}".encode() for i in range(7)]
+
+
+async def test_stream_errors_are_answered_with_the_protocols_codes(broker, names):
+    stream = names()
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        with pytest.raises(StreamAlreadyExists):
+            await p.create_stream(stream, exists_ok=False)
+        await p.delete_stream(stream)
+        with pytest.raises(StreamDoesNotExist):
+            await p.delete_stream(stream)
+        assert not await p.stream_exists(stream)
+    async with consumer(broker) as c:
+        with pytest.raises(StreamDoesNotExist):
+            await c.subscribe(stream, lambda m, ctx: None)
+
+
+async def test_credit_flow_delivers_everything_to_a_slow_start(broker, names):
+    stream = names()
+    payloads = [os.urandom(64) for _ in range(3000)]
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        for i in range(0, 3000, 500):
+            await p.send_batch(stream, payloads[i:i + 500])
+    got = await collect(broker, stream, 3000, initial_credit=1)
+    assert [m for _, m in got] == payloads
+    assert [o for o, _ in got] == list(range(3000))
+
+
+async def test_confirmed_messages_survive_kill_9(tmp_path, names):
+    layout = LAYOUTS["one process"]
+    stream = names()
+    with BrokerProcess(tmp_path, *layout, "--stream-port", "-1") as b:
+        async with producer(b) as p:
+            await p.create_stream(stream)
+            await p.send_batch(stream, [f"k{i}".encode() for i in range(300)])
+            await p.send_wait(stream, b"last")
+        os.kill(b.proc.pid, signal.SIGKILL)
+        b.proc.wait(TIMEOUT)
+    with BrokerProcess(tmp_path, *layout, "--stream-port", "-1") as b:
+        got = await collect(b, stream, 301)
+    assert [m for _, m in got] == [f"k{i}".encode() for i in range(300)] + [b"last"]
+
+
+async def test_a_topic_is_a_super_stream(broker, names):
+    topic = names("topic")
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.exchange_declare(topic, "x-partitioned", durable=True, arguments={"x-partitions": 3})
+    conn.close()
+    reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+    try:
+        await handshake(reader, writer)
+        writer.write(request(f.PARTITIONS, 2, s(topic)))
+        _key, corr, code, rest = await read_response(reader)
+        assert code == f.OK
+        assert strings(rest) == [f"{topic}-0", f"{topic}-1", f"{topic}-2"]
+        writer.write(request(f.ROUTE, 3, s("some-key") + s(topic)))
+        _key, corr, code, rest = await read_response(reader)
+        assert code == f.OK and len(strings(rest)) == 1
+        routed = strings(rest)[0]
+    finally:
+        writer.close()
+    # what AMQP routes by that key lands in the partition Route named
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish(topic, "some-key", b"keyed")
+    conn.close()
+    got = await collect(broker, routed, 1, decoder=amqp_decoder)
+    assert body_of(got[0][1]) == b"keyed"
+
+
+# ------------------------------------------------------------------ bad input, raw
+def s(text: str) -> bytes:
+    b = text.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def strings(data: bytes) -> list:
+    n = struct.unpack_from(">i", data)[0]
+    pos, out = 4, []
+    for _ in range(n):
+        ln = struct.unpack_from(">h", data, pos)[0]
+        out.append(data[pos + 2:pos + 2 + ln].decode())
+        pos += 2 + ln
+    return out
+
+
+def request(key: int, corr: int, payload: bytes) -> bytes:
+    return f.frame(key, struct.pack(">I", corr) + payload)
+
+
+async def read_frame(reader) -> tuple:
+    size = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), TIMEOUT))[0]
+    data = await asyncio.wait_for(reader.readexactly(size), TIMEOUT)
+    return struct.unpack_from(">H", data)[0], data[4:]
+
+
+async def read_response(reader) -> tuple:
+    """(key, correlation id, code, the rest) of the next response (heartbeats skipped)."""
+    while True:
+        key, body = await read_frame(reader)
+        if key == f.HEARTBEAT:
+            continue
+        if key == f.RESPONSE | f.METADATA:
+            return key, struct.unpack_from(">I", body)[0], None, body[4:]
+        corr, code = struct.unpack_from(">IH", body)
+        return key, corr, code, body[6:]
+
+
+async def handshake(reader, writer, user="guest", password="guest", vhost="/") -> int:
+    """The handshake as a client does it; the code of the first refusal, or OK."""
+    writer.write(request(f.PEER_PROPERTIES, 1, struct.pack(">i", 0)))
+    assert (await read_response(reader))[2] == f.OK
+    writer.write(request(f.SASL_HANDSHAKE, 2, b""))
+    assert "PLAIN" in strings((await read_response(reader))[3])
+    auth = b"\x00" + user.encode() + b"\x00" + password.encode()
+    writer.write(request(f.SASL_AUTHENTICATE, 3, s("PLAIN") + struct.pack(">i", len(auth))
+                         + auth))
+    code = (await read_response(reader))[2]
+    if code != f.OK:
+        return code
+    key, body = await read_frame(reader)
+    assert key == f.TUNE
+    writer.write(f.tune(*struct.unpack(">II", body)))
+    writer.write(request(f.OPEN, 4, s(vhost)))
+    return (await read_response(reader))[2]
+
+
+async def test_bad_credentials_and_vhost_are_refused(broker):
+    reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+    try:
+        assert await handshake(reader, writer, password="wrong") == f.AUTHENTICATION_FAILURE
+        assert await reader.read() == b""               # and the connection is closed
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+    try:
+        assert await handshake(reader, writer, vhost="no-such-vhost") == \
+            f.VHOST_ACCESS_FAILURE
+    finally:
+        writer.close()
+
+
+async def test_garbage_closes_only_that_connection(broker, names):
+    stream = names()
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+        try:
+            await handshake(reader, writer)
+            writer.write(struct.pack(">IHH", 8, 0x7ABC, 1) + b"\x00" * 4)   # unknown command
+            key, body = await read_frame(reader)
+            assert key == f.CLOSE
+            assert struct.unpack_from(">H", body, 4)[0] == f.UNKNOWN_FRAME
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        finally:
+            writer.close()
+        # the other client goes on
+        await p.send_wait(stream, b"still here")
+    got = await collect(broker, stream, 1)
+    assert got[0][1] == b"still here"
+
+
+def test_the_stream_port_is_listed(broker):
+    listeners = broker.api("overview")["listeners"]
+    assert {"protocol": "stream", "port": broker.stream_port} in [
+        {"protocol": x["protocol"], "port": x["port"]} for x in listeners]
+
+
+async def test_publisher_without_write_permission_gets_errors(broker, names):
+    stream, user = names(), names("u")
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+    assert broker.request("PUT", f"users/{user}", {"password": "pw", "tags": ""})[0] in (201, 204)
+    assert broker.request("PUT", f"permissions/%2F/{user}",
+                          {"configure": "", "write": "", "read": ".*"})[0] in (201, 204)
+    reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+    try:
+        assert await handshake(reader, writer, user=user, password="pw") == f.OK
+        writer.write(request(f.DECLARE_PUBLISHER, 9, struct.pack(">B", 1) + s("") + s(stream)))
+        assert (await read_response(reader))[2] == f.ACCESS_REFUSED
+        writer.write(request(f.CREATE, 10, s(names()) + struct.pack(">i", 0)))
+        assert (await read_response(reader))[2] == f.ACCESS_REFUSED
+    finally:
+        writer.close()
+    assert broker.request("DELETE", f"users/{user}")[0] == 204
