@@ -116,6 +116,8 @@ FLAGS = [
     ("stream_port", int, "RabbitMQ's stream protocol port, as its rabbitmq_stream plugin, for "
                          "rstream and the other stream clients (RabbitMQ listens on 5552; "
                          "default 0 = off; -1 = any free port)"),
+    ("stream_tls_port", int, "the stream protocol over TLS, with --tls-cert (RabbitMQ "
+                             "listens on 5551; default 0 = off; -1 = any free port)"),
     ("stream_advertised_host", str, "the host the stream protocol's Open and Metadata "
                                     "answers name (RabbitMQ's stream.advertised_host; "
                                     "default: the address the client connected to)"),
@@ -313,6 +315,8 @@ async def _serve(cfg: Config) -> int:
             raise ValueError("--mqtt-tls-port needs --tls-cert (the server's certificate)")
         if cfg.stomp_tls_port and amqps is None:
             raise ValueError("--stomp-tls-port needs --tls-cert (the server's certificate)")
+        if cfg.stream_tls_port and amqps is None:
+            raise ValueError("--stream-tls-port needs --tls-cert (the server's certificate)")
         https = tls.https_context(cfg) if cfg.tls and cfg.management_tls_port else None
         if cfg.cluster:             # metadata in etcd: changes wait for the join below
             from .cluster.node import ClusterNode
@@ -482,12 +486,17 @@ async def _start_adapters(broker, cfg: Config, amqps) -> str:
                 host, bound = await server.start(cfg.host, max(port, 0), ssl)
             broker.listeners.append({"protocol": protocol, "ip_address": host, "port": bound})
             added += f" {label}={_show(host)}:{bound}"
-    if cfg.stream_port:
+    if cfg.stream_port or cfg.stream_tls_port:
         from .stream_protocol.listener import StreamServer
         broker.stream = StreamServer(broker)
-        host, bound = await broker.stream.start(cfg.host, max(cfg.stream_port, 0))
-        broker.listeners.append({"protocol": "stream", "ip_address": host, "port": bound})
-        added += f" stream={_show(host)}:{bound}"
+        for label, protocol, port, ssl in (("stream", "stream", cfg.stream_port, None),
+                                           ("streams", "stream/ssl", cfg.stream_tls_port,
+                                            amqps)):
+            if port:
+                host, bound = await broker.stream.start(cfg.host, max(port, 0), ssl)
+                broker.listeners.append({"protocol": protocol, "ip_address": host,
+                                         "port": bound})
+                added += f" {label}={_show(host)}:{bound}"
     return added
 
 

@@ -81,6 +81,7 @@ class Config:
     stomp_hide_server_info: bool = False         # CONNECTED without its server header
     # RabbitMQ's stream protocol (amqpbroker/stream_protocol): rstream and the stream clients
     stream_port: int = 0                         # 0 = off, -1 = any free port (5552: RabbitMQ's)
+    stream_tls_port: int = 0                     # the stream protocol over TLS (5551)
     stream_advertised_host: str = ""             # what Open and Metadata name ("": the address
     stream_advertised_port: int = 0              # the client connected to)
     # the rabbitmq_tracing plugin's log files (amqpbroker/tracing.py); "" = <data_dir>/tracing

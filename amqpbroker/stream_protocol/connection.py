@@ -56,6 +56,7 @@ from .. import contract as c
 from .. import errors
 from ..adapter import AdapterConnection, Ended, refusal, tapped
 from ..frontend.session import is_loopback, server_properties
+from ..frontend.tls import certificate_login
 from ..protocol import properties as props_mod
 from ..protocol.fastpath import build_confirm, build_publish
 from . import amqp10
@@ -64,6 +65,7 @@ from . import frames as f
 log = logging.getLogger("amqpbroker.stream")
 
 HANDSHAKE_TIMEOUT = 10.0            # RabbitMQ's stream.handshake_timeout
+REFUSED_LINGER = 0.1                # seconds a refused connection stays open after the answer
 FRAME_MAX = 1048576                 # what the server proposes (RabbitMQ's default, 1 MiB)
 HEARTBEAT = 60                      # seconds (RabbitMQ's default)
 PREFETCH = 2000                     # unacked deliveries per subscription's channel
@@ -151,7 +153,7 @@ class StreamConnection(AdapterConnection):
         log.info("accepting stream connection %s", self.name)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.step == "refused":
             return
         self.heard = self.loop.time()
         try:
@@ -190,8 +192,7 @@ class StreamConnection(AdapterConnection):
     def close_with(self, code: int, reason: str) -> None:
         """Tell the client why (a Close request), then close."""
         self.next_corr += 1
-        self.send(f.close(self.next_corr, code, reason))
-        self.close()
+        self._refuse(f.close(self.next_corr, code, reason))
 
     def close(self) -> None:
         if self.closed:
@@ -264,32 +265,53 @@ class StreamConnection(AdapterConnection):
         self.send(f.peer_properties_ok(corr, {k: str(v) for k, v in shown.items()}))
         self.step = "sasl_handshake"
 
+    def _mechanisms(self) -> tuple:
+        """PLAIN and AMQPLAIN; on TLS with a client certificate, EXTERNAL too (RabbitMQ's
+        rabbitmq_auth_mechanism_ssl, which the stream plugin offers when enabled)."""
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.getpeercert():
+            return (*MECHANISMS, "EXTERNAL")
+        return MECHANISMS
+
+    def _refuse(self, answer: bytes) -> None:
+        """An answer that ends the connection (a refused login or vhost, a Close for bad
+        input): sent, then the connection closes.
+        On TLS a close right after the write can lose the answer (asyncio's SSL transport,
+        seen in tests/integration/test_tls.py), so it waits ``REFUSED_LINGER``, reading and
+        dropping what comes (closing with unread bytes would reset the connection)."""
+        self.send(answer)
+        self._flush()
+        self.step = "refused"           # what the client sends meanwhile is dropped
+        self.timers.append(self.loop.call_later(REFUSED_LINGER, self.close))
+
     async def on_sasl_handshake(self, corr) -> None:
-        self.send(f.sasl_handshake_ok(corr, MECHANISMS))
+        self.send(f.sasl_handshake_ok(corr, self._mechanisms()))
 
     async def on_sasl_authenticate(self, corr, mechanism, data) -> None:
-        if mechanism not in MECHANISMS:
+        if mechanism not in self._mechanisms():
             self.respond(f.SASL_AUTHENTICATE, corr, f.SASL_MECHANISM_NOT_SUPPORTED)
             return
         users = self.server.broker.users
+        certificate = None
+        if mechanism == "EXTERNAL":
+            certificate = certificate_login(self.transport.get_extra_info("ssl_object"),
+                                            self.cfg.tls_login_from)
         try:
-            user = users.authenticate(mechanism, data)
+            user = users.authenticate(mechanism, data, certificate)
         except errors.AMQPError as exc:
             log.warning("stream connection %s: %s", self.name,
                         getattr(exc, "login_failed", str(exc)))
-            self.respond(f.SASL_AUTHENTICATE, corr, f.AUTHENTICATION_FAILURE)
-            self.close()
+            self._refuse(f.response(f.SASL_AUTHENTICATE, corr, f.AUTHENTICATION_FAILURE))
             return
         except Exception as exc:                            # noqa: BLE001 - a backend's
             log.warning("stream connection %s: login failed: %s", self.name, exc)
-            self.respond(f.SASL_AUTHENTICATE, corr, f.AUTHENTICATION_FAILURE)
-            self.close()
+            self._refuse(f.response(f.SASL_AUTHENTICATE, corr, f.AUTHENTICATION_FAILURE))
             return
         if user.name in self.cfg.loopback_users and not is_loopback(self.peer):
             log.warning("stream connection %s: user '%s' can only connect via localhost",
                         self.name, user.name)
-            self.respond(f.SASL_AUTHENTICATE, corr, f.SASL_AUTHENTICATION_FAILURE_LOOPBACK)
-            self.close()
+            self._refuse(f.response(f.SASL_AUTHENTICATE, corr,
+                                    f.SASL_AUTHENTICATION_FAILURE_LOOPBACK))
             return
         self.user = user
         if mechanism == "PLAIN":
@@ -314,8 +336,7 @@ class StreamConnection(AdapterConnection):
                 or vhost not in self.server.broker.vhosts:
             log.warning("stream connection %s: access to vhost '%s' refused for user '%s'",
                         self.name, vhost, getattr(self.user, "name", "?"))
-            self.send(f.open_failed(corr, f.VHOST_ACCESS_FAILURE))
-            self.close()
+            self._refuse(f.open_failed(corr, f.VHOST_ACCESS_FAILURE))
             return
         shown = {"product": self.client_properties.get("product", "stream client"),
                  "connection_name": self.client_properties.get("connection_name", "")}
@@ -324,8 +345,7 @@ class StreamConnection(AdapterConnection):
             code = f.VHOST_ACCESS_FAILURE if refusal(result) == "vhost" \
                 else f.AUTHENTICATION_FAILURE
             log.warning("stream connection %s: login over AMQP refused: %s", self.name, result)
-            self.send(f.open_failed(corr, code))
-            self.close()
+            self._refuse(f.open_failed(corr, code))
             return
         self.vhost = vhost
         host, port = self.advertised()

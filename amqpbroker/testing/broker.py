@@ -8,7 +8,8 @@ The broker prints one line when it listens::
 ``prometheus=True``: ``prometheus=`` after those; ``--cluster``: ``node=n1 cluster=25672``
 after those; ``--mqtt-port``: ``mqtt=``, ``--mqtt-tls-port``: ``mqtts=``, ``--web-mqtt-port``: ``web-mqtt=``,
 then ``--stomp-port``: ``stomp=``, ``--stomp-tls-port``: ``stomps=``, ``--web-stomp-port``:
-``web-stomp=``, ``--stream-port``: ``stream=`` last)
+``web-stomp=``, ``--stream-port``: ``stream=``, ``--stream-tls-port``: ``streams=``
+last)
 
 ``BrokerProcess`` starts ``python -m amqpbroker serve`` with ``--port 0`` and reads that
 line to learn the ports, so tests never race for a port. ``kill()`` sends SIGKILL (crash
@@ -40,7 +41,8 @@ READY = re.compile(r"amqpbroker ready amqp=(?P<host>[\d.]+):(?P<port>\d+)"
                    r"(?: web-mqtt=[\d.]+:(?P<webmqtt>\d+))?"
                    r"(?: stomp=[\d.]+:(?P<stomp>\d+))?(?: stomps=[\d.]+:(?P<stomps>\d+))?"
                    r"(?: web-stomp=[\d.]+:(?P<webstomp>\d+))?"
-                   r"(?: stream=[\d.]+:(?P<stream>\d+))?")
+                   r"(?: stream=[\d.]+:(?P<stream>\d+))?"
+                   r"(?: streams=[\d.]+:(?P<streams>\d+))?")
 
 # the two process layouts a test runs a broker in when the layout is what it tests (pytest
 # params: ``params=list(LAYOUTS.values()), ids=list(LAYOUTS)``): one process, and a supervisor
@@ -85,6 +87,7 @@ class BrokerProcess:
         self.stomp_tls_port = 0             # with --stomp-tls-port -1 (and --tls-cert)
         self.web_stomp_port = 0             # with --web-stomp-port -1
         self.stream_port = 0                # with --stream-port -1
+        self.stream_tls_port = 0            # with --stream-tls-port -1 (and --tls-cert)
 
     @property
     def url(self) -> str:
@@ -127,6 +130,7 @@ class BrokerProcess:
                     self.stomp_tls_port = int(m["stomps"] or 0)
                     self.web_stomp_port = int(m["webstomp"] or 0)
                     self.stream_port = int(m["stream"] or 0)
+                    self.stream_tls_port = int(m["streams"] or 0)
                     found.set()
             found.set()
 

@@ -430,3 +430,57 @@ async def test_publisher_without_write_permission_gets_errors(broker, names):
     finally:
         writer.close()
     assert broker.request("DELETE", f"users/{user}")[0] == 204
+
+
+async def test_filtering_with_rstreams_filter_values(broker, names):
+    """RabbitMQ 3.13's stream filtering through the protocol: Publish version 2 carries
+    each message's filter value, a subscription's ``filter.N`` properties name the values
+    it wants; filtering here is exact, so rstream's post-filter sees only matches."""
+    from rstream import FilterConfiguration
+    stream = names()
+
+    async def region(message) -> str:               # the message as the producer has it
+        return message.application_properties["region"]
+    async with producer(broker, filter_value_extractor=region) as p:
+        await p.create_stream(stream)
+        sent = [AMQPMessage(body=f"{r}{i}".encode(), application_properties={"region": r})
+                for i in range(30) for r in ("eu", "us")]
+        await p.send_batch(stream, sent)
+        await p.send_wait(stream, AMQPMessage(body=b"eu-last",
+                                              application_properties={"region": "eu"}))
+    got = await collect(broker, stream, 31, decoder=amqp_decoder,
+                        filter_input=FilterConfiguration(values_to_filter=["eu"]))
+    assert [body_of(m) for _, m in got] == [f"eu{i}".encode() for i in range(30)] + \
+        [b"eu-last"]
+
+
+async def test_super_stream_consumer_reads_a_topic(broker, names):
+    """rstream's SuperStreamConsumer on a topic: it asks Partitions and subscribes to each;
+    what AMQP clients publish to the topic arrives, each key's messages in order."""
+    from rstream import SuperStreamConsumer
+    topic = names("t")
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.exchange_declare(topic, "x-partitioned", durable=True, arguments={"x-partitions": 3})
+    ch.confirm_delivery()
+    for i in range(60):
+        ch.basic_publish(topic, f"key-{i % 6}", f"{i % 6}:{i}".encode())
+    conn.close()
+    got: list = []
+    done = asyncio.get_running_loop().create_future()
+
+    def on_message(msg, ctx):
+        got.append((ctx.stream, body_of(msg).decode()))
+        if len(got) == 60 and not done.done():
+            done.set_result(None)
+    async with SuperStreamConsumer(broker.host, broker.stream_port, username="guest",
+                                   password="guest", super_stream=topic) as c:
+        await c.subscribe(on_message, decoder=amqp_decoder,
+                          offset_specification=ConsumerOffsetSpecification(OffsetType.FIRST,
+                                                                           None))
+        await asyncio.wait_for(done, TIMEOUT)
+    assert {stream for stream, _ in got} <= {f"{topic}-{i}" for i in range(3)}
+    for key in range(6):
+        mine = [body for _, body in got if body.startswith(f"{key}:")]
+        assert mine == [f"{key}:{i}" for i in range(key, 60, 6)]
+        assert len({stream for stream, body in got if body.startswith(f"{key}:")}) == 1

@@ -107,7 +107,8 @@ def tls_broker(tmp_path_factory, pki, *args, **kw) -> BrokerProcess:
 def broker(request, pki, tmp_path_factory):
     """Peer verification on (clients may come without a certificate); alice is a user."""
     with tls_broker(tmp_path_factory, pki, "--tls-verify", "peer", "--mqtt-tls-port", "-1",
-                    "--stomp-tls-port", "-1", *LAYOUTS[request.param]) as b:
+                    "--stomp-tls-port", "-1", "--stream-tls-port", "-1",
+                    *LAYOUTS[request.param]) as b:
         assert b.tls_port and b.management_tls_port
         assert len(b.frontend_pids) == (2 if request.param == "2 workers + 2 front-ends" else 0)
         add_user(b, pki, ALICE)
@@ -501,3 +502,31 @@ def test_without_the_setting_a_certificate_logs_nobody_in(broker, pki):
                    "the anonymous login")
     finally:
         c.close()
+
+
+async def test_stream_protocol_over_tls_with_a_password_and_a_certificate(broker, pki):
+    """The stream protocol on its TLS port (``--stream-tls-port``, RabbitMQ's
+    stream.listeners.ssl): rstream with the broker's certificate checked, logged in by
+    password; then by its client certificate (SASL EXTERNAL, offered only to a client that
+    sent one), as alice; a certificate of no user is refused (0x08)."""
+    from rstream import Consumer, Producer, SlasMechanism
+    from rstream.exceptions import AuthenticationFailure
+    assert broker.stream_tls_port and not broker.stream_port
+    stream = "tls-stream"
+    async with Producer("localhost", broker.stream_tls_port, username="guest",
+                        password="guest", ssl_context=client_context(pki)) as p:
+        await p.create_stream(stream, exists_ok=True)
+        await p.send_wait(stream, b"over tls")
+    async with Consumer("localhost", broker.stream_tls_port, username="", password="",
+                        ssl_context=client_context(pki, pki.alice),
+                        sasl_configuration_mechanism=SlasMechanism.MechanismExternal) as c:
+        await c.start()
+        client = await c.default_client
+        assert await client.query_leader_and_replicas(stream)
+        assert (ALICE, "stream") in [(x["user"], x["protocol"]) for x in
+                                     api(broker, pki, "GET", "connections")[1]]
+    with pytest.raises(AuthenticationFailure):
+        async with Consumer("localhost", broker.stream_tls_port, username="", password="",
+                            ssl_context=client_context(pki, pki.bob),
+                            sasl_configuration_mechanism=SlasMechanism.MechanismExternal) as c:
+            await c.start()
