@@ -139,6 +139,9 @@ class PartitionLog:
         self.index_interval_bytes = index_interval_bytes
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self._lock = threading.Lock()
+        # (base offset, CRC, records) of the batch the last read() stopped inside: the next
+        # read takes its records from here instead of decoding the batch again
+        self._part_read: tuple | None = None
         self._sync_lock = threading.Lock()
         self._files = files or process_cache()
         self._unsynced: list[Segment] = []  # rolled segments whose writes await an fsync
@@ -448,17 +451,19 @@ class PartitionLog:
             i = bisect_right(self._bases, offset) - 1
             while i < len(self._segments) and offset < limit:
                 seg = self._segments[i]
-                for h, records in self._batches_from(seg, offset):
+                for h, records in self._batches_from(seg, offset, cached=True):
                     for o, r in enumerate(records, h.base_offset):
                         if o < offset:
                             continue
                         sz = record_size(r)
                         if o >= limit or len(out) >= max_records or (out and size + sz > max_bytes):
+                            self._part_read = (h.base_offset, h.crc, records)
                             return out
                         out.append((o, r))
                         size += sz
                     offset = h.next_offset
                 i += 1
+            self._part_read = None
             return out
 
     def read_batches(self, offset: int, max_bytes: int = 1 << 20, written: bool = False
@@ -548,9 +553,12 @@ class PartitionLog:
             return self.end_offset
 
     def _batches_from(self, seg: Segment, offset: int, min_ts: int | None = None,
-                      decode: bool = True):
+                      decode: bool = True, cached: bool = False):
         """Decoded batches of `seg` that hold offsets >= `offset` (lock held); without
-        `decode`, each batch's records as a ``RecordRun`` of their bytes."""
+        `decode`, each batch's records as a ``RecordRun`` of their bytes. With `cached`, the
+        batch a ``read`` stopped inside last time is not decoded again (a reader with little
+        credit reads a big batch a few records at a time: each read decoded all of it)."""
+        part = self._part_read if cached else None
         pos, expected = seg.position_for(offset)
         for _, h, batch in seg.iter_batches(pos, seg.size):
             if h.base_offset != expected:
@@ -558,6 +566,9 @@ class PartitionLog:
                                          f"the index promised {expected}")
             expected = h.next_offset
             if expected <= offset or (min_ts is not None and h.max_ts < min_ts):
+                continue
+            if part is not None and part[0] == h.base_offset and part[1] == h.crc and decode:
+                yield h, part[2]            # the same bytes (a rewritten tail has another CRC)
                 continue
             if not crc_ok(batch):
                 raise CorruptRecordError(f"{seg.log_path}: CRC mismatch in batch {h.base_offset}")
@@ -635,6 +646,7 @@ class PartitionLog:
                 return
             self._sync_locked(force=True)
             self._release_descriptors(fsync=True)
+            self._part_read = None
 
     def destroy(self) -> None:
         """Remove the partition's directory (the queue was deleted): its descriptors are

@@ -97,13 +97,18 @@ class ChannelGone(Exception):
 
 
 class Publisher:
-    __slots__ = ("pid", "stream", "key", "reference")
+    __slots__ = ("pid", "stream", "key", "reference", "raw_properties")
 
     def __init__(self, pid: int, stream: str, reference: str | None):
         self.pid = pid
         self.stream = stream
         self.key = stream.encode()
         self.reference = reference or None
+        # the properties of its raw messages, but for a reference's x-sequence (appended)
+        headers = {RAW: True}
+        if self.reference is not None:
+            headers["x-producer-id"] = self.reference
+        self.raw_properties = props_mod.encode(Basic.Properties(headers=headers))
 
 
 class Subscription:
@@ -624,6 +629,11 @@ class StreamConnection(AdapterConnection):
         try:
             kw, body = amqp10.to_amqp091(data)
         except amqp10.NotAmqp10:
+            if filter_value is None:    # the usual raw publish: its properties are known
+                if pub.reference is None:
+                    return pub.raw_properties, data
+                return props_mod.with_long_header(pub.raw_properties, "x-sequence",
+                                                  publishing_id), data
             kw, body = {"headers": {RAW: True}}, data
         if kw.get("user_id") not in (None, self.user.name):
             del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
@@ -817,7 +827,7 @@ class StreamConnection(AdapterConnection):
             messages, first, size, stamp = [], None, 0, 0
             while sub.pending and len(messages) < CHUNK_MESSAGES:
                 d = sub.pending[0]
-                offset, timestamp = _place_of(d)
+                offset, timestamp, raw = _place_of(d)
                 if sub.since is not None:
                     if sub.since - sub.since % 1000 <= timestamp < sub.since:
                         sub.pending.popleft()
@@ -830,7 +840,7 @@ class StreamConnection(AdapterConnection):
                                           or size + len(d.body) + 64 > limit):
                     break
                 sub.pending.popleft()
-                data = self._stream_message(d)
+                data = d.body if raw else self._stream_message(d)
                 if first is None:
                     first, stamp = offset, timestamp
                 messages.append(data)
@@ -844,8 +854,8 @@ class StreamConnection(AdapterConnection):
             self._flush_amqp()
 
     def _stream_message(self, d) -> bytes:
-        """A delivery as the stream protocol gives it: the bytes a stream client sent, or
-        the AMQP 1.0 message of an AMQP 0-9-1 one."""
+        """A delivery that is not raw bytes as the stream protocol gives it: the AMQP 1.0
+        message of its AMQP 0-9-1 properties and body."""
         try:
             properties = _pika_properties(props_mod.decode(d.properties))
         except ValueError:
@@ -854,8 +864,6 @@ class StreamConnection(AdapterConnection):
             return amqp10.from_amqp091(pika.BasicProperties(), d.body)
         headers = properties.headers
         if headers:
-            if headers.get(RAW) is True:
-                return d.body
             properties.headers = {k: v for k, v in headers.items() if k not in HIDDEN} \
                 or None
         return amqp10.from_amqp091(properties, d.body, exchange=d.exchange,
@@ -900,10 +908,15 @@ def _pika_properties(p) -> pika.BasicProperties:
         type=p.message_type, user_id=p.user_id, app_id=p.app_id, cluster_id=p.cluster_id)
 
 
-def _place_of(d) -> tuple[int, int]:
-    """A stream delivery's offset, and when it was stored (ms)."""
-    headers, _ = props_mod.pick(d.properties, ("x-stream-offset", "x-stream-timestamp"))
-    return headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0)
+_PLACE = ("x-stream-offset", "x-stream-timestamp", RAW)
+
+
+def _place_of(d) -> tuple[int, int, bool]:
+    """A stream delivery's offset, when it was stored (ms), and whether it is raw bytes (its
+    body is the message, no properties to convert)."""
+    headers, _ = props_mod.pick(d.properties, _PLACE)
+    return (headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0),
+            headers.get(RAW) is True)
 
 
 def _destination_name(dest) -> str | None:

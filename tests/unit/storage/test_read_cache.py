@@ -1,0 +1,49 @@
+"""``PartitionLog.read`` a few records at a time from one big batch (a stream consumer with
+little credit): each batch is decoded once, not once per read, and what the reads return is
+what one read of everything returns, also across new appends and a reopen."""
+from __future__ import annotations
+
+from amqpbroker.storage import PartitionLog, Record
+from amqpbroker.storage import log as log_module
+
+
+def rec(i: int) -> Record:
+    return Record(1000 + i, "", "s", b"\x00\x00", b"m%d" % i, 1)
+
+
+def piecewise(log: PartitionLog, start: int, end: int, n: int) -> list:
+    out, offset = [], start
+    while offset < end:
+        got = log.read(offset, max_records=n)
+        assert got, f"nothing at {offset}"
+        out += got
+        offset = got[-1][0] + 1
+    return out
+
+
+def test_small_reads_of_a_big_batch_decode_it_once(tmp_path, monkeypatch):
+    decoded = []
+    real = log_module.decode_records
+
+    def counting(batch, head_size):
+        decoded.append(1)
+        return real(batch, head_size)
+    monkeypatch.setattr(log_module, "decode_records", counting)
+    log = PartitionLog(tmp_path / "p", fsync="never")
+    try:
+        log.append([rec(i) for i in range(1000)])          # one batch
+        log.append([rec(i) for i in range(1000, 1500)])    # and another
+        whole = log.read(0, max_records=2000)
+        assert [o for o, _ in whole] == list(range(1500))
+        decoded.clear()
+        assert piecewise(log, 0, 1500, 7) == whole
+        assert len(decoded) == 2                           # 215 reads, each batch once
+        log.append([rec(i) for i in range(1500, 1600)])    # read on after an append
+        assert piecewise(log, 1490, 1600, 30) == log.read(1490, max_records=200)
+    finally:
+        log.close()
+    reopened = PartitionLog(tmp_path / "p", fsync="never")
+    try:
+        assert piecewise(reopened, 0, 1600, 333) == reopened.read(0, max_records=5000)
+    finally:
+        reopened.close()
