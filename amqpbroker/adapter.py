@@ -91,6 +91,8 @@ class AdapterConnection(asyncio.Protocol):
         self.ended: asyncio.Future | None = None    # fails when the AMQP side goes
         self.amqp_out: list = []        # AMQP frames written raw, not yet flushed
         self.heard = 0.0                # when the client last sent anything
+        self.timers: list[asyncio.TimerHandle] = []     # cancelled by close()
+        self.out: list[bytes] = []      # frames for the client, written once per loop turn
 
     # ------------------------------------------------------------ the client's socket
     def _accepted(self, transport) -> None:
@@ -107,6 +109,48 @@ class AdapterConnection(asyncio.Protocol):
         self.server.connections.add(self)
         self.loop = asyncio.get_running_loop()
         self.heard = self.loop.time()
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        if self.worker is None:
+            self.close()
+        # else the worker takes what arrived before, then closes (_work)
+
+    def pause_writing(self) -> None:
+        """The client reads slower than deliveries come: stop reading the AMQP socket, so
+        the broker's own flow control holds the messages back."""
+        self._amqp_reading(False)
+
+    def resume_writing(self) -> None:
+        self._amqp_reading(True)
+
+    def close(self) -> None:
+        """End the connection: what the client sent before goes to the broker, then what is
+        owed to the client (``_flush``), then the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        for timer in self.timers:
+            timer.cancel()
+        if self.worker is not None and self.worker is not asyncio.current_task():
+            self.worker.cancel()
+        self.server.connections.discard(self)
+        self._close_amqp()
+        self._flush()
+        self.transport.close()
+        self.log.info("closing %s connection %s", self.protocol, self.name)
+
+    def _queue_out(self, data: bytes) -> None:
+        """A frame for the client, written with the others of this loop turn in one write."""
+        self.out.append(data)
+        if len(self.out) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self.out:
+            data, self.out = b"".join(self.out), []
+            if not self.lost:
+                self.transport.write(data)
 
     def _received(self, items: list) -> None:
         """Parsed packets or frames: to the inbox, taken in order by ``_work``."""

@@ -113,10 +113,8 @@ class StompConnection(AdapterConnection):
         self.confirming = False         # confirm mode, from the first SEND with a receipt
         self.publish_seq = 0
         self.receipts: collections.OrderedDict = collections.OrderedDict()  # seq -> id
-        self.out: list[bytes] = []      # frames to write at the end of this loop turn
         self.batching = True
         self.sent = False               # written since the last heart-beat tick
-        self.timers: list[asyncio.TimerHandle] = []
         self.disconnecting = False      # DISCONNECT: the AMQP side closes, no ERROR for it
         self.holding = False            # deliveries wait while a SUBSCRIBE is being done
         self.held: list = []
@@ -142,20 +140,6 @@ class StompConnection(AdapterConnection):
             return
         self._received(frames)
 
-    def connection_lost(self, exc) -> None:
-        self.lost = True
-        if self.worker is None:
-            self.close()
-        # else the worker takes what arrived before, then closes (_work)
-
-    def pause_writing(self) -> None:
-        """The client reads slower than deliveries come: stop reading the AMQP socket, so
-        the broker's own flow control holds the messages back."""
-        self._amqp_reading(False)
-
-    def resume_writing(self) -> None:
-        self._amqp_reading(True)
-
     def send(self, command: str, headers, body: bytes = b"") -> None:
         """A frame to the client: written with the others of this loop turn, in one write
         (a WebSocket's are written one message each, as RabbitMQ's Web STOMP sends them)."""
@@ -165,33 +149,11 @@ class StompConnection(AdapterConnection):
         if not self.batching:
             self.transport.write(serialize(command, headers, body))
             return
-        self.out.append(serialize(command, headers, body))
-        if len(self.out) == 1:
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        if self.out:
-            data, self.out = b"".join(self.out), []
-            if not self.lost:
-                self.transport.write(data)
+        self._queue_out(serialize(command, headers, body))
 
     def send_error(self, message: str, detail: str, extra=()) -> None:
         self.send("ERROR", [("message", message), ("content-type", "text/plain"),
                             ("version", ",".join(SUPPORTED)), *extra], detail.encode())
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for timer in self.timers:
-            timer.cancel()
-        if self.worker is not None and self.worker is not asyncio.current_task():
-            self.worker.cancel()
-        self.server.connections.discard(self)
-        self._close_amqp()              # what the client sent before DISCONNECT goes first
-        self._flush()                   # an ERROR frame before the close
-        self.transport.close()
-        log.info("closing STOMP connection %s", self.name)
 
     def _login_timeout(self) -> None:
         if self.channel is None and not self.closed:

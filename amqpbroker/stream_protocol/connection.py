@@ -140,8 +140,6 @@ class StreamConnection(AdapterConnection):
         self.vhost = ""
         self.frame_max = FRAME_MAX
         self.heartbeat = 0
-        self.out: list[bytes] = []
-        self.timers: list = []
         self.publishers: dict[int, Publisher] = {}
         self.subscriptions: dict[int, Subscription] = {}
         self.pub_channel = None
@@ -169,49 +167,15 @@ class StreamConnection(AdapterConnection):
             return
         self._received(items)
 
-    def connection_lost(self, exc) -> None:
-        self.lost = True
-        if self.worker is None:
-            self.close()
-
-    def pause_writing(self) -> None:
-        self._amqp_reading(False)
-
-    def resume_writing(self) -> None:
-        self._amqp_reading(True)
-
     def send(self, data: bytes) -> None:
         """A frame to the client, written with the others of this loop turn."""
-        if self.closed or self.lost:
-            return
-        self.out.append(data)
-        if len(self.out) == 1:
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        if self.out:
-            data, self.out = b"".join(self.out), []
-            if not self.lost:
-                self.transport.write(data)
+        if not (self.closed or self.lost):
+            self._queue_out(data)
 
     def close_with(self, code: int, reason: str) -> None:
         """Tell the client why (a Close request), then close."""
         self.next_corr += 1
         self._refuse(f.close(self.next_corr, code, reason))
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for timer in self.timers:
-            timer.cancel()
-        if self.worker is not None and self.worker is not asyncio.current_task():
-            self.worker.cancel()
-        self.server.connections.discard(self)
-        self._close_amqp()
-        self._flush()
-        self.transport.close()
-        log.info("closing stream connection %s", self.name)
 
     def _handshake_timeout(self) -> None:
         if self.step != "opened" and not self.closed:
