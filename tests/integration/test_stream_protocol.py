@@ -484,3 +484,37 @@ async def test_super_stream_consumer_reads_a_topic(broker, names):
         mine = [body for _, body in got if body.startswith(f"{key}:")]
         assert mine == [f"{key}:{i}" for i in range(key, 60, 6)]
         assert len({stream for stream, body in got if body.startswith(f"{key}:")}) == 1
+
+
+async def test_deleting_a_stream_tells_its_publishers_and_subscribers(broker, names):
+    """RabbitMQ's MetadataUpdate (0x06, the stream) to every connection with a publisher
+    or a subscription on a stream another client deletes; their ids are free again."""
+    stream = names()
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+    conns = [await asyncio.open_connection(broker.host, broker.stream_port) for _ in range(3)]
+    try:
+        for reader, writer in conns:
+            assert await handshake(reader, writer) == f.OK
+        (r1, w1), (r2, w2), (r3, w3) = conns
+        w1.write(request(f.SUBSCRIBE, 5, struct.pack(">B", 7) + s(stream)
+                         + struct.pack(">HHi", f.OFFSET_FIRST, 10, 0)))
+        assert (await read_response(r1))[2] == f.OK
+        w2.write(request(f.DECLARE_PUBLISHER, 5, struct.pack(">B", 3) + s("") + s(stream)))
+        assert (await read_response(r2))[2] == f.OK
+        w3.write(request(f.DELETE, 5, s(stream)))
+        assert (await read_response(r3))[2] == f.OK
+        for reader in (r1, r2):
+            key, body = await read_frame(reader)
+            while key == f.HEARTBEAT:
+                key, body = await read_frame(reader)
+            assert key == f.METADATA_UPDATE
+            assert struct.unpack_from(">H", body)[0] == f.STREAM_NOT_AVAILABLE
+            assert body[4:].decode() == stream
+        w1.write(request(f.UNSUBSCRIBE, 6, struct.pack(">B", 7)))
+        assert (await read_response(r1))[2] == f.SUBSCRIPTION_ID_DOES_NOT_EXIST
+        w2.write(request(f.DELETE_PUBLISHER, 6, struct.pack(">B", 3)))
+        assert (await read_response(r2))[2] == f.PUBLISHER_DOES_NOT_EXIST
+    finally:
+        for _, writer in conns:
+            writer.close()
