@@ -66,6 +66,7 @@ log = logging.getLogger("amqpbroker.stream")
 
 HANDSHAKE_TIMEOUT = 10.0            # RabbitMQ's stream.handshake_timeout
 REFUSED_LINGER = 0.1                # seconds a refused connection stays open after the answer
+CONSUMER_UPDATE_TIMEOUT = 60.0      # a client's answer to ConsumerUpdate (RabbitMQ's 60 s)
 FRAME_MAX = 1048576                 # what the server proposes (RabbitMQ's default, 1 MiB)
 HEARTBEAT = 60                      # seconds (RabbitMQ's default)
 PREFETCH = 2000                     # unacked deliveries per subscription's channel
@@ -79,7 +80,7 @@ STREAM_ARGUMENTS = {"max-length-bytes": int, "max-age": str,
                     "queue-leader-locator": str}
 # the commands this server takes, and their versions (ExchangeCommandVersions)
 VERSIONS = [(k, 1, 2 if k == f.PUBLISH else 1)
-            for k in (*range(f.DECLARE_PUBLISHER, f.PARTITIONS + 1),
+            for k in (*range(f.DECLARE_PUBLISHER, f.PARTITIONS + 1), f.CONSUMER_UPDATE,
                       f.EXCHANGE_COMMAND_VERSIONS)]
 PRE_OPEN = ("peer_properties", "sasl_handshake", "sasl_authenticate", "tune", "open",
             "heartbeat", "close", "close_ok")
@@ -112,12 +113,20 @@ class Publisher:
 
 
 class Subscription:
-    __slots__ = ("sid", "stream", "credit", "channel", "pending", "open", "since")
+    __slots__ = ("sid", "stream", "credit", "arguments", "channel", "pending", "open",
+                 "since", "group", "partition", "active")
 
-    def __init__(self, sid: int, stream: str, credit: int, since: int | None = None):
+    def __init__(self, sid: int, stream: str, credit: int, arguments: dict,
+                 since: int | None = None):
         self.sid = sid
         self.stream = stream
         self.credit = credit
+        self.arguments = arguments      # the consumer's, but x-stream-offset (filters)
+        # a single active consumer's group (vhost, stream, name), its partition's index in
+        # a super stream, and whether it is the group's active one now
+        self.group: tuple | None = None
+        self.partition: int | None = None
+        self.active = False
         # a timestamp subscription's time (ms): AMQP's x-stream-offset timestamp has whole
         # seconds, so what was stored earlier in that second is skipped here
         self.since = since
@@ -148,6 +157,7 @@ class StreamConnection(AdapterConnection):
         self.returned: set[int] = set()
         self.channel_gone: dict = {}    # pika channel -> future failing when it closes
         self.next_corr = 0
+        self.updates: dict = {}         # ConsumerUpdate correlation id -> its answer
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -165,7 +175,22 @@ class StreamConnection(AdapterConnection):
             log.error("stream connection %s: %s; closing it", self.name, exc)
             self.close_with(exc.code, str(exc))
             return
+        if any(item[0] == "consumer_update_ok" for item in items):
+            # an answer a ConsumerUpdate task waits for: not behind the commands
+            for _, corr, _code, spec in [i for i in items if i[0] == "consumer_update_ok"]:
+                waiting = self.updates.get(corr)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(spec)
+            items = [i for i in items if i[0] != "consumer_update_ok"]
         self._received(items)
+
+    def close(self) -> None:
+        if not self.closed:             # its single active consumers leave their groups
+            for sub in list(self.subscriptions.values()):
+                if sub.group is not None:
+                    self.server.single_active.leave(self, sub)
+                    sub.group = None
+        super().close()
 
     def send(self, data: bytes) -> None:
         """A frame to the client, written with the others of this loop turn."""
@@ -689,6 +714,8 @@ class StreamConnection(AdapterConnection):
         sub = self.subscriptions.get(sid)
         if code == f.OK and sub is not None:
             sub.open = True
+            if sub.group is not None:
+                self.server.single_active.join(self, sub)
             self._send_chunks(sub)
 
     async def _subscribe(self, sid, stream, spec, credit, properties) -> int:
@@ -699,41 +726,118 @@ class StreamConnection(AdapterConnection):
         ref = self._stream(stream)
         if ref is None:
             return f.STREAM_DOES_NOT_EXIST
-        kind, value = spec
-        if kind in ("first", "last", "next"):
-            offset = kind
-        elif kind == "offset":
-            # past the end, RabbitMQ's reader attaches at the end (an AMQP consumer waits
-            # for that offset): "next"
-            offset = "next" if value > await self._end_offset(ref) else value
-        elif kind == "timestamp":
-            offset = datetime.datetime.fromtimestamp(max(value, 0) / 1000,
-                                                     datetime.timezone.utc)
-        else:
+        single = properties.get("single-active-consumer") == "true"
+        if single and not properties.get("name"):
+            return f.PRECONDITION_FAILED    # RabbitMQ's: a single active consumer is named
+        offset = await self._offset_argument(ref, spec)
+        if offset is None:
             return f.PRECONDITION_FAILED
-        arguments = {"x-stream-offset": offset}
         filters = [v for k, v in sorted(properties.items()) if k.startswith("filter.")]
-        if filters:
-            arguments["x-stream-filter"] = filters
+        arguments = {"x-stream-filter": filters} if filters else {}
         if "match-unfiltered" in properties:
             arguments["x-stream-match-unfiltered"] = properties["match-unfiltered"] == "true"
-        sub = Subscription(sid, stream, credit, value if kind == "timestamp" else None)
+        sub = Subscription(sid, stream, credit, arguments,
+                           spec[1] if spec[0] == "timestamp" else None)
         self.subscriptions[sid] = sub
+        if single:                      # consumes once the group makes it active
+            sub.group = (self.vhost, stream, properties["name"])
+            sub.partition = self._partition_index(properties.get("super-stream"), stream)
+            return f.OK
         try:
-            channel = sub.channel = await self._channel()
-            channel.add_on_cancel_callback(lambda _frame: self._cancelled(sub))
-            self.amqp.tap(channel.channel_number, lambda d: self._deliver(sub, d))
-            await self._ask(channel, lambda cb: channel.basic_qos(prefetch_count=PREFETCH,
-                                                                  callback=cb))
-            await self._ask(channel, lambda cb: channel.basic_consume(
-                stream, tapped, consumer_tag=f"stream-{sid}", arguments=arguments,
-                callback=cb))
+            await self._consume(sub, offset)
         except ChannelGone as exc:
             self.subscriptions.pop(sid, None)
             log.warning("stream connection %s: subscribe to '%s' refused: %s", self.name,
                         stream, exc)
             return _AMQP_CODES.get(exc.code, f.INTERNAL_ERROR)
         return f.OK
+
+    async def _offset_argument(self, ref, spec):
+        """A Subscribe's (or a ConsumerUpdate answer's) offset specification as the AMQP
+        consumer's ``x-stream-offset``; None if it is not one."""
+        kind, value = spec
+        if kind in ("first", "last", "next"):
+            return kind
+        if kind == "offset":
+            # past the end, RabbitMQ's reader attaches at the end (an AMQP consumer waits
+            # for that offset): "next"
+            return "next" if value > await self._end_offset(ref) else value
+        if kind == "timestamp":
+            return datetime.datetime.fromtimestamp(max(value, 0) / 1000, datetime.timezone.utc)
+        return None
+
+    async def _consume(self, sub: Subscription, offset) -> None:
+        """The subscription's AMQP consumer, on a channel of its own, from ``offset``."""
+        channel = sub.channel = await self._channel()
+        channel.add_on_cancel_callback(lambda _frame: self._cancelled(sub))
+        self.amqp.tap(channel.channel_number, lambda d: self._deliver(sub, d))
+        await self._ask(channel, lambda cb: channel.basic_qos(prefetch_count=PREFETCH,
+                                                              callback=cb))
+        await self._ask(channel, lambda cb: channel.basic_consume(
+            sub.stream, tapped, consumer_tag=f"stream-{sub.sid}",
+            arguments={"x-stream-offset": offset, **sub.arguments}, callback=cb))
+
+    # ------------------------------------------------------------ single active consumer
+    def _partition_index(self, super_stream: str | None, stream: str) -> int | None:
+        """Where ``stream`` is in its super stream's partitions (RabbitMQ spreads a super
+        stream's partitions over a group's consumers by it); None for a plain stream."""
+        if not super_stream:
+            return None
+        parts = self._partitions(super_stream) or []
+        return parts.index(stream) if stream in parts else 0
+
+    def activate(self, sub: Subscription) -> None:
+        """The group made ``sub`` its active consumer (``listener.SingleActiveConsumers``):
+        ConsumerUpdate (active) asks the client where to start, then it consumes from there.
+        Not awaited by the command loop: the client's answer arrives through it."""
+        sub.active = True
+        self.loop.create_task(self._activated(sub))
+
+    async def _activated(self, sub: Subscription) -> None:
+        answer = await self._consumer_update(sub, True)
+        if not sub.active or self.subscriptions.get(sub.sid) is not sub or self.closed:
+            return
+        ref = self._stream(sub.stream)
+        offset = await self._offset_argument(ref, answer) if ref is not None else None
+        if offset is None:
+            offset = "next"             # no answer, or not an offset: RabbitMQ's default
+        try:
+            await self._consume(sub, offset)
+        except (ChannelGone, Ended) as exc:
+            log.warning("stream connection %s: subscription %d not started: %s", self.name,
+                        sub.sid, exc)
+            return
+        if not sub.active or self.subscriptions.get(sub.sid) is not sub:
+            channel, sub.channel = sub.channel, None     # deactivated while it started
+            if channel is not None and channel.is_open:
+                channel.close()
+
+    def deactivate(self, sub: Subscription) -> None:
+        """Another consumer of the group takes over (a super stream's partitions spread
+        again): the consumer stops, the client is told (ConsumerUpdate, not active)."""
+        sub.active = False
+        sub.pending.clear()
+        channel, sub.channel = sub.channel, None
+        if channel is not None and channel.is_open:
+            channel.close()
+        self.loop.create_task(self._consumer_update(sub, False))
+
+    async def _consumer_update(self, sub: Subscription, active: bool):
+        """Send ConsumerUpdate and wait for the client's answer: its offset specification,
+        or None (no answer within CONSUMER_UPDATE_TIMEOUT, or the connection went)."""
+        self.next_corr += 1
+        corr = self.next_corr
+        answer = self.loop.create_future()
+        self.updates[corr] = answer
+        self.send(f.consumer_update(corr, sub.sid, active))
+        try:
+            return await asyncio.wait_for(answer, CONSUMER_UPDATE_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("stream connection %s: no answer to ConsumerUpdate of subscription "
+                        "%d", self.name, sub.sid)
+            return None
+        finally:
+            self.updates.pop(corr, None)
 
     async def _end_offset(self, ref) -> int:
         try:
@@ -762,6 +866,8 @@ class StreamConnection(AdapterConnection):
 
     def _forget_subscription(self, sub: Subscription) -> None:
         self.subscriptions.pop(sub.sid, None)
+        if sub.group is not None:
+            self.server.single_active.leave(self, sub)
         sub.open = False
         sub.pending.clear()
         if sub.channel is not None and sub.channel.is_open:
@@ -774,8 +880,10 @@ class StreamConnection(AdapterConnection):
             self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
 
     def _deliver(self, sub: Subscription, d) -> None:
-        if self.subscriptions.get(sub.sid) is not sub:
-            return
+        if self.subscriptions.get(sub.sid) is not sub or sub.channel is None \
+                or d.channel != sub.channel.channel_number \
+                or sub.group is not None and not sub.active:
+            return                      # gone, or from a consumer it stopped (deactivated)
         sub.pending.append(d)
         if len(sub.pending) == 1:
             self.loop.call_soon(self._send_chunks, sub)

@@ -20,13 +20,13 @@ from __future__ import annotations
 import struct
 import zlib
 
-# command keys (rabbit_stream.hrl, and 27: exchange command versions, RabbitMQ 3.11)
+# command keys (rabbit_stream.hrl; 26 consumer update, 27 exchange command versions: 3.11)
 DECLARE_PUBLISHER, PUBLISH, PUBLISH_CONFIRM, PUBLISH_ERROR = 1, 2, 3, 4
 QUERY_PUBLISHER_SEQUENCE, DELETE_PUBLISHER, SUBSCRIBE, DELIVER, CREDIT = 5, 6, 7, 8, 9
 STORE_OFFSET, QUERY_OFFSET, UNSUBSCRIBE, CREATE, DELETE, METADATA = 10, 11, 12, 13, 14, 15
 METADATA_UPDATE, PEER_PROPERTIES, SASL_HANDSHAKE, SASL_AUTHENTICATE = 16, 17, 18, 19
 TUNE, OPEN, CLOSE, HEARTBEAT, ROUTE, PARTITIONS = 20, 21, 22, 23, 24, 25
-EXCHANGE_COMMAND_VERSIONS = 27
+CONSUMER_UPDATE, EXCHANGE_COMMAND_VERSIONS = 26, 27
 RESPONSE = 0x8000
 
 # response codes
@@ -203,6 +203,17 @@ def parse(key: int, version: int, body: bytes) -> tuple:
         out = ("tune", None, r.u32(), r.u32())
     elif key == (RESPONSE | CLOSE):
         out = ("close_ok", r.u32(), r.u16())
+    elif key == (RESPONSE | CONSUMER_UPDATE):
+        corr, code, kind = r.u32(), r.u16(), r.u16()
+        value = r.u64() if r.pos < len(body) else None      # a type without one may omit it
+        if kind == OFFSET_TIMESTAMP and value is not None and value >= 1 << 63:
+            value -= 1 << 64
+        spec = {OFFSET_FIRST: ("first", None), OFFSET_LAST: ("last", None),
+                OFFSET_NEXT: ("next", None), OFFSET_OFFSET: ("offset", value),
+                OFFSET_TIMESTAMP: ("timestamp", value)}.get(kind, (kind, None))
+        if spec[0] in ("offset", "timestamp") and value is None:
+            spec = (None, None)
+        out = ("consumer_update_ok", corr, code, spec)
     elif key & RESPONSE:
         raise FrameError(f"unexpected response frame {key & 0x7FFF}")
     else:
@@ -333,6 +344,12 @@ def metadata(corr: int, brokers: list, streams: list) -> bytes:
 def command_versions(corr: int, versions) -> bytes:
     return response(EXCHANGE_COMMAND_VERSIONS, corr, OK, _I32.pack(len(versions)) + b"".join(
         struct.pack(">HHH", *v) for v in versions))
+
+
+def consumer_update(corr: int, sid: int, active: bool) -> bytes:
+    """The server's request to a single active consumer: it is (or is no longer) the
+    group's active one; the client answers with where it wants to start."""
+    return frame(CONSUMER_UPDATE, _U32.pack(corr) + _U8.pack(sid) + _U8.pack(int(active)))
 
 
 def credit_failed(code: int, sid: int) -> bytes:

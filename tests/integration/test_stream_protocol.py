@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import struct
 
 import pika
@@ -518,3 +517,91 @@ async def test_deleting_a_stream_tells_its_publishers_and_subscribers(broker, na
     finally:
         for _, writer in conns:
             writer.close()
+
+
+async def test_single_active_consumer_hands_over_where_the_last_one_stopped(broker, names):
+    """RabbitMQ 3.11's single active consumer: two rstream consumers named alike on one
+    stream, one consumes; when it leaves the other is made active (ConsumerUpdate) and
+    starts where its listener says, here after the offset the first one stored."""
+    from rstream import OffsetSpecification
+    stream, name = names(), names("app")
+    got: dict = {"a": [], "b": []}
+    updates: list = []
+    b_started = asyncio.get_running_loop().create_future()
+
+    def collector(who, enough):
+        def on_message(msg, ctx):
+            got[who].append((ctx.offset, msg))
+            if len(got[who]) == enough[0] and not enough[1].done():
+                enough[1].set_result(None)
+        return on_message
+
+    async def resume(active, ctx):
+        updates.append(active)
+        try:
+            stored = await ctx.consumer.query_offset(ctx.stream, name)
+        except OffsetNotFound:
+            return OffsetSpecification(OffsetType.FIRST, 0)
+        return OffsetSpecification(OffsetType.OFFSET, stored + 1)
+    sac = {"single-active-consumer": "true", "name": name}
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        await p.send_batch(stream, [b"m%d" % i for i in range(10)])
+        a_first = [10, asyncio.get_running_loop().create_future()]
+        async with consumer(broker) as a, consumer(broker) as b:
+            await a.subscribe(stream, collector("a", a_first), properties=sac,
+                              subscriber_name=name, consumer_update_listener=resume)
+            await asyncio.wait_for(a_first[1], TIMEOUT)
+            await b.subscribe(stream, collector("b", [3, b_started]), properties=sac,
+                              subscriber_name=name, consumer_update_listener=resume)
+            await a.store_offset(stream, name, 9)
+            await a.close()                     # b takes over after offset 9
+            await p.send_batch(stream, [b"n%d" % i for i in range(3)])
+            await asyncio.wait_for(b_started, TIMEOUT)
+    assert [o for o, _ in got["a"]] == list(range(10))
+    assert got["b"] == [(10, b"n0"), (11, b"n1"), (12, b"n2")]
+    assert updates == [True, True]              # a when it came, b when a left
+
+
+async def test_single_active_consumers_spread_a_super_streams_partitions(broker, names):
+    """With ``super-stream`` (RabbitMQ 3.11), a group's consumers share a super stream: each
+    partition's active consumer is the one at its index modulo the group's size, so two
+    SuperStreamConsumers of one name read one partition each, together everything."""
+    from rstream import OffsetSpecification, SuperStreamConsumer
+    topic, name = names("t"), names("grp")
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.exchange_declare(topic, "x-partitioned", durable=True, arguments={"x-partitions": 2})
+    conn.close()
+    seen: dict = {0: [], 1: []}
+    done = asyncio.get_running_loop().create_future()
+
+    def collector(i):
+        def on_message(msg, ctx):
+            seen[i].append((ctx.stream, body_of(msg)))
+            if len(seen[0]) + len(seen[1]) >= 40 and not done.done():
+                done.set_result({k: list(v) for k, v in seen.items()})
+        return on_message
+
+    async def from_first(active, ctx):
+        return OffsetSpecification(OffsetType.FIRST, 0)
+    props = {"single-active-consumer": "true", "name": name, "super-stream": topic}
+    kw = dict(username="guest", password="guest", super_stream=topic)
+    async with SuperStreamConsumer(broker.host, broker.stream_port, **kw) as c0, \
+            SuperStreamConsumer(broker.host, broker.stream_port, **kw) as c1:
+        for i, c in enumerate((c0, c1)):
+            await c.subscribe(collector(i), decoder=amqp_decoder, properties=props,
+                              subscriber_name=name, consumer_update_listener=from_first)
+        conn = amqp(broker)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for i in range(40):
+            ch.basic_publish(topic, f"k{i}", f"m{i}".encode())
+        conn.close()
+        got = await asyncio.wait_for(done, TIMEOUT)
+        # (leaving, c1 goes first: c0 then takes partition 1 over, from its listener's
+        # offset; what is asserted is what came before)
+    assert {s for s, _ in got[0]} == {f"{topic}-0"}
+    assert {s for s, _ in got[1]} == {f"{topic}-1"}
+    assert sorted(b for i in (0, 1) for _, b in got[i]) == sorted(f"m{i}".encode()
+                                                                   for i in range(40))
