@@ -28,6 +28,9 @@ What each command becomes:
   prefetch window). Subscription properties ``filter.*`` and ``match-unfiltered`` are the
   consumer's ``x-stream-filter`` and ``x-stream-match-unfiltered`` (RabbitMQ 3.13's
   filtering, with Publish version 2's filter values as ``x-stream-filter-value``).
+* **Single active consumer** (RabbitMQ 3.11): subscriptions named alike with
+  ``single-active-consumer`` form a group (``listener.SingleActiveConsumers``); only the
+  active one has an AMQP consumer, started where the client answers ConsumerUpdate.
 * **StoreOffset / QueryOffset**: the offset is kept by the stream itself, in its
   group-offsets log, as the commit of a consumer group named by the reference
   (``contract.TrackOffset``): ``amqpbroker ctl groups show REFERENCE`` shows it.

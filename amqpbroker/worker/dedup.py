@@ -18,7 +18,9 @@ decides, before the message is stored:
   refused (nacked; without confirms dropped and logged);
 * below the highest and not in the window: *out of order* (older than the window, or a
   number the partition never stored): refused.
-``ProducerTable.stored`` then records the number with its offset. Headers with a producer id
+A stream-protocol publisher with a reference (``contract.PUB_LATEST``, stream_protocol/)
+follows RabbitMQ's stream rule instead: a number above the highest is stored, any other is
+a duplicate. ``ProducerTable.stored`` then records the number with its offset. Headers with a producer id
 but no integer sequence are refused: the producer asked for idempotence and cannot have it.
 
 *Queue-level de-duplication* (``x-message-deduplication: true``, the RabbitMQ plugin's):
