@@ -9,8 +9,8 @@ from . import (access, auth_attempts, bindings, channels, connections, definitio
                deprecated_features, exchanges, feature_flags, federation, global_parameters,
                groups, health,
                limits, listing, overview, parameters, partitions, permissions, policies, queues,
-               quorum_replicas, quorum_status, reassignments, shovels, topic_permissions, topics,
-               traces, users, vhosts)
+               quorum_replicas, quorum_status, reassignments, shovels, stream_protocol,
+               topic_permissions, topics, traces, users, vhosts)
 from .api import ApiError, Call, Route, json_response
 from .dashboard import add_routes as add_dashboard_routes
 from .validation import Invalid, parse_json
@@ -19,7 +19,7 @@ RESOURCES = (overview, vhosts, users, permissions, queues, exchanges, bindings, 
              channels, definitions, limits, health, topics, groups, partitions, reassignments,
              policies, topic_permissions, parameters, global_parameters, shovels,
              feature_flags, auth_attempts, deprecated_features, quorum_status, quorum_replicas,
-             traces, federation)
+             traces, federation, stream_protocol)
 
 
 class ManagementServer:

@@ -51,6 +51,7 @@ import asyncio
 import collections
 import datetime
 import logging
+import time
 
 import pika
 from pamqp.commands import Basic
@@ -58,7 +59,7 @@ from pamqp.commands import Basic
 from .. import contract as c
 from .. import errors
 from ..adapter import AdapterConnection, Ended, refusal, tapped
-from ..frontend.session import is_loopback, server_properties
+from ..frontend.session import NODE, is_loopback, server_properties
 from ..frontend.tls import certificate_login
 from ..protocol import properties as props_mod
 from ..protocol.fastpath import build_confirm, build_publish
@@ -101,13 +102,15 @@ class ChannelGone(Exception):
 
 
 class Publisher:
-    __slots__ = ("pid", "stream", "key", "reference", "raw_properties")
+    __slots__ = ("pid", "stream", "key", "reference", "raw_properties", "published",
+                 "confirmed", "errored")
 
     def __init__(self, pid: int, stream: str, reference: str | None):
         self.pid = pid
         self.stream = stream
         self.key = stream.encode()
         self.reference = reference or None
+        self.published = self.confirmed = self.errored = 0     # /api/stream/publishers
         # the properties of its raw messages, but for a reference's x-sequence (appended)
         headers = {RAW: True}
         if self.reference is not None:
@@ -117,13 +120,16 @@ class Publisher:
 
 class Subscription:
     __slots__ = ("sid", "stream", "credit", "arguments", "channel", "pending", "open",
-                 "since", "group", "partition", "active")
+                 "since", "group", "partition", "active", "properties", "consumed", "offset")
 
     def __init__(self, sid: int, stream: str, credit: int, arguments: dict,
-                 since: int | None = None):
+                 since: int | None = None, properties: dict | None = None):
         self.sid = sid
         self.stream = stream
         self.credit = credit
+        self.properties = properties or {}  # as the client gave them (/api/stream/consumers)
+        self.consumed = 0                   # messages sent
+        self.offset = 0                     # the last one's offset
         self.arguments = arguments      # the consumer's, but x-stream-offset (filters)
         # a single active consumer's group (vhost, stream, name), its partition's index in
         # a super stream, and whether it is the group's active one now
@@ -161,6 +167,8 @@ class StreamConnection(AdapterConnection):
         self.channel_gone: dict = {}    # pika channel -> future failing when it closes
         self.next_corr = 0
         self.updates: dict = {}         # ConsumerUpdate correlation id -> its answer
+        self.mechanism = ""
+        self.connected_at = int(time.time() * 1000)
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -311,6 +319,7 @@ class StreamConnection(AdapterConnection):
                                     f.SASL_AUTHENTICATION_FAILURE_LOOPBACK))
             return
         self.user = user
+        self.mechanism = mechanism
         if mechanism == "PLAIN":
             self.password = data.split(b"\x00")[2].decode(errors="replace")
         else:
@@ -357,6 +366,26 @@ class StreamConnection(AdapterConnection):
         local = self.addresses[1]
         return (self.cfg.stream_advertised_host or local[0],
                 self.cfg.stream_advertised_port or local[1])
+
+    def describe(self) -> dict:
+        """This connection as RabbitMQ's rabbitmq_stream_management shows it."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        (peer_host, peer_port), (host, port) = self.addresses
+        return {"name": self.name, "node": NODE, "vhost": self.vhost,
+                "user": getattr(self.user, "name", None), "host": host, "port": port,
+                "peer_host": peer_host, "peer_port": peer_port, "protocol": "stream",
+                "channel_max": 0, "frame_max": self.frame_max, "timeout": self.heartbeat,
+                "client_properties": self.client_properties,
+                "user_provided_name": self.client_properties.get("connection_name"),
+                "auth_mechanism": self.mechanism, "connected_at": self.connected_at,
+                "ssl": ssl_object is not None,
+                "user_who_performed_action": getattr(self.user, "name", None)}
+
+    def brief(self) -> dict:
+        """``connection_details`` of its publishers and consumers."""
+        (peer_host, peer_port), _ = self.addresses
+        return {"name": self.name, "node": NODE, "peer_host": peer_host,
+                "peer_port": peer_port, "user": getattr(self.user, "name", None)}
 
     async def on_heartbeat(self) -> None:
         pass
@@ -613,6 +642,7 @@ class StreamConnection(AdapterConnection):
                                            mandatory=True)
             self.publish_seq += 1
             self.unconfirmed[self.publish_seq] = (pid, publishing_id, pub.stream)
+        pub.published += len(messages)
 
     def _amqp_message(self, pub: Publisher, publishing_id: int, data: bytes,
                       filter_value: str | None) -> tuple[bytes, bytes]:
@@ -638,6 +668,11 @@ class StreamConnection(AdapterConnection):
                 headers["x-stream-filter-value"] = filter_value
             kw["headers"] = headers
         return _encode_properties(kw), body
+
+    def _count(self, pid: int, what: str, n: int) -> None:
+        pub = self.publishers.get(pid)
+        if pub is not None:
+            setattr(pub, what, getattr(pub, what) + n)
 
     def _returned(self, _channel, method, _properties, _body) -> None:
         """A publish the default exchange could not route (the stream is gone): its
@@ -676,8 +711,10 @@ class StreamConnection(AdapterConnection):
                 confirms.setdefault(pid, []).append(publishing_id)
         for pid, ids in confirms.items():
             self.send(f.publish_confirm(pid, ids))
+            self._count(pid, "confirmed", len(ids))
         for pid, errs in refused.items():
             self.send(f.publish_error(pid, errs))
+            self._count(pid, "errored", len(errs))
         for stream in gone:
             self.stream_gone(self.vhost, stream)
 
@@ -740,7 +777,7 @@ class StreamConnection(AdapterConnection):
         if "match-unfiltered" in properties:
             arguments["x-stream-match-unfiltered"] = properties["match-unfiltered"] == "true"
         sub = Subscription(sid, stream, credit, arguments,
-                           spec[1] if spec[0] == "timestamp" else None)
+                           spec[1] if spec[0] == "timestamp" else None, properties)
         self.subscriptions[sid] = sub
         if single:                      # consumes once the group makes it active
             sub.group = (self.vhost, stream, properties["name"])
@@ -924,6 +961,8 @@ class StreamConnection(AdapterConnection):
             if messages:                # (none when all were before a timestamp's time)
                 self.send(f.deliver(sub.sid, f.chunk(first, stamp, messages)))
                 sub.credit -= 1
+                sub.consumed += len(messages)
+                sub.offset = first + len(messages) - 1
         if last_tag is not None and sub.channel is not None and sub.channel.is_open:
             self.amqp_out.append(build_confirm(sub.channel.channel_number, last_tag, True))
             self._flush_amqp()
