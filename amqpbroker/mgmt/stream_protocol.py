@@ -26,26 +26,6 @@ def _connections(call) -> list:
                    and vhost in (None, c.vhost)), key=lambda c: c.name)
 
 
-def _publishers(conn) -> list[dict]:
-    return [{"connection_details": conn.brief(), "publisher_id": p.pid,
-             "queue": {"name": p.stream, "vhost": conn.vhost}, "reference": p.reference or "",
-             "published": p.published, "confirmed": p.confirmed, "errored": p.errored}
-            for p in sorted(conn.publishers.values(), key=lambda p: p.pid)]
-
-
-async def _consumers(conn) -> list[dict]:
-    out = []
-    for sub in sorted(conn.subscriptions.values(), key=lambda s: s.sid):
-        ref = conn._stream(sub.stream)
-        end = await conn._end_offset(ref) if ref is not None else 0
-        out.append({"connection_details": conn.brief(), "subscription_id": sub.sid,
-                    "queue": {"name": sub.stream, "vhost": conn.vhost},
-                    "credits": sub.credit, "consumed": sub.consumed, "offset": sub.offset,
-                    "offset_lag": max(end - 1 - sub.offset, 0) if sub.consumed else end,
-                    "properties": sub.properties})
-    return out
-
-
 def _one(call):
     for conn in _connections(call):
         if conn.name == call.params["name"]:
@@ -69,23 +49,23 @@ async def close_connection(call):
 
 
 async def connection_publishers(call):
-    return _publishers(_one(call))
+    return _one(call).publishers_json()
 
 
 async def connection_consumers(call):
-    return await _consumers(_one(call))
+    return await _one(call).consumers_json()
 
 
 async def list_publishers(call):
     stream = call.params.get("stream")
-    return visible(call, [p for c in _connections(call) for p in _publishers(c)
+    return visible(call, [p for c in _connections(call) for p in c.publishers_json()
                           if stream in (None, p["queue"]["name"])])
 
 
 async def list_consumers(call):
     out = []
     for c in _connections(call):
-        out += await _consumers(c)
+        out += await c.consumers_json()
     return visible(call, out)
 
 

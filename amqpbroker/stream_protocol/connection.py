@@ -381,6 +381,29 @@ class StreamConnection(AdapterConnection):
                 "ssl": ssl_object is not None,
                 "user_who_performed_action": getattr(self.user, "name", None)}
 
+    def publishers_json(self) -> list[dict]:
+        """Its publishers as ``/api/stream/publishers`` shows them."""
+        return [{"connection_details": self.brief(), "publisher_id": p.pid,
+                 "queue": {"name": p.stream, "vhost": self.vhost},
+                 "reference": p.reference or "", "published": p.published,
+                 "confirmed": p.confirmed, "errored": p.errored}
+                for p in sorted(self.publishers.values(), key=lambda p: p.pid)]
+
+    async def consumers_json(self) -> list[dict]:
+        """Its subscriptions as ``/api/stream/consumers`` shows them (the lag asks each
+        stream's end)."""
+        out = []
+        for sub in sorted(self.subscriptions.values(), key=lambda s: s.sid):
+            ref = self._stream(sub.stream)
+            end = await self._end_offset(ref) if ref is not None else 0
+            out.append({"connection_details": self.brief(), "subscription_id": sub.sid,
+                        "queue": {"name": sub.stream, "vhost": self.vhost},
+                        "credits": sub.credit, "consumed": sub.consumed,
+                        "offset": sub.offset,
+                        "offset_lag": max(end - 1 - sub.offset, 0) if sub.consumed else end,
+                        "properties": sub.properties})
+        return out
+
     def brief(self) -> dict:
         """``connection_details`` of its publishers and consumers."""
         (peer_host, peer_port), _ = self.addresses
