@@ -36,6 +36,8 @@ What each command becomes:
   (``contract.TrackOffset``): ``amqpbroker ctl groups show REFERENCE`` shows it.
 * **Metadata**: this node is the leader of every stream (any node serves any stream: the
   cluster forwards to the leader), with the advertised host and port of ``Open``'s answer.
+* **CreateSuperStream / DeleteSuperStream** (3.13): RabbitMQ's layout, a direct exchange
+  bound to the partition streams with ``x-stream-partition-order``.
 * **Route / Partitions**: a super stream is a topic (an ``x-partitioned`` exchange, whose
   partition queues are ``NAME-0`` ...) or, as RabbitMQ makes one, an exchange whose bindings
   to streams carry ``x-stream-partition-order``.
@@ -85,7 +87,8 @@ STREAM_ARGUMENTS = {"max-length-bytes": int, "max-age": str,
 # the commands this server takes, and their versions (ExchangeCommandVersions)
 VERSIONS = [(k, 1, 2 if k == f.PUBLISH else 1)
             for k in (*range(f.DECLARE_PUBLISHER, f.PARTITIONS + 1), f.CONSUMER_UPDATE,
-                      f.EXCHANGE_COMMAND_VERSIONS)]
+                      f.EXCHANGE_COMMAND_VERSIONS, f.CREATE_SUPER_STREAM,
+                      f.DELETE_SUPER_STREAM)]
 PRE_OPEN = ("peer_properties", "sasl_handshake", "sasl_authenticate", "tune", "open",
             "heartbeat", "close", "close_ok")
 _AMQP_CODES = {403: f.ACCESS_REFUSED, 404: f.STREAM_DOES_NOT_EXIST, 405: f.PRECONDITION_FAILED,
@@ -559,6 +562,70 @@ class StreamConnection(AdapterConnection):
             used = True
         if used:
             self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, stream))
+
+    async def on_create_super_stream(self, corr, name, partitions, keys, arguments) -> None:
+        """RabbitMQ 3.13's CreateSuperStream, as it makes one: a durable direct exchange,
+        the partition streams, each bound with its key and ``x-stream-partition-order``;
+        what was made is deleted again if a step is refused."""
+        code = f.OK
+        if not name or name.startswith("amq.") or len(partitions) != len(keys) \
+                or not partitions or len(set(partitions)) != len(partitions):
+            code = f.PRECONDITION_FAILED
+        elif not self._allowed_exchange("configure", name):
+            code = f.ACCESS_REFUSED
+        elif self._exchange(name) is not None:
+            code = f.STREAM_ALREADY_EXISTS
+        made: list = []
+        if code == f.OK:
+            code = await self._once(lambda ch, cb: ch.exchange_declare(
+                name, "direct", durable=True, callback=cb))
+        if code == f.OK:
+            made.append(("exchange", name))
+            for i, (partition, key) in enumerate(zip(partitions, keys)):
+                code = await self._create(partition, arguments)
+                if code != f.OK:
+                    break
+                made.append(("stream", partition))
+                code = await self._once(lambda ch, cb, p=partition, k=key, i=i: ch.queue_bind(
+                    p, name, k, arguments={"x-stream-partition-order": i}, callback=cb))
+                if code != f.OK:
+                    break
+        if code != f.OK:
+            await self._undo(made)
+        self.respond(f.CREATE_SUPER_STREAM, corr, code)
+
+    async def on_delete_super_stream(self, corr, name) -> None:
+        """RabbitMQ 3.13's DeleteSuperStream: its partition streams and its exchange (a topic:
+        its partitions go with it)."""
+        if not self._allowed_exchange("configure", name):
+            code = f.ACCESS_REFUSED
+        elif self._exchange(name) is None:
+            code = f.STREAM_DOES_NOT_EXIST
+        else:
+            partitions = self._partitions(name) or []
+            await self._undo([("exchange", name)] + [("stream", p) for p in partitions
+                                                      if self._stream(p) is not None])
+            for partition in partitions:
+                self.server.stream_deleted(self.vhost, partition)
+            code = f.OK
+        self.respond(f.DELETE_SUPER_STREAM, corr, code)
+
+    async def _undo(self, made: list) -> None:
+        """Delete the exchanges and streams named, newest first (each on its own channel:
+        one already gone refuses only its own)."""
+        for kind, what in reversed(made):
+            if kind == "exchange":
+                await self._once(lambda ch, cb, x=what: ch.exchange_delete(x, callback=cb))
+            else:
+                await self._once(lambda ch, cb, q=what: ch.queue_delete(q, callback=cb))
+
+    def _allowed_exchange(self, permission: str, name: str | None) -> bool:
+        try:
+            self.server.broker.users.check(self.user, self.vhost, permission, "exchange",
+                                           name or "")
+        except errors.AccessRefused:
+            return False
+        return True
 
     async def on_metadata(self, corr, streams) -> None:
         out = []

@@ -20,13 +20,15 @@ from __future__ import annotations
 import struct
 import zlib
 
-# command keys (rabbit_stream.hrl; 26 consumer update, 27 exchange command versions: 3.11)
+# command keys (rabbit_stream.hrl; 26 consumer update, 27 exchange command versions: 3.11;
+# 29, 30 create / delete super stream: 3.13)
 DECLARE_PUBLISHER, PUBLISH, PUBLISH_CONFIRM, PUBLISH_ERROR = 1, 2, 3, 4
 QUERY_PUBLISHER_SEQUENCE, DELETE_PUBLISHER, SUBSCRIBE, DELIVER, CREDIT = 5, 6, 7, 8, 9
 STORE_OFFSET, QUERY_OFFSET, UNSUBSCRIBE, CREATE, DELETE, METADATA = 10, 11, 12, 13, 14, 15
 METADATA_UPDATE, PEER_PROPERTIES, SASL_HANDSHAKE, SASL_AUTHENTICATE = 16, 17, 18, 19
 TUNE, OPEN, CLOSE, HEARTBEAT, ROUTE, PARTITIONS = 20, 21, 22, 23, 24, 25
 CONSUMER_UPDATE, EXCHANGE_COMMAND_VERSIONS = 26, 27
+CREATE_SUPER_STREAM, DELETE_SUPER_STREAM = 29, 30
 RESPONSE = 0x8000
 
 # response codes
@@ -260,6 +262,11 @@ def parse(key: int, version: int, body: bytes) -> tuple:
             out = ("route", corr, r.string(), r.string())
         elif key == PARTITIONS:
             out = ("partitions", corr, r.string())
+        elif key == CREATE_SUPER_STREAM:
+            out = ("create_super_stream", corr, r.string(), r.strings(), r.strings(),
+                   r.properties())
+        elif key == DELETE_SUPER_STREAM:
+            out = ("delete_super_stream", corr, r.string())
         elif key == EXCHANGE_COMMAND_VERSIONS:
             versions = [(r.u16(), r.u16(), r.u16()) for _ in range(r.count())]
             out = ("exchange_command_versions", corr, versions)

@@ -605,3 +605,64 @@ async def test_single_active_consumers_spread_a_super_streams_partitions(broker,
     assert {s for s, _ in got[1]} == {f"{topic}-1"}
     assert sorted(b for i in (0, 1) for _, b in got[i]) == sorted(f"m{i}".encode()
                                                                    for i in range(40))
+
+
+async def test_create_and_delete_a_super_stream(broker, names):
+    """RabbitMQ 3.13's CreateSuperStream / DeleteSuperStream, through rstream's
+    SuperStreamProducer: a direct exchange, its partition streams bound with their keys and
+    ``x-stream-partition-order``; hashed publishes spread over them and a
+    SuperStreamConsumer reads them all; a second create answers 0x05; delete removes the
+    streams and the exchange. A topic is deleted the same way."""
+    from rstream import SuperStreamConsumer, SuperStreamProducer
+    from rstream.superstream import SuperStreamCreationOption
+    name = names("ss")
+    kw = dict(username="guest", password="guest", super_stream=name)
+
+    async def key_of(message) -> str:
+        return message.application_properties["k"]
+    async with SuperStreamProducer(broker.host, broker.stream_port, **kw,
+                                   routing_extractor=key_of,
+                                   super_stream_creation_option=SuperStreamCreationOption(
+                                       n_partitions=3)) as p:
+        for i in range(30):
+            await p.send(AMQPMessage(body=f"m{i}".encode(), application_properties={"k": f"{i}"}))
+    parts = [f"{name}-{i}" for i in range(3)]
+    reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
+    try:                                # again: 0x05 (rstream's exists_ok reads it)
+        assert await handshake(reader, writer) == f.OK
+        writer.write(request(f.CREATE_SUPER_STREAM, 9, s(name) + struct.pack(">i", 3)
+                             + b"".join(s(x) for x in parts) + struct.pack(">i", 3)
+                             + b"".join(s(str(i)) for i in range(3)) + struct.pack(">i", 0)))
+        assert (await read_response(reader))[2] == f.STREAM_ALREADY_EXISTS
+    finally:
+        writer.close()
+    bindings = broker.api(f"exchanges/%2F/{name}/bindings/source")
+    assert sorted((b["destination"], b["routing_key"], b["arguments"]) for b in bindings) == [
+        (p, str(i), {"x-stream-partition-order": i}) for i, p in enumerate(parts)]
+    got: list = []
+    done = asyncio.get_running_loop().create_future()
+
+    def on_message(msg, ctx):
+        got.append((ctx.stream, body_of(msg)))
+        if len(got) == 30 and not done.done():
+            done.set_result(None)
+    async with SuperStreamConsumer(broker.host, broker.stream_port, **kw) as c:
+        await c.subscribe(on_message, decoder=amqp_decoder, offset_specification=(
+            ConsumerOffsetSpecification(OffsetType.FIRST, None)))
+        await asyncio.wait_for(done, TIMEOUT)
+    assert sorted(b for _, b in got) == sorted(f"m{i}".encode() for i in range(30))
+    assert len({s for s, _ in got}) > 1                 # spread over the partitions
+    topic = names("topic")
+    conn = amqp(broker)
+    conn.channel().exchange_declare(topic, "x-partitioned", durable=True,
+                                    arguments={"x-partitions": 2})
+    conn.close()
+    async with SuperStreamProducer(broker.host, broker.stream_port, username="guest",
+                                   password="guest", super_stream=name,
+                                   routing_extractor=key_of) as p:
+        await p.delete_super_stream(name)
+        await p.delete_super_stream(topic)
+        for stream in parts + [f"{topic}-0", f"{topic}-1"]:
+            assert not await p.stream_exists(stream)
+    names_left = {x["name"] for x in broker.api("exchanges")}
+    assert name not in names_left and topic not in names_left
