@@ -435,9 +435,9 @@ class StreamConnection(AdapterConnection):
         q = self._queue(name)
         return q if q is not None and q.args.queue_type == "stream" else None
 
-    def _allowed(self, permission: str, name: str | None) -> bool:
+    def _allowed(self, permission: str, name: str | None, resource: str = "queue") -> bool:
         try:
-            self.server.broker.users.check(self.user, self.vhost, permission, "queue",
+            self.server.broker.users.check(self.user, self.vhost, permission, resource,
                                            name or "")
         except errors.AccessRefused:
             return False
@@ -571,7 +571,7 @@ class StreamConnection(AdapterConnection):
         if not name or name.startswith("amq.") or len(partitions) != len(keys) \
                 or not partitions or len(set(partitions)) != len(partitions):
             code = f.PRECONDITION_FAILED
-        elif not self._allowed_exchange("configure", name):
+        elif not self._allowed("configure", name, "exchange"):
             code = f.ACCESS_REFUSED
         elif self._exchange(name) is not None:
             code = f.STREAM_ALREADY_EXISTS
@@ -597,7 +597,7 @@ class StreamConnection(AdapterConnection):
     async def on_delete_super_stream(self, corr, name) -> None:
         """RabbitMQ 3.13's DeleteSuperStream: its partition streams and its exchange (a topic:
         its partitions go with it)."""
-        if not self._allowed_exchange("configure", name):
+        if not self._allowed("configure", name, "exchange"):
             code = f.ACCESS_REFUSED
         elif self._exchange(name) is None:
             code = f.STREAM_DOES_NOT_EXIST
@@ -618,14 +618,6 @@ class StreamConnection(AdapterConnection):
                 await self._once(lambda ch, cb, x=what: ch.exchange_delete(x, callback=cb))
             else:
                 await self._once(lambda ch, cb, q=what: ch.queue_delete(q, callback=cb))
-
-    def _allowed_exchange(self, permission: str, name: str | None) -> bool:
-        try:
-            self.server.broker.users.check(self.user, self.vhost, permission, "exchange",
-                                           name or "")
-        except errors.AccessRefused:
-            return False
-        return True
 
     async def on_metadata(self, corr, streams) -> None:
         out = []
