@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 
 
-async def answer(start, ended: asyncio.Future):
+async def answer(start, ended: asyncio.Future, *also_ended: asyncio.Future):
     """Run ``start(callback)`` (a pika method given its callback): the answer it calls back
-    with, or ``ended``'s exception when the client ends first."""
+    with, or the exception of whichever of ``ended`` and ``also_ended`` (e.g. the method's
+    channel closing) fails first."""
     got = asyncio.get_running_loop().create_future()
     start(lambda frame: got.done() or got.set_result(frame))
-    await asyncio.wait({got, ended}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({got, ended, *also_ended}, return_when=asyncio.FIRST_COMPLETED)
     if not got.done():
-        raise ended.exception()
+        raise next(e for e in (*also_ended, ended) if e.done()).exception()
     return got.result()
 
 

@@ -63,6 +63,7 @@ from .. import errors
 from ..adapter import AdapterConnection, Ended, refusal, tapped
 from ..frontend.session import NODE, is_loopback, server_properties
 from ..frontend.tls import certificate_login
+from ..pika_calls import answer
 from ..protocol import properties as props_mod
 from ..protocol.fastpath import build_confirm, build_publish
 from . import amqp10
@@ -154,7 +155,7 @@ class StreamConnection(AdapterConnection):
     def __init__(self, server):
         super().__init__(server)
         self.splitter = f.Splitter()
-        self.step = "peer_properties"   # the next handshake command, then "opened"
+        self.step = "handshake"         # then "opened", or "refused" (closing)
         self.user = None
         self.password = ""
         self.client_properties: dict = {}
@@ -271,7 +272,6 @@ class StreamConnection(AdapterConnection):
         shown = server_properties(self.server.broker.cluster_name)
         shown.pop("capabilities", None)
         self.send(f.peer_properties_ok(corr, {k: str(v) for k, v in shown.items()}))
-        self.step = "sasl_handshake"
 
     def _mechanisms(self) -> tuple:
         """PLAIN and AMQPLAIN; on TLS with a client certificate, EXTERNAL too (RabbitMQ's
@@ -329,7 +329,6 @@ class StreamConnection(AdapterConnection):
             self.password = self.server.broker.users.internal_secret
         self.respond(f.SASL_AUTHENTICATE, corr)
         self.send(f.tune(FRAME_MAX, HEARTBEAT))
-        self.step = "tune"
 
     async def on_tune(self, frame_max, heartbeat) -> None:
         self.frame_max = frame_max or FRAME_MAX
@@ -337,7 +336,6 @@ class StreamConnection(AdapterConnection):
         self.heartbeat = heartbeat
         if heartbeat:
             self.timers.append(self.loop.call_later(heartbeat, self._beat))
-        self.step = "open"
 
     async def on_open(self, corr, vhost) -> None:
         users = self.server.broker.users
@@ -466,16 +464,8 @@ class StreamConnection(AdapterConnection):
         """A pika method's answer on ``channel``: ``ChannelGone`` if the broker closes the
         channel first, ``Ended`` if the connection goes."""
         self._flush_amqp()
-        got = self.loop.create_future()
-        start(lambda frame: got.done() or got.set_result(frame))
         gone = self.channel_gone.get(channel)
-        waits = {got, self.ended} | ({gone} if gone is not None else set())
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if got.done():
-            return got.result()
-        if gone is not None and gone.done():
-            raise gone.exception()
-        raise self.ended.exception()
+        return await answer(start, self.ended, *(() if gone is None else (gone,)))
 
     async def _once(self, start) -> int:
         """One method on a channel of its own, closed after: OK, or the code that answers

@@ -137,30 +137,27 @@ class Reader:
     def i64(self) -> int:
         return self._take(_I64)
 
-    def string(self) -> str | None:
-        n = self._take(_I16)
+    def _sized(self, length: struct.Struct, what: str) -> bytes | None:
+        """A length-prefixed field's bytes (-1: null)."""
+        n = self._take(length)
         if n < 0:
             return None
         end = self.pos + n
         if end > len(self.data):
-            raise FrameError("a string runs past the frame's end")
-        try:
-            v = self.data[self.pos:end].decode()
-        except UnicodeDecodeError:
-            raise FrameError("a string is not UTF-8") from None
-        self.pos = end
-        return v
-
-    def bytes(self) -> bytes | None:
-        n = self._take(_I32)
-        if n < 0:
-            return None
-        end = self.pos + n
-        if end > len(self.data):
-            raise FrameError("a byte field runs past the frame's end")
+            raise FrameError(f"a {what} runs past the frame's end")
         v = self.data[self.pos:end]
         self.pos = end
         return v
+
+    def string(self) -> str | None:
+        v = self._sized(_I16, "string")
+        try:
+            return None if v is None else v.decode()
+        except UnicodeDecodeError:
+            raise FrameError("a string is not UTF-8") from None
+
+    def bytes(self) -> bytes | None:
+        return self._sized(_I32, "byte field")
 
     def count(self) -> int:
         n = self._take(_I32)
