@@ -733,6 +733,10 @@ async def test_stream_management_lists_publishers_and_consumers(skw, mgmt, uniq,
             await c.subscribe(stream, lambda m, ctx: got.append(ctx.offset),
                               properties={"k": "v"},
                               offset_specification=spec(OffsetType.FIRST))
+            # the client hands deliveries to the callback on its own task: the broker's
+            # count can be ahead of what the callback saw, so wait for the callback first
+            await await_until(lambda: len(got) == 3, 30, interval=0.05,
+                              message="three deliveries seen by the callback")
 
             def consumed():
                 return [x for x in mgmt.get("/api/stream/consumers")
