@@ -153,6 +153,11 @@ class MetadataCopy:
                                           exclusive_owner=op.owner, auto_delete=op.auto_delete,
                                           arguments=op.arguments, directory=op.directory,
                                           client=client, qid=op.qid)
+        elif vh is not None:            # known: its own arguments may have changed (an
+            q = vh.queues.get(op.name)  # MQTT 5 session's expiry: owner.set_queue_expires)
+            if q is not None and q.qid == op.qid and q.arguments != op.arguments:
+                q.arguments = dict(op.arguments)
+                q.choose_policy()
 
     def on_queue_deleted(self, op: c.QueueDeleted) -> None:
         vh = self.broker.vhosts.get(op.vhost)

@@ -26,6 +26,33 @@ permissions, topic permissions, limits and alarms are the broker's own. Then:
   second connection with the same client id closes the first.
 
 Errors are logged and end the connection: MQTT 3.1.1 has no error reply after CONNACK.
+
+MQTT 5 (protocol level 5), as RabbitMQ 3.13's plugin has it:
+
+* CONNECT: the Session Expiry Interval replaces clean session (at most
+  ``MAX_SESSION_EXPIRY``; the kept queue's ``x-expires``, updated when a later CONNECT or
+  the DISCONNECT changes it); Receive Maximum bounds the QoS 1 prefetch; the client's
+  Maximum Packet Size drops a bigger delivery (acked, as RabbitMQ discards it); its Topic
+  Alias Maximum lets the broker send aliases (``TOPIC_ALIAS_MAXIMUM`` at most, given in
+  order, never reused). CONNACK carries reason codes and Maximum QoS 1, the broker's topic
+  alias maximum and maximum packet size, no shared subscriptions, the session expiry
+  granted and an assigned client id for an empty one. Enhanced authentication (an
+  Authentication Method) is refused with 0x8C.
+* PUBLISH: properties are carried as AMQP properties (``mqtt5.py``); topic aliases from the
+  client are resolved; QoS 2 is refused with DISCONNECT 0x9B (Maximum QoS is 1); PUBACK
+  says 0x10 when no queue took the message.
+* SUBSCRIBE: subscription identifiers, No Local, Retain As Published and Retain Handling,
+  kept in the binding's arguments (``x-mqtt-subscription-id`` ...) so a kept session
+  keeps them; a delivery carries the identifiers of the client's subscriptions its topic
+  matches. UNSUBACK says 0x11 for a filter with no subscription.
+* The will's properties and Will Delay Interval: a delayed will waits in a queue
+  ``mqtt-will-<client id>`` with a TTL, dead-lettered to the MQTT exchange when it runs
+  out (RabbitMQ's way: it survives a restart); any later CONNECT with that client id
+  deletes the queue, and the will with it. DISCONNECT with a reason code other than 0
+  sends the will.
+* The server's DISCONNECT: 0x8E session taken over, 0x8D keep alive timeout, 0x95 packet
+  too large, 0x94 topic alias invalid, 0x82 protocol error, 0x9B QoS not supported, 0x8B
+  server shutting down.
 """
 from __future__ import annotations
 
@@ -33,9 +60,12 @@ import asyncio
 import collections
 import logging
 import struct
+import time
 import uuid
 
 import pika
+from pamqp.commands import Queue
+from pamqp.frame import marshal as frame_marshal
 
 from ..adapter import AdapterConnection, Ended, refusal, tapped
 from ..delivery_tap import Delivery
@@ -43,8 +73,11 @@ from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
 from ..protocol import fieldtable
 from ..protocol import properties as P
+from ..frontend.queue_ref import QueueRef
 from ..protocol.fastpath import build_confirm, build_publish
 from . import frames as f
+from . import mqtt5
+from .retained import matches
 from .topics import (CERT_MAPPING, PORT_MAPPING, pick_vhost, subscription_queues, to_amqp,
                      to_mqtt, valid_filter, valid_topic)
 
@@ -60,6 +93,16 @@ LOGIN_TIMEOUT = 10.0                # s from TCP accept to CONNECT
 # the largest packet before the login (RabbitMQ 3.12's mqtt.max_packet_size_unauthenticated);
 # after it, the largest message body plus a topic
 MAX_UNAUTHENTICATED = 65_536
+MAX_SESSION_EXPIRY = 86_400         # s: RabbitMQ's mqtt.max_session_expiry_interval_seconds
+TOPIC_ALIAS_MAXIMUM = 16            # RabbitMQ's mqtt.topic_alias_maximum, both ways
+# CONNACK codes of MQTT 3.1.1 -> MQTT 5's reason codes
+REASONS_5 = {f.ACCEPTED: f.SUCCESS, f.BAD_PROTOCOL: f.UNSUPPORTED_PROTOCOL_VERSION,
+             f.BAD_CLIENT_ID: f.CLIENT_IDENTIFIER_NOT_VALID, f.UNAVAILABLE: f.SERVER_UNAVAILABLE,
+             f.BAD_CREDENTIALS: f.BAD_USER_NAME_OR_PASSWORD, f.NOT_AUTHORIZED: f.NOT_AUTHORIZED_5}
+# a subscription's MQTT 5 options, as binding arguments (only those not at their default)
+SUBSCRIPTION_ID, NO_LOCAL, RETAIN_AS_PUBLISHED, RETAIN_HANDLING = (
+    "x-mqtt-subscription-id", "x-mqtt-no-local", "x-mqtt-retain-as-published",
+    "x-mqtt-retain-handling")
 
 
 class MqttConnection(AdapterConnection):
@@ -87,8 +130,19 @@ class MqttConnection(AdapterConnection):
         self.unconfirmed: collections.OrderedDict = collections.OrderedDict()  # seq -> id
         self.publish_seq = 0
         self.next_packet_id = 1
+        self.prefetch = PREFETCH        # of the QoS 1 queue (MQTT 5: the Receive Maximum)
         self.keepalive = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.level = 4                  # the protocol level: 3, 4 (3.1.1) or 5
+        self.session_expiry = 0         # s (MQTT 5; 3.1.1: 0 clean, else kept a day)
+        self.assigned_id = False        # the broker chose the client id (MQTT 5 says it)
+        self.aliases_in: dict[int, str] = {}        # the client's topic aliases
+        self.aliases_out: dict[str, int] = {}       # ours, to the client
+        self.alias_max_out = 0
+        self.max_packet_out: int | None = None      # the client's Maximum Packet Size
+        self.subscriptions: dict[str, tuple] = {}   # filter -> (Subscription, arguments)
+        self.returned: set = set()      # QoS 1 publishes no queue took (PUBACK 0x10)
+        self.subscribing = False        # MQTT 5: a refusal is answered in the SUBACK
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -108,6 +162,8 @@ class MqttConnection(AdapterConnection):
             packets = self.parser.feed(data)
         except f.FrameError as exc:
             log.error("MQTT detected a framing error on connection %s: %s", self.name, exc)
+            if self.connected and "over the limit" in str(exc):
+                self.disconnect(f.PACKET_TOO_LARGE)
             self.close(send_will=True)
             return
         self._received(packets)
@@ -135,6 +191,11 @@ class MqttConnection(AdapterConnection):
         if not self.closed and not self.lost:
             self.transport.write(packet)
 
+    def disconnect(self, reason: int) -> None:
+        """MQTT 5: tell the client why the server ends the connection (3.1.1 has no way)."""
+        if self.level == 5 and self.connected:
+            self.send(f.disconnect_packet(reason))
+
     def close(self, send_will: bool = False) -> None:
         """End the connection: the will first when asked, then AMQP, then the socket."""
         if self.closed:
@@ -146,6 +207,8 @@ class MqttConnection(AdapterConnection):
             self.worker.cancel()
         if send_will and self.will is not None:
             self._publish_will()
+        if self.connected:
+            self._end_session()
         self.server.forget(self)
         self._close_amqp()
         self.transport.close()
@@ -156,6 +219,7 @@ class MqttConnection(AdapterConnection):
         """Another connection logged in with this client id."""
         log.warning("MQTT disconnecting client %s with duplicate id '%s'", self.name,
                     self.client_id)
+        self.disconnect(f.SESSION_TAKEN_OVER)
         self.close()
 
     def _login_timeout(self) -> None:
@@ -166,6 +230,7 @@ class MqttConnection(AdapterConnection):
     def _check_keepalive(self) -> None:
         if self.loop.time() - self.heard > 1.5 * self.keepalive:
             log.error("closing MQTT connection %s (keepalive timeout)", self.name)
+            self.disconnect(f.KEEP_ALIVE_TIMEOUT)
             self.close(send_will=True)
             return
         self.timer = self.loop.call_later(self.keepalive / 2, self._check_keepalive)
@@ -198,8 +263,11 @@ class MqttConnection(AdapterConnection):
         elif isinstance(packet, f.PubAck):
             tag = self.awaiting_ack.pop(packet.packet_id, None)
             if tag is not None:         # missing: a bogus client, or a QoS downgrade
-                # basic.ack, written with the others of this read (as publishes: _out)
-                self.amqp_out.append(build_confirm(self.channel.channel_number, tag, False))
+                # basic.ack, written with the others of this read (as publishes: _out);
+                # an MQTT 5 PUBACK with a failure code discards the message, as RabbitMQ
+                number = self.channel.channel_number
+                self.amqp_out.append(build_confirm(number, tag, False,
+                                                   nack=packet.reason >= 0x80))
         elif isinstance(packet, f.Subscribe):
             await self._subscribe(packet)
         elif isinstance(packet, f.Unsubscribe):
@@ -207,11 +275,10 @@ class MqttConnection(AdapterConnection):
         elif isinstance(packet, f.Connect):
             log.error("MQTT protocol error on connection %s: a second CONNECT", self.name)
             self.close(send_will=True)
+        elif isinstance(packet, f.Disconnect):
+            await self._disconnected(packet)
         elif packet.kind == f.PINGREQ:
             self.send(f.pingresp_packet())
-        elif packet.kind == f.DISCONNECT:
-            self.will = None
-            self.close()
         else:                           # PUBREC, PUBREL, PUBCOMP (QoS 2 is taken as 1), ...
             log.error("MQTT protocol error on connection %s: packet type %d not accepted",
                       self.name, packet.kind)
@@ -219,15 +286,21 @@ class MqttConnection(AdapterConnection):
 
     # ------------------------------------------------------------ CONNECT
     async def _connect(self, c: f.Connect) -> None:
+        self.level = c.level if c.level in f.PROTOCOL_NAMES else 4
         code, present = await self._login(c)
-        self.send(f.connack_packet(code, present))
+        if self.level == 5:
+            code = REASONS_5.get(code, code)    # 3.1.1's codes are below 0x80
+            self.send(f.connack_packet(code, present, 5, self._connack_properties()
+                                       if code == f.SUCCESS else None))
+        else:
+            self.send(f.connack_packet(code, present))
         if code != f.ACCEPTED:
             self.close()
             return
         self.connected = True
-        self.parser.max_length = self.cfg.max_message_size + 2 + 0xFFFF + 2
+        self.parser.max_length = self._max_packet_in()
         if present:                     # the kept session's messages: after the CONNACK
-            await self._ensure_queue(1)
+            await self._resume_session()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -237,14 +310,35 @@ class MqttConnection(AdapterConnection):
         log.info("accepting MQTT connection %s (%s, client id: %s)", self.name, self.peer,
                  self.client_id)
 
+    def _max_packet_in(self) -> int:
+        """The largest packet taken after CONNECT: the largest message and a topic."""
+        return self.cfg.max_message_size + 2 + 0xFFFF + 2 + (0xFFFF if self.level == 5 else 0)
+
+    def _connack_properties(self) -> dict:
+        """RabbitMQ 3.13's CONNACK properties."""
+        props = {"maximum_qos": 1, "topic_alias_maximum": TOPIC_ALIAS_MAXIMUM,
+                 "maximum_packet_size": self._max_packet_in() + 5,
+                 "shared_subscription_available": 0,
+                 "session_expiry_interval": self.session_expiry}
+        if self.assigned_id:
+            props["assigned_client_identifier"] = self.client_id
+        return props
+
     async def _login(self, c: f.Connect) -> tuple[int, bool]:
         if f.PROTOCOL_NAMES.get(c.level) != c.protocol_name:
             log.error("MQTT cannot accept connection %s: incompatible protocol version",
                       self.name)
             return f.BAD_PROTOCOL, False
-        if not c.client_id and not c.clean_session:
+        if c.level == 5:
+            problem = self._mqtt5_connect(c)
+            if problem is not None:
+                return problem, False
+        elif not c.client_id and not c.clean_session:
             log.error("MQTT cannot accept connection %s: client uses an invalid ID", self.name)
             return f.BAD_CLIENT_ID, False
+        else:
+            self.session_expiry = 0 if c.clean_session else MAX_SESSION_EXPIRY
+        self.assigned_id = not c.client_id
         self.client_id = c.client_id or uuid.uuid4().hex
         self.clean = c.clean_session
         username, password = c.username, c.password
@@ -293,15 +387,43 @@ class MqttConnection(AdapterConnection):
             self.will = c
         self.server.register(self)
         self.channel = await self._open_channel(self._channel_closed)
-        await self._call(lambda cb: self.channel.basic_qos(prefetch_count=PREFETCH,
+        await self._call(lambda cb: self.channel.basic_qos(prefetch_count=self.prefetch,
                                                            callback=cb))
-        q1 = subscription_queues(self.client_id)[1]
+        await self._forget_will_queue()
         vhost = self.server.broker.vhosts.get(self.vhost)
-        present = vhost is not None and q1 in vhost.queues    # the metadata's
-        if present and self.clean:
-            await self._call(lambda cb: self.channel.queue_delete(q1, callback=cb))
-            present = False
-        return f.ACCEPTED, present
+        queues = subscription_queues(self.client_id)
+        if self.level != 5:
+            queues = queues[1:]         # 3.1.1: only the QoS 1 queue is a session
+        kept = [q for q in queues if vhost is not None and q in vhost.queues]  # the metadata's
+        if kept and self.clean:
+            for q in kept:
+                await self._call(lambda cb, q=q: self.channel.queue_delete(q, callback=cb))
+            kept = []
+        return f.ACCEPTED, bool(kept)
+
+    def _mqtt5_connect(self, c: f.Connect) -> int | None:
+        """MQTT 5's CONNECT properties taken (RabbitMQ's ``process_connect``), or the
+        reason code that refuses the connection."""
+        props = c.properties
+        if "authentication_method" in props:
+            log.error("MQTT cannot accept connection %s: enhanced authentication "
+                      "(method '%s') is not supported", self.name,
+                      props["authentication_method"])
+            return f.BAD_AUTHENTICATION_METHOD
+        if c.will_topic is not None and c.will_qos == 2:
+            log.error("MQTT cannot accept connection %s: will QoS 2 is not supported",
+                      self.name)
+            return f.QOS_NOT_SUPPORTED
+        if props.get("maximum_packet_size") == 0 or props.get("receive_maximum") == 0:
+            log.error("MQTT protocol error on connection %s: a maximum of 0 in CONNECT",
+                      self.name)
+            return f.PROTOCOL_ERROR
+        expiry = props.get("session_expiry_interval", 0)
+        self.session_expiry = min(expiry, MAX_SESSION_EXPIRY)
+        self.prefetch = min(PREFETCH, props.get("receive_maximum", 0xFFFF))
+        self.max_packet_out = props.get("maximum_packet_size")
+        self.alias_max_out = min(props.get("topic_alias_maximum", 0), TOPIC_ALIAS_MAXIMUM)
+        return None
 
     async def _open(self, password: str, level: int) -> int:
         """Log in over AMQP: a CONNACK code. The management API shows the AMQP connection
@@ -309,7 +431,7 @@ class MqttConnection(AdapterConnection):
         result = await self._open_amqp(
             self.vhost, self.user, password,
             f"{getattr(self.transport, 'protocol_name', 'MQTT')} "
-            f"{'3.1.1' if level == 4 else '3.1.0'}",
+            f"{ {5: '5.0', 4: '3.1.1'}.get(level, '3.1.0') }",
             {"client_id": self.client_id, "product": "MQTT client"})
         if self.amqp is not None:
             return f.ACCEPTED
@@ -333,18 +455,27 @@ class MqttConnection(AdapterConnection):
 
     # ------------------------------------------------------------ PUBLISH
     def _publish(self, p: f.Publish) -> None:
+        if self.level == 5 and not self._mqtt5_publish(p):
+            return
         if not valid_topic(p.topic):
             log.error("MQTT protocol error on connection %s: cannot publish to topic '%s'",
                       self.name, p.topic)
+            self.disconnect(f.TOPIC_NAME_INVALID)
             self.close(send_will=True)
             return
         qos = min(p.qos, 1)
-        message = (to_amqp(p.topic).encode(), PROPERTIES[qos][p.dup], p.payload)
+        if self.level == 5:
+            publisher = self.client_id if self._no_local(p.topic) else None
+            properties = mqtt5.to_amqp_properties(qos, p.dup, p.retain, p.properties,
+                                                  time.time(), publisher)
+        else:
+            properties = PROPERTIES[qos][p.dup]
+        message = (to_amqp(p.topic).encode(), properties, p.payload)
         if not qos:
             self._out(self.channel, *message)
         else:
             self.publish_seq += 1
-            self.unconfirmed[self.publish_seq] = p.packet_id
+            self.unconfirmed[self.publish_seq] = (p.packet_id, message[0].decode())
             if self.confirms is not None:
                 self._out(self.confirms, *message)
             else:
@@ -355,36 +486,79 @@ class MqttConnection(AdapterConnection):
         if p.retain:
             self.server.retained.retain(self.vhost, p.topic, p.payload, qos)
 
+    def _mqtt5_publish(self, p: f.Publish) -> bool:
+        """MQTT 5's checks of a PUBLISH, and its topic alias resolved: False when the
+        connection ends for it (with RabbitMQ 3.13's DISCONNECT reason)."""
+        problem = None
+        if p.qos == 2:
+            problem = f.QOS_NOT_SUPPORTED, "QoS 2 is not supported (Maximum QoS is 1)"
+        alias = p.properties.pop("topic_alias", None)
+        if problem is None and alias is not None:
+            if not 0 < alias <= TOPIC_ALIAS_MAXIMUM:
+                problem = f.TOPIC_ALIAS_INVALID, f"topic alias {alias} is not in 1..." \
+                    f"{TOPIC_ALIAS_MAXIMUM}"
+            elif p.topic:
+                self.aliases_in[alias] = p.topic
+            elif alias in self.aliases_in:
+                p.topic = self.aliases_in[alias]
+            else:
+                problem = f.PROTOCOL_ERROR, f"topic alias {alias} was never set"
+        if problem is None:
+            return True
+        log.error("MQTT protocol error on connection %s: %s", self.name, problem[1])
+        self.disconnect(problem[0])
+        self.close(send_will=True)
+        return False
+
+    def _no_local(self, topic: str) -> bool:
+        """This client has a No Local subscription its own message to ``topic`` matches."""
+        return any(sub.no_local and matches(sub.filter, topic)
+                   for sub, _ in self.subscriptions.values())
+
     def _out(self, channel, routing_key: bytes, properties: bytes, body: bytes) -> None:
         """A publish's frames, written with the others of this read (``_flush_amqp``): pika
         would encode each through its generic codec and send each with a syscall of its own;
-        pika's channel is not involved (it counts nothing for publishes)."""
+        pika's channel is not involved (it counts nothing for publishes). An MQTT 5 QoS 1
+        publish is mandatory: one no queue takes is returned (PUBACK 0x10)."""
         self.amqp_out += build_publish(channel.channel_number, self.exchange, routing_key,
-                                       properties, body, self.amqp.params.frame_max)
+                                       properties, body, self.amqp.params.frame_max,
+                                       mandatory=self.level == 5 and channel is self.confirms)
 
     def _confirms_opened(self, channel) -> None:
         """The confirm channel (opened on the first QoS 1 publish, as RabbitMQ's): what
         waited for it is published now, in order, behind confirm.select."""
         channel.add_on_close_callback(self._channel_closed)
         channel.confirm_delivery(self._confirmed)
+        channel.add_on_return_callback(self._returned)
         self.confirms = channel
         backlog, self.confirm_backlog = self.confirm_backlog, None
         for message in backlog:
             self._out(channel, *message)
         self._flush_amqp()
 
+    def _returned(self, _channel, method, _properties, _body) -> None:
+        """A QoS 1 publish of an MQTT 5 client that no queue took: the earliest unconfirmed
+        one to that routing key (returns come in publish order, before their confirm)."""
+        for seq, (_packet_id, key) in self.unconfirmed.items():
+            if key == method.routing_key and seq not in self.returned:
+                self.returned.add(seq)
+                return
+
     def _confirmed(self, frame) -> None:
         method = frame.method
         tag, multiple = method.delivery_tag, method.multiple
         nack = isinstance(method, pika.spec.Basic.Nack)
         while self.unconfirmed:
-            seq, packet_id = next(iter(self.unconfirmed.items()))
+            seq, (packet_id, _key) = next(iter(self.unconfirmed.items()))
             if seq > tag or (not multiple and seq != tag):
                 break
             del self.unconfirmed[seq]
             if nack:        # not PUBACKed: the client sends it again when it reconnects
                 log.warning("MQTT connection %s: message %d was refused by the broker "
                             "(negative confirm)", self.name, packet_id)
+            elif seq in self.returned:
+                self.returned.discard(seq)
+                self.send(f.puback_packet(packet_id, f.NO_MATCHING_SUBSCRIBERS, self.level))
             else:
                 self.send(f.puback_packet(packet_id))
 
@@ -394,60 +568,170 @@ class MqttConnection(AdapterConnection):
         if self.channel is None or not self.channel.is_open:
             return
         qos = min(c.will_qos, 1)
-        self._out(self.channel, to_amqp(c.will_topic).encode(), PROPERTIES[qos][False],
-                  c.will_message)
+        key = to_amqp(c.will_topic).encode()
+        if c.level != 5:
+            self._out(self.channel, key, PROPERTIES[qos][False], c.will_message)
+            self._flush_amqp()
+            if c.will_retain:
+                self.server.retained.retain(self.vhost, c.will_topic, c.will_message, qos)
+            return
+        props = dict(c.will_properties)
+        delay = props.pop("will_delay_interval", 0)
+        if delay and self.session_expiry:
+            self._delay_will(key, qos, props, c.will_message,
+                             min(delay, self.session_expiry))
+            return
+        self._out(self.channel, key, mqtt5.to_amqp_properties(
+            qos, False, c.will_retain, props, time.time()), c.will_message)
         self._flush_amqp()
         if c.will_retain:
             self.server.retained.retain(self.vhost, c.will_topic, c.will_message, qos)
 
+    def _delay_will(self, key: bytes, qos: int, props: dict, payload: bytes,
+                    delay: int) -> None:
+        """MQTT 5's Will Delay Interval, as RabbitMQ 3.13 keeps it: the will waits in queue
+        ``mqtt-will-<client id>`` (expiring with the session) for ``delay`` seconds, then is
+        dead-lettered to the MQTT exchange with its topic. A CONNECT with this client id
+        deletes the queue, and the will with it (``_forget_will_queue``). Written as frames
+        that need no answer, ahead of the connection's close."""
+        queue = will_queue(self.client_id)
+        arguments = {"x-dead-letter-exchange": self.cfg.mqtt_exchange,
+                     "x-dead-letter-routing-key": key.decode()}
+        arguments["x-expires"] = self.session_expiry * 1000 + 5000
+        number = self.channel.channel_number
+        self.amqp_out.append(frame_marshal(Queue.Declare(
+            queue=queue, durable=True, arguments=arguments, nowait=True), number))
+        props.pop("message_expiry_interval", None)      # the delay is its TTL
+        properties = P.rewrite(mqtt5.to_amqp_properties(qos, False, False, props, time.time()),
+                               expiration=str(delay * 1000))
+        self.amqp_out += build_publish(number, b"", queue.encode(), properties, payload,
+                                       self.amqp.params.frame_max)
+        self._flush_amqp()
+
+    async def _forget_will_queue(self) -> None:
+        """A delayed will of this client id waiting: deleted, as the client is back."""
+        vhost = self.server.broker.vhosts.get(self.vhost)
+        queue = will_queue(self.client_id)
+        if vhost is not None and queue in vhost.queues:
+            await self._call(lambda cb: self.channel.queue_delete(queue, callback=cb))
+
     # ------------------------------------------------------------ SUBSCRIBE
     async def _subscribe(self, s: f.Subscribe) -> None:
-        granted = []
+        granted, fresh = [], []
         queues = subscription_queues(self.client_id)
-        for topic_filter, qos in s.topics:
-            if not valid_filter(topic_filter):
-                log.warning("MQTT connection %s: not a topic filter: '%s'", self.name,
-                            topic_filter)
-                granted.append(f.SUBACK_FAILURE)
+        identifier = (s.properties.get("subscription_identifier") or [None])[0]
+        failed = None               # MQTT 5: the code of a refused filter, and those after
+        for sub in s.topics:
+            if failed is not None:
+                granted.append(failed)
                 continue
-            qos = min(qos, 1)
-            await self._ensure_queue(qos)
-            key = to_amqp(topic_filter)
-            await self._call(lambda cb, q=queues[qos]: self.channel.queue_bind(
-                q, self.cfg.mqtt_exchange, key, callback=cb))
-            # the same filter again replaces the subscription (MQTT 3.1.1, 3.8.4)
-            await self._call(lambda cb, q=queues[1 - qos]: self.channel.queue_unbind(
-                q, self.cfg.mqtt_exchange, key, callback=cb))
-            granted.append(qos)
-        self.send(f.suback_packet(s.packet_id, granted))
-        for (topic_filter, _), qos in zip(s.topics, granted):
-            if qos == f.SUBACK_FAILURE:
+            if not valid_filter(sub.filter):
+                log.warning("MQTT connection %s: not a topic filter: '%s'", self.name,
+                            sub.filter)
+                granted.append(f.TOPIC_FILTER_INVALID if self.level == 5 else f.SUBACK_FAILURE)
+                continue
+            sub.qos = min(sub.qos, 1)
+            sub.identifier = identifier
+            arguments = _binding_arguments(sub) if self.level == 5 else None
+            old = self.subscriptions.get(sub.filter)
+            new = old is None or old[0] != sub
+            if new:
+                try:
+                    self.subscribing = True
+                    await self._bind(sub, arguments, old, queues)
+                except Ended as exc:
+                    if self.level != 5:
+                        raise
+                    failed = f.NOT_AUTHORIZED_5 if "403" in str(exc) else f.UNSPECIFIED_ERROR
+                    log.error("MQTT connection %s: subscription to '%s' refused: %s",
+                              self.name, sub.filter, exc)
+                    granted.append(failed)
+                    continue
+                finally:
+                    self.subscribing = False
+            self.subscriptions[sub.filter] = (sub, arguments)
+            granted.append(sub.qos)
+            fresh.append((sub, new))
+        self.send(f.suback_packet(s.packet_id, granted, self.level))
+        if failed is not None:      # RabbitMQ 3.13: the SUBACK says why, then it closes
+            self.close()
+            return
+        for sub, new in fresh:
+            if sub.retain_handling == 2 or (sub.retain_handling == 1 and not new):
                 continue
             for topic, payload, retained_qos in self.server.retained.matching(self.vhost,
-                                                                              topic_filter):
-                out = min(qos, retained_qos)
-                self.send(f.publish_packet(topic, payload, out,
-                                           self._packet_id() if out else None, retain=True))
+                                                                              sub.filter):
+                out = min(sub.qos, retained_qos)
+                props = {"subscription_identifier": [sub.identifier]} \
+                    if sub.identifier else {}
+                self._send_publish(topic, payload, out, self._packet_id() if out else None,
+                                   True, False, props)
+
+    async def _bind(self, sub: f.Subscription, arguments, old, queues) -> None:
+        """Bind the filter to its QoS's queue, then take away what it replaces (the same
+        filter again replaces the subscription: MQTT 3.1.1 3.8.4, MQTT 5 3.8.4)."""
+        await self._ensure_queue(sub.qos)
+        key = to_amqp(sub.filter)
+        exchange = self.cfg.mqtt_exchange
+        await self._call(lambda cb: self.channel.queue_bind(
+            queues[sub.qos], exchange, key, arguments=arguments, callback=cb))
+        if old is not None:
+            if (old[0].qos, old[1]) != (sub.qos, arguments):
+                await self._call(lambda cb: self.channel.queue_unbind(
+                    queues[old[0].qos], exchange, key, arguments=old[1], callback=cb))
+        else:
+            await self._call(lambda cb: self.channel.queue_unbind(
+                queues[1 - sub.qos], exchange, key, callback=cb))
 
     async def _unsubscribe(self, u: f.Unsubscribe) -> None:
+        codes = []
+        queues = subscription_queues(self.client_id)
         for topic_filter in u.topics:
-            for queue in subscription_queues(self.client_id):
+            key = to_amqp(topic_filter)
+            old = self.subscriptions.pop(topic_filter, None)
+            if self.level == 5:
+                if old is None:
+                    codes.append(f.NO_SUBSCRIPTION_EXISTED)
+                    continue
+                await self._call(lambda cb, q=queues[old[0].qos], a=old[1]:
+                                 self.channel.queue_unbind(q, self.cfg.mqtt_exchange, key,
+                                                           arguments=a, callback=cb))
+                codes.append(f.SUCCESS)
+                continue
+            for queue in queues:
                 await self._call(lambda cb, q=queue: self.channel.queue_unbind(
-                    q, self.cfg.mqtt_exchange, to_amqp(topic_filter), callback=cb))
-        self.send(f.unsuback_packet(u.packet_id))
+                    q, self.cfg.mqtt_exchange, key, callback=cb))
+        self.send(f.unsuback_packet(u.packet_id, codes, self.level))
+
+    # ------------------------------------------------------------ the session
+    def _queue_wanted(self, qos: int) -> tuple[bool, bool, dict | None]:
+        """(durable, auto_delete, arguments) of the session's queue of ``qos``: a session
+        that ends with the connection auto-deletes; a kept one expires ``x-expires`` after
+        its client left. MQTT 3.1.1's QoS 0 queue never outlives the connection."""
+        if qos == 0 and self.level != 5:
+            return False, True, None
+        if not self.session_expiry:
+            return qos == 1, True, None
+        return qos == 1, False, {"x-expires": self.session_expiry * 1000}
 
     async def _ensure_queue(self, qos: int) -> None:
         tag = f"mqtt-qos{qos}"
         if tag in self.consumers:                       # consumed already
             return
         queue = subscription_queues(self.client_id)[qos]
-        if qos == 0:
-            await self._call(lambda cb: self.channel.queue_declare(
-                queue, durable=False, auto_delete=True, callback=cb))
+        durable, auto_delete, arguments = self._queue_wanted(qos)
+        vhost = self.server.broker.vhosts.get(self.vhost)
+        kept = vhost.queues.get(queue) if vhost is not None else None
+        if kept is not None and (kept.durable, kept.auto_delete, kept.arguments) != (
+                durable, auto_delete, arguments or {}):
+            # a session kept with another expiry: consumed as it is, its expiry now ours
+            # (RabbitMQ's maybe_update_session_expiry_interval)
+            self._set_expiry(kept, arguments)
+            await self._call(lambda cb: self.channel.queue_declare(queue, passive=True,
+                                                                   callback=cb))
         else:
-            arguments = None if self.clean else {"x-expires": SUBSCRIPTION_TTL}
             await self._call(lambda cb: self.channel.queue_declare(
-                queue, durable=True, auto_delete=self.clean, arguments=arguments,
+                queue, durable=durable, auto_delete=auto_delete, arguments=arguments,
                 callback=cb))
         self.consumers[tag] = qos           # known before the first delivery can come
         channel = self.channel
@@ -459,36 +743,148 @@ class MqttConnection(AdapterConnection):
         await self._call(lambda cb: channel.basic_consume(
             queue, tapped, consumer_tag=tag, callback=cb))
 
+    def _set_expiry(self, queue, arguments: dict | None) -> None:
+        """A kept session queue's ``x-expires`` set to this session's (none: it is deleted
+        when the connection ends, ``_end_session``)."""
+        expires = (arguments or {}).get("x-expires")
+        if expires is not None and queue.arguments.get("x-expires") != expires:
+            self.server.broker.set_queue_expires(queue, expires)
+
+    async def _resume_session(self) -> None:
+        """A kept session: its subscriptions (MQTT 5: with their options, from the
+        bindings) and its queues consumed again."""
+        vhost = self.server.broker.vhosts.get(self.vhost)
+        if vhost is None:
+            return
+        queues = subscription_queues(self.client_id)
+        if self.level == 5:
+            exchange = vhost.exchanges.get(self.cfg.mqtt_exchange)
+            for (dest, key, _), arguments in (exchange.bindings.items() if exchange else ()):
+                if isinstance(dest, QueueRef) and dest.vhost is vhost and dest.name in queues:
+                    sub = _subscription(to_mqtt(key), queues.index(dest.name), arguments)
+                    self.subscriptions[sub.filter] = (sub, dict(arguments) or None)
+        for qos in ((0, 1) if self.level == 5 else (1,)):
+            if queues[qos] in vhost.queues:
+                await self._ensure_queue(qos)
+
+    async def _disconnected(self, d: f.Disconnect) -> None:
+        """The client's DISCONNECT: MQTT 5's may change the session's expiry and, with a
+        reason code other than 0, asks for the will."""
+        if self.level == 5:
+            expiry = d.properties.get("session_expiry_interval")
+            if expiry is not None and not self.session_expiry and expiry:
+                log.warning("MQTT connection %s: DISCONNECT may not set a session expiry "
+                            "when CONNECT's was 0; ignored", self.name)
+            elif expiry is not None:
+                await self._change_expiry(min(expiry, MAX_SESSION_EXPIRY))
+        if self.level != 5 or d.reason == f.SUCCESS:
+            self.will = None
+        self.close(send_will=True)
+
+    async def _change_expiry(self, expiry: int) -> None:
+        if expiry == self.session_expiry:
+            return
+        self.session_expiry = expiry
+        vhost = self.server.broker.vhosts.get(self.vhost)
+        for qos, queue in enumerate(subscription_queues(self.client_id)):
+            q = vhost.queues.get(queue) if vhost is not None else None
+            if q is None:
+                continue
+            if not expiry:
+                await self._call(lambda cb, n=queue: self.channel.queue_delete(n, callback=cb))
+            elif not q.auto_delete:
+                self._set_expiry(q, self._queue_wanted(qos)[2])
+
+    def _end_session(self) -> None:
+        """MQTT 5 with a session expiry of 0: a kept session it took over ends with the
+        connection (a queue it declared itself auto-deletes)."""
+        vhost = self.server.broker.vhosts.get(self.vhost)
+        if self.level != 5 or self.session_expiry or vhost is None:
+            return
+        for queue in subscription_queues(self.client_id):
+            q = vhost.queues.get(queue)
+            if q is not None and not q.auto_delete:
+                self.server.end_session(self.vhost, queue)
+
     def _deliver(self, m: Delivery) -> None:
         """A delivery of either consumer, read raw (``delivery_tap.py``): a PUBLISH."""
         if self.closed:
             return
         sub_qos = self.consumers.get(m.consumer_tag, 0)
-        try:
-            headers = _headers(m.properties)
-        except ValueError:
-            log.error("MQTT connection %s: a delivery's properties do not decode", self.name)
-            headers = {}
-        dup = bool(m.redelivered or headers.get("x-mqtt-dup"))
-        qos = 0
-        if sub_qos:
-            published = headers.get("x-mqtt-publish-qos")
-            qos = min(published, 1) if isinstance(published, int) else 1
-        packet_id = None
-        if qos:
-            packet_id = self._packet_id()
-            self.awaiting_ack[packet_id] = m.delivery_tag
+        topic = to_mqtt(m.routing_key)
+        props, retain, send = {}, False, True
+        if self.level == 5:
+            try:
+                got = mqtt5.from_amqp_properties(m.properties, time.time())
+            except ValueError:
+                log.error("MQTT connection %s: a delivery's properties do not decode",
+                          self.name)
+                got = mqtt5.Received({})
+            published, dup, props = got.qos, got.dup, got.properties
+            matched = [sub for sub, _ in self.subscriptions.values()
+                       if sub.qos == sub_qos and matches(sub.filter, topic)]
+            if got.publisher == self.client_id and matched \
+                    and all(sub.no_local for sub in matched):
+                send = False            # its own message, on No Local subscriptions only
+            ids = sorted({sub.identifier for sub in matched if sub.identifier})
+            if ids:
+                props["subscription_identifier"] = ids
+            retain = got.retained and any(sub.retain_as_published for sub in matched)
         else:
-            if sub_qos:                     # a QoS 0 message of the QoS 1 queue: acked now
-                self.amqp_out.append(build_confirm(m.channel, m.delivery_tag, False))
-            else:
-                self.qos0_delivered = m.delivery_tag        # acked soon (_ack_qos0)
-            if not self.flush_soon:
-                self.flush_soon = True
-                self.loop.call_soon(self._after_deliveries)
+            try:
+                headers = _headers(m.properties)
+            except ValueError:
+                log.error("MQTT connection %s: a delivery's properties do not decode",
+                          self.name)
+                headers = {}
+            published, dup = headers.get("x-mqtt-publish-qos"), bool(headers.get("x-mqtt-dup"))
+            if not isinstance(published, int):
+                published = None
+        dup = bool(m.redelivered or dup)
+        qos = 0
+        if sub_qos and send:
+            qos = min(published, 1) if published is not None else 1
         if dup and qos == 0:            # RabbitMQ drops a redelivered QoS 0 message
+            send = False
+        packet_id = self._packet_id() if qos else None
+        if send and not self._send_publish(topic, m.body, qos, packet_id, retain, dup, props):
+            qos = 0                     # too big for the client: dropped, acked
+        if qos:
+            self.awaiting_ack[packet_id] = m.delivery_tag
             return
-        self.send(f.publish_packet(to_mqtt(m.routing_key), m.body, qos, packet_id, dup=dup))
+        if sub_qos:                     # a QoS 0 message of the QoS 1 queue: acked now
+            self.amqp_out.append(build_confirm(m.channel, m.delivery_tag, False))
+        else:
+            self.qos0_delivered = m.delivery_tag        # acked soon (_ack_qos0)
+        if not self.flush_soon:
+            self.flush_soon = True
+            self.loop.call_soon(self._after_deliveries)
+
+    def _send_publish(self, topic: str, payload: bytes, qos: int, packet_id: int | None,
+                      retain: bool, dup: bool, props: dict) -> bool:
+        """A PUBLISH to the client; MQTT 5: with a topic alias when the client takes them,
+        and not at all (False) when it is over the client's Maximum Packet Size."""
+        if self.level != 5:
+            self.send(f.publish_packet(topic, payload, qos, packet_id, retain, dup))
+            return True
+        alias = self.aliases_out.get(topic)
+        known = alias is not None       # the client has it: the topic goes as the alias
+        if not known and len(self.aliases_out) < self.alias_max_out \
+                and len(topic.encode()) > 1:
+            alias = len(self.aliases_out) + 1
+        if alias is not None:
+            props = dict(props, topic_alias=alias)
+        packet = f.publish_packet("" if known else topic, payload, qos, packet_id, retain,
+                                  dup, 5, props)
+        if self.max_packet_out is not None and len(packet) > self.max_packet_out:
+            log.debug("MQTT connection %s: a message of %d bytes is over the client's "
+                      "maximum packet size (%d): dropped", self.name, len(packet),
+                      self.max_packet_out)
+            return False
+        if alias is not None:
+            self.aliases_out[topic] = alias
+        self.send(packet)
+        return True
 
     def _after_deliveries(self) -> None:
         """Once per read of the AMQP connection: its QoS 0 deliveries are acked."""
@@ -512,9 +908,15 @@ class MqttConnection(AdapterConnection):
     # ------------------------------------------------------------ AMQP errors
     def _channel_closed(self, _channel, reason) -> None:
         self._end(Ended(f"channel closed: {reason}"))
+        if self.subscribing and self.level == 5:
+            return                      # _subscribe sends the SUBACK, then closes
         if not self.closed and self.connected:
             log.error("MQTT connection %s is closing: %s", self.name, reason)
             self.close()
+
+
+def will_queue(client_id: str) -> str:
+    return f"mqtt-will-{client_id}"
 
 
 def _headers(raw: bytes) -> dict:
@@ -534,3 +936,28 @@ def _properties(qos: int, dup: bool) -> bytes:
 
 
 PROPERTIES = {qos: {dup: _properties(qos, dup) for dup in (False, True)} for qos in (0, 1)}
+
+
+def _binding_arguments(sub: f.Subscription) -> dict | None:
+    """An MQTT 5 subscription's options as its binding's arguments (those not at their
+    default: a plain subscription's binding is a 3.1.1 one)."""
+    arguments = {}
+    if sub.identifier:
+        arguments[SUBSCRIPTION_ID] = sub.identifier
+    if sub.no_local:
+        arguments[NO_LOCAL] = True
+    if sub.retain_as_published:
+        arguments[RETAIN_AS_PUBLISHED] = True
+    if sub.retain_handling:
+        arguments[RETAIN_HANDLING] = sub.retain_handling
+    return arguments or None
+
+
+def _subscription(topic_filter: str, qos: int, arguments: dict) -> f.Subscription:
+    """A kept session's subscription, from its binding."""
+    sub = f.Subscription(topic_filter, qos, bool(arguments.get(NO_LOCAL)),
+                         bool(arguments.get(RETAIN_AS_PUBLISHED)),
+                         int(arguments.get(RETAIN_HANDLING) or 0))
+    identifier = arguments.get(SUBSCRIPTION_ID)
+    sub.identifier = identifier if isinstance(identifier, int) else None
+    return sub

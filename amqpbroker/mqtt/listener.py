@@ -5,11 +5,16 @@ connected (a new connection with an id in use closes the old one, MQTT 3.1.1 sec
 the AMQP listener, in every layout."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 
 from ..adapter import AdapterServer
 from .client_ids import ClusterClientIds
 from .connection import MqttConnection
+from .frames import SERVER_SHUTTING_DOWN
+
+log = logging.getLogger("amqpbroker.mqtt")
 from .retained import RetainedStore
 
 
@@ -24,6 +29,7 @@ class MqttServer(AdapterServer):
         self.clients: dict[str, MqttConnection] = {}        # client id -> its connection
         self.retained = RetainedStore(os.path.join(broker.config.data_dir, "mqtt"))
         self.cluster_ids: ClusterClientIds | None = None    # in a cluster, once used
+        self.endings: set = set()       # MQTT 5 sessions' queues being deleted
 
     def register(self, connection: MqttConnection) -> None:
         old = self.clients.get(connection.client_id)
@@ -43,6 +49,25 @@ class MqttServer(AdapterServer):
         if self.cluster_ids is not None:
             self.cluster_ids.release(connection)
 
+    def end_session(self, vhost: str, queue: str) -> None:
+        """An MQTT 5 session with expiry 0 ended: its kept queue goes (a task: the
+        connection is already closed)."""
+        task = asyncio.get_running_loop().create_task(self._delete(vhost, queue))
+        self.endings.add(task)
+        task.add_done_callback(self.endings.discard)
+
+    async def _delete(self, vhost: str, queue: str) -> None:
+        try:
+            await self.broker.metadata.delete_queue(vhost=vhost, name=queue, owner=None,
+                                                    if_unused=False, if_empty=False)
+        except Exception as exc:        # noqa: BLE001 -- logged; it expires by x-expires
+            log.warning("MQTT session queue '%s' in vhost '%s' not deleted: %s", queue,
+                        vhost, exc)
+
     async def stop(self) -> None:
+        for connection in list(self.connections):     # MQTT 5: why (0x8B)
+            connection.disconnect(SERVER_SHUTTING_DOWN)
         await super().stop()
+        if self.endings:
+            await asyncio.gather(*self.endings, return_exceptions=True)
         self.retained.flush()

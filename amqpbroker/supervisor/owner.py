@@ -39,7 +39,7 @@ from ..tracing import Traces
 from .definitions import Definitions
 from .delayed import DelayedMessages
 from .groups import Groups
-from .metadata import LocalMetadata, global_parameters_op, snapshot
+from .metadata import LocalMetadata, global_parameters_op, queue_op, snapshot
 from .recent_history import RecentHistory
 from .tally import LocalCounts, Tally
 from .topics import Topics
@@ -286,6 +286,21 @@ class MetadataOwner(Broker):
         else:
             self.global_parameters[name] = value
         self.changed(global_parameters_op(self))
+        self.persist()
+
+    # ------------------------------------------------------------ a queue's expiry
+    def set_queue_expires(self, q, expires_ms: int) -> None:
+        """A queue's own ``x-expires`` changed after its declare: an MQTT 5 client changed
+        its session's expiry (RabbitMQ's ``update_session_expiry_interval`` rewrites the
+        queue's arguments the same way). Its host takes it at once (the timer counts again
+        from now), the definitions store it, the front-ends' copies learn it."""
+        if q.arguments.get("x-expires") == expires_ms or q.deleted:
+            return
+        q.arguments = dict(q.arguments, **{"x-expires": expires_ms})
+        q.apply_policy()                # the effective arguments, sent to its hosts
+        if q.durable:
+            self.definitions.queue_made(q.vhost.name, q.name)
+        self.changed(queue_op(q))
         self.persist()
 
     # ------------------------------------------------------------ limits

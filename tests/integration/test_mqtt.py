@@ -290,7 +290,7 @@ def test_logins(broker):
     assert connack("l5", username="nope:guest", password="guest") == b"\x00\x04"  # no vhost
     assert connack("l6") == b"\x00\x00"         # anonymous: the default user
     assert connack("", clean_session=False) == b"\x00\x02"
-    assert connack("l7", level=5) == b"\x00\x01"                   # MQTT 5: not spoken
+    assert connack("l7", level=6) == b"\x00\x01"                   # no such MQTT
     assert connack("l8", level=3) == b"\x00\x00"                   # MQTT 3.1
 
 

@@ -59,9 +59,95 @@ def test_subscribe_and_unsubscribe():
     p = f.Parser()
     (s,) = p.feed(f._packet(f.SUBSCRIBE, 2, b"\x00\x07" + f._string("a/+") + b"\x01"
                             + f._string("#") + b"\x02"))
-    assert s == f.Subscribe(7, [("a/+", 1), ("#", 2)])
+    assert s == f.Subscribe(7, [f.Subscription("a/+", 1), f.Subscription("#", 2)])
     (u,) = p.feed(f._packet(f.UNSUBSCRIBE, 2, b"\x00\x08" + f._string("a/+")))
     assert u == f.Unsubscribe(8, ["a/+"])
+
+
+# ------------------------------------------------------------ MQTT 5
+user_properties = st.lists(st.tuples(topics, st.text(max_size=20)), max_size=3)
+properties = st.fixed_dictionaries({}, optional={
+    "payload_format_indicator": st.integers(0, 1),
+    "message_expiry_interval": st.integers(0, 2**32 - 1),
+    "content_type": st.text(max_size=30),
+    "response_topic": topics,
+    "correlation_data": st.binary(max_size=40),
+    "topic_alias": st.integers(1, 0xFFFF),
+    "user_property": user_properties.filter(bool),
+    "subscription_identifier": st.lists(st.integers(1, 268_435_455), min_size=1, max_size=3),
+})
+
+
+@given(topic=topics, payload=st.binary(max_size=300), qos=st.integers(0, 1),
+       packet_id=st.integers(1, 0xFFFF), props=properties, split=st.integers(0, 400))
+def test_mqtt5_publish_with_properties_round_trips(topic, payload, qos, packet_id, props,
+                                                   split):
+    raw = f.publish_packet(topic, payload, qos, packet_id if qos else None, level=5,
+                           properties=props)
+    p = f.Parser()
+    p.level = 5
+    got = p.feed(raw[:split]) + p.feed(raw[split:])
+    assert got == [f.Publish(topic, payload, qos, False, False, packet_id if qos else None,
+                             props)]
+
+
+def test_mqtt5_connect_sets_the_level_of_what_follows():
+    raw = f.connect_packet("c5", level=5, keepalive=9, properties={
+        "session_expiry_interval": 300, "receive_maximum": 5, "topic_alias_maximum": 4,
+        "user_property": [("a", "1"), ("a", "2")]},
+        will=("w/t", b"bye", 1, False), will_properties={"will_delay_interval": 7,
+                                                         "content_type": "text/plain"})
+    p = f.Parser()
+    (c,) = p.feed(raw)
+    assert (c.level, c.keepalive, c.client_id, p.level) == (5, 9, "c5", 5)
+    assert c.properties == {"session_expiry_interval": 300, "receive_maximum": 5,
+                            "topic_alias_maximum": 4, "user_property": [("a", "1"), ("a", "2")]}
+    assert c.will_properties == {"will_delay_interval": 7, "content_type": "text/plain"}
+    assert (c.will_topic, c.will_message, c.will_qos) == ("w/t", b"bye", 1)
+    # a PUBACK with a reason code, a bare DISCONNECT and one with a reason and properties
+    (ack, d1, d2) = p.feed(b"\x40\x03\x00\x05\x10" + b"\xe0\x00"
+                           + f.disconnect_packet(0x04, {"session_expiry_interval": 0}))
+    assert ack == f.PubAck(5, 0x10)
+    assert d1 == f.Disconnect()
+    assert d2 == f.Disconnect(0x04, {"session_expiry_interval": 0})
+
+
+def test_mqtt5_subscription_options():
+    p = f.Parser()
+    p.level = 5
+    body = b"\x00\x07" + f.encode_properties({"subscription_identifier": [42]}) \
+        + f._string("a/+") + bytes([0x01 | 0x04 | 0x08 | 0x20]) + f._string("#") + b"\x00"
+    (s,) = p.feed(f._packet(f.SUBSCRIBE, 2, body))
+    assert s == f.Subscribe(7, [f.Subscription("a/+", 1, True, True, 2),
+                                f.Subscription("#", 0)], {"subscription_identifier": [42]})
+
+
+@pytest.mark.parametrize("raw", [
+    # reserved option bits
+    f._packet(f.SUBSCRIBE, 2, b"\x00\x01\x00" + f._string("t") + b"\x40"),
+    # retain handling 3
+    f._packet(f.SUBSCRIBE, 2, b"\x00\x01\x00" + f._string("t") + b"\x30"),
+    # an unknown property identifier
+    f._packet(f.PUBLISH, 0, f._string("t") + b"\x02\x7f\x00"),
+    # a property given twice that may not repeat
+    f._packet(f.PUBLISH, 0, f._string("t") + b"\x04\x01\x00\x01\x01"),
+    # properties longer than the packet
+    f._packet(f.PUBLISH, 0, f._string("t") + b"\x09\x01\x00"),
+])
+def test_malformed_mqtt5_packets_raise(raw):
+    p = f.Parser()
+    p.level = 5
+    with pytest.raises(f.FrameError):
+        p.feed(raw)
+
+
+def test_mqtt5_acknowledgements_as_built():
+    assert f.puback_packet(3, level=5) == b"\x40\x02\x00\x03"
+    assert f.puback_packet(3, 0x10, level=5) == b"\x40\x03\x00\x03\x10"
+    assert f.suback_packet(3, [1, 0x80], level=5) == b"\x90\x05\x00\x03\x00\x01\x80"
+    assert f.unsuback_packet(3, [0, 0x11], level=5) == b"\xb0\x05\x00\x03\x00\x00\x11"
+    assert f.connack_packet(0, True, level=5, properties={"receive_maximum": 10}) == \
+        b"\x20\x06\x01\x00\x03\x21\x00\x0a"
 
 
 def test_topic_mapping_as_rabbitmq():
