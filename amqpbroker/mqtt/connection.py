@@ -484,7 +484,7 @@ class MqttConnection(AdapterConnection):
                     self.amqp.channel(on_open_callback=self._confirms_opened)
                 self.confirm_backlog.append(message)
         if p.retain:
-            self.server.retained.retain(self.vhost, p.topic, p.payload, qos)
+            self.server.retained.retain(self.vhost, p.topic, p.payload, qos, p.properties)
 
     def _mqtt5_publish(self, p: f.Publish) -> bool:
         """MQTT 5's checks of a PUBLISH, and its topic alias resolved: False when the
@@ -585,7 +585,7 @@ class MqttConnection(AdapterConnection):
             qos, False, c.will_retain, props, time.time()), c.will_message)
         self._flush_amqp()
         if c.will_retain:
-            self.server.retained.retain(self.vhost, c.will_topic, c.will_message, qos)
+            self.server.retained.retain(self.vhost, c.will_topic, c.will_message, qos, props)
 
     def _delay_will(self, key: bytes, qos: int, props: dict, payload: bytes,
                     delay: int) -> None:
@@ -659,11 +659,11 @@ class MqttConnection(AdapterConnection):
         for sub, new in fresh:
             if sub.retain_handling == 2 or (sub.retain_handling == 1 and not new):
                 continue
-            for topic, payload, retained_qos in self.server.retained.matching(self.vhost,
-                                                                              sub.filter):
+            for topic, payload, retained_qos, props in self.server.retained.matching(
+                    self.vhost, sub.filter):
                 out = min(sub.qos, retained_qos)
-                props = {"subscription_identifier": [sub.identifier]} \
-                    if sub.identifier else {}
+                if sub.identifier:
+                    props = dict(props, subscription_identifier=[sub.identifier])
                 self._send_publish(topic, payload, out, self._packet_id() if out else None,
                                    True, False, props)
 

@@ -245,6 +245,21 @@ def test_retain_as_published_and_retain_handling(clients):
         assert [m.payload for m in c.take()] == [b""]
 
 
+def test_a_retained_message_keeps_its_properties_and_expiry(clients):
+    pub = clients("rp-pub")
+    pub.publish("rp/t", b"kept", qos=1, retain=True, properties={
+        "ContentType": "text/plain", "UserProperty": [("k", "v")],
+        "MessageExpiryInterval": 600})
+    sub = clients("rp-sub")
+    assert sub.subscribe(("rp/#", 1), properties={"SubscriptionIdentifier": 5}) == [1]
+    (m,) = sub.take()
+    p = m.properties
+    assert (m.payload, m.retain, p.ContentType, p.UserProperty, p.SubscriptionIdentifier) \
+        == (b"kept", True, "text/plain", [("k", "v")], [5])
+    assert 599 <= p.MessageExpiryInterval <= 600
+    pub.publish("rp/t", b"", qos=1, retain=True)
+
+
 def test_unsuback_reason_codes(clients):
     c = clients("us")
     assert c.subscribe(("us/a", 1), ("us/b", 0)) == [1, 0]

@@ -189,6 +189,22 @@ def test_matching(topic_filter, topic, expected):
     assert matches(topic_filter, topic) is expected
 
 
+def test_retained_mqtt5_properties_and_expiry_persist(tmp_path):
+    store = RetainedStore(str(tmp_path))
+    props = {"content_type": "text/plain", "correlation_data": b"\xff\x00",
+             "user_property": [("k", "v"), ("k", "w")], "topic_alias": 3}
+    store.retain("/", "p/kept", b"1", 1, dict(props, message_expiry_interval=100))
+    store.retain("/", "p/gone", b"2", 1, {"message_expiry_interval": 0})
+    store.flush()
+    again = RetainedStore(str(tmp_path))
+    ((topic, payload, qos, got),) = again.matching("/", "p/#")
+    assert (topic, payload, qos) == ("p/kept", b"1", 1)
+    assert 99 <= got.pop("message_expiry_interval") <= 100     # what is left of it
+    del props["topic_alias"]                                    # not the message's own
+    assert got == props
+    assert again.matching("/", "p/gone") == []
+
+
 def test_retained_store_persists_and_clears(tmp_path):
     store = RetainedStore(str(tmp_path))
     store.retain("/", "a/b", b"1", 1)
@@ -196,11 +212,11 @@ def test_retained_store_persists_and_clears(tmp_path):
     store.retain("v", "a/b", b"other vhost", 0)
     store.flush()
     again = RetainedStore(str(tmp_path))
-    assert again.matching("/", "a/+") == [("a/b", b"1", 1), ("a/c", b"2", 0)]
-    assert again.matching("v", "a/b") == [("a/b", b"other vhost", 0)]
+    assert again.matching("/", "a/+") == [("a/b", b"1", 1, {}), ("a/c", b"2", 0, {})]
+    assert again.matching("v", "a/b") == [("a/b", b"other vhost", 0, {})]
     again.retain("/", "a/b", b"", 1)                # empty payload: cleared
     again.vhost_deleted("v")
     again.flush()
     third = RetainedStore(str(tmp_path))
-    assert third.matching("/", "#") == [("a/c", b"2", 0)]
+    assert third.matching("/", "#") == [("a/c", b"2", 0, {})]
     assert third.matching("v", "#") == []
