@@ -215,12 +215,18 @@ class MqttConnection(AdapterConnection):
         if self.connected:
             log.info("closing MQTT connection %s", self.name)
 
-    def take_over(self) -> None:
-        """Another connection logged in with this client id."""
+    def take_over(self, successor=None) -> None:
+        """Another connection logged in with this client id (``successor``, when on this
+        node). MQTT 3.1.1: the will is not sent (RabbitMQ 3.10). MQTT 5: it is, as the
+        connection ended without DISCONNECT -- unless it has a Will Delay and the successor
+        goes on with the session (no Clean Start), as RabbitMQ 3.13 decides."""
         log.warning("MQTT disconnecting client %s with duplicate id '%s'", self.name,
                     self.client_id)
         self.disconnect(f.SESSION_TAKEN_OVER)
-        self.close()
+        send_will = self.level == 5 and self.will is not None and not (
+            self.will.will_properties.get("will_delay_interval")
+            and successor is not None and not successor.clean)
+        self.close(send_will=send_will)
 
     def _login_timeout(self) -> None:
         if not self.connected and not self.closed:

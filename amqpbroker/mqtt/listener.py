@@ -35,7 +35,7 @@ class MqttServer(AdapterServer):
         old = self.clients.get(connection.client_id)
         self.clients[connection.client_id] = connection
         if old is not None and old is not connection:
-            old.take_over()
+            old.take_over(connection)
         cluster = self.broker.cluster
         if cluster is not None:
             if self.cluster_ids is None:

@@ -397,10 +397,15 @@ def test_session_expiry_0_ends_with_the_connection(broker, clients):
 
 
 def test_a_second_connection_takes_the_session_over(broker, clients):
-    first = raw5(broker, "to5")
+    """The first is told why; its will goes, as it ended without DISCONNECT (MQTT 5,
+    3.1.3.2.2), where MQTT 3.1.1 (RabbitMQ 3.10) sends none on a take-over."""
+    watcher = clients("to5-watch")
+    assert watcher.subscribe(("to5/#", 1)) == [1]
+    first = raw5(broker, "to5", will=("to5/will", b"taken over", 1, False))
     clients("to5")
     assert parse5(read_packet(first)) == f.Disconnect(f.SESSION_TAKEN_OVER)
     assert closed_by_broker(first)
+    assert [m.payload for m in watcher.take()] == [b"taken over"]
 
 
 # ------------------------------------------------------------------ wills
