@@ -3,10 +3,13 @@ listener reaches the queues through its own AMQP listener, so an MQTT client on 
 meets the others, and a kept session (its QoS 1 queue lives on one node) is picked up again
 through another node; a client id is the cluster's: connecting on another node closes the
 older connection. Three real nodes, a real etcd, paho-mqtt, raw sockets and pika."""
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from amqpbroker.mqtt import frames as f
 from amqpbroker.testing.cluster import LocalCluster
 from amqpbroker.testing.cluster_clients import connect
-from amqpbroker.testing.mqtt_clients import Client, closed_by_broker, raw, read_packet
+from amqpbroker.testing.mqtt_clients import Client, Client5, closed_by_broker, raw, \
+    read_packet
 
 
 def test_mqtt_clients_on_different_nodes_meet(tmp_path):
@@ -67,3 +70,29 @@ def test_a_client_id_is_taken_over_across_nodes(tmp_path):
         finally:
             first.close()
             second.close()
+
+
+def test_an_mqtt5_session_keeps_its_subscription_options_on_another_node(tmp_path):
+    """An MQTT 5 session's subscription identifier and No Local live in its binding's
+    arguments, which every node has from etcd: taken up through another node, they hold."""
+    with LocalCluster(3, str(tmp_path / "cluster"), lease_ttl=3, together=True,
+                      args=("--mqtt-port", "-1")) as cluster:
+        n1, n2, n3 = cluster.nodes
+        session = {"SessionExpiryInterval": 600}
+        first = Client5((n1.host, n1.mqtt_port), "roamer5", properties=session)
+        assert first.subscribe(("r5/t", SubscribeOptions(1, noLocal=True)),
+                               properties={"SubscriptionIdentifier": 11}) == [1]
+        first.disconnect()
+        back = Client5((n2.host, n2.mqtt_port), "roamer5", clean_start=False,
+                       properties=session)
+        other = Client5((n3.host, n3.mqtt_port), "r5-pub")
+        try:
+            assert back.connack[2] is True
+            back.publish("r5/t", b"own", qos=1)                 # No Local: not back to it
+            other.publish("r5/t", b"other", qos=1)
+            (m,) = back.take()
+            assert (m.payload, m.properties.SubscriptionIdentifier) == (b"other", [11])
+            back.disconnect(properties={"SessionExpiryInterval": 0})
+        finally:
+            back.close()
+            other.close()

@@ -14,13 +14,13 @@ import urllib.parse
 
 import pika
 import pytest
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from amqpbroker.mqtt import frames as f
 from amqpbroker.testing import LAYOUTS, BrokerProcess
 from amqpbroker.testing.closing import closing_clients
 from amqpbroker.testing.leaks import wait_until
 from amqpbroker.testing.mqtt_clients import TIMEOUT, Client5, closed_by_broker, read_packet
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 pytestmark = pytest.mark.own_layout         # every broker here names its layout
 
