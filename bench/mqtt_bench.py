@@ -4,6 +4,8 @@ broker's cost, not paho's), against any MQTT 3.1.1 brokers, interleaved.
     python bench/mqtt_bench.py --target ours=127.0.0.1:1883:<pid> \\
         --target rabbitmq=127.0.0.1:1884:<pid> --qos 0,1 --size 16,1024 --count 50000 --repeat 3
 
+A QoS written ``v5:0`` / ``v5:1`` runs both clients as MQTT 5 clients (no properties).
+
 Each run: a subscriber (clean session) subscribes to a fresh topic with the QoS; a publisher
 sends ``count`` messages of ``size`` bytes (QoS 1: at most ``window`` without their PUBACK);
 the subscriber PUBACKs each QoS 1 delivery. Reported: messages per second from the first
@@ -32,11 +34,13 @@ class Conn:
         self.pending: list = []
 
     @classmethod
-    async def open(cls, host, port, client_id):
+    async def open(cls, host, port, client_id, level=4):
         reader, writer = await asyncio.open_connection(host, port)
         conn = cls(reader, writer)
-        writer.write(f.connect_packet(client_id, username="guest", password="guest"))
+        writer.write(f.connect_packet(client_id, username="guest", password="guest",
+                                      level=level))
         assert (await conn.next()).kind == f.CONNACK
+        conn.parser.level = level
         return conn
 
     async def next(self):
@@ -62,12 +66,16 @@ class Conn:
         self.writer.close()
 
 
-async def run_once(host, port, qos, size, count, window) -> float:
+async def run_once(host, port, mode, size, count, window) -> float:
+    level = 5 if mode.startswith("v5:") else 4
+    qos = int(mode.removeprefix("v5:"))
+    v5 = b"\x00" if level == 5 else b""            # an empty property list
     topic = f"bench/{uuid.uuid4().hex[:8]}"
-    sub = await Conn.open(host, port, "bench-sub-" + uuid.uuid4().hex[:6])
-    sub.writer.write(f._packet(f.SUBSCRIBE, 2, b"\x00\x01" + f._string(topic) + bytes([qos])))
+    sub = await Conn.open(host, port, "bench-sub-" + uuid.uuid4().hex[:6], level)
+    sub.writer.write(f._packet(f.SUBSCRIBE, 2, b"\x00\x01" + v5 + f._string(topic)
+                               + bytes([qos])))
     assert (await sub.next()).kind == f.SUBACK
-    pub = await Conn.open(host, port, "bench-pub-" + uuid.uuid4().hex[:6])
+    pub = await Conn.open(host, port, "bench-pub-" + uuid.uuid4().hex[:6], level)
     payload = b"x" * size
     done = asyncio.get_running_loop().create_future()
 
@@ -84,7 +92,7 @@ async def run_once(host, port, qos, size, count, window) -> float:
     receiver = asyncio.create_task(receive())
     start = time.perf_counter()
     if qos == 0:
-        chunk = f.publish_packet(topic, payload) * 100
+        chunk = f.publish_packet(topic, payload, level=level) * 100
         for _ in range(count // 100):
             pub.writer.write(chunk)
             await pub.writer.drain()
@@ -93,7 +101,8 @@ async def run_once(host, port, qos, size, count, window) -> float:
         while acked < count:
             while sent < count and sent - acked < window:
                 sent += 1
-                pub.writer.write(f.publish_packet(topic, payload, 1, (sent % 65535) + 1))
+                pub.writer.write(f.publish_packet(topic, payload, 1, (sent % 65535) + 1,
+                                                  level=level))
             for p in await pub.batch():
                 if isinstance(p, f.PubAck):
                     acked += 1
@@ -105,4 +114,4 @@ async def run_once(host, port, qos, size, count, window) -> float:
 
 
 if __name__ == "__main__":
-    plugin_bench.main(__doc__, "QoS", "0,1", run_once, int)
+    plugin_bench.main(__doc__, "QoS", "0,1", run_once)

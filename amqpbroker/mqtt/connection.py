@@ -470,11 +470,11 @@ class MqttConnection(AdapterConnection):
             self.close(send_will=True)
             return
         qos = min(p.qos, 1)
-        if self.level == 5:
-            publisher = self.client_id if self._no_local(p.topic) else None
+        publisher = self.client_id if self.level == 5 and self._no_local(p.topic) else None
+        if self.level == 5 and (p.properties or p.retain or publisher):
             properties = mqtt5.to_amqp_properties(qos, p.dup, p.retain, p.properties,
                                                   time.time(), publisher)
-        else:
+        else:                           # what mqtt5.to_amqp_properties makes of none
             properties = PROPERTIES[qos][p.dup]
         message = (to_amqp(p.topic).encode(), properties, p.payload)
         if not qos:
@@ -821,7 +821,7 @@ class MqttConnection(AdapterConnection):
         props, retain, send = {}, False, True
         if self.level == 5:
             try:
-                got = mqtt5.from_amqp_properties(m.properties, time.time())
+                got = mqtt5.from_amqp_properties_cached(m.properties, time.time())
             except ValueError:
                 log.error("MQTT connection %s: a delivery's properties do not decode",
                           self.name)
@@ -834,7 +834,7 @@ class MqttConnection(AdapterConnection):
                 send = False            # its own message, on No Local subscriptions only
             ids = sorted({sub.identifier for sub in matched if sub.identifier})
             if ids:
-                props["subscription_identifier"] = ids
+                props = dict(props, subscription_identifier=ids)
             retain = got.retained and any(sub.retain_as_published for sub in matched)
         else:
             try:

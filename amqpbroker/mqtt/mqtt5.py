@@ -113,6 +113,24 @@ class Received:
         self.qos, self.dup = qos, dup     # ``x-mqtt-publish-qos`` (None: not MQTT's), -dup
 
 
+_RECEIVED: dict[bytes, Received] = {}
+_RECEIVED_MAX = 1024
+
+
+def from_amqp_properties_cached(raw: bytes, now: float) -> Received:
+    """``from_amqp_properties``, remembered for property bytes seen before (a publisher's
+    messages mostly carry the same ones) unless the result counts down (a message
+    expiry). The result is shared: not to be changed."""
+    got = _RECEIVED.get(raw)
+    if got is None:
+        got = from_amqp_properties(raw, now)
+        if "message_expiry_interval" not in got.properties:
+            if len(_RECEIVED) >= _RECEIVED_MAX:
+                _RECEIVED.clear()
+            _RECEIVED[raw] = got
+    return got
+
+
 def from_amqp_properties(raw: bytes, now: float) -> Received:
     """Raises ValueError when ``raw`` does not decode."""
     p = P.decode(raw)

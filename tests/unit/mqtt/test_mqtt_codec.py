@@ -220,3 +220,17 @@ def test_retained_store_persists_and_clears(tmp_path):
     third = RetainedStore(str(tmp_path))
     assert third.matching("/", "#") == [("a/c", b"2", 0, {})]
     assert third.matching("v", "#") == []
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("dup", [False, True])
+def test_an_mqtt5_publish_without_properties_is_stored_as_a_3_1_1_one(qos, dup):
+    """The MQTT 5 publish path takes the 3.1.1 clients' precomputed properties when a
+    message has no properties of its own: they must say the same."""
+    from amqpbroker.mqtt import mqtt5
+    from amqpbroker.mqtt.connection import PROPERTIES
+    from amqpbroker.protocol import properties as P
+    five, three = (P.decode(raw) for raw in (mqtt5.to_amqp_properties(qos, dup, False, {}, 0),
+                                             PROPERTIES[qos][dup]))
+    assert (five.headers, five.delivery_mode) == (three.headers, three.delivery_mode)
+    assert mqtt5.from_amqp_properties(PROPERTIES[qos][dup], 0).properties == {}
