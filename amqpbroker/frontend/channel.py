@@ -115,7 +115,7 @@ class Channel:
         if self.tx is not None:
             self._check_publish(ev)
             if ev.scan.has_headers:
-                self._decode_properties(ev.properties)     # at publish, not at commit
+                self._decode_headers(ev.properties)     # at publish, not at commit
             self.tx.append(("publish", ev, False))
             return None
         return self._publish(ev)
@@ -167,8 +167,7 @@ class Channel:
         headers = props = None
         flags = 0
         if scan.has_headers:
-            props = self._decode_properties(raw)
-            headers = props.headers or {}
+            headers = self._decode_headers(raw)
             if "x-producer-id" in headers:
                 flags = PUB_PRODUCER        # the worker checks x-sequence (worker/dedup.py)
                 if session.protocol == "stream":
@@ -310,6 +309,15 @@ class Channel:
         unknown field type) is a frame error, as an undecodable method is."""
         try:
             return props_mod.decode(raw)
+        except ValueError as exc:
+            raise errors.FrameError(f"cannot decode content header on channel {self.number}: "
+                                    f"{exc}", 60, 40) from None
+
+    def _decode_headers(self, raw: bytes) -> dict:
+        """The headers table, all that routing reads (``props_mod.headers_of``); one that
+        cannot be decoded is a frame error, as in ``_decode_properties``."""
+        try:
+            return props_mod.headers_of(raw)
         except ValueError as exc:
             raise errors.FrameError(f"cannot decode content header on channel {self.number}: "
                                     f"{exc}", 60, 40) from None

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import struct
 
 from hypothesis import given
 from hypothesis import strategies as hs
@@ -83,3 +84,33 @@ def test_a_table_of_many_fields_decodes_whole():
     consumed, got = fieldtable.field_table(S.longstr(wire))
     assert consumed == len(wire) + 4
     assert len(got) == n and got[f"k{n - 1}"] is None
+
+
+@given(S.typed_properties())
+def test_the_headers_alone_decode_as_the_whole_property_list_does(typed):
+    """``properties.headers_of`` (what routing reads of a publish with headers) gives the
+    headers a full decode gives, for any property list."""
+    from amqpbroker.protocol import properties as P
+    raw, want = typed
+    assert same(P.headers_of(raw), P.decode(raw).headers or {})
+    assert same(P.headers_of(raw), want.get("headers", {}))
+
+
+@given(S.TABLES, hs.integers(0, 40), hs.binary(min_size=1, max_size=3))
+def test_a_broken_headers_table_is_refused_as_the_full_decode_refuses_it(table, at, junk):
+    """Bytes overwritten inside a headers table: ``headers_of`` refuses (ValueError) what
+    the full decode refuses, and decodes alike what it takes."""
+    from amqpbroker.protocol import properties as P
+    wire = table[0][:at] + junk + table[0][at + len(junk):]
+    raw = struct.pack(">H", P.F_HEADERS) + wire
+    try:
+        full = P.decode(raw).headers or {}
+    except ValueError:
+        full = None
+    try:
+        alone = P.headers_of(raw)
+    except ValueError:
+        alone = None
+    assert (full is None) == (alone is None)
+    if full is not None:
+        assert same(alone, full)
