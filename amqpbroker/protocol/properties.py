@@ -440,6 +440,35 @@ def with_binary_headers(raw: bytes, values: dict) -> bytes:
     return _append_headers(raw, (), entries, lambda: rewrite(raw, set_headers=values))
 
 
+def stream_place(raw: bytes) -> tuple[int, int, int, int] | None:
+    """A stream delivery's ``x-stream-offset`` and ``x-stream-timestamp`` read where
+    ``with_stream_headers`` put them, the last two entries of the headers table (always the
+    last: appended, or rewritten to the end), without walking the table: (offset,
+    timestamp, start, stop) with ``raw[start:stop]`` the table's other entries; None when
+    the table does not end with them (``pick`` then)."""
+    if len(raw) < 6:
+        return None
+    flags = _U16.unpack_from(raw, 0)[0]
+    if not flags & F_HEADERS or flags & 1:
+        return None
+    pos = 2
+    if flags & F_CONTENT_TYPE:
+        pos += 1 + raw[pos]
+    if flags & F_CONTENT_ENCODING:
+        pos += 1 + raw[pos]
+    if pos + 4 > len(raw):
+        return None
+    end = pos + 4 + _U32.unpack_from(raw, pos)[0]
+    stamp_at = end - _STAMP_ENTRY
+    offset_at = stamp_at - _OFFSET_ENTRY
+    if offset_at < pos + 4 or end > len(raw) \
+            or not raw.startswith(_OFFSET_HEAD, offset_at) \
+            or not raw.startswith(_STAMP_HEAD, stamp_at):
+        return None
+    return (_I64.unpack_from(raw, offset_at + len(_OFFSET_HEAD))[0],
+            _I64.unpack_from(raw, stamp_at + len(_STAMP_HEAD))[0], pos + 4, offset_at)
+
+
 def _append_headers(raw: bytes, names, entries: bytes, slow) -> bytes:
     """``raw`` with the table ``entries`` appended to its headers (created if absent), or
     ``slow()`` when that splice cannot be right (continuation flags; a header of one of
@@ -467,6 +496,8 @@ _I32 = struct.Struct(">i")
 _X_PARTITION = _shortstr("x-partition")
 _X_STREAM_OFFSET = _shortstr("x-stream-offset")
 _X_STREAM_TIMESTAMP = _shortstr("x-stream-timestamp")
+_OFFSET_HEAD, _STAMP_HEAD = _X_STREAM_OFFSET + b"l", _X_STREAM_TIMESTAMP + b"l"
+_OFFSET_ENTRY, _STAMP_ENTRY = len(_OFFSET_HEAD) + 8, len(_STAMP_HEAD) + 8
 
 
 class Encoded(bytes):

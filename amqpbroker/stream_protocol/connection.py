@@ -1097,10 +1097,23 @@ def _pika_properties(p) -> pika.BasicProperties:
 _PLACE = ("x-stream-offset", "x-stream-timestamp", RAW)
 
 
+_RAW_ENTRY = bytes([len(RAW)]) + RAW.encode() + b"t\x01"     # a raw publish's first header
+
+
 def _place_of(d) -> tuple[int, int, bool]:
     """A stream delivery's offset, when it was stored (ms), and whether it is raw bytes (its
-    body is the message, no properties to convert)."""
-    headers, _ = props_mod.pick(d.properties, _PLACE)
+    body is the message, no properties to convert). Read in place for what this adapter
+    stores (``x-stream-raw`` first in the table, the delivery's stream headers last), else
+    by decoding those headers."""
+    raw = d.properties
+    place = props_mod.stream_place(raw)
+    if place is not None:
+        offset, timestamp, start, stop = place
+        if raw.startswith(_RAW_ENTRY, start):
+            return offset, timestamp, True
+        if raw.find(_RAW_ENTRY[1:-2], start, stop) < 0:     # the name nowhere in the table
+            return offset, timestamp, False
+    headers, _ = props_mod.pick(raw, _PLACE)
     return (headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0),
             headers.get(RAW) is True)
 
