@@ -226,6 +226,9 @@ class Parser:
         return buf[pos] >> 4, buf[pos] & 0x0F, i, length
 
 
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+
+
 class _Reader:
     def __init__(self, body: bytes):
         self.body, self.at = body, 0
@@ -236,12 +239,18 @@ class _Reader:
         self.at += 1
         return self.body[self.at - 1]
 
-    def u16(self) -> int:
-        if self.at + 2 > len(self.body):
+    def _unpack(self, fixed: struct.Struct) -> int:
+        if self.at + fixed.size > len(self.body):
             raise FrameError("packet too short")
-        (value,) = struct.unpack_from(">H", self.body, self.at)
-        self.at += 2
+        (value,) = fixed.unpack_from(self.body, self.at)
+        self.at += fixed.size
         return value
+
+    def u16(self) -> int:
+        return self._unpack(_U16)
+
+    def u32(self) -> int:
+        return self._unpack(_U32)
 
     def binary(self) -> bytes:
         n = self.u16()
@@ -255,13 +264,6 @@ class _Reader:
             return self.binary().decode()
         except UnicodeDecodeError:
             raise FrameError("a string is not UTF-8") from None
-
-    def u32(self) -> int:
-        if self.at + 4 > len(self.body):
-            raise FrameError("packet too short")
-        (value,) = struct.unpack_from(">I", self.body, self.at)
-        self.at += 4
-        return value
 
     def varint(self) -> int:
         value, shift = 0, 0
