@@ -2,7 +2,8 @@
 they rely on a feature (or an upgrade). This broker announces RabbitMQ 3.13 (``/api/overview``):
 it lists 3.13's core and management flags whose features it has, every one enabled —
 there is no mixed-version cluster here to wait for. Left out: what it has not (Khepri's
-``khepri_db``, MQTT's flags).
+``khepri_db``, the MQTT plugin's internal ones about its Ra cluster and QoS 0 queue type);
+``mqtt_v5`` is listed, as the broker speaks MQTT 5.
 
 Who may (RabbitMQ's rules, measured on 3.10.8): administrators; enabling an enabled flag is
 204, an unknown one 400 "unsupported".
@@ -15,7 +16,7 @@ from .api import Route, bad_request, no_content
 QUEUES = "https://www.rabbitmq.com/quorum-queues.html"
 STREAMS = "https://www.rabbitmq.com/stream.html"
 # (name, desc, doc_url, stability, provided_by): RabbitMQ 3.13.7's rabbit_core_ff,
-# rabbit_mgmt_ff, rabbit_mgmt_app
+# rabbit_mgmt_ff, rabbit_mgmt_app, rabbit_mqtt_ff
 FLAGS = (
     ("classic_mirrored_queue_version", "Support setting version for classic mirrored queues",
      "", "required", "rabbit"),
@@ -40,6 +41,7 @@ FLAGS = (
     ("message_containers", "Message containers.", "", "stable", "rabbit"),
     ("message_containers_deaths_v2", "Bug fix for dead letter cycle detection",
      "https://github.com/rabbitmq/rabbitmq-server/issues/11159", "stable", "rabbit"),
+    ("mqtt_v5", "Support MQTT 5.0", "", "stable", "rabbitmq_mqtt"),       # rabbit_mqtt_ff
     ("quorum_queue", "Support queues of type `quorum`", QUEUES, "required", "rabbit"),
     ("quorum_queue_non_voters",
      "Allows new quorum queue members to be added as non voters initially.", "", "stable",

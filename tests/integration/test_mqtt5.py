@@ -118,6 +118,8 @@ def test_the_management_api_shows_mqtt_5(broker, clients):
                 if c.get("client_properties", {}).get("client_id") == "c5-mgmt"]
     (conn,) = wait_until(listed, TIMEOUT)
     assert conn["protocol"] == "MQTT 5.0"
+    flags = {f["name"]: f["state"] for f in broker.api("feature-flags")}
+    assert flags["mqtt_v5"] == "enabled"                  # RabbitMQ 3.13's flag for it
 
 
 # ------------------------------------------------------------------ messages
