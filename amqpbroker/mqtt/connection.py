@@ -143,6 +143,7 @@ class MqttConnection(AdapterConnection):
         self.subscriptions: dict[str, tuple] = {}   # filter -> (Subscription, arguments)
         self.returned: set = set()      # QoS 1 publishes no queue took (PUBACK 0x10)
         self.subscribing = False        # MQTT 5: a refusal is answered in the SUBACK
+        self.handed_over = False        # taken over: its session is not ended here
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -223,6 +224,7 @@ class MqttConnection(AdapterConnection):
         log.warning("MQTT disconnecting client %s with duplicate id '%s'", self.name,
                     self.client_id)
         self.disconnect(f.SESSION_TAKEN_OVER)
+        self.handed_over = True         # the session is the successor's now
         send_will = self.level == 5 and self.will is not None and not (
             self.will.will_properties.get("will_delay_interval")
             and successor is not None and not successor.clean)
@@ -802,10 +804,11 @@ class MqttConnection(AdapterConnection):
                 self._set_expiry(q, self._queue_wanted(qos)[2])
 
     def _end_session(self) -> None:
-        """MQTT 5 with a session expiry of 0: a kept session it took over ends with the
-        connection (a queue it declared itself auto-deletes)."""
+        """MQTT 5 with a session expiry of 0: a kept session it took up ends with the
+        connection (a queue it declared itself auto-deletes); not when another connection
+        with its client id took over, which decides what the session becomes."""
         vhost = self.server.broker.vhosts.get(self.vhost)
-        if self.level != 5 or self.session_expiry or vhost is None:
+        if self.level != 5 or self.session_expiry or vhost is None or self.handed_over:
             return
         for queue in subscription_queues(self.client_id):
             q = vhost.queues.get(queue)
