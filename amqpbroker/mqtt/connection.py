@@ -759,18 +759,17 @@ class MqttConnection(AdapterConnection):
             self.server.broker.set_queue_expires(queue, expires)
 
     async def _resume_session(self) -> None:
-        """A kept session: its subscriptions (MQTT 5: with their options, from the
-        bindings) and its queues consumed again."""
+        """A kept session: its subscriptions (with their MQTT 5 options) from the bindings,
+        and its queues consumed again."""
         vhost = self.server.broker.vhosts.get(self.vhost)
         if vhost is None:
             return
         queues = subscription_queues(self.client_id)
-        if self.level == 5:
-            exchange = vhost.exchanges.get(self.cfg.mqtt_exchange)
-            for (dest, key, _), arguments in (exchange.bindings.items() if exchange else ()):
-                if isinstance(dest, QueueRef) and dest.vhost is vhost and dest.name in queues:
-                    sub = _subscription(to_mqtt(key), queues.index(dest.name), arguments)
-                    self.subscriptions[sub.filter] = (sub, dict(arguments) or None)
+        exchange = vhost.exchanges.get(self.cfg.mqtt_exchange)
+        for (dest, key, _), arguments in (exchange.bindings.items() if exchange else ()):
+            if isinstance(dest, QueueRef) and dest.vhost is vhost and dest.name in queues:
+                sub = _subscription(to_mqtt(key), queues.index(dest.name), arguments)
+                self.subscriptions[sub.filter] = (sub, dict(arguments) or None)
         for qos in ((0, 1) if self.level == 5 else (1,)):
             if queues[qos] in vhost.queues:
                 await self._ensure_queue(qos)
@@ -822,6 +821,7 @@ class MqttConnection(AdapterConnection):
         sub_qos = self.consumers.get(m.consumer_tag, 0)
         topic = to_mqtt(m.routing_key)
         props, retain, send = {}, False, True
+        matched: list = []              # the client's subscriptions the topic matches
         if self.level == 5:
             try:
                 got = mqtt5.from_amqp_properties_cached(m.properties, time.time())
@@ -849,6 +849,13 @@ class MqttConnection(AdapterConnection):
             published, dup = headers.get("x-mqtt-publish-qos"), bool(headers.get("x-mqtt-dup"))
             if not isinstance(published, int):
                 published = None
+            if topic.startswith("$"):
+                matched = [sub for sub, _ in self.subscriptions.values()
+                           if sub.qos == sub_qos and matches(sub.filter, topic)]
+        if topic.startswith("$") and not matched:
+            # routed by a filter starting with a wildcard, which a topic starting with $
+            # does not match (MQTT 3.1.1 4.7.2, MQTT 5 4.7.2): the topic exchange knows no $
+            send = False
         dup = bool(m.redelivered or dup)
         qos = 0
         if sub_qos and send:

@@ -479,3 +479,18 @@ def test_a_disk_alarm_holds_mqtt_publishers_at_their_publish(tmp_path, layout):
                 "mqtt-subscription-alarm-pub")] == [0]
         finally:
             s.close()
+
+
+def test_a_topic_starting_with_dollar_is_not_matched_by_a_leading_wildcard(clients):
+    """MQTT 3.1.1 4.7.2: ``+/...`` (and ``#``) do not match ``$SYS/...``; ``$SYS/#`` does.
+    The topic exchange knows no ``$``: the delivery is dropped (and acked) at the client."""
+    wild = clients("dollar-wild")
+    assert wild.subscribe(("+/dx1", 1), ("+/dx0", 0)) == [1, 0]
+    exact = clients("dollar-exact")
+    assert exact.subscribe(("$SYS/#", 1)) == [1]
+    pub = clients("dollar-pub")
+    for topic in ("$SYS/dx1", "$SYS/dx0", "plain/dx1", "plain/dx0"):
+        pub.publish(topic, topic.encode(), qos=1)
+    assert sorted(m.payload for m in exact.take(2)) == [b"$SYS/dx0", b"$SYS/dx1"]
+    # the plain ones come, each through its filter; the $ ones through neither
+    assert sorted(m.payload for m in wild.take(2)) == [b"plain/dx0", b"plain/dx1"]

@@ -264,6 +264,17 @@ def test_a_retained_message_keeps_its_properties_and_expiry(clients):
     pub.publish("rp/t", b"", qos=1, retain=True)
 
 
+def test_dollar_topics_and_leading_wildcards(clients):
+    wild = clients("d5-wild")
+    assert wild.subscribe(("+/+", 1), properties={"SubscriptionIdentifier": 1}) == [1]
+    assert wild.subscribe(("$SYS/+", 1), properties={"SubscriptionIdentifier": 2}) == [1]
+    pub = clients("d5-pub")
+    pub.publish("$SYS/x", b"system", qos=1)
+    pub.publish("plain/x", b"plain", qos=1)
+    got = [(m.payload, m.properties.SubscriptionIdentifier) for m in wild.take(2)]
+    assert got == [(b"system", [2]), (b"plain", [1])]
+
+
 def test_unsuback_reason_codes(clients):
     c = clients("us")
     assert c.subscribe(("us/a", 1), ("us/b", 0)) == [1, 0]
