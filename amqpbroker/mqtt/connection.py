@@ -638,6 +638,13 @@ class MqttConnection(AdapterConnection):
                             sub.filter)
                 granted.append(f.TOPIC_FILTER_INVALID if self.level == 5 else f.SUBACK_FAILURE)
                 continue
+            if self.level == 5 and sub.filter.startswith("$share/"):
+                # CONNACK said Shared Subscription Available 0 (RabbitMQ 3.13 binds the
+                # name as a plain filter instead; MQTT 5 3.8.4 asks for this code)
+                log.warning("MQTT connection %s: shared subscription '%s' refused: shared "
+                            "subscriptions are not supported", self.name, sub.filter)
+                granted.append(f.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                continue
             sub.qos = min(sub.qos, 1)
             sub.identifier = identifier
             arguments = _binding_arguments(sub) if self.level == 5 else None

@@ -275,6 +275,13 @@ def test_dollar_topics_and_leading_wildcards(clients):
     assert got == [(b"system", [2]), (b"plain", [1])]
 
 
+def test_shared_subscriptions_are_refused_as_connack_said(clients):
+    c = clients("sh5")
+    assert c.connack[3].SharedSubscriptionAvailable == 0
+    assert c.subscribe(("$share/g/sh5/t", 1), ("sh5/t", 1)) == [
+        f.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, 1]
+
+
 def test_unsuback_reason_codes(clients):
     c = clients("us")
     assert c.subscribe(("us/a", 1), ("us/b", 0)) == [1, 0]
