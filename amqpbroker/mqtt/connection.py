@@ -503,8 +503,8 @@ class MqttConnection(AdapterConnection):
         alias = p.properties.pop("topic_alias", None)
         if problem is None and alias is not None:
             if not 0 < alias <= TOPIC_ALIAS_MAXIMUM:
-                problem = f.TOPIC_ALIAS_INVALID, f"topic alias {alias} is not in 1..." \
-                    f"{TOPIC_ALIAS_MAXIMUM}"
+                problem = (f.TOPIC_ALIAS_INVALID,
+                           f"topic alias {alias} is not in 1-{TOPIC_ALIAS_MAXIMUM}")
             elif p.topic:
                 self.aliases_in[alias] = p.topic
             elif alias in self.aliases_in:
