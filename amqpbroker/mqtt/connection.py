@@ -78,8 +78,8 @@ from ..protocol.fastpath import build_confirm, build_publish
 from . import frames as f
 from . import mqtt5
 from .retained import matches
-from .topics import (CERT_MAPPING, PORT_MAPPING, pick_vhost, subscription_queues, to_amqp,
-                     to_mqtt, valid_filter, valid_topic)
+from .topics import (CERT_MAPPING, PORT_MAPPING, SHARE, pick_vhost, shared, shared_queue,
+                     subscription_queues, to_amqp, to_mqtt, valid_filter, valid_topic)
 
 log = logging.getLogger("amqpbroker.mqtt")
 
@@ -144,6 +144,8 @@ class MqttConnection(AdapterConnection):
         self.returned: set = set()      # QoS 1 publishes no queue took (PUBACK 0x10)
         self.subscribing = False        # MQTT 5: a refusal is answered in the SUBACK
         self.handed_over = False        # taken over: its session is not ended here
+        self.shared: dict[str, tuple] = {}  # "$share/..." -> (consumer tag, Subscription,
+        self.next_share = 0                 #                  its filter)
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -323,10 +325,10 @@ class MqttConnection(AdapterConnection):
         return self.cfg.max_message_size + 2 + 0xFFFF + 2 + (0xFFFF if self.level == 5 else 0)
 
     def _connack_properties(self) -> dict:
-        """RabbitMQ 3.13's CONNACK properties."""
+        """RabbitMQ 3.13's CONNACK properties, but Shared Subscription Available (RabbitMQ
+        says 0; here its default, 1, holds)."""
         props = {"maximum_qos": 1, "topic_alias_maximum": TOPIC_ALIAS_MAXIMUM,
                  "maximum_packet_size": self._max_packet_in() + 5,
-                 "shared_subscription_available": 0,
                  "session_expiry_interval": self.session_expiry}
         if self.assigned_id:
             props["assigned_client_identifier"] = self.client_id
@@ -638,15 +640,18 @@ class MqttConnection(AdapterConnection):
                             sub.filter)
                 granted.append(f.TOPIC_FILTER_INVALID if self.level == 5 else f.SUBACK_FAILURE)
                 continue
-            if self.level == 5 and sub.filter.startswith("$share/"):
-                # CONNACK said Shared Subscription Available 0 (RabbitMQ 3.13 binds the
-                # name as a plain filter instead; MQTT 5 3.8.4 asks for this code)
-                log.warning("MQTT connection %s: shared subscription '%s' refused: shared "
-                            "subscriptions are not supported", self.name, sub.filter)
-                granted.append(f.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-                continue
             sub.qos = min(sub.qos, 1)
             sub.identifier = identifier
+            share = shared(sub.filter) if self.level == 5 and sub.filter.startswith(SHARE) \
+                else None
+            if share is not None or (self.level == 5 and sub.filter.startswith(SHARE)):
+                code = await self._subscribe_shared(sub, share)
+                if code is None:
+                    return                  # a protocol error: the connection is closed
+                if code >= 0x80 and code != f.TOPIC_FILTER_INVALID:
+                    failed = code
+                granted.append(code)
+                continue                    # no retained messages for a share (MQTT 5 3.8.4)
             arguments = _binding_arguments(sub) if self.level == 5 else None
             old = self.subscriptions.get(sub.filter)
             new = old is None or old[0] != sub
@@ -682,6 +687,53 @@ class MqttConnection(AdapterConnection):
                 self._send_publish(topic, payload, out, self._packet_id() if out else None,
                                    True, False, props)
 
+    async def _subscribe_shared(self, sub: f.Subscription, share) -> int | None:
+        """An MQTT 5 shared subscription (``topics.shared``): the share's queue, declared
+        alike by every member (durable, kept a day after its last member left), bound to
+        the filter and consumed on this connection's channel -- each message goes to one
+        member; one a member left unacknowledged goes to another. The SUBACK's code, or
+        None when the connection ended for it (No Local on a share: a protocol error)."""
+        if share is None:
+            log.warning("MQTT connection %s: not a shared subscription: '%s'", self.name,
+                        sub.filter)
+            return f.TOPIC_FILTER_INVALID
+        if sub.no_local:
+            log.error("MQTT protocol error on connection %s: No Local on shared subscription "
+                      "'%s'", self.name, sub.filter)
+            self.disconnect(f.PROTOCOL_ERROR)
+            self.close(send_will=True)
+            return None
+        known = self.shared.get(sub.filter)
+        if known is not None:               # again: its QoS and identifier are the new ones
+            self.consumers[known[0]] = sub.qos
+            self.shared[sub.filter] = (known[0], sub, share[1])
+            self.subscriptions[sub.filter] = (sub, None)
+            return sub.qos
+        queue = shared_queue(*share)
+        self.next_share += 1
+        tag = f"mqtt-share-{self.next_share}"
+        try:
+            self.subscribing = True
+            await self._call(lambda cb: self.channel.queue_declare(
+                queue, durable=True, arguments={"x-expires": MAX_SESSION_EXPIRY * 1000},
+                callback=cb))
+            await self._call(lambda cb: self.channel.queue_bind(
+                queue, self.cfg.mqtt_exchange, to_amqp(share[1]), callback=cb))
+            self.consumers[tag] = sub.qos
+            self.shared[sub.filter] = (tag, sub, share[1])
+            self.amqp.tap(self.channel.channel_number, self._deliver)
+            await self._call(lambda cb: self.channel.basic_consume(
+                queue, tapped, consumer_tag=tag, callback=cb))
+        except Ended as exc:
+            log.error("MQTT connection %s: shared subscription '%s' refused: %s", self.name,
+                      sub.filter, exc)
+            self.shared.pop(sub.filter, None)
+            return f.NOT_AUTHORIZED_5 if "403" in str(exc) else f.UNSPECIFIED_ERROR
+        finally:
+            self.subscribing = False
+        self.subscriptions[sub.filter] = (sub, None)
+        return sub.qos
+
     async def _bind(self, sub: f.Subscription, arguments, old, queues) -> None:
         """Bind the filter to its QoS's queue, then take away what it replaces (the same
         filter again replaces the subscription: MQTT 3.1.1 3.8.4, MQTT 5 3.8.4)."""
@@ -704,6 +756,13 @@ class MqttConnection(AdapterConnection):
         for topic_filter in u.topics:
             key = to_amqp(topic_filter)
             old = self.subscriptions.pop(topic_filter, None)
+            share = self.shared.pop(topic_filter, None)
+            if share is not None:           # this member leaves the share; the queue stays
+                self.consumers.pop(share[0], None)
+                await self._call(lambda cb, t=share[0]: self.channel.basic_cancel(
+                    t, callback=cb))
+                codes.append(f.SUCCESS)
+                continue
             if self.level == 5:
                 if old is None:
                     codes.append(f.NO_SUBSCRIPTION_EXISTED)
@@ -829,6 +888,7 @@ class MqttConnection(AdapterConnection):
         topic = to_mqtt(m.routing_key)
         props, retain, send = {}, False, True
         matched: list = []              # the client's subscriptions the topic matches
+        share = self._share_of(m.consumer_tag) if self.shared else None
         if self.level == 5:
             try:
                 got = mqtt5.from_amqp_properties_cached(m.properties, time.time())
@@ -837,8 +897,12 @@ class MqttConnection(AdapterConnection):
                           self.name)
                 got = mqtt5.Received({})
             published, dup, props = got.qos, got.dup, got.properties
-            matched = [sub for sub, _ in self.subscriptions.values()
-                       if sub.qos == sub_qos and matches(sub.filter, topic)]
+            if share is not None:       # a share's delivery: that subscription's alone
+                matched = [share[1]] if matches(share[2], topic) else []
+            else:
+                matched = [sub for sub, _ in self.subscriptions.values()
+                           if sub.qos == sub_qos and matches(sub.filter, topic)
+                           and not sub.filter.startswith(SHARE)]
             if got.publisher == self.client_id and matched \
                     and all(sub.no_local for sub in matched):
                 send = False            # its own message, on No Local subscriptions only
@@ -875,13 +939,19 @@ class MqttConnection(AdapterConnection):
         if qos:
             self.awaiting_ack[packet_id] = m.delivery_tag
             return
-        if sub_qos:                     # a QoS 0 message of the QoS 1 queue: acked now
+        if sub_qos or share is not None:    # a QoS 0 message of a queue with acks: now
             self.amqp_out.append(build_confirm(m.channel, m.delivery_tag, False))
         else:
             self.qos0_delivered = m.delivery_tag        # acked soon (_ack_qos0)
         if not self.flush_soon:
             self.flush_soon = True
             self.loop.call_soon(self._after_deliveries)
+
+    def _share_of(self, tag: str):
+        for share in self.shared.values():
+            if share[0] == tag:
+                return share
+        return None
 
     def _send_publish(self, topic: str, payload: bytes, qos: int, packet_id: int | None,
                       retain: bool, dup: bool, props: dict) -> bool:

@@ -12,8 +12,13 @@
   clean session, else kept ``x-expires`` 24 hours after its last consumer).
 * The user name may carry the vhost, ``vhost:user`` (split at the last colon), else the
   configured default vhost (``/``).
+* An MQTT 5 shared subscription ``$share/<name>/<filter>`` is a queue of the share,
+  ``mqtt-shared-<name>-<filter as a routing key>``, bound to the filter and consumed by
+  every member: each message goes to one of them, as AMQP's competing consumers.
 """
 from __future__ import annotations
+
+import hashlib
 
 
 def to_amqp(topic: str) -> str:
@@ -79,3 +84,25 @@ def valid_filter(topic_filter: str) -> bool:
         if "+" in level and level != "+":
             return False
     return True
+
+
+SHARE = "$share/"
+
+
+def shared(topic_filter: str) -> tuple[str, str] | None:
+    """(share name, filter) of an MQTT 5 shared subscription's ``$share/<name>/<filter>``;
+    None when the share name is empty or holds a wildcard, or no filter follows."""
+    name, slash, rest = topic_filter[len(SHARE):].partition("/")
+    if not name or any(c in name for c in "+#") or not slash or not valid_filter(rest):
+        return None
+    return name, rest
+
+
+def shared_queue(name: str, topic_filter: str) -> str:
+    """The queue a share's members consume: ``mqtt-shared-<name>-<filter as a routing
+    key>`` (its digest when that would pass the 255 bytes of a queue name)."""
+    queue = f"mqtt-shared-{name}-{to_amqp(topic_filter)}"
+    if len(queue.encode()) <= 255:
+        return queue
+    digest = hashlib.sha256(f"{name}/{topic_filter}".encode()).hexdigest()[:32]
+    return f"mqtt-shared-{digest}"

@@ -72,8 +72,8 @@ def test_connack_says_what_the_broker_takes(broker, clients):
     c = clients("c5-props", properties={"SessionExpiryInterval": 999_999_999})
     _, code, present, props = c.connack
     assert (code, present) == (0, False)
-    assert (props.MaximumQoS, props.TopicAliasMaximum, props.SharedSubscriptionAvailable) == \
-        (1, 16, 0)
+    assert (props.MaximumQoS, props.TopicAliasMaximum) == (1, 16)
+    assert not hasattr(props, "SharedSubscriptionAvailable")    # 1, the default: there are
     assert props.SessionExpiryInterval == 86_400          # capped at the broker's maximum
     assert props.MaximumPacketSize > 1 << 20
     assert not hasattr(props, "AssignedClientIdentifier")
@@ -275,11 +275,50 @@ def test_dollar_topics_and_leading_wildcards(clients):
     assert got == [(b"system", [2]), (b"plain", [1])]
 
 
-def test_shared_subscriptions_are_refused_as_connack_said(clients):
-    c = clients("sh5")
-    assert c.connack[3].SharedSubscriptionAvailable == 0
-    assert c.subscribe(("$share/g/sh5/t", 1), ("sh5/t", 1)) == [
-        f.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, 1]
+def test_shared_subscriptions_share_the_messages(broker, clients):
+    """``$share/<name>/<filter>``: the share's queue, consumed by every member -- each
+    message goes to one member; a plain subscriber of the filter gets every one; a message
+    a member left unacknowledged goes to another member. b takes one message and, with
+    Receive Maximum 1, no more until it acks, so the others all go to a."""
+    b = raw5(broker, "sh-b", {"receive_maximum": 1})
+    b.sendall(f._packet(f.SUBSCRIBE, 2, b"\x00\x01\x00" + f._string("$share/g/sh/+")
+                        + b"\x01"))
+    assert read_packet(b) == (f.SUBACK << 4, b"\x00\x01\x00\x01")
+    plain = clients("sh-plain")
+    assert plain.subscribe(("sh/+", 1)) == [1]
+    pub = clients("sh-pub")
+    pub.publish("sh/t", b"0", qos=1)
+    first = parse5(read_packet(b))          # not acknowledged
+    assert (first.payload, first.qos) == (b"0", 1)
+    a = clients("sh-a")
+    assert not hasattr(a.connack[3], "SharedSubscriptionAvailable")     # 1: available
+    assert a.subscribe(("$share/g/sh/+", 1),
+                       properties={"SubscriptionIdentifier": 7}) == [1]
+    assert queue_info(broker, "mqtt-shared-g-sh.*")["consumers"] == 2
+    for i in range(1, 5):
+        pub.publish("sh/t", str(i).encode(), qos=1)
+    got = a.take(4)
+    assert [m.payload for m in got] == [b"1", b"2", b"3", b"4"]
+    assert {tuple(m.properties.SubscriptionIdentifier) for m in got} == {(7,)}
+    assert sorted(m.payload for m in plain.take(5)) == [b"0", b"1", b"2", b"3", b"4"]
+    b.close()                               # without its PUBACK: "0" goes to a
+    (m,) = a.take()
+    assert (m.payload, m.dup) == (b"0", True)
+    assert a.unsubscribe("$share/g/sh/+") == [0]
+    assert queue_info(broker, "mqtt-shared-g-sh.*")["consumers"] == 0
+
+
+def test_shared_subscriptions_refuse_what_mqtt_5_refuses(broker):
+    s = raw5(broker, "sh-bad")
+    s.sendall(f._packet(f.SUBSCRIBE, 2, b"\x00\x02\x00" + b"".join(
+        f._string(bad) + b"\x01" for bad in ("$share//sh/t", "$share/a+b/sh/t", "$share/g"))))
+    assert read_packet(s) == (f.SUBACK << 4, b"\x00\x02\x00" + bytes([0x8F] * 3))
+    s.close()
+    s = raw5(broker, "sh-nolocal")
+    s.sendall(f._packet(f.SUBSCRIBE, 2, b"\x00\x01\x00" + f._string("$share/g/x")
+                        + bytes([0x01 | 0x04])))          # No Local on a share
+    assert parse5(read_packet(s)) == f.Disconnect(f.PROTOCOL_ERROR)
+    assert closed_by_broker(s)
 
 
 def test_unsuback_reason_codes(clients):
