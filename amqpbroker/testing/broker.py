@@ -151,6 +151,14 @@ class BrokerProcess:
             self.proc.wait(30)
         self._assert_all_gone()
 
+    def save_output(self, path) -> int:
+        """Write what the broker printed to ``path`` (the suite runners keep it beside a
+        suite's results); the number of lines besides the ready line (at ``--log-level
+        error``: its errors)."""
+        with open(path, "w") as f:
+            f.write("".join(self.output))
+        return sum(1 for line in self.output if "amqpbroker ready" not in line)
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait: a clean shutdown."""
         if self.proc and self.proc.poll() is None:

@@ -382,9 +382,8 @@ def main(argv=None) -> int:
                                               args, out)
                 finally:
                     broker.stop()
-                    (out / f"{name}.broker.log").write_text("".join(broker.output))
-                    errors = [line for line in broker.output if "amqpbroker ready" not in line]
-                    log(f"[{name}] the broker logged {len(errors)} lines at level error "
+                    errors = broker.save_output(out / f"{name}.broker.log")
+                    log(f"[{name}] the broker logged {errors} lines at level error "
                         f"({name}.broker.log)")
     log()
     log(f"{'suite':14} {'tests':>6} {'passed':>7} {'failed':>7} {'errors':>7}   ({label})")
