@@ -35,8 +35,8 @@ MQTT 5 (protocol level 5), as RabbitMQ 3.13's plugin has it:
   Maximum Packet Size drops a bigger delivery (acked, as RabbitMQ discards it); its Topic
   Alias Maximum lets the broker send aliases (``TOPIC_ALIAS_MAXIMUM`` at most, given in
   order, never reused). CONNACK carries reason codes and Maximum QoS 1, the broker's topic
-  alias maximum and maximum packet size, no shared subscriptions, the session expiry
-  granted and an assigned client id for an empty one. Enhanced authentication (an
+  alias maximum and maximum packet size, the session expiry granted and an assigned client
+  id for an empty one. Enhanced authentication (an
   Authentication Method) is refused with 0x8C.
 * PUBLISH: properties are carried as AMQP properties (``mqtt5.py``); topic aliases from the
   client are resolved; QoS 2 is refused with DISCONNECT 0x9B (Maximum QoS is 1); PUBACK
@@ -44,7 +44,9 @@ MQTT 5 (protocol level 5), as RabbitMQ 3.13's plugin has it:
 * SUBSCRIBE: subscription identifiers, No Local, Retain As Published and Retain Handling,
   kept in the binding's arguments (``x-mqtt-subscription-id`` ...) so a kept session
   keeps them; a delivery carries the identifiers of the client's subscriptions its topic
-  matches. UNSUBACK says 0x11 for a filter with no subscription.
+  matches. UNSUBACK says 0x11 for a filter with no subscription. Shared subscriptions,
+  which RabbitMQ 3.13 lacks: ``$share/<name>/<filter>`` is a queue of the share consumed
+  by every member (``topics.shared_queue``).
 * The will's properties and Will Delay Interval: a delayed will waits in a queue
   ``mqtt-will-<client id>`` with a TTL, dead-lettered to the MQTT exchange when it runs
   out (RabbitMQ's way: it survives a restart); any later CONNECT with that client id
@@ -642,10 +644,8 @@ class MqttConnection(AdapterConnection):
                 continue
             sub.qos = min(sub.qos, 1)
             sub.identifier = identifier
-            share = shared(sub.filter) if self.level == 5 and sub.filter.startswith(SHARE) \
-                else None
-            if share is not None or (self.level == 5 and sub.filter.startswith(SHARE)):
-                code = await self._subscribe_shared(sub, share)
+            if self.level == 5 and sub.filter.startswith(SHARE):    # 3.1.1: a plain filter
+                code = await self._subscribe_shared(sub, shared(sub.filter))
                 if code is None:
                     return                  # a protocol error: the connection is closed
                 if code >= 0x80 and code != f.TOPIC_FILTER_INVALID:
@@ -728,6 +728,7 @@ class MqttConnection(AdapterConnection):
             log.error("MQTT connection %s: shared subscription '%s' refused: %s", self.name,
                       sub.filter, exc)
             self.shared.pop(sub.filter, None)
+            self.consumers.pop(tag, None)
             return f.NOT_AUTHORIZED_5 if "403" in str(exc) else f.UNSPECIFIED_ERROR
         finally:
             self.subscribing = False
