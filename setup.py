@@ -54,8 +54,6 @@ setup(
             "celery>=5.3",
             # MQTT clients of the MQTT listener (amqpbroker/mqtt), as RabbitMQ's plugin serves
             "paho-mqtt>=2.0",
-            # an asyncio MQTT client that speaks MQTT 5 by default (the MQTT 5 tests)
-            "gmqtt>=0.6",
             # STOMP clients of the STOMP listener (amqpbroker/stomp), as RabbitMQ's plugin serves
             "stomp.py>=8",
             # RabbitMQ's Python stream client, of the stream protocol's listener

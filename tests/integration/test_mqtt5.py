@@ -7,13 +7,11 @@ API, no sleeps.
 """
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import time
 import urllib.parse
 
-import gmqtt
 import pika
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -505,36 +503,3 @@ def test_a_delayed_will_waits_and_a_return_cancels_it(broker, clients):
     assert (m.topic, m.payload) == ("wd/late", b"late")
     assert time.monotonic() - started >= 1.0
 
-
-# ------------------------------------------------------------------ another client
-def test_gmqtt_an_asyncio_client_that_speaks_mqtt_5_by_default(broker):
-    """gmqtt connects with MQTT 5 unless told otherwise: a kept session, a subscription
-    identifier, user properties and a message expiry, over asyncio."""
-    async def run():
-        got: asyncio.Queue = asyncio.Queue()
-        subscribed = asyncio.get_running_loop().create_future()
-        sub = gmqtt.Client("gm-sub", session_expiry_interval=60)
-        sub.set_auth_credentials("guest", "guest")
-        sub.on_message = lambda c, topic, payload, qos, props: got.put_nowait(
-            (topic, payload, qos, props)) or 0
-        sub.on_subscribe = lambda c, mid, qos, props: subscribed.set_result(qos)
-        await sub.connect(broker.host, broker.mqtt_port)
-        sub.subscribe("gm/#", qos=1, subscription_identifier=4)
-        assert await asyncio.wait_for(subscribed, TIMEOUT) == (1,)
-        pub = gmqtt.Client("gm-pub")
-        pub.set_auth_credentials("guest", "guest")
-        await pub.connect(broker.host, broker.mqtt_port)
-        for i in range(3):
-            pub.publish("gm/a", f"m{i}".encode(), qos=1, user_property=("k", "v"),
-                        message_expiry_interval=60)
-        received = [await asyncio.wait_for(got.get(), TIMEOUT) for _ in range(3)]
-        await pub.disconnect()
-        await sub.disconnect(session_expiry_interval=0)
-        return received
-    received = asyncio.run(run())
-    assert [(t, p, q) for t, p, q, _ in received] == [("gm/a", f"m{i}".encode(), 1)
-                                                      for i in range(3)]
-    for *_, props in received:
-        assert props["user_property"] == [("k", "v")]
-        assert props["subscription_identifier"] == [4]
-        assert 0 < props["message_expiry_interval"][0] <= 60
