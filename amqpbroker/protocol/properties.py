@@ -3,7 +3,9 @@
 A message's properties travel from publish to deliver untouched (no decode, no re-encode).
 The broker needs only a few of them on the hot path — delivery mode, priority, expiration and
 whether headers are present — and ``scan`` reads exactly those by walking the flag word.
-Anything more (headers exchange, CC/BCC, dead-lettering) decodes in full through pamqp.
+Routing a message with headers (headers exchange, CC/BCC, x-delay) decodes the headers table
+alone (``headers_of``); anything more (dead-lettering, a de-duplication exchange's message
+id) decodes in full through pamqp.
 
 The few changes the broker makes (BCC dropped, a direct reply-to address, dead-letter headers)
 are spliced into the publisher's bytes by ``rewrite``: every other property and header keeps
