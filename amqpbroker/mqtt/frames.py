@@ -287,20 +287,7 @@ class _Reader:
             if ident not in PROPERTIES:
                 raise FrameError(f"unknown property identifier {ident:#x}")
             name, kind = PROPERTIES[ident]
-            if kind == BYTE:
-                value = self.u8()
-            elif kind == U16:
-                value = self.u16()
-            elif kind == U32:
-                value = self.u32()
-            elif kind == VARINT:
-                value = self.varint()
-            elif kind == UTF8:
-                value = self.string()
-            elif kind == BINARY:
-                value = self.binary()
-            else:
-                value = (self.string(), self.string())
+            value = _READ[kind](self)
             if name in REPEATABLE:
                 props.setdefault(name, []).append(value)
             elif name in props:
@@ -311,11 +298,19 @@ class _Reader:
             raise FrameError("a property runs past the property list")
         return props
 
+    def pair(self) -> tuple[str, str]:
+        return self.string(), self.string()
+
     def rest(self) -> bytes:
         return self.body[self.at:]
 
     def done(self) -> bool:
         return self.at >= len(self.body)
+
+
+# a property's type -> how it is read
+_READ = {BYTE: _Reader.u8, U16: _Reader.u16, U32: _Reader.u32, VARINT: _Reader.varint,
+         UTF8: _Reader.string, BINARY: _Reader.binary, PAIR: _Reader.pair}
 
 
 def decode(kind: int, flags: int, body: bytes, level: int = 4):
