@@ -73,7 +73,6 @@ from ..adapter import AdapterConnection, Ended, refusal, tapped
 from ..delivery_tap import Delivery
 from ..frontend.auth import check_password
 from ..frontend.session import is_loopback
-from ..protocol import fieldtable
 from ..protocol import properties as P
 from ..frontend.queue_ref import QueueRef
 from ..protocol.fastpath import build_confirm, build_publish
@@ -913,7 +912,7 @@ class MqttConnection(AdapterConnection):
             retain = got.retained and any(sub.retain_as_published for sub in matched)
         else:
             try:
-                headers = _headers(m.properties)
+                headers = P.headers_of(m.properties)
             except ValueError:
                 log.error("MQTT connection %s: a delivery's properties do not decode",
                           self.name)
@@ -1011,14 +1010,6 @@ class MqttConnection(AdapterConnection):
 
 def will_queue(client_id: str) -> str:
     return f"mqtt-will-{client_id}"
-
-
-def _headers(raw: bytes) -> dict:
-    """The headers table of a delivery's raw properties ({} without one)."""
-    if len(raw) < 2 or not raw[0] & (P.F_HEADERS >> 8):
-        return {}
-    table = P.split(raw).get(P.F_HEADERS)
-    return fieldtable.field_table(table)[1] if table is not None else {}
 
 
 def _properties(qos: int, dup: bool) -> bytes:

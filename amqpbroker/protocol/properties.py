@@ -175,6 +175,16 @@ def decode(raw: bytes) -> commands.Basic.Properties:
     return header.properties
 
 
+def _headers_at(raw: bytes, flags: int, pos: int = 2) -> int:
+    """Where the headers table starts (or would): past the content type and encoding
+    (``pos``: past the flag words)."""
+    if flags & F_CONTENT_TYPE:
+        pos += 1 + raw[pos]
+    if flags & F_CONTENT_ENCODING:
+        pos += 1 + raw[pos]
+    return pos
+
+
 def headers_of(raw: bytes) -> dict:
     """The headers table alone, decoded ({} without one): what routing reads of a message
     with headers (a headers exchange, CC / BCC, x-delay, ...), at a fraction of ``decode``'s
@@ -182,6 +192,8 @@ def headers_of(raw: bytes) -> dict:
     decode it (``fieldtable``, installed into pamqp); raises ValueError as ``decode`` does
     for a malformed one, nested tables and arrays included. Assumes a property list that
     ``scan`` read (its flags and the fields before the headers are whole)."""
+    if len(raw) < 2:
+        raise ValueError("property flags truncated")
     flags = _U16.unpack_from(raw, 0)[0]
     if not flags & F_HEADERS:
         return {}
@@ -190,12 +202,8 @@ def headers_of(raw: bytes) -> dict:
         while _U16.unpack_from(raw, pos)[0] & 1:
             pos += 2
         pos += 2
-    if flags & F_CONTENT_TYPE:
-        pos += 1 + raw[pos]
-    if flags & F_CONTENT_ENCODING:
-        pos += 1 + raw[pos]
     try:
-        return fieldtable.field_table(raw[pos:])[1]
+        return fieldtable.field_table(raw[_headers_at(raw, flags, pos):])[1]
     except Exception as exc:        # noqa: BLE001 -- as decode: OverflowError, RecursionError
         raise ValueError(str(exc)[:200] or type(exc).__name__) from None
 
@@ -453,11 +461,7 @@ def stream_place(raw: bytes) -> tuple[int, int, int, int] | None:
     flags = _U16.unpack_from(raw, 0)[0]
     if not flags & F_HEADERS or flags & 1:
         return None
-    pos = 2
-    if flags & F_CONTENT_TYPE:
-        pos += 1 + raw[pos]
-    if flags & F_CONTENT_ENCODING:
-        pos += 1 + raw[pos]
+    pos = _headers_at(raw, flags)
     if pos + 4 > len(raw):
         return None
     end = pos + 4 + _U32.unpack_from(raw, pos)[0]
@@ -478,11 +482,7 @@ def _append_headers(raw: bytes, names, entries: bytes, slow) -> bytes:
     flags = (raw[0] << 8) | raw[1]
     if flags & 1:
         return slow()
-    pos = 2
-    if flags & F_CONTENT_TYPE:
-        pos += 1 + raw[pos]
-    if flags & F_CONTENT_ENCODING:
-        pos += 1 + raw[pos]
+    pos = _headers_at(raw, flags)
     if flags & F_HEADERS:
         n = _U32.unpack_from(raw, pos)[0]
         end = pos + 4 + n
