@@ -7,7 +7,7 @@ to) and against ours.
 What is compared: publishing with confirms and consuming with consecutive offsets, every offset
 specification (first, next, last, offset, timestamp), server-side offset tracking (store and
 query, NO_OFFSET when nothing was stored), publisher deduplication by reference and publishing
-id, stream creation and deletion and the response codes of what fails (exists, missing,
+id, sub-entry batching (uncompressed and gzip), stream creation and deletion and the response codes of what fails (exists, missing,
 different arguments, queues that are not streams, missing permissions), the metadata answer,
 the AMQP 0-9-1 <-> AMQP 1.0 conversion both ways as far as RabbitMQ 3.10.8 maps the fields,
 opaque (non-AMQP) payloads, credit flow over 2,000 messages, bad credentials and virtual hosts,
@@ -24,8 +24,10 @@ import urllib.parse
 
 import pika
 import pytest
-from rstream import (AMQPMessage, ConsumerOffsetSpecification, Consumer, OffsetType,
-                     Producer, Properties, RawMessage, amqp_decoder, exceptions, schema)
+from rstream import (AMQPMessage, CompressionType, ConsumerOffsetSpecification, Consumer,
+                     OffsetType, Producer, Properties, RawMessage, amqp_decoder, exceptions,
+                     schema)
+from rstream.compression import CompressionHelper
 from rstream.client import Client
 
 from .conftest import await_until, q
@@ -398,6 +400,58 @@ async def test_without_reference_nothing_is_deduplicated(skw, stream):
         await p.send_wait(stream, RawMessage(b"y", publishing_id=1))
     got = await consume(skw, stream, 2)
     assert got == [(b"x", 0), (b"y", 1)]
+
+
+async def test_sub_entries_one_confirm_an_offset_per_message_deduplicated_whole(
+        skw, stream, uniq, low):
+    """Sub-entry batching (Publish version 1): rstream's ``send_sub_entry``, uncompressed
+    and gzip; one confirm per sub-entry; its messages read one by one, each at its own
+    offset; a publisher reference's sub-entry sent twice under one publishing id is stored
+    once, and the publishing id is what QueryPublisherSequence answers."""
+    confirmed: list = []
+    three = asyncio.get_running_loop().create_future()
+
+    def on_confirm(status) -> None:
+        confirmed.append(status.is_confirmed)
+        if len(confirmed) == 2 and not three.done():
+            three.set_result(None)
+    async with Producer(**skw) as p:
+        await p.send_sub_entry(stream, [b"n0", b"n1", b"n2"], on_publish_confirm=on_confirm,
+                               compression_type=CompressionType.No)
+        await p.send_sub_entry(stream, [f"g{i}".encode() for i in range(50)],
+                               compression_type=CompressionType.Gzip,
+                               on_publish_confirm=on_confirm)
+        await asyncio.wait_for(three, TIMEOUT)
+    assert confirmed == [True, True]
+    got = await consume(skw, stream, 53, spec(OffsetType.FIRST))
+    assert got == [(m, i) for i, m in enumerate(
+        [b"n0", b"n1", b"n2"] + [f"g{i}".encode() for i in range(50)])]
+
+    ref = uniq("pub")
+    c = await low()
+    answers: asyncio.Queue = asyncio.Queue()
+    c.add_handler(schema.PublishConfirm, lambda fr: answers.put_nowait(fr.publishing_ids),
+                  name="confirms")
+    r = await call(c, schema.DeclarePublisher, schema.DeclarePublisherResponse,
+                   publisher_id=1, stream=stream, reference=ref)
+    assert r.response_code == OK
+    codec = CompressionHelper.compress([b"s0", b"s1"], CompressionType.Gzip)
+    for _ in range(2):
+        await c.send_frame(schema.PublishSubBatching(
+            publisher_id=1, number_of_root_messages=1, publishing_id=7,
+            compress_type=0x80 | codec.compression_type() << 4,
+            subbatching_message_count=codec.messages_count(),
+            uncompressed_data_size=codec.uncompressed_size(),
+            compressed_data_size=codec.compressed_size(), messages=codec.data()))
+        assert await asyncio.wait_for(answers.get(), TIMEOUT) == [7]
+    r = await call(c, schema.QueryPublisherSequence, schema.QueryPublisherSequenceResponse,
+                   publisher_ref=ref, stream=stream)
+    assert (r.response_code, r.sequence) == (OK, 7)
+    await c.send_frame(schema.Publish(publisher_id=1, messages=[
+        schema.Message(publishing_id=8, filter_value=None, data=b"after")]))
+    assert await asyncio.wait_for(answers.get(), TIMEOUT) == [8]
+    got = await consume(skw, stream, 3, spec(OffsetType.OFFSET, 53))
+    assert got == [(b"s0", 53), (b"s1", 54), (b"after", 55)]
 
 
 async def test_publisher_declaration_codes(low, stream, streams, uniq):

@@ -20,7 +20,8 @@ What each command becomes:
   ``x-producer-id`` (the reference) and ``x-sequence`` (the publishing id), so the stream
   de-duplicates as RabbitMQ does (``worker/dedup.py``, ``PUB_LATEST``: an id not above the
   reference's highest is confirmed and not stored again); QueryPublisherSequence asks the
-  stream for that highest id.
+  stream for that highest id. A sub-entry (``sub_entry.py``) is published as its messages,
+  under its one publishing id.
 * **Subscribe / Credit / Unsubscribe**: a channel per subscription consumes the stream with
   ``x-stream-offset`` (first, last, next, an offset, a timestamp) and a prefetch; the
   deliveries it gets are sent as osiris chunks of consecutive offsets, one chunk per credit
@@ -68,6 +69,8 @@ from ..protocol import properties as props_mod
 from ..protocol.fastpath import build_confirm, build_publish
 from . import amqp10
 from . import frames as f
+from . import sub_entry
+from .sub_entry import SubEntry
 
 log = logging.getLogger("amqpbroker.stream")
 
@@ -80,8 +83,9 @@ PREFETCH = 2000                     # unacked deliveries per subscription's chan
 CHUNK_MESSAGES = 1000               # messages per chunk at most
 MECHANISMS = ("PLAIN", "AMQPLAIN")
 RAW = "x-stream-raw"                # header of a message sent as bytes that are not AMQP 1.0
+CONTINUES = "x-sequence-continues"   # a sub-entry's message before its last (dedup.py)
 HIDDEN = (RAW, "x-stream-offset", "x-stream-timestamp", "x-producer-id", "x-sequence",
-          "x-stream-filter-value")
+          CONTINUES, "x-stream-filter-value")
 STREAM_ARGUMENTS = {"max-length-bytes": int, "max-age": str,
                     "stream-max-segment-size-bytes": int, "initial-cluster-size": int,
                     "queue-leader-locator": str}
@@ -168,6 +172,8 @@ class StreamConnection(AdapterConnection):
         self.publish_seq = 0
         self.unconfirmed: collections.OrderedDict = collections.OrderedDict()
         self.returned: set[int] = set()
+        # (publisher, publishing id) -> the code a sub-entry's earlier message failed with
+        self.failed_parts: dict[tuple, int] = {}
         self.channel_gone: dict = {}    # pika channel -> future failing when it closes
         self.next_corr = 0
         self.updates: dict = {}         # ConsumerUpdate correlation id -> its answer
@@ -708,22 +714,42 @@ class StreamConnection(AdapterConnection):
             self.pub_channel, self.publish_seq = channel, 0
         number = self.pub_channel.channel_number
         frame_max = self.amqp.params.frame_max
+        refused = []
         for publishing_id, data, filter_value in messages:
-            properties, body = self._amqp_message(pub, publishing_id, data, filter_value)
-            self.amqp_out += build_publish(number, b"", pub.key, properties, body, frame_max,
-                                           mandatory=True)
-            self.publish_seq += 1
-            self.unconfirmed[self.publish_seq] = (pid, publishing_id, pub.stream)
+            if type(data) is SubEntry:
+                try:
+                    parts = data.messages()
+                except sub_entry.Refused as exc:
+                    log.warning("stream connection %s: publisher %d: publishing id %d "
+                                "refused: %s", self.name, pid, publishing_id, exc)
+                    refused.append((publishing_id, f.PRECONDITION_FAILED))
+                    continue
+            else:
+                parts = (data,)
+            last = len(parts) - 1
+            for i, part in enumerate(parts):
+                continues = i < last and pub.reference is not None
+                properties, body = self._amqp_message(pub, publishing_id, part, filter_value,
+                                                      continues)
+                self.amqp_out += build_publish(number, b"", pub.key, properties, body,
+                                               frame_max, mandatory=True)
+                self.publish_seq += 1
+                self.unconfirmed[self.publish_seq] = (pid, publishing_id, pub.stream, i == last)
         pub.published += len(messages)
+        if refused:
+            self.send(f.publish_error(pid, refused))
+            pub.errored += len(refused)
 
     def _amqp_message(self, pub: Publisher, publishing_id: int, data: bytes,
-                      filter_value: str | None) -> tuple[bytes, bytes]:
+                      filter_value: str | None, continues: bool = False) -> tuple[bytes, bytes]:
         """The AMQP 0-9-1 properties (their wire bytes) and body a stream message is stored
-        as."""
+        as. ``continues``: a sub-entry's message before its last, which shares the
+        publishing id (``x-sequence-continues``: the stream checks it for a duplicate and
+        records the id with the last, ``worker/dedup.py``)."""
         try:
             kw, body = amqp10.to_amqp091(data)
         except amqp10.NotAmqp10:
-            if filter_value is None:    # the usual raw publish: its properties are known
+            if filter_value is None and not continues:  # the usual raw publish
                 if pub.reference is None:
                     return pub.raw_properties, data
                 return props_mod.with_long_header(pub.raw_properties, "x-sequence",
@@ -736,6 +762,8 @@ class StreamConnection(AdapterConnection):
             if pub.reference is not None:
                 headers["x-producer-id"] = pub.reference
                 headers["x-sequence"] = publishing_id
+                if continues:
+                    headers[CONTINUES] = True
             if filter_value is not None:
                 headers["x-stream-filter-value"] = filter_value
             kw["headers"] = headers
@@ -749,7 +777,7 @@ class StreamConnection(AdapterConnection):
     def _returned(self, _channel, method, _properties, _body) -> None:
         """A publish the default exchange could not route (the stream is gone): its
         publishing id is answered with an error when its confirm comes."""
-        for seq, (_pid, _id, stream) in self.unconfirmed.items():
+        for seq, (_pid, _id, stream, _last) in self.unconfirmed.items():
             if stream == method.routing_key and seq not in self.returned:
                 self.returned.add(seq)
                 return
@@ -772,13 +800,20 @@ class StreamConnection(AdapterConnection):
         refused: dict[int, list] = {}
         gone = set()
         for seq in seqs:
-            pid, publishing_id, stream = self.unconfirmed.pop(seq)
+            pid, publishing_id, stream, last = self.unconfirmed.pop(seq)
+            code = failed
             if seq in self.returned:
                 self.returned.discard(seq)
-                refused.setdefault(pid, []).append((publishing_id, f.STREAM_NOT_AVAILABLE))
+                code = f.STREAM_NOT_AVAILABLE
                 gone.add(stream)
-            elif failed is not None:
-                refused.setdefault(pid, []).append((publishing_id, failed))
+            if not last:                # a sub-entry's message: the last one answers
+                if code is not None:
+                    self.failed_parts.setdefault((pid, publishing_id), code)
+                continue
+            if self.failed_parts:
+                code = self.failed_parts.pop((pid, publishing_id), code)
+            if code is not None:
+                refused.setdefault(pid, []).append((publishing_id, code))
             else:
                 confirms.setdefault(pid, []).append(publishing_id)
         for pid, ids in confirms.items():

@@ -20,6 +20,8 @@ from __future__ import annotations
 import struct
 import zlib
 
+from .sub_entry import SubEntry
+
 # command keys (rabbit_stream.hrl; 26 consumer update, 27 exchange command versions: 3.11;
 # 29, 30 create / delete super stream: 3.13)
 DECLARE_PUBLISHER, PUBLISH, PUBLISH_CONFIRM, PUBLISH_ERROR = 1, 2, 3, 4
@@ -159,6 +161,12 @@ class Reader:
     def bytes(self) -> bytes | None:
         return self._sized(_I32, "byte field")
 
+    def sub_entry(self) -> SubEntry:
+        """A sub-entry (``sub_entry.py``): its header, then its data as it came."""
+        kind, count, size = self.u8(), self.u16(), self.u32()
+        data = self._sized(_I32, "sub-entry")
+        return SubEntry((kind >> 4) & 0x7, count, size, data or b"")
+
     def count(self) -> int:
         n = self._take(_I32)
         if n < 0 or n > len(self.data):
@@ -189,6 +197,9 @@ def parse(key: int, version: int, body: bytes) -> tuple:
         messages = []
         for _ in range(r.count()):
             publishing_id = r.u64()
+            if version == 1 and r.pos < len(body) and body[r.pos] & 0x80:
+                messages.append((publishing_id, r.sub_entry(), None))   # sub_entry.py
+                continue
             filter_value = r.string() if version >= 2 else None    # RabbitMQ 3.13's
             messages.append((publishing_id, r.bytes() or b"", filter_value))
         out = ("publish", None, pid, messages)

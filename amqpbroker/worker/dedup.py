@@ -23,6 +23,12 @@ follows RabbitMQ's stream rule instead: a number above the highest is stored, an
 a duplicate. ``ProducerTable.stored`` then records the number with its offset. Headers with a producer id
 but no integer sequence are refused: the producer asked for idempotence and cannot have it.
 
+Several messages may share one sequence number (a stream-protocol sub-entry,
+stream_protocol/sub_entry.py): each but the last carries ``x-sequence-continues: true``. They
+are checked as the last is, but only the last records the number, so a retry of the whole
+group is a duplicate in every message of it, and a group cut short by a crash before its
+last message was stored is stored again whole (its first messages twice: at least once).
+
 *Queue-level de-duplication* (``x-message-deduplication: true``, the RabbitMQ plugin's):
 ``QueueKeys`` maps the key of each message in the queue (ready or unacked) to its offset; a
 publish whose key is there is a duplicate, and the key is forgotten when its message leaves
@@ -105,11 +111,12 @@ INVALID = "invalid"
 
 PRODUCER_ID = "x-producer-id"
 SEQUENCE = "x-sequence"
+CONTINUES = "x-sequence-continues"
 DEDUP_HEADER = "x-deduplication-header"
 
 
 # ================================================================== headers
-_NAMES = frozenset((PRODUCER_ID, SEQUENCE, DEDUP_HEADER))
+_NAMES = frozenset((PRODUCER_ID, SEQUENCE, CONTINUES, DEDUP_HEADER))
 
 
 def _headers_and_id(raw: bytes):
@@ -120,18 +127,20 @@ def _headers_and_id(raw: bytes):
 
 
 def producer_of(raw_properties: bytes):
-    """(producer id, sequence) of a publish, or (producer id, None) if its sequence is not an
-    integer >= 0, or None if it names no producer. A producer id is a str or an int."""
+    """(producer id, sequence, continues) of a publish, or (producer id, None, False) if its
+    sequence is not an integer >= 0, or None if it names no producer. A producer id is a str
+    or an int; ``continues``: header ``x-sequence-continues`` is true (more messages of this
+    sequence follow)."""
     headers, _ = _headers_and_id(raw_properties)
     pid = headers.get(PRODUCER_ID)
     if isinstance(pid, (bytes, bytearray)):
         pid = bytes(pid).decode(errors="replace")
     if pid is None or isinstance(pid, bool) or not isinstance(pid, (str, int)):
-        return None if pid is None else (repr(pid), None)
+        return None if pid is None else (repr(pid), None, False)
     seq = headers.get(SEQUENCE)
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq >= 1 << 64:
-        return pid, None
-    return pid, seq
+        return pid, None, False
+    return pid, seq, headers.get(CONTINUES) is True
 
 
 def dedup_key(raw_properties: bytes):
@@ -254,8 +263,8 @@ class ProducerTable:
                 break
             for off, rec in batch:
                 producer = producer_of(rec.properties)
-                if producer is not None and producer[1] is not None:
-                    pid, seq = producer
+                if producer is not None and producer[1] is not None and not producer[2]:
+                    pid, seq, _ = producer
                     if self.offset_of(pid, seq) is None:
                         self.stored(pid, seq, off)
                         found += 1

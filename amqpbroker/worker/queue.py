@@ -412,7 +412,8 @@ class Queue:
         if flags & PUB_PRODUCER:
             producer = dedup.producer_of(record.properties)
             if producer is not None:
-                pid, seq = producer
+                pid, seq, continues = producer
+                producer = None if continues else (pid, seq)    # recorded with the last
                 verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE),
                                                bool(flags & PUB_LATEST))
                 if verdict == dedup.DUPLICATE:

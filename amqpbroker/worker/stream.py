@@ -279,7 +279,7 @@ class Stream:
         if flags & PUB_PRODUCER:
             producer = dedup.producer_of(record.properties)
             if producer is not None:
-                pid, seq = producer
+                pid, seq, continues = producer
                 verdict = self.producers.check(pid, seq, bool(flags & PUB_SUBSEQUENCE),
                                                bool(flags & PUB_LATEST))
                 if verdict == dedup.DUPLICATE:
@@ -291,7 +291,8 @@ class Stream:
                     log.warning("stream '%s': publish refused: producer %r sequence %r is %s",
                                 self.name, pid, seq, verdict)
                     return False
-                self.producers.stored(pid, seq, self.end_offset)
+                if not continues:       # a sub-entry's id is recorded with its last
+                    self.producers.stored(pid, seq, self.end_offset)
         self.stats.on_publish(len(record.body))
         self.pending.append(record)
         self.host.committer.mark(self)

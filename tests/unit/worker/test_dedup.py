@@ -50,10 +50,15 @@ def test_rules(stored, seq, subsequence, verdict):
 def test_headers():
     def raw(headers=None, message_id=None):
         return props_mod.encode(spec.Basic.Properties(headers=headers, message_id=message_id))
-    assert dedup.producer_of(raw({"x-producer-id": "a", "x-sequence": 3})) == ("a", 3)
-    assert dedup.producer_of(raw({"x-producer-id": 9, "x-sequence": 0})) == (9, 0)
-    assert dedup.producer_of(raw({"x-producer-id": "a", "x-sequence": "3"})) == ("a", None)
-    assert dedup.producer_of(raw({"x-producer-id": "a"})) == ("a", None)
+    assert dedup.producer_of(raw({"x-producer-id": "a", "x-sequence": 3})) == ("a", 3, False)
+    assert dedup.producer_of(raw({"x-producer-id": 9, "x-sequence": 0})) == (9, 0, False)
+    assert dedup.producer_of(raw({"x-producer-id": "a", "x-sequence": 3,
+                                  "x-sequence-continues": True})) == ("a", 3, True)
+    assert dedup.producer_of(raw({"x-producer-id": "a", "x-sequence": 3,
+                                  "x-sequence-continues": 1})) == ("a", 3, False)
+    assert dedup.producer_of(raw({"x-producer-id": "a", "x-sequence": "3"})) == ("a", None,
+                                                                                 False)
+    assert dedup.producer_of(raw({"x-producer-id": "a"})) == ("a", None, False)
     assert dedup.producer_of(raw({"x-sequence": 1})) is None
     assert dedup.producer_of(raw()) is None
     assert dedup.dedup_key(raw({"x-deduplication-header": "h"}, "m")) == "h"
