@@ -1,11 +1,12 @@
-/* The two per-message loops of protocol/fastpath.py, in C.
+/* The per-message loops of protocol/fastpath.py and protocol/fieldtable.py, in C.
  *
  * whole_publish: a basic.publish, its content header and its one body frame, all in the
  * receive buffer, checked and cut out in one pass (in Python: three struct unpacks, a dozen
  * comparisons, five slices and two decodes per message). build_deliver: basic.deliver and its
  * content frames as one bytes object (in Python: nine parts, joined again by writelines).
  * build_deliver_run: the same for a run of deliveries straight from the records' bytes (a
- * ``Dlvs`` as the ring link decoded it), no Python object per delivery.
+ * ``Dlvs`` as the ring link decoded it), no Python object per delivery. decode_table /
+ * decode_array: a field table (a publish's headers) without a Python call per value.
  *
  * fastpath.py keeps the Python versions (whole_publish_py, build_deliver_py) as the reference
  * and falls back to them when this module is not built; tests/unit/protocol/test_fastpath_c.py
@@ -485,6 +486,211 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ field tables
+ * decode_table(buf, pos, end, value_at) -> (dict, stop)
+ * decode_array(buf, pos, end, value_at) -> (list, stop)
+ * protocol/fieldtable.py's _table_at / _array_at: the table (array) whose u32 length is at
+ * pos, within buf[:end]. The integer, boolean, void, long string, table and array values
+ * (what clients put in headers) are built here; any other type byte (float, double,
+ * decimal, timestamp, byte array, or an unknown one) is handed to value_at(buf, pos, end)
+ * -> (value, stop), the Python reference's own _value_at, so each value is exactly what the
+ * Python decoder gives, errors included (ValueError with the same words). Nesting goes
+ * through Py_EnterRecursiveCall: a deep table raises RecursionError as the Python does. */
+
+static PyObject *table_at(PyObject *buf, const unsigned char *b, Py_ssize_t pos,
+                          Py_ssize_t end, PyObject *fallback, Py_ssize_t *stop_out);
+static PyObject *array_at(PyObject *buf, const unsigned char *b, Py_ssize_t pos,
+                          Py_ssize_t end, PyObject *fallback, Py_ssize_t *stop_out);
+
+static PyObject *exceeds(const char *what) {
+    PyErr_SetString(PyExc_ValueError, what);
+    return NULL;
+}
+
+/* the value whose type byte is at *pos (< end); *pos is moved past it */
+static PyObject *value_at(PyObject *buf, const unsigned char *b, Py_ssize_t *pos,
+                          Py_ssize_t end, PyObject *fallback) {
+    Py_ssize_t p = *pos;
+    if (p >= end)
+        return exceeds("Field value exceeds table data");
+    unsigned char code = b[p++];
+    Py_ssize_t width = 0;
+    switch (code) {
+    case 'b': case 'B': case 't': width = 1; break;
+    case 's': case 'u': width = 2; break;
+    case 'I': case 'i': width = 4; break;
+    case 'l': case 'L': width = 8; break;
+    }
+    if (width) {
+        if (end - p < width)
+            return exceeds("Field value exceeds table data");
+        const unsigned char *v = b + p;
+        *pos = p + width;
+        switch (code) {
+        case 'b': return PyLong_FromLong((signed char)v[0]);
+        case 'B': return PyLong_FromLong(v[0]);
+        case 't': return PyBool_FromLong(v[0] != 0);
+        case 's': return PyLong_FromLong((int16_t)get_u16(v));
+        case 'u': return PyLong_FromLong(get_u16(v));
+        case 'I': return PyLong_FromLong((int32_t)get_u32(v));
+        case 'i': return PyLong_FromUnsignedLong(get_u32(v));
+        default: return PyLong_FromLongLong((int64_t)get_u64(v));
+        }
+    }
+    if (code == 'V') {
+        *pos = p;
+        Py_RETURN_NONE;
+    }
+    if (code == 'S') {
+        if (end - p < 4)
+            return exceeds("Field value exceeds table data");
+        uint32_t n = get_u32(b + p);
+        if ((uint64_t)(end - p - 4) < n)
+            return exceeds("Field value exceeds table data");
+        *pos = p + 4 + (Py_ssize_t)n;
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)b + p + 4, (Py_ssize_t)n, NULL);
+        if (text != NULL || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return text;
+        PyErr_Clear();                          /* pamqp's long_str gives bytes then */
+        return PyBytes_FromStringAndSize((const char *)b + p + 4, (Py_ssize_t)n);
+    }
+    if (code == 'F' || code == 'A') {
+        Py_ssize_t stop;
+        if (Py_EnterRecursiveCall(" while decoding a field table"))
+            return NULL;
+        PyObject *v = code == 'F' ? table_at(buf, b, p, end, fallback, &stop)
+                                  : array_at(buf, b, p, end, fallback, &stop);
+        Py_LeaveRecursiveCall();
+        if (v != NULL)
+            *pos = stop;
+        return v;
+    }
+    /* any other type: the Python reference's _value_at, at the type byte */
+    PyObject *res = PyObject_CallFunction(fallback, "Onn", buf, *pos, end);
+    if (res == NULL)
+        return NULL;
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_TypeError, "value_at must return (value, stop)");
+        return NULL;
+    }
+    Py_ssize_t stop = PyLong_AsSsize_t(PyTuple_GET_ITEM(res, 1));
+    if (stop == -1 && PyErr_Occurred()) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    PyObject *v = PyTuple_GET_ITEM(res, 0);
+    Py_INCREF(v);
+    Py_DECREF(res);
+    *pos = stop;
+    return v;
+}
+
+/* the u32 length at pos, checked against end: the position after the compound, or -1 */
+static Py_ssize_t compound_stop(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end,
+                                const char *what) {
+    if (pos < 0 || end - pos < 4) {
+        exceeds(what);
+        return -1;
+    }
+    uint32_t n = get_u32(b + pos);
+    if ((uint64_t)(end - pos - 4) < n) {
+        exceeds(what);
+        return -1;
+    }
+    return pos + 4 + (Py_ssize_t)n;
+}
+
+static PyObject *table_at(PyObject *buf, const unsigned char *b, Py_ssize_t pos,
+                          Py_ssize_t end, PyObject *fallback, Py_ssize_t *stop_out) {
+    const char *what = "Field table length exceeds available data";
+    Py_ssize_t stop = compound_stop(b, pos, end, what);
+    if (stop < 0)
+        return NULL;
+    pos += 4;
+    PyObject *data = PyDict_New();
+    if (data == NULL)
+        return NULL;
+    while (pos < stop) {
+        Py_ssize_t klen = b[pos++];
+        if (stop - pos < klen) {
+            Py_DECREF(data);
+            return exceeds("Field table key length exceeds data");
+        }
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)b + pos, klen, NULL);
+        if (key == NULL) {
+            Py_DECREF(data);
+            return NULL;
+        }
+        pos += klen;
+        PyObject *value = value_at(buf, b, &pos, stop, fallback);
+        if (value == NULL || PyDict_SetItem(data, key, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(key);
+            Py_DECREF(data);
+            return NULL;
+        }
+        Py_DECREF(value);
+        Py_DECREF(key);
+    }
+    *stop_out = stop;
+    return data;
+}
+
+static PyObject *array_at(PyObject *buf, const unsigned char *b, Py_ssize_t pos,
+                          Py_ssize_t end, PyObject *fallback, Py_ssize_t *stop_out) {
+    Py_ssize_t stop = compound_stop(b, pos, end, "Field array length exceeds available data");
+    if (stop < 0)
+        return NULL;
+    pos += 4;
+    PyObject *data = PyList_New(0);
+    if (data == NULL)
+        return NULL;
+    while (pos < stop) {
+        PyObject *value = value_at(buf, b, &pos, stop, fallback);
+        if (value == NULL || PyList_Append(data, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(data);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    *stop_out = stop;
+    return data;
+}
+
+static PyObject *decode_compound(PyObject *const *args, Py_ssize_t nargs, int table) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decode_table / decode_array take 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (end > view.len)
+        end = view.len;             /* as slicing the Python buffer would */
+    Py_ssize_t stop = 0;
+    PyObject *data = table ? table_at(args[0], view.buf, pos, end, args[3], &stop)
+                           : array_at(args[0], view.buf, pos, end, args[3], &stop);
+    PyBuffer_Release(&view);
+    if (data == NULL)
+        return NULL;
+    PyObject *out = Py_BuildValue("(Nn)", data, stop);
+    return out;
+}
+
+static PyObject *decode_table(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return decode_compound(args, nargs, 1);
+}
+
+static PyObject *decode_array(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return decode_compound(args, nargs, 0);
+}
+
 static PyMethodDef methods[] = {
     {"whole_publish", (PyCFunction)(void (*)(void))whole_publish, METH_FASTCALL,
      "whole_publish(buf, pos, frame_max, max_message_size) -> None or (channel, exchange, "
@@ -495,6 +701,10 @@ static PyMethodDef methods[] = {
     {"build_deliver_run", (PyCFunction)(void (*)(void))build_deliver_run, METH_FASTCALL,
      "build_deliver_run(channel, consumer_tag, first_tag, records, count, frame_max, "
      "copy_below) -> list of parts"},
+    {"decode_table", (PyCFunction)(void (*)(void))decode_table, METH_FASTCALL,
+     "decode_table(buf, pos, end, value_at) -> (dict, stop)"},
+    {"decode_array", (PyCFunction)(void (*)(void))decode_array, METH_FASTCALL,
+     "decode_array(buf, pos, end, value_at) -> (list, stop)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,6 +9,12 @@ or a long string's / byte array's length prefix and contents), so every value de
 exactly what pamqp would give (same types, same timestamp and decimal handling, RabbitMQ's
 ``s`` = short int) in O(size) for the whole table.
 
+The walk runs in C (``_fastpath.c``'s ``decode_table``: integers, booleans, void, long
+strings, tables and arrays built there, every other type handed back to ``_value_at_py``);
+the Python functions here (``_table_at_py``...) are the reference it is tested against
+(``tests/property/test_fieldtable_c.py``) and what runs when the extension is not built. A
+celery task's 19 headers: 11.6 µs to read in Python, see bench/RESULTS.md.
+
 It is stricter than pamqp in one way: a value that runs past the end of its table or array is
 refused (``ValueError``), where pamqp read on into the bytes after the table. A well-formed
 table decodes identically (``tests/property/test_fieldtable.py`` checks both against
@@ -40,7 +46,7 @@ _BOOL, _VOID, _LONGSTR = ord("t"), ord("V"), ord("S")
 _FIXED_MAX = 9
 
 
-def _value_at(buf, pos: int, end: int):
+def _value_at_py(buf, pos: int, end: int):
     """(value, position after it) of the field value whose type byte is at ``pos``."""
     if pos >= end:
         raise ValueError("Field value exceeds table data")
@@ -71,9 +77,9 @@ def _value_at(buf, pos: int, end: int):
         return bool(buf[pos]), pos + 1
     kind = bytes((code,))
     if kind == b"F":
-        return _table_at(buf, pos, end)
+        return _table_at_py(buf, pos, end)
     if kind == b"A":
-        return _array_at(buf, pos, end)
+        return _array_at_py(buf, pos, end)
     decoder = _SCALARS.get(kind)
     if decoder is None:
         raise ValueError(f"Unknown type: {kind!r}")
@@ -90,7 +96,7 @@ def _value_at(buf, pos: int, end: int):
     return value, pos + consumed
 
 
-def _table_at(buf, pos: int, end: int):
+def _table_at_py(buf, pos: int, end: int):
     if pos + 4 > end:
         raise ValueError("Field table length exceeds available data")
     stop = pos + 4 + _U32.unpack_from(buf, pos)[0]
@@ -105,11 +111,11 @@ def _table_at(buf, pos: int, end: int):
             raise ValueError("Field table key length exceeds data")
         key = bytes(buf[pos:pos + key_length]).decode("utf-8")
         pos += key_length
-        data[key], pos = _value_at(buf, pos, stop)
+        data[key], pos = _value_at_py(buf, pos, stop)
     return data, stop
 
 
-def _array_at(buf, pos: int, end: int):
+def _array_at_py(buf, pos: int, end: int):
     if pos + 4 > end:
         raise ValueError("Field array length exceeds available data")
     stop = pos + 4 + _U32.unpack_from(buf, pos)[0]
@@ -118,9 +124,21 @@ def _array_at(buf, pos: int, end: int):
     pos += 4
     data = []
     while pos < stop:
-        value, pos = _value_at(buf, pos, stop)
+        value, pos = _value_at_py(buf, pos, stop)
         data.append(value)
     return data, stop
+
+
+try:                # the same walk in C (``_fastpath.c``): ~10x faster on clients' headers
+    from ._fastpath import decode_array as _decode_array_c, decode_table as _decode_table_c
+
+    def _table_at(buf, pos: int, end: int):
+        return _decode_table_c(buf, pos, end, _value_at_py)
+
+    def _array_at(buf, pos: int, end: int):
+        return _decode_array_c(buf, pos, end, _value_at_py)
+except ImportError:  # not built: the Python reference does the work
+    _table_at, _array_at = _table_at_py, _array_at_py
 
 
 def field_table(value: bytes) -> tuple[int, dict]:
