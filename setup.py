@@ -59,6 +59,9 @@ setup(
             # RabbitMQ's Python stream client, of the stream protocol's listener
             # (amqpbroker/stream_protocol), as RabbitMQ's rabbitmq_stream plugin serves it
             "rstream>=1.1",
+            # Apache Qpid Proton, the AMQP 1.0 client of the AMQP 1.0 listener (amqpbroker/
+            # amqp10), as RabbitMQ's rabbitmq_amqp1_0 plugin serves it (built from its sdist)
+            "python-qpid-proton>=0.39",
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
             # drives Debian's chromium through chromium-driver for the dashboard's test
@@ -78,7 +81,8 @@ setup(
     package_data={"amqpbroker.mgmt.dashboard": ["static/*.*", "static/js/*.js",
                                                 "static/js/pages/*.js"]},
     # the record layout packed and unpacked in C: the hot path of every link between
-    # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference)
+    # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference); the
+    # publish scanner, delivery builder and field-table walk (amqpbroker/protocol/_fastpath.c)
     ext_modules=[Extension("amqpbroker.storage._record", ["amqpbroker/storage/_record.c"]),
                  Extension("amqpbroker.protocol._fastpath", ["amqpbroker/protocol/_fastpath.c"])],
     # cffi: compile the shared-memory ring (shm/ring.c) into shm._ring at build time.

@@ -259,7 +259,7 @@ class AdapterConnection(asyncio.Protocol):
         loop = self.loop
         opened = loop.create_future()
         self.ended = loop.create_future()
-        host, port = self.server.broker.shovels.local_address()
+        host, port = self.server.local_address()
         params = pika.ConnectionParameters(
             host, port, vhost, pika.PlainCredentials(user, password),
             heartbeat=0, client_properties={adapters.PROPERTY: adapters.claim(
@@ -341,6 +341,10 @@ class AdapterServer:
         self.connections: set = set()
         self._servers: list[asyncio.base_events.Server] = []
         self.web = None                                     # the WebSocket port, when on
+
+    def local_address(self) -> tuple[str, int]:
+        """Where the clients' AMQP connections go: this node's AMQP listener."""
+        return self.broker.shovels.local_address()
 
     async def start(self, host: str, port: int, ssl=None) -> tuple[str, int]:
         """Listen on ``port`` (0: any free one), over TLS with an ``ssl`` context."""

@@ -98,6 +98,11 @@ FLAGS = [
                                      "or its CN with --tls-login-from common_name), without "
                                      "a password, as RabbitMQ's mqtt.ssl_cert_login "
                                      "(default false)"),
+    ("amqp1_default_user", str, "AMQP 1.0 clients (served on the AMQP port, as RabbitMQ's "
+                                "rabbitmq_amqp1_0 plugin) that log in with SASL ANONYMOUS or "
+                                "without SASL are this user, as RabbitMQ's "
+                                "amqp1_0.default_user (default guest, so only from "
+                                "loopback; an empty string refuses them)"),
     ("stomp_port", int, "STOMP 1.0 / 1.1 / 1.2 port, as RabbitMQ's rabbitmq_stomp plugin "
                         "(RabbitMQ listens on 61613; default 0 = off; -1 = any free port)"),
     ("stomp_tls_port", int, "STOMP over TLS, with --tls-cert (RabbitMQ listens on 61614; "

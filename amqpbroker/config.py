@@ -69,6 +69,8 @@ class Config:
     mqtt_exchange: str = "amq.topic"             # topics are its routing keys
     mqtt_allow_anonymous: bool = True            # no credentials: default_user / default_pass
     mqtt_ssl_cert_login: bool = False            # no credentials, TLS: the certificate's user
+    # AMQP 1.0 on the AMQP port (amqpbroker/amqp10), as RabbitMQ's rabbitmq_amqp1_0 plugin
+    amqp1_default_user: str = "guest"            # ANONYMOUS / no SASL logs in as it ("": no)
     # RabbitMQ's STOMP plugin (amqpbroker/stomp): STOMP 1.0-1.2 clients over AMQP
     stomp_port: int = 0                          # 0 = off, -1 = any free port (61613: RabbitMQ's)
     stomp_tls_port: int = 0                      # STOMP over TLS, with tls_cert (61614)

@@ -21,6 +21,14 @@ class AMQPServer:
         self._properties = server_properties(broker.cluster_name)
         self._servers: list[asyncio.base_events.Server] = []
         self.ack_timeouts = AckTimeouts(self)     # consumer_timeout (ack_timeouts.py)
+        self.plain_address: tuple[str, int] | None = None     # the non-TLS listener's
+        from ..amqp10.listener import Amqp10Server
+        self.amqp10 = Amqp10Server(broker, self.local_address)   # AMQP 1.0 clients
+
+    def local_address(self) -> tuple[str, int]:
+        """Where an AMQP 1.0 client's AMQP connection goes: this process's listener."""
+        host, port = self.plain_address
+        return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host), port
 
     @property
     def server_properties(self) -> dict:
@@ -49,6 +57,8 @@ class AMQPServer:
         for sock in server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             addrs.append(sock.getsockname()[:2])
+        if ssl is None and self.plain_address is None:
+            self.plain_address = addrs[0]
         return addrs
 
     async def stop(self, timeout: float = 2.0) -> None:
@@ -56,6 +66,8 @@ class AMQPServer:
         for server in self._servers:
             server.close()
         self.ack_timeouts.stop()
+        for connection in list(self.amqp10.connections):
+            connection.close()
         for s in list(self.sessions):
             s.force_close("broker forced connection closure with reason 'shutdown'")
         deadline = self.broker.loop.time() + timeout

@@ -22,6 +22,7 @@ import uuid
 from pamqp import commands as C
 
 from .. import __version__, errors
+from ..amqp10.frames import is_amqp10
 from ..logs import context
 from ..protocol import events as ev
 from ..protocol import states as st
@@ -392,6 +393,9 @@ class Session(asyncio.BufferedProtocol):
             self.transport.close()
             self.closed = True
         elif t is ev.BadProtocolHeader:
+            if is_amqp10(event.received):   # AMQP 1.0: its own connection from here on
+                self._hand_over(event.received + event.rest)
+                return
             log.warning("connection %s: bad protocol header %r", self.name, event.received,
                         extra=self.log_context())
             self.flush()
@@ -661,6 +665,17 @@ class Session(asyncio.BufferedProtocol):
             self._abort()
             return
         self._peer_watch = self.loop.call_later(1.0, self._watch_peer)
+
+    def _hand_over(self, data: bytes) -> None:
+        """An AMQP 1.0 client (``amqp10/listener.py``): the connection is its from here on;
+        this session lets go of it without a word (our 0-9-1 header is not sent)."""
+        self.conn.output.clear()
+        self.closed = self._released = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        self.server.sessions.discard(self)
+        self.broker.stats.connection_closed(self)
+        self.server.amqp10.take_over(self.transport, data)
 
     def force_close(self, text: str) -> None:
         """Broker-initiated close (shutdown, vhost deleted): 320 CONNECTION_FORCED."""

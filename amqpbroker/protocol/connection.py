@@ -210,7 +210,7 @@ class Connection:
                 header = bytes(buf[pos:pos + 8])
                 self._pos = pos + 8
                 if header != PROTOCOL_HEADER:
-                    return self._bad_header(header)
+                    return self._bad_header(header, bytes(buf[pos + 8:limit]))
                 self.state = st.transition(self.state, "header")
                 self.send_method(0, commands.Connection.Start(
                     version_major=0, version_minor=9, server_properties=self.server_properties,
@@ -269,11 +269,11 @@ class Connection:
         self._pos = next_pos
         return ev.Publish(channel, exchange, routing_key, mandatory, immediate, props, body, scan)
 
-    def _bad_header(self, received: bytes):
+    def _bad_header(self, received: bytes, rest: bytes = b""):
         self.output.append(PROTOCOL_HEADER)
         self.state = st.CLOSED
         self._pos = self._end
-        return ev.BadProtocolHeader(received)
+        return ev.BadProtocolHeader(received, rest)
 
     def _frame(self, ftype: int, channel: int, payload: bytes):
         if ftype == FRAME_METHOD:

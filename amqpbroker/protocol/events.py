@@ -124,5 +124,8 @@ class ConnectionCloseOk:
 
 @dataclass(slots=True)
 class BadProtocolHeader:
-    """The first 8 bytes were not AMQP 0-9-1; our header is queued, then close the socket."""
+    """The first 8 bytes were not AMQP 0-9-1; our header is queued, then close the socket
+    (or, for AMQP 1.0's, the connection is handed over: ``amqp10/listener.py``). ``rest``:
+    what was read after them."""
     received: bytes
+    rest: bytes = b""

@@ -71,6 +71,9 @@ import struct
 import uuid
 
 import pika
+from pamqp.commands import Basic
+
+from ..protocol import properties as props_mod
 
 __all__ = ["NotAmqp10", "to_amqp091", "from_amqp091"]
 
@@ -479,7 +482,8 @@ def _from_header(value) -> tuple | None:
 
 
 def _encode(value: tuple) -> bytes:
-    """amqp10_binary_generator:generate/1, for the types from_amqp091 writes."""
+    """amqp10_binary_generator:generate/1, for the types from_amqp091 and the AMQP 1.0
+    listener's performatives (``amqp10/frames.py``) write."""
     kind, v = value
     if kind == "null":
         return b"\x40"
@@ -487,6 +491,12 @@ def _encode(value: tuple) -> bytes:
         return b"\x56\x01" if v else b"\x56\x00"
     if kind == "ubyte":
         return struct.pack(">BB", 0x50, v)
+    if kind == "ushort":
+        return struct.pack(">BH", 0x60, v)
+    if kind == "uint":
+        if v == 0:
+            return b"\x43"
+        return struct.pack(">BB", 0x52, v) if v < 256 else struct.pack(">BI", 0x70, v)
     if kind == "ulong":
         if v == 0:
             return b"\x44"
@@ -514,6 +524,15 @@ def _encode(value: tuple) -> bytes:
     if kind == "described":
         descriptor, described = v
         return b"\x00" + _encode(descriptor) + _encode(described)
+    if kind == "array":             # of symbols (AMQP 1.0 performatives' capabilities)
+        items = [item[1].encode("utf-8") for item in v]
+        if all(item[0] == "symbol" for item in v) and all(len(i) < 256 for i in items) \
+                and sum(len(i) + 1 for i in items) + 2 < 256:
+            data = b"".join(bytes((len(i),)) + i for i in items)
+            return struct.pack(">BBBB", 0xe0, len(data) + 2, len(v), 0xa3) + data
+        if all(item[0] == "symbol" for item in v):
+            data = b"".join(struct.pack(">I", len(i)) + i for i in items)
+            return struct.pack(">BIIB", 0xf0, len(data) + 5, len(v), 0xb3) + data
     raise TypeError(f"cannot encode {kind}")
 
 
@@ -573,3 +592,43 @@ def from_amqp091(properties: pika.BasicProperties, body: bytes, *,
     if application_properties:
         out += _section(APPLICATION_PROPERTIES, ("map", application_properties))
     return out + _section(DATA, ("binary", bytes(body)))
+
+
+# --- AMQP 0-9-1 properties on the wire ----------------------------------------------------
+
+def encode_properties(kw: dict) -> bytes:
+    """``amqp10.to_amqp091``'s properties (pika's names) as their wire bytes, through pamqp
+    (pika's encoder has no floats, which AMQP 1.0 application properties may hold); a float
+    header is a double and a binary one a byte array, as RabbitMQ's."""
+    if "type" in kw:
+        kw["message_type"] = kw.pop("type")
+    if "timestamp" in kw:
+        kw["timestamp"] = datetime.datetime.fromtimestamp(kw["timestamp"],
+                                                          datetime.timezone.utc)
+    headers = kw.get("headers")
+    if headers and any(isinstance(v, (list, dict)) for v in headers.values()):
+        # an AMQP 1.0 list or map: kept if pamqp encodes it (no floats or bytes inside)
+        try:
+            props_mod.encode(Basic.Properties(headers={
+                k: v for k, v in headers.items() if isinstance(v, (list, dict))}))
+        except (TypeError, ValueError):
+            headers = {k: v for k, v in headers.items() if not isinstance(v, (list, dict))}
+            kw["headers"] = headers or None
+    spliced = {k: v for k, v in headers.items() if isinstance(v, (float, bytes))} \
+        if headers else None
+    if spliced:
+        kw["headers"] = {k: v for k, v in headers.items() if k not in spliced} or None
+        return props_mod.with_binary_headers(props_mod.encode(Basic.Properties(**kw)),
+                                             spliced)
+    return props_mod.encode(Basic.Properties(**kw))
+
+
+def pika_properties(p) -> pika.BasicProperties:
+    """pamqp's decoded properties (its decoder reads doubles; pika's does not) under pika's
+    names, as ``amqp10.from_amqp091`` takes them."""
+    return pika.BasicProperties(
+        content_type=p.content_type, content_encoding=p.content_encoding, headers=p.headers,
+        delivery_mode=p.delivery_mode, priority=p.priority, correlation_id=p.correlation_id,
+        reply_to=p.reply_to, expiration=p.expiration, message_id=p.message_id,
+        timestamp=int(p.timestamp.timestamp()) if p.timestamp is not None else None,
+        type=p.message_type, user_id=p.user_id, app_id=p.app_id, cluster_id=p.cluster_id)

@@ -767,7 +767,7 @@ class StreamConnection(AdapterConnection):
             if filter_value is not None:
                 headers["x-stream-filter-value"] = filter_value
             kw["headers"] = headers
-        return _encode_properties(kw), body
+        return amqp10.encode_properties(kw), body
 
     def _count(self, pid: int, what: str, n: int) -> None:
         pub = self.publishers.get(pid)
@@ -1078,7 +1078,7 @@ class StreamConnection(AdapterConnection):
         """A delivery that is not raw bytes as the stream protocol gives it: the AMQP 1.0
         message of its AMQP 0-9-1 properties and body."""
         try:
-            properties = _pika_properties(props_mod.decode(d.properties))
+            properties = amqp10.pika_properties(props_mod.decode(d.properties))
         except ValueError:
             log.error("stream connection %s: a delivery's properties do not decode; sent "
                       "without them", self.name)
@@ -1089,44 +1089,6 @@ class StreamConnection(AdapterConnection):
                 or None
         return amqp10.from_amqp091(properties, d.body, exchange=d.exchange,
                                    routing_key=d.routing_key)
-
-
-def _encode_properties(kw: dict) -> bytes:
-    """``amqp10.to_amqp091``'s properties (pika's names) as their wire bytes, through pamqp
-    (pika's encoder has no floats, which AMQP 1.0 application properties may hold); a float
-    header is a double and a binary one a byte array, as RabbitMQ's."""
-    if "type" in kw:
-        kw["message_type"] = kw.pop("type")
-    if "timestamp" in kw:
-        kw["timestamp"] = datetime.datetime.fromtimestamp(kw["timestamp"],
-                                                          datetime.timezone.utc)
-    headers = kw.get("headers")
-    if headers and any(isinstance(v, (list, dict)) for v in headers.values()):
-        # an AMQP 1.0 list or map: kept if pamqp encodes it (no floats or bytes inside)
-        try:
-            props_mod.encode(Basic.Properties(headers={
-                k: v for k, v in headers.items() if isinstance(v, (list, dict))}))
-        except (TypeError, ValueError):
-            headers = {k: v for k, v in headers.items() if not isinstance(v, (list, dict))}
-            kw["headers"] = headers or None
-    spliced = {k: v for k, v in headers.items() if isinstance(v, (float, bytes))} \
-        if headers else None
-    if spliced:
-        kw["headers"] = {k: v for k, v in headers.items() if k not in spliced} or None
-        return props_mod.with_binary_headers(props_mod.encode(Basic.Properties(**kw)),
-                                             spliced)
-    return props_mod.encode(Basic.Properties(**kw))
-
-
-def _pika_properties(p) -> pika.BasicProperties:
-    """pamqp's decoded properties (its decoder reads doubles; pika's does not) under pika's
-    names, as ``amqp10.from_amqp091`` takes them."""
-    return pika.BasicProperties(
-        content_type=p.content_type, content_encoding=p.content_encoding, headers=p.headers,
-        delivery_mode=p.delivery_mode, priority=p.priority, correlation_id=p.correlation_id,
-        reply_to=p.reply_to, expiration=p.expiration, message_id=p.message_id,
-        timestamp=int(p.timestamp.timestamp()) if p.timestamp is not None else None,
-        type=p.message_type, user_id=p.user_id, app_id=p.app_id, cluster_id=p.cluster_id)
 
 
 _PLACE = ("x-stream-offset", "x-stream-timestamp", RAW)

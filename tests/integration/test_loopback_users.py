@@ -117,6 +117,26 @@ def stomp_from_ns(host: str, port: int, user: str, password: str) -> str:
     return out.stdout.strip() or out.stderr.strip()
 
 
+AMQP10_CLIENT = """
+import sys
+from proton import Message
+from proton.utils import BlockingConnection
+try:
+    c = BlockingConnection(sys.argv[1], timeout=10, allowed_mechs=sys.argv[2])
+    c.create_sender("/queue/from-remote").send(Message(body="hello"))
+    c.close()
+    print("OK")
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
+
+def amqp10_from_ns(url: str, mechanism: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", AMQP10_CLIENT, url,
+                          mechanism], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or out.stderr.strip()
+
+
 @pytest.fixture
 def with_remote_user(tmp_path):
     """A data directory holding user 'remote' (tag management, full permissions on '/'),
@@ -180,3 +200,17 @@ def test_guest_refused_by_stomp_remotely(netns, with_remote_user):
         log = "".join(b.output)
         assert "STOMP login failed for user 'guest': this user's access is restricted to " \
             "localhost" in log
+
+
+def test_guest_refused_by_amqp10_remotely(netns, with_remote_user):
+    """AMQP 1.0 on the AMQP port: guest from elsewhere is refused with PLAIN and with
+    ANONYMOUS (the default user: RabbitMQ 3.10's plugin lets ANONYMOUS in from anywhere,
+    which is looser than its own loopback rule); other users log in."""
+    with BrokerProcess(with_remote_user, "--host", HOST_IP) as b:
+        url = f"amqp://guest:guest@{HOST_IP}:{b.port}"
+        for mechanism in ("PLAIN", "ANONYMOUS"):
+            refused = amqp10_from_ns(url, mechanism)
+            assert refused.startswith("REFUSED") and "unauthorized-access" in refused, refused
+        assert amqp10_from_ns(f"amqp://remote:secret@{HOST_IP}:{b.port}", "PLAIN") == "OK"
+        log = "".join(b.output)
+        assert "user 'guest' can only connect via localhost" in log

@@ -1,0 +1,126 @@
+"""What an AMQP 1.0 link's address names, as RabbitMQ's AMQP 1.0 support reads it: the
+3.x plugin's forms (``rabbitmq_amqp1_0``'s README) and RabbitMQ 4.0's "v2" ones, no I/O.
+
+Targets (where a sender link's messages go) -> (exchange, routing key, queue to declare):
+
+    /exchange/NAME/KEY     exchange NAME, routing key KEY
+    /exchange/NAME         exchange NAME, the message's subject as the routing key
+    /topic/KEY             amq.topic, routing key KEY
+    /amq/queue/NAME        the default exchange, routing key NAME (the queue must exist)
+    /queue/NAME            the same, the queue declared first (durable if the terminus is)
+    /queue                 the default exchange, the message's subject as the routing key
+    /exchanges/NAME/KEY    4.0: exchange NAME, routing key KEY (percent-encoded)
+    /exchanges/NAME        4.0: exchange NAME, the message's subject as the routing key
+    /queues/NAME           4.0: the default exchange, routing key NAME
+    null                   each message's ``to`` is one of the above
+
+Sources (what a receiver link consumes) -> (queue, queue to declare, (exchange, key) to bind
+a new exclusive queue to):
+
+    /queue/NAME            NAME, declared first (durable if the terminus is)
+    /amq/queue/NAME        NAME (must exist)
+    /queues/NAME           4.0: NAME (must exist)
+    /exchange/NAME/KEY     a new exclusive queue bound to NAME with KEY
+    /topic/KEY             a new exclusive queue bound to amq.topic with KEY
+
+A subject or ``to`` is read from the message's properties section (``subject_of``,
+``to_of``); an address of none of these forms is ``BadAddress`` (the link is refused with
+``amqp:invalid-field``).
+"""
+from __future__ import annotations
+
+import urllib.parse
+
+from ..stream_protocol import amqp10 as types
+
+SUBJECT = None          # the routing key: the message's subject
+
+
+class BadAddress(ValueError):
+    pass
+
+
+def _v2(part: str, address: str) -> str:
+    name = urllib.parse.unquote(part)
+    if not name:
+        raise BadAddress(f"address '{address}': an empty name")
+    return name
+
+
+def target(address) -> tuple:
+    """(exchange, routing key or SUBJECT, queue to declare or None); exchange None: the
+    address is each message's ``to``."""
+    if address is None:
+        return None, SUBJECT, None
+    parts = address.split("/")
+    if len(parts) < 2 or parts[0] != "":
+        raise BadAddress(f"address '{address}' is not one RabbitMQ takes")
+    kind, rest = parts[1], parts[2:]
+    if kind == "exchange" and len(rest) == 2 and rest[0]:
+        return rest[0], rest[1], None
+    if kind == "exchange" and len(rest) == 1 and rest[0]:
+        return rest[0], SUBJECT, None
+    if kind == "topic" and len(rest) == 1:
+        return "amq.topic", rest[0], None
+    if kind == "amq" and len(rest) == 2 and rest[0] == "queue" and rest[1]:
+        return "", rest[1], None
+    if kind == "queue" and len(rest) == 1 and rest[0]:
+        return "", rest[0], rest[0]
+    if kind == "queue" and not rest:
+        return "", SUBJECT, None
+    if kind == "exchanges" and len(rest) == 2:
+        return _v2(rest[0], address), urllib.parse.unquote(rest[1]), None
+    if kind == "exchanges" and len(rest) == 1:
+        return _v2(rest[0], address), SUBJECT, None
+    if kind == "queues" and len(rest) == 1:
+        return "", _v2(rest[0], address), None
+    raise BadAddress(f"address '{address}' is not one RabbitMQ takes")
+
+
+def of_to(to) -> tuple[str, str]:
+    """(exchange, routing key) of a message's ``to`` (for a link with a null target)."""
+    if not to:
+        raise BadAddress("a message without a 'to' on a link without a target address")
+    exchange, key, _ = target(to)
+    if exchange is None or key is SUBJECT:
+        raise BadAddress(f"'to' address '{to}' names no routing key")
+    return exchange, key
+
+
+def source(address) -> tuple:
+    """(queue or None, queue to declare or None, (exchange, key) to bind or None)."""
+    if not address:
+        raise BadAddress("a receiving link needs a source address")
+    parts = address.split("/")
+    if len(parts) >= 2 and parts[0] == "":
+        kind, rest = parts[1], parts[2:]
+        if kind == "queue" and len(rest) == 1 and rest[0]:
+            return rest[0], rest[0], None
+        if kind == "amq" and len(rest) == 2 and rest[0] == "queue" and rest[1]:
+            return rest[1], None, None
+        if kind == "queues" and len(rest) == 1:
+            return _v2(rest[0], address), None, None
+        if kind == "exchange" and len(rest) == 2 and rest[0]:
+            return None, None, (rest[0], rest[1])
+        if kind == "topic" and len(rest) == 1:
+            return None, None, ("amq.topic", rest[0])
+    raise BadAddress(f"address '{address}' is not one RabbitMQ takes")
+
+
+def _properties(data: bytes) -> list | None:
+    for code, value, _raw in types._sections(data):
+        if code == types.PROPERTIES:
+            return value[1]
+    return None
+
+
+def subject_of(data: bytes) -> str | None:
+    """The subject of an AMQP 1.0 message (its properties' fifth field)."""
+    fields = _properties(data) or []
+    return fields[3][1] if len(fields) > 3 and fields[3][0] in ("utf8", "symbol") else None
+
+
+def to_of(data: bytes) -> str | None:
+    """The ``to`` of an AMQP 1.0 message (its properties' third field)."""
+    fields = _properties(data) or []
+    return fields[2][1] if len(fields) > 2 and fields[2][0] in ("utf8", "symbol") else None

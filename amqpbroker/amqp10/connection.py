@@ -1,0 +1,847 @@
+"""A client of AMQP 1.0 (qpid-proton, the Azure and .NET AMQP 1.0 clients, RabbitMQ's own
+AMQP 1.0 clients), carried over AMQP 0-9-1 as the MQTT, STOMP and stream clients are
+(``adapter.py``), as RabbitMQ 3.10's ``rabbitmq_amqp1_0`` plugin carries them over its
+direct client.
+
+The connection: the SASL layer (PLAIN, AMQPLAIN, ANONYMOUS as ``--amqp1-default-user``, and a
+client that skips SASL is that user too, as the plugin's ``default_user``; ``guest`` only
+from loopback), then ``open`` (the vhost is the ``hostname``'s ``vhost:NAME``, else the
+default vhost ``/``), which logs in over AMQP as the client's user: permissions, limits,
+alarms, every process layout and the cluster are the broker's own.
+
+What each link becomes (its address, RabbitMQ 3.10's forms and 4.0's; ``address.py``):
+
+* A **sender** link (the client publishes) gets an AMQP channel of its own. Each message
+  (``transfer`` frames, ``more`` ones joined) is converted to AMQP 0-9-1 properties and body
+  (``stream_protocol/amqp10.py``, RabbitMQ's mapping) and published to the address's
+  exchange and routing key. An unsettled transfer is published in confirm mode and settled
+  with ``accepted`` when the broker confirms it (``rejected`` on a nack), a settled one
+  without confirm. The client is given link credit (``CREDIT``), topped up as it is used;
+  during a memory or disk alarm the client's frames wait (``adapter.py``), so credit runs
+  out and the client stops.
+* A **receiver** link (the client consumes) is a consumer on a channel of its own with a
+  prefetch of ``WINDOW``; deliveries are sent as transfers while the client has credit (the
+  rest wait here, unacked in the broker), ``drain`` ends with the credit used up. With
+  ``snd-settle-mode`` settled the delivery is acked once sent (at most once); otherwise it
+  waits for the client's disposition: ``accepted`` acks, ``rejected`` and ``modified`` with
+  ``undeliverable-here`` reject, ``released`` and other ``modified`` requeue.
+* Detaching a link (or ending its session, or closing the connection) closes its channel:
+  what was delivered and not settled goes back to the queue, redelivered.
+
+Errors are answered as AMQP 1.0 errors on the level they belong to: a link the broker
+refuses (a missing queue or exchange, a permission) is detached with the condition for its
+AMQP 0-9-1 code (``amqp:not-found``, ``amqp:unauthorized-access``...) and RabbitMQ's text;
+frames that make no sense close the connection with ``amqp:decode-error`` or
+``amqp:connection:framing-error``.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import struct
+
+import pika
+
+from .. import errors
+from ..adapter import AdapterConnection, Ended, refusal, tapped
+from ..delivery_tap import Delivery
+from ..frontend.session import is_loopback
+from ..pika_calls import answer
+from ..protocol import properties as props_mod
+from ..protocol.fastpath import build_confirm, build_publish
+from ..stream_protocol import amqp10 as convert
+from ..stream_protocol.amqp10 import NULL
+from . import address
+from . import frames as f
+from . import message
+
+log = logging.getLogger("amqpbroker.amqp10")
+
+MAX_FRAME_SIZE = 131072             # what this side accepts (RabbitMQ's frame_max)
+CHANNEL_MAX = 255
+HANDSHAKE_TIMEOUT = 10.0
+CREDIT = 256                        # link credit a sender link is given, topped up at half
+WINDOW = 256                        # deliveries a receiver link's consumer may hold unacked
+INCOMING_WINDOW = 65535             # transfers a session takes before it says so again
+MECHANISMS = ("PLAIN", "AMQPLAIN", "ANONYMOUS")
+PRODUCT = "amqpbroker"
+# AMQP 0-9-1 reply codes -> AMQP 1.0 error conditions
+_CONDITIONS = {403: "amqp:unauthorized-access", 404: "amqp:not-found",
+               405: "amqp:resource-locked", 406: "amqp:precondition-failed",
+               530: "amqp:not-allowed", 540: "amqp:not-implemented"}
+_U64 = struct.Struct(">Q")
+
+
+def _value(v):
+    """A field's Python value (a tagged pair's second item), None for null."""
+    return v[1]
+
+
+class ChannelGone(Exception):
+    def __init__(self, code: int, text: str):
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
+class Link:
+    """One attached link: ``role`` is the client's (``sender``: it publishes to us)."""
+
+    __slots__ = ("name", "handle", "role", "session", "channel", "settled", "exchange",
+                 "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
+                 "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
+                 "attached")
+
+    def __init__(self, session, name: str, handle: int, role: str):
+        self.name = name
+        self.handle = handle
+        self.role = role
+        self.session = session
+        self.channel = None
+        self.settled = False            # sender: settled transfers; receiver: send settled
+        self.exchange = self.routing_key = None     # sender: where messages go (None: `to`)
+        self.queue = None               # receiver: what is consumed
+        self.consumer_tag = ""
+        self.credit = 0
+        self.delivery_count = 0
+        self.partial: list | None = None    # a transfer's frames so far (more=true)
+        self.pending: collections.deque = collections.deque()   # receiver: not yet sent
+        self.drain = False
+        self.confirm_seq = 0            # sender: publishes on its channel (confirm numbers)
+        self.confirms: collections.OrderedDict = collections.OrderedDict()  # seq -> id
+        self.closing = False
+        self.attached = False           # answered: a channel lost before is a refusal
+
+
+class Session:
+    __slots__ = ("channel", "remote_channel", "links", "next_incoming_id",
+                 "incoming_window", "next_outgoing_id", "remote_incoming_window",
+                 "unsettled", "ending", "detached")
+
+    def __init__(self, channel: int, remote_channel: int, next_incoming_id: int,
+                 remote_incoming_window: int):
+        self.channel = channel
+        self.remote_channel = remote_channel
+        self.links: dict[int, Link] = {}                # the client's handle -> link
+        self.next_incoming_id = next_incoming_id
+        self.incoming_window = INCOMING_WINDOW
+        self.next_outgoing_id = 0                       # our next delivery id
+        self.remote_incoming_window = remote_incoming_window
+        self.unsettled: dict[int, tuple] = {}           # delivery id -> (link, tag)
+        self.ending = False
+        self.detached: set[int] = set()     # handles we detached first: the client answers
+
+
+class Amqp10Connection(AdapterConnection):
+    protocol = "AMQP 1.0"
+    log = log
+
+    def __init__(self, server):
+        super().__init__(server)
+        self.phase = "header"           # sasl, amqp_header, open, opened, closing
+        self.head = b""
+        self.splitter = f.Splitter(MAX_FRAME_SIZE)
+        self.user = None
+        self.password = ""
+        self.sasl_done = False
+        self.vhost = "/"
+        self.remote_max_frame = 65536  # the client's max-frame-size (from its open)
+        self.sessions: dict[int, Session] = {}          # the client's channel -> session
+        self.by_channel: dict = {}                      # pika channel -> link
+        self.channel_gone: dict = {}
+
+    # ------------------------------------------------------------ transport
+    def connection_made(self, transport) -> None:
+        self._accepted(transport)
+        self.timers.append(self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout))
+        log.info("accepting AMQP 1.0 connection %s", self.name)
+
+    def taken_over(self, transport, data: bytes) -> None:
+        """A connection the AMQP 0-9-1 listener accepted whose first bytes were an AMQP 1.0
+        header (``frontend/session.py``): it is this protocol's from here on."""
+        self.connection_made(transport)
+        self.data_received(data)
+
+    def _handshake_timeout(self) -> None:
+        if self.phase != "opened" and not self.closed:
+            log.warning("AMQP 1.0 connection %s: no open within %.0f s; closing", self.name,
+                        HANDSHAKE_TIMEOUT)
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self.phase == "closing":
+            return
+        self.heard = self.loop.time()
+        if self.phase in ("header", "amqp_header"):
+            data = self._header(data)
+            if not data:
+                return
+        try:
+            items = self.splitter.feed(data)
+        except f.FrameError as exc:
+            self._fail(exc.condition, str(exc))
+            return
+        self._received(items)
+
+    def _header(self, data: bytes) -> bytes:
+        """The protocol header's bytes taken off ``data``; what follows it is returned."""
+        need = 8 - len(self.head)
+        self.head += data[:need]
+        rest = data[need:]
+        if len(self.head) < 8:
+            return b""
+        head, self.head = self.head, b""
+        if head == f.SASL_HEADER and self.phase == "header":
+            self._send(f.SASL_HEADER + f.frame(
+                "sasl_mechanisms",
+                sasl_server_mechanisms=("array", [("symbol", m) for m in self._mechanisms()])))
+            self.phase = "sasl"
+            return rest
+        if head == f.AMQP_HEADER and (self.phase == "amqp_header" or self.phase == "header"):
+            if not self.sasl_done:              # no SASL: the default user, as RabbitMQ's
+                if not self._anonymous():
+                    self._send(f.AMQP_HEADER)
+                    self.close()
+                    return b""
+            self._send(f.AMQP_HEADER)
+            self.phase = "open"
+            return rest
+        log.warning("AMQP 1.0 connection %s: bad protocol header %r; closing", self.name, head)
+        self._send(f.SASL_HEADER if self.phase == "header" else f.AMQP_HEADER)
+        self.close()
+        return b""
+
+    def _mechanisms(self) -> tuple:
+        return MECHANISMS if self.cfg.amqp1_default_user else MECHANISMS[:2]
+
+    def _send(self, data: bytes) -> None:
+        if not self.closed:
+            self._queue_out(data)
+
+    def _fail(self, condition: str, text: str) -> None:
+        """Close the connection with an error, as ``close`` with it."""
+        log.error("AMQP 1.0 connection %s: %s; closing it", self.name, text)
+        if self.phase in ("open", "opened"):
+            self._send(f.frame("close", error=f.error(condition, text)))
+        self.phase = "closing"
+        self._flush()
+        self.close()
+
+    # ------------------------------------------------------------ in order
+    def _batched(self, frame) -> bool:
+        return frame.name in ("transfer", "disposition", "flow")
+
+    def _publishes(self, frame) -> bool:
+        return frame.name == "transfer" and frame.channel in self.sessions \
+            and getattr(self.sessions[frame.channel].links.get(frame["handle"]), "role",
+                        None) == "sender"
+
+    def _ended(self, exc: Ended) -> None:
+        self.close()
+
+    def _client_gone(self) -> None:
+        self.close()
+
+    async def _handle(self, frame) -> None:
+        name = frame.name
+        if name is None:                        # a heartbeat
+            return
+        if self.phase == "sasl":
+            if name != "sasl_init":
+                self._fail("amqp:connection:framing-error", f"{name} during SASL")
+                return
+            return self._sasl_init(frame)
+        if frame.type == f.SASL:
+            self._fail("amqp:connection:framing-error", f"{name} after SASL")
+            return
+        if self.phase == "open":
+            if name != "open":
+                self._fail("amqp:connection:framing-error", f"{name} before open")
+                return
+            return await self._open(frame)
+        handler = getattr(self, "on_" + name, None)
+        if handler is None:
+            self._fail("amqp:not-implemented", f"unexpected {name}")
+            return
+        await handler(frame)
+
+    # ------------------------------------------------------------ SASL, open
+    def _anonymous(self) -> bool:
+        """Log in as ``--amqp1-default-user`` (ANONYMOUS, or no SASL at all): False (and
+        logged) when there is none or it may not come from here."""
+        name = self.cfg.amqp1_default_user
+        users = self.server.broker.users
+        user = users.users.get(name) if name else None
+        if user is None:
+            log.warning("AMQP 1.0 connection %s: anonymous login refused: no default user",
+                        self.name)
+            return False
+        if name in self.cfg.loopback_users and not is_loopback(self.peer):
+            log.warning("AMQP 1.0 connection %s: user '%s' can only connect via localhost",
+                        self.name, name)
+            return False
+        self.user, self.password, self.sasl_done = user, users.internal_secret, True
+        return True
+
+    def _sasl_init(self, frame) -> None:
+        mechanism = frame["mechanism"] or ""
+        response = frame["initial_response"] or b""
+        ok = False
+        if mechanism == "ANONYMOUS" and "ANONYMOUS" in self._mechanisms():
+            ok = self._anonymous()
+        elif mechanism in ("PLAIN", "AMQPLAIN"):
+            users = self.server.broker.users
+            try:
+                user = users.authenticate(mechanism, response)
+            except errors.AMQPError as exc:
+                log.warning("AMQP 1.0 connection %s: %s", self.name,
+                            getattr(exc, "login_failed", str(exc)))
+                user = None
+            except Exception as exc:                        # noqa: BLE001 - a backend's
+                log.warning("AMQP 1.0 connection %s: login failed: %s", self.name, exc)
+                user = None
+            if user is not None and user.name in self.cfg.loopback_users \
+                    and not is_loopback(self.peer):
+                log.warning("AMQP 1.0 connection %s: user '%s' can only connect via "
+                            "localhost", self.name, user.name)
+                user = None
+            if user is not None:
+                self.user, ok = user, True
+                self.password = response.split(b"\x00")[2].decode(errors="replace") \
+                    if mechanism == "PLAIN" else users.internal_secret
+        else:
+            log.warning("AMQP 1.0 connection %s: SASL mechanism %r not offered", self.name,
+                        mechanism)
+        self._send(f.frame("sasl_outcome", code=("ubyte", f.SASL_OK if ok else f.SASL_AUTH)))
+        if ok:
+            self.sasl_done = True
+            self.phase = "amqp_header"
+        else:
+            self.phase = "closing"
+            self._flush()
+            self.close()
+
+    async def _open(self, frame) -> None:
+        hostname = frame["hostname"] or ""
+        vhost = hostname[len("vhost:"):] if hostname.startswith("vhost:") else "/"
+        max_frame = frame["max_frame_size"]
+        self.remote_max_frame = max(f.MIN_MAX_FRAME_SIZE,
+                                    min(max_frame if max_frame else 1 << 32, 1 << 32))
+        shown = {"product": "AMQP 1.0 client",
+                 "container_id": frame["container_id"] or ""}
+        result = await self._open_amqp(vhost, self.user.name, self.password, "AMQP 1-0",
+                                       shown)
+        if self.amqp is None:
+            why = refusal(result)
+            text = (f"access to vhost '{vhost}' refused for user '{self.user.name}'"
+                    if why == "vhost" else f"login refused: {result}")
+            log.warning("AMQP 1.0 connection %s: %s", self.name, text)
+            self._send(self._open_frame())
+            self._fail("amqp:unauthorized-access" if why != "other" else "amqp:internal-error",
+                       text)
+            return
+        self.vhost = vhost
+        self.phase = "opened"
+        self._send(self._open_frame())
+        idle = frame["idle_time_out"]
+        if idle:                                # the client wants a frame at least this often
+            every = max(idle / 2000.0, 0.05)
+            self.timers.append(self.loop.call_later(every, self._beat, every))
+        log.info("AMQP 1.0 connection %s: user '%s' authenticated and granted access to "
+                 "vhost '%s'", self.name, self.user.name, vhost)
+
+    def _open_frame(self) -> bytes:
+        return f.frame("open", container_id=("utf8", PRODUCT),
+                       max_frame_size=("uint", MAX_FRAME_SIZE),
+                       channel_max=("ushort", CHANNEL_MAX),
+                       properties=("map", [(("symbol", "product"), ("utf8", PRODUCT))]))
+
+    def _beat(self, every: float) -> None:
+        if self.closed:
+            return
+        self._send(f.HEARTBEAT)
+        self.timers.append(self.loop.call_later(every, self._beat, every))
+
+    async def on_close(self, frame) -> None:
+        err = f.composite(frame.fields["error"])
+        if err is not None:
+            log.warning("AMQP 1.0 connection %s: the client closed it: %s %s", self.name,
+                        err[1]["condition"][1], err[1]["description"][1] or "")
+        self._send(f.frame("close"))
+        self.phase = "closing"
+        self._flush()
+        self.close()
+
+    # ------------------------------------------------------------ sessions
+    async def on_begin(self, frame) -> None:
+        if frame.channel in self.sessions:
+            self._fail("amqp:connection:framing-error", f"channel {frame.channel} in use")
+            return
+        if frame.channel > CHANNEL_MAX:
+            self._fail("amqp:connection:framing-error", f"channel {frame.channel} over "
+                                                        f"channel-max {CHANNEL_MAX}")
+            return
+        session = Session(frame.channel, frame.channel, frame["next_outgoing_id"] or 0,
+                          frame["incoming_window"] or 0)
+        self.sessions[frame.channel] = session
+        self._send(f.frame("begin", frame.channel, remote_channel=("ushort", frame.channel),
+                           next_outgoing_id=("uint", 0),
+                           incoming_window=("uint", session.incoming_window),
+                           outgoing_window=("uint", INCOMING_WINDOW),
+                           handle_max=("uint", 0xFFFFFFFF)))
+
+    def _session(self, frame) -> Session | None:
+        session = self.sessions.get(frame.channel)
+        if session is None:
+            self._fail("amqp:connection:framing-error",
+                       f"{frame.name} on channel {frame.channel}, which has no session")
+        return session
+
+    async def on_end(self, frame) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        for link in list(session.links.values()):
+            self._drop_link(link)
+        del self.sessions[frame.channel]
+        self._send(f.frame("end", session.channel))
+
+    # ------------------------------------------------------------ links
+    async def on_attach(self, frame) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        handle = frame["handle"]
+        if handle in session.links:
+            self._fail("amqp:session:handle-in-use", f"handle {handle} in use")
+            return
+        role = "receiver" if frame["role"] else "sender"    # the client's role
+        link = Link(session, frame["name"] or "", handle, role)
+        session.links[handle] = link
+        source, target = f.composite(frame.fields["source"]), f.composite(frame.fields["target"])
+        link.settled = frame["snd_settle_mode"] == 1
+        terminus = target if role == "sender" else source
+        addr = terminus[1]["address"][1] if terminus is not None else None
+        # a queue the address declares is durable when the terminus is (RabbitMQ's rule)
+        durable = bool(terminus[1]["durable"][1]) if terminus is not None else False
+        if role == "sender":
+            link.delivery_count = frame["initial_delivery_count"] or 0
+        try:
+            await self._attach(link, addr, durable)
+        except address.BadAddress as exc:
+            return self._refuse_link(frame, link, "amqp:invalid-field", str(exc))
+        except ChannelGone as exc:
+            return self._refuse_link(frame, link, _CONDITIONS.get(exc.code,
+                                                                   "amqp:internal-error"),
+                                     exc.text)
+        reply = dict(name=("utf8", link.name), handle=("uint", handle),
+                     role=("boolean", role == "sender"),
+                     snd_settle_mode=("ubyte", 1 if link.settled else 0),
+                     rcv_settle_mode=("ubyte", 0),
+                     source=frame.fields["source"], target=frame.fields["target"])
+        if role == "receiver":
+            reply["initial_delivery_count"] = ("uint", 0)
+        self._send(f.frame("attach", session.channel, **reply))
+        link.attached = True
+        if role == "sender":
+            self._grant(link)
+        log.info("AMQP 1.0 connection %s: link '%s' attached (%s %s)", self.name, link.name,
+                 "publishing to" if role == "sender" else "consuming from", addr)
+
+    async def _attach(self, link: Link, addr, durable: bool) -> None:
+        """The link's channel, and what its address means (``address.py``): declared,
+        bound or consumed as RabbitMQ's plugin does."""
+        link.channel = await self._channel(link)
+        if link.role == "sender":
+            exchange, key, declare = address.target(addr)
+            if declare is not None:
+                await self._ask(link.channel, lambda cb: link.channel.queue_declare(
+                    declare, durable=durable, callback=cb))
+            elif exchange:
+                await self._ask(link.channel, lambda cb: link.channel.exchange_declare(
+                    exchange, passive=True, callback=cb))
+            link.exchange, link.routing_key = exchange, key
+            if not link.settled:
+                await self._ask(link.channel, lambda cb: link.channel.confirm_delivery(
+                    lambda fr: self._confirmed(link, fr), callback=cb))
+            return
+        queue, declare, bind = address.source(addr)
+        ch = link.channel
+        if declare is not None:
+            await self._ask(ch, lambda cb: ch.queue_declare(declare, durable=durable,
+                                                            callback=cb))
+        if bind is not None:
+            exchange, key = bind
+            ok = await self._ask(ch, lambda cb: ch.queue_declare(
+                "", exclusive=True, auto_delete=True, callback=cb))
+            queue = ok.method.queue
+            await self._ask(ch, lambda cb: ch.queue_bind(queue, exchange, key, callback=cb))
+        await self._ask(ch, lambda cb: ch.basic_qos(prefetch_count=WINDOW, callback=cb))
+        link.queue = queue
+        link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
+        ch.add_on_cancel_callback(self._cancelled)
+        self.amqp.tap(ch.channel_number, self._deliver)
+        await self._ask(ch, lambda cb: ch.basic_consume(
+            queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag, callback=cb))
+
+    def _refuse_link(self, frame, link: Link, condition: str, text: str) -> None:
+        """An attach the broker refused: attached and detached at once with the error, as
+        part 2.6.3 has it (the source or target null)."""
+        log.warning("AMQP 1.0 connection %s: link '%s' refused: %s %s", self.name, link.name,
+                    condition, text)
+        session = link.session
+        self._send(f.frame("attach", session.channel, name=("utf8", link.name),
+                           handle=("uint", link.handle),
+                           role=("boolean", link.role == "sender"),
+                           source=frame.fields["source"] if link.role == "sender" else NULL,
+                           target=frame.fields["target"] if link.role == "receiver" else NULL))
+        self._send(f.frame("detach", session.channel, handle=("uint", link.handle),
+                           closed=("boolean", True), error=f.error(condition, text)))
+        self._drop_link(link)
+        session.detached.add(link.handle)
+
+    def _grant(self, link: Link) -> None:
+        """Top a sender link's credit up to ``CREDIT``."""
+        link.credit = CREDIT
+        self._flow(link)
+
+    def _flow(self, link: Link, drain: bool = False) -> None:
+        s = link.session
+        fields = dict(next_incoming_id=("uint", s.next_incoming_id),
+                      incoming_window=("uint", s.incoming_window),
+                      next_outgoing_id=("uint", s.next_outgoing_id),
+                      outgoing_window=("uint", INCOMING_WINDOW),
+                      handle=("uint", link.handle),
+                      delivery_count=("uint", link.delivery_count & 0xFFFFFFFF),
+                      link_credit=("uint", link.credit))
+        if drain:
+            fields["drain"] = ("boolean", True)
+        self._send(f.frame("flow", s.channel, **fields))
+
+    async def on_detach(self, frame) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        link = session.links.get(frame["handle"])
+        if link is None:
+            if frame["handle"] in session.detached:     # its answer to our detach
+                session.detached.discard(frame["handle"])
+                return
+            self._fail("amqp:session:unattached-handle", f"detach of handle {frame['handle']}")
+            return
+        self._drop_link(link)
+        self._send(f.frame("detach", session.channel, handle=("uint", link.handle),
+                           closed=("boolean", bool(frame["closed"]))))
+
+    def _drop_link(self, link: Link) -> None:
+        """Forget a link; its channel closes, so what it was delivered and not settled goes
+        back to its queue."""
+        link.closing = True
+        link.session.links.pop(link.handle, None)
+        for delivery_id in [i for i, (ln, _) in link.session.unsettled.items() if ln is link]:
+            del link.session.unsettled[delivery_id]
+        channel = link.channel
+        if channel is not None:
+            self.by_channel.pop(channel, None)
+            if channel.is_open:
+                self._flush_amqp()
+                channel.close()
+
+    # ------------------------------------------------------------ channels
+    async def _channel(self, link: Link):
+        gone = self.loop.create_future()
+        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
+        self.channel_gone[channel] = gone
+        self.by_channel[channel] = link
+
+        def closed(ch, reason) -> None:
+            code = getattr(reason, "reply_code", 0)
+            text = getattr(reason, "reply_text", str(reason))
+            if not gone.done():
+                gone.set_exception(ChannelGone(code, text))
+                gone.exception()
+            self.channel_gone.pop(ch, None)
+            owner = self.by_channel.pop(ch, None)
+            if owner is not None and owner.attached and not owner.closing and not self.closed:
+                self._link_lost(owner, code, text)
+        channel.add_on_close_callback(closed)
+        return channel
+
+    async def _ask(self, channel, start):
+        self._flush_amqp()
+        gone = self.channel_gone.get(channel)
+        return await answer(start, self.ended, *(() if gone is None else (gone,)))
+
+    def _link_lost(self, link: Link, code: int, text: str) -> None:
+        """The broker closed a link's channel (its queue deleted, a refused publish): the
+        link is detached with the error."""
+        if link.session.links.get(link.handle) is not link:
+            return
+        log.warning("AMQP 1.0 connection %s: link '%s' detached: %d %s", self.name, link.name,
+                    code, text)
+        self._detach(link, _CONDITIONS.get(code, "amqp:internal-error"), text)
+
+    def _detach(self, link: Link, condition: str, text: str) -> None:
+        """Detach a link from this side, with an error; the client answers with its own
+        detach (``on_detach``)."""
+        self._fail_confirms(link)
+        self._drop_link(link)
+        link.session.detached.add(link.handle)
+        self._send(f.frame("detach", link.session.channel, handle=("uint", link.handle),
+                           closed=("boolean", True), error=f.error(condition, text)))
+
+    def _cancelled(self, method_frame) -> None:
+        """The broker cancelled a receiver link's consumer (its queue was deleted): the
+        link is detached with ``amqp:resource-deleted``, as RabbitMQ 4.0 does."""
+        tag = method_frame.method.consumer_tag
+        for session in self.sessions.values():
+            for link in list(session.links.values()):
+                if link.role == "receiver" and link.consumer_tag == tag and link.attached:
+                    log.warning("AMQP 1.0 connection %s: link '%s': its queue '%s' was "
+                                "deleted", self.name, link.name, link.queue)
+                    self._detach(link, "amqp:resource-deleted",
+                                 f"queue '{link.queue}' in vhost '{self.vhost}' was deleted")
+
+    # ------------------------------------------------------------ publishing
+    async def on_transfer(self, frame) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        link = session.links.get(frame["handle"])
+        if link is None or link.role != "sender":
+            self._fail("amqp:session:unattached-handle",
+                       f"transfer on handle {frame['handle']}, not a sending link")
+            return
+        if link.partial is None:
+            session.next_incoming_id = (session.next_incoming_id + 1) & 0xFFFFFFFF
+            link.partial = [frame["delivery_id"], bool(frame["settled"]), []]
+        elif frame["settled"]:
+            link.partial[1] = True
+        link.partial[2].append(frame.payload)
+        if frame["aborted"]:
+            link.partial = None
+            return
+        if frame["more"]:
+            if sum(len(p) for p in link.partial[2]) > self.cfg.max_message_size:
+                self._fail("amqp:link:message-size-exceeded", "message over the maximum size")
+            return
+        delivery_id, settled, parts = link.partial
+        link.partial = None
+        link.delivery_count += 1
+        link.credit -= 1
+        self._publish(link, delivery_id, settled or link.settled, b"".join(parts))
+        if link.credit <= CREDIT // 2:
+            self._grant(link)
+
+    def _publish(self, link: Link, delivery_id, settled: bool, data: bytes) -> None:
+        try:
+            kw, body = message.incoming(data)
+        except convert.NotAmqp10 as exc:
+            log.warning("AMQP 1.0 connection %s: link '%s': a message that is not AMQP 1.0 "
+                        "(%s): rejected", self.name, link.name, exc)
+            if not settled:
+                self._dispose(link.session, [delivery_id], f.make(
+                    "rejected", error=f.error("amqp:decode-error", str(exc))))
+            return
+        if kw.get("user_id") not in (None, self.user.name):
+            del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
+        exchange, key = link.exchange, link.routing_key
+        if exchange is None:            # the address is the message's `to`
+            try:
+                exchange, key = address.of_to(address.to_of(data))
+            except address.BadAddress as exc:
+                if not settled:
+                    self._dispose(link.session, [delivery_id], f.make(
+                        "rejected", error=f.error("amqp:invalid-field", str(exc))))
+                return
+        if key is address.SUBJECT:      # /exchange/NAME: the message's subject
+            key = address.subject_of(data) or ""
+        properties = convert.encode_properties(kw) if kw else b"\x00\x00"
+        self.amqp_out += build_publish(link.channel.channel_number, exchange.encode(),
+                                       key.encode(), properties, body,
+                                       self.amqp.params.frame_max)
+        if not link.settled:            # its channel is in confirm mode
+            link.confirm_seq += 1
+            if not settled:
+                link.confirms[link.confirm_seq] = delivery_id
+
+    def _confirmed(self, link: Link, frame) -> None:
+        m = frame.method
+        nack = isinstance(m, pika.spec.Basic.Nack)
+        ids = []
+        while link.confirms:
+            seq = next(iter(link.confirms))
+            if seq > m.delivery_tag or (not m.multiple and seq != m.delivery_tag):
+                break
+            ids.append(link.confirms.pop(seq))
+        if ids and link.session.links.get(link.handle) is link:
+            state = f.make("rejected", error=f.error("amqp:internal-error",
+                                                     "the broker refused the message")) \
+                if nack else f.make("accepted")
+            self._dispose(link.session, ids, state)
+
+    def _fail_confirms(self, link: Link) -> None:
+        if link.confirms:
+            ids, link.confirms = list(link.confirms.values()), collections.OrderedDict()
+            self._dispose(link.session, ids, f.make("released"))
+
+    def _dispose(self, session: Session, ids: list, state: tuple, role: bool = True) -> None:
+        """Settle deliveries ``ids`` with ``state``: one disposition per run of consecutive
+        ids. ``role`` True: as the receiver (of the client's transfers)."""
+        ids = sorted(ids)
+        start = prev = ids[0]
+        for i in ids[1:] + [None]:
+            if i is not None and i == prev + 1:
+                prev = i
+                continue
+            fields = dict(role=("boolean", role), first=("uint", start),
+                          settled=("boolean", True), state=state)
+            if prev != start:
+                fields["last"] = ("uint", prev)
+            self._send(f.frame("disposition", session.channel, **fields))
+            if i is not None:
+                start = prev = i
+
+    # ------------------------------------------------------------ consuming
+    async def on_flow(self, frame) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        if frame["next_incoming_id"] is not None:
+            session.remote_incoming_window = (frame["next_incoming_id"]
+                                              + (frame["incoming_window"] or 0)
+                                              - session.next_outgoing_id)
+        else:
+            session.remote_incoming_window = frame["incoming_window"] or 0
+        handle = frame["handle"]
+        if handle is None:
+            for link in session.links.values():
+                if link.role == "receiver":
+                    self._pump(link)
+            if frame["echo"]:
+                self._send(f.frame("flow", session.channel,
+                                   next_incoming_id=("uint", session.next_incoming_id),
+                                   incoming_window=("uint", session.incoming_window),
+                                   next_outgoing_id=("uint", session.next_outgoing_id),
+                                   outgoing_window=("uint", INCOMING_WINDOW)))
+            return
+        link = session.links.get(handle)
+        if link is None:
+            self._fail("amqp:session:unattached-handle", f"flow on handle {handle}")
+            return
+        if link.role == "sender":               # the client's view of what it may send
+            if frame["echo"]:
+                self._flow(link)
+            return
+        count = frame["delivery_count"]
+        count = 0 if count is None else count
+        link.credit = max(0, count + (frame["link_credit"] or 0) - link.delivery_count)
+        link.drain = bool(frame["drain"])
+        self._pump(link)
+        if frame["echo"] and not link.drain:
+            self._flow(link)
+
+    def _deliver(self, m: Delivery) -> None:
+        """A delivery of a link's channel, read raw (``delivery_tap.py``)."""
+        if self.closed:
+            return
+        channel = self.amqp._channels.get(m.channel) if self.amqp is not None else None
+        link = self.by_channel.get(channel)
+        if link is None or link.closing:
+            return                              # its channel closes: requeued
+        link.pending.append(m)
+        self._pump(link)
+        self._flush_amqp()
+
+    def _pump(self, link: Link) -> None:
+        """Send what waits while the link has credit and the session a window; a draining
+        link with nothing left uses its credit up and says so."""
+        session = link.session
+        while link.pending and link.credit > 0 and session.remote_incoming_window > 0:
+            m = link.pending.popleft()
+            self._transfer(link, m)
+        if link.drain and link.credit > 0 and not link.pending:
+            link.delivery_count += link.credit
+            link.credit = 0
+            link.drain = False
+            self._flow(link, drain=True)
+
+    def _transfer(self, link: Link, m: Delivery) -> None:
+        session = link.session
+        try:
+            props = convert.pika_properties(props_mod.decode(m.properties)) \
+                if m.properties else pika.spec.BasicProperties()
+        except ValueError:
+            props = pika.spec.BasicProperties()
+        data = message.outgoing(props, m.body, m.routing_key, m.redelivered)
+        delivery_id = session.next_outgoing_id
+        session.next_outgoing_id = (delivery_id + 1) & 0xFFFFFFFF
+        session.remote_incoming_window -= 1
+        link.credit -= 1
+        link.delivery_count += 1
+        tag = _U64.pack(m.delivery_tag)
+        room = self.remote_max_frame - 8
+        head = f.transfer_head(session.channel, link.handle, delivery_id, tag, link.settled,
+                               False)
+        if len(head) + len(data) <= room:
+            self._send(f.with_head(session.channel, head + data))
+        else:                                   # frames of at most max-frame-size
+            pos = 0
+            while pos < len(data):
+                more_head = f.transfer_head(session.channel, link.handle, delivery_id, tag,
+                                            link.settled, True)
+                chunk = room - len(more_head)
+                more = pos + chunk < len(data)
+                if not more:
+                    more_head = head
+                self._send(f.with_head(session.channel, more_head + data[pos:pos + chunk]))
+                pos += chunk
+        if link.settled:
+            self.amqp_out.append(build_confirm(link.channel.channel_number, m.delivery_tag,
+                                               False))
+        else:
+            session.unsettled[delivery_id] = (link, m.delivery_tag)
+
+    async def on_disposition(self, frame) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        if not frame["role"]:
+            return          # the client settles what it sent: we settled it already
+        first = frame["first"]
+        last = frame["last"] if frame["last"] is not None else first
+        state = f.composite(frame.fields["state"])
+        kind = state[0] if state is not None else "accepted"
+        settled = []
+        for delivery_id in range(first, last + 1):
+            entry = session.unsettled.pop(delivery_id, None)
+            if entry is None:
+                continue
+            link, tag = entry
+            settled.append(delivery_id)
+            ch = link.channel.channel_number
+            if kind == "accepted":
+                self.amqp_out.append(build_confirm(ch, tag, False))
+            else:
+                requeue = kind == "released" or (
+                    kind == "modified" and not state[1]["undeliverable_here"][1])
+                self._flush_amqp()
+                link.channel.basic_reject(tag, requeue=requeue)
+        if settled and not frame["settled"]:
+            self._dispose(session, settled, frame.fields["state"] if state else
+                          f.make("accepted"), role=False)
+        for link in session.links.values():
+            if link.role == "receiver" and link.pending:
+                self._pump(link)
+
+    # ------------------------------------------------------------ the end
+    def _amqp_closed(self, reason) -> None:
+        if not self.closed and self.phase == "opened":
+            log.warning("AMQP 1.0 connection %s: the broker closed its AMQP connection: %s",
+                        self.name, reason)
+            code = getattr(reason, "reply_code", 0)
+            self._send(f.frame("close", error=f.error(
+                _CONDITIONS.get(code, "amqp:internal-error"),
+                getattr(reason, "reply_text", str(reason)))))
+            self.phase = "closing"
+            self.loop.call_soon(self.close)

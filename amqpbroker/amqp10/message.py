@@ -1,0 +1,105 @@
+"""An AMQP 1.0 client's messages to AMQP 0-9-1 and back, as RabbitMQ 3.10's
+``rabbitmq_amqp1_0`` plugin stores and delivers them (``rabbit_amqp1_0_message``), no I/O.
+
+In: the message's fields are mapped to AMQP 0-9-1 properties and body as for the stream
+protocol (``stream_protocol/amqp10.py``: content type, ids, application properties as
+headers, a data section's bytes or an amqp-value's string as the body...), so AMQP 0-9-1
+consumers read them, and -- as the plugin keeps them -- the sections themselves ride along
+in headers: ``x-amqp-1.0-message-annotations``, ``-properties``, ``-app-properties``,
+``-footer`` (their encoded bytes). The body: data sections' bytes; an amqp-value's binary
+or string, with header ``x-amqp-1.0-value`` (``binary`` or ``utf8``) saying which; any
+other body (a sequence, another value) its encoded sections, with type ``amqp-1.0`` (as
+RabbitMQ 3.13 and the plugin keep it).
+
+Out: an AMQP 1.0 consumer gets a header section made anew (durable from the delivery mode,
+priority, ttl from the expiration, first-acquirer = not redelivered), then each kept
+section byte for byte; what was published over AMQP 0-9-1 gets a properties section with
+the routing key as its subject (the plugin's), its headers as application properties (the
+plugin drops them), and a data section of the body. So a message sent and received over
+AMQP 1.0 comes back as it was sent, but for its header.
+"""
+from __future__ import annotations
+
+import pika
+
+from ..stream_protocol import amqp10 as convert
+from ..stream_protocol.amqp10 import NULL
+
+KEPT = {convert.MESSAGE_ANNOTATIONS: "x-amqp-1.0-message-annotations",
+        convert.PROPERTIES: "x-amqp-1.0-properties",
+        convert.APPLICATION_PROPERTIES: "x-amqp-1.0-app-properties",
+        convert.FOOTER: "x-amqp-1.0-footer"}
+VALUE = "x-amqp-1.0-value"          # the body was an amqp-value of this type
+_HIDDEN = (*KEPT.values(), VALUE)
+
+
+def incoming(data: bytes) -> tuple[dict, bytes]:
+    """``pika.BasicProperties`` keyword arguments and the body of an AMQP 1.0 message;
+    raises ``NotAmqp10``."""
+    kw, body = convert.to_amqp091(data)
+    kept = {}
+    bodies = []
+    for code, value, raw in convert._sections(data):
+        if code in KEPT:
+            kept[KEPT[code]] = raw
+        elif code in convert._BODY_SECTIONS:
+            bodies.append((code, value))
+    if len(bodies) == 1 and bodies[0][0] == convert.AMQP_VALUE \
+            and bodies[0][1][0] in ("binary", "utf8"):
+        kept[VALUE] = bodies[0][1][0]
+    if kept:
+        kw["headers"] = {**(kw.get("headers") or {}), **kept}
+    return kw, body
+
+
+def outgoing(p: pika.BasicProperties, body: bytes, routing_key: str,
+             redelivered: bool) -> bytes:
+    """The AMQP 1.0 message an AMQP 1.0 consumer gets for a delivery."""
+    headers = p.headers or {}
+    ttl = NULL
+    if p.expiration is not None:
+        try:
+            ttl = ("uint", int(p.expiration))
+        except ValueError:
+            pass
+    out = convert._section(convert.HEADER, ("list", [
+        ("boolean", p.delivery_mode == 2), convert._wrap("ubyte", p.priority), ttl,
+        ("boolean", not redelivered), NULL]))
+    out += _kept(headers, convert.MESSAGE_ANNOTATIONS)
+    properties = _kept(headers, convert.PROPERTIES)
+    if not properties:
+        user_id = p.user_id.encode("utf-8") if isinstance(p.user_id, str) else p.user_id
+        creation = None if p.timestamp is None else int(p.timestamp) * 1000
+        properties = convert._section(convert.PROPERTIES, ("list", [
+            convert._wrap("utf8", p.message_id), convert._wrap("binary", user_id), NULL,
+            ("utf8", routing_key), convert._wrap("utf8", p.reply_to),
+            convert._wrap("utf8", p.correlation_id), convert._wrap("symbol", p.content_type),
+            convert._wrap("symbol", p.content_encoding), NULL,
+            convert._wrap("timestamp", creation), NULL, NULL, NULL]))
+    out += properties
+    application = _kept(headers, convert.APPLICATION_PROPERTIES)
+    if not application:
+        pairs = []
+        for key, value in headers.items():
+            value = convert._from_header(value)
+            if value is not None and key not in _HIDDEN:
+                pairs.append((("utf8", key), value))
+        if pairs:
+            application = convert._section(convert.APPLICATION_PROPERTIES, ("map", pairs))
+    out += application
+    value = headers.get(VALUE)
+    if p.type == convert._AMQP10_TYPE:                  # the encoded body sections
+        out += bytes(body)
+    elif value == "utf8":
+        out += convert._section(convert.AMQP_VALUE, ("utf8", bytes(body).decode("utf-8",
+                                                                                "replace")))
+    elif value == "binary":
+        out += convert._section(convert.AMQP_VALUE, ("binary", bytes(body)))
+    else:
+        out += convert._section(convert.DATA, ("binary", bytes(body)))
+    return out + _kept(headers, convert.FOOTER)
+
+
+def _kept(headers: dict, code: int) -> bytes:
+    raw = headers.get(KEPT[code])
+    return bytes(raw) if isinstance(raw, (bytes, bytearray)) else b""
