@@ -144,6 +144,7 @@ class Amqp10Connection(AdapterConnection):
         self.user = None
         self.password = ""
         self.sasl_done = False
+        self.after_sasl: bytes | None = None    # what came after sasl-init, until its outcome
         self.vhost = "/"
         self.remote_max_frame = 65536  # the client's max-frame-size (from its open)
         self.sessions: dict[int, Session] = {}          # the client's channel -> session
@@ -172,15 +173,22 @@ class Amqp10Connection(AdapterConnection):
         if self.closed or self.phase == "closing":
             return
         self.heard = self.loop.time()
+        if self.after_sasl is not None:         # the AMQP header may come before the outcome
+            self.after_sasl += data
+            return
         if self.phase in ("header", "amqp_header"):
             data = self._header(data)
             if not data:
                 return
+        sasl = self.phase == "sasl"
         try:
-            items = self.splitter.feed(data)
+            items = self.splitter.feed(data, until="sasl_init" if sasl else None)
         except f.FrameError as exc:
             self._fail(exc.condition, str(exc))
             return
+        if sasl and items and items[-1].name == "sasl_init":
+            self.after_sasl = bytes(self.splitter.buf)
+            self.splitter.buf.clear()
         self._received(items)
 
     def _header(self, data: bytes) -> bytes:
@@ -316,6 +324,9 @@ class Amqp10Connection(AdapterConnection):
         if ok:
             self.sasl_done = True
             self.phase = "amqp_header"
+            rest, self.after_sasl = self.after_sasl, None
+            if rest:
+                self.data_received(rest)
         else:
             self.phase = "closing"
             self._flush()

@@ -128,12 +128,15 @@ class Splitter:
         self.buf = bytearray()
         self.max_frame_size = max_frame_size
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes, until: str | None = None) -> list[Frame]:
+        """The frames ``data`` completes; with ``until``, none after a frame of that
+        performative (what follows it is not frames yet: the AMQP header after SASL's
+        ``sasl_init``), its bytes left in ``buf``."""
         buf = self.buf
         buf += data
         out = []
         pos, n = 0, len(buf)
-        while n - pos >= 8:
+        while n - pos >= 8 and not (until and out and out[-1].name == until):
             size, doff, type_, channel = _HEAD.unpack_from(buf, pos)
             if size > self.max_frame_size:
                 raise FrameError(f"frame of {size} bytes, over the max-frame-size of "

@@ -205,3 +205,39 @@ def test_garbage_after_the_header_closes_only_that_connection(broker, connect, c
     c = connect()
     c.create_sender(f"/amq/queue/{queue}").send(Message(body="others go on"))
     wait_until(lambda: count(ch, queue) == 1, 10, what="the other client's message")
+
+
+def handshake_answers(data: bytes) -> list:
+    """The frames a server sent, SASL's then (after the AMQP header) AMQP's, so far."""
+    if not data.startswith(f.SASL_HEADER):
+        return []
+    splitter = f.Splitter(1 << 20)
+    frames = splitter.feed(data[8:], until="sasl_outcome")
+    rest = bytes(splitter.buf)
+    if frames and frames[-1].name == "sasl_outcome" and rest.startswith(f.AMQP_HEADER):
+        frames += f.Splitter(1 << 20).feed(rest[8:])
+    return frames
+
+
+def test_a_client_that_pipelines_its_handshake(broker):
+    """SASL header, sasl-init, the AMQP header and open in one write, as some clients send
+    them: answered in order, the connection opened."""
+    plain = b"\x00guest\x00guest"
+    s = socket.create_connection((broker.host, broker.port), timeout=TIMEOUT)
+    try:
+        s.sendall(f.SASL_HEADER
+                  + f.frame("sasl_init", mechanism=("symbol", "PLAIN"),
+                            initial_response=("binary", plain))
+                  + f.AMQP_HEADER
+                  + f.frame("open", container_id=("utf8", "pipelined")))
+        got, frames = b"", []
+        while not any(fr.name == "open" for fr in frames):
+            data = s.recv(4096)
+            assert data, f"closed after {got!r}"
+            got += data
+            frames = handshake_answers(got)
+    finally:
+        s.close()
+    names = [fr.name for fr in frames]
+    assert names == ["sasl_mechanisms", "sasl_outcome", "open"]
+    assert frames[1]["code"] == f.SASL_OK
