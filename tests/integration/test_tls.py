@@ -530,3 +530,27 @@ async def test_stream_protocol_over_tls_with_a_password_and_a_certificate(broker
                             ssl_context=client_context(pki, pki.bob),
                             sasl_configuration_mechanism=SlasMechanism.MechanismExternal) as c:
             await c.start()
+
+
+def test_amqp10_over_tls(broker, pki):
+    """An AMQP 1.0 client on the AMQPS port (qpid-proton, the broker's certificate checked):
+    handed over after the TLS handshake as on the plain port; messages cross to pika."""
+    from proton import Message, SSLDomain
+    from proton.utils import BlockingConnection
+    domain = SSLDomain(SSLDomain.MODE_CLIENT)
+    domain.set_trusted_ca_db(pki.ca)
+    domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+    conn = BlockingConnection(f"amqps://guest:guest@localhost:{broker.tls_port}", timeout=15,
+                              ssl_domain=domain, allowed_mechs="PLAIN")
+    try:
+        conn.create_sender("/queue/tls-amqp10").send(Message(body="amqp 1.0 over tls"))
+        shown = wait_until(lambda: [x for x in api(broker, pki, "GET", "connections")[1]
+                                    if x.get("protocol") == "AMQP 1-0"], 10,
+                           "the AMQP 1.0 connection listed")
+        assert [x["ssl"] for x in shown] == [True]
+    finally:
+        conn.close()
+    with pika.BlockingConnection(pika_params(broker, pki)) as c:
+        _, _, body = c.channel().basic_get("tls-amqp10", auto_ack=True)
+        c.channel().queue_delete("tls-amqp10")
+    assert body == b"amqp 1.0 over tls"
