@@ -21,6 +21,8 @@ import pytest
 from proton import Message
 from proton.utils import BlockingConnection
 
+from .conftest import wait_until
+
 TIMEOUT = 10
 
 
@@ -149,6 +151,8 @@ def test_accepted_deliveries_are_gone(amqp10, queue, ch):
     assert [m.body for m in receive_all(receiver, 3)] == [f"m{i}" for i in range(3)]
     assert receiver.receive(timeout=TIMEOUT).body == "m3"      # received, not settled
     c.close()                               # what was not settled goes back to the queue
+    wait_until(lambda: ch.queue_declare(queue, passive=True).method.message_count == 1,
+               TIMEOUT, message="the unsettled one back in the queue")
     assert ch.queue_declare(queue, passive=True).method.message_count == 1
 
 

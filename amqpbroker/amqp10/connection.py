@@ -47,7 +47,6 @@ from ..adapter import AdapterConnection, Ended, refusal, tapped
 from ..delivery_tap import Delivery
 from ..frontend.session import is_loopback
 from ..pika_calls import answer
-from ..protocol import properties as props_mod
 from ..protocol.fastpath import build_confirm, build_publish
 from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
@@ -779,12 +778,7 @@ class Amqp10Connection(AdapterConnection):
 
     def _transfer(self, link: Link, m: Delivery) -> None:
         session = link.session
-        try:
-            props = convert.pika_properties(props_mod.decode(m.properties)) \
-                if m.properties else pika.spec.BasicProperties()
-        except ValueError:
-            props = pika.spec.BasicProperties()
-        data = message.outgoing(props, m.body, m.routing_key, m.redelivered)
+        data = message.outgoing(m.properties, m.body, m.routing_key, m.redelivered)
         delivery_id = session.next_outgoing_id
         session.next_outgoing_id = (delivery_id + 1) & 0xFFFFFFFF
         session.remote_incoming_window -= 1

@@ -204,8 +204,11 @@ def composite(value: tuple) -> tuple[str, dict] | None:
 
 # ------------------------------------------------------------------ encoding
 def _described(code: int, names: tuple, fields: dict) -> tuple:
-    """A described list of ``fields`` (tagged values by name), trailing nulls left out."""
-    items = [fields.get(name, NULL) for name in names]
+    """A described list of ``fields`` (tagged values by name), trailing nulls left out;
+    booleans in their one-byte form, as every AMQP 1.0 peer writes them (RabbitMQ 3.10's
+    plugin reads a two-byte ``0x56`` boolean in a performative as no boolean at all)."""
+    items = [("bool", v[1]) if v[0] == "boolean" else v
+             for v in (fields.get(name, NULL) for name in names)]
     while items and items[-1] == NULL:
         items.pop()
     return ("described", (("ulong", code), ("list", items)))

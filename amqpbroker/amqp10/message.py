@@ -20,8 +20,11 @@ AMQP 1.0 comes back as it was sent, but for its header.
 """
 from __future__ import annotations
 
+import functools
+
 import pika
 
+from ..protocol import properties as props_mod
 from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
 
@@ -36,10 +39,11 @@ _HIDDEN = (*KEPT.values(), VALUE)
 def incoming(data: bytes) -> tuple[dict, bytes]:
     """``pika.BasicProperties`` keyword arguments and the body of an AMQP 1.0 message;
     raises ``NotAmqp10``."""
-    kw, body = convert.to_amqp091(data)
+    sections = convert._sections(data)
+    kw, body = convert.to_amqp091(data, sections)
     kept = {}
     bodies = []
-    for code, value, raw in convert._sections(data):
+    for code, value, raw in sections:
         if code in KEPT:
             kept[KEPT[code]] = raw
         elif code in convert._BODY_SECTIONS:
@@ -52,9 +56,31 @@ def incoming(data: bytes) -> tuple[dict, bytes]:
     return kw, body
 
 
-def outgoing(p: pika.BasicProperties, body: bytes, routing_key: str,
+def outgoing(raw_properties: bytes, body: bytes, routing_key: str,
              redelivered: bool) -> bytes:
-    """The AMQP 1.0 message an AMQP 1.0 consumer gets for a delivery."""
+    """The AMQP 1.0 message an AMQP 1.0 consumer gets for a delivery (its AMQP 0-9-1
+    properties as they are on the wire)."""
+    before, kind, after = _around_body(raw_properties, routing_key, redelivered)
+    if kind == "sections":                              # the encoded body sections
+        middle = bytes(body)
+    elif kind == "utf8":
+        middle = convert._section(convert.AMQP_VALUE,
+                                  ("utf8", bytes(body).decode("utf-8", "replace")))
+    else:
+        middle = convert._section(convert.AMQP_VALUE if kind == "binary" else convert.DATA,
+                                  ("binary", bytes(body)))
+    return before + middle + after
+
+
+@functools.lru_cache(maxsize=1024)
+def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> tuple:
+    """(the sections before the body, how the body is written, the footer): the same for
+    every message of a publisher that sends the same properties, so worked out once."""
+    try:
+        p = convert.pika_properties(props_mod.decode(raw_properties)) \
+            if raw_properties else pika.BasicProperties()
+    except ValueError:
+        p = pika.BasicProperties()
     headers = p.headers or {}
     ttl = NULL
     if p.expiration is not None:
@@ -88,16 +114,9 @@ def outgoing(p: pika.BasicProperties, body: bytes, routing_key: str,
             application = convert._section(convert.APPLICATION_PROPERTIES, ("map", pairs))
     out += application
     value = headers.get(VALUE)
-    if p.type == convert._AMQP10_TYPE:                  # the encoded body sections
-        out += bytes(body)
-    elif value == "utf8":
-        out += convert._section(convert.AMQP_VALUE, ("utf8", bytes(body).decode("utf-8",
-                                                                                "replace")))
-    elif value == "binary":
-        out += convert._section(convert.AMQP_VALUE, ("binary", bytes(body)))
-    else:
-        out += convert._section(convert.DATA, ("binary", bytes(body)))
-    return out + _kept(headers, convert.FOOTER)
+    kind = "sections" if p.type == convert._AMQP10_TYPE else \
+        value if value in ("utf8", "binary") else "data"
+    return out, kind, _kept(headers, convert.FOOTER)
 
 
 def _kept(headers: dict, code: int) -> bytes:

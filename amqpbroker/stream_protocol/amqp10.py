@@ -114,13 +114,14 @@ NULL = ("null", None)
 # constructor -> the value it stands for, with no bytes after it
 _CONSTANTS = {0x40: NULL, 0x41: ("boolean", True), 0x42: ("boolean", False),
               0x43: ("uint", 0), 0x44: ("ulong", 0)}
-# constructor -> (type, struct format of the bytes after it)
-_FIXED = {
+# constructor -> (type, the struct of the bytes after it)
+_FIXED = {ctor: (kind, struct.Struct(fmt)) for ctor, (kind, fmt) in {
     0x50: ("ubyte", ">B"), 0x51: ("byte", ">b"), 0x52: ("uint", ">B"), 0x53: ("ulong", ">B"),
     0x54: ("int", ">b"), 0x55: ("long", ">b"), 0x60: ("ushort", ">H"), 0x61: ("short", ">h"),
     0x70: ("uint", ">I"), 0x71: ("int", ">i"), 0x72: ("float", ">f"), 0x80: ("ulong", ">Q"),
     0x81: ("long", ">q"), 0x82: ("double", ">d"), 0x83: ("timestamp", ">q"),
-}
+}.items()}
+_U32 = struct.Struct(">I")
 # constructor -> (type, width) of an opaque fixed-width value, kept as its bytes
 _DECIMALS = {0x74: ("decimal32", 4), 0x84: ("decimal64", 8), 0x94: ("decimal128", 16)}
 # constructor -> (type, bytes of the size that follows it)
@@ -144,13 +145,19 @@ def _take(data: bytes, pos: int, end: int, n: int) -> tuple[bytes, int]:
 
 
 def _size(data: bytes, pos: int, end: int, width: int) -> tuple[int, int]:
-    raw, pos = _take(data, pos, end, width)
-    return int.from_bytes(raw, "big"), pos
+    if width > end - pos:
+        raise NotAmqp10(f"truncated: {width} bytes needed at byte {pos}, {end - pos} left")
+    if width == 1:
+        return data[pos], pos + 1
+    return _U32.unpack_from(data, pos)[0], pos + 4
 
 
 def _value(data: bytes, pos: int, end: int) -> tuple[tuple, int]:
     """The value encoded at ``pos`` (constructor included) and the position after it."""
-    ctor, pos = _size(data, pos, end, 1)
+    if pos >= end:
+        raise NotAmqp10(f"truncated: 1 bytes needed at byte {pos}, {end - pos} left")
+    ctor = data[pos]
+    pos += 1
     if ctor == 0x00:
         descriptor, pos = _value(data, pos, end)
         value, pos = _value(data, pos, end)
@@ -165,10 +172,13 @@ def _after_constructor(ctor: int, data: bytes, pos: int, end: int) -> tuple[tupl
         return _CONSTANTS[ctor], pos
     if ctor == 0x45:
         return ("list", []), pos
-    if ctor in _FIXED:
-        kind, fmt = _FIXED[ctor]
-        raw, pos = _take(data, pos, end, struct.calcsize(fmt))
-        return (kind, struct.unpack(fmt, raw)[0]), pos
+    fixed = _FIXED.get(ctor)
+    if fixed is not None:
+        kind, unpack = fixed
+        if unpack.size > end - pos:
+            raise NotAmqp10(f"truncated: {unpack.size} bytes needed at byte {pos}, "
+                            f"{end - pos} left")
+        return (kind, unpack.unpack_from(data, pos)[0]), pos + unpack.size
     if ctor == 0x56:
         flag, pos = _size(data, pos, end, 1)
         if flag > 1:
@@ -245,7 +255,8 @@ def _section_code(descriptor: tuple) -> int | None:
 
 
 def _sections(data: bytes) -> list[tuple[int, tuple, bytes]]:
-    """The message's sections as (descriptor code, value, encoded bytes)."""
+    """The message's sections as (descriptor code, value, encoded bytes); raises
+    ``NotAmqp10``."""
     data = bytes(data)
     sections = []
     pos = 0
@@ -373,13 +384,13 @@ def _payload(body_sections: list[tuple[int, tuple, bytes]]) -> tuple[bytes, bool
     return b"".join(raw for _, _, raw in body_sections), True
 
 
-def to_amqp091(data: bytes) -> tuple[dict, bytes]:
+def to_amqp091(data: bytes, sections: list | None = None) -> tuple[dict, bytes]:
     """The ``pika.BasicProperties(**kw)`` keyword arguments and the body of the AMQP 1.0
-    message ``data``, as RabbitMQ 3.10.8 delivers it over AMQP 0-9-1 (see the module's
-    docstring); raises :class:`NotAmqp10`."""
+    message ``data`` (or its ``sections``, when the caller has them), as RabbitMQ 3.10.8
+    delivers it over AMQP 0-9-1 (see the module's docstring); raises :class:`NotAmqp10`."""
     header = annotations = properties = application_properties = None
     body_sections = []
-    for code, value, raw in _sections(data):
+    for code, value, raw in (_sections(data) if sections is None else sections):
         # a repeated section: the last one counts, as in rabbit_msg_record:decode/2
         if code == HEADER:
             header = _fields(value, 5)
@@ -489,6 +500,8 @@ def _encode(value: tuple) -> bytes:
         return b"\x40"
     if kind == "boolean":
         return b"\x56\x01" if v else b"\x56\x00"
+    if kind == "bool":              # a boolean in its one-byte form (true 0x41, false 0x42)
+        return b"\x41" if v else b"\x42"
     if kind == "ubyte":
         return struct.pack(">BB", 0x50, v)
     if kind == "ushort":

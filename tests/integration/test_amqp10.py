@@ -157,7 +157,7 @@ def test_a_deleted_queue_detaches_its_receiver(connect, ch, names):
     assert "amqp:resource-deleted" in str(err.value) and "was deleted" in str(err.value)
 
 
-def test_presettled_sending_and_receiving(connect, ch, names):
+def test_presettled_sending_and_receiving(broker, connect, ch, names):
     queue = names()
     ch.queue_declare(queue)
     c = connect()
@@ -170,7 +170,9 @@ def test_presettled_sending_and_receiving(connect, ch, names):
     got = [receiver.receive(timeout=TIMEOUT).body for _ in range(20)]
     assert got == [f"m{i}" for i in range(20)]
     c.close()
-    assert count(ch, queue) == 0                    # settled when sent: nothing comes back
+    wait_until(lambda: not [x for x in broker.api("connections")
+                            if x.get("protocol") == "AMQP 1-0"], 10, "the connection gone")
+    assert count(ch, queue) == 0                    # settled when sent: nothing came back
 
 
 def test_unsettled_deliveries_stay_within_the_credit(connect, ch, names):
