@@ -40,6 +40,15 @@ class Ended(Exception):
     """The AMQP side went away (a channel or the connection closed)."""
 
 
+class ChannelGone(Exception):
+    """The AMQP channel a command used was closed by the broker: ``code`` and ``text``."""
+
+    def __init__(self, code: int, text: str):
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
 def refusal(result) -> str:
     """Why the AMQP login was refused: "vhost" (no access to it, or it does not exist: 530),
     "credentials" (403), or "other"."""
@@ -93,6 +102,7 @@ class AdapterConnection(asyncio.Protocol):
         self.heard = 0.0                # when the client last sent anything
         self.timers: list[asyncio.TimerHandle] = []     # cancelled by close()
         self.out: list[bytes] = []      # frames for the client, written once per loop turn
+        self.channel_gone: dict = {}    # pika channel -> future failing when it closes
 
     # ------------------------------------------------------------ the client's socket
     def _accepted(self, transport) -> None:
@@ -301,6 +311,34 @@ class AdapterConnection(asyncio.Protocol):
         channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
         channel.add_on_close_callback(on_closed)
         return channel
+
+    async def _channel(self):
+        """A new channel; its ``channel_gone`` future fails with ``ChannelGone`` when the
+        broker closes it, and ``_channel_lost`` is told."""
+        gone = self.loop.create_future()
+        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
+        self.channel_gone[channel] = gone
+
+        def closed(ch, reason) -> None:
+            code = getattr(reason, "reply_code", 0)
+            text = getattr(reason, "reply_text", str(reason))
+            if not gone.done():
+                gone.set_exception(ChannelGone(code, text))
+                gone.exception()
+            self.channel_gone.pop(ch, None)
+            self._channel_lost(ch, code, text)
+        channel.add_on_close_callback(closed)
+        return channel
+
+    def _channel_lost(self, channel, code: int, text: str) -> None:
+        """A channel from ``_channel`` closed (the broker's ``code`` and ``text``)."""
+
+    async def _ask(self, channel, start):
+        """A pika method's answer on ``channel`` (from ``_channel``): ``ChannelGone`` if the
+        broker closes the channel first, ``Ended`` if the connection goes."""
+        self._flush_amqp()
+        gone = self.channel_gone.get(channel)
+        return await answer(start, self.ended, *(() if gone is None else (gone,)))
 
     async def _call(self, start):
         """A pika method's answer (what was written raw goes first), or ``Ended`` when the

@@ -43,10 +43,9 @@ import struct
 import pika
 
 from .. import errors
-from ..adapter import AdapterConnection, Ended, refusal, tapped
+from ..adapter import AdapterConnection, ChannelGone, Ended, refusal, tapped
 from ..delivery_tap import Delivery
 from ..frontend.session import is_loopback
-from ..pika_calls import answer
 from ..protocol.fastpath import build_confirm, build_publish
 from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
@@ -74,13 +73,6 @@ _U64 = struct.Struct(">Q")
 def _value(v):
     """A field's Python value (a tagged pair's second item), None for null."""
     return v[1]
-
-
-class ChannelGone(Exception):
-    def __init__(self, code: int, text: str):
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
 
 
 class Link:
@@ -148,7 +140,6 @@ class Amqp10Connection(AdapterConnection):
         self.remote_max_frame = 65536  # the client's max-frame-size (from its open)
         self.sessions: dict[int, Session] = {}          # the client's channel -> session
         self.by_channel: dict = {}                      # pika channel -> link
-        self.channel_gone: dict = {}
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -461,7 +452,8 @@ class Amqp10Connection(AdapterConnection):
     async def _attach(self, link: Link, addr, durable: bool) -> None:
         """The link's channel, and what its address means (``address.py``): declared,
         bound or consumed as RabbitMQ's plugin does."""
-        link.channel = await self._channel(link)
+        link.channel = await self._channel()
+        self.by_channel[link.channel] = link
         if link.role == "sender":
             exchange, key, declare = address.target(addr)
             if declare is not None:
@@ -558,29 +550,10 @@ class Amqp10Connection(AdapterConnection):
                 channel.close()
 
     # ------------------------------------------------------------ channels
-    async def _channel(self, link: Link):
-        gone = self.loop.create_future()
-        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
-        self.channel_gone[channel] = gone
-        self.by_channel[channel] = link
-
-        def closed(ch, reason) -> None:
-            code = getattr(reason, "reply_code", 0)
-            text = getattr(reason, "reply_text", str(reason))
-            if not gone.done():
-                gone.set_exception(ChannelGone(code, text))
-                gone.exception()
-            self.channel_gone.pop(ch, None)
-            owner = self.by_channel.pop(ch, None)
-            if owner is not None and owner.attached and not owner.closing and not self.closed:
-                self._link_lost(owner, code, text)
-        channel.add_on_close_callback(closed)
-        return channel
-
-    async def _ask(self, channel, start):
-        self._flush_amqp()
-        gone = self.channel_gone.get(channel)
-        return await answer(start, self.ended, *(() if gone is None else (gone,)))
+    def _channel_lost(self, channel, code: int, text: str) -> None:
+        owner = self.by_channel.pop(channel, None)
+        if owner is not None and owner.attached and not owner.closing and not self.closed:
+            self._link_lost(owner, code, text)
 
     def _link_lost(self, link: Link, code: int, text: str) -> None:
         """The broker closed a link's channel (its queue deleted, a refused publish): the

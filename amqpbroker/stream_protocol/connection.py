@@ -61,10 +61,9 @@ from pamqp.commands import Basic
 
 from .. import contract as c
 from .. import errors
-from ..adapter import AdapterConnection, Ended, refusal, tapped
+from ..adapter import AdapterConnection, ChannelGone, Ended, refusal, tapped
 from ..frontend.session import NODE, is_loopback, server_properties
 from ..frontend.tls import certificate_login
-from ..pika_calls import answer
 from ..protocol import properties as props_mod
 from ..protocol.fastpath import build_confirm, build_publish
 from . import amqp10
@@ -98,15 +97,6 @@ PRE_OPEN = ("peer_properties", "sasl_handshake", "sasl_authenticate", "tune", "o
             "heartbeat", "close", "close_ok")
 _AMQP_CODES = {403: f.ACCESS_REFUSED, 404: f.STREAM_DOES_NOT_EXIST, 405: f.PRECONDITION_FAILED,
                406: f.PRECONDITION_FAILED}
-
-
-class ChannelGone(Exception):
-    """The AMQP channel a command used was closed by the broker: ``code`` and ``text``."""
-
-    def __init__(self, code: int, text: str):
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
 
 
 class Publisher:
@@ -174,7 +164,6 @@ class StreamConnection(AdapterConnection):
         self.returned: set[int] = set()
         # (publisher, publishing id) -> the code a sub-entry's earlier message failed with
         self.failed_parts: dict[tuple, int] = {}
-        self.channel_gone: dict = {}    # pika channel -> future failing when it closes
         self.next_corr = 0
         self.updates: dict = {}         # ConsumerUpdate correlation id -> its answer
         self.mechanism = ""
@@ -448,31 +437,6 @@ class StreamConnection(AdapterConnection):
         return True
 
     # ------------------------------------------------------------ AMQP channels
-    async def _channel(self):
-        """A new channel; its ``channel_gone`` future fails with ``ChannelGone`` when the
-        broker closes it."""
-        gone = self.loop.create_future()
-        channel = await self._call(lambda cb: self.amqp.channel(on_open_callback=cb))
-        self.channel_gone[channel] = gone
-
-        def closed(ch, reason) -> None:
-            code = getattr(reason, "reply_code", 0)
-            text = getattr(reason, "reply_text", str(reason))
-            if not gone.done():
-                gone.set_exception(ChannelGone(code, text))
-                gone.exception()
-            self.channel_gone.pop(ch, None)
-            self._channel_closed(ch, code, text)
-        channel.add_on_close_callback(closed)
-        return channel
-
-    async def _ask(self, channel, start):
-        """A pika method's answer on ``channel``: ``ChannelGone`` if the broker closes the
-        channel first, ``Ended`` if the connection goes."""
-        self._flush_amqp()
-        gone = self.channel_gone.get(channel)
-        return await answer(start, self.ended, *(() if gone is None else (gone,)))
-
     async def _once(self, start) -> int:
         """One method on a channel of its own, closed after: OK, or the code that answers
         the broker's refusal."""
@@ -489,7 +453,7 @@ class StreamConnection(AdapterConnection):
             channel.close()
         return f.OK
 
-    def _channel_closed(self, channel, code: int, text: str) -> None:
+    def _channel_lost(self, channel, code: int, text: str) -> None:
         if channel is self.pub_channel:
             self.pub_channel = None
             failed = _AMQP_CODES.get(code, f.INTERNAL_ERROR)

@@ -18,9 +18,9 @@ from rstream import AMQPMessage, CompressionType, amqp_decoder
 from amqpbroker.stream_protocol import frames as f
 from amqpbroker.stream_protocol import sub_entry
 from amqpbroker.testing import LAYOUTS, BrokerProcess
-from tests.integration.test_stream_protocol import (TIMEOUT, body_of, collect, handshake,
-                                                    producer, read_frame, read_response,
-                                                    request, s)
+from tests.integration.test_stream_protocol import (  # noqa: F401 - names: a fixture
+    TIMEOUT, body_of, collect, handshake, names, producer, read_frame, read_response,
+    request, s)
 
 pytestmark = pytest.mark.own_layout         # every broker here names its layout
 
@@ -30,13 +30,6 @@ def broker(request, tmp_path_factory):
     with BrokerProcess(tmp_path_factory.mktemp("subentry"), *LAYOUTS[request.param],
                        "--stream-port", "-1", management=True) as b:
         yield b
-
-
-@pytest.fixture
-def names(request):
-    counter = iter(range(1000))
-    base = request.node.name.replace("[", "-").replace("]", "").replace(" ", "")[-60:]
-    return lambda prefix="s": f"{prefix}-{base}-{next(counter)}"
 
 
 def publish(pid: int, entries: list[tuple[int, bytes]]) -> bytes:
