@@ -596,6 +596,10 @@ class Amqp10Connection(AdapterConnection):
                        f"transfer on handle {frame['handle']}, not a sending link")
             return
         if link.partial is None:
+            if not isinstance(frame["delivery_id"], int):
+                self._fail("amqp:invalid-field", "a delivery's first transfer without a "
+                                                 "delivery-id")
+                return
             session.next_incoming_id = (session.next_incoming_id + 1) & 0xFFFFFFFF
             link.partial = [frame["delivery_id"], bool(frame["settled"]), []]
         elif frame["settled"]:
