@@ -21,6 +21,7 @@ AMQP 1.0 comes back as it was sent, but for its header.
 from __future__ import annotations
 
 import functools
+import struct
 
 import pika
 
@@ -33,12 +34,20 @@ KEPT = {convert.MESSAGE_ANNOTATIONS: "x-amqp-1.0-message-annotations",
         convert.APPLICATION_PROPERTIES: "x-amqp-1.0-app-properties",
         convert.FOOTER: "x-amqp-1.0-footer"}
 VALUE = "x-amqp-1.0-value"          # the body was an amqp-value of this type
+_DATA = b"\x00\x53\x75"              # a data section's descriptor
+_U32 = struct.Struct(">I")
 _HIDDEN = (*KEPT.values(), VALUE)
 
 
 def incoming(data: bytes) -> tuple[dict, bytes]:
     """``pika.BasicProperties`` keyword arguments and the body of an AMQP 1.0 message;
-    raises ``NotAmqp10``."""
+    raises ``NotAmqp10``. A message of one data section and nothing else (what a client
+    sends for bytes with no properties) is its body, read without parsing."""
+    if data[:3] == _DATA and len(data) >= 5:
+        if data[3] == 0xa0 and data[4] == len(data) - 5:
+            return {}, data[5:]
+        if data[3] == 0xb0 and len(data) >= 8 and _U32.unpack_from(data, 4)[0] == len(data) - 8:
+            return {}, data[8:]
     sections = convert._sections(data)
     kw, body = convert.to_amqp091(data, sections)
     kept = {}
