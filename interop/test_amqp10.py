@@ -18,7 +18,8 @@ import urllib.parse
 
 import pika
 import pytest
-from proton import Message
+from proton import Message, symbol
+from proton.reactor import Filter
 from proton.utils import BlockingConnection
 
 from .conftest import wait_until
@@ -179,3 +180,24 @@ def test_a_wrong_password_is_refused(amqp10_url):
         BlockingConnection(f"amqp://{u.username}:wrong-password@{u.hostname}:{u.port}",
                            timeout=TIMEOUT, allowed_mechs="PLAIN")
     assert "unauthorized-access" in str(err.value) or "authentication" in str(err.value).lower()
+
+
+def test_a_stream_read_from_an_offset(amqp10, ch, uniq, cleanup):
+    """A stream consumed over AMQP 1.0 from the offset the source's filter
+    ``rabbitmq:stream-offset-spec`` names; each delivery carries its offset in the message
+    annotation ``x-stream-offset``."""
+    stream = cleanup.queue(uniq("a10-stream"))
+    ch.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", stream, f"s{i}".encode())
+    c = amqp10()
+    receiver = c.create_receiver(f"/amq/queue/{stream}", credit=10, options=Filter(
+        {symbol("rabbitmq:stream-offset-spec"): 2}))
+    got = receive_all(receiver, 3)
+    assert [bytes(m.body) for m in got] == [b"s2", b"s3", b"s4"]
+    assert [m.annotations["x-stream-offset"] for m in got] == [2, 3, 4]
+    first = receive_all(c.create_receiver(f"/amq/queue/{stream}", name="from-first",
+                                          credit=10, options=Filter(
+        {symbol("rabbitmq:stream-offset-spec"): "first"})), 5)
+    assert [bytes(m.body) for m in first] == [f"s{i}".encode() for i in range(5)]

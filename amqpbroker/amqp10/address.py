@@ -26,9 +26,15 @@ a new exclusive queue to):
 A subject or ``to`` is read from the message's properties section (``subject_of``,
 ``to_of``); an address of none of these forms is ``BadAddress`` (the link is refused with
 ``amqp:invalid-field``).
+
+A source's filter ``rabbitmq:stream-offset-spec`` (the plugin's, for reading a stream) is
+the consumer's ``x-stream-offset``: a timestamp (ms, to whole seconds as AMQP 0-9-1 has
+them), a string (``first``, ``last``, ``next``, an interval like ``10m``) or an integer
+offset; other filters are ignored, as the plugin ignores them.
 """
 from __future__ import annotations
 
+import datetime
 import urllib.parse
 
 from ..stream_protocol import amqp10 as types
@@ -105,6 +111,25 @@ def source(address) -> tuple:
         if kind == "topic" and len(rest) == 1:
             return None, None, ("amq.topic", rest[0])
     raise BadAddress(f"address '{address}' is not one RabbitMQ takes")
+
+
+def consumer_arguments(filters: tuple) -> dict:
+    """The ``basic.consume`` arguments a source's ``filter`` map asks for."""
+    if filters[0] != "map":
+        return {}
+    for (kind, key), value in filters[1]:
+        if kind in ("symbol", "utf8") and key == "rabbitmq:stream-offset-spec":
+            if value[0] == "described":         # a filter given as a described value
+                value = value[1][1]
+            vkind, v = value
+            if vkind == "timestamp":
+                return {"x-stream-offset": datetime.datetime.fromtimestamp(
+                    v // 1000, datetime.timezone.utc)}
+            if vkind in ("utf8", "symbol"):
+                return {"x-stream-offset": v}
+            if isinstance(v, int) and not isinstance(v, bool):
+                return {"x-stream-offset": v}
+    return {}
 
 
 def _properties(data: bytes) -> list | None:

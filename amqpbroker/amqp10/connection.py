@@ -427,8 +427,9 @@ class Amqp10Connection(AdapterConnection):
         durable = bool(terminus[1]["durable"][1]) if terminus is not None else False
         if role == "sender":
             link.delivery_count = frame["initial_delivery_count"] or 0
+        filters = source[1]["filter"] if source is not None and role == "receiver" else NULL
         try:
-            await self._attach(link, addr, durable)
+            await self._attach(link, addr, durable, address.consumer_arguments(filters))
         except address.BadAddress as exc:
             return self._refuse_link(frame, link, "amqp:invalid-field", str(exc))
         except ChannelGone as exc:
@@ -449,7 +450,7 @@ class Amqp10Connection(AdapterConnection):
         log.info("AMQP 1.0 connection %s: link '%s' attached (%s %s)", self.name, link.name,
                  "publishing to" if role == "sender" else "consuming from", addr)
 
-    async def _attach(self, link: Link, addr, durable: bool) -> None:
+    async def _attach(self, link: Link, addr, durable: bool, arguments: dict) -> None:
         """The link's channel, and what its address means (``address.py``): declared,
         bound or consumed as RabbitMQ's plugin does."""
         link.channel = await self._channel()
@@ -484,7 +485,8 @@ class Amqp10Connection(AdapterConnection):
         ch.add_on_cancel_callback(self._cancelled)
         self.amqp.tap(ch.channel_number, self._deliver)
         await self._ask(ch, lambda cb: ch.basic_consume(
-            queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag, callback=cb))
+            queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag,
+            arguments=arguments or None, callback=cb))
 
     def _refuse_link(self, frame, link: Link, condition: str, text: str) -> None:
         """An attach the broker refused: attached and detached at once with the error, as

@@ -36,7 +36,8 @@ KEPT = {convert.MESSAGE_ANNOTATIONS: "x-amqp-1.0-message-annotations",
 VALUE = "x-amqp-1.0-value"          # the body was an amqp-value of this type
 _DATA = b"\x00\x53\x75"              # a data section's descriptor
 _U32 = struct.Struct(">I")
-_HIDDEN = (*KEPT.values(), VALUE)
+STREAM_OFFSET = "x-stream-offset"
+_HIDDEN = (*KEPT.values(), VALUE, STREAM_OFFSET)
 
 
 def incoming(data: bytes) -> tuple[dict, bytes]:
@@ -100,7 +101,16 @@ def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> 
     out = convert._section(convert.HEADER, ("list", [
         ("boolean", p.delivery_mode == 2), convert._wrap("ubyte", p.priority), ttl,
         ("boolean", not redelivered), NULL]))
-    out += _kept(headers, convert.MESSAGE_ANNOTATIONS)
+    annotations = _kept(headers, convert.MESSAGE_ANNOTATIONS)
+    offset = headers.get(STREAM_OFFSET)
+    if isinstance(offset, int) and not isinstance(offset, bool):
+        # a stream's delivery: its offset as the annotation x-stream-offset (a utf8 key, as
+        # the plugin writes it), added to those kept
+        pairs = convert._value(annotations, 0, len(annotations))[0][1][1][1] \
+            if annotations else []
+        annotations = convert._section(convert.MESSAGE_ANNOTATIONS, ("map", [
+            *pairs, (("utf8", STREAM_OFFSET), ("ulong", offset))]))
+    out += annotations
     properties = _kept(headers, convert.PROPERTIES)
     if not properties:
         user_id = p.user_id.encode("utf-8") if isinstance(p.user_id, str) else p.user_id
