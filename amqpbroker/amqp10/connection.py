@@ -428,6 +428,9 @@ class Amqp10Connection(AdapterConnection):
         if role == "sender":
             link.delivery_count = frame["initial_delivery_count"] or 0
         filters = source[1]["filter"] if source is not None and role == "receiver" else NULL
+        if terminus is not None and terminus[1]["dynamic"][1]:
+            return self._refuse_link(frame, link, "amqp:not-implemented",
+                                     "dynamic nodes are not supported")   # nor the plugin's
         try:
             await self._attach(link, addr, durable, address.consumer_arguments(filters))
         except address.BadAddress as exc:

@@ -87,6 +87,9 @@ def test_a_refused_attach_detaches_that_link_only(connect, ch, names):
     with pytest.raises(LinkDetached) as err:
         c.create_sender("/fruit/orange")
     assert "amqp:invalid-field" in str(err.value)
+    with pytest.raises(LinkDetached) as err:
+        c.create_receiver(None, dynamic=True)
+    assert "amqp:not-implemented" in str(err.value)
     # the session and the connection go on
     queue = names()
     ch.queue_declare(queue)
