@@ -486,10 +486,11 @@ def _append_headers(raw: bytes, names, entries: bytes, slow) -> bytes:
     if flags & F_HEADERS:
         n = _U32.unpack_from(raw, pos)[0]
         end = pos + 4 + n
-        table = raw[pos + 4:end]
-        if any(name in table for name in names):
-            return slow()
-        return b"".join((raw[:pos], _U32.pack(n + len(entries)), table, entries, raw[end:]))
+        for name in names:                          # searched in place: no copy
+            if raw.find(name, pos + 4, end) >= 0:
+                return slow()
+        return b"".join((raw[:pos], _U32.pack(n + len(entries)), raw[pos + 4:end], entries,
+                         raw[end:]))
     return b"".join((_U16.pack(flags | F_HEADERS), raw[2:pos], _U32.pack(len(entries)),
                      entries, raw[pos:]))
 
