@@ -20,7 +20,8 @@ What each link becomes (its address, RabbitMQ 3.10's forms and 4.0's; ``address.
   during a memory or disk alarm the client's frames wait (``adapter.py``), so credit runs
   out and the client stops.
 * A **receiver** link (the client consumes) is a consumer on a channel of its own with a
-  prefetch of ``WINDOW``; deliveries are sent as transfers while the client has credit (the
+  prefetch of ``WINDOW``, raised when the client's credit and what it holds unsettled ask
+  for more (``_widen``); deliveries are sent as transfers while the client has credit (the
   rest wait here, unacked in the broker), ``drain`` ends with the credit used up. With
   ``snd-settle-mode`` settled the delivery is acked once sent (at most once); otherwise it
   waits for the client's disposition: ``accepted`` acks, ``rejected`` and ``modified`` with
@@ -45,6 +46,7 @@ import pika
 from .. import errors
 from ..adapter import AdapterConnection, ChannelGone, Ended, refusal, tapped
 from ..delivery_tap import Delivery
+from ..frontend import adapters
 from ..frontend.session import is_loopback
 from ..protocol.fastpath import build_confirm, build_publish
 from ..stream_protocol import amqp10 as convert
@@ -60,6 +62,7 @@ CHANNEL_MAX = 255
 HANDSHAKE_TIMEOUT = 10.0
 CREDIT = 256                        # link credit a sender link is given, topped up at half
 WINDOW = 256                        # deliveries a receiver link's consumer may hold unacked
+MAX_WINDOW = 65535                  # ... at most, as the client's credit asks (the plugin's)
 INCOMING_WINDOW = 65535             # transfers a session takes before it says so again
 MECHANISMS = ("PLAIN", "AMQPLAIN", "ANONYMOUS")
 PRODUCT = "amqpbroker"
@@ -81,7 +84,7 @@ class Link:
     __slots__ = ("name", "handle", "role", "session", "channel", "settled", "exchange",
                  "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
                  "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
-                 "attached")
+                 "attached", "unsettled", "window")
 
     def __init__(self, session, name: str, handle: int, role: str):
         self.name = name
@@ -102,6 +105,8 @@ class Link:
         self.confirms: collections.OrderedDict = collections.OrderedDict()  # seq -> id
         self.closing = False
         self.attached = False           # answered: a channel lost before is a refusal
+        self.unsettled = 0              # receiver: sent, not yet settled by the client
+        self.window = WINDOW            # receiver: its consumer's prefetch
 
 
 class Session:
@@ -330,8 +335,8 @@ class Amqp10Connection(AdapterConnection):
                                     min(max_frame if max_frame else 1 << 32, 1 << 32))
         shown = {"product": "AMQP 1.0 client",
                  "container_id": frame["container_id"] or ""}
-        result = await self._open_amqp(vhost, self.user.name, self.password, "AMQP 1-0",
-                                       shown)
+        result = await self._open_amqp(vhost, self.user.name, self.password,
+                                       adapters.AMQP10, shown)
         if self.amqp is None:
             why = refusal(result)
             text = (f"access to vhost '{vhost}' refused for user '{self.user.name}'"
@@ -729,9 +734,26 @@ class Amqp10Connection(AdapterConnection):
         count = 0 if count is None else count
         link.credit = max(0, count + (frame["link_credit"] or 0) - link.delivery_count)
         link.drain = bool(frame["drain"])
+        if link.unsettled + link.credit > link.window:
+            await self._widen(link)
         self._pump(link)
         if frame["echo"] and not link.drain:
             self._flow(link)
+
+    async def _widen(self, link: Link) -> None:
+        """The client may hold more unsettled deliveries than the link's consumer may have
+        unacked: its prefetch grows (doubling, to at most ``MAX_WINDOW``), so a client that
+        settles in batches of its credit is never left waiting (the broker raises an AMQP
+        1.0 link's prefetch for its consumer as it is: ``Channel._widen``)."""
+        window = min(MAX_WINDOW, max(2 * link.window, link.unsettled + link.credit))
+        if window <= link.window:
+            return
+        link.window = window
+        try:
+            await self._ask(link.channel, lambda cb: link.channel.basic_qos(
+                prefetch_count=window, callback=cb))
+        except ChannelGone:
+            pass                        # _channel_lost detached it
 
     def _deliver(self, m: Delivery) -> None:
         """A delivery of a link's channel, read raw (``delivery_tap.py``)."""
@@ -788,6 +810,7 @@ class Amqp10Connection(AdapterConnection):
                                                False))
         else:
             session.unsettled[delivery_id] = (link, m.delivery_tag)
+            link.unsettled += 1
 
     async def on_disposition(self, frame) -> None:
         session = self._session(frame)
@@ -805,6 +828,7 @@ class Amqp10Connection(AdapterConnection):
             if entry is None:
                 continue
             link, tag = entry
+            link.unsettled -= 1
             settled.append(delivery_id)
             ch = link.channel.channel_number
             if kind == "accepted":

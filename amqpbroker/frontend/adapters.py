@@ -16,6 +16,8 @@ import hashlib
 import hmac
 
 PROPERTY = "amqpbroker_adapted"
+AMQP10 = "AMQP 1-0"             # the AMQP 1.0 listener's connections (amqp10/), as RabbitMQ
+                                # names the protocol; their channels widen a link's prefetch
 
 
 def _digest(secret: str, fields: dict) -> str:

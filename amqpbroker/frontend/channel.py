@@ -23,6 +23,7 @@ from .consumer import Consumer
 from .exchange import (DEDUP_HEADER, DEDUP_TYPE, DeduplicationExchange, PartitionedExchange,
                        delay_of, with_hash_property)
 from . import events, group_member, trace
+from .adapters import AMQP10
 from .metadata_copy import run_now
 from .partition_client import WINDOW
 from ..protocol import fastpath as fp
@@ -957,12 +958,26 @@ class Channel:
         if m.global_:
             self.global_prefetch = m.prefetch_count
         else:
+            if self.session.protocol == AMQP10 and m.prefetch_count > self.prefetch:
+                self._widen(m.prefetch_count)
             self.prefetch = m.prefetch_count
         self.session.send_method(self.number, C.Basic.QosOk())
         if self.held:
             self._release_held()
         if self.global_prefetch:
             self._share_global_credit()
+
+    def _widen(self, prefetch: int) -> None:
+        """The AMQP 1.0 listener's links (``amqp10/connection.py``, whose connections the
+        adapter claim names): a raised prefetch reaches the channel's consumers too, so a
+        link's window follows its client's credit, as RabbitMQ's plugin consumes by
+        credit. (For any other client a basic.qos applies to later consumers only, as in
+        RabbitMQ.)"""
+        for c in self.consumers.values():
+            if c.credit_on_ack and c.queue is not None and c.partition is None \
+                    and prefetch > c.prefetch:
+                extra, c.prefetch = prefetch - c.prefetch, prefetch
+                self._grant(c, extra)
 
     async def basic_consume(self, m) -> None:
         session = self.session

@@ -191,6 +191,31 @@ def test_unsettled_deliveries_stay_within_the_credit(connect, ch, names):
     wait_until(lambda: count(ch, queue) == 30, 10, what="the unsettled ones requeued")
 
 
+def test_a_client_that_settles_in_large_batches_gets_its_credit(connect, ch, names):
+    """Credit 1,000, and nothing settled until 700 are in: more than the link's first
+    prefetch (256), so the consumer's prefetch must grow with the credit."""
+    queue = names()
+    ch.queue_declare(queue)
+    c = connect()
+    sender = c.create_sender(f"/amq/queue/{queue}")
+    for i in range(800):        # string bodies: proton's bytes ones are views of a buffer
+        sender.send(Message(body=f"m{i}"))                     # it reuses: read too late
+    assert count(ch, queue) == 800          # each send waited for its accepted
+    receiver = c.create_receiver(f"/amq/queue/{queue}", credit=1000)
+    got = [receiver.receive(timeout=TIMEOUT).body for _ in range(700)]
+    assert got == [f"m{i}" for i in range(700)]
+    for _ in range(700):                    # then settled, one accept each
+        receiver.accept()
+    got = []
+    for _ in range(100):
+        got.append(receiver.receive(timeout=TIMEOUT).body)
+        receiver.accept()
+    assert got == [f"m{i}" for i in range(700, 800)]
+    sent(c, queue)
+    c.close()
+    wait_until(lambda: count(ch, queue) == 0, 10, "the settled ones gone")
+
+
 def test_garbage_after_the_header_closes_only_that_connection(broker, connect, ch, names):
     s = socket.create_connection((broker.host, broker.port), timeout=TIMEOUT)
     try:
