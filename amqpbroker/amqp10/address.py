@@ -23,9 +23,8 @@ a new exclusive queue to):
     /exchange/NAME/KEY     a new exclusive queue bound to NAME with KEY
     /topic/KEY             a new exclusive queue bound to amq.topic with KEY
 
-A subject or ``to`` is read from the message's properties section (``subject_of``,
-``to_of``); an address of none of these forms is ``BadAddress`` (the link is refused with
-``amqp:invalid-field``).
+A message's subject and ``to`` come from ``message.incoming``; an address of none of these
+forms is ``BadAddress`` (the link is refused with ``amqp:invalid-field``).
 
 A source's filter ``rabbitmq:stream-offset-spec`` (the plugin's, for reading a stream) is
 the consumer's ``x-stream-offset``: a timestamp (ms, to whole seconds as AMQP 0-9-1 has
@@ -36,8 +35,6 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-
-from ..stream_protocol import amqp10 as types
 
 SUBJECT = None          # the routing key: the message's subject
 
@@ -130,22 +127,3 @@ def consumer_arguments(filters: tuple) -> dict:
             if isinstance(v, int) and not isinstance(v, bool):
                 return {"x-stream-offset": v}
     return {}
-
-
-def _properties(data: bytes) -> list | None:
-    for code, value, _raw in types._sections(data):
-        if code == types.PROPERTIES:
-            return value[1]
-    return None
-
-
-def subject_of(data: bytes) -> str | None:
-    """The subject of an AMQP 1.0 message (its properties' fifth field)."""
-    fields = _properties(data) or []
-    return fields[3][1] if len(fields) > 3 and fields[3][0] in ("utf8", "symbol") else None
-
-
-def to_of(data: bytes) -> str | None:
-    """The ``to`` of an AMQP 1.0 message (its properties' third field)."""
-    fields = _properties(data) or []
-    return fields[2][1] if len(fields) > 2 and fields[2][0] in ("utf8", "symbol") else None

@@ -73,11 +73,6 @@ _CONDITIONS = {403: "amqp:unauthorized-access", 404: "amqp:not-found",
 _U64 = struct.Struct(">Q")
 
 
-def _value(v):
-    """A field's Python value (a tagged pair's second item), None for null."""
-    return v[1]
-
-
 class Link:
     """One attached link: ``role`` is the client's (``sender``: it publishes to us)."""
 
@@ -110,22 +105,26 @@ class Link:
 
 
 class Session:
-    __slots__ = ("channel", "remote_channel", "links", "next_incoming_id",
-                 "incoming_window", "next_outgoing_id", "remote_incoming_window",
-                 "unsettled", "ending", "detached")
+    """One session; ours is on the client's channel number (its begin's, answered there)."""
 
-    def __init__(self, channel: int, remote_channel: int, next_incoming_id: int,
-                 remote_incoming_window: int):
+    __slots__ = ("channel", "links", "next_incoming_id", "next_outgoing_id",
+                 "remote_incoming_window", "unsettled", "detached")
+
+    def __init__(self, channel: int, next_incoming_id: int, remote_incoming_window: int):
         self.channel = channel
-        self.remote_channel = remote_channel
         self.links: dict[int, Link] = {}                # the client's handle -> link
         self.next_incoming_id = next_incoming_id
-        self.incoming_window = INCOMING_WINDOW
         self.next_outgoing_id = 0                       # our next delivery id
         self.remote_incoming_window = remote_incoming_window
         self.unsettled: dict[int, tuple] = {}           # delivery id -> (link, tag)
-        self.ending = False
         self.detached: set[int] = set()     # handles we detached first: the client answers
+
+    def flow_fields(self) -> dict:
+        """A flow's session fields (our windows are constant: ``INCOMING_WINDOW``)."""
+        return dict(next_incoming_id=("uint", self.next_incoming_id),
+                    incoming_window=("uint", INCOMING_WINDOW),
+                    next_outgoing_id=("uint", self.next_outgoing_id),
+                    outgoing_window=("uint", INCOMING_WINDOW))
 
 
 class Amqp10Connection(AdapterConnection):
@@ -387,12 +386,12 @@ class Amqp10Connection(AdapterConnection):
             self._fail("amqp:connection:framing-error", f"channel {frame.channel} over "
                                                         f"channel-max {CHANNEL_MAX}")
             return
-        session = Session(frame.channel, frame.channel, frame["next_outgoing_id"] or 0,
+        session = Session(frame.channel, frame["next_outgoing_id"] or 0,
                           frame["incoming_window"] or 0)
         self.sessions[frame.channel] = session
         self._send(f.frame("begin", frame.channel, remote_channel=("ushort", frame.channel),
                            next_outgoing_id=("uint", 0),
-                           incoming_window=("uint", session.incoming_window),
+                           incoming_window=("uint", INCOMING_WINDOW),
                            outgoing_window=("uint", INCOMING_WINDOW),
                            handle_max=("uint", 0xFFFFFFFF)))
 
@@ -518,17 +517,12 @@ class Amqp10Connection(AdapterConnection):
         self._flow(link)
 
     def _flow(self, link: Link, drain: bool = False) -> None:
-        s = link.session
-        fields = dict(next_incoming_id=("uint", s.next_incoming_id),
-                      incoming_window=("uint", s.incoming_window),
-                      next_outgoing_id=("uint", s.next_outgoing_id),
-                      outgoing_window=("uint", INCOMING_WINDOW),
-                      handle=("uint", link.handle),
+        fields = dict(link.session.flow_fields(), handle=("uint", link.handle),
                       delivery_count=("uint", link.delivery_count & 0xFFFFFFFF),
                       link_credit=("uint", link.credit))
         if drain:
             fields["drain"] = ("boolean", True)
-        self._send(f.frame("flow", s.channel, **fields))
+        self._send(f.frame("flow", link.session.channel, **fields))
 
     async def on_detach(self, frame) -> None:
         session = self._session(frame)
@@ -632,7 +626,7 @@ class Amqp10Connection(AdapterConnection):
 
     def _publish(self, link: Link, delivery_id, settled: bool, data: bytes) -> None:
         try:
-            kw, body = message.incoming(data)
+            kw, body, to, subject = message.incoming(data)
         except convert.NotAmqp10 as exc:
             log.warning("AMQP 1.0 connection %s: link '%s': a message that is not AMQP 1.0 "
                         "(%s): rejected", self.name, link.name, exc)
@@ -645,14 +639,14 @@ class Amqp10Connection(AdapterConnection):
         exchange, key = link.exchange, link.routing_key
         if exchange is None:            # the address is the message's `to`
             try:
-                exchange, key = address.of_to(address.to_of(data))
+                exchange, key = address.of_to(to)
             except address.BadAddress as exc:
                 if not settled:
                     self._dispose(link.session, [delivery_id], f.make(
                         "rejected", error=f.error("amqp:invalid-field", str(exc))))
                 return
         if key is address.SUBJECT:      # /exchange/NAME: the message's subject
-            key = address.subject_of(data) or ""
+            key = subject or ""
         properties = convert.encode_properties(kw) if kw else b"\x00\x00"
         self.amqp_out += build_publish(link.channel.channel_number, exchange.encode(),
                                        key.encode(), properties, body,
@@ -716,11 +710,7 @@ class Amqp10Connection(AdapterConnection):
                 if link.role == "receiver":
                     self._pump(link)
             if frame["echo"]:
-                self._send(f.frame("flow", session.channel,
-                                   next_incoming_id=("uint", session.next_incoming_id),
-                                   incoming_window=("uint", session.incoming_window),
-                                   next_outgoing_id=("uint", session.next_outgoing_id),
-                                   outgoing_window=("uint", INCOMING_WINDOW)))
+                self._send(f.frame("flow", session.channel, **session.flow_fields()))
             return
         link = session.links.get(handle)
         if link is None:

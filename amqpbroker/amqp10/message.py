@@ -40,22 +40,27 @@ STREAM_OFFSET = "x-stream-offset"
 _HIDDEN = (*KEPT.values(), VALUE, STREAM_OFFSET)
 
 
-def incoming(data: bytes) -> tuple[dict, bytes]:
-    """``pika.BasicProperties`` keyword arguments and the body of an AMQP 1.0 message;
+def incoming(data: bytes) -> tuple[dict, bytes, str | None, str | None]:
+    """``pika.BasicProperties`` keyword arguments, the body, and the ``to`` and ``subject``
+    (what a link without a routing key routes by, ``address.py``) of an AMQP 1.0 message;
     raises ``NotAmqp10``. A message of one data section and nothing else (what a client
     sends for bytes with no properties) is its body, read without parsing."""
     if data[:3] == _DATA and len(data) >= 5:
         if data[3] == 0xa0 and data[4] == len(data) - 5:
-            return {}, data[5:]
+            return {}, data[5:], None, None
         if data[3] == 0xb0 and len(data) >= 8 and _U32.unpack_from(data, 4)[0] == len(data) - 8:
-            return {}, data[8:]
+            return {}, data[8:], None, None
     sections = convert._sections(data)
     kw, body = convert.to_amqp091(data, sections)
     kept = {}
     bodies = []
+    to = subject = None
     for code, value, raw in sections:
         if code in KEPT:
             kept[KEPT[code]] = raw
+            if code == convert.PROPERTIES:
+                fields = value[1]
+                to, subject = _text(fields, 2), _text(fields, 3)
         elif code in convert._BODY_SECTIONS:
             bodies.append((code, value))
     if len(bodies) == 1 and bodies[0][0] == convert.AMQP_VALUE \
@@ -63,7 +68,12 @@ def incoming(data: bytes) -> tuple[dict, bytes]:
         kept[VALUE] = bodies[0][1][0]
     if kept:
         kw["headers"] = {**(kw.get("headers") or {}), **kept}
-    return kw, body
+    return kw, body, to, subject
+
+
+def _text(fields: list, i: int) -> str | None:
+    """Field ``i`` of a properties list when it is a string (or symbol)."""
+    return fields[i][1] if len(fields) > i and fields[i][0] in ("utf8", "symbol") else None
 
 
 def outgoing(raw_properties: bytes, body: bytes, routing_key: str,

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import socket
 
+from ..amqp10.listener import Amqp10Server
 from .ack_timeouts import AckTimeouts
 from .session import HANDSHAKE_TIMEOUT, Session, server_properties
 
@@ -22,7 +23,6 @@ class AMQPServer:
         self._servers: list[asyncio.base_events.Server] = []
         self.ack_timeouts = AckTimeouts(self)     # consumer_timeout (ack_timeouts.py)
         self.plain_address: tuple[str, int] | None = None     # the non-TLS listener's
-        from ..amqp10.listener import Amqp10Server
         self.amqp10 = Amqp10Server(broker, self.local_address)   # AMQP 1.0 clients
 
     def local_address(self) -> tuple[str, int]:

@@ -98,6 +98,21 @@ def test_a_refused_attach_detaches_that_link_only(connect, ch, names):
         "still here"
 
 
+def test_a_sender_without_a_target_routes_by_each_messages_to(connect, ch, names):
+    queue = names()
+    ch.queue_declare(queue)
+    c = connect()
+    sender = c.create_sender(None)
+    sender.send(Message(body="by its to", address=f"/amq/queue/{queue}"))
+    with pytest.raises(Exception):              # no `to`: rejected, nothing stored
+        sender.send(Message(body="nowhere"))
+    receiver = c.create_receiver(f"/amq/queue/{queue}")
+    assert receiver.receive(timeout=TIMEOUT).body == "by its to"
+    receiver.accept()
+    sent(c, queue)
+    assert count(ch, queue) == 0
+
+
 def test_outcomes_released_modified_rejected(connect, ch, names):
     queue, dead = names(), names("dlq")
     ch.queue_declare(dead)

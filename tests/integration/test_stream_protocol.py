@@ -220,9 +220,7 @@ async def test_publisher_reference_deduplicates_as_rabbitmq(broker, names):
     reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
     try:
         await handshake(reader, writer)
-        writer.write(request(f.DECLARE_PUBLISHER, 2, struct.pack(">B", 1) + s(name)
-                             + s(stream)))
-        assert (await read_response(reader))[2] == f.OK
+        assert await declare_publisher(reader, writer, 1, name, stream) == f.OK
         writer.write(request(f.QUERY_PUBLISHER_SEQUENCE, 3, s(name) + s(stream)))
         _key, _corr, code, rest = await read_response(reader)
         highest = struct.unpack(">Q", rest)[0]
@@ -352,6 +350,13 @@ async def read_response(reader) -> tuple:
         return key, corr, code, body[6:]
 
 
+async def declare_publisher(reader, writer, pid: int, reference: str, stream: str) -> int:
+    """DeclarePublisher over a raw connection: the response's code."""
+    writer.write(request(f.DECLARE_PUBLISHER, 2, struct.pack(">B", pid) + s(reference)
+                         + s(stream)))
+    return (await read_response(reader))[2]
+
+
 async def handshake(reader, writer, user="guest", password="guest", vhost="/") -> int:
     """The handshake as a client does it; the code of the first refusal, or OK."""
     writer.write(request(f.PEER_PROPERTIES, 1, struct.pack(">i", 0)))
@@ -422,8 +427,7 @@ async def test_publisher_without_write_permission_gets_errors(broker, names):
     reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
     try:
         assert await handshake(reader, writer, user=user, password="pw") == f.OK
-        writer.write(request(f.DECLARE_PUBLISHER, 9, struct.pack(">B", 1) + s("") + s(stream)))
-        assert (await read_response(reader))[2] == f.ACCESS_REFUSED
+        assert await declare_publisher(reader, writer, 1, "", stream) == f.ACCESS_REFUSED
         writer.write(request(f.CREATE, 10, s(names()) + struct.pack(">i", 0)))
         assert (await read_response(reader))[2] == f.ACCESS_REFUSED
     finally:
@@ -499,8 +503,7 @@ async def test_deleting_a_stream_tells_its_publishers_and_subscribers(broker, na
         w1.write(request(f.SUBSCRIBE, 5, struct.pack(">B", 7) + s(stream)
                          + struct.pack(">HHi", f.OFFSET_FIRST, 10, 0)))
         assert (await read_response(r1))[2] == f.OK
-        w2.write(request(f.DECLARE_PUBLISHER, 5, struct.pack(">B", 3) + s("") + s(stream)))
-        assert (await read_response(r2))[2] == f.OK
+        assert await declare_publisher(r2, w2, 3, "", stream) == f.OK
         w3.write(request(f.DELETE, 5, s(stream)))
         assert (await read_response(r3))[2] == f.OK
         for reader in (r1, r2):

@@ -19,8 +19,8 @@ from amqpbroker.stream_protocol import frames as f
 from amqpbroker.stream_protocol import sub_entry
 from amqpbroker.testing import LAYOUTS, BrokerProcess
 from tests.integration.test_stream_protocol import (  # noqa: F401 - names: a fixture
-    TIMEOUT, body_of, collect, handshake, names, producer, read_frame, read_response,
-    request, s)
+    TIMEOUT, body_of, collect, declare_publisher, handshake, names, producer, read_frame,
+    read_response, request, s)
 
 pytestmark = pytest.mark.own_layout         # every broker here names its layout
 
@@ -113,9 +113,7 @@ async def test_a_sub_entry_is_deduplicated_whole_by_its_publishing_id(broker, na
     reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
     try:
         await handshake(reader, writer)
-        writer.write(request(f.DECLARE_PUBLISHER, 5, struct.pack(">B", 3) + s(name)
-                             + s(stream)))
-        assert (await read_response(reader))[2] == f.OK
+        assert await declare_publisher(reader, writer, 3, name, stream) == f.OK
         first = sub_entry.encode([b"a", b"b", b"c"], sub_entry.GZIP)
         writer.write(publish(3, [(1, simple(b"zero")), (2, first)]))
         assert await answers(reader, 2) == ([1, 2], [])
@@ -171,9 +169,7 @@ async def test_sub_entries_that_cannot_be_stored_are_refused_and_the_connection_
     reader, writer = await asyncio.open_connection(broker.host, broker.stream_port)
     try:
         await handshake(reader, writer)
-        writer.write(request(f.DECLARE_PUBLISHER, 5, struct.pack(">B", 0) + s("")
-                             + s(stream)))
-        assert (await read_response(reader))[2] == f.OK
+        assert await declare_publisher(reader, writer, 0, "", stream) == f.OK
         writer.write(publish(0, [(1, simple(b"first")), (2, entry()),
                                  (3, sub_entry.encode([b"third"]))]))
         confirmed, refused = await answers(reader, 3)

@@ -17,7 +17,7 @@ BODIES = [b"bytes", "a string", 42, ["a", 1], {"k": "v"}, b"", "é" * 300]
 
 
 def round_trip(m: Message, routing_key: str = "rk", redelivered: bool = False) -> Message:
-    kw, body = message.incoming(m.encode())
+    kw, body, _, _ = message.incoming(m.encode())
     raw_properties = convert.encode_properties(dict(kw)) if kw else b"\x00\x00"
     out = Message()
     out.decode(message.outgoing(raw_properties, body, routing_key, redelivered))
@@ -37,8 +37,10 @@ def test_amqp10_messages_come_back_as_sent(body):
 
 
 def test_amqp091_consumers_read_the_mapped_properties():
-    kw, body = message.incoming(Message(body="text", id="m-2", content_type="text/plain",
-                                        properties={"k": "v"}, durable=True).encode())
+    kw, body, to, subject = message.incoming(Message(
+        body="text", id="m-2", content_type="text/plain", properties={"k": "v"}, durable=True,
+        address="/exchange/x/k", subject="s").encode())
+    assert (to, subject) == ("/exchange/x/k", "s")
     assert body == b"text"
     assert (kw["message_id"], kw["content_type"], kw["delivery_mode"]) == \
         ("m-2", "text/plain", 2)
@@ -60,4 +62,5 @@ def test_amqp091_messages_get_the_routing_key_as_subject_and_headers_as_properti
 @given(st.binary(max_size=600))
 def test_a_bare_data_section_reads_as_the_full_mapping_reads_it(body):
     data = convert._section(convert.DATA, ("binary", body))
-    assert message.incoming(data) == convert.to_amqp091(data) == ({}, body)
+    assert message.incoming(data) == (*convert.to_amqp091(data), None, None) == \
+        ({}, body, None, None)
