@@ -79,7 +79,7 @@ class Link:
     __slots__ = ("name", "handle", "role", "session", "channel", "settled", "exchange",
                  "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
                  "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
-                 "attached", "unsettled", "window")
+                 "attached", "unsettled", "window", "draining")
 
     def __init__(self, session, name: str, handle: int, role: str):
         self.name = name
@@ -102,6 +102,7 @@ class Link:
         self.attached = False           # answered: a channel lost before is a refusal
         self.unsettled = 0              # receiver: sent, not yet settled by the client
         self.window = WINDOW            # receiver: its consumer's prefetch
+        self.draining = False           # receiver: _end_drain is asking the queue's host
 
 
 class Session:
@@ -760,15 +761,36 @@ class Amqp10Connection(AdapterConnection):
     def _pump(self, link: Link) -> None:
         """Send what waits while the link has credit and the session a window; a draining
         link with nothing left uses its credit up and says so."""
+        self._send_pending(link)
+        if link.drain and link.credit > 0 and not link.pending and not link.draining:
+            link.draining = True
+            self.loop.create_task(self._end_drain(link))
+
+    def _send_pending(self, link: Link) -> None:
         session = link.session
         while link.pending and link.credit > 0 and session.remote_incoming_window > 0:
-            m = link.pending.popleft()
-            self._transfer(link, m)
-        if link.drain and link.credit > 0 and not link.pending:
+            self._transfer(link, link.pending.popleft())
+
+    async def _end_drain(self, link: Link) -> None:
+        """A draining link whose client has credit left and nothing waits here: what the
+        queue's host already sent (a message published before the drain, still on its way
+        from a worker process) arrives before the answer to a request the host answers, so
+        ask one (a passive declare: the host counts the queue); then, if still nothing
+        waits, the credit is used up and the client told."""
+        try:
+            await self._ask(link.channel, lambda cb: link.channel.queue_declare(
+                link.queue, passive=True, callback=cb))
+        except (ChannelGone, Ended):
+            return                      # the link or the connection is going
+        finally:
+            link.draining = False
+        self._send_pending(link)        # what arrived meanwhile
+        if link.drain and link.credit > 0 and not link.pending and not link.closing:
             link.delivery_count += link.credit
             link.credit = 0
             link.drain = False
             self._flow(link, drain=True)
+        self._flush_amqp()
 
     def _transfer(self, link: Link, m: Delivery) -> None:
         session = link.session
