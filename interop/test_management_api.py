@@ -452,6 +452,23 @@ def test_protocol_listener_and_node_checks(http):
         400, {"error": "bad_request", "reason": "Invalid expiration value."})
 
 
+def test_a_path_with_one_trailing_slash_is_the_path_without_it(http, uniq):
+    """As cowboy routes RabbitMQ's API: amqpstorm asks ``/api/healthchecks/node/``, scripts
+    write ``/api/queues/%2F/``. Two slashes are another path (404), as there."""
+    name = uniq("slash")
+    assert http("PUT", f"/api/queues/%2F/{q(name)}/", {"durable": False})[0] == 201
+    try:
+        assert http("GET", f"/api/queues/%2F/{q(name)}/")[1]["name"] == name
+        assert name in [x["name"] for x in http("GET", "/api/queues/%2F/")[1]]
+        assert http("GET", "/api/healthchecks/node/")[:2] == (200, {"status": "ok"})
+        assert http("GET", "/api/overview/")[1]["node"] == http("GET", "/api/overview")[1]["node"]
+        for path in ("/api/overview//", "/api//overview"):
+            assert http("GET", path)[0] == 404, path
+    finally:
+        assert http("DELETE", f"/api/queues/%2F/{q(name)}/")[0] == 204
+    assert http("GET", f"/api/queues/%2F/{q(name)}")[0] == 404
+
+
 # ------------------------------------------------------------------------- users
 def test_users_without_permissions_and_bulk_delete(http, uniq):
     bare, granted = uniq("bare"), uniq("granted")

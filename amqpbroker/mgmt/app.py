@@ -30,10 +30,15 @@ class ManagementServer:
         self.app = web.Application(middlewares=[_errors_as_json])
         for module in RESOURCES:
             for route in module.ROUTES:
-                if route.method == "GET":           # and HEAD
-                    self.app.router.add_get(route.path, self._endpoint(route))
-                else:
-                    self.app.router.add_route(route.method, route.path, self._endpoint(route))
+                endpoint = self._endpoint(route)
+                # cowboy, RabbitMQ's HTTP server, reads a path with one trailing slash as the
+                # path without it (``/api/queues/%2F/`` is ``/api/queues/%2F``), and clients
+                # write either (amqpstorm's ``healthchecks/node/``): so do we
+                for path in (route.path, route.path + "/"):
+                    if route.method == "GET":           # and HEAD
+                        self.app.router.add_get(path, endpoint)
+                    else:
+                        self.app.router.add_route(route.method, path, endpoint)
         add_dashboard_routes(self.app)              # the web UI at /, static files only
 
     async def start(self, host: str, port: int, ssl_context=None):

@@ -62,7 +62,6 @@ async def restart_link(call):
 ROUTES = [
     Route("GET", "/api/federation-links", list_links, access.MONITOR),
     Route("GET", "/api/federation-links/state/down", list_down, access.MONITOR),
-    Route("GET", "/api/federation-links/state/down/", list_down, access.MONITOR),
     Route("GET", "/api/federation-links/{vhost}", list_links, access.MONITOR),
     Route("GET", "/api/federation-links/{vhost}/state/down", list_down, access.MONITOR),
     Route("DELETE", "/api/federation-links/vhost/{vhost}/{id}/{node}/restart", restart_link,
