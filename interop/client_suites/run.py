@@ -1,31 +1,38 @@
 """Run the client libraries' own test suites against amqpbroker (or any broker) and count.
 
-    python interop/client_suites/run.py [--suites pika,aiormq,aio-pika,kombu]
-        [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--label NAME] [--compare NAME]
-        [--pika-git PATH] [--workdir DIR] [--broker-arg ARG ...] [--saved]
-        [-- extra pytest args]
+    python interop/client_suites/run.py [--suites pika,aiormq,aio-pika,kombu,py-amqp,...]
+        [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--http-url http://127.0.0.1:15672]
+        [--label NAME] [--compare NAME] [--pika-git PATH] [--dramatiq-git PATH]
+        [--workdir DIR] [--broker-arg ARG ...] [--saved] [-- extra pytest args]
 
 What it does, per suite:
 
-* fetches the suite where it is published: the PyPI sdists of aiormq 7.2.4, aio-pika 10.2.1
-  and kombu 5.7.0 (``pip download --no-binary``; their ``tests/`` and kombu's
-  ``t/integration/test_py_amqp.py``), and pika 1.4.4's ``tests/acceptance`` from a clone of
-  pika's git repository at tag 1.4.4 (pika's sdist has no tests): ``--pika-git`` or
-  ``$PIKA_GIT`` names the clone (a bare one is fine: it is read with ``git archive``);
+* fetches the suite where it is published: the PyPI sdists of aiormq 7.2.4, aio-pika 10.2.1,
+  kombu 5.7.0, py-amqp 5.4.2, amqpstorm 3.1.4 and rabbitpy 3.0.2 (``pip download
+  --no-binary``; their ``tests/``, kombu's ``t/integration/test_py_amqp.py``, py-amqp's
+  ``t/integration/test_rmq.py``, amqpstorm's ``amqpstorm/tests/functional``, rabbitpy's
+  integration tests), and from a clone of the project's git repository at the release's tag
+  where the sdist lacks them: pika 1.4.4's ``tests/acceptance`` (``--pika-git`` or
+  ``$PIKA_GIT``) and dramatiq 2.2.0's ``tests/test_rabbitmq.py`` (its sdist has no
+  ``conftest.py``; ``--dramatiq-git`` or ``$DRAMATIQ_GIT``); a bare clone is fine: it is read
+  with ``git archive``;
 * installs the suites' test dependencies (aiomisc-pytest, twisted, ...) in a private venv
   under the work directory, so they never reach the project's own test run;
-* starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``),
-  except pika, whose acceptance tests are written for ``localhost:5672``: its broker is started
-  on 5672, which must be free. With ``--amqp-url`` no broker is started and the suites run
-  against that one (RabbitMQ, for reference); for pika, a broker on another port is reached
-  through a forwarder on localhost:5672 (``FaultProxy``, no faults), which must be free;
+* starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``,
+  with the management API for amqpstorm's), except pika, amqpstorm and dramatiq, whose tests
+  are written for port 5672: their broker is started on 5672, which must be free. With
+  ``--amqp-url`` no broker is started and the suites run against that one (RabbitMQ, for
+  reference; ``--http-url`` its management API); for those three, a broker on another port is
+  reached through a forwarder on localhost:5672 (``FaultProxy``, no faults), which must be free;
 * tells each suite where the broker is the way the suite reads it, patching none of its
-  files: kombu's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``; aio-pika's conftest starts
-  RabbitMQ with Docker, so ``DOCKER_HOST`` points at ``docker_stand_in.py``, which reports the
-  broker under test as the container; aiormq's tests ask for two fixtures its sdist does not
-  define, supplied by ``suite_fixtures.py``;
-* leaves out what needs TLS (no broker here serves amqps): aiormq's ``amqps`` parameters and
-  aio-pika's ``test_amqps.py``;
+  files: kombu's and py-amqp's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``, rabbitpy's
+  ``RABBITMQ_URL``, amqpstorm's ``AMQP_HOST`` / ``AMQP_URI`` / ``AMQP_HTTP_URL`` (as guest);
+  aio-pika's conftest starts RabbitMQ with Docker, so ``DOCKER_HOST`` points at
+  ``docker_stand_in.py``, which reports the broker under test as the container; aiormq's tests
+  ask for two fixtures its sdist does not define, and dramatiq's conftest imports pylibmc
+  (memcached's client, a C build) for tests not run here: ``suite_fixtures.py`` supplies both;
+* leaves out what needs TLS (no broker here serves amqps): aiormq's ``amqps`` parameters,
+  aio-pika's ``test_amqps.py``, py-amqp's ``tls`` cases and amqpstorm's ``functional/ssl``;
 * prints passed / failed / errors / skipped per suite, and saves every test's outcome in
   ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it, and
   what our broker logged at level error in ``<suite>.broker.log``).
@@ -35,7 +42,7 @@ What it does, per suite:
   (``-- -k "..."``).
 
 Exit status: 0 when every suite ran (failures are counted, not fatal), 2 when one could not.
-Not part of the default pytest run: the four suites take about half an hour on 2 cores.
+Not part of the default pytest run: the eight suites take about half an hour on 2 cores.
 """
 from __future__ import annotations
 
@@ -62,9 +69,10 @@ sys.path.insert(0, str(HERE))
 from docker_stand_in import DockerStandIn  # noqa: E402
 
 TEST_DEPENDENCIES = [
-    "pika==1.4.4", "aiormq==7.2.4", "aio-pika==10.2.1", "kombu==5.7.0",
+    "pika==1.4.4", "aiormq==7.2.4", "aio-pika==10.2.1", "kombu==5.7.0", "amqp==5.4.2",
+    "amqpstorm==3.1.4", "rabbitpy==3.0.2", "dramatiq==2.2.0",
     "pytest", "pytest-timeout", "yarl", "aiomisc", "aiomisc-pytest", "shortuuid",
-    "timeout-decorator", "twisted", "tornado", "gevent",
+    "timeout-decorator", "twisted", "tornado", "gevent", "requests", "redis",
 ]
 
 
@@ -75,17 +83,39 @@ class Suite:
     paths: list[str]                       # what pytest runs, inside the unpacked source
     pytest_args: list[str] = field(default_factory=list)
     needs_5672: bool = False
+    package: str = ""                      # its PyPI name, when not the suite's name
+    git_tag: str = ""                      # tests from its git repository at this tag (its
+    git_paths: tuple[str, ...] = ()        # sdist lacks them): these paths, --<name>-git
+    management: bool = False               # its tests use the management HTTP API too
+
+    @property
+    def pypi_name(self) -> str:
+        return self.package or self.name
 
     @property
     def source_dir_name(self) -> str:
-        return f"{self.name.replace('-', '_')}-{self.version}"
+        return f"{self.pypi_name.replace('-', '_')}-{self.version}"
 
 
 SUITES = {
-    "pika": Suite("pika", "1.4.4", ["tests/acceptance"], needs_5672=True),
+    "pika": Suite("pika", "1.4.4", ["tests/acceptance"], needs_5672=True, git_tag="1.4.4",
+                  git_paths=("tests", "testdata", "pyproject.toml")),
     "aiormq": Suite("aiormq", "7.2.4", ["tests"], ["-k", "not amqps"]),
     "aio-pika": Suite("aio-pika", "10.2.1", ["tests"], ["--ignore", "tests/test_amqps.py"]),
     "kombu": Suite("kombu", "5.7.0", ["t/integration/test_py_amqp.py"]),
+    # celery's own AMQP client (kombu's pyamqp transport); its TLS cases need certificates
+    # its tox run makes, which the sdist lacks
+    "py-amqp": Suite("py-amqp", "5.4.2", ["t/integration/test_rmq.py"], ["-k", "not tls"],
+                     package="amqp"),
+    # it connects to port 5672 of AMQP_HOST only
+    "amqpstorm": Suite("amqpstorm", "3.1.4", ["amqpstorm/tests/functional"],
+                       ["--ignore", "amqpstorm/tests/functional/ssl"], needs_5672=True,
+                       management=True),
+    "rabbitpy": Suite("rabbitpy", "3.0.2", ["tests/test_integration.py", "tests/integration"]),
+    # dramatiq's RabbitMQ broker tests, from its repository (the sdist has no conftest.py);
+    # they connect to 127.0.0.1:5672 only
+    "dramatiq": Suite("dramatiq", "2.2.0", ["tests/test_rabbitmq.py"], needs_5672=True,
+                      git_tag="v2.2.0", git_paths=("tests",)),
 }
 
 
@@ -110,31 +140,34 @@ def ensure_venv(workdir: Path) -> Path:
     return python
 
 
-def fetch(suite: Suite, workdir: Path, label: str, pika_git: str | None) -> Path:
+def fetch(suite: Suite, workdir: Path, label: str, git_clones: dict[str, str]) -> Path:
     """Unpack the suite's published source into ``<workdir>/src/<label>`` (afresh every run;
     one directory per label, so runs against two brokers can go on side by side)."""
     src = workdir / "src" / label / suite.source_dir_name
     if src.exists():
         shutil.rmtree(src)
     src.parent.mkdir(parents=True, exist_ok=True)
-    if suite.name == "pika":
-        if not pika_git:
-            raise SystemExit("pika's sdist has no tests: give a clone of pika's git repository "
-                             "with --pika-git PATH (or PIKA_GIT=PATH)")
-        git_dir = ["--git-dir", pika_git] if Path(pika_git, "HEAD").exists() \
-            else ["-C", pika_git]
+    if suite.git_tag:
+        clone = git_clones.get(suite.name)
+        if not clone:
+            option = f"--{suite.name}-git"
+            raise SystemExit(f"{suite.name}'s sdist lacks its tests: give a clone of its git "
+                             f"repository with {option} PATH (or "
+                             f"{option[2:].upper().replace('-', '_')}=PATH)")
+        git_dir = ["--git-dir", clone] if Path(clone, "HEAD").exists() else ["-C", clone]
         src.mkdir()
-        archive = subprocess.run(["git", *git_dir, "archive", suite.version, "tests", "testdata",
-                                  "pyproject.toml"], check=True, capture_output=True).stdout
+        archive = subprocess.run(["git", *git_dir, "archive", suite.git_tag, *suite.git_paths],
+                                 check=True, capture_output=True).stdout
         subprocess.run(["tar", "x", "-C", str(src)], input=archive, check=True)
         return src
     sdists = workdir / "sdists"
     sdists.mkdir(parents=True, exist_ok=True)
+    name = suite.pypi_name
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                    "--no-binary", suite.name, f"{suite.name}=={suite.version}",
+                    "--no-binary", name, f"{name}=={suite.version}",
                     "-d", str(sdists)], check=True)
     [sdist] = [p for p in sdists.glob("*.tar.gz")
-               if p.name.lower().replace("_", "-") == f"{suite.name}-{suite.version}.tar.gz"]
+               if p.name.lower().replace("_", "-") == f"{name}-{suite.version}.tar.gz"]
     with tarfile.open(sdist) as tar:
         tar.extractall(src.parent, filter="data")
     return src
@@ -151,12 +184,16 @@ def port_free(port: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- running
-def run_suite(suite: Suite, src: Path, python: Path, host: str, port: int, out: Path,
-              timeout: int, extra: list[str]) -> dict:
+def run_suite(suite: Suite, src: Path, python: Path, host: str, port: int, http_url: str,
+              out: Path, timeout: int, extra: list[str]) -> dict:
     env = dict(os.environ)
+    url = f"amqp://guest:guest@{host}:{port}/%2F"
     env.update({
         "CLIENT_SUITES_AMQP_HOST": host, "CLIENT_SUITES_AMQP_PORT": str(port),
-        "RABBITMQ_HOST": host, "RABBITMQ_5672_TCP": str(port),
+        "RABBITMQ_HOST": host, "RABBITMQ_5672_TCP": str(port),            # kombu, py-amqp
+        "RABBITMQ_URL": url,                                               # rabbitpy
+        "AMQP_HOST": host, "AMQP_USERNAME": "guest", "AMQP_PASSWORD": "guest",  # amqpstorm
+        "AMQP_URI": url, "AMQP_HTTP_URL": http_url,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
         "PYTHONDONTWRITEBYTECODE": "1",
     })
@@ -211,6 +248,10 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", help="list tests that passed in the run with this label only")
     ap.add_argument("--pika-git", default=os.environ.get("PIKA_GIT"),
                     help="a clone of pika's git repository (pika's tests are not in its sdist)")
+    ap.add_argument("--dramatiq-git", default=os.environ.get("DRAMATIQ_GIT"),
+                    help="a clone of dramatiq's git repository (its sdist has no conftest.py)")
+    ap.add_argument("--http-url", help="with --amqp-url: that broker's management API "
+                    "(default: port 15672 of its host)")
     ap.add_argument("--workdir", type=Path,
                     default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                     / "amqpbroker-client-suites")
@@ -242,10 +283,12 @@ def main(argv=None) -> int:
         python = ensure_venv(workdir)
     for name in names:
         suite = SUITES[name]
-        src = fetch(suite, workdir, label, args.pika_git)
+        src = fetch(suite, workdir, label, {"pika": args.pika_git,
+                                            "dramatiq": args.dramatiq_git})
         if args.amqp_url:
             u = urllib.parse.urlparse(args.amqp_url)
             host, port = u.hostname or "127.0.0.1", u.port or 5672
+            http_url = args.http_url or f"http://{host}:15672"
             if suite.needs_5672 and port != 5672:
                 # its tests connect to localhost:5672 only: forward that port to the broker
                 if not port_free(5672):
@@ -256,11 +299,11 @@ def main(argv=None) -> int:
                 from amqpbroker.testing import FaultProxy
                 log(f"[{name}] forwarding localhost:5672 to {host}:{port}")
                 with FaultProxy(host, port, listen_port=5672):
-                    results[name] = run_suite(suite, src, python, "127.0.0.1", 5672, out,
-                                              args.timeout, args.pytest_args)
+                    results[name] = run_suite(suite, src, python, "127.0.0.1", 5672,
+                                              http_url, out, args.timeout, args.pytest_args)
                 continue
-            results[name] = run_suite(suite, src, python, host, port, out, args.timeout,
-                                      args.pytest_args)
+            results[name] = run_suite(suite, src, python, host, port, http_url, out,
+                                      args.timeout, args.pytest_args)
             continue
         from amqpbroker.testing import BrokerProcess
         if suite.needs_5672 and not port_free(5672):
@@ -271,10 +314,12 @@ def main(argv=None) -> int:
             broker_args = ["--log-level", "error", *args.broker_arg]
             if suite.needs_5672:
                 broker_args += ["--port", "5672"]
-            broker = BrokerProcess(data, *broker_args, env={"PYTHONPATH": str(ROOT)}).start()
+            broker = BrokerProcess(data, *broker_args, management=suite.management,
+                                   env={"PYTHONPATH": str(ROOT)}).start()
             try:
-                results[name] = run_suite(suite, src, python, broker.host, broker.port, out,
-                                          args.timeout, args.pytest_args)
+                http_url = f"http://{broker.host}:{broker.management_port}"
+                results[name] = run_suite(suite, src, python, broker.host, broker.port,
+                                          http_url, out, args.timeout, args.pytest_args)
             finally:
                 broker.stop()
                 # what the broker logged at level error (a suite may pass over a broker error)

@@ -1,4 +1,5 @@
-"""Fixtures aiormq's ``tests/conftest.py`` uses but its sdist does not define.
+"""Fixtures aiormq's ``tests/conftest.py`` uses but its sdist does not define, and a stand-in
+for the memcached client dramatiq's ``tests/conftest.py`` imports.
 
 aiormq 7.2.4's tests ask for ``rabbitmq_container`` and ``amqp_direct_url`` (aio-pika's
 conftest defines both with Docker; aiormq's sdist ships without them). ``run.py`` loads this
@@ -11,8 +12,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import sys
+import types
+
 import pytest
 from yarl import URL
+
+try:
+    import pylibmc  # noqa: F401
+except ImportError:
+    # dramatiq's conftest imports pylibmc (a C build against libmemcached) for its memcached
+    # rate-limiter fixtures; its RabbitMQ tests, the only ones run here, never touch it.
+    # A fixture that did would fail on the missing attribute, not pass.
+    sys.modules["pylibmc"] = types.ModuleType("pylibmc")
 
 
 @dataclass
