@@ -3,6 +3,7 @@
     python interop/client_suites/run.py [--suites pika,aiormq,aio-pika,kombu,py-amqp,...]
         [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--http-url http://127.0.0.1:15672]
         [--label NAME] [--compare NAME] [--pika-git PATH] [--dramatiq-git PATH]
+        [--faststream-git PATH]
         [--workdir DIR] [--broker-arg ARG ...] [--saved] [-- extra pytest args]
 
 What it does, per suite:
@@ -13,16 +14,18 @@ What it does, per suite:
   ``t/integration/test_rmq.py``, amqpstorm's ``amqpstorm/tests/functional``, rabbitpy's
   integration tests), and from a clone of the project's git repository at the release's tag
   where the sdist lacks them: pika 1.4.4's ``tests/acceptance`` (``--pika-git`` or
-  ``$PIKA_GIT``) and dramatiq 2.2.0's ``tests/test_rabbitmq.py`` (its sdist has no
-  ``conftest.py``; ``--dramatiq-git`` or ``$DRAMATIQ_GIT``); a bare clone is fine: it is read
-  with ``git archive``;
+  ``$PIKA_GIT``), dramatiq 2.2.0's ``tests/test_rabbitmq.py`` (its sdist has no
+  ``conftest.py``; ``--dramatiq-git`` or ``$DRAMATIQ_GIT``) and FastStream 0.7.4's
+  ``tests/brokers/rabbit`` (``-m rabbit``; ``--faststream-git`` or ``$FASTSTREAM_GIT``); a bare
+  clone is fine: it is read with ``git archive``;
 * installs the suites' test dependencies (aiomisc-pytest, twisted, ...) in a private venv
-  under the work directory, so they never reach the project's own test run;
+  under the work directory, so they never reach the project's own test run (FastStream's in
+  one of its own: pytest-asyncio and aiomisc-pytest do not mix);
 * starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``,
-  with the management API for amqpstorm's), except pika, amqpstorm and dramatiq, whose tests
-  are written for port 5672: their broker is started on 5672, which must be free. With
+  with the management API for amqpstorm's), except pika, amqpstorm, dramatiq and FastStream,
+  whose tests are written for port 5672: their broker is started on 5672, which must be free. With
   ``--amqp-url`` no broker is started and the suites run against that one (RabbitMQ, for
-  reference; ``--http-url`` its management API); for those three, a broker on another port is
+  reference; ``--http-url`` its management API); for those four, a broker on another port is
   reached through a forwarder on localhost:5672 (``FaultProxy``, no faults), which must be free;
 * tells each suite where the broker is the way the suite reads it, patching none of its
   files: kombu's and py-amqp's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``, rabbitpy's
@@ -42,7 +45,7 @@ What it does, per suite:
   (``-- -k "..."``).
 
 Exit status: 0 when every suite ran (failures are counted, not fatal), 2 when one could not.
-Not part of the default pytest run: the eight suites take about half an hour on 2 cores.
+Not part of the default pytest run: the nine suites take about half an hour on 2 cores.
 """
 from __future__ import annotations
 
@@ -87,6 +90,8 @@ class Suite:
     git_tag: str = ""                      # tests from its git repository at this tag (its
     git_paths: tuple[str, ...] = ()        # sdist lacks them): these paths, --<name>-git
     management: bool = False               # its tests use the management HTTP API too
+    dependencies: tuple[str, ...] = ()     # a venv of its own with these, instead of the
+                                           # shared one (pytest plugins that clash with it)
 
     @property
     def pypi_name(self) -> str:
@@ -116,6 +121,17 @@ SUITES = {
     # they connect to 127.0.0.1:5672 only
     "dramatiq": Suite("dramatiq", "2.2.0", ["tests/test_rabbitmq.py"], needs_5672=True,
                       git_tag="v2.2.0", git_paths=("tests",)),
+    # FastStream's RabbitMQ tests (over aio-pika), from its repository (the sdist has no
+    # tests), with its own test dependencies (pytest-asyncio: aio-pika's suite uses
+    # aiomisc-pytest); the other brokers' extras only because some test modules import them
+    "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
+                        needs_5672=True, git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
+                        dependencies=(
+        "faststream[rabbit,nats,redis,kafka,confluent,mqtt,cli,prometheus,otel]==0.7.4",
+        "aio-pika==10.2.1", "dirty-equals==0.11", "httpx==0.28.1", "pytest==9.0.3",
+        "pytest-asyncio==1.3.0", "pytest-timeout", "freezegun", "fastapi==0.140.0",
+        "pydantic-settings>=2,<3", "PyYAML", "email-validator", "msgspec", "uvicorn",
+        "uvloop", "psutil")),
 }
 
 
@@ -124,19 +140,22 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- set-up
-def ensure_venv(workdir: Path) -> Path:
-    """A venv with the suites' test dependencies (it sees the system's packages too)."""
-    venv = workdir / "venv"
+def ensure_venv(workdir: Path, suite: Suite) -> Path:
+    """A venv with the suite's test dependencies: the shared one (it sees the system's
+    packages too), or the suite's own (it sees only what it installs)."""
+    own = bool(suite.dependencies)
+    venv = workdir / (f"venv-{suite.name}" if own else "venv")
+    dependencies = list(suite.dependencies or TEST_DEPENDENCIES)
     python = venv / "bin" / "python"
     stamp = venv / "deps-installed"
-    if stamp.exists() and stamp.read_text() == "\n".join(TEST_DEPENDENCIES):
+    if stamp.exists() and stamp.read_text() == "\n".join(dependencies):
         return python
     log(f"setting up {venv}")
     if not python.exists():       # never recreated: another run may be using it
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                       check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *TEST_DEPENDENCIES], check=True)
-    stamp.write_text("\n".join(TEST_DEPENDENCIES))
+        subprocess.run([sys.executable, "-m", "venv", *([] if own else
+                        ["--system-site-packages"]), str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *dependencies], check=True)
+    stamp.write_text("\n".join(dependencies))
     return python
 
 
@@ -250,6 +269,8 @@ def main(argv=None) -> int:
                     help="a clone of pika's git repository (pika's tests are not in its sdist)")
     ap.add_argument("--dramatiq-git", default=os.environ.get("DRAMATIQ_GIT"),
                     help="a clone of dramatiq's git repository (its sdist has no conftest.py)")
+    ap.add_argument("--faststream-git", default=os.environ.get("FASTSTREAM_GIT"),
+                    help="a clone of FastStream's git repository (its sdist has no tests)")
     ap.add_argument("--http-url", help="with --amqp-url: that broker's management API "
                     "(default: port 15672 of its host)")
     ap.add_argument("--workdir", type=Path,
@@ -279,12 +300,12 @@ def main(argv=None) -> int:
             if saved.exists():
                 results[name] = json.loads(saved.read_text())
         names = []
-    else:
-        python = ensure_venv(workdir)
     for name in names:
         suite = SUITES[name]
+        python = ensure_venv(workdir, suite)
         src = fetch(suite, workdir, label, {"pika": args.pika_git,
-                                            "dramatiq": args.dramatiq_git})
+                                            "dramatiq": args.dramatiq_git,
+                                            "faststream": args.faststream_git})
         if args.amqp_url:
             u = urllib.parse.urlparse(args.amqp_url)
             host, port = u.hostname or "127.0.0.1", u.port or 5672
