@@ -170,6 +170,56 @@ async def test_opaque_bytes_round_trip_without_decoder(skw, producer, stream):
     assert got == [(p, i) for i, p in enumerate(payloads)]
 
 
+async def test_an_amqp_1_0_message_comes_back_to_a_stream_consumer_as_it_was_sent(
+        skw, producer, stream):
+    """The broker stores what a stream publisher sends as it is: every section comes back
+    byte for byte (rstream's own test_amqp_message), however the 0-9-1 view maps it --
+    annotations, properties and application properties around one data section, an
+    amqp-value string, and a body of two data sections."""
+    two_sections = bytes(AMQPMessage(properties=Properties(message_id="two"), body=b"one")) \
+        + b"\x00\x53\x75\xa0\x03two"
+    sent = [
+        bytes(AMQPMessage(properties=Properties(subject=b"test-subject"),
+                          message_annotations={b"test": 42}, body=b"test-body")),
+        bytes(AMQPMessage(properties=Properties(message_id="mid", content_type="text/plain"),
+                          application_properties={"k": "v", "n": 7}, body=b"")),
+        b"\x00\x53\x77\xa1\x05value",            # an amqp-value holding "value"
+        two_sections,
+    ]
+    for data in sent:
+        await producer.send_wait(stream, RawMessage(data))
+    got = await consume(skw, stream, len(sent), spec(OffsetType.FIRST))
+    assert got == [(data, i) for i, data in enumerate(sent)]
+    decoded = await consume(skw, stream, 1, spec(OffsetType.FIRST), decoder=amqp_decoder)
+    message = decoded[0][0]
+    assert (message.properties.subject, message.message_annotations) == (
+        b"test-subject", {b"test": 42})
+
+
+async def test_a_publish_frame_larger_than_frame_max_is_taken(skw, producer, stream, low):
+    """RabbitMQ refuses no frame for its size past the tuned frame_max, and rstream's
+    Producer.send puts all it was given in a few milliseconds into one Publish frame: 100,000
+    small messages are 1.5 MB, past the 1 MiB frame_max. The confirms and the deliveries
+    (chunks, within the frame_max) all come."""
+    client = await low()
+    confirmed: list[int] = []
+    done = asyncio.Event()
+
+    def on_confirm(frame) -> None:
+        confirmed.extend(frame.publishing_ids)
+        if len(confirmed) == 100_000:
+            done.set()
+    client.add_handler(schema.PublishConfirm, on_confirm, name="big-frame")
+    await client.declare_publisher(stream, None, 1)
+    await client.publish([schema.Message(publishing_id=i, filter_value=None, data=b"one")
+                          for i in range(100_000)], 1)
+    await asyncio.wait_for(done.wait(), 60)
+    assert sorted(confirmed) == list(range(100_000))
+    got = await consume(skw, stream, 100_000, spec(OffsetType.FIRST))
+    assert [offset for _, offset in got] == list(range(100_000))
+    assert {message for message, _ in got} == {b"one"}
+
+
 async def test_credit_flow_delivers_2000_messages(skw, producer, stream):
     confirmed: list[tuple[int, bool]] = []
     all_confirmed = asyncio.Event()

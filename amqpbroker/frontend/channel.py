@@ -524,7 +524,7 @@ class Channel:
                 properties = props_mod.with_stream_headers(properties, offset,
                                                            record.timestamp)
             else:
-                properties = props_mod.with_long_header(properties, "x-stream-offset", offset)
+                properties = props_mod.with_stream_offset(properties, offset)
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))

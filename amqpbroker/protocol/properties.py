@@ -418,6 +418,22 @@ def with_long_header(raw: bytes, key: str, value: int) -> bytes:
                            lambda: rewrite(raw, set_headers={key: Long(value)}))
 
 
+# the headers with which the stream protocol keeps an AMQP 1.0 message's bytes before and
+# after its body (stream_protocol/connection.py), for its own consumers only
+STREAM_AROUND = ("x-stream-amqp-1.0-prefix", "x-stream-amqp-1.0-suffix")
+_AROUND_MARK = b"x-stream-amqp-1.0-"
+
+
+def with_stream_offset(raw: bytes, offset: int) -> bytes:
+    """A stream delivery's properties for any client but a stream protocol consumer:
+    ``x-stream-offset`` appended, and the ``STREAM_AROUND`` headers removed -- RabbitMQ's
+    AMQP 0-9-1 view of a message published over the stream protocol has none."""
+    if _AROUND_MARK in raw:
+        return rewrite(raw, drop_headers=STREAM_AROUND,
+                       set_headers={"x-stream-offset": Long(offset)})
+    return with_long_header(raw, "x-stream-offset", offset)
+
+
 def with_stream_headers(raw: bytes, offset: int, timestamp: int) -> bytes:
     """``raw`` with a stream delivery's ``x-stream-offset`` and, for the stream protocol's
     chunks (stream_protocol/), ``x-stream-timestamp`` (when it was stored, ms; longs)."""

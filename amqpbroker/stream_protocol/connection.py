@@ -82,9 +82,13 @@ PREFETCH = 2000                     # unacked deliveries per subscription's chan
 CHUNK_MESSAGES = 1000               # messages per chunk at most
 MECHANISMS = ("PLAIN", "AMQPLAIN")
 RAW = "x-stream-raw"                # header of a message sent as bytes that are not AMQP 1.0
+# an AMQP 1.0 message's bytes before and after its body (the 0-9-1 body), so a stream
+# consumer gets it back byte for byte, as RabbitMQ (which stores it as sent) gives it;
+# other clients' deliveries go without them (``properties.with_stream_offset``)
+PREFIX, SUFFIX = props_mod.STREAM_AROUND
 CONTINUES = "x-sequence-continues"   # a sub-entry's message before its last (dedup.py)
 HIDDEN = (RAW, "x-stream-offset", "x-stream-timestamp", "x-producer-id", "x-sequence",
-          CONTINUES, "x-stream-filter-value")
+          CONTINUES, "x-stream-filter-value", PREFIX, SUFFIX)
 STREAM_ARGUMENTS = {"max-length-bytes": int, "max-age": str,
                     "stream-max-segment-size-bytes": int, "initial-cluster-size": int,
                     "queue-leader-locator": str}
@@ -327,7 +331,10 @@ class StreamConnection(AdapterConnection):
 
     async def on_tune(self, frame_max, heartbeat) -> None:
         self.frame_max = frame_max or FRAME_MAX
-        self.splitter.frame_max = frame_max
+        # what this server sends stays within the tuned frame_max; what it takes does not
+        # have to: RabbitMQ never refuses a larger frame, and rstream's Producer.send
+        # batches all it was given in a few ms into one Publish, whatever its size
+        self.splitter.frame_max = max(frame_max, f.INBOUND_FRAME_MAX)
         self.heartbeat = heartbeat
         if heartbeat:
             self.timers.append(self.loop.call_later(heartbeat, self._beat))
@@ -719,6 +726,8 @@ class StreamConnection(AdapterConnection):
                 return props_mod.with_long_header(pub.raw_properties, "x-sequence",
                                                   publishing_id), data
             kw, body = {"headers": {RAW: True}}, data
+        else:
+            kw["headers"] = {**(kw.get("headers") or {}), **around_body(data, body)}
         if kw.get("user_id") not in (None, self.user.name):
             del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
         if pub.reference is not None or filter_value is not None:
@@ -1039,8 +1048,19 @@ class StreamConnection(AdapterConnection):
             self._flush_amqp()
 
     def _stream_message(self, d) -> bytes:
-        """A delivery that is not raw bytes as the stream protocol gives it: the AMQP 1.0
-        message of its AMQP 0-9-1 properties and body."""
+        """A delivery that is not raw bytes as the stream protocol gives it: an AMQP 1.0
+        message published here as it was sent, any other the AMQP 1.0 message of its
+        AMQP 0-9-1 properties and body."""
+        try:
+            around, _ = props_mod.pick(d.properties, (PREFIX, SUFFIX))
+        except ValueError:
+            around = {}
+        prefix = around.get(PREFIX)
+        if isinstance(prefix, (bytes, bytearray)):      # (a byte array decodes to this)
+            suffix = around.get(SUFFIX)
+            if isinstance(suffix, (bytes, bytearray)):
+                return b"".join((prefix, d.body, suffix))
+            return bytes(prefix)
         try:
             properties = amqp10.pika_properties(props_mod.decode(d.properties))
         except ValueError:
@@ -1056,6 +1076,17 @@ class StreamConnection(AdapterConnection):
 
 
 _PLACE = ("x-stream-offset", "x-stream-timestamp", RAW)
+
+
+def around_body(data: bytes, body: bytes) -> dict:
+    """The headers that give an AMQP 1.0 message back from its 0-9-1 ``body``: the bytes
+    before and after the body where it lies in ``data`` (the payload of its data section,
+    or its amqp-value's), else -- a body made of several sections -- ``data`` whole as the
+    prefix and no suffix."""
+    at = data.find(body)
+    if at < 0:
+        return {PREFIX: data}
+    return {PREFIX: data[:at], SUFFIX: data[at + len(body):]}
 
 
 _RAW_ENTRY = bytes([len(RAW)]) + RAW.encode() + b"t\x01"     # a raw publish's first header

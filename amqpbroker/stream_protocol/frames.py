@@ -59,6 +59,8 @@ OFFSET_FIRST, OFFSET_LAST, OFFSET_NEXT, OFFSET_OFFSET, OFFSET_TIMESTAMP = 1, 2, 
 
 # what a peer may send at most before it has tuned: RabbitMQ's initial frame_max
 INITIAL_FRAME_MAX = 8192
+# ... and after (RabbitMQ has no bound): a frame larger than this closes the connection
+INBOUND_FRAME_MAX = 256 << 20
 
 _U8, _U16, _U32, _U64 = (struct.Struct(f">{c}") for c in "BHIQ")
 _I16, _I32, _I64 = (struct.Struct(f">{c}") for c in "hiq")
@@ -397,8 +399,11 @@ def close(corr: int, code: int, reason: str) -> bytes:
     return frame(CLOSE, _U32.pack(corr) + _U16.pack(code) + _string(reason))
 
 
-def chunk(first_offset: int, timestamp_ms: int, messages: list, epoch: int = 0) -> bytes:
-    """An osiris user chunk of ``messages`` (bytes each) starting at ``first_offset``."""
+def chunk(first_offset: int, timestamp_ms: int, messages: list, epoch: int = 1) -> bytes:
+    """An osiris user chunk of ``messages`` (bytes each) starting at ``first_offset``; epoch
+    1, osiris's for a stream whose leader never changed. No trailer (osiris's records each
+    deduplicating publisher's last id there, and its length in the header though the bytes
+    are not sent: ours says 0)."""
     data = b"".join(_ENTRY.pack(len(m)) + m for m in messages)
     n = len(messages)
     return _CHUNK.pack(CHUNK_MAGIC_VERSION, 0, n, n, timestamp_ms, epoch, first_offset,
