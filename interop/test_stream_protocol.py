@@ -810,6 +810,33 @@ async def test_management_lists_stream_connection(skw, mgmt, uniq, stream_addres
     assert conn["auth_mechanism"] == "PLAIN"
 
 
+async def test_a_connection_closed_through_the_management_api_just_closes(
+        skw, mgmt, uniq, streams, low):
+    """RabbitMQ's stream reader stops on a forced close and closes the socket: no Close
+    frame, no MetadataUpdate per stream, so rstream tells its close handler once, with
+    every stream of the connection (its own connection-broke tests count on it)."""
+    label = uniq("forced")
+    names = [streams(), streams()]
+    admin = await low()
+    for name in names:
+        await admin.create_stream(name)
+    client = await low(name=label)
+    frames: list = []
+    client.add_handler(schema.MetadataUpdate, frames.append, name="forced-metadata")
+    client.add_handler(schema.Close, frames.append, name="forced-close")
+    for sid, name in enumerate(names, 1):
+        await client.subscribe(name, sid, offset_spec=schema.OffsetSpec.from_params(
+            OffsetType.FIRST, None), initial_credit=1)
+
+    def listed():
+        return [c for c in mgmt.get("/api/connections") if c.get("user_provided_name") == label]
+    (conn,) = await await_until(listed, 30, interval=0.2, message="stream connection listed")
+    assert mgmt.delete(f"/api/connections/{q(conn['name'])}") == 204
+    await await_until(lambda: not client.is_connection_alive(), TIMEOUT, interval=0.05,
+                      message="the connection closed")
+    assert frames == []
+
+
 async def test_stream_management_lists_publishers_and_consumers(skw, mgmt, uniq, stream):
     """RabbitMQ's rabbitmq_stream_management: ``/api/stream/connections``, ``publishers``
     and ``consumers`` with their counts (RabbitMQ emits them every few seconds: polled),

@@ -248,6 +248,15 @@ class StreamConnection(AdapterConnection):
 
     def _amqp_closed(self, reason) -> None:
         if not self.closed and self.step == "opened":
+            if getattr(reason, "reply_code", None) == 320:      # CONNECTION_FORCED
+                # closed on request (the management API, ctl close_connection, its vhost
+                # or user deleted): RabbitMQ's stream reader stops and closes the socket
+                # without a Close frame, and clients (rstream) tell their close handler
+                # once, with every stream of the connection
+                log.info("forcing stream connection %s closing: %s", self.name,
+                         getattr(reason, "reply_text", reason))
+                self.close()
+                return
             log.error("stream connection %s: the broker closed its AMQP connection: %s",
                       self.name, reason)
             self.close_with(f.INTERNAL_ERROR, str(reason))
@@ -469,12 +478,17 @@ class StreamConnection(AdapterConnection):
                             self.name, code, text)
             self._settle(list(self.unconfirmed), failed)
             return
+        # the whole AMQP connection going (a forced close): the connection closes next,
+        # with no word per stream, as RabbitMQ's
+        connection_gone = self.amqp is None or not self.amqp.is_open
         for sub in list(self.subscriptions.values()):
             if sub.channel is channel and sub.open:
-                log.warning("stream connection %s: subscription %d closed: %d %s",
-                            self.name, sub.sid, code, text)
+                if not connection_gone:
+                    log.warning("stream connection %s: subscription %d closed: %d %s",
+                                self.name, sub.sid, code, text)
                 self._forget_subscription(sub)
-                self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
+                if not connection_gone:
+                    self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
 
     # ------------------------------------------------------------ streams
     async def on_create(self, corr, stream, arguments) -> None:
