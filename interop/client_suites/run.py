@@ -2,8 +2,8 @@
 
     python interop/client_suites/run.py [--suites pika,aiormq,aio-pika,kombu,py-amqp,...]
         [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--http-url http://127.0.0.1:15672]
-        [--label NAME] [--compare NAME] [--pika-git PATH] [--dramatiq-git PATH]
-        [--faststream-git PATH]
+        [--stream-port PORT] [--label NAME] [--compare NAME] [--pika-git PATH]
+        [--dramatiq-git PATH] [--rstream-git PATH] [--faststream-git PATH]
         [--workdir DIR] [--broker-arg ARG ...] [--saved] [-- extra pytest args]
 
 What it does, per suite:
@@ -15,18 +15,21 @@ What it does, per suite:
   integration tests), and from a clone of the project's git repository at the release's tag
   where the sdist lacks them: pika 1.4.4's ``tests/acceptance`` (``--pika-git`` or
   ``$PIKA_GIT``), dramatiq 2.2.0's ``tests/test_rabbitmq.py`` (its sdist has no
-  ``conftest.py``; ``--dramatiq-git`` or ``$DRAMATIQ_GIT``) and FastStream 0.7.4's
+  ``conftest.py``; ``--dramatiq-git`` or ``$DRAMATIQ_GIT``), rstream 1.0.1's ``tests`` but its
+  cluster tests (``--rstream-git`` or ``$RSTREAM_GIT``) and FastStream 0.7.4's
   ``tests/brokers/rabbit`` (``-m rabbit``; ``--faststream-git`` or ``$FASTSTREAM_GIT``); a bare
   clone is fine: it is read with ``git archive``;
 * installs the suites' test dependencies (aiomisc-pytest, twisted, ...) in a private venv
-  under the work directory, so they never reach the project's own test run (FastStream's in
-  one of its own: pytest-asyncio and aiomisc-pytest do not mix);
+  under the work directory, so they never reach the project's own test run (FastStream's and
+  rstream's in venvs of their own: pytest-asyncio and aiomisc-pytest do not mix);
 * starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``,
-  with the management API for amqpstorm's), except pika, amqpstorm, dramatiq and FastStream,
-  whose tests are written for port 5672: their broker is started on 5672, which must be free. With
-  ``--amqp-url`` no broker is started and the suites run against that one (RabbitMQ, for
-  reference; ``--http-url`` its management API); for those four, a broker on another port is
-  reached through a forwarder on localhost:5672 (``FaultProxy``, no faults), which must be free;
+  with the management API for amqpstorm's and rstream's), but on the standard port where a
+  suite's tests name it: 5672 for pika, amqpstorm, dramatiq and FastStream, 5552 (the stream
+  port, advertised as ``localhost``) and 15672 (the management API) for rstream; those must
+  be free. With ``--amqp-url`` no broker is started and the suites run against that one
+  (RabbitMQ, for reference; ``--http-url`` its management API, ``--stream-port`` its stream
+  port); a standard port the reference is not on is reached through a forwarder on it
+  (``FaultProxy``, no faults), which must be free;
 * tells each suite where the broker is the way the suite reads it, patching none of its
   files: kombu's and py-amqp's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``, rabbitpy's
   ``RABBITMQ_URL``, amqpstorm's ``AMQP_HOST`` / ``AMQP_URI`` / ``AMQP_HTTP_URL`` (as guest);
@@ -45,11 +48,12 @@ What it does, per suite:
   (``-- -k "..."``).
 
 Exit status: 0 when every suite ran (failures are counted, not fatal), 2 when one could not.
-Not part of the default pytest run: the nine suites take about half an hour on 2 cores.
+Not part of the default pytest run: the ten suites take about 40 minutes on 2 cores.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -85,11 +89,14 @@ class Suite:
     version: str
     paths: list[str]                       # what pytest runs, inside the unpacked source
     pytest_args: list[str] = field(default_factory=list)
-    needs_5672: bool = False
+    fixed_ports: tuple[str, ...] = ()      # what its tests reach on localhost's standard
+                                           # ports only: "amqp" 5672, "stream" 5552, "http"
+                                           # 15672 (the management API)
     package: str = ""                      # its PyPI name, when not the suite's name
     git_tag: str = ""                      # tests from its git repository at this tag (its
     git_paths: tuple[str, ...] = ()        # sdist lacks them): these paths, --<name>-git
     management: bool = False               # its tests use the management HTTP API too
+    redis: bool = False                    # its tests keep results in Redis (--redis-url)
     dependencies: tuple[str, ...] = ()     # a venv of its own with these, instead of the
                                            # shared one (pytest plugins that clash with it)
 
@@ -103,7 +110,7 @@ class Suite:
 
 
 SUITES = {
-    "pika": Suite("pika", "1.4.4", ["tests/acceptance"], needs_5672=True, git_tag="1.4.4",
+    "pika": Suite("pika", "1.4.4", ["tests/acceptance"], fixed_ports=("amqp",), git_tag="1.4.4",
                   git_paths=("tests", "testdata", "pyproject.toml")),
     "aiormq": Suite("aiormq", "7.2.4", ["tests"], ["-k", "not amqps"]),
     "aio-pika": Suite("aio-pika", "10.2.1", ["tests"], ["--ignore", "tests/test_amqps.py"]),
@@ -114,18 +121,36 @@ SUITES = {
                      package="amqp"),
     # it connects to port 5672 of AMQP_HOST only
     "amqpstorm": Suite("amqpstorm", "3.1.4", ["amqpstorm/tests/functional"],
-                       ["--ignore", "amqpstorm/tests/functional/ssl"], needs_5672=True,
+                       ["--ignore", "amqpstorm/tests/functional/ssl"], fixed_ports=("amqp",),
                        management=True),
     "rabbitpy": Suite("rabbitpy", "3.0.2", ["tests/test_integration.py", "tests/integration"]),
     # dramatiq's RabbitMQ broker tests, from its repository (the sdist has no conftest.py);
     # they connect to 127.0.0.1:5672 only
-    "dramatiq": Suite("dramatiq", "2.2.0", ["tests/test_rabbitmq.py"], needs_5672=True,
+    "dramatiq": Suite("dramatiq", "2.2.0", ["tests/test_rabbitmq.py"], fixed_ports=("amqp",),
                       git_tag="v2.2.0", git_paths=("tests",)),
     # FastStream's RabbitMQ tests (over aio-pika), from its repository (the sdist has no
     # tests), with its own test dependencies (pytest-asyncio: aio-pika's suite uses
     # aiomisc-pytest); the other brokers' extras only because some test modules import them
+    # rstream's own tests (RabbitMQ's Python stream client), from its repository at the tag
+    # of its release (the sdist has none): the stream port and the management API on
+    # localhost's standard ports (several tests name them), the broker advertising
+    # "localhost" (as its CI's RabbitMQ does); not its cluster tests
+    "rstream": Suite("rstream", "1.0.1", ["tests"], ["--ignore", "tests/test_cluster.py"],
+                     fixed_ports=("stream", "http"), management=True, git_tag="v1.0.1",
+                     git_paths=("tests", "pyproject.toml"), dependencies=(
+        "rstream==1.0.1", "pytest>=8.4,<9", "pytest-asyncio>=1.2,<2", "pytest-timeout",
+        "requests", "yarl")),
+    # celery's own integration tests, the broker over py-amqp (celery's default) and the
+    # results in Redis (celery's CI pairs them so; --redis-url): not those of the Azure,
+    # memcached and SQL result backends, whose services and clients are not here
+    "celery": Suite("celery", "5.7.0", ["t/integration"], [
+        "-p", "celery.contrib.pytest", "--ignore", "t/integration/test_backend.py",
+        "--ignore", "t/integration/test_cache_backend.py",
+        "--ignore", "t/integration/test_database_backend.py"], redis=True, dependencies=(
+        "celery[redis]==5.7.0", "pytest>=8,<10", "pytest-rerunfailures", "pytest-subtests",
+        "pytest-timeout", "pytest-order", "pytest-click", "freezegun", "yarl")),
     "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
-                        needs_5672=True, git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
+                        fixed_ports=("amqp",), git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
                         dependencies=(
         "faststream[rabbit,nats,redis,kafka,confluent,mqtt,cli,prometheus,otel]==0.7.4",
         "aio-pika==10.2.1", "dirty-equals==0.11", "httpx==0.28.1", "pytest==9.0.3",
@@ -133,6 +158,9 @@ SUITES = {
         "pydantic-settings>=2,<3", "PyYAML", "email-validator", "msgspec", "uvicorn",
         "uvloop", "psutil")),
 }
+
+
+FIXED = {"amqp": 5672, "stream": 5552, "http": 15672}
 
 
 def log(msg: str) -> None:
@@ -204,9 +232,14 @@ def port_free(port: int) -> bool:
 
 # ----------------------------------------------------------------------------- running
 def run_suite(suite: Suite, src: Path, python: Path, host: str, port: int, http_url: str,
-              out: Path, timeout: int, extra: list[str]) -> dict:
+              out: Path, timeout: int, extra: list[str], redis_url: str = "") -> dict:
     env = dict(os.environ)
     url = f"amqp://guest:guest@{host}:{port}/%2F"
+    if redis_url:                                                           # celery
+        r = urllib.parse.urlparse(redis_url)
+        env.update({"TEST_BROKER": f"pyamqp://guest:guest@{host}:{port}//",
+                    "TEST_BACKEND": redis_url, "REDIS_HOST": r.hostname or "127.0.0.1",
+                    "REDIS_PORT": str(r.port or 6379)})
     env.update({
         "CLIENT_SUITES_AMQP_HOST": host, "CLIENT_SUITES_AMQP_PORT": str(port),
         "RABBITMQ_HOST": host, "RABBITMQ_5672_TCP": str(port),            # kombu, py-amqp
@@ -261,18 +294,24 @@ def count(outcomes: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suites", default=",".join(SUITES))
+    ap.add_argument("--suites", help=f"default: all ({','.join(SUITES)}; celery only with "
+                    "--redis-url)")
     ap.add_argument("--amqp-url", help="run against this broker instead of starting ours")
     ap.add_argument("--label", help="name of this run's results (default: ours / external)")
     ap.add_argument("--compare", help="list tests that passed in the run with this label only")
-    ap.add_argument("--pika-git", default=os.environ.get("PIKA_GIT"),
-                    help="a clone of pika's git repository (pika's tests are not in its sdist)")
-    ap.add_argument("--dramatiq-git", default=os.environ.get("DRAMATIQ_GIT"),
-                    help="a clone of dramatiq's git repository (its sdist has no conftest.py)")
-    ap.add_argument("--faststream-git", default=os.environ.get("FASTSTREAM_GIT"),
-                    help="a clone of FastStream's git repository (its sdist has no tests)")
+    for suite in SUITES.values():
+        if suite.git_tag:       # --pika-git, --dramatiq-git, --rstream-git, --faststream-git
+            ap.add_argument(f"--{suite.name}-git",
+                            default=os.environ.get(f"{suite.name.upper()}_GIT"),
+                            help=f"a clone of {suite.name}'s git repository (its sdist lacks "
+                                 f"the tests run here)")
     ap.add_argument("--http-url", help="with --amqp-url: that broker's management API "
                     "(default: port 15672 of its host)")
+    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL"),
+                    help="a Redis server for celery's results (redis://127.0.0.1:6379/0; "
+                         "flushed by nothing here: give one of its own)")
+    ap.add_argument("--stream-port", type=int, default=5552,
+                    help="with --amqp-url: that broker's stream protocol port (rstream)")
     ap.add_argument("--workdir", type=Path,
                     default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                     / "amqpbroker-client-suites")
@@ -284,7 +323,8 @@ def main(argv=None) -> int:
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop our brokers on the way
-    names = [n.strip() for n in args.suites.split(",") if n.strip()]
+    names = [n.strip() for n in (args.suites or ",".join(
+        n for n, x in SUITES.items() if args.redis_url or not x.redis)).split(",") if n.strip()]
     for n in names:
         if n not in SUITES:
             ap.error(f"unknown suite {n!r}: choose from {', '.join(SUITES)}")
@@ -302,45 +342,64 @@ def main(argv=None) -> int:
         names = []
     for name in names:
         suite = SUITES[name]
+        redis_url = args.redis_url if suite.redis else ""
+        if suite.redis and not redis_url:
+            log(f"[{name}] not run: its tests keep results in Redis: give --redis-url")
+            status = 2
+            continue
         python = ensure_venv(workdir, suite)
-        src = fetch(suite, workdir, label, {"pika": args.pika_git,
-                                            "dramatiq": args.dramatiq_git,
-                                            "faststream": args.faststream_git})
+        src = fetch(suite, workdir, label, {n: getattr(args, f"{n}_git")
+                                            for n, x in SUITES.items() if x.git_tag})
         if args.amqp_url:
             u = urllib.parse.urlparse(args.amqp_url)
             host, port = u.hostname or "127.0.0.1", u.port or 5672
             http_url = args.http_url or f"http://{host}:15672"
-            if suite.needs_5672 and port != 5672:
-                # its tests connect to localhost:5672 only: forward that port to the broker
-                if not port_free(5672):
-                    log(f"[{name}] not run: its tests connect to localhost:5672, which is in "
-                        f"use (and the broker is on {port})")
-                    status = 2
-                    continue
-                from amqpbroker.testing import FaultProxy
-                log(f"[{name}] forwarding localhost:5672 to {host}:{port}")
-                with FaultProxy(host, port, listen_port=5672):
-                    results[name] = run_suite(suite, src, python, "127.0.0.1", 5672,
-                                              http_url, out, args.timeout, args.pytest_args)
+            h = urllib.parse.urlparse(http_url)
+            where = {"amqp": (host, port), "stream": (host, args.stream_port),
+                     "http": (h.hostname or host, h.port or 80)}
+            forwards = [(FIXED[kind], *where[kind]) for kind in suite.fixed_ports
+                        if where[kind][1] != FIXED[kind]]
+            busy = [listen for listen, _, _ in forwards if not port_free(listen)]
+            if busy:
+                log(f"[{name}] not run: its tests connect to localhost:{busy[0]}, which is in "
+                    f"use (and the broker is elsewhere)")
+                status = 2
                 continue
-            results[name] = run_suite(suite, src, python, host, port, http_url, out,
-                                      args.timeout, args.pytest_args)
+            with contextlib.ExitStack() as stack:
+                from amqpbroker.testing import FaultProxy
+                for listen, to_host, to_port in forwards:
+                    # its tests connect to localhost's standard port only: forward it
+                    log(f"[{name}] forwarding localhost:{listen} to {to_host}:{to_port}")
+                    stack.enter_context(FaultProxy(to_host, to_port, listen_port=listen))
+                if "amqp" in suite.fixed_ports:
+                    host, port = "127.0.0.1", FIXED["amqp"]
+                if "http" in suite.fixed_ports:
+                    http_url = f"http://127.0.0.1:{FIXED['http']}"
+                results[name] = run_suite(suite, src, python, host, port, http_url, out,
+                                          args.timeout, args.pytest_args, redis_url)
             continue
         from amqpbroker.testing import BrokerProcess
-        if suite.needs_5672 and not port_free(5672):
-            log(f"[{name}] not run: its tests connect to localhost:5672, which is in use")
+        busy = [FIXED[kind] for kind in suite.fixed_ports if not port_free(FIXED[kind])]
+        if busy:
+            log(f"[{name}] not run: its tests connect to localhost:{busy[0]}, which is in use")
             status = 2
             continue
         with tempfile.TemporaryDirectory(prefix=f"client-suite-{name}-") as data:
             broker_args = ["--log-level", "error", *args.broker_arg]
-            if suite.needs_5672:
-                broker_args += ["--port", "5672"]
+            if "amqp" in suite.fixed_ports:
+                broker_args += ["--port", str(FIXED["amqp"])]
+            if "stream" in suite.fixed_ports:
+                broker_args += ["--stream-port", str(FIXED["stream"]),
+                                "--stream-advertised-host", "localhost"]
+            if "http" in suite.fixed_ports:
+                broker_args += ["--management-port", str(FIXED["http"])]
             broker = BrokerProcess(data, *broker_args, management=suite.management,
                                    env={"PYTHONPATH": str(ROOT)}).start()
             try:
                 http_url = f"http://{broker.host}:{broker.management_port}"
                 results[name] = run_suite(suite, src, python, broker.host, broker.port,
-                                          http_url, out, args.timeout, args.pytest_args)
+                                          http_url, out, args.timeout, args.pytest_args,
+                                          redis_url)
             finally:
                 broker.stop()
                 # what the broker logged at level error (a suite may pass over a broker error)
