@@ -148,7 +148,8 @@ SUITES = {
         "--ignore", "t/integration/test_cache_backend.py",
         "--ignore", "t/integration/test_database_backend.py"], redis=True, dependencies=(
         "celery[redis]==5.7.0", "pytest>=8,<10", "pytest-rerunfailures", "pytest-subtests",
-        "pytest-timeout", "pytest-order", "pytest-click", "freezegun", "yarl")),
+        "pytest-timeout", "pytest-order", "pytest-click", "freezegun", "yarl", "pydantic",
+        "cryptography", "django")),
     "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
                         fixed_ports=("amqp",), git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
                         dependencies=(
