@@ -469,6 +469,29 @@ def test_a_path_with_one_trailing_slash_is_the_path_without_it(http, uniq):
     assert http("GET", f"/api/queues/%2F/{q(name)}")[0] == 404
 
 
+def test_the_api_index_needs_no_login_and_lists_the_paths(mgmt_url):
+    """``/api`` and ``/api/`` redirect (301) to ``/api/index.html``, the API's help page,
+    served without a login; it names the paths (RabbitMQ's is written by hand, ours made
+    from the routes)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlparse(mgmt_url)
+    for path in ("/api", "/api/"):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        assert (answer.status, answer.getheader("Location")) == (301, "/api/index.html"), path
+        conn.close()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", "/api/index.html")
+    answer = conn.getresponse()
+    page = answer.read().decode()
+    conn.close()
+    assert answer.status == 200 and answer.getheader("Content-Type").startswith("text/html")
+    for path in ("/api/overview", "/api/queues", "/api/exchanges", "/api/definitions"):
+        assert path in page, path
+
+
 # ------------------------------------------------------------------------- users
 def test_users_without_permissions_and_bulk_delete(http, uniq):
     bare, granted = uniq("bare"), uniq("granted")

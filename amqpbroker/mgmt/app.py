@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import (access, auth_attempts, bindings, channels, connections, definitions,
+from . import (access, api_index, auth_attempts, bindings, channels, connections, definitions,
                deprecated_features, exchanges, feature_flags, federation, global_parameters,
                groups, health,
                limits, listing, overview, parameters, partitions, permissions, policies, queues,
@@ -40,6 +40,7 @@ class ManagementServer:
                     else:
                         self.app.router.add_route(route.method, path, endpoint)
         add_dashboard_routes(self.app)              # the web UI at /, static files only
+        api_index.add_routes(self.app, [r for m in RESOURCES for r in m.ROUTES])
 
     async def start(self, host: str, port: int, ssl_context=None):
         """Listen on host:port (HTTPS with ``ssl_context``); once per listener."""
