@@ -731,9 +731,13 @@ class StreamConnection(AdapterConnection):
         as. ``continues``: a sub-entry's message before its last, which shares the
         publishing id (``x-sequence-continues``: the stream checks it for a duplicate and
         records the id with the last, ``worker/dedup.py``)."""
-        try:
-            kw, body = amqp10.to_amqp091(data)
-        except amqp10.NotAmqp10:
+        converted = None
+        if data[:1] == b"\x00":        # an AMQP 1.0 message starts with a described section:
+            try:                        # anything else is raw bytes, not parsed to know it
+                converted = amqp10.to_amqp091(data)
+            except amqp10.NotAmqp10:
+                pass
+        if converted is None:
             if filter_value is None and not continues:  # the usual raw publish
                 if pub.reference is None:
                     return pub.raw_properties, data
@@ -741,6 +745,7 @@ class StreamConnection(AdapterConnection):
                                                   publishing_id), data
             kw, body = {"headers": {RAW: True}}, data
         else:
+            kw, body = converted
             kw["headers"] = {**(kw.get("headers") or {}), **around_body(data, body)}
         if kw.get("user_id") not in (None, self.user.name):
             del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
