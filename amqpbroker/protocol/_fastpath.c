@@ -691,6 +691,133 @@ static PyObject *decode_array(PyObject *self, PyObject *const *args, Py_ssize_t 
     return decode_compound(args, nargs, 0);
 }
 
+/* ---------------------------------------------------------------- stream headers
+ * with_stream_headers / stream_place: protocol/properties.py's, for a stream delivery to a
+ * stream protocol consumer: x-stream-offset and x-stream-timestamp appended to the
+ * properties' headers table, and read back where they were put (the last two entries). The
+ * splice only: where it would not be the answer (continuation flags, a table holding one of
+ * the names already, bytes shorter than their flags say) they return NotImplemented and
+ * properties.py does it in Python, so both answer alike on any input
+ * (tests/property/test_stream_headers_c.py). */
+#define F_CONTENT_TYPE 0x8000
+#define F_CONTENT_ENCODING 0x4000
+#define F_HEADERS 0x2000
+static const char OFFSET_HEAD[] = "\x0fx-stream-offset" "l";       /* 17 bytes */
+static const char STAMP_HEAD[] = "\x12x-stream-timestamp" "l";     /* 20 bytes */
+#define OFFSET_ENTRY (17 + 8)
+#define STAMP_ENTRY (20 + 8)
+#define STREAM_ENTRIES (OFFSET_ENTRY + STAMP_ENTRY)
+
+static Py_ssize_t headers_at(const unsigned char *p, Py_ssize_t n, unsigned flags) {
+    Py_ssize_t at = 2;
+    if (flags & F_CONTENT_TYPE) {
+        if (at >= n) return -1;
+        at += 1 + p[at];
+    }
+    if (flags & F_CONTENT_ENCODING) {
+        if (at >= n) return -1;
+        at += 1 + p[at];
+    }
+    return at <= n ? at : -1;
+}
+
+static int holds(const unsigned char *p, Py_ssize_t n, const char *name, Py_ssize_t m) {
+    for (Py_ssize_t i = 0; i + m <= n; i++)
+        if (p[i] == (unsigned char)name[0] && memcmp(p + i, name, (size_t)m) == 0) return 1;
+    return 0;
+}
+
+static void put_i64(unsigned char *q, long long v) {
+    uint64_t u = (uint64_t)v;
+    for (int i = 7; i >= 0; i--) { q[i] = (unsigned char)(u & 0xff); u >>= 8; }
+}
+
+static PyObject *with_stream_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "with_stream_headers(raw, offset, timestamp)");
+        return NULL;
+    }
+    long long offset = PyLong_AsLongLong(args[1]);
+    long long stamp = offset == -1 && PyErr_Occurred() ? 0 : PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) {             /* out of range: Python's struct raises its error */
+        PyErr_Clear();
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = b.buf;
+    Py_ssize_t n = b.len, pos;
+    PyObject *out = NULL;
+    unsigned char entries[STREAM_ENTRIES];
+    memcpy(entries, OFFSET_HEAD, 17);
+    put_i64(entries + 17, offset);
+    memcpy(entries + OFFSET_ENTRY, STAMP_HEAD, 20);
+    put_i64(entries + OFFSET_ENTRY + 20, stamp);
+    if (n < 2) goto python;
+    unsigned flags = get_u16(p);
+    if (flags & 1 || (pos = headers_at(p, n, flags)) < 0) goto python;
+    if (flags & F_HEADERS) {
+        if (pos + 4 > n) goto python;
+        uint32_t tn = get_u32(p + pos);
+        Py_ssize_t end = pos + 4 + (Py_ssize_t)tn;
+        if (end > n || holds(p + pos + 4, tn, OFFSET_HEAD, 16)
+                || holds(p + pos + 4, tn, STAMP_HEAD, 19))
+            goto python;
+        out = PyBytes_FromStringAndSize(NULL, n + STREAM_ENTRIES);
+        if (out == NULL) goto done;
+        unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+        memcpy(q, p, (size_t)pos);
+        put_u32(q + pos, tn + STREAM_ENTRIES);
+        memcpy(q + pos + 4, p + pos + 4, tn);
+        memcpy(q + end, entries, STREAM_ENTRIES);
+        memcpy(q + end + STREAM_ENTRIES, p + end, (size_t)(n - end));
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, n + 4 + STREAM_ENTRIES);
+        if (out == NULL) goto done;
+        unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+        put_u16(q, (uint16_t)(flags | F_HEADERS));
+        memcpy(q + 2, p + 2, (size_t)(pos - 2));
+        put_u32(q + pos, STREAM_ENTRIES);
+        memcpy(q + pos + 4, entries, STREAM_ENTRIES);
+        memcpy(q + pos + 4 + STREAM_ENTRIES, p + pos, (size_t)(n - pos));
+    }
+    goto done;
+python:
+    out = Py_NewRef(Py_NotImplemented);
+done:
+    PyBuffer_Release(&b);
+    return out;
+}
+
+static PyObject *stream_place(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "stream_place(raw)");
+        return NULL;
+    }
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = b.buf;
+    Py_ssize_t n = b.len, pos;
+    PyObject *out;
+    if (n < 6) { out = Py_NewRef(Py_None); goto done; }
+    unsigned flags = get_u16(p);
+    if (!(flags & F_HEADERS) || flags & 1) { out = Py_NewRef(Py_None); goto done; }
+    if ((pos = headers_at(p, n, flags)) < 0) { out = Py_NewRef(Py_NotImplemented); goto done; }
+    if (pos + 4 > n) { out = Py_NewRef(Py_None); goto done; }
+    Py_ssize_t end = pos + 4 + (Py_ssize_t)get_u32(p + pos);
+    Py_ssize_t stamp_at = end - STAMP_ENTRY, offset_at = stamp_at - OFFSET_ENTRY;
+    if (offset_at < pos + 4 || end > n || memcmp(p + offset_at, OFFSET_HEAD, 17) != 0
+            || memcmp(p + stamp_at, STAMP_HEAD, 20) != 0) {
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    out = Py_BuildValue("(LLnn)", (long long)get_u64(p + offset_at + 17),
+                        (long long)get_u64(p + stamp_at + 20), pos + 4, offset_at);
+done:
+    PyBuffer_Release(&b);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"whole_publish", (PyCFunction)(void (*)(void))whole_publish, METH_FASTCALL,
      "whole_publish(buf, pos, frame_max, max_message_size) -> None or (channel, exchange, "
@@ -705,6 +832,10 @@ static PyMethodDef methods[] = {
      "decode_table(buf, pos, end, value_at) -> (dict, stop)"},
     {"decode_array", (PyCFunction)(void (*)(void))decode_array, METH_FASTCALL,
      "decode_array(buf, pos, end, value_at) -> (list, stop)"},
+    {"with_stream_headers", (PyCFunction)(void (*)(void))with_stream_headers, METH_FASTCALL,
+     "with_stream_headers(raw, offset, timestamp) -> bytes, or NotImplemented"},
+    {"stream_place", (PyCFunction)(void (*)(void))stream_place, METH_FASTCALL,
+     "stream_place(raw) -> (offset, timestamp, start, stop), None, or NotImplemented"},
     {NULL, NULL, 0, NULL},
 };
 

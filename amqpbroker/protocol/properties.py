@@ -436,7 +436,17 @@ def with_stream_offset(raw: bytes, offset: int) -> bytes:
 
 def with_stream_headers(raw: bytes, offset: int, timestamp: int) -> bytes:
     """``raw`` with a stream delivery's ``x-stream-offset`` and, for the stream protocol's
-    chunks (stream_protocol/), ``x-stream-timestamp`` (when it was stored, ms; longs)."""
+    chunks (stream_protocol/), ``x-stream-timestamp`` (when it was stored, ms; longs): in C
+    (``_fastpath.c``) where the splice is the answer, else ``with_stream_headers_py``."""
+    if _with_stream_headers_c is not None:
+        out = _with_stream_headers_c(raw, offset, timestamp)
+        if out is not NotImplemented:
+            return out
+    return with_stream_headers_py(raw, offset, timestamp)
+
+
+def with_stream_headers_py(raw: bytes, offset: int, timestamp: int) -> bytes:
+    """``with_stream_headers`` in Python, the reference."""
     return _append_headers(
         raw, (_X_STREAM_OFFSET, _X_STREAM_TIMESTAMP),
         _X_STREAM_OFFSET + b"l" + _I64.pack(offset) + _X_STREAM_TIMESTAMP + b"l"
@@ -471,7 +481,16 @@ def stream_place(raw: bytes) -> tuple[int, int, int, int] | None:
     ``with_stream_headers`` put them, the last two entries of the headers table (always the
     last: appended, or rewritten to the end), without walking the table: (offset,
     timestamp, start, stop) with ``raw[start:stop]`` the table's other entries; None when
-    the table does not end with them (``pick`` then)."""
+    the table does not end with them (``pick`` then). In C where it can, as above."""
+    if _stream_place_c is not None:
+        out = _stream_place_c(raw)
+        if out is not NotImplemented:
+            return out
+    return stream_place_py(raw)
+
+
+def stream_place_py(raw: bytes) -> tuple[int, int, int, int] | None:
+    """``stream_place`` in Python, the reference."""
     if len(raw) < 6:
         return None
     flags = _U16.unpack_from(raw, 0)[0]
@@ -517,6 +536,13 @@ _X_STREAM_OFFSET = _shortstr("x-stream-offset")
 _X_STREAM_TIMESTAMP = _shortstr("x-stream-timestamp")
 _OFFSET_HEAD, _STAMP_HEAD = _X_STREAM_OFFSET + b"l", _X_STREAM_TIMESTAMP + b"l"
 _OFFSET_ENTRY, _STAMP_ENTRY = len(_OFFSET_HEAD) + 8, len(_STAMP_HEAD) + 8
+
+
+try:                     # built by setup.py; the Python versions above are the reference
+    from ._fastpath import stream_place as _stream_place_c
+    from ._fastpath import with_stream_headers as _with_stream_headers_c
+except ImportError:      # not built (or built before them)
+    _stream_place_c = _with_stream_headers_c = None
 
 
 class Encoded(bytes):
