@@ -356,6 +356,31 @@ def test_cc_and_bcc_headers(cch, uniq, cleanup):
         assert got[q] == ("main", {"CC": ["cc-key"], "keep": "yes"})
 
 
+def test_the_same_properties_again_route_again(cch, uniq, cleanup):
+    """A publisher sending the very same properties message after message (the broker reads
+    their headers once) is routed each time as the first: BCC honoured and stripped every
+    time, a headers exchange matching each message's own headers in between."""
+    ex, hx = cleanup.exchange(uniq("direct")), cleanup.exchange(uniq("headers"))
+    cch.exchange_declare(ex, "direct")
+    cch.exchange_declare(hx, "headers")
+    main, bcc, one, two = queues(cch, 4)
+    cch.queue_bind(main, ex, "main")
+    cch.queue_bind(bcc, ex, "bcc-key")
+    cch.queue_bind(one, hx, "", {"a": 1})
+    cch.queue_bind(two, hx, "", {"a": 2})
+    blind = pika.BasicProperties(headers={"BCC": ["bcc-key"], "keep": "yes"})
+    for i in range(3):
+        cch.basic_publish(ex, "main", b"m%d" % i, blind)
+    for q in (main, bcc):
+        got = drain(cch, q, 3)
+        assert [body for _, _, body in got] == [b"m0", b"m1", b"m2"]
+        assert [props.headers for _, props, _ in got] == [{"keep": "yes"}] * 3
+    for i, a in enumerate((1, 1, 2, 1, 2, 2)):
+        cch.basic_publish(hx, "", b"h%d" % i, pika.BasicProperties(headers={"a": a}))
+    assert bodies(cch, one) == [b"h0", b"h1", b"h3"]
+    assert bodies(cch, two) == [b"h2", b"h4", b"h5"]
+
+
 def test_cc_header_on_fanout_and_duplicate_targets_deliver_once(cch, uniq, cleanup):
     ex = cleanup.exchange(uniq("topic"))
     cch.exchange_declare(ex, "topic")

@@ -108,6 +108,10 @@ class Channel:
         # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
         self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
         self.stats = self.broker.stats.channel(self)     # amqpbroker/stats
+        # the last headers table decoded, by its properties' bytes: a publisher that sends
+        # the same properties again (a stream client's raw messages, a benchmark's, ...)
+        # is not decoded again; the dict is shared, so nothing here changes it
+        self.headers_memo: tuple[bytes, dict] = (b"", {})
 
     # ============================================================ publish
     def on_publish(self, ev):
@@ -316,12 +320,18 @@ class Channel:
 
     def _decode_headers(self, raw: bytes) -> dict:
         """The headers table, all that routing reads (``props_mod.headers_of``); one that
-        cannot be decoded is a frame error, as in ``_decode_properties``."""
+        cannot be decoded is a frame error, as in ``_decode_properties``. Read-only: the
+        same dict comes back for the same properties (``headers_memo``)."""
+        memo = self.headers_memo
+        if raw == memo[0]:
+            return memo[1]
         try:
-            return props_mod.headers_of(raw)
+            headers = props_mod.headers_of(raw)
         except ValueError as exc:
             raise errors.FrameError(f"cannot decode content header on channel {self.number}: "
                                     f"{exc}", 60, 40) from None
+        self.headers_memo = (raw, headers)
+        return headers
 
     def _deliver_direct_reply(self, token: str, record) -> bool:
         server = self.session.server
