@@ -108,10 +108,6 @@ class Channel:
         # until delete-ok is sent, the order RabbitMQ answers in (kombu relies on it)
         self.deleting: dict = {}       # QueueRef -> [Consumer] cancelled meanwhile
         self.stats = self.broker.stats.channel(self)     # amqpbroker/stats
-        # the last headers table decoded, by its properties' bytes: a publisher that sends
-        # the same properties again (a stream client's raw messages, a benchmark's, ...)
-        # is not decoded again; the dict is shared, so nothing here changes it
-        self.headers_memo: tuple[bytes, dict] = (b"", {})
 
     # ============================================================ publish
     def on_publish(self, ev):
@@ -120,7 +116,7 @@ class Channel:
         if self.tx is not None:
             self._check_publish(ev)
             if ev.scan.has_headers:
-                self._decode_headers(ev.properties)     # at publish, not at commit
+                self._decode_headers(ev.properties, ev.scan)    # at publish, not commit
             self.tx.append(("publish", ev, False))
             return None
         return self._publish(ev)
@@ -172,7 +168,7 @@ class Channel:
         headers = props = None
         flags = 0
         if scan.has_headers:
-            headers = self._decode_headers(raw)
+            headers = self._decode_headers(raw, scan)
             if "x-producer-id" in headers:
                 flags = PUB_PRODUCER        # the worker checks x-sequence (worker/dedup.py)
                 if session.protocol == "stream":
@@ -318,20 +314,17 @@ class Channel:
             raise errors.FrameError(f"cannot decode content header on channel {self.number}: "
                                     f"{exc}", 60, 40) from None
 
-    def _decode_headers(self, raw: bytes) -> dict:
-        """The headers table, all that routing reads (``props_mod.headers_of``); one that
-        cannot be decoded is a frame error, as in ``_decode_properties``. Read-only: the
-        same dict comes back for the same properties (``headers_memo``)."""
-        memo = self.headers_memo
-        if raw == memo[0]:
-            return memo[1]
-        try:
-            headers = props_mod.headers_of(raw)
-        except ValueError as exc:
-            raise errors.FrameError(f"cannot decode content header on channel {self.number}: "
-                                    f"{exc}", 60, 40) from None
-        self.headers_memo = (raw, headers)
-        return headers
+    def _decode_headers(self, raw: bytes, scan) -> dict:
+        """The headers table, all that routing reads (``props_mod.headers_of``), kept on the
+        publish's ``scan`` (shared by the messages with the same properties: read-only); one
+        that cannot be decoded is a frame error, as in ``_decode_properties``."""
+        if scan.headers is None:
+            try:
+                scan.headers = props_mod.headers_of(raw)
+            except ValueError as exc:
+                raise errors.FrameError(f"cannot decode content header on channel "
+                                        f"{self.number}: {exc}", 60, 40) from None
+        return scan.headers
 
     def _deliver_direct_reply(self, token: str, record) -> bool:
         server = self.session.server

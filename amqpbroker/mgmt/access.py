@@ -75,9 +75,11 @@ def listed_vhosts(call) -> list[str]:
 
 @dataclass(frozen=True)
 class Access:
-    """An endpoint's rule: ``allows(broker, user, params)``, else 401 with ``reason``."""
+    """An endpoint's rule: ``allows(broker, user, params)``, else 401 with ``reason``;
+    ``who``, the rule in words (``/api/index.html``)."""
     reason: str
     allows: Callable
+    who: str
 
 
 def _vhost_matches(broker, user, params) -> bool:
@@ -89,20 +91,25 @@ def _vhost_matches(broker, user, params) -> bool:
     return broker.users.can_access_vhost(user, vhost)
 
 
-MANAGEMENT = Access("", lambda broker, user, params: True)
-ADMINISTRATOR = Access("Not administrator user", lambda broker, user, params: is_admin(user))
-MONITOR = Access("Not monitor user", lambda broker, user, params: is_monitor(user))
+MANAGEMENT = Access("", lambda broker, user, params: True, "any user with a management tag")
+ADMINISTRATOR = Access("Not administrator user", lambda broker, user, params: is_admin(user),
+                       "administrator")
+MONITOR = Access("Not monitor user", lambda broker, user, params: is_monitor(user),
+                 "monitoring (or administrator)")
 VHOST = Access("User not authorised to access virtual host",
                lambda broker, user, params: is_admin(user)
-               or _vhost_matches(broker, user, params))
+               or _vhost_matches(broker, user, params),
+               "a management user with access to the vhost")
 # a vhost the user may see listed (RabbitMQ's is_authorized_vhost_visible): monitors see all
 VHOST_VISIBLE = Access("User not authorised to access virtual host",
                        lambda broker, user, params: is_monitor(user)
-                       or _vhost_matches(broker, user, params))
+                       or _vhost_matches(broker, user, params),
+                       "a management user with access to the vhost (monitors: any)")
 # for the policies and parameters of a vhost (RabbitMQ's is_authorized_policies)
 POLICIES = Access("User not authorised to access object",
                   lambda broker, user, params: is_admin(user)
-                  or (is_policymaker(user) and _vhost_matches(broker, user, params)))
+                  or (is_policymaker(user) and _vhost_matches(broker, user, params)),
+                  "a policymaker with access to the vhost (or administrator)")
 
 
 def refused(name: str, reason: str) -> ApiError:

@@ -8,16 +8,6 @@ import html
 
 from aiohttp import web
 
-from . import access
-
-WHO = {
-    id(access.MANAGEMENT): "any user with a management tag",
-    id(access.ADMINISTRATOR): "administrator",
-    id(access.MONITOR): "monitoring (or administrator)",
-    id(access.VHOST): "a management user with access to the vhost",
-    id(access.VHOST_VISIBLE): "a management user with access to the vhost (monitors: any)",
-    id(access.POLICIES): "a policymaker with access to the vhost (or administrator)",
-}
 HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                       "frame-ancestors 'none'; base-uri 'none'",
            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -27,7 +17,7 @@ def page(routes) -> str:
     """The index of ``routes`` (``api.Route``), one row per path and method, by path."""
     rows = []
     for route in sorted(routes, key=lambda r: (r.path, r.method)):
-        who = "anyone (no login)" if route.public else WHO.get(id(route.access), "see the README")
+        who = "anyone (no login)" if route.public else route.access.who
         rows.append(f"<tr><td>{route.method}</td><td class=path>{html.escape(route.path)}</td>"
                     f"<td>{html.escape(who)}</td></tr>")
     return ("<!DOCTYPE html><html><head><meta charset=utf-8>"

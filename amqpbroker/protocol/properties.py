@@ -44,14 +44,18 @@ _U32 = struct.Struct(">I")
 
 
 class Scan:
-    """The few properties the broker acts on for every message."""
+    """The few properties the broker acts on for every message; ``headers``, the headers
+    table once routing decoded it (``frontend/channel.py``), kept with the scan so that
+    property lists ``scan_cached`` remembers are decoded once (read-only, shared)."""
     __slots__ = ("flags", "delivery_mode", "priority", "expiration", "reply_to", "user_id",
-                 "has_headers")
+                 "has_headers", "headers")
 
     def __init__(self, flags, delivery_mode, priority, expiration, reply_to, user_id):
         self.flags = flags
-        # asked of every publish: an attribute, not a property (a Scan is never changed)
+        # asked of every publish: an attribute, not a property (a Scan is never changed
+        # but for ``headers``, filled once from the same bytes)
         self.has_headers = bool(flags & F_HEADERS)
+        self.headers: dict | None = None
         self.delivery_mode = delivery_mode
         self.priority = priority
         self.expiration = expiration
@@ -151,8 +155,8 @@ _SCANS_MAX = 256
 
 def scan_cached(raw: bytes) -> Scan:
     """``scan``, remembered for property lists seen before (a publisher sends the same few
-    over and over: none, delivery-mode 2, a content type). A Scan is never changed after it
-    is made, so messages share one. Lists that differ per message (a message id, a
+    over and over: none, delivery-mode 2, a content type; a stream client's raw messages
+    their headers). Messages share one Scan, and with it its decoded headers. Lists that differ per message (a message id, a
     timestamp) fill the table, which is then emptied and refilled."""
     s = _SCANS.get(raw)
     if s is None:

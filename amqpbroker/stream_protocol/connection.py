@@ -483,11 +483,10 @@ class StreamConnection(AdapterConnection):
         connection_gone = self.amqp is None or not self.amqp.is_open
         for sub in list(self.subscriptions.values()):
             if sub.channel is channel and sub.open:
+                self._forget_subscription(sub)
                 if not connection_gone:
                     log.warning("stream connection %s: subscription %d closed: %d %s",
                                 self.name, sub.sid, code, text)
-                self._forget_subscription(sub)
-                if not connection_gone:
                     self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
 
     # ------------------------------------------------------------ streams
