@@ -62,6 +62,9 @@ setup(
             # Apache Qpid Proton, the AMQP 1.0 client of the AMQP 1.0 listener (amqpbroker/
             # amqp10), as RabbitMQ's rabbitmq_amqp1_0 plugin serves it (built from its sdist)
             "python-qpid-proton>=0.39",
+            # RabbitMQ's own AMQP 1.0 client for RabbitMQ 4, of the management node
+            # (amqpbroker/amqp10/management.py) it declares queues, exchanges and bindings with
+            "rabbitmq-amqp-python-client>=1.0",
             # certificates for the TLS tests (a CA, the broker's, clients'), made per test
             "trustme>=1.1",
             # drives Debian's chromium through chromium-driver for the dashboard's test

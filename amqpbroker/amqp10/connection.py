@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import platform
 import struct
 
 import pika
 
-from .. import errors
+from .. import __version__, errors
 from ..adapter import AdapterConnection, ChannelGone, Ended, refusal, tapped
 from ..delivery_tap import Delivery
 from ..frontend import adapters
@@ -53,7 +54,9 @@ from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
 from . import address
 from . import frames as f
+from . import management
 from . import message
+from .management_node import ManagementNode
 
 log = logging.getLogger("amqpbroker.amqp10")
 
@@ -66,6 +69,7 @@ MAX_WINDOW = 65535                  # ... at most, as the client's credit asks (
 INCOMING_WINDOW = 65535             # transfers a session takes before it says so again
 MECHANISMS = ("PLAIN", "AMQPLAIN", "ANONYMOUS")
 PRODUCT = "amqpbroker"
+RABBITMQ_LEVEL = "4.0.0"            # the RabbitMQ whose AMQP 1.0 this serves (see _open_frame)
 # AMQP 0-9-1 reply codes -> AMQP 1.0 error conditions
 _CONDITIONS = {403: "amqp:unauthorized-access", 404: "amqp:not-found",
                405: "amqp:resource-locked", 406: "amqp:precondition-failed",
@@ -79,7 +83,7 @@ class Link:
     __slots__ = ("name", "handle", "role", "session", "channel", "settled", "exchange",
                  "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
                  "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
-                 "attached", "unsettled", "window", "draining")
+                 "attached", "unsettled", "window", "draining", "management", "responses")
 
     def __init__(self, session, name: str, handle: int, role: str):
         self.name = name
@@ -103,6 +107,8 @@ class Link:
         self.unsettled = 0              # receiver: sent, not yet settled by the client
         self.window = WINDOW            # receiver: its consumer's prefetch
         self.draining = False           # receiver: _end_drain is asking the queue's host
+        self.management = False         # a half of a link pair to the management node
+        self.responses: collections.deque = collections.deque()  # its answers, for credit
 
 
 class Session:
@@ -145,6 +151,7 @@ class Amqp10Connection(AdapterConnection):
         self.remote_max_frame = 65536  # the client's max-frame-size (from its open)
         self.sessions: dict[int, Session] = {}          # the client's channel -> session
         self.by_channel: dict = {}                      # pika channel -> link
+        self.management = ManagementNode(self)          # /management's requests
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -235,9 +242,10 @@ class Amqp10Connection(AdapterConnection):
         return frame.name in ("transfer", "disposition", "flow")
 
     def _publishes(self, frame) -> bool:
-        return frame.name == "transfer" and frame.channel in self.sessions \
-            and getattr(self.sessions[frame.channel].links.get(frame["handle"]), "role",
-                        None) == "sender"
+        if frame.name != "transfer" or frame.channel not in self.sessions:
+            return False
+        link = self.sessions[frame.channel].links.get(frame["handle"])
+        return link is not None and link.role == "sender" and not link.management
 
     def _ended(self, exc: Ended) -> None:
         self.close()
@@ -341,10 +349,12 @@ class Amqp10Connection(AdapterConnection):
             why = refusal(result)
             text = (f"access to vhost '{vhost}' refused for user '{self.user.name}'"
                     if why == "vhost" else f"login refused: {result}")
-            log.warning("AMQP 1.0 connection %s: %s", self.name, text)
-            self._send(self._open_frame())
-            self._fail("amqp:unauthorized-access" if why != "other" else "amqp:internal-error",
-                       text)
+            # RabbitMQ 4 closes the socket, nothing sent (its reader's handshake_error): a
+            # close frame would have clients that recover (rabbitmq-amqp-python-client)
+            # reconnect at once, again and again
+            log.warning("AMQP 1.0 connection %s: %s; closing it", self.name, text)
+            self.phase = "closing"
+            self.close()
             return
         self.vhost = vhost
         self.phase = "opened"
@@ -357,10 +367,20 @@ class Amqp10Connection(AdapterConnection):
                  "vhost '%s'", self.name, self.user.name, vhost)
 
     def _open_frame(self) -> bytes:
+        """Our open. Its properties say product ``RabbitMQ``, version ``RABBITMQ_LEVEL``:
+        RabbitMQ's own AMQP 1.0 client libraries for RabbitMQ 4 refuse a server that says
+        anything else (``rabbitmq-amqp-python-client``'s ``_validate_server_properties``),
+        and what they use of 4.0 (the management node, v2 addresses) is served here; the
+        broker's own name and version ride in ``amqpbroker-version`` and ``information``."""
+        props = [("product", "RabbitMQ"), ("version", RABBITMQ_LEVEL),
+                 ("platform", f"Python {platform.python_version()}"),
+                 ("information", f"{PRODUCT} {__version__}, serving RabbitMQ "
+                                 f"{RABBITMQ_LEVEL}'s AMQP 1.0"),
+                 ("amqpbroker-version", __version__)]
         return f.frame("open", container_id=("utf8", PRODUCT),
                        max_frame_size=("uint", MAX_FRAME_SIZE),
                        channel_max=("ushort", CHANNEL_MAX),
-                       properties=("map", [(("symbol", "product"), ("utf8", PRODUCT))]))
+                       properties=("map", [(("symbol", k), ("utf8", v)) for k, v in props]))
 
     def _beat(self, every: float) -> None:
         if self.closed:
@@ -433,11 +453,14 @@ class Amqp10Connection(AdapterConnection):
         if role == "sender":
             link.delivery_count = frame["initial_delivery_count"] or 0
         filters = source[1]["filter"] if source is not None and role == "receiver" else NULL
+        if addr == management.ADDRESS:
+            return self._attach_management(frame, link)
         if terminus is not None and terminus[1]["dynamic"][1]:
             return self._refuse_link(frame, link, "amqp:not-implemented",
                                      "dynamic nodes are not supported")   # nor the plugin's
         try:
-            await self._attach(link, addr, durable, address.consumer_arguments(filters))
+            arguments = address.consumer_arguments(filters)
+            await self._attach(link, addr, durable)
         except address.BadAddress as exc:
             return self._refuse_link(frame, link, "amqp:invalid-field", str(exc))
         except ChannelGone as exc:
@@ -457,8 +480,87 @@ class Amqp10Connection(AdapterConnection):
             self._grant(link)
         log.info("AMQP 1.0 connection %s: link '%s' attached (%s %s)", self.name, link.name,
                  "publishing to" if role == "sender" else "consuming from", addr)
+        if role == "receiver":
+            await self._consume(link, arguments)
 
-    async def _attach(self, link: Link, addr, durable: bool, arguments: dict) -> None:
+    async def _consume(self, link: Link, arguments: dict) -> None:
+        """A receiver link's consumer, started once its attach is on its way: a client that
+        attaches with a handler (proton's) runs it from inside the wait for our attach, so
+        deliveries that came with the attach would reach it before its call returned;
+        RabbitMQ's queues take long enough to answer that they never do."""
+        self._flush()
+        ch = link.channel
+        link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
+        ch.add_on_cancel_callback(self._cancelled)
+        self.amqp.tap(ch.channel_number, self._deliver)
+        try:
+            await self._ask(ch, lambda cb: ch.basic_consume(
+                link.queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag,
+                arguments=arguments or None, callback=cb))
+        except ChannelGone:
+            pass                            # _channel_lost detached the link with the error
+
+    def _attach_management(self, frame, link: Link) -> None:
+        """A half of a link pair to the management node (``management.py``): the client's
+        sender carries requests, its receiver the responses; both have the same name and
+        the link property ``paired: true``, as RabbitMQ 4 requires."""
+        props = frame.fields["properties"]
+        if props[0] != "map" or (("symbol", "paired"), ("boolean", True)) not in props[1]:
+            return self._refuse_link(frame, link, "amqp:precondition-failed",
+                                     "Link pair requires link properties paired: true")
+        link.management = True
+        link.settled = True
+        reply = dict(name=("utf8", link.name), handle=("uint", link.handle),
+                     role=("boolean", link.role == "sender"), snd_settle_mode=("ubyte", 1),
+                     rcv_settle_mode=("ubyte", 0), source=frame.fields["source"],
+                     target=frame.fields["target"], properties=props)
+        if link.role == "receiver":
+            reply["initial_delivery_count"] = ("uint", 0)
+        self._send(f.frame("attach", link.session.channel, **reply))
+        link.attached = True
+        if link.role == "sender":
+            self._grant(link)
+        log.info("AMQP 1.0 connection %s: link '%s' attached (management node, %s)",
+                 self.name, link.name, "requests" if link.role == "sender" else "responses")
+
+    async def _manage(self, link: Link, data: bytes) -> None:
+        """A request to the management node: carried out, and answered on the receiving
+        half of its link pair."""
+        replies = next((ln for ln in link.session.links.values() if ln.management
+                        and ln.role == "receiver" and ln.name == link.name), None)
+        if replies is None:
+            self._detach(link, "amqp:precondition-failed",
+                         "received transfer on half open management link pair")
+            return
+        message_id = NULL
+        try:
+            request = management.parse(data)
+            message_id = request.message_id
+            status, body = await self.management.execute(management.operation(request))
+            answer = management.response(message_id, status, body)
+        except management.HttpError as exc:
+            log.warning("AMQP 1.0 connection %s: management request failed: %s", self.name,
+                        exc)
+            answer = management.error_response(message_id, exc)
+        except Ended:
+            return
+        if replies.session.links.get(replies.handle) is replies:
+            replies.responses.append(answer)
+            self._send_responses(replies)
+
+    def _send_responses(self, link: Link) -> None:
+        """The management node's answers, settled, while the client gives credit."""
+        session = link.session
+        while link.responses and link.credit > 0 and session.remote_incoming_window > 0:
+            data = link.responses.popleft()
+            delivery_id = session.next_outgoing_id
+            session.next_outgoing_id = (delivery_id + 1) & 0xFFFFFFFF
+            session.remote_incoming_window -= 1
+            link.credit -= 1
+            link.delivery_count += 1
+            self._send_transfer(link, delivery_id, b"", data)
+
+    async def _attach(self, link: Link, addr, durable: bool) -> None:
         """The link's channel, and what its address means (``address.py``): declared,
         bound or consumed as RabbitMQ's plugin does."""
         link.channel = await self._channel()
@@ -481,6 +583,8 @@ class Amqp10Connection(AdapterConnection):
         if declare is not None:
             await self._ask(ch, lambda cb: ch.queue_declare(declare, durable=durable,
                                                             callback=cb))
+        elif bind is None:              # it must exist: refused now, not after the attach
+            await self._ask(ch, lambda cb: ch.queue_declare(queue, passive=True, callback=cb))
         if bind is not None:
             exchange, key = bind
             ok = await self._ask(ch, lambda cb: ch.queue_declare(
@@ -488,13 +592,7 @@ class Amqp10Connection(AdapterConnection):
             queue = ok.method.queue
             await self._ask(ch, lambda cb: ch.queue_bind(queue, exchange, key, callback=cb))
         await self._ask(ch, lambda cb: ch.basic_qos(prefetch_count=WINDOW, callback=cb))
-        link.queue = queue
-        link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
-        ch.add_on_cancel_callback(self._cancelled)
-        self.amqp.tap(ch.channel_number, self._deliver)
-        await self._ask(ch, lambda cb: ch.basic_consume(
-            queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag,
-            arguments=arguments or None, callback=cb))
+        link.queue = queue              # consumed once attached (_consume)
 
     def _refuse_link(self, frame, link: Link, condition: str, text: str) -> None:
         """An attach the broker refused: attached and detached at once with the error, as
@@ -557,6 +655,8 @@ class Amqp10Connection(AdapterConnection):
     # ------------------------------------------------------------ channels
     def _channel_lost(self, channel, code: int, text: str) -> None:
         owner = self.by_channel.pop(channel, None)
+        if self.amqp is None or not self.amqp.is_open:
+            return          # the AMQP connection is going: one close says so (_amqp_closed)
         if owner is not None and owner.attached and not owner.closing and not self.closed:
             self._link_lost(owner, code, text)
 
@@ -621,7 +721,10 @@ class Amqp10Connection(AdapterConnection):
         link.partial = None
         link.delivery_count += 1
         link.credit -= 1
-        self._publish(link, delivery_id, settled or link.settled, b"".join(parts))
+        if link.management:
+            await self._manage(link, b"".join(parts))
+        else:
+            self._publish(link, delivery_id, settled or link.settled, b"".join(parts))
         if link.credit <= CREDIT // 2:
             self._grant(link)
 
@@ -708,7 +811,9 @@ class Amqp10Connection(AdapterConnection):
         handle = frame["handle"]
         if handle is None:
             for link in session.links.values():
-                if link.role == "receiver":
+                if link.role == "receiver" and link.management:
+                    self._send_responses(link)
+                elif link.role == "receiver":
                     self._pump(link)
             if frame["echo"]:
                 self._send(f.frame("flow", session.channel, **session.flow_fields()))
@@ -725,6 +830,15 @@ class Amqp10Connection(AdapterConnection):
         count = 0 if count is None else count
         link.credit = max(0, count + (frame["link_credit"] or 0) - link.delivery_count)
         link.drain = bool(frame["drain"])
+        if link.management:
+            self._send_responses(link)
+            if link.drain and link.credit:
+                link.delivery_count += link.credit
+                link.credit = 0
+                self._flow(link, drain=True)
+            elif frame["echo"]:
+                self._flow(link)
+            return
         if link.unsettled + link.credit > link.window:
             await self._widen(link)
         self._pump(link)
@@ -800,29 +914,34 @@ class Amqp10Connection(AdapterConnection):
         session.remote_incoming_window -= 1
         link.credit -= 1
         link.delivery_count += 1
-        tag = _U64.pack(m.delivery_tag)
-        room = self.remote_max_frame - 8
-        head = f.transfer_head(session.channel, link.handle, delivery_id, tag, link.settled,
-                               False)
-        if len(head) + len(data) <= room:
-            self._send(f.with_head(session.channel, head + data))
-        else:                                   # frames of at most max-frame-size
-            pos = 0
-            while pos < len(data):
-                more_head = f.transfer_head(session.channel, link.handle, delivery_id, tag,
-                                            link.settled, True)
-                chunk = room - len(more_head)
-                more = pos + chunk < len(data)
-                if not more:
-                    more_head = head
-                self._send(f.with_head(session.channel, more_head + data[pos:pos + chunk]))
-                pos += chunk
+        self._send_transfer(link, delivery_id, _U64.pack(m.delivery_tag), data)
         if link.settled:
             self.amqp_out.append(build_confirm(link.channel.channel_number, m.delivery_tag,
                                                False))
         else:
             session.unsettled[delivery_id] = (link, m.delivery_tag)
             link.unsettled += 1
+
+    def _send_transfer(self, link: Link, delivery_id: int, tag: bytes, data: bytes) -> None:
+        """A message on a link: one transfer, or frames of at most the client's
+        max-frame-size."""
+        session = link.session
+        room = self.remote_max_frame - 8
+        head = f.transfer_head(session.channel, link.handle, delivery_id, tag, link.settled,
+                               False)
+        if len(head) + len(data) <= room:
+            self._send(f.with_head(session.channel, head + data))
+            return
+        pos = 0
+        while pos < len(data):
+            more_head = f.transfer_head(session.channel, link.handle, delivery_id, tag,
+                                        link.settled, True)
+            chunk = room - len(more_head)
+            more = pos + chunk < len(data)
+            if not more:
+                more_head = head
+            self._send(f.with_head(session.channel, more_head + data[pos:pos + chunk]))
+            pos += chunk
 
     async def on_disposition(self, frame) -> None:
         session = self._session(frame)
@@ -863,8 +982,10 @@ class Amqp10Connection(AdapterConnection):
             log.warning("AMQP 1.0 connection %s: the broker closed its AMQP connection: %s",
                         self.name, reason)
             code = getattr(reason, "reply_code", 0)
+            text = getattr(reason, "reply_text", str(reason))
+            if code == 320:             # closed by an operator: RabbitMQ 4's words
+                text = f'Connection forced: "{text.removeprefix("CONNECTION_FORCED - ")}"'
             self._send(f.frame("close", error=f.error(
-                _CONDITIONS.get(code, "amqp:internal-error"),
-                getattr(reason, "reply_text", str(reason)))))
+                _CONDITIONS.get(code, "amqp:internal-error"), text)))
             self.phase = "closing"
             self.loop.call_soon(self.close)

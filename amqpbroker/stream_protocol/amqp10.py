@@ -522,6 +522,8 @@ def _encode(value: tuple) -> bytes:
         return struct.pack(">Bd", 0x82, v)
     if kind == "timestamp":
         return struct.pack(">Bq", 0x83, v)
+    if kind == "uuid":
+        return b"\x98" + v.bytes
     if kind in ("utf8", "symbol", "binary"):
         raw = v.encode("utf-8") if isinstance(v, str) else v
         small, large, small_max = {"utf8": (0xa1, 0xb1, 254), "symbol": (0xa3, 0xb3, 255),
@@ -538,14 +540,15 @@ def _encode(value: tuple) -> bytes:
         descriptor, described = v
         return b"\x00" + _encode(descriptor) + _encode(described)
     if kind == "array":             # of symbols (AMQP 1.0 performatives' capabilities)
-        items = [item[1].encode("utf-8") for item in v]
-        if all(item[0] == "symbol" for item in v) and all(len(i) < 256 for i in items) \
-                and sum(len(i) + 1 for i in items) + 2 < 256:
-            data = b"".join(bytes((len(i),)) + i for i in items)
-            return struct.pack(">BBBB", 0xe0, len(data) + 2, len(v), 0xa3) + data
-        if all(item[0] == "symbol" for item in v):
+        kinds = {item[0] for item in v}     # or strings (the management node's replicas)
+        if len(kinds) <= 1 and kinds <= {"symbol", "utf8"}:
+            small, large = (0xa1, 0xb1) if kinds == {"utf8"} else (0xa3, 0xb3)
+            items = [item[1].encode("utf-8") for item in v]
+            if all(len(i) < 256 for i in items) and sum(len(i) + 1 for i in items) + 2 < 256:
+                data = b"".join(bytes((len(i),)) + i for i in items)
+                return struct.pack(">BBBB", 0xe0, len(data) + 2, len(v), small) + data
             data = b"".join(struct.pack(">I", len(i)) + i for i in items)
-            return struct.pack(">BIIB", 0xf0, len(data) + 5, len(v), 0xb3) + data
+            return struct.pack(">BIIB", 0xf0, len(data) + 5, len(v), large) + data
     raise TypeError(f"cannot encode {kind}")
 
 

@@ -150,6 +150,15 @@ SUITES = {
         "celery[redis]==5.7.0", "pytest>=8,<10", "pytest-rerunfailures", "pytest-subtests",
         "pytest-timeout", "pytest-order", "pytest-click", "freezegun", "yarl", "pydantic",
         "cryptography", "django")),
+    # RabbitMQ's own AMQP 1.0 client for RabbitMQ 4 (queues, exchanges and bindings through
+    # the management node /management, publishers, consumers, streams), from its repository
+    # at the tag of its release (the sdist has no tests): AMQP on localhost:5672 and the
+    # management API on 15672 only
+    "rabbitmq-amqp": Suite("rabbitmq-amqp", "0.6.0", ["tests"], package="rabbitmq-amqp-python-client",
+                           fixed_ports=("amqp", "http"), management=True, git_tag="v0.6.0",
+                           git_paths=("tests", "pyproject.toml"), dependencies=(
+        "rabbitmq-amqp-python-client==0.6.0", "pytest>=8.3,<9", "pytest-asyncio>=1.2,<2",
+        "pytest-timeout", "pyjwt>=2.10,<3", "pika>=1.3.2", "requests>=2.31", "yarl")),
     "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
                         fixed_ports=("amqp",), git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
                         dependencies=(
@@ -303,7 +312,7 @@ def main(argv=None) -> int:
     for suite in SUITES.values():
         if suite.git_tag:       # --pika-git, --dramatiq-git, --rstream-git, --faststream-git
             ap.add_argument(f"--{suite.name}-git",
-                            default=os.environ.get(f"{suite.name.upper()}_GIT"),
+                            default=os.environ.get(f"{suite.name.upper().replace('-', '_')}_GIT"),
                             help=f"a clone of {suite.name}'s git repository (its sdist lacks "
                                  f"the tests run here)")
     ap.add_argument("--http-url", help="with --amqp-url: that broker's management API "
@@ -349,7 +358,7 @@ def main(argv=None) -> int:
             status = 2
             continue
         python = ensure_venv(workdir, suite)
-        src = fetch(suite, workdir, label, {n: getattr(args, f"{n}_git")
+        src = fetch(suite, workdir, label, {n: getattr(args, f"{n.replace('-', '_')}_git")
                                             for n, x in SUITES.items() if x.git_tag})
         if args.amqp_url:
             u = urllib.parse.urlparse(args.amqp_url)

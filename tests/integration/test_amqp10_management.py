@@ -1,0 +1,341 @@
+"""RabbitMQ 4's AMQP management node (``/management``, amqpbroker/amqp10/management.py)
+driven by RabbitMQ's own AMQP 1.0 client library (``rabbitmq-amqp-python-client``), in both
+process layouts: queues, exchanges and bindings declared, read, purged and deleted through
+it, with the statuses and texts RabbitMQ 4.2's node answers (``rabbit_amqp_management.erl``);
+the link pair's rules; permissions are the broker's.
+
+Every wait is on a client call (the library's requests block until answered).
+"""
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+
+import pika
+import pytest
+from proton import Message as ProtonMessage
+from proton.utils import BlockingConnection, ConnectionClosed, LinkDetached
+from rabbitmq_amqp_python_client import (
+    AddressHelper, ClassicQueueSpecification, Converter, Environment, ExchangeSpecification,
+    ExchangeToExchangeBindingSpecification, ExchangeToQueueBindingSpecification, Message,
+    QueueType, QuorumQueueSpecification, StreamSpecification, ValidationCodeException)
+from rabbitmq_amqp_python_client.qpid.proton import ConnectionException
+
+from amqpbroker.testing import LAYOUTS, BrokerProcess
+
+pytestmark = pytest.mark.own_layout         # every broker here names its layout
+TIMEOUT = 10
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def broker(request, tmp_path_factory):
+    with BrokerProcess(tmp_path_factory.mktemp("amqp10mgmt"), *LAYOUTS[request.param],
+                       management=True) as b:
+        yield b
+
+
+def url(broker, user="guest", password="guest", vhost="") -> str:
+    return f"amqp://{user}:{password}@{broker.host}:{broker.port}/{vhost}"
+
+
+@pytest.fixture
+def connect(broker):
+    envs = []
+
+    def make(user="guest", password="guest"):
+        env = Environment(uri=url(broker, user, password))
+        envs.append(env)
+        conn = env.connection()
+        conn.dial()
+        return conn
+    yield make
+    for env in envs:
+        env.close()
+
+
+@pytest.fixture
+def mgmt(connect):
+    m = connect().management()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def names(request):
+    counter = iter(range(1000))
+    base = re.sub(r"[^A-Za-z0-9_-]", "", request.node.name)[-40:]
+    return lambda prefix="q": f"{prefix}-{base}-{next(counter)}"
+
+
+@pytest.fixture
+def ch(broker):
+    conn = pika.BlockingConnection(pika.ConnectionParameters(broker.host, broker.port))
+    yield conn.channel()
+    conn.close()
+
+
+def status_of(call) -> str:
+    with pytest.raises(ValidationCodeException) as err:
+        call()
+    return str(err.value)
+
+
+def api(broker, method: str, path: str, body=None):
+    req = urllib.request.Request(
+        f"http://{broker.host}:{broker.management_port}/api/{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"content-type": "application/json"})
+    mgr = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+    mgr.add_password(None, req.full_url, "guest", "guest")
+    with urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(mgr)).open(
+            req, timeout=TIMEOUT) as resp:
+        return resp.status
+
+
+def test_the_open_says_rabbitmq_4_and_names_the_broker(connect):
+    """RabbitMQ's 4.x client libraries refuse a server whose open says another product or
+    a version below 4.0.0; the broker's own name rides along."""
+    props = connect()._conn.conn.remote_properties
+    assert props["product"] == "RabbitMQ" and props["version"] == "4.0.0"
+    assert props["amqpbroker-version"]
+    assert props["information"].startswith("amqpbroker ")
+
+
+def test_declare_read_and_delete_queues_of_every_type(mgmt, ch, names):
+    quorum, classic, stream = names("qq"), names("cq"), names("sq")
+    mgmt.declare_queue(QuorumQueueSpecification(name=quorum, max_len=100))
+    mgmt.declare_queue(ClassicQueueSpecification(name=classic, is_durable=False,
+                                                 max_priority=5))
+    mgmt.declare_queue(StreamSpecification(name=stream, max_len_bytes=10_000_000))
+    info = mgmt.queue_info(quorum)
+    assert (info.name, info.queue_type, info.is_durable, info.is_exclusive,
+            info.is_auto_delete) == (quorum, QueueType.quorum, True, False, False)
+    assert info.arguments == {"x-queue-type": "quorum", "x-max-length": 100}
+    assert info.leader == "amqpbroker@localhost" and list(info.members) == [info.leader]
+    assert (info.message_count, info.consumer_count) == (0, 0)
+    info = mgmt.queue_info(classic)
+    assert (info.queue_type, info.is_durable) == (QueueType.classic, False)
+    assert info.arguments["x-max-priority"] == 5
+    assert mgmt.queue_info(stream).queue_type == QueueType.stream
+    # what AMQP 0-9-1 clients see is the same queue
+    assert ch.queue_declare(quorum, durable=True, passive=True).method.queue == quorum
+    ch.basic_publish("", quorum, b"one")
+    ch.basic_publish("", quorum, b"two")
+    assert mgmt.queue_info(quorum).message_count == 2
+    for q in (quorum, classic, stream):
+        mgmt.delete_queue(q)
+    assert "404" in status_of(lambda: mgmt.queue_info(quorum))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        ch.queue_declare(classic, passive=True)
+
+
+def test_a_redeclare_is_200_and_a_different_one_409(mgmt, names):
+    """201 when created (the library takes 200, 201 and 409 alike: the status is what the
+    raw request below reads), 200 when it existed and is equivalent, 409 with RabbitMQ's
+    text when it differs."""
+    q = names()
+    created = mgmt.request({"durable": True, "arguments": {"x-queue-type": "quorum"}},
+                           AddressHelper.queue_address(q), "PUT", [201])
+    assert created.body["name"] == q and created.body["type"] == "quorum"
+    again = mgmt.request({"durable": True, "arguments": {"x-queue-type": "quorum"}},
+                         AddressHelper.queue_address(q), "PUT", [200])
+    assert again.body["type"] == "quorum"
+    # the library turns a 409 into this exception whatever the request expected
+    assert status_of(lambda: mgmt.declare_queue(ClassicQueueSpecification(name=q))) == \
+        "'ErrPreconditionFailed'"
+    assert mgmt.queue_info(q).queue_type == QueueType.quorum
+    mgmt.delete_queue(q)
+
+
+def test_exchanges_bindings_publish_purge_and_unbind(connect, mgmt, ch, names):
+    ex, dest_ex, q = names("ex"), names("ex2"), names()
+    mgmt.declare_exchange(ExchangeSpecification(name=ex))
+    mgmt.declare_exchange(ExchangeSpecification(name=dest_ex))
+    mgmt.declare_queue(QuorumQueueSpecification(name=q))
+    to_queue = mgmt.bind(ExchangeToQueueBindingSpecification(
+        source_exchange=ex, destination_queue=q, binding_key="orders"))
+    assert to_queue == f"/bindings/src={ex};dstq={q};key=orders;args="
+    mgmt.bind(ExchangeToExchangeBindingSpecification(
+        source_exchange=ex, destination_exchange=dest_ex, binding_key="orders"))
+    publisher = connect().publisher(AddressHelper.exchange_address(ex, "orders"))
+    for i in range(3):
+        publisher.publish(Message(body=Converter.string_to_bytes(f"m{i}")))
+    publisher.close()
+    assert mgmt.queue_info(q).message_count == 3
+    assert mgmt.purge_queue(q) == 3
+    assert mgmt.queue_info(q).message_count == 0
+    mgmt.unbind(to_queue)
+    ch.basic_publish(ex, "orders", b"after unbind")
+    assert mgmt.queue_info(q).message_count == 0
+    mgmt.delete_exchange(ex)
+    mgmt.delete_exchange(dest_ex)
+    mgmt.delete_queue(q)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        ch.exchange_declare(ex, passive=True)
+
+
+def test_a_binding_with_arguments_is_named_by_its_location(mgmt, names):
+    """GET /bindings lists the bindings between two names with a key; each one's
+    ``location`` (its arguments named by a hash) is what DELETE takes."""
+    ex, q = names("ex"), names()
+    mgmt.declare_exchange(ExchangeSpecification(name=ex))
+    mgmt.declare_queue(ClassicQueueSpecification(name=q))
+    mgmt.bind(ExchangeToQueueBindingSpecification(source_exchange=ex, destination_queue=q,
+                                                  binding_key="k"))
+    mgmt.request({"source": ex, "destination_queue": q, "binding_key": "k",
+                  "arguments": {"x-match": "any", "region": "eu"}}, "/bindings", "POST", [204])
+    listed = mgmt.request(None, f"/bindings?src={ex}&dstq={q}&key=k", "GET", [200]).body
+    assert sorted(b["arguments"].get("region", "") for b in listed) == ["", "eu"]
+    with_args = next(b for b in listed if b["arguments"])
+    assert with_args["location"].startswith(f"/bindings/src={ex};dstq={q};key=k;args=")
+    assert with_args["location"] != f"/bindings/src={ex};dstq={q};key=k;args="
+    mgmt.unbind(with_args["location"])
+    left = mgmt.request(None, f"/bindings?src={ex}&dstq={q}&key=k", "GET", [200]).body
+    assert [b["arguments"] for b in left] == [{}]
+    # a binding that is not there: 204 all the same, as RabbitMQ
+    mgmt.unbind(with_args["location"])
+    mgmt.delete_exchange(ex)
+    mgmt.delete_queue(q)
+
+
+def test_names_are_percent_encoded(mgmt, ch):
+    q = "orders/eu west ü"
+    mgmt.declare_queue(ClassicQueueSpecification(name=q))
+    assert mgmt.queue_info(q).name == q
+    assert ch.queue_declare(q, passive=True).method.queue == q
+    mgmt.delete_queue(q)
+
+
+def test_refusals_have_rabbitmqs_statuses_and_texts(mgmt, names):
+    q = names()
+    answer = lambda body, path, method, code: mgmt.request(        # noqa: E731
+        body, path, method, [code]).body
+    assert answer({}, "/queues/amq.mine", "PUT", 403) == \
+        "queue 'amq.mine' starts with reserved prefix 'amq.'"
+    assert answer({}, "/exchanges/amq.mine", "PUT", 403) == \
+        "exchange 'amq.mine' starts with reserved prefix 'amq.'"
+    assert answer({}, "/exchanges/amq.direct", "PUT", 204) is None   # it exists: redeclared
+    assert answer({}, "/exchanges/", "PUT", 403) == \
+        "operation not permitted on the default exchange"
+    assert answer({}, "/queues/", "PUT", 400) == "declare queue with empty name not allowed"
+    assert answer({"type": "no-such-type"}, "/exchanges/x-unknown", "PUT", 400) == \
+        "unknown exchange type 'no-such-type'"
+    assert answer({"durable": "yes"}, f"/queues/{q}", "PUT", 400).startswith(
+        "bad queue property")
+    assert answer(None, f"/queues/{q}", "GET", 404) == f"queue '{q}' in vhost '/' not found"
+    assert answer(None, f"/queues/{q}/messages", "DELETE", 404) == \
+        f"no queue '{q}' in vhost '/'"
+    assert answer({"source": "", "destination_queue": q, "binding_key": "", "arguments": {}},
+                  "/bindings", "POST", 403) == "operation not permitted on the default exchange"
+    assert answer({"source": "amq.direct", "destination_queue": q, "binding_key": "",
+                   "arguments": {}}, "/bindings", "POST", 400) == f"no queue '{q}' in vhost '/'"
+    assert answer(None, "/bindings/nonsense", "DELETE", 400) == \
+        "bad binding path segment 'nonsense'"
+    assert answer(None, "/nowhere", "GET", 400) == "GET /nowhere: no such request"
+    # deleting what is not there is fine, as RabbitMQ 4
+    assert answer(None, f"/queues/{q}", "DELETE", 200) == {"message_count": 0}
+    assert answer(None, "/exchanges/never-declared", "DELETE", 204) is None
+    # and the link pair still answers
+    mgmt.declare_queue(ClassicQueueSpecification(name=q))
+    mgmt.delete_queue(q)
+
+
+def test_permissions_are_the_brokers(broker, connect, names):
+    """A user who may not configure a name is refused (403, with RabbitMQ's text)."""
+    user = names("user")
+    assert api(broker, "PUT", f"users/{user}", {"password": "pw", "tags": ""}) in (201, 204)
+    assert api(broker, "PUT", f"permissions/%2F/{user}",
+               {"configure": "^mine-", "write": ".*", "read": ".*"}) in (201, 204)
+    try:
+        m = connect(user, "pw").management()
+        m.declare_queue(ClassicQueueSpecification(name="mine-1"))
+        refused = m.request({}, "/queues/theirs-1", "PUT", [403]).body
+        assert refused == (f"access to queue 'theirs-1' in vhost '/' refused for user "
+                           f"'{user}'")
+        m.delete_queue("mine-1")
+        m.close()
+    finally:
+        api(broker, "DELETE", f"users/{user}")
+
+
+def test_an_exclusive_queue_belongs_to_the_connection(connect, ch, names):
+    q = names()
+    conn = connect()
+    m = conn.management()
+    m.declare_queue(ClassicQueueSpecification(name=q, is_exclusive=True, is_durable=False))
+    assert m.queue_info(q).is_exclusive
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.queue_declare(q, passive=True)
+    assert err.value.reply_code == 405
+    m.close()
+    conn.close()
+    other = pika.BlockingConnection(pika.ConnectionParameters(ch.connection._impl.params.host,
+                                                              ch.connection._impl.params.port))
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+            other.channel().queue_declare(q, passive=True)
+        assert err.value.reply_code == 404
+    finally:
+        other.close()
+
+
+def test_a_link_to_the_node_must_be_one_of_a_pair(broker, ch, names):
+    """Without the link property ``paired: true`` the attach is refused, as RabbitMQ's;
+    the connection goes on."""
+    q = names()
+    ch.queue_declare(q)
+    c = BlockingConnection(url(broker), timeout=TIMEOUT, allowed_mechs="PLAIN")
+    try:
+        with pytest.raises(LinkDetached) as err:
+            c.create_sender("/management")
+        assert "amqp:precondition-failed" in str(err.value)
+        assert "paired: true" in str(err.value)
+        c.create_sender(f"/queues/{q}").send(ProtonMessage(body="still here"))
+        assert ch.queue_declare(q, passive=True).method.message_count == 1
+    finally:
+        c.close()
+        ch.queue_delete(q)
+
+
+def test_an_unknown_vhost_closes_the_socket_without_frames(broker):
+    """RabbitMQ 4 refuses an open for a vhost that does not exist by closing the socket
+    (a close frame would make the library's recovery reconnect at once, in a loop)."""
+    env = Environment(uri=url(broker, vhost="no-such-vhost"))
+    with pytest.raises(ConnectionException):
+        env.connection().dial()
+    # (no env.close(): the library keeps the connection that never opened and fails on it)
+
+
+def test_a_connection_closed_by_an_operator_gets_one_close(broker, ch, names):
+    """Closed through the management API: one ``close`` with RabbitMQ 4's condition and
+    words, no link detached before it (the library recovers from a closed connection, not
+    from a detached link)."""
+    q = names()
+    ch.queue_declare(q)
+    c = BlockingConnection(url(broker), timeout=TIMEOUT, allowed_mechs="PLAIN",
+                           container_id=q)
+    try:
+        sender = c.create_sender(f"/queues/{q}")
+        sender.send(ProtonMessage(body="before"))
+        mgr = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        base = f"http://{broker.host}:{broker.management_port}/api/"
+        mgr.add_password(None, base, "guest", "guest")
+        opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(mgr))
+        with opener.open(base + "connections", timeout=TIMEOUT) as resp:
+            [name] = [o["name"] for o in json.load(resp) if o["protocol"] == "AMQP 1-0"
+                      and o["client_properties"].get("container_id") == q]
+        assert api(broker, "DELETE", "connections/" + urllib.parse.quote(name, safe="")) \
+            == 204
+        with pytest.raises(ConnectionClosed) as err:
+            sender.send(ProtonMessage(body="after"))
+        assert "amqp:internal-error" in str(err.value)
+        assert 'Connection forced: "Closed via management plugin"' in str(err.value)
+    finally:
+        try:
+            c.close()
+        except Exception:                           # noqa: BLE001 - already closed
+            pass
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    ch.queue_delete(q)
