@@ -110,20 +110,93 @@ def source(address) -> tuple:
     raise BadAddress(f"address '{address}' is not one RabbitMQ takes")
 
 
-def consumer_arguments(filters: tuple) -> dict:
-    """The ``basic.consume`` arguments a source's ``filter`` map asks for."""
+def _filters(filters: tuple):
+    """(name, value) of each filter of a source's ``filter`` map, a described value's
+    descriptor name or else its key naming it."""
     if filters[0] != "map":
-        return {}
+        return
     for (kind, key), value in filters[1]:
-        if kind in ("symbol", "utf8") and key == "rabbitmq:stream-offset-spec":
-            if value[0] == "described":         # a filter given as a described value
-                value = value[1][1]
-            vkind, v = value
+        if kind not in ("symbol", "utf8"):
+            continue
+        if value[0] == "described":             # a filter given as a described value
+            descriptor, value = value[1]
+            if descriptor[0] == "symbol":
+                key = descriptor[1]
+        yield key, value
+
+
+def consumer_arguments(filters: tuple) -> dict:
+    """The ``basic.consume`` arguments a source's ``filter`` map asks for: where a stream
+    is read from, and its filter values (RabbitMQ's ``rabbitmq:stream-filter``, a string
+    or a list of them, and ``rabbitmq:stream-match-unfiltered``)."""
+    out = {}
+    for key, (vkind, v) in _filters(filters):
+        if key == "rabbitmq:stream-offset-spec":
             if vkind == "timestamp":
-                return {"x-stream-offset": datetime.datetime.fromtimestamp(
-                    v // 1000, datetime.timezone.utc)}
+                out["x-stream-offset"] = datetime.datetime.fromtimestamp(
+                    v // 1000, datetime.timezone.utc)
+            elif vkind in ("utf8", "symbol") or (isinstance(v, int)
+                                                 and not isinstance(v, bool)):
+                out["x-stream-offset"] = v
+        elif key == "rabbitmq:stream-filter":
             if vkind in ("utf8", "symbol"):
-                return {"x-stream-offset": v}
-            if isinstance(v, int) and not isinstance(v, bool):
-                return {"x-stream-offset": v}
-    return {}
+                out["x-stream-filter"] = [v]
+            elif vkind in ("list", "array"):
+                out["x-stream-filter"] = [i[1] for i in v if i[0] in ("utf8", "symbol")]
+        elif key == "rabbitmq:stream-match-unfiltered" and vkind == "boolean":
+            out["x-stream-match-unfiltered"] = v
+    return out
+
+
+# the property filter's names -> the properties section's fields, in order
+_PROPERTIES = ("message-id", "user-id", "to", "subject", "reply-to", "correlation-id",
+               "content-type", "content-encoding", "absolute-expiry-time", "creation-time",
+               "group-id", "group-sequence", "reply-to-group-id")
+
+
+class MessageFilter:
+    """RabbitMQ 4.1's property filters of a stream's consumer (AMQP Filter Expressions
+    1.0, section 4.2.4): ``amqp:properties-filter`` (field name -> value) and
+    ``amqp:application-properties-filter`` (key -> value). A message passes when every
+    entry matches: the field is there and equal, and a string value ``&p:X`` matches what
+    starts with X, ``&s:X`` what ends with X (``&&`` stands for ``&``)."""
+
+    def __init__(self, properties: dict, application: dict):
+        self.properties = properties            # field index -> wanted value
+        self.application = application          # key -> wanted value
+
+    @classmethod
+    def of(cls, filters: tuple) -> "MessageFilter | None":
+        properties, application = {}, {}
+        for key, (vkind, v) in _filters(filters):
+            if key == "amqp:properties-filter" and vkind == "map":
+                for (_, name), (_, want) in v:
+                    if name in _PROPERTIES:
+                        properties[_PROPERTIES.index(name)] = want
+            elif key == "amqp:application-properties-filter" and vkind == "map":
+                application = {name: want for (_, name), (_, want) in v}
+        return cls(properties, application) if properties or application else None
+
+    def accepts(self, properties: list, application: dict) -> bool:
+        """``properties``: the message's properties list (typed values), ``application``:
+        its application properties (key -> plain value)."""
+        for i, want in self.properties.items():
+            have = properties[i][1] if i < len(properties) else None
+            if not _matches(have, want):
+                return False
+        return all(_matches(application.get(k), want) for k, want in self.application.items())
+
+
+def _matches(have, want) -> bool:
+    if have is None:
+        return False
+    if isinstance(want, str) and isinstance(have, str):
+        if want.startswith("&p:"):
+            return have.startswith(want[3:])
+        if want.startswith("&s:"):
+            return have.endswith(want[3:])
+        if want.startswith("&&"):
+            want = want[1:]
+    if isinstance(want, bytes) and isinstance(have, str):
+        have = have.encode()
+    return have == want

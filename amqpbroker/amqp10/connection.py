@@ -69,7 +69,7 @@ MAX_WINDOW = 65535                  # ... at most, as the client's credit asks (
 INCOMING_WINDOW = 65535             # transfers a session takes before it says so again
 MECHANISMS = ("PLAIN", "AMQPLAIN", "ANONYMOUS")
 PRODUCT = "amqpbroker"
-RABBITMQ_LEVEL = "4.0.0"            # the RabbitMQ whose AMQP 1.0 this serves (see _open_frame)
+RABBITMQ_LEVEL = "4.1.0"            # the RabbitMQ whose AMQP 1.0 this serves (see _open_frame)
 # AMQP 0-9-1 reply codes -> AMQP 1.0 error conditions
 _CONDITIONS = {403: "amqp:unauthorized-access", 404: "amqp:not-found",
                405: "amqp:resource-locked", 406: "amqp:precondition-failed",
@@ -83,7 +83,8 @@ class Link:
     __slots__ = ("name", "handle", "role", "session", "channel", "settled", "exchange",
                  "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
                  "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
-                 "attached", "unsettled", "window", "draining", "management", "responses")
+                 "attached", "unsettled", "window", "draining", "management", "responses",
+                 "message_filter", "held")
 
     def __init__(self, session, name: str, handle: int, role: str):
         self.name = name
@@ -109,6 +110,8 @@ class Link:
         self.draining = False           # receiver: _end_drain is asking the queue's host
         self.management = False         # a half of a link pair to the management node
         self.responses: collections.deque = collections.deque()  # its answers, for credit
+        self.message_filter = None      # receiver: address.MessageFilter (a stream's)
+        self.held = False               # receiver: its attach is not out yet (_release)
 
 
 class Session:
@@ -369,9 +372,11 @@ class Amqp10Connection(AdapterConnection):
     def _open_frame(self) -> bytes:
         """Our open. Its properties say product ``RabbitMQ``, version ``RABBITMQ_LEVEL``:
         RabbitMQ's own AMQP 1.0 client libraries for RabbitMQ 4 refuse a server that says
-        anything else (``rabbitmq-amqp-python-client``'s ``_validate_server_properties``),
-        and what they use of 4.0 (the management node, v2 addresses) is served here; the
-        broker's own name and version ride in ``amqpbroker-version`` and ``information``."""
+        anything else (``rabbitmq-amqp-python-client``'s ``_validate_server_properties``)
+        and ask 4.1's stream filters of a 4.1 only; what they use of 4.0 and 4.1 (the
+        management node, v2 addresses, stream filters) is served here, 4.2's (SQL filters,
+        direct reply-to) is not; the broker's own name and version ride in
+        ``amqpbroker-version`` and ``information``."""
         props = [("product", "RabbitMQ"), ("version", RABBITMQ_LEVEL),
                  ("platform", f"Python {platform.python_version()}"),
                  ("information", f"{PRODUCT} {__version__}, serving RabbitMQ "
@@ -459,8 +464,8 @@ class Amqp10Connection(AdapterConnection):
             return self._refuse_link(frame, link, "amqp:not-implemented",
                                      "dynamic nodes are not supported")   # nor the plugin's
         try:
-            arguments = address.consumer_arguments(filters)
-            await self._attach(link, addr, durable)
+            link.message_filter = address.MessageFilter.of(filters)
+            await self._attach(link, addr, durable, address.consumer_arguments(filters))
         except address.BadAddress as exc:
             return self._refuse_link(frame, link, "amqp:invalid-field", str(exc))
         except ChannelGone as exc:
@@ -481,24 +486,23 @@ class Amqp10Connection(AdapterConnection):
         log.info("AMQP 1.0 connection %s: link '%s' attached (%s %s)", self.name, link.name,
                  "publishing to" if role == "sender" else "consuming from", addr)
         if role == "receiver":
-            await self._consume(link, arguments)
+            await self._release(link)
 
-    async def _consume(self, link: Link, arguments: dict) -> None:
-        """A receiver link's consumer, started once its attach is on its way: a client that
-        attaches with a handler (proton's) runs it from inside the wait for our attach, so
-        deliveries that came with the attach would reach it before its call returned;
-        RabbitMQ's queues take long enough to answer that they never do."""
+    async def _release(self, link: Link) -> None:
+        """A receiver link's deliveries wait until its attach is out and the broker has
+        answered once more: a client that attaches with a handler (proton's) runs it from
+        inside the wait for our attach, so deliveries that came with the attach would
+        reach it before its call returned (RabbitMQ's queues take long enough to answer
+        that they never do)."""
         self._flush()
-        ch = link.channel
-        link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
-        ch.add_on_cancel_callback(self._cancelled)
-        self.amqp.tap(ch.channel_number, self._deliver)
         try:
-            await self._ask(ch, lambda cb: ch.basic_consume(
-                link.queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag,
-                arguments=arguments or None, callback=cb))
-        except ChannelGone:
-            pass                            # _channel_lost detached the link with the error
+            await self._ask(link.channel, lambda cb: link.channel.basic_qos(
+                prefetch_count=link.window, callback=cb))
+        except (ChannelGone, Ended):
+            return                  # _channel_lost detached it, or the connection goes
+        link.held = False
+        self._pump(link)
+        self._flush_amqp()
 
     def _attach_management(self, frame, link: Link) -> None:
         """A half of a link pair to the management node (``management.py``): the client's
@@ -560,7 +564,7 @@ class Amqp10Connection(AdapterConnection):
             link.delivery_count += 1
             self._send_transfer(link, delivery_id, b"", data)
 
-    async def _attach(self, link: Link, addr, durable: bool) -> None:
+    async def _attach(self, link: Link, addr, durable: bool, arguments: dict) -> None:
         """The link's channel, and what its address means (``address.py``): declared,
         bound or consumed as RabbitMQ's plugin does."""
         link.channel = await self._channel()
@@ -592,7 +596,14 @@ class Amqp10Connection(AdapterConnection):
             queue = ok.method.queue
             await self._ask(ch, lambda cb: ch.queue_bind(queue, exchange, key, callback=cb))
         await self._ask(ch, lambda cb: ch.basic_qos(prefetch_count=WINDOW, callback=cb))
-        link.queue = queue              # consumed once attached (_consume)
+        link.queue = queue
+        link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
+        link.held = True                # until the attach is out (_release)
+        ch.add_on_cancel_callback(self._cancelled)
+        self.amqp.tap(ch.channel_number, self._deliver)
+        await self._ask(ch, lambda cb: ch.basic_consume(
+            queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag,
+            arguments=arguments or None, callback=cb))
 
     def _refuse_link(self, frame, link: Link, condition: str, text: str) -> None:
         """An attach the broker refused: attached and detached at once with the error, as
@@ -868,6 +879,12 @@ class Amqp10Connection(AdapterConnection):
         link = self.by_channel.get(channel)
         if link is None or link.closing:
             return                              # its channel closes: requeued
+        if link.message_filter is not None and not link.message_filter.accepts(
+                *message.filter_fields(m.properties, m.routing_key)):
+            # filtered out (RabbitMQ 4.1's property filters): settled here, never sent
+            self.amqp_out.append(build_confirm(m.channel, m.delivery_tag, False))
+            self._flush_amqp()
+            return
         link.pending.append(m)
         self._pump(link)
         self._flush_amqp()
@@ -881,6 +898,8 @@ class Amqp10Connection(AdapterConnection):
             self.loop.create_task(self._end_drain(link))
 
     def _send_pending(self, link: Link) -> None:
+        if link.held:
+            return
         session = link.session
         while link.pending and link.credit > 0 and session.remote_incoming_window > 0:
             self._transfer(link, link.pending.popleft())

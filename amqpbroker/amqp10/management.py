@@ -26,6 +26,8 @@ error text). The requests (``rabbit_amqp_management.erl``, RabbitMQ 4.2)::
                                           destination_exchange, binding_key, arguments}
     DELETE /bindings/src=S;dstq=Q;key=K;args=H   (dste= for an exchange) 204, found or not
     GET    /bindings?src=S&dstq=Q&key=K   200 [bindings, each with its ``location``]
+    PUT    /auth/tokens                   204 (an OAuth 2 token, binary: the connection's
+                                          new credential, as AMQP 0-9-1's update-secret)
 
 Names in paths are percent-encoded. ``args=H`` names a binding's arguments by a hash: empty
 for none; otherwise ours (RabbitMQ hashes the Erlang term), which clients take from a
@@ -66,7 +68,8 @@ class HttpError(Exception):
 class Operation:
     """What a request asks: ``kind`` (``get_queue``, ``declare_queue``, ``delete_queue``,
     ``purge_queue``, ``declare_exchange``, ``delete_exchange``, ``bind``, ``unbind``,
-    ``list_bindings``), the names it is about, and the declared properties."""
+    ``list_bindings``, ``update_secret``), the names it is about, and the declared
+    properties."""
     kind: str
     name: str = ""                          # the queue or exchange (a binding's source)
     durable: bool = True
@@ -77,7 +80,7 @@ class Operation:
     arguments: dict = field(default_factory=dict)
     destination_kind: str = ""              # a binding's: "queue" or "exchange"
     destination: str = ""
-    key: str = ""
+    key: str = ""                           # a binding's key; update_secret: the token
     args_hash: str = ""                     # unbind: which binding among equal keys
 
 
@@ -164,6 +167,10 @@ def operation(req: Request) -> Operation:
         case ("GET", ["bindings"]):
             _no_body(body)
             return _binding_query(query)
+        case ("PUT", ["auth", "tokens"]):
+            if body[0] != "binary":
+                raise HttpError(400, "the token must be an amqp-value binary")
+            return Operation("update_secret", key=body[1].decode("utf-8", "replace"))
     raise HttpError(400, f"{method} {req.target}: no such request")
 
 

@@ -180,3 +180,12 @@ class ManagementNode:
 
     async def list_bindings(self, op: Operation):
         return 200, m.bindings_value(self._bindings(op))
+
+    # ------------------------------------------------------------------ credentials
+    async def update_secret(self, op: Operation):
+        """A new OAuth 2 token for the connection: its AMQP connection's update-secret
+        (a token the broker refuses closes the connection, as RabbitMQ)."""
+        await self.conn._call(lambda cb: self.conn.amqp.update_secret(
+            op.key, "AMQP 1.0 management node: PUT /auth/tokens", callback=cb))
+        self.conn.password = op.key
+        return 204, m.NULL

@@ -16,7 +16,9 @@ priority, ttl from the expiration, first-acquirer = not redelivered), then each 
 section byte for byte; what was published over AMQP 0-9-1 gets a properties section with
 the routing key as its subject (the plugin's), its headers as application properties (the
 plugin drops them), and a data section of the body. So a message sent and received over
-AMQP 1.0 comes back as it was sent, but for its header.
+AMQP 1.0 comes back as it was sent, but for its header. The message annotation
+``x-stream-filter-value`` (a stream's filter value, RabbitMQ 4.1) is also the header the
+stream filters by.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ VALUE = "x-amqp-1.0-value"          # the body was an amqp-value of this type
 _DATA = b"\x00\x53\x75"              # a data section's descriptor
 _U32 = struct.Struct(">I")
 STREAM_OFFSET = "x-stream-offset"
+# a stream's filter value, the message annotation RabbitMQ reads it from: a header too, as
+# the stream filters by it (worker/stream.py); not an application property when it came so
+FILTER_VALUE = "x-stream-filter-value"
 _HIDDEN = (*KEPT.values(), VALUE, STREAM_OFFSET)
 
 
@@ -58,6 +63,10 @@ def incoming(data: bytes) -> tuple[dict, bytes, str | None, str | None]:
     for code, value, raw in sections:
         if code in KEPT:
             kept[KEPT[code]] = raw
+            if code == convert.MESSAGE_ANNOTATIONS:
+                for key, item in value[1]:
+                    if key[1] == FILTER_VALUE and item[0] in ("utf8", "symbol"):
+                        kept[FILTER_VALUE] = item[1]
             if code == convert.PROPERTIES:
                 fields = value[1]
                 to, subject = _text(fields, 2), _text(fields, 3)
@@ -90,6 +99,23 @@ def outgoing(raw_properties: bytes, body: bytes, routing_key: str,
         middle = convert._section(convert.AMQP_VALUE if kind == "binary" else convert.DATA,
                                   ("binary", bytes(body)))
     return before + middle + after
+
+
+def filter_fields(raw_properties: bytes, routing_key: str) -> tuple[list, dict]:
+    """What a property filter (``address.MessageFilter``) looks at in a delivery: the
+    properties list (typed values) and the application properties (key -> value) of the
+    AMQP 1.0 message an AMQP 1.0 consumer would get."""
+    before = _around_body(raw_properties, routing_key, False)[0]
+    properties, application = [], {}
+    pos = 0
+    while pos < len(before):
+        (_, (descriptor, value)), pos = convert._value(before, pos, len(before))
+        code = convert._section_code(descriptor)
+        if code == convert.PROPERTIES:
+            properties = value[1]
+        elif code == convert.APPLICATION_PROPERTIES:
+            application = {k[1]: v[1] for k, v in value[1]}
+    return properties, application
 
 
 @functools.lru_cache(maxsize=1024)
@@ -137,7 +163,8 @@ def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> 
         pairs = []
         for key, value in headers.items():
             value = convert._from_header(value)
-            if value is not None and key not in _HIDDEN:
+            if value is not None and key not in _HIDDEN \
+                    and not (key == FILTER_VALUE and annotations):
                 pairs.append((("utf8", key), value))
         if pairs:
             application = convert._section(convert.APPLICATION_PROPERTIES, ("map", pairs))

@@ -99,6 +99,9 @@ class Suite:
     redis: bool = False                    # its tests keep results in Redis (--redis-url)
     dependencies: tuple[str, ...] = ()     # a venv of its own with these, instead of the
                                            # shared one (pytest plugins that clash with it)
+    broker_args: tuple[str, ...] = ()      # our broker configured as the suite's CI
+                                           # configures RabbitMQ ({src}: its unpacked source)
+    files: tuple[tuple[str, str], ...] = ()   # (path in {src}, text) those arguments name
 
     @property
     def pypi_name(self) -> str:
@@ -154,11 +157,23 @@ SUITES = {
     # the management node /management, publishers, consumers, streams), from its repository
     # at the tag of its release (the sdist has no tests): AMQP on localhost:5672 and the
     # management API on 15672 only
-    "rabbitmq-amqp": Suite("rabbitmq-amqp", "0.6.0", ["tests"], package="rabbitmq-amqp-python-client",
-                           fixed_ports=("amqp", "http"), management=True, git_tag="v0.6.0",
-                           git_paths=("tests", "pyproject.toml"), dependencies=(
-        "rabbitmq-amqp-python-client==0.6.0", "pytest>=8.3,<9", "pytest-asyncio>=1.2,<2",
-        "pytest-timeout", "pyjwt>=2.10,<3", "pika>=1.3.2", "requests>=2.31", "yarl")),
+    # management API on 15672 only; its CI's RabbitMQ has AMQPS on 5671 with the
+    # certificates in its .ci/certs, and the OAuth 2 backend with one HS256 key
+    # (.ci/ubuntu/advanced.config): ours is started so too
+    "rabbitmq-amqp": Suite(
+        "rabbitmq-amqp", "0.6.0", ["tests"], package="rabbitmq-amqp-python-client",
+        fixed_ports=("amqp", "amqps", "http"), management=True, git_tag="v0.6.0",
+        git_paths=("tests", "pyproject.toml", ".ci/certs"), dependencies=(
+            "rabbitmq-amqp-python-client==0.6.0", "pytest>=8.3,<9", "pytest-asyncio>=1.2,<2",
+            "pytest-timeout", "pyjwt>=2.10,<3", "pika>=1.3.2", "requests>=2.31", "yarl"),
+        broker_args=(
+            "--tls-cert", "{src}/.ci/certs/server_localhost_certificate.pem",
+            "--tls-key", "{src}/.ci/certs/server_localhost_key.pem",
+            "--tls-ca", "{src}/.ci/certs/ca_certificate.pem", "--tls-verify", "peer",
+            "--auth-backends", "internal,oauth2",
+            "--oauth2-signing-keys", "token-key={src}/token-key.jwk"),
+        files=(("token-key.jwk", '{"kty": "oct", "alg": "HS256", "kid": "token-key", '
+                                 '"k": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"}'),)),
     "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
                         fixed_ports=("amqp",), git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
                         dependencies=(
@@ -170,7 +185,7 @@ SUITES = {
 }
 
 
-FIXED = {"amqp": 5672, "stream": 5552, "http": 15672}
+FIXED = {"amqp": 5672, "amqps": 5671, "stream": 5552, "http": 15672}
 
 
 def log(msg: str) -> None:
@@ -365,7 +380,8 @@ def main(argv=None) -> int:
             host, port = u.hostname or "127.0.0.1", u.port or 5672
             http_url = args.http_url or f"http://{host}:15672"
             h = urllib.parse.urlparse(http_url)
-            where = {"amqp": (host, port), "stream": (host, args.stream_port),
+            where = {"amqp": (host, port), "amqps": (host, FIXED["amqps"]),
+                     "stream": (host, args.stream_port),
                      "http": (h.hostname or host, h.port or 80)}
             forwards = [(FIXED[kind], *where[kind]) for kind in suite.fixed_ports
                         if where[kind][1] != FIXED[kind]]
@@ -403,6 +419,11 @@ def main(argv=None) -> int:
                                 "--stream-advertised-host", "localhost"]
             if "http" in suite.fixed_ports:
                 broker_args += ["--management-port", str(FIXED["http"])]
+            if "amqps" in suite.fixed_ports:
+                broker_args += ["--tls-port", str(FIXED["amqps"])]
+            for path, text in suite.files:
+                (src / path).write_text(text)
+            broker_args += [a.replace("{src}", str(src)) for a in suite.broker_args]
             broker = BrokerProcess(data, *broker_args, management=suite.management,
                                    env={"PYTHONPATH": str(ROOT)}).start()
             try:

@@ -1,8 +1,10 @@
-"""RabbitMQ 4's AMQP management node (``/management``, amqpbroker/amqp10/management.py)
-driven by RabbitMQ's own AMQP 1.0 client library (``rabbitmq-amqp-python-client``), in both
-process layouts: queues, exchanges and bindings declared, read, purged and deleted through
-it, with the statuses and texts RabbitMQ 4.2's node answers (``rabbit_amqp_management.erl``);
-the link pair's rules; permissions are the broker's.
+"""What RabbitMQ 4's AMQP 1.0 clients use, driven by RabbitMQ's own AMQP 1.0 client library
+(``rabbitmq-amqp-python-client``), in both process layouts: the management node
+(``/management``, amqpbroker/amqp10/management.py) -- queues, exchanges and bindings
+declared, read, purged and deleted through it, with the statuses and texts RabbitMQ 4.2's
+node answers (``rabbit_amqp_management.erl``), the link pair's rules, the broker's
+permissions; a stream's filters (4.1: filter values, property filters); the open, a
+refused vhost, an operator's close.
 
 Every wait is on a client call (the library's requests block until answered).
 """
@@ -18,9 +20,10 @@ import pytest
 from proton import Message as ProtonMessage
 from proton.utils import BlockingConnection, ConnectionClosed, LinkDetached
 from rabbitmq_amqp_python_client import (
-    AddressHelper, ClassicQueueSpecification, Converter, Environment, ExchangeSpecification,
+    AddressHelper, AMQPMessagingHandler, ClassicQueueSpecification, Converter, Environment, ExchangeSpecification,
     ExchangeToExchangeBindingSpecification, ExchangeToQueueBindingSpecification, Message,
-    QueueType, QuorumQueueSpecification, StreamSpecification, ValidationCodeException)
+    MessageProperties, OffsetSpecification, QueueType, QuorumQueueSpecification,
+    StreamConsumerOptions, StreamFilterOptions, StreamSpecification, ValidationCodeException)
 from rabbitmq_amqp_python_client.qpid.proton import ConnectionException
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess
@@ -71,8 +74,11 @@ def names(request):
 
 @pytest.fixture
 def ch(broker):
+    """An AMQP 0-9-1 channel whose publishes return once the broker has them."""
     conn = pika.BlockingConnection(pika.ConnectionParameters(broker.host, broker.port))
-    yield conn.channel()
+    channel = conn.channel()
+    channel.confirm_delivery()
+    yield channel
     conn.close()
 
 
@@ -96,9 +102,10 @@ def api(broker, method: str, path: str, body=None):
 
 def test_the_open_says_rabbitmq_4_and_names_the_broker(connect):
     """RabbitMQ's 4.x client libraries refuse a server whose open says another product or
-    a version below 4.0.0; the broker's own name rides along."""
+    a version below 4.0.0, and ask 4.1's stream filters of 4.1 only; the broker's own name
+    rides along."""
     props = connect()._conn.conn.remote_properties
-    assert props["product"] == "RabbitMQ" and props["version"] == "4.0.0"
+    assert props["product"] == "RabbitMQ" and props["version"] == "4.1.0"
     assert props["amqpbroker-version"]
     assert props["information"].startswith("amqpbroker ")
 
@@ -339,3 +346,132 @@ def test_a_connection_closed_by_an_operator_gets_one_close(broker, ch, names):
             pass
     assert ch.queue_declare(q, passive=True).method.message_count == 1
     ch.queue_delete(q)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_token_is_refreshed_through_the_node(tmp_path, layout):
+    """OAuth 2: ``PUT /auth/tokens`` gives the connection a new token (its AMQP
+    connection's update-secret): what the old one did not grant, the new one does."""
+    import base64
+    import time
+
+    import jwt
+    from rabbitmq_amqp_python_client import OAuth2Options
+    secret = b"a shared secret of thirty-two bytes!"
+    (tmp_path / "hs.json").write_text(json.dumps({
+        "kty": "oct", "kid": "hs", "alg": "HS256",
+        "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}))
+
+    def token(scope: str, client: str = "svc") -> str:
+        return jwt.encode({"client_id": client, "aud": "rabbitmq", "scope": scope,
+                           "exp": int(time.time() + 60)}, secret, algorithm="HS256",
+                          headers={"kid": "hs"})
+    with BrokerProcess(tmp_path / "data", *LAYOUTS[layout], "--auth-backends",
+                       "internal,oauth2", "--oauth2-signing-keys",
+                       f"hs={tmp_path / 'hs.json'}") as b:
+        env = Environment(uri=f"amqp://{b.host}:{b.port}", oauth2_options=OAuth2Options(
+            token=token("rabbitmq.configure:*/first.* rabbitmq.read:*/* "
+                        "rabbitmq.write:*/*")))
+        conn = env.connection()
+        conn.dial()
+        m = conn.management()
+        m.declare_queue(ClassicQueueSpecification(name="first.q"))
+        assert m.request({}, "/queues/second.q", "PUT", [403]).body == \
+            "access to queue 'second.q' in vhost '/' refused for user 'svc'"
+        m.request(token("rabbitmq.configure:*/* rabbitmq.read:*/* "
+                        "rabbitmq.write:*/*").encode(), "/auth/tokens", "PUT", [204])
+        m.declare_queue(ClassicQueueSpecification(name="second.q"))
+        m.delete_queue("second.q")
+        m.delete_queue("first.q")
+        m.close()
+        env.close()
+
+
+class Done(Exception):
+    pass
+
+
+class Collect(AMQPMessagingHandler):
+    """Accepts and keeps each message, until the one whose body is ``last``."""
+
+    def __init__(self, last: str):
+        super().__init__()
+        self.got, self.last = [], last
+
+    def on_message(self, event):
+        self.delivery_context.accept(event)
+        self.got.append(event.message)
+        if Converter.bytes_to_string(event.message.body) == self.last:
+            raise Done
+
+
+def consume_stream(conn, stream: str, options: StreamConsumerOptions, last: str) -> list:
+    """The stream's messages that ``options`` let through, read from its start up to the
+    one whose body is ``last`` (what was published after it never comes: it is last)."""
+    handler = Collect(last)
+    consumer = conn.consumer(AddressHelper.queue_address(stream), message_handler=handler,
+                             consumer_options=options)
+    try:
+        with pytest.raises(Done):
+            consumer.run()
+    finally:
+        consumer.close()
+    return [Converter.bytes_to_string(m.body) for m in handler.got], handler.got
+
+
+def test_a_streams_filter_values(connect, mgmt, names):
+    """RabbitMQ's stream filtering over AMQP 1.0: the publisher's message annotation
+    ``x-stream-filter-value``, the consumer's ``rabbitmq:stream-filter`` values and
+    ``rabbitmq:stream-match-unfiltered``; the annotation comes back as it was sent and is
+    no application property."""
+    stream = names("s")
+    mgmt.declare_queue(StreamSpecification(name=stream))
+    conn = connect()
+    publisher = conn.publisher(AddressHelper.queue_address(stream))
+    for body, value in (("a1", "apple"), ("b1", "banana"), ("n1", None), ("a2", "apple"),
+                        ("n2", None)):
+        annotations = {} if value is None else {"x-stream-filter-value": value}
+        publisher.publish(Message(body=Converter.string_to_bytes(body),
+                                  annotations=annotations))
+    publisher.close()
+    first = OffsetSpecification.first
+    bodies, got = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(values=["apple"])),
+        "a2")
+    assert bodies == ["a1", "a2"]
+    assert got[0].annotations["x-stream-filter-value"] == "apple"
+    assert not got[0].application_properties
+    bodies, _ = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(
+            values=["banana"], match_unfiltered=True)), "n2")
+    assert bodies == ["b1", "n1", "n2"]
+    mgmt.delete_queue(stream)
+
+
+def test_a_streams_property_filters(connect, mgmt, names):
+    """RabbitMQ 4.1's ``amqp:properties-filter`` and ``amqp:application-properties-filter``:
+    every entry must match; ``&p:`` a prefix, ``&s:`` a suffix."""
+    stream = names("s")
+    mgmt.declare_queue(StreamSpecification(name=stream))
+    conn = connect()
+    publisher = conn.publisher(AddressHelper.queue_address(stream))
+    for i in range(8):
+        publisher.publish(Message(body=Converter.string_to_bytes(f"m{i}"),
+                                  subject=f"order.{i % 2}", group_id=f"g{i}",
+                                  application_properties={"region": f"eu-{i % 3}"}))
+    publisher.close()
+    first = OffsetSpecification.first
+    bodies, _ = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(
+            message_properties=MessageProperties(subject="order.1", group_id="g3"))), "m3")
+    assert bodies == ["m3"]
+    bodies, _ = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(
+            message_properties=MessageProperties(subject="&s:.0"),
+            application_properties={"region": "&p:eu-1"})), "m4")
+    assert bodies == ["m4"]
+    bodies, _ = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(
+            application_properties={"region": "eu-2"})), "m5")
+    assert bodies == ["m2", "m5"]
+    mgmt.delete_queue(stream)
