@@ -41,6 +41,7 @@ import collections
 import logging
 import platform
 import struct
+import time
 
 import pika
 
@@ -155,6 +156,7 @@ class Amqp10Connection(AdapterConnection):
         self.sessions: dict[int, Session] = {}          # the client's channel -> session
         self.by_channel: dict = {}                      # pika channel -> link
         self.management = ManagementNode(self)          # /management's requests
+        self.expiry = None              # the timer that closes it when its token expires
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -366,6 +368,7 @@ class Amqp10Connection(AdapterConnection):
         if idle:                                # the client wants a frame at least this often
             every = max(idle / 2000.0, 0.05)
             self.timers.append(self.loop.call_later(every, self._beat, every))
+        self.expire_at(getattr(self.user.grants, "expires", None))
         log.info("AMQP 1.0 connection %s: user '%s' authenticated and granted access to "
                  "vhost '%s'", self.name, self.user.name, vhost)
 
@@ -386,6 +389,18 @@ class Amqp10Connection(AdapterConnection):
                        max_frame_size=("uint", MAX_FRAME_SIZE),
                        channel_max=("ushort", CHANNEL_MAX),
                        properties=("map", [(("symbol", k), ("utf8", v)) for k, v in props]))
+
+    def expire_at(self, expires: float | None) -> None:
+        """An OAuth 2 token's connection is closed when its token expires, with
+        ``amqp:unauthorized-access`` "credential expired", as RabbitMQ 4 closes it (a new
+        token through the management node sets a new time)."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if expires is not None:
+            self.expiry = self.loop.call_later(max(0.0, expires - time.time()), self._fail,
+                                               "amqp:unauthorized-access", "credential expired")
+            self.timers.append(self.expiry)
 
     def _beat(self, every: float) -> None:
         if self.closed:

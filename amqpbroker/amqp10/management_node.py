@@ -188,4 +188,8 @@ class ManagementNode:
         await self.conn._call(lambda cb: self.conn.amqp.update_secret(
             op.key, "AMQP 1.0 management node: PUT /auth/tokens", callback=cb))
         self.conn.password = op.key
+        if getattr(self.conn.user, "grants", None) is not None:
+            import jwt              # the broker verified it: its expiry is what is read here
+            exp = jwt.decode(op.key, options={"verify_signature": False}).get("exp")
+            self.conn.expire_at(exp if isinstance(exp, (int, float)) else None)
         return 204, m.NULL

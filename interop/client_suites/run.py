@@ -102,6 +102,7 @@ class Suite:
     broker_args: tuple[str, ...] = ()      # our broker configured as the suite's CI
                                            # configures RabbitMQ ({src}: its unpacked source)
     files: tuple[tuple[str, str], ...] = ()   # (path in {src}, text) those arguments name
+    prepare: object = None                 # a function of the unpacked source, run first
 
     @property
     def pypi_name(self) -> str:
@@ -173,7 +174,8 @@ SUITES = {
             "--auth-backends", "internal,oauth2",
             "--oauth2-signing-keys", "token-key={src}/token-key.jwk"),
         files=(("token-key.jwk", '{"kty": "oct", "alg": "HS256", "kid": "token-key", '
-                                 '"k": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"}'),)),
+                                 '"k": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"}'),),
+        prepare=lambda src: renew_certificates(src / ".ci" / "certs")),
     "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
                         fixed_ports=("amqp",), git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
                         dependencies=(
@@ -183,6 +185,38 @@ SUITES = {
         "pydantic-settings>=2,<3", "PyYAML", "email-validator", "msgspec", "uvicorn",
         "uvloop", "psutil")),
 }
+
+
+def renew_certificates(certs: Path) -> None:
+    """rabbitmq-amqp-python-client's test certificates (server_localhost_*, client_localhost_*)
+    expired on 2026-03-31, and fail against any broker since: issue them again from its own
+    CA (its ca_key.pem), with their names and keys, valid from yesterday for a year, as its
+    CI's tls-gen would make them anew."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    ca = x509.load_pem_x509_certificate((certs / "ca_certificate.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((certs / "ca_key.pem").read_bytes(), None)
+    now = dt.datetime.now(dt.timezone.utc)
+    for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH),
+                        ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
+        old = x509.load_pem_x509_certificate(
+            (certs / f"{role}_localhost_certificate.pem").read_bytes())
+        key = serialization.load_pem_private_key(
+            (certs / f"{role}_localhost_key.pem").read_bytes(), None)
+        cert = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=365))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+                .add_extension(x509.ExtendedKeyUsage([usage]), False)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                               False)
+                .sign(ca_key, hashes.SHA256()))
+        (certs / f"{role}_localhost_certificate.pem").write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM))
 
 
 FIXED = {"amqp": 5672, "amqps": 5671, "stream": 5552, "http": 15672}
@@ -375,6 +409,8 @@ def main(argv=None) -> int:
         python = ensure_venv(workdir, suite)
         src = fetch(suite, workdir, label, {n: getattr(args, f"{n.replace('-', '_')}_git")
                                             for n, x in SUITES.items() if x.git_tag})
+        if suite.prepare is not None:
+            suite.prepare(src)
         if args.amqp_url:
             u = urllib.parse.urlparse(args.amqp_url)
             host, port = u.hostname or "127.0.0.1", u.port or 5672

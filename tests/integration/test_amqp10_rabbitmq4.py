@@ -348,43 +348,77 @@ def test_a_connection_closed_by_an_operator_gets_one_close(broker, ch, names):
     ch.queue_delete(q)
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_a_token_is_refreshed_through_the_node(tmp_path, layout):
-    """OAuth 2: ``PUT /auth/tokens`` gives the connection a new token (its AMQP
-    connection's update-secret): what the old one did not grant, the new one does."""
-    import base64
+SECRET = b"a shared secret of thirty-two bytes!"
+
+
+def hs256(scope: str, seconds: float = 60) -> str:
     import time
 
     import jwt
-    from rabbitmq_amqp_python_client import OAuth2Options
-    secret = b"a shared secret of thirty-two bytes!"
+    return jwt.encode({"client_id": "svc", "aud": "rabbitmq", "scope": scope,
+                       "exp": int(time.time() + seconds)}, SECRET, algorithm="HS256",
+                      headers={"kid": "hs"})
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def oauth_broker(request, tmp_path):
+    """A broker that takes OAuth 2 tokens signed with ``SECRET`` (HS256)."""
+    import base64
     (tmp_path / "hs.json").write_text(json.dumps({
         "kty": "oct", "kid": "hs", "alg": "HS256",
-        "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}))
-
-    def token(scope: str, client: str = "svc") -> str:
-        return jwt.encode({"client_id": client, "aud": "rabbitmq", "scope": scope,
-                           "exp": int(time.time() + 60)}, secret, algorithm="HS256",
-                          headers={"kid": "hs"})
-    with BrokerProcess(tmp_path / "data", *LAYOUTS[layout], "--auth-backends",
+        "k": base64.urlsafe_b64encode(SECRET).rstrip(b"=").decode()}))
+    with BrokerProcess(tmp_path / "data", *LAYOUTS[request.param], "--auth-backends",
                        "internal,oauth2", "--oauth2-signing-keys",
                        f"hs={tmp_path / 'hs.json'}") as b:
-        env = Environment(uri=f"amqp://{b.host}:{b.port}", oauth2_options=OAuth2Options(
-            token=token("rabbitmq.configure:*/first.* rabbitmq.read:*/* "
-                        "rabbitmq.write:*/*")))
-        conn = env.connection()
-        conn.dial()
-        m = conn.management()
-        m.declare_queue(ClassicQueueSpecification(name="first.q"))
-        assert m.request({}, "/queues/second.q", "PUT", [403]).body == \
-            "access to queue 'second.q' in vhost '/' refused for user 'svc'"
-        m.request(token("rabbitmq.configure:*/* rabbitmq.read:*/* "
-                        "rabbitmq.write:*/*").encode(), "/auth/tokens", "PUT", [204])
-        m.declare_queue(ClassicQueueSpecification(name="second.q"))
-        m.delete_queue("second.q")
-        m.delete_queue("first.q")
-        m.close()
-        env.close()
+        yield b
+
+
+ALL = "rabbitmq.configure:*/* rabbitmq.read:*/* rabbitmq.write:*/*"
+
+
+def test_a_token_is_refreshed_through_the_node(oauth_broker):
+    """OAuth 2: ``PUT /auth/tokens`` gives the connection a new token (its AMQP
+    connection's update-secret): what the old one did not grant, the new one does."""
+    from rabbitmq_amqp_python_client import OAuth2Options
+    b = oauth_broker
+    env = Environment(uri=f"amqp://{b.host}:{b.port}", oauth2_options=OAuth2Options(
+        token=hs256("rabbitmq.configure:*/first.* rabbitmq.read:*/* rabbitmq.write:*/*")))
+    conn = env.connection()
+    conn.dial()
+    m = conn.management()
+    m.declare_queue(ClassicQueueSpecification(name="first.q"))
+    assert m.request({}, "/queues/second.q", "PUT", [403]).body == \
+        "access to queue 'second.q' in vhost '/' refused for user 'svc'"
+    m.request(hs256(ALL).encode(), "/auth/tokens", "PUT", [204])
+    m.declare_queue(ClassicQueueSpecification(name="second.q"))
+    m.delete_queue("second.q")
+    m.delete_queue("first.q")
+    m.close()
+    env.close()
+
+
+def test_a_connection_closes_when_its_token_expires(oauth_broker):
+    """As RabbitMQ 4: ``amqp:unauthorized-access`` "credential expired", when the token's
+    ``exp`` comes; a token refreshed before then moves it."""
+    import time
+
+    from rabbitmq_amqp_python_client import OAuth2Options, RecoveryConfiguration
+    from rabbitmq_amqp_python_client.qpid.proton.utils import ConnectionClosed as Closed
+    b = oauth_broker
+    env = Environment(uri=f"amqp://{b.host}:{b.port}", oauth2_options=OAuth2Options(
+        token=hs256(ALL, 2)), recovery_configuration=RecoveryConfiguration(
+        active_recovery=False))
+    conn = env.connection()
+    conn.dial()
+    refreshed = hs256(ALL, 4)
+    conn.management().request(refreshed.encode(), "/auth/tokens", "PUT", [204])
+    import jwt
+    second_exp = jwt.decode(refreshed, options={"verify_signature": False})["exp"]
+    with pytest.raises(Closed) as err:
+        conn._conn.wait(lambda: False, timeout=TIMEOUT)     # until the broker closes it
+    assert time.time() >= second_exp - 0.05         # the refreshed token's time
+    assert "amqp:unauthorized-access" in str(err.value)
+    assert "credential expired" in str(err.value)
 
 
 class Done(Exception):
