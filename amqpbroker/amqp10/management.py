@@ -95,16 +95,20 @@ class Request:
 # ----------------------------------------------------------------------------- requests
 def parse(data: bytes) -> Request:
     """A request message's properties and body; ``HttpError`` 400 if it lacks them."""
+    props, body = NULL, NULL            # no body section: a null one (what GET sends)
+    pos = 0
     try:
-        sections = types._sections(data)
-    except NotAmqp10 as exc:
+        while pos < len(data):
+            value, pos = types._value(data, pos, len(data))
+            code = types._section_code(value[1][0]) if value[0] == "described" else None
+            if code is None:
+                raise NotAmqp10(f"a {value[0]} where a section belongs")
+            if code == types.PROPERTIES:
+                props = value[1][1]
+            elif code == types.AMQP_VALUE:
+                body = value[1][1]
+    except (NotAmqp10, RecursionError) as exc:
         raise HttpError(400, f"not an AMQP 1.0 message: {exc}") from None
-    props, body = NULL, NULL
-    for code, value, _ in sections:
-        if code == types.PROPERTIES:
-            props = value
-        elif code == types.AMQP_VALUE:
-            body = value
     fields = types._fields(props, 5) if props[0] == "list" else [NULL] * 5
     message_id, to, subject, reply_to = fields[0], fields[2], fields[3], fields[4]
     if to[0] != "utf8" or subject[0] != "utf8":
@@ -128,12 +132,13 @@ def operation(req: Request) -> Operation:
             _no_body(body)
             return Operation("get_queue", _decoded(name))
         case ("PUT", ["queues", name]):
-            op = _queue_body(body)
+            op = _declared("declare_queue", "queue", ("durable", "exclusive", "auto_delete"),
+                           body)
             op.name = _decoded(name)
             if not op.name:
                 raise HttpError(400, "declare queue with empty name not allowed")
             _no_cr_lf(op.name)
-            _not_reserved("queue", op.name, req)
+            _not_reserved("queue", op.name)
             return op
         case ("DELETE", ["queues", name, "messages"]):
             _no_body(body)
@@ -144,7 +149,8 @@ def operation(req: Request) -> Operation:
             _no_cr_lf(op.name)
             return op
         case ("PUT", ["exchanges", name]):
-            op = _exchange_body(body)
+            op = _declared("declare_exchange", "exchange",
+                           ("durable", "auto_delete", "internal"), body)
             op.name = _decoded(name)
             _not_default(op.name)
             return op                   # cr/lf and amq.: only for a new one (the node's)
@@ -153,7 +159,7 @@ def operation(req: Request) -> Operation:
             op = Operation("delete_exchange", _decoded(name))
             _no_cr_lf(op.name)
             _not_default(op.name)
-            _not_reserved("exchange", op.name, req)
+            _not_reserved("exchange", op.name)
             return op
         case ("POST", ["bindings"]):
             op = _binding_body(body)
@@ -189,37 +195,24 @@ def _map(body: tuple, what: str) -> list:
     return body[1]
 
 
-def _bool(key: str, value: tuple, what: str) -> bool:
-    if value[0] != "boolean":
-        raise HttpError(400, f"bad {what} property {{{{utf8,<<\"{key}\">>}},{value[1]!r}}}")
-    return value[1]
-
-
-def _queue_body(body: tuple) -> Operation:
-    op = Operation("declare_queue")         # RabbitMQ's defaults: durable, not exclusive
-    for k, v in _map(body, "queue"):
+def _declared(kind: str, what: str, flags: tuple, body: tuple) -> Operation:
+    """A queue's or exchange's PUT body: its boolean ``flags``, ``arguments``, and an
+    exchange's ``type``; anything else is a 400, as RabbitMQ's ``decode_queue`` /
+    ``decode_exchange`` (their defaults are ``Operation``'s: durable, not exclusive,
+    not auto-delete, not internal, direct)."""
+    op = Operation(kind)
+    for k, v in _map(body, what):
         key = k[1] if k[0] == "utf8" else None
-        if key in ("durable", "exclusive", "auto_delete"):
-            setattr(op, key, _bool(key, v, "queue"))
-        elif key == "arguments":
-            op.arguments = arguments_in(v)
-        else:
-            raise HttpError(400, f"bad queue property {k[1]!r}")
-    return op
-
-
-def _exchange_body(body: tuple) -> Operation:
-    op = Operation("declare_exchange")
-    for k, v in _map(body, "exchange"):
-        key = k[1] if k[0] == "utf8" else None
-        if key in ("durable", "auto_delete", "internal"):
-            setattr(op, key, _bool(key, v, "exchange"))
-        elif key == "type" and v[0] == "utf8":
+        if key in flags:
+            if v[0] != "boolean":
+                raise HttpError(400, f"bad {what} property '{key}': not a boolean")
+            setattr(op, key, v[1])
+        elif key == "type" and what == "exchange" and v[0] == "utf8":
             op.type = v[1]
         elif key == "arguments":
             op.arguments = arguments_in(v)
         else:
-            raise HttpError(400, f"bad exchange property {k[1]!r}")
+            raise HttpError(400, f"bad {what} property {k[1]!r}")
     return op
 
 
@@ -290,7 +283,7 @@ def _not_default(name: str) -> None:
         raise HttpError(403, "operation not permitted on the default exchange")
 
 
-def _not_reserved(kind: str, name: str, req: Request) -> None:
+def _not_reserved(kind: str, name: str) -> None:
     if name.startswith("amq."):
         raise HttpError(403, f"{kind} '{name}' starts with reserved prefix 'amq.'")
 
@@ -299,8 +292,7 @@ def check_new_exchange(name: str) -> None:
     """What the node checks of an exchange it is about to create (not of an existing one,
     which a PUT may redeclare: amq.direct, say)."""
     _no_cr_lf(name)
-    if name.startswith("amq."):
-        raise HttpError(403, f"exchange '{name}' starts with reserved prefix 'amq.'")
+    _not_reserved("exchange", name)
 
 
 def _binding_checks(op: Operation) -> None:
