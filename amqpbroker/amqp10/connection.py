@@ -28,6 +28,14 @@ What each link becomes (its address, RabbitMQ 3.10's forms and 4.0's; ``address.
   ``undeliverable-here`` reject, ``released`` and other ``modified`` requeue.
 * Detaching a link (or ending its session, or closing the connection) closes its channel:
   what was delivered and not settled goes back to the queue, redelivered.
+* A **link pair to** ``/management`` (RabbitMQ 4's management node, ``management.py``):
+  each request on the client's sender is carried out over AMQP 0-9-1 methods
+  (``management_node.py``) and answered on its receiver.
+
+RabbitMQ 4's own AMQP 1.0 client libraries check the open's ``product`` and ``version``
+(``_open_frame``); a receiver of a stream may filter (4.1's filters: the values as the
+consumer's ``x-stream-filter``, the property filters here, ``address.MessageFilter``); an
+OAuth 2 connection is closed when its token expires (``expire_at``).
 
 Errors are answered as AMQP 1.0 errors on the level they belong to: a link the broker
 refuses (a missing queue or exchange, a permission) is detached with the condition for its
