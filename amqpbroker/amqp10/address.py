@@ -10,8 +10,8 @@ Targets (where a sender link's messages go) -> (exchange, routing key, queue to 
     /queue/NAME            the same, the queue declared first (durable if the terminus is)
     /queue                 the default exchange, the message's subject as the routing key
     /exchanges/NAME/KEY    4.0: exchange NAME, routing key KEY (percent-encoded)
-    /exchanges/NAME        4.0: exchange NAME, the message's subject as the routing key
-    /queues/NAME           4.0: the default exchange, routing key NAME
+    /exchanges/NAME        4.0: exchange NAME, the empty routing key
+    /queues/NAME           4.0: the default exchange, routing key NAME (the queue must exist)
     null                   each message's ``to`` is one of the above
 
 Sources (what a receiver link consumes) -> (queue, queue to declare, (exchange, key) to bind
@@ -50,6 +50,22 @@ def _v2(part: str, address: str) -> str:
     return name
 
 
+def _v2_exchange(part: str, address: str) -> str:
+    """A 4.0 address's exchange: not the default exchange (``/queues/NAME`` is for that)."""
+    name = _v2(part, address)
+    if name == "amq.default":
+        raise BadAddress(f"address '{address}': the default exchange is '/queues/NAME'")
+    return name
+
+
+def existing_queue(address) -> str | None:
+    """The queue a 4.0 target ``/queues/NAME`` names: it must exist when the link attaches,
+    as RabbitMQ 4 checks (3.10's ``/amq/queue/NAME`` is not checked, as the plugin's)."""
+    if isinstance(address, str) and address.startswith("/queues/"):
+        return target(address)[1]
+    return None
+
+
 def target(address) -> tuple:
     """(exchange, routing key or SUBJECT, queue to declare or None); exchange None: the
     address is each message's ``to``."""
@@ -72,9 +88,9 @@ def target(address) -> tuple:
     if kind == "queue" and not rest:
         return "", SUBJECT, None
     if kind == "exchanges" and len(rest) == 2:
-        return _v2(rest[0], address), urllib.parse.unquote(rest[1]), None
-    if kind == "exchanges" and len(rest) == 1:
-        return _v2(rest[0], address), SUBJECT, None
+        return _v2_exchange(rest[0], address), urllib.parse.unquote(rest[1]), None
+    if kind == "exchanges" and len(rest) == 1:        # 4.0: the empty routing key
+        return _v2_exchange(rest[0], address), "", None
     if kind == "queues" and len(rest) == 1:
         return "", _v2(rest[0], address), None
     raise BadAddress(f"address '{address}' is not one RabbitMQ takes")
@@ -83,10 +99,13 @@ def target(address) -> tuple:
 def of_to(to) -> tuple[str, str]:
     """(exchange, routing key) of a message's ``to`` (for a link with a null target)."""
     if not to:
-        raise BadAddress("a message without a 'to' on a link without a target address")
-    exchange, key, _ = target(to)
+        raise BadAddress("anonymous terminus requires 'to' address to be set")  # 4.0's
+    try:
+        exchange, key, _ = target(to)
+    except BadAddress:
+        raise BadAddress(f"bad 'to' address string: {to}") from None
     if exchange is None or key is SUBJECT:
-        raise BadAddress(f"'to' address '{to}' names no routing key")
+        raise BadAddress(f"bad 'to' address string: {to}")
     return exchange, key
 
 

@@ -597,6 +597,9 @@ class Amqp10Connection(AdapterConnection):
             if declare is not None:
                 await self._ask(link.channel, lambda cb: link.channel.queue_declare(
                     declare, durable=durable, callback=cb))
+            elif address.existing_queue(addr) is not None:
+                await self._ask(link.channel, lambda cb: link.channel.queue_declare(
+                    key, passive=True, callback=cb))
             elif exchange:
                 await self._ask(link.channel, lambda cb: link.channel.exchange_declare(
                     exchange, passive=True, callback=cb))
@@ -778,11 +781,16 @@ class Amqp10Connection(AdapterConnection):
         if exchange is None:            # the address is the message's `to`
             try:
                 exchange, key = address.of_to(to)
+                vh = self.server.broker.vhosts.get(self.vhost)
+                if exchange and vh is not None and exchange not in vh.exchanges:
+                    # that message is refused, not the link (RabbitMQ 4's anonymous
+                    # terminus): publishing it would close the link's channel
+                    return self._unroutable_to(link, delivery_id, settled, "amqp:not-found",
+                                               f"no exchange '{exchange}' in vhost "
+                                               f"'{self.vhost}'")
             except address.BadAddress as exc:
-                if not settled:
-                    self._dispose(link.session, [delivery_id], f.make(
-                        "rejected", error=f.error("amqp:invalid-field", str(exc))))
-                return
+                return self._unroutable_to(link, delivery_id, settled,
+                                           "amqp:precondition-failed", str(exc))
         if key is address.SUBJECT:      # /exchange/NAME: the message's subject
             key = subject or ""
         properties = convert.encode_properties(kw) if kw else b"\x00\x00"
@@ -793,6 +801,18 @@ class Amqp10Connection(AdapterConnection):
             link.confirm_seq += 1
             if not settled:
                 link.confirms[link.confirm_seq] = delivery_id
+
+    def _unroutable_to(self, link: Link, delivery_id, settled: bool, condition: str,
+                       text: str) -> None:
+        """A message on a link without a target whose ``to`` names nothing to publish to:
+        rejected with the error, or (sent settled, so nothing else can tell the client)
+        the link detached with it, as RabbitMQ 4."""
+        log.warning("AMQP 1.0 connection %s: link '%s': %s", self.name, link.name, text)
+        if settled:
+            self._detach(link, condition, text)
+        else:
+            self._dispose(link.session, [delivery_id], f.make(
+                "rejected", error=f.error(condition, text)))
 
     def _confirmed(self, link: Link, frame) -> None:
         m = frame.method

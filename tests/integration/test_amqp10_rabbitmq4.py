@@ -509,3 +509,49 @@ def test_a_streams_property_filters(connect, mgmt, names):
             application_properties={"region": "eu-2"})), "m5")
     assert bodies == ["m2", "m5"]
     mgmt.delete_queue(stream)
+
+
+def test_v2_target_addresses(connect, mgmt, ch, names):
+    """RabbitMQ 4's target addresses: ``/exchanges/NAME`` publishes with the empty routing
+    key (not the subject, as 3.x's ``/exchange/NAME``); ``/queues/NAME`` must exist."""
+    from rabbitmq_amqp_python_client.qpid.proton.utils import LinkDetached as Detached
+    ex, empty_key, subject_key = names("ex"), names(), names()
+    mgmt.declare_exchange(ExchangeSpecification(name=ex))
+    for q, key in ((empty_key, ""), (subject_key, "by-subject")):
+        mgmt.declare_queue(ClassicQueueSpecification(name=q))
+        mgmt.bind(ExchangeToQueueBindingSpecification(source_exchange=ex,
+                                                      destination_queue=q, binding_key=key))
+    conn = connect()
+    publisher = conn.publisher(AddressHelper.exchange_address(ex))
+    publisher.publish(Message(body=b"m", subject="by-subject"))
+    publisher.close()
+    assert (mgmt.queue_info(empty_key).message_count,
+            mgmt.queue_info(subject_key).message_count) == (1, 0)
+    with pytest.raises(Detached) as err:
+        conn.publisher(AddressHelper.queue_address(names("absent")))
+    assert "amqp:not-found" in str(err.value) and "no queue" in str(err.value)
+    for q in (empty_key, subject_key):
+        mgmt.delete_queue(q)
+    mgmt.delete_exchange(ex)
+
+
+def test_a_message_to_nowhere_is_refused_not_its_link(connect, mgmt, names):
+    """A link without a target (each message's ``to``): a message whose ``to`` names an
+    exchange that does not exist is rejected with RabbitMQ 4's words; the link goes on
+    (publishing it would have closed the link's channel, and the link with it)."""
+    from rabbitmq_amqp_python_client import AmqpMessageRejectedException as Rejected
+    q = names()
+    mgmt.declare_queue(ClassicQueueSpecification(name=q))
+    publisher = connect().publisher()
+
+    def send(to):
+        return publisher.publish(AddressHelper.message_to_address_helper(
+            Message(body=b"m"), to))
+    with pytest.raises(Rejected, match="no exchange 'no-such-exchange' in vhost '/'"):
+        send(AddressHelper.exchange_address("no-such-exchange", "k"))
+    # (a message without a `to`, or one of no known form, the library refuses to send:
+    # tests/unit/test_amqp10_address.py has the words the broker answers them with)
+    assert send(AddressHelper.queue_address(q)).remote_state == 0x24       # accepted
+    assert mgmt.queue_info(q).message_count == 1
+    publisher.close()
+    mgmt.delete_queue(q)

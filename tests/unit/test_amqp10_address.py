@@ -18,7 +18,7 @@ from amqpbroker.amqp10 import address as a
     ("/queue/jobs", ("", "jobs", "jobs")),
     ("/queue", ("", a.SUBJECT, None)),
     ("/exchanges/my%20x/k%2F1", ("my x", "k/1", None)),
-    ("/exchanges/x", ("x", a.SUBJECT, None)),
+    ("/exchanges/x", ("x", "", None)),          # 4.0: the empty routing key
     ("/queues/q%2Fslash", ("", "q/slash", None)),
     (None, (None, a.SUBJECT, None)),
 ])
@@ -38,7 +38,7 @@ def test_sources(addr, means):
 
 
 @pytest.mark.parametrize("addr", ["/fruit/orange", "queue/x", "/exchange/", "/amq/queue/",
-                                  "/queues/", "/queue/a/b", ""])
+                                  "/queues/", "/queue/a/b", "", "/exchanges/amq.default/k"])
 def test_other_forms_are_refused(addr):
     with pytest.raises(a.BadAddress):
         a.target(addr) if addr else a.source(addr)
@@ -48,9 +48,47 @@ def test_other_forms_are_refused(addr):
 
 def test_a_message_to_needs_a_routing_key():
     assert a.of_to("/exchange/x/k") == ("x", "k")
-    for to in (None, "", "/exchange/x"):
-        with pytest.raises(a.BadAddress):
+    assert a.of_to("/exchanges/x") == ("x", "")
+    with pytest.raises(a.BadAddress, match="anonymous terminus requires 'to' address to be "
+                                           "set"):
+        a.of_to(None)
+    for to in ("/exchange/x", "/nowhere"):
+        with pytest.raises(a.BadAddress, match=f"bad 'to' address string: {to}"):
             a.of_to(to)
+
+
+def test_a_v2_queue_target_must_exist():
+    assert a.existing_queue("/queues/a%20b") == "a b"
+    assert a.existing_queue("/amq/queue/a") is None         # 3.10's: not checked
+    assert a.existing_queue(None) is None
+
+
+def test_stream_filters():
+    def filters(*pairs):
+        return ("map", [(("symbol", k), ("described", (("symbol", k), v))) for k, v in pairs])
+    assert a.consumer_arguments(filters(
+        ("rabbitmq:stream-filter", ("array", [("utf8", "a"), ("utf8", "b")])),
+        ("rabbitmq:stream-match-unfiltered", ("boolean", True)),
+        ("rabbitmq:stream-offset-spec", ("utf8", "first")))) == {
+        "x-stream-filter": ["a", "b"], "x-stream-match-unfiltered": True,
+        "x-stream-offset": "first"}
+    assert a.consumer_arguments(filters(("rabbitmq:stream-filter", ("utf8", "a")))) == {
+        "x-stream-filter": ["a"]}
+    f = a.MessageFilter.of(filters(
+        ("amqp:properties-filter", ("map", [(("symbol", "subject"), ("utf8", "&p:order.")),
+                                            (("symbol", "group-id"), ("utf8", "g1"))])),
+        ("amqp:application-properties-filter", ("map", [(("utf8", "region"),
+                                                         ("utf8", "&s:-1"))]))))
+    props = [("null", None)] * 3 + [("utf8", "order.7")] + [("null", None)] * 6 + \
+        [("utf8", "g1")]
+    assert f.accepts(props, {"region": "eu-1"})
+    assert not f.accepts(props, {"region": "eu-2"})
+    assert not f.accepts(props, {})
+    assert not f.accepts(props[:10], {"region": "eu-1"})          # no group-id
+    assert a.MessageFilter.of(("map", [])) is None
+    amp = a.MessageFilter.of(filters(("amqp:application-properties-filter", ("map", [
+        (("utf8", "k"), ("utf8", "&&p:literal"))]))))
+    assert amp.accepts([], {"k": "&p:literal"}) and not amp.accepts([], {"k": "&&p:literal"})
 
 
 def spec(value) -> tuple:
