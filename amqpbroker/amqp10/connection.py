@@ -93,7 +93,7 @@ class Link:
                  "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
                  "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
                  "attached", "unsettled", "window", "draining", "management", "responses",
-                 "message_filter", "held")
+                 "message_filter", "held", "v2", "routes", "returned")
 
     def __init__(self, session, name: str, handle: int, role: str):
         self.name = name
@@ -121,6 +121,9 @@ class Link:
         self.responses: collections.deque = collections.deque()  # its answers, for credit
         self.message_filter = None      # receiver: address.MessageFilter (a stream's)
         self.held = False               # receiver: its attach is not out yet (_release)
+        self.v2 = False                 # sender: a RabbitMQ 4 target (released if unroutable)
+        self.routes: dict = {}          # sender, v2: confirm seq -> (exchange, routing key)
+        self.returned: set = set()      # ... the seqs the broker returned as unroutable
 
 
 class Session:
@@ -604,9 +607,13 @@ class Amqp10Connection(AdapterConnection):
                 await self._ask(link.channel, lambda cb: link.channel.exchange_declare(
                     exchange, passive=True, callback=cb))
             link.exchange, link.routing_key = exchange, key
+            link.v2 = addr is None or addr.startswith(("/exchanges/", "/queues/"))
             if not link.settled:
                 await self._ask(link.channel, lambda cb: link.channel.confirm_delivery(
                     lambda fr: self._confirmed(link, fr), callback=cb))
+                if link.v2:
+                    link.channel.add_on_return_callback(
+                        lambda _ch, method, _props, _body: self._returned(link, method))
             return
         queue, declare, bind = address.source(addr)
         ch = link.channel
@@ -794,13 +801,18 @@ class Amqp10Connection(AdapterConnection):
         if key is address.SUBJECT:      # /exchange/NAME: the message's subject
             key = subject or ""
         properties = convert.encode_properties(kw) if kw else b"\x00\x00"
+        # RabbitMQ 4 answers an unsettled message that went to no queue `released`: such
+        # a publish is mandatory, and its return marks it (_returned)
+        mandatory = link.v2 and not link.settled and not settled
         self.amqp_out += build_publish(link.channel.channel_number, exchange.encode(),
                                        key.encode(), properties, body,
-                                       self.amqp.params.frame_max)
+                                       self.amqp.params.frame_max, mandatory)
         if not link.settled:            # its channel is in confirm mode
             link.confirm_seq += 1
             if not settled:
                 link.confirms[link.confirm_seq] = delivery_id
+            if mandatory:
+                link.routes[link.confirm_seq] = (exchange, key)
 
     def _unroutable_to(self, link: Link, delivery_id, settled: bool, condition: str,
                        text: str) -> None:
@@ -814,20 +826,39 @@ class Amqp10Connection(AdapterConnection):
             self._dispose(link.session, [delivery_id], f.make(
                 "rejected", error=f.error(condition, text)))
 
+    def _returned(self, link: Link, method) -> None:
+        """The broker returned a publish of a RabbitMQ 4 target as unroutable: the first
+        unconfirmed one to that exchange and key (returns come in publish order, each
+        before its confirm, and publishes alike route alike), released when confirmed."""
+        route = (method.exchange, method.routing_key)
+        for seq, sent_to in link.routes.items():
+            if sent_to == route and seq not in link.returned:
+                link.returned.add(seq)
+                return
+
     def _confirmed(self, link: Link, frame) -> None:
         m = frame.method
         nack = isinstance(m, pika.spec.Basic.Nack)
-        ids = []
+        ids, released = [], []
         while link.confirms:
             seq = next(iter(link.confirms))
             if seq > m.delivery_tag or (not m.multiple and seq != m.delivery_tag):
                 break
-            ids.append(link.confirms.pop(seq))
-        if ids and link.session.links.get(link.handle) is link:
+            link.routes.pop(seq, None)
+            if seq in link.returned and not nack:
+                link.returned.discard(seq)
+                released.append(link.confirms.pop(seq))
+            else:
+                ids.append(link.confirms.pop(seq))
+        if link.session.links.get(link.handle) is not link:
+            return
+        if ids:
             state = f.make("rejected", error=f.error("amqp:internal-error",
                                                      "the broker refused the message")) \
                 if nack else f.make("accepted")
             self._dispose(link.session, ids, state)
+        if released:
+            self._dispose(link.session, released, f.make("released"))
 
     def _fail_confirms(self, link: Link) -> None:
         if link.confirms:

@@ -555,3 +555,38 @@ def test_a_message_to_nowhere_is_refused_not_its_link(connect, mgmt, names):
     assert mgmt.queue_info(q).message_count == 1
     publisher.close()
     mgmt.delete_queue(q)
+
+
+def test_a_message_routed_nowhere_is_released(broker, connect, mgmt, names):
+    """RabbitMQ 4 settles an unsettled message that reached no queue ``released`` on its
+    targets (``/exchanges/...``, ``/queues/...``, ``to``); RabbitMQ 3.10's plugin and its
+    addresses (``/exchange/...``) accept it, as here."""
+    ex, q = names("ex"), names()
+    mgmt.declare_exchange(ExchangeSpecification(name=ex))
+    mgmt.declare_queue(ClassicQueueSpecification(name=q))
+    mgmt.bind(ExchangeToQueueBindingSpecification(source_exchange=ex, destination_queue=q,
+                                                  binding_key="bound"))
+    from rabbitmq_amqp_python_client.qpid.proton.utils import SendException
+
+    def outcome(publisher, message) -> int:
+        try:
+            return publisher.publish(message).remote_state
+        except SendException as exc:        # the library raises on released
+            return exc.state
+    publisher = connect().publisher(AddressHelper.exchange_address(ex, "unbound"))
+    outcomes = [outcome(publisher, Message(body=b"m")) for _ in range(3)]
+    publisher.close()
+    publisher = connect().publisher()
+    for key in ("bound", "unbound", "bound"):
+        outcomes.append(outcome(publisher, AddressHelper.message_to_address_helper(
+            Message(body=b"m"), AddressHelper.exchange_address(ex, key))))
+    publisher.close()
+    assert outcomes == [0x26] * 3 + [0x24, 0x26, 0x24]          # released, accepted
+    assert mgmt.queue_info(q).message_count == 2
+    c = BlockingConnection(url(broker), timeout=TIMEOUT, allowed_mechs="PLAIN")
+    try:
+        c.create_sender(f"/exchange/{ex}/unbound").send(ProtonMessage(body="3.10's"))
+    finally:                                # accepted: send raises on released
+        c.close()
+    mgmt.delete_queue(q)
+    mgmt.delete_exchange(ex)
