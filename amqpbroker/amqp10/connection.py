@@ -45,6 +45,7 @@ frames that make no sense close the connection with ``amqp:decode-error`` or
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import platform
@@ -72,6 +73,7 @@ log = logging.getLogger("amqpbroker.amqp10")
 MAX_FRAME_SIZE = 131072             # what this side accepts (RabbitMQ's frame_max)
 CHANNEL_MAX = 255
 HANDSHAKE_TIMEOUT = 10.0
+DETACH_TIMEOUT = 10.0               # a receiver's detach waits at most this for its channel
 CREDIT = 256                        # link credit a sender link is given, topped up at half
 WINDOW = 256                        # deliveries a receiver link's consumer may hold unacked
 MAX_WINDOW = 65535                  # ... at most, as the client's credit asks (the plugin's)
@@ -678,7 +680,13 @@ class Amqp10Connection(AdapterConnection):
                 return
             self._fail("amqp:session:unattached-handle", f"detach of handle {frame['handle']}")
             return
+        gone = self.channel_gone.get(link.channel)
         self._drop_link(link)
+        if gone is not None and link.role == "receiver":
+            # answered once its channel is closed, so what it held unsettled is back in
+            # the queue before the client hears (RabbitMQ 4 returns it before answering)
+            await asyncio.wait({gone, self.ended}, timeout=DETACH_TIMEOUT,
+                               return_when=asyncio.FIRST_COMPLETED)
         self._send(f.frame("detach", session.channel, handle=("uint", link.handle),
                            closed=("boolean", bool(frame["closed"]))))
 

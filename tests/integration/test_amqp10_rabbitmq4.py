@@ -590,3 +590,4 @@ def test_a_message_routed_nowhere_is_released(broker, connect, mgmt, names):
         c.close()
     mgmt.delete_queue(q)
     mgmt.delete_exchange(ex)
+
