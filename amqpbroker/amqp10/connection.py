@@ -584,13 +584,7 @@ class Amqp10Connection(AdapterConnection):
         """The management node's answers, settled, while the client gives credit."""
         session = link.session
         while link.responses and link.credit > 0 and session.remote_incoming_window > 0:
-            data = link.responses.popleft()
-            delivery_id = session.next_outgoing_id
-            session.next_outgoing_id = (delivery_id + 1) & 0xFFFFFFFF
-            session.remote_incoming_window -= 1
-            link.credit -= 1
-            link.delivery_count += 1
-            self._send_transfer(link, delivery_id, b"", data)
+            self._send_transfer(link, b"", link.responses.popleft())
 
     async def _attach(self, link: Link, addr, durable: bool, arguments: dict) -> None:
         """The link's channel, and what its address means (``address.py``): declared,
@@ -926,9 +920,7 @@ class Amqp10Connection(AdapterConnection):
         if link.management:
             self._send_responses(link)
             if link.drain and link.credit:
-                link.delivery_count += link.credit
-                link.credit = 0
-                self._flow(link, drain=True)
+                self._drained(link)
             elif frame["echo"]:
                 self._flow(link)
             return
@@ -1001,21 +993,21 @@ class Amqp10Connection(AdapterConnection):
             link.draining = False
         self._send_pending(link)        # what arrived meanwhile
         if link.drain and link.credit > 0 and not link.pending and not link.closing:
-            link.delivery_count += link.credit
-            link.credit = 0
-            link.drain = False
-            self._flow(link, drain=True)
+            self._drained(link)
         self._flush_amqp()
+
+    def _drained(self, link: Link) -> None:
+        """A draining link has nothing to send: its credit is used up, and the client
+        told."""
+        link.delivery_count += link.credit
+        link.credit = 0
+        link.drain = False
+        self._flow(link, drain=True)
 
     def _transfer(self, link: Link, m: Delivery) -> None:
         session = link.session
         data = message.outgoing(m.properties, m.body, m.routing_key, m.redelivered)
-        delivery_id = session.next_outgoing_id
-        session.next_outgoing_id = (delivery_id + 1) & 0xFFFFFFFF
-        session.remote_incoming_window -= 1
-        link.credit -= 1
-        link.delivery_count += 1
-        self._send_transfer(link, delivery_id, _U64.pack(m.delivery_tag), data)
+        delivery_id = self._send_transfer(link, _U64.pack(m.delivery_tag), data)
         if link.settled:
             self.amqp_out.append(build_confirm(link.channel.channel_number, m.delivery_tag,
                                                False))
@@ -1023,16 +1015,22 @@ class Amqp10Connection(AdapterConnection):
             session.unsettled[delivery_id] = (link, m.delivery_tag)
             link.unsettled += 1
 
-    def _send_transfer(self, link: Link, delivery_id: int, tag: bytes, data: bytes) -> None:
-        """A message on a link: one transfer, or frames of at most the client's
-        max-frame-size."""
+    def _send_transfer(self, link: Link, tag: bytes, data: bytes) -> int:
+        """A message on a link (one transfer, or frames of at most the client's
+        max-frame-size), with the session's next delivery id (returned), a unit of the
+        link's credit and of the session's window."""
         session = link.session
+        delivery_id = session.next_outgoing_id
+        session.next_outgoing_id = (delivery_id + 1) & 0xFFFFFFFF
+        session.remote_incoming_window -= 1
+        link.credit -= 1
+        link.delivery_count += 1
         room = self.remote_max_frame - 8
         head = f.transfer_head(session.channel, link.handle, delivery_id, tag, link.settled,
                                False)
         if len(head) + len(data) <= room:
             self._send(f.with_head(session.channel, head + data))
-            return
+            return delivery_id
         pos = 0
         while pos < len(data):
             more_head = f.transfer_head(session.channel, link.handle, delivery_id, tag,
@@ -1043,6 +1041,7 @@ class Amqp10Connection(AdapterConnection):
                 more_head = head
             self._send(f.with_head(session.channel, more_head + data[pos:pos + chunk]))
             pos += chunk
+        return delivery_id
 
     async def on_disposition(self, frame) -> None:
         session = self._session(frame)

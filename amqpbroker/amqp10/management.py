@@ -52,7 +52,6 @@ from ..stream_protocol import amqp10 as types
 from ..stream_protocol.amqp10 import NULL, NotAmqp10
 
 ADDRESS = "/management"
-CREDIT = 8                  # requests a client may send before it is given more (RabbitMQ's)
 
 
 class HttpError(Exception):
@@ -80,8 +79,9 @@ class Operation:
     arguments: dict = field(default_factory=dict)
     destination_kind: str = ""              # a binding's: "queue" or "exchange"
     destination: str = ""
-    key: str = ""                           # a binding's key; update_secret: the token
+    key: str = ""                           # a binding's key
     args_hash: str = ""                     # unbind: which binding among equal keys
+    token: str = ""                         # update_secret: the new OAuth 2 token
 
 
 @dataclass
@@ -176,7 +176,7 @@ def operation(req: Request) -> Operation:
         case ("PUT", ["auth", "tokens"]):
             if body[0] != "binary":
                 raise HttpError(400, "the token must be an amqp-value binary")
-            return Operation("update_secret", key=body[1].decode("utf-8", "replace"))
+            return Operation("update_secret", token=body[1].decode("utf-8", "replace"))
     raise HttpError(400, f"{method} {req.target}: no such request")
 
 

@@ -160,7 +160,7 @@ class ManagementNode:
             await self._ask(lambda ch, cb: getattr(ch, method)(
                 op.destination, op.name, op.key, arguments=args, callback=cb))
 
-    def _bindings(self, op: Operation, match_key: bool = True) -> list[tuple]:
+    def _bindings(self, op: Operation) -> list[tuple]:
         """(source, destination kind, destination, key, arguments) of the bindings from
         ``op.name`` to ``op.destination`` with ``op.key``."""
         vh = self.vhost
@@ -186,10 +186,10 @@ class ManagementNode:
         """A new OAuth 2 token for the connection: its AMQP connection's update-secret
         (a token the broker refuses closes the connection, as RabbitMQ)."""
         await self.conn._call(lambda cb: self.conn.amqp.update_secret(
-            op.key, "AMQP 1.0 management node: PUT /auth/tokens", callback=cb))
-        self.conn.password = op.key
+            op.token, "AMQP 1.0 management node: PUT /auth/tokens", callback=cb))
+        self.conn.password = op.token
         if getattr(self.conn.user, "grants", None) is not None:
             import jwt              # the broker verified it: its expiry is what is read here
-            exp = jwt.decode(op.key, options={"verify_signature": False}).get("exp")
+            exp = jwt.decode(op.token, options={"verify_signature": False}).get("exp")
             self.conn.expire_at(exp if isinstance(exp, (int, float)) else None)
         return 204, m.NULL

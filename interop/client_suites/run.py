@@ -4,7 +4,7 @@
         [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--http-url http://127.0.0.1:15672]
         [--stream-port PORT] [--label NAME] [--compare NAME] [--pika-git PATH]
         [--dramatiq-git PATH] [--rstream-git PATH] [--faststream-git PATH]
-        [--workdir DIR] [--broker-arg ARG ...] [--saved] [-- extra pytest args]
+        [--rabbitmq-amqp-git PATH] [--redis-url URL] [--workdir DIR] [--broker-arg ARG ...] [--saved] [-- extra pytest args]
 
 What it does, per suite:
 
@@ -16,19 +16,23 @@ What it does, per suite:
   where the sdist lacks them: pika 1.4.4's ``tests/acceptance`` (``--pika-git`` or
   ``$PIKA_GIT``), dramatiq 2.2.0's ``tests/test_rabbitmq.py`` (its sdist has no
   ``conftest.py``; ``--dramatiq-git`` or ``$DRAMATIQ_GIT``), rstream 1.0.1's ``tests`` but its
-  cluster tests (``--rstream-git`` or ``$RSTREAM_GIT``) and FastStream 0.7.4's
-  ``tests/brokers/rabbit`` (``-m rabbit``; ``--faststream-git`` or ``$FASTSTREAM_GIT``); a bare
-  clone is fine: it is read with ``git archive``;
+  cluster tests (``--rstream-git`` or ``$RSTREAM_GIT``), FastStream 0.7.4's
+  ``tests/brokers/rabbit`` (``-m rabbit``; ``--faststream-git`` or ``$FASTSTREAM_GIT``) and
+  rabbitmq-amqp-python-client 0.6.0's ``tests`` (RabbitMQ's AMQP 1.0 client for RabbitMQ 4;
+  ``--rabbitmq-amqp-git`` or ``$RABBITMQ_AMQP_GIT``); a bare clone is fine: it is read with
+  ``git archive``;
 * installs the suites' test dependencies (aiomisc-pytest, twisted, ...) in a private venv
   under the work directory, so they never reach the project's own test run (FastStream's and
   rstream's in venvs of their own: pytest-asyncio and aiomisc-pytest do not mix);
 * starts a fresh amqpbroker on free ports for each suite (``amqpbroker.testing.BrokerProcess``,
   with the management API for amqpstorm's and rstream's), but on the standard port where a
   suite's tests name it: 5672 for pika, amqpstorm, dramatiq and FastStream, 5552 (the stream
-  port, advertised as ``localhost``) and 15672 (the management API) for rstream; those must
-  be free. With ``--amqp-url`` no broker is started and the suites run against that one
-  (RabbitMQ, for reference; ``--http-url`` its management API, ``--stream-port`` its stream
-  port); a standard port the reference is not on is reached through a forwarder on it
+  port, advertised as ``localhost``) and 15672 (the management API) for rstream, 5672, 5671
+  (AMQPS) and 15672 for rabbitmq-amqp-python-client, started as its CI configures RabbitMQ
+  (its certificates, renewed from its own CA where they expired, and its OAuth 2 key:
+  ``Suite.broker_args``, ``Suite.prepare``); those must be free. With ``--amqp-url`` no
+  broker is started and the suites run against that one (RabbitMQ, for reference;
+  ``--http-url`` its management API, ``--stream-port`` its stream port); a standard port the reference is not on is reached through a forwarder on it
   (``FaultProxy``, no faults), which must be free;
 * tells each suite where the broker is the way the suite reads it, patching none of its
   files: kombu's and py-amqp's ``RABBITMQ_HOST`` / ``RABBITMQ_5672_TCP``, rabbitpy's
@@ -37,7 +41,7 @@ What it does, per suite:
   ``docker_stand_in.py``, which reports the broker under test as the container; aiormq's tests
   ask for two fixtures its sdist does not define, and dramatiq's conftest imports pylibmc
   (memcached's client, a C build) for tests not run here: ``suite_fixtures.py`` supplies both;
-* leaves out what needs TLS (no broker here serves amqps): aiormq's ``amqps`` parameters,
+* leaves out what needs TLS certificates the suites do not ship: aiormq's ``amqps`` parameters,
   aio-pika's ``test_amqps.py``, py-amqp's ``tls`` cases and amqpstorm's ``functional/ssl``;
 * prints passed / failed / errors / skipped per suite, and saves every test's outcome in
   ``<workdir>/results/<label>/<suite>.json`` (with the pytest log and JUnit XML beside it, and
@@ -48,7 +52,7 @@ What it does, per suite:
   (``-- -k "..."``).
 
 Exit status: 0 when every suite ran (failures are counted, not fatal), 2 when one could not.
-Not part of the default pytest run: the ten suites take about 40 minutes on 2 cores.
+Not part of the default pytest run: the twelve suites take about an hour on 2 cores.
 """
 from __future__ import annotations
 
@@ -101,8 +105,8 @@ class Suite:
                                            # shared one (pytest plugins that clash with it)
     broker_args: tuple[str, ...] = ()      # our broker configured as the suite's CI
                                            # configures RabbitMQ ({src}: its unpacked source)
-    files: tuple[tuple[str, str], ...] = ()   # (path in {src}, text) those arguments name
     prepare: object = None                 # a function of the unpacked source, run first
+                                           # (files those arguments name)
 
     @property
     def pypi_name(self) -> str:
@@ -156,11 +160,10 @@ SUITES = {
         "cryptography", "django")),
     # RabbitMQ's own AMQP 1.0 client for RabbitMQ 4 (queues, exchanges and bindings through
     # the management node /management, publishers, consumers, streams), from its repository
-    # at the tag of its release (the sdist has no tests): AMQP on localhost:5672 and the
-    # management API on 15672 only
-    # management API on 15672 only; its CI's RabbitMQ has AMQPS on 5671 with the
-    # certificates in its .ci/certs, and the OAuth 2 backend with one HS256 key
-    # (.ci/ubuntu/advanced.config): ours is started so too
+    # at the tag of its release (the sdist has no tests): AMQP on localhost:5672, AMQPS on
+    # 5671 and the management API on 15672 only; its CI's RabbitMQ has the certificates in
+    # its .ci/certs and the OAuth 2 backend with one HS256 key (.ci/ubuntu/advanced.config):
+    # ours is started so too
     "rabbitmq-amqp": Suite(
         "rabbitmq-amqp", "0.6.0", ["tests"], package="rabbitmq-amqp-python-client",
         fixed_ports=("amqp", "amqps", "http"), management=True, git_tag="v0.6.0",
@@ -173,9 +176,7 @@ SUITES = {
             "--tls-ca", "{src}/.ci/certs/ca_certificate.pem", "--tls-verify", "peer",
             "--auth-backends", "internal,oauth2",
             "--oauth2-signing-keys", "token-key={src}/token-key.jwk"),
-        files=(("token-key.jwk", '{"kty": "oct", "alg": "HS256", "kid": "token-key", '
-                                 '"k": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"}'),),
-        prepare=lambda src: renew_certificates(src / ".ci" / "certs")),
+        prepare=lambda src: prepare_rabbitmq_amqp(src)),
     "faststream": Suite("faststream", "0.7.4", ["tests/brokers/rabbit"], ["-m", "rabbit"],
                         fixed_ports=("amqp",), git_tag="0.7.4", git_paths=("tests", "pyproject.toml"),
                         dependencies=(
@@ -185,6 +186,15 @@ SUITES = {
         "pydantic-settings>=2,<3", "PyYAML", "email-validator", "msgspec", "uvicorn",
         "uvloop", "psutil")),
 }
+
+
+def prepare_rabbitmq_amqp(src: Path) -> None:
+    """rabbitmq-amqp-python-client's CI configuration, as our broker reads it: its OAuth 2
+    signing key (advanced.config's) as a JWK file, and its certificates renewed."""
+    (src / "token-key.jwk").write_text(
+        '{"kty": "oct", "alg": "HS256", "kid": "token-key", '
+        '"k": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"}')
+    renew_certificates(src / ".ci" / "certs")
 
 
 def renew_certificates(certs: Path) -> None:
@@ -457,8 +467,6 @@ def main(argv=None) -> int:
                 broker_args += ["--management-port", str(FIXED["http"])]
             if "amqps" in suite.fixed_ports:
                 broker_args += ["--tls-port", str(FIXED["amqps"])]
-            for path, text in suite.files:
-                (src / path).write_text(text)
             broker_args += [a.replace("{src}", str(src)) for a in suite.broker_args]
             broker = BrokerProcess(data, *broker_args, management=suite.management,
                                    env={"PYTHONPATH": str(ROOT)}).start()
