@@ -139,8 +139,9 @@ class PartitionLog:
         self.index_interval_bytes = index_interval_bytes
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
         self._lock = threading.Lock()
-        # (base offset, CRC, records) of the batch the last read() stopped inside: the next
-        # read takes its records from here instead of decoding the batch again
+        # (segment, header, records, position after it) of the batch the last read() stopped
+        # inside: the next read takes its records from here instead of reading and decoding
+        # the batch again
         self._part_read: tuple | None = None
         self._sync_lock = threading.Lock()
         self._files = files or process_cache()
@@ -451,13 +452,13 @@ class PartitionLog:
             i = bisect_right(self._bases, offset) - 1
             while i < len(self._segments) and offset < limit:
                 seg = self._segments[i]
-                for h, records in self._batches_from(seg, offset, cached=True):
-                    for o, r in enumerate(records, h.base_offset):
-                        if o < offset:
-                            continue
+                for after, h, records in self._batches_from(seg, offset, cached=True):
+                    skip = offset - h.base_offset
+                    for o, r in enumerate(records[skip:] if skip > 0 else records,
+                                          max(offset, h.base_offset)):
                         sz = record_size(r)
                         if o >= limit or len(out) >= max_records or (out and size + sz > max_bytes):
-                            self._part_read = (h.base_offset, h.crc, records)
+                            self._part_read = (seg, h, records, after)
                             return out
                         out.append((o, r))
                         size += sz
@@ -487,7 +488,7 @@ class PartitionLog:
             while i < len(self._segments) and offset < limit:
                 seg = self._segments[i]
                 current = seg.version == LOG_VERSION
-                for h, run in self._batches_from(seg, offset, decode=False):
+                for _, h, run in self._batches_from(seg, offset, decode=False):
                     if h.next_offset > limit or (out and size + h.size > max_bytes):
                         return out
                     out.append((h.base_offset, h.epoch, run, h.crc if current else None))
@@ -546,7 +547,7 @@ class PartitionLog:
                 if seg.max_timestamp < ts_ms:
                     continue
                 start = seg.base_offset + seg.time_index.start_for(ts_ms)
-                for h, records in self._batches_from(seg, start, min_ts=ts_ms):
+                for _, h, records in self._batches_from(seg, start, min_ts=ts_ms):
                     for o, r in enumerate(records, h.base_offset):
                         if o >= start and r.timestamp >= ts_ms:
                             return o
@@ -554,28 +555,32 @@ class PartitionLog:
 
     def _batches_from(self, seg: Segment, offset: int, min_ts: int | None = None,
                       decode: bool = True, cached: bool = False):
-        """Decoded batches of `seg` that hold offsets >= `offset` (lock held); without
-        `decode`, each batch's records as a ``RecordRun`` of their bytes. With `cached`, the
-        batch a ``read`` stopped inside last time is not decoded again (a reader with little
-        credit reads a big batch a few records at a time: each read decoded all of it)."""
+        """(position after it, header, records) of each batch of `seg` that holds offsets >=
+        `offset` (lock held); without `decode`, the records as a ``RecordRun`` of their bytes.
+        With `cached`, the batch a ``read`` stopped inside last time is neither read nor decoded
+        again (a reader with little credit reads a big batch a few records at a time: each
+        read copied and decoded all of it). Its bytes cannot have changed: below the end the
+        log is never rewritten while it is open (a follower's truncation closes it and opens
+        a new ``PartitionLog``)."""
         part = self._part_read if cached else None
-        pos, expected = seg.position_for(offset)
-        for _, h, batch in seg.iter_batches(pos, seg.size):
+        if part is not None and part[0] is seg and part[1].base_offset <= offset < part[1].next_offset:
+            yield part[3], part[1], part[2]
+            pos, expected = part[3], part[1].next_offset
+        else:
+            pos, expected = seg.position_for(offset)
+        for at, h, batch in seg.iter_batches(pos, seg.size):
             if h.base_offset != expected:
                 raise CorruptRecordError(f"{seg.log_path}: batch at offset {h.base_offset} where "
                                          f"the index promised {expected}")
             expected = h.next_offset
             if expected <= offset or (min_ts is not None and h.max_ts < min_ts):
                 continue
-            if part is not None and part[0] == h.base_offset and part[1] == h.crc and decode:
-                yield h, part[2]            # the same bytes (a rewritten tail has another CRC)
-                continue
             if not crc_ok(batch):
                 raise CorruptRecordError(f"{seg.log_path}: CRC mismatch in batch {h.base_offset}")
             if decode:
-                yield h, decode_records(batch, seg.head_size)
+                yield at + h.size, h, decode_records(batch, seg.head_size)
             else:
-                yield h, RecordRun(bytes(batch[seg.head_size:]), h.count)
+                yield at + h.size, h, RecordRun(bytes(batch[seg.head_size:]), h.count)
         if expected != seg.next_offset:
             raise CorruptRecordError(f"{seg.log_path}: unreadable batch at offset {expected}")
 

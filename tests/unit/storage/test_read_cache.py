@@ -47,3 +47,30 @@ def test_small_reads_of_a_big_batch_decode_it_once(tmp_path, monkeypatch):
         assert piecewise(reopened, 0, 1600, 333) == reopened.read(0, max_records=5000)
     finally:
         reopened.close()
+
+
+def test_small_reads_of_a_big_batch_read_its_bytes_once(tmp_path, monkeypatch):
+    """The batch a read stopped inside is not read from the file again either: a consumer
+    reading 1 KiB messages a few at a time from 1 MiB batches copied the whole batch per
+    read."""
+    from amqpbroker.storage import segment as segment_module
+    read_bytes = []
+    real = segment_module.os.pread
+
+    def counting(fd, n, pos):
+        got = real(fd, n, pos)
+        read_bytes.append(len(got))
+        return got
+    log = PartitionLog(tmp_path / "p", fsync="never")
+    try:
+        log.append([Record(1, "", "s", b"", b"x" * 1024, 1) for _ in range(1000)])
+        log.append([Record(1, "", "s", b"", b"y" * 1024, 1) for _ in range(1000)])
+        on_disk = log.size_bytes()
+        monkeypatch.setattr(segment_module.os, "pread", counting)
+        got = piecewise(log, 0, 2000, 10)                   # 200 reads
+        monkeypatch.undo()
+        assert [o for o, _ in got] == list(range(2000))
+        assert [r.body[:1] for _, r in got] == [b"x"] * 1000 + [b"y"] * 1000
+        assert sum(read_bytes) <= 2 * on_disk, (sum(read_bytes), on_disk)
+    finally:
+        log.close()
