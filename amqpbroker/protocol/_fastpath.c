@@ -7,6 +7,8 @@
  * build_deliver_run: the same for a run of deliveries straight from the records' bytes (a
  * ``Dlvs`` as the ring link decoded it), no Python object per delivery. decode_table /
  * decode_array: a field table (a publish's headers) without a Python call per value.
+ * split_deliveries: an adapter's AMQP input (delivery_tap.py) cut into the deliveries of its
+ * tapped channels, whole, and the frames pika reads.
  *
  * fastpath.py keeps the Python versions (whole_publish_py, build_deliver_py) as the reference
  * and falls back to them when this module is not built; tests/unit/protocol/test_fastpath_c.py
@@ -818,6 +820,197 @@ done:
     return out;
 }
 
+/* A basic.deliver at pos (its method frame whole, ending at end) with its content header
+ * and body frames: all whole, back to back, on its channel. 1 with *delivery (a new
+ * reference: cls, a tuple subclass, of the 8 fields of delivery_tap.Delivery) and *after;
+ * 0 when it is not that (incomplete, interleaved, malformed, undecodable): the Python path
+ * decides; -1 with an exception set. As delivery_tap.whole_delivery_py. */
+static int whole_delivery(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t end,
+                          unsigned int channel, PyTypeObject *cls, PyObject **delivery,
+                          Py_ssize_t *after) {
+    Py_ssize_t m = end - 1;                      /* the method payload ends here */
+    Py_ssize_t i = pos + 11;                     /* frame head 7, class and method 4 */
+    if (i >= m)
+        return 0;
+    Py_ssize_t ctag = i + 1, ctag_len = b[i];
+    i = ctag + ctag_len;
+    if (i + 9 > m)
+        return 0;
+    uint64_t tag = get_u64(b + i);
+    int redelivered = b[i + 8] & 1;
+    i += 9;
+    if (i >= m)
+        return 0;
+    Py_ssize_t ex = i + 1, ex_len = b[i];
+    i = ex + ex_len;
+    if (i >= m)
+        return 0;
+    Py_ssize_t rk = i + 1, rk_len = b[i];
+    if (rk + rk_len > m)
+        return 0;
+    Py_ssize_t h = end;                          /* the content header frame */
+    if (n - h < 8 || b[h] != FRAME_HEADER || get_u16(b + h + 1) != channel)
+        return 0;
+    uint32_t hsize = get_u32(b + h + 3);
+    if (hsize < 12 || (uint64_t)(n - h - 8) < hsize)
+        return 0;
+    Py_ssize_t hend = h + 8 + (Py_ssize_t)hsize;
+    if (b[hend - 1] != FRAME_END)
+        return 0;
+    uint64_t remaining = get_u64(b + h + 11);
+    Py_ssize_t q = hend, first = -1, first_len = 0, frames = 0;
+    while (remaining > 0) {                      /* the body frames: where, how many */
+        if (n - q < 8 || b[q] != FRAME_BODY || get_u16(b + q + 1) != channel)
+            return 0;
+        uint32_t fsize = get_u32(b + q + 3);
+        if ((uint64_t)(n - q - 8) < fsize || fsize > remaining || b[q + 7 + fsize] != FRAME_END)
+            return 0;
+        if (first < 0) {
+            first = q + 7;
+            first_len = fsize;
+        }
+        frames++;
+        remaining -= fsize;
+        q += 8 + (Py_ssize_t)fsize;
+    }
+    PyObject *f[8] = {NULL};
+    f[1] = PyUnicode_DecodeUTF8((const char *)b + ctag, ctag_len, NULL);
+    f[4] = f[1] ? PyUnicode_DecodeUTF8((const char *)b + ex, ex_len, NULL) : NULL;
+    f[5] = f[4] ? PyUnicode_DecodeUTF8((const char *)b + rk, rk_len, NULL) : NULL;
+    if (f[5] == NULL) {
+        Py_XDECREF(f[1]);
+        Py_XDECREF(f[4]);
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    f[0] = PyLong_FromUnsignedLong(channel);
+    f[2] = PyLong_FromUnsignedLongLong(tag);
+    f[3] = Py_NewRef(redelivered ? Py_True : Py_False);
+    f[6] = PyBytes_FromStringAndSize((const char *)b + h + 19, hend - 1 - (h + 19));
+    if (frames <= 1) {
+        f[7] = PyBytes_FromStringAndSize(frames ? (const char *)b + first : "", first_len);
+    } else {                                     /* several body frames: joined */
+        f[7] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)get_u64(b + h + 11));
+        if (f[7] != NULL) {
+            char *o = PyBytes_AS_STRING(f[7]);
+            for (Py_ssize_t r = hend; r < q;) {
+                uint32_t fsize = get_u32(b + r + 3);
+                memcpy(o, b + r + 7, fsize);
+                o += fsize;
+                r += 8 + (Py_ssize_t)fsize;
+            }
+        }
+    }
+    PyObject *d = NULL;
+    if (f[0] && f[2] && f[6] && f[7])
+        d = cls->tp_alloc(cls, 8);
+    if (d == NULL) {
+        for (int k = 0; k < 8; k++)
+            Py_XDECREF(f[k]);
+        return -1;
+    }
+    for (int k = 0; k < 8; k++)
+        PyTuple_SET_ITEM(d, k, f[k]);
+    *delivery = d;
+    *after = q;
+    return 1;
+}
+
+/* split_deliveries(buf, pos, taps, cls, out) -> the position it stopped at
+ * From pos, whole frames: each run of frames that is not a tapped channel's basic.deliver
+ * appended to out as one bytes object (for pika), each tapped delivery whose frames are all
+ * in buf, back to back, as a cls (delivery_tap.Delivery). Stops at the first frame that is
+ * not whole or not well ended, and at a tapped delivery it cannot take whole: the caller's
+ * frame-by-frame path goes on from there. As delivery_tap.split_deliveries_py. */
+static PyObject *split_deliveries(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyType_Check(args[3]) || !PyType_IsSubtype((PyTypeObject *)args[3],
+                                                                  &PyTuple_Type)
+        || !PyList_Check(args[4]) || !PyAnySet_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "split_deliveries(buf, pos, taps: set, cls: tuple type, out: list)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = (const unsigned char *)view.buf;
+    Py_ssize_t n = view.len, start = pos;
+    PyObject *taps = args[2], *out = args[4];
+    PyTypeObject *cls = (PyTypeObject *)args[3];
+    int failed = 0;
+    if (pos < 0 || pos > n) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return NULL;
+    }
+    while (n - pos >= 8) {
+        unsigned int channel = get_u16(b + pos + 1);
+        uint32_t size = get_u32(b + pos + 3);
+        if ((uint64_t)(n - pos - 8) < size)
+            break;
+        Py_ssize_t end = pos + 8 + (Py_ssize_t)size;
+        if (b[end - 1] != FRAME_END)
+            break;
+        if (b[pos] != FRAME_METHOD || size < 4 || b[pos + 7] != 0 || b[pos + 8] != 60
+            || b[pos + 9] != 0 || b[pos + 10] != 60) {
+            pos = end;                           /* pika's */
+            continue;
+        }
+        PyObject *ch = PyLong_FromUnsignedLong(channel);
+        if (ch == NULL) {
+            failed = 1;
+            break;
+        }
+        int tapped = PySet_Contains(taps, ch);
+        Py_DECREF(ch);
+        if (tapped < 0) {
+            failed = 1;
+            break;
+        }
+        if (!tapped) {
+            pos = end;
+            continue;
+        }
+        PyObject *d = NULL;
+        Py_ssize_t after = 0;
+        int got = whole_delivery(b, n, pos, end, channel, cls, &d, &after);
+        if (got <= 0) {
+            failed = got < 0;
+            break;
+        }
+        if (pos > start) {
+            PyObject *run = PyBytes_FromStringAndSize((const char *)b + start, pos - start);
+            if (run == NULL || PyList_Append(out, run) < 0) {
+                Py_XDECREF(run);
+                Py_DECREF(d);
+                failed = 1;
+                break;
+            }
+            Py_DECREF(run);
+        }
+        int appended = PyList_Append(out, d);
+        Py_DECREF(d);
+        if (appended < 0) {
+            failed = 1;
+            break;
+        }
+        pos = start = after;
+    }
+    if (!failed && pos > start) {
+        PyObject *run = PyBytes_FromStringAndSize((const char *)b + start, pos - start);
+        if (run == NULL || PyList_Append(out, run) < 0)
+            failed = 1;
+        Py_XDECREF(run);
+    }
+    PyBuffer_Release(&view);
+    return failed ? NULL : PyLong_FromSsize_t(pos);
+}
+
 static PyMethodDef methods[] = {
     {"whole_publish", (PyCFunction)(void (*)(void))whole_publish, METH_FASTCALL,
      "whole_publish(buf, pos, frame_max, max_message_size) -> None or (channel, exchange, "
@@ -836,6 +1029,8 @@ static PyMethodDef methods[] = {
      "with_stream_headers(raw, offset, timestamp) -> bytes, or NotImplemented"},
     {"stream_place", (PyCFunction)(void (*)(void))stream_place, METH_FASTCALL,
      "stream_place(raw) -> (offset, timestamp, start, stop), None, or NotImplemented"},
+    {"split_deliveries", (PyCFunction)(void (*)(void))split_deliveries, METH_FASTCALL,
+     "split_deliveries(buf, pos, taps, cls, out) -> the position it stopped at"},
     {NULL, NULL, 0, NULL},
 };
 
