@@ -453,9 +453,21 @@ class PartitionLog:
             while i < len(self._segments) and offset < limit:
                 seg = self._segments[i]
                 for after, h, records in self._batches_from(seg, offset, cached=True):
-                    skip = offset - h.base_offset
-                    for o, r in enumerate(records[skip:] if skip > 0 else records,
-                                          max(offset, h.base_offset)):
+                    skip = max(offset - h.base_offset, 0)
+                    first = h.base_offset + skip
+                    room = min(max_records - len(out), limit - first, h.count - skip)
+                    if room > 0 and size + h.size <= max_bytes:
+                        # all of the batch would fit (a record costs at most its bytes in
+                        # it): the records wanted, without a test per record
+                        take = records[skip:skip + room]
+                        out.extend(zip(range(first, first + room), take))
+                        size += sum(map(record_size, take))
+                        if skip + room < h.count:
+                            self._part_read = (seg, h, records, after)
+                            return out
+                        offset = h.next_offset
+                        continue
+                    for o, r in enumerate(records[skip:] if skip else records, first):
                         sz = record_size(r)
                         if o >= limit or len(out) >= max_records or (out and size + sz > max_bytes):
                             self._part_read = (seg, h, records, after)

@@ -520,6 +520,10 @@ try:                     # and the batch loop (an extension built before it lack
     from ._record import pack_records
 except ImportError:      # pragma: no cover
     pack_records = pack_records_py
+try:                     # and a batch's records (``decode_records``)
+    from ._record import unpack_records as _unpack_records
+except ImportError:      # pragma: no cover
+    _unpack_records = None
 try:                     # and a run's facts (worker/store.py, ``StoredRun``)
     from ._record import scan_run
 except ImportError:      # pragma: no cover
@@ -545,7 +549,14 @@ def decode_record(buf, pos: int) -> tuple[Record, int]:
 
 def decode_records(batch, head_size: int = BATCH_HEADER_SIZE) -> list[Record]:
     """Decode every record of a complete, CRC-checked batch (its header `head_size` bytes:
-    a version 1 segment's are shorter)."""
+    a version 1 segment's are shorter): in C (``_record.unpack_records``) when built."""
+    if _unpack_records is not None:
+        return _unpack_records(batch, head_size, Record)
+    return decode_records_py(batch, head_size)
+
+
+def decode_records_py(batch, head_size: int = BATCH_HEADER_SIZE) -> list[Record]:
+    """``decode_records`` in Python: the reference."""
     buf = bytes(batch)
     count = _U32.unpack_from(buf, 12)[0]
     pos = head_size

@@ -3,6 +3,9 @@ little credit): each batch is decoded once, not once per read, and what the read
 what one read of everything returns, also across new appends and a reopen."""
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from amqpbroker.storage import PartitionLog, Record
 from amqpbroker.storage import log as log_module
 
@@ -72,5 +75,35 @@ def test_small_reads_of_a_big_batch_read_its_bytes_once(tmp_path, monkeypatch):
         assert [o for o, _ in got] == list(range(2000))
         assert [r.body[:1] for _, r in got] == [b"x"] * 1000 + [b"y"] * 1000
         assert sum(read_bytes) <= 2 * on_disk, (sum(read_bytes), on_disk)
+    finally:
+        log.close()
+
+
+@given(sizes=st.lists(st.lists(st.integers(0, 300), min_size=1, max_size=30), min_size=1,
+                      max_size=5),
+       start=st.integers(0, 200), max_records=st.integers(1, 200),
+       max_bytes=st.integers(1, 6000))
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_read_takes_the_longest_prefix_within_its_limits(tmp_path_factory, sizes, start,
+                                                         max_records, max_bytes):
+    """Whole batches are taken without sizing each record; what a read returns is still
+    exactly as many records as fit ``max_records`` and ``max_bytes`` (one at least)."""
+    log = PartitionLog(tmp_path_factory.mktemp("p") / "p", fsync="never")
+    try:
+        records = []
+        for batch in sizes:
+            got = [Record(1, "", "s", b"", b"z" * n, 1) for n in batch]
+            log.append(got)
+            records += got
+        start %= len(records)
+        want, size = [], 0
+        for o in range(start, len(records)):
+            sz = log_module.record_size(records[o])
+            if len(want) >= max_records or (want and size + sz > max_bytes):
+                break
+            want.append(o)
+            size += sz
+        assert [o for o, _ in log.read(start, max_records=max_records,
+                                       max_bytes=max_bytes)] == want
     finally:
         log.close()
