@@ -63,9 +63,10 @@ from __future__ import annotations
 
 import logging
 import weakref
+from operator import itemgetter
 
 from .. import errors
-from ..contract import PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
+from ..contract import DLVS_BYTES, PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv, Dlvs
 from ..groups.offset_store import OffsetStore
 from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
@@ -134,6 +135,22 @@ class StreamSubscription:
         stream.stats.on_deliver(False, False)
         self.state.emit(Dlv(cid=self.cid, qid=stream.qid, offset=offset, redelivered=False,
                             record=record))
+
+    def deliver_run(self, stream, first: int, records: list) -> None:
+        """``deliver`` for ``records``, at offsets ``first``, ``first + 1``, ...: one ``Dlvs``
+        per at most about DLVS_BYTES of bodies (the front-end takes each as one run,
+        ``Channel.deliver_run``), no message per delivery."""
+        n = len(records)
+        self.cursor.credit -= n
+        stream.stats.on_deliveries(n, 0, 0)
+        cid, qid, emit = self.cid, stream.qid, self.state.emit
+        start = size = 0
+        for i, rec in enumerate(records):       # as ``Subscription.deliver_many`` cuts
+            if size > DLVS_BYTES:
+                emit(Dlvs(cid, qid, first + start, records[start:i]))
+                start, size = i, 0
+            size += len(rec.body)
+        emit(Dlvs(cid, qid, first + start, records[start:] if start else records))
 
     def __repr__(self) -> str:
         return f"<StreamSubscription {self.tag} on {self.queue.name} at {self.cursor}>"
@@ -353,12 +370,23 @@ class Stream:
         if cur.next_offset < start:
             cur.next_offset = start           # retention removed what it had not read
         flt = cur.filter
+        # a plain consumer's deliveries go as runs; a group member's one by one (its
+        # tracker sees each), and a filter's (the records it passes are not consecutive)
+        runs = flt is None and type(reader) is StreamSubscription
         budget = READ_RECORDS
         while cur.credit > 0 and cur.next_offset < limit and budget > 0:
             records = self._read(cur.next_offset, min(budget, limit - cur.next_offset))
             if not records:
                 return False
             budget -= len(records)
+            if runs and records[-1][0] - records[0][0] == len(records) - 1:   # no gap
+                if len(records) > cur.credit:
+                    records = records[:cur.credit]
+                cur.next_offset = records[-1][0] + 1
+                reader.deliver_run(self, records[0][0], list(map(itemgetter(1), records)))
+                if reader not in self.consumers:
+                    return False
+                continue
             for offset, rec in records:
                 cur.next_offset = offset + 1
                 if flt is not None and not flt.accepts(_filter_value(rec)):
@@ -440,12 +468,11 @@ class Stream:
         if tail and tail[-1][0] + 1 != base:
             tail.clear()
             self._tail_bytes = 0
-        for i, rec in enumerate(records):
-            tail.append((base + i, rec))
-            self._tail_bytes += record_size(rec)
+        tail.extend(zip(range(base, base + len(records)), records))
+        self._tail_bytes += sum(map(record_size, records))
         if self._tail_bytes > TAIL_BYTES:
             cut = len(tail) // 2
-            self._tail_bytes -= sum(record_size(r) for _, r in tail[:cut])
+            self._tail_bytes -= sum(map(record_size, map(itemgetter(1), tail[:cut])))
             del tail[:cut]
 
     def sync(self) -> None:

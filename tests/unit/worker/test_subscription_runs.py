@@ -71,3 +71,22 @@ def test_a_run_of_bytes_is_cut_where_a_list_would_be():
         [(m.offset, m.records) for m in as_list.sent]
     assert all(type(m.records) is RecordRun for m in as_run.sent)
     assert sub.credit == 92 and sub.unacked == set(range(20, 28))
+
+
+def test_a_stream_consumer_gets_its_deliveries_as_runs_cut_as_a_queue_s():
+    """``StreamSubscription.deliver_run``: one ``Dlvs`` per about DLVS_BYTES of bodies, as
+    ``Subscription.deliver_many`` cuts them; credit and the stream's counters move by all."""
+    from amqpbroker.stats.counters import QueueCounters
+    from amqpbroker.worker.stream import StreamSubscription
+    link = Link()
+    stream = SimpleNamespace(qid=9, name="s", resolve=lambda spec: 0, stats=QueueCounters())
+    sub = StreamSubscription(LinkState(link), stream, 4, "ctag", no_ack=False,
+                             exclusive=False, arguments={}, credit=20)
+    small = [record(i) for i in range(3)]
+    sub.deliver_run(stream, 100, small)
+    assert link.sent == [c.Dlvs(cid=4, qid=9, offset=100, records=small)]
+    big = [record(i, c.DLVS_BYTES // 2 + 1) for i in range(5)]
+    sub.deliver_run(stream, 200, big)
+    assert [(m.offset, len(m.records)) for m in link.sent[1:]] == [(200, 2), (202, 2), (204, 1)]
+    assert [r for m in link.sent[1:] for r in m.records] == big
+    assert sub.credit == 12 and stream.stats.deliver == 8
