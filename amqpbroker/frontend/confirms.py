@@ -40,9 +40,19 @@ class Confirms:
         pending = self.pending
         out = []
         acked, run = 0, 0                 # highest acked seq not yet in ``out``, how many
-        while pending and tickets_reached(pending[0][1]):
-            seq, tickets = pending.popleft()
-            if tickets_refused(tickets):
+        while pending:
+            seq, tickets = pending[0]
+            if len(tickets) == 1:           # the usual: one host (inlined, per message)
+                host, n = tickets[0]
+                if not host.reached(n):
+                    break
+                refused = host.take_nack(n)
+            elif tickets_reached(tickets):
+                refused = tickets_refused(tickets)
+            else:
+                break
+            pending.popleft()
+            if refused:
                 if run:
                     out.append((acked, run > 1, True))
                     run = 0

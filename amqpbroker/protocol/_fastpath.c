@@ -820,6 +820,84 @@ done:
     return out;
 }
 
+/* build_publish(channel, exchange, routing_key, properties, body, frame_max, mandatory)
+ *   -> bytes
+ * basic.publish and its content frames (the body split by frame_max), joined, as a client
+ * sends them: the bytes of b"".join(fastpath.build_publish_py(...)). exchange and
+ * routing_key are encoded shortstr bodies (or str, encoded here as UTF-8). */
+static PyObject *build_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "build_publish takes 7 arguments");
+        return NULL;
+    }
+    long channel = PyLong_AsLong(args[0]);
+    Py_ssize_t frame_max = PyLong_AsSsize_t(args[5]);
+    int mandatory = PyObject_IsTrue(args[6]);
+    if (PyErr_Occurred() || mandatory < 0)
+        return NULL;
+    if (channel < 0 || channel > 0xffff) {
+        PyErr_SetString(PyExc_ValueError, "channel out of range");
+        return NULL;
+    }
+    if (frame_max < 9) {
+        PyErr_SetString(PyExc_ValueError, "frame_max too small");
+        return NULL;
+    }
+    Py_buffer ex = {0}, rk = {0}, props = {0}, body = {0};
+    PyObject *out = NULL;
+    if (text_or_buffer(args[1], &ex) < 0)
+        return NULL;
+    if (text_or_buffer(args[2], &rk) < 0)
+        goto done;
+    if (PyObject_GetBuffer(args[3], &props, PyBUF_SIMPLE) < 0)
+        goto done;
+    if (PyObject_GetBuffer(args[4], &body, PyBUF_SIMPLE) < 0)
+        goto done;
+    if (ex.len > 255 || rk.len > 255) {
+        PyErr_SetString(PyExc_ValueError, "bytes must be in range(0, 256)");
+        goto done;
+    }
+    Py_ssize_t msize = 4 + 2 + 1 + ex.len + 1 + rk.len + 1;
+    Py_ssize_t hsize = 12 + props.len;
+    Py_ssize_t chunk = frame_max - 8;
+    Py_ssize_t frames = body.len ? (body.len + chunk - 1) / chunk : 0;
+    out = PyBytes_FromStringAndSize(NULL, 8 + msize + 8 + hsize + 8 * frames + body.len);
+    if (out == NULL)
+        goto done;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    *p++ = FRAME_METHOD;
+    put_u16(p, (uint16_t)channel); p += 2;
+    put_u32(p, (uint32_t)msize); p += 4;
+    put_u16(p, 60); put_u16(p + 2, 40); put_u16(p + 4, 0); p += 6;
+    *p++ = (unsigned char)ex.len;
+    memcpy(p, ex.buf, ex.len); p += ex.len;
+    *p++ = (unsigned char)rk.len;
+    memcpy(p, rk.buf, rk.len); p += rk.len;
+    *p++ = mandatory ? 1 : 0;
+    *p++ = FRAME_END;
+    *p++ = FRAME_HEADER;
+    put_u16(p, (uint16_t)channel); p += 2;
+    put_u32(p, (uint32_t)hsize); p += 4;
+    put_u16(p, 60); put_u16(p + 2, 0); p += 4;
+    put_u64(p, (uint64_t)body.len); p += 8;
+    memcpy(p, props.buf, props.len); p += props.len;
+    *p++ = FRAME_END;
+    for (Py_ssize_t at = 0; at < body.len; at += chunk) {
+        Py_ssize_t n = body.len - at < chunk ? body.len - at : chunk;
+        *p++ = FRAME_BODY;
+        put_u16(p, (uint16_t)channel); p += 2;
+        put_u32(p, (uint32_t)n); p += 4;
+        memcpy(p, (const char *)body.buf + at, n); p += n;
+        *p++ = FRAME_END;
+    }
+done:
+    if (ex.obj) PyBuffer_Release(&ex);
+    if (rk.obj) PyBuffer_Release(&rk);
+    if (props.obj) PyBuffer_Release(&props);
+    if (body.obj) PyBuffer_Release(&body);
+    return out;
+}
+
 /* A basic.deliver at pos (its method frame whole, ending at end) with its content header
  * and body frames: all whole, back to back, on its channel. 1 with *delivery (a new
  * reference: cls, a tuple subclass, of the 8 fields of delivery_tap.Delivery) and *after;
@@ -1029,6 +1107,9 @@ static PyMethodDef methods[] = {
      "with_stream_headers(raw, offset, timestamp) -> bytes, or NotImplemented"},
     {"stream_place", (PyCFunction)(void (*)(void))stream_place, METH_FASTCALL,
      "stream_place(raw) -> (offset, timestamp, start, stop), None, or NotImplemented"},
+    {"build_publish", (PyCFunction)(void (*)(void))build_publish, METH_FASTCALL,
+     "build_publish(channel, exchange, routing_key, properties, body, frame_max, mandatory) "
+     "-> bytes"},
     {"split_deliveries", (PyCFunction)(void (*)(void))split_deliveries, METH_FASTCALL,
      "split_deliveries(buf, pos, taps, cls, out) -> the position it stopped at"},
     {NULL, NULL, 0, NULL},

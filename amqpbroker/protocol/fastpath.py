@@ -207,6 +207,10 @@ try:
     from ._fastpath import build_deliver_run
 except ImportError:      # not built (or built before it)
     build_deliver_run = build_deliver_run_py
+try:
+    from ._fastpath import build_publish as _build_publish_c
+except ImportError:      # not built (or built before it)
+    _build_publish_c = None
 
 COPY_BODY_BELOW = 8192   # bigger bodies go to the socket as the caller's object, uncopied
 
@@ -230,8 +234,19 @@ def build_deliver(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
 
 def build_publish(channel: int, exchange: bytes, routing_key: bytes, properties: bytes,
                   body: bytes, frame_max: int, mandatory: bool = False) -> list:
-    """basic.publish + content frames, as a client sends them (the MQTT listener's AMQP
-    connection writes its publishes with this, ``mqtt/connection.py``)."""
+    """basic.publish + content frames, as a client sends them (the protocol adapters' AMQP
+    connections write their publishes with this, ``adapter.py``), as a list of bytes: one
+    part from C for a small body, else ``build_publish_py``'s."""
+    if _build_publish_c is not None and len(body) < COPY_BODY_BELOW:
+        return [_build_publish_c(channel, exchange, routing_key, properties, body, frame_max,
+                                 mandatory)]
+    return build_publish_py(channel, exchange, routing_key, properties, body, frame_max,
+                            mandatory)
+
+
+def build_publish_py(channel: int, exchange: bytes, routing_key: bytes, properties: bytes,
+                     body: bytes, frame_max: int, mandatory: bool = False) -> list:
+    """``build_publish`` in Python: the reference of ``_fastpath.build_publish``."""
     args = b"".join((b"\x00\x00", bytes((len(exchange),)), exchange,
                      bytes((len(routing_key),)), routing_key,
                      b"\x01" if mandatory else b"\x00"))
