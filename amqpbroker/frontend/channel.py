@@ -402,10 +402,12 @@ class Channel:
         """``deliver`` for each of ``records``, at ``offset``, ``offset + 1``, ..., none a
         redelivery: a run the host sent as one (``contract.Dlvs``), in one loop and one
         write (``_send_lot``), with no object per delivery on the way."""
-        if self.global_prefetch or consumer.partition is not None or consumer.queue.is_stream \
-                or self.session.vhost.tracing:
+        if self.global_prefetch or consumer.partition is not None or self.session.vhost.tracing:
             for i, rec in enumerate(records):
                 self.deliver(consumer, offset + i, rec, False)
+            return
+        if consumer.queue.is_stream:
+            self._send_stream_run(consumer, offset, records)
             return
         if type(records) is RecordRun:      # as a ring or TCP link decoded it: frames in C
             self._send_run(consumer, offset, records)
@@ -413,6 +415,42 @@ class Channel:
         # the shape of a ``Dlv`` (cid, qid, offset, redelivered, record), built by zip
         self._send_lot(consumer, zip(_ZEROS, _ZEROS, count(offset), _NOT_REDELIVERED, records),
                        len(records))
+
+    def _send_stream_run(self, consumer: Consumer, offset: int, records) -> None:
+        """``_send_delivery`` for a run of a stream's records at ``offset``, ``offset + 1``,
+        ...: each with the stream's headers (``x-stream-offset``, and ``x-stream-timestamp``
+        for the stream protocol's chunks), the unacked entries added by one ``dict.update``,
+        in one write."""
+        session = self.session
+        frame_max = session.conn.frame_max
+        number = self.number
+        ctag = consumer.tag_bytes
+        build = fp.build_deliver
+        tag = self.next_tag
+        frames: list = []
+        if session.protocol == "stream":
+            with_headers = props_mod.with_stream_headers
+            for i, rec in enumerate(records):
+                frames += build(number, ctag, tag + i, False, rec.exchange, rec.routing_key,
+                                with_headers(rec.properties, offset + i, rec.timestamp),
+                                rec.body, frame_max)
+        else:
+            with_offset = props_mod.with_stream_offset
+            for i, rec in enumerate(records):
+                frames += build(number, ctag, tag + i, False, rec.exchange, rec.routing_key,
+                                with_offset(rec.properties, offset + i), rec.body, frame_max)
+        n = len(records)
+        self.next_tag = tag + n
+        if consumer.no_ack:
+            self.stats.deliver_no_ack += n
+        else:
+            q = consumer.queue
+            self.unacked.update(zip(range(tag, tag + n),
+                                    zip(repeat(q), count(offset), repeat(consumer),
+                                        repeat(q.client.epoch))))
+            consumer.unacked += n
+        session.write(frames)
+        self._spend_credit(consumer, n)
 
     def _send_run(self, consumer: Consumer, offset: int, run: RecordRun) -> None:
         """``_send_lot`` for a run still in its records' bytes: every frame of the run built by
