@@ -399,6 +399,11 @@ class QueueCounters:
         self.publish += 1
         self.publish_bytes += size
 
+    def on_publishes(self, n: int, size: int) -> None:
+        """``n`` publishes of ``size`` bytes of bodies in all (a stream's batch)."""
+        self.publish += n
+        self.publish_bytes += size
+
     def on_deliver(self, no_ack: bool, redelivered: bool) -> None:
         if no_ack:
             self.deliver_no_ack += 1
@@ -436,6 +441,9 @@ class NullQueueCounters(QueueCounters):
         pass
 
     def on_publish(self, size) -> None:
+        pass
+
+    def on_publishes(self, n, size) -> None:
         pass
 
     def on_deliver(self, no_ack, redelivered) -> None:

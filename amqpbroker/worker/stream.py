@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 from .. import errors
 from ..contract import DLVS_BYTES, PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv, Dlvs
@@ -72,7 +72,7 @@ from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
 from ..storage.errors import OffsetOutOfRange
 from ..storage.log import MAX_SEGMENT_BYTES, PartitionLog
-from ..storage.record import Record, now_ms, record_size
+from ..storage.record import Record, RecordRun, now_ms
 from ..stats import queue_counters
 from . import dedup
 from .memory import stream_memory
@@ -82,6 +82,7 @@ log = logging.getLogger("amqpbroker.stream")
 FILTER_HEADER = "x-stream-filter-value"
 READ_RECORDS = 256               # records one reader is fed per turn before the others
 TAIL_BYTES = 4 << 20             # recent appends kept in memory for readers at the tail
+TAIL_RECORD_COST = 64            # what a kept record costs besides its body and properties
 RETENTION_CHECK_MAX_S = 60.0     # retention runs at least this often when it is configured
 
 
@@ -315,6 +316,24 @@ class Stream:
         self.host.committer.mark(self)
         return True
 
+    # ``PartitionHost.on_pubs`` hands a read's publishes without flags (no producer
+    # reference) to ``publish_many`` as one; a stream takes any priority (and ignores it)
+    _plain = True
+    plain_priority_max = 255
+
+    def publish_many(self, records) -> int | None:
+        """``publish`` of a batch without flags: appended at the next round, each one
+        waiting for it (``persists_all``): 0, the index of the first that does, or None for
+        a stream that is not durable. ``records`` may be a ``RecordRun`` (from a ring)."""
+        if type(records) is RecordRun:
+            records = list(records)
+        if not records:
+            return None
+        self.stats.on_publishes(len(records), sum(map(len, map(_body, records))))
+        self.pending += records
+        self.host.committer.mark(self)
+        return 0 if self.durable else None
+
     def check_backlog(self) -> None:
         """Readers go at their own pace: a stream never asks publishers to wait for them."""
 
@@ -469,10 +488,10 @@ class Stream:
             tail.clear()
             self._tail_bytes = 0
         tail.extend(zip(range(base, base + len(records)), records))
-        self._tail_bytes += sum(map(record_size, records))
+        self._tail_bytes += _tail_size(records)
         if self._tail_bytes > TAIL_BYTES:
             cut = len(tail) // 2
-            self._tail_bytes -= sum(map(record_size, map(itemgetter(1), tail[:cut])))
+            self._tail_bytes -= _tail_size(list(map(itemgetter(1), tail[:cut])))
             del tail[:cut]
 
     def sync(self) -> None:
@@ -521,7 +540,7 @@ class Stream:
             if self._tail and self._tail[0][0] < start:
                 keep = [(o, r) for o, r in self._tail if o >= start]
                 self._tail = keep
-                self._tail_bytes = sum(record_size(r) for _, r in keep)
+                self._tail_bytes = _tail_size([r for _, r in keep])
             for part in self.groups.values():
                 part.clamp(start)
             log.info("stream '%s' in vhost '%s': retention removed %d messages, first "
@@ -583,6 +602,17 @@ class Stream:
             self.log.destroy()
         else:
             self.log.close()
+
+
+_body = attrgetter("body")
+_properties = attrgetter("properties")
+
+
+def _tail_size(records: list) -> int:
+    """About the bytes ``records`` keep in the tail (its bound, TAIL_BYTES): bodies and
+    properties and a fixed cost each, summed without a Python call per record."""
+    return (sum(map(len, map(_body, records))) + sum(map(len, map(_properties, records)))
+            + TAIL_RECORD_COST * len(records))
 
 
 def _filter_value(rec: Record):

@@ -136,6 +136,22 @@ def test_management_lists_type_and_count(broker, conn, stream):
     assert (info["type"], info["messages"]) == ("stream", 7)
 
 
+def test_a_burst_of_publishes_is_stored_counted_and_read_in_order(broker, conn, stream):
+    """Publishes without a producer reference that arrive together reach the stream as one
+    batch (``Stream.publish_many``): every one stored once, in order, and counted."""
+    ch = conn.channel()
+    bodies = [b"b%d" % i for i in range(500)]
+    for body in bodies:
+        ch.basic_publish("", stream, body)
+    leaks.wait_until(lambda: count(conn, stream) == 500, what="500 stored")
+    got = consume(conn, stream, 500, prefetch=100, **{"x-stream-offset": "first"})
+    assert [b for _, b, _ in got] == bodies
+    assert [o for o, _, _ in got] == list(range(got[0][0], got[0][0] + 500))
+    leaks.wait_until(
+        lambda: broker.api(f"queues/%2F/{stream}").get("message_stats", {}).get("publish")
+        == 500, what="message_stats.publish 500")
+
+
 def test_classic_consumer_priority_still_travels(conn):
     """Sub carries the consumer's arguments now: x-priority still orders classic consumers."""
     ch = conn.channel()
