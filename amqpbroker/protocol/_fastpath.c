@@ -820,14 +820,59 @@ done:
     return out;
 }
 
+/* The bytes of one basic.publish and its content frames (the body split by frame_max - 8),
+ * and writing them at p (the end returned). */
+static Py_ssize_t publish_size(Py_ssize_t ex, Py_ssize_t rk, Py_ssize_t props, Py_ssize_t body,
+                               Py_ssize_t chunk) {
+    Py_ssize_t frames = body ? (body + chunk - 1) / chunk : 0;
+    return 8 + (4 + 2 + 1 + ex + 1 + rk + 1) + 8 + (12 + props) + 8 * frames + body;
+}
+
+static unsigned char *put_publish(unsigned char *p, long channel, const Py_buffer *ex,
+                                  const Py_buffer *rk, const Py_buffer *props,
+                                  const char *body, Py_ssize_t body_len, Py_ssize_t chunk,
+                                  int mandatory) {
+    *p++ = FRAME_METHOD;
+    put_u16(p, (uint16_t)channel); p += 2;
+    put_u32(p, (uint32_t)(4 + 2 + 1 + ex->len + 1 + rk->len + 1)); p += 4;
+    put_u16(p, 60); put_u16(p + 2, 40); put_u16(p + 4, 0); p += 6;
+    *p++ = (unsigned char)ex->len;
+    memcpy(p, ex->buf, ex->len); p += ex->len;
+    *p++ = (unsigned char)rk->len;
+    memcpy(p, rk->buf, rk->len); p += rk->len;
+    *p++ = mandatory ? 1 : 0;
+    *p++ = FRAME_END;
+    *p++ = FRAME_HEADER;
+    put_u16(p, (uint16_t)channel); p += 2;
+    put_u32(p, (uint32_t)(12 + props->len)); p += 4;
+    put_u16(p, 60); put_u16(p + 2, 0); p += 4;
+    put_u64(p, (uint64_t)body_len); p += 8;
+    memcpy(p, props->buf, props->len); p += props->len;
+    *p++ = FRAME_END;
+    for (Py_ssize_t at = 0; at < body_len; at += chunk) {
+        Py_ssize_t n = body_len - at < chunk ? body_len - at : chunk;
+        *p++ = FRAME_BODY;
+        put_u16(p, (uint16_t)channel); p += 2;
+        put_u32(p, (uint32_t)n); p += 4;
+        memcpy(p, body + at, n); p += n;
+        *p++ = FRAME_END;
+    }
+    return p;
+}
+
 /* build_publish(channel, exchange, routing_key, properties, body, frame_max, mandatory)
  *   -> bytes
  * basic.publish and its content frames (the body split by frame_max), joined, as a client
  * sends them: the bytes of b"".join(fastpath.build_publish_py(...)). exchange and
- * routing_key are encoded shortstr bodies (or str, encoded here as UTF-8). */
-static PyObject *build_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+ * routing_key are encoded shortstr bodies (or str, encoded here as UTF-8). With a list of
+ * bodies (build_publishes) the publishes of each, one after the other, in one bytes. */
+static PyObject *publishes(PyObject *const *args, Py_ssize_t nargs, int many) {
     if (nargs != 7) {
         PyErr_SetString(PyExc_TypeError, "build_publish takes 7 arguments");
+        return NULL;
+    }
+    if (many && !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "build_publishes takes a list of bodies");
         return NULL;
     }
     long channel = PyLong_AsLong(args[0]);
@@ -844,57 +889,155 @@ static PyObject *build_publish(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     Py_buffer ex = {0}, rk = {0}, props = {0}, body = {0};
-    PyObject *out = NULL;
+    PyObject *out = NULL, *bodies = many ? args[4] : NULL;
+    Py_ssize_t chunk = frame_max - 8;
     if (text_or_buffer(args[1], &ex) < 0)
         return NULL;
     if (text_or_buffer(args[2], &rk) < 0)
         goto done;
     if (PyObject_GetBuffer(args[3], &props, PyBUF_SIMPLE) < 0)
         goto done;
-    if (PyObject_GetBuffer(args[4], &body, PyBUF_SIMPLE) < 0)
-        goto done;
     if (ex.len > 255 || rk.len > 255) {
         PyErr_SetString(PyExc_ValueError, "bytes must be in range(0, 256)");
         goto done;
     }
-    Py_ssize_t msize = 4 + 2 + 1 + ex.len + 1 + rk.len + 1;
-    Py_ssize_t hsize = 12 + props.len;
-    Py_ssize_t chunk = frame_max - 8;
-    Py_ssize_t frames = body.len ? (body.len + chunk - 1) / chunk : 0;
-    out = PyBytes_FromStringAndSize(NULL, 8 + msize + 8 + hsize + 8 * frames + body.len);
+    if (!many) {
+        if (PyObject_GetBuffer(args[4], &body, PyBUF_SIMPLE) < 0)
+            goto done;
+        out = PyBytes_FromStringAndSize(NULL, publish_size(ex.len, rk.len, props.len,
+                                                           body.len, chunk));
+        if (out != NULL)
+            put_publish((unsigned char *)PyBytes_AS_STRING(out), channel, &ex, &rk, &props,
+                        body.buf, body.len, chunk, mandatory);
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(bodies), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(bodies, i);
+        if (!PyBytes_Check(b)) {
+            PyErr_SetString(PyExc_TypeError, "a body is not bytes");
+            goto done;
+        }
+        total += publish_size(ex.len, rk.len, props.len, PyBytes_GET_SIZE(b), chunk);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
     if (out == NULL)
         goto done;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    *p++ = FRAME_METHOD;
-    put_u16(p, (uint16_t)channel); p += 2;
-    put_u32(p, (uint32_t)msize); p += 4;
-    put_u16(p, 60); put_u16(p + 2, 40); put_u16(p + 4, 0); p += 6;
-    *p++ = (unsigned char)ex.len;
-    memcpy(p, ex.buf, ex.len); p += ex.len;
-    *p++ = (unsigned char)rk.len;
-    memcpy(p, rk.buf, rk.len); p += rk.len;
-    *p++ = mandatory ? 1 : 0;
-    *p++ = FRAME_END;
-    *p++ = FRAME_HEADER;
-    put_u16(p, (uint16_t)channel); p += 2;
-    put_u32(p, (uint32_t)hsize); p += 4;
-    put_u16(p, 60); put_u16(p + 2, 0); p += 4;
-    put_u64(p, (uint64_t)body.len); p += 8;
-    memcpy(p, props.buf, props.len); p += props.len;
-    *p++ = FRAME_END;
-    for (Py_ssize_t at = 0; at < body.len; at += chunk) {
-        Py_ssize_t n = body.len - at < chunk ? body.len - at : chunk;
-        *p++ = FRAME_BODY;
-        put_u16(p, (uint16_t)channel); p += 2;
-        put_u32(p, (uint32_t)n); p += 4;
-        memcpy(p, (const char *)body.buf + at, n); p += n;
-        *p++ = FRAME_END;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(bodies, i);
+        p = put_publish(p, channel, &ex, &rk, &props, PyBytes_AS_STRING(b),
+                        PyBytes_GET_SIZE(b), chunk, mandatory);
     }
 done:
     if (ex.obj) PyBuffer_Release(&ex);
     if (rk.obj) PyBuffer_Release(&rk);
     if (props.obj) PyBuffer_Release(&props);
     if (body.obj) PyBuffer_Release(&body);
+    return out;
+}
+
+static PyObject *build_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return publishes(args, nargs, 0);
+}
+
+static PyObject *build_publishes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return publishes(args, nargs, 1);
+}
+
+/* stream_publish(body, version) -> None or (publisher id, [(publishing id, data, filter)])
+ * A stream protocol Publish frame's body (after key, version) read in one pass, as
+ * stream_protocol/frames.parse reads it: None when it holds a sub-entry or anything parse
+ * would refuse or read otherwise (its Python path then decides). */
+static PyObject *stream_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "stream_publish takes 2 arguments");
+        return NULL;
+    }
+    long version = PyLong_AsLong(args[1]);
+    if (version == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = (const unsigned char *)view.buf;
+    Py_ssize_t n = view.len, pos = 5;
+    PyObject *list = NULL, *out = NULL;
+    if (n < 5)
+        goto none;
+    int32_t count = (int32_t)get_u32(b + 1);
+    if (count < 0 || count > n)
+        goto none;
+    list = PyList_New(count);
+    if (list == NULL)
+        goto done;
+    for (int32_t i = 0; i < count; i++) {
+        if (n - pos < 8)
+            goto none;
+        uint64_t id = get_u64(b + pos);
+        pos += 8;
+        if (version == 1 && pos < n && (b[pos] & 0x80))
+            goto none;                              /* a sub-entry */
+        PyObject *filter = Py_NewRef(Py_None);
+        if (version >= 2) {
+            if (n - pos < 2) {
+                Py_DECREF(filter);
+                goto none;
+            }
+            int16_t flen = (int16_t)get_u16(b + pos);
+            pos += 2;
+            if (flen >= 0) {
+                if (n - pos < flen) {
+                    Py_DECREF(filter);
+                    goto none;
+                }
+                Py_DECREF(filter);
+                filter = PyUnicode_DecodeUTF8((const char *)b + pos, flen, NULL);
+                if (filter == NULL) {
+                    if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                        goto done;
+                    PyErr_Clear();
+                    goto none;
+                }
+                pos += flen;
+            }
+        }
+        if (n - pos < 4) {
+            Py_DECREF(filter);
+            goto none;
+        }
+        int32_t dlen = (int32_t)get_u32(b + pos);
+        pos += 4;
+        PyObject *data;
+        if (dlen < 0) {
+            data = PyBytes_FromStringAndSize("", 0);
+        } else {
+            if (n - pos < dlen) {
+                Py_DECREF(filter);
+                goto none;
+            }
+            data = PyBytes_FromStringAndSize((const char *)b + pos, dlen);
+            pos += dlen;
+        }
+        PyObject *item = data ? Py_BuildValue("(KNN)", (unsigned long long)id, data, filter)
+                              : NULL;
+        if (item == NULL) {
+            if (data == NULL)
+                Py_DECREF(filter);
+            goto done;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    if (pos != n)
+        goto none;
+    out = Py_BuildValue("(lN)", (long)b[0], list);
+    list = NULL;
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
     return out;
 }
 
@@ -1110,6 +1253,11 @@ static PyMethodDef methods[] = {
     {"build_publish", (PyCFunction)(void (*)(void))build_publish, METH_FASTCALL,
      "build_publish(channel, exchange, routing_key, properties, body, frame_max, mandatory) "
      "-> bytes"},
+    {"build_publishes", (PyCFunction)(void (*)(void))build_publishes, METH_FASTCALL,
+     "build_publishes(channel, exchange, routing_key, properties, bodies, frame_max, "
+     "mandatory) -> bytes"},
+    {"stream_publish", (PyCFunction)(void (*)(void))stream_publish, METH_FASTCALL,
+     "stream_publish(body, version) -> None or (publisher id, messages)"},
     {"split_deliveries", (PyCFunction)(void (*)(void))split_deliveries, METH_FASTCALL,
      "split_deliveries(buf, pos, taps, cls, out) -> the position it stopped at"},
     {NULL, NULL, 0, NULL},

@@ -209,8 +209,9 @@ except ImportError:      # not built (or built before it)
     build_deliver_run = build_deliver_run_py
 try:
     from ._fastpath import build_publish as _build_publish_c
-except ImportError:      # not built (or built before it)
-    _build_publish_c = None
+    from ._fastpath import build_publishes      # a list of bodies with one routing
+except ImportError:      # not built (or built before it): the callers' loops
+    _build_publish_c = build_publishes = None
 
 COPY_BODY_BELOW = 8192   # bigger bodies go to the socket as the caller's object, uncopied
 

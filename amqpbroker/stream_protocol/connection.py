@@ -65,7 +65,7 @@ from ..adapter import AdapterConnection, ChannelGone, Ended, refusal, tapped
 from ..frontend.session import NODE, is_loopback, server_properties
 from ..frontend.tls import certificate_login
 from ..protocol import properties as props_mod
-from ..protocol.fastpath import build_confirm, build_publish
+from ..protocol.fastpath import build_confirm, build_publish, build_publishes
 from . import amqp10
 from . import frames as f
 from . import sub_entry
@@ -698,6 +698,19 @@ class StreamConnection(AdapterConnection):
             self.pub_channel, self.publish_seq = channel, 0
         number = self.pub_channel.channel_number
         frame_max = self.amqp.params.frame_max
+        if pub.reference is None and build_publishes is not None and all(
+                filter_value is None and type(data) is bytes and data[:1] != b"\x00"
+                for _, data, filter_value in messages):
+            # the usual: raw bytes, no reference, no filter -- the same properties for
+            # each, every AMQP publish built in one call
+            self.amqp_out.append(build_publishes(number, b"", pub.key, pub.raw_properties,
+                                                 [m[1] for m in messages], frame_max, True))
+            seq = self.publish_seq
+            self.unconfirmed.update(zip(range(seq + 1, seq + 1 + len(messages)),
+                                        ((pid, m[0], pub.stream, True) for m in messages)))
+            self.publish_seq = seq + len(messages)
+            pub.published += len(messages)
+            return
         refused = []
         for publishing_id, data, filter_value in messages:
             if type(data) is SubEntry:

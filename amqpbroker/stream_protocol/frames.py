@@ -22,6 +22,11 @@ import zlib
 
 from .sub_entry import SubEntry
 
+try:                    # a Publish frame read in one pass, in C (``protocol/_fastpath.c``)
+    from ..protocol._fastpath import stream_publish as _stream_publish
+except ImportError:     # pragma: no cover - the extension is not built
+    _stream_publish = None
+
 # command keys (rabbit_stream.hrl; 26 consumer update, 27 exchange command versions: 3.11;
 # 29, 30 create / delete super stream: 3.13)
 DECLARE_PUBLISHER, PUBLISH, PUBLISH_CONFIRM, PUBLISH_ERROR = 1, 2, 3, 4
@@ -193,6 +198,10 @@ class Reader:
 def parse(key: int, version: int, body: bytes) -> tuple:
     """A client's frame as ``(name, correlation id or None, fields...)``; a frame this server
     does not take raises ``FrameError``."""
+    if key == PUBLISH and _stream_publish is not None:
+        fast = _stream_publish(body, version)   # None: a sub-entry, or not as it should be
+        if fast is not None:
+            return ("publish", None, *fast)
     r = Reader(body)
     if key == PUBLISH:
         pid = r.u8()
