@@ -442,29 +442,23 @@ class Channel:
             for i, rec in enumerate(records):
                 frames += build(number, ctag, tag + i, False, rec.exchange, rec.routing_key,
                                 with_offset(rec.properties, offset + i), rec.body, frame_max)
-        n = len(records)
-        self.next_tag = tag + n
-        if consumer.no_ack:
-            self.stats.deliver_no_ack += n
-        else:
-            q = consumer.queue
-            self.unacked.update(zip(range(tag, tag + n),
-                                    zip(repeat(q), count(offset), repeat(consumer),
-                                        repeat(q.client.epoch))))
-            consumer.unacked += n
-        session.write(frames)
-        self._spend_credit(consumer, n)
+        self._sent_run(consumer, offset, len(records), frames)
 
     def _send_run(self, consumer: Consumer, offset: int, run: RecordRun) -> None:
         """``_send_lot`` for a run still in its records' bytes: every frame of the run built by
         one C call from those bytes (``fastpath.build_deliver_run``), the unacked entries
         added by one ``dict.update`` (each tag's (queue, offset, consumer, epoch), as
         ``_send_lot`` adds them): no Python object or bytecode per delivery but the entry."""
-        session = self.session
-        n = run.count
+        frames = fp.build_deliver_run(self.number, consumer.tag_bytes, self.next_tag,
+                                      run.data, run.count, self.session.conn.frame_max,
+                                      fp.COPY_BODY_BELOW)
+        self._sent_run(consumer, offset, run.count, frames)
+
+    def _sent_run(self, consumer: Consumer, offset: int, n: int, frames: list) -> None:
+        """The ``n`` deliveries of a run, tagged from ``next_tag`` on and built as
+        ``frames``: their unacked entries (each tag's (queue, offset, consumer, epoch))
+        added by one ``dict.update``, the frames written, the credit spent."""
         tag = self.next_tag
-        frames = fp.build_deliver_run(self.number, consumer.tag_bytes, tag, run.data, n,
-                                      session.conn.frame_max, fp.COPY_BODY_BELOW)
         if consumer.no_ack:
             self.stats.deliver_no_ack += n
         else:
@@ -474,7 +468,7 @@ class Channel:
                                         repeat(q.client.epoch))))
             consumer.unacked += n
         self.next_tag = tag + n
-        session.write(frames)
+        self.session.write(frames)
         self._spend_credit(consumer, n)
 
     def _send_lot(self, consumer: Consumer, dlvs, n: int) -> None:

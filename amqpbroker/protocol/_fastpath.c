@@ -8,7 +8,9 @@
  * ``Dlvs`` as the ring link decoded it), no Python object per delivery. decode_table /
  * decode_array: a field table (a publish's headers) without a Python call per value.
  * split_deliveries: an adapter's AMQP input (delivery_tap.py) cut into the deliveries of its
- * tapped channels, whole, and the frames pika reads.
+ * tapped channels, whole, and the frames pika reads. build_publish / build_publishes: an
+ * adapter's publishes, as a client writes them. stream_publish: a stream protocol Publish
+ * frame's messages (stream_protocol/frames.py).
  *
  * fastpath.py keeps the Python versions (whole_publish_py, build_deliver_py) as the reference
  * and falls back to them when this module is not built; tests/unit/protocol/test_fastpath_c.py
