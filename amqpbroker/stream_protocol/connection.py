@@ -1086,7 +1086,7 @@ class StreamConnection(AdapterConnection):
         message published here as it was sent, any other the AMQP 1.0 message of its
         AMQP 0-9-1 properties and body."""
         try:
-            around, _ = props_mod.pick(d.properties, (PREFIX, SUFFIX))
+            around = props_mod.headers_of(d.properties)     # the table read in C
         except ValueError:
             around = {}
         prefix = around.get(PREFIX)
