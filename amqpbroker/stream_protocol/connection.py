@@ -1057,12 +1057,10 @@ class StreamConnection(AdapterConnection):
                         last_tag = d.delivery_tag
                         continue
                     sub.since = None
-                # a chunk: consecutive offsets, as many as have come (up to CHUNK_MESSAGES,
-                # within the client's frame_max), stamped with its first one's time. osiris
-                # writes a chunk per batch; cutting ours where the stored time changes made
-                # chunks of a few hundred where RabbitMQ's hold thousands, and the client's
-                # credit (a chunk each) then set the pace
-                if first is not None and (offset != first + len(messages)
+                # a chunk: consecutive offsets stored together (one round's: a stream
+                # stamps a round's messages with its time, as osiris a chunk), as many as
+                # have come, within CHUNK_MESSAGES and the client's frame_max
+                if first is not None and (offset != first + len(messages) or timestamp != stamp
                                           or size + len(d.body) + 64 > limit):
                     break
                 sub.pending.popleft()

@@ -472,7 +472,12 @@ class Stream:
         self.offsets.flush()
         if not self.pending:
             return
-        records, self.pending = self.pending, []
+        # a round's messages carry the time it was written, as osiris stamps a chunk: the
+        # stream protocol's chunks (one per stored time) follow the rounds, as RabbitMQ's
+        # follow its writes, where each publish's own millisecond cut a round in hundreds
+        now = now_ms()
+        records = [_new_tuple(Record, (now, *r[1:])) for r in self.pending]
+        self.pending = []
         before = self.log.active_base
         base = self.log.append(records)
         self.producers.flush()
@@ -604,6 +609,7 @@ class Stream:
             self.log.close()
 
 
+_new_tuple = tuple.__new__         # a Record without its NamedTuple __new__ (Python code)
 _body = attrgetter("body")
 _properties = attrgetter("properties")
 
