@@ -43,25 +43,8 @@ def whole_delivery_py(buf, pos: int, end: int, channel: int, n: int, cls=Deliver
     body frames, all whole in ``buf[:n]``, back to back, on its channel: (``cls`` of the
     fields, the position after it), or None when it is not that (incomplete, interleaved,
     malformed, undecodable). The reference of ``_fastpath.c``'s ``whole_delivery``."""
-    m = end - 1                                  # the method payload ends here
-    i = pos + 11                                 # frame head 7, class and method 4
-    if i >= m:
-        return None
-    ctag, ctag_end = i + 1, i + 1 + buf[i]
-    i = ctag_end
-    if i + 9 > m:
-        return None
-    tag = _U64.unpack_from(buf, i)[0]
-    redelivered = bool(buf[i + 8] & 1)
-    i += 9
-    if i >= m:
-        return None
-    ex, ex_end = i + 1, i + 1 + buf[i]
-    i = ex_end
-    if i >= m:
-        return None
-    rk, rk_end = i + 1, i + 1 + buf[i]
-    if rk_end > m:
+    args = deliver_args(buf, pos + 11, end - 1)  # after the frame head and method ids
+    if args is None:
         return None
     h = end                                      # the content header frame
     if n - h < 8:
@@ -83,13 +66,35 @@ def whole_delivery_py(buf, pos: int, end: int, channel: int, n: int, cls=Deliver
         parts.append(bytes(buf[q + 7:q + 7 + fsize]))
         remaining -= fsize
         q += 8 + fsize
+    return cls._make((channel, *args, bytes(buf[h + 19:hend - 1]), b"".join(parts))), q
+
+
+def deliver_args(buf, i: int, m: int):
+    """basic.deliver's arguments in ``buf[i:m]`` (from the consumer tag on): (consumer tag,
+    delivery tag, redelivered, exchange, routing key), or None when they do not fit or a
+    name is not UTF-8."""
+    if i >= m:
+        return None
+    ctag, i = i + 1, i + 1 + buf[i]
+    if i + 9 > m:
+        return None
+    tag = _U64.unpack_from(buf, i)[0]
+    redelivered = bool(buf[i + 8] & 1)
+    ctag_end, i = i, i + 9
+    if i >= m:
+        return None
+    ex, i = i + 1, i + 1 + buf[i]
+    if i >= m:
+        return None
+    ex_end = i
+    rk, rk_end = i + 1, i + 1 + buf[i]
+    if rk_end > m:
+        return None
     try:
-        texts = [bytes(buf[a:z]).decode()
-                 for a, z in ((ctag, ctag_end), (ex, ex_end), (rk, rk_end))]
+        return (bytes(buf[ctag:ctag_end]).decode(), tag, redelivered,
+                bytes(buf[ex:ex_end]).decode(), bytes(buf[rk:rk_end]).decode())
     except UnicodeDecodeError:
         return None
-    return cls._make((channel, texts[0], tag, redelivered, texts[1], texts[2],
-                      bytes(buf[h + 19:hend - 1]), b"".join(parts))), q
 
 
 def split_deliveries_py(buf, pos: int, taps, cls, out: list) -> int:
@@ -134,19 +139,10 @@ class _Open:
     __slots__ = ("fields", "size", "properties", "chunks")
 
     def __init__(self, channel: int, payload: bytes):
-        pos = 4
-        n = payload[pos]
-        consumer_tag = payload[pos + 1:pos + 1 + n].decode()
-        pos += 1 + n
-        delivery_tag = _U64.unpack_from(payload, pos)[0]
-        redelivered = bool(payload[pos + 8] & 1)
-        pos += 9
-        n = payload[pos]
-        exchange = payload[pos + 1:pos + 1 + n].decode()
-        pos += 1 + n
-        n = payload[pos]
-        routing_key = payload[pos + 1:pos + 1 + n].decode()
-        self.fields = (channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key)
+        args = deliver_args(payload, 4, len(payload))
+        if args is None:
+            raise ValueError(f"a basic.deliver on channel {channel} that does not read")
+        self.fields = (channel, *args)
         self.properties = b""
         self.size = -1                  # from the content header
         self.chunks: list = []

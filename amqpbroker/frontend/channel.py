@@ -30,11 +30,8 @@ from ..protocol import fastpath as fp
 from ..protocol import properties as props_mod
 from ..queue_args import (MAX_EXPIRY, amqp_type, check_stream_consume,
                           quorum_delete_refusal)
-from ..storage.record import Record, RecordRun, now_ms
+from ..storage.record import RecordRun, new_record, now_ms
 from ..stats.counters import FOLD_EVERY
-
-# a Record made without its NamedTuple ``__new__`` (Python code): half the cost, per publish
-_new_tuple = tuple.__new__
 
 log = logging.getLogger("amqpbroker.channel")
 
@@ -190,8 +187,8 @@ class Channel:
             clock = now_ms()
             if session.clock_ms:
                 session.clock_ms = clock    # the read's other publishes share it
-        record = _new_tuple(Record, (clock, ev.exchange, routing_key, raw, ev.body,
-                                     1 if scan.delivery_mode == 2 else 0))
+        record = new_record((clock, ev.exchange, routing_key, raw, ev.body,
+                             1 if scan.delivery_mode == 2 else 0))
         if ev.exchange == "" and routing_key.startswith(REPLY_TO_PREFIX):
             routed = self._deliver_direct_reply(routing_key[len(REPLY_TO_PREFIX):], record)
             if not routed and ev.mandatory:
@@ -430,18 +427,11 @@ class Channel:
         ctag = consumer.tag_bytes
         build = fp.build_deliver
         tag = self.next_tag
+        chunks = session.protocol == "stream"
         frames: list = []
-        if session.protocol == "stream":
-            with_headers = props_mod.with_stream_headers
-            for i, rec in enumerate(records):
-                frames += build(number, ctag, tag + i, False, rec.exchange, rec.routing_key,
-                                with_headers(rec.properties, offset + i, rec.timestamp),
-                                rec.body, frame_max)
-        else:
-            with_offset = props_mod.with_stream_offset
-            for i, rec in enumerate(records):
-                frames += build(number, ctag, tag + i, False, rec.exchange, rec.routing_key,
-                                with_offset(rec.properties, offset + i), rec.body, frame_max)
+        for i, rec in enumerate(records):
+            frames += build(number, ctag, tag + i, False, rec.exchange, rec.routing_key,
+                            _stream_properties(rec, offset + i, chunks), rec.body, frame_max)
         self._sent_run(consumer, offset, len(records), frames)
 
     def _send_run(self, consumer: Consumer, offset: int, run: RecordRun) -> None:
@@ -557,12 +547,8 @@ class Channel:
         if consumer.partition is not None:  # a consumer group's: partition and offset
             properties = props_mod.with_group_headers(properties, consumer.partition,
                                                       offset)
-        elif consumer.queue.is_stream:      # RabbitMQ's header on every stream delivery
-            if session.protocol == "stream":    # and when it was stored, for the chunks
-                properties = props_mod.with_stream_headers(properties, offset,
-                                                           record.timestamp)
-            else:
-                properties = props_mod.with_stream_offset(properties, offset)
+        elif consumer.queue.is_stream:
+            properties = _stream_properties(record, offset, session.protocol == "stream")
         session.write(fp.build_deliver(
             self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
             record.routing_key, properties, record.body, session.conn.frame_max))
@@ -1238,3 +1224,12 @@ HANDLERS = {
     "Tx.Commit": Channel.tx_commit,
     "Tx.Rollback": Channel.tx_rollback,
 }
+
+
+def _stream_properties(record, offset: int, chunks: bool) -> bytes:
+    """A stream delivery's properties: RabbitMQ's ``x-stream-offset`` header on every one,
+    and for a stream protocol consumer (``chunks``) when it was stored, which its chunks
+    carry (``x-stream-timestamp``)."""
+    if chunks:
+        return props_mod.with_stream_headers(record.properties, offset, record.timestamp)
+    return props_mod.with_stream_offset(record.properties, offset)

@@ -699,7 +699,7 @@ class StreamConnection(AdapterConnection):
         number = self.pub_channel.channel_number
         frame_max = self.amqp.params.frame_max
         if pub.reference is None and build_publishes is not None and all(
-                filter_value is None and type(data) is bytes and data[:1] != b"\x00"
+                filter_value is None and type(data) is bytes and not _maybe_amqp10(data)
                 for _, data, filter_value in messages):
             # the usual: raw bytes, no reference, no filter -- the same properties for
             # each, every AMQP publish built in one call
@@ -744,8 +744,8 @@ class StreamConnection(AdapterConnection):
         publishing id (``x-sequence-continues``: the stream checks it for a duplicate and
         records the id with the last, ``worker/dedup.py``)."""
         converted = None
-        if data[:1] == b"\x00":        # an AMQP 1.0 message starts with a described section:
-            try:                        # anything else is raw bytes, not parsed to know it
+        if _maybe_amqp10(data):         # anything else is raw bytes, not parsed to know it
+            try:
                 converted = amqp10.to_amqp091(data)
             except amqp10.NotAmqp10:
                 pass
@@ -1122,6 +1122,12 @@ def around_body(data: bytes, body: bytes) -> dict:
 
 
 _RAW_ENTRY = bytes([len(RAW)]) + RAW.encode() + b"t\x01"     # a raw publish's first header
+
+
+def _maybe_amqp10(data: bytes) -> bool:
+    """An AMQP 1.0 message starts with a described section (0x00); bytes that do not are
+    raw, stored as they are without being parsed to know it."""
+    return data[:1] == b"\x00"
 
 
 def _place_of(d) -> tuple[int, int, bool]:

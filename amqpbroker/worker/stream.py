@@ -66,15 +66,16 @@ import weakref
 from operator import attrgetter, itemgetter
 
 from .. import errors
-from ..contract import DLVS_BYTES, PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv, Dlvs
+from ..contract import PUB_LATEST, PUB_PRODUCER, PUB_SUBSEQUENCE, Dlv
 from ..groups.offset_store import OffsetStore
 from ..protocol import properties as props_mod
 from ..queue_args import QueueArgs, StreamFilter, parse_stream_offset
 from ..storage.errors import OffsetOutOfRange
 from ..storage.log import MAX_SEGMENT_BYTES, PartitionLog
-from ..storage.record import Record, RecordRun, now_ms
+from ..storage.record import Record, RecordRun, new_record, now_ms
 from ..stats import queue_counters
 from . import dedup
+from .subscription import emit_runs
 from .memory import stream_memory
 
 log = logging.getLogger("amqpbroker.stream")
@@ -138,20 +139,13 @@ class StreamSubscription:
                             record=record))
 
     def deliver_run(self, stream, first: int, records: list) -> None:
-        """``deliver`` for ``records``, at offsets ``first``, ``first + 1``, ...: one ``Dlvs``
-        per at most about DLVS_BYTES of bodies (the front-end takes each as one run,
-        ``Channel.deliver_run``), no message per delivery."""
+        """``deliver`` for ``records``, at offsets ``first``, ``first + 1``, ...: cut into
+        ``Dlvs`` as a queue's run is (``subscription.emit_runs``; the front-end takes each as
+        one run, ``Channel.deliver_run``), no message per delivery."""
         n = len(records)
         self.cursor.credit -= n
         stream.stats.on_deliveries(n, 0, 0)
-        cid, qid, emit = self.cid, stream.qid, self.state.emit
-        start = size = 0
-        for i, rec in enumerate(records):       # as ``Subscription.deliver_many`` cuts
-            if size > DLVS_BYTES:
-                emit(Dlvs(cid, qid, first + start, records[start:i]))
-                start, size = i, 0
-            size += len(rec.body)
-        emit(Dlvs(cid, qid, first + start, records[start:] if start else records))
+        emit_runs(self.state.emit, self.cid, stream.qid, range(first, first + n), records)
 
     def __repr__(self) -> str:
         return f"<StreamSubscription {self.tag} on {self.queue.name} at {self.cursor}>"
@@ -476,7 +470,7 @@ class Stream:
         # stream protocol's chunks (one per stored time) follow the rounds, as RabbitMQ's
         # follow its writes, where each publish's own millisecond cut a round in hundreds
         now = now_ms()
-        records = [_new_tuple(Record, (now, *r[1:])) for r in self.pending]
+        records = [new_record((now, *r[1:])) for r in self.pending]
         self.pending = []
         before = self.log.active_base
         base = self.log.append(records)
@@ -609,7 +603,6 @@ class Stream:
             self.log.close()
 
 
-_new_tuple = tuple.__new__         # a Record without its NamedTuple __new__ (Python code)
 _body = attrgetter("body")
 _properties = attrgetter("properties")
 

@@ -55,13 +55,7 @@ class Subscription:
         if type(records) is RecordRun:      # consecutive (MessageStore.take_run): cut by bytes
             self._deliver_run_cut(qid, first, records)
             return
-        start = size = 0
-        for i, rec in enumerate(records):
-            if offsets[i] != first + i - start or size > DLVS_BYTES:
-                emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:i]))
-                start, first, size = i, offsets[i], 0
-            size += len(rec.body)
-        emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:]))
+        emit_runs(emit, cid, qid, offsets, records)
 
     def _deliver_run_cut(self, qid: int, first: int, run: RecordRun) -> None:
         """A run of more than DLVS_BYTES of bodies as several ``Dlvs``, cut where its bytes
@@ -81,3 +75,18 @@ class Subscription:
 
     def __repr__(self) -> str:
         return f"<Subscription {self.tag} on {self.queue.name}>"
+
+
+def emit_runs(emit, cid: int, qid: int, offsets, records: list) -> None:
+    """``records`` (at ``offsets``, ascending) to consumer ``cid`` as one ``Dlvs`` per
+    stretch of consecutive offsets of at most about DLVS_BYTES of bodies: a record joins a
+    ``Dlvs`` whose bodies so far are at most DLVS_BYTES (a queue's dispatch run, a stream's
+    read: ``StreamSubscription.deliver_run``)."""
+    first = offsets[0]
+    start = size = 0
+    for i, rec in enumerate(records):
+        if offsets[i] != first + i - start or size > DLVS_BYTES:
+            emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:i]))
+            start, first, size = i, offsets[i], 0
+        size += len(rec.body)
+    emit(Dlvs(cid=cid, qid=qid, offset=first, records=records[start:] if start else records))
