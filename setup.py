@@ -85,9 +85,12 @@ setup(
                                                 "static/js/pages/*.js"]},
     # the record layout packed and unpacked in C: the hot path of every link between
     # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference); the
-    # publish scanner, delivery builder and field-table walk (amqpbroker/protocol/_fastpath.c)
+    # publish scanner, delivery builder and field-table walk (amqpbroker/protocol/_fastpath.c);
+    # the usual AMQP 1.0 stream message to its stored form (stream_protocol/_amqp10.c)
     ext_modules=[Extension("amqpbroker.storage._record", ["amqpbroker/storage/_record.c"]),
-                 Extension("amqpbroker.protocol._fastpath", ["amqpbroker/protocol/_fastpath.c"])],
+                 Extension("amqpbroker.protocol._fastpath", ["amqpbroker/protocol/_fastpath.c"]),
+                 Extension("amqpbroker.stream_protocol._amqp10",
+                           ["amqpbroker/stream_protocol/_amqp10.c"])],
     # cffi: compile the shared-memory ring (shm/ring.c) into shm._ring at build time.
     cffi_modules=["cffi_build/build_ring.py:ffibuilder"],
     entry_points={"console_scripts": ["amqpbroker=amqpbroker.cli:main"]},

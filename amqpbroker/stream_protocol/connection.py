@@ -71,6 +71,11 @@ from . import frames as f
 from . import sub_entry
 from .sub_entry import SubEntry
 
+try:                     # built by setup.py; stored_amqp10 below is the reference
+    from ._amqp10 import to_stored
+except ImportError:      # not built
+    to_stored = None
+
 log = logging.getLogger("amqpbroker.stream")
 
 HANDSHAKE_TIMEOUT = 10.0            # RabbitMQ's stream.handshake_timeout
@@ -743,35 +748,22 @@ class StreamConnection(AdapterConnection):
         as. ``continues``: a sub-entry's message before its last, which shares the
         publishing id (``x-sequence-continues``: the stream checks it for a duplicate and
         records the id with the last, ``worker/dedup.py``)."""
-        converted = None
         if _maybe_amqp10(data):         # anything else is raw bytes, not parsed to know it
-            try:
-                converted = amqp10.to_amqp091(data)
-            except amqp10.NotAmqp10:
-                pass
-        if converted is None:
-            if filter_value is None and not continues:  # the usual raw publish
-                if pub.reference is None:
-                    return pub.raw_properties, data
-                return props_mod.with_long_header(pub.raw_properties, "x-sequence",
-                                                  publishing_id), data
-            kw, body = {"headers": {RAW: True}}, data
-        else:
-            kw, body = converted
-            kw["headers"] = {**(kw.get("headers") or {}), **around_body(data, body)}
-        if kw.get("user_id") not in (None, self.user.name):
-            del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
-        if pub.reference is not None or filter_value is not None:
-            headers = dict(kw.get("headers") or {})
-            if pub.reference is not None:
-                headers["x-producer-id"] = pub.reference
-                headers["x-sequence"] = publishing_id
-                if continues:
-                    headers[CONTINUES] = True
-            if filter_value is not None:
-                headers["x-stream-filter-value"] = filter_value
-            kw["headers"] = headers
-        return amqp10.encode_properties(kw), body
+            if to_stored is not None and not continues:
+                stored = to_stored(data, pub.reference, publishing_id, filter_value)
+                if stored is not None:  # the usual message, converted in C
+                    return stored
+            stored = stored_amqp10(data, self.user.name, pub.reference, publishing_id,
+                                   filter_value, continues)
+            if stored is not None:
+                return stored
+        if filter_value is None and not continues:  # the usual raw publish
+            if pub.reference is None:
+                return pub.raw_properties, data
+            return props_mod.with_long_header(pub.raw_properties, "x-sequence",
+                                              publishing_id), data
+        return _with_stream_headers({"headers": {RAW: True}}, pub.reference, publishing_id,
+                                    filter_value, continues), data
 
     def _count(self, pid: int, what: str, n: int) -> None:
         pub = self.publishers.get(pid)
@@ -1108,6 +1100,39 @@ class StreamConnection(AdapterConnection):
 
 
 _PLACE = ("x-stream-offset", "x-stream-timestamp", RAW)
+
+
+def stored_amqp10(data: bytes, user: str, reference: str | None, publishing_id: int,
+                  filter_value: str | None, continues: bool = False) -> tuple[bytes, bytes] | None:
+    """The AMQP 0-9-1 properties (wire bytes) and body the AMQP 1.0 message ``data`` is
+    stored as, published by ``user`` (another user's user-id is dropped: AMQP 0-9-1 would
+    refuse it), or None if ``data`` is no AMQP 1.0 message. The reference for
+    ``_amqp10.to_stored``, which takes the usual messages in C."""
+    try:
+        kw, body = amqp10.to_amqp091(data)
+    except amqp10.NotAmqp10:
+        return None
+    kw["headers"] = {**(kw.get("headers") or {}), **around_body(data, body)}
+    if kw.get("user_id") not in (None, user):
+        del kw["user_id"]
+    return _with_stream_headers(kw, reference, publishing_id, filter_value, continues), body
+
+
+def _with_stream_headers(kw: dict, reference: str | None, publishing_id: int,
+                         filter_value: str | None, continues: bool) -> bytes:
+    """``kw``'s properties as wire bytes, with the headers of a producer reference
+    (deduplication) and a filter value added."""
+    if reference is not None or filter_value is not None:
+        headers = dict(kw.get("headers") or {})
+        if reference is not None:
+            headers["x-producer-id"] = reference
+            headers["x-sequence"] = publishing_id
+            if continues:
+                headers[CONTINUES] = True
+        if filter_value is not None:
+            headers["x-stream-filter-value"] = filter_value
+        kw["headers"] = headers
+    return amqp10.encode_properties(kw)
 
 
 def around_body(data: bytes, body: bytes) -> dict:
