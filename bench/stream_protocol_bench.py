@@ -10,7 +10,10 @@ Each run makes a fresh stream. Mode ``publish``: one producer publishes ``count`
 publish to the last confirm. Mode ``consume``: the messages are published first (not timed),
 then one consumer reads them all from ``first`` with rstream's default credit, timed from
 the subscribe to the last message. Raw bytes (no AMQP 1.0 encoding), as rstream sends
-``bytes``. Reported: messages per second, and the broker's CPU per message over the whole
+``bytes``; modes ``publish-amqp10`` and ``consume-amqp10`` send an AMQP 1.0 message instead
+(rstream's ``AMQPMessage``: a message-id, a content type, two application properties and the
+body; encoded once, so the client's own encoder is not what is measured), which the broker
+converts for its AMQP 0-9-1 side. Reported: messages per second, and the broker's CPU per message over the whole
 run (for ``consume`` the publishing too; its process group, from /proc, when a pid is
 given): a markdown table of medians.
 """
@@ -27,8 +30,18 @@ sys.path.insert(0, HERE)
 import plugin_bench                                     # noqa: E402
 
 
-async def _publish(producer, stream: str, count: int, size: int, window: int) -> None:
-    body = b"x" * size
+def _message(size: int, amqp10: bool) -> bytes:
+    if not amqp10:
+        return b"x" * size
+    from rstream import AMQPMessage, Properties
+    return bytes(AMQPMessage(body=b"x" * size, properties=Properties(
+        message_id="order-42", content_type="application/octet-stream"),
+        application_properties={"region": "emea", "attempt": 1}))
+
+
+async def _publish(producer, stream: str, count: int, size: int, window: int,
+                   amqp10: bool = False) -> None:
+    body = _message(size, amqp10)
     confirmed = 0
     done = asyncio.get_running_loop().create_future()
 
@@ -50,9 +63,9 @@ async def run_once(host, port, mode, size, count, window) -> float:
     async with Producer(host, port, **kw) as producer:
         await producer.create_stream(stream)
         start = time.perf_counter()
-        await _publish(producer, stream, count, size, window)
+        await _publish(producer, stream, count, size, window, mode.endswith("-amqp10"))
         end = time.perf_counter()
-    if mode == "consume":
+    if mode.startswith("consume"):
         got = 0
         done = asyncio.get_running_loop().create_future()
 

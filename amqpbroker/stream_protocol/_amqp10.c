@@ -1,6 +1,8 @@
-/* The stream protocol's usual AMQP 1.0 message, to the AMQP 0-9-1 form a stream stores, in C.
+/* The stream protocol's usual AMQP 1.0 message, to the AMQP 0-9-1 form a stream stores and
+ * back, in C.
  *
  * to_stored(data, reference, publishing_id, filter_value) -> (properties, body) or None
+ * stream_message(properties, body) -> bytes or None (at the end of this file: the way back)
  *
  * A stream-protocol client (rstream, the Java, Go and .NET stream clients) publishes AMQP 1.0
  * messages; the stream stores each as AMQP 0-9-1 properties (their wire bytes) and a body, the
@@ -372,7 +374,6 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int64_t timestamp = -1;
     if (p[9].kind == K_TS && p[9].i >= 0) {
         timestamp = seconds_of(p[9].i);
-        if (timestamp > MAX_SECONDS) Py_RETURN_NONE;
     }
 
     /* application properties: keys and values checked before anything is written */
@@ -504,7 +505,96 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return result;
 }
 
+/* --- back: a stored message's AMQP 1.0 bytes -------------------------------------------- */
+
+static const char PREFIX[] = "x-stream-amqp-1.0-prefix", SUFFIX[] = "x-stream-amqp-1.0-suffix";
+
+/* The size of the field value of type t at b[pos..end) (after its type byte), or -1 for a
+ * type not taken here (decimals, tables, arrays, a timestamp beyond what pamqp reads: their
+ * decoding can refuse) or a value past end. */
+static Py_ssize_t field_size(unsigned char t, const unsigned char *b, Py_ssize_t pos,
+                             Py_ssize_t end) {
+    Py_ssize_t n;
+    switch (t) {
+    case 'V': n = 0; break;
+    case 't': case 'b': case 'B': n = 1; break;
+    case 's': case 'u': n = 2; break;
+    case 'I': case 'i': case 'f': n = 4; break;
+    case 'l': case 'L': case 'd': n = 8; break;
+    case 'T':       /* pamqp takes one over 2**32 for milliseconds; both end in year 9999 */
+        if (end - pos < 8 || be(b + pos, 8) > (uint64_t)MAX_SECONDS * 1000 - 1000) return -1;
+        n = 8;
+        break;
+    case 'S': case 'x':
+        if (end - pos < 4) return -1;
+        n = 4 + (Py_ssize_t)be(b + pos, 4);
+        break;
+    default: return -1;
+    }
+    return end - pos < n ? -1 : n;
+}
+
+/* stream_message(properties, body) -> bytes or None
+ *
+ * The AMQP 1.0 message a stream-protocol consumer gets for a stored one that came as AMQP
+ * 1.0: the x-stream-amqp-1.0-prefix byte array, the body, the -suffix byte array (the last of
+ * each name, as a dict keeps it). None where that is not plainly so (either missing or not a
+ * byte array, a continuation flag, a header value of a type not taken here, bytes that do
+ * not parse): connection.stored_message_py, the reference, decides. */
+static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "stream_message(properties, body)");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) Py_RETURN_NONE;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t end = PyBytes_GET_SIZE(args[0]), pos = 2;
+    if (end < 2) Py_RETURN_NONE;
+    unsigned flags = (unsigned)be(b, 2);
+    if ((flags & 1) || !(flags & 0x2000)) Py_RETURN_NONE;
+    for (unsigned bit = 0x8000; bit >= 0x4000; bit >>= 1) {   /* content type, encoding */
+        if (flags & bit) {
+            if (pos >= end || end - pos - 1 < b[pos]) Py_RETURN_NONE;
+            pos += 1 + b[pos];
+        }
+    }
+    if (end - pos < 4) Py_RETURN_NONE;
+    Py_ssize_t size = (Py_ssize_t)be(b + pos, 4);
+    pos += 4;
+    if (end - pos < size) Py_RETURN_NONE;
+    Py_ssize_t stop = pos + size;
+    const unsigned char *prefix = NULL, *suffix = NULL;
+    Py_ssize_t prefix_n = 0, suffix_n = 0;
+    int prefix_x = 0, suffix_x = 0;
+    while (pos < stop) {
+        Py_ssize_t key_n = b[pos++];
+        if (stop - pos < key_n + 1 || !utf8_ok(b + pos, key_n)) Py_RETURN_NONE;
+        const unsigned char *key = b + pos;
+        pos += key_n;
+        unsigned char t = b[pos++];
+        Py_ssize_t n = field_size(t, b, pos, stop);
+        if (n < 0) Py_RETURN_NONE;
+        if (key_n == sizeof PREFIX - 1 && memcmp(key, PREFIX, (size_t)key_n) == 0) {
+            prefix_x = t == 'x'; prefix = b + pos + 4; prefix_n = n - 4;
+        } else if (key_n == sizeof SUFFIX - 1 && memcmp(key, SUFFIX, (size_t)key_n) == 0) {
+            suffix_x = t == 'x'; suffix = b + pos + 4; suffix_n = n - 4;
+        }
+        pos += n;
+    }
+    if (prefix == NULL || suffix == NULL || !prefix_x || !suffix_x) Py_RETURN_NONE;
+    Py_ssize_t body_n = PyBytes_GET_SIZE(args[1]);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix_n + body_n + suffix_n);
+    if (out == NULL) return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    memcpy(o, prefix, (size_t)prefix_n);
+    memcpy(o + prefix_n, PyBytes_AS_STRING(args[1]), (size_t)body_n);
+    memcpy(o + prefix_n + body_n, suffix, (size_t)suffix_n);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"stream_message", (PyCFunction)(void (*)(void))stream_message, METH_FASTCALL,
+     "stream_message(properties, body) -> the AMQP 1.0 bytes of a stored message, or None"},
     {"to_stored", (PyCFunction)(void (*)(void))to_stored, METH_FASTCALL,
      "to_stored(data, reference, publishing_id, filter_value) -> (properties, body) or None"},
     {NULL, NULL, 0, NULL},

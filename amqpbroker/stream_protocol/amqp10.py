@@ -24,7 +24,9 @@ has no mapping, it fails on the section, and RabbitMQ 3.13's ``mc_amqpl`` is fol
     properties.content-type      content_type
     properties.content-encoding  content_encoding
     properties.creation-time     timestamp (milliseconds div 1000)
-    application-properties       headers; x-basic-type -> type, x-basic-app-id -> app_id
+    application-properties       headers; x-basic-type -> type, x-basic-app-id -> app_id;
+                                 [ours] a ulong over 2**63 - 1 is left out (no 0-9-1
+                                 field type holds it)
     message-annotations          x-basic-priority -> priority, x-basic-delivery-mode ->
                                  delivery_mode, x-basic-expiration -> expiration; the
                                  other annotations are dropped (x-exchange and x-routing-key
@@ -347,6 +349,8 @@ def _message_id(value: tuple, type_header: str) -> tuple[str | None, list]:
 def _header_value(value: tuple):
     """An application-property value as a header value (rabbit_msg_record:to_091/2), or _DROP."""
     kind, v = value
+    if kind in _INTEGERS and not -2 ** 63 <= v < 2 ** 63:
+        return _DROP  # a ulong over 2**63 - 1: no AMQP 0-9-1 field type holds it
     if kind in ("utf8", "symbol", "binary", "boolean", "float", "double") or kind in _INTEGERS:
         return v  # symbol and ulong: 3.13 (3.10.8 fails on them)
     if kind == "null":
@@ -612,6 +616,21 @@ def from_amqp091(properties: pika.BasicProperties, body: bytes, *,
 
 # --- AMQP 0-9-1 properties on the wire ----------------------------------------------------
 
+class _Seconds(datetime.datetime):
+    """A timestamp property as pamqp writes one (``int(value.timestamp())``), for any whole
+    seconds: a datetime ends with the year 9999, a 64-bit AMQP 0-9-1 timestamp does not (a
+    creation time after 9999 raised ValueError here before)."""
+
+    @classmethod
+    def of(cls, seconds: int) -> "_Seconds":
+        value = cls.fromtimestamp(0, datetime.timezone.utc)
+        value.seconds = seconds
+        return value
+
+    def timestamp(self) -> float:
+        return self.seconds
+
+
 def encode_properties(kw: dict) -> bytes:
     """``amqp10.to_amqp091``'s properties (pika's names) as their wire bytes, through pamqp
     (pika's encoder has no floats, which AMQP 1.0 application properties may hold); a float
@@ -619,8 +638,7 @@ def encode_properties(kw: dict) -> bytes:
     if "type" in kw:
         kw["message_type"] = kw.pop("type")
     if "timestamp" in kw:
-        kw["timestamp"] = datetime.datetime.fromtimestamp(kw["timestamp"],
-                                                          datetime.timezone.utc)
+        kw["timestamp"] = _Seconds.of(kw["timestamp"])
     headers = kw.get("headers")
     if headers and any(isinstance(v, (list, dict)) for v in headers.values()):
         # an AMQP 1.0 list or map: kept if pamqp encodes it (no floats or bytes inside)

@@ -71,10 +71,10 @@ from . import frames as f
 from . import sub_entry
 from .sub_entry import SubEntry
 
-try:                     # built by setup.py; stored_amqp10 below is the reference
-    from ._amqp10 import to_stored
+try:                     # built by setup.py; stored_amqp10 and stream_message_py below are
+    from ._amqp10 import stream_message, to_stored      # the reference
 except ImportError:      # not built
-    to_stored = None
+    stream_message = to_stored = None
 
 log = logging.getLogger("amqpbroker.stream")
 
@@ -1075,16 +1075,13 @@ class StreamConnection(AdapterConnection):
         """A delivery that is not raw bytes as the stream protocol gives it: an AMQP 1.0
         message published here as it was sent, any other the AMQP 1.0 message of its
         AMQP 0-9-1 properties and body."""
-        try:
-            around = props_mod.headers_of(d.properties)     # the table read in C
-        except ValueError:
-            around = {}
-        prefix = around.get(PREFIX)
-        if isinstance(prefix, (bytes, bytearray)):      # (a byte array decodes to this)
-            suffix = around.get(SUFFIX)
-            if isinstance(suffix, (bytes, bytearray)):
-                return b"".join((prefix, d.body, suffix))
-            return bytes(prefix)
+        if stream_message is not None:
+            data = stream_message(d.properties, d.body)
+            if data is not None:        # the usual: put back together in C
+                return data
+        data = stream_message_py(d.properties, d.body)
+        if data is not None:
+            return data
         try:
             properties = amqp10.pika_properties(props_mod.decode(d.properties))
         except ValueError:
@@ -1133,6 +1130,23 @@ def _with_stream_headers(kw: dict, reference: str | None, publishing_id: int,
             headers["x-stream-filter-value"] = filter_value
         kw["headers"] = headers
     return amqp10.encode_properties(kw)
+
+
+def stream_message_py(properties: bytes, body: bytes) -> bytes | None:
+    """The AMQP 1.0 message a stored one that came as AMQP 1.0 gives back: the bytes that
+    were around its body put around it again (``around_body``), or None for a message that
+    did not come so. The reference for ``_amqp10.stream_message``."""
+    try:
+        around = props_mod.headers_of(properties)
+    except ValueError:
+        return None
+    prefix = around.get(PREFIX)
+    if isinstance(prefix, (bytes, bytearray)):      # (a byte array decodes to this)
+        suffix = around.get(SUFFIX)
+        if isinstance(suffix, (bytes, bytearray)):
+            return b"".join((prefix, body, suffix))
+        return bytes(prefix)
+    return None
 
 
 def around_body(data: bytes, body: bytes) -> dict:

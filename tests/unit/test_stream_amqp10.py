@@ -9,7 +9,8 @@ from hypothesis import given, strategies as st
 from rstream._pyamqp.message import Header, Properties
 from rstream.amqp import AMQPMessage, amqp_decoder
 
-from amqpbroker.stream_protocol.amqp10 import NotAmqp10, from_amqp091, to_amqp091
+from amqpbroker.stream_protocol.amqp10 import (NotAmqp10, encode_properties, from_amqp091,
+                                               to_amqp091)
 
 UTC = datetime.timezone.utc
 
@@ -151,6 +152,28 @@ def test_application_property_types():
         "ulong": 2 ** 63 - 1, "ushort": 65535, "byte": -1, "float": 1.5,
         "list": [1, True],
     }
+
+
+def test_a_ulong_beyond_a_signed_long_is_dropped():
+    """No AMQP 0-9-1 field type holds 2**63 or more: the header is left out (the properties
+    still encode; they raised TypeError in pamqp before)."""
+    message = section(0x74, map8(
+        str8(0xa1, "big"), b"\x80" + (2 ** 63).to_bytes(8, "big"),
+        str8(0xa1, "kept"), b"\x80" + (2 ** 63 - 1).to_bytes(8, "big"))) + data(b"x")
+    kw, _ = to_amqp091(message)
+    assert kw["headers"] == {"kept": 2 ** 63 - 1}
+    assert encode_properties(kw).endswith(b"\x04keptl\x7f\xff\xff\xff\xff\xff\xff\xff")
+
+
+def test_a_creation_time_after_the_year_9999_is_kept():
+    """A 64-bit AMQP 0-9-1 timestamp holds it (encode_properties raised ValueError on it
+    before: year 10000 is out of range)."""
+    for ms in (253402300799999, 253402300800000, 2 ** 63 - 1):
+        properties = section(0x73, bytes([0xc0, 19, 10]) + b"\x40" * 9 + b"\x83" +
+                             ms.to_bytes(8, "big"))
+        kw, _ = to_amqp091(properties + data(b"x"))
+        assert kw["timestamp"] == ms // 1000
+        assert encode_properties(kw) == b"\x00\x40" + (ms // 1000).to_bytes(8, "big")
 
 
 def test_creation_time_before_1970_is_no_timestamp():
