@@ -256,6 +256,32 @@ static int shortstr_of(const value *v, const unsigned char **s, Py_ssize_t *n) {
     return 0;
 }
 
+/* Where the body that lies at b[start..start+n) first occurs in b, as bytes.find finds it.
+ * Only an occurrence starting before ``start`` can come first, so only those starts are
+ * tried (the bytes before a data section's payload: a few dozen), each compared until it
+ * differs; searching the whole message for a 1 KiB body cost 5 us (memmem; bytes.find 2 us).
+ * The comparisons that fail may cost at most about the body's size in all; past that
+ * (bytes made to repeat the body's start), memmem takes the rest in linear time. */
+static Py_ssize_t first_occurrence(const unsigned char *b, Py_ssize_t start, Py_ssize_t n) {
+    if (n == 0) return 0;
+    Py_ssize_t budget = n + 256;
+    for (Py_ssize_t i = 0; i < start; i++) {
+        const unsigned char *hit = memchr(b + i, b[start], (size_t)(start - i));
+        if (hit == NULL) break;
+        i = hit - b;
+        Py_ssize_t k = 0;
+        while (k < n && b[i + k] == b[start + k]) k++;
+        if (k == n) return i;
+        budget -= k + 1;
+        if (budget < 0) {
+            const unsigned char *found = memmem(b + i + 1, (size_t)(start + n - i - 1),
+                                                b + start, (size_t)n);
+            return found - b;       /* (it finds the body itself at the latest) */
+        }
+    }
+    return start;
+}
+
 /* A header written through pamqp: its name and value. */
 typedef struct { const unsigned char *key; Py_ssize_t key_n; const value *v; } entry;
 
@@ -399,10 +425,7 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
     }
 
-    /* where the body lies in the message: its first occurrence, as bytes.find */
-    const unsigned char *found = body.n == 0 ? b
-        : memmem(b, (size_t)end, body.p, (size_t)body.n);
-    Py_ssize_t at = found - b;
+    Py_ssize_t at = first_occurrence(b, body.p - b, body.n);
 
     out o = {NULL, 0, 0};
     if (reserve(&o, 64 + end + 32 * (Py_ssize_t)pairs) < 0) return PyErr_NoMemory();

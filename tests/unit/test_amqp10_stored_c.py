@@ -298,3 +298,19 @@ def test_any_stored_form_altered_or_cut_comes_back_as_the_reference_gives_it(dat
 def test_any_properties_come_back_as_the_reference_gives_them(raw, body):
     back(raw, body)
     back(b"\x20\x00" + struct.pack(">I", len(raw)) + raw, body)
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=4), st.integers(1, 300), st.integers(0, 3),
+       st.integers(0, 120))
+def test_a_body_that_also_occurs_before_it_is_found_where_bytes_find_finds_it(
+        unit, repeats, cut, before):
+    """The body's surroundings are cut at its first occurrence, as ``bytes.find`` cuts them:
+    a body repeating a short unit whose start also fills a binary application property (C
+    tries only the starts before the data section, within a budget, then memmem)."""
+    body = (unit * repeats)[:max(1, len(unit) * repeats - cut)]
+    earlier = (unit * (before // len(unit) + 1))[:before]
+    data = section(0x74, amqp_map([utf8("k") + b"\xb0" + struct.pack(">I", len(earlier)) +
+                                   earlier])) + \
+        section(0x75, b"\xb0" + struct.pack(">I", len(body)) + body)
+    assert agree(data) is not None
