@@ -776,7 +776,7 @@ class Amqp10Connection(AdapterConnection):
 
     def _publish(self, link: Link, delivery_id, settled: bool, data: bytes) -> None:
         try:
-            kw, body, to, subject = message.incoming(data)
+            properties, body, to, subject = message.stored(data, self.user.name)
         except convert.NotAmqp10 as exc:
             log.warning("AMQP 1.0 connection %s: link '%s': a message that is not AMQP 1.0 "
                         "(%s): rejected", self.name, link.name, exc)
@@ -784,8 +784,6 @@ class Amqp10Connection(AdapterConnection):
                 self._dispose(link.session, [delivery_id], f.make(
                     "rejected", error=f.error("amqp:decode-error", str(exc))))
             return
-        if kw.get("user_id") not in (None, self.user.name):
-            del kw["user_id"]           # AMQP 0-9-1 would refuse another user's name
         exchange, key = link.exchange, link.routing_key
         if exchange is None:            # the address is the message's `to`
             try:
@@ -802,7 +800,6 @@ class Amqp10Connection(AdapterConnection):
                                            "amqp:precondition-failed", str(exc))
         if key is address.SUBJECT:      # /exchange/NAME: the message's subject
             key = subject or ""
-        properties = convert.encode_properties(kw) if kw else b"\x00\x00"
         # RabbitMQ 4 answers an unsettled message that went to no queue `released`: such
         # a publish is mandatory, and its return marks it (_returned)
         mandatory = link.v2 and not link.settled and not settled

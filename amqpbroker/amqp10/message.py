@@ -31,6 +31,11 @@ from ..protocol import properties as props_mod
 from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
 
+try:                     # built by setup.py; stored_py below is the reference
+    from ..stream_protocol._amqp10 import to_kept
+except ImportError:      # not built
+    to_kept = None
+
 KEPT = {convert.MESSAGE_ANNOTATIONS: "x-amqp-1.0-message-annotations",
         convert.PROPERTIES: "x-amqp-1.0-properties",
         convert.APPLICATION_PROPERTIES: "x-amqp-1.0-app-properties",
@@ -78,6 +83,26 @@ def incoming(data: bytes) -> tuple[dict, bytes, str | None, str | None]:
     if kept:
         kw["headers"] = {**(kw.get("headers") or {}), **kept}
     return kw, body, to, subject
+
+
+def stored(data: bytes, user: str) -> tuple[bytes, bytes, str | None, str | None]:
+    """What a message from ``user`` is published as: its AMQP 0-9-1 properties (wire
+    bytes), its body, and its ``to`` and ``subject``; raises ``NotAmqp10``. The usual
+    message is converted in C (``stream_protocol/_amqp10.c``), any other in Python."""
+    if to_kept is not None:
+        fast = to_kept(data)
+        if fast is not None:
+            return fast
+    return stored_py(data, user)
+
+
+def stored_py(data: bytes, user: str) -> tuple[bytes, bytes, str | None, str | None]:
+    """``stored`` in Python: ``incoming``, a user-id other than the publisher's dropped
+    (AMQP 0-9-1 would refuse it), the properties encoded. The reference for ``to_kept``."""
+    kw, body, to, subject = incoming(data)
+    if kw.get("user_id") not in (None, user):
+        del kw["user_id"]
+    return (convert.encode_properties(kw) if kw else b"\x00\x00"), body, to, subject
 
 
 def _text(fields: list, i: int) -> str | None:

@@ -2,6 +2,7 @@
  * back, in C.
  *
  * to_stored(data, reference, publishing_id, filter_value) -> (properties, body) or None
+ * to_kept(data) -> (properties, body, to, subject) or None (the AMQP 1.0 port's form)
  * stream_message(properties, body) -> bytes or None (at the end of this file: the way back)
  *
  * A stream-protocol client (rstream, the Java, Go and .NET stream clients) publishes AMQP 1.0
@@ -23,6 +24,9 @@
  * takes the Python way, which decides (refusing, converting or storing raw). So this function
  * need only be right where it answers; tests/unit/test_amqp10_stored_c.py holds it equal to the
  * reference on valid, altered, cut and random messages, and checks that the usual ones answer.
+ * The AMQP 1.0 port (amqp10/message.py, RabbitMQ 3.10's plugin) stores the same conversion with
+ * the properties and application-properties sections kept as they came instead of the bytes
+ * around the body (``to_kept``; ``message.stored_py`` the reference).
  *
  * Byte for byte as the reference writes them: the property list in AMQP 0-9-1 order; the
  * headers table with pamqp's entries first, sorted by name as pamqp sorts them (application
@@ -292,41 +296,26 @@ static int by_name(const void *a, const void *b) {
     return c != 0 ? c : (x->key_n > y->key_n) - (x->key_n < y->key_n);
 }
 
-static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "to_stored(data, reference, publishing_id, "
-                        "filter_value)");
-        return NULL;
-    }
-    PyObject *data = args[0], *reference = args[1], *publishing_id = args[2],
-             *filter_value = args[3];
+/* The conversion both functions below make: ``kept`` 0 for a stream (the body's
+ * surroundings in two headers; a producer reference and filter value), 1 for the AMQP 1.0
+ * port (amqp10/message.py: the properties and application-properties sections kept in
+ * headers as they came; their ``to`` and ``subject`` returned too). */
+static PyObject *convert(PyObject *data, int kept, const char *ref, Py_ssize_t ref_n,
+                         long long sequence, const char *filter, Py_ssize_t filter_n) {
     if (!PyBytes_CheckExact(data)) Py_RETURN_NONE;
-    const char *ref = NULL, *filter = NULL;
-    Py_ssize_t ref_n = 0, filter_n = 0;
-    long long sequence = 0;
-    if (reference != Py_None) {
-        if (!PyUnicode_Check(reference)) Py_RETURN_NONE;
-        ref = PyUnicode_AsUTF8AndSize(reference, &ref_n);
-        if (ref == NULL) { PyErr_Clear(); Py_RETURN_NONE; }
-        int overflow = 0;
-        sequence = PyLong_AsLongLongAndOverflow(publishing_id, &overflow);
-        if (overflow || (sequence == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-    }
-    if (filter_value != Py_None) {
-        if (!PyUnicode_Check(filter_value)) Py_RETURN_NONE;
-        filter = PyUnicode_AsUTF8AndSize(filter_value, &filter_n);
-        if (filter == NULL) { PyErr_Clear(); Py_RETURN_NONE; }
-    }
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t end = PyBytes_GET_SIZE(data);
 
     value header = {0}, properties = {0}, application = {0}, body = {0};
     int seen_header = 0, seen_properties = 0, seen_application = 0, seen_body = 0;
     Py_ssize_t pos = 0;
+    /* the properties and application-properties sections as they came, in their order */
+    const unsigned char *sections[2];
+    Py_ssize_t section_n[2];
+    const char *section_name[2];
+    int n_sections = 0;
     while (pos < end) {
+        Py_ssize_t start = pos;
         /* a described section with a ulong descriptor (a symbolic one: not taken here) */
         if (b[pos] != 0x00 || end - pos < 2 || (b[pos + 1] != 0x53 && b[pos + 1] != 0x80))
             Py_RETURN_NONE;
@@ -335,6 +324,13 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (read_value(b, &pos, end, &descriptor) < 0 || descriptor.kind != K_UINT)
             Py_RETURN_NONE;
         if (read_value(b, &pos, end, &v) < 0) Py_RETURN_NONE;
+        if (descriptor.u == PROPERTIES || descriptor.u == APPLICATION_PROPERTIES) {
+            if (n_sections == 2) Py_RETURN_NONE;                 /* one repeated */
+            sections[n_sections] = b + start;
+            section_n[n_sections] = pos - start;
+            section_name[n_sections++] = descriptor.u == PROPERTIES
+                ? "x-amqp-1.0-properties" : "x-amqp-1.0-app-properties";
+        }
         switch (descriptor.u) {
         case HEADER:
             if (seen_header++ || v.kind != K_LIST) Py_RETURN_NONE;
@@ -425,7 +421,7 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
     }
 
-    Py_ssize_t at = first_occurrence(b, body.p - b, body.n);
+    Py_ssize_t at = kept ? 0 : first_occurrence(b, body.p - b, body.n);
 
     out o = {NULL, 0, 0};
     if (reserve(&o, 64 + end + 32 * (Py_ssize_t)pairs) < 0) return PyErr_NoMemory();
@@ -497,10 +493,20 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 || put_int(&o, raw, 8) < 0;
         }
     }
-    failed |= put_key(&o, "x-stream-amqp-1.0-prefix") < 0 || put_longstr(&o, 'x', b, at) < 0
-        || put_key(&o, "x-stream-amqp-1.0-suffix") < 0
-        || put_longstr(&o, 'x', b + at + body.n, end - at - body.n) < 0;
-    if (!failed) {
+    if (!kept) {
+        failed |= put_key(&o, "x-stream-amqp-1.0-prefix") < 0
+            || put_longstr(&o, 'x', b, at) < 0
+            || put_key(&o, "x-stream-amqp-1.0-suffix") < 0
+            || put_longstr(&o, 'x', b + at + body.n, end - at - body.n) < 0;
+    } else {
+        for (int k = 0; k < n_sections; k++)
+            failed |= put_key(&o, section_name[k]) < 0
+                || put_longstr(&o, 'x', sections[k], section_n[k]) < 0;
+    }
+    if (!failed && kept && o.len == table_at + 4) {
+        o.len = table_at;                       /* no headers at all: none, as pamqp */
+        put_be(o.p, flags & ~0x2000u, 2);
+    } else if (!failed) {
         Py_ssize_t size = o.len - table_at - 4;
         if ((uint64_t)size > UINT32_MAX) { PyMem_Free(o.p); Py_RETURN_NONE; }
         put_be(o.p + table_at, (uint64_t)size, 4);
@@ -522,10 +528,64 @@ static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (props == NULL) return NULL;
     PyObject *payload = PyBytes_FromStringAndSize((const char *)body.p, body.n);
     if (payload == NULL) { Py_DECREF(props); return NULL; }
-    PyObject *result = PyTuple_Pack(2, props, payload);
+    if (!kept) {
+        PyObject *result = PyTuple_Pack(2, props, payload);
+        Py_DECREF(props);
+        Py_DECREF(payload);
+        return result;
+    }
+    PyObject *text[2] = {NULL, NULL};                  /* to, subject: strings or None */
+    for (int k = 0; k < 2; k++) {
+        const value *v = &p[2 + k];
+        text[k] = v->kind == K_STR || v->kind == K_SYM
+            ? PyUnicode_DecodeUTF8((const char *)v->p, v->n, "strict") : Py_NewRef(Py_None);
+    }
+    PyObject *result = text[0] && text[1]
+        ? PyTuple_Pack(4, props, payload, text[0], text[1]) : NULL;
     Py_DECREF(props);
     Py_DECREF(payload);
+    Py_XDECREF(text[0]);
+    Py_XDECREF(text[1]);
     return result;
+}
+
+static PyObject *to_stored(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "to_stored(data, reference, publishing_id, "
+                        "filter_value)");
+        return NULL;
+    }
+    PyObject *reference = args[1], *publishing_id = args[2], *filter_value = args[3];
+    const char *ref = NULL, *filter = NULL;
+    Py_ssize_t ref_n = 0, filter_n = 0;
+    long long sequence = 0;
+    if (reference != Py_None) {
+        if (!PyUnicode_Check(reference)) Py_RETURN_NONE;
+        ref = PyUnicode_AsUTF8AndSize(reference, &ref_n);
+        if (ref == NULL) { PyErr_Clear(); Py_RETURN_NONE; }
+        int overflow = 0;
+        sequence = PyLong_AsLongLongAndOverflow(publishing_id, &overflow);
+        if (overflow || (sequence == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    if (filter_value != Py_None) {
+        if (!PyUnicode_Check(filter_value)) Py_RETURN_NONE;
+        filter = PyUnicode_AsUTF8AndSize(filter_value, &filter_n);
+        if (filter == NULL) { PyErr_Clear(); Py_RETURN_NONE; }
+    }
+    return convert(args[0], 0, ref, ref_n, sequence, filter, filter_n);
+}
+
+/* to_kept(data) -> (properties, body, to, subject) or None: what the AMQP 1.0 port
+ * publishes for a message (amqp10/message.py's ``stored``, the reference). */
+static PyObject *to_kept(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "to_kept(data)");
+        return NULL;
+    }
+    return convert(args[0], 1, NULL, 0, 0, NULL, 0);
 }
 
 /* --- back: a stored message's AMQP 1.0 bytes -------------------------------------------- */
@@ -616,6 +676,8 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
 }
 
 static PyMethodDef methods[] = {
+    {"to_kept", (PyCFunction)(void (*)(void))to_kept, METH_FASTCALL,
+     "to_kept(data) -> (properties, body, to, subject) or None"},
     {"stream_message", (PyCFunction)(void (*)(void))stream_message, METH_FASTCALL,
      "stream_message(properties, body) -> the AMQP 1.0 bytes of a stored message, or None"},
     {"to_stored", (PyCFunction)(void (*)(void))to_stored, METH_FASTCALL,

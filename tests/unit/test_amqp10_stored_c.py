@@ -1,6 +1,8 @@
-"""The usual AMQP 1.0 stream message converted to its stored AMQP 0-9-1 form in C
-(``stream_protocol/_amqp10.c``), against the Python reference (``connection.stored_amqp10``:
-``amqp10.to_amqp091``, the body's surroundings, ``amqp10.encode_properties``).
+"""The usual AMQP 1.0 message converted to its stored AMQP 0-9-1 form in C
+(``stream_protocol/_amqp10.c``), against the Python references: a stream's
+(``connection.stored_amqp10``: ``amqp10.to_amqp091``, the body's surroundings,
+``amqp10.encode_properties``), the AMQP 1.0 port's (``amqp10/message.stored_py``), and back
+(``connection.stream_message_py``).
 
 The C function may decline any message (None: the Python way decides); where it answers, its
 bytes must be the reference's, on messages built from every constructor it reads, in any
@@ -13,6 +15,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from amqpbroker.amqp10 import message as amqp10_message
 from amqpbroker.stream_protocol import connection as conn
 
 try:
@@ -26,6 +29,8 @@ USER = "guest"
 
 def test_the_c_converter_is_built_and_used():
     assert _amqp10 is not None and conn.to_stored is _amqp10.to_stored
+    assert conn.stream_message is _amqp10.stream_message
+    assert amqp10_message.to_kept is _amqp10.to_kept
 
 
 # --- AMQP 1.0 values, written byte by byte (every constructor the C reader takes) --------------
@@ -122,10 +127,16 @@ usual_stream_args = st.tuples(st.none() | st.text(max_size=20), st.integers(0, 2
 
 
 def agree(data: bytes, reference=None, publishing_id=0, filter_value=None):
-    """The C answer, held to the reference where there is one."""
+    """The C answers, held to the references where there are some: the stream's form, and
+    (the same conversion, the sections kept instead of the body's surroundings) the AMQP
+    1.0 port's (``amqp10/message.stored_py``), which must answer the same messages."""
     got = _amqp10.to_stored(data, reference, publishing_id, filter_value)
     if got is not None:
         assert got == conn.stored_amqp10(data, USER, reference, publishing_id, filter_value)
+    kept = _amqp10.to_kept(data)
+    if kept is not None:
+        assert kept == amqp10_message.stored_py(data, USER)
+    assert (kept is None) == (_amqp10.to_stored(data, None, 0, None) is None)
     return got
 
 
