@@ -10,7 +10,9 @@ Each run declares a fresh queue over AMQP 0-9-1 (pika). Mode ``publish``: ``coun
 unsettled transfers to ``/amq/queue/NAME`` as the link's credit allows, timed to the last
 ``accepted`` disposition. Mode ``consume``: the messages are published first (not timed),
 then a receiving link gives ``window`` credit, accepts in runs of 100 and tops the credit
-up, timed to the last message. Reported: messages per second and the broker's CPU per
+up, timed to the last message. Modes ``publish-properties`` and ``consume-properties`` send
+messages with a header, properties and application properties, as client libraries do (the
+others a data section alone, which the broker reads without parsing). Reported: messages per second and the broker's CPU per
 message over the run (for ``consume`` the publishing too; its process group, from /proc): a
 markdown table of medians
 (``plugin_bench.py``).
@@ -82,11 +84,23 @@ async def connect(host: str, port: int) -> Client:
     return c
 
 
-def message(size: int) -> bytes:
-    return types._section(types.DATA, ("binary", b"x" * size))
+def message(size: int, full: bool = False) -> bytes:
+    """A data section alone, or (``full``) what qpid-proton and RabbitMQ's AMQP 1.0 client
+    send for a message with properties: a header, properties (a message-id, a content type),
+    two application properties, then the data."""
+    data = types._section(types.DATA, ("binary", b"x" * size))
+    if not full:
+        return data
+    return (types._section(types.HEADER, ("list", [("boolean", True)]))
+            + types._section(types.PROPERTIES, ("list", [
+                ("utf8", "order-42"), types.NULL, types.NULL, types.NULL, types.NULL,
+                types.NULL, ("symbol", "application/octet-stream")]))
+            + types._section(types.APPLICATION_PROPERTIES, ("map", [
+                (("utf8", "region"), ("utf8", "emea")), (("utf8", "attempt"), ("int", 1))]))
+            + data)
 
 
-async def publish(c: Client, queue: str, size: int, count: int) -> None:
+async def publish(c: Client, queue: str, size: int, count: int, full: bool = False) -> None:
     c.writer.write(f.frame("attach", name=("utf8", "bench-out"), handle=("uint", 0),
                            role=("boolean", False), snd_settle_mode=("ubyte", 0),
                            rcv_settle_mode=("ubyte", 0),
@@ -94,7 +108,7 @@ async def publish(c: Client, queue: str, size: int, count: int) -> None:
                            target=f.make("target", address=("utf8", f"/amq/queue/{queue}")),
                            initial_delivery_count=("uint", 0)))
     await c.expect("attach")
-    body = message(size)
+    body = message(size, full)
     credit = sent = settled = 0
     while settled < count:
         while credit > 0 and sent < count:
@@ -158,13 +172,14 @@ async def run_once(host: str, port: int, mode: str, size: int, count: int,
     ch.queue_declare(queue)
     try:
         c = await connect(host, port)
-        if mode == "consume":
-            await publish(c, queue, size, count)
+        full = mode.endswith("-properties")
+        if mode.startswith("consume"):
+            await publish(c, queue, size, count, full)
             start = time.perf_counter()
             await consume(c, queue, count, max(window, 200))
         else:
             start = time.perf_counter()
-            await publish(c, queue, size, count)
+            await publish(c, queue, size, count, full)
         rate = count / (time.perf_counter() - start)
         c.writer.close()
         return rate

@@ -31,10 +31,10 @@ from ..protocol import properties as props_mod
 from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
 
-try:                     # built by setup.py; stored_py below is the reference
-    from ..stream_protocol._amqp10 import to_kept
+try:                     # built by setup.py; stored_py and outgoing_py below are the reference
+    from ..stream_protocol._amqp10 import kept_message, to_kept
 except ImportError:      # not built
-    to_kept = None
+    kept_message = to_kept = None
 
 KEPT = {convert.MESSAGE_ANNOTATIONS: "x-amqp-1.0-message-annotations",
         convert.PROPERTIES: "x-amqp-1.0-properties",
@@ -113,7 +113,18 @@ def _text(fields: list, i: int) -> str | None:
 def outgoing(raw_properties: bytes, body: bytes, routing_key: str,
              redelivered: bool) -> bytes:
     """The AMQP 1.0 message an AMQP 1.0 consumer gets for a delivery (its AMQP 0-9-1
-    properties as they are on the wire)."""
+    properties as they are on the wire): one that came over AMQP 1.0 put back together in
+    C (``stream_protocol/_amqp10.c``), any other in Python."""
+    if kept_message is not None:
+        fast = kept_message(raw_properties, body, redelivered)
+        if fast is not None:
+            return fast
+    return outgoing_py(raw_properties, body, routing_key, redelivered)
+
+
+def outgoing_py(raw_properties: bytes, body: bytes, routing_key: str,
+                redelivered: bool) -> bytes:
+    """``outgoing`` in Python, the reference for ``kept_message``."""
     before, kind, after = _around_body(raw_properties, routing_key, redelivered)
     if kind == "sections":                              # the encoded body sections
         middle = bytes(body)
@@ -156,7 +167,8 @@ def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> 
     ttl = NULL
     if p.expiration is not None:
         try:
-            ttl = ("uint", int(p.expiration))
+            if 0 <= int(p.expiration) < 2 ** 32:    # a ttl is a uint; else none
+                ttl = ("uint", int(p.expiration))
         except ValueError:
             pass
     out = convert._section(convert.HEADER, ("list", [

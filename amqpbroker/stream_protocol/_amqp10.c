@@ -4,6 +4,7 @@
  * to_stored(data, reference, publishing_id, filter_value) -> (properties, body) or None
  * to_kept(data) -> (properties, body, to, subject) or None (the AMQP 1.0 port's form)
  * stream_message(properties, body) -> bytes or None (at the end of this file: the way back)
+ * kept_message(properties, body, redelivered) -> bytes or None (the AMQP 1.0 port's way back)
  *
  * A stream-protocol client (rstream, the Java, Go and .NET stream clients) publishes AMQP 1.0
  * messages; the stream stores each as AMQP 0-9-1 properties (their wire bytes) and a body, the
@@ -675,7 +676,149 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
     return out;
 }
 
+/* kept_message(properties, body, redelivered) -> bytes or None
+ *
+ * The AMQP 1.0 message the AMQP 1.0 port gives a consumer for a message that came over AMQP
+ * 1.0 with its properties section (and, if it had none, no other headers): a header section
+ * made anew (durable from the delivery mode, priority, ttl from the expiration, first-acquirer
+ * = not redelivered), the kept message-annotations, properties and application-properties
+ * sections, a data section of the body, the kept footer. None for anything else -- a
+ * stream's delivery (x-stream-offset), an amqp-value or other body, properties published over
+ * AMQP 0-9-1, a property list that does not plainly decode --: amqp10/message.outgoing_py,
+ * the reference, decides. */
+static const char *KEPT_NAMES[4] = {"x-amqp-1.0-message-annotations", "x-amqp-1.0-properties",
+                                    "x-amqp-1.0-app-properties", "x-amqp-1.0-footer"};
+
+static int shortstr_field(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t end,
+                          const unsigned char **s, Py_ssize_t *n) {
+    if (*pos >= end || end - *pos - 1 < b[*pos] || !utf8_ok(b + *pos + 1, b[*pos])) return -1;
+    *s = b + *pos + 1;
+    *n = b[*pos];
+    *pos += 1 + b[*pos];
+    return 0;
+}
+
+static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "kept_message(properties, body, redelivered)");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) Py_RETURN_NONE;
+    int redelivered = PyObject_IsTrue(args[2]);
+    if (redelivered < 0) return NULL;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t end = PyBytes_GET_SIZE(args[0]), pos = 2;
+    if (end < 2) Py_RETURN_NONE;
+    unsigned flags = (unsigned)be(b, 2);
+    /* a continuation flag (or the unused bit before it), a type (an "amqp-1.0" body is its
+     * encoded sections), no headers: not taken here */
+    if ((flags & 0x0023) || !(flags & 0x2000)) Py_RETURN_NONE;
+    const unsigned char *s, *kept[4] = {NULL, NULL, NULL, NULL};
+    Py_ssize_t n, kept_n[4] = {0, 0, 0, 0};
+    int delivery_mode = -1, priority = -1, other_headers = 0;
+    const unsigned char *expiration = NULL;
+    Py_ssize_t expiration_n = 0;
+    for (unsigned bit = 0x8000; bit >= 0x4000; bit >>= 1)
+        if ((flags & bit) && shortstr_field(b, &pos, end, &s, &n) < 0) Py_RETURN_NONE;
+    /* the headers table: each value of a type that decodes plainly */
+    if (end - pos < 4) Py_RETURN_NONE;
+    Py_ssize_t stop = pos + 4 + (Py_ssize_t)be(b + pos, 4);
+    if (stop > end || stop < pos + 4) Py_RETURN_NONE;
+    pos += 4;
+    while (pos < stop) {
+        Py_ssize_t key_n = b[pos++];
+        if (stop - pos < key_n + 1 || !utf8_ok(b + pos, key_n)) Py_RETURN_NONE;
+        const unsigned char *key = b + pos;
+        pos += key_n;
+        unsigned char t = b[pos++];
+        Py_ssize_t size = field_size(t, b, pos, stop);
+        if (size < 0) Py_RETURN_NONE;
+        int known = 0;
+        for (int k = 0; k < 4; k++) {
+            if (key_n == (Py_ssize_t)strlen(KEPT_NAMES[k])
+                    && memcmp(key, KEPT_NAMES[k], (size_t)key_n) == 0) {
+                if (t != 'x') Py_RETURN_NONE;
+                kept[k] = b + pos + 4;
+                kept_n[k] = size - 4;
+                known = 1;
+            }
+        }
+        if (!known) {
+            /* the body's type (x-amqp-1.0-value) and a stream's offset: not taken here */
+            if ((key_n == 16 && memcmp(key, "x-amqp-1.0-value", 16) == 0)
+                    || (key_n == 15 && memcmp(key, "x-stream-offset", 15) == 0))
+                Py_RETURN_NONE;
+            other_headers = 1;
+        }
+        pos += size;
+    }
+    if (flags & 0x1000) { if (pos >= end) Py_RETURN_NONE; delivery_mode = b[pos++]; }
+    if (flags & 0x0800) { if (pos >= end) Py_RETURN_NONE; priority = b[pos++]; }
+    for (unsigned bit = 0x0400; bit >= 0x0080; bit >>= 1) {      /* correlation-id .. id */
+        if (!(flags & bit)) continue;
+        if (shortstr_field(b, &pos, end, &s, &n) < 0) Py_RETURN_NONE;
+        if (bit == 0x0100) { expiration = s; expiration_n = n; }
+    }
+    if (flags & 0x0040) {               /* a timestamp pamqp can read (see field_size) */
+        if (end - pos < 8 || be(b + pos, 8) > (uint64_t)MAX_SECONDS * 1000 - 1000)
+            Py_RETURN_NONE;
+        pos += 8;
+    }
+    for (unsigned bit = 0x0010; bit >= 0x0004; bit >>= 1)   /* user-id, app-id, cluster-id */
+        if ((flags & bit) && shortstr_field(b, &pos, end, &s, &n) < 0) Py_RETURN_NONE;
+    if (pos != end || kept[1] == NULL || (kept[2] == NULL && other_headers)) Py_RETURN_NONE;
+
+    /* ttl: the expiration as a uint, when it is one (digits only: anything else, Python) */
+    int has_ttl = 0;
+    uint64_t ttl = 0;
+    if (expiration != NULL && expiration_n > 0) {
+        int negative = expiration[0] == '-';       /* (an AMQP 1.0 header's ttl of -1) */
+        if (negative && expiration_n == 1) Py_RETURN_NONE;
+        for (Py_ssize_t k = negative; k < expiration_n; k++) {
+            if (expiration[k] < '0' || expiration[k] > '9') Py_RETURN_NONE;
+            ttl = ttl * 10 + (uint64_t)(expiration[k] - '0');
+            if (ttl > UINT32_MAX) ttl = (uint64_t)UINT32_MAX + 1;     /* too big, stays so */
+        }
+        has_ttl = ttl <= UINT32_MAX && !(negative && ttl);  /* a ttl is a uint; else none */
+    }
+    unsigned char head[32];
+    int h = 0;
+    head[h++] = 0x00; head[h++] = 0x53; head[h++] = HEADER; head[h++] = 0xc0;
+    int size_at = h++;
+    head[h++] = 5;
+    head[h++] = 0x56; head[h++] = delivery_mode == 2;
+    if (priority >= 0) { head[h++] = 0x50; head[h++] = (unsigned char)priority; }
+    else head[h++] = 0x40;
+    if (!has_ttl) head[h++] = 0x40;
+    else if (ttl == 0) head[h++] = 0x43;
+    else if (ttl < 256) { head[h++] = 0x52; head[h++] = (unsigned char)ttl; }
+    else { head[h++] = 0x70; put_be(head + h, ttl, 4); h += 4; }
+    head[h++] = 0x56; head[h++] = !redelivered;
+    head[h++] = 0x40;
+    head[size_at] = (unsigned char)(h - size_at - 1);
+
+    Py_ssize_t body_n = PyBytes_GET_SIZE(args[1]);
+    unsigned char data_head[8] = {0x00, 0x53, DATA};
+    int d = 3;
+    if (body_n <= 254) { data_head[d++] = 0xa0; data_head[d++] = (unsigned char)body_n; }
+    else if ((uint64_t)body_n <= UINT32_MAX) {
+        data_head[d++] = 0xb0; put_be(data_head + d, (uint64_t)body_n, 4); d += 4;
+    } else Py_RETURN_NONE;
+    Py_ssize_t total = h + kept_n[0] + kept_n[1] + kept_n[2] + d + body_n + kept_n[3];
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, head, (size_t)h); o += h;
+    for (int k = 0; k < 3; k++) { if (kept[k]) memcpy(o, kept[k], (size_t)kept_n[k]); o += kept_n[k]; }
+    memcpy(o, data_head, (size_t)d); o += d;
+    memcpy(o, PyBytes_AS_STRING(args[1]), (size_t)body_n); o += body_n;
+    if (kept[3]) memcpy(o, kept[3], (size_t)kept_n[3]);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"kept_message", (PyCFunction)(void (*)(void))kept_message, METH_FASTCALL,
+     "kept_message(properties, body, redelivered) -> the AMQP 1.0 port's message, or None"},
     {"to_kept", (PyCFunction)(void (*)(void))to_kept, METH_FASTCALL,
      "to_kept(data) -> (properties, body, to, subject) or None"},
     {"stream_message", (PyCFunction)(void (*)(void))stream_message, METH_FASTCALL,

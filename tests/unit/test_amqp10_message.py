@@ -58,6 +58,24 @@ def test_amqp091_messages_get_the_routing_key_as_subject_and_headers_as_properti
     assert got.properties == {"h": "w", "n": 3}
 
 
+@pytest.mark.parametrize("expiration, ttl", [("60000", 60000), ("4294967295", 4294967295),
+                                             ("4294967296", None), ("-1", None)])
+def test_an_expiration_that_is_no_uint_gives_no_ttl(expiration, ttl):
+    """An AMQP 1.0 header's ttl is a uint: a 0-9-1 expiration beyond it gives none (the
+    conversion raised struct.error on it before, failing the delivery)."""
+    import pika
+    raw = b"".join(pika.BasicProperties(expiration=expiration).encode())
+    out = message.outgoing(raw, b"payload", "rk", False)
+    got = Message()
+    got.decode(out)
+    if ttl is None:     # the header as without an expiration (proton reads a null ttl as 0)
+        none = message.outgoing(b"".join(pika.BasicProperties().encode()), b"payload", "rk",
+                                False)
+        assert out[:out.index(b"\x00Ss")] == none[:none.index(b"\x00Ss")]
+    else:
+        assert got.ttl == ttl / 1000
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=600))
 def test_a_bare_data_section_reads_as_the_full_mapping_reads_it(body):

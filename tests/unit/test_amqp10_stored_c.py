@@ -31,6 +31,7 @@ def test_the_c_converter_is_built_and_used():
     assert _amqp10 is not None and conn.to_stored is _amqp10.to_stored
     assert conn.stream_message is _amqp10.stream_message
     assert amqp10_message.to_kept is _amqp10.to_kept
+    assert amqp10_message.kept_message is _amqp10.kept_message
 
 
 # --- AMQP 1.0 values, written byte by byte (every constructor the C reader takes) --------------
@@ -136,6 +137,8 @@ def agree(data: bytes, reference=None, publishing_id=0, filter_value=None):
     kept = _amqp10.to_kept(data)
     if kept is not None:
         assert kept == amqp10_message.stored_py(data, USER)
+        for redelivered in (False, True):
+            kept_back(kept[0], kept[1], redelivered)
     assert (kept is None) == (_amqp10.to_stored(data, None, 0, None) is None)
     return got
 
@@ -222,9 +225,13 @@ usual_header = st.tuples(st.booleans(), st.integers(0, 255), st.integers(0, 2**3
        st.binary(max_size=3000), usual_stream_args)
 def test_the_usual_message_is_converted_in_c(header, properties, application, body, args):
     data = b"".join(p for p in (header, properties, application) if p is not None) + \
-        section(0x75, (b"\xa0" + bytes([len(body)]) if len(body) < 256
+        section(0x75, (b"\xa0" + bytes([len(body)]) if len(body) <= 254
                        else b"\xb0" + struct.pack(">I", len(body))) + body)
     assert agree(data, *args) is not None
+    # and what the AMQP 1.0 port gives back for it: a header made anew, the rest as sent
+    kept_properties, kept_body, _, _ = _amqp10.to_kept(data)
+    out = kept_back(kept_properties, kept_body, False)
+    assert out is not None and out.endswith(data[data.index(b"\x00Ss"):])
 
 
 def test_what_rstream_publishes_is_converted_in_c():
@@ -262,7 +269,16 @@ def test_what_c_declines_goes_the_python_way():
 
 # --- and back: the AMQP 1.0 bytes a stream consumer gets ------------------------------------
 
+def kept_back(properties: bytes, body: bytes, redelivered: bool):
+    """The AMQP 1.0 port's way back, held to ``outgoing_py``."""
+    got = _amqp10.kept_message(properties, body, redelivered)
+    if got is not None:
+        assert got == amqp10_message.outgoing_py(properties, body, "key", redelivered)
+    return got
+
+
 def back(properties: bytes, body: bytes):
+    kept_back(properties, body, False)
     got = _amqp10.stream_message(properties, body)
     if got is not None:
         assert got == conn.stream_message_py(properties, body)
