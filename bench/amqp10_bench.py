@@ -11,8 +11,9 @@ unsettled transfers to ``/amq/queue/NAME`` as the link's credit allows, timed to
 ``accepted`` disposition. Mode ``consume``: the messages are published first (not timed),
 then a receiving link gives ``window`` credit, accepts in runs of 100 and tops the credit
 up, timed to the last message. Modes ``publish-properties`` and ``consume-properties`` send
-messages with a header, properties and application properties, as client libraries do (the
-others a data section alone, which the broker reads without parsing). Reported: messages per second and the broker's CPU per
+messages with a header, properties (4,096 distinct message-ids) and application properties,
+as client libraries do (the others a data section alone, which the broker reads without
+parsing). Reported: messages per second and the broker's CPU per
 message over the run (for ``consume`` the publishing too; its process group, from /proc): a
 markdown table of medians
 (``plugin_bench.py``).
@@ -84,16 +85,16 @@ async def connect(host: str, port: int) -> Client:
     return c
 
 
-def message(size: int, full: bool = False) -> bytes:
+def message(size: int, full: bool = False, n: int = 0) -> bytes:
     """A data section alone, or (``full``) what qpid-proton and RabbitMQ's AMQP 1.0 client
-    send for a message with properties: a header, properties (a message-id, a content type),
-    two application properties, then the data."""
+    send for a message with properties: a header, properties (a message-id ``n``, a content
+    type), two application properties, then the data."""
     data = types._section(types.DATA, ("binary", b"x" * size))
     if not full:
         return data
     return (types._section(types.HEADER, ("list", [("boolean", True)]))
             + types._section(types.PROPERTIES, ("list", [
-                ("utf8", "order-42"), types.NULL, types.NULL, types.NULL, types.NULL,
+                ("utf8", f"order-{n}"), types.NULL, types.NULL, types.NULL, types.NULL,
                 types.NULL, ("symbol", "application/octet-stream")]))
             + types._section(types.APPLICATION_PROPERTIES, ("map", [
                 (("utf8", "region"), ("utf8", "emea")), (("utf8", "attempt"), ("int", 1))]))
@@ -108,14 +109,16 @@ async def publish(c: Client, queue: str, size: int, count: int, full: bool = Fal
                            target=f.make("target", address=("utf8", f"/amq/queue/{queue}")),
                            initial_delivery_count=("uint", 0)))
     await c.expect("attach")
-    body = message(size, full)
+    # distinct message-ids, as a client sends them (more than a cache of 1,024 would hold)
+    bodies = [message(size, full, n) for n in range(4096 if full else 1)]
     credit = sent = settled = 0
     while settled < count:
         while credit > 0 and sent < count:
             n = min(credit, count - sent, 256)
             c.writer.write(b"".join(
                 f.with_head(0, f.transfer_head(0, 0, sent + i, struct.pack(">Q", sent + i),
-                                               False, False) + body) for i in range(n)))
+                                               False, False) + bodies[(sent + i) % len(bodies)])
+                for i in range(n)))
             sent += n
             credit -= n
         await c.writer.drain()

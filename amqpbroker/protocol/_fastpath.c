@@ -558,6 +558,15 @@ static PyObject *value_at(PyObject *buf, const unsigned char *b, Py_ssize_t *pos
         PyErr_Clear();                          /* pamqp's long_str gives bytes then */
         return PyBytes_FromStringAndSize((const char *)b + p + 4, (Py_ssize_t)n);
     }
+    if (code == 'x') {                          /* a byte array: pamqp's bytearray */
+        if (end - p < 4)
+            return exceeds("Field value exceeds table data");
+        uint32_t n = get_u32(b + p);
+        if ((uint64_t)(end - p - 4) < n)
+            return exceeds("Field value exceeds table data");
+        *pos = p + 4 + (Py_ssize_t)n;
+        return PyByteArray_FromStringAndSize((const char *)b + p + 4, (Py_ssize_t)n);
+    }
     if (code == 'F' || code == 'A') {
         Py_ssize_t stop;
         if (Py_EnterRecursiveCall(" while decoding a field table"))

@@ -10,7 +10,8 @@ exactly what pamqp would give (same types, same timestamp and decimal handling, 
 ``s`` = short int) in O(size) for the whole table.
 
 The walk runs in C (``_fastpath.c``'s ``decode_table``: integers, booleans, void, long
-strings, tables and arrays built there, every other type handed back to ``_value_at_py``);
+strings, byte arrays, tables and arrays built there, every other type handed back to
+``_value_at_py``);
 the Python functions here (``_table_at_py``...) are the reference it is tested against
 (``tests/property/test_fieldtable_c.py``) and what runs when the extension is not built. A
 celery task's 19 headers: 11.6 µs to read in Python, see bench/RESULTS.md.
