@@ -618,6 +618,63 @@ static Py_ssize_t field_size(unsigned char t, const unsigned char *b, Py_ssize_t
     return end - pos < n ? -1 : n;
 }
 
+/* A shortstr property at *pos: its bytes (UTF-8, as pamqp decodes it); -1 if it is not. */
+static int shortstr_field(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t end,
+                          const unsigned char **s, Py_ssize_t *n) {
+    if (*pos >= end || end - *pos - 1 < b[*pos] || !utf8_ok(b + *pos + 1, b[*pos])) return -1;
+    *s = b + *pos + 1;
+    *n = b[*pos];
+    *pos += 1 + b[*pos];
+    return 0;
+}
+
+/* The headers table of a property list with the given flags (no continuation): *pos at its
+ * first entry, *stop after its last (the content type and encoding before it skipped); -1
+ * when the list does not plainly hold one. */
+static int headers_table(const unsigned char *b, Py_ssize_t end, unsigned flags,
+                         Py_ssize_t *pos, Py_ssize_t *stop) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    *pos = 2;
+    if ((flags & 1) || !(flags & 0x2000)) return -1;
+    for (unsigned bit = 0x8000; bit >= 0x4000; bit >>= 1)   /* content type, encoding */
+        if ((flags & bit) && shortstr_field(b, pos, end, &s, &n) < 0) return -1;
+    if (end - *pos < 4) return -1;
+    uint64_t size = be(b + *pos, 4);
+    *pos += 4;
+    if ((uint64_t)(end - *pos) < size) return -1;
+    *stop = *pos + (Py_ssize_t)size;
+    return 0;
+}
+
+/* One entry of a headers table at *pos (before stop): its name, type, and value (for 'S'
+ * and 'x' its bytes after the length); 0, or -1 for an entry not taken here. */
+typedef struct {
+    const unsigned char *key, *value;
+    Py_ssize_t key_n, value_n;
+    unsigned char type;
+} header;
+
+static int next_header(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t stop, header *h) {
+    Py_ssize_t at = *pos, key_n = b[at++];
+    if (stop - at < key_n + 1 || !utf8_ok(b + at, key_n)) return -1;
+    h->key = b + at;
+    h->key_n = key_n;
+    at += key_n;
+    h->type = b[at++];
+    Py_ssize_t size = field_size(h->type, b, at, stop);
+    if (size < 0) return -1;
+    int sized = h->type == 'S' || h->type == 'x';
+    h->value = b + at + (sized ? 4 : 0);
+    h->value_n = size - (sized ? 4 : 0);
+    *pos = at + size;
+    return 0;
+}
+
+static int is_key(const header *h, const char *name) {
+    return h->key_n == (Py_ssize_t)strlen(name) && memcmp(h->key, name, (size_t)h->key_n) == 0;
+}
+
 /* stream_message(properties, body) -> bytes or None
  *
  * The AMQP 1.0 message a stream-protocol consumer gets for a stored one that came as AMQP
@@ -632,38 +689,19 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
     }
     if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) Py_RETURN_NONE;
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t end = PyBytes_GET_SIZE(args[0]), pos = 2;
-    if (end < 2) Py_RETURN_NONE;
-    unsigned flags = (unsigned)be(b, 2);
-    if ((flags & 1) || !(flags & 0x2000)) Py_RETURN_NONE;
-    for (unsigned bit = 0x8000; bit >= 0x4000; bit >>= 1) {   /* content type, encoding */
-        if (flags & bit) {
-            if (pos >= end || end - pos - 1 < b[pos]) Py_RETURN_NONE;
-            pos += 1 + b[pos];
-        }
-    }
-    if (end - pos < 4) Py_RETURN_NONE;
-    Py_ssize_t size = (Py_ssize_t)be(b + pos, 4);
-    pos += 4;
-    if (end - pos < size) Py_RETURN_NONE;
-    Py_ssize_t stop = pos + size;
+    Py_ssize_t end = PyBytes_GET_SIZE(args[0]), pos, stop;
+    if (end < 2 || headers_table(b, end, (unsigned)be(b, 2), &pos, &stop) < 0) Py_RETURN_NONE;
     const unsigned char *prefix = NULL, *suffix = NULL;
     Py_ssize_t prefix_n = 0, suffix_n = 0;
     int prefix_x = 0, suffix_x = 0;
+    header h;
     while (pos < stop) {
-        Py_ssize_t key_n = b[pos++];
-        if (stop - pos < key_n + 1 || !utf8_ok(b + pos, key_n)) Py_RETURN_NONE;
-        const unsigned char *key = b + pos;
-        pos += key_n;
-        unsigned char t = b[pos++];
-        Py_ssize_t n = field_size(t, b, pos, stop);
-        if (n < 0) Py_RETURN_NONE;
-        if (key_n == sizeof PREFIX - 1 && memcmp(key, PREFIX, (size_t)key_n) == 0) {
-            prefix_x = t == 'x'; prefix = b + pos + 4; prefix_n = n - 4;
-        } else if (key_n == sizeof SUFFIX - 1 && memcmp(key, SUFFIX, (size_t)key_n) == 0) {
-            suffix_x = t == 'x'; suffix = b + pos + 4; suffix_n = n - 4;
+        if (next_header(b, &pos, stop, &h) < 0) Py_RETURN_NONE;
+        if (is_key(&h, PREFIX)) {
+            prefix_x = h.type == 'x'; prefix = h.value; prefix_n = h.value_n;
+        } else if (is_key(&h, SUFFIX)) {
+            suffix_x = h.type == 'x'; suffix = h.value; suffix_n = h.value_n;
         }
-        pos += n;
     }
     if (prefix == NULL || suffix == NULL || !prefix_x || !suffix_x) Py_RETURN_NONE;
     Py_ssize_t body_n = PyBytes_GET_SIZE(args[1]);
@@ -689,15 +727,6 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
 static const char *KEPT_NAMES[4] = {"x-amqp-1.0-message-annotations", "x-amqp-1.0-properties",
                                     "x-amqp-1.0-app-properties", "x-amqp-1.0-footer"};
 
-static int shortstr_field(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t end,
-                          const unsigned char **s, Py_ssize_t *n) {
-    if (*pos >= end || end - *pos - 1 < b[*pos] || !utf8_ok(b + *pos + 1, b[*pos])) return -1;
-    *s = b + *pos + 1;
-    *n = b[*pos];
-    *pos += 1 + b[*pos];
-    return 0;
-}
-
 static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "kept_message(properties, body, redelivered)");
@@ -707,50 +736,32 @@ static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t 
     int redelivered = PyObject_IsTrue(args[2]);
     if (redelivered < 0) return NULL;
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t end = PyBytes_GET_SIZE(args[0]), pos = 2;
+    Py_ssize_t end = PyBytes_GET_SIZE(args[0]), pos, stop;
     if (end < 2) Py_RETURN_NONE;
     unsigned flags = (unsigned)be(b, 2);
-    /* a continuation flag (or the unused bit before it), a type (an "amqp-1.0" body is its
-     * encoded sections), no headers: not taken here */
-    if ((flags & 0x0023) || !(flags & 0x2000)) Py_RETURN_NONE;
+    /* the unused bit before the continuation flag, a type (an "amqp-1.0" body is its
+     * encoded sections): not taken here */
+    if ((flags & 0x0022) || headers_table(b, end, flags, &pos, &stop) < 0) Py_RETURN_NONE;
     const unsigned char *s, *kept[4] = {NULL, NULL, NULL, NULL};
     Py_ssize_t n, kept_n[4] = {0, 0, 0, 0};
     int delivery_mode = -1, priority = -1, other_headers = 0;
     const unsigned char *expiration = NULL;
     Py_ssize_t expiration_n = 0;
-    for (unsigned bit = 0x8000; bit >= 0x4000; bit >>= 1)
-        if ((flags & bit) && shortstr_field(b, &pos, end, &s, &n) < 0) Py_RETURN_NONE;
-    /* the headers table: each value of a type that decodes plainly */
-    if (end - pos < 4) Py_RETURN_NONE;
-    Py_ssize_t stop = pos + 4 + (Py_ssize_t)be(b + pos, 4);
-    if (stop > end || stop < pos + 4) Py_RETURN_NONE;
-    pos += 4;
+    header h;
     while (pos < stop) {
-        Py_ssize_t key_n = b[pos++];
-        if (stop - pos < key_n + 1 || !utf8_ok(b + pos, key_n)) Py_RETURN_NONE;
-        const unsigned char *key = b + pos;
-        pos += key_n;
-        unsigned char t = b[pos++];
-        Py_ssize_t size = field_size(t, b, pos, stop);
-        if (size < 0) Py_RETURN_NONE;
+        if (next_header(b, &pos, stop, &h) < 0) Py_RETURN_NONE;
         int known = 0;
         for (int k = 0; k < 4; k++) {
-            if (key_n == (Py_ssize_t)strlen(KEPT_NAMES[k])
-                    && memcmp(key, KEPT_NAMES[k], (size_t)key_n) == 0) {
-                if (t != 'x') Py_RETURN_NONE;
-                kept[k] = b + pos + 4;
-                kept_n[k] = size - 4;
+            if (is_key(&h, KEPT_NAMES[k])) {
+                if (h.type != 'x') Py_RETURN_NONE;
+                kept[k] = h.value;
+                kept_n[k] = h.value_n;
                 known = 1;
             }
         }
-        if (!known) {
-            /* the body's type (x-amqp-1.0-value) and a stream's offset: not taken here */
-            if ((key_n == 16 && memcmp(key, "x-amqp-1.0-value", 16) == 0)
-                    || (key_n == 15 && memcmp(key, "x-stream-offset", 15) == 0))
-                Py_RETURN_NONE;
-            other_headers = 1;
-        }
-        pos += size;
+        /* the body's type (x-amqp-1.0-value) and a stream's offset: not taken here */
+        if (is_key(&h, "x-amqp-1.0-value") || is_key(&h, "x-stream-offset")) Py_RETURN_NONE;
+        other_headers |= !known;
     }
     if (flags & 0x1000) { if (pos >= end) Py_RETURN_NONE; delivery_mode = b[pos++]; }
     if (flags & 0x0800) { if (pos >= end) Py_RETURN_NONE; priority = b[pos++]; }
@@ -782,20 +793,20 @@ static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t 
         has_ttl = ttl <= UINT32_MAX && !(negative && ttl);  /* a ttl is a uint; else none */
     }
     unsigned char head[32];
-    int h = 0;
-    head[h++] = 0x00; head[h++] = 0x53; head[h++] = HEADER; head[h++] = 0xc0;
-    int size_at = h++;
-    head[h++] = 5;
-    head[h++] = 0x56; head[h++] = delivery_mode == 2;
-    if (priority >= 0) { head[h++] = 0x50; head[h++] = (unsigned char)priority; }
-    else head[h++] = 0x40;
-    if (!has_ttl) head[h++] = 0x40;
-    else if (ttl == 0) head[h++] = 0x43;
-    else if (ttl < 256) { head[h++] = 0x52; head[h++] = (unsigned char)ttl; }
-    else { head[h++] = 0x70; put_be(head + h, ttl, 4); h += 4; }
-    head[h++] = 0x56; head[h++] = !redelivered;
-    head[h++] = 0x40;
-    head[size_at] = (unsigned char)(h - size_at - 1);
+    int w = 0;
+    head[w++] = 0x00; head[w++] = 0x53; head[w++] = HEADER; head[w++] = 0xc0;
+    int size_at = w++;
+    head[w++] = 5;
+    head[w++] = 0x56; head[w++] = delivery_mode == 2;
+    if (priority >= 0) { head[w++] = 0x50; head[w++] = (unsigned char)priority; }
+    else head[w++] = 0x40;
+    if (!has_ttl) head[w++] = 0x40;
+    else if (ttl == 0) head[w++] = 0x43;
+    else if (ttl < 256) { head[w++] = 0x52; head[w++] = (unsigned char)ttl; }
+    else { head[w++] = 0x70; put_be(head + w, ttl, 4); w += 4; }
+    head[w++] = 0x56; head[w++] = !redelivered;
+    head[w++] = 0x40;
+    head[size_at] = (unsigned char)(w - size_at - 1);
 
     Py_ssize_t body_n = PyBytes_GET_SIZE(args[1]);
     unsigned char data_head[8] = {0x00, 0x53, DATA};
@@ -804,11 +815,11 @@ static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t 
     else if ((uint64_t)body_n <= UINT32_MAX) {
         data_head[d++] = 0xb0; put_be(data_head + d, (uint64_t)body_n, 4); d += 4;
     } else Py_RETURN_NONE;
-    Py_ssize_t total = h + kept_n[0] + kept_n[1] + kept_n[2] + d + body_n + kept_n[3];
+    Py_ssize_t total = w + kept_n[0] + kept_n[1] + kept_n[2] + d + body_n + kept_n[3];
     PyObject *out = PyBytes_FromStringAndSize(NULL, total);
     if (out == NULL) return NULL;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    memcpy(o, head, (size_t)h); o += h;
+    memcpy(o, head, (size_t)w); o += w;
     for (int k = 0; k < 3; k++) { if (kept[k]) memcpy(o, kept[k], (size_t)kept_n[k]); o += kept_n[k]; }
     memcpy(o, data_head, (size_t)d); o += d;
     memcpy(o, PyBytes_AS_STRING(args[1]), (size_t)body_n); o += body_n;
