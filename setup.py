@@ -86,7 +86,8 @@ setup(
     # the record layout packed and unpacked in C: the hot path of every link between
     # processes (amqpbroker/storage/_record.c; record.py keeps the Python reference); the
     # publish scanner, delivery builder and field-table walk (amqpbroker/protocol/_fastpath.c);
-    # the usual AMQP 1.0 stream message to its stored form (stream_protocol/_amqp10.c)
+    # the usual AMQP 1.0 message to its stored AMQP 0-9-1 form and back, for the stream
+    # protocol and the AMQP 1.0 port (amqpbroker/stream_protocol/_amqp10.c)
     ext_modules=[Extension("amqpbroker.storage._record", ["amqpbroker/storage/_record.c"]),
                  Extension("amqpbroker.protocol._fastpath", ["amqpbroker/protocol/_fastpath.c"]),
                  Extension("amqpbroker.stream_protocol._amqp10",

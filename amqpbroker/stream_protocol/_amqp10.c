@@ -48,6 +48,15 @@
 #define DATA 0x75
 #define SHORTSTR_MAX 255
 #define MAX_SECONDS 253402300799LL  /* 9999-12-31T23:59:59Z: Python's datetime ends there */
+/* the largest timestamp field pamqp decodes: one over 2**32 it takes for milliseconds */
+#define PAMQP_TIMESTAMP_MAX ((uint64_t)MAX_SECONDS * 1000 - 1000)
+
+/* a stream's headers around an AMQP 1.0 body (properties.STREAM_AROUND) */
+static const char PREFIX[] = "x-stream-amqp-1.0-prefix", SUFFIX[] = "x-stream-amqp-1.0-suffix";
+/* the AMQP 1.0 port's kept sections (amqp10/message.py KEPT), by section: annotations,
+ * properties, application properties, footer */
+static const char *KEPT_NAMES[4] = {"x-amqp-1.0-message-annotations", "x-amqp-1.0-properties",
+                                    "x-amqp-1.0-app-properties", "x-amqp-1.0-footer"};
 #define MAX_ENTRIES 64              /* application properties taken here; more: Python */
 #define PAMQP_NAME_MAX 128          /* pamqp's longest table name (it cuts longer ones) */
 
@@ -330,7 +339,7 @@ static PyObject *convert(PyObject *data, int kept, const char *ref, Py_ssize_t r
             sections[n_sections] = b + start;
             section_n[n_sections] = pos - start;
             section_name[n_sections++] = descriptor.u == PROPERTIES
-                ? "x-amqp-1.0-properties" : "x-amqp-1.0-app-properties";
+                ? KEPT_NAMES[1] : KEPT_NAMES[2];
         }
         switch (descriptor.u) {
         case HEADER:
@@ -495,9 +504,9 @@ static PyObject *convert(PyObject *data, int kept, const char *ref, Py_ssize_t r
         }
     }
     if (!kept) {
-        failed |= put_key(&o, "x-stream-amqp-1.0-prefix") < 0
+        failed |= put_key(&o, PREFIX) < 0
             || put_longstr(&o, 'x', b, at) < 0
-            || put_key(&o, "x-stream-amqp-1.0-suffix") < 0
+            || put_key(&o, SUFFIX) < 0
             || put_longstr(&o, 'x', b + at + body.n, end - at - body.n) < 0;
     } else {
         for (int k = 0; k < n_sections; k++)
@@ -591,7 +600,6 @@ static PyObject *to_kept(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 
 /* --- back: a stored message's AMQP 1.0 bytes -------------------------------------------- */
 
-static const char PREFIX[] = "x-stream-amqp-1.0-prefix", SUFFIX[] = "x-stream-amqp-1.0-suffix";
 
 /* The size of the field value of type t at b[pos..end) (after its type byte), or -1 for a
  * type not taken here (decimals, tables, arrays, a timestamp beyond what pamqp reads: their
@@ -605,8 +613,8 @@ static Py_ssize_t field_size(unsigned char t, const unsigned char *b, Py_ssize_t
     case 's': case 'u': n = 2; break;
     case 'I': case 'i': case 'f': n = 4; break;
     case 'l': case 'L': case 'd': n = 8; break;
-    case 'T':       /* pamqp takes one over 2**32 for milliseconds; both end in year 9999 */
-        if (end - pos < 8 || be(b + pos, 8) > (uint64_t)MAX_SECONDS * 1000 - 1000) return -1;
+    case 'T':                                   /* one pamqp decodes */
+        if (end - pos < 8 || be(b + pos, 8) > PAMQP_TIMESTAMP_MAX) return -1;
         n = 8;
         break;
     case 'S': case 'x':
@@ -724,8 +732,6 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
  * stream's delivery (x-stream-offset), an amqp-value or other body, properties published over
  * AMQP 0-9-1, a property list that does not plainly decode --: amqp10/message.outgoing_py,
  * the reference, decides. */
-static const char *KEPT_NAMES[4] = {"x-amqp-1.0-message-annotations", "x-amqp-1.0-properties",
-                                    "x-amqp-1.0-app-properties", "x-amqp-1.0-footer"};
 
 static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -770,8 +776,8 @@ static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (shortstr_field(b, &pos, end, &s, &n) < 0) Py_RETURN_NONE;
         if (bit == 0x0100) { expiration = s; expiration_n = n; }
     }
-    if (flags & 0x0040) {               /* a timestamp pamqp can read (see field_size) */
-        if (end - pos < 8 || be(b + pos, 8) > (uint64_t)MAX_SECONDS * 1000 - 1000)
+    if (flags & 0x0040) {                       /* a timestamp pamqp can read */
+        if (end - pos < 8 || be(b + pos, 8) > PAMQP_TIMESTAMP_MAX)
             Py_RETURN_NONE;
         pos += 8;
     }
