@@ -324,6 +324,11 @@ Credit = message(5, "credit", ("grants", "grants"))
 Ack = message(6, "ack", ("qid", "u32"), ("seq", "u64"), ("offsets", "u64s"))
 Reject = message(7, "reject", ("qid", "u32"), ("seq", "u64"), ("requeue", "bool"),
                  ("offsets", "u64s"))
+# an AMQP 1.0 consumer's ``modified`` outcome with message annotations (amqp10/): one
+# delivery rejected, its message requeued or dead-lettered with ``properties`` (its AMQP 0-9-1
+# properties with the annotations merged in) -- a quorum queue keeps them, as RabbitMQ's
+Modify = message(102, "modify", ("qid", "u32"), ("seq", "u64"), ("requeue", "bool"),
+                 ("offset", "u64"), ("properties", "bytes"))
 Get = message(8, "get", ("qid", "u32"), ("no_ack", "bool"), request=True)
 Purge = message(9, "purge", ("qid", "u32"), request=True)
 Stats = message(10, "stats", ("qids", "any"), request=True)
@@ -389,8 +394,8 @@ TrackedOffset = message(76, "tracked_offset", ("qid", "u32"), ("reference", "str
 ProducerSequence = message(77, "producer_sequence", ("qid", "u32"), ("producer", "str"),
                            request=True)
 
-PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Get, Purge, Stats, Delete,
-                      Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
+PARTITION_COMMANDS = (Open, Pub, Pubs, Sub, Unsub, Credit, Ack, Reject, Modify, Get, Purge, Stats,
+                      Delete, Touch, Close, HostCounters, GroupSettle, GroupAssign, GroupRevoke,
                       GroupOffsets, GroupOwners, GroupReset, Partitions, ConfirmWanted,
                       SetArguments, DlxSettle, TrackOffset, TrackedOffset, ProducerSequence)
 

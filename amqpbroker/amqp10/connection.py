@@ -59,7 +59,7 @@ from ..adapter import AdapterConnection, ChannelGone, Ended, refusal, tapped
 from ..delivery_tap import Delivery
 from ..frontend import adapters
 from ..frontend.session import is_loopback
-from ..protocol.fastpath import build_confirm, build_publish
+from ..protocol.fastpath import build_confirm, build_modify, build_publish
 from ..stream_protocol import amqp10 as convert
 from ..stream_protocol.amqp10 import NULL
 from . import address
@@ -140,7 +140,7 @@ class Session:
         self.next_incoming_id = next_incoming_id
         self.next_outgoing_id = 0                       # our next delivery id
         self.remote_incoming_window = remote_incoming_window
-        self.unsettled: dict[int, tuple] = {}           # delivery id -> (link, tag)
+        self.unsettled: dict[int, tuple] = {}   # delivery id -> (link, tag, properties)
         self.detached: set[int] = set()     # handles we detached first: the client answers
 
     def flow_fields(self) -> dict:
@@ -689,7 +689,8 @@ class Amqp10Connection(AdapterConnection):
         back to its queue."""
         link.closing = True
         link.session.links.pop(link.handle, None)
-        for delivery_id in [i for i, (ln, _) in link.session.unsettled.items() if ln is link]:
+        for delivery_id in [i for i, (ln, *_) in link.session.unsettled.items()
+                            if ln is link]:
             del link.session.unsettled[delivery_id]
         channel = link.channel
         if channel is not None:
@@ -1008,8 +1009,8 @@ class Amqp10Connection(AdapterConnection):
         if link.settled:
             self.amqp_out.append(build_confirm(link.channel.channel_number, m.delivery_tag,
                                                False))
-        else:
-            session.unsettled[delivery_id] = (link, m.delivery_tag)
+        else:       # the properties: what a ``modified`` outcome's annotations merge into
+            session.unsettled[delivery_id] = (link, m.delivery_tag, m.properties)
             link.unsettled += 1
 
     def _send_transfer(self, link: Link, tag: bytes, data: bytes) -> int:
@@ -1050,20 +1051,32 @@ class Amqp10Connection(AdapterConnection):
         last = frame["last"] if frame["last"] is not None else first
         state = f.composite(frame.fields["state"])
         kind = state[0] if state is not None else "accepted"
+        annotations = None
+        if kind == "modified":
+            annotations = _modified_annotations(state[1]["message_annotations"])
+            if isinstance(annotations, str):
+                self._fail("amqp:invalid-field", annotations)
+                return
         settled = []
         for delivery_id in range(first, last + 1):
             entry = session.unsettled.pop(delivery_id, None)
             if entry is None:
                 continue
-            link, tag = entry
+            link, tag, properties = entry
             link.unsettled -= 1
             settled.append(delivery_id)
             ch = link.channel.channel_number
             if kind == "accepted":
                 self.amqp_out.append(build_confirm(ch, tag, False))
+                continue
+            # RabbitMQ 4: rejected dead-letters; modified too with undeliverable-here, else
+            # it requeues, as released does; modified's annotations go with the message
+            requeue = kind == "released" or (
+                kind == "modified" and not state[1]["undeliverable_here"][1])
+            if annotations:
+                self.amqp_out.append(build_modify(
+                    ch, tag, requeue, message.modified(properties, annotations)))
             else:
-                requeue = kind == "released" or (
-                    kind == "modified" and not state[1]["undeliverable_here"][1])
                 self._flush_amqp()
                 link.channel.basic_reject(tag, requeue=requeue)
         if settled and not frame["settled"]:
@@ -1086,3 +1099,18 @@ class Amqp10Connection(AdapterConnection):
                 _CONDITIONS.get(code, "amqp:internal-error"), text)))
             self.phase = "closing"
             self.loop.call_soon(self.close)
+
+
+def _modified_annotations(value: tuple) -> list | str | None:
+    """A ``modified`` outcome's message annotations: None when there are none, the
+    (key, value) pairs, or why they cannot be taken. Keys must be symbols beginning with
+    ``x-`` (AMQP 1.0 §3.2.10 reserves the others), as RabbitMQ 4 requires."""
+    if value is None or value[0] == "null":
+        return None
+    if value[0] != "map":
+        return f"a modified outcome's message-annotations must be a map, not {value[0]}"
+    for key, _ in value[1]:
+        if key[0] != "symbol" or not key[1].startswith("x-"):
+            return (f"message annotation key {key[1]!r} of a modified outcome: only "
+                    f"symbols beginning with 'x-' may be set")
+    return value[1] or None

@@ -137,6 +137,48 @@ def outgoing_py(raw_properties: bytes, body: bytes, routing_key: str,
     return before + middle + after
 
 
+def modified(raw_properties: bytes, annotations: list) -> bytes:
+    """A message's AMQP 0-9-1 properties after an AMQP 1.0 consumer settled it ``modified``
+    with message annotations (``annotations``: tagged (key, value) pairs, keys ``x-``
+    symbols): merged into its kept message-annotations section, a key it had replaced (what
+    an AMQP 1.0 consumer gets), and the plain values -- strings, integers, booleans, binary
+    -- as headers too (what an AMQP 0-9-1 consumer gets: RabbitMQ 4 adds a message's ``x-``
+    annotations to its headers). Properties that cannot be read are kept as they came."""
+    try:
+        headers = props_mod.headers_of(raw_properties) if raw_properties else {}
+    except ValueError:
+        return raw_properties
+    pairs = _annotation_pairs(_kept(headers, convert.MESSAGE_ANNOTATIONS))
+    names = {key[1] for key, _ in annotations}
+    pairs = [(k, v) for k, v in pairs if k[1] not in names] + list(annotations)
+    section = convert._section(convert.MESSAGE_ANNOTATIONS, ("map", pairs))
+    set_headers = {KEPT[convert.MESSAGE_ANNOTATIONS]: props_mod.Encoded(
+        b"x" + _U32.pack(len(section)) + section)}
+    for (_, name), (kind, value) in annotations:
+        if kind in ("utf8", "symbol", "boolean", "binary"):
+            set_headers[name] = value
+        elif kind in convert._INTEGERS and -2 ** 63 <= value < 2 ** 63:
+            set_headers[name] = props_mod.Long(value)
+    try:
+        return props_mod.rewrite(raw_properties or b"\x00\x00", set_headers=set_headers)
+    except ValueError:
+        return raw_properties
+
+
+def _annotation_pairs(section: bytes) -> list:
+    """The (key, value) pairs of an encoded message-annotations section ([] without one, or
+    for bytes that are none: a header an AMQP 0-9-1 publisher may have set to anything)."""
+    if not section:
+        return []
+    try:
+        value = convert._value(section, 0, len(section))[0]
+    except (convert.NotAmqp10, RecursionError):
+        return []
+    if value[0] != "described" or value[1][1][0] != "map":
+        return []
+    return value[1][1][1]
+
+
 def filter_fields(raw_properties: bytes, routing_key: str) -> tuple[list, dict]:
     """What a property filter (``address.MessageFilter``) looks at in a delivery: the
     properties list (typed values) and the application properties (key -> value) of the
@@ -175,12 +217,14 @@ def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> 
         ("boolean", p.delivery_mode == 2), convert._wrap("ubyte", p.priority), ttl,
         ("boolean", not redelivered), NULL]))
     annotations = _kept(headers, convert.MESSAGE_ANNOTATIONS)
+    pairs = _annotation_pairs(annotations)
+    # the annotations' names: a header of the same name is one of them (``modified``), no
+    # application property
+    annotated = {key[1] for key, _ in pairs}
     offset = headers.get(STREAM_OFFSET)
     if isinstance(offset, int) and not isinstance(offset, bool):
         # a stream's delivery: its offset as the annotation x-stream-offset (a utf8 key, as
         # the plugin writes it), added to those kept
-        pairs = convert._value(annotations, 0, len(annotations))[0][1][1][1] \
-            if annotations else []
         annotations = convert._section(convert.MESSAGE_ANNOTATIONS, ("map", [
             *pairs, (("utf8", STREAM_OFFSET), ("ulong", offset))]))
     out += annotations
@@ -200,7 +244,7 @@ def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> 
         pairs = []
         for key, value in headers.items():
             value = convert._from_header(value)
-            if value is not None and key not in _HIDDEN \
+            if value is not None and key not in _HIDDEN and key not in annotated \
                     and not (key == FILTER_VALUE and annotations):
                 pairs.append((("utf8", key), value))
         if pairs:

@@ -768,7 +768,7 @@ class ForwardedLink:
         qids = self.qids
         for i, m in enumerate(batch):
             kind = type(m)
-            if kind is c.Pub or kind is c.Ack or kind is c.Reject:
+            if kind is c.Pub or kind is c.Ack or kind is c.Reject or kind is c.Modify:
                 local = qids.get(m.qid)
                 if local is None:
                     local = self._remap(m.qid)

@@ -652,6 +652,16 @@ class Channel:
         else:
             self._settle(taken, ack=False, requeue=ev.requeue)
 
+    def on_modify(self, ev) -> None:
+        """basic.modify (ours: the AMQP 1.0 adapter's ``modified`` outcome, protocol/
+        constants.py): a reject of one delivery whose message goes on with new properties
+        (a quorum queue keeps them, worker/quorum.py)."""
+        taken = self._take(ev.delivery_tag, False, 60, 200)
+        if self.tx is not None:
+            self.tx.append(("nack", taken, ev.requeue))
+        else:
+            self._settle(taken, ack=False, requeue=ev.requeue, properties=ev.properties)
+
     def _take(self, tag: int, multiple: bool, cid: int, mid: int) -> list:
         """Remove and return [(tag, delivery)] for an ack/nack; unknown tag is 406."""
         unacked = self.unacked
@@ -686,7 +696,8 @@ class Channel:
         if self.held:
             self._release_held()
 
-    def _settle(self, taken: list, ack: bool, requeue: bool = False) -> None:
+    def _settle(self, taken: list, ack: bool, requeue: bool = False,
+                properties: bytes | None = None) -> None:
         by_queue: dict = {}
         by_share: dict = {}
         shared = self.global_prefetch
@@ -713,7 +724,12 @@ class Channel:
                 by_queue.setdefault(q, []).extend(offsets)
         marks = self.session.settled_on
         for q, offsets in by_queue.items():
-            marks[q.client] = q.ack(offsets) if ack else q.reject(offsets, requeue)
+            if ack:
+                marks[q.client] = q.ack(offsets)
+            elif properties is None:
+                marks[q.client] = q.reject(offsets, requeue)
+            else:                           # on_modify's: one delivery
+                marks[q.client] = q.modify(offsets[0], requeue, properties)
         if by_share:                # a consumer group's: its commit follows (GroupSettle)
             kind = 0 if ack else 1 if requeue else 2
             for c, offsets in by_share.items():

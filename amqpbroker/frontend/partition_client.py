@@ -187,6 +187,14 @@ class PartitionClient:
         self._settle(c.Reject(qid=qid, seq=seq, requeue=requeue, offsets=offsets))
         return seq
 
+    def modify(self, qid: int, offset: int, requeue: bool, properties: bytes) -> int:
+        """A reject of one delivery whose message carries ``properties`` from now on (an
+        AMQP 1.0 consumer's ``modified`` outcome with message annotations)."""
+        self.seq = seq = self.seq + 1
+        self._settle(c.Modify(qid=qid, seq=seq, requeue=requeue, offset=offset,
+                              properties=properties))
+        return seq
+
     def settle_group(self, cid: int, kind: int, offsets: list[int]) -> int:
         """Settle deliveries of a consumer-group member's share (``kind``: 0 ack, 1 reject
         with requeue, 2 reject without): named by consumer, since the host's commit of its

@@ -188,6 +188,9 @@ class QueueRef:
     def reject(self, offsets: list[int], requeue: bool) -> int:
         return self.client.reject(self.qid, offsets, requeue)
 
+    def modify(self, offset: int, requeue: bool, properties: bytes) -> int:
+        return self.client.modify(self.qid, offset, requeue, properties)
+
     def set_backlogged(self, on: bool) -> None:
         self.backlogged = on
         if not on and self.flow_waiters:

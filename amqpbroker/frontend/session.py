@@ -345,10 +345,11 @@ class Session(asyncio.BufferedProtocol):
                 err.channel = event.channel
                 raise
             return
-        if t is ev.Ack or t is ev.Nack:
+        if t is ev.Ack or t is ev.Nack or t is ev.Modify:
             ch = self.channels[event.channel]
             try:
-                ch.on_ack(event) if t is ev.Ack else ch.on_nack(event)
+                ch.on_ack(event) if t is ev.Ack else ch.on_nack(event) if t is ev.Nack \
+                    else ch.on_modify(event)
             except errors.ChannelError as err:
                 err.channel = event.channel
                 raise
@@ -496,6 +497,8 @@ class Session(asyncio.BufferedProtocol):
         self.protocol = fields["protocol"]
         self.adapted_ssl = bool(fields["ssl"])
         self.client_properties = fields["shown"]
+        # an AMQP 1.0 client's modified outcome (protocol/constants.py MODIFY)
+        self.conn.modify_allowed = self.protocol == adapters.AMQP10
 
     async def _update_secret(self, e: ev.UpdateSecret) -> None:
         """RabbitMQ's ``update_state``: an OAuth 2 token's connection takes the new token

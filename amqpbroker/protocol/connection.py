@@ -42,8 +42,8 @@ from . import states as st
 from .fastpath import whole_publish
 from .constants import (ACK, DEFAULT_CHANNEL_MAX, DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT,
                         DEFAULT_MAX_MESSAGE_SIZE, FRAME_BODY, FRAME_END, FRAME_HEADER,
-                        FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, NACK, PROTOCOL_HEADER,
-                        PUBLISH, REJECT)
+                        FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, MODIFY, NACK,
+                        PROTOCOL_HEADER, PUBLISH, REJECT)
 
 log = logging.getLogger("amqpbroker.protocol")
 
@@ -126,6 +126,7 @@ class Connection:
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
         self.channels: dict[int, ChannelState] = {}
+        self.modify_allowed = False     # basic.modify: the AMQP 1.0 adapter's (constants.py)
         self._buf = bytearray(READ_MIN)     # bytes [_pos, _end) are unparsed input
         self._pos = 0
         self._end = 0
@@ -406,6 +407,9 @@ class Connection:
             if key == REJECT:
                 tag, bits = fp.parse_tag_bits(payload)
                 return ev.Nack(channel, tag, False, bool(bits & 1))
+            if key == MODIFY and self.modify_allowed:
+                tag, bits, props = fp.parse_modify(payload)
+                return ev.Modify(channel, tag, bool(bits & 1), props)
         except fp.Truncated as exc:
             raise errors.FrameError(f"cannot decode method {exc} on channel {channel}",
                                     class_id, method_id) from None

@@ -15,6 +15,11 @@ PUBLISH = (60, 40)
 ACK = (60, 80)
 REJECT = (60, 90)
 NACK = (60, 120)
+# ours, not AMQP 0-9-1's: basic.modify, a reject of one delivery whose message goes on with new
+# properties (delivery tag, requeue bit, the properties as a long string). Only the AMQP 1.0
+# adapter's connections may send it (its ``modified`` outcome, amqp10/connection.py); from any
+# other client it is an unknown method, as RabbitMQ answers one.
+MODIFY = (60, 200)
 
 DEFAULT_FRAME_MAX = 131072
 DEFAULT_CHANNEL_MAX = 2047

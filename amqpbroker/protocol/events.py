@@ -106,6 +106,16 @@ class Nack:
 
 
 @dataclass(slots=True)
+class Modify:
+    """basic.modify (ours, constants.MODIFY): one delivery rejected, its message going on
+    with ``properties``."""
+    channel: int
+    delivery_tag: int
+    requeue: bool
+    properties: bytes
+
+
+@dataclass(slots=True)
 class Heartbeat:
     pass
 

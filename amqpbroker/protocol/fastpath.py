@@ -20,6 +20,7 @@ FRAME_HEAD = struct.Struct(">BHI")
 METHOD_ID = struct.Struct(">HH")
 U64_BIT = struct.Struct(">QB")
 U64 = struct.Struct(">Q")
+U32 = struct.Struct(">I")
 HEADER_PREFIX = struct.Struct(">HHQ")            # class, weight, body size
 RECORD_HEAD = struct.Struct(">IQBB")               # a stored record's: rec_len, ts, flags, ex len
 RECORD_FIXED = 8 + 1 + 1 + 1 + 4 + 4               # bytes rec_len counts besides its fields
@@ -54,6 +55,24 @@ def parse_tag_bits(payload):
     if len(payload) < 13:
         raise Truncated("delivery tag")
     return U64_BIT.unpack_from(payload, 4)
+
+
+def parse_modify(payload):
+    """basic.modify args (ours, constants.MODIFY) -> (delivery_tag, bits, properties)."""
+    if len(payload) < 17:
+        raise Truncated("delivery tag")
+    tag, bits = U64_BIT.unpack_from(payload, 4)
+    (size,) = U32.unpack_from(payload, 13)
+    if len(payload) != 17 + size:
+        raise Truncated("properties")
+    return tag, bits, bytes(payload[17:])
+
+
+def build_modify(channel: int, delivery_tag: int, requeue: bool, properties: bytes) -> bytes:
+    """basic.modify (ours, constants.MODIFY), a whole frame."""
+    payload = METHOD_ID.pack(60, 200) + U64_BIT.pack(delivery_tag, int(requeue)) \
+        + U32.pack(len(properties)) + properties
+    return FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
 def parse_content_header(payload):

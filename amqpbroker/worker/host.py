@@ -278,7 +278,7 @@ class PartitionHost:
             state.nacked.extend(range(cmd.seq, last + 1))
             while state.waiting and state.waiting[-1][1] >= cmd.seq:
                 state.waiting.pop()
-        elif type(cmd) in (c.Ack, c.Reject):
+        elif type(cmd) in (c.Ack, c.Reject, c.Modify):
             state.last_seq = max(state.last_seq, cmd.seq)
 
     def refuse(self, state: LinkState, cmd, reason: str) -> None:
@@ -499,8 +499,12 @@ class PartitionHost:
     def on_reject(self, state, m: c.Reject):
         self._settle(state, m.qid, m.seq, m.offsets, m.requeue)
 
-    def _settle(self, state, qid, seq, offsets, requeue) -> None:
-        """ack (``requeue`` None) or reject; numbered like a publish (see ``LinkState``)."""
+    def on_modify(self, state, m: c.Modify):
+        self._settle(state, m.qid, m.seq, [m.offset], m.requeue, m.properties)
+
+    def _settle(self, state, qid, seq, offsets, requeue, properties=None) -> None:
+        """ack (``requeue`` None) or reject (``properties``: modify's); numbered like a
+        publish (see ``LinkState``)."""
         state.last_seq = seq
         q = self.queues.get(qid)
         if q is None or q.deleted:
@@ -510,8 +514,11 @@ class PartitionHost:
             held.difference_update(offsets)
         if requeue is None:
             q.ack(offsets)
-        else:
+        elif properties is None:
             q.reject(offsets, requeue)
+            q.schedule_dispatch()
+        else:
+            q.modify(offsets[0], requeue, properties)
             q.schedule_dispatch()
         if q.durable:
             self._wait_for_commit(state, q, seq)      # after: the ack is what dirtied it

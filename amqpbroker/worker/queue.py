@@ -846,6 +846,12 @@ class Queue:
         elif taken:
             self._died(taken, "rejected")
 
+    def modify(self, offset: int, requeue: bool, properties: bytes) -> None:
+        """An AMQP 1.0 consumer's ``modified`` outcome with message annotations
+        (``properties``: the message's with them merged in). As RabbitMQ's classic queues, a
+        classic queue does not keep them: a reject (quorum.py keeps them)."""
+        self.reject([offset], requeue)
+
     def _died(self, taken: list, reason: str) -> None:
         """Messages out of the ready list and the outstanding table that died for
         ``reason``: ``taken`` is (offset, outstanding entry or Record). They leave the queue

@@ -95,6 +95,7 @@ class QuorumQueue(Queue):
     def _recover(self) -> None:
         # Queue.__init__ calls this once the store is open: the counts open beside it
         self._taken = 0             # messages taken, modulo 3 (``_head``)
+        self.modified: dict[int, bytes] = {}    # offset -> properties (``modify``)
         self.counts = DeliveryCountLog(os.path.join(self.directory, "counts.log"),
                                        fsync=self.fsync,
                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
@@ -185,7 +186,8 @@ class QuorumQueue(Queue):
         return True
 
     def _read_discard(self, offset: int) -> Record | None:
-        return None if self.store.closed else self.store.read(offset)
+        return None if self.store.closed else self._as_modified(offset,
+                                                                self.store.read(offset))
 
     def settle_discards(self, offsets) -> None:
         """Every queue these dead letters were routed to confirmed them (``DlxSettle``)."""
@@ -227,8 +229,37 @@ class QuorumQueue(Queue):
         return a.max_length_bytes is not None \
             and self.ready_bytes + d.bytes + extra_bytes > a.max_length_bytes
 
+    # ---------------------------------------------------------------- modified outcome
+    def modify(self, offset: int, requeue: bool, properties: bytes) -> None:
+        """RabbitMQ 4's ``modified`` outcome with message annotations: the message goes back
+        (or to the dead-letter exchange) with ``properties``, its own with the annotations
+        merged in (amqp10/message.py ``modified``). They are kept here, in memory, until the
+        message is settled: every later delivery and dead letter carries them; a restart
+        delivers the message as it was stored (RabbitMQ keeps them in its Raft log)."""
+        if offset in self.outstanding:
+            self.modified[offset] = properties
+        self.reject([offset], requeue)
+
+    def _as_modified(self, offset: int, rec: Record | None) -> Record | None:
+        properties = self.modified.get(offset)
+        if properties is None or rec is None:
+            return rec
+        return rec._replace(properties=properties)
+
+    def _unacked_record(self, offset: int, entry) -> Record | None:
+        rec = super()._unacked_record(offset, entry)
+        return self._as_modified(offset, rec) if self.modified else rec
+
+    def ack(self, offsets) -> None:
+        if self.modified:
+            for offset in offsets:
+                self.modified.pop(offset, None)
+        super().ack(offsets)
+
     # ---------------------------------------------------------------- delivery count
     def _redelivery(self, offset: int, rec: Record) -> Record:
+        if self.modified:
+            rec = self._as_modified(offset, rec)
         n = self.counts.get(offset)
         if not n:
             return rec
@@ -261,6 +292,8 @@ class QuorumQueue(Queue):
 
     def _done(self, offset: int) -> None:
         self.counts.forget(offset)
+        if self.modified:
+            self.modified.pop(offset, None)
         super()._done(offset)
 
     # ---------------------------------------------------------------- commit round

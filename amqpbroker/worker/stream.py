@@ -443,6 +443,10 @@ class Stream:
     def reject(self, offsets, requeue: bool) -> None:
         """basic.nack / basic.reject: credit only, as RabbitMQ 3.13 settles them."""
 
+    def modify(self, offset: int, requeue: bool, properties: bytes) -> None:
+        """An AMQP 1.0 ``modified`` outcome: a stream is immutable (RabbitMQ: it "doesn't
+        make sense"), so a reject."""
+
     def get(self, no_ack: bool):
         raise errors.NotImplemented_(
             f"basic.get not supported by stream queues queue '{self.name}' in vhost "

@@ -591,3 +591,129 @@ def test_a_message_routed_nowhere_is_released(broker, connect, mgmt, names):
     mgmt.delete_queue(q)
     mgmt.delete_exchange(ex)
 
+
+
+# ------------------------------------------------------------------ the modified outcome
+def settle_modified(receiver, annotations: dict, undeliverable: bool = False) -> None:
+    """Settle the oldest received message ``modified`` (delivery-failed) with message
+    annotations, as RabbitMQ's AMQP 1.0 clients' ``requeue(annotations)`` /
+    ``discard(annotations)`` do."""
+    from proton import Delivery
+    delivery = receiver.fetcher.unsettled[0]
+    delivery.local.annotations = annotations
+    delivery.local.failed = True
+    delivery.local.undeliverable = undeliverable
+    receiver.settle(Delivery.MODIFIED)
+
+
+def test_modified_annotations_go_with_a_quorum_queues_message(broker, mgmt, ch, names):
+    """RabbitMQ 4's modified outcome on a quorum queue: requeued with the consumer's
+    annotations (merged into those it had, a key set again replaced), dead-lettered with them
+    (``undeliverable-here``); an AMQP 1.0 consumer reads them as message annotations, an
+    AMQP 0-9-1 one as headers -- whether the message came over AMQP 1.0 or 0-9-1."""
+    from proton import symbol
+    q, dlq = names(), names("dlq")
+    mgmt.declare_queue(QuorumQueueSpecification(name=dlq))
+    mgmt.declare_queue(QuorumQueueSpecification(name=q, dead_letter_exchange="",
+                                                 dead_letter_routing_key=dlq))
+    ch.basic_publish("", q, b"from-0-9-1", pika.BasicProperties(headers={"h": "v"}))
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    try:
+        c.create_sender(f"/queues/{q}").send(ProtonMessage(
+            body=b"from-1.0", annotations={symbol("x-opt-before"): "b"},
+            properties={"k": 1}))
+        receiver = c.create_receiver(f"/queues/{q}", credit=10)
+        first = []
+        for _ in range(2):
+            first.append(receiver.receive(TIMEOUT))
+            settle_modified(receiver, {symbol("x-opt-reason"): "retry",
+                                       symbol("x-opt-attempt"): 1})
+        again = []
+        for _ in range(2):
+            again.append(receiver.receive(TIMEOUT))
+            settle_modified(receiver, {symbol("x-opt-reason"): "gave up"}, undeliverable=True)
+        dead = c.create_receiver(f"/queues/{dlq}", credit=10)
+        lettered = []
+        for _ in range(2):
+            lettered.append(dead.receive(TIMEOUT))
+            dead.accept()
+    finally:
+        c.close()
+
+    def annotations(m) -> dict:
+        return {str(k): v for k, v in (m.annotations or {}).items()}
+    assert [bytes(m.body) for m in first] == [b"from-0-9-1", b"from-1.0"]
+    assert annotations(first[0]) == {} and annotations(first[1]) == {"x-opt-before": "b"}
+    assert [bytes(m.body) for m in again] == [b"from-0-9-1", b"from-1.0"]
+    assert annotations(again[0]) == {"x-opt-reason": "retry", "x-opt-attempt": 1}
+    assert annotations(again[1]) == {"x-opt-before": "b", "x-opt-reason": "retry",
+                                     "x-opt-attempt": 1}
+    # an annotation is no application property; the ones the message had stay as they were
+    assert "x-opt-reason" not in again[0].properties and again[0].properties["h"] == "v"
+    assert again[1].properties == {"k": 1}
+    assert annotations(lettered[0]) == {"x-opt-reason": "gave up", "x-opt-attempt": 1}
+    assert annotations(lettered[1]) == {"x-opt-before": "b", "x-opt-reason": "gave up",
+                                        "x-opt-attempt": 1}
+    # over AMQP 0-9-1: the annotations as headers, besides the dead letter's x-death
+    ch.basic_publish("", q, b"third", pika.BasicProperties(delivery_mode=2))
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    try:
+        receiver = c.create_receiver(f"/queues/{q}", credit=1)
+        assert bytes(receiver.receive(TIMEOUT).body) == b"third"
+        settle_modified(receiver, {symbol("x-opt-flag"): True, symbol("x-opt-code"): 7,
+                                   symbol("x-opt-text"): "t"}, undeliverable=True)
+    finally:
+        c.close()
+    # dead-lettering is asynchronous: wait for it as a consumer does
+    method, props, body = next(ch.consume(dlq, auto_ack=True, inactivity_timeout=TIMEOUT))
+    ch.cancel()
+    assert body == b"third"
+    headers = props.headers
+    assert (headers["x-opt-flag"], headers["x-opt-code"], headers["x-opt-text"]) == \
+        (True, 7, b"t" if isinstance(headers["x-opt-text"], bytes) else "t")
+    assert headers["x-death"][0]["reason"] == "rejected" and headers["x-death"][0]["queue"] == q
+    mgmt.delete_queue(q)
+    mgmt.delete_queue(dlq)
+
+
+def test_modified_annotations_are_not_kept_by_a_classic_queue(broker, mgmt, ch, names):
+    """As in RabbitMQ 4: a classic queue requeues (or dead-letters) a message settled
+    ``modified``, without the annotations."""
+    from proton import symbol
+    q = names()
+    mgmt.declare_queue(ClassicQueueSpecification(name=q))
+    ch.basic_publish("", q, b"m")
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    try:
+        receiver = c.create_receiver(f"/queues/{q}", credit=1)
+        assert bytes(receiver.receive(TIMEOUT).body) == b"m"
+        settle_modified(receiver, {symbol("x-opt-reason"): "retry"})
+        again = receiver.receive(TIMEOUT)
+        receiver.accept()
+    finally:
+        c.close()
+    assert bytes(again.body) == b"m" and not again.annotations
+    assert again.first_acquirer is False            # redelivered
+    mgmt.delete_queue(q)
+
+
+def test_a_modified_outcome_may_set_only_x_annotations(broker, mgmt, ch, names):
+    """AMQP 1.0 reserves message annotation keys that do not begin with ``x-``: a modified
+    outcome setting one closes the connection with ``amqp:invalid-field``; the message goes
+    back to the queue, as any unsettled one of a closed connection."""
+    from proton import symbol
+    q = names()
+    mgmt.declare_queue(QuorumQueueSpecification(name=q))
+    ch.basic_publish("", q, b"m")
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    receiver = c.create_receiver(f"/queues/{q}", credit=1)
+    assert bytes(receiver.receive(TIMEOUT).body) == b"m"
+    settle_modified(receiver, {symbol("reserved"): "no"})
+    with pytest.raises(ConnectionClosed, match="amqp:invalid-field.*'reserved'"):
+        c.wait(lambda: False, timeout=TIMEOUT, msg="the broker's close")
+    c.close()
+    # back in the queue once the broker has closed the connection's channel
+    method, props, body = next(ch.consume(q, auto_ack=True, inactivity_timeout=TIMEOUT))
+    ch.cancel()
+    assert body == b"m" and method.redelivered and "reserved" not in (props.headers or {})
+    mgmt.delete_queue(q)

@@ -196,7 +196,7 @@ async def test_aio_pika_robust_connection_survives_restart(tmp_path, how):
         if how == "sigterm":
             assert not set(got_after) & set(batch_a), received
             # and the restored consumer got B (the unacked ones first) before C, in order
-            assert got_after == batch_b + batch_c, got_after
+            assert got_after == batch_b + batch_c, (got_after, log(broker))
 
         # everything is acked now and exactly one consumer is on each queue
         async with await aio_pika.connect(broker.url) as plain:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from proton import Message
 
 from amqpbroker.amqp10 import message
+from amqpbroker.protocol import properties as props_mod
 from amqpbroker.stream_protocol import amqp10 as convert
 
 BODIES = [b"bytes", "a string", 42, ["a", 1], {"k": "v"}, b"", "é" * 300]
@@ -82,3 +83,61 @@ def test_a_bare_data_section_reads_as_the_full_mapping_reads_it(body):
     data = convert._section(convert.DATA, ("binary", body))
     assert message.incoming(data) == (*convert.to_amqp091(data), None, None) == \
         ({}, body, None, None)
+
+
+# ------------------------------------------------------------------ the modified outcome
+def as_delivered(raw_properties: bytes, body: bytes = b"b") -> Message:
+    out = Message()
+    out.decode(message.outgoing(raw_properties, body, "rk", True))
+    return out
+
+
+X = ("symbol", "x-opt-reason")
+
+
+@given(kept=st.dictionaries(st.sampled_from(["x-opt-a", "x-opt-b", "x-opt-reason"]),
+                            st.text(max_size=5), max_size=3),
+       set_=st.dictionaries(st.sampled_from(["x-opt-b", "x-opt-reason", "x-opt-n"]),
+                            st.one_of(st.text(max_size=5), st.integers(-2 ** 63, 2 ** 63 - 1),
+                                      st.booleans(), st.binary(max_size=5)),
+                            min_size=1, max_size=3),
+       over_amqp10=st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_modified_annotations_merge_into_the_kept_ones(kept, set_, over_amqp10):
+    """What a modified outcome leaves: the annotations the message had, each key set again
+    replaced, the new ones added -- as an AMQP 1.0 consumer reads them, with the message's
+    properties and body as they were; the plain values as headers for AMQP 0-9-1 ones."""
+    if over_amqp10:
+        kw, body, _, _ = message.incoming(Message(
+            body=b"payload", properties={"app": "p"},
+            annotations={k: v for k, v in kept.items()}).encode())
+        raw = convert.encode_properties(dict(kw))
+    else:
+        raw, body = convert.encode_properties({"headers": {"app": "p"}}), b"payload"
+        kept = {}
+    pairs = [(("symbol", k), convert._wrap("binary", v) if isinstance(v, bytes)
+              else ("boolean", v) if isinstance(v, bool)
+              else ("long", v) if isinstance(v, int) else ("utf8", v))
+             for k, v in set_.items()]
+    after = message.modified(raw, pairs)
+    got = as_delivered(after, body)
+    assert {str(k): v for k, v in (got.annotations or {}).items()} == {**kept, **set_}
+    assert got.properties == {"app": "p"} and got.body == b"payload"
+    headers = props_mod.headers_of(after)
+    for k, v in set_.items():       # binary as a longstr: read back as text when it is
+        assert headers[k] == v or isinstance(v, bytes) and headers[k] == v.decode()
+    # modified again: the second outcome's values win, the first's others stay
+    again = as_delivered(message.modified(after, [(X, ("utf8", "second"))]), body)
+    assert {str(k): v for k, v in again.annotations.items()} == \
+        {**kept, **set_, "x-opt-reason": "second"}
+
+
+def test_modified_keeps_properties_it_cannot_read_and_ignores_a_false_annotations_header():
+    """Properties that do not parse go on as they came; an ``x-amqp-1.0-message-annotations``
+    header an AMQP 0-9-1 publisher set to anything is no annotations section: replaced."""
+    assert message.modified(b"\x80", [(X, ("utf8", "r"))]) == b"\x80"
+    raw = convert.encode_properties({"headers": {
+        "x-amqp-1.0-message-annotations": b"\x00\x53\x72\xff"}})
+    got = as_delivered(message.modified(raw, [(X, ("utf8", "r"))]))
+    assert {str(k): v for k, v in got.annotations.items()} == {"x-opt-reason": "r"}
+    assert not got.properties           # no header of those is an application property

@@ -288,6 +288,32 @@ def test_ack_nack_reject_events(conn, split):
                                        ev.Nack(1, 2 ** 63 - 1, False, True)]
 
 
+def test_basic_modify_only_from_the_amqp10_adapter(conn, split):
+    """basic.modify (ours, constants.MODIFY) is an event only on a connection that may send
+    it (the AMQP 1.0 adapter's); from any other client an unknown method, as RabbitMQ
+    answers one: 540."""
+    from amqpbroker.protocol.fastpath import build_modify
+    frame = build_modify(1, 9, True, b"\x00\x00")
+    with pytest.raises(errors.NotImplemented_) as exc:
+        feed(conn, frame, split)
+    assert exc.value.reply_code == 540 and "class 60 method 200" in exc.value.text
+    conn.modify_allowed = True
+    props = properties.encode(C.Basic.Properties(headers={"x-opt-a": "b"}))
+    frames = build_modify(1, 9, True, b"\x00\x00") + build_modify(1, 2 ** 63, False, props)
+    assert feed(conn, frames, split) == [ev.Modify(1, 9, True, b"\x00\x00"),
+                                         ev.Modify(1, 2 ** 63, False, props)]
+
+
+def test_a_cut_basic_modify_is_a_frame_error(conn, split):
+    from amqpbroker.protocol.fastpath import build_modify
+    conn.modify_allowed = True
+    frame = bytearray(build_modify(1, 9, True, b"\x00\x00"))
+    frame[20] = 9                                   # the properties' length: past the frame
+    with pytest.raises(errors.FrameError) as exc:
+        feed(conn, bytes(frame), split)
+    assert exc.value.reply_code == 501
+
+
 def test_heartbeats(conn, split):
     assert feed(conn, HEARTBEAT_FRAME * 3, split) == []
     conn.send_heartbeat()
