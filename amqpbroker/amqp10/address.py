@@ -36,6 +36,8 @@ from __future__ import annotations
 import datetime
 import urllib.parse
 
+from .sql_filter import SqlError, SqlFilter
+
 SUBJECT = None          # the routing key: the message's subject
 
 
@@ -134,14 +136,71 @@ def _filters(filters: tuple):
     descriptor name or else its key naming it."""
     if filters[0] != "map":
         return
-    for (kind, key), value in filters[1]:
-        if kind not in ("symbol", "utf8"):
-            continue
-        if value[0] == "described":             # a filter given as a described value
-            descriptor, value = value[1]
-            if descriptor[0] == "symbol":
-                key = descriptor[1]
-        yield key, value
+    for key, value in filters[1]:
+        name = _filter_name(key, value)
+        if name is not None:
+            yield name, value[1][1] if value[0] == "described" else value
+
+
+def _filter_name(key: tuple, value: tuple) -> str | None:
+    if key[0] not in ("symbol", "utf8"):
+        return None
+    if value[0] == "described" and value[1][0][0] == "symbol":
+        return value[1][0][1]                   # a filter given as a described value
+    return key[1]
+
+
+SQL_FILTER = "amqp:sql-filter"
+
+
+def message_filter(filters: tuple) -> tuple["MessageFilter | SqlFilter | None", str | None]:
+    """A receiver's filter on what it gets (RabbitMQ 4.1's property filters, or 4.2's SQL
+    filter expression), and why the SQL filter was refused, if it was: RabbitMQ leaves a
+    filter it refuses out of its attach and goes on without it (a client library then
+    detaches, reporting the filter refused)."""
+    properties = MessageFilter.of(filters)
+    sql = [value for name, value in _filters(filters) if name == SQL_FILTER]
+    if not sql:
+        return properties, None
+    if properties is not None:
+        return properties, "a property filter and a SQL filter are mutually exclusive"
+    kind, text = sql[0]
+    if kind not in ("utf8", "symbol"):
+        return None, f"a SQL filter is a string, not {kind}"
+    try:
+        return SqlFilter(text), None
+    except SqlError as exc:
+        return None, f"SQL filter {text[:200]!r}: {exc}"
+
+
+def volatile(source: tuple) -> bool:
+    """A source asking for RabbitMQ 4.2's volatile queue (its capabilities hold
+    ``rabbitmq:volatile-queue``): what a direct reply-to receiver attaches with."""
+    fields = source[1]
+    capabilities = fields.get("capabilities", ("null", None))
+    if capabilities[0] in ("array", "list"):
+        return ("symbol", "rabbitmq:volatile-queue") in capabilities[1]
+    return capabilities == ("symbol", "rabbitmq:volatile-queue")
+
+
+def dynamic_source(source: tuple, address: str) -> tuple:
+    """A dynamic source terminus (a tagged described list) given ``address``: the source an
+    attach answers a dynamic one with."""
+    descriptor, inner = source[1]
+    items = list(inner[1]) if inner[0] == "list" else []
+    items += [("null", None)] * (1 - len(items))
+    items[0] = ("utf8", address)
+    return ("described", (descriptor, ("list", items)))
+
+
+def source_without(source: tuple, name: str) -> tuple:
+    """A source terminus (a tagged described list) without filter ``name`` in its filter
+    map: the source an attach answers with when that filter was refused."""
+    descriptor, inner = source[1]
+    items = list(inner[1]) if inner[0] == "list" else []
+    if len(items) > 7 and items[7][0] == "map":
+        items[7] = ("map", [(k, v) for k, v in items[7][1] if _filter_name(k, v) != name])
+    return ("described", (descriptor, ("list", items)))
 
 
 def consumer_arguments(filters: tuple) -> dict:
@@ -196,9 +255,9 @@ class MessageFilter:
                 application = {name: want for (_, name), (_, want) in v}
         return cls(properties, application) if properties or application else None
 
-    def accepts(self, properties: list, application: dict) -> bool:
+    def accepts(self, header: list, properties: list, application: dict) -> bool:
         """``properties``: the message's properties list (typed values), ``application``:
-        its application properties (key -> plain value)."""
+        its application properties (key -> plain value); the header is not looked at."""
         for i, want in self.properties.items():
             have = properties[i][1] if i < len(properties) else None
             if not _matches(have, want):

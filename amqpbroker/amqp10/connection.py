@@ -25,7 +25,9 @@ What each link becomes (its address, RabbitMQ 3.10's forms and 4.0's; ``address.
   rest wait here, unacked in the broker), ``drain`` ends with the credit used up. With
   ``snd-settle-mode`` settled the delivery is acked once sent (at most once); otherwise it
   waits for the client's disposition: ``accepted`` acks, ``rejected`` and ``modified`` with
-  ``undeliverable-here`` reject, ``released`` and other ``modified`` requeue.
+  ``undeliverable-here`` reject, ``released`` and other ``modified`` requeue; a
+  ``modified`` outcome's message annotations go with the message (``basic.modify``,
+  ``message.modified``: a quorum queue keeps them, as RabbitMQ 4's).
 * Detaching a link (or ending its session, or closing the connection) closes its channel:
   what was delivered and not settled goes back to the queue, redelivered.
 * A **link pair to** ``/management`` (RabbitMQ 4's management node, ``management.py``):
@@ -34,7 +36,9 @@ What each link becomes (its address, RabbitMQ 3.10's forms and 4.0's; ``address.
 
 RabbitMQ 4's own AMQP 1.0 client libraries check the open's ``product`` and ``version``
 (``_open_frame``); a receiver of a stream may filter (4.1's filters: the values as the
-consumer's ``x-stream-filter``, the property filters here, ``address.MessageFilter``); an
+consumer's ``x-stream-filter``, the property filters here, ``address.MessageFilter``; 4.2's
+SQL filters, ``sql_filter.py``); a receiver with a dynamic source asking for a volatile
+queue is the connection's direct reply-to consumer (4.2, ``_attach_reply_to``); an
 OAuth 2 connection is closed when its token expires (``expire_at``).
 
 Errors are answered as AMQP 1.0 errors on the level they belong to: a link the broker
@@ -80,12 +84,13 @@ MAX_WINDOW = 65535                  # ... at most, as the client's credit asks (
 INCOMING_WINDOW = 65535             # transfers a session takes before it says so again
 MECHANISMS = ("PLAIN", "AMQPLAIN", "ANONYMOUS")
 PRODUCT = "amqpbroker"
-RABBITMQ_LEVEL = "4.1.0"            # the RabbitMQ whose AMQP 1.0 this serves (see _open_frame)
+RABBITMQ_LEVEL = "4.2.0"            # the RabbitMQ whose AMQP 1.0 this serves (see _open_frame)
 # AMQP 0-9-1 reply codes -> AMQP 1.0 error conditions
 _CONDITIONS = {403: "amqp:unauthorized-access", 404: "amqp:not-found",
                405: "amqp:resource-locked", 406: "amqp:precondition-failed",
                530: "amqp:not-allowed", 540: "amqp:not-implemented"}
 _U64 = struct.Struct(">Q")
+REPLY_TO = "amq.rabbitmq.reply-to"     # AMQP 0-9-1's direct reply-to pseudo-queue
 
 
 class Link:
@@ -95,7 +100,7 @@ class Link:
                  "routing_key", "queue", "consumer_tag", "credit", "delivery_count",
                  "partial", "pending", "drain", "confirm_seq", "confirms", "closing",
                  "attached", "unsettled", "window", "draining", "management", "responses",
-                 "message_filter", "held", "v2", "routes", "returned")
+                 "message_filter", "held", "v2", "routes", "returned", "no_ack")
 
     def __init__(self, session, name: str, handle: int, role: str):
         self.name = name
@@ -126,6 +131,7 @@ class Link:
         self.v2 = False                 # sender: a RabbitMQ 4 target (released if unroutable)
         self.routes: dict = {}          # sender, v2: confirm seq -> (exchange, routing key)
         self.returned: set = set()      # ... the seqs the broker returned as unroutable
+        self.no_ack = False             # receiver: its consumer acks nothing (direct reply-to)
 
 
 class Session:
@@ -389,10 +395,10 @@ class Amqp10Connection(AdapterConnection):
         """Our open. Its properties say product ``RabbitMQ``, version ``RABBITMQ_LEVEL``:
         RabbitMQ's own AMQP 1.0 client libraries for RabbitMQ 4 refuse a server that says
         anything else (``rabbitmq-amqp-python-client``'s ``_validate_server_properties``)
-        and ask 4.1's stream filters of a 4.1 only; what they use of 4.0 and 4.1 (the
-        management node, v2 addresses, stream filters) is served here, 4.2's (SQL filters,
-        direct reply-to) is not; the broker's own name and version ride in
-        ``amqpbroker-version`` and ``information``."""
+        and ask 4.1's stream filters of a 4.1 only, 4.2's SQL filters and direct reply-to
+        of a 4.2 only; what they use of 4.0 to 4.2 (the management node, v2 addresses,
+        stream filters, SQL filters, direct reply-to) is served here; the broker's own name
+        and version ride in ``amqpbroker-version`` and ``information``."""
         props = [("product", "RabbitMQ"), ("version", RABBITMQ_LEVEL),
                  ("platform", f"Python {platform.python_version()}"),
                  ("information", f"{PRODUCT} {__version__}, serving RabbitMQ "
@@ -489,10 +495,15 @@ class Amqp10Connection(AdapterConnection):
         if addr == management.ADDRESS:
             return self._attach_management(frame, link)
         if terminus is not None and terminus[1]["dynamic"][1]:
+            if role == "receiver" and address.volatile(source):
+                return await self._attach_reply_to(frame, link)
             return self._refuse_link(frame, link, "amqp:not-implemented",
                                      "dynamic nodes are not supported")   # nor the plugin's
+        link.message_filter, refused = address.message_filter(filters)
+        if refused is not None:
+            log.warning("AMQP 1.0 connection %s: link '%s': %s; attached without it",
+                        self.name, link.name, refused)
         try:
-            link.message_filter = address.MessageFilter.of(filters)
             await self._attach(link, addr, durable, address.consumer_arguments(filters))
         except address.BadAddress as exc:
             return self._refuse_link(frame, link, "amqp:invalid-field", str(exc))
@@ -504,7 +515,9 @@ class Amqp10Connection(AdapterConnection):
                      role=("boolean", role == "sender"),
                      snd_settle_mode=("ubyte", 1 if link.settled else 0),
                      rcv_settle_mode=("ubyte", 0),
-                     source=frame.fields["source"], target=frame.fields["target"])
+                     source=frame.fields["source"] if refused is None else
+                     address.source_without(frame.fields["source"], address.SQL_FILTER),
+                     target=frame.fields["target"])
         if role == "receiver":
             reply["initial_delivery_count"] = ("uint", 0)
         self._send(f.frame("attach", session.channel, **reply))
@@ -515,6 +528,57 @@ class Amqp10Connection(AdapterConnection):
                  "publishing to" if role == "sender" else "consuming from", addr)
         if role == "receiver":
             await self._release(link)
+
+    async def _attach_reply_to(self, frame, link: Link) -> None:
+        """RabbitMQ 4.2's direct reply-to over AMQP 1.0: a receiver with a dynamic source and
+        capability ``rabbitmq:volatile-queue`` consumes the connection's direct reply-to
+        (AMQP 0-9-1's ``amq.rabbitmq.reply-to``, no acks: deliveries are settled as sent)
+        and is told its address, ``/queues/amq.rabbitmq.reply-to.TOKEN``; what anyone
+        publishes there, over AMQP 1.0 or 0-9-1, reaches it while it is attached."""
+        if not link.settled:
+            return self._refuse_link(frame, link, "amqp:not-implemented",
+                                     "a direct reply-to receiver's deliveries are settled "
+                                     "(snd-settle-mode settled)")
+        try:
+            link.channel = ch = await self._channel()
+            self.by_channel[ch] = link
+            link.queue = REPLY_TO
+            link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
+            link.no_ack = True
+            link.held = True                # until the attach is out (_release)
+            ch.add_on_cancel_callback(self._cancelled)
+            self.amqp.tap(ch.channel_number, self._deliver)
+            await self._ask(ch, lambda cb: ch.basic_consume(
+                link.queue, tapped, auto_ack=True, consumer_tag=link.consumer_tag,
+                callback=cb))
+            reply_address = await self._ask(ch, lambda cb: self._probe_reply_address(ch, cb))
+        except ChannelGone as exc:
+            return self._refuse_link(frame, link, _CONDITIONS.get(exc.code,
+                                                                   "amqp:internal-error"),
+                                     exc.text)
+        source = address.dynamic_source(frame.fields["source"], f"/queues/{reply_address}")
+        self._send(f.frame("attach", link.session.channel, name=("utf8", link.name),
+                           handle=("uint", link.handle), role=("boolean", False),
+                           snd_settle_mode=("ubyte", 1), rcv_settle_mode=("ubyte", 0),
+                           source=source, target=frame.fields["target"],
+                           initial_delivery_count=("uint", 0)))
+        link.attached = True
+        log.info("AMQP 1.0 connection %s: link '%s' attached (direct reply-to)", self.name,
+                 link.name)
+        await self._release(link)
+
+    @staticmethod
+    def _probe_reply_address(ch, callback) -> None:
+        """Learn the channel's direct reply-to address as any AMQP 0-9-1 client can: a
+        message published with reply-to ``amq.rabbitmq.reply-to`` carries the address in its
+        place, and one published mandatory to no queue comes back (``callback`` gets the
+        address). The channel consumes the reply-to pseudo-queue already, as it must."""
+        def returned(_ch, _method, properties, _body) -> None:
+            if properties.reply_to and properties.reply_to.startswith(REPLY_TO + "."):
+                callback(properties.reply_to)
+        ch.add_on_return_callback(returned)
+        ch.basic_publish("", REPLY_TO, b"", pika.BasicProperties(reply_to=REPLY_TO),
+                         mandatory=True)
 
     async def _release(self, link: Link) -> None:
         """A receiver link's deliveries wait until its attach is out and the broker has
@@ -953,7 +1017,8 @@ class Amqp10Connection(AdapterConnection):
             return                              # its channel closes: requeued
         if link.message_filter is not None and not link.message_filter.accepts(
                 *message.filter_fields(m.properties, m.routing_key)):
-            # filtered out (RabbitMQ 4.1's property filters): settled here, never sent
+            # filtered out (RabbitMQ 4.1's property filters, 4.2's SQL): settled here, never
+            # sent
             self.amqp_out.append(build_confirm(m.channel, m.delivery_tag, False))
             self._flush_amqp()
             return
@@ -1006,7 +1071,9 @@ class Amqp10Connection(AdapterConnection):
         session = link.session
         data = message.outgoing(m.properties, m.body, m.routing_key, m.redelivered)
         delivery_id = self._send_transfer(link, _U64.pack(m.delivery_tag), data)
-        if link.settled:
+        if link.no_ack:
+            pass                        # the consumer's deliveries need no ack
+        elif link.settled:
             self.amqp_out.append(build_confirm(link.channel.channel_number, m.delivery_tag,
                                                False))
         else:       # the properties: what a ``modified`` outcome's annotations merge into

@@ -179,21 +179,23 @@ def _annotation_pairs(section: bytes) -> list:
     return value[1][1][1]
 
 
-def filter_fields(raw_properties: bytes, routing_key: str) -> tuple[list, dict]:
-    """What a property filter (``address.MessageFilter``) looks at in a delivery: the
-    properties list (typed values) and the application properties (key -> value) of the
-    AMQP 1.0 message an AMQP 1.0 consumer would get."""
+def filter_fields(raw_properties: bytes, routing_key: str) -> tuple[list, list, dict]:
+    """What a consumer's filter (``address.MessageFilter``, ``sql_filter.SqlFilter``) looks
+    at in a delivery: the header and properties lists (typed values) and the application
+    properties (key -> value) of the AMQP 1.0 message an AMQP 1.0 consumer would get."""
     before = _around_body(raw_properties, routing_key, False)[0]
-    properties, application = [], {}
+    header, properties, application = [], [], {}
     pos = 0
     while pos < len(before):
         (_, (descriptor, value)), pos = convert._value(before, pos, len(before))
         code = convert._section_code(descriptor)
-        if code == convert.PROPERTIES:
+        if code == convert.HEADER:
+            header = value[1]
+        elif code == convert.PROPERTIES:
             properties = value[1]
         elif code == convert.APPLICATION_PROPERTIES:
             application = {k[1]: v[1] for k, v in value[1]}
-    return properties, application
+    return header, properties, application
 
 
 @functools.lru_cache(maxsize=1024)

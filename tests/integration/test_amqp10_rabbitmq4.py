@@ -102,10 +102,10 @@ def api(broker, method: str, path: str, body=None):
 
 def test_the_open_says_rabbitmq_4_and_names_the_broker(connect):
     """RabbitMQ's 4.x client libraries refuse a server whose open says another product or
-    a version below 4.0.0, and ask 4.1's stream filters of 4.1 only; the broker's own name
-    rides along."""
+    a version below 4.0.0, and ask 4.1's stream filters of 4.1 only, 4.2's SQL filters of
+    4.2 only; the broker's own name rides along."""
     props = connect()._conn.conn.remote_properties
-    assert props["product"] == "RabbitMQ" and props["version"] == "4.1.0"
+    assert props["product"] == "RabbitMQ" and props["version"] == "4.2.0"
     assert props["amqpbroker-version"]
     assert props["information"].startswith("amqpbroker ")
 
@@ -509,6 +509,102 @@ def test_a_streams_property_filters(connect, mgmt, names):
             application_properties={"region": "eu-2"})), "m5")
     assert bodies == ["m2", "m5"]
     mgmt.delete_queue(stream)
+
+
+def test_a_streams_sql_filter(broker, connect, mgmt, names):
+    """RabbitMQ 4.2's ``amqp:sql-filter``: only the messages for which the expression is
+    true; one that does not parse is left out of the attach's source (RabbitMQ's answer),
+    a valid one is echoed."""
+    stream = names("s")
+    mgmt.declare_queue(StreamSpecification(name=stream))
+    conn = connect()
+    publisher = conn.publisher(AddressHelper.queue_address(stream))
+    for i in range(6):
+        publisher.publish(Message(body=Converter.string_to_bytes(f"m{i}"),
+                                  subject=f"order.{'created' if i % 2 else 'paid'}",
+                                  reply_to="r" if i < 4 else None, priority=i,
+                                  application_properties={"price": 10 * i, "tag": f"t-{i}"}))
+    publisher.close()
+    first = OffsetSpecification.first
+    sql = ("p.subject LIKE '%created' AND (price >= 20 OR tag = 't-1') "
+           "AND p.reply_to IS NOT NULL")
+    bodies, got = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(sql=sql)), "m3")
+    assert bodies == ["m1", "m3"]
+    bodies, _ = consume_stream(conn, stream, StreamConsumerOptions(
+        offset_specification=first, filter_options=StreamFilterOptions(
+            sql="h.priority > 3 AND [tag] NOT IN ('t-5')")), "m4")
+    assert bodies == ["m4"]
+    from proton import Described, symbol
+    from proton.reactor import Filter
+
+    def echoed(sql: str) -> dict:
+        c = BlockingConnection(url(broker), timeout=TIMEOUT)
+        try:
+            receiver = c.create_receiver(f"/queues/{stream}", options=Filter({
+                symbol("sql-filter"): Described(symbol("amqp:sql-filter"), sql)}))
+            data = receiver.link.remote_source.filter
+            data.rewind()
+            return data.get_object() if data.next() else {}
+        finally:
+            c.close()
+    assert symbol("sql-filter") in echoed("price > 10")
+    assert echoed("price > ") == {} and echoed("m.x = 1") == {}
+    mgmt.delete_queue(stream)
+
+
+class Keep(AMQPMessagingHandler):
+    """Keeps each message (pre-settled: nothing to settle) until ``n`` came."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.got, self.n = [], n
+
+    def on_message(self, event):
+        self.got.append(Converter.bytes_to_string(event.message.body))
+        if len(self.got) == self.n:
+            raise Done
+
+
+def test_direct_reply_to(broker, connect, ch):
+    """RabbitMQ 4.2's direct reply-to over AMQP 1.0: a receiver with a dynamic source and
+    capability ``rabbitmq:volatile-queue`` is told its address; what another connection
+    publishes there, over AMQP 1.0 (accepted) or AMQP 0-9-1 (routed, not returned),
+    reaches it. A dynamic source without that capability is still refused."""
+    from rabbitmq_amqp_python_client import ConsumerOptions, ConsumerSettleStrategy
+    handler = Keep(4)
+    consumer = connect().consumer(message_handler=handler, credit=100,
+                                  consumer_options=ConsumerOptions(
+                                      settle_strategy=ConsumerSettleStrategy.DirectReplyTo))
+    addr = consumer.address
+    assert re.fullmatch(r"/queues/amq\.rabbitmq\.reply-to\.\S+", addr), addr
+    publisher = connect().publisher(addr)
+    for i in range(3):
+        assert publisher.publish(Message(body=Converter.string_to_bytes(f"r{i}"))) \
+            .remote_state == 0x24                                   # accepted
+    publisher.close()
+    returned = []
+    ch.add_on_return_callback(lambda *args: returned.append(args))
+    ch.basic_publish("", addr.removeprefix("/queues/"), b"r3", mandatory=True)
+    try:
+        with pytest.raises(Done):
+            consumer.run()
+    finally:
+        consumer.close()
+    assert handler.got == ["r0", "r1", "r2", "r3"] and not returned
+    from proton import symbol
+    from proton.reactor import DynamicNodeProperties, ReceiverOption
+
+    class Dynamic(ReceiverOption):
+        def apply(self, receiver):
+            receiver.source.dynamic = True
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    try:
+        with pytest.raises(LinkDetached, match="amqp:not-implemented"):
+            c.create_receiver(None, options=[Dynamic(), DynamicNodeProperties(
+                {symbol("lifetime-policy"): symbol("delete-on-close")})])
+    finally:
+        c.close()
 
 
 def test_v2_target_addresses(connect, mgmt, ch, names):

@@ -81,14 +81,15 @@ def test_stream_filters():
                                                          ("utf8", "&s:-1"))]))))
     props = [("null", None)] * 3 + [("utf8", "order.7")] + [("null", None)] * 6 + \
         [("utf8", "g1")]
-    assert f.accepts(props, {"region": "eu-1"})
-    assert not f.accepts(props, {"region": "eu-2"})
-    assert not f.accepts(props, {})
-    assert not f.accepts(props[:10], {"region": "eu-1"})          # no group-id
+    assert f.accepts([], props, {"region": "eu-1"})
+    assert not f.accepts([], props, {"region": "eu-2"})
+    assert not f.accepts([], props, {})
+    assert not f.accepts([], props[:10], {"region": "eu-1"})          # no group-id
     assert a.MessageFilter.of(("map", [])) is None
     amp = a.MessageFilter.of(filters(("amqp:application-properties-filter", ("map", [
         (("utf8", "k"), ("utf8", "&&p:literal"))]))))
-    assert amp.accepts([], {"k": "&p:literal"}) and not amp.accepts([], {"k": "&&p:literal"})
+    assert amp.accepts([], [], {"k": "&p:literal"}) and \
+        not amp.accepts([], [], {"k": "&&p:literal"})
 
 
 def spec(value) -> tuple:
