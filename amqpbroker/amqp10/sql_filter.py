@@ -259,7 +259,10 @@ def parse(text: str):
     if not isinstance(text, str) or not text.strip():
         raise SqlError("an empty expression")
     parser = _Parser(_tokens(text))
-    tree = parser.expression()
+    try:
+        tree = parser.expression()
+    except RecursionError:
+        raise SqlError("expression nested too deeply") from None
     if parser.pos != len(parser.tokens):
         raise SqlError(f"unexpected {parser.tokens[parser.pos][1]!r}")
     return tree

@@ -39,3 +39,36 @@ def test_amqp10_clients_on_different_nodes_meet_at_a_quorum_queue(shared_cluster
                "the accepted jobs gone, as n1 counts them")
     with pika.BlockingConnection(pika.ConnectionParameters(n1.host, n1.port)) as conn:
         conn.channel().queue_delete("amqp10-jobs")
+
+
+def test_a_modified_outcomes_annotations_reach_the_leader_from_another_node(shared_cluster):
+    """A ``modified`` outcome with message annotations settled on a node that does not lead
+    the quorum queue: the settlement is forwarded to the leader (contract ``Modify``) and
+    the redelivery carries the annotations."""
+    from proton import Delivery, symbol
+    n1 = shared_cluster.nodes[0]
+    with pika.BlockingConnection(pika.ConnectionParameters(n1.host, n1.port)) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("amqp10-modified", durable=True, arguments={"x-queue-type": "quorum"})
+        ch.basic_publish("", "amqp10-modified", b"m")
+    leader = wait_until(lambda: n1.api("queues/%2F/amqp10-modified").get("leader"), 30,
+                        "the queue's leader")
+    leader = leader.removeprefix("amqpbroker@")        # RabbitMQ's form of a node name
+    assert leader in {n.node for n in shared_cluster.nodes}
+    follower = next(n for n in shared_cluster.nodes if n.node != leader)
+    c = amqp10(follower)
+    try:
+        receiver = c.create_receiver("/amq/queue/amqp10-modified", credit=1)
+        assert receiver.receive(timeout=20).body == b"m"
+        delivery = receiver.fetcher.unsettled[0]
+        delivery.local.annotations = {symbol("x-opt-reason"): "retry"}
+        delivery.local.failed = True
+        receiver.settle(Delivery.MODIFIED)
+        again = receiver.receive(timeout=20)
+        receiver.accept()
+    finally:
+        c.close()
+    assert again.body == b"m" and dict(again.annotations) == {symbol("x-opt-reason"): "retry"}
+    with pika.BlockingConnection(pika.ConnectionParameters(n1.host, n1.port)) as conn:
+        conn.channel().queue_delete("amqp10-modified")

@@ -73,6 +73,20 @@ def test_what_rabbitmq_refuses_is_refused(text):
         parse(text)
 
 
+def test_nesting_within_the_token_limit_parses_or_is_refused_never_crashes():
+    for depth in (10, 60, MAX_TOKENS // 2 - 2):
+        text = "(" * depth + "a = 1" + ")" * depth
+        try:
+            assert evaluate(parse(text), Message(None, {}, {"a": 1})) is True
+        except SqlError as exc:
+            assert "nested" in str(exc)
+    text = "NOT " * (MAX_TOKENS - 3) + "a"
+    try:
+        parse(text)
+    except SqlError as exc:
+        assert "nested" in str(exc)
+
+
 def test_the_token_limit():
     parse(" OR ".join(["a"] * ((MAX_TOKENS + 1) // 2)))
     with pytest.raises(SqlError, match="tokens"):
