@@ -12,7 +12,8 @@ other body (a sequence, another value) its encoded sections, with type ``amqp-1.
 RabbitMQ 3.13 and the plugin keep it).
 
 Out: an AMQP 1.0 consumer gets a header section made anew (durable from the delivery mode,
-priority, ttl from the expiration, first-acquirer = not redelivered), then each kept
+priority, ttl from the expiration, first-acquirer = not redelivered, delivery-count from a
+quorum queue's ``x-delivery-count``), then each kept
 section byte for byte; what was published over AMQP 0-9-1 gets a properties section with
 the routing key as its subject (the plugin's), its headers as application properties (the
 plugin drops them), and a data section of the body. So a message sent and received over
@@ -44,10 +45,13 @@ VALUE = "x-amqp-1.0-value"          # the body was an amqp-value of this type
 _DATA = b"\x00\x53\x75"              # a data section's descriptor
 _U32 = struct.Struct(">I")
 STREAM_OFFSET = "x-stream-offset"
+# a quorum queue's count of a message's returns (worker/quorum.py): an AMQP 1.0 consumer reads
+# it as the header's delivery-count, as RabbitMQ 4 gives it
+DELIVERY_COUNT = "x-delivery-count"
 # a stream's filter value, the message annotation RabbitMQ reads it from: a header too, as
 # the stream filters by it (worker/stream.py); not an application property when it came so
 FILTER_VALUE = "x-stream-filter-value"
-_HIDDEN = (*KEPT.values(), VALUE, STREAM_OFFSET)
+_HIDDEN = (*KEPT.values(), VALUE, STREAM_OFFSET, DELIVERY_COUNT)
 
 
 def incoming(data: bytes) -> tuple[dict, bytes, str | None, str | None]:
@@ -215,9 +219,12 @@ def _around_body(raw_properties: bytes, routing_key: str, redelivered: bool) -> 
                 ttl = ("uint", int(p.expiration))
         except ValueError:
             pass
+    count = headers.get(DELIVERY_COUNT)
+    count = ("uint", count) if isinstance(count, int) and not isinstance(count, bool) \
+        and 0 < count < 2 ** 32 else NULL
     out = convert._section(convert.HEADER, ("list", [
         ("boolean", p.delivery_mode == 2), convert._wrap("ubyte", p.priority), ttl,
-        ("boolean", not redelivered), NULL]))
+        ("boolean", not redelivered), count]))
     annotations = _kept(headers, convert.MESSAGE_ANNOTATIONS)
     pairs = _annotation_pairs(annotations)
     # the annotations' names: a header of the same name is one of them (``modified``), no

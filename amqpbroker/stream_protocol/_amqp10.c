@@ -765,8 +765,10 @@ static PyObject *kept_message(PyObject *self, PyObject *const *args, Py_ssize_t 
                 known = 1;
             }
         }
-        /* the body's type (x-amqp-1.0-value) and a stream's offset: not taken here */
-        if (is_key(&h, "x-amqp-1.0-value") || is_key(&h, "x-stream-offset")) Py_RETURN_NONE;
+        /* the body's type (x-amqp-1.0-value), a stream's offset, a quorum queue's count of
+         * returns (the header's delivery-count): not taken here */
+        if (is_key(&h, "x-amqp-1.0-value") || is_key(&h, "x-stream-offset")
+                || is_key(&h, "x-delivery-count")) Py_RETURN_NONE;
         other_headers |= !known;
     }
     if (flags & 0x1000) { if (pos >= end) Py_RETURN_NONE; delivery_mode = b[pos++]; }

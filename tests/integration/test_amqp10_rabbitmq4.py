@@ -772,6 +772,41 @@ def test_modified_annotations_go_with_a_quorum_queues_message(broker, mgmt, ch, 
     mgmt.delete_queue(dlq)
 
 
+def test_a_quorum_queues_count_of_returns_is_the_headers_delivery_count(broker, mgmt, ch,
+                                                                        names):
+    """A message a quorum queue delivers again carries its count of returns as the header's
+    delivery-count for an AMQP 1.0 consumer (no application property ``x-delivery-count``),
+    as header ``x-delivery-count`` for an AMQP 0-9-1 one -- whether it came over AMQP 1.0 or
+    AMQP 0-9-1."""
+    q = names()
+    mgmt.declare_queue(QuorumQueueSpecification(name=q))
+    ch.basic_publish("", q, b"from-0-9-1", pika.BasicProperties(headers={"h": "v"}))
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    try:
+        c.create_sender(f"/queues/{q}").send(ProtonMessage(body=b"from-1.0",
+                                                           properties={"k": 1}))
+        receiver = c.create_receiver(f"/queues/{q}", credit=10)
+        seen = []
+        for _ in range(6):              # each message delivered three times: 0, 1, 2 returns
+            m = receiver.receive(TIMEOUT)
+            seen.append((bytes(m.body), m.delivery_count, m.first_acquirer, m.properties))
+            if len(seen) <= 4:
+                settle_modified(receiver, {})
+            else:
+                receiver.release(delivered=False)                   # released
+    finally:
+        c.close()
+    assert [(b, n, first) for b, n, first, _ in seen] == [
+        (b"from-0-9-1", 0, True), (b"from-1.0", 0, True), (b"from-0-9-1", 1, False),
+        (b"from-1.0", 1, False), (b"from-0-9-1", 2, False), (b"from-1.0", 2, False)]
+    assert all("x-delivery-count" not in props for *_, props in seen)
+    method, props, body = next(ch.consume(q, inactivity_timeout=TIMEOUT))
+    ch.basic_ack(method.delivery_tag)
+    ch.cancel()
+    assert props.headers["x-delivery-count"] == 3
+    mgmt.delete_queue(q)
+
+
 def test_modified_annotations_are_not_kept_by_a_classic_queue(broker, mgmt, ch, names):
     """As in RabbitMQ 4: a classic queue requeues (or dead-letters) a message settled
     ``modified``, without the annotations."""
