@@ -1,4 +1,5 @@
-"""DeliveryCountLog: how many times each message of a quorum queue went back to the queue.
+"""DeliveryCountLog: how many times each message of a quorum queue went back to the queue;
+ModifiedLog: the properties an AMQP 1.0 ``modified`` outcome gave a message of one.
 
 A quorum queue counts the returns of a message (a reject or nack with requeue, the unacked
 messages of a closed channel) and dead-letters it once the count passes the queue's delivery
@@ -15,6 +16,12 @@ entries that are still needed, it is rewritten as the live counts only (tmp + fs
 A missing file is no counts: it is made by the first flush that has one (header and entries
 in one write, owing an fsync like any flush; the first sync also makes its name durable,
 dirsync.py), so a quorum queue that never requeues costs no file and no fsync at declare.
+
+ModifiedLog is the same file with other entries (magic ``AQMA``): ``offset u64 | size u32 |
+properties | crc32c u32`` (the CRC covers what is before it): a message's AMQP 0-9-1
+properties with the annotations a consumer's ``modified`` outcome merged in
+(amqp10/message.py ``modified``), kept until the message is settled, as RabbitMQ keeps them
+in its Raft log. Both are an ``OffsetLog``: a value per offset, the last written winning.
 
 Crash states: a torn or corrupt tail (a write cut short) is cut at the first bad entry on
 open: the counts recorded after it are lost and those messages come back with the count they
@@ -41,6 +48,7 @@ from .fileformat import (HEADER_SIZE, FsyncPolicy, file_header, header_ok, write
 log = logging.getLogger("amqpbroker.storage")
 
 MAGIC_COUNTS = b"AQDC"
+MAGIC_MODIFIED = b"AQMA"
 _ENTRY = struct.Struct(">QI")
 _CRC = struct.Struct(">I")
 ENTRY_SIZE = _ENTRY.size + _CRC.size        # 16
@@ -52,13 +60,29 @@ def _entry(offset: int, count: int) -> bytes:
     return body + _CRC.pack(crc32c(body))
 
 
-class DeliveryCountLog:
+class OffsetLog:
+    """A value per offset, on disk (the module comment): ``MAGIC``, ``_encode`` and
+    ``_decode`` are a subclass's. ``counts``: offset -> value, in memory."""
+
+    MAGIC = b""
+    WHAT = "values"                  # what a warning calls them
+
+    @staticmethod
+    def _encode(offset: int, value) -> bytes:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decode(data: bytes, pos: int):
+        """(offset, value, the position after the entry), or None for a torn or corrupt
+        entry (or none left)."""
+        raise NotImplementedError
+
     def __init__(self, path: str | os.PathLike, *, fsync: str = "always",
                  fsync_interval_ms: int = 1000):
-        """Open (creating if needed) the count log at ``path``; a torn tail is cut."""
+        """Open (creating if needed) the log at ``path``; a torn tail is cut."""
         self.path = os.fspath(path)
         self._policy = FsyncPolicy(fsync, fsync_interval_ms)
-        self.counts: dict[int, int] = {}
+        self.counts: dict = {}
         self.version = 0             # moves with every change of ``counts`` (replication)
         self._pending: dict[int, int] = {}
         self._entries = 0            # entries in the file (live or replaced)
@@ -77,19 +101,15 @@ class DeliveryCountLog:
         except FileNotFoundError:
             self._unmade = True     # made by the first flush: most queues never requeue
             return
-        if not header_ok(data, MAGIC_COUNTS):
-            log.warning("%s: unreadable header; delivery counts start from zero", self.path)
-            write_file_atomically(self.path, file_header(MAGIC_COUNTS))
+        if not header_ok(data, self.MAGIC):
+            log.warning("%s: unreadable header; %s start from none", self.path, self.WHAT)
+            write_file_atomically(self.path, file_header(self.MAGIC))
             return
         pos = HEADER_SIZE
-        while pos + ENTRY_SIZE <= len(data):
-            body = data[pos:pos + _ENTRY.size]
-            if _CRC.unpack_from(data, pos + _ENTRY.size)[0] != crc32c(body):
-                break
-            offset, count = _ENTRY.unpack(body)
-            self.counts[offset] = count
+        while (entry := self._decode(data, pos)) is not None:
+            offset, value, pos = entry
+            self.counts[offset] = value
             self._entries += 1
-            pos += ENTRY_SIZE
         if pos < len(data):
             log.warning("%s: cut %d byte(s) of torn tail at position %d", self.path,
                         len(data) - pos, pos)
@@ -97,11 +117,8 @@ class DeliveryCountLog:
                 f.truncate(pos)
                 os.fsync(f.fileno())
 
-    # ---------------------------------------------------------------- counts
-    def get(self, offset: int) -> int:
-        return self.counts.get(offset, 0)
-
-    def set(self, offset: int, count: int) -> None:
+    # ---------------------------------------------------------------- values
+    def set(self, offset: int, count) -> None:
         """Record ``count`` for ``offset`` (written at the next ``flush``)."""
         self.counts[offset] = count
         self._pending[offset] = count
@@ -133,9 +150,9 @@ class DeliveryCountLog:
             self._rewrite()          # fsynced: nothing owed
             self._pending.clear()
             return
-        data = b"".join(_entry(o, n) for o, n in self._pending.items())
+        data = b"".join(self._encode(o, n) for o, n in self._pending.items())
         if self._unmade:
-            data = file_header(MAGIC_COUNTS) + data
+            data = file_header(self.MAGIC) + data
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if self._unmade else 0),
                      0o644)
         try:
@@ -178,7 +195,8 @@ class DeliveryCountLog:
     def _rewrite(self) -> None:
         if self._unmade and not self.counts:
             return                  # no file and nothing to keep: no file is the same
-        data = file_header(MAGIC_COUNTS) + b"".join(_entry(o, n) for o, n in self.counts.items())
+        data = file_header(self.MAGIC) + b"".join(self._encode(o, n)
+                                                  for o, n in self.counts.items())
         write_file_atomically(self.path, data)
         self._unmade = False
         self._names_owed = []       # renamed into place, directory fsynced
@@ -189,3 +207,47 @@ class DeliveryCountLog:
         """Write and fsync what is pending."""
         self.flush()
         self.sync(force=True)
+
+
+class DeliveryCountLog(OffsetLog):
+    """How many times each message went back to its quorum queue (16-byte entries)."""
+
+    MAGIC = MAGIC_COUNTS
+    WHAT = "delivery counts"
+    _encode = staticmethod(_entry)
+
+    @staticmethod
+    def _decode(data: bytes, pos: int):
+        if pos + ENTRY_SIZE > len(data):
+            return None
+        body = data[pos:pos + _ENTRY.size]
+        if _CRC.unpack_from(data, pos + _ENTRY.size)[0] != crc32c(body):
+            return None
+        offset, count = _ENTRY.unpack(body)
+        return offset, count, pos + ENTRY_SIZE
+
+    def get(self, offset: int) -> int:
+        return self.counts.get(offset, 0)
+
+
+class ModifiedLog(OffsetLog):
+    """The properties a ``modified`` outcome gave each message (entries of any size)."""
+
+    MAGIC = MAGIC_MODIFIED
+    WHAT = "modified properties"
+
+    @staticmethod
+    def _encode(offset: int, properties: bytes) -> bytes:
+        body = _ENTRY.pack(offset, len(properties)) + properties
+        return body + _CRC.pack(crc32c(body))
+
+    @staticmethod
+    def _decode(data: bytes, pos: int):
+        if pos + _ENTRY.size > len(data):
+            return None
+        offset, size = _ENTRY.unpack_from(data, pos)
+        end = pos + _ENTRY.size + size
+        if end + _CRC.size > len(data) or \
+                _CRC.unpack_from(data, end)[0] != crc32c(data[pos:end]):
+            return None
+        return offset, data[pos + _ENTRY.size:end], end + _CRC.size

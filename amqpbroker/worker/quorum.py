@@ -19,6 +19,11 @@ dropped, purged) forgets its count; recovery drops the counts of settled message
 As in RabbitMQ, every message is kept across a restart, transient ones (delivery mode 1)
 too, and confirmed once durable (``persists_all``).
 
+RabbitMQ 4's ``modified`` outcome (an AMQP 1.0 consumer's): the message goes back, or to the
+dead-letter exchange, with the message annotations the consumer set merged into its own
+(``modify``); the properties that carry them are kept by offset in a ``ModifiedLog``
+(``modified.log``) beside the counts, in the same rounds, until the message is settled.
+
 What differs from RabbitMQ 4.0: a message delivered and not acked when the broker stops comes
 back with the count it had (RabbitMQ counts that return: the consumer went down). In a
 cluster the counts replicate with the acks (cluster/replication.py, ``FetchReply.counts``):
@@ -30,7 +35,7 @@ import logging
 import os
 
 from ..protocol import properties as props_mod
-from ..storage.countlog import DeliveryCountLog
+from ..storage.countlog import DeliveryCountLog, ModifiedLog
 from ..storage.record import Record
 from . import discards as dlx
 from .queue import Queue, name_of
@@ -95,10 +100,14 @@ class QuorumQueue(Queue):
     def _recover(self) -> None:
         # Queue.__init__ calls this once the store is open: the counts open beside it
         self._taken = 0             # messages taken, modulo 3 (``_head``)
-        self.modified: dict[int, bytes] = {}    # offset -> properties (``modify``)
         self.counts = DeliveryCountLog(os.path.join(self.directory, "counts.log"),
                                        fsync=self.fsync,
                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
+        # offset -> properties (``modify``), kept beside the counts
+        self.modified_log = ModifiedLog(os.path.join(self.directory, "modified.log"),
+                                        fsync=self.fsync,
+                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
+        self.modified = self.modified_log.counts
         loop = self.host.loop
         self.discards = dlx.Discards(self._send_discard, self._read_discard, loop.time,
                                      dlx.timeout_s(self.host.config))
@@ -109,6 +118,7 @@ class QuorumQueue(Queue):
         acks, log_ = self.store.acks, self.store.log
         start, end = log_.start_offset, log_.end_offset
         self.counts.retain(lambda o: start <= o < end and not acks.is_done(o))
+        self.modified_log.retain(lambda o: start <= o < end and not acks.is_done(o))
         self._check_strategy()
         if self.discards.unsent:
             loop.call_soon(self.pump_discards)
@@ -233,11 +243,14 @@ class QuorumQueue(Queue):
     def modify(self, offset: int, requeue: bool, properties: bytes) -> None:
         """RabbitMQ 4's ``modified`` outcome with message annotations: the message goes back
         (or to the dead-letter exchange) with ``properties``, its own with the annotations
-        merged in (amqp10/message.py ``modified``). They are kept here, in memory, until the
-        message is settled: every later delivery and dead letter carries them; a restart
-        delivers the message as it was stored (RabbitMQ keeps them in its Raft log)."""
+        merged in (amqp10/message.py ``modified``). They are kept until the message is
+        settled, in the queue's ``modified.log`` (written and fsynced with its commit rounds,
+        as the counts: RabbitMQ keeps them in its Raft log), so every later delivery and
+        dead letter carries them, after a restart too. Only this copy of the queue keeps
+        them: a follower does not, so a new leader delivers the message without them."""
         if offset in self.outstanding:
-            self.modified[offset] = properties
+            self.modified_log.set(offset, properties)
+            self.host.committer.mark(self)      # written in the next round
         self.reject([offset], requeue)
 
     def _as_modified(self, offset: int, rec: Record | None) -> Record | None:
@@ -253,7 +266,7 @@ class QuorumQueue(Queue):
     def ack(self, offsets) -> None:
         if self.modified:
             for offset in offsets:
-                self.modified.pop(offset, None)
+                self.modified_log.forget(offset)
         super().ack(offsets)
 
     # ---------------------------------------------------------------- delivery count
@@ -293,17 +306,19 @@ class QuorumQueue(Queue):
     def _done(self, offset: int) -> None:
         self.counts.forget(offset)
         if self.modified:
-            self.modified.pop(offset, None)
+            self.modified_log.forget(offset)
         super()._done(offset)
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
         super().flush()
         self.counts.flush()
+        self.modified_log.flush()
 
     def sync(self) -> None:
         super().sync()
         self.counts.sync()
+        self.modified_log.sync()
 
     def close_storage(self, destroy: bool) -> None:
         if self._dlx_timer is not None:
@@ -312,6 +327,7 @@ class QuorumQueue(Queue):
         if not destroy and not self.deleted:
             try:
                 self.counts.close()
+                self.modified_log.close()
             except OSError as exc:
                 log.error("queue '%s' in vhost '%s': delivery counts not written at "
                           "shutdown: %s", self.name, self.vhost_name, exc)

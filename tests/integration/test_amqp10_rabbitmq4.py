@@ -848,3 +848,50 @@ def test_a_modified_outcome_may_set_only_x_annotations(broker, mgmt, ch, names):
     ch.cancel()
     assert body == b"m" and method.redelivered and "reserved" not in (props.headers or {})
     mgmt.delete_queue(q)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_modified_annotations_survive_a_restart(tmp_path, layout, how):
+    """A quorum queue keeps a ``modified`` outcome's annotations on disk with the message
+    (``modified.log``, fsynced in the commit round that writes the return), so the message
+    comes back with them after a clean stop or a crash once settled; acked, they are gone
+    from the file at the next start."""
+    from proton import symbol
+    with BrokerProcess(tmp_path / "data", *LAYOUTS[layout]) as b:
+        conn = pika.BlockingConnection(pika.ConnectionParameters(b.host, b.port))
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("kept", durable=True, arguments={"x-queue-type": "quorum"})
+        ch.basic_publish("", "kept", b"a", pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        c = BlockingConnection(url(b), timeout=TIMEOUT)
+        try:
+            receiver = c.create_receiver("/queues/kept", credit=1)
+            for reason in ("first", "second"):
+                assert bytes(receiver.receive(TIMEOUT).body) == b"a"
+                settle_modified(receiver, {symbol("x-opt-reason"): reason})
+            # the queue took the second return before it delivered "a" again
+            assert bytes(receiver.receive(TIMEOUT).body) == b"a"
+            receiver.release(delivered=False)
+        finally:
+            c.close()
+        # a publish confirmed after that: its commit round wrote what the queue held (a
+        # round flushes and fsyncs every queue changed before it)
+        conn = pika.BlockingConnection(pika.ConnectionParameters(b.host, b.port))
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("", "kept", b"c", pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        b.stop() if how == "sigterm" else b.kill()
+        b.start()
+        c = BlockingConnection(url(b), timeout=TIMEOUT)
+        try:
+            receiver = c.create_receiver("/queues/kept", credit=2)
+            got = [receiver.receive(TIMEOUT) for _ in range(2)]
+            for _ in got:
+                receiver.accept()
+        finally:
+            c.close()
+        assert [(bytes(m.body), {str(k): v for k, v in (m.annotations or {}).items()})
+                for m in got] == [(b"a", {"x-opt-reason": "second"}), (b"c", {})]

@@ -1,4 +1,5 @@
-"""DeliveryCountLog: the return counts of a quorum queue's messages, on disk."""
+"""DeliveryCountLog and ModifiedLog: a quorum queue's return counts and the properties
+modified outcomes gave its messages, on disk."""
 import os
 import random
 
@@ -105,3 +106,36 @@ def test_a_new_count_log_makes_no_file_until_a_count_is_flushed(tmp_path):
     log.sync(force=True)
     log.close()
     assert reopen(path) == {4: 1}
+
+
+# ------------------------------------------------------------------ ModifiedLog
+@pytest.mark.parametrize("seed", range(5))
+def test_modified_properties_survive_reopen_and_a_torn_tail_keeps_the_whole_ones(tmp_path,
+                                                                                  seed):
+    """The properties a modified outcome gave messages (entries of any size): the last
+    written for an offset wins, a reopen reads them back, a tail cut anywhere loses only the
+    entries it cut into, and settled ones leave the file at the next rewrite."""
+    from amqpbroker.storage.countlog import ModifiedLog
+    rnd = random.Random(seed)
+    path = tmp_path / "modified.log"
+    log = ModifiedLog(path)
+    want = {}
+    ends = []
+    for o in range(12):
+        value = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 300)))
+        log.set(o % 8, value)
+        want[o % 8] = value
+        log.flush()
+        ends.append((os.path.getsize(path), dict(want)))
+    log.close()
+    assert dict(ModifiedLog(path).counts) == want
+    cut = rnd.randrange(HEADER_SIZE, os.path.getsize(path))
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+    whole = [state for end, state in ends if end <= cut]
+    kept = whole[-1] if whole else {}
+    assert dict(ModifiedLog(path).counts) == kept
+    assert os.path.getsize(path) == max([HEADER_SIZE] + [e for e, _ in ends if e <= cut])
+    log = ModifiedLog(path)
+    log.retain(lambda o: o == 0)
+    assert dict(ModifiedLog(path).counts) == {k: v for k, v in kept.items() if k == 0}
