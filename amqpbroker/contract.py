@@ -466,7 +466,7 @@ FetchReply = message(92, "fetch_reply", ("req", "u32"), ("hw", "u64"), ("leader_
                      ("log_start", "u64"), ("log_end", "u64"), ("error", "str"),
                      ("batches", "any"), ("acks", "any"), ("offsets", "any"),
                      ("diverging_epoch", "u32"), ("diverging_end", "u64"),
-                     ("counts", "any"), ("producers", "any"))
+                     ("counts", "any"), ("producers", "any"), ("modified", "any"))
 
 # consumer groups across nodes (supervisor/groups.py, docs/CLUSTER.md "One coordinator per
 # consumer group"): a group's coordinator is the node leading its topic's partition 0; a

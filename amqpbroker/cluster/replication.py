@@ -18,7 +18,9 @@ from its ``partitions/`` key:
   records each one's log end offset (LEO: the fetch offset, durable on the follower) and
   answers with whole batches of its log below its log end (``read_batches(written=True)``:
   what it wrote, fsynced or not), its settled offsets (the ack log's runs: acks replicate),
-  a quorum queue's delivery counts (``counts``: a new leader goes on counting returns),
+  a quorum queue's delivery counts (``counts``: a new leader goes on counting returns) and
+  the properties ``modified`` outcomes gave its messages (``modified``: a new leader
+  delivers them with the annotations),
   the idempotent producers' sequences stored in the batches it sends (``producers``: the
   follower keeps them in its ``producers.log``, so it leads with them),
   the high watermark and its epoch; a fetch with nothing new waits (long poll) until the
@@ -147,9 +149,19 @@ def _counts(q) -> dict | None:
     return dict(counts.counts) if counts is not None and counts.counts else None
 
 
-def _counts_version(q) -> int | None:
+def _counts_version(q) -> tuple | None:
     counts = getattr(q, "counts", None)
-    return counts.version if counts is not None else None
+    if counts is None:
+        return None
+    return counts.version, q.modified_log.version
+
+
+def _modified(q) -> dict | None:
+    """A quorum queue's modified properties (worker/quorum.py ``modify``: offset ->
+    properties, of messages not settled), so a new leader delivers them with the
+    annotations; None for others and when there are none."""
+    modified = getattr(q, "modified", None)
+    return dict(modified) if modified else None
 
 
 def _all_settled(acks, first: int, end: int) -> bool:
@@ -187,11 +199,28 @@ def _apply_counts(q, counts: dict | None, end: int):
     return mine if changed else None
 
 
-def _sync(store, counts, producers) -> None:
+def _apply_modified(q, modified: dict | None, end: int):
+    """Take the leader's modified properties (``FetchReply.modified``) for the messages we
+    have (below ``end``), as ``_apply_counts`` takes its counts; the log when that changed
+    it, else None."""
+    mine = getattr(q, "modified_log", None)
+    if modified is None or mine is None:
+        return None
+    changed = False
+    for offset, properties in modified.items():
+        if offset < end and mine.counts.get(offset) != properties:
+            mine.set(offset, properties)
+            changed = True
+    return mine if changed else None
+
+
+def _sync(store, counts, producers, modified=None) -> None:
     """A follower's fsync of what a reply changed (in the executor)."""
     store.sync()
     if counts is not None:
         counts.sync()
+    if modified is not None:
+        modified.sync()
     if producers is not None:
         producers.sync()
 
@@ -284,7 +313,7 @@ class Roles:
             link.emit(c.FetchReply(req=m.req, hw=0, leader_epoch=0, log_start=0, log_end=0,
                                    error=NOT_LEADER, batches=None, acks=None, offsets=None,
                                    diverging_epoch=0, diverging_end=0, counts=None,
-                                   producers=None))
+                                   producers=None, modified=None))
             return
         leader.fetch(link, m)
 
@@ -1003,7 +1032,7 @@ class Leader:
                                                   for base, epoch, run, crc in batches],
                                acks=acks, offsets=offsets,
                                diverging_epoch=0, diverging_end=0, counts=counts,
-                               producers=producers))
+                               producers=producers, modified=_modified(q)))
 
     def _error(self, link, m: c.Fetch, error: str, diverged=(0, 0)) -> None:
         log_ = self.queue.store.log
@@ -1011,7 +1040,7 @@ class Leader:
                                log_start=log_.start_offset, log_end=log_.end_offset,
                                error=error, batches=None, acks=None, offsets=None,
                                diverging_epoch=diverged[0], diverging_end=diverged[1],
-                               counts=None, producers=None))
+                               counts=None, producers=None, modified=None))
 
     # ------------------------------------------------------------ the ISR (through etcd)
     @property
@@ -1287,14 +1316,18 @@ class Follower(Guard):
         if reply.offsets is not None and type(q) is Stream and q.apply_offsets(reply.offsets):
             changed = True
         counts = _apply_counts(q, reply.counts, end)
+        modified = _apply_modified(q, reply.modified, end)
         producers = q.producers if q.producers.copy(reply.producers, end) else None
-        if changed or counts is not None or producers is not None:
+        if changed or counts is not None or producers is not None or modified is not None:
             store.flush()
             if counts is not None:
                 counts.flush()
+            if modified is not None:
+                modified.flush()
             if producers is not None:
                 producers.flush()
-            await self.repl.loop.run_in_executor(None, _sync, store, counts, producers)
+            await self.repl.loop.run_in_executor(None, _sync, store, counts, producers,
+                                                 modified)
             if not q.deleted and not self.stopped:
                 store.after_sync()
         hw = min(reply.hw, log_.end_offset)

@@ -22,7 +22,8 @@ too, and confirmed once durable (``persists_all``).
 RabbitMQ 4's ``modified`` outcome (an AMQP 1.0 consumer's): the message goes back, or to the
 dead-letter exchange, with the message annotations the consumer set merged into its own
 (``modify``); the properties that carry them are kept by offset in a ``ModifiedLog``
-(``modified.log``) beside the counts, in the same rounds, until the message is settled.
+(``modified.log``) beside the counts, in the same rounds, until the message is settled,
+and replicate as the counts do.
 
 What differs from RabbitMQ 4.0: a message delivered and not acked when the broker stops comes
 back with the count it had (RabbitMQ counts that return: the consumer went down). In a
@@ -246,8 +247,8 @@ class QuorumQueue(Queue):
         merged in (amqp10/message.py ``modified``). They are kept until the message is
         settled, in the queue's ``modified.log`` (written and fsynced with its commit rounds,
         as the counts: RabbitMQ keeps them in its Raft log), so every later delivery and
-        dead letter carries them, after a restart too. Only this copy of the queue keeps
-        them: a follower does not, so a new leader delivers the message without them."""
+        dead letter carries them, after a restart too; in a cluster followers copy them
+        (cluster/replication.py ``FetchReply.modified``), so a new leader does too."""
         if offset in self.outstanding:
             self.modified_log.set(offset, properties)
             self.host.committer.mark(self)      # written in the next round

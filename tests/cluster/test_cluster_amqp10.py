@@ -72,3 +72,54 @@ def test_a_modified_outcomes_annotations_reach_the_leader_from_another_node(shar
     assert again.body == b"m" and dict(again.annotations) == {symbol("x-opt-reason"): "retry"}
     with pika.BlockingConnection(pika.ConnectionParameters(n1.host, n1.port)) as conn:
         conn.channel().queue_delete("amqp10-modified")
+
+
+def test_a_new_leader_delivers_a_message_with_its_modified_annotations(cluster):
+    """The properties a ``modified`` outcome gave a quorum queue's message replicate with
+    the partition (``FetchReply.modified``), as its delivery count does: after the leader
+    dies, the new leader delivers the message with the annotations."""
+    from proton import Delivery, symbol
+    from amqpbroker.testing.cluster_clients import connect, declare_quorum, queue_on
+    leader = declare_quorum(cluster, "modified-failover", {})
+    other = next(n for n in cluster.nodes if n is not leader)
+    conn = connect(other)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "modified-failover", b"m", pika.BasicProperties(delivery_mode=2))
+    c = amqp10(other)
+    try:
+        receiver = c.create_receiver("/amq/queue/modified-failover", credit=1)
+        assert receiver.receive(timeout=20).body == b"m"
+        delivery = receiver.fetcher.unsettled[0]
+        delivery.local.annotations = {symbol("x-opt-reason"): "retry"}
+        delivery.local.failed = True
+        receiver.settle(Delivery.MODIFIED)
+        again = receiver.receive(timeout=20)        # the leader took the outcome
+        receiver.release(delivered=False)
+    finally:
+        c.close()
+    assert dict(again.annotations) == {symbol("x-opt-reason"): "retry"}
+    # confirmed once every follower fetched past it, with the properties set before it
+    ch.basic_publish("", "modified-failover", b"marker", pika.BasicProperties(delivery_mode=2))
+    conn.close()
+
+    leader.kill()
+    cluster.wait_until(lambda: queue_on(other, "modified-failover").get("leader") not in
+                       (None, f"amqpbroker@{leader.node}"), timeout=60)
+
+    def first():            # the new leader answers, the message first
+        try:
+            c = amqp10(other)
+        except Exception:                           # noqa: BLE001 -- still moving
+            return None
+        try:
+            receiver = c.create_receiver("/amq/queue/modified-failover", credit=1)
+            m = receiver.receive(timeout=5)
+            receiver.accept()
+            return m
+        except Exception:                           # noqa: BLE001 -- still moving
+            return None
+        finally:
+            c.close()
+    m = cluster.wait_until(first, timeout=60)
+    assert m.body == b"m" and dict(m.annotations) == {symbol("x-opt-reason"): "retry"}
