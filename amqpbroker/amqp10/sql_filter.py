@@ -299,22 +299,15 @@ def evaluate(node, m: Message):
         else:
             value = m.priority
         return value if isinstance(value, (str, bytes, bool, int, float)) else None
-    if kind == "and":
+    if kind == "and" or kind == "or":
+        decides = kind == "or"          # the value that decides alone: OR's true, AND's false
         a = evaluate(node[1], m)
-        if a is False:
-            return False
+        if a is decides:
+            return decides
         b = evaluate(node[2], m)
-        if b is False:
-            return False
-        return True if a is True and b is True else None
-    if kind == "or":
-        a = evaluate(node[1], m)
-        if a is True:
-            return True
-        b = evaluate(node[2], m)
-        if b is True:
-            return True
-        return False if a is False and b is False else None
+        if b is decides:
+            return decides
+        return (not decides) if a is (not decides) and b is (not decides) else None
     if kind == "not":
         a = evaluate(node[1], m)
         return None if not isinstance(a, bool) else not a

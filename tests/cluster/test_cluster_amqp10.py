@@ -6,6 +6,8 @@ import pika
 from proton import Message
 from proton.utils import BlockingConnection
 
+from amqpbroker.testing.amqp10_clients import settle_modified
+from amqpbroker.testing.cluster_clients import connect, declare_quorum, queue_on
 from amqpbroker.testing.leaks import wait_until
 
 
@@ -45,7 +47,7 @@ def test_a_modified_outcomes_annotations_reach_the_leader_from_another_node(shar
     """A ``modified`` outcome with message annotations settled on a node that does not lead
     the quorum queue: the settlement is forwarded to the leader (contract ``Modify``) and
     the redelivery carries the annotations."""
-    from proton import Delivery, symbol
+    from proton import symbol
     n1 = shared_cluster.nodes[0]
     with pika.BlockingConnection(pika.ConnectionParameters(n1.host, n1.port)) as conn:
         ch = conn.channel()
@@ -61,10 +63,7 @@ def test_a_modified_outcomes_annotations_reach_the_leader_from_another_node(shar
     try:
         receiver = c.create_receiver("/amq/queue/amqp10-modified", credit=1)
         assert receiver.receive(timeout=20).body == b"m"
-        delivery = receiver.fetcher.unsettled[0]
-        delivery.local.annotations = {symbol("x-opt-reason"): "retry"}
-        delivery.local.failed = True
-        receiver.settle(Delivery.MODIFIED)
+        settle_modified(receiver, {symbol("x-opt-reason"): "retry"})
         again = receiver.receive(timeout=20)
         receiver.accept()
     finally:
@@ -78,8 +77,7 @@ def test_a_new_leader_delivers_a_message_with_its_modified_annotations(cluster):
     """The properties a ``modified`` outcome gave a quorum queue's message replicate with
     the partition (``FetchReply.modified``), as its delivery count does: after the leader
     dies, the new leader delivers the message with the annotations."""
-    from proton import Delivery, symbol
-    from amqpbroker.testing.cluster_clients import connect, declare_quorum, queue_on
+    from proton import symbol
     leader = declare_quorum(cluster, "modified-failover", {})
     other = next(n for n in cluster.nodes if n is not leader)
     conn = connect(other)
@@ -90,10 +88,7 @@ def test_a_new_leader_delivers_a_message_with_its_modified_annotations(cluster):
     try:
         receiver = c.create_receiver("/amq/queue/modified-failover", credit=1)
         assert receiver.receive(timeout=20).body == b"m"
-        delivery = receiver.fetcher.unsettled[0]
-        delivery.local.annotations = {symbol("x-opt-reason"): "retry"}
-        delivery.local.failed = True
-        receiver.settle(Delivery.MODIFIED)
+        settle_modified(receiver, {symbol("x-opt-reason"): "retry"})
         again = receiver.receive(timeout=20)        # the leader took the outcome
         receiver.release(delivered=False)
     finally:

@@ -27,6 +27,7 @@ from rabbitmq_amqp_python_client import (
 from rabbitmq_amqp_python_client.qpid.proton import ConnectionException
 
 from amqpbroker.testing import LAYOUTS, BrokerProcess
+from amqpbroker.testing.amqp10_clients import settle_modified
 
 pytestmark = pytest.mark.own_layout         # every broker here names its layout
 TIMEOUT = 10
@@ -690,18 +691,6 @@ def test_a_message_routed_nowhere_is_released(broker, connect, mgmt, names):
 
 
 # ------------------------------------------------------------------ the modified outcome
-def settle_modified(receiver, annotations: dict, undeliverable: bool = False) -> None:
-    """Settle the oldest received message ``modified`` (delivery-failed) with message
-    annotations, as RabbitMQ's AMQP 1.0 clients' ``requeue(annotations)`` /
-    ``discard(annotations)`` do."""
-    from proton import Delivery
-    delivery = receiver.fetcher.unsettled[0]
-    delivery.local.annotations = annotations
-    delivery.local.failed = True
-    delivery.local.undeliverable = undeliverable
-    receiver.settle(Delivery.MODIFIED)
-
-
 def test_modified_annotations_go_with_a_quorum_queues_message(broker, mgmt, ch, names):
     """RabbitMQ 4's modified outcome on a quorum queue: requeued with the consumer's
     annotations (merged into those it had, a key set again replaced), dead-lettered with them
