@@ -1140,9 +1140,14 @@ class Amqp10Connection(AdapterConnection):
             # it requeues, as released does; modified's annotations go with the message
             requeue = kind == "released" or (
                 kind == "modified" and not state[1]["undeliverable_here"][1])
-            if annotations:
-                self.amqp_out.append(build_modify(
-                    ch, tag, requeue, message.modified(properties, annotations)))
+            modified = message.modified(properties, annotations) if annotations else None
+            if modified is not None and len(modified) + 32 > self.amqp.params.frame_max:
+                log.warning("AMQP 1.0 connection %s: a modified outcome's annotations make "
+                            "properties of %d bytes, more than a frame holds; the message "
+                            "goes on without them", self.name, len(modified))
+                modified = None
+            if modified is not None:
+                self.amqp_out.append(build_modify(ch, tag, requeue, modified))
             else:
                 self._flush_amqp()
                 link.channel.basic_reject(tag, requeue=requeue)

@@ -884,3 +884,25 @@ def test_modified_annotations_survive_a_restart(tmp_path, layout, how):
             c.close()
         assert [(bytes(m.body), {str(k): v for k, v in (m.annotations or {}).items()})
                 for m in got] == [(b"a", {"x-opt-reason": "second"}), (b"c", {})]
+
+
+def test_annotations_too_big_for_a_frame_leave_the_message_as_it_was(broker, mgmt, ch, names):
+    """Annotations that would make the message's properties more than an AMQP 0-9-1 frame
+    holds (each fits an AMQP 1.0 frame, both do not) are not kept (logged): the message is
+    requeued as it was, the connection goes on."""
+    from proton import symbol
+    q = names()
+    mgmt.declare_queue(QuorumQueueSpecification(name=q))
+    ch.basic_publish("", q, b"m", pika.BasicProperties(headers={"pad": "p" * 60_000}))
+    c = BlockingConnection(url(broker), timeout=TIMEOUT)
+    try:
+        receiver = c.create_receiver(f"/queues/{q}", credit=1)
+        assert bytes(receiver.receive(TIMEOUT).body) == b"m"
+        settle_modified(receiver, {symbol("x-opt-big"): "x" * 100_000,
+                                   symbol("x-opt-small"): "s"})
+        again = receiver.receive(TIMEOUT)
+        receiver.accept()
+    finally:
+        c.close()
+    assert bytes(again.body) == b"m" and not again.annotations and again.delivery_count == 1
+    mgmt.delete_queue(q)
