@@ -176,30 +176,41 @@ def message_filter(filters: tuple) -> tuple["MessageFilter | SqlFilter | None", 
 def volatile(source: tuple) -> bool:
     """A source asking for RabbitMQ 4.2's volatile queue (its capabilities hold
     ``rabbitmq:volatile-queue``): what a direct reply-to receiver attaches with."""
-    fields = source[1]
-    capabilities = fields.get("capabilities", ("null", None))
+    capabilities = source[1]["capabilities"]
     if capabilities[0] in ("array", "list"):
         return ("symbol", "rabbitmq:volatile-queue") in capabilities[1]
     return capabilities == ("symbol", "rabbitmq:volatile-queue")
 
 
+_ADDRESS, _FILTER = 0, 7     # a source terminus's fields (as frames.COMPOSITES lists them)
+
+
 def dynamic_source(source: tuple, address: str) -> tuple:
     """A dynamic source terminus (a tagged described list) given ``address``: the source an
     attach answers a dynamic one with."""
-    descriptor, inner = source[1]
-    items = list(inner[1]) if inner[0] == "list" else []
-    items += [("null", None)] * (1 - len(items))
-    items[0] = ("utf8", address)
-    return ("described", (descriptor, ("list", items)))
+    return _with_field(source, _ADDRESS, ("utf8", address))
 
 
 def source_without(source: tuple, name: str) -> tuple:
     """A source terminus (a tagged described list) without filter ``name`` in its filter
     map: the source an attach answers with when that filter was refused."""
-    descriptor, inner = source[1]
+    filters = _field(source, _FILTER)
+    if filters[0] != "map":
+        return source
+    return _with_field(source, _FILTER, ("map", [(k, v) for k, v in filters[1]
+                                                 if _filter_name(k, v) != name]))
+
+
+def _field(terminus: tuple, i: int) -> tuple:
+    inner = terminus[1][1]
+    return inner[1][i] if inner[0] == "list" and len(inner[1]) > i else ("null", None)
+
+
+def _with_field(terminus: tuple, i: int, value: tuple) -> tuple:
+    descriptor, inner = terminus[1]
     items = list(inner[1]) if inner[0] == "list" else []
-    if len(items) > 7 and items[7][0] == "map":
-        items[7] = ("map", [(k, v) for k, v in items[7][1] if _filter_name(k, v) != name])
+    items += [("null", None)] * (i + 1 - len(items))
+    items[i] = value
     return ("described", (descriptor, ("list", items)))
 
 

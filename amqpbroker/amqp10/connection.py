@@ -494,17 +494,28 @@ class Amqp10Connection(AdapterConnection):
         filters = source[1]["filter"] if source is not None and role == "receiver" else NULL
         if addr == management.ADDRESS:
             return self._attach_management(frame, link)
-        if terminus is not None and terminus[1]["dynamic"][1]:
-            if role == "receiver" and address.volatile(source):
-                return await self._attach_reply_to(frame, link)
-            return self._refuse_link(frame, link, "amqp:not-implemented",
-                                     "dynamic nodes are not supported")   # nor the plugin's
-        link.message_filter, refused = address.message_filter(filters)
-        if refused is not None:
-            log.warning("AMQP 1.0 connection %s: link '%s': %s; attached without it",
-                        self.name, link.name, refused)
+        reply_source = frame.fields["source"]
+        dynamic = terminus is not None and terminus[1]["dynamic"][1]
+        if dynamic:         # RabbitMQ 4.2's direct reply-to is the one dynamic node it has
+            if not (role == "receiver" and address.volatile(source)):
+                return self._refuse_link(frame, link, "amqp:not-implemented",
+                                         "dynamic nodes are not supported")
+            if not link.settled:
+                return self._refuse_link(frame, link, "amqp:not-implemented",
+                                         "a direct reply-to receiver's deliveries are "
+                                         "settled (snd-settle-mode settled)")
+        else:
+            link.message_filter, refused = address.message_filter(filters)
+            if refused is not None:
+                log.warning("AMQP 1.0 connection %s: link '%s': %s; attached without it",
+                            self.name, link.name, refused)
+                reply_source = address.source_without(reply_source, address.SQL_FILTER)
         try:
-            await self._attach(link, addr, durable, address.consumer_arguments(filters))
+            if dynamic:
+                addr = "/queues/" + await self._attach_reply_to(link)
+                reply_source = address.dynamic_source(reply_source, addr)
+            else:
+                await self._attach(link, addr, durable, address.consumer_arguments(filters))
         except address.BadAddress as exc:
             return self._refuse_link(frame, link, "amqp:invalid-field", str(exc))
         except ChannelGone as exc:
@@ -514,9 +525,7 @@ class Amqp10Connection(AdapterConnection):
         reply = dict(name=("utf8", link.name), handle=("uint", handle),
                      role=("boolean", role == "sender"),
                      snd_settle_mode=("ubyte", 1 if link.settled else 0),
-                     rcv_settle_mode=("ubyte", 0),
-                     source=frame.fields["source"] if refused is None else
-                     address.source_without(frame.fields["source"], address.SQL_FILTER),
+                     rcv_settle_mode=("ubyte", 0), source=reply_source,
                      target=frame.fields["target"])
         if role == "receiver":
             reply["initial_delivery_count"] = ("uint", 0)
@@ -529,43 +538,17 @@ class Amqp10Connection(AdapterConnection):
         if role == "receiver":
             await self._release(link)
 
-    async def _attach_reply_to(self, frame, link: Link) -> None:
+    async def _attach_reply_to(self, link: Link) -> str:
         """RabbitMQ 4.2's direct reply-to over AMQP 1.0: a receiver with a dynamic source and
         capability ``rabbitmq:volatile-queue`` consumes the connection's direct reply-to
         (AMQP 0-9-1's ``amq.rabbitmq.reply-to``, no acks: deliveries are settled as sent)
-        and is told its address, ``/queues/amq.rabbitmq.reply-to.TOKEN``; what anyone
+        and is told its address (returned: ``amq.rabbitmq.reply-to.TOKEN``); what anyone
         publishes there, over AMQP 1.0 or 0-9-1, reaches it while it is attached."""
-        if not link.settled:
-            return self._refuse_link(frame, link, "amqp:not-implemented",
-                                     "a direct reply-to receiver's deliveries are settled "
-                                     "(snd-settle-mode settled)")
-        try:
-            link.channel = ch = await self._channel()
-            self.by_channel[ch] = link
-            link.queue = REPLY_TO
-            link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
-            link.no_ack = True
-            link.held = True                # until the attach is out (_release)
-            ch.add_on_cancel_callback(self._cancelled)
-            self.amqp.tap(ch.channel_number, self._deliver)
-            await self._ask(ch, lambda cb: ch.basic_consume(
-                link.queue, tapped, auto_ack=True, consumer_tag=link.consumer_tag,
-                callback=cb))
-            reply_address = await self._ask(ch, lambda cb: self._probe_reply_address(ch, cb))
-        except ChannelGone as exc:
-            return self._refuse_link(frame, link, _CONDITIONS.get(exc.code,
-                                                                   "amqp:internal-error"),
-                                     exc.text)
-        source = address.dynamic_source(frame.fields["source"], f"/queues/{reply_address}")
-        self._send(f.frame("attach", link.session.channel, name=("utf8", link.name),
-                           handle=("uint", link.handle), role=("boolean", False),
-                           snd_settle_mode=("ubyte", 1), rcv_settle_mode=("ubyte", 0),
-                           source=source, target=frame.fields["target"],
-                           initial_delivery_count=("uint", 0)))
-        link.attached = True
-        log.info("AMQP 1.0 connection %s: link '%s' attached (direct reply-to)", self.name,
-                 link.name)
-        await self._release(link)
+        link.channel = ch = await self._channel()
+        self.by_channel[ch] = link
+        link.no_ack = True
+        await self._consume(link, REPLY_TO)
+        return await self._ask(ch, lambda cb: self._probe_reply_address(ch, cb))
 
     @staticmethod
     def _probe_reply_address(ch, callback) -> None:
@@ -689,13 +672,20 @@ class Amqp10Connection(AdapterConnection):
             queue = ok.method.queue
             await self._ask(ch, lambda cb: ch.queue_bind(queue, exchange, key, callback=cb))
         await self._ask(ch, lambda cb: ch.basic_qos(prefetch_count=WINDOW, callback=cb))
+        await self._consume(link, queue, arguments)
+
+    async def _consume(self, link: Link, queue: str, arguments: dict | None = None) -> None:
+        """A receiver link's consumer of ``queue`` on its channel, its deliveries read raw
+        (``_deliver``), held until the attach is out (``_release``); acked by us unless the
+        link's consumer is ``no_ack``."""
+        ch = link.channel
         link.queue = queue
         link.consumer_tag = f"amqp10-{link.session.channel}-{link.handle}"
-        link.held = True                # until the attach is out (_release)
+        link.held = True
         ch.add_on_cancel_callback(self._cancelled)
         self.amqp.tap(ch.channel_number, self._deliver)
         await self._ask(ch, lambda cb: ch.basic_consume(
-            queue, tapped, auto_ack=False, consumer_tag=link.consumer_tag,
+            queue, tapped, auto_ack=link.no_ack, consumer_tag=link.consumer_tag,
             arguments=arguments or None, callback=cb))
 
     def _refuse_link(self, frame, link: Link, condition: str, text: str) -> None:
@@ -1071,11 +1061,10 @@ class Amqp10Connection(AdapterConnection):
         session = link.session
         data = message.outgoing(m.properties, m.body, m.routing_key, m.redelivered)
         delivery_id = self._send_transfer(link, _U64.pack(m.delivery_tag), data)
-        if link.no_ack:
-            pass                        # the consumer's deliveries need no ack
-        elif link.settled:
-            self.amqp_out.append(build_confirm(link.channel.channel_number, m.delivery_tag,
-                                               False))
+        if link.settled:
+            if not link.no_ack:         # (a direct reply-to consumer acks nothing)
+                self.amqp_out.append(build_confirm(link.channel.channel_number,
+                                                   m.delivery_tag, False))
         else:       # the properties: what a ``modified`` outcome's annotations merge into
             session.unsettled[delivery_id] = (link, m.delivery_tag, m.properties)
             link.unsettled += 1

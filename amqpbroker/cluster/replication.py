@@ -141,27 +141,21 @@ def _offsets(q) -> dict | None:
     return q.offsets.in_file() if type(q) is Stream else None
 
 
-def _counts(q) -> dict | None:
-    """A quorum queue's delivery counts (worker/quorum.py: offset -> returns, of messages
-    not settled), so a new leader goes on counting where this one is; None for others and
-    when there are none (most queues never requeue: nothing to copy or send)."""
-    counts = getattr(q, "counts", None)
-    return dict(counts.counts) if counts is not None and counts.counts else None
+def _values(q, name: str) -> dict | None:
+    """A quorum queue's offset log ``name`` (worker/quorum.py): its delivery counts
+    (``counts``: offset -> returns, so a new leader goes on counting where this one is) or
+    modified properties (``modified``: so a new leader delivers them), of messages not
+    settled; None for other queues and when there are none (most queues never requeue:
+    nothing to copy or send)."""
+    log_ = getattr(q, name, None)
+    return dict(log_.counts) if log_ is not None and log_.counts else None
 
 
 def _counts_version(q) -> tuple | None:
     counts = getattr(q, "counts", None)
     if counts is None:
         return None
-    return counts.version, q.modified_log.version
-
-
-def _modified(q) -> dict | None:
-    """A quorum queue's modified properties (worker/quorum.py ``modify``: offset ->
-    properties, of messages not settled), so a new leader delivers them with the
-    annotations; None for others and when there are none."""
-    modified = getattr(q, "modified", None)
-    return dict(modified) if modified else None
+    return counts.version, q.modified.version
 
 
 def _all_settled(acks, first: int, end: int) -> bool:
@@ -183,33 +177,18 @@ def _settled(q) -> tuple:
     return _acks(q), _offsets(q), _counts_version(q)
 
 
-def _apply_counts(q, counts: dict | None, end: int):
-    """Take the leader's delivery counts (``FetchReply.counts``) for the messages we have
-    (below ``end``); the count log when that changed one, to flush and fsync, else None. A
-    count the leader forgot (its message settled) stays here until a reopen drops it
-    (``QuorumQueue._recover``: settled offsets go)."""
-    mine = getattr(q, "counts", None)
-    if counts is None or mine is None:
+def _apply_values(q, name: str, values: dict | None, end: int):
+    """Take the leader's values of offset log ``name`` (``FetchReply.counts`` or
+    ``.modified``) for the messages we have (below ``end``); the log when that changed it,
+    to flush and fsync, else None. A value the leader forgot (its message settled) stays
+    here until a reopen drops it (``QuorumQueue._recover``: settled offsets go)."""
+    mine = getattr(q, name, None)
+    if values is None or mine is None:
         return None
     changed = False
-    for offset, n in counts.items():
-        if offset < end and mine.get(offset) != n:
-            mine.set(offset, n)
-            changed = True
-    return mine if changed else None
-
-
-def _apply_modified(q, modified: dict | None, end: int):
-    """Take the leader's modified properties (``FetchReply.modified``) for the messages we
-    have (below ``end``), as ``_apply_counts`` takes its counts; the log when that changed
-    it, else None."""
-    mine = getattr(q, "modified_log", None)
-    if modified is None or mine is None:
-        return None
-    changed = False
-    for offset, properties in modified.items():
-        if offset < end and mine.counts.get(offset) != properties:
-            mine.set(offset, properties)
+    for offset, value in values.items():
+        if offset < end and mine.counts.get(offset) != value:
+            mine.set(offset, value)
             changed = True
     return mine if changed else None
 
@@ -1021,7 +1000,7 @@ class Leader:
             self._error(link, m, f"{BEHIND}: {exc}")
             return
         acks, offsets, _ = self.sent_acks[link.node] = _settled(q)
-        counts = _counts(q)
+        counts = _values(q, "counts")
         # the idempotent producers' sequences stored in these batches: the follower keeps
         # them, so it leads with the producers' state (worker/dedup.py)
         producers = (q.producers.stored_between(m.offset, batches[-1][0] + batches[-1][2].count)
@@ -1032,7 +1011,7 @@ class Leader:
                                                   for base, epoch, run, crc in batches],
                                acks=acks, offsets=offsets,
                                diverging_epoch=0, diverging_end=0, counts=counts,
-                               producers=producers, modified=_modified(q)))
+                               producers=producers, modified=_values(q, "modified")))
 
     def _error(self, link, m: c.Fetch, error: str, diverged=(0, 0)) -> None:
         log_ = self.queue.store.log
@@ -1315,8 +1294,8 @@ class Follower(Guard):
                 changed = True
         if reply.offsets is not None and type(q) is Stream and q.apply_offsets(reply.offsets):
             changed = True
-        counts = _apply_counts(q, reply.counts, end)
-        modified = _apply_modified(q, reply.modified, end)
+        counts = _apply_values(q, "counts", reply.counts, end)
+        modified = _apply_values(q, "modified", reply.modified, end)
         producers = q.producers if q.producers.copy(reply.producers, end) else None
         if changed or counts is not None or producers is not None or modified is not None:
             store.flush()

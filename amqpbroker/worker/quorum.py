@@ -105,10 +105,9 @@ class QuorumQueue(Queue):
                                        fsync=self.fsync,
                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
         # offset -> properties (``modify``), kept beside the counts
-        self.modified_log = ModifiedLog(os.path.join(self.directory, "modified.log"),
-                                        fsync=self.fsync,
-                                        fsync_interval_ms=self.host.config.fsync_interval_ms)
-        self.modified = self.modified_log.counts
+        self.modified = ModifiedLog(os.path.join(self.directory, "modified.log"),
+                                    fsync=self.fsync,
+                                    fsync_interval_ms=self.host.config.fsync_interval_ms)
         loop = self.host.loop
         self.discards = dlx.Discards(self._send_discard, self._read_discard, loop.time,
                                      dlx.timeout_s(self.host.config))
@@ -119,7 +118,7 @@ class QuorumQueue(Queue):
         acks, log_ = self.store.acks, self.store.log
         start, end = log_.start_offset, log_.end_offset
         self.counts.retain(lambda o: start <= o < end and not acks.is_done(o))
-        self.modified_log.retain(lambda o: start <= o < end and not acks.is_done(o))
+        self.modified.retain(lambda o: start <= o < end and not acks.is_done(o))
         self._check_strategy()
         if self.discards.unsent:
             loop.call_soon(self.pump_discards)
@@ -250,29 +249,29 @@ class QuorumQueue(Queue):
         dead letter carries them, after a restart too; in a cluster followers copy them
         (cluster/replication.py ``FetchReply.modified``), so a new leader does too."""
         if offset in self.outstanding:
-            self.modified_log.set(offset, properties)
+            self.modified.set(offset, properties)
             self.host.committer.mark(self)      # written in the next round
         self.reject([offset], requeue)
 
     def _as_modified(self, offset: int, rec: Record | None) -> Record | None:
-        properties = self.modified.get(offset)
+        properties = self.modified.counts.get(offset)
         if properties is None or rec is None:
             return rec
         return rec._replace(properties=properties)
 
     def _unacked_record(self, offset: int, entry) -> Record | None:
         rec = super()._unacked_record(offset, entry)
-        return self._as_modified(offset, rec) if self.modified else rec
+        return self._as_modified(offset, rec) if self.modified.counts else rec
 
     def ack(self, offsets) -> None:
-        if self.modified:
+        if self.modified.counts:
             for offset in offsets:
-                self.modified_log.forget(offset)
+                self.modified.forget(offset)
         super().ack(offsets)
 
     # ---------------------------------------------------------------- delivery count
     def _redelivery(self, offset: int, rec: Record) -> Record:
-        if self.modified:
+        if self.modified.counts:
             rec = self._as_modified(offset, rec)
         n = self.counts.get(offset)
         if not n:
@@ -306,20 +305,20 @@ class QuorumQueue(Queue):
 
     def _done(self, offset: int) -> None:
         self.counts.forget(offset)
-        if self.modified:
-            self.modified_log.forget(offset)
+        if self.modified.counts:
+            self.modified.forget(offset)
         super()._done(offset)
 
     # ---------------------------------------------------------------- commit round
     def flush(self) -> None:
         super().flush()
         self.counts.flush()
-        self.modified_log.flush()
+        self.modified.flush()
 
     def sync(self) -> None:
         super().sync()
         self.counts.sync()
-        self.modified_log.sync()
+        self.modified.sync()
 
     def close_storage(self, destroy: bool) -> None:
         if self._dlx_timer is not None:
@@ -328,7 +327,7 @@ class QuorumQueue(Queue):
         if not destroy and not self.deleted:
             try:
                 self.counts.close()
-                self.modified_log.close()
+                self.modified.close()
             except OSError as exc:
                 log.error("queue '%s' in vhost '%s': delivery counts not written at "
                           "shutdown: %s", self.name, self.vhost_name, exc)
