@@ -77,6 +77,9 @@ class AdapterConnection(asyncio.Protocol):
 
     protocol = "?"
     log = logging.getLogger("amqpbroker.adapter")
+    # takes a stream's deliveries as records from a session of this process
+    # (``deliver_stream_run``; frontend/adapters.py, "Direct deliveries")
+    direct_deliveries = False
 
     def __init__(self, server):
         self.server = server
@@ -103,6 +106,7 @@ class AdapterConnection(asyncio.Protocol):
         self.timers: list[asyncio.TimerHandle] = []     # cancelled by close()
         self.out: list[bytes] = []      # frames for the client, written once per loop turn
         self.channel_gone: dict = {}    # pika channel -> future failing when it closes
+        self.direct_token: str | None = None    # adapters.register_direct's
 
     # ------------------------------------------------------------ the client's socket
     def _accepted(self, transport) -> None:
@@ -145,6 +149,7 @@ class AdapterConnection(asyncio.Protocol):
         if self.worker is not None and self.worker is not asyncio.current_task():
             self.worker.cancel()
         self.server.connections.discard(self)
+        adapters.unregister_direct(self.direct_token)
         self._close_amqp()
         self._flush()
         self.transport.close()
@@ -270,11 +275,14 @@ class AdapterConnection(asyncio.Protocol):
         opened = loop.create_future()
         self.ended = loop.create_future()
         host, port = self.server.local_address()
+        if self.direct_deliveries and self.direct_token is None:
+            self.direct_token = adapters.register_direct(self)
         params = pika.ConnectionParameters(
             host, port, vhost, pika.PlainCredentials(user, password),
             heartbeat=0, client_properties={adapters.PROPERTY: adapters.claim(
                 self.server.broker.users.internal_secret, protocol, *self.addresses,
-                self.transport.get_extra_info("sslcontext") is not None, shown)})
+                self.transport.get_extra_info("sslcontext") is not None, shown,
+                self.direct_token)})
 
         def on_error(_conn, exc) -> None:
             if not opened.done():

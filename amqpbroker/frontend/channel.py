@@ -422,11 +422,15 @@ class Channel:
         for the stream protocol's chunks), the unacked entries added by one ``dict.update``,
         in one write."""
         session = self.session
+        tag = self.next_tag
+        if session.direct is not None:      # a stream protocol adapter of this process
+            self._sent_run(consumer, offset, len(records), None)
+            session.direct.deliver_stream_run(self.number, tag, offset, records)
+            return
         frame_max = session.conn.frame_max
         number = self.number
         ctag = consumer.tag_bytes
         build = fp.build_deliver
-        tag = self.next_tag
         chunks = session.protocol == "stream"
         frames: list = []
         for i, rec in enumerate(records):
@@ -458,7 +462,8 @@ class Channel:
                                         repeat(q.client.epoch))))
             consumer.unacked += n
         self.next_tag = tag + n
-        self.session.write(frames)
+        if frames is not None:              # None: handed over direct (_send_stream_run)
+            self.session.write(frames)
         self._spend_credit(consumer, n)
 
     def _send_lot(self, consumer: Consumer, dlvs, n: int) -> None:
@@ -543,15 +548,19 @@ class Channel:
             self.stats.deliver_no_ack += 1
         if redelivered:
             self.stats.redeliver += 1
-        properties = record.properties
-        if consumer.partition is not None:  # a consumer group's: partition and offset
-            properties = props_mod.with_group_headers(properties, consumer.partition,
-                                                      offset)
-        elif consumer.queue.is_stream:
-            properties = _stream_properties(record, offset, session.protocol == "stream")
-        session.write(fp.build_deliver(
-            self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
-            record.routing_key, properties, record.body, session.conn.frame_max))
+        if session.direct is not None and consumer.queue.is_stream \
+                and consumer.partition is None:     # handed over, as _send_stream_run does
+            session.direct.deliver_stream_run(self.number, tag, offset, (record,))
+        else:
+            properties = record.properties
+            if consumer.partition is not None:  # a consumer group's: partition and offset
+                properties = props_mod.with_group_headers(properties, consumer.partition,
+                                                          offset)
+            elif consumer.queue.is_stream:
+                properties = _stream_properties(record, offset, session.protocol == "stream")
+            session.write(fp.build_deliver(
+                self.number, consumer.tag_bytes, tag, redelivered, record.exchange,
+                record.routing_key, properties, record.body, session.conn.frame_max))
         if session.vhost.tracing:
             trace.delivered(self, consumer.queue.name, record, redelivered)
         if consumer.no_ack or not (consumer.prefetch or self.global_prefetch):

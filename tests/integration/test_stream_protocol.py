@@ -53,7 +53,8 @@ def consumer(broker, **kw) -> Consumer:
     return Consumer(broker.host, broker.stream_port, **kw)
 
 
-async def collect(broker, stream: str, count: int, *, offset=None, decoder=None, **kw):
+async def collect(broker, stream: str, count: int, *, offset=None, decoder=None,
+                  vhost: str = "/", **kw):
     """The first ``count`` messages a new subscription gets: [(offset, message)]."""
     got: list = []
     done = asyncio.get_running_loop().create_future()
@@ -62,7 +63,7 @@ async def collect(broker, stream: str, count: int, *, offset=None, decoder=None,
         got.append((ctx.offset, msg))
         if len(got) >= count and not done.done():
             done.set_result(None)
-    async with consumer(broker) as c:
+    async with consumer(broker, vhost=vhost) as c:
         await c.subscribe(stream, on_message, decoder=decoder,
                           offset_specification=offset or ConsumerOffsetSpecification(
                               OffsetType.FIRST, None), **kw)
@@ -669,3 +670,32 @@ async def test_create_and_delete_a_super_stream(broker, names):
             assert not await p.stream_exists(stream)
     names_left = {x["name"] for x in broker.api("exchanges")}
     assert name not in names_left and topic not in names_left
+
+
+async def test_a_traced_vhosts_stream_consumer_gets_every_message_once(broker, names):
+    """With tracing on, deliveries go one by one (``Channel._send_delivery``): a stream
+    protocol consumer still gets each message once, in order, at its offset, and the
+    firehose has a ``deliver`` trace of each."""
+    vhost, stream = names("traced"), names()
+    assert broker.request("PUT", f"vhosts/{vhost}", {"tracing": True})[0] in (201, 204)
+    assert broker.request("PUT", f"permissions/{vhost}/guest",
+                          {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+    conn = pika.BlockingConnection(pika.ConnectionParameters(broker.host, broker.port, vhost))
+    ch = conn.channel()
+    traces = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(traces, "amq.rabbitmq.trace", f"deliver.{stream}")
+    async with producer(broker, vhost=vhost) as p:
+        await p.create_stream(stream)
+        await p.send_batch(stream, [f"t{i}".encode() for i in range(20)])
+    got = await collect(broker, stream, 20, vhost=vhost)
+    assert got == [(i, f"t{i}".encode()) for i in range(20)]
+    traced = []
+    for method, props, body in ch.consume(traces, auto_ack=True, inactivity_timeout=TIMEOUT):
+        assert method is not None, f"{len(traced)} of 20 deliveries traced"
+        traced.append(body)
+        if len(traced) == 20:
+            break
+    ch.cancel()
+    conn.close()
+    assert traced == [f"t{i}".encode() for i in range(20)]
+    assert broker.request("DELETE", f"vhosts/{vhost}")[0] == 204
