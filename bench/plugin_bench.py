@@ -1,7 +1,7 @@
 """What ``mqtt_bench.py`` and ``stomp_bench.py`` share: the targets (``label=host:port[:pid]``,
 interleaved run by run), the runs, the broker CPU per message (its process group, from /proc,
 ``many_durable_queues.tree_cpu``), and the markdown table of medians with the first target's
-ratio to the second."""
+ratio to each of the others."""
 from __future__ import annotations
 
 import argparse
@@ -42,9 +42,10 @@ def main(doc: str, mode_name: str, modes: str, run_once, parse_mode=str) -> None
                     print(f"[{r + 1}/{args.repeat}] {label} {mode_name}={mode} size={size}: "
                           f"{rate:,.0f} msg/s, broker {cpu:.1f} µs/msg", file=sys.stderr)
     labels = [t[0] for t in targets]
+    others = labels[1:]
     print(f"| {mode_name} | size B | " + " | ".join(f"{lb} msg/s | {lb} µs/msg" for lb in labels)
-          + (f" | {labels[0]}/{labels[1]} |" if len(labels) > 1 else " |"))
-    print("|---|---:|" + "---:|---:|" * len(labels) + ("---:|" if len(labels) > 1 else ""))
+          + "".join(f" | {labels[0]}/{lb}" for lb in others) + " |")
+    print("|---|---:|" + "---:|---:|" * len(labels) + "---:|" * len(others))
     for mode in modes_:
         for size in sizes:
             row, rates = [f"{mode}", f"{size}"], []
@@ -52,6 +53,5 @@ def main(doc: str, mode_name: str, modes: str, run_once, parse_mode=str) -> None
                 runs = results[(mode, size, lb)]
                 rates.append(statistics.median(x[0] for x in runs))
                 row += [f"{rates[-1]:,.0f}", f"{statistics.median(x[1] for x in runs):.1f}"]
-            if len(labels) > 1:
-                row.append(f"{rates[0] / rates[1]:.2f}")
+            row += [f"{rates[0] / rate:.2f}" for rate in rates[1:]]
             print("| " + " | ".join(row) + " |")

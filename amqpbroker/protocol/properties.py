@@ -189,18 +189,6 @@ def _headers_at(raw: bytes, flags: int, pos: int = 2) -> int:
     return pos
 
 
-def table_start(raw: bytes) -> int | None:
-    """Where the headers table's entries start (past its length), or None when there is no
-    table or the flags continue (a second flag word)."""
-    if len(raw) < 2:
-        return None
-    flags = _U16.unpack_from(raw, 0)[0]
-    if not flags & F_HEADERS or flags & 1:
-        return None
-    pos = _headers_at(raw, flags) + 4
-    return pos if pos <= len(raw) else None
-
-
 def headers_of(raw: bytes) -> dict:
     """The headers table alone, decoded ({} without one): what routing reads of a message
     with headers (a headers exchange, CC / BCC, x-delay, ...), at a fraction of ``decode``'s

@@ -461,7 +461,9 @@ class PartitionLog:
                         # it): the records wanted, without a test per record
                         take = records[skip:skip + room]
                         out.extend(zip(range(first, first + room), take))
-                        size += sum(map(record_size, take))
+                        # a whole batch's records cost its bytes but its header's
+                        size += h.size - seg.head_size if room == h.count \
+                            else sum(map(record_size, take))
                         if skip + room < h.count:
                             self._part_read = (seg, h, records, after)
                             return out

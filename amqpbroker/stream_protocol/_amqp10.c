@@ -53,6 +53,7 @@
 
 /* a stream's headers around an AMQP 1.0 body (properties.STREAM_AROUND) */
 static const char PREFIX[] = "x-stream-amqp-1.0-prefix", SUFFIX[] = "x-stream-amqp-1.0-suffix";
+static const char RAW[] = "x-stream-raw";       /* bytes that are not AMQP 1.0, stored as the body */
 /* the AMQP 1.0 port's kept sections (amqp10/message.py KEPT), by section: annotations,
  * properties, application properties, footer */
 static const char *KEPT_NAMES[4] = {"x-amqp-1.0-message-annotations", "x-amqp-1.0-properties",
@@ -685,11 +686,12 @@ static int is_key(const header *h, const char *name) {
 
 /* stream_message(properties, body) -> bytes or None
  *
- * The AMQP 1.0 message a stream-protocol consumer gets for a stored one that came as AMQP
- * 1.0: the x-stream-amqp-1.0-prefix byte array, the body, the -suffix byte array (the last of
- * each name, as a dict keeps it). None where that is not plainly so (either missing or not a
- * byte array, a continuation flag, a header value of a type not taken here, bytes that do
- * not parse): connection.stored_message_py, the reference, decides. */
+ * The message a stream-protocol consumer gets for a stored one: for one that came as AMQP
+ * 1.0, the x-stream-amqp-1.0-prefix byte array, the body, the -suffix byte array (the last of
+ * each name, as a dict keeps it); else for raw bytes (x-stream-raw true, the last of that
+ * name) the body. None where that is not plainly so (neither, a continuation flag, a header
+ * value of a type not taken here, bytes that do not parse): connection.stream_message_py,
+ * the reference, decides. */
 static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "stream_message(properties, body)");
@@ -701,7 +703,7 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
     if (end < 2 || headers_table(b, end, (unsigned)be(b, 2), &pos, &stop) < 0) Py_RETURN_NONE;
     const unsigned char *prefix = NULL, *suffix = NULL;
     Py_ssize_t prefix_n = 0, suffix_n = 0;
-    int prefix_x = 0, suffix_x = 0;
+    int prefix_x = 0, suffix_x = 0, raw = 0;
     header h;
     while (pos < stop) {
         if (next_header(b, &pos, stop, &h) < 0) Py_RETURN_NONE;
@@ -709,9 +711,15 @@ static PyObject *stream_message(PyObject *self, PyObject *const *args, Py_ssize_
             prefix_x = h.type == 'x'; prefix = h.value; prefix_n = h.value_n;
         } else if (is_key(&h, SUFFIX)) {
             suffix_x = h.type == 'x'; suffix = h.value; suffix_n = h.value_n;
+        } else if (is_key(&h, RAW)) {
+            raw = h.type == 't' && h.value[0] != 0;     /* a boolean true */
         }
     }
-    if (prefix == NULL || suffix == NULL || !prefix_x || !suffix_x) Py_RETURN_NONE;
+    if (prefix == NULL || suffix == NULL || !prefix_x || !suffix_x) {
+        if (!raw) Py_RETURN_NONE;
+        Py_INCREF(args[1]);
+        return args[1];
+    }
     Py_ssize_t body_n = PyBytes_GET_SIZE(args[1]);
     PyObject *out = PyBytes_FromStringAndSize(NULL, prefix_n + body_n + suffix_n);
     if (out == NULL) return NULL;

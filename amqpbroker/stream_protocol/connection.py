@@ -60,6 +60,8 @@ import collections
 import datetime
 import logging
 import time
+from itertools import count
+from operator import attrgetter
 
 import pika
 from pamqp.commands import Basic
@@ -1059,10 +1061,11 @@ class StreamConnection(AdapterConnection):
         sub = self.by_channel.get(channel_number)
         if not self._taking(sub, channel_number):
             return
+        if type(records) is not list:
+            records = list(records)     # (a run still in its bytes: decoded once)
         pending = sub.pending
         was_empty = not pending
-        for i, rec in enumerate(records):
-            pending.append((tag + i, offset + i, rec.timestamp, rec))
+        pending.extend(zip(count(tag), count(offset), map(_TIMESTAMP, records), records))
         if was_empty and pending:
             self.loop.call_soon(self._send_chunks, sub)
 
@@ -1111,10 +1114,8 @@ class StreamConnection(AdapterConnection):
         were sent, any other the AMQP 1.0 message of its AMQP 0-9-1 properties and body."""
         if stream_message is not None:
             data = stream_message(d.properties, d.body)
-            if data is not None:        # the usual: put back together in C
+            if data is not None:        # the usual: put back together (or raw) in C
                 return data
-        if _is_raw(d.properties):
-            return d.body
         data = stream_message_py(d.properties, d.body)
         if data is not None:
             return data
@@ -1133,6 +1134,7 @@ class StreamConnection(AdapterConnection):
 
 
 _PLACE = ("x-stream-offset", "x-stream-timestamp")
+_TIMESTAMP = attrgetter("timestamp")
 
 
 def stored_amqp10(data: bytes, user: str, reference: str | None, publishing_id: int,
@@ -1169,20 +1171,21 @@ def _with_stream_headers(kw: dict, reference: str | None, publishing_id: int,
 
 
 def stream_message_py(properties: bytes, body: bytes) -> bytes | None:
-    """The AMQP 1.0 message a stored one that came as AMQP 1.0 gives back: the bytes that
-    were around its body put around it again (``around_body``), or None for a message that
-    did not come so. The reference for ``_amqp10.stream_message``."""
+    """The message a stored one gives back as it was sent: one that came as AMQP 1.0, the
+    bytes that were around its body put around it again (``around_body``); raw bytes
+    (``x-stream-raw``), the body; None for any other (converted by the caller). The
+    reference for ``_amqp10.stream_message``."""
     try:
         around = props_mod.headers_of(properties)
     except ValueError:
         return None
-    prefix = around.get(PREFIX)
-    if isinstance(prefix, (bytes, bytearray)):      # (a byte array decodes to this)
-        suffix = around.get(SUFFIX)
-        if isinstance(suffix, (bytes, bytearray)):
-            return b"".join((prefix, body, suffix))
-        return bytes(prefix)
-    return None
+    prefix, suffix = around.get(PREFIX), around.get(SUFFIX)
+    kept = isinstance(prefix, (bytes, bytearray))   # (a byte array decodes to this)
+    if kept and isinstance(suffix, (bytes, bytearray)):
+        return b"".join((prefix, body, suffix))
+    if around.get(RAW) is True:
+        return body
+    return bytes(prefix) if kept else None
 
 
 def around_body(data: bytes, body: bytes) -> dict:
@@ -1196,7 +1199,6 @@ def around_body(data: bytes, body: bytes) -> dict:
     return {PREFIX: data[:at], SUFFIX: data[at + len(body):]}
 
 
-_RAW_ENTRY = bytes([len(RAW)]) + RAW.encode() + b"t\x01"     # a raw publish's first header
 
 
 def _maybe_amqp10(data: bytes) -> bool:
@@ -1213,24 +1215,6 @@ def _place_of(d) -> tuple[int, int]:
         return place[:2]
     headers, _ = props_mod.pick(d.properties, _PLACE)
     return headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0)
-
-
-def _is_raw(properties: bytes) -> bool:
-    """Whether a message is raw bytes (its body is the message, no properties to convert):
-    ``x-stream-raw`` first in its headers table, as this adapter stores one, else looked
-    up when named at all."""
-    at = props_mod.table_start(properties)
-    if at is None:
-        return False
-    if properties.startswith(_RAW_ENTRY, at):
-        return True
-    if properties.find(_RAW_ENTRY[1:-2], at) < 0:
-        return False
-    try:
-        headers, _ = props_mod.pick(properties, (RAW,))
-    except ValueError:
-        return False
-    return headers.get(RAW) is True
 
 
 def _destination_name(dest) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import accumulate
+from operator import attrgetter
 
 from ..contract import DLVS_BYTES, Dlv, Dlvs
 from ..storage.record import RecordRun, scan_run
@@ -77,12 +78,20 @@ class Subscription:
         return f"<Subscription {self.tag} on {self.queue.name}>"
 
 
+_BODY = attrgetter("body")
+
+
 def emit_runs(emit, cid: int, qid: int, offsets, records: list) -> None:
     """``records`` (at ``offsets``, ascending) to consumer ``cid`` as one ``Dlvs`` per
     stretch of consecutive offsets of at most about DLVS_BYTES of bodies: a record joins a
     ``Dlvs`` whose bodies so far are at most DLVS_BYTES (a queue's dispatch run, a stream's
     read: ``StreamSubscription.deliver_run``)."""
     first = offsets[0]
+    n = len(records)
+    if offsets[n - 1] - first == n - 1 and \
+            sum(map(len, map(_BODY, records))) - len(records[n - 1].body) <= DLVS_BYTES:
+        emit(Dlvs(cid=cid, qid=qid, offset=first, records=records))    # the usual: one
+        return
     start = size = 0
     for i, rec in enumerate(records):
         if offsets[i] != first + i - start or size > DLVS_BYTES:

@@ -1,8 +1,9 @@
 """A stream delivery's place (offset, timestamp) and the raw flag read in place
-(``properties.stream_place``, ``stream_protocol.connection._place_of`` and ``_is_raw``)
-against decoding those headers (``properties.pick``), for any property list as stored (the
-raw flag of a record handed over direct) and with the stream headers added (a delivery read
-off the socket)."""
+(``properties.stream_place``, ``stream_protocol.connection._place_of``, and
+``stream_message``, which gives a raw message's body back, in C and its Python reference)
+against decoding those headers (``properties.pick``), for any property list as stored (a
+record handed over direct) and with the stream headers added (a delivery read off the
+socket)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -11,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as hs
 
 from amqpbroker.protocol import properties as P
-from amqpbroker.stream_protocol.connection import _PLACE, RAW, _is_raw, _place_of
+from amqpbroker.stream_protocol import _amqp10
+from amqpbroker.stream_protocol.connection import (_PLACE, RAW, Publisher, _place_of,
+                                                   stream_message_py)
 from amqpbroker.testing import strategies as S
 
 RAW_ENTRY = S.shortstr(RAW.encode()) + b"t"
@@ -40,4 +43,22 @@ def test_read_in_place_as_decoded(typed, offset, timestamp):
     assert _place_of(SimpleNamespace(properties=raw)) == (
         headers.get("x-stream-offset", 0), headers.get("x-stream-timestamp", 0))
     assert (headers["x-stream-offset"], headers["x-stream-timestamp"]) == (offset, timestamp)
-    assert _is_raw(raw) is _is_raw(stored) is (headers.get(RAW) is True)
+    body = b"the body"
+    for properties in (stored, raw):
+        want = body if headers.get(RAW) is True else None
+        assert stream_message_py(properties, body) == want
+        got = _amqp10.stream_message(properties, body)
+        assert got is None or got == want       # None: the reference decides
+
+
+def test_a_raw_publishs_body_is_given_back_in_c():
+    """What the adapter stores for raw bytes (with a reference's headers, and a delivery's
+    headers after them): C gives the body itself back, as the reference does."""
+    body = b"not an AMQP 1.0 message"
+    for reference in (None, "ref"):
+        stored = Publisher(1, "s", reference).raw_properties
+        if reference is not None:
+            stored = P.with_long_header(stored, "x-sequence", 7)
+        for properties in (stored, P.with_stream_headers(stored, 3, 1700000000000)):
+            assert _amqp10.stream_message(properties, body) is body
+            assert stream_message_py(properties, body) is body
