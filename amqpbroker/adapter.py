@@ -358,7 +358,10 @@ class AdapterConnection(asyncio.Protocol):
         if self.amqp_out:
             data, self.amqp_out = b"".join(self.amqp_out), []
             if self.amqp is not None and self.amqp.is_open and self.amqp._transport is not None:
-                self.amqp._transport.write(data)    # else: closing, the client is told so
+                # as a view: pika keeps what a send left as ``chunk[sent:]``, a copy of the
+                # rest of a bytes object at every partial send (megabytes, over and over,
+                # while the broker reads slower than a client publishes); a view's is not
+                self.amqp._transport.write(memoryview(data))    # else: closing
 
     async def _drain(self) -> None:
         """The broker reads our AMQP connection slower than the client sends (flow control,
