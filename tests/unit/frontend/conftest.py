@@ -51,6 +51,25 @@ class Client:
             await asyncio.sleep(0)
         raise AssertionError(f"no {kind.__name__} after {turns} turns; saw {self.seen}")
 
+    async def another(self, client_properties: dict | None = None) -> "Client":
+        """A second connection to this client's broker, handshake done (as guest, with
+        ``client_properties``)."""
+        session = Session(self.session.server)
+        transport = Transport()
+        session.connection_made(transport)
+        other = Client(session, transport)
+        session.data_received(bytes(ProtocolHeader().marshal()))
+        await other.expect(C.Connection.Start)
+        other.send(0, C.Connection.StartOk(client_properties=client_properties or {},
+                                           mechanism="PLAIN", response="\0guest\0guest",
+                                           locale="en_US"))
+        [tune] = await other.expect(C.Connection.Tune)
+        other.send(0, C.Connection.TuneOk(channel_max=tune.channel_max,
+                                          frame_max=tune.frame_max, heartbeat=0),
+                   C.Connection.Open(virtual_host="/"))
+        await other.expect(C.Connection.OpenOk)
+        return other
+
 
 @pytest.fixture(params=["plain", "codec"])
 async def client(request, tmp_path):

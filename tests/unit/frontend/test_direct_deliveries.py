@@ -10,12 +10,10 @@ import asyncio
 
 from pamqp import commands as C
 from pamqp.body import ContentBody
-from pamqp.header import ContentHeader, ProtocolHeader
+from pamqp.header import ContentHeader
 
 from amqpbroker.frontend import adapters
-from amqpbroker.frontend.session import Session
 from amqpbroker.testing.feeder import frames
-from amqpbroker.testing.inprocess import Transport
 
 SECRET = "test-internal-secret"
 
@@ -35,24 +33,11 @@ async def adapted(client, token: str | None, tamper: bool = False):
     """Another connection to ``client``'s broker, claiming to be a stream protocol client's
     (``token``: the adapter it names)."""
     client.session.broker.users.internal_secret = SECRET
-    session = Session(client.session.server)
-    transport = Transport()
-    session.connection_made(transport)
-    other = type(client)(session, transport)
-    session.data_received(bytes(ProtocolHeader().marshal()))
-    await other.expect(C.Connection.Start)
     claim = adapters.claim(SECRET, "stream", ("127.0.0.1", 40000), ("127.0.0.1", 5552),
                            False, {}, token)
     if tamper:
         claim["direct"] = adapters.register_direct(Adapter())
-    other.send(0, C.Connection.StartOk(client_properties={adapters.PROPERTY: claim},
-                                       mechanism="PLAIN", response="\0guest\0guest",
-                                       locale="en_US"))
-    [tune] = await other.expect(C.Connection.Tune)
-    other.send(0, C.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max,
-                                      heartbeat=0), C.Connection.Open(virtual_host="/"))
-    await other.expect(C.Connection.OpenOk)
-    return other
+    return await client.another({adapters.PROPERTY: claim})
 
 
 async def until(done, reader=None, seconds: float = 10.0):

@@ -11,29 +11,9 @@ import asyncio
 from pamqp import commands as C
 from pamqp.body import ContentBody
 from pamqp import frame as pframe
-from pamqp.header import ContentHeader, ProtocolHeader
+from pamqp.header import ContentHeader
 
-from amqpbroker.frontend.session import Session
 from amqpbroker.testing.feeder import frames
-from amqpbroker.testing.inprocess import Transport
-
-
-async def another_client(client):
-    """A second connection to the broker of ``client`` (conftest's ``Client``), handshake
-    done."""
-    session = Session(client.session.server)
-    transport = Transport()
-    session.connection_made(transport)
-    other = type(client)(session, transport)
-    session.data_received(bytes(ProtocolHeader().marshal()))
-    await other.expect(C.Connection.Start)
-    other.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                       response="\0guest\0guest", locale="en_US"))
-    [tune] = await other.expect(C.Connection.Tune)
-    other.send(0, C.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max,
-                                      heartbeat=0), C.Connection.Open(virtual_host="/"))
-    await other.expect(C.Connection.OpenOk)
-    return other
 
 
 async def consuming(client, queue: str, no_ack: bool) -> None:
@@ -59,7 +39,7 @@ def written(client) -> list:
 async def test_a_delivery_is_written_in_its_publishs_read(client):
     consumer = client
     await consuming(consumer, "lone", no_ack=False)
-    publisher = await another_client(client)
+    publisher = await client.another()
     publisher.send(1, C.Channel.Open())
     await publisher.expect(C.Channel.OpenOk)
     await settle()
@@ -79,7 +59,7 @@ async def test_a_delivery_is_written_in_its_publishs_read(client):
 async def test_a_burst_read_at_once_is_one_write_per_consumer(client):
     consumer = client
     await consuming(consumer, "burst", no_ack=True)
-    publisher = await another_client(client)
+    publisher = await client.another()
     publisher.send(1, C.Channel.Open())
     await publisher.expect(C.Channel.OpenOk)
     await settle()
@@ -109,7 +89,7 @@ async def test_a_delivery_read_from_a_worker_is_written_in_that_batch(client):
     consumer's socket once that batch is handled, not at the end of the loop turn."""
     consumer = client
     await consuming(consumer, "ringed", no_ack=True)
-    publisher = await another_client(client)
+    publisher = await client.another()
     publisher.send(1, C.Channel.Open())
     await publisher.expect(C.Channel.OpenOk)
     await settle()
