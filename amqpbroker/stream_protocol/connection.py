@@ -1074,48 +1074,58 @@ class StreamConnection(AdapterConnection):
         the deliveries sent are acked (the prefetch window moves on)."""
         if not sub.open or self.closed:
             return
-        last_tag = None
+        pending = sub.pending
+        last_tag = self._skip_before(sub) if sub.since is not None else None
         limit = max(self.frame_max - 128, 4096)
-        while sub.credit > 0 and sub.pending:
-            messages, first, size, stamp = [], None, 0, 0
-            while sub.pending and len(messages) < CHUNK_MESSAGES:
-                tag, offset, timestamp, d = sub.pending[0]
-                if sub.since is not None:
-                    if sub.since - sub.since % 1000 <= timestamp < sub.since:
-                        sub.pending.popleft()
-                        last_tag = tag
-                        continue
-                    sub.since = None
-                # a chunk: consecutive offsets stored together (one round's: a stream
-                # stamps a round's messages with its time, as osiris a chunk), as many as
-                # have come, within CHUNK_MESSAGES and the client's frame_max
-                if first is not None and (offset != first + len(messages) or timestamp != stamp
-                                          or size + len(d.body) + 64 > limit):
+        popleft = pending.popleft
+        while sub.credit > 0 and pending:
+            # a chunk: consecutive offsets stored together (one round's: a stream stamps a
+            # round's messages with its time, as osiris a chunk), as many as have come,
+            # within CHUNK_MESSAGES and the client's frame_max
+            _, first, stamp, _ = pending[0]
+            messages, size, following = [], 0, first
+            while pending and len(messages) < CHUNK_MESSAGES:
+                tag, offset, timestamp, d = pending[0]
+                if messages and (offset != following or timestamp != stamp
+                                 or size + len(d.body) + 64 > limit):
                     break
-                sub.pending.popleft()
-                data = self._stream_message(d)
-                if first is None:
-                    first, stamp = offset, timestamp
+                popleft()
+                # the usual put back together (or raw) in C
+                data = stream_message(d.properties, d.body) if stream_message else None
+                if data is None:
+                    data = self._stream_message(d)
                 messages.append(data)
                 size += len(data) + 4
+                following += 1
                 last_tag = tag
-            if messages:                # (none when all were before a timestamp's time)
-                self.send(f.deliver(sub.sid, f.chunk(first, stamp, messages)))
-                sub.credit -= 1
-                sub.consumed += len(messages)
-                sub.offset = first + len(messages) - 1
+            self.send(f.deliver(sub.sid, f.chunk(first, stamp, messages)))
+            sub.credit -= 1
+            sub.consumed += len(messages)
+            sub.offset = following - 1
         if last_tag is not None and sub.channel is not None and sub.channel.is_open:
             self.amqp_out.append(build_confirm(sub.channel.channel_number, last_tag, True))
             self._flush_amqp()
 
+    def _skip_before(self, sub: Subscription):
+        """A timestamp subscription's first deliveries stored earlier in the second it
+        names (AMQP's ``x-stream-offset`` timestamp has whole seconds) are dropped, up to
+        the first at or after its time (then ``since`` is done with): the last tag
+        dropped, or None."""
+        pending, last_tag = sub.pending, None
+        while pending:
+            tag, _offset, timestamp, _d = pending[0]
+            if not sub.since - sub.since % 1000 <= timestamp < sub.since:
+                sub.since = None
+                break
+            pending.popleft()
+            last_tag = tag
+        return last_tag
+
     def _stream_message(self, d) -> bytes:
         """A delivery as the stream protocol gives it (``d``: a ``Delivery`` or a stored
-        ``Record``): an AMQP 1.0 message published here as it was sent, raw bytes as they
-        were sent, any other the AMQP 1.0 message of its AMQP 0-9-1 properties and body."""
-        if stream_message is not None:
-            data = stream_message(d.properties, d.body)
-            if data is not None:        # the usual: put back together (or raw) in C
-                return data
+        ``Record``) where ``_amqp10.stream_message`` did not say: an AMQP 1.0 message
+        published here as it was sent, raw bytes as they were sent, any other the AMQP 1.0
+        message of its AMQP 0-9-1 properties and body."""
         data = stream_message_py(d.properties, d.body)
         if data is not None:
             return data

@@ -699,3 +699,47 @@ async def test_a_traced_vhosts_stream_consumer_gets_every_message_once(broker, n
     conn.close()
     assert traced == [f"t{i}".encode() for i in range(20)]
     assert broker.request("DELETE", f"vhosts/{vhost}")[0] == 204
+
+
+async def test_a_timestamp_in_the_middle_of_a_second_starts_at_the_first_message_stored_from_it(
+        broker, names):
+    """A subscription from a timestamp (ms) gets nothing stored before it, though the AMQP
+    consumer behind it starts at the whole second (``x-stream-offset``'s timestamp has
+    seconds): what was stored earlier in that second is dropped by the adapter."""
+    stream = names()
+    stamped: list = []                      # (offset, timestamp) of each message stored
+
+    async def stamps_from_first(count: int) -> list:
+        got: list = []
+        done = asyncio.get_running_loop().create_future()
+
+        def on_message(_msg, ctx):
+            got.append((ctx.offset, ctx.timestamp))
+            if len(got) >= count and not done.done():
+                done.set_result(None)
+        async with consumer(broker) as c:
+            await c.subscribe(stream, on_message, offset_specification=(
+                ConsumerOffsetSpecification(OffsetType.FIRST, None)))
+            await asyncio.wait_for(done, TIMEOUT)
+        return got
+
+    def later_in_its_second():
+        """A stored time with an earlier one in the same second, if there is one."""
+        for _, earlier in stamped:
+            for _, later in stamped:
+                if earlier < later and earlier // 1000 == later // 1000:
+                    return later
+        return None
+    async with producer(broker) as p:
+        await p.create_stream(stream)
+        while later_in_its_second() is None:
+            assert len(stamped) < 500, "no two rounds stored in one second"
+            for i in range(10):             # each its own commit round, a ms or more apart
+                await p.send_wait(stream, b"m%d" % (len(stamped) + i))
+            stamped = await stamps_from_first(len(stamped) + 10)
+    since = later_in_its_second()
+    want = [o for o, t in stamped if t >= since]
+    got = await collect(broker, stream, len(want), offset=ConsumerOffsetSpecification(
+        OffsetType.TIMESTAMP, since))
+    assert [o for o, _ in got] == want
+    assert want[0] > 0 and all(t < since for o, t in stamped if o < want[0])
